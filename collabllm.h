@@ -1,0 +1,2300 @@
+/* collabllm.h - v0.1 - MIT license - a single-header C reference implementation of CollabLLM
+                                     (arXiv 2502.00640): multiturn-aware rewards for collaborative LLMs.
+
+   Do this:
+      #define COLLABLLM_IMPLEMENTATION
+   before you include this file in *one* C or C++ file to create the implementation.
+   Every other file includes it without the define and sees only the declarations.
+
+   Link with:   -lcjson -lcurl -lstb -lm     (Debian: libcjson-dev libcurl4-openssl-dev libstb-dev)
+   Compile as:  C99 or later, or C++. Nothing else is needed.
+
+   TABLE OF CONTENTS
+      1. Quick start
+      2. API by task
+      3. Compile-time options
+      4. Conventions (shapes, labels, errors, memory)
+      5. File formats
+      6. Limits and trust
+      License: see the end of the file.
+
+   ---------------------------------------------------------------------------------------------
+   1. QUICK START
+   ---------------------------------------------------------------------------------------------
+      #define COLLABLLM_IMPLEMENTATION
+      #include "collabllm.h"
+
+      cllm_err err;
+      cllm_model model;
+      if (cllm_model_load(&model, "path/to/hf-model-dir", &err) != CLLM_OK) {
+          fprintf(stderr, "%s\n", err.msg); return 1;
+      }
+      int ids[] = { 1, 2, 3, 4 };
+      cllm_batch batch = { 0 };
+      batch.B = 1; batch.T = 4; batch.input_ids = ids;          // labels default to input_ids
+      cllm_forward(&model, &batch, NULL, &err);                   // model.loss, model.seq_logp[b]
+      cllm_zero_grad(&model);
+      cllm_backward(&model, NULL, NULL, &err);                    // d(loss)/d(params) in model.grads
+      cllm_adamw_config opt = { 0 };                              // zero = torch defaults, lr 1e-5
+      cllm_clip_grad_norm(&model, 1.0);
+      cllm_adamw_update(&model, &opt, 1e-5f, &err);
+      cllm_model_save(&model, "out-dir", CLLM_DT_F32, &err);      // config.json + model.safetensors
+      cllm_model_free(&model);
+
+   ---------------------------------------------------------------------------------------------
+   2. API BY TASK            (every function returning cllm_result fills an optional cllm_err)
+   ---------------------------------------------------------------------------------------------
+   Errors
+      cllm_result_string()     -- short text for a result code
+   Models (Llama, Qwen2, Qwen3 as Hugging Face defines them)
+      cllm_config_parse()      -- read a config.json text into a cllm_config
+      cllm_model_load()        -- config.json + model.safetensors (or sharded, via the index) from a directory
+      cllm_model_init()        -- a fresh model from a cllm_config with seeded random weights
+      cllm_model_save()        -- write config.json + model.safetensors (F32 or BF16), atomically
+      cllm_model_free()        -- release everything the model owns (safe on a zeroed model)
+      cllm_param_name()        -- HF name of parameter tensor i of layer l ("model.layers.3.mlp.up_proj.weight")
+   Forward and backward (fp32; right-padded batches with attention masks)
+      cllm_batch_read_jsonl()  -- {"input_ids", "labels"} lines into a padded batch; cllm_batch_free()
+      cllm_forward()           -- logits (optional), HF causal-LM loss, per-token and per-sequence log-probs
+      cllm_zero_grad()         -- clear the gradient buffer (allocated lazily by the first backward)
+      cllm_backward()          -- backprop d(objective)/d(log p of each target token) into model.grads
+   Optimisation (torch semantics)
+      cllm_adamw_step()        -- one torch.optim.AdamW step on a flat array (the pure function)
+      cllm_adamw_update()      -- AdamW over the model (decays 2-D tensors only, as the HF Trainer does)
+      cllm_clip_grad_norm()    -- torch.nn.utils.clip_grad_norm_ over all gradients; returns the pre-clip norm
+      cllm_lr_at()             -- transformers' warmup + constant / linear / cosine schedules
+   Checkpoint files
+      cllm_st_open()           -- open and strictly validate a .safetensors file
+      cllm_st_find()           -- look up a tensor by name
+      cllm_st_read()           -- read a tensor into cllm_float, converting F32 / F16 / BF16 / F64
+      cllm_st_close()
+      cllm_st_save()           -- write tensors to a .safetensors file, atomically
+   Utilities
+      cllm_read_file()         -- read a whole file (NUL-terminated)
+      cllm_write_file_atomic() -- write a file through a temporary and a rename
+      cllm_rng_seed(), cllm_rng_u32(), cllm_rng_uniform(), cllm_rng_normal()  -- a seeded, portable RNG
+
+   ---------------------------------------------------------------------------------------------
+   3. COMPILE-TIME OPTIONS   (define before including the implementation)
+   ---------------------------------------------------------------------------------------------
+      COLLABLLM_IMPLEMENTATION    create the implementation in this translation unit
+      COLLABLLM_STATIC            make every function static (private to the implementing file)
+      COLLABLLM_DOUBLE            compute in double instead of float (the tests use this for
+                                  finite-difference gradient checks; cllm_float becomes double)
+      CLLM_MALLOC(sz) CLLM_REALLOC(p,sz) CLLM_FREE(p)
+                                  replace the C allocator; define all three or none
+      CLLM_ASSERT(x)              replace assert() (used for internal invariants only, never input)
+      COLLABLLM_STB_DS_IMPLEMENTATION
+                                  instantiate stb_ds in this file instead of linking Debian's -lstb
+
+      stb_ds. collabllm.h uses stb_ds for growable arrays and hash maps, only under its prefixed
+      names (stbds_arrput, ...). stb_ds has no static mode, so the library never instantiates it by
+      default: link Debian's libstb (-lstb, which contains the implementation), or define
+      COLLABLLM_STB_DS_IMPLEMENTATION in the implementing file if you have no libstb. A host program
+      that instantiates stb_ds itself must not do either. collabllm.h includes <stb_ds.h> only in the
+      implementing file and defines STBDS_NO_SHORT_NAMES there unless stb_ds.h was already included:
+      if that file also wants stb_ds's short names (arrput, hmget, ...), include <stb_ds.h> first.
+      stb_ds calls realloc/free directly, not CLLM_REALLOC/CLLM_FREE.
+
+   ---------------------------------------------------------------------------------------------
+   4. CONVENTIONS
+   ---------------------------------------------------------------------------------------------
+   Shapes. B = batch size, T = padded sequence length, C = hidden size, V = vocabulary size,
+      L = layers, H = query heads, KV = key/value heads, hd = head dim, I = MLP width.
+      Weights keep Hugging Face's nn.Linear layout (out, in): y = x W^T + b.
+   Batches are right-padded: input_ids (B,T), attn_mask (B,T) with 1 for real tokens, then 0s.
+      A row must start with at least one real token. Labels are HF labels: same shape as input_ids,
+      *not* shifted, -100 = ignored; NULL means "input_ids where attn_mask is 1".
+   Targets. The logits at position t predict labels[t+1] (HF shifts the labels left by one).
+      After cllm_forward: model.loss = mean over counted targets of -log p (HF ForCausalLMLoss),
+      model.logp[b*T+t] = log p(labels[b][t+1] | tokens <= t) (0 where not counted),
+      model.seq_logp[b] = sum over t of model.logp[b*T+t] (what DPO and PPO call "logps").
+   Gradients. cllm_backward takes dlogp (B*T): d(objective)/d(model.logp). NULL means the mean
+      cross-entropy loss (dlogp = -1/n_targets on counted targets). DPO, PPO and GRPO build their
+      own dlogp; a value head adds dhidden (B*T, C), the gradient at the final normed hidden state.
+      Backward accumulates (+=) into model.grads; call cllm_zero_grad between steps.
+   Errors. Functions return cllm_result (CLLM_OK = 0) and, when err is not NULL, write a one-line
+      message naming what to fix. Bad input never aborts or exits; CLLM_ASSERT guards only
+      internal invariants.
+   Memory. Parameters, gradients and the two Adam moments are each one contiguous allocation with
+      named views (model.params.wq, ...), as in llm.c. Whoever calls *_load / *_init / *_open
+      owns the object and releases it with the matching *_free / *_close, which are safe on a
+      zeroed object.
+
+   ---------------------------------------------------------------------------------------------
+   5. FILE FORMATS
+   ---------------------------------------------------------------------------------------------
+   Model directory (Hugging Face layout):
+      config.json                    model_type "llama" | "qwen2" | "qwen3", sizes, rope settings
+      model.safetensors              or model.safetensors.index.json + the shards it lists
+   safetensors: u64 little-endian header length N, N bytes of JSON, then the raw tensor bytes.
+      Header: {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...,
+      "__metadata__": {string: string}}. Offsets are relative to the byte buffer after the header.
+      The reader checks: N <= 100 MB and inside the file; UTF-8 JSON object; known dtype; shape
+      and byte size agree; tensors tile the buffer with no gaps or overlaps and end exactly at EOF;
+      no duplicate names. Any failure names the tensor and the problem.
+   Tensor names are Hugging Face's (see cllm_param_name). A tied model has no lm_head.weight.
+
+   ---------------------------------------------------------------------------------------------
+   6. LIMITS AND TRUST
+   ---------------------------------------------------------------------------------------------
+      Compute is fp32 (or double with COLLABLLM_DOUBLE). Weights load from F32, F16, BF16, F64.
+      Supported model_type: llama (no attention/mlp bias), qwen2 (q/k/v bias, no sliding window),
+      qwen3 (q/k RMSNorm, no bias). rope_scaling: none, "default", "llama3", "linear".
+      A header size over 100 MB, a tensor over 2^40 elements or more than 8 dims is rejected
+      before anything is allocated.
+*/
+
+#ifndef COLLABLLM_H
+#define COLLABLLM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifndef CLLMDEF
+#ifdef COLLABLLM_STATIC
+#define CLLMDEF static
+#else
+#define CLLMDEF extern
+#endif
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifdef COLLABLLM_DOUBLE
+typedef double cllm_float;
+#else
+typedef float cllm_float;
+#endif
+
+/* ============================================================================================ */
+/* Results and errors                                                                           */
+/* ============================================================================================ */
+
+/* One list gives both the enum and the text (sokol style). */
+#define CLLM_RESULT_LIST(X)                                                        \
+    X(CLLM_OK,              "ok")                                                  \
+    X(CLLM_ERR_ARG,         "invalid argument")                                    \
+    X(CLLM_ERR_NOMEM,       "out of memory")                                       \
+    X(CLLM_ERR_IO,          "file or i/o error")                                   \
+    X(CLLM_ERR_FORMAT,      "malformed input")                                     \
+    X(CLLM_ERR_UNSUPPORTED, "unsupported feature")                                 \
+    X(CLLM_ERR_NUMERIC,     "non-finite value")                                    \
+    X(CLLM_ERR_HTTP,        "http or endpoint error")                              \
+    X(CLLM_ERR_LIMIT,       "limit exceeded")
+
+typedef enum cllm_result {
+#define CLLM__ENUM(name, text) name,
+    CLLM_RESULT_LIST(CLLM__ENUM)
+#undef CLLM__ENUM
+    CLLM_RESULT_COUNT
+} cllm_result;
+
+#define CLLM_ERRMSG_SIZE 512
+typedef struct cllm_err {
+    cllm_result code;            /* same value the function returned */
+    char msg[CLLM_ERRMSG_SIZE];  /* one line naming what to fix, e.g. "config.json: missing hidden_size" */
+} cllm_err;
+
+CLLMDEF const char *cllm_result_string(cllm_result r);
+
+/* ============================================================================================ */
+/* Random numbers: xoshiro128** seeded by splitmix64, identical on every platform               */
+/* ============================================================================================ */
+
+typedef struct cllm_rng { uint32_t s[4]; } cllm_rng;
+CLLMDEF void     cllm_rng_seed(cllm_rng *r, uint64_t seed);
+CLLMDEF uint32_t cllm_rng_u32(cllm_rng *r);
+CLLMDEF double   cllm_rng_uniform(cllm_rng *r);   /* [0, 1), 53 random bits */
+CLLMDEF double   cllm_rng_normal(cllm_rng *r);    /* N(0, 1), Box-Muller */
+
+/* ============================================================================================ */
+/* Files                                                                                        */
+/* ============================================================================================ */
+
+/* Reads a whole file into a new buffer with a NUL appended. Free it with cllm_free_buffer. */
+CLLMDEF cllm_result cllm_read_file(const char *path, char **out, size_t *len, cllm_err *err);
+/* Writes path.tmp.<pid>, flushes it to disk, then renames it over path: readers see the old file
+   or the new one, never half of one. */
+CLLMDEF cllm_result cllm_write_file_atomic(const char *path, const void *data, size_t len, cllm_err *err);
+CLLMDEF void        cllm_free_buffer(void *p);
+
+/* ============================================================================================ */
+/* safetensors                                                                                  */
+/* ============================================================================================ */
+
+typedef enum cllm_dtype {
+    CLLM_DT_F32 = 0, CLLM_DT_F16, CLLM_DT_BF16, CLLM_DT_F64,
+    CLLM_DT_I64, CLLM_DT_I32, CLLM_DT_I16, CLLM_DT_I8, CLLM_DT_U8, CLLM_DT_BOOL,
+    CLLM_DT_COUNT
+} cllm_dtype;
+
+#define CLLM_ST_MAX_DIMS 8
+typedef struct cllm_st_tensor {
+    char    *name;
+    int      dtype;                    /* cllm_dtype */
+    int      ndim;                     /* 0 for a scalar */
+    int64_t  shape[CLLM_ST_MAX_DIMS];
+    uint64_t begin, end;               /* byte offsets relative to the data buffer */
+    int64_t  numel;
+} cllm_st_tensor;
+
+typedef struct cllm_safetensors {
+    char           *path;
+    FILE           *file;
+    uint64_t        data_start;        /* 8 + header length */
+    cllm_st_tensor *tensors;           /* array of n */
+    int             n;
+} cllm_safetensors;
+
+CLLMDEF cllm_result cllm_st_open(cllm_safetensors *st, const char *path, cllm_err *err);
+CLLMDEF const cllm_st_tensor *cllm_st_find(const cllm_safetensors *st, const char *name);
+/* Converts to cllm_float; out holds t->numel values. Integer dtypes are rejected. */
+CLLMDEF cllm_result cllm_st_read(const cllm_safetensors *st, const cllm_st_tensor *t, cllm_float *out, cllm_err *err);
+CLLMDEF void        cllm_st_close(cllm_safetensors *st);
+
+typedef struct cllm_st_entry {         /* one tensor to write */
+    const char       *name;
+    int               dtype;           /* CLLM_DT_F32, CLLM_DT_BF16 (round to nearest even) or CLLM_DT_F16 */
+    int               ndim;
+    int64_t           shape[CLLM_ST_MAX_DIMS];
+    const cllm_float *data;            /* numel values */
+} cllm_st_entry;
+/* Writes the tensors in the order given, with {"format":"pt"} metadata, atomically. */
+CLLMDEF cllm_result cllm_st_save(const char *path, const cllm_st_entry *entries, int n, cllm_err *err);
+
+/* ============================================================================================ */
+/* Model configuration and parameters                                                          */
+/* ============================================================================================ */
+
+typedef enum cllm_arch { CLLM_ARCH_LLAMA = 1, CLLM_ARCH_QWEN2, CLLM_ARCH_QWEN3 } cllm_arch;
+typedef enum cllm_rope_type { CLLM_ROPE_DEFAULT = 0, CLLM_ROPE_LLAMA3, CLLM_ROPE_LINEAR } cllm_rope_type;
+
+#define CLLM_MAX_EOS 8
+typedef struct cllm_config {
+    int   arch;                 /* cllm_arch, from model_type                                   */
+    int   vocab_size;           /* V, e.g. 49152                                                 */
+    int   hidden_size;          /* C, e.g. 576                                                   */
+    int   intermediate_size;    /* I, e.g. 1536                                                  */
+    int   n_layers;             /* L, e.g. 30                                                    */
+    int   n_heads;              /* H, e.g. 9                                                     */
+    int   n_kv_heads;           /* KV, e.g. 3 (num_key_value_heads; default H)                   */
+    int   head_dim;             /* hd, e.g. 64 (head_dim; default C / H)                         */
+    int   max_position_embeddings; /* e.g. 8192 (informational; longer inputs are allowed)      */
+    float rms_norm_eps;         /* e.g. 1e-5                                                     */
+    float rope_theta;           /* e.g. 100000 (default 10000)                                   */
+    int   rope_type;            /* cllm_rope_type                                                */
+    float rope_factor;          /* llama3 / linear: e.g. 32                                      */
+    float rope_low_freq_factor; /* llama3: e.g. 1                                                */
+    float rope_high_freq_factor;/* llama3: e.g. 4                                                */
+    int   rope_original_max_pos;/* llama3: e.g. 8192                                             */
+    int   tie_word_embeddings;  /* 1: lm_head shares embed_tokens                               */
+    int   attention_bias;       /* 1: q/k/v projections have biases (qwen2)                     */
+    int   qk_norm;              /* 1: per-head RMSNorm on q and k before RoPE (qwen3)           */
+    int   bos_token_id;         /* -1 if none                                                    */
+    int   eos_token_ids[CLLM_MAX_EOS]; /* eos_token_id, an int or a list                        */
+    int   n_eos;
+} cllm_config;
+
+/* Parameter tensors, in checkpoint order. Per-layer tensors are stacked with a leading L. */
+#define CLLM_NUM_PARAM_TENSORS 17
+typedef struct cllm_params {
+    cllm_float *embed;       /* (V, C)         model.embed_tokens.weight                          */
+    cllm_float *attn_norm;   /* (L, C)         model.layers.N.input_layernorm.weight              */
+    cllm_float *wq;          /* (L, H*hd, C)   model.layers.N.self_attn.q_proj.weight             */
+    cllm_float *bq;          /* (L, H*hd)      ...q_proj.bias             (attention_bias only)   */
+    cllm_float *wk;          /* (L, KV*hd, C)  ...k_proj.weight                                   */
+    cllm_float *bk;          /* (L, KV*hd)     ...k_proj.bias             (attention_bias only)   */
+    cllm_float *wv;          /* (L, KV*hd, C)  ...v_proj.weight                                   */
+    cllm_float *bv;          /* (L, KV*hd)     ...v_proj.bias             (attention_bias only)   */
+    cllm_float *q_norm;      /* (L, hd)        ...self_attn.q_norm.weight (qk_norm only)          */
+    cllm_float *k_norm;      /* (L, hd)        ...self_attn.k_norm.weight (qk_norm only)          */
+    cllm_float *wo;          /* (L, C, H*hd)   ...o_proj.weight                                   */
+    cllm_float *mlp_norm;    /* (L, C)         model.layers.N.post_attention_layernorm.weight     */
+    cllm_float *w_gate;      /* (L, I, C)      model.layers.N.mlp.gate_proj.weight                */
+    cllm_float *w_up;        /* (L, I, C)      ...mlp.up_proj.weight                              */
+    cllm_float *w_down;      /* (L, C, I)      ...mlp.down_proj.weight                            */
+    cllm_float *final_norm;  /* (C)            model.norm.weight                                  */
+    cllm_float *lm_head;     /* (V, C)         lm_head.weight (untied); == embed when tied        */
+} cllm_params;
+
+/* Activations saved by the forward pass for the backward pass (B*T rows each). */
+typedef struct cllm_acts {
+    cllm_float *x;           /* (L+1, BT, C)   residual stream entering layer l; x[L] enters the final norm */
+    cllm_float *ln1;         /* (L, BT, C)     input_layernorm output                              */
+    cllm_float *ln1_rstd;    /* (L, BT)        1/sqrt(mean(x^2)+eps)                               */
+    cllm_float *q_pre;       /* (L, BT, H*hd)  q before the q/k norm (qk_norm only)                */
+    cllm_float *k_pre;       /* (L, BT, KV*hd)                                                     */
+    cllm_float *q_rstd;      /* (L, BT, H)     (qk_norm only)                                      */
+    cllm_float *k_rstd;      /* (L, BT, KV)                                                        */
+    cllm_float *q;           /* (L, BT, H*hd)  queries after RoPE                                  */
+    cllm_float *k;           /* (L, BT, KV*hd) keys after RoPE                                     */
+    cllm_float *v;           /* (L, BT, KV*hd) values                                              */
+    cllm_float *att_lse;     /* (L, B, H, T)   log-sum-exp of each attention row; the backward pass
+                                               recomputes the probabilities from it               */
+    cllm_float *atty;        /* (L, BT, H*hd)  attention output before o_proj                      */
+    cllm_float *h;           /* (L, BT, C)     residual stream after attention                     */
+    cllm_float *ln2;         /* (L, BT, C)     post_attention_layernorm output                     */
+    cllm_float *ln2_rstd;    /* (L, BT)                                                            */
+    cllm_float *gate;        /* (L, BT, I)     gate_proj output                                    */
+    cllm_float *up;          /* (L, BT, I)     up_proj output                                      */
+    cllm_float *act;         /* (L, BT, I)     silu(gate) * up                                     */
+    cllm_float *lnf;         /* (BT, C)        final norm output = the "last hidden state"         */
+    cllm_float *lnf_rstd;    /* (BT)                                                               */
+    cllm_float *lse;         /* (BT)           logsumexp of each (temperature-scaled) logits row   */
+    cllm_float *logp;        /* (BT)           log p(target) at each position, 0 where ignored     */
+    cllm_float *entropy;     /* (BT)           entropy of the next-token distribution               */
+} cllm_acts;
+#define CLLM_NUM_ACT_TENSORS 23
+
+typedef struct cllm_model {
+    cllm_config  config;
+    /* parameters: one allocation, named views */
+    cllm_params  params;
+    size_t       param_sizes[CLLM_NUM_PARAM_TENSORS]; /* elements; 0 = tensor absent */
+    size_t       num_params;
+    cllm_float  *params_memory;
+    /* gradients: same layout, allocated by the first cllm_backward */
+    cllm_params  grads;
+    cllm_float  *grads_memory;
+    /* AdamW first and second moments, allocated by the first cllm_adamw_update */
+    cllm_float  *m_memory, *v_memory;
+    int          adam_t;                 /* number of AdamW steps taken */
+    /* activations of the last forward, sized for up to acts_cap rows of B*T */
+    cllm_acts    acts;
+    size_t       acts_cap;
+    cllm_float  *acts_memory;
+    cllm_float  *scratch;                /* backward and lm-head work space */
+    /* the last forward's batch and results */
+    int          B, T;
+    int         *input_ids;              /* (B*T) */
+    int         *targets;                /* (B*T) shifted labels, -100 = ignored */
+    int         *mask;                   /* (B*T) attention mask */
+    float        inv_temperature;
+    cllm_float  *seq_logp;               /* (B) */
+    cllm_float   loss;                   /* mean -log p over counted targets (0 if none) */
+    int          n_targets;
+    cllm_float  *rope_cos, *rope_sin;    /* (T, hd/2) tables for the current length */
+    int          rope_len;
+    struct cJSON *hf_config;             /* the original config.json, written back on save */
+} cllm_model;
+
+/* Name of parameter tensor i (0..CLLM_NUM_PARAM_TENSORS-1) for layer `layer`, as in the checkpoint. */
+CLLMDEF void        cllm_param_name(int i, int layer, char *buf, size_t bufsize);
+CLLMDEF cllm_result cllm_config_parse(cllm_config *c, const char *json_text, size_t len, cllm_err *err);
+CLLMDEF cllm_result cllm_model_load(cllm_model *m, const char *dir, cllm_err *err);
+CLLMDEF cllm_result cllm_model_init(cllm_model *m, const cllm_config *c, uint64_t seed, cllm_err *err);
+CLLMDEF cllm_result cllm_model_save(const cllm_model *m, const char *dir, cllm_dtype dtype, cllm_err *err);
+CLLMDEF void        cllm_model_free(cllm_model *m);
+
+/* ============================================================================================ */
+/* Forward and backward                                                                         */
+/* ============================================================================================ */
+
+typedef struct cllm_batch {
+    int        B, T;          /* batch size, padded length                                        */
+    const int *input_ids;     /* (B, T)                                                           */
+    const int *labels;        /* (B, T) HF labels, unshifted, -100 = ignored (default: input_ids
+                                 where attn_mask is 1)                                            */
+    const int *attn_mask;     /* (B, T) 1 = token, 0 = right padding (default: all 1)            */
+    float      temperature;   /* log-probs use softmax(logits / temperature) (default 1; PPO
+                                 scores rollouts at the sampling temperature)                     */
+} cllm_batch;
+
+/* Reads JSONL lines {"input_ids": [..], "labels": [..]} (labels optional, default input_ids;
+   -100 = ignored) into a right-padded batch that it allocates: pad id 0, attn_mask 0 and label
+   -100 on pads. Release it with cllm_batch_free (only batches made here). */
+CLLMDEF cllm_result cllm_batch_read_jsonl(cllm_batch *batch, const char *path, cllm_err *err);
+CLLMDEF void        cllm_batch_free(cllm_batch *batch);
+
+/* logits_out: optional (B, T, V) buffer that receives the raw logits (before temperature). */
+CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_float *logits_out, cllm_err *err);
+CLLMDEF cllm_result cllm_zero_grad(cllm_model *m, cllm_err *err);
+/* dlogp: (B*T) gradient of the objective w.r.t. model.acts.logp, or NULL for the mean CE loss.
+   dhidden: optional (B*T, C) gradient w.r.t. model.acts.lnf (e.g. from a value head). */
+CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const cllm_float *dhidden, cllm_err *err);
+
+/* ============================================================================================ */
+/* Optimisation                                                                                 */
+/* ============================================================================================ */
+
+typedef struct cllm_adamw_config {
+    float beta1;         /* default 0.9                                                           */
+    float beta2;         /* default 0.999                                                         */
+    float eps;           /* default 1e-8                                                          */
+    float weight_decay;  /* default 0 (HF TrainingArguments); applied to 2-D tensors only         */
+} cllm_adamw_config;
+
+/* torch.optim.AdamW on n values, step t (1-based):
+     p *= 1 - lr*wd;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+     p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)                                         */
+CLLMDEF void   cllm_adamw_step(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v, size_t n,
+                               int t, double lr, double beta1, double beta2, double eps, double wd);
+CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config *cfg, double lr, cllm_err *err);
+/* Global L2 norm of all gradients; if above max_norm, scales them by max_norm/(norm+1e-6). */
+CLLMDEF double cllm_clip_grad_norm(cllm_model *m, double max_norm);
+CLLMDEF double cllm_clip_grad_norm_arrays(cllm_float **grads, const size_t *sizes, int n, double max_norm);
+
+typedef enum cllm_schedule { CLLM_SCHED_CONSTANT = 0, CLLM_SCHED_LINEAR, CLLM_SCHED_COSINE } cllm_schedule;
+/* transformers' schedules, step = number of optimiser steps already taken (the first update uses
+   step 0): warmup s/W for s < W, then constant, linear (T-s)/(T-W), or cosine 0.5(1+cos(pi p)). */
+CLLMDEF double cllm_lr_at(cllm_schedule kind, double base_lr, long step, long warmup, long total);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* COLLABLLM_H */
+
+/* ############################################################################################ */
+/*                                                                                              */
+/*                                       IMPLEMENTATION                                         */
+/*                                                                                              */
+/* ############################################################################################ */
+
+#ifdef COLLABLLM_IMPLEMENTATION
+#ifndef COLLABLLM_IMPLEMENTATION_DONE
+#define COLLABLLM_IMPLEMENTATION_DONE
+
+#include <stdlib.h>
+#include <string.h>
+#include <stdarg.h>
+#include <math.h>
+#include <errno.h>
+#include <limits.h>
+#include <float.h>
+#include <cjson/cJSON.h>
+
+#ifndef INCLUDE_STB_DS_H
+#define STBDS_NO_SHORT_NAMES
+#endif
+#ifdef COLLABLLM_STB_DS_IMPLEMENTATION
+#define STB_DS_IMPLEMENTATION
+#endif
+#include <stb/stb_ds.h>
+
+#if defined(_WIN32)
+#include <io.h>
+#include <process.h>
+#define cllm__getpid _getpid
+#else
+#include <unistd.h>
+#include <sys/stat.h>
+#define cllm__getpid getpid
+extern int fileno(FILE *);   /* POSIX; declared here because strict -std=c99 hides it in <stdio.h> */
+#endif
+
+#if defined(CLLM_MALLOC) && defined(CLLM_REALLOC) && defined(CLLM_FREE)
+/* ok: all three given */
+#elif !defined(CLLM_MALLOC) && !defined(CLLM_REALLOC) && !defined(CLLM_FREE)
+#define CLLM_MALLOC(sz)    malloc(sz)
+#define CLLM_REALLOC(p,sz) realloc(p,sz)
+#define CLLM_FREE(p)       free(p)
+#else
+#error "Define all or none of CLLM_MALLOC, CLLM_REALLOC and CLLM_FREE."
+#endif
+
+#ifndef CLLM_ASSERT
+#include <assert.h>
+#define CLLM_ASSERT(x) assert(x)
+#endif
+
+#ifdef COLLABLLM_DOUBLE
+#define cllm__exp  exp
+#define cllm__log  log
+#define cllm__sqrt sqrt
+#define cllm__cos  cos
+#define cllm__sin  sin
+#define cllm__pow  pow
+#else
+#define cllm__exp  expf
+#define cllm__log  logf
+#define cllm__sqrt sqrtf
+#define cllm__cos  cosf
+#define cllm__sin  sinf
+#define cllm__pow  powf
+#endif
+
+/* "zero means default", applied in one place per config struct (sokol's _def) */
+#define cllm__def(val, def) (((val) == 0) ? (def) : (val))
+
+/* -------------------------------------------------------------------------------------------- */
+/* Errors                                                                                       */
+/* -------------------------------------------------------------------------------------------- */
+
+CLLMDEF const char *cllm_result_string(cllm_result r) {
+    static const char *texts[] = {
+#define CLLM__TEXT(name, text) text,
+        CLLM_RESULT_LIST(CLLM__TEXT)
+#undef CLLM__TEXT
+    };
+    if ((int)r < 0 || (int)r >= CLLM_RESULT_COUNT) return "unknown result";
+    return texts[r];
+}
+
+/* Records an error and returns its code, so that failures read `return cllm__fail(err, ...);`. */
+static cllm_result cllm__fail(cllm_err *err, cllm_result code, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        err->code = code;
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+static void cllm__ok(cllm_err *err) {
+    if (err) { err->code = CLLM_OK; err->msg[0] = 0; }
+}
+
+/* Allocation with overflow-checked sizes; returns NULL on overflow or failure. */
+static void *cllm__calloc(size_t n, size_t size) {
+    void *p;
+    size_t bytes;
+    if (size && n > SIZE_MAX / size) return NULL;
+    bytes = n * size;
+    p = CLLM_MALLOC(bytes > 0 ? bytes : 1);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+static char *cllm__strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = (char *)CLLM_MALLOC(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+CLLMDEF void cllm_free_buffer(void *p) { CLLM_FREE(p); }
+
+/* -------------------------------------------------------------------------------------------- */
+/* Random numbers                                                                               */
+/* -------------------------------------------------------------------------------------------- */
+
+static uint64_t cllm__splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+CLLMDEF void cllm_rng_seed(cllm_rng *r, uint64_t seed) {
+    uint64_t a = cllm__splitmix64(&seed), b = cllm__splitmix64(&seed);
+    r->s[0] = (uint32_t)a; r->s[1] = (uint32_t)(a >> 32);
+    r->s[2] = (uint32_t)b; r->s[3] = (uint32_t)(b >> 32);
+}
+
+static uint32_t cllm__rotl(uint32_t x, int k) { return (x << k) | (x >> (32 - k)); }
+
+CLLMDEF uint32_t cllm_rng_u32(cllm_rng *r) {
+    uint32_t *s = r->s;
+    uint32_t result = cllm__rotl(s[1] * 5, 7) * 9;
+    uint32_t t = s[1] << 9;
+    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = cllm__rotl(s[3], 11);
+    return result;
+}
+
+CLLMDEF double cllm_rng_uniform(cllm_rng *r) {
+    uint64_t hi = cllm_rng_u32(r) >> 5, lo = cllm_rng_u32(r) >> 6;   /* 27 + 26 = 53 bits */
+    return (double)(hi * 67108864.0 + lo) / 9007199254740992.0;
+}
+
+CLLMDEF double cllm_rng_normal(cllm_rng *r) {
+    double u1 = cllm_rng_uniform(r), u2 = cllm_rng_uniform(r);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* Files                                                                                        */
+/* -------------------------------------------------------------------------------------------- */
+
+CLLMDEF cllm_result cllm_read_file(const char *path, char **out, size_t *len, cllm_err *err) {
+    FILE *f;
+    long size;
+    char *buf;
+    *out = NULL;
+    if (len) *len = 0;
+    f = fopen(path, "rb");
+    if (!f) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return cllm__fail(err, CLLM_ERR_IO, "%s: cannot determine the file size", path);
+    }
+    buf = (char *)CLLM_MALLOC((size_t)size + 1);
+    if (!buf) { fclose(f); return cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory reading %ld bytes", path, size); }
+    if (size > 0 && fread(buf, 1, (size_t)size, f) != (size_t)size) {
+        fclose(f); CLLM_FREE(buf);
+        return cllm__fail(err, CLLM_ERR_IO, "%s: short read", path);
+    }
+    fclose(f);
+    buf[size] = 0;
+    *out = buf;
+    if (len) *len = (size_t)size;
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* The temporary file is path.tmp.<pid> in the same directory, so rename() stays on one file
+   system and is atomic on POSIX. fsync makes the data durable before the name moves. */
+static FILE *cllm__open_temp(const char *path, char *tmp, size_t tmpsize, cllm_err *err) {
+    FILE *f;
+    snprintf(tmp, tmpsize, "%s.tmp.%ld", path, (long)cllm__getpid());
+    f = fopen(tmp, "wb");
+    if (!f) cllm__fail(err, CLLM_ERR_IO, "%s: cannot create (%s)", tmp, strerror(errno));
+    return f;
+}
+
+static cllm_result cllm__commit_temp(FILE *f, const char *tmp, const char *path, cllm_err *err) {
+    int bad = ferror(f) != 0;
+    bad |= fflush(f) != 0;
+#if !defined(_WIN32)
+    bad |= fsync(fileno(f)) != 0;
+#endif
+    bad |= fclose(f) != 0;
+    if (bad) {
+        remove(tmp);
+        return cllm__fail(err, CLLM_ERR_IO, "%s: write failed (%s); the previous file is untouched", path, strerror(errno));
+    }
+#if defined(_WIN32)
+    remove(path);
+#endif
+    if (rename(tmp, path) != 0) {
+        remove(tmp);
+        return cllm__fail(err, CLLM_ERR_IO, "%s: cannot rename the temporary file into place (%s)", path, strerror(errno));
+    }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_write_file_atomic(const char *path, const void *data, size_t len, cllm_err *err) {
+    char tmp[4096];
+    FILE *f = cllm__open_temp(path, tmp, sizeof tmp, err);
+    if (!f) return CLLM_ERR_IO;
+    if (len && fwrite(data, 1, len, f) != len) {
+        fclose(f); remove(tmp);
+        return cllm__fail(err, CLLM_ERR_IO, "%s: write failed (%s)", path, strerror(errno));
+    }
+    return cllm__commit_temp(f, tmp, path, err);
+}
+
+static int cllm__file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* safetensors: strict reader and atomic writer                                                 */
+/* -------------------------------------------------------------------------------------------- */
+/* Layout: u64 LE header length N | N bytes JSON | byte buffer. Each tensor entry gives dtype,
+   shape and [begin, end) offsets into the buffer. We reject anything the reference Rust reader
+   rejects (header bound, gaps, overlaps, trailing bytes, size mismatch, duplicates), because a
+   file that only we accept would not be loadable by transformers or vLLM. */
+
+#define CLLM_ST_MAX_HEADER   100000000ull          /* the Rust reader's MAX_HEADER_SIZE */
+#define CLLM_ST_MAX_NUMEL    (1ll << 40)
+
+static const char *cllm__dtype_names[CLLM_DT_COUNT] = {
+    "F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL" };
+static const int cllm__dtype_sizes[CLLM_DT_COUNT] = { 4, 2, 2, 8, 8, 4, 2, 1, 1, 1 };
+
+static int cllm__dtype_from_name(const char *s) {
+    int i;
+    for (i = 0; i < CLLM_DT_COUNT; i++) if (strcmp(s, cllm__dtype_names[i]) == 0) return i;
+    return -1;
+}
+
+/* IEEE half -> float, including subnormals, infinities and NaN. */
+static float cllm__f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, mant = h & 0x3FF, bits;
+    float f;
+    if (exp == 0) {
+        if (mant == 0) bits = sign;
+        else {                                   /* subnormal: renormalise */
+            exp = 127 - 15 + 1;
+            while (!(mant & 0x400)) { mant <<= 1; exp--; }
+            mant &= 0x3FF;
+            bits = sign | (exp << 23) | (mant << 13);
+        }
+    } else if (exp == 31) bits = sign | 0x7F800000u | (mant << 13);
+    else bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* float -> half, round to nearest even, overflow to infinity, NaN kept quiet. */
+static uint16_t cllm__f32_to_f16(float f) {
+    uint32_t x, sign, mant; int exp;
+    memcpy(&x, &f, 4);
+    sign = (x >> 16) & 0x8000; exp = (int)((x >> 23) & 0xFF) - 127 + 15; mant = x & 0x7FFFFF;
+    if (((x >> 23) & 0xFF) == 0xFF) return (uint16_t)(sign | 0x7C00 | (mant ? 0x200 : 0));
+    if (exp >= 31) return (uint16_t)(sign | 0x7C00);
+    if (exp <= 0) {                              /* subnormal or zero */
+        uint32_t m, half, r; int shift;
+        if (exp < -10) return (uint16_t)sign;
+        m = mant | 0x800000; shift = 14 - exp;
+        half = 1u << (shift - 1); r = m >> shift;
+        if ((m & ((1u << shift) - 1)) > half || ((m & ((1u << shift) - 1)) == half && (r & 1))) r++;
+        return (uint16_t)(sign | r);
+    }
+    {
+        uint32_t r = ((uint32_t)exp << 10) | (mant >> 13), rem = mant & 0x1FFF;
+        if (rem > 0x1000 || (rem == 0x1000 && (r & 1))) r++;   /* may carry into the exponent: correct */
+        return (uint16_t)(sign | r);
+    }
+}
+
+static float cllm__bf16_to_f32(uint16_t b) {
+    uint32_t bits = (uint32_t)b << 16; float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+static uint16_t cllm__f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7F800000u) == 0x7F800000u && (x & 0x7FFFFF)) return (uint16_t)((x >> 16) | 0x40); /* quiet NaN */
+    x += 0x7FFF + ((x >> 16) & 1);                /* round to nearest even */
+    return (uint16_t)(x >> 16);
+}
+
+static int cllm__st_cmp_name(const void *a, const void *b) {
+    return strcmp(((const cllm_st_tensor *)a)->name, ((const cllm_st_tensor *)b)->name);
+}
+
+static int cllm__st_cmp_offset(const void *a, const void *b) {
+    const cllm_st_tensor *x = *(const cllm_st_tensor *const *)a, *y = *(const cllm_st_tensor *const *)b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    if (x->end != y->end) return x->end < y->end ? -1 : 1;
+    return 0;
+}
+
+/* A JSON number that is a non-negative integer below 2^53. */
+static int cllm__json_u53(const cJSON *j, uint64_t *out) {
+    double d;
+    if (!cJSON_IsNumber(j)) return 0;
+    d = j->valuedouble;
+    if (!(d >= 0) || d > 9007199254740992.0 || d != floor(d)) return 0;
+    *out = (uint64_t)d;
+    return 1;
+}
+
+CLLMDEF void cllm_st_close(cllm_safetensors *st) {
+    int i;
+    if (!st) return;
+    if (st->file) fclose(st->file);
+    for (i = 0; i < st->n; i++) CLLM_FREE(st->tensors[i].name);
+    CLLM_FREE(st->tensors);
+    CLLM_FREE(st->path);
+    memset(st, 0, sizeof *st);
+}
+
+/* Parses one tensor entry of the header into t, naming the problem in err. */
+static cllm_result cllm__st_parse_entry(const char *path, const cJSON *item, cllm_st_tensor *t, cllm_err *err) {
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(item, "dtype");
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(item, "shape");
+    const cJSON *offs = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
+    const cJSON *d;
+    const char *name = item->string;
+    uint64_t begin, end, dim;
+    int64_t numel = 1;
+    if (!cJSON_IsObject(item))
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': entry is not a JSON object", path, name);
+    if (!cJSON_IsString(dt))
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': missing \"dtype\"", path, name);
+    t->dtype = cllm__dtype_from_name(dt->valuestring);
+    if (t->dtype < 0)
+        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "%s: tensor '%s': unknown or unsupported dtype '%s' (supported: F32 F16 BF16 F64 I64 I32 I16 I8 U8 BOOL)", path, name, dt->valuestring);
+    if (!cJSON_IsArray(shape))
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': missing \"shape\" array", path, name);
+    t->ndim = cJSON_GetArraySize(shape);
+    if (t->ndim > CLLM_ST_MAX_DIMS)
+        return cllm__fail(err, CLLM_ERR_LIMIT, "%s: tensor '%s': %d dimensions (at most %d)", path, name, t->ndim, CLLM_ST_MAX_DIMS);
+    t->ndim = 0;
+    cJSON_ArrayForEach(d, shape) {
+        if (!cllm__json_u53(d, &dim) || dim > (uint64_t)CLLM_ST_MAX_NUMEL)
+            return cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': shape entries must be integers in [0, 2^40]", path, name);
+        t->shape[t->ndim++] = (int64_t)dim;
+        if (dim && numel > CLLM_ST_MAX_NUMEL / (int64_t)dim)
+            return cllm__fail(err, CLLM_ERR_LIMIT, "%s: tensor '%s': more than 2^40 elements", path, name);
+        numel *= (int64_t)dim;
+    }
+    t->numel = numel;
+    if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2 ||
+        !cllm__json_u53(cJSON_GetArrayItem(offs, 0), &begin) || !cllm__json_u53(cJSON_GetArrayItem(offs, 1), &end))
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': \"data_offsets\" must be two non-negative integers", path, name);
+    if (end < begin)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': data_offsets end %llu is before begin %llu", path, name, (unsigned long long)end, (unsigned long long)begin);
+    if (end - begin != (uint64_t)numel * (uint64_t)cllm__dtype_sizes[t->dtype])
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': %llu bytes in data_offsets but shape x %s needs %llu", path, name,
+                          (unsigned long long)(end - begin), dt->valuestring, (unsigned long long)numel * (unsigned long long)cllm__dtype_sizes[t->dtype]);
+    t->begin = begin; t->end = end;
+    t->name = cllm__strdup(name);
+    if (!t->name) return cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path);
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_st_open(cllm_safetensors *st, const char *path, cllm_err *err) {
+    unsigned char lenbuf[8];
+    uint64_t hlen = 0, fsize, bufsize, expect;
+    long sz;
+    char *header = NULL;
+    const char *parse_end = NULL;
+    cJSON *root = NULL, *item;
+    cllm_st_tensor **order = NULL;
+    cllm_result rc = CLLM_OK;
+    int i, count = 0;
+
+    memset(st, 0, sizeof *st);
+    st->path = cllm__strdup(path);
+    st->file = fopen(path, "rb");
+    if (!st->path || !st->file) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", path, strerror(errno)); goto done; }
+    if (fseek(st->file, 0, SEEK_END) != 0 || (sz = ftell(st->file)) < 0) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: cannot size the file", path); goto done; }
+    fsize = (uint64_t)sz;
+    rewind(st->file);
+    if (fsize < 8 || fread(lenbuf, 1, 8, st->file) != 8) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: truncated: shorter than the 8-byte header length", path); goto done; }
+    for (i = 7; i >= 0; i--) hlen = (hlen << 8) | lenbuf[i];
+    if (hlen > CLLM_ST_MAX_HEADER) { rc = cllm__fail(err, CLLM_ERR_LIMIT, "%s: header length %llu exceeds the 100 MB limit (corrupt or not a safetensors file?)", path, (unsigned long long)hlen); goto done; }
+    if (hlen > fsize - 8) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: header length %llu is larger than the file (%llu bytes): truncated or corrupt", path, (unsigned long long)hlen, (unsigned long long)fsize); goto done; }
+    if (hlen < 2) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: header too short to hold a JSON object", path); goto done; }
+    header = (char *)CLLM_MALLOC((size_t)hlen + 1);
+    if (!header) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory for the header", path); goto done; }
+    if (fread(header, 1, (size_t)hlen, st->file) != hlen) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: short read in the header", path); goto done; }
+    header[hlen] = 0;
+    if (header[0] != '{') { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: header does not start with '{'", path); goto done; }
+    root = cJSON_ParseWithLengthOpts(header, (size_t)hlen, &parse_end, 0);
+    if (!root || !cJSON_IsObject(root)) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: header is not valid JSON (near byte %ld)", path, parse_end ? (long)(parse_end - header) : 0L); goto done; }
+    for (; parse_end && parse_end < header + hlen; parse_end++)
+        if (*parse_end != ' ') { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: unexpected bytes after the header JSON (only space padding is allowed)", path); goto done; }
+
+    st->data_start = 8 + hlen;
+    bufsize = fsize - st->data_start;
+    cJSON_ArrayForEach(item, root) count++;
+    st->tensors = (cllm_st_tensor *)cllm__calloc((size_t)count + 1, sizeof(cllm_st_tensor));
+    if (!st->tensors) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path); goto done; }
+    cJSON_ArrayForEach(item, root) {
+        if (item->string && strcmp(item->string, "__metadata__") == 0) {
+            const cJSON *kv;
+            if (!cJSON_IsObject(item)) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: __metadata__ must be an object of strings", path); goto done; }
+            cJSON_ArrayForEach(kv, item) if (!cJSON_IsString(kv)) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: __metadata__ value '%s' is not a string", path, kv->string); goto done; }
+            continue;
+        }
+        rc = cllm__st_parse_entry(path, item, &st->tensors[st->n], err);
+        if (rc != CLLM_OK) goto done;
+        st->n++;
+    }
+
+    /* names: sorted for binary search, and duplicates rejected */
+    qsort(st->tensors, (size_t)st->n, sizeof(cllm_st_tensor), cllm__st_cmp_name);
+    for (i = 1; i < st->n; i++)
+        if (strcmp(st->tensors[i].name, st->tensors[i - 1].name) == 0) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s' appears twice in the header", path, st->tensors[i].name); goto done; }
+
+    /* offsets: sorted, the tensors must tile [0, bufsize) exactly */
+    order = (cllm_st_tensor **)cllm__calloc((size_t)st->n + 1, sizeof(*order));
+    if (!order) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path); goto done; }
+    for (i = 0; i < st->n; i++) order[i] = &st->tensors[i];
+    qsort(order, (size_t)st->n, sizeof(*order), cllm__st_cmp_offset);
+    expect = 0;
+    for (i = 0; i < st->n; i++) {
+        if (order[i]->begin > bufsize || order[i]->end > bufsize) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu) run past the end of the file's %llu data bytes (truncated?)", path, order[i]->name, (unsigned long long)order[i]->begin, (unsigned long long)order[i]->end, (unsigned long long)bufsize); goto done; }
+        if (order[i]->begin < expect) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': data_offsets overlap the previous tensor (begin %llu < %llu)", path, order[i]->name, (unsigned long long)order[i]->begin, (unsigned long long)expect); goto done; }
+        if (order[i]->begin > expect) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': gap before its data (begin %llu, previous end %llu); tensors must be contiguous", path, order[i]->name, (unsigned long long)order[i]->begin, (unsigned long long)expect); goto done; }
+        expect = order[i]->end;
+    }
+    if (expect != bufsize) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: %llu trailing bytes after the last tensor", path, (unsigned long long)(bufsize - expect)); goto done; }
+
+done:
+    CLLM_FREE(order);
+    CLLM_FREE(header);
+    cJSON_Delete(root);
+    if (rc != CLLM_OK) cllm_st_close(st);
+    else cllm__ok(err);
+    return rc;
+}
+
+CLLMDEF const cllm_st_tensor *cllm_st_find(const cllm_safetensors *st, const char *name) {
+    cllm_st_tensor key;
+    key.name = (char *)name;
+    if (!st || st->n == 0) return NULL;
+    return (const cllm_st_tensor *)bsearch(&key, st->tensors, (size_t)st->n, sizeof(cllm_st_tensor), cllm__st_cmp_name);
+}
+
+CLLMDEF cllm_result cllm_st_read(const cllm_safetensors *st, const cllm_st_tensor *t, cllm_float *out, cllm_err *err) {
+    #define CLLM__ST_CHUNK 8192
+    unsigned char buf[CLLM__ST_CHUNK * 8];
+    int esize;
+    int64_t done = 0;
+    if (t->dtype != CLLM_DT_F32 && t->dtype != CLLM_DT_F16 && t->dtype != CLLM_DT_BF16 && t->dtype != CLLM_DT_F64)
+        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s cannot be read as floating point", st->path, t->name, cllm__dtype_names[t->dtype]);
+    esize = cllm__dtype_sizes[t->dtype];
+    if (fseek(st->file, (long)(st->data_start + t->begin), SEEK_SET) != 0)
+        return cllm__fail(err, CLLM_ERR_IO, "%s: tensor '%s': seek failed", st->path, t->name);
+    while (done < t->numel) {
+        int64_t i, n = t->numel - done < CLLM__ST_CHUNK ? t->numel - done : CLLM__ST_CHUNK;
+        if (fread(buf, (size_t)esize, (size_t)n, st->file) != (size_t)n)
+            return cllm__fail(err, CLLM_ERR_IO, "%s: tensor '%s': short read (file changed or truncated?)", st->path, t->name);
+        for (i = 0; i < n; i++) {
+            const unsigned char *b = buf + i * esize;
+            cllm_float *o = out + done + i;
+            switch (t->dtype) {
+            case CLLM_DT_F32: { uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24; float f; memcpy(&f, &u, 4); *o = (cllm_float)f; break; }
+            case CLLM_DT_F16:  *o = (cllm_float)cllm__f16_to_f32((uint16_t)(b[0] | b[1] << 8)); break;
+            case CLLM_DT_BF16: *o = (cllm_float)cllm__bf16_to_f32((uint16_t)(b[0] | b[1] << 8)); break;
+            default: { uint64_t u = 0; double d; int k; for (k = 7; k >= 0; k--) u = (u << 8) | b[k]; memcpy(&d, &u, 8); *o = (cllm_float)d; break; }
+            }
+        }
+        done += n;
+    }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_st_save(const char *path, const cllm_st_entry *entries, int n, cllm_err *err) {
+    cJSON *root = cJSON_CreateObject(), *meta;
+    char *json = NULL, tmp[4096];
+    FILE *f = NULL;
+    uint64_t offset = 0, hlen;
+    size_t jlen;
+    unsigned char lenbuf[8];
+    int i, k;
+    cllm_result rc = CLLM_OK;
+
+    if (!root) return cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path);
+    meta = cJSON_AddObjectToObject(root, "__metadata__");
+    if (meta) cJSON_AddStringToObject(meta, "format", "pt");
+    for (i = 0; i < n; i++) {
+        const cllm_st_entry *e = &entries[i];
+        cJSON *t, *shape, *offs;
+        int64_t numel = 1;
+        if (e->dtype != CLLM_DT_F32 && e->dtype != CLLM_DT_BF16 && e->dtype != CLLM_DT_F16) { rc = cllm__fail(err, CLLM_ERR_ARG, "%s: tensor '%s': can only write F32, BF16 or F16", path, e->name); goto done; }
+        if (e->ndim < 0 || e->ndim > CLLM_ST_MAX_DIMS) { rc = cllm__fail(err, CLLM_ERR_ARG, "%s: tensor '%s': bad ndim %d", path, e->name, e->ndim); goto done; }
+        t = cJSON_AddObjectToObject(root, e->name);
+        shape = cJSON_CreateArray(); offs = cJSON_CreateArray();
+        if (!t || !shape || !offs) { cJSON_Delete(shape); cJSON_Delete(offs); rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path); goto done; }
+        cJSON_AddStringToObject(t, "dtype", cllm__dtype_names[e->dtype]);
+        for (k = 0; k < e->ndim; k++) { cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)e->shape[k])); numel *= e->shape[k]; }
+        cJSON_AddItemToObject(t, "shape", shape);
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)offset));
+        offset += (uint64_t)numel * (uint64_t)cllm__dtype_sizes[e->dtype];
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)offset));
+        cJSON_AddItemToObject(t, "data_offsets", offs);
+    }
+    json = cJSON_PrintUnformatted(root);
+    if (!json) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path); goto done; }
+    jlen = strlen(json);
+    hlen = (uint64_t)jlen;
+    while ((8 + hlen) % 8) hlen++;                     /* pad with spaces so the data is aligned */
+    for (k = 0; k < 8; k++) lenbuf[k] = (unsigned char)(hlen >> (8 * k));
+    f = cllm__open_temp(path, tmp, sizeof tmp, err);
+    if (!f) { rc = CLLM_ERR_IO; goto done; }
+    fwrite(lenbuf, 1, 8, f);
+    fwrite(json, 1, jlen, f);
+    for (k = 0; k < (int)(hlen - jlen); k++) fputc(' ', f);
+    for (i = 0; i < n; i++) {
+        const cllm_st_entry *e = &entries[i];
+        int64_t j, numel = 1;
+        for (k = 0; k < e->ndim; k++) numel *= e->shape[k];
+        for (j = 0; j < numel; j++) {
+            unsigned char b[4];
+            float x = (float)e->data[j];
+            if (e->dtype == CLLM_DT_F32) {
+                uint32_t u; memcpy(&u, &x, 4);
+                b[0] = (unsigned char)u; b[1] = (unsigned char)(u >> 8); b[2] = (unsigned char)(u >> 16); b[3] = (unsigned char)(u >> 24);
+                fwrite(b, 1, 4, f);
+            } else {
+                uint16_t u = e->dtype == CLLM_DT_BF16 ? cllm__f32_to_bf16(x) : cllm__f32_to_f16(x);
+                b[0] = (unsigned char)u; b[1] = (unsigned char)(u >> 8);
+                fwrite(b, 1, 2, f);
+            }
+        }
+    }
+    rc = cllm__commit_temp(f, tmp, path, err);
+done:
+    cJSON_free(json);
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* config.json                                                                                  */
+/* -------------------------------------------------------------------------------------------- */
+
+static int cllm__json_int(const cJSON *o, const char *key, int def, int *out) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!j || cJSON_IsNull(j)) { *out = def; return 1; }
+    if (!cJSON_IsNumber(j) || j->valuedouble != floor(j->valuedouble) || fabs(j->valuedouble) > 2147483647.0) return 0;
+    *out = (int)j->valuedouble;
+    return 1;
+}
+
+static int cllm__json_float(const cJSON *o, const char *key, float def, float *out) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!j || cJSON_IsNull(j)) { *out = def; return 1; }
+    if (!cJSON_IsNumber(j)) return 0;
+    *out = (float)j->valuedouble;
+    return 1;
+}
+
+static int cllm__json_bool(const cJSON *o, const char *key, int def) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (cJSON_IsBool(j)) return cJSON_IsTrue(j);
+    return def;
+}
+
+static const char *cllm__json_str(const cJSON *o, const char *key) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(j) ? j->valuestring : NULL;
+}
+
+static cllm_result cllm__config_from_json(cllm_config *c, const cJSON *root, cllm_err *err) {
+    const char *mt = cllm__json_str(root, "model_type"), *act;
+    const cJSON *scaling, *eos;
+    int ok = 1;
+    memset(c, 0, sizeof *c);
+    if (!cJSON_IsObject(root)) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: not a JSON object");
+    if (!mt) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: missing \"model_type\" (expected llama, qwen2 or qwen3)");
+    if (strcmp(mt, "llama") == 0) c->arch = CLLM_ARCH_LLAMA;
+    else if (strcmp(mt, "qwen2") == 0) c->arch = CLLM_ARCH_QWEN2;
+    else if (strcmp(mt, "qwen3") == 0) c->arch = CLLM_ARCH_QWEN3;
+    else return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: model_type '%s' is not supported (supported: llama, qwen2, qwen3)", mt);
+
+    ok &= cllm__json_int(root, "vocab_size", 0, &c->vocab_size);
+    ok &= cllm__json_int(root, "hidden_size", 0, &c->hidden_size);
+    ok &= cllm__json_int(root, "intermediate_size", 0, &c->intermediate_size);
+    ok &= cllm__json_int(root, "num_hidden_layers", 0, &c->n_layers);
+    ok &= cllm__json_int(root, "num_attention_heads", 0, &c->n_heads);
+    ok &= cllm__json_int(root, "num_key_value_heads", c->n_heads, &c->n_kv_heads);
+    ok &= cllm__json_int(root, "head_dim", 0, &c->head_dim);
+    ok &= cllm__json_int(root, "max_position_embeddings", 2048, &c->max_position_embeddings);
+    ok &= cllm__json_float(root, "rms_norm_eps", 1e-6f, &c->rms_norm_eps);
+    ok &= cllm__json_float(root, "rope_theta", 10000.0f, &c->rope_theta);
+    ok &= cllm__json_int(root, "bos_token_id", -1, &c->bos_token_id);
+    if (!ok) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: a size field is not an integer (check vocab_size, hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim)");
+    if (c->vocab_size <= 0 || c->hidden_size <= 0 || c->intermediate_size <= 0 || c->n_layers <= 0 || c->n_heads <= 0)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: vocab_size, hidden_size, intermediate_size, num_hidden_layers and num_attention_heads must all be given and positive");
+    if (c->head_dim == 0) {
+        if (c->hidden_size % c->n_heads) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: hidden_size %d is not divisible by num_attention_heads %d; give head_dim", c->hidden_size, c->n_heads);
+        c->head_dim = c->hidden_size / c->n_heads;
+    }
+    if (c->head_dim <= 0 || c->head_dim % 2) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: head_dim %d must be positive and even (RoPE rotates pairs)", c->head_dim);
+    if (c->n_kv_heads <= 0 || c->n_heads % c->n_kv_heads) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: num_attention_heads %d must be a multiple of num_key_value_heads %d", c->n_heads, c->n_kv_heads);
+    if ((double)c->vocab_size * c->hidden_size > 1e11 || (double)c->n_layers * c->intermediate_size * c->hidden_size > 1e12)
+        return cllm__fail(err, CLLM_ERR_LIMIT, "config.json: model sizes are implausibly large (corrupt config?)");
+    if (!(c->rms_norm_eps > 0)) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: rms_norm_eps must be positive");
+    if (!(c->rope_theta > 0)) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: rope_theta must be positive");
+
+    act = cllm__json_str(root, "hidden_act");
+    if (act && strcmp(act, "silu") != 0) return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: hidden_act '%s' is not supported (only silu)", act);
+    if (cllm__json_bool(root, "mlp_bias", 0)) return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: mlp_bias true is not supported");
+    {
+        int tp = 1;
+        if (!cllm__json_int(root, "pretraining_tp", 1, &tp) || tp != 1) return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: pretraining_tp must be 1");
+    }
+    /* Qwen2 always has q/k/v biases (its config has no switch); Llama and Qwen3 put a bias on
+       o_proj too when attention_bias is set, which we do not support. */
+    if (c->arch == CLLM_ARCH_QWEN2) c->attention_bias = 1;
+    else if (cllm__json_bool(root, "attention_bias", 0)) return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: attention_bias true is not supported for model_type '%s'", mt);
+    if (c->arch == CLLM_ARCH_QWEN3) c->qk_norm = 1;
+    if (c->arch == CLLM_ARCH_QWEN2 && cllm__json_bool(root, "use_sliding_window", 0))
+        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: use_sliding_window true is not supported");
+    c->tie_word_embeddings = cllm__json_bool(root, "tie_word_embeddings", c->arch == CLLM_ARCH_LLAMA ? 0 : 1);
+
+    scaling = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+    c->rope_type = CLLM_ROPE_DEFAULT;
+    if (scaling && !cJSON_IsNull(scaling)) {
+        const char *type = cllm__json_str(scaling, "rope_type");
+        if (!type) type = cllm__json_str(scaling, "type");      /* older configs */
+        if (!cJSON_IsObject(scaling) || !type) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: rope_scaling must be null or an object with \"rope_type\"");
+        if (strcmp(type, "default") == 0) c->rope_type = CLLM_ROPE_DEFAULT;
+        else if (strcmp(type, "llama3") == 0 || strcmp(type, "linear") == 0) {
+            c->rope_type = strcmp(type, "llama3") == 0 ? CLLM_ROPE_LLAMA3 : CLLM_ROPE_LINEAR;
+            ok &= cllm__json_float(scaling, "factor", 0, &c->rope_factor);
+            ok &= cllm__json_float(scaling, "low_freq_factor", 1, &c->rope_low_freq_factor);
+            ok &= cllm__json_float(scaling, "high_freq_factor", 4, &c->rope_high_freq_factor);
+            ok &= cllm__json_int(scaling, "original_max_position_embeddings", 8192, &c->rope_original_max_pos);
+            if (!ok || !(c->rope_factor > 0)) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: rope_scaling '%s' needs a positive \"factor\"", type);
+            if (c->rope_type == CLLM_ROPE_LLAMA3 && !(c->rope_high_freq_factor > c->rope_low_freq_factor && c->rope_original_max_pos > 0))
+                return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: llama3 rope_scaling needs high_freq_factor > low_freq_factor and original_max_position_embeddings > 0");
+        } else return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: rope_scaling type '%s' is not supported (supported: default, llama3, linear)", type);
+    }
+
+    eos = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
+    if (cJSON_IsNumber(eos)) c->eos_token_ids[c->n_eos++] = (int)eos->valuedouble;
+    else if (cJSON_IsArray(eos)) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, eos) if (cJSON_IsNumber(e) && c->n_eos < CLLM_MAX_EOS) c->eos_token_ids[c->n_eos++] = (int)e->valuedouble;
+    }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_config_parse(cllm_config *c, const char *json_text, size_t len, cllm_err *err) {
+    cJSON *root = cJSON_ParseWithLength(json_text, len);
+    cllm_result rc;
+    if (!root) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: not valid JSON");
+    rc = cllm__config_from_json(c, root, err);
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* Parameter layout: one allocation, named views (llm.c's fill_in_parameter_sizes)              */
+/* -------------------------------------------------------------------------------------------- */
+
+/* HF name of each tensor; "%d" marks a per-layer tensor. Order = cllm_params field order. */
+static const char *cllm__param_fmt[CLLM_NUM_PARAM_TENSORS] = {
+    "model.embed_tokens.weight",
+    "model.layers.%d.input_layernorm.weight",
+    "model.layers.%d.self_attn.q_proj.weight",
+    "model.layers.%d.self_attn.q_proj.bias",
+    "model.layers.%d.self_attn.k_proj.weight",
+    "model.layers.%d.self_attn.k_proj.bias",
+    "model.layers.%d.self_attn.v_proj.weight",
+    "model.layers.%d.self_attn.v_proj.bias",
+    "model.layers.%d.self_attn.q_norm.weight",
+    "model.layers.%d.self_attn.k_norm.weight",
+    "model.layers.%d.self_attn.o_proj.weight",
+    "model.layers.%d.post_attention_layernorm.weight",
+    "model.layers.%d.mlp.gate_proj.weight",
+    "model.layers.%d.mlp.up_proj.weight",
+    "model.layers.%d.mlp.down_proj.weight",
+    "model.norm.weight",
+    "lm_head.weight",
+};
+enum { CLLM__P_EMBED, CLLM__P_ATTN_NORM, CLLM__P_WQ, CLLM__P_BQ, CLLM__P_WK, CLLM__P_BK, CLLM__P_WV, CLLM__P_BV,
+       CLLM__P_QNORM, CLLM__P_KNORM, CLLM__P_WO, CLLM__P_MLP_NORM, CLLM__P_GATE, CLLM__P_UP, CLLM__P_DOWN,
+       CLLM__P_FINAL_NORM, CLLM__P_LM_HEAD };
+
+static int cllm__param_per_layer(int i) { return strstr(cllm__param_fmt[i], "%d") != NULL; }
+
+CLLMDEF void cllm_param_name(int i, int layer, char *buf, size_t bufsize) {
+    if (i < 0 || i >= CLLM_NUM_PARAM_TENSORS) { snprintf(buf, bufsize, "?"); return; }
+    if (cllm__param_per_layer(i)) snprintf(buf, bufsize, cllm__param_fmt[i], layer);
+    else snprintf(buf, bufsize, "%s", cllm__param_fmt[i]);
+}
+
+/* Shape of one tensor (of one layer, for per-layer tensors): rows x cols, cols = 0 for 1-D.
+   A tensor the architecture does not have gets rows = 0. */
+static void cllm__param_shape(const cllm_config *c, int i, int *rows, int *cols) {
+    int V = c->vocab_size, C = c->hidden_size, I = c->intermediate_size;
+    int Q = c->n_heads * c->head_dim, K = c->n_kv_heads * c->head_dim;
+    int b = c->attention_bias, qk = c->qk_norm;
+    *cols = 0;
+    switch (i) {
+    case CLLM__P_EMBED:      *rows = V; *cols = C; break;
+    case CLLM__P_ATTN_NORM:  *rows = C; break;
+    case CLLM__P_WQ:         *rows = Q; *cols = C; break;
+    case CLLM__P_BQ:         *rows = b ? Q : 0; break;
+    case CLLM__P_WK:         *rows = K; *cols = C; break;
+    case CLLM__P_BK:         *rows = b ? K : 0; break;
+    case CLLM__P_WV:         *rows = K; *cols = C; break;
+    case CLLM__P_BV:         *rows = b ? K : 0; break;
+    case CLLM__P_QNORM:      *rows = qk ? c->head_dim : 0; break;
+    case CLLM__P_KNORM:      *rows = qk ? c->head_dim : 0; break;
+    case CLLM__P_WO:         *rows = C; *cols = Q; break;
+    case CLLM__P_MLP_NORM:   *rows = C; break;
+    case CLLM__P_GATE:       *rows = I; *cols = C; break;
+    case CLLM__P_UP:         *rows = I; *cols = C; break;
+    case CLLM__P_DOWN:       *rows = C; *cols = I; break;
+    case CLLM__P_FINAL_NORM: *rows = C; break;
+    default:                 *rows = c->tie_word_embeddings ? 0 : V; *cols = C; break;   /* lm_head */
+    }
+}
+
+static void cllm__fill_in_param_sizes(size_t *sizes, const cllm_config *c) {
+    int i, rows, cols;
+    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
+        cllm__param_shape(c, i, &rows, &cols);
+        sizes[i] = (size_t)rows * (size_t)(cols ? cols : 1) * (size_t)(cllm__param_per_layer(i) ? c->n_layers : 1);
+    }
+}
+
+/* The fields of cllm_params as an array, in tensor order. */
+static void cllm__param_ptrs(cllm_params *p, cllm_float **ptrs[CLLM_NUM_PARAM_TENSORS]) {
+    cllm_float **list[CLLM_NUM_PARAM_TENSORS];
+    list[0] = &p->embed; list[1] = &p->attn_norm; list[2] = &p->wq; list[3] = &p->bq; list[4] = &p->wk;
+    list[5] = &p->bk; list[6] = &p->wv; list[7] = &p->bv; list[8] = &p->q_norm; list[9] = &p->k_norm;
+    list[10] = &p->wo; list[11] = &p->mlp_norm; list[12] = &p->w_gate; list[13] = &p->w_up;
+    list[14] = &p->w_down; list[15] = &p->final_norm; list[16] = &p->lm_head;
+    memcpy(ptrs, list, sizeof list);
+}
+
+/* Points every field of p into memory, in order; absent tensors get NULL; a tied lm_head
+   aliases the embedding, so the head's gradient lands in the embedding's. */
+static void cllm__point_params(cllm_params *p, cllm_float *memory, const size_t *sizes) {
+    cllm_float **ptrs[CLLM_NUM_PARAM_TENSORS];
+    int i;
+    cllm__param_ptrs(p, ptrs);
+    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
+        *ptrs[i] = sizes[i] ? memory : NULL;
+        memory += sizes[i];
+    }
+    if (!sizes[CLLM__P_LM_HEAD]) p->lm_head = p->embed;
+}
+
+static cllm_float *cllm__alloc_params(cllm_params *p, const size_t *sizes, size_t total) {
+    cllm_float *mem = (cllm_float *)cllm__calloc(total ? total : 1, sizeof(cllm_float));
+    if (mem) cllm__point_params(p, mem, sizes);
+    return mem;
+}
+
+static cllm_result cllm__model_setup(cllm_model *m, const cllm_config *c, cllm_err *err) {
+    int i;
+    memset(m, 0, sizeof *m);
+    m->config = *c;
+    cllm__fill_in_param_sizes(m->param_sizes, c);
+    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) m->num_params += m->param_sizes[i];
+    m->params_memory = cllm__alloc_params(&m->params, m->param_sizes, m->num_params);
+    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for %zu parameters (%.1f GB)", m->num_params, m->num_params * sizeof(cllm_float) / 1e9);
+    return CLLM_OK;
+}
+
+CLLMDEF void cllm_model_free(cllm_model *m) {
+    if (!m) return;
+    CLLM_FREE(m->params_memory); CLLM_FREE(m->grads_memory);
+    CLLM_FREE(m->m_memory); CLLM_FREE(m->v_memory);
+    CLLM_FREE(m->acts_memory); CLLM_FREE(m->scratch);
+    CLLM_FREE(m->input_ids); CLLM_FREE(m->targets); CLLM_FREE(m->mask); CLLM_FREE(m->seq_logp);
+    CLLM_FREE(m->rope_cos); CLLM_FREE(m->rope_sin);
+    cJSON_Delete(m->hf_config);
+    memset(m, 0, sizeof *m);
+}
+
+/* Fresh weights as HF initialises them: N(0, 0.02) matrices, unit norms, zero biases. */
+CLLMDEF cllm_result cllm_model_init(cllm_model *m, const cllm_config *c, uint64_t seed, cllm_err *err) {
+    cllm_rng rng;
+    size_t k;
+    int i, rows, cols;
+    cllm_float **ptrs[CLLM_NUM_PARAM_TENSORS];
+    cllm_result rc = cllm__model_setup(m, c, err);
+    if (rc != CLLM_OK) { cllm_model_free(m); return rc; }
+    cllm_rng_seed(&rng, seed);
+    cllm__param_ptrs(&m->params, ptrs);
+    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
+        if (!m->param_sizes[i]) continue;
+        cllm__param_shape(c, i, &rows, &cols);
+        for (k = 0; k < m->param_sizes[i]; k++) {
+            if (cols) (*ptrs[i])[k] = (cllm_float)(0.02 * cllm_rng_normal(&rng));
+            else (*ptrs[i])[k] = (cllm_float)(strstr(cllm__param_fmt[i], "norm") ? 1.0 : 0.0);
+        }
+    }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* Checkpoints: Hugging Face directories                                                       */
+/* -------------------------------------------------------------------------------------------- */
+
+/* Tensors that may appear in a checkpoint without being parameters (skipped, not an error). */
+static int cllm__ignorable_tensor(const char *name) {
+    size_t n = strlen(name);
+    return n > 19 && strcmp(name + n - 19, "rotary_emb.inv_freq") == 0;
+}
+
+/* Loads every parameter tensor found in one shard; marks each in `seen` (indexed by tensor and
+   layer) so that missing ones are reported after all shards. */
+static cllm_result cllm__load_shard(cllm_model *m, const char *path, unsigned char *seen, cllm_err *err) {
+    const cllm_config *c = &m->config;
+    cllm_safetensors st;
+    cllm_float **ptrs[CLLM_NUM_PARAM_TENSORS];
+    cllm_result rc = cllm_st_open(&st, path, err);
+    int t;
+    if (rc != CLLM_OK) return rc;
+    cllm__param_ptrs(&m->params, ptrs);
+    for (t = 0; t < st.n && rc == CLLM_OK; t++) {
+        const cllm_st_tensor *ten = &st.tensors[t];
+        char name[256];
+        int i, l = -1, found = -1, rows, cols;
+        for (i = 0; i < CLLM_NUM_PARAM_TENSORS && found < 0; i++) {
+            if (!m->param_sizes[i] && i != CLLM__P_LM_HEAD) continue;
+            if (cllm__param_per_layer(i)) {
+                for (l = 0; l < c->n_layers; l++) { cllm_param_name(i, l, name, sizeof name); if (strcmp(name, ten->name) == 0) { found = i; break; } }
+            } else if (strcmp(cllm__param_fmt[i], ten->name) == 0) { found = i; l = 0; }
+        }
+        if (found < 0) {
+            if (cllm__ignorable_tensor(ten->name)) continue;
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: unexpected tensor '%s' (not a parameter of this %s config: wrong model_type, layer count or bias settings?)",
+                            path, ten->name, c->arch == CLLM_ARCH_QWEN2 ? "qwen2" : c->arch == CLLM_ARCH_QWEN3 ? "qwen3" : "llama");
+            break;
+        }
+        cllm__param_shape(c, found, &rows, &cols);
+        if (found == CLLM__P_LM_HEAD && c->tie_word_embeddings) { rows = c->vocab_size; cols = c->hidden_size; }
+        if (!(cols ? (ten->ndim == 2 && ten->shape[0] == rows && ten->shape[1] == cols) : (ten->ndim == 1 && ten->shape[0] == rows))) {
+            char got[96]; int k, n = 0;
+            for (k = 0; k < ten->ndim && n < 80; k++) n += snprintf(got + n, sizeof got - (size_t)n, k ? ",%lld" : "%lld", (long long)ten->shape[k]);
+            if (!ten->ndim) got[0] = 0;
+            if (cols) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s' has shape [%s], expected [%d,%d] from config.json", path, ten->name, got, rows, cols);
+            else rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s' has shape [%s], expected [%d] from config.json", path, ten->name, got, rows);
+            break;
+        }
+        if (found == CLLM__P_LM_HEAD && c->tie_word_embeddings) continue;  /* HF re-ties it to the embedding */
+        if (seen[found * c->n_layers + l]) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s' appears in more than one shard", path, ten->name); break; }
+        seen[found * c->n_layers + l] = 1;
+        {
+            size_t per = (size_t)rows * (size_t)(cols ? cols : 1);
+            rc = cllm_st_read(&st, ten, *ptrs[found] + (size_t)l * per, err);
+        }
+    }
+    cllm_st_close(&st);
+    return rc;
+}
+
+CLLMDEF cllm_result cllm_model_load(cllm_model *m, const char *dir, cllm_err *err) {
+    char path[4096];
+    char *text = NULL;
+    size_t len;
+    cJSON *root = NULL, *index = NULL;
+    cllm_config cfg;
+    unsigned char *seen = NULL;
+    cllm_result rc;
+    int i, l;
+
+    memset(m, 0, sizeof *m);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    rc = cllm_read_file(path, &text, &len, err);
+    if (rc != CLLM_OK) return rc;
+    root = cJSON_ParseWithLength(text, len);
+    CLLM_FREE(text); text = NULL;
+    if (!root) return cllm__fail(err, CLLM_ERR_FORMAT, "%s: not valid JSON", path);
+    rc = cllm__config_from_json(&cfg, root, err);
+    if (rc != CLLM_OK) { cJSON_Delete(root); return rc; }
+    rc = cllm__model_setup(m, &cfg, err);
+    if (rc != CLLM_OK) { cJSON_Delete(root); cllm_model_free(m); return rc; }
+    m->hf_config = root;
+    seen = (unsigned char *)cllm__calloc((size_t)CLLM_NUM_PARAM_TENSORS * (size_t)cfg.n_layers, 1);
+    if (!seen) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+
+    /* HF's order: model.safetensors first, else the sharded index. */
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (cllm__file_exists(path)) rc = cllm__load_shard(m, path, seen, err);
+    else {
+        const cJSON *wm, *e;
+        char **files = NULL;
+        int nf = 0, k;
+        snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+        if (!cllm__file_exists(path)) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: no model.safetensors and no model.safetensors.index.json", dir); goto done; }
+        rc = cllm_read_file(path, &text, &len, err);
+        if (rc != CLLM_OK) goto done;
+        index = cJSON_ParseWithLength(text, len);
+        wm = cJSON_GetObjectItemCaseSensitive(index, "weight_map");
+        if (!cJSON_IsObject(wm)) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: missing \"weight_map\" object", path); goto done; }
+        cJSON_ArrayForEach(e, wm) {             /* the distinct shard files, in order of appearance */
+            int dup = 0;
+            if (!cJSON_IsString(e) || strchr(e->valuestring, '/') || strstr(e->valuestring, "..")) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: weight_map entry '%s' must be a plain file name", path, e->string); break; }
+            for (k = 0; k < nf; k++) if (strcmp(files[k], e->valuestring) == 0) dup = 1;
+            if (!dup) { stbds_arrput(files, e->valuestring); nf++; }
+        }
+        for (k = 0; k < nf && rc == CLLM_OK; k++) {
+            snprintf(path, sizeof path, "%s/%s", dir, files[k]);
+            rc = cllm__load_shard(m, path, seen, err);
+        }
+        stbds_arrfree(files);
+    }
+    if (rc != CLLM_OK) goto done;
+
+    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
+        if (!m->param_sizes[i]) continue;
+        for (l = 0; l < (cllm__param_per_layer(i) ? cfg.n_layers : 1); l++)
+            if (!seen[i * cfg.n_layers + l]) {
+                cllm_param_name(i, l, path, sizeof path);
+                rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: missing tensor '%s'", dir, path);
+                goto done;
+            }
+    }
+done:
+    CLLM_FREE(text);
+    CLLM_FREE(seen);
+    cJSON_Delete(index);
+    if (rc != CLLM_OK) cllm_model_free(m);
+    else cllm__ok(err);
+    return rc;
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* Layers: each a forward/backward pair. Arguments: outputs, caches, inputs, weights, sizes.    */
+/* Backward passes accumulate (+=) into their gradient outputs.                                 */
+/* -------------------------------------------------------------------------------------------- */
+
+/* Linear layer, nn.Linear layout.  inp (N, C), W (OC, C), bias (OC) or NULL -> out (N, OC)
+   out[n][o] = bias[o] + sum_c inp[n][c] * W[o][c]                                              */
+static void cllm__matmul_forward(cllm_float *out, const cllm_float *inp, const cllm_float *W,
+                                 const cllm_float *bias, int N, int C, int OC) {
+    int n, o, c;
+    for (n = 0; n < N; n++) {
+        const cllm_float *x = inp + (size_t)n * C;
+        for (o = 0; o < OC; o++) {
+            const cllm_float *w = W + (size_t)o * C;
+            cllm_float acc = bias ? bias[o] : 0;
+            for (c = 0; c < C; c++) acc += x[c] * w[c];
+            out[(size_t)n * OC + o] = acc;
+        }
+    }
+}
+
+/* dinp[n][c] += sum_o dout[n][o] W[o][c];  dW[o][c] += sum_n dout[n][o] inp[n][c];
+   dbias[o] += sum_n dout[n][o].  Any of dinp, dW, dbias may be NULL (not needed).            */
+static void cllm__matmul_backward(cllm_float *dinp, cllm_float *dW, cllm_float *dbias,
+                                  const cllm_float *dout, const cllm_float *inp, const cllm_float *W,
+                                  int N, int C, int OC) {
+    int n, o, c;
+    if (dinp) for (n = 0; n < N; n++) {
+        cllm_float *dx = dinp + (size_t)n * C;
+        const cllm_float *dy = dout + (size_t)n * OC;
+        for (o = 0; o < OC; o++) {
+            const cllm_float *w = W + (size_t)o * C;
+            cllm_float d = dy[o];
+            for (c = 0; c < C; c++) dx[c] += d * w[c];
+        }
+    }
+    if (dW || dbias) for (o = 0; o < OC; o++) {
+        cllm_float *dw = dW ? dW + (size_t)o * C : NULL;
+        cllm_float db = 0;
+        for (n = 0; n < N; n++) {
+            const cllm_float *x = inp + (size_t)n * C;
+            cllm_float d = dout[(size_t)n * OC + o];
+            db += d;
+            if (dw) for (c = 0; c < C; c++) dw[c] += d * x[c];
+        }
+        if (dbias) dbias[o] += db;
+    }
+}
+
+/* RMSNorm (LlamaRMSNorm), over rows of C:  r = 1/sqrt(mean(x^2) + eps),  y = w * (x * r)
+   reference: transformers/models/llama/modeling_llama.py LlamaRMSNorm                          */
+static void cllm__rmsnorm_forward(cllm_float *out, cllm_float *rstd, const cllm_float *inp,
+                                  const cllm_float *w, int N, int C, float eps) {
+    int n, c;
+    for (n = 0; n < N; n++) {
+        const cllm_float *x = inp + (size_t)n * C;
+        cllm_float *y = out + (size_t)n * C, ss = 0, r;
+        for (c = 0; c < C; c++) ss += x[c] * x[c];
+        r = 1 / cllm__sqrt(ss / C + (cllm_float)eps);
+        for (c = 0; c < C; c++) y[c] = w[c] * (x[c] * r);
+        rstd[n] = r;
+    }
+}
+
+/* With xh = x*r:  dw += sum_n dy * xh
+                   dx += r * (dy*w - xh * mean(dy*w*xh))          (r depends on every x[c])      */
+static void cllm__rmsnorm_backward(cllm_float *dinp, cllm_float *dw, const cllm_float *dout,
+                                   const cllm_float *inp, const cllm_float *w, const cllm_float *rstd,
+                                   int N, int C) {
+    int n, c;
+    for (n = 0; n < N; n++) {
+        const cllm_float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+        cllm_float *dx = dinp + (size_t)n * C, r = rstd[n], dot = 0;
+        for (c = 0; c < C; c++) dot += dy[c] * w[c] * x[c] * r;
+        dot /= C;
+        for (c = 0; c < C; c++) {
+            cllm_float xh = x[c] * r;
+            if (dw) dw[c] += dy[c] * xh;
+            dx[c] += r * (dy[c] * w[c] - xh * dot);
+        }
+    }
+}
+
+/* RoPE tables for positions 0..T-1. HF computes inv_freq[i] = 1/theta^(2i/hd) (i < hd/2) in
+   float32, optionally rescales it (llama3, linear), then angle = pos * inv_freq.
+   llama3 (transformers _compute_llama3_parameters): wavelen = 2 pi / inv_freq;
+     wavelen < orig/high -> keep;  wavelen > orig/low -> inv/factor;
+     else s = (orig/wavelen - low)/(high - low), inv = (1-s) inv/factor + s inv.                */
+static void cllm__rope_tables(cllm_float *cosv, cllm_float *sinv, const cllm_config *c, int T) {
+    int half = c->head_dim / 2, i, t;
+    for (i = 0; i < half; i++) {
+        cllm_float inv = 1 / cllm__pow((cllm_float)c->rope_theta, (cllm_float)(2 * i) / (cllm_float)c->head_dim);
+        if (c->rope_type == CLLM_ROPE_LINEAR) inv /= (cllm_float)c->rope_factor;
+        if (c->rope_type == CLLM_ROPE_LLAMA3) {
+            cllm_float factor = (cllm_float)c->rope_factor, lo = (cllm_float)c->rope_low_freq_factor;
+            cllm_float hi = (cllm_float)c->rope_high_freq_factor, orig = (cllm_float)c->rope_original_max_pos;
+            cllm_float wavelen = (cllm_float)(2 * 3.14159265358979323846) / inv;
+            if (wavelen > orig / lo) inv = inv / factor;
+            else if (wavelen >= orig / hi) {
+                cllm_float s = (orig / wavelen - lo) / (hi - lo);
+                inv = (1 - s) * inv / factor + s * inv;
+            }
+        }
+        for (t = 0; t < T; t++) {
+            cllm_float angle = (cllm_float)t * inv;
+            cosv[(size_t)t * half + i] = cllm__cos(angle);
+            sinv[(size_t)t * half + i] = cllm__sin(angle);
+        }
+    }
+}
+
+/* RoPE in HF's split-half order (rotate_half), in place on (B*T, n_heads*hd) rows, position = t:
+   y[i] = x[i] cos - x[i+hd/2] sin,   y[i+hd/2] = x[i+hd/2] cos + x[i] sin.
+   It is a rotation, so the backward pass is the same rotation by -angle (sign = -1).           */
+static void cllm__rope(cllm_float *x, const cllm_float *cosv, const cllm_float *sinv,
+                       int B, int T, int n_heads, int hd, int sign) {
+    int b, t, h, i, half = hd / 2;
+    for (b = 0; b < B; b++) for (t = 0; t < T; t++) {
+        const cllm_float *cs = cosv + (size_t)t * half, *sn = sinv + (size_t)t * half;
+        for (h = 0; h < n_heads; h++) {
+            cllm_float *v = x + ((size_t)(b * T + t) * n_heads + h) * hd;
+            for (i = 0; i < half; i++) {
+                cllm_float x1 = v[i], x2 = v[i + half], s = sign * sn[i];
+                v[i] = x1 * cs[i] - x2 * s;
+                v[i + half] = x2 * cs[i] + x1 * s;
+            }
+        }
+    }
+}
+static void cllm__rope_forward(cllm_float *x, const cllm_float *cosv, const cllm_float *sinv, int B, int T, int nh, int hd) { cllm__rope(x, cosv, sinv, B, T, nh, hd, +1); }
+static void cllm__rope_backward(cllm_float *dx, const cllm_float *cosv, const cllm_float *sinv, int B, int T, int nh, int hd) { cllm__rope(dx, cosv, sinv, B, T, nh, hd, -1); }
+
+/* Causal grouped-query attention with a right-padding mask. q (B*T, H*hd), k, v (B*T, KV*hd).
+   Query head h reads kv head h / (H/KV) (HF repeat_kv). Key j is visible from query t when
+   j <= t and mask[b][j] = 1 (HF's causal + padding mask; pad queries still see the real keys).
+     s_j = q_t . k_j / sqrt(hd),   p = softmax(s),   y_t = sum_j p_j v_j
+   Only lse = log sum_j exp(s_j) is kept: the backward pass recomputes p_j = exp(s_j - lse), so
+   memory is O(B H T) instead of O(B H T^2).  s is a scratch row of T values.                  */
+static void cllm__attention_forward(cllm_float *out, cllm_float *lse, const cllm_float *q,
+                                    const cllm_float *k, const cllm_float *v, const int *mask,
+                                    int B, int T, int H, int KV, int hd, cllm_float *s) {
+    int b, t, h, j, i, rep = H / KV;
+    cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
+    for (b = 0; b < B; b++) for (h = 0; h < H; h++) for (t = 0; t < T; t++) {
+        const cllm_float *qt = q + ((size_t)(b * T + t) * H + h) * hd;
+        cllm_float *yt = out + ((size_t)(b * T + t) * H + h) * hd;
+        cllm_float mx = -INFINITY, sum = 0;
+        for (j = 0; j <= t; j++) {
+            const cllm_float *kj = k + ((size_t)(b * T + j) * KV + h / rep) * hd;
+            cllm_float dot = 0;
+            if (mask && !mask[b * T + j]) { s[j] = -INFINITY; continue; }
+            for (i = 0; i < hd; i++) dot += qt[i] * kj[i];
+            s[j] = dot * scale;
+            if (s[j] > mx) mx = s[j];
+        }
+        for (j = 0; j <= t; j++) sum += cllm__exp(s[j] - mx);   /* max subtracted for stability only */
+        lse[((size_t)b * H + h) * T + t] = mx + cllm__log(sum);
+        for (i = 0; i < hd; i++) yt[i] = 0;
+        for (j = 0; j <= t; j++) {
+            const cllm_float *vj = v + ((size_t)(b * T + j) * KV + h / rep) * hd;
+            cllm_float p = cllm__exp(s[j] - mx) / sum;
+            if (p == 0) continue;
+            for (i = 0; i < hd; i++) yt[i] += p * vj[i];
+        }
+    }
+}
+
+/* Backward. With dy_t given and p_j recomputed:
+     dv_j += p_j dy_t                       (y_t = sum_j p_j v_j)
+     dp_j  = dy_t . v_j
+     ds_j  = p_j (dp_j - sum_i p_i dp_i) = p_j (dp_j - dy_t . y_t)     (softmax backward)
+     dq_t += scale sum_j ds_j k_j,   dk_j += scale ds_j q_t
+   GQA: the dk/dv of a kv head sum over the H/KV query heads that read it.                     */
+static void cllm__attention_backward(cllm_float *dq, cllm_float *dk, cllm_float *dv, const cllm_float *dout,
+                                     const cllm_float *q, const cllm_float *k, const cllm_float *v,
+                                     const cllm_float *out, const cllm_float *lse, const int *mask,
+                                     int B, int T, int H, int KV, int hd) {
+    int b, t, h, j, i, rep = H / KV;
+    cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
+    for (b = 0; b < B; b++) for (h = 0; h < H; h++) for (t = 0; t < T; t++) {
+        size_t qo = ((size_t)(b * T + t) * H + h) * hd;
+        const cllm_float *qt = q + qo, *dyt = dout + qo, *yt = out + qo;
+        cllm_float *dqt = dq + qo, row_lse = lse[((size_t)b * H + h) * T + t], dyy = 0;
+        for (i = 0; i < hd; i++) dyy += dyt[i] * yt[i];
+        for (j = 0; j <= t; j++) {
+            size_t ko = ((size_t)(b * T + j) * KV + h / rep) * hd;
+            const cllm_float *kj = k + ko, *vj = v + ko;
+            cllm_float dot = 0, p, dp = 0, ds;
+            if (mask && !mask[b * T + j]) continue;
+            for (i = 0; i < hd; i++) dot += qt[i] * kj[i];
+            p = cllm__exp(dot * scale - row_lse);
+            for (i = 0; i < hd; i++) { dp += dyt[i] * vj[i]; dv[ko + i] += p * dyt[i]; }
+            ds = p * (dp - dyy) * scale;
+            for (i = 0; i < hd; i++) { dqt[i] += ds * kj[i]; dk[ko + i] += ds * qt[i]; }
+        }
+    }
+}
+
+/* SwiGLU: act = silu(g) * u, silu(g) = g * sigmoid(g).
+   dg += dact * u * sigmoid(g) * (1 + g (1 - sigmoid(g))),   du += dact * silu(g)               */
+static void cllm__swiglu_forward(cllm_float *act, const cllm_float *g, const cllm_float *u, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) act[i] = g[i] / (1 + cllm__exp(-g[i])) * u[i];
+}
+
+static void cllm__swiglu_backward(cllm_float *dg, cllm_float *du, const cllm_float *dact,
+                                  const cllm_float *g, const cllm_float *u, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        cllm_float sig = 1 / (1 + cllm__exp(-g[i]));
+        dg[i] += dact[i] * u[i] * sig * (1 + g[i] * (1 - sig));
+        du[i] += dact[i] * g[i] * sig;
+    }
+}
+
+/* Embedding lookup: x[n] = E[id[n]];  backward: dE[id[n]] += dx[n]                            */
+static void cllm__embedding_forward(cllm_float *out, const int *ids, const cllm_float *E, int N, int C) {
+    int n;
+    for (n = 0; n < N; n++) memcpy(out + (size_t)n * C, E + (size_t)ids[n] * C, sizeof(cllm_float) * (size_t)C);
+}
+
+static void cllm__embedding_backward(cllm_float *dE, const cllm_float *dout, const int *ids, int N, int C) {
+    int n, c;
+    for (n = 0; n < N; n++) {
+        cllm_float *de = dE + (size_t)ids[n] * C;
+        const cllm_float *dx = dout + (size_t)n * C;
+        for (c = 0; c < C; c++) de[c] += dx[c];
+    }
+}
+
+/* Log-softmax of one logits row z (V) scaled by 1/temperature, for target y (or -1):
+     lse = log sum_v exp(z_v / tau),   logp = z_y / tau - lse,   H = lse - sum_v p_v z_v / tau     */
+static void cllm__logsoftmax_row(cllm_float *lse, cllm_float *logp, cllm_float *entropy,
+                                 const cllm_float *z, int y, cllm_float inv_tau, int V) {
+    int v;
+    cllm_float mx = -INFINITY, sum = 0, pz = 0;
+    for (v = 0; v < V; v++) if (z[v] * inv_tau > mx) mx = z[v] * inv_tau;
+    for (v = 0; v < V; v++) { cllm_float e = cllm__exp(z[v] * inv_tau - mx); sum += e; pz += e * z[v] * inv_tau; }
+    *lse = mx + cllm__log(sum);
+    *logp = y >= 0 ? z[y] * inv_tau - *lse : 0;
+    *entropy = *lse - pz / sum;
+}
+
+/* d logp / d z_v = (1[v = y] - p_v) / tau, times the incoming dlogp; written over z.           */
+static void cllm__logsoftmax_row_backward(cllm_float *z, cllm_float lse, int y, cllm_float dlogp, cllm_float inv_tau, int V) {
+    int v;
+    for (v = 0; v < V; v++) z[v] = -dlogp * inv_tau * cllm__exp(z[v] * inv_tau - lse);
+    z[y] += dlogp * inv_tau;
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* The model: forward pass                                                                      */
+/* -------------------------------------------------------------------------------------------- */
+
+#define CLLM__LMHEAD_CHUNK 64   /* rows of logits materialised at once: memory is CHUNK x V, not B x T x V */
+
+static void cllm__fill_in_act_sizes(size_t *s, const cllm_config *c, size_t BT) {
+    size_t L = (size_t)c->n_layers, C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
+    size_t H = (size_t)c->n_heads, KV = (size_t)c->n_kv_heads, hd = (size_t)c->head_dim;
+    int qk = c->qk_norm;
+    s[0]  = (L + 1) * BT * C;          /* x        */
+    s[1]  = L * BT * C;                /* ln1      */
+    s[2]  = L * BT;                    /* ln1_rstd */
+    s[3]  = qk ? L * BT * H * hd : 0;  /* q_pre    */
+    s[4]  = qk ? L * BT * KV * hd : 0; /* k_pre    */
+    s[5]  = qk ? L * BT * H : 0;       /* q_rstd   */
+    s[6]  = qk ? L * BT * KV : 0;      /* k_rstd   */
+    s[7]  = L * BT * H * hd;           /* q        */
+    s[8]  = L * BT * KV * hd;          /* k        */
+    s[9]  = L * BT * KV * hd;          /* v        */
+    s[10] = L * BT * H;                /* att_lse  */
+    s[11] = L * BT * H * hd;           /* atty     */
+    s[12] = L * BT * C;                /* h        */
+    s[13] = L * BT * C;                /* ln2      */
+    s[14] = L * BT;                    /* ln2_rstd */
+    s[15] = L * BT * I;                /* gate     */
+    s[16] = L * BT * I;                /* up       */
+    s[17] = L * BT * I;                /* act      */
+    s[18] = BT * C;                    /* lnf      */
+    s[19] = BT;                        /* lnf_rstd */
+    s[20] = BT;                        /* lse      */
+    s[21] = BT;                        /* logp     */
+    s[22] = BT;                        /* entropy  */
+}
+
+/* Backward work space: running residual gradients and per-layer activation gradients, reused
+   for every layer (only the parameter gradients need to persist), plus the lm-head chunk.     */
+static size_t cllm__scratch_size(const cllm_config *c, size_t BT, size_t T) {
+    size_t C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, V = (size_t)c->vocab_size;
+    size_t Q = (size_t)c->n_heads * c->head_dim, K = (size_t)c->n_kv_heads * c->head_dim;
+    size_t CH = CLLM__LMHEAD_CHUNK;
+    return BT * (3 * C + 3 * I + 3 * Q + 3 * K) + CH * (V + 2 * C) + T;
+}
+
+static cllm_result cllm__ensure_acts(cllm_model *m, int B, int T, cllm_err *err) {
+    size_t BT = (size_t)B * (size_t)T, sizes[CLLM_NUM_ACT_TENSORS], total = 0;
+    int i;
+    if (BT > m->acts_cap) {
+        cllm_float **ptrs[CLLM_NUM_ACT_TENSORS], *mem;
+        cllm_acts *a = &m->acts;
+        cllm_float **list[CLLM_NUM_ACT_TENSORS];
+        list[0] = &a->x; list[1] = &a->ln1; list[2] = &a->ln1_rstd; list[3] = &a->q_pre; list[4] = &a->k_pre;
+        list[5] = &a->q_rstd; list[6] = &a->k_rstd; list[7] = &a->q; list[8] = &a->k; list[9] = &a->v;
+        list[10] = &a->att_lse; list[11] = &a->atty; list[12] = &a->h; list[13] = &a->ln2; list[14] = &a->ln2_rstd;
+        list[15] = &a->gate; list[16] = &a->up; list[17] = &a->act; list[18] = &a->lnf; list[19] = &a->lnf_rstd;
+        list[20] = &a->lse; list[21] = &a->logp; list[22] = &a->entropy;
+        memcpy(ptrs, list, sizeof list);
+        CLLM_FREE(m->acts_memory); CLLM_FREE(m->scratch); CLLM_FREE(m->input_ids); CLLM_FREE(m->targets); CLLM_FREE(m->mask); CLLM_FREE(m->seq_logp);
+        m->acts_memory = m->scratch = NULL; m->input_ids = m->targets = m->mask = NULL; m->seq_logp = NULL; m->acts_cap = 0;
+        cllm__fill_in_act_sizes(sizes, &m->config, BT);
+        for (i = 0; i < CLLM_NUM_ACT_TENSORS; i++) total += sizes[i];
+        m->acts_memory = mem = (cllm_float *)cllm__calloc(total, sizeof(cllm_float));
+        m->scratch = (cllm_float *)cllm__calloc(cllm__scratch_size(&m->config, BT, BT), sizeof(cllm_float));
+        m->input_ids = (int *)cllm__calloc(BT, sizeof(int));
+        m->targets = (int *)cllm__calloc(BT, sizeof(int));
+        m->mask = (int *)cllm__calloc(BT, sizeof(int));
+        m->seq_logp = (cllm_float *)cllm__calloc(BT, sizeof(cllm_float));
+        if (!mem || !m->scratch || !m->input_ids || !m->targets || !m->mask || !m->seq_logp)
+            return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for activations of a %dx%d batch (%.2f GB); use a smaller batch or shorter sequences", B, T, total * sizeof(cllm_float) / 1e9);
+        for (i = 0; i < CLLM_NUM_ACT_TENSORS; i++) { *ptrs[i] = sizes[i] ? mem : NULL; mem += sizes[i]; }
+        m->acts_cap = BT;
+    }
+    if (T > m->rope_len) {
+        int half = m->config.head_dim / 2;
+        CLLM_FREE(m->rope_cos); CLLM_FREE(m->rope_sin);
+        m->rope_cos = (cllm_float *)cllm__calloc((size_t)T * half, sizeof(cllm_float));
+        m->rope_sin = (cllm_float *)cllm__calloc((size_t)T * half, sizeof(cllm_float));
+        m->rope_len = 0;
+        if (!m->rope_cos || !m->rope_sin) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for RoPE tables");
+        cllm__rope_tables(m->rope_cos, m->rope_sin, &m->config, T);
+        m->rope_len = T;
+    }
+    return CLLM_OK;
+}
+
+/* Checks ids, labels and the right-padding mask, and builds the shifted targets. */
+static cllm_result cllm__prepare_batch(cllm_model *m, const cllm_batch *bt, cllm_err *err) {
+    int B = bt->B, T = bt->T, V = m->config.vocab_size, b, t;
+    for (b = 0; b < B; b++) {
+        int seen_pad = 0;
+        for (t = 0; t < T; t++) {
+            int i = b * T + t, id = bt->input_ids[i], mk = bt->attn_mask ? bt->attn_mask[i] : 1;
+            if (id < 0 || id >= V) return cllm__fail(err, CLLM_ERR_ARG, "batch row %d position %d: token id %d is outside the vocabulary [0, %d)", b, t, id, V);
+            if (mk != 0 && mk != 1) return cllm__fail(err, CLLM_ERR_ARG, "batch row %d position %d: attn_mask must be 0 or 1", b, t);
+            if (mk && seen_pad) return cllm__fail(err, CLLM_ERR_ARG, "batch row %d: attn_mask has a 1 after a 0; batches must be right-padded", b);
+            if (!mk) { if (t == 0) return cllm__fail(err, CLLM_ERR_ARG, "batch row %d is empty (attn_mask[0] = 0)", b); seen_pad = 1; }
+            if (bt->labels && bt->labels[i] != -100 && (bt->labels[i] < 0 || bt->labels[i] >= V))
+                return cllm__fail(err, CLLM_ERR_ARG, "batch row %d position %d: label %d is neither -100 nor a token id", b, t, bt->labels[i]);
+            m->mask[i] = mk;
+            m->input_ids[i] = id;
+        }
+    }
+    /* targets[t] = labels[t+1]: the logits at t predict the next token (HF shifts labels left) */
+    for (b = 0; b < B; b++) for (t = 0; t < T; t++) {
+        int i = b * T + t, y = -100;
+        if (t + 1 < T) y = bt->labels ? bt->labels[i + 1] : (m->mask[i + 1] ? bt->input_ids[i + 1] : -100);
+        m->targets[i] = y;
+    }
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_float *logits_out, cllm_err *err) {
+    const cllm_config *c = &m->config;
+    const cllm_params *p = &m->params;
+    cllm_acts *a = &m->acts;
+    int B = batch ? batch->B : 0, T = batch ? batch->T : 0, l, r;
+    int C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
+    int Q = H * hd, K = KV * hd, BT = B * T;
+    cllm_float inv_tau;
+    cllm_result rc;
+
+    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "cllm_forward: the model is not loaded");
+    if (!batch || B <= 0 || T <= 0 || !batch->input_ids) return cllm__fail(err, CLLM_ERR_ARG, "cllm_forward: batch needs B > 0, T > 0 and input_ids");
+    if ((double)B * T > 1e8) return cllm__fail(err, CLLM_ERR_LIMIT, "cllm_forward: batch %d x %d is too large", B, T);
+    if (batch->temperature < 0 || batch->temperature != batch->temperature) return cllm__fail(err, CLLM_ERR_ARG, "cllm_forward: temperature must be positive (0 = default 1)");
+    m->B = 0;                                     /* invalid until this forward completes */
+    if ((rc = cllm__ensure_acts(m, B, T, err)) != CLLM_OK) return rc;
+    if ((rc = cllm__prepare_batch(m, batch, err)) != CLLM_OK) return rc;
+    inv_tau = (cllm_float)(1.0 / cllm__def(batch->temperature, 1.0f));
+    m->inv_temperature = (float)inv_tau;
+
+    cllm__embedding_forward(a->x, batch->input_ids, p->embed, BT, C);
+    for (l = 0; l < c->n_layers; l++) {
+        /* per-layer views of weights (l_) and activations */
+        const cllm_float *x = a->x + (size_t)l * BT * C;
+        cllm_float *ln1 = a->ln1 + (size_t)l * BT * C, *ln1_rstd = a->ln1_rstd + (size_t)l * BT;
+        cllm_float *q = a->q + (size_t)l * BT * Q, *k = a->k + (size_t)l * BT * K, *v = a->v + (size_t)l * BT * K;
+        cllm_float *atty = a->atty + (size_t)l * BT * Q, *hres = a->h + (size_t)l * BT * C;
+        cllm_float *ln2 = a->ln2 + (size_t)l * BT * C, *ln2_rstd = a->ln2_rstd + (size_t)l * BT;
+        cllm_float *gate = a->gate + (size_t)l * BT * I, *up = a->up + (size_t)l * BT * I, *act = a->act + (size_t)l * BT * I;
+        cllm_float *xout = a->x + (size_t)(l + 1) * BT * C;
+        const cllm_float *l_wq = p->wq + (size_t)l * Q * C, *l_wk = p->wk + (size_t)l * K * C, *l_wv = p->wv + (size_t)l * K * C;
+        const cllm_float *l_bq = p->bq ? p->bq + (size_t)l * Q : NULL, *l_bk = p->bk ? p->bk + (size_t)l * K : NULL;
+        const cllm_float *l_bv = p->bv ? p->bv + (size_t)l * K : NULL;
+        int i;
+
+        /* attention block: h = x + o_proj(attention(rope(q), rope(k), v)), q,k,v from rmsnorm(x) */
+        cllm__rmsnorm_forward(ln1, ln1_rstd, x, p->attn_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
+        if (c->qk_norm) {                         /* Qwen3: RMSNorm over each head's hd values, before RoPE */
+            cllm_float *q_pre = a->q_pre + (size_t)l * BT * Q, *k_pre = a->k_pre + (size_t)l * BT * K;
+            cllm__matmul_forward(q_pre, ln1, l_wq, l_bq, BT, C, Q);
+            cllm__matmul_forward(k_pre, ln1, l_wk, l_bk, BT, C, K);
+            cllm__rmsnorm_forward(q, a->q_rstd + (size_t)l * BT * H, q_pre, p->q_norm + (size_t)l * hd, BT * H, hd, c->rms_norm_eps);
+            cllm__rmsnorm_forward(k, a->k_rstd + (size_t)l * BT * KV, k_pre, p->k_norm + (size_t)l * hd, BT * KV, hd, c->rms_norm_eps);
+        } else {
+            cllm__matmul_forward(q, ln1, l_wq, l_bq, BT, C, Q);
+            cllm__matmul_forward(k, ln1, l_wk, l_bk, BT, C, K);
+        }
+        cllm__matmul_forward(v, ln1, l_wv, l_bv, BT, C, K);
+        cllm__rope_forward(q, m->rope_cos, m->rope_sin, B, T, H, hd);
+        cllm__rope_forward(k, m->rope_cos, m->rope_sin, B, T, KV, hd);
+        cllm__attention_forward(atty, a->att_lse + (size_t)l * BT * H, q, k, v, m->mask, B, T, H, KV, hd, m->scratch);
+        cllm__matmul_forward(hres, atty, p->wo + (size_t)l * C * Q, NULL, BT, Q, C);
+        for (i = 0; i < BT * C; i++) hres[i] += x[i];
+
+        /* MLP block: x' = h + down_proj(silu(gate_proj(n)) * up_proj(n)), n = rmsnorm(h) */
+        cllm__rmsnorm_forward(ln2, ln2_rstd, hres, p->mlp_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
+        cllm__matmul_forward(gate, ln2, p->w_gate + (size_t)l * I * C, NULL, BT, C, I);
+        cllm__matmul_forward(up, ln2, p->w_up + (size_t)l * I * C, NULL, BT, C, I);
+        cllm__swiglu_forward(act, gate, up, (size_t)BT * I);
+        cllm__matmul_forward(xout, act, p->w_down + (size_t)l * C * I, NULL, BT, I, C);
+        for (i = 0; i < BT * C; i++) xout[i] += hres[i];
+    }
+    cllm__rmsnorm_forward(a->lnf, a->lnf_rstd, a->x + (size_t)c->n_layers * BT * C, p->final_norm, BT, C, c->rms_norm_eps);
+
+    /* lm head + log-softmax, CHUNK rows at a time: logits never exist for the whole batch */
+    m->loss = 0; m->n_targets = 0;
+    for (r = 0; r < BT; r += CLLM__LMHEAD_CHUNK) {
+        int n = BT - r < CLLM__LMHEAD_CHUNK ? BT - r : CLLM__LMHEAD_CHUNK, i;
+        cllm_float *z = m->scratch;
+        cllm__matmul_forward(z, a->lnf + (size_t)r * C, p->lm_head, NULL, n, C, V);
+        for (i = 0; i < n; i++) {
+            int y = m->targets[r + i];
+            cllm__logsoftmax_row(&a->lse[r + i], &a->logp[r + i], &a->entropy[r + i], z + (size_t)i * V, y >= 0 ? y : -1, inv_tau, V);
+            if (logits_out) memcpy(logits_out + (size_t)(r + i) * V, z + (size_t)i * V, sizeof(cllm_float) * (size_t)V);
+        }
+    }
+    {   /* per-sequence sums and the HF loss: mean of -log p over counted targets */
+        int b, t;
+        double total = 0;
+        for (b = 0; b < B; b++) {
+            double s = 0;
+            for (t = 0; t < T; t++) if (m->targets[b * T + t] >= 0) { s += a->logp[b * T + t]; m->n_targets++; }
+            m->seq_logp[b] = (cllm_float)s;
+            total += s;
+        }
+        m->loss = m->n_targets ? (cllm_float)(-total / m->n_targets) : 0;
+    }
+    m->B = B; m->T = T;
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* The model: backward pass (layers in exact reverse order)                                     */
+/* -------------------------------------------------------------------------------------------- */
+
+CLLMDEF cllm_result cllm_zero_grad(cllm_model *m, cllm_err *err) {
+    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "cllm_zero_grad: the model is not loaded");
+    if (!m->grads_memory) {
+        m->grads_memory = cllm__alloc_params(&m->grads, m->param_sizes, m->num_params);
+        if (!m->grads_memory) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for %zu gradients", m->num_params);
+    } else memset(m->grads_memory, 0, m->num_params * sizeof(cllm_float));
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const cllm_float *dhidden, cllm_err *err) {
+    const cllm_config *c = &m->config;
+    const cllm_params *p = &m->params;
+    const cllm_acts *a = &m->acts;
+    cllm_params *g = &m->grads;
+    int B = m->B, T = m->T, BT = B * T, l, r, i;
+    int C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
+    int Q = H * hd, K = KV * hd;
+    cllm_float *dx, *dh, *dln, *dact, *dgate, *dup, *datty, *dq, *dk, *dv, *dq_pre, *dk_pre, *packed, *dpacked, *z;
+
+    if (B <= 0) return cllm__fail(err, CLLM_ERR_ARG, "cllm_backward: run cllm_forward first");
+    if (!m->grads_memory) { cllm_result rc = cllm_zero_grad(m, err); if (rc != CLLM_OK) return rc; }
+
+    /* carve the scratch space */
+    dx = m->scratch;           dh = dx + (size_t)BT * C;     dln = dh + (size_t)BT * C;
+    dact = dln + (size_t)BT * C;  dgate = dact + (size_t)BT * I;  dup = dgate + (size_t)BT * I;
+    datty = dup + (size_t)BT * I; dq = datty + (size_t)BT * Q;    dq_pre = dq + (size_t)BT * Q;
+    dk = dq_pre + (size_t)BT * Q; dk_pre = dk + (size_t)BT * K;   dv = dk_pre + (size_t)BT * K;
+    packed = dv + (size_t)BT * K;
+    dpacked = packed + (size_t)CLLM__LMHEAD_CHUNK * C; z = dpacked + (size_t)CLLM__LMHEAD_CHUNK * C;
+
+    /* lm head: recompute each chunk's logits, turn them into dlogits, backprop through the head.
+       Only rows whose target is counted and whose dlogp is non-zero are processed. */
+    memset(dln, 0, sizeof(cllm_float) * (size_t)BT * C);
+    {
+        int idx[CLLM__LMHEAD_CHUNK], n = 0;
+        for (r = 0; r <= BT; r++) {
+            int take = r < BT && m->targets[r] >= 0 && (dlogp ? dlogp[r] != 0 : m->n_targets > 0);
+            if (take) { idx[n] = r; memcpy(packed + (size_t)n * C, a->lnf + (size_t)r * C, sizeof(cllm_float) * (size_t)C); n++; }
+            if (n == CLLM__LMHEAD_CHUNK || (r == BT && n > 0)) {
+                cllm__matmul_forward(z, packed, p->lm_head, NULL, n, C, V);
+                for (i = 0; i < n; i++) {
+                    cllm_float d = dlogp ? dlogp[idx[i]] : (cllm_float)(-1.0 / m->n_targets);   /* loss = -mean logp */
+                    cllm__logsoftmax_row_backward(z + (size_t)i * V, a->lse[idx[i]], m->targets[idx[i]], d, (cllm_float)m->inv_temperature, V);
+                }
+                memset(dpacked, 0, sizeof(cllm_float) * (size_t)n * C);
+                cllm__matmul_backward(dpacked, g->lm_head, NULL, z, packed, p->lm_head, n, C, V);
+                for (i = 0; i < n; i++) {
+                    int k;
+                    for (k = 0; k < C; k++) dln[(size_t)idx[i] * C + k] += dpacked[(size_t)i * C + k];
+                }
+                n = 0;
+            }
+        }
+    }
+    if (dhidden) for (i = 0; i < BT * C; i++) dln[i] += dhidden[i];
+    memset(dx, 0, sizeof(cllm_float) * (size_t)BT * C);
+    cllm__rmsnorm_backward(dx, g->final_norm, dln, a->x + (size_t)c->n_layers * BT * C, p->final_norm, a->lnf_rstd, BT, C);
+
+    for (l = c->n_layers - 1; l >= 0; l--) {
+        const cllm_float *x = a->x + (size_t)l * BT * C;
+        const cllm_float *ln1 = a->ln1 + (size_t)l * BT * C, *ln1_rstd = a->ln1_rstd + (size_t)l * BT;
+        const cllm_float *q = a->q + (size_t)l * BT * Q, *k = a->k + (size_t)l * BT * K, *v = a->v + (size_t)l * BT * K;
+        const cllm_float *atty = a->atty + (size_t)l * BT * Q, *hres = a->h + (size_t)l * BT * C;
+        const cllm_float *ln2 = a->ln2 + (size_t)l * BT * C, *ln2_rstd = a->ln2_rstd + (size_t)l * BT;
+        const cllm_float *gate = a->gate + (size_t)l * BT * I, *up = a->up + (size_t)l * BT * I, *act = a->act + (size_t)l * BT * I;
+        cllm_float *dbq = g->bq ? g->bq + (size_t)l * Q : NULL, *dbk = g->bk ? g->bk + (size_t)l * K : NULL, *dbv = g->bv ? g->bv + (size_t)l * K : NULL;
+
+        /* MLP block. Forward was x' = h + act W_down^T, so dh starts as dx' (the residual path). */
+        memcpy(dh, dx, sizeof(cllm_float) * (size_t)BT * C);
+        memset(dact, 0, sizeof(cllm_float) * (size_t)BT * I * 3);     /* dact, dgate, dup */
+        cllm__matmul_backward(dact, g->w_down + (size_t)l * C * I, NULL, dx, act, p->w_down + (size_t)l * C * I, BT, I, C);
+        cllm__swiglu_backward(dgate, dup, dact, gate, up, (size_t)BT * I);
+        memset(dln, 0, sizeof(cllm_float) * (size_t)BT * C);
+        cllm__matmul_backward(dln, g->w_gate + (size_t)l * I * C, NULL, dgate, ln2, p->w_gate + (size_t)l * I * C, BT, C, I);
+        cllm__matmul_backward(dln, g->w_up + (size_t)l * I * C, NULL, dup, ln2, p->w_up + (size_t)l * I * C, BT, C, I);
+        cllm__rmsnorm_backward(dh, g->mlp_norm + (size_t)l * C, dln, hres, p->mlp_norm + (size_t)l * C, ln2_rstd, BT, C);
+
+        /* Attention block. Forward was h = x + atty W_o^T, so dx starts as dh. */
+        memcpy(dx, dh, sizeof(cllm_float) * (size_t)BT * C);
+        memset(datty, 0, sizeof(cllm_float) * (size_t)BT * (3 * Q + 3 * K));   /* datty dq dq_pre dk dk_pre dv */
+        cllm__matmul_backward(datty, g->wo + (size_t)l * C * Q, NULL, dh, atty, p->wo + (size_t)l * C * Q, BT, Q, C);
+        cllm__attention_backward(dq, dk, dv, datty, q, k, v, atty, a->att_lse + (size_t)l * BT * H, m->mask, B, T, H, KV, hd);
+        cllm__rope_backward(dq, m->rope_cos, m->rope_sin, B, T, H, hd);
+        cllm__rope_backward(dk, m->rope_cos, m->rope_sin, B, T, KV, hd);
+        if (c->qk_norm) {
+            cllm__rmsnorm_backward(dq_pre, g->q_norm + (size_t)l * hd, dq, a->q_pre + (size_t)l * BT * Q, p->q_norm + (size_t)l * hd, a->q_rstd + (size_t)l * BT * H, BT * H, hd);
+            cllm__rmsnorm_backward(dk_pre, g->k_norm + (size_t)l * hd, dk, a->k_pre + (size_t)l * BT * K, p->k_norm + (size_t)l * hd, a->k_rstd + (size_t)l * BT * KV, BT * KV, hd);
+        } else {
+            memcpy(dq_pre, dq, sizeof(cllm_float) * (size_t)BT * Q);
+            memcpy(dk_pre, dk, sizeof(cllm_float) * (size_t)BT * K);
+        }
+        memset(dln, 0, sizeof(cllm_float) * (size_t)BT * C);
+        cllm__matmul_backward(dln, g->wq + (size_t)l * Q * C, dbq, dq_pre, ln1, p->wq + (size_t)l * Q * C, BT, C, Q);
+        cllm__matmul_backward(dln, g->wk + (size_t)l * K * C, dbk, dk_pre, ln1, p->wk + (size_t)l * K * C, BT, C, K);
+        cllm__matmul_backward(dln, g->wv + (size_t)l * K * C, dbv, dv, ln1, p->wv + (size_t)l * K * C, BT, C, K);
+        cllm__rmsnorm_backward(dx, g->attn_norm + (size_t)l * C, dln, x, p->attn_norm + (size_t)l * C, ln1_rstd, BT, C);
+    }
+    cllm__embedding_backward(g->embed, dx, m->input_ids, BT, C);
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* Token batches from JSONL                                                                     */
+/* -------------------------------------------------------------------------------------------- */
+
+/* Reads one line of any length into *buf (grown as needed, NUL-terminated, newline removed).
+   Returns the length, or -1 at end of file. */
+static long cllm__read_line(FILE *f, char **buf, size_t *cap) {
+    size_t n = 0;
+    int ch;
+    if (!*buf) { *cap = 256; *buf = (char *)CLLM_MALLOC(*cap); if (!*buf) return -1; }
+    while ((ch = fgetc(f)) != EOF && ch != '\n') {
+        if (n + 1 >= *cap) {
+            char *nb = (char *)CLLM_REALLOC(*buf, *cap * 2);
+            if (!nb) return -1;
+            *buf = nb; *cap *= 2;
+        }
+        (*buf)[n++] = (char)ch;
+    }
+    if (ch == EOF && n == 0) return -1;
+    if (n && (*buf)[n - 1] == '\r') n--;
+    (*buf)[n] = 0;
+    return (long)n;
+}
+
+/* Reads a JSON array of integers into a new int array; returns its length or -1. */
+static int cllm__json_int_array(const cJSON *arr, int **out) {
+    const cJSON *e;
+    int n = 0;
+    *out = NULL;
+    if (!cJSON_IsArray(arr)) return -1;
+    *out = (int *)cllm__calloc((size_t)cJSON_GetArraySize(arr) + 1, sizeof(int));
+    if (!*out) return -1;
+    cJSON_ArrayForEach(e, arr) {
+        if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble) || fabs(e->valuedouble) > 2147483647.0) { CLLM_FREE(*out); *out = NULL; return -1; }
+        (*out)[n++] = (int)e->valuedouble;
+    }
+    return n;
+}
+
+CLLMDEF void cllm_batch_free(cllm_batch *batch) {
+    if (!batch) return;
+    CLLM_FREE((void *)batch->input_ids); CLLM_FREE((void *)batch->labels); CLLM_FREE((void *)batch->attn_mask);
+    memset(batch, 0, sizeof *batch);
+}
+
+CLLMDEF cllm_result cllm_batch_read_jsonl(cllm_batch *batch, const char *path, cllm_err *err) {
+    FILE *f = fopen(path, "rb");
+    char *line = NULL;
+    size_t cap = 0;
+    int **ids = NULL, **labels = NULL, *lens = NULL, B = 0, T = 0, lineno = 0, b, t;
+    int *in = NULL, *lab = NULL, *mask = NULL;
+    long len;
+    cllm_result rc = CLLM_OK;
+    memset(batch, 0, sizeof *batch);
+    if (!f) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
+        cJSON *row, *jl;
+        int *x = NULL, *y = NULL, n, ny;
+        lineno++;
+        if (len == 0) continue;
+        row = cJSON_ParseWithLength(line, (size_t)len);
+        if (!row) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not valid JSON", path, lineno); break; }
+        n = cllm__json_int_array(cJSON_GetObjectItemCaseSensitive(row, "input_ids"), &x);
+        jl = cJSON_GetObjectItemCaseSensitive(row, "labels");
+        ny = jl && !cJSON_IsNull(jl) ? cllm__json_int_array(jl, &y) : -2;
+        cJSON_Delete(row);
+        if (n <= 0) { CLLM_FREE(x); CLLM_FREE(y); rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: \"input_ids\" must be a non-empty array of integers", path, lineno); break; }
+        if (ny != -2 && ny != n) { CLLM_FREE(x); CLLM_FREE(y); rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: \"labels\" must be an integer array as long as input_ids (%d)", path, lineno, n); break; }
+        stbds_arrput(ids, x); stbds_arrput(labels, y); stbds_arrput(lens, n);
+        if (n > T) T = n;
+        B++;
+    }
+    fclose(f);
+    CLLM_FREE(line);
+    if (rc == CLLM_OK && B == 0) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no rows", path);
+    if (rc == CLLM_OK) {
+        in = (int *)cllm__calloc((size_t)B * T, sizeof(int));
+        lab = (int *)cllm__calloc((size_t)B * T, sizeof(int));
+        mask = (int *)cllm__calloc((size_t)B * T, sizeof(int));
+        if (!in || !lab || !mask) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
+    if (rc == CLLM_OK) {
+        for (b = 0; b < B; b++) for (t = 0; t < T; t++) {
+            int i = b * T + t, real = t < lens[b];
+            in[i] = real ? ids[b][t] : 0;
+            lab[i] = real ? (labels[b] ? labels[b][t] : ids[b][t]) : -100;
+            mask[i] = real;
+        }
+        batch->B = B; batch->T = T; batch->input_ids = in; batch->labels = lab; batch->attn_mask = mask;
+        in = lab = mask = NULL;
+    }
+    for (b = 0; b < (int)stbds_arrlen(ids); b++) { CLLM_FREE(ids[b]); CLLM_FREE(labels[b]); }
+    stbds_arrfree(ids); stbds_arrfree(labels); stbds_arrfree(lens);
+    CLLM_FREE(in); CLLM_FREE(lab); CLLM_FREE(mask);
+    if (rc == CLLM_OK) cllm__ok(err);
+    return rc;
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* Optimisation: AdamW, gradient clipping, learning-rate schedules (torch / transformers)      */
+/* -------------------------------------------------------------------------------------------- */
+
+CLLMDEF void cllm_adamw_step(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v, size_t n,
+                             int t, double lr, double beta1, double beta2, double eps, double wd) {
+    double bc1 = 1 - pow(beta1, t), bc2 = 1 - pow(beta2, t), step = lr / bc1, bc2_sqrt = sqrt(bc2);
+    size_t i;
+    for (i = 0; i < n; i++) {
+        double pi = p[i] * (1 - lr * wd);                               /* decoupled weight decay, first */
+        double mi = beta1 * m[i] + (1 - beta1) * g[i];
+        double vi = beta2 * v[i] + (1 - beta2) * (double)g[i] * g[i];
+        pi -= step * mi / (sqrt(vi) / bc2_sqrt + eps);                  /* eps after bias-correcting v */
+        p[i] = (cllm_float)pi; m[i] = (cllm_float)mi; v[i] = (cllm_float)vi;
+    }
+}
+
+CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config *cfg, double lr, cllm_err *err) {
+    cllm_adamw_config def;
+    cllm_float **pp[CLLM_NUM_PARAM_TENSORS], **gp[CLLM_NUM_PARAM_TENSORS];
+    size_t off = 0;
+    int i, rows, cols;
+    if (!model->grads_memory) return cllm__fail(err, CLLM_ERR_ARG, "cllm_adamw_update: no gradients yet (run cllm_backward first)");
+    memset(&def, 0, sizeof def);
+    if (cfg) def = *cfg;
+    def.beta1 = cllm__def(def.beta1, 0.9f);
+    def.beta2 = cllm__def(def.beta2, 0.999f);
+    def.eps = cllm__def(def.eps, 1e-8f);
+    if (!model->m_memory) {
+        model->m_memory = (cllm_float *)cllm__calloc(model->num_params, sizeof(cllm_float));
+        model->v_memory = (cllm_float *)cllm__calloc(model->num_params, sizeof(cllm_float));
+        if (!model->m_memory || !model->v_memory) {
+            CLLM_FREE(model->m_memory); CLLM_FREE(model->v_memory); model->m_memory = model->v_memory = NULL;
+            return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the AdamW moments (2 x %zu floats)", model->num_params);
+        }
+    }
+    model->adam_t++;
+    cllm__param_ptrs(&model->params, pp);
+    cllm__param_ptrs(&model->grads, gp);
+    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
+        size_t n = model->param_sizes[i];
+        if (!n) continue;
+        cllm__param_shape(&model->config, i, &rows, &cols);
+        /* HF Trainer decays every weight matrix, not biases or norm weights: exactly the 2-D tensors */
+        cllm_adamw_step(*pp[i], *gp[i], model->m_memory + off, model->v_memory + off, n, model->adam_t,
+                        lr, def.beta1, def.beta2, def.eps, cols ? def.weight_decay : 0.0);
+        off += n;
+    }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* torch.nn.utils.clip_grad_norm_: N = ||(||g_i||)_i||, coef = min(1, max/(N + 1e-6)), g *= coef */
+CLLMDEF double cllm_clip_grad_norm_arrays(cllm_float **grads, const size_t *sizes, int n, double max_norm) {
+    double sq = 0, norm, coef;
+    size_t k;
+    int i;
+    for (i = 0; i < n; i++) for (k = 0; k < sizes[i]; k++) sq += (double)grads[i][k] * grads[i][k];
+    norm = sqrt(sq);
+    coef = max_norm / (norm + 1e-6);
+    if (max_norm > 0 && coef < 1)
+        for (i = 0; i < n; i++) for (k = 0; k < sizes[i]; k++) grads[i][k] = (cllm_float)(grads[i][k] * coef);
+    return norm;
+}
+
+CLLMDEF double cllm_clip_grad_norm(cllm_model *m, double max_norm) {
+    size_t n = m->num_params;
+    if (!m->grads_memory) return 0;
+    return cllm_clip_grad_norm_arrays(&m->grads_memory, &n, 1, max_norm);
+}
+
+CLLMDEF double cllm_lr_at(cllm_schedule kind, double base_lr, long step, long warmup, long total) {
+    double progress;
+    if (step < warmup) return base_lr * (double)step / (double)(warmup > 1 ? warmup : 1);
+    if (kind == CLLM_SCHED_CONSTANT) return base_lr;
+    if (kind == CLLM_SCHED_LINEAR) {
+        double f = (double)(total - step) / (double)(total - warmup > 1 ? total - warmup : 1);
+        return base_lr * (f > 0 ? f : 0);
+    }
+    progress = (double)(step - warmup) / (double)(total - warmup > 1 ? total - warmup : 1);
+    {
+        double f = 0.5 * (1.0 + cos(3.14159265358979323846 * progress));
+        return base_lr * (f > 0 ? f : 0);
+    }
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* Checkpoints: writing                                                                         */
+/* -------------------------------------------------------------------------------------------- */
+
+static cllm_result cllm__mkdir(const char *dir, cllm_err *err) {
+#if defined(_WIN32)
+    (void)dir; (void)err;
+    return CLLM_OK;
+#else
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot create directory (%s)", dir, strerror(errno));
+    return CLLM_OK;
+#endif
+}
+
+/* config.json for a model that has none (made by cllm_model_init). */
+static cJSON *cllm__config_to_json(const cllm_config *c) {
+    static const char *types[] = { "llama", "qwen2", "qwen3" };
+    static const char *archs[] = { "LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM" };
+    cJSON *o = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(o, "architectures");
+    int i, t = c->arch - 1;
+    if (t < 0 || t > 2) t = 0;
+    cJSON_AddItemToArray(a, cJSON_CreateString(archs[t]));
+    cJSON_AddStringToObject(o, "model_type", types[t]);
+    cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
+    cJSON_AddNumberToObject(o, "hidden_size", c->hidden_size);
+    cJSON_AddNumberToObject(o, "intermediate_size", c->intermediate_size);
+    cJSON_AddNumberToObject(o, "num_hidden_layers", c->n_layers);
+    cJSON_AddNumberToObject(o, "num_attention_heads", c->n_heads);
+    cJSON_AddNumberToObject(o, "num_key_value_heads", c->n_kv_heads);
+    cJSON_AddNumberToObject(o, "head_dim", c->head_dim);
+    cJSON_AddNumberToObject(o, "max_position_embeddings", c->max_position_embeddings ? c->max_position_embeddings : 2048);
+    cJSON_AddNumberToObject(o, "rms_norm_eps", c->rms_norm_eps);
+    cJSON_AddNumberToObject(o, "rope_theta", c->rope_theta);
+    if (c->rope_type == CLLM_ROPE_DEFAULT) cJSON_AddNullToObject(o, "rope_scaling");
+    else {
+        cJSON *s = cJSON_AddObjectToObject(o, "rope_scaling");
+        cJSON_AddStringToObject(s, "rope_type", c->rope_type == CLLM_ROPE_LLAMA3 ? "llama3" : "linear");
+        cJSON_AddNumberToObject(s, "factor", c->rope_factor);
+        if (c->rope_type == CLLM_ROPE_LLAMA3) {
+            cJSON_AddNumberToObject(s, "low_freq_factor", c->rope_low_freq_factor);
+            cJSON_AddNumberToObject(s, "high_freq_factor", c->rope_high_freq_factor);
+            cJSON_AddNumberToObject(s, "original_max_position_embeddings", c->rope_original_max_pos);
+        }
+    }
+    cJSON_AddBoolToObject(o, "tie_word_embeddings", c->tie_word_embeddings);
+    cJSON_AddBoolToObject(o, "attention_bias", c->arch == CLLM_ARCH_QWEN2 ? 1 : 0);
+    cJSON_AddBoolToObject(o, "mlp_bias", 0);
+    cJSON_AddStringToObject(o, "hidden_act", "silu");
+    if (c->bos_token_id >= 0) cJSON_AddNumberToObject(o, "bos_token_id", c->bos_token_id);
+    if (c->n_eos == 1) cJSON_AddNumberToObject(o, "eos_token_id", c->eos_token_ids[0]);
+    else if (c->n_eos > 1) {
+        cJSON *e = cJSON_AddArrayToObject(o, "eos_token_id");
+        for (i = 0; i < c->n_eos; i++) cJSON_AddItemToArray(e, cJSON_CreateNumber(c->eos_token_ids[i]));
+    }
+    if (c->arch == CLLM_ARCH_QWEN2) cJSON_AddBoolToObject(o, "use_sliding_window", 0);
+    return o;
+}
+
+CLLMDEF cllm_result cllm_model_save(const cllm_model *m, const char *dir, cllm_dtype dtype, cllm_err *err) {
+    const cllm_config *c = &m->config;
+    cllm_float **ptrs[CLLM_NUM_PARAM_TENSORS];
+    cllm_params view = m->params;
+    cllm_st_entry *entries = NULL;
+    char (*names)[128] = NULL;
+    char path[4096], *json = NULL;
+    cJSON *cfg = NULL;
+    cllm_result rc;
+    int i, l, n = 0, rows, cols;
+
+    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "cllm_model_save: the model is not loaded");
+    if (dtype != CLLM_DT_F32 && dtype != CLLM_DT_BF16 && dtype != CLLM_DT_F16) return cllm__fail(err, CLLM_ERR_ARG, "cllm_model_save: dtype must be F32, BF16 or F16");
+    if ((rc = cllm__mkdir(dir, err)) != CLLM_OK) return rc;
+    entries = (cllm_st_entry *)cllm__calloc((size_t)CLLM_NUM_PARAM_TENSORS * c->n_layers + 1, sizeof *entries);
+    names = (char (*)[128])cllm__calloc((size_t)CLLM_NUM_PARAM_TENSORS * c->n_layers + 1, sizeof *names);
+    if (!entries || !names) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+    cllm__param_ptrs(&view, ptrs);
+    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
+        if (!m->param_sizes[i]) continue;
+        cllm__param_shape(c, i, &rows, &cols);
+        for (l = 0; l < (cllm__param_per_layer(i) ? c->n_layers : 1); l++) {
+            cllm_st_entry *e = &entries[n];
+            cllm_param_name(i, l, names[n], sizeof names[n]);
+            e->name = names[n];
+            e->dtype = dtype;
+            e->ndim = cols ? 2 : 1;
+            e->shape[0] = rows; e->shape[1] = cols;
+            e->data = *ptrs[i] + (size_t)l * rows * (cols ? cols : 1);
+            n++;
+        }
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if ((rc = cllm_st_save(path, entries, n, err)) != CLLM_OK) goto done;
+
+    cfg = m->hf_config ? cJSON_Duplicate(m->hf_config, 1) : cllm__config_to_json(c);
+    if (!cfg) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+    cJSON_DeleteItemFromObjectCaseSensitive(cfg, "torch_dtype");
+    cJSON_AddStringToObject(cfg, "torch_dtype", dtype == CLLM_DT_BF16 ? "bfloat16" : dtype == CLLM_DT_F16 ? "float16" : "float32");
+    json = cJSON_Print(cfg);
+    if (!json) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    rc = cllm_write_file_atomic(path, json, strlen(json), err);
+done:
+    cJSON_free(json);
+    cJSON_Delete(cfg);
+    CLLM_FREE(entries);
+    CLLM_FREE(names);
+    return rc;
+}
+
+#endif /* COLLABLLM_IMPLEMENTATION_DONE */
+#endif /* COLLABLLM_IMPLEMENTATION */
+
+/*
+------------------------------------------------------------------------------
+MIT License
+
+Copyright (c) 2026 the collabllm.h authors
+
+Permission is hereby granted, free of charge, to any person obtaining a copy of
+this software and associated documentation files (the "Software"), to deal in
+the Software without restriction, including without limitation the rights to
+use, copy, modify, merge, publish, distribute, sublicense, and/or sell copies
+of the Software, and to permit persons to whom the Software is furnished to do
+so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all
+copies or substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+------------------------------------------------------------------------------
+*/
