@@ -63,6 +63,16 @@
       cllm_adamw_update()      -- AdamW over the model (decays 2-D tensors only, as the HF Trainer does)
       cllm_clip_grad_norm()    -- torch.nn.utils.clip_grad_norm_ over all gradients; returns the pre-clip norm
       cllm_lr_at()             -- transformers' warmup + constant / linear / cosine schedules
+   Tokenizers (tokenizer.json)
+      (section: tokenizer)
+   Chat templates and assistant masks
+      (section: chat templates)
+   Generation (KV cache, sampling)
+      (section: generation)
+   Chat-completions client, user simulators and judges
+      (section: endpoint client, simulators and judges)
+   Preference and RL objectives (DPO, PPO, GRPO) and metrics (BLEU)
+      (section: objectives and metrics)
    Checkpoint files
       cllm_st_open()           -- open and strictly validate a .safetensors file
       cllm_st_find()           -- look up a tensor by name
@@ -256,8 +266,9 @@ CLLMDEF const cllm_st_tensor *cllm_st_find(const cllm_safetensors *st, const cha
 CLLMDEF cllm_result cllm_st_read(const cllm_safetensors *st, const cllm_st_tensor *t, cllm_float *out, cllm_err *err);
 CLLMDEF void        cllm_st_close(cllm_safetensors *st);
 
+#define CLLM_NAME_MAX 256
 typedef struct cllm_st_entry {         /* one tensor to write */
-    const char       *name;
+    char              name[CLLM_NAME_MAX];
     int               dtype;           /* CLLM_DT_F32, CLLM_DT_BF16 (round to nearest even) or CLLM_DT_F16 */
     int               ndim;
     int64_t           shape[CLLM_ST_MAX_DIMS];
@@ -389,6 +400,13 @@ CLLMDEF cllm_result cllm_model_load(cllm_model *m, const char *dir, cllm_err *er
 CLLMDEF cllm_result cllm_model_init(cllm_model *m, const cllm_config *c, uint64_t seed, cllm_err *err);
 CLLMDEF cllm_result cllm_model_save(const cllm_model *m, const char *dir, cllm_dtype dtype, cllm_err *err);
 CLLMDEF void        cllm_model_free(cllm_model *m);
+/* The model's tensors as checkpoint entries, one per HF tensor (per-layer stacks are split):
+   names get `prefix` (e.g. "grad."), data points into `memory`, which is params_memory,
+   grads_memory or any buffer with the same layout. Returns the count; `entries` must hold
+   cllm_model_tensor_count(m). */
+CLLMDEF int         cllm_model_tensor_count(const cllm_model *m);
+CLLMDEF int         cllm_model_entries(const cllm_model *m, const cllm_float *memory, const char *prefix,
+                                       cllm_dtype dtype, cllm_st_entry *entries);
 
 /* ============================================================================================ */
 /* Forward and backward                                                                         */
@@ -442,6 +460,36 @@ typedef enum cllm_schedule { CLLM_SCHED_CONSTANT = 0, CLLM_SCHED_LINEAR, CLLM_SC
 /* transformers' schedules, step = number of optimiser steps already taken (the first update uses
    step 0): warmup s/W for s < W, then constant, linear (T-s)/(T-W), or cosine 0.5(1+cos(pi p)). */
 CLLMDEF double cllm_lr_at(cllm_schedule kind, double base_lr, long step, long warmup, long total);
+
+/* ============================================================================================ */
+/* Tokenizer: Hugging Face tokenizer.json, byte-level BPE                                       */
+/* ============================================================================================ */
+
+/* (declarations: tokenizer) */
+
+/* ============================================================================================ */
+/* Chat templates and assistant masks                                                           */
+/* ============================================================================================ */
+
+/* (declarations: chat templates) */
+
+/* ============================================================================================ */
+/* Generation: KV cache and sampling                                                            */
+/* ============================================================================================ */
+
+/* (declarations: generation) */
+
+/* ============================================================================================ */
+/* Chat-completions client (libcurl), user simulators and judges                                */
+/* ============================================================================================ */
+
+/* (declarations: endpoint client, simulators and judges) */
+
+/* ============================================================================================ */
+/* Objectives (DPO, PPO, GRPO) and metrics (BLEU)                                               */
+/* ============================================================================================ */
+
+/* (declarations: objectives and metrics) */
 
 #ifdef __cplusplus
 }
@@ -2219,42 +2267,52 @@ static cJSON *cllm__config_to_json(const cllm_config *c) {
     return o;
 }
 
-CLLMDEF cllm_result cllm_model_save(const cllm_model *m, const char *dir, cllm_dtype dtype, cllm_err *err) {
-    const cllm_config *c = &m->config;
-    cllm_float **ptrs[CLLM_NUM_PARAM_TENSORS];
-    cllm_params view = m->params;
-    cllm_st_entry *entries = NULL;
-    char (*names)[128] = NULL;
-    char path[4096], *json = NULL;
-    cJSON *cfg = NULL;
-    cllm_result rc;
-    int i, l, n = 0, rows, cols;
+CLLMDEF int cllm_model_tensor_count(const cllm_model *m) {
+    int i, n = 0;
+    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++)
+        if (m->param_sizes[i]) n += cllm__param_per_layer(i) ? m->config.n_layers : 1;
+    return n;
+}
 
-    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "cllm_model_save: the model is not loaded");
-    if (dtype != CLLM_DT_F32 && dtype != CLLM_DT_BF16 && dtype != CLLM_DT_F16) return cllm__fail(err, CLLM_ERR_ARG, "cllm_model_save: dtype must be F32, BF16 or F16");
-    if ((rc = cllm__mkdir(dir, err)) != CLLM_OK) return rc;
-    entries = (cllm_st_entry *)cllm__calloc((size_t)CLLM_NUM_PARAM_TENSORS * c->n_layers + 1, sizeof *entries);
-    names = (char (*)[128])cllm__calloc((size_t)CLLM_NUM_PARAM_TENSORS * c->n_layers + 1, sizeof *names);
-    if (!entries || !names) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-    cllm__param_ptrs(&view, ptrs);
+CLLMDEF int cllm_model_entries(const cllm_model *m, const cllm_float *memory, const char *prefix,
+                               cllm_dtype dtype, cllm_st_entry *entries) {
+    const cllm_config *c = &m->config;
+    int i, l, n = 0, rows, cols;
     for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
         if (!m->param_sizes[i]) continue;
         cllm__param_shape(c, i, &rows, &cols);
         for (l = 0; l < (cllm__param_per_layer(i) ? c->n_layers : 1); l++) {
-            cllm_st_entry *e = &entries[n];
-            cllm_param_name(i, l, names[n], sizeof names[n]);
-            e->name = names[n];
+            cllm_st_entry *e = &entries[n++];
+            char name[CLLM_NAME_MAX];
+            cllm_param_name(i, l, name, sizeof name);
+            snprintf(e->name, sizeof e->name, "%s%s", prefix ? prefix : "", name);
             e->dtype = dtype;
             e->ndim = cols ? 2 : 1;
             e->shape[0] = rows; e->shape[1] = cols;
-            e->data = *ptrs[i] + (size_t)l * rows * (cols ? cols : 1);
-            n++;
+            e->data = memory + (size_t)l * rows * (cols ? cols : 1);
         }
+        memory += m->param_sizes[i];
     }
+    return n;
+}
+
+CLLMDEF cllm_result cllm_model_save(const cllm_model *m, const char *dir, cllm_dtype dtype, cllm_err *err) {
+    cllm_st_entry *entries = NULL;
+    char path[4096], *json = NULL;
+    cJSON *cfg = NULL;
+    cllm_result rc;
+    int n;
+
+    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "cllm_model_save: the model is not loaded");
+    if (dtype != CLLM_DT_F32 && dtype != CLLM_DT_BF16 && dtype != CLLM_DT_F16) return cllm__fail(err, CLLM_ERR_ARG, "cllm_model_save: dtype must be F32, BF16 or F16");
+    if ((rc = cllm__mkdir(dir, err)) != CLLM_OK) return rc;
+    entries = (cllm_st_entry *)cllm__calloc((size_t)cllm_model_tensor_count(m) + 1, sizeof *entries);
+    if (!entries) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    n = cllm_model_entries(m, m->params_memory, NULL, dtype, entries);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     if ((rc = cllm_st_save(path, entries, n, err)) != CLLM_OK) goto done;
 
-    cfg = m->hf_config ? cJSON_Duplicate(m->hf_config, 1) : cllm__config_to_json(c);
+    cfg = m->hf_config ? cJSON_Duplicate(m->hf_config, 1) : cllm__config_to_json(&m->config);
     if (!cfg) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
     cJSON_DeleteItemFromObjectCaseSensitive(cfg, "torch_dtype");
     cJSON_AddStringToObject(cfg, "torch_dtype", dtype == CLLM_DT_BF16 ? "bfloat16" : dtype == CLLM_DT_F16 ? "float16" : "float32");
@@ -2266,9 +2324,38 @@ done:
     cJSON_free(json);
     cJSON_Delete(cfg);
     CLLM_FREE(entries);
-    CLLM_FREE(names);
     return rc;
 }
+
+/* -------------------------------------------------------------------------------------------- */
+/* Tokenizer: byte-level BPE                                                                    */
+/* -------------------------------------------------------------------------------------------- */
+
+/* (implementation: tokenizer) */
+
+/* -------------------------------------------------------------------------------------------- */
+/* Chat templates and assistant masks                                                           */
+/* -------------------------------------------------------------------------------------------- */
+
+/* (implementation: chat templates) */
+
+/* -------------------------------------------------------------------------------------------- */
+/* Generation: KV cache and sampling                                                            */
+/* -------------------------------------------------------------------------------------------- */
+
+/* (implementation: generation) */
+
+/* -------------------------------------------------------------------------------------------- */
+/* Chat-completions client, user simulators and judges                                          */
+/* -------------------------------------------------------------------------------------------- */
+
+/* (implementation: endpoint client, simulators and judges) */
+
+/* -------------------------------------------------------------------------------------------- */
+/* Objectives (DPO, PPO, GRPO) and metrics (BLEU)                                               */
+/* -------------------------------------------------------------------------------------------- */
+
+/* (implementation: objectives and metrics) */
 
 #endif /* COLLABLLM_IMPLEMENTATION_DONE */
 #endif /* COLLABLLM_IMPLEMENTATION */

@@ -1,0 +1,49 @@
+# collabllm.h - build, test and demo.
+#   make          build the command-line tool and every test program into build/
+#   make test     build and run the test suite (installs missing Debian packages first)
+#   make asan     the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make golden   regenerate the PyTorch reference files in tests/data/golden (needs python3-torch)
+#   make clean    remove build/
+# Tests are discovered: every tests/test_*.c becomes build/test_* and tests/test_*.sh is run too.
+
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O2
+WARN    = -std=c99 -Wall -Wextra -Wpedantic -Werror
+CFLAGS  ?=
+CFLAGS  += $(WARN) $(OPT) -g $(EXTRA)
+LDLIBS  = -lcjson -lcurl -lstb -lm
+DEPS    = pkg-config libcjson-dev libcurl4-openssl-dev libstb-dev
+
+TEST_BINS = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
+TOOLS     = $(BUILD)/collabllm
+
+.PHONY: all test asan deps golden clean
+all: deps $(TOOLS) $(TEST_BINS)
+
+# Checks (and as root installs) the Debian packages the library links against.
+deps:
+	@tests/ensure-deps.sh $(DEPS)
+
+$(BUILD):
+	@mkdir -p $(BUILD)
+
+$(BUILD)/collabllm: examples/collabllm.c collabllm.h | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+$(BUILD)/test_%: tests/test_%.c collabllm.h tests/check.h | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+# The test programs run from the repository root (they read tests/data/...).
+test: all
+	@tests/run.sh $(BUILD)
+
+# Sanitizers trade speed for catching memory and UB errors; -O1 keeps them usable.
+asan:
+	$(MAKE) BUILD=build/asan OPT=-O1 EXTRA="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" test
+
+golden:
+	/usr/bin/python3 tests/gen_golden.py
+
+clean:
+	rm -rf build
