@@ -164,7 +164,11 @@
 
 #ifndef CLLMDEF
 #ifdef COLLABLLM_STATIC
+#if defined(__GNUC__) || defined(__clang__)
+#define CLLMDEF static __attribute__((unused))   /* a program need not call every function */
+#else
 #define CLLMDEF static
+#endif
 #else
 #define CLLMDEF extern
 #endif

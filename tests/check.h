@@ -7,11 +7,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#if defined(__GNUC__) || defined(__clang__)
+#define CHECK_FN static __attribute__((unused))
+#else
+#define CHECK_FN static
+#endif
+
 static int check_failures = 0, check_count = 0;
 
 /* Compares got against ref (n values). rel = max|got-ref| / max(max|ref|, 1e-30): the error
    relative to the tensor's scale, robust to entries near zero. Passes when rel <= rtol. */
-static int check_tensor_d(const char *label, const double *got, const double *ref, size_t n, double rtol) {
+CHECK_FN int check_tensor_d(const char *label, const double *got, const double *ref, size_t n, double rtol) {
     double maxabs = 0, maxref = 0, rel;
     size_t i, worst = 0;
     int ok;
@@ -32,7 +38,7 @@ static int check_tensor_d(const char *label, const double *got, const double *re
 
 /* float / cllm_float variants convert and call the double one */
 #define CHECK_DEFINE_CONVERTING(fname, T1, T2)                                              \
-static int fname(const char *label, const T1 *got, const T2 *ref, size_t n, double rtol) { \
+CHECK_FN int fname(const char *label, const T1 *got, const T2 *ref, size_t n, double rtol) { \
     double *a = (double *)malloc((n + 1) * sizeof(double));                                \
     double *b = (double *)malloc((n + 1) * sizeof(double));                                \
     size_t i; int ok;                                                                      \
@@ -42,14 +48,14 @@ static int fname(const char *label, const T1 *got, const T2 *ref, size_t n, doub
     return ok;                                                                             \
 }
 
-static int check_true(const char *label, int cond) {
+CHECK_FN int check_true(const char *label, int cond) {
     check_count++;
     if (!cond) check_failures++;
     printf("  %-4s %s\n", cond ? "OK" : "FAIL", label);
     return cond;
 }
 
-static int check_summary(const char *name) {
+CHECK_FN int check_summary(const char *name) {
     printf("%s: %d checks, %d failed -> %s\n", name, check_count, check_failures, check_failures ? "FAIL" : "all OK");
     return check_failures ? 1 : 0;
 }
