@@ -892,34 +892,18 @@ static cllm_result cllm__st_parse_entry(const char *path, const cJSON *item, cll
     return CLLM_OK;
 }
 
-CLLMDEF cllm_result cllm_st_open(cllm_safetensors *st, const char *path, cllm_err *err) {
-    unsigned char lenbuf[8];
-    uint64_t hlen = 0, fsize, bufsize, expect;
-    long sz;
-    char *header = NULL;
+/* Validates the header JSON (hlen bytes, not NUL-terminated) of a file of fsize bytes and fills
+   st->tensors. Separate from the file reading so that the fuzzer can drive it from memory. */
+static cllm_result cllm__st_parse_header(cllm_safetensors *st, const char *path, const char *header, uint64_t hlen, uint64_t fsize, cllm_err *err) {
+    uint64_t bufsize, expect;
     const char *parse_end = NULL;
     cJSON *root = NULL, *item;
     cllm_st_tensor **order = NULL;
     cllm_result rc = CLLM_OK;
     int i, count = 0;
 
-    memset(st, 0, sizeof *st);
-    st->path = cllm__strdup(path);
-    st->file = fopen(path, "rb");
-    if (!st->path || !st->file) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", path, strerror(errno)); goto done; }
-    if (fseek(st->file, 0, SEEK_END) != 0 || (sz = ftell(st->file)) < 0) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: cannot size the file", path); goto done; }
-    fsize = (uint64_t)sz;
-    rewind(st->file);
-    if (fsize < 8 || fread(lenbuf, 1, 8, st->file) != 8) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: truncated: shorter than the 8-byte header length", path); goto done; }
-    for (i = 7; i >= 0; i--) hlen = (hlen << 8) | lenbuf[i];
-    if (hlen > CLLM_ST_MAX_HEADER) { rc = cllm__fail(err, CLLM_ERR_LIMIT, "%s: header length %llu exceeds the 100 MB limit (corrupt or not a safetensors file?)", path, (unsigned long long)hlen); goto done; }
-    if (hlen > fsize - 8) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: header length %llu is larger than the file (%llu bytes): truncated or corrupt", path, (unsigned long long)hlen, (unsigned long long)fsize); goto done; }
-    if (hlen < 2) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: header too short to hold a JSON object", path); goto done; }
-    header = (char *)CLLM_MALLOC((size_t)hlen + 1);
-    if (!header) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory for the header", path); goto done; }
-    if (fread(header, 1, (size_t)hlen, st->file) != hlen) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: short read in the header", path); goto done; }
-    header[hlen] = 0;
-    if (header[0] != '{') { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: header does not start with '{'", path); goto done; }
+    if (hlen < 2) return cllm__fail(err, CLLM_ERR_FORMAT, "%s: header too short to hold a JSON object", path);
+    if (header[0] != '{') return cllm__fail(err, CLLM_ERR_FORMAT, "%s: header does not start with '{'", path);
     root = cJSON_ParseWithLengthOpts(header, (size_t)hlen, &parse_end, 0);
     if (!root || !cJSON_IsObject(root)) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: header is not valid JSON (near byte %ld)", path, parse_end ? (long)(parse_end - header) : 0L); goto done; }
     for (; parse_end && parse_end < header + hlen; parse_end++)
@@ -959,12 +943,38 @@ CLLMDEF cllm_result cllm_st_open(cllm_safetensors *st, const char *path, cllm_er
         if (order[i]->begin > expect) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': gap before its data (begin %llu, previous end %llu); tensors must be contiguous", path, order[i]->name, (unsigned long long)order[i]->begin, (unsigned long long)expect); goto done; }
         expect = order[i]->end;
     }
-    if (expect != bufsize) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: %llu trailing bytes after the last tensor", path, (unsigned long long)(bufsize - expect)); goto done; }
-
+    if (expect != bufsize) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: %llu trailing bytes after the last tensor", path, (unsigned long long)(bufsize - expect));
 done:
     CLLM_FREE(order);
-    CLLM_FREE(header);
     cJSON_Delete(root);
+    return rc;
+}
+
+CLLMDEF cllm_result cllm_st_open(cllm_safetensors *st, const char *path, cllm_err *err) {
+    unsigned char lenbuf[8];
+    uint64_t hlen = 0, fsize;
+    long sz;
+    char *header = NULL;
+    cllm_result rc = CLLM_OK;
+    int i;
+
+    memset(st, 0, sizeof *st);
+    st->path = cllm__strdup(path);
+    st->file = fopen(path, "rb");
+    if (!st->path || !st->file) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", path, strerror(errno)); goto done; }
+    if (fseek(st->file, 0, SEEK_END) != 0 || (sz = ftell(st->file)) < 0) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: cannot size the file", path); goto done; }
+    fsize = (uint64_t)sz;
+    rewind(st->file);
+    if (fsize < 8 || fread(lenbuf, 1, 8, st->file) != 8) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: truncated: shorter than the 8-byte header length", path); goto done; }
+    for (i = 7; i >= 0; i--) hlen = (hlen << 8) | lenbuf[i];
+    if (hlen > CLLM_ST_MAX_HEADER) { rc = cllm__fail(err, CLLM_ERR_LIMIT, "%s: header length %llu exceeds the 100 MB limit (corrupt or not a safetensors file?)", path, (unsigned long long)hlen); goto done; }
+    if (hlen > fsize - 8) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: header length %llu is larger than the file (%llu bytes): truncated or corrupt", path, (unsigned long long)hlen, (unsigned long long)fsize); goto done; }
+    header = (char *)CLLM_MALLOC((size_t)hlen + 1);
+    if (!header) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory for the header", path); goto done; }
+    if (fread(header, 1, (size_t)hlen, st->file) != hlen) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: short read in the header", path); goto done; }
+    rc = cllm__st_parse_header(st, path, header, hlen, fsize, err);
+done:
+    CLLM_FREE(header);
     if (rc != CLLM_OK) cllm_st_close(st);
     else cllm__ok(err);
     return rc;
@@ -1177,10 +1187,14 @@ static cllm_result cllm__config_from_json(cllm_config *c, const cJSON *root, cll
     }
 
     eos = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
-    if (cJSON_IsNumber(eos)) c->eos_token_ids[c->n_eos++] = (int)eos->valuedouble;
-    else if (cJSON_IsArray(eos)) {
-        const cJSON *e;
-        cJSON_ArrayForEach(e, eos) if (cJSON_IsNumber(e) && c->n_eos < CLLM_MAX_EOS) c->eos_token_ids[c->n_eos++] = (int)e->valuedouble;
+    if (eos && !cJSON_IsNull(eos)) {
+        const cJSON *e = cJSON_IsArray(eos) ? eos->child : eos;
+        for (; e; e = cJSON_IsArray(eos) ? e->next : NULL) {
+            uint64_t id;
+            if (!cllm__json_u53(e, &id) || id >= (uint64_t)c->vocab_size)
+                return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: eos_token_id must be a token id in [0, vocab_size) or a list of them");
+            if (c->n_eos < CLLM_MAX_EOS) c->eos_token_ids[c->n_eos++] = (int)id;
+        }
     }
     cllm__ok(err);
     return CLLM_OK;
