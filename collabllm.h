@@ -2551,8 +2551,8 @@ static double cllm__max_grad(double a, double b, double da, double db) {
    d/dz[-log s(-bz)] = b s(bz). The loss is the mean over pairs, so dl/dpc_i = l'(z_i)/n and
    dl/dpr_i = -l'(z_i)/n; the reference is frozen and gets no gradient.
    Library differences: TRL >= 0.29 dropped label smoothing from sigmoid and removed
-   reference_free; TRL divides IPO's logps by the completion length, OpenRLHF does not; the
-   original implementation (eric-mitchell) and OpenRLHF agree with these formulas otherwise. */
+   reference_free; TRL divides IPO's logps by the completion length, OpenRLHF does not. The
+   original implementation (eric-mitchell: sigmoid with cDPO, IPO) uses the same formulas. */
 static void cllm__dpo_pair(const cllm_dpo_config *c, double z, double *loss, double *dz) {
     double b = c->beta, e = c->label_smoothing, bz = b * z, target = 1 / (2 * b);
     switch (c->loss_type) {
@@ -2658,7 +2658,7 @@ CLLMDEF cllm_result cllm_ppo_rewards(int B, int T, const double *logprobs, const
         for (t = 0; t < T; t++) {
             size_t i = (size_t)b * T + t;
             double k = t <= end ? cllm_kl_estimate(logprobs[i], ref_logprobs[i], kl_estimator) : 0;
-            rewards[i] = -kl_coef * k;
+            rewards[i] = 0.0 - kl_coef * k;               /* "0 -": a zero penalty is +0, not -0 */
             if (kl) kl[i] = k;
         }
         e = placement == CLLM_REWARD_AFTER_EOS && end + 1 < T ? end + 1 : end;
@@ -2693,7 +2693,7 @@ CLLMDEF cllm_result cllm_gae(int B, int T, const double *rewards, const double *
     cllm_result rc;
     if ((rc = cllm__check_bt("cllm_gae", B, T, &n, err)) != CLLM_OK) return rc;
     if (!rewards || !values || !advantages || !returns) return cllm__fail(err, CLLM_ERR_ARG, "cllm_gae: rewards, values, advantages and returns are required");
-    if (mode != CLLM_GAE_TRL && mode != CLLM_GAE_SKIP) return cllm__fail(err, CLLM_ERR_ARG, "cllm_gae: unknown mode %d (trl or skip)", mode);
+    if (mode != CLLM_GAE_TRL && mode != CLLM_GAE_SKIP) return cllm__fail(err, CLLM_ERR_ARG, "cllm_gae: unknown mode %d (CLLM_GAE_TRL or CLLM_GAE_SKIP)", mode);
     for (b = 0; b < B; b++) {
         double next_value = 0, running = 0;              /* V_{t+1} and A_{t+1}; both 0 past the end */
         for (t = T - 1; t >= 0; t--) {
@@ -2745,8 +2745,8 @@ CLLMDEF cllm_result cllm_ppo_loss(int B, int T, const double *logprobs, const do
     if (!(msum > 0) || !(vsum > 0)) return cllm__fail(err, CLLM_ERR_ARG, "cllm_ppo_loss: the mask (or value_mask) selects no token");
     for (i = 0; i < n; i++) {
         double A = advantages[i], diff = logprobs[i] - old_logprobs[i], r = exp(diff);
-        double lo = 1 - cliprange, hi = 1 + cliprange, rc_ = cllm__clamp(r, lo, hi);
-        double pg1 = -A * r, pg2 = -A * rc_, dpg;
+        double lo = 1 - cliprange, hi = 1 + cliprange, r_clip = cllm__clamp(r, lo, hi);
+        double pg1 = -A * r, pg2 = -A * r_clip, dpg;
         double v = values[i], R = returns[i], vlo = old_values[i] - cliprange_value, vhi = old_values[i] + cliprange_value;
         double vc = cllm__clamp(v, vlo, vhi), vf1 = (v - R) * (v - R), vf2 = (vc - R) * (vc - R), dvf;
         pg += (pg1 > pg2 ? pg1 : pg2) * mask[i];
@@ -2756,8 +2756,8 @@ CLLMDEF cllm_result cllm_ppo_loss(int B, int T, const double *logprobs, const do
         vclip += (vf2 > vf1) * value_mask[i];
         dpg = cllm__max_grad(pg1, pg2, -A * r, r >= lo && r <= hi ? -A * r : 0);
         dvf = cllm__max_grad(vf1, vf2, 2 * (v - R), v >= vlo && v <= vhi ? 2 * (vc - R) : 0);
-        if (out->d_logprobs) out->d_logprobs[i] = dpg * mask[i] / msum;
-        if (out->d_values) out->d_values[i] = vf_coef * 0.5 * dvf * value_mask[i] / vsum;
+        if (out->d_logprobs) out->d_logprobs[i] = mask[i] != 0 ? dpg * mask[i] / msum : 0;
+        if (out->d_values) out->d_values[i] = value_mask[i] != 0 ? vf_coef * 0.5 * dvf * value_mask[i] / vsum : 0;
     }
     out->pg_loss = pg / msum;
     out->vf_loss = 0.5 * (vf / vsum);
@@ -2841,7 +2841,7 @@ static double cllm__fsum(const double *x, int n) {
             if (lo != 0) p[k++] = lo;
             v = s;
         }
-        p[k++] = v;
+        if (v != 0) p[k++] = v;                      /* zero partials are dropped, as Python does */
         np = k;
     }
     if (np == 0) return 0;
@@ -3215,7 +3215,7 @@ static cllm_result cllm__ref_ppo_loss(const cJSON *in, cJSON *out, cllm__pool *p
 static cllm_result cllm__ref_ppo_rewards(const cJSON *in, cJSON *out, cllm__pool *pool, cllm_err *err) {
     static const char *estimators[] = { "k1", "k2", "k3" }, *placements[] = { "after_eos", "last_token" };
     double *lp, *ref, *scores, *ends = NULL, *resp = NULL, kl_coef, *rew, *kl;
-    int B = 0, T = 0, n_scores, n_ends, est, place, pad, stop, b, *seq;
+    int B = 0, T = 0, n_scores, n_ends, est, place, pad, stop, b, *seq, *row;
     cllm_result rc;
     if ((rc = cllm__ref_matrix(in, "logprobs", 1, pool, &lp, &B, &T, err)) ||
         (rc = cllm__ref_matrix(in, "ref_logprobs", 1, pool, &ref, &B, &T, err))) return rc;
@@ -3230,16 +3230,16 @@ static cllm_result cllm__ref_ppo_rewards(const cJSON *in, cJSON *out, cllm__pool
         (rc = cllm__ref_enum(in, "placement", placements, 2, &place, err))) return rc;
     if (!ends == !resp) return cllm__fail(err, CLLM_ERR_FORMAT, "give exactly one of \"sequence_ends\" and \"responses\" (+ \"pad_token_id\")");
     seq = (int *)cllm__pool_calloc(pool, (size_t)B, sizeof(int));
+    row = (int *)cllm__pool_calloc(pool, (size_t)T, sizeof(int));
     rew = (double *)cllm__pool_calloc(pool, (size_t)B * T, sizeof(double));
     kl = (double *)cllm__pool_calloc(pool, (size_t)B * T, sizeof(double));
-    if (!seq || !rew || !kl) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if (!seq || !row || !rew || !kl) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     for (b = 0; b < B; b++) {
         if (ends) {
             if (ends[b] != floor(ends[b]) || ends[b] < -1 || ends[b] >= T) return cllm__fail(err, CLLM_ERR_FORMAT, "\"sequence_ends\"[%d] must be an integer in [-1, %d]", b, T - 1);
             seq[b] = (int)ends[b];
         } else {
-            int t, *row = (int *)cllm__pool_calloc(pool, (size_t)T, sizeof(int));
-            if (!row) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+            int t;
             for (t = 0; t < T; t++) row[t] = (int)resp[(size_t)b * T + t];
             seq[b] = cllm_ppo_sequence_end(row, T, pad, stop);
         }

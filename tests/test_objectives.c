@@ -458,6 +458,22 @@ static void errors(void) {
     printf("       -> %s\n", err.msg);
     check_true("ref: beta 0 rejected", ref_call("dpo", "{\"beta\":0,\"policy_chosen_logps\":[1],\"policy_rejected_logps\":[1],\"ref_chosen_logps\":[1],\"ref_rejected_logps\":[1]}", &out, &err) == CLLM_ERR_ARG);
     check_true("ref: outputs stay NULL on error", out == NULL);
+    {   /* 40 rows, more than the JSON layer's pool has slots: nothing may be allocated per row */
+        char json[4096] = "{\"logprobs\":[", *p;
+        int b;
+        for (b = 0; b < 40; b++) strcat(json, b ? ",[-1,-1]" : "[-1,-1]");
+        strcat(json, "],\"ref_logprobs\":[");
+        for (b = 0; b < 40; b++) strcat(json, b ? ",[-1,-1]" : "[-1,-1]");
+        strcat(json, "],\"responses\":[");
+        for (b = 0; b < 40; b++) strcat(json, b ? ",[5,0]" : "[5,0]");
+        strcat(json, "],\"scores\":[");
+        for (b = 0; b < 40; b++) strcat(json, b ? ",1" : "1");
+        strcat(json, "]}");
+        check_true("ref ppo-rewards with 40 response rows", ref_call("ppo-rewards", json, &out, &err) == CLLM_OK);
+        p = out ? strstr(out, "\"sequence_ends\":[0,0,") : NULL;
+        check_true("  ... gives their ends", p != NULL);
+        cllm_free_buffer(out);
+    }
 }
 
 int main(void) {
