@@ -3,7 +3,7 @@
 #   make test     build and run the test suite (installs missing Debian packages first)
 #   make asan     the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz     run every libFuzzer target in tests/fuzz for FUZZ_SECONDS each (needs clang)
-#   make golden   regenerate the PyTorch reference files in tests/data/golden (needs python3-torch)
+#   make golden   regenerate the PyTorch / NLTK reference files in tests/data (needs python3-torch, python3-nltk)
 #   make clean    remove build/
 # Tests are discovered: every tests/test_*.c becomes build/test_* and tests/test_*.sh is run too.
 
@@ -51,6 +51,7 @@ fuzz: deps
 
 golden:
 	/usr/bin/python3 tests/gen_golden.py
+	/usr/bin/python3 tests/gen_objectives.py
 
 clean:
 	rm -rf build
