@@ -518,7 +518,8 @@ typedef struct cllm_conv {
 CLLMDEF cllm_result cllm_conv_push(cllm_conv *c, const char *role, const char *content, cllm_err *err); /* copies both */
 CLLMDEF cllm_result cllm_conv_copy(cllm_conv *dst, const cllm_conv *src, cllm_err *err);  /* deep copy into a zeroed dst */
 CLLMDEF void        cllm_conv_free(cllm_conv *c);
-/* [{"role": ..., "content": ...}, ...] <-> conversation; roles must be system, user or assistant. */
+/* [{"role": ..., "content": ...}, ...] <-> conversation; roles must be system, user or assistant.
+   from_json fills c from scratch (free a conversation it held before). */
 CLLMDEF struct cJSON *cllm_conv_to_json(const cllm_conv *c);            /* NULL when out of memory */
 CLLMDEF cllm_result cllm_conv_from_json(cllm_conv *c, const struct cJSON *messages, cllm_err *err);
 
