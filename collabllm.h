@@ -69,8 +69,26 @@
       (section: chat templates)
    Generation (KV cache, sampling)
       (section: generation)
-   Chat-completions client, user simulators and judges
-      (section: endpoint client, simulators and judges)
+   Chat-completions client, user simulators and judges (OpenAI-compatible endpoints, libcurl)
+      cllm_client_init()       -- base URL ($OPENAI_BASE_URL), key from an env var ($OPENAI_API_KEY), timeouts,
+                                  retries, concurrency; cllm_client_free()
+      cllm_client_chat_batch() -- n chat completions in flight at once, each retried on 408/429/5xx/timeouts
+                                  with jittered backoff and Retry-After; per-request status and usage
+      cllm_client_chat()       -- one completion; cllm_chat_result_free()
+      cllm_conv_push(), cllm_conv_copy(), cllm_conv_free()  -- conversations that own their strings
+      cllm_conv_to_json(), cllm_conv_from_json()            -- [{"role", "content"}, ...]
+      cllm_json_parse_lenient() -- the JSON object in a model's reply (fences, prose, quotes repaired)
+      cllm_user_sim / cllm_assistant -- interfaces: a function pointer (+ optional batch form) and a context
+      cllm_user_sim_turns(), cllm_assistant_replies() -- n next messages at once
+      cllm_llm_sim_init()      -- (a) the user simulator as an API model: hidden goal, {current_answer,
+                                  thought, response}, "[[TERMINATE CHAT]]"; re-asks unusable replies
+      cllm_user_sim_prompt(), cllm_user_sim_parse() -- its prompt and parser, for simulators that
+                                  generate text themselves (a local model); (c) any C callback works too
+      cllm_api_assistant_init() -- an assistant (policy) served by an API model, optional system prompt
+      cllm_simulate()          -- run n conversations forward in lockstep until termination or a budget
+      cllm_judge_init(), cllm_judge_interactivity(), cllm_judge_accuracy(), cllm_judge_extract()
+                               -- LLM judges, batched; a failed judgement is an error, never a 0
+      cllm_tasks_read_jsonl()  -- CollabLLM single-turn task files (data_fmt/task.md); cllm_tasks_free()
    Preference and RL objectives (DPO, PPO, GRPO) and metrics (BLEU)
       (section: objectives and metrics)
    Checkpoint files
@@ -499,7 +517,15 @@ CLLMDEF double cllm_lr_at(cllm_schedule kind, double base_lr, long step, long wa
    Ownership: every function that fills a result (cllm_chat_result, cllm_reply, cllm_judgement,
    cllm_conv) allocates its strings; release them with the matching *_free, which is safe on a
    zeroed struct. Request structs and configs only borrow their strings. A client, and anything
-   built on it, is used by one thread at a time; batches give concurrency without threads. */
+   built on it, is used by one thread at a time; batches give concurrency without threads.
+   cllm_client_init calls curl_global_init: call it from one thread at a time.
+
+   Limits and trust: responses are read up to max_response_bytes (64 MiB). The API key is read
+   from the environment at init, sent only in the bearer header, scrubbed from every error
+   message (also when an endpoint echoes it back) and wiped on free; libcurl's verbose output is
+   never enabled. TLS certificates are verified unless cllm_client_config.insecure is set.
+   Files: data_fmt/task.md (tasks in), data_fmt/conversation.md (conversations out), and
+   data_fmt/endpoints.md (OpenAI, vLLM, llama.cpp server, Ollama). */
 
 /* ---- conversations ------------------------------------------------------------------------- */
 
