@@ -549,11 +549,11 @@ CLLMDEF void        cllm_conv_free(cllm_conv *c);
 CLLMDEF struct cJSON *cllm_conv_to_json(const cllm_conv *c);            /* NULL when out of memory */
 CLLMDEF cllm_result cllm_conv_from_json(cllm_conv *c, const struct cJSON *messages, cllm_err *err);
 
-/* Lenient JSON for model output: takes the first ```fenced``` block that holds a '{' (else the
-   whole text), then the object from the first '{' (to the last '}', or to its matching brace),
-   and repairs what models commonly get wrong: 'single' or """triple""" quotes, True/False/None,
-   raw newlines in strings, unescaped inner quotes, trailing commas. Returns an object to free
-   with cJSON_Delete, or NULL (CLLM_ERR_FORMAT in err). */
+/* Lenient JSON for model output: the first JSON object in the text (prose before and after it
+   ignored), looked for in the whole text and in the first ```fenced``` block holding a '{',
+   as written first, then repaired for what models commonly get wrong: 'single' or """triple"""
+   quotes, True/False/None, raw newlines in strings, unescaped inner quotes, trailing commas.
+   Returns an object to free with cJSON_Delete, or NULL (CLLM_ERR_FORMAT in err). */
 CLLMDEF struct cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err);
 
 /* ---- the client ---------------------------------------------------------------------------- */
@@ -3134,7 +3134,9 @@ CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *c
     c->cfg = d;
     cllm_rng_seed(&c->rng, d.seed ? d.seed : (uint64_t)time(NULL) ^ (uint64_t)(size_t)c);
     if (!c->url || (d.model && !c->model) || (key && *key && !c->key) || !c->headers || !c->multi) {
+        int global_released = c->url || c->multi;          /* cllm_client_free releases curl then */
         cllm_client_free(c);
+        if (!global_released) curl_global_cleanup();
         return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory creating the client");
     }
     cllm__ok(err);
@@ -3896,10 +3898,72 @@ static int cllm__judge_take(void *ctx, int i, const cllm_chat_result *res, int l
     return j->code == CLLM_OK || last;
 }
 
-/* Fills n prompts (already built, NULL where building failed and out[i] says why) and judges them. */
-static cllm_result cllm__judge_run(cllm_judge *jg, char **prompts, int n, cllm__verdict_fn verdict, cllm_judgement *out, cllm_err *err) {
+/* Fills a template for one item, or records in out why it cannot (a missing value). */
+static char *cllm__judge_fill(cllm_judgement *out, const char *tmpl, const char *const *names, const char *const *values, int nv) {
+    char *p;
+    int k;
+    for (k = 0; k < nv; k++)
+        if (!values[k]) { cllm__fail(&out->err, out->code = CLLM_ERR_ARG, "judge item: missing {{%s}}", names[k]); return NULL; }
+    if (!(p = cllm__fill(tmpl, names, values, nv))) cllm__fail(&out->err, out->code = CLLM_ERR_NOMEM, "out of memory");
+    return p;
+}
+
+/* Each kind of judge builds the prompt for item i of its batch (NULL, with out->code set, when
+   it cannot) ... */
+typedef char *(*cllm__judge_prompt_fn)(const cllm_judge *jg, const void *items, int i, cllm_judgement *out);
+
+static char *cllm__build_interactivity(const cllm_judge *jg, const void *items, int i, cllm_judgement *out) {
+    static const char *names[] = { "conversation" };
+    const char *values[1];
+    char *text = cllm__conv_text(&((const cllm_conv *)items)[i], 0), *p;
+    values[0] = text;
+    p = cllm__judge_fill(out, jg->cfg.interactivity_prompt, names, values, 1);
+    CLLM_FREE(text);
+    return p;
+}
+
+static char *cllm__build_accuracy(const cllm_judge *jg, const void *items, int i, cllm_judgement *out) {
+    static const char *names[] = { "question", "ground_truth", "answer" };
+    const cllm_accuracy_item *it = &((const cllm_accuracy_item *)items)[i];
+    const char *values[3];
+    char *text = it->answer || !it->conv ? NULL : cllm__conv_text(it->conv, 0), *p;
+    values[0] = it->question;
+    values[1] = it->ground_truth;
+    values[2] = it->answer ? it->answer : text;
+    p = cllm__judge_fill(out, jg->cfg.accuracy_prompt, names, values, 3);
+    CLLM_FREE(text);
+    return p;
+}
+
+static char *cllm__build_extract(const cllm_judge *jg, const void *items, int i, cllm_judgement *out) {
+    static const char *names[] = { "conversation", "kind", "requirement" };
+    const cllm_extract_item *it = &((const cllm_extract_item *)items)[i];
+    const char *values[3];
+    cllm__sb req = { NULL, 0, 0, 0 };
+    char *text = it->conv ? cllm__conv_text(it->conv, 0) : NULL, *rq, *p;
+    if (it->requirement) { cllm__sb_puts(&req, "Additional requirement: "); cllm__sb_puts(&req, it->requirement); }
+    rq = cllm__sb_take(&req);
+    values[0] = text;
+    values[1] = it->kind ? it->kind : "document";
+    values[2] = rq;
+    p = cllm__judge_fill(out, jg->cfg.extract_prompt, names, values, 3);
+    CLLM_FREE(text); CLLM_FREE(rq);
+    return p;
+}
+
+/* ... and the driver asks all n at once and reads each verdict. Every item starts as "not judged"
+   (so an allocation failure can never leave a silent 0) until its verdict arrives. */
+static cllm_result cllm__judge_all(cllm_judge *jg, const void *items, int n, cllm__judge_prompt_fn prompt,
+                                   cllm__verdict_fn verdict, cllm_judgement *out, cllm_err *err) {
     cllm__judge_job job;
+    char **prompts;
     int i;
+    if (!jg || !jg->client || n < 0 || (n > 0 && (!items || !out)))
+        return cllm__fail(err, CLLM_ERR_ARG, "judge: needs an initialised judge, items and results");
+    if (n == 0) { cllm__ok(err); return CLLM_OK; }
+    for (i = 0; i < n; i++) { memset(&out[i], 0, sizeof out[i]); cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the judge was asked"); }
+    if (!(prompts = (char **)cllm__calloc((size_t)n, sizeof(char *)))) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    for (i = 0; i < n; i++) prompts[i] = prompt(jg, items, i, &out[i]);
     job.verdict = verdict;
     job.out = out;
     cllm__ask_all(jg->client, prompts, n, &jg->cfg.params, jg->cfg.json_mode, jg->cfg.max_parse_retries, cllm__judge_take, &job);
@@ -3908,81 +3972,16 @@ static cllm_result cllm__judge_run(cllm_judge *jg, char **prompts, int n, cllm__
     return CLLM__BATCH_RESULT(out, n, "judgements", err);
 }
 
-/* Argument checks, the prompt array, and the per-item "not judged yet" state shared by the
-   three judges. With n == 0 there is nothing to do: CLLM_OK and no prompts. */
-static cllm_result cllm__judge_begin(cllm_judge *jg, const void *items, int n, cllm_judgement *out, char ***prompts, cllm_err *err) {
-    int i;
-    *prompts = NULL;
-    if (!jg || !jg->client || n < 0 || (n > 0 && (!items || !out)))
-        return cllm__fail(err, CLLM_ERR_ARG, "judge: needs an initialised judge, items and results");
-    cllm__ok(err);
-    if (n == 0) return CLLM_OK;
-    for (i = 0; i < n; i++) { memset(&out[i], 0, sizeof out[i]); cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the judge was asked"); }
-    if (!(*prompts = (char **)cllm__calloc((size_t)n, sizeof(char *)))) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    return CLLM_OK;
-}
-
-/* Fills prompt i from a template, or records why it could not be built. */
-static void cllm__judge_prompt(char **prompt, cllm_judgement *out, const char *tmpl, const char *const *names, const char *const *values, int nv) {
-    int k;
-    for (k = 0; k < nv; k++)
-        if (!values[k]) { cllm__fail(&out->err, out->code = CLLM_ERR_ARG, "judge item: missing {{%s}}", names[k]); return; }
-    if (!(*prompt = cllm__fill(tmpl, names, values, nv))) cllm__fail(&out->err, out->code = CLLM_ERR_NOMEM, "out of memory");
-}
-
 CLLMDEF cllm_result cllm_judge_interactivity(cllm_judge *jg, const cllm_conv *convs, int n, cllm_judgement *out, cllm_err *err) {
-    static const char *names[] = { "conversation" };
-    char **prompts;
-    int i;
-    cllm_result rc = cllm__judge_begin(jg, convs, n, out, &prompts, err);
-    if (rc != CLLM_OK || n == 0) return rc;
-    for (i = 0; i < n; i++) {
-        const char *values[1];
-        char *text = cllm__conv_text(&convs[i], 0);
-        values[0] = text;
-        cllm__judge_prompt(&prompts[i], &out[i], jg->cfg.interactivity_prompt, names, values, 1);
-        CLLM_FREE(text);
-    }
-    return cllm__judge_run(jg, prompts, n, cllm__verdict_interactivity, out, err);
+    return cllm__judge_all(jg, convs, n, cllm__build_interactivity, cllm__verdict_interactivity, out, err);
 }
 
 CLLMDEF cllm_result cllm_judge_accuracy(cllm_judge *jg, const cllm_accuracy_item *items, int n, cllm_judgement *out, cllm_err *err) {
-    static const char *names[] = { "question", "ground_truth", "answer" };
-    char **prompts;
-    int i;
-    cllm_result rc = cllm__judge_begin(jg, items, n, out, &prompts, err);
-    if (rc != CLLM_OK || n == 0) return rc;
-    for (i = 0; i < n; i++) {
-        const char *values[3];
-        char *text = items[i].answer || !items[i].conv ? NULL : cllm__conv_text(items[i].conv, 0);
-        values[0] = items[i].question;
-        values[1] = items[i].ground_truth;
-        values[2] = items[i].answer ? items[i].answer : text;
-        cllm__judge_prompt(&prompts[i], &out[i], jg->cfg.accuracy_prompt, names, values, 3);
-        CLLM_FREE(text);
-    }
-    return cllm__judge_run(jg, prompts, n, cllm__verdict_accuracy, out, err);
+    return cllm__judge_all(jg, items, n, cllm__build_accuracy, cllm__verdict_accuracy, out, err);
 }
 
 CLLMDEF cllm_result cllm_judge_extract(cllm_judge *jg, const cllm_extract_item *items, int n, cllm_judgement *out, cllm_err *err) {
-    static const char *names[] = { "conversation", "kind", "requirement" };
-    char **prompts;
-    int i;
-    cllm_result rc = cllm__judge_begin(jg, items, n, out, &prompts, err);
-    if (rc != CLLM_OK || n == 0) return rc;
-    for (i = 0; i < n; i++) {
-        const char *values[3];
-        cllm__sb req = { NULL, 0, 0, 0 };
-        char *text = items[i].conv ? cllm__conv_text(items[i].conv, 0) : NULL, *rq;
-        if (items[i].requirement) { cllm__sb_puts(&req, "Additional requirement: "); cllm__sb_puts(&req, items[i].requirement); }
-        rq = cllm__sb_take(&req);
-        values[0] = text;
-        values[1] = items[i].kind ? items[i].kind : "document";
-        values[2] = rq;
-        cllm__judge_prompt(&prompts[i], &out[i], jg->cfg.extract_prompt, names, values, 3);
-        CLLM_FREE(text); CLLM_FREE(rq);
-    }
-    return cllm__judge_run(jg, prompts, n, cllm__verdict_extract, out, err);
+    return cllm__judge_all(jg, items, n, cllm__build_extract, cllm__verdict_extract, out, err);
 }
 
 /* ---- task files ---------------------------------------------------------------------------- */
