@@ -69,8 +69,26 @@
       (section: chat templates)
    Generation (KV cache, sampling)
       (section: generation)
-   Chat-completions client, user simulators and judges
-      (section: endpoint client, simulators and judges)
+   Chat-completions client, user simulators and judges (OpenAI-compatible endpoints, libcurl)
+      cllm_client_init()       -- base URL ($OPENAI_BASE_URL), key from an env var ($OPENAI_API_KEY), timeouts,
+                                  retries, concurrency; cllm_client_free()
+      cllm_client_chat_batch() -- n chat completions in flight at once, each retried on 408/429/5xx/timeouts
+                                  with jittered backoff and Retry-After; per-request status and usage
+      cllm_client_chat()       -- one completion; cllm_chat_result_free()
+      cllm_conv_push(), cllm_conv_copy(), cllm_conv_free()  -- conversations that own their strings
+      cllm_conv_to_json(), cllm_conv_from_json()            -- [{"role", "content"}, ...]
+      cllm_json_parse_lenient() -- the JSON object in a model's reply (fences, prose, quotes repaired)
+      cllm_user_sim / cllm_assistant -- interfaces: a function pointer (+ optional batch form) and a context
+      cllm_user_sim_turns(), cllm_assistant_replies() -- n next messages at once
+      cllm_llm_sim_init()      -- (a) the user simulator as an API model: hidden goal, {current_answer,
+                                  thought, response}, "[[TERMINATE CHAT]]"; re-asks unusable replies
+      cllm_user_sim_prompt(), cllm_user_sim_parse() -- its prompt and parser, for simulators that
+                                  generate text themselves (a local model); (c) any C callback works too
+      cllm_api_assistant_init() -- an assistant (policy) served by an API model, optional system prompt
+      cllm_simulate()          -- run n conversations forward in lockstep until termination or a budget
+      cllm_judge_init(), cllm_judge_interactivity(), cllm_judge_accuracy(), cllm_judge_extract()
+                               -- LLM judges, batched; a failed judgement is an error, never a 0
+      cllm_tasks_read_jsonl()  -- CollabLLM single-turn task files (data_fmt/task.md); cllm_tasks_free()
    Preference and RL objectives (DPO, PPO, GRPO) and metrics (BLEU)
       cllm_dpo_loss()          -- DPO losses (sigmoid/cDPO, robust, hinge, IPO, reference-free), TRL's
                                   reward metrics, and d loss / d policy logps
@@ -498,7 +516,307 @@ CLLMDEF double cllm_lr_at(cllm_schedule kind, double base_lr, long step, long wa
 /* Chat-completions client (libcurl), user simulators and judges                                */
 /* ============================================================================================ */
 
-/* (declarations: endpoint client, simulators and judges) */
+/* Everything here talks to an OpenAI-compatible POST {base_url}/chat/completions endpoint (OpenAI,
+   vLLM, llama.cpp's server, Ollama, ...) through libcurl, or to C callbacks with the same shape.
+
+   The exchange, one request:
+     -> POST /v1/chat/completions   Authorization: Bearer <key from the env var>   (if set)
+        {"model": "...", "messages": [{"role": "user", "content": "..."}, ...],
+         "temperature": t, "top_p": p, "max_tokens": n, "seed": s, "response_format": {...}}
+                                    (only the fields the request sets are sent)
+     <- 200 {"choices": [{"message": {"role": "assistant", "content": "..."}, "finish_reason": "stop"}],
+             "usage": {"prompt_tokens": a, "completion_tokens": b, "total_tokens": a+b}}
+     <- 408, 429, 5xx, a timeout or a dropped connection: retried (backoff with jitter, Retry-After
+        honoured); any other status: a failure carrying the endpoint's error message.
+
+   Ownership: every function that fills a result (cllm_chat_result, cllm_reply, cllm_judgement,
+   cllm_conv) allocates its strings; release them with the matching *_free, which is safe on a
+   zeroed struct. Request structs and configs only borrow their strings. A client, and anything
+   built on it, is used by one thread at a time; batches give concurrency without threads.
+   cllm_client_init calls curl_global_init: call it from one thread at a time.
+
+   Limits and trust: responses are read up to max_response_bytes (64 MiB). The API key is read
+   from the environment at init, sent only in the bearer header, scrubbed from every error
+   message (also when an endpoint echoes it back) and wiped on free; libcurl's verbose output is
+   never enabled. TLS certificates are verified unless cllm_client_config.insecure is set.
+   Files: data_fmt/task.md (tasks in), data_fmt/conversation.md (conversations out), and
+   data_fmt/endpoints.md (OpenAI, vLLM, llama.cpp server, Ollama). */
+
+/* ---- conversations ------------------------------------------------------------------------- */
+
+typedef struct cllm_message {
+    const char *role;            /* "system" | "user" | "assistant"                                */
+    const char *content;
+} cllm_message;
+
+/* A conversation. Built with cllm_conv_push it owns its strings (release with cllm_conv_free); a
+   view filled by hand over borrowed strings is fine to pass anywhere but must not be freed. */
+typedef struct cllm_conv {
+    cllm_message *msgs;
+    int           n, cap;
+} cllm_conv;
+
+CLLMDEF cllm_result cllm_conv_push(cllm_conv *c, const char *role, const char *content, cllm_err *err); /* copies both */
+CLLMDEF cllm_result cllm_conv_copy(cllm_conv *dst, const cllm_conv *src, cllm_err *err);  /* deep copy into a zeroed dst */
+CLLMDEF void        cllm_conv_free(cllm_conv *c);
+/* [{"role": ..., "content": ...}, ...] <-> conversation; roles must be system, user or assistant.
+   from_json fills c from scratch (free a conversation it held before). */
+CLLMDEF struct cJSON *cllm_conv_to_json(const cllm_conv *c);            /* NULL when out of memory */
+CLLMDEF cllm_result cllm_conv_from_json(cllm_conv *c, const struct cJSON *messages, cllm_err *err);
+
+/* Lenient JSON for model output: the first JSON object in the text (prose before and after it
+   ignored), looked for in the whole text and in the first ```fenced``` block holding a '{',
+   as written first, then repaired for what models commonly get wrong: 'single' or """triple"""
+   quotes, True/False/None, raw newlines in strings, unescaped inner quotes, trailing commas.
+   Returns an object to free with cJSON_Delete, or NULL (CLLM_ERR_FORMAT in err). */
+CLLMDEF struct cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err);
+
+/* ---- the client ---------------------------------------------------------------------------- */
+
+typedef struct cllm_client_config {
+    const char *base_url;           /* default $OPENAI_BASE_URL, else "https://api.openai.com/v1";
+                                       "/chat/completions" is appended                           */
+    const char *model;              /* model for requests that name none (default none)          */
+    const char *api_key_env;        /* NAME of the environment variable holding the API key (default
+                                       "OPENAI_API_KEY"); unset or empty: no Authorization header.
+                                       The key is never printed, logged or written anywhere.     */
+    long        connect_timeout_ms; /* default 10000                                             */
+    long        timeout_ms;         /* whole-request limit per attempt; default 300000           */
+    int         max_retries;        /* retries after the first attempt; default 5; negative: none */
+    long        backoff_ms;         /* first retry wait, doubled per retry, jittered; default 500 */
+    long        backoff_max_ms;     /* cap on any one wait, Retry-After included; default 60000  */
+    int         max_concurrency;    /* requests in flight at once; default 16                    */
+    long        max_response_bytes; /* larger responses fail with CLLM_ERR_LIMIT; default 64 MiB  */
+    int         insecure;           /* 1: skip TLS certificate checks (default 0: verify)        */
+    uint64_t    seed;               /* seeds the backoff jitter (default: time and address)      */
+} cllm_client_config;
+
+typedef struct cllm_usage {         /* totals over a client's life, as the endpoint reported them */
+    long long prompt_tokens, completion_tokens, total_tokens;
+    long      requests;             /* calls that returned a completion                          */
+    long      failures;             /* calls that failed after their retries                     */
+    long      attempts;             /* HTTP attempts, retries included                           */
+} cllm_usage;
+
+typedef struct cllm_client {
+    cllm_client_config cfg;         /* the configuration with defaults applied                   */
+    char      *url;                 /* {base_url}/chat/completions                               */
+    char      *model;               /* owned copy of cfg.model (or NULL)                         */
+    char      *key;                 /* the API key (redacted from every message; wiped on free)  */
+    void      *headers;             /* struct curl_slist *: JSON content type and the bearer key */
+    void      *multi;               /* CURLM *: one transfer engine, reused across batches       */
+    cllm_rng   rng;                 /* backoff jitter                                            */
+    cllm_usage usage;
+} cllm_client;
+
+/* Sampling parameters. Zero means "the default": for a raw request that is "not sent" (the
+   endpoint's own default); simulators, assistants and judges document their own defaults.
+   A negative temperature sends 0 (greedy). A seed of 0 cannot be sent; use any other value. */
+typedef struct cllm_llm_params {
+    const char *model;              /* default: the client's model                                */
+    double      temperature;
+    double      top_p;
+    int         max_tokens;
+    long long   seed;
+} cllm_llm_params;
+
+typedef struct cllm_chat_request {
+    const cllm_message *messages;   /* n_messages, borrowed                                      */
+    int                 n_messages;
+    cllm_llm_params     params;     /* zero fields are not sent                                  */
+    const char         *response_format; /* NULL: not sent; "json_object" or "text": {"type": ..};
+                                       text starting with '{' is sent as that object (json_schema) */
+} cllm_chat_request;
+
+typedef struct cllm_chat_result {
+    cllm_result code;               /* CLLM_OK, or why this call failed                           */
+    char       *content;            /* choices[0].message.content (owned; NULL on failure)       */
+    char        finish_reason[32];  /* "stop", "length", ... ("" if not reported)                */
+    long        http_status;        /* status of the last attempt; 0: no HTTP response           */
+    int         attempts;           /* 1 + retries made                                          */
+    int         prompt_tokens, completion_tokens, total_tokens; /* usage; -1 if not reported     */
+    double      seconds;            /* first attempt to completion, waits included               */
+    cllm_err    err;
+} cllm_chat_result;
+
+CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *cfg, cllm_err *err);
+CLLMDEF void        cllm_client_free(cllm_client *c);
+/* Runs n requests with up to cfg.max_concurrency in flight (curl multi interface), retrying each
+   on its own; a batch takes about as long as its slowest call. results[i] (n of them, filled
+   here) carries each call's own status. Returns CLLM_OK when every call succeeded, else the first
+   failure's code with a message counting the failures. */
+CLLMDEF cllm_result cllm_client_chat_batch(cllm_client *c, const cllm_chat_request *requests, int n,
+                                           cllm_chat_result *results, cllm_err *err);
+CLLMDEF cllm_result cllm_client_chat(cllm_client *c, const cllm_chat_request *request,
+                                     cllm_chat_result *result, cllm_err *err);  /* a batch of one */
+CLLMDEF void        cllm_chat_result_free(cllm_chat_result *r);
+
+/* ---- user simulators and assistants: function pointer + context ------------------------------- */
+
+/* What the simulated user wants; hidden from the assistant. */
+typedef struct cllm_goal {
+    const char *task_desc;          /* dataset-level phrase: "question answering", "document editing",
+                                       "code generation" (default "a task")                       */
+    const char *prompt;             /* the complete single-turn request (single_turn_prompt)       */
+    const char *reference;          /* optional reference answer or document (single_turn_completion);
+                                       NULL: not shown to the simulator                           */
+} cllm_goal;
+
+/* One next message, from a user simulator or an assistant. */
+typedef struct cllm_reply {
+    cllm_result code;               /* CLLM_OK, or why there is no message                        */
+    char       *text;               /* the message (owned)                                        */
+    int         terminated;         /* user simulators: 1 when this message ends the conversation */
+    char       *thought;            /* LLM simulator: its private reasoning (owned, may be NULL)  */
+    char       *current_answer;     /* LLM simulator: its summary of the assistant's solution     */
+    cllm_err    err;
+} cllm_reply;
+/* For callbacks: sets out->text to a copy of text, out->terminated and out->code. */
+CLLMDEF cllm_result cllm_reply_set(cllm_reply *out, const char *text, int terminated);
+CLLMDEF void        cllm_reply_free(cllm_reply *r);
+
+/* A user simulator: turn() writes the user's next message for one conversation into a zeroed
+   *out (with cllm_reply_set) and returns out->code. An empty history asks for the opening
+   request. turn_batch (optional) does n at once; the LLM simulator issues them concurrently.
+   Implementations: cllm_llm_sim (an API model), any C callback, and a local collabllm.h model
+   (generation from cllm_user_sim_prompt, parsed by cllm_user_sim_parse). */
+typedef cllm_result (*cllm_user_sim_fn)(void *ctx, const cllm_goal *goal, const cllm_conv *history, cllm_reply *out);
+typedef cllm_result (*cllm_user_sim_batch_fn)(void *ctx, const cllm_goal *goals, const cllm_conv *histories,
+                                              int n, cllm_reply *out);
+typedef struct cllm_user_sim {
+    cllm_user_sim_fn       turn;
+    cllm_user_sim_batch_fn turn_batch;  /* NULL: turn() is called n times                        */
+    void                  *ctx;
+} cllm_user_sim;
+
+/* An assistant (the policy): respond() writes the next assistant message for a history. */
+typedef cllm_result (*cllm_assistant_fn)(void *ctx, const cllm_conv *history, cllm_reply *out);
+typedef cllm_result (*cllm_assistant_batch_fn)(void *ctx, const cllm_conv *histories, int n, cllm_reply *out);
+typedef struct cllm_assistant {
+    cllm_assistant_fn       respond;
+    cllm_assistant_batch_fn respond_batch; /* NULL: respond() is called n times                  */
+    void                   *ctx;
+} cllm_assistant;
+
+/* n next user messages (out: n zeroed or freed replies, filled here); return as for batches. */
+CLLMDEF cllm_result cllm_user_sim_turns(const cllm_user_sim *sim, const cllm_goal *goals, const cllm_conv *histories,
+                                        int n, cllm_reply *out, cllm_err *err);
+CLLMDEF cllm_result cllm_assistant_replies(const cllm_assistant *a, const cllm_conv *histories, int n,
+                                           cllm_reply *out, cllm_err *err);
+
+/* (a) The LLM user simulator. */
+#define CLLM_TERMINATION_SIGNAL "[[TERMINATE CHAT]]"
+typedef struct cllm_llm_sim_config {
+    cllm_llm_params params;         /* temperature default 1.0, max_tokens default 1024           */
+    const char *termination;        /* the message that ends a conversation (default
+                                       CLLM_TERMINATION_SIGNAL); a reply containing it terminates */
+    const char *prompt;             /* template (default: the built-in one); placeholders
+                                       {{task_desc}} {{goal}} {{history}} {{termination}}        */
+    int         max_parse_retries;  /* new samples for unusable replies; default 3; negative: none */
+    int         json_mode;          /* 1: ask for response_format json_object (default 0)         */
+} cllm_llm_sim_config;
+
+typedef struct cllm_llm_sim {
+    cllm_user_sim       sim;        /* the interface: pass &llm_sim.sim                           */
+    cllm_client        *client;
+    cllm_llm_sim_config cfg;        /* with defaults applied; strings borrowed                    */
+} cllm_llm_sim;
+
+CLLMDEF void        cllm_llm_sim_init(cllm_llm_sim *s, cllm_client *client, const cllm_llm_sim_config *cfg);
+/* The simulator's prompt for one conversation (owned by the caller, free with cllm_free_buffer),
+   and the parser of its answer {current_answer, thought, response}: any simulator that generates
+   text (an API model, or a local model) shares them. cfg may be NULL (defaults). */
+CLLMDEF cllm_result cllm_user_sim_prompt(const cllm_llm_sim_config *cfg, const cllm_goal *goal,
+                                         const cllm_conv *history, char **out, cllm_err *err);
+CLLMDEF cllm_result cllm_user_sim_parse(const char *model_output, const char *termination, cllm_reply *out);
+
+/* An assistant served by an API model. */
+typedef struct cllm_api_assistant_config {
+    cllm_llm_params params;         /* temperature default 0.8, max_tokens default 2048           */
+    const char *system_prompt;      /* sent first in every request, never stored (default none)  */
+} cllm_api_assistant_config;
+
+typedef struct cllm_api_assistant {
+    cllm_assistant            assistant;  /* the interface: pass &api.assistant                   */
+    cllm_client              *client;
+    cllm_api_assistant_config cfg;
+} cllm_api_assistant;
+
+CLLMDEF void cllm_api_assistant_init(cllm_api_assistant *a, cllm_client *client, const cllm_api_assistant_config *cfg);
+
+/* Runs conversations forward, all n in lockstep (one batched user turn, then one batched
+   assistant turn, ...). convs[i] is the starting history (possibly empty) and receives the new
+   messages; the user speaks next unless the history ends with a user message. Conversation i
+   stops when the user terminates, a call fails, or max_new_messages were added (counting both
+   roles, as CollabLLM's max_new_turns does). status (n, optional) says how each one ended. */
+typedef struct cllm_sim_status {
+    cllm_result code;               /* CLLM_OK, or the failure that stopped this conversation     */
+    int         terminated;         /* the user sent the termination signal                       */
+    int         n_new;              /* messages added                                             */
+    cllm_err    err;
+} cllm_sim_status;
+CLLMDEF cllm_result cllm_simulate(const cllm_user_sim *user, const cllm_assistant *assistant, const cllm_goal *goals,
+                                  cllm_conv *convs, int n, int max_new_messages, cllm_sim_status *status, cllm_err *err);
+
+/* ---- LLM judges ---------------------------------------------------------------------------- */
+
+typedef struct cllm_judge_config {
+    cllm_llm_params params;         /* temperature default 0 (sent as 0), max_tokens default 2048 */
+    int         max_parse_retries;  /* new samples for unusable verdicts; default 3; negative: none */
+    int         json_mode;          /* 1: ask for response_format json_object (default 0)         */
+    const char *interactivity_prompt; /* templates (default: built-in); placeholders below       */
+    const char *accuracy_prompt;
+    const char *extract_prompt;
+} cllm_judge_config;
+
+typedef struct cllm_judge {
+    cllm_client      *client;
+    cllm_judge_config cfg;
+} cllm_judge;
+
+/* A verdict. A judge that gives no usable answer (after its retries) is a failure with a code,
+   never a score of 0. */
+typedef struct cllm_judgement {
+    cllm_result code;
+    double      score;              /* interactivity in [0, 1]; accuracy 0 or 1                   */
+    char       *text;               /* extraction: the final artifact (owned)                     */
+    char       *thought;            /* the judge's reasoning (owned, may be NULL)                 */
+    cllm_err    err;
+} cllm_judgement;
+CLLMDEF void cllm_judgement_free(cllm_judgement *j);
+
+typedef struct cllm_accuracy_item {
+    const char      *question;      /* {{question}}: the single-turn prompt                       */
+    const char      *ground_truth;  /* {{ground_truth}}                                           */
+    const char      *answer;        /* {{answer}}: the final answer, or NULL to grade ...         */
+    const cllm_conv *conv;          /* ... the whole conversation                                 */
+} cllm_accuracy_item;
+
+typedef struct cllm_extract_item {
+    const cllm_conv *conv;          /* {{conversation}}                                           */
+    const char      *kind;          /* {{kind}}: "document", "code", "answer" (default "document") */
+    const char      *requirement;   /* {{requirement}}: extra instructions (default none)         */
+} cllm_extract_item;
+
+CLLMDEF void        cllm_judge_init(cllm_judge *j, cllm_client *client, const cllm_judge_config *cfg);
+/* All three judge n items concurrently; out has n entries (filled here); return as for batches.
+   interactivity: {{conversation}} -> score in [0, 1]                (JSON key "interactivity")
+   accuracy:      question, ground truth, answer -> 0 or 1           (JSON key "accuracy")
+   extract:       conversation -> the final document/code as text   (JSON key "final_completion") */
+CLLMDEF cllm_result cllm_judge_interactivity(cllm_judge *j, const cllm_conv *convs, int n, cllm_judgement *out, cllm_err *err);
+CLLMDEF cllm_result cllm_judge_accuracy(cllm_judge *j, const cllm_accuracy_item *items, int n, cllm_judgement *out, cllm_err *err);
+CLLMDEF cllm_result cllm_judge_extract(cllm_judge *j, const cllm_extract_item *items, int n, cllm_judgement *out, cllm_err *err);
+
+/* ---- task files ---------------------------------------------------------------------------- */
+
+/* One line of a CollabLLM single-turn JSONL file (data_fmt/task.md). */
+typedef struct cllm_task {
+    char         *prompt;           /* single_turn_prompt                                         */
+    char         *completion;       /* single_turn_completion (a non-string value as JSON text; "" if absent) */
+    struct cJSON *json;             /* the whole line, every field kept                           */
+} cllm_task;
+CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, int *n, cllm_err *err);
+CLLMDEF void        cllm_tasks_free(cllm_task *tasks, int n);
 
 /* ============================================================================================ */
 /* Objectives (DPO, PPO, GRPO) and metrics (BLEU)                                               */
@@ -2544,7 +2862,1385 @@ done:
 /* Chat-completions client, user simulators and judges                                          */
 /* -------------------------------------------------------------------------------------------- */
 
-/* (implementation: endpoint client, simulators and judges) */
+/* Protocol and retry policy: see the declarations. The pieces, top to bottom: a string builder,
+   conversations, lenient JSON, the libcurl transfer engine (one curl multi handle; each request a
+   small state machine WAITING -> RUNNING -> WAITING (retry) | DONE), then the simulators,
+   assistants and judges, which all go through one "ask n prompts, parse, re-ask the unusable"
+   routine, and finally task files. */
+
+#include <curl/curl.h>
+#include <ctype.h>
+#include <time.h>
+#if !defined(_WIN32)
+#include <sys/time.h>
+#endif
+
+/* ---- small helpers ------------------------------------------------------------------------- */
+
+/* Seconds on a monotonic clock when the host program exposes one (POSIX CLOCK_MONOTONIC),
+   else gettimeofday; only differences are used (backoff waits, call durations). */
+static double cllm__now(void) {
+#if defined(CLOCK_MONOTONIC) && !defined(_WIN32)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#elif !defined(_WIN32)
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + 1e-6 * (double)tv.tv_usec;
+#else
+    return (double)time(NULL);
+#endif
+}
+
+/* A growable NUL-terminated string; `oom` is sticky so callers check once at the end. */
+typedef struct cllm__sb { char *p; size_t n, cap; int oom; } cllm__sb;
+
+static void cllm__sb_putn(cllm__sb *b, const char *s, size_t len) {
+    if (b->oom) return;
+    if (b->n + len + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        char *np;
+        while (cap < b->n + len + 1) {
+            if (cap > SIZE_MAX / 2) { b->oom = 1; return; }
+            cap *= 2;
+        }
+        np = (char *)CLLM_REALLOC(b->p, cap);
+        if (!np) { b->oom = 1; return; }
+        b->p = np; b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, len);
+    b->n += len;
+    b->p[b->n] = 0;
+}
+static void cllm__sb_puts(cllm__sb *b, const char *s) { cllm__sb_putn(b, s, strlen(s)); }
+static void cllm__sb_putc(cllm__sb *b, char c) { cllm__sb_putn(b, &c, 1); }
+
+/* Hands the string over (an empty one if nothing was written; NULL after an allocation failure). */
+static char *cllm__sb_take(cllm__sb *b) {
+    char *p = b->p;
+    if (b->oom) { CLLM_FREE(p); p = NULL; }
+    else if (!p) p = cllm__strdup("");
+    memset(b, 0, sizeof *b);
+    return p;
+}
+
+static void cllm__sb_free(cllm__sb *b) { CLLM_FREE(b->p); memset(b, 0, sizeof *b); }
+
+/* A copy of s[0..len) without leading and trailing white space. */
+static char *cllm__strdup_trim(const char *s) {
+    size_t len = strlen(s);
+    cllm__sb b = { NULL, 0, 0, 0 };
+    while (len && isspace((unsigned char)s[len - 1])) len--;
+    while (len && isspace((unsigned char)*s)) { s++; len--; }
+    cllm__sb_putn(&b, s, len);
+    return cllm__sb_take(&b);
+}
+
+/* Fills {{name}} placeholders of a template; unknown names are left as they are. */
+static char *cllm__fill(const char *tmpl, const char *const *names, const char *const *values, int n) {
+    cllm__sb b = { NULL, 0, 0, 0 };
+    const char *p = tmpl, *open;
+    while ((open = strstr(p, "{{")) != NULL) {
+        int i, hit = -1;
+        cllm__sb_putn(&b, p, (size_t)(open - p));
+        for (i = 0; i < n && hit < 0; i++) {
+            size_t k = strlen(names[i]);
+            if (strncmp(open + 2, names[i], k) == 0 && strncmp(open + 2 + k, "}}", 2) == 0) hit = i;
+        }
+        if (hit < 0) { cllm__sb_putn(&b, open, 2); p = open + 2; continue; }
+        cllm__sb_puts(&b, values[hit] ? values[hit] : "");
+        p = open + 4 + strlen(names[hit]);
+    }
+    cllm__sb_puts(&b, p);
+    return cllm__sb_take(&b);
+}
+
+/* The return value of every batch call: CLLM_OK when all n items succeeded, else the first
+   failure's code and a message counting the failures. Items are structs with `code` and `err`
+   fields; code0/err0 point at item 0's and stride is the struct size. */
+static cllm_result cllm__batch_result(const cllm_result *code0, const cllm_err *err0, size_t stride, int n,
+                                      const char *what, cllm_err *err) {
+    int i, failed = 0, first = -1;
+    for (i = 0; i < n; i++) {
+        cllm_result c = *(const cllm_result *)(const void *)((const char *)code0 + (size_t)i * stride);
+        if (c != CLLM_OK) { failed++; if (first < 0) first = i; }
+    }
+    if (!failed) { cllm__ok(err); return CLLM_OK; }
+    {
+        const cllm_err *e = (const cllm_err *)(const void *)((const char *)err0 + (size_t)first * stride);
+        cllm_result c = *(const cllm_result *)(const void *)((const char *)code0 + (size_t)first * stride);
+        if (n == 1) return cllm__fail(err, c, "%s", e->msg);
+        return cllm__fail(err, c, "%d of %d %s failed; first (#%d): %s", failed, n, what, first, e->msg);
+    }
+}
+#define CLLM__BATCH_RESULT(items, n, what, err) \
+    cllm__batch_result(&(items)[0].code, &(items)[0].err, sizeof (items)[0], (n), (what), (err))
+
+/* ---- conversations ------------------------------------------------------------------------- */
+
+static int cllm__valid_role(const char *r) {
+    return r && (strcmp(r, "system") == 0 || strcmp(r, "user") == 0 || strcmp(r, "assistant") == 0);
+}
+
+CLLMDEF cllm_result cllm_conv_push(cllm_conv *c, const char *role, const char *content, cllm_err *err) {
+    char *r, *t;
+    if (!c || !role || !content) return cllm__fail(err, CLLM_ERR_ARG, "cllm_conv_push: conversation, role and content are required");
+    if (c->n == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 8;
+        cllm_message *m;
+        if (c->cap > INT_MAX / 2) return cllm__fail(err, CLLM_ERR_LIMIT, "cllm_conv_push: conversation too long");
+        m = (cllm_message *)CLLM_REALLOC(c->msgs, (size_t)cap * sizeof *m);
+        if (!m) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+        c->msgs = m; c->cap = cap;
+    }
+    r = cllm__strdup(role); t = cllm__strdup(content);
+    if (!r || !t) { CLLM_FREE(r); CLLM_FREE(t); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    c->msgs[c->n].role = r;
+    c->msgs[c->n].content = t;
+    c->n++;
+    return CLLM_OK;
+}
+
+CLLMDEF void cllm_conv_free(cllm_conv *c) {
+    int i;
+    if (!c) return;
+    for (i = 0; i < c->n; i++) { CLLM_FREE((void *)c->msgs[i].role); CLLM_FREE((void *)c->msgs[i].content); }
+    CLLM_FREE(c->msgs);
+    memset(c, 0, sizeof *c);
+}
+
+CLLMDEF cllm_result cllm_conv_copy(cllm_conv *dst, const cllm_conv *src, cllm_err *err) {
+    int i;
+    cllm_result rc;
+    memset(dst, 0, sizeof *dst);
+    for (i = 0; i < src->n; i++)
+        if ((rc = cllm_conv_push(dst, src->msgs[i].role, src->msgs[i].content, err)) != CLLM_OK) { cllm_conv_free(dst); return rc; }
+    return CLLM_OK;
+}
+
+CLLMDEF cJSON *cllm_conv_to_json(const cllm_conv *c) {
+    cJSON *arr = cJSON_CreateArray();
+    int i;
+    if (!arr) return NULL;
+    for (i = 0; i < c->n; i++) {
+        cJSON *m = cJSON_CreateObject();
+        if (!m) goto oom;
+        if (!cJSON_AddItemToArray(arr, m)) { cJSON_Delete(m); goto oom; }
+        if (!cJSON_AddStringToObject(m, "role", c->msgs[i].role) || !cJSON_AddStringToObject(m, "content", c->msgs[i].content)) goto oom;
+    }
+    return arr;
+oom:
+    cJSON_Delete(arr);
+    return NULL;
+}
+
+CLLMDEF cllm_result cllm_conv_from_json(cllm_conv *c, const cJSON *messages, cllm_err *err) {
+    const cJSON *m;
+    int i = 0;
+    cllm_result rc;
+    memset(c, 0, sizeof *c);
+    if (!cJSON_IsArray(messages)) return cllm__fail(err, CLLM_ERR_FORMAT, "\"messages\" must be an array of {\"role\", \"content\"} objects");
+    cJSON_ArrayForEach(m, messages) {
+        const char *role = cllm__json_str(m, "role"), *content = cllm__json_str(m, "content");
+        if (!cllm__valid_role(role)) { cllm_conv_free(c); return cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"role\" must be \"system\", \"user\" or \"assistant\"", i); }
+        if (!content) { cllm_conv_free(c); return cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"content\" must be a string", i); }
+        if ((rc = cllm_conv_push(c, role, content, err)) != CLLM_OK) { cllm_conv_free(c); return rc; }
+        i++;
+    }
+    return CLLM_OK;
+}
+
+/* Renders a conversation for a prompt, one block per message, system messages left out:
+   "**User**: ..." (bold = 1, the simulator's view) or "User: ..." (the judges' view). */
+static void cllm__render_conv(cllm__sb *b, const cllm_conv *c, int bold) {
+    int i, any = 0;
+    for (i = 0; c && i < c->n; i++) {
+        const char *r = c->msgs[i].role;
+        if (strcmp(r, "system") == 0) continue;
+        if (any) cllm__sb_puts(b, "\n\n");
+        if (bold) cllm__sb_puts(b, "**");
+        cllm__sb_puts(b, strcmp(r, "user") == 0 ? "User" : "Assistant");
+        if (bold) cllm__sb_puts(b, "**");
+        cllm__sb_puts(b, ": ");
+        cllm__sb_puts(b, c->msgs[i].content);
+        any = 1;
+    }
+    if (!any) cllm__sb_puts(b, "(no messages yet)");
+}
+
+static char *cllm__conv_text(const cllm_conv *c, int bold) {
+    cllm__sb b = { NULL, 0, 0, 0 };
+    cllm__render_conv(&b, c, bold);
+    return cllm__sb_take(&b);
+}
+
+/* ---- lenient JSON -------------------------------------------------------------------------- */
+
+/* Is a quote whose text ends at s[after] the end of a string? In valid JSON a closing quote is
+   followed (after white space) by , : } ] or the end, so valid JSON is never changed by this
+   test; a quote followed by anything else is taken as a quote inside the text. */
+static int cllm__quote_closes(const char *s, size_t len, size_t after) {
+    while (after < len && isspace((unsigned char)s[after])) after++;
+    return after >= len || strchr(",:}]", s[after]) != NULL;
+}
+
+/* Rewrites s[0..len) into strict JSON where models stray from it:
+     'single' and """triple""" quoted strings -> "double" (inner " escaped, \' unescaped)
+     raw control characters inside strings    -> \n \r \t \u00XX
+     a quote inside a string that cannot close it (see cllm__quote_closes) -> \"
+     a backslash that starts no JSON escape   -> \\ (kept as a literal backslash)
+     True / False / None outside strings      -> true / false / null
+     a comma right before } or ]              -> dropped
+   Anything else is copied, so strict JSON comes out unchanged. */
+static char *cllm__json_repair(const char *s, size_t len) {
+    cllm__sb b = { NULL, 0, 0, 0 };
+    size_t i = 0;
+    while (i < len) {
+        char c = s[i];
+        if (c == '"' || c == '\'') {
+            size_t q = (i + 2 < len && s[i + 1] == c && s[i + 2] == c) ? 3 : 1;   /* """ or ''' */
+            i += q;
+            cllm__sb_putc(&b, '"');
+            while (i < len) {
+                char d = s[i];
+                if (d == '\\' && i + 1 < len) {
+                    char e = s[i + 1];
+                    if (e == '\'') { cllm__sb_putc(&b, '\''); i += 2; }
+                    else if (strchr("\"\\/bfnrtu", e)) { cllm__sb_putn(&b, s + i, 2); i += 2; }
+                    else { cllm__sb_puts(&b, "\\\\"); i += 1; }
+                } else if (d == c && (q == 1 ? cllm__quote_closes(s, len, i + 1)
+                                             : (i + 2 < len && s[i + 1] == c && s[i + 2] == c))) {
+                    i += q;
+                    break;
+                } else if (d == '"') { cllm__sb_puts(&b, "\\\""); i++; }
+                else if ((unsigned char)d < 0x20) {
+                    char esc[8];
+                    if (d == '\n') strcpy(esc, "\\n");
+                    else if (d == '\r') strcpy(esc, "\\r");
+                    else if (d == '\t') strcpy(esc, "\\t");
+                    else snprintf(esc, sizeof esc, "\\u%04x", (unsigned)(unsigned char)d);
+                    cllm__sb_puts(&b, esc);
+                    i++;
+                } else { cllm__sb_putc(&b, d); i++; }
+            }
+            cllm__sb_putc(&b, '"');
+        } else if (isalpha((unsigned char)c) || c == '_') {
+            size_t k = i;
+            while (k < len && (isalnum((unsigned char)s[k]) || s[k] == '_')) k++;
+            if (k - i == 4 && strncmp(s + i, "True", 4) == 0) cllm__sb_puts(&b, "true");
+            else if (k - i == 5 && strncmp(s + i, "False", 5) == 0) cllm__sb_puts(&b, "false");
+            else if (k - i == 4 && strncmp(s + i, "None", 4) == 0) cllm__sb_puts(&b, "null");
+            else cllm__sb_putn(&b, s + i, k - i);
+            i = k;
+        } else if (c == ',') {
+            size_t k = i + 1;
+            while (k < len && isspace((unsigned char)s[k])) k++;
+            if (!(k < len && (s[k] == '}' || s[k] == ']'))) cllm__sb_putc(&b, ',');
+            i++;
+        } else { cllm__sb_putc(&b, c); i++; }
+    }
+    return cllm__sb_take(&b);
+}
+
+/* Parses the first JSON value in s[0..len) (text after it is ignored); NULL unless an object. */
+static cJSON *cllm__json_object_at(const char *s, size_t len) {
+    cJSON *o = cJSON_ParseWithLengthOpts(s, len, NULL, 0);
+    if (o && !cJSON_IsObject(o)) { cJSON_Delete(o); o = NULL; }
+    return o;
+}
+
+/* The body of the first ```fenced``` block that holds a '{' (language tag skipped); 0 if none. */
+static int cllm__json_fence(const char *text, const char **b, const char **e) {
+    const char *p = text, *end = text + strlen(text);
+    while ((p = strstr(p, "```")) != NULL) {
+        const char *body = p + 3, *close;
+        while (*body && *body != '\n' && *body != '{') body++;
+        close = strstr(body, "```");
+        if (!close) close = end;
+        if (memchr(body, '{', (size_t)(close - body))) { *b = body; *e = close; return 1; }
+        if (close == end) return 0;
+        p = close + 3;
+    }
+    return 0;
+}
+
+CLLMDEF cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err) {
+    const char *region[2][2];
+    int nreg = 1, mode, r;
+    if (!text) { cllm__fail(err, CLLM_ERR_ARG, "cllm_json_parse_lenient: no text"); return NULL; }
+    region[0][0] = text; region[0][1] = text + strlen(text);
+    if (cllm__json_fence(text, &region[1][0], &region[1][1])) nreg = 2;
+    /* Strict first (so valid JSON, even with a ``` inside a string, is read as written), then
+       repaired; in each mode the whole text, then the fenced block; the object starts at the
+       first '{' (or a later one, when prose before it holds braces). cJSON stops at the end of
+       the object, so text after it does not matter. */
+    for (mode = 0; mode < 2; mode++) {
+        for (r = 0; r < nreg; r++) {
+            const char *b = region[r][0];
+            int tries;
+            for (tries = 0; tries < 16; tries++, b++) {
+                cJSON *o;
+                b = (const char *)memchr(b, '{', (size_t)(region[r][1] - b));
+                if (!b) break;
+                if (mode == 0) o = cllm__json_object_at(b, (size_t)(region[r][1] - b));
+                else {
+                    char *fixed = cllm__json_repair(b, (size_t)(region[r][1] - b));
+                    if (!fixed) { cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); return NULL; }
+                    o = cllm__json_object_at(fixed, strlen(fixed));
+                    CLLM_FREE(fixed);
+                }
+                if (o) { cllm__ok(err); return o; }
+            }
+        }
+    }
+    {
+        char start[64];
+        size_t k, n = strlen(text) < 60 ? strlen(text) : 60;
+        for (k = 0; k < n; k++) start[k] = (unsigned char)text[k] < 0x20 ? ' ' : text[k];
+        start[n] = 0;
+        cllm__fail(err, CLLM_ERR_FORMAT, "no JSON object found in the model's reply (%zu chars, starting \"%s\")", strlen(text), start);
+    }
+    return NULL;
+}
+
+/* A JSON number, a numeric string ("0.8"), a boolean (1/0) or an object {"score": x} as a double. */
+static int cllm__json_number(const cJSON *v, double *out) {
+    if (cJSON_IsNumber(v)) { *out = v->valuedouble; return 1; }
+    if (cJSON_IsBool(v)) { *out = cJSON_IsTrue(v) ? 1.0 : 0.0; return 1; }
+    if (cJSON_IsString(v)) {
+        char *end;
+        double d = strtod(v->valuestring, &end);
+        if (end == v->valuestring) return 0;
+        while (isspace((unsigned char)*end)) end++;
+        if (*end) return 0;
+        *out = d;
+        return 1;
+    }
+    if (cJSON_IsObject(v)) {
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(v, "score");
+        return s && !cJSON_IsObject(s) && cllm__json_number(s, out);
+    }
+    return 0;
+}
+
+/* A copy of a string field, or NULL (also when absent). */
+static char *cllm__json_strdup(const cJSON *o, const char *key) {
+    const char *s = cllm__json_str(o, key);
+    return s ? cllm__strdup(s) : NULL;
+}
+
+/* ---- the client: configuration, secrets, messages ------------------------------------------ */
+
+/* A copy of s[0..len) with every occurrence of the API key replaced by "[redacted]" and control
+   characters turned into spaces: the only way endpoint text reaches an error message. */
+static char *cllm__redact(const cllm_client *c, const char *s, size_t len) {
+    cllm__sb b = { NULL, 0, 0, 0 };
+    size_t i = 0, klen = c->key ? strlen(c->key) : 0;
+    while (i < len) {
+        if (klen && i + klen <= len && memcmp(s + i, c->key, klen) == 0) { cllm__sb_puts(&b, "[redacted]"); i += klen; continue; }
+        cllm__sb_putc(&b, (unsigned char)s[i] < 0x20 ? ' ' : s[i]);
+        i++;
+    }
+    return cllm__sb_take(&b);
+}
+
+/* Records a failure in err like cllm__fail, with the key scrubbed from the finished message. */
+static cllm_result cllm__fail_redacted(const cllm_client *c, cllm_err *err, cllm_result code, const char *fmt, ...) {
+    char buf[2 * CLLM_ERRMSG_SIZE], *clean;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    clean = cllm__redact(c, buf, strlen(buf));
+    cllm__fail(err, code, "%s", clean ? clean : "(out of memory while formatting an error)");
+    CLLM_FREE(clean);
+    return code;
+}
+
+/* The endpoint's own explanation from an error body, for the message: error.message (OpenAI,
+   vLLM), error as a string (Ollama), detail (FastAPI), message, else the start of the raw body.
+   Redacted, single line, at most `cap` bytes. */
+static void cllm__endpoint_message(const cllm_client *c, const char *body, size_t len, char *out, size_t cap) {
+    cJSON *root = body && len ? cJSON_ParseWithLength(body, len) : NULL;
+    const cJSON *e = root ? cJSON_GetObjectItemCaseSensitive(root, "error") : NULL;
+    const char *text = NULL;
+    char *clean;
+    if (cJSON_IsObject(e)) text = cllm__json_str(e, "message");
+    else if (cJSON_IsString(e)) text = e->valuestring;
+    if (!text && root) text = cllm__json_str(root, "detail");
+    if (!text && root) text = cllm__json_str(root, "message");
+    clean = text ? cllm__redact(c, text, strlen(text)) : cllm__redact(c, body ? body : "", body ? len : 0);
+    if (!text && clean && !*clean) { CLLM_FREE(clean); clean = cllm__strdup("(empty body)"); }
+    snprintf(out, cap, "%s", clean ? clean : "");
+    if (clean && strlen(clean) >= cap && cap > 4) strcpy(out + cap - 4, "...");
+    CLLM_FREE(clean);
+    cJSON_Delete(root);
+}
+
+CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *cfg, cllm_err *err) {
+    cllm_client_config d;
+    const char *key, *env_base = getenv("OPENAI_BASE_URL");
+    struct curl_slist *h = NULL, *h2;
+    cllm__sb url = { NULL, 0, 0, 0 };
+    size_t blen;
+    memset(c, 0, sizeof *c);
+    if (cfg) d = *cfg; else memset(&d, 0, sizeof d);
+    if (!d.base_url || !*d.base_url) d.base_url = env_base && *env_base ? env_base : "https://api.openai.com/v1";
+    if (!d.api_key_env || !*d.api_key_env) d.api_key_env = "OPENAI_API_KEY";
+    d.connect_timeout_ms = cllm__def(d.connect_timeout_ms, 10000);
+    d.timeout_ms         = cllm__def(d.timeout_ms, 300000);
+    d.max_retries        = d.max_retries < 0 ? 0 : cllm__def(d.max_retries, 5);
+    d.backoff_ms         = cllm__def(d.backoff_ms, 500);
+    d.backoff_max_ms     = cllm__def(d.backoff_max_ms, 60000);
+    d.max_concurrency    = cllm__def(d.max_concurrency, 16);
+    d.max_response_bytes = cllm__def(d.max_response_bytes, 64L << 20);
+    if (d.connect_timeout_ms < 0 || d.timeout_ms < 0 || d.backoff_ms < 0 || d.backoff_max_ms < 0 || d.max_concurrency < 0 || d.max_response_bytes < 0)
+        return cllm__fail(err, CLLM_ERR_ARG, "cllm_client_config: timeouts, backoff, max_concurrency and max_response_bytes must not be negative");
+    if (strncmp(d.base_url, "http://", 7) != 0 && strncmp(d.base_url, "https://", 8) != 0)
+        return cllm__fail(err, CLLM_ERR_ARG, "cllm_client_config.base_url must start with http:// or https:// (got \"%.200s\")", d.base_url);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return cllm__fail(err, CLLM_ERR_HTTP, "libcurl failed to initialise");
+
+    blen = strlen(d.base_url);
+    while (blen > 0 && d.base_url[blen - 1] == '/') blen--;
+    cllm__sb_putn(&url, d.base_url, blen);
+    cllm__sb_puts(&url, "/chat/completions");
+    c->url = cllm__sb_take(&url);
+    c->model = d.model ? cllm__strdup(d.model) : NULL;
+    key = getenv(d.api_key_env);
+    if (key && *key) c->key = cllm__strdup(key);
+    h = curl_slist_append(NULL, "Content-Type: application/json");
+    if (h && (h2 = curl_slist_append(h, "Accept: application/json")) != NULL) h = h2; else { curl_slist_free_all(h); h = NULL; }
+    if (h && (h2 = curl_slist_append(h, "Expect:")) != NULL) h = h2; else { curl_slist_free_all(h); h = NULL; }  /* no 100-continue round trip */
+    if (h && c->key) {
+        cllm__sb auth = { NULL, 0, 0, 0 };
+        cllm__sb_puts(&auth, "Authorization: Bearer ");
+        cllm__sb_puts(&auth, c->key);
+        h2 = auth.oom ? NULL : curl_slist_append(h, auth.p);
+        if (auth.p) memset(auth.p, 0, auth.n);              /* the key lives only in c->key and the header list */
+        cllm__sb_free(&auth);
+        if (h2) h = h2; else { curl_slist_free_all(h); h = NULL; }
+    }
+    c->headers = h;
+    c->multi = curl_multi_init();
+    d.base_url = NULL;                                      /* borrowed strings are not kept */
+    d.model = c->model;
+    d.api_key_env = NULL;
+    c->cfg = d;
+    cllm_rng_seed(&c->rng, d.seed ? d.seed : (uint64_t)time(NULL) ^ (uint64_t)(size_t)c);
+    if (!c->url || (d.model && !c->model) || (key && *key && !c->key) || !c->headers || !c->multi) {
+        int global_released = c->url || c->multi;          /* cllm_client_free releases curl then */
+        cllm_client_free(c);
+        if (!global_released) curl_global_cleanup();
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory creating the client");
+    }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+CLLMDEF void cllm_client_free(cllm_client *c) {
+    if (!c) return;
+    if (c->multi) curl_multi_cleanup((CURLM *)c->multi);
+    if (c->headers) curl_slist_free_all((struct curl_slist *)c->headers);
+    if (c->key) memset(c->key, 0, strlen(c->key));
+    CLLM_FREE(c->key);
+    CLLM_FREE(c->url);
+    CLLM_FREE(c->model);
+    if (c->url || c->multi) curl_global_cleanup();
+    memset(c, 0, sizeof *c);
+}
+
+CLLMDEF void cllm_chat_result_free(cllm_chat_result *r) {
+    if (!r) return;
+    CLLM_FREE(r->content);
+    memset(r, 0, sizeof *r);
+}
+
+/* The request body: model, messages, and the sampling fields the request sets. */
+static char *cllm__request_json(const cllm_client *c, const cllm_chat_request *r, cllm_err *err) {
+    const char *model = r->params.model ? r->params.model : c->model;
+    cJSON *root, *msgs;
+    char *out;
+    int i;
+    if (!model) { cllm__fail(err, CLLM_ERR_ARG, "no model: set cllm_client_config.model or the request's params.model"); return NULL; }
+    if (!r->messages || r->n_messages <= 0) { cllm__fail(err, CLLM_ERR_ARG, "the request has no messages"); return NULL; }
+    root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "model", model);
+    msgs = cJSON_AddArrayToObject(root, "messages");
+    for (i = 0; i < r->n_messages; i++) {
+        cJSON *m = cJSON_CreateObject();
+        if (!r->messages[i].role || !r->messages[i].content) {
+            cJSON_Delete(m); cJSON_Delete(root);
+            cllm__fail(err, CLLM_ERR_ARG, "request message %d has no role or content", i);
+            return NULL;
+        }
+        cJSON_AddStringToObject(m, "role", r->messages[i].role);
+        cJSON_AddStringToObject(m, "content", r->messages[i].content);
+        cJSON_AddItemToArray(msgs, m);
+    }
+    if (r->params.temperature != 0) cJSON_AddNumberToObject(root, "temperature", r->params.temperature < 0 ? 0.0 : r->params.temperature);
+    if (r->params.top_p != 0) cJSON_AddNumberToObject(root, "top_p", r->params.top_p);
+    if (r->params.max_tokens > 0) cJSON_AddNumberToObject(root, "max_tokens", r->params.max_tokens);
+    if (r->params.seed != 0) cJSON_AddNumberToObject(root, "seed", (double)r->params.seed);
+    if (r->response_format) {
+        cJSON *rf;
+        if (r->response_format[0] == '{') rf = cJSON_Parse(r->response_format);
+        else { rf = cJSON_CreateObject(); cJSON_AddStringToObject(rf, "type", r->response_format); }
+        if (!cJSON_IsObject(rf)) {
+            cJSON_Delete(rf); cJSON_Delete(root);
+            cllm__fail(err, CLLM_ERR_ARG, "response_format must be a type name or a JSON object");
+            return NULL;
+        }
+        cJSON_AddItemToObject(root, "response_format", rf);
+    }
+    out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!out) cllm__fail(err, CLLM_ERR_NOMEM, "out of memory building the request");
+    return out;
+}
+
+/* Does s[0..len) stop inside an unclosed string, object or array (a truncated document)? */
+static int cllm__json_cut_short(const char *s, size_t len) {
+    size_t i;
+    int depth = 0, in_str = 0;
+    for (i = 0; i < len; i++) {
+        char ch = s[i];
+        if (in_str) { if (ch == '\\') i++; else if (ch == '"') in_str = 0; }
+        else if (ch == '"') in_str = 1;
+        else if (ch == '{' || ch == '[') depth++;
+        else if (ch == '}' || ch == ']') depth--;
+    }
+    return in_str || depth > 0;
+}
+
+/* Reads a 2xx body into r: choices[0].message.content, finish_reason, usage. */
+static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size_t len, cllm_chat_result *r) {
+    cJSON *root = body && len ? cJSON_ParseWithLength(body, len) : NULL;
+    const cJSON *choice, *msg, *content, *usage, *e;
+    const char *fr;
+    char snippet[200];
+    cllm_result rc = CLLM_OK;
+    if (!root) {
+        cllm__endpoint_message(c, body, len, snippet, 80);
+        if (len == 0) return cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: empty response body", c->url);
+        if (cllm__json_cut_short(body, len))
+            return cllm__fail_redacted(c, &r->err, CLLM_ERR_FORMAT, "%s: response JSON is truncated (%zu bytes end inside an unclosed object or string; starts \"%s\")", c->url, len, snippet);
+        return cllm__fail_redacted(c, &r->err, CLLM_ERR_FORMAT, "%s: response is not valid JSON (%zu bytes, starts \"%s\")", c->url, len, snippet);
+    }
+    e = cJSON_GetObjectItemCaseSensitive(root, "error");
+    choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "choices"), 0);
+    msg = cJSON_GetObjectItemCaseSensitive(choice, "message");
+    content = cJSON_GetObjectItemCaseSensitive(msg, "content");
+    if (e && !cJSON_IsNull(e)) {
+        cllm__endpoint_message(c, body, len, snippet, sizeof snippet);
+        rc = cllm__fail_redacted(c, &r->err, CLLM_ERR_HTTP, "%s: the endpoint returned an error: %s", c->url, snippet);
+    } else if (!cJSON_IsObject(choice))
+        rc = cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response has no \"choices\"[0] object (not an OpenAI chat completion?)", c->url);
+    else if (!cJSON_IsObject(msg))
+        rc = cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response has no choices[0].message object", c->url);
+    else if (!cJSON_IsString(content))
+        rc = cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: choices[0].message.content is %s, not a string", c->url, content ? "of the wrong type" : "missing");
+    else if (!(r->content = cllm__strdup(content->valuestring)))
+        rc = cllm__fail(&r->err, CLLM_ERR_NOMEM, "out of memory");
+    if (rc == CLLM_OK) {
+        if ((fr = cllm__json_str(choice, "finish_reason")) != NULL) snprintf(r->finish_reason, sizeof r->finish_reason, "%s", fr);
+        usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
+        if (!cllm__json_int(usage, "prompt_tokens", -1, &r->prompt_tokens)) r->prompt_tokens = -1;
+        if (!cllm__json_int(usage, "completion_tokens", -1, &r->completion_tokens)) r->completion_tokens = -1;
+        if (!cllm__json_int(usage, "total_tokens", -1, &r->total_tokens)) r->total_tokens = -1;
+        if (r->prompt_tokens > 0) c->usage.prompt_tokens += r->prompt_tokens;
+        if (r->completion_tokens > 0) c->usage.completion_tokens += r->completion_tokens;
+        if (r->total_tokens > 0) c->usage.total_tokens += r->total_tokens;
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* ---- the client: transfers, retries, concurrency ------------------------------------------- */
+/* Each request is a small state machine driven by one curl multi handle:
+     WAITING --(due and a slot is free)--> RUNNING --(done)--> DONE
+                 ^                                   |
+                 +----(retryable failure, wait)------+
+   The loop starts what may start, lets curl move bytes, collects finished transfers, then
+   sleeps until a socket is ready, a curl timer fires or the next retry is due. */
+
+enum { CLLM__WAITING = 0, CLLM__RUNNING, CLLM__DONE };
+
+typedef struct cllm__xfer {
+    cllm_chat_result *res;
+    char             *body;           /* request JSON, built once, sent on every attempt      */
+    CURL             *easy;           /* the running attempt                                  */
+    cllm__sb          resp;           /* response body of the running attempt                 */
+    long              limit;          /* max_response_bytes                                   */
+    int               too_big;
+    int               state;
+    double            not_before;     /* when the next attempt may start (cllm__now seconds)  */
+    double            t_first;        /* start of the first attempt                           */
+    char              errbuf[CURL_ERROR_SIZE];
+} cllm__xfer;
+
+static size_t cllm__on_data(char *ptr, size_t size, size_t nmemb, void *userdata) {
+    cllm__xfer *x = (cllm__xfer *)userdata;
+    size_t len = size * nmemb;
+    if (x->resp.n + len > (size_t)x->limit) { x->too_big = 1; return 0; }   /* curl aborts the transfer */
+    cllm__sb_putn(&x->resp, ptr, len);
+    return x->resp.oom ? 0 : len;
+}
+
+static cllm_result cllm__xfer_start(cllm_client *c, cllm__xfer *x) {
+    CURL *e = curl_easy_init();
+    if (!e) return cllm__fail(&x->res->err, CLLM_ERR_NOMEM, "libcurl could not create a transfer");
+    x->resp.n = 0;
+    if (x->resp.p) x->resp.p[0] = 0;
+    x->too_big = 0;
+    x->errbuf[0] = 0;
+    curl_easy_setopt(e, CURLOPT_URL, c->url);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(x->body));
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, (struct curl_slist *)c->headers);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, cllm__on_data);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)x);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)x);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->cfg.connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->cfg.timeout_ms);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, c->cfg.insecure ? 0L : 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, c->cfg.insecure ? 0L : 2L);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "collabllm.h");
+    if (curl_multi_add_handle((CURLM *)c->multi, e) != CURLM_OK) {
+        curl_easy_cleanup(e);
+        return cllm__fail(&x->res->err, CLLM_ERR_HTTP, "libcurl could not start a transfer");
+    }
+    x->easy = e;
+    x->res->attempts++;
+    c->usage.attempts++;
+    return CLLM_OK;
+}
+
+/* Transport failures worth another attempt: the endpoint or the network may recover. */
+static int cllm__curl_retryable(CURLcode cc) {
+    return cc == CURLE_OPERATION_TIMEDOUT || cc == CURLE_COULDNT_CONNECT || cc == CURLE_PARTIAL_FILE ||
+           cc == CURLE_RECV_ERROR || cc == CURLE_SEND_ERROR || cc == CURLE_GOT_NOTHING ||
+           cc == CURLE_HTTP2 || cc == CURLE_HTTP2_STREAM;
+}
+
+/* The wait before retry number `retry` (1-based): d = min(backoff_max, backoff * 2^(retry-1)),
+   drawn from [d/2, d] ("equal jitter": spreads clients apart, never near zero). Retry-After asks
+   for at least its value. No wait exceeds backoff_max_ms. */
+static double cllm__retry_wait(cllm_client *c, int retry, double retry_after_s) {
+    double cap = (double)c->cfg.backoff_max_ms / 1000.0;
+    double d = (double)c->cfg.backoff_ms / 1000.0 * pow(2.0, (double)(retry - 1));
+    if (d > cap) d = cap;
+    d = 0.5 * d + 0.5 * d * cllm_rng_uniform(&c->rng);
+    if (retry_after_s > d) d = retry_after_s;
+    return d > cap ? cap : d;
+}
+
+static const char *cllm__status_hint(const cllm_client *c, long status) {
+    if (status == 401 || status == 403) return c->key ? " (check the API key and the endpoint)" : " (no API key was sent: its environment variable is unset or empty)";
+    if (status == 404) return " (check base_url, which usually ends in /v1, and the model name)";
+    return "";
+}
+
+/* An attempt ended with curl code cc: classify it, then retry, or finish the request. */
+static void cllm__xfer_finish(cllm_client *c, cllm__xfer *x, CURLcode cc) {
+    long status = 0;
+    curl_off_t retry_after = 0;
+    char why[CLLM_ERRMSG_SIZE];
+    cllm_result code = CLLM_ERR_HTTP;
+    int retryable = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &retry_after);
+    curl_multi_remove_handle((CURLM *)c->multi, x->easy);
+    curl_easy_cleanup(x->easy);
+    x->easy = NULL;
+    x->res->http_status = status;
+    why[0] = 0;
+    if (cc != CURLE_OK) {
+        if (x->too_big) {
+            code = CLLM_ERR_LIMIT;
+            snprintf(why, sizeof why, "response larger than max_response_bytes (%ld)", x->limit);
+        } else if (x->resp.oom) {
+            code = CLLM_ERR_NOMEM;
+            snprintf(why, sizeof why, "out of memory receiving the response");
+        } else {
+            retryable = cllm__curl_retryable(cc);
+            if (cc == CURLE_PARTIAL_FILE)
+                snprintf(why, sizeof why, "the connection closed before the whole response arrived (truncated body, %zu bytes)", x->resp.n);
+            else if (cc == CURLE_OPERATION_TIMEDOUT)
+                snprintf(why, sizeof why, "timed out (%s; limits: connect_timeout_ms %ld, timeout_ms %ld)", x->errbuf[0] ? x->errbuf : "no answer", c->cfg.connect_timeout_ms, c->cfg.timeout_ms);
+            else
+                snprintf(why, sizeof why, "%s (%s)", curl_easy_strerror(cc), x->errbuf);
+        }
+    } else if (status >= 200 && status < 300) {
+        code = cllm__parse_completion(c, x->resp.p, x->resp.n, x->res);
+        if (code == CLLM_OK) c->usage.requests++;
+    } else {
+        char said[300];
+        retryable = status == 408 || status == 429 || status >= 500;
+        cllm__endpoint_message(c, x->resp.p, x->resp.n, said, sizeof said);
+        snprintf(why, sizeof why, "HTTP %ld: %s%s", status, said, cllm__status_hint(c, status));
+    }
+    if (retryable && x->res->attempts <= c->cfg.max_retries) {
+        x->state = CLLM__WAITING;
+        x->not_before = cllm__now() + cllm__retry_wait(c, x->res->attempts, (double)retry_after);
+        return;
+    }
+    x->state = CLLM__DONE;
+    x->res->seconds = cllm__now() - x->t_first;
+    if (why[0]) {
+        if (x->res->attempts > 1) cllm__fail_redacted(c, &x->res->err, code, "%s: %s (gave up after %d attempts)", c->url, why, x->res->attempts);
+        else cllm__fail_redacted(c, &x->res->err, code, "%s: %s", c->url, why);
+    }
+    x->res->code = code;
+    if (code != CLLM_OK) c->usage.failures++;
+}
+
+CLLMDEF cllm_result cllm_client_chat_batch(cllm_client *c, const cllm_chat_request *requests, int n,
+                                           cllm_chat_result *results, cllm_err *err) {
+    cllm__xfer *xs;
+    int i, running = 0, remaining = 0, limit;
+    if (!c || !c->multi || n < 0 || (n > 0 && (!requests || !results)))
+        return cllm__fail(err, CLLM_ERR_ARG, "cllm_client_chat_batch: needs an initialised client and n >= 0 requests and results");
+    if (n == 0) { cllm__ok(err); return CLLM_OK; }
+    xs = (cllm__xfer *)cllm__calloc((size_t)n, sizeof *xs);
+    if (!xs) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    limit = c->cfg.max_concurrency;
+    for (i = 0; i < n; i++) {
+        cllm__xfer *x = &xs[i];
+        memset(&results[i], 0, sizeof results[i]);
+        results[i].prompt_tokens = results[i].completion_tokens = results[i].total_tokens = -1;
+        x->res = &results[i];
+        x->limit = c->cfg.max_response_bytes;
+        x->body = cllm__request_json(c, &requests[i], &results[i].err);
+        if (!x->body) { x->state = CLLM__DONE; results[i].code = results[i].err.code; continue; }
+        x->state = CLLM__WAITING;
+        remaining++;
+    }
+    while (remaining > 0) {
+        double now = cllm__now(), wait_s = 1.0;
+        CURLMsg *msg;
+        int still, queued;
+        /* start every request that is due, while slots are free */
+        for (i = 0; i < n && running < limit; i++) {
+            cllm__xfer *x = &xs[i];
+            if (x->state != CLLM__WAITING || x->not_before > now) continue;
+            if (x->res->attempts == 0) x->t_first = now;
+            if (cllm__xfer_start(c, x) == CLLM_OK) { x->state = CLLM__RUNNING; running++; }
+            else { x->state = CLLM__DONE; x->res->code = x->res->err.code; c->usage.failures++; remaining--; }
+        }
+        curl_multi_perform((CURLM *)c->multi, &still);
+        while ((msg = curl_multi_info_read((CURLM *)c->multi, &queued)) != NULL) {
+            char *priv = NULL;
+            CURLcode cc;
+            if (msg->msg != CURLMSG_DONE) continue;
+            cc = msg->data.result;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+            running--;
+            cllm__xfer_finish(c, (cllm__xfer *)(void *)priv, cc);      /* msg is invalid after this */
+            if (((cllm__xfer *)(void *)priv)->state == CLLM__DONE) remaining--;
+        }
+        if (remaining == 0) break;
+        /* sleep until a socket is ready or curl's timer fires (curl shortens wait_s itself),
+           or the next retry is due when a slot is free for it */
+        if (running < limit)
+            for (i = 0; i < n; i++)
+                if (xs[i].state == CLLM__WAITING && xs[i].not_before - now < wait_s) wait_s = xs[i].not_before - now;
+        if (wait_s > 0) curl_multi_poll((CURLM *)c->multi, NULL, 0, (int)(wait_s * 1000.0) + 1, NULL);
+    }
+    for (i = 0; i < n; i++) { cJSON_free(xs[i].body); cllm__sb_free(&xs[i].resp); }
+    CLLM_FREE(xs);
+    return CLLM__BATCH_RESULT(results, n, "requests", err);
+}
+
+CLLMDEF cllm_result cllm_client_chat(cllm_client *c, const cllm_chat_request *request, cllm_chat_result *result, cllm_err *err) {
+    return cllm_client_chat_batch(c, request, 1, result, err);
+}
+
+/* ---- asking many prompts at once, re-asking unusable answers ------------------------------- */
+
+/* take(ctx, i, res, last) records the answer to prompt i (res may be a failed call) in the
+   caller's own result and returns 1, or returns 0 to draw a new sample (never when `last`). */
+typedef int (*cllm__take_fn)(void *ctx, int i, const cllm_chat_result *res, int last);
+
+/* Sends prompts[i] (one user message each; NULL entries are skipped) through the client, all
+   concurrently, and hands each answer to take(). The ones it refuses are asked again together,
+   for up to `retries` more rounds. Failed calls are final: the client already retried them. */
+static cllm_result cllm__ask_all(cllm_client *c, char *const *prompts, int n, const cllm_llm_params *params,
+                                 int json_mode, int retries, cllm__take_fn take, void *ctx) {
+    int *pending = (int *)cllm__calloc((size_t)n + 1, sizeof(int));
+    cllm_message *msgs = (cllm_message *)cllm__calloc((size_t)n + 1, sizeof *msgs);
+    cllm_chat_request *reqs = (cllm_chat_request *)cllm__calloc((size_t)n + 1, sizeof *reqs);
+    cllm_chat_result *res = (cllm_chat_result *)cllm__calloc((size_t)n + 1, sizeof *res);
+    int i, k, np = 0, round;
+    cllm_result rc = CLLM_OK;
+    if (!pending || !msgs || !reqs || !res) rc = CLLM_ERR_NOMEM;
+    for (i = 0; rc == CLLM_OK && i < n; i++) if (prompts[i]) pending[np++] = i;
+    for (round = 0; rc == CLLM_OK && np > 0 && round <= retries; round++) {
+        int keep = 0;
+        for (k = 0; k < np; k++) {
+            msgs[k].role = "user";
+            msgs[k].content = prompts[pending[k]];
+            memset(&reqs[k], 0, sizeof reqs[k]);
+            reqs[k].messages = &msgs[k];
+            reqs[k].n_messages = 1;
+            reqs[k].params = *params;
+            reqs[k].response_format = json_mode ? "json_object" : NULL;
+        }
+        cllm_client_chat_batch(c, reqs, np, res, NULL);
+        for (k = 0; k < np; k++) {
+            if (!take(ctx, pending[k], &res[k], round == retries)) pending[keep++] = pending[k];
+            cllm_chat_result_free(&res[k]);
+        }
+        np = keep;
+    }
+    CLLM_FREE(pending); CLLM_FREE(msgs); CLLM_FREE(reqs); CLLM_FREE(res);
+    return rc;
+}
+
+/* Fills a sampling-parameter default: zero fields take the role's defaults. */
+static cllm_llm_params cllm__params_def(cllm_llm_params p, double temperature, int max_tokens) {
+    p.temperature = cllm__def(p.temperature, temperature);
+    p.max_tokens = cllm__def(p.max_tokens, max_tokens);
+    return p;
+}
+
+/* A retry budget: zero means the default 3, negative none. */
+static int cllm__retries_def(int r) { return r < 0 ? 0 : cllm__def(r, 3); }
+
+/* ---- replies, and calling simulators and assistants ---------------------------------------- */
+
+CLLMDEF void cllm_reply_free(cllm_reply *r) {
+    if (!r) return;
+    CLLM_FREE(r->text); CLLM_FREE(r->thought); CLLM_FREE(r->current_answer);
+    memset(r, 0, sizeof *r);
+}
+
+CLLMDEF cllm_result cllm_reply_set(cllm_reply *out, const char *text, int terminated) {
+    CLLM_FREE(out->text);
+    out->text = text ? cllm__strdup(text) : NULL;
+    out->terminated = terminated;
+    if (!text) return out->code = cllm__fail(&out->err, CLLM_ERR_ARG, "cllm_reply_set: no text");
+    if (!out->text) return out->code = cllm__fail(&out->err, CLLM_ERR_NOMEM, "out of memory");
+    cllm__ok(&out->err);
+    return out->code = CLLM_OK;
+}
+
+/* After a simulator or assistant ran: a success must carry text, a failure a message. */
+static cllm_result cllm__replies_check(cllm_reply *out, int n, const char *who, cllm_err *err) {
+    int i;
+    for (i = 0; i < n; i++) {
+        if (out[i].code == CLLM_OK && !out[i].text) cllm__fail(&out[i].err, out[i].code = CLLM_ERR_FORMAT, "%s returned no text", who);
+        if (out[i].code != CLLM_OK && !out[i].err.msg[0]) cllm__fail(&out[i].err, out[i].code, "%s failed (%s)", who, cllm_result_string(out[i].code));
+    }
+    return CLLM__BATCH_RESULT(out, n, "replies", err);
+}
+
+CLLMDEF cllm_result cllm_user_sim_turns(const cllm_user_sim *sim, const cllm_goal *goals, const cllm_conv *histories,
+                                        int n, cllm_reply *out, cllm_err *err) {
+    int i;
+    if (!sim || (!sim->turn && !sim->turn_batch) || n < 0 || (n > 0 && (!goals || !histories || !out)))
+        return cllm__fail(err, CLLM_ERR_ARG, "cllm_user_sim_turns: needs a simulator with turn or turn_batch, goals, histories and out");
+    if (n == 0) { cllm__ok(err); return CLLM_OK; }
+    for (i = 0; i < n; i++) memset(&out[i], 0, sizeof out[i]);
+    if (sim->turn_batch) sim->turn_batch(sim->ctx, goals, histories, n, out);
+    else for (i = 0; i < n; i++) out[i].code = sim->turn(sim->ctx, &goals[i], &histories[i], &out[i]);
+    return cllm__replies_check(out, n, "the user simulator", err);
+}
+
+CLLMDEF cllm_result cllm_assistant_replies(const cllm_assistant *a, const cllm_conv *histories, int n, cllm_reply *out, cllm_err *err) {
+    int i;
+    if (!a || (!a->respond && !a->respond_batch) || n < 0 || (n > 0 && (!histories || !out)))
+        return cllm__fail(err, CLLM_ERR_ARG, "cllm_assistant_replies: needs an assistant with respond or respond_batch, histories and out");
+    if (n == 0) { cllm__ok(err); return CLLM_OK; }
+    for (i = 0; i < n; i++) memset(&out[i], 0, sizeof out[i]);
+    if (a->respond_batch) a->respond_batch(a->ctx, histories, n, out);
+    else for (i = 0; i < n; i++) out[i].code = a->respond(a->ctx, &histories[i], &out[i]);
+    return cllm__replies_check(out, n, "the assistant", err);
+}
+
+/* ---- (a) the LLM user simulator ------------------------------------------------------------ */
+
+/* The project's own wording of CollabLLM's simulator instructions (paper App. D.1): role-play a
+   user who knows a hidden goal, spend little effort, let the assistant ask, end with a signal. */
+static const char cllm__prompt_user_sim[] =
+    "You are role-playing a human user who is working with an AI assistant to get something done. "
+    "Everything between the START and END markers below is private to you: the assistant has never seen it.\n"
+    "\n"
+    "=== TASK TYPE START (private) ===\n{{task_desc}}\n=== TASK TYPE END ===\n"
+    "\n"
+    "=== YOUR GOAL START (private) ===\n{{goal}}\n=== YOUR GOAL END ===\n"
+    "\n"
+    "=== CONVERSATION SO FAR START (private) ===\n{{history}}\n=== CONVERSATION SO FAR END ===\n"
+    "\n"
+    "How to play the user:\n"
+    "- Stay in character. You are the person who needs help: do not solve the task yourself and do not act like an assistant.\n"
+    "- Put in as little effort as a busy person would. Early on, ask loosely and leave details out; let the assistant find out what it needs by asking you.\n"
+    "- Know only what such a user would plausibly know about the subject, and now and then be imprecise or slightly wrong.\n"
+    "- Have tastes and say them when they matter, for instance that you want a short answer or a particular style.\n"
+    "- Keep working toward your goal and do not drift to other topics.\n"
+    "- Reply to what the assistant said last, in the light of the conversation so far. If there are no messages yet, write your opening request.\n"
+    "- Reveal your goal bit by bit and in your own words; never paste it.\n"
+    "- When you are satisfied, or when it is clear the assistant cannot help any further, your response must be exactly {{termination}}\n"
+    "\n"
+    "Reply with one JSON object and nothing else:\n"
+    "{\n"
+    "  \"current_answer\": \"one or two sentences on the assistant's current solution, or 'none yet'\",\n"
+    "  \"thought\": \"your private reasoning about what to say next\",\n"
+    "  \"response\": \"the message you send to the assistant, or {{termination}}\"\n"
+    "}\n";
+
+CLLMDEF cllm_result cllm_user_sim_prompt(const cllm_llm_sim_config *cfg, const cllm_goal *goal, const cllm_conv *history,
+                                         char **out, cllm_err *err) {
+    static const char *names[] = { "task_desc", "goal", "history", "termination" };
+    const char *values[4];
+    cllm__sb g = { NULL, 0, 0, 0 };
+    char *hist, *goal_text;
+    *out = NULL;
+    if (!goal || !goal->prompt) return cllm__fail(err, CLLM_ERR_ARG, "the simulator needs a goal with a prompt (single_turn_prompt)");
+    cllm__sb_puts(&g, goal->prompt);
+    if (goal->reference) {
+        cllm__sb_puts(&g, "\n\nA reference result that would satisfy you (also private):\n");
+        cllm__sb_puts(&g, goal->reference);
+    }
+    goal_text = cllm__sb_take(&g);
+    hist = cllm__conv_text(history, 1);
+    values[0] = goal->task_desc ? goal->task_desc : "a task";
+    values[1] = goal_text;
+    values[2] = hist;
+    values[3] = cfg && cfg->termination ? cfg->termination : CLLM_TERMINATION_SIGNAL;
+    if (goal_text && hist) *out = cllm__fill(cfg && cfg->prompt ? cfg->prompt : cllm__prompt_user_sim, names, values, 4);
+    CLLM_FREE(goal_text); CLLM_FREE(hist);
+    if (!*out) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory building the simulator prompt");
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_user_sim_parse(const char *model_output, const char *termination, cllm_reply *out) {
+    cJSON *o;
+    const char *resp;
+    cllm_reply_free(out);
+    if (!termination) termination = CLLM_TERMINATION_SIGNAL;
+    if (!model_output) return out->code = cllm__fail(&out->err, CLLM_ERR_ARG, "cllm_user_sim_parse: no text");
+    o = cllm_json_parse_lenient(model_output, &out->err);
+    if (!o) {
+        /* a bare termination signal is an unambiguous answer even without the JSON around it */
+        char *t = cllm__strdup_trim(model_output);
+        int bare = t && strcmp(t, termination) == 0;
+        CLLM_FREE(t);
+        if (bare) return cllm_reply_set(out, termination, 1);
+        return out->code = out->err.code;
+    }
+    resp = cllm__json_str(o, "response");
+    if (resp) out->text = cllm__strdup_trim(resp);
+    if (!resp || (out->text && !*out->text)) {
+        cllm_reply_free(out);
+        cllm__fail(&out->err, CLLM_ERR_FORMAT, "the simulator's JSON has no non-empty string \"response\"");
+    } else if (!out->text) cllm__fail(&out->err, CLLM_ERR_NOMEM, "out of memory");
+    else {
+        out->terminated = strstr(out->text, termination) != NULL;
+        out->thought = cllm__json_strdup(o, "thought");
+        out->current_answer = cllm__json_strdup(o, "current_answer");
+        cllm__ok(&out->err);
+    }
+    cJSON_Delete(o);
+    return out->code = out->err.code;
+}
+
+typedef struct cllm__sim_job { cllm_llm_sim *sim; cllm_reply *out; } cllm__sim_job;
+
+static int cllm__sim_take(void *ctx, int i, const cllm_chat_result *res, int last) {
+    cllm__sim_job *job = (cllm__sim_job *)ctx;
+    cllm_reply *r = &job->out[i];
+    if (res->code != CLLM_OK) { cllm_reply_free(r); r->code = res->code; r->err = res->err; return 1; }
+    cllm_user_sim_parse(res->content, job->sim->cfg.termination, r);
+    return r->code == CLLM_OK || last;
+}
+
+static cllm_result cllm__llm_sim_batch(void *ctx, const cllm_goal *goals, const cllm_conv *histories, int n, cllm_reply *out) {
+    cllm_llm_sim *s = (cllm_llm_sim *)ctx;
+    char **prompts = (char **)cllm__calloc((size_t)n + 1, sizeof(char *));
+    cllm__sim_job job;
+    int i;
+    for (i = 0; i < n; i++) cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the simulator was asked");
+    if (!prompts) return CLLM_ERR_NOMEM;
+    for (i = 0; i < n; i++)
+        if (cllm_user_sim_prompt(&s->cfg, &goals[i], &histories[i], &prompts[i], &out[i].err) != CLLM_OK) out[i].code = out[i].err.code;
+    job.sim = s;
+    job.out = out;
+    cllm__ask_all(s->client, prompts, n, &s->cfg.params, s->cfg.json_mode, s->cfg.max_parse_retries, cllm__sim_take, &job);
+    for (i = 0; i < n; i++) CLLM_FREE(prompts[i]);
+    CLLM_FREE(prompts);
+    return CLLM_OK;
+}
+
+static cllm_result cllm__llm_sim_turn(void *ctx, const cllm_goal *goal, const cllm_conv *history, cllm_reply *out) {
+    cllm__llm_sim_batch(ctx, goal, history, 1, out);
+    return out->code;
+}
+
+CLLMDEF void cllm_llm_sim_init(cllm_llm_sim *s, cllm_client *client, const cllm_llm_sim_config *cfg) {
+    memset(s, 0, sizeof *s);
+    if (cfg) s->cfg = *cfg;
+    s->cfg.params = cllm__params_def(s->cfg.params, 1.0, 1024);
+    s->cfg.termination = cllm__def(s->cfg.termination, CLLM_TERMINATION_SIGNAL);
+    s->cfg.max_parse_retries = cllm__retries_def(s->cfg.max_parse_retries);
+    s->client = client;
+    s->sim.turn = cllm__llm_sim_turn;
+    s->sim.turn_batch = cllm__llm_sim_batch;
+    s->sim.ctx = s;
+}
+
+/* ---- an assistant behind the client -------------------------------------------------------- */
+
+static cllm_result cllm__api_assistant_batch(void *ctx, const cllm_conv *histories, int n, cllm_reply *out) {
+    cllm_api_assistant *a = (cllm_api_assistant *)ctx;
+    cllm_chat_request *reqs = (cllm_chat_request *)cllm__calloc((size_t)n + 1, sizeof *reqs);
+    cllm_chat_result *res = (cllm_chat_result *)cllm__calloc((size_t)n + 1, sizeof *res);
+    cllm_message **msgs = (cllm_message **)cllm__calloc((size_t)n + 1, sizeof *msgs);
+    int i, j, sys = a->cfg.system_prompt != NULL, ok = reqs && res && msgs;
+    for (i = 0; ok && i < n; i++) {
+        /* the system prompt goes first in the request only; the conversation never stores it */
+        if (!(msgs[i] = (cllm_message *)cllm__calloc((size_t)histories[i].n + 1, sizeof(cllm_message)))) { ok = 0; break; }
+        if (sys) { msgs[i][0].role = "system"; msgs[i][0].content = a->cfg.system_prompt; }
+        for (j = 0; j < histories[i].n; j++) msgs[i][sys + j] = histories[i].msgs[j];
+        reqs[i].messages = msgs[i];
+        reqs[i].n_messages = sys + histories[i].n;
+        reqs[i].params = a->cfg.params;
+    }
+    if (ok) cllm_client_chat_batch(a->client, reqs, n, res, NULL);
+    for (i = 0; i < n; i++) {
+        if (!ok) cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the assistant was asked");
+        else if (res[i].code != CLLM_OK) { out[i].code = res[i].code; out[i].err = res[i].err; }
+        else { out[i].text = res[i].content; res[i].content = NULL; out[i].code = CLLM_OK; }
+        if (res) cllm_chat_result_free(&res[i]);
+        if (msgs) CLLM_FREE(msgs[i]);
+    }
+    CLLM_FREE(reqs); CLLM_FREE(res); CLLM_FREE(msgs);
+    return CLLM_OK;
+}
+
+static cllm_result cllm__api_assistant_respond(void *ctx, const cllm_conv *history, cllm_reply *out) {
+    cllm__api_assistant_batch(ctx, history, 1, out);
+    return out->code;
+}
+
+CLLMDEF void cllm_api_assistant_init(cllm_api_assistant *a, cllm_client *client, const cllm_api_assistant_config *cfg) {
+    memset(a, 0, sizeof *a);
+    if (cfg) a->cfg = *cfg;
+    a->cfg.params = cllm__params_def(a->cfg.params, 0.8, 2048);
+    a->client = client;
+    a->assistant.respond = cllm__api_assistant_respond;
+    a->assistant.respond_batch = cllm__api_assistant_batch;
+    a->assistant.ctx = a;
+}
+
+/* ---- conversations in lockstep ------------------------------------------------------------- */
+
+/* The user speaks next unless the last message is the user's. */
+static int cllm__user_next(const cllm_conv *c) {
+    return c->n == 0 || strcmp(c->msgs[c->n - 1].role, "user") != 0;
+}
+
+CLLMDEF cllm_result cllm_simulate(const cllm_user_sim *user, const cllm_assistant *assistant, const cllm_goal *goals,
+                                  cllm_conv *convs, int n, int max_new_messages, cllm_sim_status *status, cllm_err *err) {
+    cllm_sim_status *st = status ? status : (cllm_sim_status *)cllm__calloc((size_t)n + 1, sizeof *st);
+    int *idx = (int *)cllm__calloc((size_t)n + 1, sizeof(int)), *active = (int *)cllm__calloc((size_t)n + 1, sizeof(int));
+    cllm_conv *view = (cllm_conv *)cllm__calloc((size_t)n + 1, sizeof *view);
+    cllm_goal *g = (cllm_goal *)cllm__calloc((size_t)n + 1, sizeof *g);
+    cllm_reply *rep = (cllm_reply *)cllm__calloc((size_t)n + 1, sizeof *rep);
+    cllm_result rc = CLLM_OK;
+    int i, k, m, users, left;
+    if (!user || !assistant || n < 0 || (n > 0 && (!goals || !convs))) rc = cllm__fail(err, CLLM_ERR_ARG, "cllm_simulate: needs a user simulator, an assistant, goals and conversations");
+    else if (!st || !idx || !active || !view || !g || !rep) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    for (i = 0; rc == CLLM_OK && i < n; i++) { memset(&st[i], 0, sizeof st[i]); active[i] = max_new_messages > 0; }
+    left = rc == CLLM_OK && max_new_messages > 0 ? n : 0;
+    while (left > 0) {
+        /* one round: every conversation waiting for its user speaks, then every one waiting
+           for its assistant (including those whose user just spoke) */
+        for (users = 1; users >= 0; users--) {
+            for (i = 0, m = 0; i < n; i++)
+                if (active[i] && cllm__user_next(&convs[i]) == users) { idx[m] = i; view[m] = convs[i]; g[m] = goals[i]; m++; }
+            if (m == 0) continue;
+            if (users) cllm_user_sim_turns(user, g, view, m, rep, NULL);
+            else cllm_assistant_replies(assistant, view, m, rep, NULL);
+            for (k = 0; k < m; k++) {
+                i = idx[k];
+                if (rep[k].code != CLLM_OK) { st[i].code = rep[k].code; st[i].err = rep[k].err; }
+                else if (cllm_conv_push(&convs[i], users ? "user" : "assistant", rep[k].text, &st[i].err) != CLLM_OK) st[i].code = st[i].err.code;
+                else {
+                    st[i].n_new++;
+                    if (users && rep[k].terminated) st[i].terminated = 1;
+                }
+                if (st[i].code != CLLM_OK || st[i].terminated || st[i].n_new >= max_new_messages) { active[i] = 0; left--; }
+                cllm_reply_free(&rep[k]);
+            }
+        }
+    }
+    if (rc == CLLM_OK) rc = CLLM__BATCH_RESULT(st, n, "conversations", err);
+    if (st != status) CLLM_FREE(st);
+    CLLM_FREE(idx); CLLM_FREE(active); CLLM_FREE(view); CLLM_FREE(g); CLLM_FREE(rep);
+    return rc;
+}
+
+/* ---- LLM judges ---------------------------------------------------------------------------- */
+
+/* The project's own wording of CollabLLM's judges (paper App. D.4; v2 metrics): interactivity on
+   [0, 1] with three illustrated anchors, accuracy as 0/1 against a ground truth, and extraction
+   of the final artifact with all revisions applied. */
+static const char cllm__prompt_interactivity[] =
+    "You are reviewing a conversation between a user and an AI assistant. Judge how interactive the assistant was: "
+    "did it engage with the user, keep its replies clear, work to understand what the user actually needed, and ask "
+    "relevant questions when the request was unclear or left important choices open?\n"
+    "\n"
+    "=== CONVERSATION START ===\n{{conversation}}\n=== CONVERSATION END ===\n"
+    "\n"
+    "Score it from 0 to 1:\n"
+    "- 1, highly interactive: the assistant checks its understanding and asks pointed questions at the right moments. "
+    "Example: before drafting a cover letter it asks which job and which strengths to stress, then builds on the answers.\n"
+    "- 0.5, moderately interactive: the assistant engages but misses chances. "
+    "Example: it asks one generic question, or makes an assumption it should have checked, and otherwise just delivers.\n"
+    "- 0, not interactive: the assistant answers mechanically. "
+    "Example: it writes a long answer to a vague request without asking anything or acknowledging what was unclear.\n"
+    "Scores between the anchors are allowed.\n"
+    "\n"
+    "Reply with one JSON object and nothing else:\n"
+    "{\"thought\": \"your short reasoning\", \"interactivity\": <a number from 0 to 1>}\n";
+
+static const char cllm__prompt_accuracy[] =
+    "You are grading whether an AI assistant's final answer to a question is correct.\n"
+    "\n"
+    "=== QUESTION START ===\n{{question}}\n=== QUESTION END ===\n"
+    "\n"
+    "=== GROUND TRUTH START ===\n{{ground_truth}}\n=== GROUND TRUTH END ===\n"
+    "\n"
+    "=== ANSWER TO GRADE START ===\n{{answer}}\n=== ANSWER TO GRADE END ===\n"
+    "\n"
+    "The answer may be a whole conversation; grade the final answer the assistant arrives at. Give 1 if it agrees "
+    "with the ground truth (equivalent forms count, such as 1/2 and 0.5), and 0 if it is wrong, missing, or hedges "
+    "between several answers.\n"
+    "\n"
+    "Reply with one JSON object and nothing else:\n"
+    "{\"thought\": \"your short reasoning\", \"accuracy\": <0 or 1>}\n";
+
+static const char cllm__prompt_extract[] =
+    "Below is a conversation between a user and an AI assistant who worked together on a {{kind}}. Write out the "
+    "final, complete {{kind}} as it stands at the end of the conversation: apply every revision that was agreed, "
+    "fill in parts the last version only referred to (such as \"the rest is unchanged\"), and leave out remarks "
+    "that are not part of the {{kind}} itself. If it is code, give complete runnable code with its imports and "
+    "without an `if __name__ == \"__main__\":` block or example usage.\n"
+    "{{requirement}}\n"
+    "=== CONVERSATION START ===\n{{conversation}}\n=== CONVERSATION END ===\n"
+    "\n"
+    "Reply with one JSON object and nothing else:\n"
+    "{\"thought\": \"your short reasoning\", \"final_completion\": \"the complete {{kind}}\"}\n";
+
+CLLMDEF void cllm_judgement_free(cllm_judgement *j) {
+    if (!j) return;
+    CLLM_FREE(j->text); CLLM_FREE(j->thought);
+    memset(j, 0, sizeof *j);
+}
+
+CLLMDEF void cllm_judge_init(cllm_judge *j, cllm_client *client, const cllm_judge_config *cfg) {
+    memset(j, 0, sizeof *j);
+    if (cfg) j->cfg = *cfg;
+    j->cfg.params = cllm__params_def(j->cfg.params, -1.0, 2048);       /* -1 sends temperature 0 */
+    j->cfg.max_parse_retries = cllm__retries_def(j->cfg.max_parse_retries);
+    j->cfg.interactivity_prompt = cllm__def(j->cfg.interactivity_prompt, cllm__prompt_interactivity);
+    j->cfg.accuracy_prompt = cllm__def(j->cfg.accuracy_prompt, cllm__prompt_accuracy);
+    j->cfg.extract_prompt = cllm__def(j->cfg.extract_prompt, cllm__prompt_extract);
+    j->client = client;
+}
+
+/* Each kind of verdict reads its JSON into the judgement (CLLM_ERR_FORMAT = ask again). */
+typedef cllm_result (*cllm__verdict_fn)(const cJSON *o, cllm_judgement *j);
+
+static cllm_result cllm__verdict_interactivity(const cJSON *o, cllm_judgement *j) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "interactivity");
+    if (!v || !cllm__json_number(v, &j->score)) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no numeric \"interactivity\"");
+    if (!(j->score >= 0.0 && j->score <= 1.0)) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "interactivity %g is outside [0, 1]", j->score);
+    return CLLM_OK;
+}
+
+static cllm_result cllm__verdict_accuracy(const cJSON *o, cllm_judgement *j) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "accuracy");
+    if (!v || !cllm__json_number(v, &j->score)) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no numeric \"accuracy\"");
+    if (j->score != 0.0 && j->score != 1.0) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "accuracy %g is not 0 or 1", j->score);
+    return CLLM_OK;
+}
+
+static cllm_result cllm__verdict_extract(const cJSON *o, cllm_judgement *j) {
+    const char *t = cllm__json_str(o, "final_completion");
+    if (!t) t = cllm__json_str(o, "final_answer");                   /* CollabLLM v1's key */
+    if (!t || !*t) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no non-empty string \"final_completion\"");
+    if (!(j->text = cllm__strdup(t))) return cllm__fail(&j->err, CLLM_ERR_NOMEM, "out of memory");
+    return CLLM_OK;
+}
+
+typedef struct cllm__judge_job { cllm__verdict_fn verdict; cllm_judgement *out; } cllm__judge_job;
+
+static int cllm__judge_take(void *ctx, int i, const cllm_chat_result *res, int last) {
+    cllm__judge_job *job = (cllm__judge_job *)ctx;
+    cllm_judgement *j = &job->out[i];
+    cJSON *o;
+    cllm_judgement_free(j);
+    if (res->code != CLLM_OK) { j->code = res->code; j->err = res->err; return 1; }
+    o = cllm_json_parse_lenient(res->content, &j->err);
+    j->code = o ? job->verdict(o, j) : j->err.code;
+    if (j->code == CLLM_OK) { j->thought = cllm__json_strdup(o, "thought"); cllm__ok(&j->err); }
+    cJSON_Delete(o);
+    return j->code == CLLM_OK || last;
+}
+
+/* Fills a template for one item, or records in out why it cannot (a missing value). */
+static char *cllm__judge_fill(cllm_judgement *out, const char *tmpl, const char *const *names, const char *const *values, int nv) {
+    char *p;
+    int k;
+    for (k = 0; k < nv; k++)
+        if (!values[k]) { cllm__fail(&out->err, out->code = CLLM_ERR_ARG, "judge item: missing {{%s}}", names[k]); return NULL; }
+    if (!(p = cllm__fill(tmpl, names, values, nv))) cllm__fail(&out->err, out->code = CLLM_ERR_NOMEM, "out of memory");
+    return p;
+}
+
+/* Each kind of judge builds the prompt for item i of its batch (NULL, with out->code set, when
+   it cannot) ... */
+typedef char *(*cllm__judge_prompt_fn)(const cllm_judge *jg, const void *items, int i, cllm_judgement *out);
+
+static char *cllm__build_interactivity(const cllm_judge *jg, const void *items, int i, cllm_judgement *out) {
+    static const char *names[] = { "conversation" };
+    const char *values[1];
+    char *text = cllm__conv_text(&((const cllm_conv *)items)[i], 0), *p;
+    values[0] = text;
+    p = cllm__judge_fill(out, jg->cfg.interactivity_prompt, names, values, 1);
+    CLLM_FREE(text);
+    return p;
+}
+
+static char *cllm__build_accuracy(const cllm_judge *jg, const void *items, int i, cllm_judgement *out) {
+    static const char *names[] = { "question", "ground_truth", "answer" };
+    const cllm_accuracy_item *it = &((const cllm_accuracy_item *)items)[i];
+    const char *values[3];
+    char *text = it->answer || !it->conv ? NULL : cllm__conv_text(it->conv, 0), *p;
+    values[0] = it->question;
+    values[1] = it->ground_truth;
+    values[2] = it->answer ? it->answer : text;
+    p = cllm__judge_fill(out, jg->cfg.accuracy_prompt, names, values, 3);
+    CLLM_FREE(text);
+    return p;
+}
+
+static char *cllm__build_extract(const cllm_judge *jg, const void *items, int i, cllm_judgement *out) {
+    static const char *names[] = { "conversation", "kind", "requirement" };
+    const cllm_extract_item *it = &((const cllm_extract_item *)items)[i];
+    const char *values[3];
+    cllm__sb req = { NULL, 0, 0, 0 };
+    char *text = it->conv ? cllm__conv_text(it->conv, 0) : NULL, *rq, *p;
+    if (it->requirement) { cllm__sb_puts(&req, "Additional requirement: "); cllm__sb_puts(&req, it->requirement); }
+    rq = cllm__sb_take(&req);
+    values[0] = text;
+    values[1] = it->kind ? it->kind : "document";
+    values[2] = rq;
+    p = cllm__judge_fill(out, jg->cfg.extract_prompt, names, values, 3);
+    CLLM_FREE(text); CLLM_FREE(rq);
+    return p;
+}
+
+/* ... and the driver asks all n at once and reads each verdict. Every item starts as "not judged"
+   (so an allocation failure can never leave a silent 0) until its verdict arrives. */
+static cllm_result cllm__judge_all(cllm_judge *jg, const void *items, int n, cllm__judge_prompt_fn prompt,
+                                   cllm__verdict_fn verdict, cllm_judgement *out, cllm_err *err) {
+    cllm__judge_job job;
+    char **prompts;
+    int i;
+    if (!jg || !jg->client || n < 0 || (n > 0 && (!items || !out)))
+        return cllm__fail(err, CLLM_ERR_ARG, "judge: needs an initialised judge, items and results");
+    if (n == 0) { cllm__ok(err); return CLLM_OK; }
+    for (i = 0; i < n; i++) { memset(&out[i], 0, sizeof out[i]); cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the judge was asked"); }
+    if (!(prompts = (char **)cllm__calloc((size_t)n, sizeof(char *)))) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    for (i = 0; i < n; i++) prompts[i] = prompt(jg, items, i, &out[i]);
+    job.verdict = verdict;
+    job.out = out;
+    cllm__ask_all(jg->client, prompts, n, &jg->cfg.params, jg->cfg.json_mode, jg->cfg.max_parse_retries, cllm__judge_take, &job);
+    for (i = 0; i < n; i++) CLLM_FREE(prompts[i]);
+    CLLM_FREE(prompts);
+    return CLLM__BATCH_RESULT(out, n, "judgements", err);
+}
+
+CLLMDEF cllm_result cllm_judge_interactivity(cllm_judge *jg, const cllm_conv *convs, int n, cllm_judgement *out, cllm_err *err) {
+    return cllm__judge_all(jg, convs, n, cllm__build_interactivity, cllm__verdict_interactivity, out, err);
+}
+
+CLLMDEF cllm_result cllm_judge_accuracy(cllm_judge *jg, const cllm_accuracy_item *items, int n, cllm_judgement *out, cllm_err *err) {
+    return cllm__judge_all(jg, items, n, cllm__build_accuracy, cllm__verdict_accuracy, out, err);
+}
+
+CLLMDEF cllm_result cllm_judge_extract(cllm_judge *jg, const cllm_extract_item *items, int n, cllm_judgement *out, cllm_err *err) {
+    return cllm__judge_all(jg, items, n, cllm__build_extract, cllm__verdict_extract, out, err);
+}
+
+/* ---- task files ---------------------------------------------------------------------------- */
+
+CLLMDEF void cllm_tasks_free(cllm_task *tasks, int n) {
+    int i;
+    if (!tasks) return;
+    for (i = 0; i < n; i++) { CLLM_FREE(tasks[i].prompt); CLLM_FREE(tasks[i].completion); cJSON_Delete(tasks[i].json); }
+    CLLM_FREE(tasks);
+}
+
+/* One line into t (which owns everything it points at afterwards, also on failure). */
+static cllm_result cllm__task_parse(cllm_task *t, const char *line, size_t len, const char *path, int lineno, cllm_err *err) {
+    const cJSON *p, *c;
+    memset(t, 0, sizeof *t);
+    t->json = cJSON_ParseWithLength(line, len);
+    if (!cJSON_IsObject(t->json)) return cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not a JSON object", path, lineno);
+    p = cJSON_GetObjectItemCaseSensitive(t->json, "single_turn_prompt");
+    c = cJSON_GetObjectItemCaseSensitive(t->json, "single_turn_completion");
+    if (!cJSON_IsString(p)) return cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: \"single_turn_prompt\" must be a string", path, lineno);
+    t->prompt = cllm__strdup(p->valuestring);
+    if (cJSON_IsString(c)) t->completion = cllm__strdup(c->valuestring);
+    else if (!c || cJSON_IsNull(c)) t->completion = cllm__strdup("");
+    else {
+        char *s = cJSON_PrintUnformatted(c);                          /* e.g. BigCodeBench's {"test", ...} */
+        t->completion = s ? cllm__strdup(s) : NULL;
+        cJSON_free(s);
+    }
+    if (!t->prompt || !t->completion) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, int *n, cllm_err *err) {
+    FILE *f = fopen(path, "rb");
+    char *line = NULL;
+    size_t cap = 0;
+    cllm_task *ts = NULL;
+    int count = 0, tcap = 0, lineno = 0;
+    long len;
+    cllm_result rc = CLLM_OK;
+    *tasks = NULL;
+    *n = 0;
+    if (!f) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    while (rc == CLLM_OK && (len = cllm__read_line(f, &line, &cap)) >= 0) {
+        lineno++;
+        if (len == 0) continue;
+        if (count == tcap) {
+            cllm_task *nt = tcap < INT_MAX / 2 ? (cllm_task *)CLLM_REALLOC(ts, (size_t)(tcap ? 2 * tcap : 16) * sizeof *nt) : NULL;
+            if (!nt) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path); break; }
+            ts = nt;
+            tcap = tcap ? 2 * tcap : 16;
+        }
+        rc = cllm__task_parse(&ts[count], line, (size_t)len, path, lineno, err);
+        count++;
+    }
+    fclose(f);
+    CLLM_FREE(line);
+    if (rc == CLLM_OK && count == 0) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no tasks", path);
+    if (rc != CLLM_OK) { cllm_tasks_free(ts, count); return rc; }
+    *tasks = ts;
+    *n = count;
+    cllm__ok(err);
+    return CLLM_OK;
+}
 
 /* -------------------------------------------------------------------------------------------- */
 /* Objectives (DPO, PPO, GRPO) and metrics (BLEU)                                               */

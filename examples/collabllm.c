@@ -3,6 +3,7 @@
 
      build/collabllm dump --model DIR --input FILE.jsonl --out FILE.safetensors [--grads]
      build/collabllm ref NAME < input.json > output.json
+     build/collabllm simulate --tasks T.jsonl --out C.jsonl --user-model M --assistant-model M
 
    Run `build/collabllm help` for the list. Formats are documented in data_fmt/. */
 #define COLLABLLM_IMPLEMENTATION
@@ -102,12 +103,153 @@ static int cmd_ref(int argc, char **argv) {
     return 0;
 }
 
+/* ---- simulate: conversations between a policy and a user simulator on a task file ---------- */
+/* Both sides are models behind OpenAI-compatible endpoints here; a local policy plugs in as
+   another cllm_assistant. Formats: data_fmt/task.md in, data_fmt/conversation.md out. */
+
+static double flag_num(int argc, char **argv, const char *name, double def) {
+    const char *v = flag(argc, argv, name);
+    return v ? atof(v) : def;
+}
+
+/* A client for one side: --{side}-base-url / --{side}-api-key-env, else the shared flags. */
+static int make_client(cllm_client *c, int argc, char **argv, const char *side, cllm_err *err) {
+    cllm_client_config cfg;
+    char name[64];
+    memset(&cfg, 0, sizeof cfg);
+    snprintf(name, sizeof name, "--%s-base-url", side);
+    cfg.base_url = flag(argc, argv, name) ? flag(argc, argv, name) : flag(argc, argv, "--base-url");
+    snprintf(name, sizeof name, "--%s-api-key-env", side);
+    cfg.api_key_env = flag(argc, argv, name) ? flag(argc, argv, name) : flag(argc, argv, "--api-key-env");
+    cfg.max_concurrency = (int)flag_num(argc, argv, "--concurrency", 0);
+    cfg.timeout_ms = (long)flag_num(argc, argv, "--timeout-ms", 0);
+    cfg.max_retries = (int)flag_num(argc, argv, "--retries", 0);
+    cfg.insecure = has_switch(argc, argv, "--insecure");
+    return cllm_client_init(c, &cfg, err) == CLLM_OK;
+}
+
+/* One output line: the task's own fields, then messages, terminated, error and provenance. */
+static cJSON *conversation_record(const cllm_task *t, const cllm_conv *conv, const cllm_sim_status *st, cJSON *provenance) {
+    cJSON *rec = cJSON_Duplicate(t->json, 1);
+    cJSON_DeleteItemFromObjectCaseSensitive(rec, "messages");
+    cJSON_DeleteItemFromObjectCaseSensitive(rec, "terminated");
+    cJSON_DeleteItemFromObjectCaseSensitive(rec, "error");
+    cJSON_DeleteItemFromObjectCaseSensitive(rec, "simulation");
+    cJSON_AddItemToObject(rec, "messages", cllm_conv_to_json(conv));
+    cJSON_AddBoolToObject(rec, "terminated", st->terminated);
+    if (st->code != CLLM_OK) cJSON_AddStringToObject(rec, "error", st->err.msg);
+    cJSON_AddItemToObject(rec, "simulation", cJSON_Duplicate(provenance, 1));
+    return rec;
+}
+
+static int cmd_simulate(int argc, char **argv) {
+    static const char *usage =
+        "collabllm simulate --tasks TASKS.jsonl --out CONVS.jsonl --user-model M --assistant-model M\n"
+        "    [--task-desc TEXT] [--max-messages 14] [--limit N] [--show-reference] [--termination TEXT]\n"
+        "    [--assistant-system TEXT] [--user-temperature 1] [--assistant-temperature 0.8] [--seed N] [--json-mode]\n"
+        "    [--base-url URL] [--api-key-env NAME] [--user-base-url URL] [--user-api-key-env NAME]\n"
+        "    [--assistant-base-url URL] [--assistant-api-key-env NAME] [--concurrency 16] [--timeout-ms N] [--retries N] [--insecure]";
+    const char *tasks_path = need(argc, argv, "--tasks", usage), *out = need(argc, argv, "--out", usage);
+    const char *user_model = need(argc, argv, "--user-model", usage), *asst_model = need(argc, argv, "--assistant-model", usage);
+    const char *task_desc = flag(argc, argv, "--task-desc") ? flag(argc, argv, "--task-desc") : "a task";
+    int max_messages = (int)flag_num(argc, argv, "--max-messages", 14), limit = (int)flag_num(argc, argv, "--limit", 0);
+    int show_ref = has_switch(argc, argv, "--show-reference"), n = 0, n_read = 0, i, rc = 1, failed = 0, terminated = 0;
+    long long seed = (long long)flag_num(argc, argv, "--seed", 0);
+    cllm_task *tasks = NULL;
+    cllm_client user_client, asst_client;
+    cllm_llm_sim_config sim_cfg;
+    cllm_api_assistant_config asst_cfg;
+    cllm_llm_sim sim;
+    cllm_api_assistant asst;
+    cllm_goal *goals = NULL;
+    cllm_conv *convs = NULL;
+    cllm_sim_status *status = NULL;
+    cJSON *prov = NULL;
+    char *line;
+    size_t total = 0, cap = 1 << 16;
+    char *buf = NULL;
+    cllm_err err;
+    double messages = 0;
+    if (!tasks_path || !out || !user_model || !asst_model) return 2;
+    memset(&user_client, 0, sizeof user_client);
+    memset(&asst_client, 0, sizeof asst_client);
+    if (cllm_tasks_read_jsonl(tasks_path, &tasks, &n_read, &err) != CLLM_OK) return fail(&err);
+    n = limit > 0 && limit < n_read ? limit : n_read;
+    if (!make_client(&user_client, argc, argv, "user", &err) || !make_client(&asst_client, argc, argv, "assistant", &err)) { fail(&err); goto done; }
+
+    memset(&sim_cfg, 0, sizeof sim_cfg);
+    sim_cfg.params.model = user_model;
+    sim_cfg.params.temperature = flag_num(argc, argv, "--user-temperature", 0);
+    sim_cfg.params.seed = seed;
+    sim_cfg.termination = flag(argc, argv, "--termination");
+    sim_cfg.json_mode = has_switch(argc, argv, "--json-mode");
+    cllm_llm_sim_init(&sim, &user_client, &sim_cfg);
+    memset(&asst_cfg, 0, sizeof asst_cfg);
+    asst_cfg.params.model = asst_model;
+    asst_cfg.params.temperature = flag_num(argc, argv, "--assistant-temperature", 0);
+    asst_cfg.params.seed = seed;
+    asst_cfg.system_prompt = flag(argc, argv, "--assistant-system");
+    cllm_api_assistant_init(&asst, &asst_client, &asst_cfg);
+
+    goals = (cllm_goal *)calloc((size_t)n, sizeof *goals);
+    convs = (cllm_conv *)calloc((size_t)n, sizeof *convs);
+    status = (cllm_sim_status *)calloc((size_t)n, sizeof *status);
+    buf = (char *)malloc(cap);
+    if (!goals || !convs || !status || !buf) { fprintf(stderr, "error: out of memory\n"); goto done; }
+    for (i = 0; i < n; i++) {
+        goals[i].task_desc = task_desc;
+        goals[i].prompt = tasks[i].prompt;
+        goals[i].reference = show_ref && tasks[i].completion[0] ? tasks[i].completion : NULL;
+    }
+    fprintf(stderr, "simulate: %d conversations, up to %d messages each\n", n, max_messages);
+    cllm_simulate(&sim.sim, &asst.assistant, goals, convs, n, max_messages, status, &err);
+
+    prov = cJSON_CreateObject();
+    cJSON_AddStringToObject(prov, "task_desc", task_desc);
+    cJSON_AddStringToObject(prov, "user_model", user_model);
+    cJSON_AddStringToObject(prov, "assistant_model", asst_model);
+    cJSON_AddNumberToObject(prov, "max_messages", max_messages);
+    cJSON_AddStringToObject(prov, "termination", sim.cfg.termination);
+    for (i = 0; i < n; i++) {
+        cJSON *rec = conversation_record(&tasks[i], &convs[i], &status[i], prov);
+        size_t len;
+        line = rec ? cJSON_PrintUnformatted(rec) : NULL;
+        cJSON_Delete(rec);
+        if (!line) { fprintf(stderr, "error: out of memory\n"); goto done; }
+        len = strlen(line);
+        while (total + len + 2 > cap) { char *nb = (char *)realloc(buf, cap * 2); if (!nb) { cJSON_free(line); goto done; } buf = nb; cap *= 2; }
+        memcpy(buf + total, line, len);
+        buf[total + len] = '\n';
+        total += len + 1;
+        cJSON_free(line);
+        failed += status[i].code != CLLM_OK;
+        terminated += status[i].terminated;
+        messages += convs[i].n;
+        if (status[i].code != CLLM_OK) fprintf(stderr, "  conversation %d: %s\n", i, status[i].err.msg);
+    }
+    if (cllm_write_file_atomic(out, buf, total, &err) != CLLM_OK) { fail(&err); goto done; }
+    fprintf(stderr, "simulate: wrote %s: %d conversations, %d ended by the user, %d failed, %.1f messages on average\n",
+            out, n, terminated, failed, n ? messages / n : 0.0);
+    fprintf(stderr, "  user simulator tokens: %lld prompt + %lld completion; assistant tokens: %lld prompt + %lld completion\n",
+            user_client.usage.prompt_tokens, user_client.usage.completion_tokens, asst_client.usage.prompt_tokens, asst_client.usage.completion_tokens);
+    rc = failed ? 1 : 0;
+done:
+    for (i = 0; convs && i < n; i++) cllm_conv_free(&convs[i]);
+    free(goals); free(convs); free(status); free(buf);
+    cJSON_Delete(prov);
+    cllm_client_free(&user_client);
+    cllm_client_free(&asst_client);
+    cllm_tasks_free(tasks, n_read);
+    return rc;
+}
+
 /* ---- dispatch ------------------------------------------------------------------------------ */
 
 typedef struct { const char *name; int (*fn)(int, char **); const char *help; } command;
 static const command commands[] = {
     { "dump", cmd_dump, "logits, loss, logps and (--grads) gradients of a checkpoint on token rows" },
     { "ref",  cmd_ref,  "DPO / GAE / PPO / GRPO / AdamW / BLEU reference math: JSON on stdin -> stdout" },
+    { "simulate", cmd_simulate, "conversations between an assistant model and a user simulator on a task file" },
 };
 
 int main(int argc, char **argv) {
