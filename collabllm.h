@@ -1601,6 +1601,34 @@ static void cllm__rope(cllm_float *x, const cllm_float *cosv, const cllm_float *
 static void cllm__rope_forward(cllm_float *x, const cllm_float *cosv, const cllm_float *sinv, int B, int T, int nh, int hd) { cllm__rope(x, cosv, sinv, B, T, nh, hd, +1); }
 static void cllm__rope_backward(cllm_float *dx, const cllm_float *cosv, const cllm_float *sinv, int B, int T, int nh, int hd) { cllm__rope(dx, cosv, sinv, B, T, nh, hd, -1); }
 
+/* One query row of attention over n key/value rows (row j at k + j*stride, v + j*stride), skipping
+   the j with mask[j] = 0 (mask may be NULL):
+     s_j = q . k_j * scale,   p = softmax(s),   y = sum_j p_j v_j,   returns lse = log sum_j exp(s_j)
+   The full forward and the KV-cache forward both call this, so they compute the same numbers.
+   s is a scratch row of n values.                                                              */
+static cllm_float cllm__attend_row(cllm_float *y, const cllm_float *q, const cllm_float *k, const cllm_float *v,
+                                   size_t stride, int n, const int *mask, int hd, cllm_float scale, cllm_float *s) {
+    int j, i;
+    cllm_float mx = -INFINITY, sum = 0;
+    for (j = 0; j < n; j++) {
+        const cllm_float *kj = k + (size_t)j * stride;
+        cllm_float dot = 0;
+        if (mask && !mask[j]) { s[j] = -INFINITY; continue; }
+        for (i = 0; i < hd; i++) dot += q[i] * kj[i];
+        s[j] = dot * scale;
+        if (s[j] > mx) mx = s[j];
+    }
+    for (j = 0; j < n; j++) sum += cllm__exp(s[j] - mx);   /* max subtracted for stability only */
+    for (i = 0; i < hd; i++) y[i] = 0;
+    for (j = 0; j < n; j++) {
+        const cllm_float *vj = v + (size_t)j * stride;
+        cllm_float p = cllm__exp(s[j] - mx) / sum;
+        if (p == 0) continue;
+        for (i = 0; i < hd; i++) y[i] += p * vj[i];
+    }
+    return mx + cllm__log(sum);
+}
+
 /* Causal grouped-query attention with a right-padding mask. q (B*T, H*hd), k, v (B*T, KV*hd).
    Query head h reads kv head h / (H/KV) (HF repeat_kv). Key j is visible from query t when
    j <= t and mask[b][j] = 1 (HF's causal + padding mask; pad queries still see the real keys).
@@ -1610,29 +1638,12 @@ static void cllm__rope_backward(cllm_float *dx, const cllm_float *cosv, const cl
 static void cllm__attention_forward(cllm_float *out, cllm_float *lse, const cllm_float *q,
                                     const cllm_float *k, const cllm_float *v, const int *mask,
                                     int B, int T, int H, int KV, int hd, cllm_float *s) {
-    int b, t, h, j, i, rep = H / KV;
+    int b, t, h, rep = H / KV;
     cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
     for (b = 0; b < B; b++) for (h = 0; h < H; h++) for (t = 0; t < T; t++) {
-        const cllm_float *qt = q + ((size_t)(b * T + t) * H + h) * hd;
-        cllm_float *yt = out + ((size_t)(b * T + t) * H + h) * hd;
-        cllm_float mx = -INFINITY, sum = 0;
-        for (j = 0; j <= t; j++) {
-            const cllm_float *kj = k + ((size_t)(b * T + j) * KV + h / rep) * hd;
-            cllm_float dot = 0;
-            if (mask && !mask[b * T + j]) { s[j] = -INFINITY; continue; }
-            for (i = 0; i < hd; i++) dot += qt[i] * kj[i];
-            s[j] = dot * scale;
-            if (s[j] > mx) mx = s[j];
-        }
-        for (j = 0; j <= t; j++) sum += cllm__exp(s[j] - mx);   /* max subtracted for stability only */
-        lse[((size_t)b * H + h) * T + t] = mx + cllm__log(sum);
-        for (i = 0; i < hd; i++) yt[i] = 0;
-        for (j = 0; j <= t; j++) {
-            const cllm_float *vj = v + ((size_t)(b * T + j) * KV + h / rep) * hd;
-            cllm_float p = cllm__exp(s[j] - mx) / sum;
-            if (p == 0) continue;
-            for (i = 0; i < hd; i++) yt[i] += p * vj[i];
-        }
+        size_t row = (size_t)(b * T + t) * H + h, kv0 = ((size_t)b * T * KV + h / rep) * hd;  /* key 0 of row b */
+        lse[((size_t)b * H + h) * T + t] = cllm__attend_row(out + row * hd, q + row * hd, k + kv0, v + kv0, (size_t)KV * hd,
+                                                            t + 1, mask ? mask + b * T : NULL, hd, scale, s);
     }
 }
 
@@ -1830,6 +1841,41 @@ static cllm_result cllm__prepare_batch(cllm_model *m, const cllm_batch *bt, cllm
     return CLLM_OK;
 }
 
+/* q, k, v projections of layer l for N rows of the normed input ln1, with Qwen3's RMSNorm over
+   each head's hd values before RoPE: then the raw projections go to q_pre/k_pre and the norms'
+   rstd to q_rstd (N*H) / k_rstd (N*KV), which are NULL for other architectures.               */
+static void cllm__qkv_forward(const cllm_model *m, int l, cllm_float *q, cllm_float *k, cllm_float *v,
+                              cllm_float *q_pre, cllm_float *k_pre, cllm_float *q_rstd, cllm_float *k_rstd,
+                              const cllm_float *ln1, int N) {
+    const cllm_config *c = &m->config;
+    const cllm_params *p = &m->params;
+    int C = c->hidden_size, hd = c->head_dim, Q = c->n_heads * hd, K = c->n_kv_heads * hd;
+    const cllm_float *bq = p->bq ? p->bq + (size_t)l * Q : NULL, *bk = p->bk ? p->bk + (size_t)l * K : NULL;
+    const cllm_float *bv = p->bv ? p->bv + (size_t)l * K : NULL;
+    cllm__matmul_forward(c->qk_norm ? q_pre : q, ln1, p->wq + (size_t)l * Q * C, bq, N, C, Q);
+    cllm__matmul_forward(c->qk_norm ? k_pre : k, ln1, p->wk + (size_t)l * K * C, bk, N, C, K);
+    cllm__matmul_forward(v, ln1, p->wv + (size_t)l * K * C, bv, N, C, K);
+    if (c->qk_norm) {
+        cllm__rmsnorm_forward(q, q_rstd, q_pre, p->q_norm + (size_t)l * hd, N * c->n_heads, hd, c->rms_norm_eps);
+        cllm__rmsnorm_forward(k, k_rstd, k_pre, p->k_norm + (size_t)l * hd, N * c->n_kv_heads, hd, c->rms_norm_eps);
+    }
+}
+
+/* MLP block of layer l for N rows: out = h + down_proj(silu(gate_proj(n)) * up_proj(n)),
+   n = rmsnorm(h) goes to ln2 (rstd to ln2_rstd). act may alias gate.                          */
+static void cllm__mlp_forward(const cllm_model *m, int l, cllm_float *out, cllm_float *ln2, cllm_float *ln2_rstd,
+                              cllm_float *gate, cllm_float *up, cllm_float *act, const cllm_float *h, int N) {
+    const cllm_config *c = &m->config;
+    const cllm_params *p = &m->params;
+    int C = c->hidden_size, I = c->intermediate_size, i;
+    cllm__rmsnorm_forward(ln2, ln2_rstd, h, p->mlp_norm + (size_t)l * C, N, C, c->rms_norm_eps);
+    cllm__matmul_forward(gate, ln2, p->w_gate + (size_t)l * I * C, NULL, N, C, I);
+    cllm__matmul_forward(up, ln2, p->w_up + (size_t)l * I * C, NULL, N, C, I);
+    cllm__swiglu_forward(act, gate, up, (size_t)N * I);
+    cllm__matmul_forward(out, act, p->w_down + (size_t)l * C * I, NULL, N, I, C);
+    for (i = 0; i < N * C; i++) out[i] += h[i];
+}
+
 CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_float *logits_out, cllm_err *err) {
     const cllm_config *c = &m->config;
     const cllm_params *p = &m->params;
@@ -1860,37 +1906,20 @@ CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_fl
         cllm_float *ln2 = a->ln2 + (size_t)l * BT * C, *ln2_rstd = a->ln2_rstd + (size_t)l * BT;
         cllm_float *gate = a->gate + (size_t)l * BT * I, *up = a->up + (size_t)l * BT * I, *act = a->act + (size_t)l * BT * I;
         cllm_float *xout = a->x + (size_t)(l + 1) * BT * C;
-        const cllm_float *l_wq = p->wq + (size_t)l * Q * C, *l_wk = p->wk + (size_t)l * K * C, *l_wv = p->wv + (size_t)l * K * C;
-        const cllm_float *l_bq = p->bq ? p->bq + (size_t)l * Q : NULL, *l_bk = p->bk ? p->bk + (size_t)l * K : NULL;
-        const cllm_float *l_bv = p->bv ? p->bv + (size_t)l * K : NULL;
         int i;
 
         /* attention block: h = x + o_proj(attention(rope(q), rope(k), v)), q,k,v from rmsnorm(x) */
         cllm__rmsnorm_forward(ln1, ln1_rstd, x, p->attn_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
-        if (c->qk_norm) {                         /* Qwen3: RMSNorm over each head's hd values, before RoPE */
-            cllm_float *q_pre = a->q_pre + (size_t)l * BT * Q, *k_pre = a->k_pre + (size_t)l * BT * K;
-            cllm__matmul_forward(q_pre, ln1, l_wq, l_bq, BT, C, Q);
-            cllm__matmul_forward(k_pre, ln1, l_wk, l_bk, BT, C, K);
-            cllm__rmsnorm_forward(q, a->q_rstd + (size_t)l * BT * H, q_pre, p->q_norm + (size_t)l * hd, BT * H, hd, c->rms_norm_eps);
-            cllm__rmsnorm_forward(k, a->k_rstd + (size_t)l * BT * KV, k_pre, p->k_norm + (size_t)l * hd, BT * KV, hd, c->rms_norm_eps);
-        } else {
-            cllm__matmul_forward(q, ln1, l_wq, l_bq, BT, C, Q);
-            cllm__matmul_forward(k, ln1, l_wk, l_bk, BT, C, K);
-        }
-        cllm__matmul_forward(v, ln1, l_wv, l_bv, BT, C, K);
+        if (c->qk_norm) cllm__qkv_forward(m, l, q, k, v, a->q_pre + (size_t)l * BT * Q, a->k_pre + (size_t)l * BT * K,
+                                          a->q_rstd + (size_t)l * BT * H, a->k_rstd + (size_t)l * BT * KV, ln1, BT);
+        else cllm__qkv_forward(m, l, q, k, v, NULL, NULL, NULL, NULL, ln1, BT);
         cllm__rope_forward(q, m->rope_cos, m->rope_sin, B, T, H, hd);
         cllm__rope_forward(k, m->rope_cos, m->rope_sin, B, T, KV, hd);
         cllm__attention_forward(atty, a->att_lse + (size_t)l * BT * H, q, k, v, m->mask, B, T, H, KV, hd, m->scratch);
         cllm__matmul_forward(hres, atty, p->wo + (size_t)l * C * Q, NULL, BT, Q, C);
         for (i = 0; i < BT * C; i++) hres[i] += x[i];
 
-        /* MLP block: x' = h + down_proj(silu(gate_proj(n)) * up_proj(n)), n = rmsnorm(h) */
-        cllm__rmsnorm_forward(ln2, ln2_rstd, hres, p->mlp_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
-        cllm__matmul_forward(gate, ln2, p->w_gate + (size_t)l * I * C, NULL, BT, C, I);
-        cllm__matmul_forward(up, ln2, p->w_up + (size_t)l * I * C, NULL, BT, C, I);
-        cllm__swiglu_forward(act, gate, up, (size_t)BT * I);
-        cllm__matmul_forward(xout, act, p->w_down + (size_t)l * C * I, NULL, BT, I, C);
-        for (i = 0; i < BT * C; i++) xout[i] += hres[i];
+        cllm__mlp_forward(m, l, xout, ln2, ln2_rstd, gate, up, act, hres, BT);
     }
     cllm__rmsnorm_forward(a->lnf, a->lnf_rstd, a->x + (size_t)c->n_layers * BT * C, p->final_norm, BT, C, c->rms_norm_eps);
 
