@@ -68,7 +68,16 @@
    Chat templates and assistant masks
       (section: chat templates)
    Generation (KV cache, sampling)
-      (section: generation)
+      cllm_generate()          -- n samples of one prompt (token ids): ids, per-token logprobs, finish reason;
+                                  stops on EOS ids, a stop callback (e.g. stop strings) or max_new_tokens
+      cllm_completions_free()  -- release what cllm_generate allocated in its outputs
+      cllm_sample()            -- one token from logits: greedy, or temperature -> top-k -> top-p (HF order)
+      cllm_sampler_scores()    -- the processed scores HF's warpers give (-inf = filtered out)
+      cllm_kv_cache_init()     -- per-layer K/V for n parallel sequences; cllm_kv_cache_free()
+      cllm_kv_prefill()        -- append prompt tokens to one sequence (logits optional, = cllm_forward's)
+      cllm_kv_step()           -- one new token for each live sequence, batched; logits (n_seq, V)
+      cllm_kv_cache_copy_seq() -- share a prefilled prompt between samples
+      cllm_finish_reason_string() -- "eos", "stop", "length"
    Chat-completions client, user simulators and judges
       (section: endpoint client, simulators and judges)
    Preference and RL objectives (DPO, PPO, GRPO) and metrics (BLEU)
@@ -2496,6 +2505,7 @@ typedef struct cllm__kv_work {
     cllm_float *s;                       /* (max_len) attention scores of one query                    */
 } cllm__kv_work;
 
+/* Points w's views into mem (when mem is not NULL) and returns the floats needed. */
 static size_t cllm__kv_work_views(cllm__kv_work *w, cllm_float *mem, const cllm_config *c, size_t rows, size_t max_len) {
     size_t C = (size_t)c->hidden_size, Q = (size_t)c->n_heads * c->head_dim, K = (size_t)c->n_kv_heads * c->head_dim;
     size_t I = (size_t)c->intermediate_size, used = 0;
@@ -2524,6 +2534,7 @@ CLLMDEF void cllm_kv_cache_free(cllm_kv_cache *kv) {
 
 CLLMDEF cllm_result cllm_kv_cache_init(cllm_kv_cache *kv, const cllm_model *m, int n_seq, int max_len, cllm_err *err) {
     const cllm_config *c = &m->config;
+    cllm__kv_work sizing;
     size_t per, rows;
     double gb;
     memset(kv, 0, sizeof *kv);
@@ -2542,7 +2553,7 @@ CLLMDEF cllm_result cllm_kv_cache_init(cllm_kv_cache *kv, const cllm_model *m, i
     kv->v = (cllm_float *)cllm__calloc(per, sizeof(cllm_float));
     kv->rope_cos = (cllm_float *)cllm__calloc((size_t)max_len * (size_t)(c->head_dim / 2), sizeof(cllm_float));
     kv->rope_sin = (cllm_float *)cllm__calloc((size_t)max_len * (size_t)(c->head_dim / 2), sizeof(cllm_float));
-    kv->work = (cllm_float *)cllm__calloc(cllm__kv_work_views(NULL, NULL, c, rows, (size_t)max_len), sizeof(cllm_float));
+    kv->work = (cllm_float *)cllm__calloc(cllm__kv_work_views(&sizing, NULL, c, rows, (size_t)max_len), sizeof(cllm_float));
     kv->row_seq = (int *)cllm__calloc(rows, sizeof(int));
     kv->row_pos = (int *)cllm__calloc(rows, sizeof(int));
     kv->row_id = (int *)cllm__calloc(rows, sizeof(int));
@@ -2880,6 +2891,8 @@ CLLMDEF cllm_result cllm_generate(const cllm_model *m, const int *prompt, int n_
     if (g.max_new_tokens < 1 || g.max_new_tokens > INT_MAX / 2 - n_prompt) return cllm__fail(err, CLLM_ERR_ARG, "cllm_generate: max_new_tokens must be positive and fit an int with the prompt");
     if (g.eos_ids && g.n_eos < 0) return cllm__fail(err, CLLM_ERR_ARG, "cllm_generate: n_eos must be >= 0");
     if ((rc = cllm__sampler_check(&g.sampler, err)) != CLLM_OK) return rc;
+    for (s = 0; s < n_prompt; s++)
+        if (prompt[s] < 0 || prompt[s] >= V) return cllm__fail(err, CLLM_ERR_ARG, "cllm_generate: prompt token %d is id %d, outside the vocabulary [0, %d)", s, prompt[s], V);
 
     rc = cllm_kv_cache_init(&kv, m, n_samples, n_prompt + g.max_new_tokens - 1, err);
     if (rc != CLLM_OK) return rc;
