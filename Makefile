@@ -2,7 +2,8 @@
 #   make          build the command-line tool and every test program into build/
 #   make test     build and run the test suite (installs missing Debian packages first)
 #   make asan     the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
-#   make golden   regenerate the PyTorch reference files in tests/data/golden (needs python3-torch)
+#   make fuzz     run every libFuzzer target in tests/fuzz for FUZZ_SECONDS each (needs clang)
+#   make golden   regenerate the PyTorch / NLTK reference files in tests/data (needs python3-torch, python3-nltk)
 #   make clean    remove build/
 # Tests are discovered: every tests/test_*.c becomes build/test_* and tests/test_*.sh is run too.
 
@@ -18,7 +19,7 @@ DEPS    = pkg-config libcjson-dev libcurl4-openssl-dev libstb-dev
 TEST_BINS = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
 TOOLS     = $(BUILD)/collabllm
 
-.PHONY: all test asan deps golden clean
+.PHONY: all test asan fuzz deps golden clean
 all: deps $(TOOLS) $(TEST_BINS)
 
 # Checks (and as root installs) the Debian packages the library links against.
@@ -42,8 +43,15 @@ test: all
 asan:
 	$(MAKE) BUILD=build/asan OPT=-O1 EXTRA="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" test
 
+# Coverage-guided fuzzing of every parser of outside input, bounded in time.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@tests/ensure-deps.sh clang libclang-rt-14-dev
+	tests/fuzz/run.sh $(FUZZ_SECONDS)
+
 golden:
 	/usr/bin/python3 tests/gen_golden.py
+	/usr/bin/python3 tests/gen_objectives.py
 
 clean:
 	rm -rf build

@@ -81,7 +81,18 @@
    Chat-completions client, user simulators and judges
       (section: endpoint client, simulators and judges)
    Preference and RL objectives (DPO, PPO, GRPO) and metrics (BLEU)
-      (section: objectives and metrics)
+      cllm_dpo_loss()          -- DPO losses (sigmoid/cDPO, robust, hinge, IPO, reference-free), TRL's
+                                  reward metrics, and d loss / d policy logps
+      cllm_kl_estimate()       -- per-token KL estimators k1, k2, k3
+      cllm_ppo_sequence_end()  -- TRL's sequence end of a response (stop-token truncation, pad == eos)
+      cllm_ppo_rewards()       -- per-token rewards: -kl_coef * KL plus the score after EOS / at the end
+      cllm_masked_whiten()     -- TRL/verl (unbiased) or OpenRLHF (biased) whitening over a mask
+      cllm_gae()               -- GAE advantages and returns (TRL or verl masking), optional whitening
+      cllm_ppo_loss()          -- clipped policy and value losses, clipfrac, approxkl, and gradients
+      cllm_grpo_advantages()   -- group-normalised (GRPO) or leave-one-out (RLOO) advantages
+      cllm_bleu()              -- NLTK sentence_bleu on strings, character or token level
+      cllm_bleu_ids()          -- the same on integer sequences (e.g. token ids)
+      cllm_ref_json()          -- the above as JSON in / JSON out (`collabllm ref NAME`, data_fmt/ref.md)
    Checkpoint files
       cllm_st_open()           -- open and strictly validate a .safetensors file
       cllm_st_find()           -- look up a tensor by name
@@ -608,7 +619,173 @@ CLLMDEF void        cllm_completions_free(cllm_completion *c, int n);
 /* Objectives (DPO, PPO, GRPO) and metrics (BLEU)                                               */
 /* ============================================================================================ */
 
-/* (declarations: objectives and metrics) */
+/* The pure, model-independent math of preference and RL training, with the semantics of the
+   library each piece follows written next to it (and where libraries differ, a switch). Inputs
+   and outputs are plain double arrays, so that results match PyTorch float64 / NLTK to ~1e-15;
+   a trainer converts its cllm_float values (n pairs, or B*T tokens) on the way in and out.
+   Token arrays are row-major (B, T). A "mask" is a weight per token as torch uses it:
+   masked_mean(x, m) = sum(x*m) / sum(m); 1 = counted, 0 = ignored. */
+
+/* ---- DPO (Rafailov et al. 2023), as TRL v0.19.1 DPOTrainer.dpo_loss ---- */
+
+typedef enum cllm_dpo_loss_type {
+    CLLM_DPO_SIGMOID = 0,   /* -(1-e) log s(bz) - e log s(-bz): the paper's loss; e > 0 is cDPO     */
+    CLLM_DPO_ROBUST,        /* (-(1-e) log s(bz) + e log s(-bz)) / (1-2e)  (robust DPO, e < 0.5)   */
+    CLLM_DPO_HINGE,         /* relu(1 - bz)                                (SLiC)                  */
+    CLLM_DPO_IPO            /* (z - 1/(2b))^2                              (IPO; see below)        */
+} cllm_dpo_loss_type;
+
+typedef struct cllm_dpo_config {
+    int    loss_type;        /* cllm_dpo_loss_type; default CLLM_DPO_SIGMOID                        */
+    double beta;             /* b; default 0.1                                                      */
+    double label_smoothing;  /* e; default 0. Used by sigmoid (0 <= e <= 1) and robust (e < 0.5)    */
+    int    reference_free;   /* 1: z ignores the reference (rewards still use it, as TRL); default 0 */
+} cllm_dpo_config;
+
+typedef struct cllm_dpo_out {
+    /* per pair: point each at n doubles, or leave NULL to skip */
+    double *losses;          /* l_i                                                                 */
+    double *chosen_rewards;  /* b (pc_i - rc_i)                                                     */
+    double *rejected_rewards;/* b (pr_i - rr_i)                                                     */
+    double *d_chosen;        /* d loss / d policy_chosen_logps[i]   (loss = the mean over pairs)    */
+    double *d_rejected;      /* d loss / d policy_rejected_logps[i]                                 */
+    /* batch values (TRL's logged metrics are these means) */
+    double loss;             /* mean_i l_i                                                          */
+    double chosen_reward;    /* rewards/chosen:     mean b (pc - rc)                                */
+    double rejected_reward;  /* rewards/rejected:   mean b (pr - rr)                                */
+    double reward_accuracy;  /* rewards/accuracies: mean [chosen_reward_i > rejected_reward_i]      */
+    double reward_margin;    /* rewards/margins:    mean (chosen_reward_i - rejected_reward_i)      */
+} cllm_dpo_out;
+
+/* n preference pairs of summed completion log-probs (policy and reference; the reference arrays
+   may be NULL only when reference_free, and then count as 0). For IPO TRL first divides each
+   logp by its completion length; pass the averaged values. cfg NULL = all defaults. */
+CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n,
+                                  const double *policy_chosen_logps, const double *policy_rejected_logps,
+                                  const double *ref_chosen_logps, const double *ref_rejected_logps,
+                                  cllm_dpo_out *out, cllm_err *err);
+
+/* ---- PPO pieces: per-token KL penalty and rewards, GAE, whitening, the clipped losses ---- */
+
+typedef enum cllm_kl_estimator {
+    CLLM_KL_K1 = 0,  /* logp - ref                               (TRL default; can be negative)    */
+    CLLM_KL_K2,      /* (logp - ref)^2 / 2                       (OpenRLHF / verl "k2", "mse")     */
+    CLLM_KL_K3       /* exp(ref - logp) - (ref - logp) - 1 >= 0  (TRL "k3", verl "low_var_kl")     */
+} cllm_kl_estimator;
+/* One token's estimate of KL(policy || reference) from the two log-probs of the sampled token. */
+CLLMDEF double cllm_kl_estimate(double logp, double ref_logp, int estimator);
+
+/* TRL's sequence end of one response row of L tokens: if stop_id >= 0, every position after the
+   first stop_id becomes pad (truncate_response); then end = (first pad position) - 1, or L-1 if
+   there is none; -1 for a response that starts with pad. With pad != eos this is the EOS
+   position (the EOS is trained); with pad == eos (CollabLLM's tokenizer setting) it is the token
+   before the EOS, so the EOS log-prob is never trained. */
+CLLMDEF int cllm_ppo_sequence_end(const int *response, int L, int pad_id, int stop_id);
+
+typedef enum cllm_reward_placement {
+    CLLM_REWARD_AFTER_EOS = 0,  /* TRL v0.19 PPOTrainer: at end+1 (the first pad slot, seen only by
+                                   the critic) if end+1 < T, else at end                            */
+    CLLM_REWARD_LAST_TOKEN      /* legacy TRL, OpenRLHF, verl: at end (the last response token)     */
+} cllm_reward_placement;
+
+/* Per-token rewards of B rows of T response tokens (B*T each):
+     kl[b,t] = cllm_kl_estimate(logp, ref) for t <= seq_end[b], else 0   (TRL sets both log-probs
+               to INVALID_LOGPROB = 1.0 after the end, which gives 0)
+     rewards = -kl_coef * kl;   rewards[b, e_b] += scores[b]   (e_b from `placement`)
+   seq_end[b] in [-1, T-1]; kl may be NULL. TRL's whiten_rewards option is
+   cllm_masked_whiten(rewards, ~pm1, shift_mean 0) afterwards, then zero the pm1 positions. */
+CLLMDEF cllm_result cllm_ppo_rewards(int B, int T, const double *logprobs, const double *ref_logprobs,
+                                     const double *scores, const int *seq_end, double kl_coef,
+                                     int kl_estimator, int placement, double *rewards, double *kl, cllm_err *err);
+
+/* In place: x = (x - mean) * rstd (+ mean again if keep_mean), statistics over the n values with
+   weights mask (NULL = all 1):
+     biased 0 (TRL, verl masked_whiten): var = masked mean of (x-mean)^2 * s/(s-1), s = sum(mask),
+                                         rstd = 1/sqrt(var + 1e-8); needs s > 1
+     biased 1 (OpenRLHF advantages):     var without Bessel's correction, rstd = 1/sqrt(max(var, 1e-8))
+   keep_mean 1 is TRL's shift_mean=False (used to whiten rewards). */
+CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, int keep_mean, int biased, cllm_err *err);
+
+typedef enum cllm_gae_mode {
+    CLLM_GAE_TRL = 0, /* recursion over all T positions; the mask only selects the whitening
+                         statistics and (when whitening) zeroes masked advantages (TRL v0.19).
+                         Legacy TRL and OpenRLHF are this after values*=mask, rewards*=mask.     */
+    CLLM_GAE_SKIP     /* verl: a position with mask 0 passes the next value and the running
+                         advantage through unchanged; whitened values stay at masked positions   */
+} cllm_gae_mode;
+
+/* Generalised advantage estimation (Schulman et al. 2016) over B rows of T tokens, backwards:
+     delta_t = r_t + gamma V_{t+1} - V_t   (V_T = 0);   A_t = delta_t + gamma lam A_{t+1}
+     returns = A + V (before whitening);   whiten: cllm_masked_whiten(A, mask, unbiased) over the
+   whole batch. TRL has already set values after end+1 to 0 and rewards after the score to 0.
+   mask may be NULL (all 1). advantages and returns receive B*T values. */
+CLLMDEF cllm_result cllm_gae(int B, int T, const double *rewards, const double *values, const double *mask,
+                             double gamma, double lam, int mode, int whiten,
+                             double *advantages, double *returns, cllm_err *err);
+
+typedef struct cllm_ppo_loss_out {
+    double  pg_loss;      /* masked_mean(max(-A r, -A clamp(r, 1-c, 1+c)), mask),  r = exp(logp - old) */
+    double  vf_loss;      /* 0.5 masked_mean(max((v-R)^2, (clamp(v, old_v-cv, old_v+cv)-R)^2), value_mask) */
+    double  loss;         /* pg_loss + vf_coef * vf_loss                                         */
+    double  clipfrac;     /* policy/clipfrac_avg: masked_mean([clipped pg term > unclipped])     */
+    double  vf_clipfrac;  /* val/clipfrac_avg: masked_mean([clipped vf term > unclipped], value_mask) */
+    double  approxkl;     /* 0.5 mean over all B*T of (logp - old)^2 (TRL: unmasked; its pads have
+                             logp = old = 1.0, so they add 0 but count in the mean)              */
+    double *d_logprobs;   /* optional (B*T): d loss / d logprobs                                 */
+    double *d_values;     /* optional (B*T): d loss / d values                                   */
+} cllm_ppo_loss_out;
+
+/* TRL v0.19 PPOTrainer's loss on one micro-batch (B*T each). mask is the policy mask (~pm: t <=
+   end); value_mask the critic's (~pm1: t <= end+1), NULL = mask. Gradients follow torch's
+   subgradients: max() splits a tie evenly, clamp() passes the gradient on its closed interval. */
+CLLMDEF cllm_result cllm_ppo_loss(int B, int T, const double *logprobs, const double *old_logprobs,
+                                  const double *advantages, const double *values, const double *old_values,
+                                  const double *returns, const double *mask, const double *value_mask,
+                                  double cliprange, double cliprange_value, double vf_coef,
+                                  cllm_ppo_loss_out *out, cllm_err *err);
+
+/* ---- GRPO / RLOO: advantages from the rewards of G samples per prompt ---- */
+
+typedef enum cllm_group_estimator {
+    CLLM_GROUP_GRPO = 0,  /* A_i = r_i - mean(group), / (std(group) + eps) if scale            */
+    CLLM_GROUP_RLOO       /* A_i = r_i - (sum(group) - r_i) / (G-1)  (leave-one-out baseline)  */
+} cllm_group_estimator;
+
+/* n rewards in consecutive groups of group_size (n a multiple of it). std is torch's unbiased
+   std. TRL v0.19 GRPO: scale 1, eps 1e-4 (scale_rewards=False: scale 0, as Dr. GRPO); verl
+   uses eps 1e-6, OpenRLHF group_norm 1e-9. Scaling needs group_size >= 2 (verl instead uses
+   mean 0, std 1 for a single sample); RLOO needs group_size >= 2 and ignores scale and eps. */
+CLLMDEF cllm_result cllm_grpo_advantages(int n, const double *rewards, int group_size, int estimator,
+                                         int scale, double eps, double *advantages, cllm_err *err);
+
+/* ---- BLEU, exactly as NLTK's sentence_bleu (nltk 3.8, weights 0.25 x 4) ---- */
+
+typedef enum cllm_bleu_level {
+    CLLM_BLEU_CHAR = 0,  /* a plain string is a sequence of characters (CollabLLM passes strings):
+                            Unicode code points of the UTF-8 text, spaces included; an invalid
+                            UTF-8 byte counts as one symbol of its own                           */
+    CLLM_BLEU_TOKEN      /* tokens = Python str.split(): runs separated by Unicode whitespace      */
+} cllm_bleu_level;
+
+typedef enum cllm_bleu_smoothing {
+    CLLM_BLEU_NO_SMOOTHING = 0, /* NLTK method0 (the default): a zero-match order's precision
+                                   becomes DBL_MIN, so its log is -708.4 and BLEU ~1e-78, not 0 */
+    CLLM_BLEU_METHOD1,          /* zero-match order: (0 + 0.1) / denominator                     */
+    CLLM_BLEU_METHOD2           /* orders 2..4: (matches + 1) / (total + 1)   (Lin & Och 2004)   */
+} cllm_bleu_smoothing;
+
+/* BLEU of one hypothesis against n_refs >= 1 references (UTF-8 strings), in [0, 1]. */
+CLLMDEF cllm_result cllm_bleu(int n_refs, const char *const *references, const char *hypothesis,
+                              int level, int smoothing, double *bleu, cllm_err *err);
+/* The same on integer symbol sequences (e.g. token ids): refs[i] has ref_lens[i] symbols. */
+CLLMDEF cllm_result cllm_bleu_ids(int n_refs, const int *const *refs, const int *ref_lens,
+                                  const int *hyp, int hyp_len, int smoothing, double *bleu, cllm_err *err);
+
+/* ---- `collabllm ref NAME`: the functions above as JSON in, JSON out (data_fmt/ref.md) ---- */
+
+/* name: dpo, gae, ppo-loss, ppo-rewards, grpo, adamw or bleu. Reads one JSON object (len bytes),
+   writes the result object to *output (NUL-terminated; free with cllm_free_buffer). */
+CLLMDEF cllm_result cllm_ref_json(const char *name, const char *input, size_t len, char **output, cllm_err *err);
 
 #ifdef __cplusplus
 }
@@ -1007,34 +1184,18 @@ static cllm_result cllm__st_parse_entry(const char *path, const cJSON *item, cll
     return CLLM_OK;
 }
 
-CLLMDEF cllm_result cllm_st_open(cllm_safetensors *st, const char *path, cllm_err *err) {
-    unsigned char lenbuf[8];
-    uint64_t hlen = 0, fsize, bufsize, expect;
-    long sz;
-    char *header = NULL;
+/* Validates the header JSON (hlen bytes, not NUL-terminated) of a file of fsize bytes and fills
+   st->tensors. Separate from the file reading so that the fuzzer can drive it from memory. */
+static cllm_result cllm__st_parse_header(cllm_safetensors *st, const char *path, const char *header, uint64_t hlen, uint64_t fsize, cllm_err *err) {
+    uint64_t bufsize, expect;
     const char *parse_end = NULL;
     cJSON *root = NULL, *item;
     cllm_st_tensor **order = NULL;
     cllm_result rc = CLLM_OK;
     int i, count = 0;
 
-    memset(st, 0, sizeof *st);
-    st->path = cllm__strdup(path);
-    st->file = fopen(path, "rb");
-    if (!st->path || !st->file) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", path, strerror(errno)); goto done; }
-    if (fseek(st->file, 0, SEEK_END) != 0 || (sz = ftell(st->file)) < 0) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: cannot size the file", path); goto done; }
-    fsize = (uint64_t)sz;
-    rewind(st->file);
-    if (fsize < 8 || fread(lenbuf, 1, 8, st->file) != 8) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: truncated: shorter than the 8-byte header length", path); goto done; }
-    for (i = 7; i >= 0; i--) hlen = (hlen << 8) | lenbuf[i];
-    if (hlen > CLLM_ST_MAX_HEADER) { rc = cllm__fail(err, CLLM_ERR_LIMIT, "%s: header length %llu exceeds the 100 MB limit (corrupt or not a safetensors file?)", path, (unsigned long long)hlen); goto done; }
-    if (hlen > fsize - 8) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: header length %llu is larger than the file (%llu bytes): truncated or corrupt", path, (unsigned long long)hlen, (unsigned long long)fsize); goto done; }
-    if (hlen < 2) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: header too short to hold a JSON object", path); goto done; }
-    header = (char *)CLLM_MALLOC((size_t)hlen + 1);
-    if (!header) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory for the header", path); goto done; }
-    if (fread(header, 1, (size_t)hlen, st->file) != hlen) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: short read in the header", path); goto done; }
-    header[hlen] = 0;
-    if (header[0] != '{') { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: header does not start with '{'", path); goto done; }
+    if (hlen < 2) return cllm__fail(err, CLLM_ERR_FORMAT, "%s: header too short to hold a JSON object", path);
+    if (header[0] != '{') return cllm__fail(err, CLLM_ERR_FORMAT, "%s: header does not start with '{'", path);
     root = cJSON_ParseWithLengthOpts(header, (size_t)hlen, &parse_end, 0);
     if (!root || !cJSON_IsObject(root)) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: header is not valid JSON (near byte %ld)", path, parse_end ? (long)(parse_end - header) : 0L); goto done; }
     for (; parse_end && parse_end < header + hlen; parse_end++)
@@ -1074,12 +1235,38 @@ CLLMDEF cllm_result cllm_st_open(cllm_safetensors *st, const char *path, cllm_er
         if (order[i]->begin > expect) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': gap before its data (begin %llu, previous end %llu); tensors must be contiguous", path, order[i]->name, (unsigned long long)order[i]->begin, (unsigned long long)expect); goto done; }
         expect = order[i]->end;
     }
-    if (expect != bufsize) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: %llu trailing bytes after the last tensor", path, (unsigned long long)(bufsize - expect)); goto done; }
-
+    if (expect != bufsize) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: %llu trailing bytes after the last tensor", path, (unsigned long long)(bufsize - expect));
 done:
     CLLM_FREE(order);
-    CLLM_FREE(header);
     cJSON_Delete(root);
+    return rc;
+}
+
+CLLMDEF cllm_result cllm_st_open(cllm_safetensors *st, const char *path, cllm_err *err) {
+    unsigned char lenbuf[8];
+    uint64_t hlen = 0, fsize;
+    long sz;
+    char *header = NULL;
+    cllm_result rc = CLLM_OK;
+    int i;
+
+    memset(st, 0, sizeof *st);
+    st->path = cllm__strdup(path);
+    st->file = fopen(path, "rb");
+    if (!st->path || !st->file) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", path, strerror(errno)); goto done; }
+    if (fseek(st->file, 0, SEEK_END) != 0 || (sz = ftell(st->file)) < 0) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: cannot size the file", path); goto done; }
+    fsize = (uint64_t)sz;
+    rewind(st->file);
+    if (fsize < 8 || fread(lenbuf, 1, 8, st->file) != 8) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: truncated: shorter than the 8-byte header length", path); goto done; }
+    for (i = 7; i >= 0; i--) hlen = (hlen << 8) | lenbuf[i];
+    if (hlen > CLLM_ST_MAX_HEADER) { rc = cllm__fail(err, CLLM_ERR_LIMIT, "%s: header length %llu exceeds the 100 MB limit (corrupt or not a safetensors file?)", path, (unsigned long long)hlen); goto done; }
+    if (hlen > fsize - 8) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: header length %llu is larger than the file (%llu bytes): truncated or corrupt", path, (unsigned long long)hlen, (unsigned long long)fsize); goto done; }
+    header = (char *)CLLM_MALLOC((size_t)hlen + 1);
+    if (!header) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory for the header", path); goto done; }
+    if (fread(header, 1, (size_t)hlen, st->file) != hlen) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: short read in the header", path); goto done; }
+    rc = cllm__st_parse_header(st, path, header, hlen, fsize, err);
+done:
+    CLLM_FREE(header);
     if (rc != CLLM_OK) cllm_st_close(st);
     else cllm__ok(err);
     return rc;
@@ -1292,10 +1479,14 @@ static cllm_result cllm__config_from_json(cllm_config *c, const cJSON *root, cll
     }
 
     eos = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
-    if (cJSON_IsNumber(eos)) c->eos_token_ids[c->n_eos++] = (int)eos->valuedouble;
-    else if (cJSON_IsArray(eos)) {
-        const cJSON *e;
-        cJSON_ArrayForEach(e, eos) if (cJSON_IsNumber(e) && c->n_eos < CLLM_MAX_EOS) c->eos_token_ids[c->n_eos++] = (int)e->valuedouble;
+    if (eos && !cJSON_IsNull(eos)) {
+        const cJSON *e = cJSON_IsArray(eos) ? eos->child : eos;
+        for (; e; e = cJSON_IsArray(eos) ? e->next : NULL) {
+            uint64_t id;
+            if (!cllm__json_u53(e, &id) || id >= (uint64_t)c->vocab_size)
+                return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: eos_token_id must be a token id in [0, vocab_size) or a list of them");
+            if (c->n_eos < CLLM_MAX_EOS) c->eos_token_ids[c->n_eos++] = (int)id;
+        }
     }
     cllm__ok(err);
     return CLLM_OK;
@@ -2950,7 +3141,827 @@ done:
 /* Objectives (DPO, PPO, GRPO) and metrics (BLEU)                                               */
 /* -------------------------------------------------------------------------------------------- */
 
-/* (implementation: objectives and metrics) */
+/* Numbers shared by the objectives. */
+
+/* log sigmoid(x) without overflow: -log(1 + e^-x) for x >= 0, x - log(1 + e^x) below (torch's
+   F.logsigmoid is -softplus(-x), the same function). */
+static double cllm__log_sigmoid(double x) { return x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x)); }
+static double cllm__sigmoid(double x) { return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
+static double cllm__clamp(double x, double lo, double hi) { return x < lo ? lo : x > hi ? hi : x; }
+
+/* d max(a, b) from da and db, as torch.maximum's backward: a tie sends half to each side. */
+static double cllm__max_grad(double a, double b, double da, double db) {
+    return a > b ? da : b > a ? db : 0.5 * (da + db);
+}
+
+/* ---- DPO ---- */
+/* z = (pc - pr) - (rc - rr), the policy's log-ratio margin minus the reference's (TRL computes
+   the two differences first, so do we). With s = sigmoid: d/dz[-log s(bz)] = -b s(-bz) and
+   d/dz[-log s(-bz)] = b s(bz). The loss is the mean over pairs, so dl/dpc_i = l'(z_i)/n and
+   dl/dpr_i = -l'(z_i)/n; the reference is frozen and gets no gradient.
+   Library differences: TRL >= 0.29 dropped label smoothing from sigmoid and removed
+   reference_free; TRL divides IPO's logps by the completion length, OpenRLHF does not. The
+   original implementation (eric-mitchell: sigmoid with cDPO, IPO) uses the same formulas. */
+static void cllm__dpo_pair(const cllm_dpo_config *c, double z, double *loss, double *dz) {
+    double b = c->beta, e = c->label_smoothing, bz = b * z, target = 1 / (2 * b);
+    switch (c->loss_type) {
+    case CLLM_DPO_SIGMOID:
+        *loss = -cllm__log_sigmoid(bz) * (1 - e) - cllm__log_sigmoid(-bz) * e;
+        *dz = -b * cllm__sigmoid(-bz) * (1 - e) + b * cllm__sigmoid(bz) * e;
+        break;
+    case CLLM_DPO_ROBUST:   /* unbiased under a label-flip rate e */
+        *loss = (-cllm__log_sigmoid(bz) * (1 - e) + cllm__log_sigmoid(-bz) * e) / (1 - 2 * e);
+        *dz = (-b * cllm__sigmoid(-bz) * (1 - e) - b * cllm__sigmoid(bz) * e) / (1 - 2 * e);
+        break;
+    case CLLM_DPO_HINGE:    /* torch's relu has derivative 0 at 0 */
+        *loss = 1 - bz > 0 ? 1 - bz : 0;
+        *dz = 1 - bz > 0 ? -b : 0;
+        break;
+    default:                /* IPO regresses the margin onto 1/(2b) */
+        *loss = (z - target) * (z - target);
+        *dz = 2 * (z - target);
+    }
+}
+
+CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n,
+                                  const double *pc, const double *pr, const double *rc, const double *rr,
+                                  cllm_dpo_out *out, cllm_err *err) {
+    cllm_dpo_config c;
+    double sum_loss = 0, sum_cr = 0, sum_rr = 0, sum_acc = 0;
+    int i;
+    memset(&c, 0, sizeof c);
+    if (cfg) c = *cfg;
+    c.beta = cllm__def(c.beta, 0.1);
+    if (n < 1 || !pc || !pr || !out) return cllm__fail(err, CLLM_ERR_ARG, "cllm_dpo_loss: need n >= 1 pairs, the two policy logp arrays and an output");
+    if (!c.reference_free && (!rc || !rr)) return cllm__fail(err, CLLM_ERR_ARG, "cllm_dpo_loss: the reference logps are required unless reference_free is set");
+    if (c.loss_type < CLLM_DPO_SIGMOID || c.loss_type > CLLM_DPO_IPO) return cllm__fail(err, CLLM_ERR_ARG, "cllm_dpo_loss: unknown loss_type %d (sigmoid, robust, hinge or ipo)", c.loss_type);
+    if (!(c.beta > 0)) return cllm__fail(err, CLLM_ERR_ARG, "cllm_dpo_loss: beta must be > 0 (got %g)", c.beta);
+    if (c.loss_type == CLLM_DPO_SIGMOID && !(c.label_smoothing >= 0 && c.label_smoothing <= 1))
+        return cllm__fail(err, CLLM_ERR_ARG, "cllm_dpo_loss: label_smoothing must be in [0, 1] (got %g)", c.label_smoothing);
+    if (c.loss_type == CLLM_DPO_ROBUST && !(c.label_smoothing >= 0 && c.label_smoothing < 0.5))
+        return cllm__fail(err, CLLM_ERR_ARG, "cllm_dpo_loss: robust needs label_smoothing in [0, 0.5) (got %g)", c.label_smoothing);
+    for (i = 0; i < n; i++) {
+        double rci = rc ? rc[i] : 0, rri = rr ? rr[i] : 0;
+        double z = (pc[i] - pr[i]) - (c.reference_free ? 0 : rci - rri);
+        double loss, dz, cr = c.beta * (pc[i] - rci), rj = c.beta * (pr[i] - rri);
+        cllm__dpo_pair(&c, z, &loss, &dz);
+        sum_loss += loss; sum_cr += cr; sum_rr += rj; sum_acc += cr > rj;
+        if (out->losses) out->losses[i] = loss;
+        if (out->chosen_rewards) out->chosen_rewards[i] = cr;
+        if (out->rejected_rewards) out->rejected_rewards[i] = rj;
+        if (out->d_chosen) out->d_chosen[i] = dz / n;
+        if (out->d_rejected) out->d_rejected[i] = -dz / n;
+    }
+    out->loss = sum_loss / n;
+    out->chosen_reward = sum_cr / n;
+    out->rejected_reward = sum_rr / n;
+    out->reward_accuracy = sum_acc / n;
+    out->reward_margin = (sum_cr - sum_rr) / n;
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* ---- PPO: KL penalty, rewards, whitening, GAE, clipped losses ---- */
+
+/* With d = ref - logp = log(ref/policy) at the sampled token, E_policy[-d] = KL(policy||ref):
+   k1 = -d is unbiased but noisy; k3 = (e^d - 1) - d is unbiased and never negative (Schulman's
+   estimator, TRL's order of operations). OpenRLHF and verl clamp these to [-10, 10] and verl the
+   exponent to +-20; we do not. */
+CLLMDEF double cllm_kl_estimate(double logp, double ref_logp, int estimator) {
+    double d = ref_logp - logp;
+    if (estimator == CLLM_KL_K3) return (exp(d) - 1) - d;
+    if (estimator == CLLM_KL_K2) return 0.5 * d * d;
+    return -d;
+}
+
+CLLMDEF int cllm_ppo_sequence_end(const int *response, int L, int pad_id, int stop_id) {
+    int t, stop = L;
+    if (stop_id >= 0)
+        for (t = 0; t < L; t++) if (response[t] == stop_id) { stop = t; break; }
+    for (t = 0; t < L; t++)
+        if (t > stop || response[t] == pad_id) return t - 1;   /* the first pad after truncation */
+    return L - 1;
+}
+
+/* B rows of T tokens: checks the sizes and that B*T fits in memory arithmetic. */
+static cllm_result cllm__check_bt(const char *fn, int B, int T, size_t *n, cllm_err *err) {
+    if (B < 1 || T < 1) return cllm__fail(err, CLLM_ERR_ARG, "%s: B and T must be >= 1 (got %d, %d)", fn, B, T);
+    if ((size_t)B > SIZE_MAX / sizeof(double) / (size_t)T) return cllm__fail(err, CLLM_ERR_LIMIT, "%s: B*T too large", fn);
+    *n = (size_t)B * (size_t)T;
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_ppo_rewards(int B, int T, const double *logprobs, const double *ref_logprobs,
+                                     const double *scores, const int *seq_end, double kl_coef,
+                                     int kl_estimator, int placement, double *rewards, double *kl, cllm_err *err) {
+    size_t n;
+    int b, t;
+    cllm_result rc;
+    if ((rc = cllm__check_bt("cllm_ppo_rewards", B, T, &n, err)) != CLLM_OK) return rc;
+    if (!logprobs || !ref_logprobs || !scores || !seq_end || !rewards) return cllm__fail(err, CLLM_ERR_ARG, "cllm_ppo_rewards: logprobs, ref_logprobs, scores, seq_end and rewards are required");
+    if (kl_estimator < CLLM_KL_K1 || kl_estimator > CLLM_KL_K3) return cllm__fail(err, CLLM_ERR_ARG, "cllm_ppo_rewards: unknown kl_estimator %d (k1, k2 or k3)", kl_estimator);
+    if (placement != CLLM_REWARD_AFTER_EOS && placement != CLLM_REWARD_LAST_TOKEN) return cllm__fail(err, CLLM_ERR_ARG, "cllm_ppo_rewards: unknown placement %d", placement);
+    for (b = 0; b < B; b++) {
+        int end = seq_end[b], e;
+        if (end < -1 || end >= T) return cllm__fail(err, CLLM_ERR_ARG, "cllm_ppo_rewards: seq_end[%d] = %d is outside [-1, %d]", b, end, T - 1);
+        for (t = 0; t < T; t++) {
+            size_t i = (size_t)b * T + t;
+            double k = t <= end ? cllm_kl_estimate(logprobs[i], ref_logprobs[i], kl_estimator) : 0;
+            rewards[i] = 0.0 - kl_coef * k;               /* "0 -": a zero penalty is +0, not -0 */
+            if (kl) kl[i] = k;
+        }
+        e = placement == CLLM_REWARD_AFTER_EOS && end + 1 < T ? end + 1 : end;
+        if (e < 0) e = 0;                         /* an empty response: the score sits at t = 0 */
+        rewards[(size_t)b * T + e] += scores[b];
+    }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, int keep_mean, int biased, cllm_err *err) {
+    double s = 0, mean = 0, var = 0, rstd;
+    size_t i;
+    for (i = 0; i < n; i++) { double m = mask ? mask[i] : 1; s += m; mean += x[i] * m; }
+    if (!(s > (biased ? 0 : 1)))
+        return cllm__fail(err, CLLM_ERR_ARG, "cllm_masked_whiten: the mask selects %g values; whitening needs %s", s, biased ? "at least one" : "at least 2 (Bessel's correction s/(s-1))");
+    mean /= s;
+    for (i = 0; i < n; i++) { double m = mask ? mask[i] : 1, d = x[i] - mean; var += d * d * m; }
+    var /= s;
+    if (biased) rstd = 1 / sqrt(var > 1e-8 ? var : 1e-8);
+    else rstd = 1 / sqrt(var * (s / (s - 1)) + 1e-8);
+    for (i = 0; i < n; i++) x[i] = (x[i] - mean) * rstd + (keep_mean ? mean : 0);
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_gae(int B, int T, const double *rewards, const double *values, const double *mask,
+                             double gamma, double lam, int mode, int whiten,
+                             double *advantages, double *returns, cllm_err *err) {
+    size_t n, i;
+    int b, t;
+    cllm_result rc;
+    if ((rc = cllm__check_bt("cllm_gae", B, T, &n, err)) != CLLM_OK) return rc;
+    if (!rewards || !values || !advantages || !returns) return cllm__fail(err, CLLM_ERR_ARG, "cllm_gae: rewards, values, advantages and returns are required");
+    if (mode != CLLM_GAE_TRL && mode != CLLM_GAE_SKIP) return cllm__fail(err, CLLM_ERR_ARG, "cllm_gae: unknown mode %d (CLLM_GAE_TRL or CLLM_GAE_SKIP)", mode);
+    for (b = 0; b < B; b++) {
+        double next_value = 0, running = 0;              /* V_{t+1} and A_{t+1}; both 0 past the end */
+        for (t = T - 1; t >= 0; t--) {
+            double m, delta, a;
+            i = (size_t)b * T + t;
+            m = mask ? mask[i] : 1;
+            delta = rewards[i] + gamma * next_value - values[i];
+            a = delta + gamma * lam * running;
+            if (mode == CLLM_GAE_TRL) { running = a; next_value = values[i]; }
+            else {                                       /* verl: masked positions are transparent */
+                next_value = values[i] * m + (1 - m) * next_value;
+                running = a * m + (1 - m) * running;
+            }
+            advantages[i] = running;
+        }
+    }
+    for (i = 0; i < n; i++) returns[i] = advantages[i] + values[i];
+    if (whiten) {
+        if ((rc = cllm_masked_whiten(advantages, mask, n, 0, 0, err)) != CLLM_OK) return rc;
+        if (mode == CLLM_GAE_TRL && mask)
+            for (i = 0; i < n; i++) if (mask[i] == 0) advantages[i] = 0;
+    }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* Per token, with r = exp(logp - old) and A the advantage:
+     pg = max(-A r, -A clamp(r, 1-c, 1+c))          d/dlogp: -A r from each side that is active
+                                                    (dr/dlogp = r; clamp passes it on [1-c, 1+c])
+     vf = max((v-R)^2, (clamp(v, ov-cv, ov+cv)-R)^2) d/dv: 2(v-R), or 2(vc-R) inside the clamp range
+   Losses are masked means; the gradients of the means carry mask/sum(mask).
+   Library differences: verl and OpenRLHF clamp logp - old to +-20 before exp, verl adds a dual
+   clip for A < 0, and their aggregations (token-mean over the global batch, seq-mean-...) differ;
+   OpenRLHF clips the value around old_values the same way with cliprange_value 0.5 by default. */
+CLLMDEF cllm_result cllm_ppo_loss(int B, int T, const double *logprobs, const double *old_logprobs,
+                                  const double *advantages, const double *values, const double *old_values,
+                                  const double *returns, const double *mask, const double *value_mask,
+                                  double cliprange, double cliprange_value, double vf_coef,
+                                  cllm_ppo_loss_out *out, cllm_err *err) {
+    double msum = 0, vsum = 0, pg = 0, vf = 0, clip = 0, vclip = 0, kl = 0;
+    size_t n, i;
+    cllm_result rc;
+    if ((rc = cllm__check_bt("cllm_ppo_loss", B, T, &n, err)) != CLLM_OK) return rc;
+    if (!logprobs || !old_logprobs || !advantages || !values || !old_values || !returns || !mask || !out)
+        return cllm__fail(err, CLLM_ERR_ARG, "cllm_ppo_loss: logprobs, old_logprobs, advantages, values, old_values, returns, mask and out are required");
+    if (!(cliprange >= 0) || !(cliprange_value >= 0)) return cllm__fail(err, CLLM_ERR_ARG, "cllm_ppo_loss: cliprange and cliprange_value must be >= 0");
+    if (!value_mask) value_mask = mask;
+    for (i = 0; i < n; i++) { msum += mask[i]; vsum += value_mask[i]; }
+    if (!(msum > 0) || !(vsum > 0)) return cllm__fail(err, CLLM_ERR_ARG, "cllm_ppo_loss: the mask (or value_mask) selects no token");
+    for (i = 0; i < n; i++) {
+        double A = advantages[i], diff = logprobs[i] - old_logprobs[i], r = exp(diff);
+        double lo = 1 - cliprange, hi = 1 + cliprange, r_clip = cllm__clamp(r, lo, hi);
+        double pg1 = -A * r, pg2 = -A * r_clip, dpg;
+        double v = values[i], R = returns[i], vlo = old_values[i] - cliprange_value, vhi = old_values[i] + cliprange_value;
+        double vc = cllm__clamp(v, vlo, vhi), vf1 = (v - R) * (v - R), vf2 = (vc - R) * (vc - R), dvf;
+        pg += (pg1 > pg2 ? pg1 : pg2) * mask[i];
+        clip += (pg2 > pg1) * mask[i];
+        kl += diff * diff;
+        vf += (vf1 > vf2 ? vf1 : vf2) * value_mask[i];
+        vclip += (vf2 > vf1) * value_mask[i];
+        dpg = cllm__max_grad(pg1, pg2, -A * r, r >= lo && r <= hi ? -A * r : 0);
+        dvf = cllm__max_grad(vf1, vf2, 2 * (v - R), v >= vlo && v <= vhi ? 2 * (vc - R) : 0);
+        if (out->d_logprobs) out->d_logprobs[i] = mask[i] != 0 ? dpg * mask[i] / msum : 0;
+        if (out->d_values) out->d_values[i] = value_mask[i] != 0 ? vf_coef * 0.5 * dvf * value_mask[i] / vsum : 0;
+    }
+    out->pg_loss = pg / msum;
+    out->vf_loss = 0.5 * (vf / vsum);
+    out->loss = out->pg_loss + vf_coef * out->vf_loss;
+    out->clipfrac = clip / msum;
+    out->vf_clipfrac = vclip / vsum;
+    out->approxkl = 0.5 * (kl / (double)n);
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* ---- GRPO / RLOO ---- */
+
+CLLMDEF cllm_result cllm_grpo_advantages(int n, const double *rewards, int group_size, int estimator,
+                                         int scale, double eps, double *advantages, cllm_err *err) {
+    int g, i, G = group_size;
+    if (n < 1 || G < 1 || n % G) return cllm__fail(err, CLLM_ERR_ARG, "cllm_grpo_advantages: %d rewards do not split into groups of %d", n, G);
+    if (!rewards || !advantages) return cllm__fail(err, CLLM_ERR_ARG, "cllm_grpo_advantages: rewards and advantages are required");
+    if (estimator != CLLM_GROUP_GRPO && estimator != CLLM_GROUP_RLOO) return cllm__fail(err, CLLM_ERR_ARG, "cllm_grpo_advantages: unknown estimator %d (grpo or rloo)", estimator);
+    if (G < 2 && (estimator == CLLM_GROUP_RLOO || scale))
+        return cllm__fail(err, CLLM_ERR_ARG, "cllm_grpo_advantages: %s needs group_size >= 2", estimator == CLLM_GROUP_RLOO ? "RLOO" : "scaling by the unbiased std");
+    for (g = 0; g < n; g += G) {
+        const double *r = rewards + g;
+        double sum = 0, mean, var = 0;
+        for (i = 0; i < G; i++) sum += r[i];
+        mean = sum / G;
+        for (i = 0; i < G; i++) var += (r[i] - mean) * (r[i] - mean);
+        for (i = 0; i < G; i++) {
+            if (estimator == CLLM_GROUP_RLOO) advantages[g + i] = r[i] - (sum - r[i]) / (G - 1);
+            else if (scale) advantages[g + i] = (r[i] - mean) / (sqrt(var / (G - 1)) + eps);
+            else advantages[g + i] = r[i] - mean;
+        }
+    }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* ---- BLEU (NLTK sentence_bleu) ---- */
+/* NLTK, for each order n = 1..4:
+     p_n = sum over distinct hypothesis n-grams g of min(count_hyp(g), max_ref count_ref(g))
+           / max(1, number of hypothesis n-grams)                         (modified precision)
+   c = the reference length closest to the hypothesis length h (a tie goes to the shorter),
+   BP = 1 if h > c, 0 if h = 0, else exp(1 - c/h);
+   BLEU = 0 if no unigram matches, else BP * exp(fsum(0.25 * log p_n)), where a p_n with no
+   match becomes DBL_MIN (method0), 0.1/den (method1), or (num+1)/(den+1) for n >= 2 (method2).
+   sacrebleu differs (13a tokenizer, 0-100 scale, effective order, 'exp' smoothing): not this. */
+
+typedef struct { int s[4]; } cllm__ngram;    /* an n-gram, n <= 4; unused slots 0 */
+
+static int cllm__ngram_cmp(const void *a, const void *b) {
+    const int *x = ((const cllm__ngram *)a)->s, *y = ((const cllm__ngram *)b)->s;
+    int k;
+    for (k = 0; k < 4; k++) if (x[k] != y[k]) return x[k] < y[k] ? -1 : 1;
+    return 0;
+}
+
+/* The n-grams of seq, sorted, into out (room for len); returns how many. */
+static int cllm__ngrams_sorted(const int *seq, int len, int n, cllm__ngram *out) {
+    int i, k, count = len >= n ? len - n + 1 : 0;
+    for (i = 0; i < count; i++) {
+        memset(&out[i], 0, sizeof out[i]);
+        for (k = 0; k < n; k++) out[i].s[k] = seq[i + k];
+    }
+    qsort(out, (size_t)count, sizeof *out, cllm__ngram_cmp);
+    return count;
+}
+
+/* Python's math.fsum: Shewchuk's exact partial sums, then a correctly rounded total. */
+static double cllm__fsum(const double *x, int n) {
+    double p[16], hi, lo = 0;
+    int np = 0, i, j;
+    CLLM_ASSERT(n <= 16);
+    for (i = 0; i < n; i++) {
+        double v = x[i];
+        int k = 0;
+        for (j = 0; j < np; j++) {
+            double y = p[j], s;
+            if (fabs(v) < fabs(y)) { double t = v; v = y; y = t; }
+            s = v + y;
+            lo = y - (s - v);                        /* the exact error of v + y */
+            if (lo != 0) p[k++] = lo;
+            v = s;
+        }
+        if (v != 0) p[k++] = v;                      /* zero partials are dropped, as Python does */
+        np = k;
+    }
+    if (np == 0) return 0;
+    hi = p[--np];
+    lo = 0;
+    while (np > 0) {                                 /* add from the largest; stop when inexact */
+        double y = p[--np], s = hi + y;
+        lo = y - (s - hi);
+        hi = s;
+        if (lo != 0) break;
+    }
+    if (np > 0 && ((lo < 0 && p[np - 1] < 0) || (lo > 0 && p[np - 1] > 0))) {
+        double y = lo * 2, s = hi + y;               /* a half-way case: round as the exact sum says */
+        if (y == s - hi) hi = s;
+    }
+    return hi;
+}
+
+CLLMDEF cllm_result cllm_bleu_ids(int n_refs, const int *const *refs, const int *ref_lens,
+                                  const int *hyp, int hyp_len, int smoothing, double *bleu, cllm_err *err) {
+    cllm__ngram *H = NULL, *R = NULL;
+    int *count = NULL, *best = NULL;
+    long num[5] = { 0 }, den[5] = { 0 };
+    double terms[4], bp;
+    int i, n, u, j, max_ref = 0, closest = -1;
+    if (n_refs < 1 || !refs || !ref_lens || hyp_len < 0 || (hyp_len && !hyp) || !bleu)
+        return cllm__fail(err, CLLM_ERR_ARG, "cllm_bleu_ids: need at least one reference and a hypothesis");
+    if (smoothing < CLLM_BLEU_NO_SMOOTHING || smoothing > CLLM_BLEU_METHOD2) return cllm__fail(err, CLLM_ERR_ARG, "cllm_bleu_ids: unknown smoothing %d", smoothing);
+    for (i = 0; i < n_refs; i++) {
+        int d = abs(ref_lens[i] - hyp_len), dc = abs(closest - hyp_len);
+        if (ref_lens[i] < 0 || (ref_lens[i] && !refs[i])) return cllm__fail(err, CLLM_ERR_ARG, "cllm_bleu_ids: reference %d is invalid", i);
+        if (closest < 0 || d < dc || (d == dc && ref_lens[i] < closest)) closest = ref_lens[i];
+        if (ref_lens[i] > max_ref) max_ref = ref_lens[i];
+    }
+    H = (cllm__ngram *)cllm__calloc((size_t)hyp_len + 1, sizeof *H);
+    R = (cllm__ngram *)cllm__calloc((size_t)max_ref + 1, sizeof *R);
+    count = (int *)cllm__calloc((size_t)hyp_len + 1, sizeof *count);
+    best = (int *)cllm__calloc((size_t)hyp_len + 1, sizeof *best);
+    if (!H || !R || !count || !best) {
+        CLLM_FREE(H); CLLM_FREE(R); CLLM_FREE(count); CLLM_FREE(best);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "cllm_bleu_ids: out of memory");
+    }
+    for (n = 1; n <= 4; n++) {
+        int h = cllm__ngrams_sorted(hyp, hyp_len, n, H), distinct = 0;
+        for (j = 0; j < h; j++) {                    /* distinct n-grams H[0..distinct) with counts */
+            if (distinct && cllm__ngram_cmp(&H[distinct - 1], &H[j]) == 0) { count[distinct - 1]++; continue; }
+            H[distinct] = H[j]; count[distinct] = 1; best[distinct] = 0; distinct++;
+        }
+        for (i = 0; i < n_refs; i++) {               /* best[u] = max over references of their count */
+            int r = cllm__ngrams_sorted(refs[i], ref_lens[i], n, R);
+            for (u = 0, j = 0; u < distinct; u++) {
+                int c = 0;
+                while (j < r && cllm__ngram_cmp(&R[j], &H[u]) < 0) j++;
+                while (j < r && cllm__ngram_cmp(&R[j], &H[u]) == 0) { j++; c++; }
+                if (c > best[u]) best[u] = c;
+            }
+        }
+        for (u = 0; u < distinct; u++) num[n] += count[u] < best[u] ? count[u] : best[u];
+        den[n] = h > 1 ? h : 1;
+    }
+    CLLM_FREE(H); CLLM_FREE(R); CLLM_FREE(count); CLLM_FREE(best);
+    cllm__ok(err);
+    if (num[1] == 0) { *bleu = 0; return CLLM_OK; }  /* no unigram matches: NLTK returns the int 0 */
+    bp = hyp_len > closest ? 1 : exp(1 - (double)closest / (double)hyp_len);
+    for (n = 1; n <= 4; n++) {
+        double p = (double)num[n] / (double)den[n];
+        if (smoothing == CLLM_BLEU_METHOD2 && n >= 2) p = (double)(num[n] + 1) / (double)(den[n] + 1);
+        else if (num[n] == 0) p = smoothing == CLLM_BLEU_METHOD1 ? 0.1 / (double)den[n] : DBL_MIN;
+        terms[n - 1] = 0.25 * log(p);
+    }
+    *bleu = bp * exp(cllm__fsum(terms, 4));
+    return CLLM_OK;
+}
+
+/* Python's str.isspace() for a code point (what str.split() splits on). */
+static int cllm__is_py_space(int c) {
+    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+/* UTF-8 to code points (out has room for strlen(s)); a byte that does not begin a valid,
+   shortest-form sequence becomes the symbol 0x110000 + byte, outside Unicode. Returns the count. */
+static int cllm__utf8_symbols(const char *s, int *out) {
+    const unsigned char *p = (const unsigned char *)s;
+    int n = 0;
+    while (*p) {
+        unsigned c = p[0], cp = 0, len = 0, k;
+        if (c < 0x80) { cp = c; len = 1; }
+        else if (c >= 0xC2 && c <= 0xDF) { cp = c & 0x1F; len = 2; }
+        else if (c >= 0xE0 && c <= 0xEF) { cp = c & 0x0F; len = 3; }
+        else if (c >= 0xF0 && c <= 0xF4) { cp = c & 0x07; len = 4; }
+        for (k = 1; k < len; k++) {
+            if ((p[k] & 0xC0) != 0x80) { len = 0; break; }
+            cp = (cp << 6) | (p[k] & 0x3F);
+        }
+        if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) len = 0;   /* overlong, surrogate */
+        if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) len = 0;
+        if (len == 0) { out[n++] = 0x110000 + (int)c; p++; continue; }
+        out[n++] = (int)cp;
+        p += len;
+    }
+    return n;
+}
+
+typedef struct { const int *p; int len; int *id; } cllm__tok;
+
+static int cllm__tok_cmp(const void *a, const void *b) {
+    const cllm__tok *x = (const cllm__tok *)a, *y = (const cllm__tok *)b;
+    int k, m = x->len < y->len ? x->len : y->len;
+    for (k = 0; k < m; k++) if (x->p[k] != y->p[k]) return x->p[k] < y->p[k] ? -1 : 1;
+    return x->len - y->len;
+}
+
+/* Token level: each string's code points are split at Python whitespace and every distinct
+   token gets an integer id (by sorting all tokens); seqs[i] is replaced by its id sequence. */
+static cllm_result cllm__bleu_tokenize(int **seqs, int *lens, int n, cllm_err *err) {
+    cllm__tok *toks;
+    int **ids;
+    size_t total = 0, k = 0, j;
+    int i, t, id = 0;
+    for (i = 0; i < n; i++) total += (size_t)lens[i];   /* no more tokens than symbols */
+    toks = (cllm__tok *)cllm__calloc(total + 1, sizeof *toks);
+    ids = (int **)cllm__calloc((size_t)n, sizeof *ids);
+    for (i = 0; toks && ids && i < n; i++) if (!(ids[i] = (int *)cllm__calloc((size_t)lens[i] + 1, sizeof(int)))) break;
+    if (!toks || !ids || i < n) {
+        for (i = 0; ids && i < n; i++) CLLM_FREE(ids[i]);
+        CLLM_FREE(ids); CLLM_FREE(toks);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "cllm_bleu: out of memory");
+    }
+    for (i = 0; i < n; i++) {
+        int count = 0;
+        for (t = 0; t < lens[i];) {
+            int start;
+            while (t < lens[i] && cllm__is_py_space(seqs[i][t])) t++;
+            if (t == lens[i]) break;
+            start = t;
+            while (t < lens[i] && !cllm__is_py_space(seqs[i][t])) t++;
+            toks[k].p = seqs[i] + start; toks[k].len = t - start; toks[k].id = &ids[i][count++];
+            k++;
+        }
+        lens[i] = count;
+    }
+    qsort(toks, k, sizeof *toks, cllm__tok_cmp);
+    for (j = 0; j < k; j++) {
+        if (j > 0 && cllm__tok_cmp(&toks[j - 1], &toks[j]) != 0) id++;
+        *toks[j].id = id;
+    }
+    for (i = 0; i < n; i++) { CLLM_FREE(seqs[i]); seqs[i] = ids[i]; }
+    CLLM_FREE(ids); CLLM_FREE(toks);
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_bleu(int n_refs, const char *const *references, const char *hypothesis,
+                              int level, int smoothing, double *bleu, cllm_err *err) {
+    int n = n_refs + 1, i, **sym = NULL, *len = NULL;   /* string 0 is the hypothesis */
+    cllm_result rc = CLLM_OK;
+    if (n_refs < 1 || !references || !hypothesis) return cllm__fail(err, CLLM_ERR_ARG, "cllm_bleu: need at least one reference and a hypothesis");
+    if (level != CLLM_BLEU_CHAR && level != CLLM_BLEU_TOKEN) return cllm__fail(err, CLLM_ERR_ARG, "cllm_bleu: unknown level %d (char or token)", level);
+    sym = (int **)cllm__calloc((size_t)n, sizeof *sym);
+    len = (int *)cllm__calloc((size_t)n, sizeof *len);
+    if (!sym || !len) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "cllm_bleu: out of memory"); goto done; }
+    for (i = 0; i < n; i++) {
+        const char *s = i ? references[i - 1] : hypothesis;
+        size_t bytes;
+        if (!s) { rc = cllm__fail(err, CLLM_ERR_ARG, "cllm_bleu: reference %d is NULL", i - 1); goto done; }
+        bytes = strlen(s);
+        if (bytes > INT_MAX / 2) { rc = cllm__fail(err, CLLM_ERR_LIMIT, "cllm_bleu: a string of %zu bytes is too long", bytes); goto done; }
+        if (!(sym[i] = (int *)cllm__calloc(bytes + 1, sizeof(int)))) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "cllm_bleu: out of memory"); goto done; }
+        len[i] = cllm__utf8_symbols(s, sym[i]);
+    }
+    if (level == CLLM_BLEU_TOKEN && (rc = cllm__bleu_tokenize(sym, len, n, err)) != CLLM_OK) goto done;
+    rc = cllm_bleu_ids(n_refs, (const int *const *)(sym + 1), len + 1, sym[0], len[0], smoothing, bleu, err);
+done:
+    for (i = 0; sym && i < n; i++) CLLM_FREE(sym[i]);
+    CLLM_FREE(sym); CLLM_FREE(len);
+    return rc;
+}
+
+/* ---- `ref`: JSON in, JSON out ---- */
+/* Each handler reads its fields from `in`, calls the function above and adds its results to
+   `out`. Arrays come from a pool that cllm_ref_json frees in one place. */
+
+#define CLLM__POOL_MAX 32
+typedef struct { void *p[CLLM__POOL_MAX]; int n; } cllm__pool;
+
+static void *cllm__pool_calloc(cllm__pool *pool, size_t n, size_t size) {
+    void *p;
+    if (pool->n == CLLM__POOL_MAX || !(p = cllm__calloc(n + 1, size))) return NULL;
+    return pool->p[pool->n++] = p;
+}
+
+/* A number (or a boolean as 0/1) field; absent or null gives def. */
+static cllm_result cllm__ref_num(const cJSON *in, const char *key, double def, double *out, cllm_err *err) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(in, key);
+    if (!j || cJSON_IsNull(j)) { *out = def; return CLLM_OK; }
+    if (cJSON_IsBool(j)) { *out = cJSON_IsTrue(j) ? 1 : 0; return CLLM_OK; }
+    if (!cJSON_IsNumber(j)) return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\" must be a number", key);
+    *out = j->valuedouble;
+    return CLLM_OK;
+}
+
+static cllm_result cllm__ref_int(const cJSON *in, const char *key, int def, int *out, cllm_err *err) {
+    double d;
+    cllm_result rc = cllm__ref_num(in, key, def, &d, err);
+    if (rc != CLLM_OK) return rc;
+    if (d != floor(d) || fabs(d) > 2147483647.0) return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\" must be an integer", key);
+    *out = (int)d;
+    return CLLM_OK;
+}
+
+/* A string field that must be one of names (its index goes to *out); absent gives 0. */
+static cllm_result cllm__ref_enum(const cJSON *in, const char *key, const char *const *names, int count, int *out, cllm_err *err) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(in, key);
+    char list[256] = "";
+    int i;
+    *out = 0;
+    if (!j || cJSON_IsNull(j)) return CLLM_OK;
+    for (i = 0; i < count; i++) {
+        size_t used = strlen(list);
+        if (cJSON_IsString(j) && strcmp(j->valuestring, names[i]) == 0) { *out = i; return CLLM_OK; }
+        snprintf(list + used, sizeof list - used, "%s\"%s\"", i ? ", " : "", names[i]);
+    }
+    return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\" must be one of %s", key, list);
+}
+
+/* A row of numbers (booleans count as 0/1). *n = -1 (must be given) or 0 (any length) on entry,
+   or a length the row must have. Absent and optional: *out = NULL. */
+static cllm_result cllm__ref_row(const cJSON *arr, const char *key, cllm__pool *pool, double **out, int *n, cllm_err *err) {
+    const cJSON *e;
+    int count = 0;
+    if (!cJSON_IsArray(arr)) return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\" must be an array of numbers", key);
+    count = cJSON_GetArraySize(arr);
+    if (*n > 0 && count != *n) return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\": %d values where %d are needed", key, count, *n);
+    if (count < 1) return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\" is empty", key);
+    if (!*out && !(*out = (double *)cllm__pool_calloc(pool, (size_t)count, sizeof(double))))
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory reading \"%s\"", key);
+    count = 0;
+    cJSON_ArrayForEach(e, arr) {
+        if (cJSON_IsBool(e)) (*out)[count++] = cJSON_IsTrue(e) ? 1 : 0;
+        else if (cJSON_IsNumber(e)) (*out)[count++] = e->valuedouble;
+        else return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\" must hold only numbers", key);
+    }
+    *n = count;
+    return CLLM_OK;
+}
+
+static cllm_result cllm__ref_array(const cJSON *in, const char *key, int required, cllm__pool *pool, double **out, int *n, cllm_err *err) {
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(in, key);
+    *out = NULL;
+    if (!arr || cJSON_IsNull(arr)) return required ? cllm__fail(err, CLLM_ERR_FORMAT, "missing \"%s\"", key) : CLLM_OK;
+    return cllm__ref_row(arr, key, pool, out, n, err);
+}
+
+/* A rectangular B x T matrix (an array of equal-length rows). *B, *T: 0 = take them from this
+   field, else the shape it must have. */
+static cllm_result cllm__ref_matrix(const cJSON *in, const char *key, int required, cllm__pool *pool, double **out, int *B, int *T, cllm_err *err) {
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(in, key), *row;
+    int b = 0, rows;
+    cllm_result rc;
+    *out = NULL;
+    if (!arr || cJSON_IsNull(arr)) return required ? cllm__fail(err, CLLM_ERR_FORMAT, "missing \"%s\"", key) : CLLM_OK;
+    if (!cJSON_IsArray(arr) || (rows = cJSON_GetArraySize(arr)) < 1) return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\" must be a non-empty array of rows", key);
+    if (*B && rows != *B) return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\" has %d rows where %d are needed", key, rows, *B);
+    if (!*T) { row = cJSON_GetArrayItem(arr, 0); *T = cJSON_IsArray(row) ? cJSON_GetArraySize(row) : 0; }
+    if (*T < 1) return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\" must hold rows of numbers", key);
+    if ((size_t)rows > SIZE_MAX / sizeof(double) / (size_t)*T) return cllm__fail(err, CLLM_ERR_LIMIT, "\"%s\" is too large", key);
+    if (!(*out = (double *)cllm__pool_calloc(pool, (size_t)rows * (size_t)*T, sizeof(double)))) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory reading \"%s\"", key);
+    cJSON_ArrayForEach(row, arr) {
+        double *dst = *out + (size_t)b * (size_t)*T;
+        int t = *T;
+        if ((rc = cllm__ref_row(row, key, pool, &dst, &t, err)) != CLLM_OK) return rc;
+        b++;
+    }
+    *B = rows;
+    return CLLM_OK;
+}
+
+static void cllm__ref_put_matrix(cJSON *out, const char *key, const double *x, int B, int T) {
+    cJSON *m = cJSON_AddArrayToObject(out, key);
+    int b;
+    for (b = 0; m && b < B; b++) cJSON_AddItemToArray(m, cJSON_CreateDoubleArray(x + (size_t)b * T, T));
+}
+
+static cllm_result cllm__ref_dpo(const cJSON *in, cJSON *out, cllm__pool *pool, cllm_err *err) {
+    static const char *types[] = { "sigmoid", "robust", "hinge", "ipo" };
+    cllm_dpo_config c;
+    cllm_dpo_out o;
+    double *pc, *pr, *rc_, *rr, rf;
+    int n = -1, type, ok;
+    cllm_result rc;
+    memset(&c, 0, sizeof c); memset(&o, 0, sizeof o);
+    if ((rc = cllm__ref_enum(in, "loss_type", types, 4, &type, err)) ||
+        (rc = cllm__ref_num(in, "beta", 0.1, &c.beta, err)) ||
+        (rc = cllm__ref_num(in, "label_smoothing", 0, &c.label_smoothing, err)) ||
+        (rc = cllm__ref_num(in, "reference_free", 0, &rf, err)) ||
+        (rc = cllm__ref_array(in, "policy_chosen_logps", 1, pool, &pc, &n, err)) ||
+        (rc = cllm__ref_array(in, "policy_rejected_logps", 1, pool, &pr, &n, err)) ||
+        (rc = cllm__ref_array(in, "ref_chosen_logps", rf == 0, pool, &rc_, &n, err)) ||
+        (rc = cllm__ref_array(in, "ref_rejected_logps", rf == 0, pool, &rr, &n, err))) return rc;
+    if (!(c.beta > 0)) return cllm__fail(err, CLLM_ERR_ARG, "\"beta\" must be > 0");
+    c.loss_type = type; c.reference_free = rf != 0;
+    o.losses = (double *)cllm__pool_calloc(pool, (size_t)n, sizeof(double));
+    o.chosen_rewards = (double *)cllm__pool_calloc(pool, (size_t)n, sizeof(double));
+    o.rejected_rewards = (double *)cllm__pool_calloc(pool, (size_t)n, sizeof(double));
+    o.d_chosen = (double *)cllm__pool_calloc(pool, (size_t)n, sizeof(double));
+    o.d_rejected = (double *)cllm__pool_calloc(pool, (size_t)n, sizeof(double));
+    ok = o.losses && o.chosen_rewards && o.rejected_rewards && o.d_chosen && o.d_rejected;
+    if (!ok) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if ((rc = cllm_dpo_loss(&c, n, pc, pr, rc_, rr, &o, err)) != CLLM_OK) return rc;
+    cJSON_AddItemToObject(out, "losses", cJSON_CreateDoubleArray(o.losses, n));
+    cJSON_AddNumberToObject(out, "loss", o.loss);
+    cJSON_AddItemToObject(out, "chosen_rewards", cJSON_CreateDoubleArray(o.chosen_rewards, n));
+    cJSON_AddItemToObject(out, "rejected_rewards", cJSON_CreateDoubleArray(o.rejected_rewards, n));
+    cJSON_AddNumberToObject(out, "reward_accuracies", o.reward_accuracy);
+    cJSON_AddNumberToObject(out, "reward_margins", o.reward_margin);
+    cJSON_AddNumberToObject(out, "chosen_reward", o.chosen_reward);
+    cJSON_AddNumberToObject(out, "rejected_reward", o.rejected_reward);
+    cJSON_AddItemToObject(out, "d_policy_chosen_logps", cJSON_CreateDoubleArray(o.d_chosen, n));
+    cJSON_AddItemToObject(out, "d_policy_rejected_logps", cJSON_CreateDoubleArray(o.d_rejected, n));
+    return CLLM_OK;
+}
+
+static cllm_result cllm__ref_gae(const cJSON *in, cJSON *out, cllm__pool *pool, cllm_err *err) {
+    static const char *modes[] = { "trl", "verl" };
+    double *r, *v, *m, *adv, *ret, gamma, lam, whiten;
+    int B = 0, T = 0, mode;
+    cllm_result rc;
+    if ((rc = cllm__ref_matrix(in, "rewards", 1, pool, &r, &B, &T, err)) ||
+        (rc = cllm__ref_matrix(in, "values", 1, pool, &v, &B, &T, err)) ||
+        (rc = cllm__ref_matrix(in, "mask", 0, pool, &m, &B, &T, err)) ||
+        (rc = cllm__ref_num(in, "gamma", 1, &gamma, err)) ||
+        (rc = cllm__ref_num(in, "lam", 0.95, &lam, err)) ||
+        (rc = cllm__ref_num(in, "whiten", 0, &whiten, err)) ||
+        (rc = cllm__ref_enum(in, "mode", modes, 2, &mode, err))) return rc;
+    adv = (double *)cllm__pool_calloc(pool, (size_t)B * T, sizeof(double));
+    ret = (double *)cllm__pool_calloc(pool, (size_t)B * T, sizeof(double));
+    if (!adv || !ret) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if ((rc = cllm_gae(B, T, r, v, m, gamma, lam, mode, whiten != 0, adv, ret, err)) != CLLM_OK) return rc;
+    cllm__ref_put_matrix(out, "advantages", adv, B, T);
+    cllm__ref_put_matrix(out, "returns", ret, B, T);
+    return CLLM_OK;
+}
+
+static cllm_result cllm__ref_ppo_loss(const cJSON *in, cJSON *out, cllm__pool *pool, cllm_err *err) {
+    static const char *keys[] = { "logprobs", "old_logprobs", "advantages", "values", "old_values", "returns", "mask" };
+    double *x[8], c, cv, vf_coef;
+    int B = 0, T = 0, i;
+    cllm_ppo_loss_out o;
+    cllm_result rc;
+    for (i = 0; i < 7; i++) if ((rc = cllm__ref_matrix(in, keys[i], 1, pool, &x[i], &B, &T, err)) != CLLM_OK) return rc;
+    if ((rc = cllm__ref_matrix(in, "value_mask", 0, pool, &x[7], &B, &T, err)) ||
+        (rc = cllm__ref_num(in, "cliprange", 0.2, &c, err)) ||
+        (rc = cllm__ref_num(in, "cliprange_value", 0.2, &cv, err)) ||
+        (rc = cllm__ref_num(in, "vf_coef", 0.1, &vf_coef, err))) return rc;
+    memset(&o, 0, sizeof o);
+    o.d_logprobs = (double *)cllm__pool_calloc(pool, (size_t)B * T, sizeof(double));
+    o.d_values = (double *)cllm__pool_calloc(pool, (size_t)B * T, sizeof(double));
+    if (!o.d_logprobs || !o.d_values) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if ((rc = cllm_ppo_loss(B, T, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], c, cv, vf_coef, &o, err)) != CLLM_OK) return rc;
+    cJSON_AddNumberToObject(out, "pg_loss", o.pg_loss);
+    cJSON_AddNumberToObject(out, "vf_loss", o.vf_loss);
+    cJSON_AddNumberToObject(out, "loss", o.loss);
+    cJSON_AddNumberToObject(out, "clipfrac", o.clipfrac);
+    cJSON_AddNumberToObject(out, "vf_clipfrac", o.vf_clipfrac);
+    cJSON_AddNumberToObject(out, "approxkl", o.approxkl);
+    cllm__ref_put_matrix(out, "d_logprobs", o.d_logprobs, B, T);
+    cllm__ref_put_matrix(out, "d_values", o.d_values, B, T);
+    return CLLM_OK;
+}
+
+static cllm_result cllm__ref_ppo_rewards(const cJSON *in, cJSON *out, cllm__pool *pool, cllm_err *err) {
+    static const char *estimators[] = { "k1", "k2", "k3" }, *placements[] = { "after_eos", "last_token" };
+    double *lp, *ref, *scores, *ends = NULL, *resp = NULL, kl_coef, *rew, *kl;
+    int B = 0, T = 0, n_scores, n_ends, est, place, pad, stop, b, *seq, *row;
+    cllm_result rc;
+    if ((rc = cllm__ref_matrix(in, "logprobs", 1, pool, &lp, &B, &T, err)) ||
+        (rc = cllm__ref_matrix(in, "ref_logprobs", 1, pool, &ref, &B, &T, err))) return rc;
+    n_scores = n_ends = B;
+    if ((rc = cllm__ref_array(in, "scores", 1, pool, &scores, &n_scores, err)) ||
+        (rc = cllm__ref_array(in, "sequence_ends", 0, pool, &ends, &n_ends, err)) ||
+        (rc = cllm__ref_matrix(in, "responses", 0, pool, &resp, &B, &T, err)) ||
+        (rc = cllm__ref_int(in, "pad_token_id", 0, &pad, err)) ||
+        (rc = cllm__ref_int(in, "stop_token_id", -1, &stop, err)) ||
+        (rc = cllm__ref_num(in, "kl_coef", 0.05, &kl_coef, err)) ||
+        (rc = cllm__ref_enum(in, "kl_estimator", estimators, 3, &est, err)) ||
+        (rc = cllm__ref_enum(in, "placement", placements, 2, &place, err))) return rc;
+    if (!ends == !resp) return cllm__fail(err, CLLM_ERR_FORMAT, "give exactly one of \"sequence_ends\" and \"responses\" (+ \"pad_token_id\")");
+    seq = (int *)cllm__pool_calloc(pool, (size_t)B, sizeof(int));
+    row = (int *)cllm__pool_calloc(pool, (size_t)T, sizeof(int));
+    rew = (double *)cllm__pool_calloc(pool, (size_t)B * T, sizeof(double));
+    kl = (double *)cllm__pool_calloc(pool, (size_t)B * T, sizeof(double));
+    if (!seq || !row || !rew || !kl) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    for (b = 0; b < B; b++) {
+        if (ends) {
+            if (ends[b] != floor(ends[b]) || ends[b] < -1 || ends[b] >= T) return cllm__fail(err, CLLM_ERR_FORMAT, "\"sequence_ends\"[%d] must be an integer in [-1, %d]", b, T - 1);
+            seq[b] = (int)ends[b];
+        } else {
+            int t;
+            for (t = 0; t < T; t++) row[t] = (int)resp[(size_t)b * T + t];
+            seq[b] = cllm_ppo_sequence_end(row, T, pad, stop);
+        }
+    }
+    if ((rc = cllm_ppo_rewards(B, T, lp, ref, scores, seq, kl_coef, est, place, rew, kl, err)) != CLLM_OK) return rc;
+    cllm__ref_put_matrix(out, "rewards", rew, B, T);
+    cllm__ref_put_matrix(out, "kl", kl, B, T);
+    cJSON_AddItemToObject(out, "sequence_ends", cJSON_CreateIntArray(seq, B));
+    return CLLM_OK;
+}
+
+static cllm_result cllm__ref_grpo(const cJSON *in, cJSON *out, cllm__pool *pool, cllm_err *err) {
+    static const char *estimators[] = { "grpo", "rloo" };
+    double *r, *adv, scale, eps;
+    int n = -1, G, est;
+    cllm_result rc;
+    if ((rc = cllm__ref_array(in, "rewards", 1, pool, &r, &n, err)) ||
+        (rc = cllm__ref_int(in, "group_size", 0, &G, err)) ||
+        (rc = cllm__ref_num(in, "scale_rewards", 1, &scale, err)) ||
+        (rc = cllm__ref_num(in, "eps", 1e-4, &eps, err)) ||
+        (rc = cllm__ref_enum(in, "estimator", estimators, 2, &est, err))) return rc;
+    if (!(adv = (double *)cllm__pool_calloc(pool, (size_t)n, sizeof(double)))) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if ((rc = cllm_grpo_advantages(n, r, G, est, est == CLLM_GROUP_GRPO && scale != 0, eps, adv, err)) != CLLM_OK) return rc;
+    cJSON_AddItemToObject(out, "advantages", cJSON_CreateDoubleArray(adv, n));
+    return CLLM_OK;
+}
+
+/* AdamW is the library's cllm_adamw_step (torch semantics): parameters and moments are
+   cllm_float, so in a float build the results carry float rounding. */
+static cllm_result cllm__ref_adamw(const cJSON *in, cJSON *out, cllm__pool *pool, cllm_err *err) {
+    double *p0, *g, *betas = NULL, lr, eps, wd;
+    cllm_float *p, *gf, *m, *v;
+    int n = -1, steps = 0, nb = 2, s, i;
+    cJSON *list;
+    cllm_result rc;
+    if ((rc = cllm__ref_array(in, "params", 1, pool, &p0, &n, err)) ||
+        (rc = cllm__ref_matrix(in, "grads", 1, pool, &g, &steps, &n, err)) ||
+        (rc = cllm__ref_array(in, "betas", 0, pool, &betas, &nb, err)) ||
+        (rc = cllm__ref_num(in, "lr", 1e-3, &lr, err)) ||
+        (rc = cllm__ref_num(in, "eps", 1e-8, &eps, err)) ||
+        (rc = cllm__ref_num(in, "weight_decay", 1e-2, &wd, err))) return rc;
+    p = (cllm_float *)cllm__pool_calloc(pool, (size_t)n, sizeof *p);
+    gf = (cllm_float *)cllm__pool_calloc(pool, (size_t)n, sizeof *gf);
+    m = (cllm_float *)cllm__pool_calloc(pool, (size_t)n, sizeof *m);
+    v = (cllm_float *)cllm__pool_calloc(pool, (size_t)n, sizeof *v);
+    if (!p || !gf || !m || !v) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    for (i = 0; i < n; i++) p[i] = (cllm_float)p0[i];
+    list = cJSON_AddArrayToObject(out, "params");
+    for (s = 0; s < steps; s++) {
+        cJSON *row = cJSON_CreateArray();
+        for (i = 0; i < n; i++) gf[i] = (cllm_float)g[(size_t)s * n + i];
+        cllm_adamw_step(p, gf, m, v, (size_t)n, s + 1, lr, betas ? betas[0] : 0.9, betas ? betas[1] : 0.999, eps, wd);
+        for (i = 0; i < n; i++) cJSON_AddItemToArray(row, cJSON_CreateNumber((double)p[i]));
+        cJSON_AddItemToArray(list, row);
+    }
+    return CLLM_OK;
+}
+
+static cllm_result cllm__ref_bleu(const cJSON *in, cJSON *out, cllm__pool *pool, cllm_err *err) {
+    static const char *levels[] = { "char", "token" }, *smooth[] = { "method0", "method1", "method2" };
+    const cJSON *refs = cJSON_GetObjectItemCaseSensitive(in, "references"), *e;
+    const char *hyp = cllm__json_str(in, "hypothesis"), **list;
+    int level, smoothing, n = 0;
+    double bleu;
+    cllm_result rc;
+    if ((rc = cllm__ref_enum(in, "level", levels, 2, &level, err)) ||
+        (rc = cllm__ref_enum(in, "smoothing", smooth, 3, &smoothing, err))) return rc;
+    if (!hyp) return cllm__fail(err, CLLM_ERR_FORMAT, "\"hypothesis\" must be a string");
+    if (!cJSON_IsArray(refs) || cJSON_GetArraySize(refs) < 1) return cllm__fail(err, CLLM_ERR_FORMAT, "\"references\" must be a non-empty array of strings");
+    if (!(list = (const char **)cllm__pool_calloc(pool, (size_t)cJSON_GetArraySize(refs), sizeof *list))) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    cJSON_ArrayForEach(e, refs) {
+        if (!cJSON_IsString(e)) return cllm__fail(err, CLLM_ERR_FORMAT, "\"references\" must hold only strings");
+        list[n++] = e->valuestring;
+    }
+    if ((rc = cllm_bleu(n, list, hyp, level, smoothing, &bleu, err)) != CLLM_OK) return rc;
+    cJSON_AddNumberToObject(out, "bleu", bleu);
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_ref_json(const char *name, const char *input, size_t len, char **output, cllm_err *err) {
+    static const struct { const char *name; cllm_result (*fn)(const cJSON *, cJSON *, cllm__pool *, cllm_err *); } table[] = {
+        { "dpo", cllm__ref_dpo }, { "gae", cllm__ref_gae }, { "ppo-loss", cllm__ref_ppo_loss },
+        { "ppo-rewards", cllm__ref_ppo_rewards }, { "grpo", cllm__ref_grpo }, { "adamw", cllm__ref_adamw },
+        { "bleu", cllm__ref_bleu },
+    };
+    cllm__pool pool;
+    cJSON *in = NULL, *out = NULL;
+    const char *end = NULL;
+    char *text = NULL;
+    cllm_result rc = CLLM_OK;
+    size_t i, k = sizeof table / sizeof table[0];
+    *output = NULL;
+    memset(&pool, 0, sizeof pool);
+    for (i = 0; i < k; i++) if (name && strcmp(name, table[i].name) == 0) break;
+    if (i == k) return cllm__fail(err, CLLM_ERR_ARG, "ref: unknown name '%s' (dpo, gae, ppo-loss, ppo-rewards, grpo, adamw, bleu)", name ? name : "");
+    in = cJSON_ParseWithLengthOpts(input, len, &end, 0);
+    if (!in || !cJSON_IsObject(in)) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "ref %s: the input is not one JSON object", name); goto done; }
+    for (; end && end < input + len; end++)
+        if (!strchr(" \t\r\n", *end)) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "ref %s: unexpected text after the JSON object", name); goto done; }
+    if (!(out = cJSON_CreateObject())) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+    if ((rc = table[i].fn(in, out, &pool, err)) != CLLM_OK) {
+        if (err) { char msg[CLLM_ERRMSG_SIZE]; memcpy(msg, err->msg, sizeof msg); snprintf(err->msg, sizeof err->msg, "ref %s: %.400s", name, msg); }
+        goto done;
+    }
+    if (!(text = cJSON_PrintUnformatted(out)) || !(*output = cllm__strdup(text))) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+    cllm__ok(err);
+done:
+    for (k = 0; k < (size_t)pool.n; k++) CLLM_FREE(pool.p[k]);
+    if (text) cJSON_free(text);
+    cJSON_Delete(in);
+    cJSON_Delete(out);
+    return rc;
+}
 
 #endif /* COLLABLLM_IMPLEMENTATION_DONE */
 #endif /* COLLABLLM_IMPLEMENTATION */

@@ -3,6 +3,7 @@
 
      build/collabllm dump --model DIR --input FILE.jsonl --out FILE.safetensors [--grads]
      build/collabllm generate-ids --model DIR --prompt-ids 1,2,3 [--n N] [--temperature T] ...
+     build/collabllm ref NAME < input.json > output.json
 
    Run `build/collabllm help` for the list. Formats are documented in data_fmt/. */
 #define COLLABLLM_IMPLEMENTATION
@@ -161,12 +162,41 @@ static int cmd_generate_ids(int argc, char **argv) {
     return rc;
 }
 
+/* ---- ref: the pure training math (DPO, GAE, PPO, GRPO, AdamW, BLEU) as JSON in, JSON out ---- */
+/* One JSON object on stdin, the result object on stdout; shapes in data_fmt/ref.md. */
+
+static int cmd_ref(int argc, char **argv) {
+    char *input = NULL, *output = NULL;
+    size_t len = 0, cap = 0;
+    cllm_err err;
+    int rc;
+    if (argc < 1) { fprintf(stderr, "usage: collabllm ref dpo|gae|ppo-loss|ppo-rewards|grpo|adamw|bleu < input.json\n"); return 2; }
+    for (;;) {                                   /* read all of stdin */
+        size_t got;
+        if (len + 4096 + 1 > cap) {
+            char *grown = (char *)realloc(input, cap = 2 * cap + 4096 + 1);
+            if (!grown) { free(input); fprintf(stderr, "error: out of memory\n"); return 1; }
+            input = grown;
+        }
+        got = fread(input + len, 1, 4096, stdin);
+        len += got;
+        if (got == 0) break;
+    }
+    rc = cllm_ref_json(argv[0], input, len, &output, &err) == CLLM_OK;
+    free(input);
+    if (!rc) return fail(&err);
+    printf("%s\n", output);
+    cllm_free_buffer(output);
+    return 0;
+}
+
 /* ---- dispatch ------------------------------------------------------------------------------ */
 
 typedef struct { const char *name; int (*fn)(int, char **); const char *help; } command;
 static const command commands[] = {
     { "dump", cmd_dump, "logits, loss, logps and (--grads) gradients of a checkpoint on token rows" },
     { "generate-ids", cmd_generate_ids, "sample continuations of a prompt of token ids: JSON lines of ids, logprobs, finish" },
+    { "ref",  cmd_ref,  "DPO / GAE / PPO / GRPO / AdamW / BLEU reference math: JSON on stdin -> stdout" },
 };
 
 int main(int argc, char **argv) {

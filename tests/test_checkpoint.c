@@ -178,6 +178,8 @@ static void test_models(void) {
     expect_bad_config("non-divisible heads", "{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 8, \"intermediate_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"num_key_value_heads\": 3}", "multiple");
     expect_bad_config("an unsupported rope_scaling", "{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 8, \"intermediate_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}}", "yarn");
     expect_bad_config("invalid JSON", "{\"model_type\": ", "not valid JSON");
+    /* found by fuzz_config: a huge eos id used to overflow an int cast */
+    expect_bad_config("an eos_token_id beyond int range", "{\"model_type\": \"llama\", \"vocab_size\": 10, \"hidden_size\": 8, \"intermediate_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"eos_token_id\": [1, 6.7e50]}", "eos_token_id");
 }
 
 int main(void) {
