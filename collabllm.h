@@ -513,12 +513,14 @@ typedef struct cllm_kv_cache {
     cllm_float *k, *v;         /* (L, n_seq, max_len, KV*hd)                                      */
     /* private: the model shape it was made for, RoPE tables and work space for one step */
     int         n_layers, kv_dim, head_dim, rows;
+    size_t      work_size;             /* floats in work: depends on every size of the model      */
     cllm_float *rope_cos, *rope_sin;   /* (max_len, hd/2)                                         */
     cllm_float *work;
     int        *row_seq, *row_pos, *row_id;   /* (rows) sequence, position and token of each row  */
 } cllm_kv_cache;
 
-/* Allocates an empty cache for model m (all len[s] = 0). Free it with cllm_kv_cache_free. */
+/* Allocates an empty cache for model m (all len[s] = 0). Free it with cllm_kv_cache_free. It
+   serves m or a model with the same config.json (the RoPE tables come from m's config). */
 CLLMDEF cllm_result cllm_kv_cache_init(cllm_kv_cache *kv, const cllm_model *m, int n_seq, int max_len, cllm_err *err);
 CLLMDEF void        cllm_kv_cache_free(cllm_kv_cache *kv);   /* safe on a zeroed cache */
 /* Makes sequence dst a copy of sequence src (its len[src] cached positions): n samples of one
@@ -2744,7 +2746,8 @@ CLLMDEF cllm_result cllm_kv_cache_init(cllm_kv_cache *kv, const cllm_model *m, i
     kv->v = (cllm_float *)cllm__calloc(per, sizeof(cllm_float));
     kv->rope_cos = (cllm_float *)cllm__calloc((size_t)max_len * (size_t)(c->head_dim / 2), sizeof(cllm_float));
     kv->rope_sin = (cllm_float *)cllm__calloc((size_t)max_len * (size_t)(c->head_dim / 2), sizeof(cllm_float));
-    kv->work = (cllm_float *)cllm__calloc(cllm__kv_work_views(&sizing, NULL, c, rows, (size_t)max_len), sizeof(cllm_float));
+    kv->work_size = cllm__kv_work_views(&sizing, NULL, c, rows, (size_t)max_len);
+    kv->work = (cllm_float *)cllm__calloc(kv->work_size, sizeof(cllm_float));
     kv->row_seq = (int *)cllm__calloc(rows, sizeof(int));
     kv->row_pos = (int *)cllm__calloc(rows, sizeof(int));
     kv->row_id = (int *)cllm__calloc(rows, sizeof(int));
@@ -2778,8 +2781,10 @@ CLLMDEF cllm_result cllm_kv_cache_copy_seq(cllm_kv_cache *kv, int src, int dst, 
 
 static cllm_result cllm__kv_check(const cllm_model *m, const cllm_kv_cache *kv, const char *fn, cllm_err *err) {
     const cllm_config *c = &m->config;
+    cllm__kv_work sizing;
     if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "%s: the model is not loaded", fn);
-    if (!kv->work || kv->n_layers != c->n_layers || kv->kv_dim != c->n_kv_heads * c->head_dim || kv->head_dim != c->head_dim)
+    if (!kv->work || kv->n_layers != c->n_layers || kv->kv_dim != c->n_kv_heads * c->head_dim || kv->head_dim != c->head_dim ||
+        kv->work_size != cllm__kv_work_views(&sizing, NULL, c, (size_t)kv->rows, (size_t)kv->max_len))
         return cllm__fail(err, CLLM_ERR_ARG, "%s: the KV cache is not initialised for this model (cllm_kv_cache_init)", fn);
     return CLLM_OK;
 }

@@ -282,6 +282,16 @@ static void cache_errors(void) {
     check_true("copy to a sequence the cache does not have is rejected", cllm_kv_cache_copy_seq(&kv, 0, 1, &err) == CLLM_ERR_ARG);
     cllm_kv_cache_free(&kv);
     cllm_kv_cache_free(&kv);
+    {   /* same layers, kv heads and head_dim but a wider MLP: its work space would not fit */
+        cllm_config c = a.config;
+        cllm_model wide;
+        c.intermediate_size *= 2;
+        cllm_model_init(&wide, &c, 1, &err);
+        cllm_kv_cache_init(&kv, &a, 1, 8, &err);
+        check_true("a cache made for a model with another MLP width is rejected", cllm_kv_prefill(&wide, &kv, 0, &id, 1, NULL, &err) == CLLM_ERR_ARG);
+        cllm_kv_cache_free(&kv);
+        cllm_model_free(&wide);
+    }
     check_true("zero sequences are rejected", cllm_kv_cache_init(&kv, &a, 0, 8, &err) == CLLM_ERR_ARG);
     check_true("an absurd size is a limit error, not an allocation", cllm_kv_cache_init(&kv, &a, 100000, 1000000000, &err) == CLLM_ERR_LIMIT);
     cllm_model_free(&a); cllm_model_free(&b);
