@@ -68,7 +68,16 @@
    Chat templates and assistant masks
       (section: chat templates)
    Generation (KV cache, sampling)
-      (section: generation)
+      cllm_generate()          -- n samples of one prompt (token ids): ids, per-token logprobs, finish reason;
+                                  stops on EOS ids, a stop callback (e.g. stop strings) or max_new_tokens
+      cllm_completions_free()  -- release what cllm_generate allocated in its outputs
+      cllm_sample()            -- one token from logits: greedy, or temperature -> top-k -> top-p (HF order)
+      cllm_sampler_scores()    -- the processed scores HF's warpers give (-inf = filtered out)
+      cllm_kv_cache_init()     -- per-layer K/V for n parallel sequences; cllm_kv_cache_free()
+      cllm_kv_prefill()        -- append prompt tokens to one sequence (logits optional, = cllm_forward's)
+      cllm_kv_step()           -- one new token for each live sequence, batched; logits (n_seq, V)
+      cllm_kv_cache_copy_seq() -- share a prefilled prompt between samples
+      cllm_finish_reason_string() -- "eos", "stop", "length"
    Chat-completions client, user simulators and judges (OpenAI-compatible endpoints, libcurl)
       cllm_client_init()       -- base URL ($OPENAI_BASE_URL), key from an env var ($OPENAI_API_KEY), timeouts,
                                   retries, concurrency; cllm_client_free()
@@ -510,7 +519,115 @@ CLLMDEF double cllm_lr_at(cllm_schedule kind, double base_lr, long step, long wa
 /* Generation: KV cache and sampling                                                            */
 /* ============================================================================================ */
 
-/* (declarations: generation) */
+/* KV cache. The incremental forward keeps each layer's keys (after RoPE and Qwen3's k-norm) and
+   values for n_seq independent sequences, so each new token costs one row of compute plus
+   attention over the cached rows. Sequences may have different lengths (len[s]); a new token of
+   sequence s goes to position len[s]. Setting len[s] lower forgets the tail (e.g. to retry from a
+   prefix). Memory: 2 * L * n_seq * max_len * KV*hd floats (SmolLM2-135M, 4 x 2048: 377 MB).  */
+typedef struct cllm_kv_cache {
+    int         n_seq;         /* parallel sequences                                              */
+    int         max_len;       /* positions per sequence                                          */
+    int        *len;           /* (n_seq) positions filled = position of the next token           */
+    cllm_float *k, *v;         /* (L, n_seq, max_len, KV*hd)                                      */
+    /* private: the model shape it was made for, RoPE tables and work space for one step */
+    int         n_layers, kv_dim, head_dim, rows;
+    size_t      work_size;             /* floats in work: depends on every size of the model      */
+    cllm_float *rope_cos, *rope_sin;   /* (max_len, hd/2)                                         */
+    cllm_float *work;
+    int        *row_seq, *row_pos, *row_id;   /* (rows) sequence, position and token of each row  */
+} cllm_kv_cache;
+
+/* Allocates an empty cache for model m (all len[s] = 0). Free it with cllm_kv_cache_free. It
+   serves m or a model with the same config.json (the RoPE tables come from m's config). */
+CLLMDEF cllm_result cllm_kv_cache_init(cllm_kv_cache *kv, const cllm_model *m, int n_seq, int max_len, cllm_err *err);
+CLLMDEF void        cllm_kv_cache_free(cllm_kv_cache *kv);   /* safe on a zeroed cache */
+/* Makes sequence dst a copy of sequence src (its len[src] cached positions): n samples of one
+   prompt prefill the prompt once and copy it. */
+CLLMDEF cllm_result cllm_kv_cache_copy_seq(cllm_kv_cache *kv, int src, int dst, cllm_err *err);
+
+/* Prefill: appends n tokens to sequence seq at positions len[seq] .. len[seq]+n-1, in blocks of
+   up to 32 rows (each block's rows attend causally to the cache and to each other).
+   logits_out: optional (n, V) raw logits at each of the n positions (identical to cllm_forward's
+   logits for the same tokens). */
+CLLMDEF cllm_result cllm_kv_prefill(const cllm_model *m, cllm_kv_cache *kv, int seq, const int *ids, int n,
+                                    cllm_float *logits_out, cllm_err *err);
+/* Decode step: one new token per sequence, ids (n_seq); ids[s] < 0 leaves sequence s out of
+   this step (e.g. it has finished). logits_out: optional (n_seq, V), row s written for each
+   sequence that took part. The sequences are computed as one batch of rows. */
+CLLMDEF cllm_result cllm_kv_step(const cllm_model *m, cllm_kv_cache *kv, const int *ids, cllm_float *logits_out, cllm_err *err);
+
+/* Sampling, with Hugging Face's logits warpers in their order (generate(do_sample=True)):
+     z = logits / temperature                                           (TemperatureLogitsWarper)
+     top_k: drop z below the k-th largest z (ties with it stay)         (TopKLogitsWarper)
+     top_p: with p = softmax(z) over the survivors, sorted by z descending (ties: lower id first),
+            keep a token while the mass of the tokens before it is < top_p: the smallest set with
+            mass >= top_p, never empty                                  (TopPLogitsWarper)
+     draw from softmax(z) over the kept tokens.
+   Scores and probabilities are computed in double. The draw takes one cllm_rng_uniform u and
+   walks the kept ids in increasing order until the running sum of exp(z - max z) exceeds
+   u * total, so a seed gives the same tokens on every platform. */
+typedef struct cllm_sampler {
+    int      greedy;       /* 1: the most likely token (lowest id on ties), no randomness; the rest
+                              of the fields are ignored (default 0: sample)                      */
+    float    temperature;  /* default 1.0                                                         */
+    int      top_k;        /* default 0 = off                                                     */
+    float    top_p;        /* in (0, 1]; default 1.0 = off                                        */
+    uint64_t seed;         /* cllm_generate's RNG seed (default 0)                                */
+} cllm_sampler;
+
+/* The processed scores HF samples from: z = logits/temperature, -INFINITY where top-k / top-p
+   removed a token (greedy is ignored). logits (V) may hold -INFINITY but not NaN or +inf;
+   scores: (V) output. Returns the number of kept tokens in *n_kept (optional). */
+CLLMDEF cllm_result cllm_sampler_scores(const cllm_sampler *s, const cllm_float *logits, int V, double *scores,
+                                        int *n_kept, cllm_err *err);
+/* Draws one token. *logprob (optional) = its log-probability under the distribution it was drawn
+   from: log softmax(scores)[token]; for greedy, log softmax(logits)[token] (the model's own
+   probability at temperature 1, as HF reports for greedy search). Allocates O(V) work space per
+   call; cllm_generate keeps its own. */
+CLLMDEF cllm_result cllm_sample(const cllm_sampler *s, const cllm_float *logits, int V, cllm_rng *rng,
+                                int *token, double *logprob, cllm_err *err);
+
+/* Generation: n samples continuing one prompt, batched through one KV cache. */
+typedef enum cllm_finish_reason {
+    CLLM_FINISH_LENGTH = 0,    /* reached max_new_tokens                                          */
+    CLLM_FINISH_EOS,           /* produced an EOS id (it is the last token of the sample)         */
+    CLLM_FINISH_STOP           /* the stop callback returned nonzero after the last token         */
+} cllm_finish_reason;
+CLLMDEF const char *cllm_finish_reason_string(int reason);   /* "length", "eos", "stop" */
+
+typedef struct cllm_gen_config {
+    cllm_sampler sampler;          /* greedy / temperature / top_k / top_p / seed; sample s draws
+                                      from cllm_rng_seed(seed * 0x9E3779B97F4A7C15 + s), so it does
+                                      not depend on n_samples or on the other samples              */
+    int          max_new_tokens;   /* at most this many tokens per sample (default 256)           */
+    const int   *eos_ids;          /* stop after any of these n_eos ids (default: the model's
+                                      config eos_token_ids)                                        */
+    int          n_eos;
+    int          ignore_eos;       /* 1: never stop on EOS (default 0)                            */
+    /* Optional stop test, called after every new token that is not an EOS with the sample's
+       generated ids so far (prompt excluded); nonzero ends the sample with CLLM_FINISH_STOP and
+       the token is kept. A stop string is checked by decoding ids in ctx's tokenizer. */
+    int        (*stop)(void *ctx, const int *ids, int n);
+    void        *stop_ctx;
+} cllm_gen_config;
+
+typedef struct cllm_completion {
+    int        *ids;        /* (n) generated ids, prompt excluded; ends with the EOS or stop token
+                               that ended it, if one did                                          */
+    cllm_float *logprobs;   /* (n) log-probability of each id under the distribution it was drawn
+                               from (see cllm_sample): the "old logprobs" of PPO. With top_k and
+                               top_p off it equals cllm_forward's logp with batch.temperature =
+                               the sampling temperature                                           */
+    int         n;
+    int         finish;     /* cllm_finish_reason                                                 */
+} cllm_completion;
+
+/* Generates n_samples completions of prompt (n_prompt >= 1 ids) into out[0..n_samples-1], which
+   the caller provides; the ids and logprobs arrays in it are allocated here and released with
+   cllm_completions_free(out, n_samples) (also after an error; safe on zeroed entries). */
+CLLMDEF cllm_result cllm_generate(const cllm_model *m, const int *prompt, int n_prompt, int n_samples,
+                                  const cllm_gen_config *cfg, cllm_completion *out, cllm_err *err);
+CLLMDEF void        cllm_completions_free(cllm_completion *c, int n);
 
 /* ============================================================================================ */
 /* Chat-completions client (libcurl), user simulators and judges                                */
@@ -2110,6 +2227,34 @@ static void cllm__rope(cllm_float *x, const cllm_float *cosv, const cllm_float *
 static void cllm__rope_forward(cllm_float *x, const cllm_float *cosv, const cllm_float *sinv, int B, int T, int nh, int hd) { cllm__rope(x, cosv, sinv, B, T, nh, hd, +1); }
 static void cllm__rope_backward(cllm_float *dx, const cllm_float *cosv, const cllm_float *sinv, int B, int T, int nh, int hd) { cllm__rope(dx, cosv, sinv, B, T, nh, hd, -1); }
 
+/* One query row of attention over n key/value rows (row j at k + j*stride, v + j*stride), skipping
+   the j with mask[j] = 0 (mask may be NULL):
+     s_j = q . k_j * scale,   p = softmax(s),   y = sum_j p_j v_j,   returns lse = log sum_j exp(s_j)
+   The full forward and the KV-cache forward both call this, so they compute the same numbers.
+   s is a scratch row of n values.                                                              */
+static cllm_float cllm__attend_row(cllm_float *y, const cllm_float *q, const cllm_float *k, const cllm_float *v,
+                                   size_t stride, int n, const int *mask, int hd, cllm_float scale, cllm_float *s) {
+    int j, i;
+    cllm_float mx = -INFINITY, sum = 0;
+    for (j = 0; j < n; j++) {
+        const cllm_float *kj = k + (size_t)j * stride;
+        cllm_float dot = 0;
+        if (mask && !mask[j]) { s[j] = -INFINITY; continue; }
+        for (i = 0; i < hd; i++) dot += q[i] * kj[i];
+        s[j] = dot * scale;
+        if (s[j] > mx) mx = s[j];
+    }
+    for (j = 0; j < n; j++) sum += cllm__exp(s[j] - mx);   /* max subtracted for stability only */
+    for (i = 0; i < hd; i++) y[i] = 0;
+    for (j = 0; j < n; j++) {
+        const cllm_float *vj = v + (size_t)j * stride;
+        cllm_float p = cllm__exp(s[j] - mx) / sum;
+        if (p == 0) continue;
+        for (i = 0; i < hd; i++) y[i] += p * vj[i];
+    }
+    return mx + cllm__log(sum);
+}
+
 /* Causal grouped-query attention with a right-padding mask. q (B*T, H*hd), k, v (B*T, KV*hd).
    Query head h reads kv head h / (H/KV) (HF repeat_kv). Key j is visible from query t when
    j <= t and mask[b][j] = 1 (HF's causal + padding mask; pad queries still see the real keys).
@@ -2119,29 +2264,12 @@ static void cllm__rope_backward(cllm_float *dx, const cllm_float *cosv, const cl
 static void cllm__attention_forward(cllm_float *out, cllm_float *lse, const cllm_float *q,
                                     const cllm_float *k, const cllm_float *v, const int *mask,
                                     int B, int T, int H, int KV, int hd, cllm_float *s) {
-    int b, t, h, j, i, rep = H / KV;
+    int b, t, h, rep = H / KV;
     cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
     for (b = 0; b < B; b++) for (h = 0; h < H; h++) for (t = 0; t < T; t++) {
-        const cllm_float *qt = q + ((size_t)(b * T + t) * H + h) * hd;
-        cllm_float *yt = out + ((size_t)(b * T + t) * H + h) * hd;
-        cllm_float mx = -INFINITY, sum = 0;
-        for (j = 0; j <= t; j++) {
-            const cllm_float *kj = k + ((size_t)(b * T + j) * KV + h / rep) * hd;
-            cllm_float dot = 0;
-            if (mask && !mask[b * T + j]) { s[j] = -INFINITY; continue; }
-            for (i = 0; i < hd; i++) dot += qt[i] * kj[i];
-            s[j] = dot * scale;
-            if (s[j] > mx) mx = s[j];
-        }
-        for (j = 0; j <= t; j++) sum += cllm__exp(s[j] - mx);   /* max subtracted for stability only */
-        lse[((size_t)b * H + h) * T + t] = mx + cllm__log(sum);
-        for (i = 0; i < hd; i++) yt[i] = 0;
-        for (j = 0; j <= t; j++) {
-            const cllm_float *vj = v + ((size_t)(b * T + j) * KV + h / rep) * hd;
-            cllm_float p = cllm__exp(s[j] - mx) / sum;
-            if (p == 0) continue;
-            for (i = 0; i < hd; i++) yt[i] += p * vj[i];
-        }
+        size_t row = (size_t)(b * T + t) * H + h, kv0 = ((size_t)b * T * KV + h / rep) * hd;  /* key 0 of row b */
+        lse[((size_t)b * H + h) * T + t] = cllm__attend_row(out + row * hd, q + row * hd, k + kv0, v + kv0, (size_t)KV * hd,
+                                                            t + 1, mask ? mask + b * T : NULL, hd, scale, s);
     }
 }
 
@@ -2339,6 +2467,41 @@ static cllm_result cllm__prepare_batch(cllm_model *m, const cllm_batch *bt, cllm
     return CLLM_OK;
 }
 
+/* q, k, v projections of layer l for N rows of the normed input ln1, with Qwen3's RMSNorm over
+   each head's hd values before RoPE: then the raw projections go to q_pre/k_pre and the norms'
+   rstd to q_rstd (N*H) / k_rstd (N*KV), which are NULL for other architectures.               */
+static void cllm__qkv_forward(const cllm_model *m, int l, cllm_float *q, cllm_float *k, cllm_float *v,
+                              cllm_float *q_pre, cllm_float *k_pre, cllm_float *q_rstd, cllm_float *k_rstd,
+                              const cllm_float *ln1, int N) {
+    const cllm_config *c = &m->config;
+    const cllm_params *p = &m->params;
+    int C = c->hidden_size, hd = c->head_dim, Q = c->n_heads * hd, K = c->n_kv_heads * hd;
+    const cllm_float *bq = p->bq ? p->bq + (size_t)l * Q : NULL, *bk = p->bk ? p->bk + (size_t)l * K : NULL;
+    const cllm_float *bv = p->bv ? p->bv + (size_t)l * K : NULL;
+    cllm__matmul_forward(c->qk_norm ? q_pre : q, ln1, p->wq + (size_t)l * Q * C, bq, N, C, Q);
+    cllm__matmul_forward(c->qk_norm ? k_pre : k, ln1, p->wk + (size_t)l * K * C, bk, N, C, K);
+    cllm__matmul_forward(v, ln1, p->wv + (size_t)l * K * C, bv, N, C, K);
+    if (c->qk_norm) {
+        cllm__rmsnorm_forward(q, q_rstd, q_pre, p->q_norm + (size_t)l * hd, N * c->n_heads, hd, c->rms_norm_eps);
+        cllm__rmsnorm_forward(k, k_rstd, k_pre, p->k_norm + (size_t)l * hd, N * c->n_kv_heads, hd, c->rms_norm_eps);
+    }
+}
+
+/* MLP block of layer l for N rows: out = h + down_proj(silu(gate_proj(n)) * up_proj(n)),
+   n = rmsnorm(h) goes to ln2 (rstd to ln2_rstd). act may alias gate.                          */
+static void cllm__mlp_forward(const cllm_model *m, int l, cllm_float *out, cllm_float *ln2, cllm_float *ln2_rstd,
+                              cllm_float *gate, cllm_float *up, cllm_float *act, const cllm_float *h, int N) {
+    const cllm_config *c = &m->config;
+    const cllm_params *p = &m->params;
+    int C = c->hidden_size, I = c->intermediate_size, i;
+    cllm__rmsnorm_forward(ln2, ln2_rstd, h, p->mlp_norm + (size_t)l * C, N, C, c->rms_norm_eps);
+    cllm__matmul_forward(gate, ln2, p->w_gate + (size_t)l * I * C, NULL, N, C, I);
+    cllm__matmul_forward(up, ln2, p->w_up + (size_t)l * I * C, NULL, N, C, I);
+    cllm__swiglu_forward(act, gate, up, (size_t)N * I);
+    cllm__matmul_forward(out, act, p->w_down + (size_t)l * C * I, NULL, N, I, C);
+    for (i = 0; i < N * C; i++) out[i] += h[i];
+}
+
 CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_float *logits_out, cllm_err *err) {
     const cllm_config *c = &m->config;
     const cllm_params *p = &m->params;
@@ -2369,37 +2532,20 @@ CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_fl
         cllm_float *ln2 = a->ln2 + (size_t)l * BT * C, *ln2_rstd = a->ln2_rstd + (size_t)l * BT;
         cllm_float *gate = a->gate + (size_t)l * BT * I, *up = a->up + (size_t)l * BT * I, *act = a->act + (size_t)l * BT * I;
         cllm_float *xout = a->x + (size_t)(l + 1) * BT * C;
-        const cllm_float *l_wq = p->wq + (size_t)l * Q * C, *l_wk = p->wk + (size_t)l * K * C, *l_wv = p->wv + (size_t)l * K * C;
-        const cllm_float *l_bq = p->bq ? p->bq + (size_t)l * Q : NULL, *l_bk = p->bk ? p->bk + (size_t)l * K : NULL;
-        const cllm_float *l_bv = p->bv ? p->bv + (size_t)l * K : NULL;
         int i;
 
         /* attention block: h = x + o_proj(attention(rope(q), rope(k), v)), q,k,v from rmsnorm(x) */
         cllm__rmsnorm_forward(ln1, ln1_rstd, x, p->attn_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
-        if (c->qk_norm) {                         /* Qwen3: RMSNorm over each head's hd values, before RoPE */
-            cllm_float *q_pre = a->q_pre + (size_t)l * BT * Q, *k_pre = a->k_pre + (size_t)l * BT * K;
-            cllm__matmul_forward(q_pre, ln1, l_wq, l_bq, BT, C, Q);
-            cllm__matmul_forward(k_pre, ln1, l_wk, l_bk, BT, C, K);
-            cllm__rmsnorm_forward(q, a->q_rstd + (size_t)l * BT * H, q_pre, p->q_norm + (size_t)l * hd, BT * H, hd, c->rms_norm_eps);
-            cllm__rmsnorm_forward(k, a->k_rstd + (size_t)l * BT * KV, k_pre, p->k_norm + (size_t)l * hd, BT * KV, hd, c->rms_norm_eps);
-        } else {
-            cllm__matmul_forward(q, ln1, l_wq, l_bq, BT, C, Q);
-            cllm__matmul_forward(k, ln1, l_wk, l_bk, BT, C, K);
-        }
-        cllm__matmul_forward(v, ln1, l_wv, l_bv, BT, C, K);
+        if (c->qk_norm) cllm__qkv_forward(m, l, q, k, v, a->q_pre + (size_t)l * BT * Q, a->k_pre + (size_t)l * BT * K,
+                                          a->q_rstd + (size_t)l * BT * H, a->k_rstd + (size_t)l * BT * KV, ln1, BT);
+        else cllm__qkv_forward(m, l, q, k, v, NULL, NULL, NULL, NULL, ln1, BT);
         cllm__rope_forward(q, m->rope_cos, m->rope_sin, B, T, H, hd);
         cllm__rope_forward(k, m->rope_cos, m->rope_sin, B, T, KV, hd);
         cllm__attention_forward(atty, a->att_lse + (size_t)l * BT * H, q, k, v, m->mask, B, T, H, KV, hd, m->scratch);
         cllm__matmul_forward(hres, atty, p->wo + (size_t)l * C * Q, NULL, BT, Q, C);
         for (i = 0; i < BT * C; i++) hres[i] += x[i];
 
-        /* MLP block: x' = h + down_proj(silu(gate_proj(n)) * up_proj(n)), n = rmsnorm(h) */
-        cllm__rmsnorm_forward(ln2, ln2_rstd, hres, p->mlp_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
-        cllm__matmul_forward(gate, ln2, p->w_gate + (size_t)l * I * C, NULL, BT, C, I);
-        cllm__matmul_forward(up, ln2, p->w_up + (size_t)l * I * C, NULL, BT, C, I);
-        cllm__swiglu_forward(act, gate, up, (size_t)BT * I);
-        cllm__matmul_forward(xout, act, p->w_down + (size_t)l * C * I, NULL, BT, I, C);
-        for (i = 0; i < BT * C; i++) xout[i] += hres[i];
+        cllm__mlp_forward(m, l, xout, ln2, ln2_rstd, gate, up, act, hres, BT);
     }
     cllm__rmsnorm_forward(a->lnf, a->lnf_rstd, a->x + (size_t)c->n_layers * BT * C, p->final_norm, BT, C, c->rms_norm_eps);
 
@@ -2856,7 +3002,457 @@ done:
 /* Generation: KV cache and sampling                                                            */
 /* -------------------------------------------------------------------------------------------- */
 
-/* (implementation: generation) */
+/* ---- KV cache ------------------------------------------------------------------------------ */
+
+#define CLLM__KV_BLOCK 32    /* prefill rows computed together: bounds the work space, not the math */
+
+/* Work space for `rows` rows of one incremental step, carved from kv->work in this order. */
+typedef struct cllm__kv_work {
+    cllm_float *x, *ln, *h;              /* (rows, C) residual, normed input, residual after attention */
+    cllm_float *q, *att, *q_pre;         /* (rows, H*hd) queries, attention output, pre-norm q         */
+    cllm_float *k, *v, *k_pre;           /* (rows, KV*hd)                                              */
+    cllm_float *rstd, *q_rstd, *k_rstd;  /* (rows), (rows*H), (rows*KV)                                */
+    cllm_float *gate, *up;               /* (rows, I)                                                  */
+    cllm_float *s;                       /* (max_len) attention scores of one query                    */
+} cllm__kv_work;
+
+/* Points w's views into mem (when mem is not NULL) and returns the floats needed. */
+static size_t cllm__kv_work_views(cllm__kv_work *w, cllm_float *mem, const cllm_config *c, size_t rows, size_t max_len) {
+    size_t C = (size_t)c->hidden_size, Q = (size_t)c->n_heads * c->head_dim, K = (size_t)c->n_kv_heads * c->head_dim;
+    size_t I = (size_t)c->intermediate_size, used = 0;
+    cllm_float **views[14];
+    size_t sizes[14];
+    int i;
+    views[0] = &w->x;    sizes[0] = rows * C;     views[1] = &w->ln;     sizes[1] = rows * C;
+    views[2] = &w->h;    sizes[2] = rows * C;     views[3] = &w->q;      sizes[3] = rows * Q;
+    views[4] = &w->att;  sizes[4] = rows * Q;     views[5] = &w->q_pre;  sizes[5] = rows * Q;
+    views[6] = &w->k;    sizes[6] = rows * K;     views[7] = &w->v;      sizes[7] = rows * K;
+    views[8] = &w->k_pre; sizes[8] = rows * K;    views[9] = &w->rstd;   sizes[9] = rows;
+    views[10] = &w->q_rstd; sizes[10] = rows * (size_t)c->n_heads;       views[11] = &w->k_rstd; sizes[11] = rows * (size_t)c->n_kv_heads;
+    views[12] = &w->gate; sizes[12] = rows * I;   views[13] = &w->up;    sizes[13] = rows * I;
+    for (i = 0; i < 14; i++) { if (mem) *views[i] = mem + used; used += sizes[i]; }
+    if (mem) w->s = mem + used;
+    return used + max_len;
+}
+
+CLLMDEF void cllm_kv_cache_free(cllm_kv_cache *kv) {
+    if (!kv) return;
+    CLLM_FREE(kv->len); CLLM_FREE(kv->k); CLLM_FREE(kv->v);
+    CLLM_FREE(kv->rope_cos); CLLM_FREE(kv->rope_sin); CLLM_FREE(kv->work);
+    CLLM_FREE(kv->row_seq); CLLM_FREE(kv->row_pos); CLLM_FREE(kv->row_id);
+    memset(kv, 0, sizeof *kv);
+}
+
+CLLMDEF cllm_result cllm_kv_cache_init(cllm_kv_cache *kv, const cllm_model *m, int n_seq, int max_len, cllm_err *err) {
+    const cllm_config *c = &m->config;
+    cllm__kv_work sizing;
+    size_t per, rows;
+    double gb;
+    memset(kv, 0, sizeof *kv);
+    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "cllm_kv_cache_init: the model is not loaded");
+    if (n_seq < 1 || max_len < 1) return cllm__fail(err, CLLM_ERR_ARG, "cllm_kv_cache_init: n_seq (%d) and max_len (%d) must be at least 1", n_seq, max_len);
+    gb = 2.0 * c->n_layers * (double)n_seq * max_len * c->n_kv_heads * c->head_dim * sizeof(cllm_float) / 1e9;
+    if (gb > 1024 || (double)n_seq * max_len > 1e10)
+        return cllm__fail(err, CLLM_ERR_LIMIT, "cllm_kv_cache_init: %d sequences x %d positions need %.0f GB; use fewer or shorter sequences", n_seq, max_len, gb);
+    kv->n_seq = n_seq; kv->max_len = max_len;
+    kv->n_layers = c->n_layers; kv->kv_dim = c->n_kv_heads * c->head_dim; kv->head_dim = c->head_dim;
+    kv->rows = n_seq > CLLM__KV_BLOCK ? n_seq : CLLM__KV_BLOCK;
+    rows = (size_t)kv->rows;
+    per = (size_t)c->n_layers * (size_t)n_seq * (size_t)max_len * (size_t)kv->kv_dim;
+    kv->len = (int *)cllm__calloc((size_t)n_seq, sizeof(int));
+    kv->k = (cllm_float *)cllm__calloc(per, sizeof(cllm_float));
+    kv->v = (cllm_float *)cllm__calloc(per, sizeof(cllm_float));
+    kv->rope_cos = (cllm_float *)cllm__calloc((size_t)max_len * (size_t)(c->head_dim / 2), sizeof(cllm_float));
+    kv->rope_sin = (cllm_float *)cllm__calloc((size_t)max_len * (size_t)(c->head_dim / 2), sizeof(cllm_float));
+    kv->work_size = cllm__kv_work_views(&sizing, NULL, c, rows, (size_t)max_len);
+    kv->work = (cllm_float *)cllm__calloc(kv->work_size, sizeof(cllm_float));
+    kv->row_seq = (int *)cllm__calloc(rows, sizeof(int));
+    kv->row_pos = (int *)cllm__calloc(rows, sizeof(int));
+    kv->row_id = (int *)cllm__calloc(rows, sizeof(int));
+    if (!kv->len || !kv->k || !kv->v || !kv->rope_cos || !kv->rope_sin || !kv->work || !kv->row_seq || !kv->row_pos || !kv->row_id) {
+        cllm_kv_cache_free(kv);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "cllm_kv_cache_init: out of memory for %d sequences x %d positions (%.2f GB)", n_seq, max_len, gb);
+    }
+    cllm__rope_tables(kv->rope_cos, kv->rope_sin, c, max_len);   /* the same tables cllm_forward uses */
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* Start of the cached rows of (layer l, sequence s) in kv->k or kv->v. */
+static size_t cllm__kv_offset(const cllm_kv_cache *kv, int l, int s) {
+    return ((size_t)l * kv->n_seq + (size_t)s) * (size_t)kv->max_len * (size_t)kv->kv_dim;
+}
+
+CLLMDEF cllm_result cllm_kv_cache_copy_seq(cllm_kv_cache *kv, int src, int dst, cllm_err *err) {
+    int l;
+    if (src < 0 || src >= kv->n_seq || dst < 0 || dst >= kv->n_seq)
+        return cllm__fail(err, CLLM_ERR_ARG, "cllm_kv_cache_copy_seq: sequences %d -> %d, the cache has %d", src, dst, kv->n_seq);
+    if (src != dst) for (l = 0; l < kv->n_layers; l++) {
+        size_t bytes = (size_t)kv->len[src] * (size_t)kv->kv_dim * sizeof(cllm_float);
+        memcpy(kv->k + cllm__kv_offset(kv, l, dst), kv->k + cllm__kv_offset(kv, l, src), bytes);
+        memcpy(kv->v + cllm__kv_offset(kv, l, dst), kv->v + cllm__kv_offset(kv, l, src), bytes);
+    }
+    kv->len[dst] = kv->len[src];
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+static cllm_result cllm__kv_check(const cllm_model *m, const cllm_kv_cache *kv, const char *fn, cllm_err *err) {
+    const cllm_config *c = &m->config;
+    cllm__kv_work sizing;
+    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "%s: the model is not loaded", fn);
+    if (!kv->work || kv->n_layers != c->n_layers || kv->kv_dim != c->n_kv_heads * c->head_dim || kv->head_dim != c->head_dim ||
+        kv->work_size != cllm__kv_work_views(&sizing, NULL, c, (size_t)kv->rows, (size_t)kv->max_len))
+        return cllm__fail(err, CLLM_ERR_ARG, "%s: the KV cache is not initialised for this model (cllm_kv_cache_init)", fn);
+    return CLLM_OK;
+}
+
+/* The incremental forward for N rows: row r is token ids[r] of sequence kv->row_seq[r] at
+   position kv->row_pos[r]. Rows of one sequence must continue its cached positions without gaps.
+   Per layer, every row's k and v go into the cache first; then row r attends to positions
+   0..row_pos[r] of its sequence: the cached past plus earlier rows of this step (causal).
+   Leaves the final-normed hidden states in the work rows w->ln (N, C).                          */
+static void cllm__kv_forward_rows(const cllm_model *m, cllm_kv_cache *kv, const int *ids, int N, cllm__kv_work *w) {
+    const cllm_config *c = &m->config;
+    const cllm_params *p = &m->params;
+    int C = c->hidden_size, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim, half = hd / 2;
+    int Q = H * hd, K = KV * hd, rep = H / KV, l, r, h, i;
+    cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
+
+    cllm__embedding_forward(w->x, ids, p->embed, N, C);
+    for (l = 0; l < c->n_layers; l++) {
+        cllm__rmsnorm_forward(w->ln, w->rstd, w->x, p->attn_norm + (size_t)l * C, N, C, c->rms_norm_eps);
+        cllm__qkv_forward(m, l, w->q, w->k, w->v, w->q_pre, w->k_pre, w->q_rstd, w->k_rstd, w->ln, N);
+        for (r = 0; r < N; r++) {                /* RoPE at each row's own position, then cache k, v */
+            size_t pos = (size_t)kv->row_pos[r], at = cllm__kv_offset(kv, l, kv->row_seq[r]) + pos * K;
+            cllm__rope_forward(w->q + (size_t)r * Q, kv->rope_cos + pos * half, kv->rope_sin + pos * half, 1, 1, H, hd);
+            cllm__rope_forward(w->k + (size_t)r * K, kv->rope_cos + pos * half, kv->rope_sin + pos * half, 1, 1, KV, hd);
+            memcpy(kv->k + at, w->k + (size_t)r * K, sizeof(cllm_float) * (size_t)K);
+            memcpy(kv->v + at, w->v + (size_t)r * K, sizeof(cllm_float) * (size_t)K);
+        }
+        for (r = 0; r < N; r++) for (h = 0; h < H; h++) {
+            size_t kv0 = cllm__kv_offset(kv, l, kv->row_seq[r]) + (size_t)(h / rep) * hd;
+            size_t qo = (size_t)r * Q + (size_t)h * hd;
+            cllm__attend_row(w->att + qo, w->q + qo, kv->k + kv0, kv->v + kv0, (size_t)K, kv->row_pos[r] + 1, NULL, hd, scale, w->s);
+        }
+        cllm__matmul_forward(w->h, w->att, p->wo + (size_t)l * C * Q, NULL, N, Q, C);
+        for (i = 0; i < N * C; i++) w->h[i] += w->x[i];
+        cllm__mlp_forward(m, l, w->x, w->ln, w->rstd, w->gate, w->up, w->gate, w->h, N);
+    }
+    cllm__rmsnorm_forward(w->ln, w->rstd, w->x, p->final_norm, N, C, c->rms_norm_eps);
+}
+
+static cllm_result cllm__kv_check_id(const cllm_model *m, int id, const char *fn, int seq, cllm_err *err) {
+    if (id < 0 || id >= m->config.vocab_size)
+        return cllm__fail(err, CLLM_ERR_ARG, "%s: sequence %d: token id %d is outside the vocabulary [0, %d)", fn, seq, id, m->config.vocab_size);
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_kv_prefill(const cllm_model *m, cllm_kv_cache *kv, int seq, const int *ids, int n,
+                                    cllm_float *logits_out, cllm_err *err) {
+    int C = m->config.hidden_size, V = m->config.vocab_size, done, r;
+    cllm__kv_work w;
+    cllm_result rc = cllm__kv_check(m, kv, "cllm_kv_prefill", err);
+    if (rc != CLLM_OK) return rc;
+    if (seq < 0 || seq >= kv->n_seq) return cllm__fail(err, CLLM_ERR_ARG, "cllm_kv_prefill: sequence %d, the cache has %d", seq, kv->n_seq);
+    if (n < 0 || (n > 0 && !ids)) return cllm__fail(err, CLLM_ERR_ARG, "cllm_kv_prefill: need n >= 0 token ids");
+    if (n > kv->max_len - kv->len[seq])
+        return cllm__fail(err, CLLM_ERR_LIMIT, "cllm_kv_prefill: sequence %d holds %d of %d positions, %d more do not fit (make the cache longer)", seq, kv->len[seq], kv->max_len, n);
+    for (r = 0; r < n; r++) if ((rc = cllm__kv_check_id(m, ids[r], "cllm_kv_prefill", seq, err)) != CLLM_OK) return rc;
+    cllm__kv_work_views(&w, kv->work, &m->config, (size_t)kv->rows, (size_t)kv->max_len);
+    for (done = 0; done < n; done += CLLM__KV_BLOCK) {
+        int N = n - done < CLLM__KV_BLOCK ? n - done : CLLM__KV_BLOCK;
+        for (r = 0; r < N; r++) { kv->row_seq[r] = seq; kv->row_pos[r] = kv->len[seq] + r; }
+        cllm__kv_forward_rows(m, kv, ids + done, N, &w);
+        kv->len[seq] += N;
+        if (logits_out) cllm__matmul_forward(logits_out + (size_t)done * V, w.ln, m->params.lm_head, NULL, N, C, V);
+    }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_kv_step(const cllm_model *m, cllm_kv_cache *kv, const int *ids, cllm_float *logits_out, cllm_err *err) {
+    int C = m->config.hidden_size, V = m->config.vocab_size, N = 0, s, r;
+    cllm__kv_work w;
+    cllm_result rc = cllm__kv_check(m, kv, "cllm_kv_step", err);
+    if (rc != CLLM_OK) return rc;
+    if (!ids) return cllm__fail(err, CLLM_ERR_ARG, "cllm_kv_step: ids is NULL");
+    for (s = 0; s < kv->n_seq; s++) {
+        if (ids[s] < 0) continue;
+        if ((rc = cllm__kv_check_id(m, ids[s], "cllm_kv_step", s, err)) != CLLM_OK) return rc;
+        if (kv->len[s] >= kv->max_len)
+            return cllm__fail(err, CLLM_ERR_LIMIT, "cllm_kv_step: sequence %d already fills all %d positions of the cache", s, kv->max_len);
+    }
+    for (s = 0; s < kv->n_seq; s++)
+        if (ids[s] >= 0) { kv->row_seq[N] = s; kv->row_pos[N] = kv->len[s]; kv->row_id[N++] = ids[s]; }
+    cllm__kv_work_views(&w, kv->work, &m->config, (size_t)kv->rows, (size_t)kv->max_len);
+    if (N > 0) cllm__kv_forward_rows(m, kv, kv->row_id, N, &w);
+    for (r = 0; r < N; r++) {
+        s = kv->row_seq[r];
+        kv->len[s]++;
+        if (logits_out) cllm__matmul_forward(logits_out + (size_t)s * V, w.ln + (size_t)r * C, m->params.lm_head, NULL, 1, C, V);
+    }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* ---- Sampling -------------------------------------------------------------------------------- */
+
+typedef struct cllm__cand { double z; int id; } cllm__cand;   /* a token and its score */
+
+/* The ranking every filter uses: higher score first, then lower id. A total order, so sorting
+   and selection give one answer on every platform. */
+static int cllm__cand_before(const cllm__cand *a, const cllm__cand *b) {
+    return a->z > b->z || (a->z == b->z && a->id < b->id);
+}
+
+static int cllm__cand_cmp(const void *a, const void *b) {
+    const cllm__cand *x = (const cllm__cand *)a, *y = (const cllm__cand *)b;
+    return cllm__cand_before(x, y) ? -1 : cllm__cand_before(y, x) ? 1 : 0;
+}
+
+/* Selection (Hoare's FIND): rearranges c[0..n) so that c[k] is the (k+1)-th in rank order, with
+   every earlier-ranked candidate before it and every later one after it. O(n) on average, so
+   top-k does not sort the whole vocabulary. */
+static void cllm__select(cllm__cand *c, int n, int k) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        cllm__cand pivot = c[k], t;
+        int i = lo, j = hi;
+        do {
+            while (cllm__cand_before(&c[i], &pivot)) i++;
+            while (cllm__cand_before(&pivot, &c[j])) j--;
+            if (i <= j) { t = c[i]; c[i] = c[j]; c[j] = t; i++; j--; }
+        } while (i <= j);
+        if (j < k) lo = i;
+        if (k < i) hi = j;
+    }
+}
+
+static cllm_result cllm__sampler_check(const cllm_sampler *s, cllm_err *err) {
+    if (!(s->temperature == 0 || (s->temperature >= 1e-6f && s->temperature <= 1e6f)))
+        return cllm__fail(err, CLLM_ERR_ARG, "sampler: temperature %g must be in [1e-6, 1e6] (0 = default 1.0; set greedy = 1 for argmax)", (double)s->temperature);
+    if (s->top_k < 0) return cllm__fail(err, CLLM_ERR_ARG, "sampler: top_k must be >= 0 (0 = off)");
+    if (!(s->top_p >= 0 && s->top_p <= 1)) return cllm__fail(err, CLLM_ERR_ARG, "sampler: top_p must be in (0, 1] (0 = default 1.0 = off)");
+    return CLLM_OK;
+}
+
+/* Logits may mask tokens with -inf, but need one finite value and no NaN or +inf. */
+static cllm_result cllm__logits_check(const cllm_float *logits, int V, cllm_err *err) {
+    int i, finite = 0;
+    if (!logits || V < 1) return cllm__fail(err, CLLM_ERR_ARG, "sampler: need V >= 1 logits");
+    for (i = 0; i < V; i++) {
+        if (logits[i] != logits[i] || logits[i] == INFINITY) return cllm__fail(err, CLLM_ERR_NUMERIC, "sampler: logit %d is %s", i, logits[i] != logits[i] ? "NaN" : "+inf");
+        if (logits[i] > -INFINITY) finite = 1;
+    }
+    if (!finite) return cllm__fail(err, CLLM_ERR_NUMERIC, "sampler: every logit is -inf");
+    return CLLM_OK;
+}
+
+/* HF's warpers (see cllm_sampler): scores[i] = logits[i]/T, or -INFINITY where removed.
+   cand: work space of V. Returns the number of kept tokens.                                     */
+static int cllm__warp(const cllm_sampler *s, const cllm_float *logits, int V, double *scores, cllm__cand *cand) {
+    double T = (double)cllm__def(s->temperature, 1.0f), p = (double)cllm__def(s->top_p, 1.0f);
+    int n = 0, i, k = s->top_k;
+    for (i = 0; i < V; i++) {
+        scores[i] = logits[i] > -INFINITY ? (double)logits[i] / T : -INFINITY;
+        if (scores[i] > -INFINITY) { cand[n].z = scores[i]; cand[n].id = i; n++; }   /* -inf has no mass */
+    }
+    if (k > 0 && k < n) {                        /* top-k: keep z >= the k-th largest z */
+        double thr;
+        int kept = k;
+        cllm__select(cand, n, k - 1);
+        thr = cand[k - 1].z;
+        for (i = k; i < n; i++) if (cand[i].z == thr) { cllm__cand t = cand[kept]; cand[kept++] = cand[i]; cand[i] = t; }
+        n = kept;
+    }
+    if (p < 1 && n > 1) {                        /* top-p over softmax of the survivors */
+        double mx = -INFINITY, Z = 0, mass = 0, small;
+        int m = 0, kept = 0;
+        for (i = 0; i < n; i++) if (cand[i].z > mx) mx = cand[i].z;
+        for (i = 0; i < n; i++) Z += exp(cand[i].z - mx);
+        /* Tokens with p_i < (1-top_p)/(n-1) can never be kept (together they hold less than 1-top_p
+           and rank last), so only the others need sorting (llama2.c's trick). */
+        small = (1 - p) / (n - 1) * Z;
+        for (i = 0; i < n; i++) if (exp(cand[i].z - mx) >= small) { cllm__cand t = cand[m]; cand[m++] = cand[i]; cand[i] = t; }
+        if (m == 0) m = n;
+        qsort(cand, (size_t)m, sizeof *cand, cllm__cand_cmp);
+        while (kept < m && mass < p) { mass += exp(cand[kept].z - mx) / Z; kept++; }
+        n = kept;
+    }
+    if (n < V) {                                 /* write back: only the kept candidates keep a score */
+        for (i = 0; i < V; i++) scores[i] = -INFINITY;
+        for (i = 0; i < n; i++) scores[cand[i].id] = cand[i].z;
+    }
+    return n;
+}
+
+/* One draw from softmax(z) with u in [0, 1): the first id (in id order) whose running sum of
+   exp(z - max) exceeds u * total. *logprob = z[id] - max - log(total).                          */
+static int cllm__draw(const double *z, int V, double u, double *logprob) {
+    double mx = -INFINITY, total = 0, acc = 0, r;
+    int i, pick = -1;
+    for (i = 0; i < V; i++) if (z[i] > mx) mx = z[i];
+    for (i = 0; i < V; i++) if (z[i] > -INFINITY) total += exp(z[i] - mx);
+    r = u * total;
+    for (i = 0; i < V; i++) {
+        if (!(z[i] > -INFINITY)) continue;
+        acc += exp(z[i] - mx);
+        pick = i;                                /* the last kept id, should rounding leave r >= acc */
+        if (r < acc) break;
+    }
+    *logprob = z[pick] - mx - log(total);
+    return pick;
+}
+
+/* Greedy: argmax (lowest id on ties); *logprob = log softmax(logits)[argmax]. */
+static int cllm__argmax(const cllm_float *logits, int V, double *logprob) {
+    double mx = logits[0], sum = 0;
+    int i, best = 0;
+    for (i = 1; i < V; i++) if (logits[i] > mx) { mx = logits[i]; best = i; }
+    for (i = 0; i < V; i++) sum += exp((double)logits[i] - mx);
+    *logprob = -log(sum);
+    return best;
+}
+
+static int cllm__sample_with(const cllm_sampler *s, const cllm_float *logits, int V, cllm_rng *rng,
+                             double *scores, cllm__cand *cand, double *logprob) {
+    if (s->greedy) return cllm__argmax(logits, V, logprob);
+    cllm__warp(s, logits, V, scores, cand);
+    return cllm__draw(scores, V, cllm_rng_uniform(rng), logprob);
+}
+
+CLLMDEF cllm_result cllm_sampler_scores(const cllm_sampler *s, const cllm_float *logits, int V, double *scores,
+                                        int *n_kept, cllm_err *err) {
+    cllm__cand *cand;
+    cllm_result rc;
+    int n;
+    if (!s || !scores) return cllm__fail(err, CLLM_ERR_ARG, "cllm_sampler_scores: sampler and scores are required");
+    if ((rc = cllm__sampler_check(s, err)) != CLLM_OK || (rc = cllm__logits_check(logits, V, err)) != CLLM_OK) return rc;
+    cand = (cllm__cand *)cllm__calloc((size_t)V, sizeof *cand);
+    if (!cand) return cllm__fail(err, CLLM_ERR_NOMEM, "cllm_sampler_scores: out of memory");
+    n = cllm__warp(s, logits, V, scores, cand);
+    if (n_kept) *n_kept = n;
+    CLLM_FREE(cand);
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_sample(const cllm_sampler *s, const cllm_float *logits, int V, cllm_rng *rng,
+                                int *token, double *logprob, cllm_err *err) {
+    double *scores, lp;
+    cllm__cand *cand;
+    cllm_result rc;
+    if (!s || !rng || !token) return cllm__fail(err, CLLM_ERR_ARG, "cllm_sample: sampler, rng and token are required");
+    if ((rc = cllm__sampler_check(s, err)) != CLLM_OK || (rc = cllm__logits_check(logits, V, err)) != CLLM_OK) return rc;
+    scores = (double *)cllm__calloc((size_t)V, sizeof *scores);
+    cand = (cllm__cand *)cllm__calloc((size_t)V, sizeof *cand);
+    if (!scores || !cand) { CLLM_FREE(scores); CLLM_FREE(cand); return cllm__fail(err, CLLM_ERR_NOMEM, "cllm_sample: out of memory"); }
+    *token = cllm__sample_with(s, logits, V, rng, scores, cand, &lp);
+    if (logprob) *logprob = lp;
+    CLLM_FREE(scores); CLLM_FREE(cand);
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* ---- Generation loop ------------------------------------------------------------------------ */
+
+CLLMDEF const char *cllm_finish_reason_string(int reason) {
+    switch (reason) {
+    case CLLM_FINISH_LENGTH: return "length";
+    case CLLM_FINISH_EOS:    return "eos";
+    case CLLM_FINISH_STOP:   return "stop";
+    default:                 return "unknown";
+    }
+}
+
+CLLMDEF void cllm_completions_free(cllm_completion *c, int n) {
+    int i;
+    if (!c) return;
+    for (i = 0; i < n; i++) { CLLM_FREE(c[i].ids); CLLM_FREE(c[i].logprobs); memset(&c[i], 0, sizeof c[i]); }
+}
+
+static int cllm__is_eos(const cllm_gen_config *g, const cllm_config *c, int id) {
+    const int *list = g->eos_ids ? g->eos_ids : c->eos_token_ids;
+    int n = g->eos_ids ? g->n_eos : c->n_eos, i;
+    if (g->ignore_eos) return 0;
+    for (i = 0; i < n; i++) if (list[i] == id) return 1;
+    return 0;
+}
+
+/* The loop: prefill the prompt (all but its last token) into sequence 0 and copy it to the other
+   samples; then every step feeds each unfinished sample's newest token (at first the prompt's
+   last one) through cllm_kv_step as one batch, samples the next token from its logits row, and
+   checks EOS, the stop callback and the length limit. The last sampled token is never fed.   */
+CLLMDEF cllm_result cllm_generate(const cllm_model *m, const int *prompt, int n_prompt, int n_samples,
+                                  const cllm_gen_config *cfg, cllm_completion *out, cllm_err *err) {
+    cllm_gen_config g;
+    cllm_kv_cache kv;
+    cllm_float *logits = NULL;
+    double *scores = NULL;
+    cllm__cand *cand = NULL;
+    cllm_rng *rngs = NULL;
+    int *cur = NULL, V = m->config.vocab_size, active, s;
+    cllm_result rc;
+
+    memset(&kv, 0, sizeof kv);
+    if (cfg) g = *cfg; else memset(&g, 0, sizeof g);
+    g.max_new_tokens = cllm__def(g.max_new_tokens, 256);
+    if (!out || n_samples < 1 || n_samples > 65536) return cllm__fail(err, CLLM_ERR_ARG, "cllm_generate: n_samples must be in [1, 65536] with an output array");
+    memset(out, 0, (size_t)n_samples * sizeof *out);
+    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "cllm_generate: the model is not loaded");
+    if (!prompt || n_prompt < 1) return cllm__fail(err, CLLM_ERR_ARG, "cllm_generate: the prompt needs at least one token (e.g. BOS)");
+    if (g.max_new_tokens < 1 || g.max_new_tokens > INT_MAX / 2 - n_prompt) return cllm__fail(err, CLLM_ERR_ARG, "cllm_generate: max_new_tokens must be positive and fit an int with the prompt");
+    if (g.eos_ids && g.n_eos < 0) return cllm__fail(err, CLLM_ERR_ARG, "cllm_generate: n_eos must be >= 0");
+    if ((rc = cllm__sampler_check(&g.sampler, err)) != CLLM_OK) return rc;
+    for (s = 0; s < n_prompt; s++)
+        if (prompt[s] < 0 || prompt[s] >= V) return cllm__fail(err, CLLM_ERR_ARG, "cllm_generate: prompt token %d is id %d, outside the vocabulary [0, %d)", s, prompt[s], V);
+
+    rc = cllm_kv_cache_init(&kv, m, n_samples, n_prompt + g.max_new_tokens - 1, err);
+    if (rc != CLLM_OK) return rc;
+    logits = (cllm_float *)cllm__calloc((size_t)n_samples * (size_t)V, sizeof *logits);
+    scores = (double *)cllm__calloc((size_t)V, sizeof *scores);
+    cand = (cllm__cand *)cllm__calloc((size_t)V, sizeof *cand);
+    rngs = (cllm_rng *)cllm__calloc((size_t)n_samples, sizeof *rngs);
+    cur = (int *)cllm__calloc((size_t)n_samples, sizeof *cur);
+    if (!logits || !scores || !cand || !rngs || !cur) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "cllm_generate: out of memory"); goto done; }
+    for (s = 0; s < n_samples; s++) {
+        out[s].ids = (int *)cllm__calloc((size_t)g.max_new_tokens, sizeof(int));
+        out[s].logprobs = (cllm_float *)cllm__calloc((size_t)g.max_new_tokens, sizeof(cllm_float));
+        if (!out[s].ids || !out[s].logprobs) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "cllm_generate: out of memory for %d x %d tokens", n_samples, g.max_new_tokens); goto done; }
+        cllm_rng_seed(&rngs[s], g.sampler.seed * 0x9E3779B97F4A7C15ull + (uint64_t)s);
+        cur[s] = prompt[n_prompt - 1];
+    }
+    if ((rc = cllm_kv_prefill(m, &kv, 0, prompt, n_prompt - 1, NULL, err)) != CLLM_OK) goto done;
+    for (s = 1; s < n_samples; s++) cllm_kv_cache_copy_seq(&kv, 0, s, NULL);
+
+    for (active = n_samples; active > 0;) {
+        if ((rc = cllm_kv_step(m, &kv, cur, logits, err)) != CLLM_OK) goto done;
+        for (s = 0; s < n_samples; s++) {
+            cllm_completion *o = &out[s];
+            const cllm_float *row = logits + (size_t)s * V;
+            double lp;
+            int tok;
+            if (cur[s] < 0) continue;
+            if ((rc = cllm__logits_check(row, V, err)) != CLLM_OK) goto done;
+            tok = cllm__sample_with(&g.sampler, row, V, &rngs[s], scores, cand, &lp);
+            o->ids[o->n] = tok;
+            o->logprobs[o->n++] = (cllm_float)lp;
+            o->finish = -1;
+            if (cllm__is_eos(&g, &m->config, tok)) o->finish = CLLM_FINISH_EOS;
+            else if (g.stop && g.stop(g.stop_ctx, o->ids, o->n)) o->finish = CLLM_FINISH_STOP;
+            else if (o->n == g.max_new_tokens) o->finish = CLLM_FINISH_LENGTH;
+            if (o->finish >= 0) { cur[s] = -1; active--; }
+            else cur[s] = tok;
+        }
+    }
+    cllm__ok(err);
+done:
+    if (rc != CLLM_OK) cllm_completions_free(out, n_samples);
+    cllm_kv_cache_free(&kv);
+    CLLM_FREE(logits); CLLM_FREE(scores); CLLM_FREE(cand); CLLM_FREE(rngs); CLLM_FREE(cur);
+    return rc;
+}
 
 /* -------------------------------------------------------------------------------------------- */
 /* Chat-completions client, user simulators and judges                                          */

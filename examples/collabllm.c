@@ -2,6 +2,7 @@
    Demonstrates the library end to end; each subcommand is a short function over the public API.
 
      build/collabllm dump --model DIR --input FILE.jsonl --out FILE.safetensors [--grads]
+     build/collabllm generate-ids --model DIR --prompt-ids 1,2,3 [--n N] [--temperature T] ...
      build/collabllm ref NAME < input.json > output.json
      build/collabllm simulate --tasks T.jsonl --out C.jsonl --user-model M --assistant-model M
 
@@ -29,6 +30,33 @@ static const char *need(int argc, char **argv, const char *name, const char *usa
     const char *v = flag(argc, argv, name);
     if (!v) fprintf(stderr, "missing %s\nusage: %s\n", name, usage);
     return v;
+}
+
+/* A number flag in [lo, hi]; absent -> def. Returns 0 (after a message) if it does not parse. */
+static int num_flag(int argc, char **argv, const char *name, double lo, double hi, double def, double *out) {
+    const char *v = flag(argc, argv, name);
+    char *end;
+    *out = def;
+    if (!v) return 1;
+    *out = strtod(v, &end);
+    if (end == v || *end || !(*out >= lo && *out <= hi)) { fprintf(stderr, "%s: '%s' is not a number in [%g, %g]\n", name, v, lo, hi); return 0; }
+    return 1;
+}
+
+/* "1,2,3" -> a malloc'd int array; NULL (after a message) if an entry is not an int in [lo, hi]. */
+static int *int_list(const char *name, const char *text, long lo, long hi, int *n) {
+    int *out = (int *)malloc((strlen(text) / 2 + 1) * sizeof(int));
+    const char *p = text;
+    char *end;
+    *n = 0;
+    while (out && *p) {
+        long x = strtol(p, &end, 10);
+        if (end == p || x < lo || x > hi || (*end && *end != ',')) { fprintf(stderr, "%s: '%s' must be comma-separated integers in [%ld, %ld]\n", name, text, lo, hi); free(out); return NULL; }
+        out[(*n)++] = (int)x;
+        p = *end ? end + 1 : end;
+    }
+    if (out && *n == 0) { fprintf(stderr, "%s: empty list\n", name); free(out); return NULL; }
+    return out;
 }
 
 static int fail(const cllm_err *err) {
@@ -71,6 +99,66 @@ static int cmd_dump(int argc, char **argv) {
 done:
     free(logits); free(entries);
     cllm_batch_free(&batch);
+    cllm_model_free(&m);
+    return rc;
+}
+
+/* ---- generate-ids: sample continuations of a prompt given as token ids ------------------------ */
+/* Token ids in, JSON lines out (data_fmt/generate-ids.md); temperature 0 means greedy. Text
+   prompts (`generate --messages`) need the tokenizer and chat templates. */
+
+static int cmd_generate_ids(int argc, char **argv) {
+    static const char *usage = "collabllm generate-ids --model DIR --prompt-ids 1,2,3 [--n N] [--temperature T (0 = greedy)] "
+                               "[--top-k K] [--top-p P] [--max-new-tokens M] [--seed S] [--eos-ids 2,7 | --ignore-eos]";
+    const char *dir = need(argc, argv, "--model", usage), *ptext = need(argc, argv, "--prompt-ids", usage), *etext = flag(argc, argv, "--eos-ids");
+    double n, temp, top_k, top_p, max_new, seed;
+    int *prompt = NULL, *eos = NULL, n_prompt = 0, n_eos = 0, rc = 1, s, t;
+    cllm_model m;
+    cllm_gen_config g;
+    cllm_completion *out = NULL;
+    cllm_err err;
+    if (!dir || !ptext) return 2;
+    if (!num_flag(argc, argv, "--n", 1, 65536, 1, &n) || !num_flag(argc, argv, "--temperature", 0, 1e6, 1, &temp) ||
+        !num_flag(argc, argv, "--top-k", 0, 1e9, 0, &top_k) || !num_flag(argc, argv, "--top-p", 1e-9, 1, 1, &top_p) ||
+        !num_flag(argc, argv, "--max-new-tokens", 1, 1e7, 256, &max_new) || !num_flag(argc, argv, "--seed", 0, 9007199254740992.0, 0, &seed))
+        return 2;
+    if (!(prompt = int_list("--prompt-ids", ptext, 0, 2147483647L, &n_prompt))) return 2;
+    if (etext && !(eos = int_list("--eos-ids", etext, 0, 2147483647L, &n_eos))) { free(prompt); return 2; }
+    memset(&g, 0, sizeof g);
+    g.sampler.greedy = temp == 0;
+    g.sampler.temperature = (float)temp;
+    g.sampler.top_k = (int)top_k;
+    g.sampler.top_p = (float)top_p;
+    g.sampler.seed = (uint64_t)seed;
+    g.max_new_tokens = (int)max_new;
+    g.eos_ids = eos; g.n_eos = n_eos;
+    g.ignore_eos = has_switch(argc, argv, "--ignore-eos");
+    if (cllm_model_load(&m, dir, &err) != CLLM_OK) { free(prompt); free(eos); return fail(&err); }
+    out = (cllm_completion *)calloc((size_t)n, sizeof *out);
+    if (!out) fprintf(stderr, "error: out of memory\n");
+    else if (cllm_generate(&m, prompt, n_prompt, (int)n, &g, out, &err) != CLLM_OK) fail(&err);
+    else {
+        for (s = 0; s < (int)n; s++) {
+            cJSON *o = cJSON_CreateObject(), *ids, *lps;
+            char *line, num[32];
+            cJSON_AddNumberToObject(o, "sample", s);
+            ids = cJSON_AddArrayToObject(o, "ids");
+            for (t = 0; t < out[s].n; t++) cJSON_AddItemToArray(ids, cJSON_CreateNumber(out[s].ids[t]));
+            lps = cJSON_AddArrayToObject(o, "logprobs");
+            for (t = 0; t < out[s].n; t++) {          /* 9 significant digits: all a float holds */
+                snprintf(num, sizeof num, "%.9g", (double)out[s].logprobs[t]);
+                cJSON_AddItemToArray(lps, cJSON_CreateNumber(strtod(num, NULL)));
+            }
+            cJSON_AddStringToObject(o, "finish", cllm_finish_reason_string(out[s].finish));
+            line = cJSON_PrintUnformatted(o);
+            if (line) printf("%s\n", line);
+            cJSON_free(line);
+            cJSON_Delete(o);
+        }
+        rc = 0;
+    }
+    cllm_completions_free(out, out ? (int)n : 0);
+    free(out); free(prompt); free(eos);
     cllm_model_free(&m);
     return rc;
 }
@@ -248,6 +336,7 @@ done:
 typedef struct { const char *name; int (*fn)(int, char **); const char *help; } command;
 static const command commands[] = {
     { "dump", cmd_dump, "logits, loss, logps and (--grads) gradients of a checkpoint on token rows" },
+    { "generate-ids", cmd_generate_ids, "sample continuations of a prompt of token ids: JSON lines of ids, logprobs, finish" },
     { "ref",  cmd_ref,  "DPO / GAE / PPO / GRPO / AdamW / BLEU reference math: JSON on stdin -> stdout" },
     { "simulate", cmd_simulate, "conversations between an assistant model and a user simulator on a task file" },
 };
