@@ -3,6 +3,10 @@
 #   make test     build and run the test suite (installs missing Debian packages first)
 #   make asan     the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make golden   regenerate the PyTorch reference files in tests/data/golden (needs python3-torch)
+#   make crosscheck  tokenizer + chat templates vs Hugging Face tokenizers and jinja (npm registry;
+#                 packages cached in ~/.cache/collabllm-npm); FIXTURES=1 also rewrites the
+#                 committed expectations in tests/data/tokenizer_expected
+#   make unicode-tables  regenerate the Unicode tables in collabllm.h from Debian's unicode-data
 #   make clean    remove build/
 # Tests are discovered: every tests/test_*.c becomes build/test_* and tests/test_*.sh is run too.
 
@@ -18,7 +22,7 @@ DEPS    = pkg-config libcjson-dev libcurl4-openssl-dev libstb-dev
 TEST_BINS = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
 TOOLS     = $(BUILD)/collabllm
 
-.PHONY: all test asan deps golden clean
+.PHONY: all test asan deps golden clean crosscheck unicode-tables
 all: deps $(TOOLS) $(TEST_BINS)
 
 # Checks (and as root installs) the Debian packages the library links against.
@@ -44,6 +48,13 @@ asan:
 
 golden:
 	/usr/bin/python3 tests/gen_golden.py
+
+crosscheck: all
+	@tests/crosscheck.sh $(BUILD) $(if $(FIXTURES),--write-fixtures)
+
+unicode-tables:
+	@tests/ensure-deps.sh unicode-data
+	/usr/bin/python3 tests/gen_unicode_tables.py collabllm.h
 
 clean:
 	rm -rf build
