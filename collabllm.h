@@ -3546,11 +3546,12 @@ static cllm_result cllm__load_bpe(struct cllm__tok *p, const cJSON *model, int m
     const cJSON *it, *dropout = cJSON_GetObjectItemCaseSensitive(model, "dropout");
     const char *unk = cllm__json_str(model, "unk_token"), *pre = cllm__json_str(model, "continuing_subword_prefix");
     const char *suf = cllm__json_str(model, "end_of_word_suffix");
-    cllm__buf tmp = { 0 };
+    cllm__buf tmp;
     int max_id = max_added_id, id = 0, rank = 0, nvocab = 0, i;
     size_t nmerges;
     cllm_result rc = CLLM_OK;
 
+    memset(&tmp, 0, sizeof tmp);
     if (!cJSON_IsObject(model)) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: missing \"model\" object");
     if (cJSON_IsString(type) && strcmp(type->valuestring, "BPE") != 0)
         return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: model type '%s' is not supported (only BPE)", type->valuestring);
@@ -4369,9 +4370,10 @@ static void cllm__decode_bytes(const struct cllm__tok *p, const int *ids, int n,
 
 CLLMDEF cllm_result cllm_tokenizer_decode(const cllm_tokenizer *tok, const int *ids, int n, int skip_special,
                                           char **text, size_t *len, cllm_err *err) {
-    cllm__buf raw = { 0 }, out = { 0 };
+    cllm__buf raw, out;
     *text = NULL;
     if (len) *len = 0;
+    memset(&raw, 0, sizeof raw); memset(&out, 0, sizeof out);
     if (!tok || !tok->priv) return cllm__fail(err, CLLM_ERR_ARG, "cllm_tokenizer_decode: tokenizer not loaded");
     cllm__decode_bytes(tok->priv, ids, n, skip_special, &raw);
     cllm__buf_reserve(&out, raw.n);
@@ -4392,8 +4394,9 @@ CLLMDEF void cllm_decode_stream_init(cllm_decode_stream *s, const cllm_tokenizer
 
 /* Decodes pending bytes + the new token's bytes; an unfinished character stays pending. */
 static cllm_result cllm__stream_step(cllm_decode_stream *s, const int *ids, int n, int final, const char **out, size_t *out_len, cllm_err *err) {
-    cllm__buf raw = { 0 }, o = { 0 };
+    cllm__buf raw, o;
     size_t used;
+    memset(&raw, 0, sizeof raw); memset(&o, 0, sizeof o);
     if (!s->tok || !s->tok->priv) return cllm__fail(err, CLLM_ERR_ARG, "cllm_decode_stream: tokenizer not loaded");
     cllm__buf_add(&raw, s->pending, (size_t)s->n_pending);
     cllm__decode_bytes(s->tok->priv, ids, n, s->skip_special, &raw);

@@ -112,6 +112,9 @@ static void print_text_line(const char *s, size_t n) {
     for (i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '"' || c == '\\') { fputc('\\', stdout); fputc(c, stdout); }
+        else if (c == '\n') fputs("\\n", stdout);
+        else if (c == '\t') fputs("\\t", stdout);
+        else if (c == '\r') fputs("\\r", stdout);
         else if (c < 0x20) printf("\\u%04x", c);
         else fputc(c, stdout);
     }
@@ -254,7 +257,7 @@ static int cmd_render(int argc, char **argv) {
     opts.date_string = flag(argc, argv, "--date");
     if (cllm_read_file(file, &data, &len, &err) != CLLM_OK) return fail(&err);
     if (cllm_tokenizer_load(&tok, dir, &err) != CLLM_OK) { cllm_free_buffer(data); return fail(&err); }
-    all = cJSON_ParseWithLengthOpts(data, len, NULL, 1);          /* one JSON value, nothing after it */
+    all = cJSON_ParseWithLengthOpts(data, len + 1, NULL, 1);      /* one JSON value, then only the NUL */
     if (all) rc = render_one(&tok, all, opts);
     else for (line = data; line && *line && !rc; line = next) {          /* JSONL */
         cJSON *conv;
