@@ -63,10 +63,15 @@
       cllm_adamw_update()      -- AdamW over the model (decays 2-D tensors only, as the HF Trainer does)
       cllm_clip_grad_norm()    -- torch.nn.utils.clip_grad_norm_ over all gradients; returns the pre-clip norm
       cllm_lr_at()             -- transformers' warmup + constant / linear / cosine schedules
-   Tokenizers (tokenizer.json)
-      (section: tokenizer)
+   Tokenizers (tokenizer.json, byte-level BPE; ids identical to Hugging Face tokenizers)
+      cllm_tokenizer_load()    -- tokenizer.json (+ tokenizer_config.json: bos/eos/pad, chat_template) from a dir or file
+      cllm_tokenizer_load_json() -- the same from memory; cllm_tokenizer_free()
+      cllm_tokenizer_encode()  -- text -> ids (+ byte offsets), optionally with the post-processor's special tokens
+      cllm_tokenizer_decode()  -- ids -> text (lossy UTF-8 as HF); cllm_tokenizer_token_id(), cllm_tokenizer_id_bytes()
+      cllm_decode_stream_init(), _push(), _flush(), _free() -- incremental decoding for generation
    Chat templates and assistant masks
-      (section: chat templates)
+      cllm_chat_render()       -- messages -> rendered text, ids and the trainable (assistant) mask
+      cllm_chat_family_name()  -- "chatml", "qwen3", "llama3", "llama3.1"
    Generation (KV cache, sampling)
       (section: generation)
    Chat-completions client, user simulators and judges
@@ -144,6 +149,23 @@
       and byte size agree; tensors tile the buffer with no gaps or overlaps and end exactly at EOF;
       no duplicate names. Any failure names the tensor and the problem.
    Tensor names are Hugging Face's (see cllm_param_name). A tied model has no lm_head.weight.
+   tokenizer.json (Hugging Face tokenizers) - what the encoder implements; anything else fails at
+      load time naming the feature:
+        model        BPE: vocab, merges as "a b" or ["a", "b"], ignore_merges, unk_token/fuse_unk
+                     (no dropout, byte_fallback, continuing_subword_prefix, end_of_word_suffix)
+        added_tokens special, normalized, lstrip, rstrip (single_word is refused)
+        normalizer   null, NFC, Sequence of those
+        pre_tokenizer Sequence of Split (only the Llama-3 and Qwen2 regexes, behavior Isolated),
+                     Digits (individual_digits or not), then ByteLevel (add_prefix_space,
+                     use_regex = the GPT-2 regex) as the last step
+        post_processor null, ByteLevel, TemplateProcessing (single), Sequence of those
+        decoder      ByteLevel
+      The regexes are hand-written scanners; Unicode classes (\p{L}, \p{N}, \s) and NFC data come
+      from Unicode tables generated from Debian's unicode-data (`make unicode-tables`).
+   tokenizer_config.json: bos_token, eos_token, pad_token (string or {"content": ...}),
+      add_bos_token, chat_template (string, or a list whose "default" entry is used). The template
+      is recognised as one of the families in cllm_chat_family and rendered natively.
+   Conversations and masks for the command-line tool: data_fmt/chat.md.
 
    ---------------------------------------------------------------------------------------------
    6. LIMITS AND TRUST
@@ -153,6 +175,14 @@
       qwen3 (q/k RMSNorm, no bias). rope_scaling: none, "default", "llama3", "linear".
       A header size over 100 MB, a tensor over 2^40 elements or more than 8 dims is rejected
       before anything is allocated.
+      Tokenizer: verified id-for-id against Hugging Face tokenizers 0.22 (`make crosscheck`) on
+      the Llama-3, Llama-3.1 and Qwen3 files and on small GPT-2 / SmolLM2 / Qwen2 / Llama-3-style
+      files. Unicode tables are Unicode 15.0; characters whose properties changed in other
+      Unicode versions may split differently from a library built on other tables. Text must
+      be valid UTF-8 and shorter than 1 GB; token ids must be below 16 million.
+      Chat templates: rendered for system / user / assistant messages; tool calls and tool
+      roles are refused. Where Python jinja2 and @huggingface/jinja disagree (trim of U+0085,
+      rstrip('\n')) we follow jinja2, which transformers uses.
 */
 
 #ifndef COLLABLLM_H
