@@ -103,6 +103,15 @@
       cllm_judge_init(), cllm_judge_interactivity(), cllm_judge_accuracy(), cllm_judge_extract()
                                -- LLM judges, batched; a failed judgement is an error, never a 0
       cllm_tasks_read_jsonl()  -- CollabLLM single-turn task files (data_fmt/task.md); cllm_tasks_free()
+   The multiturn-aware reward (paper Eq. 1-4)
+      cllm_mr_config_init()    -- the paper's settings (w = 2, S = 3, lambda by task kind); w = 0 = immediate
+      cllm_mr_score()          -- MR of candidate responses: S simulated futures of up to w exchanges each,
+                                  all simulated together; R* per future; mean, std and every sample
+      cllm_mr_reward()         -- R* from metric values: paper (- min(lambda tokens, 1)) or weighted sum
+      cllm_metric_builtin()    -- named metrics: token_amount, interactivity, accuracy, exact_match, bleu,
+                                  pass_rate; any C function with the cllm_metric_fn shape plugs in too
+      cllm_answer_matches()    -- exact / numeric matching of a final answer
+      cllm_count_tokens()      -- the policy tokenizer's count, or whitespace words
    Preference and RL objectives (DPO, PPO, GRPO) and metrics (BLEU)
       cllm_dpo_loss()          -- DPO losses (sigmoid/cDPO, robust, hinge, IPO, reference-free), TRL's
                                   reward metrics, and d loss / d policy logps
@@ -1065,6 +1074,149 @@ CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, i
 CLLMDEF void        cllm_tasks_free(cllm_task *tasks, int n);
 
 /* ============================================================================================ */
+/* The multiturn-aware reward (MR): paper Eq. 1-4                                               */
+/* ============================================================================================ */
+
+/* MR(m_j | t_j^h, g) = E over simulated futures t_j^f of R*(t_j^h + m_j + t_j^f | g), estimated
+   with S forward samples, each a future of up to w exchanges (the user speaks, then the
+   assistant) after the candidate response m_j. A user termination ends a sample early.
+   R* is a weighted sum of named metrics on the whole session, plus, in the paper's variant,
+   the token penalty:
+       paper (default):  R* = sum_m w_m metric_m  -  min(lambda * TokenCount(m_j + t_j^f), 1)
+       weighted sum:     R* = sum_m w_m metric_m   (CollabLLM's current code: the token cost is a
+                         "token_amount" metric, assistant tokens / 1000, with a negative weight)
+   w = 0 is the paper's immediate-reward ablation: the candidate is scored as it stands.          */
+
+/* A session as metrics see it: history, the candidate at index n_history, then the future. */
+typedef struct cllm_session {
+    const cllm_goal *goal;
+    const cllm_task *task;           /* reference answer, tests, metadata; may be NULL            */
+    const cllm_conv *conv;
+    int              n_history;      /* messages before the candidate                             */
+} cllm_session;
+
+/* A metric scores n sessions at once (so LLM judges run concurrently). It writes scores[i], or
+   NAN for a session it could not score (a failed judgement is never a 0); it returns an error
+   only when it could score nothing at all. */
+typedef cllm_result (*cllm_metric_fn)(void *ctx, const cllm_session *sessions, int n, double *scores, cllm_err *err);
+typedef struct cllm_metric {
+    const char    *name;             /* reported name, e.g. "accuracy", "interactivity"           */
+    double         weight;           /* w_m in R*                                                 */
+    cllm_metric_fn fn;
+    void          *ctx;
+} cllm_metric;
+
+/* Token counting for the penalty and the token_amount metric: the policy's tokenizer, or
+   (count == NULL) whitespace-separated words, as verl's CollabLLM recipe counts them. */
+typedef struct cllm_token_counter {
+    int  (*count)(void *ctx, const char *text);
+    void  *ctx;
+} cllm_token_counter;
+CLLMDEF int cllm_count_tokens(const cllm_token_counter *tc, const char *text);
+
+/* Built-in metrics (ctx in brackets). Look them up by name with cllm_metric_builtin.
+   token_amount   [cllm_token_counter* or NULL] tokens of every assistant message / 1000 (v2)
+   interactivity  [cllm_judge*]  the LLM judge's score in [0, 1] on the whole session
+   accuracy       [cllm_judge*]  the judge's 0/1 verdict on the session vs the task's completion
+   exact_match    [cllm_match_config* or NULL] 0/1: the final answer equals the task's completion
+   bleu           [cllm_judge* or NULL] NLTK sentence BLEU, character level, of the final
+                  document (judge-extracted, or the last assistant message) vs the completion
+   pass_rate      [cllm_code_config*] fraction of the task's unit tests the final code passes  */
+CLLMDEF cllm_result cllm_metric_token_amount(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
+CLLMDEF cllm_result cllm_metric_interactivity(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
+CLLMDEF cllm_result cllm_metric_accuracy(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
+CLLMDEF cllm_result cllm_metric_exact_match(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
+CLLMDEF cllm_result cllm_metric_bleu(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
+CLLMDEF cllm_result cllm_metric_pass_rate(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
+/* Fills m->name and m->fn for a built-in name (weight and ctx are left to the caller). */
+CLLMDEF cllm_result cllm_metric_builtin(const char *name, cllm_metric *m, cllm_err *err);
+
+/* The final answer of a session: its last assistant message, or the text after the last
+   occurrence of answer_prefix in it when one is set. Matching ignores case, surrounding
+   whitespace and repeated spaces; numeric compares numbers with a tolerance when both sides are
+   numbers. */
+typedef struct cllm_match_config {
+    const char *answer_prefix;       /* e.g. "Answer:" (default: none, the whole message)         */
+    int         numeric;             /* 1: compare as numbers when both parse (default 0)        */
+    double      tolerance;           /* relative, for numeric (default 1e-6)                      */
+} cllm_match_config;
+CLLMDEF int cllm_answer_matches(const cllm_match_config *cfg, const char *answer, const char *reference);
+
+/* Runs the final code of a session against the task's tests in a subprocess:
+   `python -c` never, a shell never: the code and the tests are written to a temporary file that
+   the interpreter runs directly, with a CPU-time, address-space and wall-clock limit.
+   THIS IS NOT A SANDBOX: the code runs with your user's rights. Use a container for untrusted
+   tasks. Tests come from the task's metadata ("test": Python unittest source, as BigCodeBench). */
+typedef struct cllm_code_config {
+    const char  *python;             /* interpreter (default "python3", looked up on PATH)        */
+    double       timeout_s;          /* wall clock per run (default 10)                           */
+    long         memory_mb;          /* address-space limit (default 2048)                        */
+    cllm_judge  *extractor;          /* extracts the code from the session (default: the last
+                                        ```python block of the last assistant message)          */
+} cllm_code_config;
+
+typedef enum cllm_mr_variant { CLLM_MR_PAPER = 0, CLLM_MR_WEIGHTED_SUM = 1 } cllm_mr_variant;
+typedef enum cllm_mr_preset {
+    CLLM_MR_PRESET_MATH = 0,         /* paper Table 6: w=2, S=3, lambda 5e-4                      */
+    CLLM_MR_PRESET_CODE,             /* w=2, S=3, lambda 5e-4                                     */
+    CLLM_MR_PRESET_DOCUMENT          /* w=2, S=3, lambda 1e-4                                     */
+} cllm_mr_preset;
+
+typedef struct cllm_mr_config {
+    int                window;       /* w: simulated exchanges after the candidate (0 = immediate) */
+    int                samples;      /* S: forward samples averaged (>= 1)                        */
+    int                variant;      /* cllm_mr_variant                                           */
+    double             lambda;       /* paper variant: token cost; penalty = min(lambda * tokens, 1),
+                                        tokens = candidate + simulated future, both roles (v1)   */
+    const cllm_metric *metrics;      /* the weighted terms of R* (borrowed)                       */
+    int                n_metrics;
+    cllm_token_counter tokens;       /* how the penalty counts tokens (default: words)            */
+} cllm_mr_config;
+/* The paper's settings for a task kind (metrics are left empty for the caller to choose). w = 0
+   is a legal setting, so this struct is set up by a function rather than by zero defaults. */
+CLLMDEF void cllm_mr_config_init(cllm_mr_config *cfg, cllm_mr_preset preset);
+
+/* What is scored: the candidate response to a conversation whose last message is the user's. */
+typedef struct cllm_mr_item {
+    const cllm_goal *goal;           /* what the simulated user wants                             */
+    const cllm_task *task;           /* passed to the metrics; may be NULL                        */
+    const cllm_conv *history;        /* t_j^h                                                     */
+    const char      *candidate;      /* m_j                                                       */
+} cllm_mr_item;
+
+typedef struct cllm_mr_sample {      /* one simulated future and its scores                       */
+    cllm_conv   session;             /* history + candidate + future (owned)                      */
+    int         n_history;           /* the candidate's index in session                          */
+    int         terminated;          /* the simulated user ended the conversation                 */
+    int         tokens;              /* the penalty's token count (paper variant)                 */
+    double     *metrics;             /* n_metrics values, as the config lists them; NAN = failed  */
+    double      reward;              /* R* of this sample; NAN when the sample failed             */
+    cllm_result code;                /* CLLM_OK, or why the sample failed (simulation or metric)  */
+    cllm_err    err;
+} cllm_mr_sample;
+
+typedef struct cllm_mr_result {
+    double          mr;              /* mean R* over the samples that succeeded                   */
+    double          std;             /* their standard deviation (population)                     */
+    int             n_ok;            /* samples that succeeded                                     */
+    cllm_mr_sample *samples;         /* cfg.samples of them (owned)                               */
+    int             n_samples;
+    cllm_result     code;            /* CLLM_OK when at least one sample succeeded                 */
+    cllm_err        err;
+} cllm_mr_result;
+
+/* Scores n items. All n*S futures are simulated together (each round of simulator calls is one
+   concurrent batch), then each metric scores all sessions in one batch. future_assistant plays
+   the assistant in the futures: the policy itself (online training) or an API model (offline
+   data generation, as in the paper). out: n results (zeroed here; free with cllm_mr_result_free).
+   Returns CLLM_OK when every item has at least one good sample. */
+CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim *user, const cllm_assistant *future_assistant,
+                                  const cllm_mr_item *items, int n, cllm_mr_result *out, cllm_err *err);
+CLLMDEF void        cllm_mr_result_free(cllm_mr_result *r);
+/* R* of one sample from its metric values and token count (the pure aggregation). */
+CLLMDEF double      cllm_mr_reward(const cllm_mr_config *cfg, const double *metric_values, int tokens);
+
+/* ============================================================================================ */
 /* Objectives (DPO, PPO, GRPO) and metrics (BLEU)                                               */
 /* ============================================================================================ */
 
@@ -1276,7 +1428,18 @@ CLLMDEF cllm_result cllm_ref_json(const char *name, const char *input, size_t le
 #include <unistd.h>
 #include <sys/stat.h>
 #define cllm__getpid getpid
-extern int fileno(FILE *);   /* POSIX; declared here because strict -std=c99 hides it in <stdio.h> */
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <sys/resource.h>
+#include <signal.h>
+#include <poll.h>
+#include <fcntl.h>
+/* POSIX functions that strict -std=c99 hides in the system headers */
+extern int fileno(FILE *);
+extern int kill(pid_t, int);
+extern int mkstemp(char *);
+extern int setpgid(pid_t, pid_t);
+extern FILE *fdopen(int, const char *);
 #endif
 
 #if defined(CLLM_MALLOC) && defined(CLLM_REALLOC) && defined(CLLM_FREE)
@@ -7223,6 +7386,475 @@ CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, i
     *n = count;
     cllm__ok(err);
     return CLLM_OK;
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* The multiturn-aware reward                                                                    */
+/* -------------------------------------------------------------------------------------------- */
+
+CLLMDEF int cllm_count_tokens(const cllm_token_counter *tc, const char *text) {
+    int n = 0, in_word = 0;
+    if (!text) return 0;
+    if (tc && tc->count) return tc->count(tc->ctx, text);
+    for (; *text; text++) {                       /* Python's str.split(): runs of ASCII whitespace */
+        int space = *text == ' ' || (*text >= '\t' && *text <= '\r');
+        if (!space && !in_word) n++;
+        in_word = !space;
+    }
+    return n;
+}
+
+CLLMDEF void cllm_mr_config_init(cllm_mr_config *cfg, cllm_mr_preset preset) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->window = 2;                              /* paper Table 6: w = 2 and S = 3 for every task */
+    cfg->samples = 3;
+    cfg->variant = CLLM_MR_PAPER;
+    cfg->lambda = preset == CLLM_MR_PRESET_DOCUMENT ? 1e-4 : 5e-4;
+}
+
+/* R* = sum_m w_m metric_m  [- min(lambda * tokens, 1) in the paper's variant]                  */
+CLLMDEF double cllm_mr_reward(const cllm_mr_config *cfg, const double *metric_values, int tokens) {
+    double r = 0, penalty;
+    int m;
+    for (m = 0; m < cfg->n_metrics; m++) {
+        if (metric_values[m] != metric_values[m]) return NAN;    /* a failed metric fails the sample */
+        r += cfg->metrics[m].weight * metric_values[m];
+    }
+    if (cfg->variant == CLLM_MR_PAPER) {
+        penalty = cfg->lambda * tokens;
+        r -= penalty < 1 ? penalty : 1;
+    }
+    return r;
+}
+
+CLLMDEF void cllm_mr_result_free(cllm_mr_result *r) {
+    int s;
+    if (!r) return;
+    for (s = 0; r->samples && s < r->n_samples; s++) {
+        cllm_conv_free(&r->samples[s].session);
+        CLLM_FREE(r->samples[s].metrics);
+    }
+    CLLM_FREE(r->samples);
+    memset(r, 0, sizeof *r);
+}
+
+CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim *user, const cllm_assistant *future_assistant,
+                                  const cllm_mr_item *items, int n, cllm_mr_result *out, cllm_err *err) {
+    int S = cfg && cfg->samples > 0 ? cfg->samples : 1, N = n * S, i, s, k, m, n_ok;
+    cllm_conv *convs = NULL;
+    cllm_goal *goals = NULL;
+    cllm_sim_status *status = NULL;
+    cllm_session *sessions = NULL;
+    int *ok_idx = NULL;
+    double *scores = NULL;
+    cllm_result rc = CLLM_OK;
+
+    if (!cfg || n < 0 || (n > 0 && (!items || !out))) return cllm__fail(err, CLLM_ERR_ARG, "cllm_mr_score: needs a config, items and outputs");
+    if (cfg->window < 0) return cllm__fail(err, CLLM_ERR_ARG, "cllm_mr_score: window must be >= 0 (0 = immediate reward)");
+    if (cfg->window > 0 && (!user || !future_assistant)) return cllm__fail(err, CLLM_ERR_ARG, "cllm_mr_score: window %d needs a user simulator and a future assistant", cfg->window);
+    for (i = 0; i < n; i++) {
+        memset(&out[i], 0, sizeof out[i]);
+        if (!items[i].goal || !items[i].history || !items[i].candidate) return cllm__fail(err, CLLM_ERR_ARG, "cllm_mr_score: item %d needs a goal, a history and a candidate", i);
+    }
+    if (N == 0) { cllm__ok(err); return CLLM_OK; }
+    convs = (cllm_conv *)cllm__calloc((size_t)N, sizeof *convs);
+    goals = (cllm_goal *)cllm__calloc((size_t)N, sizeof *goals);
+    status = (cllm_sim_status *)cllm__calloc((size_t)N, sizeof *status);
+    sessions = (cllm_session *)cllm__calloc((size_t)N, sizeof *sessions);
+    ok_idx = (int *)cllm__calloc((size_t)N, sizeof *ok_idx);
+    scores = (double *)cllm__calloc((size_t)N, sizeof *scores);
+    if (!convs || !goals || !status || !sessions || !ok_idx || !scores) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+
+    /* every future starts as history + candidate: sample s of item i is index i*S + s */
+    for (i = 0; i < n && rc == CLLM_OK; i++) for (s = 0; s < S; s++) {
+        k = i * S + s;
+        goals[k] = *items[i].goal;
+        if ((rc = cllm_conv_copy(&convs[k], items[i].history, err)) != CLLM_OK) break;
+        if ((rc = cllm_conv_push(&convs[k], "assistant", items[i].candidate, err)) != CLLM_OK) break;
+    }
+    if (rc != CLLM_OK) goto done;
+
+    /* t_j^f: up to w exchanges, user first; all N futures advance together */
+    if (cfg->window > 0) cllm_simulate(user, future_assistant, goals, convs, N, 2 * cfg->window, status, NULL);
+
+    /* metrics on the sessions whose simulation succeeded, one batch per metric */
+    for (i = 0, n_ok = 0; i < n; i++) {
+        out[i].n_samples = S;
+        out[i].samples = (cllm_mr_sample *)cllm__calloc((size_t)S, sizeof(cllm_mr_sample));
+        if (!out[i].samples) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+        for (s = 0; s < S; s++) {
+            cllm_mr_sample *smp = &out[i].samples[s];
+            k = i * S + s;
+            smp->session = convs[k];              /* ownership moves to the result */
+            memset(&convs[k], 0, sizeof convs[k]);
+            smp->n_history = items[i].history->n;
+            smp->terminated = status[k].terminated;
+            smp->code = status[k].code;
+            smp->err = status[k].err;
+            smp->metrics = (double *)cllm__calloc((size_t)cfg->n_metrics + 1, sizeof(double));
+            if (!smp->metrics) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+            for (m = 0; m < cfg->n_metrics; m++) smp->metrics[m] = NAN;
+            if (smp->code == CLLM_OK) {
+                sessions[n_ok].goal = items[i].goal; sessions[n_ok].task = items[i].task;
+                sessions[n_ok].conv = &smp->session; sessions[n_ok].n_history = smp->n_history;
+                ok_idx[n_ok++] = k;
+            }
+        }
+    }
+    for (m = 0; m < cfg->n_metrics; m++) {
+        const cllm_metric *met = &cfg->metrics[m];
+        cllm_err merr;
+        for (k = 0; k < n_ok; k++) scores[k] = NAN;
+        merr.code = CLLM_OK; merr.msg[0] = 0;
+        if (n_ok > 0 && met->fn(met->ctx, sessions, n_ok, scores, &merr) != CLLM_OK) {
+            for (k = 0; k < n_ok; k++) {          /* the whole metric failed: every sample fails */
+                cllm_mr_sample *smp = &out[ok_idx[k] / S].samples[ok_idx[k] % S];
+                smp->code = merr.code; smp->err = merr;
+            }
+        }
+        for (k = 0; k < n_ok; k++) {
+            cllm_mr_sample *smp = &out[ok_idx[k] / S].samples[ok_idx[k] % S];
+            smp->metrics[m] = scores[k];
+            if (scores[k] != scores[k] && smp->code == CLLM_OK)
+                smp->code = cllm__fail(&smp->err, CLLM_ERR_FORMAT, "metric '%s' could not score this session", met->name ? met->name : "?");
+        }
+    }
+
+    /* R* per sample, then MR = the mean over the samples that succeeded */
+    for (i = 0; i < n; i++) {
+        double sum = 0, sq = 0;
+        out[i].n_ok = 0;
+        for (s = 0; s < S; s++) {
+            cllm_mr_sample *smp = &out[i].samples[s];
+            int t;
+            smp->tokens = 0;
+            for (t = smp->n_history; t < smp->session.n; t++) smp->tokens += cllm_count_tokens(&cfg->tokens, smp->session.msgs[t].content);
+            smp->reward = smp->code == CLLM_OK ? cllm_mr_reward(cfg, smp->metrics, smp->tokens) : NAN;
+            if (smp->reward == smp->reward) { out[i].n_ok++; sum += smp->reward; sq += smp->reward * smp->reward; }
+        }
+        if (out[i].n_ok > 0) {
+            double var;
+            out[i].mr = sum / out[i].n_ok;
+            var = sq / out[i].n_ok - out[i].mr * out[i].mr;
+            out[i].std = var > 0 ? sqrt(var) : 0;
+            out[i].code = CLLM_OK;
+        } else {
+            out[i].mr = NAN;
+            for (s = 0; s < S && out[i].samples[s].code == CLLM_OK; s++) {}
+            out[i].err = out[i].samples[s < S ? s : 0].err;
+            out[i].code = out[i].err.code ? out[i].err.code : CLLM_ERR_FORMAT;
+            if (rc == CLLM_OK) rc = cllm__fail(err, out[i].code, "MR item %d: every sample failed: %s", i, out[i].err.msg);
+        }
+    }
+done:
+    for (k = 0; convs && k < N; k++) cllm_conv_free(&convs[k]);
+    CLLM_FREE(convs); CLLM_FREE(goals); CLLM_FREE(status); CLLM_FREE(sessions); CLLM_FREE(ok_idx); CLLM_FREE(scores);
+    if (rc != CLLM_OK) { for (i = 0; i < n; i++) if (out[i].code == CLLM_OK && !out[i].samples) out[i].code = rc; }
+    else cllm__ok(err);
+    return rc;
+}
+
+/* ---- built-in metrics ------------------------------------------------------------------------ */
+
+static const char *cllm__last_assistant(const cllm_conv *c) {
+    int i;
+    for (i = c->n - 1; i >= 0; i--) if (strcmp(c->msgs[i].role, "assistant") == 0) return c->msgs[i].content;
+    return NULL;
+}
+
+CLLMDEF cllm_result cllm_metric_token_amount(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
+    int i, t;
+    for (i = 0; i < n; i++) {
+        long tokens = 0;
+        for (t = 0; t < s[i].conv->n; t++)
+            if (strcmp(s[i].conv->msgs[t].role, "assistant") == 0) tokens += cllm_count_tokens((const cllm_token_counter *)ctx, s[i].conv->msgs[t].content);
+        scores[i] = tokens / 1000.0;
+    }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* Copies judgements into scores (NAN for a failed one) and frees them. */
+static cllm_result cllm__judged(cllm_judgement *j, int n, double *scores, cllm_result rc, cllm_err *err) {
+    int i, good = 0;
+    for (i = 0; i < n; i++) {
+        scores[i] = j[i].code == CLLM_OK ? j[i].score : NAN;
+        good += j[i].code == CLLM_OK;
+        cllm_judgement_free(&j[i]);
+    }
+    CLLM_FREE(j);
+    if (n > 0 && good == 0) return rc != CLLM_OK ? rc : cllm__fail(err, CLLM_ERR_FORMAT, "the judge scored none of %d sessions", n);
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_metric_interactivity(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
+    cllm_judgement *j = (cllm_judgement *)cllm__calloc((size_t)n + 1, sizeof *j);
+    cllm_conv *convs = (cllm_conv *)cllm__calloc((size_t)n + 1, sizeof *convs);
+    cllm_result rc;
+    int i;
+    if (!ctx) { CLLM_FREE(j); CLLM_FREE(convs); return cllm__fail(err, CLLM_ERR_ARG, "interactivity metric: ctx must be a cllm_judge"); }
+    if (!j || !convs) { CLLM_FREE(j); CLLM_FREE(convs); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    for (i = 0; i < n; i++) convs[i] = *s[i].conv;
+    rc = cllm_judge_interactivity((cllm_judge *)ctx, convs, n, j, err);
+    CLLM_FREE(convs);
+    return cllm__judged(j, n, scores, rc, err);
+}
+
+CLLMDEF cllm_result cllm_metric_accuracy(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
+    cllm_judgement *j = (cllm_judgement *)cllm__calloc((size_t)n + 1, sizeof *j);
+    cllm_accuracy_item *it = (cllm_accuracy_item *)cllm__calloc((size_t)n + 1, sizeof *it);
+    cllm_result rc;
+    int i;
+    if (!ctx) { CLLM_FREE(j); CLLM_FREE(it); return cllm__fail(err, CLLM_ERR_ARG, "accuracy metric: ctx must be a cllm_judge"); }
+    if (!j || !it) { CLLM_FREE(j); CLLM_FREE(it); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    for (i = 0; i < n; i++) {
+        it[i].question = s[i].task ? s[i].task->prompt : s[i].goal->prompt;
+        it[i].ground_truth = s[i].task ? s[i].task->completion : s[i].goal->reference;
+        it[i].conv = s[i].conv;
+    }
+    rc = cllm_judge_accuracy((cllm_judge *)ctx, it, n, j, err);
+    CLLM_FREE(it);
+    return cllm__judged(j, n, scores, rc, err);
+}
+
+/* Lower-cases, trims and collapses whitespace runs to one space, into a new string. */
+static char *cllm__normalize_answer(const char *s) {
+    size_t n = strlen(s), k = 0;
+    char *o = (char *)CLLM_MALLOC(n + 1);
+    int space = 1;
+    if (!o) return NULL;
+    for (; *s; s++) {
+        int c = (unsigned char)*s, ws = c == ' ' || (c >= '\t' && c <= '\r');
+        if (ws) { if (!space) o[k++] = ' '; space = 1; continue; }
+        o[k++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        space = 0;
+    }
+    while (k > 0 && o[k - 1] == ' ') k--;
+    o[k] = 0;
+    return o;
+}
+
+CLLMDEF int cllm_answer_matches(const cllm_match_config *cfg, const char *answer, const char *reference) {
+    const char *prefix = cfg ? cfg->answer_prefix : NULL, *p;
+    char *a, *b;
+    int same;
+    if (!answer || !reference) return 0;
+    if (prefix && *prefix) {                      /* the text after the last occurrence of the prefix */
+        const char *last = NULL;
+        for (p = strstr(answer, prefix); p; p = strstr(p + 1, prefix)) last = p;
+        if (!last) return 0;
+        answer = last + strlen(prefix);
+    }
+    a = cllm__normalize_answer(answer); b = cllm__normalize_answer(reference);
+    same = a && b && strcmp(a, b) == 0;
+    if (!same && a && b && cfg && cfg->numeric) {
+        char *ea, *eb;
+        double x = strtod(a, &ea), y = strtod(b, &eb), tol = cllm__def(cfg->tolerance, 1e-6);
+        if (ea != a && *ea == 0 && eb != b && *eb == 0) same = fabs(x - y) <= tol * (fabs(y) > 1 ? fabs(y) : 1);
+    }
+    CLLM_FREE(a); CLLM_FREE(b);
+    return same;
+}
+
+CLLMDEF cllm_result cllm_metric_exact_match(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
+    int i;
+    for (i = 0; i < n; i++) {
+        const char *ref = s[i].task ? s[i].task->completion : s[i].goal->reference;
+        scores[i] = cllm_answer_matches((const cllm_match_config *)ctx, cllm__last_assistant(s[i].conv), ref) ? 1.0 : 0.0;
+    }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* The final artifact of each session: judge-extracted when a judge is given, else the last
+   assistant message. texts[i] is owned (NULL = extraction failed). */
+static cllm_result cllm__extract_final(cllm_judge *judge, const char *kind, const cllm_session *s, int n, char **texts, cllm_err *err) {
+    int i;
+    if (!judge) {
+        for (i = 0; i < n; i++) { const char *t = cllm__last_assistant(s[i].conv); texts[i] = cllm__strdup(t ? t : ""); }
+        return CLLM_OK;
+    } else {
+        cllm_extract_item *it = (cllm_extract_item *)cllm__calloc((size_t)n + 1, sizeof *it);
+        cllm_judgement *j = (cllm_judgement *)cllm__calloc((size_t)n + 1, sizeof *j);
+        cllm_result rc;
+        if (!it || !j) { CLLM_FREE(it); CLLM_FREE(j); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+        for (i = 0; i < n; i++) {
+            const cJSON *meta = s[i].task ? cJSON_GetObjectItemCaseSensitive(s[i].task->json, "single_turn_metadata") : NULL;
+            it[i].conv = s[i].conv; it[i].kind = kind;
+            it[i].requirement = cllm__json_str(meta, "extraction_requirement");
+        }
+        rc = cllm_judge_extract(judge, it, n, j, err);
+        for (i = 0; i < n; i++) { texts[i] = j[i].code == CLLM_OK && j[i].text ? cllm__strdup(j[i].text) : NULL; cllm_judgement_free(&j[i]); }
+        CLLM_FREE(it); CLLM_FREE(j);
+        return rc == CLLM_OK || n > 0 ? CLLM_OK : rc;
+    }
+}
+
+CLLMDEF cllm_result cllm_metric_bleu(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
+    char **docs = (char **)cllm__calloc((size_t)n + 1, sizeof(char *));
+    int i;
+    if (!docs) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    cllm__extract_final((cllm_judge *)ctx, "document", s, n, docs, err);
+    for (i = 0; i < n; i++) {
+        const char *ref = s[i].task ? s[i].task->completion : s[i].goal->reference;
+        double b = NAN;
+        if (docs[i] && ref && cllm_bleu(1, &ref, docs[i], CLLM_BLEU_CHAR, 0, &b, NULL) != CLLM_OK) b = NAN;
+        scores[i] = b;
+        CLLM_FREE(docs[i]);
+    }
+    CLLM_FREE(docs);
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* ---- pass_rate: run the task's unit tests on the final code --------------------------------- */
+
+/* The code to test: the last ```python (or ```) block of the text, else the whole text. */
+static char *cllm__code_block(const char *text) {
+    const char *p = text, *best = NULL, *best_end = NULL;
+    while ((p = strstr(p, "```")) != NULL) {
+        const char *body = strchr(p + 3, '\n'), *end;
+        if (!body) break;
+        end = strstr(body + 1, "```");
+        if (!end) break;
+        best = body + 1; best_end = end;
+        p = end + 3;
+    }
+    if (!best) return cllm__strdup(text);
+    {
+        size_t n = (size_t)(best_end - best);
+        char *o = (char *)CLLM_MALLOC(n + 1);
+        if (o) { memcpy(o, best, n); o[n] = 0; }
+        return o;
+    }
+}
+
+/* The task's tests: single_turn_metadata.test, or the "test" field of a JSON completion
+   (BigCodeBench stores {"test": ..., "entry_point": ...} there). Returned string is owned. */
+static char *cllm__task_tests(const cllm_task *t) {
+    const cJSON *meta = t && t->json ? cJSON_GetObjectItemCaseSensitive(t->json, "single_turn_metadata") : NULL;
+    const char *test = cllm__json_str(meta, "test");
+    if (test) return cllm__strdup(test);
+    if (t && t->completion && t->completion[0] == '{') {
+        cJSON *c = cJSON_Parse(t->completion);
+        char *r = NULL;
+        if (cllm__json_str(c, "test")) r = cllm__strdup(cllm__json_str(c, "test"));
+        cJSON_Delete(c);
+        return r;
+    }
+    return NULL;
+}
+
+#if !defined(_WIN32)
+/* Runs `python file` with limits; stdout (up to 64 KB) into out. Returns the exit status, or -1
+   if it could not start, -2 on timeout. The child gets its own process group so that a timeout
+   kills anything it spawned. */
+static int cllm__run_python(const cllm_code_config *cfg, const char *file, char *out, size_t outsize) {
+    int fds[2], status = 0, timed_out = 0;
+    size_t got = 0;
+    double deadline;
+    pid_t pid;
+    const char *python = cfg && cfg->python ? cfg->python : "python3";
+    double timeout = cfg ? cllm__def(cfg->timeout_s, 10.0) : 10.0;
+    long mem_mb = cfg ? cllm__def(cfg->memory_mb, 2048L) : 2048L;
+    if (pipe(fds) != 0) return -1;
+    pid = fork();
+    if (pid < 0) { close(fds[0]); close(fds[1]); return -1; }
+    if (pid == 0) {                               /* child: limits, stdout to the pipe, no shell */
+        struct rlimit cpu, as;
+        int devnull = open("/dev/null", O_WRONLY);
+        char *argv[3];
+        setpgid(0, 0);
+        cpu.rlim_cur = cpu.rlim_max = (rlim_t)(timeout + 1);
+        as.rlim_cur = as.rlim_max = (rlim_t)mem_mb * 1024 * 1024;
+        setrlimit(RLIMIT_CPU, &cpu);
+        setrlimit(RLIMIT_AS, &as);
+        dup2(fds[1], 1);
+        if (devnull >= 0) { dup2(devnull, 2); dup2(devnull, 0); }
+        close(fds[0]); close(fds[1]);
+        argv[0] = (char *)python; argv[1] = (char *)file; argv[2] = NULL;
+        execvp(python, argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    deadline = cllm__now() + timeout;
+    for (;;) {
+        struct pollfd pfd;
+        double left = deadline - cllm__now();
+        ssize_t r;
+        char sink[4096];
+        if (left <= 0) { timed_out = 1; break; }
+        pfd.fd = fds[0]; pfd.events = POLLIN; pfd.revents = 0;
+        if (poll(&pfd, 1, (int)(left * 1000) + 1) <= 0) continue;
+        r = read(fds[0], got + 1 < outsize ? out + got : sink, got + 1 < outsize ? outsize - 1 - got : sizeof sink);
+        if (r <= 0) break;                        /* EOF: the child closed its stdout */
+        if (got + 1 < outsize) got += (size_t)r;
+    }
+    out[got] = 0;
+    close(fds[0]);
+    if (timed_out) { kill(-pid, SIGKILL); kill(pid, SIGKILL); }
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    if (timed_out) return -2;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+#endif
+
+/* Test runner appended to code + tests: runs every unittest.TestCase in the module and prints
+   one marker line with the counts, which the parent reads. */
+static const char cllm__unittest_runner[] =
+    "\n\nimport unittest as _cllm_ut, sys as _cllm_sys, io as _cllm_io\n"
+    "_cllm_suite = _cllm_ut.defaultTestLoader.loadTestsFromModule(_cllm_sys.modules[__name__])\n"
+    "_cllm_res = _cllm_ut.TextTestRunner(stream=_cllm_io.StringIO(), verbosity=0).run(_cllm_suite)\n"
+    "print('CLLM_TESTS %d %d' % (_cllm_res.testsRun, len(_cllm_res.failures) + len(_cllm_res.errors)))\n";
+
+CLLMDEF cllm_result cllm_metric_pass_rate(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
+#if defined(_WIN32)
+    (void)ctx; (void)s; (void)n; (void)scores;
+    return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "pass_rate: running code is only implemented on POSIX systems");
+#else
+    const cllm_code_config *cfg = (const cllm_code_config *)ctx;
+    char **texts = (char **)cllm__calloc((size_t)n + 1, sizeof(char *));
+    int i;
+    if (!texts) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    cllm__extract_final(cfg ? cfg->extractor : NULL, "code", s, n, texts, err);
+    for (i = 0; i < n; i++) {
+        char path[64], out[65536], *code = texts[i] ? cllm__code_block(texts[i]) : NULL, *tests = cllm__task_tests(s[i].task), *line;
+        int fd, status, run = 0, failed = 0;
+        FILE *f;
+        scores[i] = NAN;
+        if (!code || !tests) { CLLM_FREE(code); CLLM_FREE(tests); CLLM_FREE(texts[i]); continue; }   /* nothing to run: unscored */
+        snprintf(path, sizeof path, "/tmp/cllm_pass_rate_XXXXXX");
+        fd = mkstemp(path);
+        f = fd >= 0 ? fdopen(fd, "w") : NULL;
+        if (f) {
+            fputs(code, f); fputs("\n\n", f); fputs(tests, f); fputs(cllm__unittest_runner, f);
+            fclose(f);
+            status = cllm__run_python(cfg, path, out, sizeof out);
+            line = strstr(out, "CLLM_TESTS ");
+            /* code that crashes, times out or never reaches the report passes nothing: score 0 */
+            if (status >= 0 && line && sscanf(line, "CLLM_TESTS %d %d", &run, &failed) == 2 && run > 0) scores[i] = (double)(run - failed) / run;
+            else if (status == -1 && !line) scores[i] = NAN;                   /* the interpreter did not start */
+            else scores[i] = 0;
+            remove(path);
+        } else if (fd >= 0) close(fd);
+        CLLM_FREE(code); CLLM_FREE(tests); CLLM_FREE(texts[i]);
+    }
+    CLLM_FREE(texts);
+    cllm__ok(err);
+    return CLLM_OK;
+#endif
+}
+
+CLLMDEF cllm_result cllm_metric_builtin(const char *name, cllm_metric *m, cllm_err *err) {
+    static const struct { const char *name; cllm_metric_fn fn; } table[] = {
+        { "token_amount", cllm_metric_token_amount }, { "interactivity", cllm_metric_interactivity },
+        { "accuracy", cllm_metric_accuracy }, { "exact_match", cllm_metric_exact_match },
+        { "bleu", cllm_metric_bleu }, { "pass_rate", cllm_metric_pass_rate } };
+    size_t i;
+    for (i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (name && strcmp(name, table[i].name) == 0) { m->name = table[i].name; m->fn = table[i].fn; cllm__ok(err); return CLLM_OK; }
+    return cllm__fail(err, CLLM_ERR_ARG, "unknown metric '%s' (built-in: token_amount, interactivity, accuracy, exact_match, bleu, pass_rate)", name ? name : "(null)");
 }
 
 /* -------------------------------------------------------------------------------------------- */
