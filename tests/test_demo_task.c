@@ -4,6 +4,7 @@
 #define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "../examples/demo_task.h"
+#include "../examples/demo_bpe.h"
 #include "check.h"
 
 int main(void) {
@@ -87,6 +88,29 @@ int main(void) {
     printf("  SFT mixture: asked %d/100 under-specified, %d/100 fully specified; %d of %d guesses right\n", asked_under, asked_full, right_guess, guesses);
     check_true("about 30% ask on both kinds (binomial, 4 sigma)", abs(asked_under - 30) < 19 && abs(asked_full - 30) < 19);
     check_true("guesses are right about 1/7 of the time (under 30%)", guesses > 0 && right_guess * 100 < 30 * guesses);
+
+    {   /* the demo's tokenizer: trained on the family's text, loaded by the real tokenizer code */
+        const char **texts = (const char **)calloc((size_t)n * 4, sizeof(char *));
+        int nt = 0, vocab, *ids = NULL, n_ids = 0, words = 0;
+        cllm_tokenizer tok;
+        const char *probe = "i need a train ticket to rome .";
+        char *back = NULL;
+        size_t back_len = 0;
+        for (i = 0; i < n; i++) { texts[nt++] = tasks[i].prompt; texts[nt++] = tasks[i].completion; texts[nt++] = demo_meta_str(&tasks[i], "opening"); }
+        cllm__mkdir("build/tmp_demo_tok", &err);
+        vocab = demo_bpe_train(texts, nt, 400, "build/tmp_demo_tok", &err);
+        check_true("BPE training writes a tokenizer", vocab > 259);
+        check_true("the tokenizer loads with its ChatML template", cllm_tokenizer_load(&tok, "build/tmp_demo_tok", &err) == CLLM_OK && tok.chat_family == CLLM_CHAT_CHATML);
+        cllm_tokenizer_encode(&tok, probe, strlen(probe), 0, &ids, &n_ids, NULL, &err);
+        for (i = 0; probe[i]; i++) words += probe[i] == ' ';
+        printf("  vocabulary %d; \"%s\" -> %d tokens\n", vocab, probe, n_ids);
+        check_true("frequent words are single tokens", n_ids == words + 1);
+        cllm_tokenizer_decode(&tok, ids, n_ids, 0, &back, &back_len, &err);
+        check_true("decode(encode(x)) == x", back && strcmp(back, probe) == 0);
+        cllm_free_buffer(back); cllm_free_buffer(ids);
+        cllm_tokenizer_free(&tok);
+        free(texts);
+    }
     cllm_tasks_free(tasks, n);
     return check_summary("test_demo_task");
 }
