@@ -36,7 +36,7 @@ $(BUILD):
 $(BUILD)/collabllm: examples/collabllm.c collabllm.h | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-$(BUILD)/test_%: tests/test_%.c collabllm.h tests/check.h | $(BUILD)
+$(BUILD)/test_%: tests/test_%.c collabllm.h tests/check.h $(wildcard examples/*.h) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 # The test programs run from the repository root (they read tests/data/...).
