@@ -357,6 +357,13 @@ static void test_trained(cllm_local_lm *lm) {
     loss = train_replies(lm, &prompt, 1, targets, 2, 60);
     snprintf(lab, sizeof lab, "60 AdamW steps: loss %.3f on the answers (a fair coin on the first token: >= %.3f)", loss, log(2.0) / 9);
     check_true(lab, loss < 0.2);
+    {   /* kept as a model directory for trying the tools by hand (data_fmt/generate.md's example) */
+        char dir[700];
+        snprintf(dir, sizeof dir, "%s/sim_trained", tmp_dir);
+        check_true("the trained model saves as a model directory",
+                   cllm_model_save(&lm->model, dir, CLLM_DT_F32, &err) == CLLM_OK && copy_file(dir_sim, dir, "tokenizer.json", &err) == CLLM_OK &&
+                   copy_file(dir_sim, dir, "tokenizer_config.json", &err) == CLLM_OK);
+    }
     memset(&c, 0, sizeof c);
     cllm_conv_push(&c, "user", prompt, NULL);
     memset(&g, 0, sizeof g);
@@ -560,6 +567,154 @@ static void test_assistant(cllm_local_lm *lm, cllm_local_lm *sim_lm) {
     check_true("user and assistant alternate; the user says what the simulator was trained to say", ok);
 }
 
+/* ---- the command-line tools: `collabllm generate` and examples/chat.c ------------------------- */
+
+/* stdout of a shell command (malloc'd), or NULL if it did not exit with 0. */
+static char *run(const char *cmd) {
+    FILE *f = popen(cmd, "r");
+    char *out = (char *)calloc(1, 1);
+    size_t n = 0, got;
+    char chunk[4096];
+    if (!f) return NULL;
+    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        out = (char *)realloc(out, n + got + 1);
+        memcpy(out + n, chunk, got);
+        out[n += got] = 0;
+    }
+    if (pclose(f) != 0) { free(out); return NULL; }
+    return out;
+}
+
+/* One `generate` output line against a library output: same fields, text, ids, and logprobs
+   that round-trip to the same floats. */
+static int same_line(const cJSON *o, int conv, int sample, const cllm_local_output *want) {
+    const cJSON *ids = cJSON_GetObjectItem(o, "ids"), *lps = cJSON_GetObjectItem(o, "logprobs"), *it;
+    const cJSON *text = cJSON_GetObjectItem(o, "text"), *fin = cJSON_GetObjectItem(o, "finish");
+    int k = 0, ok = o && (int)cJSON_GetObjectItem(o, "conversation")->valuedouble == conv && (int)cJSON_GetObjectItem(o, "sample")->valuedouble == sample &&
+             cJSON_IsString(text) && !strcmp(text->valuestring, want->text) && cJSON_IsString(fin) && !strcmp(fin->valuestring, cllm_finish_reason_string(want->finish)) &&
+             cJSON_GetArraySize(ids) == want->n && cJSON_GetArraySize(lps) == want->n &&
+             (int)cJSON_GetObjectItem(o, "prompt_tokens")->valuedouble == want->n_prompt;
+    cJSON_ArrayForEach(it, ids) { ok &= k < want->n && (int)it->valuedouble == want->ids[k]; k++; }
+    k = 0;
+    cJSON_ArrayForEach(it, lps) { ok &= k < want->n && (float)it->valuedouble == (float)want->logprobs[k]; k++; }
+    return ok;
+}
+
+/* Parses JSON lines; returns how many (up to max). */
+static int parse_lines(char *text, cJSON **rows, int max) {
+    int n = 0;
+    char *line, *next;
+    for (line = text; line && *line && n < max; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        rows[n++] = cJSON_Parse(line);
+    }
+    return n;
+}
+
+static void test_tools(cllm_local_lm *lm) {
+    static const char *convs_jsonl =
+        "[{\"role\": \"user\", \"content\": \"Hello there!\"}]\n"
+        "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"What is 2+2?\"},"
+        " {\"role\": \"assistant\", \"content\": \"4.\"}, {\"role\": \"user\", \"content\": \"And 3+3?\"}]}\n";
+    char cmd[4096], file[700], *o1, *o2, *expect = NULL;
+    cllm_conv convs[2], sys;
+    cllm_local_output ref[6], r1, r2;
+    cllm_local_gen_config g = sampled_config();
+    cJSON *rows[8];
+    cllm_err err;
+    int n, i, ok;
+    printf("collabllm generate and examples/chat.c\n");
+    snprintf(file, sizeof file, "%s/convs.jsonl", tmp_dir);
+    cllm_write_file_atomic(file, convs_jsonl, strlen(convs_jsonl), &err);
+    conv_of(&convs[0], conv0, 1);
+    conv_of(&convs[1], conv1, 4);
+    lm->calls = 0;
+    cllm_local_chat(lm, convs, 2, 3, &g, ref, &err);
+    snprintf(cmd, sizeof cmd, "%s/collabllm generate --model %s --messages %s --n 3 --temperature 0.7 --max-new-tokens 10 --seed 5",
+             build_dir, dir_chatml, file);
+    o1 = run(cmd);
+    o2 = run(cmd);
+    if (!check_true("generate runs (twice)", o1 && o2)) { free(o1); free(o2); return; }
+    check_true("two processes print the same lines", !strcmp(o1, o2));
+    n = parse_lines(o1, rows, 8);
+    for (ok = n == 6, i = 0; i < n; i++) { ok &= i >= 6 || same_line(rows[i], i / 3, i % 3, &ref[i]); cJSON_Delete(rows[i]); }
+    check_true("6 lines = cllm_local_chat on the 2 conversations x 3 samples (text, ids, logprobs to the float, finish)", ok);
+    free(o1); free(o2);
+    cllm_local_outputs_free(ref, 6);
+
+    /* --system goes first; chat.c streams the same replies as cllm_local_chat, turn after turn */
+    memset(&sys, 0, sizeof sys);
+    cllm_conv_push(&sys, "system", "Be brief.", NULL);
+    cllm_conv_push(&sys, "user", "Hello there!", NULL);
+    lm->calls = 0;
+    cllm_local_chat(lm, &sys, 1, 1, &g, &r1, &err);
+    snprintf(cmd, sizeof cmd, "head -1 %s > %s.first && %s/collabllm generate --model %s --messages %s.first --temperature 0.7 --max-new-tokens 10 --seed 5 --system 'Be brief.'",
+             file, file, build_dir, dir_chatml, file);
+    o1 = run(cmd);
+    n = o1 ? parse_lines(o1, rows, 8) : 0;
+    check_true("--system: the reply = cllm_local_chat with the system message first", n == 1 && same_line(rows[0], 0, 0, &r1));
+    if (n) cJSON_Delete(rows[0]);
+    free(o1);
+    cllm_conv_push(&sys, "assistant", r1.text, NULL);
+    cllm_conv_push(&sys, "user", "And 3+3?", NULL);
+    cllm_local_chat(lm, &sys, 1, 1, &g, &r2, &err);
+    expect = (char *)malloc(strlen(r1.text) + strlen(r2.text) + 3);
+    sprintf(expect, "%s\n%s\n", r1.text, r2.text);
+    snprintf(cmd, sizeof cmd, "printf 'Hello there!\\nAnd 3+3?\\n' | %s/chat %s --system 'Be brief.' --temperature 0.7 --max-new-tokens 10 --seed 5 2>/dev/null",
+             build_dir, dir_chatml);
+    o1 = run(cmd);
+    check_true("chat: 2 turns streamed token by token = cllm_local_chat's replies on the growing conversation", o1 && !strcmp(o1, expect));
+    free(o1); free(expect);
+    cllm_local_outputs_free(&r1, 1); cllm_local_outputs_free(&r2, 1);
+    cllm_conv_free(&sys);
+    for (i = 0; i < 2; i++) cllm_conv_free(&convs[i]);
+    snprintf(cmd, sizeof cmd, "%s/collabllm generate --model %s --messages %s --top-p 2 2>/dev/null", build_dir, dir_chatml, file);
+    check_true("generate --top-p 2 fails", run(cmd) == NULL);
+
+    /* simulate with both sides local, on the documented task file: the trained simulator, given
+       as its template the exact prompt it was trained on, and the random assistant */
+    snprintf(file, sizeof file, "%s/sim_template.txt", tmp_dir);
+    cllm_write_file_atomic(file, "Goal: write a poem", 18, &err);
+    snprintf(cmd, sizeof cmd, "%s/collabllm simulate --tasks data_fmt/task.example.jsonl --out %s/sim.jsonl --user-model-dir %s/sim_trained "
+             "--assistant-model-dir %s --user-prompt %s --max-messages 4 --user-max-tokens 24 --assistant-max-tokens 6 --seed 1 2>/dev/null && cat %s/sim.jsonl",
+             build_dir, tmp_dir, tmp_dir, dir_chatml, file, tmp_dir);
+    o1 = run(cmd);
+    n = o1 ? parse_lines(o1, rows, 8) : 0;
+    for (ok = n == 3, i = 0; i < n; i++) {
+        const cJSON *msgs = cJSON_GetObjectItem(rows[i], "messages"), *sim = cJSON_GetObjectItem(rows[i], "simulation"), *m;
+        int k = 0;
+        ok &= cJSON_GetArraySize(msgs) == 4 && !cJSON_GetObjectItem(rows[i], "error") && cJSON_IsString(cJSON_GetObjectItem(sim, "user_model_dir")) &&
+              !strcmp(cJSON_GetObjectItem(sim, "assistant_model_dir")->valuestring, dir_chatml);
+        cJSON_ArrayForEach(m, msgs) { ok &= k % 2 || !strcmp(cJSON_GetObjectItem(m, "content")->valuestring, "hello there"); k++; }
+        cJSON_Delete(rows[i]);
+    }
+    check_true("simulate --user-model-dir --assistant-model-dir: 3 conversations of 4 messages, local provenance", ok);
+    free(o1);
+}
+
+/* data_fmt/generate.example.jsonl: the fields data_fmt/generate.md documents. */
+static void test_format_example(void) {
+    char *text = NULL;
+    size_t len;
+    cllm_err err;
+    cJSON *rows[16];
+    int n, i, ok;
+    printf("data_fmt/generate example\n");
+    if (!check_true("read data_fmt/generate.example.jsonl", cllm_read_file("data_fmt/generate.example.jsonl", &text, &len, &err) == CLLM_OK)) return;
+    n = parse_lines(text, rows, 16);
+    for (ok = n > 0, i = 0; i < n; i++) {
+        const cJSON *o = rows[i], *ids = cJSON_GetObjectItem(o, "ids"), *lp = cJSON_GetObjectItem(o, "logprobs"), *f = cJSON_GetObjectItem(o, "finish");
+        ok &= o && cJSON_IsNumber(cJSON_GetObjectItem(o, "conversation")) && cJSON_IsNumber(cJSON_GetObjectItem(o, "sample")) &&
+              cJSON_IsString(cJSON_GetObjectItem(o, "text")) && cJSON_IsArray(ids) && cJSON_IsArray(lp) && cJSON_GetArraySize(ids) == cJSON_GetArraySize(lp) &&
+              cJSON_IsNumber(cJSON_GetObjectItem(o, "prompt_tokens")) && cJSON_IsString(f) &&
+              (!strcmp(f->valuestring, "eos") || !strcmp(f->valuestring, "stop") || !strcmp(f->valuestring, "length"));
+        cJSON_Delete(rows[i]);
+    }
+    check_true("every line has conversation, sample, text, ids, logprobs (same length), finish, prompt_tokens", ok);
+    cllm_free_buffer(text);
+}
+
 int main(void) {
     const char *b = getenv("BUILD");
     cllm_local_lm chatml, llama, sim;
@@ -576,6 +731,8 @@ int main(void) {
         test_user_sim(&sim);
         test_assistant(&chatml, &sim);
     }
+    test_tools(&chatml);
+    test_format_example();
     cllm_local_lm_free(&chatml);
     cllm_local_lm_free(&llama);
     cllm_local_lm_free(&sim);
