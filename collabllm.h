@@ -5431,7 +5431,7 @@ static int cllm__detect_chat_family(struct cllm__tok *p, const char *t) {
     }
     if (!strstr(t, "<|im_start|>")) return CLLM_CHAT_NONE;
     if (strstr(t, "enable_thinking") && strstr(t, "reasoning_content") && strstr(t, "last_query_index")) return CLLM_CHAT_QWEN3;
-    if (strstr(t, cllm__qwen25_system) && strstr(t, "<tool_call>") && !strstr(t, "<think>")) {
+    if (strstr(t, cllm__qwen25_system) && !strstr(t, "<think>")) {     /* with or without its tools part */
         p->chat_default_system = cllm__qwen25_system;
         return CLLM_CHAT_CHATML;
     }
