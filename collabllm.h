@@ -198,6 +198,7 @@
    Model directory (Hugging Face layout):
       config.json                    model_type "llama" | "qwen2" | "qwen3", sizes, rope settings
       model.safetensors              or model.safetensors.index.json + the shards it lists
+      tokenizer.json, tokenizer_config.json   read by cllm_local_lm_load (chat models), see below
    safetensors: u64 little-endian header length N, N bytes of JSON, then the raw tensor bytes.
       Header: {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...,
       "__metadata__": {string: string}}. Offsets are relative to the byte buffer after the header.
@@ -221,7 +222,8 @@
    tokenizer_config.json: bos_token, eos_token, pad_token (string or {"content": ...}),
       add_bos_token, chat_template (string, or a list whose "default" entry is used). The template
       is recognised as one of the families in cllm_chat_family and rendered natively.
-   Conversations and masks for the command-line tool: data_fmt/chat.md.
+   Conversations and masks for the command-line tool: data_fmt/chat.md; a local model's
+      responses (`collabllm generate`): data_fmt/generate.md.
 
    ---------------------------------------------------------------------------------------------
    6. LIMITS AND TRUST

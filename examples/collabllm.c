@@ -4,7 +4,9 @@
      build/collabllm dump --model DIR --input FILE.jsonl --out FILE.safetensors [--grads]
      build/collabllm generate-ids --model DIR --prompt-ids 1,2,3 [--n N] [--temperature T] ...
      build/collabllm ref NAME < input.json > output.json
-     build/collabllm simulate --tasks T.jsonl --out C.jsonl --user-model M --assistant-model M
+     build/collabllm generate --model DIR --messages FILE.json [--n N] [--temperature T] [--system TEXT] ...
+     build/collabllm simulate --tasks T.jsonl --out C.jsonl (--user-model M | --user-model-dir DIR)
+                              (--assistant-model M | --assistant-model-dir DIR)
      build/collabllm tokenize --tokenizer PATH [--add-special-tokens] [--offsets] < texts.jsonl
      build/collabllm detokenize --tokenizer PATH [--skip-special-tokens] < ids.jsonl
      build/collabllm render --tokenizer DIR --messages FILE.json [--add-generation-prompt]
@@ -248,8 +250,9 @@ static int cmd_ref(int argc, char **argv) {
 }
 
 /* ---- simulate: conversations between a policy and a user simulator on a task file ---------- */
-/* Both sides are models behind OpenAI-compatible endpoints here; a local policy plugs in as
-   another cllm_assistant. Formats: data_fmt/task.md in, data_fmt/conversation.md out. */
+/* Each side is a model behind an OpenAI-compatible endpoint or a local model directory (the
+   cllm_user_sim / cllm_assistant interfaces hide which). Formats: data_fmt/task.md in,
+   data_fmt/conversation.md out. */
 
 static double flag_num(int argc, char **argv, const char *name, double def) {
     const char *v = flag(argc, argv, name);
