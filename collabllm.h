@@ -7627,6 +7627,7 @@ static cllm_result cllm__local_chat_one(cllm_local_lm *lm, const cllm_message *m
     uint64_t call;
     cllm_result rc;
     memset(out, 0, (size_t)n_samples * sizeof *out);
+    if (cfg->n_stop < 0 || (cfg->n_stop > 0 && !cfg->stop)) return cllm__fail(err, CLLM_ERR_ARG, "local generation: n_stop must be >= 0, with that many stop strings");
     for (s = 0; s < cfg->n_stop; s++)
         if (!cfg->stop[s] || !cfg->stop[s][0]) return cllm__fail(err, CLLM_ERR_ARG, "local generation: stop string %d is empty", s);
     ro.add_generation_prompt = 1;
@@ -7667,7 +7668,6 @@ static cllm_local_gen_config cllm__local_gen_def(const cllm_local_gen_config *cf
     if (cfg) c = *cfg; else memset(&c, 0, sizeof c);
     c.sampler.temperature = cllm__def(c.sampler.temperature, temperature);
     c.max_new_tokens = cllm__def(c.max_new_tokens, max_new_tokens);
-    if (c.n_stop < 0 || (c.n_stop > 0 && !c.stop)) c.n_stop = 0;
     return c;
 }
 
@@ -7679,7 +7679,6 @@ CLLMDEF cllm_result cllm_local_chat(cllm_local_lm *lm, const cllm_conv *historie
     if (!lm || !lm->model.params_memory || !lm->tok.priv) return cllm__fail(err, CLLM_ERR_ARG, "cllm_local_chat: the lm is not loaded (cllm_local_lm_load)");
     if (n < 0 || n_samples < 1 || n_samples > 65536 || (n > 0 && (!histories || !out)) || n > INT_MAX / n_samples)
         return cllm__fail(err, CLLM_ERR_ARG, "cllm_local_chat: needs n >= 0 conversations, n_samples in [1, 65536] and n * n_samples outputs");
-    if (cfg && cfg->n_stop > 0 && !cfg->stop) return cllm__fail(err, CLLM_ERR_ARG, "cllm_local_chat: n_stop > 0 without stop strings");
     memset(out, 0, (size_t)n * (size_t)n_samples * sizeof *out);
     for (i = 0; i < n; i++)
         if ((rc = cllm__local_chat_one(lm, histories[i].msgs, histories[i].n, n_samples, &c, out + (size_t)i * n_samples, err)) != CLLM_OK) {
@@ -7754,9 +7753,9 @@ static void cllm__local_sim_one(cllm_local_user_sim *s, const cllm_goal *goal, c
         cllm_local_outputs_free(&o, 1);
         if (out->code == CLLM_OK) break;
         if (attempt >= s->cfg.max_parse_retries) {
-            char msg_[CLLM_ERRMSG_SIZE];
-            snprintf(msg_, sizeof msg_, "%s", out->err.msg);
-            cllm__fail(&out->err, out->code, "the local simulator gave no usable answer in %d samples; last: %s", attempt + 1, msg_);
+            char last[CLLM_ERRMSG_SIZE];
+            snprintf(last, sizeof last, "%s", out->err.msg);
+            cllm__fail(&out->err, out->code, "the local simulator gave no usable answer in %d samples; last: %s", attempt + 1, last);
             break;
         }
     }

@@ -308,6 +308,8 @@ static void test_chat(cllm_local_lm *lm, cllm_local_lm *llama) {
         check_true("0 samples are refused", cllm_local_chat(lm, convs, 1, 0, &g, one, &err) == CLLM_ERR_ARG);
         g.stop = empty; g.n_stop = 1;
         check_true("an empty stop string is refused", cllm_local_chat(lm, convs, 1, 1, &g, one, &err) == CLLM_ERR_ARG && strstr(err.msg, "empty"));
+        g.stop = NULL;
+        check_true("n_stop without stop strings is refused", cllm_local_chat(lm, convs, 1, 1, &g, one, &err) == CLLM_ERR_ARG && strstr(err.msg, "n_stop"));
         g = sampled_config();
         bad.msgs = &tool; bad.n = 1; bad.cap = 1;
         check_true("a role the template refuses fails that call, outputs zeroed",
@@ -587,13 +589,17 @@ static char *run(const char *cmd) {
 
 /* One `generate` output line against a library output: same fields, text, ids, and logprobs
    that round-trip to the same floats. */
+static int num(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItem(o, key);
+    return cJSON_IsNumber(v) ? (int)v->valuedouble : -1;
+}
+
 static int same_line(const cJSON *o, int conv, int sample, const cllm_local_output *want) {
     const cJSON *ids = cJSON_GetObjectItem(o, "ids"), *lps = cJSON_GetObjectItem(o, "logprobs"), *it;
     const cJSON *text = cJSON_GetObjectItem(o, "text"), *fin = cJSON_GetObjectItem(o, "finish");
-    int k = 0, ok = o && (int)cJSON_GetObjectItem(o, "conversation")->valuedouble == conv && (int)cJSON_GetObjectItem(o, "sample")->valuedouble == sample &&
+    int k = 0, ok = o && num(o, "conversation") == conv && num(o, "sample") == sample && num(o, "prompt_tokens") == want->n_prompt &&
              cJSON_IsString(text) && !strcmp(text->valuestring, want->text) && cJSON_IsString(fin) && !strcmp(fin->valuestring, cllm_finish_reason_string(want->finish)) &&
-             cJSON_GetArraySize(ids) == want->n && cJSON_GetArraySize(lps) == want->n &&
-             (int)cJSON_GetObjectItem(o, "prompt_tokens")->valuedouble == want->n_prompt;
+             cJSON_GetArraySize(ids) == want->n && cJSON_GetArraySize(lps) == want->n;
     cJSON_ArrayForEach(it, ids) { ok &= k < want->n && (int)it->valuedouble == want->ids[k]; k++; }
     k = 0;
     cJSON_ArrayForEach(it, lps) { ok &= k < want->n && (float)it->valuedouble == (float)want->logprobs[k]; k++; }
@@ -684,9 +690,14 @@ static void test_tools(cllm_local_lm *lm) {
     for (ok = n == 3, i = 0; i < n; i++) {
         const cJSON *msgs = cJSON_GetObjectItem(rows[i], "messages"), *sim = cJSON_GetObjectItem(rows[i], "simulation"), *m;
         int k = 0;
+        const cJSON *asst_dir = cJSON_GetObjectItem(sim, "assistant_model_dir");
         ok &= cJSON_GetArraySize(msgs) == 4 && !cJSON_GetObjectItem(rows[i], "error") && cJSON_IsString(cJSON_GetObjectItem(sim, "user_model_dir")) &&
-              !strcmp(cJSON_GetObjectItem(sim, "assistant_model_dir")->valuestring, dir_chatml);
-        cJSON_ArrayForEach(m, msgs) { ok &= k % 2 || !strcmp(cJSON_GetObjectItem(m, "content")->valuestring, "hello there"); k++; }
+              cJSON_IsString(asst_dir) && !strcmp(asst_dir->valuestring, dir_chatml);
+        cJSON_ArrayForEach(m, msgs) {
+            const cJSON *content = cJSON_GetObjectItem(m, "content");
+            ok &= cJSON_IsString(content) && (k % 2 || !strcmp(content->valuestring, "hello there"));
+            k++;
+        }
         cJSON_Delete(rows[i]);
     }
     check_true("simulate --user-model-dir --assistant-model-dir: 3 conversations of 4 messages, local provenance", ok);
