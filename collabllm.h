@@ -121,6 +121,12 @@
                                   pass_rate; any C function with the cllm_metric_fn shape plugs in too
       cllm_answer_matches()    -- exact / numeric matching of a final answer
       cllm_count_tokens()      -- the policy tokenizer's count, or whitespace words
+   Data generation, training files, evaluation
+      cllm_datagen_run()       -- paper B.1: k candidates per turn scored by MR, best one continues; all
+                                  recorded as flat CollabLLM records; resumable, shardable
+      cllm_build_pairs()       -- records -> SFT rows {"messages"} and DPO pairs {"prompt", "chosen",
+                                  "rejected", "score_chosen", "score_rejected"} (TRL conversational)
+      cllm_eval_run()          -- paper section 4: one conversation per task, metrics, tokens, turns
    Preference and RL objectives (DPO, PPO, GRPO) and metrics (BLEU)
       cllm_dpo_loss()          -- DPO losses (sigmoid/cDPO, robust, hinge, IPO, reference-free), TRL's
                                   reward metrics, and d loss / d policy logps
@@ -1339,6 +1345,72 @@ CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim
 CLLMDEF void        cllm_mr_result_free(cllm_mr_result *r);
 /* R* of one sample from its metric values and token count (the pure aggregation). */
 CLLMDEF double      cllm_mr_reward(const cllm_mr_config *cfg, const double *metric_values, int tokens);
+
+/* ============================================================================================ */
+/* Data generation (paper B.1), SFT rows and DPO pairs, and evaluation (paper section 4)         */
+/* ============================================================================================ */
+
+/* For each task: the simulator opens the conversation; at every turn the candidate model
+   samples k responses, each is scored by MR, all k are recorded, and the best one continues the
+   conversation. The next user message is taken from the best candidate's longest simulated
+   future (CollabLLM v2), or asked of the simulator when there is none. A conversation ends when
+   the user terminates or after max_turns user turns.
+   Output: one JSON line per (turn, candidate) in CollabLLM's flat schema (data_fmt/records.md),
+   appended per task and flushed to disk, so that a crash loses at most the task in flight. A
+   restarted run keeps the finished tasks, drops a half-written one, and continues. */
+typedef struct cllm_datagen_config {
+    cllm_mr_config mr;               /* how candidates are scored (set up with cllm_mr_config_init) */
+    int            n_candidates;     /* k responses per turn (default 2, CollabLLM's CLI)          */
+    int            max_turns;        /* user turns per conversation (default 7 = 14 messages)      */
+    const char    *task_desc;        /* cllm_goal.task_desc for every task (default "a task")     */
+    int            show_reference;   /* 1: the simulator also sees single_turn_completion         */
+    int            shard, n_shards;  /* process tasks with index % n_shards == shard (default 0/1) */
+    int            verbose;          /* 1: a progress line per task on stderr                       */
+} cllm_datagen_config;
+
+/* candidates: samples the k responses (its respond_batch receives k copies of the history, so a
+   sampling model must give different replies to equal inputs). future_assistant: plays the
+   assistant inside MR's futures (the paper: the same API model offline; the policy online). */
+CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_user_sim *user,
+                                     const cllm_assistant *candidates, const cllm_assistant *future_assistant,
+                                     const cllm_task *tasks, int n_tasks, const char *out_path, cllm_err *err);
+
+/* From records (data_fmt/records.md) to training files, both in formats TRL reads unchanged:
+   SFT rows {"messages": [...]} (data_fmt/sft.md): per conversation the best response at its last
+   turn, with its prompt; DPO pairs {"prompt", "chosen", "rejected", "score_chosen",
+   "score_rejected"} in TRL's conversational form (data_fmt/dpo.md): per (conversation, turn) the
+   highest against the lowest score, kept when the gap is at least min_gap (default 0.02).
+   Either output path may be NULL. Counts are returned through n_sft / n_pairs (optional). */
+typedef struct cllm_pairs_config {
+    double      min_gap;             /* default 0.02 (CollabLLM offline DPO)                       */
+    const char *system_prompt;       /* prepended as a system message to prompts (default none)   */
+} cllm_pairs_config;
+CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_config *cfg, const char *sft_path,
+                                     const char *dpo_path, int *n_sft, int *n_pairs, cllm_err *err);
+
+/* Evaluation as in the paper: one conversation per task between the model and the simulator,
+   up to max_turns user turns, then the metrics on the whole conversation. Per task it writes a
+   JSON line (data_fmt/eval.md) with the conversation, every metric, the assistant's tokens and
+   the interactivity score; the aggregate is the mean of each. */
+typedef struct cllm_eval_config {
+    int                max_turns;    /* user turns per conversation (default 7)                    */
+    const char        *task_desc;    /* default "a task"                                           */
+    int                show_reference;
+    const cllm_metric *metrics;      /* reported metrics (weights ignored)                         */
+    int                n_metrics;
+    cllm_token_counter tokens;       /* counts the assistant's tokens (default: words)             */
+    int                verbose;
+} cllm_eval_config;
+typedef struct cllm_eval_summary {
+    int     n_tasks, n_failed;       /* conversations, and those that failed (not averaged)        */
+    double *metric_means;            /* n_metrics means over the scored conversations (owned)      */
+    double  tokens_k;                /* mean assistant tokens per conversation, in thousands       */
+    double  turns;                   /* mean user turns per conversation                           */
+} cllm_eval_summary;
+CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_sim *user, const cllm_assistant *model,
+                                  const cllm_task *tasks, int n_tasks, const char *details_path,
+                                  cllm_eval_summary *summary, cllm_err *err);
+CLLMDEF void        cllm_eval_summary_free(cllm_eval_summary *s);
 
 /* ============================================================================================ */
 /* Objectives (DPO, PPO, GRPO) and metrics (BLEU)                                               */
@@ -8255,6 +8327,451 @@ CLLMDEF cllm_result cllm_metric_builtin(const char *name, cllm_metric *m, cllm_e
 }
 
 /* -------------------------------------------------------------------------------------------- */
+/* Data generation, pairs, evaluation                                                            */
+/* -------------------------------------------------------------------------------------------- */
+
+/* Adds single_turn_prompt/completion/metadata of the task (completion keeps its JSON type). */
+static void cllm__add_task_fields(cJSON *o, const cllm_task *t) {
+    static const char *keys[] = { "single_turn_prompt", "single_turn_completion", "single_turn_metadata" };
+    int i;
+    for (i = 0; i < 3; i++) {
+        const cJSON *v = t->json ? cJSON_GetObjectItemCaseSensitive(t->json, keys[i]) : NULL;
+        if (v) cJSON_AddItemToObject(o, keys[i], cJSON_Duplicate(v, 1));
+        else if (i == 0) cJSON_AddStringToObject(o, keys[i], t->prompt ? t->prompt : "");
+    }
+}
+
+static cJSON *cllm__double_array(const double *x, int n) {
+    cJSON *a = cJSON_CreateArray();
+    int i;
+    for (i = 0; a && i < n; i++) cJSON_AddItemToArray(a, x[i] == x[i] ? cJSON_CreateNumber(x[i]) : cJSON_CreateNull());
+    return a;
+}
+
+/* One flat record (data_fmt/records.md) for one scored candidate. */
+static cJSON *cllm__record_json(const cllm_mr_config *mr, const cllm_task *task, int conv_id, const cllm_conv *history,
+                                const char *candidate, const cllm_mr_result *r) {
+    cJSON *o = cJSON_CreateObject(), *rewards, *sessions;
+    double *vals = (double *)cllm__calloc((size_t)r->n_samples + 1, sizeof(double));
+    int s, m;
+    if (!o || !vals) { cJSON_Delete(o); CLLM_FREE(vals); return NULL; }
+    cJSON_AddItemToObject(o, "prompt", cllm_conv_to_json(history));
+    cJSON_AddStringToObject(o, "completion", candidate);
+    cJSON_AddNumberToObject(o, "conv_id", conv_id);
+    cJSON_AddNumberToObject(o, "turn_id", history->n);
+    if (r->code == CLLM_OK) cJSON_AddNumberToObject(o, "score", r->mr); else cJSON_AddNullToObject(o, "score");
+    rewards = cJSON_AddObjectToObject(o, "rewards");
+    for (s = 0; s < r->n_samples; s++) vals[s] = r->samples[s].reward;
+    cJSON_AddItemToObject(rewards, "MR", cllm__double_array(vals, r->n_samples));
+    for (m = 0; m < mr->n_metrics; m++) {
+        for (s = 0; s < r->n_samples; s++) vals[s] = r->samples[s].metrics[m];
+        cJSON_AddItemToObject(rewards, mr->metrics[m].name ? mr->metrics[m].name : "metric", cllm__double_array(vals, r->n_samples));
+    }
+    if (mr->variant == CLLM_MR_PAPER) {
+        for (s = 0; s < r->n_samples; s++) vals[s] = r->samples[s].tokens;
+        cJSON_AddItemToObject(rewards, "forward_tokens", cllm__double_array(vals, r->n_samples));
+    }
+    sessions = cJSON_AddArrayToObject(o, "sessions");
+    for (s = 0; s < r->n_samples; s++) cJSON_AddItemToArray(sessions, cllm_conv_to_json(&r->samples[s].session));
+    cllm__add_task_fields(o, task);
+    CLLM_FREE(vals);
+    return o;
+}
+
+/* Reads an existing records file: which conversations are complete (all their task_rows rows
+   present), and whether anything else (a half-written task, a torn last line) must be dropped.
+   done[conv_id] = 1 for complete ones (conv ids index the task list). */
+static cllm_result cllm__datagen_scan(const char *path, int n_tasks, unsigned char *done, int *dirty, cllm_err *err) {
+    FILE *f = fopen(path, "rb");
+    char *line = NULL;
+    size_t cap = 0;
+    int *count = (int *)cllm__calloc((size_t)n_tasks + 1, sizeof(int)), *want = (int *)cllm__calloc((size_t)n_tasks + 1, sizeof(int)), i;
+    long len;
+    *dirty = 0;
+    if (!count || !want) { CLLM_FREE(count); CLLM_FREE(want); if (f) fclose(f); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    if (f) {
+        while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
+            cJSON *o = len ? cJSON_ParseWithLength(line, (size_t)len) : NULL;
+            int id = -1, rows = 0;
+            if (o && cllm__json_int(o, "conv_id", -1, &id) && cllm__json_int(o, "task_rows", 0, &rows) && id >= 0 && id < n_tasks && rows > 0) {
+                count[id]++; want[id] = rows;
+            } else if (len) *dirty = 1;
+            cJSON_Delete(o);
+        }
+        fclose(f);
+    }
+    for (i = 0; i < n_tasks; i++) {
+        done[i] = count[i] > 0 && count[i] == want[i];
+        if (count[i] && !done[i]) *dirty = 1;
+    }
+    CLLM_FREE(line); CLLM_FREE(count); CLLM_FREE(want);
+    return CLLM_OK;
+}
+
+/* Rewrites the records file keeping only the rows of complete conversations (atomic). */
+static cllm_result cllm__datagen_compact(const char *path, int n_tasks, const unsigned char *done, cllm_err *err) {
+    FILE *f = fopen(path, "rb");
+    char *line = NULL;
+    size_t cap = 0;
+    cllm__sb keep = { NULL, 0, 0, 0 };
+    long len;
+    cllm_result rc;
+    if (!f) return CLLM_OK;
+    while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
+        cJSON *o = len ? cJSON_ParseWithLength(line, (size_t)len) : NULL;
+        int id = -1;
+        if (o && cllm__json_int(o, "conv_id", -1, &id) && id >= 0 && id < n_tasks && done[id]) { cllm__sb_putn(&keep, line, (size_t)len); cllm__sb_putc(&keep, '\n'); }
+        cJSON_Delete(o);
+    }
+    fclose(f);
+    CLLM_FREE(line);
+    if (keep.oom) { cllm__sb_free(&keep); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    rc = cllm_write_file_atomic(path, keep.p ? keep.p : "", keep.n, err);
+    cllm__sb_free(&keep);
+    return rc;
+}
+
+/* Appends text to path and flushes it to disk. */
+static cllm_result cllm__append_durable(const char *path, const char *text, size_t n, cllm_err *err) {
+    FILE *f = fopen(path, "ab");
+    int bad;
+    if (!f) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open for appending (%s)", path, strerror(errno));
+    bad = fwrite(text, 1, n, f) != n;
+    bad |= fflush(f) != 0;
+#if !defined(_WIN32)
+    bad |= fsync(fileno(f)) != 0;
+#endif
+    bad |= fclose(f) != 0;
+    return bad ? cllm__fail(err, CLLM_ERR_IO, "%s: write failed (%s)", path, strerror(errno)) : CLLM_OK;
+}
+
+/* One conversation of data generation; its records (without task_rows yet) go to rows. */
+static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm_user_sim *user, const cllm_assistant *cand,
+                                      const cllm_assistant *future, const cllm_task *task, int conv_id, cJSON *rows, cllm_err *err) {
+    int k = cllm__def(cfg->n_candidates, 2), max_turns = cllm__def(cfg->max_turns, 7), turn, i, best;
+    cllm_goal goal;
+    cllm_conv history, *views = (cllm_conv *)cllm__calloc((size_t)k, sizeof(cllm_conv));
+    cllm_reply *replies = (cllm_reply *)cllm__calloc((size_t)k, sizeof(cllm_reply)), ureply;
+    cllm_mr_item *items = (cllm_mr_item *)cllm__calloc((size_t)k, sizeof(cllm_mr_item));
+    cllm_mr_result *res = (cllm_mr_result *)cllm__calloc((size_t)k, sizeof(cllm_mr_result));
+    cllm_result rc = CLLM_OK;
+    memset(&ureply, 0, sizeof ureply);
+    memset(&history, 0, sizeof history);
+    goal.task_desc = cfg->task_desc ? cfg->task_desc : "a task";
+    goal.prompt = task->prompt;
+    goal.reference = cfg->show_reference ? task->completion : NULL;
+    if (!views || !replies || !items || !res) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+
+    /* the simulated user opens the conversation */
+    if ((rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err)) != CLLM_OK) goto done;
+    if ((rc = cllm_conv_push(&history, "user", ureply.text, err)) != CLLM_OK) goto done;
+    for (turn = 0; turn < max_turns && !ureply.terminated; turn++) {
+        int longest = -1, s;
+        for (i = 0; i < k; i++) views[i] = history;
+        if ((rc = cllm_assistant_replies(cand, views, k, replies, err)) != CLLM_OK) goto done;
+        for (i = 0; i < k; i++) { items[i].goal = &goal; items[i].task = task; items[i].history = &history; items[i].candidate = replies[i].text; }
+        cllm_mr_score(&cfg->mr, user, future, items, k, res, err);   /* per-candidate failures are in res */
+        for (i = 0, best = -1; i < k; i++) {
+            cJSON *row = cllm__record_json(&cfg->mr, task, conv_id, &history, replies[i].text, &res[i]);
+            if (!row) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+            cJSON_AddItemToArray(rows, row);
+            if (res[i].code == CLLM_OK && (best < 0 || res[i].mr > res[best].mr)) best = i;   /* ties: the first */
+        }
+        if (best < 0) { rc = cllm__fail(err, res[0].code ? res[0].code : CLLM_ERR_FORMAT, "turn %d: no candidate could be scored: %s", turn, res[0].err.msg); goto done; }
+        if ((rc = cllm_conv_push(&history, "assistant", replies[best].text, err)) != CLLM_OK) goto done;
+        /* the next user message: from the best candidate's longest simulated future */
+        for (s = 0; s < res[best].n_samples; s++)
+            if (res[best].samples[s].code == CLLM_OK && (longest < 0 || res[best].samples[s].session.n > res[best].samples[longest].session.n)) longest = s;
+        cllm_reply_free(&ureply);
+        if (longest >= 0 && res[best].samples[longest].session.n > history.n) {
+            const cllm_mr_sample *smp = &res[best].samples[longest];
+            cllm_reply_set(&ureply, smp->session.msgs[history.n].content, smp->terminated && smp->session.n == history.n + 1);
+        } else if ((rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err)) != CLLM_OK) goto done;
+        for (i = 0; i < k; i++) { cllm_mr_result_free(&res[i]); cllm_reply_free(&replies[i]); }
+        if (!ureply.terminated && (rc = cllm_conv_push(&history, "user", ureply.text, err)) != CLLM_OK) goto done;
+    }
+done:
+    for (i = 0; i < k && res; i++) cllm_mr_result_free(&res[i]);
+    for (i = 0; i < k && replies; i++) cllm_reply_free(&replies[i]);
+    cllm_reply_free(&ureply);
+    cllm_conv_free(&history);
+    CLLM_FREE(views); CLLM_FREE(replies); CLLM_FREE(items); CLLM_FREE(res);
+    return rc;
+}
+
+CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_user_sim *user,
+                                     const cllm_assistant *candidates, const cllm_assistant *future_assistant,
+                                     const cllm_task *tasks, int n_tasks, const char *out_path, cllm_err *err) {
+    unsigned char *done = NULL;
+    int dirty = 0, t, n_shards, shard, n_done = 0, n_failed = 0, n_todo = 0;
+    double t0 = cllm__now();
+    cllm_result rc;
+    cllm_err terr, first;
+    if (!cfg || !user || !candidates || !out_path || n_tasks < 0 || (n_tasks && !tasks)) return cllm__fail(err, CLLM_ERR_ARG, "cllm_datagen_run: needs a config, a user simulator, a candidate model, tasks and an output path");
+    n_shards = cllm__def(cfg->n_shards, 1); shard = cfg->shard;
+    if (shard < 0 || shard >= n_shards) return cllm__fail(err, CLLM_ERR_ARG, "cllm_datagen_run: shard %d is not in [0, %d)", shard, n_shards);
+    done = (unsigned char *)cllm__calloc((size_t)n_tasks + 1, 1);
+    if (!done) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if ((rc = cllm__datagen_scan(out_path, n_tasks, done, &dirty, err)) != CLLM_OK) { CLLM_FREE(done); return rc; }
+    if (dirty && (rc = cllm__datagen_compact(out_path, n_tasks, done, err)) != CLLM_OK) { CLLM_FREE(done); return rc; }
+    for (t = shard; t < n_tasks; t += n_shards) n_todo += !done[t];
+    if (cfg->verbose) fprintf(stderr, "generate-data: %d tasks in shard %d/%d, %d already done, %d to go%s\n",
+                              (n_tasks - shard + n_shards - 1) / n_shards, shard, n_shards, (n_tasks - shard + n_shards - 1) / n_shards - n_todo, n_todo,
+                              dirty ? " (dropped a half-written task)" : "");
+    first.code = CLLM_OK; first.msg[0] = 0;
+    for (t = shard; t < n_tasks; t += n_shards) {
+        cJSON *rows, *row;
+        char *text = NULL;
+        cllm__sb buf = { NULL, 0, 0, 0 };
+        int n_rows;
+        if (done[t]) continue;
+        rows = cJSON_CreateArray();
+        rc = rows ? cllm__datagen_task(cfg, user, candidates, future_assistant ? future_assistant : candidates, &tasks[t], t, rows, &terr)
+                  : cllm__fail(&terr, CLLM_ERR_NOMEM, "out of memory");
+        n_rows = rows ? cJSON_GetArraySize(rows) : 0;
+        if (rc == CLLM_OK && n_rows > 0) {
+            cJSON_ArrayForEach(row, rows) {
+                cJSON_AddNumberToObject(row, "task_rows", n_rows);
+                text = cJSON_PrintUnformatted(row);
+                if (!text) { buf.oom = 1; break; }
+                cllm__sb_puts(&buf, text); cllm__sb_putc(&buf, '\n');
+                cJSON_free(text);
+            }
+            rc = buf.oom ? cllm__fail(&terr, CLLM_ERR_NOMEM, "out of memory") : cllm__append_durable(out_path, buf.p, buf.n, &terr);
+        }
+        cllm__sb_free(&buf);
+        cJSON_Delete(rows);
+        if (rc == CLLM_OK) n_done++;
+        else {
+            n_failed++;
+            if (first.code == CLLM_OK) first = terr;
+            if (cfg->verbose) fprintf(stderr, "generate-data: task %d failed: %s\n", t, terr.msg);
+            if (rc == CLLM_ERR_IO || rc == CLLM_ERR_NOMEM) break;   /* the output itself is broken: stop */
+        }
+        if (cfg->verbose) {
+            double el = cllm__now() - t0;
+            int finished = n_done + n_failed;
+            fprintf(stderr, "generate-data: [%d/%d] task %d: %d rows, %.1fs elapsed, ETA %.0fs\n", finished, n_todo, t, n_rows, el,
+                    finished ? el / finished * (n_todo - finished) : 0.0);
+        }
+    }
+    CLLM_FREE(done);
+    if (n_failed) return cllm__fail(err, first.code, "%d of %d tasks failed (rerun to retry them; finished tasks are kept). First: %s", n_failed, n_todo, first.msg);
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* ---- SFT rows and DPO pairs ----------------------------------------------------------------- */
+
+typedef struct cllm__rec { int conv_id, turn_id; double score; cJSON *row; } cllm__rec;
+
+static int cllm__rec_cmp(const void *a, const void *b) {
+    const cllm__rec *x = (const cllm__rec *)a, *y = (const cllm__rec *)b;
+    if (x->conv_id != y->conv_id) return x->conv_id < y->conv_id ? -1 : 1;
+    if (x->turn_id != y->turn_id) return x->turn_id < y->turn_id ? -1 : 1;
+    return 0;
+}
+
+/* prompt messages (+ optional system prompt first) as a new JSON array */
+static cJSON *cllm__prompt_json(const cJSON *row, const char *system_prompt) {
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(row, "prompt");
+    cJSON *out = cJSON_CreateArray(), *m;
+    if (system_prompt) {
+        m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "role", "system"); cJSON_AddStringToObject(m, "content", system_prompt);
+        cJSON_AddItemToArray(out, m);
+    }
+    cJSON_ArrayForEach(m, p) cJSON_AddItemToArray(out, cJSON_Duplicate(m, 1));
+    return out;
+}
+
+static cJSON *cllm__assistant_msg(const char *text) {
+    cJSON *arr = cJSON_CreateArray(), *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "role", "assistant"); cJSON_AddStringToObject(m, "content", text);
+    cJSON_AddItemToArray(arr, m);
+    return arr;
+}
+
+static cllm_result cllm__write_jsonl(const char *path, cJSON *rows, cllm_err *err) {
+    cllm__sb b = { NULL, 0, 0, 0 };
+    cJSON *r;
+    cllm_result rc;
+    cJSON_ArrayForEach(r, rows) {
+        char *t = cJSON_PrintUnformatted(r);
+        if (!t) { b.oom = 1; break; }
+        cllm__sb_puts(&b, t); cllm__sb_putc(&b, '\n');
+        cJSON_free(t);
+    }
+    rc = b.oom ? cllm__fail(err, CLLM_ERR_NOMEM, "out of memory") : cllm_write_file_atomic(path, b.p ? b.p : "", b.n, err);
+    cllm__sb_free(&b);
+    return rc;
+}
+
+CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_config *cfg, const char *sft_path,
+                                     const char *dpo_path, int *n_sft, int *n_pairs, cllm_err *err) {
+    FILE *f = fopen(records_path, "rb");
+    char *line = NULL;
+    size_t cap = 0;
+    long len;
+    int lineno = 0, i, j, n = 0;
+    cllm__rec *recs = NULL;
+    cJSON *sft = cJSON_CreateArray(), *dpo = cJSON_CreateArray();
+    double min_gap = cfg ? cllm__def(cfg->min_gap, 0.02) : 0.02;
+    const char *sys = cfg ? cfg->system_prompt : NULL;
+    cllm_result rc = CLLM_OK;
+    if (n_sft) *n_sft = 0;
+    if (n_pairs) *n_pairs = 0;
+    if (!f) { cJSON_Delete(sft); cJSON_Delete(dpo); return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", records_path, strerror(errno)); }
+    while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
+        cllm__rec r;
+        const cJSON *sc;
+        lineno++;
+        if (len == 0) continue;
+        r.row = cJSON_ParseWithLength(line, (size_t)len);
+        sc = cJSON_GetObjectItemCaseSensitive(r.row, "score");
+        if (!r.row || !cllm__json_int(r.row, "conv_id", -1, &r.conv_id) || !cllm__json_int(r.row, "turn_id", -1, &r.turn_id) ||
+            !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(r.row, "prompt")) || !cllm__json_str(r.row, "completion")) {
+            cJSON_Delete(r.row);
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not a record (needs prompt, completion, conv_id, turn_id, score; see data_fmt/records.md)", records_path, lineno);
+            break;
+        }
+        if (!cJSON_IsNumber(sc)) { cJSON_Delete(r.row); continue; }   /* an unscored candidate takes no part */
+        r.score = sc->valuedouble;
+        stbds_arrput(recs, r);
+        n++;
+    }
+    fclose(f);
+    CLLM_FREE(line);
+    if (rc == CLLM_OK) {
+        qsort(recs, (size_t)n, sizeof *recs, cllm__rec_cmp);
+        for (i = 0; i < n; i = j) {
+            int best = i, worst = i;
+            for (j = i; j < n && recs[j].conv_id == recs[i].conv_id && recs[j].turn_id == recs[i].turn_id; j++) {
+                if (recs[j].score > recs[best].score) best = j;
+                if (recs[j].score < recs[worst].score) worst = j;
+            }
+            /* DPO: best vs worst of this (conversation, turn) */
+            if (j - i >= 2 && recs[best].score - recs[worst].score >= min_gap) {
+                cJSON *p = cJSON_CreateObject();
+                cJSON_AddItemToObject(p, "prompt", cllm__prompt_json(recs[best].row, sys));
+                cJSON_AddItemToObject(p, "chosen", cllm__assistant_msg(cllm__json_str(recs[best].row, "completion")));
+                cJSON_AddItemToObject(p, "rejected", cllm__assistant_msg(cllm__json_str(recs[worst].row, "completion")));
+                cJSON_AddNumberToObject(p, "score_chosen", recs[best].score);
+                cJSON_AddNumberToObject(p, "score_rejected", recs[worst].score);
+                cJSON_AddNumberToObject(p, "conv_id", recs[i].conv_id);
+                cJSON_AddNumberToObject(p, "turn_id", recs[i].turn_id);
+                cJSON_AddItemToArray(dpo, p);
+            }
+            /* SFT: the best response at the conversation's last turn */
+            if (j == n || recs[j].conv_id != recs[i].conv_id) {
+                cJSON *row = cJSON_CreateObject(), *msgs = cllm__prompt_json(recs[best].row, sys), *a = cllm__assistant_msg(cllm__json_str(recs[best].row, "completion"));
+                cJSON_AddItemToArray(msgs, cJSON_DetachItemFromArray(a, 0));
+                cJSON_Delete(a);
+                cJSON_AddItemToObject(row, "messages", msgs);
+                cJSON_AddNumberToObject(row, "conv_id", recs[i].conv_id);
+                cJSON_AddNumberToObject(row, "score", recs[best].score);
+                cJSON_AddItemToArray(sft, row);
+            }
+        }
+        if (sft_path) rc = cllm__write_jsonl(sft_path, sft, err);
+        if (rc == CLLM_OK && dpo_path) rc = cllm__write_jsonl(dpo_path, dpo, err);
+        if (n_sft) *n_sft = cJSON_GetArraySize(sft);
+        if (n_pairs) *n_pairs = cJSON_GetArraySize(dpo);
+    }
+    for (i = 0; i < n; i++) cJSON_Delete(recs[i].row);
+    stbds_arrfree(recs);
+    cJSON_Delete(sft); cJSON_Delete(dpo);
+    if (rc == CLLM_OK) cllm__ok(err);
+    return rc;
+}
+
+/* ---- evaluation ---------------------------------------------------------------------------------- */
+
+CLLMDEF void cllm_eval_summary_free(cllm_eval_summary *s) {
+    if (!s) return;
+    CLLM_FREE(s->metric_means);
+    memset(s, 0, sizeof *s);
+}
+
+CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_sim *user, const cllm_assistant *model,
+                                  const cllm_task *tasks, int n_tasks, const char *details_path,
+                                  cllm_eval_summary *summary, cllm_err *err) {
+    int nm = cfg ? cfg->n_metrics : 0, i, m, t, n_scored = 0;
+    cllm_goal *goals = (cllm_goal *)cllm__calloc((size_t)n_tasks + 1, sizeof *goals);
+    cllm_conv *convs = (cllm_conv *)cllm__calloc((size_t)n_tasks + 1, sizeof *convs);
+    cllm_sim_status *st = (cllm_sim_status *)cllm__calloc((size_t)n_tasks + 1, sizeof *st);
+    cllm_session *ses = (cllm_session *)cllm__calloc((size_t)n_tasks + 1, sizeof *ses);
+    double *scores = (double *)cllm__calloc((size_t)n_tasks * (nm + 1) + 1, sizeof(double));
+    cJSON *details = cJSON_CreateArray();
+    cllm_result rc = CLLM_OK;
+    memset(summary, 0, sizeof *summary);
+    if (!cfg || !user || !model || n_tasks < 0 || (n_tasks && !tasks)) { rc = cllm__fail(err, CLLM_ERR_ARG, "cllm_eval_run: needs a config, a simulator, a model and tasks"); goto done; }
+    summary->metric_means = (double *)cllm__calloc((size_t)nm + 1, sizeof(double));
+    if (!goals || !convs || !st || !ses || !scores || !details || !summary->metric_means) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+    for (t = 0; t < n_tasks; t++) {
+        goals[t].task_desc = cfg->task_desc ? cfg->task_desc : "a task";
+        goals[t].prompt = tasks[t].prompt;
+        goals[t].reference = cfg->show_reference ? tasks[t].completion : NULL;
+    }
+    /* every conversation runs in lockstep: one batch of simulator calls per round */
+    cllm_simulate(user, model, goals, convs, n_tasks, 2 * cllm__def(cfg->max_turns, 7), st, NULL);
+    for (t = 0; t < n_tasks; t++) {
+        ses[t].goal = &goals[t]; ses[t].task = &tasks[t]; ses[t].conv = &convs[t]; ses[t].n_history = convs[t].n > 0 ? 1 : 0;
+        for (m = 0; m < nm; m++) scores[(size_t)t * nm + m] = NAN;
+    }
+    for (m = 0; m < nm; m++) {
+        double *col = (double *)cllm__calloc((size_t)n_tasks + 1, sizeof(double));
+        if (!col) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+        for (t = 0; t < n_tasks; t++) col[t] = NAN;
+        if (n_tasks) cfg->metrics[m].fn(cfg->metrics[m].ctx, ses, n_tasks, col, NULL);
+        for (t = 0; t < n_tasks; t++) scores[(size_t)t * nm + m] = st[t].code == CLLM_OK ? col[t] : NAN;
+        CLLM_FREE(col);
+    }
+    summary->n_tasks = n_tasks;
+    for (t = 0; t < n_tasks; t++) {
+        cJSON *o = cJSON_CreateObject(), *mo;
+        long tokens = 0;
+        int turns = 0, ok = st[t].code == CLLM_OK;
+        for (i = 0; i < convs[t].n; i++) {
+            if (strcmp(convs[t].msgs[i].role, "assistant") == 0) tokens += cllm_count_tokens(&cfg->tokens, convs[t].msgs[i].content);
+            else turns++;
+        }
+        for (m = 0; m < nm && ok; m++) ok = scores[(size_t)t * nm + m] == scores[(size_t)t * nm + m];
+        cJSON_AddNumberToObject(o, "conv_id", t);
+        cJSON_AddItemToObject(o, "messages", cllm_conv_to_json(&convs[t]));
+        cJSON_AddBoolToObject(o, "terminated", st[t].terminated);
+        mo = cJSON_AddObjectToObject(o, "metrics");
+        for (m = 0; m < nm; m++) {
+            double v = scores[(size_t)t * nm + m];
+            if (v == v) cJSON_AddNumberToObject(mo, cfg->metrics[m].name, v); else cJSON_AddNullToObject(mo, cfg->metrics[m].name);
+        }
+        cJSON_AddNumberToObject(o, "assistant_tokens", (double)tokens);
+        cJSON_AddNumberToObject(o, "user_turns", turns);
+        if (st[t].code != CLLM_OK) cJSON_AddStringToObject(o, "error", st[t].err.msg);
+        else if (!ok) cJSON_AddStringToObject(o, "error", "a metric could not score this conversation");
+        cllm__add_task_fields(o, &tasks[t]);
+        cJSON_AddItemToArray(details, o);
+        if (!ok) { summary->n_failed++; continue; }
+        n_scored++;
+        for (m = 0; m < nm; m++) summary->metric_means[m] += scores[(size_t)t * nm + m];
+        summary->tokens_k += tokens / 1000.0;
+        summary->turns += turns;
+    }
+    if (n_scored) {
+        for (m = 0; m < nm; m++) summary->metric_means[m] /= n_scored;
+        summary->tokens_k /= n_scored; summary->turns /= n_scored;
+    }
+    if (details_path) rc = cllm__write_jsonl(details_path, details, err);
+    if (rc == CLLM_OK && summary->n_failed) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%d of %d conversations failed and are not in the averages (see the \"error\" field of the details)", summary->n_failed, n_tasks);
+done:
+    for (t = 0; convs && t < n_tasks; t++) cllm_conv_free(&convs[t]);
+    CLLM_FREE(goals); CLLM_FREE(convs); CLLM_FREE(st); CLLM_FREE(ses); CLLM_FREE(scores);
+    cJSON_Delete(details);
+    if (rc == CLLM_OK) cllm__ok(err);
+    return rc;
+}
+
+/* -------------------------------------------------------------------------------------------- */
 /* Objectives (DPO, PPO, GRPO) and metrics (BLEU)                                               */
 /* -------------------------------------------------------------------------------------------- */
 
@@ -8672,10 +9189,10 @@ static int cllm__utf8_symbols(const char *s, int *out) {
     return n;
 }
 
-typedef struct { const int *p; int len; int *id; } cllm__tok;
+typedef struct { const int *p; int len; int *id; } cllm__bleu_tok;
 
 static int cllm__tok_cmp(const void *a, const void *b) {
-    const cllm__tok *x = (const cllm__tok *)a, *y = (const cllm__tok *)b;
+    const cllm__bleu_tok *x = (const cllm__bleu_tok *)a, *y = (const cllm__bleu_tok *)b;
     int k, m = x->len < y->len ? x->len : y->len;
     for (k = 0; k < m; k++) if (x->p[k] != y->p[k]) return x->p[k] < y->p[k] ? -1 : 1;
     return x->len - y->len;
@@ -8684,12 +9201,12 @@ static int cllm__tok_cmp(const void *a, const void *b) {
 /* Token level: each string's code points are split at Python whitespace and every distinct
    token gets an integer id (by sorting all tokens); seqs[i] is replaced by its id sequence. */
 static cllm_result cllm__bleu_tokenize(int **seqs, int *lens, int n, cllm_err *err) {
-    cllm__tok *toks;
+    cllm__bleu_tok *toks;
     int **ids;
     size_t total = 0, k = 0, j;
     int i, t, id = 0;
     for (i = 0; i < n; i++) total += (size_t)lens[i];   /* no more tokens than symbols */
-    toks = (cllm__tok *)cllm__calloc(total + 1, sizeof *toks);
+    toks = (cllm__bleu_tok *)cllm__calloc(total + 1, sizeof *toks);
     ids = (int **)cllm__calloc((size_t)n, sizeof *ids);
     for (i = 0; toks && ids && i < n; i++) if (!(ids[i] = (int *)cllm__calloc((size_t)lens[i] + 1, sizeof(int)))) break;
     if (!toks || !ids || i < n) {
