@@ -107,7 +107,6 @@ static void conv_of(cllm_conv *c, const cllm_message *msgs, int n) {
     for (i = 0; i < n; i++) cllm_conv_push(c, msgs[i].role, msgs[i].content, NULL);
 }
 
-
 /* ---- a model trained to answer as the user simulator ---------------------------------------- */
 
 /* The simulator prompt template of these tests: short, so training takes a moment. */
@@ -115,12 +114,12 @@ static const char *sim_template = "Goal: {{goal}}";
 static const char *reply_json = "{\"response\": \"hello there\"}";
 static const char *reply_prose = "No idea.";
 
-/* Trains the model so that after each prompt (as one user message, with the generation prompt)
-   it answers with any of the targets followed by the end-of-turn token: each (prompt, target)
-   pair is a row of one batch and the loss counts the answer tokens only. With two targets the
-   first answer token becomes a coin flip. Returns the last loss. */
-static double train_replies(cllm_local_lm *lm, char *const *prompts, int n_prompts, const char *const *targets, int n_targets, int steps) {
-    int rows = n_prompts * n_targets, T = 0, r, t, step, len[16], start[16], *row[16], *ids, *labels, *mask;
+/* Trains the model so that after the prompt (as one user message, with the generation prompt) it
+   answers with either target followed by the end-of-turn token: each target is a row of one
+   batch and the loss counts the answer tokens only, so the first answer token becomes a coin
+   flip. Returns the last loss. */
+static double train_replies(cllm_local_lm *lm, const char *prompt, const char *const targets[2], int steps) {
+    int rows = 2, T = 0, r, t, step, len[2], start[2], *row[2], *ids, *labels, *mask;
     cllm_render_opts ro;
     cllm_adamw_config opt;
     cllm_batch batch;
@@ -129,9 +128,9 @@ static double train_replies(cllm_local_lm *lm, char *const *prompts, int n_promp
     ro.add_generation_prompt = 1;
     for (r = 0; r < rows; r++) {
         cllm_message msg;
-        const char *target = targets[r % n_targets];
+        const char *target = targets[r];
         int *p = NULL, *a = NULL, na = 0;
-        msg.role = "user"; msg.content = prompts[r / n_targets];
+        msg.role = "user"; msg.content = prompt;
         cllm_chat_render(&lm->tok, &msg, 1, &ro, NULL, &p, NULL, &start[r], &err);
         cllm_tokenizer_encode(&lm->tok, target, strlen(target), 0, &a, &na, NULL, &err);
         len[r] = start[r] + na + 1;
@@ -356,7 +355,7 @@ static void test_trained(cllm_local_lm *lm) {
     double loss;
     printf("a model trained to answer the simulator prompt\n");
     targets[0] = reply_json; targets[1] = reply_prose;
-    loss = train_replies(lm, &prompt, 1, targets, 2, 60);
+    loss = train_replies(lm, prompt, targets, 60);
     snprintf(lab, sizeof lab, "60 AdamW steps: mean loss %.3f on the answer tokens (not 0: the first one is a coin flip)", loss);
     check_true(lab, loss < 0.2);
     {   /* kept as a model directory for trying the tools by hand (data_fmt/generate.md's example) */
