@@ -1243,6 +1243,9 @@ typedef struct cllm_token_counter {
     void  *ctx;
 } cllm_token_counter;
 CLLMDEF int cllm_count_tokens(const cllm_token_counter *tc, const char *text);
+/* A count function for cllm_token_counter over a tokenizer: ctx is a const cllm_tokenizer *
+   (e.g. &local_lm.tokenizer); counts the tokens of text, special tokens not added. */
+CLLMDEF int cllm_tokenizer_count(void *tokenizer, const char *text);
 
 /* Built-in metrics (ctx in brackets). Look them up by name with cllm_metric_builtin.
    token_amount   [cllm_token_counter* or NULL] tokens of every assistant message / 1000 (v2)
@@ -7870,6 +7873,13 @@ CLLMDEF int cllm_count_tokens(const cllm_token_counter *tc, const char *text) {
         if (!space && !in_word) n++;
         in_word = !space;
     }
+    return n;
+}
+
+CLLMDEF int cllm_tokenizer_count(void *tokenizer, const char *text) {
+    int *ids = NULL, n = 0;
+    if (cllm_tokenizer_encode((const cllm_tokenizer *)tokenizer, text, strlen(text), 0, &ids, &n, NULL, NULL) != CLLM_OK) n = 0;
+    CLLM_FREE(ids);
     return n;
 }
 
