@@ -77,6 +77,7 @@ static cJSON *int_array(const int *v, int n) {
     return a;
 }
 
+/* Prints o as one line and deletes it. */
 static void print_json_line(cJSON *o) {
     char *s = cJSON_PrintUnformatted(o);
     if (s) { fputs(s, stdout); fputc('\n', stdout); cJSON_free(s); }
@@ -461,6 +462,278 @@ done:
     return rc;
 }
 
+/* ---- the multiturn-aware reward, data generation, pairs, evaluation -------------------------- */
+/* Shared by mr, generate-data and eval: the reward's metrics from --metrics NAME:WEIGHT,...,
+   with an LLM judge (--judge-model, same endpoint flags with the "judge" side) for the metrics
+   that need one, and the token counter (the local assistant's tokenizer, --tokenizer DIR, or
+   whitespace words). */
+
+typedef struct {
+    cllm_metric       metrics[16];
+    int               n;
+    cllm_client       judge_client;
+    cllm_judge        judge;
+    cllm_match_config match;
+    cllm_code_config  code;
+    cllm_tokenizer    tok;
+    cllm_token_counter tokens;
+} metric_set;
+
+static void free_metric_set(metric_set *ms) {
+    cllm_client_free(&ms->judge_client);
+    cllm_tokenizer_free(&ms->tok);
+}
+
+static int make_metric_set(metric_set *ms, int argc, char **argv, const sides *sd, const char *def, cllm_err *err) {
+    const char *spec = flag(argc, argv, "--metrics") ? flag(argc, argv, "--metrics") : def;
+    const char *judge_model = flag(argc, argv, "--judge-model"), *tok_dir = flag(argc, argv, "--tokenizer");
+    char buf[512], *item, *next;
+    int need_judge = 0, i;
+    memset(ms, 0, sizeof *ms);
+    if (tok_dir) {
+        if (cllm_tokenizer_load(&ms->tok, tok_dir, err) != CLLM_OK) return 0;
+        ms->tokens.count = cllm_tokenizer_count; ms->tokens.ctx = &ms->tok;
+    } else if (sd->assistant == &sd->local_asst.assistant) {
+        ms->tokens.count = cllm_tokenizer_count; ms->tokens.ctx = (void *)&sd->local_asst.lm->tok;
+    }
+    ms->match.answer_prefix = flag(argc, argv, "--answer-prefix");
+    ms->match.numeric = has_switch(argc, argv, "--numeric");
+    ms->code.python = flag(argc, argv, "--python");
+    ms->code.timeout_s = flag_num(argc, argv, "--code-timeout", 0);
+    snprintf(buf, sizeof buf, "%s", spec);
+    for (item = buf; item && *item; item = next) {
+        char *colon = strchr(item, ':');
+        next = strchr(item, ',');
+        if (next) *next++ = 0;
+        cllm_metric *m = &ms->metrics[ms->n];
+        if (ms->n == 16) { snprintf(err->msg, sizeof err->msg, "--metrics: at most 16"); return 0; }
+        colon = strchr(item, ':');
+        if (colon) *colon = 0;
+        if (cllm_metric_builtin(item, m, err) != CLLM_OK) return 0;
+        m->weight = colon ? atof(colon + 1) : 1.0;
+        if (!strcmp(m->name, "interactivity") || !strcmp(m->name, "accuracy")) { m->ctx = &ms->judge; need_judge = 1; }
+        else if (!strcmp(m->name, "exact_match")) m->ctx = &ms->match;
+        else if (!strcmp(m->name, "pass_rate")) m->ctx = &ms->code;
+        else if (!strcmp(m->name, "token_amount")) m->ctx = &ms->tokens;
+        else if (!strcmp(m->name, "bleu") && judge_model) { m->ctx = &ms->judge; need_judge = 1; }
+        ms->n++;
+    }
+    if (need_judge || (judge_model && has_switch(argc, argv, "--extract-code"))) {
+        cllm_judge_config jc;
+        if (!judge_model) { snprintf(err->msg, sizeof err->msg, "--metrics %s needs an LLM judge: give --judge-model", spec); return 0; }
+        if (!make_client(&ms->judge_client, argc, argv, "judge", err)) return 0;
+        memset(&jc, 0, sizeof jc);
+        jc.params.model = judge_model;
+        cllm_judge_init(&ms->judge, &ms->judge_client, &jc);
+        if (has_switch(argc, argv, "--extract-code")) ms->code.extractor = &ms->judge;
+    }
+    for (i = 0; i < ms->n; i++) fprintf(stderr, "%s%s:%g", i ? ", " : "metrics: ", ms->metrics[i].name, ms->metrics[i].weight);
+    fprintf(stderr, "\n");
+    return 1;
+}
+
+/* --preset math|code|document, then --window, --samples, --lambda, --variant paper|weighted */
+static int mr_config_flags(cllm_mr_config *mr, int argc, char **argv, const metric_set *ms) {
+    const char *preset = flag(argc, argv, "--preset"), *variant = flag(argc, argv, "--variant");
+    cllm_mr_config_init(mr, preset && !strcmp(preset, "document") ? CLLM_MR_PRESET_DOCUMENT : preset && !strcmp(preset, "code") ? CLLM_MR_PRESET_CODE : CLLM_MR_PRESET_MATH);
+    if (preset && strcmp(preset, "math") && strcmp(preset, "code") && strcmp(preset, "document")) { fprintf(stderr, "--preset: math, code or document\n"); return 0; }
+    mr->window = (int)flag_num(argc, argv, "--window", mr->window);
+    mr->samples = (int)flag_num(argc, argv, "--samples", mr->samples);
+    mr->lambda = flag_num(argc, argv, "--lambda", mr->lambda);
+    if (variant && !strcmp(variant, "weighted")) mr->variant = CLLM_MR_WEIGHTED_SUM;
+    else if (variant && strcmp(variant, "paper")) { fprintf(stderr, "--variant: paper or weighted\n"); return 0; }
+    if (mr->window < 0 || mr->samples < 1) { fprintf(stderr, "--window must be >= 0 and --samples >= 1\n"); return 0; }
+    mr->metrics = ms->metrics; mr->n_metrics = ms->n;
+    mr->tokens = ms->tokens;
+    fprintf(stderr, "MR: w=%d S=%d %s variant, lambda %g\n", mr->window, mr->samples, mr->variant == CLLM_MR_PAPER ? "paper" : "weighted-sum", mr->lambda);
+    return 1;
+}
+
+#define SIDES_USAGE \
+    "    (--user-model M | --user-model-dir DIR) (--assistant-model M | --assistant-model-dir DIR)\n" \
+    "    [--user-temperature T] [--assistant-temperature T] [--seed N] [--termination TEXT] [--json-mode]\n" \
+    "    [--base-url URL] [--api-key-env NAME] [--{user,assistant,judge}-base-url URL] [--concurrency N]\n"
+#define METRICS_USAGE \
+    "    [--metrics NAME:W,...] (token_amount, interactivity, accuracy, exact_match, bleu, pass_rate)\n" \
+    "    [--judge-model M] [--answer-prefix TEXT] [--numeric] [--python PATH] [--code-timeout S]\n" \
+    "    [--extract-code] [--tokenizer DIR]\n"
+#define MR_USAGE \
+    "    [--preset math|code|document] [--window 2] [--samples 3] [--lambda L] [--variant paper|weighted]\n"
+
+static int cmd_generate_data(int argc, char **argv) {
+    static const char *usage = "collabllm generate-data --tasks TASKS.jsonl --out RECORDS.jsonl\n" SIDES_USAGE METRICS_USAGE MR_USAGE
+        "    [--candidates 2] [--max-turns 7] [--shard i/n] [--task-desc TEXT] [--show-reference]";
+    const char *tasks_path = need(argc, argv, "--tasks", usage), *out = need(argc, argv, "--out", usage), *shard = flag(argc, argv, "--shard");
+    cllm_task *tasks = NULL;
+    int n = 0, rc = 1;
+    sides sd;
+    metric_set ms;
+    cllm_datagen_config cfg;
+    cllm_err err;
+    if (!tasks_path || !out) return 2;
+    memset(&ms, 0, sizeof ms);
+    memset(&cfg, 0, sizeof cfg);
+    if (shard && sscanf(shard, "%d/%d", &cfg.shard, &cfg.n_shards) != 2) { fprintf(stderr, "--shard: i/n, e.g. 0/4\n"); return 2; }
+    if (cllm_tasks_read_jsonl(tasks_path, &tasks, &n, &err) != CLLM_OK) return fail(&err);
+    if (!make_sides(&sd, argc, argv, NULL, &err) || !make_metric_set(&ms, argc, argv, &sd, "accuracy:1,interactivity:0.5", &err) ||
+        !mr_config_flags(&cfg.mr, argc, argv, &ms)) { if (err.msg[0]) fail(&err); goto done; }
+    cfg.n_candidates = (int)flag_num(argc, argv, "--candidates", 2);
+    cfg.max_turns = (int)flag_num(argc, argv, "--max-turns", 7);
+    cfg.task_desc = flag(argc, argv, "--task-desc");
+    cfg.show_reference = has_switch(argc, argv, "--show-reference");
+    cfg.verbose = 1;
+    if (cllm_datagen_run(&cfg, sd.user, sd.assistant, sd.assistant, tasks, n, out, &err) != CLLM_OK) { fail(&err); goto done; }
+    fprintf(stderr, "generate-data: wrote %s\n", out);
+    rc = 0;
+done:
+    free_metric_set(&ms);
+    free_sides(&sd);
+    cllm_tasks_free(tasks, n);
+    return rc;
+}
+
+static int cmd_build_pairs(int argc, char **argv) {
+    static const char *usage = "collabllm build-pairs --records RECORDS.jsonl [--sft SFT.jsonl] [--dpo PAIRS.jsonl] [--min-gap 0.02] [--system TEXT]";
+    const char *records = need(argc, argv, "--records", usage);
+    cllm_pairs_config pc;
+    int n_sft = 0, n_pairs = 0;
+    cllm_err err;
+    if (!records) return 2;
+    if (!flag(argc, argv, "--sft") && !flag(argc, argv, "--dpo")) { fprintf(stderr, "give --sft and/or --dpo\nusage: %s\n", usage); return 2; }
+    memset(&pc, 0, sizeof pc);
+    pc.min_gap = flag_num(argc, argv, "--min-gap", 0.02);
+    pc.system_prompt = flag(argc, argv, "--system");
+    if (cllm_build_pairs(records, &pc, flag(argc, argv, "--sft"), flag(argc, argv, "--dpo"), &n_sft, &n_pairs, &err) != CLLM_OK) return fail(&err);
+    fprintf(stderr, "build-pairs: %d SFT rows, %d DPO pairs (min gap %g)\n", n_sft, n_pairs, pc.min_gap);
+    return 0;
+}
+
+static int cmd_eval(int argc, char **argv) {
+    static const char *usage = "collabllm eval --tasks TASKS.jsonl --details DETAILS.jsonl [--summary SUMMARY.json]\n" SIDES_USAGE METRICS_USAGE
+        "    [--max-turns 7] [--task-desc TEXT] [--show-reference] [--limit N]";
+    const char *tasks_path = need(argc, argv, "--tasks", usage), *details = need(argc, argv, "--details", usage), *summary_path = flag(argc, argv, "--summary");
+    cllm_task *tasks = NULL;
+    int n = 0, rc = 1, m, limit = (int)flag_num(argc, argv, "--limit", 0);
+    sides sd;
+    metric_set ms;
+    cllm_eval_config cfg;
+    cllm_eval_summary sum;
+    cllm_err err;
+    cJSON *js = NULL;
+    if (!tasks_path || !details) return 2;
+    memset(&ms, 0, sizeof ms);
+    memset(&sum, 0, sizeof sum);
+    if (cllm_tasks_read_jsonl(tasks_path, &tasks, &n, &err) != CLLM_OK) return fail(&err);
+    if (!make_sides(&sd, argc, argv, NULL, &err) || !make_metric_set(&ms, argc, argv, &sd, "accuracy,interactivity", &err)) { if (err.msg[0]) fail(&err); goto done; }
+    memset(&cfg, 0, sizeof cfg);
+    cfg.max_turns = (int)flag_num(argc, argv, "--max-turns", 7);
+    cfg.task_desc = flag(argc, argv, "--task-desc");
+    cfg.show_reference = has_switch(argc, argv, "--show-reference");
+    cfg.metrics = ms.metrics; cfg.n_metrics = ms.n;
+    cfg.tokens = ms.tokens;
+    rc = cllm_eval_run(&cfg, sd.user, sd.assistant, tasks, limit > 0 && limit < n ? limit : n, details, &sum, &err) == CLLM_OK ? 0 : 1;
+    if (rc) fprintf(stderr, "warning: %s\n", err.msg);
+    /* the table: one row, the paper's columns (metrics, #Tokens(k), and ITR = interactivity x 100) */
+    printf("%-16s", "tasks");
+    for (m = 0; m < ms.n; m++) printf(" %14s", ms.metrics[m].name);
+    printf(" %10s %8s\n%-16d", "tokens(k)", "turns", sum.n_tasks - sum.n_failed);
+    for (m = 0; m < ms.n; m++) printf(" %14.4f", sum.metric_means ? sum.metric_means[m] : 0.0);
+    printf(" %10.4f %8.2f\n", sum.tokens_k, sum.turns);
+    for (m = 0; m < ms.n; m++) if (!strcmp(ms.metrics[m].name, "interactivity")) printf("ITR (interactivity x 100): %.1f\n", 100 * sum.metric_means[m]);
+    if (summary_path) {
+        char *text;
+        cJSON *mo;
+        js = cJSON_CreateObject();
+        cJSON_AddNumberToObject(js, "tasks", sum.n_tasks);
+        cJSON_AddNumberToObject(js, "failed", sum.n_failed);
+        mo = cJSON_AddObjectToObject(js, "metrics");
+        for (m = 0; m < ms.n; m++) cJSON_AddNumberToObject(mo, ms.metrics[m].name, sum.metric_means[m]);
+        cJSON_AddNumberToObject(js, "tokens_k", sum.tokens_k);
+        cJSON_AddNumberToObject(js, "turns", sum.turns);
+        text = cJSON_Print(js);
+        if (cllm_write_file_atomic(summary_path, text, strlen(text), &err) != CLLM_OK) { fail(&err); rc = 1; }
+        cJSON_free(text);
+    }
+done:
+    cJSON_Delete(js);
+    cllm_eval_summary_free(&sum);
+    free_metric_set(&ms);
+    free_sides(&sd);
+    cllm_tasks_free(tasks, n);
+    return rc;
+}
+
+/* mr: scores given candidates. Each input line is a task (single_turn_* fields) plus "history"
+   (messages ending with the user's) and "candidates" (strings); each output line lists the
+   candidates with their MR, its standard deviation, every sample's rewards and sessions. */
+typedef struct { const cllm_mr_config *mr; const sides *sd; const char *task_desc; int failed; } mr_ctx;
+
+static int mr_one(const cJSON *line, void *vctx) {
+    mr_ctx *c = (mr_ctx *)vctx;
+    const cJSON *hist = cJSON_GetObjectItemCaseSensitive(line, "history"), *cands = cJSON_GetObjectItemCaseSensitive(line, "candidates"), *it;
+    cllm_task task;
+    cllm_goal goal;
+    cllm_conv history;
+    static cllm_mr_item items[64];
+    static cllm_mr_result res[64];
+    cllm_err err;
+    cJSON *out, *arr;
+    int k = 0, i, s, m;
+    memset(&task, 0, sizeof task);
+    memset(&history, 0, sizeof history);
+    task.json = (cJSON *)line;
+    task.prompt = (char *)(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(line, "single_turn_prompt")) ? cJSON_GetObjectItemCaseSensitive(line, "single_turn_prompt")->valuestring : NULL);
+    task.completion = (char *)(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(line, "single_turn_completion")) ? cJSON_GetObjectItemCaseSensitive(line, "single_turn_completion")->valuestring : "");
+    if (!task.prompt || !cJSON_IsArray(cands) || cllm_conv_from_json(&history, hist, &err) != CLLM_OK || history.n == 0) {
+        fprintf(stderr, "error: each line needs single_turn_prompt, a non-empty \"history\" and \"candidates\"\n");
+        cllm_conv_free(&history);
+        return 1;
+    }
+    goal.task_desc = c->task_desc ? c->task_desc : "a task"; goal.prompt = task.prompt; goal.reference = NULL;
+    cJSON_ArrayForEach(it, cands) if (cJSON_IsString(it) && k < 64) { items[k].goal = &goal; items[k].task = &task; items[k].history = &history; items[k].candidate = it->valuestring; k++; }
+    cllm_mr_score(c->mr, c->sd->user, c->sd->assistant, items, k, res, &err);
+    out = cJSON_CreateObject();
+    arr = cJSON_AddArrayToObject(out, "candidates");
+    for (i = 0; i < k; i++) {
+        cJSON *o = cJSON_CreateObject(), *rw = cJSON_AddObjectToObject(o, "rewards"), *ss = cJSON_AddArrayToObject(o, "sessions"), *a;
+        cJSON_AddStringToObject(o, "completion", items[i].candidate);
+        if (res[i].code == CLLM_OK) { cJSON_AddNumberToObject(o, "score", res[i].mr); cJSON_AddNumberToObject(o, "std", res[i].std); }
+        else { cJSON_AddNullToObject(o, "score"); cJSON_AddStringToObject(o, "error", res[i].err.msg); c->failed = 1; }
+        a = cJSON_AddArrayToObject(rw, "MR");
+        for (s = 0; s < res[i].n_samples; s++) cJSON_AddItemToArray(a, res[i].samples[s].reward == res[i].samples[s].reward ? cJSON_CreateNumber(res[i].samples[s].reward) : cJSON_CreateNull());
+        for (m = 0; m < c->mr->n_metrics; m++) {
+            a = cJSON_AddArrayToObject(rw, c->mr->metrics[m].name);
+            for (s = 0; s < res[i].n_samples; s++) cJSON_AddItemToArray(a, res[i].samples[s].metrics[m] == res[i].samples[s].metrics[m] ? cJSON_CreateNumber(res[i].samples[s].metrics[m]) : cJSON_CreateNull());
+        }
+        for (s = 0; s < res[i].n_samples; s++) cJSON_AddItemToArray(ss, cllm_conv_to_json(&res[i].samples[s].session));
+        cJSON_AddItemToArray(arr, o);
+        cllm_mr_result_free(&res[i]);
+    }
+    print_json_line(out);                     /* prints and frees it */
+    cllm_conv_free(&history);
+    return 0;
+}
+
+static int cmd_mr(int argc, char **argv) {
+    static const char *usage = "collabllm mr --input ITEMS.jsonl\n" SIDES_USAGE METRICS_USAGE MR_USAGE "    [--task-desc TEXT]";
+    const char *input = need(argc, argv, "--input", usage);
+    sides sd;
+    metric_set ms;
+    cllm_mr_config mr;
+    mr_ctx ctx;
+    cllm_err err;
+    int rc = 1;
+    if (!input) return 2;
+    memset(&ms, 0, sizeof ms);
+    if (!make_sides(&sd, argc, argv, NULL, &err) || !make_metric_set(&ms, argc, argv, &sd, "accuracy:1,interactivity:0.5", &err) || !mr_config_flags(&mr, argc, argv, &ms)) { if (err.msg[0]) fail(&err); goto done; }
+    ctx.mr = &mr; ctx.sd = &sd; ctx.task_desc = flag(argc, argv, "--task-desc"); ctx.failed = 0;
+    rc = each_json(input, mr_one, &ctx) || ctx.failed;
+done:
+    free_metric_set(&ms);
+    free_sides(&sd);
+    return rc;
+}
+
 /* ---- tokenize / detokenize: JSONL filters over a tokenizer.json -------------------------- */
 
 /* Reads one line of any length from f into *buf (grown as needed); returns its length or -1 at EOF. */
@@ -724,6 +997,10 @@ static const command commands[] = {
     { "tokenize", cmd_tokenize, "stdin {\"text\"} lines -> {\"ids\"} lines with a tokenizer.json" },
     { "detokenize", cmd_detokenize, "stdin {\"ids\"} lines -> {\"text\"} lines" },
     { "render", cmd_render, "a conversation through the chat template -> {\"text\", \"ids\", \"mask\"}" },
+    { "mr", cmd_mr, "multiturn-aware reward of candidate responses (simulated futures, metrics, R*)" },
+    { "generate-data", cmd_generate_data, "CollabLLM data generation: MR-scored candidates per turn -> records (resumable)" },
+    { "build-pairs", cmd_build_pairs, "records -> SFT rows and DPO pairs (TRL formats)" },
+    { "eval", cmd_eval, "one conversation per task with the simulator; metrics, tokens, ITR" },
     { "generate", cmd_generate, "a local model's responses to conversations: JSON lines of text, ids, logprobs, finish" },
 };
 
