@@ -111,6 +111,8 @@
                                   without them, or with COLLABLLM_DOUBLE, the scalar microkernel.
                                   Fused multiply-adds and vector partial sums change the rounding
                                   (~1e-6 relative per matmul or dot product).
+      CLLM_NO_HUGEPAGES           with a fast path on Linux, allocations of 8 MB or more ask for
+                                  transparent huge pages (madvise); this turns that off.
       Recommended for speed:  -O3 -march=native -fopenmp -DCLLM_SIMD  (see `make bench`).
       COLLABLLM_STB_DS_IMPLEMENTATION
                                   instantiate stb_ds in this file instead of linking Debian's -lstb
@@ -622,6 +624,21 @@ static void cllm__ok(cllm_err *err) {
     if (err) { err->code = CLLM_OK; err->msg[0] = 0; }
 }
 
+/* With a fast path on, Linux backs allocations of 8 MB or more (weights, gradients, moments,
+   activations) with 2 MB pages where it can (transparent huge pages, "madvise" mode): matmuls
+   walk rows far apart, and with 4 KB pages nearly every row costs a TLB miss. Advice only:
+   nothing changes if the kernel declines. CLLM_NO_HUGEPAGES turns it off. */
+#if defined(__linux__) && (defined(__x86_64__) || defined(__aarch64__)) && !defined(CLLM_NO_HUGEPAGES) && \
+    (defined(_OPENMP) || defined(CLLM_BLOCKED) || defined(CLLM_SIMD))
+extern int madvise(void *, size_t, int);   /* <sys/mman.h> hides it in strict C99 */
+static void cllm__advise_huge(void *p, size_t bytes) {
+    uintptr_t a = ((uintptr_t)p + 4095) & ~(uintptr_t)4095, e = ((uintptr_t)p + bytes) & ~(uintptr_t)4095;
+    if (bytes >= ((size_t)8 << 20) && e > a) madvise((void *)a, (size_t)(e - a), 14 /* MADV_HUGEPAGE */);
+}
+#else
+#define cllm__advise_huge(p, bytes) ((void)0)
+#endif
+
 /* Allocation with overflow-checked sizes; returns NULL on overflow or failure. */
 static void *cllm__calloc(size_t n, size_t size) {
     void *p;
@@ -629,7 +646,7 @@ static void *cllm__calloc(size_t n, size_t size) {
     if (size && n > SIZE_MAX / size) return NULL;
     bytes = n * size;
     p = CLLM_MALLOC(bytes > 0 ? bytes : 1);
-    if (p) memset(p, 0, bytes);
+    if (p) { cllm__advise_huge(p, bytes); memset(p, 0, bytes); }
     return p;
 }
 
