@@ -1905,7 +1905,7 @@ static void cllm__axpy(cllm_float *y, cllm_float alpha, const cllm_float *x, int
 #define CLLM__DKC 512         /* K block of the dot kernel: 7 rows of 2 KB stay in L1             */
 #define CLLM__MR 6            /* outer kernel: a 6 x 16 block of the output                      */
 #define CLLM__NR 16
-#define CLLM__KC 256          /* K block of the outer kernel: a 16 KB panel of B stays in L1      */
+#define CLLM__KC 256          /* K block of the outer kernel: a 16 KB panel of B stays in L1    */
 #define CLLM__MC 192          /* outer kernel tile: 192 rows of A, read in place (192 KB per K block: L2) */
 #define CLLM__NC 256
 
@@ -2072,58 +2072,68 @@ static void cllm__gemm_nt(cllm_float *out, size_t ldo, const cllm_float *X, size
     }
 }
 
-/* Copies rows [k0, k0+kc) x columns [j0, j0+nc) of B into NR-column panels, zero-padded past
-   column N: bp[(q*kc + k)*NR + j] = B[(k0+k)*ldb + j0 + q*NR + j]. */
-static void cllm__pack_rows(cllm_float *bp, const cllm_float *B, size_t ldb, int j0, int nc, int N, int k0, int kc) {
-    int q, k;
-    for (q = 0; q < nc; q += CLLM__NR) {
-        int nr = N - (j0 + q) < CLLM__NR ? N - (j0 + q) : CLLM__NR;
-        for (k = 0; k < kc; k++) {
-            cllm_float *dst = bp + ((size_t)q * kc + (size_t)k * CLLM__NR);
-            memcpy(dst, B + (size_t)(k0 + k) * ldb + (size_t)(j0 + q), sizeof(cllm_float) * (size_t)nr);
-            if (nr < CLLM__NR) memset(dst + nr, 0, sizeof(cllm_float) * (size_t)(CLLM__NR - nr));
+/* Copies rows [k0, k0+kc) and columns [j, j+nr) of B into one contiguous NR-column panel,
+   zero-padded past nr <= NR: bp[k*NR + jj] = B[(k0+k)*ldb + j + jj]. */
+static void cllm__pack_panel(cllm_float *bp, const cllm_float *B, size_t ldb, int j, int nr, int k0, int kc) {
+    int k;
+    for (k = 0; k < kc; k++) {
+        const cllm_float *src = B + (size_t)(k0 + k) * ldb + (size_t)j;
+        cllm_float *dst = bp + (size_t)k * CLLM__NR;
+#if defined(__GNUC__) || defined(__clang__)
+        if (k + 16 < kc) __builtin_prefetch(src + 16 * ldb);    /* rows far apart: no hardware prefetch */
+#endif
+        if (nr == CLLM__NR) memcpy(dst, src, sizeof(cllm_float) * CLLM__NR);    /* two vector moves */
+        else {
+            memcpy(dst, src, sizeof(cllm_float) * (size_t)nr);
+            memset(dst + nr, 0, sizeof(cllm_float) * (size_t)(CLLM__NR - nr));
         }
     }
 }
 
 /* Cm (M x N, rows ldc apart) += A (M x K) B (K x N), with A(i,k) = A[i*ars + k*acs] read in place
-   and B(k,j) = B[k*ldb + j]. Returns 0, touching nothing, if the panels cannot be allocated. */
-static int cllm__gemm_nn(cllm_float *Cm, size_t ldc, const cllm_float *A, size_t ars, size_t acs,
-                         const cllm_float *B, size_t ldb, int M, int N, int K) {
+   and B(k,j) = B[k*ldb + j]. Each thread copies one B panel (KC x NR, 16 KB, on its stack) at
+   a time and runs it against every 6-row block of A in its tile. */
+static void cllm__gemm_nn(cllm_float *Cm, size_t ldc, const cllm_float *A, size_t ars, size_t acs,
+                          const cllm_float *B, size_t ldb, int M, int N, int K) {
     int mc = CLLM__MC, nc = CLLM__NC, tn, ntiles, t;
-    size_t per = (size_t)CLLM__KC * CLLM__NC + 16;               /* + room to align to 64 bytes */
-    cllm_float *work;
-    if (M <= 0 || N <= 0 || K <= 0) return 1;
+    if (M <= 0 || N <= 0 || K <= 0) return;
     tn = cllm__tiles(M, N, &mc, &nc, CLLM__MR, CLLM__NR);
     ntiles = (M + mc - 1) / mc * tn;
-    work = (cllm_float *)CLLM_MALLOC((size_t)cllm__max_threads() * per * sizeof(cllm_float));
-    if (!work) return 0;
 #ifdef CLLM__OMP
 #pragma omp parallel for schedule(dynamic) if(ntiles > 1 && (double)M * N * K >= 1e5)
 #endif
     for (t = 0; t < ntiles; t++) {
-        cllm_float *bp = work + (size_t)cllm__thread_num() * per;
+        cllm_float panel[CLLM__KC * CLLM__NR + 16], *bp = panel;
         int i0 = t / tn * mc, j0 = t % tn * nc, k0, p, q;
         int mt = M - i0 < mc ? M - i0 : mc, nt = N - j0 < nc ? N - j0 : nc;
         while ((uintptr_t)bp % 64) bp++;                         /* aligned vector loads of B */
         for (k0 = 0; k0 < K; k0 += CLLM__KC) {
             int kc = K - k0 < CLLM__KC ? K - k0 : CLLM__KC;
-            cllm__pack_rows(bp, B, ldb, j0, nt, N, k0, kc);
-            for (q = 0; q < nt; q += CLLM__NR) for (p = 0; p < mt; p += CLLM__MR) {
-                int mr = mt - p < CLLM__MR ? mt - p : CLLM__MR, nr = nt - q < CLLM__NR ? nt - q : CLLM__NR, r, j;
-                const cllm_float *a[CLLM__MR];
-                cllm_float *c = Cm + (size_t)(i0 + p) * ldc + (size_t)(j0 + q), tile[CLLM__MR * CLLM__NR];
-                for (r = 0; r < CLLM__MR; r++) a[r] = A + (size_t)(i0 + p + (r < mr ? r : 0)) * ars + (size_t)k0 * acs;
-                if (mr == CLLM__MR && nr == CLLM__NR) { cllm__kernel_outer(kc, a, acs, bp + (size_t)q * kc, c, ldc); continue; }
-                /* an edge block goes through a full-size copy; the extra entries are discarded */
-                for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) tile[r * CLLM__NR + j] = r < mr && j < nr ? c[r * ldc + j] : 0;
-                cllm__kernel_outer(kc, a, acs, bp + (size_t)q * kc, tile, CLLM__NR);
-                for (r = 0; r < mr; r++) for (j = 0; j < nr; j++) c[r * ldc + j] = tile[r * CLLM__NR + j];
+            for (q = 0; q < nt; q += CLLM__NR) {
+                int nr = nt - q < CLLM__NR ? nt - q : CLLM__NR;
+                cllm__pack_panel(bp, B, ldb, j0 + q, nr, k0, kc);
+                for (p = 0; p < mt; p += CLLM__MR) {
+                    int mr = mt - p < CLLM__MR ? mt - p : CLLM__MR, r, j;
+                    const cllm_float *a[CLLM__MR];
+                    cllm_float *c = Cm + (size_t)(i0 + p) * ldc + (size_t)(j0 + q), tile[CLLM__MR * CLLM__NR];
+                    for (r = 0; r < CLLM__MR; r++) a[r] = A + (size_t)(i0 + p + (r < mr ? r : 0)) * ars + (size_t)k0 * acs;
+#if defined(__GNUC__) || defined(__clang__)
+                    /* the next output block: with a short K (dW sums over the tokens) the output is
+                       streamed from memory, and its load would otherwise stall the kernel */
+                    if (p + 2 * CLLM__MR <= mt) for (r = CLLM__MR; r < 2 * CLLM__MR; r++) {
+                        __builtin_prefetch(c + r * ldc, 1);
+                        __builtin_prefetch(c + r * ldc + CLLM__NR - 1, 1);
+                    }
+#endif
+                    if (mr == CLLM__MR && nr == CLLM__NR) { cllm__kernel_outer(kc, a, acs, bp, c, ldc); continue; }
+                    /* an edge block goes through a full-size copy; the extra entries are discarded */
+                    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) tile[r * CLLM__NR + j] = r < mr && j < nr ? c[r * ldc + j] : 0;
+                    cllm__kernel_outer(kc, a, acs, bp, tile, CLLM__NR);
+                    for (r = 0; r < mr; r++) for (j = 0; j < nr; j++) c[r * ldc + j] = tile[r * CLLM__NR + j];
+                }
             }
         }
     }
-    CLLM_FREE(work);
-    return 1;
 }
 
 /* out = bias (or 0), then out += inp W^T. */
@@ -2138,16 +2148,13 @@ static void cllm__matmul_forward_blocked(cllm_float *out, const cllm_float *inp,
     cllm__gemm_nt(out, (size_t)OC, inp, (size_t)C, W, (size_t)C, N, OC, C);
 }
 
-/* The three products of the reference backward; a part that runs out of memory falls back
-   to the reference for that part alone. */
+/* The three products of the reference backward. */
 static void cllm__matmul_backward_blocked(cllm_float *dinp, cllm_float *dW, cllm_float *dbias,
                                           const cllm_float *dout, const cllm_float *inp, const cllm_float *W,
                                           int N, int C, int OC) {
     int o;
-    if (dinp && !cllm__gemm_nn(dinp, (size_t)C, dout, (size_t)OC, 1, W, (size_t)C, N, C, OC))
-        cllm__matmul_backward_naive(dinp, NULL, NULL, dout, inp, W, N, C, OC);
-    if (dW && !cllm__gemm_nn(dW, (size_t)C, dout, 1, (size_t)OC, inp, (size_t)C, OC, C, N))
-        cllm__matmul_backward_naive(NULL, dW, NULL, dout, inp, W, N, C, OC);
+    if (dinp) cllm__gemm_nn(dinp, (size_t)C, dout, (size_t)OC, 1, W, (size_t)C, N, C, OC);
+    if (dW) cllm__gemm_nn(dW, (size_t)C, dout, 1, (size_t)OC, inp, (size_t)C, OC, C, N);
     if (dbias) {
         CLLM__PARALLEL_FOR((size_t)N * OC)
         for (o = 0; o < OC; o++) {
