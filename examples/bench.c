@@ -2,9 +2,10 @@
    Demonstrates timing cllm_forward, cllm_backward and cllm_adamw_update on random-weight models
    of real shapes, and the matmul kernel on its own, with the figures written as JSON.
 
-     build/bench [--preset NAME]... [--config DIR] [--B n] [--T n] [--json PATH] [--list]
+     build/bench [--preset NAME]... [--config DIR] [--B n] [--T n] [--matmul n] [--json PATH] [--list]
 
-   Without --preset or --config every preset runs. Each model runs in a child process, so the
+   Without --preset or --config every preset runs; --matmul sets the size of the matmul alone
+   (default 1024, 0 skips it). The JSON is described in data_fmt/bench.md. Each model runs in a child process, so the
    peak RSS (getrusage) is that model's alone. Build it with the fast paths on:
      cc -O3 -march=native -fopenmp -DCLLM_SIMD examples/bench.c -lcjson -lcurl -lstb -lm
    FLOPs of a training step: 6 * parameters * tokens (llm.c's convention; attention's T^2 term
@@ -257,10 +258,10 @@ static cJSON *bench_matmul(int n) {
    Each child has its own peak RSS; and the parent never starts OpenMP threads, which a forked
    child could not use (libgomp's thread pool does not survive fork). */
 
-typedef struct job { const char *name, *why; const cllm_config *cfg; int B, T, train; } job;
+typedef struct job { const char *name, *why; const cllm_config *cfg; int B, T, train, matmul_n; } job;
 
 static cJSON *run_job(const job *j) {
-    if (!j->cfg) return bench_matmul(1024);
+    if (!j->cfg) return bench_matmul(j->matmul_n);
     return bench_model(j->name, j->why, j->cfg, j->B, j->T, j->train);
 }
 
@@ -301,6 +302,12 @@ static cJSON *isolated(const job *j) {
 #endif
 }
 
+static int add_figures(cJSON *models, cJSON *figures) {
+    if (!figures) return 0;
+    cJSON_AddItemToArray(models, figures);
+    return 1;
+}
+
 static const char *flag(int argc, char **argv, const char *name) {
     int i;
     for (i = 1; i < argc - 1; i++) if (strcmp(argv[i], name) == 0) return argv[i + 1];
@@ -310,6 +317,7 @@ static const char *flag(int argc, char **argv, const char *name) {
 int main(int argc, char **argv) {
     const char *json_path = flag(argc, argv, "--json"), *cdir = flag(argc, argv, "--config");
     int Bo = flag(argc, argv, "--B") ? atoi(flag(argc, argv, "--B")) : 0, To = flag(argc, argv, "--T") ? atoi(flag(argc, argv, "--T")) : 0;
+    int mm_n = flag(argc, argv, "--matmul") ? atoi(flag(argc, argv, "--matmul")) : 1024;
     int i, k, any = 0, failed = 0;
     cllm_err err;
     job j, mm;
@@ -320,6 +328,7 @@ int main(int argc, char **argv) {
         for (k = 0; k < NPRESETS; k++) printf("%-18s %s\n", presets[k].name, presets[k].why);
         return 0;
     }
+    if (Bo < 0 || To < 0 || mm_n < 0) { fprintf(stderr, "--B, --T and --matmul must be positive\n"); return 2; }
 #if defined(CLLM__AVX2)
     cJSON_AddStringToObject(machine, "simd", "avx2+fma");
 #elif defined(CLLM__NEON)
@@ -344,7 +353,8 @@ int main(int argc, char **argv) {
            cJSON_GetObjectItem(machine, "simd")->valuestring, cJSON_IsTrue(cJSON_GetObjectItem(machine, "blocked_matmul")) ? "on" : "off");
     cJSON_AddItemToObject(root, "machine", machine);
     memset(&mm, 0, sizeof mm);
-    cJSON_AddItemToObject(root, "matmul", isolated(&mm));
+    mm.matmul_n = mm_n;
+    if (mm_n > 0) cJSON_AddItemToObject(root, "matmul", isolated(&mm));
 
     if (cdir) {                                    /* a Hugging Face config.json */
         char path[4096], *text;
@@ -357,7 +367,7 @@ int main(int argc, char **argv) {
         }
         cllm_free_buffer(text);
         j.name = cdir; j.why = "config.json"; j.cfg = &cfg; j.B = Bo ? Bo : 1; j.T = To ? To : 256; j.train = 1;
-        cJSON_AddItemToArray(models, isolated(&j));
+        if (!add_figures(models, isolated(&j))) failed = 1;
         any = 1;
     }
     for (k = 0; k < NPRESETS; k++) {
@@ -367,13 +377,8 @@ int main(int argc, char **argv) {
         for (i = 1; i < argc - 1; i++) if (strcmp(argv[i], "--preset") == 0 && strcmp(argv[i + 1], p->name) == 0) selected = 1;
         if (!selected && (cdir || flag(argc, argv, "--preset"))) continue;
         if (cllm_config_parse(&cfg, p->config, strlen(p->config), &err) != CLLM_OK) { fprintf(stderr, "%s: %s\n", p->name, err.msg); return 1; }
-        {
-            cJSON *r;
-            j.name = p->name; j.why = p->why; j.cfg = &cfg; j.B = Bo ? Bo : p->B; j.T = To ? To : p->T; j.train = p->train;
-            r = isolated(&j);
-            if (!r) failed = 1;
-            else cJSON_AddItemToArray(models, r);
-        }
+        j.name = p->name; j.why = p->why; j.cfg = &cfg; j.B = Bo ? Bo : p->B; j.T = To ? To : p->T; j.train = p->train;
+        if (!add_figures(models, isolated(&j))) failed = 1;
         any = 1;
     }
     if (!any) { fprintf(stderr, "no such preset (see --list)\n"); return 2; }
