@@ -1900,14 +1900,16 @@ static void cllm__axpy(cllm_float *y, cllm_float alpha, const cllm_float *x, int
    thread per tile, and inside a tile K is walked in ascending order: the thread count never
    changes a result.                                                                            */
 #ifdef CLLM_BLOCKED
-#define CLLM__DR 3            /* dot kernel: 3 rows of inp x 4 rows of W                        */
+#define CLLM__DR 3      /* dot kernel: 3 rows of inp x 4 rows of W                                  */
 #define CLLM__DC 4
-#define CLLM__DKC 512         /* K block of the dot kernel: 7 rows of 2 KB stay in L1             */
-#define CLLM__MR 6            /* outer kernel: a 6 x 16 block of the output                      */
+#define CLLM__DKC 512   /* its K block: 7 rows of 2 KB stay in L1                                   */
+#define CLLM__DMC 96    /* its tiles: 96 rows of inp (192 KB per K block, reread from L2) ...       */
+#define CLLM__DNC 128   /* ... by 128 rows of W, each group of 4 read once into L1                  */
+#define CLLM__MR 6      /* outer kernel: a 6 x 16 block of the output                               */
 #define CLLM__NR 16
-#define CLLM__KC 256          /* K block of the outer kernel: a 16 KB panel of B stays in L1    */
-#define CLLM__MC 192          /* outer kernel tile: 192 rows of A, read in place (192 KB per K block: L2) */
-#define CLLM__NC 256
+#define CLLM__KC 256    /* its K block: a 16 KB panel of B stays in L1                             */
+#define CLLM__MC 192    /* its tiles: 192 rows of A, read in place (192 KB per K block: L2) ...     */
+#define CLLM__NC 256    /* ... by 256 columns                                                       */
 
 #ifdef CLLM__AVX2
 /* [sum a, sum b, sum c, sum d] of four 8-lane vectors */
@@ -2051,7 +2053,7 @@ static int cllm__tiles(int M, int N, int *mc, int *nc, int mr, int nr) {
 /* out (M x N, rows ldo apart) += X (M x K) W (N x K)^T, X and W rows ldx and ldw apart. */
 static void cllm__gemm_nt(cllm_float *out, size_t ldo, const cllm_float *X, size_t ldx,
                           const cllm_float *W, size_t ldw, int M, int N, int K) {
-    int mc = 16 * CLLM__DR * 2, nc = 32 * CLLM__DC, tn, ntiles, t, nkb, kc;
+    int mc = CLLM__DMC, nc = CLLM__DNC, tn, ntiles, t, nkb, kc;
     if (M <= 0 || N <= 0 || K <= 0) return;
     tn = cllm__tiles(M, N, &mc, &nc, CLLM__DR, CLLM__DC);
     ntiles = (M + mc - 1) / mc * tn;
