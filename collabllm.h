@@ -161,6 +161,26 @@
       CLLM_MALLOC(sz) CLLM_REALLOC(p,sz) CLLM_FREE(p)
                                   replace the C allocator; define all three or none
       CLLM_ASSERT(x)              replace assert() (used for internal invariants only, never input)
+
+      Fast paths. The default build runs the readable scalar kernels; these switches add fast
+      paths beside them (the scalar kernels stay, as the reference the tests compare against):
+      -fopenmp (_OPENMP)          parallel loops: matmul rows or tiles, attention over (batch,
+                                  head) pairs, RMSNorm, SwiGLU, RoPE, residual adds and the lm-head
+                                  rows. Threads: OMP_NUM_THREADS. Results are bit-identical to
+                                  the serial build. CLLM_NO_OPENMP keeps the library serial in a
+                                  program that is itself compiled with -fopenmp.
+      CLLM_BLOCKED                cache-blocked matmul, forward (3x4 blocks of dot products) and
+                                  backward (6x16 blocks of outer products over copied panels);
+                                  with one or two rows (decoding) a single pass over the weights.
+                                  Same summation order as the reference: identical results.
+      CLLM_SIMD                   implies CLLM_BLOCKED, and adds AVX2+FMA microkernels (x86, when
+                                  compiled with -mavx2 -mfma or -march=native) or NEON ones (AArch64);
+                                  without them, or with COLLABLLM_DOUBLE, the scalar microkernel.
+                                  Fused multiply-adds and vector partial sums change the rounding
+                                  (~1e-6 relative per matmul or dot product).
+      CLLM_NO_HUGEPAGES           with a fast path on Linux, allocations of 8 MB or more ask for
+                                  transparent huge pages (madvise); this turns that off.
+      Recommended for speed:  -O3 -march=native -fopenmp -DCLLM_SIMD  (see `make bench`).
       COLLABLLM_STB_DS_IMPLEMENTATION
                                   instantiate stb_ds in this file instead of linking Debian's -lstb
 
@@ -430,10 +450,12 @@ typedef struct cllm_params {
     cllm_float *lm_head;     /* (V, C)         lm_head.weight (untied); == embed when tied        */
 } cllm_params;
 
-/* Activations saved by the forward pass for the backward pass (B*T rows each). */
+/* Activations saved by the forward pass for the backward pass (B*T rows each). ln1, ln2 and
+   act are cheap functions of x, h, gate and up, so they hold one layer only (the last one
+   after cllm_forward); the backward pass recomputes them for each layer, bit for bit.        */
 typedef struct cllm_acts {
     cllm_float *x;           /* (L+1, BT, C)   residual stream entering layer l; x[L] enters the final norm */
-    cllm_float *ln1;         /* (L, BT, C)     input_layernorm output                              */
+    cllm_float *ln1;         /* (BT, C)        input_layernorm output (of one layer)                */
     cllm_float *ln1_rstd;    /* (L, BT)        1/sqrt(mean(x^2)+eps)                               */
     cllm_float *q_pre;       /* (L, BT, H*hd)  q before the q/k norm (qk_norm only)                */
     cllm_float *k_pre;       /* (L, BT, KV*hd)                                                     */
@@ -446,11 +468,11 @@ typedef struct cllm_acts {
                                                recomputes the probabilities from it               */
     cllm_float *atty;        /* (L, BT, H*hd)  attention output before o_proj                      */
     cllm_float *h;           /* (L, BT, C)     residual stream after attention                     */
-    cllm_float *ln2;         /* (L, BT, C)     post_attention_layernorm output                     */
+    cllm_float *ln2;         /* (BT, C)        post_attention_layernorm output (of one layer)       */
     cllm_float *ln2_rstd;    /* (L, BT)                                                            */
     cllm_float *gate;        /* (L, BT, I)     gate_proj output                                    */
     cllm_float *up;          /* (L, BT, I)     up_proj output                                      */
-    cllm_float *act;         /* (L, BT, I)     silu(gate) * up                                     */
+    cllm_float *act;         /* (BT, I)        silu(gate) * up (of one layer)                       */
     cllm_float *lnf;         /* (BT, C)        final norm output = the "last hidden state"         */
     cllm_float *lnf_rstd;    /* (BT)                                                               */
     cllm_float *lse;         /* (BT)           logsumexp of each (temperature-scaled) logits row   */
@@ -1705,6 +1727,21 @@ static void cllm__ok(cllm_err *err) {
     if (err) { err->code = CLLM_OK; err->msg[0] = 0; }
 }
 
+/* With a fast path on, Linux backs allocations of 8 MB or more (weights, gradients, moments,
+   activations) with 2 MB pages where it can (transparent huge pages, "madvise" mode): matmuls
+   walk rows far apart, and with 4 KB pages nearly every row costs a TLB miss. Advice only:
+   nothing changes if the kernel declines. CLLM_NO_HUGEPAGES turns it off. */
+#if defined(__linux__) && (defined(__x86_64__) || defined(__aarch64__)) && !defined(CLLM_NO_HUGEPAGES) && \
+    (defined(_OPENMP) || defined(CLLM_BLOCKED) || defined(CLLM_SIMD))
+extern int madvise(void *, size_t, int);   /* <sys/mman.h> hides it in strict C99 */
+static void cllm__advise_huge(void *p, size_t bytes) {
+    uintptr_t a = ((uintptr_t)p + 4095) & ~(uintptr_t)4095, e = ((uintptr_t)p + bytes) & ~(uintptr_t)4095;
+    if (bytes >= ((size_t)8 << 20) && e > a) madvise((void *)a, (size_t)(e - a), 14 /* MADV_HUGEPAGE */);
+}
+#else
+#define cllm__advise_huge(p, bytes) ((void)0)
+#endif
+
 /* Allocation with overflow-checked sizes; returns NULL on overflow or failure. */
 static void *cllm__calloc(size_t n, size_t size) {
     void *p;
@@ -1712,7 +1749,7 @@ static void *cllm__calloc(size_t n, size_t size) {
     if (size && n > SIZE_MAX / size) return NULL;
     bytes = n * size;
     p = CLLM_MALLOC(bytes > 0 ? bytes : 1);
-    if (p) memset(p, 0, bytes);
+    if (p) { cllm__advise_huge(p, bytes); memset(p, 0, bytes); }
     return p;
 }
 
@@ -2590,14 +2627,42 @@ done:
 /* Layers: each a forward/backward pair. Arguments: outputs, caches, inputs, weights, sizes.    */
 /* Backward passes accumulate (+=) into their gradient outputs.                                 */
 /* -------------------------------------------------------------------------------------------- */
+/* The kernels in this section are the readable references. Optional fast paths (OpenMP, the
+   cache-blocked matmul, SIMD microkernels) follow in "Layers: fast paths"; the forward and
+   backward drivers call them through small dispatchers at its end. OpenMP pragmas appear in
+   the reference kernels only on loops whose iterations are independent, so those kernels give
+   bit-identical results with and without -fopenmp. */
+
+#if defined(_OPENMP) && !defined(CLLM_NO_OPENMP)
+#include <omp.h>
+#define CLLM__OMP 1
+#define CLLM__PRAGMA(x) _Pragma(#x)
+/* A parallel loop over independent iterations. `work` (about one unit per scalar operation)
+   keeps small loops, such as the tests' toy models, on one thread. */
+#define CLLM__PARALLEL_FOR(work) CLLM__PRAGMA(omp parallel for schedule(static) if((work) >= 32768))
+#define cllm__max_threads() omp_get_max_threads()
+#define cllm__thread_num() omp_get_thread_num()
+#else
+#define CLLM__PARALLEL_FOR(work)
+#define cllm__max_threads() 1
+#define cllm__thread_num() 0
+#endif
+/* A reference kernel that a fast path replaces is still compiled, for the tests to call. */
+#if defined(__GNUC__) || defined(__clang__)
+#define CLLM__REFERENCE static __attribute__((unused))
+#else
+#define CLLM__REFERENCE static
+#endif
 
 /* Linear layer, nn.Linear layout.  inp (N, C), W (OC, C), bias (OC) or NULL -> out (N, OC)
    out[n][o] = bias[o] + sum_c inp[n][c] * W[o][c]                                              */
-static void cllm__matmul_forward(cllm_float *out, const cllm_float *inp, const cllm_float *W,
-                                 const cllm_float *bias, int N, int C, int OC) {
-    int n, o, c;
+CLLM__REFERENCE void cllm__matmul_forward_naive(cllm_float *out, const cllm_float *inp, const cllm_float *W,
+                                                const cllm_float *bias, int N, int C, int OC) {
+    int n;
+    CLLM__PARALLEL_FOR((size_t)N * C * OC)
     for (n = 0; n < N; n++) {
         const cllm_float *x = inp + (size_t)n * C;
+        int o, c;
         for (o = 0; o < OC; o++) {
             const cllm_float *w = W + (size_t)o * C;
             cllm_float acc = bias ? bias[o] : 0;
@@ -2609,29 +2674,37 @@ static void cllm__matmul_forward(cllm_float *out, const cllm_float *inp, const c
 
 /* dinp[n][c] += sum_o dout[n][o] W[o][c];  dW[o][c] += sum_n dout[n][o] inp[n][c];
    dbias[o] += sum_n dout[n][o].  Any of dinp, dW, dbias may be NULL (not needed).            */
-static void cllm__matmul_backward(cllm_float *dinp, cllm_float *dW, cllm_float *dbias,
-                                  const cllm_float *dout, const cllm_float *inp, const cllm_float *W,
-                                  int N, int C, int OC) {
-    int n, o, c;
-    if (dinp) for (n = 0; n < N; n++) {
-        cllm_float *dx = dinp + (size_t)n * C;
-        const cllm_float *dy = dout + (size_t)n * OC;
-        for (o = 0; o < OC; o++) {
-            const cllm_float *w = W + (size_t)o * C;
-            cllm_float d = dy[o];
-            for (c = 0; c < C; c++) dx[c] += d * w[c];
+CLLM__REFERENCE void cllm__matmul_backward_naive(cllm_float *dinp, cllm_float *dW, cllm_float *dbias,
+                                                 const cllm_float *dout, const cllm_float *inp, const cllm_float *W,
+                                                 int N, int C, int OC) {
+    int n, o;
+    if (dinp) {
+        CLLM__PARALLEL_FOR((size_t)N * C * OC)
+        for (n = 0; n < N; n++) {
+            cllm_float *dx = dinp + (size_t)n * C;
+            const cllm_float *dy = dout + (size_t)n * OC;
+            int o2, c;
+            for (o2 = 0; o2 < OC; o2++) {
+                const cllm_float *w = W + (size_t)o2 * C;
+                cllm_float d = dy[o2];
+                for (c = 0; c < C; c++) dx[c] += d * w[c];
+            }
         }
     }
-    if (dW || dbias) for (o = 0; o < OC; o++) {
-        cllm_float *dw = dW ? dW + (size_t)o * C : NULL;
-        cllm_float db = 0;
-        for (n = 0; n < N; n++) {
-            const cllm_float *x = inp + (size_t)n * C;
-            cllm_float d = dout[(size_t)n * OC + o];
-            db += d;
-            if (dw) for (c = 0; c < C; c++) dw[c] += d * x[c];
+    if (dW || dbias) {
+        CLLM__PARALLEL_FOR((size_t)N * C * OC)
+        for (o = 0; o < OC; o++) {
+            cllm_float *dw = dW ? dW + (size_t)o * C : NULL;
+            cllm_float db = 0;
+            int n2, c;
+            for (n2 = 0; n2 < N; n2++) {
+                const cllm_float *x = inp + (size_t)n2 * C;
+                cllm_float d = dout[(size_t)n2 * OC + o];
+                db += d;
+                if (dw) for (c = 0; c < C; c++) dw[c] += d * x[c];
+            }
+            if (dbias) dbias[o] += db;
         }
-        if (dbias) dbias[o] += db;
     }
 }
 
@@ -2639,10 +2712,12 @@ static void cllm__matmul_backward(cllm_float *dinp, cllm_float *dW, cllm_float *
    reference: transformers/models/llama/modeling_llama.py LlamaRMSNorm                          */
 static void cllm__rmsnorm_forward(cllm_float *out, cllm_float *rstd, const cllm_float *inp,
                                   const cllm_float *w, int N, int C, float eps) {
-    int n, c;
+    int n;
+    CLLM__PARALLEL_FOR((size_t)N * C)
     for (n = 0; n < N; n++) {
         const cllm_float *x = inp + (size_t)n * C;
         cllm_float *y = out + (size_t)n * C, ss = 0, r;
+        int c;
         for (c = 0; c < C; c++) ss += x[c] * x[c];
         r = 1 / cllm__sqrt(ss / C + (cllm_float)eps);
         for (c = 0; c < C; c++) y[c] = w[c] * (x[c] * r);
@@ -2652,9 +2727,9 @@ static void cllm__rmsnorm_forward(cllm_float *out, cllm_float *rstd, const cllm_
 
 /* With xh = x*r:  dw += sum_n dy * xh
                    dx += r * (dy*w - xh * mean(dy*w*xh))          (r depends on every x[c])      */
-static void cllm__rmsnorm_backward(cllm_float *dinp, cllm_float *dw, const cllm_float *dout,
-                                   const cllm_float *inp, const cllm_float *w, const cllm_float *rstd,
-                                   int N, int C) {
+CLLM__REFERENCE void cllm__rmsnorm_backward_naive(cllm_float *dinp, cllm_float *dw, const cllm_float *dout,
+                                                  const cllm_float *inp, const cllm_float *w, const cllm_float *rstd,
+                                                  int N, int C) {
     int n, c;
     for (n = 0; n < N; n++) {
         const cllm_float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
@@ -2702,11 +2777,13 @@ static void cllm__rope_tables(cllm_float *cosv, cllm_float *sinv, const cllm_con
    It is a rotation, so the backward pass is the same rotation by -angle (sign = -1).           */
 static void cllm__rope(cllm_float *x, const cllm_float *cosv, const cllm_float *sinv,
                        int B, int T, int n_heads, int hd, int sign) {
-    int b, t, h, i, half = hd / 2;
-    for (b = 0; b < B; b++) for (t = 0; t < T; t++) {
+    int row, half = hd / 2;
+    CLLM__PARALLEL_FOR((size_t)B * T * n_heads * hd)
+    for (row = 0; row < B * T; row++) {                     /* row = b*T + t */
+        int t = row % T, h, i;
         const cllm_float *cs = cosv + (size_t)t * half, *sn = sinv + (size_t)t * half;
         for (h = 0; h < n_heads; h++) {
-            cllm_float *v = x + ((size_t)(b * T + t) * n_heads + h) * hd;
+            cllm_float *v = x + ((size_t)row * n_heads + h) * hd;
             for (i = 0; i < half; i++) {
                 cllm_float x1 = v[i], x2 = v[i + half], s = sign * sn[i];
                 v[i] = x1 * cs[i] - x2 * s;
@@ -2752,9 +2829,9 @@ static cllm_float cllm__attend_row(cllm_float *y, const cllm_float *q, const cll
      s_j = q_t . k_j / sqrt(hd),   p = softmax(s),   y_t = sum_j p_j v_j
    Only lse = log sum_j exp(s_j) is kept: the backward pass recomputes p_j = exp(s_j - lse), so
    memory is O(B H T) instead of O(B H T^2).  s is a scratch row of T values.                  */
-static void cllm__attention_forward(cllm_float *out, cllm_float *lse, const cllm_float *q,
-                                    const cllm_float *k, const cllm_float *v, const int *mask,
-                                    int B, int T, int H, int KV, int hd, cllm_float *s) {
+CLLM__REFERENCE void cllm__attention_forward_naive(cllm_float *out, cllm_float *lse, const cllm_float *q,
+                                                   const cllm_float *k, const cllm_float *v, const int *mask,
+                                                   int B, int T, int H, int KV, int hd, cllm_float *s) {
     int b, t, h, rep = H / KV;
     cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
     for (b = 0; b < B; b++) for (h = 0; h < H; h++) for (t = 0; t < T; t++) {
@@ -2770,10 +2847,10 @@ static void cllm__attention_forward(cllm_float *out, cllm_float *lse, const cllm
      ds_j  = p_j (dp_j - sum_i p_i dp_i) = p_j (dp_j - dy_t . y_t)     (softmax backward)
      dq_t += scale sum_j ds_j k_j,   dk_j += scale ds_j q_t
    GQA: the dk/dv of a kv head sum over the H/KV query heads that read it.                     */
-static void cllm__attention_backward(cllm_float *dq, cllm_float *dk, cllm_float *dv, const cllm_float *dout,
-                                     const cllm_float *q, const cllm_float *k, const cllm_float *v,
-                                     const cllm_float *out, const cllm_float *lse, const int *mask,
-                                     int B, int T, int H, int KV, int hd) {
+CLLM__REFERENCE void cllm__attention_backward_naive(cllm_float *dq, cllm_float *dk, cllm_float *dv, const cllm_float *dout,
+                                                    const cllm_float *q, const cllm_float *k, const cllm_float *v,
+                                                    const cllm_float *out, const cllm_float *lse, const int *mask,
+                                                    int B, int T, int H, int KV, int hd) {
     int b, t, h, j, i, rep = H / KV;
     cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
     for (b = 0; b < B; b++) for (h = 0; h < H; h++) for (t = 0; t < T; t++) {
@@ -2799,12 +2876,14 @@ static void cllm__attention_backward(cllm_float *dq, cllm_float *dk, cllm_float 
    dg += dact * u * sigmoid(g) * (1 + g (1 - sigmoid(g))),   du += dact * silu(g)               */
 static void cllm__swiglu_forward(cllm_float *act, const cllm_float *g, const cllm_float *u, size_t n) {
     size_t i;
+    CLLM__PARALLEL_FOR(n * 16)
     for (i = 0; i < n; i++) act[i] = g[i] / (1 + cllm__exp(-g[i])) * u[i];
 }
 
 static void cllm__swiglu_backward(cllm_float *dg, cllm_float *du, const cllm_float *dact,
                                   const cllm_float *g, const cllm_float *u, size_t n) {
     size_t i;
+    CLLM__PARALLEL_FOR(n * 16)
     for (i = 0; i < n; i++) {
         cllm_float sig = 1 / (1 + cllm__exp(-g[i]));
         dg[i] += dact[i] * u[i] * sig * (1 + g[i] * (1 - sig));
@@ -2815,6 +2894,7 @@ static void cllm__swiglu_backward(cllm_float *dg, cllm_float *du, const cllm_flo
 /* Embedding lookup: x[n] = E[id[n]];  backward: dE[id[n]] += dx[n]                            */
 static void cllm__embedding_forward(cllm_float *out, const int *ids, const cllm_float *E, int N, int C) {
     int n;
+    CLLM__PARALLEL_FOR((size_t)N * C)
     for (n = 0; n < N; n++) memcpy(out + (size_t)n * C, E + (size_t)ids[n] * C, sizeof(cllm_float) * (size_t)C);
 }
 
@@ -2848,6 +2928,565 @@ static void cllm__logsoftmax_row_backward(cllm_float *z, cllm_float lse, int y, 
 }
 
 /* -------------------------------------------------------------------------------------------- */
+/* Layers: fast paths (optional; see COMPILE-TIME OPTIONS) and the dispatchers                  */
+/* -------------------------------------------------------------------------------------------- */
+/* Each fast path computes the same formula as its reference above; tests/test_fastpath.c
+   compares them on odd sizes. Summation order:
+   - OpenMP alone: unchanged, results are bit-identical to the references.
+   - CLLM_BLOCKED: the matmul still adds the products of each output element in ascending
+     order, starting from the bias or the value being accumulated into, so without SIMD it too
+     is bit-identical; the tiles only decide which thread computes which outputs.
+   - CLLM_SIMD: fused multiply-adds (one rounding instead of two); dot products (the forward
+     matmul, attention scores) keep 8 (AVX2) or 4 (NEON) lane partial sums per K block of the
+     matmul (cllm__dot: 4 such vectors) and add them at the end. Differences are a few float
+     ulps per operation, ~1e-7..1e-6 relative (tests/test_fastpath.c prints them).          */
+
+#if defined(CLLM_SIMD) && !defined(CLLM_BLOCKED)
+#define CLLM_BLOCKED
+#endif
+#if defined(CLLM_SIMD) && !defined(COLLABLLM_DOUBLE)
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define CLLM__AVX2 1
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+#include <arm_neon.h>
+#define CLLM__NEON 1
+#endif
+#endif
+#if defined(CLLM__OMP) || defined(CLLM_BLOCKED)
+#define CLLM__FAST 1          /* some fast path is on: the dispatchers below use it */
+#endif
+
+#ifdef CLLM__FAST
+
+#ifdef CLLM__AVX2
+static float cllm__hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
+
+/* init + sum_i a[i] b[i]: left to right without SIMD (as the reference loops), else in
+   4 vector partial sums, combined at the end, then the scalar tail. */
+static cllm_float cllm__dot(cllm_float init, const cllm_float *a, const cllm_float *b, int n) {
+    int i = 0;
+    cllm_float s = init;
+#if defined(CLLM__AVX2)
+    if (n >= 32) {
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        for (; i + 32 <= n; i += 32) {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+            s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+            s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+        }
+        for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s += cllm__hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    }
+#elif defined(CLLM__NEON)
+    if (n >= 16) {
+        float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
+        for (; i + 16 <= n; i += 16) {
+            s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+            s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+            s2 = vfmaq_f32(s2, vld1q_f32(a + i + 8), vld1q_f32(b + i + 8));
+            s3 = vfmaq_f32(s3, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
+        }
+        for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+        s += vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3)));
+    }
+#endif
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* y += alpha x (fused multiply-add with SIMD). */
+static void cllm__axpy(cllm_float *y, cllm_float alpha, const cllm_float *x, int n) {
+    int i = 0;
+#if defined(CLLM__AVX2)
+    __m256 va = _mm256_set1_ps(alpha);
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+#elif defined(CLLM__NEON)
+    float32x4_t va = vdupq_n_f32(alpha);
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_f32(vld1q_f32(y + i), va, vld1q_f32(x + i)));
+#endif
+    for (; i < n; i++) y[i] += alpha * x[i];
+}
+
+/* ---- matmul: cache blocking ------------------------------------------------------------------
+   The forward product out = inp W^T pairs rows of inp with rows of W, both contiguous along C,
+   so it is a grid of dot products: the "dot" kernel takes 3 rows of inp and 4 rows of W and
+   keeps their 12 dot products in registers (12 of the 16 AVX2 registers).
+   The backward products are sums of outer products, with the rows of B contiguous:
+     dinp (N,C)  += dout (N,OC)   . W   (OC,C)      A(n,o) = dout[n][o],  B(o,c) = W[o][c]
+     dW   (OC,C) += dout^T (OC,N) . inp (N,C)       A(o,n) = dout[n][o],  B(n,c) = inp[n][c]
+   The "outer" kernel holds a 6 x 16 block of the output in registers and adds, for each k, the
+   6 values A(i,k) times the 16 values B(k,j); B's rows are first copied into a contiguous panel.
+   Both walk K in blocks that fit their operands in L1/L2. The output is cut into tiles, one
+   thread per tile, and inside a tile K is walked in ascending order: the thread count never
+   changes a result.                                                                            */
+#ifdef CLLM_BLOCKED
+#define CLLM__DR 3      /* dot kernel: 3 rows of inp x 4 rows of W                                  */
+#define CLLM__DC 4
+#define CLLM__DMC 96    /* its tiles: 96 rows of inp (192 KB per K block, reread from L2) ...       */
+#define CLLM__DNC 128   /* ... by 128 rows of W, each group of 4 read once into L1                  */
+#define CLLM__MR 6      /* outer kernel: a 6 x 16 block of the output                               */
+#define CLLM__NR 16
+#define CLLM__KC 256    /* its K block: a 16 KB panel of B stays in L1                             */
+#define CLLM__MC 192    /* its tiles: 192 rows of A, read in place (192 KB per K block: L2) ...     */
+#define CLLM__NC 256    /* ... by 256 columns                                                       */
+
+#ifdef CLLM__AVX2
+/* [sum a, sum b, sum c, sum d] of four 8-lane vectors */
+static __m128 cllm__hsum4x8(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+#endif
+
+/* out[i][j] += sum_{k<kc} x_i[k] w_j[k] for i < mr <= 3, j < nr <= 4 (x rows ldx apart, w rows
+   ldw apart, out rows ldo apart). Missing rows reuse row 0 and are not written. */
+static void cllm__kernel_dot(int kc, const cllm_float *x, size_t ldx, const cllm_float *w, size_t ldw,
+                             cllm_float *out, size_t ldo, int mr, int nr) {
+    const cllm_float *xr[CLLM__DR], *wr[CLLM__DC];
+    int i, j, k = 0;
+    for (i = 0; i < CLLM__DR; i++) xr[i] = x + (i < mr ? (size_t)i * ldx : 0);
+    for (j = 0; j < CLLM__DC; j++) wr[j] = w + (j < nr ? (size_t)j * ldw : 0);
+#if defined(CLLM__AVX2)
+    if (mr == 1) {                  /* one row (decoding): the same arithmetic per output, 1/3 of the work */
+        __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s03 = s00;
+        cllm_float r[4];
+        for (; k + 8 <= kc; k += 8) {
+            __m256 x0 = _mm256_loadu_ps(xr[0] + k);
+            s00 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[0] + k), s00);
+            s01 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[1] + k), s01);
+            s02 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[2] + k), s02);
+            s03 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[3] + k), s03);
+        }
+        _mm_storeu_ps(r, cllm__hsum4x8(s00, s01, s02, s03));
+        for (j = 0; j < nr; j++) {
+            cllm_float acc = r[j];
+            int kk;
+            for (kk = k; kk < kc; kk++) acc += xr[0][kk] * wr[j][kk];
+            out[j] += acc;
+        }
+        return;
+    }
+    {
+        __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s03 = s00, s10 = s00, s11 = s00;
+        __m256 s12 = s00, s13 = s00, s20 = s00, s21 = s00, s22 = s00, s23 = s00;
+        cllm_float r[CLLM__DR][4];
+        __m128 r0, r1, r2;
+        for (; k + 8 <= kc; k += 8) {
+            __m256 x0 = _mm256_loadu_ps(xr[0] + k), x1 = _mm256_loadu_ps(xr[1] + k), x2 = _mm256_loadu_ps(xr[2] + k), wv;
+#define CLLM__COL(j) wv = _mm256_loadu_ps(wr[j] + k); s0##j = _mm256_fmadd_ps(x0, wv, s0##j); \
+            s1##j = _mm256_fmadd_ps(x1, wv, s1##j); s2##j = _mm256_fmadd_ps(x2, wv, s2##j);
+            CLLM__COL(0) CLLM__COL(1) CLLM__COL(2) CLLM__COL(3)
+#undef CLLM__COL
+        }
+        r0 = cllm__hsum4x8(s00, s01, s02, s03);
+        r1 = cllm__hsum4x8(s10, s11, s12, s13);
+        r2 = cllm__hsum4x8(s20, s21, s22, s23);
+        if (k == kc && mr == CLLM__DR && nr == CLLM__DC) {        /* the common case: no tails */
+            _mm_storeu_ps(out, _mm_add_ps(_mm_loadu_ps(out), r0));
+            _mm_storeu_ps(out + ldo, _mm_add_ps(_mm_loadu_ps(out + ldo), r1));
+            _mm_storeu_ps(out + 2 * ldo, _mm_add_ps(_mm_loadu_ps(out + 2 * ldo), r2));
+            return;
+        }
+        _mm_storeu_ps(r[0], r0); _mm_storeu_ps(r[1], r1); _mm_storeu_ps(r[2], r2);
+        for (i = 0; i < mr; i++) for (j = 0; j < nr; j++) {
+            cllm_float acc = r[i][j];
+            int kk;
+            for (kk = k; kk < kc; kk++) acc += xr[i][kk] * wr[j][kk];
+            out[(size_t)i * ldo + j] += acc;
+        }
+    }
+#elif defined(CLLM__NEON)
+    {
+        float32x4_t s[CLLM__DR][CLLM__DC];
+        for (i = 0; i < CLLM__DR; i++) for (j = 0; j < CLLM__DC; j++) s[i][j] = vdupq_n_f32(0);
+        for (; k + 4 <= kc; k += 4) {
+            float32x4_t xv[CLLM__DR];
+            for (i = 0; i < CLLM__DR; i++) xv[i] = vld1q_f32(xr[i] + k);
+            for (j = 0; j < CLLM__DC; j++) {
+                float32x4_t wv = vld1q_f32(wr[j] + k);
+                for (i = 0; i < CLLM__DR; i++) s[i][j] = vfmaq_f32(s[i][j], xv[i], wv);
+            }
+        }
+        for (i = 0; i < mr; i++) for (j = 0; j < nr; j++) {
+            cllm_float acc = vaddvq_f32(s[i][j]);
+            int kk;
+            for (kk = k; kk < kc; kk++) acc += xr[i][kk] * wr[j][kk];
+            out[(size_t)i * ldo + j] += acc;
+        }
+    }
+#else
+    for (i = 0; i < mr; i++) for (j = 0; j < nr; j++) {     /* the reference's order exactly */
+        cllm_float acc = out[(size_t)i * ldo + j];
+        for (k = 0; k < kc; k++) acc += xr[i][k] * wr[j][k];
+        out[(size_t)i * ldo + j] = acc;
+    }
+#endif
+}
+
+/* c[r][j] += sum_{k<kc} a_r[k*acs] b[k*NR + j] for a full 6 x 16 block (c rows ldc apart): a_r
+   are the 6 rows of A, b one packed panel of B. Each output adds its products in ascending k. */
+#if defined(CLLM__AVX2)
+static void cllm__kernel_outer(int kc, const float *const *a, size_t acs, const float *b, float *c, size_t ldc) {
+    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
+    __m256 c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
+    __m256 c10 = _mm256_loadu_ps(c + ldc), c11 = _mm256_loadu_ps(c + ldc + 8);
+    __m256 c20 = _mm256_loadu_ps(c + 2 * ldc), c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
+    __m256 c30 = _mm256_loadu_ps(c + 3 * ldc), c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
+    __m256 c40 = _mm256_loadu_ps(c + 4 * ldc), c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
+    __m256 c50 = _mm256_loadu_ps(c + 5 * ldc), c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
+    size_t k, ka = 0;
+    for (k = 0; k < (size_t)kc; k++, ka += acs, b += CLLM__NR) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), av;
+#define CLLM__ROW(r) av = _mm256_broadcast_ss(a##r + ka); \
+        c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0); c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);
+        CLLM__ROW(0) CLLM__ROW(1) CLLM__ROW(2) CLLM__ROW(3) CLLM__ROW(4) CLLM__ROW(5)
+#undef CLLM__ROW
+    }
+    _mm256_storeu_ps(c, c00);           _mm256_storeu_ps(c + 8, c01);
+    _mm256_storeu_ps(c + ldc, c10);     _mm256_storeu_ps(c + ldc + 8, c11);
+    _mm256_storeu_ps(c + 2 * ldc, c20); _mm256_storeu_ps(c + 2 * ldc + 8, c21);
+    _mm256_storeu_ps(c + 3 * ldc, c30); _mm256_storeu_ps(c + 3 * ldc + 8, c31);
+    _mm256_storeu_ps(c + 4 * ldc, c40); _mm256_storeu_ps(c + 4 * ldc + 8, c41);
+    _mm256_storeu_ps(c + 5 * ldc, c50); _mm256_storeu_ps(c + 5 * ldc + 8, c51);
+}
+#elif defined(CLLM__NEON)
+static void cllm__kernel_outer(int kc, const float *const *a, size_t acs, const float *b, float *c, size_t ldc) {
+    float32x4_t acc[CLLM__MR][4];
+    size_t k, ka = 0;
+    int r, j;
+    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < 4; j++) acc[r][j] = vld1q_f32(c + r * ldc + 4 * j);
+    for (k = 0; k < (size_t)kc; k++, ka += acs, b += CLLM__NR) {
+        float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4), b2 = vld1q_f32(b + 8), b3 = vld1q_f32(b + 12);
+        for (r = 0; r < CLLM__MR; r++) {
+            float32x4_t av = vdupq_n_f32(a[r][ka]);
+            acc[r][0] = vfmaq_f32(acc[r][0], av, b0); acc[r][1] = vfmaq_f32(acc[r][1], av, b1);
+            acc[r][2] = vfmaq_f32(acc[r][2], av, b2); acc[r][3] = vfmaq_f32(acc[r][3], av, b3);
+        }
+    }
+    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < 4; j++) vst1q_f32(c + r * ldc + 4 * j, acc[r][j]);
+}
+#else
+static void cllm__kernel_outer(int kc, const cllm_float *const *a, size_t acs, const cllm_float *b, cllm_float *c, size_t ldc) {
+    cllm_float acc[CLLM__MR][CLLM__NR];
+    size_t k, ka = 0;
+    int r, j;
+    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) acc[r][j] = c[r * ldc + j];
+    for (k = 0; k < (size_t)kc; k++, ka += acs, b += CLLM__NR)
+        for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) acc[r][j] += a[r][ka] * b[j];
+    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) c[r * ldc + j] = acc[r][j];
+}
+#endif
+
+/* Output tiles of mc x nc (multiples of the kernel's block), made smaller while there would be
+   fewer than two per thread (e.g. the 128-wide k_proj of Qwen2.5). Returns the column count. */
+static int cllm__tiles(int M, int N, int *mc, int *nc, int mr, int nr) {
+    size_t want = (size_t)2 * cllm__max_threads();
+#define CLLM__NTILES ((size_t)((M + *mc - 1) / *mc) * (size_t)((N + *nc - 1) / *nc))
+    while (*mc > mr && CLLM__NTILES < want) *mc = (*mc / 2 + mr - 1) / mr * mr;
+    while (*nc > nr && CLLM__NTILES < want) *nc = (*nc / 2 + nr - 1) / nr * nr;
+#undef CLLM__NTILES
+    return (N + *nc - 1) / *nc;
+}
+
+/* out (M x N, rows ldo apart) += X (M x K) W (N x K)^T, X and W rows ldx and ldw apart. */
+static void cllm__gemm_nt(cllm_float *out, size_t ldo, const cllm_float *X, size_t ldx,
+                          const cllm_float *W, size_t ldw, int M, int N, int K) {
+    int mc = CLLM__DMC, nc = CLLM__DNC, tn, ntiles, t, nkb, kc;
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    tn = cllm__tiles(M, N, &mc, &nc, CLLM__DR, CLLM__DC);
+    ntiles = (M + mc - 1) / mc * tn;
+    /* K is not blocked: each output is one chain of fused multiply-adds and one reduction, the
+       same whatever M is and however the tiles fall, so a row's result never depends on how many
+       rows are computed with it (a token sampled while decoding 1 sequence or 8 is the same). */
+    nkb = 1;
+    kc = K;
+    (void)nkb;
+#ifdef CLLM__OMP
+#pragma omp parallel for schedule(dynamic) if(ntiles > 1 && (double)M * N * K >= 1e5)
+#endif
+    for (t = 0; t < ntiles; t++) {
+        int i0 = t / tn * mc, j0 = t % tn * nc, i, j, k0;
+        int i1 = M - i0 < mc ? M : i0 + mc, j1 = N - j0 < nc ? N : j0 + nc;
+        for (k0 = 0; k0 < K; k0 += kc) {
+            int kb = K - k0 < kc ? K - k0 : kc;
+            for (j = j0; j < j1; j += CLLM__DC) for (i = i0; i < i1; i += CLLM__DR)
+                cllm__kernel_dot(kb, X + (size_t)i * ldx + k0, ldx, W + (size_t)j * ldw + k0, ldw, out + (size_t)i * ldo + j, ldo,
+                                 i1 - i < CLLM__DR ? i1 - i : CLLM__DR, j1 - j < CLLM__DC ? j1 - j : CLLM__DC);
+        }
+    }
+}
+
+/* Copies rows [k0, k0+kc) and columns [j, j+nr) of B into one contiguous NR-column panel,
+   zero-padded past nr <= NR: bp[k*NR + jj] = B[(k0+k)*ldb + j + jj]. */
+static void cllm__pack_panel(cllm_float *bp, const cllm_float *B, size_t ldb, int j, int nr, int k0, int kc) {
+    int k;
+    for (k = 0; k < kc; k++) {
+        const cllm_float *src = B + (size_t)(k0 + k) * ldb + (size_t)j;
+        cllm_float *dst = bp + (size_t)k * CLLM__NR;
+#if defined(__GNUC__) || defined(__clang__)
+        if (k + 16 < kc) __builtin_prefetch(src + 16 * ldb);    /* rows far apart: no hardware prefetch */
+#endif
+        if (nr == CLLM__NR) memcpy(dst, src, sizeof(cllm_float) * CLLM__NR);    /* two vector moves */
+        else {
+            memcpy(dst, src, sizeof(cllm_float) * (size_t)nr);
+            memset(dst + nr, 0, sizeof(cllm_float) * (size_t)(CLLM__NR - nr));
+        }
+    }
+}
+
+/* Cm (M x N, rows ldc apart) += A (M x K) B (K x N), with A(i,k) = A[i*ars + k*acs] read in place
+   and B(k,j) = B[k*ldb + j]. Each thread copies one B panel (KC x NR, 16 KB, on its stack) at
+   a time and runs it against every 6-row block of A in its tile. */
+static void cllm__gemm_nn(cllm_float *Cm, size_t ldc, const cllm_float *A, size_t ars, size_t acs,
+                          const cllm_float *B, size_t ldb, int M, int N, int K) {
+    int mc = CLLM__MC, nc = CLLM__NC, tn, ntiles, t;
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    tn = cllm__tiles(M, N, &mc, &nc, CLLM__MR, CLLM__NR);
+    ntiles = (M + mc - 1) / mc * tn;
+#ifdef CLLM__OMP
+#pragma omp parallel for schedule(dynamic) if(ntiles > 1 && (double)M * N * K >= 1e5)
+#endif
+    for (t = 0; t < ntiles; t++) {
+        cllm_float panel[CLLM__KC * CLLM__NR + 16], *bp = panel;
+        int i0 = t / tn * mc, j0 = t % tn * nc, k0, p, q;
+        int mt = M - i0 < mc ? M - i0 : mc, nt = N - j0 < nc ? N - j0 : nc;
+        while ((uintptr_t)bp % 64) bp++;                         /* aligned vector loads of B */
+        for (k0 = 0; k0 < K; k0 += CLLM__KC) {
+            int kc = K - k0 < CLLM__KC ? K - k0 : CLLM__KC;
+            for (q = 0; q < nt; q += CLLM__NR) {
+                int nr = nt - q < CLLM__NR ? nt - q : CLLM__NR;
+                cllm__pack_panel(bp, B, ldb, j0 + q, nr, k0, kc);
+                for (p = 0; p < mt; p += CLLM__MR) {
+                    int mr = mt - p < CLLM__MR ? mt - p : CLLM__MR, r, j;
+                    const cllm_float *a[CLLM__MR];
+                    cllm_float *c = Cm + (size_t)(i0 + p) * ldc + (size_t)(j0 + q), tile[CLLM__MR * CLLM__NR];
+                    for (r = 0; r < CLLM__MR; r++) a[r] = A + (size_t)(i0 + p + (r < mr ? r : 0)) * ars + (size_t)k0 * acs;
+#if defined(__GNUC__) || defined(__clang__)
+                    /* the next output block: with a short K (dW sums over the tokens) the output is
+                       streamed from memory, and its load would otherwise stall the kernel */
+                    if (p + 2 * CLLM__MR <= mt) for (r = CLLM__MR; r < 2 * CLLM__MR; r++) {
+                        __builtin_prefetch(c + r * ldc, 1);
+                        __builtin_prefetch(c + r * ldc + CLLM__NR - 1, 1);
+                    }
+#endif
+                    if (mr == CLLM__MR && nr == CLLM__NR) { cllm__kernel_outer(kc, a, acs, bp, c, ldc); continue; }
+                    /* an edge block goes through a full-size copy; the extra entries are discarded */
+                    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) tile[r * CLLM__NR + j] = r < mr && j < nr ? c[r * ldc + j] : 0;
+                    cllm__kernel_outer(kc, a, acs, bp, tile, CLLM__NR);
+                    for (r = 0; r < mr; r++) for (j = 0; j < nr; j++) c[r * ldc + j] = tile[r * CLLM__NR + j];
+                }
+            }
+        }
+    }
+}
+
+/* out = bias (or 0), then out += inp W^T. */
+static void cllm__matmul_forward_blocked(cllm_float *out, const cllm_float *inp, const cllm_float *W,
+                                         const cllm_float *bias, int N, int C, int OC) {
+    int n;
+    CLLM__PARALLEL_FOR((size_t)N * OC)
+    for (n = 0; n < N; n++) {
+        if (bias) memcpy(out + (size_t)n * OC, bias, sizeof(cllm_float) * (size_t)OC);
+        else memset(out + (size_t)n * OC, 0, sizeof(cllm_float) * (size_t)OC);
+    }
+    cllm__gemm_nt(out, (size_t)OC, inp, (size_t)C, W, (size_t)C, N, OC, C);
+}
+
+/* The three products of the reference backward. */
+static void cllm__matmul_backward_blocked(cllm_float *dinp, cllm_float *dW, cllm_float *dbias,
+                                          const cllm_float *dout, const cllm_float *inp, const cllm_float *W,
+                                          int N, int C, int OC) {
+    int o;
+    if (dinp) cllm__gemm_nn(dinp, (size_t)C, dout, (size_t)OC, 1, W, (size_t)C, N, C, OC);
+    if (dW) cllm__gemm_nn(dW, (size_t)C, dout, 1, (size_t)OC, inp, (size_t)C, OC, C, N);
+    if (dbias) {
+        CLLM__PARALLEL_FOR((size_t)N * OC)
+        for (o = 0; o < OC; o++) {
+            cllm_float db = 0;
+            int n;
+            for (n = 0; n < N; n++) db += dout[(size_t)n * OC + o];
+            dbias[o] += db;
+        }
+    }
+}
+#endif /* CLLM_BLOCKED */
+
+#if defined(CLLM__OMP) && !defined(CLLM_BLOCKED)
+/* OpenMP without CLLM_BLOCKED, a few rows (generation decodes one token at a time): parallel
+   over the outputs, each row of W read once and dotted with every input row while in L1, in
+   the reference's order (cllm__dot without SIMD), so results equal the reference's. */
+static void cllm__matmul_forward_rows(cllm_float *out, const cllm_float *inp, const cllm_float *W,
+                                      const cllm_float *bias, int N, int C, int OC) {
+    int o;
+    CLLM__PARALLEL_FOR((size_t)N * C * OC)
+    for (o = 0; o < OC; o++) {
+        int n;
+        for (n = 0; n < N; n++)
+            out[(size_t)n * OC + o] = cllm__dot(bias ? bias[o] : 0, inp + (size_t)n * C, W + (size_t)o * C, C);
+    }
+}
+#endif
+
+/* ---- rmsnorm backward: rows in parallel, then dw by column blocks ---------------------------
+   dw[c] sums over the rows, so the reference's row loop would race on it; here each thread
+   owns a block of columns and adds its rows in the reference's order. */
+static void cllm__rmsnorm_backward_parallel(cllm_float *dinp, cllm_float *dw, const cllm_float *dout,
+                                            const cllm_float *inp, const cllm_float *w, const cllm_float *rstd,
+                                            int N, int C) {
+    int n, c0;
+    CLLM__PARALLEL_FOR((size_t)N * C)
+    for (n = 0; n < N; n++) {
+        const cllm_float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+        cllm_float *dx = dinp + (size_t)n * C, r = rstd[n], dot = 0;
+        int c;
+        for (c = 0; c < C; c++) dot += dy[c] * w[c] * x[c] * r;
+        dot /= C;
+        for (c = 0; c < C; c++) dx[c] += r * (dy[c] * w[c] - x[c] * r * dot);
+    }
+    if (dw) {
+        CLLM__PARALLEL_FOR((size_t)N * C)
+        for (c0 = 0; c0 < C; c0 += 64) {
+            int c1 = C - c0 < 64 ? C : c0 + 64, n2, c;
+            for (n2 = 0; n2 < N; n2++) {
+                const cllm_float *x = inp + (size_t)n2 * C, *dy = dout + (size_t)n2 * C;
+                cllm_float r = rstd[n2];
+                for (c = c0; c < c1; c++) dw[c] += dy[c] * (x[c] * r);
+            }
+        }
+    }
+}
+
+/* ---- attention: (batch, head) pairs in parallel ----------------------------------------------
+   Forward: each (b, h) is independent; each thread gets its own score row. Backward: dk and
+   dv of a kv head collect from the H/KV query heads that share it, so the unit of work is a
+   (b, kv head) pair, whose query heads run in the reference's order. */
+static void cllm__attention_forward_fast(cllm_float *out, cllm_float *lse, const cllm_float *q,
+                                         const cllm_float *k, const cllm_float *v, const int *mask,
+                                         int B, int T, int H, int KV, int hd, cllm_float *s) {
+    int bh, rep = H / KV;
+    cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
+    cllm_float *rows = cllm__max_threads() > 1 ? (cllm_float *)CLLM_MALLOC(sizeof(cllm_float) * (size_t)cllm__max_threads() * T) : s;
+    if (!rows) { cllm__attention_forward_naive(out, lse, q, k, v, mask, B, T, H, KV, hd, s); return; }
+    CLLM__PARALLEL_FOR((size_t)B * H * T * T * hd)
+    for (bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H, t, j;
+        cllm_float *sr = rows + (size_t)cllm__thread_num() * T;
+        for (t = 0; t < T; t++) {
+            const cllm_float *qt = q + ((size_t)(b * T + t) * H + h) * hd;
+            cllm_float *yt = out + ((size_t)(b * T + t) * H + h) * hd;
+            cllm_float mx = -INFINITY, sum = 0;
+            for (j = 0; j <= t; j++) {
+                if (mask && !mask[b * T + j]) { sr[j] = -INFINITY; continue; }
+                sr[j] = cllm__dot(0, qt, k + ((size_t)(b * T + j) * KV + h / rep) * hd, hd) * scale;
+                if (sr[j] > mx) mx = sr[j];
+            }
+            for (j = 0; j <= t; j++) { sr[j] = cllm__exp(sr[j] - mx); sum += sr[j]; }   /* sr now holds exp(s - max) */
+            lse[((size_t)b * H + h) * T + t] = mx + cllm__log(sum);
+            memset(yt, 0, sizeof(cllm_float) * (size_t)hd);
+            for (j = 0; j <= t; j++) {
+                cllm_float p = sr[j] / sum;
+                if (p != 0) cllm__axpy(yt, p, v + ((size_t)(b * T + j) * KV + h / rep) * hd, hd);
+            }
+        }
+    }
+    if (rows != s) CLLM_FREE(rows);
+}
+
+static void cllm__attention_backward_fast(cllm_float *dq, cllm_float *dk, cllm_float *dv, const cllm_float *dout,
+                                          const cllm_float *q, const cllm_float *k, const cllm_float *v,
+                                          const cllm_float *out, const cllm_float *lse, const int *mask,
+                                          int B, int T, int H, int KV, int hd) {
+    int bg, rep = H / KV;
+    cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
+    CLLM__PARALLEL_FOR((size_t)B * H * T * T * hd)
+    for (bg = 0; bg < B * KV; bg++) {
+        int b = bg / KV, g = bg % KV, h, t, j;
+        for (h = g * rep; h < (g + 1) * rep; h++) for (t = 0; t < T; t++) {
+            size_t qo = ((size_t)(b * T + t) * H + h) * hd;
+            const cllm_float *qt = q + qo, *dyt = dout + qo;
+            cllm_float row_lse = lse[((size_t)b * H + h) * T + t], dyy = cllm__dot(0, dyt, out + qo, hd);
+            for (j = 0; j <= t; j++) {
+                size_t ko = ((size_t)(b * T + j) * KV + g) * hd;
+                cllm_float p, dp, ds;
+                if (mask && !mask[b * T + j]) continue;
+                p = cllm__exp(cllm__dot(0, qt, k + ko, hd) * scale - row_lse);
+                dp = cllm__dot(0, dyt, v + ko, hd);
+                cllm__axpy(dv + ko, p, dyt, hd);
+                ds = p * (dp - dyy) * scale;
+                cllm__axpy(dq + qo, ds, k + ko, hd);
+                cllm__axpy(dk + ko, ds, qt, hd);
+            }
+        }
+    }
+}
+
+#endif /* CLLM__FAST */
+
+/* ---- dispatchers: the names the forward and backward drivers call ---------------------------- */
+
+static void cllm__matmul_forward(cllm_float *out, const cllm_float *inp, const cllm_float *W,
+                                 const cllm_float *bias, int N, int C, int OC) {
+#ifdef CLLM_BLOCKED
+    cllm__matmul_forward_blocked(out, inp, W, bias, N, C, OC);   /* any N: see cllm__gemm_nt */
+#else
+#ifdef CLLM__OMP
+    if (N < 4) { cllm__matmul_forward_rows(out, inp, W, bias, N, C, OC); return; }  /* parallel over OC */
+#endif
+    cllm__matmul_forward_naive(out, inp, W, bias, N, C, OC);
+#endif
+}
+
+static void cllm__matmul_backward(cllm_float *dinp, cllm_float *dW, cllm_float *dbias,
+                                  const cllm_float *dout, const cllm_float *inp, const cllm_float *W,
+                                  int N, int C, int OC) {
+#ifdef CLLM_BLOCKED
+    cllm__matmul_backward_blocked(dinp, dW, dbias, dout, inp, W, N, C, OC);
+#else
+    cllm__matmul_backward_naive(dinp, dW, dbias, dout, inp, W, N, C, OC);
+#endif
+}
+
+static void cllm__rmsnorm_backward(cllm_float *dinp, cllm_float *dw, const cllm_float *dout,
+                                   const cllm_float *inp, const cllm_float *w, const cllm_float *rstd,
+                                   int N, int C) {
+#ifdef CLLM__FAST
+    cllm__rmsnorm_backward_parallel(dinp, dw, dout, inp, w, rstd, N, C);
+#else
+    cllm__rmsnorm_backward_naive(dinp, dw, dout, inp, w, rstd, N, C);
+#endif
+}
+
+/* s: scratch of T values (the fast path allocates one row per thread itself). */
+static void cllm__attention_forward(cllm_float *out, cllm_float *lse, const cllm_float *q,
+                                    const cllm_float *k, const cllm_float *v, const int *mask,
+                                    int B, int T, int H, int KV, int hd, cllm_float *s) {
+#ifdef CLLM__FAST
+    cllm__attention_forward_fast(out, lse, q, k, v, mask, B, T, H, KV, hd, s);
+#else
+    cllm__attention_forward_naive(out, lse, q, k, v, mask, B, T, H, KV, hd, s);
+#endif
+}
+
+static void cllm__attention_backward(cllm_float *dq, cllm_float *dk, cllm_float *dv, const cllm_float *dout,
+                                     const cllm_float *q, const cllm_float *k, const cllm_float *v,
+                                     const cllm_float *out, const cllm_float *lse, const int *mask,
+                                     int B, int T, int H, int KV, int hd) {
+#ifdef CLLM__FAST
+    cllm__attention_backward_fast(dq, dk, dv, dout, q, k, v, out, lse, mask, B, T, H, KV, hd);
+#else
+    cllm__attention_backward_naive(dq, dk, dv, dout, q, k, v, out, lse, mask, B, T, H, KV, hd);
+#endif
+}
+
+/* -------------------------------------------------------------------------------------------- */
 /* The model: forward pass                                                                      */
 /* -------------------------------------------------------------------------------------------- */
 
@@ -2858,7 +3497,7 @@ static void cllm__fill_in_act_sizes(size_t *s, const cllm_config *c, size_t BT) 
     size_t H = (size_t)c->n_heads, KV = (size_t)c->n_kv_heads, hd = (size_t)c->head_dim;
     int qk = c->qk_norm;
     s[0]  = (L + 1) * BT * C;          /* x        */
-    s[1]  = L * BT * C;                /* ln1      */
+    s[1]  = BT * C;                    /* ln1      (one layer: recomputed by the backward pass) */
     s[2]  = L * BT;                    /* ln1_rstd */
     s[3]  = qk ? L * BT * H * hd : 0;  /* q_pre    */
     s[4]  = qk ? L * BT * KV * hd : 0; /* k_pre    */
@@ -2870,11 +3509,11 @@ static void cllm__fill_in_act_sizes(size_t *s, const cllm_config *c, size_t BT) 
     s[10] = L * BT * H;                /* att_lse  */
     s[11] = L * BT * H * hd;           /* atty     */
     s[12] = L * BT * C;                /* h        */
-    s[13] = L * BT * C;                /* ln2      */
+    s[13] = BT * C;                    /* ln2      (one layer) */
     s[14] = L * BT;                    /* ln2_rstd */
     s[15] = L * BT * I;                /* gate     */
     s[16] = L * BT * I;                /* up       */
-    s[17] = L * BT * I;                /* act      */
+    s[17] = BT * I;                    /* act      (one layer) */
     s[18] = BT * C;                    /* lnf      */
     s[19] = BT;                        /* lnf_rstd */
     s[20] = BT;                        /* lse      */
@@ -2883,12 +3522,13 @@ static void cllm__fill_in_act_sizes(size_t *s, const cllm_config *c, size_t BT) 
 }
 
 /* Backward work space: running residual gradients and per-layer activation gradients, reused
-   for every layer (only the parameter gradients need to persist), plus the lm-head chunk.     */
+   for every layer (only the parameter gradients need to persist), plus the lm-head chunk.
+   The gradients before the q/k norms exist only with qk_norm (else they are dq and dk).      */
 static size_t cllm__scratch_size(const cllm_config *c, size_t BT, size_t T) {
     size_t C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, V = (size_t)c->vocab_size;
     size_t Q = (size_t)c->n_heads * c->head_dim, K = (size_t)c->n_kv_heads * c->head_dim;
-    size_t CH = CLLM__LMHEAD_CHUNK;
-    return BT * (3 * C + 3 * I + 3 * Q + 3 * K) + CH * (V + 2 * C) + T;
+    size_t CH = CLLM__LMHEAD_CHUNK, pre = c->qk_norm ? 1 : 0;
+    return BT * (3 * C + 3 * I + (2 + pre) * Q + (2 + pre) * K) + CH * (V + 2 * C) + T;
 }
 
 static cllm_result cllm__ensure_acts(cllm_model *m, int B, int T, cllm_err *err) {
@@ -3017,11 +3657,11 @@ CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_fl
     for (l = 0; l < c->n_layers; l++) {
         /* per-layer views of weights (l_) and activations */
         const cllm_float *x = a->x + (size_t)l * BT * C;
-        cllm_float *ln1 = a->ln1 + (size_t)l * BT * C, *ln1_rstd = a->ln1_rstd + (size_t)l * BT;
+        cllm_float *ln1 = a->ln1, *ln1_rstd = a->ln1_rstd + (size_t)l * BT;
         cllm_float *q = a->q + (size_t)l * BT * Q, *k = a->k + (size_t)l * BT * K, *v = a->v + (size_t)l * BT * K;
         cllm_float *atty = a->atty + (size_t)l * BT * Q, *hres = a->h + (size_t)l * BT * C;
-        cllm_float *ln2 = a->ln2 + (size_t)l * BT * C, *ln2_rstd = a->ln2_rstd + (size_t)l * BT;
-        cllm_float *gate = a->gate + (size_t)l * BT * I, *up = a->up + (size_t)l * BT * I, *act = a->act + (size_t)l * BT * I;
+        cllm_float *ln2 = a->ln2, *ln2_rstd = a->ln2_rstd + (size_t)l * BT;
+        cllm_float *gate = a->gate + (size_t)l * BT * I, *up = a->up + (size_t)l * BT * I, *act = a->act;
         cllm_float *xout = a->x + (size_t)(l + 1) * BT * C;
         int i;
 
@@ -3034,6 +3674,7 @@ CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_fl
         cllm__rope_forward(k, m->rope_cos, m->rope_sin, B, T, KV, hd);
         cllm__attention_forward(atty, a->att_lse + (size_t)l * BT * H, q, k, v, m->mask, B, T, H, KV, hd, m->scratch);
         cllm__matmul_forward(hres, atty, p->wo + (size_t)l * C * Q, NULL, BT, Q, C);
+        CLLM__PARALLEL_FOR((size_t)BT * C)
         for (i = 0; i < BT * C; i++) hres[i] += x[i];
 
         cllm__mlp_forward(m, l, xout, ln2, ln2_rstd, gate, up, act, hres, BT);
@@ -3046,6 +3687,7 @@ CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_fl
         int n = BT - r < CLLM__LMHEAD_CHUNK ? BT - r : CLLM__LMHEAD_CHUNK, i;
         cllm_float *z = m->scratch;
         cllm__matmul_forward(z, a->lnf + (size_t)r * C, p->lm_head, NULL, n, C, V);
+        CLLM__PARALLEL_FOR((size_t)n * V * 8)
         for (i = 0; i < n; i++) {
             int y = m->targets[r + i];
             cllm__logsoftmax_row(&a->lse[r + i], &a->logp[r + i], &a->entropy[r + i], z + (size_t)i * V, y >= 0 ? y : -1, inv_tau, V);
@@ -3098,9 +3740,10 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
     /* carve the scratch space */
     dx = m->scratch;           dh = dx + (size_t)BT * C;     dln = dh + (size_t)BT * C;
     dact = dln + (size_t)BT * C;  dgate = dact + (size_t)BT * I;  dup = dgate + (size_t)BT * I;
-    datty = dup + (size_t)BT * I; dq = datty + (size_t)BT * Q;    dq_pre = dq + (size_t)BT * Q;
-    dk = dq_pre + (size_t)BT * Q; dk_pre = dk + (size_t)BT * K;   dv = dk_pre + (size_t)BT * K;
-    packed = dv + (size_t)BT * K;
+    datty = dup + (size_t)BT * I; dq = datty + (size_t)BT * Q;    dk = dq + (size_t)BT * Q;
+    dv = dk + (size_t)BT * K;     packed = dv + (size_t)BT * K;
+    dq_pre = dq; dk_pre = dk;                     /* the q/k norms' inputs, distinct only with qk_norm */
+    if (c->qk_norm) { dq_pre = packed; dk_pre = dq_pre + (size_t)BT * Q; packed = dk_pre + (size_t)BT * K; }
     dpacked = packed + (size_t)CLLM__LMHEAD_CHUNK * C; z = dpacked + (size_t)CLLM__LMHEAD_CHUNK * C;
 
     /* lm head: recompute each chunk's logits, turn them into dlogits, backprop through the head.
@@ -3113,13 +3756,15 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
             if (take) { idx[n] = r; memcpy(packed + (size_t)n * C, a->lnf + (size_t)r * C, sizeof(cllm_float) * (size_t)C); n++; }
             if (n == CLLM__LMHEAD_CHUNK || (r == BT && n > 0)) {
                 cllm__matmul_forward(z, packed, p->lm_head, NULL, n, C, V);
+                CLLM__PARALLEL_FOR((size_t)n * V * 8)
                 for (i = 0; i < n; i++) {
                     cllm_float d = dlogp ? dlogp[idx[i]] : (cllm_float)(-1.0 / m->n_targets);   /* loss = -mean logp */
                     cllm__logsoftmax_row_backward(z + (size_t)i * V, a->lse[idx[i]], m->targets[idx[i]], d, (cllm_float)m->inv_temperature, V);
                 }
                 memset(dpacked, 0, sizeof(cllm_float) * (size_t)n * C);
                 cllm__matmul_backward(dpacked, g->lm_head, NULL, z, packed, p->lm_head, n, C, V);
-                for (i = 0; i < n; i++) {
+                CLLM__PARALLEL_FOR((size_t)n * C)
+                for (i = 0; i < n; i++) {                    /* rows idx[i] are distinct */
                     int k;
                     for (k = 0; k < C; k++) dln[(size_t)idx[i] * C + k] += dpacked[(size_t)i * C + k];
                 }
@@ -3133,12 +3778,19 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
 
     for (l = c->n_layers - 1; l >= 0; l--) {
         const cllm_float *x = a->x + (size_t)l * BT * C;
-        const cllm_float *ln1 = a->ln1 + (size_t)l * BT * C, *ln1_rstd = a->ln1_rstd + (size_t)l * BT;
+        cllm_float *ln1 = a->ln1, *ln1_rstd = a->ln1_rstd + (size_t)l * BT;
         const cllm_float *q = a->q + (size_t)l * BT * Q, *k = a->k + (size_t)l * BT * K, *v = a->v + (size_t)l * BT * K;
         const cllm_float *atty = a->atty + (size_t)l * BT * Q, *hres = a->h + (size_t)l * BT * C;
-        const cllm_float *ln2 = a->ln2 + (size_t)l * BT * C, *ln2_rstd = a->ln2_rstd + (size_t)l * BT;
-        const cllm_float *gate = a->gate + (size_t)l * BT * I, *up = a->up + (size_t)l * BT * I, *act = a->act + (size_t)l * BT * I;
+        cllm_float *ln2 = a->ln2, *ln2_rstd = a->ln2_rstd + (size_t)l * BT;
+        const cllm_float *gate = a->gate + (size_t)l * BT * I, *up = a->up + (size_t)l * BT * I;
+        cllm_float *act = a->act;
         cllm_float *dbq = g->bq ? g->bq + (size_t)l * Q : NULL, *dbk = g->bk ? g->bk + (size_t)l * K : NULL, *dbv = g->bv ? g->bv + (size_t)l * K : NULL;
+
+        /* The forward pass kept ln1, ln2 and act for one layer only: recompute this layer's, with
+           the same kernels on the same inputs, so they are bit-identical (rstd is rewritten as is). */
+        cllm__rmsnorm_forward(ln1, ln1_rstd, x, p->attn_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
+        cllm__rmsnorm_forward(ln2, ln2_rstd, hres, p->mlp_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
+        cllm__swiglu_forward(act, gate, up, (size_t)BT * I);
 
         /* MLP block. Forward was x' = h + act W_down^T, so dh starts as dx' (the residual path). */
         memcpy(dh, dx, sizeof(cllm_float) * (size_t)BT * C);
@@ -3152,17 +3804,15 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
 
         /* Attention block. Forward was h = x + atty W_o^T, so dx starts as dh. */
         memcpy(dx, dh, sizeof(cllm_float) * (size_t)BT * C);
-        memset(datty, 0, sizeof(cllm_float) * (size_t)BT * (3 * Q + 3 * K));   /* datty dq dq_pre dk dk_pre dv */
+        memset(datty, 0, sizeof(cllm_float) * (size_t)BT * (2 * Q + 2 * K));   /* datty dq dk dv */
         cllm__matmul_backward(datty, g->wo + (size_t)l * C * Q, NULL, dh, atty, p->wo + (size_t)l * C * Q, BT, Q, C);
         cllm__attention_backward(dq, dk, dv, datty, q, k, v, atty, a->att_lse + (size_t)l * BT * H, m->mask, B, T, H, KV, hd);
         cllm__rope_backward(dq, m->rope_cos, m->rope_sin, B, T, H, hd);
         cllm__rope_backward(dk, m->rope_cos, m->rope_sin, B, T, KV, hd);
         if (c->qk_norm) {
+            memset(dq_pre, 0, sizeof(cllm_float) * (size_t)BT * (Q + K));        /* dq_pre dk_pre */
             cllm__rmsnorm_backward(dq_pre, g->q_norm + (size_t)l * hd, dq, a->q_pre + (size_t)l * BT * Q, p->q_norm + (size_t)l * hd, a->q_rstd + (size_t)l * BT * H, BT * H, hd);
             cllm__rmsnorm_backward(dk_pre, g->k_norm + (size_t)l * hd, dk, a->k_pre + (size_t)l * BT * K, p->k_norm + (size_t)l * hd, a->k_rstd + (size_t)l * BT * KV, BT * KV, hd);
-        } else {
-            memcpy(dq_pre, dq, sizeof(cllm_float) * (size_t)BT * Q);
-            memcpy(dk_pre, dk, sizeof(cllm_float) * (size_t)BT * K);
         }
         memset(dln, 0, sizeof(cllm_float) * (size_t)BT * C);
         cllm__matmul_backward(dln, g->wq + (size_t)l * Q * C, dbq, dq_pre, ln1, p->wq + (size_t)l * Q * C, BT, C, Q);
@@ -3281,6 +3931,7 @@ CLLMDEF void cllm_adamw_step(cllm_float *p, const cllm_float *g, cllm_float *m, 
                              int t, double lr, double beta1, double beta2, double eps, double wd) {
     double bc1 = 1 - pow(beta1, t), bc2 = 1 - pow(beta2, t), step = lr / bc1, bc2_sqrt = sqrt(bc2);
     size_t i;
+    CLLM__PARALLEL_FOR(n * 16)                                          /* elements are independent */
     for (i = 0; i < n; i++) {
         double pi = p[i] * (1 - lr * wd);                               /* decoupled weight decay, first */
         double mi = beta1 * m[i] + (1 - beta1) * g[i];

@@ -1,0 +1,399 @@
+/* bench.c - speed and memory of the transformer on this machine (`make bench`).
+   Demonstrates timing cllm_forward, cllm_backward and cllm_adamw_update on random-weight models
+   of real shapes, and the matmul kernel on its own, with the figures written as JSON.
+
+     build/bench [--preset NAME]... [--config DIR] [--B n] [--T n] [--matmul n] [--json PATH] [--list]
+
+   Without --preset or --config every preset runs; --matmul sets the size of the matmul alone
+   (default 1024, 0 skips it). The JSON is described in data_fmt/bench.md. Each model runs in a child process, so the
+   peak RSS (getrusage) is that model's alone. Build it with the fast paths on:
+     cc -O3 -march=native -fopenmp -DCLLM_SIMD examples/bench.c -lcjson -lcurl -lstb -lm
+   FLOPs of a training step: 6 * parameters * tokens (llm.c's convention; attention's T^2 term
+   is left out). Times are medians of repeated runs after one warm-up run. */
+#define _POSIX_C_SOURCE 200809L
+#define COLLABLLM_IMPLEMENTATION
+#include "../collabllm.h"
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#define BENCH_FORK 1
+#endif
+
+/* ---- shapes: Hugging Face config.json text, random weights --------------------------------- */
+
+typedef struct preset {
+    const char *name, *why;
+    int B, T, train;          /* batch for the forward and training figures; train: 0 = forward only */
+    const char *config;
+} preset;
+
+static const preset presets[] = {
+    { "smollm2-135m", "SmolLM2-135M(-Instruct)", 1, 256, 1,
+      "{\"model_type\":\"llama\",\"vocab_size\":49152,\"hidden_size\":576,\"intermediate_size\":1536,"
+      "\"num_hidden_layers\":30,\"num_attention_heads\":9,\"num_key_value_heads\":3,\"rms_norm_eps\":1e-5,"
+      "\"rope_theta\":100000,\"tie_word_embeddings\":true}" },
+    { "qwen2.5-0.5b", "Qwen2.5-0.5B(-Instruct)", 1, 256, 1,
+      "{\"model_type\":\"qwen2\",\"vocab_size\":151936,\"hidden_size\":896,\"intermediate_size\":4864,"
+      "\"num_hidden_layers\":24,\"num_attention_heads\":14,\"num_key_value_heads\":2,\"rms_norm_eps\":1e-6,"
+      "\"rope_theta\":1000000,\"tie_word_embeddings\":true}" },
+    { "gpt2-124m-like", "llm.c train_gpt2 anchor size: GPT-2 124M as a Llama (I = 2048 keeps 124M params), B=4 T=64", 4, 64, 1,
+      "{\"model_type\":\"llama\",\"vocab_size\":50257,\"hidden_size\":768,\"intermediate_size\":2048,"
+      "\"num_hidden_layers\":12,\"num_attention_heads\":12,\"tie_word_embeddings\":true}" },
+    { "llmc-small-like", "llm.c 'small' anchor size (L4 C256 NH4 V50257) as a Llama, B=4 T=64", 4, 64, 1,
+      "{\"model_type\":\"llama\",\"vocab_size\":50257,\"hidden_size\":256,\"intermediate_size\":688,"
+      "\"num_hidden_layers\":4,\"num_attention_heads\":4,\"tie_word_embeddings\":true}" },
+    { "llama2c-15m-like", "llama2.c stories15M shape (dim 288, 6 layers, vocab 32000)", 1, 256, 0,
+      "{\"model_type\":\"llama\",\"vocab_size\":32000,\"hidden_size\":288,\"intermediate_size\":768,"
+      "\"num_hidden_layers\":6,\"num_attention_heads\":6,\"rms_norm_eps\":1e-5,\"tie_word_embeddings\":true}" },
+    { "llama2c-110m-like", "llama2.c stories110M shape (dim 768, 12 layers, vocab 32000)", 1, 256, 0,
+      "{\"model_type\":\"llama\",\"vocab_size\":32000,\"hidden_size\":768,\"intermediate_size\":2048,"
+      "\"num_hidden_layers\":12,\"num_attention_heads\":12,\"rms_norm_eps\":1e-5,\"tie_word_embeddings\":true}" },
+};
+#define NPRESETS (int)(sizeof presets / sizeof presets[0])
+
+/* ---- timing ----------------------------------------------------------------------------------- */
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* CPU seconds used by this process so far (all threads), or -1. */
+static double cpu_seconds(void) {
+#ifdef BENCH_FORK
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
+#else
+    return -1;
+#endif
+}
+
+/* Runs fn once to warm up, then at least 3 times and until 2 s have passed (at most 15);
+   returns the median seconds per run. *busy gets the CPU time used per wall second and thread
+   (near 1 when the threads had the cores to themselves; well below when others ran). */
+typedef int (*bench_fn)(void *ctx);
+static double median_time(bench_fn fn, void *ctx, double *busy) {
+    double t[15], start, cpu0;
+    int n = 0;
+    if (fn(ctx) != 0) return -1;
+    start = now();
+    cpu0 = cpu_seconds();
+    while (n < 15 && (n < 3 || now() - start < 2.0)) {
+        double t0 = now();
+        if (fn(ctx) != 0) return -1;
+        t[n++] = now() - t0;
+    }
+    *busy = (cpu_seconds() - cpu0) / (now() - start) / cllm__max_threads();
+    qsort(t, (size_t)n, sizeof t[0], cmp_double);
+    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+}
+
+static double peak_rss_mib(void) {
+#ifdef BENCH_FORK
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+#if defined(__APPLE__)
+    return ru.ru_maxrss / 1048576.0;     /* bytes on macOS */
+#else
+    return ru.ru_maxrss / 1024.0;        /* KiB on Linux */
+#endif
+#else
+    return -1;
+#endif
+}
+
+/* ---- the model figures ------------------------------------------------------------------------ */
+
+typedef struct run_ctx { cllm_model *m; cllm_batch *batch; cllm_err err; } run_ctx;
+
+static int run_forward(void *p) {
+    run_ctx *r = (run_ctx *)p;
+    return cllm_forward(r->m, r->batch, NULL, &r->err) != CLLM_OK;
+}
+
+static int run_train_step(void *p) {              /* what llm.c's train_gpt2 times: fwd + bwd + AdamW */
+    run_ctx *r = (run_ctx *)p;
+    return cllm_forward(r->m, r->batch, NULL, &r->err) != CLLM_OK || cllm_zero_grad(r->m, &r->err) != CLLM_OK ||
+           cllm_backward(r->m, NULL, NULL, &r->err) != CLLM_OK || cllm_adamw_update(r->m, NULL, 1e-4, &r->err) != CLLM_OK;
+}
+
+static int run_fwd_bwd(void *p) {
+    run_ctx *r = (run_ctx *)p;
+    return cllm_forward(r->m, r->batch, NULL, &r->err) != CLLM_OK || cllm_zero_grad(r->m, &r->err) != CLLM_OK ||
+           cllm_backward(r->m, NULL, NULL, &r->err) != CLLM_OK;
+}
+
+/* Benchmarks one model; returns its figures as a JSON object (NULL on error). */
+static cJSON *bench_model(const char *name, const char *why, const cllm_config *cfg, int B, int T, int train) {
+    cllm_model m;
+    cllm_batch batch, one;
+    cllm_err err;
+    cllm_rng rng;
+    run_ctx ctx;
+    int *ids = (int *)malloc(sizeof(int) * (size_t)B * T), i, id0 = 1;
+    double t, t0 = now(), N, tokens = (double)B * T, busy = 0, least_busy = 1;
+    cJSON *o = cJSON_CreateObject();
+    if (!ids || !o) return NULL;
+    if (cllm_model_init(&m, cfg, 1, &err) != CLLM_OK) { fprintf(stderr, "%s: %s\n", name, err.msg); free(ids); cJSON_Delete(o); return NULL; }
+    N = (double)m.num_params;
+    printf("%s: %s\n  %.1fM parameters, random weights (%.1f s to initialise), B=%d T=%d\n", name, why, N / 1e6, now() - t0, B, T);
+    cllm_rng_seed(&rng, 7);
+    for (i = 0; i < B * T; i++) ids[i] = (int)(cllm_rng_u32(&rng) % (uint32_t)cfg->vocab_size);
+    memset(&batch, 0, sizeof batch);
+    batch.B = B; batch.T = T; batch.input_ids = ids;
+    ctx.m = &m; ctx.batch = &batch;
+    cJSON_AddStringToObject(o, "name", name);
+    cJSON_AddStringToObject(o, "shape", why);
+    cJSON_AddNumberToObject(o, "params", N);
+    cJSON_AddNumberToObject(o, "B", B);
+    cJSON_AddNumberToObject(o, "T", T);
+
+    t = median_time(run_forward, &ctx, &busy);
+    if (t < 0) goto fail;
+    if (busy < least_busy) least_busy = busy;
+    printf("  forward              %8.1f ms  %8.0f tok/s  %6.1f GFLOP/s (2N per token)\n", t * 1e3, tokens / t, 2 * N * tokens / t / 1e9);
+    cJSON_AddNumberToObject(o, "forward_ms", t * 1e3);
+    cJSON_AddNumberToObject(o, "forward_tok_s", tokens / t);
+    if (train) {
+        t = median_time(run_fwd_bwd, &ctx, &busy);
+        if (t < 0) goto fail;
+        if (busy < least_busy) least_busy = busy;
+        printf("  forward+backward     %8.1f ms  %8.0f tok/s  %6.1f GFLOP/s (6N per token)\n", t * 1e3, tokens / t, 6 * N * tokens / t / 1e9);
+        cJSON_AddNumberToObject(o, "fwd_bwd_ms", t * 1e3);
+        cJSON_AddNumberToObject(o, "peak_rss_fwd_bwd_mib", peak_rss_mib());
+        printf("  peak RSS, fwd+bwd    %8.0f MiB (params + grads + activations)\n", peak_rss_mib());
+        t = median_time(run_train_step, &ctx, &busy);
+        if (t < 0) goto fail;
+        if (busy < least_busy) least_busy = busy;
+        printf("  training step        %8.1f ms  %8.0f tok/s  %6.1f GFLOP/s (fwd+bwd+AdamW, 6N per token)\n", t * 1e3, tokens / t, 6 * N * tokens / t / 1e9);
+        cJSON_AddNumberToObject(o, "train_step_ms", t * 1e3);
+        cJSON_AddNumberToObject(o, "train_tok_s", tokens / t);
+        cJSON_AddNumberToObject(o, "train_gflop_s", 6 * N * tokens / t / 1e9);
+    }
+    /* Generation preview: a forward of one token (T=1) streams every weight once, as one
+       KV-cache decoding step at a short context does (without its attention over the cache). */
+    memset(&one, 0, sizeof one);
+    one.B = 1; one.T = 1; one.input_ids = &id0;
+    ctx.batch = &one;
+    t = median_time(run_forward, &ctx, &busy);
+    if (t < 0) goto fail;
+    if (busy < least_busy) least_busy = busy;
+    printf("  1-token forward      %8.2f ms  %8.1f tok/s  (generation preview: no KV cache yet)\n", t * 1e3, 1 / t);
+    cJSON_AddNumberToObject(o, "one_token_forward_ms", t * 1e3);
+    cJSON_AddNumberToObject(o, "gen_preview_tok_s", 1 / t);
+    /* TODO(generation): tokens/s of cllm_forward_step with the KV cache (greedy, 256 tokens,
+       llama2.c's anchor) once the generation section lands. */
+    cJSON_AddNullToObject(o, "gen_kv_tok_s");
+    cJSON_AddNumberToObject(o, "peak_rss_mib", peak_rss_mib());
+    cJSON_AddNumberToObject(o, "least_cpu_share", least_busy);
+    if (least_busy < 0.85) printf("  note: the threads had %.0f%% of their cores in one phase; other processes were running\n", 100 * least_busy);
+    printf("  peak RSS             %8.0f MiB (params %.0f MiB%s)\n", peak_rss_mib(), N * sizeof(cllm_float) / 1048576.0,
+           train ? " + grads + AdamW m and v + activations" : " + activations");
+    free(ids);
+    cllm_model_free(&m);
+    return o;
+fail:
+    fprintf(stderr, "%s: %s\n", name, ctx.err.msg);
+    free(ids);
+    cllm_model_free(&m);
+    cJSON_Delete(o);
+    return NULL;
+}
+
+/* ---- the matmul kernel alone: sgemm-shaped n x n x n ------------------------------------------ */
+
+typedef struct mm_ctx { cllm_float *x, *w, *y, *dx, *dw; int n; } mm_ctx;
+static int run_mm_forward(void *p) {
+    mm_ctx *c = (mm_ctx *)p;
+    cllm__matmul_forward(c->y, c->x, c->w, NULL, c->n, c->n, c->n);
+    return 0;
+}
+static int run_mm_backward(void *p) {
+    mm_ctx *c = (mm_ctx *)p;
+    cllm__matmul_backward(c->dx, c->dw, NULL, c->y, c->x, c->w, c->n, c->n, c->n);
+    return 0;
+}
+
+static cJSON *bench_matmul(int n) {
+    mm_ctx c;
+    size_t nn = (size_t)n * n, i;
+    cllm_rng rng;
+    double tf, tb, busy_f = 0, busy_b = 0;
+    cJSON *o = cJSON_CreateObject();
+    c.n = n;                          /* the library's allocator, as for a model's tensors */
+    c.x = (cllm_float *)cllm__calloc(nn, sizeof(cllm_float)); c.w = (cllm_float *)cllm__calloc(nn, sizeof(cllm_float));
+    c.y = (cllm_float *)cllm__calloc(nn, sizeof(cllm_float)); c.dx = (cllm_float *)cllm__calloc(nn, sizeof(cllm_float));
+    c.dw = (cllm_float *)cllm__calloc(nn, sizeof(cllm_float));
+    if (!o || !c.x || !c.w || !c.y || !c.dx || !c.dw) {
+        free(c.x); free(c.w); free(c.y); free(c.dx); free(c.dw); cJSON_Delete(o);
+        return NULL;
+    }
+    cllm_rng_seed(&rng, 3);
+    for (i = 0; i < nn; i++) { c.x[i] = (cllm_float)cllm_rng_normal(&rng); c.w[i] = (cllm_float)cllm_rng_normal(&rng); }
+    tf = median_time(run_mm_forward, &c, &busy_f);
+    tb = median_time(run_mm_backward, &c, &busy_b);
+    printf("%d thread(s): matmul n=%d: forward %.1f GFLOP/s (%.2f ms), backward dinp+dW %.1f GFLOP/s (%.2f ms)\n",
+           cllm__max_threads(), n, 2.0 * n * nn / tf / 1e9, tf * 1e3, 4.0 * n * nn / tb / 1e9, tb * 1e3);
+    cJSON_AddNumberToObject(o, "n", n);
+    cJSON_AddNumberToObject(o, "threads", cllm__max_threads());
+    cJSON_AddNumberToObject(o, "forward_gflop_s", 2.0 * n * nn / tf / 1e9);
+    cJSON_AddNumberToObject(o, "backward_gflop_s", 4.0 * n * nn / tb / 1e9);
+    cJSON_AddNumberToObject(o, "least_cpu_share", busy_f < busy_b ? busy_f : busy_b);
+    free(c.x); free(c.w); free(c.y); free(c.dx); free(c.dw);
+    return o;
+}
+
+/* ---- each benchmark in a child process, figures back through a pipe ---------------------------
+   Each child has its own peak RSS; and the parent never starts OpenMP threads, which a forked
+   child could not use (libgomp's thread pool does not survive fork). */
+
+typedef struct job { const char *name, *why; const cllm_config *cfg; int B, T, train, matmul_n; } job;
+
+static cJSON *run_job(const job *j) {
+    if (!j->cfg) return bench_matmul(j->matmul_n);
+    return bench_model(j->name, j->why, j->cfg, j->B, j->T, j->train);
+}
+
+static cJSON *isolated(const job *j) {
+#ifdef BENCH_FORK
+    int fd[2];
+    pid_t pid;
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    cJSON *o;
+    fflush(stdout);
+    if (pipe(fd) != 0 || (pid = fork()) < 0) return run_job(j);
+    if (pid == 0) {
+        cJSON *r = run_job(j);
+        char *s = r ? cJSON_PrintUnformatted(r) : NULL;
+        close(fd[0]);
+        if (s && write(fd[1], s, strlen(s)) < 0) s = NULL;
+        fflush(stdout);
+        _exit(s ? 0 : 1);
+    }
+    close(fd[1]);
+    for (;;) {
+        ssize_t k;
+        if (len + 4096 > cap) { char *nt = (char *)realloc(text, cap = 2 * cap + 4096); if (!nt) break; text = nt; }
+        k = read(fd[0], text + len, cap - len - 1);
+        if (k <= 0) break;
+        len += (size_t)k;
+    }
+    close(fd[0]);
+    waitpid(pid, NULL, 0);
+    if (!text) return NULL;
+    text[len] = 0;
+    o = cJSON_Parse(text);
+    free(text);
+    return o;
+#else
+    return run_job(j);
+#endif
+}
+
+static int add_figures(cJSON *models, cJSON *figures) {
+    if (!figures) return 0;
+    cJSON_AddItemToArray(models, figures);
+    return 1;
+}
+
+static const char *flag(int argc, char **argv, const char *name) {
+    int i;
+    for (i = 1; i < argc - 1; i++) if (strcmp(argv[i], name) == 0) return argv[i + 1];
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    const char *json_path = flag(argc, argv, "--json"), *cdir = flag(argc, argv, "--config");
+    int Bo = flag(argc, argv, "--B") ? atoi(flag(argc, argv, "--B")) : 0, To = flag(argc, argv, "--T") ? atoi(flag(argc, argv, "--T")) : 0;
+    int mm_n = flag(argc, argv, "--matmul") ? atoi(flag(argc, argv, "--matmul")) : 1024;
+    int i, k, any = 0, failed = 0;
+    cllm_err err;
+    job j, mm;
+    cJSON *root = cJSON_CreateObject(), *models = cJSON_CreateArray(), *machine = cJSON_CreateObject(), *todo = cJSON_CreateArray();
+    char *out;
+
+    for (i = 1; i < argc; i++) if (strcmp(argv[i], "--list") == 0) {
+        for (k = 0; k < NPRESETS; k++) printf("%-18s %s\n", presets[k].name, presets[k].why);
+        return 0;
+    }
+    if (Bo < 0 || To < 0 || mm_n < 0) { fprintf(stderr, "--B, --T and --matmul must be positive\n"); return 2; }
+#if defined(CLLM__AVX2)
+    cJSON_AddStringToObject(machine, "simd", "avx2+fma");
+#elif defined(CLLM__NEON)
+    cJSON_AddStringToObject(machine, "simd", "neon");
+#else
+    cJSON_AddStringToObject(machine, "simd", "none");
+#endif
+#ifdef CLLM_BLOCKED
+    cJSON_AddBoolToObject(machine, "blocked_matmul", 1);
+#else
+    cJSON_AddBoolToObject(machine, "blocked_matmul", 0);
+#endif
+    {   /* the figures mean little if something else is running */
+        FILE *f = fopen("/proc/loadavg", "r");
+        double load = 0;
+        if (f) {
+            if (fscanf(f, "%lf", &load) == 1 && load > 0.5) printf("note: load average %.2f; other processes will slow these figures\n", load);
+            fclose(f);
+        }
+    }
+    printf("collabllm.h bench: SIMD %s, blocked matmul %s\n",
+           cJSON_GetObjectItem(machine, "simd")->valuestring, cJSON_IsTrue(cJSON_GetObjectItem(machine, "blocked_matmul")) ? "on" : "off");
+    cJSON_AddItemToObject(root, "machine", machine);
+    memset(&mm, 0, sizeof mm);
+    mm.matmul_n = mm_n;
+    if (mm_n > 0) cJSON_AddItemToObject(root, "matmul", isolated(&mm));
+
+    if (cdir) {                                    /* a Hugging Face config.json */
+        char path[4096], *text;
+        size_t len;
+        cllm_config cfg;
+        snprintf(path, sizeof path, "%s/config.json", cdir);
+        if (cllm_read_file(path, &text, &len, &err) != CLLM_OK || cllm_config_parse(&cfg, text, len, &err) != CLLM_OK) {
+            fprintf(stderr, "%s\n", err.msg);
+            return 1;
+        }
+        cllm_free_buffer(text);
+        j.name = cdir; j.why = "config.json"; j.cfg = &cfg; j.B = Bo ? Bo : 1; j.T = To ? To : 256; j.train = 1;
+        if (!add_figures(models, isolated(&j))) failed = 1;
+        any = 1;
+    }
+    for (k = 0; k < NPRESETS; k++) {
+        const preset *p = &presets[k];
+        int selected = 0;
+        cllm_config cfg;
+        for (i = 1; i < argc - 1; i++) if (strcmp(argv[i], "--preset") == 0 && strcmp(argv[i + 1], p->name) == 0) selected = 1;
+        if (!selected && (cdir || flag(argc, argv, "--preset"))) continue;
+        if (cllm_config_parse(&cfg, p->config, strlen(p->config), &err) != CLLM_OK) { fprintf(stderr, "%s: %s\n", p->name, err.msg); return 1; }
+        j.name = p->name; j.why = p->why; j.cfg = &cfg; j.B = Bo ? Bo : p->B; j.T = To ? To : p->T; j.train = p->train;
+        if (!add_figures(models, isolated(&j))) failed = 1;
+        any = 1;
+    }
+    if (!any) { fprintf(stderr, "no such preset (see --list)\n"); return 2; }
+    cJSON_AddItemToObject(root, "models", models);
+    cJSON_AddItemToArray(todo, cJSON_CreateString("generation tokens/s with the KV cache (cllm_forward_step, not yet in the library)"));
+    cJSON_AddItemToArray(todo, cJSON_CreateString("multiturn-aware reward throughput against the loopback simulator with added latency (needs the endpoint client)"));
+    cJSON_AddItemToObject(root, "todo", todo);
+    /* TODO(MR throughput): time the multiturn-aware reward against the loopback user simulator
+       with added latency once the endpoint client and the reward land. */
+    out = cJSON_Print(root);
+    if (json_path && out) {
+        if (cllm_write_file_atomic(json_path, out, strlen(out), &err) != CLLM_OK) { fprintf(stderr, "%s\n", err.msg); failed = 1; }
+        else printf("figures written to %s\n", json_path);
+    }
+    free(out);
+    cJSON_Delete(root);
+    return failed;
+}

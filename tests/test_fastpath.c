@@ -1,0 +1,179 @@
+/* test_fastpath.c - every fast path against its readable reference kernel, on odd sizes that
+   leave remainders in every blocking dimension (kernel blocks, K blocks, tiles, SIMD lanes).
+   The test turns on CLLM_SIMD (which implies CLLM_BLOCKED) itself, so the scalar `make test`
+   build checks the blocked code with the scalar microkernels, and the fast build (-march=native
+   -fopenmp) checks the AVX2/NEON microkernels and the OpenMP loops.
+   Tolerances: without SIMD microkernels the fast paths add in the reference's order and must
+   agree exactly (GCC keeps a*b+c unfused in ISO C mode); with them, fused multiply-adds and
+   vector partial sums change the rounding, relative error ~1e-7..1e-6, tolerance 1e-5. */
+#ifndef CLLM_SIMD
+#define CLLM_SIMD
+#endif
+#define COLLABLLM_IMPLEMENTATION
+#include "../collabllm.h"
+#include "check.h"
+#include <string.h>
+
+CHECK_DEFINE_CONVERTING(check_tensor, cllm_float, cllm_float)
+
+#if defined(CLLM__AVX2) || defined(CLLM__NEON)
+#define TOL 1e-5
+#define KERNELS "SIMD microkernels"
+#elif defined(__GNUC__) && !defined(__clang__)
+#define TOL 0.0
+#define KERNELS "scalar microkernels"
+#else
+#define TOL 1e-6     /* other compilers may contract a*b+c into an FMA in one place only */
+#define KERNELS "scalar microkernels"
+#endif
+
+static cllm_rng rng;
+static cllm_float *randn(size_t n) {
+    cllm_float *x = (cllm_float *)malloc((n + 1) * sizeof(cllm_float));
+    size_t i;
+    for (i = 0; i < n; i++) x[i] = (cllm_float)cllm_rng_normal(&rng);
+    return x;
+}
+static cllm_float *copy(const cllm_float *x, size_t n) {
+    cllm_float *y = (cllm_float *)malloc((n + 1) * sizeof(cllm_float));
+    memcpy(y, x, n * sizeof(cllm_float));
+    return y;
+}
+
+/* ---- matmul: forward and backward ---------------------------------------------------------- */
+static void test_matmul(int N, int C, int OC, int with_bias) {
+    cllm_float *x = randn((size_t)N * C), *W = randn((size_t)OC * C), *b = with_bias ? randn((size_t)OC) : NULL;
+    cllm_float *dout = randn((size_t)N * OC);
+    cllm_float *y_ref = randn((size_t)N * OC), *y = randn((size_t)N * OC);      /* overwritten */
+    cllm_float *dx_ref = randn((size_t)N * C), *dW_ref = randn((size_t)OC * C), *db_ref = randn((size_t)OC);
+    cllm_float *dx = copy(dx_ref, (size_t)N * C), *dW = copy(dW_ref, (size_t)OC * C), *db = copy(db_ref, (size_t)OC);
+    char label[128];
+    cllm__matmul_forward_naive(y_ref, x, W, b, N, C, OC);
+    cllm__matmul_forward(y, x, W, b, N, C, OC);
+    snprintf(label, sizeof label, "matmul forward  N=%d C=%d OC=%d%s", N, C, OC, b ? " +bias" : "");
+    check_tensor(label, y, y_ref, (size_t)N * OC, TOL);
+    /* backward accumulates: start both from the same non-zero gradients */
+    cllm__matmul_backward_naive(dx_ref, dW_ref, b ? db_ref : NULL, dout, x, W, N, C, OC);
+    cllm__matmul_backward(dx, dW, b ? db : NULL, dout, x, W, N, C, OC);
+    snprintf(label, sizeof label, "matmul d/dinp   N=%d C=%d OC=%d", N, C, OC);
+    check_tensor(label, dx, dx_ref, (size_t)N * C, TOL);
+    snprintf(label, sizeof label, "matmul d/dW     N=%d C=%d OC=%d", N, C, OC);
+    check_tensor(label, dW, dW_ref, (size_t)OC * C, TOL);
+    if (b) {
+        snprintf(label, sizeof label, "matmul d/dbias  N=%d C=%d OC=%d", N, C, OC);
+        check_tensor(label, db, db_ref, (size_t)OC, TOL);
+    }
+    free(x); free(W); free(b); free(dout); free(y_ref); free(y);
+    free(dx_ref); free(dW_ref); free(db_ref); free(dx); free(dW); free(db);
+}
+
+/* ---- batch invariance: a row's output does not depend on the rows computed with it ----------
+   (generation samples the same token whether it decodes 1 sequence or 8). Bit-exact. */
+static void test_batch_invariance(void) {
+    int N = 8, C = 331, OC = 70, r;
+    cllm_float *x = randn((size_t)N * C), *W = randn((size_t)OC * C), *b = randn((size_t)OC);
+    cllm_float *all = randn((size_t)N * OC), *one = randn((size_t)OC), *two = randn((size_t)2 * OC);
+    int same = 1;
+    cllm__matmul_forward(all, x, W, b, N, C, OC);
+    for (r = 0; r < N; r++) {
+        cllm__matmul_forward(one, x + (size_t)r * C, W, b, 1, C, OC);
+        same &= memcmp(one, all + (size_t)r * OC, sizeof(cllm_float) * (size_t)OC) == 0;
+        if (r + 1 < N) {
+            cllm__matmul_forward(two, x + (size_t)r * C, W, b, 2, C, OC);
+            same &= memcmp(two, all + (size_t)r * OC, sizeof(cllm_float) * (size_t)(2 * OC)) == 0;
+        }
+    }
+    check_true("matmul forward: rows computed 1, 2 or 8 at a time are bit-identical", same);
+    free(x); free(W); free(b); free(all); free(one); free(two);
+}
+
+/* ---- rmsnorm backward (rows in parallel, dw by column blocks) ------------------------------- */
+static void test_rmsnorm(int N, int C) {
+    cllm_float *x = randn((size_t)N * C), *w = randn((size_t)C), *dy = randn((size_t)N * C), *y = randn((size_t)N * C);
+    cllm_float *rstd = randn((size_t)N), *dx_ref = randn((size_t)N * C), *dw_ref = randn((size_t)C);
+    cllm_float *dx = copy(dx_ref, (size_t)N * C), *dw = copy(dw_ref, (size_t)C);
+    char label[128];
+    cllm__rmsnorm_forward(y, rstd, x, w, N, C, 1e-5f);
+    cllm__rmsnorm_backward_naive(dx_ref, dw_ref, dy, x, w, rstd, N, C);
+    cllm__rmsnorm_backward(dx, dw, dy, x, w, rstd, N, C);
+    snprintf(label, sizeof label, "rmsnorm d/dinp  N=%d C=%d", N, C);
+    check_tensor(label, dx, dx_ref, (size_t)N * C, 0.0);          /* same order in every build */
+    snprintf(label, sizeof label, "rmsnorm d/dw    N=%d C=%d", N, C);
+    check_tensor(label, dw, dw_ref, (size_t)C, 0.0);
+    free(x); free(w); free(dy); free(y); free(rstd); free(dx_ref); free(dw_ref); free(dx); free(dw);
+}
+
+/* ---- attention: (b, h) in parallel, SIMD dots; GQA and a right-padding mask ----------------- */
+static void test_attention(int B, int T, int H, int KV, int hd) {
+    size_t nq = (size_t)B * T * H * hd, nk = (size_t)B * T * KV * hd, nl = (size_t)B * H * T;
+    cllm_float *q = randn(nq), *k = randn(nk), *v = randn(nk), *dy = randn(nq);
+    cllm_float *y_ref = randn(nq), *y = randn(nq), *lse_ref = randn(nl), *lse = randn(nl), *s = randn((size_t)T);
+    cllm_float *dq_ref = randn(nq), *dk_ref = randn(nk), *dv_ref = randn(nk);
+    cllm_float *dq = copy(dq_ref, nq), *dk = copy(dk_ref, nk), *dv = copy(dv_ref, nk);
+    int *mask = (int *)malloc(sizeof(int) * (size_t)B * T), b, t;
+    char label[128];
+    for (b = 0; b < B; b++) for (t = 0; t < T; t++) mask[b * T + t] = t < T - 3 * b;   /* row b has 3b pads */
+    cllm__attention_forward_naive(y_ref, lse_ref, q, k, v, mask, B, T, H, KV, hd, s);
+    cllm__attention_forward(y, lse, q, k, v, mask, B, T, H, KV, hd, s);
+    snprintf(label, sizeof label, "attention out   B=%d T=%d H=%d KV=%d hd=%d", B, T, H, KV, hd);
+    check_tensor(label, y, y_ref, nq, TOL);
+    snprintf(label, sizeof label, "attention lse   B=%d T=%d H=%d KV=%d hd=%d", B, T, H, KV, hd);
+    check_tensor(label, lse, lse_ref, nl, TOL);
+    cllm__attention_backward_naive(dq_ref, dk_ref, dv_ref, dy, q, k, v, y_ref, lse_ref, mask, B, T, H, KV, hd);
+    cllm__attention_backward(dq, dk, dv, dy, q, k, v, y_ref, lse_ref, mask, B, T, H, KV, hd);
+    snprintf(label, sizeof label, "attention d/dq  B=%d T=%d H=%d KV=%d hd=%d", B, T, H, KV, hd);
+    check_tensor(label, dq, dq_ref, nq, TOL);
+    snprintf(label, sizeof label, "attention d/dk  B=%d T=%d H=%d KV=%d hd=%d", B, T, H, KV, hd);
+    check_tensor(label, dk, dk_ref, nk, TOL);
+    snprintf(label, sizeof label, "attention d/dv  B=%d T=%d H=%d KV=%d hd=%d", B, T, H, KV, hd);
+    check_tensor(label, dv, dv_ref, nk, TOL);
+    free(q); free(k); free(v); free(dy); free(y_ref); free(y); free(lse_ref); free(lse); free(s);
+    free(dq_ref); free(dk_ref); free(dv_ref); free(dq); free(dk); free(dv); free(mask);
+}
+
+#ifdef CLLM__OMP
+/* Tiles and (b, h) pairs only decide which thread computes an output: one thread and all of
+   them must agree bit for bit. */
+static void test_thread_count_independence(void) {
+    int N = 77, C = 300, OC = 270, nth = omp_get_max_threads();
+    cllm_float *x = randn((size_t)N * C), *W = randn((size_t)OC * C), *dout = randn((size_t)N * OC);
+    cllm_float *y1 = randn((size_t)N * OC), *yn = randn((size_t)N * OC);
+    cllm_float *dW1 = (cllm_float *)calloc((size_t)OC * C, sizeof(cllm_float)), *dWn = (cllm_float *)calloc((size_t)OC * C, sizeof(cllm_float));
+    omp_set_num_threads(1);
+    cllm__matmul_forward(y1, x, W, NULL, N, C, OC);
+    cllm__matmul_backward(NULL, dW1, NULL, dout, x, W, N, C, OC);
+    omp_set_num_threads(nth > 1 ? nth : 2);
+    cllm__matmul_forward(yn, x, W, NULL, N, C, OC);
+    cllm__matmul_backward(NULL, dWn, NULL, dout, x, W, N, C, OC);
+    omp_set_num_threads(nth);
+    check_tensor("matmul forward, 1 thread vs all", yn, y1, (size_t)N * OC, 0.0);
+    check_tensor("matmul d/dW, 1 thread vs all", dWn, dW1, (size_t)OC * C, 0.0);
+    free(x); free(W); free(dout); free(y1); free(yn); free(dW1); free(dWn);
+}
+#endif
+
+int main(void) {
+    static const int mm[][3] = {   /* N, C, OC: every remainder of the 3x4 and 6x16 blocks, K > 512, tiles */
+        { 1, 1, 1 }, { 1, 37, 5 }, { 2, 64, 9 }, { 3, 8, 4 }, { 5, 7, 3 }, { 7, 300, 37 },
+        { 13, 33, 17 }, { 75, 531, 270 }, { 100, 1030, 20 }, { 200, 96, 300 }
+    };
+    size_t i;
+    cllm_rng_seed(&rng, 42);
+#ifdef CLLM__OMP
+    printf("fast paths: cache-blocked matmul with %s, OpenMP (%d threads)\n", KERNELS, omp_get_max_threads());
+#else
+    printf("fast paths: cache-blocked matmul with %s, no OpenMP\n", KERNELS);
+#endif
+    for (i = 0; i < sizeof mm / sizeof mm[0]; i++) test_matmul(mm[i][0], mm[i][1], mm[i][2], (int)(i % 2));
+    test_batch_invariance();
+    test_rmsnorm(1, 5);
+    test_rmsnorm(37, 200);
+    test_rmsnorm(300, 130);
+    test_attention(1, 5, 2, 1, 8);
+    test_attention(2, 37, 6, 2, 33);
+    test_attention(3, 70, 4, 4, 64);
+#ifdef CLLM__OMP
+    test_thread_count_independence();
+#endif
+    return check_summary("test_fastpath");
+}
