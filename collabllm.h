@@ -9723,6 +9723,13 @@ static int cllm__trainer_entries(const cllm_trainer *tr, const cllm_float *memor
 
 /* ---- trainer state ---- */
 
+/* A float setting as the shortest decimal that names it (0.9f -> 0.9, not 0.899999976). */
+static double cllm__float_json(float f) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.7g", (double)f);
+    return strtod(buf, NULL);
+}
+
 static cJSON *cllm__trainer_state_json(const cllm_trainer *tr) {
     const cllm_train_config *c = &tr->cfg;
     cJSON *o = cJSON_CreateObject(), *rng, *cf;
@@ -9766,10 +9773,10 @@ static cJSON *cllm__trainer_state_json(const cllm_trainer *tr) {
     cJSON_AddNumberToObject(cf, "batch_size", c->batch_size);
     cJSON_AddNumberToObject(cf, "grad_accum", c->grad_accum);
     cJSON_AddNumberToObject(cf, "max_grad_norm", c->max_grad_norm);
-    cJSON_AddNumberToObject(cf, "adam_beta1", c->adam.beta1);
-    cJSON_AddNumberToObject(cf, "adam_beta2", c->adam.beta2);
-    cJSON_AddNumberToObject(cf, "adam_eps", c->adam.eps);
-    cJSON_AddNumberToObject(cf, "weight_decay", c->adam.weight_decay);
+    cJSON_AddNumberToObject(cf, "adam_beta1", cllm__float_json(c->adam.beta1));
+    cJSON_AddNumberToObject(cf, "adam_beta2", cllm__float_json(c->adam.beta2));
+    cJSON_AddNumberToObject(cf, "adam_eps", cllm__float_json(c->adam.eps));
+    cJSON_AddNumberToObject(cf, "weight_decay", cllm__float_json(c->adam.weight_decay));
     cJSON_AddNumberToObject(cf, "save_every", (double)c->save_every);
     cJSON_AddNumberToObject(cf, "keep_last", c->keep_last);
     return o;
