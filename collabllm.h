@@ -8375,12 +8375,13 @@ static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm
                                       const cllm_assistant *future, const cllm_task *task, int conv_id, cJSON *rows, cllm_err *err) {
     int k = cllm__def(cfg->n_candidates, 2), max_turns = cllm__def(cfg->max_turns, 7), turn, i, best;
     cllm_goal goal;
-    cllm_conv history = { 0 }, *views = (cllm_conv *)cllm__calloc((size_t)k, sizeof(cllm_conv));
+    cllm_conv history, *views = (cllm_conv *)cllm__calloc((size_t)k, sizeof(cllm_conv));
     cllm_reply *replies = (cllm_reply *)cllm__calloc((size_t)k, sizeof(cllm_reply)), ureply;
     cllm_mr_item *items = (cllm_mr_item *)cllm__calloc((size_t)k, sizeof(cllm_mr_item));
     cllm_mr_result *res = (cllm_mr_result *)cllm__calloc((size_t)k, sizeof(cllm_mr_result));
     cllm_result rc = CLLM_OK;
     memset(&ureply, 0, sizeof ureply);
+    memset(&history, 0, sizeof history);
     goal.task_desc = cfg->task_desc ? cfg->task_desc : "a task";
     goal.prompt = task->prompt;
     goal.reference = cfg->show_reference ? task->completion : NULL;
@@ -10678,10 +10679,10 @@ static int cllm__utf8_symbols(const char *s, int *out) {
     return n;
 }
 
-typedef struct { const int *p; int len; int *id; } cllm__tok;
+typedef struct { const int *p; int len; int *id; } cllm__bleu_tok;
 
 static int cllm__tok_cmp(const void *a, const void *b) {
-    const cllm__tok *x = (const cllm__tok *)a, *y = (const cllm__tok *)b;
+    const cllm__bleu_tok *x = (const cllm__bleu_tok *)a, *y = (const cllm__bleu_tok *)b;
     int k, m = x->len < y->len ? x->len : y->len;
     for (k = 0; k < m; k++) if (x->p[k] != y->p[k]) return x->p[k] < y->p[k] ? -1 : 1;
     return x->len - y->len;
@@ -10690,12 +10691,12 @@ static int cllm__tok_cmp(const void *a, const void *b) {
 /* Token level: each string's code points are split at Python whitespace and every distinct
    token gets an integer id (by sorting all tokens); seqs[i] is replaced by its id sequence. */
 static cllm_result cllm__bleu_tokenize(int **seqs, int *lens, int n, cllm_err *err) {
-    cllm__tok *toks;
+    cllm__bleu_tok *toks;
     int **ids;
     size_t total = 0, k = 0, j;
     int i, t, id = 0;
     for (i = 0; i < n; i++) total += (size_t)lens[i];   /* no more tokens than symbols */
-    toks = (cllm__tok *)cllm__calloc(total + 1, sizeof *toks);
+    toks = (cllm__bleu_tok *)cllm__calloc(total + 1, sizeof *toks);
     ids = (int **)cllm__calloc((size_t)n, sizeof *ids);
     for (i = 0; toks && ids && i < n; i++) if (!(ids[i] = (int *)cllm__calloc((size_t)lens[i] + 1, sizeof(int)))) break;
     if (!toks || !ids || i < n) {
