@@ -56,6 +56,7 @@ fuzz: deps
 golden:
 	/usr/bin/python3 tests/gen_golden.py
 	/usr/bin/python3 tests/gen_objectives.py
+	/usr/bin/python3 tests/gen_train.py
 
 crosscheck: all
 	@tests/crosscheck.sh $(BUILD) $(if $(FIXTURES),--write-fixtures)

@@ -118,6 +118,22 @@
       cllm_build_pairs()       -- records -> SFT rows {"messages"} and DPO pairs {"prompt", "chosen",
                                   "rejected", "score_chosen", "score_rejected"} (TRL conversational)
       cllm_eval_run()          -- paper section 4: one conversation per task, metrics, tokens, turns
+   Training: SFT, DPO, LoRA, checkpoints (data_fmt/train.md)
+      cllm_sft_data_load()     -- {"messages"} rows -> token sequences whose targets are the assistant mask
+      cllm_dpo_data_load()     -- preference pairs -> chosen / rejected sequences (completion tokens found
+                                  by byte offsets), optional precomputed reference logps
+      cllm_sft_seq(), cllm_completion_seq(), cllm_train_seq_truncate() -- those tokenization and
+                                  truncation rules for one example
+      cllm_seq_logps()         -- summed target log-probs of sequences (e.g. a DPO reference)
+      cllm_dpo_precompute_ref() -- TRL's precompute_ref_log_probs, written back into the pairs file
+      cllm_sft_micro_step(), cllm_dpo_micro_step() -- one micro-batch: loss, TRL's metrics, backward
+      cllm_train_sft(), cllm_train_dpo() -- whole runs: shuffled epochs, gradient accumulation,
+                                  schedule, clipping, AdamW, metrics JSONL, progress lines, atomic
+                                  resumable checkpoints (bit-identical resume), the final model
+      cllm_trainer_init(), _resume(), _run(), _zero_grad(), _apply(), _save(), _save_final(), _free()
+                               -- the loop itself, reused by other trainers through a cllm_train_task
+      cllm_lora_init(), cllm_lora_load(), cllm_lora_save(), cllm_lora_merge(), cllm_lora_free()
+                               -- LoRA adapters (PEFT's format and init), frozen base, merge and save
    Preference and RL objectives (DPO, PPO, GRPO) and metrics (BLEU)
       cllm_dpo_loss()          -- DPO losses (sigmoid/cDPO, robust, hinge, IPO, reference-free), TRL's
                                   reward metrics, and d loss / d policy logps

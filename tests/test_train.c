@@ -306,6 +306,11 @@ static void test_truncation(void) {
         cllm_sft_data_free(&sd);
         check_true("data_fmt/train_dpo.example.jsonl loads (4 pairs, message lists and strings)", cllm_dpo_data_load(&dd, &tok, "data_fmt/train_dpo.example.jsonl", 0, &err) == CLLM_OK && dd.n == 4 && !dd.has_ref);
         cllm_dpo_data_free(&dd);
+        check_true("data_fmt/sft.example.jsonl and dpo.example.jsonl (cllm_build_pairs' output) load",
+                   cllm_sft_data_load(&sd, &tok, "data_fmt/sft.example.jsonl", 0, &err) == CLLM_OK && sd.n == 2 &&
+                   cllm_dpo_data_load(&dd, &tok, "data_fmt/dpo.example.jsonl", 0, &err) == CLLM_OK && dd.n == 2);
+        cllm_sft_data_free(&sd);
+        cllm_dpo_data_free(&dd);
         check_true("max_length 24: pairs keep the same prompt tokens", cllm_dpo_data_load(&dd, &tok, "data_fmt/train_dpo.example.jsonl", 24, &err) == CLLM_OK && dd.n_truncated > 0);
         for (ok = 1, i = 0; i < dd.n; i++) {
             const cllm_dpo_pair *p = &dd.pairs[i];
