@@ -536,7 +536,9 @@ CLLMDEF void        cllm_batch_free(cllm_batch *batch);
 CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_float *logits_out, cllm_err *err);
 CLLMDEF cllm_result cllm_zero_grad(cllm_model *m, cllm_err *err);
 /* dlogp: (B*T) gradient of the objective w.r.t. model.acts.logp, or NULL for the mean CE loss.
-   dhidden: optional (B*T, C) gradient w.r.t. model.acts.lnf (e.g. from a value head). */
+   dhidden: optional (B*T, C) gradient w.r.t. model.acts.lnf (e.g. from a value head).
+   With LoRA adapters attached (cllm_lora_init) the base model is frozen: only the adapters'
+   gradients are accumulated (into lora->grads) and model.grads is never allocated. */
 CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const cllm_float *dhidden, cllm_err *err);
 
 /* ============================================================================================ */
@@ -1387,11 +1389,13 @@ typedef struct cllm_lora {
     int         training;    /* 1 = dropout on in cllm_forward (set by the trainer around the
                                 policy's training forward; generation never uses dropout)        */
     uint64_t    dropout_seed;/* the masks of the current training forward (from the trainer RNG) */
-    /* private: per (target, layer) the saved A dropout(x) of the last training forward */
-    cllm_float *u;
-    size_t      u_rows;
-    int         recording;
     cllm_model *model;       /* the model it is attached to (model->lora == this)                  */
+    /* private: what the last cllm_forward saved for cllm_backward */
+    cllm_float *u;           /* per targeted (target, layer): (u_rows, r) rows of A dropout(x)     */
+    size_t      u_cap;       /* floats allocated in u                                              */
+    size_t      u_rows;      /* B*T of the last forward, 0 if it ran without the adapters          */
+    cllm_float *xd;          /* one dropped-out input row (max in-features)                        */
+    int         recording;   /* inside cllm_forward                                                */
 } cllm_lora;
 
 /* Fresh adapters for model m, attached to it (m->lora = lo): from now on cllm_forward,
@@ -3059,6 +3063,144 @@ static void cllm__logsoftmax_row_backward(cllm_float *z, cllm_float lse, int y, 
 }
 
 /* -------------------------------------------------------------------------------------------- */
+/* LoRA adapters inside the forward and backward passes                                         */
+/* -------------------------------------------------------------------------------------------- */
+/* y = x W^T (+ b) + s B A d(x), s = alpha / r, d = dropout (PEFT's lora_dropout, inverted:
+   d(x)_c = x_c keep_c / (1 - p)). The keep mask of element c of row n is a hash of
+   (dropout_seed, target, layer, n, c), so the backward pass recomputes the very same mask
+   instead of storing it, and a seed reproduces a run. Per adapted projection the forward keeps
+   u = A d(x) (rows x r) for the backward; the inputs x are activations the base model saves
+   anyway (ln1, atty, ln2, act).                                                                */
+
+enum { CLLM__LT_Q, CLLM__LT_K, CLLM__LT_V, CLLM__LT_O, CLLM__LT_GATE, CLLM__LT_UP, CLLM__LT_DOWN };
+
+/* Is element i of the input of (target t, layer l) kept by dropout p? */
+static int cllm__lora_keep(uint64_t seed, int t, int l, size_t i, double p) {
+    uint64_t z = seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(t * 4096 + l + 1)), k = z ^ ((uint64_t)i * 0xBF58476D1CE4E5B9ull);
+    return (double)(cllm__splitmix64(&k) >> 11) * (1.0 / 9007199254740992.0) >= p;
+}
+
+/* The dropout probability of the current forward/backward: only a recording training pass. */
+static double cllm__lora_p(const cllm_lora *lo) { return lo->recording && lo->training ? lo->cfg.dropout : 0; }
+
+/* Start of the saved u rows of (target t, layer l). */
+static cllm_float *cllm__lora_u(const cllm_lora *lo, int t, int l) {
+    size_t slot = 0;
+    int k;
+    for (k = 0; k < t; k++) slot += (lo->cfg.targets >> k) & 1u;
+    return lo->u + (slot * (size_t)lo->n_layers + (size_t)l) * lo->u_rows * (size_t)lo->cfg.r;
+}
+
+/* Room to record rows rows in the next forward. */
+static cllm_result cllm__lora_ensure(cllm_lora *lo, size_t rows, cllm_err *err) {
+    size_t need = 0, max_in = 0;
+    int t;
+    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
+        if (lo->A[t]) need += (size_t)lo->n_layers * rows * (size_t)lo->cfg.r;
+        if ((size_t)lo->in[t] > max_in) max_in = (size_t)lo->in[t];
+    }
+    if (need > lo->u_cap) {
+        CLLM_FREE(lo->u);
+        lo->u = (cllm_float *)cllm__calloc(need, sizeof(cllm_float));
+        lo->u_cap = lo->u ? need : 0;
+        if (!lo->u) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the LoRA activations (%zu floats)", need);
+    }
+    if (!lo->xd) {
+        lo->xd = (cllm_float *)cllm__calloc(max_in, sizeof(cllm_float));
+        if (!lo->xd) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
+    return CLLM_OK;
+}
+
+/* d(x) of row n into lo->xd (or x itself when there is no dropout). */
+static const cllm_float *cllm__lora_dropped(const cllm_lora *lo, int t, int l, const cllm_float *x, size_t n, double p) {
+    int c, in = lo->in[t];
+    cllm_float scale = (cllm_float)(1.0 / (1.0 - p));
+    if (p <= 0) return x;
+    for (c = 0; c < in; c++)
+        lo->xd[c] = cllm__lora_keep(lo->dropout_seed, t, l, n * (size_t)in + (size_t)c, p) ? x[c] * scale : 0;
+    return lo->xd;
+}
+
+/* y (N, out) += s B A d(x) for N rows x (N, in); records u when inside cllm_forward. */
+static void cllm__lora_forward(const cllm_model *m, int t, int l, cllm_float *y, const cllm_float *x, int N) {
+    const cllm_lora *lo = m->lora;
+    const cllm_float *A, *B;
+    cllm_float row_u[CLLM_LORA_MAX_R];
+    int n, j, o, c, r, in, out;
+    double p;
+    if (!lo || !lo->enabled || !lo->A[t]) return;
+    r = lo->cfg.r; in = lo->in[t]; out = lo->out[t];
+    A = lo->A[t] + (size_t)l * r * in;
+    B = lo->B[t] + (size_t)l * out * r;
+    p = cllm__lora_p(lo);
+    for (n = 0; n < N; n++) {
+        const cllm_float *xn = cllm__lora_dropped(lo, t, l, x + (size_t)n * in, (size_t)n, p);
+        cllm_float *u = lo->recording ? cllm__lora_u(lo, t, l) + (size_t)n * r : row_u;
+        cllm_float *yn = y + (size_t)n * out;
+        for (j = 0; j < r; j++) {                       /* u = A d(x) */
+            cllm_float acc = 0;
+            for (c = 0; c < in; c++) acc += A[(size_t)j * in + c] * xn[c];
+            u[j] = acc;
+        }
+        for (o = 0; o < out; o++) {                     /* y += s B u */
+            cllm_float acc = 0;
+            for (j = 0; j < r; j++) acc += B[(size_t)o * r + j] * u[j];
+            yn[o] += (cllm_float)lo->scale * acc;
+        }
+    }
+}
+
+/* Backward of the adapter given dy (N, out) and the forward's input x (N, in):
+     dB += s dy^T u,   du = s dy B,   dA += du^T d(x),   dx += d'(du A)  (the same keep mask)      */
+static void cllm__lora_backward(const cllm_model *m, int t, int l, cllm_float *dx, const cllm_float *dy, const cllm_float *x, int N) {
+    cllm_lora *lo = m->lora;
+    const cllm_float *A, *B, *U;
+    cllm_float *dA, *dB, du[CLLM_LORA_MAX_R];
+    int n, j, o, c, r, in, out;
+    double p;
+    if (!lo || !lo->A[t] || lo->u_rows != (size_t)N) return;
+    r = lo->cfg.r; in = lo->in[t]; out = lo->out[t];
+    A = lo->A[t] + (size_t)l * r * in;  dA = lo->dA[t] + (size_t)l * r * in;
+    B = lo->B[t] + (size_t)l * out * r; dB = lo->dB[t] + (size_t)l * out * r;
+    U = cllm__lora_u(lo, t, l);
+    p = lo->training ? lo->cfg.dropout : 0;
+    for (n = 0; n < N; n++) {
+        const cllm_float *dyn = dy + (size_t)n * out, *un = U + (size_t)n * r, *xn;
+        cllm_float *dxn = dx + (size_t)n * in, scale = (cllm_float)(1.0 / (1.0 - p));
+        for (j = 0; j < r; j++) du[j] = 0;
+        for (o = 0; o < out; o++) {
+            cllm_float g = (cllm_float)lo->scale * dyn[o];
+            if (g == 0) continue;
+            for (j = 0; j < r; j++) { dB[(size_t)o * r + j] += g * un[j]; du[j] += g * B[(size_t)o * r + j]; }
+        }
+        xn = cllm__lora_dropped(lo, t, l, x + (size_t)n * in, (size_t)n, p);
+        for (j = 0; j < r; j++) for (c = 0; c < in; c++) dA[(size_t)j * in + c] += du[j] * xn[c];
+        for (c = 0; c < in; c++) {
+            cllm_float acc = 0;
+            if (p > 0 && !cllm__lora_keep(lo->dropout_seed, t, l, (size_t)n * in + (size_t)c, p)) continue;
+            for (j = 0; j < r; j++) acc += du[j] * A[(size_t)j * in + c];
+            dxn[c] += p > 0 ? acc * scale : acc;
+        }
+    }
+}
+
+/* Points the A/B (or dA/dB) views into memory: per target, A (L, r, in) then B (L, out, r). */
+static void cllm__lora_point(cllm_lora *lo, cllm_float *memory, cllm_float **A, cllm_float **B) {
+    int t;
+    size_t L = (size_t)lo->n_layers, r = (size_t)lo->cfg.r;
+    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
+        A[t] = B[t] = NULL;
+        if (!(lo->cfg.targets & (1u << t))) continue;
+        A[t] = memory; memory += L * r * (size_t)lo->in[t];
+        B[t] = memory; memory += L * (size_t)lo->out[t] * r;
+    }
+}
+
+/* A gradient view at offset off, or NULL when that gradient is not kept (frozen base). */
+static cllm_float *cllm__grad_at(cllm_float *g, size_t off) { return g ? g + off : NULL; }
+
+/* -------------------------------------------------------------------------------------------- */
 /* The model: forward pass                                                                      */
 /* -------------------------------------------------------------------------------------------- */
 
@@ -3183,6 +3325,9 @@ static void cllm__qkv_forward(const cllm_model *m, int l, cllm_float *q, cllm_fl
     cllm__matmul_forward(c->qk_norm ? q_pre : q, ln1, p->wq + (size_t)l * Q * C, bq, N, C, Q);
     cllm__matmul_forward(c->qk_norm ? k_pre : k, ln1, p->wk + (size_t)l * K * C, bk, N, C, K);
     cllm__matmul_forward(v, ln1, p->wv + (size_t)l * K * C, bv, N, C, K);
+    cllm__lora_forward(m, CLLM__LT_Q, l, c->qk_norm ? q_pre : q, ln1, N);     /* adapters, if any */
+    cllm__lora_forward(m, CLLM__LT_K, l, c->qk_norm ? k_pre : k, ln1, N);
+    cllm__lora_forward(m, CLLM__LT_V, l, v, ln1, N);
     if (c->qk_norm) {
         cllm__rmsnorm_forward(q, q_rstd, q_pre, p->q_norm + (size_t)l * hd, N * c->n_heads, hd, c->rms_norm_eps);
         cllm__rmsnorm_forward(k, k_rstd, k_pre, p->k_norm + (size_t)l * hd, N * c->n_kv_heads, hd, c->rms_norm_eps);
@@ -3199,8 +3344,11 @@ static void cllm__mlp_forward(const cllm_model *m, int l, cllm_float *out, cllm_
     cllm__rmsnorm_forward(ln2, ln2_rstd, h, p->mlp_norm + (size_t)l * C, N, C, c->rms_norm_eps);
     cllm__matmul_forward(gate, ln2, p->w_gate + (size_t)l * I * C, NULL, N, C, I);
     cllm__matmul_forward(up, ln2, p->w_up + (size_t)l * I * C, NULL, N, C, I);
+    cllm__lora_forward(m, CLLM__LT_GATE, l, gate, ln2, N);
+    cllm__lora_forward(m, CLLM__LT_UP, l, up, ln2, N);
     cllm__swiglu_forward(act, gate, up, (size_t)N * I);
     cllm__matmul_forward(out, act, p->w_down + (size_t)l * C * I, NULL, N, I, C);
+    cllm__lora_forward(m, CLLM__LT_DOWN, l, out, act, N);
     for (i = 0; i < N * C; i++) out[i] += h[i];
 }
 
@@ -3223,6 +3371,14 @@ CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_fl
     if ((rc = cllm__prepare_batch(m, batch, err)) != CLLM_OK) return rc;
     inv_tau = (cllm_float)(1.0 / cllm__def(batch->temperature, 1.0f));
     m->inv_temperature = (float)inv_tau;
+    if (m->lora) {                                /* adapters record what their backward needs */
+        m->lora->u_rows = 0;
+        if (m->lora->enabled) {
+            if ((rc = cllm__lora_ensure(m->lora, (size_t)BT, err)) != CLLM_OK) return rc;
+            m->lora->u_rows = (size_t)BT;
+            m->lora->recording = 1;
+        }
+    }
 
     cllm__embedding_forward(a->x, batch->input_ids, p->embed, BT, C);
     for (l = 0; l < c->n_layers; l++) {
@@ -3245,10 +3401,12 @@ CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_fl
         cllm__rope_forward(k, m->rope_cos, m->rope_sin, B, T, KV, hd);
         cllm__attention_forward(atty, a->att_lse + (size_t)l * BT * H, q, k, v, m->mask, B, T, H, KV, hd, m->scratch);
         cllm__matmul_forward(hres, atty, p->wo + (size_t)l * C * Q, NULL, BT, Q, C);
+        cllm__lora_forward(m, CLLM__LT_O, l, hres, atty, BT);
         for (i = 0; i < BT * C; i++) hres[i] += x[i];
 
         cllm__mlp_forward(m, l, xout, ln2, ln2_rstd, gate, up, act, hres, BT);
     }
+    if (m->lora) m->lora->recording = 0;
     cllm__rmsnorm_forward(a->lnf, a->lnf_rstd, a->x + (size_t)c->n_layers * BT * C, p->final_norm, BT, C, c->rms_norm_eps);
 
     /* lm head + log-softmax, CHUNK rows at a time: logits never exist for the whole batch */
@@ -3297,14 +3455,23 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
     const cllm_config *c = &m->config;
     const cllm_params *p = &m->params;
     const cllm_acts *a = &m->acts;
-    cllm_params *g = &m->grads;
+    cllm_params frozen, *g = &m->grads;
     int B = m->B, T = m->T, BT = B * T, l, r, i;
     int C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
     int Q = H * hd, K = KV * hd;
     cllm_float *dx, *dh, *dln, *dact, *dgate, *dup, *datty, *dq, *dk, *dv, *dq_pre, *dk_pre, *packed, *dpacked, *z;
 
     if (B <= 0) return cllm__fail(err, CLLM_ERR_ARG, "cllm_backward: run cllm_forward first");
-    if (!m->grads_memory) { cllm_result rc = cllm_zero_grad(m, err); if (rc != CLLM_OK) return rc; }
+    if (m->lora) {              /* adapters attached: the base model is frozen, only they get gradients */
+        cllm_lora *lo = m->lora;
+        memset(&frozen, 0, sizeof frozen);
+        g = &frozen;
+        if (!lo->grads) {
+            lo->grads = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float));
+            if (!lo->grads) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the LoRA gradients");
+            cllm__lora_point(lo, lo->grads, lo->dA, lo->dB);
+        }
+    } else if (!m->grads_memory) { cllm_result rc = cllm_zero_grad(m, err); if (rc != CLLM_OK) return rc; }
 
     /* carve the scratch space */
     dx = m->scratch;           dh = dx + (size_t)BT * C;     dln = dh + (size_t)BT * C;
@@ -3349,39 +3516,46 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
         const cllm_float *atty = a->atty + (size_t)l * BT * Q, *hres = a->h + (size_t)l * BT * C;
         const cllm_float *ln2 = a->ln2 + (size_t)l * BT * C, *ln2_rstd = a->ln2_rstd + (size_t)l * BT;
         const cllm_float *gate = a->gate + (size_t)l * BT * I, *up = a->up + (size_t)l * BT * I, *act = a->act + (size_t)l * BT * I;
-        cllm_float *dbq = g->bq ? g->bq + (size_t)l * Q : NULL, *dbk = g->bk ? g->bk + (size_t)l * K : NULL, *dbv = g->bv ? g->bv + (size_t)l * K : NULL;
+        cllm_float *dbq = cllm__grad_at(g->bq, (size_t)l * Q), *dbk = cllm__grad_at(g->bk, (size_t)l * K), *dbv = cllm__grad_at(g->bv, (size_t)l * K);
 
         /* MLP block. Forward was x' = h + act W_down^T, so dh starts as dx' (the residual path). */
         memcpy(dh, dx, sizeof(cllm_float) * (size_t)BT * C);
         memset(dact, 0, sizeof(cllm_float) * (size_t)BT * I * 3);     /* dact, dgate, dup */
-        cllm__matmul_backward(dact, g->w_down + (size_t)l * C * I, NULL, dx, act, p->w_down + (size_t)l * C * I, BT, I, C);
+        cllm__matmul_backward(dact, cllm__grad_at(g->w_down, (size_t)l * C * I), NULL, dx, act, p->w_down + (size_t)l * C * I, BT, I, C);
+        cllm__lora_backward(m, CLLM__LT_DOWN, l, dact, dx, act, BT);
         cllm__swiglu_backward(dgate, dup, dact, gate, up, (size_t)BT * I);
         memset(dln, 0, sizeof(cllm_float) * (size_t)BT * C);
-        cllm__matmul_backward(dln, g->w_gate + (size_t)l * I * C, NULL, dgate, ln2, p->w_gate + (size_t)l * I * C, BT, C, I);
-        cllm__matmul_backward(dln, g->w_up + (size_t)l * I * C, NULL, dup, ln2, p->w_up + (size_t)l * I * C, BT, C, I);
-        cllm__rmsnorm_backward(dh, g->mlp_norm + (size_t)l * C, dln, hres, p->mlp_norm + (size_t)l * C, ln2_rstd, BT, C);
+        cllm__matmul_backward(dln, cllm__grad_at(g->w_gate, (size_t)l * I * C), NULL, dgate, ln2, p->w_gate + (size_t)l * I * C, BT, C, I);
+        cllm__matmul_backward(dln, cllm__grad_at(g->w_up, (size_t)l * I * C), NULL, dup, ln2, p->w_up + (size_t)l * I * C, BT, C, I);
+        cllm__lora_backward(m, CLLM__LT_GATE, l, dln, dgate, ln2, BT);
+        cllm__lora_backward(m, CLLM__LT_UP, l, dln, dup, ln2, BT);
+        cllm__rmsnorm_backward(dh, cllm__grad_at(g->mlp_norm, (size_t)l * C), dln, hres, p->mlp_norm + (size_t)l * C, ln2_rstd, BT, C);
 
         /* Attention block. Forward was h = x + atty W_o^T, so dx starts as dh. */
         memcpy(dx, dh, sizeof(cllm_float) * (size_t)BT * C);
         memset(datty, 0, sizeof(cllm_float) * (size_t)BT * (3 * Q + 3 * K));   /* datty dq dq_pre dk dk_pre dv */
-        cllm__matmul_backward(datty, g->wo + (size_t)l * C * Q, NULL, dh, atty, p->wo + (size_t)l * C * Q, BT, Q, C);
+        cllm__matmul_backward(datty, cllm__grad_at(g->wo, (size_t)l * C * Q), NULL, dh, atty, p->wo + (size_t)l * C * Q, BT, Q, C);
+        cllm__lora_backward(m, CLLM__LT_O, l, datty, dh, atty, BT);
         cllm__attention_backward(dq, dk, dv, datty, q, k, v, atty, a->att_lse + (size_t)l * BT * H, m->mask, B, T, H, KV, hd);
         cllm__rope_backward(dq, m->rope_cos, m->rope_sin, B, T, H, hd);
         cllm__rope_backward(dk, m->rope_cos, m->rope_sin, B, T, KV, hd);
         if (c->qk_norm) {
-            cllm__rmsnorm_backward(dq_pre, g->q_norm + (size_t)l * hd, dq, a->q_pre + (size_t)l * BT * Q, p->q_norm + (size_t)l * hd, a->q_rstd + (size_t)l * BT * H, BT * H, hd);
-            cllm__rmsnorm_backward(dk_pre, g->k_norm + (size_t)l * hd, dk, a->k_pre + (size_t)l * BT * K, p->k_norm + (size_t)l * hd, a->k_rstd + (size_t)l * BT * KV, BT * KV, hd);
+            cllm__rmsnorm_backward(dq_pre, cllm__grad_at(g->q_norm, (size_t)l * hd), dq, a->q_pre + (size_t)l * BT * Q, p->q_norm + (size_t)l * hd, a->q_rstd + (size_t)l * BT * H, BT * H, hd);
+            cllm__rmsnorm_backward(dk_pre, cllm__grad_at(g->k_norm, (size_t)l * hd), dk, a->k_pre + (size_t)l * BT * K, p->k_norm + (size_t)l * hd, a->k_rstd + (size_t)l * BT * KV, BT * KV, hd);
         } else {
             memcpy(dq_pre, dq, sizeof(cllm_float) * (size_t)BT * Q);
             memcpy(dk_pre, dk, sizeof(cllm_float) * (size_t)BT * K);
         }
         memset(dln, 0, sizeof(cllm_float) * (size_t)BT * C);
-        cllm__matmul_backward(dln, g->wq + (size_t)l * Q * C, dbq, dq_pre, ln1, p->wq + (size_t)l * Q * C, BT, C, Q);
-        cllm__matmul_backward(dln, g->wk + (size_t)l * K * C, dbk, dk_pre, ln1, p->wk + (size_t)l * K * C, BT, C, K);
-        cllm__matmul_backward(dln, g->wv + (size_t)l * K * C, dbv, dv, ln1, p->wv + (size_t)l * K * C, BT, C, K);
-        cllm__rmsnorm_backward(dx, g->attn_norm + (size_t)l * C, dln, x, p->attn_norm + (size_t)l * C, ln1_rstd, BT, C);
+        cllm__matmul_backward(dln, cllm__grad_at(g->wq, (size_t)l * Q * C), dbq, dq_pre, ln1, p->wq + (size_t)l * Q * C, BT, C, Q);
+        cllm__matmul_backward(dln, cllm__grad_at(g->wk, (size_t)l * K * C), dbk, dk_pre, ln1, p->wk + (size_t)l * K * C, BT, C, K);
+        cllm__matmul_backward(dln, cllm__grad_at(g->wv, (size_t)l * K * C), dbv, dv, ln1, p->wv + (size_t)l * K * C, BT, C, K);
+        cllm__lora_backward(m, CLLM__LT_Q, l, dln, dq_pre, ln1, BT);
+        cllm__lora_backward(m, CLLM__LT_K, l, dln, dk_pre, ln1, BT);
+        cllm__lora_backward(m, CLLM__LT_V, l, dln, dv, ln1, BT);
+        cllm__rmsnorm_backward(dx, cllm__grad_at(g->attn_norm, (size_t)l * C), dln, x, p->attn_norm + (size_t)l * C, ln1_rstd, BT, C);
     }
-    cllm__embedding_backward(g->embed, dx, m->input_ids, BT, C);
+    if (g->embed) cllm__embedding_backward(g->embed, dx, m->input_ids, BT, C);
     cllm__ok(err);
     return CLLM_OK;
 }
@@ -6096,6 +6270,7 @@ static void cllm__kv_forward_rows(const cllm_model *m, cllm_kv_cache *kv, const 
             cllm__attend_row(w->att + qo, w->q + qo, kv->k + kv0, kv->v + kv0, (size_t)K, kv->row_pos[r] + 1, NULL, hd, scale, w->s);
         }
         cllm__matmul_forward(w->h, w->att, p->wo + (size_t)l * C * Q, NULL, N, Q, C);
+        cllm__lora_forward(m, CLLM__LT_O, l, w->h, w->att, N);
         for (i = 0; i < N * C; i++) w->h[i] += w->x[i];
         cllm__mlp_forward(m, l, w->x, w->ln, w->rstd, w->gate, w->up, w->gate, w->h, N);
     }
@@ -9289,18 +9464,6 @@ static cllm_float *cllm__lora_base(const cllm_model *m, int t, int l) {
     return *ptrs[cllm__lora_param[t]] + (size_t)l * m->param_sizes[cllm__lora_param[t]] / (size_t)m->config.n_layers;
 }
 
-/* Points the A/B (or dA/dB) views into memory: per target, A (L, r, in) then B (L, out, r). */
-static void cllm__lora_point(cllm_lora *lo, cllm_float *memory, cllm_float **A, cllm_float **B) {
-    int t;
-    size_t L = (size_t)lo->n_layers, r = (size_t)lo->cfg.r;
-    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
-        A[t] = B[t] = NULL;
-        if (!(lo->cfg.targets & (1u << t))) continue;
-        A[t] = memory; memory += L * r * (size_t)lo->in[t];
-        B[t] = memory; memory += L * (size_t)lo->out[t] * r;
-    }
-}
-
 /* Storage for the adapters of cfg on m (all zero), attached to m. */
 static cllm_result cllm__lora_setup(cllm_lora *lo, cllm_model *m, const cllm_lora_config *cfg, cllm_err *err) {
     const cllm_config *c = &m->config;
@@ -9359,7 +9522,7 @@ CLLMDEF cllm_result cllm_lora_init(cllm_lora *lo, cllm_model *m, const cllm_lora
 CLLMDEF void cllm_lora_free(cllm_lora *lo) {
     if (!lo) return;
     if (lo->model && lo->model->lora == lo) lo->model->lora = NULL;
-    CLLM_FREE(lo->params); CLLM_FREE(lo->grads); CLLM_FREE(lo->m); CLLM_FREE(lo->v); CLLM_FREE(lo->u);
+    CLLM_FREE(lo->params); CLLM_FREE(lo->grads); CLLM_FREE(lo->m); CLLM_FREE(lo->v); CLLM_FREE(lo->u); CLLM_FREE(lo->xd);
     memset(lo, 0, sizeof *lo);
 }
 
@@ -9377,7 +9540,7 @@ static int cllm__lora_entries(const cllm_lora *lo, const cllm_float *memory, con
             e->dtype = CLLM_DT_F32;
             e->ndim = 2;
             e->shape[0] = (int64_t)rows; e->shape[1] = (int64_t)cols;
-            e->data = memory + (size_t)l * rows * cols;
+            e->data = memory + (ab ? (size_t)lo->n_layers * r * (size_t)lo->in[t] : 0) + (size_t)l * rows * cols;   /* B after all of A */
         }
         memory += (size_t)lo->n_layers * r * (size_t)(lo->in[t] + lo->out[t]);
     }

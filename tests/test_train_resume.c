@@ -217,6 +217,44 @@ static void test_dpo_resume(void) {
     check_true("keep_last 1: only ckpt-6 is left", exists("build/tmp_resume_db/ckpt-6/trainer_state.json") && !exists("build/tmp_resume_db/ckpt-2/trainer_state.json"));
 }
 
+static cllm_result run_dpo_lora(const cllm_train_config *c) {
+    cllm_model m;
+    cllm_lora lo;
+    cllm_lora_config lc;
+    cllm_dpo_config d;
+    cllm_err err;
+    cllm_result rc;
+    memset(&d, 0, sizeof d);
+    memset(&lc, 0, sizeof lc);
+    lc.r = 4; lc.alpha = 8; lc.dropout = 0.3;
+    if ((rc = cllm_model_load(&m, TINY, &err)) == CLLM_OK && (rc = cllm_lora_init(&lo, &m, &lc, &err)) == CLLM_OK)
+        rc = cllm_train_dpo(&m, &lo, NULL, &dpo, &d, c, &err);      /* the base model is the reference */
+    if (rc != CLLM_OK) printf("    %s\n", err.msg);
+    cllm_lora_free(&lo);
+    cllm_model_free(&m);
+    return rc;
+}
+
+static void test_lora_resume(void) {
+    cllm_train_config c;
+    printf("DPO with LoRA (dropout 0.3, base model as the reference): 6 steps vs 4 + resumed 2\n");
+    clean("build/tmp_resume_la"); clean("build/tmp_resume_lb");
+    base_config(&c, "build/tmp_resume_la");
+    c.max_steps = 6; c.batch_size = 2; c.lr = 1e-2;
+    check_true("uninterrupted run", run_dpo_lora(&c) == CLLM_OK);
+    base_config(&c, "build/tmp_resume_lb");
+    c.max_steps = 6; c.batch_size = 2; c.lr = 1e-2;
+    c.stop_after = 4;
+    check_true("first 4 steps", run_dpo_lora(&c) == CLLM_OK);
+    check_true("  the checkpoint holds the adapters, not the base weights",
+               exists("build/tmp_resume_lb/ckpt-4/adapter_model.safetensors") && !exists("build/tmp_resume_lb/ckpt-4/model.safetensors"));
+    c.stop_after = 0; c.resume = 1;
+    check_true("resumed run", run_dpo_lora(&c) == CLLM_OK);
+    check_true("every logged loss, margin and logp identical (6 lines)", same_metrics("build/tmp_resume_la/metrics.jsonl", "build/tmp_resume_lb/metrics.jsonl", 6));
+    check_true("final adapters and merged weights identical", same_file("build/tmp_resume_la/adapter/adapter_model.safetensors", "build/tmp_resume_lb/adapter/adapter_model.safetensors") &&
+               same_file("build/tmp_resume_la/final/model.safetensors", "build/tmp_resume_lb/final/model.safetensors"));
+}
+
 /* ---- trainer_state.json fields as documented ---- */
 
 static void test_state_doc(void) {
@@ -297,6 +335,7 @@ int main(void) {
     test_sft_resume();
     test_kill();
     test_dpo_resume();
+    test_lora_resume();
     test_state_doc();
     test_nan();
     cllm_sft_data_free(&sft);
