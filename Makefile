@@ -8,6 +8,8 @@
 #                 packages cached in ~/.cache/collabllm-npm); FIXTURES=1 also rewrites the
 #                 committed expectations in tests/data/tokenizer_expected
 #   make unicode-tables  regenerate the Unicode tables in collabllm.h from Debian's unicode-data
+#   make lora-memory  peak memory of one LoRA step on the Qwen2.5-0.5B shape at T=512 (random
+#                 weights; minutes of CPU)
 #   make clean    remove build/
 # Tests are discovered: every tests/test_*.c becomes build/test_* and tests/test_*.sh is run too.
 
@@ -23,7 +25,7 @@ DEPS    = pkg-config libcjson-dev libcurl4-openssl-dev libstb-dev
 TEST_BINS = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
 TOOLS     = $(BUILD)/collabllm
 
-.PHONY: all test asan fuzz deps golden clean crosscheck unicode-tables
+.PHONY: all test asan fuzz deps golden clean crosscheck unicode-tables lora-memory
 all: deps $(TOOLS) $(TEST_BINS)
 
 # Checks (and as root installs) the Debian packages the library links against.
@@ -64,6 +66,11 @@ crosscheck: all
 unicode-tables:
 	@tests/ensure-deps.sh unicode-data
 	/usr/bin/python3 tests/gen_unicode_tables.py collabllm.h
+
+lora-memory: deps | $(BUILD)
+	$(CC) $(CFLAGS) -o $(BUILD)/lora_memory examples/lora_memory.c $(LDLIBS)
+	$(BUILD)/lora_memory 512 1
+	$(BUILD)/lora_memory 512 2
 
 clean:
 	rm -rf build

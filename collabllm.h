@@ -1579,7 +1579,8 @@ typedef struct cllm_trainer {
     long              order_epoch;
     long              run_step0;        /* step at the start of this call                         */
     long              saved_step;       /* step of the last checkpoint written or loaded          */
-    double            run_t0, run_tokens0, run_elapsed0;
+    int               started;          /* metrics open and clocks set for this call              */
+    double            run_t0, run_tokens0;
     FILE             *metrics;
 } cllm_trainer;
 
@@ -10279,9 +10280,23 @@ static cllm_result cllm__numeric_fail(const cllm_trainer *tr, const char *what, 
     return cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: the %s is %g; nothing was updated and no checkpoint was written (lower the learning rate?)", tr->step + 1, what, value);
 }
 
+/* The start of a call's steps: the metrics file (cut back to the current step) and the clocks
+   of the throughput and ETA. cllm_trainer_run calls it, and so does a custom loop's first apply. */
+static cllm_result cllm__trainer_start(cllm_trainer *tr, cllm_err *err) {
+    cllm_result rc;
+    if (tr->started) return CLLM_OK;
+    if ((rc = cllm__trainer_open_metrics(tr, err)) != CLLM_OK) return rc;
+    tr->run_step0 = tr->step;
+    tr->run_t0 = cllm__now();
+    tr->run_tokens0 = tr->tokens;
+    tr->started = 1;
+    return CLLM_OK;
+}
+
 CLLMDEF cllm_result cllm_trainer_apply(cllm_trainer *tr, const cllm_train_stats *st, cllm_err *err) {
     double loss = cllm_train_stats_mean(st, "loss"), t0 = cllm__now(), lr;
     cllm_result rc;
+    if ((rc = cllm__trainer_start(tr, err)) != CLLM_OK) return rc;
     if (!isfinite(loss)) return cllm__numeric_fail(tr, "loss", loss, err);
     tr->grad_norm = cllm__trainer_clip(tr);
     if (!isfinite(tr->grad_norm)) return cllm__numeric_fail(tr, "gradient norm", tr->grad_norm, err);
@@ -10333,10 +10348,8 @@ static cllm_result cllm__trainer_step(cllm_trainer *tr, cllm_err *err) {
 CLLMDEF cllm_result cllm_trainer_run(cllm_trainer *tr, cllm_err *err) {
     cllm_result rc;
     int stop = 0;
-    if ((rc = cllm__trainer_open_metrics(tr, err)) != CLLM_OK) return rc;
-    tr->run_step0 = tr->step;
-    tr->run_t0 = cllm__now();
-    tr->run_tokens0 = tr->tokens;
+    tr->started = 0;                              /* each call measures its own throughput */
+    if ((rc = cllm__trainer_start(tr, err)) != CLLM_OK) return rc;
     if (!tr->cfg.quiet && tr->step == 0)
         fprintf(stderr, "[%s] %d examples, %ld steps (%ld per epoch, batch %d x %d accumulated), lr %g %s, warmup %ld\n", tr->task.name,
                 tr->task.n_examples, tr->total_steps, tr->steps_per_epoch, tr->cfg.batch_size, tr->cfg.grad_accum, tr->cfg.lr, tr->cfg.lr_schedule, tr->warmup_steps);
@@ -10390,10 +10403,18 @@ static cllm_result cllm__dpo_micro(void *ctx, cllm_trainer *tr, const int *idx, 
     return rc;
 }
 
-/* init, resume, run, and the final model */
-static cllm_result cllm__train_task(cllm_model *m, cllm_lora *lora, const cllm_train_task *task, const cllm_train_config *cfg, cllm_err *err) {
+/* A task from its parts, then init, resume, run, and the final model. */
+static cllm_result cllm__train_task(cllm_model *m, cllm_lora *lora, const char *name, int n_examples, double default_lr,
+                                    double (*units)(void *, const int *, int),
+                                    cllm_result (*micro)(void *, cllm_trainer *, const int *, int, double, cllm_train_stats *, cllm_err *),
+                                    void *ctx, const cllm_train_config *cfg, cllm_err *err) {
+    cllm_train_task task;
     cllm_trainer tr;
-    cllm_result rc = cllm_trainer_init(&tr, m, lora, task, cfg, err);
+    cllm_result rc;
+    memset(&task, 0, sizeof task);
+    task.name = name; task.n_examples = n_examples; task.default_lr = default_lr;
+    task.units = units; task.micro_step = micro; task.ctx = ctx;
+    rc = cllm_trainer_init(&tr, m, lora, &task, cfg, err);
     if (rc == CLLM_OK) rc = cllm_trainer_resume(&tr, NULL, err);
     if (rc == CLLM_OK) rc = cllm_trainer_run(&tr, err);
     if (rc == CLLM_OK && tr.cfg.out_dir && tr.step == tr.total_steps) {
@@ -10401,7 +10422,7 @@ static cllm_result cllm__train_task(cllm_model *m, cllm_lora *lora, const cllm_t
         snprintf(dir, sizeof dir, "%s/final", tr.cfg.out_dir);
         snprintf(adir, sizeof adir, "%s/adapter", tr.cfg.out_dir);
         rc = cllm_trainer_save_final(&tr, dir, lora ? adir : NULL, err);
-        if (rc == CLLM_OK && !tr.cfg.quiet) fprintf(stderr, "[%s] done: %s%s%s\n", task->name, dir, lora ? " (merged) and " : "", lora ? adir : "");
+        if (rc == CLLM_OK && !tr.cfg.quiet) fprintf(stderr, "[%s] done: %s%s%s\n", name, dir, lora ? " (merged) and " : "", lora ? adir : "");
     }
     cllm_trainer_free(&tr);
     return rc;
@@ -10409,35 +10430,19 @@ static cllm_result cllm__train_task(cllm_model *m, cllm_lora *lora, const cllm_t
 
 CLLMDEF cllm_result cllm_train_sft(cllm_model *m, cllm_lora *lora, const cllm_sft_data *d, const cllm_train_config *cfg, cllm_err *err) {
     cllm__sft_ctx ctx;
-    cllm_train_task task;
     ctx.d = d;
-    memset(&task, 0, sizeof task);
-    task.name = "sft";
-    task.n_examples = d->n;
-    task.default_lr = 1e-5;                         /* paper Table 6 */
-    task.units = cllm__sft_units;
-    task.micro_step = cllm__sft_micro;
-    task.ctx = &ctx;
-    return cllm__train_task(m, lora, &task, cfg, err);
+    return cllm__train_task(m, lora, "sft", d->n, 1e-5 /* paper Table 6 */, cllm__sft_units, cllm__sft_micro, &ctx, cfg, err);
 }
 
 CLLMDEF cllm_result cllm_train_dpo(cllm_model *m, cllm_lora *lora, cllm_model *ref, const cllm_dpo_data *d,
                                    const struct cllm_dpo_config *dpo, const cllm_train_config *cfg, cllm_err *err) {
     cllm__dpo_ctx ctx;
-    cllm_train_task task;
     memset(&ctx, 0, sizeof ctx);
     ctx.d = d; ctx.ref = ref;
     if (dpo) ctx.cfg = *dpo;
     if (!d->has_ref && !ref && !lora && !ctx.cfg.reference_free)
         return cllm__fail(err, CLLM_ERR_ARG, "DPO needs a reference: a reference model, ref_chosen_logps/ref_rejected_logps in the pairs (precompute them), LoRA adapters (the base model is the reference), or reference_free");
-    memset(&task, 0, sizeof task);
-    task.name = "dpo";
-    task.n_examples = d->n;
-    task.default_lr = 5e-6;                         /* paper Table 6 */
-    task.units = cllm__dpo_units;
-    task.micro_step = cllm__dpo_micro;
-    task.ctx = &ctx;
-    return cllm__train_task(m, lora, &task, cfg, err);
+    return cllm__train_task(m, lora, "dpo", d->n, 5e-6 /* paper Table 6 */, cllm__dpo_units, cllm__dpo_micro, &ctx, cfg, err);
 }
 
 /* -------------------------------------------------------------------------------------------- */

@@ -542,7 +542,7 @@ static int cmd_render(int argc, char **argv) {
 
 #define TRAIN_FLAGS_USAGE \
     "    [--tokenizer DIR] [--lr LR] [--schedule cosine|linear|constant] [--warmup-steps N | --warmup-ratio R]\n" \
-    "    [--epochs N | --max-steps N] [--batch-size N] [--grad-accum N] [--max-length N] [--max-grad-norm X (<0 = off)]\n" \
+    "    [--epochs N | --max-steps N] [--batch-size N] [--grad-accum N] [--max-length N] [--max-grad-norm X (0 = off)]\n" \
     "    [--weight-decay X] [--seed N] [--save-every N] [--keep-last N] [--log-every N] [--stop-after N] [--metrics PATH]\n" \
     "    [--resume] [--quiet] [--lora-r R --lora-alpha A --lora-dropout P --lora-targets q,k,v,o,gate,up,down]"
 
@@ -574,9 +574,11 @@ static int train_flags(int argc, char **argv, cllm_train_config *c, int *max_len
     c->tokenizer_dir = flag(argc, argv, "--tokenizer") ? flag(argc, argv, "--tokenizer") : c->model_dir;
     c->resume = has_switch(argc, argv, "--resume");
     c->quiet = has_switch(argc, argv, "--quiet");
+    if (flag(argc, argv, "--max-grad-norm") && gn == 0) c->max_grad_norm = -1;    /* as HF: 0 = no clipping */
     *max_length = (int)ml;
-    *lora = r > 0 || alpha > 0 || drop != 0 || targets;
-    lc->r = (int)r; lc->alpha = alpha; lc->dropout = drop; lc->seed = c->seed;
+    *lora = flag(argc, argv, "--lora-r") || flag(argc, argv, "--lora-alpha") || flag(argc, argv, "--lora-dropout") || targets;
+    lc->r = (int)r; lc->alpha = alpha; lc->seed = c->seed;
+    lc->dropout = flag(argc, argv, "--lora-dropout") && drop == 0 ? -1 : drop;     /* an explicit 0 means none */
     if (targets && cllm_lora_parse_targets(targets, &lc->targets, &err) != CLLM_OK) { fprintf(stderr, "--lora-targets: %s\n", err.msg); return 0; }
     return 1;
 }
