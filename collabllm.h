@@ -10334,8 +10334,9 @@ static cllm_result cllm__trainer_step(cllm_trainer *tr, cllm_err *err) {
     for (j = j0; j < j1 && rc == CLLM_OK; j++) {
         long b0 = j * c->batch_size, n = b0 + c->batch_size <= tr->task.n_examples ? c->batch_size : tr->task.n_examples - b0;
         if (tr->lora) {                            /* dropout on, with this micro-batch's masks */
+            uint64_t hi = cllm_rng_u32(&tr->rng), lo = cllm_rng_u32(&tr->rng);   /* in this order */
             tr->lora->training = 1;
-            tr->lora->dropout_seed = ((uint64_t)cllm_rng_u32(&tr->rng) << 32) | cllm_rng_u32(&tr->rng);
+            tr->lora->dropout_seed = hi << 32 | lo;
         }
         rc = tr->task.micro_step(tr->task.ctx, tr, tr->order + b0, (int)n, norm, &st, err);
         if (tr->lora) tr->lora->training = 0;
