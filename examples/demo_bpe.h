@@ -114,12 +114,13 @@ static int demo_bpe_train(const char *const *texts, int n_texts, int max_merges,
            then take the most frequent; ties go to the smaller key */
         struct { char *key; long value; } *counts = NULL;
         const char *ba = NULL, *bb = NULL;
-        char best_key[520], merged[256], key[520];
+        char best_key[520], merged[520], key[520];
         long best = 1;
         stbds_sh_new_strdup(counts);
         for (i = 0; i < n_words; i++) for (k = 0; k + 1 < words[i].n; k++) {
             snprintf(key, sizeof key, "%s %s", words[i].sym[k], words[i].sym[k + 1]);
-            stbds_shput(counts, key, stbds_shget(counts, key) + words[i].count);
+            long c = stbds_shget(counts, key) + words[i].count;   /* read before shput: it may move the table */
+            stbds_shput(counts, key, c);
         }
         best_key[0] = 0;
         for (i = 0; i < (int)stbds_shlen(counts); i++)
@@ -135,12 +136,10 @@ static int demo_bpe_train(const char *const *texts, int n_texts, int max_merges,
         cJSON_AddItemToArray(o, cJSON_CreateString(ba)); cJSON_AddItemToArray(o, cJSON_CreateString(bb));
         cJSON_AddItemToArray(merges, o);
         if (!cJSON_GetObjectItemCaseSensitive(v, merged)) cJSON_AddNumberToObject(v, merged, vocab++);
-        /* apply the merge everywhere (copy ba/bb first: they point into the symbols we free) */
+        /* apply the merge everywhere */
         {
-            char a[256], b[256];
-            snprintf(a, sizeof a, "%s", ba); snprintf(b, sizeof b, "%s", bb);
             for (i = 0; i < n_words; i++) for (k = 0; k + 1 < words[i].n; k++)
-                if (strcmp(words[i].sym[k], a) == 0 && strcmp(words[i].sym[k + 1], b) == 0) {
+                if (strcmp(words[i].sym[k], ba) == 0 && strcmp(words[i].sym[k + 1], bb) == 0) {
                     char *s = (char *)malloc(strlen(merged) + 1);
                     strcpy(s, merged);
                     free(words[i].sym[k]); free(words[i].sym[k + 1]);
