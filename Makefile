@@ -1,5 +1,5 @@
 # collabllm.h - build, test and demo.
-#   make          build the command-line tool and every test program into build/
+#   make          build the command-line tool, the chat example and every test program into build/
 #   make test     build and run the test suite (installs missing Debian packages first)
 #   make asan     the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz     run every libFuzzer target in tests/fuzz for FUZZ_SECONDS each (needs clang)
@@ -23,7 +23,7 @@ LDLIBS  = -lcjson -lcurl -lstb -lm
 DEPS    = pkg-config libcjson-dev libcurl4-openssl-dev libstb-dev
 
 TEST_BINS = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
-TOOLS     = $(BUILD)/collabllm
+TOOLS     = $(BUILD)/collabllm $(BUILD)/chat
 
 .PHONY: all test asan fuzz deps golden clean crosscheck unicode-tables lora-memory
 all: deps $(TOOLS) $(TEST_BINS)
@@ -38,7 +38,10 @@ $(BUILD):
 $(BUILD)/collabllm: examples/collabllm.c collabllm.h | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-$(BUILD)/test_%: tests/test_%.c collabllm.h tests/check.h | $(BUILD)
+$(BUILD)/chat: examples/chat.c collabllm.h | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+$(BUILD)/test_%: tests/test_%.c collabllm.h tests/check.h $(wildcard examples/*.h) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 # The test programs run from the repository root (they read tests/data/...).

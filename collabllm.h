@@ -103,6 +103,15 @@
       cllm_judge_init(), cllm_judge_interactivity(), cllm_judge_accuracy(), cllm_judge_extract()
                                -- LLM judges, batched; a failed judgement is an error, never a 0
       cllm_tasks_read_jsonl()  -- CollabLLM single-turn task files (data_fmt/task.md); cllm_tasks_free()
+   Local models as assistants and simulators (a collabllm.h model wherever an API model goes)
+      cllm_local_lm_load()     -- model + tokenizer + chat template from one HF directory; cllm_local_lm_free()
+      cllm_local_chat()        -- n conversations x n_samples: text, response ids, logprobs, prompt ids,
+                                  finish; stops on end-of-turn / EOS ids and stop strings; seeds from a
+                                  base seed + a per-lm call counter (reproducible runs)
+      cllm_local_outputs_free()
+      cllm_local_assistant_init() -- the policy behind cllm_assistant (MR's future assistant), system prompt
+      cllm_local_user_sim_init()  -- (b) the user simulator as a local model: cllm_user_sim_prompt through
+                                  the chat template, cllm_user_sim_parse, re-sampled when unusable
    The multiturn-aware reward (paper Eq. 1-4)
       cllm_mr_config_init()    -- the paper's settings (w = 2, S = 3, lambda by task kind); w = 0 = immediate
       cllm_mr_score()          -- MR of candidate responses: S simulated futures of up to w exchanges each,
@@ -211,6 +220,7 @@
    Model directory (Hugging Face layout):
       config.json                    model_type "llama" | "qwen2" | "qwen3", sizes, rope settings
       model.safetensors              or model.safetensors.index.json + the shards it lists
+      tokenizer.json, tokenizer_config.json   read by cllm_local_lm_load (chat models), see below
    safetensors: u64 little-endian header length N, N bytes of JSON, then the raw tensor bytes.
       Header: {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...,
       "__metadata__": {string: string}}. Offsets are relative to the byte buffer after the header.
@@ -234,7 +244,8 @@
    tokenizer_config.json: bos_token, eos_token, pad_token (string or {"content": ...}),
       add_bos_token, chat_template (string, or a list whose "default" entry is used). The template
       is recognised as one of the families in cllm_chat_family and rendered natively.
-   Conversations and masks for the command-line tool: data_fmt/chat.md.
+   Conversations and masks for the command-line tool: data_fmt/chat.md; a local model's
+      responses (`collabllm generate`): data_fmt/generate.md.
 
    ---------------------------------------------------------------------------------------------
    6. LIMITS AND TRUST
@@ -1099,6 +1110,119 @@ CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, i
 CLLMDEF void        cllm_tasks_free(cllm_task *tasks, int n);
 
 /* ============================================================================================ */
+/* Local models as assistants and simulators                                                    */
+/* ============================================================================================ */
+
+/* A collabllm.h model with its tokenizer and chat template, usable wherever an API model is:
+   cllm_local_chat renders conversations with the template, generates with cllm_generate and
+   returns the text together with what training needs (prompt ids, response ids, the "old"
+   logprobs of PPO / online DPO); cllm_local_assistant and cllm_local_user_sim put it behind the
+   cllm_assistant and cllm_user_sim interfaces (the policy as the future assistant of MR; the
+   simulator kind (b)).
+
+   Stopping. A sample ends at the chat template's end-of-turn token (<|im_end|> for ChatML and
+   Qwen3; <|eot_id|>, <|eom_id|> for Llama-3/3.1), the tokenizer's eos_token, the config's
+   eos_token_id, a stop string, or max_new_tokens.
+   Seeds. Every conversation generated through an lm takes the next value of lm->calls; its
+   samples are seeded from (sampler.seed, that counter), so a run that makes the same calls in
+   the same order gives the same text on every platform, a batch of n conversations equals n
+   single calls in that order, and setting lm->calls back replays a call.
+   Threads: one lm serves one thread at a time (the counter); the model itself is only read.  */
+
+typedef struct cllm_local_lm {
+    cllm_model     model;
+    cllm_tokenizer tok;
+    int            stop_ids[CLLM_MAX_EOS + 4]; /* end-of-turn ids of the template, eos_token and the
+                                                  config's eos_token_id, without repeats            */
+    int            n_stop_ids;
+    uint64_t       calls;       /* conversations generated so far: the seed counter (see above)   */
+} cllm_local_lm;
+
+/* dir: a Hugging Face model directory with config.json, model.safetensors (or shards),
+   tokenizer.json and tokenizer_config.json (its chat_template is needed for chat). Fails if the
+   tokenizer has ids beyond the model's vocab_size. Release with cllm_local_lm_free (safe on a
+   zeroed lm). */
+CLLMDEF cllm_result cllm_local_lm_load(cllm_local_lm *lm, const char *dir, cllm_err *err);
+CLLMDEF void        cllm_local_lm_free(cllm_local_lm *lm);
+
+typedef struct cllm_local_gen_config {
+    cllm_sampler       sampler;        /* greedy / temperature (default 1.0) / top_k / top_p;
+                                          sampler.seed is the base seed of the counter scheme     */
+    int                max_new_tokens; /* default 256                                            */
+    const char *const *stop;           /* n_stop stop strings (borrowed), checked on the decoded
+                                          text after every token (default none)                   */
+    int                n_stop;
+    int                keep_special;   /* 1: special tokens stay in text (default 0: dropped, as
+                                          HF decode(skip_special_tokens=True) and vLLM do)        */
+    cllm_render_opts   render;         /* enable_thinking, date_string; add_generation_prompt is
+                                          always set                                              */
+    /* Optional, e.g. to stream: called after every new token that does not end the sample with
+       the sample's ids so far (as cllm_gen_config.stop); nonzero stops the sample ("stop"). */
+    int              (*on_token)(void *ctx, const int *ids, int n);
+    void              *on_token_ctx;
+} cllm_local_gen_config;
+
+/* One generated response. All arrays are owned; free with cllm_local_outputs_free. */
+typedef struct cllm_local_output {
+    char       *text;        /* the response: ids decoded without the final end-of-turn/EOS token
+                                (finish "eos"), special tokens dropped unless keep_special, and
+                                for finish "stop" by a stop string cut where that string begins  */
+    int        *ids;         /* (n) generated ids, as cllm_completion: the end-of-turn/EOS token
+                                that ended the sample is the last one                             */
+    cllm_float *logprobs;    /* (n) log-prob of each id under the distribution it was drawn from:
+                                with top_k / top_p off, cllm_forward's logp at batch.temperature =
+                                the sampling temperature (PPO's old logprobs)                     */
+    int         n;
+    int        *prompt_ids;  /* (n_prompt) the rendered conversation + generation prompt         */
+    int         n_prompt;
+    int         finish;      /* cllm_finish_reason                                                */
+    uint64_t    call;        /* the lm->calls value this conversation was seeded with             */
+} cllm_local_output;
+
+/* Generates n_samples responses to each of n conversations: out[i * n_samples + s] (the caller
+   provides n * n_samples entries; they are zeroed here). cfg may be NULL (defaults). On failure
+   nothing is left allocated in out. */
+CLLMDEF cllm_result cllm_local_chat(cllm_local_lm *lm, const cllm_conv *histories, int n, int n_samples,
+                                    const cllm_local_gen_config *cfg, cllm_local_output *out, cllm_err *err);
+CLLMDEF void        cllm_local_outputs_free(cllm_local_output *out, int n);
+
+/* The policy as an assistant: respond / respond_batch over cllm_local_chat, one sample each. */
+typedef struct cllm_local_assistant_config {
+    cllm_local_gen_config gen;       /* temperature default 0.8 and max_new_tokens default 1024,
+                                        as the API assistant's                                    */
+    const char           *system_prompt; /* put first in every prompt, never stored (default none) */
+} cllm_local_assistant_config;
+
+typedef struct cllm_local_assistant {
+    cllm_assistant              assistant;   /* the interface: pass &local.assistant               */
+    cllm_local_lm              *lm;
+    cllm_local_assistant_config cfg;         /* with defaults applied; strings borrowed             */
+} cllm_local_assistant;
+
+CLLMDEF void cllm_local_assistant_init(cllm_local_assistant *a, cllm_local_lm *lm, const cllm_local_assistant_config *cfg);
+
+/* (b) The user simulator as a local model: the prompt of cllm_user_sim_prompt as one user
+   message through the model's chat template, the answer parsed by cllm_user_sim_parse, and an
+   unusable answer asked again (a new sample) up to max_parse_retries times. */
+typedef struct cllm_local_user_sim_config {
+    cllm_local_gen_config gen;       /* temperature default 1.0, max_new_tokens default 1024, as
+                                        the API simulator's                                       */
+    const char *termination;         /* default CLLM_TERMINATION_SIGNAL                           */
+    const char *prompt;              /* template (default: the built-in one; placeholders as in
+                                        cllm_llm_sim_config)                                      */
+    int         max_parse_retries;   /* default 3; negative: none                                 */
+} cllm_local_user_sim_config;
+
+typedef struct cllm_local_user_sim {
+    cllm_user_sim              sim;          /* the interface: pass &local.sim                      */
+    cllm_local_lm             *lm;
+    cllm_local_user_sim_config cfg;          /* with defaults applied; strings borrowed             */
+    long                       generations;  /* samples drawn so far, re-asks included            */
+} cllm_local_user_sim;
+
+CLLMDEF void cllm_local_user_sim_init(cllm_local_user_sim *s, cllm_local_lm *lm, const cllm_local_user_sim_config *cfg);
+
+/* ============================================================================================ */
 /* The multiturn-aware reward (MR): paper Eq. 1-4                                               */
 /* ============================================================================================ */
 
@@ -1138,6 +1262,9 @@ typedef struct cllm_token_counter {
     void  *ctx;
 } cllm_token_counter;
 CLLMDEF int cllm_count_tokens(const cllm_token_counter *tc, const char *text);
+/* A count function for cllm_token_counter over a tokenizer: ctx is a const cllm_tokenizer *
+   (e.g. &local_lm.tokenizer); counts the tokens of text, special tokens not added. */
+CLLMDEF int cllm_tokenizer_count(void *tokenizer, const char *text);
 
 /* Built-in metrics (ctx in brackets). Look them up by name with cllm_metric_builtin.
    token_amount   [cllm_token_counter* or NULL] tokens of every assistant message / 1000 (v2)
@@ -5896,7 +6023,7 @@ static int cllm__detect_chat_family(struct cllm__tok *p, const char *t) {
     }
     if (!strstr(t, "<|im_start|>")) return CLLM_CHAT_NONE;
     if (strstr(t, "enable_thinking") && strstr(t, "reasoning_content") && strstr(t, "last_query_index")) return CLLM_CHAT_QWEN3;
-    if (strstr(t, cllm__qwen25_system) && strstr(t, "<tool_call>") && !strstr(t, "<think>")) {
+    if (strstr(t, cllm__qwen25_system) && !strstr(t, "<think>")) {     /* with or without its tools part */
         p->chat_default_system = cllm__qwen25_system;
         return CLLM_CHAT_CHATML;
     }
@@ -7977,6 +8104,279 @@ CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, i
 }
 
 /* -------------------------------------------------------------------------------------------- */
+/* Local models as assistants and simulators                                                    */
+/* -------------------------------------------------------------------------------------------- */
+
+/* ---- loading: model + tokenizer + the ids that end a turn ----------------------------------- */
+
+static void cllm__local_add_stop_id(cllm_local_lm *lm, int id) {
+    int i;
+    if (id < 0 || lm->n_stop_ids == (int)(sizeof lm->stop_ids / sizeof lm->stop_ids[0])) return;
+    for (i = 0; i < lm->n_stop_ids; i++) if (lm->stop_ids[i] == id) return;
+    lm->stop_ids[lm->n_stop_ids++] = id;
+}
+
+CLLMDEF void cllm_local_lm_free(cllm_local_lm *lm) {
+    if (!lm) return;
+    cllm_model_free(&lm->model);
+    cllm_tokenizer_free(&lm->tok);
+    memset(lm, 0, sizeof *lm);
+}
+
+CLLMDEF cllm_result cllm_local_lm_load(cllm_local_lm *lm, const char *dir, cllm_err *err) {
+    /* what each family's template closes a message with (Llama-3.1 also ends tool turns with
+       <|eom_id|>); a token missing from the vocabulary is skipped */
+    static const char *const chatml_end[] = { "<|im_end|>", NULL };
+    static const char *const llama_end[] = { "<|eot_id|>", "<|eom_id|>", NULL };
+    const char *const *end;
+    cllm_result rc;
+    int i;
+    if (!lm || !dir) return cllm__fail(err, CLLM_ERR_ARG, "cllm_local_lm_load: needs an lm and a model directory");
+    memset(lm, 0, sizeof *lm);
+    if ((rc = cllm_model_load(&lm->model, dir, err)) != CLLM_OK) return rc;
+    if ((rc = cllm_tokenizer_load(&lm->tok, dir, err)) != CLLM_OK) { cllm_local_lm_free(lm); return rc; }
+    if (lm->tok.n_ids > lm->model.config.vocab_size) {
+        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tokenizer.json has ids up to %d but config.json's vocab_size is %d: they are not from the same model",
+                        dir, lm->tok.n_ids - 1, lm->model.config.vocab_size);
+        cllm_local_lm_free(lm);
+        return rc;
+    }
+    end = lm->tok.chat_family == CLLM_CHAT_LLAMA3 || lm->tok.chat_family == CLLM_CHAT_LLAMA31 ? llama_end
+        : lm->tok.chat_family ? chatml_end : NULL;
+    for (i = 0; end && end[i]; i++) cllm__local_add_stop_id(lm, cllm_tokenizer_token_id(&lm->tok, end[i]));
+    cllm__local_add_stop_id(lm, lm->tok.eos_id);
+    for (i = 0; i < lm->model.config.n_eos; i++) cllm__local_add_stop_id(lm, lm->model.config.eos_token_ids[i]);
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* ---- one conversation: render, generate, decode ---------------------------------------------- */
+
+CLLMDEF void cllm_local_outputs_free(cllm_local_output *out, int n) {
+    int i;
+    if (!out) return;
+    for (i = 0; i < n; i++) {
+        CLLM_FREE(out[i].text); CLLM_FREE(out[i].ids); CLLM_FREE(out[i].logprobs); CLLM_FREE(out[i].prompt_ids);
+        memset(&out[i], 0, sizeof out[i]);
+    }
+}
+
+/* The seed of the conversation generated as call number `call`: one splitmix64 step over
+   base * golden + call, so neighbouring calls (and neighbouring base seeds) get unrelated RNG
+   streams, and cllm_generate then derives each sample's stream from it. */
+static uint64_t cllm__local_seed(uint64_t base, uint64_t call) {
+    uint64_t x = base * 0x9E3779B97F4A7C15ull + call;
+    return cllm__splitmix64(&x);
+}
+
+/* Where the earliest stop string starts in text, or NULL. */
+static const char *cllm__local_find_stop(const char *text, const cllm_local_gen_config *cfg) {
+    const char *first = NULL, *p;
+    int i;
+    for (i = 0; i < cfg->n_stop; i++)
+        if ((p = strstr(text, cfg->stop[i])) != NULL && (!first || p < first)) first = p;
+    return first;
+}
+
+typedef struct cllm__local_stop_ctx { const cllm_tokenizer *tok; const cllm_local_gen_config *cfg; } cllm__local_stop_ctx;
+
+/* cllm_generate's stop test: the caller's on_token, then the stop strings on the text decoded so
+   far. Decoding everything at each token costs O(n^2) byte copies per sample, which is small
+   next to a forward step; it keeps the test exactly the text that is returned. */
+static int cllm__local_stop(void *ctx, const int *ids, int n) {
+    const cllm__local_stop_ctx *sc = (const cllm__local_stop_ctx *)ctx;
+    char *text = NULL;
+    int hit;
+    if (sc->cfg->on_token && sc->cfg->on_token(sc->cfg->on_token_ctx, ids, n)) return 1;
+    if (sc->cfg->n_stop <= 0 || cllm_tokenizer_decode(sc->tok, ids, n, !sc->cfg->keep_special, &text, NULL, NULL) != CLLM_OK) return 0;
+    hit = text && cllm__local_find_stop(text, sc->cfg) != NULL;
+    CLLM_FREE(text);
+    return hit;
+}
+
+/* o->text from o->ids: the token that ended the turn is left out, a stop string cuts the text. */
+static cllm_result cllm__local_text(const cllm_tokenizer *tok, const cllm_local_gen_config *cfg, cllm_local_output *o, cllm_err *err) {
+    int n = o->n - (o->finish == CLLM_FINISH_EOS);
+    cllm_result rc = cllm_tokenizer_decode(tok, o->ids, n, !cfg->keep_special, &o->text, NULL, err);
+    if (rc == CLLM_OK && !o->text && !(o->text = cllm__strdup(""))) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if (rc == CLLM_OK && o->finish == CLLM_FINISH_STOP) {
+        const char *cut = cllm__local_find_stop(o->text, cfg);
+        if (cut) o->text[cut - o->text] = 0;
+    }
+    return rc;
+}
+
+/* Generates n_samples responses to msgs into out[0..n_samples) (zeroed here). cfg has its
+   defaults applied. Takes the next value of lm->calls. */
+static cllm_result cllm__local_chat_one(cllm_local_lm *lm, const cllm_message *msgs, int n_msgs, int n_samples,
+                                        const cllm_local_gen_config *cfg, cllm_local_output *out, cllm_err *err) {
+    cllm_render_opts ro = cfg->render;
+    cllm_gen_config g;
+    cllm__local_stop_ctx sc;
+    cllm_completion *comp;
+    int *prompt = NULL, n_prompt = 0, s;
+    uint64_t call;
+    cllm_result rc;
+    memset(out, 0, (size_t)n_samples * sizeof *out);
+    if (cfg->n_stop < 0 || (cfg->n_stop > 0 && !cfg->stop)) return cllm__fail(err, CLLM_ERR_ARG, "local generation: n_stop must be >= 0, with that many stop strings");
+    for (s = 0; s < cfg->n_stop; s++)
+        if (!cfg->stop[s] || !cfg->stop[s][0]) return cllm__fail(err, CLLM_ERR_ARG, "local generation: stop string %d is empty", s);
+    ro.add_generation_prompt = 1;
+    if ((rc = cllm_chat_render(&lm->tok, msgs, n_msgs, &ro, NULL, &prompt, NULL, &n_prompt, err)) != CLLM_OK) return rc;
+    call = lm->calls++;
+    memset(&g, 0, sizeof g);
+    g.sampler = cfg->sampler;
+    g.sampler.seed = cllm__local_seed(cfg->sampler.seed, call);
+    g.max_new_tokens = cfg->max_new_tokens;
+    g.eos_ids = lm->stop_ids;
+    g.n_eos = lm->n_stop_ids;
+    sc.tok = &lm->tok;
+    sc.cfg = cfg;
+    if (cfg->n_stop > 0 || cfg->on_token) { g.stop = cllm__local_stop; g.stop_ctx = &sc; }
+    comp = (cllm_completion *)cllm__calloc((size_t)n_samples, sizeof *comp);
+    if (!comp) { CLLM_FREE(prompt); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    rc = cllm_generate(&lm->model, prompt, n_prompt, n_samples, &g, comp, err);
+    for (s = 0; rc == CLLM_OK && s < n_samples; s++) {
+        cllm_local_output *o = &out[s];
+        o->ids = comp[s].ids; o->logprobs = comp[s].logprobs; o->n = comp[s].n; o->finish = comp[s].finish;
+        comp[s].ids = NULL; comp[s].logprobs = NULL;
+        o->call = call;
+        o->n_prompt = n_prompt;
+        if (!(o->prompt_ids = (int *)cllm__calloc((size_t)n_prompt, sizeof(int)))) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+        else memcpy(o->prompt_ids, prompt, (size_t)n_prompt * sizeof(int));
+        if (rc == CLLM_OK) rc = cllm__local_text(&lm->tok, cfg, o, err);
+    }
+    cllm_completions_free(comp, n_samples);
+    CLLM_FREE(comp);
+    CLLM_FREE(prompt);
+    if (rc != CLLM_OK) cllm_local_outputs_free(out, n_samples);
+    return rc;
+}
+
+/* Zero fields take the role's defaults. */
+static cllm_local_gen_config cllm__local_gen_def(const cllm_local_gen_config *cfg, float temperature, int max_new_tokens) {
+    cllm_local_gen_config c;
+    if (cfg) c = *cfg; else memset(&c, 0, sizeof c);
+    c.sampler.temperature = cllm__def(c.sampler.temperature, temperature);
+    c.max_new_tokens = cllm__def(c.max_new_tokens, max_new_tokens);
+    return c;
+}
+
+CLLMDEF cllm_result cllm_local_chat(cllm_local_lm *lm, const cllm_conv *histories, int n, int n_samples,
+                                    const cllm_local_gen_config *cfg, cllm_local_output *out, cllm_err *err) {
+    cllm_local_gen_config c = cllm__local_gen_def(cfg, 1.0f, 256);
+    cllm_result rc;
+    int i;
+    if (!lm || !lm->model.params_memory || !lm->tok.priv) return cllm__fail(err, CLLM_ERR_ARG, "cllm_local_chat: the lm is not loaded (cllm_local_lm_load)");
+    if (n < 0 || n_samples < 1 || n_samples > 65536 || (n > 0 && (!histories || !out)) || n > INT_MAX / n_samples)
+        return cllm__fail(err, CLLM_ERR_ARG, "cllm_local_chat: needs n >= 0 conversations, n_samples in [1, 65536] and n * n_samples outputs");
+    memset(out, 0, (size_t)n * (size_t)n_samples * sizeof *out);
+    for (i = 0; i < n; i++)
+        if ((rc = cllm__local_chat_one(lm, histories[i].msgs, histories[i].n, n_samples, &c, out + (size_t)i * n_samples, err)) != CLLM_OK) {
+            cllm_local_outputs_free(out, i * n_samples);
+            return rc;
+        }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* ---- the policy as an assistant -------------------------------------------------------------- */
+
+static cllm_result cllm__local_assistant_batch(void *ctx, const cllm_conv *histories, int n, cllm_reply *out) {
+    cllm_local_assistant *a = (cllm_local_assistant *)ctx;
+    int i, j, sys = a->cfg.system_prompt != NULL;
+    for (i = 0; i < n; i++) {
+        /* the system prompt goes first in the prompt only; the conversation never stores it */
+        cllm_message *msgs = (cllm_message *)cllm__calloc((size_t)histories[i].n + 1, sizeof *msgs);
+        cllm_local_output o;
+        if (!msgs) { out[i].code = cllm__fail(&out[i].err, CLLM_ERR_NOMEM, "out of memory before the local assistant ran"); continue; }
+        if (sys) { msgs[0].role = "system"; msgs[0].content = a->cfg.system_prompt; }
+        for (j = 0; j < histories[i].n; j++) msgs[sys + j] = histories[i].msgs[j];
+        out[i].code = cllm__local_chat_one(a->lm, msgs, sys + histories[i].n, 1, &a->cfg.gen, &o, &out[i].err);
+        if (out[i].code == CLLM_OK) { out[i].text = o.text; o.text = NULL; }
+        cllm_local_outputs_free(&o, 1);
+        CLLM_FREE(msgs);
+    }
+    return CLLM_OK;
+}
+
+static cllm_result cllm__local_assistant_respond(void *ctx, const cllm_conv *history, cllm_reply *out) {
+    cllm__local_assistant_batch(ctx, history, 1, out);
+    return out->code;
+}
+
+CLLMDEF void cllm_local_assistant_init(cllm_local_assistant *a, cllm_local_lm *lm, const cllm_local_assistant_config *cfg) {
+    memset(a, 0, sizeof *a);
+    if (cfg) a->cfg = *cfg;
+    a->cfg.gen = cllm__local_gen_def(&a->cfg.gen, 0.8f, 1024);
+    a->lm = lm;
+    a->assistant.respond = cllm__local_assistant_respond;
+    a->assistant.respond_batch = cllm__local_assistant_batch;
+    a->assistant.ctx = a;
+}
+
+/* ---- (b) the user simulator as a local model ------------------------------------------------- */
+
+/* One conversation: the simulator prompt as a single user message, sampled until
+   cllm_user_sim_parse accepts the answer or the retries run out. A failed generation is final. */
+static void cllm__local_sim_one(cllm_local_user_sim *s, const cllm_goal *goal, const cllm_conv *history, cllm_reply *out) {
+    cllm_llm_sim_config pc;
+    cllm_message msg;
+    char *prompt = NULL;
+    int attempt;
+    memset(&pc, 0, sizeof pc);
+    pc.termination = s->cfg.termination;
+    pc.prompt = s->cfg.prompt;
+    if ((out->code = cllm_user_sim_prompt(&pc, goal, history, &prompt, &out->err)) != CLLM_OK) return;
+    msg.role = "user";
+    msg.content = prompt;
+    for (attempt = 0; ; attempt++) {
+        cllm_local_output o;
+        cllm_err gerr;
+        s->generations++;
+        if (cllm__local_chat_one(s->lm, &msg, 1, 1, &s->cfg.gen, &o, &gerr) != CLLM_OK) {
+            cllm_reply_free(out);
+            out->err = gerr;
+            out->code = gerr.code;
+            break;
+        }
+        cllm_user_sim_parse(o.text, s->cfg.termination, out);
+        cllm_local_outputs_free(&o, 1);
+        if (out->code == CLLM_OK) break;
+        if (attempt >= s->cfg.max_parse_retries) {
+            char last[CLLM_ERRMSG_SIZE];
+            snprintf(last, sizeof last, "%s", out->err.msg);
+            cllm__fail(&out->err, out->code, "the local simulator gave no usable answer in %d samples; last: %s", attempt + 1, last);
+            break;
+        }
+    }
+    CLLM_FREE(prompt);
+}
+
+static cllm_result cllm__local_sim_batch(void *ctx, const cllm_goal *goals, const cllm_conv *histories, int n, cllm_reply *out) {
+    int i;
+    for (i = 0; i < n; i++) cllm__local_sim_one((cllm_local_user_sim *)ctx, &goals[i], &histories[i], &out[i]);
+    return CLLM_OK;
+}
+
+static cllm_result cllm__local_sim_turn(void *ctx, const cllm_goal *goal, const cllm_conv *history, cllm_reply *out) {
+    cllm__local_sim_one((cllm_local_user_sim *)ctx, goal, history, out);
+    return out->code;
+}
+
+CLLMDEF void cllm_local_user_sim_init(cllm_local_user_sim *s, cllm_local_lm *lm, const cllm_local_user_sim_config *cfg) {
+    memset(s, 0, sizeof *s);
+    if (cfg) s->cfg = *cfg;
+    s->cfg.gen = cllm__local_gen_def(&s->cfg.gen, 1.0f, 1024);
+    s->cfg.termination = cllm__def(s->cfg.termination, CLLM_TERMINATION_SIGNAL);
+    s->cfg.max_parse_retries = cllm__retries_def(s->cfg.max_parse_retries);
+    s->lm = lm;
+    s->sim.turn = cllm__local_sim_turn;
+    s->sim.turn_batch = cllm__local_sim_batch;
+    s->sim.ctx = s;
+}
+
+/* -------------------------------------------------------------------------------------------- */
 /* The multiturn-aware reward                                                                    */
 /* -------------------------------------------------------------------------------------------- */
 
@@ -7989,6 +8389,13 @@ CLLMDEF int cllm_count_tokens(const cllm_token_counter *tc, const char *text) {
         if (!space && !in_word) n++;
         in_word = !space;
     }
+    return n;
+}
+
+CLLMDEF int cllm_tokenizer_count(void *tokenizer, const char *text) {
+    int *ids = NULL, n = 0;
+    if (cllm_tokenizer_encode((const cllm_tokenizer *)tokenizer, text, strlen(text), 0, &ids, &n, NULL, NULL) != CLLM_OK) n = 0;
+    CLLM_FREE(ids);
     return n;
 }
 

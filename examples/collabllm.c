@@ -4,7 +4,9 @@
      build/collabllm dump --model DIR --input FILE.jsonl --out FILE.safetensors [--grads]
      build/collabllm generate-ids --model DIR --prompt-ids 1,2,3 [--n N] [--temperature T] ...
      build/collabllm ref NAME < input.json > output.json
-     build/collabllm simulate --tasks T.jsonl --out C.jsonl --user-model M --assistant-model M
+     build/collabllm generate --model DIR --messages FILE.json [--n N] [--temperature T] [--system TEXT] ...
+     build/collabllm simulate --tasks T.jsonl --out C.jsonl (--user-model M | --user-model-dir DIR)
+                              (--assistant-model M | --assistant-model-dir DIR)
      build/collabllm tokenize --tokenizer PATH [--add-special-tokens] [--offsets] < texts.jsonl
      build/collabllm detokenize --tokenizer PATH [--skip-special-tokens] < ids.jsonl
      build/collabllm render --tokenizer DIR --messages FILE.json [--add-generation-prompt]
@@ -73,6 +75,59 @@ static int fail(const cllm_err *err) {
     return 1;
 }
 
+static cJSON *int_array(const int *v, int n) {
+    cJSON *a = cJSON_CreateArray();
+    int i;
+    for (i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
+    return a;
+}
+
+/* Prints o as one line and deletes it. */
+static void print_json_line(cJSON *o) {
+    char *s = cJSON_PrintUnformatted(o);
+    if (s) { fputs(s, stdout); fputc('\n', stdout); cJSON_free(s); }
+    cJSON_Delete(o);
+}
+
+/* "ids", "logprobs" (9 significant digits: all a float holds) and "finish" of one sample. */
+static void add_generated(cJSON *o, const int *ids, const cllm_float *logprobs, int n, int finish) {
+    cJSON *lps;
+    char num[32];
+    int t;
+    cJSON_AddItemToObject(o, "ids", int_array(ids, n));
+    lps = cJSON_AddArrayToObject(o, "logprobs");
+    for (t = 0; t < n; t++) {
+        snprintf(num, sizeof num, "%.9g", (double)logprobs[t]);
+        cJSON_AddItemToArray(lps, cJSON_CreateNumber(strtod(num, NULL)));
+    }
+    cJSON_AddStringToObject(o, "finish", cllm_finish_reason_string(finish));
+}
+
+/* Calls fn on each JSON value of a file that holds one JSON value, or JSONL (one per line);
+   stops at the first nonzero return. */
+static int each_json(const char *file, int (*fn)(const cJSON *value, void *ctx), void *ctx) {
+    char *data = NULL, *line, *next;
+    size_t len;
+    cllm_err err;
+    int rc = 0;
+    cJSON *all;
+    if (cllm_read_file(file, &data, &len, &err) != CLLM_OK) return fail(&err);
+    all = cJSON_ParseWithLengthOpts(data, len + 1, NULL, 1);      /* one JSON value, then only the NUL */
+    if (all) rc = fn(all, ctx);
+    else for (line = data; line && *line && !rc; line = next) {
+        cJSON *v;
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        if (!*line) continue;
+        if (!(v = cJSON_Parse(line))) { fprintf(stderr, "error: %s: a line is not JSON\n", file); rc = 1; break; }
+        rc = fn(v, ctx);
+        cJSON_Delete(v);
+    }
+    cJSON_Delete(all);
+    cllm_free_buffer(data);
+    return rc;
+}
+
 /* ---- dump: logits, loss, logps (and gradients) of a checkpoint on a token file ------------- */
 /* The interface other implementations use to check themselves against this one; the output
    format is data_fmt/dump.md. */
@@ -112,6 +167,23 @@ done:
     return rc;
 }
 
+/* --temperature (0 = greedy), --top-k, --top-p, --max-new-tokens, --seed; 0 after a message. */
+static int sampling_flags(int argc, char **argv, cllm_local_gen_config *g) {
+    double temp, top_k, top_p, max_new, seed;
+    if (!num_flag(argc, argv, "--temperature", 0, 1e6, 1, &temp) || !num_flag(argc, argv, "--top-k", 0, 1e9, 0, &top_k) ||
+        !num_flag(argc, argv, "--top-p", 1e-9, 1, 1, &top_p) || !num_flag(argc, argv, "--max-new-tokens", 1, 1e7, 256, &max_new) ||
+        !num_flag(argc, argv, "--seed", 0, 9007199254740992.0, 0, &seed))
+        return 0;
+    memset(g, 0, sizeof *g);
+    g->sampler.greedy = temp == 0;
+    g->sampler.temperature = (float)temp;
+    g->sampler.top_k = (int)top_k;
+    g->sampler.top_p = (float)top_p;
+    g->sampler.seed = (uint64_t)seed;
+    g->max_new_tokens = (int)max_new;
+    return 1;
+}
+
 /* ---- generate-ids: sample continuations of a prompt given as token ids ------------------------ */
 /* Token ids in, JSON lines out (data_fmt/generate-ids.md); temperature 0 means greedy. Text
    prompts (`generate --messages`) need the tokenizer and chat templates. */
@@ -120,26 +192,20 @@ static int cmd_generate_ids(int argc, char **argv) {
     static const char *usage = "collabllm generate-ids --model DIR --prompt-ids 1,2,3 [--n N] [--temperature T (0 = greedy)] "
                                "[--top-k K] [--top-p P] [--max-new-tokens M] [--seed S] [--eos-ids 2,7 | --ignore-eos]";
     const char *dir = need(argc, argv, "--model", usage), *ptext = need(argc, argv, "--prompt-ids", usage), *etext = flag(argc, argv, "--eos-ids");
-    double n, temp, top_k, top_p, max_new, seed;
-    int *prompt = NULL, *eos = NULL, n_prompt = 0, n_eos = 0, rc = 1, s, t;
+    double n;
+    int *prompt = NULL, *eos = NULL, n_prompt = 0, n_eos = 0, rc = 1, s;
     cllm_model m;
+    cllm_local_gen_config flags;
     cllm_gen_config g;
     cllm_completion *out = NULL;
     cllm_err err;
     if (!dir || !ptext) return 2;
-    if (!num_flag(argc, argv, "--n", 1, 65536, 1, &n) || !num_flag(argc, argv, "--temperature", 0, 1e6, 1, &temp) ||
-        !num_flag(argc, argv, "--top-k", 0, 1e9, 0, &top_k) || !num_flag(argc, argv, "--top-p", 1e-9, 1, 1, &top_p) ||
-        !num_flag(argc, argv, "--max-new-tokens", 1, 1e7, 256, &max_new) || !num_flag(argc, argv, "--seed", 0, 9007199254740992.0, 0, &seed))
-        return 2;
+    if (!num_flag(argc, argv, "--n", 1, 65536, 1, &n) || !sampling_flags(argc, argv, &flags)) return 2;
     if (!(prompt = int_list("--prompt-ids", ptext, 0, 2147483647L, &n_prompt))) return 2;
     if (etext && !(eos = int_list("--eos-ids", etext, 0, 2147483647L, &n_eos))) { free(prompt); return 2; }
     memset(&g, 0, sizeof g);
-    g.sampler.greedy = temp == 0;
-    g.sampler.temperature = (float)temp;
-    g.sampler.top_k = (int)top_k;
-    g.sampler.top_p = (float)top_p;
-    g.sampler.seed = (uint64_t)seed;
-    g.max_new_tokens = (int)max_new;
+    g.sampler = flags.sampler;
+    g.max_new_tokens = flags.max_new_tokens;
     g.eos_ids = eos; g.n_eos = n_eos;
     g.ignore_eos = has_switch(argc, argv, "--ignore-eos");
     if (cllm_model_load(&m, dir, &err) != CLLM_OK) { free(prompt); free(eos); return fail(&err); }
@@ -148,21 +214,10 @@ static int cmd_generate_ids(int argc, char **argv) {
     else if (cllm_generate(&m, prompt, n_prompt, (int)n, &g, out, &err) != CLLM_OK) fail(&err);
     else {
         for (s = 0; s < (int)n; s++) {
-            cJSON *o = cJSON_CreateObject(), *ids, *lps;
-            char *line, num[32];
+            cJSON *o = cJSON_CreateObject();
             cJSON_AddNumberToObject(o, "sample", s);
-            ids = cJSON_AddArrayToObject(o, "ids");
-            for (t = 0; t < out[s].n; t++) cJSON_AddItemToArray(ids, cJSON_CreateNumber(out[s].ids[t]));
-            lps = cJSON_AddArrayToObject(o, "logprobs");
-            for (t = 0; t < out[s].n; t++) {          /* 9 significant digits: all a float holds */
-                snprintf(num, sizeof num, "%.9g", (double)out[s].logprobs[t]);
-                cJSON_AddItemToArray(lps, cJSON_CreateNumber(strtod(num, NULL)));
-            }
-            cJSON_AddStringToObject(o, "finish", cllm_finish_reason_string(out[s].finish));
-            line = cJSON_PrintUnformatted(o);
-            if (line) printf("%s\n", line);
-            cJSON_free(line);
-            cJSON_Delete(o);
+            add_generated(o, out[s].ids, out[s].logprobs, out[s].n, out[s].finish);
+            print_json_line(o);
         }
         rc = 0;
     }
@@ -201,8 +256,9 @@ static int cmd_ref(int argc, char **argv) {
 }
 
 /* ---- simulate: conversations between a policy and a user simulator on a task file ---------- */
-/* Both sides are models behind OpenAI-compatible endpoints here; a local policy plugs in as
-   another cllm_assistant. Formats: data_fmt/task.md in, data_fmt/conversation.md out. */
+/* Each side is a model behind an OpenAI-compatible endpoint or a local model directory (the
+   cllm_user_sim / cllm_assistant interfaces hide which). Formats: data_fmt/task.md in,
+   data_fmt/conversation.md out. */
 
 static double flag_num(int argc, char **argv, const char *name, double def) {
     const char *v = flag(argc, argv, name);
@@ -239,25 +295,105 @@ static cJSON *conversation_record(const cllm_task *t, const cllm_conv *conv, con
     return rec;
 }
 
+/* The two sides of a simulation: each an API model (--user-model / --assistant-model) or a
+   collabllm.h model directory (--user-model-dir / --assistant-model-dir; the same directory for
+   both sides is loaded once and shares its seed counter). */
+typedef struct {
+    cllm_client          client[2];       /* [0] user, [1] assistant (API sides only) */
+    cllm_local_lm        lm[2];
+    cllm_llm_sim         api_sim;
+    cllm_local_user_sim  local_sim;
+    cllm_api_assistant   api_asst;
+    cllm_local_assistant local_asst;
+    const cllm_user_sim  *user;
+    const cllm_assistant *assistant;
+    const char           *termination;
+} sides;
+
+static void free_sides(sides *sd) {
+    int i;
+    for (i = 0; i < 2; i++) { cllm_client_free(&sd->client[i]); cllm_local_lm_free(&sd->lm[i]); }
+}
+
+static int make_sides(sides *sd, int argc, char **argv, const char *user_prompt, cllm_err *err) {
+    const char *user_dir = flag(argc, argv, "--user-model-dir"), *asst_dir = flag(argc, argv, "--assistant-model-dir");
+    cllm_local_lm *asst_lm = &sd->lm[1];
+    long long seed = (long long)flag_num(argc, argv, "--seed", 0);
+    double user_temp = flag_num(argc, argv, "--user-temperature", 0), asst_temp = flag_num(argc, argv, "--assistant-temperature", 0);
+    int user_max = (int)flag_num(argc, argv, "--user-max-tokens", 0), asst_max = (int)flag_num(argc, argv, "--assistant-max-tokens", 0);
+    memset(sd, 0, sizeof *sd);
+    if (user_dir) {
+        cllm_local_user_sim_config c;
+        if (cllm_local_lm_load(&sd->lm[0], user_dir, err) != CLLM_OK) return 0;
+        memset(&c, 0, sizeof c);
+        c.gen.sampler.temperature = (float)user_temp;
+        c.gen.sampler.seed = (uint64_t)seed;
+        c.gen.max_new_tokens = user_max;
+        c.termination = flag(argc, argv, "--termination");
+        c.prompt = user_prompt;
+        cllm_local_user_sim_init(&sd->local_sim, &sd->lm[0], &c);
+        sd->user = &sd->local_sim.sim;
+        sd->termination = sd->local_sim.cfg.termination;
+    } else {
+        cllm_llm_sim_config c;
+        if (!make_client(&sd->client[0], argc, argv, "user", err)) return 0;
+        memset(&c, 0, sizeof c);
+        c.params.model = flag(argc, argv, "--user-model");
+        c.params.temperature = user_temp;
+        c.params.max_tokens = user_max;
+        c.params.seed = seed;
+        c.termination = flag(argc, argv, "--termination");
+        c.json_mode = has_switch(argc, argv, "--json-mode");
+        c.prompt = user_prompt;
+        cllm_llm_sim_init(&sd->api_sim, &sd->client[0], &c);
+        sd->user = &sd->api_sim.sim;
+        sd->termination = sd->api_sim.cfg.termination;
+    }
+    if (asst_dir) {
+        cllm_local_assistant_config c;
+        if (user_dir && strcmp(user_dir, asst_dir) == 0) asst_lm = &sd->lm[0];
+        else if (cllm_local_lm_load(asst_lm, asst_dir, err) != CLLM_OK) return 0;
+        memset(&c, 0, sizeof c);
+        c.gen.sampler.temperature = (float)asst_temp;
+        c.gen.sampler.seed = (uint64_t)seed;
+        c.gen.max_new_tokens = asst_max;
+        c.system_prompt = flag(argc, argv, "--assistant-system");
+        cllm_local_assistant_init(&sd->local_asst, asst_lm, &c);
+        sd->assistant = &sd->local_asst.assistant;
+    } else {
+        cllm_api_assistant_config c;
+        if (!make_client(&sd->client[1], argc, argv, "assistant", err)) return 0;
+        memset(&c, 0, sizeof c);
+        c.params.model = flag(argc, argv, "--assistant-model");
+        c.params.temperature = asst_temp;
+        c.params.max_tokens = asst_max;
+        c.params.seed = seed;
+        c.system_prompt = flag(argc, argv, "--assistant-system");
+        cllm_api_assistant_init(&sd->api_asst, &sd->client[1], &c);
+        sd->assistant = &sd->api_asst.assistant;
+    }
+    return 1;
+}
+
 static int cmd_simulate(int argc, char **argv) {
     static const char *usage =
-        "collabllm simulate --tasks TASKS.jsonl --out CONVS.jsonl --user-model M --assistant-model M\n"
+        "collabllm simulate --tasks TASKS.jsonl --out CONVS.jsonl (--user-model M | --user-model-dir DIR)\n"
+        "    (--assistant-model M | --assistant-model-dir DIR)\n"
         "    [--task-desc TEXT] [--max-messages 14] [--limit N] [--show-reference] [--termination TEXT]\n"
         "    [--assistant-system TEXT] [--user-temperature 1] [--assistant-temperature 0.8] [--seed N] [--json-mode]\n"
+        "    [--user-max-tokens 1024] [--assistant-max-tokens 2048 (API) / 1024 (local)] [--user-prompt TEMPLATE_FILE]\n"
         "    [--base-url URL] [--api-key-env NAME] [--user-base-url URL] [--user-api-key-env NAME]\n"
         "    [--assistant-base-url URL] [--assistant-api-key-env NAME] [--concurrency 16] [--timeout-ms N] [--retries N] [--insecure]";
     const char *tasks_path = need(argc, argv, "--tasks", usage), *out = need(argc, argv, "--out", usage);
-    const char *user_model = need(argc, argv, "--user-model", usage), *asst_model = need(argc, argv, "--assistant-model", usage);
+    const char *user_model = flag(argc, argv, "--user-model"), *asst_model = flag(argc, argv, "--assistant-model");
+    const char *user_dir = flag(argc, argv, "--user-model-dir"), *asst_dir = flag(argc, argv, "--assistant-model-dir");
     const char *task_desc = flag(argc, argv, "--task-desc") ? flag(argc, argv, "--task-desc") : "a task";
+    const char *prompt_file = flag(argc, argv, "--user-prompt");
     int max_messages = (int)flag_num(argc, argv, "--max-messages", 14), limit = (int)flag_num(argc, argv, "--limit", 0);
     int show_ref = has_switch(argc, argv, "--show-reference"), n = 0, n_read = 0, i, rc = 1, failed = 0, terminated = 0;
-    long long seed = (long long)flag_num(argc, argv, "--seed", 0);
     cllm_task *tasks = NULL;
-    cllm_client user_client, asst_client;
-    cllm_llm_sim_config sim_cfg;
-    cllm_api_assistant_config asst_cfg;
-    cllm_llm_sim sim;
-    cllm_api_assistant asst;
+    char *user_prompt = NULL;
+    sides sd;
     cllm_goal *goals = NULL;
     cllm_conv *convs = NULL;
     cllm_sim_status *status = NULL;
@@ -267,26 +403,16 @@ static int cmd_simulate(int argc, char **argv) {
     char *buf = NULL;
     cllm_err err;
     double messages = 0;
-    if (!tasks_path || !out || !user_model || !asst_model) return 2;
-    memset(&user_client, 0, sizeof user_client);
-    memset(&asst_client, 0, sizeof asst_client);
-    if (cllm_tasks_read_jsonl(tasks_path, &tasks, &n_read, &err) != CLLM_OK) return fail(&err);
+    if (!tasks_path || !out) return 2;
+    if (!user_model == !user_dir || !asst_model == !asst_dir) {
+        fprintf(stderr, "give one of --user-model / --user-model-dir and one of --assistant-model / --assistant-model-dir\nusage: %s\n", usage);
+        return 2;
+    }
+    memset(&sd, 0, sizeof sd);
+    if (prompt_file && cllm_read_file(prompt_file, &user_prompt, NULL, &err) != CLLM_OK) return fail(&err);
+    if (cllm_tasks_read_jsonl(tasks_path, &tasks, &n_read, &err) != CLLM_OK) { cllm_free_buffer(user_prompt); return fail(&err); }
     n = limit > 0 && limit < n_read ? limit : n_read;
-    if (!make_client(&user_client, argc, argv, "user", &err) || !make_client(&asst_client, argc, argv, "assistant", &err)) { fail(&err); goto done; }
-
-    memset(&sim_cfg, 0, sizeof sim_cfg);
-    sim_cfg.params.model = user_model;
-    sim_cfg.params.temperature = flag_num(argc, argv, "--user-temperature", 0);
-    sim_cfg.params.seed = seed;
-    sim_cfg.termination = flag(argc, argv, "--termination");
-    sim_cfg.json_mode = has_switch(argc, argv, "--json-mode");
-    cllm_llm_sim_init(&sim, &user_client, &sim_cfg);
-    memset(&asst_cfg, 0, sizeof asst_cfg);
-    asst_cfg.params.model = asst_model;
-    asst_cfg.params.temperature = flag_num(argc, argv, "--assistant-temperature", 0);
-    asst_cfg.params.seed = seed;
-    asst_cfg.system_prompt = flag(argc, argv, "--assistant-system");
-    cllm_api_assistant_init(&asst, &asst_client, &asst_cfg);
+    if (!make_sides(&sd, argc, argv, user_prompt, &err)) { fail(&err); goto done; }
 
     goals = (cllm_goal *)calloc((size_t)n, sizeof *goals);
     convs = (cllm_conv *)calloc((size_t)n, sizeof *convs);
@@ -299,14 +425,14 @@ static int cmd_simulate(int argc, char **argv) {
         goals[i].reference = show_ref && tasks[i].completion[0] ? tasks[i].completion : NULL;
     }
     fprintf(stderr, "simulate: %d conversations, up to %d messages each\n", n, max_messages);
-    cllm_simulate(&sim.sim, &asst.assistant, goals, convs, n, max_messages, status, &err);
+    cllm_simulate(sd.user, sd.assistant, goals, convs, n, max_messages, status, &err);
 
     prov = cJSON_CreateObject();
     cJSON_AddStringToObject(prov, "task_desc", task_desc);
-    cJSON_AddStringToObject(prov, "user_model", user_model);
-    cJSON_AddStringToObject(prov, "assistant_model", asst_model);
+    cJSON_AddStringToObject(prov, user_dir ? "user_model_dir" : "user_model", user_dir ? user_dir : user_model);
+    cJSON_AddStringToObject(prov, asst_dir ? "assistant_model_dir" : "assistant_model", asst_dir ? asst_dir : asst_model);
     cJSON_AddNumberToObject(prov, "max_messages", max_messages);
-    cJSON_AddStringToObject(prov, "termination", sim.cfg.termination);
+    cJSON_AddStringToObject(prov, "termination", sd.termination);
     for (i = 0; i < n; i++) {
         cJSON *rec = conversation_record(&tasks[i], &convs[i], &status[i], prov);
         size_t len;
@@ -327,16 +453,289 @@ static int cmd_simulate(int argc, char **argv) {
     if (cllm_write_file_atomic(out, buf, total, &err) != CLLM_OK) { fail(&err); goto done; }
     fprintf(stderr, "simulate: wrote %s: %d conversations, %d ended by the user, %d failed, %.1f messages on average\n",
             out, n, terminated, failed, n ? messages / n : 0.0);
-    fprintf(stderr, "  user simulator tokens: %lld prompt + %lld completion; assistant tokens: %lld prompt + %lld completion\n",
-            user_client.usage.prompt_tokens, user_client.usage.completion_tokens, asst_client.usage.prompt_tokens, asst_client.usage.completion_tokens);
+    if (!user_dir) fprintf(stderr, "  user simulator tokens: %lld prompt + %lld completion\n", sd.client[0].usage.prompt_tokens, sd.client[0].usage.completion_tokens);
+    else fprintf(stderr, "  local user simulator: %ld samples drawn (re-asks included)\n", sd.local_sim.generations);
+    if (!asst_dir) fprintf(stderr, "  assistant tokens: %lld prompt + %lld completion\n", sd.client[1].usage.prompt_tokens, sd.client[1].usage.completion_tokens);
     rc = failed ? 1 : 0;
 done:
     for (i = 0; convs && i < n; i++) cllm_conv_free(&convs[i]);
     free(goals); free(convs); free(status); free(buf);
     cJSON_Delete(prov);
-    cllm_client_free(&user_client);
-    cllm_client_free(&asst_client);
+    free_sides(&sd);
     cllm_tasks_free(tasks, n_read);
+    cllm_free_buffer(user_prompt);
+    return rc;
+}
+
+/* ---- the multiturn-aware reward, data generation, pairs, evaluation -------------------------- */
+/* Shared by mr, generate-data and eval: the reward's metrics from --metrics NAME:WEIGHT,...,
+   with an LLM judge (--judge-model, same endpoint flags with the "judge" side) for the metrics
+   that need one, and the token counter (the local assistant's tokenizer, --tokenizer DIR, or
+   whitespace words). */
+
+typedef struct {
+    cllm_metric       metrics[16];
+    int               n;
+    cllm_client       judge_client;
+    cllm_judge        judge;
+    cllm_match_config match;
+    cllm_code_config  code;
+    cllm_tokenizer    tok;
+    cllm_token_counter tokens;
+} metric_set;
+
+static void free_metric_set(metric_set *ms) {
+    cllm_client_free(&ms->judge_client);
+    cllm_tokenizer_free(&ms->tok);
+}
+
+static int make_metric_set(metric_set *ms, int argc, char **argv, const sides *sd, const char *def, cllm_err *err) {
+    const char *spec = flag(argc, argv, "--metrics") ? flag(argc, argv, "--metrics") : def;
+    const char *judge_model = flag(argc, argv, "--judge-model"), *tok_dir = flag(argc, argv, "--tokenizer");
+    char buf[512], *item, *next;
+    int need_judge = 0, i;
+    memset(ms, 0, sizeof *ms);
+    if (tok_dir) {
+        if (cllm_tokenizer_load(&ms->tok, tok_dir, err) != CLLM_OK) return 0;
+        ms->tokens.count = cllm_tokenizer_count; ms->tokens.ctx = &ms->tok;
+    } else if (sd->assistant == &sd->local_asst.assistant) {
+        ms->tokens.count = cllm_tokenizer_count; ms->tokens.ctx = (void *)&sd->local_asst.lm->tok;
+    }
+    ms->match.answer_prefix = flag(argc, argv, "--answer-prefix");
+    ms->match.numeric = has_switch(argc, argv, "--numeric");
+    ms->code.python = flag(argc, argv, "--python");
+    ms->code.timeout_s = flag_num(argc, argv, "--code-timeout", 0);
+    snprintf(buf, sizeof buf, "%s", spec);
+    for (item = buf; item && *item; item = next) {
+        char *colon = strchr(item, ':');
+        next = strchr(item, ',');
+        if (next) *next++ = 0;
+        cllm_metric *m = &ms->metrics[ms->n];
+        if (ms->n == 16) { snprintf(err->msg, sizeof err->msg, "--metrics: at most 16"); return 0; }
+        colon = strchr(item, ':');
+        if (colon) *colon = 0;
+        if (cllm_metric_builtin(item, m, err) != CLLM_OK) return 0;
+        m->weight = colon ? atof(colon + 1) : 1.0;
+        if (!strcmp(m->name, "interactivity") || !strcmp(m->name, "accuracy")) { m->ctx = &ms->judge; need_judge = 1; }
+        else if (!strcmp(m->name, "exact_match")) m->ctx = &ms->match;
+        else if (!strcmp(m->name, "pass_rate")) m->ctx = &ms->code;
+        else if (!strcmp(m->name, "token_amount")) m->ctx = &ms->tokens;
+        else if (!strcmp(m->name, "bleu") && judge_model) { m->ctx = &ms->judge; need_judge = 1; }
+        ms->n++;
+    }
+    if (need_judge || (judge_model && has_switch(argc, argv, "--extract-code"))) {
+        cllm_judge_config jc;
+        if (!judge_model) { snprintf(err->msg, sizeof err->msg, "--metrics %s needs an LLM judge: give --judge-model", spec); return 0; }
+        if (!make_client(&ms->judge_client, argc, argv, "judge", err)) return 0;
+        memset(&jc, 0, sizeof jc);
+        jc.params.model = judge_model;
+        cllm_judge_init(&ms->judge, &ms->judge_client, &jc);
+        if (has_switch(argc, argv, "--extract-code")) ms->code.extractor = &ms->judge;
+    }
+    for (i = 0; i < ms->n; i++) fprintf(stderr, "%s%s:%g", i ? ", " : "metrics: ", ms->metrics[i].name, ms->metrics[i].weight);
+    fprintf(stderr, "\n");
+    return 1;
+}
+
+/* --preset math|code|document, then --window, --samples, --lambda, --variant paper|weighted */
+static int mr_config_flags(cllm_mr_config *mr, int argc, char **argv, const metric_set *ms) {
+    const char *preset = flag(argc, argv, "--preset"), *variant = flag(argc, argv, "--variant");
+    cllm_mr_config_init(mr, preset && !strcmp(preset, "document") ? CLLM_MR_PRESET_DOCUMENT : preset && !strcmp(preset, "code") ? CLLM_MR_PRESET_CODE : CLLM_MR_PRESET_MATH);
+    if (preset && strcmp(preset, "math") && strcmp(preset, "code") && strcmp(preset, "document")) { fprintf(stderr, "--preset: math, code or document\n"); return 0; }
+    mr->window = (int)flag_num(argc, argv, "--window", mr->window);
+    mr->samples = (int)flag_num(argc, argv, "--samples", mr->samples);
+    mr->lambda = flag_num(argc, argv, "--lambda", mr->lambda);
+    if (variant && !strcmp(variant, "weighted")) mr->variant = CLLM_MR_WEIGHTED_SUM;
+    else if (variant && strcmp(variant, "paper")) { fprintf(stderr, "--variant: paper or weighted\n"); return 0; }
+    if (mr->window < 0 || mr->samples < 1) { fprintf(stderr, "--window must be >= 0 and --samples >= 1\n"); return 0; }
+    mr->metrics = ms->metrics; mr->n_metrics = ms->n;
+    mr->tokens = ms->tokens;
+    fprintf(stderr, "MR: w=%d S=%d %s variant, lambda %g\n", mr->window, mr->samples, mr->variant == CLLM_MR_PAPER ? "paper" : "weighted-sum", mr->lambda);
+    return 1;
+}
+
+#define SIDES_USAGE \
+    "    (--user-model M | --user-model-dir DIR) (--assistant-model M | --assistant-model-dir DIR)\n" \
+    "    [--user-temperature T] [--assistant-temperature T] [--seed N] [--termination TEXT] [--json-mode]\n" \
+    "    [--base-url URL] [--api-key-env NAME] [--{user,assistant,judge}-base-url URL] [--concurrency N]\n"
+#define METRICS_USAGE \
+    "    [--metrics NAME:W,...] (token_amount, interactivity, accuracy, exact_match, bleu, pass_rate)\n" \
+    "    [--judge-model M] [--answer-prefix TEXT] [--numeric] [--python PATH] [--code-timeout S]\n" \
+    "    [--extract-code] [--tokenizer DIR]\n"
+#define MR_USAGE \
+    "    [--preset math|code|document] [--window 2] [--samples 3] [--lambda L] [--variant paper|weighted]\n"
+
+static int cmd_generate_data(int argc, char **argv) {
+    static const char *usage = "collabllm generate-data --tasks TASKS.jsonl --out RECORDS.jsonl\n" SIDES_USAGE METRICS_USAGE MR_USAGE
+        "    [--candidates 2] [--max-turns 7] [--shard i/n] [--task-desc TEXT] [--show-reference]";
+    const char *tasks_path = need(argc, argv, "--tasks", usage), *out = need(argc, argv, "--out", usage), *shard = flag(argc, argv, "--shard");
+    cllm_task *tasks = NULL;
+    int n = 0, rc = 1;
+    sides sd;
+    metric_set ms;
+    cllm_datagen_config cfg;
+    cllm_err err;
+    if (!tasks_path || !out) return 2;
+    memset(&ms, 0, sizeof ms);
+    memset(&cfg, 0, sizeof cfg);
+    if (shard && sscanf(shard, "%d/%d", &cfg.shard, &cfg.n_shards) != 2) { fprintf(stderr, "--shard: i/n, e.g. 0/4\n"); return 2; }
+    if (cllm_tasks_read_jsonl(tasks_path, &tasks, &n, &err) != CLLM_OK) return fail(&err);
+    if (!make_sides(&sd, argc, argv, NULL, &err) || !make_metric_set(&ms, argc, argv, &sd, "accuracy:1,interactivity:0.5", &err) ||
+        !mr_config_flags(&cfg.mr, argc, argv, &ms)) { if (err.msg[0]) fail(&err); goto done; }
+    cfg.n_candidates = (int)flag_num(argc, argv, "--candidates", 2);
+    cfg.max_turns = (int)flag_num(argc, argv, "--max-turns", 7);
+    cfg.task_desc = flag(argc, argv, "--task-desc");
+    cfg.show_reference = has_switch(argc, argv, "--show-reference");
+    cfg.verbose = 1;
+    if (cllm_datagen_run(&cfg, sd.user, sd.assistant, sd.assistant, tasks, n, out, &err) != CLLM_OK) { fail(&err); goto done; }
+    fprintf(stderr, "generate-data: wrote %s\n", out);
+    rc = 0;
+done:
+    free_metric_set(&ms);
+    free_sides(&sd);
+    cllm_tasks_free(tasks, n);
+    return rc;
+}
+
+static int cmd_build_pairs(int argc, char **argv) {
+    static const char *usage = "collabllm build-pairs --records RECORDS.jsonl [--sft SFT.jsonl] [--dpo PAIRS.jsonl] [--min-gap 0.02] [--system TEXT]";
+    const char *records = need(argc, argv, "--records", usage);
+    cllm_pairs_config pc;
+    int n_sft = 0, n_pairs = 0;
+    cllm_err err;
+    if (!records) return 2;
+    if (!flag(argc, argv, "--sft") && !flag(argc, argv, "--dpo")) { fprintf(stderr, "give --sft and/or --dpo\nusage: %s\n", usage); return 2; }
+    memset(&pc, 0, sizeof pc);
+    pc.min_gap = flag_num(argc, argv, "--min-gap", 0.02);
+    pc.system_prompt = flag(argc, argv, "--system");
+    if (cllm_build_pairs(records, &pc, flag(argc, argv, "--sft"), flag(argc, argv, "--dpo"), &n_sft, &n_pairs, &err) != CLLM_OK) return fail(&err);
+    fprintf(stderr, "build-pairs: %d SFT rows, %d DPO pairs (min gap %g)\n", n_sft, n_pairs, pc.min_gap);
+    return 0;
+}
+
+static int cmd_eval(int argc, char **argv) {
+    static const char *usage = "collabllm eval --tasks TASKS.jsonl --details DETAILS.jsonl [--summary SUMMARY.json]\n" SIDES_USAGE METRICS_USAGE
+        "    [--max-turns 7] [--task-desc TEXT] [--show-reference] [--limit N]";
+    const char *tasks_path = need(argc, argv, "--tasks", usage), *details = need(argc, argv, "--details", usage), *summary_path = flag(argc, argv, "--summary");
+    cllm_task *tasks = NULL;
+    int n = 0, rc = 1, m, limit = (int)flag_num(argc, argv, "--limit", 0);
+    sides sd;
+    metric_set ms;
+    cllm_eval_config cfg;
+    cllm_eval_summary sum;
+    cllm_err err;
+    cJSON *js = NULL;
+    if (!tasks_path || !details) return 2;
+    memset(&ms, 0, sizeof ms);
+    memset(&sum, 0, sizeof sum);
+    if (cllm_tasks_read_jsonl(tasks_path, &tasks, &n, &err) != CLLM_OK) return fail(&err);
+    if (!make_sides(&sd, argc, argv, NULL, &err) || !make_metric_set(&ms, argc, argv, &sd, "accuracy,interactivity", &err)) { if (err.msg[0]) fail(&err); goto done; }
+    memset(&cfg, 0, sizeof cfg);
+    cfg.max_turns = (int)flag_num(argc, argv, "--max-turns", 7);
+    cfg.task_desc = flag(argc, argv, "--task-desc");
+    cfg.show_reference = has_switch(argc, argv, "--show-reference");
+    cfg.metrics = ms.metrics; cfg.n_metrics = ms.n;
+    cfg.tokens = ms.tokens;
+    rc = cllm_eval_run(&cfg, sd.user, sd.assistant, tasks, limit > 0 && limit < n ? limit : n, details, &sum, &err) == CLLM_OK ? 0 : 1;
+    if (rc) fprintf(stderr, "warning: %s\n", err.msg);
+    /* the table: one row, the paper's columns (metrics, #Tokens(k), and ITR = interactivity x 100) */
+    printf("%-16s", "tasks");
+    for (m = 0; m < ms.n; m++) printf(" %14s", ms.metrics[m].name);
+    printf(" %10s %8s\n%-16d", "tokens(k)", "turns", sum.n_tasks - sum.n_failed);
+    for (m = 0; m < ms.n; m++) printf(" %14.4f", sum.metric_means ? sum.metric_means[m] : 0.0);
+    printf(" %10.4f %8.2f\n", sum.tokens_k, sum.turns);
+    for (m = 0; m < ms.n; m++) if (!strcmp(ms.metrics[m].name, "interactivity")) printf("ITR (interactivity x 100): %.1f\n", 100 * sum.metric_means[m]);
+    if (summary_path) {
+        char *text;
+        cJSON *mo;
+        js = cJSON_CreateObject();
+        cJSON_AddNumberToObject(js, "tasks", sum.n_tasks);
+        cJSON_AddNumberToObject(js, "failed", sum.n_failed);
+        mo = cJSON_AddObjectToObject(js, "metrics");
+        for (m = 0; m < ms.n; m++) cJSON_AddNumberToObject(mo, ms.metrics[m].name, sum.metric_means[m]);
+        cJSON_AddNumberToObject(js, "tokens_k", sum.tokens_k);
+        cJSON_AddNumberToObject(js, "turns", sum.turns);
+        text = cJSON_Print(js);
+        if (cllm_write_file_atomic(summary_path, text, strlen(text), &err) != CLLM_OK) { fail(&err); rc = 1; }
+        cJSON_free(text);
+    }
+done:
+    cJSON_Delete(js);
+    cllm_eval_summary_free(&sum);
+    free_metric_set(&ms);
+    free_sides(&sd);
+    cllm_tasks_free(tasks, n);
+    return rc;
+}
+
+/* mr: scores given candidates. Each input line is a task (single_turn_* fields) plus "history"
+   (messages ending with the user's) and "candidates" (strings); each output line lists the
+   candidates with their MR, its standard deviation, every sample's rewards and sessions. */
+typedef struct { const cllm_mr_config *mr; const sides *sd; const char *task_desc; int failed; } mr_ctx;
+
+static int mr_one(const cJSON *line, void *vctx) {
+    mr_ctx *c = (mr_ctx *)vctx;
+    const cJSON *hist = cJSON_GetObjectItemCaseSensitive(line, "history"), *cands = cJSON_GetObjectItemCaseSensitive(line, "candidates"), *it;
+    cllm_task task;
+    cllm_goal goal;
+    cllm_conv history;
+    static cllm_mr_item items[64];
+    static cllm_mr_result res[64];
+    cllm_err err;
+    cJSON *out, *arr;
+    int k = 0, i, s, m;
+    memset(&task, 0, sizeof task);
+    memset(&history, 0, sizeof history);
+    task.json = (cJSON *)line;
+    task.prompt = (char *)(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(line, "single_turn_prompt")) ? cJSON_GetObjectItemCaseSensitive(line, "single_turn_prompt")->valuestring : NULL);
+    task.completion = (char *)(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(line, "single_turn_completion")) ? cJSON_GetObjectItemCaseSensitive(line, "single_turn_completion")->valuestring : "");
+    if (!task.prompt || !cJSON_IsArray(cands) || cllm_conv_from_json(&history, hist, &err) != CLLM_OK || history.n == 0) {
+        fprintf(stderr, "error: each line needs single_turn_prompt, a non-empty \"history\" and \"candidates\"\n");
+        cllm_conv_free(&history);
+        return 1;
+    }
+    goal.task_desc = c->task_desc ? c->task_desc : "a task"; goal.prompt = task.prompt; goal.reference = NULL;
+    cJSON_ArrayForEach(it, cands) if (cJSON_IsString(it) && k < 64) { items[k].goal = &goal; items[k].task = &task; items[k].history = &history; items[k].candidate = it->valuestring; k++; }
+    cllm_mr_score(c->mr, c->sd->user, c->sd->assistant, items, k, res, &err);
+    out = cJSON_CreateObject();
+    arr = cJSON_AddArrayToObject(out, "candidates");
+    for (i = 0; i < k; i++) {
+        cJSON *o = cJSON_CreateObject(), *rw = cJSON_AddObjectToObject(o, "rewards"), *ss = cJSON_AddArrayToObject(o, "sessions"), *a;
+        cJSON_AddStringToObject(o, "completion", items[i].candidate);
+        if (res[i].code == CLLM_OK) { cJSON_AddNumberToObject(o, "score", res[i].mr); cJSON_AddNumberToObject(o, "std", res[i].std); }
+        else { cJSON_AddNullToObject(o, "score"); cJSON_AddStringToObject(o, "error", res[i].err.msg); c->failed = 1; }
+        a = cJSON_AddArrayToObject(rw, "MR");
+        for (s = 0; s < res[i].n_samples; s++) cJSON_AddItemToArray(a, res[i].samples[s].reward == res[i].samples[s].reward ? cJSON_CreateNumber(res[i].samples[s].reward) : cJSON_CreateNull());
+        for (m = 0; m < c->mr->n_metrics; m++) {
+            a = cJSON_AddArrayToObject(rw, c->mr->metrics[m].name);
+            for (s = 0; s < res[i].n_samples; s++) cJSON_AddItemToArray(a, res[i].samples[s].metrics[m] == res[i].samples[s].metrics[m] ? cJSON_CreateNumber(res[i].samples[s].metrics[m]) : cJSON_CreateNull());
+        }
+        for (s = 0; s < res[i].n_samples; s++) cJSON_AddItemToArray(ss, cllm_conv_to_json(&res[i].samples[s].session));
+        cJSON_AddItemToArray(arr, o);
+        cllm_mr_result_free(&res[i]);
+    }
+    print_json_line(out);                     /* prints and frees it */
+    cllm_conv_free(&history);
+    return 0;
+}
+
+static int cmd_mr(int argc, char **argv) {
+    static const char *usage = "collabllm mr --input ITEMS.jsonl\n" SIDES_USAGE METRICS_USAGE MR_USAGE "    [--task-desc TEXT]";
+    const char *input = need(argc, argv, "--input", usage);
+    sides sd;
+    metric_set ms;
+    cllm_mr_config mr;
+    mr_ctx ctx;
+    cllm_err err;
+    int rc = 1;
+    if (!input) return 2;
+    memset(&ms, 0, sizeof ms);
+    if (!make_sides(&sd, argc, argv, NULL, &err) || !make_metric_set(&ms, argc, argv, &sd, "accuracy:1,interactivity:0.5", &err) || !mr_config_flags(&mr, argc, argv, &ms)) { if (err.msg[0]) fail(&err); goto done; }
+    ctx.mr = &mr; ctx.sd = &sd; ctx.task_desc = flag(argc, argv, "--task-desc"); ctx.failed = 0;
+    rc = each_json(input, mr_one, &ctx) || ctx.failed;
+done:
+    free_metric_set(&ms);
+    free_sides(&sd);
     return rc;
 }
 
@@ -361,13 +760,6 @@ static long read_line(FILE *f, char **buf, size_t *cap) {
     return (long)n;
 }
 
-static cJSON *int_array(const int *v, int n) {
-    cJSON *a = cJSON_CreateArray();
-    int i;
-    for (i = 0; i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
-    return a;
-}
-
 /* Prints {"text": s} for s[0..n), which may contain NUL bytes (cJSON strings cannot). */
 static void print_text_line(const char *s, size_t n) {
     size_t i;
@@ -382,12 +774,6 @@ static void print_text_line(const char *s, size_t n) {
         else fputc(c, stdout);
     }
     fputs("\"}\n", stdout);
-}
-
-static void print_json_line(cJSON *o) {
-    char *s = cJSON_PrintUnformatted(o);
-    if (s) { fputs(s, stdout); fputc('\n', stdout); cJSON_free(s); }
-    cJSON_Delete(o);
 }
 
 /* stdin {"text": ...} lines -> stdout {"ids": [...]} (and "offsets": [start, end, ...] in bytes) */
@@ -465,31 +851,44 @@ static int cmd_detokenize(int argc, char **argv) {
 /* ---- render: a conversation through the chat template, with the trainable mask ------------ */
 
 /* A conversation is an array of {"role", "content"}, or {"messages": [...]} which may also set
-   "add_generation_prompt", "enable_thinking" and "date_string" for itself. */
-static int render_one(const cllm_tokenizer *tok, const cJSON *conv, cllm_render_opts opts) {
+   "add_generation_prompt", "enable_thinking" and "date_string" (into *opts) for itself. Returns
+   a malloc'd list of *n messages after `extra` free slots at the front (e.g. for a system
+   prompt), pointing into conv; NULL after a message. */
+static cllm_message *conversation_of(const cJSON *conv, int extra, cllm_render_opts *opts, int *n) {
     const cJSON *list = cJSON_IsArray(conv) ? conv : cJSON_GetObjectItemCaseSensitive(conv, "messages"), *it;
+    cllm_message *msgs;
+    *n = extra;
+    if (!cJSON_IsArray(list)) { fprintf(stderr, "error: expected a list of messages or {\"messages\": [...]}\n"); return NULL; }
+    if (cJSON_IsObject(conv)) {
+        const cJSON *g = cJSON_GetObjectItemCaseSensitive(conv, "add_generation_prompt"), *t = cJSON_GetObjectItemCaseSensitive(conv, "enable_thinking");
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(conv, "date_string");
+        if (cJSON_IsBool(g)) opts->add_generation_prompt = cJSON_IsTrue(g);
+        if (cJSON_IsBool(t)) opts->enable_thinking = cJSON_IsTrue(t);
+        if (cJSON_IsString(d)) opts->date_string = d->valuestring;
+    }
+    if (!(msgs = (cllm_message *)calloc((size_t)cJSON_GetArraySize(list) + (size_t)extra + 1, sizeof *msgs))) { fprintf(stderr, "error: out of memory\n"); return NULL; }
+    cJSON_ArrayForEach(it, list) {
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(it, "role"), *c = cJSON_GetObjectItemCaseSensitive(it, "content");
+        msgs[*n].role = cJSON_IsString(r) ? r->valuestring : NULL;
+        msgs[*n].content = cJSON_IsString(c) ? c->valuestring : NULL;
+        (*n)++;
+    }
+    return msgs;
+}
+
+typedef struct { const cllm_tokenizer *tok; cllm_render_opts opts; } render_ctx;
+
+static int render_one(const cJSON *conv, void *ctx) {
+    const render_ctx *rc = (const render_ctx *)ctx;
+    cllm_render_opts opts = rc->opts;
     cllm_message *msgs;
     int n = 0, *ids = NULL, n_ids = 0, i, ok;
     unsigned char *mask = NULL;
     char *text = NULL;
     cllm_err err;
     cJSON *out, *m;
-    if (!cJSON_IsArray(list)) { fprintf(stderr, "error: expected a list of messages or {\"messages\": [...]}\n"); return 1; }
-    if (cJSON_IsObject(conv)) {
-        const cJSON *g = cJSON_GetObjectItemCaseSensitive(conv, "add_generation_prompt"), *t = cJSON_GetObjectItemCaseSensitive(conv, "enable_thinking");
-        const cJSON *d = cJSON_GetObjectItemCaseSensitive(conv, "date_string");
-        if (cJSON_IsBool(g)) opts.add_generation_prompt = cJSON_IsTrue(g);
-        if (cJSON_IsBool(t)) opts.enable_thinking = cJSON_IsTrue(t);
-        if (cJSON_IsString(d)) opts.date_string = d->valuestring;
-    }
-    msgs = (cllm_message *)calloc((size_t)cJSON_GetArraySize(list) + 1, sizeof *msgs);
-    cJSON_ArrayForEach(it, list) {
-        const cJSON *r = cJSON_GetObjectItemCaseSensitive(it, "role"), *c = cJSON_GetObjectItemCaseSensitive(it, "content");
-        msgs[n].role = cJSON_IsString(r) ? r->valuestring : NULL;
-        msgs[n].content = cJSON_IsString(c) ? c->valuestring : NULL;
-        n++;
-    }
-    ok = cllm_chat_render(tok, msgs, n, &opts, &text, &ids, &mask, &n_ids, &err) == CLLM_OK;
+    if (!(msgs = conversation_of(conv, 0, &opts, &n))) return 1;
+    ok = cllm_chat_render(rc->tok, msgs, n, &opts, &text, &ids, &mask, &n_ids, &err) == CLLM_OK;
     free(msgs);
     if (!ok) return fail(&err);
     out = cJSON_CreateObject();
@@ -506,34 +905,18 @@ static int render_one(const cllm_tokenizer *tok, const cJSON *conv, cllm_render_
 static int cmd_render(int argc, char **argv) {
     static const char *usage = "collabllm render --tokenizer DIR --messages FILE.json [--add-generation-prompt] [--enable-thinking] [--date \"26 Jul 2024\"]";
     const char *dir = need(argc, argv, "--tokenizer", usage), *file = need(argc, argv, "--messages", usage);
-    cllm_render_opts opts;
+    render_ctx ctx;
     cllm_tokenizer tok;
     cllm_err err;
-    char *data = NULL, *line, *next;
-    size_t len;
-    int rc = 0;
-    cJSON *all;
+    int rc;
     if (!dir || !file) return 2;
-    memset(&opts, 0, sizeof opts);
-    opts.add_generation_prompt = has_switch(argc, argv, "--add-generation-prompt");
-    opts.enable_thinking = has_switch(argc, argv, "--enable-thinking");
-    opts.date_string = flag(argc, argv, "--date");
-    if (cllm_read_file(file, &data, &len, &err) != CLLM_OK) return fail(&err);
-    if (cllm_tokenizer_load(&tok, dir, &err) != CLLM_OK) { cllm_free_buffer(data); return fail(&err); }
-    all = cJSON_ParseWithLengthOpts(data, len + 1, NULL, 1);      /* one JSON value, then only the NUL */
-    if (all) rc = render_one(&tok, all, opts);
-    else for (line = data; line && *line && !rc; line = next) {          /* JSONL */
-        cJSON *conv;
-        next = strchr(line, '\n');
-        if (next) *next++ = 0;
-        if (!*line) continue;
-        conv = cJSON_Parse(line);
-        if (!conv) { fprintf(stderr, "error: %s: a line is not JSON\n", file); rc = 1; break; }
-        rc = render_one(&tok, conv, opts);
-        cJSON_Delete(conv);
-    }
-    cJSON_Delete(all);
-    cllm_free_buffer(data);
+    memset(&ctx, 0, sizeof ctx);
+    ctx.opts.add_generation_prompt = has_switch(argc, argv, "--add-generation-prompt");
+    ctx.opts.enable_thinking = has_switch(argc, argv, "--enable-thinking");
+    ctx.opts.date_string = flag(argc, argv, "--date");
+    if (cllm_tokenizer_load(&tok, dir, &err) != CLLM_OK) return fail(&err);
+    ctx.tok = &tok;
+    rc = each_json(file, render_one, &ctx);
     cllm_tokenizer_free(&tok);
     return rc;
 }
@@ -681,6 +1064,76 @@ done:
     return rc;
 }
 
+/* ---- generate: a local model's responses to conversations ------------------------------------ */
+/* The same conversation files as render (one, or JSONL); one JSON line per response, in file
+   order (data_fmt/generate.md). Conversation i is seeded with (--seed, i), so a rerun, or a
+   run over the file's first k conversations, reproduces the same lines. */
+
+typedef struct {
+    cllm_local_lm        *lm;
+    cllm_local_gen_config gen;
+    const char           *system;
+    int                   n_samples, index;
+} generate_ctx;
+
+static int generate_one(const cJSON *value, void *ctx) {
+    generate_ctx *g = (generate_ctx *)ctx;
+    cllm_local_gen_config gen = g->gen;
+    cllm_local_output *out = (cllm_local_output *)calloc((size_t)g->n_samples, sizeof *out);
+    cllm_conv conv;
+    cllm_err err;
+    int s, sys = g->system != NULL, rc = 1;
+    memset(&conv, 0, sizeof conv);
+    if (!out) { fprintf(stderr, "error: out of memory\n"); return 1; }
+    if ((conv.msgs = conversation_of(value, sys, &gen.render, &conv.n)) != NULL) {
+        if (sys) { conv.msgs[0].role = "system"; conv.msgs[0].content = g->system; }
+        g->lm->calls = (uint64_t)g->index;
+        if (cllm_local_chat(g->lm, &conv, 1, g->n_samples, &gen, out, &err) != CLLM_OK) fail(&err);
+        else {
+            for (s = 0; s < g->n_samples; s++) {
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddNumberToObject(o, "conversation", g->index);
+                cJSON_AddNumberToObject(o, "sample", s);
+                cJSON_AddStringToObject(o, "text", out[s].text);
+                add_generated(o, out[s].ids, out[s].logprobs, out[s].n, out[s].finish);
+                cJSON_AddNumberToObject(o, "prompt_tokens", out[s].n_prompt);
+                print_json_line(o);
+            }
+            rc = 0;
+        }
+    }
+    g->index++;
+    cllm_local_outputs_free(out, g->n_samples);
+    free(out); free(conv.msgs);
+    return rc;
+}
+
+static int cmd_generate(int argc, char **argv) {
+    static const char *usage = "collabllm generate --model DIR --messages FILE.json [--n N] [--temperature T (0 = greedy)] [--top-k K] [--top-p P]\n"
+                               "    [--max-new-tokens M] [--seed S] [--system TEXT] [--stop TEXT] [--keep-special-tokens] [--enable-thinking] [--date TEXT]";
+    const char *dir = need(argc, argv, "--model", usage), *file = need(argc, argv, "--messages", usage);
+    const char *stop = flag(argc, argv, "--stop");
+    generate_ctx ctx;
+    cllm_local_lm lm;
+    cllm_err err;
+    double n;
+    int rc;
+    if (!dir || !file) return 2;
+    memset(&ctx, 0, sizeof ctx);
+    if (!num_flag(argc, argv, "--n", 1, 65536, 1, &n) || !sampling_flags(argc, argv, &ctx.gen)) return 2;
+    ctx.n_samples = (int)n;
+    ctx.system = flag(argc, argv, "--system");
+    if (stop) { ctx.gen.stop = &stop; ctx.gen.n_stop = 1; }
+    ctx.gen.keep_special = has_switch(argc, argv, "--keep-special-tokens");
+    ctx.gen.render.enable_thinking = has_switch(argc, argv, "--enable-thinking");
+    ctx.gen.render.date_string = flag(argc, argv, "--date");
+    if (cllm_local_lm_load(&lm, dir, &err) != CLLM_OK) return fail(&err);
+    ctx.lm = &lm;
+    rc = each_json(file, generate_one, &ctx);
+    cllm_local_lm_free(&lm);
+    return rc;
+}
+
 /* ---- dispatch ------------------------------------------------------------------------------ */
 
 typedef struct { const char *name; int (*fn)(int, char **); const char *help; } command;
@@ -692,6 +1145,11 @@ static const command commands[] = {
     { "tokenize", cmd_tokenize, "stdin {\"text\"} lines -> {\"ids\"} lines with a tokenizer.json" },
     { "detokenize", cmd_detokenize, "stdin {\"ids\"} lines -> {\"text\"} lines" },
     { "render", cmd_render, "a conversation through the chat template -> {\"text\", \"ids\", \"mask\"}" },
+    { "mr", cmd_mr, "multiturn-aware reward of candidate responses (simulated futures, metrics, R*)" },
+    { "generate-data", cmd_generate_data, "CollabLLM data generation: MR-scored candidates per turn -> records (resumable)" },
+    { "build-pairs", cmd_build_pairs, "records -> SFT rows and DPO pairs (TRL formats)" },
+    { "eval", cmd_eval, "one conversation per task with the simulator; metrics, tokens, ITR" },
+    { "generate", cmd_generate, "a local model's responses to conversations: JSON lines of text, ids, logprobs, finish" },
     { "sft", cmd_sft, "supervised fine-tuning on {\"messages\"} rows (full or LoRA), resumable checkpoints" },
     { "dpo", cmd_dpo, "offline DPO on preference pairs (sigmoid/cDPO, robust, hinge, IPO), resumable checkpoints" },
 };

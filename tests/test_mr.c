@@ -149,6 +149,20 @@ static void test_metrics(void) {
     check_tensor_d("bleu metric = character BLEU of the last assistant message", &score, &want, 1, 0);
     check_true("bleu is in (0, 1)", score > 0 && score < 1);
     cllm_conv_free(&c);
+    {   /* token counts with a real tokenizer, against the encoder's own count */
+        cllm_tokenizer tok;
+        cllm_token_counter tc;
+        int *ids = NULL, n = 0;
+        const char *text = "Hello there, how many tokens is this?";
+        if (check_true("load the committed SmolLM2-style tokenizer", cllm_tokenizer_load(&tok, "tests/data/tokenizers/smollm2", &err) == CLLM_OK)) {
+            tc.count = cllm_tokenizer_count; tc.ctx = &tok;
+            cllm_tokenizer_encode(&tok, text, strlen(text), 0, &ids, &n, NULL, &err);
+            check_true("cllm_tokenizer_count = the encoder's token count, and differs from the word count",
+                       cllm_count_tokens(&tc, text) == n && n > 0 && n != cllm_count_tokens(NULL, text));
+            cllm_free_buffer(ids);
+            cllm_tokenizer_free(&tok);
+        }
+    }
 }
 
 static void test_pass_rate(void) {

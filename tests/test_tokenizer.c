@@ -145,8 +145,8 @@ static void check_stream_random(const char *dir) {
 /* The rendered texts of tests/data/tokenizer_expected/chat_render.jsonl (from jinja2). */
 static const char *template_dir(const char *name, char *buf, size_t size) {
     if (strcmp(name, "smollm2") == 0) return TOKS "smollm2";
-    if (strcmp(name, "qwen2.5") == 0) return TOKS "qwen2_style";      /* carries the Qwen2.5 template */
-    if (strcmp(name, "llama3.1") == 0) return TOKS "llama3_style";    /* carries the Llama-3.1 template */
+    if (strcmp(name, "qwen2.5") == 0) return TOKS "qwen2_style";      /* carries a Qwen2.5-equivalent template (tests/data/chat_templates) */
+    if (strcmp(name, "llama3.1") == 0) return TOKS "llama3_style";    /* carries a Llama-3.1-equivalent template */
     if (!npm_models[0]) return NULL;
     if (strcmp(name, "qwen3") == 0) snprintf(buf, size, "%s/tokenizer-qwen3/models", npm_models);
     else if (strcmp(name, "llama3") == 0) snprintf(buf, size, "%s/tokenizer-llama3/models", npm_models);

@@ -1,0 +1,138 @@
+/* test_pipeline_cli.c - the CollabLLM pipeline commands end to end against the loopback
+   OpenAI-compatible server: `collabllm generate-data` (API user simulator, API candidate model,
+   API judge), `build-pairs`, `eval` and `mr`, each run as its own process. The server plays a
+   coffee shop: the simulator answers a question about the size and leaves after an answer; the
+   assistant either asks or guesses; the judge calls a conversation interactive if it asked. */
+#include "mock_openai.c"
+#define COLLABLLM_IMPLEMENTATION
+#include "../collabllm.h"
+#include "check.h"
+
+static int asst_calls = 0;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void handler(void *ctx, const mock_request *req, mock_response *resp) {
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(req->json, "messages");
+    const cJSON *last = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
+    const char *content = cJSON_IsString(cJSON_GetObjectItemCaseSensitive(last, "content")) ? cJSON_GetObjectItemCaseSensitive(last, "content")->valuestring : "";
+    char buf[512];
+    (void)ctx;
+    if (!strcmp(req->model, "user")) {
+        /* the simulator prompt renders the history as bold User and Assistant blocks */
+        const char *a = NULL, *p;
+        for (p = strstr(content, "**Assistant**: "); p; p = strstr(p + 1, "**Assistant**: ")) a = p;
+        if (strstr(content, "(no messages yet)")) snprintf(buf, sizeof buf, "{\"current_answer\": \"\", \"thought\": \"start\", \"response\": \"i want a coffee\"}");
+        else if (a && strchr(a, '?') && (!strchr(a, '\n') || strchr(a, '?') < strchr(a, '\n')))
+            snprintf(buf, sizeof buf, "```json\n{\"current_answer\": \"none\", \"thought\": \"tell it\", \"response\": \"large please\"}\n```");
+        else snprintf(buf, sizeof buf, "Sure. {\"current_answer\": \"done\", \"thought\": \"happy\", \"response\": \"[[TERMINATE CHAT]]\"}");
+        resp->content = mock_strdup(buf);
+    } else if (!strcmp(req->model, "assistant")) {
+        int k;
+        pthread_mutex_lock(&mu); k = asst_calls++; pthread_mutex_unlock(&mu);
+        if (strstr(req->body, "large please")) resp->content = mock_strdup("one large coffee");
+        else resp->content = mock_strdup(k % 2 ? "one small coffee" : "what size ?");
+    } else if (!strcmp(req->model, "judge")) {
+        snprintf(buf, sizeof buf, "{\"thought\": \"ok\", \"interactivity\": %s}", strstr(content, "what size ?") ? "1" : "0");
+        resp->content = mock_strdup(buf);
+    } else resp->status = 404;
+}
+
+int main(void) {
+    mock_server srv;
+    const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
+    char cmd[4096], common[1024], path[512];
+    FILE *f;
+    int n_lines = 0;
+    (void)mock_last_user; (void)mock_reset_stats;
+    if (mock_start(&srv, handler, NULL) != 0) { printf("cannot start the mock server\n"); return 1; }
+    snprintf(path, sizeof path, "%s/tmp_pipe_tasks.jsonl", build);
+    f = fopen(path, "wb");
+    fputs("{\"single_turn_prompt\": \"order a large coffee\", \"single_turn_completion\": \"one large coffee\"}\n"
+          "{\"single_turn_prompt\": \"order a large coffee quickly\", \"single_turn_completion\": \"one large coffee\"}\n", f);
+    fclose(f);
+    snprintf(common, sizeof common, "--tasks %s --user-model user --assistant-model assistant --judge-model judge "
+             "--base-url http://127.0.0.1:%d/v1 --metrics exact_match:1,interactivity:0.5 --retries 0", path, srv.port);
+
+    printf("-- generate-data\n");
+    snprintf(cmd, sizeof cmd, "rm -f %s/tmp_pipe_records.jsonl; %s/collabllm generate-data %s --out %s/tmp_pipe_records.jsonl --candidates 2 --samples 2 --max-turns 3",
+             build, build, common, build);
+    printf("$ %s\n", cmd);
+    check_true("generate-data exits 0", system(cmd) == 0);
+    snprintf(path, sizeof path, "%s/tmp_pipe_records.jsonl", build);
+    {
+        char line[1 << 16];
+        int ok = 1;
+        f = fopen(path, "rb");
+        while (f && fgets(line, sizeof line, f)) {
+            cJSON *o = cJSON_Parse(line);
+            const char *c = cJSON_GetObjectItem(o, "completion")->valuestring;
+            double sc = cJSON_GetObjectItem(o, "score")->valuedouble;
+            /* ask: 1 + 0.5*1 - 5e-4 * (3 + 2 + 3 + 2) words; guess: 0 + 0.5*0 - 5e-4 * (3 + 2) */
+            double want = strchr(c, '?') ? 1.5 - 5e-4 * 10 : strstr(c, "small") ? -5e-4 * 5 : 1.5 - 5e-4 * 5;  /* the judge sees the earlier question */
+            if (n_lines == 0) { char *t = cJSON_Print(o); printf("   first record:\n%s\n", t); free(t); }
+            ok &= fabs(sc - want) < 1e-9;
+            n_lines++;
+            cJSON_Delete(o);
+        }
+        if (f) fclose(f);
+        check_true("8 records with the hand-computed MR (question 1.495, guess -0.0025, answer 1.4975)", ok && n_lines == 8);
+    }
+
+    printf("-- build-pairs\n");
+    snprintf(cmd, sizeof cmd, "%s/collabllm build-pairs --records %s --sft %s/tmp_pipe_sft.jsonl --dpo %s/tmp_pipe_dpo.jsonl", build, path, build, build);
+    check_true("build-pairs exits 0", system(cmd) == 0);
+    snprintf(path, sizeof path, "%s/tmp_pipe_dpo.jsonl", build);
+    {
+        char *text = NULL;
+        size_t len;
+        cllm_err err;
+        cllm_read_file(path, &text, &len, &err);
+        check_true("one pair per conversation: chosen = the question", text && strstr(text, "\"chosen\":[{\"role\":\"assistant\",\"content\":\"what size ?\"}]") != NULL);
+        cllm_free_buffer(text);
+    }
+
+    printf("-- eval\n");
+    asst_calls = 0;   /* the first reply asks */
+    snprintf(cmd, sizeof cmd, "%s/collabllm eval %s --details %s/tmp_pipe_eval.jsonl --summary %s/tmp_pipe_summary.json", build, common, build, build);
+    check_true("eval exits 0", system(cmd) == 0);
+    snprintf(path, sizeof path, "%s/tmp_pipe_summary.json", build);
+    {
+        char *text = NULL;
+        size_t len;
+        cllm_err err;
+        cJSON *s;
+        cllm_read_file(path, &text, &len, &err);
+        s = text ? cJSON_Parse(text) : NULL;
+        check_true("summary: 2 tasks, exact_match and interactivity means in [0, 1]", s && cJSON_GetObjectItem(s, "tasks")->valueint == 2 &&
+                   cJSON_GetObjectItem(cJSON_GetObjectItem(s, "metrics"), "exact_match")->valuedouble >= 0);
+        cJSON_Delete(s);
+        cllm_free_buffer(text);
+    }
+
+    printf("-- mr\n");
+    snprintf(path, sizeof path, "%s/tmp_pipe_mr.jsonl", build);
+    f = fopen(path, "wb");
+    fputs("{\"single_turn_prompt\": \"order a large coffee\", \"single_turn_completion\": \"one large coffee\", "
+          "\"history\": [{\"role\": \"user\", \"content\": \"i want a coffee\"}], \"candidates\": [\"what size ?\", \"one small coffee\"]}\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s/collabllm mr --input %s --user-model user --assistant-model assistant --judge-model judge "
+             "--base-url http://127.0.0.1:%d/v1 --metrics exact_match:1,interactivity:0.5 --samples 2 > %s/tmp_pipe_mr_out.jsonl", build, path, srv.port, build);
+    check_true("mr exits 0", system(cmd) == 0);
+    snprintf(path, sizeof path, "%s/tmp_pipe_mr_out.jsonl", build);
+    {
+        char *text = NULL;
+        size_t len;
+        cllm_err err;
+        cJSON *o, *c0, *c1;
+        cllm_read_file(path, &text, &len, &err);
+        o = text ? cJSON_Parse(text) : NULL;
+        c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "candidates"), 0);
+        c1 = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "candidates"), 1);
+        check_true("mr: the question scores 1.495, the guess -0.0025", c0 && c1 && fabs(cJSON_GetObjectItem(c0, "score")->valuedouble - 1.495) < 1e-9 &&
+                   fabs(cJSON_GetObjectItem(c1, "score")->valuedouble + 0.0025) < 1e-9);
+        cJSON_Delete(o);
+        cllm_free_buffer(text);
+    }
+    mock_stop(&srv);
+    return check_summary("test_pipeline_cli");
+}
