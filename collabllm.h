@@ -10141,6 +10141,20 @@ static cllm_result cllm__copy_file(const char *src, const char *dst, cllm_err *e
     return rc;
 }
 
+/* The tokenizer files a Hugging Face model directory carries, copied when they exist. */
+static cllm_result cllm__copy_tokenizer_files(const char *from, const char *to, cllm_err *err) {
+    static const char *files[] = { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json" };
+    char src[4200], dst[4200];
+    size_t i;
+    cllm_result rc = CLLM_OK;
+    for (i = 0; from && rc == CLLM_OK && i < sizeof files / sizeof files[0]; i++) {
+        snprintf(src, sizeof src, "%s/%s", from, files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", to, files[i]);
+        if (cllm__file_exists(src)) rc = cllm__copy_file(src, dst, err);
+    }
+    return rc;
+}
+
 /* "ckpt-<digits>" -> the step, else -1 (so "ckpt-3.tmp" and other names are not checkpoints). */
 static long cllm__ckpt_step(const char *name) {
     const char *p = name + 5;
@@ -10534,13 +10548,11 @@ CLLMDEF cllm_result cllm_trainer_resume(cllm_trainer *tr, int *resumed, cllm_err
 
 CLLMDEF cllm_result cllm_trainer_save(cllm_trainer *tr, cllm_err *err) {
     const cllm_train_config *c = &tr->cfg;
-    static const char *tok_files[] = { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json" };
     char dir[4096], tmp[4200], path[4400], latest[64];
     cllm_float *mm = tr->lora ? tr->lora->m : tr->model->m_memory, *vv = tr->lora ? tr->lora->v : tr->model->v_memory;
     cJSON *state = NULL;
     char *json = NULL;
     cllm_result rc;
-    size_t i;
     if (!c->out_dir) return cllm__fail(err, CLLM_ERR_ARG, "cllm_trainer_save: no out_dir");
     snprintf(dir, sizeof dir, "%s/ckpt-%ld", c->out_dir, tr->step);
     snprintf(tmp, sizeof tmp, "%s.tmp", dir);
@@ -10548,12 +10560,7 @@ CLLMDEF cllm_result cllm_trainer_save(cllm_trainer *tr, cllm_err *err) {
     /* 1. everything into ckpt-N.tmp/, each file flushed to disk */
     if (tr->lora) rc = cllm_lora_save(tr->lora, tmp, c->model_dir, err);
     else rc = cllm_model_save(tr->model, tmp, CLLM_DT_F32, err);
-    for (i = 0; rc == CLLM_OK && c->tokenizer_dir && i < sizeof tok_files / sizeof tok_files[0]; i++) {
-        char src[4200];
-        snprintf(src, sizeof src, "%s/%s", c->tokenizer_dir, tok_files[i]);
-        snprintf(path, sizeof path, "%s/%s", tmp, tok_files[i]);
-        if (cllm__file_exists(src)) rc = cllm__copy_file(src, path, err);
-    }
+    if (rc == CLLM_OK) rc = cllm__copy_tokenizer_files(c->tokenizer_dir, tmp, err);
     if (rc == CLLM_OK && mm) {
         int count = cllm__trainer_entries(tr, NULL, NULL, NULL), k;
         cllm_st_entry *entries = (cllm_st_entry *)cllm__calloc(2 * (size_t)count + 1, sizeof *entries);
@@ -10591,11 +10598,9 @@ CLLMDEF cllm_result cllm_trainer_save(cllm_trainer *tr, cllm_err *err) {
 }
 
 CLLMDEF cllm_result cllm_trainer_save_final(cllm_trainer *tr, const char *dir, const char *adapter_dir, cllm_err *err) {
-    static const char *tok_files[] = { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json" };
     cllm_model *m = tr->model;
     cllm_float *keep = NULL;
     cllm_result rc;
-    size_t i;
     if (tr->lora) {                                 /* merge into the weights, save, put them back */
         keep = (cllm_float *)cllm__calloc(m->num_params, sizeof(cllm_float));
         if (!keep) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for a merged copy of the weights");
@@ -10604,12 +10609,7 @@ CLLMDEF cllm_result cllm_trainer_save_final(cllm_trainer *tr, const char *dir, c
     }
     rc = cllm_model_save(m, dir, CLLM_DT_F32, err);
     if (keep) { memcpy(m->params_memory, keep, m->num_params * sizeof(cllm_float)); CLLM_FREE(keep); }
-    for (i = 0; rc == CLLM_OK && tr->cfg.tokenizer_dir && i < sizeof tok_files / sizeof tok_files[0]; i++) {
-        char src[4200], dst[4200];
-        snprintf(src, sizeof src, "%s/%s", tr->cfg.tokenizer_dir, tok_files[i]);
-        snprintf(dst, sizeof dst, "%s/%s", dir, tok_files[i]);
-        if (cllm__file_exists(src)) rc = cllm__copy_file(src, dst, err);
-    }
+    if (rc == CLLM_OK) rc = cllm__copy_tokenizer_files(tr->cfg.tokenizer_dir, dir, err);
     if (rc == CLLM_OK && tr->lora && adapter_dir) rc = cllm_lora_save(tr->lora, adapter_dir, tr->cfg.model_dir, err);
     if (rc == CLLM_OK) cllm__ok(err);
     return rc;
@@ -10617,7 +10617,7 @@ CLLMDEF cllm_result cllm_trainer_save_final(cllm_trainer *tr, const char *dir, c
 
 /* ---- steps ---- */
 
-/* The examples of micro-batch j of the current epoch's order: idx (n of them). */
+/* tr->order = epoch's permutation of the examples (kept until the epoch changes). */
 static cllm_result cllm__trainer_order(cllm_trainer *tr, long epoch, cllm_err *err) {
     int N = tr->task.n_examples, i;
     cllm_rng rng;
