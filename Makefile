@@ -10,6 +10,8 @@
 #                 packages cached in ~/.cache/collabllm-npm); FIXTURES=1 also rewrites the
 #                 committed expectations in tests/data/tokenizer_expected
 #   make unicode-tables  regenerate the Unicode tables in collabllm.h from Debian's unicode-data
+#   make lora-memory  peak memory of one LoRA step on the Qwen2.5-0.5B shape at T=512 (random
+#                 weights; minutes of CPU)
 #   make clean    remove build/
 # Tests are discovered: every tests/test_*.c becomes build/test_* and tests/test_*.sh is run too.
 
@@ -33,7 +35,7 @@ FAST_FLAGS := $(call cc_accepts,-march=native) $(call cc_accepts,-fopenmp) -DCLL
 FAST      ?= 1
 FAST_BINS = $(patsubst tests/%.c,$(BUILD)/fast/%,$(wildcard tests/test_*.c)) $(BUILD)/fast/collabllm $(BUILD)/fast/chat $(BUILD)/fast/bench
 
-.PHONY: all test asan fuzz deps golden clean crosscheck unicode-tables bench
+.PHONY: all test asan fuzz deps golden clean crosscheck unicode-tables bench lora-memory
 all: deps $(TOOLS) $(TEST_BINS)
 
 # Checks (and as root installs) the Debian packages the library links against.
@@ -89,6 +91,7 @@ fuzz: deps
 golden:
 	/usr/bin/python3 tests/gen_golden.py
 	/usr/bin/python3 tests/gen_objectives.py
+	/usr/bin/python3 tests/gen_train.py
 
 crosscheck: all
 	@tests/crosscheck.sh $(BUILD) $(if $(FIXTURES),--write-fixtures)
@@ -96,6 +99,11 @@ crosscheck: all
 unicode-tables:
 	@tests/ensure-deps.sh unicode-data
 	/usr/bin/python3 tests/gen_unicode_tables.py collabllm.h
+
+lora-memory: deps | $(BUILD)
+	$(CC) $(CFLAGS) -o $(BUILD)/lora_memory examples/lora_memory.c $(LDLIBS)
+	$(BUILD)/lora_memory 512 1
+	$(BUILD)/lora_memory 512 2
 
 clean:
 	rm -rf build

@@ -127,6 +127,22 @@
       cllm_build_pairs()       -- records -> SFT rows {"messages"} and DPO pairs {"prompt", "chosen",
                                   "rejected", "score_chosen", "score_rejected"} (TRL conversational)
       cllm_eval_run()          -- paper section 4: one conversation per task, metrics, tokens, turns
+   Training: SFT, DPO, LoRA, checkpoints (data_fmt/train.md)
+      cllm_sft_data_load()     -- {"messages"} rows -> token sequences whose targets are the assistant mask
+      cllm_dpo_data_load()     -- preference pairs -> chosen / rejected sequences (completion tokens found
+                                  by byte offsets), optional precomputed reference logps
+      cllm_sft_seq(), cllm_completion_seq(), cllm_train_seq_truncate() -- those tokenization and
+                                  truncation rules for one example
+      cllm_seq_logps()         -- summed target log-probs of sequences (e.g. a DPO reference)
+      cllm_dpo_precompute_ref() -- TRL's precompute_ref_log_probs, written back into the pairs file
+      cllm_sft_micro_step(), cllm_dpo_micro_step() -- one micro-batch: loss, TRL's metrics, backward
+      cllm_train_sft(), cllm_train_dpo() -- whole runs: shuffled epochs, gradient accumulation,
+                                  schedule, clipping, AdamW, metrics JSONL, progress lines, atomic
+                                  resumable checkpoints (bit-identical resume), the final model
+      cllm_trainer_init(), _resume(), _run(), _zero_grad(), _apply(), _save(), _save_final(), _free()
+                               -- the loop itself, reused by other trainers through a cllm_train_task
+      cllm_lora_init(), cllm_lora_load(), cllm_lora_save(), cllm_lora_merge(), cllm_lora_free()
+                               -- LoRA adapters (PEFT's format and init), frozen base, merge and save
    Preference and RL objectives (DPO, PPO, GRPO) and metrics (BLEU)
       cllm_dpo_loss()          -- DPO losses (sigmoid/cDPO, robust, hinge, IPO, reference-free), TRL's
                                   reward metrics, and d loss / d policy logps
@@ -511,6 +527,7 @@ typedef struct cllm_model {
     cllm_float  *rope_cos, *rope_sin;    /* (T, hd/2) tables for the current length */
     int          rope_len;
     struct cJSON *hf_config;             /* the original config.json, written back on save */
+    struct cllm_lora *lora;              /* attached LoRA adapters (cllm_lora_init), or NULL */
 } cllm_model;
 
 /* Name of parameter tensor i (0..CLLM_NUM_PARAM_TENSORS-1) for layer `layer`, as in the checkpoint. */
@@ -552,7 +569,9 @@ CLLMDEF void        cllm_batch_free(cllm_batch *batch);
 CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_float *logits_out, cllm_err *err);
 CLLMDEF cllm_result cllm_zero_grad(cllm_model *m, cllm_err *err);
 /* dlogp: (B*T) gradient of the objective w.r.t. model.acts.logp, or NULL for the mean CE loss.
-   dhidden: optional (B*T, C) gradient w.r.t. model.acts.lnf (e.g. from a value head). */
+   dhidden: optional (B*T, C) gradient w.r.t. model.acts.lnf (e.g. from a value head).
+   With LoRA adapters attached (cllm_lora_init) the base model is frozen: only the adapters'
+   gradients are accumulated (into lora->grads) and model.grads is never allocated. */
 CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const cllm_float *dhidden, cllm_err *err);
 
 /* ============================================================================================ */
@@ -1436,6 +1455,331 @@ CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_s
                                   const cllm_task *tasks, int n_tasks, const char *details_path,
                                   cllm_eval_summary *summary, cllm_err *err);
 CLLMDEF void        cllm_eval_summary_free(cllm_eval_summary *s);
+
+/* ============================================================================================ */
+/* Training: SFT, DPO, LoRA, checkpoints                                                        */
+/* ============================================================================================ */
+
+/* The paper's training stages (SFT, then offline DPO) on one loop that online DPO, PPO and GRPO
+   reuse. Where the Hugging Face Trainer / TRL v0.19 define a behaviour we follow it and say so.
+
+   One optimizer step (cllm_trainer_run):
+     1. examples: epoch e visits the data set in the order of a Fisher-Yates shuffle driven by
+        cllm_rng_seed(seed * 0x9E3779B97F4A7C15 + e); micro-batches of batch_size examples, the
+        last one of an epoch shorter (HF's drop_last=False); grad_accum micro-batches per step,
+        the last step of an epoch takes the micro-batches that remain. The position in the data
+        is a function of the step number alone, which is what makes resuming exact.
+     2. each micro-batch: forward, loss, backward, accumulating into the gradients. The step's
+        objective is (sum of the losses of its units) / (units in the whole step), units = target
+        tokens (SFT) or pairs (DPO): accumulating k micro-batches equals one batch k times larger.
+        (HF divides each micro-batch's mean by grad_accum instead; the two agree when every
+        micro-batch holds the same number of units.)
+     3. a loss or gradient norm that is NaN or infinite stops the run with CLLM_ERR_NUMERIC before
+        anything is updated; the last checkpoint written stays `latest`.
+     4. torch's clip_grad_norm_(max_grad_norm), lr = cllm_lr_at(schedule, lr, step, warmup,
+        total) (the first update uses step 0), AdamW (cllm_adamw_step; weight decay on matrices).
+     5. a progress line on stderr (step/total, loss, DPO reward margin and accuracy, lr, gradient
+        norm, tokens/s, ETA), a JSON line in the metrics file (data_fmt/train.md), and a
+        checkpoint every save_every steps and at the end.
+
+   Checkpoints (data_fmt/train.md): OUT/ckpt-N/ holds the trained weights as a Hugging Face
+   directory (config.json + model.safetensors + the tokenizer files), or with LoRA the PEFT
+   adapter (adapter_config.json + adapter_model.safetensors); optimizer.safetensors (AdamW's m
+   and v); trainer_state.json (step, epoch, data position and seed, RNG state, schedule, adam_t,
+   the settings that must not change). It is written into OUT/ckpt-N.tmp/, every file flushed to
+   disk, then renamed to OUT/ckpt-N/, and only then does OUT/latest (one line "ckpt-N", itself
+   written through a temporary and a rename) point at it: a crash at any moment leaves the
+   previous checkpoint intact. A resumed run (cfg.resume) continues with bit-identical losses.
+
+   Memory: full fine-tuning holds the parameters, their gradients and two AdamW moments (16
+   bytes per parameter in fp32) plus activations; with LoRA the base model has no gradient buffer
+   and no moments. Measured (examples/lora_memory.c, `make lora-memory`): the Qwen2.5-0.5B shape
+   with r = 32 adapters on all seven projections peaks at 3.1 GiB resident for one 512-token
+   row and 4.1 GiB for a DPO pair of two 512-token rows (weights 2.0 GB of it).                */
+
+/* ---- LoRA adapters (PEFT) ---------------------------------------------------------------- */
+
+/* A LoRA adapter on a linear layer y = x W^T (+ b) adds  (alpha / r) * B A dropout(x):
+   A (r, in) and B (out, r) are trained, W is frozen (Hu et al. 2021; PEFT's LoraLayer).
+   Init as PEFT's init_lora_weights="gaussian" (CollabLLM's setting): A ~ normal with standard
+   deviation 1/r (PEFT's nn.init.normal_(std=1/r)), B = 0, so training starts at the base model.
+   Dropout acts on the adapter's input only, in training forwards only (never when generating
+   or computing a reference), with masks drawn from the trainer's seeded RNG. */
+typedef enum cllm_lora_target {
+    CLLM_LORA_Q = 1, CLLM_LORA_K = 2, CLLM_LORA_V = 4, CLLM_LORA_O = 8,
+    CLLM_LORA_GATE = 16, CLLM_LORA_UP = 32, CLLM_LORA_DOWN = 64,
+    CLLM_LORA_ALL = 127      /* q_proj k_proj v_proj o_proj gate_proj up_proj down_proj (CollabLLM) */
+} cllm_lora_target;
+#define CLLM_LORA_NUM_TARGETS 7
+#define CLLM_LORA_MAX_R 1024
+
+typedef struct cllm_lora_config {
+    int      r;              /* rank (default 32, paper Table 6; at most CLLM_LORA_MAX_R)          */
+    double   alpha;          /* the update is scaled by alpha / r (default 16, paper Table 6)      */
+    double   dropout;        /* on the adapter input in training (default 0.1, paper Table 6;
+                                negative = none)                                                 */
+    unsigned targets;        /* cllm_lora_target bits (default CLLM_LORA_ALL)                     */
+    uint64_t seed;           /* initialisation of A (default 42)                                  */
+} cllm_lora_config;
+
+typedef struct cllm_lora {
+    cllm_lora_config cfg;    /* with the defaults applied                                          */
+    double      scale;       /* alpha / r                                                          */
+    int         n_layers;
+    int         in[CLLM_LORA_NUM_TARGETS], out[CLLM_LORA_NUM_TARGETS]; /* features per target   */
+    /* per target, NULL when not targeted: A (L, r, in) and B (L, out, r), stacked over layers */
+    cllm_float *A[CLLM_LORA_NUM_TARGETS], *B[CLLM_LORA_NUM_TARGETS];
+    cllm_float *dA[CLLM_LORA_NUM_TARGETS], *dB[CLLM_LORA_NUM_TARGETS];    /* views into grads    */
+    size_t      num_params;
+    cllm_float *params;      /* every A and B, one allocation                                      */
+    cllm_float *grads;       /* same layout, allocated by the first backward                       */
+    cllm_float *m, *v;       /* AdamW moments, allocated by the first update                       */
+    int         adam_t;
+    int         enabled;     /* 1 after init; 0 = the model computes as its base (DPO's reference
+                                under PEFT: TRL's null_ref_context)                               */
+    int         training;    /* 1 = dropout on in cllm_forward (set by the trainer around the
+                                policy's training forward; generation never uses dropout)        */
+    uint64_t    dropout_seed;/* the masks of the current training forward (from the trainer RNG) */
+    cllm_model *model;       /* the model it is attached to (model->lora == this)                  */
+    /* private: what the last cllm_forward saved for cllm_backward */
+    cllm_float *u;           /* per targeted (target, layer): (u_rows, r) rows of A dropout(x)     */
+    size_t      u_cap;       /* floats allocated in u                                              */
+    size_t      u_rows;      /* B*T of the last forward, 0 if it ran without the adapters          */
+    cllm_float *xd;          /* one dropped-out input row (max in-features)                        */
+    int         recording;   /* inside cllm_forward                                                */
+} cllm_lora;
+
+/* Fresh adapters for model m, attached to it (m->lora = lo): from now on cllm_forward,
+   cllm_backward and generation compute with them, and cllm_backward computes the adapters'
+   gradients only (the base model is frozen and gets no gradient buffer). cfg NULL = defaults. */
+CLLMDEF cllm_result cllm_lora_init(cllm_lora *lo, cllm_model *m, const cllm_lora_config *cfg, cllm_err *err);
+/* Adapters saved in PEFT's format (adapter_config.json + adapter_model.safetensors), attached
+   to m. Accepts the targets, r, lora_alpha and lora_dropout it finds there. */
+CLLMDEF cllm_result cllm_lora_load(cllm_lora *lo, cllm_model *m, const char *dir, cllm_err *err);
+/* Writes dir/adapter_config.json and dir/adapter_model.safetensors with PEFT's tensor names
+   (base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight, ...). base_model: the value
+   of base_model_name_or_path (may be NULL). */
+CLLMDEF cllm_result cllm_lora_save(const cllm_lora *lo, const char *dir, const char *base_model, cllm_err *err);
+/* PEFT's merge_and_unload: W += (alpha / r) B A for every adapter, then detaches lo from its
+   model (cllm_model_save then writes a plain Hugging Face checkpoint). lo keeps its weights. */
+CLLMDEF cllm_result cllm_lora_merge(cllm_lora *lo, cllm_err *err);
+/* Detaches lo from its model (if attached) and releases it; safe on a zeroed struct. */
+CLLMDEF void        cllm_lora_free(cllm_lora *lo);
+/* PEFT name of target t (0..6, in cllm_lora_target bit order): "q_proj", ..., "down_proj". */
+CLLMDEF const char *cllm_lora_target_name(int t);
+/* "q,k,v,o,gate,up,down" (or the *_proj names) -> cllm_lora_target bits; "all" = every one. */
+CLLMDEF cllm_result cllm_lora_parse_targets(const char *list, unsigned *targets, cllm_err *err);
+
+/* ---- tokenized training examples --------------------------------------------------------- */
+
+/* One sequence: token ids and, per token, whether its log-probability counts (a target). The
+   first token is never a target: nothing predicts it. n_prompt tokens come before the
+   completion (SFT: before the last run of targets, i.e. the final assistant message; DPO: the
+   rendered prompt with its generation prompt). */
+typedef struct cllm_train_seq {
+    int           *ids;      /* (n) owned                                                          */
+    unsigned char *target;   /* (n) 1 = a target                                                   */
+    int            n;
+    int            n_prompt;
+} cllm_train_seq;
+CLLMDEF void cllm_train_seq_free(cllm_train_seq *s);
+/* Number of targets (tokens at positions >= 1 marked as targets). */
+CLLMDEF int  cllm_train_seq_targets(const cllm_train_seq *s);
+/* Truncation keeping the end of the prompt and the start of the completion: the prompt keeps
+   its last keep_prompt tokens (at least 1, so that the first completion token is still
+   predicted), then the completion keeps what fits in max_length and loses its end.
+   keep_prompt < 0: computed from this sequence, max_length - (completion length) when it is
+   longer than max_length (else nothing is cut). The DPO loader passes the value computed from
+   the longer completion of a pair to both, so chosen and rejected keep the same prompt tokens.
+   Returns 1 if anything was cut. */
+CLLMDEF int  cllm_train_seq_truncate(cllm_train_seq *s, int max_length, int keep_prompt);
+
+/* SFT: the conversation through the chat template; targets = the template's assistant mask
+   (every assistant message's content and end-of-turn token; cllm_chat_render). */
+CLLMDEF cllm_result cllm_sft_seq(const cllm_tokenizer *tok, const cllm_message *msgs, int n,
+                                 cllm_train_seq *seq, cllm_err *err);
+/* A completion after a prompt, for DPO: prompt + completion messages rendered in one pass and
+   tokenized once; with P = the byte length of the prompt rendered with its generation prompt,
+   the targets are the tokens that start at byte >= P and are in the assistant mask (the
+   assistant's content and its end-of-turn token, e.g. <|im_end|>). Tokens after the last target
+   (the newline after <|im_end|>) are dropped. The sum of the targets' log-probs is TRL's
+   summed completion logp up to two differences, documented in data_fmt/train.md: TRL tokenizes
+   prompt and completion separately and appends eos_token_id to a completion that already ends
+   with the template's end-of-turn (and the newline after it), so its completions end with one
+   or two extra tokens. The prompt's last message must be a user (or system) message, and the
+   full rendering must start with the prompt's (as TRL checks). */
+CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_message *prompt, int n_prompt,
+                                        const cllm_message *completion, int n_completion,
+                                        cllm_train_seq *seq, cllm_err *err);
+
+/* SFT rows (data_fmt/train.md): JSONL lines {"messages": [{"role", "content"}, ...]} (other
+   fields are ignored), each rendered by cllm_sft_seq and truncated to max_length (0 = 1024, TRL's
+   max_length). A row without an assistant target is an error naming its line. */
+typedef struct cllm_sft_data {
+    cllm_train_seq *rows;
+    int             n;
+    int             n_truncated;
+} cllm_sft_data;
+CLLMDEF cllm_result cllm_sft_data_load(cllm_sft_data *d, const cllm_tokenizer *tok, const char *path, int max_length, cllm_err *err);
+CLLMDEF void        cllm_sft_data_free(cllm_sft_data *d);
+
+/* DPO pairs (data_fmt/train.md): {"prompt": [messages], "chosen": [messages] or "text",
+   "rejected": ..., optional "ref_chosen_logps", "ref_rejected_logps"} (TRL's conversational
+   preference format; cllm_build_pairs writes it). A string completion is one assistant message. */
+typedef struct cllm_dpo_pair {
+    cllm_train_seq chosen, rejected;
+    double         ref_chosen, ref_rejected;   /* summed reference logps; NAN when not given  */
+    int            line;                       /* 1-based line in the pairs file              */
+} cllm_dpo_pair;
+typedef struct cllm_dpo_data {
+    cllm_dpo_pair *pairs;
+    int            n;
+    int            n_truncated;
+    int            has_ref;                     /* every pair carries both reference logps     */
+} cllm_dpo_data;
+CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *tok, const char *path, int max_length, cllm_err *err);
+CLLMDEF void        cllm_dpo_data_free(cllm_dpo_data *d);
+
+/* Summed target log-probs of n sequences under m, batched batch_size at a time (0 = 8), no
+   gradients, adapters as they are set (no dropout). */
+CLLMDEF cllm_result cllm_seq_logps(cllm_model *m, const cllm_train_seq *const *seqs, int n, int batch_size,
+                                   double *logps, cllm_err *err);
+/* TRL's precompute_ref_log_probs: one pass of ref (no shuffling) over the pairs; stores the
+   results in d and, if out_path is set, writes in_path's lines to out_path with
+   "ref_chosen_logps" and "ref_rejected_logps" added (atomically). */
+CLLMDEF cllm_result cllm_dpo_precompute_ref(cllm_model *ref, cllm_dpo_data *d, int batch_size,
+                                            const char *in_path, const char *out_path, cllm_err *err);
+
+/* ---- the training loop ---------------------------------------------------------------------- */
+
+/* Statistics of one step: named sums and counts; the logged value is sum / count. Names are
+   static strings ("loss", "rewards/margins", ...). */
+#define CLLM_TRAIN_MAX_STATS 24
+typedef struct cllm_train_stats {
+    int         n;
+    const char *name[CLLM_TRAIN_MAX_STATS];
+    double      sum[CLLM_TRAIN_MAX_STATS], count[CLLM_TRAIN_MAX_STATS];
+    double      tokens;      /* tokens through the policy's forward passes                         */
+} cllm_train_stats;
+CLLMDEF void   cllm_train_stats_add(cllm_train_stats *s, const char *name, double sum, double count);
+CLLMDEF double cllm_train_stats_mean(const cllm_train_stats *s, const char *name);   /* NAN if absent */
+
+struct cllm_trainer;
+struct cllm_dpo_config;
+
+/* What is trained: a data set of n_examples and a micro-step over some of them. */
+typedef struct cllm_train_task {
+    const char *name;        /* "sft", "dpo", ...: recorded in checkpoints and checked on resume */
+    int         n_examples;  /* the unit of shuffling: rows, pairs, prompts                        */
+    double      default_lr;  /* used when cfg.lr is 0                                             */
+    /* Units of examples idx[0..n) that the step's loss is averaged over (targets, pairs). */
+    double    (*units)(void *ctx, const int *idx, int n);
+    /* Forward + loss + backward of (sum of the unit losses of idx[0..n)) / norm into the trained
+       gradients; adds its statistics ("loss" as sum and units) to st. */
+    cllm_result (*micro_step)(void *ctx, struct cllm_trainer *tr, const int *idx, int n, double norm,
+                              cllm_train_stats *st, cllm_err *err);
+    void       *ctx;
+} cllm_train_task;
+
+typedef struct cllm_train_config {
+    double      lr;            /* peak learning rate (default: the task's, SFT 1e-5 and DPO 5e-6 as
+                                  in the paper's Table 6)                                         */
+    const char *lr_schedule;   /* "constant", "linear" or "cosine" (default "cosine", CollabLLM)   */
+    long        warmup_steps;  /* linear warmup from 0 over this many steps (default 0)           */
+    double      warmup_ratio;  /* if warmup_steps is 0: ceil(ratio * total steps) (default 0)     */
+    int         epochs;        /* passes over the data (default 1; the paper: SFT 3, DPO 8)       */
+    long        max_steps;     /* > 0: exactly this many optimizer steps, epochs cycling as needed
+                                  (overrides epochs; default 0)                                   */
+    int         batch_size;    /* examples per micro-batch (default 8, HF per_device_train_batch_size) */
+    int         grad_accum;    /* micro-batches per optimizer step (default 1)                    */
+    double      max_grad_norm; /* clip_grad_norm_ threshold (default 1.0; negative = no clipping) */
+    cllm_adamw_config adam;    /* betas, eps, weight decay (defaults 0.9, 0.999, 1e-8, 0)         */
+    uint64_t    seed;          /* data order and dropout (default 42, HF's seed)                  */
+    const char *out_dir;       /* checkpoints, metrics and the final model (NULL: nothing written) */
+    long        save_every;    /* a checkpoint every N steps (default 0: only at the end)         */
+    int         keep_last;     /* keep only the N newest checkpoints (default 0: keep all)        */
+    const char *metrics_path;  /* one JSON line per step (default OUT/metrics.jsonl; "" = none)   */
+    long        log_every;     /* a progress line every N steps (default 1)                       */
+    int         quiet;         /* 1: no progress lines                                            */
+    int         resume;        /* 1: continue from OUT/latest when there is one (default 0)        */
+    long        stop_after;    /* end this call after N steps, writing a checkpoint (default 0:
+                                  run to the end); a later call with resume = 1 continues         */
+    const char *model_dir;     /* where the starting model came from: recorded in checkpoints and
+                                  in adapter_config.json (default none)                          */
+    const char *tokenizer_dir; /* its tokenizer files are copied into checkpoints (default model_dir) */
+    /* called after each step; returning nonzero ends the run after that step (no checkpoint) */
+    int       (*on_step)(void *ctx, const struct cllm_trainer *tr);
+    void       *on_step_ctx;
+} cllm_train_config;
+
+typedef struct cllm_trainer {
+    cllm_train_config cfg;      /* defaults applied                                                */
+    cllm_model       *model;    /* the policy                                                      */
+    cllm_lora        *lora;     /* the adapters being trained (base frozen), or NULL: the whole model */
+    cllm_train_task   task;
+    long              step;             /* optimizer steps done                                   */
+    long              total_steps;
+    long              steps_per_epoch;
+    long              warmup_steps;
+    double            lr, grad_norm;    /* of the last step                                       */
+    cllm_train_stats  last;             /* the last step's statistics                             */
+    cllm_rng          rng;              /* dropout masks; saved in checkpoints                    */
+    double            elapsed, tokens;  /* training seconds and tokens, summed over resumed runs  */
+    /* private */
+    int              *order;            /* this epoch's permutation                               */
+    long              order_epoch;
+    long              run_step0;        /* step at the start of this call                         */
+    long              saved_step;       /* step of the last checkpoint written or loaded          */
+    int               started;          /* metrics open and clocks set for this call              */
+    double            run_t0, run_tokens0;
+    FILE             *metrics;
+} cllm_trainer;
+
+/* Sets up a run of task on m (and lora, whose adapters must be attached to m). Nothing is read
+   or written yet. */
+CLLMDEF cllm_result cllm_trainer_init(cllm_trainer *tr, cllm_model *m, cllm_lora *lora, const cllm_train_task *task,
+                                      const cllm_train_config *cfg, cllm_err *err);
+/* With cfg.resume and OUT/latest present: loads that checkpoint's weights (or adapters),
+   optimizer and trainer state and checks that the settings match; *resumed (optional) = 1.
+   Without one it leaves the trainer at step 0. */
+CLLMDEF cllm_result cllm_trainer_resume(cllm_trainer *tr, int *resumed, cllm_err *err);
+/* Runs steps until total_steps (or stop_after / on_step), then writes a checkpoint. */
+CLLMDEF cllm_result cllm_trainer_run(cllm_trainer *tr, cllm_err *err);
+/* The pieces of a step, for loops that are not "one micro-step per batch" (PPO's epochs over a
+   rollout): zero the trained gradients; then after backward passes, check, clip, update, log
+   and checkpoint as one step (stats: the step's statistics, with "loss"). */
+CLLMDEF cllm_result cllm_trainer_zero_grad(cllm_trainer *tr, cllm_err *err);
+CLLMDEF cllm_result cllm_trainer_apply(cllm_trainer *tr, const cllm_train_stats *stats, cllm_err *err);
+/* A checkpoint of the current step (OUT/ckpt-N, then OUT/latest), pruning old ones. */
+CLLMDEF cllm_result cllm_trainer_save(cllm_trainer *tr, cllm_err *err);
+/* The trained model as a plain Hugging Face directory with the tokenizer files; with LoRA the
+   adapters are merged into the saved weights (the model in memory keeps them separate) and,
+   if adapter_dir is set, also saved there as PEFT files. */
+CLLMDEF cllm_result cllm_trainer_save_final(cllm_trainer *tr, const char *dir, const char *adapter_dir, cllm_err *err);
+CLLMDEF void        cllm_trainer_free(cllm_trainer *tr);
+
+/* ---- SFT and offline DPO ------------------------------------------------------------------ */
+
+/* One SFT micro-batch of n rows: HF's causal-LM loss terms (-log p of every target), backward of
+   their sum / norm into the trained gradients (backward = 0: forward only). Adds "loss". */
+CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *const *rows, int n, double norm,
+                                        int backward, cllm_train_stats *st, cllm_err *err);
+
+/* One DPO micro-batch of n pairs: chosen and rejected rows in one batch, summed completion
+   logps (averaged per token for IPO, as TRL), the reference logps from the pairs (when all
+   have them), else from ref, else from m with its adapters disabled (LoRA; TRL's PEFT
+   reference), else 0 with reference_free; cllm_dpo_loss; backward of (sum of pair losses) /
+   norm through dlogp = d loss / d logp(sequence) on every completion token. Adds TRL's metrics:
+   loss, rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen,
+   logps/rejected. */
+CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cllm_dpo_pair *const *pairs, int n,
+                                        const struct cllm_dpo_config *cfg, double norm, cllm_train_stats *st, cllm_err *err);
+
+/* Whole runs: init, resume (cfg.resume), run, and the final model in OUT/final (+ OUT/adapter
+   with LoRA). lora may be NULL; ref may be NULL (see cllm_dpo_micro_step). */
+CLLMDEF cllm_result cllm_train_sft(cllm_model *m, cllm_lora *lora, const cllm_sft_data *d, const cllm_train_config *cfg, cllm_err *err);
+CLLMDEF cllm_result cllm_train_dpo(cllm_model *m, cllm_lora *lora, cllm_model *ref, const cllm_dpo_data *d,
+                                   const struct cllm_dpo_config *dpo, const cllm_train_config *cfg, cllm_err *err);
 
 /* ============================================================================================ */
 /* Objectives (DPO, PPO, GRPO) and metrics (BLEU)                                               */
@@ -2469,6 +2813,7 @@ CLLMDEF void cllm_model_free(cllm_model *m) {
     CLLM_FREE(m->input_ids); CLLM_FREE(m->targets); CLLM_FREE(m->mask); CLLM_FREE(m->seq_logp);
     CLLM_FREE(m->rope_cos); CLLM_FREE(m->rope_sin);
     cJSON_Delete(m->hf_config);
+    if (m->lora && m->lora->model == m) m->lora->model = NULL;   /* the adapters outlive it detached */
     memset(m, 0, sizeof *m);
 }
 
@@ -3486,6 +3831,143 @@ static void cllm__attention_backward(cllm_float *dq, cllm_float *dk, cllm_float 
 #endif
 }
 
+/* LoRA adapters inside the forward and backward passes                                         */
+/* -------------------------------------------------------------------------------------------- */
+/* y = x W^T (+ b) + s B A d(x), s = alpha / r, d = dropout (PEFT's lora_dropout, inverted:
+   d(x)_c = x_c keep_c / (1 - p)). The keep mask of element c of row n is a hash of
+   (dropout_seed, target, layer, n, c), so the backward pass recomputes the very same mask
+   instead of storing it, and a seed reproduces a run. Per adapted projection the forward keeps
+   u = A d(x) (rows x r) for the backward; the inputs x are activations the base model saves
+   anyway (ln1, atty, ln2, act).                                                                */
+
+enum { CLLM__LT_Q, CLLM__LT_K, CLLM__LT_V, CLLM__LT_O, CLLM__LT_GATE, CLLM__LT_UP, CLLM__LT_DOWN };
+
+/* Is element i of the input of (target t, layer l) kept by dropout p? */
+static int cllm__lora_keep(uint64_t seed, int t, int l, size_t i, double p) {
+    uint64_t z = seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(t * 4096 + l + 1)), k = z ^ ((uint64_t)i * 0xBF58476D1CE4E5B9ull);
+    return (double)(cllm__splitmix64(&k) >> 11) * (1.0 / 9007199254740992.0) >= p;
+}
+
+/* The dropout probability of the current forward/backward: only a recording training pass. */
+static double cllm__lora_p(const cllm_lora *lo) { return lo->recording && lo->training ? lo->cfg.dropout : 0; }
+
+/* Start of the saved u rows of (target t, layer l). */
+static cllm_float *cllm__lora_u(const cllm_lora *lo, int t, int l) {
+    size_t slot = 0;
+    int k;
+    for (k = 0; k < t; k++) slot += (lo->cfg.targets >> k) & 1u;
+    return lo->u + (slot * (size_t)lo->n_layers + (size_t)l) * lo->u_rows * (size_t)lo->cfg.r;
+}
+
+/* Room to record rows rows in the next forward. */
+static cllm_result cllm__lora_ensure(cllm_lora *lo, size_t rows, cllm_err *err) {
+    size_t need = 0, max_in = 0;
+    int t;
+    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
+        if (lo->A[t]) need += (size_t)lo->n_layers * rows * (size_t)lo->cfg.r;
+        if ((size_t)lo->in[t] > max_in) max_in = (size_t)lo->in[t];
+    }
+    if (need > lo->u_cap) {
+        CLLM_FREE(lo->u);
+        lo->u = (cllm_float *)cllm__calloc(need, sizeof(cllm_float));
+        lo->u_cap = lo->u ? need : 0;
+        if (!lo->u) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the LoRA activations (%zu floats)", need);
+    }
+    if (!lo->xd) {
+        lo->xd = (cllm_float *)cllm__calloc(max_in, sizeof(cllm_float));
+        if (!lo->xd) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
+    return CLLM_OK;
+}
+
+/* d(x) of row n into lo->xd (or x itself when there is no dropout). */
+static const cllm_float *cllm__lora_dropped(const cllm_lora *lo, int t, int l, const cllm_float *x, size_t n, double p) {
+    int c, in = lo->in[t];
+    cllm_float scale = (cllm_float)(1.0 / (1.0 - p));
+    if (p <= 0) return x;
+    for (c = 0; c < in; c++)
+        lo->xd[c] = cllm__lora_keep(lo->dropout_seed, t, l, n * (size_t)in + (size_t)c, p) ? x[c] * scale : 0;
+    return lo->xd;
+}
+
+/* y (N, out) += s B A d(x) for N rows x (N, in); records u when inside cllm_forward. */
+static void cllm__lora_forward(const cllm_model *m, int t, int l, cllm_float *y, const cllm_float *x, int N) {
+    const cllm_lora *lo = m->lora;
+    const cllm_float *A, *B;
+    cllm_float row_u[CLLM_LORA_MAX_R];
+    int n, j, o, c, r, in, out;
+    double p;
+    if (!lo || !lo->enabled || !lo->A[t]) return;
+    r = lo->cfg.r; in = lo->in[t]; out = lo->out[t];
+    A = lo->A[t] + (size_t)l * r * in;
+    B = lo->B[t] + (size_t)l * out * r;
+    p = cllm__lora_p(lo);
+    for (n = 0; n < N; n++) {
+        const cllm_float *xn = cllm__lora_dropped(lo, t, l, x + (size_t)n * in, (size_t)n, p);
+        cllm_float *u = lo->recording ? cllm__lora_u(lo, t, l) + (size_t)n * r : row_u;
+        cllm_float *yn = y + (size_t)n * out;
+        for (j = 0; j < r; j++) {                       /* u = A d(x) */
+            cllm_float acc = 0;
+            for (c = 0; c < in; c++) acc += A[(size_t)j * in + c] * xn[c];
+            u[j] = acc;
+        }
+        for (o = 0; o < out; o++) {                     /* y += s B u */
+            cllm_float acc = 0;
+            for (j = 0; j < r; j++) acc += B[(size_t)o * r + j] * u[j];
+            yn[o] += (cllm_float)lo->scale * acc;
+        }
+    }
+}
+
+/* Backward of the adapter given dy (N, out) and the forward's input x (N, in):
+     dB += s dy^T u,   du = s dy B,   dA += du^T d(x),   dx += d'(du A)  (the same keep mask)      */
+static void cllm__lora_backward(const cllm_model *m, int t, int l, cllm_float *dx, const cllm_float *dy, const cllm_float *x, int N) {
+    cllm_lora *lo = m->lora;
+    const cllm_float *A, *B, *U;
+    cllm_float *dA, *dB, du[CLLM_LORA_MAX_R];
+    int n, j, o, c, r, in, out;
+    double p;
+    if (!lo || !lo->A[t] || lo->u_rows != (size_t)N) return;
+    r = lo->cfg.r; in = lo->in[t]; out = lo->out[t];
+    A = lo->A[t] + (size_t)l * r * in;  dA = lo->dA[t] + (size_t)l * r * in;
+    B = lo->B[t] + (size_t)l * out * r; dB = lo->dB[t] + (size_t)l * out * r;
+    U = cllm__lora_u(lo, t, l);
+    p = lo->training ? lo->cfg.dropout : 0;
+    for (n = 0; n < N; n++) {
+        const cllm_float *dyn = dy + (size_t)n * out, *un = U + (size_t)n * r, *xn;
+        cllm_float *dxn = dx + (size_t)n * in, scale = (cllm_float)(1.0 / (1.0 - p));
+        for (j = 0; j < r; j++) du[j] = 0;
+        for (o = 0; o < out; o++) {
+            cllm_float g = (cllm_float)lo->scale * dyn[o];
+            if (g == 0) continue;
+            for (j = 0; j < r; j++) { dB[(size_t)o * r + j] += g * un[j]; du[j] += g * B[(size_t)o * r + j]; }
+        }
+        xn = cllm__lora_dropped(lo, t, l, x + (size_t)n * in, (size_t)n, p);
+        for (j = 0; j < r; j++) for (c = 0; c < in; c++) dA[(size_t)j * in + c] += du[j] * xn[c];
+        for (c = 0; c < in; c++) {
+            cllm_float acc = 0;
+            if (p > 0 && !cllm__lora_keep(lo->dropout_seed, t, l, (size_t)n * in + (size_t)c, p)) continue;
+            for (j = 0; j < r; j++) acc += du[j] * A[(size_t)j * in + c];
+            dxn[c] += p > 0 ? acc * scale : acc;
+        }
+    }
+}
+
+/* Points the A/B (or dA/dB) views into memory: per target, A (L, r, in) then B (L, out, r). */
+static void cllm__lora_point(cllm_lora *lo, cllm_float *memory, cllm_float **A, cllm_float **B) {
+    int t;
+    size_t L = (size_t)lo->n_layers, r = (size_t)lo->cfg.r;
+    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
+        A[t] = B[t] = NULL;
+        if (!(lo->cfg.targets & (1u << t))) continue;
+        A[t] = memory; memory += L * r * (size_t)lo->in[t];
+        B[t] = memory; memory += L * (size_t)lo->out[t] * r;
+    }
+}
+
+/* A gradient view at offset off, or NULL when that gradient is not kept (frozen base). */
+static cllm_float *cllm__grad_at(cllm_float *g, size_t off) { return g ? g + off : NULL; }
+
 /* -------------------------------------------------------------------------------------------- */
 /* The model: forward pass                                                                      */
 /* -------------------------------------------------------------------------------------------- */
@@ -3612,6 +4094,9 @@ static void cllm__qkv_forward(const cllm_model *m, int l, cllm_float *q, cllm_fl
     cllm__matmul_forward(c->qk_norm ? q_pre : q, ln1, p->wq + (size_t)l * Q * C, bq, N, C, Q);
     cllm__matmul_forward(c->qk_norm ? k_pre : k, ln1, p->wk + (size_t)l * K * C, bk, N, C, K);
     cllm__matmul_forward(v, ln1, p->wv + (size_t)l * K * C, bv, N, C, K);
+    cllm__lora_forward(m, CLLM__LT_Q, l, c->qk_norm ? q_pre : q, ln1, N);     /* adapters, if any */
+    cllm__lora_forward(m, CLLM__LT_K, l, c->qk_norm ? k_pre : k, ln1, N);
+    cllm__lora_forward(m, CLLM__LT_V, l, v, ln1, N);
     if (c->qk_norm) {
         cllm__rmsnorm_forward(q, q_rstd, q_pre, p->q_norm + (size_t)l * hd, N * c->n_heads, hd, c->rms_norm_eps);
         cllm__rmsnorm_forward(k, k_rstd, k_pre, p->k_norm + (size_t)l * hd, N * c->n_kv_heads, hd, c->rms_norm_eps);
@@ -3628,8 +4113,11 @@ static void cllm__mlp_forward(const cllm_model *m, int l, cllm_float *out, cllm_
     cllm__rmsnorm_forward(ln2, ln2_rstd, h, p->mlp_norm + (size_t)l * C, N, C, c->rms_norm_eps);
     cllm__matmul_forward(gate, ln2, p->w_gate + (size_t)l * I * C, NULL, N, C, I);
     cllm__matmul_forward(up, ln2, p->w_up + (size_t)l * I * C, NULL, N, C, I);
+    cllm__lora_forward(m, CLLM__LT_GATE, l, gate, ln2, N);
+    cllm__lora_forward(m, CLLM__LT_UP, l, up, ln2, N);
     cllm__swiglu_forward(act, gate, up, (size_t)N * I);
     cllm__matmul_forward(out, act, p->w_down + (size_t)l * C * I, NULL, N, I, C);
+    cllm__lora_forward(m, CLLM__LT_DOWN, l, out, act, N);
     for (i = 0; i < N * C; i++) out[i] += h[i];
 }
 
@@ -3652,6 +4140,14 @@ CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_fl
     if ((rc = cllm__prepare_batch(m, batch, err)) != CLLM_OK) return rc;
     inv_tau = (cllm_float)(1.0 / cllm__def(batch->temperature, 1.0f));
     m->inv_temperature = (float)inv_tau;
+    if (m->lora) {                                /* adapters record what their backward needs */
+        m->lora->u_rows = 0;
+        if (m->lora->enabled) {
+            if ((rc = cllm__lora_ensure(m->lora, (size_t)BT, err)) != CLLM_OK) return rc;
+            m->lora->u_rows = (size_t)BT;
+            m->lora->recording = 1;
+        }
+    }
 
     cllm__embedding_forward(a->x, batch->input_ids, p->embed, BT, C);
     for (l = 0; l < c->n_layers; l++) {
@@ -3674,11 +4170,13 @@ CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_fl
         cllm__rope_forward(k, m->rope_cos, m->rope_sin, B, T, KV, hd);
         cllm__attention_forward(atty, a->att_lse + (size_t)l * BT * H, q, k, v, m->mask, B, T, H, KV, hd, m->scratch);
         cllm__matmul_forward(hres, atty, p->wo + (size_t)l * C * Q, NULL, BT, Q, C);
+        cllm__lora_forward(m, CLLM__LT_O, l, hres, atty, BT);
         CLLM__PARALLEL_FOR((size_t)BT * C)
         for (i = 0; i < BT * C; i++) hres[i] += x[i];
 
         cllm__mlp_forward(m, l, xout, ln2, ln2_rstd, gate, up, act, hres, BT);
     }
+    if (m->lora) m->lora->recording = 0;
     cllm__rmsnorm_forward(a->lnf, a->lnf_rstd, a->x + (size_t)c->n_layers * BT * C, p->final_norm, BT, C, c->rms_norm_eps);
 
     /* lm head + log-softmax, CHUNK rows at a time: logits never exist for the whole batch */
@@ -3728,14 +4226,23 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
     const cllm_config *c = &m->config;
     const cllm_params *p = &m->params;
     const cllm_acts *a = &m->acts;
-    cllm_params *g = &m->grads;
+    cllm_params frozen, *g = &m->grads;
     int B = m->B, T = m->T, BT = B * T, l, r, i;
     int C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
     int Q = H * hd, K = KV * hd;
     cllm_float *dx, *dh, *dln, *dact, *dgate, *dup, *datty, *dq, *dk, *dv, *dq_pre, *dk_pre, *packed, *dpacked, *z;
 
     if (B <= 0) return cllm__fail(err, CLLM_ERR_ARG, "cllm_backward: run cllm_forward first");
-    if (!m->grads_memory) { cllm_result rc = cllm_zero_grad(m, err); if (rc != CLLM_OK) return rc; }
+    if (m->lora) {              /* adapters attached: the base model is frozen, only they get gradients */
+        cllm_lora *lo = m->lora;
+        memset(&frozen, 0, sizeof frozen);
+        g = &frozen;
+        if (!lo->grads) {
+            lo->grads = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float));
+            if (!lo->grads) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the LoRA gradients");
+            cllm__lora_point(lo, lo->grads, lo->dA, lo->dB);
+        }
+    } else if (!m->grads_memory) { cllm_result rc = cllm_zero_grad(m, err); if (rc != CLLM_OK) return rc; }
 
     /* carve the scratch space */
     dx = m->scratch;           dh = dx + (size_t)BT * C;     dln = dh + (size_t)BT * C;
@@ -3784,7 +4291,7 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
         cllm_float *ln2 = a->ln2, *ln2_rstd = a->ln2_rstd + (size_t)l * BT;
         const cllm_float *gate = a->gate + (size_t)l * BT * I, *up = a->up + (size_t)l * BT * I;
         cllm_float *act = a->act;
-        cllm_float *dbq = g->bq ? g->bq + (size_t)l * Q : NULL, *dbk = g->bk ? g->bk + (size_t)l * K : NULL, *dbv = g->bv ? g->bv + (size_t)l * K : NULL;
+        cllm_float *dbq = cllm__grad_at(g->bq, (size_t)l * Q), *dbk = cllm__grad_at(g->bk, (size_t)l * K), *dbv = cllm__grad_at(g->bv, (size_t)l * K);
 
         /* The forward pass kept ln1, ln2 and act for one layer only: recompute this layer's, with
            the same kernels on the same inputs, so they are bit-identical (rstd is rewritten as is). */
@@ -3795,32 +4302,39 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
         /* MLP block. Forward was x' = h + act W_down^T, so dh starts as dx' (the residual path). */
         memcpy(dh, dx, sizeof(cllm_float) * (size_t)BT * C);
         memset(dact, 0, sizeof(cllm_float) * (size_t)BT * I * 3);     /* dact, dgate, dup */
-        cllm__matmul_backward(dact, g->w_down + (size_t)l * C * I, NULL, dx, act, p->w_down + (size_t)l * C * I, BT, I, C);
+        cllm__matmul_backward(dact, cllm__grad_at(g->w_down, (size_t)l * C * I), NULL, dx, act, p->w_down + (size_t)l * C * I, BT, I, C);
+        cllm__lora_backward(m, CLLM__LT_DOWN, l, dact, dx, act, BT);
         cllm__swiglu_backward(dgate, dup, dact, gate, up, (size_t)BT * I);
         memset(dln, 0, sizeof(cllm_float) * (size_t)BT * C);
-        cllm__matmul_backward(dln, g->w_gate + (size_t)l * I * C, NULL, dgate, ln2, p->w_gate + (size_t)l * I * C, BT, C, I);
-        cllm__matmul_backward(dln, g->w_up + (size_t)l * I * C, NULL, dup, ln2, p->w_up + (size_t)l * I * C, BT, C, I);
-        cllm__rmsnorm_backward(dh, g->mlp_norm + (size_t)l * C, dln, hres, p->mlp_norm + (size_t)l * C, ln2_rstd, BT, C);
+        cllm__matmul_backward(dln, cllm__grad_at(g->w_gate, (size_t)l * I * C), NULL, dgate, ln2, p->w_gate + (size_t)l * I * C, BT, C, I);
+        cllm__matmul_backward(dln, cllm__grad_at(g->w_up, (size_t)l * I * C), NULL, dup, ln2, p->w_up + (size_t)l * I * C, BT, C, I);
+        cllm__lora_backward(m, CLLM__LT_GATE, l, dln, dgate, ln2, BT);
+        cllm__lora_backward(m, CLLM__LT_UP, l, dln, dup, ln2, BT);
+        cllm__rmsnorm_backward(dh, cllm__grad_at(g->mlp_norm, (size_t)l * C), dln, hres, p->mlp_norm + (size_t)l * C, ln2_rstd, BT, C);
 
         /* Attention block. Forward was h = x + atty W_o^T, so dx starts as dh. */
         memcpy(dx, dh, sizeof(cllm_float) * (size_t)BT * C);
         memset(datty, 0, sizeof(cllm_float) * (size_t)BT * (2 * Q + 2 * K));   /* datty dq dk dv */
-        cllm__matmul_backward(datty, g->wo + (size_t)l * C * Q, NULL, dh, atty, p->wo + (size_t)l * C * Q, BT, Q, C);
+        cllm__matmul_backward(datty, cllm__grad_at(g->wo, (size_t)l * C * Q), NULL, dh, atty, p->wo + (size_t)l * C * Q, BT, Q, C);
+        cllm__lora_backward(m, CLLM__LT_O, l, datty, dh, atty, BT);
         cllm__attention_backward(dq, dk, dv, datty, q, k, v, atty, a->att_lse + (size_t)l * BT * H, m->mask, B, T, H, KV, hd);
         cllm__rope_backward(dq, m->rope_cos, m->rope_sin, B, T, H, hd);
         cllm__rope_backward(dk, m->rope_cos, m->rope_sin, B, T, KV, hd);
         if (c->qk_norm) {
             memset(dq_pre, 0, sizeof(cllm_float) * (size_t)BT * (Q + K));        /* dq_pre dk_pre */
-            cllm__rmsnorm_backward(dq_pre, g->q_norm + (size_t)l * hd, dq, a->q_pre + (size_t)l * BT * Q, p->q_norm + (size_t)l * hd, a->q_rstd + (size_t)l * BT * H, BT * H, hd);
-            cllm__rmsnorm_backward(dk_pre, g->k_norm + (size_t)l * hd, dk, a->k_pre + (size_t)l * BT * K, p->k_norm + (size_t)l * hd, a->k_rstd + (size_t)l * BT * KV, BT * KV, hd);
+            cllm__rmsnorm_backward(dq_pre, cllm__grad_at(g->q_norm, (size_t)l * hd), dq, a->q_pre + (size_t)l * BT * Q, p->q_norm + (size_t)l * hd, a->q_rstd + (size_t)l * BT * H, BT * H, hd);
+            cllm__rmsnorm_backward(dk_pre, cllm__grad_at(g->k_norm, (size_t)l * hd), dk, a->k_pre + (size_t)l * BT * K, p->k_norm + (size_t)l * hd, a->k_rstd + (size_t)l * BT * KV, BT * KV, hd);
         }
         memset(dln, 0, sizeof(cllm_float) * (size_t)BT * C);
-        cllm__matmul_backward(dln, g->wq + (size_t)l * Q * C, dbq, dq_pre, ln1, p->wq + (size_t)l * Q * C, BT, C, Q);
-        cllm__matmul_backward(dln, g->wk + (size_t)l * K * C, dbk, dk_pre, ln1, p->wk + (size_t)l * K * C, BT, C, K);
-        cllm__matmul_backward(dln, g->wv + (size_t)l * K * C, dbv, dv, ln1, p->wv + (size_t)l * K * C, BT, C, K);
-        cllm__rmsnorm_backward(dx, g->attn_norm + (size_t)l * C, dln, x, p->attn_norm + (size_t)l * C, ln1_rstd, BT, C);
+        cllm__matmul_backward(dln, cllm__grad_at(g->wq, (size_t)l * Q * C), dbq, dq_pre, ln1, p->wq + (size_t)l * Q * C, BT, C, Q);
+        cllm__matmul_backward(dln, cllm__grad_at(g->wk, (size_t)l * K * C), dbk, dk_pre, ln1, p->wk + (size_t)l * K * C, BT, C, K);
+        cllm__matmul_backward(dln, cllm__grad_at(g->wv, (size_t)l * K * C), dbv, dv, ln1, p->wv + (size_t)l * K * C, BT, C, K);
+        cllm__lora_backward(m, CLLM__LT_Q, l, dln, dq_pre, ln1, BT);
+        cllm__lora_backward(m, CLLM__LT_K, l, dln, dk_pre, ln1, BT);
+        cllm__lora_backward(m, CLLM__LT_V, l, dln, dv, ln1, BT);
+        cllm__rmsnorm_backward(dx, cllm__grad_at(g->attn_norm, (size_t)l * C), dln, x, p->attn_norm + (size_t)l * C, ln1_rstd, BT, C);
     }
-    cllm__embedding_backward(g->embed, dx, m->input_ids, BT, C);
+    if (g->embed) cllm__embedding_backward(g->embed, dx, m->input_ids, BT, C);
     cllm__ok(err);
     return CLLM_OK;
 }
@@ -6536,6 +7050,7 @@ static void cllm__kv_forward_rows(const cllm_model *m, cllm_kv_cache *kv, const 
             cllm__attend_row(w->att + qo, w->q + qo, kv->k + kv0, kv->v + kv0, (size_t)K, kv->row_pos[r] + 1, NULL, hd, scale, w->s);
         }
         cllm__matmul_forward(w->h, w->att, p->wo + (size_t)l * C * Q, NULL, N, Q, C);
+        cllm__lora_forward(m, CLLM__LT_O, l, w->h, w->att, N);
         for (i = 0; i < N * C; i++) w->h[i] += w->x[i];
         cllm__mlp_forward(m, l, w->x, w->ln, w->rstd, w->gate, w->up, w->gate, w->h, N);
     }
@@ -9430,6 +9945,1560 @@ done:
     cJSON_Delete(details);
     if (rc == CLLM_OK) cllm__ok(err);
     return rc;
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* Training: SFT, DPO, LoRA, checkpoints                                                        */
+/* -------------------------------------------------------------------------------------------- */
+
+#if !defined(_WIN32)
+#include <dirent.h>
+#endif
+
+/* ---- tokenized examples ------------------------------------------------------------------- */
+
+CLLMDEF void cllm_train_seq_free(cllm_train_seq *s) {
+    if (!s) return;
+    CLLM_FREE(s->ids); CLLM_FREE(s->target);
+    memset(s, 0, sizeof *s);
+}
+
+CLLMDEF int cllm_train_seq_targets(const cllm_train_seq *s) {
+    int i, n = 0;
+    for (i = 1; i < s->n; i++) n += s->target[i] != 0;
+    return n;
+}
+
+/* prompt | completion  ->  (last keep_prompt tokens of the prompt) | (first tokens of the completion) */
+CLLMDEF int cllm_train_seq_truncate(cllm_train_seq *s, int max_length, int keep_prompt) {
+    int P = s->n_prompt, C = s->n - s->n_prompt, drop, keep_c;
+    if (max_length <= 0) return 0;
+    if (keep_prompt < 0) keep_prompt = s->n <= max_length ? P : max_length - C;
+    if (keep_prompt < 1) keep_prompt = 1;          /* one token to predict the completion from */
+    if (keep_prompt > P) keep_prompt = P;
+    drop = P - keep_prompt;
+    keep_c = max_length - keep_prompt < C ? max_length - keep_prompt : C;
+    if (keep_c < 0) keep_c = 0;
+    if (drop == 0 && keep_c == C) return 0;
+    memmove(s->ids, s->ids + drop, sizeof(int) * (size_t)(keep_prompt + keep_c));
+    memmove(s->target, s->target + drop, (size_t)(keep_prompt + keep_c));
+    s->n = keep_prompt + keep_c;
+    s->n_prompt = keep_prompt;
+    if (s->n) s->target[0] = 0;                    /* the first token predicts nothing */
+    return 1;
+}
+
+/* Takes ownership of ids/target (n tokens) into seq. */
+static cllm_result cllm__seq_from(cllm_train_seq *seq, const int *ids, const unsigned char *target, int n, int n_prompt, cllm_err *err) {
+    memset(seq, 0, sizeof *seq);
+    seq->ids = (int *)cllm__calloc((size_t)n + 1, sizeof(int));
+    seq->target = (unsigned char *)cllm__calloc((size_t)n + 1, 1);
+    if (!seq->ids || !seq->target) { cllm_train_seq_free(seq); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    memcpy(seq->ids, ids, sizeof(int) * (size_t)n);
+    memcpy(seq->target, target, (size_t)n);
+    seq->target[0] = 0;
+    seq->n = n;
+    seq->n_prompt = n_prompt;
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_sft_seq(const cllm_tokenizer *tok, const cllm_message *msgs, int n, cllm_train_seq *seq, cllm_err *err) {
+    int *ids = NULL, n_ids = 0, start, i;
+    unsigned char *mask = NULL;
+    cllm_result rc;
+    memset(seq, 0, sizeof *seq);
+    rc = cllm_chat_render(tok, msgs, n, NULL, NULL, &ids, &mask, &n_ids, err);
+    if (rc != CLLM_OK) return rc;
+    /* the completion side is the last run of targets: the final assistant message */
+    for (start = n_ids - 1; start >= 1 && !mask[start]; start--) {}
+    while (start >= 1 && mask[start - 1]) start--;
+    if (start < 1) { CLLM_FREE(ids); CLLM_FREE(mask); return cllm__fail(err, CLLM_ERR_FORMAT, "the conversation has no assistant message to train on"); }
+    for (i = 0; i < n_ids; i++) mask[i] = mask[i] != 0;
+    rc = cllm__seq_from(seq, ids, mask, n_ids, start, err);
+    CLLM_FREE(ids); CLLM_FREE(mask);
+    if (rc == CLLM_OK) cllm__ok(err);
+    return rc;
+}
+
+CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_message *prompt, int n_prompt,
+                                        const cllm_message *completion, int n_completion, cllm_train_seq *seq, cllm_err *err) {
+    cllm_render_opts gen;
+    cllm_message *all = NULL;
+    char *ptext = NULL, *text = NULL;
+    int *ids = NULL, *ids2 = NULL, *offs = NULL, n_ids = 0, n2 = 0, first = -1, last = -1, i;
+    unsigned char *mask = NULL;
+    size_t P;
+    cllm_result rc;
+    memset(seq, 0, sizeof *seq);
+    if (n_prompt < 1 || n_completion < 1 || !prompt || !completion)
+        return cllm__fail(err, CLLM_ERR_ARG, "a pair needs at least one prompt message and one completion message");
+    if (prompt[n_prompt - 1].role && strcmp(prompt[n_prompt - 1].role, "assistant") == 0)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "the prompt ends with an assistant message; it must end with the user's turn");
+    for (i = 0; i < n_completion && !(completion[i].role && strcmp(completion[i].role, "assistant") == 0); i++) {}
+    if (i == n_completion) return cllm__fail(err, CLLM_ERR_FORMAT, "the completion holds no assistant message");
+    memset(&gen, 0, sizeof gen);
+    gen.add_generation_prompt = 1;
+    all = (cllm_message *)cllm__calloc((size_t)n_prompt + (size_t)n_completion, sizeof *all);
+    if (!all) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    memcpy(all, prompt, sizeof *all * (size_t)n_prompt);
+    memcpy(all + n_prompt, completion, sizeof *all * (size_t)n_completion);
+    if ((rc = cllm_chat_render(tok, prompt, n_prompt, &gen, &ptext, NULL, NULL, NULL, err)) != CLLM_OK) goto done;
+    if ((rc = cllm_chat_render(tok, all, n_prompt + n_completion, NULL, &text, &ids, &mask, &n_ids, err)) != CLLM_OK) goto done;
+    P = strlen(ptext);
+    if (strncmp(text, ptext, P) != 0) {
+        rc = cllm__fail(err, CLLM_ERR_UNSUPPORTED, "the chat template renders the prompt differently inside the whole conversation, so the completion cannot be located");
+        goto done;
+    }
+    /* the same ids again, with byte offsets: a target starts at or after the prompt's end */
+    if ((rc = cllm_tokenizer_encode(tok, text, strlen(text), 0, &ids2, &n2, &offs, err)) != CLLM_OK) goto done;
+    CLLM_ASSERT(n2 == n_ids);
+    for (i = 0; i < n_ids; i++) {
+        mask[i] = mask[i] && (size_t)offs[2 * i] >= P && i > 0;
+        if (mask[i]) { if (first < 0) first = i; last = i; }
+    }
+    if (first < 0) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "the completion has no assistant tokens (it must hold an assistant message)"); goto done; }
+    rc = cllm__seq_from(seq, ids, mask, last + 1, first, err);
+done:
+    CLLM_FREE(all); CLLM_FREE(ptext); CLLM_FREE(text); CLLM_FREE(ids); CLLM_FREE(ids2); CLLM_FREE(offs); CLLM_FREE(mask);
+    if (rc == CLLM_OK) cllm__ok(err);
+    return rc;
+}
+
+/* ---- SFT rows and DPO pairs from JSONL ---------------------------------------------------- */
+
+/* Puts where it happened in front of the message a callee left in err; returns rc. */
+static cllm_result cllm__fail_where(cllm_err *err, cllm_result rc, const char *path, int line, const char *what) {
+    char msg[CLLM_ERRMSG_SIZE];
+    snprintf(msg, sizeof msg, "%s", err ? err->msg : "");
+    if (line > 0) return cllm__fail(err, rc, "%s:%d: %s%s", path, line, what, msg);
+    return cllm__fail(err, rc, "%s%s", what, msg);
+}
+
+static cllm_result cllm__check_max_length(int *max_length, cllm_err *err) {
+    *max_length = cllm__def(*max_length, 1024);
+    if (*max_length < 2) return cllm__fail(err, CLLM_ERR_ARG, "max_length must be at least 2 (got %d)", *max_length);
+    return CLLM_OK;
+}
+
+CLLMDEF void cllm_sft_data_free(cllm_sft_data *d) {
+    int i;
+    if (!d) return;
+    for (i = 0; i < d->n; i++) cllm_train_seq_free(&d->rows[i]);
+    stbds_arrfree(d->rows);
+    memset(d, 0, sizeof *d);
+}
+
+CLLMDEF cllm_result cllm_sft_data_load(cllm_sft_data *d, const cllm_tokenizer *tok, const char *path, int max_length, cllm_err *err) {
+    FILE *f;
+    char *line = NULL;
+    size_t cap = 0;
+    long len;
+    int lineno = 0;
+    cllm_result rc;
+    memset(d, 0, sizeof *d);
+    if ((rc = cllm__check_max_length(&max_length, err)) != CLLM_OK) return rc;
+    if (!(f = fopen(path, "rb"))) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    while ((len = cllm__read_line(f, &line, &cap)) >= 0 && rc == CLLM_OK) {
+        cJSON *row;
+        cllm_conv conv;
+        cllm_train_seq seq;
+        lineno++;
+        if (len == 0) continue;
+        row = cJSON_ParseWithLength(line, (size_t)len);
+        if (!row) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not valid JSON", path, lineno); break; }
+        rc = cllm_conv_from_json(&conv, cJSON_GetObjectItemCaseSensitive(row, "messages"), err);
+        if (rc == CLLM_OK) {
+            rc = cllm_sft_seq(tok, conv.msgs, conv.n, &seq, err);
+            cllm_conv_free(&conv);
+        }
+        cJSON_Delete(row);
+        if (rc != CLLM_OK) { rc = cllm__fail_where(err, rc, path, lineno, "\"messages\": "); break; }
+        d->n_truncated += cllm_train_seq_truncate(&seq, max_length, -1);
+        stbds_arrput(d->rows, seq);
+        d->n++;
+    }
+    fclose(f);
+    CLLM_FREE(line);
+    if (rc == CLLM_OK && d->n == 0) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no rows", path);
+    if (rc != CLLM_OK) { cllm_sft_data_free(d); return rc; }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+CLLMDEF void cllm_dpo_data_free(cllm_dpo_data *d) {
+    int i;
+    if (!d) return;
+    for (i = 0; i < d->n; i++) { cllm_train_seq_free(&d->pairs[i].chosen); cllm_train_seq_free(&d->pairs[i].rejected); }
+    stbds_arrfree(d->pairs);
+    memset(d, 0, sizeof *d);
+}
+
+/* A completion: a list of messages, or a string meaning one assistant message. */
+static cllm_result cllm__completion_json(cllm_conv *c, const cJSON *j, cllm_err *err) {
+    memset(c, 0, sizeof *c);
+    if (cJSON_IsString(j)) return cllm_conv_push(c, "assistant", j->valuestring, err);
+    return cllm_conv_from_json(c, j, err);
+}
+
+/* One pair line into p (tokenized, truncated together). */
+static cllm_result cllm__dpo_pair_parse(cllm_dpo_pair *p, const cllm_tokenizer *tok, const cJSON *row, int max_length, int *truncated, cllm_err *err) {
+    cllm_conv prompt, chosen, rejected;
+    const cJSON *rc_j = cJSON_GetObjectItemCaseSensitive(row, "ref_chosen_logps"), *rr_j = cJSON_GetObjectItemCaseSensitive(row, "ref_rejected_logps");
+    const char *what = "\"prompt\": ";
+    cllm_result rc;
+    int keep;
+    memset(p, 0, sizeof *p);
+    memset(&chosen, 0, sizeof chosen); memset(&rejected, 0, sizeof rejected);
+    rc = cllm_conv_from_json(&prompt, cJSON_GetObjectItemCaseSensitive(row, "prompt"), err);
+    if (rc == CLLM_OK) { what = "\"chosen\": "; rc = cllm__completion_json(&chosen, cJSON_GetObjectItemCaseSensitive(row, "chosen"), err); }
+    if (rc == CLLM_OK) { what = "\"rejected\": "; rc = cllm__completion_json(&rejected, cJSON_GetObjectItemCaseSensitive(row, "rejected"), err); }
+    if (rc == CLLM_OK) { what = "\"chosen\": "; rc = cllm_completion_seq(tok, prompt.msgs, prompt.n, chosen.msgs, chosen.n, &p->chosen, err); }
+    if (rc == CLLM_OK) { what = "\"rejected\": "; rc = cllm_completion_seq(tok, prompt.msgs, prompt.n, rejected.msgs, rejected.n, &p->rejected, err); }
+    cllm_conv_free(&prompt); cllm_conv_free(&chosen); cllm_conv_free(&rejected);
+    if (rc != CLLM_OK) {
+        cllm_train_seq_free(&p->chosen); cllm_train_seq_free(&p->rejected);
+        return cllm__fail_where(err, rc, NULL, 0, what);
+    }
+    p->ref_chosen = p->ref_rejected = NAN;
+    if ((rc_j && !cJSON_IsNumber(rc_j)) || (rr_j && !cJSON_IsNumber(rr_j)) || (!rc_j) != (!rr_j)) {
+        cllm_train_seq_free(&p->chosen); cllm_train_seq_free(&p->rejected);
+        return cllm__fail(err, CLLM_ERR_FORMAT, "\"ref_chosen_logps\" and \"ref_rejected_logps\" must both be numbers, or both be absent");
+    }
+    if (rc_j) { p->ref_chosen = rc_j->valuedouble; p->ref_rejected = rr_j->valuedouble; }
+    /* one prompt cut for both, from the longer completion, so they keep the same prompt */
+    keep = max_length - (p->chosen.n - p->chosen.n_prompt > p->rejected.n - p->rejected.n_prompt ?
+                         p->chosen.n - p->chosen.n_prompt : p->rejected.n - p->rejected.n_prompt);
+    if (p->chosen.n <= max_length && p->rejected.n <= max_length) keep = -1;   /* nothing to cut */
+    else if (keep < 1) keep = 1;
+    *truncated = cllm_train_seq_truncate(&p->chosen, max_length, keep) | cllm_train_seq_truncate(&p->rejected, max_length, keep);
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *tok, const char *path, int max_length, cllm_err *err) {
+    FILE *f;
+    char *line = NULL;
+    size_t cap = 0;
+    long len;
+    int lineno = 0, with_ref = 0;
+    cllm_result rc;
+    memset(d, 0, sizeof *d);
+    if ((rc = cllm__check_max_length(&max_length, err)) != CLLM_OK) return rc;
+    if (!(f = fopen(path, "rb"))) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
+        cJSON *row;
+        cllm_dpo_pair p;
+        int cut = 0;
+        lineno++;
+        if (len == 0) continue;
+        row = cJSON_ParseWithLength(line, (size_t)len);
+        if (!row) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not valid JSON", path, lineno); break; }
+        rc = cllm__dpo_pair_parse(&p, tok, row, max_length, &cut, err);
+        cJSON_Delete(row);
+        if (rc != CLLM_OK) { rc = cllm__fail_where(err, rc, path, lineno, ""); break; }
+        p.line = lineno;
+        d->n_truncated += cut;
+        with_ref += !isnan(p.ref_chosen);
+        stbds_arrput(d->pairs, p);
+        d->n++;
+    }
+    fclose(f);
+    CLLM_FREE(line);
+    if (rc == CLLM_OK && d->n == 0) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no pairs", path);
+    if (rc == CLLM_OK && with_ref && with_ref != d->n)
+        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: %d of %d pairs carry ref_chosen_logps/ref_rejected_logps; give them for all pairs or none", path, with_ref, d->n);
+    if (rc != CLLM_OK) { cllm_dpo_data_free(d); return rc; }
+    d->has_ref = with_ref == d->n;
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* ---- sequences as right-padded batches ----------------------------------------------------- */
+
+/* A (B, T) batch of n sequences: pad id 0 (never attended to), labels = the id at targets and
+   -100 elsewhere, so that cllm_forward's per-row sum is the sum of the targets' log-probs. */
+typedef struct cllm__seq_batch { cllm_batch batch; int *ids, *labels, *mask; } cllm__seq_batch;
+
+static void cllm__seq_batch_free(cllm__seq_batch *sb) {
+    CLLM_FREE(sb->ids); CLLM_FREE(sb->labels); CLLM_FREE(sb->mask);
+    memset(sb, 0, sizeof *sb);
+}
+
+static cllm_result cllm__seq_batch_make(cllm__seq_batch *sb, const cllm_train_seq *const *seqs, int n, cllm_err *err) {
+    int T = 0, b, t;
+    size_t BT;
+    memset(sb, 0, sizeof *sb);
+    for (b = 0; b < n; b++) {
+        if (seqs[b]->n < 1) return cllm__fail(err, CLLM_ERR_ARG, "an empty training sequence");
+        if (seqs[b]->n > T) T = seqs[b]->n;
+    }
+    BT = (size_t)n * (size_t)T;
+    sb->ids = (int *)cllm__calloc(BT, sizeof(int));
+    sb->labels = (int *)cllm__calloc(BT, sizeof(int));
+    sb->mask = (int *)cllm__calloc(BT, sizeof(int));
+    if (!sb->ids || !sb->labels || !sb->mask) { cllm__seq_batch_free(sb); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for a %d x %d batch", n, T); }
+    for (b = 0; b < n; b++) for (t = 0; t < T; t++) {
+        size_t i = (size_t)b * T + t;
+        int real = t < seqs[b]->n;
+        sb->ids[i] = real ? seqs[b]->ids[t] : 0;
+        sb->mask[i] = real;
+        sb->labels[i] = real && seqs[b]->target[t] ? seqs[b]->ids[t] : -100;
+    }
+    sb->batch.B = n; sb->batch.T = T;
+    sb->batch.input_ids = sb->ids; sb->batch.labels = sb->labels; sb->batch.attn_mask = sb->mask;
+    return CLLM_OK;
+}
+
+/* Per-row sums of the target log-probs of the last forward, in double. */
+static void cllm__row_logps(const cllm_model *m, double *out) {
+    int b, t;
+    for (b = 0; b < m->B; b++) {
+        double s = 0;
+        for (t = 0; t < m->T; t++) if (m->targets[b * m->T + t] >= 0) s += m->acts.logp[b * m->T + t];
+        out[b] = s;
+    }
+}
+
+static long cllm__batch_tokens(const cllm__seq_batch *sb) {
+    size_t i, BT = (size_t)sb->batch.B * (size_t)sb->batch.T;
+    long n = 0;
+    for (i = 0; i < BT; i++) n += sb->mask[i];
+    return n;
+}
+
+CLLMDEF cllm_result cllm_seq_logps(cllm_model *m, const cllm_train_seq *const *seqs, int n, int batch_size, double *logps, cllm_err *err) {
+    int done;
+    batch_size = cllm__def(batch_size, 8);
+    if (batch_size < 1 || n < 0) return cllm__fail(err, CLLM_ERR_ARG, "cllm_seq_logps: batch_size must be positive");
+    for (done = 0; done < n; done += batch_size) {
+        int k = n - done < batch_size ? n - done : batch_size;
+        cllm__seq_batch sb;
+        cllm_result rc = cllm__seq_batch_make(&sb, seqs + done, k, err);
+        if (rc == CLLM_OK) rc = cllm_forward(m, &sb.batch, NULL, err);
+        if (rc == CLLM_OK) cllm__row_logps(m, logps + done);
+        cllm__seq_batch_free(&sb);
+        if (rc != CLLM_OK) return rc;
+    }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* Writes in_path's non-empty lines to out_path with the two reference fields set. */
+static cllm_result cllm__write_ref_pairs(const cllm_dpo_data *d, const char *in_path, const char *out_path, cllm_err *err) {
+    FILE *f = fopen(in_path, "rb");
+    char *line = NULL;
+    size_t cap = 0;
+    long len;
+    int lineno = 0, k = 0;
+    cllm__sb out = { NULL, 0, 0, 0 };
+    cllm_result rc = CLLM_OK;
+    if (!f) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", in_path, strerror(errno));
+    while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
+        cJSON *row;
+        char *text;
+        lineno++;
+        if (len == 0) continue;
+        if (k >= d->n || d->pairs[k].line != lineno) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s changed since it was loaded (line %d)", in_path, lineno); break; }
+        row = cJSON_ParseWithLength(line, (size_t)len);
+        if (!row) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not valid JSON", in_path, lineno); break; }
+        cJSON_DeleteItemFromObjectCaseSensitive(row, "ref_chosen_logps");
+        cJSON_DeleteItemFromObjectCaseSensitive(row, "ref_rejected_logps");
+        cJSON_AddNumberToObject(row, "ref_chosen_logps", d->pairs[k].ref_chosen);
+        cJSON_AddNumberToObject(row, "ref_rejected_logps", d->pairs[k].ref_rejected);
+        text = cJSON_PrintUnformatted(row);
+        cJSON_Delete(row);
+        if (!text) { out.oom = 1; break; }
+        cllm__sb_puts(&out, text); cllm__sb_putc(&out, '\n');
+        cJSON_free(text);
+        k++;
+    }
+    fclose(f);
+    CLLM_FREE(line);
+    if (rc == CLLM_OK && out.oom) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if (rc == CLLM_OK) rc = cllm_write_file_atomic(out_path, out.p ? out.p : "", out.n, err);
+    cllm__sb_free(&out);
+    return rc;
+}
+
+CLLMDEF cllm_result cllm_dpo_precompute_ref(cllm_model *ref, cllm_dpo_data *d, int batch_size, const char *in_path, const char *out_path, cllm_err *err) {
+    const cllm_train_seq **seqs = (const cllm_train_seq **)cllm__calloc((size_t)d->n * 2 + 1, sizeof *seqs);
+    double *lp = (double *)cllm__calloc((size_t)d->n * 2 + 1, sizeof(double));
+    cllm_result rc;
+    int i;
+    if (!seqs || !lp) { CLLM_FREE(seqs); CLLM_FREE(lp); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    for (i = 0; i < d->n; i++) { seqs[2 * i] = &d->pairs[i].chosen; seqs[2 * i + 1] = &d->pairs[i].rejected; }
+    rc = cllm_seq_logps(ref, seqs, 2 * d->n, batch_size, lp, err);
+    if (rc == CLLM_OK) {
+        for (i = 0; i < d->n; i++) { d->pairs[i].ref_chosen = lp[2 * i]; d->pairs[i].ref_rejected = lp[2 * i + 1]; }
+        d->has_ref = 1;
+        if (out_path) rc = cllm__write_ref_pairs(d, in_path, out_path, err);
+    }
+    CLLM_FREE(seqs); CLLM_FREE(lp);
+    if (rc == CLLM_OK) cllm__ok(err);
+    return rc;
+}
+
+/* ---- one micro-batch of SFT and of DPO ----------------------------------------------------- */
+
+CLLMDEF void cllm_train_stats_add(cllm_train_stats *s, const char *name, double sum, double count) {
+    int i;
+    for (i = 0; i < s->n; i++) if (strcmp(s->name[i], name) == 0) break;
+    if (i == s->n) {
+        if (s->n == CLLM_TRAIN_MAX_STATS) return;
+        s->name[i] = name; s->sum[i] = 0; s->count[i] = 0;
+        s->n++;
+    }
+    s->sum[i] += sum;
+    s->count[i] += count;
+}
+
+CLLMDEF double cllm_train_stats_mean(const cllm_train_stats *s, const char *name) {
+    int i;
+    for (i = 0; i < s->n; i++)
+        if (strcmp(s->name[i], name) == 0) return s->count[i] > 0 ? s->sum[i] / s->count[i] : NAN;
+    return NAN;
+}
+
+/* Backward of the objective sum_b d[b] * logp(row b), i.e. dlogp = d[b] on every target of row b. */
+static cllm_result cllm__backward_rows(cllm_model *m, const double *d, cllm_err *err) {
+    size_t BT = (size_t)m->B * (size_t)m->T, i;
+    cllm_float *dlogp = (cllm_float *)cllm__calloc(BT, sizeof(cllm_float));
+    cllm_result rc;
+    if (!dlogp) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    for (i = 0; i < BT; i++) dlogp[i] = m->targets[i] >= 0 ? (cllm_float)d[i / (size_t)m->T] : 0;
+    rc = cllm_backward(m, dlogp, NULL, err);
+    CLLM_FREE(dlogp);
+    return rc;
+}
+
+/* HF ForCausalLMLoss summed: loss_sum = -sum of target logps; d(loss_sum / norm)/d logp = -1/norm. */
+CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *const *rows, int n, double norm,
+                                        int backward, cllm_train_stats *st, cllm_err *err) {
+    cllm__seq_batch sb;
+    double *lp = (double *)cllm__calloc((size_t)n + 1, sizeof(double)), sum = 0;
+    int b, targets = 0;
+    cllm_result rc;
+    if (!lp) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if (n < 1 || !(norm > 0)) { CLLM_FREE(lp); return cllm__fail(err, CLLM_ERR_ARG, "cllm_sft_micro_step: need n >= 1 rows and norm > 0"); }
+    rc = cllm__seq_batch_make(&sb, rows, n, err);
+    if (rc == CLLM_OK) rc = cllm_forward(m, &sb.batch, NULL, err);
+    if (rc == CLLM_OK) {
+        cllm__row_logps(m, lp);
+        for (b = 0; b < n; b++) { sum += lp[b]; lp[b] = -1.0 / norm; }
+        targets = m->n_targets;
+        if (backward) rc = cllm__backward_rows(m, lp, err);
+    }
+    if (rc == CLLM_OK && st) {
+        cllm_train_stats_add(st, "loss", -sum, targets);
+        st->tokens += (double)cllm__batch_tokens(&sb);
+    }
+    cllm__seq_batch_free(&sb);
+    CLLM_FREE(lp);
+    if (rc == CLLM_OK) cllm__ok(err);
+    return rc;
+}
+
+/* The reference logps of a DPO micro-batch (2n rows: chosen then rejected), see the header. */
+static cllm_result cllm__dpo_ref_logps(cllm_model *m, cllm_model *ref, const cllm_dpo_pair *const *pairs, int n,
+                                       const cllm__seq_batch *sb, int reference_free, double *out, cllm_err *err) {
+    int i, have = 1;
+    cllm_result rc = CLLM_OK;
+    for (i = 0; i < n; i++) have &= !isnan(pairs[i]->ref_chosen) && !isnan(pairs[i]->ref_rejected);
+    if (have) {
+        for (i = 0; i < n; i++) { out[i] = pairs[i]->ref_chosen; out[n + i] = pairs[i]->ref_rejected; }
+        return CLLM_OK;
+    }
+    if (ref) {
+        rc = cllm_forward(ref, &sb->batch, NULL, err);
+        if (rc == CLLM_OK) cllm__row_logps(ref, out);
+        return rc;
+    }
+    if (m->lora && m->lora->enabled) {             /* the base model under the adapters */
+        int training = m->lora->training;
+        m->lora->enabled = 0; m->lora->training = 0;
+        rc = cllm_forward(m, &sb->batch, NULL, err);
+        m->lora->enabled = 1; m->lora->training = training;
+        if (rc == CLLM_OK) cllm__row_logps(m, out);
+        return rc;
+    }
+    if (reference_free) { for (i = 0; i < 2 * n; i++) out[i] = 0; return CLLM_OK; }
+    return cllm__fail(err, CLLM_ERR_ARG, "DPO needs a reference: a reference model, precomputed ref_*_logps in the pairs, LoRA adapters (the base model is the reference), or reference_free");
+}
+
+CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cllm_dpo_pair *const *pairs, int n,
+                                        const struct cllm_dpo_config *cfg, double norm, cllm_train_stats *st, cllm_err *err) {
+    cllm_dpo_config c;
+    cllm_dpo_out out;
+    cllm__seq_batch sb;
+    const cllm_train_seq **rows = (const cllm_train_seq **)cllm__calloc(2 * (size_t)n + 1, sizeof *rows);
+    double *pol = (double *)cllm__calloc(2 * (size_t)n + 1, sizeof(double)), *refl = (double *)cllm__calloc(2 * (size_t)n + 1, sizeof(double));
+    double *len = (double *)cllm__calloc(2 * (size_t)n + 1, sizeof(double)), *d = (double *)cllm__calloc(2 * (size_t)n + 1, sizeof(double));
+    double *losses = (double *)cllm__calloc((size_t)n + 1, sizeof(double)), *cr = (double *)cllm__calloc((size_t)n + 1, sizeof(double));
+    double *rj = (double *)cllm__calloc((size_t)n + 1, sizeof(double));
+    double s_cr = 0, s_rj = 0, s_acc = 0, s_pc = 0, s_pr = 0, s_loss = 0;
+    cllm_result rc = CLLM_OK;
+    int i;
+    memset(&sb, 0, sizeof sb);
+    memset(&c, 0, sizeof c);
+    if (cfg) c = *cfg;
+    if (!rows || !pol || !refl || !len || !d || !losses || !cr || !rj) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+    if (n < 1 || !(norm > 0)) { rc = cllm__fail(err, CLLM_ERR_ARG, "cllm_dpo_micro_step: need n >= 1 pairs and norm > 0"); goto done; }
+    for (i = 0; i < n; i++) {
+        rows[i] = &pairs[i]->chosen; rows[n + i] = &pairs[i]->rejected;
+        len[i] = cllm_train_seq_targets(rows[i]); len[n + i] = cllm_train_seq_targets(rows[n + i]);
+        if (len[i] < 1 || len[n + i] < 1) { rc = cllm__fail(err, CLLM_ERR_ARG, "pair %d: a completion has no target tokens", i); goto done; }
+    }
+    if ((rc = cllm__seq_batch_make(&sb, rows, 2 * n, err)) != CLLM_OK) goto done;
+    /* reference first: the policy's forward must be the last one, its activations feed backward */
+    if ((rc = cllm__dpo_ref_logps(m, ref, pairs, n, &sb, c.reference_free, refl, err)) != CLLM_OK) goto done;
+    if ((rc = cllm_forward(m, &sb.batch, NULL, err)) != CLLM_OK) goto done;
+    cllm__row_logps(m, pol);
+    if (c.loss_type == CLLM_DPO_IPO)               /* TRL: IPO compares per-token averages */
+        for (i = 0; i < 2 * n; i++) { pol[i] /= len[i]; refl[i] /= len[i]; }
+    memset(&out, 0, sizeof out);
+    out.losses = losses; out.chosen_rewards = cr; out.rejected_rewards = rj;
+    out.d_chosen = d; out.d_rejected = d + n;
+    if ((rc = cllm_dpo_loss(&c, n, pol, pol + n, refl, refl + n, &out, err)) != CLLM_OK) goto done;
+    /* cllm_dpo_loss differentiates the mean over these n pairs; the step wants sum / norm */
+    for (i = 0; i < 2 * n; i++) d[i] *= (double)n / norm / (c.loss_type == CLLM_DPO_IPO ? len[i] : 1.0);
+    if ((rc = cllm__backward_rows(m, d, err)) != CLLM_OK) goto done;
+    for (i = 0; i < n; i++) {
+        s_loss += losses[i]; s_cr += cr[i]; s_rj += rj[i]; s_acc += cr[i] > rj[i];
+        s_pc += pol[i]; s_pr += pol[n + i];
+    }
+    if (st) {
+        cllm_train_stats_add(st, "loss", s_loss, n);
+        cllm_train_stats_add(st, "rewards/chosen", s_cr, n);
+        cllm_train_stats_add(st, "rewards/rejected", s_rj, n);
+        cllm_train_stats_add(st, "rewards/accuracies", s_acc, n);
+        cllm_train_stats_add(st, "rewards/margins", s_cr - s_rj, n);
+        cllm_train_stats_add(st, "logps/chosen", s_pc, n);
+        cllm_train_stats_add(st, "logps/rejected", s_pr, n);
+        st->tokens += (double)cllm__batch_tokens(&sb);
+    }
+done:
+    cllm__seq_batch_free(&sb);
+    CLLM_FREE(rows); CLLM_FREE(pol); CLLM_FREE(refl); CLLM_FREE(len); CLLM_FREE(d);
+    CLLM_FREE(losses); CLLM_FREE(cr); CLLM_FREE(rj);
+    if (rc == CLLM_OK) cllm__ok(err);
+    return rc;
+}
+
+/* ---- LoRA adapters: storage, PEFT files, merging ------------------------------------------- */
+
+static const char *cllm__lora_names[CLLM_LORA_NUM_TARGETS] = { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" };
+static const char *cllm__lora_short[CLLM_LORA_NUM_TARGETS] = { "q", "k", "v", "o", "gate", "up", "down" };
+/* the base weight each target adapts, as a cllm_params tensor index */
+static const int cllm__lora_param[CLLM_LORA_NUM_TARGETS] = { CLLM__P_WQ, CLLM__P_WK, CLLM__P_WV, CLLM__P_WO, CLLM__P_GATE, CLLM__P_UP, CLLM__P_DOWN };
+
+CLLMDEF const char *cllm_lora_target_name(int t) { return t >= 0 && t < CLLM_LORA_NUM_TARGETS ? cllm__lora_names[t] : "?"; }
+
+CLLMDEF cllm_result cllm_lora_parse_targets(const char *list, unsigned *targets, cllm_err *err) {
+    const char *p = list;
+    *targets = 0;
+    if (!list) return cllm__fail(err, CLLM_ERR_ARG, "no LoRA targets given");
+    if (strcmp(list, "all") == 0) { *targets = CLLM_LORA_ALL; return CLLM_OK; }
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        int t, found = -1;
+        for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++)
+            if ((strlen(cllm__lora_short[t]) == n && strncmp(p, cllm__lora_short[t], n) == 0) ||
+                (strlen(cllm__lora_names[t]) == n && strncmp(p, cllm__lora_names[t], n) == 0)) found = t;
+        if (found < 0) return cllm__fail(err, CLLM_ERR_ARG, "LoRA target '%.*s' is not one of q, k, v, o, gate, up, down", (int)n, p);
+        *targets |= 1u << found;
+        p += n;
+        if (*p == ',') p++;
+    }
+    if (!*targets) return cllm__fail(err, CLLM_ERR_ARG, "no LoRA targets given");
+    return CLLM_OK;
+}
+
+/* Weight of target t in layer l of the base model: (out, in). */
+static cllm_float *cllm__lora_base(const cllm_model *m, int t, int l) {
+    cllm_float **ptrs[CLLM_NUM_PARAM_TENSORS];
+    cllm_params p = m->params;
+    cllm__param_ptrs(&p, ptrs);
+    return *ptrs[cllm__lora_param[t]] + (size_t)l * m->param_sizes[cllm__lora_param[t]] / (size_t)m->config.n_layers;
+}
+
+/* Storage for the adapters of cfg on m (all zero), attached to m. */
+static cllm_result cllm__lora_setup(cllm_lora *lo, cllm_model *m, const cllm_lora_config *cfg, cllm_err *err) {
+    const cllm_config *c = &m->config;
+    int Q = c->n_heads * c->head_dim, K = c->n_kv_heads * c->head_dim, t;
+    int ins[CLLM_LORA_NUM_TARGETS], outs[CLLM_LORA_NUM_TARGETS];
+    memset(lo, 0, sizeof *lo);
+    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "LoRA: the model is not loaded");
+    if (m->lora) return cllm__fail(err, CLLM_ERR_ARG, "LoRA: the model already has adapters attached");
+    if (cfg) lo->cfg = *cfg;
+    lo->cfg.r = cllm__def(lo->cfg.r, 32);
+    lo->cfg.alpha = cllm__def(lo->cfg.alpha, 16.0);
+    lo->cfg.dropout = cllm__def(lo->cfg.dropout, 0.1);
+    if (lo->cfg.dropout < 0) lo->cfg.dropout = 0;
+    lo->cfg.targets = cllm__def(lo->cfg.targets, (unsigned)CLLM_LORA_ALL);
+    lo->cfg.seed = cllm__def(lo->cfg.seed, 42);
+    if (lo->cfg.r < 1 || lo->cfg.r > CLLM_LORA_MAX_R) return cllm__fail(err, CLLM_ERR_ARG, "LoRA: r must be in [1, %d] (got %d)", CLLM_LORA_MAX_R, lo->cfg.r);
+    if (!(lo->cfg.alpha > 0)) return cllm__fail(err, CLLM_ERR_ARG, "LoRA: alpha must be positive (got %g)", lo->cfg.alpha);
+    if (!(lo->cfg.dropout < 1)) return cllm__fail(err, CLLM_ERR_ARG, "LoRA: dropout must be below 1 (got %g)", lo->cfg.dropout);
+    if (lo->cfg.targets & ~(unsigned)CLLM_LORA_ALL) return cllm__fail(err, CLLM_ERR_ARG, "LoRA: unknown target bits 0x%x", lo->cfg.targets);
+    ins[0] = ins[1] = ins[2] = c->hidden_size; outs[0] = Q; outs[1] = outs[2] = K;
+    ins[3] = Q; outs[3] = c->hidden_size;
+    ins[4] = ins[5] = c->hidden_size; outs[4] = outs[5] = c->intermediate_size;
+    ins[6] = c->intermediate_size; outs[6] = c->hidden_size;
+    lo->n_layers = c->n_layers;
+    lo->scale = lo->cfg.alpha / lo->cfg.r;
+    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
+        lo->in[t] = ins[t]; lo->out[t] = outs[t];
+        if (lo->cfg.targets & (1u << t)) lo->num_params += (size_t)lo->n_layers * (size_t)lo->cfg.r * (size_t)(ins[t] + outs[t]);
+    }
+    lo->params = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float));
+    if (!lo->params) return cllm__fail(err, CLLM_ERR_NOMEM, "LoRA: out of memory for %zu adapter parameters", lo->num_params);
+    cllm__lora_point(lo, lo->params, lo->A, lo->B);
+    lo->enabled = 1;
+    lo->model = m;
+    m->lora = lo;
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_lora_init(cllm_lora *lo, cllm_model *m, const cllm_lora_config *cfg, cllm_err *err) {
+    cllm_rng rng;
+    size_t k, n;
+    int t;
+    cllm_result rc = cllm__lora_setup(lo, m, cfg, err);
+    if (rc != CLLM_OK) { cllm_lora_free(lo); return rc; }
+    /* PEFT "gaussian": A ~ N(0, std 1/r), drawn target by target, layer by layer, row-major; B = 0 */
+    cllm_rng_seed(&rng, lo->cfg.seed);
+    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
+        if (!lo->A[t]) continue;
+        n = (size_t)lo->n_layers * (size_t)lo->cfg.r * (size_t)lo->in[t];
+        for (k = 0; k < n; k++) lo->A[t][k] = (cllm_float)(cllm_rng_normal(&rng) / lo->cfg.r);
+    }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+CLLMDEF void cllm_lora_free(cllm_lora *lo) {
+    if (!lo) return;
+    if (lo->model && lo->model->lora == lo) lo->model->lora = NULL;
+    CLLM_FREE(lo->params); CLLM_FREE(lo->grads); CLLM_FREE(lo->m); CLLM_FREE(lo->v); CLLM_FREE(lo->u); CLLM_FREE(lo->xd);
+    memset(lo, 0, sizeof *lo);
+}
+
+/* The adapters (memory = params, grads, m or v) as checkpoint entries with PEFT's names. */
+static int cllm__lora_entries(const cllm_lora *lo, const cllm_float *memory, const char *prefix, cllm_st_entry *entries) {
+    int t, l, ab, n = 0;
+    size_t r = (size_t)lo->cfg.r;
+    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
+        if (!(lo->cfg.targets & (1u << t))) continue;
+        for (ab = 0; ab < 2; ab++) for (l = 0; l < lo->n_layers; l++) {
+            cllm_st_entry *e = &entries[n++];
+            size_t rows = ab ? (size_t)lo->out[t] : r, cols = ab ? r : (size_t)lo->in[t];
+            snprintf(e->name, sizeof e->name, "%sbase_model.model.model.layers.%d.%s.%s.lora_%c.weight", prefix ? prefix : "", l,
+                     t < 4 ? "self_attn" : "mlp", cllm__lora_names[t], ab ? 'B' : 'A');
+            e->dtype = CLLM_DT_F32;
+            e->ndim = 2;
+            e->shape[0] = (int64_t)rows; e->shape[1] = (int64_t)cols;
+            e->data = memory + (ab ? (size_t)lo->n_layers * r * (size_t)lo->in[t] : 0) + (size_t)l * rows * cols;   /* B after all of A */
+        }
+        memory += (size_t)lo->n_layers * r * (size_t)(lo->in[t] + lo->out[t]);
+    }
+    return n;
+}
+
+static int cllm__lora_tensor_count(const cllm_lora *lo) {
+    int t, n = 0;
+    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) if (lo->cfg.targets & (1u << t)) n += 2 * lo->n_layers;
+    return n;
+}
+
+CLLMDEF cllm_result cllm_lora_save(const cllm_lora *lo, const char *dir, const char *base_model, cllm_err *err) {
+    cllm_st_entry *entries;
+    cJSON *cfg, *tm;
+    char path[4096], *json;
+    cllm_result rc;
+    int t, n;
+    if (!lo->params) return cllm__fail(err, CLLM_ERR_ARG, "cllm_lora_save: no adapters");
+    if ((rc = cllm__mkdir(dir, err)) != CLLM_OK) return rc;
+    entries = (cllm_st_entry *)cllm__calloc((size_t)cllm__lora_tensor_count(lo) + 1, sizeof *entries);
+    if (!entries) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    n = cllm__lora_entries(lo, lo->params, NULL, entries);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    rc = cllm_st_save(path, entries, n, err);
+    CLLM_FREE(entries);
+    if (rc != CLLM_OK) return rc;
+    /* PEFT's LoraConfig, as save_pretrained writes it */
+    cfg = cJSON_CreateObject();
+    if (!cfg) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    cJSON_AddItemToObject(cfg, "alpha_pattern", cJSON_CreateObject());
+    if (base_model) cJSON_AddStringToObject(cfg, "base_model_name_or_path", base_model); else cJSON_AddNullToObject(cfg, "base_model_name_or_path");
+    cJSON_AddStringToObject(cfg, "bias", "none");
+    cJSON_AddBoolToObject(cfg, "fan_in_fan_out", 0);
+    cJSON_AddBoolToObject(cfg, "inference_mode", 1);
+    cJSON_AddStringToObject(cfg, "init_lora_weights", "gaussian");
+    cJSON_AddNullToObject(cfg, "layers_pattern");
+    cJSON_AddNullToObject(cfg, "layers_to_transform");
+    cJSON_AddNumberToObject(cfg, "lora_alpha", lo->cfg.alpha);
+    cJSON_AddNumberToObject(cfg, "lora_dropout", lo->cfg.dropout);
+    cJSON_AddNullToObject(cfg, "modules_to_save");
+    cJSON_AddStringToObject(cfg, "peft_type", "LORA");
+    cJSON_AddNumberToObject(cfg, "r", lo->cfg.r);
+    cJSON_AddItemToObject(cfg, "rank_pattern", cJSON_CreateObject());
+    cJSON_AddNullToObject(cfg, "revision");
+    tm = cJSON_AddArrayToObject(cfg, "target_modules");
+    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) if (lo->cfg.targets & (1u << t)) cJSON_AddItemToArray(tm, cJSON_CreateString(cllm__lora_names[t]));
+    cJSON_AddStringToObject(cfg, "task_type", "CAUSAL_LM");
+    cJSON_AddBoolToObject(cfg, "use_dora", 0);
+    cJSON_AddBoolToObject(cfg, "use_rslora", 0);
+    json = cJSON_Print(cfg);
+    cJSON_Delete(cfg);
+    if (!json) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    rc = cllm_write_file_atomic(path, json, strlen(json), err);
+    cJSON_free(json);
+    return rc;
+}
+
+/* Reads tensors named like `entries` from a safetensors file into the entries' data. */
+static cllm_result cllm__st_read_entries(const char *path, const cllm_st_entry *entries, int n, cllm_err *err) {
+    cllm_safetensors st;
+    cllm_result rc = cllm_st_open(&st, path, err);
+    int i, k;
+    for (i = 0; i < n && rc == CLLM_OK; i++) {
+        const cllm_st_tensor *t = cllm_st_find(&st, entries[i].name);
+        int same = t && t->ndim == entries[i].ndim;
+        for (k = 0; same && k < t->ndim; k++) same = t->shape[k] == entries[i].shape[k];
+        if (!t) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: missing tensor '%s'", path, entries[i].name);
+        else if (!same) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s' does not have the expected shape", path, entries[i].name);
+        else rc = cllm_st_read(&st, t, (cllm_float *)entries[i].data, err);
+    }
+    if (rc == CLLM_OK && st.n != n) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: %d tensors, expected %d", path, st.n, n);
+    cllm_st_close(&st);
+    return rc;
+}
+
+CLLMDEF cllm_result cllm_lora_load(cllm_lora *lo, cllm_model *m, const char *dir, cllm_err *err) {
+    char path[4096], *text = NULL;
+    size_t len;
+    cJSON *root;
+    const cJSON *tm, *it;
+    cllm_lora_config cfg;
+    cllm_st_entry *entries = NULL;
+    cllm_result rc;
+    const char *bias;
+    double r = 0, alpha = 0, dropout = 0;
+    memset(lo, 0, sizeof *lo);
+    memset(&cfg, 0, sizeof cfg);
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    if ((rc = cllm_read_file(path, &text, &len, err)) != CLLM_OK) return rc;
+    root = cJSON_ParseWithLength(text, len);
+    CLLM_FREE(text);
+    if (!root) return cllm__fail(err, CLLM_ERR_FORMAT, "%s: not valid JSON", path);
+    it = cJSON_GetObjectItemCaseSensitive(root, "r"); if (cJSON_IsNumber(it)) r = it->valuedouble;
+    it = cJSON_GetObjectItemCaseSensitive(root, "lora_alpha"); if (cJSON_IsNumber(it)) alpha = it->valuedouble;
+    it = cJSON_GetObjectItemCaseSensitive(root, "lora_dropout"); if (cJSON_IsNumber(it)) dropout = it->valuedouble;
+    bias = cllm__json_str(root, "bias");
+    tm = cJSON_GetObjectItemCaseSensitive(root, "target_modules");
+    if (!(r >= 1 && r <= CLLM_LORA_MAX_R && r == floor(r)) || !(alpha > 0)) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: needs an integer \"r\" in [1, %d] and a positive \"lora_alpha\"", path, CLLM_LORA_MAX_R);
+    else if (cllm__json_bool(root, "use_rslora", 0) || cllm__json_bool(root, "use_dora", 0) || cllm__json_bool(root, "fan_in_fan_out", 0) || (bias && strcmp(bias, "none") != 0))
+        rc = cllm__fail(err, CLLM_ERR_UNSUPPORTED, "%s: use_rslora, use_dora, fan_in_fan_out and bias other than \"none\" are not supported", path);
+    else if (!cJSON_IsArray(tm)) rc = cllm__fail(err, CLLM_ERR_UNSUPPORTED, "%s: \"target_modules\" must be a list of module names", path);
+    else cJSON_ArrayForEach(it, tm) {
+        unsigned bits;
+        if (!cJSON_IsString(it) || cllm_lora_parse_targets(it->valuestring, &bits, err) != CLLM_OK || bits == CLLM_LORA_ALL) {
+            rc = cllm__fail(err, CLLM_ERR_UNSUPPORTED, "%s: target module %s is not one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj", path, cJSON_IsString(it) ? it->valuestring : "?");
+            break;
+        }
+        cfg.targets |= bits;
+    }
+    cJSON_Delete(root);
+    if (rc != CLLM_OK) return rc;
+    cfg.r = (int)r; cfg.alpha = alpha; cfg.dropout = dropout > 0 ? dropout : -1;
+    if ((rc = cllm__lora_setup(lo, m, &cfg, err)) != CLLM_OK) { cllm_lora_free(lo); return rc; }
+    entries = (cllm_st_entry *)cllm__calloc((size_t)cllm__lora_tensor_count(lo) + 1, sizeof *entries);
+    if (!entries) { cllm_lora_free(lo); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    rc = cllm__st_read_entries(path, entries, cllm__lora_entries(lo, lo->params, NULL, entries), err);
+    CLLM_FREE(entries);
+    if (rc != CLLM_OK) { cllm_lora_free(lo); return rc; }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* W += sign * (alpha/r) B A for every adapted weight. */
+static void cllm__lora_merge_into(const cllm_lora *lo, cllm_model *m, double sign) {
+    int t, l, o, c, j;
+    size_t r = (size_t)lo->cfg.r;
+    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
+        if (!lo->A[t]) continue;
+        for (l = 0; l < lo->n_layers; l++) {
+            const cllm_float *A = lo->A[t] + (size_t)l * r * lo->in[t], *B = lo->B[t] + (size_t)l * lo->out[t] * r;
+            cllm_float *W = cllm__lora_base(m, t, l);
+            for (o = 0; o < lo->out[t]; o++) for (c = 0; c < lo->in[t]; c++) {
+                double acc = 0;
+                for (j = 0; j < (int)r; j++) acc += (double)B[(size_t)o * r + j] * A[(size_t)j * lo->in[t] + c];
+                W[(size_t)o * lo->in[t] + c] += (cllm_float)(sign * lo->scale * acc);
+            }
+        }
+    }
+}
+
+CLLMDEF cllm_result cllm_lora_merge(cllm_lora *lo, cllm_err *err) {
+    cllm_model *m = lo ? lo->model : NULL;
+    if (!m || m->lora != lo) return cllm__fail(err, CLLM_ERR_ARG, "cllm_lora_merge: the adapters are not attached to a model");
+    cllm__lora_merge_into(lo, m, 1.0);
+    m->lora = NULL;
+    lo->model = NULL;
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* ---- checkpoint directories --------------------------------------------------------------- */
+
+/* Removes a directory and the files in it (checkpoint directories hold no subdirectories). */
+static cllm_result cllm__remove_dir(const char *dir, cllm_err *err) {
+#if !defined(_WIN32)
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[4096];
+    if (!d) return errno == ENOENT ? CLLM_OK : cllm__fail(err, CLLM_ERR_IO, "%s: cannot open directory (%s)", dir, strerror(errno));
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (remove(path) != 0) { closedir(d); return cllm__fail(err, CLLM_ERR_IO, "%s: cannot remove (%s)", path, strerror(errno)); }
+    }
+    closedir(d);
+    if (rmdir(dir) != 0) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot remove directory (%s)", dir, strerror(errno));
+#else
+    (void)dir; (void)err;
+#endif
+    return CLLM_OK;
+}
+
+/* Makes a rename inside dir durable (POSIX: fsync the directory). */
+static void cllm__sync_dir(const char *dir) {
+#if !defined(_WIN32)
+    int fd = open(dir, O_RDONLY);
+    if (fd >= 0) { fsync(fd); close(fd); }
+#else
+    (void)dir;
+#endif
+}
+
+static cllm_result cllm__copy_file(const char *src, const char *dst, cllm_err *err) {
+    char *data = NULL;
+    size_t len = 0;
+    cllm_result rc = cllm_read_file(src, &data, &len, err);
+    if (rc == CLLM_OK) rc = cllm_write_file_atomic(dst, data, len, err);
+    CLLM_FREE(data);
+    return rc;
+}
+
+/* The tokenizer files a Hugging Face model directory carries, copied when they exist. */
+static cllm_result cllm__copy_tokenizer_files(const char *from, const char *to, cllm_err *err) {
+    static const char *files[] = { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json" };
+    char src[4200], dst[4200];
+    size_t i;
+    cllm_result rc = CLLM_OK;
+    for (i = 0; from && rc == CLLM_OK && i < sizeof files / sizeof files[0]; i++) {
+        snprintf(src, sizeof src, "%s/%s", from, files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", to, files[i]);
+        if (cllm__file_exists(src)) rc = cllm__copy_file(src, dst, err);
+    }
+    return rc;
+}
+
+/* "ckpt-<digits>" -> the step, else -1 (so "ckpt-3.tmp" and other names are not checkpoints). */
+static long cllm__ckpt_step(const char *name) {
+    const char *p = name + 5;
+    long step = 0;
+    if (strncmp(name, "ckpt-", 5) != 0 || !*p) return -1;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9' || step > LONG_MAX / 10 - 10) return -1;
+        step = step * 10 + (*p - '0');
+    }
+    return step;
+}
+
+/* The step OUT/latest points at, or -1 when there is no usable pointer. */
+static long cllm__latest_step(const char *out_dir) {
+    char path[4096], *text = NULL;
+    size_t len = 0;
+    long step;
+    snprintf(path, sizeof path, "%s/latest", out_dir);
+    if (cllm_read_file(path, &text, &len, NULL) != CLLM_OK) return -1;
+    while (len && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' ')) text[--len] = 0;
+    step = cllm__ckpt_step(text);
+    CLLM_FREE(text);
+    return step;
+}
+
+static int cllm__cmp_long(const void *a, const void *b) {
+    long x = *(const long *)a, y = *(const long *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Removes leftover ckpt-*.tmp directories and all but the keep newest checkpoints (never the
+   latest one). keep = 0 keeps every checkpoint. */
+static cllm_result cllm__prune_checkpoints(const char *out_dir, int keep, long latest, cllm_err *err) {
+#if !defined(_WIN32)
+    DIR *d = opendir(out_dir);
+    struct dirent *e;
+    long *steps = NULL;
+    char path[4096];
+    int i, n;
+    cllm_result rc = CLLM_OK;
+    if (!d) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open directory (%s)", out_dir, strerror(errno));
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        long s = cllm__ckpt_step(e->d_name);
+        if (s >= 0) stbds_arrput(steps, s);
+        else if (strncmp(e->d_name, "ckpt-", 5) == 0 && len > 4 && strcmp(e->d_name + len - 4, ".tmp") == 0) {
+            snprintf(path, sizeof path, "%s/%s", out_dir, e->d_name);
+            if (rc == CLLM_OK) rc = cllm__remove_dir(path, err);
+        }
+    }
+    closedir(d);
+    n = (int)stbds_arrlen(steps);
+    if (n) qsort(steps, (size_t)n, sizeof *steps, cllm__cmp_long);
+    for (i = 0; keep > 0 && rc == CLLM_OK && i < n - keep; i++) {
+        if (steps[i] == latest) continue;
+        snprintf(path, sizeof path, "%s/ckpt-%ld", out_dir, steps[i]);
+        rc = cllm__remove_dir(path, err);
+    }
+    stbds_arrfree(steps);
+    return rc;
+#else
+    (void)out_dir; (void)keep; (void)latest; (void)err;
+    return CLLM_OK;
+#endif
+}
+
+/* ---- the training loop --------------------------------------------------------------------- */
+
+static int cllm__schedule_kind(const char *name) {
+    if (strcmp(name, "constant") == 0) return CLLM_SCHED_CONSTANT;
+    if (strcmp(name, "linear") == 0) return CLLM_SCHED_LINEAR;
+    if (strcmp(name, "cosine") == 0) return CLLM_SCHED_COSINE;
+    return -1;
+}
+
+CLLMDEF void cllm_trainer_free(cllm_trainer *tr) {
+    if (!tr) return;
+    if (tr->metrics) fclose(tr->metrics);
+    CLLM_FREE(tr->order);
+    memset(tr, 0, sizeof *tr);
+}
+
+CLLMDEF cllm_result cllm_trainer_init(cllm_trainer *tr, cllm_model *m, cllm_lora *lora, const cllm_train_task *task,
+                                      const cllm_train_config *cfg, cllm_err *err) {
+    cllm_train_config *c = &tr->cfg;
+    long micro;
+    memset(tr, 0, sizeof *tr);
+    if (!m || !m->params_memory || !task || !task->micro_step || !task->units)
+        return cllm__fail(err, CLLM_ERR_ARG, "cllm_trainer_init: needs a loaded model and a task with units and micro_step");
+    if (lora && (lora->model != m || m->lora != lora)) return cllm__fail(err, CLLM_ERR_ARG, "cllm_trainer_init: the LoRA adapters are not attached to this model");
+    if (task->n_examples < 1) return cllm__fail(err, CLLM_ERR_ARG, "cllm_trainer_init: the data set is empty");
+    if (cfg) *c = *cfg;
+    c->lr = cllm__def(c->lr, task->default_lr);
+    c->lr_schedule = cllm__def(c->lr_schedule, "cosine");
+    c->epochs = cllm__def(c->epochs, 1);
+    c->batch_size = cllm__def(c->batch_size, 8);
+    c->grad_accum = cllm__def(c->grad_accum, 1);
+    c->max_grad_norm = cllm__def(c->max_grad_norm, 1.0);
+    c->adam.beta1 = cllm__def(c->adam.beta1, 0.9f);
+    c->adam.beta2 = cllm__def(c->adam.beta2, 0.999f);
+    c->adam.eps = cllm__def(c->adam.eps, 1e-8f);
+    c->seed = cllm__def(c->seed, 42);
+    c->log_every = cllm__def(c->log_every, 1);
+    c->tokenizer_dir = cllm__def(c->tokenizer_dir, c->model_dir);
+    if (!(c->lr > 0)) return cllm__fail(err, CLLM_ERR_ARG, "learning rate must be positive (got %g)", c->lr);
+    if (cllm__schedule_kind(c->lr_schedule) < 0) return cllm__fail(err, CLLM_ERR_ARG, "lr schedule '%s' is not constant, linear or cosine", c->lr_schedule);
+    if (c->epochs < 1 || c->batch_size < 1 || c->grad_accum < 1 || c->max_steps < 0 || c->warmup_steps < 0 || c->save_every < 0 || c->keep_last < 0 || c->stop_after < 0 || c->log_every < 1)
+        return cllm__fail(err, CLLM_ERR_ARG, "epochs, batch_size, grad_accum and log_every must be positive; max_steps, warmup_steps, save_every, keep_last and stop_after non-negative");
+    if (!(c->warmup_ratio >= 0 && c->warmup_ratio <= 1)) return cllm__fail(err, CLLM_ERR_ARG, "warmup_ratio must be in [0, 1] (got %g)", c->warmup_ratio);
+    tr->model = m;
+    tr->lora = lora;
+    tr->task = *task;
+    micro = (task->n_examples + c->batch_size - 1) / c->batch_size;
+    tr->steps_per_epoch = (micro + c->grad_accum - 1) / c->grad_accum;
+    tr->total_steps = c->max_steps > 0 ? c->max_steps : (long)c->epochs * tr->steps_per_epoch;
+    tr->warmup_steps = c->warmup_steps > 0 ? c->warmup_steps : (long)ceil(c->warmup_ratio * (double)tr->total_steps);
+    tr->order_epoch = -1;
+    tr->saved_step = -1;
+    cllm_rng_seed(&tr->rng, c->seed ^ 0xD1B54A32D192ED03ull);   /* a stream apart from the data order */
+    if ((m->lora != NULL) != (lora != NULL)) return cllm__fail(err, CLLM_ERR_ARG, "cllm_trainer_init: adapters are attached to the model but not given to the trainer");
+    if (c->out_dir && cllm__mkdir(c->out_dir, err) != CLLM_OK) return CLLM_ERR_IO;
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* ---- trained parameters: the whole model or the adapters ---- */
+
+CLLMDEF cllm_result cllm_trainer_zero_grad(cllm_trainer *tr, cllm_err *err) {
+    cllm_lora *lo = tr->lora;
+    if (!lo) return cllm_zero_grad(tr->model, err);
+    if (!lo->grads) {
+        lo->grads = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float));
+        if (!lo->grads) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the LoRA gradients");
+        cllm__lora_point(lo, lo->grads, lo->dA, lo->dB);
+    } else memset(lo->grads, 0, lo->num_params * sizeof(cllm_float));
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+static double cllm__trainer_clip(cllm_trainer *tr) {
+    double max_norm = tr->cfg.max_grad_norm > 0 ? tr->cfg.max_grad_norm : 0;   /* 0: measure only */
+    if (!tr->lora) return cllm_clip_grad_norm(tr->model, max_norm);
+    return cllm_clip_grad_norm_arrays(&tr->lora->grads, &tr->lora->num_params, 1, max_norm);
+}
+
+static cllm_result cllm__trainer_update(cllm_trainer *tr, double lr, cllm_err *err) {
+    cllm_lora *lo = tr->lora;
+    const cllm_adamw_config *a = &tr->cfg.adam;
+    if (!lo) return cllm_adamw_update(tr->model, a, lr, err);
+    if (!lo->m) {
+        lo->m = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float));
+        lo->v = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float));
+        if (!lo->m || !lo->v) { CLLM_FREE(lo->m); CLLM_FREE(lo->v); lo->m = lo->v = NULL; return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the AdamW moments"); }
+    }
+    /* every adapter tensor is a matrix, so weight decay applies to all of them (as the HF Trainer does) */
+    cllm_adamw_step(lo->params, lo->grads, lo->m, lo->v, lo->num_params, ++lo->adam_t, lr, a->beta1, a->beta2, a->eps, a->weight_decay);
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* Parameters / Adam moments as checkpoint entries (count returned; entries NULL = count only). */
+static int cllm__trainer_entries(const cllm_trainer *tr, const cllm_float *memory, const char *prefix, cllm_st_entry *entries) {
+    if (tr->lora) return entries ? cllm__lora_entries(tr->lora, memory, prefix, entries) : cllm__lora_tensor_count(tr->lora);
+    return entries ? cllm_model_entries(tr->model, memory, prefix, CLLM_DT_F32, entries) : cllm_model_tensor_count(tr->model);
+}
+
+/* ---- trainer state ---- */
+
+/* A float setting as the shortest decimal that names it (0.9f -> 0.9, not 0.899999976). */
+static double cllm__float_json(float f) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.7g", (double)f);
+    return strtod(buf, NULL);
+}
+
+static cJSON *cllm__trainer_state_json(const cllm_trainer *tr) {
+    const cllm_train_config *c = &tr->cfg;
+    cJSON *o = cJSON_CreateObject(), *rng, *cf;
+    char seed[32];
+    int i;
+    if (!o) return NULL;
+    cJSON_AddStringToObject(o, "format", "collabllm-trainer-state");
+    cJSON_AddNumberToObject(o, "version", 1);
+    cJSON_AddStringToObject(o, "task", tr->task.name ? tr->task.name : "");
+    cJSON_AddNumberToObject(o, "step", (double)tr->step);
+    cJSON_AddNumberToObject(o, "total_steps", (double)tr->total_steps);
+    cJSON_AddNumberToObject(o, "steps_per_epoch", (double)tr->steps_per_epoch);
+    cJSON_AddNumberToObject(o, "epoch", (double)(tr->step / tr->steps_per_epoch));
+    cJSON_AddNumberToObject(o, "step_in_epoch", (double)(tr->step % tr->steps_per_epoch));
+    cJSON_AddNumberToObject(o, "n_examples", tr->task.n_examples);
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)c->seed);
+    cJSON_AddStringToObject(o, "data_seed", seed);
+    rng = cJSON_AddArrayToObject(o, "rng_state");
+    for (i = 0; i < 4; i++) cJSON_AddItemToArray(rng, cJSON_CreateNumber(tr->rng.s[i]));
+    cJSON_AddNumberToObject(o, "adam_t", tr->lora ? tr->lora->adam_t : tr->model->adam_t);
+    cJSON_AddNumberToObject(o, "lr", tr->lr);
+    cJSON_AddNumberToObject(o, "warmup_steps", (double)tr->warmup_steps);
+    cJSON_AddNumberToObject(o, "elapsed_s", tr->elapsed);
+    cJSON_AddNumberToObject(o, "tokens", tr->tokens);
+    if (tr->lora) {
+        cJSON *l = cJSON_AddObjectToObject(o, "lora"), *t;
+        cJSON_AddNumberToObject(l, "r", tr->lora->cfg.r);
+        cJSON_AddNumberToObject(l, "alpha", tr->lora->cfg.alpha);
+        cJSON_AddNumberToObject(l, "dropout", tr->lora->cfg.dropout);
+        t = cJSON_AddArrayToObject(l, "targets");
+        for (i = 0; i < CLLM_LORA_NUM_TARGETS; i++) if (tr->lora->cfg.targets & (1u << i)) cJSON_AddItemToArray(t, cJSON_CreateString(cllm__lora_names[i]));
+    } else cJSON_AddNullToObject(o, "lora");
+    if (c->model_dir) cJSON_AddStringToObject(o, "model_dir", c->model_dir);
+    cf = cJSON_AddObjectToObject(o, "config");
+    cJSON_AddNumberToObject(cf, "lr", c->lr);
+    cJSON_AddStringToObject(cf, "lr_schedule", c->lr_schedule);
+    cJSON_AddNumberToObject(cf, "warmup_steps", (double)c->warmup_steps);
+    cJSON_AddNumberToObject(cf, "warmup_ratio", c->warmup_ratio);
+    cJSON_AddNumberToObject(cf, "epochs", c->epochs);
+    cJSON_AddNumberToObject(cf, "max_steps", (double)c->max_steps);
+    cJSON_AddNumberToObject(cf, "batch_size", c->batch_size);
+    cJSON_AddNumberToObject(cf, "grad_accum", c->grad_accum);
+    cJSON_AddNumberToObject(cf, "max_grad_norm", c->max_grad_norm);
+    cJSON_AddNumberToObject(cf, "adam_beta1", cllm__float_json(c->adam.beta1));
+    cJSON_AddNumberToObject(cf, "adam_beta2", cllm__float_json(c->adam.beta2));
+    cJSON_AddNumberToObject(cf, "adam_eps", cllm__float_json(c->adam.eps));
+    cJSON_AddNumberToObject(cf, "weight_decay", cllm__float_json(c->adam.weight_decay));
+    cJSON_AddNumberToObject(cf, "save_every", (double)c->save_every);
+    cJSON_AddNumberToObject(cf, "keep_last", c->keep_last);
+    return o;
+}
+
+/* A number of the saved state must equal this run's (settings that change the data order or
+   the schedule cannot change in the middle of a run). */
+static cllm_result cllm__state_expect(const cJSON *o, const char *key, double want, const char *path, cllm_err *err) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsNumber(j)) return cllm__fail(err, CLLM_ERR_FORMAT, "%s: missing \"%s\"", path, key);
+    if (j->valuedouble != want)
+        return cllm__fail(err, CLLM_ERR_ARG, "%s: the checkpoint has %s = %.17g but this run has %.17g; resume with the settings it was started with", path, key, j->valuedouble, want);
+    return CLLM_OK;
+}
+
+static cllm_result cllm__trainer_load_state(cllm_trainer *tr, const char *ckpt, cllm_err *err) {
+    char path[4200], *text = NULL, seed[32];
+    size_t len;
+    cJSON *o, *cf;
+    const cJSON *j;
+    cllm_result rc;
+    int i;
+    snprintf(path, sizeof path, "%s/trainer_state.json", ckpt);
+    if ((rc = cllm_read_file(path, &text, &len, err)) != CLLM_OK) return rc;
+    o = cJSON_ParseWithLength(text, len);
+    CLLM_FREE(text);
+    if (!o || !cllm__json_str(o, "format") || strcmp(cllm__json_str(o, "format"), "collabllm-trainer-state") != 0) {
+        cJSON_Delete(o);
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s: not a collabllm trainer state", path);
+    }
+    cf = cJSON_GetObjectItemCaseSensitive(o, "config");
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)tr->cfg.seed);
+    if (!cllm__json_str(o, "task") || strcmp(cllm__json_str(o, "task"), tr->task.name ? tr->task.name : "") != 0)
+        rc = cllm__fail(err, CLLM_ERR_ARG, "%s: the checkpoint is of a '%s' run, not '%s'", path, cllm__json_str(o, "task") ? cllm__json_str(o, "task") : "?", tr->task.name ? tr->task.name : "");
+    else if (!cllm__json_str(o, "data_seed") || strcmp(cllm__json_str(o, "data_seed"), seed) != 0)
+        rc = cllm__fail(err, CLLM_ERR_ARG, "%s: the checkpoint was written with seed %s, this run has %s", path, cllm__json_str(o, "data_seed") ? cllm__json_str(o, "data_seed") : "?", seed);
+    else if ((cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, "lora")) || !cJSON_GetObjectItemCaseSensitive(o, "lora")) != (tr->lora == NULL))
+        rc = cllm__fail(err, CLLM_ERR_ARG, "%s: the checkpoint was written %s LoRA, this run %s", path, tr->lora ? "without" : "with", tr->lora ? "uses it" : "does not");
+    if (rc == CLLM_OK) rc = cllm__state_expect(o, "n_examples", tr->task.n_examples, path, err);
+    if (rc == CLLM_OK) rc = cllm__state_expect(o, "total_steps", (double)tr->total_steps, path, err);
+    if (rc == CLLM_OK) rc = cllm__state_expect(o, "warmup_steps", (double)tr->warmup_steps, path, err);
+    if (rc == CLLM_OK) rc = cllm__state_expect(cf, "batch_size", tr->cfg.batch_size, path, err);
+    if (rc == CLLM_OK) rc = cllm__state_expect(cf, "grad_accum", tr->cfg.grad_accum, path, err);
+    if (rc == CLLM_OK && tr->lora) {
+        const cJSON *l = cJSON_GetObjectItemCaseSensitive(o, "lora");
+        rc = cllm__state_expect(l, "r", tr->lora->cfg.r, path, err);
+        if (rc == CLLM_OK) rc = cllm__state_expect(l, "alpha", tr->lora->cfg.alpha, path, err);
+        if (rc == CLLM_OK) rc = cllm__state_expect(l, "dropout", tr->lora->cfg.dropout, path, err);
+    }
+    if (rc == CLLM_OK) {
+        double step = -1, adam_t = -1;
+        j = cJSON_GetObjectItemCaseSensitive(o, "step"); if (cJSON_IsNumber(j)) step = j->valuedouble;
+        j = cJSON_GetObjectItemCaseSensitive(o, "adam_t"); if (cJSON_IsNumber(j)) adam_t = j->valuedouble;
+        j = cJSON_GetObjectItemCaseSensitive(o, "rng_state");
+        if (!(step >= 0 && step <= (double)tr->total_steps) || !(adam_t >= 0 && adam_t < 2147483647.0) || !cJSON_IsArray(j) || cJSON_GetArraySize(j) != 4)
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: bad step, adam_t or rng_state", path);
+        else {
+            tr->step = (long)step;
+            if (tr->lora) tr->lora->adam_t = (int)adam_t; else tr->model->adam_t = (int)adam_t;
+            for (i = 0; i < 4; i++) tr->rng.s[i] = (uint32_t)cJSON_GetArrayItem(j, i)->valuedouble;
+            j = cJSON_GetObjectItemCaseSensitive(o, "elapsed_s"); tr->elapsed = cJSON_IsNumber(j) ? j->valuedouble : 0;
+            j = cJSON_GetObjectItemCaseSensitive(o, "tokens"); tr->tokens = cJSON_IsNumber(j) ? j->valuedouble : 0;
+            j = cJSON_GetObjectItemCaseSensitive(o, "lr"); tr->lr = cJSON_IsNumber(j) ? j->valuedouble : 0;
+        }
+    }
+    cJSON_Delete(o);
+    return rc;
+}
+
+/* Loads ckpt/model.safetensors over the model's parameters (every tensor must be there). */
+static cllm_result cllm__load_params(cllm_model *m, const char *ckpt, cllm_err *err) {
+    cllm_st_entry *entries = (cllm_st_entry *)cllm__calloc((size_t)cllm_model_tensor_count(m) + 1, sizeof *entries);
+    char path[4200];
+    cllm_result rc;
+    if (!entries) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    snprintf(path, sizeof path, "%s/model.safetensors", ckpt);
+    rc = cllm__st_read_entries(path, entries, cllm_model_entries(m, m->params_memory, NULL, CLLM_DT_F32, entries), err);
+    CLLM_FREE(entries);
+    return rc;
+}
+
+/* AdamW's moments (optimizer.safetensors: "m.<name>", "v.<name>"), allocated here if needed. */
+static cllm_result cllm__trainer_load_optimizer(cllm_trainer *tr, const char *ckpt, cllm_err *err) {
+    cllm_float **mm = tr->lora ? &tr->lora->m : &tr->model->m_memory, **vv = tr->lora ? &tr->lora->v : &tr->model->v_memory;
+    size_t n = tr->lora ? tr->lora->num_params : tr->model->num_params;
+    int count = cllm__trainer_entries(tr, NULL, NULL, NULL), k;
+    cllm_st_entry *entries;
+    char path[4200];
+    cllm_result rc;
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", ckpt);
+    if (!cllm__file_exists(path)) {
+        if ((tr->lora ? tr->lora->adam_t : tr->model->adam_t) == 0) return CLLM_OK;   /* saved before any update */
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s: missing", path);
+    }
+    if (!*mm) *mm = (cllm_float *)cllm__calloc(n, sizeof(cllm_float));
+    if (!*vv) *vv = (cllm_float *)cllm__calloc(n, sizeof(cllm_float));
+    entries = (cllm_st_entry *)cllm__calloc(2 * (size_t)count + 1, sizeof *entries);
+    if (!*mm || !*vv || !entries) { CLLM_FREE(entries); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the AdamW moments"); }
+    k = cllm__trainer_entries(tr, *mm, "m.", entries);
+    k += cllm__trainer_entries(tr, *vv, "v.", entries + k);
+    rc = cllm__st_read_entries(path, entries, k, err);
+    CLLM_FREE(entries);
+    return rc;
+}
+
+/* Keeps the metrics lines of steps <= step (a killed run may have logged steps after its last
+   checkpoint) and opens the file for appending. */
+static cllm_result cllm__trainer_open_metrics(cllm_trainer *tr, cllm_err *err) {
+    const char *path = tr->cfg.metrics_path;
+    char def[4096];
+    if (tr->metrics) return CLLM_OK;
+    if (!path) {
+        if (!tr->cfg.out_dir) return CLLM_OK;
+        snprintf(def, sizeof def, "%s/metrics.jsonl", tr->cfg.out_dir);
+        path = def;
+    }
+    if (!*path) return CLLM_OK;
+    {
+        FILE *f = fopen(path, "rb");
+        cllm__sb keep = { NULL, 0, 0, 0 };
+        char *line = NULL;
+        size_t cap = 0;
+        long len;
+        cllm_result rc;
+        if (f) {
+            while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
+                cJSON *o = cJSON_ParseWithLength(line, (size_t)len);
+                const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "step");
+                if (cJSON_IsNumber(s) && s->valuedouble <= (double)tr->step) { cllm__sb_putn(&keep, line, (size_t)len); cllm__sb_putc(&keep, '\n'); }
+                cJSON_Delete(o);
+            }
+            fclose(f);
+        }
+        CLLM_FREE(line);
+        rc = keep.oom ? cllm__fail(err, CLLM_ERR_NOMEM, "out of memory") : cllm_write_file_atomic(path, keep.p ? keep.p : "", keep.n, err);
+        cllm__sb_free(&keep);
+        if (rc != CLLM_OK) return rc;
+    }
+    tr->metrics = fopen(path, "ab");
+    if (!tr->metrics) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open for appending (%s)", path, strerror(errno));
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_trainer_resume(cllm_trainer *tr, int *resumed, cllm_err *err) {
+    char ckpt[4000];
+    long step;
+    cllm_result rc;
+    if (resumed) *resumed = 0;
+    if (!tr->cfg.resume || !tr->cfg.out_dir || (step = cllm__latest_step(tr->cfg.out_dir)) < 0) { cllm__ok(err); return CLLM_OK; }
+    snprintf(ckpt, sizeof ckpt, "%s/ckpt-%ld", tr->cfg.out_dir, step);
+    if ((rc = cllm__trainer_load_state(tr, ckpt, err)) != CLLM_OK) return rc;
+    if (tr->step != step) return cllm__fail(err, CLLM_ERR_FORMAT, "%s/trainer_state.json: step %ld does not match the directory name", ckpt, tr->step);
+    if (tr->lora) {
+        cllm_st_entry *entries = (cllm_st_entry *)cllm__calloc((size_t)cllm__lora_tensor_count(tr->lora) + 1, sizeof *entries);
+        char path[4200];
+        if (!entries) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+        snprintf(path, sizeof path, "%s/adapter_model.safetensors", ckpt);
+        rc = cllm__st_read_entries(path, entries, cllm__lora_entries(tr->lora, tr->lora->params, NULL, entries), err);
+        CLLM_FREE(entries);
+    } else rc = cllm__load_params(tr->model, ckpt, err);
+    if (rc == CLLM_OK) rc = cllm__trainer_load_optimizer(tr, ckpt, err);
+    if (rc != CLLM_OK) return rc;
+    if (!tr->cfg.quiet) fprintf(stderr, "[%s] resumed from %s (step %ld of %ld)\n", tr->task.name, ckpt, tr->step, tr->total_steps);
+    tr->saved_step = tr->step;
+    if (resumed) *resumed = 1;
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_trainer_save(cllm_trainer *tr, cllm_err *err) {
+    const cllm_train_config *c = &tr->cfg;
+    char dir[4096], tmp[4200], path[4400], latest[64];
+    cllm_float *mm = tr->lora ? tr->lora->m : tr->model->m_memory, *vv = tr->lora ? tr->lora->v : tr->model->v_memory;
+    cJSON *state = NULL;
+    char *json = NULL;
+    cllm_result rc;
+    if (!c->out_dir) return cllm__fail(err, CLLM_ERR_ARG, "cllm_trainer_save: no out_dir");
+    snprintf(dir, sizeof dir, "%s/ckpt-%ld", c->out_dir, tr->step);
+    snprintf(tmp, sizeof tmp, "%s.tmp", dir);
+    if ((rc = cllm__remove_dir(tmp, err)) != CLLM_OK || (rc = cllm__mkdir(tmp, err)) != CLLM_OK) return rc;
+    /* 1. everything into ckpt-N.tmp/, each file flushed to disk */
+    if (tr->lora) rc = cllm_lora_save(tr->lora, tmp, c->model_dir, err);
+    else rc = cllm_model_save(tr->model, tmp, CLLM_DT_F32, err);
+    if (rc == CLLM_OK) rc = cllm__copy_tokenizer_files(c->tokenizer_dir, tmp, err);
+    if (rc == CLLM_OK && mm) {
+        int count = cllm__trainer_entries(tr, NULL, NULL, NULL), k;
+        cllm_st_entry *entries = (cllm_st_entry *)cllm__calloc(2 * (size_t)count + 1, sizeof *entries);
+        if (!entries) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+        else {
+            k = cllm__trainer_entries(tr, mm, "m.", entries);
+            k += cllm__trainer_entries(tr, vv, "v.", entries + k);
+            snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
+            rc = cllm_st_save(path, entries, k, err);
+            CLLM_FREE(entries);
+        }
+    }
+    if (rc == CLLM_OK) {
+        state = cllm__trainer_state_json(tr);
+        json = state ? cJSON_Print(state) : NULL;
+        if (!json) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+        snprintf(path, sizeof path, "%s/trainer_state.json", tmp);
+        if (rc == CLLM_OK) rc = cllm_write_file_atomic(path, json, strlen(json), err);
+    }
+    cJSON_free(json);
+    cJSON_Delete(state);
+    if (rc != CLLM_OK) return rc;
+    cllm__sync_dir(tmp);
+    /* 2. the directory takes its name in one rename */
+    if ((rc = cllm__remove_dir(dir, err)) != CLLM_OK) return rc;
+    if (rename(tmp, dir) != 0) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot rename into place (%s)", dir, strerror(errno));
+    cllm__sync_dir(c->out_dir);
+    /* 3. only now does `latest` point at it */
+    snprintf(path, sizeof path, "%s/latest", c->out_dir);
+    snprintf(latest, sizeof latest, "ckpt-%ld\n", tr->step);
+    if ((rc = cllm_write_file_atomic(path, latest, strlen(latest), err)) != CLLM_OK) return rc;
+    cllm__sync_dir(c->out_dir);
+    tr->saved_step = tr->step;
+    return cllm__prune_checkpoints(c->out_dir, c->keep_last, tr->step, err);
+}
+
+CLLMDEF cllm_result cllm_trainer_save_final(cllm_trainer *tr, const char *dir, const char *adapter_dir, cllm_err *err) {
+    cllm_model *m = tr->model;
+    cllm_float *keep = NULL;
+    cllm_result rc;
+    if (tr->lora) {                                 /* merge into the weights, save, put them back */
+        keep = (cllm_float *)cllm__calloc(m->num_params, sizeof(cllm_float));
+        if (!keep) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for a merged copy of the weights");
+        memcpy(keep, m->params_memory, m->num_params * sizeof(cllm_float));
+        cllm__lora_merge_into(tr->lora, m, 1.0);
+    }
+    rc = cllm_model_save(m, dir, CLLM_DT_F32, err);
+    if (keep) { memcpy(m->params_memory, keep, m->num_params * sizeof(cllm_float)); CLLM_FREE(keep); }
+    if (rc == CLLM_OK) rc = cllm__copy_tokenizer_files(tr->cfg.tokenizer_dir, dir, err);
+    if (rc == CLLM_OK && tr->lora && adapter_dir) rc = cllm_lora_save(tr->lora, adapter_dir, tr->cfg.model_dir, err);
+    if (rc == CLLM_OK) cllm__ok(err);
+    return rc;
+}
+
+/* ---- steps ---- */
+
+/* tr->order = epoch's permutation of the examples (kept until the epoch changes). */
+static cllm_result cllm__trainer_order(cllm_trainer *tr, long epoch, cllm_err *err) {
+    int N = tr->task.n_examples, i;
+    cllm_rng rng;
+    if (tr->order_epoch == epoch) return CLLM_OK;
+    if (!tr->order) {
+        tr->order = (int *)cllm__calloc((size_t)N, sizeof(int));
+        if (!tr->order) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
+    /* Fisher-Yates from a seed that depends on the epoch alone */
+    cllm_rng_seed(&rng, tr->cfg.seed * 0x9E3779B97F4A7C15ull + (uint64_t)epoch);
+    for (i = 0; i < N; i++) tr->order[i] = i;
+    for (i = N - 1; i > 0; i--) {
+        int j = (int)(cllm_rng_uniform(&rng) * (i + 1)), t = tr->order[i];
+        tr->order[i] = tr->order[j]; tr->order[j] = t;
+    }
+    tr->order_epoch = epoch;
+    return CLLM_OK;
+}
+
+/* "1:02:03" or "2:03" */
+static void cllm__fmt_duration(char *buf, size_t n, double s) {
+    long t = s > 0 && s < 1e9 ? (long)(s + 0.5) : 0;
+    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+static void cllm__trainer_log(cllm_trainer *tr, const cllm_train_stats *st, double step_tokens) {
+    double run_s = cllm__now() - tr->run_t0, done = (double)(tr->step - tr->run_step0);
+    double tps = run_s > 0 ? (tr->tokens - tr->run_tokens0) / run_s : 0;
+    double epoch = (double)tr->step / (double)tr->steps_per_epoch;
+    int i;
+    if (tr->metrics) {
+        cJSON *o = cJSON_CreateObject();
+        char *line;
+        cJSON_AddNumberToObject(o, "step", (double)tr->step);
+        cJSON_AddNumberToObject(o, "epoch", epoch);
+        for (i = 0; i < st->n; i++) cJSON_AddNumberToObject(o, st->name[i], st->count[i] > 0 ? st->sum[i] / st->count[i] : NAN);
+        cJSON_AddNumberToObject(o, "lr", tr->lr);
+        cJSON_AddNumberToObject(o, "grad_norm", tr->grad_norm);
+        cJSON_AddNumberToObject(o, "tokens", step_tokens);
+        cJSON_AddNumberToObject(o, "tokens_per_s", tps);
+        cJSON_AddNumberToObject(o, "elapsed_s", tr->elapsed);
+        line = cJSON_PrintUnformatted(o);
+        if (line) { fputs(line, tr->metrics); fputc('\n', tr->metrics); fflush(tr->metrics); }
+        cJSON_free(line);
+        cJSON_Delete(o);
+    }
+    if (!tr->cfg.quiet && (tr->step % tr->cfg.log_every == 0 || tr->step == tr->total_steps)) {
+        char el[32], eta[32];
+        double margin = cllm_train_stats_mean(st, "rewards/margins");
+        cllm__fmt_duration(el, sizeof el, tr->elapsed);
+        cllm__fmt_duration(eta, sizeof eta, done > 0 ? run_s / done * (double)(tr->total_steps - tr->step) : 0);
+        fprintf(stderr, "[%s] step %ld/%ld  epoch %.2f  loss %.4f", tr->task.name, tr->step, tr->total_steps, epoch, cllm_train_stats_mean(st, "loss"));
+        if (!isnan(margin)) fprintf(stderr, "  margin %.4f  acc %.2f", margin, cllm_train_stats_mean(st, "rewards/accuracies"));
+        fprintf(stderr, "  lr %.2e  gnorm %.3f  %.0f tok/s  elapsed %s  eta %s\n", tr->lr, tr->grad_norm, tps, el, eta);
+    }
+}
+
+/* A non-finite loss or gradient: nothing is updated, the run stops, the last checkpoint stays. */
+static cllm_result cllm__numeric_fail(const cllm_trainer *tr, const char *what, double value, cllm_err *err) {
+    long latest = tr->cfg.out_dir ? cllm__latest_step(tr->cfg.out_dir) : -1;
+    if (latest >= 0)
+        return cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: the %s is %g; nothing was updated and the last good checkpoint is %s/ckpt-%ld (lower the learning rate?)",
+                          tr->step + 1, what, value, tr->cfg.out_dir, latest);
+    return cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: the %s is %g; nothing was updated and no checkpoint was written (lower the learning rate?)", tr->step + 1, what, value);
+}
+
+/* The start of a call's steps: the metrics file (cut back to the current step) and the clocks
+   of the throughput and ETA. cllm_trainer_run calls it, and so does a custom loop's first apply. */
+static cllm_result cllm__trainer_start(cllm_trainer *tr, cllm_err *err) {
+    cllm_result rc;
+    if (tr->started) return CLLM_OK;
+    if ((rc = cllm__trainer_open_metrics(tr, err)) != CLLM_OK) return rc;
+    tr->run_step0 = tr->step;
+    tr->run_t0 = cllm__now();
+    tr->run_tokens0 = tr->tokens;
+    tr->started = 1;
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_trainer_apply(cllm_trainer *tr, const cllm_train_stats *st, cllm_err *err) {
+    double loss = cllm_train_stats_mean(st, "loss"), t0 = cllm__now(), lr;
+    cllm_result rc;
+    if ((rc = cllm__trainer_start(tr, err)) != CLLM_OK) return rc;
+    if (!isfinite(loss)) return cllm__numeric_fail(tr, "loss", loss, err);
+    tr->grad_norm = cllm__trainer_clip(tr);
+    if (!isfinite(tr->grad_norm)) return cllm__numeric_fail(tr, "gradient norm", tr->grad_norm, err);
+    lr = cllm_lr_at((cllm_schedule)cllm__schedule_kind(tr->cfg.lr_schedule), tr->cfg.lr, tr->step, tr->warmup_steps, tr->total_steps);
+    if ((rc = cllm__trainer_update(tr, lr, err)) != CLLM_OK) return rc;
+    tr->lr = lr;
+    tr->step++;
+    tr->tokens += st->tokens;
+    tr->elapsed += cllm__now() - t0;
+    tr->last = *st;
+    cllm__trainer_log(tr, st, st->tokens);
+    if (tr->cfg.out_dir && tr->cfg.save_every > 0 && tr->step % tr->cfg.save_every == 0)
+        return cllm_trainer_save(tr, err);
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* One optimizer step of the task: its micro-batches, then cllm_trainer_apply. */
+static cllm_result cllm__trainer_step(cllm_trainer *tr, cllm_err *err) {
+    const cllm_train_config *c = &tr->cfg;
+    long epoch = tr->step / tr->steps_per_epoch, k = tr->step % tr->steps_per_epoch, j;
+    long micro = (tr->task.n_examples + c->batch_size - 1) / c->batch_size;
+    long j0 = k * c->grad_accum, j1 = j0 + c->grad_accum < micro ? j0 + c->grad_accum : micro;
+    double norm = 0, t0 = cllm__now();
+    cllm_train_stats st;
+    cllm_result rc;
+    memset(&st, 0, sizeof st);
+    if ((rc = cllm__trainer_order(tr, epoch, err)) != CLLM_OK) return rc;
+    if ((rc = cllm_trainer_zero_grad(tr, err)) != CLLM_OK) return rc;
+    for (j = j0; j < j1; j++) {
+        long b0 = j * c->batch_size, n = b0 + c->batch_size <= tr->task.n_examples ? c->batch_size : tr->task.n_examples - b0;
+        norm += tr->task.units(tr->task.ctx, tr->order + b0, (int)n);
+    }
+    if (!(norm > 0)) return cllm__fail(err, CLLM_ERR_ARG, "step %ld: its examples have nothing to train on", tr->step + 1);
+    for (j = j0; j < j1 && rc == CLLM_OK; j++) {
+        long b0 = j * c->batch_size, n = b0 + c->batch_size <= tr->task.n_examples ? c->batch_size : tr->task.n_examples - b0;
+        if (tr->lora) {                            /* dropout on, with this micro-batch's masks */
+            uint64_t hi = cllm_rng_u32(&tr->rng), lo = cllm_rng_u32(&tr->rng);   /* in this order */
+            tr->lora->training = 1;
+            tr->lora->dropout_seed = hi << 32 | lo;
+        }
+        rc = tr->task.micro_step(tr->task.ctx, tr, tr->order + b0, (int)n, norm, &st, err);
+        if (tr->lora) tr->lora->training = 0;
+    }
+    if (rc != CLLM_OK) return rc;
+    tr->elapsed += cllm__now() - t0;
+    return cllm_trainer_apply(tr, &st, err);
+}
+
+CLLMDEF cllm_result cllm_trainer_run(cllm_trainer *tr, cllm_err *err) {
+    cllm_result rc;
+    int stop = 0;
+    tr->started = 0;                              /* each call measures its own throughput */
+    if ((rc = cllm__trainer_start(tr, err)) != CLLM_OK) return rc;
+    if (!tr->cfg.quiet && tr->step == 0)
+        fprintf(stderr, "[%s] %d examples, %ld steps (%ld per epoch, batch %d x %d accumulated), lr %g %s, warmup %ld\n", tr->task.name,
+                tr->task.n_examples, tr->total_steps, tr->steps_per_epoch, tr->cfg.batch_size, tr->cfg.grad_accum, tr->cfg.lr, tr->cfg.lr_schedule, tr->warmup_steps);
+    while (tr->step < tr->total_steps && !stop) {
+        if ((rc = cllm__trainer_step(tr, err)) != CLLM_OK) return rc;
+        if (tr->cfg.on_step && tr->cfg.on_step(tr->cfg.on_step_ctx, tr)) { cllm__ok(err); return CLLM_OK; }
+        stop = tr->cfg.stop_after > 0 && tr->step - tr->run_step0 >= tr->cfg.stop_after;
+    }
+    if (tr->cfg.out_dir && tr->saved_step != tr->step && (rc = cllm_trainer_save(tr, err)) != CLLM_OK) return rc;
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* ---- SFT and DPO runs ---- */
+
+typedef struct cllm__sft_ctx { const cllm_sft_data *d; } cllm__sft_ctx;
+
+static double cllm__sft_units(void *ctx, const int *idx, int n) {
+    const cllm__sft_ctx *c = (const cllm__sft_ctx *)ctx;
+    double u = 0;
+    int i;
+    for (i = 0; i < n; i++) u += cllm_train_seq_targets(&c->d->rows[idx[i]]);
+    return u;
+}
+
+static cllm_result cllm__sft_micro(void *ctx, cllm_trainer *tr, const int *idx, int n, double norm, cllm_train_stats *st, cllm_err *err) {
+    const cllm__sft_ctx *c = (const cllm__sft_ctx *)ctx;
+    const cllm_train_seq **rows = (const cllm_train_seq **)cllm__calloc((size_t)n + 1, sizeof *rows);
+    cllm_result rc;
+    int i;
+    if (!rows) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    for (i = 0; i < n; i++) rows[i] = &c->d->rows[idx[i]];
+    rc = cllm_sft_micro_step(tr->model, rows, n, norm, 1, st, err);
+    CLLM_FREE(rows);
+    return rc;
+}
+
+typedef struct cllm__dpo_ctx { const cllm_dpo_data *d; cllm_model *ref; cllm_dpo_config cfg; } cllm__dpo_ctx;
+
+static double cllm__dpo_units(void *ctx, const int *idx, int n) { (void)ctx; (void)idx; return n; }
+
+static cllm_result cllm__dpo_micro(void *ctx, cllm_trainer *tr, const int *idx, int n, double norm, cllm_train_stats *st, cllm_err *err) {
+    cllm__dpo_ctx *c = (cllm__dpo_ctx *)ctx;
+    const cllm_dpo_pair **pairs = (const cllm_dpo_pair **)cllm__calloc((size_t)n + 1, sizeof *pairs);
+    cllm_result rc;
+    int i;
+    if (!pairs) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    for (i = 0; i < n; i++) pairs[i] = &c->d->pairs[idx[i]];
+    rc = cllm_dpo_micro_step(tr->model, c->ref, pairs, n, &c->cfg, norm, st, err);
+    CLLM_FREE(pairs);
+    return rc;
+}
+
+/* A task from its parts, then init, resume, run, and the final model. */
+static cllm_result cllm__train_task(cllm_model *m, cllm_lora *lora, const char *name, int n_examples, double default_lr,
+                                    double (*units)(void *, const int *, int),
+                                    cllm_result (*micro)(void *, cllm_trainer *, const int *, int, double, cllm_train_stats *, cllm_err *),
+                                    void *ctx, const cllm_train_config *cfg, cllm_err *err) {
+    cllm_train_task task;
+    cllm_trainer tr;
+    cllm_result rc;
+    memset(&task, 0, sizeof task);
+    task.name = name; task.n_examples = n_examples; task.default_lr = default_lr;
+    task.units = units; task.micro_step = micro; task.ctx = ctx;
+    rc = cllm_trainer_init(&tr, m, lora, &task, cfg, err);
+    if (rc == CLLM_OK) rc = cllm_trainer_resume(&tr, NULL, err);
+    if (rc == CLLM_OK) rc = cllm_trainer_run(&tr, err);
+    if (rc == CLLM_OK && tr.cfg.out_dir && tr.step == tr.total_steps) {
+        char dir[4096], adir[4096];
+        snprintf(dir, sizeof dir, "%s/final", tr.cfg.out_dir);
+        snprintf(adir, sizeof adir, "%s/adapter", tr.cfg.out_dir);
+        rc = cllm_trainer_save_final(&tr, dir, lora ? adir : NULL, err);
+        if (rc == CLLM_OK && !tr.cfg.quiet) fprintf(stderr, "[%s] done: %s%s%s\n", name, dir, lora ? " (merged) and " : "", lora ? adir : "");
+    }
+    cllm_trainer_free(&tr);
+    return rc;
+}
+
+CLLMDEF cllm_result cllm_train_sft(cllm_model *m, cllm_lora *lora, const cllm_sft_data *d, const cllm_train_config *cfg, cllm_err *err) {
+    cllm__sft_ctx ctx;
+    ctx.d = d;
+    return cllm__train_task(m, lora, "sft", d->n, 1e-5 /* paper Table 6 */, cllm__sft_units, cllm__sft_micro, &ctx, cfg, err);
+}
+
+CLLMDEF cllm_result cllm_train_dpo(cllm_model *m, cllm_lora *lora, cllm_model *ref, const cllm_dpo_data *d,
+                                   const struct cllm_dpo_config *dpo, const cllm_train_config *cfg, cllm_err *err) {
+    cllm__dpo_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.d = d; ctx.ref = ref;
+    if (dpo) ctx.cfg = *dpo;
+    if (!d->has_ref && !ref && !lora && !ctx.cfg.reference_free)
+        return cllm__fail(err, CLLM_ERR_ARG, "DPO needs a reference: a reference model, ref_chosen_logps/ref_rejected_logps in the pairs (precompute them), LoRA adapters (the base model is the reference), or reference_free");
+    return cllm__train_task(m, lora, "dpo", d->n, 5e-6 /* paper Table 6 */, cllm__dpo_units, cllm__dpo_micro, &ctx, cfg, err);
 }
 
 /* -------------------------------------------------------------------------------------------- */

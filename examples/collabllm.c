@@ -10,6 +10,8 @@
      build/collabllm tokenize --tokenizer PATH [--add-special-tokens] [--offsets] < texts.jsonl
      build/collabllm detokenize --tokenizer PATH [--skip-special-tokens] < ids.jsonl
      build/collabllm render --tokenizer DIR --messages FILE.json [--add-generation-prompt]
+     build/collabllm sft --model DIR --data ROWS.jsonl --out DIR [--lora-r 32 ...] [--resume]
+     build/collabllm dpo --model DIR --data PAIRS.jsonl --out DIR [--ref DIR | --precompute-ref] [--loss ipo]
 
    Run `build/collabllm help` for the list. Formats are documented in data_fmt/. */
 #define COLLABLLM_IMPLEMENTATION
@@ -17,6 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cjson/cJSON.h>
+#if !defined(_WIN32)
+#include <sys/stat.h>
+#endif
 
 /* ---- flag parsing: --name value pairs and bare --switches ---------------------------------- */
 
@@ -916,6 +921,149 @@ static int cmd_render(int argc, char **argv) {
     return rc;
 }
 
+/* ---- sft / dpo: fine-tuning on SFT rows or DPO pairs (data_fmt/train.md) ------------------ */
+
+#define TRAIN_FLAGS_USAGE \
+    "    [--tokenizer DIR] [--lr LR] [--schedule cosine|linear|constant] [--warmup-steps N | --warmup-ratio R]\n" \
+    "    [--epochs N | --max-steps N] [--batch-size N] [--grad-accum N] [--max-length N] [--max-grad-norm X (0 = off)]\n" \
+    "    [--weight-decay X] [--seed N] [--save-every N] [--keep-last N] [--log-every N] [--stop-after N] [--metrics PATH]\n" \
+    "    [--resume] [--quiet] [--lora-r R --lora-alpha A --lora-dropout P --lora-targets q,k,v,o,gate,up,down]"
+
+/* The flags both trainers share: the loop's settings, the data's max length and LoRA (on when
+   any --lora-* flag is given). Zero / absent = the library's defaults. */
+static int train_flags(int argc, char **argv, cllm_train_config *c, int *max_length, int *lora, cllm_lora_config *lc) {
+    double lr, epochs, steps, bs, ga, ws, wr, gn, wd, seed, se, kl, le, sa, ml, r, alpha, drop;
+    const char *targets = flag(argc, argv, "--lora-targets");
+    cllm_err err;
+    memset(c, 0, sizeof *c);
+    memset(lc, 0, sizeof *lc);
+    if (!num_flag(argc, argv, "--lr", 0, 1, 0, &lr) || !num_flag(argc, argv, "--epochs", 0, 1e6, 0, &epochs) ||
+        !num_flag(argc, argv, "--max-steps", 0, 1e12, 0, &steps) || !num_flag(argc, argv, "--batch-size", 0, 1e6, 0, &bs) ||
+        !num_flag(argc, argv, "--grad-accum", 0, 1e6, 0, &ga) || !num_flag(argc, argv, "--warmup-steps", 0, 1e12, 0, &ws) ||
+        !num_flag(argc, argv, "--warmup-ratio", 0, 1, 0, &wr) || !num_flag(argc, argv, "--max-grad-norm", -1, 1e9, 0, &gn) ||
+        !num_flag(argc, argv, "--weight-decay", 0, 1e3, 0, &wd) || !num_flag(argc, argv, "--seed", 0, 9007199254740992.0, 0, &seed) ||
+        !num_flag(argc, argv, "--save-every", 0, 1e12, 0, &se) || !num_flag(argc, argv, "--keep-last", 0, 1e6, 0, &kl) ||
+        !num_flag(argc, argv, "--log-every", 0, 1e12, 0, &le) || !num_flag(argc, argv, "--stop-after", 0, 1e12, 0, &sa) ||
+        !num_flag(argc, argv, "--max-length", 0, 1e8, 0, &ml) || !num_flag(argc, argv, "--lora-r", 0, CLLM_LORA_MAX_R, 0, &r) ||
+        !num_flag(argc, argv, "--lora-alpha", 0, 1e6, 0, &alpha) || !num_flag(argc, argv, "--lora-dropout", -1, 0.99, 0, &drop))
+        return 0;
+    c->lr = lr; c->epochs = (int)epochs; c->max_steps = (long)steps; c->batch_size = (int)bs; c->grad_accum = (int)ga;
+    c->warmup_steps = (long)ws; c->warmup_ratio = wr; c->max_grad_norm = gn; c->adam.weight_decay = (float)wd;
+    c->seed = (uint64_t)seed; c->save_every = (long)se; c->keep_last = (int)kl; c->log_every = (long)le; c->stop_after = (long)sa;
+    c->lr_schedule = flag(argc, argv, "--schedule");
+    c->metrics_path = flag(argc, argv, "--metrics");
+    c->out_dir = flag(argc, argv, "--out");
+    c->model_dir = flag(argc, argv, "--model");
+    c->tokenizer_dir = flag(argc, argv, "--tokenizer") ? flag(argc, argv, "--tokenizer") : c->model_dir;
+    c->resume = has_switch(argc, argv, "--resume");
+    c->quiet = has_switch(argc, argv, "--quiet");
+    if (flag(argc, argv, "--max-grad-norm") && gn == 0) c->max_grad_norm = -1;    /* as HF: 0 = no clipping */
+    *max_length = (int)ml;
+    *lora = flag(argc, argv, "--lora-r") || flag(argc, argv, "--lora-alpha") || flag(argc, argv, "--lora-dropout") || targets;
+    lc->r = (int)r; lc->alpha = alpha; lc->seed = c->seed;
+    lc->dropout = flag(argc, argv, "--lora-dropout") && drop == 0 ? -1 : drop;     /* an explicit 0 means none */
+    if (targets && cllm_lora_parse_targets(targets, &lc->targets, &err) != CLLM_OK) { fprintf(stderr, "--lora-targets: %s\n", err.msg); return 0; }
+    return 1;
+}
+
+static int file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+static void make_dir(const char *dir) {
+#if !defined(_WIN32)
+    mkdir(dir, 0755);                /* an existing directory is fine; a failure shows up on writing */
+#else
+    (void)dir;
+#endif
+}
+
+static int cmd_sft(int argc, char **argv) {
+    static const char *usage = "collabllm sft --model DIR --data ROWS.jsonl --out DIR\n" TRAIN_FLAGS_USAGE;
+    const char *dir = need(argc, argv, "--model", usage), *data = need(argc, argv, "--data", usage), *out = need(argc, argv, "--out", usage);
+    cllm_train_config cfg;
+    cllm_lora_config lcfg;
+    cllm_tokenizer tok;
+    cllm_model m;
+    cllm_lora lora;
+    cllm_sft_data rows;
+    cllm_err err;
+    int max_length = 0, use_lora = 0, rc = 1;
+    if (!dir || !data || !out) return 2;
+    if (!train_flags(argc, argv, &cfg, &max_length, &use_lora, &lcfg)) return 2;
+    memset(&tok, 0, sizeof tok); memset(&m, 0, sizeof m); memset(&lora, 0, sizeof lora); memset(&rows, 0, sizeof rows);
+    if (cllm_tokenizer_load(&tok, cfg.tokenizer_dir, &err) != CLLM_OK || cllm_sft_data_load(&rows, &tok, data, max_length, &err) != CLLM_OK ||
+        cllm_model_load(&m, dir, &err) != CLLM_OK || (use_lora && cllm_lora_init(&lora, &m, &lcfg, &err) != CLLM_OK)) fail(&err);
+    else {
+        if (rows.n_truncated) fprintf(stderr, "sft: %d of %d rows truncated to the max length\n", rows.n_truncated, rows.n);
+        if (cllm_train_sft(&m, use_lora ? &lora : NULL, &rows, &cfg, &err) != CLLM_OK) fail(&err);
+        else rc = 0;
+    }
+    cllm_lora_free(&lora);
+    cllm_model_free(&m);
+    cllm_sft_data_free(&rows);
+    cllm_tokenizer_free(&tok);
+    return rc;
+}
+
+static int cmd_dpo(int argc, char **argv) {
+    static const char *usage =
+        "collabllm dpo --model DIR --data PAIRS.jsonl --out DIR [--ref DIR | --precompute-ref] [--loss sigmoid|robust|hinge|ipo]\n"
+        "    [--beta B] [--label-smoothing E] [--reference-free]\n" TRAIN_FLAGS_USAGE;
+    static const char *losses[] = { "sigmoid", "robust", "hinge", "ipo" };
+    const char *dir = need(argc, argv, "--model", usage), *data = need(argc, argv, "--data", usage), *out = need(argc, argv, "--out", usage);
+    const char *ref_dir = flag(argc, argv, "--ref"), *loss = flag(argc, argv, "--loss");
+    int precompute = has_switch(argc, argv, "--precompute-ref"), max_length = 0, use_lora = 0, rc = 1, i;
+    char ref_path[4096];
+    double beta, eps;
+    cllm_train_config cfg;
+    cllm_lora_config lcfg;
+    cllm_dpo_config dpo;
+    cllm_tokenizer tok;
+    cllm_model m, ref;
+    cllm_lora lora;
+    cllm_dpo_data pairs;
+    cllm_err err;
+    if (!dir || !data || !out) return 2;
+    if (!train_flags(argc, argv, &cfg, &max_length, &use_lora, &lcfg) ||
+        !num_flag(argc, argv, "--beta", 1e-9, 1e9, 0, &beta) || !num_flag(argc, argv, "--label-smoothing", 0, 1, 0, &eps)) return 2;
+    memset(&dpo, 0, sizeof dpo);
+    dpo.beta = beta; dpo.label_smoothing = eps; dpo.reference_free = has_switch(argc, argv, "--reference-free");
+    for (i = 0; loss && i < 4 && strcmp(loss, losses[i]) != 0; i++) {}
+    if (loss && i == 4) { fprintf(stderr, "--loss: '%s' is not sigmoid, robust, hinge or ipo\n", loss); return 2; }
+    dpo.loss_type = loss ? i : CLLM_DPO_SIGMOID;
+    if (ref_dir && precompute) { fprintf(stderr, "--ref and --precompute-ref exclude each other\n"); return 2; }
+    memset(&tok, 0, sizeof tok); memset(&m, 0, sizeof m); memset(&ref, 0, sizeof ref); memset(&lora, 0, sizeof lora); memset(&pairs, 0, sizeof pairs);
+    snprintf(ref_path, sizeof ref_path, "%s/pairs_ref.jsonl", out);
+    /* a resumed run reuses the reference logps computed from the initial model at the start */
+    if (precompute && cfg.resume && file_exists(ref_path)) { data = ref_path; precompute = 0; }
+    if (cllm_tokenizer_load(&tok, cfg.tokenizer_dir, &err) != CLLM_OK || cllm_dpo_data_load(&pairs, &tok, data, max_length, &err) != CLLM_OK ||
+        cllm_model_load(&m, dir, &err) != CLLM_OK) { fail(&err); goto done; }
+    if (pairs.n_truncated) fprintf(stderr, "dpo: %d of %d pairs truncated to the max length\n", pairs.n_truncated, pairs.n);
+    if (precompute) {             /* TRL's precompute_ref_log_probs: the policy before any update */
+        make_dir(out);
+        if (cllm_dpo_precompute_ref(&m, &pairs, cfg.batch_size, data, ref_path, &err) != CLLM_OK) { fail(&err); goto done; }
+        if (!cfg.quiet) fprintf(stderr, "dpo: reference logps of %d pairs written to %s\n", pairs.n, ref_path);
+    }
+    if (ref_dir && cllm_model_load(&ref, ref_dir, &err) != CLLM_OK) { fail(&err); goto done; }
+    /* no reference given: a frozen copy of the initial policy (with LoRA: the base model itself) */
+    if (!ref_dir && !pairs.has_ref && !use_lora && !dpo.reference_free) {
+        if (cllm_model_load(&ref, dir, &err) != CLLM_OK) { fail(&err); goto done; }
+    }
+    if (use_lora && cllm_lora_init(&lora, &m, &lcfg, &err) != CLLM_OK) { fail(&err); goto done; }
+    if (cllm_train_dpo(&m, use_lora ? &lora : NULL, ref.params_memory ? &ref : NULL, &pairs, &dpo, &cfg, &err) != CLLM_OK) fail(&err);
+    else rc = 0;
+done:
+    cllm_lora_free(&lora);
+    cllm_model_free(&m);
+    cllm_model_free(&ref);
+    cllm_dpo_data_free(&pairs);
+    cllm_tokenizer_free(&tok);
+    return rc;
+}
+
 /* ---- generate: a local model's responses to conversations ------------------------------------ */
 /* The same conversation files as render (one, or JSONL); one JSON line per response, in file
    order (data_fmt/generate.md). Conversation i is seeded with (--seed, i), so a rerun, or a
@@ -1002,6 +1150,8 @@ static const command commands[] = {
     { "build-pairs", cmd_build_pairs, "records -> SFT rows and DPO pairs (TRL formats)" },
     { "eval", cmd_eval, "one conversation per task with the simulator; metrics, tokens, ITR" },
     { "generate", cmd_generate, "a local model's responses to conversations: JSON lines of text, ids, logprobs, finish" },
+    { "sft", cmd_sft, "supervised fine-tuning on {\"messages\"} rows (full or LoRA), resumable checkpoints" },
+    { "dpo", cmd_dpo, "offline DPO on preference pairs (sigmoid/cDPO, robust, hinge, IPO), resumable checkpoints" },
 };
 
 int main(int argc, char **argv) {
