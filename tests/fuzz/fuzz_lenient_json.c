@@ -1,0 +1,84 @@
+/* fuzz_lenient_json.c - libFuzzer target for the parsers of model replies: the lenient JSON
+   extractor (cllm_json_parse_lenient and its repair pass), the user simulator's answer
+   (cllm_user_sim_parse) and the three judges' verdicts (as the judge reads a reply).
+   Invariants:
+     - a reply that is exactly one JSON object is read as written;
+     - the repair pass keeps the meaning of anything cJSON already accepts;
+     - a simulator answer that parses has a non-empty, trimmed response, and `terminated` says
+       whether it holds the termination signal;
+     - a verdict is in range (interactivity in [0, 1], accuracy 0 or 1, a non-empty extraction)
+       or a failure with a message, never a silent score; the last attempt is always taken. */
+#include "fuzz_util.h"
+
+/* Does cJSON accept the whole of s[0..n) (white space after the value allowed)? */
+static cJSON *parse_whole(const char *s, size_t n) {
+    const char *end = NULL;
+    cJSON *v = cJSON_ParseWithLengthOpts(s, n, &end, 0);
+    if (!v) return NULL;
+    while (end < s + n && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
+    if (end != s + n) { cJSON_Delete(v); return NULL; }
+    return v;
+}
+
+static void check_verdict(cllm__verdict_fn verdict, const char *content, int kind) {
+    cllm__judge_job job;
+    cllm_judgement j;
+    cllm_chat_result res;
+    int last;
+    memset(&res, 0, sizeof res);
+    res.content = (char *)content;
+    for (last = 0; last < 2; last++) {
+        int taken;
+        memset(&j, 0, sizeof j);
+        job.verdict = verdict;
+        job.out = &j;
+        taken = cllm__judge_take(&job, 0, &res, last);
+        FUZZ_CHECK(taken || !last, "the last attempt's verdict is always taken");
+        FUZZ_CHECK(taken == (j.code == CLLM_OK) || last, "an unusable verdict is asked again");
+        if (j.code == CLLM_OK) {
+            if (kind == 0) FUZZ_CHECK(j.score >= 0 && j.score <= 1, "interactivity lies in [0, 1]");
+            if (kind == 1) FUZZ_CHECK(j.score == 0 || j.score == 1, "accuracy is 0 or 1");
+            if (kind == 2) FUZZ_CHECK(j.text && j.text[0], "an extraction is non-empty text");
+        } else FUZZ_CHECK(j.err.msg[0] && j.err.code == j.code && !j.text, "a failed verdict names why and carries nothing");
+        cllm_judgement_free(&j);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    char *text = fuzz_cstr(data, size), *fixed;
+    size_t len = strlen(text);
+    cJSON *lenient, *strict;
+    cllm_reply r;
+    cllm_err err;
+
+    lenient = cllm_json_parse_lenient(text, &err);
+    FUZZ_CHECK(lenient ? err.code == CLLM_OK : err.msg[0] != 0, "a reply without an object is an error with a message");
+    FUZZ_CHECK(!lenient || cJSON_IsObject(lenient), "the extractor returns objects only");
+    strict = parse_whole(text, len);
+    if (strict && cJSON_IsObject(strict) && text[0] == '{')
+        FUZZ_CHECK(lenient && cJSON_Compare(strict, lenient, 1), "one JSON object is read as written");
+    cJSON_Delete(lenient);
+    if (strict) {
+        cJSON *again;
+        fixed = cllm__json_repair(text, len);
+        again = fixed ? parse_whole(fixed, strlen(fixed)) : NULL;
+        FUZZ_CHECK(again && cJSON_Compare(strict, again, 1), "repair keeps the meaning of what cJSON accepts");
+        cJSON_Delete(again);
+        CLLM_FREE(fixed);
+        cJSON_Delete(strict);
+    }
+
+    memset(&r, 0, sizeof r);
+    if (cllm_user_sim_parse(text, NULL, &r) == CLLM_OK) {
+        size_t n = strlen(r.text);
+        FUZZ_CHECK(n > 0 && !isspace((unsigned char)r.text[0]) && !isspace((unsigned char)r.text[n - 1]), "the response is non-empty and trimmed");
+        FUZZ_CHECK(r.terminated == (strstr(r.text, CLLM_TERMINATION_SIGNAL) != NULL), "terminated == the response holds the signal");
+    } else FUZZ_CHECK(r.err.msg[0] && r.code == r.err.code && !r.text, "an unusable answer names why and carries no text");
+    cllm_reply_free(&r);
+
+    check_verdict(cllm__verdict_interactivity, text, 0);
+    check_verdict(cllm__verdict_accuracy, text, 1);
+    check_verdict(cllm__verdict_extract, text, 2);
+    free(text);
+    return 0;
+}

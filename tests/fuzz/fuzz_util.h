@@ -1,0 +1,78 @@
+/* fuzz_util.h - helpers shared by the libFuzzer targets in tests/fuzz (not a target itself).
+   The targets run from the repository root (tests/fuzz/run.sh), so committed test data is found
+   under tests/data. An invariant that does not hold calls FUZZ_CHECK, which prints what failed
+   and traps, so libFuzzer saves the input as a crash. */
+#ifndef FUZZ_UTIL_H
+#define FUZZ_UTIL_H
+#define COLLABLLM_IMPLEMENTATION
+#include "../../collabllm.h"
+#include <unistd.h>
+
+#define FUZZ_CHECK(cond, what) \
+    do { if (!(cond)) { fprintf(stderr, "invariant failed (%s:%d): %s\n", __FILE__, __LINE__, what); __builtin_trap(); } } while (0)
+
+/* Writes data to a per-process temporary file (reused by every run) and returns its path. */
+static const char *fuzz_file(const char *tag, const uint8_t *data, size_t size) {
+    static char path[8][128];
+    static int used;
+    int slot = used++ & 7;
+    FILE *f;
+    snprintf(path[slot], sizeof path[slot], "/tmp/cllm_fuzz_%s_%ld", tag, (long)getpid());
+    f = fopen(path[slot], "wb");
+    if (!f) { perror(path[slot]); __builtin_trap(); }
+    if (size) fwrite(data, 1, size, f);
+    fclose(f);
+    return path[slot];
+}
+
+/* One of the small committed tokenizers (tests/data/tokenizers/NAME), loaded once. A harness
+   that cannot find its data stops at once: that is a setup problem, not a finding. */
+static const cllm_tokenizer *fuzz_tokenizer(const char *name) {
+    static struct { const char *name; cllm_tokenizer tok; } cache[8];
+    static int n;
+    char dir[256];
+    cllm_err err;
+    int i;
+    memset(&err, 0, sizeof err);
+    for (i = 0; i < n; i++) if (strcmp(cache[i].name, name) == 0) return &cache[i].tok;
+    snprintf(dir, sizeof dir, "tests/data/tokenizers/%s", name);
+    if (n == 8 || cllm_tokenizer_load(&cache[n].tok, dir, &err) != CLLM_OK) {
+        fprintf(stderr, "fuzz setup: cannot load %s (run from the repository root): %s\n", dir, err.msg);
+        exit(2);
+    }
+    cache[n].name = name;
+    return &cache[n++].tok;
+}
+
+/* A NUL-terminated copy of the input (the parsers of model replies take C strings). */
+static char *fuzz_cstr(const uint8_t *data, size_t size) {
+    char *s = (char *)malloc(size + 1);
+    if (!s) __builtin_trap();
+    if (size) memcpy(s, data, size);
+    s[size] = 0;
+    return s;
+}
+
+/* Is s[0..n) valid UTF-8 (the tokenizer accepts nothing else)? */
+static int fuzz_utf8(const char *s, size_t n) { return cllm__utf8_check(s, n) == n; }
+
+/* Does s[0..n) contain needle? */
+static int fuzz_contains(const char *s, size_t n, const char *needle) {
+    size_t k = strlen(needle), i;
+    for (i = 0; i + k <= n; i++) if (memcmp(s + i, needle, k) == 0) return 1;
+    return 0;
+}
+
+/* The number of lines in a file that are not empty. */
+static int fuzz_count_lines(const char *path) {
+    FILE *f = fopen(path, "rb");
+    int c, n = 0, in_line = 0;
+    if (!f) return -1;
+    while ((c = fgetc(f)) != EOF) {
+        if (c == '\n') { n += in_line; in_line = 0; }
+        else if (c != '\r') in_line = 1;
+    }
+    fclose(f);
+    return n + in_line;
+}
+#endif
