@@ -2900,15 +2900,72 @@ static cllm_result cllm__load_shard(cllm_model *m, const char *path, unsigned ch
     return rc;
 }
 
-CLLMDEF cllm_result cllm_model_load(cllm_model *m, const char *dir, cllm_err *err) {
+/* The size of a file in bytes, or -1 if it cannot be opened. */
+static long long cllm__file_bytes(const char *path) {
+    FILE *f = fopen(path, "rb");
+    long n = -1;
+    if (!f) return -1;
+    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
+    fclose(f);
+    return n;
+}
+
+/* The weight files of a checkpoint directory (paths owned, stb_ds array): model.safetensors,
+   else the distinct shards of model.safetensors.index.json in order of appearance. */
+static cllm_result cllm__weight_files(const char *dir, char ***files, cllm_err *err) {
     char path[4096];
     char *text = NULL;
     size_t len;
-    cJSON *root = NULL, *index = NULL;
+    cJSON *index;
+    const cJSON *wm, *e;
+    cllm_result rc = CLLM_OK;
+    *files = NULL;
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);   /* HF's order: the single file first */
+    if (cllm__file_exists(path)) {
+        char *copy = cllm__strdup(path);
+        if (!copy) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+        stbds_arrput(*files, copy);
+        return CLLM_OK;
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    if (!cllm__file_exists(path)) return cllm__fail(err, CLLM_ERR_IO, "%s: no model.safetensors and no model.safetensors.index.json", dir);
+    if ((rc = cllm_read_file(path, &text, &len, err)) != CLLM_OK) return rc;
+    index = cJSON_ParseWithLength(text, len);
+    CLLM_FREE(text);
+    wm = cJSON_GetObjectItemCaseSensitive(index, "weight_map");
+    if (!cJSON_IsObject(wm)) { cJSON_Delete(index); return cllm__fail(err, CLLM_ERR_FORMAT, "%s: missing \"weight_map\" object", path); }
+    cJSON_ArrayForEach(e, wm) {
+        char shard[4096];
+        int dup = 0, k;
+        if (!cJSON_IsString(e) || strchr(e->valuestring, '/') || strstr(e->valuestring, "..")) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: weight_map entry '%s' must be a plain file name", path, e->string); break; }
+        snprintf(shard, sizeof shard, "%s/%s", dir, e->valuestring);
+        for (k = 0; k < (int)stbds_arrlen(*files); k++) if (strcmp((*files)[k], shard) == 0) dup = 1;
+        if (!dup) {
+            char *copy = cllm__strdup(shard);
+            if (!copy) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); break; }
+            stbds_arrput(*files, copy);
+        }
+    }
+    cJSON_Delete(index);
+    return rc;
+}
+
+static void cllm__weight_files_free(char **files) {
+    int k;
+    for (k = 0; k < (int)stbds_arrlen(files); k++) CLLM_FREE(files[k]);
+    stbds_arrfree(files);
+}
+
+CLLMDEF cllm_result cllm_model_load(cllm_model *m, const char *dir, cllm_err *err) {
+    char path[4096];
+    char *text = NULL, **files = NULL;
+    size_t len, sizes[CLLM_NUM_PARAM_TENSORS], n_params = 0;
+    long long bytes = 0, b;
+    cJSON *root = NULL;
     cllm_config cfg;
     unsigned char *seen = NULL;
     cllm_result rc;
-    int i, l;
+    int i, l, k;
 
     memset(m, 0, sizeof *m);
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -2918,39 +2975,25 @@ CLLMDEF cllm_result cllm_model_load(cllm_model *m, const char *dir, cllm_err *er
     CLLM_FREE(text); text = NULL;
     if (!root) return cllm__fail(err, CLLM_ERR_FORMAT, "%s: not valid JSON", path);
     rc = cllm__config_from_json(&cfg, root, err);
-    if (rc != CLLM_OK) { cJSON_Delete(root); return rc; }
+    if (rc == CLLM_OK) rc = cllm__weight_files(dir, &files, err);
+    if (rc != CLLM_OK) { cJSON_Delete(root); cllm__weight_files_free(files); return rc; }
+    /* Untrusted sizes: the weights must hold at least 2 bytes (F16/BF16) per parameter that
+       config.json describes, checked before the parameters are allocated. */
+    cllm__fill_in_param_sizes(sizes, &cfg);
+    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) n_params += sizes[i];
+    for (k = 0; k < (int)stbds_arrlen(files); k++) bytes += (b = cllm__file_bytes(files[k])) > 0 ? b : 0;
+    if ((double)bytes < 2.0 * (double)n_params) {
+        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: config.json describes %zu parameters (%.3g GB as F32) but the weight files hold only %lld bytes: config and weights do not match",
+                        dir, n_params, n_params * 4.0 / 1e9, bytes);
+        cJSON_Delete(root); cllm__weight_files_free(files);
+        return rc;
+    }
     rc = cllm__model_setup(m, &cfg, err);
-    if (rc != CLLM_OK) { cJSON_Delete(root); cllm_model_free(m); return rc; }
+    if (rc != CLLM_OK) { cJSON_Delete(root); cllm__weight_files_free(files); cllm_model_free(m); return rc; }
     m->hf_config = root;
     seen = (unsigned char *)cllm__calloc((size_t)CLLM_NUM_PARAM_TENSORS * (size_t)cfg.n_layers, 1);
     if (!seen) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-
-    /* HF's order: model.safetensors first, else the sharded index. */
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    if (cllm__file_exists(path)) rc = cllm__load_shard(m, path, seen, err);
-    else {
-        const cJSON *wm, *e;
-        char **files = NULL;
-        int nf = 0, k;
-        snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-        if (!cllm__file_exists(path)) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: no model.safetensors and no model.safetensors.index.json", dir); goto done; }
-        rc = cllm_read_file(path, &text, &len, err);
-        if (rc != CLLM_OK) goto done;
-        index = cJSON_ParseWithLength(text, len);
-        wm = cJSON_GetObjectItemCaseSensitive(index, "weight_map");
-        if (!cJSON_IsObject(wm)) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: missing \"weight_map\" object", path); goto done; }
-        cJSON_ArrayForEach(e, wm) {             /* the distinct shard files, in order of appearance */
-            int dup = 0;
-            if (!cJSON_IsString(e) || strchr(e->valuestring, '/') || strstr(e->valuestring, "..")) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: weight_map entry '%s' must be a plain file name", path, e->string); break; }
-            for (k = 0; k < nf; k++) if (strcmp(files[k], e->valuestring) == 0) dup = 1;
-            if (!dup) { stbds_arrput(files, e->valuestring); nf++; }
-        }
-        for (k = 0; k < nf && rc == CLLM_OK; k++) {
-            snprintf(path, sizeof path, "%s/%s", dir, files[k]);
-            rc = cllm__load_shard(m, path, seen, err);
-        }
-        stbds_arrfree(files);
-    }
+    for (k = 0; k < (int)stbds_arrlen(files) && rc == CLLM_OK; k++) rc = cllm__load_shard(m, files[k], seen, err);
     if (rc != CLLM_OK) goto done;
 
     for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
@@ -2963,9 +3006,8 @@ CLLMDEF cllm_result cllm_model_load(cllm_model *m, const char *dir, cllm_err *er
             }
     }
 done:
-    CLLM_FREE(text);
     CLLM_FREE(seen);
-    cJSON_Delete(index);
+    cllm__weight_files_free(files);
     if (rc != CLLM_OK) cllm_model_free(m);
     else cllm__ok(err);
     return rc;
@@ -4346,16 +4388,25 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
 /* Token batches from JSONL                                                                     */
 /* -------------------------------------------------------------------------------------------- */
 
-/* Reads one line of any length into *buf (grown as needed, NUL-terminated, newline removed).
-   Returns the length, or -1 at end of file. */
+/* Reads one line into *buf (grown as needed, NUL-terminated, newline removed). Returns the
+   length, -1 at end of file, CLLM__LINE_TOO_LONG for a line of CLLM_MAX_LINE_BYTES or more (the
+   buffer never grows past that, whatever the file holds) or CLLM__LINE_NOMEM. A reader that
+   sees len < -1 reports it with cllm__line_fail. */
+#ifndef CLLM_MAX_LINE_BYTES
+#define CLLM_MAX_LINE_BYTES (64L << 20)
+#endif
+#define CLLM__LINE_TOO_LONG (-2)
+#define CLLM__LINE_NOMEM    (-3)
 static long cllm__read_line(FILE *f, char **buf, size_t *cap) {
     size_t n = 0;
     int ch;
-    if (!*buf) { *cap = 256; *buf = (char *)CLLM_MALLOC(*cap); if (!*buf) return -1; }
+    if (!*buf) { *cap = 256; *buf = (char *)CLLM_MALLOC(*cap); if (!*buf) return CLLM__LINE_NOMEM; }
     while ((ch = fgetc(f)) != EOF && ch != '\n') {
         if (n + 1 >= *cap) {
-            char *nb = (char *)CLLM_REALLOC(*buf, *cap * 2);
-            if (!nb) return -1;
+            char *nb;
+            if (*cap >= (size_t)CLLM_MAX_LINE_BYTES) return CLLM__LINE_TOO_LONG;
+            nb = (char *)CLLM_REALLOC(*buf, *cap * 2);
+            if (!nb) return CLLM__LINE_NOMEM;
             *buf = nb; *cap *= 2;
         }
         (*buf)[n++] = (char)ch;
@@ -4364,6 +4415,14 @@ static long cllm__read_line(FILE *f, char **buf, size_t *cap) {
     if (n && (*buf)[n - 1] == '\r') n--;
     (*buf)[n] = 0;
     return (long)n;
+}
+
+/* The error for a cllm__read_line result below -1 at path:lineno. */
+static cllm_result cllm__line_fail(cllm_err *err, const char *path, int lineno, long len) {
+    char at[32] = "";
+    if (lineno > 0) snprintf(at, sizeof at, ":%d", lineno);
+    if (len == CLLM__LINE_NOMEM) return cllm__fail(err, CLLM_ERR_NOMEM, "%s%s: out of memory reading a line", path, at);
+    return cllm__fail(err, CLLM_ERR_LIMIT, "%s%s: a line longer than %ld MB (corrupt file? the limit is CLLM_MAX_LINE_BYTES)", path, at, (long)(CLLM_MAX_LINE_BYTES >> 20));
 }
 
 /* Reads a JSON array of integers into a new int array; returns its length or -1. */
@@ -4416,7 +4475,9 @@ CLLMDEF cllm_result cllm_batch_read_jsonl(cllm_batch *batch, const char *path, c
     }
     fclose(f);
     CLLM_FREE(line);
+    if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, path, lineno + 1, len);
     if (rc == CLLM_OK && B == 0) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no rows", path);
+    if (rc == CLLM_OK && (double)B * T > 1e8) rc = cllm__fail(err, CLLM_ERR_LIMIT, "%s: %d rows padded to %d tokens is too large for one batch (at most 1e8 tokens)", path, B, T);
     if (rc == CLLM_OK) {
         in = (int *)cllm__calloc((size_t)B * T, sizeof(int));
         lab = (int *)cllm__calloc((size_t)B * T, sizeof(int));
@@ -5754,8 +5815,9 @@ static int cllm__find_token(const struct cllm__tok *p, const char *s, size_t n) 
     return (int)cllm__smap_get(&p->by_str, p->pool.p, p->tok_str, s, n);
 }
 
-/* model: {"type": "BPE", "vocab": {...}, "merges": [...], ...} */
-static cllm_result cllm__load_bpe(struct cllm__tok *p, const cJSON *model, int max_added_id, cllm_err *err) {
+/* model: {"type": "BPE", "vocab": {...}, "merges": [...], ...}. max_added_id and n_added: the
+   largest id and the number of the added tokens. */
+static cllm_result cllm__load_bpe(struct cllm__tok *p, const cJSON *model, int max_added_id, int n_added, cllm_err *err) {
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
@@ -5786,6 +5848,10 @@ static cllm_result cllm__load_bpe(struct cllm__tok *p, const cJSON *model, int m
         if (id > max_id) max_id = id;
         nvocab++;
     }
+    /* Tables are indexed by id: ids must be about as many as the tokens (real files number
+       them densely), or a short file could claim id 15999999 and cost half a gigabyte. */
+    if ((double)max_id >= 2.0 * ((double)nvocab + n_added) + 256)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: ids run up to %d but there are only %d tokens (ids must be nearly dense; corrupt file?)", max_id, nvocab + n_added);
     p->n_ids = max_id + 1;
     p->tok_str = (cllm__str *)cllm__calloc((size_t)p->n_ids, sizeof(cllm__str));
     p->tok_bytes = (cllm__str *)cllm__calloc((size_t)p->n_ids, sizeof(cllm__str));
@@ -6111,7 +6177,7 @@ CLLMDEF cllm_result cllm_tokenizer_load_json(cllm_tokenizer *tok, const char *js
     added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
     cJSON_ArrayForEach(it, added)
         if (cllm__json_id(cJSON_GetObjectItemCaseSensitive(it, "id"), &id) && id > max_added) max_added = id;
-    if (rc == CLLM_OK) rc = cllm__load_bpe(p, cJSON_GetObjectItemCaseSensitive(root, "model"), max_added, err);
+    if (rc == CLLM_OK) rc = cllm__load_bpe(p, cJSON_GetObjectItemCaseSensitive(root, "model"), max_added, cJSON_GetArraySize(added), err);
     if (rc == CLLM_OK) rc = cllm__load_added(p, added, err);
     if (rc == CLLM_OK) {
         for (i = 0; i < (int)stbds_arrlen(p->post_before); i++) if (p->post_before[i] >= p->n_ids) rc = CLLM_ERR_FORMAT;
@@ -7595,7 +7661,7 @@ static char *cllm__conv_text(const cllm_conv *c, int bold) {
    followed (after white space) by , : } ] or the end, so valid JSON is never changed by this
    test; a quote followed by anything else is taken as a quote inside the text. */
 static int cllm__quote_closes(const char *s, size_t len, size_t after) {
-    while (after < len && isspace((unsigned char)s[after])) after++;
+    while (after < len && s[after] && (unsigned char)s[after] <= 0x20) after++;   /* cJSON's white space: any control byte or space */
     return after >= len || strchr(",:}]", s[after]) != NULL;
 }
 
@@ -7959,9 +8025,10 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
     if (rc == CLLM_OK) {
         if ((fr = cllm__json_str(choice, "finish_reason")) != NULL) snprintf(r->finish_reason, sizeof r->finish_reason, "%s", fr);
         usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
-        if (!cllm__json_int(usage, "prompt_tokens", -1, &r->prompt_tokens)) r->prompt_tokens = -1;
-        if (!cllm__json_int(usage, "completion_tokens", -1, &r->completion_tokens)) r->completion_tokens = -1;
-        if (!cllm__json_int(usage, "total_tokens", -1, &r->total_tokens)) r->total_tokens = -1;
+        /* a count that is not a whole number >= 0 is taken as not reported */
+        if (!cllm__json_int(usage, "prompt_tokens", -1, &r->prompt_tokens) || r->prompt_tokens < 0) r->prompt_tokens = -1;
+        if (!cllm__json_int(usage, "completion_tokens", -1, &r->completion_tokens) || r->completion_tokens < 0) r->completion_tokens = -1;
+        if (!cllm__json_int(usage, "total_tokens", -1, &r->total_tokens) || r->total_tokens < 0) r->total_tokens = -1;
         if (r->prompt_tokens > 0) c->usage.prompt_tokens += r->prompt_tokens;
         if (r->completion_tokens > 0) c->usage.completion_tokens += r->completion_tokens;
         if (r->total_tokens > 0) c->usage.total_tokens += r->total_tokens;
@@ -8748,6 +8815,7 @@ CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, i
     }
     fclose(f);
     CLLM_FREE(line);
+    if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, path, lineno + 1, len);
     if (rc == CLLM_OK && count == 0) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no tasks", path);
     if (rc != CLLM_OK) { cllm_tasks_free(ts, count); return rc; }
     *tasks = ts;
@@ -9560,31 +9628,42 @@ static cJSON *cllm__record_json(const cllm_mr_config *mr, const cllm_task *task,
 /* Reads an existing records file: which conversations are complete (all their task_rows rows
    present), and whether anything else (a half-written task, a torn last line) must be dropped.
    done[conv_id] = 1 for complete ones (conv ids index the task list). */
+/* Is o a row of conversation *id (< n_tasks) that says its conversation has *rows rows? The
+   scan counts exactly these rows and the rewrite keeps exactly these. */
+static int cllm__datagen_row(const cJSON *o, int n_tasks, int *id, int *rows) {
+    *id = -1; *rows = 0;
+    return o && cllm__json_int(o, "conv_id", -1, id) && cllm__json_int(o, "task_rows", 0, rows) && *id >= 0 && *id < n_tasks && *rows > 0;
+}
+
 static cllm_result cllm__datagen_scan(const char *path, int n_tasks, unsigned char *done, int *dirty, cllm_err *err) {
     FILE *f = fopen(path, "rb");
     char *line = NULL;
     size_t cap = 0;
-    int *count = (int *)cllm__calloc((size_t)n_tasks + 1, sizeof(int)), *want = (int *)cllm__calloc((size_t)n_tasks + 1, sizeof(int)), i;
-    long len;
+    int *count = (int *)cllm__calloc((size_t)n_tasks + 1, sizeof(int)), *want = (int *)cllm__calloc((size_t)n_tasks + 1, sizeof(int)), i, lineno = 0;
+    long len = -1;
+    cllm_result rc = CLLM_OK;
     *dirty = 0;
     if (!count || !want) { CLLM_FREE(count); CLLM_FREE(want); if (f) fclose(f); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
     if (f) {
         while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
             cJSON *o = len ? cJSON_ParseWithLength(line, (size_t)len) : NULL;
-            int id = -1, rows = 0;
-            if (o && cllm__json_int(o, "conv_id", -1, &id) && cllm__json_int(o, "task_rows", 0, &rows) && id >= 0 && id < n_tasks && rows > 0) {
+            int id, rows;
+            lineno++;
+            if (cllm__datagen_row(o, n_tasks, &id, &rows)) {
                 count[id]++; want[id] = rows;
             } else if (len) *dirty = 1;
             cJSON_Delete(o);
         }
         fclose(f);
     }
+    /* a line we cannot read is not a torn one: stop rather than let the rewrite drop the rest */
+    if (len < -1) rc = cllm__line_fail(err, path, lineno + 1, len);
     for (i = 0; i < n_tasks; i++) {
         done[i] = count[i] > 0 && count[i] == want[i];
         if (count[i] && !done[i]) *dirty = 1;
     }
     CLLM_FREE(line); CLLM_FREE(count); CLLM_FREE(want);
-    return CLLM_OK;
+    return rc;
 }
 
 /* Rewrites the records file keeping only the rows of complete conversations (atomic). */
@@ -9598,13 +9677,13 @@ static cllm_result cllm__datagen_compact(const char *path, int n_tasks, const un
     if (!f) return CLLM_OK;
     while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
         cJSON *o = len ? cJSON_ParseWithLength(line, (size_t)len) : NULL;
-        int id = -1;
-        if (o && cllm__json_int(o, "conv_id", -1, &id) && id >= 0 && id < n_tasks && done[id]) { cllm__sb_putn(&keep, line, (size_t)len); cllm__sb_putc(&keep, '\n'); }
+        int id, rows;
+        if (cllm__datagen_row(o, n_tasks, &id, &rows) && done[id]) { cllm__sb_putn(&keep, line, (size_t)len); cllm__sb_putc(&keep, '\n'); }
         cJSON_Delete(o);
     }
     fclose(f);
     CLLM_FREE(line);
-    if (keep.oom) { cllm__sb_free(&keep); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    if (keep.oom || len < -1) { cllm__sb_free(&keep); return len < -1 ? cllm__line_fail(err, path, 0, len) : cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
     rc = cllm_write_file_atomic(path, keep.p ? keep.p : "", keep.n, err);
     cllm__sb_free(&keep);
     return rc;
@@ -9821,8 +9900,9 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
     }
     fclose(f);
     CLLM_FREE(line);
+    if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, records_path, lineno + 1, len);
     if (rc == CLLM_OK) {
-        qsort(recs, (size_t)n, sizeof *recs, cllm__rec_cmp);
+        if (n) qsort(recs, (size_t)n, sizeof *recs, cllm__rec_cmp);   /* recs is NULL when n == 0 */
         for (i = 0; i < n; i = j) {
             int best = i, worst = i;
             for (j = i; j < n && recs[j].conv_id == recs[i].conv_id && recs[j].turn_id == recs[i].turn_id; j++) {
@@ -10122,6 +10202,7 @@ CLLMDEF cllm_result cllm_sft_data_load(cllm_sft_data *d, const cllm_tokenizer *t
     }
     fclose(f);
     CLLM_FREE(line);
+    if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, path, lineno + 1, len);
     if (rc == CLLM_OK && d->n == 0) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no rows", path);
     if (rc != CLLM_OK) { cllm_sft_data_free(d); return rc; }
     cllm__ok(err);
@@ -10206,6 +10287,7 @@ CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *t
     }
     fclose(f);
     CLLM_FREE(line);
+    if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, path, lineno + 1, len);
     if (rc == CLLM_OK && d->n == 0) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no pairs", path);
     if (rc == CLLM_OK && with_ref && with_ref != d->n)
         rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: %d of %d pairs carry ref_chosen_logps/ref_rejected_logps; give them for all pairs or none", path, with_ref, d->n);
@@ -10316,6 +10398,7 @@ static cllm_result cllm__write_ref_pairs(const cllm_dpo_data *d, const char *in_
     }
     fclose(f);
     CLLM_FREE(line);
+    if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, in_path, lineno + 1, len);
     if (rc == CLLM_OK && out.oom) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     if (rc == CLLM_OK) rc = cllm_write_file_atomic(out_path, out.p ? out.p : "", out.n, err);
     cllm__sb_free(&out);
@@ -11170,6 +11253,7 @@ static cllm_result cllm__trainer_open_metrics(cllm_trainer *tr, cllm_err *err) {
                 if (cJSON_IsNumber(s) && s->valuedouble <= (double)tr->step) { cllm__sb_putn(&keep, line, (size_t)len); cllm__sb_putc(&keep, '\n'); }
                 cJSON_Delete(o);
             }
+            if (len < -1) { fclose(f); CLLM_FREE(line); cllm__sb_free(&keep); return cllm__line_fail(err, path, 0, len); }
             fclose(f);
         }
         CLLM_FREE(line);
@@ -12225,7 +12309,11 @@ static cllm_result cllm__ref_ppo_rewards(const cJSON *in, cJSON *out, cllm__pool
             seq[b] = (int)ends[b];
         } else {
             int t;
-            for (t = 0; t < T; t++) row[t] = (int)resp[(size_t)b * T + t];
+            for (t = 0; t < T; t++) {
+                double id = resp[(size_t)b * T + t];
+                if (id != floor(id) || fabs(id) > 2147483647.0) return cllm__fail(err, CLLM_ERR_FORMAT, "\"responses\"[%d][%d] must be a token id (an integer)", b, t);
+                row[t] = (int)id;
+            }
             seq[b] = cllm_ppo_sequence_end(row, T, pad, stop);
         }
     }

@@ -11,7 +11,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     cllm_tokenizer tok;
     cllm_render_opts o;
     cllm_message *msgs;
-    cJSON *root, *it;
+    cJSON *root, *arr, *it;
     char *text = NULL, *back = NULL;
     int *ids = NULL, n_ids = 0, n = 0, i, ones = 0, assistant = 0, setup;
     unsigned char *mask = NULL;
@@ -27,7 +27,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if ((data[0] / 20) & 1) o.date_string = "01 Jan 2030";
     root = cJSON_ParseWithLength((const char *)data + 1, size - 1);
     msgs = (cllm_message *)calloc((size_t)cJSON_GetArraySize(root) + 1, sizeof *msgs);
-    cJSON_ArrayForEach(it, cJSON_IsArray(root) ? root : NULL) {
+    arr = cJSON_IsArray(root) ? root : NULL;
+    cJSON_ArrayForEach(it, arr) {
         const char *role = cllm__json_str(it, "role"), *content = cllm__json_str(it, "content");
         if (!role || !content) continue;
         msgs[n].role = role; msgs[n].content = content;

@@ -19,13 +19,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memset(&pc, 0, sizeof pc);
     pc.min_gap = 0.05;
     if (cllm_build_pairs(path, &pc, sft, dpo, &n_sft, &n_pairs, &err) == CLLM_OK) {
-        char *text = NULL, *line, *save = NULL;
+        char *text = NULL, *line, *next;
         size_t len;
         FUZZ_CHECK(n_sft == fuzz_count_lines(sft) && n_pairs == fuzz_count_lines(dpo), "counts equal the lines written");
         FUZZ_CHECK(cllm_read_file(dpo, &text, &len, &err) == CLLM_OK, "the pairs file is readable");
-        for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-            cJSON *p = cJSON_Parse(line);
-            double c = cJSON_GetNumberValue(cJSON_GetObjectItem(p, "score_chosen")), r = cJSON_GetNumberValue(cJSON_GetObjectItem(p, "score_rejected"));
+        for (line = text; *line; line = next) {
+            cJSON *p;
+            double c, r;
+            next = line + strcspn(line, "\n");
+            if (*next) *next++ = 0;
+            p = cJSON_Parse(line);
+            c = cJSON_GetNumberValue(cJSON_GetObjectItem(p, "score_chosen"));
+            r = cJSON_GetNumberValue(cJSON_GetObjectItem(p, "score_rejected"));
             FUZZ_CHECK(p && c - r >= pc.min_gap, "a pair is valid JSON and clears min_gap");
             cJSON_Delete(p);
         }

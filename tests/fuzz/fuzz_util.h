@@ -8,8 +8,10 @@
 #include "../../collabllm.h"
 #include <unistd.h>
 
+#ifndef FUZZ_CHECK   /* tests/test_fuzz_regressions.c brings its own, naming the input */
 #define FUZZ_CHECK(cond, what) \
     do { if (!(cond)) { fprintf(stderr, "invariant failed (%s:%d): %s\n", __FILE__, __LINE__, what); __builtin_trap(); } } while (0)
+#endif
 
 /* Writes data to a per-process temporary file (reused by every run) and returns its path. */
 static const char *fuzz_file(const char *tag, const uint8_t *data, size_t size) {
@@ -27,21 +29,26 @@ static const char *fuzz_file(const char *tag, const uint8_t *data, size_t size) 
 
 /* One of the small committed tokenizers (tests/data/tokenizers/NAME), loaded once. A harness
    that cannot find its data stops at once: that is a setup problem, not a finding. */
+static struct { const char *name; cllm_tokenizer tok; } fuzz_tok_cache[8];
+static int fuzz_tok_cached;
 static const cllm_tokenizer *fuzz_tokenizer(const char *name) {
-    static struct { const char *name; cllm_tokenizer tok; } cache[8];
-    static int n;
     char dir[256];
     cllm_err err;
     int i;
     memset(&err, 0, sizeof err);
-    for (i = 0; i < n; i++) if (strcmp(cache[i].name, name) == 0) return &cache[i].tok;
+    for (i = 0; i < fuzz_tok_cached; i++) if (strcmp(fuzz_tok_cache[i].name, name) == 0) return &fuzz_tok_cache[i].tok;
     snprintf(dir, sizeof dir, "tests/data/tokenizers/%s", name);
-    if (n == 8 || cllm_tokenizer_load(&cache[n].tok, dir, &err) != CLLM_OK) {
+    if (fuzz_tok_cached == 8 || cllm_tokenizer_load(&fuzz_tok_cache[fuzz_tok_cached].tok, dir, &err) != CLLM_OK) {
         fprintf(stderr, "fuzz setup: cannot load %s (run from the repository root): %s\n", dir, err.msg);
         exit(2);
     }
-    cache[n].name = name;
-    return &cache[n++].tok;
+    fuzz_tok_cache[fuzz_tok_cached].name = name;
+    return &fuzz_tok_cache[fuzz_tok_cached++].tok;
+}
+
+/* Frees the cached tokenizers (for a replay that ends; libFuzzer never does). */
+static void fuzz_free_tokenizers(void) {
+    while (fuzz_tok_cached > 0) cllm_tokenizer_free(&fuzz_tok_cache[--fuzz_tok_cached].tok);
 }
 
 /* A NUL-terminated copy of the input (the parsers of model replies take C strings). */
