@@ -177,6 +177,7 @@
       CLLM_MALLOC(sz) CLLM_REALLOC(p,sz) CLLM_FREE(p)
                                   replace the C allocator; define all three or none
       CLLM_ASSERT(x)              replace assert() (used for internal invariants only, never input)
+      CLLM_MAX_LINE_BYTES         longest JSONL line the readers accept (default 64 MB)
 
       Fast paths. The default build runs the readable scalar kernels; these switches add fast
       paths beside them (the scalar kernels stay, as the reference the tests compare against):
@@ -283,6 +284,24 @@
       Chat templates: rendered for system / user / assistant messages; tool calls and tool
       roles are refused. Where Python jinja2 and @huggingface/jinja disagree (trim of U+0085,
       rstrip('\n')) we follow jinja2, which transformers uses.
+
+      Untrusted input. Every parser of outside input (safetensors headers, config.json,
+      tokenizer.json, tokenizer_config.json, the JSONL files, chat-completions responses, the
+      simulator's and judges' JSON) is fuzzed (`make fuzz`, tests/fuzz/), and its findings are
+      replayed by tests/test_fuzz_regressions.c. Sizes are checked before allocation: a JSONL
+      line over CLLM_MAX_LINE_BYTES (64 MB) is refused; tokenizer.json ids must be nearly dense
+      (below 2 x the tokens + 256); cllm_model_load refuses a config.json that describes more
+      parameters than the weight files could hold (2 bytes each) before allocating them; a
+      token-batch file is refused beyond 1e8 padded tokens (tests/test_limits.c).
+      Security. The API key is read from the environment, sent only in the Authorization
+      header, scrubbed from every error message (also when an endpoint echoes it back; a
+      fragment the endpoint itself sends, such as OpenAI's masked "sk-...abcd", is shown as
+      sent) and never logged or written to a file. TLS certificates are verified unless
+      cllm_client_config.insecure (`--insecure`) is set. The pass_rate metric runs model-written
+      code: python is started with execvp (no shell) in its own process group, with an
+      address-space and a CPU limit and a wall-clock timeout (cllm_code_config). That is not a
+      sandbox: the code can read and write files and use the network as your user; run
+      pass_rate only inside a container or VM you are willing to lose (tests/test_security.c).
 */
 
 #ifndef COLLABLLM_H
@@ -1295,7 +1314,8 @@ CLLMDEF int cllm_tokenizer_count(void *tokenizer, const char *text);
    exact_match    [cllm_match_config* or NULL] 0/1: the final answer equals the task's completion
    bleu           [cllm_judge* or NULL] NLTK sentence BLEU, character level, of the final
                   document (judge-extracted, or the last assistant message) vs the completion
-   pass_rate      [cllm_code_config*] fraction of the task's unit tests the final code passes  */
+   pass_rate      [cllm_code_config*] fraction of the task's unit tests the final code passes;
+                  runs that code under limits but NOT in a sandbox (section 6 of the manual)  */
 CLLMDEF cllm_result cllm_metric_token_amount(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
 CLLMDEF cllm_result cllm_metric_interactivity(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
 CLLMDEF cllm_result cllm_metric_accuracy(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
@@ -8436,6 +8456,13 @@ static int cllm__sim_take(void *ctx, int i, const cllm_chat_result *res, int las
     cllm_reply *r = &job->out[i];
     if (res->code != CLLM_OK) { cllm_reply_free(r); r->code = res->code; r->err = res->err; return 1; }
     cllm_user_sim_parse(res->content, job->sim->cfg.termination, r);
+    if (r->code != CLLM_OK && last) {              /* say who gave up, and after how many answers */
+        char why[CLLM_ERRMSG_SIZE];
+        const cllm_llm_sim_config *c = &job->sim->cfg;
+        snprintf(why, sizeof why, "%s", r->err.msg);
+        cllm__fail(&r->err, r->code, "user simulator%s%s: no usable answer in %d tries; the last: %s", c->params.model ? " " : "",
+                   c->params.model ? c->params.model : "", 1 + (c->max_parse_retries > 0 ? c->max_parse_retries : 0), why);
+    }
     return r->code == CLLM_OK || last;
 }
 
@@ -9467,20 +9494,25 @@ static char *cllm__task_tests(const cllm_task *t) {
    if it could not start, -2 on timeout. The child gets its own process group so that a timeout
    kills anything it spawned. */
 static int cllm__run_python(const cllm_code_config *cfg, const char *file, char *out, size_t outsize) {
-    int fds[2], status = 0, timed_out = 0;
+    int fds[2], errfds[2], status = 0, timed_out = 0, exec_errno = 0;
     size_t got = 0;
     double deadline;
     pid_t pid;
     const char *python = cfg && cfg->python ? cfg->python : "python3";
     double timeout = cfg ? cllm__def(cfg->timeout_s, 10.0) : 10.0;
     long mem_mb = cfg ? cllm__def(cfg->memory_mb, 2048L) : 2048L;
+    out[0] = 0;
     if (pipe(fds) != 0) return -1;
+    /* errfds: close-on-exec, so it reads EOF once python runs, or the child's errno if exec failed */
+    if (pipe(errfds) != 0) { close(fds[0]); close(fds[1]); return -1; }
+    fcntl(errfds[1], F_SETFD, FD_CLOEXEC);
     pid = fork();
-    if (pid < 0) { close(fds[0]); close(fds[1]); return -1; }
+    if (pid < 0) { close(fds[0]); close(fds[1]); close(errfds[0]); close(errfds[1]); return -1; }
     if (pid == 0) {                               /* child: limits, stdout to the pipe, no shell */
         struct rlimit cpu, as;
         int devnull = open("/dev/null", O_WRONLY);
         char *argv[3];
+        close(errfds[0]);
         setpgid(0, 0);
         cpu.rlim_cur = cpu.rlim_max = (rlim_t)(timeout + 1);
         as.rlim_cur = as.rlim_max = (rlim_t)mem_mb * 1024 * 1024;
@@ -9491,9 +9523,19 @@ static int cllm__run_python(const cllm_code_config *cfg, const char *file, char 
         close(fds[0]); close(fds[1]);
         argv[0] = (char *)python; argv[1] = (char *)file; argv[2] = NULL;
         execvp(python, argv);
+        exec_errno = errno;
+        if (write(errfds[1], &exec_errno, sizeof exec_errno) < 0) {}
         _exit(127);
     }
     close(fds[1]);
+    close(errfds[1]);
+    while (read(errfds[0], &exec_errno, sizeof exec_errno) < 0 && errno == EINTR) {}
+    close(errfds[0]);
+    if (exec_errno) {                             /* the interpreter did not start */
+        close(fds[0]);
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+        return -1;
+    }
     deadline = cllm__now() + timeout;
     for (;;) {
         struct pollfd pfd;

@@ -277,6 +277,7 @@ static int make_client(cllm_client *c, int argc, char **argv, const char *side, 
     cfg.max_concurrency = (int)flag_num(argc, argv, "--concurrency", 0);
     cfg.timeout_ms = (long)flag_num(argc, argv, "--timeout-ms", 0);
     cfg.max_retries = (int)flag_num(argc, argv, "--retries", 0);
+    if (flag(argc, argv, "--retries") && cfg.max_retries == 0) cfg.max_retries = -1;   /* 0 in the config means the default */
     cfg.insecure = has_switch(argc, argv, "--insecure");
     return cllm_client_init(c, &cfg, err) == CLLM_OK;
 }

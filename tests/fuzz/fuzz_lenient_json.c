@@ -3,7 +3,8 @@
    (cllm_user_sim_parse) and the three judges' verdicts (as the judge reads a reply).
    Invariants:
      - a reply that is exactly one JSON object is read as written;
-     - the repair pass keeps the meaning of anything cJSON already accepts;
+     - the repair pass keeps the meaning of anything cJSON already accepts (except a \u escape
+       without 4 hex digits, which cJSON reads as U+0000);
      - a simulator answer that parses has a non-empty, trimmed response, and `terminated` says
        whether it holds the termination signal;
      - a verdict is in range (interactivity in [0, 1], accuracy 0 or 1, a non-empty extraction)
@@ -27,6 +28,17 @@ static int same_json(const cJSON *a, const cJSON *b) {
     int same = pa && pb && strcmp(pa, pb) == 0;
     cJSON_free(pa); cJSON_free(pb);
     return same;
+}
+
+/* Does s hold a \u escape without 4 hex digits? cJSON reads one as U+0000 (its hex parser
+   returns 0), a meaning no repair of the text can keep. */
+static int bad_u_escape(const char *s) {
+    for (; *s; s++) {
+        if (*s != '\\') continue;
+        if (s[1] == 'u' && !(isxdigit((unsigned char)s[2]) && isxdigit((unsigned char)s[3]) && isxdigit((unsigned char)s[4]) && isxdigit((unsigned char)s[5]))) return 1;
+        if (s[1]) s++;
+    }
+    return 0;
 }
 
 static void check_verdict(cllm__verdict_fn verdict, const char *content, int kind) {
@@ -67,15 +79,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (strict && cJSON_IsObject(strict) && text[0] == '{')
         FUZZ_CHECK(same_json(strict, lenient), "one JSON object is read as written");
     cJSON_Delete(lenient);
-    if (strict) {
+    if (strict && !bad_u_escape(text)) {
         cJSON *again;
         fixed = cllm__json_repair(text, len);
         again = fixed ? parse_whole(fixed, strlen(fixed)) : NULL;
         FUZZ_CHECK(same_json(strict, again), "repair keeps the meaning of what cJSON accepts");
         cJSON_Delete(again);
         CLLM_FREE(fixed);
-        cJSON_Delete(strict);
     }
+    cJSON_Delete(strict);
 
     memset(&r, 0, sizeof r);
     if (cllm_user_sim_parse(text, NULL, &r) == CLLM_OK) {
