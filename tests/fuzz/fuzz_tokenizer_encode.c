@@ -22,30 +22,6 @@ static char *nfc(const struct cllm__tok *p, const char *s, size_t n, size_t *out
     return t.b.p;
 }
 
-static void check_stream(const cllm_tokenizer *tok, const int *ids, int n, int skip) {
-    cllm_decode_stream ds;
-    cllm_err err;
-    char *want, *got;
-    size_t want_n, got_n = 0;
-    int i;
-    FUZZ_CHECK(cllm_tokenizer_decode(tok, ids, n, skip, &want, &want_n, &err) == CLLM_OK, "decode succeeds");
-    FUZZ_CHECK(fuzz_utf8(want, want_n), "decode gives valid UTF-8");
-    got = (char *)calloc(want_n + 1, 1);
-    cllm_decode_stream_init(&ds, tok, skip);
-    for (i = 0; i <= n; i++) {
-        const char *piece;
-        size_t plen;
-        cllm_result rc = i < n ? cllm_decode_stream_push(&ds, ids[i], &piece, &plen, &err) : cllm_decode_stream_flush(&ds, &piece, &plen, &err);
-        FUZZ_CHECK(rc == CLLM_OK && got_n + plen <= want_n && fuzz_utf8(piece, plen), "each streamed piece is valid UTF-8 and a prefix of decode");
-        memcpy(got + got_n, piece, plen);
-        got_n += plen;
-    }
-    FUZZ_CHECK(got_n == want_n && memcmp(got, want, want_n) == 0, "streamed text == decoded text");
-    cllm_decode_stream_free(&ds);
-    free(got);
-    CLLM_FREE(want);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static const char *names[] = { "gpt2", "gpt2_prefix", "llama3_style", "qwen2_style", "smollm2" };
     const cllm_tokenizer *tok;
@@ -77,7 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             FUZZ_CHECK(offs[2 * k] <= offs[2 * k + 1] && offs[2 * k] >= 0 && (size_t)offs[2 * k + 1] <= len, "offsets lie inside the text");
             FUZZ_CHECK(k == 0 || offs[2 * k] >= offs[2 * k - 2] || offs[2 * k + 1] == 0 || reordered, "token starts are in order");
         }
-        check_stream(tok, ids, n, skip);
+        fuzz_check_stream(tok, ids, n, skip);
         if (!add_special && strcmp(names[data[0] % 5], "gpt2_prefix") != 0) {
             char *back, *want;
             size_t back_n, want_n;
@@ -107,7 +83,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     n_raw = (int)(len / 2);
     raw_ids = (int *)malloc(sizeof(int) * (size_t)n_raw + 1);
     for (i = 0; i < (size_t)n_raw; i++) raw_ids[i] = (int16_t)((uint8_t)text[2 * i] | (uint8_t)text[2 * i + 1] << 8) % (tok->n_ids + 8);
-    check_stream(tok, raw_ids, n_raw, skip);
+    fuzz_check_stream(tok, raw_ids, n_raw, skip);
     free(raw_ids);
     return 0;
 }

@@ -22,35 +22,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_CHECK(tok.n_ids > 0 && (size_t)tok.n_ids <= 2 * size + 256, "ids are bounded by the size of tokenizer.json");
     for (k = 0; k < sizeof texts / sizeof texts[0]; k++) {
         const char *t = texts[k];
-        size_t len = strlen(t), out_len = 0, s_len = 0;
+        size_t len = strlen(t);
         int *ids = NULL, *offs = NULL, n = 0, i, special;
-        char *out = NULL, *streamed;
-        cllm_decode_stream ds;
         cllm_result rc = cllm_tokenizer_encode(&tok, t, len, (int)(k & 1), &ids, &n, &offs, &err);
         FUZZ_CHECK(rc == CLLM_OK, "encoding valid UTF-8 succeeds");
         for (i = 0; i < n; i++) {
             FUZZ_CHECK(ids[i] >= 0 && ids[i] < tok.n_ids, "ids lie inside the vocabulary");
             FUZZ_CHECK(offs[2 * i] >= 0 && offs[2 * i] <= offs[2 * i + 1] && (size_t)offs[2 * i + 1] <= len, "offsets lie inside the text");
         }
-        for (special = 0; special < 2; special++) {
-            FUZZ_CHECK(cllm_tokenizer_decode(&tok, ids, n, special, &out, &out_len, &err) == CLLM_OK, "decode succeeds");
-            FUZZ_CHECK(fuzz_utf8(out, out_len) && strlen(out) <= out_len, "decode gives valid UTF-8");
-            streamed = (char *)calloc(out_len + 1, 1);
-            cllm_decode_stream_init(&ds, &tok, special);
-            for (i = 0; i <= n; i++) {
-                const char *piece;
-                size_t plen;
-                rc = i < n ? cllm_decode_stream_push(&ds, ids[i], &piece, &plen, &err) : cllm_decode_stream_flush(&ds, &piece, &plen, &err);
-                FUZZ_CHECK(rc == CLLM_OK && s_len + plen <= out_len, "the stream never runs ahead of decode");
-                memcpy(streamed + s_len, piece, plen);
-                s_len += plen;
-            }
-            FUZZ_CHECK(s_len == out_len && memcmp(streamed, out, out_len) == 0, "streamed text == decoded text");
-            cllm_decode_stream_free(&ds);
-            free(streamed);
-            CLLM_FREE(out);
-            s_len = 0;
-        }
+        for (special = 0; special < 2; special++) fuzz_check_stream(&tok, ids, n, special);
         CLLM_FREE(ids); CLLM_FREE(offs);
     }
     cllm_tokenizer_free(&tok);

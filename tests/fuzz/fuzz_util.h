@@ -70,6 +70,32 @@ static int fuzz_contains(const char *s, size_t n, const char *needle) {
     return 0;
 }
 
+/* Decodes ids (skip: leave out special tokens) and checks the text is valid UTF-8 and that the
+   streaming decoder, fed one id at a time, gives exactly that text, never running ahead. */
+static void fuzz_check_stream(const cllm_tokenizer *tok, const int *ids, int n, int skip) {
+    cllm_decode_stream ds;
+    cllm_err err;
+    char *want, *got;
+    size_t want_n, got_n = 0;
+    int i;
+    FUZZ_CHECK(cllm_tokenizer_decode(tok, ids, n, skip, &want, &want_n, &err) == CLLM_OK, "decode succeeds");
+    FUZZ_CHECK(fuzz_utf8(want, want_n), "decode gives valid UTF-8");
+    got = (char *)calloc(want_n + 1, 1);
+    cllm_decode_stream_init(&ds, tok, skip);
+    for (i = 0; i <= n; i++) {
+        const char *piece;
+        size_t plen;
+        cllm_result rc = i < n ? cllm_decode_stream_push(&ds, ids[i], &piece, &plen, &err) : cllm_decode_stream_flush(&ds, &piece, &plen, &err);
+        FUZZ_CHECK(rc == CLLM_OK && got_n + plen <= want_n && fuzz_utf8(piece, plen), "each streamed piece is valid UTF-8 and a prefix of decode");
+        memcpy(got + got_n, piece, plen);
+        got_n += plen;
+    }
+    FUZZ_CHECK(got_n == want_n && memcmp(got, want, want_n) == 0, "streamed text == decoded text");
+    cllm_decode_stream_free(&ds);
+    free(got);
+    CLLM_FREE(want);
+}
+
 /* The number of lines in a file that are not empty. */
 static int fuzz_count_lines(const char *path) {
     FILE *f = fopen(path, "rb");
