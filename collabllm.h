@@ -3547,28 +3547,22 @@ static int cllm__tiles(int M, int N, int *mc, int *nc, int mr, int nr) {
 /* out (M x N, rows ldo apart) += X (M x K) W (N x K)^T, X and W rows ldx and ldw apart. */
 static void cllm__gemm_nt(cllm_float *out, size_t ldo, const cllm_float *X, size_t ldx,
                           const cllm_float *W, size_t ldw, int M, int N, int K) {
-    int mc = CLLM__DMC, nc = CLLM__DNC, tn, ntiles, t, nkb, kc;
+    int mc = CLLM__DMC, nc = CLLM__DNC, tn, ntiles, t;
     if (M <= 0 || N <= 0 || K <= 0) return;
     tn = cllm__tiles(M, N, &mc, &nc, CLLM__DR, CLLM__DC);
     ntiles = (M + mc - 1) / mc * tn;
     /* K is not blocked: each output is one chain of fused multiply-adds and one reduction, the
        same whatever M is and however the tiles fall, so a row's result never depends on how many
        rows are computed with it (a token sampled while decoding 1 sequence or 8 is the same). */
-    nkb = 1;
-    kc = K;
-    (void)nkb;
 #ifdef CLLM__OMP
 #pragma omp parallel for schedule(dynamic) if(ntiles > 1 && (double)M * N * K >= 1e5)
 #endif
     for (t = 0; t < ntiles; t++) {
-        int i0 = t / tn * mc, j0 = t % tn * nc, i, j, k0;
+        int i0 = t / tn * mc, j0 = t % tn * nc, i, j;
         int i1 = M - i0 < mc ? M : i0 + mc, j1 = N - j0 < nc ? N : j0 + nc;
-        for (k0 = 0; k0 < K; k0 += kc) {
-            int kb = K - k0 < kc ? K - k0 : kc;
-            for (j = j0; j < j1; j += CLLM__DC) for (i = i0; i < i1; i += CLLM__DR)
-                cllm__kernel_dot(kb, X + (size_t)i * ldx + k0, ldx, W + (size_t)j * ldw + k0, ldw, out + (size_t)i * ldo + j, ldo,
-                                 i1 - i < CLLM__DR ? i1 - i : CLLM__DR, j1 - j < CLLM__DC ? j1 - j : CLLM__DC);
-        }
+        for (j = j0; j < j1; j += CLLM__DC) for (i = i0; i < i1; i += CLLM__DR)
+            cllm__kernel_dot(K, X + (size_t)i * ldx, ldx, W + (size_t)j * ldw, ldw, out + (size_t)i * ldo + j, ldo,
+                             i1 - i < CLLM__DR ? i1 - i : CLLM__DR, j1 - j < CLLM__DC ? j1 - j : CLLM__DC);
     }
 }
 
@@ -10131,7 +10125,7 @@ CLLMDEF cllm_result cllm_sft_data_load(cllm_sft_data *d, const cllm_tokenizer *t
 CLLMDEF void cllm_dpo_data_free(cllm_dpo_data *d) {
     int i;
     if (!d) return;
-    for (i = 0; i < d->n; i++) { cllm_train_seq_free(&d->pairs[i].chosen); cllm_train_seq_free(&d->pairs[i].rejected); }
+    for (i = 0; d->pairs && i < d->n; i++) { cllm_train_seq_free(&d->pairs[i].chosen); cllm_train_seq_free(&d->pairs[i].rejected); }
     stbds_arrfree(d->pairs);
     memset(d, 0, sizeof *d);
 }
@@ -11621,6 +11615,7 @@ CLLMDEF int cllm_ppo_sequence_end(const int *response, int L, int pad_id, int st
 
 /* B rows of T tokens: checks the sizes and that B*T fits in memory arithmetic. */
 static cllm_result cllm__check_bt(const char *fn, int B, int T, size_t *n, cllm_err *err) {
+    *n = 0;
     if (B < 1 || T < 1) return cllm__fail(err, CLLM_ERR_ARG, "%s: B and T must be >= 1 (got %d, %d)", fn, B, T);
     if ((size_t)B > SIZE_MAX / sizeof(double) / (size_t)T) return cllm__fail(err, CLLM_ERR_LIMIT, "%s: B*T too large", fn);
     *n = (size_t)B * (size_t)T;
@@ -12021,7 +12016,8 @@ static void *cllm__pool_calloc(cllm__pool *pool, size_t n, size_t size) {
 /* A number (or a boolean as 0/1) field; absent or null gives def. */
 static cllm_result cllm__ref_num(const cJSON *in, const char *key, double def, double *out, cllm_err *err) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(in, key);
-    if (!j || cJSON_IsNull(j)) { *out = def; return CLLM_OK; }
+    *out = def;                                   /* written on every path, errors included */
+    if (!j || cJSON_IsNull(j)) return CLLM_OK;
     if (cJSON_IsBool(j)) { *out = cJSON_IsTrue(j) ? 1 : 0; return CLLM_OK; }
     if (!cJSON_IsNumber(j)) return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\" must be a number", key);
     *out = j->valuedouble;
@@ -12030,7 +12026,9 @@ static cllm_result cllm__ref_num(const cJSON *in, const char *key, double def, d
 
 static cllm_result cllm__ref_int(const cJSON *in, const char *key, int def, int *out, cllm_err *err) {
     double d;
-    cllm_result rc = cllm__ref_num(in, key, def, &d, err);
+    cllm_result rc;
+    *out = def;
+    rc = cllm__ref_num(in, key, def, &d, err);
     if (rc != CLLM_OK) return rc;
     if (d != floor(d) || fabs(d) > 2147483647.0) return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\" must be an integer", key);
     *out = (int)d;
@@ -12255,7 +12253,7 @@ static cllm_result cllm__ref_grpo(const cJSON *in, cJSON *out, cllm__pool *pool,
 /* AdamW is the library's cllm_adamw_step (torch semantics): parameters and moments are
    cllm_float, so in a float build the results carry float rounding. */
 static cllm_result cllm__ref_adamw(const cJSON *in, cJSON *out, cllm__pool *pool, cllm_err *err) {
-    double *p0, *g, *betas = NULL, lr, eps, wd;
+    double *p0, *g, *betas = NULL, lr = 0, eps = 0, wd = 0;
     cllm_float *p, *gf, *m, *v;
     int n = -1, steps = 0, nb = 2, s, i;
     cJSON *list;

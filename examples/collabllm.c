@@ -37,9 +37,14 @@ static int has_switch(int argc, char **argv, const char *name) {
     return 0;
 }
 
+/* A required flag's value, or NULL after naming it (the usage is printed once per run). */
 static const char *need(int argc, char **argv, const char *name, const char *usage) {
+    static int usage_shown;
     const char *v = flag(argc, argv, name);
-    if (!v) fprintf(stderr, "missing %s\nusage: %s\n", name, usage);
+    if (!v) {
+        fprintf(stderr, "missing %s\n", name);
+        if (!usage_shown++) fprintf(stderr, "usage: %s\n", usage);
+    }
     return v;
 }
 
