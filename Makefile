@@ -3,6 +3,7 @@
 #   make test     build and run the test suite (installs missing Debian packages first), then
 #                 the same suite again with the fast paths on (OpenMP, CLLM_SIMD, -march=native)
 #   make asan     the test suite under AddressSanitizer + UndefinedBehaviorSanitizer (scalar)
+#   make demo     the main job: CollabLLM's result on the bundled task, offline (SEED=n picks another seed)
 #   make bench    speed and memory of the model and kernels (examples/bench.c) -> build/bench.json
 #   make fuzz     run every libFuzzer target in tests/fuzz for FUZZ_SECONDS each (needs clang)
 #   make golden   regenerate the PyTorch / NLTK reference files in tests/data (needs python3-torch, python3-nltk)
@@ -35,7 +36,7 @@ FAST_FLAGS := $(call cc_accepts,-march=native) $(call cc_accepts,-fopenmp) -DCLL
 FAST      ?= 1
 FAST_BINS = $(patsubst tests/%.c,$(BUILD)/fast/%,$(wildcard tests/test_*.c)) $(BUILD)/fast/collabllm $(BUILD)/fast/chat $(BUILD)/fast/bench
 
-.PHONY: all test asan fuzz deps golden clean crosscheck unicode-tables bench lora-memory
+.PHONY: all test asan fuzz deps golden clean crosscheck unicode-tables bench lora-memory demo
 all: deps $(TOOLS) $(TEST_BINS)
 
 # Checks (and as root installs) the Debian packages the library links against.
@@ -87,6 +88,16 @@ FUZZ_SECONDS ?= 60
 fuzz: deps
 	@tests/ensure-deps.sh clang libclang-rt-14-dev
 	tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+# The demo's model is tiny (0.2M parameters): threads cost more than they give, so it is built
+# with the SIMD kernels but without OpenMP. Output in build/demo/.
+SEED ?= 1
+DEMO_FLAGS := $(call cc_accepts,-march=native) -DCLLM_SIMD
+$(BUILD)/cllm_demo: examples/demo.c examples/demo_task.h examples/demo_bpe.h collabllm.h | $(BUILD)
+	$(CC) $(WARN) -O2 -g $(DEMO_FLAGS) -o $@ $< $(LDLIBS)
+
+demo: deps $(BUILD)/cllm_demo
+	$(BUILD)/cllm_demo --seed $(SEED) --out $(BUILD)/demo
 
 golden:
 	/usr/bin/python3 tests/gen_golden.py

@@ -2069,6 +2069,9 @@ typedef struct cllm_dpo_config {
     int    reference_free;   /* 1: z ignores the reference (rewards still use it, as TRL); default 0 */
     int    ipo_sum;          /* cllm_dpo_micro_step with IPO: 1 = summed logps (TRL OnlineDPOTrainer,
                                 OpenRLHF); default 0 = per-token averages (TRL DPOTrainer)          */
+    double rpo_alpha;        /* RPO (TRL's rpo_alpha, Pang et al. 2024): the trainer adds alpha times
+                                the NLL of the chosen completions, per token, to the loss; default 0
+                                (off). cllm_dpo_loss itself does not use it: it needs token counts */
 } cllm_dpo_config;
 
 typedef struct cllm_dpo_out {
@@ -10723,6 +10726,15 @@ CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cl
     if ((rc = cllm_dpo_loss(&c, n, pol, pol + n, refl, refl + n, &out, err)) != CLLM_OK) goto done;
     /* cllm_dpo_loss differentiates the mean over these n pairs; the step wants sum / norm */
     for (i = 0; i < 2 * n; i++) d[i] *= (double)n / norm / (c.loss_type == CLLM_DPO_IPO && !c.ipo_sum ? len[i] : 1.0);
+    if (c.rpo_alpha > 0) {
+        /* RPO: + alpha * NLL(chosen), NLL = -(sum of the chosen tokens' logps) / (chosen tokens), as
+           TRL's rpo term (a mean over this micro-batch's chosen tokens), weighted like the pairs */
+        double tok_c = 0, nll = 0;
+        for (i = 0; i < n; i++) { tok_c += len[i]; nll -= pol[i] * (c.loss_type == CLLM_DPO_IPO && !c.ipo_sum ? len[i] : 1.0); }
+        for (i = 0; i < n; i++) d[i] -= c.rpo_alpha * (double)n / norm / tok_c;
+        for (i = 0; i < n; i++) losses[i] += c.rpo_alpha * nll / tok_c;
+        if (st) cllm_train_stats_add(st, "nll_loss", nll / tok_c * n, n);
+    }
     if ((rc = cllm__backward_rows(m, d, err)) != CLLM_OK) goto done;
     for (i = 0; i < n; i++) {
         s_loss += losses[i]; s_cr += cr[i]; s_rj += rj[i]; s_acc += cr[i] > rj[i];

@@ -135,12 +135,14 @@ static int demo_is_question(const char *text) {
 /* ---- the rule-based user simulator ------------------------------------------------------------ */
 
 /* The simulator needs the task, not only the goal text: its context is the task list, and the
-   goal's prompt identifies the task (prompts are looked up, so any cllm_goal built from a task
-   of the list works). */
+   goal's prompt identifies the task (any cllm_goal built from a task of the list works). */
 typedef struct demo_sim_ctx { const cllm_task *tasks; int n_tasks; } demo_sim_ctx;
 
 static const cllm_task *demo_find_task(const demo_sim_ctx *c, const char *prompt) {
     int i;
+    /* two tasks can share a prompt (one under-specified, one not): the library passes the task's
+       own string as the goal, so its address identifies the task; text is the fallback */
+    for (i = 0; i < c->n_tasks; i++) if (c->tasks[i].prompt == prompt) return &c->tasks[i];
     for (i = 0; i < c->n_tasks; i++) if (strcmp(c->tasks[i].prompt, prompt) == 0) return &c->tasks[i];
     return NULL;
 }
