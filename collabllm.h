@@ -139,10 +139,26 @@
       cllm_train_sft(), cllm_train_dpo() -- whole runs: shuffled epochs, gradient accumulation,
                                   schedule, clipping, AdamW, metrics JSONL, progress lines, atomic
                                   resumable checkpoints (bit-identical resume), the final model
-      cllm_trainer_init(), _resume(), _run(), _zero_grad(), _apply(), _save(), _save_final(), _free()
-                               -- the loop itself, reused by other trainers through a cllm_train_task
+      cllm_trainer_init(), _resume(), _run(), _zero_grad(), _apply(), _update(), _save(), _save_final(),
+                               _free() -- the loop itself, reused by other trainers through a
+                                  cllm_train_task (micro-batches, or a whole step of its own as PPO's)
       cllm_lora_init(), cllm_lora_load(), cllm_lora_save(), cllm_lora_merge(), cllm_lora_free()
                                -- LoRA adapters (PEFT's format and init), frozen base, merge and save
+   Online training: online DPO, PPO, GRPO driven by MR (data_fmt/train_online.md)
+      cllm_online_prompts_from_tasks() -- prompts from a task file: the simulator's opening turns
+                                  (made once, cached in a file)
+      cllm_online_prompts_read() -- prompts from MR records or a prompts file (data_fmt/train_prompts.md);
+                                  cllm_online_prompts_write(), cllm_online_prompts_free()
+      cllm_train_online_dpo()  -- two responses per prompt, the higher MR chosen, a DPO update
+                                  (TRL's OnlineDPOTrainer, CollabLLM's online stage)
+      cllm_train_ppo()         -- PPO as TRL v0.19: KL-penalised MR at the end of each response, a value
+                                  head on the trunk, GAE, whitening, clipped policy and value losses,
+                                  epochs x mini-batches per rollout
+      cllm_train_grpo()        -- G responses per prompt, group-normalised advantages (TRL v0.19 GRPO)
+      cllm_value_head_init(), _forward(), _backward(), _free() -- PPO's critic, Linear(C, 1) on lnf
+      cllm_ppo_rollout_alloc(), cllm_ppo_prepare(), cllm_ppo_rollout_loss(), cllm_ppo_rollout_free()
+                               -- PPO's rollout arithmetic on plain arrays (what the trainer runs)
+      cllm_grpo_loss()         -- GRPO's token-level clipped loss + beta k3 (bnpo / grpo / dr_grpo)
    Preference and RL objectives (DPO, PPO, GRPO) and metrics (BLEU)
       cllm_dpo_loss()          -- DPO losses (sigmoid/cDPO, robust, hinge, IPO, reference-free), TRL's
                                   reward metrics, and d loss / d policy logps
@@ -1861,7 +1877,7 @@ CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const
    Reads the prompt files written below too. Appends to p. */
 CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char *path, const cllm_prompts_config *cfg, cllm_err *err);
 /* One JSON line per prompt: the task's fields, "conv_id", "turn_id" and "prompt" (the history),
-   written atomically (data_fmt/train.md, "Online prompts"). */
+   written atomically (data_fmt/train_prompts.md). */
 CLLMDEF cllm_result cllm_online_prompts_write(const cllm_online_prompts *p, const char *path, cllm_err *err);
 CLLMDEF void        cllm_online_prompts_free(cllm_online_prompts *p);
 

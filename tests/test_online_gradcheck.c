@@ -5,7 +5,8 @@
    dhidden for the value head on the final normed hidden state). Checked: every value-head
    weight and a sample of the trunk's parameters (embeddings, attention, MLP, norms), with and
    without clipping in play (every other token set up so that the policy or the value clip binds), and a pure value loss (vf only) whose gradient reaches the trunk
-   only through the value head. Central differences, h = 1e-6. */
+   only through the value head. The GRPO loss (cllm_grpo_loss, ratios away from 1, beta k3)
+   through the same forward and backward. Central differences, h = 1e-6. */
 #define COLLABLLM_DOUBLE
 #define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
@@ -156,7 +157,66 @@ static void run(const char *label, double cliprange, int vf_only) {
     teardown(&s);
 }
 
+/* ---- GRPO: cllm_grpo_loss through the same forward and backward ---- */
+
+typedef struct grpo_setup { setup s; double old[9], ref[9], adv[3], mask[9]; int loss_type; } grpo_setup;
+
+static double grpo_objective(grpo_setup *g, double *dlp) {
+    cllm__seq_batch sb;
+    double lp[9];
+    cllm_grpo_loss_out out;
+    memset(&sb, 0, sizeof sb);
+    cllm__rollout_forward(&g->s.m, g->s.ptr, 3, g->s.tau, &sb, NULL);
+    cllm__gather_logps(&g->s.m, g->s.ptr, 3, 3, 0.0, lp);
+    memset(&out, 0, sizeof out);
+    out.d_logprobs = dlp;
+    cllm_grpo_loss(3, 3, lp, g->old, g->ref, g->adv, g->mask, 0.04, 0.2, 0.28, g->loss_type, 4, &out, NULL);
+    if (dlp) {
+        cllm_zero_grad(&g->s.m, NULL);
+        cllm__rollout_backward(&g->s.m, NULL, g->s.ptr, 3, 3, dlp, NULL, 1.0, NULL);
+    }
+    cllm__seq_batch_free(&sb);
+    return out.loss;
+}
+
+static void run_grpo(const char *label, int loss_type) {
+    grpo_setup g;
+    double dlp[9], num[200], ana[200];
+    cllm_rng rng;
+    int n = 0, i, p, b;
+    char buf[160];
+    init(&g.s, 10, 0);
+    g.loss_type = loss_type;
+    cllm_rng_seed(&rng, 21);
+    for (b = 0; b < 9; b++) {                          /* old / ref log-probs around the rollout's; A per sequence */
+        g.mask[b] = g.s.r.mask[b];
+        g.old[b] = g.s.r.mask[b] ? g.s.r.logprobs[b] : 0;
+        g.ref[b] = g.old[b] + 0.3 * cllm_rng_normal(&rng);
+    }
+    for (b = 0; b < 3; b++) g.adv[b] = cllm_rng_normal(&rng);
+    printf("%s (J = %.6f)\n", label, grpo_objective(&g, dlp));
+    cllm_rng_seed(&rng, 5);
+    for (p = 0; p < CLLM_NUM_PARAM_TENSORS; p++) {
+        cllm_float *w = ((cllm_float **)&g.s.m.params)[p], *gr = ((cllm_float **)&g.s.m.grads)[p];
+        if (!g.s.m.param_sizes[p] || (p == CLLM__P_LM_HEAD && g.s.m.config.tie_word_embeddings)) continue;
+        for (i = 0; i < 8; i++) {
+            size_t j = (size_t)(cllm_rng_uniform(&rng) * (double)g.s.m.param_sizes[p]);
+            double keep = w[j], jp, jm;
+            ana[n] = gr[j];
+            w[j] = keep + H_FD; jp = grpo_objective(&g, NULL);
+            w[j] = keep - H_FD; jm = grpo_objective(&g, NULL);
+            w[j] = keep;
+            num[n++] = (jp - jm) / (2 * H_FD);
+        }
+    }
+    snprintf(buf, sizeof buf, "trunk: 8 entries of each of the %d parameter tensors", n / 8);
+    check_tensor_d(buf, ana, num, (size_t)n, 1e-6);
+    teardown(&g.s);
+}
+
 int main(void) {
+    run_grpo("GRPO loss (ratios != 1 with clipping, beta 0.04 k3, per-sequence advantages), grpo aggregation", CLLM_GRPO_GRPO);
+    run_grpo("the same with bnpo aggregation (TRL v0.19's default)", CLLM_GRPO_BNPO);
     run("PPO loss, clipping out of reach (cliprange 10)", 10, 0);
     run("PPO loss with clipping in play (cliprange and cliprange_value 0.2)", 0.2, 0);
     run("value loss alone (advantages 0, vf_coef 1): the trunk learns only through the value head", 10, 1);
