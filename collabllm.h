@@ -12176,14 +12176,15 @@ static cllm_result cllm__rollout_ref(cllm_model *m, cllm_model *ref, const cllm_
 }
 
 /* Backward of sum over rows and response tokens of scale * (dlp * logp + dv * value), after the
-   policy's forward of seqs (the last forward of m). dv and vh may be NULL. */
+   policy's forward of seqs (the last forward of m, cllm__rollout_forward: dropout off, so off
+   here too, whatever the trainer's micro-step set). dv and vh may be NULL. */
 static cllm_result cllm__rollout_backward(cllm_model *m, cllm_value_head *vh, const cllm_train_seq *const *seqs, int n, int L,
                                           const double *dlp, const double *dv, double scale, cllm_err *err) {
     size_t BT = (size_t)m->B * (size_t)m->T, C = (size_t)m->config.hidden_size;
     cllm_float *dlogp = (cllm_float *)cllm__calloc(BT, sizeof(cllm_float));
     cllm_float *dh = dv ? (cllm_float *)cllm__calloc(BT * C, sizeof(cllm_float)) : NULL;
     cllm_result rc;
-    int r, t;
+    int r, t, training = 0;
     if (!dlogp || (dv && !dh)) { CLLM_FREE(dlogp); CLLM_FREE(dh); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
     for (r = 0; r < n; r++) {
         int len = seqs[r]->n - seqs[r]->n_prompt;
@@ -12194,7 +12195,9 @@ static cllm_result cllm__rollout_backward(cllm_model *m, cllm_value_head *vh, co
             if (d != 0) cllm_value_head_backward(vh, m->acts.lnf + pos * C, 1, &d, dh + pos * C);
         }
     }
+    if (m->lora) { training = m->lora->training; m->lora->training = 0; }
     rc = cllm_backward(m, dlogp, dh, err);
+    if (m->lora) m->lora->training = training;
     CLLM_FREE(dlogp); CLLM_FREE(dh);
     return rc;
 }
@@ -12333,7 +12336,6 @@ CLLMDEF cllm_result cllm_train_online_dpo(cllm_local_lm *policy, cllm_lora *lora
                                           const cllm_online_prompts *prompts, const cllm_online_dpo_config *cfg,
                                           const cllm_train_config *train, cllm_err *err) {
     cllm__odpo_ctx ctx;
-    cllm_train_task task;
     cllm_result rc;
     if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "cllm_train_online_dpo: needs a config and a training config");
     memset(&ctx, 0, sizeof ctx);
@@ -12346,10 +12348,7 @@ CLLMDEF cllm_result cllm_train_online_dpo(cllm_local_lm *policy, cllm_lora *lora
     if (ctx.cfg.max_length < 2) return cllm__fail(err, CLLM_ERR_ARG, "online DPO: max_length must be at least 2");
     if (!ref && !lora) return cllm__fail(err, CLLM_ERR_ARG, "online DPO needs a reference: a frozen copy of the initial policy, or LoRA adapters (the base model is the reference)");
     ctx.dpo.loss_type = ctx.cfg.loss_type; ctx.dpo.beta = ctx.cfg.beta; ctx.dpo.ipo_sum = 1;
-    memset(&task, 0, sizeof task);
-    task.name = "online-dpo"; task.n_examples = prompts->n; task.default_lr = 5e-6;   /* paper Table 6 */
-    task.units = cllm__online_units; task.micro_step = cllm__odpo_micro; task.ctx = &ctx;
-    return cllm__train_run(&policy->model, lora, &task, train, err);
+    return cllm__train_task(&policy->model, lora, "online-dpo", prompts->n, 5e-6 /* paper Table 6 */, cllm__online_units, cllm__odpo_micro, &ctx, train, err);
 }
 
 /* ---- the value head ------------------------------------------------------------------------ */
@@ -12899,7 +12898,6 @@ CLLMDEF cllm_result cllm_train_grpo(cllm_local_lm *policy, cllm_lora *lora, cllm
                                     const cllm_online_prompts *prompts, const cllm_grpo_config *cfg,
                                     const cllm_train_config *train, cllm_err *err) {
     cllm__grpo_ctx ctx;
-    cllm_train_task task;
     cllm_result rc;
     if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "cllm_train_grpo: needs a config and a training config");
     memset(&ctx, 0, sizeof ctx);
@@ -12914,10 +12912,7 @@ CLLMDEF cllm_result cllm_train_grpo(cllm_local_lm *policy, cllm_lora *lora, cllm
     if (ctx.cfg.loss_type < CLLM_GRPO_BNPO || ctx.cfg.loss_type > CLLM_GRPO_DR_GRPO) return cllm__fail(err, CLLM_ERR_ARG, "GRPO: unknown loss_type %d", ctx.cfg.loss_type);
     if (ctx.cfg.beta < 0) return cllm__fail(err, CLLM_ERR_ARG, "GRPO: beta must be >= 0");
     if (ctx.cfg.beta != 0 && !ref && !lora) return cllm__fail(err, CLLM_ERR_ARG, "GRPO with beta > 0 needs a reference: a frozen copy of the initial policy, or LoRA adapters (the base model)");
-    memset(&task, 0, sizeof task);
-    task.name = "grpo"; task.n_examples = prompts->n; task.default_lr = 1e-6;            /* TRL's GRPOConfig */
-    task.units = cllm__online_units; task.micro_step = cllm__grpo_micro; task.ctx = &ctx;
-    return cllm__train_run(&policy->model, lora, &task, train, err);
+    return cllm__train_task(&policy->model, lora, "grpo", prompts->n, 1e-6 /* TRL's GRPOConfig */, cllm__online_units, cllm__grpo_micro, &ctx, train, err);
 }
 
 /* -------------------------------------------------------------------------------------------- */

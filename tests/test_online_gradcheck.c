@@ -6,7 +6,9 @@
    weight and a sample of the trunk's parameters (embeddings, attention, MLP, norms), with and
    without clipping in play (every other token set up so that the policy or the value clip binds), and a pure value loss (vf only) whose gradient reaches the trunk
    only through the value head. The GRPO loss (cllm_grpo_loss, ratios away from 1, beta k3)
-   through the same forward and backward. Central differences, h = 1e-6. */
+   through the same forward and backward, on the trunk and on LoRA adapters whose dropout the
+   trainer has switched on for the micro-step (the online passes run without it, forward and
+   backward alike). Central differences, h = 1e-6. */
 #define COLLABLLM_DOUBLE
 #define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
@@ -214,7 +216,47 @@ static void run_grpo(const char *label, int loss_type) {
     teardown(&g.s);
 }
 
+/* With LoRA adapters (dropout 0.25) and the trainer's micro-step state (lora.training = 1):
+   the online trainers keep dropout off in their forwards, so backward must not apply it. */
+static void run_grpo_lora(void) {
+    grpo_setup g;
+    cllm_lora lo;
+    cllm_lora_config lc;
+    cllm_rng rng;
+    double dlp[9], *num;
+    size_t k;
+    int b;
+    init(&g.s, 10, 0);
+    g.loss_type = CLLM_GRPO_BNPO;
+    memset(&lc, 0, sizeof lc);
+    lc.r = 2; lc.alpha = 4; lc.dropout = 0.25;
+    cllm_lora_init(&lo, &g.s.m, &lc, NULL);
+    cllm_rng_seed(&rng, 33);
+    for (k = 0; k < lo.num_params; k++) lo.params[k] = (cllm_float)(0.4 * cllm_rng_normal(&rng));      /* B != 0 */
+    lo.training = 1; lo.dropout_seed = 0x5EEDull;
+    for (b = 0; b < 9; b++) {
+        g.mask[b] = g.s.r.mask[b];
+        g.old[b] = g.s.r.mask[b] ? g.s.r.logprobs[b] : 0;
+        g.ref[b] = g.old[b] + 0.3 * cllm_rng_normal(&rng);
+    }
+    for (b = 0; b < 3; b++) g.adv[b] = cllm_rng_normal(&rng);
+    printf("GRPO loss through LoRA adapters (dropout 0.25, off in the online trainers' passes) (J = %.6f)\n", grpo_objective(&g, dlp));
+    num = (double *)calloc(lo.num_params, sizeof(double));
+    for (k = 0; k < lo.num_params; k++) {
+        double keep = lo.params[k], jp, jm;
+        lo.params[k] = keep + H_FD; jp = grpo_objective(&g, NULL);
+        lo.params[k] = keep - H_FD; jm = grpo_objective(&g, NULL);
+        lo.params[k] = keep;
+        num[k] = (jp - jm) / (2 * H_FD);
+    }
+    check_tensor_d("every adapter parameter", lo.grads, num, lo.num_params, 1e-6);
+    free(num);
+    cllm_lora_free(&lo);
+    teardown(&g.s);
+}
+
 int main(void) {
+    run_grpo_lora();
     run_grpo("GRPO loss (ratios != 1 with clipping, beta 0.04 k3, per-sequence advantages), grpo aggregation", CLLM_GRPO_GRPO);
     run_grpo("the same with bnpo aggregation (TRL v0.19's default)", CLLM_GRPO_BNPO);
     run("PPO loss, clipping out of reach (cliprange 10)", 10, 0);
