@@ -1826,8 +1826,8 @@ CLLMDEF cllm_result cllm_train_dpo(cllm_model *m, cllm_lora *lora, cllm_model *r
                  clipped loss (+ beta k3 against the reference)            (TRL v0.19 GRPOTrainer)
    All three run on cllm_trainer (resumable checkpoints, metrics JSONL, progress lines), take
    the training response's token ids as generated (no re-tokenization), and keep LoRA dropout off
-   in every forward (TRL's PPO and online DPO disable dropout; we do the same for GRPO so that
-   the sampler's and the trainer's log-probs agree).
+   in every forward and backward (TRL's PPO and online DPO disable dropout; we do the same for
+   GRPO so that the sampler's and the trainer's log-probs agree).
    Seeds. Before sampling the answers to prompt i at step s the trainer sets the policy's seed
    counter (cllm_local_lm.calls) to a hash of (s, i, 0); before MR scores a micro-batch whose
    first prompt is i, it sets it (and a local simulator's, rollout.user_lm) to a hash of (s, i, 1).
@@ -1911,6 +1911,9 @@ typedef struct cllm_online_dpo_config {
     double beta;                 /* default 0.1                                                   */
     int    max_length;           /* prompt + response tokens; a longer pair loses the start of its
                                     prompt (default 512, TRL's max_length)                         */
+    double rpo_alpha;            /* + alpha x the chosen responses' NLL per token (RPO, as
+                                    cllm_dpo_config.rpo_alpha; not in TRL's OnlineDPOTrainer).
+                                    Default 0 = off                                                */
 } cllm_online_dpo_config;
 
 /* Online DPO on prompts. policy: the model trained (policy->model; lora, if given, is attached
@@ -1918,7 +1921,8 @@ typedef struct cllm_online_dpo_config {
    Units of the step's loss: pairs. Statistics, as TRL logs them: loss, rewards/chosen,
    rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen, logps/rejected,
    objective/kl, objective/non_score_reward, objective/entropy, val/contain_eos_token, beta;
-   and reward (mean MR of all responses), mr/chosen, mr/rejected, mr/failed. */
+   and reward (mean MR of all responses), mr/chosen, mr/rejected, mr/failed (nll_loss with
+   rpo_alpha). */
 CLLMDEF cllm_result cllm_train_online_dpo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref,
                                           const cllm_online_prompts *prompts, const cllm_online_dpo_config *cfg,
                                           const cllm_train_config *train, cllm_err *err);
@@ -12347,7 +12351,8 @@ CLLMDEF cllm_result cllm_train_online_dpo(cllm_local_lm *policy, cllm_lora *lora
     if (ctx.cfg.loss_type != CLLM_DPO_SIGMOID && ctx.cfg.loss_type != CLLM_DPO_IPO) return cllm__fail(err, CLLM_ERR_ARG, "online DPO: loss_type must be sigmoid or IPO (as TRL's OnlineDPOTrainer)");
     if (ctx.cfg.max_length < 2) return cllm__fail(err, CLLM_ERR_ARG, "online DPO: max_length must be at least 2");
     if (!ref && !lora) return cllm__fail(err, CLLM_ERR_ARG, "online DPO needs a reference: a frozen copy of the initial policy, or LoRA adapters (the base model is the reference)");
-    ctx.dpo.loss_type = ctx.cfg.loss_type; ctx.dpo.beta = ctx.cfg.beta; ctx.dpo.ipo_sum = 1;
+    if (!(ctx.cfg.rpo_alpha >= 0)) return cllm__fail(err, CLLM_ERR_ARG, "online DPO: rpo_alpha must be >= 0");
+    ctx.dpo.loss_type = ctx.cfg.loss_type; ctx.dpo.beta = ctx.cfg.beta; ctx.dpo.ipo_sum = 1; ctx.dpo.rpo_alpha = ctx.cfg.rpo_alpha;
     return cllm__train_task(&policy->model, lora, "online-dpo", prompts->n, 5e-6 /* paper Table 6 */, cllm__online_units, cllm__odpo_micro, &ctx, train, err);
 }
 

@@ -1174,18 +1174,18 @@ static int online_setup(online_run *o, int argc, char **argv, const char *usage,
 static cllm_model *online_ref(online_run *o) { return o->ref.params_memory ? &o->ref : NULL; }
 
 static int cmd_online_dpo(int argc, char **argv) {
-    static const char *usage = "collabllm online-dpo --model DIR --out DIR [--beta 0.1] [--loss sigmoid|ipo] [--max-length 512]\n" ONLINE_USAGE TRAIN_FLAGS_USAGE;
+    static const char *usage = "collabllm online-dpo --model DIR --out DIR [--beta 0.1] [--loss sigmoid|ipo] [--max-length 512] [--rpo-alpha A]\n" ONLINE_USAGE TRAIN_FLAGS_USAGE;
     const char *loss = flag(argc, argv, "--loss");
     cllm_online_dpo_config c;
     online_run o;
     cllm_err err;
-    double beta;
+    double beta, rpo;
     int rc;
     memset(&c, 0, sizeof c);
-    if (!num_flag(argc, argv, "--beta", 1e-9, 1e9, 0, &beta)) return 2;
+    if (!num_flag(argc, argv, "--beta", 1e-9, 1e9, 0, &beta) || !num_flag(argc, argv, "--rpo-alpha", 0, 1e9, 0, &rpo)) return 2;
     if (loss && strcmp(loss, "sigmoid") && strcmp(loss, "ipo")) { fprintf(stderr, "--loss: '%s' is not sigmoid or ipo\n", loss); return 2; }
     if ((rc = online_setup(&o, argc, argv, usage, 1)) == 0) {
-        c.rollout = o.rollout; c.beta = beta; c.max_length = o.max_length;
+        c.rollout = o.rollout; c.beta = beta; c.max_length = o.max_length; c.rpo_alpha = rpo;
         c.loss_type = loss && !strcmp(loss, "ipo") ? CLLM_DPO_IPO : CLLM_DPO_SIGMOID;
         rc = cllm_train_online_dpo(&o.sd.lm[1], o.use_lora ? &o.lora : NULL, online_ref(&o), &o.prompts, &c, &o.train, &err) == CLLM_OK ? 0 : fail(&err);
     }

@@ -97,14 +97,14 @@ int main(void) {
              "--metrics token_amount:-1 --variant weighted --window 1 --samples 2 --max-new-tokens 6 --assistant-max-tokens 4 "
              "--max-steps 2 --batch-size 2 --lr 1e-3 --seed 3 --quiet", dir, srv.port);
 
-    printf("-- online-dpo on data_fmt/train_prompts.example.jsonl\n");
-    snprintf(cmd, sizeof cmd, "%s/collabllm online-dpo %s --prompts data_fmt/train_prompts.example.jsonl --out %s/tmp_ocli_odpo.out 2>%s/tmp_ocli_err",
+    printf("-- online-dpo (with RPO) on data_fmt/train_prompts.example.jsonl\n");
+    snprintf(cmd, sizeof cmd, "%s/collabllm online-dpo %s --prompts data_fmt/train_prompts.example.jsonl --out %s/tmp_ocli_odpo.out --rpo-alpha 0.5 2>%s/tmp_ocli_err",
              build, common, build, build);
     check_true("online-dpo exits 0", run(cmd) == 0);
     {
-        static const char *keys[] = { "\"loss\"", "\"rewards/chosen\"", "\"rewards/margins\"", "\"objective/kl\"", "\"reward\"", "\"mr/chosen\"", "\"mr/rejected\"", "\"mr/failed\":0", NULL };
+        static const char *keys[] = { "\"loss\"", "\"rewards/chosen\"", "\"rewards/margins\"", "\"objective/kl\"", "\"reward\"", "\"mr/chosen\"", "\"mr/rejected\"", "\"mr/failed\":0", "\"nll_loss\"", NULL };
         snprintf(path, sizeof path, "%s/tmp_ocli_odpo.out/metrics.jsonl", build);
-        check_true("  2 metrics lines with TRL's DPO statistics and the MR of chosen / rejected", lines_with(path, keys) == 2);
+        check_true("  2 metrics lines with TRL's DPO statistics, the MR of chosen / rejected and RPO's nll_loss", lines_with(path, keys) == 2);
         snprintf(path, sizeof path, "%s/tmp_ocli_odpo.out/final/model.safetensors", build);
         check_true("  the final model", exists(path));
     }
