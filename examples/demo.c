@@ -40,7 +40,13 @@
    templates everywhere and breaks the answers that follow a clarification, and, following the
    paper's lineage (SFT -> offline DPO), each DPO run starts with 4 epochs of SFT on the
    conversations MR picked. Everything else is the paper's: k = 2 candidates per turn, S = 3
-   forward samples, w = 2, pairs kept at a score gap >= 0.02. */
+   forward samples, w = 2, pairs kept at a score gap >= 0.02.
+   Online DPO and PPO start from the base (the issue allows it; the paper's online DPO starts
+   from offline DPO) and see each training prompt 4 times; online DPO uses beta = 1 and RPO
+   alpha = 1 for the reason above, PPO TRL's defaults (k1 KL 0.05, 4 PPO epochs, GAE 1/0.95).
+   What PPO does with this reward is worth reading in the table: a needless question costs only
+   its tokens here (the interactivity judge has no weight), a small signal next to the gain of
+   asking when the detail is missing, so PPO learns to ask almost always. */
 #define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "demo_task.h"
@@ -58,6 +64,11 @@
 #define MAX_TURNS         3      /* user turns per conversation (evaluation, data generation)  */
 #define MAX_NEW_TOKENS    24     /* longest reply                                              */
 #define LAMBDA            5e-3   /* token cost                                                 */
+#define ONLINE_EPOCHS     4      /* passes over the training prompts, online DPO and PPO       */
+#define ONLINE_DPO_LR     1e-3
+#define ONLINE_DPO_BETA   1.0
+#define ONLINE_DPO_RPO    1.0    /* + the chosen responses' NLL (see the top)                  */
+#define PPO_LR            1e-4   /* PPO makes 4 updates per rollout (TRL's num_ppo_epochs)     */
 
 /* --model and friends: the real-model mode (see the top); model_dir NULL = the bundled task */
 static struct {
@@ -363,6 +374,64 @@ static void offline_dpo(const char *base_dir, const char *tag, const char *name,
     cllm_model_free(&m); cllm_model_free(&ref);
 }
 
+/* ---- 7. online DPO and PPO from the base: MR on the fly, the policy as the future assistant ----- */
+
+enum { ONLINE_DPO, PPO };
+
+/* Writes the trained model's directory to result. */
+static void online(const char *base_dir, int method, const char *name, char *result, size_t size) {
+    cllm_local_lm lm;                 /* the policy: its model is trained in place */
+    cllm_local_assistant future;      /* the policy again, answering in MR's simulated futures */
+    cllm_model ref;
+    cllm_lora lora;
+    cllm_online_prompts prompts;
+    cllm_prompts_config pc;
+    cllm_rollout_config ro;
+    cllm_mr_config mr;
+    cllm_train_config tc;
+    demo_sim_ctx sctx;
+    cllm_user_sim sim = simulator(&sctx, train_tasks, n_train);
+    cllm_err err;
+    cllm_result rc;
+    memset(&ref, 0, sizeof ref); memset(&lora, 0, sizeof lora); memset(&prompts, 0, sizeof prompts);
+    if (cllm_local_lm_load(&lm, base_dir, &err) != CLLM_OK) die(base_dir, &err);
+    if (real.model_dir) {
+        cllm_lora_config lc;
+        memset(&lc, 0, sizeof lc);
+        if (cllm_lora_init(&lora, &lm.model, &lc, &err) != CLLM_OK) die("lora", &err);
+    } else if (cllm_model_load(&ref, base_dir, &err) != CLLM_OK) die(base_dir, &err);
+    /* the prompts: the simulated user's opening of every training task (made once, cached) */
+    memset(&pc, 0, sizeof pc);
+    pc.task_desc = task_desc();
+    if (cllm_online_prompts_from_tasks(&prompts, train_tasks, n_train, &sim, &pc, path("online_prompts.jsonl"), &err) != CLLM_OK) die("prompts", &err);
+    demo_mr_config(&mr, 2, &lm.tok);
+    local_assistant(&future, &lm, 300 + (uint64_t)method, T_GENERATE);
+    memset(&ro, 0, sizeof ro);
+    ro.gen.sampler.temperature = T_GENERATE;
+    ro.gen.max_new_tokens = real.model_dir ? 256 : MAX_NEW_TOKENS;
+    ro.mr = &mr; ro.user = &sim; ro.future = &future.assistant;
+    if (method == ONLINE_DPO) {
+        cllm_online_dpo_config dc;
+        memset(&dc, 0, sizeof dc);
+        dc.rollout = ro;
+        if (!real.model_dir) { dc.beta = ONLINE_DPO_BETA; dc.rpo_alpha = ONLINE_DPO_RPO; }
+        tc = train_config(ONLINE_DPO_LR, ONLINE_EPOCHS, 5e-6, name, base_dir);
+        rc = cllm_train_online_dpo(&lm, LORA(&lora), real.model_dir ? NULL : &ref, &prompts, &dc, &tc, &err);
+    } else {
+        cllm_ppo_config ppo;
+        memset(&ppo, 0, sizeof ppo);                     /* TRL's defaults: k1, kl 0.05, 4 epochs */
+        ppo.rollout = ro;
+        tc = train_config(PPO_LR, ONLINE_EPOCHS, 2e-6, name, base_dir);
+        rc = cllm_train_ppo(&lm, LORA(&lora), real.model_dir ? NULL : &ref, NULL, &prompts, &ppo, &tc, &err);
+    }
+    if (rc != CLLM_OK) die(name, &err);
+    snprintf(result, size, "%s/final", path(name));
+    cllm_online_prompts_free(&prompts);
+    cllm_lora_free(&lora);
+    cllm_model_free(&ref);
+    cllm_local_lm_free(&lm);
+}
+
 /* ---- outputs: the table, summary.json, curves.svg ------------------------------------------------ */
 
 static void write_table(const row *rows, int n) {
@@ -509,9 +578,12 @@ int main(int argc, char **argv) {
         { "w=2: SFT on picked conversations", "dpo_w2_sft", "loss" },
         { "w=2 (CollabLLM): DPO reward margin", "dpo_w2", "rewards/margins" },
         { "w=2 (CollabLLM): DPO accuracy", "dpo_w2", "rewards/accuracies" },
+        { "online DPO: mean MR of the samples", "online_dpo", "reward" },
+        { "PPO: mean MR of the rollouts", "ppo", "reward" },
+        { "PPO: KL to the base", "ppo", "objective/kl" },
     };
     const char **texts;
-    char base_dir[1024], dpo_w0[1024], dpo_w2[1024];   /* path() recycles its buffers: copies */
+    char base_dir[1024], dpo_w0[1024], dpo_w2[1024], odpo[1024], ppo[1024];   /* path() recycles its buffers: copies */
     cllm_err err;
     row rows[8];
     int n_rows = 0, i, vocab, n_texts;
@@ -573,9 +645,15 @@ int main(int argc, char **argv) {
     offline_dpo(base_dir, "w0", "dpo_w0", dpo_w0, sizeof dpo_w0);
     offline_dpo(base_dir, "w2", "dpo_w2", dpo_w2, sizeof dpo_w2);
 
-    stage("6. evaluate");
+    stage("6. online DPO and PPO from the base, MR (w = 2) computed on the fly");
+    online(base_dir, ONLINE_DPO, "online_dpo", odpo, sizeof odpo);
+    online(base_dir, PPO, "ppo", ppo, sizeof ppo);
+
+    stage("7. evaluate");
     evaluate(dpo_w0, "w0_dpo", "Offline DPO, w=0 (ablation)", &rows[n_rows++]);
     evaluate(dpo_w2, "offline_dpo", "CollabLLM offline DPO (w=2)", &rows[n_rows++]);
+    evaluate(odpo, "online_dpo", "CollabLLM online DPO (w=2)", &rows[n_rows++]);
+    evaluate(ppo, "ppo", "CollabLLM PPO (w=2)", &rows[n_rows++]);
 
     stage("results (table.txt, summary.json, curves.svg)");
     write_table(rows, n_rows);

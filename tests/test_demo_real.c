@@ -86,9 +86,16 @@ int main(void) {
     }
     printf("  %d simulator calls, %d judge calls\n", user_calls, judge_calls);
     check_true("the simulator and the judges were called through the endpoint", user_calls > 0 && judge_calls > 0);
-    snprintf(file, sizeof file, "%s/dpo_w2_sft/adapter/adapter_config.json", out);
-    check_true("the real mode trains LoRA adapters (dpo_w2_sft/adapter)", (f = fopen(file, "rb")) != NULL);
-    if (f) fclose(f);
+    {
+        static const char *runs[] = { "dpo_w2_sft", "dpo_w2", "online_dpo", "ppo" };
+        int k, all = 1;
+        for (k = 0; k < 4; k++) {
+            snprintf(file, sizeof file, "%s/%s/adapter/adapter_config.json", out, runs[k]);
+            all &= (f = fopen(file, "rb")) != NULL;
+            if (f) fclose(f);
+        }
+        check_true("the real mode trains LoRA adapters (SFT, offline DPO, online DPO, PPO)", all);
+    }
 
     snprintf(file, sizeof file, "%s/summary.json", out);
     if (cllm_read_file(file, &text, NULL, &err) == CLLM_OK) {
@@ -105,7 +112,7 @@ int main(void) {
             good &= cJSON_IsNumber(cJSON_GetObjectItem(r, "avg_tokens")) && cJSON_IsNumber(cJSON_GetObjectItem(r, "itr"));
         }
         printf("  summary.json: %d rows\n", n);
-        check_true("summary.json: a row per model, every rate in [0, 1]", n >= 3 && good);
+        check_true("summary.json: the five rows (base, w0_dpo, offline_dpo, online_dpo, ppo), every rate in [0, 1]", n == 5 && good);
         cJSON_Delete(o);
         cllm_free_buffer(text);
     } else check_true("summary.json written", 0);
