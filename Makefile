@@ -27,7 +27,7 @@ LDLIBS  = -lcjson -lcurl -lstb -lm
 DEPS    = pkg-config libcjson-dev libcurl4-openssl-dev libstb-dev
 
 TEST_BINS = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
-TOOLS     = $(BUILD)/collabllm $(BUILD)/chat
+TOOLS     = $(BUILD)/collabllm $(BUILD)/chat $(BUILD)/cllm_demo
 
 # The fast paths (see COMPILE-TIME OPTIONS in collabllm.h): OpenMP and the SIMD microkernels.
 # -march=native suits CI, which runs on the same kind of machine; a flag the compiler rejects
@@ -35,7 +35,7 @@ TOOLS     = $(BUILD)/collabllm $(BUILD)/chat
 cc_accepts = $(shell echo 'int main(void){return 0;}' | $(CC) $(1) -x c - -o /dev/null 2>/dev/null && echo $(1))
 FAST_FLAGS := $(call cc_accepts,-march=native) $(call cc_accepts,-fopenmp) -DCLLM_SIMD
 FAST      ?= 1
-FAST_BINS = $(patsubst tests/%.c,$(BUILD)/fast/%,$(wildcard tests/test_*.c)) $(BUILD)/fast/collabllm $(BUILD)/fast/chat $(BUILD)/fast/bench
+FAST_BINS = $(patsubst tests/%.c,$(BUILD)/fast/%,$(wildcard tests/test_*.c)) $(BUILD)/fast/collabllm $(BUILD)/fast/chat $(BUILD)/fast/bench $(BUILD)/fast/cllm_demo
 
 .PHONY: all test asan valgrind fuzz deps golden clean crosscheck unicode-tables bench lora-memory demo
 all: deps $(TOOLS) $(TEST_BINS)
@@ -113,7 +113,10 @@ fuzz: deps
 SEED ?= 1
 DEMO_FLAGS := $(call cc_accepts,-march=native) -DCLLM_SIMD
 $(BUILD)/cllm_demo: examples/demo.c examples/demo_task.h examples/demo_bpe.h collabllm.h | $(BUILD)
-	$(CC) $(WARN) -O2 -g $(DEMO_FLAGS) -o $@ $< $(LDLIBS)
+	$(CC) $(WARN) -O2 -g $(DEMO_FLAGS) $(EXTRA) -o $@ $< $(LDLIBS)
+
+$(BUILD)/fast/cllm_demo: examples/demo.c examples/demo_task.h examples/demo_bpe.h collabllm.h | $(BUILD)/fast
+	$(CC) $(WARN) -O2 -g $(FAST_FLAGS) $(EXTRA) -o $@ $< $(LDLIBS)
 
 demo: deps $(BUILD)/cllm_demo
 	$(BUILD)/cllm_demo --seed $(SEED) --out $(BUILD)/demo
@@ -122,6 +125,7 @@ golden:
 	/usr/bin/python3 tests/gen_golden.py
 	/usr/bin/python3 tests/gen_objectives.py
 	/usr/bin/python3 tests/gen_train.py
+	/usr/bin/python3 tests/gen_online.py
 
 crosscheck: all
 	@tests/crosscheck.sh $(BUILD) $(if $(FIXTURES),--write-fixtures)

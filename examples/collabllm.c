@@ -12,6 +12,8 @@
      build/collabllm render --tokenizer DIR --messages FILE.json [--add-generation-prompt]
      build/collabllm sft --model DIR --data ROWS.jsonl --out DIR [--lora-r 32 ...] [--resume]
      build/collabllm dpo --model DIR --data PAIRS.jsonl --out DIR [--ref DIR | --precompute-ref] [--loss ipo]
+     build/collabllm online-dpo|ppo|grpo --model DIR --out DIR (--prompts P.jsonl | --tasks T.jsonl)
+                              (--user-model M | --user-model-dir DIR) [--metrics NAME:W,...] [--window 2]
 
    Run `build/collabllm help` for the list. Formats are documented in data_fmt/. */
 #define COLLABLLM_IMPLEMENTATION
@@ -37,9 +39,14 @@ static int has_switch(int argc, char **argv, const char *name) {
     return 0;
 }
 
+/* A required flag's value, or NULL after naming it (the usage is printed once per run). */
 static const char *need(int argc, char **argv, const char *name, const char *usage) {
+    static int usage_shown;
     const char *v = flag(argc, argv, name);
-    if (!v) fprintf(stderr, "missing %s\nusage: %s\n", name, usage);
+    if (!v) {
+        fprintf(stderr, "missing %s\n", name);
+        if (!usage_shown++) fprintf(stderr, "usage: %s\n", usage);
+    }
     return v;
 }
 
@@ -316,13 +323,12 @@ static void free_sides(sides *sd) {
     for (i = 0; i < 2; i++) { cllm_client_free(&sd->client[i]); cllm_local_lm_free(&sd->lm[i]); }
 }
 
-static int make_sides(sides *sd, int argc, char **argv, const char *user_prompt, cllm_err *err) {
-    const char *user_dir = flag(argc, argv, "--user-model-dir"), *asst_dir = flag(argc, argv, "--assistant-model-dir");
-    cllm_local_lm *asst_lm = &sd->lm[1];
+/* The user side: a local simulator model (--user-model-dir) or an API model. */
+static int make_user_side(sides *sd, int argc, char **argv, const char *user_prompt, cllm_err *err) {
+    const char *user_dir = flag(argc, argv, "--user-model-dir");
     long long seed = (long long)flag_num(argc, argv, "--seed", 0);
-    double user_temp = flag_num(argc, argv, "--user-temperature", 0), asst_temp = flag_num(argc, argv, "--assistant-temperature", 0);
-    int user_max = (int)flag_num(argc, argv, "--user-max-tokens", 0), asst_max = (int)flag_num(argc, argv, "--assistant-max-tokens", 0);
-    memset(sd, 0, sizeof *sd);
+    double user_temp = flag_num(argc, argv, "--user-temperature", 0);
+    int user_max = (int)flag_num(argc, argv, "--user-max-tokens", 0);
     if (user_dir) {
         cllm_local_user_sim_config c;
         if (cllm_local_lm_load(&sd->lm[0], user_dir, err) != CLLM_OK) return 0;
@@ -350,25 +356,39 @@ static int make_sides(sides *sd, int argc, char **argv, const char *user_prompt,
         sd->user = &sd->api_sim.sim;
         sd->termination = sd->api_sim.cfg.termination;
     }
+    return 1;
+}
+
+/* The assistant side over a loaded local model (the policy of an online run, or
+   --assistant-model-dir). */
+static void local_assistant_side(sides *sd, cllm_local_lm *lm, int argc, char **argv) {
+    cllm_local_assistant_config c;
+    memset(&c, 0, sizeof c);
+    c.gen.sampler.temperature = (float)flag_num(argc, argv, "--assistant-temperature", 0);
+    c.gen.sampler.seed = (uint64_t)flag_num(argc, argv, "--seed", 0);
+    c.gen.max_new_tokens = (int)flag_num(argc, argv, "--assistant-max-tokens", 0);
+    c.system_prompt = flag(argc, argv, "--assistant-system");
+    cllm_local_assistant_init(&sd->local_asst, lm, &c);
+    sd->assistant = &sd->local_asst.assistant;
+}
+
+static int make_sides(sides *sd, int argc, char **argv, const char *user_prompt, cllm_err *err) {
+    const char *user_dir = flag(argc, argv, "--user-model-dir"), *asst_dir = flag(argc, argv, "--assistant-model-dir");
+    cllm_local_lm *asst_lm = &sd->lm[1];
+    memset(sd, 0, sizeof *sd);
+    if (!make_user_side(sd, argc, argv, user_prompt, err)) return 0;
     if (asst_dir) {
-        cllm_local_assistant_config c;
         if (user_dir && strcmp(user_dir, asst_dir) == 0) asst_lm = &sd->lm[0];
         else if (cllm_local_lm_load(asst_lm, asst_dir, err) != CLLM_OK) return 0;
-        memset(&c, 0, sizeof c);
-        c.gen.sampler.temperature = (float)asst_temp;
-        c.gen.sampler.seed = (uint64_t)seed;
-        c.gen.max_new_tokens = asst_max;
-        c.system_prompt = flag(argc, argv, "--assistant-system");
-        cllm_local_assistant_init(&sd->local_asst, asst_lm, &c);
-        sd->assistant = &sd->local_asst.assistant;
+        local_assistant_side(sd, asst_lm, argc, argv);
     } else {
         cllm_api_assistant_config c;
         if (!make_client(&sd->client[1], argc, argv, "assistant", err)) return 0;
         memset(&c, 0, sizeof c);
         c.params.model = flag(argc, argv, "--assistant-model");
-        c.params.temperature = asst_temp;
-        c.params.max_tokens = asst_max;
-        c.params.seed = seed;
+        c.params.temperature = flag_num(argc, argv, "--assistant-temperature", 0);
+        c.params.max_tokens = (int)flag_num(argc, argv, "--assistant-max-tokens", 0);
+        c.params.seed = (long long)flag_num(argc, argv, "--seed", 0);
         c.system_prompt = flag(argc, argv, "--assistant-system");
         cllm_api_assistant_init(&sd->api_asst, &sd->client[1], &c);
         sd->assistant = &sd->api_asst.assistant;
@@ -1065,6 +1085,183 @@ done:
     return rc;
 }
 
+/* ---- online-dpo / ppo / grpo: the policy trained on its own responses, scored by MR ------------ */
+/* The policy (--model) answers the prompts, MR scores the answers with the user side as the
+   simulator and the policy itself as the future assistant, and the trainer updates the policy
+   (data_fmt/train_online.md). Prompts come from --prompts (records or a prompts file,
+   data_fmt/train_prompts.md) or --tasks (the simulator's openings, made once into OUT/prompts.jsonl). */
+
+#define ONLINE_USAGE \
+    "    (--prompts PROMPTS.jsonl | --tasks TASKS.jsonl [--task-desc TEXT] [--show-reference]) [--ref DIR]\n" \
+    "    (--user-model M | --user-model-dir DIR) [--user-temperature T] [--termination TEXT] [--json-mode]\n" \
+    "    [--base-url URL] [--api-key-env NAME] [--{user,judge}-base-url URL] [--concurrency N]\n" \
+    "    [--assistant-temperature T] [--assistant-max-tokens N] (the policy as MR's future assistant)\n" \
+    "    [--temperature T] [--top-k K] [--top-p P] [--max-new-tokens N] [--system TEXT] [--logprob-tol X]\n" \
+    METRICS_USAGE MR_USAGE \
+    "    [--metrics-file PATH (default OUT/metrics.jsonl; --metrics names the reward's metrics)]\n"
+
+typedef struct {
+    sides               sd;           /* sd.lm[1] is the policy */
+    metric_set          ms;
+    cllm_mr_config      mr;
+    cllm_online_prompts prompts;
+    cllm_task          *tasks;
+    int                 n_tasks;
+    cllm_model          ref;
+    cllm_lora           lora;
+    int                 use_lora, max_length;
+    cllm_train_config   train;
+    cllm_rollout_config rollout;
+} online_run;
+
+static void online_free(online_run *o) {
+    cllm_lora_free(&o->lora);
+    cllm_model_free(&o->ref);
+    cllm_online_prompts_free(&o->prompts);
+    cllm_tasks_free(o->tasks, o->n_tasks);
+    free_metric_set(&o->ms);
+    free_sides(&o->sd);
+}
+
+/* Everything the three commands share: flags, the policy, the simulator, the reward, the
+   prompts, LoRA and (need_ref) the reference. Returns 0, or the exit status after a message. */
+static int online_setup(online_run *o, int argc, char **argv, const char *usage, int need_ref) {
+    const char *dir = need(argc, argv, "--model", usage), *out = need(argc, argv, "--out", usage);
+    const char *prompts = flag(argc, argv, "--prompts"), *tasks = flag(argc, argv, "--tasks"), *ref_dir = flag(argc, argv, "--ref");
+    double temp, top_k, top_p, max_new, tol;
+    cllm_lora_config lcfg;
+    cllm_prompts_config pc;
+    cllm_err err;
+    memset(o, 0, sizeof *o);
+    if (!dir || !out) return 2;
+    if (!prompts == !tasks) { fprintf(stderr, "give one of --prompts and --tasks\nusage: %s\n", usage); return 2; }
+    if (!flag(argc, argv, "--user-model") == !flag(argc, argv, "--user-model-dir")) { fprintf(stderr, "give one of --user-model and --user-model-dir\nusage: %s\n", usage); return 2; }
+    if (!train_flags(argc, argv, &o->train, &o->max_length, &o->use_lora, &lcfg) ||
+        !num_flag(argc, argv, "--temperature", 0, 1e6, 0, &temp) || !num_flag(argc, argv, "--top-k", -1, 1e9, 0, &top_k) ||
+        !num_flag(argc, argv, "--top-p", 0, 1, 0, &top_p) || !num_flag(argc, argv, "--max-new-tokens", 0, 1e7, 0, &max_new) ||
+        !num_flag(argc, argv, "--logprob-tol", -1, 1e9, 0, &tol)) return 2;
+    /* --metrics names the reward's metrics here; the metrics JSONL goes to --metrics-file */
+    o->train.metrics_path = flag(argc, argv, "--metrics-file");
+    if (flag(argc, argv, "--temperature") && temp == 0) { fprintf(stderr, "--temperature: online training samples its responses (> 0)\n"); return 2; }
+    o->rollout.gen.sampler.temperature = (float)temp;
+    o->rollout.gen.sampler.top_k = flag(argc, argv, "--top-k") && top_k == 0 ? -1 : (int)top_k;   /* an explicit 0 = off */
+    o->rollout.gen.sampler.top_p = (float)top_p;
+    o->rollout.gen.max_new_tokens = (int)max_new;
+    o->rollout.system_prompt = flag(argc, argv, "--system");
+    o->rollout.logprob_tol = tol;
+    make_dir(out);
+    if (cllm_local_lm_load(&o->sd.lm[1], dir, &err) != CLLM_OK || !make_user_side(&o->sd, argc, argv, NULL, &err)) return fail(&err);
+    local_assistant_side(&o->sd, &o->sd.lm[1], argc, argv);
+    err.msg[0] = 0;
+    if (!make_metric_set(&o->ms, argc, argv, &o->sd, "accuracy:1,interactivity:0.5", &err) || !mr_config_flags(&o->mr, argc, argv, &o->ms)) {
+        if (err.msg[0]) fail(&err);
+        return 1;
+    }
+    o->rollout.mr = &o->mr; o->rollout.user = o->sd.user; o->rollout.future = o->sd.assistant;
+    o->rollout.user_lm = flag(argc, argv, "--user-model-dir") ? &o->sd.lm[0] : NULL;
+    memset(&pc, 0, sizeof pc);
+    pc.task_desc = flag(argc, argv, "--task-desc");
+    pc.show_reference = has_switch(argc, argv, "--show-reference");
+    if (prompts && cllm_online_prompts_read(&o->prompts, prompts, &pc, &err) != CLLM_OK) return fail(&err);
+    if (tasks) {
+        char cache[4096];
+        snprintf(cache, sizeof cache, "%s/prompts.jsonl", out);         /* the openings, simulated once */
+        if (cllm_tasks_read_jsonl(tasks, &o->tasks, &o->n_tasks, &err) != CLLM_OK ||
+            cllm_online_prompts_from_tasks(&o->prompts, o->tasks, o->n_tasks, o->sd.user, &pc, cache, &err) != CLLM_OK) return fail(&err);
+    }
+    /* the reference: --ref, else (when needed) a frozen copy of --model; with LoRA the base model */
+    if (ref_dir || (need_ref && !o->use_lora))
+        if (cllm_model_load(&o->ref, ref_dir ? ref_dir : dir, &err) != CLLM_OK) return fail(&err);
+    if (o->use_lora && cllm_lora_init(&o->lora, &o->sd.lm[1].model, &lcfg, &err) != CLLM_OK) return fail(&err);
+    if (!o->train.quiet) fprintf(stderr, "online: %d prompts\n", o->prompts.n);
+    return 0;
+}
+
+static cllm_model *online_ref(online_run *o) { return o->ref.params_memory ? &o->ref : NULL; }
+
+static int cmd_online_dpo(int argc, char **argv) {
+    static const char *usage = "collabllm online-dpo --model DIR --out DIR [--beta 0.1] [--loss sigmoid|ipo] [--max-length 512] [--rpo-alpha A]\n" ONLINE_USAGE TRAIN_FLAGS_USAGE;
+    const char *loss = flag(argc, argv, "--loss");
+    cllm_online_dpo_config c;
+    online_run o;
+    cllm_err err;
+    double beta, rpo;
+    int rc;
+    memset(&c, 0, sizeof c);
+    if (!num_flag(argc, argv, "--beta", 1e-9, 1e9, 0, &beta) || !num_flag(argc, argv, "--rpo-alpha", 0, 1e9, 0, &rpo)) return 2;
+    if (loss && strcmp(loss, "sigmoid") && strcmp(loss, "ipo")) { fprintf(stderr, "--loss: '%s' is not sigmoid or ipo\n", loss); return 2; }
+    if ((rc = online_setup(&o, argc, argv, usage, 1)) == 0) {
+        c.rollout = o.rollout; c.beta = beta; c.max_length = o.max_length; c.rpo_alpha = rpo;
+        c.loss_type = loss && !strcmp(loss, "ipo") ? CLLM_DPO_IPO : CLLM_DPO_SIGMOID;
+        rc = cllm_train_online_dpo(&o.sd.lm[1], o.use_lora ? &o.lora : NULL, online_ref(&o), &o.prompts, &c, &o.train, &err) == CLLM_OK ? 0 : fail(&err);
+    }
+    online_free(&o);
+    return rc;
+}
+
+static int cmd_ppo(int argc, char **argv) {
+    static const char *usage =
+        "collabllm ppo --model DIR --out DIR [--ppo-epochs 4] [--mini-batches 1] [--kl-coef 0.05] [--kl-estimator k1|k3]\n"
+        "    [--cliprange 0.2] [--cliprange-value 0.2] [--vf-coef 0.1] [--gamma 1] [--lam 0.95] [--whiten-rewards]\n"
+        "    [--reward-placement after-eos|last-token] [--pad-is-eos] [--biased-whiten] [--missing-eos-penalty P]\n" ONLINE_USAGE TRAIN_FLAGS_USAGE;
+    const char *est = flag(argc, argv, "--kl-estimator"), *place = flag(argc, argv, "--reward-placement");
+    double epochs, mb, kl, cr, crv, vf, gamma, lam, pen;
+    cllm_ppo_config c;
+    online_run o;
+    cllm_err err;
+    int rc;
+    memset(&c, 0, sizeof c);
+    if (!num_flag(argc, argv, "--ppo-epochs", 0, 1e6, 0, &epochs) || !num_flag(argc, argv, "--mini-batches", 0, 1e6, 0, &mb) ||
+        !num_flag(argc, argv, "--kl-coef", 0, 1e6, 0, &kl) || !num_flag(argc, argv, "--cliprange", 0, 1e6, 0, &cr) ||
+        !num_flag(argc, argv, "--cliprange-value", 0, 1e6, 0, &crv) || !num_flag(argc, argv, "--vf-coef", 0, 1e6, 0, &vf) ||
+        !num_flag(argc, argv, "--gamma", 0, 1, 1, &gamma) || !num_flag(argc, argv, "--lam", 0, 1, 0.95, &lam) ||
+        !num_flag(argc, argv, "--missing-eos-penalty", -1e6, 1e6, 0, &pen)) return 2;
+    if (est && strcmp(est, "k1") && strcmp(est, "k3")) { fprintf(stderr, "--kl-estimator: '%s' is not k1 or k3\n", est); return 2; }
+    if (place && strcmp(place, "after-eos") && strcmp(place, "last-token")) { fprintf(stderr, "--reward-placement: '%s' is not after-eos or last-token\n", place); return 2; }
+    c.ppo_epochs = (int)epochs; c.mini_batches = (int)mb;
+    c.kl_coef = flag(argc, argv, "--kl-coef") && kl == 0 ? -1 : kl;          /* the config's "negative = 0" */
+    c.gamma = gamma == 0 ? -1 : gamma; c.lam = lam == 0 ? -1 : lam;
+    c.cliprange = cr; c.cliprange_value = crv; c.vf_coef = vf; c.missing_eos_penalty = pen;
+    c.kl_estimator = est && !strcmp(est, "k3") ? CLLM_KL_K3 : CLLM_KL_K1;
+    c.reward_placement = place && !strcmp(place, "last-token") ? CLLM_REWARD_LAST_TOKEN : CLLM_REWARD_AFTER_EOS;
+    c.whiten_rewards = has_switch(argc, argv, "--whiten-rewards");
+    c.pad_is_eos = has_switch(argc, argv, "--pad-is-eos");
+    c.biased_whiten = has_switch(argc, argv, "--biased-whiten");
+    if ((rc = online_setup(&o, argc, argv, usage, 1)) == 0) {
+        c.rollout = o.rollout;
+        rc = cllm_train_ppo(&o.sd.lm[1], o.use_lora ? &o.lora : NULL, online_ref(&o), NULL, &o.prompts, &c, &o.train, &err) == CLLM_OK ? 0 : fail(&err);
+    }
+    online_free(&o);
+    return rc;
+}
+
+static int cmd_grpo(int argc, char **argv) {
+    static const char *usage =
+        "collabllm grpo --model DIR --out DIR [--num-generations 8] [--beta 0] [--epsilon 0.2] [--epsilon-high E]\n"
+        "    [--no-scale-rewards] [--loss bnpo|grpo|dr_grpo]\n" ONLINE_USAGE TRAIN_FLAGS_USAGE;
+    static const char *losses[] = { "bnpo", "grpo", "dr_grpo" };
+    const char *loss = flag(argc, argv, "--loss");
+    double g, beta, eps, eps_high;
+    cllm_grpo_config c;
+    online_run o;
+    cllm_err err;
+    int rc, i;
+    memset(&c, 0, sizeof c);
+    if (!num_flag(argc, argv, "--num-generations", 0, 65536, 0, &g) || !num_flag(argc, argv, "--beta", 0, 1e6, 0, &beta) ||
+        !num_flag(argc, argv, "--epsilon", 0, 1, 0, &eps) || !num_flag(argc, argv, "--epsilon-high", 0, 1e6, 0, &eps_high)) return 2;
+    for (i = 0; loss && i < 3 && strcmp(loss, losses[i]) != 0; i++) {}
+    if (loss && i == 3) { fprintf(stderr, "--loss: '%s' is not bnpo, grpo or dr_grpo\n", loss); return 2; }
+    c.num_generations = (int)g; c.beta = beta; c.epsilon = eps; c.epsilon_high = eps_high;
+    c.scale_rewards = has_switch(argc, argv, "--no-scale-rewards") ? -1 : 1;
+    c.loss_type = loss ? i : CLLM_GRPO_BNPO;
+    if ((rc = online_setup(&o, argc, argv, usage, beta > 0)) == 0) {
+        c.rollout = o.rollout;
+        rc = cllm_train_grpo(&o.sd.lm[1], o.use_lora ? &o.lora : NULL, online_ref(&o), &o.prompts, &c, &o.train, &err) == CLLM_OK ? 0 : fail(&err);
+    }
+    online_free(&o);
+    return rc;
+}
+
 /* ---- generate: a local model's responses to conversations ------------------------------------ */
 /* The same conversation files as render (one, or JSONL); one JSON line per response, in file
    order (data_fmt/generate.md). Conversation i is seeded with (--seed, i), so a rerun, or a
@@ -1153,6 +1350,9 @@ static const command commands[] = {
     { "generate", cmd_generate, "a local model's responses to conversations: JSON lines of text, ids, logprobs, finish" },
     { "sft", cmd_sft, "supervised fine-tuning on {\"messages\"} rows (full or LoRA), resumable checkpoints" },
     { "dpo", cmd_dpo, "offline DPO on preference pairs (sigmoid/cDPO, robust, hinge, IPO), resumable checkpoints" },
+    { "online-dpo", cmd_online_dpo, "online DPO: two responses per prompt, the higher MR chosen (TRL OnlineDPOTrainer)" },
+    { "ppo", cmd_ppo, "PPO on MR with a value head, GAE and clipped losses (TRL v0.19 PPOTrainer)" },
+    { "grpo", cmd_grpo, "GRPO on MR: G responses per prompt, group-normalised advantages (TRL v0.19)" },
 };
 
 int main(int argc, char **argv) {

@@ -15,6 +15,16 @@
 
      build/cllm_demo [--seed N] [--out DIR]          (make demo SEED=N)
 
+   The same pipeline runs on a real model and endpoint when given a Hugging Face model directory,
+   CollabLLM-format task files and an OpenAI-compatible user simulator (and judge):
+     OPENAI_BASE_URL=... OPENAI_API_KEY=... build/cllm_demo --model DIR --tasks TRAIN.jsonl \
+         --test-tasks TEST.jsonl --user-model M [--judge-model M] [--limit N] [--task-desc TEXT]
+   Then stages 1-2 are skipped (DIR is the base), the simulator is the API model, the reward is
+   the paper's (accuracy judged by --judge-model, or exact match without it, + the interactivity
+   judge - min(5e-4 tokens, 1)), training uses LoRA with the paper's Table 6 settings (one epoch
+   each), and "asks" means the first reply contains a '?'. Tasks whose single_turn_metadata has
+   "underspecified" are split by it in the table; without it those columns are n/a.
+
    The reward. R* = success - min(lambda * tokens, 1): exact match of the final answer, minus the
    token cost of the candidate and the simulated future (the paper's formula). The rule-based
    interactivity judge is measured (the ITR column) but carries no reward weight here: in this toy
@@ -28,13 +38,20 @@
    lambda (5e-3) is larger because conversations are ~50 tokens instead of thousands, DPO uses
    beta = 1 and RPO (alpha = 10) because plain DPO at this scale lowers the rejected answers'
    templates everywhere and breaks the answers that follow a clarification, and, following the
-   paper's lineage (SFT -> offline DPO), each DPO run starts with 2 epochs of SFT on the
-   conversations MR picked (4 epochs). Everything else is the paper's: k = 2 candidates per turn, S = 3
-   forward samples, w = 2, pairs kept at a score gap >= 0.02. */
+   paper's lineage (SFT -> offline DPO), each DPO run starts with 4 epochs of SFT on the
+   conversations MR picked. Everything else is the paper's: k = 2 candidates per turn, S = 3
+   forward samples, w = 2, pairs kept at a score gap >= 0.02.
+   Online DPO and PPO start from the base (the issue allows it; the paper's online DPO starts
+   from offline DPO) and see each training prompt 4 times; online DPO uses beta = 1 and RPO
+   alpha = 1 for the reason above, PPO TRL's defaults (k1 KL 0.05, 4 PPO epochs, GAE 1/0.95).
+   What PPO does with this reward is worth reading in the table: a needless question costs only
+   its tokens here (the interactivity judge has no weight), a small signal next to the gain of
+   asking when the detail is missing, so PPO learns to ask almost always. */
 #define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "demo_task.h"
 #include "demo_bpe.h"
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,12 +64,26 @@
 #define MAX_TURNS         3      /* user turns per conversation (evaluation, data generation)  */
 #define MAX_NEW_TOKENS    24     /* longest reply                                              */
 #define LAMBDA            5e-3   /* token cost                                                 */
+#define ONLINE_EPOCHS     4      /* passes over the training prompts, online DPO and PPO       */
+#define ONLINE_DPO_LR     1e-3
+#define ONLINE_DPO_BETA   1.0
+#define ONLINE_DPO_RPO    1.0    /* + the chosen responses' NLL (see the top)                  */
+#define PPO_LR            1e-4   /* PPO makes 4 updates per rollout (TRL's num_ppo_epochs)     */
+
+/* --model and friends: the real-model mode (see the top); model_dir NULL = the bundled task */
+static struct {
+    const char *model_dir, *train, *test, *user_model, *judge_model, *task_desc, *base_url;
+    int limit;
+    cllm_client client;          /* the endpoint of the simulator and the judge */
+    cllm_llm_sim sim;
+    cllm_judge judge;
+} real;
 
 static const char *out_dir = "build/demo";
 static uint64_t seed = 1;
 static double t_start;
 static cllm_task *train_tasks, *test_tasks;
-static int n_train, n_test;
+static int n_train, n_test, n_train_read, n_test_read;   /* used; read (and freed) */
 
 static double now(void) { return cllm__now(); }
 
@@ -80,40 +111,78 @@ static void local_assistant(cllm_local_assistant *a, cllm_local_lm *lm, uint64_t
     memset(&ac, 0, sizeof ac);
     ac.gen.sampler.temperature = temperature;
     ac.gen.sampler.seed = seed * 1000003 + salt;
-    ac.gen.max_new_tokens = MAX_NEW_TOKENS;
+    ac.gen.max_new_tokens = real.model_dir ? 256 : MAX_NEW_TOKENS;
     cllm_local_assistant_init(a, lm, &ac);
 }
 
-/* The rule-based user simulator over a task list. */
+/* The rule-based user simulator over a task list, or the API simulator in the real mode. */
 static cllm_user_sim simulator(demo_sim_ctx *ctx, const cllm_task *tasks, int n) {
     cllm_user_sim sim;
+    if (real.model_dir) return real.sim.sim;
     ctx->tasks = tasks; ctx->n_tasks = n;
     sim.turn = demo_user_turn; sim.turn_batch = NULL; sim.ctx = ctx;
     return sim;
 }
 
-/* The demo's reward (see the top): R* = success - min(lambda * tokens, 1). */
-static cllm_metric reward_metrics[1];
+static const char *task_desc(void) { return real.task_desc ? real.task_desc : "ordering"; }
+
+/* asked, in the real mode: the first reply contains a question mark */
+static cllm_result metric_has_question(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
+    int i;
+    (void)ctx; (void)err;
+    for (i = 0; i < n; i++) { const char *r = demo_first_reply(&s[i]); scores[i] = r && strchr(r, '?') ? 1.0 : 0.0; }
+    return CLLM_OK;
+}
+
+/* The task metric: exact match of the final answer, or the accuracy judge in the real mode. */
+static void success_metric(cllm_metric *m) {
+    cllm_err err;
+    memset(m, 0, sizeof *m);
+    if (real.judge_model) { cllm_metric_builtin("accuracy", m, &err); m->ctx = &real.judge; }
+    else cllm_metric_builtin("exact_match", m, &err);
+    m->name = "success"; m->weight = 1;
+}
+
+/* The demo's reward (see the top): R* = success - min(lambda * tokens, 1); in the real mode the
+   paper's, with the interactivity judge when there is a judge. */
+static cllm_metric reward_metrics[2];
 static void demo_mr_config(cllm_mr_config *mr, int window, cllm_tokenizer *tok) {
     cllm_err err;
-    memset(reward_metrics, 0, sizeof reward_metrics);
-    cllm_metric_builtin("exact_match", &reward_metrics[0], &err);
-    reward_metrics[0].name = "success"; reward_metrics[0].weight = 1;
     cllm_mr_config_init(mr, CLLM_MR_PRESET_MATH);
+    success_metric(&reward_metrics[0]);
+    mr->metrics = reward_metrics; mr->n_metrics = 1;
+    if (real.judge_model) {
+        cllm_metric_builtin("interactivity", &reward_metrics[1], &err);
+        reward_metrics[1].ctx = &real.judge; reward_metrics[1].weight = 1;
+        mr->n_metrics = 2;
+    }
     mr->window = window;
     mr->samples = window ? 3 : 1;          /* the immediate reward has no future to sample */
-    mr->lambda = LAMBDA;
-    mr->metrics = reward_metrics; mr->n_metrics = 1;
+    if (!real.model_dir) mr->lambda = LAMBDA;
     mr->tokens.count = cllm_tokenizer_count; mr->tokens.ctx = tok;
 }
 
-static cllm_train_config train_config(double lr, int epochs, const char *dir, const char *model_dir) {
+/* A training run. The real mode trains LoRA adapters (r 32, alpha 16, dropout 0.1) for one
+   epoch at the paper's rate for the stage (paper_lr), in batches of 8. */
+static cllm_train_config train_config(double lr, int epochs, double paper_lr, const char *dir, const char *model_dir) {
     cllm_train_config tc;
     memset(&tc, 0, sizeof tc);
-    tc.lr = lr; tc.epochs = epochs; tc.batch_size = 16; tc.seed = seed;
-    tc.out_dir = path(dir); tc.log_every = 100; tc.model_dir = model_dir;
+    tc.lr = real.model_dir ? paper_lr : lr; tc.epochs = real.model_dir ? 1 : epochs;
+    tc.batch_size = real.model_dir ? 8 : 16; tc.seed = seed;
+    tc.out_dir = path(dir); tc.log_every = real.model_dir ? 1 : 100; tc.model_dir = model_dir;
     return tc;
 }
+
+/* The model trained from base_dir: a full copy (the tiny model), or LoRA adapters on it. */
+static void load_policy(cllm_model *m, cllm_lora *lora, const char *base_dir) {
+    cllm_lora_config lc;
+    cllm_err err;
+    memset(&lc, 0, sizeof lc);                       /* the paper's: r 32, alpha 16, dropout 0.1 */
+    memset(lora, 0, sizeof *lora);
+    if (cllm_model_load(m, base_dir, &err) != CLLM_OK) die(base_dir, &err);
+    if (real.model_dir && cllm_lora_init(lora, m, &lc, &err) != CLLM_OK) die("lora", &err);
+}
+#define LORA(lora) (real.model_dir ? (lora) : NULL)
 
 /* ---- 1. tasks and the tokenizer ---------------------------------------------------------------- */
 
@@ -163,7 +232,7 @@ static void train_base(int vocab) {
     fclose(f);
     if (cllm_tokenizer_load(&tok, path("init"), &err) != CLLM_OK || cllm_sft_data_load(&d, &tok, path("sft_base.jsonl"), 0, &err) != CLLM_OK) die("sft data", &err);
     /* copying the detail from the request into the answer is learnt late: 30 epochs keep a margin */
-    tc = train_config(5e-3, 30, "base", path("init"));
+    tc = train_config(5e-3, 30, 0, "base", path("init"));
     if (cllm_train_sft(&m, NULL, &d, &tc, &err) != CLLM_OK) die("sft", &err);
     cllm_sft_data_free(&d);
     cllm_tokenizer_free(&tok);
@@ -183,6 +252,7 @@ static void evaluate(const char *model_dir, const char *name, const char *label,
     cllm_eval_config ec;
     cllm_eval_summary sum;
     cllm_metric metrics[3];
+    int n_metrics = 3;
     demo_sim_ctx sctx;
     cllm_user_sim sim = simulator(&sctx, test_tasks, n_test);
     cllm_err err;
@@ -197,30 +267,35 @@ static void evaluate(const char *model_dir, const char *name, const char *label,
     if (cllm_local_lm_load(&lm, model_dir, &err) != CLLM_OK) die(model_dir, &err);
     local_assistant(&asst, &lm, 17, T_EVALUATE);
     memset(metrics, 0, sizeof metrics);
-    cllm_metric_builtin("exact_match", &metrics[0], &err); metrics[0].name = "success";
-    metrics[1].name = "asked"; metrics[1].fn = demo_metric_asked;
+    success_metric(&metrics[0]);
+    metrics[1].name = "asked"; metrics[1].fn = real.model_dir ? metric_has_question : demo_metric_asked;
     metrics[2].name = "interactivity"; metrics[2].fn = demo_metric_interactivity;
+    if (real.model_dir) {
+        if (real.judge_model) { cllm_metric_builtin("interactivity", &metrics[2], &err); metrics[2].ctx = &real.judge; }
+        else n_metrics = 2;
+    }
     memset(&ec, 0, sizeof ec);
-    ec.max_turns = MAX_TURNS; ec.task_desc = "ordering"; ec.metrics = metrics; ec.n_metrics = 3;
+    ec.max_turns = MAX_TURNS; ec.task_desc = task_desc(); ec.metrics = metrics; ec.n_metrics = n_metrics;
     ec.tokens.count = cllm_tokenizer_count; ec.tokens.ctx = &lm.tok;
     snprintf(details, sizeof details, "%s/eval_%s.jsonl", out_dir, name);
     if (cllm_eval_run(&ec, &sim, &asst.assistant, test_tasks, n_test, details, &sum, &err) != CLLM_OK) die("eval", &err);
     f = fopen(details, "rb");                              /* split by kind, from the details */
     while (f && (len = cllm__read_line(f, &line, &cap)) >= 0) {
         cJSON *o = cJSON_ParseWithLength(line, (size_t)len), *m = cJSON_GetObjectItem(o, "metrics");
-        int under = cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "single_turn_metadata"), "underspecified"));
-        double ok = cJSON_GetObjectItem(m, "success")->valuedouble, asked = cJSON_GetObjectItem(m, "asked")->valuedouble;
-        if (under) { r->success_under += ok; r->clarify_rate += asked; n_u++; }
-        else { r->success_spec += ok; r->unnecessary_rate += asked; n_s++; }
+        const cJSON *u = cJSON_GetObjectItem(cJSON_GetObjectItem(o, "single_turn_metadata"), "underspecified");
+        const cJSON *jok = cJSON_GetObjectItem(m, "success"), *jasked = cJSON_GetObjectItem(m, "asked");
+        double ok = cJSON_IsNumber(jok) ? jok->valuedouble : 0, asked = cJSON_IsNumber(jasked) ? jasked->valuedouble : 0;
+        if (cJSON_IsTrue(u)) { r->success_under += ok; r->clarify_rate += asked; n_u++; }
+        else if (cJSON_IsFalse(u)) { r->success_spec += ok; r->unnecessary_rate += asked; n_s++; }
         cJSON_Delete(o);
     }
     if (f) fclose(f);
     free(line);
     r->success = sum.metric_means[0];
-    r->itr = 100 * sum.metric_means[2];
+    r->itr = n_metrics > 2 ? 100 * sum.metric_means[2] : NAN;
     r->avg_tokens = 1000 * sum.tokens_k;
-    if (n_u) { r->success_under /= n_u; r->clarify_rate /= n_u; }
-    if (n_s) { r->success_spec /= n_s; r->unnecessary_rate /= n_s; }
+    r->success_under = n_u ? r->success_under / n_u : NAN; r->clarify_rate = n_u ? r->clarify_rate / n_u : NAN;
+    r->success_spec = n_s ? r->success_spec / n_s : NAN; r->unnecessary_rate = n_s ? r->unnecessary_rate / n_s : NAN;
     fprintf(stderr, "   %-12s success %.2f (under-specified %.2f, fully specified %.2f); asks when needed %.2f, needlessly %.2f; %.1f tokens\n",
             name, r->success, r->success_under, r->success_spec, r->clarify_rate, r->unnecessary_rate, r->avg_tokens);
     cllm_eval_summary_free(&sum);
@@ -246,7 +321,7 @@ static void generate(const char *model_dir, int window, const char *tag) {
     local_assistant(&asst, &lm, 100 + (uint64_t)window, T_GENERATE);   /* candidates and futures: the base */
     memset(&dg, 0, sizeof dg);
     demo_mr_config(&dg.mr, window, &lm.tok);
-    dg.n_candidates = 2; dg.max_turns = MAX_TURNS; dg.task_desc = "ordering";
+    dg.n_candidates = 2; dg.max_turns = MAX_TURNS; dg.task_desc = task_desc();
     remove(path(records));
     if (cllm_datagen_run(&dg, &sim, &asst.assistant, &asst.assistant, train_tasks, n_train, path(records), &err) != CLLM_OK) die("generate-data", &err);
     memset(&pc, 0, sizeof pc);
@@ -257,32 +332,104 @@ static void generate(const char *model_dir, int window, const char *tag) {
 
 /* ---- 5. offline DPO (after SFT on the conversations MR picked) ----------------------------------- */
 
-static void offline_dpo(const char *base_dir, const char *tag, const char *name) {
+/* Writes the trained model's directory to result. */
+static void offline_dpo(const char *base_dir, const char *tag, const char *name, char *result, size_t size) {
     cllm_model m, ref;
+    cllm_lora lora;
     cllm_tokenizer tok;
     cllm_sft_data sd;
     cllm_dpo_data d;
     cllm_train_config tc;
     cllm_dpo_config dc;
     cllm_err err;
-    char sft[64], pairs[64], dir[64];
+    char sft[64], pairs[64], dir[64], final_dir[80];
+    snprintf(result, size, "%s", base_dir);
     snprintf(sft, sizeof sft, "sft_%s.jsonl", tag);
     snprintf(pairs, sizeof pairs, "pairs_%s.jsonl", tag);
-    if (cllm_model_load(&m, base_dir, &err) != CLLM_OK || cllm_model_load(&ref, base_dir, &err) != CLLM_OK ||
+    load_policy(&m, &lora, base_dir);
+    memset(&ref, 0, sizeof ref);        /* with LoRA the reference is the base under the adapters */
+    if ((!real.model_dir && cllm_model_load(&ref, base_dir, &err) != CLLM_OK) ||
         cllm_tokenizer_load(&tok, base_dir, &err) != CLLM_OK || cllm_sft_data_load(&sd, &tok, path(sft), 0, &err) != CLLM_OK ||
         cllm_dpo_data_load(&d, &tok, path(pairs), 0, &err) != CLLM_OK) die(tag, &err);
     snprintf(dir, sizeof dir, "%s_sft", name);
-    tc = train_config(1e-3, 4, dir, base_dir);
-    if (tc.epochs > 0 && sd.n > 0 && cllm_train_sft(&m, NULL, &sd, &tc, &err) != CLLM_OK) die(dir, &err);
+    tc = train_config(1e-3, 4, 1e-5, dir, base_dir);
+    if (sd.n > 0) {
+        if (cllm_train_sft(&m, LORA(&lora), &sd, &tc, &err) != CLLM_OK) die(dir, &err);
+        snprintf(final_dir, sizeof final_dir, "%s/final", dir);
+        snprintf(result, size, "%s", path(final_dir));
+    }
     memset(&dc, 0, sizeof dc);
-    dc.beta = 1.0; dc.rpo_alpha = 10.0;
-    tc = train_config(1e-3, 16, name, base_dir);
-    if (d.n == 0) { fprintf(stderr, "   %s: no pairs\n", name); if (cllm_model_save(&m, path(name), CLLM_DT_F32, &err) != CLLM_OK) die(name, &err); }
-    else if (cllm_train_dpo(&m, NULL, &ref, &d, &dc, &tc, &err) != CLLM_OK) die(name, &err);
+    if (!real.model_dir) { dc.beta = 1.0; dc.rpo_alpha = 10.0; }    /* see the top; real: TRL's beta 0.1 */
+    tc = train_config(1e-3, 16, 5e-6, name, base_dir);
+    if (d.n == 0) fprintf(stderr, "   %s: no pairs; the model after SFT stands in\n", name);
+    else {
+        if (cllm_train_dpo(&m, LORA(&lora), real.model_dir ? NULL : &ref, &d, &dc, &tc, &err) != CLLM_OK) die(name, &err);
+        snprintf(final_dir, sizeof final_dir, "%s/final", name);
+        snprintf(result, size, "%s", path(final_dir));
+    }
+    cllm_lora_free(&lora);
     cllm_sft_data_free(&sd);
     cllm_dpo_data_free(&d);
     cllm_tokenizer_free(&tok);
     cllm_model_free(&m); cllm_model_free(&ref);
+}
+
+/* ---- 7. online DPO and PPO from the base: MR on the fly, the policy as the future assistant ----- */
+
+enum { ONLINE_DPO, PPO };
+
+/* Writes the trained model's directory to result. */
+static void online(const char *base_dir, int method, const char *name, char *result, size_t size) {
+    cllm_local_lm lm;                 /* the policy: its model is trained in place */
+    cllm_local_assistant future;      /* the policy again, answering in MR's simulated futures */
+    cllm_model ref;
+    cllm_lora lora;
+    cllm_online_prompts prompts;
+    cllm_prompts_config pc;
+    cllm_rollout_config ro;
+    cllm_mr_config mr;
+    cllm_train_config tc;
+    demo_sim_ctx sctx;
+    cllm_user_sim sim = simulator(&sctx, train_tasks, n_train);
+    cllm_err err;
+    cllm_result rc;
+    memset(&ref, 0, sizeof ref); memset(&lora, 0, sizeof lora); memset(&prompts, 0, sizeof prompts);
+    if (cllm_local_lm_load(&lm, base_dir, &err) != CLLM_OK) die(base_dir, &err);
+    if (real.model_dir) {
+        cllm_lora_config lc;
+        memset(&lc, 0, sizeof lc);
+        if (cllm_lora_init(&lora, &lm.model, &lc, &err) != CLLM_OK) die("lora", &err);
+    } else if (cllm_model_load(&ref, base_dir, &err) != CLLM_OK) die(base_dir, &err);
+    /* the prompts: the simulated user's opening of every training task (made once, cached) */
+    memset(&pc, 0, sizeof pc);
+    pc.task_desc = task_desc();
+    if (cllm_online_prompts_from_tasks(&prompts, train_tasks, n_train, &sim, &pc, path("online_prompts.jsonl"), &err) != CLLM_OK) die("prompts", &err);
+    demo_mr_config(&mr, 2, &lm.tok);
+    local_assistant(&future, &lm, 300 + (uint64_t)method, T_GENERATE);
+    memset(&ro, 0, sizeof ro);
+    ro.gen.sampler.temperature = T_GENERATE;
+    ro.gen.max_new_tokens = real.model_dir ? 256 : MAX_NEW_TOKENS;
+    ro.mr = &mr; ro.user = &sim; ro.future = &future.assistant;
+    if (method == ONLINE_DPO) {
+        cllm_online_dpo_config dc;
+        memset(&dc, 0, sizeof dc);
+        dc.rollout = ro;
+        if (!real.model_dir) { dc.beta = ONLINE_DPO_BETA; dc.rpo_alpha = ONLINE_DPO_RPO; }
+        tc = train_config(ONLINE_DPO_LR, ONLINE_EPOCHS, 5e-6, name, base_dir);
+        rc = cllm_train_online_dpo(&lm, LORA(&lora), real.model_dir ? NULL : &ref, &prompts, &dc, &tc, &err);
+    } else {
+        cllm_ppo_config ppo;
+        memset(&ppo, 0, sizeof ppo);                     /* TRL's defaults: k1, kl 0.05, 4 epochs */
+        ppo.rollout = ro;
+        tc = train_config(PPO_LR, ONLINE_EPOCHS, 2e-6, name, base_dir);
+        rc = cllm_train_ppo(&lm, LORA(&lora), real.model_dir ? NULL : &ref, NULL, &prompts, &ppo, &tc, &err);
+    }
+    if (rc != CLLM_OK) die(name, &err);
+    snprintf(result, size, "%s/final", path(name));
+    cllm_online_prompts_free(&prompts);
+    cllm_lora_free(&lora);
+    cllm_model_free(&ref);
+    cllm_local_lm_free(&lm);
 }
 
 /* ---- outputs: the table, summary.json, curves.svg ------------------------------------------------ */
@@ -294,15 +441,27 @@ static void write_table(const row *rows, int n) {
                   "%-28s %9s %10s %10s %8s %9s %12s %6s\n", "model", "success", "under-spec", "fully-spec", "tokens", "asks when", "asks", "ITR");
     k += snprintf(buf + k, sizeof buf - (size_t)k,
                   "%-28s %9s %10s %10s %8s %9s %12s %6s\n", "", "(all)", "success", "success", "/conv", "needed", "needlessly", "");
-    for (i = 0; i < n; i++)
-        k += snprintf(buf + k, sizeof buf - (size_t)k, "%-28s %9.1f %10.1f %10.1f %8.1f %9.1f %12.1f %6.1f\n", rows[i].label,
-                      100 * rows[i].success, 100 * rows[i].success_under, 100 * rows[i].success_spec, rows[i].avg_tokens,
-                      100 * rows[i].clarify_rate, 100 * rows[i].unnecessary_rate, rows[i].itr);
+    for (i = 0; i < n; i++) {
+        const double v[7] = { 100 * rows[i].success, 100 * rows[i].success_under, 100 * rows[i].success_spec, rows[i].avg_tokens,
+                              100 * rows[i].clarify_rate, 100 * rows[i].unnecessary_rate, rows[i].itr };
+        static const int width[7] = { 9, 10, 10, 8, 9, 12, 6 };
+        int j;
+        k += snprintf(buf + k, sizeof buf - (size_t)k, "%-28s", rows[i].label);
+        for (j = 0; j < 7; j++)
+            k += isnan(v[j]) ? snprintf(buf + k, sizeof buf - (size_t)k, " %*s", width[j], "n/a")
+                             : snprintf(buf + k, sizeof buf - (size_t)k, " %*.1f", width[j], v[j]);
+        k += snprintf(buf + k, sizeof buf - (size_t)k, "\n");
+    }
     fprintf(stdout, "\n%s\n", buf);
     {
         cllm_err err;
         if (cllm_write_file_atomic(path("table.txt"), buf, (size_t)k, &err) != CLLM_OK) die("table.txt", &err);
     }
+}
+
+static void add_rate(cJSON *o, const char *key, double v) {
+    if (isnan(v)) cJSON_AddNullToObject(o, key);
+    else cJSON_AddNumberToObject(o, key, v);
 }
 
 static void write_summary(const row *rows, int n, double seconds) {
@@ -315,13 +474,13 @@ static void write_summary(const row *rows, int n, double seconds) {
     for (i = 0; i < n; i++) {
         cJSON *r = cJSON_CreateObject();
         cJSON_AddStringToObject(r, "name", rows[i].name);
-        cJSON_AddNumberToObject(r, "success", rows[i].success);
-        cJSON_AddNumberToObject(r, "success_underspecified", rows[i].success_under);
-        cJSON_AddNumberToObject(r, "success_specified", rows[i].success_spec);
-        cJSON_AddNumberToObject(r, "avg_tokens", rows[i].avg_tokens);
-        cJSON_AddNumberToObject(r, "clarify_rate", rows[i].clarify_rate);
-        cJSON_AddNumberToObject(r, "unnecessary_question_rate", rows[i].unnecessary_rate);
-        cJSON_AddNumberToObject(r, "itr", rows[i].itr);
+        add_rate(r, "success", rows[i].success);                    /* NaN (n/a) is written as null */
+        add_rate(r, "success_underspecified", rows[i].success_under);
+        add_rate(r, "success_specified", rows[i].success_spec);
+        add_rate(r, "avg_tokens", rows[i].avg_tokens);
+        add_rate(r, "clarify_rate", rows[i].clarify_rate);
+        add_rate(r, "unnecessary_question_rate", rows[i].unnecessary_rate);
+        add_rate(r, "itr", rows[i].itr);
         cJSON_AddItemToArray(arr, r);
     }
     text = cJSON_Print(o);
@@ -383,6 +542,34 @@ static void write_curves(const curve *curves, int n_curves) {
 
 /* ---- main ------------------------------------------------------------------------------------------ */
 
+static void usage(void) {
+    fprintf(stderr, "usage: cllm_demo [--seed N] [--out DIR]\n"
+                    "       cllm_demo --model DIR --tasks TRAIN.jsonl --test-tasks TEST.jsonl --user-model M [--judge-model M]\n"
+                    "                 [--base-url URL (default $OPENAI_BASE_URL)] [--limit N] [--task-desc TEXT] [--seed N] [--out DIR]\n");
+}
+
+/* The real mode: the endpoint, the API simulator and judge, the task files (--limit: the first N). */
+static void setup_real(void) {
+    cllm_client_config cc;
+    cllm_llm_sim_config sc;
+    cllm_judge_config jc;
+    cllm_err err;
+    memset(&cc, 0, sizeof cc); memset(&sc, 0, sizeof sc); memset(&jc, 0, sizeof jc);
+    cc.base_url = real.base_url;                         /* NULL: $OPENAI_BASE_URL; key: $OPENAI_API_KEY */
+    if (cllm_client_init(&real.client, &cc, &err) != CLLM_OK) die("client", &err);
+    sc.params.model = real.user_model; sc.params.seed = (long long)seed;
+    cllm_llm_sim_init(&real.sim, &real.client, &sc);
+    jc.params.model = real.judge_model;
+    if (real.judge_model) cllm_judge_init(&real.judge, &real.client, &jc);
+    if (cllm_tasks_read_jsonl(real.train, &train_tasks, &n_train, &err) != CLLM_OK ||
+        cllm_tasks_read_jsonl(real.test, &test_tasks, &n_test, &err) != CLLM_OK) die("tasks", &err);
+    n_train_read = n_train; n_test_read = n_test;
+    if (real.limit > 0 && real.limit < n_train) n_train = real.limit;
+    if (real.limit > 0 && real.limit < n_test) n_test = real.limit;
+    fprintf(stderr, "   base %s; %d training and %d test tasks; simulator %s, judge %s\n", real.model_dir, n_train, n_test,
+            real.user_model, real.judge_model ? real.judge_model : "none (exact match)");
+}
+
 int main(int argc, char **argv) {
     static const curve curves[] = {
         { "base: SFT from scratch", "base", "loss" },
@@ -391,54 +578,90 @@ int main(int argc, char **argv) {
         { "w=2: SFT on picked conversations", "dpo_w2_sft", "loss" },
         { "w=2 (CollabLLM): DPO reward margin", "dpo_w2", "rewards/margins" },
         { "w=2 (CollabLLM): DPO accuracy", "dpo_w2", "rewards/accuracies" },
+        { "online DPO: mean MR of the samples", "online_dpo", "reward" },
+        { "PPO: mean MR of the rollouts", "ppo", "reward" },
+        { "PPO: KL to the base", "ppo", "objective/kl" },
     };
     const char **texts;
+    char base_dir[1024], dpo_w0[1024], dpo_w2[1024], odpo[1024], ppo[1024];   /* path() recycles its buffers: copies */
     cllm_err err;
     row rows[8];
     int n_rows = 0, i, vocab, n_texts;
     for (i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--seed") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 10);
-        else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_dir = argv[++i];
-        else { fprintf(stderr, "usage: cllm_demo [--seed N] [--out DIR]\n"); return 2; }
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) { usage(); return 2; }
+        if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--out")) out_dir = v;
+        else if (!strcmp(a, "--model")) real.model_dir = v;
+        else if (!strcmp(a, "--tasks")) real.train = v;
+        else if (!strcmp(a, "--test-tasks")) real.test = v;
+        else if (!strcmp(a, "--user-model")) real.user_model = v;
+        else if (!strcmp(a, "--judge-model")) real.judge_model = v;
+        else if (!strcmp(a, "--base-url")) real.base_url = v;
+        else if (!strcmp(a, "--task-desc")) real.task_desc = v;
+        else if (!strcmp(a, "--limit")) real.limit = atoi(v);
+        else { usage(); return 2; }
+        i++;
+    }
+    if ((real.model_dir || real.train || real.test || real.user_model) &&
+        !(real.model_dir && real.train && real.test && real.user_model)) {
+        fprintf(stderr, "cllm_demo: the real mode needs --model, --tasks, --test-tasks and --user-model together\n");
+        usage();
+        return 2;
     }
     t_start = now();
     if (cllm__mkdir(out_dir, &err) != CLLM_OK) die(out_dir, &err);
     fprintf(stderr, "CollabLLM demo, seed %llu, output in %s/\n", (unsigned long long)seed, out_dir);
 
-    stage("1. tasks (data_fmt/task.md) and a tokenizer trained on the task family");
-    if (demo_write_tasks(path("tasks_train.jsonl"), seed, N_TRAIN_TASKS, &err) != CLLM_OK ||
-        demo_write_tasks(path("tasks_test.jsonl"), seed + 1000003, N_TEST_TASKS, &err) != CLLM_OK) die("tasks", &err);
-    if (cllm_tasks_read_jsonl(path("tasks_train.jsonl"), &train_tasks, &n_train, &err) != CLLM_OK ||
-        cllm_tasks_read_jsonl(path("tasks_test.jsonl"), &test_tasks, &n_test, &err) != CLLM_OK) die("tasks", &err);
-    cllm__mkdir(path("init"), &err);
-    n_texts = corpus(&texts);
-    if ((vocab = demo_bpe_train(texts, n_texts, 1000, path("init"), &err)) < 0) die("tokenizer", &err);
-    fprintf(stderr, "   %d training and %d test tasks; %d tokens\n", n_train, n_test, vocab);
+    if (real.model_dir) {
+        stage("1-2. a real model, API user simulator, task files");
+        setup_real();
+        snprintf(base_dir, sizeof base_dir, "%s", real.model_dir);
+    } else {
+        stage("1. tasks (data_fmt/task.md) and a tokenizer trained on the task family");
+        if (demo_write_tasks(path("tasks_train.jsonl"), seed, N_TRAIN_TASKS, &err) != CLLM_OK ||
+            demo_write_tasks(path("tasks_test.jsonl"), seed + 1000003, N_TEST_TASKS, &err) != CLLM_OK) die("tasks", &err);
+        if (cllm_tasks_read_jsonl(path("tasks_train.jsonl"), &train_tasks, &n_train, &err) != CLLM_OK ||
+            cllm_tasks_read_jsonl(path("tasks_test.jsonl"), &test_tasks, &n_test, &err) != CLLM_OK) die("tasks", &err);
+        n_train_read = n_train; n_test_read = n_test;
+        cllm__mkdir(path("init"), &err);
+        n_texts = corpus(&texts);
+        if ((vocab = demo_bpe_train(texts, n_texts, 1000, path("init"), &err)) < 0) die("tokenizer", &err);
+        fprintf(stderr, "   %d training and %d test tasks; %d tokens\n", n_train, n_test, vocab);
 
-    stage("2. the base model, from scratch: SFT on a mixture that asks 30% of the time, needed or not");
-    train_base(vocab);
+        stage("2. the base model, from scratch: SFT on a mixture that asks 30% of the time, needed or not");
+        train_base(vocab);
+        snprintf(base_dir, sizeof base_dir, "%s", path("base/final"));
+    }
 
     stage("3. evaluate the base model on the held-out tasks");
-    evaluate(path("base/final"), "base", "Base", &rows[n_rows++]);
+    evaluate(base_dir, "base", "Base", &rows[n_rows++]);
 
     stage("4. MR-scored data from the base: forward window w = 2, and the immediate reward w = 0");
-    generate(path("base/final"), 2, "w2");
-    generate(path("base/final"), 0, "w0");
+    generate(base_dir, 2, "w2");
+    generate(base_dir, 0, "w0");
 
     stage("5. offline DPO on each (after SFT on the conversations MR picked)");
-    offline_dpo(path("base/final"), "w0", "dpo_w0");
-    offline_dpo(path("base/final"), "w2", "dpo_w2");
+    offline_dpo(base_dir, "w0", "dpo_w0", dpo_w0, sizeof dpo_w0);
+    offline_dpo(base_dir, "w2", "dpo_w2", dpo_w2, sizeof dpo_w2);
 
-    stage("6. evaluate");
-    evaluate(path("dpo_w0/final"), "w0_dpo", "Offline DPO, w=0 (ablation)", &rows[n_rows++]);
-    evaluate(path("dpo_w2/final"), "offline_dpo", "CollabLLM offline DPO (w=2)", &rows[n_rows++]);
+    stage("6. online DPO and PPO from the base, MR (w = 2) computed on the fly");
+    online(base_dir, ONLINE_DPO, "online_dpo", odpo, sizeof odpo);
+    online(base_dir, PPO, "ppo", ppo, sizeof ppo);
 
-    stage("results (build/demo/table.txt, summary.json, curves.svg)");
+    stage("7. evaluate");
+    evaluate(dpo_w0, "w0_dpo", "Offline DPO, w=0 (ablation)", &rows[n_rows++]);
+    evaluate(dpo_w2, "offline_dpo", "CollabLLM offline DPO (w=2)", &rows[n_rows++]);
+    evaluate(odpo, "online_dpo", "CollabLLM online DPO (w=2)", &rows[n_rows++]);
+    evaluate(ppo, "ppo", "CollabLLM PPO (w=2)", &rows[n_rows++]);
+
+    stage("results (table.txt, summary.json, curves.svg)");
     write_table(rows, n_rows);
     write_summary(rows, n_rows, now() - t_start);
-    write_curves(curves, (int)(sizeof curves / sizeof curves[0]));
+    write_curves(curves + (real.model_dir ? 1 : 0), (int)(sizeof curves / sizeof curves[0]) - (real.model_dir ? 1 : 0));
     fprintf(stderr, "demo: done in %.0fs\n", now() - t_start);
-    cllm_tasks_free(train_tasks, n_train);
-    cllm_tasks_free(test_tasks, n_test);
+    cllm_tasks_free(train_tasks, n_train_read);
+    cllm_tasks_free(test_tasks, n_test_read);
+    if (real.model_dir) cllm_client_free(&real.client);
     return 0;
 }
