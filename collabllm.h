@@ -12041,6 +12041,7 @@ CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char 
     fclose(f);
     CLLM_FREE(line);
     CLLM_FREE(seen.slot);
+    if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, path, lineno + 1, len);
     if (rc == CLLM_OK && added == 0) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no prompts", path);
     if (rc == CLLM_OK) cllm__ok(err);
     return rc;
