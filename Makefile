@@ -18,6 +18,9 @@
 # Tests are discovered: every tests/test_*.c becomes build/test_* and tests/test_*.sh is run too.
 
 CC      ?= cc
+# Programs build in parallel, one job per core (each compiles the whole header); the tests run
+# one after another. `make -j1 ...` overrides.
+MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 1)
 BUILD   ?= build
 OPT     ?= -O2
 WARN    = -std=c99 -Wall -Wextra -Wpedantic -Werror
@@ -44,7 +47,8 @@ all: deps $(TOOLS) $(TEST_BINS)
 deps:
 	@tests/ensure-deps.sh $(DEPS)
 
-$(BUILD):
+# The packages are checked before anything compiles (deps is phony; an order-only prerequisite).
+$(BUILD): deps
 	@mkdir -p $(BUILD)
 
 $(BUILD)/collabllm: examples/collabllm.c collabllm.h | $(BUILD)
@@ -59,7 +63,7 @@ $(BUILD)/test_%: tests/test_%.c collabllm.h tests/check.h $(wildcard examples/*.
 # The fuzz regression test compiles the libFuzzer harnesses in (tests/fuzz/*.c).
 $(BUILD)/test_fuzz_regressions $(BUILD)/fast/test_fuzz_regressions: $(wildcard tests/fuzz/*.c tests/fuzz/*.h)
 
-$(BUILD)/fast:
+$(BUILD)/fast: | $(BUILD)
 	@mkdir -p $(BUILD)/fast
 
 $(BUILD)/fast/%: examples/%.c collabllm.h | $(BUILD)/fast

@@ -7387,6 +7387,30 @@ static cllm_result cllm__kv_check(const cllm_model *m, const cllm_kv_cache *kv, 
     return CLLM_OK;
 }
 
+/* Attention of each row r and head h over its sequence's cached positions 0..row_pos[r]:
+   att[r, h] = sum_j softmax_j(q[r, h] . k[j] / sqrt(hd)) v[j], with the k, v of head h's group.
+   The fast path (OpenMP) gives every thread its own score row and splits the (row, head) pairs;
+   each pair is computed exactly as the serial loop computes it. */
+static void cllm__kv_attend(const cllm_kv_cache *kv, int l, cllm__kv_work *w, int N, int H, int KV, int hd, cllm_float scale) {
+    int Q = H * hd, K = KV * hd, rep = H / KV, rh;
+    cllm_float *scores = w->s;               /* one row of max_len scores (serial) */
+#ifdef CLLM__OMP
+    int threads = cllm__max_threads();
+    double work = (double)N * H * hd * (kv->row_pos[N - 1] + 1);
+    if (threads > 1 && work >= 32768) scores = (cllm_float *)CLLM_MALLOC(sizeof(cllm_float) * (size_t)threads * (size_t)kv->max_len);
+    if (!scores) scores = w->s;
+#pragma omp parallel for schedule(static) if(scores != w->s)
+#endif
+    for (rh = 0; rh < N * H; rh++) {
+        int r = rh / H, h = rh % H;
+        size_t kv0 = cllm__kv_offset(kv, l, kv->row_seq[r]) + (size_t)(h / rep) * hd;
+        size_t qo = (size_t)r * Q + (size_t)h * hd;
+        cllm_float *s = scores == w->s ? w->s : scores + (size_t)cllm__thread_num() * (size_t)kv->max_len;
+        cllm__attend_row(w->att + qo, w->q + qo, kv->k + kv0, kv->v + kv0, (size_t)K, kv->row_pos[r] + 1, NULL, hd, scale, s);
+    }
+    if (scores != w->s) CLLM_FREE(scores);
+}
+
 /* The incremental forward for N rows: row r is token ids[r] of sequence kv->row_seq[r] at
    position kv->row_pos[r]. Rows of one sequence must continue its cached positions without gaps.
    Per layer, every row's k and v go into the cache first; then row r attends to positions
@@ -7396,7 +7420,7 @@ static void cllm__kv_forward_rows(const cllm_model *m, cllm_kv_cache *kv, const 
     const cllm_config *c = &m->config;
     const cllm_params *p = &m->params;
     int C = c->hidden_size, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim, half = hd / 2;
-    int Q = H * hd, K = KV * hd, rep = H / KV, l, r, h, i;
+    int Q = H * hd, K = KV * hd, l, r, i;
     cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
 
     cllm__embedding_forward(w->x, ids, p->embed, N, C);
@@ -7410,11 +7434,7 @@ static void cllm__kv_forward_rows(const cllm_model *m, cllm_kv_cache *kv, const 
             memcpy(kv->k + at, w->k + (size_t)r * K, sizeof(cllm_float) * (size_t)K);
             memcpy(kv->v + at, w->v + (size_t)r * K, sizeof(cllm_float) * (size_t)K);
         }
-        for (r = 0; r < N; r++) for (h = 0; h < H; h++) {
-            size_t kv0 = cllm__kv_offset(kv, l, kv->row_seq[r]) + (size_t)(h / rep) * hd;
-            size_t qo = (size_t)r * Q + (size_t)h * hd;
-            cllm__attend_row(w->att + qo, w->q + qo, kv->k + kv0, kv->v + kv0, (size_t)K, kv->row_pos[r] + 1, NULL, hd, scale, w->s);
-        }
+        cllm__kv_attend(kv, l, w, N, H, KV, hd, scale);
         cllm__matmul_forward(w->h, w->att, p->wo + (size_t)l * C * Q, NULL, N, Q, C);
         cllm__lora_forward(m, CLLM__LT_O, l, w->h, w->att, N);
         for (i = 0; i < N * C; i++) w->h[i] += w->x[i];

@@ -416,7 +416,7 @@ int main(int argc, char **argv) {
     int i, k, any = 0, failed = 0;
     cllm_err err;
     job j, mm;
-    cJSON *root = cJSON_CreateObject(), *models = cJSON_CreateArray(), *machine = cJSON_CreateObject(), *todo = cJSON_CreateArray();
+    cJSON *root = cJSON_CreateObject(), *models = cJSON_CreateArray(), *machine = cJSON_CreateObject();
     char *out;
 
     for (i = 1; i < argc; i++) if (strcmp(argv[i], "--list") == 0) {
@@ -479,7 +479,6 @@ int main(int argc, char **argv) {
     if (!any) { fprintf(stderr, "no such preset (see --list)\n"); return 2; }
     cJSON_AddItemToObject(root, "models", models);
     if (!flag(argc, argv, "--no-mr")) cJSON_AddItemToObject(root, "mr", bench_mr());
-    cJSON_AddItemToObject(root, "todo", todo);
     out = cJSON_Print(root);
     if (json_path && out) {
         if (cllm_write_file_atomic(json_path, out, strlen(out), &err) != CLLM_OK) { fprintf(stderr, "%s\n", err.msg); failed = 1; }
