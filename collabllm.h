@@ -3493,25 +3493,22 @@ static void cllm__rope_backward(cllm_float *dx, const cllm_float *cosv, const cl
      s_j = q . k_j * scale,   p = softmax(s),   y = sum_j p_j v_j,   returns lse = log sum_j exp(s_j)
    The full forward and the KV-cache forward both call this, so they compute the same numbers.
    s is a scratch row of n values.                                                              */
+static cllm_float cllm__dot(cllm_float init, const cllm_float *a, const cllm_float *b, int n);
+static void cllm__axpy(cllm_float *y, cllm_float alpha, const cllm_float *x, int n);
 static cllm_float cllm__attend_row(cllm_float *y, const cllm_float *q, const cllm_float *k, const cllm_float *v,
                                    size_t stride, int n, const int *mask, int hd, cllm_float scale, cllm_float *s) {
     int j, i;
     cllm_float mx = -INFINITY, sum = 0;
     for (j = 0; j < n; j++) {
-        const cllm_float *kj = k + (size_t)j * stride;
-        cllm_float dot = 0;
         if (mask && !mask[j]) { s[j] = -INFINITY; continue; }
-        for (i = 0; i < hd; i++) dot += q[i] * kj[i];
-        s[j] = dot * scale;
+        s[j] = cllm__dot(0, q, k + (size_t)j * stride, hd) * scale;   /* q . k_j, left to right */
         if (s[j] > mx) mx = s[j];
     }
-    for (j = 0; j < n; j++) sum += cllm__exp(s[j] - mx);   /* max subtracted for stability only */
+    for (j = 0; j < n; j++) { s[j] = cllm__exp(s[j] - mx); sum += s[j]; }   /* s_j <- exp(s_j - max) */
     for (i = 0; i < hd; i++) y[i] = 0;
     for (j = 0; j < n; j++) {
-        const cllm_float *vj = v + (size_t)j * stride;
-        cllm_float p = cllm__exp(s[j] - mx) / sum;
-        if (p == 0) continue;
-        for (i = 0; i < hd; i++) y[i] += p * vj[i];
+        cllm_float p = s[j] / sum;
+        if (p != 0) cllm__axpy(y, p, v + (size_t)j * stride, hd);      /* y += p_j v_j */
     }
     return mx + cllm__log(sum);
 }
@@ -3650,8 +3647,8 @@ static void cllm__logsoftmax_row_backward(cllm_float *z, cllm_float lse, int y, 
 #define CLLM__FAST 1          /* some fast path is on: the dispatchers below use it */
 #endif
 
-#ifdef CLLM__FAST
-
+/* The vector helpers below are used by the reference kernels too (attention): without SIMD
+   they are the plain left-to-right loops. */
 #ifdef CLLM__AVX2
 static float cllm__hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -3707,6 +3704,8 @@ static void cllm__axpy(cllm_float *y, cllm_float alpha, const cllm_float *x, int
 #endif
     for (; i < n; i++) y[i] += alpha * x[i];
 }
+
+#ifdef CLLM__FAST
 
 /* ---- matmul: cache blocking ------------------------------------------------------------------
    The forward product out = inp W^T pairs rows of inp with rows of W, both contiguous along C,
