@@ -5793,7 +5793,10 @@ static size_t cllm__utf8_lossy(const unsigned char *b, size_t n, int final, cllm
 /* ---- NFC normalization (UAX #15: canonical decomposition, canonical ordering, composition) -- */
 
 /* One code point being normalized, with the original byte range it came from. */
-typedef struct cllm__nchar { uint32_t cp; unsigned ccc; size_t os, oe, seq; } cllm__nchar;
+/* A character during NFC: code point, combining class, original byte range, position in the
+   decomposition, and its alignment change as Hugging Face counts it (0: takes the place of one
+   original character; +1: inserted by a decomposition; -N: also stands for N characters after). */
+typedef struct cllm__nchar { uint32_t cp; unsigned ccc; size_t os, oe, seq; long change; } cllm__nchar;
 
 #define CLLM__HANGUL_S 0xAC00
 #define CLLM__HANGUL_L 0x1100
@@ -5832,7 +5835,7 @@ static void cllm__nfd_push(uint32_t cp, size_t os, size_t oe, cllm__nchar **out)
     }
     {
         cllm__nchar c;
-        c.cp = cp; c.ccc = cllm__uni_ccc(cp); c.os = os; c.oe = oe; c.seq = (size_t)stbds_arrlen(*out);
+        c.cp = cp; c.ccc = cllm__uni_ccc(cp); c.os = os; c.oe = oe; c.seq = (size_t)stbds_arrlen(*out); c.change = 1;
         stbds_arrput(*out, c);
     }
 }
@@ -5876,6 +5879,7 @@ static void cllm__ntext_add(cllm__ntext *t, const void *bytes, size_t n, size_t 
 /* Appends NFC(s[0..n)) to t; base is the offset of s in the caller's original text. */
 static void cllm__nfc(const uint64_t *comp, size_t ncomp, const char *s, size_t n, size_t base, cllm__ntext *t) {
     cllm__nchar *d = NULL;
+    size_t *cs = NULL;                           /* original characters: start, end, start, end, ... */
     size_t i = 0, j, k, m;
     for (i = 0; i < n && (unsigned char)s[i] < 0x80; i++) {}
     if (i == n) {                                    /* ASCII is already NFC */
@@ -5886,7 +5890,10 @@ static void cllm__nfc(const uint64_t *comp, size_t ncomp, const char *s, size_t 
     for (i = 0; i < n;) {
         uint32_t cp;
         int l = cllm__utf8_next((const unsigned char *)s + i, n - i, &cp);
+        size_t first = (size_t)stbds_arrlen(d);
         cllm__nfd_push(cp, base + i, base + i + (size_t)l, &d);
+        d[first].change = 0;                     /* the first piece replaces the character */
+        stbds_arrput(cs, base + i); stbds_arrput(cs, base + i + (size_t)l);
         i += (size_t)l;
     }
     m = (size_t)stbds_arrlen(d);
@@ -5907,24 +5914,27 @@ static void cllm__nfc(const uint64_t *comp, size_t ncomp, const char *s, size_t 
             unsigned c = d[i].ccc;
             if (st >= 0 && (last < c || last == 0)) {
                 uint32_t comp_cp = cllm__compose(comp, ncomp, d[st].cp, d[i].cp);
-                if (comp_cp) {
-                    d[st].cp = comp_cp;
-                    if (d[i].os < d[st].os) d[st].os = d[i].os;
-                    if (d[i].oe > d[st].oe) d[st].oe = d[i].oe;
-                    continue;
-                }
+                if (comp_cp) { d[st].cp = comp_cp; d[st].change += d[i].change - 1; continue; }
             }
             if (c == 0) st = (long)k;
             last = c;
             d[k++] = d[i];
         }
     }
-    for (i = 0; i < k; i++) {
+    /* 4. offsets, aligned as Hugging Face's tokenizers align them (the changes above, applied in
+       output order): a character with change <= 0 takes the range of the next original
+       character and skips -change more; an inserted one (+1) shares the range of the last
+       original character passed. Offsets thus never run backwards, even where marks were
+       reordered (a composite keeps only its first character's range, as in HF). */
+    for (i = 0, j = 0; i < k; i++) {
         unsigned char o[4];
         int l = cllm__utf8_put(d[i].cp, o);
-        cllm__ntext_add(t, o, (size_t)l, d[i].os, d[i].oe);
+        size_t os, oe;
+        if (d[i].change > 0) { os = j ? cs[2 * j - 2] : base; oe = j ? cs[2 * j - 1] : base; }
+        else { os = cs[2 * j]; oe = cs[2 * j + 1]; j += (size_t)(1 - d[i].change); }
+        cllm__ntext_add(t, o, (size_t)l, os, oe);
     }
-    stbds_arrfree(d);
+    stbds_arrfree(d); stbds_arrfree(cs);
 }
 
 /* ---- Hash maps: byte strings -> id, and (id, id) pairs -> merge ----------------------------- */

@@ -359,6 +359,33 @@ static void check_nfc_conformance(void) {
     check_true(lab, bad == 0);
 }
 
+/* Offsets where NFC reorders or composes combining marks, as Hugging Face's tokenizers 0.6.0
+   (npm @anush008/tokenizers, the Rust library) reports them for tests/data/tokenizers/qwen2_style,
+   converted to bytes; make crosscheck compares every corpus string the same way. A composite keeps
+   its first character's range, and the marks after it take the original ranges in order, so
+   starts never run backwards (fuzz finding tokenizer_encode/nfc-token-start-after-end). */
+static void check_nfc_offsets(void) {
+    static const struct { const char *text; int n; int offs[16]; } cases[] = {
+        { "p\xcc\x82\xcc\xb1\xcc\xb1r", 4, { 0, 1, 1, 3, 3, 7, 7, 8 } },   /* p U+0302 U+0331 U+0331 r: reordered */
+        { "a\xcc\x81\xcc\x96" "b", 4, { 0, 1, 3, 5, 3, 5, 5, 6 } },         /* a U+0301 U+0316 b -> a-acute U+0316 b */
+        { "e\xcc\x96\xcc\x81x", 4, { 0, 1, 3, 5, 3, 5, 5, 6 } },            /* e U+0316 U+0301 x -> e-acute U+0316 x */
+    };
+    cllm_tokenizer tok;
+    cllm_err err;
+    size_t c;
+    if (cllm_tokenizer_load(&tok, TOKS "qwen2_style", &err) != CLLM_OK) { check_true(err.msg, 0); return; }
+    for (c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int *ids = NULL, *offs = NULL, n = 0, ok;
+        char label[160];
+        ok = cllm_tokenizer_encode(&tok, cases[c].text, strlen(cases[c].text), 0, &ids, &n, &offs, &err) == CLLM_OK &&
+             n == cases[c].n && memcmp(offs, cases[c].offs, sizeof(int) * 2 * (size_t)n) == 0;
+        snprintf(label, sizeof label, "qwen2_style: NFC offsets of case %d == Hugging Face's", (int)c);
+        check_true(label, ok);
+        cllm_free_buffer(ids); cllm_free_buffer(offs);
+    }
+    cllm_tokenizer_free(&tok);
+}
+
 int main(void) {
     const char *cache = getenv("COLLABLLM_NPM_CACHE"), *home = getenv("HOME");
     char probe[1200];
@@ -385,5 +412,6 @@ int main(void) {
     check_errors();
     check_long_inputs();
     check_nfc_conformance();
+    check_nfc_offsets();
     return check_summary("test_tokenizer");
 }
