@@ -59,4 +59,61 @@ CHECK_FN int check_summary(const char *name) {
     printf("%s: %d checks, %d failed -> %s\n", name, check_count, check_failures, check_failures ? "FAIL" : "all OK");
     return check_failures ? 1 : 0;
 }
+#ifdef COLLABLLM_H
+/* File helpers for the tests that run whole pipelines (need collabllm.h included first). */
+#include <string.h>
+
+/* Copies from_dir/name to to_dir/name (atomically, as the library writes files). */
+CHECK_FN int check_copy_file(const char *from_dir, const char *to_dir, const char *name) {
+    char src[1024], dst[1024], *data = NULL;
+    size_t len = 0;
+    int ok;
+    snprintf(src, sizeof src, "%s/%s", from_dir, name);
+    snprintf(dst, sizeof dst, "%s/%s", to_dir, name);
+    ok = cllm_read_file(src, &data, &len, NULL) == CLLM_OK && cllm_write_file_atomic(dst, data, len, NULL) == CLLM_OK;
+    cllm_free_buffer(data);
+    if (!ok) printf("    could not copy %s to %s\n", src, dst);
+    return ok;
+}
+
+/* Are two files identical, byte for byte? */
+CHECK_FN int check_same_file(const char *a, const char *b) {
+    char *ta = NULL, *tb = NULL;
+    size_t la = 0, lb = 0;
+    int same = cllm_read_file(a, &ta, &la, NULL) == CLLM_OK && cllm_read_file(b, &tb, &lb, NULL) == CLLM_OK && la == lb && memcmp(ta, tb, la) == 0;
+    cllm_free_buffer(ta); cllm_free_buffer(tb);
+    return same;
+}
+
+/* Two metrics.jsonl files with expect_lines lines each, line for line the same keys with
+   identical numbers; the timing fields (tokens_per_s, elapsed_s) are left out. Prints what differs. */
+CHECK_FN int check_same_metrics(const char *a, const char *b, int expect_lines) {
+    char *ta = NULL, *tb = NULL, *pa, *pb;
+    size_t la, lb;
+    int lines = 0, same = 1;
+    if (cllm_read_file(a, &ta, &la, NULL) != CLLM_OK || cllm_read_file(b, &tb, &lb, NULL) != CLLM_OK) {
+        cllm_free_buffer(ta); cllm_free_buffer(tb);
+        return 0;
+    }
+    for (pa = ta, pb = tb; *pa && *pb && same; lines++) {
+        char *ea = strchr(pa, '\n'), *eb = strchr(pb, '\n');
+        cJSON *oa, *ob, *x;
+        if (!ea || !eb) { same = 0; break; }
+        *ea = *eb = 0;
+        oa = cJSON_Parse(pa); ob = cJSON_Parse(pb);
+        if (!oa || !ob || cJSON_GetArraySize(oa) != cJSON_GetArraySize(ob)) { printf("    line %d: different keys\n", lines + 1); same = 0; }
+        cJSON_ArrayForEach(x, oa) {
+            const cJSON *y = cJSON_GetObjectItem(ob, x->string);
+            if (!strcmp(x->string, "tokens_per_s") || !strcmp(x->string, "elapsed_s")) continue;
+            if (!y || x->valuedouble != y->valuedouble) { printf("    line %d: %s differs\n", lines + 1, x->string); same = 0; }
+        }
+        cJSON_Delete(oa); cJSON_Delete(ob);
+        pa = ea + 1; pb = eb + 1;
+    }
+    if (*pa || *pb) same = 0;
+    cllm_free_buffer(ta); cllm_free_buffer(tb);
+    if (same && lines != expect_lines) printf("    %d lines, expected %d\n", lines, expect_lines);
+    return same && lines == expect_lines;
+}
+#endif
 #endif

@@ -33,18 +33,6 @@ static void handler(void *ctx, const mock_request *req, mock_response *resp) {
     else resp->status = 404;
 }
 
-static int copy_file(const char *from_dir, const char *to_dir, const char *name) {
-    char a[512], b[512], *text = NULL;
-    size_t n = 0;
-    cllm_err err;
-    int ok;
-    snprintf(a, sizeof a, "%s/%s", from_dir, name);
-    snprintf(b, sizeof b, "%s/%s", to_dir, name);
-    ok = cllm_read_file(a, &text, &n, &err) == CLLM_OK && cllm_write_file_atomic(b, text, n, &err) == CLLM_OK;
-    cllm_free_buffer(text);
-    return ok;
-}
-
 int main(void) {
     const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
     char model[512], tasks[512], out[512], cmd[4096], file[600], *text = NULL;
@@ -64,8 +52,8 @@ int main(void) {
     c.n_heads = 4; c.n_kv_heads = 2; c.head_dim = 8; c.rms_norm_eps = 1e-5f; c.rope_theta = 10000;
     c.tie_word_embeddings = 1; c.bos_token_id = -1; c.eos_token_ids[0] = 2; c.n_eos = 1;
     ok = cllm_model_init(&m, &c, 5, &err) == CLLM_OK && cllm_model_save(&m, model, CLLM_DT_F32, &err) == CLLM_OK &&
-         copy_file("tests/data/tokenizers/smollm2", model, "tokenizer.json") &&
-         copy_file("tests/data/tokenizers/smollm2", model, "tokenizer_config.json");
+         check_copy_file("tests/data/tokenizers/smollm2", model, "tokenizer.json") &&
+         check_copy_file("tests/data/tokenizers/smollm2", model, "tokenizer_config.json");
     cllm_model_free(&m);
     if (!check_true("a small HF model directory", ok)) return 1;
     f = fopen(tasks, "wb");

@@ -22,18 +22,6 @@ static char tmp_dir[512], build_dir[256];
 
 /* ---- tiny models ---------------------------------------------------------------------------- */
 
-static cllm_result copy_file(const char *from, const char *to_dir, const char *name, cllm_err *err) {
-    char src[1024], dst[1024], *data = NULL;
-    size_t len;
-    cllm_result rc;
-    snprintf(src, sizeof src, "%s/%s", from, name);
-    snprintf(dst, sizeof dst, "%s/%s", to_dir, name);
-    if ((rc = cllm_read_file(src, &data, &len, err)) != CLLM_OK) return rc;
-    rc = cllm_write_file_atomic(dst, data, len, err);
-    cllm_free_buffer(data);
-    return rc;
-}
-
 /* A random model of the given family with the vocabulary of tokenizer dir `tok_dir`, written to
    tmp_dir/name with that tokenizer: a complete Hugging Face model directory. */
 static int make_model_dir(const char *name, const char *tok_dir, int arch, int vocab_size, int config_eos, int tied, char *out, size_t size) {
@@ -48,7 +36,7 @@ static int make_model_dir(const char *name, const char *tok_dir, int arch, int v
     c.eos_token_ids[0] = config_eos; c.n_eos = 1;
     snprintf(out, size, "%s/%s", tmp_dir, name);
     ok = cllm_model_init(&m, &c, 11, &err) == CLLM_OK && cllm_model_save(&m, out, CLLM_DT_F32, &err) == CLLM_OK &&
-         copy_file(tok_dir, out, "tokenizer.json", &err) == CLLM_OK && copy_file(tok_dir, out, "tokenizer_config.json", &err) == CLLM_OK;
+         check_copy_file(tok_dir, out, "tokenizer.json") && check_copy_file(tok_dir, out, "tokenizer_config.json");
     if (!ok) printf("    %s\n", err.msg);
     cllm_model_free(&m);
     return ok;
@@ -362,8 +350,8 @@ static void test_trained(cllm_local_lm *lm) {
         char dir[700];
         snprintf(dir, sizeof dir, "%s/sim_trained", tmp_dir);
         check_true("the trained model saves as a model directory",
-                   cllm_model_save(&lm->model, dir, CLLM_DT_F32, &err) == CLLM_OK && copy_file(dir_sim, dir, "tokenizer.json", &err) == CLLM_OK &&
-                   copy_file(dir_sim, dir, "tokenizer_config.json", &err) == CLLM_OK);
+                   cllm_model_save(&lm->model, dir, CLLM_DT_F32, &err) == CLLM_OK && check_copy_file(dir_sim, dir, "tokenizer.json") &&
+                   check_copy_file(dir_sim, dir, "tokenizer_config.json"));
     }
     memset(&c, 0, sizeof c);
     cllm_conv_push(&c, "user", prompt, NULL);

@@ -28,18 +28,6 @@ static char model_dir[512];
 
 /* ---- a tiny chat model ------------------------------------------------------------------------ */
 
-static cllm_result copy_file(const char *from, const char *to_dir, const char *name, cllm_err *err) {
-    char src[1024], dst[1024], *data = NULL;
-    size_t len;
-    cllm_result rc;
-    snprintf(src, sizeof src, "%s/%s", from, name);
-    snprintf(dst, sizeof dst, "%s/%s", to_dir, name);
-    if ((rc = cllm_read_file(src, &data, &len, err)) != CLLM_OK) return rc;
-    rc = cllm_write_file_atomic(dst, data, len, err);
-    cllm_free_buffer(data);
-    return rc;
-}
-
 static const char *goals[] = {
     "book a table", "order a pizza", "find a shirt", "set an alarm", "plan a trip", "write a poem",
     "fix my code", "sort a list", "name a cat", "pick a color", "book a room", "buy a ticket",
@@ -78,7 +66,7 @@ static int make_model(const char *dir) {
     ok = cllm_model_init(&m, &c, 7, &err) == CLLM_OK && cllm_write_file_atomic("build/tmp_online_sft.jsonl", buf, len, &err) == CLLM_OK &&
          cllm_tokenizer_load(&tok, TOK, &err) == CLLM_OK && cllm_sft_data_load(&d, &tok, "build/tmp_online_sft.jsonl", 0, &err) == CLLM_OK &&
          cllm_train_sft(&m, NULL, &d, &t, &err) == CLLM_OK && cllm_model_save(&m, dir, CLLM_DT_F32, &err) == CLLM_OK &&
-         copy_file(TOK, dir, "tokenizer.json", &err) == CLLM_OK && copy_file(TOK, dir, "tokenizer_config.json", &err) == CLLM_OK;
+         check_copy_file(TOK, dir, "tokenizer.json") && check_copy_file(TOK, dir, "tokenizer_config.json");
     if (!ok) printf("    %s\n", err.msg);
     else printf("  tiny model: SFT loss %.3f after 25 steps\n", (double)m.loss);
     cllm_model_free(&m);
@@ -570,40 +558,6 @@ static void test_logprob_check(void) {
 
 /* ---- exact resume ------------------------------------------------------------------------------ */
 
-/* Every line of two metrics files: the same keys with identical values (timing fields aside). */
-static int same_metrics(const char *a, const char *b, int expect_lines) {
-    char *ta = NULL, *tb = NULL, *pa, *pb;
-    size_t la, lb;
-    int lines = 0, same = 1;
-    if (cllm_read_file(a, &ta, &la, NULL) != CLLM_OK || cllm_read_file(b, &tb, &lb, NULL) != CLLM_OK) { free(ta); free(tb); return 0; }
-    for (pa = ta, pb = tb; *pa && *pb && same; lines++) {
-        char *ea = strchr(pa, '\n'), *eb = strchr(pb, '\n');
-        cJSON *oa, *ob, *x;
-        if (!ea || !eb) { same = 0; break; }
-        *ea = *eb = 0;
-        oa = cJSON_Parse(pa); ob = cJSON_Parse(pb);
-        cJSON_ArrayForEach(x, oa) {
-            const cJSON *y = cJSON_GetObjectItem(ob, x->string);
-            if (!strcmp(x->string, "tokens_per_s") || !strcmp(x->string, "elapsed_s")) continue;
-            if (!y || x->valuedouble != y->valuedouble) { printf("    line %d: %s differs\n", lines + 1, x->string); same = 0; }
-        }
-        if (cJSON_GetArraySize(oa) != cJSON_GetArraySize(ob)) same = 0;
-        cJSON_Delete(oa); cJSON_Delete(ob);
-        pa = ea + 1; pb = eb + 1;
-    }
-    if (*pa || *pb) same = 0;
-    free(ta); free(tb);
-    return same && lines == expect_lines;
-}
-
-static int same_file(const char *a, const char *b) {
-    char *ta = NULL, *tb = NULL;
-    size_t la = 0, lb = 0;
-    int same = cllm_read_file(a, &ta, &la, NULL) == CLLM_OK && cllm_read_file(b, &tb, &lb, NULL) == CLLM_OK && la == lb && memcmp(ta, tb, la) == 0;
-    free(ta); free(tb);
-    return same;
-}
-
 static void clean(const char *dir) {
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -675,12 +629,12 @@ static void test_resume(void) {
         ok = run_method(method, a, 0, 0, lora) == CLLM_OK && run_method(method, b, 1, 0, lora) == CLLM_OK && run_method(method, b, 0, 1, lora) == CLLM_OK;
         check_true("runs", ok);
         snprintf(pa, sizeof pa, "%s/metrics.jsonl", a); snprintf(pb, sizeof pb, "%s/metrics.jsonl", b);
-        check_true("every logged number identical (4 lines): losses, rewards, KL, grad norms", same_metrics(pa, pb, 4));
+        check_true("every logged number identical (4 lines): losses, rewards, KL, grad norms", check_same_metrics(pa, pb, 4));
         snprintf(pa, sizeof pa, "%s/final/model.safetensors", a); snprintf(pb, sizeof pb, "%s/final/model.safetensors", b);
-        check_true("final weights identical, byte for byte", same_file(pa, pb));
+        check_true("final weights identical, byte for byte", check_same_file(pa, pb));
         if (method == 0) {
             snprintf(pa, sizeof pa, "%s/ckpt-4/value_head.safetensors", a); snprintf(pb, sizeof pb, "%s/ckpt-4/value_head.safetensors", b);
-            check_true("value head and its AdamW moments identical", same_file(pa, pb));
+            check_true("value head and its AdamW moments identical", check_same_file(pa, pb));
         }
     }
 #if !defined(_WIN32)
@@ -695,10 +649,10 @@ static void test_resume(void) {
         waitpid(pid, &status, 0);
         check_true("the child died of SIGKILL; latest -> ckpt-2", WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && cllm__latest_step("build/tmp_online_rk") == 2);
         check_true("resumed", run_method(0, "build/tmp_online_rk", 0, 1, 0) == CLLM_OK);
-        check_true("every logged number identical to the uninterrupted run", same_metrics("build/tmp_online_ra00/metrics.jsonl", "build/tmp_online_rk/metrics.jsonl", 4));
+        check_true("every logged number identical to the uninterrupted run", check_same_metrics("build/tmp_online_ra00/metrics.jsonl", "build/tmp_online_rk/metrics.jsonl", 4));
         check_true("final weights and value head identical",
-                   same_file("build/tmp_online_ra00/final/model.safetensors", "build/tmp_online_rk/final/model.safetensors") &&
-                   same_file("build/tmp_online_ra00/ckpt-4/value_head.safetensors", "build/tmp_online_rk/ckpt-4/value_head.safetensors"));
+                   check_same_file("build/tmp_online_ra00/final/model.safetensors", "build/tmp_online_rk/final/model.safetensors") &&
+                   check_same_file("build/tmp_online_ra00/ckpt-4/value_head.safetensors", "build/tmp_online_rk/ckpt-4/value_head.safetensors"));
     }
 #endif
 }

@@ -23,15 +23,6 @@ static void handler(void *ctx, const mock_request *req, mock_response *resp) {
     else resp->content = mock_strdup("{\"current_answer\": \"done\", \"thought\": \"ok\", \"response\": \"thanks [[TERMINATE CHAT]]\"}");
 }
 
-static int copy_file(const char *from, const char *to) {
-    char *data = NULL;
-    size_t len;
-    cllm_err err;
-    int ok = cllm_read_file(from, &data, &len, &err) == CLLM_OK && cllm_write_file_atomic(to, data, len, &err) == CLLM_OK;
-    cllm_free_buffer(data);
-    return ok;
-}
-
 static int run(const char *cmd) {
     printf("$ %s\n", cmd);
     fflush(stdout);
@@ -82,11 +73,10 @@ int main(void) {
     snprintf(dir, sizeof dir, "%s/tmp_ocli_model", build);
     snprintf(cmd, sizeof cmd, "rm -rf %s %s/tmp_ocli_*.out; mkdir -p %s", dir, build, dir);
     system(cmd);
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    check_true("model directory", copy_file("tests/data/train/tiny_qwen2/config.json", path) &&
-               (snprintf(path, sizeof path, "%s/model.safetensors", dir), copy_file("tests/data/train/tiny_qwen2/model.safetensors", path)) &&
-               (snprintf(path, sizeof path, "%s/tokenizer.json", dir), copy_file("tests/data/tokenizers/qwen2_style/tokenizer.json", path)) &&
-               (snprintf(path, sizeof path, "%s/tokenizer_config.json", dir), copy_file("tests/data/tokenizers/qwen2_style/tokenizer_config.json", path)));
+    check_true("model directory", check_copy_file("tests/data/train/tiny_qwen2", dir, "config.json") &&
+               check_copy_file("tests/data/train/tiny_qwen2", dir, "model.safetensors") &&
+               check_copy_file("tests/data/tokenizers/qwen2_style", dir, "tokenizer.json") &&
+               check_copy_file("tests/data/tokenizers/qwen2_style", dir, "tokenizer_config.json"));
     snprintf(path, sizeof path, "%s/tmp_ocli_tasks.jsonl", build);
     f = fopen(path, "wb");
     fputs("{\"single_turn_prompt\": \"order a large coffee\", \"single_turn_completion\": \"one large coffee\"}\n"

@@ -68,42 +68,6 @@ static cllm_result run_dpo(const cllm_train_config *c) {
     return rc;
 }
 
-/* Every line of two metrics files: the same steps with identical loss, grad_norm, lr and
-   (for DPO) margins. Timing fields differ and are ignored. */
-static int same_metrics(const char *a, const char *b, int expect_lines) {
-    char *ta = NULL, *tb = NULL, *pa, *pb;
-    size_t la, lb;
-    int lines = 0, same = 1;
-    static const char *keys[] = { "step", "loss", "grad_norm", "lr", "rewards/margins", "logps/chosen" };
-    if (cllm_read_file(a, &ta, &la, NULL) != CLLM_OK || cllm_read_file(b, &tb, &lb, NULL) != CLLM_OK) { free(ta); free(tb); return 0; }
-    for (pa = ta, pb = tb; *pa && *pb && same; lines++) {
-        char *ea = strchr(pa, '\n'), *eb = strchr(pb, '\n');
-        cJSON *oa, *ob;
-        size_t k;
-        if (!ea || !eb) { same = 0; break; }
-        *ea = *eb = 0;
-        oa = cJSON_Parse(pa); ob = cJSON_Parse(pb);
-        for (k = 0; k < sizeof keys / sizeof keys[0]; k++) {
-            const cJSON *x = cJSON_GetObjectItem(oa, keys[k]), *y = cJSON_GetObjectItem(ob, keys[k]);
-            if (!x && !y) continue;
-            if (!x || !y || x->valuedouble != y->valuedouble) { printf("    line %d: %s differs\n", lines + 1, keys[k]); same = 0; }
-        }
-        cJSON_Delete(oa); cJSON_Delete(ob);
-        pa = ea + 1; pb = eb + 1;
-    }
-    if (*pa || *pb) same = 0;
-    free(ta); free(tb);
-    return same && lines == expect_lines;
-}
-
-static int same_file(const char *a, const char *b) {
-    char *ta = NULL, *tb = NULL;
-    size_t la = 0, lb = 0;
-    int same = cllm_read_file(a, &ta, &la, NULL) == CLLM_OK && cllm_read_file(b, &tb, &lb, NULL) == CLLM_OK && la == lb && memcmp(ta, tb, la) == 0;
-    free(ta); free(tb);
-    return same;
-}
-
 static int exists(const char *p) { FILE *f = fopen(p, "rb"); if (f) fclose(f); return f != NULL; }
 
 static void test_sft_resume(void) {
@@ -118,9 +82,9 @@ static void test_sft_resume(void) {
     check_true("  stopped with a checkpoint at step 3 and no final model", cllm__latest_step("build/tmp_resume_b") == 3 && !exists("build/tmp_resume_b/final/model.safetensors"));
     c.stop_after = 0; c.resume = 1;
     check_true("resumed run", run_sft(&c) == CLLM_OK);
-    check_true("every logged loss, grad norm and lr identical (8 lines)", same_metrics("build/tmp_resume_a/metrics.jsonl", "build/tmp_resume_b/metrics.jsonl", 8));
-    check_true("final weights identical, byte for byte", same_file("build/tmp_resume_a/final/model.safetensors", "build/tmp_resume_b/final/model.safetensors"));
-    check_true("final Adam moments identical", same_file("build/tmp_resume_a/ckpt-8/optimizer.safetensors", "build/tmp_resume_b/ckpt-8/optimizer.safetensors"));
+    check_true("every logged loss, grad norm and lr identical (8 lines)", check_same_metrics("build/tmp_resume_a/metrics.jsonl", "build/tmp_resume_b/metrics.jsonl", 8));
+    check_true("final weights identical, byte for byte", check_same_file("build/tmp_resume_a/final/model.safetensors", "build/tmp_resume_b/final/model.safetensors"));
+    check_true("final Adam moments identical", check_same_file("build/tmp_resume_a/ckpt-8/optimizer.safetensors", "build/tmp_resume_b/ckpt-8/optimizer.safetensors"));
     check_true("checkpoint layout: HF model + tokenizer + optimizer + state; latest -> ckpt-8",
                exists("build/tmp_resume_a/ckpt-8/config.json") && exists("build/tmp_resume_a/ckpt-8/model.safetensors") &&
                exists("build/tmp_resume_a/ckpt-8/tokenizer.json") && exists("build/tmp_resume_a/ckpt-8/tokenizer_config.json") &&
@@ -204,8 +168,8 @@ static void test_kill(void) {
     }
     c.resume = 1;
     check_true("resumed run", run_sft(&c) == CLLM_OK);
-    check_true("every logged loss identical to the uninterrupted run (8 lines)", same_metrics("build/tmp_resume_a/metrics.jsonl", "build/tmp_resume_k/metrics.jsonl", 8));
-    check_true("final weights identical", same_file("build/tmp_resume_a/final/model.safetensors", "build/tmp_resume_k/final/model.safetensors"));
+    check_true("every logged loss identical to the uninterrupted run (8 lines)", check_same_metrics("build/tmp_resume_a/metrics.jsonl", "build/tmp_resume_k/metrics.jsonl", 8));
+    check_true("final weights identical", check_same_file("build/tmp_resume_a/final/model.safetensors", "build/tmp_resume_k/final/model.safetensors"));
     check_true("the torn ckpt-6.tmp was cleaned up", !exists("build/tmp_resume_k/ckpt-6.tmp/model.safetensors"));
 #endif
 }
@@ -223,8 +187,8 @@ static void test_dpo_resume(void) {
     check_true("first 2 steps", run_dpo(&c) == CLLM_OK);
     c.stop_after = 0; c.resume = 1;
     check_true("resumed run", run_dpo(&c) == CLLM_OK);
-    check_true("every logged loss, margin and logp identical (6 lines)", same_metrics("build/tmp_resume_da/metrics.jsonl", "build/tmp_resume_db/metrics.jsonl", 6));
-    check_true("final weights identical", same_file("build/tmp_resume_da/final/model.safetensors", "build/tmp_resume_db/final/model.safetensors"));
+    check_true("every logged loss, margin and logp identical (6 lines)", check_same_metrics("build/tmp_resume_da/metrics.jsonl", "build/tmp_resume_db/metrics.jsonl", 6));
+    check_true("final weights identical", check_same_file("build/tmp_resume_da/final/model.safetensors", "build/tmp_resume_db/final/model.safetensors"));
     check_true("keep_last 1: only ckpt-6 is left", exists("build/tmp_resume_db/ckpt-6/trainer_state.json") && !exists("build/tmp_resume_db/ckpt-2/trainer_state.json"));
 }
 
@@ -261,9 +225,9 @@ static void test_lora_resume(void) {
                exists("build/tmp_resume_lb/ckpt-4/adapter_model.safetensors") && !exists("build/tmp_resume_lb/ckpt-4/model.safetensors"));
     c.stop_after = 0; c.resume = 1;
     check_true("resumed run", run_dpo_lora(&c) == CLLM_OK);
-    check_true("every logged loss, margin and logp identical (6 lines)", same_metrics("build/tmp_resume_la/metrics.jsonl", "build/tmp_resume_lb/metrics.jsonl", 6));
-    check_true("final adapters and merged weights identical", same_file("build/tmp_resume_la/adapter/adapter_model.safetensors", "build/tmp_resume_lb/adapter/adapter_model.safetensors") &&
-               same_file("build/tmp_resume_la/final/model.safetensors", "build/tmp_resume_lb/final/model.safetensors"));
+    check_true("every logged loss, margin and logp identical (6 lines)", check_same_metrics("build/tmp_resume_la/metrics.jsonl", "build/tmp_resume_lb/metrics.jsonl", 6));
+    check_true("final adapters and merged weights identical", check_same_file("build/tmp_resume_la/adapter/adapter_model.safetensors", "build/tmp_resume_lb/adapter/adapter_model.safetensors") &&
+               check_same_file("build/tmp_resume_la/final/model.safetensors", "build/tmp_resume_lb/final/model.safetensors"));
 }
 
 /* ---- trainer_state.json fields as documented ---- */
