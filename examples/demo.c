@@ -173,14 +173,20 @@ static cllm_train_config train_config(double lr, int epochs, double paper_lr, co
     return tc;
 }
 
-/* The model trained from base_dir: a full copy (the tiny model), or LoRA adapters on it. */
-static void load_policy(cllm_model *m, cllm_lora *lora, const char *base_dir) {
+/* What is trained: the whole tiny model, or LoRA adapters on a real one (left empty otherwise). */
+static void attach_lora(cllm_model *m, cllm_lora *lora) {
     cllm_lora_config lc;
     cllm_err err;
     memset(&lc, 0, sizeof lc);                       /* the paper's: r 32, alpha 16, dropout 0.1 */
     memset(lora, 0, sizeof *lora);
-    if (cllm_model_load(m, base_dir, &err) != CLLM_OK) die(base_dir, &err);
     if (real.model_dir && cllm_lora_init(lora, m, &lc, &err) != CLLM_OK) die("lora", &err);
+}
+
+/* The model trained from base_dir: a full copy (the tiny model), or LoRA adapters on it. */
+static void load_policy(cllm_model *m, cllm_lora *lora, const char *base_dir) {
+    cllm_err err;
+    if (cllm_model_load(m, base_dir, &err) != CLLM_OK) die(base_dir, &err);
+    attach_lora(m, lora);
 }
 #define LORA(lora) (real.model_dir ? (lora) : NULL)
 
@@ -393,13 +399,10 @@ static void online(const char *base_dir, int method, const char *name, char *res
     cllm_user_sim sim = simulator(&sctx, train_tasks, n_train);
     cllm_err err;
     cllm_result rc;
-    memset(&ref, 0, sizeof ref); memset(&lora, 0, sizeof lora); memset(&prompts, 0, sizeof prompts);
+    memset(&ref, 0, sizeof ref); memset(&prompts, 0, sizeof prompts);
     if (cllm_local_lm_load(&lm, base_dir, &err) != CLLM_OK) die(base_dir, &err);
-    if (real.model_dir) {
-        cllm_lora_config lc;
-        memset(&lc, 0, sizeof lc);
-        if (cllm_lora_init(&lora, &lm.model, &lc, &err) != CLLM_OK) die("lora", &err);
-    } else if (cllm_model_load(&ref, base_dir, &err) != CLLM_OK) die(base_dir, &err);
+    attach_lora(&lm.model, &lora);
+    if (!real.model_dir && cllm_model_load(&ref, base_dir, &err) != CLLM_OK) die(base_dir, &err);
     /* the prompts: the simulated user's opening of every training task (made once, cached) */
     memset(&pc, 0, sizeof pc);
     pc.task_desc = task_desc();
