@@ -23,6 +23,10 @@ CC      ?= cc
 MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 1)
 BUILD   ?= build
 OPT     ?= -O2
+# The scalar test programs build at -O0: the header compiles in about 1.4 s instead of 7.6 s, so
+# the suite builds and runs in about half the time. -O2 is still tested: the tools, the demo and
+# the fast suite build at -O2 with -Werror, and the sanitizer builds at -O1.
+TEST_OPT ?= -O0
 WARN    = -std=c99 -Wall -Wextra -Wpedantic -Werror
 CFLAGS  ?=
 CFLAGS  += $(WARN) $(OPT) -g $(EXTRA)
@@ -58,7 +62,7 @@ $(BUILD)/chat: examples/chat.c collabllm.h | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 $(BUILD)/test_%: tests/test_%.c collabllm.h tests/check.h $(wildcard examples/*.h) | $(BUILD)
-	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+	$(CC) $(CFLAGS) $(TEST_OPT) -o $@ $< $(LDLIBS)
 
 # The fuzz regression test compiles the libFuzzer harnesses in (tests/fuzz/*.c).
 $(BUILD)/test_fuzz_regressions $(BUILD)/fast/test_fuzz_regressions: $(wildcard tests/fuzz/*.c tests/fuzz/*.h)
@@ -82,7 +86,7 @@ endif
 
 # Sanitizers trade speed for catching memory and UB errors; -O1 keeps them usable.
 asan:
-	$(MAKE) BUILD=build/asan OPT=-O1 FAST=0 EXTRA="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" test
+	$(MAKE) BUILD=build/asan OPT=-O1 TEST_OPT=-O1 FAST=0 EXTRA="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" test
 
 # A subset of the tests (the fast ones; the parsers, model, checkpoints, data and training code)
 # under valgrind's memcheck, in a -O1 build without sanitizers: uninitialised reads and leaks
@@ -91,7 +95,7 @@ VALGRIND_TESTS ?= tokenizer model client_json data_fmt checkpoint datagen mr fuz
 VALGRIND_BINS = $(patsubst %,build/valgrind/test_%,$(VALGRIND_TESTS))
 valgrind: deps
 	@tests/ensure-deps.sh valgrind
-	@$(MAKE) --no-print-directory BUILD=build/valgrind OPT=-O1 FAST=0 $(VALGRIND_BINS)
+	@$(MAKE) --no-print-directory BUILD=build/valgrind OPT=-O1 TEST_OPT=-O1 FAST=0 $(VALGRIND_BINS)
 	@fail=""; for t in $(VALGRIND_BINS); do \
 	    start=$$(date +%s); \
 	    if BUILD=build/valgrind valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible $$t >$$t.log 2>&1; \
