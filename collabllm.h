@@ -3888,11 +3888,57 @@ static int cllm__tiles(int M, int N, int *mc, int *nc, int mr, int nr) {
     return (N + *nc - 1) / *nc;
 }
 
+#ifdef CLLM__AVX2
+/* out[j] += sum_k x[k] w_j[k] for the 8 rows w_0..w_7 (ldw apart): cllm__kernel_dot's one-row
+   arithmetic for each output (its 8-lane chain, reduction and tail), over twice as many
+   weight rows at once, which keeps more of them streaming from memory. */
+static void cllm__kernel_dot_row8(int kc, const cllm_float *x, const cllm_float *w, size_t ldw, cllm_float *out) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+    cllm_float r[8];
+    int j, k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        __m256 x0 = _mm256_loadu_ps(x + k);
+        s0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + k), s0);
+        s1 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + ldw + k), s1);
+        s2 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 2 * ldw + k), s2);
+        s3 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 3 * ldw + k), s3);
+        s4 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 4 * ldw + k), s4);
+        s5 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 5 * ldw + k), s5);
+        s6 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 6 * ldw + k), s6);
+        s7 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 7 * ldw + k), s7);
+    }
+    _mm_storeu_ps(r, cllm__hsum4x8(s0, s1, s2, s3));
+    _mm_storeu_ps(r + 4, cllm__hsum4x8(s4, s5, s6, s7));
+    for (j = 0; j < 8; j++) {
+        cllm_float acc = r[j];
+        int kk;
+        for (kk = k; kk < kc; kk++) acc += x[kk] * w[(size_t)j * ldw + kk];
+        out[j] += acc;
+    }
+}
+
+/* out (1 x N) += x (1 x K) W (N x K)^T: one row, as in decoding, where the time is the time to
+   read W. Each thread takes one contiguous run of W's rows, 8 at a time (the last < 8 rows by
+   cllm__kernel_dot); every output is computed exactly as cllm__gemm_nt's tiles compute it. */
+static void cllm__gemv_nt(cllm_float *out, const cllm_float *x, const cllm_float *W, size_t ldw, int N, int K) {
+    int groups = N / 8, g, j;
+#ifdef CLLM__OMP
+#pragma omp parallel for schedule(static) if(groups > 1 && (double)N * K >= 2e4)
+#endif
+    for (g = 0; g < groups; g++) cllm__kernel_dot_row8(K, x, W + (size_t)g * 8 * ldw, ldw, out + (size_t)g * 8);
+    for (j = groups * 8; j < N; j += CLLM__DC)
+        cllm__kernel_dot(K, x, 0, W + (size_t)j * ldw, ldw, out + j, 0, 1, N - j < CLLM__DC ? N - j : CLLM__DC);
+}
+#endif
+
 /* out (M x N, rows ldo apart) += X (M x K) W (N x K)^T, X and W rows ldx and ldw apart. */
 static void cllm__gemm_nt(cllm_float *out, size_t ldo, const cllm_float *X, size_t ldx,
                           const cllm_float *W, size_t ldw, int M, int N, int K) {
     int mc = CLLM__DMC, nc = CLLM__DNC, tn, ntiles, t;
     if (M <= 0 || N <= 0 || K <= 0) return;
+#ifdef CLLM__AVX2
+    if (M == 1) { cllm__gemv_nt(out, X, W, ldw, N, K); return; }
+#endif
     tn = cllm__tiles(M, N, &mc, &nc, CLLM__DR, CLLM__DC);
     ntiles = (M + mc - 1) / mc * tn;
     /* K is not blocked: each output is one chain of fused multiply-adds and one reduction, the

@@ -69,8 +69,9 @@ static void test_matmul(int N, int C, int OC, int with_bias) {
 
 /* ---- batch invariance: a row's output does not depend on the rows computed with it ----------
    (generation samples the same token whether it decodes 1 sequence or 8). Bit-exact. */
-static void test_batch_invariance(void) {
-    int N = 8, C = 331, OC = 70, r;
+static void test_batch_invariance(int C, int OC) {
+    int N = 8, r;
+    char label[128];
     cllm_float *x = randn((size_t)N * C), *W = randn((size_t)OC * C), *b = randn((size_t)OC);
     cllm_float *all = randn((size_t)N * OC), *one = randn((size_t)OC), *two = randn((size_t)2 * OC);
     int same = 1;
@@ -83,7 +84,8 @@ static void test_batch_invariance(void) {
             same &= memcmp(two, all + (size_t)r * OC, sizeof(cllm_float) * (size_t)(2 * OC)) == 0;
         }
     }
-    check_true("matmul forward: rows computed 1, 2 or 8 at a time are bit-identical", same);
+    snprintf(label, sizeof label, "matmul forward C=%d OC=%d: rows computed 1, 2 or 8 at a time are bit-identical", C, OC);
+    check_true(label, same);
     free(x); free(W); free(b); free(all); free(one); free(two);
 }
 
@@ -165,7 +167,8 @@ int main(void) {
     printf("fast paths: cache-blocked matmul with %s, no OpenMP\n", KERNELS);
 #endif
     for (i = 0; i < sizeof mm / sizeof mm[0]; i++) test_matmul(mm[i][0], mm[i][1], mm[i][2], (int)(i % 2));
-    test_batch_invariance();
+    test_batch_invariance(331, 70);        /* tails in K and OC; serial */
+    test_batch_invariance(768, 2053);      /* one row: the threaded 8-row decoding kernel */
     test_rmsnorm(1, 5);
     test_rmsnorm(37, 200);
     test_rmsnorm(300, 130);
