@@ -310,9 +310,9 @@
       parameters than the weight files could hold (2 bytes each) before allocating them; a
       token-batch file is refused beyond 1e8 padded tokens (tests/test_limits.c).
       Security. The API key is read from the environment, sent only in the Authorization
-      header, scrubbed from every error message (also when an endpoint echoes it back; a
-      fragment the endpoint itself sends, such as OpenAI's masked "sk-...abcd", is shown as
-      sent) and never logged or written to a file. TLS certificates are verified unless
+      header, scrubbed from every error message (also when an endpoint echoes it back, whole
+      or cut: any 8 bytes in a row of it become "[redacted]") and never logged or written to
+      a file. TLS certificates are verified unless
       cllm_client_config.insecure (`--insecure`) is set. The pass_rate metric runs model-written
       code: python is started with execvp (no shell) in its own process group, with an
       address-space and a CPU limit and a wall-clock timeout (cllm_code_config). That is not a
@@ -8184,13 +8184,26 @@ static char *cllm__json_strdup(const cJSON *o, const char *key) {
 
 /* ---- the client: configuration, secrets, messages ------------------------------------------ */
 
-/* A copy of s[0..len) with every occurrence of the API key replaced by "[redacted]" and control
-   characters turned into spaces: the only way endpoint text reaches an error message. */
+/* The length of the longest prefix of s[0..len) found anywhere in key[0..klen). */
+static size_t cllm__key_run(const char *key, size_t klen, const char *s, size_t len) {
+    size_t best = 0, o, l;
+    for (o = 0; o < klen; o++) {
+        for (l = 0; l < len && o + l < klen && s[l] == key[o + l]; l++) {}
+        if (l > best) best = l;
+    }
+    return best;
+}
+
+/* A copy of s[0..len) with the API key, and any 8 or more bytes in a row of it (an endpoint may
+   echo a truncated key), replaced by "[redacted]", and control characters turned into spaces:
+   the only way endpoint text reaches an error message. */
+#define CLLM__KEY_FRAGMENT 8
 static char *cllm__redact(const cllm_client *c, const char *s, size_t len) {
     cllm__sb b = { NULL, 0, 0, 0 };
-    size_t i = 0, klen = c->key ? strlen(c->key) : 0;
+    size_t i = 0, klen = c->key ? strlen(c->key) : 0, run;
     while (i < len) {
-        if (klen && i + klen <= len && memcmp(s + i, c->key, klen) == 0) { cllm__sb_puts(&b, "[redacted]"); i += klen; continue; }
+        run = klen ? cllm__key_run(c->key, klen, s + i, len - i) : 0;
+        if (run >= CLLM__KEY_FRAGMENT || (run == klen && run > 0)) { cllm__sb_puts(&b, "[redacted]"); i += run; continue; }
         cllm__sb_putc(&b, (unsigned char)s[i] < 0x20 ? ' ' : s[i]);
         i++;
     }
@@ -8222,7 +8235,10 @@ static void cllm__endpoint_message(const cllm_client *c, const char *body, size_
     else if (cJSON_IsString(e)) text = e->valuestring;
     if (!text && root) text = cllm__json_str(root, "detail");
     if (!text && root) text = cllm__json_str(root, "message");
-    clean = text ? cllm__redact(c, text, strlen(text)) : cllm__redact(c, body ? body : "", body ? len : 0);
+    {   /* redaction never shortens text, so only the first cap + |key| bytes can reach out */
+        size_t n = text ? strlen(text) : body ? len : 0, most = cap + (c->key ? strlen(c->key) : 0);
+        clean = cllm__redact(c, text ? text : body ? body : "", n < most ? n : most);
+    }
     if (!text && clean && !*clean) { CLLM_FREE(clean); clean = cllm__strdup("(empty body)"); }
     snprintf(out, cap, "%s", clean ? clean : "");
     if (clean && strlen(clean) >= cap && cap > 4) strcpy(out + cap - 4, "...");

@@ -1,7 +1,8 @@
 /* test_security.c - the trust boundaries of collabllm.h (manual section 6, "Security"):
    - the API key never reaches an error message, stderr/stdout or a file: `collabllm simulate`
      runs with a bogus key in its environment against the loopback mock, whose 401 answer echoes
-     the key back, and against a closed port; nothing it prints or writes holds the key;
+     the key back (whole, or its first 20 bytes), and against a closed port; nothing it prints or
+     writes holds the key or 8 bytes in a row of it;
    - TLS certificates are verified by default: a TLS server with a self-signed certificate
      (openssl s_server) is refused with a certificate error, and reached only with insecure = 1;
    - the pass_rate metric starts the interpreter without a shell (a "python" of
@@ -16,22 +17,35 @@
 
 #define KEY "sk-bogus-SECRET-7f3a9c0d1e2b4a6f"
 
+static int echo_cut;            /* > 0: the endpoint quotes only that many bytes of the credentials */
+
 static void handler(void *ctx, const mock_request *q, mock_response *r) {
     char buf[512];
     (void)ctx;
     r->status = 401;            /* like a proxy that quotes the credentials it refused */
-    snprintf(buf, sizeof buf, "{\"error\": {\"message\": \"invalid credentials: %s\"}}", q->auth ? q->auth : "(none)");
+    snprintf(buf, sizeof buf, "{\"error\": {\"message\": \"invalid credentials: %.*s...\"}}", echo_cut > 0 ? echo_cut : 400,
+             q->auth ? q->auth : "(none)");
     r->body = mock_strdup(buf);
 }
 
-/* Does the file hold the key (or its distinctive middle)? -1 if it cannot be read. */
+/* Does the file hold the key, or a fragment of 8 bytes of it? -1 if it cannot be read. */
 static int file_has_key(const char *path) {
     char *text = NULL;
     size_t len;
     cllm_err err;
     int has;
     if (cllm_read_file(path, &text, &len, &err) != CLLM_OK) return -1;
-    has = strstr(text, KEY) != NULL || strstr(text, "SECRET-7f3a") != NULL;
+    {   /* the key, or any 8 bytes in a row of it */
+        const char *key = KEY;
+        size_t i;
+        char window[9];
+        has = 0;
+        for (i = 0; i + 8 <= strlen(key); i++) {
+            memcpy(window, key + i, 8);
+            window[8] = 0;
+            if (strstr(text, window)) has = 1;
+        }
+    }
     cllm_free_buffer(text);
     return has;
 }
@@ -48,10 +62,11 @@ static void test_key(const char *build) {
     f = fopen(path, "wb");
     if (f) { fputs("{\"single_turn_prompt\": \"order a coffee\"}\n", f); fclose(f); }
     setenv("CLLM_SEC_KEY", KEY, 1);
-    for (which = 0; which < 2; which++) {
+    for (which = 0; which < 3; which++) {
         char url[64], label[160];
         int leaked = 0, status;
-        if (which == 0) snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", srv.port);
+        echo_cut = which == 1 ? 7 + 20 : 0;                             /* "Bearer " + 20 bytes of the key */
+        if (which < 2) snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", srv.port);
         else snprintf(url, sizeof url, "http://127.0.0.1:9/v1");     /* the discard port: refused */
         snprintf(cmd, sizeof cmd, "%s/collabllm simulate --tasks %s --out %s/tmp_sec_conv.jsonl --user-model u --assistant-model a "
                  "--base-url %s --api-key-env CLLM_SEC_KEY --retries 0 >%s/tmp_sec_out.txt 2>%s/tmp_sec_err.txt",
@@ -71,8 +86,8 @@ static void test_key(const char *build) {
             snprintf(p, sizeof p, "%s/tmp_sec_err.txt", build);
             if (cllm_read_file(p, &text, &len, &err) == CLLM_OK) printf("    stderr: %.300s\n", text);
             snprintf(label, sizeof label, "%s: the run fails, and neither stdout, stderr nor the output file holds the key",
-                     which ? "a refused connection" : "a 401 that echoes \"Bearer <key>\"");
-            check_true(label, status != 0 && !leaked && text && (which || strstr(text, "[redacted]") != NULL));
+                     which == 2 ? "a refused connection" : which ? "a 401 that echoes 20 bytes of the key" : "a 401 that echoes \"Bearer <key>\"");
+            check_true(label, status != 0 && !leaked && text && (which == 2 || strstr(text, "[redacted]") != NULL));
             cllm_free_buffer(text);
         }
     }
