@@ -1802,7 +1802,8 @@ CLLMDEF cllm_result cllm_trainer_update(cllm_trainer *tr, double *lr, cllm_err *
 CLLMDEF cllm_result cllm_trainer_save(cllm_trainer *tr, cllm_err *err);
 /* The trained model as a plain Hugging Face directory with the tokenizer files; with LoRA the
    adapters are merged into the saved weights (the model in memory keeps them separate) and,
-   if adapter_dir is set, also saved there as PEFT files. */
+   if adapter_dir is set, also saved there as PEFT files. State trained beside the model
+   (task.save_extra: PPO's value head) is written into dir too. */
 CLLMDEF cllm_result cllm_trainer_save_final(cllm_trainer *tr, const char *dir, const char *adapter_dir, cllm_err *err);
 CLLMDEF void        cllm_trainer_free(cllm_trainer *tr);
 
@@ -2026,8 +2027,8 @@ CLLMDEF cllm_result cllm_ppo_rollout_loss(const cllm_ppo_config *cfg, const cllm
    mini_batches AdamW updates of the policy and the value head, all at the step's learning
    rate). The rollout's old log-probs come from a forward pass at the sampling temperature and
    are checked against the sampler's (rollout.logprob_tol). vh: the value head to train (NULL: a
-   fresh one seeded with the trainer's seed); it is saved in every checkpoint
-   (value_head.safetensors) and restored on resume. Gradient clipping is off unless
+   fresh one seeded with the trainer's seed); it is saved in every checkpoint and in
+   final/ (value_head.safetensors) and restored on resume. Gradient clipping is off unless
    train->max_grad_norm is set (TRL's PPO loop does not clip); it then clips policy and value
    head together. Statistics as TRL: objective/kl, objective/entropy,
    objective/non_score_reward, objective/rlhf_reward, objective/scores, policy/approxkl_avg,
@@ -11769,6 +11770,7 @@ CLLMDEF cllm_result cllm_trainer_save_final(cllm_trainer *tr, const char *dir, c
     if (keep) { memcpy(m->params_memory, keep, m->num_params * sizeof(cllm_float)); CLLM_FREE(keep); }
     if (rc == CLLM_OK) rc = cllm__copy_tokenizer_files(tr->cfg.tokenizer_dir, dir, err);
     if (rc == CLLM_OK && tr->lora && adapter_dir) rc = cllm_lora_save(tr->lora, adapter_dir, tr->cfg.model_dir, err);
+    if (rc == CLLM_OK && tr->task.save_extra) rc = tr->task.save_extra(tr->task.ctx, dir, err);   /* PPO's value head */
     if (rc == CLLM_OK) cllm__ok(err);
     return rc;
 }

@@ -635,6 +635,8 @@ static void test_resume(void) {
         if (method == 0) {
             snprintf(pa, sizeof pa, "%s/ckpt-4/value_head.safetensors", a); snprintf(pb, sizeof pb, "%s/ckpt-4/value_head.safetensors", b);
             check_true("value head and its AdamW moments identical", check_same_file(pa, pb));
+            snprintf(pb, sizeof pb, "%s/final/value_head.safetensors", a);
+            check_true("final/ holds the value head of the last step", check_same_file(pa, pb));
         }
     }
 #if !defined(_WIN32)
