@@ -153,7 +153,8 @@
                                   (TRL's OnlineDPOTrainer, CollabLLM's online stage)
       cllm_train_ppo()         -- PPO as TRL v0.19: KL-penalised MR at the end of each response, a value
                                   head on the trunk, GAE, whitening, clipped policy and value losses,
-                                  epochs x mini-batches per rollout
+                                  epochs x mini-batches per rollout; legacy TRL's score scaling and
+                                  adaptive KL (CollabLLM's PPO script) as options
       cllm_train_grpo()        -- G responses per prompt, group-normalised advantages (TRL v0.19 GRPO)
       cllm_value_head_init(), _forward(), _backward(), _free() -- PPO's critic, Linear(C, 1) on lnf
       cllm_ppo_rollout_alloc(), cllm_ppo_prepare(), cllm_ppo_rollout_loss(), cllm_ppo_rollout_free()
@@ -169,6 +170,8 @@
       cllm_gae()               -- GAE advantages and returns (TRL or verl masking), optional whitening
       cllm_ppo_loss()          -- clipped policy and value losses, clipfrac, approxkl, and gradients
       cllm_grpo_advantages()   -- group-normalised (GRPO) or leave-one-out (RLOO) advantages
+      cllm_running_moments_update(), cllm_adaptive_kl_update()
+                               -- legacy TRL's running score moments and adaptive KL controller
       cllm_bleu()              -- NLTK sentence_bleu on strings, character or token level
       cllm_bleu_ids()          -- the same on integer sequences (e.g. token ids)
       cllm_ref_json()          -- the above as JSON in / JSON out (`collabllm ref NAME`, data_fmt/ref.md)
@@ -1989,7 +1992,29 @@ typedef struct cllm_ppo_config {
                                     default 0: unbiased (TRL, verl)                                */
     double missing_eos_penalty;  /* subtracted from the score of a response that did not end with
                                     an end-of-turn / EOS token (default 0 = none, as TRL)         */
+    /* Legacy TRL's PPOTrainer (<= 0.11), which CollabLLM's PPO script uses: */
+    int    score_scaling;        /* CLLM_SCORE_SCALE: scores / (running std + eps), its
+                                    use_score_scaling (CollabLLM sets it); CLLM_SCORE_NORM: also
+                                    minus the running mean (use_score_norm); default 0 = raw.
+                                    The running mean and std are over every score so far
+                                    (cllm_running_moments), kept in the checkpoints            */
+    double kl_target;            /* > 0: its adaptive KL controller, kl_coef being the initial
+                                    value (legacy: 0.2, target 6, horizon 10000): after each step
+                                    kl_coef *= 1 + clip(KL / kl_target - 1, -0.2, 0.2) * n /
+                                    kl_horizon, KL = the rollout's mean summed KL, n its prompts.
+                                    Default 0 = a fixed kl_coef (TRL v0.19)                     */
+    double kl_horizon;           /* default 10000                                                 */
 } cllm_ppo_config;
+enum { CLLM_SCORE_RAW = 0, CLLM_SCORE_SCALE = 1, CLLM_SCORE_NORM = 2 };
+
+/* Legacy TRL's RunningMoments: the mean and (population) variance of every value seen so far,
+   merged one batch at a time (Chan et al.), starting from mean 0, var 1, count 1e-24; std is
+   the unbiased one. cllm_running_moments_update returns the batch's mean and unbiased std. */
+typedef struct cllm_running_moments { double mean, var, std, count; } cllm_running_moments;
+CLLMDEF void cllm_running_moments_init(cllm_running_moments *rm);
+CLLMDEF void cllm_running_moments_update(cllm_running_moments *rm, const double *x, int n, double *batch_mean, double *batch_std);
+/* Legacy TRL's AdaptiveKLController: coef * (1 + clip(kl / target - 1, -0.2, 0.2) * n_steps / horizon). */
+CLLMDEF double cllm_adaptive_kl_update(double coef, double kl, double target, double horizon, double n_steps);
 
 /* One rollout in TRL v0.19's layout: B responses of width L (the longest), row-major (B, L). */
 typedef struct cllm_ppo_rollout {
@@ -12680,7 +12705,37 @@ static cllm_ppo_config cllm__ppo_def(const cllm_ppo_config *in) {
     c.vf_coef = cllm__def(c.vf_coef, 0.1);
     c.gamma = c.gamma < 0 ? 0 : cllm__def(c.gamma, 1.0);
     c.lam = c.lam < 0 ? 0 : cllm__def(c.lam, 0.95);
+    c.kl_horizon = cllm__def(c.kl_horizon, 10000.0);
     return c;
+}
+
+CLLMDEF void cllm_running_moments_init(cllm_running_moments *rm) { rm->mean = 0; rm->var = 1; rm->std = 1; rm->count = 1e-24; }
+
+/* Merging a batch (mean m_b, population variance v_b, n values) into (mean, var, count):
+     d = m_b - mean, N = count + n,
+     var  = (var count + d^2 count n / N + v_b n) / N,   mean += d n / N,   std = sqrt(var N / (N - 1)). */
+CLLMDEF void cllm_running_moments_update(cllm_running_moments *rm, const double *x, int n, double *batch_mean, double *batch_std) {
+    double m = 0, v = 0, d, N;
+    int i;
+    if (n < 1) return;
+    for (i = 0; i < n; i++) m += x[i];
+    m /= n;
+    for (i = 0; i < n; i++) v += (x[i] - m) * (x[i] - m);
+    if (batch_mean) *batch_mean = m;
+    if (batch_std) *batch_std = n > 1 ? sqrt(v / (n - 1)) : 0;
+    v /= n;
+    d = m - rm->mean;
+    N = rm->count + n;
+    rm->var = (rm->var * rm->count + d * d * rm->count * n / N + v * n) / N;
+    rm->mean += d * n / N;
+    rm->std = sqrt(rm->var * N / (N - 1));
+    rm->count = N;
+}
+
+CLLMDEF double cllm_adaptive_kl_update(double coef, double kl, double target, double horizon, double n_steps) {
+    double e = kl / target - 1;
+    e = e < -0.2 ? -0.2 : e > 0.2 ? 0.2 : e;
+    return coef * (1 + e * n_steps / horizon);
 }
 
 CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollout *r, cllm_err *err) {
@@ -12747,22 +12802,53 @@ typedef struct cllm__ppo_ctx {
     cllm_ppo_config            cfg;         /* defaults applied */
     cllm_value_head           *vh;
     int                        batch_size, grad_accum;   /* TRL's per-device batch and accumulation */
+    double                     kl_coef;     /* the current one (adaptive with kl_target)          */
+    cllm_running_moments       scores;      /* of every score so far (score_scaling)              */
 } cllm__ppo_ctx;
 
+/* PPO's own state in a checkpoint: the value head with its AdamW moments, and ppo_state.json
+   (the current KL coefficient and the running moments of the scores, %.17g: exact doubles). */
 static cllm_result cllm__value_head_save(void *ctx, const char *dir, cllm_err *err) {
     cllm__ppo_ctx *c = (cllm__ppo_ctx *)ctx;
     cllm_st_entry e[6];
-    char path[4200];
+    char path[4200], json[512];
+    cllm_result rc;
     snprintf(path, sizeof path, "%s/value_head.safetensors", dir);
-    return cllm_st_save(path, e, cllm__value_head_entries(c->vh, e), err);
+    if ((rc = cllm_st_save(path, e, cllm__value_head_entries(c->vh, e), err)) != CLLM_OK) return rc;
+    snprintf(path, sizeof path, "%s/ppo_state.json", dir);
+    snprintf(json, sizeof json, "{\"kl_coef\": %.17g, \"score_mean\": %.17g, \"score_var\": %.17g, \"score_std\": %.17g, \"score_count\": %.17g}\n",
+             c->kl_coef, c->scores.mean, c->scores.var, c->scores.std, c->scores.count);
+    return cllm_write_file_atomic(path, json, strlen(json), err);
 }
 
 static cllm_result cllm__value_head_load(void *ctx, const char *dir, cllm_err *err) {
     cllm__ppo_ctx *c = (cllm__ppo_ctx *)ctx;
     cllm_st_entry e[6];
-    char path[4200];
+    char path[4200], *text = NULL;
+    size_t len;
+    cJSON *o;
+    double *dst[5];
+    const char *keys[5] = { "kl_coef", "score_mean", "score_var", "score_std", "score_count" };
+    cllm_result rc;
+    int k;
     snprintf(path, sizeof path, "%s/value_head.safetensors", dir);
-    return cllm__st_read_entries(path, e, cllm__value_head_entries(c->vh, e), err);
+    if ((rc = cllm__st_read_entries(path, e, cllm__value_head_entries(c->vh, e), err)) != CLLM_OK) return rc;
+    snprintf(path, sizeof path, "%s/ppo_state.json", dir);
+    if (!cllm__file_exists(path)) {         /* a checkpoint from before the state was saved */
+        if (c->cfg.kl_target > 0 || c->cfg.score_scaling) return cllm__fail(err, CLLM_ERR_FORMAT, "%s is missing: this checkpoint cannot resume adaptive KL or score scaling", path);
+        return CLLM_OK;
+    }
+    if ((rc = cllm_read_file(path, &text, &len, err)) != CLLM_OK) return rc;
+    o = cJSON_ParseWithLength(text, len);
+    CLLM_FREE(text);
+    dst[0] = &c->kl_coef; dst[1] = &c->scores.mean; dst[2] = &c->scores.var; dst[3] = &c->scores.std; dst[4] = &c->scores.count;
+    for (k = 0; k < 5; k++) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, keys[k]);
+        if (!cJSON_IsNumber(x)) { cJSON_Delete(o); return cllm__fail(err, CLLM_ERR_FORMAT, "%s: \"%s\" must be a number", path, keys[k]); }
+        *dst[k] = x->valuedouble;
+    }
+    cJSON_Delete(o);
+    return CLLM_OK;
 }
 
 /* The response rows of a rollout in TRL's layout; with pad_is_eos every token that can end a
@@ -12788,8 +12874,9 @@ static void cllm__ppo_rollout_stats(const cllm__ppo_ctx *c, const cllm_ppo_rollo
     }
     cllm_train_stats_add(st, "objective/kl", kl, r->B);
     cllm_train_stats_add(st, "objective/entropy", ent, r->B);      /* TRL: pads count as -1.0 each */
-    cllm_train_stats_add(st, "objective/non_score_reward", -c->cfg.kl_coef * kl, r->B);
-    cllm_train_stats_add(st, "objective/rlhf_reward", sc - c->cfg.kl_coef * kl, r->B);
+    cllm_train_stats_add(st, "objective/non_score_reward", -c->kl_coef * kl, r->B);
+    cllm_train_stats_add(st, "objective/rlhf_reward", sc - c->kl_coef * kl, r->B);
+    cllm_train_stats_add(st, "objective/kl_coef", c->kl_coef, 1);
     cllm_train_stats_add(st, "objective/scores", sc, r->B);
     cllm_train_stats_add(st, "val/num_eos_tokens", eos, 1);
     cllm_train_stats_add(st, "reward", raw, r->B);
@@ -12818,6 +12905,15 @@ static cllm_result cllm__ppo_rollout(cllm__ppo_ctx *c, cllm_trainer *tr, const i
     cllm__ppo_fill_response(r, rows, c->lm, c->cfg.pad_is_eos);
     for (b = 0; b < B; b++)
         r->scores[b] = mr[b] - (c->cfg.missing_eos_penalty && rows->out[b]->finish != CLLM_FINISH_EOS ? c->cfg.missing_eos_penalty : 0);
+    if (c->cfg.score_scaling) {              /* legacy TRL: by the running std of all scores so far */
+        double scale, shift;
+        cllm_running_moments_update(&c->scores, r->scores, B, NULL, NULL);
+        scale = c->scores.std + FLT_EPSILON;      /* torch.finfo(float32).eps, as TRL adds it */
+        shift = c->cfg.score_scaling == CLLM_SCORE_NORM ? c->scores.mean : 0;
+        for (b = 0; b < B; b++) r->scores[b] = (r->scores[b] - shift) / scale;
+        cllm_train_stats_add(st, "objective/score_running_mean", c->scores.mean, 1);
+        cllm_train_stats_add(st, "objective/score_running_std", c->scores.std, 1);
+    }
     /* old log-probs and values: one forward of the policy at the sampling temperature; the
        sampler's own log-probs must agree with it */
     if ((rc = cllm__rollout_forward(tr->model, rows->ptr, B, tau, &sb, err)) != CLLM_OK) goto done;
@@ -12827,8 +12923,18 @@ static cllm_result cllm__ppo_rollout(cllm__ppo_ctx *c, cllm_trainer *tr, const i
     cllm__gather_logps(tr->model, rows->ptr, B, L, 1.0, r->logprobs);
     cllm__gather_values(tr->model, c->vh, rows->ptr, B, L, r->values);
     if ((rc = cllm__rollout_ref(tr->model, c->ref, rows->ptr, B, tau, L, r->ref_logprobs, err)) != CLLM_OK) goto done;
-    if ((rc = cllm_ppo_prepare(&c->cfg, r, err)) != CLLM_OK) goto done;
-    cllm__ppo_rollout_stats(c, r, rows, mr, st);
+    {
+        cllm_ppo_config now = c->cfg;
+        double kl = 0;
+        size_t i;
+        now.kl_coef = c->kl_coef > 0 ? c->kl_coef : -1;      /* the config's "negative = 0" */
+        if ((rc = cllm_ppo_prepare(&now, r, err)) != CLLM_OK) goto done;
+        cllm__ppo_rollout_stats(c, r, rows, mr, st);
+        if (c->cfg.kl_target > 0) {                          /* legacy TRL, after the step's rewards */
+            for (i = 0; i < (size_t)r->B * r->L; i++) kl += r->kl[i];
+            c->kl_coef = cllm_adaptive_kl_update(c->kl_coef, kl / r->B, c->cfg.kl_target, c->cfg.kl_horizon, n);
+        }
+    }
 done:
     cllm__seq_batch_free(&sb);
     CLLM_FREE(keep);
@@ -12962,6 +13068,8 @@ CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_
     if ((rc = cllm__rollout_check_config(&ctx.cfg.rollout, policy, prompts, err)) != CLLM_OK) return rc;
     if (ctx.cfg.ppo_epochs < 1 || ctx.cfg.mini_batches < 1) return cllm__fail(err, CLLM_ERR_ARG, "PPO: ppo_epochs and mini_batches must be positive");
     if (ctx.cfg.kl_estimator != CLLM_KL_K1 && ctx.cfg.kl_estimator != CLLM_KL_K3) return cllm__fail(err, CLLM_ERR_ARG, "PPO: kl_estimator must be k1 or k3 (TRL's choices)");
+    if (ctx.cfg.score_scaling < CLLM_SCORE_RAW || ctx.cfg.score_scaling > CLLM_SCORE_NORM) return cllm__fail(err, CLLM_ERR_ARG, "PPO: score_scaling must be CLLM_SCORE_RAW, _SCALE or _NORM");
+    if (ctx.cfg.kl_target < 0 || ctx.cfg.kl_horizon <= 0) return cllm__fail(err, CLLM_ERR_ARG, "PPO: kl_target must be >= 0 and kl_horizon > 0");
     if (!ref && !lora) return cllm__fail(err, CLLM_ERR_ARG, "PPO needs a reference for its KL penalty: a frozen copy of the initial policy, or LoRA adapters (the base model)");
     if (!vh) {
         if ((rc = cllm_value_head_init(&own, policy->model.config.hidden_size, cllm__def(train->seed, 42), err)) != CLLM_OK) return rc;
@@ -12970,6 +13078,8 @@ CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_
         return cllm__fail(err, CLLM_ERR_ARG, "PPO: the value head is not one for this model (cllm_value_head_init with its hidden size)");
     }
     ctx.vh = vh;
+    ctx.kl_coef = ctx.cfg.kl_coef;
+    cllm_running_moments_init(&ctx.scores);
     /* a step is one rollout of batch_size x grad_accum x mini_batches prompts; TRL does not clip */
     tc = *train;
     ctx.batch_size = cllm__def(tc.batch_size, 8);

@@ -1203,9 +1203,10 @@ static int cmd_ppo(int argc, char **argv) {
     static const char *usage =
         "collabllm ppo --model DIR --out DIR [--ppo-epochs 4] [--mini-batches 1] [--kl-coef 0.05] [--kl-estimator k1|k3]\n"
         "    [--cliprange 0.2] [--cliprange-value 0.2] [--vf-coef 0.1] [--gamma 1] [--lam 0.95] [--whiten-rewards]\n"
-        "    [--reward-placement after-eos|last-token] [--pad-is-eos] [--biased-whiten] [--missing-eos-penalty P]\n" ONLINE_USAGE TRAIN_FLAGS_USAGE;
-    const char *est = flag(argc, argv, "--kl-estimator"), *place = flag(argc, argv, "--reward-placement");
-    double epochs, mb, kl, cr, crv, vf, gamma, lam, pen;
+        "    [--reward-placement after-eos|last-token] [--pad-is-eos] [--biased-whiten] [--missing-eos-penalty P]\n"
+        "    [--score-scaling scale|norm] [--kl-target T] [--kl-horizon 10000]   (legacy TRL, as CollabLLM's script)\n" ONLINE_USAGE TRAIN_FLAGS_USAGE;
+    const char *est = flag(argc, argv, "--kl-estimator"), *place = flag(argc, argv, "--reward-placement"), *scaling = flag(argc, argv, "--score-scaling");
+    double epochs, mb, kl, cr, crv, vf, gamma, lam, pen, target, horizon;
     cllm_ppo_config c;
     online_run o;
     cllm_err err;
@@ -1215,7 +1216,9 @@ static int cmd_ppo(int argc, char **argv) {
         !num_flag(argc, argv, "--kl-coef", 0, 1e6, 0, &kl) || !num_flag(argc, argv, "--cliprange", 0, 1e6, 0, &cr) ||
         !num_flag(argc, argv, "--cliprange-value", 0, 1e6, 0, &crv) || !num_flag(argc, argv, "--vf-coef", 0, 1e6, 0, &vf) ||
         !num_flag(argc, argv, "--gamma", 0, 1, 1, &gamma) || !num_flag(argc, argv, "--lam", 0, 1, 0.95, &lam) ||
-        !num_flag(argc, argv, "--missing-eos-penalty", -1e6, 1e6, 0, &pen)) return 2;
+        !num_flag(argc, argv, "--missing-eos-penalty", -1e6, 1e6, 0, &pen) || !num_flag(argc, argv, "--kl-target", 0, 1e9, 0, &target) ||
+        !num_flag(argc, argv, "--kl-horizon", 1e-9, 1e12, 10000, &horizon)) return 2;
+    if (scaling && strcmp(scaling, "scale") && strcmp(scaling, "norm")) { fprintf(stderr, "--score-scaling: '%s' is not scale or norm\n", scaling); return 2; }
     if (est && strcmp(est, "k1") && strcmp(est, "k3")) { fprintf(stderr, "--kl-estimator: '%s' is not k1 or k3\n", est); return 2; }
     if (place && strcmp(place, "after-eos") && strcmp(place, "last-token")) { fprintf(stderr, "--reward-placement: '%s' is not after-eos or last-token\n", place); return 2; }
     c.ppo_epochs = (int)epochs; c.mini_batches = (int)mb;
@@ -1227,6 +1230,8 @@ static int cmd_ppo(int argc, char **argv) {
     c.whiten_rewards = has_switch(argc, argv, "--whiten-rewards");
     c.pad_is_eos = has_switch(argc, argv, "--pad-is-eos");
     c.biased_whiten = has_switch(argc, argv, "--biased-whiten");
+    c.score_scaling = !scaling ? CLLM_SCORE_RAW : !strcmp(scaling, "norm") ? CLLM_SCORE_NORM : CLLM_SCORE_SCALE;
+    c.kl_target = target; c.kl_horizon = horizon;
     if ((rc = online_setup(&o, argc, argv, usage, 1)) == 0) {
         c.rollout = o.rollout;
         rc = cllm_train_ppo(&o.sd.lm[1], o.use_lora ? &o.lora : NULL, online_ref(&o), NULL, &o.prompts, &c, &o.train, &err) == CLLM_OK ? 0 : fail(&err);

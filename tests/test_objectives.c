@@ -476,7 +476,47 @@ static void errors(void) {
     }
 }
 
+/* Legacy TRL's running score moments (Chan's merge, one batch at a time) against the two-pass
+   mean and unbiased std of every value seen so far, and its adaptive KL controller against the
+   formula in training-math.md 2.2 (one step below, one inside, one above the clip). */
+static void legacy_trl(void) {
+    static const int sizes[4] = { 5, 1, 7, 3 };
+    double all[16], got[2], want[2], bm, bs;
+    cllm_running_moments rm;
+    int k, i, n = 0;
+    cllm_running_moments_init(&rm);
+    for (k = 0; k < 4; k++) {
+        double m = 0, v = 0, bmw = 0, bv = 0;
+        for (i = 0; i < sizes[k]; i++) all[n + i] = sin(3.7 * (n + i) + 1) * (k + 1) + 0.3 * k;
+        cllm_running_moments_update(&rm, all + n, sizes[k], &bm, &bs);
+        for (i = 0; i < sizes[k]; i++) bmw += all[n + i];
+        bmw /= sizes[k];
+        for (i = 0; i < sizes[k]; i++) bv += (all[n + i] - bmw) * (all[n + i] - bmw);
+        n += sizes[k];
+        for (i = 0; i < n; i++) m += all[i];
+        m /= n;
+        for (i = 0; i < n; i++) v += (all[i] - m) * (all[i] - m);
+        got[0] = rm.mean; got[1] = rm.std; want[0] = m; want[1] = sqrt(v / (n - 1));
+        {
+            char label[96];
+            snprintf(label, sizeof label, "running moments after %d batches (%d values): mean, std", k + 1, n);
+            check_tensor_d(label, got, want, 2, 1e-12);
+            got[0] = bm; got[1] = bs; want[0] = bmw; want[1] = sizes[k] > 1 ? sqrt(bv / (sizes[k] - 1)) : 0;
+            snprintf(label, sizeof label, "  the batch's own mean and unbiased std (batch %d)", k + 1);
+            check_tensor_d(label, got, want, 2, 1e-12);
+        }
+    }
+    {   /* coef 0.2, target 6, horizon 10000, 64 prompts: KL 3 (-0.5, clipped to -0.2), 6.6 (+0.1), 100 (+0.2) */
+        double g[3], w[3];
+        g[0] = cllm_adaptive_kl_update(0.2, 3, 6, 10000, 64);   w[0] = 0.2 * (1 - 0.2 * 64 / 10000.0);
+        g[1] = cllm_adaptive_kl_update(0.2, 6.6, 6, 10000, 64); w[1] = 0.2 * (1 + 0.1 * 64 / 10000.0);
+        g[2] = cllm_adaptive_kl_update(0.2, 100, 6, 10000, 64); w[2] = 0.2 * (1 + 0.2 * 64 / 10000.0);
+        check_tensor_d("adaptive KL controller: below, inside, above the clip", g, w, 3, 1e-12);
+    }
+}
+
 int main(void) {
+    legacy_trl();
     vectors_dpo();
     vectors_ppo();
     vectors_sequence_ends();

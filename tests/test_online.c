@@ -588,11 +588,12 @@ static cllm_result run_method(int method, const char *out, long stop_after, int 
     if (kill_at) t.on_step = kill_on_step;
     if (use_lora) { cllm_lora_config lc; memset(&lc, 0, sizeof lc); lc.r = 2; lc.dropout = 0.1; cllm_lora_init(&lora, &w.lm.model, &lc, &err); }
     else cllm_model_load(&ref, model_dir, &err);
-    if (method == 0) {
+    if (method == 0 || method == 3) {
         cllm_ppo_config pc;
         memset(&pc, 0, sizeof pc);
         rollout_of(&w, &pc.rollout, 6);
         pc.mini_batches = 2; pc.ppo_epochs = 2;
+        if (method == 3) { pc.score_scaling = CLLM_SCORE_SCALE; pc.kl_coef = 0.2; pc.kl_target = 6; pc.kl_horizon = 10; }  /* legacy TRL */
         t.grad_accum = 1;
         rc = cllm_train_ppo(&w.lm, use_lora ? &lora : NULL, use_lora ? NULL : &ref, NULL, &w.prompts, &pc, &t, &err);
     } else if (method == 1) {
@@ -616,13 +617,48 @@ static cllm_result run_method(int method, const char *out, long stop_after, int 
 
 static const char *argv0;
 
+/* The legacy-TRL run's log (kl_coef 0.2, target 6, horizon 10, 6 prompts a step, scores scaled):
+   each step's KL coefficient is the controller applied to the previous step's coefficient and
+   KL, and the mean scaled score is the mean MR over the running std + eps. */
+static void check_legacy_ppo_log(const char *dir) {
+    char path[128], *text = NULL, *line, *next;
+    size_t len;
+    double prev_coef = 0, prev_kl = 0, worst_kl = 0, worst_sc = 0;
+    int step = 0, ok = 1;
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    if (cllm_read_file(path, &text, &len, NULL) != CLLM_OK) { check_true("legacy PPO: metrics.jsonl", 0); return; }
+    for (line = text; *line; line = next) {
+        cJSON *o;
+        const cJSON *coef, *kl, *sc, *mr, *sd;
+        next = strchr(line, '\n');
+        if (next) *next++ = 0; else next = line + strlen(line);
+        if (!(o = cJSON_Parse(line))) continue;
+        coef = cJSON_GetObjectItem(o, "objective/kl_coef"); kl = cJSON_GetObjectItem(o, "objective/kl");
+        sc = cJSON_GetObjectItem(o, "objective/scores"); mr = cJSON_GetObjectItem(o, "reward"); sd = cJSON_GetObjectItem(o, "objective/score_running_std");
+        if (!coef || !kl || !sc || !mr || !sd) ok = 0;
+        else {
+            double want = step == 0 ? 0.2 : cllm_adaptive_kl_update(prev_coef, prev_kl, 6, 10, 6), d;
+            d = fabs(coef->valuedouble - want) / want; if (d > worst_kl) worst_kl = d;
+            d = fabs(sc->valuedouble - mr->valuedouble / (sd->valuedouble + FLT_EPSILON)); if (d > worst_sc) worst_sc = d;
+            prev_coef = coef->valuedouble; prev_kl = kl->valuedouble;
+            step++;
+        }
+        cJSON_Delete(o);
+    }
+    cllm_free_buffer(text);
+    printf("    4 steps: kl_coef %.6f at the end; worst rel. difference %.1e (controller), abs %.1e (scaled scores)\n", prev_coef, worst_kl, worst_sc);
+    check_true("legacy PPO: kl_coef follows the adaptive controller, scores are scaled by the running std (1e-12)",
+               ok && step == 4 && worst_kl <= 1e-12 && worst_sc <= 1e-12 && prev_coef != 0.2);
+}
+
 static void test_resume(void) {
-    static const char *names[3] = { "PPO (value head in the checkpoints)", "GRPO (beta 0.04: a reference)", "online DPO" };
+    static const char *names[4] = { "PPO (value head in the checkpoints)", "GRPO (beta 0.04: a reference)", "online DPO",
+                                    "PPO, legacy TRL (score scaling and adaptive KL: their state in the checkpoints)" };
     int method, lora;
-    for (method = 0; method < 3; method++) for (lora = 0; lora < 2; lora++) {
+    for (method = 0; method < 4; method++) for (lora = 0; lora < 2; lora++) {
         char a[64], b[64], pa[128], pb[128];
         int ok;
-        if (lora && method == 1) continue;            /* LoRA: PPO and online DPO are enough */
+        if (lora && (method == 1 || method == 3)) continue;    /* LoRA: PPO and online DPO are enough */
         printf("%s%s: 4 steps in one run vs 1 + resumed 3\n", names[method], lora ? " with LoRA (base = reference)" : "");
         snprintf(a, sizeof a, "build/tmp_online_ra%d%d", method, lora); snprintf(b, sizeof b, "build/tmp_online_rb%d%d", method, lora);
         clean(a); clean(b);
@@ -632,6 +668,7 @@ static void test_resume(void) {
         check_true("every logged number identical (4 lines): losses, rewards, KL, grad norms", check_same_metrics(pa, pb, 4));
         snprintf(pa, sizeof pa, "%s/final/model.safetensors", a); snprintf(pb, sizeof pb, "%s/final/model.safetensors", b);
         check_true("final weights identical, byte for byte", check_same_file(pa, pb));
+        if (method == 3) check_legacy_ppo_log(a);
         if (method == 0) {
             snprintf(pa, sizeof pa, "%s/ckpt-4/value_head.safetensors", a); snprintf(pb, sizeof pb, "%s/ckpt-4/value_head.safetensors", b);
             check_true("value head and its AdamW moments identical", check_same_file(pa, pb));

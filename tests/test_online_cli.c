@@ -101,22 +101,22 @@ int main(void) {
 
     printf("-- ppo on a task file (openings simulated once into OUT/prompts.jsonl)\n");
     snprintf(cmd, sizeof cmd, "%s/collabllm ppo %s --tasks %s/tmp_ocli_tasks.jsonl --out %s/tmp_ocli_ppo.out --ppo-epochs 2 --mini-batches 2 "
-             "--kl-estimator k3 --pad-is-eos --save-every 1 2>>%s/tmp_ocli_err", build, common, build, build, build);
+             "--kl-estimator k3 --pad-is-eos --score-scaling scale --kl-coef 0.2 --kl-target 6 --kl-horizon 10 --save-every 1 2>>%s/tmp_ocli_err", build, common, build, build, build);
     check_true("ppo exits 0", run(cmd) == 0);
     {
-        static const char *keys[] = { "\"objective/kl\"", "\"objective/scores\"", "\"loss/policy_avg\"", "\"loss/value_avg\"", "\"policy/approxkl_avg\"", "\"val/clipfrac_avg\"", "\"rollout/logprob_diff\"", NULL };
+        static const char *keys[] = { "\"objective/kl\"", "\"objective/kl_coef\"", "\"objective/score_running_std\"", "\"objective/scores\"", "\"loss/policy_avg\"", "\"loss/value_avg\"", "\"policy/approxkl_avg\"", "\"val/clipfrac_avg\"", "\"rollout/logprob_diff\"", NULL };
         static const char *opening[] = { "\"prompt\":[{\"role\":\"user\",\"content\":\"i want a coffee\"}]", NULL };
         snprintf(path, sizeof path, "%s/tmp_ocli_ppo.out/metrics.jsonl", build);
-        check_true("  2 metrics lines with TRL's PPO statistics", lines_with(path, keys) == 2);
+        check_true("  2 metrics lines with TRL's PPO statistics (legacy score scaling and adaptive KL on)", lines_with(path, keys) == 2);
         snprintf(path, sizeof path, "%s/tmp_ocli_ppo.out/prompts.jsonl", build);
         check_true("  OUT/prompts.jsonl: one prompt per task, the simulator's opening", lines_with(path, opening) == 3);
         snprintf(path, sizeof path, "%s/tmp_ocli_ppo.out/ckpt-1/value_head.safetensors", build);
         check_true("  every checkpoint holds the value head", exists(path) && (snprintf(path, sizeof path, "%s/tmp_ocli_ppo.out/ckpt-2/value_head.safetensors", build), exists(path)));
     }
     snprintf(cmd, sizeof cmd, "%s/collabllm ppo %s --tasks %s/tmp_ocli_tasks.jsonl --out %s/tmp_ocli_ppo2.out --ppo-epochs 2 --mini-batches 2 "
-             "--kl-estimator k3 --pad-is-eos --save-every 1 --stop-after 1 2>>%s/tmp_ocli_err && "
+             "--kl-estimator k3 --pad-is-eos --score-scaling scale --kl-coef 0.2 --kl-target 6 --kl-horizon 10 --save-every 1 --stop-after 1 2>>%s/tmp_ocli_err && "
              "%s/collabllm ppo %s --tasks %s/tmp_ocli_tasks.jsonl --out %s/tmp_ocli_ppo2.out --ppo-epochs 2 --mini-batches 2 "
-             "--kl-estimator k3 --pad-is-eos --save-every 1 --resume 2>>%s/tmp_ocli_err",
+             "--kl-estimator k3 --pad-is-eos --score-scaling scale --kl-coef 0.2 --kl-target 6 --kl-horizon 10 --save-every 1 --resume 2>>%s/tmp_ocli_err",
              build, common, build, build, build, build, common, build, build, build);
     check_true("ppo --stop-after 1, then --resume, exits 0", run(cmd) == 0);
     snprintf(path, sizeof path, "%s/tmp_ocli_ppo.out/metrics.jsonl", build);
@@ -150,6 +150,8 @@ int main(void) {
     printf("-- bad flags\n");
     snprintf(cmd, sizeof cmd, "%s/collabllm ppo %s --prompts data_fmt/train_prompts.example.jsonl --out %s/tmp_ocli_x.out --kl-estimator k2 2>/dev/null", build, common, build);
     check_true("ppo --kl-estimator k2 exits 2", WEXITSTATUS(run(cmd)) == 2);
+    snprintf(cmd, sizeof cmd, "%s/collabllm ppo %s --prompts data_fmt/train_prompts.example.jsonl --out %s/tmp_ocli_x.out --score-scaling mean 2>/dev/null", build, common, build);
+    check_true("ppo --score-scaling mean exits 2", WEXITSTATUS(run(cmd)) == 2);
     snprintf(cmd, sizeof cmd, "%s/collabllm grpo %s --out %s/tmp_ocli_x.out 2>/dev/null", build, common, build);
     check_true("grpo without --prompts or --tasks exits 2", WEXITSTATUS(run(cmd)) == 2);
     snprintf(cmd, sizeof cmd, "%s/collabllm online-dpo %s --prompts data_fmt/train_prompts.example.jsonl --out %s/tmp_ocli_x.out --temperature 0 2>/dev/null", build, common, build);
