@@ -5865,10 +5865,11 @@ static size_t cllm__utf8_lossy(const unsigned char *b, size_t n, int final, cllm
 /* ---- NFC normalization (UAX #15: canonical decomposition, canonical ordering, composition) -- */
 
 /* One code point being normalized, with the original byte range it came from. */
-/* A character during NFC: code point, combining class, original byte range, position in the
-   decomposition, and its alignment change as Hugging Face counts it (0: takes the place of one
-   original character; +1: inserted by a decomposition; -N: also stands for N characters after). */
-typedef struct cllm__nchar { uint32_t cp; unsigned ccc; size_t os, oe, seq; long change; } cllm__nchar;
+/* A character during NFC: code point, combining class, position in the decomposition, and its
+   alignment change as Hugging Face counts it (0: takes the place of one original character; +1:
+   inserted by a decomposition; -N: also stands for N characters after). Original byte ranges
+   are kept per original character (cllm__nfc) and assigned from the changes at the end. */
+typedef struct cllm__nchar { uint32_t cp; unsigned ccc; size_t seq; long change; } cllm__nchar;
 
 #define CLLM__HANGUL_S 0xAC00
 #define CLLM__HANGUL_L 0x1100
@@ -5890,24 +5891,24 @@ static const uint32_t *cllm__decomp_find(uint32_t cp) {
 }
 
 /* Appends the full canonical decomposition of cp (recursive mappings, Hangul by arithmetic). */
-static void cllm__nfd_push(uint32_t cp, size_t os, size_t oe, cllm__nchar **out) {
+static void cllm__nfd_push(uint32_t cp, cllm__nchar **out) {
     const uint32_t *d;
     if (cp >= CLLM__HANGUL_S && cp < CLLM__HANGUL_S + CLLM__HANGUL_NS) {
         uint32_t s = cp - CLLM__HANGUL_S, t = s % CLLM__HANGUL_NT;
-        cllm__nfd_push(CLLM__HANGUL_L + s / (CLLM__HANGUL_NV * CLLM__HANGUL_NT), os, oe, out);
-        cllm__nfd_push(CLLM__HANGUL_V + (s % (CLLM__HANGUL_NV * CLLM__HANGUL_NT)) / CLLM__HANGUL_NT, os, oe, out);
-        if (t) cllm__nfd_push(CLLM__HANGUL_T + t, os, oe, out);
+        cllm__nfd_push(CLLM__HANGUL_L + s / (CLLM__HANGUL_NV * CLLM__HANGUL_NT), out);
+        cllm__nfd_push(CLLM__HANGUL_V + (s % (CLLM__HANGUL_NV * CLLM__HANGUL_NT)) / CLLM__HANGUL_NT, out);
+        if (t) cllm__nfd_push(CLLM__HANGUL_T + t, out);
         return;
     }
     d = cp >= 0xC0 ? cllm__decomp_find(cp) : NULL;
     if (d) {
-        cllm__nfd_push(d[1], os, oe, out);
-        if (d[2]) cllm__nfd_push(d[2], os, oe, out);
+        cllm__nfd_push(d[1], out);
+        if (d[2]) cllm__nfd_push(d[2], out);
         return;
     }
     {
         cllm__nchar c;
-        c.cp = cp; c.ccc = cllm__uni_ccc(cp); c.os = os; c.oe = oe; c.seq = (size_t)stbds_arrlen(*out); c.change = 1;
+        c.cp = cp; c.ccc = cllm__uni_ccc(cp); c.seq = (size_t)stbds_arrlen(*out); c.change = 1;
         stbds_arrput(*out, c);
     }
 }
@@ -5963,7 +5964,7 @@ static void cllm__nfc(const uint64_t *comp, size_t ncomp, const char *s, size_t 
         uint32_t cp;
         int l = cllm__utf8_next((const unsigned char *)s + i, n - i, &cp);
         size_t first = (size_t)stbds_arrlen(d);
-        cllm__nfd_push(cp, base + i, base + i + (size_t)l, &d);
+        cllm__nfd_push(cp, &d);
         d[first].change = 0;                     /* the first piece replaces the character */
         stbds_arrput(cs, base + i); stbds_arrput(cs, base + i + (size_t)l);
         i += (size_t)l;
