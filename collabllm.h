@@ -12926,15 +12926,11 @@ static cllm_result cllm__ppo_rollout(cllm__ppo_ctx *c, cllm_trainer *tr, const i
     if ((rc = cllm__rollout_ref(tr->model, c->ref, rows->ptr, B, tau, L, r->ref_logprobs, err)) != CLLM_OK) goto done;
     {
         cllm_ppo_config now = c->cfg;
-        double kl = 0;
-        size_t i;
         now.kl_coef = c->kl_coef > 0 ? c->kl_coef : -1;      /* the config's "negative = 0" */
         if ((rc = cllm_ppo_prepare(&now, r, err)) != CLLM_OK) goto done;
         cllm__ppo_rollout_stats(c, r, rows, mr, st);
-        if (c->cfg.kl_target > 0) {                          /* legacy TRL, after the step's rewards */
-            for (i = 0; i < (size_t)r->B * r->L; i++) kl += r->kl[i];
-            c->kl_coef = cllm_adaptive_kl_update(c->kl_coef, kl / r->B, c->cfg.kl_target, c->cfg.kl_horizon, n);
-        }
+        if (c->cfg.kl_target > 0)                            /* legacy TRL: from the step's objective/kl */
+            c->kl_coef = cllm_adaptive_kl_update(c->kl_coef, cllm_train_stats_mean(st, "objective/kl"), c->cfg.kl_target, c->cfg.kl_horizon, n);
     }
 done:
     cllm__seq_batch_free(&sb);
