@@ -142,7 +142,7 @@ static int run_fwd_bwd(void *p) {
    is bound by how fast the weights are read, and that speed moves with whatever else the machine
    is doing, so this compares our kernel with the plain loop llama2.c uses (a parallel for over
    output rows, each a dot product the compiler vectorizes, as -Ofast lets it), interleaved. */
-typedef struct stream_ctx { const cllm_model *m; cllm_float *x, *y; int plain; } stream_ctx;
+typedef struct stream_ctx { const cllm_model *m; cllm_float *x, *y; int plain; double bytes; } stream_ctx;
 
 static void plain_matvec(cllm_float *y, const cllm_float *x, const cllm_float *W, int n, int d) {
     int i;
@@ -166,6 +166,7 @@ static int run_stream(void *p) {
     const cllm_config *g = &c->m->config;
     const cllm_params *w = &c->m->params;
     int C = g->hidden_size, Q = g->n_heads * g->head_dim, K = g->n_kv_heads * g->head_dim, I = g->intermediate_size, l, k;
+    c->bytes = 0;
     for (l = 0; l <= g->n_layers; l++) {
         const cllm_float *mats[7];
         int rows[7], cols[7], nm = 7;
@@ -180,6 +181,7 @@ static int run_stream(void *p) {
             mats[6] = w->w_down + (size_t)l * C * I; rows[6] = C; cols[6] = I;
         }
         for (k = 0; k < nm; k++) {
+            c->bytes += (double)sizeof(cllm_float) * rows[k] * cols[k];
             if (c->plain) plain_matvec(c->y, c->x, mats[k], cols[k], rows[k]);
             else cllm__matmul_forward(c->y, c->x, mats[k], NULL, 1, cols[k], rows[k]);
         }
@@ -187,22 +189,27 @@ static int run_stream(void *p) {
     return 0;
 }
 
-/* Median seconds of each kind of pass, the two measured in turns (5 rounds). */
-static void bench_stream(const cllm_model *m, double *ours, double *plain) {
+/* Median seconds of each kind of pass, the two measured in turns (5 rounds), and the bytes of
+   weights one pass reads. */
+static void bench_stream(const cllm_model *m, double *ours, double *plain, double *bytes) {
     const cllm_config *g = &m->config;
-    int n = g->intermediate_size > g->hidden_size ? g->intermediate_size : g->hidden_size, big = g->vocab_size > n ? g->vocab_size : n, r, i;
+    int Q = g->n_heads * g->head_dim, n = g->intermediate_size > g->hidden_size ? g->intermediate_size : g->hidden_size, big, r, i;
     double t[2][5], busy;
     stream_ctx c;
+    if (Q > n) n = Q;                               /* x is the input of every matrix, y its output */
+    big = g->vocab_size > n ? g->vocab_size : n;
     c.m = m;
     c.x = (cllm_float *)cllm__calloc((size_t)n, sizeof(cllm_float));
     c.y = (cllm_float *)cllm__calloc((size_t)big, sizeof(cllm_float));
     *ours = *plain = -1;
+    c.bytes = 0;
     if (c.x && c.y) {
         for (i = 0; i < n; i++) c.x[i] = 1.0f / (1 + i % 7);
         for (r = 0; r < 5; r++) for (c.plain = 0; c.plain < 2; c.plain++) t[c.plain][r] = median_time(run_stream, &c, &busy);
         qsort(t[0], 5, sizeof(double), cmp_double); qsort(t[1], 5, sizeof(double), cmp_double);
         *ours = t[0][2]; *plain = t[1][2];
     }
+    *bytes = c.bytes;
     free(c.x); free(c.y);
 }
 
@@ -284,11 +291,8 @@ static cJSON *bench_model(const char *name, const char *why, const cllm_config *
         cJSON_AddNumberToObject(o, "gen_kv_tok_s", best);
     }
     {   /* what bounds generation: reading the weights once per token, ours vs llama2.c's loop */
-        double ours, plain, bytes = 0;
-        const cllm_config *g = &m.config;
-        bench_stream(&m, &ours, &plain);
-        bytes = (double)sizeof(cllm_float) * ((double)g->n_layers * g->hidden_size *
-                (2.0 * g->n_heads * g->head_dim + 2.0 * g->n_kv_heads * g->head_dim + 3.0 * g->intermediate_size) + (double)g->vocab_size * g->hidden_size);
+        double ours, plain, bytes;
+        bench_stream(&m, &ours, &plain, &bytes);
         if (ours > 0 && plain > 0) {
             printf("  decode weight stream  %6.2f ms %5.1f GB/s; llama2.c's loop %6.2f ms %5.1f GB/s (x%.2f, interleaved)\n",
                    ours * 1e3, bytes / ours / 1e9, plain * 1e3, bytes / plain / 1e9, plain / ours);
