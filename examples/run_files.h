@@ -39,6 +39,7 @@ typedef struct run_files {
     int              resuming;             /* continuing a run this command started               */
     int              created_dir;          /* this invocation created the run directory           */
     int              wrote_sidecar;        /* this invocation wrote the sidecar (a new run)       */
+    char             made_out_dir[RUN_FILES_PATH];   /* a FLAG_OUT_DIR this invocation created    */
 } run_files;
 
 /* ---- paths -------------------------------------------------------------------------------- */
@@ -104,7 +105,8 @@ static int run_files__inside(const char *inner, const char *outer) {
     return strncmp(inner, outer, n) == 0 && (inner[n] == 0 || inner[n] == '/');
 }
 
-/* A directory with nothing in it but empty files and, if given, the file `except`. */
+/* A directory with nothing in it, or (empty_files_count) nothing but empty files and empty
+   directories; the file `except` (if given) is not counted. */
 static int run_files__dir_is_empty(const char *dir, const char *except, int empty_files_count) {
     DIR *d = opendir(dir);
     struct dirent *e;
@@ -115,8 +117,13 @@ static int run_files__dir_is_empty(const char *dir, const char *except, int empt
         struct stat st;
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
         if (except && strcmp(e->d_name, except) == 0) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        empty = empty_files_count && lstat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0;
+        if (!empty_files_count || !run_files__join(path, dir, e->d_name) || lstat(path, &st) != 0) {
+            empty = 0;
+        } else if (S_ISDIR(st.st_mode)) {
+            empty = run_files__dir_is_empty(path, NULL, 1);
+        } else {
+            empty = S_ISREG(st.st_mode) && st.st_size == 0;
+        }
     }
     closedir(d);
     return empty;
@@ -508,6 +515,27 @@ static int run_files__check_existing(run_files *rf) {
 
 /* ---- prepare and end ------------------------------------------------------------------------ */
 
+/* Creates a FLAG_OUT_DIR that does not exist yet (its parent does: checked), remembering it. */
+static int run_files__make_out_dirs(run_files *rf) {
+#if defined(RUN_FILES_POSIX)
+    int i;
+    for (i = 0; i < rf->fl->n; i++) {
+        const flag_spec *s = rf->fl->values[i].spec;
+        const char *path = flag_text(rf->fl, s->name);
+        struct stat st;
+        if (s->type != FLAG_OUT_DIR || !path || stat(path, &st) == 0) continue;
+        if (mkdir(path, 0755) != 0) {
+            fprintf(stderr, "%s: cannot create %s (%s)\n", rf->fl->cmd->program, path, strerror(errno));
+            return 0;
+        }
+        snprintf(rf->made_out_dir, sizeof rf->made_out_dir, "%s", path);
+    }
+#else
+    (void)rf;
+#endif
+    return 1;
+}
+
 /* Every check, then (only if all pass) the writes that start a run: --overwrite's removal of
    the old run, the run directory and the sidecar. Returns 0, or the exit status after a message
    (2: refused, nothing written; 1: the filesystem failed). */
@@ -528,6 +556,10 @@ static inline int run_files_prepare(run_files *rf, const flags *fl) {
     if (!run_files__check_overlaps(rf)) return 2;
 #endif
     if (!run_files__check_existing(rf)) return 2;
+    if (!run_files__make_out_dirs(rf)) return 1;
+    if (rf->run && !rf->resuming && flags_declared(fl, "--resume") && flag_on(fl, "--resume")) {
+        fprintf(stderr, "%s: %s holds no run yet; starting a new one\n", fl->cmd->program, rf->run_path);
+    }
     if (!rf->run || rf->resuming) return 0;
     {                                           /* a new run: clear the old one, then the sidecar */
         cllm_err err;
@@ -568,12 +600,14 @@ static inline int run_files_prepare(run_files *rf, const flags *fl) {
     return 0;
 }
 
-/* After the command: if a new run failed without writing anything worth keeping (only empty
-   files), removes what it created, the sidecar and the run directory. */
+/* After the command: if it failed without writing anything worth keeping (only empty files and
+   directories), removes what it created: the sidecar, the run directory, an output directory. */
 static inline void run_files_end(const run_files *rf, int failed) {
 #if defined(RUN_FILES_POSIX)
     struct stat st;
-    if (!failed || !rf->wrote_sidecar) return;
+    if (!failed) return;
+    if (rf->made_out_dir[0] && run_files__dir_is_empty(rf->made_out_dir, NULL, 1)) run_files__remove_tree(rf->made_out_dir);
+    if (!rf->wrote_sidecar) return;
     if (rf->run->type == FLAG_RUN_FILE) {
         if (stat(rf->run_path, &st) == 0 && st.st_size > 0) return;
         unlink(rf->run_path);
