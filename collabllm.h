@@ -23,6 +23,7 @@
    ---------------------------------------------------------------------------------------------
       #define COLLABLLM_IMPLEMENTATION
       #include "collabllm.h"
+      #include <string.h>
 
       cllm_err err;
       cllm_model model;
@@ -30,16 +31,20 @@
           fprintf(stderr, "%s\n", err.msg); return 1;
       }
       int ids[] = { 1, 2, 3, 4 };
-      cllm_batch batch = { 0 };
+      cllm_batch batch;
+      memset(&batch, 0, sizeof batch);                            // zero fields = defaults
       batch.B = 1; batch.T = 4; batch.input_ids = ids;          // labels default to input_ids
       cllm_forward(&model, &batch, NULL, &err);                   // model.loss, model.seq_logp[b]
-      cllm_zero_grad(&model);
+      printf("loss %.4f\n", (double)model.loss);
+      cllm_zero_grad(&model, &err);                               // every call returns CLLM_OK or fills err
       cllm_backward(&model, NULL, NULL, &err);                    // d(loss)/d(params) in model.grads
-      cllm_adamw_config opt = { 0 };                              // zero = torch defaults, lr 1e-5
-      cllm_clip_grad_norm(&model, 1.0);
-      cllm_adamw_update(&model, &opt, 1e-5f, &err);
+      cllm_adamw_config opt;
+      memset(&opt, 0, sizeof opt);       // zero fields = defaults: betas 0.9 and 0.999, eps 1e-8, weight decay 0
+      cllm_clip_grad_norm(&model, 1.0);                           // clip the gradient norm to 1
+      cllm_adamw_update(&model, &opt, 1e-5, &err);                // one AdamW step, learning rate 1e-5
       cllm_model_save(&model, "out-dir", CLLM_DT_F32, &err);      // config.json + model.safetensors
       cllm_model_free(&model);
+      // (tests/test_quickstart.sh compiles and runs this block on a tiny model)
 
    ---------------------------------------------------------------------------------------------
    2. API BY TASK            (every function returning cllm_result fills an optional cllm_err)

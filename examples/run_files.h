@@ -197,6 +197,14 @@ static cJSON *run_files__input(const char *path) {
     return o;
 }
 
+/* What identifies an input: a file by its contents (it may move), a directory by its path. */
+static const char *run_files__input_identity(const cJSON *input) {
+    const cJSON *hash = cJSON_GetObjectItemCaseSensitive(input, "fnv1a64");
+    const cJSON *path = cJSON_GetObjectItemCaseSensitive(input, "path");
+    if (cJSON_IsString(hash)) return hash->valuestring;
+    return cJSON_IsString(path) ? path->valuestring : "";
+}
+
 /* The sidecar of this invocation: command, inputs, settings, logs and their fingerprint. */
 static cJSON *run_files__describe(const run_files *rf) {
     const flags *fl = rf->fl;
@@ -204,8 +212,10 @@ static cJSON *run_files__describe(const run_files *rf) {
     cJSON *inputs;
     cJSON *settings;
     cJSON *logs;
+    cJSON *item;
     char *canonical;
     char hex[24];
+    uint64_t h;
     int i;
     cJSON_AddStringToObject(meta, "command", fl->cmd->program);
     inputs = cJSON_AddObjectToObject(meta, "inputs");
@@ -227,11 +237,18 @@ static cJSON *run_files__describe(const run_files *rf) {
             cJSON_AddStringToObject(settings, s->name, text);
         }
     }
-    /* the fingerprint: FNV-1a 64 of the command, the inputs and the settings as compact JSON */
-    canonical = cJSON_PrintUnformatted(meta);
-    snprintf(hex, sizeof hex, "%016llx",
-             (unsigned long long)run_files__fnv(RUN_FILES_FNV_START, canonical ? canonical : "", canonical ? strlen(canonical) : 0));
+    /* the fingerprint: FNV-1a 64 over the command, each input's identity (a file's hash, a
+       directory's path) and the settings as compact JSON, one per line */
+    h = run_files__fnv(RUN_FILES_FNV_START, fl->cmd->program, strlen(fl->cmd->program) + 1);
+    cJSON_ArrayForEach(item, inputs) {
+        const char *id = run_files__input_identity(item);
+        h = run_files__fnv(h, item->string, strlen(item->string) + 1);
+        h = run_files__fnv(h, id, strlen(id) + 1);
+    }
+    canonical = cJSON_PrintUnformatted(settings);
+    h = run_files__fnv(h, canonical ? canonical : "", canonical ? strlen(canonical) : 0);
     cJSON_free(canonical);
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
     cJSON_AddStringToObject(meta, "fingerprint", hex);
     /* the files the run appends to besides its own (--metrics): a resumed run may append again */
     logs = cJSON_AddObjectToObject(meta, "logs");
@@ -297,18 +314,21 @@ static int run_files__matches(const run_files *rf, const cJSON *old, const cJSON
                 const cJSON *is = pass == 0 ? other : item;
                 char was_text[512];
                 char is_text[512];
-                if (was && is && cJSON_Compare(was, is, 1)) continue;
                 if (k == 0 && was && is) {
                     const cJSON *pw = cJSON_GetObjectItemCaseSensitive(was, "path");
                     const cJSON *pi = cJSON_GetObjectItemCaseSensitive(is, "path");
-                    if (cJSON_Compare(pw, pi, 1)) {
-                        flags_refuse(rf->fl->cmd, "%s %s cannot be resumed: %s (%s) has changed since the run started; "
-                                   "resume with the inputs it started with, or pass --overwrite to start over",
-                                   what, rf->run_path, item->string, pi->valuestring);
+                    if (strcmp(run_files__input_identity(was), run_files__input_identity(is)) == 0) continue;
+                    if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(is, "fnv1a64"))) {
+                        flags_refuse(rf->fl->cmd, "%s %s cannot be resumed: the contents of %s %s differ from the file "
+                                     "the run started with (%s); resume with that file, or pass --overwrite to start over",
+                                     what, rf->run_path, item->string, cJSON_IsString(pi) ? pi->valuestring : "?",
+                                     cJSON_IsString(pw) ? pw->valuestring : "?");
                         return 0;
                     }
                     run_files__show(pw, was_text, sizeof was_text);
                     run_files__show(pi, is_text, sizeof is_text);
+                } else if (was && is && cJSON_Compare(was, is, 1)) {
+                    continue;
                 } else {
                     run_files__show(was, was_text, sizeof was_text);
                     run_files__show(is, is_text, sizeof is_text);

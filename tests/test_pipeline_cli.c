@@ -79,7 +79,7 @@ int main(void) {
     }
 
     printf("-- build-pairs\n");
-    snprintf(cmd, sizeof cmd, "%s/collabllm build-pairs --records %s --sft %s/tmp_pipe_sft.jsonl --dpo %s/tmp_pipe_dpo.jsonl", build, path, build, build);
+    snprintf(cmd, sizeof cmd, "%s/collabllm build-pairs --records %s --sft %s/tmp_pipe_sft.jsonl --dpo %s/tmp_pipe_dpo.jsonl --overwrite", build, path, build, build);
     check_true("build-pairs exits 0", system(cmd) == 0);
     snprintf(path, sizeof path, "%s/tmp_pipe_dpo.jsonl", build);
     {
@@ -93,7 +93,7 @@ int main(void) {
 
     printf("-- eval\n");
     asst_calls = 0;   /* the first reply asks */
-    snprintf(cmd, sizeof cmd, "%s/collabllm eval %s --details %s/tmp_pipe_eval.jsonl --summary %s/tmp_pipe_summary.json", build, common, build, build);
+    snprintf(cmd, sizeof cmd, "%s/collabllm eval %s --details %s/tmp_pipe_eval.jsonl --summary %s/tmp_pipe_summary.json --overwrite", build, common, build, build);
     check_true("eval exits 0", system(cmd) == 0);
     snprintf(path, sizeof path, "%s/tmp_pipe_summary.json", build);
     {
@@ -109,12 +109,8 @@ int main(void) {
         cllm_free_buffer(text);
     }
 
-    printf("-- mr\n");
-    snprintf(path, sizeof path, "%s/tmp_pipe_mr.jsonl", build);
-    f = fopen(path, "wb");
-    fputs("{\"single_turn_prompt\": \"order a large coffee\", \"single_turn_completion\": \"one large coffee\", "
-          "\"history\": [{\"role\": \"user\", \"content\": \"i want a coffee\"}], \"candidates\": [\"what size ?\", \"one small coffee\"]}\n", f);
-    fclose(f);
+    printf("-- mr on the documented example, data_fmt/mr.example.jsonl (data_fmt/mr.md)\n");
+    snprintf(path, sizeof path, "data_fmt/mr.example.jsonl");
     snprintf(cmd, sizeof cmd, "%s/collabllm mr --input %s --user-model user --assistant-model assistant --judge-model judge "
              "--base-url http://127.0.0.1:%d/v1 --metrics exact_match:1,interactivity:0.5 --samples 2 > %s/tmp_pipe_mr_out.jsonl", build, path, srv.port, build);
     check_true("mr exits 0", system(cmd) == 0);
