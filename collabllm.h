@@ -10352,7 +10352,7 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
     char *line = NULL;
     size_t cap = 0;
     long len;
-    int lineno = 0, i, j, n = 0;
+    int lineno = 0, i, j, n = 0, any_line = 0;
     cllm__rec *recs = NULL;
     cJSON *sft = cJSON_CreateArray(), *dpo = cJSON_CreateArray();
     double min_gap = cfg ? cllm__def(cfg->min_gap, 0.02) : 0.02;
@@ -10366,6 +10366,7 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
         const cJSON *sc;
         lineno++;
         if (len == 0) continue;
+        any_line = 1;
         if (!(r.row = cllm__jsonl_parse(line, (size_t)len, records_path, lineno, err))) { rc = CLLM_ERR_FORMAT; break; }
         sc = cJSON_GetObjectItemCaseSensitive(r.row, "score");
         if (!cllm__json_int(r.row, "conv_id", -1, &r.conv_id) || !cllm__json_int(r.row, "turn_id", -1, &r.turn_id) ||
@@ -10382,6 +10383,7 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
     fclose(f);
     CLLM_FREE(line);
     if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, records_path, lineno + 1, len);
+    if (rc == CLLM_OK && !any_line) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no records (the file is empty; data_fmt/records.md)", records_path);
     if (rc == CLLM_OK) {
         if (n) qsort(recs, (size_t)n, sizeof *recs, cllm__rec_cmp);   /* recs is NULL when n == 0 */
         for (i = 0; i < n; i = j) {

@@ -318,12 +318,11 @@ static size_t utf8_valid_prefix(const unsigned char *s, size_t n) {
     return n;
 }
 
-/* Where a JSON value came from, for messages: "FILE:LINE" (JSONL) or "FILE". */
+/* Where a JSON value came from, for messages: "FILE:LINE" (the line it starts on). */
 typedef struct { const char *file; int line; } json_origin;
 
 static void origin_text(const json_origin *at, char *buf, size_t size) {
-    if (at->line > 0) snprintf(buf, size, "%s:%d", at->file, at->line);
-    else snprintf(buf, size, "%s", at->file);
+    snprintf(buf, size, "%s:%d", at->file, at->line);
 }
 
 /* Calls fn on each JSON value of a file that holds one JSON value, or JSONL (one per line);
@@ -356,7 +355,12 @@ static int each_json(const char *file, int (*fn)(const cJSON *value, const json_
         return 1;
     }
     all = cJSON_ParseWithLengthOpts(data, len + 1, NULL, 1);      /* one JSON value, then only the NUL */
-    if (all) rc = fn(all, &at, ctx);
+    if (all) {
+        size_t i = 0;
+        at.line = 1;                                 /* messages name the line where the value starts */
+        for (; i < len && (data[i] == ' ' || data[i] == '\t' || data[i] == '\r' || data[i] == '\n'); i++) at.line += data[i] == '\n';
+        rc = fn(all, &at, ctx);
+    }
     else for (line = data; line && *line && !rc; line = next) {
         cJSON *v;
         next = strchr(line, '\n');
@@ -1244,6 +1248,10 @@ static int mr_item_check(const cJSON *line, const json_origin *at, cllm_conv *hi
     if (!cJSON_IsObject(line)) { fprintf(stderr, "error: %s: expected an object (data_fmt/mr.md)\n", where); return 0; }
     if (!string_field(line, "single_turn_prompt")) {
         fprintf(stderr, "error: %s: \"single_turn_prompt\" must be a string (the user's goal)\n", where);
+        return 0;
+    }
+    if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(line, "history"))) {
+        fprintf(stderr, "error: %s: \"history\" must be a list of {\"role\", \"content\"} messages\n", where);
         return 0;
     }
     if (cllm_conv_from_json(history, cJSON_GetObjectItemCaseSensitive(line, "history"), &err) != CLLM_OK) {

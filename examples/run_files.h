@@ -293,7 +293,7 @@ static void run_files__show(const cJSON *v, char *buf, size_t size) {
 /* 1 if the sidecar `old` describes a run this invocation may continue; else a message. */
 static int run_files__matches(const run_files *rf, const cJSON *old, const cJSON *now) {
     const char *old_command = cJSON_GetObjectItemCaseSensitive(old, "command")->valuestring;
-    static const char *sections[] = { "inputs", "settings" };
+    static const char *sections[] = { "settings", "inputs" };
     const char *what = rf->run->name;
     size_t k;
     if (strcmp(old_command, rf->fl->cmd->program) != 0) {
@@ -314,7 +314,7 @@ static int run_files__matches(const run_files *rf, const cJSON *old, const cJSON
                 const cJSON *is = pass == 0 ? other : item;
                 char was_text[512];
                 char is_text[512];
-                if (k == 0 && was && is) {
+                if (k == 1 && was && is) {
                     const cJSON *pw = cJSON_GetObjectItemCaseSensitive(was, "path");
                     const cJSON *pi = cJSON_GetObjectItemCaseSensitive(is, "path");
                     if (strcmp(run_files__input_identity(was), run_files__input_identity(is)) == 0) continue;
@@ -335,7 +335,7 @@ static int run_files__matches(const run_files *rf, const cJSON *old, const cJSON
                 }
                 flags_refuse(rf->fl->cmd, "%s %s cannot be resumed: it was started with %s %s, and this run has %s %s; "
                            "resume with the same %s, or pass --overwrite to start over", what, rf->run_path,
-                           item->string, was_text, item->string, is_text, k == 0 ? "inputs" : "settings");
+                           item->string, was_text, item->string, is_text, k == 1 ? "inputs" : "settings");
                 return 0;
             }
         }
@@ -431,7 +431,7 @@ static int run_files__check_inputs(const run_files *rf) {
         struct stat st;
         if (!run_files__is_input(s->type) || !path) continue;
         if (stat(path, &st) != 0) {
-            flags_refuse(fl->cmd, "%s %s: %s", s->name, path, strerror(errno));
+            flags_refuse(fl->cmd, "%s: %s: %s", s->name, path, strerror(errno));
             return 0;
         }
         if (s->type == FLAG_IN_FILE && S_ISDIR(st.st_mode)) {
@@ -439,7 +439,7 @@ static int run_files__check_inputs(const run_files *rf) {
             return 0;
         }
         if (s->type == FLAG_IN_DIR && !S_ISDIR(st.st_mode)) {
-            flags_refuse(fl->cmd, "%s: %s is not a directory; expected %s", s->name, path, s->metavar);
+            flags_refuse(fl->cmd, "%s: %s is not a directory; expected a directory (%s)", s->name, path, s->help);
             return 0;
         }
 #else
