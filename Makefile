@@ -120,10 +120,11 @@ fuzz: deps
 # with the SIMD kernels but without OpenMP. Output in build/demo/.
 SEED ?= 1
 DEMO_FLAGS := $(call cc_accepts,-march=native) -DCLLM_SIMD
-$(BUILD)/cllm_demo: examples/demo.c examples/demo_task.h examples/demo_bpe.h examples/flags.h examples/run_files.h collabllm.h | $(BUILD)
+DEMO_SOURCES = examples/demo.c examples/demo_task.h examples/demo_bpe.h examples/flags.h examples/run_files.h collabllm.h
+$(BUILD)/cllm_demo: $(DEMO_SOURCES) | $(BUILD)
 	$(CC) $(WARN) -O2 -g $(DEMO_FLAGS) $(EXTRA) -o $@ $< $(LDLIBS)
 
-$(BUILD)/fast/cllm_demo: examples/demo.c examples/demo_task.h examples/demo_bpe.h examples/flags.h examples/run_files.h collabllm.h | $(BUILD)/fast
+$(BUILD)/fast/cllm_demo: $(DEMO_SOURCES) | $(BUILD)/fast
 	$(CC) $(WARN) -O2 -g $(FAST_FLAGS) $(EXTRA) -o $@ $< $(LDLIBS)
 
 demo: deps $(BUILD)/cllm_demo

@@ -533,7 +533,9 @@ static int presets_exist(const flags *fl) {
     int k;
     for (i = 0; i < flag_given(fl, "--preset"); i++) {
         for (k = 0; k < NPRESETS && strcmp(presets[k].name, flag_nth(fl, "--preset", i)) != 0; k++) {}
-        if (k == NPRESETS) return !flags_fail(fl->cmd, "--preset: no preset '%s' (--list names them)", flag_nth(fl, "--preset", i));
+        if (k == NPRESETS) {
+            return !flags_fail(fl->cmd, "--preset: no preset '%s' (--list names them)", flag_nth(fl, "--preset", i));
+        }
     }
     return 1;
 }

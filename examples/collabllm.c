@@ -190,8 +190,8 @@ static const flag_spec train_flags[] = {
       .help = "examples per micro-batch (online: prompts)" },
     { .name = "--grad-accum", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e6, .def = "1",
       .help = "micro-batches per optimizer step" },
-    { .name = "--max-length", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e8, .def_note = "1024; online-dpo 512",
-      .help = "tokens per example at most (longer ones are truncated)" },
+    { .name = "--max-length", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e8,
+      .def_note = "1024; online-dpo 512", .help = "tokens per example at most (longer ones are truncated)" },
     { .name = "--max-grad-norm", .type = FLAG_REAL, .metavar = "X", .min = 0, .max = FLAG_NO_MAX, .def = "1",
       .help = "gradient clipping threshold, 0 = off" },
     { .name = "--weight-decay", .type = FLAG_REAL, .metavar = "X", .min = 0, .max = 1e3, .def = "0",
@@ -358,7 +358,7 @@ static int each_json(const char *file, int (*fn)(const cJSON *value, const json_
     if (all) {
         size_t i = 0;
         at.line = 1;                                 /* messages name the line where the value starts */
-        for (; i < len && (data[i] == ' ' || data[i] == '\t' || data[i] == '\r' || data[i] == '\n'); i++) at.line += data[i] == '\n';
+        for (; i < len && strchr(" \t\r\n", data[i]); i++) at.line += data[i] == '\n';
         rc = fn(all, &at, ctx);
     }
     else for (line = data; line && *line && !rc; line = next) {
@@ -619,7 +619,9 @@ static int check_api_flags(const flags *fl) {
 /* One of --user-model / --user-model-dir (and of the assistant's pair, if the command has one). */
 static int check_sides(const flags *fl) {
     if (!flags_one_of(fl, "--user-model", "--user-model-dir")) return 0;
-    if (flags_declared(fl, "--assistant-model") && !flags_one_of(fl, "--assistant-model", "--assistant-model-dir")) return 0;
+    if (flags_declared(fl, "--assistant-model") && !flags_one_of(fl, "--assistant-model", "--assistant-model-dir")) {
+        return 0;
+    }
     return check_api_flags(fl);
 }
 
@@ -635,7 +637,7 @@ static int make_client(cllm_client *c, const flags *fl, const char *side, cllm_e
     cfg.max_concurrency = (int)flag_number(fl, "--concurrency");
     cfg.timeout_ms = (long)flag_number(fl, "--timeout-ms");
     cfg.max_retries = (int)flag_number(fl, "--retries");
-    if (flag_given(fl, "--retries") && cfg.max_retries == 0) cfg.max_retries = -1;   /* 0 in the config means the default */
+    if (flag_given(fl, "--retries") && cfg.max_retries == 0) cfg.max_retries = -1;   /* the config's 0 is the default */
     cfg.insecure = flag_on(fl, "--insecure");
     return cllm_client_init(c, &cfg, err) == CLLM_OK;
 }
@@ -756,7 +758,8 @@ static const flag_command simulate_command = {
 };
 
 /* One output line: the task's own fields, then messages, terminated, error and provenance. */
-static cJSON *conversation_record(const cllm_task *t, const cllm_conv *conv, const cllm_sim_status *st, cJSON *provenance) {
+static cJSON *conversation_record(const cllm_task *t, const cllm_conv *conv, const cllm_sim_status *st,
+                                  cJSON *provenance) {
     cJSON *rec = cJSON_Duplicate(t->json, 1);
     cJSON_DeleteItemFromObjectCaseSensitive(rec, "messages");
     cJSON_DeleteItemFromObjectCaseSensitive(rec, "terminated");
@@ -837,7 +840,8 @@ static int cmd_simulate(int argc, char **argv) {
 
     prov = cJSON_CreateObject();
     cJSON_AddStringToObject(prov, "task_desc", task_desc);
-    cJSON_AddStringToObject(prov, user_dir ? "user_model_dir" : "user_model", user_dir ? user_dir : flag_text(&fl, "--user-model"));
+    cJSON_AddStringToObject(prov, user_dir ? "user_model_dir" : "user_model",
+                            user_dir ? user_dir : flag_text(&fl, "--user-model"));
     cJSON_AddStringToObject(prov, asst_dir ? "assistant_model_dir" : "assistant_model",
                             asst_dir ? asst_dir : flag_text(&fl, "--assistant-model"));
     cJSON_AddNumberToObject(prov, "max_messages", max_messages);
@@ -937,7 +941,8 @@ static int parse_metrics(metric_set *ms, const flags *fl) {
     }
     if (ms->n == 0) return !flags_fail(fl->cmd, "--metrics: no metric given");
     if ((flag_given(fl, "--answer-prefix") || flag_on(fl, "--numeric")) && !has_metric(ms, "exact_match"))
-        return !flags_fail(fl->cmd, "--answer-prefix and --numeric apply to the exact_match metric, which --metrics lacks");
+        return !flags_fail(fl->cmd, "--answer-prefix and --numeric apply to the exact_match metric, which --metrics "
+                           "lacks");
     if ((flag_given(fl, "--python") || flag_given(fl, "--code-timeout") || flag_on(fl, "--extract-code")) &&
         !has_metric(ms, "pass_rate"))
         return !flags_fail(fl->cmd, "--python, --code-timeout and --extract-code apply to the pass_rate metric, "
@@ -948,7 +953,8 @@ static int parse_metrics(metric_set *ms, const flags *fl) {
 }
 
 /* The metrics' contexts: the judge, matching, code runs and the token counter. */
-static int make_metric_set(metric_set *ms, const flags *fl, const sides *sd, const char *tokenizer_flag, cllm_err *err) {
+static int make_metric_set(metric_set *ms, const flags *fl, const sides *sd, const char *tokenizer_flag,
+                           cllm_err *err) {
     const char *judge_model = flag_text(fl, "--judge-model");
     const char *tok_dir = flag_text(fl, tokenizer_flag);
     int need_judge = 0;
@@ -1096,7 +1102,8 @@ static const flag_spec build_pairs_own_flags[] = {
     { .name = "--system", .type = FLAG_TEXT, .metavar = "TEXT", .def_note = "none",
       .help = "a system message first in every row and prompt" },
 };
-static const flag_group build_pairs_group = FLAG_GROUP("build-pairs (one or both of --sft, --dpo)", build_pairs_own_flags);
+static const flag_group build_pairs_group =
+    FLAG_GROUP("build-pairs (one or both of --sft, --dpo)", build_pairs_own_flags);
 static const flag_command build_pairs_command = {
     "collabllm build-pairs", "Records -> SFT rows and DPO pairs in TRL's conversational formats.",
     "Reads RECORDS.jsonl (data_fmt/records.md); writes SFT.jsonl (data_fmt/sft.md) and PAIRS.jsonl "
@@ -1178,7 +1185,8 @@ static int cmd_eval(int argc, char **argv) {
     cfg.show_reference = flag_on(&fl, "--show-reference");
     cfg.metrics = ms.metrics; cfg.n_metrics = ms.n;
     cfg.tokens = ms.tokens;
-    rc = cllm_eval_run(&cfg, sd.user, sd.assistant, tasks, limited(&fl, n), flag_text(&fl, "--details"), &sum, &err) == CLLM_OK ? 0 : 1;
+    rc = cllm_eval_run(&cfg, sd.user, sd.assistant, tasks, limited(&fl, n), flag_text(&fl, "--details"), &sum, &err);
+    rc = rc == CLLM_OK ? 0 : 1;
     if (rc) fprintf(stderr, "warning: %s\n", err.msg);
     /* the table: one row, the paper's columns (metrics, #Tokens(k), and ITR = interactivity x 100) */
     printf("%-16s", "tasks");
@@ -1229,7 +1237,13 @@ static const flag_command mr_command = {
 
 #define MR_MAX_CANDIDATES 64
 
-typedef struct { const cllm_mr_config *mr; const sides *sd; const char *task_desc; int show_reference; int failed; } mr_ctx;
+typedef struct {
+    const cllm_mr_config *mr;
+    const sides          *sd;
+    const char           *task_desc;
+    int                   show_reference;
+    int                   failed;              /* 1 once a candidate could not be scored */
+} mr_ctx;
 
 /* The string field of an item, or NULL. */
 static const char *string_field(const cJSON *o, const char *name) {
@@ -1267,7 +1281,10 @@ static int mr_item_check(const cJSON *line, const json_origin *at, cllm_conv *hi
         return 0;
     }
     cJSON_ArrayForEach(it, cands) {
-        if (!cJSON_IsString(it)) { fprintf(stderr, "error: %s: \"candidates\"[%d] must be a string\n", where, i); return 0; }
+        if (!cJSON_IsString(it)) {
+            fprintf(stderr, "error: %s: \"candidates\"[%d] must be a string\n", where, i);
+            return 0;
+        }
         i++;
     }
     return 1;
@@ -1293,7 +1310,8 @@ static int mr_one(const cJSON *line, const json_origin *at, void *vctx) {
     if (!mr_item_check(line, at, &history)) { cllm_conv_free(&history); return 1; }
     task.json = (cJSON *)line;
     task.prompt = (char *)string_field(line, "single_turn_prompt");
-    task.completion = (char *)(string_field(line, "single_turn_completion") ? string_field(line, "single_turn_completion") : "");
+    task.completion = (char *)string_field(line, "single_turn_completion");
+    if (!task.completion) task.completion = (char *)"";
     goal.task_desc = c->task_desc ? c->task_desc : "a task";
     goal.prompt = task.prompt;
     goal.reference = c->show_reference && task.completion[0] ? task.completion : NULL;
@@ -1495,8 +1513,12 @@ static int cmd_detokenize(int argc, char **argv) {
         if (!cJSON_IsArray(arr)) { fprintf(stderr, "error: stdin line %ld: expected {\"ids\": [...]}\n", lineno); cJSON_Delete(in); rc = 1; break; }
         ids = (int *)malloc(((size_t)cJSON_GetArraySize(arr) + 1) * sizeof(int));
         cJSON_ArrayForEach(it, arr) ids[n++] = cJSON_IsNumber(it) ? (int)it->valuedouble : -1;
-        if (cllm_tokenizer_decode(&tok, ids, n, skip, &text, &tlen, &err) != CLLM_OK) { fprintf(stderr, "error: stdin line %ld: \"ids\": %s\n", lineno, err.msg); rc = 1; }
-        else print_text_line(text, tlen);
+        if (cllm_tokenizer_decode(&tok, ids, n, skip, &text, &tlen, &err) != CLLM_OK) {
+            fprintf(stderr, "error: stdin line %ld: \"ids\": %s\n", lineno, err.msg);
+            rc = 1;
+        } else {
+            print_text_line(text, tlen);
+        }
         cllm_free_buffer(text); free(ids);
         cJSON_Delete(in);
         if (rc) break;
@@ -1664,8 +1686,10 @@ static int train_config_of(const flags *fl, cllm_train_config *c, int *use_lora,
     lc->seed = c->seed;
     lc->dropout = flag_number(fl, "--lora-dropout");
     if (flag_given(fl, "--lora-dropout") && lc->dropout == 0) lc->dropout = -1;     /* an explicit 0 means none */
-    if (flag_given(fl, "--lora-targets") && cllm_lora_parse_targets(flag_text(fl, "--lora-targets"), &lc->targets, &err) != CLLM_OK)
+    if (flag_given(fl, "--lora-targets") &&
+        cllm_lora_parse_targets(flag_text(fl, "--lora-targets"), &lc->targets, &err) != CLLM_OK) {
         return !flags_fail(fl->cmd, "--lora-targets: %s", err.msg);
+    }
     return 1;
 }
 
@@ -1703,7 +1727,8 @@ static int cmd_sft(int argc, char **argv) {
     rc = 1;
     memset(&tok, 0, sizeof tok); memset(&m, 0, sizeof m); memset(&lora, 0, sizeof lora); memset(&rows, 0, sizeof rows);
     if (cllm_tokenizer_load(&tok, cfg.tokenizer_dir, &err) != CLLM_OK ||
-        cllm_sft_data_load(&rows, &tok, flag_text(&fl, "--data"), (int)flag_number(&fl, "--max-length"), &err) != CLLM_OK ||
+        cllm_sft_data_load(&rows, &tok, flag_text(&fl, "--data"), (int)flag_number(&fl, "--max-length"),
+                           &err) != CLLM_OK ||
         cllm_model_load(&m, cfg.model_dir, &err) != CLLM_OK ||
         (use_lora && cllm_lora_init(&lora, &m, &lcfg, &err) != CLLM_OK)) fail(&err);
     else {
@@ -1732,8 +1757,8 @@ static const flag_spec dpo_own_flags[] = {
       .help = "reference logps computed once, into DIR/pairs_ref.jsonl (TRL's precompute_ref_log_probs)" },
     { .name = "--loss", .type = FLAG_CHOICE, .choices = "sigmoid|robust|hinge|ipo", .metavar = "L", .def = "sigmoid",
       .help = "the DPO loss (sigmoid with --label-smoothing is cDPO)" },
-    { .name = "--beta", .type = FLAG_REAL, .metavar = "B", .min = 0, .max = 1e9, .lower = FLAG_MIN_OPEN, .def_note = "0.1",
-      .help = "DPO's beta" },
+    { .name = "--beta", .type = FLAG_REAL, .metavar = "B", .min = 0, .max = 1e9, .lower = FLAG_MIN_OPEN,
+      .def_note = "0.1", .help = "DPO's beta" },
     { .name = "--label-smoothing", .type = FLAG_REAL, .metavar = "E", .min = 0, .max = 0.5, .def = "0",
       .help = "the probability that a label is flipped (cDPO, robust)" },
     { .name = "--reference-free", .type = FLAG_SWITCH,
@@ -1832,8 +1857,8 @@ static const flag_spec online_flags[] = {
       .help = "the prompts: records or a prompts file (data_fmt/train_prompts.md); or --tasks" },
     { .name = "--tasks", .type = FLAG_IN_FILE, .metavar = "TASKS.jsonl",
       .help = "tasks whose simulated openings are the prompts, cached in DIR/prompts.jsonl (data_fmt/task.md)" },
-    { .name = "--ref", .type = FLAG_IN_DIR, .metavar = "DIR", .def_note = "a frozen copy of --model; with LoRA the base",
-      .help = "the reference model" },
+    { .name = "--ref", .type = FLAG_IN_DIR, .metavar = "DIR",
+      .def_note = "a frozen copy of --model; with LoRA the base", .help = "the reference model" },
     { .name = "--metrics-file", .type = FLAG_RUN_LOG, .metavar = "PATH", .def_note = "DIR/metrics.jsonl",
       .help = "one JSON line per step (data_fmt/train_online.md); --metrics names the reward's metrics" },
     { .name = "--system", .type = FLAG_TEXT, .metavar = "TEXT", .def_note = "none",
@@ -1922,7 +1947,9 @@ static int online_setup(online_run *o, int need_ref) {
     o->rollout.system_prompt = flag_text(fl, "--system");
     o->rollout.logprob_tol = flag_number(fl, "--logprob-tol");
     if (flag_given(fl, "--logprob-tol") && o->rollout.logprob_tol == 0) o->rollout.logprob_tol = -1;      /* no check */
-    if (cllm_local_lm_load(&o->sd.lm[1], dir, &err) != CLLM_OK || !make_user_side(&o->sd, fl, NULL, &err)) return fail(&err);
+    if (cllm_local_lm_load(&o->sd.lm[1], dir, &err) != CLLM_OK || !make_user_side(&o->sd, fl, NULL, &err)) {
+        return fail(&err);
+    }
     local_assistant_side(&o->sd, &o->sd.lm[1], fl);
     if (!make_metric_set(&o->ms, fl, &o->sd, "--tokenizer", &err)) return fail(&err);
     mr_config_of(&o->mr, fl, &o->ms);
@@ -1931,8 +1958,10 @@ static int online_setup(online_run *o, int need_ref) {
     memset(&pc, 0, sizeof pc);
     pc.task_desc = flag_text(fl, "--task-desc");
     pc.show_reference = flag_on(fl, "--show-reference");
-    if (flag_given(fl, "--prompts") && cllm_online_prompts_read(&o->prompts, flag_text(fl, "--prompts"), &pc, &err) != CLLM_OK)
+    if (flag_given(fl, "--prompts") &&
+        cllm_online_prompts_read(&o->prompts, flag_text(fl, "--prompts"), &pc, &err) != CLLM_OK) {
         return fail(&err);
+    }
     if (flag_given(fl, "--tasks")) {
         char cache[4096];
         snprintf(cache, sizeof cache, "%s/prompts.jsonl", flag_text(fl, "--out"));    /* the openings, simulated once */
@@ -1950,8 +1979,8 @@ static int online_setup(online_run *o, int need_ref) {
 static cllm_model *online_ref(online_run *o) { return o->ref.params_memory ? &o->ref : NULL; }
 
 static const flag_spec online_dpo_own_flags[] = {
-    { .name = "--beta", .type = FLAG_REAL, .metavar = "B", .min = 0, .max = 1e9, .lower = FLAG_MIN_OPEN, .def_note = "0.1",
-      .help = "DPO's beta" },
+    { .name = "--beta", .type = FLAG_REAL, .metavar = "B", .min = 0, .max = 1e9, .lower = FLAG_MIN_OPEN,
+      .def_note = "0.1", .help = "DPO's beta" },
     { .name = "--loss", .type = FLAG_CHOICE, .choices = "sigmoid|ipo", .metavar = "L", .def = "sigmoid",
       .help = "the DPO loss on summed log-probs" },
     { .name = "--rpo-alpha", .type = FLAG_REAL, .metavar = "A", .min = 0, .max = 1e9, .def_note = "off",
@@ -2078,8 +2107,8 @@ static const flag_spec grpo_own_flags[] = {
       .help = "responses per prompt (a group)" },
     { .name = "--beta", .type = FLAG_REAL, .metavar = "B", .min = 0, .max = 1e6, .def = "0",
       .help = "weight of the k3 KL term (> 0 needs a reference)" },
-    { .name = "--epsilon", .type = FLAG_REAL, .metavar = "E", .min = 0, .max = 1, .lower = FLAG_MIN_OPEN, .def_note = "0.2",
-      .help = "the ratio's clip range below" },
+    { .name = "--epsilon", .type = FLAG_REAL, .metavar = "E", .min = 0, .max = 1, .lower = FLAG_MIN_OPEN,
+      .def_note = "0.2", .help = "the ratio's clip range below" },
     { .name = "--epsilon-high", .type = FLAG_REAL, .metavar = "E", .min = 0, .max = 1e6, .lower = FLAG_MIN_OPEN,
       .def_note = "--epsilon", .help = "the ratio's clip range above (DAPO's clip-higher)" },
     { .name = "--no-scale-rewards", .type = FLAG_SWITCH,
@@ -2263,7 +2292,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     for (i = 0; i < N_COMMANDS; i++) {
-        if (strcmp(argv[1], commands[i].cmd->program + strlen("collabllm ")) == 0) return commands[i].fn(argc - 2, argv + 2);
+        const char *name = commands[i].cmd->program + strlen("collabllm ");
+        if (strcmp(argv[1], name) == 0) return commands[i].fn(argc - 2, argv + 2);
     }
     fprintf(stderr, "collabllm: unknown command '%s'\n\n", argv[1]);
     list_commands(stderr);

@@ -607,7 +607,9 @@ static int demo_flags_read(int argc, char **argv, int *status) {
         !(real.model_dir && real.train && real.test && real.user_model))
         return !flags_fail(fl.cmd, "the real mode needs --model, --tasks, --test-tasks and --user-model together");
     for (i = 0; i < sizeof real_only / sizeof real_only[0] && !real.model_dir; i++) {
-        if (flag_given(&fl, real_only[i])) return !flags_fail(fl.cmd, "%s applies to the real mode (--model)", real_only[i]);
+        if (flag_given(&fl, real_only[i])) {
+            return !flags_fail(fl.cmd, "%s applies to the real mode (--model)", real_only[i]);
+        }
     }
     real.judge_model = flag_text(&fl, "--judge-model");
     real.base_url = flag_text(&fl, "--base-url");

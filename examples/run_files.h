@@ -319,8 +319,9 @@ static int run_files__matches(const run_files *rf, const cJSON *old, const cJSON
                     const cJSON *pi = cJSON_GetObjectItemCaseSensitive(is, "path");
                     if (strcmp(run_files__input_identity(was), run_files__input_identity(is)) == 0) continue;
                     if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(is, "fnv1a64"))) {
-                        flags_refuse(rf->fl->cmd, "%s %s cannot be resumed: the contents of %s %s differ from the file "
-                                     "the run started with (%s); resume with that file, or pass --overwrite to start over",
+                        flags_refuse(rf->fl->cmd, "%s %s cannot be resumed: the contents of %s %s differ from the "
+                                     "file the run started with (%s); resume with that file, or pass --overwrite to "
+                                     "start over",
                                      what, rf->run_path, item->string, cJSON_IsString(pi) ? pi->valuestring : "?",
                                      cJSON_IsString(pw) ? pw->valuestring : "?");
                         return 0;
@@ -389,7 +390,8 @@ static int run_files__check_overlaps(const run_files *rf) {
                 return 0;
             }
             if (same) {
-                flags_refuse(fl->cmd, "%s and %s name the same file %s; give each its own", out->name, other->name, out_path);
+                flags_refuse(fl->cmd, "%s and %s name the same file %s; give each its own", out->name, other->name,
+                             out_path);
                 return 0;
             }
             if (run_files__is_input(other->type) && run_files__is_dir_output(out->type) &&
@@ -409,8 +411,8 @@ static int run_files__check_overlaps(const run_files *rf) {
                 char in_real[RUN_FILES_PATH];
                 if (!run_files__is_input(in->type) || !in_path || !run_files__resolve(in_path, in_real)) continue;
                 if (strcmp(in_real, sidecar_real) == 0) {
-                    flags_refuse(fl->cmd, "%s %s is where %s %s keeps its sidecar; choose another %s", in->name, in_path,
-                               out->name, out_path, out->name);
+                    flags_refuse(fl->cmd, "%s %s is where %s %s keeps its sidecar; choose another %s", in->name,
+                                 in_path, out->name, out_path, out->name);
                     return 0;
                 }
             }
@@ -522,7 +524,8 @@ static int run_files__check_existing(run_files *rf) {
         logged = cJSON_GetObjectItemCaseSensitive(logs, s->name);
         if (s->type == FLAG_RUN_LOG && rf->resuming && cJSON_IsString(logged) && run_files__resolve(path, resolved) &&
             strcmp(logged->valuestring, resolved) == 0) continue;
-        flags_refuse(fl->cmd, "%s %s exists: choose another %s, or pass --overwrite to replace it", s->name, path, s->name);
+        flags_refuse(fl->cmd, "%s %s exists: choose another %s, or pass --overwrite to replace it", s->name, path,
+                     s->name);
         cJSON_Delete(logs);
         return 0;
 #else
@@ -568,7 +571,8 @@ static inline int run_files_prepare(run_files *rf, const flags *fl) {
         if ((s->type == FLAG_RUN_FILE || s->type == FLAG_RUN_DIR) && flag_text(fl, s->name)) {
             rf->run = s;
             rf->run_path = flag_text(fl, s->name);
-            snprintf(rf->sidecar, sizeof rf->sidecar, s->type == FLAG_RUN_DIR ? "%s/meta.json" : "%s.meta.json", rf->run_path);
+            snprintf(rf->sidecar, sizeof rf->sidecar, s->type == FLAG_RUN_DIR ? "%s/meta.json" : "%s.meta.json",
+                     rf->run_path);
         }
     }
     if (!run_files__check_inputs(rf)) return 2;
@@ -589,8 +593,10 @@ static inline int run_files_prepare(run_files *rf, const flags *fl) {
 #if defined(RUN_FILES_POSIX)
         struct stat st;
         if (stat(rf->run_path, &st) == 0) {
-            if (S_ISDIR(st.st_mode) && !run_files__dir_is_empty(rf->run_path, NULL, 0) && !run_files__remove_tree(rf->run_path)) {
-                fprintf(stderr, "%s: cannot remove the old run %s (%s)\n", fl->cmd->program, rf->run_path, strerror(errno));
+            int empty = S_ISDIR(st.st_mode) && run_files__dir_is_empty(rf->run_path, NULL, 0);
+            if (S_ISDIR(st.st_mode) && !empty && !run_files__remove_tree(rf->run_path)) {
+                fprintf(stderr, "%s: cannot remove the old run %s (%s)\n", fl->cmd->program, rf->run_path,
+                        strerror(errno));
                 return 1;
             }
             if (!S_ISDIR(st.st_mode) && unlink(rf->run_path) != 0) {
@@ -612,7 +618,8 @@ static inline int run_files_prepare(run_files *rf, const flags *fl) {
         ok = text && cllm_write_file_atomic(rf->sidecar, text, strlen(text), &err) == CLLM_OK;
         cJSON_free(text);
         if (!ok) {
-            fprintf(stderr, "%s: cannot write %s: %s\n", fl->cmd->program, rf->sidecar, text ? err.msg : "out of memory");
+            fprintf(stderr, "%s: cannot write %s: %s\n", fl->cmd->program, rf->sidecar,
+                    text ? err.msg : "out of memory");
             return 1;
         }
         rf->wrote_sidecar = 1;
@@ -626,7 +633,9 @@ static inline void run_files_end(const run_files *rf, int failed) {
 #if defined(RUN_FILES_POSIX)
     struct stat st;
     if (!failed) return;
-    if (rf->made_out_dir[0] && run_files__dir_is_empty(rf->made_out_dir, NULL, 1)) run_files__remove_tree(rf->made_out_dir);
+    if (rf->made_out_dir[0] && run_files__dir_is_empty(rf->made_out_dir, NULL, 1)) {
+        run_files__remove_tree(rf->made_out_dir);
+    }
     if (!rf->wrote_sidecar) return;
     if (rf->run->type == FLAG_RUN_FILE) {
         if (stat(rf->run_path, &st) == 0 && st.st_size > 0) return;

@@ -18,7 +18,8 @@ mkdir -p "$in" "$out"
 model=tests/data/train/tiny_qwen2
 tokdir=tests/data/tokenizers/qwen2_style
 n=0; fails=0
-commands="dump generate-ids ref simulate tokenize detokenize render mr generate-data build-pairs eval generate sft dpo online-dpo ppo grpo"
+commands="dump generate-ids ref simulate tokenize detokenize render mr generate-data build-pairs eval generate sft dpo
+          online-dpo ppo grpo"
 
 # ---- the inputs: copies of the documented examples, and fixtures that must survive every case --
 cp data_fmt/task.example.jsonl "$in/tasks.jsonl"
@@ -36,7 +37,8 @@ printf '[{"role": "user", "content": "caf\351"}]\n' > "$in/latin1.json"         
 printf '{"single_turn_prompt": "caf\351"}\n' > "$in/tasks_latin1.jsonl"
 printf '[{"role": "user", "content": "hi"}]\n[{"role": "robot", "content": "hi"}]\n' > "$in/bad_role.jsonl"
 printf '{"single_turn_prompt": "order a coffee", "candidates": ["what size ?"]}\n' > "$in/mr_no_history.jsonl"
-printf '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "caf\351"}]}\n' > "$in/sft_latin1.jsonl"
+printf '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "caf\351"}]}\n' \
+    > "$in/sft_latin1.jsonl"
 # a finished sft run, and a generate-data output whose sidecar has other settings
 "$tool" sft --model $model --tokenizer $tokdir --data "$in/sft.jsonl" --out "$in/sft_run" --max-steps 1 \
     --batch-size 2 --quiet 2>"$tmp/setup.err" || { echo "  FAIL setup: sft run"; cat "$tmp/setup.err"; exit 1; }
@@ -84,7 +86,10 @@ t() {
     [ "$rc" = "$want" ] || problem="exit $rc, expected $want"
     has "$where" "$frag" || problem="$problem; no \"$frag\" in its output"
     [ "$want" = 0 ] && [ -s "$tmp/stderr" ] && problem="$problem; it also wrote to stderr"
-    untouched || { problem="$problem; AN INPUT CHANGED"; baseline=$(sums); baseline_names=$(names); touch "$tmp/stamp"; }
+    if ! untouched; then
+        problem="$problem; AN INPUT CHANGED"
+        baseline=$(sums); baseline_names=$(names); touch "$tmp/stamp"
+    fi
     if [ -n "$problem" ]; then
         fails=$((fails+1))
         echo "  FAIL $*"
@@ -120,7 +125,9 @@ t 1 "unknown name 'nope'" "$tool" ref nope
 for c in $commands; do
     "$tool" $c --help > "$tmp/help.txt"
     n=$((n+1))
-    grep -q "data_fmt/[a-z_-]*\.md" "$tmp/help.txt" || { fails=$((fails+1)); echo "  FAIL $c --help names no data_fmt page"; }
+    if ! grep -q "data_fmt/[a-z_-]*\.md" "$tmp/help.txt"; then
+        fails=$((fails+1)); echo "  FAIL $c --help names no data_fmt page"
+    fi
 done
 for c in mr:mr.md generate-data:records.md generate-data:meta.md simulate:conversation.md build-pairs:sft.md \
          build-pairs:dpo.md eval:eval.md dump:dump.md sft:train.md dpo:dpo.md ppo:train_online.md ppo:train_prompts.md \
@@ -172,10 +179,12 @@ for c in $commands; do
     n=$((n+1))
     [ "$(sums)" = "$baseline" ] || { fails=$((fails+1)); echo "  FAIL $c: an input changed (checksum)"; }
 done
-n_numeric=$(for c in $commands; do "$tool" $c --help | grep -c '; \(an integer\|a number\)'; done | awk '{ s += $1 } END { print s }')
+n_numeric=$(for c in $commands; do "$tool" $c --help | grep -c '; \(an integer\|a number\)'; done |
+            awk '{ s += $1 } END { print s }')
 
 # ---- the examples of issue 14 -------------------------------------------------------------------------
-t 2 "unknown flag --grad (did you mean --grads?)" "$tool" dump --model $model --input "$in/rows.jsonl" --out "$out/d" --grad
+t 2 "unknown flag --grad (did you mean --grads?)" \
+    "$tool" dump --model $model --input "$in/rows.jsonl" --out "$out/d" --grad
 t 2 "--out needs a value (OUT.safetensors) but is followed by the flag --input" \
     "$tool" dump --model $model --out --input "$in/rows.jsonl"
 absent "$out/--input" "dump --out --input"
@@ -194,9 +203,11 @@ t 2 "--limit: '0' is not an integer in [1, 1000000000]" "$tool" eval --limit 0
 t 2 "--lambda: '-3' is not a number in [0, 1000000]" "$tool" mr --lambda -3
 t 2 "--metrics: the weight of token_amount, 'abc', is not a number" \
     "$tool" mr --input "$in/mr.jsonl" --user-model u --assistant-model a --metrics token_amount:abc
-t 2 "--metrics: unknown metric 'speed'" "$tool" mr --input "$in/mr.jsonl" --user-model u --assistant-model a --metrics speed:1
+t 2 "--metrics: unknown metric 'speed'" \
+    "$tool" mr --input "$in/mr.jsonl" --user-model u --assistant-model a --metrics speed:1
 t 2 "needs an LLM judge: give --judge-model" "$tool" mr --input "$in/mr.jsonl" --user-model u --assistant-model a
-t 2 "--min-gap: 'abc' is not a number >= 0" "$tool" build-pairs --records "$in/records.jsonl" --sft "$out/s.jsonl" --min-gap abc
+t 2 "--min-gap: 'abc' is not a number >= 0" \
+    "$tool" build-pairs --records "$in/records.jsonl" --sft "$out/s.jsonl" --min-gap abc
 t 2 "--n: '1.5' is not an integer in [1, 65536]" "$tool" generate-ids --model $model --prompt-ids 1,2 --n 1.5
 t 2 "--prompt-ids: '1,x' is not a comma-separated list" "$tool" generate-ids --model $model --prompt-ids 1,x
 t 2 "--shard: '4/4' is not I/N" "$tool" generate-data --tasks "$in/tasks.jsonl" --out "$out/r.jsonl" --user-model u \
@@ -228,7 +239,8 @@ t 2 "--sft $in/records.jsonl is the same file as the input --records" \
     "$tool" build-pairs --records "$in/records.jsonl" --sft "$in/records.jsonl"
 t 2 "is the same file as the input --records" \
     "$tool" build-pairs --records "$in/records.jsonl" --dpo "$in/records_link.jsonl" --overwrite
-t 2 "--sft and --dpo name the same file" "$tool" build-pairs --records "$in/records.jsonl" --sft "$out/x.jsonl" --dpo "$out/x.jsonl"
+t 2 "--sft and --dpo name the same file" \
+    "$tool" build-pairs --records "$in/records.jsonl" --sft "$out/x.jsonl" --dpo "$out/x.jsonl"
 t 2 "--sft $in/sft.jsonl exists: choose another --sft, or pass --overwrite" \
     "$tool" build-pairs --records "$in/records.jsonl" --sft "$in/sft.jsonl"
 t 2 "give --sft and/or --dpo" "$tool" build-pairs --records "$in/records.jsonl"
@@ -250,7 +262,8 @@ t 2 "is a file; expected a directory" "$tool" sft --model $model --data "$in/sft
 
 # ---- resuming only what this command wrote ------------------------------------------------------------
 common_sft="--model $model --tokenizer $tokdir --data $in/sft.jsonl --max-steps 1 --batch-size 2 --quiet"
-t 2 "--out $in/sft_run already holds a run of \`collabllm sft\`: pass --resume" "$tool" sft $common_sft --out "$in/sft_run"
+t 2 "--out $in/sft_run already holds a run of \`collabllm sft\`: pass --resume" \
+    "$tool" sft $common_sft --out "$in/sft_run"
 t 2 "holds the output of \`collabllm sft\`, not of \`collabllm dpo\`" "$tool" dpo --model $model --tokenizer $tokdir \
     --data "$in/pairs.jsonl" --out "$in/sft_run" --resume
 t 2 "it was started with --max-steps 1, and this run has --max-steps 2" "$tool" sft --model $model --tokenizer $tokdir \
@@ -261,8 +274,10 @@ t 2 "was not written by \`collabllm sft\`" "$tool" sft $common_sft --out "$in/fo
 t 2 "holds no collabllm run" "$tool" sft $common_sft --out "$in/foreign_dir" --overwrite
 t 2 "--out $in/foreign_dir exists: choose another --out" "$tool" sft $common_sft --out "$in/foreign_dir"
 t 2 "--resume and --overwrite exclude each other" "$tool" sft $common_sft --out "$in/sft_run" --resume --overwrite
-common_gen="--tasks $in/tasks.jsonl --user-model u --assistant-model a --metrics token_amount --base-url http://127.0.0.1:9/v1"
-t 2 "--out $in/sft.jsonl exists: choose another --out, or pass --overwrite" "$tool" generate-data $common_gen --out "$in/sft.jsonl"
+common_gen="--tasks $in/tasks.jsonl --user-model u --assistant-model a --metrics token_amount
+            --base-url http://127.0.0.1:9/v1"
+t 2 "--out $in/sft.jsonl exists: choose another --out, or pass --overwrite" \
+    "$tool" generate-data $common_gen --out "$in/sft.jsonl"
 t 2 "was not written by \`collabllm generate-data\` (it has no $in/sft.jsonl.meta.json)" \
     "$tool" generate-data $common_gen --out "$in/sft.jsonl" --resume
 t 2 "already holds a run of \`collabllm generate-data\`" "$tool" generate-data $common_gen --out "$in/gen.jsonl"
@@ -271,7 +286,8 @@ t 2 "it was started with --candidates 3, and this run has --candidates 2" "$tool
 t 0 "--resume" "$tool" sft --help
 
 # a run that fails leaves no empty directory or sidecar behind
-t 1 "$in/empty.jsonl: no rows" "$tool" sft --model $model --tokenizer $tokdir --data "$in/empty.jsonl" --out "$out/failed_run"
+t 1 "$in/empty.jsonl: no rows" \
+    "$tool" sft --model $model --tokenizer $tokdir --data "$in/empty.jsonl" --out "$out/failed_run"
 absent "$out/failed_run" "a failed sft run"
 t 1 "Couldn't connect" "$tool" generate-data $common_gen --out "$out/failed.jsonl" --retries 0 --max-turns 1
 absent "$out/failed.jsonl.meta.json" "a failed generate-data run"
@@ -280,30 +296,38 @@ t 1 "no tasks" "$tool" ppo --model "$chat_model" --out "$out/failed_ppo" --tasks
 absent "$out/failed_ppo" "a failed ppo run"
 
 # ---- messages: directories, empty files, UTF-8, file:line and the field ----------------------------------
-t 2 "--records: $in/adir is a directory; expected a JSONL file" "$tool" build-pairs --records "$in/adir" --sft "$out/a.jsonl"
+t 2 "--records: $in/adir is a directory; expected a JSONL file" \
+    "$tool" build-pairs --records "$in/adir" --sft "$out/a.jsonl"
 t 2 "--tasks: $in/adir is a directory; expected a JSONL file" "$tool" simulate --tasks "$in/adir" --out "$out/a.jsonl" \
     --user-model u --assistant-model a
 t 2 "--data: $in/adir is a directory; expected a JSONL file" "$tool" sft --model $model --data "$in/adir" --out "$out/a"
 t 2 "--messages: $in/adir is a directory; expected a JSON file" "$tool" render --tokenizer $tokdir --messages "$in/adir"
-t 2 "--input: $in/adir is a directory; expected a JSONL file" "$tool" dump --model $model --input "$in/adir" --out "$out/a"
+t 2 "--input: $in/adir is a directory; expected a JSONL file" \
+    "$tool" dump --model $model --input "$in/adir" --out "$out/a"
 t 2 "--model: $in/sft.jsonl is not a directory" "$tool" generate --model "$in/sft.jsonl" --messages "$in/convs.json"
 t 2 "--prompts: $in/nothing.jsonl: No such file or directory" "$tool" grpo --model $model --out "$out/a" \
     --prompts "$in/nothing.jsonl" --user-model u --metrics token_amount
 t 1 "$in/empty.jsonl: no records" "$tool" build-pairs --records "$in/empty.jsonl" --sft "$out/e.jsonl"
 absent "$out/e.jsonl" "build-pairs on an empty file"
-t 1 "$in/empty.jsonl: no tasks" "$tool" simulate --tasks "$in/empty.jsonl" --out "$out/e.jsonl" --user-model u --assistant-model a
+t 1 "$in/empty.jsonl: no tasks" \
+    "$tool" simulate --tasks "$in/empty.jsonl" --out "$out/e.jsonl" --user-model u --assistant-model a
 t 1 "$in/empty.jsonl is empty; expected JSON" "$tool" render --tokenizer $tokdir --messages "$in/empty.jsonl"
 t 1 "$in/empty.jsonl: no rows" "$tool" dump --model $model --input "$in/empty.jsonl" --out "$out/e.safetensors"
-t 1 "$in/latin1.json:1: not valid UTF-8 at byte 34 of the line" "$tool" render --tokenizer $tokdir --messages "$in/latin1.json"
-t 1 "$in/tasks_latin1.jsonl:1: not valid UTF-8 at byte 28 of the line" "$tool" simulate --tasks "$in/tasks_latin1.jsonl" \
+t 1 "$in/latin1.json:1: not valid UTF-8 at byte 34 of the line" \
+    "$tool" render --tokenizer $tokdir --messages "$in/latin1.json"
+t 1 "$in/tasks_latin1.jsonl:1: not valid UTF-8 at byte 28 of the line" \
+    "$tool" simulate --tasks "$in/tasks_latin1.jsonl" \
     --out "$out/e.jsonl" --user-model u --assistant-model a
 t 1 "$in/sft_latin1.jsonl:1: not valid UTF-8 at byte 87 of the line" "$tool" sft --model $model --tokenizer $tokdir \
     --data "$in/sft_latin1.jsonl" --out "$out/e"
-t 1 "$in/bad_role.jsonl:2: messages[0]: \"role\" must be" "$tool" render --tokenizer $tokdir --messages "$in/bad_role.jsonl"
-t 1 "$in/mr_no_history.jsonl:1: \"history\" must be a list" "$tool" mr --input "$in/mr_no_history.jsonl" --user-model u \
+t 1 "$in/bad_role.jsonl:2: messages[0]: \"role\" must be" \
+    "$tool" render --tokenizer $tokdir --messages "$in/bad_role.jsonl"
+t 1 "$in/mr_no_history.jsonl:1: \"history\" must be a list" \
+    "$tool" mr --input "$in/mr_no_history.jsonl" --user-model u \
     --assistant-model a --metrics token_amount
 printf '{"text": "caf\351"}\n' > "$tmp/latin1_text.jsonl"
-t 1 "stdin line 1: not valid UTF-8 at byte 14 of the line" sh -c "'$tool' tokenize --tokenizer $tokdir < '$tmp/latin1_text.jsonl'"
+t 1 "stdin line 1: not valid UTF-8 at byte 14 of the line" \
+    sh -c "'$tool' tokenize --tokenizer $tokdir < '$tmp/latin1_text.jsonl'"
 n=$((n+1))                                              # no message starts with a function name
 if grep -n '"cllm_[a-z_0-9]*: ' collabllm.h; then fails=$((fails+1)); echo "  FAIL messages that name a function"; fi
 
@@ -316,7 +340,10 @@ t 2 "--seed is given twice" "$build/cllm_demo" --seed 1 --seed 2 --out "$out/dem
 t 2 "--out $in/foreign_dir exists" "$build/cllm_demo" --out "$in/foreign_dir"
 if [ -x "$build/bench" ]; then
     t 0 "usage: bench" "$build/bench" --help
-    [ -s "$tmp/stdout" ] && ! grep -q "collabllm.h bench:" "$tmp/stdout" || { fails=$((fails+1)); echo "  FAIL bench --help ran the benchmark"; }
+    n=$((n+1))
+    if grep -q "collabllm.h bench:" "$tmp/stdout"; then
+        fails=$((fails+1)); echo "  FAIL bench --help ran the benchmark"
+    fi
     t 0 "usage: bench" "$build/bench" -h --matmul 0
     t 2 "--no-mr is given twice" "$build/bench" --matmul 0 --no-mr --no-mr
     t 2 "--preset: no preset 'nope'" "$build/bench" --preset nope --no-mr
@@ -326,5 +353,6 @@ else
     echo "  skip: $build/bench is built by the fast-path build only"
 fi
 
-echo "test_cli: $n cases ($n_numeric numeric flags over 17 commands), $fails failed -> $( [ $fails = 0 ] && echo all OK || echo FAIL)"
+verdict=FAIL; [ $fails = 0 ] && verdict="all OK"
+echo "test_cli: $n cases ($n_numeric numeric flags over 17 commands), $fails failed -> $verdict"
 [ $fails = 0 ]

@@ -83,28 +83,30 @@ int main(void) {
         cllm_err err;
         snprintf(cmd, sizeof cmd, "%s.meta.json", path);
         check_true("the sidecar RECORDS.jsonl.meta.json names the command (data_fmt/meta.md)",
-                   cllm_read_file(cmd, &before, &n_before, &err) == CLLM_OK && strstr(before, "\"collabllm generate-data\"") &&
-                   strstr(before, "\"fingerprint\""));
+                   cllm_read_file(cmd, &before, &n_before, &err) == CLLM_OK &&
+                   strstr(before, "\"collabllm generate-data\"") && strstr(before, "\"fingerprint\""));
         cllm_free_buffer(before);
         cllm_read_file(path, &before, &n_before, &err);
-        snprintf(cmd, sizeof cmd, "%s/collabllm generate-data %s --out %s --candidates 2 --samples 2 --max-turns 3 2>/dev/null",
-                 build, common, path);
-        check_true("generate-data into its own finished output without --resume: refused (exit 2)", WEXITSTATUS(system(cmd)) == 2);
-        snprintf(cmd, sizeof cmd, "%s/collabllm generate-data %s --out %s --candidates 2 --samples 2 --max-turns 3 --resume "
-                 "--concurrency 4 2>%s/tmp_pipe_resume.txt", build, common, path, build);
+        snprintf(cmd, sizeof cmd, "%s/collabllm generate-data %s --out %s --candidates 2 --samples 2 --max-turns 3 "
+                 "2>/dev/null", build, common, path);
+        check_true("generate-data into its own finished output without --resume: refused (exit 2)",
+                   WEXITSTATUS(system(cmd)) == 2);
+        snprintf(cmd, sizeof cmd, "%s/collabllm generate-data %s --out %s --candidates 2 --samples 2 --max-turns 3 "
+                 "--resume --concurrency 4 2>%s/tmp_pipe_resume.txt", build, common, path, build);
         check_true("with --resume (and another --concurrency, a runtime flag): exit 0", system(cmd) == 0);
         cllm_read_file(path, &after, &n_after, &err);
         check_true("  nothing was redone: the records are byte-identical", before && after && n_before == n_after &&
                    memcmp(before, after, n_before) == 0);
         cllm_free_buffer(before);
         cllm_free_buffer(after);
-        snprintf(cmd, sizeof cmd, "%s/collabllm generate-data %s --out %s --candidates 3 --samples 2 --max-turns 3 --resume "
-                 "2>%s/tmp_pipe_resume.txt", build, common, path, build);
+        snprintf(cmd, sizeof cmd, "%s/collabllm generate-data %s --out %s --candidates 3 --samples 2 --max-turns 3 "
+                 "--resume 2>%s/tmp_pipe_resume.txt", build, common, path, build);
         check_true("with --resume and another --candidates: refused (exit 2)", WEXITSTATUS(system(cmd)) == 2);
     }
 
     printf("-- build-pairs\n");
-    snprintf(cmd, sizeof cmd, "%s/collabllm build-pairs --records %s --sft %s/tmp_pipe_sft.jsonl --dpo %s/tmp_pipe_dpo.jsonl --overwrite", build, path, build, build);
+    snprintf(cmd, sizeof cmd, "%s/collabllm build-pairs --records %s --sft %s/tmp_pipe_sft.jsonl --dpo %s/tmp_pipe_dpo.jsonl "
+             "--overwrite", build, path, build, build);
     check_true("build-pairs exits 0", system(cmd) == 0);
     snprintf(path, sizeof path, "%s/tmp_pipe_dpo.jsonl", build);
     {
@@ -118,7 +120,8 @@ int main(void) {
 
     printf("-- eval\n");
     asst_calls = 0;   /* the first reply asks */
-    snprintf(cmd, sizeof cmd, "%s/collabllm eval %s --details %s/tmp_pipe_eval.jsonl --summary %s/tmp_pipe_summary.json --overwrite", build, common, build, build);
+    snprintf(cmd, sizeof cmd, "%s/collabllm eval %s --details %s/tmp_pipe_eval.jsonl --summary %s/tmp_pipe_summary.json "
+             "--overwrite", build, common, build, build);
     check_true("eval exits 0", system(cmd) == 0);
     snprintf(path, sizeof path, "%s/tmp_pipe_summary.json", build);
     {
