@@ -119,26 +119,29 @@ typedef enum flags_status {
 
 /* ---- messages ----------------------------------------------------------------------------- */
 
-/* "PROGRAM: message" on stderr and a pointer to the usage; returns 2, the exit status of a bad
-   command line. */
+/* "PROGRAM: message" on stderr, then (hint) a pointer to the usage. */
+static void flags__say(const flag_command *cmd, int hint, const char *fmt, va_list ap) {
+    fprintf(stderr, "%s: ", cmd->program);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    if (hint) fprintf(stderr, "(`%s --help` lists the flags)\n", cmd->program);
+}
+
+/* A bad command line: the message and a pointer to the usage; returns 2, its exit status. */
 static inline int flags_fail(const flag_command *cmd, const char *fmt, ...) {
     va_list ap;
-    fprintf(stderr, "%s: ", cmd->program);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    flags__say(cmd, 1, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n(`%s --help` lists the flags)\n", cmd->program);
     return 2;
 }
 
 /* The same for a refusal whose message already says what to do (no pointer to the usage). */
 static inline int flags_refuse(const flag_command *cmd, const char *fmt, ...) {
     va_list ap;
-    fprintf(stderr, "%s: ", cmd->program);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    flags__say(cmd, 0, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
     return 2;
 }
 
