@@ -212,14 +212,14 @@ static int flags__distance(const char *a, const char *b) {
 /* The declared flag nearest to an unknown name (a typo or a prefix), or NULL. */
 static const char *flags__suggest(const flag_command *cmd, const char *name) {
     const char *best = NULL;
-    int best_distance = 3;
+    int best_distance = (int)strlen(name) / 4 + 1;            /* a typo or two, not another word */
     int g;
     int i;
     for (g = 0; g < FLAGS_MAX_GROUPS && cmd->groups[g]; g++) {
         for (i = 0; i < cmd->groups[g]->n; i++) {
             const char *candidate = cmd->groups[g]->specs[i].name;
             int d = flags__distance(name, candidate);
-            if (strncmp(candidate, name, strlen(name)) == 0 && strlen(name) > 3) d = 1;
+            if (strncmp(candidate, name, strlen(name)) == 0 && strlen(name) > 4) d = 0;     /* a prefix */
             if (d < best_distance) {
                 best_distance = d;
                 best = candidate;
