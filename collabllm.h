@@ -8337,7 +8337,7 @@ CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *c
     if (d.connect_timeout_ms < 0 || d.timeout_ms < 0 || d.backoff_ms < 0 || d.backoff_max_ms < 0 || d.max_concurrency < 0 || d.max_response_bytes < 0)
         return cllm__fail(err, CLLM_ERR_ARG, "client settings: timeouts, backoff, max_concurrency and max_response_bytes must not be negative");
     if (strncmp(d.base_url, "http://", 7) != 0 && strncmp(d.base_url, "https://", 8) != 0)
-        return cllm__fail(err, CLLM_ERR_ARG, "the endpoint URL must start with http:// or https:// (got \"%.200s\")", d.base_url);
+        return cllm__fail(err, CLLM_ERR_ARG, "the base URL must start with http:// or https:// (got \"%.200s\")", d.base_url);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return cllm__fail(err, CLLM_ERR_HTTP, "libcurl failed to initialise");
 
     blen = strlen(d.base_url);

@@ -59,9 +59,9 @@ static const flag_spec task_flags[] = {
       .help = "the simulated user also sees single_turn_completion" },
 };
 
-static const flag_spec limit_flags[] = {
+static const flag_spec limit_flags[] = {       /* runtime: a resumed generate-data may go further */
     { .name = "--limit", .type = FLAG_INT, .metavar = "N", .min = 1, .max = COUNT_MAX, .def_note = "all",
-      .help = "only the first N tasks" },
+      .effect = FLAG_RUNTIME, .help = "only the first N tasks" },
 };
 
 /* The user simulator: an API model or a local model directory. */
@@ -192,8 +192,8 @@ static const flag_spec train_flags[] = {
       .help = "micro-batches per optimizer step" },
     { .name = "--max-length", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e8,
       .def_note = "1024; online-dpo 512", .help = "tokens per example at most (longer ones are truncated)" },
-    { .name = "--max-grad-norm", .type = FLAG_REAL, .metavar = "X", .min = 0, .max = FLAG_NO_MAX, .def = "1",
-      .help = "gradient clipping threshold, 0 = off" },
+    { .name = "--max-grad-norm", .type = FLAG_REAL, .metavar = "X", .min = 0, .max = FLAG_NO_MAX,
+      .def_note = "1; ppo off, as TRL", .help = "gradient clipping threshold, 0 = off" },
     { .name = "--weight-decay", .type = FLAG_REAL, .metavar = "X", .min = 0, .max = 1e3, .def = "0",
       .help = "AdamW weight decay (2-D weights)" },
     { .name = "--seed", .type = FLAG_INT, .metavar = "S", .min = 1, .max = SEED_MAX, .def_note = "42",
@@ -1663,8 +1663,8 @@ static int train_config_of(const flags *fl, cllm_train_config *c, int *use_lora,
     c->grad_accum = (int)flag_number(fl, "--grad-accum");
     c->warmup_steps = (long)flag_number(fl, "--warmup-steps");
     c->warmup_ratio = flag_number(fl, "--warmup-ratio");
-    c->max_grad_norm = flag_number(fl, "--max-grad-norm");
-    if (c->max_grad_norm == 0) c->max_grad_norm = -1;         /* as HF: 0 = no clipping */
+    c->max_grad_norm = flag_number(fl, "--max-grad-norm");                  /* absent: the trainer's default */
+    if (flag_given(fl, "--max-grad-norm") && c->max_grad_norm == 0) c->max_grad_norm = -1;   /* HF: 0 = off */
     c->adam.weight_decay = (float)flag_number(fl, "--weight-decay");
     c->seed = (uint64_t)flag_number(fl, "--seed");
     c->save_every = (long)flag_number(fl, "--save-every");

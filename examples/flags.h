@@ -171,6 +171,21 @@ static const char *flags__range(const flag_spec *s, const char *glue, char *buf,
     return buf;
 }
 
+/* The words of a choice flag as a sentence lists them: "sigmoid, robust, hinge or ipo". */
+static const char *flags__choices(const flag_spec *s, char *buf, size_t size) {
+    const char *p = s->choices;
+    size_t k = 0;
+    buf[0] = 0;
+    while (p && k < size) {
+        const char *bar = strchr(p, '|');
+        int word = bar ? (int)(bar - p) : (int)strlen(p);
+        const char *sep = p == s->choices ? "" : bar ? ", " : " or ";
+        k += (size_t)snprintf(buf + k, size - k, "%s%.*s", sep, word, p);
+        p = bar ? bar + 1 : NULL;
+    }
+    return buf;
+}
+
 /* ---- the tables ---------------------------------------------------------------------------- */
 
 static const flag_spec *flags__find(const flag_command *cmd, const char *name, size_t len) {
@@ -262,7 +277,7 @@ static int flags__check_value(const flag_command *cmd, const flag_spec *s, const
             if (word == len && strncmp(p, text, len) == 0) return 1;
             p = bar ? bar + 1 : NULL;
         }
-        flags_fail(cmd, "%s: '%s' is not one of %s", s->name, text, s->choices);
+        flags_fail(cmd, "%s: '%s' is not %s", s->name, text, flags__choices(s, range, sizeof range));
         return 0;
     }
     return 1;

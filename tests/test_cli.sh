@@ -212,7 +212,9 @@ t 2 "--n: '1.5' is not an integer in [1, 65536]" "$tool" generate-ids --model $m
 t 2 "--prompt-ids: '1,x' is not a comma-separated list" "$tool" generate-ids --model $model --prompt-ids 1,x
 t 2 "--shard: '4/4' is not I/N" "$tool" generate-data --tasks "$in/tasks.jsonl" --out "$out/r.jsonl" --user-model u \
     --assistant-model a --metrics token_amount --shard 4/4
-t 2 "--loss: 'foo' is not one of sigmoid|robust|hinge|ipo" "$tool" dpo --loss foo
+t 2 "--loss: 'foo' is not sigmoid, robust, hinge or ipo" "$tool" dpo --loss foo
+t 2 "--preset: 'maths' is not math, code or document" "$tool" mr --preset maths
+t 2 "--kl-estimator: 'k2' is not k1 or k3" "$tool" ppo --kl-estimator k2
 t 2 "--temperature: 'abc' is not a number in [0, 1000000]" "$build/chat" $model --temperature abc
 t 0 "usage: chat MODEL_DIR" "$build/chat" --help
 t 2 "missing MODEL_DIR" "$build/chat"
