@@ -262,7 +262,7 @@ static void test_bad_bodies(cllm_client *c) {
     expect_fail(c, "emptychoices", CLLM_ERR_FORMAT, 1, "no \"choices\"[0]");
     expect_fail(c, "nomessage", CLLM_ERR_FORMAT, 1, "no choices[0].message");
     expect_fail(c, "numcontent", CLLM_ERR_FORMAT, 1, "content is of the wrong type");
-    expect_fail(c, "nullcontent", CLLM_ERR_FORMAT, 1, "content is of the wrong type");
+    expect_fail(c, "nullcontent", CLLM_ERR_FORMAT, 1, "content is null");
     expect_fail(c, "err200", CLLM_ERR_HTTP, 1, "the endpoint returned an error: model is loading");
     expect_fail(c, "e400", CLLM_ERR_HTTP, 1, "HTTP 400: max_tokens is too large: 999999");
     expect_fail(c, "e404", CLLM_ERR_HTTP, 1, "HTTP 404: model 'e404' not found (check base_url");
