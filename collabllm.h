@@ -8419,49 +8419,47 @@ static size_t cllm__conv_json_bytes(const cllm_conv *c) {
 /* Text received from an endpoint as we keep it: valid UTF-8 (each invalid sequence becomes
    U+FFFD, counted in *replaced; cllm__utf8_lossy, the tokenizer's decoder too), without any API
    key (cllm__scrub), and small enough that a JSONL line holding it stays readable: written as
-   JSON it must fit in CLLM__MAX_TEXT_JSON bytes. */
+   JSON it must fit in CLLM__MAX_TEXT_JSON bytes. *text (owned, NUL-terminated) is replaced by
+   the kept text; on failure it is freed and set to NULL. */
 #define CLLM__MAX_TEXT_JSON ((size_t)CLLM_MAX_LINE_BYTES - ((size_t)1 << 20))
-static cllm_result cllm__received_text(const char *s, size_t n, char **out, size_t *replaced, cllm_err *err) {
-    cllm__buf valid, clean;
-    const char *text = s;
-    size_t len = n, run, escaped;
-    *out = NULL;
-    memset(&valid, 0, sizeof valid);
-    memset(&clean, 0, sizeof clean);
-    if (cllm__utf8_check(s, n) != n) {
-        cllm__buf_reserve(&valid, n);
-        cllm__utf8_lossy((const unsigned char *)s, n, 1, &valid, replaced);
-        text = valid.p;
-        len = valid.n;
+static cllm_result cllm__received_text(char **text, size_t *replaced, cllm_err *err) {
+    size_t n = strlen(*text), run, escaped;
+    cllm__buf out;
+    memset(&out, 0, sizeof out);
+    if (cllm__utf8_check(*text, n) != n) {
+        cllm__buf_reserve(&out, n);
+        cllm__utf8_lossy((const unsigned char *)*text, n, 1, &out, replaced);
+        if (!out.oom) {
+            CLLM_FREE(*text);
+            *text = out.p;
+            n = out.n;
+            memset(&out, 0, sizeof out);
+        }
     }
-    if (!valid.oom && cllm__secret_find(text, len, 1, &run) < len) {
-        cllm__buf_reserve(&clean, len);
-        cllm__scrub(&clean, text, len, 1);
-        text = clean.p;
-        len = clean.n;
+    if (!out.oom && cllm__secret_find(*text, n, 1, &run) < n) {
+        cllm__buf_reserve(&out, n);
+        cllm__scrub(&out, *text, n, 1);
+        if (!out.oom) {
+            CLLM_FREE(*text);
+            *text = out.p;
+            n = out.n;
+            memset(&out, 0, sizeof out);
+        }
     }
-    if (valid.oom || clean.oom) {
-        CLLM_FREE(valid.p);
-        CLLM_FREE(clean.p);
+    if (out.oom) {
+        CLLM_FREE(out.p);
+        CLLM_FREE(*text);
+        *text = NULL;
         return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     }
-    escaped = cllm__json_escaped_len(text, len);
+    escaped = cllm__json_escaped_len(*text, n);
     if (escaped > CLLM__MAX_TEXT_JSON) {
-        CLLM_FREE(valid.p);
-        CLLM_FREE(clean.p);
+        CLLM_FREE(*text);
+        *text = NULL;
         return cllm__fail(err, CLLM_ERR_LIMIT, "the text is %zu bytes, %zu as JSON (a control character takes 6), more than the %zu "
                           "a line of ours may hold (CLLM_MAX_LINE_BYTES): refused rather than written where no reader could "
                           "take it", n, escaped, CLLM__MAX_TEXT_JSON);
     }
-    if (text == clean.p) { *out = clean.p; clean.p = NULL; }
-    else if (text == valid.p) { *out = valid.p; valid.p = NULL; }
-    else if ((*out = (char *)CLLM_MALLOC(len + 1)) != NULL) {
-        memcpy(*out, text, len);
-        (*out)[len] = 0;
-    }
-    CLLM_FREE(valid.p);
-    CLLM_FREE(clean.p);
-    if (!*out) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     return CLLM_OK;
 }
 
@@ -8630,8 +8628,9 @@ static int cllm__json_number(const cJSON *v, double *out) {
    (absent, or refused with the reason in err). */
 static char *cllm__json_text(const cJSON *o, const char *key, cllm_err *err) {
     const char *s = cllm__json_str(o, key);
-    char *text = NULL;
-    if (s && cllm__received_text(s, strlen(s), &text, NULL, err) != CLLM_OK) text = NULL;
+    char *text = s ? cllm__strdup(s) : NULL;
+    if (s && !text) cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if (text) cllm__received_text(&text, NULL, err);
     return text;
 }
 
@@ -8915,8 +8914,10 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
         cJSON_Delete(again);
     }
     if (rc == CLLM_OK) {
-        if ((rc = cllm__received_text(text, strlen(text), &r->content, &replaced, &terr)) != CLLM_OK)
+        if ((rc = cllm__received_text(&text, &replaced, &terr)) != CLLM_OK)
             cllm__fail(&r->err, rc, "%s: the reply's content: %s", c->url, terr.msg);
+        r->content = text;
+        text = NULL;
         r->replaced = (int)(replaced + lone < INT_MAX ? replaced + lone : INT_MAX);
     }
     if (rc == CLLM_OK && c->cfg.reject_incomplete && strcmp(r->finish_reason, "length") == 0)
