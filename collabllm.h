@@ -85,11 +85,12 @@
       cllm_finish_reason_string() -- "eos", "stop", "length"
    Chat-completions client, user simulators and judges (OpenAI-compatible endpoints, libcurl)
       cllm_client_init()       -- base URL ($OPENAI_BASE_URL), key from an env var ($OPENAI_API_KEY), timeouts,
-                                  retries, concurrency; cllm_client_free()
+                                  a per-request deadline, retries, concurrency, memory bounds; cllm_client_free()
       cllm_client_chat_batch() -- n chat completions in flight at once, each retried on 408/429/5xx/timeouts
                                   with jittered backoff and Retry-After; per-request status and usage
       cllm_client_chat()       -- one completion; cllm_chat_result_free()
       cllm_conv_push(), cllm_conv_copy(), cllm_conv_free()  -- conversations that own their strings
+      cllm_conv_push_meta(), cllm_msg_incomplete() -- with each message's finish_reason and U+FFFD count
       cllm_conv_to_json(), cllm_conv_from_json()            -- [{"role", "content"}, ...]
       cllm_json_parse_lenient() -- the JSON object in a model's reply (fences, prose, quotes repaired)
       cllm_user_sim / cllm_assistant -- interfaces: a function pointer (+ optional batch form) and a context
@@ -313,9 +314,12 @@
       parameters than the weight files could hold (2 bytes each) before allocating them; a
       token-batch file is refused beyond 1e8 padded tokens (tests/test_limits.c).
       Security. The API key is read from the environment, sent only in the Authorization
-      header, scrubbed from every error message (also when an endpoint echoes it back, whole
-      or cut: any 8 bytes in a row of it become "[redacted]") and never logged or written to
-      a file. TLS certificates are verified unless
+      header, scrubbed from every error message and from the text endpoints send (also when an
+      endpoint echoes it back, whole, cut or \u-escaped: any 8 bytes in a row of it become
+      "[redacted]") and never logged or written to a file. Redirects are not followed. A
+      hostile endpoint cannot make the client hold more than max_inflight_bytes of responses,
+      wait past deadline_ms, or write invalid UTF-8 or an unreadable line (the client's section
+      below; tests/test_hostile.c). TLS certificates are verified unless
       cllm_client_config.insecure (`--insecure`) is set. The pass_rate metric runs model-written
       code: python is started with execvp (no shell) in its own process group, with an
       address-space and a CPU limit and a wall-clock timeout (cllm_code_config). That is not a
@@ -881,7 +885,11 @@ CLLMDEF void        cllm_completions_free(cllm_completion *c, int n);
      <- 200 {"choices": [{"message": {"role": "assistant", "content": "..."}, "finish_reason": "stop"}],
              "usage": {"prompt_tokens": a, "completion_tokens": b, "total_tokens": a+b}}
      <- 408, 429, 5xx, a timeout or a dropped connection: retried (backoff with jitter, Retry-After
-        honoured); any other status: a failure carrying the endpoint's error message.
+        honoured, in seconds or as an HTTP-date, up to backoff_max_ms); a 3xx redirect is not
+        followed (the key would go along): a failure naming the Location; any other status: a
+        failure carrying the endpoint's error message.
+     content may also be a list of parts ([{"type": "text", "text": ...}], joined); null content,
+     tool_calls without text, a refusal and a non-text part are failures that say which.
 
    Ownership: every function that fills a result (cllm_chat_result, cllm_reply, cllm_judgement,
    cllm_conv) allocates its strings; release them with the matching *_free, which is safe on a
@@ -889,10 +897,36 @@ CLLMDEF void        cllm_completions_free(cllm_completion *c, int n);
    built on it, is used by one thread at a time; batches give concurrency without threads.
    cllm_client_init calls curl_global_init: call it from one thread at a time.
 
-   Limits and trust: responses are read up to max_response_bytes (64 MiB). The API key is read
-   from the environment at init, sent only in the bearer header, scrubbed from every error
-   message (also when an endpoint echoes it back) and wiped on free; libcurl's verbose output is
-   never enabled. TLS certificates are verified unless cllm_client_config.insecure is set.
+   Limits and trust (tests/test_hostile.c runs each against a hostile loopback server):
+   - Memory. A response is read up to max_response_bytes (64 MiB; a larger Content-Length is
+     refused before any byte is read, a gzip bomb stops there too), and the responses of all
+     transfers in flight together up to max_inflight_bytes (256 MiB): a transfer that would pass
+     it stops and is retried once others are done. A body is released as soon as it is read.
+   - Time. deadline_ms (10 minutes) bounds one request from its first attempt to its end, every
+     attempt and wait included; each attempt's timeout_ms is cut to what is left of it. A wait
+     over 5 s before a retry is told to cllm_client_config.on_wait in one line (who, why, how
+     long); the command line prints it on stderr.
+   - Text. What an endpoint sends is kept as valid UTF-8: invalid sequences become U+FFFD as
+     Python's decode(errors="replace") and Hugging Face's lossy decode do, and a \u escape of a
+     surrogate without its other half (which the JSON parser would refuse outright) becomes
+     U+FFFD too, as JavaScript's TextEncoder does; both are counted (cllm_chat_result.replaced,
+     "replaced" on the message). A \u0000 in the content fails the call (text is kept as C
+     strings, and is never cut there silently); in a model's JSON answer it makes the answer
+     unusable (asked again). A reply whose content would take more than CLLM_MAX_LINE_BYTES
+     less 1 MiB as JSON (a control character takes 6 bytes) is refused, so every line we write
+     can be read back; a conversation stops before a message that would make its line too long.
+   - Incomplete replies. finish_reason is kept with each message (cllm_msg_meta); "length" and
+     "content_filter" are flagged in the files ("incomplete_messages"), or with
+     reject_incomplete are failed calls.
+   - Secrets. The API key is read from the environment at init, sent only in the bearer header
+     and wiped on free; libcurl's verbose output is never enabled. While a client lives its key
+     is registered with the one scrubber that every error message passes through, whatever path
+     formats it, and so does the text an endpoint sends (its content, and the fields read from a
+     model's JSON answer, where a \u escape could spell the key): any 8 bytes in a row of the key
+     become "[redacted]". Received text is scrubbed only of keys that look like secrets (16
+     bytes or more, with a letter and a digit), since placeholders such as "EMPTY" or
+     "sk-no-key-required" are made of words. TLS certificates are verified unless
+     cllm_client_config.insecure is set.
    Files: data_fmt/task.md (tasks in), data_fmt/conversation.md (conversations out), and
    data_fmt/endpoints.md (OpenAI, vLLM, llama.cpp server, Ollama). */
 

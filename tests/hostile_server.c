@@ -12,7 +12,7 @@
 #define HOSTILE_BIG (60 * HOSTILE_MIB)   /* the "60 MiB" replies                              */
 
 static int hostile_other_port;           /* the redirect target                               */
-static char hostile_hits[512];           /* the file the redirect target creates when reached */
+static char hostile_hits[600];           /* the file the redirect target creates when reached */
 
 /* A chat completion body: content (a string, or NULL for null) and finish_reason. */
 static char *hostile_completion(const char *content, const char *finish) {

@@ -43,6 +43,7 @@ static int other_port;
 typedef struct case_opts {
     int       retries;                    /* 0: none (the config's -1)                          */
     long      deadline_ms, backoff_max_ms;
+    long      timeout_ms;                 /* per attempt (default 4000)                          */
     int       reject_incomplete;
     int       n;                          /* requests in one batch (default 1)                 */
 } case_opts;
@@ -64,7 +65,7 @@ static void client_open(cllm_client *c, const char *name, const case_opts *o) {
     cfg.backoff_ms = 20;
     cfg.backoff_max_ms = o->backoff_max_ms ? o->backoff_max_ms : 2000;
     cfg.deadline_ms = o->deadline_ms ? o->deadline_ms : 5000;
-    cfg.timeout_ms = 4000;
+    cfg.timeout_ms = o->timeout_ms ? o->timeout_ms : 4000;
     cfg.connect_timeout_ms = 2000;
     cfg.reject_incomplete = o->reject_incomplete;
     cfg.seed = 1;
@@ -170,14 +171,14 @@ static void expect_failure(const char *name, const case_opts *o, cllm_result cod
 /* ---- the library cases ------------------------------------------------------------------------ */
 
 static void c_429_short(const char *name) {
-    case_opts o = { 2, 0, 0, 0, 0 };
+    case_opts o = { 2, 0, 0, 0, 0, 0 };
     double t0 = now_s();
     expect_content(name, &o, "after a short Retry-After", 2);
     check_true("the retry waited for Retry-After: 1 (>= 0.95 s), not the 20 ms backoff", now_s() - t0 >= 0.95);
 }
 
 static void c_429_huge(const char *name) {
-    case_opts o = { 2, 0, 1500, 0, 0 };
+    case_opts o = { 2, 0, 1500, 0, 0, 0 };
     double t0 = now_s(), dt;
     expect_content(name, &o, "after a huge Retry-After", 2);
     dt = now_s() - t0;
@@ -186,7 +187,7 @@ static void c_429_huge(const char *name) {
 }
 
 static void c_429_date(const char *name) {
-    case_opts o = { 2, 0, 0, 0, 0 };
+    case_opts o = { 2, 0, 0, 0, 0, 0 };
     double t0 = now_s(), dt;
     expect_content(name, &o, "after an HTTP-date Retry-After", 2);
     dt = now_s() - t0;
@@ -194,34 +195,34 @@ static void c_429_date(const char *name) {
     check_true("an HTTP-date Retry-After 2 s ahead is honoured (0.9 s <= wait < 3 s; dates have whole seconds)", dt >= 0.9 && dt < 3.0);
 }
 
-static void c_5xx_once(const char *name) { case_opts o = { 2, 0, 0, 0, 0 }; expect_content(name, &o, "after a 502", 2); }
+static void c_5xx_once(const char *name) { case_opts o = { 2, 0, 0, 0, 0, 0 }; expect_content(name, &o, "after a 502", 2); }
 static void c_5xx_always(const char *name) {
-    case_opts o = { 2, 0, 0, 0, 0 };
+    case_opts o = { 2, 0, 0, 0, 0, 0 };
     expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES("HTTP 503: overloaded, try later", "gave up after 3 attempts"));
 }
 
 static void c_slow_body(const char *name) {
-    case_opts o = { 3, 2000, 0, 0, 0 };
+    case_opts o = { 3, 2000, 0, 0, 0, 0 };
     expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES("deadline ran out", "deadline_ms 2000"));
 }
 static void c_no_headers(const char *name) {
-    case_opts o = { 3, 2000, 0, 0, 0 };
+    case_opts o = { 3, 2000, 0, 0, 0, 0 };
     expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES("deadline ran out", "0 bytes"));
 }
 
 static void c_length_2gb(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0 };
+    case_opts o = { 1, 0, 0, 0, 0, 0 };
     o.n = strstr(name, "x16") ? 16 : 1;
     expect_failure(name, &o, CLLM_ERR_LIMIT, PHRASES("larger than max_response_bytes (67108864)", "Content-Length"));
 }
 static void c_endless(const char *name) {      /* each stops at its limit, or at the batch's budget */
-    case_opts o = { 1, 20000, 0, 0, 0 };
+    case_opts o = { 1, 30000, 0, 15000, 0, 0 };
     o.n = strstr(name, "x16") ? 16 : 1;
     expect_failure(name, &o, CLLM_ERR_LIMIT, PHRASES("max_"));
 }
 
 static void c_big_valid(const char *name) {
-    case_opts o = { 1, 20000, 0, 0, 0 };
+    case_opts o = { 1, 20000, 0, 15000, 0, 0 };
     cllm_chat_result r;
     size_t i, bad = 0, tl = strlen(HOSTILE_TEXT);
     ask(name, name, &o, &r);
@@ -231,7 +232,7 @@ static void c_big_valid(const char *name) {
 }
 
 static void c_big_control(const char *name) {
-    case_opts o = { 1, 20000, 0, 0, 0 };
+    case_opts o = { 1, 20000, 0, 15000, 0, 0 };
     expect_failure(name, &o, CLLM_ERR_LIMIT, PHRASES("62914560 bytes, 377487360 as JSON", "CLLM_MAX_LINE_BYTES"));
 }
 
@@ -257,7 +258,7 @@ static void c_bad_utf8(const char *name) {
     /* Python: b'caf\xc3 ok \xff\xfe end \xe2\x82 x \xf0\x9f\x98 \xed\xa0\x80 \xc0\xaf z'.decode('utf-8', 'replace') */
     static const char want[] = "caf\xef\xbf\xbd ok \xef\xbf\xbd\xef\xbf\xbd end \xef\xbf\xbd x \xef\xbf\xbd "
                                "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd z";
-    case_opts o = { 1, 0, 0, 0, 0 };
+    case_opts o = { 1, 0, 0, 0, 0, 0 };
     cllm_chat_result r;
     cllm_msg_meta meta;
     ask(name, name, &o, &r);
@@ -271,7 +272,7 @@ static void c_bad_utf8(const char *name) {
 }
 
 static void c_lone_surrogate(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0 };
+    case_opts o = { 1, 0, 0, 0, 0, 0 };
     cllm_chat_result r;
     ask(name, name, &o, &r);
     check_true("lone \\ud800 and \\udc00 become U+FFFD (2 counted), a surrogate pair stays one character",
@@ -280,12 +281,12 @@ static void c_lone_surrogate(const char *name) {
 }
 
 static void c_nul(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0 };
+    case_opts o = { 1, 0, 0, 0, 0, 0 };
     expect_failure(name, &o, CLLM_ERR_FORMAT, PHRASES("NUL character (\\u0000) at byte 4 of 13", "rather than cut"));
 }
 
 static void c_deep(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0 };
+    case_opts o = { 1, 0, 0, 0, 0, 0 };
     char *deep = (char *)malloc(100001);
     cllm_err err;
     cJSON *obj;
@@ -300,16 +301,16 @@ static void c_deep(const char *name) {
     free(deep);
 }
 
-static void c_empty_choices(const char *name) { case_opts o = { 1, 0, 0, 0, 0 }; expect_failure(name, &o, CLLM_ERR_FORMAT, PHRASES("no \"choices\"[0]")); }
-static void c_null_content(const char *name) { case_opts o = { 1, 0, 0, 0, 0 }; expect_failure(name, &o, CLLM_ERR_FORMAT, PHRASES("content is null")); }
-static void c_parts(const char *name) { case_opts o = { 1, 0, 0, 0, 0 }; expect_content(name, &o, "Hello, world", 1); }
+static void c_empty_choices(const char *name) { case_opts o = { 1, 0, 0, 0, 0, 0 }; expect_failure(name, &o, CLLM_ERR_FORMAT, PHRASES("no \"choices\"[0]")); }
+static void c_null_content(const char *name) { case_opts o = { 1, 0, 0, 0, 0, 0 }; expect_failure(name, &o, CLLM_ERR_FORMAT, PHRASES("content is null")); }
+static void c_parts(const char *name) { case_opts o = { 1, 0, 0, 0, 0, 0 }; expect_content(name, &o, "Hello, world", 1); }
 static void c_tool_calls(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0 };
+    case_opts o = { 1, 0, 0, 0, 0, 0 };
     expect_failure(name, &o, CLLM_ERR_FORMAT, PHRASES("tool_calls and no text", "finish_reason \"tool_calls\""));
 }
 
 static void c_finish(const char *name) {       /* kept and flagged; or a failure with reject_incomplete */
-    case_opts o = { 1, 0, 0, 0, 0 };
+    case_opts o = { 1, 0, 0, 0, 0, 0 };
     int length = strstr(name, "length") != NULL;
     cllm_chat_result r;
     cllm_msg_meta meta;
@@ -329,15 +330,15 @@ static void c_finish(const char *name) {       /* kept and flagged; or a failure
     cllm_chat_result_free(&r);
 }
 static void c_filter_null(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0 };
+    case_opts o = { 1, 0, 0, 0, 0, 0 };
     expect_failure(name, &o, CLLM_ERR_FORMAT, PHRASES("content is null", "content_filter"));
 }
 
-static void c_error_200(const char *name) { case_opts o = { 1, 0, 0, 0, 0 }; expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES("returned an error: model overloaded")); }
-static void c_empty_200(const char *name) { case_opts o = { 1, 0, 0, 0, 0 }; expect_failure(name, &o, CLLM_ERR_FORMAT, PHRASES("empty response body")); }
+static void c_error_200(const char *name) { case_opts o = { 1, 0, 0, 0, 0, 0 }; expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES("returned an error: model overloaded")); }
+static void c_empty_200(const char *name) { case_opts o = { 1, 0, 0, 0, 0, 0 }; expect_failure(name, &o, CLLM_ERR_FORMAT, PHRASES("empty response body")); }
 
 static void c_redirect(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0 };
+    case_opts o = { 1, 0, 0, 0, 0, 0 };
     char where[64], hits[600];
     snprintf(where, sizeof where, "redirects to http://127.0.0.1:%d/", other_port);
     expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES(where, "not followed"));
@@ -345,26 +346,26 @@ static void c_redirect(const char *name) {
     check_true("the other port never saw a request (nor the key)", access(hits, F_OK) != 0);
 }
 
-static void c_http10(const char *name) { case_opts o = { 1, 0, 0, 0, 0 }; expect_content(name, &o, "an HTTP/1.0 answer", 1); }
-static void c_gzip(const char *name) { case_opts o = { 1, 0, 0, 0, 0 }; expect_content(name, &o, "a gzipped answer", 1); }
-static void c_gzip_broken(const char *name) { case_opts o = { 1, 0, 0, 0, 0 }; expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES("content encoding is broken")); }
+static void c_http10(const char *name) { case_opts o = { 1, 0, 0, 0, 0, 0 }; expect_content(name, &o, "an HTTP/1.0 answer", 1); }
+static void c_gzip(const char *name) { case_opts o = { 1, 0, 0, 0, 0, 0 }; expect_content(name, &o, "a gzipped answer", 1); }
+static void c_gzip_broken(const char *name) { case_opts o = { 1, 0, 0, 0, 0, 0 }; expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES("content encoding is broken")); }
 
 static void c_key_401(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0 };
+    case_opts o = { 1, 0, 0, 0, 0, 0 };
     expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES("HTTP 401: Incorrect API key provided: Bearer [redacted]"));
 }
 static void c_key_500(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0 };
+    case_opts o = { 1, 0, 0, 0, 0, 0 };
     expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES("HTTP 500: upstream failed for Bearer [redacted]", "gave up after 2 attempts"));
 }
 static void c_key_200_body(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0 };
+    case_opts o = { 1, 0, 0, 0, 0, 0 };
     expect_failure(name, &o, CLLM_ERR_FORMAT, PHRASES("not valid JSON", "starts \"[redacted]"));
 }
 
 /* The key as the reply's text, given to the LLM user simulator: its error must not quote it. */
 static void c_key_reply(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0 };
+    case_opts o = { 1, 0, 0, 0, 0, 0 };
     cllm_client c;
     cllm_llm_sim sim;
     cllm_llm_sim_config sc;
@@ -393,7 +394,7 @@ static void c_key_reply(const char *name) {
 }
 
 static void c_reset(const char *name) {
-    case_opts o = { 2, 0, 0, 0, 0 };
+    case_opts o = { 2, 0, 0, 0, 0, 0 };
     if (strstr(name, "once")) { expect_content(name, &o, "after a reset", 2); return; }
     expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES("gave up after 3 attempts"));
 }
@@ -665,7 +666,13 @@ static void run_case(const hcase *hc) {
         dup2(fe, 2);
         close(fo);
         close(fe);
-        if (argv) { execv(cli, argv); _exit(127); }
+        if (argv) {
+#if defined(__SANITIZE_ADDRESS__)
+            setenv("ASAN_OPTIONS", "quarantine_size_mb=16", 0);  /* as above, for the command line */
+#endif
+            execv(cli, argv);
+            _exit(127);
+        }
         check_failures = 0;                        /* the child counts its own checks */
         check_count = 0;
         hc->run(hc->name);
