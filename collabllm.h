@@ -2621,6 +2621,8 @@ static size_t cllm__utf8_prefix(const char *s, size_t n, size_t max) {
     while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80) max--;
     return max;
 }
+/* The arguments of a "%.*s" that prints at most max bytes of s, cut on a character boundary. */
+#define CLLM__CUT(s, max) (int)cllm__utf8_prefix((s), strlen(s), (max)), (s)
 
 /* ---- secrets: the one redaction point ----------------------------------------------------------
    Every live client registers its API key here (cllm_client_init; cllm_client_free takes it out).
@@ -6435,7 +6437,8 @@ static cllm_result cllm__set_token(struct cllm__tok *p, int id, const char *s, c
     size_t n = strlen(s);
     int clean;
     if (p->tok_str[id].off != CLLM__NO_STR)
-        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: id %d is given to both '%.40s' and '%.40s'", id, p->pool.p + p->tok_str[id].off, s);
+        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: id %d is given to both '%.*s' and '%.*s'", id,
+                              CLLM__CUT(p->pool.p + p->tok_str[id].off, 40), CLLM__CUT(s, 40));
     p->tok_str[id] = cllm__pool_add(&p->pool, s, n);
     p->tok_bytes[id] = cllm__token_bytes(&p->pool, s, n, &clean);
     if (p->pool.oom || p->pool.n >= 0xFFFFFFF0u) return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer.json: out of memory for the token strings");
@@ -6475,7 +6478,7 @@ static cllm_result cllm__load_bpe(struct cllm__tok *p, const cJSON *model, int m
     p->fuse_unk = cllm__json_flag(model, "fuse_unk");
 
     cJSON_ArrayForEach(it, vocab) {
-        if (!cllm__json_id(it, &id)) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: vocab entry '%.60s' has no valid id (integer in [0, %d))", it->string, CLLM__MAX_IDS);
+        if (!cllm__json_id(it, &id)) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: vocab entry '%.*s' has no valid id (integer in [0, %d))", CLLM__CUT(it->string, 60), CLLM__MAX_IDS);
         if (id > max_id) max_id = id;
         nvocab++;
     }
@@ -6497,13 +6500,13 @@ static cllm_result cllm__load_bpe(struct cllm__tok *p, const cJSON *model, int m
         if (rc == CLLM_ERR_ARG) { rc = CLLM_OK; cllm__smap_put(&p->by_str, p->pool.p, p->tok_str, (uint32_t)id); continue; }
         if (rc != CLLM_OK) return rc;
         if (cllm__smap_get(&p->by_str, p->pool.p, p->tok_str, it->string, strlen(it->string)) >= 0)
-            return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: vocab token '%.60s' appears twice", it->string);
+            return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: vocab token '%.*s' appears twice", CLLM__CUT(it->string, 60));
         cllm__smap_put(&p->by_str, p->pool.p, p->tok_str, (uint32_t)id);
         cllm__smap_put(&p->by_bytes, p->pool.p, p->tok_bytes, (uint32_t)id);
         if (p->tok_bytes[id].len == 1) p->byte_id[(unsigned char)p->pool.p[p->tok_bytes[id].off]] = id;
     }
     p->unk_id = unk ? cllm__find_token(p, unk, strlen(unk)) : -1;
-    if (unk && p->unk_id < 0) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: unk_token '%.60s' is not in the vocab", unk);
+    if (unk && p->unk_id < 0) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: unk_token '%.*s' is not in the vocab", CLLM__CUT(unk, 60));
 
     /* merges: "a b" (legacy) or ["a", "b"]; rank = position; merged id = vocab[a + b] */
     nmerges = (size_t)cJSON_GetArraySize(merges);
@@ -6555,7 +6558,7 @@ static cllm_result cllm__load_added(struct cllm__tok *p, const cJSON *list, cllm
         if (!content || !cllm__json_id(cJSON_GetObjectItemCaseSensitive(it, "id"), &a.id))
             return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: added_tokens entries need \"content\" and an integer \"id\"");
         if (cllm__json_flag(it, "single_word"))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: added token '%.60s' sets single_word, which is not supported", content);
+            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: added token '%.*s' sets single_word, which is not supported", CLLM__CUT(content, 60));
         if (!*content) continue;                                   /* HF ignores empty tokens */
         a.special = (unsigned char)cllm__json_flag(it, "special");
         a.normalized = (unsigned char)cllm__json_bool(it, "normalized", !a.special);
@@ -6648,7 +6651,7 @@ static cllm_result cllm__load_pretok(struct cllm__tok *p, const cJSON *t, cllm_e
         if (!re) return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: Split with a String pattern is not supported (only the Llama-3 and Qwen2 regexes)");
         if (strcmp(re, cllm__re_llama3) == 0) s.kind = CLLM__PT_SPLIT_LLAMA3;
         else if (strcmp(re, cllm__re_qwen2) == 0) s.kind = CLLM__PT_SPLIT_QWEN2;
-        else return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: Split regex '%.200s' is not supported (only the Llama-3 and Qwen2 patterns)", re);
+        else return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: Split regex '%.*s' is not supported (only the Llama-3 and Qwen2 patterns)", CLLM__CUT(re, 200));
         if (!behavior || strcmp(behavior, "Isolated") != 0 || cllm__json_flag(t, "invert"))
             return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: Split behavior '%s'%s is not supported (only Isolated, invert false)", behavior ? behavior : "?", cllm__json_flag(t, "invert") ? " with invert" : "");
     } else if (strcmp(type, "Digits") == 0) {
@@ -6733,7 +6736,7 @@ static cllm_result cllm__config_token(const cllm_tokenizer *tok, const cJSON *cf
     *id = -1;
     if (!s) return CLLM_OK;
     *id = cllm__find_token(tok->priv, s, strlen(s));
-    if (*id < 0) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer_config.json: %s '%.60s' is not a token of tokenizer.json", key, s);
+    if (*id < 0) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer_config.json: %s '%.*s' is not a token of tokenizer.json", key, CLLM__CUT(s, 60));
     *str = cllm__strdup(s);
     return *str ? CLLM_OK : cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
 }
@@ -6847,7 +6850,7 @@ CLLMDEF cllm_result cllm_tokenizer_load(cllm_tokenizer *tok, const char *path_or
     rc = cllm_tokenizer_load_json(tok, json, len, cfg, clen, err);
     if (rc != CLLM_OK && err) {                         /* name the file in the message */
         char msg[CLLM_ERRMSG_SIZE];
-        snprintf(msg, sizeof msg, "%.150s: %.350s", path_or_dir, err->msg);
+        snprintf(msg, sizeof msg, "%.*s: %.*s", CLLM__CUT(path_or_dir, 150), CLLM__CUT(err->msg, 350));
         memcpy(err->msg, msg, sizeof msg);
     }
     CLLM_FREE(json); CLLM_FREE(cfg);
@@ -7450,7 +7453,7 @@ static cllm_result cllm__render_chatml(const struct cllm__tok *p, const cllm_mes
     for (i = 0; i < n; i++) {
         int asst = cllm__role_is(&m[i], "assistant");
         if (p->chat_default_system == cllm__qwen25_system && !asst && !cllm__role_is(&m[i], "user") && !cllm__role_is(&m[i], "system"))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template (Qwen2.5): role '%.40s' is not supported (system, user, assistant)", m[i].role);
+            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template (Qwen2.5): role '%.*s' is not supported (system, user, assistant)", CLLM__CUT(m[i].role, 40));
         cllm__buf_str(&r->text, "<|im_start|>");
         cllm__buf_str(&r->text, m[i].role);
         cllm__buf_str(&r->text, "\n");
@@ -7492,7 +7495,7 @@ static cllm_result cllm__render_qwen3(const cllm_message *m, int n, const cllm_r
         }
         if (cllm__role_is(&m[i], "system")) continue;
         if (!cllm__role_is(&m[i], "assistant"))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template (Qwen3): role '%.40s' is not supported (system, user, assistant)", m[i].role);
+            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template (Qwen3): role '%.*s' is not supported (system, user, assistant)", CLLM__CUT(m[i].role, 40));
         if (cllm__find(c, 0, len, "</think>", 0) != (size_t)-1) {
             /* content = c.split('</think>')[-1].lstrip('\n');
                reasoning = c.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') */
@@ -7555,7 +7558,7 @@ static cllm_result cllm__render_llama(const cllm_tokenizer *tok, int family, con
     }
     for (i = first; i < n; i++) {
         if (family == CLLM_CHAT_LLAMA31 && (cllm__role_is(&m[i], "ipython") || cllm__role_is(&m[i], "tool")))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template (Llama-3.1): role '%.40s' is not supported (tool calls are not rendered)", m[i].role);
+            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template (Llama-3.1): role '%.*s' is not supported (tool calls are not rendered)", CLLM__CUT(m[i].role, 40));
         if (family == CLLM_CHAT_LLAMA3 && i == 0 && tok->bos_token) cllm__buf_str(&r->text, tok->bos_token);
         cllm__llama_turn(&m[i], r);
     }
@@ -7581,7 +7584,8 @@ CLLMDEF cllm_result cllm_chat_render(const cllm_tokenizer *tok, const cllm_messa
         if (!msgs[i].role || !msgs[i].content) return cllm__fail(err, CLLM_ERR_ARG, "cllm_chat_render: message %d has no role or content", i);
     if (!tok->chat_template) return cllm__fail(err, CLLM_ERR_FORMAT, "cllm_chat_render: the tokenizer has no chat_template (tokenizer_config.json)");
     if (!tok->chat_family)
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template not supported (ChatML/SmolLM2/Qwen2.5, Qwen3, Llama-3, Llama-3.1+ are): \"%.60s...\"", tok->chat_template);
+        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template not supported (ChatML/SmolLM2/Qwen2.5, Qwen3, Llama-3, Llama-3.1+ are): \"%.*s...\"",
+                          CLLM__CUT(tok->chat_template, 60));
     memset(&o, 0, sizeof o);
     if (opts) o = *opts;
     o.date_string = cllm__def(o.date_string, "26 Jul 2024");
@@ -8720,7 +8724,7 @@ CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *c
         return cllm__fail(err, CLLM_ERR_ARG, "cllm_client_config: max_inflight_bytes (%lld) must be at least max_response_bytes (%ld), "
                           "or no response could reach its own limit", d.max_inflight_bytes, d.max_response_bytes);
     if (strncmp(d.base_url, "http://", 7) != 0 && strncmp(d.base_url, "https://", 8) != 0)
-        return cllm__fail(err, CLLM_ERR_ARG, "cllm_client_config.base_url must start with http:// or https:// (got \"%.200s\")", d.base_url);
+        return cllm__fail(err, CLLM_ERR_ARG, "cllm_client_config.base_url must start with http:// or https:// (got \"%.*s\")", CLLM__CUT(d.base_url, 200));
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return cllm__fail(err, CLLM_ERR_HTTP, "libcurl failed to initialise");
 
     blen = strlen(d.base_url);
@@ -8865,7 +8869,7 @@ static char *cllm__message_text(const cJSON *msg, char *why, size_t why_size) {
         if (cJSON_GetArraySize(tools) > 0)
             snprintf(why, why_size, "choices[0].message has tool_calls and no text content (collabllm.h calls no tools; ask for a "
                      "text answer)");
-        else if (refusal) snprintf(why, why_size, "the model refused (choices[0].message.refusal): %.300s", refusal);
+        else if (refusal) snprintf(why, why_size, "the model refused (choices[0].message.refusal): %.*s", CLLM__CUT(refusal, 300));
         else snprintf(why, why_size, "choices[0].message.content is %s", content ? "null" : "missing");
         return NULL;
     }
@@ -8878,8 +8882,8 @@ static char *cllm__message_text(const cJSON *msg, char *why, size_t why_size) {
         if (cJSON_IsString(part)) text = part->valuestring;
         else if (!text || (type && strcmp(type, "text") != 0)) {
             cllm__sb_free(&b);
-            snprintf(why, why_size, "choices[0].message.content[%d] is a part of type \"%.40s\" with no text; collabllm.h keeps "
-                     "text only", k, type ? type : "?");
+            snprintf(why, why_size, "choices[0].message.content[%d] is a part of type \"%.*s\" with no text; collabllm.h keeps "
+                     "text only", k, CLLM__CUT(type ? type : "?", 40));
             return NULL;
         }
         cllm__sb_puts(&b, text);
@@ -9171,8 +9175,8 @@ static void cllm__xfer_finish(cllm_client *c, cllm__xfer *x, CURLcode cc) {
         char *location = NULL;
         curl_easy_getinfo(x->easy, CURLINFO_REDIRECT_URL, &location);
         code = CLLM_ERR_HTTP;
-        snprintf(why, sizeof why, "HTTP %ld: the endpoint redirects to %.200s; redirects are not followed (the API key would go "
-                 "along): set base_url to the address that answers", status, location ? location : "(no Location header)");
+        snprintf(why, sizeof why, "HTTP %ld: the endpoint redirects to %.*s; redirects are not followed (the API key would go "
+                 "along): set base_url to the address that answers", status, CLLM__CUT(location ? location : "(no Location header)", 200));
     } else {
         code = CLLM_ERR_HTTP;
         retryable = status == 408 || status == 429 || status >= 500;
@@ -14823,7 +14827,7 @@ CLLMDEF cllm_result cllm_ref_json(const char *name, const char *input, size_t le
         if (!strchr(" \t\r\n", *end)) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "ref %s: unexpected text after the JSON object", name); goto done; }
     if (!(out = cJSON_CreateObject())) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
     if ((rc = table[i].fn(in, out, &pool, err)) != CLLM_OK) {
-        if (err) { char msg[CLLM_ERRMSG_SIZE]; memcpy(msg, err->msg, sizeof msg); snprintf(err->msg, sizeof err->msg, "ref %s: %.400s", name, msg); }
+        if (err) { char msg[CLLM_ERRMSG_SIZE]; memcpy(msg, err->msg, sizeof msg); snprintf(err->msg, sizeof err->msg, "ref %s: %.*s", name, CLLM__CUT(msg, 400)); }
         goto done;
     }
     if (!(text = cJSON_PrintUnformatted(out)) || !(*output = cllm__strdup(text))) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
