@@ -138,113 +138,58 @@ static void free_results(cllm_chat_result *res, int n) {
     for (i = 0; i < n; i++) cllm_chat_result_free(&res[i]);
 }
 
-/* One request that must succeed with `content`. */
-static void expect_content(const char *name, const case_opts *o, const char *content, int attempts) {
-    cllm_chat_result r;
-    char label[300];
-    ask(name, name, o, &r);
-    snprintf(label, sizeof label, "%s: succeeds after %d attempt(s) with \"%s\"", name, attempts, content);
-    if (!check_true(label, r.code == CLLM_OK && r.content && !strcmp(r.content, content) && r.attempts == attempts))
-        printf("    got %s: %s\n", cllm_result_string(r.code), r.code ? r.err.msg : r.content);
-    cllm_chat_result_free(&r);
+/* DIR/NAME.EXT, read whole (NULL if absent). */
+static char *slurp(const char *name, const char *ext) {
+    char path[600], *text = NULL;
+    size_t len;
+    cllm_err err;
+    snprintf(path, sizeof path, "%s/%s.%s", case_dir, name, ext);
+    if (cllm_read_file(path, &text, &len, &err) != CLLM_OK) return NULL;
+    return text;
 }
 
-/* o->n requests that must all fail with `code`, their messages holding every phrase (NULL-ended). */
-static void expect_failure(const char *name, const case_opts *o, cllm_result code, const char *const *phrases) {
-    cllm_chat_result res[16];
-    int i, k, n = o->n ? o->n : 1, ok = 1;
-    char label[400];
-    ask(name, name, o, res);
-    for (i = 0; i < n; i++) {
-        ok &= res[i].code == code && res[i].content == NULL;
-        for (k = 0; phrases[k]; k++) ok &= strstr(res[i].err.msg, phrases[k]) != NULL;
-        if (i == 0 || !ok) printf("    [%d] %s: %s\n", i, cllm_result_string(res[i].code), res[i].err.msg);
-    }
-    snprintf(label, sizeof label, "%s: %d request(s) fail with %s, naming \"%s\"%s", name, n, cllm_result_string(code), phrases[0],
-             phrases[1] ? " and more" : "");
-    check_true(label, ok);
-    free_results(res, n);
-}
+/* ---- the library cases --------------------------------------------------------------------------
+   Most cases are one row of the table below: the calls must return `code`, with `want` as the
+   content (CLLM_OK, after `attempts` attempts, `replaced` replacements and finish_reason
+   `finish`, default "stop"), or with every '|'-separated phrase of `want` in the message. A case
+   may add checks of its own (`extra`). */
 
-#define PHRASES(...) ((const char *const[]){ __VA_ARGS__, NULL })
+struct hcase;
+typedef void (*case_fn)(const struct hcase *hc);
 
-/* ---- the library cases ------------------------------------------------------------------------ */
+typedef struct hcase {
+    const char *name;                     /* the model the server sees (library cases)          */
+    const char *fault;                    /* for the table                                       */
+    double      bound_s;                  /* wall-time bound                                     */
+    case_opts   opts;                     /* the client's limits                                 */
+    cllm_result code;                     /* what every call must return ...                     */
+    const char *want;                     /* ... with this content, or these phrases ('|')       */
+    int         attempts, replaced;       /* for a success                                       */
+    const char *finish;                   /* for a success (default "stop")                      */
+    case_fn     extra;                    /* checks of its own (optional)                        */
+    const char *args;                     /* a command-line case: collabllm's arguments ({U} base
+                                             URL, {D} DIR/NAME, {T} the task file) ...          */
+    void      (*after)(const char *name, int status);   /* ... and its checks, in the parent     */
+} hcase;
 
-static void c_429_short(const char *name) {
-    case_opts o = { 2, 0, 0, 0, 0, 0 };
-    double t0 = now_s();
-    expect_content(name, &o, "after a short Retry-After", 2);
-    check_true("the retry waited for Retry-After: 1 (>= 0.95 s), not the 20 ms backoff", now_s() - t0 >= 0.95);
-}
+static double last_seconds;               /* how long the case's batch took                      */
 
-static void c_429_huge(const char *name) {
-    case_opts o = { 2, 0, 1500, 0, 0, 0 };
-    double t0 = now_s(), dt;
-    expect_content(name, &o, "after a huge Retry-After", 2);
-    dt = now_s() - t0;
-    printf("    waited %.2f s\n", dt);
-    check_true("Retry-After: 999999999 is capped at backoff_max_ms (1500): 1.45 s <= wait < 3 s", dt >= 1.45 && dt < 3.0);
-}
-
-static void c_429_date(const char *name) {
-    case_opts o = { 2, 0, 0, 0, 0, 0 };
-    double t0 = now_s(), dt;
-    expect_content(name, &o, "after an HTTP-date Retry-After", 2);
-    dt = now_s() - t0;
-    printf("    waited %.2f s\n", dt);
-    check_true("an HTTP-date Retry-After 2 s ahead is honoured (0.9 s <= wait < 3 s; dates have whole seconds)", dt >= 0.9 && dt < 3.0);
-}
-
-static void c_5xx_once(const char *name) { case_opts o = { 2, 0, 0, 0, 0, 0 }; expect_content(name, &o, "after a 502", 2); }
-static void c_5xx_always(const char *name) {
-    case_opts o = { 2, 0, 0, 0, 0, 0 };
-    expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES("HTTP 503: overloaded, try later", "gave up after 3 attempts"));
-}
-
-static void c_slow_body(const char *name) {
-    case_opts o = { 3, 2000, 0, 0, 0, 0 };
-    expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES("deadline ran out", "deadline_ms 2000"));
-}
-static void c_no_headers(const char *name) {
-    case_opts o = { 3, 2000, 0, 0, 0, 0 };
-    expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES("deadline ran out", "0 bytes"));
-}
-
-static void c_length_2gb(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0, 0 };
-    o.n = strstr(name, "x16") ? 16 : 1;
-    expect_failure(name, &o, CLLM_ERR_LIMIT, PHRASES("larger than max_response_bytes (67108864)", "Content-Length"));
-}
-static void c_endless(const char *name) {      /* each stops at its limit, or at the batch's budget */
-    case_opts o = { 1, 30000, 0, 15000, 0, 0 };
-    o.n = strstr(name, "x16") ? 16 : 1;
-    expect_failure(name, &o, CLLM_ERR_LIMIT, PHRASES("max_"));
-}
-
-static void c_big_valid(const char *name) {
-    case_opts o = { 1, 20000, 0, 15000, 0, 0 };
-    cllm_chat_result r;
-    size_t i, bad = 0, tl = strlen(HOSTILE_TEXT);
-    ask(name, name, &o, &r);
-    for (i = 0; r.content && i < HOSTILE_BIG; i++) bad += r.content[i] != HOSTILE_TEXT[i % tl];
-    check_true("a valid 60 MiB reply arrives whole: every byte as sent", r.code == CLLM_OK && strlen(r.content) == HOSTILE_BIG && bad == 0);
-    cllm_chat_result_free(&r);
-}
-
-static void c_big_control(const char *name) {
-    case_opts o = { 1, 20000, 0, 15000, 0, 0 };
-    expect_failure(name, &o, CLLM_ERR_LIMIT, PHRASES("62914560 bytes, 377487360 as JSON", "CLLM_MAX_LINE_BYTES"));
-}
-
-/* A conversation with the endpoint's reply as its assistant message, written as a JSON line. */
-static void write_conv(const char *name, const char *text, const cllm_msg_meta *meta) {
+/* A conversation with the endpoint's reply as its assistant message, written as a JSON line
+   (the library's writer: the file is then checked for the key and for UTF-8). */
+static void write_conv(const char *name, const char *text, const cllm_chat_result *r) {
     cllm_conv c;
+    cllm_msg_meta meta;
     cJSON *j;
     char path[600], *line;
     FILE *f;
     memset(&c, 0, sizeof c);
+    memset(&meta, 0, sizeof meta);
+    if (r) {
+        snprintf(meta.finish_reason, sizeof meta.finish_reason, "%s", r->finish_reason);
+        meta.replaced = r->replaced;
+    }
     cllm_conv_push(&c, "user", "hi", NULL);
-    cllm_conv_push_meta(&c, "assistant", text, meta, NULL);
+    cllm_conv_push_meta(&c, "assistant", text, &meta, NULL);
     j = cllm_conv_to_json(&c);
     line = cJSON_PrintUnformatted(j);
     snprintf(path, sizeof path, "%s/%s.conv.jsonl", case_dir, name);
@@ -254,44 +199,68 @@ static void write_conv(const char *name, const char *text, const cllm_msg_meta *
     cllm_conv_free(&c);
 }
 
-static void c_bad_utf8(const char *name) {
-    /* Python: b'caf\xc3 ok \xff\xfe end \xe2\x82 x \xf0\x9f\x98 \xed\xa0\x80 \xc0\xaf z'.decode('utf-8', 'replace') */
-    static const char want[] = "caf\xef\xbf\xbd ok \xef\xbf\xbd\xef\xbf\xbd end \xef\xbf\xbd x \xef\xbf\xbd "
-                               "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd z";
-    case_opts o = { 1, 0, 0, 0, 0, 0 };
+/* The row's expectation: one success with the content, or every call failing with the phrases. */
+static void run_expectation(const struct hcase *hc) {
+    cllm_chat_result res[16];
+    const char *finish = hc->finish ? hc->finish : "stop";
+    char label[600], phrases[400], *p, *next;
+    int i, n = hc->opts.n ? hc->opts.n : 1, ok = 1;
+    last_seconds = ask(hc->name, hc->name, &hc->opts, res);
+    if (hc->code == CLLM_OK) {
+        snprintf(label, sizeof label, "%s: succeeds after %d attempt(s) with \"%s\", finish_reason \"%s\", %d replaced", hc->name,
+                 hc->attempts, hc->want, finish, hc->replaced);
+        ok = res[0].code == CLLM_OK && !strcmp(res[0].content, hc->want) && res[0].attempts == hc->attempts &&
+             res[0].replaced == hc->replaced && !strcmp(res[0].finish_reason, finish);
+        if (!check_true(label, ok)) printf("    got %s: %s\n", cllm_result_string(res[0].code), res[0].code ? res[0].err.msg : res[0].content);
+        if (res[0].content) write_conv(hc->name, res[0].content, &res[0]);
+    } else {
+        for (i = 0; i < n; i++) {
+            int ok_i = res[i].code == hc->code && res[i].content == NULL;
+            snprintf(phrases, sizeof phrases, "%s", hc->want);
+            for (p = phrases; p; p = next) {
+                if ((next = strchr(p, '|')) != NULL) *next++ = 0;
+                ok_i &= strstr(res[i].err.msg, p) != NULL;
+            }
+            if (i == 0 || !ok_i) printf("    [%d] %s: %s\n", i, cllm_result_string(res[i].code), res[i].err.msg);
+            ok &= ok_i;
+        }
+        snprintf(label, sizeof label, "%s: %d request(s) fail with %s, naming \"%s\"", hc->name, n, cllm_result_string(hc->code), hc->want);
+        check_true(label, ok);
+    }
+    free_results(res, n);
+}
+
+static void x_waited_1s(const struct hcase *hc) {
+    printf("    waited %.2f s\n", last_seconds);
+    check_true("the retry waited for Retry-After: 1 (>= 0.95 s), not the 20 ms backoff", last_seconds >= 0.95 && last_seconds < 3.0);
+    (void)hc;
+}
+static void x_waited_cap(const struct hcase *hc) {
+    printf("    waited %.2f s\n", last_seconds);
+    check_true("Retry-After: 999999999 is capped at backoff_max_ms (1500): 1.45 s <= wait < 3 s", last_seconds >= 1.45 && last_seconds < 3.0);
+    (void)hc;
+}
+static void x_waited_date(const struct hcase *hc) {
+    printf("    waited %.2f s\n", last_seconds);
+    check_true("an HTTP-date Retry-After 2 s ahead is honoured (0.9 s <= wait < 3 s; dates have whole seconds)",
+               last_seconds >= 0.9 && last_seconds < 3.0);
+    (void)hc;
+}
+
+static void x_big_valid(const struct hcase *hc) {
     cllm_chat_result r;
-    cllm_msg_meta meta;
-    ask(name, name, &o, &r);
-    check_true("invalid UTF-8 in a reply becomes U+FFFD exactly as Python's decode(errors=\"replace\"), 10 replacements counted",
-               r.code == CLLM_OK && !strcmp(r.content, want) && r.replaced == 10);
-    memset(&meta, 0, sizeof meta);
-    snprintf(meta.finish_reason, sizeof meta.finish_reason, "%s", r.finish_reason);
-    meta.replaced = r.replaced;
-    if (r.content) write_conv(name, r.content, &meta);
+    size_t i, bad = 0, tl = strlen(HOSTILE_TEXT);
+    ask(hc->name, hc->name, &hc->opts, &r);
+    for (i = 0; r.content && i < HOSTILE_BIG; i++) bad += r.content[i] != HOSTILE_TEXT[i % tl];
+    check_true("a valid 60 MiB reply arrives whole: every byte as sent", r.code == CLLM_OK && strlen(r.content) == HOSTILE_BIG && bad == 0);
     cllm_chat_result_free(&r);
 }
 
-static void c_lone_surrogate(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0, 0 };
-    cllm_chat_result r;
-    ask(name, name, &o, &r);
-    check_true("lone \\ud800 and \\udc00 become U+FFFD (2 counted), a surrogate pair stays one character",
-               r.code == CLLM_OK && !strcmp(r.content, "a\xef\xbf\xbd" "b\xef\xbf\xbd" "c\xf0\x9f\x98\x80" "d") && r.replaced == 2);
-    cllm_chat_result_free(&r);
-}
-
-static void c_nul(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0, 0 };
-    expect_failure(name, &o, CLLM_ERR_FORMAT, PHRASES("NUL character (\\u0000) at byte 4 of 13", "rather than cut"));
-}
-
-static void c_deep(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0, 0 };
+static void x_deep_lenient(const struct hcase *hc) {
     char *deep = (char *)malloc(100001);
     cllm_err err;
     cJSON *obj;
     double t0;
-    expect_failure(name, &o, CLLM_ERR_FORMAT, PHRASES("nests 100000 levels deep", "CJSON_NESTING_LIMIT"));
     memset(deep, '{', 100000);
     deep[100000] = 0;
     t0 = now_s();
@@ -299,73 +268,28 @@ static void c_deep(const char *name) {
     printf("    lenient parse of 100000 '{': %s in %.2f s\n", err.msg, now_s() - t0);
     check_true("a model reply of 100000 nested '{' is refused by the lenient parser in under 5 s", !obj && now_s() - t0 < 5.0);
     free(deep);
+    (void)hc;
 }
 
-static void c_empty_choices(const char *name) { case_opts o = { 1, 0, 0, 0, 0, 0 }; expect_failure(name, &o, CLLM_ERR_FORMAT, PHRASES("no \"choices\"[0]")); }
-static void c_null_content(const char *name) { case_opts o = { 1, 0, 0, 0, 0, 0 }; expect_failure(name, &o, CLLM_ERR_FORMAT, PHRASES("content is null")); }
-static void c_parts(const char *name) { case_opts o = { 1, 0, 0, 0, 0, 0 }; expect_content(name, &o, "Hello, world", 1); }
-static void c_tool_calls(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0, 0 };
-    expect_failure(name, &o, CLLM_ERR_FORMAT, PHRASES("tool_calls and no text", "finish_reason \"tool_calls\""));
-}
-
-static void c_finish(const char *name) {       /* kept and flagged; or a failure with reject_incomplete */
-    case_opts o = { 1, 0, 0, 0, 0, 0 };
-    int length = strstr(name, "length") != NULL;
-    cllm_chat_result r;
+static void x_flagged(const struct hcase *hc) {
     cllm_msg_meta meta;
-    if (strstr(name, "reject")) {
-        o.reject_incomplete = 1;
-        if (length) expect_failure(name, &o, CLLM_ERR_LIMIT, PHRASES("finish_reason \"length\"", "reject_incomplete"));
-        else expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES("finish_reason \"content_filter\"", "reject_incomplete"));
-        return;
-    }
-    ask(name, name, &o, &r);
-    check_true("the reply is kept with its finish_reason, and flagged incomplete", r.code == CLLM_OK &&
-               !strcmp(r.finish_reason, length ? "length" : "content_filter") && (length ? strlen(r.content) > 0 : r.content[0] == 0));
     memset(&meta, 0, sizeof meta);
-    snprintf(meta.finish_reason, sizeof meta.finish_reason, "%s", r.finish_reason);
-    check_true("cllm_msg_incomplete says so", cllm_msg_incomplete(&meta));
-    if (r.content) write_conv(name, r.content, &meta);
-    cllm_chat_result_free(&r);
-}
-static void c_filter_null(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0, 0 };
-    expect_failure(name, &o, CLLM_ERR_FORMAT, PHRASES("content is null", "content_filter"));
+    snprintf(meta.finish_reason, sizeof meta.finish_reason, "%s", hc->finish);
+    check_true("cllm_msg_incomplete flags the message", cllm_msg_incomplete(&meta));
 }
 
-static void c_error_200(const char *name) { case_opts o = { 1, 0, 0, 0, 0, 0 }; expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES("returned an error: model overloaded")); }
-static void c_empty_200(const char *name) { case_opts o = { 1, 0, 0, 0, 0, 0 }; expect_failure(name, &o, CLLM_ERR_FORMAT, PHRASES("empty response body")); }
-
-static void c_redirect(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0, 0 };
-    char where[64], hits[600];
+static void x_not_followed(const struct hcase *hc) {
+    char where[64], hits[600], *json;
     snprintf(where, sizeof where, "redirects to http://127.0.0.1:%d/", other_port);
-    expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES(where, "not followed"));
     snprintf(hits, sizeof hits, "%s/redirect_target_hits", case_dir);
-    check_true("the other port never saw a request (nor the key)", access(hits, F_OK) != 0);
-}
-
-static void c_http10(const char *name) { case_opts o = { 1, 0, 0, 0, 0, 0 }; expect_content(name, &o, "an HTTP/1.0 answer", 1); }
-static void c_gzip(const char *name) { case_opts o = { 1, 0, 0, 0, 0, 0 }; expect_content(name, &o, "a gzipped answer", 1); }
-static void c_gzip_broken(const char *name) { case_opts o = { 1, 0, 0, 0, 0, 0 }; expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES("content encoding is broken")); }
-
-static void c_key_401(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0, 0 };
-    expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES("HTTP 401: Incorrect API key provided: Bearer [redacted]"));
-}
-static void c_key_500(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0, 0 };
-    expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES("HTTP 500: upstream failed for Bearer [redacted]", "gave up after 2 attempts"));
-}
-static void c_key_200_body(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0, 0 };
-    expect_failure(name, &o, CLLM_ERR_FORMAT, PHRASES("not valid JSON", "starts \"[redacted]"));
+    json = slurp(hc->name, "json");
+    check_true("the message names the other port, which never saw a request (nor the key)",
+               json && strstr(json, where) && access(hits, F_OK) != 0);
+    cllm_free_buffer(json);
 }
 
 /* The key as the reply's text, given to the LLM user simulator: its error must not quote it. */
-static void c_key_reply(const char *name) {
-    case_opts o = { 1, 0, 0, 0, 0, 0 };
+static void x_key_reply(const struct hcase *hc) {
     cllm_client c;
     cllm_llm_sim sim;
     cllm_llm_sim_config sc;
@@ -378,39 +302,25 @@ static void c_key_reply(const char *name) {
     memset(&hist, 0, sizeof hist);
     memset(&rep, 0, sizeof rep);
     memset(&sc, 0, sizeof sc);
-    sc.params.model = name;
+    sc.params.model = hc->name;
     sc.max_parse_retries = 1;
-    client_open(&c, name, &o);
+    client_open(&c, hc->name, &hc->opts);
     cllm_llm_sim_init(&sim, &c, &sc);
     cllm_user_sim_turns(&sim.sim, &goal, &hist, 1, &rep, &err);
     printf("    %s\n", rep.err.msg);
-    snprintf(path, sizeof path, "%s/%s.outcome", case_dir, name);
+    snprintf(path, sizeof path, "%s/%s.outcome", case_dir, hc->name);
     if ((f = fopen(path, "wb")) != NULL) { fprintf(f, "%s: %s", cllm_result_string(rep.code), rep.err.msg); fclose(f); }
     check_true("the simulator's reply \"<key> is what you sent me\" fails as unusable, quoted as \"[redacted] is what ...\"",
                rep.code == CLLM_ERR_FORMAT && strstr(rep.err.msg, "starting \"[redacted] is what you sent me\"") != NULL);
-    write_conv(name, rep.err.msg, NULL);
+    write_conv(hc->name, rep.err.msg, NULL);
     cllm_reply_free(&rep);
     cllm_client_free(&c);
-}
-
-static void c_reset(const char *name) {
-    case_opts o = { 2, 0, 0, 0, 0, 0 };
-    if (strstr(name, "once")) { expect_content(name, &o, "after a reset", 2); return; }
-    expect_failure(name, &o, CLLM_ERR_HTTP, PHRASES("gave up after 3 attempts"));
 }
 
 /* ---- the command-line cases: argv after `collabllm`, then checks in the parent ------------------- */
 
 static char cli_outcome[700];             /* what a command-line case showed, for the table     */
 
-static char *slurp(const char *name, const char *ext) {
-    char path[600], *text = NULL;
-    size_t len;
-    cllm_err err;
-    snprintf(path, sizeof path, "%s/%s.%s", case_dir, name, ext);
-    if (cllm_read_file(path, &text, &len, &err) != CLLM_OK) return NULL;
-    return text;
-}
 
 static void a_sim_key(const char *name, int status) {
     char *conv = slurp(name, "conv.jsonl");
@@ -493,73 +403,86 @@ static void a_eval_judge500(const char *name, int status) {
 
 /* ---- the cases ------------------------------------------------------------------------------------ */
 
-typedef struct hcase {
-    const char *name;                     /* the model the server sees (library cases)          */
-    const char *fault;                    /* for the table                                       */
-    double      bound_s;                  /* wall-time bound                                     */
-    void      (*run)(const char *name);   /* a library case, in its child ...                   */
-    const char *args;                     /* ... or collabllm's arguments ({U} base URL, {D} DIR/NAME) */
-    void      (*after)(const char *name, int status);
-} hcase;
-
 #define SIM_ARGS(user, asst) "simulate --tasks {T} --out {D}.conv.jsonl --user-model " user " --assistant-model " asst \
     " --base-url {U} --api-key-env HOSTILE_KEY --retries 1 --backoff-max-ms 8000 --deadline-ms 20000 --timeout-ms 10000"
+#define FAILS(c, phrases) .code = c, .want = phrases
+#define GIVES(text, n) .code = CLLM_OK, .want = text, .attempts = n
 
 static const hcase cases[] = {
-    { "r429-short", "429, Retry-After: 1", 5, c_429_short, NULL, NULL },
-    { "r429-huge", "429, Retry-After: 999999999", 5, c_429_huge, NULL, NULL },
-    { "r429-date", "429, Retry-After as an HTTP-date", 5, c_429_date, NULL, NULL },
-    { "cli-wait-6s", "429, Retry-After: 6 (a wait over 5 s)", 12, NULL, SIM_ARGS("sim-wait6", "asst-ok"), a_sim_wait },
-    { "e502-once", "502, then a completion", 5, c_5xx_once, NULL, NULL },
-    { "e503-always", "503 on every attempt", 5, c_5xx_always, NULL, NULL },
-    { "slow-body", "the body at 1 byte per second", 5, c_slow_body, NULL, NULL },
-    { "no-headers", "the request read, no headers ever", 5, c_no_headers, NULL, NULL },
-    { "length-2gb", "Content-Length: 2147483648", 5, c_length_2gb, NULL, NULL },
-    { "length-2gb-x16", "Content-Length: 2 GB, 16 at once", 10, c_length_2gb, NULL, NULL },
-    { "chunked-endless", "an endless chunked body", 10, c_endless, NULL, NULL },
-    { "chunked-endless-x16", "an endless chunked body, 16 at once", 40, c_endless, NULL, NULL },
-    { "gzip-bomb", "a gzip bomb (1.6 MB -> 256 MiB)", 10, c_endless, NULL, NULL },
-    { "gzip-bomb-x16", "a gzip bomb, 16 at once", 40, c_endless, NULL, NULL },
-    { "big-valid", "a valid 60 MiB reply", 15, c_big_valid, NULL, NULL },
-    { "cli-big-valid", "a valid 60 MiB reply, simulate writes it", 20, NULL, SIM_ARGS("sim-basic", "big-valid"), a_big_valid },
-    { "big-control", "60 MiB of control characters", 15, c_big_control, NULL, NULL },
-    { "bad-utf8", "invalid UTF-8 in the content", 5, c_bad_utf8, NULL, NULL },
-    { "cli-bad-utf8", "invalid UTF-8, simulate writes it", 10, NULL, SIM_ARGS("sim-basic", "bad-utf8"), a_sim_utf8 },
-    { "lone-surrogate", "lone surrogate escapes \\ud800 \\udc00", 5, c_lone_surrogate, NULL, NULL },
-    { "nul-content", "an embedded \\u0000", 5, c_nul, NULL, NULL },
-    { "deep-json", "100,000-deep JSON", 10, c_deep, NULL, NULL },
-    { "empty-choices", "\"choices\": []", 5, c_empty_choices, NULL, NULL },
-    { "null-content", "content null", 5, c_null_content, NULL, NULL },
-    { "content-parts", "content as a list of parts", 5, c_parts, NULL, NULL },
-    { "tool-calls-only", "tool_calls only", 5, c_tool_calls, NULL, NULL },
-    { "finish-length", "finish_reason length", 5, c_finish, NULL, NULL },
-    { "finish-length-reject", "finish_reason length, reject_incomplete", 5, c_finish, NULL, NULL },
-    { "finish-filter", "finish_reason content_filter", 5, c_finish, NULL, NULL },
-    { "finish-filter-reject", "content_filter, reject_incomplete", 5, c_finish, NULL, NULL },
-    { "finish-filter-null", "content_filter with content null", 5, c_filter_null, NULL, NULL },
-    { "error-in-200", "an error object in a 200", 5, c_error_200, NULL, NULL },
-    { "empty-200", "an empty 200", 5, c_empty_200, NULL, NULL },
-    { "redirect-302", "302 to another port", 5, c_redirect, NULL, NULL },
-    { "redirect-307", "307 to another port", 5, c_redirect, NULL, NULL },
-    { "http10-no-length", "HTTP/1.0 without Content-Length", 5, c_http10, NULL, NULL },
-    { "gzip", "gzip", 5, c_gzip, NULL, NULL },
-    { "gzip-broken", "broken gzip", 5, c_gzip_broken, NULL, NULL },
-    { "key-in-401", "the key echoed in a 401", 5, c_key_401, NULL, NULL },
-    { "key-cut-401", "20 bytes of the key in a 401", 5, c_key_401, NULL, NULL },
-    { "key-in-500", "the key echoed in a 500", 5, c_key_500, NULL, NULL },
-    { "key-in-200-body", "a non-JSON 200 starting with the key", 5, c_key_200_body, NULL, NULL },
-    { "key-in-reply", "the simulator's reply starts with the key", 5, c_key_reply, NULL, NULL },
-    { "cli-sim-key", "the key in the simulator's reply text", 10, NULL, SIM_ARGS("sim-key", "asst-ok"), a_sim_key },
-    { "cli-judge-key", "generate-data, a judge reply starting with the key", 15, NULL,
-      "generate-data --tasks {T} --out {D}.records.jsonl --user-model sim-basic --assistant-model asst-ok --judge-model judge-key-reply"
-      " --metrics interactivity --candidates 1 --samples 1 --window 1 --max-turns 1 --base-url {U} --api-key-env HOSTILE_KEY"
-      " --retries 1 --deadline-ms 10000", a_datagen_key },
-    { "reset-always", "a connection reset mid-body, every time", 5, c_reset, NULL, NULL },
-    { "reset-once", "a connection reset mid-body, once", 5, c_reset, NULL, NULL },
-    { "cli-eval-judge-500", "eval, the judge answering 500", 10, NULL,
-      "eval --tasks {T} --details {D}.details.jsonl --summary {D}.summary.json --user-model sim-basic --assistant-model asst-ok"
-      " --judge-model judge-500 --metrics interactivity --base-url {U} --api-key-env HOSTILE_KEY --retries 1 --deadline-ms 10000",
-      a_eval_judge500 },
+    { "r429-short", "429, Retry-After: 1", 5, { .retries = 2 }, GIVES("after a short Retry-After", 2), .extra = x_waited_1s },
+    { "r429-huge", "429, Retry-After: 999999999", 5, { .retries = 2, .backoff_max_ms = 1500 }, GIVES("after a huge Retry-After", 2),
+      .extra = x_waited_cap },
+    { "r429-date", "429, Retry-After as an HTTP-date", 5, { .retries = 2 }, GIVES("after an HTTP-date Retry-After", 2),
+      .extra = x_waited_date },
+    { "cli-wait-6s", "429, Retry-After: 6 (a wait over 5 s)", 12, .args = SIM_ARGS("sim-wait6", "asst-ok"), .after = a_sim_wait },
+    { "e502-once", "502, then a completion", 5, { .retries = 2 }, GIVES("after a 502", 2) },
+    { "e503-always", "503 on every attempt", 5, { .retries = 2 }, FAILS(CLLM_ERR_HTTP, "HTTP 503: overloaded, try later|gave up after 3 attempts") },
+    { "slow-body", "the body at 1 byte per second", 5, { .retries = 3, .deadline_ms = 2000 },
+      FAILS(CLLM_ERR_HTTP, "deadline ran out|deadline_ms 2000") },
+    { "no-headers", "the request read, no headers ever", 5, { .retries = 3, .deadline_ms = 2000 }, FAILS(CLLM_ERR_HTTP, "deadline ran out|0 bytes") },
+    { "length-2gb", "Content-Length: 2147483648", 5, { .retries = 1 },
+      FAILS(CLLM_ERR_LIMIT, "larger than max_response_bytes (67108864)|Content-Length") },
+    { "length-2gb-x16", "Content-Length: 2 GB, 16 at once", 10, { .retries = 1, .n = 16 },
+      FAILS(CLLM_ERR_LIMIT, "larger than max_response_bytes (67108864)|Content-Length") },
+    /* each stops at its limit, or at the batch's budget (then it is retried, once here) */
+    { "chunked-endless", "an endless chunked body", 10, { .retries = 1, .deadline_ms = 30000, .timeout_ms = 15000 }, FAILS(CLLM_ERR_LIMIT, "max_") },
+    { "chunked-endless-x16", "an endless chunked body, 16 at once", 40, { .retries = 1, .deadline_ms = 30000, .timeout_ms = 15000, .n = 16 },
+      FAILS(CLLM_ERR_LIMIT, "max_") },
+    { "gzip-bomb", "a gzip bomb (1.6 MB -> 256 MiB)", 10, { .retries = 1, .deadline_ms = 30000, .timeout_ms = 15000 }, FAILS(CLLM_ERR_LIMIT, "max_") },
+    { "gzip-bomb-x16", "a gzip bomb, 16 at once", 40, { .retries = 1, .deadline_ms = 30000, .timeout_ms = 15000, .n = 16 },
+      FAILS(CLLM_ERR_LIMIT, "max_") },
+    { "big-valid", "a valid 60 MiB reply", 15, { .retries = 1, .deadline_ms = 20000, .timeout_ms = 15000 }, .extra = x_big_valid },
+    { "cli-big-valid", "a valid 60 MiB reply, simulate writes it", 20, .args = SIM_ARGS("sim-basic", "big-valid"), .after = a_big_valid },
+    { "big-control", "60 MiB of control characters", 15, { .retries = 1, .deadline_ms = 20000, .timeout_ms = 15000 },
+      FAILS(CLLM_ERR_LIMIT, "62914560 bytes, 377487360 as JSON|CLLM_MAX_LINE_BYTES") },
+    /* Python: b'caf\xc3 ok \xff\xfe end \xe2\x82 x \xf0\x9f\x98 \xed\xa0\x80 \xc0\xaf z'.decode('utf-8', 'replace') */
+    { "bad-utf8", "invalid UTF-8 in the content", 5, { .retries = 1 },
+      GIVES("caf\xef\xbf\xbd ok \xef\xbf\xbd\xef\xbf\xbd end \xef\xbf\xbd x \xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd "
+            "\xef\xbf\xbd\xef\xbf\xbd z", 1), .replaced = 10 },
+    { "cli-bad-utf8", "invalid UTF-8, simulate writes it", 10, .args = SIM_ARGS("sim-basic", "bad-utf8"), .after = a_sim_utf8 },
+    { "lone-surrogate", "lone surrogate escapes \\ud800 \\udc00", 5, { .retries = 1 },
+      GIVES("a\xef\xbf\xbd" "b\xef\xbf\xbd" "c\xf0\x9f\x98\x80" "d", 1), .replaced = 2 },
+    { "nul-content", "an embedded \\u0000", 5, { .retries = 1 }, FAILS(CLLM_ERR_FORMAT, "NUL character (\\u0000) at byte 4 of 13|rather than cut") },
+    { "deep-json", "100,000-deep JSON", 10, { .retries = 1 }, FAILS(CLLM_ERR_FORMAT, "nests 100000 levels deep|CJSON_NESTING_LIMIT"),
+      .extra = x_deep_lenient },
+    { "empty-choices", "\"choices\": []", 5, { .retries = 1 }, FAILS(CLLM_ERR_FORMAT, "no \"choices\"[0]") },
+    { "null-content", "content null", 5, { .retries = 1 }, FAILS(CLLM_ERR_FORMAT, "content is null") },
+    { "content-parts", "content as a list of parts", 5, { .retries = 1 }, GIVES("Hello, world", 1) },
+    { "tool-calls-only", "tool_calls only", 5, { .retries = 1 }, FAILS(CLLM_ERR_FORMAT, "tool_calls and no text|finish_reason \"tool_calls\"") },
+    { "finish-length", "finish_reason length", 5, { .retries = 1 }, GIVES("a reply cut off in the mid", 1), .finish = "length",
+      .extra = x_flagged },
+    { "finish-length-reject", "finish_reason length, reject_incomplete", 5, { .retries = 1, .reject_incomplete = 1 },
+      FAILS(CLLM_ERR_LIMIT, "finish_reason \"length\"|reject_incomplete") },
+    { "finish-filter", "finish_reason content_filter", 5, { .retries = 1 }, GIVES("", 1), .finish = "content_filter", .extra = x_flagged },
+    { "finish-filter-reject", "content_filter, reject_incomplete", 5, { .retries = 1, .reject_incomplete = 1 },
+      FAILS(CLLM_ERR_HTTP, "finish_reason \"content_filter\"|reject_incomplete") },
+    { "finish-filter-null", "content_filter with content null", 5, { .retries = 1 }, FAILS(CLLM_ERR_FORMAT, "content is null|content_filter") },
+    { "error-in-200", "an error object in a 200", 5, { .retries = 1 }, FAILS(CLLM_ERR_HTTP, "returned an error: model overloaded") },
+    { "empty-200", "an empty 200", 5, { .retries = 1 }, FAILS(CLLM_ERR_FORMAT, "empty response body") },
+    { "redirect-302", "302 to another port", 5, { .retries = 1 }, FAILS(CLLM_ERR_HTTP, "HTTP 302|redirects to http://127.0.0.1:|not followed"),
+      .extra = x_not_followed },
+    { "redirect-307", "307 to another port", 5, { .retries = 1 }, FAILS(CLLM_ERR_HTTP, "HTTP 307|redirects to http://127.0.0.1:|not followed"),
+      .extra = x_not_followed },
+    { "http10-no-length", "HTTP/1.0 without Content-Length", 5, { .retries = 1 }, GIVES("an HTTP/1.0 answer", 1) },
+    { "gzip", "gzip", 5, { .retries = 1 }, GIVES("a gzipped answer", 1) },
+    { "gzip-broken", "broken gzip", 5, { .retries = 1 }, FAILS(CLLM_ERR_HTTP, "content encoding is broken") },
+    { "key-in-401", "the key echoed in a 401", 5, { .retries = 1 }, FAILS(CLLM_ERR_HTTP, "HTTP 401: Incorrect API key provided: Bearer [redacted]") },
+    { "key-cut-401", "20 bytes of the key in a 401", 5, { .retries = 1 }, FAILS(CLLM_ERR_HTTP, "HTTP 401: Incorrect API key provided: Bearer [redacted]") },
+    { "key-in-500", "the key echoed in a 500", 5, { .retries = 1 },
+      FAILS(CLLM_ERR_HTTP, "HTTP 500: upstream failed for Bearer [redacted]|gave up after 2 attempts") },
+    { "key-in-200-body", "a non-JSON 200 starting with the key", 5, { .retries = 1 }, FAILS(CLLM_ERR_FORMAT, "not valid JSON|starts \"[redacted]") },
+    { "key-in-reply", "the simulator's reply starts with the key", 5, { .retries = 1 }, .extra = x_key_reply },
+    { "cli-sim-key", "the key in the simulator's reply text", 10, .args = SIM_ARGS("sim-key", "asst-ok"), .after = a_sim_key },
+    { "cli-judge-key", "generate-data, a judge reply starting with the key", 15,
+      .args = "generate-data --tasks {T} --out {D}.records.jsonl --user-model sim-basic --assistant-model asst-ok --judge-model judge-key-reply"
+              " --metrics interactivity --candidates 1 --samples 1 --window 1 --max-turns 1 --base-url {U} --api-key-env HOSTILE_KEY"
+              " --retries 1 --deadline-ms 10000", .after = a_datagen_key },
+    { "reset-always", "a connection reset mid-body, every time", 5, { .retries = 2 }, FAILS(CLLM_ERR_HTTP, "Connection reset|gave up after 3 attempts") },
+    { "reset-once", "a connection reset mid-body, once", 5, { .retries = 2 }, GIVES("after a reset", 2) },
+    { "cli-eval-judge-500", "eval, the judge answering 500", 10,
+      .args = "eval --tasks {T} --details {D}.details.jsonl --summary {D}.summary.json --user-model sim-basic --assistant-model asst-ok"
+              " --judge-model judge-500 --metrics interactivity --base-url {U} --api-key-env HOSTILE_KEY --retries 1 --deadline-ms 10000",
+      .after = a_eval_judge500 },
 };
 
 /* ---- the checks on every file a case leaves -------------------------------------------------------- */
@@ -675,7 +598,8 @@ static void run_case(const hcase *hc) {
         }
         check_failures = 0;                        /* the child counts its own checks */
         check_count = 0;
-        hc->run(hc->name);
+        if (hc->want) run_expectation(hc);
+        if (hc->extra) hc->extra(hc);
         fflush(NULL);
         exit(check_failures ? 1 : 0);              /* exit, not _exit: LeakSanitizer checks the child */
     }
