@@ -6478,7 +6478,9 @@ static cllm_result cllm__load_bpe(struct cllm__tok *p, const cJSON *model, int m
     p->fuse_unk = cllm__json_flag(model, "fuse_unk");
 
     cJSON_ArrayForEach(it, vocab) {
-        if (!cllm__json_id(it, &id)) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: vocab entry '%.*s' has no valid id (integer in [0, %d))", CLLM__CUT(it->string, 60), CLLM__MAX_IDS);
+        if (!cllm__json_id(it, &id))
+            return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: vocab entry '%.*s' has no valid id (integer in "
+                              "[0, %d))", CLLM__CUT(it->string, 60), CLLM__MAX_IDS);
         if (id > max_id) max_id = id;
         nvocab++;
     }
@@ -6500,13 +6502,16 @@ static cllm_result cllm__load_bpe(struct cllm__tok *p, const cJSON *model, int m
         if (rc == CLLM_ERR_ARG) { rc = CLLM_OK; cllm__smap_put(&p->by_str, p->pool.p, p->tok_str, (uint32_t)id); continue; }
         if (rc != CLLM_OK) return rc;
         if (cllm__smap_get(&p->by_str, p->pool.p, p->tok_str, it->string, strlen(it->string)) >= 0)
-            return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: vocab token '%.*s' appears twice", CLLM__CUT(it->string, 60));
+            return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: vocab token '%.*s' appears twice",
+                              CLLM__CUT(it->string, 60));
         cllm__smap_put(&p->by_str, p->pool.p, p->tok_str, (uint32_t)id);
         cllm__smap_put(&p->by_bytes, p->pool.p, p->tok_bytes, (uint32_t)id);
         if (p->tok_bytes[id].len == 1) p->byte_id[(unsigned char)p->pool.p[p->tok_bytes[id].off]] = id;
     }
     p->unk_id = unk ? cllm__find_token(p, unk, strlen(unk)) : -1;
-    if (unk && p->unk_id < 0) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: unk_token '%.*s' is not in the vocab", CLLM__CUT(unk, 60));
+    if (unk && p->unk_id < 0)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: unk_token '%.*s' is not in the vocab",
+                          CLLM__CUT(unk, 60));
 
     /* merges: "a b" (legacy) or ["a", "b"]; rank = position; merged id = vocab[a + b] */
     nmerges = (size_t)cJSON_GetArraySize(merges);
@@ -6558,7 +6563,9 @@ static cllm_result cllm__load_added(struct cllm__tok *p, const cJSON *list, cllm
         if (!content || !cllm__json_id(cJSON_GetObjectItemCaseSensitive(it, "id"), &a.id))
             return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: added_tokens entries need \"content\" and an integer \"id\"");
         if (cllm__json_flag(it, "single_word"))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: added token '%.*s' sets single_word, which is not supported", CLLM__CUT(content, 60));
+            return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
+                              "tokenizer.json: added token '%.*s' sets single_word, which is not supported",
+                              CLLM__CUT(content, 60));
         if (!*content) continue;                                   /* HF ignores empty tokens */
         a.special = (unsigned char)cllm__json_flag(it, "special");
         a.normalized = (unsigned char)cllm__json_bool(it, "normalized", !a.special);
@@ -6651,7 +6658,9 @@ static cllm_result cllm__load_pretok(struct cllm__tok *p, const cJSON *t, cllm_e
         if (!re) return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: Split with a String pattern is not supported (only the Llama-3 and Qwen2 regexes)");
         if (strcmp(re, cllm__re_llama3) == 0) s.kind = CLLM__PT_SPLIT_LLAMA3;
         else if (strcmp(re, cllm__re_qwen2) == 0) s.kind = CLLM__PT_SPLIT_QWEN2;
-        else return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: Split regex '%.*s' is not supported (only the Llama-3 and Qwen2 patterns)", CLLM__CUT(re, 200));
+        else return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
+                               "tokenizer.json: Split regex '%.*s' is not supported (only the Llama-3 and Qwen2 "
+                               "patterns)", CLLM__CUT(re, 200));
         if (!behavior || strcmp(behavior, "Isolated") != 0 || cllm__json_flag(t, "invert"))
             return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: Split behavior '%s'%s is not supported (only Isolated, invert false)", behavior ? behavior : "?", cllm__json_flag(t, "invert") ? " with invert" : "");
     } else if (strcmp(type, "Digits") == 0) {
@@ -6736,7 +6745,9 @@ static cllm_result cllm__config_token(const cllm_tokenizer *tok, const cJSON *cf
     *id = -1;
     if (!s) return CLLM_OK;
     *id = cllm__find_token(tok->priv, s, strlen(s));
-    if (*id < 0) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer_config.json: %s '%.*s' is not a token of tokenizer.json", key, CLLM__CUT(s, 60));
+    if (*id < 0)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer_config.json: %s '%.*s' is not a token of tokenizer.json",
+                          key, CLLM__CUT(s, 60));
     *str = cllm__strdup(s);
     return *str ? CLLM_OK : cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
 }
@@ -7453,7 +7464,9 @@ static cllm_result cllm__render_chatml(const struct cllm__tok *p, const cllm_mes
     for (i = 0; i < n; i++) {
         int asst = cllm__role_is(&m[i], "assistant");
         if (p->chat_default_system == cllm__qwen25_system && !asst && !cllm__role_is(&m[i], "user") && !cllm__role_is(&m[i], "system"))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template (Qwen2.5): role '%.*s' is not supported (system, user, assistant)", CLLM__CUT(m[i].role, 40));
+            return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
+                              "chat template (Qwen2.5): role '%.*s' is not supported (system, user, assistant)",
+                              CLLM__CUT(m[i].role, 40));
         cllm__buf_str(&r->text, "<|im_start|>");
         cllm__buf_str(&r->text, m[i].role);
         cllm__buf_str(&r->text, "\n");
@@ -7495,7 +7508,9 @@ static cllm_result cllm__render_qwen3(const cllm_message *m, int n, const cllm_r
         }
         if (cllm__role_is(&m[i], "system")) continue;
         if (!cllm__role_is(&m[i], "assistant"))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template (Qwen3): role '%.*s' is not supported (system, user, assistant)", CLLM__CUT(m[i].role, 40));
+            return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
+                              "chat template (Qwen3): role '%.*s' is not supported (system, user, assistant)",
+                              CLLM__CUT(m[i].role, 40));
         if (cllm__find(c, 0, len, "</think>", 0) != (size_t)-1) {
             /* content = c.split('</think>')[-1].lstrip('\n');
                reasoning = c.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') */
@@ -7558,7 +7573,9 @@ static cllm_result cllm__render_llama(const cllm_tokenizer *tok, int family, con
     }
     for (i = first; i < n; i++) {
         if (family == CLLM_CHAT_LLAMA31 && (cllm__role_is(&m[i], "ipython") || cllm__role_is(&m[i], "tool")))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template (Llama-3.1): role '%.*s' is not supported (tool calls are not rendered)", CLLM__CUT(m[i].role, 40));
+            return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
+                              "chat template (Llama-3.1): role '%.*s' is not supported (tool calls are not rendered)",
+                              CLLM__CUT(m[i].role, 40));
         if (family == CLLM_CHAT_LLAMA3 && i == 0 && tok->bos_token) cllm__buf_str(&r->text, tok->bos_token);
         cllm__llama_turn(&m[i], r);
     }
@@ -7584,7 +7601,9 @@ CLLMDEF cllm_result cllm_chat_render(const cllm_tokenizer *tok, const cllm_messa
         if (!msgs[i].role || !msgs[i].content) return cllm__fail(err, CLLM_ERR_ARG, "cllm_chat_render: message %d has no role or content", i);
     if (!tok->chat_template) return cllm__fail(err, CLLM_ERR_FORMAT, "cllm_chat_render: the tokenizer has no chat_template (tokenizer_config.json)");
     if (!tok->chat_family)
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template not supported (ChatML/SmolLM2/Qwen2.5, Qwen3, Llama-3, Llama-3.1+ are): \"%.*s...\"",
+        return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
+                          "chat template not supported (ChatML/SmolLM2/Qwen2.5, Qwen3, Llama-3, Llama-3.1+ are): "
+                          "\"%.*s...\"",
                           CLLM__CUT(tok->chat_template, 60));
     memset(&o, 0, sizeof o);
     if (opts) o = *opts;
@@ -8289,7 +8308,8 @@ static int cllm__conv_incomplete(const cllm_conv *c) {
 static cJSON *cllm__message_json(const char *role, const char *content, const cllm_msg_meta *meta) {
     cJSON *m = cJSON_CreateObject();
     int ok = m && cJSON_AddStringToObject(m, "role", role) && cJSON_AddStringToObject(m, "content", content);
-    if (ok && meta && meta->finish_reason[0]) ok = cJSON_AddStringToObject(m, "finish_reason", meta->finish_reason) != NULL;
+    if (ok && meta && meta->finish_reason[0])
+        ok = cJSON_AddStringToObject(m, "finish_reason", meta->finish_reason) != NULL;
     if (ok && meta && meta->replaced > 0) ok = cJSON_AddNumberToObject(m, "replaced", meta->replaced) != NULL;
     if (!ok) { cJSON_Delete(m); return NULL; }
     return m;
@@ -8325,7 +8345,8 @@ CLLMDEF cllm_result cllm_conv_from_json(cllm_conv *c, const cJSON *messages, cll
         if (!content) { cllm_conv_free(c); return cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"content\" must be a string", i); }
         if (fr && !cJSON_IsNull(fr) && !(cJSON_IsString(fr) && strlen(fr->valuestring) < sizeof meta.finish_reason)) {
             cllm_conv_free(c);
-            return cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"finish_reason\" must be a string of at most %d bytes", i,
+            return cllm__fail(err, CLLM_ERR_FORMAT,
+                              "messages[%d]: \"finish_reason\" must be a string of at most %d bytes", i,
                               (int)sizeof meta.finish_reason - 1);
         }
         if (cJSON_IsString(fr)) strcpy(meta.finish_reason, fr->valuestring);
@@ -8369,7 +8390,8 @@ static int cllm__hex4(const char *s, unsigned *v) {
     int k;
     *v = 0;
     for (k = 0; k < 4; k++) {
-        int d = isdigit((unsigned char)s[k]) ? s[k] - '0' : isxdigit((unsigned char)s[k]) ? (tolower((unsigned char)s[k]) - 'a' + 10) : -1;
+        int ch = tolower((unsigned char)s[k]);
+        int d = isdigit(ch) ? ch - '0' : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10 : -1;
         if (d < 0) return 0;
         *v = *v << 4 | (unsigned)d;
     }
@@ -8494,9 +8516,9 @@ static cllm_result cllm__received_text(char **text, size_t *replaced, cllm_err *
     if (escaped > CLLM__MAX_TEXT_JSON) {
         CLLM_FREE(*text);
         *text = NULL;
-        return cllm__fail(err, CLLM_ERR_LIMIT, "the text is %zu bytes, %zu as JSON (a control character takes 6), more than the %zu "
-                          "a line of ours may hold (CLLM_MAX_LINE_BYTES): refused rather than written where no reader could "
-                          "take it", n, escaped, CLLM__MAX_TEXT_JSON);
+        return cllm__fail(err, CLLM_ERR_LIMIT, "the text is %zu bytes, %zu as JSON (a control character takes 6), "
+                          "more than the %zu a line of ours may hold (CLLM_MAX_LINE_BYTES): refused rather than "
+                          "written where no reader could take it", n, escaped, CLLM__MAX_TEXT_JSON);
     }
     return CLLM_OK;
 }
@@ -8631,7 +8653,8 @@ CLLMDEF cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err) {
         }
     }
     if (nul) {
-        cllm__fail(err, CLLM_ERR_FORMAT, "the model's JSON holds a NUL character (\\u0000), which collabllm.h text cannot carry; "
+        cllm__fail(err, CLLM_ERR_FORMAT,
+                   "the model's JSON holds a NUL character (\\u0000), which collabllm.h text cannot carry; "
                    "refused rather than cut there");
     } else {                                      /* the start of the reply: cut on a character boundary */
         size_t n = strlen(text);
@@ -8718,13 +8741,16 @@ CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *c
     d.max_inflight_bytes = cllm__def(d.max_inflight_bytes, 256LL << 20);
     if (d.connect_timeout_ms < 0 || d.timeout_ms < 0 || d.deadline_ms < 0 || d.backoff_ms < 0 || d.backoff_max_ms < 0 ||
         d.max_concurrency < 0 || d.max_response_bytes < 0 || d.max_inflight_bytes < 0)
-        return cllm__fail(err, CLLM_ERR_ARG, "cllm_client_config: timeouts, deadline, backoff, max_concurrency and the byte limits "
+        return cllm__fail(err, CLLM_ERR_ARG,
+                          "cllm_client_config: timeouts, deadline, backoff, max_concurrency and the byte limits "
                           "must not be negative");
     if (d.max_inflight_bytes < d.max_response_bytes)
-        return cllm__fail(err, CLLM_ERR_ARG, "cllm_client_config: max_inflight_bytes (%lld) must be at least max_response_bytes (%ld), "
+        return cllm__fail(err, CLLM_ERR_ARG,
+                          "cllm_client_config: max_inflight_bytes (%lld) must be at least max_response_bytes (%ld), "
                           "or no response could reach its own limit", d.max_inflight_bytes, d.max_response_bytes);
     if (strncmp(d.base_url, "http://", 7) != 0 && strncmp(d.base_url, "https://", 8) != 0)
-        return cllm__fail(err, CLLM_ERR_ARG, "cllm_client_config.base_url must start with http:// or https:// (got \"%.*s\")", CLLM__CUT(d.base_url, 200));
+        return cllm__fail(err, CLLM_ERR_ARG, "cllm_client_config.base_url must start with http:// or https:// "
+                          "(got \"%.*s\")", CLLM__CUT(d.base_url, 200));
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return cllm__fail(err, CLLM_ERR_HTTP, "libcurl failed to initialise");
 
     blen = strlen(d.base_url);
@@ -8867,9 +8893,11 @@ static char *cllm__message_text(const cJSON *msg, char *why, size_t why_size) {
     }
     if (!content || cJSON_IsNull(content)) {
         if (cJSON_GetArraySize(tools) > 0)
-            snprintf(why, why_size, "choices[0].message has tool_calls and no text content (collabllm.h calls no tools; ask for a "
+            snprintf(why, why_size,
+                     "choices[0].message has tool_calls and no text content (collabllm.h calls no tools; ask for a "
                      "text answer)");
-        else if (refusal) snprintf(why, why_size, "the model refused (choices[0].message.refusal): %.*s", CLLM__CUT(refusal, 300));
+        else if (refusal) snprintf(why, why_size, "the model refused (choices[0].message.refusal): %.*s",
+                                   CLLM__CUT(refusal, 300));
         else snprintf(why, why_size, "choices[0].message.content is %s", content ? "null" : "missing");
         return NULL;
     }
@@ -8882,7 +8910,8 @@ static char *cllm__message_text(const cJSON *msg, char *why, size_t why_size) {
         if (cJSON_IsString(part)) text = part->valuestring;
         else if (!text || (type && strcmp(type, "text") != 0)) {
             cllm__sb_free(&b);
-            snprintf(why, why_size, "choices[0].message.content[%d] is a part of type \"%.*s\" with no text; collabllm.h keeps "
+            snprintf(why, why_size,
+                     "choices[0].message.content[%d] is a part of type \"%.*s\" with no text; collabllm.h keeps "
                      "text only", k, CLLM__CUT(type ? type : "?", 40));
             return NULL;
         }
@@ -8912,12 +8941,15 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
         if (len == 0) return cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: empty response body", c->url);
         cllm__endpoint_message(body, len, snippet, 80);
         if (cllm__json_cut_short(body, len, &depth))
-            return cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response JSON is truncated (%zu bytes end inside an unclosed object or string; "
+            return cllm__fail(&r->err, CLLM_ERR_FORMAT,
+                              "%s: response JSON is truncated (%zu bytes end inside an unclosed object or string; "
                               "starts \"%s\")", c->url, len, snippet);
         if (depth > CJSON_NESTING_LIMIT)
-            return cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response JSON nests %d levels deep, more than the parser accepts "
+            return cllm__fail(&r->err, CLLM_ERR_FORMAT,
+                              "%s: response JSON nests %d levels deep, more than the parser accepts "
                               "(CJSON_NESTING_LIMIT %d); starts \"%s\"", c->url, depth, CJSON_NESTING_LIMIT, snippet);
-        return cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response is not valid JSON (%zu bytes, starts \"%s\")", c->url, len, snippet);
+        return cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response is not valid JSON (%zu bytes, starts \"%s\")", c->url,
+                          len, snippet);
     }
     e = cJSON_GetObjectItemCaseSensitive(root, "error");
     choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "choices"), 0);
@@ -8935,16 +8967,22 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
     else if (!cJSON_IsObject(msg))
         rc = cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response has no choices[0].message object", c->url);
     else if (!(text = cllm__message_text(msg, why, sizeof why)))
-        rc = cllm__fail(&r->err, strcmp(why, "out of memory") ? CLLM_ERR_FORMAT : CLLM_ERR_NOMEM, "%s: %s%s%s%s", c->url, why,
-                        r->finish_reason[0] ? " (finish_reason \"" : "", r->finish_reason, r->finish_reason[0] ? "\")" : "");
+    {
+        const char *open = r->finish_reason[0] ? " (finish_reason \"" : "", *close = r->finish_reason[0] ? "\")" : "";
+        cllm_result code = strcmp(why, "out of memory") ? CLLM_ERR_FORMAT : CLLM_ERR_NOMEM;
+        rc = cllm__fail(&r->err, code, "%s: %s%s%s%s", c->url, why, open, r->finish_reason, close);
+    }
     if (rc == CLLM_OK && nul) {                    /* where did cJSON stop? compare with the NULs read as spaces */
         char *spaced = cllm__json_nul_to_space(json, len);
         cJSON *again = spaced ? cJSON_ParseWithLength(spaced, len) : NULL;
-        const cJSON *m2 = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(again, "choices"), 0), "message");
+        const cJSON *c2 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(again, "choices"), 0);
+        const cJSON *m2 = cJSON_GetObjectItemCaseSensitive(c2, "message");
         char *full = m2 ? cllm__message_text(m2, why, sizeof why) : NULL;
-        if (!full) rc = cllm__fail(&r->err, CLLM_ERR_NOMEM, "%s: out of memory checking the reply for NUL characters", c->url);
+        if (!full) rc = cllm__fail(&r->err, CLLM_ERR_NOMEM, "%s: out of memory checking the reply for NUL characters",
+                                   c->url);
         else if (strlen(full) != strlen(text))
-            rc = cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: the reply's content holds a NUL character (\\u0000) at byte %zu of %zu; "
+            rc = cllm__fail(&r->err, CLLM_ERR_FORMAT,
+                            "%s: the reply's content holds a NUL character (\\u0000) at byte %zu of %zu; "
                             "collabllm.h keeps text as C strings and refuses the reply rather than cut it there",
                             c->url, strlen(text), strlen(full));
         CLLM_FREE(full);
@@ -8959,10 +8997,12 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
         r->replaced = (int)(replaced + lone < INT_MAX ? replaced + lone : INT_MAX);
     }
     if (rc == CLLM_OK && c->cfg.reject_incomplete && strcmp(r->finish_reason, "length") == 0)
-        rc = cllm__fail(&r->err, CLLM_ERR_LIMIT, "%s: the reply was cut off at its token limit (finish_reason \"length\"; raise "
+        rc = cllm__fail(&r->err, CLLM_ERR_LIMIT,
+                        "%s: the reply was cut off at its token limit (finish_reason \"length\"; raise "
                         "max_tokens) and reject_incomplete (--reject-incomplete) makes that a failure", c->url);
     if (rc == CLLM_OK && c->cfg.reject_incomplete && strcmp(r->finish_reason, "content_filter") == 0)
-        rc = cllm__fail(&r->err, CLLM_ERR_HTTP, "%s: the endpoint's content filter cut or blocked the reply (finish_reason "
+        rc = cllm__fail(&r->err, CLLM_ERR_HTTP,
+                        "%s: the endpoint's content filter cut or blocked the reply (finish_reason "
                         "\"content_filter\") and reject_incomplete (--reject-incomplete) makes that a failure", c->url);
     if (rc != CLLM_OK) {
         CLLM_FREE(r->content);
@@ -9063,10 +9103,11 @@ static cllm_result cllm__xfer_start(cllm_client *c, cllm__xfer *x) {
     curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)x);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->cfg.connect_timeout_ms < timeout_ms ? c->cfg.connect_timeout_ms : timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+                     c->cfg.connect_timeout_ms < timeout_ms ? c->cfg.connect_timeout_ms : timeout_ms);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)x->limit);   /* a Content-Length over the limit: refused at once */
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);                         /* the key must not follow a redirect elsewhere */
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)x->limit);   /* a larger Content-Length: refused */
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);                         /* the key never follows a redirect */
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, c->cfg.insecure ? 0L : 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, c->cfg.insecure ? 0L : 2L);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
@@ -9107,7 +9148,8 @@ static const char *cllm__status_hint(const cllm_client *c, long status) {
 }
 
 /* Why a transfer failed, from its curl code; *code and *retryable are set too. */
-static void cllm__xfer_why(cllm_client *c, cllm__xfer *x, CURLcode cc, char *why, size_t size, cllm_result *code, int *retryable) {
+static void cllm__xfer_why(cllm_client *c, cllm__xfer *x, CURLcode cc, char *why, size_t size, cllm_result *code,
+                           int *retryable) {
     curl_off_t announced = -1;
     *retryable = 0;
     *code = CLLM_ERR_HTTP;
@@ -9117,7 +9159,8 @@ static void cllm__xfer_why(cllm_client *c, cllm__xfer *x, CURLcode cc, char *why
     } else if (x->over_budget) {
         *code = CLLM_ERR_LIMIT;
         *retryable = 1;                            /* the others' bodies will be released */
-        snprintf(why, size, "the responses in flight together reached max_inflight_bytes (%lld) while this one held %zu bytes",
+        snprintf(why, size,
+                 "the responses in flight together reached max_inflight_bytes (%lld) while this one held %zu bytes",
                  x->budget, x->resp.n);
     } else if (x->resp.oom) {
         *code = CLLM_ERR_NOMEM;
@@ -9125,20 +9168,24 @@ static void cllm__xfer_why(cllm_client *c, cllm__xfer *x, CURLcode cc, char *why
     } else if (cc == CURLE_FILESIZE_EXCEEDED) {
         *code = CLLM_ERR_LIMIT;
         curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &announced);
-        if (announced > 0) snprintf(why, size, "response larger than max_response_bytes (%ld): its Content-Length says %lld bytes",
-                                    x->limit, (long long)announced);
+        if (announced > 0)
+            snprintf(why, size, "response larger than max_response_bytes (%ld): its Content-Length says %lld bytes",
+                     x->limit, (long long)announced);
         else snprintf(why, size, "response larger than max_response_bytes (%ld), as its Content-Length says", x->limit);
     } else if (cc == CURLE_BAD_CONTENT_ENCODING) {
         snprintf(why, size, "the response's content encoding is broken (%s)", x->errbuf[0] ? x->errbuf : "undecodable");
     } else if (cc == CURLE_OPERATION_TIMEDOUT && x->deadline_cut) {
-        snprintf(why, size, "the request's deadline ran out (deadline_ms %ld covers every attempt and wait; %zu bytes of this "
+        snprintf(why, size,
+                 "the request's deadline ran out (deadline_ms %ld covers every attempt and wait; %zu bytes of this "
                  "attempt's response had arrived)", c->cfg.deadline_ms, x->resp.n);
     } else {
         *retryable = cllm__curl_retryable(cc);
         if (cc == CURLE_PARTIAL_FILE)
-            snprintf(why, size, "the connection closed before the whole response arrived (truncated body, %zu bytes)", x->resp.n);
+            snprintf(why, size, "the connection closed before the whole response arrived (truncated body, %zu bytes)",
+                     x->resp.n);
         else if (cc == CURLE_OPERATION_TIMEDOUT)
-            snprintf(why, size, "timed out (%s; limits: connect_timeout_ms %ld, timeout_ms %ld)", x->errbuf[0] ? x->errbuf : "no answer",
+            snprintf(why, size, "timed out (%s; limits: connect_timeout_ms %ld, timeout_ms %ld)",
+                     x->errbuf[0] ? x->errbuf : "no answer",
                      c->cfg.connect_timeout_ms, c->cfg.timeout_ms);
         else
             snprintf(why, size, "%s (%s)", curl_easy_strerror(cc), x->errbuf);
@@ -9175,14 +9222,18 @@ static void cllm__xfer_finish(cllm_client *c, cllm__xfer *x, CURLcode cc) {
         char *location = NULL;
         curl_easy_getinfo(x->easy, CURLINFO_REDIRECT_URL, &location);
         code = CLLM_ERR_HTTP;
-        snprintf(why, sizeof why, "HTTP %ld: the endpoint redirects to %.*s; redirects are not followed (the API key would go "
-                 "along): set base_url to the address that answers", status, CLLM__CUT(location ? location : "(no Location header)", 200));
+        if (!location) location = "(no Location header)";
+        snprintf(why, sizeof why, "HTTP %ld: the endpoint redirects to %.*s; redirects are not followed (the API key "
+                 "would go along): set base_url to the address that answers", status, CLLM__CUT(location, 200));
     } else {
         code = CLLM_ERR_HTTP;
         retryable = status == 408 || status == 429 || status >= 500;
         cllm__endpoint_message(x->resp.p, x->resp.n, said, sizeof said);
         snprintf(why, sizeof why, "HTTP %ld: %s%s", status, said, cllm__status_hint(c, status));
-        if (retry_after > 0) snprintf(why + strlen(why), sizeof why - strlen(why), " (Retry-After %lld s)", (long long)retry_after);
+        if (retry_after > 0) {
+            size_t used = strlen(why);
+            snprintf(why + used, sizeof why - used, " (Retry-After %lld s)", (long long)retry_after);
+        }
     }
     curl_multi_remove_handle((CURLM *)c->multi, x->easy);
     curl_easy_cleanup(x->easy);
@@ -9202,7 +9253,8 @@ static void cllm__xfer_finish(cllm_client *c, cllm__xfer *x, CURLcode cc) {
     x->res->seconds = cllm__now() - x->t_first;
     if (why[0]) {
         if (x->res->attempts > 1 || gave_up[0])
-            cllm__fail(&x->res->err, code, "%s: %s (gave up after %d attempts%s)", c->url, why, x->res->attempts, gave_up);
+            cllm__fail(&x->res->err, code, "%s: %s (gave up after %d attempts%s)", c->url, why, x->res->attempts,
+                       gave_up);
         else cllm__fail(&x->res->err, code, "%s: %s", c->url, why);
     }
     x->res->code = code;
@@ -9608,13 +9660,18 @@ CLLMDEF cllm_result cllm_simulate(const cllm_user_sim *user, const cllm_assistan
             for (k = 0; k < m; k++) {
                 size_t bytes;
                 i = idx[k];
-                bytes = rep[k].code == CLLM_OK ? cllm__conv_json_bytes(&convs[i]) + cllm__json_escaped_len(rep[k].text, strlen(rep[k].text)) : 0;
-                if (rep[k].code == CLLM_OK && bytes > CLLM__MAX_TEXT_JSON)    /* keep every conversation one readable line */
-                    st[i].code = cllm__fail(&st[i].err, CLLM_ERR_LIMIT, "conversation %d: with this %s message it would take about %zu "
-                                            "bytes as JSON, more than a line of ours may hold (CLLM_MAX_LINE_BYTES); stopped before it",
+                bytes = 0;
+                if (rep[k].code == CLLM_OK)           /* keep every conversation one readable line */
+                    bytes = cllm__conv_json_bytes(&convs[i]) + cllm__json_escaped_len(rep[k].text, strlen(rep[k].text));
+                if (bytes > CLLM__MAX_TEXT_JSON)
+                    st[i].code = cllm__fail(&st[i].err, CLLM_ERR_LIMIT,
+                                            "conversation %d: with this %s message it would take about %zu "
+                                            "bytes as JSON, more than a line of ours may hold (CLLM_MAX_LINE_BYTES); "
+                                            "stopped before it",
                                             i, users ? "user" : "assistant", bytes);
                 else if (rep[k].code != CLLM_OK) { st[i].code = rep[k].code; st[i].err = rep[k].err; }
-                else if (cllm_conv_push_meta(&convs[i], users ? "user" : "assistant", rep[k].text, &rep[k].meta, &st[i].err) != CLLM_OK)
+                else if (cllm_conv_push_meta(&convs[i], users ? "user" : "assistant", rep[k].text, &rep[k].meta,
+                                             &st[i].err) != CLLM_OK)
                     st[i].code = st[i].err.code;
                 else {
                     st[i].n_new++;
@@ -9718,7 +9775,8 @@ static cllm_result cllm__verdict_accuracy(const cJSON *o, cllm_judgement *j) {
 }
 
 static cllm_result cllm__verdict_extract(const cJSON *o, cllm_judgement *j) {
-    const char *key = cllm__json_str(o, "final_completion") ? "final_completion" : "final_answer";   /* CollabLLM v1's key */
+    /* final_answer: CollabLLM v1's key */
+    const char *key = cllm__json_str(o, "final_completion") ? "final_completion" : "final_answer";
     const char *t = cllm__json_str(o, key);
     if (!t || !*t) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no non-empty string \"final_completion\"");
     if (!(j->text = cllm__json_text(o, key, &j->err))) return j->err.code;
@@ -9733,7 +9791,8 @@ static int cllm__judge_take(void *ctx, int i, const cllm_chat_result *res, int l
     cJSON *o;
     cllm_judgement_free(j);
     if (res->code != CLLM_OK) {                   /* the client's message names the endpoint, status and reason */
-        j->code = cllm__fail(&j->err, res->code, "judge %s: %s", job->model ? job->model : "(client model)", res->err.msg);
+        j->code = cllm__fail(&j->err, res->code, "judge %s: %s", job->model ? job->model : "(client model)",
+                             res->err.msg);
         return 1;
     }
     o = cllm_json_parse_lenient(res->content, &j->err);
@@ -10077,7 +10136,8 @@ CLLMDEF cllm_result cllm_local_chat(cllm_local_lm *lm, const cllm_conv *historie
    "stop" (as vLLM reports both), max_new_tokens "length". */
 static void cllm__local_finish_meta(const cllm_local_output *o, cllm_msg_meta *meta) {
     memset(meta, 0, sizeof *meta);
-    snprintf(meta->finish_reason, sizeof meta->finish_reason, "%s", o->finish == CLLM_FINISH_LENGTH ? "length" : "stop");
+    snprintf(meta->finish_reason, sizeof meta->finish_reason, "%s",
+             o->finish == CLLM_FINISH_LENGTH ? "length" : "stop");
 }
 
 static cllm_result cllm__local_assistant_batch(void *ctx, const cllm_conv *histories, int n, cllm_reply *out) {
@@ -10311,7 +10371,8 @@ CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim
             if (mrc != CLLM_OK) scores[k] = NAN;
             smp->metrics[m] = scores[k];
             if (scores[k] == scores[k] || smp->code != CLLM_OK) continue;
-            smp->code = cllm__fail(&smp->err, mrc != CLLM_OK ? mrc : CLLM_ERR_FORMAT, "metric '%s' could not score this session: %s",
+            smp->code = cllm__fail(&smp->err, mrc != CLLM_OK ? mrc : CLLM_ERR_FORMAT,
+                                   "metric '%s' could not score this session: %s",
                                    met->name ? met->name : "?", merr.msg[0] ? merr.msg : "it gave no reason");
         }
     }
@@ -10373,12 +10434,13 @@ CLLMDEF cllm_result cllm_metric_token_amount(void *ctx, const cllm_session *s, i
 /* The end of a metric's batch, by its contract (cllm_metric_fn): an error when it scored none of
    n sessions, else CLLM_OK, with why (the first reason a session went unscored) kept in err->msg
    when some did. */
-static cllm_result cllm__metric_done(const double *scores, int n, const char *metric, const cllm_err *why, cllm_err *err) {
+static cllm_result cllm__metric_done(const double *scores, int n, const char *metric, const cllm_err *why,
+                                     cllm_err *err) {
     int i, unscored = 0;
     for (i = 0; i < n; i++) unscored += scores[i] != scores[i];
     if (n > 0 && unscored == n)
-        return cllm__fail(err, why->code != CLLM_OK ? why->code : CLLM_ERR_FORMAT, "%s scored none of %d sessions: %s", metric, n,
-                          why->msg[0] ? why->msg : "it gave no reason");
+        return cllm__fail(err, why->code != CLLM_OK ? why->code : CLLM_ERR_FORMAT, "%s scored none of %d sessions: %s",
+                          metric, n, why->msg[0] ? why->msg : "it gave no reason");
     cllm__ok(err);
     if (unscored && err) {
         cllm__fail(err, CLLM_ERR_FORMAT, "%s left %d of %d sessions unscored: %s", metric, unscored, n,
@@ -10487,7 +10549,8 @@ CLLMDEF cllm_result cllm_metric_exact_match(void *ctx, const cllm_session *s, in
 
 /* The final artifact of each session: judge-extracted when a judge is given, else the last
    assistant message. texts[i] is owned (NULL = extraction failed; the first reason goes to why). */
-static void cllm__extract_final(cllm_judge *judge, const char *kind, const cllm_session *s, int n, char **texts, cllm_err *why) {
+static void cllm__extract_final(cllm_judge *judge, const char *kind, const cllm_session *s, int n, char **texts,
+                                cllm_err *why) {
     cllm_extract_item *it;
     cllm_judgement *j;
     int i;
@@ -10508,7 +10571,8 @@ static void cllm__extract_final(cllm_judge *judge, const char *kind, const cllm_
         return;
     }
     for (i = 0; i < n; i++) {
-        const cJSON *meta = s[i].task ? cJSON_GetObjectItemCaseSensitive(s[i].task->json, "single_turn_metadata") : NULL;
+        const cJSON *task = s[i].task ? s[i].task->json : NULL;
+        const cJSON *meta = cJSON_GetObjectItemCaseSensitive(task, "single_turn_metadata");
         it[i].conv = s[i].conv; it[i].kind = kind;
         it[i].requirement = cllm__json_str(meta, "extraction_requirement");
     }
@@ -10538,7 +10602,8 @@ CLLMDEF cllm_result cllm_metric_bleu(void *ctx, const cllm_session *s, int n, do
         const char *ref = s[i].task ? s[i].task->completion : s[i].goal->reference;
         double b = NAN;
         cllm_err berr;
-        if (!ref) cllm__metric_why(&why, CLLM_ERR_ARG, "the task has no reference (single_turn_completion) to compare with");
+        if (!ref)
+            cllm__metric_why(&why, CLLM_ERR_ARG, "the task has no reference (single_turn_completion) to compare with");
         else if (docs[i] && cllm_bleu(1, &ref, docs[i], CLLM_BLEU_CHAR, 0, &b, &berr) != CLLM_OK) {
             b = NAN;
             cllm__metric_why(&why, berr.code, berr.msg);
@@ -10735,7 +10800,8 @@ static cllm_result cllm__jsonl_put(cllm__sb *b, const cJSON *o, const char *what
     n = strlen(text);
     if (n >= (size_t)CLLM_MAX_LINE_BYTES) {
         cJSON_free(text);
-        return cllm__fail(err, CLLM_ERR_LIMIT, "%s would be a %zu-byte line, longer than our readers accept (CLLM_MAX_LINE_BYTES, "
+        return cllm__fail(err, CLLM_ERR_LIMIT,
+                          "%s would be a %zu-byte line, longer than our readers accept (CLLM_MAX_LINE_BYTES, "
                           "%ld); not written", what, n, (long)CLLM_MAX_LINE_BYTES);
     }
     cllm__sb_putn(b, text, n);
@@ -10901,11 +10967,14 @@ static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm
         cllm_mr_score(&cfg->mr, user, future, items, k, res, err);   /* per-candidate failures are in res */
         for (i = 0, best = -1; i < k; i++) {
             cJSON *row;
-            size_t bytes = cllm__conv_json_bytes(&history) + cllm__json_escaped_len(replies[i].text, strlen(replies[i].text));
+            size_t bytes = cllm__conv_json_bytes(&history);
+            bytes += cllm__json_escaped_len(replies[i].text, strlen(replies[i].text));
             for (s = 0; s < res[i].n_samples; s++) bytes += cllm__conv_json_bytes(&res[i].samples[s].session);
             if (bytes >= (size_t)CLLM_MAX_LINE_BYTES) {   /* refuse before building it */
-                rc = cllm__fail(err, CLLM_ERR_LIMIT, "turn %d, candidate %d: its record (history, candidate and %d simulated sessions) "
-                                "would take about %zu bytes as one line, more than our readers accept (CLLM_MAX_LINE_BYTES)",
+                rc = cllm__fail(err, CLLM_ERR_LIMIT,
+                                "turn %d, candidate %d: its record (history, candidate and %d simulated sessions) "
+                                "would take about %zu bytes as one line, more than our readers accept "
+                                "(CLLM_MAX_LINE_BYTES)",
                                 turn, i, res[i].n_samples, bytes);
                 goto done;
             }
@@ -10915,7 +10984,8 @@ static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm
             if (res[i].code == CLLM_OK && (best < 0 || res[i].mr > res[best].mr)) best = i;   /* ties: the first */
         }
         if (best < 0) { rc = cllm__fail(err, res[0].code ? res[0].code : CLLM_ERR_FORMAT, "turn %d: no candidate could be scored: %s", turn, res[0].err.msg); goto done; }
-        if ((rc = cllm_conv_push_meta(&history, "assistant", replies[best].text, &replies[best].meta, err)) != CLLM_OK) goto done;
+        rc = cllm_conv_push_meta(&history, "assistant", replies[best].text, &replies[best].meta, err);
+        if (rc != CLLM_OK) goto done;
         /* the next user message: from the best candidate's longest simulated future */
         for (s = 0; s < res[best].n_samples; s++)
             if (res[best].samples[s].code == CLLM_OK && (longest < 0 || res[best].samples[s].session.n > res[best].samples[longest].session.n)) longest = s;
@@ -10926,7 +10996,8 @@ static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm
             if (smp->session.meta) ureply.meta = smp->session.meta[history.n];
         } else if ((rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err)) != CLLM_OK) goto done;
         for (i = 0; i < k; i++) { cllm_mr_result_free(&res[i]); cllm_reply_free(&replies[i]); }
-        if (!ureply.terminated && (rc = cllm_conv_push_meta(&history, "user", ureply.text, &ureply.meta, err)) != CLLM_OK) goto done;
+        if (!ureply.terminated) rc = cllm_conv_push_meta(&history, "user", ureply.text, &ureply.meta, err);
+        if (rc != CLLM_OK) goto done;
     }
 done:
     for (i = 0; i < k && res; i++) cllm_mr_result_free(&res[i]);
@@ -11175,7 +11246,8 @@ CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_s
             t = ok_idx[k];
             scores[(size_t)t * nm + m] = mrc == CLLM_OK ? col[k] : NAN;
             if (scores[(size_t)t * nm + m] == scores[(size_t)t * nm + m] || why[t].code != CLLM_OK) continue;
-            cllm__fail(&why[t], mrc != CLLM_OK ? mrc : CLLM_ERR_FORMAT, "metric '%s' could not score this conversation: %s",
+            cllm__fail(&why[t], mrc != CLLM_OK ? mrc : CLLM_ERR_FORMAT,
+                       "metric '%s' could not score this conversation: %s",
                        cfg->metrics[m].name, merr.msg[0] ? merr.msg : "it gave no reason");
         }
     }
@@ -11212,16 +11284,19 @@ CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_s
         summary->tokens_k += tokens / 1000.0;
         summary->turns += turns;
     }
-    for (m = 0; m < nm; m++)                                       /* nothing scored: NAN, never a 0 */
-        summary->metric_means[m] = summary->metric_counts[m] ? summary->metric_means[m] / summary->metric_counts[m] : NAN;
+    for (m = 0; m < nm; m++) {                                     /* nothing scored: NAN, never a 0 */
+        int count = summary->metric_counts[m];
+        summary->metric_means[m] = count ? summary->metric_means[m] / count : NAN;
+    }
     summary->tokens_k = n_ok ? summary->tokens_k / n_ok : NAN;
     summary->turns = n_ok ? summary->turns / n_ok : NAN;
     if (details_path) rc = cllm__write_jsonl(details_path, details, err);
     if (rc == CLLM_OK && summary->n_failed) {
         for (t = 0; t < n_tasks && st[t].code == CLLM_OK && why[t].code == CLLM_OK; t++) {}
-        rc = cllm__fail(err, st[t].code != CLLM_OK ? st[t].code : why[t].code, "%d of %d conversations failed; they are left out "
-                        "of the averages they lack (see the \"error\" field of the details). First (#%d): %s", summary->n_failed,
-                        n_tasks, t, st[t].code != CLLM_OK ? st[t].err.msg : why[t].msg);
+        const cllm_err *first = st[t].code != CLLM_OK ? &st[t].err : &why[t];
+        rc = cllm__fail(err, first->code, "%d of %d conversations failed; they are left out of the averages they lack "
+                        "(see the \"error\" field of the details). First (#%d): %s", summary->n_failed, n_tasks, t,
+                        first->msg);
     }
 done:
     for (t = 0; convs && t < n_tasks; t++) cllm_conv_free(&convs[t]);
@@ -14827,7 +14902,11 @@ CLLMDEF cllm_result cllm_ref_json(const char *name, const char *input, size_t le
         if (!strchr(" \t\r\n", *end)) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "ref %s: unexpected text after the JSON object", name); goto done; }
     if (!(out = cJSON_CreateObject())) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
     if ((rc = table[i].fn(in, out, &pool, err)) != CLLM_OK) {
-        if (err) { char msg[CLLM_ERRMSG_SIZE]; memcpy(msg, err->msg, sizeof msg); snprintf(err->msg, sizeof err->msg, "ref %s: %.*s", name, CLLM__CUT(msg, 400)); }
+        if (err) {
+            char msg[CLLM_ERRMSG_SIZE];
+            memcpy(msg, err->msg, sizeof msg);
+            snprintf(err->msg, sizeof err->msg, "ref %s: %.*s", name, CLLM__CUT(msg, 400));
+        }
         goto done;
     }
     if (!(text = cJSON_PrintUnformatted(out)) || !(*output = cllm__strdup(text))) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }

@@ -292,7 +292,8 @@ static int make_client(cllm_client *c, int argc, char **argv, const char *side, 
     }
     cfg.deadline_ms = (long)deadline_ms;
     cfg.backoff_max_ms = (long)backoff_max_ms;
-    cfg.reject_incomplete = has_switch(argc, argv, "--reject-incomplete");   /* finish_reason length/content_filter fails */
+    /* --reject-incomplete: a reply whose finish_reason is length or content_filter is a failed call */
+    cfg.reject_incomplete = has_switch(argc, argv, "--reject-incomplete");
     cfg.on_wait = print_wait;
     cfg.on_wait_ctx = (void *)side;
     snprintf(name, sizeof name, "--%s-base-url", side);
@@ -426,8 +427,8 @@ static int cmd_simulate(int argc, char **argv) {
         "    [--assistant-system TEXT] [--user-temperature 1] [--assistant-temperature 0.8] [--seed N] [--json-mode]\n"
         "    [--user-max-tokens 1024] [--assistant-max-tokens 2048 (API) / 1024 (local)] [--user-prompt TEMPLATE_FILE]\n"
         "    [--base-url URL] [--api-key-env NAME] [--user-base-url URL] [--user-api-key-env NAME]\n"
-        "    [--assistant-base-url URL] [--assistant-api-key-env NAME] [--concurrency 16] [--timeout-ms N] [--retries N] [--insecure]\n"
-        "    [--deadline-ms 600000] [--backoff-max-ms 60000] [--reject-incomplete]";
+        "    [--assistant-base-url URL] [--assistant-api-key-env NAME] [--concurrency 16] [--insecure]\n"
+        "    [--timeout-ms N] [--retries N] [--deadline-ms 600000] [--backoff-max-ms 60000] [--reject-incomplete]";
     const char *tasks_path = need(argc, argv, "--tasks", usage), *out = need(argc, argv, "--out", usage);
     const char *user_model = flag(argc, argv, "--user-model"), *asst_model = flag(argc, argv, "--assistant-model");
     const char *user_dir = flag(argc, argv, "--user-model-dir"), *asst_dir = flag(argc, argv, "--assistant-model-dir");
@@ -484,8 +485,9 @@ static int cmd_simulate(int argc, char **argv) {
         cJSON_Delete(rec);
         if (!line) { fprintf(stderr, "error: out of memory\n"); goto done; }
         len = strlen(line);
-        if (len >= (size_t)CLLM_MAX_LINE_BYTES) {        /* a line no reader of ours would take: say so, write no file */
-            fprintf(stderr, "error: conversation %d would be a %zu-byte line, longer than the readers accept (CLLM_MAX_LINE_BYTES)\n", i, len);
+        if (len >= (size_t)CLLM_MAX_LINE_BYTES) {        /* a line no reader of ours would take: write no file */
+            fprintf(stderr, "error: conversation %d would be a %zu-byte line, longer than the readers accept "
+                    "(CLLM_MAX_LINE_BYTES)\n", i, len);
             cJSON_free(line);
             goto done;
         }
@@ -726,7 +728,8 @@ static int cmd_eval(int argc, char **argv) {
             cJSON_AddItemToObject(mo, ms.metrics[m].name, v == v ? cJSON_CreateNumber(v) : cJSON_CreateNull());
             cJSON_AddNumberToObject(so, ms.metrics[m].name, sum.metric_counts ? sum.metric_counts[m] : 0);
         }
-        cJSON_AddItemToObject(js, "tokens_k", sum.tokens_k == sum.tokens_k ? cJSON_CreateNumber(sum.tokens_k) : cJSON_CreateNull());
+        cJSON_AddItemToObject(js, "tokens_k",
+                              sum.tokens_k == sum.tokens_k ? cJSON_CreateNumber(sum.tokens_k) : cJSON_CreateNull());
         cJSON_AddItemToObject(js, "turns", sum.turns == sum.turns ? cJSON_CreateNumber(sum.turns) : cJSON_CreateNull());
         text = cJSON_Print(js);
         if (cllm_write_file_atomic(summary_path, text, strlen(text), &err) != CLLM_OK) { fail(&err); rc = 1; }
