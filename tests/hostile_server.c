@@ -46,7 +46,8 @@ static int hostile_send_n(int fd, const char *p, size_t n) {
 /* A 200 head with these extra header lines (each ending in \r\n) and a Content-Length. */
 static void hostile_head(int fd, const char *status, const char *extra, size_t length) {
     char head[512];
-    snprintf(head, sizeof head, "HTTP/1.1 %s\r\nContent-Type: application/json\r\n%sContent-Length: %zu\r\nConnection: close\r\n\r\n",
+    snprintf(head, sizeof head,
+             "HTTP/1.1 %s\r\nContent-Type: application/json\r\n%sContent-Length: %zu\r\nConnection: close\r\n\r\n",
              status, extra, length);
     hostile_send(fd, head);
 }
@@ -65,7 +66,8 @@ static uint32_t hostile_crc32(const unsigned char *p, size_t n) {
 }
 
 static void hostile_le32(unsigned char *o, uint32_t v) {
-    o[0] = (unsigned char)v; o[1] = (unsigned char)(v >> 8); o[2] = (unsigned char)(v >> 16); o[3] = (unsigned char)(v >> 24);
+    int k;
+    for (k = 0; k < 4; k++) o[k] = (unsigned char)(v >> (8 * k));
 }
 
 static const unsigned char hostile_gzip_head[10] = { 0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff };
@@ -151,7 +153,9 @@ static void w_length_2gb(int fd, const mock_request *q) {   /* announces 2 GB, s
     static char zeros[65536];
     int k;
     (void)q;
-    hostile_send(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2147483648\r\nConnection: close\r\n\r\n");
+    hostile_send(fd,
+                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2147483648\r\nConnection: "
+                 "close\r\n\r\n");
     for (k = 0; k < 1024 && hostile_send_n(fd, zeros, sizeof zeros); k++) {}
 }
 
@@ -162,7 +166,9 @@ static void w_chunked_endless(int fd, const mock_request *q) {   /* chunks until
     memcpy(chunk, "10000\r\n", 7);
     memset(chunk + 7, 'a', 65536);
     memcpy(chunk + 7 + 65536, "\r\n", 2);
-    hostile_send(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    hostile_send(fd,
+                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: "
+                 "close\r\n\r\n");
     for (k = 0; k < 16384 && hostile_send_n(fd, chunk, 7 + 65536 + 2); k++) {}
 }
 
@@ -228,7 +234,8 @@ static void w_gzip_broken(int fd, const mock_request *q) {  /* a gzip header, th
 
 static void w_redirect(int fd, const char *status) {
     char head[512];
-    snprintf(head, sizeof head, "HTTP/1.1 %s\r\nLocation: http://127.0.0.1:%d/v1/chat/completions\r\nContent-Length: 0\r\n"
+    snprintf(head, sizeof head, "HTTP/1.1 %s\r\nLocation: http://127.0.0.1:%d/v1/chat/completions\r\n"
+             "Content-Length: 0\r\n"
              "Connection: close\r\n\r\n", status, hostile_other_port);
     hostile_send(fd, head);
 }
@@ -249,16 +256,12 @@ static void w_half(int fd, const mock_request *q) {         /* half the body, th
 /* The user simulator's answers: opens with a request, ends once the assistant has spoken. */
 static char *hostile_sim(const mock_request *q, const char *opening) {
     char buf[512];
-    if (!strstr(mock_last_user(q), "**Assistant**:")) snprintf(buf, sizeof buf, "{\"thought\": \"open\", \"response\": \"%s\"}", opening);
+    if (!strstr(mock_last_user(q), "**Assistant**:")) snprintf(buf, sizeof buf,
+            "{\"thought\": \"open\", \"response\": \"%s\"}", opening);
     else snprintf(buf, sizeof buf, "{\"thought\": \"done\", \"response\": \"[[TERMINATE CHAT]]\"}");
     return mock_strdup(buf);
 }
 
-static char *hostile_key_echo(const mock_request *q, int cut) {   /* what the endpoint saw, maybe only its first `cut` bytes */
-    char buf[512];
-    snprintf(buf, sizeof buf, "%.*s", cut > 0 ? cut : 400, q->auth ? q->auth : "(no key)");
-    return mock_strdup(buf);
-}
 
 static void hostile_error(mock_response *r, int status, const char *message) {
     cJSON *o = cJSON_CreateObject();
@@ -268,105 +271,121 @@ static void hostile_error(mock_response *r, int status, const char *message) {
     cJSON_Delete(o);
 }
 
+/* Bodies written out as the server sends them (escapes the client must read itself). */
+static const char body_lone_surrogate[] =
+    "{\"choices\": [{\"message\": {\"role\": \"assistant\", \"content\": \"a\\ud800b\\udc00c\\ud83d\\ude00d\"}, "
+    "\"finish_reason\": \"stop\"}]}";
+static const char body_nul[] =
+    "{\"choices\": [{\"message\": {\"role\": \"assistant\", \"content\": \"kept\\u0000and lost\"}, "
+    "\"finish_reason\": \"stop\"}]}";
+static const char body_parts[] =
+    "{\"choices\": [{\"message\": {\"role\": \"assistant\", \"content\": [{\"type\": \"text\", \"text\": \"Hello, \"}, "
+    "{\"type\": \"text\", \"text\": \"world\"}]}, \"finish_reason\": \"stop\"}]}";
+static const char body_tool_calls[] =
+    "{\"choices\": [{\"message\": {\"role\": \"assistant\", \"content\": null, \"tool_calls\": [{\"id\": \"c1\", "
+    "\"type\": \"function\", \"function\": {\"name\": \"f\", \"arguments\": \"{}\"}}]}, "
+    "\"finish_reason\": \"tool_calls\"}]}";
+static const char bad_utf8[] = "caf\xc3 ok \xff\xfe end \xe2\x82 x \xf0\x9f\x98 \xed\xa0\x80 \xc0\xaf z";
+
+/* A 429 with "Retry-After: seconds" on the model's first request, then `then` as the content
+   (or, for a simulator, NULL: its answers). */
+static void hostile_429_once(const mock_request *q, mock_response *r, int seconds, const char *then) {
+    if (q->seen == 0) {
+        hostile_error(r, 429, "rate limited");
+        r->retry_after = seconds;
+    } else r->content = then ? mock_strdup(then) : hostile_sim(q, "i need a haiku");
+}
+
+/* The key the request carried ("Bearer " stripped), inside `fmt` (one %s). */
+static char *hostile_with_key(const mock_request *q, const char *fmt) {
+    const char *key = q->auth ? q->auth + 7 : "";
+    char *out = (char *)malloc(strlen(fmt) + strlen(key) + 1);
+    sprintf(out, fmt, key);
+    return out;
+}
+
+/* The simulator's answer holding the key twice: plain, and with every 4th character written as
+   \u00XX (no 8 plain bytes of it: only the simulator's JSON decoding spells it). */
+static char *hostile_sim_key(const mock_request *q) {
+    char buf[1024], esc[512];
+    const char *key = q->auth ? q->auth + 7 : "";
+    size_t i, o = 0;
+    for (i = 0; key[i] && o + 8 < sizeof esc; i++) {
+        if (i % 4 == 0) o += (size_t)snprintf(esc + o, sizeof esc - o, "\\u%04x", (unsigned char)key[i]);
+        else esc[o++] = key[i];
+    }
+    esc[o] = 0;
+    snprintf(buf, sizeof buf, "{\"thought\": \"leak\", \"response\": \"my key is %s, or %s\"}", key, esc);
+    return mock_strdup(buf);
+}
+
+static int is(const char *model, const char *name) { return strcmp(model, name) == 0; }
+
 static void hostile_handler(void *ctx, const mock_request *q, mock_response *r) {
     const char *m = q->model;
     (void)ctx;
-    if (!strcmp(m, "r429-short")) {
-        if (q->seen == 0) { r->status = 429; r->retry_after = 1; r->body = mock_strdup("{\"error\": {\"message\": \"slow down\"}}"); }
-        else r->content = mock_strdup("after a short Retry-After");
-    } else if (!strcmp(m, "r429-huge")) {
-        if (q->seen == 0) { r->status = 429; r->retry_after = 999999999; r->body = mock_strdup("{\"error\": {\"message\": \"come back next decade\"}}"); }
-        else r->content = mock_strdup("after a huge Retry-After");
-    } else if (!strcmp(m, "r429-date")) {
-        if (q->seen == 0) r->raw = w_retry_date;
-        else r->content = mock_strdup("after an HTTP-date Retry-After");
-    } else if (!strcmp(m, "sim-wait6")) {
-        if (q->seen == 0) { r->status = 429; r->retry_after = 6; r->body = mock_strdup("{\"error\": {\"message\": \"rate limited\"}}"); }
-        else r->content = hostile_sim(q, "i need a haiku");
-    } else if (!strcmp(m, "e502-once")) {
-        if (q->seen == 0) hostile_error(r, 502, "bad gateway");
-        else r->content = mock_strdup("after a 502");
-    } else if (!strcmp(m, "e503-always")) hostile_error(r, 503, "overloaded, try later");
-    else if (!strcmp(m, "slow-body")) r->raw = w_slow;
-    else if (!strcmp(m, "no-headers")) r->hang = 1;
-    else if (!strcmp(m, "length-2gb") || !strcmp(m, "length-2gb-x16")) r->raw = w_length_2gb;
-    else if (!strcmp(m, "chunked-endless") || !strcmp(m, "chunked-endless-x16")) r->raw = w_chunked_endless;
-    else if (!strcmp(m, "gzip-bomb") || !strcmp(m, "gzip-bomb-x16")) r->raw = w_gzip_bomb;
-    else if (!strcmp(m, "big-valid")) r->raw = w_big_text;
-    else if (!strcmp(m, "big-control")) r->raw = w_big_ctrl;
-    else if (!strcmp(m, "bad-utf8")) r->content = mock_strdup("caf\xc3 ok \xff\xfe end \xe2\x82 x \xf0\x9f\x98 \xed\xa0\x80 \xc0\xaf z");
-    else if (!strcmp(m, "lone-surrogate"))
-        r->body = mock_strdup("{\"choices\": [{\"message\": {\"role\": \"assistant\", \"content\": \"a\\ud800b\\udc00c\\ud83d\\ude00d\"}, "
-                              "\"finish_reason\": \"stop\"}]}");
-    else if (!strcmp(m, "nul-content"))
-        r->body = mock_strdup("{\"choices\": [{\"message\": {\"role\": \"assistant\", \"content\": \"kept\\u0000and lost\"}, "
-                              "\"finish_reason\": \"stop\"}]}");
-    else if (!strcmp(m, "deep-json")) {
+    if (is(m, "r429-short")) hostile_429_once(q, r, 1, "after a short Retry-After");
+    else if (is(m, "r429-huge")) hostile_429_once(q, r, 999999999, "after a huge Retry-After");
+    else if (is(m, "r429-date") && q->seen == 0) r->raw = w_retry_date;
+    else if (is(m, "r429-date")) r->content = mock_strdup("after an HTTP-date Retry-After");
+    else if (is(m, "sim-wait6")) hostile_429_once(q, r, 6, NULL);
+    else if (is(m, "e502-once") && q->seen == 0) hostile_error(r, 502, "bad gateway");
+    else if (is(m, "e502-once")) r->content = mock_strdup("after a 502");
+    else if (is(m, "e503-always")) hostile_error(r, 503, "overloaded, try later");
+    else if (is(m, "slow-body")) r->raw = w_slow;
+    else if (is(m, "no-headers")) r->hang = 1;
+    else if (is(m, "length-2gb") || is(m, "length-2gb-x16")) r->raw = w_length_2gb;
+    else if (is(m, "chunked-endless") || is(m, "chunked-endless-x16")) r->raw = w_chunked_endless;
+    else if (is(m, "gzip-bomb") || is(m, "gzip-bomb-x16")) r->raw = w_gzip_bomb;
+    else if (is(m, "big-valid")) r->raw = w_big_text;
+    else if (is(m, "big-control")) r->raw = w_big_ctrl;
+    else if (is(m, "bad-utf8")) r->content = mock_strdup(bad_utf8);
+    else if (is(m, "lone-surrogate")) r->body = mock_strdup(body_lone_surrogate);
+    else if (is(m, "nul-content")) r->body = mock_strdup(body_nul);
+    else if (is(m, "deep-json")) {
         size_t depth = 100000;
         r->body = (char *)malloc(2 * depth + 1);
         memset(r->body, '[', depth);
         memset(r->body + depth, ']', depth);
         r->body[2 * depth] = 0;
-    } else if (!strcmp(m, "empty-choices")) r->body = mock_strdup("{\"choices\": []}");
-    else if (!strcmp(m, "null-content")) r->body = hostile_completion(NULL, "stop");
-    else if (!strcmp(m, "content-parts"))
-        r->body = mock_strdup("{\"choices\": [{\"message\": {\"role\": \"assistant\", \"content\": [{\"type\": \"text\", \"text\": "
-                              "\"Hello, \"}, {\"type\": \"text\", \"text\": \"world\"}]}, \"finish_reason\": \"stop\"}]}");
-    else if (!strcmp(m, "tool-calls-only"))
-        r->body = mock_strdup("{\"choices\": [{\"message\": {\"role\": \"assistant\", \"content\": null, \"tool_calls\": [{\"id\": \"c1\", "
-                              "\"type\": \"function\", \"function\": {\"name\": \"f\", \"arguments\": \"{}\"}}]}, \"finish_reason\": \"tool_calls\"}]}");
-    else if (!strcmp(m, "finish-length") || !strcmp(m, "finish-length-reject")) r->body = hostile_completion("a reply cut off in the mid", "length");
-    else if (!strcmp(m, "finish-filter") || !strcmp(m, "finish-filter-reject")) r->body = hostile_completion("", "content_filter");
-    else if (!strcmp(m, "finish-filter-null")) r->body = hostile_completion(NULL, "content_filter");
-    else if (!strcmp(m, "error-in-200")) r->body = mock_strdup("{\"error\": {\"message\": \"model overloaded\", \"type\": \"server_error\"}}");
-    else if (!strcmp(m, "empty-200")) r->body = mock_strdup("");
-    else if (!strcmp(m, "redirect-302")) r->raw = w_302;
-    else if (!strcmp(m, "redirect-307")) r->raw = w_307;
-    else if (!strcmp(m, "http10-no-length")) r->raw = w_http10;
-    else if (!strcmp(m, "gzip")) r->raw = w_gzip;
-    else if (!strcmp(m, "gzip-broken")) r->raw = w_gzip_broken;
-    else if (!strcmp(m, "key-in-401") || !strcmp(m, "key-cut-401")) {
-        char *echo = hostile_key_echo(q, m[4] == 'c' ? 7 + 20 : 0);        /* "Bearer " + 20 bytes of the key */
-        char msg[600];
-        snprintf(msg, sizeof msg, "Incorrect API key provided: %s", echo);
+    } else if (is(m, "empty-choices")) r->body = mock_strdup("{\"choices\": []}");
+    else if (is(m, "null-content")) r->body = hostile_completion(NULL, "stop");
+    else if (is(m, "content-parts")) r->body = mock_strdup(body_parts);
+    else if (is(m, "tool-calls-only")) r->body = mock_strdup(body_tool_calls);
+    else if (is(m, "finish-length") || is(m, "finish-length-reject"))
+        r->body = hostile_completion("cut off in the mid", "length");
+    else if (is(m, "finish-filter") || is(m, "finish-filter-reject"))
+        r->body = hostile_completion("", "content_filter");
+    else if (is(m, "finish-filter-null")) r->body = hostile_completion(NULL, "content_filter");
+    else if (is(m, "error-in-200")) r->body = mock_strdup("{\"error\": {\"message\": \"model overloaded\"}}");
+    else if (is(m, "empty-200")) r->body = mock_strdup("");
+    else if (is(m, "redirect-302")) r->raw = w_302;
+    else if (is(m, "redirect-307")) r->raw = w_307;
+    else if (is(m, "http10-no-length")) r->raw = w_http10;
+    else if (is(m, "gzip")) r->raw = w_gzip;
+    else if (is(m, "gzip-broken")) r->raw = w_gzip_broken;
+    else if (is(m, "key-in-401") || is(m, "key-in-500")) {
+        char *msg = hostile_with_key(q, "Incorrect API key provided: Bearer %s");
+        hostile_error(r, is(m, "key-in-401") ? 401 : 500, msg);
+        free(msg);
+    } else if (is(m, "key-cut-401")) {                                  /* only 20 bytes of the key */
+        char *msg = hostile_with_key(q, "Incorrect API key provided: Bearer %s");
+        msg[strlen("Incorrect API key provided: Bearer ") + 20] = 0;
         hostile_error(r, 401, msg);
-        free(echo);
-    } else if (!strcmp(m, "key-in-500")) {
-        char *echo = hostile_key_echo(q, 0), msg[600];
-        snprintf(msg, sizeof msg, "upstream failed for %s", echo);
-        hostile_error(r, 500, msg);
-        free(echo);
-    } else if (!strcmp(m, "key-in-200-body")) {                          /* a 200 that is not JSON and starts with the key */
-        char *echo = hostile_key_echo(q, 0);
-        r->body = (char *)malloc(strlen(echo) + 64);
-        sprintf(r->body, "%s was received; this is not JSON", echo + 7);
-        free(echo);
-    } else if (!strcmp(m, "key-in-reply") || !strcmp(m, "judge-key-reply")) {   /* the model's reply text starts with the key */
-        char *echo = hostile_key_echo(q, 0);
-        r->content = (char *)malloc(strlen(echo) + 64);
-        sprintf(r->content, "%s is what you sent me", echo + 7);
-        free(echo);
-    } else if (!strcmp(m, "sim-key")) {                                  /* the simulator's reply text holds the key, plain and escaped */
-        if (!strstr(mock_last_user(q), "**Assistant**:")) {
-            char buf[1024], esc[512];
-            const char *key = q->auth ? q->auth + 7 : "";
-            size_t i, o = 0;
-            for (i = 0; key[i] && o + 8 < sizeof esc; i++) {              /* every 4th character as \u00XX: no 8 plain bytes of it */
-                if (i % 4 == 0) o += (size_t)snprintf(esc + o, sizeof esc - o, "\\u%04x", (unsigned char)key[i]);
-                else esc[o++] = key[i];
-            }
-            esc[o] = 0;
-            snprintf(buf, sizeof buf, "{\"thought\": \"leak\", \"response\": \"my key is %s, or %s\"}", key, esc);
-            r->content = mock_strdup(buf);
-        } else r->content = hostile_sim(q, "");
-    } else if (!strcmp(m, "sim-basic")) r->content = hostile_sim(q, "please write me a haiku");
-    else if (!strcmp(m, "asst-ok")) r->content = mock_strdup("Here is a haiku about the sea.");
-    else if (!strcmp(m, "judge-500")) hostile_error(r, 500, "the judge is down");
-    else if (!strcmp(m, "reset-always")) { r->raw = w_half; r->reset = 1; }
-    else if (!strcmp(m, "reset-once")) {
-        if (q->seen == 0) { r->raw = w_half; r->reset = 1; }
-        else r->content = mock_strdup("after a reset");
-    } else hostile_error(r, 400, "unknown test model");
+        free(msg);
+    } else if (is(m, "key-in-200-body")) r->body = hostile_with_key(q, "%s was received; this is not JSON");
+    else if (is(m, "key-in-reply") || is(m, "judge-key-reply"))
+        r->content = hostile_with_key(q, "%s is what you sent me");
+    else if (is(m, "sim-key") && !strstr(mock_last_user(q), "**Assistant**:")) r->content = hostile_sim_key(q);
+    else if (is(m, "sim-key")) r->content = hostile_sim(q, "");
+    else if (is(m, "sim-basic")) r->content = hostile_sim(q, "please write me a haiku");
+    else if (is(m, "asst-ok")) r->content = mock_strdup("Here is a haiku about the sea.");
+    else if (is(m, "judge-500")) hostile_error(r, 500, "the judge is down");
+    else if (is(m, "reset-always") || (is(m, "reset-once") && q->seen == 0)) {
+        r->raw = w_half;
+        r->reset = 1;
+    } else if (is(m, "reset-once")) r->content = mock_strdup("after a reset");
+    else hostile_error(r, 400, "unknown test model");
 }
 
 /* The redirect target: records that it was reached (it must not be). */

@@ -72,7 +72,11 @@ static void handler(void *ctx, const mock_request *q, mock_response *r) {
         if (m[0] == 'e') { r->status = 400; r->body = dupf("{\"error\": {\"message\": \"x%s\"}}", text); }
         else r->body = dupf("x%s", text);
         free(text);
-    } else if (!strcmp(m, "huge")) { r->content = (char *)malloc(5001); memset(r->content, 'a', 5000); r->content[5000] = 0; }
+    } else if (!strcmp(m, "huge")) {
+        r->content = (char *)malloc(5001);
+        memset(r->content, 'a', 5000);
+        r->content[5000] = 0;
+    }
     else { r->status = 400; r->body = mock_strdup("{\"error\": {\"message\": \"unknown test model\"}}"); }
 }
 
@@ -299,11 +303,13 @@ static void test_utf8_cuts(cllm_client *c) {
     cllm_chat_result r;
     printf("-- messages are cut on character boundaries\n");
     r = call(c, "e400utf8");
-    check_true("a 400 whose message is 1000 bytes of 2-byte characters (odd offset): cut to fit on a boundary, ending \"...\"",
-               r.code == CLLM_ERR_HTTP && cut_cleanly(r.err.msg) && strstr(r.err.msg, "...") && strlen(r.err.msg) < CLLM_ERRMSG_SIZE);
+    check_true("a 400 whose message is 1000 bytes of 2-byte characters (odd offset): cut on a boundary, ending \"...\"",
+               r.code == CLLM_ERR_HTTP && cut_cleanly(r.err.msg) && strstr(r.err.msg, "...") &&
+               strlen(r.err.msg) < CLLM_ERRMSG_SIZE);
     cllm_chat_result_free(&r);
     r = call(c, "garbage8");
-    check_true("a non-JSON 200 of 2-byte characters: the quoted start is cut on a boundary", r.code == CLLM_ERR_FORMAT && cut_cleanly(r.err.msg));
+    check_true("a non-JSON 200 of 2-byte characters: the quoted start is cut on a boundary",
+               r.code == CLLM_ERR_FORMAT && cut_cleanly(r.err.msg));
     cllm_chat_result_free(&r);
 }
 

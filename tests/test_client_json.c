@@ -159,15 +159,19 @@ static void test_conversations(void) {
         j = cllm_conv_to_json(&b);
         line = cJSON_PrintUnformatted(cJSON_GetArrayItem(j, 3));
         check_true("finish_reason and replaced are written for a generated message, nothing for the others",
-                   !strcmp(line, "{\"role\":\"assistant\",\"content\":\"cut o\",\"finish_reason\":\"length\",\"replaced\":3}") &&
+                   !strcmp(line, "{\"role\":\"assistant\",\"content\":\"cut o\",\"finish_reason\":\"length\","
+                                 "\"replaced\":3}") &&
                    !cJSON_GetObjectItem(cJSON_GetArrayItem(j, 2), "finish_reason"));
         cJSON_free(line);
-        check_true("from_json reads them back; cllm_msg_incomplete flags \"length\"", cllm_conv_from_json(&c, j, &err) == CLLM_OK &&
-                   !strcmp(c.meta[3].finish_reason, "length") && c.meta[3].replaced == 3 && c.meta[2].finish_reason[0] == 0 &&
+        check_true("from_json reads them back; cllm_msg_incomplete flags \"length\"",
+                   cllm_conv_from_json(&c, j, &err) == CLLM_OK &&
+                   !strcmp(c.meta[3].finish_reason, "length") && c.meta[3].replaced == 3 &&
+                   c.meta[2].finish_reason[0] == 0 &&
                    cllm_msg_incomplete(&c.meta[3]) && !cllm_msg_incomplete(&c.meta[2]));
         cllm_conv_free(&c);
         bad = cJSON_Parse("[{\"role\": \"user\", \"content\": \"x\", \"replaced\": -1}]");
-        check_true("a negative \"replaced\" is rejected", cllm_conv_from_json(&c, bad, &err) == CLLM_ERR_FORMAT && strstr(err.msg, "replaced"));
+        check_true("a negative \"replaced\" is rejected",
+                   cllm_conv_from_json(&c, bad, &err) == CLLM_ERR_FORMAT && strstr(err.msg, "replaced"));
         cJSON_Delete(bad);
     }
     cJSON_Delete(j);

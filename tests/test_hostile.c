@@ -102,8 +102,9 @@ static void record(const char *name, const cllm_chat_result *res, int n, double 
     if (f) fclose(f);
     snprintf(path, sizeof path, "%s/%s.outcome", case_dir, name);
     if ((f = fopen(path, "wb")) != NULL) {
-        if (res[0].code == CLLM_OK) fprintf(f, "ok: %zu bytes, finish_reason \"%s\", %d replaced, %d attempt(s), %.2f s",
-                                           strlen(res[0].content), res[0].finish_reason, res[0].replaced, res[0].attempts, seconds);
+        const cllm_chat_result *r = &res[0];
+        if (r->code == CLLM_OK) fprintf(f, "ok: %zu bytes, finish_reason \"%s\", %d replaced, %d attempt(s), %.2f s",
+                                        strlen(r->content), r->finish_reason, r->replaced, r->attempts, seconds);
         else fprintf(f, "%s%s: %s", n > 1 ? "all 16: " : "", cllm_result_string(res[0].code), res[0].err.msg);
         fclose(f);
     }
@@ -207,11 +208,12 @@ static void run_expectation(const struct hcase *hc) {
     int i, n = hc->opts.n ? hc->opts.n : 1, ok = 1;
     last_seconds = ask(hc->name, hc->name, &hc->opts, res);
     if (hc->code == CLLM_OK) {
-        snprintf(label, sizeof label, "%s: succeeds after %d attempt(s) with \"%s\", finish_reason \"%s\", %d replaced", hc->name,
-                 hc->attempts, hc->want, finish, hc->replaced);
+        snprintf(label, sizeof label, "%s: succeeds after %d attempt(s) with \"%s\", finish_reason \"%s\", %d replaced",
+                 hc->name, hc->attempts, hc->want, finish, hc->replaced);
         ok = res[0].code == CLLM_OK && !strcmp(res[0].content, hc->want) && res[0].attempts == hc->attempts &&
              res[0].replaced == hc->replaced && !strcmp(res[0].finish_reason, finish);
-        if (!check_true(label, ok)) printf("    got %s: %s\n", cllm_result_string(res[0].code), res[0].code ? res[0].err.msg : res[0].content);
+        if (!check_true(label, ok)) printf("    got %s: %s\n", cllm_result_string(res[0].code),
+                                           res[0].code ? res[0].err.msg : res[0].content);
         if (res[0].content) write_conv(hc->name, res[0].content, &res[0]);
     } else {
         for (i = 0; i < n; i++) {
@@ -224,7 +226,8 @@ static void run_expectation(const struct hcase *hc) {
             if (i == 0 || !ok_i) printf("    [%d] %s: %s\n", i, cllm_result_string(res[i].code), res[i].err.msg);
             ok &= ok_i;
         }
-        snprintf(label, sizeof label, "%s: %d request(s) fail with %s, naming \"%s\"", hc->name, n, cllm_result_string(hc->code), hc->want);
+        snprintf(label, sizeof label, "%s: %d request(s) fail with %s, naming \"%s\"", hc->name, n,
+                 cllm_result_string(hc->code), hc->want);
         check_true(label, ok);
     }
     free_results(res, n);
@@ -232,12 +235,14 @@ static void run_expectation(const struct hcase *hc) {
 
 static void x_waited_1s(const struct hcase *hc) {
     printf("    waited %.2f s\n", last_seconds);
-    check_true("the retry waited for Retry-After: 1 (>= 0.95 s), not the 20 ms backoff", last_seconds >= 0.95 && last_seconds < 3.0);
+    check_true("the retry waited for Retry-After: 1 (>= 0.95 s), not the 20 ms backoff",
+               last_seconds >= 0.95 && last_seconds < 3.0);
     (void)hc;
 }
 static void x_waited_cap(const struct hcase *hc) {
     printf("    waited %.2f s\n", last_seconds);
-    check_true("Retry-After: 999999999 is capped at backoff_max_ms (1500): 1.45 s <= wait < 3 s", last_seconds >= 1.45 && last_seconds < 3.0);
+    check_true("Retry-After: 999999999 is capped at backoff_max_ms (1500): 1.45 s <= wait < 3 s",
+               last_seconds >= 1.45 && last_seconds < 3.0);
     (void)hc;
 }
 static void x_waited_date(const struct hcase *hc) {
@@ -252,7 +257,8 @@ static void x_big_valid(const struct hcase *hc) {
     size_t i, bad = 0, tl = strlen(HOSTILE_TEXT);
     ask(hc->name, hc->name, &hc->opts, &r);
     for (i = 0; r.content && i < HOSTILE_BIG; i++) bad += r.content[i] != HOSTILE_TEXT[i % tl];
-    check_true("a valid 60 MiB reply arrives whole: every byte as sent", r.code == CLLM_OK && strlen(r.content) == HOSTILE_BIG && bad == 0);
+    check_true("a valid 60 MiB reply arrives whole: every byte as sent",
+               r.code == CLLM_OK && strlen(r.content) == HOSTILE_BIG && bad == 0);
     cllm_chat_result_free(&r);
 }
 
@@ -266,7 +272,8 @@ static void x_deep_lenient(const struct hcase *hc) {
     t0 = now_s();
     obj = cllm_json_parse_lenient(deep, &err);
     printf("    lenient parse of 100000 '{': %s in %.2f s\n", err.msg, now_s() - t0);
-    check_true("a model reply of 100000 nested '{' is refused by the lenient parser in under 5 s", !obj && now_s() - t0 < 5.0);
+    check_true("a model reply of 100000 nested '{' is refused by the lenient parser in under 5 s",
+               !obj && now_s() - t0 < 5.0);
     free(deep);
     (void)hc;
 }
@@ -310,8 +317,8 @@ static void x_key_reply(const struct hcase *hc) {
     printf("    %s\n", rep.err.msg);
     snprintf(path, sizeof path, "%s/%s.outcome", case_dir, hc->name);
     if ((f = fopen(path, "wb")) != NULL) { fprintf(f, "%s: %s", cllm_result_string(rep.code), rep.err.msg); fclose(f); }
-    check_true("the simulator's reply \"<key> is what you sent me\" fails as unusable, quoted as \"[redacted] is what ...\"",
-               rep.code == CLLM_ERR_FORMAT && strstr(rep.err.msg, "starting \"[redacted] is what you sent me\"") != NULL);
+    check_true("the simulator's reply \"<key> is what you sent me\" fails as unusable, quoted with [redacted]",
+               rep.code == CLLM_ERR_FORMAT && strstr(rep.err.msg, "starting \"[redacted] is what you sent me\""));
     write_conv(hc->name, rep.err.msg, NULL);
     cllm_reply_free(&rep);
     cllm_client_free(&c);
@@ -325,9 +332,10 @@ static char cli_outcome[700];             /* what a command-line case showed, fo
 static void a_sim_key(const char *name, int status) {
     char *conv = slurp(name, "conv.jsonl");
     const char *said = conv ? strstr(conv, "my key is") : NULL;
-    snprintf(cli_outcome, sizeof cli_outcome, "exit %d; the user's message: \"%.*s\"", status, said ? (int)strcspn(said, "\"") : 0,
+    snprintf(cli_outcome, sizeof cli_outcome, "exit %d; the user's message: \"%.*s\"", status,
+             said ? (int)strcspn(said, "\"") : 0,
              said ? said : "");
-    check_true("simulate: exit 0; the simulator's message keeps its text with the key (plain and \\u-escaped) as [redacted]",
+    check_true("simulate: exit 0; the simulator's message keeps its text, the key (plain and \\u-escaped) [redacted]",
                status == 0 && conv && strstr(conv, "my key is [redacted], or [redacted]") != NULL);
     cllm_free_buffer(conv);
 }
@@ -339,9 +347,10 @@ static void a_sim_wait(const char *name, int status) {
     for (p = err; p && (p = strstr(p, "waiting ")) != NULL; p++) lines++;
     while (line && line > err && line[-1] != '\n') line--;
     printf("    stderr: %.*s\n", line ? (int)strcspn(line, "\n") : 0, line ? line : "");
-    snprintf(cli_outcome, sizeof cli_outcome, "exit %d; %d line on stderr: \"%.*s\"", status, lines, line ? (int)strcspn(line, "\n") : 0,
+    snprintf(cli_outcome, sizeof cli_outcome, "exit %d; %d line on stderr: \"%.*s\"", status, lines,
+             line ? (int)strcspn(line, "\n") : 0,
              line ? line : "");
-    check_true("simulate: a 6 s Retry-After prints exactly one line on stderr: who (user, model sim-wait6), why (HTTP 429), how long",
+    check_true("simulate: a 6 s Retry-After prints one stderr line: who (user, model sim-wait6), why (429), how long",
                status == 0 && lines == 1 && strstr(err, "user: http://127.0.0.1") && strstr(err, "model sim-wait6") &&
                strstr(err, "waiting 6.0 s") && strstr(err, "HTTP 429: rate limited (Retry-After 6 s)"));
     cllm_free_buffer(err);
@@ -358,14 +367,15 @@ static void a_big_valid(const char *name, int status) {
     if (f) fclose(f);
     printf("    the conversation line is %ld bytes\n", len);
     snprintf(cli_outcome, sizeof cli_outcome, "exit %d; the conversation line (%ld bytes) reads back", status, len);
-    check_true("simulate with a 60 MiB assistant reply: exit 0, and our own reader takes the line back (under CLLM_MAX_LINE_BYTES)",
+    check_true("simulate with a 60 MiB assistant reply: exit 0, and our own reader takes its line back",
                status == 0 && len > (long)HOSTILE_BIG && len < (long)CLLM_MAX_LINE_BYTES);
     free(line);
 }
 
 static void a_sim_utf8(const char *name, int status) {
     char *conv = slurp(name, "conv.jsonl");
-    snprintf(cli_outcome, sizeof cli_outcome, "exit %d; the message is written with U+FFFD and \"replaced\":10", status);
+    snprintf(cli_outcome, sizeof cli_outcome, "exit %d; the message is written with U+FFFD and \"replaced\":10",
+             status);
     check_true("simulate: the assistant's invalid UTF-8 is written as U+FFFD with \"replaced\":10 on its message",
                status == 0 && conv && strstr(conv, "caf\xef\xbf\xbd ok") && strstr(conv, "\"replaced\":10"));
     cllm_free_buffer(conv);
@@ -374,8 +384,9 @@ static void a_sim_utf8(const char *name, int status) {
 static void a_datagen_key(const char *name, int status) {
     char *err = slurp(name, "err");
     const char *quote = err ? strstr(err, "no JSON object found") : NULL;
-    snprintf(cli_outcome, sizeof cli_outcome, "exit %d; ...%.*s", status, quote ? (int)strcspn(quote, "\n") : 0, quote ? quote : "");
-    check_true("generate-data: the judge's non-JSON reply that starts with the key fails the task, quoted as [redacted]",
+    snprintf(cli_outcome, sizeof cli_outcome, "exit %d; ...%.*s", status, quote ? (int)strcspn(quote, "\n") : 0,
+             quote ? quote : "");
+    check_true("generate-data: the judge's non-JSON reply starting with the key fails the task, quoted with [redacted]",
                status != 0 && err && strstr(err, "starting \"[redacted] is what you sent me") != NULL);
     cllm_free_buffer(err);
 }
@@ -387,16 +398,19 @@ static void a_eval_judge500(const char *name, int status) {
     char url[256];
     snprintf(url, sizeof url, "%s/chat/completions", base_url);
     printf("    details error: %s\n    stdout:\n%s", error ? error : "(none)", out ? out : "");
-    snprintf(cli_outcome, sizeof cli_outcome, "exit %d; details \"error\": \"%.200s\"; stdout: ITR null (0 of 1 scored)", status,
+    snprintf(cli_outcome, sizeof cli_outcome,
+             "exit %d; details \"error\": \"%.200s\"; stdout: ITR null (0 of 1 scored)", status,
              error ? strstr(error, "judge judge-500") ? strstr(error, "judge judge-500") : error : "");
-    check_true("eval with a judge answering 500: exit 1; the details name the endpoint, HTTP 500 and the judge's message",
-               status == 1 && error && strstr(error, url) && strstr(error, "HTTP 500: the judge is down") && strstr(error, "judge judge-500"));
+    check_true("eval with a judge answering 500: exit 1; the details name the endpoint, HTTP 500 and the message",
+               status == 1 && error && strstr(error, url) && strstr(error, "HTTP 500: the judge is down") &&
+               strstr(error, "judge judge-500"));
     check_true("the metric is null in the details, and the summary says null with 0 scored, not 0.0",
                cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetObjectItem(d, "metrics"), "interactivity")) &&
                cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetObjectItem(s, "metrics"), "interactivity")) &&
                cJSON_GetNumberValue(cJSON_GetObjectItem(cJSON_GetObjectItem(s, "scored"), "interactivity")) == 0.0);
     check_true("the table prints null and the count scored (0), and ITR null",
-               out && strstr(out, "null") && strstr(out, "ITR (interactivity x 100): null (0 of 1 conversations scored)"));
+               out && strstr(out, "null") &&
+               strstr(out, "ITR (interactivity x 100): null (0 of 1 conversations scored)"));
     cJSON_Delete(d); cJSON_Delete(s);
     cllm_free_buffer(out); cllm_free_buffer(details); cllm_free_buffer(summary);
 }
@@ -409,79 +423,110 @@ static void a_eval_judge500(const char *name, int status) {
 #define GIVES(text, n) .code = CLLM_OK, .want = text, .attempts = n
 
 static const hcase cases[] = {
-    { "r429-short", "429, Retry-After: 1", 5, { .retries = 2 }, GIVES("after a short Retry-After", 2), .extra = x_waited_1s },
-    { "r429-huge", "429, Retry-After: 999999999", 5, { .retries = 2, .backoff_max_ms = 1500 }, GIVES("after a huge Retry-After", 2),
+    { "r429-short", "429, Retry-After: 1", 5, { .retries = 2 }, GIVES("after a short Retry-After", 2),
+      .extra = x_waited_1s },
+    { "r429-huge", "429, Retry-After: 999999999", 5, { .retries = 2, .backoff_max_ms = 1500 },
+      GIVES("after a huge Retry-After", 2),
       .extra = x_waited_cap },
     { "r429-date", "429, Retry-After as an HTTP-date", 5, { .retries = 2 }, GIVES("after an HTTP-date Retry-After", 2),
       .extra = x_waited_date },
-    { "cli-wait-6s", "429, Retry-After: 6 (a wait over 5 s)", 12, .args = SIM_ARGS("sim-wait6", "asst-ok"), .after = a_sim_wait },
+    { "cli-wait-6s", "429, Retry-After: 6 (a wait over 5 s)", 12, .args = SIM_ARGS("sim-wait6", "asst-ok"),
+      .after = a_sim_wait },
     { "e502-once", "502, then a completion", 5, { .retries = 2 }, GIVES("after a 502", 2) },
-    { "e503-always", "503 on every attempt", 5, { .retries = 2 }, FAILS(CLLM_ERR_HTTP, "HTTP 503: overloaded, try later|gave up after 3 attempts") },
+    { "e503-always", "503 on every attempt", 5, { .retries = 2 },
+      FAILS(CLLM_ERR_HTTP, "HTTP 503: overloaded, try later|gave up after 3 attempts") },
     { "slow-body", "the body at 1 byte per second", 5, { .retries = 3, .deadline_ms = 2000 },
       FAILS(CLLM_ERR_HTTP, "deadline ran out|deadline_ms 2000") },
-    { "no-headers", "the request read, no headers ever", 5, { .retries = 3, .deadline_ms = 2000 }, FAILS(CLLM_ERR_HTTP, "deadline ran out|0 bytes") },
+    { "no-headers", "the request read, no headers ever", 5, { .retries = 3, .deadline_ms = 2000 },
+      FAILS(CLLM_ERR_HTTP, "deadline ran out|0 bytes") },
     { "length-2gb", "Content-Length: 2147483648", 5, { .retries = 1 },
       FAILS(CLLM_ERR_LIMIT, "larger than max_response_bytes (67108864)|Content-Length") },
     { "length-2gb-x16", "Content-Length: 2 GB, 16 at once", 10, { .retries = 1, .n = 16 },
       FAILS(CLLM_ERR_LIMIT, "larger than max_response_bytes (67108864)|Content-Length") },
     /* each stops at its limit, or at the batch's budget (then it is retried, once here) */
-    { "chunked-endless", "an endless chunked body", 10, { .retries = 1, .deadline_ms = 30000, .timeout_ms = 15000 }, FAILS(CLLM_ERR_LIMIT, "max_") },
-    { "chunked-endless-x16", "an endless chunked body, 16 at once", 40, { .retries = 1, .deadline_ms = 30000, .timeout_ms = 15000, .n = 16 },
+    { "chunked-endless", "an endless chunked body", 10, { .retries = 1, .deadline_ms = 30000, .timeout_ms = 15000 },
       FAILS(CLLM_ERR_LIMIT, "max_") },
-    { "gzip-bomb", "a gzip bomb (1.6 MB -> 256 MiB)", 10, { .retries = 1, .deadline_ms = 30000, .timeout_ms = 15000 }, FAILS(CLLM_ERR_LIMIT, "max_") },
-    { "gzip-bomb-x16", "a gzip bomb, 16 at once", 40, { .retries = 1, .deadline_ms = 30000, .timeout_ms = 15000, .n = 16 },
+    { "chunked-endless-x16", "an endless chunked body, 16 at once", 40,
+      { .retries = 1, .deadline_ms = 30000, .timeout_ms = 15000, .n = 16 },
       FAILS(CLLM_ERR_LIMIT, "max_") },
-    { "big-valid", "a valid 60 MiB reply", 15, { .retries = 1, .deadline_ms = 20000, .timeout_ms = 15000 }, .extra = x_big_valid },
-    { "cli-big-valid", "a valid 60 MiB reply, simulate writes it", 20, .args = SIM_ARGS("sim-basic", "big-valid"), .after = a_big_valid },
+    { "gzip-bomb", "a gzip bomb (1.6 MB -> 256 MiB)", 10, { .retries = 1, .deadline_ms = 30000, .timeout_ms = 15000 },
+      FAILS(CLLM_ERR_LIMIT, "max_") },
+    { "gzip-bomb-x16", "a gzip bomb, 16 at once", 40,
+      { .retries = 1, .deadline_ms = 30000, .timeout_ms = 15000, .n = 16 },
+      FAILS(CLLM_ERR_LIMIT, "max_") },
+    { "big-valid", "a valid 60 MiB reply", 15, { .retries = 1, .deadline_ms = 20000, .timeout_ms = 15000 },
+      .extra = x_big_valid },
+    { "cli-big-valid", "a valid 60 MiB reply, simulate writes it", 20, .args = SIM_ARGS("sim-basic", "big-valid"),
+      .after = a_big_valid },
     { "big-control", "60 MiB of control characters", 15, { .retries = 1, .deadline_ms = 20000, .timeout_ms = 15000 },
       FAILS(CLLM_ERR_LIMIT, "62914560 bytes, 377487360 as JSON|CLLM_MAX_LINE_BYTES") },
     /* Python: b'caf\xc3 ok \xff\xfe end \xe2\x82 x \xf0\x9f\x98 \xed\xa0\x80 \xc0\xaf z'.decode('utf-8', 'replace') */
     { "bad-utf8", "invalid UTF-8 in the content", 5, { .retries = 1 },
-      GIVES("caf\xef\xbf\xbd ok \xef\xbf\xbd\xef\xbf\xbd end \xef\xbf\xbd x \xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd "
+      GIVES("caf\xef\xbf\xbd ok \xef\xbf\xbd\xef\xbf\xbd end \xef\xbf\xbd x \xef\xbf\xbd "
+            "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd "
             "\xef\xbf\xbd\xef\xbf\xbd z", 1), .replaced = 10 },
-    { "cli-bad-utf8", "invalid UTF-8, simulate writes it", 10, .args = SIM_ARGS("sim-basic", "bad-utf8"), .after = a_sim_utf8 },
+    { "cli-bad-utf8", "invalid UTF-8, simulate writes it", 10, .args = SIM_ARGS("sim-basic", "bad-utf8"),
+      .after = a_sim_utf8 },
     { "lone-surrogate", "lone surrogate escapes \\ud800 \\udc00", 5, { .retries = 1 },
       GIVES("a\xef\xbf\xbd" "b\xef\xbf\xbd" "c\xf0\x9f\x98\x80" "d", 1), .replaced = 2 },
-    { "nul-content", "an embedded \\u0000", 5, { .retries = 1 }, FAILS(CLLM_ERR_FORMAT, "NUL character (\\u0000) at byte 4 of 13|rather than cut") },
-    { "deep-json", "100,000-deep JSON", 10, { .retries = 1 }, FAILS(CLLM_ERR_FORMAT, "nests 100000 levels deep|CJSON_NESTING_LIMIT"),
+    { "nul-content", "an embedded \\u0000", 5, { .retries = 1 },
+      FAILS(CLLM_ERR_FORMAT, "NUL character (\\u0000) at byte 4 of 13|rather than cut") },
+    { "deep-json", "100,000-deep JSON", 10, { .retries = 1 },
+      FAILS(CLLM_ERR_FORMAT, "nests 100000 levels deep|CJSON_NESTING_LIMIT"),
       .extra = x_deep_lenient },
     { "empty-choices", "\"choices\": []", 5, { .retries = 1 }, FAILS(CLLM_ERR_FORMAT, "no \"choices\"[0]") },
     { "null-content", "content null", 5, { .retries = 1 }, FAILS(CLLM_ERR_FORMAT, "content is null") },
     { "content-parts", "content as a list of parts", 5, { .retries = 1 }, GIVES("Hello, world", 1) },
-    { "tool-calls-only", "tool_calls only", 5, { .retries = 1 }, FAILS(CLLM_ERR_FORMAT, "tool_calls and no text|finish_reason \"tool_calls\"") },
-    { "finish-length", "finish_reason length", 5, { .retries = 1 }, GIVES("a reply cut off in the mid", 1), .finish = "length",
+    { "tool-calls-only", "tool_calls only", 5, { .retries = 1 },
+      FAILS(CLLM_ERR_FORMAT, "tool_calls and no text|finish_reason \"tool_calls\"") },
+    { "finish-length", "finish_reason length", 5, { .retries = 1 }, GIVES("cut off in the mid", 1),
+      .finish = "length",
       .extra = x_flagged },
     { "finish-length-reject", "finish_reason length, reject_incomplete", 5, { .retries = 1, .reject_incomplete = 1 },
       FAILS(CLLM_ERR_LIMIT, "finish_reason \"length\"|reject_incomplete") },
-    { "finish-filter", "finish_reason content_filter", 5, { .retries = 1 }, GIVES("", 1), .finish = "content_filter", .extra = x_flagged },
+    { "finish-filter", "finish_reason content_filter", 5, { .retries = 1 }, GIVES("", 1), .finish = "content_filter",
+      .extra = x_flagged },
     { "finish-filter-reject", "content_filter, reject_incomplete", 5, { .retries = 1, .reject_incomplete = 1 },
       FAILS(CLLM_ERR_HTTP, "finish_reason \"content_filter\"|reject_incomplete") },
-    { "finish-filter-null", "content_filter with content null", 5, { .retries = 1 }, FAILS(CLLM_ERR_FORMAT, "content is null|content_filter") },
-    { "error-in-200", "an error object in a 200", 5, { .retries = 1 }, FAILS(CLLM_ERR_HTTP, "returned an error: model overloaded") },
+    { "finish-filter-null", "content_filter with content null", 5, { .retries = 1 },
+      FAILS(CLLM_ERR_FORMAT, "content is null|content_filter") },
+    { "error-in-200", "an error object in a 200", 5, { .retries = 1 },
+      FAILS(CLLM_ERR_HTTP, "returned an error: model overloaded") },
     { "empty-200", "an empty 200", 5, { .retries = 1 }, FAILS(CLLM_ERR_FORMAT, "empty response body") },
-    { "redirect-302", "302 to another port", 5, { .retries = 1 }, FAILS(CLLM_ERR_HTTP, "HTTP 302|redirects to http://127.0.0.1:|not followed"),
+    { "redirect-302", "302 to another port", 5, { .retries = 1 },
+      FAILS(CLLM_ERR_HTTP, "HTTP 302|redirects to http://127.0.0.1:|not followed"),
       .extra = x_not_followed },
-    { "redirect-307", "307 to another port", 5, { .retries = 1 }, FAILS(CLLM_ERR_HTTP, "HTTP 307|redirects to http://127.0.0.1:|not followed"),
+    { "redirect-307", "307 to another port", 5, { .retries = 1 },
+      FAILS(CLLM_ERR_HTTP, "HTTP 307|redirects to http://127.0.0.1:|not followed"),
       .extra = x_not_followed },
     { "http10-no-length", "HTTP/1.0 without Content-Length", 5, { .retries = 1 }, GIVES("an HTTP/1.0 answer", 1) },
     { "gzip", "gzip", 5, { .retries = 1 }, GIVES("a gzipped answer", 1) },
     { "gzip-broken", "broken gzip", 5, { .retries = 1 }, FAILS(CLLM_ERR_HTTP, "content encoding is broken") },
-    { "key-in-401", "the key echoed in a 401", 5, { .retries = 1 }, FAILS(CLLM_ERR_HTTP, "HTTP 401: Incorrect API key provided: Bearer [redacted]") },
-    { "key-cut-401", "20 bytes of the key in a 401", 5, { .retries = 1 }, FAILS(CLLM_ERR_HTTP, "HTTP 401: Incorrect API key provided: Bearer [redacted]") },
+    { "key-in-401", "the key echoed in a 401", 5, { .retries = 1 },
+      FAILS(CLLM_ERR_HTTP, "HTTP 401: Incorrect API key provided: Bearer [redacted]") },
+    { "key-cut-401", "20 bytes of the key in a 401", 5, { .retries = 1 },
+      FAILS(CLLM_ERR_HTTP, "HTTP 401: Incorrect API key provided: Bearer [redacted]") },
     { "key-in-500", "the key echoed in a 500", 5, { .retries = 1 },
-      FAILS(CLLM_ERR_HTTP, "HTTP 500: upstream failed for Bearer [redacted]|gave up after 2 attempts") },
-    { "key-in-200-body", "a non-JSON 200 starting with the key", 5, { .retries = 1 }, FAILS(CLLM_ERR_FORMAT, "not valid JSON|starts \"[redacted]") },
+      FAILS(CLLM_ERR_HTTP, "HTTP 500: Incorrect API key provided: Bearer [redacted]|gave up after 2 attempts") },
+    { "key-in-200-body", "a non-JSON 200 starting with the key", 5, { .retries = 1 },
+      FAILS(CLLM_ERR_FORMAT, "not valid JSON|starts \"[redacted]") },
     { "key-in-reply", "the simulator's reply starts with the key", 5, { .retries = 1 }, .extra = x_key_reply },
-    { "cli-sim-key", "the key in the simulator's reply text", 10, .args = SIM_ARGS("sim-key", "asst-ok"), .after = a_sim_key },
+    { "cli-sim-key", "the key in the simulator's reply text", 10, .args = SIM_ARGS("sim-key", "asst-ok"),
+      .after = a_sim_key },
     { "cli-judge-key", "generate-data, a judge reply starting with the key", 15,
-      .args = "generate-data --tasks {T} --out {D}.records.jsonl --user-model sim-basic --assistant-model asst-ok --judge-model judge-key-reply"
-              " --metrics interactivity --candidates 1 --samples 1 --window 1 --max-turns 1 --base-url {U} --api-key-env HOSTILE_KEY"
+      .args = "generate-data --tasks {T} --out {D}.records.jsonl --user-model sim-basic --assistant-model asst-ok "
+              "--judge-model judge-key-reply"
+              " --metrics interactivity --candidates 1 --samples 1 --window 1 --max-turns 1 --base-url {U} "
+              "--api-key-env HOSTILE_KEY"
               " --retries 1 --deadline-ms 10000", .after = a_datagen_key },
-    { "reset-always", "a connection reset mid-body, every time", 5, { .retries = 2 }, FAILS(CLLM_ERR_HTTP, "Connection reset|gave up after 3 attempts") },
+    { "reset-always", "a connection reset mid-body, every time", 5, { .retries = 2 },
+      FAILS(CLLM_ERR_HTTP, "Connection reset|gave up after 3 attempts") },
     { "reset-once", "a connection reset mid-body, once", 5, { .retries = 2 }, GIVES("after a reset", 2) },
     { "cli-eval-judge-500", "eval, the judge answering 500", 10,
-      .args = "eval --tasks {T} --details {D}.details.jsonl --summary {D}.summary.json --user-model sim-basic --assistant-model asst-ok"
-              " --judge-model judge-500 --metrics interactivity --base-url {U} --api-key-env HOSTILE_KEY --retries 1 --deadline-ms 10000",
+      .args = "eval --tasks {T} --details {D}.details.jsonl --summary {D}.summary.json --user-model sim-basic "
+              "--assistant-model asst-ok"
+              " --judge-model judge-500 --metrics interactivity --base-url {U} --api-key-env HOSTILE_KEY --retries 1 "
+              "--deadline-ms 10000",
       .after = a_eval_judge500 },
 };
 
@@ -636,9 +681,11 @@ static void run_case(const hcase *hc) {
         check_true(label, WIFEXITED(status) && WEXITSTATUS(status) == 0);
     }
     files = scan_files(hc->name, &leaks, &bad_utf8);
-    snprintf(label, sizeof label, "%s: within %.0f s (%.2f s), peak RSS %.0f MB <= %.0f MB; %d files: no 8 bytes of the key, all "
+    snprintf(label, sizeof label,
+             "%s: within %.0f s (%.2f s), peak RSS %.0f MB <= %.0f MB; %d files: no 8 bytes of the key, all "
              "valid UTF-8", hc->name, hc->bound_s, wall, rss, RSS_BUDGET_MB, files);
-    check_true(label, !killed && wall <= hc->bound_s && rss <= RSS_BUDGET_MB && files >= 2 && leaks == 0 && bad_utf8 == 0);
+    check_true(label,
+               !killed && wall <= hc->bound_s && rss <= RSS_BUDGET_MB && files >= 2 && leaks == 0 && bad_utf8 == 0);
     {   /* the outcome for the table: one line, without the URL prefix, shortened */
         char *p, shown[240], url[256];
         size_t n;
@@ -673,7 +720,9 @@ int main(void) {
         if (d) closedir(d);
     }
     snprintf(path, sizeof path, "%s/tasks.jsonl", case_dir);
-    if ((f = fopen(path, "wb")) != NULL) { fputs("{\"single_turn_prompt\": \"write a haiku about the sea\", \"single_turn_completion\": \"waves\"}\n", f); fclose(f); }
+    if ((f = fopen(path,
+                   "wb")) != NULL) { fputs("{\"single_turn_prompt\": \"write a haiku about the sea\", "
+                                           "\"single_turn_completion\": \"waves\"}\n", f); fclose(f); }
     setenv("HOSTILE_KEY", HOSTILE_KEY, 1);
     setenv("no_proxy", "127.0.0.1,localhost", 1);
     unsetenv("OPENAI_BASE_URL");
@@ -687,11 +736,13 @@ int main(void) {
         hostile_serve(fds[1], hits);
     }
     close(fds[1]);
-    if (read(fds[0], ports, sizeof ports) != (ssize_t)sizeof ports) { printf("the hostile server did not start\n"); return 1; }
+    if (read(fds[0], ports,
+             sizeof ports) != (ssize_t)sizeof ports) { printf("the hostile server did not start\n"); return 1; }
     close(fds[0]);
     other_port = ports[1];
     snprintf(base_url, sizeof base_url, "http://127.0.0.1:%d/v1", ports[0]);
-    printf("hostile server at %s (redirect target port %d); CLI %s; files in %s\n", base_url, other_port, cli, case_dir);
+    printf("hostile server at %s (redirect target port %d); CLI %s; files in %s\n", base_url, other_port, cli,
+           case_dir);
     snprintf(path, sizeof path, "%s/table.md", case_dir);
     table = fopen(path, "wb");
     if (!table) return 1;

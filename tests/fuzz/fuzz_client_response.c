@@ -28,7 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_CHECK(strlen(r.finish_reason) < sizeof r.finish_reason, "finish_reason fits");
         FUZZ_CHECK(r.replaced >= 0, "the replacement count is a count");
         fuzz_check_clean(r.content, 0, "the content is valid UTF-8 and holds no 8 bytes of the API key");
-        FUZZ_CHECK(!c.cfg.reject_incomplete || !(strcmp(r.finish_reason, "length") == 0 || strcmp(r.finish_reason, "content_filter") == 0),
+        FUZZ_CHECK(!c.cfg.reject_incomplete || !(strcmp(r.finish_reason, "length") == 0 ||
+                                                 strcmp(r.finish_reason, "content_filter") == 0),
                    "reject_incomplete: a reply cut by length or a content filter is a failure");
     } else {
         FUZZ_CHECK(r.content == NULL && r.err.msg[0], "a failure has a message and no content");

@@ -118,7 +118,8 @@ seeds += [json.dumps(reply("your key: sk-FUZZ0secret1KEY2zq7, again sk-FUZZ0sec"
           '{"choices": [{"message": {"content": "kept\\u0000lost"}}], "id": "x\\u0000y"}',
           json.dumps(reply([{"type": "text", "text": "Hello, "}, {"type": "text", "text": "world"}])),
           json.dumps(reply([{"type": "image_url", "image_url": {"url": "x"}}])),
-          json.dumps({"choices": [{"message": {"content": None, "tool_calls": [{"id": "c"}]}, "finish_reason": "tool_calls"}]}),
+          json.dumps({"choices": [{"message": {"content": None, "tool_calls": [{"id": "c"}]},
+                                   "finish_reason": "tool_calls"}]}),
           json.dumps(reply("cut off", "length")), json.dumps(reply("", "content_filter")),
           json.dumps({"choices": [{"message": {"content": None, "refusal": "no: sk-FUZZ0secret1KEY2zq7"}}]}),
           "[" * 2000 + "]" * 2000]
