@@ -9220,11 +9220,12 @@ static void cllm__xfer_finish(cllm_client *c, cllm__xfer *x, CURLcode cc) {
         if (code == CLLM_OK) c->usage.requests++;
     } else if (status >= 300 && status < 400) {
         char *location = NULL;
+        const char *to;
         curl_easy_getinfo(x->easy, CURLINFO_REDIRECT_URL, &location);
         code = CLLM_ERR_HTTP;
-        if (!location) location = "(no Location header)";
+        to = location ? location : "(no Location header)";
         snprintf(why, sizeof why, "HTTP %ld: the endpoint redirects to %.*s; redirects are not followed (the API key "
-                 "would go along): set base_url to the address that answers", status, CLLM__CUT(location, 200));
+                 "would go along): set base_url to the address that answers", status, CLLM__CUT(to, 200));
     } else {
         code = CLLM_ERR_HTTP;
         retryable = status == 408 || status == 429 || status >= 500;
