@@ -895,7 +895,8 @@ CLLMDEF void        cllm_completions_free(cllm_completion *c, int n);
    cllm_conv) allocates its strings; release them with the matching *_free, which is safe on a
    zeroed struct. Request structs and configs only borrow their strings. A client, and anything
    built on it, is used by one thread at a time; batches give concurrency without threads.
-   cllm_client_init calls curl_global_init: call it from one thread at a time.
+   cllm_client_init calls curl_global_init, and it and cllm_client_free register and unregister the
+   key with the scrubber: call them while no other thread uses the library.
 
    Limits and trust (tests/test_hostile.c runs each against a hostile loopback server):
    - Memory. A response is read up to max_response_bytes (64 MiB; a larger Content-Length is
