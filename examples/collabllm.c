@@ -272,11 +272,30 @@ static double flag_num(int argc, char **argv, const char *name, double def) {
     return v ? atof(v) : def;
 }
 
+/* The client's on_wait: a wait over 5 s before a retry gets one line on stderr. */
+static void print_wait(void *ctx, const char *line) {
+    fprintf(stderr, "%s: %s\n", (const char *)ctx, line);
+}
+
 /* A client for one side: --{side}-base-url / --{side}-api-key-env, else the shared flags. */
 static int make_client(cllm_client *c, int argc, char **argv, const char *side, cllm_err *err) {
     cllm_client_config cfg;
     char name[64];
+    double deadline_ms, backoff_max_ms;
     memset(&cfg, 0, sizeof cfg);
+    /* --deadline-ms: one request, every attempt and wait included (default 600000 = 10 min);
+       --backoff-max-ms: the longest wait before a retry, Retry-After included (default 60000) */
+    if (!num_flag(argc, argv, "--deadline-ms", 1, 1e9, 0, &deadline_ms) ||
+        !num_flag(argc, argv, "--backoff-max-ms", 1, 1e9, 0, &backoff_max_ms)) {
+        snprintf(err->msg, sizeof err->msg, "bad client flag (see above)");
+        return 0;
+    }
+    cfg.deadline_ms = (long)deadline_ms;
+    cfg.backoff_max_ms = (long)backoff_max_ms;
+    /* --reject-incomplete: a reply whose finish_reason is length or content_filter is a failed call */
+    cfg.reject_incomplete = has_switch(argc, argv, "--reject-incomplete");
+    cfg.on_wait = print_wait;
+    cfg.on_wait_ctx = (void *)side;
     snprintf(name, sizeof name, "--%s-base-url", side);
     cfg.base_url = flag(argc, argv, name) ? flag(argc, argv, name) : flag(argc, argv, "--base-url");
     snprintf(name, sizeof name, "--%s-api-key-env", side);
@@ -292,12 +311,16 @@ static int make_client(cllm_client *c, int argc, char **argv, const char *side, 
 /* One output line: the task's own fields, then messages, terminated, error and provenance. */
 static cJSON *conversation_record(const cllm_task *t, const cllm_conv *conv, const cllm_sim_status *st, cJSON *provenance) {
     cJSON *rec = cJSON_Duplicate(t->json, 1);
+    int i, incomplete = 0;
     cJSON_DeleteItemFromObjectCaseSensitive(rec, "messages");
     cJSON_DeleteItemFromObjectCaseSensitive(rec, "terminated");
     cJSON_DeleteItemFromObjectCaseSensitive(rec, "error");
     cJSON_DeleteItemFromObjectCaseSensitive(rec, "simulation");
+    cJSON_DeleteItemFromObjectCaseSensitive(rec, "incomplete_messages");
     cJSON_AddItemToObject(rec, "messages", cllm_conv_to_json(conv));
     cJSON_AddBoolToObject(rec, "terminated", st->terminated);
+    for (i = 0; i < conv->n; i++) incomplete += cllm_msg_incomplete(conv->meta ? &conv->meta[i] : NULL);
+    if (incomplete) cJSON_AddNumberToObject(rec, "incomplete_messages", incomplete);
     if (st->code != CLLM_OK) cJSON_AddStringToObject(rec, "error", st->err.msg);
     cJSON_AddItemToObject(rec, "simulation", cJSON_Duplicate(provenance, 1));
     return rec;
@@ -404,7 +427,8 @@ static int cmd_simulate(int argc, char **argv) {
         "    [--assistant-system TEXT] [--user-temperature 1] [--assistant-temperature 0.8] [--seed N] [--json-mode]\n"
         "    [--user-max-tokens 1024] [--assistant-max-tokens 2048 (API) / 1024 (local)] [--user-prompt TEMPLATE_FILE]\n"
         "    [--base-url URL] [--api-key-env NAME] [--user-base-url URL] [--user-api-key-env NAME]\n"
-        "    [--assistant-base-url URL] [--assistant-api-key-env NAME] [--concurrency 16] [--timeout-ms N] [--retries N] [--insecure]";
+        "    [--assistant-base-url URL] [--assistant-api-key-env NAME] [--concurrency 16] [--insecure]\n"
+        "    [--timeout-ms N] [--retries N] [--deadline-ms 600000] [--backoff-max-ms 60000] [--reject-incomplete]";
     const char *tasks_path = need(argc, argv, "--tasks", usage), *out = need(argc, argv, "--out", usage);
     const char *user_model = flag(argc, argv, "--user-model"), *asst_model = flag(argc, argv, "--assistant-model");
     const char *user_dir = flag(argc, argv, "--user-model-dir"), *asst_dir = flag(argc, argv, "--assistant-model-dir");
@@ -461,6 +485,12 @@ static int cmd_simulate(int argc, char **argv) {
         cJSON_Delete(rec);
         if (!line) { fprintf(stderr, "error: out of memory\n"); goto done; }
         len = strlen(line);
+        if (len >= (size_t)CLLM_MAX_LINE_BYTES) {        /* a line no reader of ours would take: write no file */
+            fprintf(stderr, "error: conversation %d would be a %zu-byte line, longer than the readers accept "
+                    "(CLLM_MAX_LINE_BYTES)\n", i, len);
+            cJSON_free(line);
+            goto done;
+        }
         while (total + len + 2 > cap) { char *nb = (char *)realloc(buf, cap * 2); if (!nb) { cJSON_free(line); goto done; } buf = nb; cap *= 2; }
         memcpy(buf + total, line, len);
         buf[total + len] = '\n';
@@ -578,7 +608,8 @@ static int mr_config_flags(cllm_mr_config *mr, int argc, char **argv, const metr
 #define SIDES_USAGE \
     "    (--user-model M | --user-model-dir DIR) (--assistant-model M | --assistant-model-dir DIR)\n" \
     "    [--user-temperature T] [--assistant-temperature T] [--seed N] [--termination TEXT] [--json-mode]\n" \
-    "    [--base-url URL] [--api-key-env NAME] [--{user,assistant,judge}-base-url URL] [--concurrency N]\n"
+    "    [--base-url URL] [--api-key-env NAME] [--{user,assistant,judge}-base-url URL] [--concurrency N]\n" \
+    "    [--timeout-ms N] [--retries N] [--deadline-ms 600000] [--backoff-max-ms 60000] [--reject-incomplete]\n"
 #define METRICS_USAGE \
     "    [--metrics NAME:W,...] (token_amount, interactivity, accuracy, exact_match, bleu, pass_rate)\n" \
     "    [--judge-model M] [--answer-prefix TEXT] [--numeric] [--python PATH] [--code-timeout S]\n" \
@@ -634,6 +665,12 @@ static int cmd_build_pairs(int argc, char **argv) {
     return 0;
 }
 
+/* A mean in a table column, or "null" where nothing was scored (never a 0). */
+static void print_mean(double v, int width, int precision) {
+    if (v == v) printf(" %*.*f", width, precision, v);
+    else printf(" %*s", width, "null");
+}
+
 static int cmd_eval(int argc, char **argv) {
     static const char *usage = "collabllm eval --tasks TASKS.jsonl --details DETAILS.jsonl [--summary SUMMARY.json]\n" SIDES_USAGE METRICS_USAGE
         "    [--max-turns 7] [--task-desc TEXT] [--show-reference] [--limit N]";
@@ -646,6 +683,7 @@ static int cmd_eval(int argc, char **argv) {
     cllm_eval_summary sum;
     cllm_err err;
     cJSON *js = NULL;
+    char scored[32];
     if (!tasks_path || !details) return 2;
     memset(&ms, 0, sizeof ms);
     memset(&sum, 0, sizeof sum);
@@ -659,23 +697,40 @@ static int cmd_eval(int argc, char **argv) {
     cfg.tokens = ms.tokens;
     rc = cllm_eval_run(&cfg, sd.user, sd.assistant, tasks, limit > 0 && limit < n ? limit : n, details, &sum, &err) == CLLM_OK ? 0 : 1;
     if (rc) fprintf(stderr, "warning: %s\n", err.msg);
-    /* the table: one row, the paper's columns (metrics, #Tokens(k), and ITR = interactivity x 100) */
-    printf("%-16s", "tasks");
+    /* the table: the paper's columns (metrics, #Tokens(k), and ITR = interactivity x 100), each
+       metric's mean over the conversations it scored and that count; "null" where it scored none */
+    printf("%-18s", "");
     for (m = 0; m < ms.n; m++) printf(" %14s", ms.metrics[m].name);
-    printf(" %10s %8s\n%-16d", "tokens(k)", "turns", sum.n_tasks - sum.n_failed);
-    for (m = 0; m < ms.n; m++) printf(" %14.4f", sum.metric_means ? sum.metric_means[m] : 0.0);
-    printf(" %10.4f %8.2f\n", sum.tokens_k, sum.turns);
-    for (m = 0; m < ms.n; m++) if (!strcmp(ms.metrics[m].name, "interactivity")) printf("ITR (interactivity x 100): %.1f\n", 100 * sum.metric_means[m]);
+    printf(" %10s %8s\n%-18s", "tokens(k)", "turns", "mean");
+    for (m = 0; m < ms.n; m++) print_mean(sum.metric_means ? sum.metric_means[m] : NAN, 14, 4);
+    print_mean(sum.tokens_k, 10, 4);
+    print_mean(sum.turns, 8, 2);
+    snprintf(scored, sizeof scored, "scored (of %d)", sum.n_tasks);
+    printf("\n%-18s", scored);
+    for (m = 0; m < ms.n; m++) printf(" %14d", sum.metric_counts ? sum.metric_counts[m] : 0);
+    printf("\n");
+    for (m = 0; m < ms.n; m++) {
+        if (strcmp(ms.metrics[m].name, "interactivity") != 0) continue;
+        printf("ITR (interactivity x 100):");
+        print_mean(sum.metric_means ? 100 * sum.metric_means[m] : NAN, 1, 1);
+        printf(" (%d of %d conversations scored)\n", sum.metric_counts ? sum.metric_counts[m] : 0, sum.n_tasks);
+    }
     if (summary_path) {
         char *text;
-        cJSON *mo;
+        cJSON *mo, *so;
         js = cJSON_CreateObject();
         cJSON_AddNumberToObject(js, "tasks", sum.n_tasks);
         cJSON_AddNumberToObject(js, "failed", sum.n_failed);
         mo = cJSON_AddObjectToObject(js, "metrics");
-        for (m = 0; m < ms.n; m++) cJSON_AddNumberToObject(mo, ms.metrics[m].name, sum.metric_means[m]);
-        cJSON_AddNumberToObject(js, "tokens_k", sum.tokens_k);
-        cJSON_AddNumberToObject(js, "turns", sum.turns);
+        so = cJSON_AddObjectToObject(js, "scored");
+        for (m = 0; m < ms.n; m++) {
+            double v = sum.metric_means ? sum.metric_means[m] : NAN;
+            cJSON_AddItemToObject(mo, ms.metrics[m].name, v == v ? cJSON_CreateNumber(v) : cJSON_CreateNull());
+            cJSON_AddNumberToObject(so, ms.metrics[m].name, sum.metric_counts ? sum.metric_counts[m] : 0);
+        }
+        cJSON_AddItemToObject(js, "tokens_k",
+                              sum.tokens_k == sum.tokens_k ? cJSON_CreateNumber(sum.tokens_k) : cJSON_CreateNull());
+        cJSON_AddItemToObject(js, "turns", sum.turns == sum.turns ? cJSON_CreateNumber(sum.turns) : cJSON_CreateNull());
         text = cJSON_Print(js);
         if (cllm_write_file_atomic(summary_path, text, strlen(text), &err) != CLLM_OK) { fail(&err); rc = 1; }
         cJSON_free(text);
