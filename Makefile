@@ -64,6 +64,10 @@ $(BUILD)/chat: examples/chat.c collabllm.h examples/flags.h | $(BUILD)
 $(BUILD)/test_%: tests/test_%.c collabllm.h tests/check.h $(wildcard examples/*.h) | $(BUILD)
 	$(CC) $(CFLAGS) $(TEST_OPT) -o $@ $< $(LDLIBS)
 
+# Tests that talk to the loopback mock server include it (and the hostile one its faults).
+MOCK_TESTS := $(patsubst tests/%.c,%,$(shell grep -l 'include "mock_openai.c"' tests/test_*.c))
+$(patsubst %,$(BUILD)/%,$(MOCK_TESTS)) $(patsubst %,$(BUILD)/fast/%,$(MOCK_TESTS)): tests/mock_openai.c tests/hostile_server.c
+
 # The fuzz regression test compiles the libFuzzer harnesses in (tests/fuzz/*.c).
 $(BUILD)/test_fuzz_regressions $(BUILD)/fast/test_fuzz_regressions: $(wildcard tests/fuzz/*.c tests/fuzz/*.h)
 

@@ -90,11 +90,12 @@
       cllm_finish_reason_string() -- "eos", "stop", "length"
    Chat-completions client, user simulators and judges (OpenAI-compatible endpoints, libcurl)
       cllm_client_init()       -- base URL ($OPENAI_BASE_URL), key from an env var ($OPENAI_API_KEY), timeouts,
-                                  retries, concurrency; cllm_client_free()
+                                  a per-request deadline, retries, concurrency, memory bounds; cllm_client_free()
       cllm_client_chat_batch() -- n chat completions in flight at once, each retried on 408/429/5xx/timeouts
                                   with jittered backoff and Retry-After; per-request status and usage
       cllm_client_chat()       -- one completion; cllm_chat_result_free()
       cllm_conv_push(), cllm_conv_copy(), cllm_conv_free()  -- conversations that own their strings
+      cllm_conv_push_meta(), cllm_msg_incomplete() -- with each message's finish_reason and U+FFFD count
       cllm_conv_to_json(), cllm_conv_from_json()            -- [{"role", "content"}, ...]
       cllm_json_parse_lenient() -- the JSON object in a model's reply (fences, prose, quotes repaired)
       cllm_user_sim / cllm_assistant -- interfaces: a function pointer (+ optional batch form) and a context
@@ -318,9 +319,12 @@
       parameters than the weight files could hold (2 bytes each) before allocating them; a
       token-batch file is refused beyond 1e8 padded tokens (tests/test_limits.c).
       Security. The API key is read from the environment, sent only in the Authorization
-      header, scrubbed from every error message (also when an endpoint echoes it back, whole
-      or cut: any 8 bytes in a row of it become "[redacted]") and never logged or written to
-      a file. TLS certificates are verified unless
+      header, scrubbed from every error message and from the text endpoints send (also when an
+      endpoint echoes it back, whole, cut or \u-escaped: any 8 bytes in a row of it become
+      "[redacted]") and never logged or written to a file. Redirects are not followed. A
+      hostile endpoint cannot make the client hold more than max_inflight_bytes of responses,
+      wait past deadline_ms, or write invalid UTF-8 or an unreadable line (the client's section
+      below; tests/test_hostile.c). TLS certificates are verified unless
       cllm_client_config.insecure (`--insecure`) is set. The pass_rate metric runs model-written
       code: python is started with execvp (no shell) in its own process group, with an
       address-space and a CPU limit and a wall-clock timeout (cllm_code_config). That is not a
@@ -886,18 +890,49 @@ CLLMDEF void        cllm_completions_free(cllm_completion *c, int n);
      <- 200 {"choices": [{"message": {"role": "assistant", "content": "..."}, "finish_reason": "stop"}],
              "usage": {"prompt_tokens": a, "completion_tokens": b, "total_tokens": a+b}}
      <- 408, 429, 5xx, a timeout or a dropped connection: retried (backoff with jitter, Retry-After
-        honoured); any other status: a failure carrying the endpoint's error message.
+        honoured, in seconds or as an HTTP-date, up to backoff_max_ms); a 3xx redirect is not
+        followed (the key would go along): a failure naming the Location; any other status: a
+        failure carrying the endpoint's error message.
+     content may also be a list of parts ([{"type": "text", "text": ...}], joined); null content,
+     tool_calls without text, a refusal and a non-text part are failures that say which.
 
    Ownership: every function that fills a result (cllm_chat_result, cllm_reply, cllm_judgement,
    cllm_conv) allocates its strings; release them with the matching *_free, which is safe on a
    zeroed struct. Request structs and configs only borrow their strings. A client, and anything
    built on it, is used by one thread at a time; batches give concurrency without threads.
-   cllm_client_init calls curl_global_init: call it from one thread at a time.
+   cllm_client_init calls curl_global_init, and it and cllm_client_free register and unregister the
+   key with the scrubber: call them while no other thread uses the library.
 
-   Limits and trust: responses are read up to max_response_bytes (64 MiB). The API key is read
-   from the environment at init, sent only in the bearer header, scrubbed from every error
-   message (also when an endpoint echoes it back) and wiped on free; libcurl's verbose output is
-   never enabled. TLS certificates are verified unless cllm_client_config.insecure is set.
+   Limits and trust (tests/test_hostile.c runs each against a hostile loopback server):
+   - Memory. A response is read up to max_response_bytes (64 MiB; a larger Content-Length is
+     refused before any byte is read, a gzip bomb stops there too), and the responses of all
+     transfers in flight together up to max_inflight_bytes (256 MiB): a transfer that would pass
+     it stops and is retried once others are done. A body is released as soon as it is read.
+   - Time. deadline_ms (10 minutes) bounds one request from its first attempt to its end, every
+     attempt and wait included; each attempt's timeout_ms is cut to what is left of it. A wait
+     over 5 s before a retry is told to cllm_client_config.on_wait in one line (who, why, how
+     long); the command line prints it on stderr.
+   - Text. What an endpoint sends is kept as valid UTF-8: invalid sequences become U+FFFD as
+     Python's decode(errors="replace") and Hugging Face's lossy decode do, and a \u escape of a
+     surrogate without its other half (which the JSON parser would refuse outright) becomes
+     U+FFFD too, as JavaScript's TextEncoder does; both are counted (cllm_chat_result.replaced,
+     "replaced" on the message). A \u0000 in the content fails the call (text is kept as C
+     strings, and is never cut there silently); in a model's JSON answer it makes the answer
+     unusable (asked again). A reply whose content would take more than CLLM_MAX_LINE_BYTES
+     less 1 MiB as JSON (a control character takes 6 bytes) is refused, so every line we write
+     can be read back; a conversation stops before a message that would make its line too long.
+   - Incomplete replies. finish_reason is kept with each message (cllm_msg_meta); "length" and
+     "content_filter" are flagged in the files ("incomplete_messages"), or with
+     reject_incomplete are failed calls.
+   - Secrets. The API key is read from the environment at init, sent only in the bearer header
+     and wiped on free; libcurl's verbose output is never enabled. While a client lives its key
+     is registered with the one scrubber that every error message passes through, whatever path
+     formats it, and so does the text an endpoint sends (its content, and the fields read from a
+     model's JSON answer, where a \u escape could spell the key): any 8 bytes in a row of the key
+     become "[redacted]". Received text is scrubbed only of keys that look like secrets (16
+     bytes or more, with a letter and a digit), since placeholders such as "EMPTY" or
+     "sk-no-key-required" are made of words. TLS certificates are verified unless
+     cllm_client_config.insecure is set.
    Files: data_fmt/task.md (tasks in), data_fmt/conversation.md (conversations out), and
    data_fmt/endpoints.md (OpenAI, vLLM, llama.cpp server, Ollama). */
 
@@ -907,16 +942,31 @@ CLLMDEF void        cllm_completions_free(cllm_completion *c, int n);
 
 /* A conversation. Built with cllm_conv_push it owns its strings (release with cllm_conv_free); a
    view filled by hand over borrowed strings is fine to pass anywhere but must not be freed. */
+typedef struct cllm_msg_meta {      /* how a generated message ended (zero: not known)           */
+    char finish_reason[32];         /* as the endpoint reported it ("stop", "length",
+                                       "content_filter", ...); a local model's "eos" and stop
+                                       strings give "stop", max_new_tokens "length"               */
+    int  replaced;                  /* invalid UTF-8 sequences and unpaired surrogate escapes
+                                       that became U+FFFD                                         */
+} cllm_msg_meta;
+
 typedef struct cllm_conv {
-    cllm_message *msgs;
-    int           n, cap;
+    cllm_message  *msgs;
+    int            n, cap;
+    cllm_msg_meta *meta;            /* cap entries beside msgs, or NULL (a view: all unknown)    */
 } cllm_conv;
 
 CLLMDEF cllm_result cllm_conv_push(cllm_conv *c, const char *role, const char *content, cllm_err *err); /* copies both */
+/* The same with how the message ended (meta may be NULL). */
+CLLMDEF cllm_result cllm_conv_push_meta(cllm_conv *c, const char *role, const char *content, const cllm_msg_meta *meta,
+                                        cllm_err *err);
+/* A reply that a length limit cut off or a content filter blocked ("length", "content_filter"). */
+CLLMDEF int         cllm_msg_incomplete(const cllm_msg_meta *meta);
 CLLMDEF cllm_result cllm_conv_copy(cllm_conv *dst, const cllm_conv *src, cllm_err *err);  /* deep copy into a zeroed dst */
 CLLMDEF void        cllm_conv_free(cllm_conv *c);
 /* [{"role": ..., "content": ...}, ...] <-> conversation; roles must be system, user or assistant.
-   from_json fills c from scratch (free a conversation it held before). */
+   A message's meta adds "finish_reason" (when known) and "replaced" (when not 0); from_json
+   reads them back. from_json fills c from scratch (free a conversation it held before). */
 CLLMDEF struct cJSON *cllm_conv_to_json(const cllm_conv *c);            /* NULL when out of memory */
 CLLMDEF cllm_result cllm_conv_from_json(cllm_conv *c, const struct cJSON *messages, cllm_err *err);
 
@@ -938,13 +988,24 @@ typedef struct cllm_client_config {
                                        The key is never printed, logged or written anywhere.     */
     long        connect_timeout_ms; /* default 10000                                             */
     long        timeout_ms;         /* whole-request limit per attempt; default 300000           */
+    long        deadline_ms;        /* one request from its first attempt to its end, every attempt
+                                       and wait included; default 600000 (10 minutes)            */
     int         max_retries;        /* retries after the first attempt; default 5; negative: none */
     long        backoff_ms;         /* first retry wait, doubled per retry, jittered; default 500 */
     long        backoff_max_ms;     /* cap on any one wait, Retry-After included; default 60000  */
     int         max_concurrency;    /* requests in flight at once; default 16                    */
     long        max_response_bytes; /* larger responses fail with CLLM_ERR_LIMIT; default 64 MiB  */
+    long long   max_inflight_bytes; /* response bytes held by all transfers in flight together; one
+                                       that would pass it stops and is retried; default 256 MiB  */
+    int         reject_incomplete;  /* 1: a reply whose finish_reason is "length" or
+                                       "content_filter" is a failed call (default 0: kept, with
+                                       its finish_reason recorded)                               */
     int         insecure;           /* 1: skip TLS certificate checks (default 0: verify)        */
     uint64_t    seed;               /* seeds the backoff jitter (default: time and address)      */
+    /* Told, in one line, of every wait over 5 s before a retry: the endpoint, model and request
+       (who), the failure (why) and the seconds (how long). Default NULL: nothing is printed. */
+    void      (*on_wait)(void *ctx, const char *line);
+    void       *on_wait_ctx;
 } cllm_client_config;
 
 typedef struct cllm_usage {         /* totals over a client's life, as the endpoint reported them */
@@ -993,6 +1054,8 @@ typedef struct cllm_chat_result {
     int         prompt_tokens, completion_tokens, total_tokens; /* usage; -1 if not reported     */
     double      seconds;            /* first attempt to completion, waits included               */
     cllm_err    err;
+    int         replaced;           /* invalid UTF-8 sequences and unpaired surrogate escapes of
+                                       the reply that became U+FFFD                               */
 } cllm_chat_result;
 
 CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *cfg, cllm_err *err);
@@ -1026,6 +1089,7 @@ typedef struct cllm_reply {
     char       *thought;            /* LLM simulator: its private reasoning (owned, may be NULL)  */
     char       *current_answer;     /* LLM simulator: its summary of the assistant's solution     */
     cllm_err    err;
+    cllm_msg_meta meta;             /* finish_reason and replacements of the call behind it       */
 } cllm_reply;
 /* For callbacks: sets out->text to a copy of text, out->terminated and out->code. */
 CLLMDEF cllm_result cllm_reply_set(cllm_reply *out, const char *text, int terminated);
@@ -1311,7 +1375,9 @@ typedef struct cllm_session {
 
 /* A metric scores n sessions at once (so LLM judges run concurrently). It writes scores[i], or
    NAN for a session it could not score (a failed judgement is never a 0); it returns an error
-   only when it could score nothing at all. */
+   only when it could score nothing at all, with the reason in err. When it returns CLLM_OK but
+   left some NAN, err->msg may say why (err->code stays CLLM_OK): the built-in metrics give the
+   first reason, e.g. a judge's endpoint, HTTP status and message. */
 typedef cllm_result (*cllm_metric_fn)(void *ctx, const cllm_session *sessions, int n, double *scores, cllm_err *err);
 typedef struct cllm_metric {
     const char    *name;             /* reported name, e.g. "accuracy", "interactivity"           */
@@ -1478,8 +1544,10 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
 
 /* Evaluation as in the paper: one conversation per task between the model and the simulator,
    up to max_turns user turns, then the metrics on the whole conversation. Per task it writes a
-   JSON line (data_fmt/eval.md) with the conversation, every metric, the assistant's tokens and
-   the interactivity score; the aggregate is the mean of each. */
+   JSON line (data_fmt/eval.md) with the conversation, every metric (null when unscored), the
+   assistant's tokens and, on failure, why (a judge's failure names its endpoint, HTTP status and
+   message); the aggregate is the mean of each metric over the conversations it scored, with
+   that count. Returns an error when any conversation failed (the details are still written). */
 typedef struct cllm_eval_config {
     int                max_turns;    /* user turns per conversation (default 7)                    */
     const char        *task_desc;    /* default "a task"                                           */
@@ -1490,10 +1558,13 @@ typedef struct cllm_eval_config {
     int                verbose;
 } cllm_eval_config;
 typedef struct cllm_eval_summary {
-    int     n_tasks, n_failed;       /* conversations, and those that failed (not averaged)        */
-    double *metric_means;            /* n_metrics means over the scored conversations (owned)      */
-    double  tokens_k;                /* mean assistant tokens per conversation, in thousands       */
-    double  turns;                   /* mean user turns per conversation                           */
+    int     n_tasks, n_failed;       /* conversations, and those with any failure (a simulation
+                                        call, or a metric that could not score them)               */
+    double *metric_means;            /* n_metrics means, each over the conversations that metric
+                                        scored; NAN when it scored none (never a 0) (owned)         */
+    int    *metric_counts;           /* n_metrics: how many conversations each metric scored (owned) */
+    double  tokens_k;                /* mean assistant tokens per simulated conversation, thousands */
+    double  turns;                   /* mean user turns per simulated conversation                  */
 } cllm_eval_summary;
 CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_sim *user, const cllm_assistant *model,
                                   const cllm_task *tasks, int n_tasks, const char *details_path,
@@ -2308,6 +2379,7 @@ CLLMDEF cllm_result cllm_ref_json(const char *name, const char *input, size_t le
 #include <stdlib.h>
 #include <string.h>
 #include <stdarg.h>
+#include <ctype.h>
 #include <math.h>
 #include <errno.h>
 #include <limits.h>
@@ -2392,22 +2464,6 @@ CLLMDEF const char *cllm_result_string(cllm_result r) {
     return texts[r];
 }
 
-/* Records an error and returns its code, so that failures read `return cllm__fail(err, ...);`. */
-static cllm_result cllm__fail(cllm_err *err, cllm_result code, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        err->code = code;
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
-static void cllm__ok(cllm_err *err) {
-    if (err) { err->code = CLLM_OK; err->msg[0] = 0; }
-}
-
 /* With a fast path on, Linux backs allocations of 8 MB or more (weights, gradients, moments,
    activations) with 2 MB pages where it can (transparent huge pages, "madvise" mode): matmuls
    walk rows far apart, and with 4 KB pages nearly every row costs a TLB miss. Advice only:
@@ -2442,6 +2498,313 @@ static char *cllm__strdup(const char *s) {
 }
 
 CLLMDEF void cllm_free_buffer(void *p) { CLLM_FREE(p); }
+
+/* ---- UTF-8 ----------------------------------------------------------------------------------- */
+
+/* A growable byte buffer; `oom` records a failed allocation so callers check once at the end. */
+typedef struct cllm__buf { char *p; size_t n, cap; int oom; } cllm__buf;
+
+static int cllm__buf_reserve(cllm__buf *b, size_t extra) {
+    size_t want;
+    char *q;
+    if (b->oom) return 0;
+    if (extra > SIZE_MAX / 2 - b->n) { b->oom = 1; return 0; }
+    want = b->n + extra + 1;
+    if (want <= b->cap) return 1;
+    if (want < 2 * b->cap) want = 2 * b->cap;
+    q = (char *)CLLM_REALLOC(b->p, want);
+    if (!q) { b->oom = 1; return 0; }
+    b->p = q; b->cap = want;
+    b->p[b->n] = 0;                              /* always NUL-terminated once allocated */
+    return 1;
+}
+
+static void cllm__buf_add(cllm__buf *b, const void *src, size_t n) {
+    if (!cllm__buf_reserve(b, n)) return;
+    if (n) memcpy(b->p + b->n, src, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+static void cllm__buf_str(cllm__buf *b, const char *s) { cllm__buf_add(b, s, strlen(s)); }
+
+/* Decodes the character at s[0..n): returns its byte length (1-4) and sets *cp, or returns 0
+   when the bytes are not valid UTF-8 (overlong forms, surrogates and values above U+10FFFF are
+   invalid, as in Rust's str). */
+static int cllm__utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
+    unsigned char c = s[0];
+    uint32_t v, min;
+    int len, i;
+    if (c < 0x80) { *cp = c; return 1; }
+    if (c >= 0xC2 && c <= 0xDF) { len = 2; v = c & 0x1Fu; min = 0x80; }
+    else if (c >= 0xE0 && c <= 0xEF) { len = 3; v = c & 0x0Fu; min = 0x800; }
+    else if (c >= 0xF0 && c <= 0xF4) { len = 4; v = c & 0x07u; min = 0x10000; }
+    else return 0;
+    if ((size_t)len > n) return 0;
+    for (i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        v = (v << 6) | (s[i] & 0x3Fu);
+    }
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
+    *cp = v;
+    return len;
+}
+
+static int cllm__utf8_put(uint32_t cp, unsigned char *o) {
+    if (cp < 0x80) { o[0] = (unsigned char)cp; return 1; }
+    if (cp < 0x800) { o[0] = (unsigned char)(0xC0 | (cp >> 6)); o[1] = (unsigned char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        o[0] = (unsigned char)(0xE0 | (cp >> 12)); o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (unsigned char)(0x80 | (cp & 0x3F)); return 3;
+    }
+    o[0] = (unsigned char)(0xF0 | (cp >> 18)); o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* Offset of the first invalid UTF-8 byte in s[0..n), or n if it is all valid. */
+static size_t cllm__utf8_check(const char *s, size_t n) {
+    size_t i = 0;
+    uint32_t cp;
+    while (i < n) {
+        int l = cllm__utf8_next((const unsigned char *)s + i, n - i, &cp);
+        if (!l) return i;
+        i += (size_t)l;
+    }
+    return n;
+}
+
+/* Appends b[0..n) to out, replacing each maximal invalid subsequence by U+FFFD (the Unicode
+   "substitution of maximal subparts" that Rust's String::from_utf8_lossy uses): a lead byte
+   followed by fewer valid continuation bytes than it announces becomes one U+FFFD, and the byte
+   that broke the sequence is examined again on its own. With final = 0 an unfinished but so far
+   valid character at the end is left unconsumed. Returns the number of bytes consumed; adds the
+   number of U+FFFD it wrote for invalid input to *replaced (when not NULL). Python's
+   bytes.decode("utf-8", "replace") makes the same replacements. */
+static size_t cllm__utf8_lossy(const unsigned char *b, size_t n, int final, cllm__buf *out, size_t *replaced) {
+    static const char fffd[3] = { (char)0xEF, (char)0xBF, (char)0xBD };
+    size_t i = 0, k;
+    while (i < n) {
+        unsigned char c = b[i], lo = 0x80, hi = 0xBF;
+        size_t need;
+        if (c < 0x80) { cllm__buf_add(out, b + i, 1); i++; continue; }
+        if (c >= 0xC2 && c <= 0xDF) need = 1;
+        else if (c >= 0xE0 && c <= 0xEF) { need = 2; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
+        else if (c >= 0xF0 && c <= 0xF4) { need = 3; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
+        else {
+            cllm__buf_add(out, fffd, 3);
+            if (replaced) (*replaced)++;
+            i++;
+            continue;
+        }
+        for (k = 1; k <= need; k++) {          /* the second byte has a narrower range for E0 ED F0 F4 */
+            unsigned char x;
+            if (i + k >= n) {                   /* truncated at the end of the input */
+                if (!final) return i;
+                cllm__buf_add(out, fffd, 3);
+                if (replaced) (*replaced)++;
+                return n;
+            }
+            x = b[i + k];
+            if (x < (k == 1 ? lo : 0x80) || x > (k == 1 ? hi : 0xBF)) break;
+        }
+        if (k <= need) {
+            cllm__buf_add(out, fffd, 3);
+            if (replaced) (*replaced)++;
+            i += k;
+            continue;
+        }
+        cllm__buf_add(out, b + i, need + 1);
+        i += need + 1;
+    }
+    return i;
+}
+
+/* The longest prefix of the valid UTF-8 text s[0..n) that has at most max bytes and ends on a
+   character boundary: every cut of text goes through here, so no cut splits a character. */
+static size_t cllm__utf8_prefix(const char *s, size_t n, size_t max) {
+    if (n <= max) return n;
+    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80) max--;
+    return max;
+}
+/* The arguments of a "%.*s" that prints at most max bytes of s, cut on a character boundary. */
+#define CLLM__CUT(s, max) (int)cllm__utf8_prefix((s), strlen(s), (max)), (s)
+
+/* ---- secrets: the one redaction point ----------------------------------------------------------
+   Every live client registers its API key here (cllm_client_init; cllm_client_free takes it out).
+   Two kinds of text pass through cllm__scrub: every error message (cllm__fail does it, whatever
+   path formatted the message), and the text an endpoint sends (a reply's content, the fields read
+   from a model's JSON answer). A run of 8 or more bytes of a key, starting anywhere in the key
+   (the whole key when it is shorter), becomes "[redacted]": an endpoint may echo a key whole or
+   cut. Received text is scrubbed only of keys that look like secrets (16 bytes or more, with a
+   letter and a digit): a placeholder such as "sk-no-key-required" is made of words that text
+   may hold. The registry follows curl_global_init's rule: change it (init or free a client) only
+   while no other thread uses the library. */
+#define CLLM__KEY_FRAGMENT 8
+static const char **cllm__secrets;            /* the registered keys (borrowed from the clients) */
+static int cllm__n_secrets, cllm__cap_secrets;
+static unsigned char cllm__secret_pairs[65536 / 8]; /* byte pairs a key run can start with      */
+
+static void cllm__secret_pairs_rebuild(void) {
+    int k;
+    memset(cllm__secret_pairs, 0, sizeof cllm__secret_pairs);
+    for (k = 0; k < cllm__n_secrets; k++) {
+        const unsigned char *key = (const unsigned char *)cllm__secrets[k];
+        size_t i, klen = strlen(cllm__secrets[k]);
+        unsigned x;
+        for (i = 0; i + 1 < klen; i++) {
+            unsigned pair = (unsigned)key[i] << 8 | key[i + 1];
+            cllm__secret_pairs[pair >> 3] |= (unsigned char)(1u << (pair & 7));
+        }
+        for (x = 0; klen == 1 && x < 256; x++) {  /* a one-byte key: any pair starting with it */
+            unsigned pair = (unsigned)key[0] << 8 | x;
+            cllm__secret_pairs[pair >> 3] |= (unsigned char)(1u << (pair & 7));
+        }
+    }
+}
+
+/* Registers a key (borrowed: it must live until cllm__secret_forget). 0 when out of memory. */
+static int cllm__secret_register(const char *key) {
+    if (!key || !*key) return 1;
+    if (cllm__n_secrets == cllm__cap_secrets) {
+        int cap = cllm__cap_secrets ? 2 * cllm__cap_secrets : 4;
+        const char **grown = (const char **)CLLM_REALLOC((void *)cllm__secrets, (size_t)cap * sizeof *grown);
+        if (!grown) return 0;
+        cllm__secrets = grown;
+        cllm__cap_secrets = cap;
+    }
+    cllm__secrets[cllm__n_secrets++] = key;
+    cllm__secret_pairs_rebuild();
+    return 1;
+}
+
+static void cllm__secret_forget(const char *key) {
+    int k;
+    for (k = 0; key && k < cllm__n_secrets; k++) {
+        if (cllm__secrets[k] != key) continue;
+        cllm__secrets[k] = cllm__secrets[--cllm__n_secrets];
+        break;
+    }
+    if (cllm__n_secrets == 0) {
+        CLLM_FREE((void *)cllm__secrets);
+        cllm__secrets = NULL;
+        cllm__cap_secrets = 0;
+    }
+    cllm__secret_pairs_rebuild();
+}
+
+/* Does the key look like a secret rather than a placeholder (see above)? */
+static int cllm__key_is_secret(const char *key, size_t klen) {
+    int letter = 0, digit = 0;
+    size_t i;
+    for (i = 0; i < klen; i++) {
+        letter |= isalpha((unsigned char)key[i]) != 0;
+        digit |= isdigit((unsigned char)key[i]) != 0;
+    }
+    return klen >= 16 && letter && digit;
+}
+
+/* The length of the longest prefix of s[0..len) found anywhere in key[0..klen). */
+static size_t cllm__key_run(const char *key, size_t klen, const char *s, size_t len) {
+    size_t best = 0, o, l;
+    for (o = 0; o < klen; o++) {
+        for (l = 0; l < len && o + l < klen && s[l] == key[o + l]; l++) {}
+        if (l > best) best = l;
+    }
+    return best;
+}
+
+/* The offset of the first key run in s[0..n) (n if none) and its length in *run. in_text: 1 for
+   received text (keys that look like secrets only), 0 for messages (every key). */
+static size_t cllm__secret_find(const char *s, size_t n, int in_text, size_t *run) {
+    size_t i;
+    *run = 0;
+    if (cllm__n_secrets == 0) return n;
+    for (i = 0; i < n; i++) {
+        int k;
+        if (i + 1 < n) {
+            unsigned pair = (unsigned)(unsigned char)s[i] << 8 | (unsigned char)s[i + 1];
+            if (!(cllm__secret_pairs[pair >> 3] & (1u << (pair & 7)))) continue;
+        }
+        for (k = 0; k < cllm__n_secrets; k++) {
+            const char *key = cllm__secrets[k];
+            size_t klen = strlen(key), r;
+            if (in_text && !cllm__key_is_secret(key, klen)) continue;
+            r = cllm__key_run(key, klen, s + i, n - i);
+            if ((r >= CLLM__KEY_FRAGMENT || r == klen) && r > *run) *run = r;
+        }
+        if (*run) return i;
+    }
+    return n;
+}
+
+/* Appends s[0..n) to out with every key run replaced by "[redacted]"; returns how many. */
+static size_t cllm__scrub(cllm__buf *out, const char *s, size_t n, int in_text) {
+    size_t count = 0, run, at;
+    while ((at = cllm__secret_find(s, n, in_text, &run)) < n) {
+        cllm__buf_add(out, s, at);
+        cllm__buf_str(out, "[redacted]");
+        s += at + run;
+        n -= at + run;
+        count++;
+    }
+    cllm__buf_add(out, s, n);
+    return count;
+}
+
+/* s[0..n) as one line of valid UTF-8 without any key, into out[0..cap): invalid sequences become
+   U+FFFD, key runs "[redacted]", control characters spaces; what does not fit is cut on a
+   character boundary and ends in "...". */
+static void cllm__clean_line(char *out, size_t cap, const char *s, size_t n) {
+    cllm__buf valid, clean;
+    size_t i, keep;
+    if (cap == 0) return;
+    memset(&valid, 0, sizeof valid);
+    memset(&clean, 0, sizeof clean);
+    cllm__buf_reserve(&valid, n);
+    cllm__utf8_lossy((const unsigned char *)s, n, 1, &valid, NULL);
+    cllm__buf_reserve(&clean, valid.n);
+    cllm__scrub(&clean, valid.p ? valid.p : "", valid.n, 0);
+    if (valid.oom || clean.oom) {
+        snprintf(out, cap, "%s", "(out of memory while formatting this message)");
+    } else {
+        for (i = 0; i < clean.n; i++) if ((unsigned char)clean.p[i] < 0x20 || clean.p[i] == 0x7F) clean.p[i] = ' ';
+        keep = cllm__utf8_prefix(clean.p ? clean.p : "", clean.n, cap - 1);
+        if (keep < clean.n && cap > 4) keep = cllm__utf8_prefix(clean.p, clean.n, cap - 4);
+        memcpy(out, clean.p ? clean.p : "", keep);
+        if (keep < clean.n && cap > 4) {
+            memcpy(out + keep, "...", 3);
+            keep += 3;
+        }
+        out[keep] = 0;
+    }
+    CLLM_FREE(valid.p);
+    CLLM_FREE(clean.p);
+}
+
+/* ---- errors ------------------------------------------------------------------------------------- */
+
+/* Records an error and returns its code, so that failures read `return cllm__fail(err, ...);`.
+   The message passes through cllm__clean_line: one line of valid UTF-8 that holds no API key. */
+static cllm_result cllm__fail(cllm_err *err, cllm_result code, const char *fmt, ...) {
+    if (err) {
+        char buf[4 * CLLM_ERRMSG_SIZE];
+        va_list ap;
+        int n;
+        va_start(ap, fmt);
+        n = vsnprintf(buf, sizeof buf, fmt, ap);
+        va_end(ap);
+        if (n < 0) n = 0;
+        if ((size_t)n >= sizeof buf) n = (int)sizeof buf - 1;
+        err->code = code;
+        cllm__clean_line(err->msg, sizeof err->msg, buf, (size_t)n);
+    }
+    return code;
+}
+
+static void cllm__ok(cllm_err *err) {
+    if (err) { err->code = CLLM_OK; err->msg[0] = 0; }
+}
 
 /* -------------------------------------------------------------------------------------------- */
 /* Random numbers                                                                               */
@@ -5791,114 +6154,6 @@ static unsigned cllm__uni_ccc(uint32_t cp) {
     return cllm__uni_lookup(cllm__uni_ccc_table, sizeof cllm__uni_ccc_table / sizeof cllm__uni_ccc_table[0], cp);
 }
 
-/* ---- UTF-8 ----------------------------------------------------------------------------------- */
-
-/* A growable byte buffer; `oom` records a failed allocation so callers check once at the end. */
-typedef struct cllm__buf { char *p; size_t n, cap; int oom; } cllm__buf;
-
-static int cllm__buf_reserve(cllm__buf *b, size_t extra) {
-    size_t want;
-    char *q;
-    if (b->oom) return 0;
-    if (extra > SIZE_MAX / 2 - b->n) { b->oom = 1; return 0; }
-    want = b->n + extra + 1;
-    if (want <= b->cap) return 1;
-    if (want < 2 * b->cap) want = 2 * b->cap;
-    q = (char *)CLLM_REALLOC(b->p, want);
-    if (!q) { b->oom = 1; return 0; }
-    b->p = q; b->cap = want;
-    b->p[b->n] = 0;                              /* always NUL-terminated once allocated */
-    return 1;
-}
-
-static void cllm__buf_add(cllm__buf *b, const void *src, size_t n) {
-    if (!cllm__buf_reserve(b, n)) return;
-    if (n) memcpy(b->p + b->n, src, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void cllm__buf_str(cllm__buf *b, const char *s) { cllm__buf_add(b, s, strlen(s)); }
-
-/* Decodes the character at s[0..n): returns its byte length (1-4) and sets *cp, or returns 0
-   when the bytes are not valid UTF-8 (overlong forms, surrogates and values above U+10FFFF are
-   invalid, as in Rust's str). */
-static int cllm__utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
-    unsigned char c = s[0];
-    uint32_t v, min;
-    int len, i;
-    if (c < 0x80) { *cp = c; return 1; }
-    if (c >= 0xC2 && c <= 0xDF) { len = 2; v = c & 0x1Fu; min = 0x80; }
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; v = c & 0x0Fu; min = 0x800; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; v = c & 0x07u; min = 0x10000; }
-    else return 0;
-    if ((size_t)len > n) return 0;
-    for (i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        v = (v << 6) | (s[i] & 0x3Fu);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
-    *cp = v;
-    return len;
-}
-
-static int cllm__utf8_put(uint32_t cp, unsigned char *o) {
-    if (cp < 0x80) { o[0] = (unsigned char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (unsigned char)(0xC0 | (cp >> 6)); o[1] = (unsigned char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        o[0] = (unsigned char)(0xE0 | (cp >> 12)); o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (unsigned char)(0x80 | (cp & 0x3F)); return 3;
-    }
-    o[0] = (unsigned char)(0xF0 | (cp >> 18)); o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (unsigned char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
-/* Offset of the first invalid UTF-8 byte in s[0..n), or n if it is all valid. */
-static size_t cllm__utf8_check(const char *s, size_t n) {
-    size_t i = 0;
-    uint32_t cp;
-    while (i < n) {
-        int l = cllm__utf8_next((const unsigned char *)s + i, n - i, &cp);
-        if (!l) return i;
-        i += (size_t)l;
-    }
-    return n;
-}
-
-/* Appends b[0..n) to out, replacing each maximal invalid subsequence by U+FFFD (the Unicode
-   "substitution of maximal subparts" that Rust's String::from_utf8_lossy uses): a lead byte
-   followed by fewer valid continuation bytes than it announces becomes one U+FFFD, and the byte
-   that broke the sequence is examined again on its own. With final = 0 an unfinished but so far
-   valid character at the end is left unconsumed. Returns the number of bytes consumed. */
-static size_t cllm__utf8_lossy(const unsigned char *b, size_t n, int final, cllm__buf *out) {
-    static const char fffd[3] = { (char)0xEF, (char)0xBF, (char)0xBD };
-    size_t i = 0, k;
-    while (i < n) {
-        unsigned char c = b[i], lo = 0x80, hi = 0xBF;
-        size_t need;
-        if (c < 0x80) { cllm__buf_add(out, b + i, 1); i++; continue; }
-        if (c >= 0xC2 && c <= 0xDF) need = 1;
-        else if (c >= 0xE0 && c <= 0xEF) { need = 2; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
-        else if (c >= 0xF0 && c <= 0xF4) { need = 3; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
-        else { cllm__buf_add(out, fffd, 3); i++; continue; }
-        for (k = 1; k <= need; k++) {          /* the second byte has a narrower range for E0 ED F0 F4 */
-            unsigned char x;
-            if (i + k >= n) {                   /* truncated at the end of the input */
-                if (!final) return i;
-                cllm__buf_add(out, fffd, 3);
-                return n;
-            }
-            x = b[i + k];
-            if (x < (k == 1 ? lo : 0x80) || x > (k == 1 ? hi : 0xBF)) break;
-        }
-        if (k <= need) { cllm__buf_add(out, fffd, 3); i += k; continue; }
-        cllm__buf_add(out, b + i, need + 1);
-        i += need + 1;
-    }
-    return i;
-}
-
 /* ---- NFC normalization (UAX #15: canonical decomposition, canonical ordering, composition) -- */
 
 /* One code point being normalized, with the original byte range it came from. */
@@ -6220,7 +6475,8 @@ static cllm_result cllm__set_token(struct cllm__tok *p, int id, const char *s, c
     size_t n = strlen(s);
     int clean;
     if (p->tok_str[id].off != CLLM__NO_STR)
-        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: id %d is given to both '%.40s' and '%.40s'", id, p->pool.p + p->tok_str[id].off, s);
+        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: id %d is given to both '%.*s' and '%.*s'", id,
+                              CLLM__CUT(p->pool.p + p->tok_str[id].off, 40), CLLM__CUT(s, 40));
     p->tok_str[id] = cllm__pool_add(&p->pool, s, n);
     p->tok_bytes[id] = cllm__token_bytes(&p->pool, s, n, &clean);
     if (p->pool.oom || p->pool.n >= 0xFFFFFFF0u) return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer.json: out of memory for the token strings");
@@ -6260,7 +6516,9 @@ static cllm_result cllm__load_bpe(struct cllm__tok *p, const cJSON *model, int m
     p->fuse_unk = cllm__json_flag(model, "fuse_unk");
 
     cJSON_ArrayForEach(it, vocab) {
-        if (!cllm__json_id(it, &id)) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: vocab entry '%.60s' has no valid id (integer in [0, %d))", it->string, CLLM__MAX_IDS);
+        if (!cllm__json_id(it, &id))
+            return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: vocab entry '%.*s' has no valid id (integer in "
+                              "[0, %d))", CLLM__CUT(it->string, 60), CLLM__MAX_IDS);
         if (id > max_id) max_id = id;
         nvocab++;
     }
@@ -6282,13 +6540,16 @@ static cllm_result cllm__load_bpe(struct cllm__tok *p, const cJSON *model, int m
         if (rc == CLLM_ERR_ARG) { rc = CLLM_OK; cllm__smap_put(&p->by_str, p->pool.p, p->tok_str, (uint32_t)id); continue; }
         if (rc != CLLM_OK) return rc;
         if (cllm__smap_get(&p->by_str, p->pool.p, p->tok_str, it->string, strlen(it->string)) >= 0)
-            return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: vocab token '%.60s' appears twice", it->string);
+            return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: vocab token '%.*s' appears twice",
+                              CLLM__CUT(it->string, 60));
         cllm__smap_put(&p->by_str, p->pool.p, p->tok_str, (uint32_t)id);
         cllm__smap_put(&p->by_bytes, p->pool.p, p->tok_bytes, (uint32_t)id);
         if (p->tok_bytes[id].len == 1) p->byte_id[(unsigned char)p->pool.p[p->tok_bytes[id].off]] = id;
     }
     p->unk_id = unk ? cllm__find_token(p, unk, strlen(unk)) : -1;
-    if (unk && p->unk_id < 0) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: unk_token '%.60s' is not in the vocab", unk);
+    if (unk && p->unk_id < 0)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: unk_token '%.*s' is not in the vocab",
+                          CLLM__CUT(unk, 60));
 
     /* merges: "a b" (legacy) or ["a", "b"]; rank = position; merged id = vocab[a + b] */
     nmerges = (size_t)cJSON_GetArraySize(merges);
@@ -6340,7 +6601,9 @@ static cllm_result cllm__load_added(struct cllm__tok *p, const cJSON *list, cllm
         if (!content || !cllm__json_id(cJSON_GetObjectItemCaseSensitive(it, "id"), &a.id))
             return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: added_tokens entries need \"content\" and an integer \"id\"");
         if (cllm__json_flag(it, "single_word"))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: added token '%.60s' sets single_word, which is not supported", content);
+            return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
+                              "tokenizer.json: added token '%.*s' sets single_word, which is not supported",
+                              CLLM__CUT(content, 60));
         if (!*content) continue;                                   /* HF ignores empty tokens */
         a.special = (unsigned char)cllm__json_flag(it, "special");
         a.normalized = (unsigned char)cllm__json_bool(it, "normalized", !a.special);
@@ -6433,7 +6696,9 @@ static cllm_result cllm__load_pretok(struct cllm__tok *p, const cJSON *t, cllm_e
         if (!re) return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: Split with a String pattern is not supported (only the Llama-3 and Qwen2 regexes)");
         if (strcmp(re, cllm__re_llama3) == 0) s.kind = CLLM__PT_SPLIT_LLAMA3;
         else if (strcmp(re, cllm__re_qwen2) == 0) s.kind = CLLM__PT_SPLIT_QWEN2;
-        else return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: Split regex '%.200s' is not supported (only the Llama-3 and Qwen2 patterns)", re);
+        else return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
+                               "tokenizer.json: Split regex '%.*s' is not supported (only the Llama-3 and Qwen2 "
+                               "patterns)", CLLM__CUT(re, 200));
         if (!behavior || strcmp(behavior, "Isolated") != 0 || cllm__json_flag(t, "invert"))
             return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: Split behavior '%s'%s is not supported (only Isolated, invert false)", behavior ? behavior : "?", cllm__json_flag(t, "invert") ? " with invert" : "");
     } else if (strcmp(type, "Digits") == 0) {
@@ -6518,7 +6783,9 @@ static cllm_result cllm__config_token(const cllm_tokenizer *tok, const cJSON *cf
     *id = -1;
     if (!s) return CLLM_OK;
     *id = cllm__find_token(tok->priv, s, strlen(s));
-    if (*id < 0) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer_config.json: %s '%.60s' is not a token of tokenizer.json", key, s);
+    if (*id < 0)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer_config.json: %s '%.*s' is not a token of tokenizer.json",
+                          key, CLLM__CUT(s, 60));
     *str = cllm__strdup(s);
     return *str ? CLLM_OK : cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
 }
@@ -6632,7 +6899,7 @@ CLLMDEF cllm_result cllm_tokenizer_load(cllm_tokenizer *tok, const char *path_or
     rc = cllm_tokenizer_load_json(tok, json, len, cfg, clen, err);
     if (rc != CLLM_OK && err) {                         /* name the file in the message */
         char msg[CLLM_ERRMSG_SIZE];
-        snprintf(msg, sizeof msg, "%.150s: %.350s", path_or_dir, err->msg);
+        snprintf(msg, sizeof msg, "%.*s: %.*s", CLLM__CUT(path_or_dir, 150), CLLM__CUT(err->msg, 350));
         memcpy(err->msg, msg, sizeof msg);
     }
     CLLM_FREE(json); CLLM_FREE(cfg);
@@ -7075,7 +7342,7 @@ CLLMDEF cllm_result cllm_tokenizer_decode(const cllm_tokenizer *tok, const int *
     if (!tok || !tok->priv) return cllm__fail(err, CLLM_ERR_ARG, "tokenizer: tokenizer not loaded");
     cllm__decode_bytes(tok->priv, ids, n, skip_special, &raw);
     cllm__buf_reserve(&out, raw.n);
-    cllm__utf8_lossy((const unsigned char *)raw.p, raw.n, 1, &out);
+    cllm__utf8_lossy((const unsigned char *)raw.p, raw.n, 1, &out, NULL);
     CLLM_FREE(raw.p);
     if (raw.oom || out.oom) { CLLM_FREE(out.p); return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer: out of memory"); }
     *text = out.p;
@@ -7100,7 +7367,7 @@ static cllm_result cllm__stream_step(cllm_decode_stream *s, const int *ids, int 
     cllm__decode_bytes(s->tok->priv, ids, n, s->skip_special, &raw);
     o.p = s->buf; o.cap = s->cap;
     cllm__buf_reserve(&o, raw.n);
-    used = cllm__utf8_lossy((const unsigned char *)raw.p, raw.n, final, &o);
+    used = cllm__utf8_lossy((const unsigned char *)raw.p, raw.n, final, &o, NULL);
     s->n_pending = (int)(raw.n - used);                  /* at most 3 bytes of one character */
     if (s->n_pending) memcpy(s->pending, raw.p + used, (size_t)s->n_pending);
     CLLM_FREE(raw.p);
@@ -7235,7 +7502,9 @@ static cllm_result cllm__render_chatml(const struct cllm__tok *p, const cllm_mes
     for (i = 0; i < n; i++) {
         int asst = cllm__role_is(&m[i], "assistant");
         if (p->chat_default_system == cllm__qwen25_system && !asst && !cllm__role_is(&m[i], "user") && !cllm__role_is(&m[i], "system"))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template (Qwen2.5): role '%.40s' is not supported (system, user, assistant)", m[i].role);
+            return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
+                              "chat template (Qwen2.5): role '%.*s' is not supported (system, user, assistant)",
+                              CLLM__CUT(m[i].role, 40));
         cllm__buf_str(&r->text, "<|im_start|>");
         cllm__buf_str(&r->text, m[i].role);
         cllm__buf_str(&r->text, "\n");
@@ -7277,7 +7546,9 @@ static cllm_result cllm__render_qwen3(const cllm_message *m, int n, const cllm_r
         }
         if (cllm__role_is(&m[i], "system")) continue;
         if (!cllm__role_is(&m[i], "assistant"))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template (Qwen3): role '%.40s' is not supported (system, user, assistant)", m[i].role);
+            return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
+                              "chat template (Qwen3): role '%.*s' is not supported (system, user, assistant)",
+                              CLLM__CUT(m[i].role, 40));
         if (cllm__find(c, 0, len, "</think>", 0) != (size_t)-1) {
             /* content = c.split('</think>')[-1].lstrip('\n');
                reasoning = c.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') */
@@ -7340,7 +7611,9 @@ static cllm_result cllm__render_llama(const cllm_tokenizer *tok, int family, con
     }
     for (i = first; i < n; i++) {
         if (family == CLLM_CHAT_LLAMA31 && (cllm__role_is(&m[i], "ipython") || cllm__role_is(&m[i], "tool")))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template (Llama-3.1): role '%.40s' is not supported (tool calls are not rendered)", m[i].role);
+            return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
+                              "chat template (Llama-3.1): role '%.*s' is not supported (tool calls are not rendered)",
+                              CLLM__CUT(m[i].role, 40));
         if (family == CLLM_CHAT_LLAMA3 && i == 0 && tok->bos_token) cllm__buf_str(&r->text, tok->bos_token);
         cllm__llama_turn(&m[i], r);
     }
@@ -7373,7 +7646,10 @@ CLLMDEF cllm_result cllm_chat_render(const cllm_tokenizer *tok, const cllm_messa
     }
     if (!tok->chat_template) return cllm__fail(err, CLLM_ERR_FORMAT, "the tokenizer has no chat_template (tokenizer_config.json)");
     if (!tok->chat_family)
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template not supported (ChatML/SmolLM2/Qwen2.5, Qwen3, Llama-3, Llama-3.1+ are): \"%.60s...\"", tok->chat_template);
+        return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
+                          "chat template not supported (ChatML/SmolLM2/Qwen2.5, Qwen3, Llama-3, Llama-3.1+ are): "
+                          "\"%.*s...\"",
+                          CLLM__CUT(tok->chat_template, 60));
     memset(&o, 0, sizeof o);
     if (opts) o = *opts;
     o.date_string = cllm__def(o.date_string, "26 Jul 2024");
@@ -7892,7 +8168,6 @@ done:
    routine, and finally task files. */
 
 #include <curl/curl.h>
-#include <ctype.h>
 #include <time.h>
 #if !defined(_WIN32)
 #include <sys/time.h>
@@ -8006,23 +8281,40 @@ static int cllm__valid_role(const char *r) {
     return r && (strcmp(r, "system") == 0 || strcmp(r, "user") == 0 || strcmp(r, "assistant") == 0);
 }
 
-CLLMDEF cllm_result cllm_conv_push(cllm_conv *c, const char *role, const char *content, cllm_err *err) {
+CLLMDEF int cllm_msg_incomplete(const cllm_msg_meta *meta) {
+    return meta && (strcmp(meta->finish_reason, "length") == 0 || strcmp(meta->finish_reason, "content_filter") == 0);
+}
+
+CLLMDEF cllm_result cllm_conv_push_meta(cllm_conv *c, const char *role, const char *content, const cllm_msg_meta *meta,
+                                        cllm_err *err) {
     char *r, *t;
     if (!c || !role || !content) return cllm__fail(err, CLLM_ERR_ARG, "conversation: conversation, role and content are required");
-    if (c->n == c->cap) {
-        int cap = c->cap ? 2 * c->cap : 8;
+    if (c->n == c->cap || !c->meta) {
+        int cap = c->n == c->cap ? (c->cap ? 2 * c->cap : 8) : c->cap;
         cllm_message *m;
+        cllm_msg_meta *mm;
         if (c->cap > INT_MAX / 2) return cllm__fail(err, CLLM_ERR_LIMIT, "conversation: conversation too long");
         m = (cllm_message *)CLLM_REALLOC(c->msgs, (size_t)cap * sizeof *m);
         if (!m) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-        c->msgs = m; c->cap = cap;
+        c->msgs = m;
+        mm = (cllm_msg_meta *)CLLM_REALLOC(c->meta, (size_t)cap * sizeof *mm);
+        if (!mm) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+        if (!c->meta) memset(mm, 0, (size_t)cap * sizeof *mm);      /* messages pushed before had none */
+        c->meta = mm;
+        c->cap = cap;
     }
     r = cllm__strdup(role); t = cllm__strdup(content);
     if (!r || !t) { CLLM_FREE(r); CLLM_FREE(t); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
     c->msgs[c->n].role = r;
     c->msgs[c->n].content = t;
+    if (meta) c->meta[c->n] = *meta;
+    else memset(&c->meta[c->n], 0, sizeof c->meta[c->n]);
     c->n++;
     return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_conv_push(cllm_conv *c, const char *role, const char *content, cllm_err *err) {
+    return cllm_conv_push_meta(c, role, content, NULL, err);
 }
 
 CLLMDEF void cllm_conv_free(cllm_conv *c) {
@@ -8030,16 +8322,42 @@ CLLMDEF void cllm_conv_free(cllm_conv *c) {
     if (!c) return;
     for (i = 0; i < c->n; i++) { CLLM_FREE((void *)c->msgs[i].role); CLLM_FREE((void *)c->msgs[i].content); }
     CLLM_FREE(c->msgs);
+    CLLM_FREE(c->meta);
     memset(c, 0, sizeof *c);
+}
+
+/* Message i's meta, or NULL when the conversation has none. */
+static const cllm_msg_meta *cllm__conv_meta(const cllm_conv *c, int i) {
+    return c->meta ? &c->meta[i] : NULL;
 }
 
 CLLMDEF cllm_result cllm_conv_copy(cllm_conv *dst, const cllm_conv *src, cllm_err *err) {
     int i;
     cllm_result rc;
     memset(dst, 0, sizeof *dst);
-    for (i = 0; i < src->n; i++)
-        if ((rc = cllm_conv_push(dst, src->msgs[i].role, src->msgs[i].content, err)) != CLLM_OK) { cllm_conv_free(dst); return rc; }
+    for (i = 0; i < src->n; i++) {
+        rc = cllm_conv_push_meta(dst, src->msgs[i].role, src->msgs[i].content, cllm__conv_meta(src, i), err);
+        if (rc != CLLM_OK) { cllm_conv_free(dst); return rc; }
+    }
     return CLLM_OK;
+}
+
+/* The number of messages a length limit cut off or a content filter blocked. */
+static int cllm__conv_incomplete(const cllm_conv *c) {
+    int i, k = 0;
+    for (i = 0; i < c->n; i++) k += cllm_msg_incomplete(cllm__conv_meta(c, i));
+    return k;
+}
+
+/* One message as {"role", "content"} (+ "finish_reason", "replaced" when known). */
+static cJSON *cllm__message_json(const char *role, const char *content, const cllm_msg_meta *meta) {
+    cJSON *m = cJSON_CreateObject();
+    int ok = m && cJSON_AddStringToObject(m, "role", role) && cJSON_AddStringToObject(m, "content", content);
+    if (ok && meta && meta->finish_reason[0])
+        ok = cJSON_AddStringToObject(m, "finish_reason", meta->finish_reason) != NULL;
+    if (ok && meta && meta->replaced > 0) ok = cJSON_AddNumberToObject(m, "replaced", meta->replaced) != NULL;
+    if (!ok) { cJSON_Delete(m); return NULL; }
+    return m;
 }
 
 CLLMDEF cJSON *cllm_conv_to_json(const cllm_conv *c) {
@@ -8047,10 +8365,9 @@ CLLMDEF cJSON *cllm_conv_to_json(const cllm_conv *c) {
     int i;
     if (!arr) return NULL;
     for (i = 0; i < c->n; i++) {
-        cJSON *m = cJSON_CreateObject();
+        cJSON *m = cllm__message_json(c->msgs[i].role, c->msgs[i].content, cllm__conv_meta(c, i));
         if (!m) goto oom;
         if (!cJSON_AddItemToArray(arr, m)) { cJSON_Delete(m); goto oom; }
-        if (!cJSON_AddStringToObject(m, "role", c->msgs[i].role) || !cJSON_AddStringToObject(m, "content", c->msgs[i].content)) goto oom;
     }
     return arr;
 oom:
@@ -8066,9 +8383,23 @@ CLLMDEF cllm_result cllm_conv_from_json(cllm_conv *c, const cJSON *messages, cll
     if (!cJSON_IsArray(messages)) return cllm__fail(err, CLLM_ERR_FORMAT, "\"messages\" must be an array of {\"role\", \"content\"} objects");
     cJSON_ArrayForEach(m, messages) {
         const char *role = cllm__json_str(m, "role"), *content = cllm__json_str(m, "content");
+        const cJSON *fr = cJSON_GetObjectItemCaseSensitive(m, "finish_reason");
+        cllm_msg_meta meta;
+        memset(&meta, 0, sizeof meta);
         if (!cllm__valid_role(role)) { cllm_conv_free(c); return cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"role\" must be \"system\", \"user\" or \"assistant\"", i); }
         if (!content) { cllm_conv_free(c); return cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"content\" must be a string", i); }
-        if ((rc = cllm_conv_push(c, role, content, err)) != CLLM_OK) { cllm_conv_free(c); return rc; }
+        if (fr && !cJSON_IsNull(fr) && !(cJSON_IsString(fr) && strlen(fr->valuestring) < sizeof meta.finish_reason)) {
+            cllm_conv_free(c);
+            return cllm__fail(err, CLLM_ERR_FORMAT,
+                              "messages[%d]: \"finish_reason\" must be a string of at most %d bytes", i,
+                              (int)sizeof meta.finish_reason - 1);
+        }
+        if (cJSON_IsString(fr)) strcpy(meta.finish_reason, fr->valuestring);
+        if (!cllm__json_int(m, "replaced", 0, &meta.replaced) || meta.replaced < 0) {
+            cllm_conv_free(c);
+            return cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"replaced\" must be a count (an integer >= 0)", i);
+        }
+        if ((rc = cllm_conv_push_meta(c, role, content, &meta, err)) != CLLM_OK) { cllm_conv_free(c); return rc; }
         i++;
     }
     return CLLM_OK;
@@ -8096,6 +8427,145 @@ static char *cllm__conv_text(const cllm_conv *c, int bold) {
     cllm__sb b = { NULL, 0, 0, 0 };
     cllm__render_conv(&b, c, bold);
     return cllm__sb_take(&b);
+}
+
+/* ---- text received from endpoints: JSON escapes, UTF-8, API keys, size ----------------------- */
+
+static int cllm__hex4(const char *s, unsigned *v) {
+    int k;
+    *v = 0;
+    for (k = 0; k < 4; k++) {
+        int ch = tolower((unsigned char)s[k]);
+        int d = isdigit(ch) ? ch - '0' : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10 : -1;
+        if (d < 0) return 0;
+        *v = *v << 4 | (unsigned)d;
+    }
+    return 1;
+}
+
+/* The \u escapes cJSON cannot take as they are, in the strings of the JSON text s[0..n):
+     a UTF-16 surrogate without its other half: cJSON refuses the whole document for one, while
+       Python's json reads it and JavaScript's TextEncoder and Rust's from_utf16_lossy turn it into
+       U+FFFD; we do the same: the copy returned has \ufffd in its place (the same 6 bytes);
+     \u0000: cJSON ends the string there, so whatever follows would be lost without a word.
+   Counts both; returns the repaired copy, or NULL when there was no lone surrogate (or no memory:
+   then *lone is left nonzero and the caller parses the original, which fails clearly). */
+static char *cllm__json_escapes(const char *s, size_t n, size_t *lone, size_t *nul) {
+    char *copy = NULL;
+    size_t i;
+    int in_str = 0;
+    *lone = 0;
+    *nul = 0;
+    for (i = 0; i < n; i++) {
+        unsigned v, w;
+        if (!in_str) { in_str = s[i] == '"'; continue; }
+        if (s[i] == '"') { in_str = 0; continue; }
+        if (s[i] != '\\' || i + 1 >= n) continue;
+        if (s[i + 1] != 'u' || i + 6 > n || !cllm__hex4(s + i + 2, &v)) { i++; continue; }
+        if (v == 0) (*nul)++;
+        if (v >= 0xD800 && v <= 0xDBFF && i + 12 <= n && s[i + 6] == '\\' && s[i + 7] == 'u' &&
+            cllm__hex4(s + i + 8, &w) && w >= 0xDC00 && w <= 0xDFFF) {
+            i += 11;                                  /* a pair: cJSON decodes it */
+            continue;
+        }
+        if (v >= 0xD800 && v <= 0xDFFF) {
+            (*lone)++;
+            if (!copy && (copy = (char *)CLLM_MALLOC(n + 1)) != NULL) {
+                memcpy(copy, s, n);
+                copy[n] = 0;
+            }
+            if (copy) memcpy(copy + i, "\\ufffd", 6);
+        }
+        i += 5;
+    }
+    return copy;
+}
+
+/* A copy of the JSON text s[0..n) with every \u0000 escape inside a string written as \u0020. */
+static char *cllm__json_nul_to_space(const char *s, size_t n) {
+    char *copy = (char *)CLLM_MALLOC(n + 1);
+    size_t i;
+    int in_str = 0;
+    if (!copy) return NULL;
+    memcpy(copy, s, n);
+    copy[n] = 0;
+    for (i = 0; i < n; i++) {
+        if (!in_str) { in_str = s[i] == '"'; continue; }
+        if (s[i] == '"') { in_str = 0; continue; }
+        if (s[i] != '\\' || i + 1 >= n) continue;
+        if (i + 6 <= n && memcmp(s + i, "\\u0000", 6) == 0) memcpy(copy + i, "\\u0020", 6);
+        i++;
+    }
+    return copy;
+}
+
+/* The bytes s[0..n) take inside a JSON string as cJSON writes them: 2 for " \ \b \f \n \r \t,
+   6 for any other control character (\u00XX), 1 otherwise. */
+static size_t cllm__json_escaped_len(const char *s, size_t n) {
+    size_t i, total = 0;
+    for (i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\' || ch == '\b' || ch == '\f' || ch == '\n' || ch == '\r' || ch == '\t') total += 2;
+        else if (ch < 0x20) total += 6;
+        else total += 1;
+    }
+    return total;
+}
+
+/* About how many bytes a conversation takes as JSON: an upper bound, so a line that would be too
+   long is caught before it is built. */
+static size_t cllm__conv_json_bytes(const cllm_conv *c) {
+    size_t total = 2;
+    int i;
+    for (i = 0; i < c->n; i++) total += cllm__json_escaped_len(c->msgs[i].content, strlen(c->msgs[i].content)) + 128;
+    return total;
+}
+
+/* Text received from an endpoint as we keep it: valid UTF-8 (each invalid sequence becomes
+   U+FFFD, counted in *replaced; cllm__utf8_lossy, the tokenizer's decoder too), without any API
+   key (cllm__scrub), and small enough that a JSONL line holding it stays readable: written as
+   JSON it must fit in CLLM__MAX_TEXT_JSON bytes. *text (owned, NUL-terminated) is replaced by
+   the kept text; on failure it is freed and set to NULL. */
+#define CLLM__MAX_TEXT_JSON ((size_t)CLLM_MAX_LINE_BYTES - ((size_t)1 << 20))
+static cllm_result cllm__received_text(char **text, size_t *replaced, cllm_err *err) {
+    size_t n = strlen(*text), run, escaped;
+    cllm__buf out;
+    memset(&out, 0, sizeof out);
+    if (cllm__utf8_check(*text, n) != n) {
+        cllm__buf_reserve(&out, n);
+        cllm__utf8_lossy((const unsigned char *)*text, n, 1, &out, replaced);
+        if (!out.oom) {
+            CLLM_FREE(*text);
+            *text = out.p;
+            n = out.n;
+            memset(&out, 0, sizeof out);
+        }
+    }
+    if (!out.oom && cllm__secret_find(*text, n, 1, &run) < n) {
+        cllm__buf_reserve(&out, n);
+        cllm__scrub(&out, *text, n, 1);
+        if (!out.oom) {
+            CLLM_FREE(*text);
+            *text = out.p;
+            n = out.n;
+            memset(&out, 0, sizeof out);
+        }
+    }
+    if (out.oom) {
+        CLLM_FREE(out.p);
+        CLLM_FREE(*text);
+        *text = NULL;
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
+    escaped = cllm__json_escaped_len(*text, n);
+    if (escaped > CLLM__MAX_TEXT_JSON) {
+        CLLM_FREE(*text);
+        *text = NULL;
+        return cllm__fail(err, CLLM_ERR_LIMIT, "the text is %zu bytes, %zu as JSON (a control character takes 6), "
+                          "more than the %zu a line of ours may hold (CLLM_MAX_LINE_BYTES): refused rather than "
+                          "written where no reader could take it", n, escaped, CLLM__MAX_TEXT_JSON);
+    }
+    return CLLM_OK;
 }
 
 /* ---- lenient JSON -------------------------------------------------------------------------- */
@@ -8167,9 +8637,19 @@ static char *cllm__json_repair(const char *s, size_t len) {
 }
 
 /* Parses the first JSON value in s[0..len) (text after it is ignored); NULL unless an object. */
-static cJSON *cllm__json_object_at(const char *s, size_t len) {
-    cJSON *o = cJSON_ParseWithLengthOpts(s, len, NULL, 0);
+/* An unpaired surrogate escape reads as U+FFFD, as in a reply (cllm__json_escapes); an object
+   whose strings hold \u0000 is refused and *nul set (its text would end there unseen). */
+static cJSON *cllm__json_object_at(const char *s, size_t len, int *nul) {
+    size_t lone, nuls;
+    char *fixed = cllm__json_escapes(s, len, &lone, &nuls);
+    const char *base = fixed ? fixed : s, *end = NULL;
+    cJSON *o = cJSON_ParseWithLengthOpts(base, len, &end, 0);
     if (o && !cJSON_IsObject(o)) { cJSON_Delete(o); o = NULL; }
+    if (o && nuls && end) {                       /* a \u0000 inside this object, not in prose after it? */
+        CLLM_FREE(cllm__json_escapes(base, (size_t)(end - base), &lone, &nuls));
+        if (nuls) { cJSON_Delete(o); o = NULL; *nul = 1; }
+    }
+    CLLM_FREE(fixed);
     return o;
 }
 
@@ -8190,7 +8670,7 @@ static int cllm__json_fence(const char *text, const char **b, const char **e) {
 
 CLLMDEF cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err) {
     const char *region[2][2];
-    int nreg = 1, mode, r;
+    int nreg = 1, mode, r, nul = 0;
     if (!text) { cllm__fail(err, CLLM_ERR_ARG, "model reply: no text"); return NULL; }
     region[0][0] = text; region[0][1] = text + strlen(text);
     if (cllm__json_fence(text, &region[1][0], &region[1][1])) nreg = 2;
@@ -8206,23 +8686,25 @@ CLLMDEF cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err) {
                 cJSON *o;
                 b = (const char *)memchr(b, '{', (size_t)(region[r][1] - b));
                 if (!b) break;
-                if (mode == 0) o = cllm__json_object_at(b, (size_t)(region[r][1] - b));
+                if (mode == 0) o = cllm__json_object_at(b, (size_t)(region[r][1] - b), &nul);
                 else {
                     char *fixed = cllm__json_repair(b, (size_t)(region[r][1] - b));
                     if (!fixed) { cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); return NULL; }
-                    o = cllm__json_object_at(fixed, strlen(fixed));
+                    o = cllm__json_object_at(fixed, strlen(fixed), &nul);
                     CLLM_FREE(fixed);
                 }
                 if (o) { cllm__ok(err); return o; }
             }
         }
     }
-    {
-        char start[64];
-        size_t k, n = strlen(text) < 60 ? strlen(text) : 60;
-        for (k = 0; k < n; k++) start[k] = (unsigned char)text[k] < 0x20 ? ' ' : text[k];
-        start[n] = 0;
-        cllm__fail(err, CLLM_ERR_FORMAT, "no JSON object found in the model's reply (%zu chars, starting \"%s\")", strlen(text), start);
+    if (nul) {
+        cllm__fail(err, CLLM_ERR_FORMAT,
+                   "the model's JSON holds a NUL character (\\u0000), which collabllm.h text cannot carry; "
+                   "refused rather than cut there");
+    } else {                                      /* the start of the reply: cut on a character boundary */
+        size_t n = strlen(text);
+        cllm__fail(err, CLLM_ERR_FORMAT, "no JSON object found in the model's reply (%zu chars, starting \"%.*s\")", n,
+                   (int)cllm__utf8_prefix(text, n, 60), text);
     }
     return NULL;
 }
@@ -8247,73 +8729,38 @@ static int cllm__json_number(const cJSON *v, double *out) {
     return 0;
 }
 
-/* A copy of a string field, or NULL (also when absent). */
-static char *cllm__json_strdup(const cJSON *o, const char *key) {
+/* A string field of a model's JSON answer as received text (cllm__received_text: valid UTF-8,
+   no API key: an escape such as \u0041 can spell a key the reply itself did not show), or NULL
+   (absent, or refused with the reason in err). */
+static char *cllm__json_text(const cJSON *o, const char *key, cllm_err *err) {
     const char *s = cllm__json_str(o, key);
-    return s ? cllm__strdup(s) : NULL;
+    char *text = s ? cllm__strdup(s) : NULL;
+    if (s && !text) cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if (text) cllm__received_text(&text, NULL, err);
+    return text;
 }
 
-/* ---- the client: configuration, secrets, messages ------------------------------------------ */
-
-/* The length of the longest prefix of s[0..len) found anywhere in key[0..klen). */
-static size_t cllm__key_run(const char *key, size_t klen, const char *s, size_t len) {
-    size_t best = 0, o, l;
-    for (o = 0; o < klen; o++) {
-        for (l = 0; l < len && o + l < klen && s[l] == key[o + l]; l++) {}
-        if (l > best) best = l;
-    }
-    return best;
-}
-
-/* A copy of s[0..len) with the API key, and any 8 or more bytes in a row of it (an endpoint may
-   echo a truncated key), replaced by "[redacted]", and control characters turned into spaces:
-   the only way endpoint text reaches an error message. */
-#define CLLM__KEY_FRAGMENT 8
-static char *cllm__redact(const cllm_client *c, const char *s, size_t len) {
-    cllm__sb b = { NULL, 0, 0, 0 };
-    size_t i = 0, klen = c->key ? strlen(c->key) : 0, run;
-    while (i < len) {
-        run = klen ? cllm__key_run(c->key, klen, s + i, len - i) : 0;
-        if (run >= CLLM__KEY_FRAGMENT || (run == klen && run > 0)) { cllm__sb_puts(&b, "[redacted]"); i += run; continue; }
-        cllm__sb_putc(&b, (unsigned char)s[i] < 0x20 ? ' ' : s[i]);
-        i++;
-    }
-    return cllm__sb_take(&b);
-}
-
-/* Records a failure in err like cllm__fail, with the key scrubbed from the finished message. */
-static cllm_result cllm__fail_redacted(const cllm_client *c, cllm_err *err, cllm_result code, const char *fmt, ...) {
-    char buf[2 * CLLM_ERRMSG_SIZE], *clean;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    clean = cllm__redact(c, buf, strlen(buf));
-    cllm__fail(err, code, "%s", clean ? clean : "(out of memory while formatting an error)");
-    CLLM_FREE(clean);
-    return code;
-}
+/* ---- the client: configuration, messages --------------------------------------------------- */
 
 /* The endpoint's own explanation from an error body, for the message: error.message (OpenAI,
    vLLM), error as a string (Ollama), detail (FastAPI), message, else the start of the raw body.
-   Redacted, single line, at most `cap` bytes. */
-static void cllm__endpoint_message(const cllm_client *c, const char *body, size_t len, char *out, size_t cap) {
+   Scrubbed, one line, at most `cap` bytes. The scrub comes before the cut, so a key that the cut
+   would shorten below 8 bytes is already gone. */
+static void cllm__endpoint_message(const char *body, size_t len, char *out, size_t cap) {
     cJSON *root = body && len ? cJSON_ParseWithLength(body, len) : NULL;
     const cJSON *e = root ? cJSON_GetObjectItemCaseSensitive(root, "error") : NULL;
     const char *text = NULL;
-    char *clean;
+    size_t n, longest = 0;
+    int k;
     if (cJSON_IsObject(e)) text = cllm__json_str(e, "message");
     else if (cJSON_IsString(e)) text = e->valuestring;
     if (!text && root) text = cllm__json_str(root, "detail");
     if (!text && root) text = cllm__json_str(root, "message");
-    {   /* redaction never shortens text, so only the first cap + |key| bytes can reach out */
-        size_t n = text ? strlen(text) : body ? len : 0, most = cap + (c->key ? strlen(c->key) : 0);
-        clean = cllm__redact(c, text ? text : body ? body : "", n < most ? n : most);
-    }
-    if (!text && clean && !*clean) { CLLM_FREE(clean); clean = cllm__strdup("(empty body)"); }
-    snprintf(out, cap, "%s", clean ? clean : "");
-    if (clean && strlen(clean) >= cap && cap > 4) strcpy(out + cap - 4, "...");
-    CLLM_FREE(clean);
+    n = text ? strlen(text) : body ? len : 0;
+    for (k = 0; k < cllm__n_secrets; k++) if (strlen(cllm__secrets[k]) > longest) longest = strlen(cllm__secrets[k]);
+    if (n > cap + longest) n = cap + longest;        /* scrubbing never shortens text below the cut */
+    if (n == 0 && !text) snprintf(out, cap, "%s", "(empty body)");
+    else cllm__clean_line(out, cap, text ? text : body, n);
     cJSON_Delete(root);
 }
 
@@ -8323,21 +8770,32 @@ CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *c
     struct curl_slist *h = NULL, *h2;
     cllm__sb url = { NULL, 0, 0, 0 };
     size_t blen;
+    int registered;
     memset(c, 0, sizeof *c);
     if (cfg) d = *cfg; else memset(&d, 0, sizeof d);
     if (!d.base_url || !*d.base_url) d.base_url = env_base && *env_base ? env_base : "https://api.openai.com/v1";
     if (!d.api_key_env || !*d.api_key_env) d.api_key_env = "OPENAI_API_KEY";
     d.connect_timeout_ms = cllm__def(d.connect_timeout_ms, 10000);
     d.timeout_ms         = cllm__def(d.timeout_ms, 300000);
+    d.deadline_ms        = cllm__def(d.deadline_ms, 600000);
     d.max_retries        = d.max_retries < 0 ? 0 : cllm__def(d.max_retries, 5);
     d.backoff_ms         = cllm__def(d.backoff_ms, 500);
     d.backoff_max_ms     = cllm__def(d.backoff_max_ms, 60000);
     d.max_concurrency    = cllm__def(d.max_concurrency, 16);
     d.max_response_bytes = cllm__def(d.max_response_bytes, 64L << 20);
-    if (d.connect_timeout_ms < 0 || d.timeout_ms < 0 || d.backoff_ms < 0 || d.backoff_max_ms < 0 || d.max_concurrency < 0 || d.max_response_bytes < 0)
-        return cllm__fail(err, CLLM_ERR_ARG, "client settings: timeouts, backoff, max_concurrency and max_response_bytes must not be negative");
+    d.max_inflight_bytes = cllm__def(d.max_inflight_bytes, 256LL << 20);
+    if (d.connect_timeout_ms < 0 || d.timeout_ms < 0 || d.deadline_ms < 0 || d.backoff_ms < 0 || d.backoff_max_ms < 0 ||
+        d.max_concurrency < 0 || d.max_response_bytes < 0 || d.max_inflight_bytes < 0)
+        return cllm__fail(err, CLLM_ERR_ARG,
+                          "client settings: timeouts, deadline, backoff, max_concurrency and the byte limits "
+                          "must not be negative");
+    if (d.max_inflight_bytes < d.max_response_bytes)
+        return cllm__fail(err, CLLM_ERR_ARG,
+                          "client settings: max_inflight_bytes (%lld) must be at least max_response_bytes (%ld), "
+                          "or no response could reach its own limit", d.max_inflight_bytes, d.max_response_bytes);
     if (strncmp(d.base_url, "http://", 7) != 0 && strncmp(d.base_url, "https://", 8) != 0)
-        return cllm__fail(err, CLLM_ERR_ARG, "the base URL must start with http:// or https:// (got \"%.200s\")", d.base_url);
+        return cllm__fail(err, CLLM_ERR_ARG, "the base URL must start with http:// or https:// "
+                          "(got \"%.*s\")", CLLM__CUT(d.base_url, 200));
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return cllm__fail(err, CLLM_ERR_HTTP, "libcurl failed to initialise");
 
     blen = strlen(d.base_url);
@@ -8348,6 +8806,7 @@ CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *c
     c->model = d.model ? cllm__strdup(d.model) : NULL;
     key = getenv(d.api_key_env);
     if (key && *key) c->key = cllm__strdup(key);
+    registered = cllm__secret_register(c->key);      /* from here on no message or received text holds it */
     h = curl_slist_append(NULL, "Content-Type: application/json");
     if (h && (h2 = curl_slist_append(h, "Accept: application/json")) != NULL) h = h2; else { curl_slist_free_all(h); h = NULL; }
     if (h && (h2 = curl_slist_append(h, "Expect:")) != NULL) h = h2; else { curl_slist_free_all(h); h = NULL; }  /* no 100-continue round trip */
@@ -8367,8 +8826,13 @@ CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *c
     d.api_key_env = NULL;
     c->cfg = d;
     cllm_rng_seed(&c->rng, d.seed ? d.seed : (uint64_t)time(NULL) ^ (uint64_t)(size_t)c);
-    if (!c->url || (d.model && !c->model) || (key && *key && !c->key) || !c->headers || !c->multi) {
+    if (!c->url || (d.model && !c->model) || (key && *key && !c->key) || !registered || !c->headers || !c->multi) {
         int global_released = c->url || c->multi;          /* cllm_client_free releases curl then */
+        if (!registered) {                                  /* never registered: free must not look for it */
+            memset(c->key, 0, strlen(c->key));
+            CLLM_FREE(c->key);
+            c->key = NULL;
+        }
         cllm_client_free(c);
         if (!global_released) curl_global_cleanup();
         return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory creating the client");
@@ -8381,7 +8845,10 @@ CLLMDEF void cllm_client_free(cllm_client *c) {
     if (!c) return;
     if (c->multi) curl_multi_cleanup((CURLM *)c->multi);
     if (c->headers) curl_slist_free_all((struct curl_slist *)c->headers);
-    if (c->key) memset(c->key, 0, strlen(c->key));
+    if (c->key) {
+        cllm__secret_forget(c->key);
+        memset(c->key, 0, strlen(c->key));
+    }
     CLLM_FREE(c->key);
     CLLM_FREE(c->url);
     CLLM_FREE(c->model);
@@ -8438,51 +8905,154 @@ static char *cllm__request_json(const cllm_client *c, const cllm_chat_request *r
     return out;
 }
 
-/* Does s[0..len) stop inside an unclosed string, object or array (a truncated document)? */
-static int cllm__json_cut_short(const char *s, size_t len) {
+/* ---- the client: reading a reply ------------------------------------------------------------- */
+
+/* Does s[0..len) stop inside an unclosed string, object or array (a truncated document)?
+   *max_depth receives the deepest nesting seen. */
+static int cllm__json_cut_short(const char *s, size_t len, int *max_depth) {
     size_t i;
     int depth = 0, in_str = 0;
+    *max_depth = 0;
     for (i = 0; i < len; i++) {
         char ch = s[i];
         if (in_str) { if (ch == '\\') i++; else if (ch == '"') in_str = 0; }
         else if (ch == '"') in_str = 1;
-        else if (ch == '{' || ch == '[') depth++;
+        else if (ch == '{' || ch == '[') { depth++; if (depth > *max_depth) *max_depth = depth; }
         else if (ch == '}' || ch == ']') depth--;
     }
     return in_str || depth > 0;
 }
 
-/* Reads a 2xx body into r: choices[0].message.content, finish_reason, usage. */
+/* choices[0].message's text: content as a string, or as a list of parts ([{"type": "text",
+   "text": ...}], joined). NULL with *why set when there is no text to take. */
+static char *cllm__message_text(const cJSON *msg, char *why, size_t why_size) {
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content"), *part;
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(msg, "tool_calls");
+    const char *refusal = cllm__json_str(msg, "refusal");
+    cllm__sb b = { NULL, 0, 0, 0 };
+    int k = 0;
+    if (cJSON_IsString(content)) {
+        char *copy = cllm__strdup(content->valuestring);
+        if (!copy) snprintf(why, why_size, "out of memory");
+        return copy;
+    }
+    if (!content || cJSON_IsNull(content)) {
+        if (cJSON_GetArraySize(tools) > 0)
+            snprintf(why, why_size,
+                     "choices[0].message has tool_calls and no text content (collabllm.h calls no tools; ask for a "
+                     "text answer)");
+        else if (refusal) snprintf(why, why_size, "the model refused (choices[0].message.refusal): %.*s",
+                                   CLLM__CUT(refusal, 300));
+        else snprintf(why, why_size, "choices[0].message.content is %s", content ? "null" : "missing");
+        return NULL;
+    }
+    if (!cJSON_IsArray(content)) {
+        snprintf(why, why_size, "choices[0].message.content is of the wrong type (not a string or a list of parts)");
+        return NULL;
+    }
+    cJSON_ArrayForEach(part, content) {
+        const char *type = cllm__json_str(part, "type"), *text = cllm__json_str(part, "text");
+        if (cJSON_IsString(part)) text = part->valuestring;
+        else if (!text || (type && strcmp(type, "text") != 0)) {
+            cllm__sb_free(&b);
+            snprintf(why, why_size,
+                     "choices[0].message.content[%d] is a part of type \"%.*s\" with no text; collabllm.h keeps "
+                     "text only", k, CLLM__CUT(type ? type : "?", 40));
+            return NULL;
+        }
+        cllm__sb_puts(&b, text);
+        k++;
+    }
+    if (k == 0) { snprintf(why, why_size, "choices[0].message.content is an empty list of parts"); return NULL; }
+    if (b.oom) snprintf(why, why_size, "out of memory");
+    return cllm__sb_take(&b);
+}
+
+/* Reads a 2xx body into r: choices[0].message's text (see cllm__received_text), finish_reason,
+   usage. */
 static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size_t len, cllm_chat_result *r) {
-    cJSON *root = body && len ? cJSON_ParseWithLength(body, len) : NULL;
-    const cJSON *choice, *msg, *content, *usage, *e;
+    size_t lone = 0, nul = 0, replaced = 0;
+    char *fixed = body && len ? cllm__json_escapes(body, len, &lone, &nul) : NULL, *text = NULL;
+    const char *json = fixed ? fixed : body;
+    cJSON *root = body && len ? cJSON_ParseWithLength(json, len) : NULL;
+    const cJSON *choice, *msg, *usage, *e;
     const char *fr;
-    char snippet[200];
+    char snippet[200], why[CLLM_ERRMSG_SIZE];
+    cllm_err terr;
     cllm_result rc = CLLM_OK;
+    int depth;
     if (!root) {
-        cllm__endpoint_message(c, body, len, snippet, 80);
+        CLLM_FREE(fixed);
         if (len == 0) return cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: empty response body", c->url);
-        if (cllm__json_cut_short(body, len))
-            return cllm__fail_redacted(c, &r->err, CLLM_ERR_FORMAT, "%s: response JSON is truncated (%zu bytes end inside an unclosed object or string; starts \"%s\")", c->url, len, snippet);
-        return cllm__fail_redacted(c, &r->err, CLLM_ERR_FORMAT, "%s: response is not valid JSON (%zu bytes, starts \"%s\")", c->url, len, snippet);
+        cllm__endpoint_message(body, len, snippet, 80);
+        if (cllm__json_cut_short(body, len, &depth))
+            return cllm__fail(&r->err, CLLM_ERR_FORMAT,
+                              "%s: response JSON is truncated (%zu bytes end inside an unclosed object or string; "
+                              "starts \"%s\")", c->url, len, snippet);
+        if (depth > CJSON_NESTING_LIMIT)
+            return cllm__fail(&r->err, CLLM_ERR_FORMAT,
+                              "%s: response JSON nests %d levels deep, more than the parser accepts "
+                              "(CJSON_NESTING_LIMIT %d); starts \"%s\"", c->url, depth, CJSON_NESTING_LIMIT, snippet);
+        return cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response is not valid JSON (%zu bytes, starts \"%s\")", c->url,
+                          len, snippet);
     }
     e = cJSON_GetObjectItemCaseSensitive(root, "error");
     choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "choices"), 0);
     msg = cJSON_GetObjectItemCaseSensitive(choice, "message");
-    content = cJSON_GetObjectItemCaseSensitive(msg, "content");
+    fr = cllm__json_str(choice, "finish_reason");
+    if (fr) {                                      /* remote text too: valid UTF-8, no key, cut to fit */
+        cllm__clean_line(r->finish_reason, sizeof r->finish_reason, fr, strlen(fr));
+    }
+    why[0] = 0;
     if (e && !cJSON_IsNull(e)) {
-        cllm__endpoint_message(c, body, len, snippet, sizeof snippet);
-        rc = cllm__fail_redacted(c, &r->err, CLLM_ERR_HTTP, "%s: the endpoint returned an error: %s", c->url, snippet);
+        cllm__endpoint_message(json, len, snippet, sizeof snippet);
+        rc = cllm__fail(&r->err, CLLM_ERR_HTTP, "%s: the endpoint returned an error: %s", c->url, snippet);
     } else if (!cJSON_IsObject(choice))
         rc = cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response has no \"choices\"[0] object (not an OpenAI chat completion?)", c->url);
     else if (!cJSON_IsObject(msg))
         rc = cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response has no choices[0].message object", c->url);
-    else if (!cJSON_IsString(content))
-        rc = cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: choices[0].message.content is %s, not a string", c->url, content ? "of the wrong type" : "missing");
-    else if (!(r->content = cllm__strdup(content->valuestring)))
-        rc = cllm__fail(&r->err, CLLM_ERR_NOMEM, "out of memory");
+    else if (!(text = cllm__message_text(msg, why, sizeof why)))
+    {
+        const char *open = r->finish_reason[0] ? " (finish_reason \"" : "", *close = r->finish_reason[0] ? "\")" : "";
+        cllm_result code = strcmp(why, "out of memory") ? CLLM_ERR_FORMAT : CLLM_ERR_NOMEM;
+        rc = cllm__fail(&r->err, code, "%s: %s%s%s%s", c->url, why, open, r->finish_reason, close);
+    }
+    if (rc == CLLM_OK && nul) {                    /* where did cJSON stop? compare with the NULs read as spaces */
+        char *spaced = cllm__json_nul_to_space(json, len);
+        cJSON *again = spaced ? cJSON_ParseWithLength(spaced, len) : NULL;
+        const cJSON *c2 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(again, "choices"), 0);
+        const cJSON *m2 = cJSON_GetObjectItemCaseSensitive(c2, "message");
+        char *full = m2 ? cllm__message_text(m2, why, sizeof why) : NULL;
+        if (!full) rc = cllm__fail(&r->err, CLLM_ERR_NOMEM, "%s: out of memory checking the reply for NUL characters",
+                                   c->url);
+        else if (strlen(full) != strlen(text))
+            rc = cllm__fail(&r->err, CLLM_ERR_FORMAT,
+                            "%s: the reply's content holds a NUL character (\\u0000) at byte %zu of %zu; "
+                            "collabllm.h keeps text as C strings and refuses the reply rather than cut it there",
+                            c->url, strlen(text), strlen(full));
+        CLLM_FREE(full);
+        CLLM_FREE(spaced);
+        cJSON_Delete(again);
+    }
     if (rc == CLLM_OK) {
-        if ((fr = cllm__json_str(choice, "finish_reason")) != NULL) snprintf(r->finish_reason, sizeof r->finish_reason, "%s", fr);
+        if ((rc = cllm__received_text(&text, &replaced, &terr)) != CLLM_OK)
+            cllm__fail(&r->err, rc, "%s: the reply's content: %s", c->url, terr.msg);
+        r->content = text;
+        text = NULL;
+        r->replaced = (int)(replaced + lone < INT_MAX ? replaced + lone : INT_MAX);
+    }
+    if (rc == CLLM_OK && c->cfg.reject_incomplete && strcmp(r->finish_reason, "length") == 0)
+        rc = cllm__fail(&r->err, CLLM_ERR_LIMIT,
+                        "%s: the reply was cut off at its token limit (finish_reason \"length\"; raise "
+                        "max_tokens) and reject_incomplete (--reject-incomplete) makes that a failure", c->url);
+    if (rc == CLLM_OK && c->cfg.reject_incomplete && strcmp(r->finish_reason, "content_filter") == 0)
+        rc = cllm__fail(&r->err, CLLM_ERR_HTTP,
+                        "%s: the endpoint's content filter cut or blocked the reply (finish_reason "
+                        "\"content_filter\") and reject_incomplete (--reject-incomplete) makes that a failure", c->url);
+    if (rc != CLLM_OK) {
+        CLLM_FREE(r->content);
+        r->content = NULL;
+    } else {
         usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
         /* a count that is not a whole number >= 0 is taken as not reported */
         if (!cllm__json_int(usage, "prompt_tokens", -1, &r->prompt_tokens) || r->prompt_tokens < 0) r->prompt_tokens = -1;
@@ -8492,6 +9062,8 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
         if (r->completion_tokens > 0) c->usage.completion_tokens += r->completion_tokens;
         if (r->total_tokens > 0) c->usage.total_tokens += r->total_tokens;
     }
+    CLLM_FREE(text);
+    CLLM_FREE(fixed);
     cJSON_Delete(root);
     return rc;
 }
@@ -8502,37 +9074,70 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
                  ^                                   |
                  +----(retryable failure, wait)------+
    The loop starts what may start, lets curl move bytes, collects finished transfers, then
-   sleeps until a socket is ready, a curl timer fires or the next retry is due. */
+   sleeps until a socket is ready, a curl timer fires or the next retry is due.
+   Bounds: a response body may grow to max_response_bytes, and the bodies of all transfers in
+   flight together to max_inflight_bytes (a transfer that would pass it stops and is retried
+   later); a body is released as soon as its attempt is read. deadline_ms bounds a request from
+   its first attempt to its end, waits included: each attempt's timeout is cut to what is left,
+   and a retry that would start after it is not made. Redirects are not followed. */
 
 enum { CLLM__WAITING = 0, CLLM__RUNNING, CLLM__DONE };
 
 typedef struct cllm__xfer {
     cllm_chat_result *res;
     char             *body;           /* request JSON, built once, sent on every attempt      */
+    const char       *model;          /* for messages                                         */
+    int               index, n;       /* request index in its batch, and the batch size       */
     CURL             *easy;           /* the running attempt                                  */
     cllm__sb          resp;           /* response body of the running attempt                 */
     long              limit;          /* max_response_bytes                                   */
-    int               too_big;
+    long long        *held;           /* bytes held by the bodies of the whole batch          */
+    long long         budget;         /* max_inflight_bytes                                   */
+    int               too_big, over_budget, deadline_cut;
     int               state;
     double            not_before;     /* when the next attempt may start (cllm__now seconds)  */
     double            t_first;        /* start of the first attempt                           */
+    double            deadline;       /* t_first + deadline_ms                                */
     char              errbuf[CURL_ERROR_SIZE];
 } cllm__xfer;
 
+/* Takes the next piece of a response body, within the transfer's limit and the batch's budget. */
 static size_t cllm__on_data(char *ptr, size_t size, size_t nmemb, void *userdata) {
     cllm__xfer *x = (cllm__xfer *)userdata;
-    size_t len = size * nmemb;
+    size_t len = size * nmemb, need = x->resp.n + len + 1;
     if (x->resp.n + len > (size_t)x->limit) { x->too_big = 1; return 0; }   /* curl aborts the transfer */
-    cllm__sb_putn(&x->resp, ptr, len);
-    return x->resp.oom ? 0 : len;
+    if (need > x->resp.cap) {                      /* grow by doubling, never past the limit */
+        size_t cap = x->resp.cap ? x->resp.cap : 256;
+        char *grown;
+        while (cap < need) cap *= 2;
+        if (cap > (size_t)x->limit + 1) cap = (size_t)x->limit + 1;
+        if (*x->held + (long long)(cap - x->resp.cap) > x->budget) { x->over_budget = 1; return 0; }
+        grown = (char *)CLLM_REALLOC(x->resp.p, cap);
+        if (!grown) { x->resp.oom = 1; return 0; }
+        *x->held += (long long)(cap - x->resp.cap);
+        x->resp.p = grown;
+        x->resp.cap = cap;
+    }
+    memcpy(x->resp.p + x->resp.n, ptr, len);
+    x->resp.n += len;
+    x->resp.p[x->resp.n] = 0;
+    return len;
+}
+
+/* Gives the body's memory back to the batch's budget. */
+static void cllm__xfer_release(cllm__xfer *x) {
+    *x->held -= (long long)x->resp.cap;
+    cllm__sb_free(&x->resp);
 }
 
 static cllm_result cllm__xfer_start(cllm_client *c, cllm__xfer *x) {
     CURL *e = curl_easy_init();
+    long left_ms = (long)((x->deadline - cllm__now()) * 1000.0) + 1;
+    long timeout_ms = c->cfg.timeout_ms < left_ms ? c->cfg.timeout_ms : left_ms;
     if (!e) return cllm__fail(&x->res->err, CLLM_ERR_NOMEM, "libcurl could not create a transfer");
-    x->resp.n = 0;
-    if (x->resp.p) x->resp.p[0] = 0;
     x->too_big = 0;
+    x->over_budget = 0;
+    x->deadline_cut = timeout_ms < c->cfg.timeout_ms;
     x->errbuf[0] = 0;
     curl_easy_setopt(e, CURLOPT_URL, c->url);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
@@ -8543,8 +9148,11 @@ static cllm_result cllm__xfer_start(cllm_client *c, cllm__xfer *x) {
     curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)x);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->cfg.connect_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->cfg.timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+                     c->cfg.connect_timeout_ms < timeout_ms ? c->cfg.connect_timeout_ms : timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)x->limit);   /* a larger Content-Length: refused */
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);                         /* the key never follows a redirect */
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, c->cfg.insecure ? 0L : 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, c->cfg.insecure ? 0L : 2L);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
@@ -8584,55 +9192,116 @@ static const char *cllm__status_hint(const cllm_client *c, long status) {
     return "";
 }
 
+/* Why a transfer failed, from its curl code; *code and *retryable are set too. */
+static void cllm__xfer_why(cllm_client *c, cllm__xfer *x, CURLcode cc, char *why, size_t size, cllm_result *code,
+                           int *retryable) {
+    curl_off_t announced = -1;
+    *retryable = 0;
+    *code = CLLM_ERR_HTTP;
+    if (x->too_big) {
+        *code = CLLM_ERR_LIMIT;
+        snprintf(why, size, "response larger than max_response_bytes (%ld)", x->limit);
+    } else if (x->over_budget) {
+        *code = CLLM_ERR_LIMIT;
+        *retryable = 1;                            /* the others' bodies will be released */
+        snprintf(why, size,
+                 "the responses in flight together reached max_inflight_bytes (%lld) while this one held %zu bytes",
+                 x->budget, x->resp.n);
+    } else if (x->resp.oom) {
+        *code = CLLM_ERR_NOMEM;
+        snprintf(why, size, "out of memory receiving the response");
+    } else if (cc == CURLE_FILESIZE_EXCEEDED) {
+        *code = CLLM_ERR_LIMIT;
+        curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &announced);
+        if (announced > 0)
+            snprintf(why, size, "response larger than max_response_bytes (%ld): its Content-Length says %lld bytes",
+                     x->limit, (long long)announced);
+        else snprintf(why, size, "response larger than max_response_bytes (%ld), as its Content-Length says", x->limit);
+    } else if (cc == CURLE_BAD_CONTENT_ENCODING) {
+        snprintf(why, size, "the response's content encoding is broken (%s)", x->errbuf[0] ? x->errbuf : "undecodable");
+    } else if (cc == CURLE_OPERATION_TIMEDOUT && x->deadline_cut) {
+        snprintf(why, size,
+                 "the request's deadline ran out (deadline_ms %ld covers every attempt and wait; %zu bytes of this "
+                 "attempt's response had arrived)", c->cfg.deadline_ms, x->resp.n);
+    } else {
+        *retryable = cllm__curl_retryable(cc);
+        if (cc == CURLE_PARTIAL_FILE)
+            snprintf(why, size, "the connection closed before the whole response arrived (truncated body, %zu bytes)",
+                     x->resp.n);
+        else if (cc == CURLE_OPERATION_TIMEDOUT)
+            snprintf(why, size, "timed out (%s; limits: connect_timeout_ms %ld, timeout_ms %ld)",
+                     x->errbuf[0] ? x->errbuf : "no answer",
+                     c->cfg.connect_timeout_ms, c->cfg.timeout_ms);
+        else
+            snprintf(why, size, "%s (%s)", curl_easy_strerror(cc), x->errbuf);
+    }
+}
+
+/* Tells the caller's on_wait, in one line, that a request waits more than 5 s before a retry. */
+static void cllm__tell_wait(cllm_client *c, const cllm__xfer *x, const char *why, double wait_s) {
+    char text[2 * CLLM_ERRMSG_SIZE], line[CLLM_ERRMSG_SIZE];
+    if (!c->cfg.on_wait || wait_s <= 5.0) return;
+    snprintf(text, sizeof text, "%s (model %s, request %d of %d): waiting %.1f s before attempt %d of %d: %s", c->url,
+             x->model ? x->model : "?", x->index + 1, x->n, wait_s, x->res->attempts + 1, c->cfg.max_retries + 1, why);
+    cllm__clean_line(line, sizeof line, text, strlen(text));
+    c->cfg.on_wait(c->cfg.on_wait_ctx, line);
+}
+
 /* An attempt ended with curl code cc: classify it, then retry, or finish the request. */
 static void cllm__xfer_finish(cllm_client *c, cllm__xfer *x, CURLcode cc) {
     long status = 0;
     curl_off_t retry_after = 0;
-    char why[CLLM_ERRMSG_SIZE];
-    cllm_result code = CLLM_ERR_HTTP;
+    char why[CLLM_ERRMSG_SIZE], said[300];
+    const char *gave_up = "";
+    cllm_result code = CLLM_OK;
     int retryable = 0;
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &retry_after);
+    curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &retry_after);   /* seconds, or an HTTP-date made relative */
+    x->res->http_status = status;
+    why[0] = 0;
+    if (cc != CURLE_OK) cllm__xfer_why(c, x, cc, why, sizeof why, &code, &retryable);
+    else if (status >= 200 && status < 300) {
+        code = cllm__parse_completion(c, x->resp.p, x->resp.n, x->res);
+        if (code == CLLM_OK) c->usage.requests++;
+    } else if (status >= 300 && status < 400) {
+        char *location = NULL;
+        const char *to;
+        curl_easy_getinfo(x->easy, CURLINFO_REDIRECT_URL, &location);
+        code = CLLM_ERR_HTTP;
+        to = location ? location : "(no Location header)";
+        snprintf(why, sizeof why, "HTTP %ld: the endpoint redirects to %.*s; redirects are not followed (the API key "
+                 "would go along): set base_url to the address that answers", status, CLLM__CUT(to, 200));
+    } else {
+        code = CLLM_ERR_HTTP;
+        retryable = status == 408 || status == 429 || status >= 500;
+        cllm__endpoint_message(x->resp.p, x->resp.n, said, sizeof said);
+        snprintf(why, sizeof why, "HTTP %ld: %s%s", status, said, cllm__status_hint(c, status));
+        if (retry_after > 0) {
+            size_t used = strlen(why);
+            snprintf(why + used, sizeof why - used, " (Retry-After %lld s)", (long long)retry_after);
+        }
+    }
     curl_multi_remove_handle((CURLM *)c->multi, x->easy);
     curl_easy_cleanup(x->easy);
     x->easy = NULL;
-    x->res->http_status = status;
-    why[0] = 0;
-    if (cc != CURLE_OK) {
-        if (x->too_big) {
-            code = CLLM_ERR_LIMIT;
-            snprintf(why, sizeof why, "response larger than max_response_bytes (%ld)", x->limit);
-        } else if (x->resp.oom) {
-            code = CLLM_ERR_NOMEM;
-            snprintf(why, sizeof why, "out of memory receiving the response");
-        } else {
-            retryable = cllm__curl_retryable(cc);
-            if (cc == CURLE_PARTIAL_FILE)
-                snprintf(why, sizeof why, "the connection closed before the whole response arrived (truncated body, %zu bytes)", x->resp.n);
-            else if (cc == CURLE_OPERATION_TIMEDOUT)
-                snprintf(why, sizeof why, "timed out (%s; limits: connect_timeout_ms %ld, timeout_ms %ld)", x->errbuf[0] ? x->errbuf : "no answer", c->cfg.connect_timeout_ms, c->cfg.timeout_ms);
-            else
-                snprintf(why, sizeof why, "%s (%s)", curl_easy_strerror(cc), x->errbuf);
-        }
-    } else if (status >= 200 && status < 300) {
-        code = cllm__parse_completion(c, x->resp.p, x->resp.n, x->res);
-        if (code == CLLM_OK) c->usage.requests++;
-    } else {
-        char said[300];
-        retryable = status == 408 || status == 429 || status >= 500;
-        cllm__endpoint_message(c, x->resp.p, x->resp.n, said, sizeof said);
-        snprintf(why, sizeof why, "HTTP %ld: %s%s", status, said, cllm__status_hint(c, status));
-    }
+    cllm__xfer_release(x);
     if (retryable && x->res->attempts <= c->cfg.max_retries) {
-        x->state = CLLM__WAITING;
-        x->not_before = cllm__now() + cllm__retry_wait(c, x->res->attempts, (double)retry_after);
-        return;
+        double now = cllm__now(), wait = cllm__retry_wait(c, x->res->attempts, (double)retry_after);
+        if (now + wait < x->deadline) {
+            x->state = CLLM__WAITING;
+            x->not_before = now + wait;
+            cllm__tell_wait(c, x, why, wait);
+            return;
+        }
+        gave_up = "; the next attempt would start after the request's deadline (deadline_ms)";
     }
     x->state = CLLM__DONE;
     x->res->seconds = cllm__now() - x->t_first;
     if (why[0]) {
-        if (x->res->attempts > 1) cllm__fail_redacted(c, &x->res->err, code, "%s: %s (gave up after %d attempts)", c->url, why, x->res->attempts);
-        else cllm__fail_redacted(c, &x->res->err, code, "%s: %s", c->url, why);
+        if (x->res->attempts > 1 || gave_up[0])
+            cllm__fail(&x->res->err, code, "%s: %s (gave up after %d attempts%s)", c->url, why, x->res->attempts,
+                       gave_up);
+        else cllm__fail(&x->res->err, code, "%s: %s", c->url, why);
     }
     x->res->code = code;
     if (code != CLLM_OK) c->usage.failures++;
@@ -8641,6 +9310,7 @@ static void cllm__xfer_finish(cllm_client *c, cllm__xfer *x, CURLcode cc) {
 CLLMDEF cllm_result cllm_client_chat_batch(cllm_client *c, const cllm_chat_request *requests, int n,
                                            cllm_chat_result *results, cllm_err *err) {
     cllm__xfer *xs;
+    long long held = 0;
     int i, running = 0, remaining = 0, limit;
     if (!c || !c->multi || n < 0 || (n > 0 && (!requests || !results)))
         return cllm__fail(err, CLLM_ERR_ARG, "chat completions: needs an initialised client and n >= 0 requests and results");
@@ -8654,6 +9324,11 @@ CLLMDEF cllm_result cllm_client_chat_batch(cllm_client *c, const cllm_chat_reque
         results[i].prompt_tokens = results[i].completion_tokens = results[i].total_tokens = -1;
         x->res = &results[i];
         x->limit = c->cfg.max_response_bytes;
+        x->held = &held;
+        x->budget = c->cfg.max_inflight_bytes;
+        x->model = requests[i].params.model ? requests[i].params.model : c->model;
+        x->index = i;
+        x->n = n;
         x->body = cllm__request_json(c, &requests[i], &results[i].err);
         if (!x->body) { x->state = CLLM__DONE; results[i].code = results[i].err.code; continue; }
         x->state = CLLM__WAITING;
@@ -8667,7 +9342,10 @@ CLLMDEF cllm_result cllm_client_chat_batch(cllm_client *c, const cllm_chat_reque
         for (i = 0; i < n && running < limit; i++) {
             cllm__xfer *x = &xs[i];
             if (x->state != CLLM__WAITING || x->not_before > now) continue;
-            if (x->res->attempts == 0) x->t_first = now;
+            if (x->res->attempts == 0) {
+                x->t_first = now;
+                x->deadline = now + (double)c->cfg.deadline_ms / 1000.0;
+            }
             if (cllm__xfer_start(c, x) == CLLM_OK) { x->state = CLLM__RUNNING; running++; }
             else { x->state = CLLM__DONE; x->res->code = x->res->err.code; c->usage.failures++; remaining--; }
         }
@@ -8873,15 +9551,20 @@ CLLMDEF cllm_result cllm_user_sim_parse(const char *model_output, const char *te
         return out->code = out->err.code;
     }
     resp = cllm__json_str(o, "response");
-    if (resp) out->text = cllm__strdup_trim(resp);
+    if (resp && (out->text = cllm__json_text(o, "response", &out->err)) != NULL) {
+        char *trimmed = cllm__strdup_trim(out->text);
+        CLLM_FREE(out->text);
+        out->text = trimmed;
+    }
     if (!resp || (out->text && !*out->text)) {
         cllm_reply_free(out);
         cllm__fail(&out->err, CLLM_ERR_FORMAT, "the simulator's JSON has no non-empty string \"response\"");
-    } else if (!out->text) cllm__fail(&out->err, CLLM_ERR_NOMEM, "out of memory");
-    else {
+    } else if (!out->text) {
+        if (out->err.code == CLLM_OK) cllm__fail(&out->err, CLLM_ERR_NOMEM, "out of memory");
+    } else {
         out->terminated = strstr(out->text, termination) != NULL;
-        out->thought = cllm__json_strdup(o, "thought");
-        out->current_answer = cllm__json_strdup(o, "current_answer");
+        out->thought = cllm__json_text(o, "thought", NULL);
+        out->current_answer = cllm__json_text(o, "current_answer", NULL);
         cllm__ok(&out->err);
     }
     cJSON_Delete(o);
@@ -8895,6 +9578,8 @@ static int cllm__sim_take(void *ctx, int i, const cllm_chat_result *res, int las
     cllm_reply *r = &job->out[i];
     if (res->code != CLLM_OK) { cllm_reply_free(r); r->code = res->code; r->err = res->err; return 1; }
     cllm_user_sim_parse(res->content, job->sim->cfg.termination, r);
+    snprintf(r->meta.finish_reason, sizeof r->meta.finish_reason, "%s", res->finish_reason);
+    r->meta.replaced = res->replaced;
     if (r->code != CLLM_OK && last) {              /* say who gave up, and after how many answers */
         char why[CLLM_ERRMSG_SIZE];
         const cllm_llm_sim_config *c = &job->sim->cfg;
@@ -8960,7 +9645,13 @@ static cllm_result cllm__api_assistant_batch(void *ctx, const cllm_conv *histori
     for (i = 0; i < n; i++) {
         if (!ok) cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the assistant was asked");
         else if (res[i].code != CLLM_OK) { out[i].code = res[i].code; out[i].err = res[i].err; }
-        else { out[i].text = res[i].content; res[i].content = NULL; out[i].code = CLLM_OK; }
+        else {
+            out[i].text = res[i].content;
+            res[i].content = NULL;
+            out[i].code = CLLM_OK;
+            snprintf(out[i].meta.finish_reason, sizeof out[i].meta.finish_reason, "%s", res[i].finish_reason);
+            out[i].meta.replaced = res[i].replaced;
+        }
         if (res) cllm_chat_result_free(&res[i]);
         if (msgs) CLLM_FREE(msgs[i]);
     }
@@ -9013,9 +9704,21 @@ CLLMDEF cllm_result cllm_simulate(const cllm_user_sim *user, const cllm_assistan
             if (users) cllm_user_sim_turns(user, g, view, m, rep, NULL);
             else cllm_assistant_replies(assistant, view, m, rep, NULL);
             for (k = 0; k < m; k++) {
+                size_t bytes;
                 i = idx[k];
-                if (rep[k].code != CLLM_OK) { st[i].code = rep[k].code; st[i].err = rep[k].err; }
-                else if (cllm_conv_push(&convs[i], users ? "user" : "assistant", rep[k].text, &st[i].err) != CLLM_OK) st[i].code = st[i].err.code;
+                bytes = 0;
+                if (rep[k].code == CLLM_OK)           /* keep every conversation one readable line */
+                    bytes = cllm__conv_json_bytes(&convs[i]) + cllm__json_escaped_len(rep[k].text, strlen(rep[k].text));
+                if (bytes > CLLM__MAX_TEXT_JSON)
+                    st[i].code = cllm__fail(&st[i].err, CLLM_ERR_LIMIT,
+                                            "conversation %d: with this %s message it would take about %zu "
+                                            "bytes as JSON, more than a line of ours may hold (CLLM_MAX_LINE_BYTES); "
+                                            "stopped before it",
+                                            i, users ? "user" : "assistant", bytes);
+                else if (rep[k].code != CLLM_OK) { st[i].code = rep[k].code; st[i].err = rep[k].err; }
+                else if (cllm_conv_push_meta(&convs[i], users ? "user" : "assistant", rep[k].text, &rep[k].meta,
+                                             &st[i].err) != CLLM_OK)
+                    st[i].code = st[i].err.code;
                 else {
                     st[i].n_new++;
                     if (users && rep[k].terminated) st[i].terminated = 1;
@@ -9118,24 +9821,29 @@ static cllm_result cllm__verdict_accuracy(const cJSON *o, cllm_judgement *j) {
 }
 
 static cllm_result cllm__verdict_extract(const cJSON *o, cllm_judgement *j) {
-    const char *t = cllm__json_str(o, "final_completion");
-    if (!t) t = cllm__json_str(o, "final_answer");                   /* CollabLLM v1's key */
+    /* final_answer: CollabLLM v1's key */
+    const char *key = cllm__json_str(o, "final_completion") ? "final_completion" : "final_answer";
+    const char *t = cllm__json_str(o, key);
     if (!t || !*t) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no non-empty string \"final_completion\"");
-    if (!(j->text = cllm__strdup(t))) return cllm__fail(&j->err, CLLM_ERR_NOMEM, "out of memory");
+    if (!(j->text = cllm__json_text(o, key, &j->err))) return j->err.code;
     return CLLM_OK;
 }
 
-typedef struct cllm__judge_job { cllm__verdict_fn verdict; cllm_judgement *out; } cllm__judge_job;
+typedef struct cllm__judge_job { cllm__verdict_fn verdict; cllm_judgement *out; const char *model; } cllm__judge_job;
 
 static int cllm__judge_take(void *ctx, int i, const cllm_chat_result *res, int last) {
     cllm__judge_job *job = (cllm__judge_job *)ctx;
     cllm_judgement *j = &job->out[i];
     cJSON *o;
     cllm_judgement_free(j);
-    if (res->code != CLLM_OK) { j->code = res->code; j->err = res->err; return 1; }
+    if (res->code != CLLM_OK) {                   /* the client's message names the endpoint, status and reason */
+        j->code = cllm__fail(&j->err, res->code, "judge %s: %s", job->model ? job->model : "(client model)",
+                             res->err.msg);
+        return 1;
+    }
     o = cllm_json_parse_lenient(res->content, &j->err);
     j->code = o ? job->verdict(o, j) : j->err.code;
-    if (j->code == CLLM_OK) { j->thought = cllm__json_strdup(o, "thought"); cllm__ok(&j->err); }
+    if (j->code == CLLM_OK) { j->thought = cllm__json_text(o, "thought", NULL); cllm__ok(&j->err); }
     cJSON_Delete(o);
     return j->code == CLLM_OK || last;
 }
@@ -9208,6 +9916,7 @@ static cllm_result cllm__judge_all(cllm_judge *jg, const void *items, int n, cll
     for (i = 0; i < n; i++) prompts[i] = prompt(jg, items, i, &out[i]);
     job.verdict = verdict;
     job.out = out;
+    job.model = jg->cfg.params.model ? jg->cfg.params.model : jg->client->model;
     cllm__ask_all(jg->client, prompts, n, &jg->cfg.params, jg->cfg.json_mode, jg->cfg.max_parse_retries, cllm__judge_take, &job);
     for (i = 0; i < n; i++) CLLM_FREE(prompts[i]);
     CLLM_FREE(prompts);
@@ -9469,6 +10178,14 @@ CLLMDEF cllm_result cllm_local_chat(cllm_local_lm *lm, const cllm_conv *historie
 
 /* ---- the policy as an assistant -------------------------------------------------------------- */
 
+/* How a local sample ended, in the endpoints' words: an end-of-turn/EOS token or a stop string is
+   "stop" (as vLLM reports both), max_new_tokens "length". */
+static void cllm__local_finish_meta(const cllm_local_output *o, cllm_msg_meta *meta) {
+    memset(meta, 0, sizeof *meta);
+    snprintf(meta->finish_reason, sizeof meta->finish_reason, "%s",
+             o->finish == CLLM_FINISH_LENGTH ? "length" : "stop");
+}
+
 static cllm_result cllm__local_assistant_batch(void *ctx, const cllm_conv *histories, int n, cllm_reply *out) {
     cllm_local_assistant *a = (cllm_local_assistant *)ctx;
     int i, j, sys = a->cfg.system_prompt != NULL;
@@ -9480,7 +10197,11 @@ static cllm_result cllm__local_assistant_batch(void *ctx, const cllm_conv *histo
         if (sys) { msgs[0].role = "system"; msgs[0].content = a->cfg.system_prompt; }
         for (j = 0; j < histories[i].n; j++) msgs[sys + j] = histories[i].msgs[j];
         out[i].code = cllm__local_chat_one(a->lm, msgs, sys + histories[i].n, 1, &a->cfg.gen, &o, &out[i].err);
-        if (out[i].code == CLLM_OK) { out[i].text = o.text; o.text = NULL; }
+        if (out[i].code == CLLM_OK) {
+            out[i].text = o.text;
+            o.text = NULL;
+            cllm__local_finish_meta(&o, &out[i].meta);
+        }
         cllm_local_outputs_free(&o, 1);
         CLLM_FREE(msgs);
     }
@@ -9528,6 +10249,7 @@ static void cllm__local_sim_one(cllm_local_user_sim *s, const cllm_goal *goal, c
             break;
         }
         cllm_user_sim_parse(o.text, s->cfg.termination, out);
+        cllm__local_finish_meta(&o, &out->meta);
         cllm_local_outputs_free(&o, 1);
         if (out->code == CLLM_OK) break;
         if (attempt >= s->cfg.max_parse_retries) {
@@ -9687,18 +10409,17 @@ CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim
         const cllm_metric *met = &cfg->metrics[m];
         cllm_err merr;
         for (k = 0; k < n_ok; k++) scores[k] = NAN;
+        cllm_result mrc = CLLM_OK;
         merr.code = CLLM_OK; merr.msg[0] = 0;
-        if (n_ok > 0 && met->fn(met->ctx, sessions, n_ok, scores, &merr) != CLLM_OK) {
-            for (k = 0; k < n_ok; k++) {          /* the whole metric failed: every sample fails */
-                cllm_mr_sample *smp = &out[ok_idx[k] / S].samples[ok_idx[k] % S];
-                smp->code = merr.code; smp->err = merr;
-            }
-        }
-        for (k = 0; k < n_ok; k++) {
+        if (n_ok > 0) mrc = met->fn(met->ctx, sessions, n_ok, scores, &merr);
+        for (k = 0; k < n_ok; k++) {              /* a failed metric (mrc) fails every sample */
             cllm_mr_sample *smp = &out[ok_idx[k] / S].samples[ok_idx[k] % S];
+            if (mrc != CLLM_OK) scores[k] = NAN;
             smp->metrics[m] = scores[k];
-            if (scores[k] != scores[k] && smp->code == CLLM_OK)
-                smp->code = cllm__fail(&smp->err, CLLM_ERR_FORMAT, "metric '%s' could not score this session", met->name ? met->name : "?");
+            if (scores[k] == scores[k] || smp->code != CLLM_OK) continue;
+            smp->code = cllm__fail(&smp->err, mrc != CLLM_OK ? mrc : CLLM_ERR_FORMAT,
+                                   "metric '%s' could not score this session: %s",
+                                   met->name ? met->name : "?", merr.msg[0] ? merr.msg : "it gave no reason");
         }
     }
 
@@ -9756,37 +10477,60 @@ CLLMDEF cllm_result cllm_metric_token_amount(void *ctx, const cllm_session *s, i
     return CLLM_OK;
 }
 
-/* Copies judgements into scores (NAN for a failed one) and frees them. */
-static cllm_result cllm__judged(cllm_judgement *j, int n, double *scores, cllm_result rc, cllm_err *err) {
-    int i, good = 0;
+/* The end of a metric's batch, by its contract (cllm_metric_fn): an error when it scored none of
+   n sessions, else CLLM_OK, with why (the first reason a session went unscored) kept in err->msg
+   when some did. */
+static cllm_result cllm__metric_done(const double *scores, int n, const char *metric, const cllm_err *why,
+                                     cllm_err *err) {
+    int i, unscored = 0;
+    for (i = 0; i < n; i++) unscored += scores[i] != scores[i];
+    if (n > 0 && unscored == n)
+        return cllm__fail(err, why->code != CLLM_OK ? why->code : CLLM_ERR_FORMAT, "%s scored none of %d sessions: %s",
+                          metric, n, why->msg[0] ? why->msg : "it gave no reason");
+    cllm__ok(err);
+    if (unscored && err) {
+        cllm__fail(err, CLLM_ERR_FORMAT, "%s left %d of %d sessions unscored: %s", metric, unscored, n,
+                   why->msg[0] ? why->msg : "no reason given");
+        err->code = CLLM_OK;
+    }
+    return CLLM_OK;
+}
+
+/* Records the first reason a session went unscored. */
+static void cllm__metric_why(cllm_err *why, cllm_result code, const char *reason) {
+    if (why->code == CLLM_OK && code != CLLM_OK) cllm__fail(why, code, "%s", reason);
+}
+
+/* Copies judgements into scores (NAN for a failed one; the judge's message says why) and frees them. */
+static cllm_result cllm__judged(cllm_judgement *j, int n, double *scores, const char *metric, cllm_err *err) {
+    cllm_err why;
+    int i;
+    why.code = CLLM_OK;
+    why.msg[0] = 0;
     for (i = 0; i < n; i++) {
         scores[i] = j[i].code == CLLM_OK ? j[i].score : NAN;
-        good += j[i].code == CLLM_OK;
+        cllm__metric_why(&why, j[i].code, j[i].err.msg);
         cllm_judgement_free(&j[i]);
     }
     CLLM_FREE(j);
-    if (n > 0 && good == 0) return rc != CLLM_OK ? rc : cllm__fail(err, CLLM_ERR_FORMAT, "the judge scored none of %d sessions", n);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__metric_done(scores, n, metric, &why, err);
 }
 
 CLLMDEF cllm_result cllm_metric_interactivity(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
     cllm_judgement *j = (cllm_judgement *)cllm__calloc((size_t)n + 1, sizeof *j);
     cllm_conv *convs = (cllm_conv *)cllm__calloc((size_t)n + 1, sizeof *convs);
-    cllm_result rc;
     int i;
     if (!ctx) { CLLM_FREE(j); CLLM_FREE(convs); return cllm__fail(err, CLLM_ERR_ARG, "interactivity metric: needs an LLM judge"); }
     if (!j || !convs) { CLLM_FREE(j); CLLM_FREE(convs); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
     for (i = 0; i < n; i++) convs[i] = *s[i].conv;
-    rc = cllm_judge_interactivity((cllm_judge *)ctx, convs, n, j, err);
+    cllm_judge_interactivity((cllm_judge *)ctx, convs, n, j, NULL);
     CLLM_FREE(convs);
-    return cllm__judged(j, n, scores, rc, err);
+    return cllm__judged(j, n, scores, "interactivity", err);
 }
 
 CLLMDEF cllm_result cllm_metric_accuracy(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
     cllm_judgement *j = (cllm_judgement *)cllm__calloc((size_t)n + 1, sizeof *j);
     cllm_accuracy_item *it = (cllm_accuracy_item *)cllm__calloc((size_t)n + 1, sizeof *it);
-    cllm_result rc;
     int i;
     if (!ctx) { CLLM_FREE(j); CLLM_FREE(it); return cllm__fail(err, CLLM_ERR_ARG, "accuracy metric: needs an LLM judge"); }
     if (!j || !it) { CLLM_FREE(j); CLLM_FREE(it); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
@@ -9795,9 +10539,9 @@ CLLMDEF cllm_result cllm_metric_accuracy(void *ctx, const cllm_session *s, int n
         it[i].ground_truth = s[i].task ? s[i].task->completion : s[i].goal->reference;
         it[i].conv = s[i].conv;
     }
-    rc = cllm_judge_accuracy((cllm_judge *)ctx, it, n, j, err);
+    cllm_judge_accuracy((cllm_judge *)ctx, it, n, j, NULL);
     CLLM_FREE(it);
-    return cllm__judged(j, n, scores, rc, err);
+    return cllm__judged(j, n, scores, "accuracy", err);
 }
 
 /* Lower-cases, trims and collapses whitespace runs to one space, into a new string. */
@@ -9850,44 +10594,71 @@ CLLMDEF cllm_result cllm_metric_exact_match(void *ctx, const cllm_session *s, in
 }
 
 /* The final artifact of each session: judge-extracted when a judge is given, else the last
-   assistant message. texts[i] is owned (NULL = extraction failed). */
-static cllm_result cllm__extract_final(cllm_judge *judge, const char *kind, const cllm_session *s, int n, char **texts, cllm_err *err) {
+   assistant message. texts[i] is owned (NULL = extraction failed; the first reason goes to why). */
+static void cllm__extract_final(cllm_judge *judge, const char *kind, const cllm_session *s, int n, char **texts,
+                                cllm_err *why) {
+    cllm_extract_item *it;
+    cllm_judgement *j;
     int i;
     if (!judge) {
-        for (i = 0; i < n; i++) { const char *t = cllm__last_assistant(s[i].conv); texts[i] = cllm__strdup(t ? t : ""); }
-        return CLLM_OK;
-    } else {
-        cllm_extract_item *it = (cllm_extract_item *)cllm__calloc((size_t)n + 1, sizeof *it);
-        cllm_judgement *j = (cllm_judgement *)cllm__calloc((size_t)n + 1, sizeof *j);
-        cllm_result rc;
-        if (!it || !j) { CLLM_FREE(it); CLLM_FREE(j); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
         for (i = 0; i < n; i++) {
-            const cJSON *meta = s[i].task ? cJSON_GetObjectItemCaseSensitive(s[i].task->json, "single_turn_metadata") : NULL;
-            it[i].conv = s[i].conv; it[i].kind = kind;
-            it[i].requirement = cllm__json_str(meta, "extraction_requirement");
+            const char *t = cllm__last_assistant(s[i].conv);
+            texts[i] = cllm__strdup(t ? t : "");
+            if (!texts[i]) cllm__metric_why(why, CLLM_ERR_NOMEM, "out of memory");
         }
-        rc = cllm_judge_extract(judge, it, n, j, err);
-        for (i = 0; i < n; i++) { texts[i] = j[i].code == CLLM_OK && j[i].text ? cllm__strdup(j[i].text) : NULL; cllm_judgement_free(&j[i]); }
-        CLLM_FREE(it); CLLM_FREE(j);
-        return rc == CLLM_OK || n > 0 ? CLLM_OK : rc;
+        return;
     }
+    it = (cllm_extract_item *)cllm__calloc((size_t)n + 1, sizeof *it);
+    j = (cllm_judgement *)cllm__calloc((size_t)n + 1, sizeof *j);
+    if (!it || !j) {
+        CLLM_FREE(it);
+        CLLM_FREE(j);
+        cllm__metric_why(why, CLLM_ERR_NOMEM, "out of memory");
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        const cJSON *task = s[i].task ? s[i].task->json : NULL;
+        const cJSON *meta = cJSON_GetObjectItemCaseSensitive(task, "single_turn_metadata");
+        it[i].conv = s[i].conv; it[i].kind = kind;
+        it[i].requirement = cllm__json_str(meta, "extraction_requirement");
+    }
+    cllm_judge_extract(judge, it, n, j, NULL);
+    for (i = 0; i < n; i++) {
+        texts[i] = NULL;
+        if (j[i].code == CLLM_OK && j[i].text) {
+            texts[i] = j[i].text;
+            j[i].text = NULL;
+        }
+        cllm__metric_why(why, j[i].code, j[i].err.msg);
+        cllm_judgement_free(&j[i]);
+    }
+    CLLM_FREE(it);
+    CLLM_FREE(j);
 }
 
 CLLMDEF cllm_result cllm_metric_bleu(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
     char **docs = (char **)cllm__calloc((size_t)n + 1, sizeof(char *));
+    cllm_err why;
     int i;
     if (!docs) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    cllm__extract_final((cllm_judge *)ctx, "document", s, n, docs, err);
+    why.code = CLLM_OK;
+    why.msg[0] = 0;
+    cllm__extract_final((cllm_judge *)ctx, "document", s, n, docs, &why);
     for (i = 0; i < n; i++) {
         const char *ref = s[i].task ? s[i].task->completion : s[i].goal->reference;
         double b = NAN;
-        if (docs[i] && ref && cllm_bleu(1, &ref, docs[i], CLLM_BLEU_CHAR, 0, &b, NULL) != CLLM_OK) b = NAN;
+        cllm_err berr;
+        if (!ref)
+            cllm__metric_why(&why, CLLM_ERR_ARG, "the task has no reference (single_turn_completion) to compare with");
+        else if (docs[i] && cllm_bleu(1, &ref, docs[i], CLLM_BLEU_CHAR, 0, &b, &berr) != CLLM_OK) {
+            b = NAN;
+            cllm__metric_why(&why, berr.code, berr.msg);
+        }
         scores[i] = b;
         CLLM_FREE(docs[i]);
     }
     CLLM_FREE(docs);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__metric_done(scores, n, "bleu", &why, err);
 }
 
 /* ---- pass_rate: run the task's unit tests on the final code --------------------------------- */
@@ -10012,14 +10783,18 @@ CLLMDEF cllm_result cllm_metric_pass_rate(void *ctx, const cllm_session *s, int 
 #else
     const cllm_code_config *cfg = (const cllm_code_config *)ctx;
     char **texts = (char **)cllm__calloc((size_t)n + 1, sizeof(char *));
+    cllm_err why;
     int i;
     if (!texts) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    cllm__extract_final(cfg ? cfg->extractor : NULL, "code", s, n, texts, err);
+    why.code = CLLM_OK;
+    why.msg[0] = 0;
+    cllm__extract_final(cfg ? cfg->extractor : NULL, "code", s, n, texts, &why);
     for (i = 0; i < n; i++) {
         char path[64], out[65536], *code = texts[i] ? cllm__code_block(texts[i]) : NULL, *tests = cllm__task_tests(s[i].task), *line;
         int fd, status, run = 0, failed = 0;
         FILE *f;
         scores[i] = NAN;
+        if (!tests) cllm__metric_why(&why, CLLM_ERR_ARG, "the task has no unit tests (single_turn_metadata.test)");
         if (!code || !tests) { CLLM_FREE(code); CLLM_FREE(tests); CLLM_FREE(texts[i]); continue; }   /* nothing to run: unscored */
         snprintf(path, sizeof path, "/tmp/cllm_pass_rate_XXXXXX");
         fd = mkstemp(path);
@@ -10031,15 +10806,19 @@ CLLMDEF cllm_result cllm_metric_pass_rate(void *ctx, const cllm_session *s, int 
             line = strstr(out, "CLLM_TESTS ");
             /* code that crashes, times out or never reaches the report passes nothing: score 0 */
             if (status >= 0 && line && sscanf(line, "CLLM_TESTS %d %d", &run, &failed) == 2 && run > 0) scores[i] = (double)(run - failed) / run;
-            else if (status == -1 && !line) scores[i] = NAN;                   /* the interpreter did not start */
-            else scores[i] = 0;
+            else if (status == -1 && !line) {                                  /* the interpreter did not start */
+                scores[i] = NAN;
+                cllm__metric_why(&why, CLLM_ERR_IO, "the Python interpreter (cllm_code_config.python) did not start");
+            } else scores[i] = 0;
             remove(path);
-        } else if (fd >= 0) close(fd);
+        } else {
+            if (fd >= 0) close(fd);
+            cllm__metric_why(&why, CLLM_ERR_IO, "cannot write a temporary file in /tmp");
+        }
         CLLM_FREE(code); CLLM_FREE(tests); CLLM_FREE(texts[i]);
     }
     CLLM_FREE(texts);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__metric_done(scores, n, "pass_rate", &why, err);
 #endif
 }
 
@@ -10057,6 +10836,25 @@ CLLMDEF cllm_result cllm_metric_builtin(const char *name, cllm_metric *m, cllm_e
 /* -------------------------------------------------------------------------------------------- */
 /* Data generation, pairs, evaluation                                                            */
 /* -------------------------------------------------------------------------------------------- */
+
+/* Appends o to b as one JSONL line, or fails when that line would be longer than our readers
+   accept (CLLM_MAX_LINE_BYTES): nothing is written that could not be read back. */
+static cllm_result cllm__jsonl_put(cllm__sb *b, const cJSON *o, const char *what, cllm_err *err) {
+    char *text = cJSON_PrintUnformatted(o);
+    size_t n;
+    if (!text) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory writing %s", what);
+    n = strlen(text);
+    if (n >= (size_t)CLLM_MAX_LINE_BYTES) {
+        cJSON_free(text);
+        return cllm__fail(err, CLLM_ERR_LIMIT,
+                          "%s would be a %zu-byte line, longer than our readers accept (CLLM_MAX_LINE_BYTES, "
+                          "%ld); not written", what, n, (long)CLLM_MAX_LINE_BYTES);
+    }
+    cllm__sb_putn(b, text, n);
+    cllm__sb_putc(b, '\n');
+    cJSON_free(text);
+    return b->oom ? cllm__fail(err, CLLM_ERR_NOMEM, "out of memory writing %s", what) : CLLM_OK;
+}
 
 /* Adds single_turn_prompt/completion/metadata of the task (completion keeps its JSON type). */
 static void cllm__add_task_fields(cJSON *o, const cllm_task *t) {
@@ -10078,13 +10876,16 @@ static cJSON *cllm__double_array(const double *x, int n) {
 
 /* One flat record (data_fmt/records.md) for one scored candidate. */
 static cJSON *cllm__record_json(const cllm_mr_config *mr, const cllm_task *task, int conv_id, const cllm_conv *history,
-                                const char *candidate, const cllm_mr_result *r) {
+                                const char *candidate, const cllm_msg_meta *meta, const cllm_mr_result *r) {
     cJSON *o = cJSON_CreateObject(), *rewards, *sessions;
     double *vals = (double *)cllm__calloc((size_t)r->n_samples + 1, sizeof(double));
-    int s, m;
+    int s, m, incomplete = cllm__conv_incomplete(history) + cllm_msg_incomplete(meta);
     if (!o || !vals) { cJSON_Delete(o); CLLM_FREE(vals); return NULL; }
     cJSON_AddItemToObject(o, "prompt", cllm_conv_to_json(history));
     cJSON_AddStringToObject(o, "completion", candidate);
+    if (meta->finish_reason[0]) cJSON_AddStringToObject(o, "completion_finish_reason", meta->finish_reason);
+    if (meta->replaced > 0) cJSON_AddNumberToObject(o, "completion_replaced", meta->replaced);
+    if (incomplete) cJSON_AddNumberToObject(o, "incomplete_messages", incomplete);
     cJSON_AddNumberToObject(o, "conv_id", conv_id);
     cJSON_AddNumberToObject(o, "turn_id", history->n);
     if (r->code == CLLM_OK) cJSON_AddNumberToObject(o, "score", r->mr); else cJSON_AddNullToObject(o, "score");
@@ -10203,7 +11004,7 @@ static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm
 
     /* the simulated user opens the conversation */
     if ((rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err)) != CLLM_OK) goto done;
-    if ((rc = cllm_conv_push(&history, "user", ureply.text, err)) != CLLM_OK) goto done;
+    if ((rc = cllm_conv_push_meta(&history, "user", ureply.text, &ureply.meta, err)) != CLLM_OK) goto done;
     for (turn = 0; turn < max_turns && !ureply.terminated; turn++) {
         int longest = -1, s;
         for (i = 0; i < k; i++) views[i] = history;
@@ -10211,13 +11012,26 @@ static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm
         for (i = 0; i < k; i++) { items[i].goal = &goal; items[i].task = task; items[i].history = &history; items[i].candidate = replies[i].text; }
         cllm_mr_score(&cfg->mr, user, future, items, k, res, err);   /* per-candidate failures are in res */
         for (i = 0, best = -1; i < k; i++) {
-            cJSON *row = cllm__record_json(&cfg->mr, task, conv_id, &history, replies[i].text, &res[i]);
+            cJSON *row;
+            size_t bytes = cllm__conv_json_bytes(&history);
+            bytes += cllm__json_escaped_len(replies[i].text, strlen(replies[i].text));
+            for (s = 0; s < res[i].n_samples; s++) bytes += cllm__conv_json_bytes(&res[i].samples[s].session);
+            if (bytes >= (size_t)CLLM_MAX_LINE_BYTES) {   /* refuse before building it */
+                rc = cllm__fail(err, CLLM_ERR_LIMIT,
+                                "turn %d, candidate %d: its record (history, candidate and %d simulated sessions) "
+                                "would take about %zu bytes as one line, more than our readers accept "
+                                "(CLLM_MAX_LINE_BYTES)",
+                                turn, i, res[i].n_samples, bytes);
+                goto done;
+            }
+            row = cllm__record_json(&cfg->mr, task, conv_id, &history, replies[i].text, &replies[i].meta, &res[i]);
             if (!row) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
             cJSON_AddItemToArray(rows, row);
             if (res[i].code == CLLM_OK && (best < 0 || res[i].mr > res[best].mr)) best = i;   /* ties: the first */
         }
         if (best < 0) { rc = cllm__fail(err, res[0].code ? res[0].code : CLLM_ERR_FORMAT, "turn %d: no candidate could be scored: %s", turn, res[0].err.msg); goto done; }
-        if ((rc = cllm_conv_push(&history, "assistant", replies[best].text, err)) != CLLM_OK) goto done;
+        rc = cllm_conv_push_meta(&history, "assistant", replies[best].text, &replies[best].meta, err);
+        if (rc != CLLM_OK) goto done;
         /* the next user message: from the best candidate's longest simulated future */
         for (s = 0; s < res[best].n_samples; s++)
             if (res[best].samples[s].code == CLLM_OK && (longest < 0 || res[best].samples[s].session.n > res[best].samples[longest].session.n)) longest = s;
@@ -10225,9 +11039,11 @@ static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm
         if (longest >= 0 && res[best].samples[longest].session.n > history.n) {
             const cllm_mr_sample *smp = &res[best].samples[longest];
             cllm_reply_set(&ureply, smp->session.msgs[history.n].content, smp->terminated && smp->session.n == history.n + 1);
+            if (smp->session.meta) ureply.meta = smp->session.meta[history.n];
         } else if ((rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err)) != CLLM_OK) goto done;
         for (i = 0; i < k; i++) { cllm_mr_result_free(&res[i]); cllm_reply_free(&replies[i]); }
-        if (!ureply.terminated && (rc = cllm_conv_push(&history, "user", ureply.text, err)) != CLLM_OK) goto done;
+        if (!ureply.terminated) rc = cllm_conv_push_meta(&history, "user", ureply.text, &ureply.meta, err);
+        if (rc != CLLM_OK) goto done;
     }
 done:
     for (i = 0; i < k && res; i++) cllm_mr_result_free(&res[i]);
@@ -10260,7 +11076,6 @@ CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_
     first.code = CLLM_OK; first.msg[0] = 0;
     for (t = shard; t < n_tasks; t += n_shards) {
         cJSON *rows, *row;
-        char *text = NULL;
         cllm__sb buf = { NULL, 0, 0, 0 };
         int n_rows;
         if (done[t]) continue;
@@ -10271,12 +11086,9 @@ CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_
         if (rc == CLLM_OK && n_rows > 0) {
             cJSON_ArrayForEach(row, rows) {
                 cJSON_AddNumberToObject(row, "task_rows", n_rows);
-                text = cJSON_PrintUnformatted(row);
-                if (!text) { buf.oom = 1; break; }
-                cllm__sb_puts(&buf, text); cllm__sb_putc(&buf, '\n');
-                cJSON_free(text);
+                if ((rc = cllm__jsonl_put(&buf, row, "a record", &terr)) != CLLM_OK) break;
             }
-            rc = buf.oom ? cllm__fail(&terr, CLLM_ERR_NOMEM, "out of memory") : cllm__append_durable(out_path, buf.p, buf.n, &terr);
+            if (rc == CLLM_OK) rc = cllm__append_durable(out_path, buf.p, buf.n, &terr);
         }
         cllm__sb_free(&buf);
         cJSON_Delete(rows);
@@ -10334,14 +11146,15 @@ static cJSON *cllm__assistant_msg(const char *text) {
 static cllm_result cllm__write_jsonl(const char *path, cJSON *rows, cllm_err *err) {
     cllm__sb b = { NULL, 0, 0, 0 };
     cJSON *r;
-    cllm_result rc;
+    cllm_result rc = CLLM_OK;
+    int i = 0;
     cJSON_ArrayForEach(r, rows) {
-        char *t = cJSON_PrintUnformatted(r);
-        if (!t) { b.oom = 1; break; }
-        cllm__sb_puts(&b, t); cllm__sb_putc(&b, '\n');
-        cJSON_free(t);
+        char what[64];
+        snprintf(what, sizeof what, "line %d", ++i);
+        if ((rc = cllm__jsonl_put(&b, r, what, err)) != CLLM_OK) break;
     }
-    rc = b.oom ? cllm__fail(err, CLLM_ERR_NOMEM, "out of memory") : cllm_write_file_atomic(path, b.p ? b.p : "", b.n, err);
+    if (rc == CLLM_OK) rc = cllm_write_file_atomic(path, b.p ? b.p : "", b.n, err);
+    else cllm__fail(err, rc, "%s: %s", path, err ? err->msg : "");
     cllm__sb_free(&b);
     return rc;
 }
@@ -10432,24 +11245,30 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
 CLLMDEF void cllm_eval_summary_free(cllm_eval_summary *s) {
     if (!s) return;
     CLLM_FREE(s->metric_means);
+    CLLM_FREE(s->metric_counts);
     memset(s, 0, sizeof *s);
 }
 
 CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_sim *user, const cllm_assistant *model,
                                   const cllm_task *tasks, int n_tasks, const char *details_path,
                                   cllm_eval_summary *summary, cllm_err *err) {
-    int nm = cfg ? cfg->n_metrics : 0, i, m, t, n_scored = 0;
+    int nm = cfg ? cfg->n_metrics : 0, i, m, t, k, n_sim = 0, n_ok = 0;
     cllm_goal *goals = (cllm_goal *)cllm__calloc((size_t)n_tasks + 1, sizeof *goals);
     cllm_conv *convs = (cllm_conv *)cllm__calloc((size_t)n_tasks + 1, sizeof *convs);
     cllm_sim_status *st = (cllm_sim_status *)cllm__calloc((size_t)n_tasks + 1, sizeof *st);
     cllm_session *ses = (cllm_session *)cllm__calloc((size_t)n_tasks + 1, sizeof *ses);
+    cllm_err *why = (cllm_err *)cllm__calloc((size_t)n_tasks + 1, sizeof *why);      /* a metric's failure, per task */
+    int *ok_idx = (int *)cllm__calloc((size_t)n_tasks + 1, sizeof(int));
     double *scores = (double *)cllm__calloc((size_t)n_tasks * (nm + 1) + 1, sizeof(double));
+    double *col = (double *)cllm__calloc((size_t)n_tasks + 1, sizeof(double));
     cJSON *details = cJSON_CreateArray();
     cllm_result rc = CLLM_OK;
     memset(summary, 0, sizeof *summary);
     if (!cfg || !user || !model || n_tasks < 0 || (n_tasks && !tasks)) { rc = cllm__fail(err, CLLM_ERR_ARG, "evaluation: needs a config, a simulator, a model and tasks"); goto done; }
     summary->metric_means = (double *)cllm__calloc((size_t)nm + 1, sizeof(double));
-    if (!goals || !convs || !st || !ses || !scores || !details || !summary->metric_means) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+    summary->metric_counts = (int *)cllm__calloc((size_t)nm + 1, sizeof(int));
+    if (!goals || !convs || !st || !ses || !why || !ok_idx || !scores || !col || !details || !summary->metric_means ||
+        !summary->metric_counts) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
     for (t = 0; t < n_tasks; t++) {
         goals[t].task_desc = cfg->task_desc ? cfg->task_desc : "a task";
         goals[t].prompt = tasks[t].prompt;
@@ -10458,56 +11277,79 @@ CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_s
     /* every conversation runs in lockstep: one batch of simulator calls per round */
     cllm_simulate(user, model, goals, convs, n_tasks, 2 * cllm__def(cfg->max_turns, 7), st, NULL);
     for (t = 0; t < n_tasks; t++) {
-        ses[t].goal = &goals[t]; ses[t].task = &tasks[t]; ses[t].conv = &convs[t]; ses[t].n_history = convs[t].n > 0 ? 1 : 0;
         for (m = 0; m < nm; m++) scores[(size_t)t * nm + m] = NAN;
+        if (st[t].code != CLLM_OK) continue;                        /* a failed conversation is not scored */
+        ses[n_sim].goal = &goals[t]; ses[n_sim].task = &tasks[t]; ses[n_sim].conv = &convs[t];
+        ses[n_sim].n_history = convs[t].n > 0 ? 1 : 0;
+        ok_idx[n_sim++] = t;
     }
-    for (m = 0; m < nm; m++) {
-        double *col = (double *)cllm__calloc((size_t)n_tasks + 1, sizeof(double));
-        if (!col) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-        for (t = 0; t < n_tasks; t++) col[t] = NAN;
-        if (n_tasks) cfg->metrics[m].fn(cfg->metrics[m].ctx, ses, n_tasks, col, NULL);
-        for (t = 0; t < n_tasks; t++) scores[(size_t)t * nm + m] = st[t].code == CLLM_OK ? col[t] : NAN;
-        CLLM_FREE(col);
+    for (m = 0; m < nm; m++) {                                     /* each metric on every simulated conversation */
+        cllm_err merr;
+        cllm_result mrc = CLLM_OK;
+        merr.code = CLLM_OK;
+        merr.msg[0] = 0;
+        for (k = 0; k < n_sim; k++) col[k] = NAN;
+        if (n_sim) mrc = cfg->metrics[m].fn(cfg->metrics[m].ctx, ses, n_sim, col, &merr);
+        for (k = 0; k < n_sim; k++) {
+            t = ok_idx[k];
+            scores[(size_t)t * nm + m] = mrc == CLLM_OK ? col[k] : NAN;
+            if (scores[(size_t)t * nm + m] == scores[(size_t)t * nm + m] || why[t].code != CLLM_OK) continue;
+            cllm__fail(&why[t], mrc != CLLM_OK ? mrc : CLLM_ERR_FORMAT,
+                       "metric '%s' could not score this conversation: %s",
+                       cfg->metrics[m].name, merr.msg[0] ? merr.msg : "it gave no reason");
+        }
     }
     summary->n_tasks = n_tasks;
     for (t = 0; t < n_tasks; t++) {
         cJSON *o = cJSON_CreateObject(), *mo;
         long tokens = 0;
-        int turns = 0, ok = st[t].code == CLLM_OK;
+        int turns = 0, incomplete = cllm__conv_incomplete(&convs[t]);
         for (i = 0; i < convs[t].n; i++) {
             if (strcmp(convs[t].msgs[i].role, "assistant") == 0) tokens += cllm_count_tokens(&cfg->tokens, convs[t].msgs[i].content);
             else turns++;
         }
-        for (m = 0; m < nm && ok; m++) ok = scores[(size_t)t * nm + m] == scores[(size_t)t * nm + m];
         cJSON_AddNumberToObject(o, "conv_id", t);
         cJSON_AddItemToObject(o, "messages", cllm_conv_to_json(&convs[t]));
         cJSON_AddBoolToObject(o, "terminated", st[t].terminated);
+        if (incomplete) cJSON_AddNumberToObject(o, "incomplete_messages", incomplete);
         mo = cJSON_AddObjectToObject(o, "metrics");
         for (m = 0; m < nm; m++) {
             double v = scores[(size_t)t * nm + m];
             if (v == v) cJSON_AddNumberToObject(mo, cfg->metrics[m].name, v); else cJSON_AddNullToObject(mo, cfg->metrics[m].name);
+            if (v != v) continue;
+            summary->metric_means[m] += v;
+            summary->metric_counts[m]++;
         }
         cJSON_AddNumberToObject(o, "assistant_tokens", (double)tokens);
         cJSON_AddNumberToObject(o, "user_turns", turns);
         if (st[t].code != CLLM_OK) cJSON_AddStringToObject(o, "error", st[t].err.msg);
-        else if (!ok) cJSON_AddStringToObject(o, "error", "a metric could not score this conversation");
+        else if (why[t].code != CLLM_OK) cJSON_AddStringToObject(o, "error", why[t].msg);
         cllm__add_task_fields(o, &tasks[t]);
         cJSON_AddItemToArray(details, o);
-        if (!ok) { summary->n_failed++; continue; }
-        n_scored++;
-        for (m = 0; m < nm; m++) summary->metric_means[m] += scores[(size_t)t * nm + m];
+        if (st[t].code != CLLM_OK || why[t].code != CLLM_OK) summary->n_failed++;
+        if (st[t].code != CLLM_OK) continue;
+        n_ok++;
         summary->tokens_k += tokens / 1000.0;
         summary->turns += turns;
     }
-    if (n_scored) {
-        for (m = 0; m < nm; m++) summary->metric_means[m] /= n_scored;
-        summary->tokens_k /= n_scored; summary->turns /= n_scored;
+    for (m = 0; m < nm; m++) {                                     /* nothing scored: NAN, never a 0 */
+        int count = summary->metric_counts[m];
+        summary->metric_means[m] = count ? summary->metric_means[m] / count : NAN;
     }
+    summary->tokens_k = n_ok ? summary->tokens_k / n_ok : NAN;
+    summary->turns = n_ok ? summary->turns / n_ok : NAN;
     if (details_path) rc = cllm__write_jsonl(details_path, details, err);
-    if (rc == CLLM_OK && summary->n_failed) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%d of %d conversations failed and are not in the averages (see the \"error\" field of the details)", summary->n_failed, n_tasks);
+    if (rc == CLLM_OK && summary->n_failed) {
+        for (t = 0; t < n_tasks && st[t].code == CLLM_OK && why[t].code == CLLM_OK; t++) {}
+        const cllm_err *first = st[t].code != CLLM_OK ? &st[t].err : &why[t];
+        rc = cllm__fail(err, first->code, "%d of %d conversations failed; they are left out of the averages they lack "
+                        "(see the \"error\" field of the details). First (#%d): %s", summary->n_failed, n_tasks, t,
+                        first->msg);
+    }
 done:
     for (t = 0; convs && t < n_tasks; t++) cllm_conv_free(&convs[t]);
-    CLLM_FREE(goals); CLLM_FREE(convs); CLLM_FREE(st); CLLM_FREE(ses); CLLM_FREE(scores);
+    CLLM_FREE(goals); CLLM_FREE(convs); CLLM_FREE(st); CLLM_FREE(ses); CLLM_FREE(why); CLLM_FREE(ok_idx);
+    CLLM_FREE(scores); CLLM_FREE(col);
     cJSON_Delete(details);
     if (rc == CLLM_OK) cllm__ok(err);
     return rc;
@@ -14105,7 +14947,11 @@ CLLMDEF cllm_result cllm_ref_json(const char *name, const char *input, size_t le
         if (!strchr(" \t\r\n", *end)) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "ref %s: unexpected text after the JSON object", name); goto done; }
     if (!(out = cJSON_CreateObject())) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
     if ((rc = table[i].fn(in, out, &pool, err)) != CLLM_OK) {
-        if (err) { char msg[CLLM_ERRMSG_SIZE]; memcpy(msg, err->msg, sizeof msg); snprintf(err->msg, sizeof err->msg, "ref %s: %.400s", name, msg); }
+        if (err) {
+            char msg[CLLM_ERRMSG_SIZE];
+            memcpy(msg, err->msg, sizeof msg);
+            snprintf(err->msg, sizeof err->msg, "ref %s: %.*s", name, CLLM__CUT(msg, 400));
+        }
         goto done;
     }
     if (!(text = cJSON_PrintUnformatted(out)) || !(*output = cllm__strdup(text))) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }

@@ -124,6 +124,12 @@ static const flag_spec endpoint_flags[] = {
       .effect = FLAG_RUNTIME, .help = "limit of one attempt of a request" },
     { .name = "--retries", .type = FLAG_INT, .metavar = "N", .min = 0, .max = 100, .def_note = "5",
       .effect = FLAG_RUNTIME, .help = "retries of a failed request (408, 429, 5xx, timeouts), 0 = none" },
+    { .name = "--deadline-ms", .type = FLAG_INT, .metavar = "MS", .min = 1, .max = 1e9, .def_note = "600000, 10 minutes",
+      .effect = FLAG_RUNTIME, .help = "limit of one request, every attempt and wait included" },
+    { .name = "--backoff-max-ms", .type = FLAG_INT, .metavar = "MS", .min = 1, .max = 1e9, .def_note = "60000",
+      .effect = FLAG_RUNTIME, .help = "the longest wait before a retry, Retry-After included" },
+    { .name = "--reject-incomplete", .type = FLAG_SWITCH,
+      .help = "a reply cut by its length or a content filter (finish_reason) is a failed call" },
     { .name = "--insecure", .type = FLAG_SWITCH, .effect = FLAG_RUNTIME,
       .help = "skip TLS certificate checks" },
 };
@@ -588,7 +594,7 @@ static const flag_group resume_group = FLAG_GROUP("resuming", resume_flags);
 /* The flags that only an API model uses, refused when none is in use (they would be ignored). */
 static int check_api_flags(const flags *fl) {
     static const char *shared[] = { "--base-url", "--api-key-env", "--concurrency", "--timeout-ms", "--retries",
-                                    "--insecure" };
+                                    "--deadline-ms", "--backoff-max-ms", "--reject-incomplete", "--insecure" };
     static const char *user_only[] = { "--user-base-url", "--user-api-key-env", "--json-mode" };
     static const char *assistant_only[] = { "--assistant-base-url", "--assistant-api-key-env" };
     static const char *judge_only[] = { "--judge-base-url", "--judge-api-key-env", "--extract-code" };
@@ -625,11 +631,21 @@ static int check_sides(const flags *fl) {
     return check_api_flags(fl);
 }
 
+/* The client's on_wait: a wait over 5 s before a retry gets one line on stderr. */
+static void print_wait(void *ctx, const char *line) {
+    fprintf(stderr, "%s: %s\n", (const char *)ctx, line);
+}
+
 /* A client for one side: --{side}-base-url / --{side}-api-key-env, else the shared flags. */
 static int make_client(cllm_client *c, const flags *fl, const char *side, cllm_err *err) {
     cllm_client_config cfg;
     char name[64];
     memset(&cfg, 0, sizeof cfg);
+    cfg.deadline_ms = (long)flag_number(fl, "--deadline-ms");              /* absent: the client's defaults */
+    cfg.backoff_max_ms = (long)flag_number(fl, "--backoff-max-ms");
+    cfg.reject_incomplete = flag_on(fl, "--reject-incomplete");
+    cfg.on_wait = print_wait;
+    cfg.on_wait_ctx = (void *)side;
     snprintf(name, sizeof name, "--%s-base-url", side);
     cfg.base_url = flag_given(fl, name) ? flag_text(fl, name) : flag_text(fl, "--base-url");
     snprintf(name, sizeof name, "--%s-api-key-env", side);
@@ -761,12 +777,17 @@ static const flag_command simulate_command = {
 static cJSON *conversation_record(const cllm_task *t, const cllm_conv *conv, const cllm_sim_status *st,
                                   cJSON *provenance) {
     cJSON *rec = cJSON_Duplicate(t->json, 1);
+    int incomplete = 0;
+    int i;
     cJSON_DeleteItemFromObjectCaseSensitive(rec, "messages");
     cJSON_DeleteItemFromObjectCaseSensitive(rec, "terminated");
     cJSON_DeleteItemFromObjectCaseSensitive(rec, "error");
     cJSON_DeleteItemFromObjectCaseSensitive(rec, "simulation");
+    cJSON_DeleteItemFromObjectCaseSensitive(rec, "incomplete_messages");
     cJSON_AddItemToObject(rec, "messages", cllm_conv_to_json(conv));
     cJSON_AddBoolToObject(rec, "terminated", st->terminated);
+    for (i = 0; i < conv->n; i++) incomplete += cllm_msg_incomplete(conv->meta ? &conv->meta[i] : NULL);
+    if (incomplete) cJSON_AddNumberToObject(rec, "incomplete_messages", incomplete);
     if (st->code != CLLM_OK) cJSON_AddStringToObject(rec, "error", st->err.msg);
     cJSON_AddItemToObject(rec, "simulation", cJSON_Duplicate(provenance, 1));
     return rec;
@@ -853,6 +874,12 @@ static int cmd_simulate(int argc, char **argv) {
         cJSON_Delete(rec);
         if (!line) { fprintf(stderr, "error: out of memory\n"); goto done; }
         len = strlen(line);
+        if (len >= (size_t)CLLM_MAX_LINE_BYTES) {        /* a line no reader of ours would take: write no file */
+            fprintf(stderr, "error: conversation %d would be a %zu-byte line, longer than the readers accept "
+                    "(CLLM_MAX_LINE_BYTES)\n", i, len);
+            cJSON_free(line);
+            goto done;
+        }
         while (total + len + 2 > cap) { char *nb = (char *)realloc(buf, cap * 2); if (!nb) { cJSON_free(line); goto done; } buf = nb; cap *= 2; }
         memcpy(buf + total, line, len);
         buf[total + len] = '\n';
@@ -1152,6 +1179,12 @@ static const flag_command eval_command = {
       &side_seed_group, &endpoint_group, &metric_group, &token_count_group, &overwrite_group, NULL },
 };
 
+/* A mean in a table column, or "null" where nothing was scored (never a 0). */
+static void print_mean(double v, int width, int precision) {
+    if (v == v) printf(" %*.*f", width, precision, v);
+    else printf(" %*s", width, "null");
+}
+
 static int cmd_eval(int argc, char **argv) {
     const char *summary_path;
     cllm_task *tasks = NULL;
@@ -1164,6 +1197,7 @@ static int cmd_eval(int argc, char **argv) {
     cllm_eval_summary sum;
     cllm_err err;
     cJSON *js = NULL;
+    char scored[32];
     flags fl;
     run_files rf;
     if (!parse(&fl, &eval_command, argc, argv, &rc)) return rc;
@@ -1188,23 +1222,40 @@ static int cmd_eval(int argc, char **argv) {
     rc = cllm_eval_run(&cfg, sd.user, sd.assistant, tasks, limited(&fl, n), flag_text(&fl, "--details"), &sum, &err);
     rc = rc == CLLM_OK ? 0 : 1;
     if (rc) fprintf(stderr, "warning: %s\n", err.msg);
-    /* the table: one row, the paper's columns (metrics, #Tokens(k), and ITR = interactivity x 100) */
-    printf("%-16s", "tasks");
+    /* the table: the paper's columns (metrics, #Tokens(k), and ITR = interactivity x 100), each
+       metric's mean over the conversations it scored and that count; "null" where it scored none */
+    printf("%-18s", "");
     for (m = 0; m < ms.n; m++) printf(" %14s", ms.metrics[m].name);
-    printf(" %10s %8s\n%-16d", "tokens(k)", "turns", sum.n_tasks - sum.n_failed);
-    for (m = 0; m < ms.n; m++) printf(" %14.4f", sum.metric_means ? sum.metric_means[m] : 0.0);
-    printf(" %10.4f %8.2f\n", sum.tokens_k, sum.turns);
-    for (m = 0; m < ms.n; m++) if (!strcmp(ms.metrics[m].name, "interactivity")) printf("ITR (interactivity x 100): %.1f\n", 100 * sum.metric_means[m]);
+    printf(" %10s %8s\n%-18s", "tokens(k)", "turns", "mean");
+    for (m = 0; m < ms.n; m++) print_mean(sum.metric_means ? sum.metric_means[m] : NAN, 14, 4);
+    print_mean(sum.tokens_k, 10, 4);
+    print_mean(sum.turns, 8, 2);
+    snprintf(scored, sizeof scored, "scored (of %d)", sum.n_tasks);
+    printf("\n%-18s", scored);
+    for (m = 0; m < ms.n; m++) printf(" %14d", sum.metric_counts ? sum.metric_counts[m] : 0);
+    printf("\n");
+    for (m = 0; m < ms.n; m++) {
+        if (strcmp(ms.metrics[m].name, "interactivity") != 0) continue;
+        printf("ITR (interactivity x 100):");
+        print_mean(sum.metric_means ? 100 * sum.metric_means[m] : NAN, 1, 1);
+        printf(" (%d of %d conversations scored)\n", sum.metric_counts ? sum.metric_counts[m] : 0, sum.n_tasks);
+    }
     if (summary_path) {
         char *text;
-        cJSON *mo;
+        cJSON *mo, *so;
         js = cJSON_CreateObject();
         cJSON_AddNumberToObject(js, "tasks", sum.n_tasks);
         cJSON_AddNumberToObject(js, "failed", sum.n_failed);
         mo = cJSON_AddObjectToObject(js, "metrics");
-        for (m = 0; m < ms.n; m++) cJSON_AddNumberToObject(mo, ms.metrics[m].name, sum.metric_means[m]);
-        cJSON_AddNumberToObject(js, "tokens_k", sum.tokens_k);
-        cJSON_AddNumberToObject(js, "turns", sum.turns);
+        so = cJSON_AddObjectToObject(js, "scored");
+        for (m = 0; m < ms.n; m++) {
+            double v = sum.metric_means ? sum.metric_means[m] : NAN;
+            cJSON_AddItemToObject(mo, ms.metrics[m].name, v == v ? cJSON_CreateNumber(v) : cJSON_CreateNull());
+            cJSON_AddNumberToObject(so, ms.metrics[m].name, sum.metric_counts ? sum.metric_counts[m] : 0);
+        }
+        cJSON_AddItemToObject(js, "tokens_k",
+                              sum.tokens_k == sum.tokens_k ? cJSON_CreateNumber(sum.tokens_k) : cJSON_CreateNull());
+        cJSON_AddItemToObject(js, "turns", sum.turns == sum.turns ? cJSON_CreateNumber(sum.turns) : cJSON_CreateNull());
         text = cJSON_Print(js);
         if (cllm_write_file_atomic(summary_path, text, strlen(text), &err) != CLLM_OK) { fail(&err); rc = 1; }
         cJSON_free(text);

@@ -9,6 +9,9 @@
        or any status and raw body, after a delay, with Retry-After, or a fault:
          hang      read the request, never answer (until the client gives up and disconnects)
          truncate  promise Content-Length N, send N/2 bytes, close
+         raw       the handler's own writer sends the whole answer, headers and all (any fault
+                   HTTP can carry: slow bodies, chunked or gzipped ones, lying headers, ...)
+         reset     close with a TCP reset (SO_LINGER 0) instead of an orderly close
      any other path: 404 {"error": {"message": ...}}.
    Each connection gets its own thread, so delays overlap as they would on a real server; the
    server counts requests in flight and remembers the most seen at once. */
@@ -43,6 +46,7 @@ typedef struct mock_request {
     int         seen;          /* earlier requests with the same model (for "fail k times")    */
 } mock_request;
 
+struct mock_request;
 typedef struct mock_response {
     int   status;              /* default 200                                                  */
     int   delay_ms;            /* before answering                                             */
@@ -50,6 +54,8 @@ typedef struct mock_response {
     int   hang, truncate;      /* faults, see the top                                          */
     char *content;             /* malloc'd: answer with a completion carrying this content     */
     char *body;                /* malloc'd: answer with exactly this body (wins over content)  */
+    void (*raw)(int fd, const struct mock_request *q);   /* writes the whole answer itself     */
+    int   reset;               /* end with a TCP reset                                         */
 } mock_response;
 
 typedef void (*mock_handler)(void *ctx, const mock_request *req, mock_response *resp);
@@ -146,7 +152,8 @@ static int mock_count_model(mock_server *s, const char *model) {
     return 0;
 }
 
-static void mock_answer(mock_server *s, int fd, char *req, size_t head_len) {
+/* Answers one request; returns 1 when the connection is to end with a reset. */
+static int mock_answer(mock_server *s, int fd, char *req, size_t head_len) {
     mock_request q;
     mock_response r;
     char path[256] = "", header[512], *auth = NULL, *a, *body;
@@ -178,7 +185,8 @@ static void mock_answer(mock_server *s, int fd, char *req, size_t head_len) {
         r.body = mock_strdup("{\"error\": {\"message\": \"no such route\", \"type\": \"invalid_request_error\"}}");
     } else s->handler(s->ctx, &q, &r);
     if (r.delay_ms > 0) mock_sleep_ms(r.delay_ms);
-    if (r.hang) {
+    if (r.raw) r.raw(fd, &q);
+    else if (r.hang) {
         struct pollfd p;
         char sink[256];
         p.fd = fd; p.events = POLLIN;
@@ -201,6 +209,7 @@ static void mock_answer(mock_server *s, int fd, char *req, size_t head_len) {
     pthread_mutex_unlock(&s->mu);
     free(r.body); free(r.content); free(auth);
     cJSON_Delete(q.json);
+    return r.reset;
 }
 
 static void *mock_conn_main(void *arg) {
@@ -208,9 +217,14 @@ static void *mock_conn_main(void *arg) {
     mock_server *s = c->s;
     size_t head_len = 0, total = 0;
     char *req = mock_read_request(c->fd, &head_len, &total);
-    if (req) mock_answer(s, c->fd, req, head_len);
+    int reset = req ? mock_answer(s, c->fd, req, head_len) : 0;
     free(req);
-    shutdown(c->fd, SHUT_WR);
+    if (reset) {                              /* RST instead of FIN: the client sees a reset */
+        struct linger l;
+        l.l_onoff = 1;
+        l.l_linger = 0;
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    } else shutdown(c->fd, SHUT_WR);
     close(c->fd);
     free(c);
     pthread_mutex_lock(&s->mu);

@@ -64,7 +64,19 @@ static void handler(void *ctx, const mock_request *q, mock_response *r) {
         snprintf(r->body, 1000, "{\"error\": {\"message\": \"%.290s %s\"}}", pad, q->auth ? q->auth : "");
     } else if (!strcmp(m, "e400")) { r->status = 400; r->body = mock_strdup("{\"error\": {\"message\": \"max_tokens is too large: 999999\"}}"); }
     else if (!strcmp(m, "e404")) { r->status = 404; r->body = mock_strdup("{\"error\": \"model 'e404' not found\"}"); }
-    else if (!strcmp(m, "huge")) { r->content = (char *)malloc(5001); memset(r->content, 'a', 5000); r->content[5000] = 0; }
+    else if (!strcmp(m, "e400utf8") || !strcmp(m, "garbage8")) {      /* 2-byte characters across every cut */
+        int k;
+        char *text = (char *)malloc(1200);
+        for (k = 0; k < 500; k++) memcpy(text + 2 * k, "\xc3\xa9", 2);
+        text[1000] = 0;
+        if (m[0] == 'e') { r->status = 400; r->body = dupf("{\"error\": {\"message\": \"x%s\"}}", text); }
+        else r->body = dupf("x%s", text);
+        free(text);
+    } else if (!strcmp(m, "huge")) {
+        r->content = (char *)malloc(5001);
+        memset(r->content, 'a', 5000);
+        r->content[5000] = 0;
+    }
     else { r->status = 400; r->body = mock_strdup("{\"error\": {\"message\": \"unknown test model\"}}"); }
 }
 
@@ -262,7 +274,7 @@ static void test_bad_bodies(cllm_client *c) {
     expect_fail(c, "emptychoices", CLLM_ERR_FORMAT, 1, "no \"choices\"[0]");
     expect_fail(c, "nomessage", CLLM_ERR_FORMAT, 1, "no choices[0].message");
     expect_fail(c, "numcontent", CLLM_ERR_FORMAT, 1, "content is of the wrong type");
-    expect_fail(c, "nullcontent", CLLM_ERR_FORMAT, 1, "content is of the wrong type");
+    expect_fail(c, "nullcontent", CLLM_ERR_FORMAT, 1, "content is null");
     expect_fail(c, "err200", CLLM_ERR_HTTP, 1, "the endpoint returned an error: model is loading");
     expect_fail(c, "e400", CLLM_ERR_HTTP, 1, "HTTP 400: max_tokens is too large: 999999");
     expect_fail(c, "e404", CLLM_ERR_HTTP, 1, "HTTP 404: model 'e404' not found (check base_url");
@@ -279,6 +291,26 @@ static void test_bad_bodies(cllm_client *c) {
     cllm_client_init(&small, &cfg, NULL);
     expect_fail(&small, "huge", CLLM_ERR_LIMIT, 1, "larger than max_response_bytes (1024)");
     cllm_client_free(&small);
+}
+
+/* Is s valid UTF-8 without U+FFFD, i.e. was every cut made on a character boundary? */
+static int cut_cleanly(const char *s) {
+    size_t n = strlen(s);
+    return cllm__utf8_check(s, n) == n && strstr(s, "\xef\xbf\xbd") == NULL;
+}
+
+static void test_utf8_cuts(cllm_client *c) {
+    cllm_chat_result r;
+    printf("-- messages are cut on character boundaries\n");
+    r = call(c, "e400utf8");
+    check_true("a 400 whose message is 1000 bytes of 2-byte characters (odd offset): cut on a boundary, ending \"...\"",
+               r.code == CLLM_ERR_HTTP && cut_cleanly(r.err.msg) && strstr(r.err.msg, "...") &&
+               strlen(r.err.msg) < CLLM_ERRMSG_SIZE);
+    cllm_chat_result_free(&r);
+    r = call(c, "garbage8");
+    check_true("a non-JSON 200 of 2-byte characters: the quoted start is cut on a boundary",
+               r.code == CLLM_ERR_FORMAT && cut_cleanly(r.err.msg));
+    cllm_chat_result_free(&r);
 }
 
 static void test_arguments(void) {
@@ -372,6 +404,7 @@ int main(void) {
     test_retries();
     test_refused();
     test_bad_bodies(&c);
+    test_utf8_cuts(&c);
     test_arguments();
     test_batch(&c, &srv);
     printf("    usage totals: %lld prompt + %lld completion tokens, %ld requests, %ld failures, %ld attempts\n",

@@ -56,6 +56,17 @@ static void test_sim_parse(void) {
     check_true("with a custom signal, the default one does not terminate", r.code == CLLM_OK && !r.terminated);
     cllm_user_sim_parse("  [[TERMINATE CHAT]]\n", NULL, &r);
     check_true("a bare signal without JSON is accepted as termination", r.code == CLLM_OK && r.terminated);
+    {   /* 2-byte characters at an odd offset: the 60-byte quote ends on a character boundary */
+        char text[300];
+        int k;
+        text[0] = 'x';
+        for (k = 0; k < 100; k++) memcpy(text + 1 + 2 * k, "\xc3\xa9", 2);
+        text[201] = 0;
+        cllm_user_sim_parse(text, NULL, &r);
+        check_true("an unusable reply is quoted in the message cut on a character boundary (valid UTF-8, no U+FFFD)",
+                   r.code == CLLM_ERR_FORMAT && cllm__utf8_check(r.err.msg, strlen(r.err.msg)) == strlen(r.err.msg) &&
+                   strstr(r.err.msg, "\xef\xbf\xbd") == NULL && strstr(r.err.msg, "starting \"x\xc3\xa9"));
+    }
     cllm_user_sim_parse("I would ask about the proof.", NULL, &r);
     check_true("prose without JSON is a format failure", r.code == CLLM_ERR_FORMAT && r.text == NULL && strstr(r.err.msg, "no JSON object") != NULL);
     cllm_user_sim_parse("{\"thought\": \"hmm\", \"response\": \"   \"}", NULL, &r);
@@ -137,6 +148,32 @@ static void test_conversations(void) {
     bad = cJSON_Parse("[{\"role\": \"user\"}]");
     check_true("a message without content is rejected", cllm_conv_from_json(&c, bad, &err) == CLLM_ERR_FORMAT && strstr(err.msg, "content"));
     cJSON_Delete(bad);
+    {   /* how a generated message ended travels with it */
+        cllm_msg_meta cut;
+        char *line;
+        memset(&cut, 0, sizeof cut);
+        strcpy(cut.finish_reason, "length");
+        cut.replaced = 3;
+        cllm_conv_push_meta(&b, "assistant", "cut o", &cut, &err);
+        cJSON_Delete(j);
+        j = cllm_conv_to_json(&b);
+        line = cJSON_PrintUnformatted(cJSON_GetArrayItem(j, 3));
+        check_true("finish_reason and replaced are written for a generated message, nothing for the others",
+                   !strcmp(line, "{\"role\":\"assistant\",\"content\":\"cut o\",\"finish_reason\":\"length\","
+                                 "\"replaced\":3}") &&
+                   !cJSON_GetObjectItem(cJSON_GetArrayItem(j, 2), "finish_reason"));
+        cJSON_free(line);
+        check_true("from_json reads them back; cllm_msg_incomplete flags \"length\"",
+                   cllm_conv_from_json(&c, j, &err) == CLLM_OK &&
+                   !strcmp(c.meta[3].finish_reason, "length") && c.meta[3].replaced == 3 &&
+                   c.meta[2].finish_reason[0] == 0 &&
+                   cllm_msg_incomplete(&c.meta[3]) && !cllm_msg_incomplete(&c.meta[2]));
+        cllm_conv_free(&c);
+        bad = cJSON_Parse("[{\"role\": \"user\", \"content\": \"x\", \"replaced\": -1}]");
+        check_true("a negative \"replaced\" is rejected",
+                   cllm_conv_from_json(&c, bad, &err) == CLLM_ERR_FORMAT && strstr(err.msg, "replaced"));
+        cJSON_Delete(bad);
+    }
     cJSON_Delete(j);
     cllm_conv_free(&a); cllm_conv_free(&b); cllm_conv_free(&c);
 }

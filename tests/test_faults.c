@@ -243,6 +243,7 @@ static cllm_result user_turn(void *ctx, const cllm_goal *goal, const cllm_conv *
     answer = sim_answer(prompt);
     o = cJSON_Parse(answer);
     rc = cllm_reply_set(out, cJSON_GetObjectItem(o, "response")->valuestring, strstr(answer, "TERMINATE") != NULL);
+    strcpy(out->meta.finish_reason, "stop");       /* as the mock's completions report it */
     cJSON_Delete(o);
     free(answer);
     return rc;

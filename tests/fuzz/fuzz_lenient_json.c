@@ -1,8 +1,13 @@
 /* fuzz_lenient_json.c - libFuzzer target for the parsers of model replies: the lenient JSON
    extractor (cllm_json_parse_lenient and its repair pass), the user simulator's answer
-   (cllm_user_sim_parse) and the three judges' verdicts (as the judge reads a reply).
+   (cllm_user_sim_parse) and the three judges' verdicts (as the judge reads a reply), with a fake
+   API key registered as a live client's would be.
    Invariants:
-     - a reply that is exactly one JSON object is read as written;
+     - a reply that is exactly one JSON object is read as written, unless a string in it holds
+       \u0000: then it is refused with a message that says so (never cut there);
+     - no message of any of them, and no text taken from the reply (the simulator's response,
+       thought and current_answer, the judge's thought and extraction), holds the key or 8 bytes
+       in a row of it, even spelled with \u escapes; all of them are valid UTF-8;
      - the repair pass keeps the meaning of anything cJSON already accepts (except a \u escape
        without 4 hex digits, which cJSON reads as U+0000);
      - a simulator answer that parses has a non-empty, trimmed response, and `terminated` says
@@ -53,9 +58,13 @@ static void check_verdict(cllm__verdict_fn verdict, const char *content, int kin
         memset(&j, 0, sizeof j);
         job.verdict = verdict;
         job.out = &j;
+        job.model = NULL;
         taken = cllm__judge_take(&job, 0, &res, last);
         FUZZ_CHECK(taken || !last, "the last attempt's verdict is always taken");
         FUZZ_CHECK(taken == (j.code == CLLM_OK) || last, "an unusable verdict is asked again");
+        fuzz_check_clean(j.err.msg, 1, "a verdict's message is one line of UTF-8 without the API key");
+        fuzz_check_clean(j.text, 0, "an extraction is UTF-8 without the API key");
+        fuzz_check_clean(j.thought, 0, "the judge's thought is UTF-8 without the API key");
         if (j.code == CLLM_OK) {
             if (kind == 0) FUZZ_CHECK(j.score >= 0 && j.score <= 1, "interactivity lies in [0, 1]");
             if (kind == 1) FUZZ_CHECK(j.score == 0 || j.score == 1, "accuracy is 0 or 1");
@@ -71,12 +80,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     cJSON *lenient, *strict;
     cllm_reply r;
     cllm_err err;
+    size_t lone, nul;
 
+    fuzz_register_key();
     lenient = cllm_json_parse_lenient(text, &err);
     FUZZ_CHECK(lenient ? err.code == CLLM_OK : err.msg[0] != 0, "a reply without an object is an error with a message");
     FUZZ_CHECK(!lenient || cJSON_IsObject(lenient), "the extractor returns objects only");
+    fuzz_check_clean(err.msg, 1, "the extractor's message is one line of UTF-8 without the API key");
     strict = parse_whole(text, len);
-    if (strict && cJSON_IsObject(strict) && text[0] == '{')
+    CLLM_FREE(cllm__json_escapes(text, len, &lone, &nul));
+    if (strict && cJSON_IsObject(strict) && text[0] == '{' && nul)
+        FUZZ_CHECK(!lenient && strstr(err.msg, "NUL character"), "an object holding \\u0000 is refused, saying so");
+    else if (strict && cJSON_IsObject(strict) && text[0] == '{')
         FUZZ_CHECK(same_json(strict, lenient), "one JSON object is read as written");
     cJSON_Delete(lenient);
     if (strict && !bad_u_escape(text)) {
@@ -90,7 +105,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     cJSON_Delete(strict);
 
     memset(&r, 0, sizeof r);
-    if (cllm_user_sim_parse(text, NULL, &r) == CLLM_OK) {
+    cllm_user_sim_parse(text, NULL, &r);
+    fuzz_check_clean(r.err.msg, 1, "the simulator parser's message is one line of UTF-8 without the API key");
+    fuzz_check_clean(r.text, 0, "the simulator's response is UTF-8 without the API key");
+    fuzz_check_clean(r.thought, 0, "the simulator's thought is UTF-8 without the API key");
+    fuzz_check_clean(r.current_answer, 0, "the simulator's current_answer is UTF-8 without the API key");
+    if (r.code == CLLM_OK) {
         size_t n = strlen(r.text);
         FUZZ_CHECK(n > 0 && !isspace((unsigned char)r.text[0]) && !isspace((unsigned char)r.text[n - 1]), "the response is non-empty and trimmed");
         FUZZ_CHECK(r.terminated == (strstr(r.text, CLLM_TERMINATION_SIGNAL) != NULL), "terminated == the response holds the signal");

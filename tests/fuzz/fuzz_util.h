@@ -70,6 +70,30 @@ static int fuzz_contains(const char *s, size_t n, const char *needle) {
     return 0;
 }
 
+/* The fake API key of the client-side targets, registered once as a live client's key would be
+   (cllm_client_init does it): from then on no message and no received text may hold it. */
+static const char fuzz_key[] = "sk-FUZZ0secret1KEY2zq7";
+static void fuzz_register_key(void) {
+    static int done;
+    if (!done) done = cllm__secret_register(fuzz_key);
+}
+
+/* A message or a received text: valid UTF-8 and no 8 bytes in a row of the key (nor the whole
+   key); a message (one_line) also has no control characters. */
+static void fuzz_check_clean(const char *s, int one_line, const char *what) {
+    size_t i, k = strlen(fuzz_key), n = s ? strlen(s) : 0;
+    char window[9];
+    if (!s) return;
+    FUZZ_CHECK(fuzz_utf8(s, n), what);
+    FUZZ_CHECK(!fuzz_contains(s, n, fuzz_key), what);
+    for (i = 0; i + 8 <= k; i++) {
+        memcpy(window, fuzz_key + i, 8);
+        window[8] = 0;
+        FUZZ_CHECK(!fuzz_contains(s, n, window), what);
+    }
+    for (i = 0; one_line && i < n; i++) FUZZ_CHECK((unsigned char)s[i] >= 0x20 && s[i] != 0x7F, what);
+}
+
 /* Decodes ids (skip: leave out special tokens) and checks the text is valid UTF-8 and that the
    streaming decoder, fed one id at a time, gives exactly that text, never running ahead. */
 static void fuzz_check_stream(const cllm_tokenizer *tok, const int *ids, int n, int skip) {

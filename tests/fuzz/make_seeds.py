@@ -107,6 +107,22 @@ seeds = [json.dumps(ok), json.dumps(ok)[:40], "",
          json.dumps({"choices": [{"message": {"content": None}}]}), json.dumps({"choices": []}),
          json.dumps({"choices": [{"message": {"content": "x"}, "finish_reason": "length" * 10}], "usage": {"prompt_tokens": -3, "total_tokens": 1e12}}),
          "<html>502 Bad Gateway sk-FUZZ0secret1KEY2zq7</html>", "data: {\"choices\": []}\n\ndata: [DONE]"]
+# issue 13: the key in content (plain and \\u-escaped), invalid UTF-8, lone surrogates, \\u0000,
+# content as parts, tool_calls only, finish_reason length and content_filter, deep nesting
+def reply(content, finish="stop"):
+    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}]}
+seeds += [json.dumps(reply("your key: sk-FUZZ0secret1KEY2zq7, again sk-FUZZ0sec")),
+          json.dumps(reply("sk-FUZZ0secret1KEY2zq7")).replace("FUZZ0", "\\u0046UZZ0").replace("KEY2", "K\\u0045Y2"),
+          b'{"choices": [{"message": {"content": "caf\xc3 \xff\xfe \xe2\x82 end"}, "finish_reason": "stop"}]}',
+          '{"choices": [{"message": {"content": "a\\ud800b\\udc00c\\ud83d\\ude00"}}]}',
+          '{"choices": [{"message": {"content": "kept\\u0000lost"}}], "id": "x\\u0000y"}',
+          json.dumps(reply([{"type": "text", "text": "Hello, "}, {"type": "text", "text": "world"}])),
+          json.dumps(reply([{"type": "image_url", "image_url": {"url": "x"}}])),
+          json.dumps({"choices": [{"message": {"content": None, "tool_calls": [{"id": "c"}]},
+                                   "finish_reason": "tool_calls"}]}),
+          json.dumps(reply("cut off", "length")), json.dumps(reply("", "content_filter")),
+          json.dumps({"choices": [{"message": {"content": None, "refusal": "no: sk-FUZZ0secret1KEY2zq7"}}]}),
+          "[" * 2000 + "]" * 2000]
 write("client_response", seeds)
 
 # model replies: lenient JSON cases, simulator answers, verdicts
@@ -114,6 +130,11 @@ seeds = [json.loads(l)["input"] for l in jsonl_lines("tests/data/lenient_json/ca
 seeds += ['{"current_answer": "none yet", "thought": "t", "response": "  [[TERMINATE CHAT]]  "}', "[[TERMINATE CHAT]]",
           '{"thought": "ok", "interactivity": 0.75}', '{"thought": "ok", "accuracy": "1"}', '{"interactivity": {"score": 1.5}}',
           '```json\n{"final_completion": "def f():\\n    return 1"}\n```', '{"final_answer": ""}', "{'accuracy': True}"]
+# issue 13: the key in the reply (plain, cut, \\u-escaped), \\u0000, lone surrogates
+seeds += ["sk-FUZZ0secret1KEY2zq7 is not JSON", "x" * 52 + "sk-FUZZ0secret1KEY2zq7",
+          '{"thought": "sk-FUZZ0secret1KEY2zq7", "response": "\\u0073k-FUZ\\u005a0sec\\u0072et1K\\u0045Y2zq7"}',
+          '{"final_completion": "s\\u006b-FUZZ\\u0030secr\\u0065t1KE\\u0059"}', '{"response": "a\\u0000b"}',
+          '{"response": "a\\ud800b", "interactivity": 0.5}']
 write("lenient_json", seeds)
 
 # JSONL files
