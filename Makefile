@@ -55,10 +55,10 @@ deps:
 $(BUILD): deps
 	@mkdir -p $(BUILD)
 
-$(BUILD)/collabllm: examples/collabllm.c collabllm.h | $(BUILD)
+$(BUILD)/collabllm: examples/collabllm.c collabllm.h examples/flags.h examples/run_files.h | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
-$(BUILD)/chat: examples/chat.c collabllm.h | $(BUILD)
+$(BUILD)/chat: examples/chat.c collabllm.h examples/flags.h | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
 $(BUILD)/test_%: tests/test_%.c collabllm.h tests/check.h $(wildcard examples/*.h) | $(BUILD)
@@ -74,7 +74,7 @@ $(BUILD)/test_fuzz_regressions $(BUILD)/fast/test_fuzz_regressions: $(wildcard t
 $(BUILD)/fast: | $(BUILD)
 	@mkdir -p $(BUILD)/fast
 
-$(BUILD)/fast/%: examples/%.c collabllm.h | $(BUILD)/fast
+$(BUILD)/fast/%: examples/%.c collabllm.h $(wildcard examples/*.h) | $(BUILD)/fast
 	$(CC) $(WARN) -O2 -g $(FAST_FLAGS) $(EXTRA) -o $@ $< $(LDLIBS)
 
 $(BUILD)/fast/test_%: tests/test_%.c collabllm.h tests/check.h | $(BUILD)/fast
@@ -108,11 +108,11 @@ valgrind: deps
 	done; [ -z "$$fail" ] || { echo "valgrind failed:$$fail"; exit 1; }
 
 # Figures are medians of repeated runs; run it on an otherwise idle machine.
-$(BUILD)/bench: examples/bench.c collabllm.h | $(BUILD)
+$(BUILD)/bench: examples/bench.c collabllm.h examples/flags.h examples/run_files.h | $(BUILD)
 	$(CC) $(WARN) -O3 -g $(FAST_FLAGS) -o $@ $< $(LDLIBS)
 
 bench: deps $(BUILD)/bench
-	$(BUILD)/bench --json $(BUILD)/bench.json
+	$(BUILD)/bench --json $(BUILD)/bench.json --overwrite
 
 # Coverage-guided fuzzing of every parser of outside input, bounded in time.
 FUZZ_SECONDS ?= 60
@@ -124,14 +124,15 @@ fuzz: deps
 # with the SIMD kernels but without OpenMP. Output in build/demo/.
 SEED ?= 1
 DEMO_FLAGS := $(call cc_accepts,-march=native) -DCLLM_SIMD
-$(BUILD)/cllm_demo: examples/demo.c examples/demo_task.h examples/demo_bpe.h collabllm.h | $(BUILD)
+DEMO_SOURCES = examples/demo.c examples/demo_task.h examples/demo_bpe.h examples/flags.h examples/run_files.h collabllm.h
+$(BUILD)/cllm_demo: $(DEMO_SOURCES) | $(BUILD)
 	$(CC) $(WARN) -O2 -g $(DEMO_FLAGS) $(EXTRA) -o $@ $< $(LDLIBS)
 
-$(BUILD)/fast/cllm_demo: examples/demo.c examples/demo_task.h examples/demo_bpe.h collabllm.h | $(BUILD)/fast
+$(BUILD)/fast/cllm_demo: $(DEMO_SOURCES) | $(BUILD)/fast
 	$(CC) $(WARN) -O2 -g $(FAST_FLAGS) $(EXTRA) -o $@ $< $(LDLIBS)
 
 demo: deps $(BUILD)/cllm_demo
-	$(BUILD)/cllm_demo --seed $(SEED) --out $(BUILD)/demo
+	$(BUILD)/cllm_demo --seed $(SEED) --out $(BUILD)/demo --overwrite
 
 golden:
 	/usr/bin/python3 tests/gen_golden.py

@@ -23,6 +23,7 @@
    ---------------------------------------------------------------------------------------------
       #define COLLABLLM_IMPLEMENTATION
       #include "collabllm.h"
+      #include <string.h>
 
       cllm_err err;
       cllm_model model;
@@ -30,16 +31,20 @@
           fprintf(stderr, "%s\n", err.msg); return 1;
       }
       int ids[] = { 1, 2, 3, 4 };
-      cllm_batch batch = { 0 };
+      cllm_batch batch;
+      memset(&batch, 0, sizeof batch);                            // zero fields = defaults
       batch.B = 1; batch.T = 4; batch.input_ids = ids;          // labels default to input_ids
       cllm_forward(&model, &batch, NULL, &err);                   // model.loss, model.seq_logp[b]
-      cllm_zero_grad(&model);
+      printf("loss %.4f\n", (double)model.loss);
+      cllm_zero_grad(&model, &err);                               // every call returns CLLM_OK or fills err
       cllm_backward(&model, NULL, NULL, &err);                    // d(loss)/d(params) in model.grads
-      cllm_adamw_config opt = { 0 };                              // zero = torch defaults, lr 1e-5
-      cllm_clip_grad_norm(&model, 1.0);
-      cllm_adamw_update(&model, &opt, 1e-5f, &err);
+      cllm_adamw_config opt;
+      memset(&opt, 0, sizeof opt);       // zero fields = defaults: betas 0.9 and 0.999, eps 1e-8, weight decay 0
+      cllm_clip_grad_norm(&model, 1.0);                           // clip the gradient norm to 1
+      cllm_adamw_update(&model, &opt, 1e-5, &err);                // one AdamW step, learning rate 1e-5
       cllm_model_save(&model, "out-dir", CLLM_DT_F32, &err);      // config.json + model.safetensors
       cllm_model_free(&model);
+      // (tests/test_quickstart.sh compiles and runs this block on a tiny model)
 
    ---------------------------------------------------------------------------------------------
    2. API BY TASK            (every function returning cllm_result fills an optional cllm_err)
@@ -2845,14 +2850,30 @@ CLLMDEF double cllm_rng_normal(cllm_rng *r) {
 /* Files                                                                                        */
 /* -------------------------------------------------------------------------------------------- */
 
+/* Opens a file for reading; NULL after a message naming it. A directory is refused by name (on
+   POSIX fopen accepts one, and its "size" is nonsense). kind: what was expected, "a JSONL file". */
+static FILE *cllm__open_read(const char *path, const char *kind, cllm_err *err) {
+    FILE *f;
+#if !defined(_WIN32)
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        cllm__fail(err, CLLM_ERR_IO, "%s is a directory; expected %s", path, kind);
+        return NULL;
+    }
+#endif
+    f = fopen(path, "rb");
+    if (!f) cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    return f;
+}
+
 CLLMDEF cllm_result cllm_read_file(const char *path, char **out, size_t *len, cllm_err *err) {
     FILE *f;
     long size;
     char *buf;
     *out = NULL;
     if (len) *len = 0;
-    f = fopen(path, "rb");
-    if (!f) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    f = cllm__open_read(path, "a file", err);
+    if (!f) return CLLM_ERR_IO;
     if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
         fclose(f);
         return cllm__fail(err, CLLM_ERR_IO, "%s: cannot determine the file size", path);
@@ -3139,8 +3160,9 @@ CLLMDEF cllm_result cllm_st_open(cllm_safetensors *st, const char *path, cllm_er
 
     memset(st, 0, sizeof *st);
     st->path = cllm__strdup(path);
-    st->file = fopen(path, "rb");
-    if (!st->path || !st->file) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", path, strerror(errno)); goto done; }
+    st->file = cllm__open_read(path, "a .safetensors file", err);
+    if (!st->file) { rc = CLLM_ERR_IO; goto done; }
+    if (!st->path) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
     if (fseek(st->file, 0, SEEK_END) != 0 || (sz = ftell(st->file)) < 0) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: cannot size the file", path); goto done; }
     fsize = (uint64_t)sz;
     rewind(st->file);
@@ -4907,10 +4929,10 @@ CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_fl
     cllm_float inv_tau;
     cllm_result rc;
 
-    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "cllm_forward: the model is not loaded");
-    if (!batch || B <= 0 || T <= 0 || !batch->input_ids) return cllm__fail(err, CLLM_ERR_ARG, "cllm_forward: batch needs B > 0, T > 0 and input_ids");
-    if ((double)B * T > 1e8) return cllm__fail(err, CLLM_ERR_LIMIT, "cllm_forward: batch %d x %d is too large", B, T);
-    if (batch->temperature < 0 || batch->temperature != batch->temperature) return cllm__fail(err, CLLM_ERR_ARG, "cllm_forward: temperature must be positive (0 = default 1)");
+    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "forward pass: the model is not loaded");
+    if (!batch || B <= 0 || T <= 0 || !batch->input_ids) return cllm__fail(err, CLLM_ERR_ARG, "forward pass: batch needs B > 0, T > 0 and input_ids");
+    if ((double)B * T > 1e8) return cllm__fail(err, CLLM_ERR_LIMIT, "forward pass: batch %d x %d is too large", B, T);
+    if (batch->temperature < 0 || batch->temperature != batch->temperature) return cllm__fail(err, CLLM_ERR_ARG, "forward pass: temperature must be positive (0 = default 1)");
     m->B = 0;                                     /* invalid until this forward completes */
     if ((rc = cllm__ensure_acts(m, B, T, err)) != CLLM_OK) return rc;
     if ((rc = cllm__prepare_batch(m, batch, err)) != CLLM_OK) return rc;
@@ -4989,7 +5011,7 @@ CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_fl
 /* -------------------------------------------------------------------------------------------- */
 
 CLLMDEF cllm_result cllm_zero_grad(cllm_model *m, cllm_err *err) {
-    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "cllm_zero_grad: the model is not loaded");
+    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "gradients: the model is not loaded");
     if (!m->grads_memory) {
         m->grads_memory = cllm__alloc_params(&m->grads, m->param_sizes, m->num_params);
         if (!m->grads_memory) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for %zu gradients", m->num_params);
@@ -5008,7 +5030,7 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
     int Q = H * hd, K = KV * hd;
     cllm_float *dx, *dh, *dln, *dact, *dgate, *dup, *datty, *dq, *dk, *dv, *dq_pre, *dk_pre, *packed, *dpacked, *z;
 
-    if (B <= 0) return cllm__fail(err, CLLM_ERR_ARG, "cllm_backward: run cllm_forward first");
+    if (B <= 0) return cllm__fail(err, CLLM_ERR_ARG, "backward pass: there is no forward pass to go back through (run the forward pass first)");
     if (m->lora) {              /* adapters attached: the base model is frozen, only they get gradients */
         cllm_lora *lo = m->lora;
         memset(&frozen, 0, sizeof frozen);
@@ -5148,6 +5170,22 @@ static long cllm__read_line(FILE *f, char **buf, size_t *cap) {
     return (long)n;
 }
 
+static size_t cllm__utf8_check(const char *s, size_t n);
+
+/* One line of a JSONL file parsed; NULL after a message at path:lineno: text that is not UTF-8
+   (with the byte of the line where it stops being UTF-8), or not JSON. */
+static cJSON *cllm__jsonl_parse(const char *line, size_t len, const char *path, int lineno, cllm_err *err) {
+    size_t bad = cllm__utf8_check(line, len);
+    cJSON *value;
+    if (bad < len) {
+        cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not valid UTF-8 at byte %zu of the line", path, lineno, bad + 1);
+        return NULL;
+    }
+    value = cJSON_ParseWithLength(line, len);
+    if (!value) cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not valid JSON", path, lineno);
+    return value;
+}
+
 /* The error for a cllm__read_line result below -1 at path:lineno. */
 static cllm_result cllm__line_fail(cllm_err *err, const char *path, int lineno, long len) {
     char at[32] = "";
@@ -5178,7 +5216,7 @@ CLLMDEF void cllm_batch_free(cllm_batch *batch) {
 }
 
 CLLMDEF cllm_result cllm_batch_read_jsonl(cllm_batch *batch, const char *path, cllm_err *err) {
-    FILE *f = fopen(path, "rb");
+    FILE *f = cllm__open_read(path, "a JSONL file", err);
     char *line = NULL;
     size_t cap = 0;
     int **ids = NULL, **labels = NULL, *lens = NULL, B = 0, T = 0, lineno = 0, b, t;
@@ -5186,14 +5224,13 @@ CLLMDEF cllm_result cllm_batch_read_jsonl(cllm_batch *batch, const char *path, c
     long len;
     cllm_result rc = CLLM_OK;
     memset(batch, 0, sizeof *batch);
-    if (!f) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    if (!f) return CLLM_ERR_IO;
     while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
         cJSON *row, *jl;
         int *x = NULL, *y = NULL, n, ny;
         lineno++;
         if (len == 0) continue;
-        row = cJSON_ParseWithLength(line, (size_t)len);
-        if (!row) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not valid JSON", path, lineno); break; }
+        if (!(row = cllm__jsonl_parse(line, (size_t)len, path, lineno, err))) { rc = CLLM_ERR_FORMAT; break; }
         n = cllm__json_int_array(cJSON_GetObjectItemCaseSensitive(row, "input_ids"), &x);
         jl = cJSON_GetObjectItemCaseSensitive(row, "labels");
         ny = jl && !cJSON_IsNull(jl) ? cllm__json_int_array(jl, &y) : -2;
@@ -5255,7 +5292,7 @@ CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config
     cllm_float **pp[CLLM_NUM_PARAM_TENSORS], **gp[CLLM_NUM_PARAM_TENSORS];
     size_t off = 0;
     int i, rows, cols;
-    if (!model->grads_memory) return cllm__fail(err, CLLM_ERR_ARG, "cllm_adamw_update: no gradients yet (run cllm_backward first)");
+    if (!model->grads_memory) return cllm__fail(err, CLLM_ERR_ARG, "AdamW update: no gradients yet (run a backward pass first)");
     memset(&def, 0, sizeof def);
     if (cfg) def = *cfg;
     def.beta1 = cllm__def(def.beta1, 0.9f);
@@ -5413,8 +5450,8 @@ CLLMDEF cllm_result cllm_model_save(const cllm_model *m, const char *dir, cllm_d
     cllm_result rc;
     int n;
 
-    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "cllm_model_save: the model is not loaded");
-    if (dtype != CLLM_DT_F32 && dtype != CLLM_DT_BF16 && dtype != CLLM_DT_F16) return cllm__fail(err, CLLM_ERR_ARG, "cllm_model_save: dtype must be F32, BF16 or F16");
+    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "saving the model: the model is not loaded");
+    if (dtype != CLLM_DT_F32 && dtype != CLLM_DT_BF16 && dtype != CLLM_DT_F16) return cllm__fail(err, CLLM_ERR_ARG, "saving the model: dtype must be F32, BF16 or F16");
     if ((rc = cllm__mkdir(dir, err)) != CLLM_OK) return rc;
     entries = (cllm_st_entry *)cllm__calloc((size_t)cllm_model_tensor_count(m) + 1, sizeof *entries);
     if (!entries) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -7238,10 +7275,10 @@ CLLMDEF cllm_result cllm_tokenizer_encode(const cllm_tokenizer *tok, const char 
     int i;
     *ids = NULL; *n = 0;
     if (offsets) *offsets = NULL;
-    if (!p) return cllm__fail(err, CLLM_ERR_ARG, "cllm_tokenizer_encode: tokenizer not loaded");
-    if (len > (size_t)INT_MAX / 2) return cllm__fail(err, CLLM_ERR_LIMIT, "cllm_tokenizer_encode: text of %zu bytes is too long (limit %d)", len, INT_MAX / 2);
+    if (!p) return cllm__fail(err, CLLM_ERR_ARG, "tokenizer: tokenizer not loaded");
+    if (len > (size_t)INT_MAX / 2) return cllm__fail(err, CLLM_ERR_LIMIT, "tokenizer: text of %zu bytes is too long (limit %d)", len, INT_MAX / 2);
     if ((bad = cllm__utf8_check(text, len)) != len)
-        return cllm__fail(err, CLLM_ERR_FORMAT, "cllm_tokenizer_encode: text is not valid UTF-8 (at byte %zu)", bad);
+        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer: the text is not valid UTF-8 at byte %zu", bad + 1);
     memset(&e, 0, sizeof e);
     if (add_special_tokens) for (i = 0; i < (int)stbds_arrlen(p->post_before); i++) cllm__emit(&e, p->post_before[i], 0, 0);
     /* 1. added tokens on the raw text */
@@ -7265,7 +7302,7 @@ CLLMDEF cllm_result cllm_tokenizer_encode(const cllm_tokenizer *tok, const char 
         }
     }
     if (add_special_tokens) for (i = 0; i < (int)stbds_arrlen(p->post_after); i++) cllm__emit(&e, p->post_after[i], 0, 0);
-    if (e.nt.b.oom || e.tmp.oom || e.bytes.oom) { cllm__enc_free(&e); return cllm__fail(err, CLLM_ERR_NOMEM, "cllm_tokenizer_encode: out of memory"); }
+    if (e.nt.b.oom || e.tmp.oom || e.bytes.oom) { cllm__enc_free(&e); return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer: out of memory"); }
     /* hand the results over as plain CLLM_MALLOC buffers */
     *n = (int)stbds_arrlen(e.ids);
     *ids = (int *)cllm__calloc((size_t)*n + 1, sizeof(int));
@@ -7274,7 +7311,7 @@ CLLMDEF cllm_result cllm_tokenizer_encode(const cllm_tokenizer *tok, const char 
         CLLM_FREE(*ids); *ids = NULL; *n = 0;
         if (offsets) { CLLM_FREE(*offsets); *offsets = NULL; }
         cllm__enc_free(&e);
-        return cllm__fail(err, CLLM_ERR_NOMEM, "cllm_tokenizer_encode: out of memory");
+        return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer: out of memory");
     }
     if (*n) memcpy(*ids, e.ids, (size_t)*n * sizeof(int));
     if (offsets && *n) memcpy(*offsets, e.offs, 2 * (size_t)*n * sizeof(int));
@@ -7302,12 +7339,12 @@ CLLMDEF cllm_result cllm_tokenizer_decode(const cllm_tokenizer *tok, const int *
     *text = NULL;
     if (len) *len = 0;
     memset(&raw, 0, sizeof raw); memset(&out, 0, sizeof out);
-    if (!tok || !tok->priv) return cllm__fail(err, CLLM_ERR_ARG, "cllm_tokenizer_decode: tokenizer not loaded");
+    if (!tok || !tok->priv) return cllm__fail(err, CLLM_ERR_ARG, "tokenizer: tokenizer not loaded");
     cllm__decode_bytes(tok->priv, ids, n, skip_special, &raw);
     cllm__buf_reserve(&out, raw.n);
     cllm__utf8_lossy((const unsigned char *)raw.p, raw.n, 1, &out, NULL);
     CLLM_FREE(raw.p);
-    if (raw.oom || out.oom) { CLLM_FREE(out.p); return cllm__fail(err, CLLM_ERR_NOMEM, "cllm_tokenizer_decode: out of memory"); }
+    if (raw.oom || out.oom) { CLLM_FREE(out.p); return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer: out of memory"); }
     *text = out.p;
     if (len) *len = out.n;
     cllm__ok(err);
@@ -7325,7 +7362,7 @@ static cllm_result cllm__stream_step(cllm_decode_stream *s, const int *ids, int 
     cllm__buf raw, o;
     size_t used;
     memset(&raw, 0, sizeof raw); memset(&o, 0, sizeof o);
-    if (!s->tok || !s->tok->priv) return cllm__fail(err, CLLM_ERR_ARG, "cllm_decode_stream: tokenizer not loaded");
+    if (!s->tok || !s->tok->priv) return cllm__fail(err, CLLM_ERR_ARG, "decode stream: tokenizer not loaded");
     cllm__buf_add(&raw, s->pending, (size_t)s->n_pending);
     cllm__decode_bytes(s->tok->priv, ids, n, s->skip_special, &raw);
     o.p = s->buf; o.cap = s->cap;
@@ -7335,7 +7372,7 @@ static cllm_result cllm__stream_step(cllm_decode_stream *s, const int *ids, int 
     if (s->n_pending) memcpy(s->pending, raw.p + used, (size_t)s->n_pending);
     CLLM_FREE(raw.p);
     s->buf = o.p; s->cap = o.cap;
-    if (raw.oom || o.oom) return cllm__fail(err, CLLM_ERR_NOMEM, "cllm_decode_stream: out of memory");
+    if (raw.oom || o.oom) return cllm__fail(err, CLLM_ERR_NOMEM, "decode stream: out of memory");
     *out = o.p ? o.p : "";
     *out_len = o.n;
     cllm__ok(err);
@@ -7596,11 +7633,18 @@ CLLMDEF cllm_result cllm_chat_render(const cllm_tokenizer *tok, const cllm_messa
     if (ids) *ids = NULL;
     if (mask) *mask = NULL;
     if (n_ids) *n_ids = 0;
-    if (!tok || !tok->priv) return cllm__fail(err, CLLM_ERR_ARG, "cllm_chat_render: tokenizer not loaded");
-    if (n < 0 || (n > 0 && !msgs)) return cllm__fail(err, CLLM_ERR_ARG, "cllm_chat_render: bad message list");
-    for (i = 0; i < n; i++)
-        if (!msgs[i].role || !msgs[i].content) return cllm__fail(err, CLLM_ERR_ARG, "cllm_chat_render: message %d has no role or content", i);
-    if (!tok->chat_template) return cllm__fail(err, CLLM_ERR_FORMAT, "cllm_chat_render: the tokenizer has no chat_template (tokenizer_config.json)");
+    if (!tok || !tok->priv) return cllm__fail(err, CLLM_ERR_ARG, "chat template: tokenizer not loaded");
+    if (n < 0 || (n > 0 && !msgs)) return cllm__fail(err, CLLM_ERR_ARG, "chat template: bad message list");
+    for (i = 0; i < n; i++) {
+        size_t len;
+        size_t bad;
+        if (!msgs[i].role || !msgs[i].content) return cllm__fail(err, CLLM_ERR_ARG, "chat template: message %d has no role or content", i);
+        len = strlen(msgs[i].content);
+        if ((bad = cllm__utf8_check(msgs[i].content, len)) < len)     /* where the user can find it, not in the render */
+            return cllm__fail(err, CLLM_ERR_FORMAT, "message %d (%s): \"content\" is not valid UTF-8 at byte %zu", i,
+                              msgs[i].role, bad + 1);
+    }
+    if (!tok->chat_template) return cllm__fail(err, CLLM_ERR_FORMAT, "the tokenizer has no chat_template (tokenizer_config.json)");
     if (!tok->chat_family)
         return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
                           "chat template not supported (ChatML/SmolLM2/Qwen2.5, Qwen3, Llama-3, Llama-3.1+ are): "
@@ -7613,13 +7657,13 @@ CLLMDEF cllm_result cllm_chat_render(const cllm_tokenizer *tok, const cllm_messa
     if (tok->chat_family == CLLM_CHAT_CHATML) rc = cllm__render_chatml(tok->priv, msgs, n, &o, &r, err);
     else if (tok->chat_family == CLLM_CHAT_QWEN3) rc = cllm__render_qwen3(msgs, n, &o, &r, err);
     else rc = cllm__render_llama(tok, tok->chat_family, msgs, n, &o, &r, err);
-    if (rc == CLLM_OK && r.text.oom) rc = cllm__fail(err, CLLM_ERR_NOMEM, "cllm_chat_render: out of memory");
+    if (rc == CLLM_OK && r.text.oom) rc = cllm__fail(err, CLLM_ERR_NOMEM, "chat template: out of memory");
     if (rc == CLLM_OK && !r.text.p) cllm__buf_add(&r.text, "", 0);
     if (rc == CLLM_OK && (ids || mask || n_ids))
         rc = cllm_tokenizer_encode(tok, r.text.p, r.text.n, 0, &tid, &nt, &offs, err);
     if (rc == CLLM_OK && mask) {
         *mask = (unsigned char *)cllm__calloc((size_t)nt + 1, 1);
-        if (!*mask) rc = cllm__fail(err, CLLM_ERR_NOMEM, "cllm_chat_render: out of memory");
+        if (!*mask) rc = cllm__fail(err, CLLM_ERR_NOMEM, "chat template: out of memory");
         for (i = 0; rc == CLLM_OK && i < nt; i++) {        /* spans and tokens are both in order */
             size_t start = (size_t)offs[2 * i];
             while (sp < (size_t)stbds_arrlen(r.spans) && r.spans[sp + 1] <= start) sp += 2;
@@ -7687,11 +7731,11 @@ CLLMDEF cllm_result cllm_kv_cache_init(cllm_kv_cache *kv, const cllm_model *m, i
     size_t per, rows;
     double gb;
     memset(kv, 0, sizeof *kv);
-    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "cllm_kv_cache_init: the model is not loaded");
-    if (n_seq < 1 || max_len < 1) return cllm__fail(err, CLLM_ERR_ARG, "cllm_kv_cache_init: n_seq (%d) and max_len (%d) must be at least 1", n_seq, max_len);
+    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "KV cache: the model is not loaded");
+    if (n_seq < 1 || max_len < 1) return cllm__fail(err, CLLM_ERR_ARG, "KV cache: n_seq (%d) and max_len (%d) must be at least 1", n_seq, max_len);
     gb = 2.0 * c->n_layers * (double)n_seq * max_len * c->n_kv_heads * c->head_dim * sizeof(cllm_float) / 1e9;
     if (gb > 1024 || (double)n_seq * max_len > 1e10)
-        return cllm__fail(err, CLLM_ERR_LIMIT, "cllm_kv_cache_init: %d sequences x %d positions need %.0f GB; use fewer or shorter sequences", n_seq, max_len, gb);
+        return cllm__fail(err, CLLM_ERR_LIMIT, "KV cache: %d sequences x %d positions need %.0f GB; use fewer or shorter sequences", n_seq, max_len, gb);
     kv->n_seq = n_seq; kv->max_len = max_len;
     kv->n_layers = c->n_layers; kv->kv_dim = c->n_kv_heads * c->head_dim; kv->head_dim = c->head_dim;
     kv->rows = n_seq > CLLM__KV_BLOCK ? n_seq : CLLM__KV_BLOCK;
@@ -7709,7 +7753,7 @@ CLLMDEF cllm_result cllm_kv_cache_init(cllm_kv_cache *kv, const cllm_model *m, i
     kv->row_id = (int *)cllm__calloc(rows, sizeof(int));
     if (!kv->len || !kv->k || !kv->v || !kv->rope_cos || !kv->rope_sin || !kv->work || !kv->row_seq || !kv->row_pos || !kv->row_id) {
         cllm_kv_cache_free(kv);
-        return cllm__fail(err, CLLM_ERR_NOMEM, "cllm_kv_cache_init: out of memory for %d sequences x %d positions (%.2f GB)", n_seq, max_len, gb);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "KV cache: out of memory for %d sequences x %d positions (%.2f GB)", n_seq, max_len, gb);
     }
     cllm__rope_tables(kv->rope_cos, kv->rope_sin, c, max_len);   /* the same tables cllm_forward uses */
     cllm__ok(err);
@@ -7724,7 +7768,7 @@ static size_t cllm__kv_offset(const cllm_kv_cache *kv, int l, int s) {
 CLLMDEF cllm_result cllm_kv_cache_copy_seq(cllm_kv_cache *kv, int src, int dst, cllm_err *err) {
     int l;
     if (src < 0 || src >= kv->n_seq || dst < 0 || dst >= kv->n_seq)
-        return cllm__fail(err, CLLM_ERR_ARG, "cllm_kv_cache_copy_seq: sequences %d -> %d, the cache has %d", src, dst, kv->n_seq);
+        return cllm__fail(err, CLLM_ERR_ARG, "KV cache copy: sequences %d -> %d, the cache has %d", src, dst, kv->n_seq);
     if (src != dst) for (l = 0; l < kv->n_layers; l++) {
         size_t bytes = (size_t)kv->len[src] * (size_t)kv->kv_dim * sizeof(cllm_float);
         memcpy(kv->k + cllm__kv_offset(kv, l, dst), kv->k + cllm__kv_offset(kv, l, src), bytes);
@@ -7741,7 +7785,7 @@ static cllm_result cllm__kv_check(const cllm_model *m, const cllm_kv_cache *kv, 
     if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "%s: the model is not loaded", fn);
     if (!kv->work || kv->n_layers != c->n_layers || kv->kv_dim != c->n_kv_heads * c->head_dim || kv->head_dim != c->head_dim ||
         kv->work_size != cllm__kv_work_views(&sizing, NULL, c, (size_t)kv->rows, (size_t)kv->max_len))
-        return cllm__fail(err, CLLM_ERR_ARG, "%s: the KV cache is not initialised for this model (cllm_kv_cache_init)", fn);
+        return cllm__fail(err, CLLM_ERR_ARG, "%s: the KV cache was not made for this model", fn);
     return CLLM_OK;
 }
 
@@ -7811,13 +7855,13 @@ CLLMDEF cllm_result cllm_kv_prefill(const cllm_model *m, cllm_kv_cache *kv, int 
                                     cllm_float *logits_out, cllm_err *err) {
     int C = m->config.hidden_size, V = m->config.vocab_size, done, r;
     cllm__kv_work w;
-    cllm_result rc = cllm__kv_check(m, kv, "cllm_kv_prefill", err);
+    cllm_result rc = cllm__kv_check(m, kv, "KV cache prefill", err);
     if (rc != CLLM_OK) return rc;
-    if (seq < 0 || seq >= kv->n_seq) return cllm__fail(err, CLLM_ERR_ARG, "cllm_kv_prefill: sequence %d, the cache has %d", seq, kv->n_seq);
-    if (n < 0 || (n > 0 && !ids)) return cllm__fail(err, CLLM_ERR_ARG, "cllm_kv_prefill: need n >= 0 token ids");
+    if (seq < 0 || seq >= kv->n_seq) return cllm__fail(err, CLLM_ERR_ARG, "KV cache prefill: sequence %d, the cache has %d", seq, kv->n_seq);
+    if (n < 0 || (n > 0 && !ids)) return cllm__fail(err, CLLM_ERR_ARG, "KV cache prefill: need n >= 0 token ids");
     if (n > kv->max_len - kv->len[seq])
-        return cllm__fail(err, CLLM_ERR_LIMIT, "cllm_kv_prefill: sequence %d holds %d of %d positions, %d more do not fit (make the cache longer)", seq, kv->len[seq], kv->max_len, n);
-    for (r = 0; r < n; r++) if ((rc = cllm__kv_check_id(m, ids[r], "cllm_kv_prefill", seq, err)) != CLLM_OK) return rc;
+        return cllm__fail(err, CLLM_ERR_LIMIT, "KV cache prefill: sequence %d holds %d of %d positions, %d more do not fit (make the cache longer)", seq, kv->len[seq], kv->max_len, n);
+    for (r = 0; r < n; r++) if ((rc = cllm__kv_check_id(m, ids[r], "KV cache prefill", seq, err)) != CLLM_OK) return rc;
     cllm__kv_work_views(&w, kv->work, &m->config, (size_t)kv->rows, (size_t)kv->max_len);
     for (done = 0; done < n; done += CLLM__KV_BLOCK) {
         int N = n - done < CLLM__KV_BLOCK ? n - done : CLLM__KV_BLOCK;
@@ -7833,14 +7877,14 @@ CLLMDEF cllm_result cllm_kv_prefill(const cllm_model *m, cllm_kv_cache *kv, int 
 CLLMDEF cllm_result cllm_kv_step(const cllm_model *m, cllm_kv_cache *kv, const int *ids, cllm_float *logits_out, cllm_err *err) {
     int C = m->config.hidden_size, V = m->config.vocab_size, N = 0, s, r;
     cllm__kv_work w;
-    cllm_result rc = cllm__kv_check(m, kv, "cllm_kv_step", err);
+    cllm_result rc = cllm__kv_check(m, kv, "KV cache step", err);
     if (rc != CLLM_OK) return rc;
-    if (!ids) return cllm__fail(err, CLLM_ERR_ARG, "cllm_kv_step: ids is NULL");
+    if (!ids) return cllm__fail(err, CLLM_ERR_ARG, "KV cache step: ids is NULL");
     for (s = 0; s < kv->n_seq; s++) {
         if (ids[s] < 0) continue;
-        if ((rc = cllm__kv_check_id(m, ids[s], "cllm_kv_step", s, err)) != CLLM_OK) return rc;
+        if ((rc = cllm__kv_check_id(m, ids[s], "KV cache step", s, err)) != CLLM_OK) return rc;
         if (kv->len[s] >= kv->max_len)
-            return cllm__fail(err, CLLM_ERR_LIMIT, "cllm_kv_step: sequence %d already fills all %d positions of the cache", s, kv->max_len);
+            return cllm__fail(err, CLLM_ERR_LIMIT, "KV cache step: sequence %d already fills all %d positions of the cache", s, kv->max_len);
     }
     for (s = 0; s < kv->n_seq; s++)
         if (ids[s] >= 0) { kv->row_seq[N] = s; kv->row_pos[N] = kv->len[s]; kv->row_id[N++] = ids[s]; }
@@ -7986,10 +8030,10 @@ CLLMDEF cllm_result cllm_sampler_scores(const cllm_sampler *s, const cllm_float 
     cllm__cand *cand;
     cllm_result rc;
     int n;
-    if (!s || !scores) return cllm__fail(err, CLLM_ERR_ARG, "cllm_sampler_scores: sampler and scores are required");
+    if (!s || !scores) return cllm__fail(err, CLLM_ERR_ARG, "sampler: sampler and scores are required");
     if ((rc = cllm__sampler_check(s, err)) != CLLM_OK || (rc = cllm__logits_check(logits, V, err)) != CLLM_OK) return rc;
     cand = (cllm__cand *)cllm__calloc((size_t)V, sizeof *cand);
-    if (!cand) return cllm__fail(err, CLLM_ERR_NOMEM, "cllm_sampler_scores: out of memory");
+    if (!cand) return cllm__fail(err, CLLM_ERR_NOMEM, "sampler: out of memory");
     n = cllm__warp(s, logits, V, scores, cand);
     if (n_kept) *n_kept = n;
     CLLM_FREE(cand);
@@ -8002,11 +8046,11 @@ CLLMDEF cllm_result cllm_sample(const cllm_sampler *s, const cllm_float *logits,
     double *scores, lp;
     cllm__cand *cand;
     cllm_result rc;
-    if (!s || !rng || !token) return cllm__fail(err, CLLM_ERR_ARG, "cllm_sample: sampler, rng and token are required");
+    if (!s || !rng || !token) return cllm__fail(err, CLLM_ERR_ARG, "sampler: sampler, rng and token are required");
     if ((rc = cllm__sampler_check(s, err)) != CLLM_OK || (rc = cllm__logits_check(logits, V, err)) != CLLM_OK) return rc;
     scores = (double *)cllm__calloc((size_t)V, sizeof *scores);
     cand = (cllm__cand *)cllm__calloc((size_t)V, sizeof *cand);
-    if (!scores || !cand) { CLLM_FREE(scores); CLLM_FREE(cand); return cllm__fail(err, CLLM_ERR_NOMEM, "cllm_sample: out of memory"); }
+    if (!scores || !cand) { CLLM_FREE(scores); CLLM_FREE(cand); return cllm__fail(err, CLLM_ERR_NOMEM, "sampler: out of memory"); }
     *token = cllm__sample_with(s, logits, V, rng, scores, cand, &lp);
     if (logprob) *logprob = lp;
     CLLM_FREE(scores); CLLM_FREE(cand);
@@ -8057,15 +8101,15 @@ CLLMDEF cllm_result cllm_generate(const cllm_model *m, const int *prompt, int n_
     memset(&kv, 0, sizeof kv);
     if (cfg) g = *cfg; else memset(&g, 0, sizeof g);
     g.max_new_tokens = cllm__def(g.max_new_tokens, 256);
-    if (!out || n_samples < 1 || n_samples > 65536) return cllm__fail(err, CLLM_ERR_ARG, "cllm_generate: n_samples must be in [1, 65536] with an output array");
+    if (!out || n_samples < 1 || n_samples > 65536) return cllm__fail(err, CLLM_ERR_ARG, "generation: n_samples must be in [1, 65536] with an output array");
     memset(out, 0, (size_t)n_samples * sizeof *out);
-    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "cllm_generate: the model is not loaded");
-    if (!prompt || n_prompt < 1) return cllm__fail(err, CLLM_ERR_ARG, "cllm_generate: the prompt needs at least one token (e.g. BOS)");
-    if (g.max_new_tokens < 1 || g.max_new_tokens > INT_MAX / 2 - n_prompt) return cllm__fail(err, CLLM_ERR_ARG, "cllm_generate: max_new_tokens must be positive and fit an int with the prompt");
-    if (g.eos_ids && g.n_eos < 0) return cllm__fail(err, CLLM_ERR_ARG, "cllm_generate: n_eos must be >= 0");
+    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "generation: the model is not loaded");
+    if (!prompt || n_prompt < 1) return cllm__fail(err, CLLM_ERR_ARG, "generation: the prompt needs at least one token (e.g. BOS)");
+    if (g.max_new_tokens < 1 || g.max_new_tokens > INT_MAX / 2 - n_prompt) return cllm__fail(err, CLLM_ERR_ARG, "generation: max_new_tokens must be positive and fit an int with the prompt");
+    if (g.eos_ids && g.n_eos < 0) return cllm__fail(err, CLLM_ERR_ARG, "generation: n_eos must be >= 0");
     if ((rc = cllm__sampler_check(&g.sampler, err)) != CLLM_OK) return rc;
     for (s = 0; s < n_prompt; s++)
-        if (prompt[s] < 0 || prompt[s] >= V) return cllm__fail(err, CLLM_ERR_ARG, "cllm_generate: prompt token %d is id %d, outside the vocabulary [0, %d)", s, prompt[s], V);
+        if (prompt[s] < 0 || prompt[s] >= V) return cllm__fail(err, CLLM_ERR_ARG, "generation: prompt token %d is id %d, outside the vocabulary [0, %d)", s, prompt[s], V);
 
     rc = cllm_kv_cache_init(&kv, m, n_samples, n_prompt + g.max_new_tokens - 1, err);
     if (rc != CLLM_OK) return rc;
@@ -8074,11 +8118,11 @@ CLLMDEF cllm_result cllm_generate(const cllm_model *m, const int *prompt, int n_
     cand = (cllm__cand *)cllm__calloc((size_t)V, sizeof *cand);
     rngs = (cllm_rng *)cllm__calloc((size_t)n_samples, sizeof *rngs);
     cur = (int *)cllm__calloc((size_t)n_samples, sizeof *cur);
-    if (!logits || !scores || !cand || !rngs || !cur) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "cllm_generate: out of memory"); goto done; }
+    if (!logits || !scores || !cand || !rngs || !cur) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "generation: out of memory"); goto done; }
     for (s = 0; s < n_samples; s++) {
         out[s].ids = (int *)cllm__calloc((size_t)g.max_new_tokens, sizeof(int));
         out[s].logprobs = (cllm_float *)cllm__calloc((size_t)g.max_new_tokens, sizeof(cllm_float));
-        if (!out[s].ids || !out[s].logprobs) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "cllm_generate: out of memory for %d x %d tokens", n_samples, g.max_new_tokens); goto done; }
+        if (!out[s].ids || !out[s].logprobs) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "generation: out of memory for %d x %d tokens", n_samples, g.max_new_tokens); goto done; }
         cllm_rng_seed(&rngs[s], g.sampler.seed * 0x9E3779B97F4A7C15ull + (uint64_t)s);
         cur[s] = prompt[n_prompt - 1];
     }
@@ -8244,12 +8288,12 @@ CLLMDEF int cllm_msg_incomplete(const cllm_msg_meta *meta) {
 CLLMDEF cllm_result cllm_conv_push_meta(cllm_conv *c, const char *role, const char *content, const cllm_msg_meta *meta,
                                         cllm_err *err) {
     char *r, *t;
-    if (!c || !role || !content) return cllm__fail(err, CLLM_ERR_ARG, "cllm_conv_push: conversation, role and content are required");
+    if (!c || !role || !content) return cllm__fail(err, CLLM_ERR_ARG, "conversation: conversation, role and content are required");
     if (c->n == c->cap || !c->meta) {
         int cap = c->n == c->cap ? (c->cap ? 2 * c->cap : 8) : c->cap;
         cllm_message *m;
         cllm_msg_meta *mm;
-        if (c->cap > INT_MAX / 2) return cllm__fail(err, CLLM_ERR_LIMIT, "cllm_conv_push: conversation too long");
+        if (c->cap > INT_MAX / 2) return cllm__fail(err, CLLM_ERR_LIMIT, "conversation: conversation too long");
         m = (cllm_message *)CLLM_REALLOC(c->msgs, (size_t)cap * sizeof *m);
         if (!m) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
         c->msgs = m;
@@ -8627,7 +8671,7 @@ static int cllm__json_fence(const char *text, const char **b, const char **e) {
 CLLMDEF cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err) {
     const char *region[2][2];
     int nreg = 1, mode, r, nul = 0;
-    if (!text) { cllm__fail(err, CLLM_ERR_ARG, "cllm_json_parse_lenient: no text"); return NULL; }
+    if (!text) { cllm__fail(err, CLLM_ERR_ARG, "model reply: no text"); return NULL; }
     region[0][0] = text; region[0][1] = text + strlen(text);
     if (cllm__json_fence(text, &region[1][0], &region[1][1])) nreg = 2;
     /* Strict first (so valid JSON, even with a ``` inside a string, is read as written), then
@@ -8743,14 +8787,14 @@ CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *c
     if (d.connect_timeout_ms < 0 || d.timeout_ms < 0 || d.deadline_ms < 0 || d.backoff_ms < 0 || d.backoff_max_ms < 0 ||
         d.max_concurrency < 0 || d.max_response_bytes < 0 || d.max_inflight_bytes < 0)
         return cllm__fail(err, CLLM_ERR_ARG,
-                          "cllm_client_config: timeouts, deadline, backoff, max_concurrency and the byte limits "
+                          "client settings: timeouts, deadline, backoff, max_concurrency and the byte limits "
                           "must not be negative");
     if (d.max_inflight_bytes < d.max_response_bytes)
         return cllm__fail(err, CLLM_ERR_ARG,
-                          "cllm_client_config: max_inflight_bytes (%lld) must be at least max_response_bytes (%ld), "
+                          "client settings: max_inflight_bytes (%lld) must be at least max_response_bytes (%ld), "
                           "or no response could reach its own limit", d.max_inflight_bytes, d.max_response_bytes);
     if (strncmp(d.base_url, "http://", 7) != 0 && strncmp(d.base_url, "https://", 8) != 0)
-        return cllm__fail(err, CLLM_ERR_ARG, "cllm_client_config.base_url must start with http:// or https:// "
+        return cllm__fail(err, CLLM_ERR_ARG, "the base URL must start with http:// or https:// "
                           "(got \"%.*s\")", CLLM__CUT(d.base_url, 200));
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return cllm__fail(err, CLLM_ERR_HTTP, "libcurl failed to initialise");
 
@@ -8824,7 +8868,7 @@ static char *cllm__request_json(const cllm_client *c, const cllm_chat_request *r
     cJSON *root, *msgs;
     char *out;
     int i;
-    if (!model) { cllm__fail(err, CLLM_ERR_ARG, "no model: set cllm_client_config.model or the request's params.model"); return NULL; }
+    if (!model) { cllm__fail(err, CLLM_ERR_ARG, "no model named for the endpoint: give one (the client's model or the request's)"); return NULL; }
     if (!r->messages || r->n_messages <= 0) { cllm__fail(err, CLLM_ERR_ARG, "the request has no messages"); return NULL; }
     root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "model", model);
@@ -9269,7 +9313,7 @@ CLLMDEF cllm_result cllm_client_chat_batch(cllm_client *c, const cllm_chat_reque
     long long held = 0;
     int i, running = 0, remaining = 0, limit;
     if (!c || !c->multi || n < 0 || (n > 0 && (!requests || !results)))
-        return cllm__fail(err, CLLM_ERR_ARG, "cllm_client_chat_batch: needs an initialised client and n >= 0 requests and results");
+        return cllm__fail(err, CLLM_ERR_ARG, "chat completions: needs an initialised client and n >= 0 requests and results");
     if (n == 0) { cllm__ok(err); return CLLM_OK; }
     xs = (cllm__xfer *)cllm__calloc((size_t)n, sizeof *xs);
     if (!xs) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -9396,7 +9440,7 @@ CLLMDEF cllm_result cllm_reply_set(cllm_reply *out, const char *text, int termin
     CLLM_FREE(out->text);
     out->text = text ? cllm__strdup(text) : NULL;
     out->terminated = terminated;
-    if (!text) return out->code = cllm__fail(&out->err, CLLM_ERR_ARG, "cllm_reply_set: no text");
+    if (!text) return out->code = cllm__fail(&out->err, CLLM_ERR_ARG, "reply: no text");
     if (!out->text) return out->code = cllm__fail(&out->err, CLLM_ERR_NOMEM, "out of memory");
     cllm__ok(&out->err);
     return out->code = CLLM_OK;
@@ -9416,7 +9460,7 @@ CLLMDEF cllm_result cllm_user_sim_turns(const cllm_user_sim *sim, const cllm_goa
                                         int n, cllm_reply *out, cllm_err *err) {
     int i;
     if (!sim || (!sim->turn && !sim->turn_batch) || n < 0 || (n > 0 && (!goals || !histories || !out)))
-        return cllm__fail(err, CLLM_ERR_ARG, "cllm_user_sim_turns: needs a simulator with turn or turn_batch, goals, histories and out");
+        return cllm__fail(err, CLLM_ERR_ARG, "user simulator: needs a simulator with turn or turn_batch, goals, histories and out");
     if (n == 0) { cllm__ok(err); return CLLM_OK; }
     for (i = 0; i < n; i++) memset(&out[i], 0, sizeof out[i]);
     if (sim->turn_batch) sim->turn_batch(sim->ctx, goals, histories, n, out);
@@ -9427,7 +9471,7 @@ CLLMDEF cllm_result cllm_user_sim_turns(const cllm_user_sim *sim, const cllm_goa
 CLLMDEF cllm_result cllm_assistant_replies(const cllm_assistant *a, const cllm_conv *histories, int n, cllm_reply *out, cllm_err *err) {
     int i;
     if (!a || (!a->respond && !a->respond_batch) || n < 0 || (n > 0 && (!histories || !out)))
-        return cllm__fail(err, CLLM_ERR_ARG, "cllm_assistant_replies: needs an assistant with respond or respond_batch, histories and out");
+        return cllm__fail(err, CLLM_ERR_ARG, "assistant: needs an assistant with respond or respond_batch, histories and out");
     if (n == 0) { cllm__ok(err); return CLLM_OK; }
     for (i = 0; i < n; i++) memset(&out[i], 0, sizeof out[i]);
     if (a->respond_batch) a->respond_batch(a->ctx, histories, n, out);
@@ -9496,7 +9540,7 @@ CLLMDEF cllm_result cllm_user_sim_parse(const char *model_output, const char *te
     const char *resp;
     cllm_reply_free(out);
     if (!termination) termination = CLLM_TERMINATION_SIGNAL;
-    if (!model_output) return out->code = cllm__fail(&out->err, CLLM_ERR_ARG, "cllm_user_sim_parse: no text");
+    if (!model_output) return out->code = cllm__fail(&out->err, CLLM_ERR_ARG, "user simulator reply: no text");
     o = cllm_json_parse_lenient(model_output, &out->err);
     if (!o) {
         /* a bare termination signal is an unambiguous answer even without the JSON around it */
@@ -9646,7 +9690,7 @@ CLLMDEF cllm_result cllm_simulate(const cllm_user_sim *user, const cllm_assistan
     cllm_reply *rep = (cllm_reply *)cllm__calloc((size_t)n + 1, sizeof *rep);
     cllm_result rc = CLLM_OK;
     int i, k, m, users, left;
-    if (!user || !assistant || n < 0 || (n > 0 && (!goals || !convs))) rc = cllm__fail(err, CLLM_ERR_ARG, "cllm_simulate: needs a user simulator, an assistant, goals and conversations");
+    if (!user || !assistant || n < 0 || (n > 0 && (!goals || !convs))) rc = cllm__fail(err, CLLM_ERR_ARG, "simulation: needs a user simulator, an assistant, goals and conversations");
     else if (!st || !idx || !active || !view || !g || !rep) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     for (i = 0; rc == CLLM_OK && i < n; i++) { memset(&st[i], 0, sizeof st[i]); active[i] = max_new_messages > 0; }
     left = rc == CLLM_OK && max_new_messages > 0 ? n : 0;
@@ -9904,7 +9948,7 @@ CLLMDEF void cllm_tasks_free(cllm_task *tasks, int n) {
 static cllm_result cllm__task_parse(cllm_task *t, const char *line, size_t len, const char *path, int lineno, cllm_err *err) {
     const cJSON *p, *c;
     memset(t, 0, sizeof *t);
-    t->json = cJSON_ParseWithLength(line, len);
+    if (!(t->json = cllm__jsonl_parse(line, len, path, lineno, err))) return CLLM_ERR_FORMAT;
     if (!cJSON_IsObject(t->json)) return cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not a JSON object", path, lineno);
     p = cJSON_GetObjectItemCaseSensitive(t->json, "single_turn_prompt");
     c = cJSON_GetObjectItemCaseSensitive(t->json, "single_turn_completion");
@@ -9922,7 +9966,7 @@ static cllm_result cllm__task_parse(cllm_task *t, const char *line, size_t len, 
 }
 
 CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, int *n, cllm_err *err) {
-    FILE *f = fopen(path, "rb");
+    FILE *f = cllm__open_read(path, "a JSONL file", err);
     char *line = NULL;
     size_t cap = 0;
     cllm_task *ts = NULL;
@@ -9931,7 +9975,7 @@ CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, i
     cllm_result rc = CLLM_OK;
     *tasks = NULL;
     *n = 0;
-    if (!f) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    if (!f) return CLLM_ERR_IO;
     while (rc == CLLM_OK && (len = cllm__read_line(f, &line, &cap)) >= 0) {
         lineno++;
         if (len == 0) continue;
@@ -9983,7 +10027,7 @@ CLLMDEF cllm_result cllm_local_lm_load(cllm_local_lm *lm, const char *dir, cllm_
     const char *const *end;
     cllm_result rc;
     int i;
-    if (!lm || !dir) return cllm__fail(err, CLLM_ERR_ARG, "cllm_local_lm_load: needs an lm and a model directory");
+    if (!lm || !dir) return cllm__fail(err, CLLM_ERR_ARG, "local model: needs an lm and a model directory");
     memset(lm, 0, sizeof *lm);
     if ((rc = cllm_model_load(&lm->model, dir, err)) != CLLM_OK) return rc;
     if ((rc = cllm_tokenizer_load(&lm->tok, dir, err)) != CLLM_OK) { cllm_local_lm_free(lm); return rc; }
@@ -10119,9 +10163,9 @@ CLLMDEF cllm_result cllm_local_chat(cllm_local_lm *lm, const cllm_conv *historie
     cllm_local_gen_config c = cllm__local_gen_def(cfg, 1.0f, 256);
     cllm_result rc;
     int i;
-    if (!lm || !lm->model.params_memory || !lm->tok.priv) return cllm__fail(err, CLLM_ERR_ARG, "cllm_local_chat: the lm is not loaded (cllm_local_lm_load)");
+    if (!lm || !lm->model.params_memory || !lm->tok.priv) return cllm__fail(err, CLLM_ERR_ARG, "local model: not loaded");
     if (n < 0 || n_samples < 1 || n_samples > 65536 || (n > 0 && (!histories || !out)) || n > INT_MAX / n_samples)
-        return cllm__fail(err, CLLM_ERR_ARG, "cllm_local_chat: needs n >= 0 conversations, n_samples in [1, 65536] and n * n_samples outputs");
+        return cllm__fail(err, CLLM_ERR_ARG, "local chat: needs n >= 0 conversations, n_samples in [1, 65536] and n * n_samples outputs");
     memset(out, 0, (size_t)n * (size_t)n_samples * sizeof *out);
     for (i = 0; i < n; i++)
         if ((rc = cllm__local_chat_one(lm, histories[i].msgs, histories[i].n, n_samples, &c, out + (size_t)i * n_samples, err)) != CLLM_OK) {
@@ -10309,12 +10353,12 @@ CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim
     double *scores = NULL;
     cllm_result rc = CLLM_OK;
 
-    if (!cfg || n < 0 || (n > 0 && (!items || !out))) return cllm__fail(err, CLLM_ERR_ARG, "cllm_mr_score: needs a config, items and outputs");
-    if (cfg->window < 0) return cllm__fail(err, CLLM_ERR_ARG, "cllm_mr_score: window must be >= 0 (0 = immediate reward)");
-    if (cfg->window > 0 && (!user || !future_assistant)) return cllm__fail(err, CLLM_ERR_ARG, "cllm_mr_score: window %d needs a user simulator and a future assistant", cfg->window);
+    if (!cfg || n < 0 || (n > 0 && (!items || !out))) return cllm__fail(err, CLLM_ERR_ARG, "MR: needs a config, items and outputs");
+    if (cfg->window < 0) return cllm__fail(err, CLLM_ERR_ARG, "MR: window must be >= 0 (0 = immediate reward)");
+    if (cfg->window > 0 && (!user || !future_assistant)) return cllm__fail(err, CLLM_ERR_ARG, "MR: window %d needs a user simulator and a future assistant", cfg->window);
     for (i = 0; i < n; i++) {
         memset(&out[i], 0, sizeof out[i]);
-        if (!items[i].goal || !items[i].history || !items[i].candidate) return cllm__fail(err, CLLM_ERR_ARG, "cllm_mr_score: item %d needs a goal, a history and a candidate", i);
+        if (!items[i].goal || !items[i].history || !items[i].candidate) return cllm__fail(err, CLLM_ERR_ARG, "MR: item %d needs a goal, a history and a candidate", i);
     }
     if (N == 0) { cllm__ok(err); return CLLM_OK; }
     convs = (cllm_conv *)cllm__calloc((size_t)N, sizeof *convs);
@@ -10476,7 +10520,7 @@ CLLMDEF cllm_result cllm_metric_interactivity(void *ctx, const cllm_session *s, 
     cllm_judgement *j = (cllm_judgement *)cllm__calloc((size_t)n + 1, sizeof *j);
     cllm_conv *convs = (cllm_conv *)cllm__calloc((size_t)n + 1, sizeof *convs);
     int i;
-    if (!ctx) { CLLM_FREE(j); CLLM_FREE(convs); return cllm__fail(err, CLLM_ERR_ARG, "interactivity metric: ctx must be a cllm_judge"); }
+    if (!ctx) { CLLM_FREE(j); CLLM_FREE(convs); return cllm__fail(err, CLLM_ERR_ARG, "interactivity metric: needs an LLM judge"); }
     if (!j || !convs) { CLLM_FREE(j); CLLM_FREE(convs); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
     for (i = 0; i < n; i++) convs[i] = *s[i].conv;
     cllm_judge_interactivity((cllm_judge *)ctx, convs, n, j, NULL);
@@ -10488,7 +10532,7 @@ CLLMDEF cllm_result cllm_metric_accuracy(void *ctx, const cllm_session *s, int n
     cllm_judgement *j = (cllm_judgement *)cllm__calloc((size_t)n + 1, sizeof *j);
     cllm_accuracy_item *it = (cllm_accuracy_item *)cllm__calloc((size_t)n + 1, sizeof *it);
     int i;
-    if (!ctx) { CLLM_FREE(j); CLLM_FREE(it); return cllm__fail(err, CLLM_ERR_ARG, "accuracy metric: ctx must be a cllm_judge"); }
+    if (!ctx) { CLLM_FREE(j); CLLM_FREE(it); return cllm__fail(err, CLLM_ERR_ARG, "accuracy metric: needs an LLM judge"); }
     if (!j || !it) { CLLM_FREE(j); CLLM_FREE(it); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
     for (i = 0; i < n; i++) {
         it[i].question = s[i].task ? s[i].task->prompt : s[i].goal->prompt;
@@ -11018,9 +11062,9 @@ CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_
     double t0 = cllm__now();
     cllm_result rc;
     cllm_err terr, first;
-    if (!cfg || !user || !candidates || !out_path || n_tasks < 0 || (n_tasks && !tasks)) return cllm__fail(err, CLLM_ERR_ARG, "cllm_datagen_run: needs a config, a user simulator, a candidate model, tasks and an output path");
+    if (!cfg || !user || !candidates || !out_path || n_tasks < 0 || (n_tasks && !tasks)) return cllm__fail(err, CLLM_ERR_ARG, "data generation: needs a config, a user simulator, a candidate model, tasks and an output path");
     n_shards = cllm__def(cfg->n_shards, 1); shard = cfg->shard;
-    if (shard < 0 || shard >= n_shards) return cllm__fail(err, CLLM_ERR_ARG, "cllm_datagen_run: shard %d is not in [0, %d)", shard, n_shards);
+    if (shard < 0 || shard >= n_shards) return cllm__fail(err, CLLM_ERR_ARG, "data generation: shard %d is not in [0, %d)", shard, n_shards);
     done = (unsigned char *)cllm__calloc((size_t)n_tasks + 1, 1);
     if (!done) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     if ((rc = cllm__datagen_scan(out_path, n_tasks, done, &dirty, err)) != CLLM_OK) { CLLM_FREE(done); return rc; }
@@ -11117,11 +11161,11 @@ static cllm_result cllm__write_jsonl(const char *path, cJSON *rows, cllm_err *er
 
 CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_config *cfg, const char *sft_path,
                                      const char *dpo_path, int *n_sft, int *n_pairs, cllm_err *err) {
-    FILE *f = fopen(records_path, "rb");
+    FILE *f = cllm__open_read(records_path, "a JSONL file", err);
     char *line = NULL;
     size_t cap = 0;
     long len;
-    int lineno = 0, i, j, n = 0;
+    int lineno = 0, i, j, n = 0, any_line = 0;
     cllm__rec *recs = NULL;
     cJSON *sft = cJSON_CreateArray(), *dpo = cJSON_CreateArray();
     double min_gap = cfg ? cllm__def(cfg->min_gap, 0.02) : 0.02;
@@ -11129,15 +11173,16 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
     cllm_result rc = CLLM_OK;
     if (n_sft) *n_sft = 0;
     if (n_pairs) *n_pairs = 0;
-    if (!f) { cJSON_Delete(sft); cJSON_Delete(dpo); return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", records_path, strerror(errno)); }
+    if (!f) { cJSON_Delete(sft); cJSON_Delete(dpo); return CLLM_ERR_IO; }
     while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
         cllm__rec r;
         const cJSON *sc;
         lineno++;
         if (len == 0) continue;
-        r.row = cJSON_ParseWithLength(line, (size_t)len);
+        any_line = 1;
+        if (!(r.row = cllm__jsonl_parse(line, (size_t)len, records_path, lineno, err))) { rc = CLLM_ERR_FORMAT; break; }
         sc = cJSON_GetObjectItemCaseSensitive(r.row, "score");
-        if (!r.row || !cllm__json_int(r.row, "conv_id", -1, &r.conv_id) || !cllm__json_int(r.row, "turn_id", -1, &r.turn_id) ||
+        if (!cllm__json_int(r.row, "conv_id", -1, &r.conv_id) || !cllm__json_int(r.row, "turn_id", -1, &r.turn_id) ||
             !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(r.row, "prompt")) || !cllm__json_str(r.row, "completion")) {
             cJSON_Delete(r.row);
             rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not a record (needs prompt, completion, conv_id, turn_id, score; see data_fmt/records.md)", records_path, lineno);
@@ -11151,6 +11196,7 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
     fclose(f);
     CLLM_FREE(line);
     if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, records_path, lineno + 1, len);
+    if (rc == CLLM_OK && !any_line) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no records (the file is empty; data_fmt/records.md)", records_path);
     if (rc == CLLM_OK) {
         if (n) qsort(recs, (size_t)n, sizeof *recs, cllm__rec_cmp);   /* recs is NULL when n == 0 */
         for (i = 0; i < n; i = j) {
@@ -11218,7 +11264,7 @@ CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_s
     cJSON *details = cJSON_CreateArray();
     cllm_result rc = CLLM_OK;
     memset(summary, 0, sizeof *summary);
-    if (!cfg || !user || !model || n_tasks < 0 || (n_tasks && !tasks)) { rc = cllm__fail(err, CLLM_ERR_ARG, "cllm_eval_run: needs a config, a simulator, a model and tasks"); goto done; }
+    if (!cfg || !user || !model || n_tasks < 0 || (n_tasks && !tasks)) { rc = cllm__fail(err, CLLM_ERR_ARG, "evaluation: needs a config, a simulator, a model and tasks"); goto done; }
     summary->metric_means = (double *)cllm__calloc((size_t)nm + 1, sizeof(double));
     summary->metric_counts = (int *)cllm__calloc((size_t)nm + 1, sizeof(int));
     if (!goals || !convs || !st || !ses || !why || !ok_idx || !scores || !col || !details || !summary->metric_means ||
@@ -11459,15 +11505,14 @@ CLLMDEF cllm_result cllm_sft_data_load(cllm_sft_data *d, const cllm_tokenizer *t
     cllm_result rc;
     memset(d, 0, sizeof *d);
     if ((rc = cllm__check_max_length(&max_length, err)) != CLLM_OK) return rc;
-    if (!(f = fopen(path, "rb"))) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    if (!(f = cllm__open_read(path, "a JSONL file", err))) return CLLM_ERR_IO;
     while ((len = cllm__read_line(f, &line, &cap)) >= 0 && rc == CLLM_OK) {
         cJSON *row;
         cllm_conv conv;
         cllm_train_seq seq;
         lineno++;
         if (len == 0) continue;
-        row = cJSON_ParseWithLength(line, (size_t)len);
-        if (!row) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not valid JSON", path, lineno); break; }
+        if (!(row = cllm__jsonl_parse(line, (size_t)len, path, lineno, err))) { rc = CLLM_ERR_FORMAT; break; }
         rc = cllm_conv_from_json(&conv, cJSON_GetObjectItemCaseSensitive(row, "messages"), err);
         if (rc == CLLM_OK) {
             rc = cllm_sft_seq(tok, conv.msgs, conv.n, &seq, err);
@@ -11546,15 +11591,14 @@ CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *t
     cllm_result rc;
     memset(d, 0, sizeof *d);
     if ((rc = cllm__check_max_length(&max_length, err)) != CLLM_OK) return rc;
-    if (!(f = fopen(path, "rb"))) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    if (!(f = cllm__open_read(path, "a JSONL file", err))) return CLLM_ERR_IO;
     while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
         cJSON *row;
         cllm_dpo_pair p;
         int cut = 0;
         lineno++;
         if (len == 0) continue;
-        row = cJSON_ParseWithLength(line, (size_t)len);
-        if (!row) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not valid JSON", path, lineno); break; }
+        if (!(row = cllm__jsonl_parse(line, (size_t)len, path, lineno, err))) { rc = CLLM_ERR_FORMAT; break; }
         rc = cllm__dpo_pair_parse(&p, tok, row, max_length, &cut, err);
         cJSON_Delete(row);
         if (rc != CLLM_OK) { rc = cllm__fail_where(err, rc, path, lineno, ""); break; }
@@ -11632,7 +11676,7 @@ static long cllm__batch_tokens(const cllm__seq_batch *sb) {
 CLLMDEF cllm_result cllm_seq_logps(cllm_model *m, const cllm_train_seq *const *seqs, int n, int batch_size, double *logps, cllm_err *err) {
     int done;
     batch_size = cllm__def(batch_size, 8);
-    if (batch_size < 1 || n < 0) return cllm__fail(err, CLLM_ERR_ARG, "cllm_seq_logps: batch_size must be positive");
+    if (batch_size < 1 || n < 0) return cllm__fail(err, CLLM_ERR_ARG, "sequence log-probs: batch_size must be positive");
     for (done = 0; done < n; done += batch_size) {
         int k = n - done < batch_size ? n - done : batch_size;
         cllm__seq_batch sb;
@@ -11648,22 +11692,21 @@ CLLMDEF cllm_result cllm_seq_logps(cllm_model *m, const cllm_train_seq *const *s
 
 /* Writes in_path's non-empty lines to out_path with the two reference fields set. */
 static cllm_result cllm__write_ref_pairs(const cllm_dpo_data *d, const char *in_path, const char *out_path, cllm_err *err) {
-    FILE *f = fopen(in_path, "rb");
+    FILE *f = cllm__open_read(in_path, "a JSONL file", err);
     char *line = NULL;
     size_t cap = 0;
     long len;
     int lineno = 0, k = 0;
     cllm__sb out = { NULL, 0, 0, 0 };
     cllm_result rc = CLLM_OK;
-    if (!f) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", in_path, strerror(errno));
+    if (!f) return CLLM_ERR_IO;
     while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
         cJSON *row;
         char *text;
         lineno++;
         if (len == 0) continue;
         if (k >= d->n || d->pairs[k].line != lineno) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s changed since it was loaded (line %d)", in_path, lineno); break; }
-        row = cJSON_ParseWithLength(line, (size_t)len);
-        if (!row) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not valid JSON", in_path, lineno); break; }
+        if (!(row = cllm__jsonl_parse(line, (size_t)len, in_path, lineno, err))) { rc = CLLM_ERR_FORMAT; break; }
         cJSON_DeleteItemFromObjectCaseSensitive(row, "ref_chosen_logps");
         cJSON_DeleteItemFromObjectCaseSensitive(row, "ref_rejected_logps");
         cJSON_AddNumberToObject(row, "ref_chosen_logps", d->pairs[k].ref_chosen);
@@ -11743,7 +11786,7 @@ CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *con
     int b, targets = 0;
     cllm_result rc;
     if (!lp) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    if (n < 1 || !(norm > 0)) { CLLM_FREE(lp); return cllm__fail(err, CLLM_ERR_ARG, "cllm_sft_micro_step: need n >= 1 rows and norm > 0"); }
+    if (n < 1 || !(norm > 0)) { CLLM_FREE(lp); return cllm__fail(err, CLLM_ERR_ARG, "SFT step: need n >= 1 rows and norm > 0"); }
     rc = cllm__seq_batch_make(&sb, rows, n, err);
     if (rc == CLLM_OK) rc = cllm_forward(m, &sb.batch, NULL, err);
     if (rc == CLLM_OK) {
@@ -11806,7 +11849,7 @@ CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cl
     memset(&c, 0, sizeof c);
     if (cfg) c = *cfg;
     if (!rows || !pol || !refl || !len || !d || !losses || !cr || !rj) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-    if (n < 1 || !(norm > 0)) { rc = cllm__fail(err, CLLM_ERR_ARG, "cllm_dpo_micro_step: need n >= 1 pairs and norm > 0"); goto done; }
+    if (n < 1 || !(norm > 0)) { rc = cllm__fail(err, CLLM_ERR_ARG, "DPO step: need n >= 1 pairs and norm > 0"); goto done; }
     for (i = 0; i < n; i++) {
         rows[i] = &pairs[i]->chosen; rows[n + i] = &pairs[i]->rejected;
         len[i] = cllm_train_seq_targets(rows[i]); len[n + i] = cllm_train_seq_targets(rows[n + i]);
@@ -11989,7 +12032,7 @@ CLLMDEF cllm_result cllm_lora_save(const cllm_lora *lo, const char *dir, const c
     char path[4096], *json;
     cllm_result rc;
     int t, n;
-    if (!lo->params) return cllm__fail(err, CLLM_ERR_ARG, "cllm_lora_save: no adapters");
+    if (!lo->params) return cllm__fail(err, CLLM_ERR_ARG, "LoRA: no adapters to save");
     if ((rc = cllm__mkdir(dir, err)) != CLLM_OK) return rc;
     entries = (cllm_st_entry *)cllm__calloc((size_t)cllm__lora_tensor_count(lo) + 1, sizeof *entries);
     if (!entries) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -12116,7 +12159,7 @@ static void cllm__lora_merge_into(const cllm_lora *lo, cllm_model *m, double sig
 
 CLLMDEF cllm_result cllm_lora_merge(cllm_lora *lo, cllm_err *err) {
     cllm_model *m = lo ? lo->model : NULL;
-    if (!m || m->lora != lo) return cllm__fail(err, CLLM_ERR_ARG, "cllm_lora_merge: the adapters are not attached to a model");
+    if (!m || m->lora != lo) return cllm__fail(err, CLLM_ERR_ARG, "LoRA merge: the adapters are not attached to a model");
     cllm__lora_merge_into(lo, m, 1.0);
     m->lora = NULL;
     lo->model = NULL;
@@ -12267,9 +12310,9 @@ CLLMDEF cllm_result cllm_trainer_init(cllm_trainer *tr, cllm_model *m, cllm_lora
     long micro;
     memset(tr, 0, sizeof *tr);
     if (!m || !m->params_memory || !task || (!task->step && (!task->micro_step || !task->units)))
-        return cllm__fail(err, CLLM_ERR_ARG, "cllm_trainer_init: needs a loaded model and a task with units and micro_step (or step)");
-    if (lora && (lora->model != m || m->lora != lora)) return cllm__fail(err, CLLM_ERR_ARG, "cllm_trainer_init: the LoRA adapters are not attached to this model");
-    if (task->n_examples < 1) return cllm__fail(err, CLLM_ERR_ARG, "cllm_trainer_init: the data set is empty");
+        return cllm__fail(err, CLLM_ERR_ARG, "trainer: needs a loaded model and a task with units and micro_step (or step)");
+    if (lora && (lora->model != m || m->lora != lora)) return cllm__fail(err, CLLM_ERR_ARG, "trainer: the LoRA adapters are not attached to this model");
+    if (task->n_examples < 1) return cllm__fail(err, CLLM_ERR_ARG, "trainer: the data set is empty");
     if (cfg) *c = *cfg;
     c->lr = cllm__def(c->lr, task->default_lr);
     c->lr_schedule = cllm__def(c->lr_schedule, "cosine");
@@ -12298,7 +12341,7 @@ CLLMDEF cllm_result cllm_trainer_init(cllm_trainer *tr, cllm_model *m, cllm_lora
     tr->order_epoch = -1;
     tr->saved_step = -1;
     cllm_rng_seed(&tr->rng, c->seed ^ 0xD1B54A32D192ED03ull);   /* a stream apart from the data order */
-    if ((m->lora != NULL) != (lora != NULL)) return cllm__fail(err, CLLM_ERR_ARG, "cllm_trainer_init: adapters are attached to the model but not given to the trainer");
+    if ((m->lora != NULL) != (lora != NULL)) return cllm__fail(err, CLLM_ERR_ARG, "trainer: adapters are attached to the model but not given to the trainer");
     if (c->out_dir && cllm__mkdir(c->out_dir, err) != CLLM_OK) return CLLM_ERR_IO;
     cllm__ok(err);
     return CLLM_OK;
@@ -12579,7 +12622,7 @@ CLLMDEF cllm_result cllm_trainer_save(cllm_trainer *tr, cllm_err *err) {
     cJSON *state = NULL;
     char *json = NULL;
     cllm_result rc;
-    if (!c->out_dir) return cllm__fail(err, CLLM_ERR_ARG, "cllm_trainer_save: no out_dir");
+    if (!c->out_dir) return cllm__fail(err, CLLM_ERR_ARG, "trainer: no output directory to save the checkpoint in");
     snprintf(dir, sizeof dir, "%s/ckpt-%ld", c->out_dir, tr->step);
     snprintf(tmp, sizeof tmp, "%s.tmp", dir);
     if ((rc = cllm__remove_dir(tmp, err)) != CLLM_OK || (rc = cllm__mkdir(tmp, err)) != CLLM_OK) return rc;
@@ -12965,13 +13008,13 @@ static int cllm__keyset_add(cllm__keyset *s, uint64_t key) {
 CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char *path, const cllm_prompts_config *cfg, cllm_err *err) {
     static const char *heavy[] = { "completion", "score", "rewards", "sessions", "task_rows" };
     cllm__keyset seen = { NULL, 0, 0 };            /* (conv_id, turn_id) already taken */
-    FILE *f = fopen(path, "rb");
+    FILE *f = cllm__open_read(path, "a JSONL file", err);
     char *line = NULL;
     size_t cap = 0, h;
     long len;
     int lineno = 0, added = 0, dup;
     cllm_result rc = CLLM_OK;
-    if (!f) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    if (!f) return CLLM_ERR_IO;
     while (rc == CLLM_OK && (len = cllm__read_line(f, &line, &cap)) >= 0) {
         cllm_task task;
         cllm_conv history;
@@ -13070,9 +13113,9 @@ CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const
     cllm_reply *replies;
     cllm_result rc = CLLM_OK;
     int i;
-    if (n_tasks < 1 || !tasks) return cllm__fail(err, CLLM_ERR_ARG, "cllm_online_prompts_from_tasks: no tasks");
+    if (n_tasks < 1 || !tasks) return cllm__fail(err, CLLM_ERR_ARG, "prompts from tasks: no tasks");
     if (cache_path && cllm__file_exists(cache_path)) return cllm__prompts_from_cache(p, tasks, n_tasks, cfg, cache_path, err);
-    if (!user) return cllm__fail(err, CLLM_ERR_ARG, "cllm_online_prompts_from_tasks: the opening messages need a user simulator");
+    if (!user) return cllm__fail(err, CLLM_ERR_ARG, "prompts from tasks: the opening messages need a user simulator");
     memset(&made, 0, sizeof made);
     goals = (cllm_goal *)cllm__calloc((size_t)n_tasks, sizeof *goals);
     empty = (cllm_conv *)cllm__calloc((size_t)n_tasks, sizeof *empty);
@@ -13131,7 +13174,7 @@ static cllm_rollout_config cllm__rollout_def(const cllm_rollout_config *in, floa
 }
 
 static cllm_result cllm__rollout_check_config(const cllm_rollout_config *c, const cllm_local_lm *policy, const cllm_online_prompts *p, cllm_err *err) {
-    if (!policy || !policy->model.params_memory || !policy->tok.priv) return cllm__fail(err, CLLM_ERR_ARG, "online training needs the policy as a loaded cllm_local_lm");
+    if (!policy || !policy->model.params_memory || !policy->tok.priv) return cllm__fail(err, CLLM_ERR_ARG, "online training needs the policy as a loaded local model");
     if (!p || p->n < 1) return cllm__fail(err, CLLM_ERR_ARG, "online training needs prompts");
     if (!c->mr) return cllm__fail(err, CLLM_ERR_ARG, "online training needs the reward: rollout.mr");
     if (c->mr->window > 0 && (!c->user || !c->future))
@@ -13423,7 +13466,7 @@ CLLMDEF cllm_result cllm_train_online_dpo(cllm_local_lm *policy, cllm_lora *lora
                                           const cllm_train_config *train, cllm_err *err) {
     cllm__odpo_ctx ctx;
     cllm_result rc;
-    if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "cllm_train_online_dpo: needs a config and a training config");
+    if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "online DPO: needs a config and a training config");
     memset(&ctx, 0, sizeof ctx);
     ctx.lm = policy; ctx.ref = ref; ctx.p = prompts; ctx.cfg = *cfg;
     ctx.cfg.rollout = cllm__rollout_def(&cfg->rollout, 0.9f, 50, 64, cllm__def(train->seed, 42));   /* TRL's generation */
@@ -13451,7 +13494,7 @@ CLLMDEF cllm_result cllm_value_head_init(cllm_value_head *vh, int C, uint64_t se
     double bound;
     int i;
     memset(vh, 0, sizeof *vh);
-    if (C < 1) return cllm__fail(err, CLLM_ERR_ARG, "cllm_value_head_init: hidden size must be positive");
+    if (C < 1) return cllm__fail(err, CLLM_ERR_ARG, "value head: hidden size must be positive");
     vh->C = C;
     vh->w = (cllm_float *)cllm__calloc((size_t)C + 1, sizeof(cllm_float));
     vh->grad = (cllm_float *)cllm__calloc((size_t)C + 1, sizeof(cllm_float));
@@ -13517,7 +13560,7 @@ CLLMDEF void cllm_ppo_rollout_free(cllm_ppo_rollout *r) {
 CLLMDEF cllm_result cllm_ppo_rollout_alloc(cllm_ppo_rollout *r, int B, int L, cllm_err *err) {
     size_t n;
     memset(r, 0, sizeof *r);
-    if (B < 1 || L < 1 || (size_t)B > SIZE_MAX / sizeof(double) / (size_t)L) return cllm__fail(err, CLLM_ERR_ARG, "cllm_ppo_rollout_alloc: bad size %d x %d", B, L);
+    if (B < 1 || L < 1 || (size_t)B > SIZE_MAX / sizeof(double) / (size_t)L) return cllm__fail(err, CLLM_ERR_ARG, "PPO rollout: bad size %d x %d", B, L);
     n = (size_t)B * (size_t)L;
     r->B = B; r->L = L;
     r->response = (int *)cllm__calloc(n, sizeof(int));
@@ -13621,7 +13664,7 @@ CLLMDEF cllm_result cllm_ppo_rollout_loss(const cllm_ppo_config *cfg, const cllm
     if (!buf) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     old_lp = buf; old_v = buf + N; adv = buf + 2 * N; ret = buf + 3 * N; mask = buf + 4 * N; vmask = buf + 5 * N;
     for (k = 0; k < n; k++) {
-        if (rows[k] < 0 || rows[k] >= r->B) { CLLM_FREE(buf); return cllm__fail(err, CLLM_ERR_ARG, "cllm_ppo_rollout_loss: row %d is not in the rollout", rows[k]); }
+        if (rows[k] < 0 || rows[k] >= r->B) { CLLM_FREE(buf); return cllm__fail(err, CLLM_ERR_ARG, "PPO rollout: row %d is not in the rollout", rows[k]); }
         for (t = 0; t < r->L; t++) {
             size_t src = (size_t)rows[k] * r->L + t;
             i = (size_t)k * r->L + t;
@@ -13899,7 +13942,7 @@ CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_
     cllm_train_config tc;
     cllm_value_head own;
     cllm_result rc;
-    if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "cllm_train_ppo: needs a config and a training config");
+    if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "PPO: needs a config and a training config");
     memset(&ctx, 0, sizeof ctx); memset(&own, 0, sizeof own);
     ctx.lm = policy; ctx.ref = ref; ctx.p = prompts;
     ctx.cfg = cllm__ppo_def(cfg);
@@ -13914,7 +13957,7 @@ CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_
         if ((rc = cllm_value_head_init(&own, policy->model.config.hidden_size, cllm__def(train->seed, 42), err)) != CLLM_OK) return rc;
         vh = &own;
     } else if (vh->C != policy->model.config.hidden_size || !vh->w || !vh->grad || !vh->m || !vh->v) {
-        return cllm__fail(err, CLLM_ERR_ARG, "PPO: the value head is not one for this model (cllm_value_head_init with its hidden size)");
+        return cllm__fail(err, CLLM_ERR_ARG, "PPO: the value head does not match this model (its hidden size differs)");
     }
     ctx.vh = vh;
     ctx.kl_coef = ctx.cfg.kl_coef;
@@ -13941,10 +13984,10 @@ CLLMDEF cllm_result cllm_grpo_loss(int B, int T, const double *logprobs, const d
                                    int loss_type, int max_completion_length, cllm_grpo_loss_out *out, cllm_err *err) {
     double total = 0, msum = 0, kl = 0, clipped = 0;
     int b, t;
-    if (B < 1 || T < 1 || !logprobs || !old_logprobs || !advantages || !mask || !out) return cllm__fail(err, CLLM_ERR_ARG, "cllm_grpo_loss: needs B, T >= 1, logprobs, old_logprobs, advantages, mask and out");
-    if (beta != 0 && !ref_logprobs) return cllm__fail(err, CLLM_ERR_ARG, "cllm_grpo_loss: beta %g needs the reference log-probs", beta);
-    if (loss_type < CLLM_GRPO_BNPO || loss_type > CLLM_GRPO_DR_GRPO) return cllm__fail(err, CLLM_ERR_ARG, "cllm_grpo_loss: unknown loss_type %d", loss_type);
-    if (loss_type == CLLM_GRPO_DR_GRPO && max_completion_length < 1) return cllm__fail(err, CLLM_ERR_ARG, "cllm_grpo_loss: dr_grpo needs max_completion_length");
+    if (B < 1 || T < 1 || !logprobs || !old_logprobs || !advantages || !mask || !out) return cllm__fail(err, CLLM_ERR_ARG, "GRPO loss: needs B, T >= 1, logprobs, old_logprobs, advantages, mask and out");
+    if (beta != 0 && !ref_logprobs) return cllm__fail(err, CLLM_ERR_ARG, "GRPO loss: beta %g needs the reference log-probs", beta);
+    if (loss_type < CLLM_GRPO_BNPO || loss_type > CLLM_GRPO_DR_GRPO) return cllm__fail(err, CLLM_ERR_ARG, "GRPO loss: unknown loss_type %d", loss_type);
+    if (loss_type == CLLM_GRPO_DR_GRPO && max_completion_length < 1) return cllm__fail(err, CLLM_ERR_ARG, "GRPO loss: dr_grpo needs max_completion_length");
     for (b = 0; b < B; b++) for (t = 0; t < T; t++) msum += mask[(size_t)b * T + t];
     for (b = 0; b < B; b++) {
         double len = 0, A = advantages[b];
@@ -14067,7 +14110,7 @@ CLLMDEF cllm_result cllm_train_grpo(cllm_local_lm *policy, cllm_lora *lora, cllm
                                     const cllm_train_config *train, cllm_err *err) {
     cllm__grpo_ctx ctx;
     cllm_result rc;
-    if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "cllm_train_grpo: needs a config and a training config");
+    if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "GRPO: needs a config and a training config");
     memset(&ctx, 0, sizeof ctx);
     ctx.lm = policy; ctx.ref = ref; ctx.p = prompts; ctx.cfg = *cfg;
     ctx.cfg.rollout = cllm__rollout_def(&cfg->rollout, 1.0f, 0, 256, cllm__def(train->seed, 42));  /* TRL's max_completion_length 256 */
@@ -14138,14 +14181,14 @@ CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n,
     memset(&c, 0, sizeof c);
     if (cfg) c = *cfg;
     c.beta = cllm__def(c.beta, 0.1);
-    if (n < 1 || !pc || !pr || !out) return cllm__fail(err, CLLM_ERR_ARG, "cllm_dpo_loss: need n >= 1 pairs, the two policy logp arrays and an output");
-    if (!c.reference_free && (!rc || !rr)) return cllm__fail(err, CLLM_ERR_ARG, "cllm_dpo_loss: the reference logps are required unless reference_free is set");
-    if (c.loss_type < CLLM_DPO_SIGMOID || c.loss_type > CLLM_DPO_IPO) return cllm__fail(err, CLLM_ERR_ARG, "cllm_dpo_loss: unknown loss_type %d (sigmoid, robust, hinge or ipo)", c.loss_type);
-    if (!(c.beta > 0)) return cllm__fail(err, CLLM_ERR_ARG, "cllm_dpo_loss: beta must be > 0 (got %g)", c.beta);
+    if (n < 1 || !pc || !pr || !out) return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: need n >= 1 pairs, the two policy logp arrays and an output");
+    if (!c.reference_free && (!rc || !rr)) return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: the reference logps are required unless reference_free is set");
+    if (c.loss_type < CLLM_DPO_SIGMOID || c.loss_type > CLLM_DPO_IPO) return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: unknown loss_type %d (sigmoid, robust, hinge or ipo)", c.loss_type);
+    if (!(c.beta > 0)) return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: beta must be > 0 (got %g)", c.beta);
     if (c.loss_type == CLLM_DPO_SIGMOID && !(c.label_smoothing >= 0 && c.label_smoothing <= 1))
-        return cllm__fail(err, CLLM_ERR_ARG, "cllm_dpo_loss: label_smoothing must be in [0, 1] (got %g)", c.label_smoothing);
+        return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: label_smoothing must be in [0, 1] (got %g)", c.label_smoothing);
     if (c.loss_type == CLLM_DPO_ROBUST && !(c.label_smoothing >= 0 && c.label_smoothing < 0.5))
-        return cllm__fail(err, CLLM_ERR_ARG, "cllm_dpo_loss: robust needs label_smoothing in [0, 0.5) (got %g)", c.label_smoothing);
+        return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: robust needs label_smoothing in [0, 0.5) (got %g)", c.label_smoothing);
     for (i = 0; i < n; i++) {
         double rci = rc ? rc[i] : 0, rri = rr ? rr[i] : 0;
         double z = (pc[i] - pr[i]) - (c.reference_free ? 0 : rci - rri);
@@ -14204,13 +14247,13 @@ CLLMDEF cllm_result cllm_ppo_rewards(int B, int T, const double *logprobs, const
     size_t n;
     int b, t;
     cllm_result rc;
-    if ((rc = cllm__check_bt("cllm_ppo_rewards", B, T, &n, err)) != CLLM_OK) return rc;
-    if (!logprobs || !ref_logprobs || !scores || !seq_end || !rewards) return cllm__fail(err, CLLM_ERR_ARG, "cllm_ppo_rewards: logprobs, ref_logprobs, scores, seq_end and rewards are required");
-    if (kl_estimator < CLLM_KL_K1 || kl_estimator > CLLM_KL_K3) return cllm__fail(err, CLLM_ERR_ARG, "cllm_ppo_rewards: unknown kl_estimator %d (k1, k2 or k3)", kl_estimator);
-    if (placement != CLLM_REWARD_AFTER_EOS && placement != CLLM_REWARD_LAST_TOKEN) return cllm__fail(err, CLLM_ERR_ARG, "cllm_ppo_rewards: unknown placement %d", placement);
+    if ((rc = cllm__check_bt("PPO rewards", B, T, &n, err)) != CLLM_OK) return rc;
+    if (!logprobs || !ref_logprobs || !scores || !seq_end || !rewards) return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: logprobs, ref_logprobs, scores, seq_end and rewards are required");
+    if (kl_estimator < CLLM_KL_K1 || kl_estimator > CLLM_KL_K3) return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: unknown kl_estimator %d (k1, k2 or k3)", kl_estimator);
+    if (placement != CLLM_REWARD_AFTER_EOS && placement != CLLM_REWARD_LAST_TOKEN) return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: unknown placement %d", placement);
     for (b = 0; b < B; b++) {
         int end = seq_end[b], e;
-        if (end < -1 || end >= T) return cllm__fail(err, CLLM_ERR_ARG, "cllm_ppo_rewards: seq_end[%d] = %d is outside [-1, %d]", b, end, T - 1);
+        if (end < -1 || end >= T) return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: seq_end[%d] = %d is outside [-1, %d]", b, end, T - 1);
         for (t = 0; t < T; t++) {
             size_t i = (size_t)b * T + t;
             double k = t <= end ? cllm_kl_estimate(logprobs[i], ref_logprobs[i], kl_estimator) : 0;
@@ -14230,7 +14273,7 @@ CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, 
     size_t i;
     for (i = 0; i < n; i++) { double m = mask ? mask[i] : 1; s += m; mean += x[i] * m; }
     if (!(s > (biased ? 0 : 1)))
-        return cllm__fail(err, CLLM_ERR_ARG, "cllm_masked_whiten: the mask selects %g values; whitening needs %s", s, biased ? "at least one" : "at least 2 (Bessel's correction s/(s-1))");
+        return cllm__fail(err, CLLM_ERR_ARG, "whitening: the mask selects %g values; whitening needs %s", s, biased ? "at least one" : "at least 2 (Bessel's correction s/(s-1))");
     mean /= s;
     for (i = 0; i < n; i++) { double m = mask ? mask[i] : 1, d = x[i] - mean; var += d * d * m; }
     var /= s;
@@ -14247,9 +14290,9 @@ CLLMDEF cllm_result cllm_gae(int B, int T, const double *rewards, const double *
     size_t n, i;
     int b, t;
     cllm_result rc;
-    if ((rc = cllm__check_bt("cllm_gae", B, T, &n, err)) != CLLM_OK) return rc;
-    if (!rewards || !values || !advantages || !returns) return cllm__fail(err, CLLM_ERR_ARG, "cllm_gae: rewards, values, advantages and returns are required");
-    if (mode != CLLM_GAE_TRL && mode != CLLM_GAE_SKIP) return cllm__fail(err, CLLM_ERR_ARG, "cllm_gae: unknown mode %d (CLLM_GAE_TRL or CLLM_GAE_SKIP)", mode);
+    if ((rc = cllm__check_bt("GAE", B, T, &n, err)) != CLLM_OK) return rc;
+    if (!rewards || !values || !advantages || !returns) return cllm__fail(err, CLLM_ERR_ARG, "GAE: rewards, values, advantages and returns are required");
+    if (mode != CLLM_GAE_TRL && mode != CLLM_GAE_SKIP) return cllm__fail(err, CLLM_ERR_ARG, "GAE: unknown mode %d (TRL or skip)", mode);
     for (b = 0; b < B; b++) {
         double next_value = 0, running = 0;              /* V_{t+1} and A_{t+1}; both 0 past the end */
         for (t = T - 1; t >= 0; t--) {
@@ -14292,13 +14335,13 @@ CLLMDEF cllm_result cllm_ppo_loss(int B, int T, const double *logprobs, const do
     double msum = 0, vsum = 0, pg = 0, vf = 0, clip = 0, vclip = 0, kl = 0;
     size_t n, i;
     cllm_result rc;
-    if ((rc = cllm__check_bt("cllm_ppo_loss", B, T, &n, err)) != CLLM_OK) return rc;
+    if ((rc = cllm__check_bt("PPO loss", B, T, &n, err)) != CLLM_OK) return rc;
     if (!logprobs || !old_logprobs || !advantages || !values || !old_values || !returns || !mask || !out)
-        return cllm__fail(err, CLLM_ERR_ARG, "cllm_ppo_loss: logprobs, old_logprobs, advantages, values, old_values, returns, mask and out are required");
-    if (!(cliprange >= 0) || !(cliprange_value >= 0)) return cllm__fail(err, CLLM_ERR_ARG, "cllm_ppo_loss: cliprange and cliprange_value must be >= 0");
+        return cllm__fail(err, CLLM_ERR_ARG, "PPO loss: logprobs, old_logprobs, advantages, values, old_values, returns, mask and out are required");
+    if (!(cliprange >= 0) || !(cliprange_value >= 0)) return cllm__fail(err, CLLM_ERR_ARG, "PPO loss: cliprange and cliprange_value must be >= 0");
     if (!value_mask) value_mask = mask;
     for (i = 0; i < n; i++) { msum += mask[i]; vsum += value_mask[i]; }
-    if (!(msum > 0) || !(vsum > 0)) return cllm__fail(err, CLLM_ERR_ARG, "cllm_ppo_loss: the mask (or value_mask) selects no token");
+    if (!(msum > 0) || !(vsum > 0)) return cllm__fail(err, CLLM_ERR_ARG, "PPO loss: the mask (or value_mask) selects no token");
     for (i = 0; i < n; i++) {
         double A = advantages[i], diff = logprobs[i] - old_logprobs[i], r = exp(diff);
         double lo = 1 - cliprange, hi = 1 + cliprange, r_clip = cllm__clamp(r, lo, hi);
@@ -14330,11 +14373,11 @@ CLLMDEF cllm_result cllm_ppo_loss(int B, int T, const double *logprobs, const do
 CLLMDEF cllm_result cllm_grpo_advantages(int n, const double *rewards, int group_size, int estimator,
                                          int scale, double eps, double *advantages, cllm_err *err) {
     int g, i, G = group_size;
-    if (n < 1 || G < 1 || n % G) return cllm__fail(err, CLLM_ERR_ARG, "cllm_grpo_advantages: %d rewards do not split into groups of %d", n, G);
-    if (!rewards || !advantages) return cllm__fail(err, CLLM_ERR_ARG, "cllm_grpo_advantages: rewards and advantages are required");
-    if (estimator != CLLM_GROUP_GRPO && estimator != CLLM_GROUP_RLOO) return cllm__fail(err, CLLM_ERR_ARG, "cllm_grpo_advantages: unknown estimator %d (grpo or rloo)", estimator);
+    if (n < 1 || G < 1 || n % G) return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: %d rewards do not split into groups of %d", n, G);
+    if (!rewards || !advantages) return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: rewards and advantages are required");
+    if (estimator != CLLM_GROUP_GRPO && estimator != CLLM_GROUP_RLOO) return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: unknown estimator %d (grpo or rloo)", estimator);
     if (G < 2 && (estimator == CLLM_GROUP_RLOO || scale))
-        return cllm__fail(err, CLLM_ERR_ARG, "cllm_grpo_advantages: %s needs group_size >= 2", estimator == CLLM_GROUP_RLOO ? "RLOO" : "scaling by the unbiased std");
+        return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: %s needs group_size >= 2", estimator == CLLM_GROUP_RLOO ? "RLOO" : "scaling by the unbiased std");
     for (g = 0; g < n; g += G) {
         const double *r = rewards + g;
         double sum = 0, mean, var = 0;
@@ -14424,11 +14467,11 @@ CLLMDEF cllm_result cllm_bleu_ids(int n_refs, const int *const *refs, const int 
     double terms[4], bp;
     int i, n, u, j, max_ref = 0, closest = -1;
     if (n_refs < 1 || !refs || !ref_lens || hyp_len < 0 || (hyp_len && !hyp) || !bleu)
-        return cllm__fail(err, CLLM_ERR_ARG, "cllm_bleu_ids: need at least one reference and a hypothesis");
-    if (smoothing < CLLM_BLEU_NO_SMOOTHING || smoothing > CLLM_BLEU_METHOD2) return cllm__fail(err, CLLM_ERR_ARG, "cllm_bleu_ids: unknown smoothing %d", smoothing);
+        return cllm__fail(err, CLLM_ERR_ARG, "BLEU: need at least one reference and a hypothesis");
+    if (smoothing < CLLM_BLEU_NO_SMOOTHING || smoothing > CLLM_BLEU_METHOD2) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: unknown smoothing %d", smoothing);
     for (i = 0; i < n_refs; i++) {
         int d = abs(ref_lens[i] - hyp_len), dc = abs(closest - hyp_len);
-        if (ref_lens[i] < 0 || (ref_lens[i] && !refs[i])) return cllm__fail(err, CLLM_ERR_ARG, "cllm_bleu_ids: reference %d is invalid", i);
+        if (ref_lens[i] < 0 || (ref_lens[i] && !refs[i])) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: reference %d is invalid", i);
         if (closest < 0 || d < dc || (d == dc && ref_lens[i] < closest)) closest = ref_lens[i];
         if (ref_lens[i] > max_ref) max_ref = ref_lens[i];
     }
@@ -14438,7 +14481,7 @@ CLLMDEF cllm_result cllm_bleu_ids(int n_refs, const int *const *refs, const int 
     best = (int *)cllm__calloc((size_t)hyp_len + 1, sizeof *best);
     if (!H || !R || !count || !best) {
         CLLM_FREE(H); CLLM_FREE(R); CLLM_FREE(count); CLLM_FREE(best);
-        return cllm__fail(err, CLLM_ERR_NOMEM, "cllm_bleu_ids: out of memory");
+        return cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
     }
     for (n = 1; n <= 4; n++) {
         int h = cllm__ngrams_sorted(hyp, hyp_len, n, H), distinct = 0;
@@ -14525,7 +14568,7 @@ static cllm_result cllm__bleu_tokenize(int **seqs, int *lens, int n, cllm_err *e
     if (!toks || !ids || i < n) {
         for (i = 0; ids && i < n; i++) CLLM_FREE(ids[i]);
         CLLM_FREE(ids); CLLM_FREE(toks);
-        return cllm__fail(err, CLLM_ERR_NOMEM, "cllm_bleu: out of memory");
+        return cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
     }
     for (i = 0; i < n; i++) {
         int count = 0;
@@ -14554,18 +14597,18 @@ CLLMDEF cllm_result cllm_bleu(int n_refs, const char *const *references, const c
                               int level, int smoothing, double *bleu, cllm_err *err) {
     int n = n_refs + 1, i, **sym = NULL, *len = NULL;   /* string 0 is the hypothesis */
     cllm_result rc = CLLM_OK;
-    if (n_refs < 1 || !references || !hypothesis) return cllm__fail(err, CLLM_ERR_ARG, "cllm_bleu: need at least one reference and a hypothesis");
-    if (level != CLLM_BLEU_CHAR && level != CLLM_BLEU_TOKEN) return cllm__fail(err, CLLM_ERR_ARG, "cllm_bleu: unknown level %d (char or token)", level);
+    if (n_refs < 1 || !references || !hypothesis) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: need at least one reference and a hypothesis");
+    if (level != CLLM_BLEU_CHAR && level != CLLM_BLEU_TOKEN) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: unknown level %d (char or token)", level);
     sym = (int **)cllm__calloc((size_t)n, sizeof *sym);
     len = (int *)cllm__calloc((size_t)n, sizeof *len);
-    if (!sym || !len) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "cllm_bleu: out of memory"); goto done; }
+    if (!sym || !len) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory"); goto done; }
     for (i = 0; i < n; i++) {
         const char *s = i ? references[i - 1] : hypothesis;
         size_t bytes;
-        if (!s) { rc = cllm__fail(err, CLLM_ERR_ARG, "cllm_bleu: reference %d is NULL", i - 1); goto done; }
+        if (!s) { rc = cllm__fail(err, CLLM_ERR_ARG, "BLEU: reference %d is NULL", i - 1); goto done; }
         bytes = strlen(s);
-        if (bytes > INT_MAX / 2) { rc = cllm__fail(err, CLLM_ERR_LIMIT, "cllm_bleu: a string of %zu bytes is too long", bytes); goto done; }
-        if (!(sym[i] = (int *)cllm__calloc(bytes + 1, sizeof(int)))) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "cllm_bleu: out of memory"); goto done; }
+        if (bytes > INT_MAX / 2) { rc = cllm__fail(err, CLLM_ERR_LIMIT, "BLEU: a string of %zu bytes is too long", bytes); goto done; }
+        if (!(sym[i] = (int *)cllm__calloc(bytes + 1, sizeof(int)))) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory"); goto done; }
         len[i] = cllm__utf8_symbols(s, sym[i]);
     }
     if (level == CLLM_BLEU_TOKEN && (rc = cllm__bleu_tokenize(sym, len, n, err)) != CLLM_OK) goto done;

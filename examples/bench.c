@@ -3,6 +3,7 @@
    of real shapes, and the matmul kernel on its own, with the figures written as JSON.
 
      build/bench [--preset NAME]... [--config DIR] [--B n] [--T n] [--matmul n] [--json PATH] [--list]
+     build/bench --help                   (the flags, from the table in main's file: examples/flags.h)
 
    Without --preset or --config every preset runs; --matmul sets the size of the matmul alone
    (default 1024, 0 skips it). The JSON is described in data_fmt/bench.md. Each model runs in a child process, so the
@@ -10,7 +11,7 @@
      cc -O3 -march=native -fopenmp -DCLLM_SIMD examples/bench.c -lcjson -lcurl -lstb -lm
    FLOPs of a training step: 6 * parameters * tokens (llm.c's convention; attention's T^2 term
    is left out). Times are medians of repeated runs after one warm-up run. */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700
 #if defined(__unix__) || defined(__APPLE__)
 #include "../tests/mock_openai.c"      /* the loopback chat-completions server of the tests */
 #define BENCH_MR 1
@@ -20,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "flags.h"
+#include "run_files.h"
 #if defined(__unix__) || defined(__APPLE__)
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -415,11 +418,33 @@ static int add_figures(cJSON *models, cJSON *figures) {
     return 1;
 }
 
-static const char *flag(int argc, char **argv, const char *name) {
-    int i;
-    for (i = 1; i < argc - 1; i++) if (strcmp(argv[i], name) == 0) return argv[i + 1];
-    return NULL;
-}
+static const flag_spec bench_flags[] = {
+    { .name = "--preset", .type = FLAG_TEXT, .metavar = "NAME", .need = FLAG_REPEATABLE, .def_note = "all of them",
+      .help = "a model shape to time (--list names them)" },
+    { .name = "--config", .type = FLAG_IN_DIR, .metavar = "DIR",
+      .help = "time the model of DIR/config.json (random weights) instead of the presets" },
+    { .name = "--B", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 65536, .def_note = "the preset's; --config 1",
+      .help = "batch size of the forward and training figures" },
+    { .name = "--T", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e6, .def_note = "the preset's; --config 256",
+      .help = "sequence length of the forward and training figures" },
+    { .name = "--matmul", .type = FLAG_INT, .metavar = "N", .min = 0, .max = 16384, .def = "1024",
+      .help = "size of the matmul timed alone, 0 = skip it" },
+    { .name = "--no-mr", .type = FLAG_SWITCH,
+      .help = "skip the multiturn-aware reward against the loopback simulator" },
+    { .name = "--json", .type = FLAG_OUT_FILE, .metavar = "PATH",
+      .help = "also write the figures as JSON (data_fmt/bench.md)" },
+    { .name = "--overwrite", .type = FLAG_SWITCH,
+      .help = "replace an existing --json file" },
+    { .name = "--list", .type = FLAG_SWITCH,
+      .help = "list the presets and exit" },
+};
+static const flag_group bench_group = FLAG_GROUP("bench", bench_flags);
+static const flag_command bench_command = {
+    "bench", "Speed and memory of the transformer and its kernels on this machine (make bench).",
+    "Prints the figures; --json writes them (data_fmt/bench.md). Without --preset or --config every preset runs. "
+    "Build it with the fast paths on (make build/bench).", NULL,
+    { &bench_group, NULL },
+};
 
 /* ---- the multiturn-aware reward against the loopback simulator ---------------------------------
    8 candidates x 3 forward samples x w = 2: 24 futures, each with two user turns served by the
@@ -496,21 +521,57 @@ static cJSON *bench_mr(void) {
     return o;
 }
 
+/* Is name one of the presets given with --preset? Every one of those must exist (0 after a message). */
+static int preset_selected(const flags *fl, const char *name) {
+    int i;
+    for (i = 0; i < flag_given(fl, "--preset"); i++) if (strcmp(flag_nth(fl, "--preset", i), name) == 0) return 1;
+    return 0;
+}
+
+static int presets_exist(const flags *fl) {
+    int i;
+    int k;
+    for (i = 0; i < flag_given(fl, "--preset"); i++) {
+        for (k = 0; k < NPRESETS && strcmp(presets[k].name, flag_nth(fl, "--preset", i)) != 0; k++) {}
+        if (k == NPRESETS) {
+            return !flags_fail(fl->cmd, "--preset: no preset '%s' (--list names them)", flag_nth(fl, "--preset", i));
+        }
+    }
+    return 1;
+}
+
 int main(int argc, char **argv) {
-    const char *json_path = flag(argc, argv, "--json"), *cdir = flag(argc, argv, "--config");
-    int Bo = flag(argc, argv, "--B") ? atoi(flag(argc, argv, "--B")) : 0, To = flag(argc, argv, "--T") ? atoi(flag(argc, argv, "--T")) : 0;
-    int mm_n = flag(argc, argv, "--matmul") ? atoi(flag(argc, argv, "--matmul")) : 1024;
-    int i, k, any = 0, failed = 0;
+    const char *json_path;
+    const char *cdir;
+    int Bo;
+    int To;
+    int mm_n;
+    int k;
+    int failed = 0;
+    int status;
     cllm_err err;
     job j, mm;
-    cJSON *root = cJSON_CreateObject(), *models = cJSON_CreateArray(), *machine = cJSON_CreateObject();
+    cJSON *root, *models, *machine;
     char *out;
+    flags fl;
+    run_files rf;
+    flags_status parsed = flags_parse(&fl, &bench_command, argc - 1, argv + 1);
 
-    for (i = 1; i < argc; i++) if (strcmp(argv[i], "--list") == 0) {
+    if (parsed != FLAGS_OK) return parsed == FLAGS_HELP ? 0 : 2;
+    if (flag_on(&fl, "--list")) {
         for (k = 0; k < NPRESETS; k++) printf("%-18s %s\n", presets[k].name, presets[k].why);
         return 0;
     }
-    if (Bo < 0 || To < 0 || mm_n < 0) { fprintf(stderr, "--B, --T and --matmul must be positive\n"); return 2; }
+    if (!presets_exist(&fl)) return 2;
+    if ((status = run_files_prepare(&rf, &fl)) != 0) return status;
+    json_path = flag_text(&fl, "--json");
+    cdir = flag_text(&fl, "--config");
+    Bo = (int)flag_number(&fl, "--B");
+    To = (int)flag_number(&fl, "--T");
+    mm_n = (int)flag_number(&fl, "--matmul");
+    root = cJSON_CreateObject();
+    models = cJSON_CreateArray();
+    machine = cJSON_CreateObject();
 #if defined(CLLM__AVX2)
     cJSON_AddStringToObject(machine, "simd", "avx2+fma");
 #elif defined(CLLM__NEON)
@@ -550,22 +611,17 @@ int main(int argc, char **argv) {
         cllm_free_buffer(text);
         j.name = cdir; j.why = "config.json"; j.cfg = &cfg; j.B = Bo ? Bo : 1; j.T = To ? To : 256; j.train = 1;
         if (!add_figures(models, isolated(&j))) failed = 1;
-        any = 1;
     }
     for (k = 0; k < NPRESETS; k++) {
         const preset *p = &presets[k];
-        int selected = 0;
         cllm_config cfg;
-        for (i = 1; i < argc - 1; i++) if (strcmp(argv[i], "--preset") == 0 && strcmp(argv[i + 1], p->name) == 0) selected = 1;
-        if (!selected && (cdir || flag(argc, argv, "--preset"))) continue;
+        if (!preset_selected(&fl, p->name) && (cdir || flag_given(&fl, "--preset"))) continue;
         if (cllm_config_parse(&cfg, p->config, strlen(p->config), &err) != CLLM_OK) { fprintf(stderr, "%s: %s\n", p->name, err.msg); return 1; }
         j.name = p->name; j.why = p->why; j.cfg = &cfg; j.B = Bo ? Bo : p->B; j.T = To ? To : p->T; j.train = p->train;
         if (!add_figures(models, isolated(&j))) failed = 1;
-        any = 1;
     }
-    if (!any) { fprintf(stderr, "no such preset (see --list)\n"); return 2; }
     cJSON_AddItemToObject(root, "models", models);
-    if (!flag(argc, argv, "--no-mr")) cJSON_AddItemToObject(root, "mr", bench_mr());
+    if (!flag_on(&fl, "--no-mr")) cJSON_AddItemToObject(root, "mr", bench_mr());
     out = cJSON_Print(root);
     if (json_path && out) {
         if (cllm_write_file_atomic(json_path, out, strlen(out), &err) != CLLM_OK) { fprintf(stderr, "%s\n", err.msg); failed = 1; }

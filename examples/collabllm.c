@@ -1,85 +1,278 @@
 /* collabllm.c - the collabllm.h command-line tool.
    Demonstrates the library end to end; each subcommand is a short function over the public API.
 
-     build/collabllm dump --model DIR --input FILE.jsonl --out FILE.safetensors [--grads]
-     build/collabllm generate-ids --model DIR --prompt-ids 1,2,3 [--n N] [--temperature T] ...
-     build/collabllm ref NAME < input.json > output.json
-     build/collabllm generate --model DIR --messages FILE.json [--n N] [--temperature T] [--system TEXT] ...
-     build/collabllm simulate --tasks T.jsonl --out C.jsonl (--user-model M | --user-model-dir DIR)
-                              (--assistant-model M | --assistant-model-dir DIR)
-     build/collabllm tokenize --tokenizer PATH [--add-special-tokens] [--offsets] < texts.jsonl
-     build/collabllm detokenize --tokenizer PATH [--skip-special-tokens] < ids.jsonl
-     build/collabllm render --tokenizer DIR --messages FILE.json [--add-generation-prompt]
-     build/collabllm sft --model DIR --data ROWS.jsonl --out DIR [--lora-r 32 ...] [--resume]
-     build/collabllm dpo --model DIR --data PAIRS.jsonl --out DIR [--ref DIR | --precompute-ref] [--loss ipo]
-     build/collabllm online-dpo|ppo|grpo --model DIR --out DIR (--prompts P.jsonl | --tasks T.jsonl)
-                              (--user-model M | --user-model-dir DIR) [--metrics NAME:W,...] [--window 2]
+     build/collabllm COMMAND [flags]          build/collabllm COMMAND --help
+     build/collabllm --help                   (the list of commands)
 
-   Run `build/collabllm help` for the list. Formats are documented in data_fmt/. */
+   The flags of every command are declared once, in the tables below (examples/flags.h): the
+   parser, the checks of the values and `--help` all come from them. Before a command writes
+   anything, examples/run_files.h checks its outputs against its inputs: an output never
+   replaces an input, an existing output needs --overwrite, and --resume continues only a run of
+   the same command with the same inputs and settings (data_fmt/meta.md). Formats: data_fmt/. */
+#define _XOPEN_SOURCE 700
 #define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include <stdlib.h>
 #include <string.h>
 #include <cjson/cJSON.h>
-#if !defined(_WIN32)
-#include <sys/stat.h>
-#endif
+#include "flags.h"
+#include "run_files.h"
 
-/* ---- flag parsing: --name value pairs and bare --switches ---------------------------------- */
+/* ---- flags shared by several commands -------------------------------------------------------- */
 
-static const char *flag(int argc, char **argv, const char *name) {
-    int i;
-    for (i = 0; i < argc - 1; i++) if (strcmp(argv[i], name) == 0) return argv[i + 1];
-    return NULL;
-}
+#define SEED_MAX 9007199254740992.0          /* 2^53: every integer up to it is a double */
+#define COUNT_MAX 1e9
 
-static int has_switch(int argc, char **argv, const char *name) {
-    int i;
-    for (i = 0; i < argc; i++) if (strcmp(argv[i], name) == 0) return 1;
-    return 0;
-}
+static const flag_spec overwrite_flags[] = {
+    { .name = "--overwrite", .type = FLAG_SWITCH, .effect = FLAG_RUNTIME,
+      .help = "replace output files that already exist (an output is never one of the inputs)" },
+};
 
-/* A required flag's value, or NULL after naming it (the usage is printed once per run). */
-static const char *need(int argc, char **argv, const char *name, const char *usage) {
-    static int usage_shown;
-    const char *v = flag(argc, argv, name);
-    if (!v) {
-        fprintf(stderr, "missing %s\n", name);
-        if (!usage_shown++) fprintf(stderr, "usage: %s\n", usage);
-    }
-    return v;
-}
+static const flag_spec resume_flags[] = {
+    { .name = "--resume", .type = FLAG_SWITCH, .effect = FLAG_RUNTIME,
+      .help = "continue the run in --out, started by this command with the same inputs and settings" },
+    { .name = "--overwrite", .type = FLAG_SWITCH, .effect = FLAG_RUNTIME,
+      .help = "replace the run in --out (and an existing --metrics file) with a new one" },
+};
 
-/* A number flag in [lo, hi]; absent -> def. Returns 0 (after a message) if it does not parse. */
-static int num_flag(int argc, char **argv, const char *name, double lo, double hi, double def, double *out) {
-    const char *v = flag(argc, argv, name);
-    char *end;
-    *out = def;
-    if (!v) return 1;
-    *out = strtod(v, &end);
-    if (end == v || *end || !(*out >= lo && *out <= hi)) { fprintf(stderr, "%s: '%s' is not a number in [%g, %g]\n", name, v, lo, hi); return 0; }
+/* Sampling of a local model (generate, generate-ids). */
+static const flag_spec sampling_flags[] = {
+    { .name = "--n", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 65536, .def = "1",
+      .help = "samples per prompt" },
+    { .name = "--temperature", .type = FLAG_REAL, .metavar = "T", .min = 0, .max = 1e6, .def = "1",
+      .help = "sampling temperature, 0 = greedy" },
+    { .name = "--top-k", .type = FLAG_INT, .metavar = "K", .min = 0, .max = COUNT_MAX, .def = "0",
+      .help = "sample among the K most likely tokens, 0 = off" },
+    { .name = "--top-p", .type = FLAG_REAL, .metavar = "P", .min = 0, .max = 1, .def = "1", .lower = FLAG_MIN_OPEN,
+      .help = "sample among the most likely tokens holding this much probability, 1 = off" },
+    { .name = "--max-new-tokens", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e7, .def = "256",
+      .help = "tokens per sample at most" },
+    { .name = "--seed", .type = FLAG_INT, .metavar = "S", .min = 0, .max = SEED_MAX, .def = "0",
+      .help = "random seed of the samples" },
+};
+
+/* The task file's goals as the simulated user sees them. */
+static const flag_spec task_flags[] = {
+    { .name = "--task-desc", .type = FLAG_TEXT, .metavar = "TEXT", .def_note = "\"a task\"",
+      .help = "what kind of task the user has, in the simulator's prompt" },
+    { .name = "--show-reference", .type = FLAG_SWITCH,
+      .help = "the simulated user also sees single_turn_completion" },
+};
+
+static const flag_spec limit_flags[] = {       /* runtime: a resumed generate-data may go further */
+    { .name = "--limit", .type = FLAG_INT, .metavar = "N", .min = 1, .max = COUNT_MAX, .def_note = "all",
+      .effect = FLAG_RUNTIME, .help = "only the first N tasks" },
+};
+
+/* The user simulator: an API model or a local model directory. */
+static const flag_spec user_flags[] = {
+    { .name = "--user-model", .type = FLAG_TEXT, .metavar = "M",
+      .help = "the user simulator, a model behind the endpoint (or --user-model-dir)" },
+    { .name = "--user-model-dir", .type = FLAG_IN_DIR, .metavar = "DIR",
+      .help = "the user simulator, a local Hugging Face model directory" },
+    { .name = "--user-temperature", .type = FLAG_REAL, .metavar = "T", .min = 0, .max = 1e6, .def_note = "1",
+      .lower = FLAG_MIN_OPEN, .help = "the simulator's sampling temperature" },
+    { .name = "--user-max-tokens", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e7, .def_note = "1024",
+      .help = "tokens per simulator reply at most" },
+    { .name = "--termination", .type = FLAG_TEXT, .metavar = "TEXT", .def_note = "[[TERMINATE CHAT]]",
+      .help = "what the simulated user says to end the conversation" },
+    { .name = "--json-mode", .type = FLAG_SWITCH,
+      .help = "ask the API simulator for a JSON object (response_format json_object)" },
+    { .name = "--user-base-url", .type = FLAG_TEXT, .metavar = "URL", .def_note = "--base-url", .effect = FLAG_RUNTIME,
+      .help = "the API simulator's endpoint" },
+    { .name = "--user-api-key-env", .type = FLAG_TEXT, .metavar = "NAME", .def_note = "--api-key-env",
+      .effect = FLAG_RUNTIME, .help = "the environment variable with the API simulator's key" },
+};
+
+/* The assistant being simulated or evaluated: an API model or a local model directory. */
+static const flag_spec assistant_flags[] = {
+    { .name = "--assistant-model", .type = FLAG_TEXT, .metavar = "M",
+      .help = "the assistant, a model behind the endpoint (or --assistant-model-dir)" },
+    { .name = "--assistant-model-dir", .type = FLAG_IN_DIR, .metavar = "DIR",
+      .help = "the assistant, a local Hugging Face model directory (the same as --user-model-dir is loaded once)" },
+    { .name = "--assistant-base-url", .type = FLAG_TEXT, .metavar = "URL", .def_note = "--base-url",
+      .effect = FLAG_RUNTIME, .help = "the API assistant's endpoint" },
+    { .name = "--assistant-api-key-env", .type = FLAG_TEXT, .metavar = "NAME", .def_note = "--api-key-env",
+      .effect = FLAG_RUNTIME, .help = "the environment variable with the API assistant's key" },
+};
+
+/* How the assistant samples (online training: the policy as MR's future assistant). */
+static const flag_spec assistant_sampling_flags[] = {
+    { .name = "--assistant-temperature", .type = FLAG_REAL, .metavar = "T", .min = 0, .max = 1e6, .def_note = "0.8",
+      .lower = FLAG_MIN_OPEN, .help = "the assistant's sampling temperature" },
+    { .name = "--assistant-max-tokens", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e7,
+      .def_note = "2048 API, 1024 local", .help = "tokens per assistant reply at most" },
+    { .name = "--assistant-system", .type = FLAG_TEXT, .metavar = "TEXT", .def_note = "none",
+      .help = "a system message before every conversation the assistant sees" },
+};
+
+/* The seed of the simulator and assistant (no training). */
+static const flag_spec side_seed_flags[] = {
+    { .name = "--seed", .type = FLAG_INT, .metavar = "S", .min = 0, .max = SEED_MAX, .def = "0",
+      .help = "seed of local models' sampling, and sent to API models (0: none sent)" },
+};
+
+/* The endpoint every API model shares unless a --{user,assistant,judge}-* flag says otherwise. */
+static const flag_spec endpoint_flags[] = {
+    { .name = "--base-url", .type = FLAG_TEXT, .metavar = "URL", .def_note = "$OPENAI_BASE_URL", .effect = FLAG_RUNTIME,
+      .help = "OpenAI-compatible endpoint, .../v1 (data_fmt/endpoints.md)" },
+    { .name = "--api-key-env", .type = FLAG_TEXT, .metavar = "NAME", .def_note = "OPENAI_API_KEY",
+      .effect = FLAG_RUNTIME, .help = "the environment variable that holds the API key" },
+    { .name = "--concurrency", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 4096, .def_note = "16",
+      .effect = FLAG_RUNTIME, .help = "requests in flight at once, per endpoint" },
+    { .name = "--timeout-ms", .type = FLAG_INT, .metavar = "MS", .min = 1, .max = 1e9, .def_note = "300000",
+      .effect = FLAG_RUNTIME, .help = "limit of one attempt of a request" },
+    { .name = "--retries", .type = FLAG_INT, .metavar = "N", .min = 0, .max = 100, .def_note = "5",
+      .effect = FLAG_RUNTIME, .help = "retries of a failed request (408, 429, 5xx, timeouts), 0 = none" },
+    { .name = "--deadline-ms", .type = FLAG_INT, .metavar = "MS", .min = 1, .max = 1e9, .def_note = "600000, 10 minutes",
+      .effect = FLAG_RUNTIME, .help = "limit of one request, every attempt and wait included" },
+    { .name = "--backoff-max-ms", .type = FLAG_INT, .metavar = "MS", .min = 1, .max = 1e9, .def_note = "60000",
+      .effect = FLAG_RUNTIME, .help = "the longest wait before a retry, Retry-After included" },
+    { .name = "--reject-incomplete", .type = FLAG_SWITCH,
+      .help = "a reply cut by its length or a content filter (finish_reason) is a failed call" },
+    { .name = "--insecure", .type = FLAG_SWITCH, .effect = FLAG_RUNTIME,
+      .help = "skip TLS certificate checks" },
+};
+
+/* The metrics of the reward (or of the evaluation) and their judge. */
+static const flag_spec metric_flags[] = {
+    { .name = "--metrics", .type = FLAG_TEXT, .metavar = "NAME:W,...", .def = "accuracy:1,interactivity:0.5",
+      .help = "metrics and weights: token_amount, interactivity, accuracy, exact_match, bleu, pass_rate" },
+    { .name = "--judge-model", .type = FLAG_TEXT, .metavar = "M",
+      .help = "the LLM judge (needed by interactivity and accuracy; bleu uses it to extract the answer)" },
+    { .name = "--judge-base-url", .type = FLAG_TEXT, .metavar = "URL", .def_note = "--base-url", .effect = FLAG_RUNTIME,
+      .help = "the judge's endpoint" },
+    { .name = "--judge-api-key-env", .type = FLAG_TEXT, .metavar = "NAME", .def_note = "--api-key-env",
+      .effect = FLAG_RUNTIME, .help = "the environment variable with the judge's key" },
+    { .name = "--answer-prefix", .type = FLAG_TEXT, .metavar = "TEXT",
+      .help = "exact_match: the final answer is the text after it" },
+    { .name = "--numeric", .type = FLAG_SWITCH,
+      .help = "exact_match: compare answers as numbers" },
+    { .name = "--python", .type = FLAG_TEXT, .metavar = "PATH", .def_note = "python3", .effect = FLAG_RUNTIME,
+      .help = "pass_rate: the interpreter that runs the tests" },
+    { .name = "--code-timeout", .type = FLAG_REAL, .metavar = "S", .min = 0, .max = 1e6, .def_note = "10",
+      .lower = FLAG_MIN_OPEN, .help = "pass_rate: seconds per run" },
+    { .name = "--extract-code", .type = FLAG_SWITCH,
+      .help = "pass_rate: the judge extracts the code (default: the last ```python block)" },
+};
+
+/* The token counter of token_amount and of MR's token cost, when no local model gives one. */
+static const flag_spec token_count_flags[] = {
+    { .name = "--tokenizer", .type = FLAG_IN_PATH, .metavar = "PATH", .def_note = "the local assistant's, else words",
+      .help = "tokenizer.json (or its directory) that counts tokens" },
+};
+
+/* The multiturn-aware reward. */
+static const flag_spec mr_flags[] = {
+    { .name = "--preset", .type = FLAG_CHOICE, .choices = "math|code|document", .metavar = "KIND", .def = "math",
+      .help = "the paper's settings for a task kind (w = 2, S = 3; lambda 5e-4, document 1e-4)" },
+    { .name = "--window", .type = FLAG_INT, .metavar = "W", .min = 0, .max = 100, .def_note = "the preset's",
+      .help = "simulated exchanges after each candidate, 0 = the immediate reward" },
+    { .name = "--samples", .type = FLAG_INT, .metavar = "S", .min = 1, .max = 1000, .def_note = "the preset's",
+      .help = "simulated futures averaged per candidate" },
+    { .name = "--lambda", .type = FLAG_REAL, .metavar = "L", .min = 0, .max = 1e6, .def_note = "the preset's",
+      .help = "token cost of the paper's variant: R* - min(lambda x tokens, 1)" },
+    { .name = "--variant", .type = FLAG_CHOICE, .choices = "paper|weighted", .metavar = "V", .def = "paper",
+      .help = "paper: weighted metrics minus the token cost; weighted: the weighted sum only" },
+};
+
+/* The training loop (sft, dpo, online-dpo, ppo, grpo). */
+static const flag_spec train_flags[] = {
+    { .name = "--tokenizer", .type = FLAG_IN_PATH, .metavar = "PATH", .def_note = "--model",
+      .help = "tokenizer.json and chat template (or their directory)" },
+    { .name = "--lr", .type = FLAG_REAL, .metavar = "LR", .min = 0, .max = 1, .lower = FLAG_MIN_OPEN,
+      .def_note = "the paper's: SFT 1e-5, DPO 5e-6, PPO 2e-6; GRPO 1e-6", .help = "peak learning rate" },
+    { .name = "--schedule", .type = FLAG_CHOICE, .choices = "cosine|linear|constant", .metavar = "S", .def = "cosine",
+      .help = "learning-rate schedule after the warmup" },
+    { .name = "--warmup-steps", .type = FLAG_INT, .metavar = "N", .min = 0, .max = 1e12, .def = "0",
+      .help = "linear warmup steps" },
+    { .name = "--warmup-ratio", .type = FLAG_REAL, .metavar = "R", .min = 0, .max = 1, .def = "0",
+      .help = "warmup as a fraction of the steps (when --warmup-steps is 0)" },
+    { .name = "--epochs", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e6, .def = "1",
+      .help = "passes over the data" },
+    { .name = "--max-steps", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e12, .def_note = "from --epochs",
+      .help = "exactly this many optimizer steps (overrides --epochs)" },
+    { .name = "--batch-size", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e6, .def = "8",
+      .help = "examples per micro-batch (online: prompts)" },
+    { .name = "--grad-accum", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e6, .def = "1",
+      .help = "micro-batches per optimizer step" },
+    { .name = "--max-length", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e8,
+      .def_note = "1024; online-dpo 512", .help = "tokens per example at most (longer ones are truncated)" },
+    { .name = "--max-grad-norm", .type = FLAG_REAL, .metavar = "X", .min = 0, .max = FLAG_NO_MAX,
+      .def_note = "1; ppo off, as TRL", .help = "gradient clipping threshold, 0 = off" },
+    { .name = "--weight-decay", .type = FLAG_REAL, .metavar = "X", .min = 0, .max = 1e3, .def = "0",
+      .help = "AdamW weight decay (2-D weights)" },
+    { .name = "--seed", .type = FLAG_INT, .metavar = "S", .min = 1, .max = SEED_MAX, .def_note = "42",
+      .help = "data order, dropout, LoRA init and sampling" },
+    { .name = "--save-every", .type = FLAG_INT, .metavar = "N", .min = 0, .max = 1e12, .def = "0",
+      .effect = FLAG_RUNTIME, .help = "a checkpoint every N steps, 0 = only at the end" },
+    { .name = "--keep-last", .type = FLAG_INT, .metavar = "N", .min = 0, .max = 1e6, .def = "0",
+      .effect = FLAG_RUNTIME, .help = "keep only the N newest checkpoints, 0 = all" },
+    { .name = "--log-every", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e12, .def = "1",
+      .effect = FLAG_RUNTIME, .help = "a progress line every N steps" },
+    { .name = "--stop-after", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e12, .def_note = "run to the end",
+      .effect = FLAG_RUNTIME, .help = "stop after N steps with a checkpoint; --resume continues" },
+    { .name = "--quiet", .type = FLAG_SWITCH, .effect = FLAG_RUNTIME,
+      .help = "no progress lines" },
+};
+
+static const flag_spec lora_flags[] = {
+    { .name = "--lora-r", .type = FLAG_INT, .metavar = "R", .min = 1, .max = CLLM_LORA_MAX_R, .def_note = "32",
+      .help = "LoRA rank; any --lora-* flag trains adapters instead of the whole model" },
+    { .name = "--lora-alpha", .type = FLAG_REAL, .metavar = "A", .min = 0, .max = 1e6, .lower = FLAG_MIN_OPEN,
+      .def_note = "16", .help = "the update is scaled by alpha / r" },
+    { .name = "--lora-dropout", .type = FLAG_REAL, .metavar = "P", .min = 0, .max = 0.99, .def_note = "0.1",
+      .help = "dropout on the adapters' input, 0 = none" },
+    { .name = "--lora-targets", .type = FLAG_TEXT, .metavar = "LIST", .def_note = "all",
+      .help = "adapted projections: q,k,v,o,gate,up,down" },
+};
+
+static const flag_spec train_log_flags[] = {
+    { .name = "--metrics", .type = FLAG_RUN_LOG, .metavar = "PATH", .def_note = "OUT/metrics.jsonl",
+      .help = "one JSON line per step (data_fmt/train.md)" },
+};
+
+/* ---- helpers ------------------------------------------------------------------------------------ */
+
+static int fail(const cllm_err *err) {
+    fprintf(stderr, "error: %s\n", err->msg);
     return 1;
 }
 
-/* "1,2,3" -> a malloc'd int array; NULL (after a message) if an entry is not an int in [lo, hi]. */
-static int *int_list(const char *name, const char *text, long lo, long hi, int *n) {
+/* Parses argv against cmd; 1 to go on, else 0 with *status the exit status (0 after --help). */
+static int parse(flags *fl, const flag_command *cmd, int argc, char **argv, int *status) {
+    flags_status s = flags_parse(fl, cmd, argc, argv);
+    *status = s == FLAGS_HELP ? 0 : 2;
+    return s == FLAGS_OK;
+}
+
+/* The checks of a command that writes no file: its inputs exist and are what they should be. */
+static int check_files(const flags *fl) {
+    run_files rf;
+    return run_files_prepare(&rf, fl);
+}
+
+/* "1,2,3" -> a malloc'd int array; NULL (after a message) unless every entry is an int in [0, 2^31). */
+static int *int_list(const flags *fl, const char *name, int *n) {
+    const char *text = flag_text(fl, name);
     int *out = (int *)malloc((strlen(text) / 2 + 1) * sizeof(int));
     const char *p = text;
     char *end;
     *n = 0;
     while (out && *p) {
-        long x = strtol(p, &end, 10);
-        if (end == p || x < lo || x > hi || (*end && *end != ',')) { fprintf(stderr, "%s: '%s' must be comma-separated integers in [%ld, %ld]\n", name, text, lo, hi); free(out); return NULL; }
+        long x;
+        errno = 0;
+        x = strtol(p, &end, 10);
+        if (end == p || errno || x < 0 || x > 2147483647L || (*end && *end != ',') || (*end == ',' && !end[1])) {
+            flags_fail(fl->cmd, "%s: '%s' is not a comma-separated list of integers in [0, 2147483647]", name, text);
+            free(out);
+            return NULL;
+        }
         out[(*n)++] = (int)x;
         p = *end ? end + 1 : end;
     }
-    if (out && *n == 0) { fprintf(stderr, "%s: empty list\n", name); free(out); return NULL; }
+    if (!out) fprintf(stderr, "error: out of memory\n");
     return out;
-}
-
-static int fail(const cllm_err *err) {
-    fprintf(stderr, "error: %s\n", err->msg);
-    return 1;
 }
 
 static cJSON *int_array(const int *v, int n) {
@@ -110,25 +303,88 @@ static void add_generated(cJSON *o, const int *ids, const cllm_float *logprobs, 
     cJSON_AddStringToObject(o, "finish", cllm_finish_reason_string(finish));
 }
 
+/* The length of the valid UTF-8 prefix of s[0..n) (n if all of it is valid). */
+static size_t utf8_valid_prefix(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        unsigned cp;
+        size_t k;
+        if (len == 0 || i + len > n) return i;
+        cp = len == 1 ? c : c & (0x7Fu >> len);
+        for (k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return i;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+        i += len;
+    }
+    return n;
+}
+
+/* Where a JSON value came from, for messages: "FILE:LINE" (the line it starts on). */
+typedef struct { const char *file; int line; } json_origin;
+
+static void origin_text(const json_origin *at, char *buf, size_t size) {
+    snprintf(buf, size, "%s:%d", at->file, at->line);
+}
+
 /* Calls fn on each JSON value of a file that holds one JSON value, or JSONL (one per line);
-   stops at the first nonzero return. */
-static int each_json(const char *file, int (*fn)(const cJSON *value, void *ctx), void *ctx) {
-    char *data = NULL, *line, *next;
+   stops at the first nonzero return. Text that is not UTF-8 or not JSON is reported at its line
+   and byte. */
+static int each_json(const char *file, int (*fn)(const cJSON *value, const json_origin *at, void *ctx), void *ctx) {
+    char *data = NULL;
+    char *line;
+    char *next;
     size_t len;
+    size_t bad;
     cllm_err err;
     int rc = 0;
+    int lineno = 0;
+    json_origin at;
     cJSON *all;
     if (cllm_read_file(file, &data, &len, &err) != CLLM_OK) return fail(&err);
+    at.file = file;
+    at.line = 0;
+    bad = utf8_valid_prefix((const unsigned char *)data, len);
+    if (bad < len) {
+        size_t line_start = bad;
+        int bad_line = 1;
+        size_t i;
+        while (line_start > 0 && data[line_start - 1] != '\n') line_start--;
+        for (i = 0; i < bad; i++) bad_line += data[i] == '\n';
+        fprintf(stderr, "error: %s:%d: not valid UTF-8 at byte %zu of the line (byte %zu of the file)\n", file,
+                bad_line, bad - line_start + 1, bad + 1);
+        cllm_free_buffer(data);
+        return 1;
+    }
     all = cJSON_ParseWithLengthOpts(data, len + 1, NULL, 1);      /* one JSON value, then only the NUL */
-    if (all) rc = fn(all, ctx);
+    if (all) {
+        size_t i = 0;
+        at.line = 1;                                 /* messages name the line where the value starts */
+        for (; i < len && strchr(" \t\r\n", data[i]); i++) at.line += data[i] == '\n';
+        rc = fn(all, &at, ctx);
+    }
     else for (line = data; line && *line && !rc; line = next) {
         cJSON *v;
         next = strchr(line, '\n');
         if (next) *next++ = 0;
-        if (!*line) continue;
-        if (!(v = cJSON_Parse(line))) { fprintf(stderr, "error: %s: a line is not JSON\n", file); rc = 1; break; }
-        rc = fn(v, ctx);
+        lineno++;
+        if (!*line || (line[0] == '\r' && !line[1])) continue;
+        at.line = lineno;
+        if (!(v = cJSON_Parse(line))) {
+            fprintf(stderr, "error: %s:%d: not valid JSON (and the whole file is not one JSON value)\n", file, lineno);
+            rc = 1;
+            break;
+        }
+        rc = fn(v, &at, ctx);
         cJSON_Delete(v);
+    }
+    if (rc == 0 && !all && lineno == 0) {
+        fprintf(stderr, "error: %s is empty; expected JSON (data_fmt/chat.md)\n", file);
+        rc = 1;
     }
     cJSON_Delete(all);
     cllm_free_buffer(data);
@@ -139,16 +395,43 @@ static int each_json(const char *file, int (*fn)(const cJSON *value, void *ctx),
 /* The interface other implementations use to check themselves against this one; the output
    format is data_fmt/dump.md. */
 
+static const flag_spec dump_own_flags[] = {
+    { .name = "--model", .type = FLAG_IN_DIR, .metavar = "DIR", .need = FLAG_REQUIRED,
+      .help = "Hugging Face model directory (config.json, model.safetensors)" },
+    { .name = "--input", .type = FLAG_IN_FILE, .metavar = "ROWS.jsonl", .need = FLAG_REQUIRED,
+      .help = "token rows {\"input_ids\", \"labels\"} (data_fmt/dump.md)" },
+    { .name = "--out", .type = FLAG_OUT_FILE, .metavar = "OUT.safetensors", .need = FLAG_REQUIRED,
+      .help = "logits, loss, logps and gradients (data_fmt/dump.md)" },
+    { .name = "--grads", .type = FLAG_SWITCH,
+      .help = "also the gradients of the loss with respect to every parameter" },
+};
+static const flag_group dump_group = FLAG_GROUP("dump", dump_own_flags);
+static const flag_group overwrite_group = FLAG_GROUP("outputs", overwrite_flags);
+static const flag_command dump_command = {
+    "collabllm dump", "Logits, loss, sequence log-probs and (--grads) gradients of a checkpoint on token rows.",
+    "Reads ROWS.jsonl (data_fmt/dump.md); writes OUT.safetensors (data_fmt/dump.md).", NULL,
+    { &dump_group, &overwrite_group, NULL },
+};
+
 static int cmd_dump(int argc, char **argv) {
-    static const char *usage = "collabllm dump --model DIR --input FILE.jsonl --out FILE.safetensors [--grads]";
-    const char *dir = need(argc, argv, "--model", usage), *in = need(argc, argv, "--input", usage), *out = need(argc, argv, "--out", usage);
-    int grads = has_switch(argc, argv, "--grads"), rc = 1, n = 0;
+    const char *dir;
+    const char *in;
+    const char *out;
+    int rc = 1;
+    int n = 0;
     cllm_model m;
     cllm_batch batch;
     cllm_err err;
     cllm_float *logits = NULL;
     cllm_st_entry *entries = NULL;
-    if (!dir || !in || !out) return 2;
+    flags fl;
+    run_files rf;
+    if (!parse(&fl, &dump_command, argc, argv, &rc)) return rc;
+    if ((rc = run_files_prepare(&rf, &fl)) != 0) return rc;
+    dir = flag_text(&fl, "--model");
+    in = flag_text(&fl, "--input");
+    out = flag_text(&fl, "--out");
+    rc = 1;
     if (cllm_model_load(&m, dir, &err) != CLLM_OK) return fail(&err);
     if (cllm_batch_read_jsonl(&batch, in, &err) != CLLM_OK) { cllm_model_free(&m); return fail(&err); }
     logits = (cllm_float *)malloc((size_t)batch.B * batch.T * m.config.vocab_size * sizeof(cllm_float));
@@ -159,7 +442,7 @@ static int cmd_dump(int argc, char **argv) {
     entries[n].shape[0] = batch.B; entries[n].shape[1] = batch.T; entries[n].shape[2] = m.config.vocab_size; entries[n++].data = logits;
     strcpy(entries[n].name, "loss"); entries[n].ndim = 0; entries[n++].data = &m.loss;
     strcpy(entries[n].name, "logps"); entries[n].ndim = 1; entries[n].shape[0] = batch.B; entries[n++].data = m.seq_logp;
-    if (grads) {
+    if (flag_on(&fl, "--grads")) {
         if (cllm_zero_grad(&m, &err) != CLLM_OK || cllm_backward(&m, NULL, NULL, &err) != CLLM_OK) { fail(&err); goto done; }
         n += cllm_model_entries(&m, m.grads_memory, "grad.", CLLM_DT_F32, entries + n);
     }
@@ -174,53 +457,72 @@ done:
     return rc;
 }
 
-/* --temperature (0 = greedy), --top-k, --top-p, --max-new-tokens, --seed; 0 after a message. */
-static int sampling_flags(int argc, char **argv, cllm_local_gen_config *g) {
-    double temp, top_k, top_p, max_new, seed;
-    if (!num_flag(argc, argv, "--temperature", 0, 1e6, 1, &temp) || !num_flag(argc, argv, "--top-k", 0, 1e9, 0, &top_k) ||
-        !num_flag(argc, argv, "--top-p", 1e-9, 1, 1, &top_p) || !num_flag(argc, argv, "--max-new-tokens", 1, 1e7, 256, &max_new) ||
-        !num_flag(argc, argv, "--seed", 0, 9007199254740992.0, 0, &seed))
-        return 0;
-    memset(g, 0, sizeof *g);
-    g->sampler.greedy = temp == 0;
-    g->sampler.temperature = (float)temp;
-    g->sampler.top_k = (int)top_k;
-    g->sampler.top_p = (float)top_p;
-    g->sampler.seed = (uint64_t)seed;
-    g->max_new_tokens = (int)max_new;
-    return 1;
+/* --temperature (0 = greedy), --top-k, --top-p, --max-new-tokens, --seed. */
+static cllm_sampler sampler_of(const flags *fl) {
+    cllm_sampler s;
+    memset(&s, 0, sizeof s);
+    s.temperature = (float)flag_number(fl, "--temperature");
+    s.greedy = s.temperature == 0;
+    s.top_k = (int)flag_number(fl, "--top-k");
+    s.top_p = (float)flag_number(fl, "--top-p");
+    s.seed = (uint64_t)flag_number(fl, "--seed");
+    return s;
 }
 
 /* ---- generate-ids: sample continuations of a prompt given as token ids ------------------------ */
 /* Token ids in, JSON lines out (data_fmt/generate-ids.md); temperature 0 means greedy. Text
    prompts (`generate --messages`) need the tokenizer and chat templates. */
 
+static const flag_spec generate_ids_own_flags[] = {
+    { .name = "--model", .type = FLAG_IN_DIR, .metavar = "DIR", .need = FLAG_REQUIRED,
+      .help = "Hugging Face model directory" },
+    { .name = "--prompt-ids", .type = FLAG_TEXT, .metavar = "IDS", .need = FLAG_REQUIRED,
+      .help = "the prompt as comma-separated token ids: 1,2,3" },
+    { .name = "--eos-ids", .type = FLAG_TEXT, .metavar = "IDS", .def_note = "the model's eos_token_id",
+      .help = "token ids that end a sample: 2,7" },
+    { .name = "--ignore-eos", .type = FLAG_SWITCH,
+      .help = "never stop at an end token: every sample has --max-new-tokens tokens" },
+};
+static const flag_group generate_ids_group = FLAG_GROUP("generate-ids", generate_ids_own_flags);
+static const flag_group sampling_group = FLAG_GROUP("sampling", sampling_flags);
+static const flag_command generate_ids_command = {
+    "collabllm generate-ids", "Sample continuations of a prompt given as token ids.",
+    "Writes one JSON line per sample on stdout: ids, logprobs, finish (data_fmt/generate-ids.md).", NULL,
+    { &generate_ids_group, &sampling_group, NULL },
+};
+
 static int cmd_generate_ids(int argc, char **argv) {
-    static const char *usage = "collabllm generate-ids --model DIR --prompt-ids 1,2,3 [--n N] [--temperature T (0 = greedy)] "
-                               "[--top-k K] [--top-p P] [--max-new-tokens M] [--seed S] [--eos-ids 2,7 | --ignore-eos]";
-    const char *dir = need(argc, argv, "--model", usage), *ptext = need(argc, argv, "--prompt-ids", usage), *etext = flag(argc, argv, "--eos-ids");
-    double n;
-    int *prompt = NULL, *eos = NULL, n_prompt = 0, n_eos = 0, rc = 1, s;
+    int *prompt = NULL;
+    int *eos = NULL;
+    int n_prompt = 0;
+    int n_eos = 0;
+    int rc;
+    int s;
+    int n;
     cllm_model m;
-    cllm_local_gen_config flags;
     cllm_gen_config g;
     cllm_completion *out = NULL;
     cllm_err err;
-    if (!dir || !ptext) return 2;
-    if (!num_flag(argc, argv, "--n", 1, 65536, 1, &n) || !sampling_flags(argc, argv, &flags)) return 2;
-    if (!(prompt = int_list("--prompt-ids", ptext, 0, 2147483647L, &n_prompt))) return 2;
-    if (etext && !(eos = int_list("--eos-ids", etext, 0, 2147483647L, &n_eos))) { free(prompt); return 2; }
+    flags fl;
+    if (!parse(&fl, &generate_ids_command, argc, argv, &rc)) return rc;
+    if (!flags_exclusive(&fl, "--eos-ids", "--ignore-eos")) return 2;
+    if (!(prompt = int_list(&fl, "--prompt-ids", &n_prompt))) return 2;
+    if (flag_given(&fl, "--eos-ids") && !(eos = int_list(&fl, "--eos-ids", &n_eos))) { free(prompt); return 2; }
+    if ((rc = check_files(&fl)) != 0) { free(prompt); free(eos); return rc; }
+    rc = 1;
+    n = (int)flag_number(&fl, "--n");
     memset(&g, 0, sizeof g);
-    g.sampler = flags.sampler;
-    g.max_new_tokens = flags.max_new_tokens;
-    g.eos_ids = eos; g.n_eos = n_eos;
-    g.ignore_eos = has_switch(argc, argv, "--ignore-eos");
-    if (cllm_model_load(&m, dir, &err) != CLLM_OK) { free(prompt); free(eos); return fail(&err); }
+    g.sampler = sampler_of(&fl);
+    g.max_new_tokens = (int)flag_number(&fl, "--max-new-tokens");
+    g.eos_ids = eos;
+    g.n_eos = n_eos;
+    g.ignore_eos = flag_on(&fl, "--ignore-eos");
+    if (cllm_model_load(&m, flag_text(&fl, "--model"), &err) != CLLM_OK) { free(prompt); free(eos); return fail(&err); }
     out = (cllm_completion *)calloc((size_t)n, sizeof *out);
     if (!out) fprintf(stderr, "error: out of memory\n");
-    else if (cllm_generate(&m, prompt, n_prompt, (int)n, &g, out, &err) != CLLM_OK) fail(&err);
+    else if (cllm_generate(&m, prompt, n_prompt, n, &g, out, &err) != CLLM_OK) fail(&err);
     else {
-        for (s = 0; s < (int)n; s++) {
+        for (s = 0; s < n; s++) {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddNumberToObject(o, "sample", s);
             add_generated(o, out[s].ids, out[s].logprobs, out[s].n, out[s].finish);
@@ -228,7 +530,7 @@ static int cmd_generate_ids(int argc, char **argv) {
         }
         rc = 0;
     }
-    cllm_completions_free(out, out ? (int)n : 0);
+    cllm_completions_free(out, out ? n : 0);
     free(out); free(prompt); free(eos);
     cllm_model_free(&m);
     return rc;
@@ -237,12 +539,22 @@ static int cmd_generate_ids(int argc, char **argv) {
 /* ---- ref: the pure training math (DPO, GAE, PPO, GRPO, AdamW, BLEU) as JSON in, JSON out ---- */
 /* One JSON object on stdin, the result object on stdout; shapes in data_fmt/ref.md. */
 
+static const flag_command ref_command = {
+    "collabllm ref", "The training math as JSON in, JSON out: DPO, GAE, PPO, GRPO, AdamW and BLEU.",
+    "NAME is one of dpo, ppo-rewards, gae, ppo-loss, grpo, adamw, bleu. Reads one JSON object on stdin and writes "
+    "one JSON object on stdout; the fields of every NAME, with examples, are in data_fmt/ref.md.", "NAME",
+    { NULL },
+};
+
 static int cmd_ref(int argc, char **argv) {
-    char *input = NULL, *output = NULL;
-    size_t len = 0, cap = 0;
+    char *input = NULL;
+    char *output = NULL;
+    size_t len = 0;
+    size_t cap = 0;
     cllm_err err;
+    flags fl;
     int rc;
-    if (argc < 1) { fprintf(stderr, "usage: collabllm ref dpo|gae|ppo-loss|ppo-rewards|grpo|adamw|bleu < input.json\n"); return 2; }
+    if (!parse(&fl, &ref_command, argc, argv, &rc)) return rc;
     for (;;) {                                   /* read all of stdin */
         size_t got;
         if (len + 4096 + 1 > cap) {
@@ -254,7 +566,7 @@ static int cmd_ref(int argc, char **argv) {
         len += got;
         if (got == 0) break;
     }
-    rc = cllm_ref_json(argv[0], input, len, &output, &err) == CLLM_OK;
+    rc = cllm_ref_json(fl.positional, input, len, &output, &err) == CLLM_OK;
     free(input);
     if (!rc) return fail(&err);
     printf("%s\n", output);
@@ -262,14 +574,61 @@ static int cmd_ref(int argc, char **argv) {
     return 0;
 }
 
-/* ---- simulate: conversations between a policy and a user simulator on a task file ---------- */
+/* ---- the two sides of a simulation: user simulator and assistant ------------------------------ */
 /* Each side is a model behind an OpenAI-compatible endpoint or a local model directory (the
-   cllm_user_sim / cllm_assistant interfaces hide which). Formats: data_fmt/task.md in,
-   data_fmt/conversation.md out. */
+   cllm_user_sim / cllm_assistant interfaces hide which). */
 
-static double flag_num(int argc, char **argv, const char *name, double def) {
-    const char *v = flag(argc, argv, name);
-    return v ? atof(v) : def;
+static const flag_group task_group = FLAG_GROUP("tasks", task_flags);
+static const flag_group limit_group = FLAG_GROUP("how many", limit_flags);
+static const flag_group user_group = FLAG_GROUP("user simulator (one of --user-model, --user-model-dir)", user_flags);
+static const flag_group assistant_group =
+    FLAG_GROUP("assistant (one of --assistant-model, --assistant-model-dir)", assistant_flags);
+static const flag_group assistant_sampling_group = FLAG_GROUP("assistant's replies", assistant_sampling_flags);
+static const flag_group side_seed_group = FLAG_GROUP("seed", side_seed_flags);
+static const flag_group endpoint_group = FLAG_GROUP("API endpoints", endpoint_flags);
+static const flag_group metric_group = FLAG_GROUP("metrics", metric_flags);
+static const flag_group token_count_group = FLAG_GROUP("token counting", token_count_flags);
+static const flag_group mr_group = FLAG_GROUP("multiturn-aware reward (MR)", mr_flags);
+static const flag_group resume_group = FLAG_GROUP("resuming", resume_flags);
+
+/* The flags that only an API model uses, refused when none is in use (they would be ignored). */
+static int check_api_flags(const flags *fl) {
+    static const char *shared[] = { "--base-url", "--api-key-env", "--concurrency", "--timeout-ms", "--retries",
+                                    "--deadline-ms", "--backoff-max-ms", "--reject-incomplete", "--insecure" };
+    static const char *user_only[] = { "--user-base-url", "--user-api-key-env", "--json-mode" };
+    static const char *assistant_only[] = { "--assistant-base-url", "--assistant-api-key-env" };
+    static const char *judge_only[] = { "--judge-base-url", "--judge-api-key-env", "--extract-code" };
+    int user_api = flags_declared(fl, "--user-model") && flag_given(fl, "--user-model");
+    int assistant_api = flags_declared(fl, "--assistant-model") && flag_given(fl, "--assistant-model");
+    int judge = flags_declared(fl, "--judge-model") && flag_given(fl, "--judge-model");
+    size_t i;
+    for (i = 0; i < sizeof user_only / sizeof user_only[0]; i++) {
+        if (flags_declared(fl, user_only[i]) && flag_given(fl, user_only[i]) && !user_api)
+            return !flags_fail(fl->cmd, "%s applies to an API user simulator (--user-model)", user_only[i]);
+    }
+    for (i = 0; i < sizeof assistant_only / sizeof assistant_only[0]; i++) {
+        if (flags_declared(fl, assistant_only[i]) && flag_given(fl, assistant_only[i]) && !assistant_api)
+            return !flags_fail(fl->cmd, "%s applies to an API assistant (--assistant-model)", assistant_only[i]);
+    }
+    for (i = 0; i < sizeof judge_only / sizeof judge_only[0]; i++) {
+        if (flags_declared(fl, judge_only[i]) && flag_given(fl, judge_only[i]) && !judge)
+            return !flags_fail(fl->cmd, "%s applies to the LLM judge (--judge-model)", judge_only[i]);
+    }
+    for (i = 0; i < sizeof shared / sizeof shared[0]; i++) {
+        if (flag_given(fl, shared[i]) && !user_api && !assistant_api && !judge)
+            return !flags_fail(fl->cmd, "%s applies to API models (--user-model, --assistant-model, --judge-model); "
+                               "this run uses none", shared[i]);
+    }
+    return 1;
+}
+
+/* One of --user-model / --user-model-dir (and of the assistant's pair, if the command has one). */
+static int check_sides(const flags *fl) {
+    if (!flags_one_of(fl, "--user-model", "--user-model-dir")) return 0;
+    if (flags_declared(fl, "--assistant-model") && !flags_one_of(fl, "--assistant-model", "--assistant-model-dir")) {
+        return 0;
+    }
+    return check_api_flags(fl);
 }
 
 /* The client's on_wait: a wait over 5 s before a retry gets one line on stderr. */
@@ -278,52 +637,25 @@ static void print_wait(void *ctx, const char *line) {
 }
 
 /* A client for one side: --{side}-base-url / --{side}-api-key-env, else the shared flags. */
-static int make_client(cllm_client *c, int argc, char **argv, const char *side, cllm_err *err) {
+static int make_client(cllm_client *c, const flags *fl, const char *side, cllm_err *err) {
     cllm_client_config cfg;
     char name[64];
-    double deadline_ms, backoff_max_ms;
     memset(&cfg, 0, sizeof cfg);
-    /* --deadline-ms: one request, every attempt and wait included (default 600000 = 10 min);
-       --backoff-max-ms: the longest wait before a retry, Retry-After included (default 60000) */
-    if (!num_flag(argc, argv, "--deadline-ms", 1, 1e9, 0, &deadline_ms) ||
-        !num_flag(argc, argv, "--backoff-max-ms", 1, 1e9, 0, &backoff_max_ms)) {
-        snprintf(err->msg, sizeof err->msg, "bad client flag (see above)");
-        return 0;
-    }
-    cfg.deadline_ms = (long)deadline_ms;
-    cfg.backoff_max_ms = (long)backoff_max_ms;
-    /* --reject-incomplete: a reply whose finish_reason is length or content_filter is a failed call */
-    cfg.reject_incomplete = has_switch(argc, argv, "--reject-incomplete");
+    cfg.deadline_ms = (long)flag_number(fl, "--deadline-ms");              /* absent: the client's defaults */
+    cfg.backoff_max_ms = (long)flag_number(fl, "--backoff-max-ms");
+    cfg.reject_incomplete = flag_on(fl, "--reject-incomplete");
     cfg.on_wait = print_wait;
     cfg.on_wait_ctx = (void *)side;
     snprintf(name, sizeof name, "--%s-base-url", side);
-    cfg.base_url = flag(argc, argv, name) ? flag(argc, argv, name) : flag(argc, argv, "--base-url");
+    cfg.base_url = flag_given(fl, name) ? flag_text(fl, name) : flag_text(fl, "--base-url");
     snprintf(name, sizeof name, "--%s-api-key-env", side);
-    cfg.api_key_env = flag(argc, argv, name) ? flag(argc, argv, name) : flag(argc, argv, "--api-key-env");
-    cfg.max_concurrency = (int)flag_num(argc, argv, "--concurrency", 0);
-    cfg.timeout_ms = (long)flag_num(argc, argv, "--timeout-ms", 0);
-    cfg.max_retries = (int)flag_num(argc, argv, "--retries", 0);
-    if (flag(argc, argv, "--retries") && cfg.max_retries == 0) cfg.max_retries = -1;   /* 0 in the config means the default */
-    cfg.insecure = has_switch(argc, argv, "--insecure");
+    cfg.api_key_env = flag_given(fl, name) ? flag_text(fl, name) : flag_text(fl, "--api-key-env");
+    cfg.max_concurrency = (int)flag_number(fl, "--concurrency");
+    cfg.timeout_ms = (long)flag_number(fl, "--timeout-ms");
+    cfg.max_retries = (int)flag_number(fl, "--retries");
+    if (flag_given(fl, "--retries") && cfg.max_retries == 0) cfg.max_retries = -1;   /* the config's 0 is the default */
+    cfg.insecure = flag_on(fl, "--insecure");
     return cllm_client_init(c, &cfg, err) == CLLM_OK;
-}
-
-/* One output line: the task's own fields, then messages, terminated, error and provenance. */
-static cJSON *conversation_record(const cllm_task *t, const cllm_conv *conv, const cllm_sim_status *st, cJSON *provenance) {
-    cJSON *rec = cJSON_Duplicate(t->json, 1);
-    int i, incomplete = 0;
-    cJSON_DeleteItemFromObjectCaseSensitive(rec, "messages");
-    cJSON_DeleteItemFromObjectCaseSensitive(rec, "terminated");
-    cJSON_DeleteItemFromObjectCaseSensitive(rec, "error");
-    cJSON_DeleteItemFromObjectCaseSensitive(rec, "simulation");
-    cJSON_DeleteItemFromObjectCaseSensitive(rec, "incomplete_messages");
-    cJSON_AddItemToObject(rec, "messages", cllm_conv_to_json(conv));
-    cJSON_AddBoolToObject(rec, "terminated", st->terminated);
-    for (i = 0; i < conv->n; i++) incomplete += cllm_msg_incomplete(conv->meta ? &conv->meta[i] : NULL);
-    if (incomplete) cJSON_AddNumberToObject(rec, "incomplete_messages", incomplete);
-    if (st->code != CLLM_OK) cJSON_AddStringToObject(rec, "error", st->err.msg);
-    cJSON_AddItemToObject(rec, "simulation", cJSON_Duplicate(provenance, 1));
-    return rec;
 }
 
 /* The two sides of a simulation: each an API model (--user-model / --assistant-model) or a
@@ -347,33 +679,33 @@ static void free_sides(sides *sd) {
 }
 
 /* The user side: a local simulator model (--user-model-dir) or an API model. */
-static int make_user_side(sides *sd, int argc, char **argv, const char *user_prompt, cllm_err *err) {
-    const char *user_dir = flag(argc, argv, "--user-model-dir");
-    long long seed = (long long)flag_num(argc, argv, "--seed", 0);
-    double user_temp = flag_num(argc, argv, "--user-temperature", 0);
-    int user_max = (int)flag_num(argc, argv, "--user-max-tokens", 0);
+static int make_user_side(sides *sd, const flags *fl, const char *user_prompt, cllm_err *err) {
+    const char *user_dir = flag_text(fl, "--user-model-dir");
+    uint64_t seed = (uint64_t)flag_number(fl, "--seed");
+    double user_temp = flag_number(fl, "--user-temperature");
+    int user_max = (int)flag_number(fl, "--user-max-tokens");
     if (user_dir) {
         cllm_local_user_sim_config c;
         if (cllm_local_lm_load(&sd->lm[0], user_dir, err) != CLLM_OK) return 0;
         memset(&c, 0, sizeof c);
         c.gen.sampler.temperature = (float)user_temp;
-        c.gen.sampler.seed = (uint64_t)seed;
+        c.gen.sampler.seed = seed;
         c.gen.max_new_tokens = user_max;
-        c.termination = flag(argc, argv, "--termination");
+        c.termination = flag_text(fl, "--termination");
         c.prompt = user_prompt;
         cllm_local_user_sim_init(&sd->local_sim, &sd->lm[0], &c);
         sd->user = &sd->local_sim.sim;
         sd->termination = sd->local_sim.cfg.termination;
     } else {
         cllm_llm_sim_config c;
-        if (!make_client(&sd->client[0], argc, argv, "user", err)) return 0;
+        if (!make_client(&sd->client[0], fl, "user", err)) return 0;
         memset(&c, 0, sizeof c);
-        c.params.model = flag(argc, argv, "--user-model");
+        c.params.model = flag_text(fl, "--user-model");
         c.params.temperature = user_temp;
         c.params.max_tokens = user_max;
-        c.params.seed = seed;
-        c.termination = flag(argc, argv, "--termination");
-        c.json_mode = has_switch(argc, argv, "--json-mode");
+        c.params.seed = (long long)seed;
+        c.termination = flag_text(fl, "--termination");
+        c.json_mode = flag_on(fl, "--json-mode");
         c.prompt = user_prompt;
         cllm_llm_sim_init(&sd->api_sim, &sd->client[0], &c);
         sd->user = &sd->api_sim.sim;
@@ -384,58 +716,102 @@ static int make_user_side(sides *sd, int argc, char **argv, const char *user_pro
 
 /* The assistant side over a loaded local model (the policy of an online run, or
    --assistant-model-dir). */
-static void local_assistant_side(sides *sd, cllm_local_lm *lm, int argc, char **argv) {
+static void local_assistant_side(sides *sd, cllm_local_lm *lm, const flags *fl) {
     cllm_local_assistant_config c;
     memset(&c, 0, sizeof c);
-    c.gen.sampler.temperature = (float)flag_num(argc, argv, "--assistant-temperature", 0);
-    c.gen.sampler.seed = (uint64_t)flag_num(argc, argv, "--seed", 0);
-    c.gen.max_new_tokens = (int)flag_num(argc, argv, "--assistant-max-tokens", 0);
-    c.system_prompt = flag(argc, argv, "--assistant-system");
+    c.gen.sampler.temperature = (float)flag_number(fl, "--assistant-temperature");
+    c.gen.sampler.seed = (uint64_t)flag_number(fl, "--seed");
+    c.gen.max_new_tokens = (int)flag_number(fl, "--assistant-max-tokens");
+    c.system_prompt = flag_text(fl, "--assistant-system");
     cllm_local_assistant_init(&sd->local_asst, lm, &c);
     sd->assistant = &sd->local_asst.assistant;
 }
 
-static int make_sides(sides *sd, int argc, char **argv, const char *user_prompt, cllm_err *err) {
-    const char *user_dir = flag(argc, argv, "--user-model-dir"), *asst_dir = flag(argc, argv, "--assistant-model-dir");
+static int make_sides(sides *sd, const flags *fl, const char *user_prompt, cllm_err *err) {
+    const char *user_dir = flag_text(fl, "--user-model-dir");
+    const char *asst_dir = flag_text(fl, "--assistant-model-dir");
     cllm_local_lm *asst_lm = &sd->lm[1];
     memset(sd, 0, sizeof *sd);
-    if (!make_user_side(sd, argc, argv, user_prompt, err)) return 0;
+    if (!make_user_side(sd, fl, user_prompt, err)) return 0;
     if (asst_dir) {
         if (user_dir && strcmp(user_dir, asst_dir) == 0) asst_lm = &sd->lm[0];
         else if (cllm_local_lm_load(asst_lm, asst_dir, err) != CLLM_OK) return 0;
-        local_assistant_side(sd, asst_lm, argc, argv);
+        local_assistant_side(sd, asst_lm, fl);
     } else {
         cllm_api_assistant_config c;
-        if (!make_client(&sd->client[1], argc, argv, "assistant", err)) return 0;
+        if (!make_client(&sd->client[1], fl, "assistant", err)) return 0;
         memset(&c, 0, sizeof c);
-        c.params.model = flag(argc, argv, "--assistant-model");
-        c.params.temperature = flag_num(argc, argv, "--assistant-temperature", 0);
-        c.params.max_tokens = (int)flag_num(argc, argv, "--assistant-max-tokens", 0);
-        c.params.seed = (long long)flag_num(argc, argv, "--seed", 0);
-        c.system_prompt = flag(argc, argv, "--assistant-system");
+        c.params.model = flag_text(fl, "--assistant-model");
+        c.params.temperature = flag_number(fl, "--assistant-temperature");
+        c.params.max_tokens = (int)flag_number(fl, "--assistant-max-tokens");
+        c.params.seed = (long long)flag_number(fl, "--seed");
+        c.system_prompt = flag_text(fl, "--assistant-system");
         cllm_api_assistant_init(&sd->api_asst, &sd->client[1], &c);
         sd->assistant = &sd->api_asst.assistant;
     }
     return 1;
 }
 
+/* ---- simulate: conversations between a policy and a user simulator on a task file ---------- */
+
+static const flag_spec simulate_own_flags[] = {
+    { .name = "--tasks", .type = FLAG_IN_FILE, .metavar = "TASKS.jsonl", .need = FLAG_REQUIRED,
+      .help = "the tasks (data_fmt/task.md)" },
+    { .name = "--out", .type = FLAG_OUT_FILE, .metavar = "CONVS.jsonl", .need = FLAG_REQUIRED,
+      .help = "one conversation per task (data_fmt/conversation.md)" },
+    { .name = "--max-messages", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 100000, .def = "14",
+      .help = "messages per conversation at most, both roles" },
+    { .name = "--user-prompt", .type = FLAG_IN_FILE, .metavar = "TEMPLATE.txt", .def_note = "CollabLLM's",
+      .help = "the simulator's prompt template: {{task_desc}} {{goal}} {{history}} {{termination}}" },
+};
+static const flag_group simulate_group = FLAG_GROUP("simulate", simulate_own_flags);
+static const flag_command simulate_command = {
+    "collabllm simulate", "Conversations between an assistant and a user simulator, one per task.",
+    "Reads TASKS.jsonl (data_fmt/task.md); writes CONVS.jsonl (data_fmt/conversation.md). Endpoints: "
+    "data_fmt/endpoints.md.", NULL,
+    { &simulate_group, &limit_group, &task_group, &user_group, &assistant_group, &assistant_sampling_group,
+      &side_seed_group, &endpoint_group, &overwrite_group, NULL },
+};
+
+/* One output line: the task's own fields, then messages, terminated, error and provenance. */
+static cJSON *conversation_record(const cllm_task *t, const cllm_conv *conv, const cllm_sim_status *st,
+                                  cJSON *provenance) {
+    cJSON *rec = cJSON_Duplicate(t->json, 1);
+    int incomplete = 0;
+    int i;
+    cJSON_DeleteItemFromObjectCaseSensitive(rec, "messages");
+    cJSON_DeleteItemFromObjectCaseSensitive(rec, "terminated");
+    cJSON_DeleteItemFromObjectCaseSensitive(rec, "error");
+    cJSON_DeleteItemFromObjectCaseSensitive(rec, "simulation");
+    cJSON_DeleteItemFromObjectCaseSensitive(rec, "incomplete_messages");
+    cJSON_AddItemToObject(rec, "messages", cllm_conv_to_json(conv));
+    cJSON_AddBoolToObject(rec, "terminated", st->terminated);
+    for (i = 0; i < conv->n; i++) incomplete += cllm_msg_incomplete(conv->meta ? &conv->meta[i] : NULL);
+    if (incomplete) cJSON_AddNumberToObject(rec, "incomplete_messages", incomplete);
+    if (st->code != CLLM_OK) cJSON_AddStringToObject(rec, "error", st->err.msg);
+    cJSON_AddItemToObject(rec, "simulation", cJSON_Duplicate(provenance, 1));
+    return rec;
+}
+
+/* The tasks to run: the first --limit of those read (all without the flag). */
+static int limited(const flags *fl, int n_read) {
+    int limit = (int)flag_number(fl, "--limit");
+    return flag_given(fl, "--limit") && limit < n_read ? limit : n_read;
+}
+
 static int cmd_simulate(int argc, char **argv) {
-    static const char *usage =
-        "collabllm simulate --tasks TASKS.jsonl --out CONVS.jsonl (--user-model M | --user-model-dir DIR)\n"
-        "    (--assistant-model M | --assistant-model-dir DIR)\n"
-        "    [--task-desc TEXT] [--max-messages 14] [--limit N] [--show-reference] [--termination TEXT]\n"
-        "    [--assistant-system TEXT] [--user-temperature 1] [--assistant-temperature 0.8] [--seed N] [--json-mode]\n"
-        "    [--user-max-tokens 1024] [--assistant-max-tokens 2048 (API) / 1024 (local)] [--user-prompt TEMPLATE_FILE]\n"
-        "    [--base-url URL] [--api-key-env NAME] [--user-base-url URL] [--user-api-key-env NAME]\n"
-        "    [--assistant-base-url URL] [--assistant-api-key-env NAME] [--concurrency 16] [--insecure]\n"
-        "    [--timeout-ms N] [--retries N] [--deadline-ms 600000] [--backoff-max-ms 60000] [--reject-incomplete]";
-    const char *tasks_path = need(argc, argv, "--tasks", usage), *out = need(argc, argv, "--out", usage);
-    const char *user_model = flag(argc, argv, "--user-model"), *asst_model = flag(argc, argv, "--assistant-model");
-    const char *user_dir = flag(argc, argv, "--user-model-dir"), *asst_dir = flag(argc, argv, "--assistant-model-dir");
-    const char *task_desc = flag(argc, argv, "--task-desc") ? flag(argc, argv, "--task-desc") : "a task";
-    const char *prompt_file = flag(argc, argv, "--user-prompt");
-    int max_messages = (int)flag_num(argc, argv, "--max-messages", 14), limit = (int)flag_num(argc, argv, "--limit", 0);
-    int show_ref = has_switch(argc, argv, "--show-reference"), n = 0, n_read = 0, i, rc = 1, failed = 0, terminated = 0;
+    const char *out;
+    const char *user_dir;
+    const char *asst_dir;
+    const char *task_desc;
+    const char *prompt_file;
+    int max_messages;
+    int n = 0;
+    int n_read = 0;
+    int i;
+    int rc;
+    int failed = 0;
+    int terminated = 0;
     cllm_task *tasks = NULL;
     char *user_prompt = NULL;
     sides sd;
@@ -444,20 +820,31 @@ static int cmd_simulate(int argc, char **argv) {
     cllm_sim_status *status = NULL;
     cJSON *prov = NULL;
     char *line;
-    size_t total = 0, cap = 1 << 16;
+    size_t total = 0;
+    size_t cap = 1 << 16;
     char *buf = NULL;
     cllm_err err;
     double messages = 0;
-    if (!tasks_path || !out) return 2;
-    if (!user_model == !user_dir || !asst_model == !asst_dir) {
-        fprintf(stderr, "give one of --user-model / --user-model-dir and one of --assistant-model / --assistant-model-dir\nusage: %s\n", usage);
-        return 2;
-    }
+    flags fl;
+    run_files rf;
+    if (!parse(&fl, &simulate_command, argc, argv, &rc)) return rc;
+    if (!check_sides(&fl)) return 2;
+    if ((rc = run_files_prepare(&rf, &fl)) != 0) return rc;
+    rc = 1;
+    out = flag_text(&fl, "--out");
+    user_dir = flag_text(&fl, "--user-model-dir");
+    asst_dir = flag_text(&fl, "--assistant-model-dir");
+    task_desc = flag_given(&fl, "--task-desc") ? flag_text(&fl, "--task-desc") : "a task";
+    prompt_file = flag_text(&fl, "--user-prompt");
+    max_messages = (int)flag_number(&fl, "--max-messages");
     memset(&sd, 0, sizeof sd);
     if (prompt_file && cllm_read_file(prompt_file, &user_prompt, NULL, &err) != CLLM_OK) return fail(&err);
-    if (cllm_tasks_read_jsonl(tasks_path, &tasks, &n_read, &err) != CLLM_OK) { cllm_free_buffer(user_prompt); return fail(&err); }
-    n = limit > 0 && limit < n_read ? limit : n_read;
-    if (!make_sides(&sd, argc, argv, user_prompt, &err)) { fail(&err); goto done; }
+    if (cllm_tasks_read_jsonl(flag_text(&fl, "--tasks"), &tasks, &n_read, &err) != CLLM_OK) {
+        cllm_free_buffer(user_prompt);
+        return fail(&err);
+    }
+    n = limited(&fl, n_read);
+    if (!make_sides(&sd, &fl, user_prompt, &err)) { fail(&err); goto done; }
 
     goals = (cllm_goal *)calloc((size_t)n, sizeof *goals);
     convs = (cllm_conv *)calloc((size_t)n, sizeof *convs);
@@ -467,15 +854,17 @@ static int cmd_simulate(int argc, char **argv) {
     for (i = 0; i < n; i++) {
         goals[i].task_desc = task_desc;
         goals[i].prompt = tasks[i].prompt;
-        goals[i].reference = show_ref && tasks[i].completion[0] ? tasks[i].completion : NULL;
+        goals[i].reference = flag_on(&fl, "--show-reference") && tasks[i].completion[0] ? tasks[i].completion : NULL;
     }
     fprintf(stderr, "simulate: %d conversations, up to %d messages each\n", n, max_messages);
     cllm_simulate(sd.user, sd.assistant, goals, convs, n, max_messages, status, &err);
 
     prov = cJSON_CreateObject();
     cJSON_AddStringToObject(prov, "task_desc", task_desc);
-    cJSON_AddStringToObject(prov, user_dir ? "user_model_dir" : "user_model", user_dir ? user_dir : user_model);
-    cJSON_AddStringToObject(prov, asst_dir ? "assistant_model_dir" : "assistant_model", asst_dir ? asst_dir : asst_model);
+    cJSON_AddStringToObject(prov, user_dir ? "user_model_dir" : "user_model",
+                            user_dir ? user_dir : flag_text(&fl, "--user-model"));
+    cJSON_AddStringToObject(prov, asst_dir ? "assistant_model_dir" : "assistant_model",
+                            asst_dir ? asst_dir : flag_text(&fl, "--assistant-model"));
     cJSON_AddNumberToObject(prov, "max_messages", max_messages);
     cJSON_AddStringToObject(prov, "termination", sd.termination);
     for (i = 0; i < n; i++) {
@@ -519,13 +908,15 @@ done:
 }
 
 /* ---- the multiturn-aware reward, data generation, pairs, evaluation -------------------------- */
-/* Shared by mr, generate-data and eval: the reward's metrics from --metrics NAME:WEIGHT,...,
-   with an LLM judge (--judge-model, same endpoint flags with the "judge" side) for the metrics
-   that need one, and the token counter (the local assistant's tokenizer, --tokenizer DIR, or
-   whitespace words). */
+/* Shared by mr, generate-data, eval and the online trainers: the reward's metrics from
+   --metrics NAME:WEIGHT,..., with an LLM judge (--judge-model, same endpoint flags with the
+   "judge" side) for the metrics that need one, and the token counter (the local assistant's
+   tokenizer, --tokenizer, or whitespace words). */
+
+#define MAX_METRICS 16
 
 typedef struct {
-    cllm_metric       metrics[16];
+    cllm_metric       metrics[MAX_METRICS];
     int               n;
     cllm_client       judge_client;
     cllm_judge        judge;
@@ -540,130 +931,253 @@ static void free_metric_set(metric_set *ms) {
     cllm_tokenizer_free(&ms->tok);
 }
 
-static int make_metric_set(metric_set *ms, int argc, char **argv, const sides *sd, const char *def, cllm_err *err) {
-    const char *spec = flag(argc, argv, "--metrics") ? flag(argc, argv, "--metrics") : def;
-    const char *judge_model = flag(argc, argv, "--judge-model"), *tok_dir = flag(argc, argv, "--tokenizer");
-    char buf[512], *item, *next;
-    int need_judge = 0, i;
+static int has_metric(const metric_set *ms, const char *name) {
+    int i;
+    for (i = 0; i < ms->n; i++) if (strcmp(ms->metrics[i].name, name) == 0) return 1;
+    return 0;
+}
+
+/* --metrics NAME[:WEIGHT],... into ms (names and weights only); 0 after a message. Also refuses
+   the flags of metrics that are not in the list (they would be ignored). */
+static int parse_metrics(metric_set *ms, const flags *fl) {
+    const char *spec = flag_text(fl, "--metrics");
+    const char *p = spec;
     memset(ms, 0, sizeof *ms);
+    while (*p) {
+        char name[64];
+        size_t len = strcspn(p, ",:");
+        cllm_metric *m = &ms->metrics[ms->n];
+        cllm_err err;
+        if (ms->n == MAX_METRICS) return !flags_fail(fl->cmd, "--metrics: at most %d metrics", MAX_METRICS);
+        snprintf(name, sizeof name, "%.*s", (int)(len < sizeof name ? len : sizeof name - 1), p);
+        if (cllm_metric_builtin(name, m, &err) != CLLM_OK) return !flags_fail(fl->cmd, "--metrics: %s", err.msg);
+        m->weight = 1.0;
+        p += len;
+        if (*p == ':') {
+            char *end;
+            const char *w = p + 1;
+            m->weight = strtod(w, &end);
+            if (end == w || (*end && *end != ',') || !isfinite(m->weight))
+                return !flags_fail(fl->cmd, "--metrics: the weight of %s, '%.*s', is not a number", name,
+                                   (int)strcspn(w, ","), w);
+            p = end;
+        }
+        if (*p == ',' && !p[1]) return !flags_fail(fl->cmd, "--metrics: '%s' ends with a comma", spec);
+        if (*p == ',') p++;
+        ms->n++;
+    }
+    if (ms->n == 0) return !flags_fail(fl->cmd, "--metrics: no metric given");
+    if ((flag_given(fl, "--answer-prefix") || flag_on(fl, "--numeric")) && !has_metric(ms, "exact_match"))
+        return !flags_fail(fl->cmd, "--answer-prefix and --numeric apply to the exact_match metric, which --metrics "
+                           "lacks");
+    if ((flag_given(fl, "--python") || flag_given(fl, "--code-timeout") || flag_on(fl, "--extract-code")) &&
+        !has_metric(ms, "pass_rate"))
+        return !flags_fail(fl->cmd, "--python, --code-timeout and --extract-code apply to the pass_rate metric, "
+                           "which --metrics lacks");
+    if ((has_metric(ms, "interactivity") || has_metric(ms, "accuracy")) && !flag_given(fl, "--judge-model"))
+        return !flags_fail(fl->cmd, "--metrics %s needs an LLM judge: give --judge-model", spec);
+    return 1;
+}
+
+/* The metrics' contexts: the judge, matching, code runs and the token counter. */
+static int make_metric_set(metric_set *ms, const flags *fl, const sides *sd, const char *tokenizer_flag,
+                           cllm_err *err) {
+    const char *judge_model = flag_text(fl, "--judge-model");
+    const char *tok_dir = flag_text(fl, tokenizer_flag);
+    int need_judge = 0;
+    int i;
     if (tok_dir) {
         if (cllm_tokenizer_load(&ms->tok, tok_dir, err) != CLLM_OK) return 0;
         ms->tokens.count = cllm_tokenizer_count; ms->tokens.ctx = &ms->tok;
     } else if (sd->assistant == &sd->local_asst.assistant) {
         ms->tokens.count = cllm_tokenizer_count; ms->tokens.ctx = (void *)&sd->local_asst.lm->tok;
     }
-    ms->match.answer_prefix = flag(argc, argv, "--answer-prefix");
-    ms->match.numeric = has_switch(argc, argv, "--numeric");
-    ms->code.python = flag(argc, argv, "--python");
-    ms->code.timeout_s = flag_num(argc, argv, "--code-timeout", 0);
-    snprintf(buf, sizeof buf, "%s", spec);
-    for (item = buf; item && *item; item = next) {
-        char *colon = strchr(item, ':');
-        next = strchr(item, ',');
-        if (next) *next++ = 0;
-        cllm_metric *m = &ms->metrics[ms->n];
-        if (ms->n == 16) { snprintf(err->msg, sizeof err->msg, "--metrics: at most 16"); return 0; }
-        colon = strchr(item, ':');
-        if (colon) *colon = 0;
-        if (cllm_metric_builtin(item, m, err) != CLLM_OK) return 0;
-        m->weight = colon ? atof(colon + 1) : 1.0;
+    ms->match.answer_prefix = flag_text(fl, "--answer-prefix");
+    ms->match.numeric = flag_on(fl, "--numeric");
+    ms->code.python = flag_text(fl, "--python");
+    ms->code.timeout_s = flag_number(fl, "--code-timeout");
+    for (i = 0; i < ms->n; i++) {
+        cllm_metric *m = &ms->metrics[i];
         if (!strcmp(m->name, "interactivity") || !strcmp(m->name, "accuracy")) { m->ctx = &ms->judge; need_judge = 1; }
         else if (!strcmp(m->name, "exact_match")) m->ctx = &ms->match;
         else if (!strcmp(m->name, "pass_rate")) m->ctx = &ms->code;
         else if (!strcmp(m->name, "token_amount")) m->ctx = &ms->tokens;
         else if (!strcmp(m->name, "bleu") && judge_model) { m->ctx = &ms->judge; need_judge = 1; }
-        ms->n++;
     }
-    if (need_judge || (judge_model && has_switch(argc, argv, "--extract-code"))) {
+    if (need_judge || (judge_model && flag_on(fl, "--extract-code"))) {
         cllm_judge_config jc;
-        if (!judge_model) { snprintf(err->msg, sizeof err->msg, "--metrics %s needs an LLM judge: give --judge-model", spec); return 0; }
-        if (!make_client(&ms->judge_client, argc, argv, "judge", err)) return 0;
+        if (!make_client(&ms->judge_client, fl, "judge", err)) return 0;
         memset(&jc, 0, sizeof jc);
         jc.params.model = judge_model;
         cllm_judge_init(&ms->judge, &ms->judge_client, &jc);
-        if (has_switch(argc, argv, "--extract-code")) ms->code.extractor = &ms->judge;
+        if (flag_on(fl, "--extract-code")) ms->code.extractor = &ms->judge;
     }
     for (i = 0; i < ms->n; i++) fprintf(stderr, "%s%s:%g", i ? ", " : "metrics: ", ms->metrics[i].name, ms->metrics[i].weight);
     fprintf(stderr, "\n");
     return 1;
 }
 
-/* --preset math|code|document, then --window, --samples, --lambda, --variant paper|weighted */
-static int mr_config_flags(cllm_mr_config *mr, int argc, char **argv, const metric_set *ms) {
-    const char *preset = flag(argc, argv, "--preset"), *variant = flag(argc, argv, "--variant");
-    cllm_mr_config_init(mr, preset && !strcmp(preset, "document") ? CLLM_MR_PRESET_DOCUMENT : preset && !strcmp(preset, "code") ? CLLM_MR_PRESET_CODE : CLLM_MR_PRESET_MATH);
-    if (preset && strcmp(preset, "math") && strcmp(preset, "code") && strcmp(preset, "document")) { fprintf(stderr, "--preset: math, code or document\n"); return 0; }
-    mr->window = (int)flag_num(argc, argv, "--window", mr->window);
-    mr->samples = (int)flag_num(argc, argv, "--samples", mr->samples);
-    mr->lambda = flag_num(argc, argv, "--lambda", mr->lambda);
-    if (variant && !strcmp(variant, "weighted")) mr->variant = CLLM_MR_WEIGHTED_SUM;
-    else if (variant && strcmp(variant, "paper")) { fprintf(stderr, "--variant: paper or weighted\n"); return 0; }
-    if (mr->window < 0 || mr->samples < 1) { fprintf(stderr, "--window must be >= 0 and --samples >= 1\n"); return 0; }
-    mr->metrics = ms->metrics; mr->n_metrics = ms->n;
+/* --preset, then --window, --samples, --lambda, --variant over it. */
+static void mr_config_of(cllm_mr_config *mr, const flags *fl, const metric_set *ms) {
+    static const cllm_mr_preset presets[] = { CLLM_MR_PRESET_MATH, CLLM_MR_PRESET_CODE, CLLM_MR_PRESET_DOCUMENT };
+    cllm_mr_config_init(mr, presets[flag_choice(fl, "--preset")]);
+    if (flag_given(fl, "--window")) mr->window = (int)flag_number(fl, "--window");
+    if (flag_given(fl, "--samples")) mr->samples = (int)flag_number(fl, "--samples");
+    if (flag_given(fl, "--lambda")) mr->lambda = flag_number(fl, "--lambda");
+    mr->variant = flag_choice(fl, "--variant") == 1 ? CLLM_MR_WEIGHTED_SUM : CLLM_MR_PAPER;
+    mr->metrics = ms->metrics;
+    mr->n_metrics = ms->n;
     mr->tokens = ms->tokens;
-    fprintf(stderr, "MR: w=%d S=%d %s variant, lambda %g\n", mr->window, mr->samples, mr->variant == CLLM_MR_PAPER ? "paper" : "weighted-sum", mr->lambda);
+    fprintf(stderr, "MR: w=%d S=%d %s variant, lambda %g\n", mr->window, mr->samples,
+            mr->variant == CLLM_MR_PAPER ? "paper" : "weighted-sum", mr->lambda);
+}
+
+/* ---- generate-data ---------------------------------------------------------------------------- */
+
+static const flag_spec generate_data_own_flags[] = {
+    { .name = "--tasks", .type = FLAG_IN_FILE, .metavar = "TASKS.jsonl", .need = FLAG_REQUIRED,
+      .help = "the tasks (data_fmt/task.md)" },
+    { .name = "--out", .type = FLAG_RUN_FILE, .metavar = "RECORDS.jsonl", .need = FLAG_REQUIRED,
+      .help = "MR-scored turn records, appended task by task (data_fmt/records.md; sidecar data_fmt/meta.md)" },
+    { .name = "--candidates", .type = FLAG_INT, .metavar = "K", .min = 1, .max = 64, .def = "2",
+      .help = "responses sampled and scored per turn (the paper's k)" },
+    { .name = "--max-turns", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 10000, .def = "7",
+      .help = "user turns per conversation at most" },
+    { .name = "--shard", .type = FLAG_TEXT, .metavar = "I/N", .def = "0/1",
+      .help = "only the tasks with index % N == I (N processes, one shard each)" },
+};
+static const flag_group generate_data_group = FLAG_GROUP("data generation", generate_data_own_flags);
+static const flag_command generate_data_command = {
+    "collabllm generate-data",
+    "CollabLLM data generation: at every turn K candidates, each scored by MR; the best continues the conversation.",
+    "Reads TASKS.jsonl (data_fmt/task.md); writes RECORDS.jsonl (data_fmt/records.md) one task at a time, with "
+    "RECORDS.jsonl.meta.json beside it (data_fmt/meta.md). An interrupted run continues with --resume.",
+    NULL,
+    { &generate_data_group, &limit_group, &task_group, &user_group, &assistant_group, &assistant_sampling_group,
+      &side_seed_group, &endpoint_group, &metric_group, &token_count_group, &mr_group, &resume_group, NULL },
+};
+
+/* --shard I/N: 0 <= I < N. */
+static int parse_shard(const flags *fl, int *shard, int *n_shards) {
+    const char *text = flag_text(fl, "--shard");
+    char *end;
+    long i = strtol(text, &end, 10);
+    long n = -1;
+    if (end != text && *end == '/' && end[1] >= '0' && end[1] <= '9') n = strtol(end + 1, &end, 10);
+    if (*end || n < 1 || n > 1000000 || i < 0 || i >= n)
+        return !flags_fail(fl->cmd, "--shard: '%s' is not I/N with 0 <= I < N (e.g. 0/4)", text);
+    *shard = (int)i;
+    *n_shards = (int)n;
     return 1;
 }
 
-#define SIDES_USAGE \
-    "    (--user-model M | --user-model-dir DIR) (--assistant-model M | --assistant-model-dir DIR)\n" \
-    "    [--user-temperature T] [--assistant-temperature T] [--seed N] [--termination TEXT] [--json-mode]\n" \
-    "    [--base-url URL] [--api-key-env NAME] [--{user,assistant,judge}-base-url URL] [--concurrency N]\n" \
-    "    [--timeout-ms N] [--retries N] [--deadline-ms 600000] [--backoff-max-ms 60000] [--reject-incomplete]\n"
-#define METRICS_USAGE \
-    "    [--metrics NAME:W,...] (token_amount, interactivity, accuracy, exact_match, bleu, pass_rate)\n" \
-    "    [--judge-model M] [--answer-prefix TEXT] [--numeric] [--python PATH] [--code-timeout S]\n" \
-    "    [--extract-code] [--tokenizer DIR]\n"
-#define MR_USAGE \
-    "    [--preset math|code|document] [--window 2] [--samples 3] [--lambda L] [--variant paper|weighted]\n"
-
 static int cmd_generate_data(int argc, char **argv) {
-    static const char *usage = "collabllm generate-data --tasks TASKS.jsonl --out RECORDS.jsonl\n" SIDES_USAGE METRICS_USAGE MR_USAGE
-        "    [--candidates 2] [--max-turns 7] [--shard i/n] [--task-desc TEXT] [--show-reference]";
-    const char *tasks_path = need(argc, argv, "--tasks", usage), *out = need(argc, argv, "--out", usage), *shard = flag(argc, argv, "--shard");
+    const char *out;
     cllm_task *tasks = NULL;
-    int n = 0, rc = 1;
+    int n = 0;
+    int rc;
     sides sd;
     metric_set ms;
     cllm_datagen_config cfg;
     cllm_err err;
-    if (!tasks_path || !out) return 2;
-    memset(&ms, 0, sizeof ms);
+    flags fl;
+    run_files rf;
+    if (!parse(&fl, &generate_data_command, argc, argv, &rc)) return rc;
     memset(&cfg, 0, sizeof cfg);
-    if (shard && sscanf(shard, "%d/%d", &cfg.shard, &cfg.n_shards) != 2) { fprintf(stderr, "--shard: i/n, e.g. 0/4\n"); return 2; }
-    if (cllm_tasks_read_jsonl(tasks_path, &tasks, &n, &err) != CLLM_OK) return fail(&err);
-    if (!make_sides(&sd, argc, argv, NULL, &err) || !make_metric_set(&ms, argc, argv, &sd, "accuracy:1,interactivity:0.5", &err) ||
-        !mr_config_flags(&cfg.mr, argc, argv, &ms)) { if (err.msg[0]) fail(&err); goto done; }
-    cfg.n_candidates = (int)flag_num(argc, argv, "--candidates", 2);
-    cfg.max_turns = (int)flag_num(argc, argv, "--max-turns", 7);
-    cfg.task_desc = flag(argc, argv, "--task-desc");
-    cfg.show_reference = has_switch(argc, argv, "--show-reference");
+    memset(&sd, 0, sizeof sd);
+    if (!check_sides(&fl) || !parse_shard(&fl, &cfg.shard, &cfg.n_shards) || !parse_metrics(&ms, &fl)) return 2;
+    if ((rc = run_files_prepare(&rf, &fl)) != 0) return rc;
+    rc = 1;
+    out = flag_text(&fl, "--out");
+    err.msg[0] = 0;
+    if (cllm_tasks_read_jsonl(flag_text(&fl, "--tasks"), &tasks, &n, &err) != CLLM_OK ||
+        !make_sides(&sd, &fl, NULL, &err) || !make_metric_set(&ms, &fl, &sd, "--tokenizer", &err)) {
+        fail(&err);
+        goto done;
+    }
+    mr_config_of(&cfg.mr, &fl, &ms);
+    cfg.n_candidates = (int)flag_number(&fl, "--candidates");
+    cfg.max_turns = (int)flag_number(&fl, "--max-turns");
+    cfg.task_desc = flag_text(&fl, "--task-desc");
+    cfg.show_reference = flag_on(&fl, "--show-reference");
     cfg.verbose = 1;
-    if (cllm_datagen_run(&cfg, sd.user, sd.assistant, sd.assistant, tasks, n, out, &err) != CLLM_OK) { fail(&err); goto done; }
+    if (cllm_datagen_run(&cfg, sd.user, sd.assistant, sd.assistant, tasks, limited(&fl, n), out, &err) != CLLM_OK) {
+        fail(&err);
+        goto done;
+    }
     fprintf(stderr, "generate-data: wrote %s\n", out);
     rc = 0;
 done:
+    run_files_end(&rf, rc != 0);
     free_metric_set(&ms);
     free_sides(&sd);
     cllm_tasks_free(tasks, n);
     return rc;
 }
 
+/* ---- build-pairs ------------------------------------------------------------------------------- */
+
+static const flag_spec build_pairs_own_flags[] = {
+    { .name = "--records", .type = FLAG_IN_FILE, .metavar = "RECORDS.jsonl", .need = FLAG_REQUIRED,
+      .help = "turn records of generate-data (data_fmt/records.md)" },
+    { .name = "--sft", .type = FLAG_OUT_FILE, .metavar = "SFT.jsonl",
+      .help = "SFT rows: each conversation along its best responses (data_fmt/sft.md)" },
+    { .name = "--dpo", .type = FLAG_OUT_FILE, .metavar = "PAIRS.jsonl",
+      .help = "DPO pairs: best and worst candidate of each turn (data_fmt/dpo.md)" },
+    { .name = "--min-gap", .type = FLAG_REAL, .metavar = "G", .min = 0, .max = FLAG_NO_MAX, .def = "0.02",
+      .help = "a pair needs this MR gap between chosen and rejected" },
+    { .name = "--system", .type = FLAG_TEXT, .metavar = "TEXT", .def_note = "none",
+      .help = "a system message first in every row and prompt" },
+};
+static const flag_group build_pairs_group =
+    FLAG_GROUP("build-pairs (one or both of --sft, --dpo)", build_pairs_own_flags);
+static const flag_command build_pairs_command = {
+    "collabllm build-pairs", "Records -> SFT rows and DPO pairs in TRL's conversational formats.",
+    "Reads RECORDS.jsonl (data_fmt/records.md); writes SFT.jsonl (data_fmt/sft.md) and PAIRS.jsonl "
+    "(data_fmt/dpo.md).", NULL,
+    { &build_pairs_group, &overwrite_group, NULL },
+};
+
 static int cmd_build_pairs(int argc, char **argv) {
-    static const char *usage = "collabllm build-pairs --records RECORDS.jsonl [--sft SFT.jsonl] [--dpo PAIRS.jsonl] [--min-gap 0.02] [--system TEXT]";
-    const char *records = need(argc, argv, "--records", usage);
     cllm_pairs_config pc;
-    int n_sft = 0, n_pairs = 0;
+    int n_sft = 0;
+    int n_pairs = 0;
+    int rc;
     cllm_err err;
-    if (!records) return 2;
-    if (!flag(argc, argv, "--sft") && !flag(argc, argv, "--dpo")) { fprintf(stderr, "give --sft and/or --dpo\nusage: %s\n", usage); return 2; }
+    flags fl;
+    run_files rf;
+    if (!parse(&fl, &build_pairs_command, argc, argv, &rc)) return rc;
+    if (!flag_given(&fl, "--sft") && !flag_given(&fl, "--dpo")) return flags_fail(fl.cmd, "give --sft and/or --dpo");
+    if ((rc = run_files_prepare(&rf, &fl)) != 0) return rc;
     memset(&pc, 0, sizeof pc);
-    pc.min_gap = flag_num(argc, argv, "--min-gap", 0.02);
-    pc.system_prompt = flag(argc, argv, "--system");
-    if (cllm_build_pairs(records, &pc, flag(argc, argv, "--sft"), flag(argc, argv, "--dpo"), &n_sft, &n_pairs, &err) != CLLM_OK) return fail(&err);
+    pc.min_gap = flag_number(&fl, "--min-gap");
+    pc.system_prompt = flag_text(&fl, "--system");
+    if (cllm_build_pairs(flag_text(&fl, "--records"), &pc, flag_text(&fl, "--sft"), flag_text(&fl, "--dpo"), &n_sft,
+                         &n_pairs, &err) != CLLM_OK) return fail(&err);
     fprintf(stderr, "build-pairs: %d SFT rows, %d DPO pairs (min gap %g)\n", n_sft, n_pairs, pc.min_gap);
     return 0;
 }
+
+/* ---- eval -------------------------------------------------------------------------------------- */
+
+static const flag_spec eval_own_flags[] = {
+    { .name = "--tasks", .type = FLAG_IN_FILE, .metavar = "TASKS.jsonl", .need = FLAG_REQUIRED,
+      .help = "the test tasks (data_fmt/task.md)" },
+    { .name = "--details", .type = FLAG_OUT_FILE, .metavar = "DETAILS.jsonl", .need = FLAG_REQUIRED,
+      .help = "one line per task: conversation and scores (data_fmt/eval.md)" },
+    { .name = "--summary", .type = FLAG_OUT_FILE, .metavar = "SUMMARY.json",
+      .help = "the means (data_fmt/eval.md)" },
+    { .name = "--max-turns", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 10000, .def = "7",
+      .help = "user turns per conversation at most" },
+};
+static const flag_group eval_group = FLAG_GROUP("eval", eval_own_flags);
+static const flag_command eval_command = {
+    "collabllm eval", "One conversation per task with the simulator; metrics, tokens and ITR (the paper's section 4).",
+    "Reads TASKS.jsonl (data_fmt/task.md); writes DETAILS.jsonl and SUMMARY.json (data_fmt/eval.md) and prints "
+    "the table on stdout.", NULL,
+    { &eval_group, &limit_group, &task_group, &user_group, &assistant_group, &assistant_sampling_group,
+      &side_seed_group, &endpoint_group, &metric_group, &token_count_group, &overwrite_group, NULL },
+};
 
 /* A mean in a table column, or "null" where nothing was scored (never a 0). */
 static void print_mean(double v, int width, int precision) {
@@ -672,11 +1186,11 @@ static void print_mean(double v, int width, int precision) {
 }
 
 static int cmd_eval(int argc, char **argv) {
-    static const char *usage = "collabllm eval --tasks TASKS.jsonl --details DETAILS.jsonl [--summary SUMMARY.json]\n" SIDES_USAGE METRICS_USAGE
-        "    [--max-turns 7] [--task-desc TEXT] [--show-reference] [--limit N]";
-    const char *tasks_path = need(argc, argv, "--tasks", usage), *details = need(argc, argv, "--details", usage), *summary_path = flag(argc, argv, "--summary");
+    const char *summary_path;
     cllm_task *tasks = NULL;
-    int n = 0, rc = 1, m, limit = (int)flag_num(argc, argv, "--limit", 0);
+    int n = 0;
+    int rc;
+    int m;
     sides sd;
     metric_set ms;
     cllm_eval_config cfg;
@@ -684,18 +1198,29 @@ static int cmd_eval(int argc, char **argv) {
     cllm_err err;
     cJSON *js = NULL;
     char scored[32];
-    if (!tasks_path || !details) return 2;
-    memset(&ms, 0, sizeof ms);
+    flags fl;
+    run_files rf;
+    if (!parse(&fl, &eval_command, argc, argv, &rc)) return rc;
+    memset(&sd, 0, sizeof sd);
     memset(&sum, 0, sizeof sum);
-    if (cllm_tasks_read_jsonl(tasks_path, &tasks, &n, &err) != CLLM_OK) return fail(&err);
-    if (!make_sides(&sd, argc, argv, NULL, &err) || !make_metric_set(&ms, argc, argv, &sd, "accuracy,interactivity", &err)) { if (err.msg[0]) fail(&err); goto done; }
+    if (!check_sides(&fl) || !parse_metrics(&ms, &fl)) return 2;
+    if ((rc = run_files_prepare(&rf, &fl)) != 0) return rc;
+    rc = 1;
+    summary_path = flag_text(&fl, "--summary");
+    err.msg[0] = 0;
+    if (cllm_tasks_read_jsonl(flag_text(&fl, "--tasks"), &tasks, &n, &err) != CLLM_OK ||
+        !make_sides(&sd, &fl, NULL, &err) || !make_metric_set(&ms, &fl, &sd, "--tokenizer", &err)) {
+        fail(&err);
+        goto done;
+    }
     memset(&cfg, 0, sizeof cfg);
-    cfg.max_turns = (int)flag_num(argc, argv, "--max-turns", 7);
-    cfg.task_desc = flag(argc, argv, "--task-desc");
-    cfg.show_reference = has_switch(argc, argv, "--show-reference");
+    cfg.max_turns = (int)flag_number(&fl, "--max-turns");
+    cfg.task_desc = flag_text(&fl, "--task-desc");
+    cfg.show_reference = flag_on(&fl, "--show-reference");
     cfg.metrics = ms.metrics; cfg.n_metrics = ms.n;
     cfg.tokens = ms.tokens;
-    rc = cllm_eval_run(&cfg, sd.user, sd.assistant, tasks, limit > 0 && limit < n ? limit : n, details, &sum, &err) == CLLM_OK ? 0 : 1;
+    rc = cllm_eval_run(&cfg, sd.user, sd.assistant, tasks, limited(&fl, n), flag_text(&fl, "--details"), &sum, &err);
+    rc = rc == CLLM_OK ? 0 : 1;
     if (rc) fprintf(stderr, "warning: %s\n", err.msg);
     /* the table: the paper's columns (metrics, #Tokens(k), and ITR = interactivity x 100), each
        metric's mean over the conversations it scored and that count; "null" where it scored none */
@@ -744,34 +1269,107 @@ done:
     return rc;
 }
 
-/* mr: scores given candidates. Each input line is a task (single_turn_* fields) plus "history"
-   (messages ending with the user's) and "candidates" (strings); each output line lists the
-   candidates with their MR, its standard deviation, every sample's rewards and sessions. */
-typedef struct { const cllm_mr_config *mr; const sides *sd; const char *task_desc; int failed; } mr_ctx;
+/* ---- mr: scores given candidates ---------------------------------------------------------------- */
+/* Each input line is a task (single_turn_* fields) plus "history" (messages ending with the
+   user's) and "candidates" (strings); each output line lists the candidates with their MR, its
+   standard deviation, every sample's rewards and sessions (data_fmt/mr.md). */
 
-static int mr_one(const cJSON *line, void *vctx) {
+static const flag_spec mr_own_flags[] = {
+    { .name = "--input", .type = FLAG_IN_FILE, .metavar = "ITEMS.jsonl", .need = FLAG_REQUIRED,
+      .help = "a task, a conversation so far and the candidates per line (data_fmt/mr.md)" },
+};
+static const flag_group mr_input_group = FLAG_GROUP("mr", mr_own_flags);
+static const flag_command mr_command = {
+    "collabllm mr", "The multiturn-aware reward of candidate responses: simulated futures, metrics, R*.",
+    "Reads ITEMS.jsonl (data_fmt/mr.md); writes one JSON line per item on stdout (data_fmt/mr.md).", NULL,
+    { &mr_input_group, &task_group, &user_group, &assistant_group, &assistant_sampling_group, &side_seed_group,
+      &endpoint_group, &metric_group, &token_count_group, &mr_group, NULL },
+};
+
+#define MR_MAX_CANDIDATES 64
+
+typedef struct {
+    const cllm_mr_config *mr;
+    const sides          *sd;
+    const char           *task_desc;
+    int                   show_reference;
+    int                   failed;              /* 1 once a candidate could not be scored */
+} mr_ctx;
+
+/* The string field of an item, or NULL. */
+static const char *string_field(const cJSON *o, const char *name) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* An item's fields checked, each error naming the line and the field. */
+static int mr_item_check(const cJSON *line, const json_origin *at, cllm_conv *history) {
+    const cJSON *cands = cJSON_GetObjectItemCaseSensitive(line, "candidates");
+    const cJSON *it;
+    char where[4200];
+    cllm_err err;
+    int i = 0;
+    origin_text(at, where, sizeof where);
+    if (!cJSON_IsObject(line)) { fprintf(stderr, "error: %s: expected an object (data_fmt/mr.md)\n", where); return 0; }
+    if (!string_field(line, "single_turn_prompt")) {
+        fprintf(stderr, "error: %s: \"single_turn_prompt\" must be a string (the user's goal)\n", where);
+        return 0;
+    }
+    if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(line, "history"))) {
+        fprintf(stderr, "error: %s: \"history\" must be a list of {\"role\", \"content\"} messages\n", where);
+        return 0;
+    }
+    if (cllm_conv_from_json(history, cJSON_GetObjectItemCaseSensitive(line, "history"), &err) != CLLM_OK) {
+        fprintf(stderr, "error: %s: \"history\": %s\n", where, err.msg);
+        return 0;
+    }
+    if (history->n == 0 || strcmp(history->msgs[history->n - 1].role, "user") != 0) {
+        fprintf(stderr, "error: %s: \"history\" must end with a user message\n", where);
+        return 0;
+    }
+    if (!cJSON_IsArray(cands) || cJSON_GetArraySize(cands) < 1 || cJSON_GetArraySize(cands) > MR_MAX_CANDIDATES) {
+        fprintf(stderr, "error: %s: \"candidates\" must be a list of 1 to %d strings\n", where, MR_MAX_CANDIDATES);
+        return 0;
+    }
+    cJSON_ArrayForEach(it, cands) {
+        if (!cJSON_IsString(it)) {
+            fprintf(stderr, "error: %s: \"candidates\"[%d] must be a string\n", where, i);
+            return 0;
+        }
+        i++;
+    }
+    return 1;
+}
+
+static int mr_one(const cJSON *line, const json_origin *at, void *vctx) {
     mr_ctx *c = (mr_ctx *)vctx;
-    const cJSON *hist = cJSON_GetObjectItemCaseSensitive(line, "history"), *cands = cJSON_GetObjectItemCaseSensitive(line, "candidates"), *it;
+    const cJSON *it;
     cllm_task task;
     cllm_goal goal;
     cllm_conv history;
-    static cllm_mr_item items[64];
-    static cllm_mr_result res[64];
+    static cllm_mr_item items[MR_MAX_CANDIDATES];
+    static cllm_mr_result res[MR_MAX_CANDIDATES];
     cllm_err err;
-    cJSON *out, *arr;
-    int k = 0, i, s, m;
+    cJSON *out;
+    cJSON *arr;
+    int k = 0;
+    int i;
+    int s;
+    int m;
     memset(&task, 0, sizeof task);
     memset(&history, 0, sizeof history);
+    if (!mr_item_check(line, at, &history)) { cllm_conv_free(&history); return 1; }
     task.json = (cJSON *)line;
-    task.prompt = (char *)(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(line, "single_turn_prompt")) ? cJSON_GetObjectItemCaseSensitive(line, "single_turn_prompt")->valuestring : NULL);
-    task.completion = (char *)(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(line, "single_turn_completion")) ? cJSON_GetObjectItemCaseSensitive(line, "single_turn_completion")->valuestring : "");
-    if (!task.prompt || !cJSON_IsArray(cands) || cllm_conv_from_json(&history, hist, &err) != CLLM_OK || history.n == 0) {
-        fprintf(stderr, "error: each line needs single_turn_prompt, a non-empty \"history\" and \"candidates\"\n");
-        cllm_conv_free(&history);
-        return 1;
+    task.prompt = (char *)string_field(line, "single_turn_prompt");
+    task.completion = (char *)string_field(line, "single_turn_completion");
+    if (!task.completion) task.completion = (char *)"";
+    goal.task_desc = c->task_desc ? c->task_desc : "a task";
+    goal.prompt = task.prompt;
+    goal.reference = c->show_reference && task.completion[0] ? task.completion : NULL;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(line, "candidates")) {
+        items[k].goal = &goal; items[k].task = &task; items[k].history = &history; items[k].candidate = it->valuestring;
+        k++;
     }
-    goal.task_desc = c->task_desc ? c->task_desc : "a task"; goal.prompt = task.prompt; goal.reference = NULL;
-    cJSON_ArrayForEach(it, cands) if (cJSON_IsString(it) && k < 64) { items[k].goal = &goal; items[k].task = &task; items[k].history = &history; items[k].candidate = it->valuestring; k++; }
     cllm_mr_score(c->mr, c->sd->user, c->sd->assistant, items, k, res, &err);
     out = cJSON_CreateObject();
     arr = cJSON_AddArrayToObject(out, "candidates");
@@ -796,19 +1394,30 @@ static int mr_one(const cJSON *line, void *vctx) {
 }
 
 static int cmd_mr(int argc, char **argv) {
-    static const char *usage = "collabllm mr --input ITEMS.jsonl\n" SIDES_USAGE METRICS_USAGE MR_USAGE "    [--task-desc TEXT]";
-    const char *input = need(argc, argv, "--input", usage);
     sides sd;
     metric_set ms;
     cllm_mr_config mr;
     mr_ctx ctx;
     cllm_err err;
-    int rc = 1;
-    if (!input) return 2;
-    memset(&ms, 0, sizeof ms);
-    if (!make_sides(&sd, argc, argv, NULL, &err) || !make_metric_set(&ms, argc, argv, &sd, "accuracy:1,interactivity:0.5", &err) || !mr_config_flags(&mr, argc, argv, &ms)) { if (err.msg[0]) fail(&err); goto done; }
-    ctx.mr = &mr; ctx.sd = &sd; ctx.task_desc = flag(argc, argv, "--task-desc"); ctx.failed = 0;
-    rc = each_json(input, mr_one, &ctx) || ctx.failed;
+    int rc;
+    flags fl;
+    if (!parse(&fl, &mr_command, argc, argv, &rc)) return rc;
+    memset(&sd, 0, sizeof sd);
+    if (!check_sides(&fl) || !parse_metrics(&ms, &fl)) return 2;
+    if ((rc = check_files(&fl)) != 0) return rc;
+    rc = 1;
+    err.msg[0] = 0;
+    if (!make_sides(&sd, &fl, NULL, &err) || !make_metric_set(&ms, &fl, &sd, "--tokenizer", &err)) {
+        fail(&err);
+        goto done;
+    }
+    mr_config_of(&mr, &fl, &ms);
+    ctx.mr = &mr;
+    ctx.sd = &sd;
+    ctx.task_desc = flag_text(&fl, "--task-desc");
+    ctx.show_reference = flag_on(&fl, "--show-reference");
+    ctx.failed = 0;
+    rc = each_json(flag_text(&fl, "--input"), mr_one, &ctx) || ctx.failed;
 done:
     free_metric_set(&ms);
     free_sides(&sd);
@@ -852,29 +1461,68 @@ static void print_text_line(const char *s, size_t n) {
     fputs("\"}\n", stdout);
 }
 
+static const flag_spec tokenizer_required_flags[] = {
+    { .name = "--tokenizer", .type = FLAG_IN_PATH, .metavar = "PATH", .need = FLAG_REQUIRED,
+      .help = "tokenizer.json, or a directory with tokenizer.json and tokenizer_config.json" },
+};
+static const flag_spec tokenize_own_flags[] = {
+    { .name = "--add-special-tokens", .type = FLAG_SWITCH,
+      .help = "add the post-processor's special tokens (BOS), as HF add_special_tokens=True" },
+    { .name = "--offsets", .type = FLAG_SWITCH,
+      .help = "also \"offsets\": the byte range [start, end) of every token" },
+};
+static const flag_spec detokenize_own_flags[] = {
+    { .name = "--skip-special-tokens", .type = FLAG_SWITCH,
+      .help = "leave special tokens out of the text" },
+};
+static const flag_group tokenizer_group = FLAG_GROUP("tokenizer", tokenizer_required_flags);
+static const flag_group tokenize_group = FLAG_GROUP("tokenize", tokenize_own_flags);
+static const flag_group detokenize_group = FLAG_GROUP("detokenize", detokenize_own_flags);
+static const flag_command tokenize_command = {
+    "collabllm tokenize", "Text to token ids: a JSONL filter.",
+    "Reads {\"text\"} lines on stdin; writes {\"ids\"} (and \"offsets\") lines on stdout (data_fmt/chat.md).", NULL,
+    { &tokenizer_group, &tokenize_group, NULL },
+};
+static const flag_command detokenize_command = {
+    "collabllm detokenize", "Token ids to text: a JSONL filter.",
+    "Reads {\"ids\"} lines on stdin; writes {\"text\"} lines on stdout (data_fmt/chat.md).", NULL,
+    { &tokenizer_group, &detokenize_group, NULL },
+};
+
 /* stdin {"text": ...} lines -> stdout {"ids": [...]} (and "offsets": [start, end, ...] in bytes) */
 static int cmd_tokenize(int argc, char **argv) {
-    static const char *usage = "collabllm tokenize --tokenizer PATH [--add-special-tokens] [--offsets] < texts.jsonl";
-    const char *path = need(argc, argv, "--tokenizer", usage);
-    int special = has_switch(argc, argv, "--add-special-tokens"), want_offsets = has_switch(argc, argv, "--offsets"), rc = 0;
+    int special;
+    int want_offsets;
+    int rc;
     cllm_tokenizer tok;
     cllm_err err;
     char *line = NULL;
     size_t cap = 0;
-    long len, lineno = 0;
-    if (!path) return 2;
-    if (cllm_tokenizer_load(&tok, path, &err) != CLLM_OK) return fail(&err);
+    long len;
+    long lineno = 0;
+    flags fl;
+    if (!parse(&fl, &tokenize_command, argc, argv, &rc)) return rc;
+    if ((rc = check_files(&fl)) != 0) return rc;
+    special = flag_on(&fl, "--add-special-tokens");
+    want_offsets = flag_on(&fl, "--offsets");
+    if (cllm_tokenizer_load(&tok, flag_text(&fl, "--tokenizer"), &err) != CLLM_OK) return fail(&err);
     while ((len = read_line(stdin, &line, &cap)) >= 0) {
         cJSON *in, *out;
         const cJSON *text;
         int *ids = NULL, *offs = NULL, n = 0;
+        size_t bad;
         lineno++;
         if (len == 0) continue;
+        if ((bad = utf8_valid_prefix((const unsigned char *)line, (size_t)len)) < (size_t)len) {
+            fprintf(stderr, "error: stdin line %ld: not valid UTF-8 at byte %zu of the line\n", lineno, bad + 1);
+            rc = 1;
+            break;
+        }
         in = cJSON_ParseWithLength(line, (size_t)len);
         text = cJSON_GetObjectItemCaseSensitive(in, "text");
         if (!cJSON_IsString(text)) { fprintf(stderr, "error: stdin line %ld: expected {\"text\": \"...\"}\n", lineno); cJSON_Delete(in); rc = 1; break; }
         if (cllm_tokenizer_encode(&tok, text->valuestring, strlen(text->valuestring), special, &ids, &n, want_offsets ? &offs : NULL, &err) != CLLM_OK) {
-            fprintf(stderr, "error: stdin line %ld: %s\n", lineno, err.msg); cJSON_Delete(in); rc = 1; break;
+            fprintf(stderr, "error: stdin line %ld: \"text\": %s\n", lineno, err.msg); cJSON_Delete(in); rc = 1; break;
         }
         out = cJSON_CreateObject();
         cJSON_AddItemToObject(out, "ids", int_array(ids, n));
@@ -890,16 +1538,19 @@ static int cmd_tokenize(int argc, char **argv) {
 
 /* stdin {"ids": [...]} lines -> stdout {"text": ...} */
 static int cmd_detokenize(int argc, char **argv) {
-    static const char *usage = "collabllm detokenize --tokenizer PATH [--skip-special-tokens] < ids.jsonl";
-    const char *path = need(argc, argv, "--tokenizer", usage);
-    int skip = has_switch(argc, argv, "--skip-special-tokens"), rc = 0;
+    int skip;
+    int rc;
     cllm_tokenizer tok;
     cllm_err err;
     char *line = NULL;
     size_t cap = 0;
-    long len, lineno = 0;
-    if (!path) return 2;
-    if (cllm_tokenizer_load(&tok, path, &err) != CLLM_OK) return fail(&err);
+    long len;
+    long lineno = 0;
+    flags fl;
+    if (!parse(&fl, &detokenize_command, argc, argv, &rc)) return rc;
+    if ((rc = check_files(&fl)) != 0) return rc;
+    skip = flag_on(&fl, "--skip-special-tokens");
+    if (cllm_tokenizer_load(&tok, flag_text(&fl, "--tokenizer"), &err) != CLLM_OK) return fail(&err);
     while ((len = read_line(stdin, &line, &cap)) >= 0) {
         cJSON *in;
         const cJSON *arr, *it;
@@ -913,8 +1564,12 @@ static int cmd_detokenize(int argc, char **argv) {
         if (!cJSON_IsArray(arr)) { fprintf(stderr, "error: stdin line %ld: expected {\"ids\": [...]}\n", lineno); cJSON_Delete(in); rc = 1; break; }
         ids = (int *)malloc(((size_t)cJSON_GetArraySize(arr) + 1) * sizeof(int));
         cJSON_ArrayForEach(it, arr) ids[n++] = cJSON_IsNumber(it) ? (int)it->valuedouble : -1;
-        if (cllm_tokenizer_decode(&tok, ids, n, skip, &text, &tlen, &err) != CLLM_OK) { fprintf(stderr, "error: %s\n", err.msg); rc = 1; }
-        else print_text_line(text, tlen);
+        if (cllm_tokenizer_decode(&tok, ids, n, skip, &text, &tlen, &err) != CLLM_OK) {
+            fprintf(stderr, "error: stdin line %ld: \"ids\": %s\n", lineno, err.msg);
+            rc = 1;
+        } else {
+            print_text_line(text, tlen);
+        }
         cllm_free_buffer(text); free(ids);
         cJSON_Delete(in);
         if (rc) break;
@@ -928,45 +1583,71 @@ static int cmd_detokenize(int argc, char **argv) {
 
 /* A conversation is an array of {"role", "content"}, or {"messages": [...]} which may also set
    "add_generation_prompt", "enable_thinking" and "date_string" (into *opts) for itself. Returns
-   a malloc'd list of *n messages after `extra` free slots at the front (e.g. for a system
-   prompt), pointing into conv; NULL after a message. */
-static cllm_message *conversation_of(const cJSON *conv, int extra, cllm_render_opts *opts, int *n) {
-    const cJSON *list = cJSON_IsArray(conv) ? conv : cJSON_GetObjectItemCaseSensitive(conv, "messages"), *it;
-    cllm_message *msgs;
-    *n = extra;
-    if (!cJSON_IsArray(list)) { fprintf(stderr, "error: expected a list of messages or {\"messages\": [...]}\n"); return NULL; }
-    if (cJSON_IsObject(conv)) {
-        const cJSON *g = cJSON_GetObjectItemCaseSensitive(conv, "add_generation_prompt"), *t = cJSON_GetObjectItemCaseSensitive(conv, "enable_thinking");
-        const cJSON *d = cJSON_GetObjectItemCaseSensitive(conv, "date_string");
+   it as a conversation (after a system message when `system` is given); 0 after a message that
+   names the line and the field. */
+static int conversation_of(const cJSON *value, const json_origin *at, const char *system, cllm_render_opts *opts,
+                           cllm_conv *conv) {
+    const cJSON *list = cJSON_IsArray(value) ? value : cJSON_GetObjectItemCaseSensitive(value, "messages");
+    char where[4200];
+    cllm_conv given;
+    cllm_err err;
+    int i;
+    origin_text(at, where, sizeof where);
+    memset(conv, 0, sizeof *conv);
+    if (!cJSON_IsArray(list)) {
+        fprintf(stderr, "error: %s: expected a list of messages or {\"messages\": [...]} (data_fmt/chat.md)\n", where);
+        return 0;
+    }
+    if (cJSON_IsObject(value)) {
+        const cJSON *g = cJSON_GetObjectItemCaseSensitive(value, "add_generation_prompt");
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(value, "enable_thinking");
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(value, "date_string");
         if (cJSON_IsBool(g)) opts->add_generation_prompt = cJSON_IsTrue(g);
         if (cJSON_IsBool(t)) opts->enable_thinking = cJSON_IsTrue(t);
         if (cJSON_IsString(d)) opts->date_string = d->valuestring;
     }
-    if (!(msgs = (cllm_message *)calloc((size_t)cJSON_GetArraySize(list) + (size_t)extra + 1, sizeof *msgs))) { fprintf(stderr, "error: out of memory\n"); return NULL; }
-    cJSON_ArrayForEach(it, list) {
-        const cJSON *r = cJSON_GetObjectItemCaseSensitive(it, "role"), *c = cJSON_GetObjectItemCaseSensitive(it, "content");
-        msgs[*n].role = cJSON_IsString(r) ? r->valuestring : NULL;
-        msgs[*n].content = cJSON_IsString(c) ? c->valuestring : NULL;
-        (*n)++;
+    if (cllm_conv_from_json(&given, list, &err) != CLLM_OK) {
+        fprintf(stderr, "error: %s: %s\n", where, err.msg);
+        return 0;
     }
-    return msgs;
+    if (system && cllm_conv_push(conv, "system", system, &err) != CLLM_OK) {
+        cllm_conv_free(&given);
+        return !fail(&err);
+    }
+    for (i = 0; i < given.n; i++) {
+        if (cllm_conv_push(conv, given.msgs[i].role, given.msgs[i].content, &err) != CLLM_OK) {
+            cllm_conv_free(&given);
+            cllm_conv_free(conv);
+            return !fail(&err);
+        }
+    }
+    cllm_conv_free(&given);
+    return 1;
 }
 
 typedef struct { const cllm_tokenizer *tok; cllm_render_opts opts; } render_ctx;
 
-static int render_one(const cJSON *conv, void *ctx) {
+static int render_one(const cJSON *value, const json_origin *at, void *ctx) {
     const render_ctx *rc = (const render_ctx *)ctx;
     cllm_render_opts opts = rc->opts;
-    cllm_message *msgs;
-    int n = 0, *ids = NULL, n_ids = 0, i, ok;
+    cllm_conv conv;
+    int *ids = NULL;
+    int n_ids = 0;
+    int i;
+    int ok;
     unsigned char *mask = NULL;
     char *text = NULL;
+    char where[4200];
     cllm_err err;
     cJSON *out, *m;
-    if (!(msgs = conversation_of(conv, 0, &opts, &n))) return 1;
-    ok = cllm_chat_render(rc->tok, msgs, n, &opts, &text, &ids, &mask, &n_ids, &err) == CLLM_OK;
-    free(msgs);
-    if (!ok) return fail(&err);
+    if (!conversation_of(value, at, NULL, &opts, &conv)) return 1;
+    ok = cllm_chat_render(rc->tok, conv.msgs, conv.n, &opts, &text, &ids, &mask, &n_ids, &err) == CLLM_OK;
+    cllm_conv_free(&conv);
+    if (!ok) {
+        origin_text(at, where, sizeof where);
+        fprintf(stderr, "error: %s: %s\n", where, err.msg);
+        return 1;
+    }
     out = cJSON_CreateObject();
     cJSON_AddStringToObject(out, "text", text);
     cJSON_AddItemToObject(out, "ids", int_array(ids, n_ids));
@@ -977,88 +1658,109 @@ static int render_one(const cJSON *conv, void *ctx) {
     return 0;
 }
 
+static const flag_spec render_own_flags[] = {
+    { .name = "--messages", .type = FLAG_IN_FILE, .metavar = "CONVS.json", .need = FLAG_REQUIRED,
+      .help = "one conversation, or JSONL with one per line (data_fmt/chat.md)" },
+    { .name = "--add-generation-prompt", .type = FLAG_SWITCH,
+      .help = "end with the assistant's header, ready for its reply" },
+    { .name = "--enable-thinking", .type = FLAG_SWITCH,
+      .help = "Qwen3: keep the thinking block open" },
+    { .name = "--date", .type = FLAG_TEXT, .metavar = "TEXT", .def_note = "the template's",
+      .help = "Llama 3.1: the date in the system header, \"26 Jul 2024\"" },
+};
+static const flag_group render_group = FLAG_GROUP("render", render_own_flags);
+static const flag_command render_command = {
+    "collabllm render", "Conversations through the chat template: text, token ids and the trainable mask.",
+    "Reads CONVS.json (data_fmt/chat.md); writes one {\"text\", \"ids\", \"mask\"} line per conversation on stdout "
+    "(data_fmt/chat.md).", NULL,
+    { &tokenizer_group, &render_group, NULL },
+};
+
 /* FILE.json holds one conversation, or is JSONL with one conversation per line. */
 static int cmd_render(int argc, char **argv) {
-    static const char *usage = "collabllm render --tokenizer DIR --messages FILE.json [--add-generation-prompt] [--enable-thinking] [--date \"26 Jul 2024\"]";
-    const char *dir = need(argc, argv, "--tokenizer", usage), *file = need(argc, argv, "--messages", usage);
     render_ctx ctx;
     cllm_tokenizer tok;
     cllm_err err;
     int rc;
-    if (!dir || !file) return 2;
+    flags fl;
+    if (!parse(&fl, &render_command, argc, argv, &rc)) return rc;
+    if ((rc = check_files(&fl)) != 0) return rc;
     memset(&ctx, 0, sizeof ctx);
-    ctx.opts.add_generation_prompt = has_switch(argc, argv, "--add-generation-prompt");
-    ctx.opts.enable_thinking = has_switch(argc, argv, "--enable-thinking");
-    ctx.opts.date_string = flag(argc, argv, "--date");
-    if (cllm_tokenizer_load(&tok, dir, &err) != CLLM_OK) return fail(&err);
+    ctx.opts.add_generation_prompt = flag_on(&fl, "--add-generation-prompt");
+    ctx.opts.enable_thinking = flag_on(&fl, "--enable-thinking");
+    ctx.opts.date_string = flag_text(&fl, "--date");
+    if (cllm_tokenizer_load(&tok, flag_text(&fl, "--tokenizer"), &err) != CLLM_OK) return fail(&err);
     ctx.tok = &tok;
-    rc = each_json(file, render_one, &ctx);
+    rc = each_json(flag_text(&fl, "--messages"), render_one, &ctx);
     cllm_tokenizer_free(&tok);
     return rc;
 }
 
 /* ---- sft / dpo: fine-tuning on SFT rows or DPO pairs (data_fmt/train.md) ------------------ */
 
-#define TRAIN_FLAGS_USAGE \
-    "    [--tokenizer DIR] [--lr LR] [--schedule cosine|linear|constant] [--warmup-steps N | --warmup-ratio R]\n" \
-    "    [--epochs N | --max-steps N] [--batch-size N] [--grad-accum N] [--max-length N] [--max-grad-norm X (0 = off)]\n" \
-    "    [--weight-decay X] [--seed N] [--save-every N] [--keep-last N] [--log-every N] [--stop-after N] [--metrics PATH]\n" \
-    "    [--resume] [--quiet] [--lora-r R --lora-alpha A --lora-dropout P --lora-targets q,k,v,o,gate,up,down]"
+static const flag_group train_group = FLAG_GROUP("training", train_flags);
+static const flag_group lora_group = FLAG_GROUP("LoRA", lora_flags);
+static const flag_group train_log_group = FLAG_GROUP("metrics", train_log_flags);
 
-/* The flags both trainers share: the loop's settings, the data's max length and LoRA (on when
-   any --lora-* flag is given). Zero / absent = the library's defaults. */
-static int train_flags(int argc, char **argv, cllm_train_config *c, int *max_length, int *lora, cllm_lora_config *lc) {
-    double lr, epochs, steps, bs, ga, ws, wr, gn, wd, seed, se, kl, le, sa, ml, r, alpha, drop;
-    const char *targets = flag(argc, argv, "--lora-targets");
+/* The loop's settings and LoRA (on when any --lora-* flag is given); 0 after a message. */
+static int train_config_of(const flags *fl, cllm_train_config *c, int *use_lora, cllm_lora_config *lc) {
     cllm_err err;
     memset(c, 0, sizeof *c);
     memset(lc, 0, sizeof *lc);
-    if (!num_flag(argc, argv, "--lr", 0, 1, 0, &lr) || !num_flag(argc, argv, "--epochs", 0, 1e6, 0, &epochs) ||
-        !num_flag(argc, argv, "--max-steps", 0, 1e12, 0, &steps) || !num_flag(argc, argv, "--batch-size", 0, 1e6, 0, &bs) ||
-        !num_flag(argc, argv, "--grad-accum", 0, 1e6, 0, &ga) || !num_flag(argc, argv, "--warmup-steps", 0, 1e12, 0, &ws) ||
-        !num_flag(argc, argv, "--warmup-ratio", 0, 1, 0, &wr) || !num_flag(argc, argv, "--max-grad-norm", -1, 1e9, 0, &gn) ||
-        !num_flag(argc, argv, "--weight-decay", 0, 1e3, 0, &wd) || !num_flag(argc, argv, "--seed", 0, 9007199254740992.0, 0, &seed) ||
-        !num_flag(argc, argv, "--save-every", 0, 1e12, 0, &se) || !num_flag(argc, argv, "--keep-last", 0, 1e6, 0, &kl) ||
-        !num_flag(argc, argv, "--log-every", 0, 1e12, 0, &le) || !num_flag(argc, argv, "--stop-after", 0, 1e12, 0, &sa) ||
-        !num_flag(argc, argv, "--max-length", 0, 1e8, 0, &ml) || !num_flag(argc, argv, "--lora-r", 0, CLLM_LORA_MAX_R, 0, &r) ||
-        !num_flag(argc, argv, "--lora-alpha", 0, 1e6, 0, &alpha) || !num_flag(argc, argv, "--lora-dropout", -1, 0.99, 0, &drop))
-        return 0;
-    c->lr = lr; c->epochs = (int)epochs; c->max_steps = (long)steps; c->batch_size = (int)bs; c->grad_accum = (int)ga;
-    c->warmup_steps = (long)ws; c->warmup_ratio = wr; c->max_grad_norm = gn; c->adam.weight_decay = (float)wd;
-    c->seed = (uint64_t)seed; c->save_every = (long)se; c->keep_last = (int)kl; c->log_every = (long)le; c->stop_after = (long)sa;
-    c->lr_schedule = flag(argc, argv, "--schedule");
-    c->metrics_path = flag(argc, argv, "--metrics");
-    c->out_dir = flag(argc, argv, "--out");
-    c->model_dir = flag(argc, argv, "--model");
-    c->tokenizer_dir = flag(argc, argv, "--tokenizer") ? flag(argc, argv, "--tokenizer") : c->model_dir;
-    c->resume = has_switch(argc, argv, "--resume");
-    c->quiet = has_switch(argc, argv, "--quiet");
-    if (flag(argc, argv, "--max-grad-norm") && gn == 0) c->max_grad_norm = -1;    /* as HF: 0 = no clipping */
-    *max_length = (int)ml;
-    *lora = flag(argc, argv, "--lora-r") || flag(argc, argv, "--lora-alpha") || flag(argc, argv, "--lora-dropout") || targets;
-    lc->r = (int)r; lc->alpha = alpha; lc->seed = c->seed;
-    lc->dropout = flag(argc, argv, "--lora-dropout") && drop == 0 ? -1 : drop;     /* an explicit 0 means none */
-    if (targets && cllm_lora_parse_targets(targets, &lc->targets, &err) != CLLM_OK) { fprintf(stderr, "--lora-targets: %s\n", err.msg); return 0; }
+    c->lr = flag_number(fl, "--lr");
+    c->epochs = (int)flag_number(fl, "--epochs");
+    c->max_steps = (long)flag_number(fl, "--max-steps");
+    c->batch_size = (int)flag_number(fl, "--batch-size");
+    c->grad_accum = (int)flag_number(fl, "--grad-accum");
+    c->warmup_steps = (long)flag_number(fl, "--warmup-steps");
+    c->warmup_ratio = flag_number(fl, "--warmup-ratio");
+    c->max_grad_norm = flag_number(fl, "--max-grad-norm");                  /* absent: the trainer's default */
+    if (flag_given(fl, "--max-grad-norm") && c->max_grad_norm == 0) c->max_grad_norm = -1;   /* HF: 0 = off */
+    c->adam.weight_decay = (float)flag_number(fl, "--weight-decay");
+    c->seed = (uint64_t)flag_number(fl, "--seed");
+    c->save_every = (long)flag_number(fl, "--save-every");
+    c->keep_last = (int)flag_number(fl, "--keep-last");
+    c->log_every = (long)flag_number(fl, "--log-every");
+    c->stop_after = (long)flag_number(fl, "--stop-after");
+    c->lr_schedule = flag_text(fl, "--schedule");
+    c->out_dir = flag_text(fl, "--out");
+    c->model_dir = flag_text(fl, "--model");
+    c->tokenizer_dir = flag_given(fl, "--tokenizer") ? flag_text(fl, "--tokenizer") : c->model_dir;
+    c->resume = flag_on(fl, "--resume");
+    c->quiet = flag_on(fl, "--quiet");
+    if (flags_declared(fl, "--metrics-file")) c->metrics_path = flag_text(fl, "--metrics-file");
+    else c->metrics_path = flag_text(fl, "--metrics");
+    *use_lora = flag_given(fl, "--lora-r") || flag_given(fl, "--lora-alpha") || flag_given(fl, "--lora-dropout") ||
+                flag_given(fl, "--lora-targets");
+    lc->r = (int)flag_number(fl, "--lora-r");
+    lc->alpha = flag_number(fl, "--lora-alpha");
+    lc->seed = c->seed;
+    lc->dropout = flag_number(fl, "--lora-dropout");
+    if (flag_given(fl, "--lora-dropout") && lc->dropout == 0) lc->dropout = -1;     /* an explicit 0 means none */
+    if (flag_given(fl, "--lora-targets") &&
+        cllm_lora_parse_targets(flag_text(fl, "--lora-targets"), &lc->targets, &err) != CLLM_OK) {
+        return !flags_fail(fl->cmd, "--lora-targets: %s", err.msg);
+    }
     return 1;
 }
 
-static int file_exists(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (f) fclose(f);
-    return f != NULL;
-}
-
-static void make_dir(const char *dir) {
-#if !defined(_WIN32)
-    mkdir(dir, 0755);                /* an existing directory is fine; a failure shows up on writing */
-#else
-    (void)dir;
-#endif
-}
+static const flag_spec sft_own_flags[] = {
+    { .name = "--model", .type = FLAG_IN_DIR, .metavar = "DIR", .need = FLAG_REQUIRED,
+      .help = "the starting Hugging Face model directory" },
+    { .name = "--data", .type = FLAG_IN_FILE, .metavar = "ROWS.jsonl", .need = FLAG_REQUIRED,
+      .help = "{\"messages\"} rows (data_fmt/sft.md, data_fmt/train.md)" },
+    { .name = "--out", .type = FLAG_RUN_DIR, .metavar = "DIR", .need = FLAG_REQUIRED,
+      .help = "the run: checkpoints, metrics.jsonl, final/ (data_fmt/train.md; meta.json, data_fmt/meta.md)" },
+};
+static const flag_group sft_group = FLAG_GROUP("sft", sft_own_flags);
+static const flag_command sft_command = {
+    "collabllm sft", "Supervised fine-tuning on {\"messages\"} rows, of the whole model or LoRA adapters.",
+    "Reads ROWS.jsonl (data_fmt/sft.md); writes the run into DIR (data_fmt/train.md) with DIR/meta.json "
+    "(data_fmt/meta.md). An interrupted run continues with --resume.", NULL,
+    { &sft_group, &train_group, &lora_group, &train_log_group, &resume_group, NULL },
+};
 
 static int cmd_sft(int argc, char **argv) {
-    static const char *usage = "collabllm sft --model DIR --data ROWS.jsonl --out DIR\n" TRAIN_FLAGS_USAGE;
-    const char *dir = need(argc, argv, "--model", usage), *data = need(argc, argv, "--data", usage), *out = need(argc, argv, "--out", usage);
     cllm_train_config cfg;
     cllm_lora_config lcfg;
     cllm_tokenizer tok;
@@ -1066,17 +1768,26 @@ static int cmd_sft(int argc, char **argv) {
     cllm_lora lora;
     cllm_sft_data rows;
     cllm_err err;
-    int max_length = 0, use_lora = 0, rc = 1;
-    if (!dir || !data || !out) return 2;
-    if (!train_flags(argc, argv, &cfg, &max_length, &use_lora, &lcfg)) return 2;
+    int use_lora = 0;
+    int rc;
+    flags fl;
+    run_files rf;
+    if (!parse(&fl, &sft_command, argc, argv, &rc)) return rc;
+    if (!train_config_of(&fl, &cfg, &use_lora, &lcfg)) return 2;
+    if ((rc = run_files_prepare(&rf, &fl)) != 0) return rc;
+    rc = 1;
     memset(&tok, 0, sizeof tok); memset(&m, 0, sizeof m); memset(&lora, 0, sizeof lora); memset(&rows, 0, sizeof rows);
-    if (cllm_tokenizer_load(&tok, cfg.tokenizer_dir, &err) != CLLM_OK || cllm_sft_data_load(&rows, &tok, data, max_length, &err) != CLLM_OK ||
-        cllm_model_load(&m, dir, &err) != CLLM_OK || (use_lora && cllm_lora_init(&lora, &m, &lcfg, &err) != CLLM_OK)) fail(&err);
+    if (cllm_tokenizer_load(&tok, cfg.tokenizer_dir, &err) != CLLM_OK ||
+        cllm_sft_data_load(&rows, &tok, flag_text(&fl, "--data"), (int)flag_number(&fl, "--max-length"),
+                           &err) != CLLM_OK ||
+        cllm_model_load(&m, cfg.model_dir, &err) != CLLM_OK ||
+        (use_lora && cllm_lora_init(&lora, &m, &lcfg, &err) != CLLM_OK)) fail(&err);
     else {
         if (rows.n_truncated) fprintf(stderr, "sft: %d of %d rows truncated to the max length\n", rows.n_truncated, rows.n);
         if (cllm_train_sft(&m, use_lora ? &lora : NULL, &rows, &cfg, &err) != CLLM_OK) fail(&err);
         else rc = 0;
     }
+    run_files_end(&rf, rc != 0);
     cllm_lora_free(&lora);
     cllm_model_free(&m);
     cllm_sft_data_free(&rows);
@@ -1084,16 +1795,42 @@ static int cmd_sft(int argc, char **argv) {
     return rc;
 }
 
+static const flag_spec dpo_own_flags[] = {
+    { .name = "--model", .type = FLAG_IN_DIR, .metavar = "DIR", .need = FLAG_REQUIRED,
+      .help = "the starting Hugging Face model directory (the policy)" },
+    { .name = "--data", .type = FLAG_IN_FILE, .metavar = "PAIRS.jsonl", .need = FLAG_REQUIRED,
+      .help = "preference pairs (data_fmt/dpo.md, data_fmt/train.md)" },
+    { .name = "--out", .type = FLAG_RUN_DIR, .metavar = "DIR", .need = FLAG_REQUIRED,
+      .help = "the run: checkpoints, metrics.jsonl, final/ (data_fmt/train.md; meta.json, data_fmt/meta.md)" },
+    { .name = "--ref", .type = FLAG_IN_DIR, .metavar = "DIR", .def_note = "a frozen copy of --model",
+      .help = "the reference model" },
+    { .name = "--precompute-ref", .type = FLAG_SWITCH,
+      .help = "reference logps computed once, into DIR/pairs_ref.jsonl (TRL's precompute_ref_log_probs)" },
+    { .name = "--loss", .type = FLAG_CHOICE, .choices = "sigmoid|robust|hinge|ipo", .metavar = "L", .def = "sigmoid",
+      .help = "the DPO loss (sigmoid with --label-smoothing is cDPO)" },
+    { .name = "--beta", .type = FLAG_REAL, .metavar = "B", .min = 0, .max = 1e9, .lower = FLAG_MIN_OPEN,
+      .def_note = "0.1", .help = "DPO's beta" },
+    { .name = "--label-smoothing", .type = FLAG_REAL, .metavar = "E", .min = 0, .max = 0.5, .def = "0",
+      .help = "the probability that a label is flipped (cDPO, robust)" },
+    { .name = "--reference-free", .type = FLAG_SWITCH,
+      .help = "no reference model: log-ratios against 0" },
+};
+static const flag_group dpo_group = FLAG_GROUP("dpo", dpo_own_flags);
+static const flag_command dpo_command = {
+    "collabllm dpo", "Offline DPO on preference pairs (sigmoid / cDPO, robust, hinge, IPO).",
+    "Reads PAIRS.jsonl (data_fmt/dpo.md); writes the run into DIR (data_fmt/train.md) with DIR/meta.json "
+    "(data_fmt/meta.md). An interrupted run continues with --resume.", NULL,
+    { &dpo_group, &train_group, &lora_group, &train_log_group, &resume_group, NULL },
+};
+
 static int cmd_dpo(int argc, char **argv) {
-    static const char *usage =
-        "collabllm dpo --model DIR --data PAIRS.jsonl --out DIR [--ref DIR | --precompute-ref] [--loss sigmoid|robust|hinge|ipo]\n"
-        "    [--beta B] [--label-smoothing E] [--reference-free]\n" TRAIN_FLAGS_USAGE;
-    static const char *losses[] = { "sigmoid", "robust", "hinge", "ipo" };
-    const char *dir = need(argc, argv, "--model", usage), *data = need(argc, argv, "--data", usage), *out = need(argc, argv, "--out", usage);
-    const char *ref_dir = flag(argc, argv, "--ref"), *loss = flag(argc, argv, "--loss");
-    int precompute = has_switch(argc, argv, "--precompute-ref"), max_length = 0, use_lora = 0, rc = 1, i;
+    const char *data;
+    const char *out;
+    const char *ref_dir;
+    int precompute;
+    int use_lora = 0;
+    int rc;
     char ref_path[4096];
-    double beta, eps;
     cllm_train_config cfg;
     cllm_lora_config lcfg;
     cllm_dpo_config dpo;
@@ -1102,36 +1839,52 @@ static int cmd_dpo(int argc, char **argv) {
     cllm_lora lora;
     cllm_dpo_data pairs;
     cllm_err err;
-    if (!dir || !data || !out) return 2;
-    if (!train_flags(argc, argv, &cfg, &max_length, &use_lora, &lcfg) ||
-        !num_flag(argc, argv, "--beta", 1e-9, 1e9, 0, &beta) || !num_flag(argc, argv, "--label-smoothing", 0, 1, 0, &eps)) return 2;
+    flags fl;
+    run_files rf;
+    if (!parse(&fl, &dpo_command, argc, argv, &rc)) return rc;
+    if (!flags_exclusive(&fl, "--ref", "--precompute-ref") || !flags_exclusive(&fl, "--ref", "--reference-free") ||
+        !flags_exclusive(&fl, "--precompute-ref", "--reference-free")) return 2;
+    if (flag_given(&fl, "--label-smoothing") && flag_choice(&fl, "--loss") >= CLLM_DPO_HINGE)
+        return flags_fail(fl.cmd, "--label-smoothing applies to the sigmoid and robust losses");
+    if (flag_choice(&fl, "--loss") == CLLM_DPO_ROBUST && !(flag_number(&fl, "--label-smoothing") < 0.5))
+        return flags_fail(fl.cmd, "--label-smoothing: the robust loss needs a value below 0.5");
+    if (!train_config_of(&fl, &cfg, &use_lora, &lcfg)) return 2;
+    if ((rc = run_files_prepare(&rf, &fl)) != 0) return rc;
+    rc = 1;
+    data = flag_text(&fl, "--data");
+    out = flag_text(&fl, "--out");
+    ref_dir = flag_text(&fl, "--ref");
+    precompute = flag_on(&fl, "--precompute-ref");
     memset(&dpo, 0, sizeof dpo);
-    dpo.beta = beta; dpo.label_smoothing = eps; dpo.reference_free = has_switch(argc, argv, "--reference-free");
-    for (i = 0; loss && i < 4 && strcmp(loss, losses[i]) != 0; i++) {}
-    if (loss && i == 4) { fprintf(stderr, "--loss: '%s' is not sigmoid, robust, hinge or ipo\n", loss); return 2; }
-    dpo.loss_type = loss ? i : CLLM_DPO_SIGMOID;
-    if (ref_dir && precompute) { fprintf(stderr, "--ref and --precompute-ref exclude each other\n"); return 2; }
+    dpo.beta = flag_number(&fl, "--beta");
+    dpo.label_smoothing = flag_number(&fl, "--label-smoothing");
+    dpo.reference_free = flag_on(&fl, "--reference-free");
+    dpo.loss_type = flag_choice(&fl, "--loss");              /* the words are in cllm_dpo_loss_type's order */
     memset(&tok, 0, sizeof tok); memset(&m, 0, sizeof m); memset(&ref, 0, sizeof ref); memset(&lora, 0, sizeof lora); memset(&pairs, 0, sizeof pairs);
     snprintf(ref_path, sizeof ref_path, "%s/pairs_ref.jsonl", out);
     /* a resumed run reuses the reference logps computed from the initial model at the start */
-    if (precompute && cfg.resume && file_exists(ref_path)) { data = ref_path; precompute = 0; }
-    if (cllm_tokenizer_load(&tok, cfg.tokenizer_dir, &err) != CLLM_OK || cllm_dpo_data_load(&pairs, &tok, data, max_length, &err) != CLLM_OK ||
-        cllm_model_load(&m, dir, &err) != CLLM_OK) { fail(&err); goto done; }
+    if (precompute && rf.resuming) {
+        FILE *f = fopen(ref_path, "rb");
+        if (f) { fclose(f); data = ref_path; precompute = 0; }
+    }
+    if (cllm_tokenizer_load(&tok, cfg.tokenizer_dir, &err) != CLLM_OK ||
+        cllm_dpo_data_load(&pairs, &tok, data, (int)flag_number(&fl, "--max-length"), &err) != CLLM_OK ||
+        cllm_model_load(&m, cfg.model_dir, &err) != CLLM_OK) { fail(&err); goto done; }
     if (pairs.n_truncated) fprintf(stderr, "dpo: %d of %d pairs truncated to the max length\n", pairs.n_truncated, pairs.n);
     if (precompute) {             /* TRL's precompute_ref_log_probs: the policy before any update */
-        make_dir(out);
         if (cllm_dpo_precompute_ref(&m, &pairs, cfg.batch_size, data, ref_path, &err) != CLLM_OK) { fail(&err); goto done; }
         if (!cfg.quiet) fprintf(stderr, "dpo: reference logps of %d pairs written to %s\n", pairs.n, ref_path);
     }
     if (ref_dir && cllm_model_load(&ref, ref_dir, &err) != CLLM_OK) { fail(&err); goto done; }
     /* no reference given: a frozen copy of the initial policy (with LoRA: the base model itself) */
     if (!ref_dir && !pairs.has_ref && !use_lora && !dpo.reference_free) {
-        if (cllm_model_load(&ref, dir, &err) != CLLM_OK) { fail(&err); goto done; }
+        if (cllm_model_load(&ref, cfg.model_dir, &err) != CLLM_OK) { fail(&err); goto done; }
     }
     if (use_lora && cllm_lora_init(&lora, &m, &lcfg, &err) != CLLM_OK) { fail(&err); goto done; }
     if (cllm_train_dpo(&m, use_lora ? &lora : NULL, ref.params_memory ? &ref : NULL, &pairs, &dpo, &cfg, &err) != CLLM_OK) fail(&err);
     else rc = 0;
 done:
+    run_files_end(&rf, rc != 0);
     cllm_lora_free(&lora);
     cllm_model_free(&m);
     cllm_model_free(&ref);
@@ -1146,14 +1899,44 @@ done:
    (data_fmt/train_online.md). Prompts come from --prompts (records or a prompts file,
    data_fmt/train_prompts.md) or --tasks (the simulator's openings, made once into OUT/prompts.jsonl). */
 
-#define ONLINE_USAGE \
-    "    (--prompts PROMPTS.jsonl | --tasks TASKS.jsonl [--task-desc TEXT] [--show-reference]) [--ref DIR]\n" \
-    "    (--user-model M | --user-model-dir DIR) [--user-temperature T] [--termination TEXT] [--json-mode]\n" \
-    "    [--base-url URL] [--api-key-env NAME] [--{user,judge}-base-url URL] [--concurrency N]\n" \
-    "    [--assistant-temperature T] [--assistant-max-tokens N] (the policy as MR's future assistant)\n" \
-    "    [--temperature T] [--top-k K] [--top-p P] [--max-new-tokens N] [--system TEXT] [--logprob-tol X]\n" \
-    METRICS_USAGE MR_USAGE \
-    "    [--metrics-file PATH (default OUT/metrics.jsonl; --metrics names the reward's metrics)]\n"
+static const flag_spec online_flags[] = {
+    { .name = "--model", .type = FLAG_IN_DIR, .metavar = "DIR", .need = FLAG_REQUIRED,
+      .help = "the policy: a Hugging Face chat model directory" },
+    { .name = "--out", .type = FLAG_RUN_DIR, .metavar = "DIR", .need = FLAG_REQUIRED,
+      .help = "the run (data_fmt/train_online.md; meta.json, data_fmt/meta.md)" },
+    { .name = "--prompts", .type = FLAG_IN_FILE, .metavar = "PROMPTS.jsonl",
+      .help = "the prompts: records or a prompts file (data_fmt/train_prompts.md); or --tasks" },
+    { .name = "--tasks", .type = FLAG_IN_FILE, .metavar = "TASKS.jsonl",
+      .help = "tasks whose simulated openings are the prompts, cached in DIR/prompts.jsonl (data_fmt/task.md)" },
+    { .name = "--ref", .type = FLAG_IN_DIR, .metavar = "DIR",
+      .def_note = "a frozen copy of --model; with LoRA the base", .help = "the reference model" },
+    { .name = "--metrics-file", .type = FLAG_RUN_LOG, .metavar = "PATH", .def_note = "DIR/metrics.jsonl",
+      .help = "one JSON line per step (data_fmt/train_online.md); --metrics names the reward's metrics" },
+    { .name = "--system", .type = FLAG_TEXT, .metavar = "TEXT", .def_note = "none",
+      .help = "a system message before every prompt the policy answers" },
+    { .name = "--logprob-tol", .type = FLAG_REAL, .metavar = "X", .min = 0, .max = FLAG_NO_MAX, .def_note = "1e-4",
+      .help = "PPO, GRPO: sampled and recomputed log-probs must agree within X, 0 = no check" },
+};
+static const flag_spec online_sampling_flags[] = {
+    { .name = "--temperature", .type = FLAG_REAL, .metavar = "T", .min = 0, .max = 1e6, .lower = FLAG_MIN_OPEN,
+      .def_note = "TRL's: online-dpo 0.9, ppo 0.7, grpo 1", .help = "the policy's sampling temperature" },
+    { .name = "--top-k", .type = FLAG_INT, .metavar = "K", .min = 0, .max = COUNT_MAX,
+      .def_note = "online-dpo 50, else 0", .help = "sample among the K most likely tokens, 0 = off" },
+    { .name = "--top-p", .type = FLAG_REAL, .metavar = "P", .min = 0, .max = 1, .lower = FLAG_MIN_OPEN, .def_note = "1",
+      .help = "sample among the most likely tokens holding this much probability" },
+    { .name = "--max-new-tokens", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e7,
+      .def_note = "online-dpo 64, ppo 53, grpo 256", .help = "tokens per response at most" },
+};
+static const flag_group online_group = FLAG_GROUP("online training (one of --prompts, --tasks)", online_flags);
+static const flag_group online_sampling_group = FLAG_GROUP("the policy's responses", online_sampling_flags);
+
+#define ONLINE_GROUPS \
+    &online_group, &online_sampling_group, &user_group, &assistant_sampling_group, &endpoint_group, &metric_group, \
+    &mr_group, &task_group, &train_group, &lora_group, &resume_group
+#define ONLINE_ABOUT \
+    "Reads PROMPTS.jsonl (data_fmt/train_prompts.md) or TASKS.jsonl (data_fmt/task.md); writes the run into DIR " \
+    "(data_fmt/train_online.md) with DIR/meta.json (data_fmt/meta.md). The --assistant-* flags set the policy " \
+    "as MR's future assistant. An interrupted run continues with --resume."
 
 typedef struct {
     sides               sd;           /* sd.lm[1] is the policy */
@@ -1164,12 +1947,16 @@ typedef struct {
     int                 n_tasks;
     cllm_model          ref;
     cllm_lora           lora;
-    int                 use_lora, max_length;
+    cllm_lora_config    lora_cfg;
+    int                 use_lora;
     cllm_train_config   train;
     cllm_rollout_config rollout;
+    flags               fl;
+    run_files           rf;
 } online_run;
 
-static void online_free(online_run *o) {
+static void online_free(online_run *o, int failed) {
+    run_files_end(&o->rf, failed);
     cllm_lora_free(&o->lora);
     cllm_model_free(&o->ref);
     cllm_online_prompts_free(&o->prompts);
@@ -1178,147 +1965,239 @@ static void online_free(online_run *o) {
     free_sides(&o->sd);
 }
 
-/* Everything the three commands share: flags, the policy, the simulator, the reward, the
-   prompts, LoRA and (need_ref) the reference. Returns 0, or the exit status after a message. */
-static int online_setup(online_run *o, int argc, char **argv, const char *usage, int need_ref) {
-    const char *dir = need(argc, argv, "--model", usage), *out = need(argc, argv, "--out", usage);
-    const char *prompts = flag(argc, argv, "--prompts"), *tasks = flag(argc, argv, "--tasks"), *ref_dir = flag(argc, argv, "--ref");
-    double temp, top_k, top_p, max_new, tol;
-    cllm_lora_config lcfg;
+/* The command line of the three commands: flags, the method's own checks (check), then the
+   checks of the outputs. Returns 1 to go on, else 0 with *status the exit status. */
+static int online_parse(online_run *o, const flag_command *cmd, int (*check)(const flags *fl), int argc, char **argv,
+                        int *status) {
+    const flags *fl = &o->fl;
+    memset(o, 0, sizeof *o);
+    if (!parse(&o->fl, cmd, argc, argv, status)) return 0;
+    *status = 2;
+    if (!flags_one_of(fl, "--prompts", "--tasks") || !flags_one_of(fl, "--user-model", "--user-model-dir") ||
+        !check_api_flags(fl) || !parse_metrics(&o->ms, fl) || !check(fl) ||
+        !train_config_of(fl, &o->train, &o->use_lora, &o->lora_cfg)) return 0;
+    if (!flag_given(fl, "--tasks") && (flag_given(fl, "--task-desc") || flag_on(fl, "--show-reference")))
+        return !flags_fail(fl->cmd, "--task-desc and --show-reference apply to --tasks");
+    *status = run_files_prepare(&o->rf, fl);
+    return *status == 0;
+}
+
+/* Everything the three commands share: the policy, the simulator, the reward, the prompts, LoRA
+   and (need_ref) the reference. Returns 0, or the exit status after a message. */
+static int online_setup(online_run *o, int need_ref) {
+    const flags *fl = &o->fl;
+    const char *dir = flag_text(fl, "--model");
+    const char *ref_dir = flag_text(fl, "--ref");
     cllm_prompts_config pc;
     cllm_err err;
-    memset(o, 0, sizeof *o);
-    if (!dir || !out) return 2;
-    if (!prompts == !tasks) { fprintf(stderr, "give one of --prompts and --tasks\nusage: %s\n", usage); return 2; }
-    if (!flag(argc, argv, "--user-model") == !flag(argc, argv, "--user-model-dir")) { fprintf(stderr, "give one of --user-model and --user-model-dir\nusage: %s\n", usage); return 2; }
-    if (!train_flags(argc, argv, &o->train, &o->max_length, &o->use_lora, &lcfg) ||
-        !num_flag(argc, argv, "--temperature", 0, 1e6, 0, &temp) || !num_flag(argc, argv, "--top-k", -1, 1e9, 0, &top_k) ||
-        !num_flag(argc, argv, "--top-p", 0, 1, 0, &top_p) || !num_flag(argc, argv, "--max-new-tokens", 0, 1e7, 0, &max_new) ||
-        !num_flag(argc, argv, "--logprob-tol", -1, 1e9, 0, &tol)) return 2;
-    /* --metrics names the reward's metrics here; the metrics JSONL goes to --metrics-file */
-    o->train.metrics_path = flag(argc, argv, "--metrics-file");
-    if (flag(argc, argv, "--temperature") && temp == 0) { fprintf(stderr, "--temperature: online training samples its responses (> 0)\n"); return 2; }
-    o->rollout.gen.sampler.temperature = (float)temp;
-    o->rollout.gen.sampler.top_k = flag(argc, argv, "--top-k") && top_k == 0 ? -1 : (int)top_k;   /* an explicit 0 = off */
-    o->rollout.gen.sampler.top_p = (float)top_p;
-    o->rollout.gen.max_new_tokens = (int)max_new;
-    o->rollout.system_prompt = flag(argc, argv, "--system");
-    o->rollout.logprob_tol = tol;
-    make_dir(out);
-    if (cllm_local_lm_load(&o->sd.lm[1], dir, &err) != CLLM_OK || !make_user_side(&o->sd, argc, argv, NULL, &err)) return fail(&err);
-    local_assistant_side(&o->sd, &o->sd.lm[1], argc, argv);
-    err.msg[0] = 0;
-    if (!make_metric_set(&o->ms, argc, argv, &o->sd, "accuracy:1,interactivity:0.5", &err) || !mr_config_flags(&o->mr, argc, argv, &o->ms)) {
-        if (err.msg[0]) fail(&err);
-        return 1;
+    o->rollout.gen.sampler.temperature = (float)flag_number(fl, "--temperature");
+    o->rollout.gen.sampler.top_k = (int)flag_number(fl, "--top-k");
+    if (flag_given(fl, "--top-k") && o->rollout.gen.sampler.top_k == 0) o->rollout.gen.sampler.top_k = -1;  /* off */
+    o->rollout.gen.sampler.top_p = (float)flag_number(fl, "--top-p");
+    o->rollout.gen.max_new_tokens = (int)flag_number(fl, "--max-new-tokens");
+    o->rollout.system_prompt = flag_text(fl, "--system");
+    o->rollout.logprob_tol = flag_number(fl, "--logprob-tol");
+    if (flag_given(fl, "--logprob-tol") && o->rollout.logprob_tol == 0) o->rollout.logprob_tol = -1;      /* no check */
+    if (cllm_local_lm_load(&o->sd.lm[1], dir, &err) != CLLM_OK || !make_user_side(&o->sd, fl, NULL, &err)) {
+        return fail(&err);
     }
+    local_assistant_side(&o->sd, &o->sd.lm[1], fl);
+    if (!make_metric_set(&o->ms, fl, &o->sd, "--tokenizer", &err)) return fail(&err);
+    mr_config_of(&o->mr, fl, &o->ms);
     o->rollout.mr = &o->mr; o->rollout.user = o->sd.user; o->rollout.future = o->sd.assistant;
-    o->rollout.user_lm = flag(argc, argv, "--user-model-dir") ? &o->sd.lm[0] : NULL;
+    o->rollout.user_lm = flag_given(fl, "--user-model-dir") ? &o->sd.lm[0] : NULL;
     memset(&pc, 0, sizeof pc);
-    pc.task_desc = flag(argc, argv, "--task-desc");
-    pc.show_reference = has_switch(argc, argv, "--show-reference");
-    if (prompts && cllm_online_prompts_read(&o->prompts, prompts, &pc, &err) != CLLM_OK) return fail(&err);
-    if (tasks) {
+    pc.task_desc = flag_text(fl, "--task-desc");
+    pc.show_reference = flag_on(fl, "--show-reference");
+    if (flag_given(fl, "--prompts") &&
+        cllm_online_prompts_read(&o->prompts, flag_text(fl, "--prompts"), &pc, &err) != CLLM_OK) {
+        return fail(&err);
+    }
+    if (flag_given(fl, "--tasks")) {
         char cache[4096];
-        snprintf(cache, sizeof cache, "%s/prompts.jsonl", out);         /* the openings, simulated once */
-        if (cllm_tasks_read_jsonl(tasks, &o->tasks, &o->n_tasks, &err) != CLLM_OK ||
+        snprintf(cache, sizeof cache, "%s/prompts.jsonl", flag_text(fl, "--out"));    /* the openings, simulated once */
+        if (cllm_tasks_read_jsonl(flag_text(fl, "--tasks"), &o->tasks, &o->n_tasks, &err) != CLLM_OK ||
             cllm_online_prompts_from_tasks(&o->prompts, o->tasks, o->n_tasks, o->sd.user, &pc, cache, &err) != CLLM_OK) return fail(&err);
     }
     /* the reference: --ref, else (when needed) a frozen copy of --model; with LoRA the base model */
     if (ref_dir || (need_ref && !o->use_lora))
         if (cllm_model_load(&o->ref, ref_dir ? ref_dir : dir, &err) != CLLM_OK) return fail(&err);
-    if (o->use_lora && cllm_lora_init(&o->lora, &o->sd.lm[1].model, &lcfg, &err) != CLLM_OK) return fail(&err);
+    if (o->use_lora && cllm_lora_init(&o->lora, &o->sd.lm[1].model, &o->lora_cfg, &err) != CLLM_OK) return fail(&err);
     if (!o->train.quiet) fprintf(stderr, "online: %d prompts\n", o->prompts.n);
     return 0;
 }
 
 static cllm_model *online_ref(online_run *o) { return o->ref.params_memory ? &o->ref : NULL; }
 
+static const flag_spec online_dpo_own_flags[] = {
+    { .name = "--beta", .type = FLAG_REAL, .metavar = "B", .min = 0, .max = 1e9, .lower = FLAG_MIN_OPEN,
+      .def_note = "0.1", .help = "DPO's beta" },
+    { .name = "--loss", .type = FLAG_CHOICE, .choices = "sigmoid|ipo", .metavar = "L", .def = "sigmoid",
+      .help = "the DPO loss on summed log-probs" },
+    { .name = "--rpo-alpha", .type = FLAG_REAL, .metavar = "A", .min = 0, .max = 1e9, .def_note = "off",
+      .help = "RPO: + alpha x the chosen responses' NLL" },
+};
+static const flag_group online_dpo_group = FLAG_GROUP("online-dpo", online_dpo_own_flags);
+static const flag_command online_dpo_command = {
+    "collabllm online-dpo", "Online DPO: two responses per prompt, the higher MR chosen (TRL's OnlineDPOTrainer).",
+    ONLINE_ABOUT, NULL, { &online_dpo_group, ONLINE_GROUPS, NULL },
+};
+
+static int online_dpo_check(const flags *fl) {
+    if (flag_given(fl, "--logprob-tol")) return !flags_fail(fl->cmd, "--logprob-tol applies to ppo and grpo");
+    return 1;
+}
+
 static int cmd_online_dpo(int argc, char **argv) {
-    static const char *usage = "collabllm online-dpo --model DIR --out DIR [--beta 0.1] [--loss sigmoid|ipo] [--max-length 512] [--rpo-alpha A]\n" ONLINE_USAGE TRAIN_FLAGS_USAGE;
-    const char *loss = flag(argc, argv, "--loss");
     cllm_online_dpo_config c;
     online_run o;
     cllm_err err;
-    double beta, rpo;
     int rc;
+    if (!online_parse(&o, &online_dpo_command, online_dpo_check, argc, argv, &rc)) return rc;
     memset(&c, 0, sizeof c);
-    if (!num_flag(argc, argv, "--beta", 1e-9, 1e9, 0, &beta) || !num_flag(argc, argv, "--rpo-alpha", 0, 1e9, 0, &rpo)) return 2;
-    if (loss && strcmp(loss, "sigmoid") && strcmp(loss, "ipo")) { fprintf(stderr, "--loss: '%s' is not sigmoid or ipo\n", loss); return 2; }
-    if ((rc = online_setup(&o, argc, argv, usage, 1)) == 0) {
-        c.rollout = o.rollout; c.beta = beta; c.max_length = o.max_length; c.rpo_alpha = rpo;
-        c.loss_type = loss && !strcmp(loss, "ipo") ? CLLM_DPO_IPO : CLLM_DPO_SIGMOID;
+    if ((rc = online_setup(&o, 1)) == 0) {
+        c.rollout = o.rollout;
+        c.beta = flag_number(&o.fl, "--beta");
+        c.max_length = (int)flag_number(&o.fl, "--max-length");
+        c.rpo_alpha = flag_number(&o.fl, "--rpo-alpha");
+        c.loss_type = flag_choice(&o.fl, "--loss") == 1 ? CLLM_DPO_IPO : CLLM_DPO_SIGMOID;
         rc = cllm_train_online_dpo(&o.sd.lm[1], o.use_lora ? &o.lora : NULL, online_ref(&o), &o.prompts, &c, &o.train, &err) == CLLM_OK ? 0 : fail(&err);
     }
-    online_free(&o);
+    online_free(&o, rc != 0);
     return rc;
 }
 
+static const flag_spec ppo_own_flags[] = {
+    { .name = "--ppo-epochs", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e6, .def_note = "4",
+      .help = "passes over each rollout" },
+    { .name = "--mini-batches", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e6, .def_note = "1",
+      .help = "AdamW updates per pass" },
+    { .name = "--kl-coef", .type = FLAG_REAL, .metavar = "C", .min = 0, .max = 1e6, .def_note = "0.05",
+      .help = "the KL penalty's coefficient (the start value with --kl-target)" },
+    { .name = "--kl-estimator", .type = FLAG_CHOICE, .choices = "k1|k3", .metavar = "E", .def = "k1",
+      .help = "the per-token KL estimator" },
+    { .name = "--cliprange", .type = FLAG_REAL, .metavar = "X", .min = 0, .max = 1e6, .lower = FLAG_MIN_OPEN,
+      .def_note = "0.2", .help = "the policy ratio's clip range" },
+    { .name = "--cliprange-value", .type = FLAG_REAL, .metavar = "X", .min = 0, .max = 1e6, .lower = FLAG_MIN_OPEN,
+      .def_note = "0.2", .help = "the value's clip range" },
+    { .name = "--vf-coef", .type = FLAG_REAL, .metavar = "X", .min = 0, .max = 1e6, .lower = FLAG_MIN_OPEN,
+      .def_note = "0.1", .help = "weight of the value loss" },
+    { .name = "--gamma", .type = FLAG_REAL, .metavar = "G", .min = 0, .max = 1, .def = "1",
+      .help = "GAE's discount" },
+    { .name = "--lam", .type = FLAG_REAL, .metavar = "L", .min = 0, .max = 1, .def = "0.95",
+      .help = "GAE's lambda" },
+    { .name = "--whiten-rewards", .type = FLAG_SWITCH,
+      .help = "whiten the per-token rewards first" },
+    { .name = "--reward-placement", .type = FLAG_CHOICE, .choices = "after-eos|last-token", .metavar = "P",
+      .def = "after-eos", .help = "where the score lands (TRL v0.19: the slot after EOS)" },
+    { .name = "--pad-is-eos", .type = FLAG_SWITCH,
+      .help = "the tokenizer's pad token is its EOS token (TRL's sequence end)" },
+    { .name = "--biased-whiten", .type = FLAG_SWITCH,
+      .help = "OpenRLHF's biased whitening instead of TRL's unbiased one" },
+    { .name = "--missing-eos-penalty", .type = FLAG_REAL, .metavar = "P", .min = 0, .max = 1e6, .def_note = "none",
+      .help = "subtracted from the score of a response without an end token" },
+    { .name = "--score-scaling", .type = FLAG_CHOICE, .choices = "scale|norm", .metavar = "S", .def_note = "raw",
+      .help = "legacy TRL: divide the score by its running std (scale), or also subtract the mean (norm)" },
+    { .name = "--kl-target", .type = FLAG_REAL, .metavar = "T", .min = 0, .max = 1e9, .lower = FLAG_MIN_OPEN,
+      .def_note = "off: a fixed coefficient", .help = "legacy TRL's adaptive KL controller: the KL aimed at" },
+    { .name = "--kl-horizon", .type = FLAG_REAL, .metavar = "H", .min = 0, .max = 1e12, .lower = FLAG_MIN_OPEN,
+      .def = "10000", .help = "the adaptive controller's horizon" },
+};
+static const flag_group ppo_group = FLAG_GROUP("ppo", ppo_own_flags);
+static const flag_command ppo_command = {
+    "collabllm ppo", "PPO on MR with a value head, GAE and clipped losses (TRL v0.19's PPOTrainer).",
+    ONLINE_ABOUT, NULL, { &ppo_group, ONLINE_GROUPS, NULL },
+};
+
+static int ppo_check(const flags *fl) {
+    if (flag_given(fl, "--max-length")) return !flags_fail(fl->cmd, "--max-length applies to sft, dpo and online-dpo");
+    if (flag_given(fl, "--kl-horizon") && !flag_given(fl, "--kl-target"))
+        return !flags_fail(fl->cmd, "--kl-horizon applies to the adaptive KL controller (--kl-target)");
+    return 1;
+}
+
 static int cmd_ppo(int argc, char **argv) {
-    static const char *usage =
-        "collabllm ppo --model DIR --out DIR [--ppo-epochs 4] [--mini-batches 1] [--kl-coef 0.05] [--kl-estimator k1|k3]\n"
-        "    [--cliprange 0.2] [--cliprange-value 0.2] [--vf-coef 0.1] [--gamma 1] [--lam 0.95] [--whiten-rewards]\n"
-        "    [--reward-placement after-eos|last-token] [--pad-is-eos] [--biased-whiten] [--missing-eos-penalty P]\n"
-        "    [--score-scaling scale|norm] [--kl-target T] [--kl-horizon 10000]   (legacy TRL, as CollabLLM's script)\n" ONLINE_USAGE TRAIN_FLAGS_USAGE;
-    const char *est = flag(argc, argv, "--kl-estimator"), *place = flag(argc, argv, "--reward-placement"), *scaling = flag(argc, argv, "--score-scaling");
-    double epochs, mb, kl, cr, crv, vf, gamma, lam, pen, target, horizon;
     cllm_ppo_config c;
     online_run o;
     cllm_err err;
     int rc;
+    int scaling;
+    if (!online_parse(&o, &ppo_command, ppo_check, argc, argv, &rc)) return rc;
     memset(&c, 0, sizeof c);
-    if (!num_flag(argc, argv, "--ppo-epochs", 0, 1e6, 0, &epochs) || !num_flag(argc, argv, "--mini-batches", 0, 1e6, 0, &mb) ||
-        !num_flag(argc, argv, "--kl-coef", 0, 1e6, 0, &kl) || !num_flag(argc, argv, "--cliprange", 0, 1e6, 0, &cr) ||
-        !num_flag(argc, argv, "--cliprange-value", 0, 1e6, 0, &crv) || !num_flag(argc, argv, "--vf-coef", 0, 1e6, 0, &vf) ||
-        !num_flag(argc, argv, "--gamma", 0, 1, 1, &gamma) || !num_flag(argc, argv, "--lam", 0, 1, 0.95, &lam) ||
-        !num_flag(argc, argv, "--missing-eos-penalty", -1e6, 1e6, 0, &pen) || !num_flag(argc, argv, "--kl-target", 0, 1e9, 0, &target) ||
-        !num_flag(argc, argv, "--kl-horizon", 1e-9, 1e12, 10000, &horizon)) return 2;
-    if (scaling && strcmp(scaling, "scale") && strcmp(scaling, "norm")) { fprintf(stderr, "--score-scaling: '%s' is not scale or norm\n", scaling); return 2; }
-    if (est && strcmp(est, "k1") && strcmp(est, "k3")) { fprintf(stderr, "--kl-estimator: '%s' is not k1 or k3\n", est); return 2; }
-    if (place && strcmp(place, "after-eos") && strcmp(place, "last-token")) { fprintf(stderr, "--reward-placement: '%s' is not after-eos or last-token\n", place); return 2; }
-    c.ppo_epochs = (int)epochs; c.mini_batches = (int)mb;
-    c.kl_coef = flag(argc, argv, "--kl-coef") && kl == 0 ? -1 : kl;          /* the config's "negative = 0" */
-    c.gamma = gamma == 0 ? -1 : gamma; c.lam = lam == 0 ? -1 : lam;
-    c.cliprange = cr; c.cliprange_value = crv; c.vf_coef = vf; c.missing_eos_penalty = pen;
-    c.kl_estimator = est && !strcmp(est, "k3") ? CLLM_KL_K3 : CLLM_KL_K1;
-    c.reward_placement = place && !strcmp(place, "last-token") ? CLLM_REWARD_LAST_TOKEN : CLLM_REWARD_AFTER_EOS;
-    c.whiten_rewards = has_switch(argc, argv, "--whiten-rewards");
-    c.pad_is_eos = has_switch(argc, argv, "--pad-is-eos");
-    c.biased_whiten = has_switch(argc, argv, "--biased-whiten");
-    c.score_scaling = !scaling ? CLLM_SCORE_RAW : !strcmp(scaling, "norm") ? CLLM_SCORE_NORM : CLLM_SCORE_SCALE;
-    c.kl_target = target; c.kl_horizon = horizon;
-    if ((rc = online_setup(&o, argc, argv, usage, 1)) == 0) {
+    c.ppo_epochs = (int)flag_number(&o.fl, "--ppo-epochs");
+    c.mini_batches = (int)flag_number(&o.fl, "--mini-batches");
+    c.kl_coef = flag_number(&o.fl, "--kl-coef");
+    if (flag_given(&o.fl, "--kl-coef") && c.kl_coef == 0) c.kl_coef = -1;      /* the config's "negative = 0" */
+    c.gamma = flag_number(&o.fl, "--gamma");
+    if (c.gamma == 0) c.gamma = -1;
+    c.lam = flag_number(&o.fl, "--lam");
+    if (c.lam == 0) c.lam = -1;
+    c.cliprange = flag_number(&o.fl, "--cliprange");
+    c.cliprange_value = flag_number(&o.fl, "--cliprange-value");
+    c.vf_coef = flag_number(&o.fl, "--vf-coef");
+    c.missing_eos_penalty = flag_number(&o.fl, "--missing-eos-penalty");
+    c.kl_estimator = flag_choice(&o.fl, "--kl-estimator") == 1 ? CLLM_KL_K3 : CLLM_KL_K1;
+    c.reward_placement = flag_choice(&o.fl, "--reward-placement") == 1 ? CLLM_REWARD_LAST_TOKEN : CLLM_REWARD_AFTER_EOS;
+    c.whiten_rewards = flag_on(&o.fl, "--whiten-rewards");
+    c.pad_is_eos = flag_on(&o.fl, "--pad-is-eos");
+    c.biased_whiten = flag_on(&o.fl, "--biased-whiten");
+    scaling = flag_choice(&o.fl, "--score-scaling");
+    c.score_scaling = scaling < 0 ? CLLM_SCORE_RAW : scaling == 1 ? CLLM_SCORE_NORM : CLLM_SCORE_SCALE;
+    c.kl_target = flag_number(&o.fl, "--kl-target");
+    c.kl_horizon = flag_number(&o.fl, "--kl-horizon");
+    if ((rc = online_setup(&o, 1)) == 0) {
         c.rollout = o.rollout;
         rc = cllm_train_ppo(&o.sd.lm[1], o.use_lora ? &o.lora : NULL, online_ref(&o), NULL, &o.prompts, &c, &o.train, &err) == CLLM_OK ? 0 : fail(&err);
     }
-    online_free(&o);
+    online_free(&o, rc != 0);
     return rc;
 }
 
+static const flag_spec grpo_own_flags[] = {
+    { .name = "--num-generations", .type = FLAG_INT, .metavar = "G", .min = 2, .max = 65536, .def_note = "8",
+      .help = "responses per prompt (a group)" },
+    { .name = "--beta", .type = FLAG_REAL, .metavar = "B", .min = 0, .max = 1e6, .def = "0",
+      .help = "weight of the k3 KL term (> 0 needs a reference)" },
+    { .name = "--epsilon", .type = FLAG_REAL, .metavar = "E", .min = 0, .max = 1, .lower = FLAG_MIN_OPEN,
+      .def_note = "0.2", .help = "the ratio's clip range below" },
+    { .name = "--epsilon-high", .type = FLAG_REAL, .metavar = "E", .min = 0, .max = 1e6, .lower = FLAG_MIN_OPEN,
+      .def_note = "--epsilon", .help = "the ratio's clip range above (DAPO's clip-higher)" },
+    { .name = "--no-scale-rewards", .type = FLAG_SWITCH,
+      .help = "do not divide the advantages by the group's std (Dr. GRPO)" },
+    { .name = "--loss", .type = FLAG_CHOICE, .choices = "bnpo|grpo|dr_grpo", .metavar = "L", .def = "bnpo",
+      .help = "how token losses are aggregated" },
+};
+static const flag_group grpo_group = FLAG_GROUP("grpo", grpo_own_flags);
+static const flag_command grpo_command = {
+    "collabllm grpo", "GRPO on MR: G responses per prompt, group-normalised advantages (TRL v0.19).",
+    ONLINE_ABOUT, NULL, { &grpo_group, ONLINE_GROUPS, NULL },
+};
+
+static int grpo_check(const flags *fl) {
+    if (flag_given(fl, "--max-length")) return !flags_fail(fl->cmd, "--max-length applies to sft, dpo and online-dpo");
+    if (flag_given(fl, "--ref") && !(flag_number(fl, "--beta") > 0))
+        return !flags_fail(fl->cmd, "--ref is used only with --beta > 0 (the KL term)");
+    return 1;
+}
+
 static int cmd_grpo(int argc, char **argv) {
-    static const char *usage =
-        "collabllm grpo --model DIR --out DIR [--num-generations 8] [--beta 0] [--epsilon 0.2] [--epsilon-high E]\n"
-        "    [--no-scale-rewards] [--loss bnpo|grpo|dr_grpo]\n" ONLINE_USAGE TRAIN_FLAGS_USAGE;
-    static const char *losses[] = { "bnpo", "grpo", "dr_grpo" };
-    const char *loss = flag(argc, argv, "--loss");
-    double g, beta, eps, eps_high;
     cllm_grpo_config c;
     online_run o;
     cllm_err err;
-    int rc, i;
+    int rc;
+    if (!online_parse(&o, &grpo_command, grpo_check, argc, argv, &rc)) return rc;
     memset(&c, 0, sizeof c);
-    if (!num_flag(argc, argv, "--num-generations", 0, 65536, 0, &g) || !num_flag(argc, argv, "--beta", 0, 1e6, 0, &beta) ||
-        !num_flag(argc, argv, "--epsilon", 0, 1, 0, &eps) || !num_flag(argc, argv, "--epsilon-high", 0, 1e6, 0, &eps_high)) return 2;
-    for (i = 0; loss && i < 3 && strcmp(loss, losses[i]) != 0; i++) {}
-    if (loss && i == 3) { fprintf(stderr, "--loss: '%s' is not bnpo, grpo or dr_grpo\n", loss); return 2; }
-    c.num_generations = (int)g; c.beta = beta; c.epsilon = eps; c.epsilon_high = eps_high;
-    c.scale_rewards = has_switch(argc, argv, "--no-scale-rewards") ? -1 : 1;
-    c.loss_type = loss ? i : CLLM_GRPO_BNPO;
-    if ((rc = online_setup(&o, argc, argv, usage, beta > 0)) == 0) {
+    c.num_generations = (int)flag_number(&o.fl, "--num-generations");
+    c.beta = flag_number(&o.fl, "--beta");
+    c.epsilon = flag_number(&o.fl, "--epsilon");
+    c.epsilon_high = flag_number(&o.fl, "--epsilon-high");
+    c.scale_rewards = flag_on(&o.fl, "--no-scale-rewards") ? -1 : 1;
+    c.loss_type = flag_choice(&o.fl, "--loss");              /* the words are in cllm_grpo_loss_type's order */
+    if ((rc = online_setup(&o, c.beta > 0)) == 0) {
         c.rollout = o.rollout;
         rc = cllm_train_grpo(&o.sd.lm[1], o.use_lora ? &o.lora : NULL, online_ref(&o), &o.prompts, &c, &o.train, &err) == CLLM_OK ? 0 : fail(&err);
     }
-    online_free(&o);
+    online_free(&o, rc != 0);
     return rc;
 }
 
@@ -1334,20 +2213,22 @@ typedef struct {
     int                   n_samples, index;
 } generate_ctx;
 
-static int generate_one(const cJSON *value, void *ctx) {
+static int generate_one(const cJSON *value, const json_origin *at, void *ctx) {
     generate_ctx *g = (generate_ctx *)ctx;
     cllm_local_gen_config gen = g->gen;
     cllm_local_output *out = (cllm_local_output *)calloc((size_t)g->n_samples, sizeof *out);
     cllm_conv conv;
     cllm_err err;
-    int s, sys = g->system != NULL, rc = 1;
-    memset(&conv, 0, sizeof conv);
+    char where[4200];
+    int s;
+    int rc = 1;
     if (!out) { fprintf(stderr, "error: out of memory\n"); return 1; }
-    if ((conv.msgs = conversation_of(value, sys, &gen.render, &conv.n)) != NULL) {
-        if (sys) { conv.msgs[0].role = "system"; conv.msgs[0].content = g->system; }
+    if (conversation_of(value, at, g->system, &gen.render, &conv)) {
         g->lm->calls = (uint64_t)g->index;
-        if (cllm_local_chat(g->lm, &conv, 1, g->n_samples, &gen, out, &err) != CLLM_OK) fail(&err);
-        else {
+        if (cllm_local_chat(g->lm, &conv, 1, g->n_samples, &gen, out, &err) != CLLM_OK) {
+            origin_text(at, where, sizeof where);
+            fprintf(stderr, "error: %s: %s\n", where, err.msg);
+        } else {
             for (s = 0; s < g->n_samples; s++) {
                 cJSON *o = cJSON_CreateObject();
                 cJSON_AddNumberToObject(o, "conversation", g->index);
@@ -1359,67 +2240,113 @@ static int generate_one(const cJSON *value, void *ctx) {
             }
             rc = 0;
         }
+        cllm_conv_free(&conv);
     }
     g->index++;
     cllm_local_outputs_free(out, g->n_samples);
-    free(out); free(conv.msgs);
+    free(out);
     return rc;
 }
 
+static const flag_spec generate_own_flags[] = {
+    { .name = "--model", .type = FLAG_IN_DIR, .metavar = "DIR", .need = FLAG_REQUIRED,
+      .help = "a Hugging Face chat model directory (weights, tokenizer, chat template)" },
+    { .name = "--messages", .type = FLAG_IN_FILE, .metavar = "CONVS.json", .need = FLAG_REQUIRED,
+      .help = "one conversation, or JSONL with one per line (data_fmt/chat.md)" },
+    { .name = "--system", .type = FLAG_TEXT, .metavar = "TEXT", .def_note = "none",
+      .help = "a system message before every conversation" },
+    { .name = "--stop", .type = FLAG_TEXT, .metavar = "TEXT", .def_note = "none",
+      .help = "a stop string: the response ends where it begins" },
+    { .name = "--keep-special-tokens", .type = FLAG_SWITCH,
+      .help = "special tokens stay in the text" },
+    { .name = "--enable-thinking", .type = FLAG_SWITCH,
+      .help = "Qwen3: let the model think first" },
+    { .name = "--date", .type = FLAG_TEXT, .metavar = "TEXT", .def_note = "the template's",
+      .help = "Llama 3.1: the date in the system header" },
+};
+static const flag_group generate_group = FLAG_GROUP("generate", generate_own_flags);
+static const flag_command generate_command = {
+    "collabllm generate", "A local model's responses to conversations.",
+    "Reads CONVS.json (data_fmt/chat.md); writes one JSON line per response on stdout: text, ids, logprobs, finish "
+    "(data_fmt/generate.md).", NULL,
+    { &generate_group, &sampling_group, NULL },
+};
+
 static int cmd_generate(int argc, char **argv) {
-    static const char *usage = "collabllm generate --model DIR --messages FILE.json [--n N] [--temperature T (0 = greedy)] [--top-k K] [--top-p P]\n"
-                               "    [--max-new-tokens M] [--seed S] [--system TEXT] [--stop TEXT] [--keep-special-tokens] [--enable-thinking] [--date TEXT]";
-    const char *dir = need(argc, argv, "--model", usage), *file = need(argc, argv, "--messages", usage);
-    const char *stop = flag(argc, argv, "--stop");
+    const char *stop;
     generate_ctx ctx;
     cllm_local_lm lm;
     cllm_err err;
-    double n;
     int rc;
-    if (!dir || !file) return 2;
+    flags fl;
+    if (!parse(&fl, &generate_command, argc, argv, &rc)) return rc;
+    if ((rc = check_files(&fl)) != 0) return rc;
     memset(&ctx, 0, sizeof ctx);
-    if (!num_flag(argc, argv, "--n", 1, 65536, 1, &n) || !sampling_flags(argc, argv, &ctx.gen)) return 2;
-    ctx.n_samples = (int)n;
-    ctx.system = flag(argc, argv, "--system");
+    stop = flag_text(&fl, "--stop");
+    ctx.gen.sampler = sampler_of(&fl);
+    ctx.gen.max_new_tokens = (int)flag_number(&fl, "--max-new-tokens");
+    ctx.n_samples = (int)flag_number(&fl, "--n");
+    ctx.system = flag_text(&fl, "--system");
     if (stop) { ctx.gen.stop = &stop; ctx.gen.n_stop = 1; }
-    ctx.gen.keep_special = has_switch(argc, argv, "--keep-special-tokens");
-    ctx.gen.render.enable_thinking = has_switch(argc, argv, "--enable-thinking");
-    ctx.gen.render.date_string = flag(argc, argv, "--date");
-    if (cllm_local_lm_load(&lm, dir, &err) != CLLM_OK) return fail(&err);
+    ctx.gen.keep_special = flag_on(&fl, "--keep-special-tokens");
+    ctx.gen.render.enable_thinking = flag_on(&fl, "--enable-thinking");
+    ctx.gen.render.date_string = flag_text(&fl, "--date");
+    if (cllm_local_lm_load(&lm, flag_text(&fl, "--model"), &err) != CLLM_OK) return fail(&err);
     ctx.lm = &lm;
-    rc = each_json(file, generate_one, &ctx);
+    rc = each_json(flag_text(&fl, "--messages"), generate_one, &ctx);
     cllm_local_lm_free(&lm);
     return rc;
 }
 
 /* ---- dispatch ------------------------------------------------------------------------------ */
 
-typedef struct { const char *name; int (*fn)(int, char **); const char *help; } command;
+typedef struct { const flag_command *cmd; int (*fn)(int, char **); } command;
 static const command commands[] = {
-    { "dump", cmd_dump, "logits, loss, logps and (--grads) gradients of a checkpoint on token rows" },
-    { "generate-ids", cmd_generate_ids, "sample continuations of a prompt of token ids: JSON lines of ids, logprobs, finish" },
-    { "ref",  cmd_ref,  "DPO / GAE / PPO / GRPO / AdamW / BLEU reference math: JSON on stdin -> stdout" },
-    { "simulate", cmd_simulate, "conversations between an assistant model and a user simulator on a task file" },
-    { "tokenize", cmd_tokenize, "stdin {\"text\"} lines -> {\"ids\"} lines with a tokenizer.json" },
-    { "detokenize", cmd_detokenize, "stdin {\"ids\"} lines -> {\"text\"} lines" },
-    { "render", cmd_render, "a conversation through the chat template -> {\"text\", \"ids\", \"mask\"}" },
-    { "mr", cmd_mr, "multiturn-aware reward of candidate responses (simulated futures, metrics, R*)" },
-    { "generate-data", cmd_generate_data, "CollabLLM data generation: MR-scored candidates per turn -> records (resumable)" },
-    { "build-pairs", cmd_build_pairs, "records -> SFT rows and DPO pairs (TRL formats)" },
-    { "eval", cmd_eval, "one conversation per task with the simulator; metrics, tokens, ITR" },
-    { "generate", cmd_generate, "a local model's responses to conversations: JSON lines of text, ids, logprobs, finish" },
-    { "sft", cmd_sft, "supervised fine-tuning on {\"messages\"} rows (full or LoRA), resumable checkpoints" },
-    { "dpo", cmd_dpo, "offline DPO on preference pairs (sigmoid/cDPO, robust, hinge, IPO), resumable checkpoints" },
-    { "online-dpo", cmd_online_dpo, "online DPO: two responses per prompt, the higher MR chosen (TRL OnlineDPOTrainer)" },
-    { "ppo", cmd_ppo, "PPO on MR with a value head, GAE and clipped losses (TRL v0.19 PPOTrainer)" },
-    { "grpo", cmd_grpo, "GRPO on MR: G responses per prompt, group-normalised advantages (TRL v0.19)" },
+    { &dump_command, cmd_dump },
+    { &generate_ids_command, cmd_generate_ids },
+    { &ref_command, cmd_ref },
+    { &simulate_command, cmd_simulate },
+    { &tokenize_command, cmd_tokenize },
+    { &detokenize_command, cmd_detokenize },
+    { &render_command, cmd_render },
+    { &mr_command, cmd_mr },
+    { &generate_data_command, cmd_generate_data },
+    { &build_pairs_command, cmd_build_pairs },
+    { &eval_command, cmd_eval },
+    { &generate_command, cmd_generate },
+    { &sft_command, cmd_sft },
+    { &dpo_command, cmd_dpo },
+    { &online_dpo_command, cmd_online_dpo },
+    { &ppo_command, cmd_ppo },
+    { &grpo_command, cmd_grpo },
 };
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static void list_commands(FILE *out) {
+    size_t i;
+    fprintf(out, "usage: collabllm COMMAND [flags]        collabllm COMMAND --help\n\ncommands:\n");
+    for (i = 0; i < N_COMMANDS; i++) {
+        fprintf(out, "  %-14s ", commands[i].cmd->program + strlen("collabllm "));
+        flags__wrap(out, commands[i].cmd->summary, 17, 17);
+    }
+    fprintf(out, "\nFile formats: data_fmt/. Exit status: 0 done; 1 failed while running; 2 bad command line.\n");
+}
 
 int main(int argc, char **argv) {
     size_t i;
-    if (argc >= 2) for (i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 2, argv + 2);
-    fprintf(stderr, "usage: collabllm COMMAND [flags]\n\ncommands:\n");
-    for (i = 0; i < sizeof commands / sizeof commands[0]; i++) fprintf(stderr, "  %-14s %s\n", commands[i].name, commands[i].help);
-    return argc >= 2 && strcmp(argv[1], "help") == 0 ? 0 : 2;
+    if (argc < 2) {
+        list_commands(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        list_commands(stdout);
+        return 0;
+    }
+    for (i = 0; i < N_COMMANDS; i++) {
+        const char *name = commands[i].cmd->program + strlen("collabllm ");
+        if (strcmp(argv[1], name) == 0) return commands[i].fn(argc - 2, argv + 2);
+    }
+    fprintf(stderr, "collabllm: unknown command '%s'\n\n", argv[1]);
+    list_commands(stderr);
+    return 2;
 }

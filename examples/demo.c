@@ -13,7 +13,8 @@
    evaluation loop. Outputs in build/demo/ (or --out): every model directory, the data files of
    each stage (formats in data_fmt/), summary.json, table.txt and curves.svg.
 
-     build/cllm_demo [--seed N] [--out DIR]          (make demo SEED=N)
+     build/cllm_demo [--seed N] [--out DIR] [--overwrite]    (make demo SEED=N)
+     build/cllm_demo --help
 
    The same pipeline runs on a real model and endpoint when given a Hugging Face model directory,
    CollabLLM-format task files and an OpenAI-compatible user simulator (and judge):
@@ -47,6 +48,7 @@
    What PPO does with this reward is worth reading in the table: a needless question costs only
    its tokens here (the interactivity judge has no weight), a small signal next to the gain of
    asking when the detail is missing, so PPO learns to ask almost always. */
+#define _XOPEN_SOURCE 700
 #define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "demo_task.h"
@@ -54,6 +56,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "flags.h"
+#include "run_files.h"
 
 /* ---- settings ------------------------------------------------------------------------------- */
 
@@ -545,10 +549,77 @@ static void write_curves(const curve *curves, int n_curves) {
 
 /* ---- main ------------------------------------------------------------------------------------------ */
 
-static void usage(void) {
-    fprintf(stderr, "usage: cllm_demo [--seed N] [--out DIR]\n"
-                    "       cllm_demo --model DIR --tasks TRAIN.jsonl --test-tasks TEST.jsonl --user-model M [--judge-model M]\n"
-                    "                 [--base-url URL (default $OPENAI_BASE_URL)] [--limit N] [--task-desc TEXT] [--seed N] [--out DIR]\n");
+static const flag_spec demo_flags[] = {
+    { .name = "--seed", .type = FLAG_INT, .metavar = "N", .min = 0, .max = 9007199254740992.0, .def = "1",
+      .help = "seed of the tasks, the models and the sampling" },
+    { .name = "--out", .type = FLAG_OUT_DIR, .metavar = "DIR", .def = "build/demo",
+      .help = "every model, the data of each stage (data_fmt/), summary.json, table.txt, curves.svg" },
+    { .name = "--overwrite", .type = FLAG_SWITCH,
+      .help = "write into an existing --out, replacing the files of an earlier run" },
+};
+static const flag_spec demo_real_flags[] = {
+    { .name = "--model", .type = FLAG_IN_DIR, .metavar = "DIR",
+      .help = "a Hugging Face chat model as the base (then stages 1-2 are skipped)" },
+    { .name = "--tasks", .type = FLAG_IN_FILE, .metavar = "TRAIN.jsonl",
+      .help = "training tasks (data_fmt/task.md)" },
+    { .name = "--test-tasks", .type = FLAG_IN_FILE, .metavar = "TEST.jsonl",
+      .help = "held-out tasks (data_fmt/task.md)" },
+    { .name = "--user-model", .type = FLAG_TEXT, .metavar = "M",
+      .help = "the user simulator, a model behind the endpoint" },
+    { .name = "--judge-model", .type = FLAG_TEXT, .metavar = "M", .def_note = "exact match, no judge",
+      .help = "the accuracy and interactivity judge" },
+    { .name = "--base-url", .type = FLAG_TEXT, .metavar = "URL", .def_note = "$OPENAI_BASE_URL",
+      .help = "the OpenAI-compatible endpoint (key: $OPENAI_API_KEY; data_fmt/endpoints.md)" },
+    { .name = "--limit", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e9, .def_note = "all",
+      .help = "only the first N tasks of each file" },
+    { .name = "--task-desc", .type = FLAG_TEXT, .metavar = "TEXT", .def_note = "\"ordering\"",
+      .help = "what kind of task the user has, in the simulator's prompt" },
+};
+static const flag_group demo_group = FLAG_GROUP("demo", demo_flags);
+static const flag_group demo_real_group =
+    FLAG_GROUP("a real model (--model, --tasks, --test-tasks and --user-model together)", demo_real_flags);
+static const flag_command demo_command = {
+    "cllm_demo", "CollabLLM's central result, offline, in a few minutes on 2 CPU cores (make demo).",
+    "Trains a tiny base policy on the bundled task family, generates MR-scored data with w = 2 and w = 0, trains "
+    "offline DPO, online DPO and PPO on it, and evaluates every model; the table goes to stdout and DIR/table.txt.\n"
+    "With --model and the task files the same pipeline runs on a real model and endpoint (see examples/demo.c).",
+    NULL, { &demo_group, &demo_real_group, NULL },
+};
+
+/* A run that fails (die() exits) leaves no empty output directory behind. */
+static run_files demo_files;
+static int demo_finished;
+static void demo_at_exit(void) { run_files_end(&demo_files, !demo_finished); }
+
+/* The command line into the settings; 1 to run, else 0 with *status the exit status. */
+static int demo_flags_read(int argc, char **argv, int *status) {
+    static const char *real_only[] = { "--judge-model", "--base-url", "--limit", "--task-desc" };
+    static flags fl;
+    size_t i;
+    flags_status parsed = flags_parse(&fl, &demo_command, argc - 1, argv + 1);
+    *status = parsed == FLAGS_HELP ? 0 : 2;
+    if (parsed != FLAGS_OK) return 0;
+    real.model_dir = flag_text(&fl, "--model");
+    real.train = flag_text(&fl, "--tasks");
+    real.test = flag_text(&fl, "--test-tasks");
+    real.user_model = flag_text(&fl, "--user-model");
+    if ((real.model_dir || real.train || real.test || real.user_model) &&
+        !(real.model_dir && real.train && real.test && real.user_model))
+        return !flags_fail(fl.cmd, "the real mode needs --model, --tasks, --test-tasks and --user-model together");
+    for (i = 0; i < sizeof real_only / sizeof real_only[0] && !real.model_dir; i++) {
+        if (flag_given(&fl, real_only[i])) {
+            return !flags_fail(fl.cmd, "%s applies to the real mode (--model)", real_only[i]);
+        }
+    }
+    real.judge_model = flag_text(&fl, "--judge-model");
+    real.base_url = flag_text(&fl, "--base-url");
+    real.task_desc = flag_text(&fl, "--task-desc");
+    real.limit = (int)flag_number(&fl, "--limit");
+    seed = (uint64_t)flag_number(&fl, "--seed");
+    out_dir = flag_text(&fl, "--out");
+    if ((*status = run_files_prepare(&demo_files, &fl)) != 0) return 0;
+    atexit(demo_at_exit);
+    return 1;
 }
 
 /* The real mode: the endpoint, the API simulator and judge, the task files (--limit: the first N). */
@@ -589,31 +660,9 @@ int main(int argc, char **argv) {
     char base_dir[1024], dpo_w0[1024], dpo_w2[1024], odpo[1024], ppo[1024];   /* path() recycles its buffers: copies */
     cllm_err err;
     row rows[8];
-    int n_rows = 0, i, vocab, n_texts;
-    for (i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v) { usage(); return 2; }
-        if (!strcmp(a, "--seed")) seed = strtoull(v, NULL, 10);
-        else if (!strcmp(a, "--out")) out_dir = v;
-        else if (!strcmp(a, "--model")) real.model_dir = v;
-        else if (!strcmp(a, "--tasks")) real.train = v;
-        else if (!strcmp(a, "--test-tasks")) real.test = v;
-        else if (!strcmp(a, "--user-model")) real.user_model = v;
-        else if (!strcmp(a, "--judge-model")) real.judge_model = v;
-        else if (!strcmp(a, "--base-url")) real.base_url = v;
-        else if (!strcmp(a, "--task-desc")) real.task_desc = v;
-        else if (!strcmp(a, "--limit")) real.limit = atoi(v);
-        else { usage(); return 2; }
-        i++;
-    }
-    if ((real.model_dir || real.train || real.test || real.user_model) &&
-        !(real.model_dir && real.train && real.test && real.user_model)) {
-        fprintf(stderr, "cllm_demo: the real mode needs --model, --tasks, --test-tasks and --user-model together\n");
-        usage();
-        return 2;
-    }
+    int n_rows = 0, vocab, n_texts, status;
+    if (!demo_flags_read(argc, argv, &status)) return status;
     t_start = now();
-    if (cllm__mkdir(out_dir, &err) != CLLM_OK) die(out_dir, &err);
     fprintf(stderr, "CollabLLM demo, seed %llu, output in %s/\n", (unsigned long long)seed, out_dir);
 
     if (real.model_dir) {
@@ -666,5 +715,6 @@ int main(int argc, char **argv) {
     cllm_tasks_free(train_tasks, n_train_read);
     cllm_tasks_free(test_tasks, n_test_read);
     if (real.model_dir) cllm_client_free(&real.client);
+    demo_finished = 1;
     return 0;
 }

@@ -321,7 +321,7 @@ static void test_arguments(void) {
     printf("-- configuration and arguments\n");
     memset(&cfg, 0, sizeof cfg);
     cfg.base_url = "ftp://example.com";
-    check_true("a base_url that is not http(s) is rejected", cllm_client_init(&c, &cfg, &err) == CLLM_ERR_ARG && strstr(err.msg, "base_url") != NULL);
+    check_true("a base_url that is not http(s) is rejected", cllm_client_init(&c, &cfg, &err) == CLLM_ERR_ARG && strstr(err.msg, "base URL") != NULL);
     setenv("OPENAI_BASE_URL", base_url, 1);
     memset(&cfg, 0, sizeof cfg);
     cfg.model = "ok";

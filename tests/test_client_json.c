@@ -187,7 +187,7 @@ static void test_files(void) {
     size_t cap = 0;
     static const char *bad[][2] = {
         { "{\"single_turn_completion\": \"x\"}\n", "\"single_turn_prompt\" must be a string" },
-        { "{\"single_turn_prompt\": \"a\"}\nnot json\n", ":2: not a JSON object" },
+        { "{\"single_turn_prompt\": \"a\"}\nnot json\n", ":2: not valid JSON" },
         { "\n\n", "no tasks" },
     };
     size_t i;

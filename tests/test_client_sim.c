@@ -459,6 +459,7 @@ static void test_cli(void) {
     cllm_err err;
     printf("-- build/collabllm simulate\n");
     snprintf(out, sizeof out, "%s/test_client_sim_out.jsonl", build);
+    remove(out);                                  /* an existing output is refused without --overwrite */
     snprintf(cmd, sizeof cmd, "%s/collabllm simulate --tasks data_fmt/task.example.jsonl --out %s --user-model sim-good --assistant-model asst "
              "--base-url %s --api-key-env " KEY_ENV " --task-desc 'question answering' --max-messages 10 --assistant-system 'Be brief.'", build, out, base_url);
     printf("$ %s\n", cmd);
@@ -480,7 +481,7 @@ static void test_cli(void) {
     cllm_tasks_free(t, n);
 
     snprintf(cmd, sizeof cmd, "%s/collabllm simulate --tasks data_fmt/task.example.jsonl --out %s --user-model sim-good --assistant-model asst-fail "
-             "--base-url %s --limit 2 --retries -1 2>/dev/null", build, out, base_url);
+             "--base-url %s --limit 2 --retries 0 --overwrite 2>/dev/null", build, out, base_url);
     check_true("a failing assistant: exit status 1", system(cmd) != 0);
     check_true("... and the file still lists both conversations with their error",
                cllm_tasks_read_jsonl(out, &t, &n, &err) == CLLM_OK && n == 2 && strstr(cllm__json_str(t[0].json, "error"), "context length exceeded") &&

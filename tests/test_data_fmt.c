@@ -36,6 +36,7 @@ int main(void) {
     static const char *dpo[] = { "prompt", "chosen", "rejected", "score_chosen", "score_rejected" };
     static const char *ev[] = { "conv_id", "messages", "terminated", "metrics", "assistant_tokens", "user_turns" };
     static const char *task[] = { "single_turn_prompt" };
+    static const char *mr[] = { "single_turn_prompt", "history", "candidates" };
     cllm_task *tasks = NULL;
     int n = 0, n_sft = 0, n_pairs = 0;
     cllm_err err;
@@ -45,6 +46,7 @@ int main(void) {
     check_true("dpo.example.jsonl: fields, JSON round trip", round_trip("data_fmt/dpo.example.jsonl", dpo, 5) > 0);
     check_true("eval.example.jsonl: fields, JSON round trip", round_trip("data_fmt/eval.example.jsonl", ev, 6) > 0);
     check_true("task.example.jsonl: fields, JSON round trip", round_trip("data_fmt/task.example.jsonl", task, 1) > 0);
+    check_true("mr.example.jsonl: fields, JSON round trip", round_trip("data_fmt/mr.example.jsonl", mr, 3) > 0);
     check_true("task.example.jsonl: read by the task reader", cllm_tasks_read_jsonl("data_fmt/task.example.jsonl", &tasks, &n, &err) == CLLM_OK && n > 0);
     cllm_tasks_free(tasks, n);
     return check_summary("test_data_fmt");

@@ -30,6 +30,7 @@ int main(void) {
     const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
     char cmd[2048], out[512];
     snprintf(out, sizeof out, "%s/test_dump_out.safetensors", build);
+    remove(out);                                   /* an existing output is refused without --overwrite */
     snprintf(cmd, sizeof cmd, "%s/collabllm dump --model tests/data/golden/qwen3_qknorm --input tests/data/golden/qwen3_qknorm/batch.jsonl --out %s --grads", build, out);
     printf("$ %s\n", cmd);
     if (check_true("collabllm dump exits 0", system(cmd) == 0)) compare_file(out, "tests/data/golden/qwen3_qknorm/expected.safetensors");

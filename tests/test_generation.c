@@ -278,7 +278,7 @@ static void cache_errors(void) {
     cllm_model_load(&a, "tests/data/golden/llama_gqa_tied", &err);
     cllm_model_load(&b, "tests/data/golden/qwen3_qknorm", &err);
     check_true("cache init", cllm_kv_cache_init(&kv, &a, 1, 8, &err) == CLLM_OK);
-    check_true("a cache made for another model shape is rejected", cllm_kv_prefill(&b, &kv, 0, &id, 1, NULL, &err) == CLLM_ERR_ARG && strstr(err.msg, "not initialised for this model"));
+    check_true("a cache made for another model shape is rejected", cllm_kv_prefill(&b, &kv, 0, &id, 1, NULL, &err) == CLLM_ERR_ARG && strstr(err.msg, "was not made for this model"));
     check_true("copy to a sequence the cache does not have is rejected", cllm_kv_cache_copy_seq(&kv, 0, 1, &err) == CLLM_ERR_ARG);
     cllm_kv_cache_free(&kv);
     cllm_kv_cache_free(&kv);

@@ -675,7 +675,9 @@ static void test_tools(cllm_local_lm *lm) {
     snprintf(file, sizeof file, "%s/sim_template.txt", tmp_dir);
     cllm_write_file_atomic(file, "Goal: write a poem", 18, &err);
     snprintf(cmd, sizeof cmd, "%s/collabllm simulate --tasks data_fmt/task.example.jsonl --out %s/sim.jsonl --user-model-dir %s/sim_trained "
-             "--assistant-model-dir %s --user-prompt %s --max-messages 4 --user-max-tokens 24 --assistant-max-tokens 6 --seed 1 2>/dev/null && cat %s/sim.jsonl",
+             "--assistant-model-dir %s --user-prompt %s --max-messages 4 --user-max-tokens 24 --assistant-max-tokens 6 "
+             "--seed 1 --overwrite "
+             "2>/dev/null && cat %s/sim.jsonl",
              build_dir, tmp_dir, tmp_dir, dir_chatml, file, tmp_dir);
     o1 = run(cmd);
     n = o1 ? parse_lines(o1, rows, 8) : 0;

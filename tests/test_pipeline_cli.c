@@ -77,9 +77,36 @@ int main(void) {
         if (f) fclose(f);
         check_true("8 records with the hand-computed MR (question 1.495, guess -0.0025, answer 1.4975)", ok && n_lines == 8);
     }
+    {   /* the run's sidecar; a second run is refused without --resume, and with it finds nothing to do */
+        char *before = NULL, *after = NULL;
+        size_t n_before = 0, n_after = 0;
+        cllm_err err;
+        snprintf(cmd, sizeof cmd, "%s.meta.json", path);
+        check_true("the sidecar RECORDS.jsonl.meta.json names the command (data_fmt/meta.md)",
+                   cllm_read_file(cmd, &before, &n_before, &err) == CLLM_OK &&
+                   strstr(before, "\"collabllm generate-data\"") && strstr(before, "\"fingerprint\""));
+        cllm_free_buffer(before);
+        cllm_read_file(path, &before, &n_before, &err);
+        snprintf(cmd, sizeof cmd, "%s/collabllm generate-data %s --out %s --candidates 2 --samples 2 --max-turns 3 "
+                 "2>/dev/null", build, common, path);
+        check_true("generate-data into its own finished output without --resume: refused (exit 2)",
+                   WEXITSTATUS(system(cmd)) == 2);
+        snprintf(cmd, sizeof cmd, "%s/collabllm generate-data %s --out %s --candidates 2 --samples 2 --max-turns 3 "
+                 "--resume --concurrency 4 2>%s/tmp_pipe_resume.txt", build, common, path, build);
+        check_true("with --resume (and another --concurrency, a runtime flag): exit 0", system(cmd) == 0);
+        cllm_read_file(path, &after, &n_after, &err);
+        check_true("  nothing was redone: the records are byte-identical", before && after && n_before == n_after &&
+                   memcmp(before, after, n_before) == 0);
+        cllm_free_buffer(before);
+        cllm_free_buffer(after);
+        snprintf(cmd, sizeof cmd, "%s/collabllm generate-data %s --out %s --candidates 3 --samples 2 --max-turns 3 "
+                 "--resume 2>%s/tmp_pipe_resume.txt", build, common, path, build);
+        check_true("with --resume and another --candidates: refused (exit 2)", WEXITSTATUS(system(cmd)) == 2);
+    }
 
     printf("-- build-pairs\n");
-    snprintf(cmd, sizeof cmd, "%s/collabllm build-pairs --records %s --sft %s/tmp_pipe_sft.jsonl --dpo %s/tmp_pipe_dpo.jsonl", build, path, build, build);
+    snprintf(cmd, sizeof cmd, "%s/collabllm build-pairs --records %s --sft %s/tmp_pipe_sft.jsonl --dpo %s/tmp_pipe_dpo.jsonl "
+             "--overwrite", build, path, build, build);
     check_true("build-pairs exits 0", system(cmd) == 0);
     snprintf(path, sizeof path, "%s/tmp_pipe_dpo.jsonl", build);
     {
@@ -93,7 +120,8 @@ int main(void) {
 
     printf("-- eval\n");
     asst_calls = 0;   /* the first reply asks */
-    snprintf(cmd, sizeof cmd, "%s/collabllm eval %s --details %s/tmp_pipe_eval.jsonl --summary %s/tmp_pipe_summary.json", build, common, build, build);
+    snprintf(cmd, sizeof cmd, "%s/collabllm eval %s --details %s/tmp_pipe_eval.jsonl --summary %s/tmp_pipe_summary.json "
+             "--overwrite", build, common, build, build);
     check_true("eval exits 0", system(cmd) == 0);
     snprintf(path, sizeof path, "%s/tmp_pipe_summary.json", build);
     {
@@ -109,12 +137,8 @@ int main(void) {
         cllm_free_buffer(text);
     }
 
-    printf("-- mr\n");
-    snprintf(path, sizeof path, "%s/tmp_pipe_mr.jsonl", build);
-    f = fopen(path, "wb");
-    fputs("{\"single_turn_prompt\": \"order a large coffee\", \"single_turn_completion\": \"one large coffee\", "
-          "\"history\": [{\"role\": \"user\", \"content\": \"i want a coffee\"}], \"candidates\": [\"what size ?\", \"one small coffee\"]}\n", f);
-    fclose(f);
+    printf("-- mr on the documented example, data_fmt/mr.example.jsonl (data_fmt/mr.md)\n");
+    snprintf(path, sizeof path, "data_fmt/mr.example.jsonl");
     snprintf(cmd, sizeof cmd, "%s/collabllm mr --input %s --user-model user --assistant-model assistant --judge-model judge "
              "--base-url http://127.0.0.1:%d/v1 --metrics exact_match:1,interactivity:0.5 --samples 2 > %s/tmp_pipe_mr_out.jsonl", build, path, srv.port, build);
     check_true("mr exits 0", system(cmd) == 0);

@@ -282,7 +282,7 @@ static void check_errors(void) {
     expect_load_error("pre_tokenizer Metaspace", json, CLLM_ERR_UNSUPPORTED, "Metaspace");
 
     if (cllm_tokenizer_load(&tok, TOKS "smollm2", &err) != CLLM_OK) return;
-    check_true("invalid UTF-8 input is rejected", cllm_tokenizer_encode(&tok, "ab\xff", 3, 0, &ids, &n, NULL, &err) == CLLM_ERR_FORMAT && strstr(err.msg, "byte 2"));
+    check_true("invalid UTF-8 input is rejected", cllm_tokenizer_encode(&tok, "ab\xff", 3, 0, &ids, &n, NULL, &err) == CLLM_ERR_FORMAT && strstr(err.msg, "byte 3"));
     free(tok.chat_template);
     tok.chat_template = cllm__strdup("{% for m in messages %}[[{{ m.role }}]]{{ m.content }}{% endfor %}");
     tok.chat_family = cllm__detect_chat_family(tok.priv, tok.chat_template);
