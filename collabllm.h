@@ -2450,6 +2450,11 @@ extern FILE *fdopen(int, const char *);
 /* "zero means default", applied in one place per config struct (sokol's _def) */
 #define cllm__def(val, def) (((val) == 0) ? (def) : (val))
 
+/* The longest JSONL line the readers accept (manual section 3) */
+#ifndef CLLM_MAX_LINE_BYTES
+#define CLLM_MAX_LINE_BYTES (64L << 20)
+#endif
+
 /* -------------------------------------------------------------------------------------------- */
 /* Errors                                                                                       */
 /* -------------------------------------------------------------------------------------------- */
@@ -2499,288 +2504,78 @@ static char *cllm__strdup(const char *s) {
 
 CLLMDEF void cllm_free_buffer(void *p) { CLLM_FREE(p); }
 
-/* ---- UTF-8 ----------------------------------------------------------------------------------- */
 
-/* A growable byte buffer; `oom` records a failed allocation so callers check once at the end. */
-typedef struct cllm__buf { char *p; size_t n, cap; int oom; } cllm__buf;
+/* -------------------------------------------------------------------------------------------- */
+/* Private types, macros and functions used before their definition (Part I calls II and III) */
+/* -------------------------------------------------------------------------------------------- */
 
-static int cllm__buf_reserve(cllm__buf *b, size_t extra) {
-    size_t want;
-    char *q;
-    if (b->oom) return 0;
-    if (extra > SIZE_MAX / 2 - b->n) { b->oom = 1; return 0; }
-    want = b->n + extra + 1;
-    if (want <= b->cap) return 1;
-    if (want < 2 * b->cap) want = 2 * b->cap;
-    q = (char *)CLLM_REALLOC(b->p, want);
-    if (!q) { b->oom = 1; return 0; }
-    b->p = q; b->cap = want;
-    b->p[b->n] = 0;                              /* always NUL-terminated once allocated */
-    return 1;
-}
+typedef struct cllm__sb { char *p; size_t n, cap; int oom; } cllm__sb;
+typedef struct cllm__seq_batch { cllm_batch batch; int *ids, *labels, *mask; } cllm__seq_batch;
+typedef int (*cllm__take_fn)(void *ctx, int i, const cllm_chat_result *res, int last);
 
-static void cllm__buf_add(cllm__buf *b, const void *src, size_t n) {
-    if (!cllm__buf_reserve(b, n)) return;
-    if (n) memcpy(b->p + b->n, src, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
+static uint64_t cllm__splitmix64(uint64_t *x);
+static FILE *cllm__open_read(const char *path, const char *kind, cllm_err *err);
+static int cllm__file_exists(const char *path);
+static int cllm__json_int(const cJSON *o, const char *key, int def, int *out);
+static const char *cllm__json_str(const cJSON *o, const char *key);
+static long cllm__read_line(FILE *f, char **buf, size_t *cap);
+static cJSON *cllm__jsonl_parse(const char *line, size_t len, const char *path, int lineno, cllm_err *err);
+static cllm_result cllm__line_fail(cllm_err *err, const char *path, int lineno, long len);
+static void cllm__clean_line(char *out, size_t cap, const char *s, size_t n);
+static double cllm__now(void);
+static void cllm__sb_putn(cllm__sb *b, const char *s, size_t len);
+static void cllm__sb_puts(cllm__sb *b, const char *s);
+static void cllm__sb_putc(cllm__sb *b, char c);
+static char *cllm__sb_take(cllm__sb *b);
+static void cllm__sb_free(cllm__sb *b);
+static char *cllm__strdup_trim(const char *s);
+static char *cllm__fill(const char *tmpl, const char *const *names, const char *const *values, int n);
+static cllm_result cllm__batch_result(const cllm_result *code0, const cllm_err *err0, size_t stride, int n,
+                                      const char *what, cllm_err *err);
+static int cllm__conv_incomplete(const cllm_conv *c);
+static char *cllm__conv_text(const cllm_conv *c, int bold);
+static size_t cllm__json_escaped_len(const char *s, size_t n);
+static size_t cllm__conv_json_bytes(const cllm_conv *c);
+static int cllm__json_number(const cJSON *v, double *out);
+static char *cllm__json_text(const cJSON *o, const char *key, cllm_err *err);
+static cllm_result cllm__ask_all(cllm_client *c, char *const *prompts, int n, const cllm_llm_params *params,
+                                 int json_mode, int retries, cllm__take_fn take, void *ctx);
+static cllm_llm_params cllm__params_def(cllm_llm_params p, double temperature, int max_tokens);
+static int cllm__retries_def(int r);
+static cllm_result cllm__seq_from(cllm_train_seq *seq, const int *ids, const unsigned char *target, int n, int n_prompt,
+                                  cllm_err *err);
+static void cllm__seq_batch_free(cllm__seq_batch *sb);
+static cllm_result cllm__seq_batch_make(cllm__seq_batch *sb, const cllm_train_seq *const *seqs, int n, cllm_err *err);
+static void cllm__row_logps(const cllm_model *m, double *out);
+static long cllm__batch_tokens(const cllm__seq_batch *sb);
+static cllm_result cllm__st_read_entries(const char *path, const cllm_st_entry *entries, int n, cllm_err *err);
+static cllm_result cllm__numeric_fail(const cllm_trainer *tr, const char *what, double value, cllm_err *err);
+static cllm_result cllm__train_run(cllm_model *m, cllm_lora *lora, const cllm_train_task *task,
+                                   const cllm_train_config *cfg, cllm_err *err);
+static cllm_result cllm__train_task(cllm_model *m, cllm_lora *lora, const char *name, int n_examples, double default_lr,
+                                    double (*units)(void *, const int *, int), cllm_result (*micro)(void *,
+                                    cllm_trainer *, const int *, int, double, cllm_train_stats *, cllm_err *),
+                                    void *ctx, const cllm_train_config *cfg, cllm_err *err);
+static void cllm__matmul_forward(cllm_float *out, const cllm_float *inp, const cllm_float *W, const cllm_float *bias,
+                                 int N, int C, int OC);
+static void cllm__matmul_backward(cllm_float *dinp, cllm_float *dW, cllm_float *dbias, const cllm_float *dout,
+                                  const cllm_float *inp, const cllm_float *W, int N, int C, int OC);
+static void cllm__rmsnorm_backward(cllm_float *dinp, cllm_float *dw, const cllm_float *dout, const cllm_float *inp,
+                                   const cllm_float *w, const cllm_float *rstd, int N, int C);
+static void cllm__attention_forward(cllm_float *out, cllm_float *lse, const cllm_float *q, const cllm_float *k,
+                                    const cllm_float *v, const int *mask, int B, int T, int H, int KV, int hd,
+                                    cllm_float *s);
+static void cllm__attention_backward(cllm_float *dq, cllm_float *dk, cllm_float *dv, const cllm_float *dout,
+                                     const cllm_float *q, const cllm_float *k, const cllm_float *v,
+                                     const cllm_float *out, const cllm_float *lse, const int *mask, int B, int T, int H,
+                                     int KV, int hd);
+static unsigned cllm__uni_class(uint32_t cp);
+static unsigned cllm__uni_ccc(uint32_t cp);
+static const uint32_t *cllm__uni_decomp_entries(size_t *n);
+#define CLLM__BATCH_RESULT(items, n, what, err) \
+    cllm__batch_result(&(items)[0].code, &(items)[0].err, sizeof (items)[0], (n), (what), (err))
+#define CLLM__MAX_TEXT_JSON ((size_t)CLLM_MAX_LINE_BYTES - ((size_t)1 << 20))
 
-static void cllm__buf_str(cllm__buf *b, const char *s) { cllm__buf_add(b, s, strlen(s)); }
-
-/* Decodes the character at s[0..n): returns its byte length (1-4) and sets *cp, or returns 0
-   when the bytes are not valid UTF-8 (overlong forms, surrogates and values above U+10FFFF are
-   invalid, as in Rust's str). */
-static int cllm__utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
-    unsigned char c = s[0];
-    uint32_t v, min;
-    int len, i;
-    if (c < 0x80) { *cp = c; return 1; }
-    if (c >= 0xC2 && c <= 0xDF) { len = 2; v = c & 0x1Fu; min = 0x80; }
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; v = c & 0x0Fu; min = 0x800; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; v = c & 0x07u; min = 0x10000; }
-    else return 0;
-    if ((size_t)len > n) return 0;
-    for (i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        v = (v << 6) | (s[i] & 0x3Fu);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
-    *cp = v;
-    return len;
-}
-
-static int cllm__utf8_put(uint32_t cp, unsigned char *o) {
-    if (cp < 0x80) { o[0] = (unsigned char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (unsigned char)(0xC0 | (cp >> 6)); o[1] = (unsigned char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        o[0] = (unsigned char)(0xE0 | (cp >> 12)); o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (unsigned char)(0x80 | (cp & 0x3F)); return 3;
-    }
-    o[0] = (unsigned char)(0xF0 | (cp >> 18)); o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (unsigned char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
-/* Offset of the first invalid UTF-8 byte in s[0..n), or n if it is all valid. */
-static size_t cllm__utf8_check(const char *s, size_t n) {
-    size_t i = 0;
-    uint32_t cp;
-    while (i < n) {
-        int l = cllm__utf8_next((const unsigned char *)s + i, n - i, &cp);
-        if (!l) return i;
-        i += (size_t)l;
-    }
-    return n;
-}
-
-/* Appends b[0..n) to out, replacing each maximal invalid subsequence by U+FFFD (the Unicode
-   "substitution of maximal subparts" that Rust's String::from_utf8_lossy uses): a lead byte
-   followed by fewer valid continuation bytes than it announces becomes one U+FFFD, and the byte
-   that broke the sequence is examined again on its own. With final = 0 an unfinished but so far
-   valid character at the end is left unconsumed. Returns the number of bytes consumed; adds the
-   number of U+FFFD it wrote for invalid input to *replaced (when not NULL). Python's
-   bytes.decode("utf-8", "replace") makes the same replacements. */
-static size_t cllm__utf8_lossy(const unsigned char *b, size_t n, int final, cllm__buf *out, size_t *replaced) {
-    static const char fffd[3] = { (char)0xEF, (char)0xBF, (char)0xBD };
-    size_t i = 0, k;
-    while (i < n) {
-        unsigned char c = b[i], lo = 0x80, hi = 0xBF;
-        size_t need;
-        if (c < 0x80) { cllm__buf_add(out, b + i, 1); i++; continue; }
-        if (c >= 0xC2 && c <= 0xDF) need = 1;
-        else if (c >= 0xE0 && c <= 0xEF) { need = 2; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
-        else if (c >= 0xF0 && c <= 0xF4) { need = 3; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
-        else {
-            cllm__buf_add(out, fffd, 3);
-            if (replaced) (*replaced)++;
-            i++;
-            continue;
-        }
-        for (k = 1; k <= need; k++) {          /* the second byte has a narrower range for E0 ED F0 F4 */
-            unsigned char x;
-            if (i + k >= n) {                   /* truncated at the end of the input */
-                if (!final) return i;
-                cllm__buf_add(out, fffd, 3);
-                if (replaced) (*replaced)++;
-                return n;
-            }
-            x = b[i + k];
-            if (x < (k == 1 ? lo : 0x80) || x > (k == 1 ? hi : 0xBF)) break;
-        }
-        if (k <= need) {
-            cllm__buf_add(out, fffd, 3);
-            if (replaced) (*replaced)++;
-            i += k;
-            continue;
-        }
-        cllm__buf_add(out, b + i, need + 1);
-        i += need + 1;
-    }
-    return i;
-}
-
-/* The longest prefix of the valid UTF-8 text s[0..n) that has at most max bytes and ends on a
-   character boundary: every cut of text goes through here, so no cut splits a character. */
-static size_t cllm__utf8_prefix(const char *s, size_t n, size_t max) {
-    if (n <= max) return n;
-    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80) max--;
-    return max;
-}
-/* The arguments of a "%.*s" that prints at most max bytes of s, cut on a character boundary. */
-#define CLLM__CUT(s, max) (int)cllm__utf8_prefix((s), strlen(s), (max)), (s)
-
-/* ---- secrets: the one redaction point ----------------------------------------------------------
-   Every live client registers its API key here (cllm_client_init; cllm_client_free takes it out).
-   Two kinds of text pass through cllm__scrub: every error message (cllm__fail does it, whatever
-   path formatted the message), and the text an endpoint sends (a reply's content, the fields read
-   from a model's JSON answer). A run of 8 or more bytes of a key, starting anywhere in the key
-   (the whole key when it is shorter), becomes "[redacted]": an endpoint may echo a key whole or
-   cut. Received text is scrubbed only of keys that look like secrets (16 bytes or more, with a
-   letter and a digit): a placeholder such as "sk-no-key-required" is made of words that text
-   may hold. The registry follows curl_global_init's rule: change it (init or free a client) only
-   while no other thread uses the library. */
-#define CLLM__KEY_FRAGMENT 8
-static const char **cllm__secrets;            /* the registered keys (borrowed from the clients) */
-static int cllm__n_secrets, cllm__cap_secrets;
-static unsigned char cllm__secret_pairs[65536 / 8]; /* byte pairs a key run can start with      */
-
-static void cllm__secret_pairs_rebuild(void) {
-    int k;
-    memset(cllm__secret_pairs, 0, sizeof cllm__secret_pairs);
-    for (k = 0; k < cllm__n_secrets; k++) {
-        const unsigned char *key = (const unsigned char *)cllm__secrets[k];
-        size_t i, klen = strlen(cllm__secrets[k]);
-        unsigned x;
-        for (i = 0; i + 1 < klen; i++) {
-            unsigned pair = (unsigned)key[i] << 8 | key[i + 1];
-            cllm__secret_pairs[pair >> 3] |= (unsigned char)(1u << (pair & 7));
-        }
-        for (x = 0; klen == 1 && x < 256; x++) {  /* a one-byte key: any pair starting with it */
-            unsigned pair = (unsigned)key[0] << 8 | x;
-            cllm__secret_pairs[pair >> 3] |= (unsigned char)(1u << (pair & 7));
-        }
-    }
-}
-
-/* Registers a key (borrowed: it must live until cllm__secret_forget). 0 when out of memory. */
-static int cllm__secret_register(const char *key) {
-    if (!key || !*key) return 1;
-    if (cllm__n_secrets == cllm__cap_secrets) {
-        int cap = cllm__cap_secrets ? 2 * cllm__cap_secrets : 4;
-        const char **grown = (const char **)CLLM_REALLOC((void *)cllm__secrets, (size_t)cap * sizeof *grown);
-        if (!grown) return 0;
-        cllm__secrets = grown;
-        cllm__cap_secrets = cap;
-    }
-    cllm__secrets[cllm__n_secrets++] = key;
-    cllm__secret_pairs_rebuild();
-    return 1;
-}
-
-static void cllm__secret_forget(const char *key) {
-    int k;
-    for (k = 0; key && k < cllm__n_secrets; k++) {
-        if (cllm__secrets[k] != key) continue;
-        cllm__secrets[k] = cllm__secrets[--cllm__n_secrets];
-        break;
-    }
-    if (cllm__n_secrets == 0) {
-        CLLM_FREE((void *)cllm__secrets);
-        cllm__secrets = NULL;
-        cllm__cap_secrets = 0;
-    }
-    cllm__secret_pairs_rebuild();
-}
-
-/* Does the key look like a secret rather than a placeholder (see above)? */
-static int cllm__key_is_secret(const char *key, size_t klen) {
-    int letter = 0, digit = 0;
-    size_t i;
-    for (i = 0; i < klen; i++) {
-        letter |= isalpha((unsigned char)key[i]) != 0;
-        digit |= isdigit((unsigned char)key[i]) != 0;
-    }
-    return klen >= 16 && letter && digit;
-}
-
-/* The length of the longest prefix of s[0..len) found anywhere in key[0..klen). */
-static size_t cllm__key_run(const char *key, size_t klen, const char *s, size_t len) {
-    size_t best = 0, o, l;
-    for (o = 0; o < klen; o++) {
-        for (l = 0; l < len && o + l < klen && s[l] == key[o + l]; l++) {}
-        if (l > best) best = l;
-    }
-    return best;
-}
-
-/* The offset of the first key run in s[0..n) (n if none) and its length in *run. in_text: 1 for
-   received text (keys that look like secrets only), 0 for messages (every key). */
-static size_t cllm__secret_find(const char *s, size_t n, int in_text, size_t *run) {
-    size_t i;
-    *run = 0;
-    if (cllm__n_secrets == 0) return n;
-    for (i = 0; i < n; i++) {
-        int k;
-        if (i + 1 < n) {
-            unsigned pair = (unsigned)(unsigned char)s[i] << 8 | (unsigned char)s[i + 1];
-            if (!(cllm__secret_pairs[pair >> 3] & (1u << (pair & 7)))) continue;
-        }
-        for (k = 0; k < cllm__n_secrets; k++) {
-            const char *key = cllm__secrets[k];
-            size_t klen = strlen(key), r;
-            if (in_text && !cllm__key_is_secret(key, klen)) continue;
-            r = cllm__key_run(key, klen, s + i, n - i);
-            if ((r >= CLLM__KEY_FRAGMENT || r == klen) && r > *run) *run = r;
-        }
-        if (*run) return i;
-    }
-    return n;
-}
-
-/* Appends s[0..n) to out with every key run replaced by "[redacted]"; returns how many. */
-static size_t cllm__scrub(cllm__buf *out, const char *s, size_t n, int in_text) {
-    size_t count = 0, run, at;
-    while ((at = cllm__secret_find(s, n, in_text, &run)) < n) {
-        cllm__buf_add(out, s, at);
-        cllm__buf_str(out, "[redacted]");
-        s += at + run;
-        n -= at + run;
-        count++;
-    }
-    cllm__buf_add(out, s, n);
-    return count;
-}
-
-/* s[0..n) as one line of valid UTF-8 without any key, into out[0..cap): invalid sequences become
-   U+FFFD, key runs "[redacted]", control characters spaces; what does not fit is cut on a
-   character boundary and ends in "...". */
-static void cllm__clean_line(char *out, size_t cap, const char *s, size_t n) {
-    cllm__buf valid, clean;
-    size_t i, keep;
-    if (cap == 0) return;
-    memset(&valid, 0, sizeof valid);
-    memset(&clean, 0, sizeof clean);
-    cllm__buf_reserve(&valid, n);
-    cllm__utf8_lossy((const unsigned char *)s, n, 1, &valid, NULL);
-    cllm__buf_reserve(&clean, valid.n);
-    cllm__scrub(&clean, valid.p ? valid.p : "", valid.n, 0);
-    if (valid.oom || clean.oom) {
-        snprintf(out, cap, "%s", "(out of memory while formatting this message)");
-    } else {
-        for (i = 0; i < clean.n; i++) if ((unsigned char)clean.p[i] < 0x20 || clean.p[i] == 0x7F) clean.p[i] = ' ';
-        keep = cllm__utf8_prefix(clean.p ? clean.p : "", clean.n, cap - 1);
-        if (keep < clean.n && cap > 4) keep = cllm__utf8_prefix(clean.p, clean.n, cap - 4);
-        memcpy(out, clean.p ? clean.p : "", keep);
-        if (keep < clean.n && cap > 4) {
-            memcpy(out + keep, "...", 3);
-            keep += 3;
-        }
-        out[keep] = 0;
-    }
-    CLLM_FREE(valid.p);
-    CLLM_FREE(clean.p);
-}
 
 /* ---- errors ------------------------------------------------------------------------------------- */
 
@@ -2805,6 +2600,3495 @@ static cllm_result cllm__fail(cllm_err *err, cllm_result code, const char *fmt, 
 static void cllm__ok(cllm_err *err) {
     if (err) { err->code = CLLM_OK; err->msg[0] = 0; }
 }
+
+
+
+/* ############################################################################################ */
+/* PART I. THE ALGORITHM, IN THE PAPER'S ORDER                                                  */
+/* ############################################################################################ */
+
+/* -------------------------------------------------------------------------------------------- */
+/* Parameter layout: one allocation, named views (llm.c's fill_in_parameter_sizes)              */
+/* -------------------------------------------------------------------------------------------- */
+
+/* HF name of each tensor; "%d" marks a per-layer tensor. Order = cllm_params field order. */
+static const char *cllm__param_fmt[CLLM_NUM_PARAM_TENSORS] = {
+    "model.embed_tokens.weight",
+    "model.layers.%d.input_layernorm.weight",
+    "model.layers.%d.self_attn.q_proj.weight",
+    "model.layers.%d.self_attn.q_proj.bias",
+    "model.layers.%d.self_attn.k_proj.weight",
+    "model.layers.%d.self_attn.k_proj.bias",
+    "model.layers.%d.self_attn.v_proj.weight",
+    "model.layers.%d.self_attn.v_proj.bias",
+    "model.layers.%d.self_attn.q_norm.weight",
+    "model.layers.%d.self_attn.k_norm.weight",
+    "model.layers.%d.self_attn.o_proj.weight",
+    "model.layers.%d.post_attention_layernorm.weight",
+    "model.layers.%d.mlp.gate_proj.weight",
+    "model.layers.%d.mlp.up_proj.weight",
+    "model.layers.%d.mlp.down_proj.weight",
+    "model.norm.weight",
+    "lm_head.weight",
+};
+enum { CLLM__P_EMBED, CLLM__P_ATTN_NORM, CLLM__P_WQ, CLLM__P_BQ, CLLM__P_WK, CLLM__P_BK, CLLM__P_WV, CLLM__P_BV,
+       CLLM__P_QNORM, CLLM__P_KNORM, CLLM__P_WO, CLLM__P_MLP_NORM, CLLM__P_GATE, CLLM__P_UP, CLLM__P_DOWN,
+       CLLM__P_FINAL_NORM, CLLM__P_LM_HEAD };
+
+static int cllm__param_per_layer(int i) { return strstr(cllm__param_fmt[i], "%d") != NULL; }
+
+CLLMDEF void cllm_param_name(int i, int layer, char *buf, size_t bufsize) {
+    if (i < 0 || i >= CLLM_NUM_PARAM_TENSORS) { snprintf(buf, bufsize, "?"); return; }
+    if (cllm__param_per_layer(i)) snprintf(buf, bufsize, cllm__param_fmt[i], layer);
+    else snprintf(buf, bufsize, "%s", cllm__param_fmt[i]);
+}
+
+/* Shape of one tensor (of one layer, for per-layer tensors): rows x cols, cols = 0 for 1-D.
+   A tensor the architecture does not have gets rows = 0. */
+static void cllm__param_shape(const cllm_config *c, int i, int *rows, int *cols) {
+    int V = c->vocab_size, C = c->hidden_size, I = c->intermediate_size;
+    int Q = c->n_heads * c->head_dim, K = c->n_kv_heads * c->head_dim;
+    int b = c->attention_bias, qk = c->qk_norm;
+    *cols = 0;
+    switch (i) {
+    case CLLM__P_EMBED:      *rows = V; *cols = C; break;
+    case CLLM__P_ATTN_NORM:  *rows = C; break;
+    case CLLM__P_WQ:         *rows = Q; *cols = C; break;
+    case CLLM__P_BQ:         *rows = b ? Q : 0; break;
+    case CLLM__P_WK:         *rows = K; *cols = C; break;
+    case CLLM__P_BK:         *rows = b ? K : 0; break;
+    case CLLM__P_WV:         *rows = K; *cols = C; break;
+    case CLLM__P_BV:         *rows = b ? K : 0; break;
+    case CLLM__P_QNORM:      *rows = qk ? c->head_dim : 0; break;
+    case CLLM__P_KNORM:      *rows = qk ? c->head_dim : 0; break;
+    case CLLM__P_WO:         *rows = C; *cols = Q; break;
+    case CLLM__P_MLP_NORM:   *rows = C; break;
+    case CLLM__P_GATE:       *rows = I; *cols = C; break;
+    case CLLM__P_UP:         *rows = I; *cols = C; break;
+    case CLLM__P_DOWN:       *rows = C; *cols = I; break;
+    case CLLM__P_FINAL_NORM: *rows = C; break;
+    default:                 *rows = c->tie_word_embeddings ? 0 : V; *cols = C; break;   /* lm_head */
+    }
+}
+
+static void cllm__fill_in_param_sizes(size_t *sizes, const cllm_config *c) {
+    int i, rows, cols;
+    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
+        cllm__param_shape(c, i, &rows, &cols);
+        sizes[i] = (size_t)rows * (size_t)(cols ? cols : 1) * (size_t)(cllm__param_per_layer(i) ? c->n_layers : 1);
+    }
+}
+
+/* The fields of cllm_params as an array, in tensor order. */
+static void cllm__param_ptrs(cllm_params *p, cllm_float **ptrs[CLLM_NUM_PARAM_TENSORS]) {
+    cllm_float **list[CLLM_NUM_PARAM_TENSORS];
+    list[0] = &p->embed; list[1] = &p->attn_norm; list[2] = &p->wq; list[3] = &p->bq; list[4] = &p->wk;
+    list[5] = &p->bk; list[6] = &p->wv; list[7] = &p->bv; list[8] = &p->q_norm; list[9] = &p->k_norm;
+    list[10] = &p->wo; list[11] = &p->mlp_norm; list[12] = &p->w_gate; list[13] = &p->w_up;
+    list[14] = &p->w_down; list[15] = &p->final_norm; list[16] = &p->lm_head;
+    memcpy(ptrs, list, sizeof list);
+}
+
+/* Points every field of p into memory, in order; absent tensors get NULL; a tied lm_head
+   aliases the embedding, so the head's gradient lands in the embedding's. */
+static void cllm__point_params(cllm_params *p, cllm_float *memory, const size_t *sizes) {
+    cllm_float **ptrs[CLLM_NUM_PARAM_TENSORS];
+    int i;
+    cllm__param_ptrs(p, ptrs);
+    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
+        *ptrs[i] = sizes[i] ? memory : NULL;
+        memory += sizes[i];
+    }
+    if (!sizes[CLLM__P_LM_HEAD]) p->lm_head = p->embed;
+}
+
+static cllm_float *cllm__alloc_params(cllm_params *p, const size_t *sizes, size_t total) {
+    cllm_float *mem = (cllm_float *)cllm__calloc(total ? total : 1, sizeof(cllm_float));
+    if (mem) cllm__point_params(p, mem, sizes);
+    return mem;
+}
+
+static cllm_result cllm__model_setup(cllm_model *m, const cllm_config *c, cllm_err *err) {
+    int i;
+    memset(m, 0, sizeof *m);
+    m->config = *c;
+    cllm__fill_in_param_sizes(m->param_sizes, c);
+    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) m->num_params += m->param_sizes[i];
+    m->params_memory = cllm__alloc_params(&m->params, m->param_sizes, m->num_params);
+    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for %zu parameters (%.1f GB)", m->num_params, m->num_params * sizeof(cllm_float) / 1e9);
+    return CLLM_OK;
+}
+
+CLLMDEF void cllm_model_free(cllm_model *m) {
+    if (!m) return;
+    CLLM_FREE(m->params_memory); CLLM_FREE(m->grads_memory);
+    CLLM_FREE(m->m_memory); CLLM_FREE(m->v_memory);
+    CLLM_FREE(m->acts_memory); CLLM_FREE(m->scratch);
+    CLLM_FREE(m->input_ids); CLLM_FREE(m->targets); CLLM_FREE(m->mask); CLLM_FREE(m->seq_logp);
+    CLLM_FREE(m->rope_cos); CLLM_FREE(m->rope_sin);
+    cJSON_Delete(m->hf_config);
+    if (m->lora && m->lora->model == m) m->lora->model = NULL;   /* the adapters outlive it detached */
+    memset(m, 0, sizeof *m);
+}
+
+/* Fresh weights as HF initialises them: N(0, 0.02) matrices, unit norms, zero biases. */
+CLLMDEF cllm_result cllm_model_init(cllm_model *m, const cllm_config *c, uint64_t seed, cllm_err *err) {
+    cllm_rng rng;
+    size_t k;
+    int i, rows, cols;
+    cllm_float **ptrs[CLLM_NUM_PARAM_TENSORS];
+    cllm_result rc = cllm__model_setup(m, c, err);
+    if (rc != CLLM_OK) { cllm_model_free(m); return rc; }
+    cllm_rng_seed(&rng, seed);
+    cllm__param_ptrs(&m->params, ptrs);
+    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
+        if (!m->param_sizes[i]) continue;
+        cllm__param_shape(c, i, &rows, &cols);
+        for (k = 0; k < m->param_sizes[i]; k++) {
+            if (cols) (*ptrs[i])[k] = (cllm_float)(0.02 * cllm_rng_normal(&rng));
+            else (*ptrs[i])[k] = (cllm_float)(strstr(cllm__param_fmt[i], "norm") ? 1.0 : 0.0);
+        }
+    }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* Layers: each a forward/backward pair. Arguments: outputs, caches, inputs, weights, sizes.    */
+/* Backward passes accumulate (+=) into their gradient outputs.                                 */
+/* -------------------------------------------------------------------------------------------- */
+/* The kernels in this section are the readable references. Optional fast paths (OpenMP, the
+   cache-blocked matmul, SIMD microkernels) follow in "Layers: fast paths"; the forward and
+   backward drivers call them through small dispatchers at its end. OpenMP pragmas appear in
+   the reference kernels only on loops whose iterations are independent, so those kernels give
+   bit-identical results with and without -fopenmp. */
+
+#if defined(_OPENMP) && !defined(CLLM_NO_OPENMP)
+#include <omp.h>
+#define CLLM__OMP 1
+#define CLLM__PRAGMA(x) _Pragma(#x)
+/* A parallel loop over independent iterations. `work` (about one unit per scalar operation)
+   keeps small loops, such as the tests' toy models, on one thread. */
+#define CLLM__PARALLEL_FOR(work) CLLM__PRAGMA(omp parallel for schedule(static) if((work) >= 32768))
+#define cllm__max_threads() omp_get_max_threads()
+#define cllm__thread_num() omp_get_thread_num()
+#else
+#define CLLM__PARALLEL_FOR(work)
+#define cllm__max_threads() 1
+#define cllm__thread_num() 0
+#endif
+/* A reference kernel that a fast path replaces is still compiled, for the tests to call. */
+#if defined(__GNUC__) || defined(__clang__)
+#define CLLM__REFERENCE static __attribute__((unused))
+#else
+#define CLLM__REFERENCE static
+#endif
+
+/* Linear layer, nn.Linear layout.  inp (N, C), W (OC, C), bias (OC) or NULL -> out (N, OC)
+   out[n][o] = bias[o] + sum_c inp[n][c] * W[o][c]                                              */
+CLLM__REFERENCE void cllm__matmul_forward_naive(cllm_float *out, const cllm_float *inp, const cllm_float *W,
+                                                const cllm_float *bias, int N, int C, int OC) {
+    int n;
+    CLLM__PARALLEL_FOR((size_t)N * C * OC)
+    for (n = 0; n < N; n++) {
+        const cllm_float *x = inp + (size_t)n * C;
+        int o, c;
+        for (o = 0; o < OC; o++) {
+            const cllm_float *w = W + (size_t)o * C;
+            cllm_float acc = bias ? bias[o] : 0;
+            for (c = 0; c < C; c++) acc += x[c] * w[c];
+            out[(size_t)n * OC + o] = acc;
+        }
+    }
+}
+
+/* dinp[n][c] += sum_o dout[n][o] W[o][c];  dW[o][c] += sum_n dout[n][o] inp[n][c];
+   dbias[o] += sum_n dout[n][o].  Any of dinp, dW, dbias may be NULL (not needed).            */
+CLLM__REFERENCE void cllm__matmul_backward_naive(cllm_float *dinp, cllm_float *dW, cllm_float *dbias,
+                                                 const cllm_float *dout, const cllm_float *inp, const cllm_float *W,
+                                                 int N, int C, int OC) {
+    int n, o;
+    if (dinp) {
+        CLLM__PARALLEL_FOR((size_t)N * C * OC)
+        for (n = 0; n < N; n++) {
+            cllm_float *dx = dinp + (size_t)n * C;
+            const cllm_float *dy = dout + (size_t)n * OC;
+            int o2, c;
+            for (o2 = 0; o2 < OC; o2++) {
+                const cllm_float *w = W + (size_t)o2 * C;
+                cllm_float d = dy[o2];
+                for (c = 0; c < C; c++) dx[c] += d * w[c];
+            }
+        }
+    }
+    if (dW || dbias) {
+        CLLM__PARALLEL_FOR((size_t)N * C * OC)
+        for (o = 0; o < OC; o++) {
+            cllm_float *dw = dW ? dW + (size_t)o * C : NULL;
+            cllm_float db = 0;
+            int n2, c;
+            for (n2 = 0; n2 < N; n2++) {
+                const cllm_float *x = inp + (size_t)n2 * C;
+                cllm_float d = dout[(size_t)n2 * OC + o];
+                db += d;
+                if (dw) for (c = 0; c < C; c++) dw[c] += d * x[c];
+            }
+            if (dbias) dbias[o] += db;
+        }
+    }
+}
+
+/* RMSNorm (LlamaRMSNorm), over rows of C:  r = 1/sqrt(mean(x^2) + eps),  y = w * (x * r)
+   reference: transformers/models/llama/modeling_llama.py LlamaRMSNorm                          */
+static void cllm__rmsnorm_forward(cllm_float *out, cllm_float *rstd, const cllm_float *inp,
+                                  const cllm_float *w, int N, int C, float eps) {
+    int n;
+    CLLM__PARALLEL_FOR((size_t)N * C)
+    for (n = 0; n < N; n++) {
+        const cllm_float *x = inp + (size_t)n * C;
+        cllm_float *y = out + (size_t)n * C, ss = 0, r;
+        int c;
+        for (c = 0; c < C; c++) ss += x[c] * x[c];
+        r = 1 / cllm__sqrt(ss / C + (cllm_float)eps);
+        for (c = 0; c < C; c++) y[c] = w[c] * (x[c] * r);
+        rstd[n] = r;
+    }
+}
+
+/* With xh = x*r:  dw += sum_n dy * xh
+                   dx += r * (dy*w - xh * mean(dy*w*xh))          (r depends on every x[c])      */
+CLLM__REFERENCE void cllm__rmsnorm_backward_naive(cllm_float *dinp, cllm_float *dw, const cllm_float *dout,
+                                                  const cllm_float *inp, const cllm_float *w, const cllm_float *rstd,
+                                                  int N, int C) {
+    int n, c;
+    for (n = 0; n < N; n++) {
+        const cllm_float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+        cllm_float *dx = dinp + (size_t)n * C, r = rstd[n], dot = 0;
+        for (c = 0; c < C; c++) dot += dy[c] * w[c] * x[c] * r;
+        dot /= C;
+        for (c = 0; c < C; c++) {
+            cllm_float xh = x[c] * r;
+            if (dw) dw[c] += dy[c] * xh;
+            dx[c] += r * (dy[c] * w[c] - xh * dot);
+        }
+    }
+}
+
+/* RoPE tables for positions 0..T-1. HF computes inv_freq[i] = 1/theta^(2i/hd) (i < hd/2) in
+   float32, optionally rescales it (llama3, linear), then angle = pos * inv_freq.
+   llama3 (transformers _compute_llama3_parameters): wavelen = 2 pi / inv_freq;
+     wavelen < orig/high -> keep;  wavelen > orig/low -> inv/factor;
+     else s = (orig/wavelen - low)/(high - low), inv = (1-s) inv/factor + s inv.                */
+static void cllm__rope_tables(cllm_float *cosv, cllm_float *sinv, const cllm_config *c, int T) {
+    int half = c->head_dim / 2, i, t;
+    for (i = 0; i < half; i++) {
+        cllm_float inv = 1 / cllm__pow((cllm_float)c->rope_theta, (cllm_float)(2 * i) / (cllm_float)c->head_dim);
+        if (c->rope_type == CLLM_ROPE_LINEAR) inv /= (cllm_float)c->rope_factor;
+        if (c->rope_type == CLLM_ROPE_LLAMA3) {
+            cllm_float factor = (cllm_float)c->rope_factor, lo = (cllm_float)c->rope_low_freq_factor;
+            cllm_float hi = (cllm_float)c->rope_high_freq_factor, orig = (cllm_float)c->rope_original_max_pos;
+            cllm_float wavelen = (cllm_float)(2 * 3.14159265358979323846) / inv;
+            if (wavelen > orig / lo) inv = inv / factor;
+            else if (wavelen >= orig / hi) {
+                cllm_float s = (orig / wavelen - lo) / (hi - lo);
+                inv = (1 - s) * inv / factor + s * inv;
+            }
+        }
+        for (t = 0; t < T; t++) {
+            cllm_float angle = (cllm_float)t * inv;
+            cosv[(size_t)t * half + i] = cllm__cos(angle);
+            sinv[(size_t)t * half + i] = cllm__sin(angle);
+        }
+    }
+}
+
+/* RoPE in HF's split-half order (rotate_half), in place on (B*T, n_heads*hd) rows, position = t:
+   y[i] = x[i] cos - x[i+hd/2] sin,   y[i+hd/2] = x[i+hd/2] cos + x[i] sin.
+   It is a rotation, so the backward pass is the same rotation by -angle (sign = -1).           */
+static void cllm__rope(cllm_float *x, const cllm_float *cosv, const cllm_float *sinv,
+                       int B, int T, int n_heads, int hd, int sign) {
+    int row, half = hd / 2;
+    CLLM__PARALLEL_FOR((size_t)B * T * n_heads * hd)
+    for (row = 0; row < B * T; row++) {                     /* row = b*T + t */
+        int t = row % T, h, i;
+        const cllm_float *cs = cosv + (size_t)t * half, *sn = sinv + (size_t)t * half;
+        for (h = 0; h < n_heads; h++) {
+            cllm_float *v = x + ((size_t)row * n_heads + h) * hd;
+            for (i = 0; i < half; i++) {
+                cllm_float x1 = v[i], x2 = v[i + half], s = sign * sn[i];
+                v[i] = x1 * cs[i] - x2 * s;
+                v[i + half] = x2 * cs[i] + x1 * s;
+            }
+        }
+    }
+}
+static void cllm__rope_forward(cllm_float *x, const cllm_float *cosv, const cllm_float *sinv, int B, int T, int nh, int hd) { cllm__rope(x, cosv, sinv, B, T, nh, hd, +1); }
+static void cllm__rope_backward(cllm_float *dx, const cllm_float *cosv, const cllm_float *sinv, int B, int T, int nh, int hd) { cllm__rope(dx, cosv, sinv, B, T, nh, hd, -1); }
+
+/* One query row of attention over n key/value rows (row j at k + j*stride, v + j*stride), skipping
+   the j with mask[j] = 0 (mask may be NULL):
+     s_j = q . k_j * scale,   p = softmax(s),   y = sum_j p_j v_j,   returns lse = log sum_j exp(s_j)
+   The full forward and the KV-cache forward both call this, so they compute the same numbers.
+   s is a scratch row of n values.                                                              */
+static cllm_float cllm__dot(cllm_float init, const cllm_float *a, const cllm_float *b, int n);
+static void cllm__axpy(cllm_float *y, cllm_float alpha, const cllm_float *x, int n);
+static cllm_float cllm__attend_row(cllm_float *y, const cllm_float *q, const cllm_float *k, const cllm_float *v,
+                                   size_t stride, int n, const int *mask, int hd, cllm_float scale, cllm_float *s) {
+    int j, i;
+    cllm_float mx = -INFINITY, sum = 0;
+    for (j = 0; j < n; j++) {
+        if (mask && !mask[j]) { s[j] = -INFINITY; continue; }
+        s[j] = cllm__dot(0, q, k + (size_t)j * stride, hd) * scale;   /* q . k_j, left to right */
+        if (s[j] > mx) mx = s[j];
+    }
+    for (j = 0; j < n; j++) { s[j] = cllm__exp(s[j] - mx); sum += s[j]; }   /* s_j <- exp(s_j - max) */
+    for (i = 0; i < hd; i++) y[i] = 0;
+    for (j = 0; j < n; j++) {
+        cllm_float p = s[j] / sum;
+        if (p != 0) cllm__axpy(y, p, v + (size_t)j * stride, hd);      /* y += p_j v_j */
+    }
+    return mx + cllm__log(sum);
+}
+
+/* Causal grouped-query attention with a right-padding mask. q (B*T, H*hd), k, v (B*T, KV*hd).
+   Query head h reads kv head h / (H/KV) (HF repeat_kv). Key j is visible from query t when
+   j <= t and mask[b][j] = 1 (HF's causal + padding mask; pad queries still see the real keys).
+     s_j = q_t . k_j / sqrt(hd),   p = softmax(s),   y_t = sum_j p_j v_j
+   Only lse = log sum_j exp(s_j) is kept: the backward pass recomputes p_j = exp(s_j - lse), so
+   memory is O(B H T) instead of O(B H T^2).  s is a scratch row of T values.                  */
+CLLM__REFERENCE void cllm__attention_forward_naive(cllm_float *out, cllm_float *lse, const cllm_float *q,
+                                                   const cllm_float *k, const cllm_float *v, const int *mask,
+                                                   int B, int T, int H, int KV, int hd, cllm_float *s) {
+    int b, t, h, rep = H / KV;
+    cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
+    for (b = 0; b < B; b++) for (h = 0; h < H; h++) for (t = 0; t < T; t++) {
+        size_t row = (size_t)(b * T + t) * H + h, kv0 = ((size_t)b * T * KV + h / rep) * hd;  /* key 0 of row b */
+        lse[((size_t)b * H + h) * T + t] = cllm__attend_row(out + row * hd, q + row * hd, k + kv0, v + kv0, (size_t)KV * hd,
+                                                            t + 1, mask ? mask + b * T : NULL, hd, scale, s);
+    }
+}
+
+/* Backward. With dy_t given and p_j recomputed:
+     dv_j += p_j dy_t                       (y_t = sum_j p_j v_j)
+     dp_j  = dy_t . v_j
+     ds_j  = p_j (dp_j - sum_i p_i dp_i) = p_j (dp_j - dy_t . y_t)     (softmax backward)
+     dq_t += scale sum_j ds_j k_j,   dk_j += scale ds_j q_t
+   GQA: the dk/dv of a kv head sum over the H/KV query heads that read it.                     */
+CLLM__REFERENCE void cllm__attention_backward_naive(cllm_float *dq, cllm_float *dk, cllm_float *dv, const cllm_float *dout,
+                                                    const cllm_float *q, const cllm_float *k, const cllm_float *v,
+                                                    const cllm_float *out, const cllm_float *lse, const int *mask,
+                                                    int B, int T, int H, int KV, int hd) {
+    int b, t, h, j, i, rep = H / KV;
+    cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
+    for (b = 0; b < B; b++) for (h = 0; h < H; h++) for (t = 0; t < T; t++) {
+        size_t qo = ((size_t)(b * T + t) * H + h) * hd;
+        const cllm_float *qt = q + qo, *dyt = dout + qo, *yt = out + qo;
+        cllm_float *dqt = dq + qo, row_lse = lse[((size_t)b * H + h) * T + t], dyy = 0;
+        for (i = 0; i < hd; i++) dyy += dyt[i] * yt[i];
+        for (j = 0; j <= t; j++) {
+            size_t ko = ((size_t)(b * T + j) * KV + h / rep) * hd;
+            const cllm_float *kj = k + ko, *vj = v + ko;
+            cllm_float dot = 0, p, dp = 0, ds;
+            if (mask && !mask[b * T + j]) continue;
+            for (i = 0; i < hd; i++) dot += qt[i] * kj[i];
+            p = cllm__exp(dot * scale - row_lse);
+            for (i = 0; i < hd; i++) { dp += dyt[i] * vj[i]; dv[ko + i] += p * dyt[i]; }
+            ds = p * (dp - dyy) * scale;
+            for (i = 0; i < hd; i++) { dqt[i] += ds * kj[i]; dk[ko + i] += ds * qt[i]; }
+        }
+    }
+}
+
+/* SwiGLU: act = silu(g) * u, silu(g) = g * sigmoid(g).
+   dg += dact * u * sigmoid(g) * (1 + g (1 - sigmoid(g))),   du += dact * silu(g)               */
+static void cllm__swiglu_forward(cllm_float *act, const cllm_float *g, const cllm_float *u, size_t n) {
+    size_t i;
+    CLLM__PARALLEL_FOR(n * 16)
+    for (i = 0; i < n; i++) act[i] = g[i] / (1 + cllm__exp(-g[i])) * u[i];
+}
+
+static void cllm__swiglu_backward(cllm_float *dg, cllm_float *du, const cllm_float *dact,
+                                  const cllm_float *g, const cllm_float *u, size_t n) {
+    size_t i;
+    CLLM__PARALLEL_FOR(n * 16)
+    for (i = 0; i < n; i++) {
+        cllm_float sig = 1 / (1 + cllm__exp(-g[i]));
+        dg[i] += dact[i] * u[i] * sig * (1 + g[i] * (1 - sig));
+        du[i] += dact[i] * g[i] * sig;
+    }
+}
+
+/* Embedding lookup: x[n] = E[id[n]];  backward: dE[id[n]] += dx[n]                            */
+static void cllm__embedding_forward(cllm_float *out, const int *ids, const cllm_float *E, int N, int C) {
+    int n;
+    CLLM__PARALLEL_FOR((size_t)N * C)
+    for (n = 0; n < N; n++) memcpy(out + (size_t)n * C, E + (size_t)ids[n] * C, sizeof(cllm_float) * (size_t)C);
+}
+
+static void cllm__embedding_backward(cllm_float *dE, const cllm_float *dout, const int *ids, int N, int C) {
+    int n, c;
+    for (n = 0; n < N; n++) {
+        cllm_float *de = dE + (size_t)ids[n] * C;
+        const cllm_float *dx = dout + (size_t)n * C;
+        for (c = 0; c < C; c++) de[c] += dx[c];
+    }
+}
+
+/* Log-softmax of one logits row z (V) scaled by 1/temperature, for target y (or -1):
+     lse = log sum_v exp(z_v / tau),   logp = z_y / tau - lse,   H = lse - sum_v p_v z_v / tau     */
+static void cllm__logsoftmax_row(cllm_float *lse, cllm_float *logp, cllm_float *entropy,
+                                 const cllm_float *z, int y, cllm_float inv_tau, int V) {
+    int v;
+    cllm_float mx = -INFINITY, sum = 0, pz = 0;
+    for (v = 0; v < V; v++) if (z[v] * inv_tau > mx) mx = z[v] * inv_tau;
+    for (v = 0; v < V; v++) { cllm_float e = cllm__exp(z[v] * inv_tau - mx); sum += e; pz += e * z[v] * inv_tau; }
+    *lse = mx + cllm__log(sum);
+    *logp = y >= 0 ? z[y] * inv_tau - *lse : 0;
+    *entropy = *lse - pz / sum;
+}
+
+/* d logp / d z_v = (1[v = y] - p_v) / tau, times the incoming dlogp; written over z.           */
+static void cllm__logsoftmax_row_backward(cllm_float *z, cllm_float lse, int y, cllm_float dlogp, cllm_float inv_tau, int V) {
+    int v;
+    for (v = 0; v < V; v++) z[v] = -dlogp * inv_tau * cllm__exp(z[v] * inv_tau - lse);
+    z[y] += dlogp * inv_tau;
+}
+
+
+/* LoRA adapters inside the forward and backward passes                                         */
+/* -------------------------------------------------------------------------------------------- */
+/* y = x W^T (+ b) + s B A d(x), s = alpha / r, d = dropout (PEFT's lora_dropout, inverted:
+   d(x)_c = x_c keep_c / (1 - p)). The keep mask of element c of row n is a hash of
+   (dropout_seed, target, layer, n, c), so the backward pass recomputes the very same mask
+   instead of storing it, and a seed reproduces a run. Per adapted projection the forward keeps
+   u = A d(x) (rows x r) for the backward; the inputs x are activations the base model saves
+   anyway (ln1, atty, ln2, act).                                                                */
+
+enum { CLLM__LT_Q, CLLM__LT_K, CLLM__LT_V, CLLM__LT_O, CLLM__LT_GATE, CLLM__LT_UP, CLLM__LT_DOWN };
+
+/* Is element i of the input of (target t, layer l) kept by dropout p? */
+static int cllm__lora_keep(uint64_t seed, int t, int l, size_t i, double p) {
+    uint64_t z = seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(t * 4096 + l + 1)), k = z ^ ((uint64_t)i * 0xBF58476D1CE4E5B9ull);
+    return (double)(cllm__splitmix64(&k) >> 11) * (1.0 / 9007199254740992.0) >= p;
+}
+
+/* The dropout probability of the current forward/backward: only a recording training pass. */
+static double cllm__lora_p(const cllm_lora *lo) { return lo->recording && lo->training ? lo->cfg.dropout : 0; }
+
+/* Start of the saved u rows of (target t, layer l). */
+static cllm_float *cllm__lora_u(const cllm_lora *lo, int t, int l) {
+    size_t slot = 0;
+    int k;
+    for (k = 0; k < t; k++) slot += (lo->cfg.targets >> k) & 1u;
+    return lo->u + (slot * (size_t)lo->n_layers + (size_t)l) * lo->u_rows * (size_t)lo->cfg.r;
+}
+
+/* Room to record rows rows in the next forward. */
+static cllm_result cllm__lora_ensure(cllm_lora *lo, size_t rows, cllm_err *err) {
+    size_t need = 0, max_in = 0;
+    int t;
+    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
+        if (lo->A[t]) need += (size_t)lo->n_layers * rows * (size_t)lo->cfg.r;
+        if ((size_t)lo->in[t] > max_in) max_in = (size_t)lo->in[t];
+    }
+    if (need > lo->u_cap) {
+        CLLM_FREE(lo->u);
+        lo->u = (cllm_float *)cllm__calloc(need, sizeof(cllm_float));
+        lo->u_cap = lo->u ? need : 0;
+        if (!lo->u) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the LoRA activations (%zu floats)", need);
+    }
+    if (!lo->xd) {
+        lo->xd = (cllm_float *)cllm__calloc(max_in, sizeof(cllm_float));
+        if (!lo->xd) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
+    return CLLM_OK;
+}
+
+/* d(x) of row n into lo->xd (or x itself when there is no dropout). */
+static const cllm_float *cllm__lora_dropped(const cllm_lora *lo, int t, int l, const cllm_float *x, size_t n, double p) {
+    int c, in = lo->in[t];
+    cllm_float scale = (cllm_float)(1.0 / (1.0 - p));
+    if (p <= 0) return x;
+    for (c = 0; c < in; c++)
+        lo->xd[c] = cllm__lora_keep(lo->dropout_seed, t, l, n * (size_t)in + (size_t)c, p) ? x[c] * scale : 0;
+    return lo->xd;
+}
+
+/* y (N, out) += s B A d(x) for N rows x (N, in); records u when inside cllm_forward. */
+static void cllm__lora_forward(const cllm_model *m, int t, int l, cllm_float *y, const cllm_float *x, int N) {
+    const cllm_lora *lo = m->lora;
+    const cllm_float *A, *B;
+    cllm_float row_u[CLLM_LORA_MAX_R];
+    int n, j, o, c, r, in, out;
+    double p;
+    if (!lo || !lo->enabled || !lo->A[t]) return;
+    r = lo->cfg.r; in = lo->in[t]; out = lo->out[t];
+    A = lo->A[t] + (size_t)l * r * in;
+    B = lo->B[t] + (size_t)l * out * r;
+    p = cllm__lora_p(lo);
+    for (n = 0; n < N; n++) {
+        const cllm_float *xn = cllm__lora_dropped(lo, t, l, x + (size_t)n * in, (size_t)n, p);
+        cllm_float *u = lo->recording ? cllm__lora_u(lo, t, l) + (size_t)n * r : row_u;
+        cllm_float *yn = y + (size_t)n * out;
+        for (j = 0; j < r; j++) {                       /* u = A d(x) */
+            cllm_float acc = 0;
+            for (c = 0; c < in; c++) acc += A[(size_t)j * in + c] * xn[c];
+            u[j] = acc;
+        }
+        for (o = 0; o < out; o++) {                     /* y += s B u */
+            cllm_float acc = 0;
+            for (j = 0; j < r; j++) acc += B[(size_t)o * r + j] * u[j];
+            yn[o] += (cllm_float)lo->scale * acc;
+        }
+    }
+}
+
+/* Backward of the adapter given dy (N, out) and the forward's input x (N, in):
+     dB += s dy^T u,   du = s dy B,   dA += du^T d(x),   dx += d'(du A)  (the same keep mask)      */
+static void cllm__lora_backward(const cllm_model *m, int t, int l, cllm_float *dx, const cllm_float *dy, const cllm_float *x, int N) {
+    cllm_lora *lo = m->lora;
+    const cllm_float *A, *B, *U;
+    cllm_float *dA, *dB, du[CLLM_LORA_MAX_R];
+    int n, j, o, c, r, in, out;
+    double p;
+    if (!lo || !lo->A[t] || lo->u_rows != (size_t)N) return;
+    r = lo->cfg.r; in = lo->in[t]; out = lo->out[t];
+    A = lo->A[t] + (size_t)l * r * in;  dA = lo->dA[t] + (size_t)l * r * in;
+    B = lo->B[t] + (size_t)l * out * r; dB = lo->dB[t] + (size_t)l * out * r;
+    U = cllm__lora_u(lo, t, l);
+    p = lo->training ? lo->cfg.dropout : 0;
+    for (n = 0; n < N; n++) {
+        const cllm_float *dyn = dy + (size_t)n * out, *un = U + (size_t)n * r, *xn;
+        cllm_float *dxn = dx + (size_t)n * in, scale = (cllm_float)(1.0 / (1.0 - p));
+        for (j = 0; j < r; j++) du[j] = 0;
+        for (o = 0; o < out; o++) {
+            cllm_float g = (cllm_float)lo->scale * dyn[o];
+            if (g == 0) continue;
+            for (j = 0; j < r; j++) { dB[(size_t)o * r + j] += g * un[j]; du[j] += g * B[(size_t)o * r + j]; }
+        }
+        xn = cllm__lora_dropped(lo, t, l, x + (size_t)n * in, (size_t)n, p);
+        for (j = 0; j < r; j++) for (c = 0; c < in; c++) dA[(size_t)j * in + c] += du[j] * xn[c];
+        for (c = 0; c < in; c++) {
+            cllm_float acc = 0;
+            if (p > 0 && !cllm__lora_keep(lo->dropout_seed, t, l, (size_t)n * in + (size_t)c, p)) continue;
+            for (j = 0; j < r; j++) acc += du[j] * A[(size_t)j * in + c];
+            dxn[c] += p > 0 ? acc * scale : acc;
+        }
+    }
+}
+
+/* Points the A/B (or dA/dB) views into memory: per target, A (L, r, in) then B (L, out, r). */
+static void cllm__lora_point(cllm_lora *lo, cllm_float *memory, cllm_float **A, cllm_float **B) {
+    int t;
+    size_t L = (size_t)lo->n_layers, r = (size_t)lo->cfg.r;
+    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
+        A[t] = B[t] = NULL;
+        if (!(lo->cfg.targets & (1u << t))) continue;
+        A[t] = memory; memory += L * r * (size_t)lo->in[t];
+        B[t] = memory; memory += L * (size_t)lo->out[t] * r;
+    }
+}
+
+/* A gradient view at offset off, or NULL when that gradient is not kept (frozen base). */
+static cllm_float *cllm__grad_at(cllm_float *g, size_t off) { return g ? g + off : NULL; }
+
+/* -------------------------------------------------------------------------------------------- */
+/* The model: forward pass                                                                      */
+/* -------------------------------------------------------------------------------------------- */
+
+#define CLLM__LMHEAD_CHUNK 64   /* rows of logits materialised at once: memory is CHUNK x V, not B x T x V */
+
+static void cllm__fill_in_act_sizes(size_t *s, const cllm_config *c, size_t BT) {
+    size_t L = (size_t)c->n_layers, C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
+    size_t H = (size_t)c->n_heads, KV = (size_t)c->n_kv_heads, hd = (size_t)c->head_dim;
+    int qk = c->qk_norm;
+    s[0]  = (L + 1) * BT * C;          /* x        */
+    s[1]  = BT * C;                    /* ln1      (one layer: recomputed by the backward pass) */
+    s[2]  = L * BT;                    /* ln1_rstd */
+    s[3]  = qk ? L * BT * H * hd : 0;  /* q_pre    */
+    s[4]  = qk ? L * BT * KV * hd : 0; /* k_pre    */
+    s[5]  = qk ? L * BT * H : 0;       /* q_rstd   */
+    s[6]  = qk ? L * BT * KV : 0;      /* k_rstd   */
+    s[7]  = L * BT * H * hd;           /* q        */
+    s[8]  = L * BT * KV * hd;          /* k        */
+    s[9]  = L * BT * KV * hd;          /* v        */
+    s[10] = L * BT * H;                /* att_lse  */
+    s[11] = L * BT * H * hd;           /* atty     */
+    s[12] = L * BT * C;                /* h        */
+    s[13] = BT * C;                    /* ln2      (one layer) */
+    s[14] = L * BT;                    /* ln2_rstd */
+    s[15] = L * BT * I;                /* gate     */
+    s[16] = L * BT * I;                /* up       */
+    s[17] = BT * I;                    /* act      (one layer) */
+    s[18] = BT * C;                    /* lnf      */
+    s[19] = BT;                        /* lnf_rstd */
+    s[20] = BT;                        /* lse      */
+    s[21] = BT;                        /* logp     */
+    s[22] = BT;                        /* entropy  */
+}
+
+/* Backward work space: running residual gradients and per-layer activation gradients, reused
+   for every layer (only the parameter gradients need to persist), plus the lm-head chunk.
+   The gradients before the q/k norms exist only with qk_norm (else they are dq and dk).      */
+static size_t cllm__scratch_size(const cllm_config *c, size_t BT, size_t T) {
+    size_t C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, V = (size_t)c->vocab_size;
+    size_t Q = (size_t)c->n_heads * c->head_dim, K = (size_t)c->n_kv_heads * c->head_dim;
+    size_t CH = CLLM__LMHEAD_CHUNK, pre = c->qk_norm ? 1 : 0;
+    return BT * (3 * C + 3 * I + (2 + pre) * Q + (2 + pre) * K) + CH * (V + 2 * C) + T;
+}
+
+static cllm_result cllm__ensure_acts(cllm_model *m, int B, int T, cllm_err *err) {
+    size_t BT = (size_t)B * (size_t)T, sizes[CLLM_NUM_ACT_TENSORS], total = 0;
+    int i;
+    if (BT > m->acts_cap) {
+        cllm_float **ptrs[CLLM_NUM_ACT_TENSORS], *mem;
+        cllm_acts *a = &m->acts;
+        cllm_float **list[CLLM_NUM_ACT_TENSORS];
+        list[0] = &a->x; list[1] = &a->ln1; list[2] = &a->ln1_rstd; list[3] = &a->q_pre; list[4] = &a->k_pre;
+        list[5] = &a->q_rstd; list[6] = &a->k_rstd; list[7] = &a->q; list[8] = &a->k; list[9] = &a->v;
+        list[10] = &a->att_lse; list[11] = &a->atty; list[12] = &a->h; list[13] = &a->ln2; list[14] = &a->ln2_rstd;
+        list[15] = &a->gate; list[16] = &a->up; list[17] = &a->act; list[18] = &a->lnf; list[19] = &a->lnf_rstd;
+        list[20] = &a->lse; list[21] = &a->logp; list[22] = &a->entropy;
+        memcpy(ptrs, list, sizeof list);
+        CLLM_FREE(m->acts_memory); CLLM_FREE(m->scratch); CLLM_FREE(m->input_ids); CLLM_FREE(m->targets); CLLM_FREE(m->mask); CLLM_FREE(m->seq_logp);
+        m->acts_memory = m->scratch = NULL; m->input_ids = m->targets = m->mask = NULL; m->seq_logp = NULL; m->acts_cap = 0;
+        cllm__fill_in_act_sizes(sizes, &m->config, BT);
+        for (i = 0; i < CLLM_NUM_ACT_TENSORS; i++) total += sizes[i];
+        m->acts_memory = mem = (cllm_float *)cllm__calloc(total, sizeof(cllm_float));
+        m->scratch = (cllm_float *)cllm__calloc(cllm__scratch_size(&m->config, BT, BT), sizeof(cllm_float));
+        m->input_ids = (int *)cllm__calloc(BT, sizeof(int));
+        m->targets = (int *)cllm__calloc(BT, sizeof(int));
+        m->mask = (int *)cllm__calloc(BT, sizeof(int));
+        m->seq_logp = (cllm_float *)cllm__calloc(BT, sizeof(cllm_float));
+        if (!mem || !m->scratch || !m->input_ids || !m->targets || !m->mask || !m->seq_logp)
+            return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for activations of a %dx%d batch (%.2f GB); use a smaller batch or shorter sequences", B, T, total * sizeof(cllm_float) / 1e9);
+        for (i = 0; i < CLLM_NUM_ACT_TENSORS; i++) { *ptrs[i] = sizes[i] ? mem : NULL; mem += sizes[i]; }
+        m->acts_cap = BT;
+    }
+    if (T > m->rope_len) {
+        int half = m->config.head_dim / 2;
+        CLLM_FREE(m->rope_cos); CLLM_FREE(m->rope_sin);
+        m->rope_cos = (cllm_float *)cllm__calloc((size_t)T * half, sizeof(cllm_float));
+        m->rope_sin = (cllm_float *)cllm__calloc((size_t)T * half, sizeof(cllm_float));
+        m->rope_len = 0;
+        if (!m->rope_cos || !m->rope_sin) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for RoPE tables");
+        cllm__rope_tables(m->rope_cos, m->rope_sin, &m->config, T);
+        m->rope_len = T;
+    }
+    return CLLM_OK;
+}
+
+/* Checks ids, labels and the right-padding mask, and builds the shifted targets. */
+static cllm_result cllm__prepare_batch(cllm_model *m, const cllm_batch *bt, cllm_err *err) {
+    int B = bt->B, T = bt->T, V = m->config.vocab_size, b, t;
+    for (b = 0; b < B; b++) {
+        int seen_pad = 0;
+        for (t = 0; t < T; t++) {
+            int i = b * T + t, id = bt->input_ids[i], mk = bt->attn_mask ? bt->attn_mask[i] : 1;
+            if (id < 0 || id >= V) return cllm__fail(err, CLLM_ERR_ARG, "batch row %d position %d: token id %d is outside the vocabulary [0, %d)", b, t, id, V);
+            if (mk != 0 && mk != 1) return cllm__fail(err, CLLM_ERR_ARG, "batch row %d position %d: attn_mask must be 0 or 1", b, t);
+            if (mk && seen_pad) return cllm__fail(err, CLLM_ERR_ARG, "batch row %d: attn_mask has a 1 after a 0; batches must be right-padded", b);
+            if (!mk) { if (t == 0) return cllm__fail(err, CLLM_ERR_ARG, "batch row %d is empty (attn_mask[0] = 0)", b); seen_pad = 1; }
+            if (bt->labels && bt->labels[i] != -100 && (bt->labels[i] < 0 || bt->labels[i] >= V))
+                return cllm__fail(err, CLLM_ERR_ARG, "batch row %d position %d: label %d is neither -100 nor a token id", b, t, bt->labels[i]);
+            m->mask[i] = mk;
+            m->input_ids[i] = id;
+        }
+    }
+    /* targets[t] = labels[t+1]: the logits at t predict the next token (HF shifts labels left) */
+    for (b = 0; b < B; b++) for (t = 0; t < T; t++) {
+        int i = b * T + t, y = -100;
+        if (t + 1 < T) y = bt->labels ? bt->labels[i + 1] : (m->mask[i + 1] ? bt->input_ids[i + 1] : -100);
+        m->targets[i] = y;
+    }
+    return CLLM_OK;
+}
+
+/* q, k, v projections of layer l for N rows of the normed input ln1, with Qwen3's RMSNorm over
+   each head's hd values before RoPE: then the raw projections go to q_pre/k_pre and the norms'
+   rstd to q_rstd (N*H) / k_rstd (N*KV), which are NULL for other architectures.               */
+static void cllm__qkv_forward(const cllm_model *m, int l, cllm_float *q, cllm_float *k, cllm_float *v,
+                              cllm_float *q_pre, cllm_float *k_pre, cllm_float *q_rstd, cllm_float *k_rstd,
+                              const cllm_float *ln1, int N) {
+    const cllm_config *c = &m->config;
+    const cllm_params *p = &m->params;
+    int C = c->hidden_size, hd = c->head_dim, Q = c->n_heads * hd, K = c->n_kv_heads * hd;
+    const cllm_float *bq = p->bq ? p->bq + (size_t)l * Q : NULL, *bk = p->bk ? p->bk + (size_t)l * K : NULL;
+    const cllm_float *bv = p->bv ? p->bv + (size_t)l * K : NULL;
+    cllm__matmul_forward(c->qk_norm ? q_pre : q, ln1, p->wq + (size_t)l * Q * C, bq, N, C, Q);
+    cllm__matmul_forward(c->qk_norm ? k_pre : k, ln1, p->wk + (size_t)l * K * C, bk, N, C, K);
+    cllm__matmul_forward(v, ln1, p->wv + (size_t)l * K * C, bv, N, C, K);
+    cllm__lora_forward(m, CLLM__LT_Q, l, c->qk_norm ? q_pre : q, ln1, N);     /* adapters, if any */
+    cllm__lora_forward(m, CLLM__LT_K, l, c->qk_norm ? k_pre : k, ln1, N);
+    cllm__lora_forward(m, CLLM__LT_V, l, v, ln1, N);
+    if (c->qk_norm) {
+        cllm__rmsnorm_forward(q, q_rstd, q_pre, p->q_norm + (size_t)l * hd, N * c->n_heads, hd, c->rms_norm_eps);
+        cllm__rmsnorm_forward(k, k_rstd, k_pre, p->k_norm + (size_t)l * hd, N * c->n_kv_heads, hd, c->rms_norm_eps);
+    }
+}
+
+/* MLP block of layer l for N rows: out = h + down_proj(silu(gate_proj(n)) * up_proj(n)),
+   n = rmsnorm(h) goes to ln2 (rstd to ln2_rstd). act may alias gate.                          */
+static void cllm__mlp_forward(const cllm_model *m, int l, cllm_float *out, cllm_float *ln2, cllm_float *ln2_rstd,
+                              cllm_float *gate, cllm_float *up, cllm_float *act, const cllm_float *h, int N) {
+    const cllm_config *c = &m->config;
+    const cllm_params *p = &m->params;
+    int C = c->hidden_size, I = c->intermediate_size, i;
+    cllm__rmsnorm_forward(ln2, ln2_rstd, h, p->mlp_norm + (size_t)l * C, N, C, c->rms_norm_eps);
+    cllm__matmul_forward(gate, ln2, p->w_gate + (size_t)l * I * C, NULL, N, C, I);
+    cllm__matmul_forward(up, ln2, p->w_up + (size_t)l * I * C, NULL, N, C, I);
+    cllm__lora_forward(m, CLLM__LT_GATE, l, gate, ln2, N);
+    cllm__lora_forward(m, CLLM__LT_UP, l, up, ln2, N);
+    cllm__swiglu_forward(act, gate, up, (size_t)N * I);
+    cllm__matmul_forward(out, act, p->w_down + (size_t)l * C * I, NULL, N, I, C);
+    cllm__lora_forward(m, CLLM__LT_DOWN, l, out, act, N);
+    for (i = 0; i < N * C; i++) out[i] += h[i];
+}
+
+CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_float *logits_out, cllm_err *err) {
+    const cllm_config *c = &m->config;
+    const cllm_params *p = &m->params;
+    cllm_acts *a = &m->acts;
+    int B = batch ? batch->B : 0, T = batch ? batch->T : 0, l, r;
+    int C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
+    int Q = H * hd, K = KV * hd, BT = B * T;
+    cllm_float inv_tau;
+    cllm_result rc;
+
+    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "forward pass: the model is not loaded");
+    if (!batch || B <= 0 || T <= 0 || !batch->input_ids) return cllm__fail(err, CLLM_ERR_ARG, "forward pass: batch needs B > 0, T > 0 and input_ids");
+    if ((double)B * T > 1e8) return cllm__fail(err, CLLM_ERR_LIMIT, "forward pass: batch %d x %d is too large", B, T);
+    if (batch->temperature < 0 || batch->temperature != batch->temperature) return cllm__fail(err, CLLM_ERR_ARG, "forward pass: temperature must be positive (0 = default 1)");
+    m->B = 0;                                     /* invalid until this forward completes */
+    if ((rc = cllm__ensure_acts(m, B, T, err)) != CLLM_OK) return rc;
+    if ((rc = cllm__prepare_batch(m, batch, err)) != CLLM_OK) return rc;
+    inv_tau = (cllm_float)(1.0 / cllm__def(batch->temperature, 1.0f));
+    m->inv_temperature = (float)inv_tau;
+    if (m->lora) {                                /* adapters record what their backward needs */
+        m->lora->u_rows = 0;
+        if (m->lora->enabled) {
+            if ((rc = cllm__lora_ensure(m->lora, (size_t)BT, err)) != CLLM_OK) return rc;
+            m->lora->u_rows = (size_t)BT;
+            m->lora->recording = 1;
+        }
+    }
+
+    cllm__embedding_forward(a->x, batch->input_ids, p->embed, BT, C);
+    for (l = 0; l < c->n_layers; l++) {
+        /* per-layer views of weights (l_) and activations */
+        const cllm_float *x = a->x + (size_t)l * BT * C;
+        cllm_float *ln1 = a->ln1, *ln1_rstd = a->ln1_rstd + (size_t)l * BT;
+        cllm_float *q = a->q + (size_t)l * BT * Q, *k = a->k + (size_t)l * BT * K, *v = a->v + (size_t)l * BT * K;
+        cllm_float *atty = a->atty + (size_t)l * BT * Q, *hres = a->h + (size_t)l * BT * C;
+        cllm_float *ln2 = a->ln2, *ln2_rstd = a->ln2_rstd + (size_t)l * BT;
+        cllm_float *gate = a->gate + (size_t)l * BT * I, *up = a->up + (size_t)l * BT * I, *act = a->act;
+        cllm_float *xout = a->x + (size_t)(l + 1) * BT * C;
+        int i;
+
+        /* attention block: h = x + o_proj(attention(rope(q), rope(k), v)), q,k,v from rmsnorm(x) */
+        cllm__rmsnorm_forward(ln1, ln1_rstd, x, p->attn_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
+        if (c->qk_norm) cllm__qkv_forward(m, l, q, k, v, a->q_pre + (size_t)l * BT * Q, a->k_pre + (size_t)l * BT * K,
+                                          a->q_rstd + (size_t)l * BT * H, a->k_rstd + (size_t)l * BT * KV, ln1, BT);
+        else cllm__qkv_forward(m, l, q, k, v, NULL, NULL, NULL, NULL, ln1, BT);
+        cllm__rope_forward(q, m->rope_cos, m->rope_sin, B, T, H, hd);
+        cllm__rope_forward(k, m->rope_cos, m->rope_sin, B, T, KV, hd);
+        cllm__attention_forward(atty, a->att_lse + (size_t)l * BT * H, q, k, v, m->mask, B, T, H, KV, hd, m->scratch);
+        cllm__matmul_forward(hres, atty, p->wo + (size_t)l * C * Q, NULL, BT, Q, C);
+        cllm__lora_forward(m, CLLM__LT_O, l, hres, atty, BT);
+        CLLM__PARALLEL_FOR((size_t)BT * C)
+        for (i = 0; i < BT * C; i++) hres[i] += x[i];
+
+        cllm__mlp_forward(m, l, xout, ln2, ln2_rstd, gate, up, act, hres, BT);
+    }
+    if (m->lora) m->lora->recording = 0;
+    cllm__rmsnorm_forward(a->lnf, a->lnf_rstd, a->x + (size_t)c->n_layers * BT * C, p->final_norm, BT, C, c->rms_norm_eps);
+
+    /* lm head + log-softmax, CHUNK rows at a time: logits never exist for the whole batch */
+    m->loss = 0; m->n_targets = 0;
+    for (r = 0; r < BT; r += CLLM__LMHEAD_CHUNK) {
+        int n = BT - r < CLLM__LMHEAD_CHUNK ? BT - r : CLLM__LMHEAD_CHUNK, i;
+        cllm_float *z = m->scratch;
+        cllm__matmul_forward(z, a->lnf + (size_t)r * C, p->lm_head, NULL, n, C, V);
+        CLLM__PARALLEL_FOR((size_t)n * V * 8)
+        for (i = 0; i < n; i++) {
+            int y = m->targets[r + i];
+            cllm__logsoftmax_row(&a->lse[r + i], &a->logp[r + i], &a->entropy[r + i], z + (size_t)i * V, y >= 0 ? y : -1, inv_tau, V);
+            if (logits_out) memcpy(logits_out + (size_t)(r + i) * V, z + (size_t)i * V, sizeof(cllm_float) * (size_t)V);
+        }
+    }
+    {   /* per-sequence sums and the HF loss: mean of -log p over counted targets */
+        int b, t;
+        double total = 0;
+        for (b = 0; b < B; b++) {
+            double s = 0;
+            for (t = 0; t < T; t++) if (m->targets[b * T + t] >= 0) { s += a->logp[b * T + t]; m->n_targets++; }
+            m->seq_logp[b] = (cllm_float)s;
+            total += s;
+        }
+        m->loss = m->n_targets ? (cllm_float)(-total / m->n_targets) : 0;
+    }
+    m->B = B; m->T = T;
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* The model: backward pass (layers in exact reverse order)                                     */
+/* -------------------------------------------------------------------------------------------- */
+
+CLLMDEF cllm_result cllm_zero_grad(cllm_model *m, cllm_err *err) {
+    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "gradients: the model is not loaded");
+    if (!m->grads_memory) {
+        m->grads_memory = cllm__alloc_params(&m->grads, m->param_sizes, m->num_params);
+        if (!m->grads_memory) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for %zu gradients", m->num_params);
+    } else memset(m->grads_memory, 0, m->num_params * sizeof(cllm_float));
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const cllm_float *dhidden, cllm_err *err) {
+    const cllm_config *c = &m->config;
+    const cllm_params *p = &m->params;
+    const cllm_acts *a = &m->acts;
+    cllm_params frozen, *g = &m->grads;
+    int B = m->B, T = m->T, BT = B * T, l, r, i;
+    int C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
+    int Q = H * hd, K = KV * hd;
+    cllm_float *dx, *dh, *dln, *dact, *dgate, *dup, *datty, *dq, *dk, *dv, *dq_pre, *dk_pre, *packed, *dpacked, *z;
+
+    if (B <= 0) return cllm__fail(err, CLLM_ERR_ARG, "backward pass: there is no forward pass to go back through (run the forward pass first)");
+    if (m->lora) {              /* adapters attached: the base model is frozen, only they get gradients */
+        cllm_lora *lo = m->lora;
+        memset(&frozen, 0, sizeof frozen);
+        g = &frozen;
+        if (!lo->grads) {
+            lo->grads = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float));
+            if (!lo->grads) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the LoRA gradients");
+            cllm__lora_point(lo, lo->grads, lo->dA, lo->dB);
+        }
+    } else if (!m->grads_memory) { cllm_result rc = cllm_zero_grad(m, err); if (rc != CLLM_OK) return rc; }
+
+    /* carve the scratch space */
+    dx = m->scratch;           dh = dx + (size_t)BT * C;     dln = dh + (size_t)BT * C;
+    dact = dln + (size_t)BT * C;  dgate = dact + (size_t)BT * I;  dup = dgate + (size_t)BT * I;
+    datty = dup + (size_t)BT * I; dq = datty + (size_t)BT * Q;    dk = dq + (size_t)BT * Q;
+    dv = dk + (size_t)BT * K;     packed = dv + (size_t)BT * K;
+    dq_pre = dq; dk_pre = dk;                     /* the q/k norms' inputs, distinct only with qk_norm */
+    if (c->qk_norm) { dq_pre = packed; dk_pre = dq_pre + (size_t)BT * Q; packed = dk_pre + (size_t)BT * K; }
+    dpacked = packed + (size_t)CLLM__LMHEAD_CHUNK * C; z = dpacked + (size_t)CLLM__LMHEAD_CHUNK * C;
+
+    /* lm head: recompute each chunk's logits, turn them into dlogits, backprop through the head.
+       Only rows whose target is counted and whose dlogp is non-zero are processed. */
+    memset(dln, 0, sizeof(cllm_float) * (size_t)BT * C);
+    {
+        int idx[CLLM__LMHEAD_CHUNK], n = 0;
+        for (r = 0; r <= BT; r++) {
+            int take = r < BT && m->targets[r] >= 0 && (dlogp ? dlogp[r] != 0 : m->n_targets > 0);
+            if (take) { idx[n] = r; memcpy(packed + (size_t)n * C, a->lnf + (size_t)r * C, sizeof(cllm_float) * (size_t)C); n++; }
+            if (n == CLLM__LMHEAD_CHUNK || (r == BT && n > 0)) {
+                cllm__matmul_forward(z, packed, p->lm_head, NULL, n, C, V);
+                CLLM__PARALLEL_FOR((size_t)n * V * 8)
+                for (i = 0; i < n; i++) {
+                    cllm_float d = dlogp ? dlogp[idx[i]] : (cllm_float)(-1.0 / m->n_targets);   /* loss = -mean logp */
+                    cllm__logsoftmax_row_backward(z + (size_t)i * V, a->lse[idx[i]], m->targets[idx[i]], d, (cllm_float)m->inv_temperature, V);
+                }
+                memset(dpacked, 0, sizeof(cllm_float) * (size_t)n * C);
+                cllm__matmul_backward(dpacked, g->lm_head, NULL, z, packed, p->lm_head, n, C, V);
+                CLLM__PARALLEL_FOR((size_t)n * C)
+                for (i = 0; i < n; i++) {                    /* rows idx[i] are distinct */
+                    int k;
+                    for (k = 0; k < C; k++) dln[(size_t)idx[i] * C + k] += dpacked[(size_t)i * C + k];
+                }
+                n = 0;
+            }
+        }
+    }
+    if (dhidden) for (i = 0; i < BT * C; i++) dln[i] += dhidden[i];
+    memset(dx, 0, sizeof(cllm_float) * (size_t)BT * C);
+    cllm__rmsnorm_backward(dx, g->final_norm, dln, a->x + (size_t)c->n_layers * BT * C, p->final_norm, a->lnf_rstd, BT, C);
+
+    for (l = c->n_layers - 1; l >= 0; l--) {
+        const cllm_float *x = a->x + (size_t)l * BT * C;
+        cllm_float *ln1 = a->ln1, *ln1_rstd = a->ln1_rstd + (size_t)l * BT;
+        const cllm_float *q = a->q + (size_t)l * BT * Q, *k = a->k + (size_t)l * BT * K, *v = a->v + (size_t)l * BT * K;
+        const cllm_float *atty = a->atty + (size_t)l * BT * Q, *hres = a->h + (size_t)l * BT * C;
+        cllm_float *ln2 = a->ln2, *ln2_rstd = a->ln2_rstd + (size_t)l * BT;
+        const cllm_float *gate = a->gate + (size_t)l * BT * I, *up = a->up + (size_t)l * BT * I;
+        cllm_float *act = a->act;
+        cllm_float *dbq = cllm__grad_at(g->bq, (size_t)l * Q), *dbk = cllm__grad_at(g->bk, (size_t)l * K), *dbv = cllm__grad_at(g->bv, (size_t)l * K);
+
+        /* The forward pass kept ln1, ln2 and act for one layer only: recompute this layer's, with
+           the same kernels on the same inputs, so they are bit-identical (rstd is rewritten as is). */
+        cllm__rmsnorm_forward(ln1, ln1_rstd, x, p->attn_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
+        cllm__rmsnorm_forward(ln2, ln2_rstd, hres, p->mlp_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
+        cllm__swiglu_forward(act, gate, up, (size_t)BT * I);
+
+        /* MLP block. Forward was x' = h + act W_down^T, so dh starts as dx' (the residual path). */
+        memcpy(dh, dx, sizeof(cllm_float) * (size_t)BT * C);
+        memset(dact, 0, sizeof(cllm_float) * (size_t)BT * I * 3);     /* dact, dgate, dup */
+        cllm__matmul_backward(dact, cllm__grad_at(g->w_down, (size_t)l * C * I), NULL, dx, act, p->w_down + (size_t)l * C * I, BT, I, C);
+        cllm__lora_backward(m, CLLM__LT_DOWN, l, dact, dx, act, BT);
+        cllm__swiglu_backward(dgate, dup, dact, gate, up, (size_t)BT * I);
+        memset(dln, 0, sizeof(cllm_float) * (size_t)BT * C);
+        cllm__matmul_backward(dln, cllm__grad_at(g->w_gate, (size_t)l * I * C), NULL, dgate, ln2, p->w_gate + (size_t)l * I * C, BT, C, I);
+        cllm__matmul_backward(dln, cllm__grad_at(g->w_up, (size_t)l * I * C), NULL, dup, ln2, p->w_up + (size_t)l * I * C, BT, C, I);
+        cllm__lora_backward(m, CLLM__LT_GATE, l, dln, dgate, ln2, BT);
+        cllm__lora_backward(m, CLLM__LT_UP, l, dln, dup, ln2, BT);
+        cllm__rmsnorm_backward(dh, cllm__grad_at(g->mlp_norm, (size_t)l * C), dln, hres, p->mlp_norm + (size_t)l * C, ln2_rstd, BT, C);
+
+        /* Attention block. Forward was h = x + atty W_o^T, so dx starts as dh. */
+        memcpy(dx, dh, sizeof(cllm_float) * (size_t)BT * C);
+        memset(datty, 0, sizeof(cllm_float) * (size_t)BT * (2 * Q + 2 * K));   /* datty dq dk dv */
+        cllm__matmul_backward(datty, cllm__grad_at(g->wo, (size_t)l * C * Q), NULL, dh, atty, p->wo + (size_t)l * C * Q, BT, Q, C);
+        cllm__lora_backward(m, CLLM__LT_O, l, datty, dh, atty, BT);
+        cllm__attention_backward(dq, dk, dv, datty, q, k, v, atty, a->att_lse + (size_t)l * BT * H, m->mask, B, T, H, KV, hd);
+        cllm__rope_backward(dq, m->rope_cos, m->rope_sin, B, T, H, hd);
+        cllm__rope_backward(dk, m->rope_cos, m->rope_sin, B, T, KV, hd);
+        if (c->qk_norm) {
+            memset(dq_pre, 0, sizeof(cllm_float) * (size_t)BT * (Q + K));        /* dq_pre dk_pre */
+            cllm__rmsnorm_backward(dq_pre, cllm__grad_at(g->q_norm, (size_t)l * hd), dq, a->q_pre + (size_t)l * BT * Q, p->q_norm + (size_t)l * hd, a->q_rstd + (size_t)l * BT * H, BT * H, hd);
+            cllm__rmsnorm_backward(dk_pre, cllm__grad_at(g->k_norm, (size_t)l * hd), dk, a->k_pre + (size_t)l * BT * K, p->k_norm + (size_t)l * hd, a->k_rstd + (size_t)l * BT * KV, BT * KV, hd);
+        }
+        memset(dln, 0, sizeof(cllm_float) * (size_t)BT * C);
+        cllm__matmul_backward(dln, cllm__grad_at(g->wq, (size_t)l * Q * C), dbq, dq_pre, ln1, p->wq + (size_t)l * Q * C, BT, C, Q);
+        cllm__matmul_backward(dln, cllm__grad_at(g->wk, (size_t)l * K * C), dbk, dk_pre, ln1, p->wk + (size_t)l * K * C, BT, C, K);
+        cllm__matmul_backward(dln, cllm__grad_at(g->wv, (size_t)l * K * C), dbv, dv, ln1, p->wv + (size_t)l * K * C, BT, C, K);
+        cllm__lora_backward(m, CLLM__LT_Q, l, dln, dq_pre, ln1, BT);
+        cllm__lora_backward(m, CLLM__LT_K, l, dln, dk_pre, ln1, BT);
+        cllm__lora_backward(m, CLLM__LT_V, l, dln, dv, ln1, BT);
+        cllm__rmsnorm_backward(dx, cllm__grad_at(g->attn_norm, (size_t)l * C), dln, x, p->attn_norm + (size_t)l * C, ln1_rstd, BT, C);
+    }
+    if (g->embed) cllm__embedding_backward(g->embed, dx, m->input_ids, BT, C);
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* Optimisation: AdamW, gradient clipping, learning-rate schedules (torch / transformers)      */
+/* -------------------------------------------------------------------------------------------- */
+
+CLLMDEF void cllm_adamw_step(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v, size_t n,
+                             int t, double lr, double beta1, double beta2, double eps, double wd) {
+    double bc1 = 1 - pow(beta1, t), bc2 = 1 - pow(beta2, t), step = lr / bc1, bc2_sqrt = sqrt(bc2);
+    size_t i;
+    CLLM__PARALLEL_FOR(n * 16)                                          /* elements are independent */
+    for (i = 0; i < n; i++) {
+        double pi = p[i] * (1 - lr * wd);                               /* decoupled weight decay, first */
+        double mi = beta1 * m[i] + (1 - beta1) * g[i];
+        double vi = beta2 * v[i] + (1 - beta2) * (double)g[i] * g[i];
+        pi -= step * mi / (sqrt(vi) / bc2_sqrt + eps);                  /* eps after bias-correcting v */
+        p[i] = (cllm_float)pi; m[i] = (cllm_float)mi; v[i] = (cllm_float)vi;
+    }
+}
+
+CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config *cfg, double lr, cllm_err *err) {
+    cllm_adamw_config def;
+    cllm_float **pp[CLLM_NUM_PARAM_TENSORS], **gp[CLLM_NUM_PARAM_TENSORS];
+    size_t off = 0;
+    int i, rows, cols;
+    if (!model->grads_memory) return cllm__fail(err, CLLM_ERR_ARG, "AdamW update: no gradients yet (run a backward pass first)");
+    memset(&def, 0, sizeof def);
+    if (cfg) def = *cfg;
+    def.beta1 = cllm__def(def.beta1, 0.9f);
+    def.beta2 = cllm__def(def.beta2, 0.999f);
+    def.eps = cllm__def(def.eps, 1e-8f);
+    if (!model->m_memory) {
+        model->m_memory = (cllm_float *)cllm__calloc(model->num_params, sizeof(cllm_float));
+        model->v_memory = (cllm_float *)cllm__calloc(model->num_params, sizeof(cllm_float));
+        if (!model->m_memory || !model->v_memory) {
+            CLLM_FREE(model->m_memory); CLLM_FREE(model->v_memory); model->m_memory = model->v_memory = NULL;
+            return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the AdamW moments (2 x %zu floats)", model->num_params);
+        }
+    }
+    model->adam_t++;
+    cllm__param_ptrs(&model->params, pp);
+    cllm__param_ptrs(&model->grads, gp);
+    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
+        size_t n = model->param_sizes[i];
+        if (!n) continue;
+        cllm__param_shape(&model->config, i, &rows, &cols);
+        /* HF Trainer decays every weight matrix, not biases or norm weights: exactly the 2-D tensors */
+        cllm_adamw_step(*pp[i], *gp[i], model->m_memory + off, model->v_memory + off, n, model->adam_t,
+                        lr, def.beta1, def.beta2, def.eps, cols ? def.weight_decay : 0.0);
+        off += n;
+    }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* torch.nn.utils.clip_grad_norm_: N = ||(||g_i||)_i||, coef = min(1, max/(N + 1e-6)), g *= coef */
+CLLMDEF double cllm_clip_grad_norm_arrays(cllm_float **grads, const size_t *sizes, int n, double max_norm) {
+    double sq = 0, norm, coef;
+    size_t k;
+    int i;
+    for (i = 0; i < n; i++) for (k = 0; k < sizes[i]; k++) sq += (double)grads[i][k] * grads[i][k];
+    norm = sqrt(sq);
+    coef = max_norm / (norm + 1e-6);
+    if (max_norm > 0 && coef < 1)
+        for (i = 0; i < n; i++) for (k = 0; k < sizes[i]; k++) grads[i][k] = (cllm_float)(grads[i][k] * coef);
+    return norm;
+}
+
+CLLMDEF double cllm_clip_grad_norm(cllm_model *m, double max_norm) {
+    size_t n = m->num_params;
+    if (!m->grads_memory) return 0;
+    return cllm_clip_grad_norm_arrays(&m->grads_memory, &n, 1, max_norm);
+}
+
+CLLMDEF double cllm_lr_at(cllm_schedule kind, double base_lr, long step, long warmup, long total) {
+    double progress;
+    if (step < warmup) return base_lr * (double)step / (double)(warmup > 1 ? warmup : 1);
+    if (kind == CLLM_SCHED_CONSTANT) return base_lr;
+    if (kind == CLLM_SCHED_LINEAR) {
+        double f = (double)(total - step) / (double)(total - warmup > 1 ? total - warmup : 1);
+        return base_lr * (f > 0 ? f : 0);
+    }
+    progress = (double)(step - warmup) / (double)(total - warmup > 1 ? total - warmup : 1);
+    {
+        double f = 0.5 * (1.0 + cos(3.14159265358979323846 * progress));
+        return base_lr * (f > 0 ? f : 0);
+    }
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* Objectives (DPO, PPO, GRPO) and metrics (BLEU)                                               */
+/* -------------------------------------------------------------------------------------------- */
+
+/* Numbers shared by the objectives. */
+
+/* log sigmoid(x) without overflow: -log(1 + e^-x) for x >= 0, x - log(1 + e^x) below (torch's
+   F.logsigmoid is -softplus(-x), the same function). */
+static double cllm__log_sigmoid(double x) { return x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x)); }
+static double cllm__sigmoid(double x) { return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
+static double cllm__clamp(double x, double lo, double hi) { return x < lo ? lo : x > hi ? hi : x; }
+
+/* d max(a, b) from da and db, as torch.maximum's backward: a tie sends half to each side. */
+static double cllm__max_grad(double a, double b, double da, double db) {
+    return a > b ? da : b > a ? db : 0.5 * (da + db);
+}
+
+/* ---- DPO ---- */
+/* z = (pc - pr) - (rc - rr), the policy's log-ratio margin minus the reference's (TRL computes
+   the two differences first, so do we). With s = sigmoid: d/dz[-log s(bz)] = -b s(-bz) and
+   d/dz[-log s(-bz)] = b s(bz). The loss is the mean over pairs, so dl/dpc_i = l'(z_i)/n and
+   dl/dpr_i = -l'(z_i)/n; the reference is frozen and gets no gradient.
+   Library differences: TRL >= 0.29 dropped label smoothing from sigmoid and removed
+   reference_free; TRL divides IPO's logps by the completion length, OpenRLHF does not. The
+   original implementation (eric-mitchell: sigmoid with cDPO, IPO) uses the same formulas. */
+static void cllm__dpo_pair(const cllm_dpo_config *c, double z, double *loss, double *dz) {
+    double b = c->beta, e = c->label_smoothing, bz = b * z, target = 1 / (2 * b);
+    switch (c->loss_type) {
+    case CLLM_DPO_SIGMOID:
+        *loss = -cllm__log_sigmoid(bz) * (1 - e) - cllm__log_sigmoid(-bz) * e;
+        *dz = -b * cllm__sigmoid(-bz) * (1 - e) + b * cllm__sigmoid(bz) * e;
+        break;
+    case CLLM_DPO_ROBUST:   /* unbiased under a label-flip rate e */
+        *loss = (-cllm__log_sigmoid(bz) * (1 - e) + cllm__log_sigmoid(-bz) * e) / (1 - 2 * e);
+        *dz = (-b * cllm__sigmoid(-bz) * (1 - e) - b * cllm__sigmoid(bz) * e) / (1 - 2 * e);
+        break;
+    case CLLM_DPO_HINGE:    /* torch's relu has derivative 0 at 0 */
+        *loss = 1 - bz > 0 ? 1 - bz : 0;
+        *dz = 1 - bz > 0 ? -b : 0;
+        break;
+    default:                /* IPO regresses the margin onto 1/(2b) */
+        *loss = (z - target) * (z - target);
+        *dz = 2 * (z - target);
+    }
+}
+
+CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n,
+                                  const double *pc, const double *pr, const double *rc, const double *rr,
+                                  cllm_dpo_out *out, cllm_err *err) {
+    cllm_dpo_config c;
+    double sum_loss = 0, sum_cr = 0, sum_rr = 0, sum_acc = 0;
+    int i;
+    memset(&c, 0, sizeof c);
+    if (cfg) c = *cfg;
+    c.beta = cllm__def(c.beta, 0.1);
+    if (n < 1 || !pc || !pr || !out) return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: need n >= 1 pairs, the two policy logp arrays and an output");
+    if (!c.reference_free && (!rc || !rr)) return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: the reference logps are required unless reference_free is set");
+    if (c.loss_type < CLLM_DPO_SIGMOID || c.loss_type > CLLM_DPO_IPO) return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: unknown loss_type %d (sigmoid, robust, hinge or ipo)", c.loss_type);
+    if (!(c.beta > 0)) return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: beta must be > 0 (got %g)", c.beta);
+    if (c.loss_type == CLLM_DPO_SIGMOID && !(c.label_smoothing >= 0 && c.label_smoothing <= 1))
+        return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: label_smoothing must be in [0, 1] (got %g)", c.label_smoothing);
+    if (c.loss_type == CLLM_DPO_ROBUST && !(c.label_smoothing >= 0 && c.label_smoothing < 0.5))
+        return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: robust needs label_smoothing in [0, 0.5) (got %g)", c.label_smoothing);
+    for (i = 0; i < n; i++) {
+        double rci = rc ? rc[i] : 0, rri = rr ? rr[i] : 0;
+        double z = (pc[i] - pr[i]) - (c.reference_free ? 0 : rci - rri);
+        double loss, dz, cr = c.beta * (pc[i] - rci), rj = c.beta * (pr[i] - rri);
+        cllm__dpo_pair(&c, z, &loss, &dz);
+        sum_loss += loss; sum_cr += cr; sum_rr += rj; sum_acc += cr > rj;
+        if (out->losses) out->losses[i] = loss;
+        if (out->chosen_rewards) out->chosen_rewards[i] = cr;
+        if (out->rejected_rewards) out->rejected_rewards[i] = rj;
+        if (out->d_chosen) out->d_chosen[i] = dz / n;
+        if (out->d_rejected) out->d_rejected[i] = -dz / n;
+    }
+    out->loss = sum_loss / n;
+    out->chosen_reward = sum_cr / n;
+    out->rejected_reward = sum_rr / n;
+    out->reward_accuracy = sum_acc / n;
+    out->reward_margin = (sum_cr - sum_rr) / n;
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* ---- PPO: KL penalty, rewards, whitening, GAE, clipped losses ---- */
+
+/* With d = ref - logp = log(ref/policy) at the sampled token, E_policy[-d] = KL(policy||ref):
+   k1 = -d is unbiased but noisy; k3 = (e^d - 1) - d is unbiased and never negative (Schulman's
+   estimator, TRL's order of operations). OpenRLHF and verl clamp these to [-10, 10] and verl the
+   exponent to +-20; we do not. */
+CLLMDEF double cllm_kl_estimate(double logp, double ref_logp, int estimator) {
+    double d = ref_logp - logp;
+    if (estimator == CLLM_KL_K3) return (exp(d) - 1) - d;
+    if (estimator == CLLM_KL_K2) return 0.5 * d * d;
+    return -d;
+}
+
+CLLMDEF int cllm_ppo_sequence_end(const int *response, int L, int pad_id, int stop_id) {
+    int t, stop = L;
+    if (stop_id >= 0)
+        for (t = 0; t < L; t++) if (response[t] == stop_id) { stop = t; break; }
+    for (t = 0; t < L; t++)
+        if (t > stop || response[t] == pad_id) return t - 1;   /* the first pad after truncation */
+    return L - 1;
+}
+
+/* B rows of T tokens: checks the sizes and that B*T fits in memory arithmetic. */
+static cllm_result cllm__check_bt(const char *fn, int B, int T, size_t *n, cllm_err *err) {
+    *n = 0;
+    if (B < 1 || T < 1) return cllm__fail(err, CLLM_ERR_ARG, "%s: B and T must be >= 1 (got %d, %d)", fn, B, T);
+    if ((size_t)B > SIZE_MAX / sizeof(double) / (size_t)T) return cllm__fail(err, CLLM_ERR_LIMIT, "%s: B*T too large", fn);
+    *n = (size_t)B * (size_t)T;
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_ppo_rewards(int B, int T, const double *logprobs, const double *ref_logprobs,
+                                     const double *scores, const int *seq_end, double kl_coef,
+                                     int kl_estimator, int placement, double *rewards, double *kl, cllm_err *err) {
+    size_t n;
+    int b, t;
+    cllm_result rc;
+    if ((rc = cllm__check_bt("PPO rewards", B, T, &n, err)) != CLLM_OK) return rc;
+    if (!logprobs || !ref_logprobs || !scores || !seq_end || !rewards) return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: logprobs, ref_logprobs, scores, seq_end and rewards are required");
+    if (kl_estimator < CLLM_KL_K1 || kl_estimator > CLLM_KL_K3) return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: unknown kl_estimator %d (k1, k2 or k3)", kl_estimator);
+    if (placement != CLLM_REWARD_AFTER_EOS && placement != CLLM_REWARD_LAST_TOKEN) return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: unknown placement %d", placement);
+    for (b = 0; b < B; b++) {
+        int end = seq_end[b], e;
+        if (end < -1 || end >= T) return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: seq_end[%d] = %d is outside [-1, %d]", b, end, T - 1);
+        for (t = 0; t < T; t++) {
+            size_t i = (size_t)b * T + t;
+            double k = t <= end ? cllm_kl_estimate(logprobs[i], ref_logprobs[i], kl_estimator) : 0;
+            rewards[i] = 0.0 - kl_coef * k;               /* "0 -": a zero penalty is +0, not -0 */
+            if (kl) kl[i] = k;
+        }
+        e = placement == CLLM_REWARD_AFTER_EOS && end + 1 < T ? end + 1 : end;
+        if (e < 0) e = 0;                         /* an empty response: the score sits at t = 0 */
+        rewards[(size_t)b * T + e] += scores[b];
+    }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, int keep_mean, int biased, cllm_err *err) {
+    double s = 0, mean = 0, var = 0, rstd;
+    size_t i;
+    for (i = 0; i < n; i++) { double m = mask ? mask[i] : 1; s += m; mean += x[i] * m; }
+    if (!(s > (biased ? 0 : 1)))
+        return cllm__fail(err, CLLM_ERR_ARG, "whitening: the mask selects %g values; whitening needs %s", s, biased ? "at least one" : "at least 2 (Bessel's correction s/(s-1))");
+    mean /= s;
+    for (i = 0; i < n; i++) { double m = mask ? mask[i] : 1, d = x[i] - mean; var += d * d * m; }
+    var /= s;
+    if (biased) rstd = 1 / sqrt(var > 1e-8 ? var : 1e-8);
+    else rstd = 1 / sqrt(var * (s / (s - 1)) + 1e-8);
+    for (i = 0; i < n; i++) x[i] = (x[i] - mean) * rstd + (keep_mean ? mean : 0);
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_gae(int B, int T, const double *rewards, const double *values, const double *mask,
+                             double gamma, double lam, int mode, int whiten,
+                             double *advantages, double *returns, cllm_err *err) {
+    size_t n, i;
+    int b, t;
+    cllm_result rc;
+    if ((rc = cllm__check_bt("GAE", B, T, &n, err)) != CLLM_OK) return rc;
+    if (!rewards || !values || !advantages || !returns) return cllm__fail(err, CLLM_ERR_ARG, "GAE: rewards, values, advantages and returns are required");
+    if (mode != CLLM_GAE_TRL && mode != CLLM_GAE_SKIP) return cllm__fail(err, CLLM_ERR_ARG, "GAE: unknown mode %d (TRL or skip)", mode);
+    for (b = 0; b < B; b++) {
+        double next_value = 0, running = 0;              /* V_{t+1} and A_{t+1}; both 0 past the end */
+        for (t = T - 1; t >= 0; t--) {
+            double m, delta, a;
+            i = (size_t)b * T + t;
+            m = mask ? mask[i] : 1;
+            delta = rewards[i] + gamma * next_value - values[i];
+            a = delta + gamma * lam * running;
+            if (mode == CLLM_GAE_TRL) { running = a; next_value = values[i]; }
+            else {                                       /* verl: masked positions are transparent */
+                next_value = values[i] * m + (1 - m) * next_value;
+                running = a * m + (1 - m) * running;
+            }
+            advantages[i] = running;
+        }
+    }
+    for (i = 0; i < n; i++) returns[i] = advantages[i] + values[i];
+    if (whiten) {
+        if ((rc = cllm_masked_whiten(advantages, mask, n, 0, 0, err)) != CLLM_OK) return rc;
+        if (mode == CLLM_GAE_TRL && mask)
+            for (i = 0; i < n; i++) if (mask[i] == 0) advantages[i] = 0;
+    }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* Per token, with r = exp(logp - old) and A the advantage:
+     pg = max(-A r, -A clamp(r, 1-c, 1+c))          d/dlogp: -A r from each side that is active
+                                                    (dr/dlogp = r; clamp passes it on [1-c, 1+c])
+     vf = max((v-R)^2, (clamp(v, ov-cv, ov+cv)-R)^2) d/dv: 2(v-R), or 2(vc-R) inside the clamp range
+   Losses are masked means; the gradients of the means carry mask/sum(mask).
+   Library differences: verl and OpenRLHF clamp logp - old to +-20 before exp, verl adds a dual
+   clip for A < 0, and their aggregations (token-mean over the global batch, seq-mean-...) differ;
+   OpenRLHF clips the value around old_values the same way with cliprange_value 0.5 by default. */
+CLLMDEF cllm_result cllm_ppo_loss(int B, int T, const double *logprobs, const double *old_logprobs,
+                                  const double *advantages, const double *values, const double *old_values,
+                                  const double *returns, const double *mask, const double *value_mask,
+                                  double cliprange, double cliprange_value, double vf_coef,
+                                  cllm_ppo_loss_out *out, cllm_err *err) {
+    double msum = 0, vsum = 0, pg = 0, vf = 0, clip = 0, vclip = 0, kl = 0;
+    size_t n, i;
+    cllm_result rc;
+    if ((rc = cllm__check_bt("PPO loss", B, T, &n, err)) != CLLM_OK) return rc;
+    if (!logprobs || !old_logprobs || !advantages || !values || !old_values || !returns || !mask || !out)
+        return cllm__fail(err, CLLM_ERR_ARG, "PPO loss: logprobs, old_logprobs, advantages, values, old_values, returns, mask and out are required");
+    if (!(cliprange >= 0) || !(cliprange_value >= 0)) return cllm__fail(err, CLLM_ERR_ARG, "PPO loss: cliprange and cliprange_value must be >= 0");
+    if (!value_mask) value_mask = mask;
+    for (i = 0; i < n; i++) { msum += mask[i]; vsum += value_mask[i]; }
+    if (!(msum > 0) || !(vsum > 0)) return cllm__fail(err, CLLM_ERR_ARG, "PPO loss: the mask (or value_mask) selects no token");
+    for (i = 0; i < n; i++) {
+        double A = advantages[i], diff = logprobs[i] - old_logprobs[i], r = exp(diff);
+        double lo = 1 - cliprange, hi = 1 + cliprange, r_clip = cllm__clamp(r, lo, hi);
+        double pg1 = -A * r, pg2 = -A * r_clip, dpg;
+        double v = values[i], R = returns[i], vlo = old_values[i] - cliprange_value, vhi = old_values[i] + cliprange_value;
+        double vc = cllm__clamp(v, vlo, vhi), vf1 = (v - R) * (v - R), vf2 = (vc - R) * (vc - R), dvf;
+        pg += (pg1 > pg2 ? pg1 : pg2) * mask[i];
+        clip += (pg2 > pg1) * mask[i];
+        kl += diff * diff;
+        vf += (vf1 > vf2 ? vf1 : vf2) * value_mask[i];
+        vclip += (vf2 > vf1) * value_mask[i];
+        dpg = cllm__max_grad(pg1, pg2, -A * r, r >= lo && r <= hi ? -A * r : 0);
+        dvf = cllm__max_grad(vf1, vf2, 2 * (v - R), v >= vlo && v <= vhi ? 2 * (vc - R) : 0);
+        if (out->d_logprobs) out->d_logprobs[i] = mask[i] != 0 ? dpg * mask[i] / msum : 0;
+        if (out->d_values) out->d_values[i] = value_mask[i] != 0 ? vf_coef * 0.5 * dvf * value_mask[i] / vsum : 0;
+    }
+    out->pg_loss = pg / msum;
+    out->vf_loss = 0.5 * (vf / vsum);
+    out->loss = out->pg_loss + vf_coef * out->vf_loss;
+    out->clipfrac = clip / msum;
+    out->vf_clipfrac = vclip / vsum;
+    out->approxkl = 0.5 * (kl / (double)n);
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* ---- GRPO / RLOO ---- */
+
+CLLMDEF cllm_result cllm_grpo_advantages(int n, const double *rewards, int group_size, int estimator,
+                                         int scale, double eps, double *advantages, cllm_err *err) {
+    int g, i, G = group_size;
+    if (n < 1 || G < 1 || n % G) return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: %d rewards do not split into groups of %d", n, G);
+    if (!rewards || !advantages) return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: rewards and advantages are required");
+    if (estimator != CLLM_GROUP_GRPO && estimator != CLLM_GROUP_RLOO) return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: unknown estimator %d (grpo or rloo)", estimator);
+    if (G < 2 && (estimator == CLLM_GROUP_RLOO || scale))
+        return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: %s needs group_size >= 2", estimator == CLLM_GROUP_RLOO ? "RLOO" : "scaling by the unbiased std");
+    for (g = 0; g < n; g += G) {
+        const double *r = rewards + g;
+        double sum = 0, mean, var = 0;
+        for (i = 0; i < G; i++) sum += r[i];
+        mean = sum / G;
+        for (i = 0; i < G; i++) var += (r[i] - mean) * (r[i] - mean);
+        for (i = 0; i < G; i++) {
+            if (estimator == CLLM_GROUP_RLOO) advantages[g + i] = r[i] - (sum - r[i]) / (G - 1);
+            else if (scale) advantages[g + i] = (r[i] - mean) / (sqrt(var / (G - 1)) + eps);
+            else advantages[g + i] = r[i] - mean;
+        }
+    }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* The multiturn-aware reward                                                                    */
+/* -------------------------------------------------------------------------------------------- */
+
+CLLMDEF int cllm_count_tokens(const cllm_token_counter *tc, const char *text) {
+    int n = 0, in_word = 0;
+    if (!text) return 0;
+    if (tc && tc->count) return tc->count(tc->ctx, text);
+    for (; *text; text++) {                       /* Python's str.split(): runs of ASCII whitespace */
+        int space = *text == ' ' || (*text >= '\t' && *text <= '\r');
+        if (!space && !in_word) n++;
+        in_word = !space;
+    }
+    return n;
+}
+
+CLLMDEF int cllm_tokenizer_count(void *tokenizer, const char *text) {
+    int *ids = NULL, n = 0;
+    if (cllm_tokenizer_encode((const cllm_tokenizer *)tokenizer, text, strlen(text), 0, &ids, &n, NULL, NULL) != CLLM_OK) n = 0;
+    CLLM_FREE(ids);
+    return n;
+}
+
+CLLMDEF void cllm_mr_config_init(cllm_mr_config *cfg, cllm_mr_preset preset) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->window = 2;                              /* paper Table 6: w = 2 and S = 3 for every task */
+    cfg->samples = 3;
+    cfg->variant = CLLM_MR_PAPER;
+    cfg->lambda = preset == CLLM_MR_PRESET_DOCUMENT ? 1e-4 : 5e-4;
+}
+
+/* R* = sum_m w_m metric_m  [- min(lambda * tokens, 1) in the paper's variant]                  */
+CLLMDEF double cllm_mr_reward(const cllm_mr_config *cfg, const double *metric_values, int tokens) {
+    double r = 0, penalty;
+    int m;
+    for (m = 0; m < cfg->n_metrics; m++) {
+        if (metric_values[m] != metric_values[m]) return NAN;    /* a failed metric fails the sample */
+        r += cfg->metrics[m].weight * metric_values[m];
+    }
+    if (cfg->variant == CLLM_MR_PAPER) {
+        penalty = cfg->lambda * tokens;
+        r -= penalty < 1 ? penalty : 1;
+    }
+    return r;
+}
+
+CLLMDEF void cllm_mr_result_free(cllm_mr_result *r) {
+    int s;
+    if (!r) return;
+    for (s = 0; r->samples && s < r->n_samples; s++) {
+        cllm_conv_free(&r->samples[s].session);
+        CLLM_FREE(r->samples[s].metrics);
+    }
+    CLLM_FREE(r->samples);
+    memset(r, 0, sizeof *r);
+}
+
+CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim *user, const cllm_assistant *future_assistant,
+                                  const cllm_mr_item *items, int n, cllm_mr_result *out, cllm_err *err) {
+    int S = cfg && cfg->samples > 0 ? cfg->samples : 1, N = n * S, i, s, k, m, n_ok;
+    cllm_conv *convs = NULL;
+    cllm_goal *goals = NULL;
+    cllm_sim_status *status = NULL;
+    cllm_session *sessions = NULL;
+    int *ok_idx = NULL;
+    double *scores = NULL;
+    cllm_result rc = CLLM_OK;
+
+    if (!cfg || n < 0 || (n > 0 && (!items || !out))) return cllm__fail(err, CLLM_ERR_ARG, "MR: needs a config, items and outputs");
+    if (cfg->window < 0) return cllm__fail(err, CLLM_ERR_ARG, "MR: window must be >= 0 (0 = immediate reward)");
+    if (cfg->window > 0 && (!user || !future_assistant)) return cllm__fail(err, CLLM_ERR_ARG, "MR: window %d needs a user simulator and a future assistant", cfg->window);
+    for (i = 0; i < n; i++) {
+        memset(&out[i], 0, sizeof out[i]);
+        if (!items[i].goal || !items[i].history || !items[i].candidate) return cllm__fail(err, CLLM_ERR_ARG, "MR: item %d needs a goal, a history and a candidate", i);
+    }
+    if (N == 0) { cllm__ok(err); return CLLM_OK; }
+    convs = (cllm_conv *)cllm__calloc((size_t)N, sizeof *convs);
+    goals = (cllm_goal *)cllm__calloc((size_t)N, sizeof *goals);
+    status = (cllm_sim_status *)cllm__calloc((size_t)N, sizeof *status);
+    sessions = (cllm_session *)cllm__calloc((size_t)N, sizeof *sessions);
+    ok_idx = (int *)cllm__calloc((size_t)N, sizeof *ok_idx);
+    scores = (double *)cllm__calloc((size_t)N, sizeof *scores);
+    if (!convs || !goals || !status || !sessions || !ok_idx || !scores) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+
+    /* every future starts as history + candidate: sample s of item i is index i*S + s */
+    for (i = 0; i < n && rc == CLLM_OK; i++) for (s = 0; s < S; s++) {
+        k = i * S + s;
+        goals[k] = *items[i].goal;
+        if ((rc = cllm_conv_copy(&convs[k], items[i].history, err)) != CLLM_OK) break;
+        if ((rc = cllm_conv_push(&convs[k], "assistant", items[i].candidate, err)) != CLLM_OK) break;
+    }
+    if (rc != CLLM_OK) goto done;
+
+    /* t_j^f: up to w exchanges, user first; all N futures advance together */
+    if (cfg->window > 0) cllm_simulate(user, future_assistant, goals, convs, N, 2 * cfg->window, status, NULL);
+
+    /* metrics on the sessions whose simulation succeeded, one batch per metric */
+    for (i = 0, n_ok = 0; i < n; i++) {
+        out[i].n_samples = S;
+        out[i].samples = (cllm_mr_sample *)cllm__calloc((size_t)S, sizeof(cllm_mr_sample));
+        if (!out[i].samples) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+        for (s = 0; s < S; s++) {
+            cllm_mr_sample *smp = &out[i].samples[s];
+            k = i * S + s;
+            smp->session = convs[k];              /* ownership moves to the result */
+            memset(&convs[k], 0, sizeof convs[k]);
+            smp->n_history = items[i].history->n;
+            smp->terminated = status[k].terminated;
+            smp->code = status[k].code;
+            smp->err = status[k].err;
+            smp->metrics = (double *)cllm__calloc((size_t)cfg->n_metrics + 1, sizeof(double));
+            if (!smp->metrics) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+            for (m = 0; m < cfg->n_metrics; m++) smp->metrics[m] = NAN;
+            if (smp->code == CLLM_OK) {
+                sessions[n_ok].goal = items[i].goal; sessions[n_ok].task = items[i].task;
+                sessions[n_ok].conv = &smp->session; sessions[n_ok].n_history = smp->n_history;
+                ok_idx[n_ok++] = k;
+            }
+        }
+    }
+    for (m = 0; m < cfg->n_metrics; m++) {
+        const cllm_metric *met = &cfg->metrics[m];
+        cllm_err merr;
+        for (k = 0; k < n_ok; k++) scores[k] = NAN;
+        cllm_result mrc = CLLM_OK;
+        merr.code = CLLM_OK; merr.msg[0] = 0;
+        if (n_ok > 0) mrc = met->fn(met->ctx, sessions, n_ok, scores, &merr);
+        for (k = 0; k < n_ok; k++) {              /* a failed metric (mrc) fails every sample */
+            cllm_mr_sample *smp = &out[ok_idx[k] / S].samples[ok_idx[k] % S];
+            if (mrc != CLLM_OK) scores[k] = NAN;
+            smp->metrics[m] = scores[k];
+            if (scores[k] == scores[k] || smp->code != CLLM_OK) continue;
+            smp->code = cllm__fail(&smp->err, mrc != CLLM_OK ? mrc : CLLM_ERR_FORMAT,
+                                   "metric '%s' could not score this session: %s",
+                                   met->name ? met->name : "?", merr.msg[0] ? merr.msg : "it gave no reason");
+        }
+    }
+
+    /* R* per sample, then MR = the mean over the samples that succeeded */
+    for (i = 0; i < n; i++) {
+        double sum = 0, sq = 0;
+        out[i].n_ok = 0;
+        for (s = 0; s < S; s++) {
+            cllm_mr_sample *smp = &out[i].samples[s];
+            int t;
+            smp->tokens = 0;
+            for (t = smp->n_history; t < smp->session.n; t++) smp->tokens += cllm_count_tokens(&cfg->tokens, smp->session.msgs[t].content);
+            smp->reward = smp->code == CLLM_OK ? cllm_mr_reward(cfg, smp->metrics, smp->tokens) : NAN;
+            if (smp->reward == smp->reward) { out[i].n_ok++; sum += smp->reward; sq += smp->reward * smp->reward; }
+        }
+        if (out[i].n_ok > 0) {
+            double var;
+            out[i].mr = sum / out[i].n_ok;
+            var = sq / out[i].n_ok - out[i].mr * out[i].mr;
+            out[i].std = var > 0 ? sqrt(var) : 0;
+            out[i].code = CLLM_OK;
+        } else {
+            out[i].mr = NAN;
+            for (s = 0; s < S && out[i].samples[s].code == CLLM_OK; s++) {}
+            out[i].err = out[i].samples[s < S ? s : 0].err;
+            out[i].code = out[i].err.code ? out[i].err.code : CLLM_ERR_FORMAT;
+            if (rc == CLLM_OK) rc = cllm__fail(err, out[i].code, "MR item %d: every sample failed: %s", i, out[i].err.msg);
+        }
+    }
+done:
+    for (k = 0; convs && k < N; k++) cllm_conv_free(&convs[k]);
+    CLLM_FREE(convs); CLLM_FREE(goals); CLLM_FREE(status); CLLM_FREE(sessions); CLLM_FREE(ok_idx); CLLM_FREE(scores);
+    if (rc != CLLM_OK) { for (i = 0; i < n; i++) if (out[i].code == CLLM_OK && !out[i].samples) out[i].code = rc; }
+    else cllm__ok(err);
+    return rc;
+}
+
+/* ---- conversations in lockstep ------------------------------------------------------------- */
+
+/* The user speaks next unless the last message is the user's. */
+static int cllm__user_next(const cllm_conv *c) {
+    return c->n == 0 || strcmp(c->msgs[c->n - 1].role, "user") != 0;
+}
+
+CLLMDEF cllm_result cllm_simulate(const cllm_user_sim *user, const cllm_assistant *assistant, const cllm_goal *goals,
+                                  cllm_conv *convs, int n, int max_new_messages, cllm_sim_status *status, cllm_err *err) {
+    cllm_sim_status *st = status ? status : (cllm_sim_status *)cllm__calloc((size_t)n + 1, sizeof *st);
+    int *idx = (int *)cllm__calloc((size_t)n + 1, sizeof(int)), *active = (int *)cllm__calloc((size_t)n + 1, sizeof(int));
+    cllm_conv *view = (cllm_conv *)cllm__calloc((size_t)n + 1, sizeof *view);
+    cllm_goal *g = (cllm_goal *)cllm__calloc((size_t)n + 1, sizeof *g);
+    cllm_reply *rep = (cllm_reply *)cllm__calloc((size_t)n + 1, sizeof *rep);
+    cllm_result rc = CLLM_OK;
+    int i, k, m, users, left;
+    if (!user || !assistant || n < 0 || (n > 0 && (!goals || !convs))) rc = cllm__fail(err, CLLM_ERR_ARG, "simulation: needs a user simulator, an assistant, goals and conversations");
+    else if (!st || !idx || !active || !view || !g || !rep) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    for (i = 0; rc == CLLM_OK && i < n; i++) { memset(&st[i], 0, sizeof st[i]); active[i] = max_new_messages > 0; }
+    left = rc == CLLM_OK && max_new_messages > 0 ? n : 0;
+    while (left > 0) {
+        /* one round: every conversation waiting for its user speaks, then every one waiting
+           for its assistant (including those whose user just spoke) */
+        for (users = 1; users >= 0; users--) {
+            for (i = 0, m = 0; i < n; i++)
+                if (active[i] && cllm__user_next(&convs[i]) == users) { idx[m] = i; view[m] = convs[i]; g[m] = goals[i]; m++; }
+            if (m == 0) continue;
+            if (users) cllm_user_sim_turns(user, g, view, m, rep, NULL);
+            else cllm_assistant_replies(assistant, view, m, rep, NULL);
+            for (k = 0; k < m; k++) {
+                size_t bytes;
+                i = idx[k];
+                bytes = 0;
+                if (rep[k].code == CLLM_OK)           /* keep every conversation one readable line */
+                    bytes = cllm__conv_json_bytes(&convs[i]) + cllm__json_escaped_len(rep[k].text, strlen(rep[k].text));
+                if (bytes > CLLM__MAX_TEXT_JSON)
+                    st[i].code = cllm__fail(&st[i].err, CLLM_ERR_LIMIT,
+                                            "conversation %d: with this %s message it would take about %zu "
+                                            "bytes as JSON, more than a line of ours may hold (CLLM_MAX_LINE_BYTES); "
+                                            "stopped before it",
+                                            i, users ? "user" : "assistant", bytes);
+                else if (rep[k].code != CLLM_OK) { st[i].code = rep[k].code; st[i].err = rep[k].err; }
+                else if (cllm_conv_push_meta(&convs[i], users ? "user" : "assistant", rep[k].text, &rep[k].meta,
+                                             &st[i].err) != CLLM_OK)
+                    st[i].code = st[i].err.code;
+                else {
+                    st[i].n_new++;
+                    if (users && rep[k].terminated) st[i].terminated = 1;
+                }
+                if (st[i].code != CLLM_OK || st[i].terminated || st[i].n_new >= max_new_messages) { active[i] = 0; left--; }
+                cllm_reply_free(&rep[k]);
+            }
+        }
+    }
+    if (rc == CLLM_OK) rc = CLLM__BATCH_RESULT(st, n, "conversations", err);
+    if (st != status) CLLM_FREE(st);
+    CLLM_FREE(idx); CLLM_FREE(active); CLLM_FREE(view); CLLM_FREE(g); CLLM_FREE(rep);
+    return rc;
+}
+
+/* ---- replies, and calling simulators and assistants ---------------------------------------- */
+
+CLLMDEF void cllm_reply_free(cllm_reply *r) {
+    if (!r) return;
+    CLLM_FREE(r->text); CLLM_FREE(r->thought); CLLM_FREE(r->current_answer);
+    memset(r, 0, sizeof *r);
+}
+
+CLLMDEF cllm_result cllm_reply_set(cllm_reply *out, const char *text, int terminated) {
+    CLLM_FREE(out->text);
+    out->text = text ? cllm__strdup(text) : NULL;
+    out->terminated = terminated;
+    if (!text) return out->code = cllm__fail(&out->err, CLLM_ERR_ARG, "reply: no text");
+    if (!out->text) return out->code = cllm__fail(&out->err, CLLM_ERR_NOMEM, "out of memory");
+    cllm__ok(&out->err);
+    return out->code = CLLM_OK;
+}
+
+/* After a simulator or assistant ran: a success must carry text, a failure a message. */
+static cllm_result cllm__replies_check(cllm_reply *out, int n, const char *who, cllm_err *err) {
+    int i;
+    for (i = 0; i < n; i++) {
+        if (out[i].code == CLLM_OK && !out[i].text) cllm__fail(&out[i].err, out[i].code = CLLM_ERR_FORMAT, "%s returned no text", who);
+        if (out[i].code != CLLM_OK && !out[i].err.msg[0]) cllm__fail(&out[i].err, out[i].code, "%s failed (%s)", who, cllm_result_string(out[i].code));
+    }
+    return CLLM__BATCH_RESULT(out, n, "replies", err);
+}
+
+CLLMDEF cllm_result cllm_user_sim_turns(const cllm_user_sim *sim, const cllm_goal *goals, const cllm_conv *histories,
+                                        int n, cllm_reply *out, cllm_err *err) {
+    int i;
+    if (!sim || (!sim->turn && !sim->turn_batch) || n < 0 || (n > 0 && (!goals || !histories || !out)))
+        return cllm__fail(err, CLLM_ERR_ARG, "user simulator: needs a simulator with turn or turn_batch, goals, histories and out");
+    if (n == 0) { cllm__ok(err); return CLLM_OK; }
+    for (i = 0; i < n; i++) memset(&out[i], 0, sizeof out[i]);
+    if (sim->turn_batch) sim->turn_batch(sim->ctx, goals, histories, n, out);
+    else for (i = 0; i < n; i++) out[i].code = sim->turn(sim->ctx, &goals[i], &histories[i], &out[i]);
+    return cllm__replies_check(out, n, "the user simulator", err);
+}
+
+CLLMDEF cllm_result cllm_assistant_replies(const cllm_assistant *a, const cllm_conv *histories, int n, cllm_reply *out, cllm_err *err) {
+    int i;
+    if (!a || (!a->respond && !a->respond_batch) || n < 0 || (n > 0 && (!histories || !out)))
+        return cllm__fail(err, CLLM_ERR_ARG, "assistant: needs an assistant with respond or respond_batch, histories and out");
+    if (n == 0) { cllm__ok(err); return CLLM_OK; }
+    for (i = 0; i < n; i++) memset(&out[i], 0, sizeof out[i]);
+    if (a->respond_batch) a->respond_batch(a->ctx, histories, n, out);
+    else for (i = 0; i < n; i++) out[i].code = a->respond(a->ctx, &histories[i], &out[i]);
+    return cllm__replies_check(out, n, "the assistant", err);
+}
+
+/* ---- (a) the LLM user simulator ------------------------------------------------------------ */
+
+/* The project's own wording of CollabLLM's simulator instructions (paper App. D.1): role-play a
+   user who knows a hidden goal, spend little effort, let the assistant ask, end with a signal. */
+static const char cllm__prompt_user_sim[] =
+    "You are role-playing a human user who is working with an AI assistant to get something done. "
+    "Everything between the START and END markers below is private to you: the assistant has never seen it.\n"
+    "\n"
+    "=== TASK TYPE START (private) ===\n{{task_desc}}\n=== TASK TYPE END ===\n"
+    "\n"
+    "=== YOUR GOAL START (private) ===\n{{goal}}\n=== YOUR GOAL END ===\n"
+    "\n"
+    "=== CONVERSATION SO FAR START (private) ===\n{{history}}\n=== CONVERSATION SO FAR END ===\n"
+    "\n"
+    "How to play the user:\n"
+    "- Stay in character. You are the person who needs help: do not solve the task yourself and do not act like an assistant.\n"
+    "- Put in as little effort as a busy person would. Early on, ask loosely and leave details out; let the assistant find out what it needs by asking you.\n"
+    "- Know only what such a user would plausibly know about the subject, and now and then be imprecise or slightly wrong.\n"
+    "- Have tastes and say them when they matter, for instance that you want a short answer or a particular style.\n"
+    "- Keep working toward your goal and do not drift to other topics.\n"
+    "- Reply to what the assistant said last, in the light of the conversation so far. If there are no messages yet, write your opening request.\n"
+    "- Reveal your goal bit by bit and in your own words; never paste it.\n"
+    "- When you are satisfied, or when it is clear the assistant cannot help any further, your response must be exactly {{termination}}\n"
+    "\n"
+    "Reply with one JSON object and nothing else:\n"
+    "{\n"
+    "  \"current_answer\": \"one or two sentences on the assistant's current solution, or 'none yet'\",\n"
+    "  \"thought\": \"your private reasoning about what to say next\",\n"
+    "  \"response\": \"the message you send to the assistant, or {{termination}}\"\n"
+    "}\n";
+
+CLLMDEF cllm_result cllm_user_sim_prompt(const cllm_llm_sim_config *cfg, const cllm_goal *goal, const cllm_conv *history,
+                                         char **out, cllm_err *err) {
+    static const char *names[] = { "task_desc", "goal", "history", "termination" };
+    const char *values[4];
+    cllm__sb g = { NULL, 0, 0, 0 };
+    char *hist, *goal_text;
+    *out = NULL;
+    if (!goal || !goal->prompt) return cllm__fail(err, CLLM_ERR_ARG, "the simulator needs a goal with a prompt (single_turn_prompt)");
+    cllm__sb_puts(&g, goal->prompt);
+    if (goal->reference) {
+        cllm__sb_puts(&g, "\n\nA reference result that would satisfy you (also private):\n");
+        cllm__sb_puts(&g, goal->reference);
+    }
+    goal_text = cllm__sb_take(&g);
+    hist = cllm__conv_text(history, 1);
+    values[0] = goal->task_desc ? goal->task_desc : "a task";
+    values[1] = goal_text;
+    values[2] = hist;
+    values[3] = cfg && cfg->termination ? cfg->termination : CLLM_TERMINATION_SIGNAL;
+    if (goal_text && hist) *out = cllm__fill(cfg && cfg->prompt ? cfg->prompt : cllm__prompt_user_sim, names, values, 4);
+    CLLM_FREE(goal_text); CLLM_FREE(hist);
+    if (!*out) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory building the simulator prompt");
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_user_sim_parse(const char *model_output, const char *termination, cllm_reply *out) {
+    cJSON *o;
+    const char *resp;
+    cllm_reply_free(out);
+    if (!termination) termination = CLLM_TERMINATION_SIGNAL;
+    if (!model_output) return out->code = cllm__fail(&out->err, CLLM_ERR_ARG, "user simulator reply: no text");
+    o = cllm_json_parse_lenient(model_output, &out->err);
+    if (!o) {
+        /* a bare termination signal is an unambiguous answer even without the JSON around it */
+        char *t = cllm__strdup_trim(model_output);
+        int bare = t && strcmp(t, termination) == 0;
+        CLLM_FREE(t);
+        if (bare) return cllm_reply_set(out, termination, 1);
+        return out->code = out->err.code;
+    }
+    resp = cllm__json_str(o, "response");
+    if (resp && (out->text = cllm__json_text(o, "response", &out->err)) != NULL) {
+        char *trimmed = cllm__strdup_trim(out->text);
+        CLLM_FREE(out->text);
+        out->text = trimmed;
+    }
+    if (!resp || (out->text && !*out->text)) {
+        cllm_reply_free(out);
+        cllm__fail(&out->err, CLLM_ERR_FORMAT, "the simulator's JSON has no non-empty string \"response\"");
+    } else if (!out->text) {
+        if (out->err.code == CLLM_OK) cllm__fail(&out->err, CLLM_ERR_NOMEM, "out of memory");
+    } else {
+        out->terminated = strstr(out->text, termination) != NULL;
+        out->thought = cllm__json_text(o, "thought", NULL);
+        out->current_answer = cllm__json_text(o, "current_answer", NULL);
+        cllm__ok(&out->err);
+    }
+    cJSON_Delete(o);
+    return out->code = out->err.code;
+}
+
+typedef struct cllm__sim_job { cllm_llm_sim *sim; cllm_reply *out; } cllm__sim_job;
+
+static int cllm__sim_take(void *ctx, int i, const cllm_chat_result *res, int last) {
+    cllm__sim_job *job = (cllm__sim_job *)ctx;
+    cllm_reply *r = &job->out[i];
+    if (res->code != CLLM_OK) { cllm_reply_free(r); r->code = res->code; r->err = res->err; return 1; }
+    cllm_user_sim_parse(res->content, job->sim->cfg.termination, r);
+    snprintf(r->meta.finish_reason, sizeof r->meta.finish_reason, "%s", res->finish_reason);
+    r->meta.replaced = res->replaced;
+    if (r->code != CLLM_OK && last) {              /* say who gave up, and after how many answers */
+        char why[CLLM_ERRMSG_SIZE];
+        const cllm_llm_sim_config *c = &job->sim->cfg;
+        snprintf(why, sizeof why, "%s", r->err.msg);
+        cllm__fail(&r->err, r->code, "user simulator%s%s: no usable answer in %d tries; the last: %s", c->params.model ? " " : "",
+                   c->params.model ? c->params.model : "", 1 + (c->max_parse_retries > 0 ? c->max_parse_retries : 0), why);
+    }
+    return r->code == CLLM_OK || last;
+}
+
+static cllm_result cllm__llm_sim_batch(void *ctx, const cllm_goal *goals, const cllm_conv *histories, int n, cllm_reply *out) {
+    cllm_llm_sim *s = (cllm_llm_sim *)ctx;
+    char **prompts = (char **)cllm__calloc((size_t)n + 1, sizeof(char *));
+    cllm__sim_job job;
+    int i;
+    for (i = 0; i < n; i++) cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the simulator was asked");
+    if (!prompts) return CLLM_ERR_NOMEM;
+    for (i = 0; i < n; i++)
+        if (cllm_user_sim_prompt(&s->cfg, &goals[i], &histories[i], &prompts[i], &out[i].err) != CLLM_OK) out[i].code = out[i].err.code;
+    job.sim = s;
+    job.out = out;
+    cllm__ask_all(s->client, prompts, n, &s->cfg.params, s->cfg.json_mode, s->cfg.max_parse_retries, cllm__sim_take, &job);
+    for (i = 0; i < n; i++) CLLM_FREE(prompts[i]);
+    CLLM_FREE(prompts);
+    return CLLM_OK;
+}
+
+static cllm_result cllm__llm_sim_turn(void *ctx, const cllm_goal *goal, const cllm_conv *history, cllm_reply *out) {
+    cllm__llm_sim_batch(ctx, goal, history, 1, out);
+    return out->code;
+}
+
+CLLMDEF void cllm_llm_sim_init(cllm_llm_sim *s, cllm_client *client, const cllm_llm_sim_config *cfg) {
+    memset(s, 0, sizeof *s);
+    if (cfg) s->cfg = *cfg;
+    s->cfg.params = cllm__params_def(s->cfg.params, 1.0, 1024);
+    s->cfg.termination = cllm__def(s->cfg.termination, CLLM_TERMINATION_SIGNAL);
+    s->cfg.max_parse_retries = cllm__retries_def(s->cfg.max_parse_retries);
+    s->client = client;
+    s->sim.turn = cllm__llm_sim_turn;
+    s->sim.turn_batch = cllm__llm_sim_batch;
+    s->sim.ctx = s;
+}
+
+/* ---- LLM judges ---------------------------------------------------------------------------- */
+
+/* The project's own wording of CollabLLM's judges (paper App. D.4; v2 metrics): interactivity on
+   [0, 1] with three illustrated anchors, accuracy as 0/1 against a ground truth, and extraction
+   of the final artifact with all revisions applied. */
+static const char cllm__prompt_interactivity[] =
+    "You are reviewing a conversation between a user and an AI assistant. Judge how interactive the assistant was: "
+    "did it engage with the user, keep its replies clear, work to understand what the user actually needed, and ask "
+    "relevant questions when the request was unclear or left important choices open?\n"
+    "\n"
+    "=== CONVERSATION START ===\n{{conversation}}\n=== CONVERSATION END ===\n"
+    "\n"
+    "Score it from 0 to 1:\n"
+    "- 1, highly interactive: the assistant checks its understanding and asks pointed questions at the right moments. "
+    "Example: before drafting a cover letter it asks which job and which strengths to stress, then builds on the answers.\n"
+    "- 0.5, moderately interactive: the assistant engages but misses chances. "
+    "Example: it asks one generic question, or makes an assumption it should have checked, and otherwise just delivers.\n"
+    "- 0, not interactive: the assistant answers mechanically. "
+    "Example: it writes a long answer to a vague request without asking anything or acknowledging what was unclear.\n"
+    "Scores between the anchors are allowed.\n"
+    "\n"
+    "Reply with one JSON object and nothing else:\n"
+    "{\"thought\": \"your short reasoning\", \"interactivity\": <a number from 0 to 1>}\n";
+
+static const char cllm__prompt_accuracy[] =
+    "You are grading whether an AI assistant's final answer to a question is correct.\n"
+    "\n"
+    "=== QUESTION START ===\n{{question}}\n=== QUESTION END ===\n"
+    "\n"
+    "=== GROUND TRUTH START ===\n{{ground_truth}}\n=== GROUND TRUTH END ===\n"
+    "\n"
+    "=== ANSWER TO GRADE START ===\n{{answer}}\n=== ANSWER TO GRADE END ===\n"
+    "\n"
+    "The answer may be a whole conversation; grade the final answer the assistant arrives at. Give 1 if it agrees "
+    "with the ground truth (equivalent forms count, such as 1/2 and 0.5), and 0 if it is wrong, missing, or hedges "
+    "between several answers.\n"
+    "\n"
+    "Reply with one JSON object and nothing else:\n"
+    "{\"thought\": \"your short reasoning\", \"accuracy\": <0 or 1>}\n";
+
+static const char cllm__prompt_extract[] =
+    "Below is a conversation between a user and an AI assistant who worked together on a {{kind}}. Write out the "
+    "final, complete {{kind}} as it stands at the end of the conversation: apply every revision that was agreed, "
+    "fill in parts the last version only referred to (such as \"the rest is unchanged\"), and leave out remarks "
+    "that are not part of the {{kind}} itself. If it is code, give complete runnable code with its imports and "
+    "without an `if __name__ == \"__main__\":` block or example usage.\n"
+    "{{requirement}}\n"
+    "=== CONVERSATION START ===\n{{conversation}}\n=== CONVERSATION END ===\n"
+    "\n"
+    "Reply with one JSON object and nothing else:\n"
+    "{\"thought\": \"your short reasoning\", \"final_completion\": \"the complete {{kind}}\"}\n";
+
+CLLMDEF void cllm_judgement_free(cllm_judgement *j) {
+    if (!j) return;
+    CLLM_FREE(j->text); CLLM_FREE(j->thought);
+    memset(j, 0, sizeof *j);
+}
+
+CLLMDEF void cllm_judge_init(cllm_judge *j, cllm_client *client, const cllm_judge_config *cfg) {
+    memset(j, 0, sizeof *j);
+    if (cfg) j->cfg = *cfg;
+    j->cfg.params = cllm__params_def(j->cfg.params, -1.0, 2048);       /* -1 sends temperature 0 */
+    j->cfg.max_parse_retries = cllm__retries_def(j->cfg.max_parse_retries);
+    j->cfg.interactivity_prompt = cllm__def(j->cfg.interactivity_prompt, cllm__prompt_interactivity);
+    j->cfg.accuracy_prompt = cllm__def(j->cfg.accuracy_prompt, cllm__prompt_accuracy);
+    j->cfg.extract_prompt = cllm__def(j->cfg.extract_prompt, cllm__prompt_extract);
+    j->client = client;
+}
+
+/* Each kind of verdict reads its JSON into the judgement (CLLM_ERR_FORMAT = ask again). */
+typedef cllm_result (*cllm__verdict_fn)(const cJSON *o, cllm_judgement *j);
+
+static cllm_result cllm__verdict_interactivity(const cJSON *o, cllm_judgement *j) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "interactivity");
+    if (!v || !cllm__json_number(v, &j->score)) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no numeric \"interactivity\"");
+    if (!(j->score >= 0.0 && j->score <= 1.0)) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "interactivity %g is outside [0, 1]", j->score);
+    return CLLM_OK;
+}
+
+static cllm_result cllm__verdict_accuracy(const cJSON *o, cllm_judgement *j) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "accuracy");
+    if (!v || !cllm__json_number(v, &j->score)) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no numeric \"accuracy\"");
+    if (j->score != 0.0 && j->score != 1.0) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "accuracy %g is not 0 or 1", j->score);
+    return CLLM_OK;
+}
+
+static cllm_result cllm__verdict_extract(const cJSON *o, cllm_judgement *j) {
+    /* final_answer: CollabLLM v1's key */
+    const char *key = cllm__json_str(o, "final_completion") ? "final_completion" : "final_answer";
+    const char *t = cllm__json_str(o, key);
+    if (!t || !*t) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no non-empty string \"final_completion\"");
+    if (!(j->text = cllm__json_text(o, key, &j->err))) return j->err.code;
+    return CLLM_OK;
+}
+
+typedef struct cllm__judge_job { cllm__verdict_fn verdict; cllm_judgement *out; const char *model; } cllm__judge_job;
+
+static int cllm__judge_take(void *ctx, int i, const cllm_chat_result *res, int last) {
+    cllm__judge_job *job = (cllm__judge_job *)ctx;
+    cllm_judgement *j = &job->out[i];
+    cJSON *o;
+    cllm_judgement_free(j);
+    if (res->code != CLLM_OK) {                   /* the client's message names the endpoint, status and reason */
+        j->code = cllm__fail(&j->err, res->code, "judge %s: %s", job->model ? job->model : "(client model)",
+                             res->err.msg);
+        return 1;
+    }
+    o = cllm_json_parse_lenient(res->content, &j->err);
+    j->code = o ? job->verdict(o, j) : j->err.code;
+    if (j->code == CLLM_OK) { j->thought = cllm__json_text(o, "thought", NULL); cllm__ok(&j->err); }
+    cJSON_Delete(o);
+    return j->code == CLLM_OK || last;
+}
+
+/* Fills a template for one item, or records in out why it cannot (a missing value). */
+static char *cllm__judge_fill(cllm_judgement *out, const char *tmpl, const char *const *names, const char *const *values, int nv) {
+    char *p;
+    int k;
+    for (k = 0; k < nv; k++)
+        if (!values[k]) { cllm__fail(&out->err, out->code = CLLM_ERR_ARG, "judge item: missing {{%s}}", names[k]); return NULL; }
+    if (!(p = cllm__fill(tmpl, names, values, nv))) cllm__fail(&out->err, out->code = CLLM_ERR_NOMEM, "out of memory");
+    return p;
+}
+
+/* Each kind of judge builds the prompt for item i of its batch (NULL, with out->code set, when
+   it cannot) ... */
+typedef char *(*cllm__judge_prompt_fn)(const cllm_judge *jg, const void *items, int i, cllm_judgement *out);
+
+static char *cllm__build_interactivity(const cllm_judge *jg, const void *items, int i, cllm_judgement *out) {
+    static const char *names[] = { "conversation" };
+    const char *values[1];
+    char *text = cllm__conv_text(&((const cllm_conv *)items)[i], 0), *p;
+    values[0] = text;
+    p = cllm__judge_fill(out, jg->cfg.interactivity_prompt, names, values, 1);
+    CLLM_FREE(text);
+    return p;
+}
+
+static char *cllm__build_accuracy(const cllm_judge *jg, const void *items, int i, cllm_judgement *out) {
+    static const char *names[] = { "question", "ground_truth", "answer" };
+    const cllm_accuracy_item *it = &((const cllm_accuracy_item *)items)[i];
+    const char *values[3];
+    char *text = it->answer || !it->conv ? NULL : cllm__conv_text(it->conv, 0), *p;
+    values[0] = it->question;
+    values[1] = it->ground_truth;
+    values[2] = it->answer ? it->answer : text;
+    p = cllm__judge_fill(out, jg->cfg.accuracy_prompt, names, values, 3);
+    CLLM_FREE(text);
+    return p;
+}
+
+static char *cllm__build_extract(const cllm_judge *jg, const void *items, int i, cllm_judgement *out) {
+    static const char *names[] = { "conversation", "kind", "requirement" };
+    const cllm_extract_item *it = &((const cllm_extract_item *)items)[i];
+    const char *values[3];
+    cllm__sb req = { NULL, 0, 0, 0 };
+    char *text = it->conv ? cllm__conv_text(it->conv, 0) : NULL, *rq, *p;
+    if (it->requirement) { cllm__sb_puts(&req, "Additional requirement: "); cllm__sb_puts(&req, it->requirement); }
+    rq = cllm__sb_take(&req);
+    values[0] = text;
+    values[1] = it->kind ? it->kind : "document";
+    values[2] = rq;
+    p = cllm__judge_fill(out, jg->cfg.extract_prompt, names, values, 3);
+    CLLM_FREE(text); CLLM_FREE(rq);
+    return p;
+}
+
+/* ... and the driver asks all n at once and reads each verdict. Every item starts as "not judged"
+   (so an allocation failure can never leave a silent 0) until its verdict arrives. */
+static cllm_result cllm__judge_all(cllm_judge *jg, const void *items, int n, cllm__judge_prompt_fn prompt,
+                                   cllm__verdict_fn verdict, cllm_judgement *out, cllm_err *err) {
+    cllm__judge_job job;
+    char **prompts;
+    int i;
+    if (!jg || !jg->client || n < 0 || (n > 0 && (!items || !out)))
+        return cllm__fail(err, CLLM_ERR_ARG, "judge: needs an initialised judge, items and results");
+    if (n == 0) { cllm__ok(err); return CLLM_OK; }
+    for (i = 0; i < n; i++) { memset(&out[i], 0, sizeof out[i]); cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the judge was asked"); }
+    if (!(prompts = (char **)cllm__calloc((size_t)n, sizeof(char *)))) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    for (i = 0; i < n; i++) prompts[i] = prompt(jg, items, i, &out[i]);
+    job.verdict = verdict;
+    job.out = out;
+    job.model = jg->cfg.params.model ? jg->cfg.params.model : jg->client->model;
+    cllm__ask_all(jg->client, prompts, n, &jg->cfg.params, jg->cfg.json_mode, jg->cfg.max_parse_retries, cllm__judge_take, &job);
+    for (i = 0; i < n; i++) CLLM_FREE(prompts[i]);
+    CLLM_FREE(prompts);
+    return CLLM__BATCH_RESULT(out, n, "judgements", err);
+}
+
+CLLMDEF cllm_result cllm_judge_interactivity(cllm_judge *jg, const cllm_conv *convs, int n, cllm_judgement *out, cllm_err *err) {
+    return cllm__judge_all(jg, convs, n, cllm__build_interactivity, cllm__verdict_interactivity, out, err);
+}
+
+CLLMDEF cllm_result cllm_judge_accuracy(cllm_judge *jg, const cllm_accuracy_item *items, int n, cllm_judgement *out, cllm_err *err) {
+    return cllm__judge_all(jg, items, n, cllm__build_accuracy, cllm__verdict_accuracy, out, err);
+}
+
+CLLMDEF cllm_result cllm_judge_extract(cllm_judge *jg, const cllm_extract_item *items, int n, cllm_judgement *out, cllm_err *err) {
+    return cllm__judge_all(jg, items, n, cllm__build_extract, cllm__verdict_extract, out, err);
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* Data generation, pairs, evaluation                                                            */
+/* -------------------------------------------------------------------------------------------- */
+
+/* Appends o to b as one JSONL line, or fails when that line would be longer than our readers
+   accept (CLLM_MAX_LINE_BYTES): nothing is written that could not be read back. */
+static cllm_result cllm__jsonl_put(cllm__sb *b, const cJSON *o, const char *what, cllm_err *err) {
+    char *text = cJSON_PrintUnformatted(o);
+    size_t n;
+    if (!text) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory writing %s", what);
+    n = strlen(text);
+    if (n >= (size_t)CLLM_MAX_LINE_BYTES) {
+        cJSON_free(text);
+        return cllm__fail(err, CLLM_ERR_LIMIT,
+                          "%s would be a %zu-byte line, longer than our readers accept (CLLM_MAX_LINE_BYTES, "
+                          "%ld); not written", what, n, (long)CLLM_MAX_LINE_BYTES);
+    }
+    cllm__sb_putn(b, text, n);
+    cllm__sb_putc(b, '\n');
+    cJSON_free(text);
+    return b->oom ? cllm__fail(err, CLLM_ERR_NOMEM, "out of memory writing %s", what) : CLLM_OK;
+}
+
+/* Adds single_turn_prompt/completion/metadata of the task (completion keeps its JSON type). */
+static void cllm__add_task_fields(cJSON *o, const cllm_task *t) {
+    static const char *keys[] = { "single_turn_prompt", "single_turn_completion", "single_turn_metadata" };
+    int i;
+    for (i = 0; i < 3; i++) {
+        const cJSON *v = t->json ? cJSON_GetObjectItemCaseSensitive(t->json, keys[i]) : NULL;
+        if (v) cJSON_AddItemToObject(o, keys[i], cJSON_Duplicate(v, 1));
+        else if (i == 0) cJSON_AddStringToObject(o, keys[i], t->prompt ? t->prompt : "");
+    }
+}
+
+static cJSON *cllm__double_array(const double *x, int n) {
+    cJSON *a = cJSON_CreateArray();
+    int i;
+    for (i = 0; a && i < n; i++) cJSON_AddItemToArray(a, x[i] == x[i] ? cJSON_CreateNumber(x[i]) : cJSON_CreateNull());
+    return a;
+}
+
+/* One flat record (data_fmt/records.md) for one scored candidate. */
+static cJSON *cllm__record_json(const cllm_mr_config *mr, const cllm_task *task, int conv_id, const cllm_conv *history,
+                                const char *candidate, const cllm_msg_meta *meta, const cllm_mr_result *r) {
+    cJSON *o = cJSON_CreateObject(), *rewards, *sessions;
+    double *vals = (double *)cllm__calloc((size_t)r->n_samples + 1, sizeof(double));
+    int s, m, incomplete = cllm__conv_incomplete(history) + cllm_msg_incomplete(meta);
+    if (!o || !vals) { cJSON_Delete(o); CLLM_FREE(vals); return NULL; }
+    cJSON_AddItemToObject(o, "prompt", cllm_conv_to_json(history));
+    cJSON_AddStringToObject(o, "completion", candidate);
+    if (meta->finish_reason[0]) cJSON_AddStringToObject(o, "completion_finish_reason", meta->finish_reason);
+    if (meta->replaced > 0) cJSON_AddNumberToObject(o, "completion_replaced", meta->replaced);
+    if (incomplete) cJSON_AddNumberToObject(o, "incomplete_messages", incomplete);
+    cJSON_AddNumberToObject(o, "conv_id", conv_id);
+    cJSON_AddNumberToObject(o, "turn_id", history->n);
+    if (r->code == CLLM_OK) cJSON_AddNumberToObject(o, "score", r->mr); else cJSON_AddNullToObject(o, "score");
+    rewards = cJSON_AddObjectToObject(o, "rewards");
+    for (s = 0; s < r->n_samples; s++) vals[s] = r->samples[s].reward;
+    cJSON_AddItemToObject(rewards, "MR", cllm__double_array(vals, r->n_samples));
+    for (m = 0; m < mr->n_metrics; m++) {
+        for (s = 0; s < r->n_samples; s++) vals[s] = r->samples[s].metrics[m];
+        cJSON_AddItemToObject(rewards, mr->metrics[m].name ? mr->metrics[m].name : "metric", cllm__double_array(vals, r->n_samples));
+    }
+    if (mr->variant == CLLM_MR_PAPER) {
+        for (s = 0; s < r->n_samples; s++) vals[s] = r->samples[s].tokens;
+        cJSON_AddItemToObject(rewards, "forward_tokens", cllm__double_array(vals, r->n_samples));
+    }
+    sessions = cJSON_AddArrayToObject(o, "sessions");
+    for (s = 0; s < r->n_samples; s++) cJSON_AddItemToArray(sessions, cllm_conv_to_json(&r->samples[s].session));
+    cllm__add_task_fields(o, task);
+    CLLM_FREE(vals);
+    return o;
+}
+
+/* Reads an existing records file: which conversations are complete (all their task_rows rows
+   present), and whether anything else (a half-written task, a torn last line) must be dropped.
+   done[conv_id] = 1 for complete ones (conv ids index the task list). */
+/* Is o a row of conversation *id (< n_tasks) that says its conversation has *rows rows? The
+   scan counts exactly these rows and the rewrite keeps exactly these. */
+static int cllm__datagen_row(const cJSON *o, int n_tasks, int *id, int *rows) {
+    *id = -1; *rows = 0;
+    return o && cllm__json_int(o, "conv_id", -1, id) && cllm__json_int(o, "task_rows", 0, rows) && *id >= 0 && *id < n_tasks && *rows > 0;
+}
+
+static cllm_result cllm__datagen_scan(const char *path, int n_tasks, unsigned char *done, int *dirty, cllm_err *err) {
+    FILE *f = fopen(path, "rb");
+    char *line = NULL;
+    size_t cap = 0;
+    int *count = (int *)cllm__calloc((size_t)n_tasks + 1, sizeof(int)), *want = (int *)cllm__calloc((size_t)n_tasks + 1, sizeof(int)), i, lineno = 0;
+    long len = -1;
+    cllm_result rc = CLLM_OK;
+    *dirty = 0;
+    if (!count || !want) { CLLM_FREE(count); CLLM_FREE(want); if (f) fclose(f); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    if (f) {
+        while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
+            cJSON *o = len ? cJSON_ParseWithLength(line, (size_t)len) : NULL;
+            int id, rows;
+            lineno++;
+            if (cllm__datagen_row(o, n_tasks, &id, &rows)) {
+                count[id]++; want[id] = rows;
+            } else if (len) *dirty = 1;
+            cJSON_Delete(o);
+        }
+        fclose(f);
+    }
+    /* a line we cannot read is not a torn one: stop rather than let the rewrite drop the rest */
+    if (len < -1) rc = cllm__line_fail(err, path, lineno + 1, len);
+    for (i = 0; i < n_tasks; i++) {
+        done[i] = count[i] > 0 && count[i] == want[i];
+        if (count[i] && !done[i]) *dirty = 1;
+    }
+    CLLM_FREE(line); CLLM_FREE(count); CLLM_FREE(want);
+    return rc;
+}
+
+/* Rewrites the records file keeping only the rows of complete conversations (atomic). */
+static cllm_result cllm__datagen_compact(const char *path, int n_tasks, const unsigned char *done, cllm_err *err) {
+    FILE *f = fopen(path, "rb");
+    char *line = NULL;
+    size_t cap = 0;
+    cllm__sb keep = { NULL, 0, 0, 0 };
+    long len;
+    cllm_result rc;
+    if (!f) return CLLM_OK;
+    while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
+        cJSON *o = len ? cJSON_ParseWithLength(line, (size_t)len) : NULL;
+        int id, rows;
+        if (cllm__datagen_row(o, n_tasks, &id, &rows) && done[id]) { cllm__sb_putn(&keep, line, (size_t)len); cllm__sb_putc(&keep, '\n'); }
+        cJSON_Delete(o);
+    }
+    fclose(f);
+    CLLM_FREE(line);
+    if (keep.oom || len < -1) { cllm__sb_free(&keep); return len < -1 ? cllm__line_fail(err, path, 0, len) : cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    rc = cllm_write_file_atomic(path, keep.p ? keep.p : "", keep.n, err);
+    cllm__sb_free(&keep);
+    return rc;
+}
+
+/* Appends text to path and flushes it to disk. */
+static cllm_result cllm__append_durable(const char *path, const char *text, size_t n, cllm_err *err) {
+    FILE *f = fopen(path, "ab");
+    int bad;
+    if (!f) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open for appending (%s)", path, strerror(errno));
+    bad = fwrite(text, 1, n, f) != n;
+    bad |= fflush(f) != 0;
+#if !defined(_WIN32)
+    bad |= fsync(fileno(f)) != 0;
+#endif
+    bad |= fclose(f) != 0;
+    return bad ? cllm__fail(err, CLLM_ERR_IO, "%s: write failed (%s)", path, strerror(errno)) : CLLM_OK;
+}
+
+/* One conversation of data generation; its records (without task_rows yet) go to rows. */
+static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm_user_sim *user, const cllm_assistant *cand,
+                                      const cllm_assistant *future, const cllm_task *task, int conv_id, cJSON *rows, cllm_err *err) {
+    int k = cllm__def(cfg->n_candidates, 2), max_turns = cllm__def(cfg->max_turns, 7), turn, i, best;
+    cllm_goal goal;
+    cllm_conv history, *views = (cllm_conv *)cllm__calloc((size_t)k, sizeof(cllm_conv));
+    cllm_reply *replies = (cllm_reply *)cllm__calloc((size_t)k, sizeof(cllm_reply)), ureply;
+    cllm_mr_item *items = (cllm_mr_item *)cllm__calloc((size_t)k, sizeof(cllm_mr_item));
+    cllm_mr_result *res = (cllm_mr_result *)cllm__calloc((size_t)k, sizeof(cllm_mr_result));
+    cllm_result rc = CLLM_OK;
+    memset(&ureply, 0, sizeof ureply);
+    memset(&history, 0, sizeof history);
+    goal.task_desc = cfg->task_desc ? cfg->task_desc : "a task";
+    goal.prompt = task->prompt;
+    goal.reference = cfg->show_reference ? task->completion : NULL;
+    if (!views || !replies || !items || !res) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+
+    /* the simulated user opens the conversation */
+    if ((rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err)) != CLLM_OK) goto done;
+    if ((rc = cllm_conv_push_meta(&history, "user", ureply.text, &ureply.meta, err)) != CLLM_OK) goto done;
+    for (turn = 0; turn < max_turns && !ureply.terminated; turn++) {
+        int longest = -1, s;
+        for (i = 0; i < k; i++) views[i] = history;
+        if ((rc = cllm_assistant_replies(cand, views, k, replies, err)) != CLLM_OK) goto done;
+        for (i = 0; i < k; i++) { items[i].goal = &goal; items[i].task = task; items[i].history = &history; items[i].candidate = replies[i].text; }
+        cllm_mr_score(&cfg->mr, user, future, items, k, res, err);   /* per-candidate failures are in res */
+        for (i = 0, best = -1; i < k; i++) {
+            cJSON *row;
+            size_t bytes = cllm__conv_json_bytes(&history);
+            bytes += cllm__json_escaped_len(replies[i].text, strlen(replies[i].text));
+            for (s = 0; s < res[i].n_samples; s++) bytes += cllm__conv_json_bytes(&res[i].samples[s].session);
+            if (bytes >= (size_t)CLLM_MAX_LINE_BYTES) {   /* refuse before building it */
+                rc = cllm__fail(err, CLLM_ERR_LIMIT,
+                                "turn %d, candidate %d: its record (history, candidate and %d simulated sessions) "
+                                "would take about %zu bytes as one line, more than our readers accept "
+                                "(CLLM_MAX_LINE_BYTES)",
+                                turn, i, res[i].n_samples, bytes);
+                goto done;
+            }
+            row = cllm__record_json(&cfg->mr, task, conv_id, &history, replies[i].text, &replies[i].meta, &res[i]);
+            if (!row) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+            cJSON_AddItemToArray(rows, row);
+            if (res[i].code == CLLM_OK && (best < 0 || res[i].mr > res[best].mr)) best = i;   /* ties: the first */
+        }
+        if (best < 0) { rc = cllm__fail(err, res[0].code ? res[0].code : CLLM_ERR_FORMAT, "turn %d: no candidate could be scored: %s", turn, res[0].err.msg); goto done; }
+        rc = cllm_conv_push_meta(&history, "assistant", replies[best].text, &replies[best].meta, err);
+        if (rc != CLLM_OK) goto done;
+        /* the next user message: from the best candidate's longest simulated future */
+        for (s = 0; s < res[best].n_samples; s++)
+            if (res[best].samples[s].code == CLLM_OK && (longest < 0 || res[best].samples[s].session.n > res[best].samples[longest].session.n)) longest = s;
+        cllm_reply_free(&ureply);
+        if (longest >= 0 && res[best].samples[longest].session.n > history.n) {
+            const cllm_mr_sample *smp = &res[best].samples[longest];
+            cllm_reply_set(&ureply, smp->session.msgs[history.n].content, smp->terminated && smp->session.n == history.n + 1);
+            if (smp->session.meta) ureply.meta = smp->session.meta[history.n];
+        } else if ((rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err)) != CLLM_OK) goto done;
+        for (i = 0; i < k; i++) { cllm_mr_result_free(&res[i]); cllm_reply_free(&replies[i]); }
+        if (!ureply.terminated) rc = cllm_conv_push_meta(&history, "user", ureply.text, &ureply.meta, err);
+        if (rc != CLLM_OK) goto done;
+    }
+done:
+    for (i = 0; i < k && res; i++) cllm_mr_result_free(&res[i]);
+    for (i = 0; i < k && replies; i++) cllm_reply_free(&replies[i]);
+    cllm_reply_free(&ureply);
+    cllm_conv_free(&history);
+    CLLM_FREE(views); CLLM_FREE(replies); CLLM_FREE(items); CLLM_FREE(res);
+    return rc;
+}
+
+CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_user_sim *user,
+                                     const cllm_assistant *candidates, const cllm_assistant *future_assistant,
+                                     const cllm_task *tasks, int n_tasks, const char *out_path, cllm_err *err) {
+    unsigned char *done = NULL;
+    int dirty = 0, t, n_shards, shard, n_done = 0, n_failed = 0, n_todo = 0;
+    double t0 = cllm__now();
+    cllm_result rc;
+    cllm_err terr, first;
+    if (!cfg || !user || !candidates || !out_path || n_tasks < 0 || (n_tasks && !tasks)) return cllm__fail(err, CLLM_ERR_ARG, "data generation: needs a config, a user simulator, a candidate model, tasks and an output path");
+    n_shards = cllm__def(cfg->n_shards, 1); shard = cfg->shard;
+    if (shard < 0 || shard >= n_shards) return cllm__fail(err, CLLM_ERR_ARG, "data generation: shard %d is not in [0, %d)", shard, n_shards);
+    done = (unsigned char *)cllm__calloc((size_t)n_tasks + 1, 1);
+    if (!done) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if ((rc = cllm__datagen_scan(out_path, n_tasks, done, &dirty, err)) != CLLM_OK) { CLLM_FREE(done); return rc; }
+    if (dirty && (rc = cllm__datagen_compact(out_path, n_tasks, done, err)) != CLLM_OK) { CLLM_FREE(done); return rc; }
+    for (t = shard; t < n_tasks; t += n_shards) n_todo += !done[t];
+    if (cfg->verbose) fprintf(stderr, "generate-data: %d tasks in shard %d/%d, %d already done, %d to go%s\n",
+                              (n_tasks - shard + n_shards - 1) / n_shards, shard, n_shards, (n_tasks - shard + n_shards - 1) / n_shards - n_todo, n_todo,
+                              dirty ? " (dropped a half-written task)" : "");
+    first.code = CLLM_OK; first.msg[0] = 0;
+    for (t = shard; t < n_tasks; t += n_shards) {
+        cJSON *rows, *row;
+        cllm__sb buf = { NULL, 0, 0, 0 };
+        int n_rows;
+        if (done[t]) continue;
+        rows = cJSON_CreateArray();
+        rc = rows ? cllm__datagen_task(cfg, user, candidates, future_assistant ? future_assistant : candidates, &tasks[t], t, rows, &terr)
+                  : cllm__fail(&terr, CLLM_ERR_NOMEM, "out of memory");
+        n_rows = rows ? cJSON_GetArraySize(rows) : 0;
+        if (rc == CLLM_OK && n_rows > 0) {
+            cJSON_ArrayForEach(row, rows) {
+                cJSON_AddNumberToObject(row, "task_rows", n_rows);
+                if ((rc = cllm__jsonl_put(&buf, row, "a record", &terr)) != CLLM_OK) break;
+            }
+            if (rc == CLLM_OK) rc = cllm__append_durable(out_path, buf.p, buf.n, &terr);
+        }
+        cllm__sb_free(&buf);
+        cJSON_Delete(rows);
+        if (rc == CLLM_OK) n_done++;
+        else {
+            n_failed++;
+            if (first.code == CLLM_OK) first = terr;
+            if (cfg->verbose) fprintf(stderr, "generate-data: task %d failed: %s\n", t, terr.msg);
+            if (rc == CLLM_ERR_IO || rc == CLLM_ERR_NOMEM) break;   /* the output itself is broken: stop */
+        }
+        if (cfg->verbose) {
+            double el = cllm__now() - t0;
+            int finished = n_done + n_failed;
+            fprintf(stderr, "generate-data: [%d/%d] task %d: %d rows, %.1fs elapsed, ETA %.0fs\n", finished, n_todo, t, n_rows, el,
+                    finished ? el / finished * (n_todo - finished) : 0.0);
+        }
+    }
+    CLLM_FREE(done);
+    if (n_failed) return cllm__fail(err, first.code, "%d of %d tasks failed (rerun to retry them; finished tasks are kept). First: %s", n_failed, n_todo, first.msg);
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* ---- SFT rows and DPO pairs ----------------------------------------------------------------- */
+
+typedef struct cllm__rec { int conv_id, turn_id; double score; cJSON *row; } cllm__rec;
+
+static int cllm__rec_cmp(const void *a, const void *b) {
+    const cllm__rec *x = (const cllm__rec *)a, *y = (const cllm__rec *)b;
+    if (x->conv_id != y->conv_id) return x->conv_id < y->conv_id ? -1 : 1;
+    if (x->turn_id != y->turn_id) return x->turn_id < y->turn_id ? -1 : 1;
+    return 0;
+}
+
+/* prompt messages (+ optional system prompt first) as a new JSON array */
+static cJSON *cllm__prompt_json(const cJSON *row, const char *system_prompt) {
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(row, "prompt");
+    cJSON *out = cJSON_CreateArray(), *m;
+    if (system_prompt) {
+        m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "role", "system"); cJSON_AddStringToObject(m, "content", system_prompt);
+        cJSON_AddItemToArray(out, m);
+    }
+    cJSON_ArrayForEach(m, p) cJSON_AddItemToArray(out, cJSON_Duplicate(m, 1));
+    return out;
+}
+
+static cJSON *cllm__assistant_msg(const char *text) {
+    cJSON *arr = cJSON_CreateArray(), *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "role", "assistant"); cJSON_AddStringToObject(m, "content", text);
+    cJSON_AddItemToArray(arr, m);
+    return arr;
+}
+
+static cllm_result cllm__write_jsonl(const char *path, cJSON *rows, cllm_err *err) {
+    cllm__sb b = { NULL, 0, 0, 0 };
+    cJSON *r;
+    cllm_result rc = CLLM_OK;
+    int i = 0;
+    cJSON_ArrayForEach(r, rows) {
+        char what[64];
+        snprintf(what, sizeof what, "line %d", ++i);
+        if ((rc = cllm__jsonl_put(&b, r, what, err)) != CLLM_OK) break;
+    }
+    if (rc == CLLM_OK) rc = cllm_write_file_atomic(path, b.p ? b.p : "", b.n, err);
+    else cllm__fail(err, rc, "%s: %s", path, err ? err->msg : "");
+    cllm__sb_free(&b);
+    return rc;
+}
+
+CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_config *cfg, const char *sft_path,
+                                     const char *dpo_path, int *n_sft, int *n_pairs, cllm_err *err) {
+    FILE *f = cllm__open_read(records_path, "a JSONL file", err);
+    char *line = NULL;
+    size_t cap = 0;
+    long len;
+    int lineno = 0, i, j, n = 0, any_line = 0;
+    cllm__rec *recs = NULL;
+    cJSON *sft = cJSON_CreateArray(), *dpo = cJSON_CreateArray();
+    double min_gap = cfg ? cllm__def(cfg->min_gap, 0.02) : 0.02;
+    const char *sys = cfg ? cfg->system_prompt : NULL;
+    cllm_result rc = CLLM_OK;
+    if (n_sft) *n_sft = 0;
+    if (n_pairs) *n_pairs = 0;
+    if (!f) { cJSON_Delete(sft); cJSON_Delete(dpo); return CLLM_ERR_IO; }
+    while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
+        cllm__rec r;
+        const cJSON *sc;
+        lineno++;
+        if (len == 0) continue;
+        any_line = 1;
+        if (!(r.row = cllm__jsonl_parse(line, (size_t)len, records_path, lineno, err))) { rc = CLLM_ERR_FORMAT; break; }
+        sc = cJSON_GetObjectItemCaseSensitive(r.row, "score");
+        if (!cllm__json_int(r.row, "conv_id", -1, &r.conv_id) || !cllm__json_int(r.row, "turn_id", -1, &r.turn_id) ||
+            !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(r.row, "prompt")) || !cllm__json_str(r.row, "completion")) {
+            cJSON_Delete(r.row);
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not a record (needs prompt, completion, conv_id, turn_id, score; see data_fmt/records.md)", records_path, lineno);
+            break;
+        }
+        if (!cJSON_IsNumber(sc)) { cJSON_Delete(r.row); continue; }   /* an unscored candidate takes no part */
+        r.score = sc->valuedouble;
+        stbds_arrput(recs, r);
+        n++;
+    }
+    fclose(f);
+    CLLM_FREE(line);
+    if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, records_path, lineno + 1, len);
+    if (rc == CLLM_OK && !any_line) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no records (the file is empty; data_fmt/records.md)", records_path);
+    if (rc == CLLM_OK) {
+        if (n) qsort(recs, (size_t)n, sizeof *recs, cllm__rec_cmp);   /* recs is NULL when n == 0 */
+        for (i = 0; i < n; i = j) {
+            int best = i, worst = i;
+            for (j = i; j < n && recs[j].conv_id == recs[i].conv_id && recs[j].turn_id == recs[i].turn_id; j++) {
+                if (recs[j].score > recs[best].score) best = j;
+                if (recs[j].score < recs[worst].score) worst = j;
+            }
+            /* DPO: best vs worst of this (conversation, turn) */
+            if (j - i >= 2 && recs[best].score - recs[worst].score >= min_gap) {
+                cJSON *p = cJSON_CreateObject();
+                cJSON_AddItemToObject(p, "prompt", cllm__prompt_json(recs[best].row, sys));
+                cJSON_AddItemToObject(p, "chosen", cllm__assistant_msg(cllm__json_str(recs[best].row, "completion")));
+                cJSON_AddItemToObject(p, "rejected", cllm__assistant_msg(cllm__json_str(recs[worst].row, "completion")));
+                cJSON_AddNumberToObject(p, "score_chosen", recs[best].score);
+                cJSON_AddNumberToObject(p, "score_rejected", recs[worst].score);
+                cJSON_AddNumberToObject(p, "conv_id", recs[i].conv_id);
+                cJSON_AddNumberToObject(p, "turn_id", recs[i].turn_id);
+                cJSON_AddItemToArray(dpo, p);
+            }
+            /* SFT: the best response at the conversation's last turn */
+            if (j == n || recs[j].conv_id != recs[i].conv_id) {
+                cJSON *row = cJSON_CreateObject(), *msgs = cllm__prompt_json(recs[best].row, sys), *a = cllm__assistant_msg(cllm__json_str(recs[best].row, "completion"));
+                cJSON_AddItemToArray(msgs, cJSON_DetachItemFromArray(a, 0));
+                cJSON_Delete(a);
+                cJSON_AddItemToObject(row, "messages", msgs);
+                cJSON_AddNumberToObject(row, "conv_id", recs[i].conv_id);
+                cJSON_AddNumberToObject(row, "score", recs[best].score);
+                cJSON_AddItemToArray(sft, row);
+            }
+        }
+        if (sft_path) rc = cllm__write_jsonl(sft_path, sft, err);
+        if (rc == CLLM_OK && dpo_path) rc = cllm__write_jsonl(dpo_path, dpo, err);
+        if (n_sft) *n_sft = cJSON_GetArraySize(sft);
+        if (n_pairs) *n_pairs = cJSON_GetArraySize(dpo);
+    }
+    for (i = 0; i < n; i++) cJSON_Delete(recs[i].row);
+    stbds_arrfree(recs);
+    cJSON_Delete(sft); cJSON_Delete(dpo);
+    if (rc == CLLM_OK) cllm__ok(err);
+    return rc;
+}
+
+/* ---- one micro-batch of SFT and of DPO ----------------------------------------------------- */
+
+CLLMDEF void cllm_train_stats_add(cllm_train_stats *s, const char *name, double sum, double count) {
+    int i;
+    for (i = 0; i < s->n; i++) if (strcmp(s->name[i], name) == 0) break;
+    if (i == s->n) {
+        if (s->n == CLLM_TRAIN_MAX_STATS) return;
+        s->name[i] = name; s->sum[i] = 0; s->count[i] = 0;
+        s->n++;
+    }
+    s->sum[i] += sum;
+    s->count[i] += count;
+}
+
+CLLMDEF double cllm_train_stats_mean(const cllm_train_stats *s, const char *name) {
+    int i;
+    for (i = 0; i < s->n; i++)
+        if (strcmp(s->name[i], name) == 0) return s->count[i] > 0 ? s->sum[i] / s->count[i] : NAN;
+    return NAN;
+}
+
+/* Backward of the objective sum_b d[b] * logp(row b), i.e. dlogp = d[b] on every target of row b. */
+static cllm_result cllm__backward_rows(cllm_model *m, const double *d, cllm_err *err) {
+    size_t BT = (size_t)m->B * (size_t)m->T, i;
+    cllm_float *dlogp = (cllm_float *)cllm__calloc(BT, sizeof(cllm_float));
+    cllm_result rc;
+    if (!dlogp) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    for (i = 0; i < BT; i++) dlogp[i] = m->targets[i] >= 0 ? (cllm_float)d[i / (size_t)m->T] : 0;
+    rc = cllm_backward(m, dlogp, NULL, err);
+    CLLM_FREE(dlogp);
+    return rc;
+}
+
+/* HF ForCausalLMLoss summed: loss_sum = -sum of target logps; d(loss_sum / norm)/d logp = -1/norm. */
+CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *const *rows, int n, double norm,
+                                        int backward, cllm_train_stats *st, cllm_err *err) {
+    cllm__seq_batch sb;
+    double *lp = (double *)cllm__calloc((size_t)n + 1, sizeof(double)), sum = 0;
+    int b, targets = 0;
+    cllm_result rc;
+    if (!lp) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if (n < 1 || !(norm > 0)) { CLLM_FREE(lp); return cllm__fail(err, CLLM_ERR_ARG, "SFT step: need n >= 1 rows and norm > 0"); }
+    rc = cllm__seq_batch_make(&sb, rows, n, err);
+    if (rc == CLLM_OK) rc = cllm_forward(m, &sb.batch, NULL, err);
+    if (rc == CLLM_OK) {
+        cllm__row_logps(m, lp);
+        for (b = 0; b < n; b++) { sum += lp[b]; lp[b] = -1.0 / norm; }
+        targets = m->n_targets;
+        if (backward) rc = cllm__backward_rows(m, lp, err);
+    }
+    if (rc == CLLM_OK && st) {
+        cllm_train_stats_add(st, "loss", -sum, targets);
+        st->tokens += (double)cllm__batch_tokens(&sb);
+    }
+    cllm__seq_batch_free(&sb);
+    CLLM_FREE(lp);
+    if (rc == CLLM_OK) cllm__ok(err);
+    return rc;
+}
+
+/* The reference logps of a DPO micro-batch (2n rows: chosen then rejected), see the header. */
+static cllm_result cllm__dpo_ref_logps(cllm_model *m, cllm_model *ref, const cllm_dpo_pair *const *pairs, int n,
+                                       const cllm__seq_batch *sb, int reference_free, double *out, cllm_err *err) {
+    int i, have = 1;
+    cllm_result rc = CLLM_OK;
+    for (i = 0; i < n; i++) have &= !isnan(pairs[i]->ref_chosen) && !isnan(pairs[i]->ref_rejected);
+    if (have) {
+        for (i = 0; i < n; i++) { out[i] = pairs[i]->ref_chosen; out[n + i] = pairs[i]->ref_rejected; }
+        return CLLM_OK;
+    }
+    if (ref) {
+        rc = cllm_forward(ref, &sb->batch, NULL, err);
+        if (rc == CLLM_OK) cllm__row_logps(ref, out);
+        return rc;
+    }
+    if (m->lora && m->lora->enabled) {             /* the base model under the adapters */
+        int training = m->lora->training;
+        m->lora->enabled = 0; m->lora->training = 0;
+        rc = cllm_forward(m, &sb->batch, NULL, err);
+        m->lora->enabled = 1; m->lora->training = training;
+        if (rc == CLLM_OK) cllm__row_logps(m, out);
+        return rc;
+    }
+    if (reference_free) { for (i = 0; i < 2 * n; i++) out[i] = 0; return CLLM_OK; }
+    return cllm__fail(err, CLLM_ERR_ARG, "DPO needs a reference: a reference model, precomputed ref_*_logps in the pairs, LoRA adapters (the base model is the reference), or reference_free");
+}
+
+CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cllm_dpo_pair *const *pairs, int n,
+                                        const struct cllm_dpo_config *cfg, double norm, cllm_train_stats *st, cllm_err *err) {
+    cllm_dpo_config c;
+    cllm_dpo_out out;
+    cllm__seq_batch sb;
+    const cllm_train_seq **rows = (const cllm_train_seq **)cllm__calloc(2 * (size_t)n + 1, sizeof *rows);
+    double *pol = (double *)cllm__calloc(2 * (size_t)n + 1, sizeof(double)), *refl = (double *)cllm__calloc(2 * (size_t)n + 1, sizeof(double));
+    double *len = (double *)cllm__calloc(2 * (size_t)n + 1, sizeof(double)), *d = (double *)cllm__calloc(2 * (size_t)n + 1, sizeof(double));
+    double *losses = (double *)cllm__calloc((size_t)n + 1, sizeof(double)), *cr = (double *)cllm__calloc((size_t)n + 1, sizeof(double));
+    double *rj = (double *)cllm__calloc((size_t)n + 1, sizeof(double));
+    double s_cr = 0, s_rj = 0, s_acc = 0, s_pc = 0, s_pr = 0, s_loss = 0;
+    cllm_result rc = CLLM_OK;
+    int i;
+    memset(&sb, 0, sizeof sb);
+    memset(&c, 0, sizeof c);
+    if (cfg) c = *cfg;
+    if (!rows || !pol || !refl || !len || !d || !losses || !cr || !rj) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+    if (n < 1 || !(norm > 0)) { rc = cllm__fail(err, CLLM_ERR_ARG, "DPO step: need n >= 1 pairs and norm > 0"); goto done; }
+    for (i = 0; i < n; i++) {
+        rows[i] = &pairs[i]->chosen; rows[n + i] = &pairs[i]->rejected;
+        len[i] = cllm_train_seq_targets(rows[i]); len[n + i] = cllm_train_seq_targets(rows[n + i]);
+        if (len[i] < 1 || len[n + i] < 1) { rc = cllm__fail(err, CLLM_ERR_ARG, "pair %d: a completion has no target tokens", i); goto done; }
+    }
+    if ((rc = cllm__seq_batch_make(&sb, rows, 2 * n, err)) != CLLM_OK) goto done;
+    /* reference first: the policy's forward must be the last one, its activations feed backward */
+    if ((rc = cllm__dpo_ref_logps(m, ref, pairs, n, &sb, c.reference_free, refl, err)) != CLLM_OK) goto done;
+    if ((rc = cllm_forward(m, &sb.batch, NULL, err)) != CLLM_OK) goto done;
+    cllm__row_logps(m, pol);
+    if (c.loss_type == CLLM_DPO_IPO && !c.ipo_sum)   /* TRL's DPOTrainer: IPO compares per-token averages */
+        for (i = 0; i < 2 * n; i++) { pol[i] /= len[i]; refl[i] /= len[i]; }
+    memset(&out, 0, sizeof out);
+    out.losses = losses; out.chosen_rewards = cr; out.rejected_rewards = rj;
+    out.d_chosen = d; out.d_rejected = d + n;
+    if ((rc = cllm_dpo_loss(&c, n, pol, pol + n, refl, refl + n, &out, err)) != CLLM_OK) goto done;
+    /* cllm_dpo_loss differentiates the mean over these n pairs; the step wants sum / norm */
+    for (i = 0; i < 2 * n; i++) d[i] *= (double)n / norm / (c.loss_type == CLLM_DPO_IPO && !c.ipo_sum ? len[i] : 1.0);
+    if (c.rpo_alpha > 0) {
+        /* RPO: + alpha * NLL(chosen), NLL = -(sum of the chosen tokens' logps) / (chosen tokens), as
+           TRL's rpo term (a mean over this micro-batch's chosen tokens), weighted like the pairs */
+        double tok_c = 0, nll = 0;
+        for (i = 0; i < n; i++) { tok_c += len[i]; nll -= pol[i] * (c.loss_type == CLLM_DPO_IPO && !c.ipo_sum ? len[i] : 1.0); }
+        for (i = 0; i < n; i++) d[i] -= c.rpo_alpha * (double)n / norm / tok_c;
+        for (i = 0; i < n; i++) losses[i] += c.rpo_alpha * nll / tok_c;
+        if (st) cllm_train_stats_add(st, "nll_loss", nll / tok_c * n, n);
+    }
+    if ((rc = cllm__backward_rows(m, d, err)) != CLLM_OK) goto done;
+    for (i = 0; i < n; i++) {
+        s_loss += losses[i]; s_cr += cr[i]; s_rj += rj[i]; s_acc += cr[i] > rj[i];
+        s_pc += pol[i]; s_pr += pol[n + i];
+    }
+    if (st) {
+        cllm_train_stats_add(st, "loss", s_loss, n);
+        cllm_train_stats_add(st, "rewards/chosen", s_cr, n);
+        cllm_train_stats_add(st, "rewards/rejected", s_rj, n);
+        cllm_train_stats_add(st, "rewards/accuracies", s_acc, n);
+        cllm_train_stats_add(st, "rewards/margins", s_cr - s_rj, n);
+        cllm_train_stats_add(st, "logps/chosen", s_pc, n);
+        cllm_train_stats_add(st, "logps/rejected", s_pr, n);
+        st->tokens += (double)cllm__batch_tokens(&sb);
+    }
+done:
+    cllm__seq_batch_free(&sb);
+    CLLM_FREE(rows); CLLM_FREE(pol); CLLM_FREE(refl); CLLM_FREE(len); CLLM_FREE(d);
+    CLLM_FREE(losses); CLLM_FREE(cr); CLLM_FREE(rj);
+    if (rc == CLLM_OK) cllm__ok(err);
+    return rc;
+}
+
+/* ---- rollouts: sampling, scoring, sequences ------------------------------------------------ */
+
+/* The seed counter of (step, prompt, phase): phase 0 samples the trained responses, 1 simulates
+   MR's futures, 2 is a local simulator's, 3 + e orders PPO's pass e. One splitmix64 step over
+   the three mixed by odd constants, so every combination gets its own streams and a resumed run
+   replays exactly those of an uninterrupted one. */
+static uint64_t cllm__online_call(long step, int prompt, int phase) {
+    uint64_t x = (uint64_t)step * 0x9E3779B97F4A7C15ull ^ (uint64_t)(unsigned)prompt * 0xBF58476D1CE4E5B9ull ^ (uint64_t)(unsigned)phase * 0x94D049BB133111EBull;
+    return cllm__splitmix64(&x);
+}
+
+/* The rollout settings with a method's defaults. */
+static cllm_rollout_config cllm__rollout_def(const cllm_rollout_config *in, float temperature, int top_k, int max_new_tokens, uint64_t seed) {
+    cllm_rollout_config c = *in;
+    c.gen.sampler.temperature = cllm__def(c.gen.sampler.temperature, temperature);
+    c.gen.sampler.top_k = c.gen.sampler.top_k < 0 ? 0 : cllm__def(c.gen.sampler.top_k, top_k);
+    c.gen.sampler.top_p = cllm__def(c.gen.sampler.top_p, 1.0f);
+    c.gen.sampler.seed = cllm__def(c.gen.sampler.seed, seed);
+    c.gen.max_new_tokens = cllm__def(c.gen.max_new_tokens, max_new_tokens);
+    c.logprob_tol = cllm__def(c.logprob_tol, 1e-4);
+    return c;
+}
+
+static cllm_result cllm__rollout_check_config(const cllm_rollout_config *c, const cllm_local_lm *policy, const cllm_online_prompts *p, cllm_err *err) {
+    if (!policy || !policy->model.params_memory || !policy->tok.priv) return cllm__fail(err, CLLM_ERR_ARG, "online training needs the policy as a loaded local model");
+    if (!p || p->n < 1) return cllm__fail(err, CLLM_ERR_ARG, "online training needs prompts");
+    if (!c->mr) return cllm__fail(err, CLLM_ERR_ARG, "online training needs the reward: rollout.mr");
+    if (c->mr->window > 0 && (!c->user || !c->future))
+        return cllm__fail(err, CLLM_ERR_ARG, "MR with window %d needs rollout.user (the simulator) and rollout.future (the policy as future assistant)", c->mr->window);
+    if (c->gen.sampler.greedy) return cllm__fail(err, CLLM_ERR_ARG, "online training samples its responses: greedy decoding gives every sample the same answer");
+    return CLLM_OK;
+}
+
+/* n_samples responses to each prompt idx[0..n) into out[i * n_samples + s], the policy's seed
+   counter set per prompt (phase 0). The system prompt goes first, never into the history. */
+static cllm_result cllm__rollout_sample(cllm_local_lm *lm, const cllm_rollout_config *c, const cllm_online_prompts *p, const int *idx, int n,
+                                        int n_samples, long step, cllm_local_output *out, cllm_err *err) {
+    int i, j, sys = c->system_prompt != NULL;
+    cllm_result rc = CLLM_OK;
+    memset(out, 0, (size_t)n * (size_t)n_samples * sizeof *out);
+    for (i = 0; i < n && rc == CLLM_OK; i++) {
+        const cllm_conv *h = &p->items[idx[i]].history;
+        cllm_conv view;
+        memset(&view, 0, sizeof view);
+        view.msgs = (cllm_message *)cllm__calloc((size_t)h->n + 1, sizeof *view.msgs);
+        if (!view.msgs) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); break; }
+        if (sys) { view.msgs[0].role = "system"; view.msgs[0].content = c->system_prompt; }
+        for (j = 0; j < h->n; j++) view.msgs[sys + j] = h->msgs[j];
+        view.n = view.cap = sys + h->n;
+        lm->calls = cllm__online_call(step, idx[i], 0);
+        rc = cllm_local_chat(lm, &view, 1, n_samples, &c->gen, out + (size_t)i * n_samples, err);
+        CLLM_FREE(view.msgs);
+    }
+    if (rc != CLLM_OK) cllm_local_outputs_free(out, n * n_samples);
+    return rc;
+}
+
+/* MR of every response out[k] (k < n * n_samples, prompt idx[k / n_samples]) in one batch:
+   scores[k], NAN where it failed; *failed counts those. The policy plays the future assistant
+   with its seed counter set from (step, first prompt, 1) (a local simulator's from phase 2). */
+static cllm_result cllm__rollout_score(const cllm_rollout_config *c, cllm_local_lm *policy, const cllm_online_prompts *p, const int *idx,
+                                       int n, int n_samples, long step, const cllm_local_output *out, double *scores, int *failed, cllm_err *err) {
+    int N = n * n_samples, k;
+    cllm_mr_item *items = (cllm_mr_item *)cllm__calloc((size_t)N, sizeof *items);
+    cllm_mr_result *res = (cllm_mr_result *)cllm__calloc((size_t)N, sizeof *res);
+    cllm_result rc = CLLM_OK;
+    cllm_err e;
+    *failed = 0;
+    if (!items || !res) { CLLM_FREE(items); CLLM_FREE(res); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    for (k = 0; k < N; k++) {
+        const cllm_online_prompt *it = &p->items[idx[k / n_samples]];
+        items[k].goal = &it->goal; items[k].task = &it->task; items[k].history = &it->history; items[k].candidate = out[k].text;
+    }
+    policy->calls = cllm__online_call(step, idx[0], 1);
+    if (c->user_lm) c->user_lm->calls = cllm__online_call(step, idx[0], 2);
+    e.code = CLLM_OK; e.msg[0] = 0;
+    if (cllm_mr_score(c->mr, c->user, c->future, items, N, res, &e) != CLLM_OK && res[0].n_samples == 0)
+        rc = cllm__fail(err, e.code, "MR: %s", e.msg);                  /* it never ran: a setup error */
+    for (k = 0; k < N; k++) {
+        scores[k] = rc == CLLM_OK && res[k].code == CLLM_OK ? res[k].mr : NAN;
+        *failed += rc == CLLM_OK && isnan(scores[k]);
+        cllm_mr_result_free(&res[k]);
+    }
+    CLLM_FREE(items); CLLM_FREE(res);
+    return rc;
+}
+
+/* The training sequence of one response: its prompt ids, then its ids as targets. */
+static cllm_result cllm__rollout_seq(const cllm_local_output *o, cllm_train_seq *seq, cllm_err *err) {
+    int n = o->n_prompt + o->n, t;
+    int *ids = (int *)cllm__calloc((size_t)n + 1, sizeof(int));
+    unsigned char *target = (unsigned char *)cllm__calloc((size_t)n + 1, 1);
+    cllm_result rc;
+    memset(seq, 0, sizeof *seq);
+    if (!ids || !target) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    else if (o->n_prompt < 1 || o->n < 1) rc = cllm__fail(err, CLLM_ERR_ARG, "a response needs a prompt and at least one token");
+    else {
+        for (t = 0; t < n; t++) { ids[t] = t < o->n_prompt ? o->prompt_ids[t] : o->ids[t - o->n_prompt]; target[t] = t >= o->n_prompt; }
+        rc = cllm__seq_from(seq, ids, target, n, o->n_prompt, err);
+    }
+    CLLM_FREE(ids); CLLM_FREE(target);
+    return rc;
+}
+
+/* A forward of sequences under m at temperature tau, dropout off (see the section header). */
+static cllm_result cllm__rollout_forward(cllm_model *m, const cllm_train_seq *const *seqs, int n, float tau, cllm__seq_batch *sb, cllm_err *err) {
+    int training = m->lora ? m->lora->training : 0;
+    cllm_result rc = cllm__seq_batch_make(sb, seqs, n, err);
+    if (rc != CLLM_OK) return rc;
+    sb->batch.temperature = tau;
+    if (m->lora) m->lora->training = 0;
+    rc = cllm_forward(m, &sb->batch, NULL, err);
+    if (m->lora) m->lora->training = training;
+    return rc;
+}
+
+/* After a forward of seqs: response token t of row r is predicted at position P - 1 + t. */
+static size_t cllm__resp_pos(const cllm_model *m, const cllm_train_seq *s, int r, int t) {
+    return (size_t)r * (size_t)m->T + (size_t)(s->n_prompt - 1 + t);
+}
+
+/* The response log-probs of the last forward as (n, L): fill after each response. */
+static void cllm__gather_logps(const cllm_model *m, const cllm_train_seq *const *seqs, int n, int L, double fill, double *out) {
+    int r, t;
+    for (r = 0; r < n; r++) for (t = 0; t < L; t++)
+        out[(size_t)r * L + t] = t < seqs[r]->n - seqs[r]->n_prompt ? (double)m->acts.logp[cllm__resp_pos(m, seqs[r], r, t)] : fill;
+}
+
+/* The values of the last forward as (n, L): V at the position before token t, for t up to the
+   response length (the slot after the last token reads the last token's state), else 0. */
+static void cllm__gather_values(const cllm_model *m, const cllm_value_head *vh, const cllm_train_seq *const *seqs, int n, int L, double *out) {
+    int r, t, C = m->config.hidden_size;
+    for (r = 0; r < n; r++) for (t = 0; t < L; t++) {
+        double *v = &out[(size_t)r * L + t];
+        *v = 0;
+        if (t <= seqs[r]->n - seqs[r]->n_prompt) cllm_value_head_forward(vh, m->acts.lnf + cllm__resp_pos(m, seqs[r], r, t) * C, 1, v);
+    }
+}
+
+/* The reference's response log-probs: ref, else m with its adapters off (PEFT), at tau. */
+static cllm_result cllm__rollout_ref(cllm_model *m, cllm_model *ref, const cllm_train_seq *const *seqs, int n, float tau, int L, double *out, cllm_err *err) {
+    cllm__seq_batch sb;
+    cllm_model *which = ref ? ref : m;
+    int enabled = m->lora ? m->lora->enabled : 0;
+    cllm_result rc;
+    if (!ref && !(m->lora && m->lora->enabled)) return cllm__fail(err, CLLM_ERR_ARG, "this objective needs a reference: a frozen reference model, or LoRA adapters (the base model is the reference)");
+    if (!ref) m->lora->enabled = 0;
+    rc = cllm__rollout_forward(which, seqs, n, tau, &sb, err);
+    if (!ref) m->lora->enabled = enabled;
+    if (rc == CLLM_OK) cllm__gather_logps(which, seqs, n, L, 1.0, out);
+    cllm__seq_batch_free(&sb);
+    return rc;
+}
+
+/* Backward of sum over rows and response tokens of scale * (dlp * logp + dv * value), after the
+   policy's forward of seqs (the last forward of m, cllm__rollout_forward: dropout off, so off
+   here too, whatever the trainer's micro-step set). dv and vh may be NULL. */
+static cllm_result cllm__rollout_backward(cllm_model *m, cllm_value_head *vh, const cllm_train_seq *const *seqs, int n, int L,
+                                          const double *dlp, const double *dv, double scale, cllm_err *err) {
+    size_t BT = (size_t)m->B * (size_t)m->T, C = (size_t)m->config.hidden_size;
+    cllm_float *dlogp = (cllm_float *)cllm__calloc(BT, sizeof(cllm_float));
+    cllm_float *dh = dv ? (cllm_float *)cllm__calloc(BT * C, sizeof(cllm_float)) : NULL;
+    cllm_result rc;
+    int r, t, training = 0;
+    if (!dlogp || (dv && !dh)) { CLLM_FREE(dlogp); CLLM_FREE(dh); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    for (r = 0; r < n; r++) {
+        int len = seqs[r]->n - seqs[r]->n_prompt;
+        for (t = 0; t < L && t < len; t++) dlogp[cllm__resp_pos(m, seqs[r], r, t)] = (cllm_float)(scale * dlp[(size_t)r * L + t]);
+        for (t = 0; dv && t < L && t <= len; t++) {
+            size_t pos = cllm__resp_pos(m, seqs[r], r, t);
+            double d = scale * dv[(size_t)r * L + t];
+            if (d != 0) cllm_value_head_backward(vh, m->acts.lnf + pos * C, 1, &d, dh + pos * C);
+        }
+    }
+    if (m->lora) { training = m->lora->training; m->lora->training = 0; }
+    rc = cllm_backward(m, dlogp, dh, err);
+    if (m->lora) m->lora->training = training;
+    CLLM_FREE(dlogp); CLLM_FREE(dh);
+    return rc;
+}
+
+/* The largest |sampler logprob - forward logprob| over the responses (the forward at the
+   sampling temperature is the last one of m over seqs); a failure above tol. */
+static cllm_result cllm__rollout_check(const cllm_rollout_config *c, const cllm_model *m, const cllm_local_output *const *outs,
+                                       const cllm_train_seq *const *seqs, int n, double *max_diff, cllm_err *err) {
+    int r, t;
+    *max_diff = 0;
+    if (c->logprob_tol < 0 || c->gen.sampler.top_k > 0 || c->gen.sampler.top_p < 1) return CLLM_OK;
+    for (r = 0; r < n; r++) for (t = 0; t < outs[r]->n; t++) {
+        double d = fabs((double)outs[r]->logprobs[t] - (double)m->acts.logp[cllm__resp_pos(m, seqs[r], r, t)]);
+        if (!(d <= *max_diff)) *max_diff = d;
+    }
+    if (!(*max_diff <= c->logprob_tol))
+        return cllm__fail(err, CLLM_ERR_NUMERIC, "the sampler's log-probs differ from a forward pass at the sampling temperature by %.3g (> logprob_tol %g): "
+                          "the old log-probs would be wrong (set logprob_tol higher, or negative to skip the check)", *max_diff, c->logprob_tol);
+    return CLLM_OK;
+}
+
+/* The rows of a rollout: a sequence and a pointer per kept response, freed together. */
+typedef struct cllm__rows { cllm_train_seq *seqs; const cllm_train_seq **ptr; const cllm_local_output **out; int n; } cllm__rows;
+
+static void cllm__rows_free(cllm__rows *r) {
+    int i;
+    for (i = 0; i < r->n; i++) cllm_train_seq_free(&r->seqs[i]);
+    CLLM_FREE(r->seqs); CLLM_FREE(r->ptr); CLLM_FREE(r->out);
+    memset(r, 0, sizeof *r);
+}
+
+/* rows = out[keep[i]] for i < n. */
+static cllm_result cllm__rows_make(cllm__rows *rows, const cllm_local_output *out, const int *keep, int n, cllm_err *err) {
+    cllm_result rc = CLLM_OK;
+    int i;
+    memset(rows, 0, sizeof *rows);
+    rows->seqs = (cllm_train_seq *)cllm__calloc((size_t)n + 1, sizeof *rows->seqs);
+    rows->ptr = (const cllm_train_seq **)cllm__calloc((size_t)n + 1, sizeof *rows->ptr);
+    rows->out = (const cllm_local_output **)cllm__calloc((size_t)n + 1, sizeof *rows->out);
+    if (!rows->seqs || !rows->ptr || !rows->out) { cllm__rows_free(rows); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    for (i = 0; i < n && rc == CLLM_OK; i++) {
+        rc = cllm__rollout_seq(&out[keep[i]], &rows->seqs[i], err);
+        rows->ptr[i] = &rows->seqs[i];
+        rows->out[i] = &out[keep[i]];
+        rows->n = i + 1;
+    }
+    if (rc != CLLM_OK) cllm__rows_free(rows);
+    return rc;
+}
+
+/* ---- online DPO ---------------------------------------------------------------------------- */
+
+typedef struct cllm__odpo_ctx {
+    cllm_local_lm         *lm;
+    cllm_model            *ref;
+    const cllm_online_prompts *p;
+    cllm_online_dpo_config cfg;      /* defaults applied */
+    cllm_dpo_config        dpo;
+} cllm__odpo_ctx;
+
+static double cllm__online_units(void *ctx, const int *idx, int n) { (void)ctx; (void)idx; return n; }
+
+/* A pair from two responses to one prompt, cut to max_length by the start of the prompt (the
+   same cut for both, from the longer response). */
+static cllm_result cllm__odpo_pair(cllm_dpo_pair *pair, const cllm_local_output *chosen, const cllm_local_output *rejected, int max_length, cllm_err *err) {
+    cllm_result rc;
+    int longer = chosen->n > rejected->n ? chosen->n : rejected->n, keep = -1;
+    memset(pair, 0, sizeof *pair);
+    pair->ref_chosen = pair->ref_rejected = NAN;
+    if ((rc = cllm__rollout_seq(chosen, &pair->chosen, err)) != CLLM_OK) return rc;
+    if ((rc = cllm__rollout_seq(rejected, &pair->rejected, err)) != CLLM_OK) { cllm_train_seq_free(&pair->chosen); return rc; }
+    if (pair->chosen.n > max_length || pair->rejected.n > max_length) keep = max_length - longer < 1 ? 1 : max_length - longer;
+    cllm_train_seq_truncate(&pair->chosen, max_length, keep);
+    cllm_train_seq_truncate(&pair->rejected, max_length, keep);
+    return CLLM_OK;
+}
+
+static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx, int n, double norm, cllm_train_stats *st, cllm_err *err) {
+    cllm__odpo_ctx *c = (cllm__odpo_ctx *)ctx;
+    cllm_local_output *out = (cllm_local_output *)cllm__calloc(2 * (size_t)n, sizeof *out);
+    double *mr = (double *)cllm__calloc(2 * (size_t)n, sizeof(double));
+    cllm_dpo_pair *pairs = (cllm_dpo_pair *)cllm__calloc((size_t)n, sizeof *pairs);
+    const cllm_dpo_pair **pp = (const cllm_dpo_pair **)cllm__calloc((size_t)n, sizeof *pp);
+    cllm_train_stats dst;
+    double s_mr = 0, s_ch = 0, s_rj = 0, eos = 0;
+    int failed = 0, k = 0, i, training = tr->lora ? tr->lora->training : 0;
+    cllm_result rc;
+    memset(&dst, 0, sizeof dst);
+    if (!out || !mr || !pairs || !pp) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+    /* two responses per prompt, both scored by MR */
+    if ((rc = cllm__rollout_sample(c->lm, &c->cfg.rollout, c->p, idx, n, 2, tr->step, out, err)) != CLLM_OK) goto done;
+    if ((rc = cllm__rollout_score(&c->cfg.rollout, c->lm, c->p, idx, n, 2, tr->step, out, mr, &failed, err)) != CLLM_OK) goto done;
+    /* chosen = the higher MR; a tie: the first (CollabLLM's judge takes the argmax) */
+    for (i = 0; i < n && rc == CLLM_OK; i++) {
+        int first = mr[2 * i] >= mr[2 * i + 1];
+        eos += (out[2 * i].finish == CLLM_FINISH_EOS) + (out[2 * i + 1].finish == CLLM_FINISH_EOS);
+        if (isnan(mr[2 * i]) || isnan(mr[2 * i + 1])) continue;
+        rc = cllm__odpo_pair(&pairs[k], &out[2 * i + !first], &out[2 * i + first], c->cfg.max_length, err);
+        if (rc != CLLM_OK) break;
+        pp[k] = &pairs[k];
+        k++;
+        s_mr += mr[2 * i] + mr[2 * i + 1];
+        s_ch += mr[2 * i + !first]; s_rj += mr[2 * i + first];
+    }
+    if (rc != CLLM_OK) goto done;
+    if (k == 0) { rc = cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: MR failed for every response of a micro-batch (%d failures); nothing to train on", tr->step + 1, failed); goto done; }
+    /* the DPO update, dropout off (TRL's disable_dropout) */
+    if (tr->lora) tr->lora->training = 0;
+    rc = cllm_dpo_micro_step(tr->model, c->ref, pp, k, &c->dpo, norm, &dst, err);
+    if (tr->lora) tr->lora->training = training;
+    if (rc != CLLM_OK) goto done;
+    for (i = 0; i < dst.n; i++) cllm_train_stats_add(st, dst.name[i], dst.sum[i], dst.count[i]);
+    st->tokens += dst.tokens;
+    {   /* TRL's objective/ metrics from the sums of the pairs: kl = mean over responses of
+           sum_t (logp - ref) = (rewards/chosen + rewards/rejected) / (2 beta) */
+        double s_cr = cllm_train_stats_mean(&dst, "rewards/chosen") * k, s_rr = cllm_train_stats_mean(&dst, "rewards/rejected") * k;
+        double s_pc = cllm_train_stats_mean(&dst, "logps/chosen") * k, s_pr = cllm_train_stats_mean(&dst, "logps/rejected") * k;
+        cllm_train_stats_add(st, "objective/kl", (s_cr + s_rr) / (2 * c->dpo.beta), k);
+        cllm_train_stats_add(st, "objective/non_score_reward", -(s_cr + s_rr) / 2, k);
+        cllm_train_stats_add(st, "objective/entropy", -(s_pc + s_pr) / 2, k);
+    }
+    cllm_train_stats_add(st, "val/contain_eos_token", eos, 2 * n);
+    cllm_train_stats_add(st, "beta", c->dpo.beta * k, k);
+    cllm_train_stats_add(st, "reward", s_mr, 2 * k);
+    cllm_train_stats_add(st, "mr/chosen", s_ch, k);
+    cllm_train_stats_add(st, "mr/rejected", s_rj, k);
+    cllm_train_stats_add(st, "mr/failed", failed, 1);
+done:
+    for (i = 0; pairs && i < k; i++) { cllm_train_seq_free(&pairs[i].chosen); cllm_train_seq_free(&pairs[i].rejected); }
+    if (out) cllm_local_outputs_free(out, 2 * n);
+    CLLM_FREE(out); CLLM_FREE(mr); CLLM_FREE(pairs); CLLM_FREE(pp);
+    return rc;
+}
+
+CLLMDEF cllm_result cllm_train_online_dpo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref,
+                                          const cllm_online_prompts *prompts, const cllm_online_dpo_config *cfg,
+                                          const cllm_train_config *train, cllm_err *err) {
+    cllm__odpo_ctx ctx;
+    cllm_result rc;
+    if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "online DPO: needs a config and a training config");
+    memset(&ctx, 0, sizeof ctx);
+    ctx.lm = policy; ctx.ref = ref; ctx.p = prompts; ctx.cfg = *cfg;
+    ctx.cfg.rollout = cllm__rollout_def(&cfg->rollout, 0.9f, 50, 64, cllm__def(train->seed, 42));   /* TRL's generation */
+    ctx.cfg.beta = cllm__def(cfg->beta, 0.1);
+    ctx.cfg.max_length = cllm__def(cfg->max_length, 512);
+    if ((rc = cllm__rollout_check_config(&ctx.cfg.rollout, policy, prompts, err)) != CLLM_OK) return rc;
+    if (ctx.cfg.loss_type != CLLM_DPO_SIGMOID && ctx.cfg.loss_type != CLLM_DPO_IPO) return cllm__fail(err, CLLM_ERR_ARG, "online DPO: loss_type must be sigmoid or IPO (as TRL's OnlineDPOTrainer)");
+    if (ctx.cfg.max_length < 2) return cllm__fail(err, CLLM_ERR_ARG, "online DPO: max_length must be at least 2");
+    if (!ref && !lora) return cllm__fail(err, CLLM_ERR_ARG, "online DPO needs a reference: a frozen copy of the initial policy, or LoRA adapters (the base model is the reference)");
+    if (!(ctx.cfg.rpo_alpha >= 0)) return cllm__fail(err, CLLM_ERR_ARG, "online DPO: rpo_alpha must be >= 0");
+    ctx.dpo.loss_type = ctx.cfg.loss_type; ctx.dpo.beta = ctx.cfg.beta; ctx.dpo.ipo_sum = 1; ctx.dpo.rpo_alpha = ctx.cfg.rpo_alpha;
+    return cllm__train_task(&policy->model, lora, "online-dpo", prompts->n, 5e-6 /* paper Table 6 */, cllm__online_units, cllm__odpo_micro, &ctx, train, err);
+}
+
+/* ---- the value head ------------------------------------------------------------------------ */
+
+CLLMDEF void cllm_value_head_free(cllm_value_head *vh) {
+    if (!vh) return;
+    CLLM_FREE(vh->w); CLLM_FREE(vh->grad); CLLM_FREE(vh->m); CLLM_FREE(vh->v);
+    memset(vh, 0, sizeof *vh);
+}
+
+CLLMDEF cllm_result cllm_value_head_init(cllm_value_head *vh, int C, uint64_t seed, cllm_err *err) {
+    cllm_rng rng;
+    double bound;
+    int i;
+    memset(vh, 0, sizeof *vh);
+    if (C < 1) return cllm__fail(err, CLLM_ERR_ARG, "value head: hidden size must be positive");
+    vh->C = C;
+    vh->w = (cllm_float *)cllm__calloc((size_t)C + 1, sizeof(cllm_float));
+    vh->grad = (cllm_float *)cllm__calloc((size_t)C + 1, sizeof(cllm_float));
+    vh->m = (cllm_float *)cllm__calloc((size_t)C + 1, sizeof(cllm_float));
+    vh->v = (cllm_float *)cllm__calloc((size_t)C + 1, sizeof(cllm_float));
+    if (!vh->w || !vh->grad || !vh->m || !vh->v) { cllm_value_head_free(vh); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    /* nn.Linear(C, 1): kaiming_uniform(a = sqrt 5) for the weight and the bias rule both give U(-1/sqrt C, 1/sqrt C) */
+    cllm_rng_seed(&rng, seed ^ 0x56484541444ull);
+    bound = 1.0 / sqrt((double)C);
+    for (i = 0; i <= C; i++) vh->w[i] = (cllm_float)((2 * cllm_rng_uniform(&rng) - 1) * bound);
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+CLLMDEF void cllm_value_head_forward(const cllm_value_head *vh, const cllm_float *h, int n, double *values) {
+    int i, c;
+    for (i = 0; i < n; i++) {
+        double s = vh->w[vh->C];
+        for (c = 0; c < vh->C; c++) s += (double)vh->w[c] * h[(size_t)i * vh->C + c];
+        values[i] = s;
+    }
+}
+
+CLLMDEF void cllm_value_head_backward(cllm_value_head *vh, const cllm_float *h, int n, const double *dvalues, cllm_float *dh) {
+    int i, c;
+    for (i = 0; i < n; i++) {
+        for (c = 0; c < vh->C; c++) {
+            vh->grad[c] += (cllm_float)(dvalues[i] * h[(size_t)i * vh->C + c]);
+            if (dh) dh[(size_t)i * vh->C + c] += (cllm_float)(dvalues[i] * vh->w[c]);
+        }
+        vh->grad[vh->C] += (cllm_float)dvalues[i];
+    }
+}
+
+/* Checkpoint entries: the head (TRL's names) and its AdamW moments ("m." / "v."). */
+static int cllm__value_head_entries(cllm_value_head *vh, cllm_st_entry *e) {
+    cllm_float *mem[3];
+    const char *prefix[3] = { "", "m.", "v." };
+    int k, n = 0;
+    mem[0] = vh->w; mem[1] = vh->m; mem[2] = vh->v;
+    memset(e, 0, 6 * sizeof *e);
+    for (k = 0; k < 3; k++) {
+        snprintf(e[n].name, sizeof e[n].name, "%sv_head.summary.weight", prefix[k]);
+        e[n].dtype = CLLM_DT_F32; e[n].ndim = 2; e[n].shape[0] = 1; e[n].shape[1] = vh->C; e[n].data = mem[k];
+        n++;
+        snprintf(e[n].name, sizeof e[n].name, "%sv_head.summary.bias", prefix[k]);
+        e[n].dtype = CLLM_DT_F32; e[n].ndim = 1; e[n].shape[0] = 1; e[n].data = mem[k] + vh->C;
+        n++;
+    }
+    return n;
+}
+
+/* ---- PPO: the rollout arithmetic ------------------------------------------------------------- */
+
+CLLMDEF void cllm_ppo_rollout_free(cllm_ppo_rollout *r) {
+    if (!r) return;
+    CLLM_FREE(r->response); CLLM_FREE(r->logprobs); CLLM_FREE(r->ref_logprobs); CLLM_FREE(r->values); CLLM_FREE(r->scores);
+    CLLM_FREE(r->seq_end); CLLM_FREE(r->mask); CLLM_FREE(r->value_mask); CLLM_FREE(r->kl); CLLM_FREE(r->rewards);
+    CLLM_FREE(r->advantages); CLLM_FREE(r->returns);
+    memset(r, 0, sizeof *r);
+}
+
+CLLMDEF cllm_result cllm_ppo_rollout_alloc(cllm_ppo_rollout *r, int B, int L, cllm_err *err) {
+    size_t n;
+    memset(r, 0, sizeof *r);
+    if (B < 1 || L < 1 || (size_t)B > SIZE_MAX / sizeof(double) / (size_t)L) return cllm__fail(err, CLLM_ERR_ARG, "PPO rollout: bad size %d x %d", B, L);
+    n = (size_t)B * (size_t)L;
+    r->B = B; r->L = L;
+    r->response = (int *)cllm__calloc(n, sizeof(int));
+    r->seq_end = (int *)cllm__calloc((size_t)B, sizeof(int));
+    r->scores = (double *)cllm__calloc((size_t)B, sizeof(double));
+    r->logprobs = (double *)cllm__calloc(n, sizeof(double)); r->ref_logprobs = (double *)cllm__calloc(n, sizeof(double));
+    r->values = (double *)cllm__calloc(n, sizeof(double)); r->mask = (double *)cllm__calloc(n, sizeof(double));
+    r->value_mask = (double *)cllm__calloc(n, sizeof(double)); r->kl = (double *)cllm__calloc(n, sizeof(double));
+    r->rewards = (double *)cllm__calloc(n, sizeof(double)); r->advantages = (double *)cllm__calloc(n, sizeof(double));
+    r->returns = (double *)cllm__calloc(n, sizeof(double));
+    if (!r->response || !r->seq_end || !r->scores || !r->logprobs || !r->ref_logprobs || !r->values || !r->mask ||
+        !r->value_mask || !r->kl || !r->rewards || !r->advantages || !r->returns) {
+        cllm_ppo_rollout_free(r);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for a %d x %d rollout", B, L);
+    }
+    return CLLM_OK;
+}
+
+/* Zero fields take TRL v0.19's defaults; negative ones mean 0 where the field says so. */
+static cllm_ppo_config cllm__ppo_def(const cllm_ppo_config *in) {
+    cllm_ppo_config c;
+    if (in) c = *in; else memset(&c, 0, sizeof c);
+    c.ppo_epochs = cllm__def(c.ppo_epochs, 4);
+    c.mini_batches = cllm__def(c.mini_batches, 1);
+    c.kl_coef = c.kl_coef < 0 ? 0 : cllm__def(c.kl_coef, 0.05);
+    c.cliprange = cllm__def(c.cliprange, 0.2);
+    c.cliprange_value = cllm__def(c.cliprange_value, 0.2);
+    c.vf_coef = cllm__def(c.vf_coef, 0.1);
+    c.gamma = c.gamma < 0 ? 0 : cllm__def(c.gamma, 1.0);
+    c.lam = c.lam < 0 ? 0 : cllm__def(c.lam, 0.95);
+    c.kl_horizon = cllm__def(c.kl_horizon, 10000.0);
+    return c;
+}
+
+CLLMDEF void cllm_running_moments_init(cllm_running_moments *rm) { rm->mean = 0; rm->var = 1; rm->std = 1; rm->count = 1e-24; }
+
+/* Merging a batch (mean m_b, population variance v_b, n values) into (mean, var, count):
+     d = m_b - mean, N = count + n,
+     var  = (var count + d^2 count n / N + v_b n) / N,   mean += d n / N,   std = sqrt(var N / (N - 1)). */
+CLLMDEF void cllm_running_moments_update(cllm_running_moments *rm, const double *x, int n, double *batch_mean, double *batch_std) {
+    double m = 0, v = 0, d, N;
+    int i;
+    if (n < 1) return;
+    for (i = 0; i < n; i++) m += x[i];
+    m /= n;
+    for (i = 0; i < n; i++) v += (x[i] - m) * (x[i] - m);
+    if (batch_mean) *batch_mean = m;
+    if (batch_std) *batch_std = n > 1 ? sqrt(v / (n - 1)) : 0;
+    v /= n;
+    d = m - rm->mean;
+    N = rm->count + n;
+    rm->var = (rm->var * rm->count + d * d * rm->count * n / N + v * n) / N;
+    rm->mean += d * n / N;
+    rm->std = sqrt(rm->var * N / (N - 1));
+    rm->count = N;
+}
+
+CLLMDEF double cllm_adaptive_kl_update(double coef, double kl, double target, double horizon, double n_steps) {
+    double e = kl / target - 1;
+    e = e < -0.2 ? -0.2 : e > 0.2 ? 0.2 : e;
+    return coef * (1 + e * n_steps / horizon);
+}
+
+CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollout *r, cllm_err *err) {
+    cllm_ppo_config c = cllm__ppo_def(cfg);
+    size_t n = (size_t)r->B * (size_t)r->L, i;
+    cllm_result rc;
+    int b, t;
+    /* sequence ends and TRL's masks: pm = t > end (policy), pm1 = t > end + 1 (critic) */
+    for (b = 0; b < r->B; b++) {
+        r->seq_end[b] = cllm_ppo_sequence_end(r->response + (size_t)b * r->L, r->L, r->pad_id, -1);
+        for (t = 0; t < r->L; t++) {
+            i = (size_t)b * r->L + t;
+            r->mask[i] = t <= r->seq_end[b];
+            r->value_mask[i] = t <= r->seq_end[b] + 1;
+            if (!r->mask[i]) r->logprobs[i] = r->ref_logprobs[i] = 1.0;    /* INVALID_LOGPROB */
+            if (!r->value_mask[i]) r->values[i] = 0;
+        }
+    }
+    if ((rc = cllm_ppo_rewards(r->B, r->L, r->logprobs, r->ref_logprobs, r->scores, r->seq_end, c.kl_coef, c.kl_estimator,
+                               c.reward_placement, r->rewards, r->kl, err)) != CLLM_OK) return rc;
+    if (c.whiten_rewards) {
+        if ((rc = cllm_masked_whiten(r->rewards, r->value_mask, n, 1, 0, err)) != CLLM_OK) return rc;
+        for (i = 0; i < n; i++) if (!r->value_mask[i]) r->rewards[i] = 0;
+    }
+    if ((rc = cllm_gae(r->B, r->L, r->rewards, r->values, r->mask, c.gamma, c.lam, CLLM_GAE_TRL, 0, r->advantages, r->returns, err)) != CLLM_OK) return rc;
+    if ((rc = cllm_masked_whiten(r->advantages, r->mask, n, 0, c.biased_whiten, err)) != CLLM_OK) return rc;
+    for (i = 0; i < n; i++) if (!r->mask[i]) r->advantages[i] = 0;
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_ppo_rollout_loss(const cllm_ppo_config *cfg, const cllm_ppo_rollout *r, const int *rows, int n,
+                                          double *logprobs, double *values, struct cllm_ppo_loss_out *out, cllm_err *err) {
+    cllm_ppo_config c = cllm__ppo_def(cfg);
+    size_t N = (size_t)n * (size_t)r->L, i;
+    double *buf = (double *)cllm__calloc(N * 6 + 1, sizeof(double));
+    double *old_lp, *old_v, *adv, *ret, *mask, *vmask;
+    cllm_result rc;
+    int k, t;
+    if (!buf) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    old_lp = buf; old_v = buf + N; adv = buf + 2 * N; ret = buf + 3 * N; mask = buf + 4 * N; vmask = buf + 5 * N;
+    for (k = 0; k < n; k++) {
+        if (rows[k] < 0 || rows[k] >= r->B) { CLLM_FREE(buf); return cllm__fail(err, CLLM_ERR_ARG, "PPO rollout: row %d is not in the rollout", rows[k]); }
+        for (t = 0; t < r->L; t++) {
+            size_t src = (size_t)rows[k] * r->L + t;
+            i = (size_t)k * r->L + t;
+            old_lp[i] = r->logprobs[src]; old_v[i] = r->values[src]; adv[i] = r->advantages[src]; ret[i] = r->returns[src];
+            mask[i] = r->mask[src]; vmask[i] = r->value_mask[src];
+            if (!mask[i]) logprobs[i] = 1.0;            /* TRL: new_logprobs[pm] = INVALID_LOGPROB */
+            if (!vmask[i]) values[i] = 0;               /*      vpred[pm1] = 0 */
+        }
+    }
+    rc = cllm_ppo_loss(n, r->L, logprobs, old_lp, adv, values, old_v, ret, mask, vmask, c.cliprange, c.cliprange_value, c.vf_coef, out, err);
+    CLLM_FREE(buf);
+    return rc;
+}
+
+/* ---- PPO: the trainer's step ----------------------------------------------------------------- */
+
+typedef struct cllm__ppo_ctx {
+    cllm_local_lm             *lm;
+    cllm_model                *ref;
+    const cllm_online_prompts *p;
+    cllm_ppo_config            cfg;         /* defaults applied */
+    cllm_value_head           *vh;
+    int                        batch_size, grad_accum;   /* TRL's per-device batch and accumulation */
+    double                     kl_coef;     /* the current one (adaptive with kl_target)          */
+    cllm_running_moments       scores;      /* of every score so far (score_scaling)              */
+} cllm__ppo_ctx;
+
+/* PPO's own state in a checkpoint: the value head with its AdamW moments, and ppo_state.json
+   (the current KL coefficient and the running moments of the scores, %.17g: exact doubles). */
+static cllm_result cllm__value_head_save(void *ctx, const char *dir, cllm_err *err) {
+    cllm__ppo_ctx *c = (cllm__ppo_ctx *)ctx;
+    cllm_st_entry e[6];
+    char path[4200], json[512];
+    cllm_result rc;
+    snprintf(path, sizeof path, "%s/value_head.safetensors", dir);
+    if ((rc = cllm_st_save(path, e, cllm__value_head_entries(c->vh, e), err)) != CLLM_OK) return rc;
+    snprintf(path, sizeof path, "%s/ppo_state.json", dir);
+    snprintf(json, sizeof json, "{\"kl_coef\": %.17g, \"score_mean\": %.17g, \"score_var\": %.17g, \"score_std\": %.17g, \"score_count\": %.17g}\n",
+             c->kl_coef, c->scores.mean, c->scores.var, c->scores.std, c->scores.count);
+    return cllm_write_file_atomic(path, json, strlen(json), err);
+}
+
+static cllm_result cllm__value_head_load(void *ctx, const char *dir, cllm_err *err) {
+    cllm__ppo_ctx *c = (cllm__ppo_ctx *)ctx;
+    cllm_st_entry e[6];
+    char path[4200], *text = NULL;
+    size_t len;
+    cJSON *o;
+    double *dst[5];
+    const char *keys[5] = { "kl_coef", "score_mean", "score_var", "score_std", "score_count" };
+    cllm_result rc;
+    int k;
+    snprintf(path, sizeof path, "%s/value_head.safetensors", dir);
+    if ((rc = cllm__st_read_entries(path, e, cllm__value_head_entries(c->vh, e), err)) != CLLM_OK) return rc;
+    snprintf(path, sizeof path, "%s/ppo_state.json", dir);
+    if (!cllm__file_exists(path)) {         /* a checkpoint from before the state was saved */
+        if (c->cfg.kl_target > 0 || c->cfg.score_scaling) return cllm__fail(err, CLLM_ERR_FORMAT, "%s is missing: this checkpoint cannot resume adaptive KL or score scaling", path);
+        return CLLM_OK;
+    }
+    if ((rc = cllm_read_file(path, &text, &len, err)) != CLLM_OK) return rc;
+    o = cJSON_ParseWithLength(text, len);
+    CLLM_FREE(text);
+    dst[0] = &c->kl_coef; dst[1] = &c->scores.mean; dst[2] = &c->scores.var; dst[3] = &c->scores.std; dst[4] = &c->scores.count;
+    for (k = 0; k < 5; k++) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, keys[k]);
+        if (!cJSON_IsNumber(x)) { cJSON_Delete(o); return cllm__fail(err, CLLM_ERR_FORMAT, "%s: \"%s\" must be a number", path, keys[k]); }
+        *dst[k] = x->valuedouble;
+    }
+    cJSON_Delete(o);
+    return CLLM_OK;
+}
+
+/* The response rows of a rollout in TRL's layout; with pad_is_eos every token that can end a
+   response is padding too (CollabLLM sets pad_token = eos_token). */
+static void cllm__ppo_fill_response(cllm_ppo_rollout *r, const cllm__rows *rows, const cllm_local_lm *lm, int pad_is_eos) {
+    int b, t, s;
+    r->pad_id = -1;                                  /* not a token id: padding is only padding */
+    for (b = 0; b < r->B; b++) for (t = 0; t < r->L; t++) {
+        int id = t < rows->out[b]->n ? rows->out[b]->ids[t] : -1;
+        for (s = 0; pad_is_eos && id >= 0 && s < lm->n_stop_ids; s++) if (id == lm->stop_ids[s]) id = -1;
+        r->response[(size_t)b * r->L + t] = id;
+    }
+}
+
+/* TRL's rollout statistics (see cllm_train_ppo). */
+static void cllm__ppo_rollout_stats(const cllm__ppo_ctx *c, const cllm_ppo_rollout *r, const cllm__rows *rows, const double *mr, cllm_train_stats *st) {
+    double kl = 0, ent = 0, sc = 0, raw = 0, eos = 0;
+    int b, t;
+    for (b = 0; b < r->B; b++) {
+        for (t = 0; t < r->L; t++) { kl += r->kl[(size_t)b * r->L + t]; ent -= r->logprobs[(size_t)b * r->L + t]; }
+        sc += r->scores[b]; raw += mr[b];
+        eos += rows->out[b]->finish == CLLM_FINISH_EOS;
+    }
+    cllm_train_stats_add(st, "objective/kl", kl, r->B);
+    cllm_train_stats_add(st, "objective/entropy", ent, r->B);      /* TRL: pads count as -1.0 each */
+    cllm_train_stats_add(st, "objective/non_score_reward", -c->kl_coef * kl, r->B);
+    cllm_train_stats_add(st, "objective/rlhf_reward", sc - c->kl_coef * kl, r->B);
+    cllm_train_stats_add(st, "objective/kl_coef", c->kl_coef, 1);
+    cllm_train_stats_add(st, "objective/scores", sc, r->B);
+    cllm_train_stats_add(st, "val/num_eos_tokens", eos, 1);
+    cllm_train_stats_add(st, "reward", raw, r->B);
+}
+
+/* The rollout of one step: sample, score, then the old log-probs, values and reference
+   log-probs from forward passes, and cllm_ppo_prepare. rows/r/mr are filled for the caller. */
+static cllm_result cllm__ppo_rollout(cllm__ppo_ctx *c, cllm_trainer *tr, const int *idx, int n, cllm_local_output *out, cllm__rows *rows,
+                                     cllm_ppo_rollout *r, double **mr_out, cllm_train_stats *st, cllm_err *err) {
+    const cllm_rollout_config *rc_ = &c->cfg.rollout;
+    double *mr = (double *)cllm__calloc((size_t)n, sizeof(double)), diff = 0;
+    int *keep = (int *)cllm__calloc((size_t)n, sizeof(int)), B = 0, L = 1, failed = 0, b;
+    float tau = rc_->gen.sampler.temperature;
+    cllm__seq_batch sb;
+    cllm_result rc;
+    memset(&sb, 0, sizeof sb);
+    *mr_out = mr;
+    if (!mr || !keep) { CLLM_FREE(keep); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    if ((rc = cllm__rollout_sample(c->lm, rc_, c->p, idx, n, 1, tr->step, out, err)) != CLLM_OK) goto done;
+    if ((rc = cllm__rollout_score(rc_, c->lm, c->p, idx, n, 1, tr->step, out, mr, &failed, err)) != CLLM_OK) goto done;
+    for (b = 0; b < n; b++) if (!isnan(mr[b])) { mr[B] = mr[b]; keep[B++] = b; if (out[b].n > L) L = out[b].n; }
+    cllm_train_stats_add(st, "mr/failed", failed, 1);
+    if (B == 0) { rc = cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: MR failed for every response of the rollout; nothing to train on", tr->step + 1); goto done; }
+    if ((rc = cllm__rows_make(rows, out, keep, B, err)) != CLLM_OK) goto done;
+    if ((rc = cllm_ppo_rollout_alloc(r, B, L, err)) != CLLM_OK) goto done;
+    cllm__ppo_fill_response(r, rows, c->lm, c->cfg.pad_is_eos);
+    for (b = 0; b < B; b++)
+        r->scores[b] = mr[b] - (c->cfg.missing_eos_penalty && rows->out[b]->finish != CLLM_FINISH_EOS ? c->cfg.missing_eos_penalty : 0);
+    if (c->cfg.score_scaling) {              /* legacy TRL: by the running std of all scores so far */
+        double scale, shift;
+        cllm_running_moments_update(&c->scores, r->scores, B, NULL, NULL);
+        scale = c->scores.std + FLT_EPSILON;      /* torch.finfo(float32).eps, as TRL adds it */
+        shift = c->cfg.score_scaling == CLLM_SCORE_NORM ? c->scores.mean : 0;
+        for (b = 0; b < B; b++) r->scores[b] = (r->scores[b] - shift) / scale;
+        cllm_train_stats_add(st, "objective/score_running_mean", c->scores.mean, 1);
+        cllm_train_stats_add(st, "objective/score_running_std", c->scores.std, 1);
+    }
+    /* old log-probs and values: one forward of the policy at the sampling temperature; the
+       sampler's own log-probs must agree with it */
+    if ((rc = cllm__rollout_forward(tr->model, rows->ptr, B, tau, &sb, err)) != CLLM_OK) goto done;
+    st->tokens += (double)cllm__batch_tokens(&sb);
+    if ((rc = cllm__rollout_check(rc_, tr->model, rows->out, rows->ptr, B, &diff, err)) != CLLM_OK) goto done;
+    cllm_train_stats_add(st, "rollout/logprob_diff", diff, 1);
+    cllm__gather_logps(tr->model, rows->ptr, B, L, 1.0, r->logprobs);
+    cllm__gather_values(tr->model, c->vh, rows->ptr, B, L, r->values);
+    if ((rc = cllm__rollout_ref(tr->model, c->ref, rows->ptr, B, tau, L, r->ref_logprobs, err)) != CLLM_OK) goto done;
+    {
+        cllm_ppo_config now = c->cfg;
+        now.kl_coef = c->kl_coef > 0 ? c->kl_coef : -1;      /* the config's "negative = 0" */
+        if ((rc = cllm_ppo_prepare(&now, r, err)) != CLLM_OK) goto done;
+        cllm__ppo_rollout_stats(c, r, rows, mr, st);
+        if (c->cfg.kl_target > 0)                            /* legacy TRL: from the step's objective/kl */
+            c->kl_coef = cllm_adaptive_kl_update(c->kl_coef, cllm_train_stats_mean(st, "objective/kl"), c->cfg.kl_target, c->cfg.kl_horizon, n);
+    }
+done:
+    cllm__seq_batch_free(&sb);
+    CLLM_FREE(keep);
+    return rc;
+}
+
+/* One micro-batch of the optimisation: forward the rows at the sampling temperature, the PPO
+   loss on them, backward of loss / n_micro (accelerate's division by the accumulation steps). */
+static cllm_result cllm__ppo_micro(cllm__ppo_ctx *c, cllm_trainer *tr, const cllm__rows *rows, const cllm_ppo_rollout *r,
+                                   const int *sel, int n, int n_micro, cllm_train_stats *st, cllm_err *err) {
+    size_t N = (size_t)n * (size_t)r->L;
+    const cllm_train_seq **seqs = (const cllm_train_seq **)cllm__calloc((size_t)n, sizeof *seqs);
+    double *buf = (double *)cllm__calloc(4 * N + 1, sizeof(double)), ratio = 0, ent = 0, ent_n = 0;
+    double *lp, *val, *dlp, *dv;
+    cllm_ppo_loss_out lo;
+    cllm__seq_batch sb;
+    cllm_result rc;
+    size_t i;
+    int k, t;
+    memset(&sb, 0, sizeof sb);
+    if (!seqs || !buf) { CLLM_FREE(seqs); CLLM_FREE(buf); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    lp = buf; val = buf + N; dlp = buf + 2 * N; dv = buf + 3 * N;
+    for (k = 0; k < n; k++) seqs[k] = rows->ptr[sel[k]];
+    if ((rc = cllm__rollout_forward(tr->model, seqs, n, c->cfg.rollout.gen.sampler.temperature, &sb, err)) != CLLM_OK) goto done;
+    cllm__gather_logps(tr->model, seqs, n, r->L, 1.0, lp);
+    cllm__gather_values(tr->model, c->vh, seqs, n, r->L, val);
+    for (k = 0; k < n; k++)                          /* the entropy of the policy at each trained token */
+        for (t = 0; t <= r->seq_end[sel[k]]; t++) { ent += tr->model->acts.entropy[cllm__resp_pos(tr->model, seqs[k], k, t)]; ent_n++; }
+    memset(&lo, 0, sizeof lo);
+    lo.d_logprobs = dlp; lo.d_values = dv;
+    if ((rc = cllm_ppo_rollout_loss(&c->cfg, r, sel, n, lp, val, &lo, err)) != CLLM_OK) goto done;
+    for (k = 0; k < n; k++) for (t = 0; t < r->L; t++) {
+        i = (size_t)k * r->L + t;
+        ratio += exp(lp[i] - r->logprobs[(size_t)sel[k] * r->L + t]);
+    }
+    if ((rc = cllm__rollout_backward(tr->model, c->vh, seqs, n, r->L, dlp, dv, 1.0 / n_micro, err)) != CLLM_OK) goto done;
+    cllm_train_stats_add(st, "loss", lo.loss, 1);
+    cllm_train_stats_add(st, "loss/policy_avg", lo.pg_loss, 1);
+    cllm_train_stats_add(st, "loss/value_avg", lo.vf_loss, 1);
+    cllm_train_stats_add(st, "policy/approxkl_avg", lo.approxkl, 1);
+    cllm_train_stats_add(st, "policy/clipfrac_avg", lo.clipfrac, 1);
+    cllm_train_stats_add(st, "val/clipfrac_avg", lo.vf_clipfrac, 1);
+    cllm_train_stats_add(st, "policy/entropy_avg", ent_n > 0 ? ent / ent_n : 0, 1);
+    cllm_train_stats_add(st, "val/ratio", ratio / (double)N, 1);
+    st->tokens += (double)cllm__batch_tokens(&sb);
+done:
+    cllm__seq_batch_free(&sb);
+    CLLM_FREE(seqs); CLLM_FREE(buf);
+    return rc;
+}
+
+/* One AdamW update of the policy and the value head from the accumulated gradients, clipped
+   together when max_grad_norm is set. */
+static cllm_result cllm__ppo_update(cllm__ppo_ctx *c, cllm_trainer *tr, double loss, cllm_err *err) {
+    cllm_float *g[2];
+    size_t sz[2];
+    const cllm_adamw_config *a = &tr->cfg.adam;
+    double lr;
+    int t, C = c->vh->C, n = 0;
+    cllm_result rc;
+    if (!isfinite(loss)) return cllm__numeric_fail(tr, "loss", loss, err);
+    if (tr->lora) { g[n] = tr->lora->grads; sz[n++] = tr->lora->num_params; }
+    else if (tr->model->grads_memory) { g[n] = tr->model->grads_memory; sz[n++] = tr->model->num_params; }
+    g[n] = c->vh->grad; sz[n++] = (size_t)C + 1;
+    tr->grad_norm = cllm_clip_grad_norm_arrays(g, sz, n, tr->cfg.max_grad_norm > 0 ? tr->cfg.max_grad_norm : 0);
+    if (!isfinite(tr->grad_norm)) return cllm__numeric_fail(tr, "gradient norm", tr->grad_norm, err);
+    if ((rc = cllm_trainer_update(tr, &lr, err)) != CLLM_OK) return rc;
+    t = tr->lora ? tr->lora->adam_t : tr->model->adam_t;     /* one optimizer over both: the same step count */
+    cllm_adamw_step(c->vh->w, c->vh->grad, c->vh->m, c->vh->v, (size_t)C, t, lr, a->beta1, a->beta2, a->eps, a->weight_decay);
+    cllm_adamw_step(c->vh->w + C, c->vh->grad + C, c->vh->m + C, c->vh->v + C, 1, t, lr, a->beta1, a->beta2, a->eps, 0.0);
+    return CLLM_OK;
+}
+
+/* A step: the rollout, then ppo_epochs passes over it in mini_batches AdamW updates, each over
+   grad_accum micro-batches of batch_size rows; the order of each pass is a permutation drawn
+   from (seed, step, pass). */
+static cllm_result cllm__ppo_step(void *ctx, cllm_trainer *tr, const int *idx, int n, cllm_train_stats *st, cllm_err *err) {
+    cllm__ppo_ctx *c = (cllm__ppo_ctx *)ctx;
+    cllm_local_output *out = (cllm_local_output *)cllm__calloc((size_t)n, sizeof *out);
+    int *perm = NULL, e, mb, i;
+    double *mr = NULL;
+    cllm__rows rows;
+    cllm_ppo_rollout r;
+    cllm_result rc;
+    memset(&rows, 0, sizeof rows); memset(&r, 0, sizeof r);
+    if (!out) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if ((rc = cllm__ppo_rollout(c, tr, idx, n, out, &rows, &r, &mr, st, err)) != CLLM_OK) goto done;
+    if (!(perm = (int *)cllm__calloc((size_t)r.B, sizeof(int)))) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+    for (e = 0; e < c->cfg.ppo_epochs && rc == CLLM_OK; e++) {
+        cllm_rng rng;
+        cllm_rng_seed(&rng, cllm__online_call(tr->step, 0, 3 + e) ^ tr->cfg.seed);
+        for (i = 0; i < r.B; i++) perm[i] = i;
+        for (i = r.B - 1; i > 0; i--) { int j = (int)(cllm_rng_uniform(&rng) * (i + 1)), t = perm[i]; perm[i] = perm[j]; perm[j] = t; }
+        for (mb = 0; mb < c->cfg.mini_batches && rc == CLLM_OK; mb++) {
+            /* mini-batch mb: rows [b0, b1) of the permutation (near-equal parts when B is short) */
+            int b0 = (int)((long)r.B * mb / c->cfg.mini_batches), b1 = (int)((long)r.B * (mb + 1) / c->cfg.mini_batches), m0, n_micro;
+            cllm_train_stats mst;
+            if (b1 <= b0) continue;
+            n_micro = (b1 - b0 + c->batch_size - 1) / c->batch_size;
+            memset(&mst, 0, sizeof mst);
+            if ((rc = cllm_trainer_zero_grad(tr, err)) != CLLM_OK) break;
+            memset(c->vh->grad, 0, ((size_t)c->vh->C + 1) * sizeof(cllm_float));
+            for (m0 = b0; m0 < b1 && rc == CLLM_OK; m0 += c->batch_size)
+                rc = cllm__ppo_micro(c, tr, &rows, &r, perm + m0, b1 - m0 < c->batch_size ? b1 - m0 : c->batch_size, n_micro, &mst, err);
+            if (rc == CLLM_OK) rc = cllm__ppo_update(c, tr, cllm_train_stats_mean(&mst, "loss"), err);
+            for (i = 0; rc == CLLM_OK && i < mst.n; i++) cllm_train_stats_add(st, mst.name[i], mst.sum[i], mst.count[i]);
+            st->tokens += mst.tokens;
+        }
+    }
+done:
+    cllm__rows_free(&rows);
+    cllm_ppo_rollout_free(&r);
+    cllm_local_outputs_free(out, n);
+    CLLM_FREE(out); CLLM_FREE(perm); CLLM_FREE(mr);
+    return rc;
+}
+
+CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref, cllm_value_head *vh,
+                                   const cllm_online_prompts *prompts, const cllm_ppo_config *cfg,
+                                   const cllm_train_config *train, cllm_err *err) {
+    cllm__ppo_ctx ctx;
+    cllm_train_task task;
+    cllm_train_config tc;
+    cllm_value_head own;
+    cllm_result rc;
+    if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "PPO: needs a config and a training config");
+    memset(&ctx, 0, sizeof ctx); memset(&own, 0, sizeof own);
+    ctx.lm = policy; ctx.ref = ref; ctx.p = prompts;
+    ctx.cfg = cllm__ppo_def(cfg);
+    ctx.cfg.rollout = cllm__rollout_def(&cfg->rollout, 0.7f, 0, 53, cllm__def(train->seed, 42));    /* TRL's response_length 53 */
+    if ((rc = cllm__rollout_check_config(&ctx.cfg.rollout, policy, prompts, err)) != CLLM_OK) return rc;
+    if (ctx.cfg.ppo_epochs < 1 || ctx.cfg.mini_batches < 1) return cllm__fail(err, CLLM_ERR_ARG, "PPO: ppo_epochs and mini_batches must be positive");
+    if (ctx.cfg.kl_estimator != CLLM_KL_K1 && ctx.cfg.kl_estimator != CLLM_KL_K3) return cllm__fail(err, CLLM_ERR_ARG, "PPO: kl_estimator must be k1 or k3 (TRL's choices)");
+    if (ctx.cfg.score_scaling < CLLM_SCORE_RAW || ctx.cfg.score_scaling > CLLM_SCORE_NORM) return cllm__fail(err, CLLM_ERR_ARG, "PPO: score_scaling must be CLLM_SCORE_RAW, _SCALE or _NORM");
+    if (ctx.cfg.kl_target < 0 || ctx.cfg.kl_horizon <= 0) return cllm__fail(err, CLLM_ERR_ARG, "PPO: kl_target must be >= 0 and kl_horizon > 0");
+    if (!ref && !lora) return cllm__fail(err, CLLM_ERR_ARG, "PPO needs a reference for its KL penalty: a frozen copy of the initial policy, or LoRA adapters (the base model)");
+    if (!vh) {
+        if ((rc = cllm_value_head_init(&own, policy->model.config.hidden_size, cllm__def(train->seed, 42), err)) != CLLM_OK) return rc;
+        vh = &own;
+    } else if (vh->C != policy->model.config.hidden_size || !vh->w || !vh->grad || !vh->m || !vh->v) {
+        return cllm__fail(err, CLLM_ERR_ARG, "PPO: the value head does not match this model (its hidden size differs)");
+    }
+    ctx.vh = vh;
+    ctx.kl_coef = ctx.cfg.kl_coef;
+    cllm_running_moments_init(&ctx.scores);
+    /* a step is one rollout of batch_size x grad_accum x mini_batches prompts; TRL does not clip */
+    tc = *train;
+    ctx.batch_size = cllm__def(tc.batch_size, 8);
+    ctx.grad_accum = cllm__def(tc.grad_accum, 1);
+    tc.batch_size = ctx.batch_size;
+    tc.grad_accum = ctx.grad_accum * ctx.cfg.mini_batches;
+    if (tc.max_grad_norm == 0) tc.max_grad_norm = -1;
+    memset(&task, 0, sizeof task);
+    task.name = "ppo"; task.n_examples = prompts->n; task.default_lr = 2e-6;           /* paper Table 6 */
+    task.step = cllm__ppo_step; task.save_extra = cllm__value_head_save; task.load_extra = cllm__value_head_load; task.ctx = &ctx;
+    rc = cllm__train_run(&policy->model, lora, &task, &tc, err);
+    cllm_value_head_free(&own);
+    return rc;
+}
+
+/* ---- GRPO ------------------------------------------------------------------------------------ */
+
+CLLMDEF cllm_result cllm_grpo_loss(int B, int T, const double *logprobs, const double *old_logprobs, const double *ref_logprobs,
+                                   const double *advantages, const double *mask, double beta, double eps_low, double eps_high,
+                                   int loss_type, int max_completion_length, cllm_grpo_loss_out *out, cllm_err *err) {
+    double total = 0, msum = 0, kl = 0, clipped = 0;
+    int b, t;
+    if (B < 1 || T < 1 || !logprobs || !old_logprobs || !advantages || !mask || !out) return cllm__fail(err, CLLM_ERR_ARG, "GRPO loss: needs B, T >= 1, logprobs, old_logprobs, advantages, mask and out");
+    if (beta != 0 && !ref_logprobs) return cllm__fail(err, CLLM_ERR_ARG, "GRPO loss: beta %g needs the reference log-probs", beta);
+    if (loss_type < CLLM_GRPO_BNPO || loss_type > CLLM_GRPO_DR_GRPO) return cllm__fail(err, CLLM_ERR_ARG, "GRPO loss: unknown loss_type %d", loss_type);
+    if (loss_type == CLLM_GRPO_DR_GRPO && max_completion_length < 1) return cllm__fail(err, CLLM_ERR_ARG, "GRPO loss: dr_grpo needs max_completion_length");
+    for (b = 0; b < B; b++) for (t = 0; t < T; t++) msum += mask[(size_t)b * T + t];
+    for (b = 0; b < B; b++) {
+        double len = 0, A = advantages[b];
+        for (t = 0; t < T; t++) len += mask[(size_t)b * T + t];
+        for (t = 0; t < T; t++) {
+            size_t i = (size_t)b * T + t;
+            double r = exp(logprobs[i] - old_logprobs[i]), rc = r < 1 - eps_low ? 1 - eps_low : r > 1 + eps_high ? 1 + eps_high : r;
+            double l1 = -r * A, l2 = -rc * A, l, d, w;     /* -min(rA, rc A) = max(l1, l2) */
+            double dl1 = -r * A, dl2 = r >= 1 - eps_low && r <= 1 + eps_high ? -r * A : 0;
+            double k3 = 0, dk3 = 0;
+            l = l1 > l2 ? l1 : l2;
+            d = l1 > l2 ? dl1 : l2 > l1 ? dl2 : 0.5 * (dl1 + dl2);   /* a tie splits, as torch.minimum */
+            if (ref_logprobs) {
+                double x = ref_logprobs[i] - logprobs[i];
+                k3 = exp(x) - x - 1;
+                dk3 = 1 - exp(x);                         /* d k3 / d logp */
+                if (beta != 0) { l += beta * k3; d += beta * dk3; }
+            }
+            /* the loss's weight on this token, by aggregation */
+            w = loss_type == CLLM_GRPO_BNPO ? 1 / (msum > 1 ? msum : 1)
+              : loss_type == CLLM_GRPO_GRPO ? 1 / ((len > 1 ? len : 1) * B)
+              : 1.0 / ((double)B * max_completion_length);
+            total += l * mask[i] * w;
+            if (out->d_logprobs) out->d_logprobs[i] = mask[i] != 0 ? d * mask[i] * w : 0;
+            kl += k3 * mask[i];
+            clipped += (l2 > l1) * mask[i];
+        }
+    }
+    out->loss = total;
+    out->kl = msum > 0 ? kl / msum : 0;
+    out->clip_ratio = msum > 0 ? clipped / msum : 0;
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+typedef struct cllm__grpo_ctx {
+    cllm_local_lm             *lm;
+    cllm_model                *ref;
+    const cllm_online_prompts *p;
+    cllm_grpo_config           cfg;         /* defaults applied */
+} cllm__grpo_ctx;
+
+static cllm_result cllm__grpo_micro(void *ctx, cllm_trainer *tr, const int *idx, int n, double norm, cllm_train_stats *st, cllm_err *err) {
+    cllm__grpo_ctx *c = (cllm__grpo_ctx *)ctx;
+    const cllm_rollout_config *rcfg = &c->cfg.rollout;
+    int G = c->cfg.num_generations, N = n * G, B = 0, L = 1, failed = 0, i, s;
+    cllm_local_output *out = (cllm_local_output *)cllm__calloc((size_t)N, sizeof *out);
+    double *mr = (double *)cllm__calloc((size_t)N, sizeof(double)), *adv = (double *)cllm__calloc((size_t)N, sizeof(double));
+    int *keep = (int *)cllm__calloc((size_t)N, sizeof(int));
+    double *buf = NULL, *lp, *old, *ref = NULL, *mask, *dlp, diff = 0, len_sum = 0, clipped = 0, std_sum = 0, zero_std = 0, kept_groups = 0;
+    float tau = rcfg->gen.sampler.temperature;
+    cllm_grpo_loss_out lo;
+    cllm__seq_batch sb;
+    cllm__rows rows;
+    cllm_result rc;
+    memset(&sb, 0, sizeof sb); memset(&rows, 0, sizeof rows);
+    if (!out || !mr || !adv || !keep) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+    if ((rc = cllm__rollout_sample(c->lm, rcfg, c->p, idx, n, G, tr->step, out, err)) != CLLM_OK) goto done;
+    if ((rc = cllm__rollout_score(rcfg, c->lm, c->p, idx, n, G, tr->step, out, mr, &failed, err)) != CLLM_OK) goto done;
+    /* group-normalised advantages; a group with a failed score is left out */
+    for (i = 0; i < n; i++) {
+        double mean = 0, var = 0;
+        int ok = 1;
+        for (s = 0; s < G; s++) {
+            const cllm_local_output *o = &out[i * G + s];
+            len_sum += o->n; clipped += o->finish != CLLM_FINISH_EOS;
+            ok &= !isnan(mr[i * G + s]);
+        }
+        if (!ok) continue;
+        if ((rc = cllm_grpo_advantages(G, mr + i * G, G, CLLM_GROUP_GRPO, c->cfg.scale_rewards > 0, 1e-4, adv + B, err)) != CLLM_OK) goto done;
+        for (s = 0; s < G; s++) mean += mr[i * G + s] / G;
+        for (s = 0; s < G; s++) var += (mr[i * G + s] - mean) * (mr[i * G + s] - mean) / (G > 1 ? G - 1 : 1);
+        std_sum += sqrt(var); zero_std += sqrt(var) < 1e-8; kept_groups++;
+        for (s = 0; s < G; s++) { keep[B++] = i * G + s; if (out[i * G + s].n > L) L = out[i * G + s].n; }
+    }
+    cllm_train_stats_add(st, "mr/failed", failed, 1);
+    cllm_train_stats_add(st, "completions/mean_length", len_sum, N);
+    cllm_train_stats_add(st, "completions/clipped_ratio", clipped, N);
+    if (B == 0) { rc = cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: MR failed in every group of a micro-batch; nothing to train on", tr->step + 1); goto done; }
+    if ((rc = cllm__rows_make(&rows, out, keep, B, err)) != CLLM_OK) goto done;
+    if (!(buf = (double *)cllm__calloc((size_t)B * L * 5 + 1, sizeof(double)))) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+    lp = buf; old = lp + (size_t)B * L; mask = old + (size_t)B * L; dlp = mask + (size_t)B * L;
+    if (c->cfg.beta != 0) {
+        ref = dlp + (size_t)B * L;
+        if ((rc = cllm__rollout_ref(tr->model, c->ref, rows.ptr, B, tau, L, ref, err)) != CLLM_OK) goto done;
+    }
+    /* the policy's forward at the sampling temperature (the last one: it feeds backward) */
+    if ((rc = cllm__rollout_forward(tr->model, rows.ptr, B, tau, &sb, err)) != CLLM_OK) goto done;
+    if ((rc = cllm__rollout_check(rcfg, tr->model, rows.out, rows.ptr, B, &diff, err)) != CLLM_OK) goto done;
+    cllm__gather_logps(tr->model, rows.ptr, B, L, 0.0, lp);
+    for (i = 0; i < B; i++) for (s = 0; s < L; s++) {
+        size_t k = (size_t)i * L + s;
+        mask[k] = s < rows.out[i]->n;
+        old[k] = lp[k];                               /* num_iterations = 1: old = current, detached */
+    }
+    memset(&lo, 0, sizeof lo);
+    lo.d_logprobs = dlp;
+    if ((rc = cllm_grpo_loss(B, L, lp, old, ref, adv, mask, c->cfg.beta, c->cfg.epsilon, c->cfg.epsilon_high, c->cfg.loss_type,
+                             rcfg->gen.max_new_tokens, &lo, err)) != CLLM_OK) goto done;
+    /* the micro-batch's aggregated loss, weighted by its prompts in the step */
+    if ((rc = cllm__rollout_backward(tr->model, NULL, rows.ptr, B, L, dlp, NULL, (double)n / norm, err)) != CLLM_OK) goto done;
+    cllm_train_stats_add(st, "loss", lo.loss * n, n);
+    for (i = 0; i < B; i++) cllm_train_stats_add(st, "reward", mr[keep[i]], 1);
+    cllm_train_stats_add(st, "reward_std", std_sum, kept_groups);
+    cllm_train_stats_add(st, "frac_reward_zero_std", zero_std, kept_groups);
+    if (c->cfg.beta != 0) cllm_train_stats_add(st, "kl", lo.kl, 1);
+    cllm_train_stats_add(st, "clip_ratio", lo.clip_ratio, 1);
+    cllm_train_stats_add(st, "rollout/logprob_diff", diff, 1);
+    st->tokens += (double)cllm__batch_tokens(&sb);
+done:
+    cllm__seq_batch_free(&sb);
+    cllm__rows_free(&rows);
+    if (out) cllm_local_outputs_free(out, N);
+    CLLM_FREE(out); CLLM_FREE(mr); CLLM_FREE(adv); CLLM_FREE(keep); CLLM_FREE(buf);
+    return rc;
+}
+
+CLLMDEF cllm_result cllm_train_grpo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref,
+                                    const cllm_online_prompts *prompts, const cllm_grpo_config *cfg,
+                                    const cllm_train_config *train, cllm_err *err) {
+    cllm__grpo_ctx ctx;
+    cllm_result rc;
+    if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "GRPO: needs a config and a training config");
+    memset(&ctx, 0, sizeof ctx);
+    ctx.lm = policy; ctx.ref = ref; ctx.p = prompts; ctx.cfg = *cfg;
+    ctx.cfg.rollout = cllm__rollout_def(&cfg->rollout, 1.0f, 0, 256, cllm__def(train->seed, 42));  /* TRL's max_completion_length 256 */
+    ctx.cfg.num_generations = cllm__def(cfg->num_generations, 8);
+    ctx.cfg.epsilon = cllm__def(cfg->epsilon, 0.2);
+    ctx.cfg.epsilon_high = cllm__def(cfg->epsilon_high, ctx.cfg.epsilon);
+    ctx.cfg.scale_rewards = cfg->scale_rewards < 0 ? 0 : 1;
+    if ((rc = cllm__rollout_check_config(&ctx.cfg.rollout, policy, prompts, err)) != CLLM_OK) return rc;
+    if (ctx.cfg.num_generations < 2 || ctx.cfg.num_generations > 65536) return cllm__fail(err, CLLM_ERR_ARG, "GRPO: num_generations must be in [2, 65536] (a group of one has no baseline)");
+    if (ctx.cfg.loss_type < CLLM_GRPO_BNPO || ctx.cfg.loss_type > CLLM_GRPO_DR_GRPO) return cllm__fail(err, CLLM_ERR_ARG, "GRPO: unknown loss_type %d", ctx.cfg.loss_type);
+    if (ctx.cfg.beta < 0) return cllm__fail(err, CLLM_ERR_ARG, "GRPO: beta must be >= 0");
+    if (ctx.cfg.beta != 0 && !ref && !lora) return cllm__fail(err, CLLM_ERR_ARG, "GRPO with beta > 0 needs a reference: a frozen copy of the initial policy, or LoRA adapters (the base model)");
+    return cllm__train_task(&policy->model, lora, "grpo", prompts->n, 1e-6 /* TRL's GRPOConfig */, cllm__online_units, cllm__grpo_micro, &ctx, train, err);
+}
+
+
+/* ############################################################################################ */
+/* PART II. INFRASTRUCTURE                                                                      */
+/* ############################################################################################ */
 
 /* -------------------------------------------------------------------------------------------- */
 /* Random numbers                                                                               */
@@ -3411,152 +6695,6 @@ CLLMDEF cllm_result cllm_config_parse(cllm_config *c, const char *json_text, siz
 }
 
 /* -------------------------------------------------------------------------------------------- */
-/* Parameter layout: one allocation, named views (llm.c's fill_in_parameter_sizes)              */
-/* -------------------------------------------------------------------------------------------- */
-
-/* HF name of each tensor; "%d" marks a per-layer tensor. Order = cllm_params field order. */
-static const char *cllm__param_fmt[CLLM_NUM_PARAM_TENSORS] = {
-    "model.embed_tokens.weight",
-    "model.layers.%d.input_layernorm.weight",
-    "model.layers.%d.self_attn.q_proj.weight",
-    "model.layers.%d.self_attn.q_proj.bias",
-    "model.layers.%d.self_attn.k_proj.weight",
-    "model.layers.%d.self_attn.k_proj.bias",
-    "model.layers.%d.self_attn.v_proj.weight",
-    "model.layers.%d.self_attn.v_proj.bias",
-    "model.layers.%d.self_attn.q_norm.weight",
-    "model.layers.%d.self_attn.k_norm.weight",
-    "model.layers.%d.self_attn.o_proj.weight",
-    "model.layers.%d.post_attention_layernorm.weight",
-    "model.layers.%d.mlp.gate_proj.weight",
-    "model.layers.%d.mlp.up_proj.weight",
-    "model.layers.%d.mlp.down_proj.weight",
-    "model.norm.weight",
-    "lm_head.weight",
-};
-enum { CLLM__P_EMBED, CLLM__P_ATTN_NORM, CLLM__P_WQ, CLLM__P_BQ, CLLM__P_WK, CLLM__P_BK, CLLM__P_WV, CLLM__P_BV,
-       CLLM__P_QNORM, CLLM__P_KNORM, CLLM__P_WO, CLLM__P_MLP_NORM, CLLM__P_GATE, CLLM__P_UP, CLLM__P_DOWN,
-       CLLM__P_FINAL_NORM, CLLM__P_LM_HEAD };
-
-static int cllm__param_per_layer(int i) { return strstr(cllm__param_fmt[i], "%d") != NULL; }
-
-CLLMDEF void cllm_param_name(int i, int layer, char *buf, size_t bufsize) {
-    if (i < 0 || i >= CLLM_NUM_PARAM_TENSORS) { snprintf(buf, bufsize, "?"); return; }
-    if (cllm__param_per_layer(i)) snprintf(buf, bufsize, cllm__param_fmt[i], layer);
-    else snprintf(buf, bufsize, "%s", cllm__param_fmt[i]);
-}
-
-/* Shape of one tensor (of one layer, for per-layer tensors): rows x cols, cols = 0 for 1-D.
-   A tensor the architecture does not have gets rows = 0. */
-static void cllm__param_shape(const cllm_config *c, int i, int *rows, int *cols) {
-    int V = c->vocab_size, C = c->hidden_size, I = c->intermediate_size;
-    int Q = c->n_heads * c->head_dim, K = c->n_kv_heads * c->head_dim;
-    int b = c->attention_bias, qk = c->qk_norm;
-    *cols = 0;
-    switch (i) {
-    case CLLM__P_EMBED:      *rows = V; *cols = C; break;
-    case CLLM__P_ATTN_NORM:  *rows = C; break;
-    case CLLM__P_WQ:         *rows = Q; *cols = C; break;
-    case CLLM__P_BQ:         *rows = b ? Q : 0; break;
-    case CLLM__P_WK:         *rows = K; *cols = C; break;
-    case CLLM__P_BK:         *rows = b ? K : 0; break;
-    case CLLM__P_WV:         *rows = K; *cols = C; break;
-    case CLLM__P_BV:         *rows = b ? K : 0; break;
-    case CLLM__P_QNORM:      *rows = qk ? c->head_dim : 0; break;
-    case CLLM__P_KNORM:      *rows = qk ? c->head_dim : 0; break;
-    case CLLM__P_WO:         *rows = C; *cols = Q; break;
-    case CLLM__P_MLP_NORM:   *rows = C; break;
-    case CLLM__P_GATE:       *rows = I; *cols = C; break;
-    case CLLM__P_UP:         *rows = I; *cols = C; break;
-    case CLLM__P_DOWN:       *rows = C; *cols = I; break;
-    case CLLM__P_FINAL_NORM: *rows = C; break;
-    default:                 *rows = c->tie_word_embeddings ? 0 : V; *cols = C; break;   /* lm_head */
-    }
-}
-
-static void cllm__fill_in_param_sizes(size_t *sizes, const cllm_config *c) {
-    int i, rows, cols;
-    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
-        cllm__param_shape(c, i, &rows, &cols);
-        sizes[i] = (size_t)rows * (size_t)(cols ? cols : 1) * (size_t)(cllm__param_per_layer(i) ? c->n_layers : 1);
-    }
-}
-
-/* The fields of cllm_params as an array, in tensor order. */
-static void cllm__param_ptrs(cllm_params *p, cllm_float **ptrs[CLLM_NUM_PARAM_TENSORS]) {
-    cllm_float **list[CLLM_NUM_PARAM_TENSORS];
-    list[0] = &p->embed; list[1] = &p->attn_norm; list[2] = &p->wq; list[3] = &p->bq; list[4] = &p->wk;
-    list[5] = &p->bk; list[6] = &p->wv; list[7] = &p->bv; list[8] = &p->q_norm; list[9] = &p->k_norm;
-    list[10] = &p->wo; list[11] = &p->mlp_norm; list[12] = &p->w_gate; list[13] = &p->w_up;
-    list[14] = &p->w_down; list[15] = &p->final_norm; list[16] = &p->lm_head;
-    memcpy(ptrs, list, sizeof list);
-}
-
-/* Points every field of p into memory, in order; absent tensors get NULL; a tied lm_head
-   aliases the embedding, so the head's gradient lands in the embedding's. */
-static void cllm__point_params(cllm_params *p, cllm_float *memory, const size_t *sizes) {
-    cllm_float **ptrs[CLLM_NUM_PARAM_TENSORS];
-    int i;
-    cllm__param_ptrs(p, ptrs);
-    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
-        *ptrs[i] = sizes[i] ? memory : NULL;
-        memory += sizes[i];
-    }
-    if (!sizes[CLLM__P_LM_HEAD]) p->lm_head = p->embed;
-}
-
-static cllm_float *cllm__alloc_params(cllm_params *p, const size_t *sizes, size_t total) {
-    cllm_float *mem = (cllm_float *)cllm__calloc(total ? total : 1, sizeof(cllm_float));
-    if (mem) cllm__point_params(p, mem, sizes);
-    return mem;
-}
-
-static cllm_result cllm__model_setup(cllm_model *m, const cllm_config *c, cllm_err *err) {
-    int i;
-    memset(m, 0, sizeof *m);
-    m->config = *c;
-    cllm__fill_in_param_sizes(m->param_sizes, c);
-    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) m->num_params += m->param_sizes[i];
-    m->params_memory = cllm__alloc_params(&m->params, m->param_sizes, m->num_params);
-    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for %zu parameters (%.1f GB)", m->num_params, m->num_params * sizeof(cllm_float) / 1e9);
-    return CLLM_OK;
-}
-
-CLLMDEF void cllm_model_free(cllm_model *m) {
-    if (!m) return;
-    CLLM_FREE(m->params_memory); CLLM_FREE(m->grads_memory);
-    CLLM_FREE(m->m_memory); CLLM_FREE(m->v_memory);
-    CLLM_FREE(m->acts_memory); CLLM_FREE(m->scratch);
-    CLLM_FREE(m->input_ids); CLLM_FREE(m->targets); CLLM_FREE(m->mask); CLLM_FREE(m->seq_logp);
-    CLLM_FREE(m->rope_cos); CLLM_FREE(m->rope_sin);
-    cJSON_Delete(m->hf_config);
-    if (m->lora && m->lora->model == m) m->lora->model = NULL;   /* the adapters outlive it detached */
-    memset(m, 0, sizeof *m);
-}
-
-/* Fresh weights as HF initialises them: N(0, 0.02) matrices, unit norms, zero biases. */
-CLLMDEF cllm_result cllm_model_init(cllm_model *m, const cllm_config *c, uint64_t seed, cllm_err *err) {
-    cllm_rng rng;
-    size_t k;
-    int i, rows, cols;
-    cllm_float **ptrs[CLLM_NUM_PARAM_TENSORS];
-    cllm_result rc = cllm__model_setup(m, c, err);
-    if (rc != CLLM_OK) { cllm_model_free(m); return rc; }
-    cllm_rng_seed(&rng, seed);
-    cllm__param_ptrs(&m->params, ptrs);
-    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
-        if (!m->param_sizes[i]) continue;
-        cllm__param_shape(c, i, &rows, &cols);
-        for (k = 0; k < m->param_sizes[i]; k++) {
-            if (cols) (*ptrs[i])[k] = (cllm_float)(0.02 * cllm_rng_normal(&rng));
-            else (*ptrs[i])[k] = (cllm_float)(strstr(cllm__param_fmt[i], "norm") ? 1.0 : 0.0);
-        }
-    }
-    cllm__ok(err);
-    return CLLM_OK;
-}
-
-/* -------------------------------------------------------------------------------------------- */
 /* Checkpoints: Hugging Face directories                                                       */
 /* -------------------------------------------------------------------------------------------- */
 
@@ -3728,1416 +6866,6 @@ done:
 }
 
 /* -------------------------------------------------------------------------------------------- */
-/* Layers: each a forward/backward pair. Arguments: outputs, caches, inputs, weights, sizes.    */
-/* Backward passes accumulate (+=) into their gradient outputs.                                 */
-/* -------------------------------------------------------------------------------------------- */
-/* The kernels in this section are the readable references. Optional fast paths (OpenMP, the
-   cache-blocked matmul, SIMD microkernels) follow in "Layers: fast paths"; the forward and
-   backward drivers call them through small dispatchers at its end. OpenMP pragmas appear in
-   the reference kernels only on loops whose iterations are independent, so those kernels give
-   bit-identical results with and without -fopenmp. */
-
-#if defined(_OPENMP) && !defined(CLLM_NO_OPENMP)
-#include <omp.h>
-#define CLLM__OMP 1
-#define CLLM__PRAGMA(x) _Pragma(#x)
-/* A parallel loop over independent iterations. `work` (about one unit per scalar operation)
-   keeps small loops, such as the tests' toy models, on one thread. */
-#define CLLM__PARALLEL_FOR(work) CLLM__PRAGMA(omp parallel for schedule(static) if((work) >= 32768))
-#define cllm__max_threads() omp_get_max_threads()
-#define cllm__thread_num() omp_get_thread_num()
-#else
-#define CLLM__PARALLEL_FOR(work)
-#define cllm__max_threads() 1
-#define cllm__thread_num() 0
-#endif
-/* A reference kernel that a fast path replaces is still compiled, for the tests to call. */
-#if defined(__GNUC__) || defined(__clang__)
-#define CLLM__REFERENCE static __attribute__((unused))
-#else
-#define CLLM__REFERENCE static
-#endif
-
-/* Linear layer, nn.Linear layout.  inp (N, C), W (OC, C), bias (OC) or NULL -> out (N, OC)
-   out[n][o] = bias[o] + sum_c inp[n][c] * W[o][c]                                              */
-CLLM__REFERENCE void cllm__matmul_forward_naive(cllm_float *out, const cllm_float *inp, const cllm_float *W,
-                                                const cllm_float *bias, int N, int C, int OC) {
-    int n;
-    CLLM__PARALLEL_FOR((size_t)N * C * OC)
-    for (n = 0; n < N; n++) {
-        const cllm_float *x = inp + (size_t)n * C;
-        int o, c;
-        for (o = 0; o < OC; o++) {
-            const cllm_float *w = W + (size_t)o * C;
-            cllm_float acc = bias ? bias[o] : 0;
-            for (c = 0; c < C; c++) acc += x[c] * w[c];
-            out[(size_t)n * OC + o] = acc;
-        }
-    }
-}
-
-/* dinp[n][c] += sum_o dout[n][o] W[o][c];  dW[o][c] += sum_n dout[n][o] inp[n][c];
-   dbias[o] += sum_n dout[n][o].  Any of dinp, dW, dbias may be NULL (not needed).            */
-CLLM__REFERENCE void cllm__matmul_backward_naive(cllm_float *dinp, cllm_float *dW, cllm_float *dbias,
-                                                 const cllm_float *dout, const cllm_float *inp, const cllm_float *W,
-                                                 int N, int C, int OC) {
-    int n, o;
-    if (dinp) {
-        CLLM__PARALLEL_FOR((size_t)N * C * OC)
-        for (n = 0; n < N; n++) {
-            cllm_float *dx = dinp + (size_t)n * C;
-            const cllm_float *dy = dout + (size_t)n * OC;
-            int o2, c;
-            for (o2 = 0; o2 < OC; o2++) {
-                const cllm_float *w = W + (size_t)o2 * C;
-                cllm_float d = dy[o2];
-                for (c = 0; c < C; c++) dx[c] += d * w[c];
-            }
-        }
-    }
-    if (dW || dbias) {
-        CLLM__PARALLEL_FOR((size_t)N * C * OC)
-        for (o = 0; o < OC; o++) {
-            cllm_float *dw = dW ? dW + (size_t)o * C : NULL;
-            cllm_float db = 0;
-            int n2, c;
-            for (n2 = 0; n2 < N; n2++) {
-                const cllm_float *x = inp + (size_t)n2 * C;
-                cllm_float d = dout[(size_t)n2 * OC + o];
-                db += d;
-                if (dw) for (c = 0; c < C; c++) dw[c] += d * x[c];
-            }
-            if (dbias) dbias[o] += db;
-        }
-    }
-}
-
-/* RMSNorm (LlamaRMSNorm), over rows of C:  r = 1/sqrt(mean(x^2) + eps),  y = w * (x * r)
-   reference: transformers/models/llama/modeling_llama.py LlamaRMSNorm                          */
-static void cllm__rmsnorm_forward(cllm_float *out, cllm_float *rstd, const cllm_float *inp,
-                                  const cllm_float *w, int N, int C, float eps) {
-    int n;
-    CLLM__PARALLEL_FOR((size_t)N * C)
-    for (n = 0; n < N; n++) {
-        const cllm_float *x = inp + (size_t)n * C;
-        cllm_float *y = out + (size_t)n * C, ss = 0, r;
-        int c;
-        for (c = 0; c < C; c++) ss += x[c] * x[c];
-        r = 1 / cllm__sqrt(ss / C + (cllm_float)eps);
-        for (c = 0; c < C; c++) y[c] = w[c] * (x[c] * r);
-        rstd[n] = r;
-    }
-}
-
-/* With xh = x*r:  dw += sum_n dy * xh
-                   dx += r * (dy*w - xh * mean(dy*w*xh))          (r depends on every x[c])      */
-CLLM__REFERENCE void cllm__rmsnorm_backward_naive(cllm_float *dinp, cllm_float *dw, const cllm_float *dout,
-                                                  const cllm_float *inp, const cllm_float *w, const cllm_float *rstd,
-                                                  int N, int C) {
-    int n, c;
-    for (n = 0; n < N; n++) {
-        const cllm_float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
-        cllm_float *dx = dinp + (size_t)n * C, r = rstd[n], dot = 0;
-        for (c = 0; c < C; c++) dot += dy[c] * w[c] * x[c] * r;
-        dot /= C;
-        for (c = 0; c < C; c++) {
-            cllm_float xh = x[c] * r;
-            if (dw) dw[c] += dy[c] * xh;
-            dx[c] += r * (dy[c] * w[c] - xh * dot);
-        }
-    }
-}
-
-/* RoPE tables for positions 0..T-1. HF computes inv_freq[i] = 1/theta^(2i/hd) (i < hd/2) in
-   float32, optionally rescales it (llama3, linear), then angle = pos * inv_freq.
-   llama3 (transformers _compute_llama3_parameters): wavelen = 2 pi / inv_freq;
-     wavelen < orig/high -> keep;  wavelen > orig/low -> inv/factor;
-     else s = (orig/wavelen - low)/(high - low), inv = (1-s) inv/factor + s inv.                */
-static void cllm__rope_tables(cllm_float *cosv, cllm_float *sinv, const cllm_config *c, int T) {
-    int half = c->head_dim / 2, i, t;
-    for (i = 0; i < half; i++) {
-        cllm_float inv = 1 / cllm__pow((cllm_float)c->rope_theta, (cllm_float)(2 * i) / (cllm_float)c->head_dim);
-        if (c->rope_type == CLLM_ROPE_LINEAR) inv /= (cllm_float)c->rope_factor;
-        if (c->rope_type == CLLM_ROPE_LLAMA3) {
-            cllm_float factor = (cllm_float)c->rope_factor, lo = (cllm_float)c->rope_low_freq_factor;
-            cllm_float hi = (cllm_float)c->rope_high_freq_factor, orig = (cllm_float)c->rope_original_max_pos;
-            cllm_float wavelen = (cllm_float)(2 * 3.14159265358979323846) / inv;
-            if (wavelen > orig / lo) inv = inv / factor;
-            else if (wavelen >= orig / hi) {
-                cllm_float s = (orig / wavelen - lo) / (hi - lo);
-                inv = (1 - s) * inv / factor + s * inv;
-            }
-        }
-        for (t = 0; t < T; t++) {
-            cllm_float angle = (cllm_float)t * inv;
-            cosv[(size_t)t * half + i] = cllm__cos(angle);
-            sinv[(size_t)t * half + i] = cllm__sin(angle);
-        }
-    }
-}
-
-/* RoPE in HF's split-half order (rotate_half), in place on (B*T, n_heads*hd) rows, position = t:
-   y[i] = x[i] cos - x[i+hd/2] sin,   y[i+hd/2] = x[i+hd/2] cos + x[i] sin.
-   It is a rotation, so the backward pass is the same rotation by -angle (sign = -1).           */
-static void cllm__rope(cllm_float *x, const cllm_float *cosv, const cllm_float *sinv,
-                       int B, int T, int n_heads, int hd, int sign) {
-    int row, half = hd / 2;
-    CLLM__PARALLEL_FOR((size_t)B * T * n_heads * hd)
-    for (row = 0; row < B * T; row++) {                     /* row = b*T + t */
-        int t = row % T, h, i;
-        const cllm_float *cs = cosv + (size_t)t * half, *sn = sinv + (size_t)t * half;
-        for (h = 0; h < n_heads; h++) {
-            cllm_float *v = x + ((size_t)row * n_heads + h) * hd;
-            for (i = 0; i < half; i++) {
-                cllm_float x1 = v[i], x2 = v[i + half], s = sign * sn[i];
-                v[i] = x1 * cs[i] - x2 * s;
-                v[i + half] = x2 * cs[i] + x1 * s;
-            }
-        }
-    }
-}
-static void cllm__rope_forward(cllm_float *x, const cllm_float *cosv, const cllm_float *sinv, int B, int T, int nh, int hd) { cllm__rope(x, cosv, sinv, B, T, nh, hd, +1); }
-static void cllm__rope_backward(cllm_float *dx, const cllm_float *cosv, const cllm_float *sinv, int B, int T, int nh, int hd) { cllm__rope(dx, cosv, sinv, B, T, nh, hd, -1); }
-
-/* One query row of attention over n key/value rows (row j at k + j*stride, v + j*stride), skipping
-   the j with mask[j] = 0 (mask may be NULL):
-     s_j = q . k_j * scale,   p = softmax(s),   y = sum_j p_j v_j,   returns lse = log sum_j exp(s_j)
-   The full forward and the KV-cache forward both call this, so they compute the same numbers.
-   s is a scratch row of n values.                                                              */
-static cllm_float cllm__dot(cllm_float init, const cllm_float *a, const cllm_float *b, int n);
-static void cllm__axpy(cllm_float *y, cllm_float alpha, const cllm_float *x, int n);
-static cllm_float cllm__attend_row(cllm_float *y, const cllm_float *q, const cllm_float *k, const cllm_float *v,
-                                   size_t stride, int n, const int *mask, int hd, cllm_float scale, cllm_float *s) {
-    int j, i;
-    cllm_float mx = -INFINITY, sum = 0;
-    for (j = 0; j < n; j++) {
-        if (mask && !mask[j]) { s[j] = -INFINITY; continue; }
-        s[j] = cllm__dot(0, q, k + (size_t)j * stride, hd) * scale;   /* q . k_j, left to right */
-        if (s[j] > mx) mx = s[j];
-    }
-    for (j = 0; j < n; j++) { s[j] = cllm__exp(s[j] - mx); sum += s[j]; }   /* s_j <- exp(s_j - max) */
-    for (i = 0; i < hd; i++) y[i] = 0;
-    for (j = 0; j < n; j++) {
-        cllm_float p = s[j] / sum;
-        if (p != 0) cllm__axpy(y, p, v + (size_t)j * stride, hd);      /* y += p_j v_j */
-    }
-    return mx + cllm__log(sum);
-}
-
-/* Causal grouped-query attention with a right-padding mask. q (B*T, H*hd), k, v (B*T, KV*hd).
-   Query head h reads kv head h / (H/KV) (HF repeat_kv). Key j is visible from query t when
-   j <= t and mask[b][j] = 1 (HF's causal + padding mask; pad queries still see the real keys).
-     s_j = q_t . k_j / sqrt(hd),   p = softmax(s),   y_t = sum_j p_j v_j
-   Only lse = log sum_j exp(s_j) is kept: the backward pass recomputes p_j = exp(s_j - lse), so
-   memory is O(B H T) instead of O(B H T^2).  s is a scratch row of T values.                  */
-CLLM__REFERENCE void cllm__attention_forward_naive(cllm_float *out, cllm_float *lse, const cllm_float *q,
-                                                   const cllm_float *k, const cllm_float *v, const int *mask,
-                                                   int B, int T, int H, int KV, int hd, cllm_float *s) {
-    int b, t, h, rep = H / KV;
-    cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
-    for (b = 0; b < B; b++) for (h = 0; h < H; h++) for (t = 0; t < T; t++) {
-        size_t row = (size_t)(b * T + t) * H + h, kv0 = ((size_t)b * T * KV + h / rep) * hd;  /* key 0 of row b */
-        lse[((size_t)b * H + h) * T + t] = cllm__attend_row(out + row * hd, q + row * hd, k + kv0, v + kv0, (size_t)KV * hd,
-                                                            t + 1, mask ? mask + b * T : NULL, hd, scale, s);
-    }
-}
-
-/* Backward. With dy_t given and p_j recomputed:
-     dv_j += p_j dy_t                       (y_t = sum_j p_j v_j)
-     dp_j  = dy_t . v_j
-     ds_j  = p_j (dp_j - sum_i p_i dp_i) = p_j (dp_j - dy_t . y_t)     (softmax backward)
-     dq_t += scale sum_j ds_j k_j,   dk_j += scale ds_j q_t
-   GQA: the dk/dv of a kv head sum over the H/KV query heads that read it.                     */
-CLLM__REFERENCE void cllm__attention_backward_naive(cllm_float *dq, cllm_float *dk, cllm_float *dv, const cllm_float *dout,
-                                                    const cllm_float *q, const cllm_float *k, const cllm_float *v,
-                                                    const cllm_float *out, const cllm_float *lse, const int *mask,
-                                                    int B, int T, int H, int KV, int hd) {
-    int b, t, h, j, i, rep = H / KV;
-    cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
-    for (b = 0; b < B; b++) for (h = 0; h < H; h++) for (t = 0; t < T; t++) {
-        size_t qo = ((size_t)(b * T + t) * H + h) * hd;
-        const cllm_float *qt = q + qo, *dyt = dout + qo, *yt = out + qo;
-        cllm_float *dqt = dq + qo, row_lse = lse[((size_t)b * H + h) * T + t], dyy = 0;
-        for (i = 0; i < hd; i++) dyy += dyt[i] * yt[i];
-        for (j = 0; j <= t; j++) {
-            size_t ko = ((size_t)(b * T + j) * KV + h / rep) * hd;
-            const cllm_float *kj = k + ko, *vj = v + ko;
-            cllm_float dot = 0, p, dp = 0, ds;
-            if (mask && !mask[b * T + j]) continue;
-            for (i = 0; i < hd; i++) dot += qt[i] * kj[i];
-            p = cllm__exp(dot * scale - row_lse);
-            for (i = 0; i < hd; i++) { dp += dyt[i] * vj[i]; dv[ko + i] += p * dyt[i]; }
-            ds = p * (dp - dyy) * scale;
-            for (i = 0; i < hd; i++) { dqt[i] += ds * kj[i]; dk[ko + i] += ds * qt[i]; }
-        }
-    }
-}
-
-/* SwiGLU: act = silu(g) * u, silu(g) = g * sigmoid(g).
-   dg += dact * u * sigmoid(g) * (1 + g (1 - sigmoid(g))),   du += dact * silu(g)               */
-static void cllm__swiglu_forward(cllm_float *act, const cllm_float *g, const cllm_float *u, size_t n) {
-    size_t i;
-    CLLM__PARALLEL_FOR(n * 16)
-    for (i = 0; i < n; i++) act[i] = g[i] / (1 + cllm__exp(-g[i])) * u[i];
-}
-
-static void cllm__swiglu_backward(cllm_float *dg, cllm_float *du, const cllm_float *dact,
-                                  const cllm_float *g, const cllm_float *u, size_t n) {
-    size_t i;
-    CLLM__PARALLEL_FOR(n * 16)
-    for (i = 0; i < n; i++) {
-        cllm_float sig = 1 / (1 + cllm__exp(-g[i]));
-        dg[i] += dact[i] * u[i] * sig * (1 + g[i] * (1 - sig));
-        du[i] += dact[i] * g[i] * sig;
-    }
-}
-
-/* Embedding lookup: x[n] = E[id[n]];  backward: dE[id[n]] += dx[n]                            */
-static void cllm__embedding_forward(cllm_float *out, const int *ids, const cllm_float *E, int N, int C) {
-    int n;
-    CLLM__PARALLEL_FOR((size_t)N * C)
-    for (n = 0; n < N; n++) memcpy(out + (size_t)n * C, E + (size_t)ids[n] * C, sizeof(cllm_float) * (size_t)C);
-}
-
-static void cllm__embedding_backward(cllm_float *dE, const cllm_float *dout, const int *ids, int N, int C) {
-    int n, c;
-    for (n = 0; n < N; n++) {
-        cllm_float *de = dE + (size_t)ids[n] * C;
-        const cllm_float *dx = dout + (size_t)n * C;
-        for (c = 0; c < C; c++) de[c] += dx[c];
-    }
-}
-
-/* Log-softmax of one logits row z (V) scaled by 1/temperature, for target y (or -1):
-     lse = log sum_v exp(z_v / tau),   logp = z_y / tau - lse,   H = lse - sum_v p_v z_v / tau     */
-static void cllm__logsoftmax_row(cllm_float *lse, cllm_float *logp, cllm_float *entropy,
-                                 const cllm_float *z, int y, cllm_float inv_tau, int V) {
-    int v;
-    cllm_float mx = -INFINITY, sum = 0, pz = 0;
-    for (v = 0; v < V; v++) if (z[v] * inv_tau > mx) mx = z[v] * inv_tau;
-    for (v = 0; v < V; v++) { cllm_float e = cllm__exp(z[v] * inv_tau - mx); sum += e; pz += e * z[v] * inv_tau; }
-    *lse = mx + cllm__log(sum);
-    *logp = y >= 0 ? z[y] * inv_tau - *lse : 0;
-    *entropy = *lse - pz / sum;
-}
-
-/* d logp / d z_v = (1[v = y] - p_v) / tau, times the incoming dlogp; written over z.           */
-static void cllm__logsoftmax_row_backward(cllm_float *z, cllm_float lse, int y, cllm_float dlogp, cllm_float inv_tau, int V) {
-    int v;
-    for (v = 0; v < V; v++) z[v] = -dlogp * inv_tau * cllm__exp(z[v] * inv_tau - lse);
-    z[y] += dlogp * inv_tau;
-}
-
-/* -------------------------------------------------------------------------------------------- */
-/* Layers: fast paths (optional; see COMPILE-TIME OPTIONS) and the dispatchers                  */
-/* -------------------------------------------------------------------------------------------- */
-/* Each fast path computes the same formula as its reference above; tests/test_fastpath.c
-   compares them on odd sizes. Summation order:
-   - OpenMP alone: unchanged, results are bit-identical to the references.
-   - CLLM_BLOCKED: the matmul still adds the products of each output element in ascending
-     order, starting from the bias or the value being accumulated into, so without SIMD it too
-     is bit-identical; the tiles only decide which thread computes which outputs.
-   - CLLM_SIMD: fused multiply-adds (one rounding instead of two); dot products (the forward
-     matmul, attention scores) keep 8 (AVX2) or 4 (NEON) lane partial sums per K block of the
-     matmul (cllm__dot: 4 such vectors) and add them at the end. Differences are a few float
-     ulps per operation, ~1e-7..1e-6 relative (tests/test_fastpath.c prints them).          */
-
-#if defined(CLLM_SIMD) && !defined(CLLM_BLOCKED)
-#define CLLM_BLOCKED
-#endif
-#if defined(CLLM_SIMD) && !defined(COLLABLLM_DOUBLE)
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define CLLM__AVX2 1
-#elif defined(__ARM_NEON) && defined(__aarch64__)
-#include <arm_neon.h>
-#define CLLM__NEON 1
-#endif
-#endif
-#if defined(CLLM__OMP) || defined(CLLM_BLOCKED)
-#define CLLM__FAST 1          /* some fast path is on: the dispatchers below use it */
-#endif
-
-/* The vector helpers below are used by the reference kernels too (attention): without SIMD
-   they are the plain left-to-right loops. */
-#ifdef CLLM__AVX2
-static float cllm__hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-#endif
-
-/* init + sum_i a[i] b[i]: left to right without SIMD (as the reference loops), else in
-   4 vector partial sums, combined at the end, then the scalar tail. */
-static cllm_float cllm__dot(cllm_float init, const cllm_float *a, const cllm_float *b, int n) {
-    int i = 0;
-    cllm_float s = init;
-#if defined(CLLM__AVX2)
-    if (n >= 32) {
-        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-        for (; i + 32 <= n; i += 32) {
-            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-            s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
-            s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
-        }
-        for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s += cllm__hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    }
-#elif defined(CLLM__NEON)
-    if (n >= 16) {
-        float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
-        for (; i + 16 <= n; i += 16) {
-            s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
-            s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
-            s2 = vfmaq_f32(s2, vld1q_f32(a + i + 8), vld1q_f32(b + i + 8));
-            s3 = vfmaq_f32(s3, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
-        }
-        for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
-        s += vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3)));
-    }
-#endif
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-/* y += alpha x (fused multiply-add with SIMD). */
-static void cllm__axpy(cllm_float *y, cllm_float alpha, const cllm_float *x, int n) {
-    int i = 0;
-#if defined(CLLM__AVX2)
-    __m256 va = _mm256_set1_ps(alpha);
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-#elif defined(CLLM__NEON)
-    float32x4_t va = vdupq_n_f32(alpha);
-    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_f32(vld1q_f32(y + i), va, vld1q_f32(x + i)));
-#endif
-    for (; i < n; i++) y[i] += alpha * x[i];
-}
-
-#ifdef CLLM__FAST
-
-/* ---- matmul: cache blocking ------------------------------------------------------------------
-   The forward product out = inp W^T pairs rows of inp with rows of W, both contiguous along C,
-   so it is a grid of dot products: the "dot" kernel takes 3 rows of inp and 4 rows of W and
-   keeps their 12 dot products in registers (12 of the 16 AVX2 registers).
-   The backward products are sums of outer products, with the rows of B contiguous:
-     dinp (N,C)  += dout (N,OC)   . W   (OC,C)      A(n,o) = dout[n][o],  B(o,c) = W[o][c]
-     dW   (OC,C) += dout^T (OC,N) . inp (N,C)       A(o,n) = dout[n][o],  B(n,c) = inp[n][c]
-   The "outer" kernel holds a 6 x 16 block of the output in registers and adds, for each k, the
-   6 values A(i,k) times the 16 values B(k,j); B's rows are first copied into a contiguous panel.
-   Both walk K in blocks that fit their operands in L1/L2. The output is cut into tiles, one
-   thread per tile, and inside a tile K is walked in ascending order: the thread count never
-   changes a result.                                                                            */
-#ifdef CLLM_BLOCKED
-#define CLLM__DR 3      /* dot kernel: 3 rows of inp x 4 rows of W                                  */
-#define CLLM__DC 4
-#define CLLM__DMC 96    /* its tiles: 96 rows of inp (192 KB per K block, reread from L2) ...       */
-#define CLLM__DNC 128   /* ... by 128 rows of W, each group of 4 read once into L1                  */
-#define CLLM__MR 6      /* outer kernel: a 6 x 16 block of the output                               */
-#define CLLM__NR 16
-#define CLLM__KC 256    /* its K block: a 16 KB panel of B stays in L1                             */
-#define CLLM__MC 192    /* its tiles: 192 rows of A, read in place (192 KB per K block: L2) ...     */
-#define CLLM__NC 256    /* ... by 256 columns                                                       */
-
-#ifdef CLLM__AVX2
-/* [sum a, sum b, sum c, sum d] of four 8-lane vectors */
-static __m128 cllm__hsum4x8(__m256 a, __m256 b, __m256 c, __m256 d) {
-    __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
-    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
-}
-#endif
-
-/* out[i][j] += sum_{k<kc} x_i[k] w_j[k] for i < mr <= 3, j < nr <= 4 (x rows ldx apart, w rows
-   ldw apart, out rows ldo apart). Missing rows reuse row 0 and are not written. */
-static void cllm__kernel_dot(int kc, const cllm_float *x, size_t ldx, const cllm_float *w, size_t ldw,
-                             cllm_float *out, size_t ldo, int mr, int nr) {
-    const cllm_float *xr[CLLM__DR], *wr[CLLM__DC];
-    int i, j, k = 0;
-    for (i = 0; i < CLLM__DR; i++) xr[i] = x + (i < mr ? (size_t)i * ldx : 0);
-    for (j = 0; j < CLLM__DC; j++) wr[j] = w + (j < nr ? (size_t)j * ldw : 0);
-#if defined(CLLM__AVX2)
-    if (mr == 1) {                  /* one row (decoding): the same arithmetic per output, 1/3 of the work */
-        __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s03 = s00;
-        cllm_float r[4];
-        for (; k + 8 <= kc; k += 8) {
-            __m256 x0 = _mm256_loadu_ps(xr[0] + k);
-            s00 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[0] + k), s00);
-            s01 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[1] + k), s01);
-            s02 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[2] + k), s02);
-            s03 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[3] + k), s03);
-        }
-        _mm_storeu_ps(r, cllm__hsum4x8(s00, s01, s02, s03));
-        for (j = 0; j < nr; j++) {
-            cllm_float acc = r[j];
-            int kk;
-            for (kk = k; kk < kc; kk++) acc += xr[0][kk] * wr[j][kk];
-            out[j] += acc;
-        }
-        return;
-    }
-    {
-        __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s03 = s00, s10 = s00, s11 = s00;
-        __m256 s12 = s00, s13 = s00, s20 = s00, s21 = s00, s22 = s00, s23 = s00;
-        cllm_float r[CLLM__DR][4];
-        __m128 r0, r1, r2;
-        for (; k + 8 <= kc; k += 8) {
-            __m256 x0 = _mm256_loadu_ps(xr[0] + k), x1 = _mm256_loadu_ps(xr[1] + k), x2 = _mm256_loadu_ps(xr[2] + k), wv;
-#define CLLM__COL(j) wv = _mm256_loadu_ps(wr[j] + k); s0##j = _mm256_fmadd_ps(x0, wv, s0##j); \
-            s1##j = _mm256_fmadd_ps(x1, wv, s1##j); s2##j = _mm256_fmadd_ps(x2, wv, s2##j);
-            CLLM__COL(0) CLLM__COL(1) CLLM__COL(2) CLLM__COL(3)
-#undef CLLM__COL
-        }
-        r0 = cllm__hsum4x8(s00, s01, s02, s03);
-        r1 = cllm__hsum4x8(s10, s11, s12, s13);
-        r2 = cllm__hsum4x8(s20, s21, s22, s23);
-        if (k == kc && mr == CLLM__DR && nr == CLLM__DC) {        /* the common case: no tails */
-            _mm_storeu_ps(out, _mm_add_ps(_mm_loadu_ps(out), r0));
-            _mm_storeu_ps(out + ldo, _mm_add_ps(_mm_loadu_ps(out + ldo), r1));
-            _mm_storeu_ps(out + 2 * ldo, _mm_add_ps(_mm_loadu_ps(out + 2 * ldo), r2));
-            return;
-        }
-        _mm_storeu_ps(r[0], r0); _mm_storeu_ps(r[1], r1); _mm_storeu_ps(r[2], r2);
-        for (i = 0; i < mr; i++) for (j = 0; j < nr; j++) {
-            cllm_float acc = r[i][j];
-            int kk;
-            for (kk = k; kk < kc; kk++) acc += xr[i][kk] * wr[j][kk];
-            out[(size_t)i * ldo + j] += acc;
-        }
-    }
-#elif defined(CLLM__NEON)
-    {
-        float32x4_t s[CLLM__DR][CLLM__DC];
-        for (i = 0; i < CLLM__DR; i++) for (j = 0; j < CLLM__DC; j++) s[i][j] = vdupq_n_f32(0);
-        for (; k + 4 <= kc; k += 4) {
-            float32x4_t xv[CLLM__DR];
-            for (i = 0; i < CLLM__DR; i++) xv[i] = vld1q_f32(xr[i] + k);
-            for (j = 0; j < CLLM__DC; j++) {
-                float32x4_t wv = vld1q_f32(wr[j] + k);
-                for (i = 0; i < CLLM__DR; i++) s[i][j] = vfmaq_f32(s[i][j], xv[i], wv);
-            }
-        }
-        for (i = 0; i < mr; i++) for (j = 0; j < nr; j++) {
-            cllm_float acc = vaddvq_f32(s[i][j]);
-            int kk;
-            for (kk = k; kk < kc; kk++) acc += xr[i][kk] * wr[j][kk];
-            out[(size_t)i * ldo + j] += acc;
-        }
-    }
-#else
-    for (i = 0; i < mr; i++) for (j = 0; j < nr; j++) {     /* the reference's order exactly */
-        cllm_float acc = out[(size_t)i * ldo + j];
-        for (k = 0; k < kc; k++) acc += xr[i][k] * wr[j][k];
-        out[(size_t)i * ldo + j] = acc;
-    }
-#endif
-}
-
-/* c[r][j] += sum_{k<kc} a_r[k*acs] b[k*NR + j] for a full 6 x 16 block (c rows ldc apart): a_r
-   are the 6 rows of A, b one packed panel of B. Each output adds its products in ascending k. */
-#if defined(CLLM__AVX2)
-static void cllm__kernel_outer(int kc, const float *const *a, size_t acs, const float *b, float *c, size_t ldc) {
-    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
-    __m256 c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
-    __m256 c10 = _mm256_loadu_ps(c + ldc), c11 = _mm256_loadu_ps(c + ldc + 8);
-    __m256 c20 = _mm256_loadu_ps(c + 2 * ldc), c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
-    __m256 c30 = _mm256_loadu_ps(c + 3 * ldc), c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
-    __m256 c40 = _mm256_loadu_ps(c + 4 * ldc), c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
-    __m256 c50 = _mm256_loadu_ps(c + 5 * ldc), c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
-    size_t k, ka = 0;
-    for (k = 0; k < (size_t)kc; k++, ka += acs, b += CLLM__NR) {
-        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), av;
-#define CLLM__ROW(r) av = _mm256_broadcast_ss(a##r + ka); \
-        c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0); c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);
-        CLLM__ROW(0) CLLM__ROW(1) CLLM__ROW(2) CLLM__ROW(3) CLLM__ROW(4) CLLM__ROW(5)
-#undef CLLM__ROW
-    }
-    _mm256_storeu_ps(c, c00);           _mm256_storeu_ps(c + 8, c01);
-    _mm256_storeu_ps(c + ldc, c10);     _mm256_storeu_ps(c + ldc + 8, c11);
-    _mm256_storeu_ps(c + 2 * ldc, c20); _mm256_storeu_ps(c + 2 * ldc + 8, c21);
-    _mm256_storeu_ps(c + 3 * ldc, c30); _mm256_storeu_ps(c + 3 * ldc + 8, c31);
-    _mm256_storeu_ps(c + 4 * ldc, c40); _mm256_storeu_ps(c + 4 * ldc + 8, c41);
-    _mm256_storeu_ps(c + 5 * ldc, c50); _mm256_storeu_ps(c + 5 * ldc + 8, c51);
-}
-#elif defined(CLLM__NEON)
-static void cllm__kernel_outer(int kc, const float *const *a, size_t acs, const float *b, float *c, size_t ldc) {
-    float32x4_t acc[CLLM__MR][4];
-    size_t k, ka = 0;
-    int r, j;
-    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < 4; j++) acc[r][j] = vld1q_f32(c + r * ldc + 4 * j);
-    for (k = 0; k < (size_t)kc; k++, ka += acs, b += CLLM__NR) {
-        float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4), b2 = vld1q_f32(b + 8), b3 = vld1q_f32(b + 12);
-        for (r = 0; r < CLLM__MR; r++) {
-            float32x4_t av = vdupq_n_f32(a[r][ka]);
-            acc[r][0] = vfmaq_f32(acc[r][0], av, b0); acc[r][1] = vfmaq_f32(acc[r][1], av, b1);
-            acc[r][2] = vfmaq_f32(acc[r][2], av, b2); acc[r][3] = vfmaq_f32(acc[r][3], av, b3);
-        }
-    }
-    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < 4; j++) vst1q_f32(c + r * ldc + 4 * j, acc[r][j]);
-}
-#else
-static void cllm__kernel_outer(int kc, const cllm_float *const *a, size_t acs, const cllm_float *b, cllm_float *c, size_t ldc) {
-    cllm_float acc[CLLM__MR][CLLM__NR];
-    size_t k, ka = 0;
-    int r, j;
-    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) acc[r][j] = c[r * ldc + j];
-    for (k = 0; k < (size_t)kc; k++, ka += acs, b += CLLM__NR)
-        for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) acc[r][j] += a[r][ka] * b[j];
-    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) c[r * ldc + j] = acc[r][j];
-}
-#endif
-
-/* Output tiles of mc x nc (multiples of the kernel's block), made smaller while there would be
-   fewer than two per thread (e.g. the 128-wide k_proj of Qwen2.5). Returns the column count. */
-static int cllm__tiles(int M, int N, int *mc, int *nc, int mr, int nr) {
-    size_t want = (size_t)2 * cllm__max_threads();
-#define CLLM__NTILES ((size_t)((M + *mc - 1) / *mc) * (size_t)((N + *nc - 1) / *nc))
-    while (*mc > mr && CLLM__NTILES < want) *mc = (*mc / 2 + mr - 1) / mr * mr;
-    while (*nc > nr && CLLM__NTILES < want) *nc = (*nc / 2 + nr - 1) / nr * nr;
-#undef CLLM__NTILES
-    return (N + *nc - 1) / *nc;
-}
-
-#ifdef CLLM__AVX2
-/* out[j] += sum_k x[k] w_j[k] for the 8 rows w_0..w_7 (ldw apart): cllm__kernel_dot's one-row
-   arithmetic for each output (its 8-lane chain, reduction and tail), over twice as many
-   weight rows at once, which keeps more of them streaming from memory. */
-static void cllm__kernel_dot_row8(int kc, const cllm_float *x, const cllm_float *w, size_t ldw, cllm_float *out) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
-    cllm_float r[8];
-    int j, k = 0;
-    for (; k + 8 <= kc; k += 8) {
-        __m256 x0 = _mm256_loadu_ps(x + k);
-        s0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + k), s0);
-        s1 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + ldw + k), s1);
-        s2 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 2 * ldw + k), s2);
-        s3 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 3 * ldw + k), s3);
-        s4 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 4 * ldw + k), s4);
-        s5 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 5 * ldw + k), s5);
-        s6 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 6 * ldw + k), s6);
-        s7 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 7 * ldw + k), s7);
-    }
-    _mm_storeu_ps(r, cllm__hsum4x8(s0, s1, s2, s3));
-    _mm_storeu_ps(r + 4, cllm__hsum4x8(s4, s5, s6, s7));
-    for (j = 0; j < 8; j++) {
-        cllm_float acc = r[j];
-        int kk;
-        for (kk = k; kk < kc; kk++) acc += x[kk] * w[(size_t)j * ldw + kk];
-        out[j] += acc;
-    }
-}
-
-/* out (1 x N) += x (1 x K) W (N x K)^T: one row, as in decoding, where the time is the time to
-   read W. Each thread takes one contiguous run of W's rows, 8 at a time (the last < 8 rows by
-   cllm__kernel_dot); every output is computed exactly as cllm__gemm_nt's tiles compute it. */
-static void cllm__gemv_nt(cllm_float *out, const cllm_float *x, const cllm_float *W, size_t ldw, int N, int K) {
-    int groups = N / 8, g, j;
-#ifdef CLLM__OMP
-#pragma omp parallel for schedule(static) if(groups > 1 && (double)N * K >= 2e4)
-#endif
-    for (g = 0; g < groups; g++) cllm__kernel_dot_row8(K, x, W + (size_t)g * 8 * ldw, ldw, out + (size_t)g * 8);
-    for (j = groups * 8; j < N; j += CLLM__DC)
-        cllm__kernel_dot(K, x, 0, W + (size_t)j * ldw, ldw, out + j, 0, 1, N - j < CLLM__DC ? N - j : CLLM__DC);
-}
-#endif
-
-/* out (M x N, rows ldo apart) += X (M x K) W (N x K)^T, X and W rows ldx and ldw apart. */
-static void cllm__gemm_nt(cllm_float *out, size_t ldo, const cllm_float *X, size_t ldx,
-                          const cllm_float *W, size_t ldw, int M, int N, int K) {
-    int mc = CLLM__DMC, nc = CLLM__DNC, tn, ntiles, t;
-    if (M <= 0 || N <= 0 || K <= 0) return;
-#ifdef CLLM__AVX2
-    if (M == 1) { cllm__gemv_nt(out, X, W, ldw, N, K); return; }
-#endif
-    tn = cllm__tiles(M, N, &mc, &nc, CLLM__DR, CLLM__DC);
-    ntiles = (M + mc - 1) / mc * tn;
-    /* K is not blocked: each output is one chain of fused multiply-adds and one reduction, the
-       same whatever M is and however the tiles fall, so a row's result never depends on how many
-       rows are computed with it (a token sampled while decoding 1 sequence or 8 is the same). */
-#ifdef CLLM__OMP
-#pragma omp parallel for schedule(dynamic) if(ntiles > 1 && (double)M * N * K >= 1e5)
-#endif
-    for (t = 0; t < ntiles; t++) {
-        int i0 = t / tn * mc, j0 = t % tn * nc, i, j;
-        int i1 = M - i0 < mc ? M : i0 + mc, j1 = N - j0 < nc ? N : j0 + nc;
-        for (j = j0; j < j1; j += CLLM__DC) for (i = i0; i < i1; i += CLLM__DR)
-            cllm__kernel_dot(K, X + (size_t)i * ldx, ldx, W + (size_t)j * ldw, ldw, out + (size_t)i * ldo + j, ldo,
-                             i1 - i < CLLM__DR ? i1 - i : CLLM__DR, j1 - j < CLLM__DC ? j1 - j : CLLM__DC);
-    }
-}
-
-/* Copies rows [k0, k0+kc) and columns [j, j+nr) of B into one contiguous NR-column panel,
-   zero-padded past nr <= NR: bp[k*NR + jj] = B[(k0+k)*ldb + j + jj]. */
-static void cllm__pack_panel(cllm_float *bp, const cllm_float *B, size_t ldb, int j, int nr, int k0, int kc) {
-    int k;
-    for (k = 0; k < kc; k++) {
-        const cllm_float *src = B + (size_t)(k0 + k) * ldb + (size_t)j;
-        cllm_float *dst = bp + (size_t)k * CLLM__NR;
-#if defined(__GNUC__) || defined(__clang__)
-        if (k + 16 < kc) __builtin_prefetch(src + 16 * ldb);    /* rows far apart: no hardware prefetch */
-#endif
-        if (nr == CLLM__NR) memcpy(dst, src, sizeof(cllm_float) * CLLM__NR);    /* two vector moves */
-        else {
-            memcpy(dst, src, sizeof(cllm_float) * (size_t)nr);
-            memset(dst + nr, 0, sizeof(cllm_float) * (size_t)(CLLM__NR - nr));
-        }
-    }
-}
-
-/* Cm (M x N, rows ldc apart) += A (M x K) B (K x N), with A(i,k) = A[i*ars + k*acs] read in place
-   and B(k,j) = B[k*ldb + j]. Each thread copies one B panel (KC x NR, 16 KB, on its stack) at
-   a time and runs it against every 6-row block of A in its tile. */
-static void cllm__gemm_nn(cllm_float *Cm, size_t ldc, const cllm_float *A, size_t ars, size_t acs,
-                          const cllm_float *B, size_t ldb, int M, int N, int K) {
-    int mc = CLLM__MC, nc = CLLM__NC, tn, ntiles, t;
-    if (M <= 0 || N <= 0 || K <= 0) return;
-    tn = cllm__tiles(M, N, &mc, &nc, CLLM__MR, CLLM__NR);
-    ntiles = (M + mc - 1) / mc * tn;
-#ifdef CLLM__OMP
-#pragma omp parallel for schedule(dynamic) if(ntiles > 1 && (double)M * N * K >= 1e5)
-#endif
-    for (t = 0; t < ntiles; t++) {
-        cllm_float panel[CLLM__KC * CLLM__NR + 16], *bp = panel;
-        int i0 = t / tn * mc, j0 = t % tn * nc, k0, p, q;
-        int mt = M - i0 < mc ? M - i0 : mc, nt = N - j0 < nc ? N - j0 : nc;
-        while ((uintptr_t)bp % 64) bp++;                         /* aligned vector loads of B */
-        for (k0 = 0; k0 < K; k0 += CLLM__KC) {
-            int kc = K - k0 < CLLM__KC ? K - k0 : CLLM__KC;
-            for (q = 0; q < nt; q += CLLM__NR) {
-                int nr = nt - q < CLLM__NR ? nt - q : CLLM__NR;
-                cllm__pack_panel(bp, B, ldb, j0 + q, nr, k0, kc);
-                for (p = 0; p < mt; p += CLLM__MR) {
-                    int mr = mt - p < CLLM__MR ? mt - p : CLLM__MR, r, j;
-                    const cllm_float *a[CLLM__MR];
-                    cllm_float *c = Cm + (size_t)(i0 + p) * ldc + (size_t)(j0 + q), tile[CLLM__MR * CLLM__NR];
-                    for (r = 0; r < CLLM__MR; r++) a[r] = A + (size_t)(i0 + p + (r < mr ? r : 0)) * ars + (size_t)k0 * acs;
-#if defined(__GNUC__) || defined(__clang__)
-                    /* the next output block: with a short K (dW sums over the tokens) the output is
-                       streamed from memory, and its load would otherwise stall the kernel */
-                    if (p + 2 * CLLM__MR <= mt) for (r = CLLM__MR; r < 2 * CLLM__MR; r++) {
-                        __builtin_prefetch(c + r * ldc, 1);
-                        __builtin_prefetch(c + r * ldc + CLLM__NR - 1, 1);
-                    }
-#endif
-                    if (mr == CLLM__MR && nr == CLLM__NR) { cllm__kernel_outer(kc, a, acs, bp, c, ldc); continue; }
-                    /* an edge block goes through a full-size copy; the extra entries are discarded */
-                    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) tile[r * CLLM__NR + j] = r < mr && j < nr ? c[r * ldc + j] : 0;
-                    cllm__kernel_outer(kc, a, acs, bp, tile, CLLM__NR);
-                    for (r = 0; r < mr; r++) for (j = 0; j < nr; j++) c[r * ldc + j] = tile[r * CLLM__NR + j];
-                }
-            }
-        }
-    }
-}
-
-/* out = bias (or 0), then out += inp W^T. */
-static void cllm__matmul_forward_blocked(cllm_float *out, const cllm_float *inp, const cllm_float *W,
-                                         const cllm_float *bias, int N, int C, int OC) {
-    int n;
-    CLLM__PARALLEL_FOR((size_t)N * OC)
-    for (n = 0; n < N; n++) {
-        if (bias) memcpy(out + (size_t)n * OC, bias, sizeof(cllm_float) * (size_t)OC);
-        else memset(out + (size_t)n * OC, 0, sizeof(cllm_float) * (size_t)OC);
-    }
-    cllm__gemm_nt(out, (size_t)OC, inp, (size_t)C, W, (size_t)C, N, OC, C);
-}
-
-/* The three products of the reference backward. */
-static void cllm__matmul_backward_blocked(cllm_float *dinp, cllm_float *dW, cllm_float *dbias,
-                                          const cllm_float *dout, const cllm_float *inp, const cllm_float *W,
-                                          int N, int C, int OC) {
-    int o;
-    if (dinp) cllm__gemm_nn(dinp, (size_t)C, dout, (size_t)OC, 1, W, (size_t)C, N, C, OC);
-    if (dW) cllm__gemm_nn(dW, (size_t)C, dout, 1, (size_t)OC, inp, (size_t)C, OC, C, N);
-    if (dbias) {
-        CLLM__PARALLEL_FOR((size_t)N * OC)
-        for (o = 0; o < OC; o++) {
-            cllm_float db = 0;
-            int n;
-            for (n = 0; n < N; n++) db += dout[(size_t)n * OC + o];
-            dbias[o] += db;
-        }
-    }
-}
-#endif /* CLLM_BLOCKED */
-
-#if defined(CLLM__OMP) && !defined(CLLM_BLOCKED)
-/* OpenMP without CLLM_BLOCKED, a few rows (generation decodes one token at a time): parallel
-   over the outputs, each row of W read once and dotted with every input row while in L1, in
-   the reference's order (cllm__dot without SIMD), so results equal the reference's. */
-static void cllm__matmul_forward_rows(cllm_float *out, const cllm_float *inp, const cllm_float *W,
-                                      const cllm_float *bias, int N, int C, int OC) {
-    int o;
-    CLLM__PARALLEL_FOR((size_t)N * C * OC)
-    for (o = 0; o < OC; o++) {
-        int n;
-        for (n = 0; n < N; n++)
-            out[(size_t)n * OC + o] = cllm__dot(bias ? bias[o] : 0, inp + (size_t)n * C, W + (size_t)o * C, C);
-    }
-}
-#endif
-
-/* ---- rmsnorm backward: rows in parallel, then dw by column blocks ---------------------------
-   dw[c] sums over the rows, so the reference's row loop would race on it; here each thread
-   owns a block of columns and adds its rows in the reference's order. */
-static void cllm__rmsnorm_backward_parallel(cllm_float *dinp, cllm_float *dw, const cllm_float *dout,
-                                            const cllm_float *inp, const cllm_float *w, const cllm_float *rstd,
-                                            int N, int C) {
-    int n, c0;
-    CLLM__PARALLEL_FOR((size_t)N * C)
-    for (n = 0; n < N; n++) {
-        const cllm_float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
-        cllm_float *dx = dinp + (size_t)n * C, r = rstd[n], dot = 0;
-        int c;
-        for (c = 0; c < C; c++) dot += dy[c] * w[c] * x[c] * r;
-        dot /= C;
-        for (c = 0; c < C; c++) dx[c] += r * (dy[c] * w[c] - x[c] * r * dot);
-    }
-    if (dw) {
-        CLLM__PARALLEL_FOR((size_t)N * C)
-        for (c0 = 0; c0 < C; c0 += 64) {
-            int c1 = C - c0 < 64 ? C : c0 + 64, n2, c;
-            for (n2 = 0; n2 < N; n2++) {
-                const cllm_float *x = inp + (size_t)n2 * C, *dy = dout + (size_t)n2 * C;
-                cllm_float r = rstd[n2];
-                for (c = c0; c < c1; c++) dw[c] += dy[c] * (x[c] * r);
-            }
-        }
-    }
-}
-
-/* ---- attention: (batch, head) pairs in parallel ----------------------------------------------
-   Forward: each (b, h) is independent; each thread gets its own score row. Backward: dk and
-   dv of a kv head collect from the H/KV query heads that share it, so the unit of work is a
-   (b, kv head) pair, whose query heads run in the reference's order. */
-static void cllm__attention_forward_fast(cllm_float *out, cllm_float *lse, const cllm_float *q,
-                                         const cllm_float *k, const cllm_float *v, const int *mask,
-                                         int B, int T, int H, int KV, int hd, cllm_float *s) {
-    int bh, rep = H / KV;
-    cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
-    cllm_float *rows = cllm__max_threads() > 1 ? (cllm_float *)CLLM_MALLOC(sizeof(cllm_float) * (size_t)cllm__max_threads() * T) : s;
-    if (!rows) { cllm__attention_forward_naive(out, lse, q, k, v, mask, B, T, H, KV, hd, s); return; }
-    CLLM__PARALLEL_FOR((size_t)B * H * T * T * hd)
-    for (bh = 0; bh < B * H; bh++) {
-        int b = bh / H, h = bh % H, t, j;
-        cllm_float *sr = rows + (size_t)cllm__thread_num() * T;
-        for (t = 0; t < T; t++) {
-            const cllm_float *qt = q + ((size_t)(b * T + t) * H + h) * hd;
-            cllm_float *yt = out + ((size_t)(b * T + t) * H + h) * hd;
-            cllm_float mx = -INFINITY, sum = 0;
-            for (j = 0; j <= t; j++) {
-                if (mask && !mask[b * T + j]) { sr[j] = -INFINITY; continue; }
-                sr[j] = cllm__dot(0, qt, k + ((size_t)(b * T + j) * KV + h / rep) * hd, hd) * scale;
-                if (sr[j] > mx) mx = sr[j];
-            }
-            for (j = 0; j <= t; j++) { sr[j] = cllm__exp(sr[j] - mx); sum += sr[j]; }   /* sr now holds exp(s - max) */
-            lse[((size_t)b * H + h) * T + t] = mx + cllm__log(sum);
-            memset(yt, 0, sizeof(cllm_float) * (size_t)hd);
-            for (j = 0; j <= t; j++) {
-                cllm_float p = sr[j] / sum;
-                if (p != 0) cllm__axpy(yt, p, v + ((size_t)(b * T + j) * KV + h / rep) * hd, hd);
-            }
-        }
-    }
-    if (rows != s) CLLM_FREE(rows);
-}
-
-static void cllm__attention_backward_fast(cllm_float *dq, cllm_float *dk, cllm_float *dv, const cllm_float *dout,
-                                          const cllm_float *q, const cllm_float *k, const cllm_float *v,
-                                          const cllm_float *out, const cllm_float *lse, const int *mask,
-                                          int B, int T, int H, int KV, int hd) {
-    int bg, rep = H / KV;
-    cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
-    CLLM__PARALLEL_FOR((size_t)B * H * T * T * hd)
-    for (bg = 0; bg < B * KV; bg++) {
-        int b = bg / KV, g = bg % KV, h, t, j;
-        for (h = g * rep; h < (g + 1) * rep; h++) for (t = 0; t < T; t++) {
-            size_t qo = ((size_t)(b * T + t) * H + h) * hd;
-            const cllm_float *qt = q + qo, *dyt = dout + qo;
-            cllm_float row_lse = lse[((size_t)b * H + h) * T + t], dyy = cllm__dot(0, dyt, out + qo, hd);
-            for (j = 0; j <= t; j++) {
-                size_t ko = ((size_t)(b * T + j) * KV + g) * hd;
-                cllm_float p, dp, ds;
-                if (mask && !mask[b * T + j]) continue;
-                p = cllm__exp(cllm__dot(0, qt, k + ko, hd) * scale - row_lse);
-                dp = cllm__dot(0, dyt, v + ko, hd);
-                cllm__axpy(dv + ko, p, dyt, hd);
-                ds = p * (dp - dyy) * scale;
-                cllm__axpy(dq + qo, ds, k + ko, hd);
-                cllm__axpy(dk + ko, ds, qt, hd);
-            }
-        }
-    }
-}
-
-#endif /* CLLM__FAST */
-
-/* ---- dispatchers: the names the forward and backward drivers call ---------------------------- */
-
-static void cllm__matmul_forward(cllm_float *out, const cllm_float *inp, const cllm_float *W,
-                                 const cllm_float *bias, int N, int C, int OC) {
-#ifdef CLLM_BLOCKED
-    cllm__matmul_forward_blocked(out, inp, W, bias, N, C, OC);   /* any N: see cllm__gemm_nt */
-#else
-#ifdef CLLM__OMP
-    if (N < 4) { cllm__matmul_forward_rows(out, inp, W, bias, N, C, OC); return; }  /* parallel over OC */
-#endif
-    cllm__matmul_forward_naive(out, inp, W, bias, N, C, OC);
-#endif
-}
-
-static void cllm__matmul_backward(cllm_float *dinp, cllm_float *dW, cllm_float *dbias,
-                                  const cllm_float *dout, const cllm_float *inp, const cllm_float *W,
-                                  int N, int C, int OC) {
-#ifdef CLLM_BLOCKED
-    cllm__matmul_backward_blocked(dinp, dW, dbias, dout, inp, W, N, C, OC);
-#else
-    cllm__matmul_backward_naive(dinp, dW, dbias, dout, inp, W, N, C, OC);
-#endif
-}
-
-static void cllm__rmsnorm_backward(cllm_float *dinp, cllm_float *dw, const cllm_float *dout,
-                                   const cllm_float *inp, const cllm_float *w, const cllm_float *rstd,
-                                   int N, int C) {
-#ifdef CLLM__FAST
-    cllm__rmsnorm_backward_parallel(dinp, dw, dout, inp, w, rstd, N, C);
-#else
-    cllm__rmsnorm_backward_naive(dinp, dw, dout, inp, w, rstd, N, C);
-#endif
-}
-
-/* s: scratch of T values (the fast path allocates one row per thread itself). */
-static void cllm__attention_forward(cllm_float *out, cllm_float *lse, const cllm_float *q,
-                                    const cllm_float *k, const cllm_float *v, const int *mask,
-                                    int B, int T, int H, int KV, int hd, cllm_float *s) {
-#ifdef CLLM__FAST
-    cllm__attention_forward_fast(out, lse, q, k, v, mask, B, T, H, KV, hd, s);
-#else
-    cllm__attention_forward_naive(out, lse, q, k, v, mask, B, T, H, KV, hd, s);
-#endif
-}
-
-static void cllm__attention_backward(cllm_float *dq, cllm_float *dk, cllm_float *dv, const cllm_float *dout,
-                                     const cllm_float *q, const cllm_float *k, const cllm_float *v,
-                                     const cllm_float *out, const cllm_float *lse, const int *mask,
-                                     int B, int T, int H, int KV, int hd) {
-#ifdef CLLM__FAST
-    cllm__attention_backward_fast(dq, dk, dv, dout, q, k, v, out, lse, mask, B, T, H, KV, hd);
-#else
-    cllm__attention_backward_naive(dq, dk, dv, dout, q, k, v, out, lse, mask, B, T, H, KV, hd);
-#endif
-}
-
-/* LoRA adapters inside the forward and backward passes                                         */
-/* -------------------------------------------------------------------------------------------- */
-/* y = x W^T (+ b) + s B A d(x), s = alpha / r, d = dropout (PEFT's lora_dropout, inverted:
-   d(x)_c = x_c keep_c / (1 - p)). The keep mask of element c of row n is a hash of
-   (dropout_seed, target, layer, n, c), so the backward pass recomputes the very same mask
-   instead of storing it, and a seed reproduces a run. Per adapted projection the forward keeps
-   u = A d(x) (rows x r) for the backward; the inputs x are activations the base model saves
-   anyway (ln1, atty, ln2, act).                                                                */
-
-enum { CLLM__LT_Q, CLLM__LT_K, CLLM__LT_V, CLLM__LT_O, CLLM__LT_GATE, CLLM__LT_UP, CLLM__LT_DOWN };
-
-/* Is element i of the input of (target t, layer l) kept by dropout p? */
-static int cllm__lora_keep(uint64_t seed, int t, int l, size_t i, double p) {
-    uint64_t z = seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(t * 4096 + l + 1)), k = z ^ ((uint64_t)i * 0xBF58476D1CE4E5B9ull);
-    return (double)(cllm__splitmix64(&k) >> 11) * (1.0 / 9007199254740992.0) >= p;
-}
-
-/* The dropout probability of the current forward/backward: only a recording training pass. */
-static double cllm__lora_p(const cllm_lora *lo) { return lo->recording && lo->training ? lo->cfg.dropout : 0; }
-
-/* Start of the saved u rows of (target t, layer l). */
-static cllm_float *cllm__lora_u(const cllm_lora *lo, int t, int l) {
-    size_t slot = 0;
-    int k;
-    for (k = 0; k < t; k++) slot += (lo->cfg.targets >> k) & 1u;
-    return lo->u + (slot * (size_t)lo->n_layers + (size_t)l) * lo->u_rows * (size_t)lo->cfg.r;
-}
-
-/* Room to record rows rows in the next forward. */
-static cllm_result cllm__lora_ensure(cllm_lora *lo, size_t rows, cllm_err *err) {
-    size_t need = 0, max_in = 0;
-    int t;
-    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
-        if (lo->A[t]) need += (size_t)lo->n_layers * rows * (size_t)lo->cfg.r;
-        if ((size_t)lo->in[t] > max_in) max_in = (size_t)lo->in[t];
-    }
-    if (need > lo->u_cap) {
-        CLLM_FREE(lo->u);
-        lo->u = (cllm_float *)cllm__calloc(need, sizeof(cllm_float));
-        lo->u_cap = lo->u ? need : 0;
-        if (!lo->u) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the LoRA activations (%zu floats)", need);
-    }
-    if (!lo->xd) {
-        lo->xd = (cllm_float *)cllm__calloc(max_in, sizeof(cllm_float));
-        if (!lo->xd) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    }
-    return CLLM_OK;
-}
-
-/* d(x) of row n into lo->xd (or x itself when there is no dropout). */
-static const cllm_float *cllm__lora_dropped(const cllm_lora *lo, int t, int l, const cllm_float *x, size_t n, double p) {
-    int c, in = lo->in[t];
-    cllm_float scale = (cllm_float)(1.0 / (1.0 - p));
-    if (p <= 0) return x;
-    for (c = 0; c < in; c++)
-        lo->xd[c] = cllm__lora_keep(lo->dropout_seed, t, l, n * (size_t)in + (size_t)c, p) ? x[c] * scale : 0;
-    return lo->xd;
-}
-
-/* y (N, out) += s B A d(x) for N rows x (N, in); records u when inside cllm_forward. */
-static void cllm__lora_forward(const cllm_model *m, int t, int l, cllm_float *y, const cllm_float *x, int N) {
-    const cllm_lora *lo = m->lora;
-    const cllm_float *A, *B;
-    cllm_float row_u[CLLM_LORA_MAX_R];
-    int n, j, o, c, r, in, out;
-    double p;
-    if (!lo || !lo->enabled || !lo->A[t]) return;
-    r = lo->cfg.r; in = lo->in[t]; out = lo->out[t];
-    A = lo->A[t] + (size_t)l * r * in;
-    B = lo->B[t] + (size_t)l * out * r;
-    p = cllm__lora_p(lo);
-    for (n = 0; n < N; n++) {
-        const cllm_float *xn = cllm__lora_dropped(lo, t, l, x + (size_t)n * in, (size_t)n, p);
-        cllm_float *u = lo->recording ? cllm__lora_u(lo, t, l) + (size_t)n * r : row_u;
-        cllm_float *yn = y + (size_t)n * out;
-        for (j = 0; j < r; j++) {                       /* u = A d(x) */
-            cllm_float acc = 0;
-            for (c = 0; c < in; c++) acc += A[(size_t)j * in + c] * xn[c];
-            u[j] = acc;
-        }
-        for (o = 0; o < out; o++) {                     /* y += s B u */
-            cllm_float acc = 0;
-            for (j = 0; j < r; j++) acc += B[(size_t)o * r + j] * u[j];
-            yn[o] += (cllm_float)lo->scale * acc;
-        }
-    }
-}
-
-/* Backward of the adapter given dy (N, out) and the forward's input x (N, in):
-     dB += s dy^T u,   du = s dy B,   dA += du^T d(x),   dx += d'(du A)  (the same keep mask)      */
-static void cllm__lora_backward(const cllm_model *m, int t, int l, cllm_float *dx, const cllm_float *dy, const cllm_float *x, int N) {
-    cllm_lora *lo = m->lora;
-    const cllm_float *A, *B, *U;
-    cllm_float *dA, *dB, du[CLLM_LORA_MAX_R];
-    int n, j, o, c, r, in, out;
-    double p;
-    if (!lo || !lo->A[t] || lo->u_rows != (size_t)N) return;
-    r = lo->cfg.r; in = lo->in[t]; out = lo->out[t];
-    A = lo->A[t] + (size_t)l * r * in;  dA = lo->dA[t] + (size_t)l * r * in;
-    B = lo->B[t] + (size_t)l * out * r; dB = lo->dB[t] + (size_t)l * out * r;
-    U = cllm__lora_u(lo, t, l);
-    p = lo->training ? lo->cfg.dropout : 0;
-    for (n = 0; n < N; n++) {
-        const cllm_float *dyn = dy + (size_t)n * out, *un = U + (size_t)n * r, *xn;
-        cllm_float *dxn = dx + (size_t)n * in, scale = (cllm_float)(1.0 / (1.0 - p));
-        for (j = 0; j < r; j++) du[j] = 0;
-        for (o = 0; o < out; o++) {
-            cllm_float g = (cllm_float)lo->scale * dyn[o];
-            if (g == 0) continue;
-            for (j = 0; j < r; j++) { dB[(size_t)o * r + j] += g * un[j]; du[j] += g * B[(size_t)o * r + j]; }
-        }
-        xn = cllm__lora_dropped(lo, t, l, x + (size_t)n * in, (size_t)n, p);
-        for (j = 0; j < r; j++) for (c = 0; c < in; c++) dA[(size_t)j * in + c] += du[j] * xn[c];
-        for (c = 0; c < in; c++) {
-            cllm_float acc = 0;
-            if (p > 0 && !cllm__lora_keep(lo->dropout_seed, t, l, (size_t)n * in + (size_t)c, p)) continue;
-            for (j = 0; j < r; j++) acc += du[j] * A[(size_t)j * in + c];
-            dxn[c] += p > 0 ? acc * scale : acc;
-        }
-    }
-}
-
-/* Points the A/B (or dA/dB) views into memory: per target, A (L, r, in) then B (L, out, r). */
-static void cllm__lora_point(cllm_lora *lo, cllm_float *memory, cllm_float **A, cllm_float **B) {
-    int t;
-    size_t L = (size_t)lo->n_layers, r = (size_t)lo->cfg.r;
-    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
-        A[t] = B[t] = NULL;
-        if (!(lo->cfg.targets & (1u << t))) continue;
-        A[t] = memory; memory += L * r * (size_t)lo->in[t];
-        B[t] = memory; memory += L * (size_t)lo->out[t] * r;
-    }
-}
-
-/* A gradient view at offset off, or NULL when that gradient is not kept (frozen base). */
-static cllm_float *cllm__grad_at(cllm_float *g, size_t off) { return g ? g + off : NULL; }
-
-/* -------------------------------------------------------------------------------------------- */
-/* The model: forward pass                                                                      */
-/* -------------------------------------------------------------------------------------------- */
-
-#define CLLM__LMHEAD_CHUNK 64   /* rows of logits materialised at once: memory is CHUNK x V, not B x T x V */
-
-static void cllm__fill_in_act_sizes(size_t *s, const cllm_config *c, size_t BT) {
-    size_t L = (size_t)c->n_layers, C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
-    size_t H = (size_t)c->n_heads, KV = (size_t)c->n_kv_heads, hd = (size_t)c->head_dim;
-    int qk = c->qk_norm;
-    s[0]  = (L + 1) * BT * C;          /* x        */
-    s[1]  = BT * C;                    /* ln1      (one layer: recomputed by the backward pass) */
-    s[2]  = L * BT;                    /* ln1_rstd */
-    s[3]  = qk ? L * BT * H * hd : 0;  /* q_pre    */
-    s[4]  = qk ? L * BT * KV * hd : 0; /* k_pre    */
-    s[5]  = qk ? L * BT * H : 0;       /* q_rstd   */
-    s[6]  = qk ? L * BT * KV : 0;      /* k_rstd   */
-    s[7]  = L * BT * H * hd;           /* q        */
-    s[8]  = L * BT * KV * hd;          /* k        */
-    s[9]  = L * BT * KV * hd;          /* v        */
-    s[10] = L * BT * H;                /* att_lse  */
-    s[11] = L * BT * H * hd;           /* atty     */
-    s[12] = L * BT * C;                /* h        */
-    s[13] = BT * C;                    /* ln2      (one layer) */
-    s[14] = L * BT;                    /* ln2_rstd */
-    s[15] = L * BT * I;                /* gate     */
-    s[16] = L * BT * I;                /* up       */
-    s[17] = BT * I;                    /* act      (one layer) */
-    s[18] = BT * C;                    /* lnf      */
-    s[19] = BT;                        /* lnf_rstd */
-    s[20] = BT;                        /* lse      */
-    s[21] = BT;                        /* logp     */
-    s[22] = BT;                        /* entropy  */
-}
-
-/* Backward work space: running residual gradients and per-layer activation gradients, reused
-   for every layer (only the parameter gradients need to persist), plus the lm-head chunk.
-   The gradients before the q/k norms exist only with qk_norm (else they are dq and dk).      */
-static size_t cllm__scratch_size(const cllm_config *c, size_t BT, size_t T) {
-    size_t C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, V = (size_t)c->vocab_size;
-    size_t Q = (size_t)c->n_heads * c->head_dim, K = (size_t)c->n_kv_heads * c->head_dim;
-    size_t CH = CLLM__LMHEAD_CHUNK, pre = c->qk_norm ? 1 : 0;
-    return BT * (3 * C + 3 * I + (2 + pre) * Q + (2 + pre) * K) + CH * (V + 2 * C) + T;
-}
-
-static cllm_result cllm__ensure_acts(cllm_model *m, int B, int T, cllm_err *err) {
-    size_t BT = (size_t)B * (size_t)T, sizes[CLLM_NUM_ACT_TENSORS], total = 0;
-    int i;
-    if (BT > m->acts_cap) {
-        cllm_float **ptrs[CLLM_NUM_ACT_TENSORS], *mem;
-        cllm_acts *a = &m->acts;
-        cllm_float **list[CLLM_NUM_ACT_TENSORS];
-        list[0] = &a->x; list[1] = &a->ln1; list[2] = &a->ln1_rstd; list[3] = &a->q_pre; list[4] = &a->k_pre;
-        list[5] = &a->q_rstd; list[6] = &a->k_rstd; list[7] = &a->q; list[8] = &a->k; list[9] = &a->v;
-        list[10] = &a->att_lse; list[11] = &a->atty; list[12] = &a->h; list[13] = &a->ln2; list[14] = &a->ln2_rstd;
-        list[15] = &a->gate; list[16] = &a->up; list[17] = &a->act; list[18] = &a->lnf; list[19] = &a->lnf_rstd;
-        list[20] = &a->lse; list[21] = &a->logp; list[22] = &a->entropy;
-        memcpy(ptrs, list, sizeof list);
-        CLLM_FREE(m->acts_memory); CLLM_FREE(m->scratch); CLLM_FREE(m->input_ids); CLLM_FREE(m->targets); CLLM_FREE(m->mask); CLLM_FREE(m->seq_logp);
-        m->acts_memory = m->scratch = NULL; m->input_ids = m->targets = m->mask = NULL; m->seq_logp = NULL; m->acts_cap = 0;
-        cllm__fill_in_act_sizes(sizes, &m->config, BT);
-        for (i = 0; i < CLLM_NUM_ACT_TENSORS; i++) total += sizes[i];
-        m->acts_memory = mem = (cllm_float *)cllm__calloc(total, sizeof(cllm_float));
-        m->scratch = (cllm_float *)cllm__calloc(cllm__scratch_size(&m->config, BT, BT), sizeof(cllm_float));
-        m->input_ids = (int *)cllm__calloc(BT, sizeof(int));
-        m->targets = (int *)cllm__calloc(BT, sizeof(int));
-        m->mask = (int *)cllm__calloc(BT, sizeof(int));
-        m->seq_logp = (cllm_float *)cllm__calloc(BT, sizeof(cllm_float));
-        if (!mem || !m->scratch || !m->input_ids || !m->targets || !m->mask || !m->seq_logp)
-            return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for activations of a %dx%d batch (%.2f GB); use a smaller batch or shorter sequences", B, T, total * sizeof(cllm_float) / 1e9);
-        for (i = 0; i < CLLM_NUM_ACT_TENSORS; i++) { *ptrs[i] = sizes[i] ? mem : NULL; mem += sizes[i]; }
-        m->acts_cap = BT;
-    }
-    if (T > m->rope_len) {
-        int half = m->config.head_dim / 2;
-        CLLM_FREE(m->rope_cos); CLLM_FREE(m->rope_sin);
-        m->rope_cos = (cllm_float *)cllm__calloc((size_t)T * half, sizeof(cllm_float));
-        m->rope_sin = (cllm_float *)cllm__calloc((size_t)T * half, sizeof(cllm_float));
-        m->rope_len = 0;
-        if (!m->rope_cos || !m->rope_sin) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for RoPE tables");
-        cllm__rope_tables(m->rope_cos, m->rope_sin, &m->config, T);
-        m->rope_len = T;
-    }
-    return CLLM_OK;
-}
-
-/* Checks ids, labels and the right-padding mask, and builds the shifted targets. */
-static cllm_result cllm__prepare_batch(cllm_model *m, const cllm_batch *bt, cllm_err *err) {
-    int B = bt->B, T = bt->T, V = m->config.vocab_size, b, t;
-    for (b = 0; b < B; b++) {
-        int seen_pad = 0;
-        for (t = 0; t < T; t++) {
-            int i = b * T + t, id = bt->input_ids[i], mk = bt->attn_mask ? bt->attn_mask[i] : 1;
-            if (id < 0 || id >= V) return cllm__fail(err, CLLM_ERR_ARG, "batch row %d position %d: token id %d is outside the vocabulary [0, %d)", b, t, id, V);
-            if (mk != 0 && mk != 1) return cllm__fail(err, CLLM_ERR_ARG, "batch row %d position %d: attn_mask must be 0 or 1", b, t);
-            if (mk && seen_pad) return cllm__fail(err, CLLM_ERR_ARG, "batch row %d: attn_mask has a 1 after a 0; batches must be right-padded", b);
-            if (!mk) { if (t == 0) return cllm__fail(err, CLLM_ERR_ARG, "batch row %d is empty (attn_mask[0] = 0)", b); seen_pad = 1; }
-            if (bt->labels && bt->labels[i] != -100 && (bt->labels[i] < 0 || bt->labels[i] >= V))
-                return cllm__fail(err, CLLM_ERR_ARG, "batch row %d position %d: label %d is neither -100 nor a token id", b, t, bt->labels[i]);
-            m->mask[i] = mk;
-            m->input_ids[i] = id;
-        }
-    }
-    /* targets[t] = labels[t+1]: the logits at t predict the next token (HF shifts labels left) */
-    for (b = 0; b < B; b++) for (t = 0; t < T; t++) {
-        int i = b * T + t, y = -100;
-        if (t + 1 < T) y = bt->labels ? bt->labels[i + 1] : (m->mask[i + 1] ? bt->input_ids[i + 1] : -100);
-        m->targets[i] = y;
-    }
-    return CLLM_OK;
-}
-
-/* q, k, v projections of layer l for N rows of the normed input ln1, with Qwen3's RMSNorm over
-   each head's hd values before RoPE: then the raw projections go to q_pre/k_pre and the norms'
-   rstd to q_rstd (N*H) / k_rstd (N*KV), which are NULL for other architectures.               */
-static void cllm__qkv_forward(const cllm_model *m, int l, cllm_float *q, cllm_float *k, cllm_float *v,
-                              cllm_float *q_pre, cllm_float *k_pre, cllm_float *q_rstd, cllm_float *k_rstd,
-                              const cllm_float *ln1, int N) {
-    const cllm_config *c = &m->config;
-    const cllm_params *p = &m->params;
-    int C = c->hidden_size, hd = c->head_dim, Q = c->n_heads * hd, K = c->n_kv_heads * hd;
-    const cllm_float *bq = p->bq ? p->bq + (size_t)l * Q : NULL, *bk = p->bk ? p->bk + (size_t)l * K : NULL;
-    const cllm_float *bv = p->bv ? p->bv + (size_t)l * K : NULL;
-    cllm__matmul_forward(c->qk_norm ? q_pre : q, ln1, p->wq + (size_t)l * Q * C, bq, N, C, Q);
-    cllm__matmul_forward(c->qk_norm ? k_pre : k, ln1, p->wk + (size_t)l * K * C, bk, N, C, K);
-    cllm__matmul_forward(v, ln1, p->wv + (size_t)l * K * C, bv, N, C, K);
-    cllm__lora_forward(m, CLLM__LT_Q, l, c->qk_norm ? q_pre : q, ln1, N);     /* adapters, if any */
-    cllm__lora_forward(m, CLLM__LT_K, l, c->qk_norm ? k_pre : k, ln1, N);
-    cllm__lora_forward(m, CLLM__LT_V, l, v, ln1, N);
-    if (c->qk_norm) {
-        cllm__rmsnorm_forward(q, q_rstd, q_pre, p->q_norm + (size_t)l * hd, N * c->n_heads, hd, c->rms_norm_eps);
-        cllm__rmsnorm_forward(k, k_rstd, k_pre, p->k_norm + (size_t)l * hd, N * c->n_kv_heads, hd, c->rms_norm_eps);
-    }
-}
-
-/* MLP block of layer l for N rows: out = h + down_proj(silu(gate_proj(n)) * up_proj(n)),
-   n = rmsnorm(h) goes to ln2 (rstd to ln2_rstd). act may alias gate.                          */
-static void cllm__mlp_forward(const cllm_model *m, int l, cllm_float *out, cllm_float *ln2, cllm_float *ln2_rstd,
-                              cllm_float *gate, cllm_float *up, cllm_float *act, const cllm_float *h, int N) {
-    const cllm_config *c = &m->config;
-    const cllm_params *p = &m->params;
-    int C = c->hidden_size, I = c->intermediate_size, i;
-    cllm__rmsnorm_forward(ln2, ln2_rstd, h, p->mlp_norm + (size_t)l * C, N, C, c->rms_norm_eps);
-    cllm__matmul_forward(gate, ln2, p->w_gate + (size_t)l * I * C, NULL, N, C, I);
-    cllm__matmul_forward(up, ln2, p->w_up + (size_t)l * I * C, NULL, N, C, I);
-    cllm__lora_forward(m, CLLM__LT_GATE, l, gate, ln2, N);
-    cllm__lora_forward(m, CLLM__LT_UP, l, up, ln2, N);
-    cllm__swiglu_forward(act, gate, up, (size_t)N * I);
-    cllm__matmul_forward(out, act, p->w_down + (size_t)l * C * I, NULL, N, I, C);
-    cllm__lora_forward(m, CLLM__LT_DOWN, l, out, act, N);
-    for (i = 0; i < N * C; i++) out[i] += h[i];
-}
-
-CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_float *logits_out, cllm_err *err) {
-    const cllm_config *c = &m->config;
-    const cllm_params *p = &m->params;
-    cllm_acts *a = &m->acts;
-    int B = batch ? batch->B : 0, T = batch ? batch->T : 0, l, r;
-    int C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
-    int Q = H * hd, K = KV * hd, BT = B * T;
-    cllm_float inv_tau;
-    cllm_result rc;
-
-    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "forward pass: the model is not loaded");
-    if (!batch || B <= 0 || T <= 0 || !batch->input_ids) return cllm__fail(err, CLLM_ERR_ARG, "forward pass: batch needs B > 0, T > 0 and input_ids");
-    if ((double)B * T > 1e8) return cllm__fail(err, CLLM_ERR_LIMIT, "forward pass: batch %d x %d is too large", B, T);
-    if (batch->temperature < 0 || batch->temperature != batch->temperature) return cllm__fail(err, CLLM_ERR_ARG, "forward pass: temperature must be positive (0 = default 1)");
-    m->B = 0;                                     /* invalid until this forward completes */
-    if ((rc = cllm__ensure_acts(m, B, T, err)) != CLLM_OK) return rc;
-    if ((rc = cllm__prepare_batch(m, batch, err)) != CLLM_OK) return rc;
-    inv_tau = (cllm_float)(1.0 / cllm__def(batch->temperature, 1.0f));
-    m->inv_temperature = (float)inv_tau;
-    if (m->lora) {                                /* adapters record what their backward needs */
-        m->lora->u_rows = 0;
-        if (m->lora->enabled) {
-            if ((rc = cllm__lora_ensure(m->lora, (size_t)BT, err)) != CLLM_OK) return rc;
-            m->lora->u_rows = (size_t)BT;
-            m->lora->recording = 1;
-        }
-    }
-
-    cllm__embedding_forward(a->x, batch->input_ids, p->embed, BT, C);
-    for (l = 0; l < c->n_layers; l++) {
-        /* per-layer views of weights (l_) and activations */
-        const cllm_float *x = a->x + (size_t)l * BT * C;
-        cllm_float *ln1 = a->ln1, *ln1_rstd = a->ln1_rstd + (size_t)l * BT;
-        cllm_float *q = a->q + (size_t)l * BT * Q, *k = a->k + (size_t)l * BT * K, *v = a->v + (size_t)l * BT * K;
-        cllm_float *atty = a->atty + (size_t)l * BT * Q, *hres = a->h + (size_t)l * BT * C;
-        cllm_float *ln2 = a->ln2, *ln2_rstd = a->ln2_rstd + (size_t)l * BT;
-        cllm_float *gate = a->gate + (size_t)l * BT * I, *up = a->up + (size_t)l * BT * I, *act = a->act;
-        cllm_float *xout = a->x + (size_t)(l + 1) * BT * C;
-        int i;
-
-        /* attention block: h = x + o_proj(attention(rope(q), rope(k), v)), q,k,v from rmsnorm(x) */
-        cllm__rmsnorm_forward(ln1, ln1_rstd, x, p->attn_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
-        if (c->qk_norm) cllm__qkv_forward(m, l, q, k, v, a->q_pre + (size_t)l * BT * Q, a->k_pre + (size_t)l * BT * K,
-                                          a->q_rstd + (size_t)l * BT * H, a->k_rstd + (size_t)l * BT * KV, ln1, BT);
-        else cllm__qkv_forward(m, l, q, k, v, NULL, NULL, NULL, NULL, ln1, BT);
-        cllm__rope_forward(q, m->rope_cos, m->rope_sin, B, T, H, hd);
-        cllm__rope_forward(k, m->rope_cos, m->rope_sin, B, T, KV, hd);
-        cllm__attention_forward(atty, a->att_lse + (size_t)l * BT * H, q, k, v, m->mask, B, T, H, KV, hd, m->scratch);
-        cllm__matmul_forward(hres, atty, p->wo + (size_t)l * C * Q, NULL, BT, Q, C);
-        cllm__lora_forward(m, CLLM__LT_O, l, hres, atty, BT);
-        CLLM__PARALLEL_FOR((size_t)BT * C)
-        for (i = 0; i < BT * C; i++) hres[i] += x[i];
-
-        cllm__mlp_forward(m, l, xout, ln2, ln2_rstd, gate, up, act, hres, BT);
-    }
-    if (m->lora) m->lora->recording = 0;
-    cllm__rmsnorm_forward(a->lnf, a->lnf_rstd, a->x + (size_t)c->n_layers * BT * C, p->final_norm, BT, C, c->rms_norm_eps);
-
-    /* lm head + log-softmax, CHUNK rows at a time: logits never exist for the whole batch */
-    m->loss = 0; m->n_targets = 0;
-    for (r = 0; r < BT; r += CLLM__LMHEAD_CHUNK) {
-        int n = BT - r < CLLM__LMHEAD_CHUNK ? BT - r : CLLM__LMHEAD_CHUNK, i;
-        cllm_float *z = m->scratch;
-        cllm__matmul_forward(z, a->lnf + (size_t)r * C, p->lm_head, NULL, n, C, V);
-        CLLM__PARALLEL_FOR((size_t)n * V * 8)
-        for (i = 0; i < n; i++) {
-            int y = m->targets[r + i];
-            cllm__logsoftmax_row(&a->lse[r + i], &a->logp[r + i], &a->entropy[r + i], z + (size_t)i * V, y >= 0 ? y : -1, inv_tau, V);
-            if (logits_out) memcpy(logits_out + (size_t)(r + i) * V, z + (size_t)i * V, sizeof(cllm_float) * (size_t)V);
-        }
-    }
-    {   /* per-sequence sums and the HF loss: mean of -log p over counted targets */
-        int b, t;
-        double total = 0;
-        for (b = 0; b < B; b++) {
-            double s = 0;
-            for (t = 0; t < T; t++) if (m->targets[b * T + t] >= 0) { s += a->logp[b * T + t]; m->n_targets++; }
-            m->seq_logp[b] = (cllm_float)s;
-            total += s;
-        }
-        m->loss = m->n_targets ? (cllm_float)(-total / m->n_targets) : 0;
-    }
-    m->B = B; m->T = T;
-    cllm__ok(err);
-    return CLLM_OK;
-}
-
-/* -------------------------------------------------------------------------------------------- */
-/* The model: backward pass (layers in exact reverse order)                                     */
-/* -------------------------------------------------------------------------------------------- */
-
-CLLMDEF cllm_result cllm_zero_grad(cllm_model *m, cllm_err *err) {
-    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "gradients: the model is not loaded");
-    if (!m->grads_memory) {
-        m->grads_memory = cllm__alloc_params(&m->grads, m->param_sizes, m->num_params);
-        if (!m->grads_memory) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for %zu gradients", m->num_params);
-    } else memset(m->grads_memory, 0, m->num_params * sizeof(cllm_float));
-    cllm__ok(err);
-    return CLLM_OK;
-}
-
-CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const cllm_float *dhidden, cllm_err *err) {
-    const cllm_config *c = &m->config;
-    const cllm_params *p = &m->params;
-    const cllm_acts *a = &m->acts;
-    cllm_params frozen, *g = &m->grads;
-    int B = m->B, T = m->T, BT = B * T, l, r, i;
-    int C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
-    int Q = H * hd, K = KV * hd;
-    cllm_float *dx, *dh, *dln, *dact, *dgate, *dup, *datty, *dq, *dk, *dv, *dq_pre, *dk_pre, *packed, *dpacked, *z;
-
-    if (B <= 0) return cllm__fail(err, CLLM_ERR_ARG, "backward pass: there is no forward pass to go back through (run the forward pass first)");
-    if (m->lora) {              /* adapters attached: the base model is frozen, only they get gradients */
-        cllm_lora *lo = m->lora;
-        memset(&frozen, 0, sizeof frozen);
-        g = &frozen;
-        if (!lo->grads) {
-            lo->grads = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float));
-            if (!lo->grads) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the LoRA gradients");
-            cllm__lora_point(lo, lo->grads, lo->dA, lo->dB);
-        }
-    } else if (!m->grads_memory) { cllm_result rc = cllm_zero_grad(m, err); if (rc != CLLM_OK) return rc; }
-
-    /* carve the scratch space */
-    dx = m->scratch;           dh = dx + (size_t)BT * C;     dln = dh + (size_t)BT * C;
-    dact = dln + (size_t)BT * C;  dgate = dact + (size_t)BT * I;  dup = dgate + (size_t)BT * I;
-    datty = dup + (size_t)BT * I; dq = datty + (size_t)BT * Q;    dk = dq + (size_t)BT * Q;
-    dv = dk + (size_t)BT * K;     packed = dv + (size_t)BT * K;
-    dq_pre = dq; dk_pre = dk;                     /* the q/k norms' inputs, distinct only with qk_norm */
-    if (c->qk_norm) { dq_pre = packed; dk_pre = dq_pre + (size_t)BT * Q; packed = dk_pre + (size_t)BT * K; }
-    dpacked = packed + (size_t)CLLM__LMHEAD_CHUNK * C; z = dpacked + (size_t)CLLM__LMHEAD_CHUNK * C;
-
-    /* lm head: recompute each chunk's logits, turn them into dlogits, backprop through the head.
-       Only rows whose target is counted and whose dlogp is non-zero are processed. */
-    memset(dln, 0, sizeof(cllm_float) * (size_t)BT * C);
-    {
-        int idx[CLLM__LMHEAD_CHUNK], n = 0;
-        for (r = 0; r <= BT; r++) {
-            int take = r < BT && m->targets[r] >= 0 && (dlogp ? dlogp[r] != 0 : m->n_targets > 0);
-            if (take) { idx[n] = r; memcpy(packed + (size_t)n * C, a->lnf + (size_t)r * C, sizeof(cllm_float) * (size_t)C); n++; }
-            if (n == CLLM__LMHEAD_CHUNK || (r == BT && n > 0)) {
-                cllm__matmul_forward(z, packed, p->lm_head, NULL, n, C, V);
-                CLLM__PARALLEL_FOR((size_t)n * V * 8)
-                for (i = 0; i < n; i++) {
-                    cllm_float d = dlogp ? dlogp[idx[i]] : (cllm_float)(-1.0 / m->n_targets);   /* loss = -mean logp */
-                    cllm__logsoftmax_row_backward(z + (size_t)i * V, a->lse[idx[i]], m->targets[idx[i]], d, (cllm_float)m->inv_temperature, V);
-                }
-                memset(dpacked, 0, sizeof(cllm_float) * (size_t)n * C);
-                cllm__matmul_backward(dpacked, g->lm_head, NULL, z, packed, p->lm_head, n, C, V);
-                CLLM__PARALLEL_FOR((size_t)n * C)
-                for (i = 0; i < n; i++) {                    /* rows idx[i] are distinct */
-                    int k;
-                    for (k = 0; k < C; k++) dln[(size_t)idx[i] * C + k] += dpacked[(size_t)i * C + k];
-                }
-                n = 0;
-            }
-        }
-    }
-    if (dhidden) for (i = 0; i < BT * C; i++) dln[i] += dhidden[i];
-    memset(dx, 0, sizeof(cllm_float) * (size_t)BT * C);
-    cllm__rmsnorm_backward(dx, g->final_norm, dln, a->x + (size_t)c->n_layers * BT * C, p->final_norm, a->lnf_rstd, BT, C);
-
-    for (l = c->n_layers - 1; l >= 0; l--) {
-        const cllm_float *x = a->x + (size_t)l * BT * C;
-        cllm_float *ln1 = a->ln1, *ln1_rstd = a->ln1_rstd + (size_t)l * BT;
-        const cllm_float *q = a->q + (size_t)l * BT * Q, *k = a->k + (size_t)l * BT * K, *v = a->v + (size_t)l * BT * K;
-        const cllm_float *atty = a->atty + (size_t)l * BT * Q, *hres = a->h + (size_t)l * BT * C;
-        cllm_float *ln2 = a->ln2, *ln2_rstd = a->ln2_rstd + (size_t)l * BT;
-        const cllm_float *gate = a->gate + (size_t)l * BT * I, *up = a->up + (size_t)l * BT * I;
-        cllm_float *act = a->act;
-        cllm_float *dbq = cllm__grad_at(g->bq, (size_t)l * Q), *dbk = cllm__grad_at(g->bk, (size_t)l * K), *dbv = cllm__grad_at(g->bv, (size_t)l * K);
-
-        /* The forward pass kept ln1, ln2 and act for one layer only: recompute this layer's, with
-           the same kernels on the same inputs, so they are bit-identical (rstd is rewritten as is). */
-        cllm__rmsnorm_forward(ln1, ln1_rstd, x, p->attn_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
-        cllm__rmsnorm_forward(ln2, ln2_rstd, hres, p->mlp_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
-        cllm__swiglu_forward(act, gate, up, (size_t)BT * I);
-
-        /* MLP block. Forward was x' = h + act W_down^T, so dh starts as dx' (the residual path). */
-        memcpy(dh, dx, sizeof(cllm_float) * (size_t)BT * C);
-        memset(dact, 0, sizeof(cllm_float) * (size_t)BT * I * 3);     /* dact, dgate, dup */
-        cllm__matmul_backward(dact, cllm__grad_at(g->w_down, (size_t)l * C * I), NULL, dx, act, p->w_down + (size_t)l * C * I, BT, I, C);
-        cllm__lora_backward(m, CLLM__LT_DOWN, l, dact, dx, act, BT);
-        cllm__swiglu_backward(dgate, dup, dact, gate, up, (size_t)BT * I);
-        memset(dln, 0, sizeof(cllm_float) * (size_t)BT * C);
-        cllm__matmul_backward(dln, cllm__grad_at(g->w_gate, (size_t)l * I * C), NULL, dgate, ln2, p->w_gate + (size_t)l * I * C, BT, C, I);
-        cllm__matmul_backward(dln, cllm__grad_at(g->w_up, (size_t)l * I * C), NULL, dup, ln2, p->w_up + (size_t)l * I * C, BT, C, I);
-        cllm__lora_backward(m, CLLM__LT_GATE, l, dln, dgate, ln2, BT);
-        cllm__lora_backward(m, CLLM__LT_UP, l, dln, dup, ln2, BT);
-        cllm__rmsnorm_backward(dh, cllm__grad_at(g->mlp_norm, (size_t)l * C), dln, hres, p->mlp_norm + (size_t)l * C, ln2_rstd, BT, C);
-
-        /* Attention block. Forward was h = x + atty W_o^T, so dx starts as dh. */
-        memcpy(dx, dh, sizeof(cllm_float) * (size_t)BT * C);
-        memset(datty, 0, sizeof(cllm_float) * (size_t)BT * (2 * Q + 2 * K));   /* datty dq dk dv */
-        cllm__matmul_backward(datty, cllm__grad_at(g->wo, (size_t)l * C * Q), NULL, dh, atty, p->wo + (size_t)l * C * Q, BT, Q, C);
-        cllm__lora_backward(m, CLLM__LT_O, l, datty, dh, atty, BT);
-        cllm__attention_backward(dq, dk, dv, datty, q, k, v, atty, a->att_lse + (size_t)l * BT * H, m->mask, B, T, H, KV, hd);
-        cllm__rope_backward(dq, m->rope_cos, m->rope_sin, B, T, H, hd);
-        cllm__rope_backward(dk, m->rope_cos, m->rope_sin, B, T, KV, hd);
-        if (c->qk_norm) {
-            memset(dq_pre, 0, sizeof(cllm_float) * (size_t)BT * (Q + K));        /* dq_pre dk_pre */
-            cllm__rmsnorm_backward(dq_pre, cllm__grad_at(g->q_norm, (size_t)l * hd), dq, a->q_pre + (size_t)l * BT * Q, p->q_norm + (size_t)l * hd, a->q_rstd + (size_t)l * BT * H, BT * H, hd);
-            cllm__rmsnorm_backward(dk_pre, cllm__grad_at(g->k_norm, (size_t)l * hd), dk, a->k_pre + (size_t)l * BT * K, p->k_norm + (size_t)l * hd, a->k_rstd + (size_t)l * BT * KV, BT * KV, hd);
-        }
-        memset(dln, 0, sizeof(cllm_float) * (size_t)BT * C);
-        cllm__matmul_backward(dln, cllm__grad_at(g->wq, (size_t)l * Q * C), dbq, dq_pre, ln1, p->wq + (size_t)l * Q * C, BT, C, Q);
-        cllm__matmul_backward(dln, cllm__grad_at(g->wk, (size_t)l * K * C), dbk, dk_pre, ln1, p->wk + (size_t)l * K * C, BT, C, K);
-        cllm__matmul_backward(dln, cllm__grad_at(g->wv, (size_t)l * K * C), dbv, dv, ln1, p->wv + (size_t)l * K * C, BT, C, K);
-        cllm__lora_backward(m, CLLM__LT_Q, l, dln, dq_pre, ln1, BT);
-        cllm__lora_backward(m, CLLM__LT_K, l, dln, dk_pre, ln1, BT);
-        cllm__lora_backward(m, CLLM__LT_V, l, dln, dv, ln1, BT);
-        cllm__rmsnorm_backward(dx, cllm__grad_at(g->attn_norm, (size_t)l * C), dln, x, p->attn_norm + (size_t)l * C, ln1_rstd, BT, C);
-    }
-    if (g->embed) cllm__embedding_backward(g->embed, dx, m->input_ids, BT, C);
-    cllm__ok(err);
-    return CLLM_OK;
-}
-
-/* -------------------------------------------------------------------------------------------- */
 /* Token batches from JSONL                                                                     */
 /* -------------------------------------------------------------------------------------------- */
 
@@ -5145,9 +6873,6 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
    length, -1 at end of file, CLLM__LINE_TOO_LONG for a line of CLLM_MAX_LINE_BYTES or more (the
    buffer never grows past that, whatever the file holds) or CLLM__LINE_NOMEM. A reader that
    sees len < -1 reports it with cllm__line_fail. */
-#ifndef CLLM_MAX_LINE_BYTES
-#define CLLM_MAX_LINE_BYTES (64L << 20)
-#endif
 #define CLLM__LINE_TOO_LONG (-2)
 #define CLLM__LINE_NOMEM    (-3)
 static long cllm__read_line(FILE *f, char **buf, size_t *cap) {
@@ -5267,93 +6992,6 @@ CLLMDEF cllm_result cllm_batch_read_jsonl(cllm_batch *batch, const char *path, c
     CLLM_FREE(in); CLLM_FREE(lab); CLLM_FREE(mask);
     if (rc == CLLM_OK) cllm__ok(err);
     return rc;
-}
-
-/* -------------------------------------------------------------------------------------------- */
-/* Optimisation: AdamW, gradient clipping, learning-rate schedules (torch / transformers)      */
-/* -------------------------------------------------------------------------------------------- */
-
-CLLMDEF void cllm_adamw_step(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v, size_t n,
-                             int t, double lr, double beta1, double beta2, double eps, double wd) {
-    double bc1 = 1 - pow(beta1, t), bc2 = 1 - pow(beta2, t), step = lr / bc1, bc2_sqrt = sqrt(bc2);
-    size_t i;
-    CLLM__PARALLEL_FOR(n * 16)                                          /* elements are independent */
-    for (i = 0; i < n; i++) {
-        double pi = p[i] * (1 - lr * wd);                               /* decoupled weight decay, first */
-        double mi = beta1 * m[i] + (1 - beta1) * g[i];
-        double vi = beta2 * v[i] + (1 - beta2) * (double)g[i] * g[i];
-        pi -= step * mi / (sqrt(vi) / bc2_sqrt + eps);                  /* eps after bias-correcting v */
-        p[i] = (cllm_float)pi; m[i] = (cllm_float)mi; v[i] = (cllm_float)vi;
-    }
-}
-
-CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config *cfg, double lr, cllm_err *err) {
-    cllm_adamw_config def;
-    cllm_float **pp[CLLM_NUM_PARAM_TENSORS], **gp[CLLM_NUM_PARAM_TENSORS];
-    size_t off = 0;
-    int i, rows, cols;
-    if (!model->grads_memory) return cllm__fail(err, CLLM_ERR_ARG, "AdamW update: no gradients yet (run a backward pass first)");
-    memset(&def, 0, sizeof def);
-    if (cfg) def = *cfg;
-    def.beta1 = cllm__def(def.beta1, 0.9f);
-    def.beta2 = cllm__def(def.beta2, 0.999f);
-    def.eps = cllm__def(def.eps, 1e-8f);
-    if (!model->m_memory) {
-        model->m_memory = (cllm_float *)cllm__calloc(model->num_params, sizeof(cllm_float));
-        model->v_memory = (cllm_float *)cllm__calloc(model->num_params, sizeof(cllm_float));
-        if (!model->m_memory || !model->v_memory) {
-            CLLM_FREE(model->m_memory); CLLM_FREE(model->v_memory); model->m_memory = model->v_memory = NULL;
-            return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the AdamW moments (2 x %zu floats)", model->num_params);
-        }
-    }
-    model->adam_t++;
-    cllm__param_ptrs(&model->params, pp);
-    cllm__param_ptrs(&model->grads, gp);
-    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
-        size_t n = model->param_sizes[i];
-        if (!n) continue;
-        cllm__param_shape(&model->config, i, &rows, &cols);
-        /* HF Trainer decays every weight matrix, not biases or norm weights: exactly the 2-D tensors */
-        cllm_adamw_step(*pp[i], *gp[i], model->m_memory + off, model->v_memory + off, n, model->adam_t,
-                        lr, def.beta1, def.beta2, def.eps, cols ? def.weight_decay : 0.0);
-        off += n;
-    }
-    cllm__ok(err);
-    return CLLM_OK;
-}
-
-/* torch.nn.utils.clip_grad_norm_: N = ||(||g_i||)_i||, coef = min(1, max/(N + 1e-6)), g *= coef */
-CLLMDEF double cllm_clip_grad_norm_arrays(cllm_float **grads, const size_t *sizes, int n, double max_norm) {
-    double sq = 0, norm, coef;
-    size_t k;
-    int i;
-    for (i = 0; i < n; i++) for (k = 0; k < sizes[i]; k++) sq += (double)grads[i][k] * grads[i][k];
-    norm = sqrt(sq);
-    coef = max_norm / (norm + 1e-6);
-    if (max_norm > 0 && coef < 1)
-        for (i = 0; i < n; i++) for (k = 0; k < sizes[i]; k++) grads[i][k] = (cllm_float)(grads[i][k] * coef);
-    return norm;
-}
-
-CLLMDEF double cllm_clip_grad_norm(cllm_model *m, double max_norm) {
-    size_t n = m->num_params;
-    if (!m->grads_memory) return 0;
-    return cllm_clip_grad_norm_arrays(&m->grads_memory, &n, 1, max_norm);
-}
-
-CLLMDEF double cllm_lr_at(cllm_schedule kind, double base_lr, long step, long warmup, long total) {
-    double progress;
-    if (step < warmup) return base_lr * (double)step / (double)(warmup > 1 ? warmup : 1);
-    if (kind == CLLM_SCHED_CONSTANT) return base_lr;
-    if (kind == CLLM_SCHED_LINEAR) {
-        double f = (double)(total - step) / (double)(total - warmup > 1 ? total - warmup : 1);
-        return base_lr * (f > 0 ? f : 0);
-    }
-    progress = (double)(step - warmup) / (double)(total - warmup > 1 ? total - warmup : 1);
-    {
-        double f = 0.5 * (1.0 + cos(3.14159265358979323846 * progress));
-        return base_lr * (f > 0 ? f : 0);
-    }
 }
 
 /* -------------------------------------------------------------------------------------------- */
@@ -5488,671 +7126,141 @@ done:
      5. the post_processor adds special tokens (TemplateProcessing) when asked.
    Decoding maps ids back to bytes (ByteLevel decoder) and decodes UTF-8 lossily. */
 
-/* ---- Unicode tables, generated from Debian's unicode-data by tests/gen_unicode_tables.py ---- */
+/* ---- UTF-8 ----------------------------------------------------------------------------------- */
 
-/* BEGIN GENERATED UNICODE TABLES (tests/gen_unicode_tables.py, Unicode 15.0.0; `make unicode-tables`) */
-#define CLLM__UNICODE_VERSION "15.0.0"
-/* start << 8 | bits (1 letter L*, 2 number N*, 4 White_Space), valid until the next start */
-static const uint32_t cllm__uni_class_table[1562] = {
-    0x0,0x904,0xe00,0x2004,0x2100,0x3002,0x3a00,0x4101,0x5b00,0x6101,
-    0x7b00,0x8504,0x8600,0xa004,0xa100,0xaa01,0xab00,0xb202,0xb400,0xb501,
-    0xb600,0xb902,0xba01,0xbb00,0xbc02,0xbf00,0xc001,0xd700,0xd801,0xf700,
-    0xf801,0x2c200,0x2c601,0x2d200,0x2e001,0x2e500,0x2ec01,0x2ed00,0x2ee01,0x2ef00,
-    0x37001,0x37500,0x37601,0x37800,0x37a01,0x37e00,0x37f01,0x38000,0x38601,0x38700,
-    0x38801,0x38b00,0x38c01,0x38d00,0x38e01,0x3a200,0x3a301,0x3f600,0x3f701,0x48200,
-    0x48a01,0x53000,0x53101,0x55700,0x55901,0x55a00,0x56001,0x58900,0x5d001,0x5eb00,
-    0x5ef01,0x5f300,0x62001,0x64b00,0x66002,0x66a00,0x66e01,0x67000,0x67101,0x6d400,
-    0x6d501,0x6d600,0x6e501,0x6e700,0x6ee01,0x6f002,0x6fa01,0x6fd00,0x6ff01,0x70000,
-    0x71001,0x71100,0x71201,0x73000,0x74d01,0x7a600,0x7b101,0x7b200,0x7c002,0x7ca01,
-    0x7eb00,0x7f401,0x7f600,0x7fa01,0x7fb00,0x80001,0x81600,0x81a01,0x81b00,0x82401,
-    0x82500,0x82801,0x82900,0x84001,0x85900,0x86001,0x86b00,0x87001,0x88800,0x88901,
-    0x88f00,0x8a001,0x8ca00,0x90401,0x93a00,0x93d01,0x93e00,0x95001,0x95100,0x95801,
-    0x96200,0x96602,0x97000,0x97101,0x98100,0x98501,0x98d00,0x98f01,0x99100,0x99301,
-    0x9a900,0x9aa01,0x9b100,0x9b201,0x9b300,0x9b601,0x9ba00,0x9bd01,0x9be00,0x9ce01,
-    0x9cf00,0x9dc01,0x9de00,0x9df01,0x9e200,0x9e602,0x9f001,0x9f200,0x9f402,0x9fa00,
-    0x9fc01,0x9fd00,0xa0501,0xa0b00,0xa0f01,0xa1100,0xa1301,0xa2900,0xa2a01,0xa3100,
-    0xa3201,0xa3400,0xa3501,0xa3700,0xa3801,0xa3a00,0xa5901,0xa5d00,0xa5e01,0xa5f00,
-    0xa6602,0xa7000,0xa7201,0xa7500,0xa8501,0xa8e00,0xa8f01,0xa9200,0xa9301,0xaa900,
-    0xaaa01,0xab100,0xab201,0xab400,0xab501,0xaba00,0xabd01,0xabe00,0xad001,0xad100,
-    0xae001,0xae200,0xae602,0xaf000,0xaf901,0xafa00,0xb0501,0xb0d00,0xb0f01,0xb1100,
-    0xb1301,0xb2900,0xb2a01,0xb3100,0xb3201,0xb3400,0xb3501,0xb3a00,0xb3d01,0xb3e00,
-    0xb5c01,0xb5e00,0xb5f01,0xb6200,0xb6602,0xb7000,0xb7101,0xb7202,0xb7800,0xb8301,
-    0xb8400,0xb8501,0xb8b00,0xb8e01,0xb9100,0xb9201,0xb9600,0xb9901,0xb9b00,0xb9c01,
-    0xb9d00,0xb9e01,0xba000,0xba301,0xba500,0xba801,0xbab00,0xbae01,0xbba00,0xbd001,
-    0xbd100,0xbe602,0xbf300,0xc0501,0xc0d00,0xc0e01,0xc1100,0xc1201,0xc2900,0xc2a01,
-    0xc3a00,0xc3d01,0xc3e00,0xc5801,0xc5b00,0xc5d01,0xc5e00,0xc6001,0xc6200,0xc6602,
-    0xc7000,0xc7802,0xc7f00,0xc8001,0xc8100,0xc8501,0xc8d00,0xc8e01,0xc9100,0xc9201,
-    0xca900,0xcaa01,0xcb400,0xcb501,0xcba00,0xcbd01,0xcbe00,0xcdd01,0xcdf00,0xce001,
-    0xce200,0xce602,0xcf000,0xcf101,0xcf300,0xd0401,0xd0d00,0xd0e01,0xd1100,0xd1201,
-    0xd3b00,0xd3d01,0xd3e00,0xd4e01,0xd4f00,0xd5401,0xd5700,0xd5802,0xd5f01,0xd6200,
-    0xd6602,0xd7900,0xd7a01,0xd8000,0xd8501,0xd9700,0xd9a01,0xdb200,0xdb301,0xdbc00,
-    0xdbd01,0xdbe00,0xdc001,0xdc700,0xde602,0xdf000,0xe0101,0xe3100,0xe3201,0xe3400,
-    0xe4001,0xe4700,0xe5002,0xe5a00,0xe8101,0xe8300,0xe8401,0xe8500,0xe8601,0xe8b00,
-    0xe8c01,0xea400,0xea501,0xea600,0xea701,0xeb100,0xeb201,0xeb400,0xebd01,0xebe00,
-    0xec001,0xec500,0xec601,0xec700,0xed002,0xeda00,0xedc01,0xee000,0xf0001,0xf0100,
-    0xf2002,0xf3400,0xf4001,0xf4800,0xf4901,0xf6d00,0xf8801,0xf8d00,0x100001,0x102b00,
-    0x103f01,0x104002,0x104a00,0x105001,0x105600,0x105a01,0x105e00,0x106101,0x106200,0x106501,
-    0x106700,0x106e01,0x107100,0x107501,0x108200,0x108e01,0x108f00,0x109002,0x109a00,0x10a001,
-    0x10c600,0x10c701,0x10c800,0x10cd01,0x10ce00,0x10d001,0x10fb00,0x10fc01,0x124900,0x124a01,
-    0x124e00,0x125001,0x125700,0x125801,0x125900,0x125a01,0x125e00,0x126001,0x128900,0x128a01,
-    0x128e00,0x129001,0x12b100,0x12b201,0x12b600,0x12b801,0x12bf00,0x12c001,0x12c100,0x12c201,
-    0x12c600,0x12c801,0x12d700,0x12d801,0x131100,0x131201,0x131600,0x131801,0x135b00,0x136902,
-    0x137d00,0x138001,0x139000,0x13a001,0x13f600,0x13f801,0x13fe00,0x140101,0x166d00,0x166f01,
-    0x168004,0x168101,0x169b00,0x16a001,0x16eb00,0x16ee02,0x16f101,0x16f900,0x170001,0x171200,
-    0x171f01,0x173200,0x174001,0x175200,0x176001,0x176d00,0x176e01,0x177100,0x178001,0x17b400,
-    0x17d701,0x17d800,0x17dc01,0x17dd00,0x17e002,0x17ea00,0x17f002,0x17fa00,0x181002,0x181a00,
-    0x182001,0x187900,0x188001,0x188500,0x188701,0x18a900,0x18aa01,0x18ab00,0x18b001,0x18f600,
-    0x190001,0x191f00,0x194602,0x195001,0x196e00,0x197001,0x197500,0x198001,0x19ac00,0x19b001,
-    0x19ca00,0x19d002,0x19db00,0x1a0001,0x1a1700,0x1a2001,0x1a5500,0x1a8002,0x1a8a00,0x1a9002,
-    0x1a9a00,0x1aa701,0x1aa800,0x1b0501,0x1b3400,0x1b4501,0x1b4d00,0x1b5002,0x1b5a00,0x1b8301,
-    0x1ba100,0x1bae01,0x1bb002,0x1bba01,0x1be600,0x1c0001,0x1c2400,0x1c4002,0x1c4a00,0x1c4d01,
-    0x1c5002,0x1c5a01,0x1c7e00,0x1c8001,0x1c8900,0x1c9001,0x1cbb00,0x1cbd01,0x1cc000,0x1ce901,
-    0x1ced00,0x1cee01,0x1cf400,0x1cf501,0x1cf700,0x1cfa01,0x1cfb00,0x1d0001,0x1dc000,0x1e0001,
-    0x1f1600,0x1f1801,0x1f1e00,0x1f2001,0x1f4600,0x1f4801,0x1f4e00,0x1f5001,0x1f5800,0x1f5901,
-    0x1f5a00,0x1f5b01,0x1f5c00,0x1f5d01,0x1f5e00,0x1f5f01,0x1f7e00,0x1f8001,0x1fb500,0x1fb601,
-    0x1fbd00,0x1fbe01,0x1fbf00,0x1fc201,0x1fc500,0x1fc601,0x1fcd00,0x1fd001,0x1fd400,0x1fd601,
-    0x1fdc00,0x1fe001,0x1fed00,0x1ff201,0x1ff500,0x1ff601,0x1ffd00,0x200004,0x200b00,0x202804,
-    0x202a00,0x202f04,0x203000,0x205f04,0x206000,0x207002,0x207101,0x207200,0x207402,0x207a00,
-    0x207f01,0x208002,0x208a00,0x209001,0x209d00,0x210201,0x210300,0x210701,0x210800,0x210a01,
-    0x211400,0x211501,0x211600,0x211901,0x211e00,0x212401,0x212500,0x212601,0x212700,0x212801,
-    0x212900,0x212a01,0x212e00,0x212f01,0x213a00,0x213c01,0x214000,0x214501,0x214a00,0x214e01,
-    0x214f00,0x215002,0x218301,0x218502,0x218a00,0x246002,0x249c00,0x24ea02,0x250000,0x277602,
-    0x279400,0x2c0001,0x2ce500,0x2ceb01,0x2cef00,0x2cf201,0x2cf400,0x2cfd02,0x2cfe00,0x2d0001,
-    0x2d2600,0x2d2701,0x2d2800,0x2d2d01,0x2d2e00,0x2d3001,0x2d6800,0x2d6f01,0x2d7000,0x2d8001,
-    0x2d9700,0x2da001,0x2da700,0x2da801,0x2daf00,0x2db001,0x2db700,0x2db801,0x2dbf00,0x2dc001,
-    0x2dc700,0x2dc801,0x2dcf00,0x2dd001,0x2dd700,0x2dd801,0x2ddf00,0x2e2f01,0x2e3000,0x300004,
-    0x300100,0x300501,0x300702,0x300800,0x302102,0x302a00,0x303101,0x303600,0x303802,0x303b01,
-    0x303d00,0x304101,0x309700,0x309d01,0x30a000,0x30a101,0x30fb00,0x30fc01,0x310000,0x310501,
-    0x313000,0x313101,0x318f00,0x319202,0x319600,0x31a001,0x31c000,0x31f001,0x320000,0x322002,
-    0x322a00,0x324802,0x325000,0x325102,0x326000,0x328002,0x328a00,0x32b102,0x32c000,0x340001,
-    0x4dc000,0x4e0001,0xa48d00,0xa4d001,0xa4fe00,0xa50001,0xa60d00,0xa61001,0xa62002,0xa62a01,
-    0xa62c00,0xa64001,0xa66f00,0xa67f01,0xa69e00,0xa6a001,0xa6e602,0xa6f000,0xa71701,0xa72000,
-    0xa72201,0xa78900,0xa78b01,0xa7cb00,0xa7d001,0xa7d200,0xa7d301,0xa7d400,0xa7d501,0xa7da00,
-    0xa7f201,0xa80200,0xa80301,0xa80600,0xa80701,0xa80b00,0xa80c01,0xa82300,0xa83002,0xa83600,
-    0xa84001,0xa87400,0xa88201,0xa8b400,0xa8d002,0xa8da00,0xa8f201,0xa8f800,0xa8fb01,0xa8fc00,
-    0xa8fd01,0xa8ff00,0xa90002,0xa90a01,0xa92600,0xa93001,0xa94700,0xa96001,0xa97d00,0xa98401,
-    0xa9b300,0xa9cf01,0xa9d002,0xa9da00,0xa9e001,0xa9e500,0xa9e601,0xa9f002,0xa9fa01,0xa9ff00,
-    0xaa0001,0xaa2900,0xaa4001,0xaa4300,0xaa4401,0xaa4c00,0xaa5002,0xaa5a00,0xaa6001,0xaa7700,
-    0xaa7a01,0xaa7b00,0xaa7e01,0xaab000,0xaab101,0xaab200,0xaab501,0xaab700,0xaab901,0xaabe00,
-    0xaac001,0xaac100,0xaac201,0xaac300,0xaadb01,0xaade00,0xaae001,0xaaeb00,0xaaf201,0xaaf500,
-    0xab0101,0xab0700,0xab0901,0xab0f00,0xab1101,0xab1700,0xab2001,0xab2700,0xab2801,0xab2f00,
-    0xab3001,0xab5b00,0xab5c01,0xab6a00,0xab7001,0xabe300,0xabf002,0xabfa00,0xac0001,0xd7a400,
-    0xd7b001,0xd7c700,0xd7cb01,0xd7fc00,0xf90001,0xfa6e00,0xfa7001,0xfada00,0xfb0001,0xfb0700,
-    0xfb1301,0xfb1800,0xfb1d01,0xfb1e00,0xfb1f01,0xfb2900,0xfb2a01,0xfb3700,0xfb3801,0xfb3d00,
-    0xfb3e01,0xfb3f00,0xfb4001,0xfb4200,0xfb4301,0xfb4500,0xfb4601,0xfbb200,0xfbd301,0xfd3e00,
-    0xfd5001,0xfd9000,0xfd9201,0xfdc800,0xfdf001,0xfdfc00,0xfe7001,0xfe7500,0xfe7601,0xfefd00,
-    0xff1002,0xff1a00,0xff2101,0xff3b00,0xff4101,0xff5b00,0xff6601,0xffbf00,0xffc201,0xffc800,
-    0xffca01,0xffd000,0xffd201,0xffd800,0xffda01,0xffdd00,0x1000001,0x1000c00,0x1000d01,0x1002700,
-    0x1002801,0x1003b00,0x1003c01,0x1003e00,0x1003f01,0x1004e00,0x1005001,0x1005e00,0x1008001,0x100fb00,
-    0x1010702,0x1013400,0x1014002,0x1017900,0x1018a02,0x1018c00,0x1028001,0x1029d00,0x102a001,0x102d100,
-    0x102e102,0x102fc00,0x1030001,0x1032002,0x1032400,0x1032d01,0x1034102,0x1034201,0x1034a02,0x1034b00,
-    0x1035001,0x1037600,0x1038001,0x1039e00,0x103a001,0x103c400,0x103c801,0x103d000,0x103d102,0x103d600,
-    0x1040001,0x1049e00,0x104a002,0x104aa00,0x104b001,0x104d400,0x104d801,0x104fc00,0x1050001,0x1052800,
-    0x1053001,0x1056400,0x1057001,0x1057b00,0x1057c01,0x1058b00,0x1058c01,0x1059300,0x1059401,0x1059600,
-    0x1059701,0x105a200,0x105a301,0x105b200,0x105b301,0x105ba00,0x105bb01,0x105bd00,0x1060001,0x1073700,
-    0x1074001,0x1075600,0x1076001,0x1076800,0x1078001,0x1078600,0x1078701,0x107b100,0x107b201,0x107bb00,
-    0x1080001,0x1080600,0x1080801,0x1080900,0x1080a01,0x1083600,0x1083701,0x1083900,0x1083c01,0x1083d00,
-    0x1083f01,0x1085600,0x1085802,0x1086001,0x1087700,0x1087902,0x1088001,0x1089f00,0x108a702,0x108b000,
-    0x108e001,0x108f300,0x108f401,0x108f600,0x108fb02,0x1090001,0x1091602,0x1091c00,0x1092001,0x1093a00,
-    0x1098001,0x109b800,0x109bc02,0x109be01,0x109c002,0x109d000,0x109d202,0x10a0001,0x10a0100,0x10a1001,
-    0x10a1400,0x10a1501,0x10a1800,0x10a1901,0x10a3600,0x10a4002,0x10a4900,0x10a6001,0x10a7d02,0x10a7f00,
-    0x10a8001,0x10a9d02,0x10aa000,0x10ac001,0x10ac800,0x10ac901,0x10ae500,0x10aeb02,0x10af000,0x10b0001,
-    0x10b3600,0x10b4001,0x10b5600,0x10b5802,0x10b6001,0x10b7300,0x10b7802,0x10b8001,0x10b9200,0x10ba902,
-    0x10bb000,0x10c0001,0x10c4900,0x10c8001,0x10cb300,0x10cc001,0x10cf300,0x10cfa02,0x10d0001,0x10d2400,
-    0x10d3002,0x10d3a00,0x10e6002,0x10e7f00,0x10e8001,0x10eaa00,0x10eb001,0x10eb200,0x10f0001,0x10f1d02,
-    0x10f2701,0x10f2800,0x10f3001,0x10f4600,0x10f5102,0x10f5500,0x10f7001,0x10f8200,0x10fb001,0x10fc502,
-    0x10fcc00,0x10fe001,0x10ff700,0x1100301,0x1103800,0x1105202,0x1107000,0x1107101,0x1107300,0x1107501,
-    0x1107600,0x1108301,0x110b000,0x110d001,0x110e900,0x110f002,0x110fa00,0x1110301,0x1112700,0x1113602,
-    0x1114000,0x1114401,0x1114500,0x1114701,0x1114800,0x1115001,0x1117300,0x1117601,0x1117700,0x1118301,
-    0x111b300,0x111c101,0x111c500,0x111d002,0x111da01,0x111db00,0x111dc01,0x111dd00,0x111e102,0x111f500,
-    0x1120001,0x1121200,0x1121301,0x1122c00,0x1123f01,0x1124100,0x1128001,0x1128700,0x1128801,0x1128900,
-    0x1128a01,0x1128e00,0x1128f01,0x1129e00,0x1129f01,0x112a900,0x112b001,0x112df00,0x112f002,0x112fa00,
-    0x1130501,0x1130d00,0x1130f01,0x1131100,0x1131301,0x1132900,0x1132a01,0x1133100,0x1133201,0x1133400,
-    0x1133501,0x1133a00,0x1133d01,0x1133e00,0x1135001,0x1135100,0x1135d01,0x1136200,0x1140001,0x1143500,
-    0x1144701,0x1144b00,0x1145002,0x1145a00,0x1145f01,0x1146200,0x1148001,0x114b000,0x114c401,0x114c600,
-    0x114c701,0x114c800,0x114d002,0x114da00,0x1158001,0x115af00,0x115d801,0x115dc00,0x1160001,0x1163000,
-    0x1164401,0x1164500,0x1165002,0x1165a00,0x1168001,0x116ab00,0x116b801,0x116b900,0x116c002,0x116ca00,
-    0x1170001,0x1171b00,0x1173002,0x1173c00,0x1174001,0x1174700,0x1180001,0x1182c00,0x118a001,0x118e002,
-    0x118f300,0x118ff01,0x1190700,0x1190901,0x1190a00,0x1190c01,0x1191400,0x1191501,0x1191700,0x1191801,
-    0x1193000,0x1193f01,0x1194000,0x1194101,0x1194200,0x1195002,0x1195a00,0x119a001,0x119a800,0x119aa01,
-    0x119d100,0x119e101,0x119e200,0x119e301,0x119e400,0x11a0001,0x11a0100,0x11a0b01,0x11a3300,0x11a3a01,
-    0x11a3b00,0x11a5001,0x11a5100,0x11a5c01,0x11a8a00,0x11a9d01,0x11a9e00,0x11ab001,0x11af900,0x11c0001,
-    0x11c0900,0x11c0a01,0x11c2f00,0x11c4001,0x11c4100,0x11c5002,0x11c6d00,0x11c7201,0x11c9000,0x11d0001,
-    0x11d0700,0x11d0801,0x11d0a00,0x11d0b01,0x11d3100,0x11d4601,0x11d4700,0x11d5002,0x11d5a00,0x11d6001,
-    0x11d6600,0x11d6701,0x11d6900,0x11d6a01,0x11d8a00,0x11d9801,0x11d9900,0x11da002,0x11daa00,0x11ee001,
-    0x11ef300,0x11f0201,0x11f0300,0x11f0401,0x11f1100,0x11f1201,0x11f3400,0x11f5002,0x11f5a00,0x11fb001,
-    0x11fb100,0x11fc002,0x11fd500,0x1200001,0x1239a00,0x1240002,0x1246f00,0x1248001,0x1254400,0x12f9001,
-    0x12ff100,0x1300001,0x1343000,0x1344101,0x1344700,0x1440001,0x1464700,0x1680001,0x16a3900,0x16a4001,
-    0x16a5f00,0x16a6002,0x16a6a00,0x16a7001,0x16abf00,0x16ac002,0x16aca00,0x16ad001,0x16aee00,0x16b0001,
-    0x16b3000,0x16b4001,0x16b4400,0x16b5002,0x16b5a00,0x16b5b02,0x16b6200,0x16b6301,0x16b7800,0x16b7d01,
-    0x16b9000,0x16e4001,0x16e8002,0x16e9700,0x16f0001,0x16f4b00,0x16f5001,0x16f5100,0x16f9301,0x16fa000,
-    0x16fe001,0x16fe200,0x16fe301,0x16fe400,0x1700001,0x187f800,0x1880001,0x18cd600,0x18d0001,0x18d0900,
-    0x1aff001,0x1aff400,0x1aff501,0x1affc00,0x1affd01,0x1afff00,0x1b00001,0x1b12300,0x1b13201,0x1b13300,
-    0x1b15001,0x1b15300,0x1b15501,0x1b15600,0x1b16401,0x1b16800,0x1b17001,0x1b2fc00,0x1bc0001,0x1bc6b00,
-    0x1bc7001,0x1bc7d00,0x1bc8001,0x1bc8900,0x1bc9001,0x1bc9a00,0x1d2c002,0x1d2d400,0x1d2e002,0x1d2f400,
-    0x1d36002,0x1d37900,0x1d40001,0x1d45500,0x1d45601,0x1d49d00,0x1d49e01,0x1d4a000,0x1d4a201,0x1d4a300,
-    0x1d4a501,0x1d4a700,0x1d4a901,0x1d4ad00,0x1d4ae01,0x1d4ba00,0x1d4bb01,0x1d4bc00,0x1d4bd01,0x1d4c400,
-    0x1d4c501,0x1d50600,0x1d50701,0x1d50b00,0x1d50d01,0x1d51500,0x1d51601,0x1d51d00,0x1d51e01,0x1d53a00,
-    0x1d53b01,0x1d53f00,0x1d54001,0x1d54500,0x1d54601,0x1d54700,0x1d54a01,0x1d55100,0x1d55201,0x1d6a600,
-    0x1d6a801,0x1d6c100,0x1d6c201,0x1d6db00,0x1d6dc01,0x1d6fb00,0x1d6fc01,0x1d71500,0x1d71601,0x1d73500,
-    0x1d73601,0x1d74f00,0x1d75001,0x1d76f00,0x1d77001,0x1d78900,0x1d78a01,0x1d7a900,0x1d7aa01,0x1d7c300,
-    0x1d7c401,0x1d7cc00,0x1d7ce02,0x1d80000,0x1df0001,0x1df1f00,0x1df2501,0x1df2b00,0x1e03001,0x1e06e00,
-    0x1e10001,0x1e12d00,0x1e13701,0x1e13e00,0x1e14002,0x1e14a00,0x1e14e01,0x1e14f00,0x1e29001,0x1e2ae00,
-    0x1e2c001,0x1e2ec00,0x1e2f002,0x1e2fa00,0x1e4d001,0x1e4ec00,0x1e4f002,0x1e4fa00,0x1e7e001,0x1e7e700,
-    0x1e7e801,0x1e7ec00,0x1e7ed01,0x1e7ef00,0x1e7f001,0x1e7ff00,0x1e80001,0x1e8c500,0x1e8c702,0x1e8d000,
-    0x1e90001,0x1e94400,0x1e94b01,0x1e94c00,0x1e95002,0x1e95a00,0x1ec7102,0x1ecac00,0x1ecad02,0x1ecb000,
-    0x1ecb102,0x1ecb500,0x1ed0102,0x1ed2e00,0x1ed2f02,0x1ed3e00,0x1ee0001,0x1ee0400,0x1ee0501,0x1ee2000,
-    0x1ee2101,0x1ee2300,0x1ee2401,0x1ee2500,0x1ee2701,0x1ee2800,0x1ee2901,0x1ee3300,0x1ee3401,0x1ee3800,
-    0x1ee3901,0x1ee3a00,0x1ee3b01,0x1ee3c00,0x1ee4201,0x1ee4300,0x1ee4701,0x1ee4800,0x1ee4901,0x1ee4a00,
-    0x1ee4b01,0x1ee4c00,0x1ee4d01,0x1ee5000,0x1ee5101,0x1ee5300,0x1ee5401,0x1ee5500,0x1ee5701,0x1ee5800,
-    0x1ee5901,0x1ee5a00,0x1ee5b01,0x1ee5c00,0x1ee5d01,0x1ee5e00,0x1ee5f01,0x1ee6000,0x1ee6101,0x1ee6300,
-    0x1ee6401,0x1ee6500,0x1ee6701,0x1ee6b00,0x1ee6c01,0x1ee7300,0x1ee7401,0x1ee7800,0x1ee7901,0x1ee7d00,
-    0x1ee7e01,0x1ee7f00,0x1ee8001,0x1ee8a00,0x1ee8b01,0x1ee9c00,0x1eea101,0x1eea400,0x1eea501,0x1eeaa00,
-    0x1eeab01,0x1eebc00,0x1f10002,0x1f10d00,0x1fbf002,0x1fbfa00,0x2000001,0x2a6e000,0x2a70001,0x2b73a00,
-    0x2b74001,0x2b81e00,0x2b82001,0x2cea200,0x2ceb001,0x2ebe100,0x2f80001,0x2fa1e00,0x3000001,0x3134b00,
-    0x3135001,0x323b000,
-};
-/* start << 8 | canonical combining class, valid until the next start */
-static const uint32_t cllm__uni_ccc_table[581] = {
-    0x0,0x300e6,0x315e8,0x316dc,0x31ae8,0x31bd8,0x31cdc,0x321ca,0x323dc,0x327ca,
-    0x329dc,0x33401,0x339dc,0x33de6,0x345f0,0x346e6,0x347dc,0x34ae6,0x34ddc,0x34f00,
-    0x350e6,0x353dc,0x357e6,0x358e8,0x359dc,0x35be6,0x35ce9,0x35dea,0x35fe9,0x360ea,
-    0x362e9,0x363e6,0x37000,0x483e6,0x48800,0x591dc,0x592e6,0x596dc,0x597e6,0x59ade,
-    0x59bdc,0x59ce6,0x5a2dc,0x5a8e6,0x5aadc,0x5abe6,0x5adde,0x5aee4,0x5afe6,0x5b00a,
-    0x5b10b,0x5b20c,0x5b30d,0x5b40e,0x5b50f,0x5b610,0x5b711,0x5b812,0x5b913,0x5bb14,
-    0x5bc15,0x5bd16,0x5be00,0x5bf17,0x5c000,0x5c118,0x5c219,0x5c300,0x5c4e6,0x5c5dc,
-    0x5c600,0x5c712,0x5c800,0x610e6,0x6181e,0x6191f,0x61a20,0x61b00,0x64b1b,0x64c1c,
-    0x64d1d,0x64e1e,0x64f1f,0x65020,0x65121,0x65222,0x653e6,0x655dc,0x657e6,0x65cdc,
-    0x65de6,0x65fdc,0x66000,0x67023,0x67100,0x6d6e6,0x6dd00,0x6dfe6,0x6e3dc,0x6e4e6,
-    0x6e500,0x6e7e6,0x6e900,0x6eadc,0x6ebe6,0x6eddc,0x6ee00,0x71124,0x71200,0x730e6,
-    0x731dc,0x732e6,0x734dc,0x735e6,0x737dc,0x73ae6,0x73bdc,0x73de6,0x73edc,0x73fe6,
-    0x742dc,0x743e6,0x744dc,0x745e6,0x746dc,0x747e6,0x748dc,0x749e6,0x74b00,0x7ebe6,
-    0x7f2dc,0x7f3e6,0x7f400,0x7fddc,0x7fe00,0x816e6,0x81a00,0x81be6,0x82400,0x825e6,
-    0x82800,0x829e6,0x82e00,0x859dc,0x85c00,0x898e6,0x899dc,0x89ce6,0x8a000,0x8cae6,
-    0x8cfdc,0x8d4e6,0x8e200,0x8e3dc,0x8e4e6,0x8e6dc,0x8e7e6,0x8e9dc,0x8eae6,0x8eddc,
-    0x8f01b,0x8f11c,0x8f21d,0x8f3e6,0x8f6dc,0x8f7e6,0x8f9dc,0x8fbe6,0x90000,0x93c07,
-    0x93d00,0x94d09,0x94e00,0x951e6,0x952dc,0x953e6,0x95500,0x9bc07,0x9bd00,0x9cd09,
-    0x9ce00,0x9fee6,0x9ff00,0xa3c07,0xa3d00,0xa4d09,0xa4e00,0xabc07,0xabd00,0xacd09,
-    0xace00,0xb3c07,0xb3d00,0xb4d09,0xb4e00,0xbcd09,0xbce00,0xc3c07,0xc3d00,0xc4d09,
-    0xc4e00,0xc5554,0xc565b,0xc5700,0xcbc07,0xcbd00,0xccd09,0xcce00,0xd3b09,0xd3d00,
-    0xd4d09,0xd4e00,0xdca09,0xdcb00,0xe3867,0xe3a09,0xe3b00,0xe486b,0xe4c00,0xeb876,
-    0xeba09,0xebb00,0xec87a,0xecc00,0xf18dc,0xf1a00,0xf35dc,0xf3600,0xf37dc,0xf3800,
-    0xf39d8,0xf3a00,0xf7181,0xf7282,0xf7300,0xf7484,0xf7500,0xf7a82,0xf7e00,0xf8082,
-    0xf8100,0xf82e6,0xf8409,0xf8500,0xf86e6,0xf8800,0xfc6dc,0xfc700,0x103707,0x103800,
-    0x103909,0x103b00,0x108ddc,0x108e00,0x135de6,0x136000,0x171409,0x171600,0x173409,0x173500,
-    0x17d209,0x17d300,0x17dde6,0x17de00,0x18a9e4,0x18aa00,0x1939de,0x193ae6,0x193bdc,0x193c00,
-    0x1a17e6,0x1a18dc,0x1a1900,0x1a6009,0x1a6100,0x1a75e6,0x1a7d00,0x1a7fdc,0x1a8000,0x1ab0e6,
-    0x1ab5dc,0x1abbe6,0x1abddc,0x1abe00,0x1abfdc,0x1ac1e6,0x1ac3dc,0x1ac5e6,0x1acadc,0x1acbe6,
-    0x1acf00,0x1b3407,0x1b3500,0x1b4409,0x1b4500,0x1b6be6,0x1b6cdc,0x1b6de6,0x1b7400,0x1baa09,
-    0x1bac00,0x1be607,0x1be700,0x1bf209,0x1bf400,0x1c3707,0x1c3800,0x1cd0e6,0x1cd300,0x1cd401,
-    0x1cd5dc,0x1cdae6,0x1cdcdc,0x1ce0e6,0x1ce100,0x1ce201,0x1ce900,0x1ceddc,0x1cee00,0x1cf4e6,
-    0x1cf500,0x1cf8e6,0x1cfa00,0x1dc0e6,0x1dc2dc,0x1dc3e6,0x1dcadc,0x1dcbe6,0x1dcdea,0x1dced6,
-    0x1dcfdc,0x1dd0ca,0x1dd1e6,0x1df6e8,0x1df7e4,0x1df9dc,0x1dfada,0x1dfbe6,0x1dfce9,0x1dfddc,
-    0x1dfee6,0x1dffdc,0x1e0000,0x20d0e6,0x20d201,0x20d4e6,0x20d801,0x20dbe6,0x20dd00,0x20e1e6,
-    0x20e200,0x20e501,0x20e7e6,0x20e8dc,0x20e9e6,0x20ea01,0x20ecdc,0x20f0e6,0x20f100,0x2cefe6,
-    0x2cf200,0x2d7f09,0x2d8000,0x2de0e6,0x2e0000,0x302ada,0x302be4,0x302ce8,0x302dde,0x302ee0,
-    0x303000,0x309908,0x309b00,0xa66fe6,0xa67000,0xa674e6,0xa67e00,0xa69ee6,0xa6a000,0xa6f0e6,
-    0xa6f200,0xa80609,0xa80700,0xa82c09,0xa82d00,0xa8c409,0xa8c500,0xa8e0e6,0xa8f200,0xa92bdc,
-    0xa92e00,0xa95309,0xa95400,0xa9b307,0xa9b400,0xa9c009,0xa9c100,0xaab0e6,0xaab100,0xaab2e6,
-    0xaab4dc,0xaab500,0xaab7e6,0xaab900,0xaabee6,0xaac000,0xaac1e6,0xaac200,0xaaf609,0xaaf700,
-    0xabed09,0xabee00,0xfb1e1a,0xfb1f00,0xfe20e6,0xfe27dc,0xfe2ee6,0xfe3000,0x101fddc,0x101fe00,
-    0x102e0dc,0x102e100,0x10376e6,0x1037b00,0x10a0ddc,0x10a0e00,0x10a0fe6,0x10a1000,0x10a38e6,0x10a3901,
-    0x10a3adc,0x10a3b00,0x10a3f09,0x10a4000,0x10ae5e6,0x10ae6dc,0x10ae700,0x10d24e6,0x10d2800,0x10eabe6,
-    0x10ead00,0x10efddc,0x10f0000,0x10f46dc,0x10f48e6,0x10f4bdc,0x10f4ce6,0x10f4ddc,0x10f5100,0x10f82e6,
-    0x10f83dc,0x10f84e6,0x10f85dc,0x10f8600,0x1104609,0x1104700,0x1107009,0x1107100,0x1107f09,0x1108000,
-    0x110b909,0x110ba07,0x110bb00,0x11100e6,0x1110300,0x1113309,0x1113500,0x1117307,0x1117400,0x111c009,
-    0x111c100,0x111ca07,0x111cb00,0x1123509,0x1123607,0x1123700,0x112e907,0x112ea09,0x112eb00,0x1133b07,
-    0x1133d00,0x1134d09,0x1134e00,0x11366e6,0x1136d00,0x11370e6,0x1137500,0x1144209,0x1144300,0x1144607,
-    0x1144700,0x1145ee6,0x1145f00,0x114c209,0x114c307,0x114c400,0x115bf09,0x115c007,0x115c100,0x1163f09,
-    0x1164000,0x116b609,0x116b707,0x116b800,0x1172b09,0x1172c00,0x1183909,0x1183a07,0x1183b00,0x1193d09,
-    0x1193f00,0x1194307,0x1194400,0x119e009,0x119e100,0x11a3409,0x11a3500,0x11a4709,0x11a4800,0x11a9909,
-    0x11a9a00,0x11c3f09,0x11c4000,0x11d4207,0x11d4300,0x11d4409,0x11d4600,0x11d9709,0x11d9800,0x11f4109,
-    0x11f4300,0x16af001,0x16af500,0x16b30e6,0x16b3700,0x16ff006,0x16ff200,0x1bc9e01,0x1bc9f00,0x1d165d8,
-    0x1d16701,0x1d16a00,0x1d16de2,0x1d16ed8,0x1d17300,0x1d17bdc,0x1d18300,0x1d185e6,0x1d18adc,0x1d18c00,
-    0x1d1aae6,0x1d1ae00,0x1d242e6,0x1d24500,0x1e000e6,0x1e00700,0x1e008e6,0x1e01900,0x1e01be6,0x1e02200,
-    0x1e023e6,0x1e02500,0x1e026e6,0x1e02b00,0x1e08fe6,0x1e09000,0x1e130e6,0x1e13700,0x1e2aee6,0x1e2af00,
-    0x1e2ece6,0x1e2f000,0x1e4ece8,0x1e4eedc,0x1e4efe6,0x1e4f000,0x1e8d0dc,0x1e8d700,0x1e944e6,0x1e94a07,
-    0x1e94b00,
-};
-/* {cp | 0x80000000 if excluded from composition, first, second (0 = singleton)}, sorted by cp */
-static const uint32_t cllm__uni_decomp[6183] = {
-    0xc0,0x41,0x300,0xc1,0x41,0x301,0xc2,0x41,0x302,0xc3,0x41,0x303,0xc4,0x41,0x308,
-    0xc5,0x41,0x30a,0xc7,0x43,0x327,0xc8,0x45,0x300,0xc9,0x45,0x301,0xca,0x45,0x302,
-    0xcb,0x45,0x308,0xcc,0x49,0x300,0xcd,0x49,0x301,0xce,0x49,0x302,0xcf,0x49,0x308,
-    0xd1,0x4e,0x303,0xd2,0x4f,0x300,0xd3,0x4f,0x301,0xd4,0x4f,0x302,0xd5,0x4f,0x303,
-    0xd6,0x4f,0x308,0xd9,0x55,0x300,0xda,0x55,0x301,0xdb,0x55,0x302,0xdc,0x55,0x308,
-    0xdd,0x59,0x301,0xe0,0x61,0x300,0xe1,0x61,0x301,0xe2,0x61,0x302,0xe3,0x61,0x303,
-    0xe4,0x61,0x308,0xe5,0x61,0x30a,0xe7,0x63,0x327,0xe8,0x65,0x300,0xe9,0x65,0x301,
-    0xea,0x65,0x302,0xeb,0x65,0x308,0xec,0x69,0x300,0xed,0x69,0x301,0xee,0x69,0x302,
-    0xef,0x69,0x308,0xf1,0x6e,0x303,0xf2,0x6f,0x300,0xf3,0x6f,0x301,0xf4,0x6f,0x302,
-    0xf5,0x6f,0x303,0xf6,0x6f,0x308,0xf9,0x75,0x300,0xfa,0x75,0x301,0xfb,0x75,0x302,
-    0xfc,0x75,0x308,0xfd,0x79,0x301,0xff,0x79,0x308,0x100,0x41,0x304,0x101,0x61,0x304,
-    0x102,0x41,0x306,0x103,0x61,0x306,0x104,0x41,0x328,0x105,0x61,0x328,0x106,0x43,0x301,
-    0x107,0x63,0x301,0x108,0x43,0x302,0x109,0x63,0x302,0x10a,0x43,0x307,0x10b,0x63,0x307,
-    0x10c,0x43,0x30c,0x10d,0x63,0x30c,0x10e,0x44,0x30c,0x10f,0x64,0x30c,0x112,0x45,0x304,
-    0x113,0x65,0x304,0x114,0x45,0x306,0x115,0x65,0x306,0x116,0x45,0x307,0x117,0x65,0x307,
-    0x118,0x45,0x328,0x119,0x65,0x328,0x11a,0x45,0x30c,0x11b,0x65,0x30c,0x11c,0x47,0x302,
-    0x11d,0x67,0x302,0x11e,0x47,0x306,0x11f,0x67,0x306,0x120,0x47,0x307,0x121,0x67,0x307,
-    0x122,0x47,0x327,0x123,0x67,0x327,0x124,0x48,0x302,0x125,0x68,0x302,0x128,0x49,0x303,
-    0x129,0x69,0x303,0x12a,0x49,0x304,0x12b,0x69,0x304,0x12c,0x49,0x306,0x12d,0x69,0x306,
-    0x12e,0x49,0x328,0x12f,0x69,0x328,0x130,0x49,0x307,0x134,0x4a,0x302,0x135,0x6a,0x302,
-    0x136,0x4b,0x327,0x137,0x6b,0x327,0x139,0x4c,0x301,0x13a,0x6c,0x301,0x13b,0x4c,0x327,
-    0x13c,0x6c,0x327,0x13d,0x4c,0x30c,0x13e,0x6c,0x30c,0x143,0x4e,0x301,0x144,0x6e,0x301,
-    0x145,0x4e,0x327,0x146,0x6e,0x327,0x147,0x4e,0x30c,0x148,0x6e,0x30c,0x14c,0x4f,0x304,
-    0x14d,0x6f,0x304,0x14e,0x4f,0x306,0x14f,0x6f,0x306,0x150,0x4f,0x30b,0x151,0x6f,0x30b,
-    0x154,0x52,0x301,0x155,0x72,0x301,0x156,0x52,0x327,0x157,0x72,0x327,0x158,0x52,0x30c,
-    0x159,0x72,0x30c,0x15a,0x53,0x301,0x15b,0x73,0x301,0x15c,0x53,0x302,0x15d,0x73,0x302,
-    0x15e,0x53,0x327,0x15f,0x73,0x327,0x160,0x53,0x30c,0x161,0x73,0x30c,0x162,0x54,0x327,
-    0x163,0x74,0x327,0x164,0x54,0x30c,0x165,0x74,0x30c,0x168,0x55,0x303,0x169,0x75,0x303,
-    0x16a,0x55,0x304,0x16b,0x75,0x304,0x16c,0x55,0x306,0x16d,0x75,0x306,0x16e,0x55,0x30a,
-    0x16f,0x75,0x30a,0x170,0x55,0x30b,0x171,0x75,0x30b,0x172,0x55,0x328,0x173,0x75,0x328,
-    0x174,0x57,0x302,0x175,0x77,0x302,0x176,0x59,0x302,0x177,0x79,0x302,0x178,0x59,0x308,
-    0x179,0x5a,0x301,0x17a,0x7a,0x301,0x17b,0x5a,0x307,0x17c,0x7a,0x307,0x17d,0x5a,0x30c,
-    0x17e,0x7a,0x30c,0x1a0,0x4f,0x31b,0x1a1,0x6f,0x31b,0x1af,0x55,0x31b,0x1b0,0x75,0x31b,
-    0x1cd,0x41,0x30c,0x1ce,0x61,0x30c,0x1cf,0x49,0x30c,0x1d0,0x69,0x30c,0x1d1,0x4f,0x30c,
-    0x1d2,0x6f,0x30c,0x1d3,0x55,0x30c,0x1d4,0x75,0x30c,0x1d5,0xdc,0x304,0x1d6,0xfc,0x304,
-    0x1d7,0xdc,0x301,0x1d8,0xfc,0x301,0x1d9,0xdc,0x30c,0x1da,0xfc,0x30c,0x1db,0xdc,0x300,
-    0x1dc,0xfc,0x300,0x1de,0xc4,0x304,0x1df,0xe4,0x304,0x1e0,0x226,0x304,0x1e1,0x227,0x304,
-    0x1e2,0xc6,0x304,0x1e3,0xe6,0x304,0x1e6,0x47,0x30c,0x1e7,0x67,0x30c,0x1e8,0x4b,0x30c,
-    0x1e9,0x6b,0x30c,0x1ea,0x4f,0x328,0x1eb,0x6f,0x328,0x1ec,0x1ea,0x304,0x1ed,0x1eb,0x304,
-    0x1ee,0x1b7,0x30c,0x1ef,0x292,0x30c,0x1f0,0x6a,0x30c,0x1f4,0x47,0x301,0x1f5,0x67,0x301,
-    0x1f8,0x4e,0x300,0x1f9,0x6e,0x300,0x1fa,0xc5,0x301,0x1fb,0xe5,0x301,0x1fc,0xc6,0x301,
-    0x1fd,0xe6,0x301,0x1fe,0xd8,0x301,0x1ff,0xf8,0x301,0x200,0x41,0x30f,0x201,0x61,0x30f,
-    0x202,0x41,0x311,0x203,0x61,0x311,0x204,0x45,0x30f,0x205,0x65,0x30f,0x206,0x45,0x311,
-    0x207,0x65,0x311,0x208,0x49,0x30f,0x209,0x69,0x30f,0x20a,0x49,0x311,0x20b,0x69,0x311,
-    0x20c,0x4f,0x30f,0x20d,0x6f,0x30f,0x20e,0x4f,0x311,0x20f,0x6f,0x311,0x210,0x52,0x30f,
-    0x211,0x72,0x30f,0x212,0x52,0x311,0x213,0x72,0x311,0x214,0x55,0x30f,0x215,0x75,0x30f,
-    0x216,0x55,0x311,0x217,0x75,0x311,0x218,0x53,0x326,0x219,0x73,0x326,0x21a,0x54,0x326,
-    0x21b,0x74,0x326,0x21e,0x48,0x30c,0x21f,0x68,0x30c,0x226,0x41,0x307,0x227,0x61,0x307,
-    0x228,0x45,0x327,0x229,0x65,0x327,0x22a,0xd6,0x304,0x22b,0xf6,0x304,0x22c,0xd5,0x304,
-    0x22d,0xf5,0x304,0x22e,0x4f,0x307,0x22f,0x6f,0x307,0x230,0x22e,0x304,0x231,0x22f,0x304,
-    0x232,0x59,0x304,0x233,0x79,0x304,0x80000340,0x300,0x0,0x80000341,0x301,0x0,0x80000343,0x313,0x0,
-    0x80000344,0x308,0x301,0x80000374,0x2b9,0x0,0x8000037e,0x3b,0x0,0x385,0xa8,0x301,0x386,0x391,0x301,
-    0x80000387,0xb7,0x0,0x388,0x395,0x301,0x389,0x397,0x301,0x38a,0x399,0x301,0x38c,0x39f,0x301,
-    0x38e,0x3a5,0x301,0x38f,0x3a9,0x301,0x390,0x3ca,0x301,0x3aa,0x399,0x308,0x3ab,0x3a5,0x308,
-    0x3ac,0x3b1,0x301,0x3ad,0x3b5,0x301,0x3ae,0x3b7,0x301,0x3af,0x3b9,0x301,0x3b0,0x3cb,0x301,
-    0x3ca,0x3b9,0x308,0x3cb,0x3c5,0x308,0x3cc,0x3bf,0x301,0x3cd,0x3c5,0x301,0x3ce,0x3c9,0x301,
-    0x3d3,0x3d2,0x301,0x3d4,0x3d2,0x308,0x400,0x415,0x300,0x401,0x415,0x308,0x403,0x413,0x301,
-    0x407,0x406,0x308,0x40c,0x41a,0x301,0x40d,0x418,0x300,0x40e,0x423,0x306,0x419,0x418,0x306,
-    0x439,0x438,0x306,0x450,0x435,0x300,0x451,0x435,0x308,0x453,0x433,0x301,0x457,0x456,0x308,
-    0x45c,0x43a,0x301,0x45d,0x438,0x300,0x45e,0x443,0x306,0x476,0x474,0x30f,0x477,0x475,0x30f,
-    0x4c1,0x416,0x306,0x4c2,0x436,0x306,0x4d0,0x410,0x306,0x4d1,0x430,0x306,0x4d2,0x410,0x308,
-    0x4d3,0x430,0x308,0x4d6,0x415,0x306,0x4d7,0x435,0x306,0x4da,0x4d8,0x308,0x4db,0x4d9,0x308,
-    0x4dc,0x416,0x308,0x4dd,0x436,0x308,0x4de,0x417,0x308,0x4df,0x437,0x308,0x4e2,0x418,0x304,
-    0x4e3,0x438,0x304,0x4e4,0x418,0x308,0x4e5,0x438,0x308,0x4e6,0x41e,0x308,0x4e7,0x43e,0x308,
-    0x4ea,0x4e8,0x308,0x4eb,0x4e9,0x308,0x4ec,0x42d,0x308,0x4ed,0x44d,0x308,0x4ee,0x423,0x304,
-    0x4ef,0x443,0x304,0x4f0,0x423,0x308,0x4f1,0x443,0x308,0x4f2,0x423,0x30b,0x4f3,0x443,0x30b,
-    0x4f4,0x427,0x308,0x4f5,0x447,0x308,0x4f8,0x42b,0x308,0x4f9,0x44b,0x308,0x622,0x627,0x653,
-    0x623,0x627,0x654,0x624,0x648,0x654,0x625,0x627,0x655,0x626,0x64a,0x654,0x6c0,0x6d5,0x654,
-    0x6c2,0x6c1,0x654,0x6d3,0x6d2,0x654,0x929,0x928,0x93c,0x931,0x930,0x93c,0x934,0x933,0x93c,
-    0x80000958,0x915,0x93c,0x80000959,0x916,0x93c,0x8000095a,0x917,0x93c,0x8000095b,0x91c,0x93c,0x8000095c,0x921,0x93c,
-    0x8000095d,0x922,0x93c,0x8000095e,0x92b,0x93c,0x8000095f,0x92f,0x93c,0x9cb,0x9c7,0x9be,0x9cc,0x9c7,0x9d7,
-    0x800009dc,0x9a1,0x9bc,0x800009dd,0x9a2,0x9bc,0x800009df,0x9af,0x9bc,0x80000a33,0xa32,0xa3c,0x80000a36,0xa38,0xa3c,
-    0x80000a59,0xa16,0xa3c,0x80000a5a,0xa17,0xa3c,0x80000a5b,0xa1c,0xa3c,0x80000a5e,0xa2b,0xa3c,0xb48,0xb47,0xb56,
-    0xb4b,0xb47,0xb3e,0xb4c,0xb47,0xb57,0x80000b5c,0xb21,0xb3c,0x80000b5d,0xb22,0xb3c,0xb94,0xb92,0xbd7,
-    0xbca,0xbc6,0xbbe,0xbcb,0xbc7,0xbbe,0xbcc,0xbc6,0xbd7,0xc48,0xc46,0xc56,0xcc0,0xcbf,0xcd5,
-    0xcc7,0xcc6,0xcd5,0xcc8,0xcc6,0xcd6,0xcca,0xcc6,0xcc2,0xccb,0xcca,0xcd5,0xd4a,0xd46,0xd3e,
-    0xd4b,0xd47,0xd3e,0xd4c,0xd46,0xd57,0xdda,0xdd9,0xdca,0xddc,0xdd9,0xdcf,0xddd,0xddc,0xdca,
-    0xdde,0xdd9,0xddf,0x80000f43,0xf42,0xfb7,0x80000f4d,0xf4c,0xfb7,0x80000f52,0xf51,0xfb7,0x80000f57,0xf56,0xfb7,
-    0x80000f5c,0xf5b,0xfb7,0x80000f69,0xf40,0xfb5,0x80000f73,0xf71,0xf72,0x80000f75,0xf71,0xf74,0x80000f76,0xfb2,0xf80,
-    0x80000f78,0xfb3,0xf80,0x80000f81,0xf71,0xf80,0x80000f93,0xf92,0xfb7,0x80000f9d,0xf9c,0xfb7,0x80000fa2,0xfa1,0xfb7,
-    0x80000fa7,0xfa6,0xfb7,0x80000fac,0xfab,0xfb7,0x80000fb9,0xf90,0xfb5,0x1026,0x1025,0x102e,0x1b06,0x1b05,0x1b35,
-    0x1b08,0x1b07,0x1b35,0x1b0a,0x1b09,0x1b35,0x1b0c,0x1b0b,0x1b35,0x1b0e,0x1b0d,0x1b35,0x1b12,0x1b11,0x1b35,
-    0x1b3b,0x1b3a,0x1b35,0x1b3d,0x1b3c,0x1b35,0x1b40,0x1b3e,0x1b35,0x1b41,0x1b3f,0x1b35,0x1b43,0x1b42,0x1b35,
-    0x1e00,0x41,0x325,0x1e01,0x61,0x325,0x1e02,0x42,0x307,0x1e03,0x62,0x307,0x1e04,0x42,0x323,
-    0x1e05,0x62,0x323,0x1e06,0x42,0x331,0x1e07,0x62,0x331,0x1e08,0xc7,0x301,0x1e09,0xe7,0x301,
-    0x1e0a,0x44,0x307,0x1e0b,0x64,0x307,0x1e0c,0x44,0x323,0x1e0d,0x64,0x323,0x1e0e,0x44,0x331,
-    0x1e0f,0x64,0x331,0x1e10,0x44,0x327,0x1e11,0x64,0x327,0x1e12,0x44,0x32d,0x1e13,0x64,0x32d,
-    0x1e14,0x112,0x300,0x1e15,0x113,0x300,0x1e16,0x112,0x301,0x1e17,0x113,0x301,0x1e18,0x45,0x32d,
-    0x1e19,0x65,0x32d,0x1e1a,0x45,0x330,0x1e1b,0x65,0x330,0x1e1c,0x228,0x306,0x1e1d,0x229,0x306,
-    0x1e1e,0x46,0x307,0x1e1f,0x66,0x307,0x1e20,0x47,0x304,0x1e21,0x67,0x304,0x1e22,0x48,0x307,
-    0x1e23,0x68,0x307,0x1e24,0x48,0x323,0x1e25,0x68,0x323,0x1e26,0x48,0x308,0x1e27,0x68,0x308,
-    0x1e28,0x48,0x327,0x1e29,0x68,0x327,0x1e2a,0x48,0x32e,0x1e2b,0x68,0x32e,0x1e2c,0x49,0x330,
-    0x1e2d,0x69,0x330,0x1e2e,0xcf,0x301,0x1e2f,0xef,0x301,0x1e30,0x4b,0x301,0x1e31,0x6b,0x301,
-    0x1e32,0x4b,0x323,0x1e33,0x6b,0x323,0x1e34,0x4b,0x331,0x1e35,0x6b,0x331,0x1e36,0x4c,0x323,
-    0x1e37,0x6c,0x323,0x1e38,0x1e36,0x304,0x1e39,0x1e37,0x304,0x1e3a,0x4c,0x331,0x1e3b,0x6c,0x331,
-    0x1e3c,0x4c,0x32d,0x1e3d,0x6c,0x32d,0x1e3e,0x4d,0x301,0x1e3f,0x6d,0x301,0x1e40,0x4d,0x307,
-    0x1e41,0x6d,0x307,0x1e42,0x4d,0x323,0x1e43,0x6d,0x323,0x1e44,0x4e,0x307,0x1e45,0x6e,0x307,
-    0x1e46,0x4e,0x323,0x1e47,0x6e,0x323,0x1e48,0x4e,0x331,0x1e49,0x6e,0x331,0x1e4a,0x4e,0x32d,
-    0x1e4b,0x6e,0x32d,0x1e4c,0xd5,0x301,0x1e4d,0xf5,0x301,0x1e4e,0xd5,0x308,0x1e4f,0xf5,0x308,
-    0x1e50,0x14c,0x300,0x1e51,0x14d,0x300,0x1e52,0x14c,0x301,0x1e53,0x14d,0x301,0x1e54,0x50,0x301,
-    0x1e55,0x70,0x301,0x1e56,0x50,0x307,0x1e57,0x70,0x307,0x1e58,0x52,0x307,0x1e59,0x72,0x307,
-    0x1e5a,0x52,0x323,0x1e5b,0x72,0x323,0x1e5c,0x1e5a,0x304,0x1e5d,0x1e5b,0x304,0x1e5e,0x52,0x331,
-    0x1e5f,0x72,0x331,0x1e60,0x53,0x307,0x1e61,0x73,0x307,0x1e62,0x53,0x323,0x1e63,0x73,0x323,
-    0x1e64,0x15a,0x307,0x1e65,0x15b,0x307,0x1e66,0x160,0x307,0x1e67,0x161,0x307,0x1e68,0x1e62,0x307,
-    0x1e69,0x1e63,0x307,0x1e6a,0x54,0x307,0x1e6b,0x74,0x307,0x1e6c,0x54,0x323,0x1e6d,0x74,0x323,
-    0x1e6e,0x54,0x331,0x1e6f,0x74,0x331,0x1e70,0x54,0x32d,0x1e71,0x74,0x32d,0x1e72,0x55,0x324,
-    0x1e73,0x75,0x324,0x1e74,0x55,0x330,0x1e75,0x75,0x330,0x1e76,0x55,0x32d,0x1e77,0x75,0x32d,
-    0x1e78,0x168,0x301,0x1e79,0x169,0x301,0x1e7a,0x16a,0x308,0x1e7b,0x16b,0x308,0x1e7c,0x56,0x303,
-    0x1e7d,0x76,0x303,0x1e7e,0x56,0x323,0x1e7f,0x76,0x323,0x1e80,0x57,0x300,0x1e81,0x77,0x300,
-    0x1e82,0x57,0x301,0x1e83,0x77,0x301,0x1e84,0x57,0x308,0x1e85,0x77,0x308,0x1e86,0x57,0x307,
-    0x1e87,0x77,0x307,0x1e88,0x57,0x323,0x1e89,0x77,0x323,0x1e8a,0x58,0x307,0x1e8b,0x78,0x307,
-    0x1e8c,0x58,0x308,0x1e8d,0x78,0x308,0x1e8e,0x59,0x307,0x1e8f,0x79,0x307,0x1e90,0x5a,0x302,
-    0x1e91,0x7a,0x302,0x1e92,0x5a,0x323,0x1e93,0x7a,0x323,0x1e94,0x5a,0x331,0x1e95,0x7a,0x331,
-    0x1e96,0x68,0x331,0x1e97,0x74,0x308,0x1e98,0x77,0x30a,0x1e99,0x79,0x30a,0x1e9b,0x17f,0x307,
-    0x1ea0,0x41,0x323,0x1ea1,0x61,0x323,0x1ea2,0x41,0x309,0x1ea3,0x61,0x309,0x1ea4,0xc2,0x301,
-    0x1ea5,0xe2,0x301,0x1ea6,0xc2,0x300,0x1ea7,0xe2,0x300,0x1ea8,0xc2,0x309,0x1ea9,0xe2,0x309,
-    0x1eaa,0xc2,0x303,0x1eab,0xe2,0x303,0x1eac,0x1ea0,0x302,0x1ead,0x1ea1,0x302,0x1eae,0x102,0x301,
-    0x1eaf,0x103,0x301,0x1eb0,0x102,0x300,0x1eb1,0x103,0x300,0x1eb2,0x102,0x309,0x1eb3,0x103,0x309,
-    0x1eb4,0x102,0x303,0x1eb5,0x103,0x303,0x1eb6,0x1ea0,0x306,0x1eb7,0x1ea1,0x306,0x1eb8,0x45,0x323,
-    0x1eb9,0x65,0x323,0x1eba,0x45,0x309,0x1ebb,0x65,0x309,0x1ebc,0x45,0x303,0x1ebd,0x65,0x303,
-    0x1ebe,0xca,0x301,0x1ebf,0xea,0x301,0x1ec0,0xca,0x300,0x1ec1,0xea,0x300,0x1ec2,0xca,0x309,
-    0x1ec3,0xea,0x309,0x1ec4,0xca,0x303,0x1ec5,0xea,0x303,0x1ec6,0x1eb8,0x302,0x1ec7,0x1eb9,0x302,
-    0x1ec8,0x49,0x309,0x1ec9,0x69,0x309,0x1eca,0x49,0x323,0x1ecb,0x69,0x323,0x1ecc,0x4f,0x323,
-    0x1ecd,0x6f,0x323,0x1ece,0x4f,0x309,0x1ecf,0x6f,0x309,0x1ed0,0xd4,0x301,0x1ed1,0xf4,0x301,
-    0x1ed2,0xd4,0x300,0x1ed3,0xf4,0x300,0x1ed4,0xd4,0x309,0x1ed5,0xf4,0x309,0x1ed6,0xd4,0x303,
-    0x1ed7,0xf4,0x303,0x1ed8,0x1ecc,0x302,0x1ed9,0x1ecd,0x302,0x1eda,0x1a0,0x301,0x1edb,0x1a1,0x301,
-    0x1edc,0x1a0,0x300,0x1edd,0x1a1,0x300,0x1ede,0x1a0,0x309,0x1edf,0x1a1,0x309,0x1ee0,0x1a0,0x303,
-    0x1ee1,0x1a1,0x303,0x1ee2,0x1a0,0x323,0x1ee3,0x1a1,0x323,0x1ee4,0x55,0x323,0x1ee5,0x75,0x323,
-    0x1ee6,0x55,0x309,0x1ee7,0x75,0x309,0x1ee8,0x1af,0x301,0x1ee9,0x1b0,0x301,0x1eea,0x1af,0x300,
-    0x1eeb,0x1b0,0x300,0x1eec,0x1af,0x309,0x1eed,0x1b0,0x309,0x1eee,0x1af,0x303,0x1eef,0x1b0,0x303,
-    0x1ef0,0x1af,0x323,0x1ef1,0x1b0,0x323,0x1ef2,0x59,0x300,0x1ef3,0x79,0x300,0x1ef4,0x59,0x323,
-    0x1ef5,0x79,0x323,0x1ef6,0x59,0x309,0x1ef7,0x79,0x309,0x1ef8,0x59,0x303,0x1ef9,0x79,0x303,
-    0x1f00,0x3b1,0x313,0x1f01,0x3b1,0x314,0x1f02,0x1f00,0x300,0x1f03,0x1f01,0x300,0x1f04,0x1f00,0x301,
-    0x1f05,0x1f01,0x301,0x1f06,0x1f00,0x342,0x1f07,0x1f01,0x342,0x1f08,0x391,0x313,0x1f09,0x391,0x314,
-    0x1f0a,0x1f08,0x300,0x1f0b,0x1f09,0x300,0x1f0c,0x1f08,0x301,0x1f0d,0x1f09,0x301,0x1f0e,0x1f08,0x342,
-    0x1f0f,0x1f09,0x342,0x1f10,0x3b5,0x313,0x1f11,0x3b5,0x314,0x1f12,0x1f10,0x300,0x1f13,0x1f11,0x300,
-    0x1f14,0x1f10,0x301,0x1f15,0x1f11,0x301,0x1f18,0x395,0x313,0x1f19,0x395,0x314,0x1f1a,0x1f18,0x300,
-    0x1f1b,0x1f19,0x300,0x1f1c,0x1f18,0x301,0x1f1d,0x1f19,0x301,0x1f20,0x3b7,0x313,0x1f21,0x3b7,0x314,
-    0x1f22,0x1f20,0x300,0x1f23,0x1f21,0x300,0x1f24,0x1f20,0x301,0x1f25,0x1f21,0x301,0x1f26,0x1f20,0x342,
-    0x1f27,0x1f21,0x342,0x1f28,0x397,0x313,0x1f29,0x397,0x314,0x1f2a,0x1f28,0x300,0x1f2b,0x1f29,0x300,
-    0x1f2c,0x1f28,0x301,0x1f2d,0x1f29,0x301,0x1f2e,0x1f28,0x342,0x1f2f,0x1f29,0x342,0x1f30,0x3b9,0x313,
-    0x1f31,0x3b9,0x314,0x1f32,0x1f30,0x300,0x1f33,0x1f31,0x300,0x1f34,0x1f30,0x301,0x1f35,0x1f31,0x301,
-    0x1f36,0x1f30,0x342,0x1f37,0x1f31,0x342,0x1f38,0x399,0x313,0x1f39,0x399,0x314,0x1f3a,0x1f38,0x300,
-    0x1f3b,0x1f39,0x300,0x1f3c,0x1f38,0x301,0x1f3d,0x1f39,0x301,0x1f3e,0x1f38,0x342,0x1f3f,0x1f39,0x342,
-    0x1f40,0x3bf,0x313,0x1f41,0x3bf,0x314,0x1f42,0x1f40,0x300,0x1f43,0x1f41,0x300,0x1f44,0x1f40,0x301,
-    0x1f45,0x1f41,0x301,0x1f48,0x39f,0x313,0x1f49,0x39f,0x314,0x1f4a,0x1f48,0x300,0x1f4b,0x1f49,0x300,
-    0x1f4c,0x1f48,0x301,0x1f4d,0x1f49,0x301,0x1f50,0x3c5,0x313,0x1f51,0x3c5,0x314,0x1f52,0x1f50,0x300,
-    0x1f53,0x1f51,0x300,0x1f54,0x1f50,0x301,0x1f55,0x1f51,0x301,0x1f56,0x1f50,0x342,0x1f57,0x1f51,0x342,
-    0x1f59,0x3a5,0x314,0x1f5b,0x1f59,0x300,0x1f5d,0x1f59,0x301,0x1f5f,0x1f59,0x342,0x1f60,0x3c9,0x313,
-    0x1f61,0x3c9,0x314,0x1f62,0x1f60,0x300,0x1f63,0x1f61,0x300,0x1f64,0x1f60,0x301,0x1f65,0x1f61,0x301,
-    0x1f66,0x1f60,0x342,0x1f67,0x1f61,0x342,0x1f68,0x3a9,0x313,0x1f69,0x3a9,0x314,0x1f6a,0x1f68,0x300,
-    0x1f6b,0x1f69,0x300,0x1f6c,0x1f68,0x301,0x1f6d,0x1f69,0x301,0x1f6e,0x1f68,0x342,0x1f6f,0x1f69,0x342,
-    0x1f70,0x3b1,0x300,0x80001f71,0x3ac,0x0,0x1f72,0x3b5,0x300,0x80001f73,0x3ad,0x0,0x1f74,0x3b7,0x300,
-    0x80001f75,0x3ae,0x0,0x1f76,0x3b9,0x300,0x80001f77,0x3af,0x0,0x1f78,0x3bf,0x300,0x80001f79,0x3cc,0x0,
-    0x1f7a,0x3c5,0x300,0x80001f7b,0x3cd,0x0,0x1f7c,0x3c9,0x300,0x80001f7d,0x3ce,0x0,0x1f80,0x1f00,0x345,
-    0x1f81,0x1f01,0x345,0x1f82,0x1f02,0x345,0x1f83,0x1f03,0x345,0x1f84,0x1f04,0x345,0x1f85,0x1f05,0x345,
-    0x1f86,0x1f06,0x345,0x1f87,0x1f07,0x345,0x1f88,0x1f08,0x345,0x1f89,0x1f09,0x345,0x1f8a,0x1f0a,0x345,
-    0x1f8b,0x1f0b,0x345,0x1f8c,0x1f0c,0x345,0x1f8d,0x1f0d,0x345,0x1f8e,0x1f0e,0x345,0x1f8f,0x1f0f,0x345,
-    0x1f90,0x1f20,0x345,0x1f91,0x1f21,0x345,0x1f92,0x1f22,0x345,0x1f93,0x1f23,0x345,0x1f94,0x1f24,0x345,
-    0x1f95,0x1f25,0x345,0x1f96,0x1f26,0x345,0x1f97,0x1f27,0x345,0x1f98,0x1f28,0x345,0x1f99,0x1f29,0x345,
-    0x1f9a,0x1f2a,0x345,0x1f9b,0x1f2b,0x345,0x1f9c,0x1f2c,0x345,0x1f9d,0x1f2d,0x345,0x1f9e,0x1f2e,0x345,
-    0x1f9f,0x1f2f,0x345,0x1fa0,0x1f60,0x345,0x1fa1,0x1f61,0x345,0x1fa2,0x1f62,0x345,0x1fa3,0x1f63,0x345,
-    0x1fa4,0x1f64,0x345,0x1fa5,0x1f65,0x345,0x1fa6,0x1f66,0x345,0x1fa7,0x1f67,0x345,0x1fa8,0x1f68,0x345,
-    0x1fa9,0x1f69,0x345,0x1faa,0x1f6a,0x345,0x1fab,0x1f6b,0x345,0x1fac,0x1f6c,0x345,0x1fad,0x1f6d,0x345,
-    0x1fae,0x1f6e,0x345,0x1faf,0x1f6f,0x345,0x1fb0,0x3b1,0x306,0x1fb1,0x3b1,0x304,0x1fb2,0x1f70,0x345,
-    0x1fb3,0x3b1,0x345,0x1fb4,0x3ac,0x345,0x1fb6,0x3b1,0x342,0x1fb7,0x1fb6,0x345,0x1fb8,0x391,0x306,
-    0x1fb9,0x391,0x304,0x1fba,0x391,0x300,0x80001fbb,0x386,0x0,0x1fbc,0x391,0x345,0x80001fbe,0x3b9,0x0,
-    0x1fc1,0xa8,0x342,0x1fc2,0x1f74,0x345,0x1fc3,0x3b7,0x345,0x1fc4,0x3ae,0x345,0x1fc6,0x3b7,0x342,
-    0x1fc7,0x1fc6,0x345,0x1fc8,0x395,0x300,0x80001fc9,0x388,0x0,0x1fca,0x397,0x300,0x80001fcb,0x389,0x0,
-    0x1fcc,0x397,0x345,0x1fcd,0x1fbf,0x300,0x1fce,0x1fbf,0x301,0x1fcf,0x1fbf,0x342,0x1fd0,0x3b9,0x306,
-    0x1fd1,0x3b9,0x304,0x1fd2,0x3ca,0x300,0x80001fd3,0x390,0x0,0x1fd6,0x3b9,0x342,0x1fd7,0x3ca,0x342,
-    0x1fd8,0x399,0x306,0x1fd9,0x399,0x304,0x1fda,0x399,0x300,0x80001fdb,0x38a,0x0,0x1fdd,0x1ffe,0x300,
-    0x1fde,0x1ffe,0x301,0x1fdf,0x1ffe,0x342,0x1fe0,0x3c5,0x306,0x1fe1,0x3c5,0x304,0x1fe2,0x3cb,0x300,
-    0x80001fe3,0x3b0,0x0,0x1fe4,0x3c1,0x313,0x1fe5,0x3c1,0x314,0x1fe6,0x3c5,0x342,0x1fe7,0x3cb,0x342,
-    0x1fe8,0x3a5,0x306,0x1fe9,0x3a5,0x304,0x1fea,0x3a5,0x300,0x80001feb,0x38e,0x0,0x1fec,0x3a1,0x314,
-    0x1fed,0xa8,0x300,0x80001fee,0x385,0x0,0x80001fef,0x60,0x0,0x1ff2,0x1f7c,0x345,0x1ff3,0x3c9,0x345,
-    0x1ff4,0x3ce,0x345,0x1ff6,0x3c9,0x342,0x1ff7,0x1ff6,0x345,0x1ff8,0x39f,0x300,0x80001ff9,0x38c,0x0,
-    0x1ffa,0x3a9,0x300,0x80001ffb,0x38f,0x0,0x1ffc,0x3a9,0x345,0x80001ffd,0xb4,0x0,0x80002000,0x2002,0x0,
-    0x80002001,0x2003,0x0,0x80002126,0x3a9,0x0,0x8000212a,0x4b,0x0,0x8000212b,0xc5,0x0,0x219a,0x2190,0x338,
-    0x219b,0x2192,0x338,0x21ae,0x2194,0x338,0x21cd,0x21d0,0x338,0x21ce,0x21d4,0x338,0x21cf,0x21d2,0x338,
-    0x2204,0x2203,0x338,0x2209,0x2208,0x338,0x220c,0x220b,0x338,0x2224,0x2223,0x338,0x2226,0x2225,0x338,
-    0x2241,0x223c,0x338,0x2244,0x2243,0x338,0x2247,0x2245,0x338,0x2249,0x2248,0x338,0x2260,0x3d,0x338,
-    0x2262,0x2261,0x338,0x226d,0x224d,0x338,0x226e,0x3c,0x338,0x226f,0x3e,0x338,0x2270,0x2264,0x338,
-    0x2271,0x2265,0x338,0x2274,0x2272,0x338,0x2275,0x2273,0x338,0x2278,0x2276,0x338,0x2279,0x2277,0x338,
-    0x2280,0x227a,0x338,0x2281,0x227b,0x338,0x2284,0x2282,0x338,0x2285,0x2283,0x338,0x2288,0x2286,0x338,
-    0x2289,0x2287,0x338,0x22ac,0x22a2,0x338,0x22ad,0x22a8,0x338,0x22ae,0x22a9,0x338,0x22af,0x22ab,0x338,
-    0x22e0,0x227c,0x338,0x22e1,0x227d,0x338,0x22e2,0x2291,0x338,0x22e3,0x2292,0x338,0x22ea,0x22b2,0x338,
-    0x22eb,0x22b3,0x338,0x22ec,0x22b4,0x338,0x22ed,0x22b5,0x338,0x80002329,0x3008,0x0,0x8000232a,0x3009,0x0,
-    0x80002adc,0x2add,0x338,0x304c,0x304b,0x3099,0x304e,0x304d,0x3099,0x3050,0x304f,0x3099,0x3052,0x3051,0x3099,
-    0x3054,0x3053,0x3099,0x3056,0x3055,0x3099,0x3058,0x3057,0x3099,0x305a,0x3059,0x3099,0x305c,0x305b,0x3099,
-    0x305e,0x305d,0x3099,0x3060,0x305f,0x3099,0x3062,0x3061,0x3099,0x3065,0x3064,0x3099,0x3067,0x3066,0x3099,
-    0x3069,0x3068,0x3099,0x3070,0x306f,0x3099,0x3071,0x306f,0x309a,0x3073,0x3072,0x3099,0x3074,0x3072,0x309a,
-    0x3076,0x3075,0x3099,0x3077,0x3075,0x309a,0x3079,0x3078,0x3099,0x307a,0x3078,0x309a,0x307c,0x307b,0x3099,
-    0x307d,0x307b,0x309a,0x3094,0x3046,0x3099,0x309e,0x309d,0x3099,0x30ac,0x30ab,0x3099,0x30ae,0x30ad,0x3099,
-    0x30b0,0x30af,0x3099,0x30b2,0x30b1,0x3099,0x30b4,0x30b3,0x3099,0x30b6,0x30b5,0x3099,0x30b8,0x30b7,0x3099,
-    0x30ba,0x30b9,0x3099,0x30bc,0x30bb,0x3099,0x30be,0x30bd,0x3099,0x30c0,0x30bf,0x3099,0x30c2,0x30c1,0x3099,
-    0x30c5,0x30c4,0x3099,0x30c7,0x30c6,0x3099,0x30c9,0x30c8,0x3099,0x30d0,0x30cf,0x3099,0x30d1,0x30cf,0x309a,
-    0x30d3,0x30d2,0x3099,0x30d4,0x30d2,0x309a,0x30d6,0x30d5,0x3099,0x30d7,0x30d5,0x309a,0x30d9,0x30d8,0x3099,
-    0x30da,0x30d8,0x309a,0x30dc,0x30db,0x3099,0x30dd,0x30db,0x309a,0x30f4,0x30a6,0x3099,0x30f7,0x30ef,0x3099,
-    0x30f8,0x30f0,0x3099,0x30f9,0x30f1,0x3099,0x30fa,0x30f2,0x3099,0x30fe,0x30fd,0x3099,0x8000f900,0x8c48,0x0,
-    0x8000f901,0x66f4,0x0,0x8000f902,0x8eca,0x0,0x8000f903,0x8cc8,0x0,0x8000f904,0x6ed1,0x0,0x8000f905,0x4e32,0x0,
-    0x8000f906,0x53e5,0x0,0x8000f907,0x9f9c,0x0,0x8000f908,0x9f9c,0x0,0x8000f909,0x5951,0x0,0x8000f90a,0x91d1,0x0,
-    0x8000f90b,0x5587,0x0,0x8000f90c,0x5948,0x0,0x8000f90d,0x61f6,0x0,0x8000f90e,0x7669,0x0,0x8000f90f,0x7f85,0x0,
-    0x8000f910,0x863f,0x0,0x8000f911,0x87ba,0x0,0x8000f912,0x88f8,0x0,0x8000f913,0x908f,0x0,0x8000f914,0x6a02,0x0,
-    0x8000f915,0x6d1b,0x0,0x8000f916,0x70d9,0x0,0x8000f917,0x73de,0x0,0x8000f918,0x843d,0x0,0x8000f919,0x916a,0x0,
-    0x8000f91a,0x99f1,0x0,0x8000f91b,0x4e82,0x0,0x8000f91c,0x5375,0x0,0x8000f91d,0x6b04,0x0,0x8000f91e,0x721b,0x0,
-    0x8000f91f,0x862d,0x0,0x8000f920,0x9e1e,0x0,0x8000f921,0x5d50,0x0,0x8000f922,0x6feb,0x0,0x8000f923,0x85cd,0x0,
-    0x8000f924,0x8964,0x0,0x8000f925,0x62c9,0x0,0x8000f926,0x81d8,0x0,0x8000f927,0x881f,0x0,0x8000f928,0x5eca,0x0,
-    0x8000f929,0x6717,0x0,0x8000f92a,0x6d6a,0x0,0x8000f92b,0x72fc,0x0,0x8000f92c,0x90ce,0x0,0x8000f92d,0x4f86,0x0,
-    0x8000f92e,0x51b7,0x0,0x8000f92f,0x52de,0x0,0x8000f930,0x64c4,0x0,0x8000f931,0x6ad3,0x0,0x8000f932,0x7210,0x0,
-    0x8000f933,0x76e7,0x0,0x8000f934,0x8001,0x0,0x8000f935,0x8606,0x0,0x8000f936,0x865c,0x0,0x8000f937,0x8def,0x0,
-    0x8000f938,0x9732,0x0,0x8000f939,0x9b6f,0x0,0x8000f93a,0x9dfa,0x0,0x8000f93b,0x788c,0x0,0x8000f93c,0x797f,0x0,
-    0x8000f93d,0x7da0,0x0,0x8000f93e,0x83c9,0x0,0x8000f93f,0x9304,0x0,0x8000f940,0x9e7f,0x0,0x8000f941,0x8ad6,0x0,
-    0x8000f942,0x58df,0x0,0x8000f943,0x5f04,0x0,0x8000f944,0x7c60,0x0,0x8000f945,0x807e,0x0,0x8000f946,0x7262,0x0,
-    0x8000f947,0x78ca,0x0,0x8000f948,0x8cc2,0x0,0x8000f949,0x96f7,0x0,0x8000f94a,0x58d8,0x0,0x8000f94b,0x5c62,0x0,
-    0x8000f94c,0x6a13,0x0,0x8000f94d,0x6dda,0x0,0x8000f94e,0x6f0f,0x0,0x8000f94f,0x7d2f,0x0,0x8000f950,0x7e37,0x0,
-    0x8000f951,0x964b,0x0,0x8000f952,0x52d2,0x0,0x8000f953,0x808b,0x0,0x8000f954,0x51dc,0x0,0x8000f955,0x51cc,0x0,
-    0x8000f956,0x7a1c,0x0,0x8000f957,0x7dbe,0x0,0x8000f958,0x83f1,0x0,0x8000f959,0x9675,0x0,0x8000f95a,0x8b80,0x0,
-    0x8000f95b,0x62cf,0x0,0x8000f95c,0x6a02,0x0,0x8000f95d,0x8afe,0x0,0x8000f95e,0x4e39,0x0,0x8000f95f,0x5be7,0x0,
-    0x8000f960,0x6012,0x0,0x8000f961,0x7387,0x0,0x8000f962,0x7570,0x0,0x8000f963,0x5317,0x0,0x8000f964,0x78fb,0x0,
-    0x8000f965,0x4fbf,0x0,0x8000f966,0x5fa9,0x0,0x8000f967,0x4e0d,0x0,0x8000f968,0x6ccc,0x0,0x8000f969,0x6578,0x0,
-    0x8000f96a,0x7d22,0x0,0x8000f96b,0x53c3,0x0,0x8000f96c,0x585e,0x0,0x8000f96d,0x7701,0x0,0x8000f96e,0x8449,0x0,
-    0x8000f96f,0x8aaa,0x0,0x8000f970,0x6bba,0x0,0x8000f971,0x8fb0,0x0,0x8000f972,0x6c88,0x0,0x8000f973,0x62fe,0x0,
-    0x8000f974,0x82e5,0x0,0x8000f975,0x63a0,0x0,0x8000f976,0x7565,0x0,0x8000f977,0x4eae,0x0,0x8000f978,0x5169,0x0,
-    0x8000f979,0x51c9,0x0,0x8000f97a,0x6881,0x0,0x8000f97b,0x7ce7,0x0,0x8000f97c,0x826f,0x0,0x8000f97d,0x8ad2,0x0,
-    0x8000f97e,0x91cf,0x0,0x8000f97f,0x52f5,0x0,0x8000f980,0x5442,0x0,0x8000f981,0x5973,0x0,0x8000f982,0x5eec,0x0,
-    0x8000f983,0x65c5,0x0,0x8000f984,0x6ffe,0x0,0x8000f985,0x792a,0x0,0x8000f986,0x95ad,0x0,0x8000f987,0x9a6a,0x0,
-    0x8000f988,0x9e97,0x0,0x8000f989,0x9ece,0x0,0x8000f98a,0x529b,0x0,0x8000f98b,0x66c6,0x0,0x8000f98c,0x6b77,0x0,
-    0x8000f98d,0x8f62,0x0,0x8000f98e,0x5e74,0x0,0x8000f98f,0x6190,0x0,0x8000f990,0x6200,0x0,0x8000f991,0x649a,0x0,
-    0x8000f992,0x6f23,0x0,0x8000f993,0x7149,0x0,0x8000f994,0x7489,0x0,0x8000f995,0x79ca,0x0,0x8000f996,0x7df4,0x0,
-    0x8000f997,0x806f,0x0,0x8000f998,0x8f26,0x0,0x8000f999,0x84ee,0x0,0x8000f99a,0x9023,0x0,0x8000f99b,0x934a,0x0,
-    0x8000f99c,0x5217,0x0,0x8000f99d,0x52a3,0x0,0x8000f99e,0x54bd,0x0,0x8000f99f,0x70c8,0x0,0x8000f9a0,0x88c2,0x0,
-    0x8000f9a1,0x8aaa,0x0,0x8000f9a2,0x5ec9,0x0,0x8000f9a3,0x5ff5,0x0,0x8000f9a4,0x637b,0x0,0x8000f9a5,0x6bae,0x0,
-    0x8000f9a6,0x7c3e,0x0,0x8000f9a7,0x7375,0x0,0x8000f9a8,0x4ee4,0x0,0x8000f9a9,0x56f9,0x0,0x8000f9aa,0x5be7,0x0,
-    0x8000f9ab,0x5dba,0x0,0x8000f9ac,0x601c,0x0,0x8000f9ad,0x73b2,0x0,0x8000f9ae,0x7469,0x0,0x8000f9af,0x7f9a,0x0,
-    0x8000f9b0,0x8046,0x0,0x8000f9b1,0x9234,0x0,0x8000f9b2,0x96f6,0x0,0x8000f9b3,0x9748,0x0,0x8000f9b4,0x9818,0x0,
-    0x8000f9b5,0x4f8b,0x0,0x8000f9b6,0x79ae,0x0,0x8000f9b7,0x91b4,0x0,0x8000f9b8,0x96b8,0x0,0x8000f9b9,0x60e1,0x0,
-    0x8000f9ba,0x4e86,0x0,0x8000f9bb,0x50da,0x0,0x8000f9bc,0x5bee,0x0,0x8000f9bd,0x5c3f,0x0,0x8000f9be,0x6599,0x0,
-    0x8000f9bf,0x6a02,0x0,0x8000f9c0,0x71ce,0x0,0x8000f9c1,0x7642,0x0,0x8000f9c2,0x84fc,0x0,0x8000f9c3,0x907c,0x0,
-    0x8000f9c4,0x9f8d,0x0,0x8000f9c5,0x6688,0x0,0x8000f9c6,0x962e,0x0,0x8000f9c7,0x5289,0x0,0x8000f9c8,0x677b,0x0,
-    0x8000f9c9,0x67f3,0x0,0x8000f9ca,0x6d41,0x0,0x8000f9cb,0x6e9c,0x0,0x8000f9cc,0x7409,0x0,0x8000f9cd,0x7559,0x0,
-    0x8000f9ce,0x786b,0x0,0x8000f9cf,0x7d10,0x0,0x8000f9d0,0x985e,0x0,0x8000f9d1,0x516d,0x0,0x8000f9d2,0x622e,0x0,
-    0x8000f9d3,0x9678,0x0,0x8000f9d4,0x502b,0x0,0x8000f9d5,0x5d19,0x0,0x8000f9d6,0x6dea,0x0,0x8000f9d7,0x8f2a,0x0,
-    0x8000f9d8,0x5f8b,0x0,0x8000f9d9,0x6144,0x0,0x8000f9da,0x6817,0x0,0x8000f9db,0x7387,0x0,0x8000f9dc,0x9686,0x0,
-    0x8000f9dd,0x5229,0x0,0x8000f9de,0x540f,0x0,0x8000f9df,0x5c65,0x0,0x8000f9e0,0x6613,0x0,0x8000f9e1,0x674e,0x0,
-    0x8000f9e2,0x68a8,0x0,0x8000f9e3,0x6ce5,0x0,0x8000f9e4,0x7406,0x0,0x8000f9e5,0x75e2,0x0,0x8000f9e6,0x7f79,0x0,
-    0x8000f9e7,0x88cf,0x0,0x8000f9e8,0x88e1,0x0,0x8000f9e9,0x91cc,0x0,0x8000f9ea,0x96e2,0x0,0x8000f9eb,0x533f,0x0,
-    0x8000f9ec,0x6eba,0x0,0x8000f9ed,0x541d,0x0,0x8000f9ee,0x71d0,0x0,0x8000f9ef,0x7498,0x0,0x8000f9f0,0x85fa,0x0,
-    0x8000f9f1,0x96a3,0x0,0x8000f9f2,0x9c57,0x0,0x8000f9f3,0x9e9f,0x0,0x8000f9f4,0x6797,0x0,0x8000f9f5,0x6dcb,0x0,
-    0x8000f9f6,0x81e8,0x0,0x8000f9f7,0x7acb,0x0,0x8000f9f8,0x7b20,0x0,0x8000f9f9,0x7c92,0x0,0x8000f9fa,0x72c0,0x0,
-    0x8000f9fb,0x7099,0x0,0x8000f9fc,0x8b58,0x0,0x8000f9fd,0x4ec0,0x0,0x8000f9fe,0x8336,0x0,0x8000f9ff,0x523a,0x0,
-    0x8000fa00,0x5207,0x0,0x8000fa01,0x5ea6,0x0,0x8000fa02,0x62d3,0x0,0x8000fa03,0x7cd6,0x0,0x8000fa04,0x5b85,0x0,
-    0x8000fa05,0x6d1e,0x0,0x8000fa06,0x66b4,0x0,0x8000fa07,0x8f3b,0x0,0x8000fa08,0x884c,0x0,0x8000fa09,0x964d,0x0,
-    0x8000fa0a,0x898b,0x0,0x8000fa0b,0x5ed3,0x0,0x8000fa0c,0x5140,0x0,0x8000fa0d,0x55c0,0x0,0x8000fa10,0x585a,0x0,
-    0x8000fa12,0x6674,0x0,0x8000fa15,0x51de,0x0,0x8000fa16,0x732a,0x0,0x8000fa17,0x76ca,0x0,0x8000fa18,0x793c,0x0,
-    0x8000fa19,0x795e,0x0,0x8000fa1a,0x7965,0x0,0x8000fa1b,0x798f,0x0,0x8000fa1c,0x9756,0x0,0x8000fa1d,0x7cbe,0x0,
-    0x8000fa1e,0x7fbd,0x0,0x8000fa20,0x8612,0x0,0x8000fa22,0x8af8,0x0,0x8000fa25,0x9038,0x0,0x8000fa26,0x90fd,0x0,
-    0x8000fa2a,0x98ef,0x0,0x8000fa2b,0x98fc,0x0,0x8000fa2c,0x9928,0x0,0x8000fa2d,0x9db4,0x0,0x8000fa2e,0x90de,0x0,
-    0x8000fa2f,0x96b7,0x0,0x8000fa30,0x4fae,0x0,0x8000fa31,0x50e7,0x0,0x8000fa32,0x514d,0x0,0x8000fa33,0x52c9,0x0,
-    0x8000fa34,0x52e4,0x0,0x8000fa35,0x5351,0x0,0x8000fa36,0x559d,0x0,0x8000fa37,0x5606,0x0,0x8000fa38,0x5668,0x0,
-    0x8000fa39,0x5840,0x0,0x8000fa3a,0x58a8,0x0,0x8000fa3b,0x5c64,0x0,0x8000fa3c,0x5c6e,0x0,0x8000fa3d,0x6094,0x0,
-    0x8000fa3e,0x6168,0x0,0x8000fa3f,0x618e,0x0,0x8000fa40,0x61f2,0x0,0x8000fa41,0x654f,0x0,0x8000fa42,0x65e2,0x0,
-    0x8000fa43,0x6691,0x0,0x8000fa44,0x6885,0x0,0x8000fa45,0x6d77,0x0,0x8000fa46,0x6e1a,0x0,0x8000fa47,0x6f22,0x0,
-    0x8000fa48,0x716e,0x0,0x8000fa49,0x722b,0x0,0x8000fa4a,0x7422,0x0,0x8000fa4b,0x7891,0x0,0x8000fa4c,0x793e,0x0,
-    0x8000fa4d,0x7949,0x0,0x8000fa4e,0x7948,0x0,0x8000fa4f,0x7950,0x0,0x8000fa50,0x7956,0x0,0x8000fa51,0x795d,0x0,
-    0x8000fa52,0x798d,0x0,0x8000fa53,0x798e,0x0,0x8000fa54,0x7a40,0x0,0x8000fa55,0x7a81,0x0,0x8000fa56,0x7bc0,0x0,
-    0x8000fa57,0x7df4,0x0,0x8000fa58,0x7e09,0x0,0x8000fa59,0x7e41,0x0,0x8000fa5a,0x7f72,0x0,0x8000fa5b,0x8005,0x0,
-    0x8000fa5c,0x81ed,0x0,0x8000fa5d,0x8279,0x0,0x8000fa5e,0x8279,0x0,0x8000fa5f,0x8457,0x0,0x8000fa60,0x8910,0x0,
-    0x8000fa61,0x8996,0x0,0x8000fa62,0x8b01,0x0,0x8000fa63,0x8b39,0x0,0x8000fa64,0x8cd3,0x0,0x8000fa65,0x8d08,0x0,
-    0x8000fa66,0x8fb6,0x0,0x8000fa67,0x9038,0x0,0x8000fa68,0x96e3,0x0,0x8000fa69,0x97ff,0x0,0x8000fa6a,0x983b,0x0,
-    0x8000fa6b,0x6075,0x0,0x8000fa6c,0x242ee,0x0,0x8000fa6d,0x8218,0x0,0x8000fa70,0x4e26,0x0,0x8000fa71,0x51b5,0x0,
-    0x8000fa72,0x5168,0x0,0x8000fa73,0x4f80,0x0,0x8000fa74,0x5145,0x0,0x8000fa75,0x5180,0x0,0x8000fa76,0x52c7,0x0,
-    0x8000fa77,0x52fa,0x0,0x8000fa78,0x559d,0x0,0x8000fa79,0x5555,0x0,0x8000fa7a,0x5599,0x0,0x8000fa7b,0x55e2,0x0,
-    0x8000fa7c,0x585a,0x0,0x8000fa7d,0x58b3,0x0,0x8000fa7e,0x5944,0x0,0x8000fa7f,0x5954,0x0,0x8000fa80,0x5a62,0x0,
-    0x8000fa81,0x5b28,0x0,0x8000fa82,0x5ed2,0x0,0x8000fa83,0x5ed9,0x0,0x8000fa84,0x5f69,0x0,0x8000fa85,0x5fad,0x0,
-    0x8000fa86,0x60d8,0x0,0x8000fa87,0x614e,0x0,0x8000fa88,0x6108,0x0,0x8000fa89,0x618e,0x0,0x8000fa8a,0x6160,0x0,
-    0x8000fa8b,0x61f2,0x0,0x8000fa8c,0x6234,0x0,0x8000fa8d,0x63c4,0x0,0x8000fa8e,0x641c,0x0,0x8000fa8f,0x6452,0x0,
-    0x8000fa90,0x6556,0x0,0x8000fa91,0x6674,0x0,0x8000fa92,0x6717,0x0,0x8000fa93,0x671b,0x0,0x8000fa94,0x6756,0x0,
-    0x8000fa95,0x6b79,0x0,0x8000fa96,0x6bba,0x0,0x8000fa97,0x6d41,0x0,0x8000fa98,0x6edb,0x0,0x8000fa99,0x6ecb,0x0,
-    0x8000fa9a,0x6f22,0x0,0x8000fa9b,0x701e,0x0,0x8000fa9c,0x716e,0x0,0x8000fa9d,0x77a7,0x0,0x8000fa9e,0x7235,0x0,
-    0x8000fa9f,0x72af,0x0,0x8000faa0,0x732a,0x0,0x8000faa1,0x7471,0x0,0x8000faa2,0x7506,0x0,0x8000faa3,0x753b,0x0,
-    0x8000faa4,0x761d,0x0,0x8000faa5,0x761f,0x0,0x8000faa6,0x76ca,0x0,0x8000faa7,0x76db,0x0,0x8000faa8,0x76f4,0x0,
-    0x8000faa9,0x774a,0x0,0x8000faaa,0x7740,0x0,0x8000faab,0x78cc,0x0,0x8000faac,0x7ab1,0x0,0x8000faad,0x7bc0,0x0,
-    0x8000faae,0x7c7b,0x0,0x8000faaf,0x7d5b,0x0,0x8000fab0,0x7df4,0x0,0x8000fab1,0x7f3e,0x0,0x8000fab2,0x8005,0x0,
-    0x8000fab3,0x8352,0x0,0x8000fab4,0x83ef,0x0,0x8000fab5,0x8779,0x0,0x8000fab6,0x8941,0x0,0x8000fab7,0x8986,0x0,
-    0x8000fab8,0x8996,0x0,0x8000fab9,0x8abf,0x0,0x8000faba,0x8af8,0x0,0x8000fabb,0x8acb,0x0,0x8000fabc,0x8b01,0x0,
-    0x8000fabd,0x8afe,0x0,0x8000fabe,0x8aed,0x0,0x8000fabf,0x8b39,0x0,0x8000fac0,0x8b8a,0x0,0x8000fac1,0x8d08,0x0,
-    0x8000fac2,0x8f38,0x0,0x8000fac3,0x9072,0x0,0x8000fac4,0x9199,0x0,0x8000fac5,0x9276,0x0,0x8000fac6,0x967c,0x0,
-    0x8000fac7,0x96e3,0x0,0x8000fac8,0x9756,0x0,0x8000fac9,0x97db,0x0,0x8000faca,0x97ff,0x0,0x8000facb,0x980b,0x0,
-    0x8000facc,0x983b,0x0,0x8000facd,0x9b12,0x0,0x8000face,0x9f9c,0x0,0x8000facf,0x2284a,0x0,0x8000fad0,0x22844,0x0,
-    0x8000fad1,0x233d5,0x0,0x8000fad2,0x3b9d,0x0,0x8000fad3,0x4018,0x0,0x8000fad4,0x4039,0x0,0x8000fad5,0x25249,0x0,
-    0x8000fad6,0x25cd0,0x0,0x8000fad7,0x27ed3,0x0,0x8000fad8,0x9f43,0x0,0x8000fad9,0x9f8e,0x0,0x8000fb1d,0x5d9,0x5b4,
-    0x8000fb1f,0x5f2,0x5b7,0x8000fb2a,0x5e9,0x5c1,0x8000fb2b,0x5e9,0x5c2,0x8000fb2c,0xfb49,0x5c1,0x8000fb2d,0xfb49,0x5c2,
-    0x8000fb2e,0x5d0,0x5b7,0x8000fb2f,0x5d0,0x5b8,0x8000fb30,0x5d0,0x5bc,0x8000fb31,0x5d1,0x5bc,0x8000fb32,0x5d2,0x5bc,
-    0x8000fb33,0x5d3,0x5bc,0x8000fb34,0x5d4,0x5bc,0x8000fb35,0x5d5,0x5bc,0x8000fb36,0x5d6,0x5bc,0x8000fb38,0x5d8,0x5bc,
-    0x8000fb39,0x5d9,0x5bc,0x8000fb3a,0x5da,0x5bc,0x8000fb3b,0x5db,0x5bc,0x8000fb3c,0x5dc,0x5bc,0x8000fb3e,0x5de,0x5bc,
-    0x8000fb40,0x5e0,0x5bc,0x8000fb41,0x5e1,0x5bc,0x8000fb43,0x5e3,0x5bc,0x8000fb44,0x5e4,0x5bc,0x8000fb46,0x5e6,0x5bc,
-    0x8000fb47,0x5e7,0x5bc,0x8000fb48,0x5e8,0x5bc,0x8000fb49,0x5e9,0x5bc,0x8000fb4a,0x5ea,0x5bc,0x8000fb4b,0x5d5,0x5b9,
-    0x8000fb4c,0x5d1,0x5bf,0x8000fb4d,0x5db,0x5bf,0x8000fb4e,0x5e4,0x5bf,0x1109a,0x11099,0x110ba,0x1109c,0x1109b,0x110ba,
-    0x110ab,0x110a5,0x110ba,0x1112e,0x11131,0x11127,0x1112f,0x11132,0x11127,0x1134b,0x11347,0x1133e,0x1134c,0x11347,0x11357,
-    0x114bb,0x114b9,0x114ba,0x114bc,0x114b9,0x114b0,0x114be,0x114b9,0x114bd,0x115ba,0x115b8,0x115af,0x115bb,0x115b9,0x115af,
-    0x11938,0x11935,0x11930,0x8001d15e,0x1d157,0x1d165,0x8001d15f,0x1d158,0x1d165,0x8001d160,0x1d15f,0x1d16e,0x8001d161,0x1d15f,0x1d16f,
-    0x8001d162,0x1d15f,0x1d170,0x8001d163,0x1d15f,0x1d171,0x8001d164,0x1d15f,0x1d172,0x8001d1bb,0x1d1b9,0x1d165,0x8001d1bc,0x1d1ba,0x1d165,
-    0x8001d1bd,0x1d1bb,0x1d16e,0x8001d1be,0x1d1bc,0x1d16e,0x8001d1bf,0x1d1bb,0x1d16f,0x8001d1c0,0x1d1bc,0x1d16f,0x8002f800,0x4e3d,0x0,
-    0x8002f801,0x4e38,0x0,0x8002f802,0x4e41,0x0,0x8002f803,0x20122,0x0,0x8002f804,0x4f60,0x0,0x8002f805,0x4fae,0x0,
-    0x8002f806,0x4fbb,0x0,0x8002f807,0x5002,0x0,0x8002f808,0x507a,0x0,0x8002f809,0x5099,0x0,0x8002f80a,0x50e7,0x0,
-    0x8002f80b,0x50cf,0x0,0x8002f80c,0x349e,0x0,0x8002f80d,0x2063a,0x0,0x8002f80e,0x514d,0x0,0x8002f80f,0x5154,0x0,
-    0x8002f810,0x5164,0x0,0x8002f811,0x5177,0x0,0x8002f812,0x2051c,0x0,0x8002f813,0x34b9,0x0,0x8002f814,0x5167,0x0,
-    0x8002f815,0x518d,0x0,0x8002f816,0x2054b,0x0,0x8002f817,0x5197,0x0,0x8002f818,0x51a4,0x0,0x8002f819,0x4ecc,0x0,
-    0x8002f81a,0x51ac,0x0,0x8002f81b,0x51b5,0x0,0x8002f81c,0x291df,0x0,0x8002f81d,0x51f5,0x0,0x8002f81e,0x5203,0x0,
-    0x8002f81f,0x34df,0x0,0x8002f820,0x523b,0x0,0x8002f821,0x5246,0x0,0x8002f822,0x5272,0x0,0x8002f823,0x5277,0x0,
-    0x8002f824,0x3515,0x0,0x8002f825,0x52c7,0x0,0x8002f826,0x52c9,0x0,0x8002f827,0x52e4,0x0,0x8002f828,0x52fa,0x0,
-    0x8002f829,0x5305,0x0,0x8002f82a,0x5306,0x0,0x8002f82b,0x5317,0x0,0x8002f82c,0x5349,0x0,0x8002f82d,0x5351,0x0,
-    0x8002f82e,0x535a,0x0,0x8002f82f,0x5373,0x0,0x8002f830,0x537d,0x0,0x8002f831,0x537f,0x0,0x8002f832,0x537f,0x0,
-    0x8002f833,0x537f,0x0,0x8002f834,0x20a2c,0x0,0x8002f835,0x7070,0x0,0x8002f836,0x53ca,0x0,0x8002f837,0x53df,0x0,
-    0x8002f838,0x20b63,0x0,0x8002f839,0x53eb,0x0,0x8002f83a,0x53f1,0x0,0x8002f83b,0x5406,0x0,0x8002f83c,0x549e,0x0,
-    0x8002f83d,0x5438,0x0,0x8002f83e,0x5448,0x0,0x8002f83f,0x5468,0x0,0x8002f840,0x54a2,0x0,0x8002f841,0x54f6,0x0,
-    0x8002f842,0x5510,0x0,0x8002f843,0x5553,0x0,0x8002f844,0x5563,0x0,0x8002f845,0x5584,0x0,0x8002f846,0x5584,0x0,
-    0x8002f847,0x5599,0x0,0x8002f848,0x55ab,0x0,0x8002f849,0x55b3,0x0,0x8002f84a,0x55c2,0x0,0x8002f84b,0x5716,0x0,
-    0x8002f84c,0x5606,0x0,0x8002f84d,0x5717,0x0,0x8002f84e,0x5651,0x0,0x8002f84f,0x5674,0x0,0x8002f850,0x5207,0x0,
-    0x8002f851,0x58ee,0x0,0x8002f852,0x57ce,0x0,0x8002f853,0x57f4,0x0,0x8002f854,0x580d,0x0,0x8002f855,0x578b,0x0,
-    0x8002f856,0x5832,0x0,0x8002f857,0x5831,0x0,0x8002f858,0x58ac,0x0,0x8002f859,0x214e4,0x0,0x8002f85a,0x58f2,0x0,
-    0x8002f85b,0x58f7,0x0,0x8002f85c,0x5906,0x0,0x8002f85d,0x591a,0x0,0x8002f85e,0x5922,0x0,0x8002f85f,0x5962,0x0,
-    0x8002f860,0x216a8,0x0,0x8002f861,0x216ea,0x0,0x8002f862,0x59ec,0x0,0x8002f863,0x5a1b,0x0,0x8002f864,0x5a27,0x0,
-    0x8002f865,0x59d8,0x0,0x8002f866,0x5a66,0x0,0x8002f867,0x36ee,0x0,0x8002f868,0x36fc,0x0,0x8002f869,0x5b08,0x0,
-    0x8002f86a,0x5b3e,0x0,0x8002f86b,0x5b3e,0x0,0x8002f86c,0x219c8,0x0,0x8002f86d,0x5bc3,0x0,0x8002f86e,0x5bd8,0x0,
-    0x8002f86f,0x5be7,0x0,0x8002f870,0x5bf3,0x0,0x8002f871,0x21b18,0x0,0x8002f872,0x5bff,0x0,0x8002f873,0x5c06,0x0,
-    0x8002f874,0x5f53,0x0,0x8002f875,0x5c22,0x0,0x8002f876,0x3781,0x0,0x8002f877,0x5c60,0x0,0x8002f878,0x5c6e,0x0,
-    0x8002f879,0x5cc0,0x0,0x8002f87a,0x5c8d,0x0,0x8002f87b,0x21de4,0x0,0x8002f87c,0x5d43,0x0,0x8002f87d,0x21de6,0x0,
-    0x8002f87e,0x5d6e,0x0,0x8002f87f,0x5d6b,0x0,0x8002f880,0x5d7c,0x0,0x8002f881,0x5de1,0x0,0x8002f882,0x5de2,0x0,
-    0x8002f883,0x382f,0x0,0x8002f884,0x5dfd,0x0,0x8002f885,0x5e28,0x0,0x8002f886,0x5e3d,0x0,0x8002f887,0x5e69,0x0,
-    0x8002f888,0x3862,0x0,0x8002f889,0x22183,0x0,0x8002f88a,0x387c,0x0,0x8002f88b,0x5eb0,0x0,0x8002f88c,0x5eb3,0x0,
-    0x8002f88d,0x5eb6,0x0,0x8002f88e,0x5eca,0x0,0x8002f88f,0x2a392,0x0,0x8002f890,0x5efe,0x0,0x8002f891,0x22331,0x0,
-    0x8002f892,0x22331,0x0,0x8002f893,0x8201,0x0,0x8002f894,0x5f22,0x0,0x8002f895,0x5f22,0x0,0x8002f896,0x38c7,0x0,
-    0x8002f897,0x232b8,0x0,0x8002f898,0x261da,0x0,0x8002f899,0x5f62,0x0,0x8002f89a,0x5f6b,0x0,0x8002f89b,0x38e3,0x0,
-    0x8002f89c,0x5f9a,0x0,0x8002f89d,0x5fcd,0x0,0x8002f89e,0x5fd7,0x0,0x8002f89f,0x5ff9,0x0,0x8002f8a0,0x6081,0x0,
-    0x8002f8a1,0x393a,0x0,0x8002f8a2,0x391c,0x0,0x8002f8a3,0x6094,0x0,0x8002f8a4,0x226d4,0x0,0x8002f8a5,0x60c7,0x0,
-    0x8002f8a6,0x6148,0x0,0x8002f8a7,0x614c,0x0,0x8002f8a8,0x614e,0x0,0x8002f8a9,0x614c,0x0,0x8002f8aa,0x617a,0x0,
-    0x8002f8ab,0x618e,0x0,0x8002f8ac,0x61b2,0x0,0x8002f8ad,0x61a4,0x0,0x8002f8ae,0x61af,0x0,0x8002f8af,0x61de,0x0,
-    0x8002f8b0,0x61f2,0x0,0x8002f8b1,0x61f6,0x0,0x8002f8b2,0x6210,0x0,0x8002f8b3,0x621b,0x0,0x8002f8b4,0x625d,0x0,
-    0x8002f8b5,0x62b1,0x0,0x8002f8b6,0x62d4,0x0,0x8002f8b7,0x6350,0x0,0x8002f8b8,0x22b0c,0x0,0x8002f8b9,0x633d,0x0,
-    0x8002f8ba,0x62fc,0x0,0x8002f8bb,0x6368,0x0,0x8002f8bc,0x6383,0x0,0x8002f8bd,0x63e4,0x0,0x8002f8be,0x22bf1,0x0,
-    0x8002f8bf,0x6422,0x0,0x8002f8c0,0x63c5,0x0,0x8002f8c1,0x63a9,0x0,0x8002f8c2,0x3a2e,0x0,0x8002f8c3,0x6469,0x0,
-    0x8002f8c4,0x647e,0x0,0x8002f8c5,0x649d,0x0,0x8002f8c6,0x6477,0x0,0x8002f8c7,0x3a6c,0x0,0x8002f8c8,0x654f,0x0,
-    0x8002f8c9,0x656c,0x0,0x8002f8ca,0x2300a,0x0,0x8002f8cb,0x65e3,0x0,0x8002f8cc,0x66f8,0x0,0x8002f8cd,0x6649,0x0,
-    0x8002f8ce,0x3b19,0x0,0x8002f8cf,0x6691,0x0,0x8002f8d0,0x3b08,0x0,0x8002f8d1,0x3ae4,0x0,0x8002f8d2,0x5192,0x0,
-    0x8002f8d3,0x5195,0x0,0x8002f8d4,0x6700,0x0,0x8002f8d5,0x669c,0x0,0x8002f8d6,0x80ad,0x0,0x8002f8d7,0x43d9,0x0,
-    0x8002f8d8,0x6717,0x0,0x8002f8d9,0x671b,0x0,0x8002f8da,0x6721,0x0,0x8002f8db,0x675e,0x0,0x8002f8dc,0x6753,0x0,
-    0x8002f8dd,0x233c3,0x0,0x8002f8de,0x3b49,0x0,0x8002f8df,0x67fa,0x0,0x8002f8e0,0x6785,0x0,0x8002f8e1,0x6852,0x0,
-    0x8002f8e2,0x6885,0x0,0x8002f8e3,0x2346d,0x0,0x8002f8e4,0x688e,0x0,0x8002f8e5,0x681f,0x0,0x8002f8e6,0x6914,0x0,
-    0x8002f8e7,0x3b9d,0x0,0x8002f8e8,0x6942,0x0,0x8002f8e9,0x69a3,0x0,0x8002f8ea,0x69ea,0x0,0x8002f8eb,0x6aa8,0x0,
-    0x8002f8ec,0x236a3,0x0,0x8002f8ed,0x6adb,0x0,0x8002f8ee,0x3c18,0x0,0x8002f8ef,0x6b21,0x0,0x8002f8f0,0x238a7,0x0,
-    0x8002f8f1,0x6b54,0x0,0x8002f8f2,0x3c4e,0x0,0x8002f8f3,0x6b72,0x0,0x8002f8f4,0x6b9f,0x0,0x8002f8f5,0x6bba,0x0,
-    0x8002f8f6,0x6bbb,0x0,0x8002f8f7,0x23a8d,0x0,0x8002f8f8,0x21d0b,0x0,0x8002f8f9,0x23afa,0x0,0x8002f8fa,0x6c4e,0x0,
-    0x8002f8fb,0x23cbc,0x0,0x8002f8fc,0x6cbf,0x0,0x8002f8fd,0x6ccd,0x0,0x8002f8fe,0x6c67,0x0,0x8002f8ff,0x6d16,0x0,
-    0x8002f900,0x6d3e,0x0,0x8002f901,0x6d77,0x0,0x8002f902,0x6d41,0x0,0x8002f903,0x6d69,0x0,0x8002f904,0x6d78,0x0,
-    0x8002f905,0x6d85,0x0,0x8002f906,0x23d1e,0x0,0x8002f907,0x6d34,0x0,0x8002f908,0x6e2f,0x0,0x8002f909,0x6e6e,0x0,
-    0x8002f90a,0x3d33,0x0,0x8002f90b,0x6ecb,0x0,0x8002f90c,0x6ec7,0x0,0x8002f90d,0x23ed1,0x0,0x8002f90e,0x6df9,0x0,
-    0x8002f90f,0x6f6e,0x0,0x8002f910,0x23f5e,0x0,0x8002f911,0x23f8e,0x0,0x8002f912,0x6fc6,0x0,0x8002f913,0x7039,0x0,
-    0x8002f914,0x701e,0x0,0x8002f915,0x701b,0x0,0x8002f916,0x3d96,0x0,0x8002f917,0x704a,0x0,0x8002f918,0x707d,0x0,
-    0x8002f919,0x7077,0x0,0x8002f91a,0x70ad,0x0,0x8002f91b,0x20525,0x0,0x8002f91c,0x7145,0x0,0x8002f91d,0x24263,0x0,
-    0x8002f91e,0x719c,0x0,0x8002f91f,0x243ab,0x0,0x8002f920,0x7228,0x0,0x8002f921,0x7235,0x0,0x8002f922,0x7250,0x0,
-    0x8002f923,0x24608,0x0,0x8002f924,0x7280,0x0,0x8002f925,0x7295,0x0,0x8002f926,0x24735,0x0,0x8002f927,0x24814,0x0,
-    0x8002f928,0x737a,0x0,0x8002f929,0x738b,0x0,0x8002f92a,0x3eac,0x0,0x8002f92b,0x73a5,0x0,0x8002f92c,0x3eb8,0x0,
-    0x8002f92d,0x3eb8,0x0,0x8002f92e,0x7447,0x0,0x8002f92f,0x745c,0x0,0x8002f930,0x7471,0x0,0x8002f931,0x7485,0x0,
-    0x8002f932,0x74ca,0x0,0x8002f933,0x3f1b,0x0,0x8002f934,0x7524,0x0,0x8002f935,0x24c36,0x0,0x8002f936,0x753e,0x0,
-    0x8002f937,0x24c92,0x0,0x8002f938,0x7570,0x0,0x8002f939,0x2219f,0x0,0x8002f93a,0x7610,0x0,0x8002f93b,0x24fa1,0x0,
-    0x8002f93c,0x24fb8,0x0,0x8002f93d,0x25044,0x0,0x8002f93e,0x3ffc,0x0,0x8002f93f,0x4008,0x0,0x8002f940,0x76f4,0x0,
-    0x8002f941,0x250f3,0x0,0x8002f942,0x250f2,0x0,0x8002f943,0x25119,0x0,0x8002f944,0x25133,0x0,0x8002f945,0x771e,0x0,
-    0x8002f946,0x771f,0x0,0x8002f947,0x771f,0x0,0x8002f948,0x774a,0x0,0x8002f949,0x4039,0x0,0x8002f94a,0x778b,0x0,
-    0x8002f94b,0x4046,0x0,0x8002f94c,0x4096,0x0,0x8002f94d,0x2541d,0x0,0x8002f94e,0x784e,0x0,0x8002f94f,0x788c,0x0,
-    0x8002f950,0x78cc,0x0,0x8002f951,0x40e3,0x0,0x8002f952,0x25626,0x0,0x8002f953,0x7956,0x0,0x8002f954,0x2569a,0x0,
-    0x8002f955,0x256c5,0x0,0x8002f956,0x798f,0x0,0x8002f957,0x79eb,0x0,0x8002f958,0x412f,0x0,0x8002f959,0x7a40,0x0,
-    0x8002f95a,0x7a4a,0x0,0x8002f95b,0x7a4f,0x0,0x8002f95c,0x2597c,0x0,0x8002f95d,0x25aa7,0x0,0x8002f95e,0x25aa7,0x0,
-    0x8002f95f,0x7aee,0x0,0x8002f960,0x4202,0x0,0x8002f961,0x25bab,0x0,0x8002f962,0x7bc6,0x0,0x8002f963,0x7bc9,0x0,
-    0x8002f964,0x4227,0x0,0x8002f965,0x25c80,0x0,0x8002f966,0x7cd2,0x0,0x8002f967,0x42a0,0x0,0x8002f968,0x7ce8,0x0,
-    0x8002f969,0x7ce3,0x0,0x8002f96a,0x7d00,0x0,0x8002f96b,0x25f86,0x0,0x8002f96c,0x7d63,0x0,0x8002f96d,0x4301,0x0,
-    0x8002f96e,0x7dc7,0x0,0x8002f96f,0x7e02,0x0,0x8002f970,0x7e45,0x0,0x8002f971,0x4334,0x0,0x8002f972,0x26228,0x0,
-    0x8002f973,0x26247,0x0,0x8002f974,0x4359,0x0,0x8002f975,0x262d9,0x0,0x8002f976,0x7f7a,0x0,0x8002f977,0x2633e,0x0,
-    0x8002f978,0x7f95,0x0,0x8002f979,0x7ffa,0x0,0x8002f97a,0x8005,0x0,0x8002f97b,0x264da,0x0,0x8002f97c,0x26523,0x0,
-    0x8002f97d,0x8060,0x0,0x8002f97e,0x265a8,0x0,0x8002f97f,0x8070,0x0,0x8002f980,0x2335f,0x0,0x8002f981,0x43d5,0x0,
-    0x8002f982,0x80b2,0x0,0x8002f983,0x8103,0x0,0x8002f984,0x440b,0x0,0x8002f985,0x813e,0x0,0x8002f986,0x5ab5,0x0,
-    0x8002f987,0x267a7,0x0,0x8002f988,0x267b5,0x0,0x8002f989,0x23393,0x0,0x8002f98a,0x2339c,0x0,0x8002f98b,0x8201,0x0,
-    0x8002f98c,0x8204,0x0,0x8002f98d,0x8f9e,0x0,0x8002f98e,0x446b,0x0,0x8002f98f,0x8291,0x0,0x8002f990,0x828b,0x0,
-    0x8002f991,0x829d,0x0,0x8002f992,0x52b3,0x0,0x8002f993,0x82b1,0x0,0x8002f994,0x82b3,0x0,0x8002f995,0x82bd,0x0,
-    0x8002f996,0x82e6,0x0,0x8002f997,0x26b3c,0x0,0x8002f998,0x82e5,0x0,0x8002f999,0x831d,0x0,0x8002f99a,0x8363,0x0,
-    0x8002f99b,0x83ad,0x0,0x8002f99c,0x8323,0x0,0x8002f99d,0x83bd,0x0,0x8002f99e,0x83e7,0x0,0x8002f99f,0x8457,0x0,
-    0x8002f9a0,0x8353,0x0,0x8002f9a1,0x83ca,0x0,0x8002f9a2,0x83cc,0x0,0x8002f9a3,0x83dc,0x0,0x8002f9a4,0x26c36,0x0,
-    0x8002f9a5,0x26d6b,0x0,0x8002f9a6,0x26cd5,0x0,0x8002f9a7,0x452b,0x0,0x8002f9a8,0x84f1,0x0,0x8002f9a9,0x84f3,0x0,
-    0x8002f9aa,0x8516,0x0,0x8002f9ab,0x273ca,0x0,0x8002f9ac,0x8564,0x0,0x8002f9ad,0x26f2c,0x0,0x8002f9ae,0x455d,0x0,
-    0x8002f9af,0x4561,0x0,0x8002f9b0,0x26fb1,0x0,0x8002f9b1,0x270d2,0x0,0x8002f9b2,0x456b,0x0,0x8002f9b3,0x8650,0x0,
-    0x8002f9b4,0x865c,0x0,0x8002f9b5,0x8667,0x0,0x8002f9b6,0x8669,0x0,0x8002f9b7,0x86a9,0x0,0x8002f9b8,0x8688,0x0,
-    0x8002f9b9,0x870e,0x0,0x8002f9ba,0x86e2,0x0,0x8002f9bb,0x8779,0x0,0x8002f9bc,0x8728,0x0,0x8002f9bd,0x876b,0x0,
-    0x8002f9be,0x8786,0x0,0x8002f9bf,0x45d7,0x0,0x8002f9c0,0x87e1,0x0,0x8002f9c1,0x8801,0x0,0x8002f9c2,0x45f9,0x0,
-    0x8002f9c3,0x8860,0x0,0x8002f9c4,0x8863,0x0,0x8002f9c5,0x27667,0x0,0x8002f9c6,0x88d7,0x0,0x8002f9c7,0x88de,0x0,
-    0x8002f9c8,0x4635,0x0,0x8002f9c9,0x88fa,0x0,0x8002f9ca,0x34bb,0x0,0x8002f9cb,0x278ae,0x0,0x8002f9cc,0x27966,0x0,
-    0x8002f9cd,0x46be,0x0,0x8002f9ce,0x46c7,0x0,0x8002f9cf,0x8aa0,0x0,0x8002f9d0,0x8aed,0x0,0x8002f9d1,0x8b8a,0x0,
-    0x8002f9d2,0x8c55,0x0,0x8002f9d3,0x27ca8,0x0,0x8002f9d4,0x8cab,0x0,0x8002f9d5,0x8cc1,0x0,0x8002f9d6,0x8d1b,0x0,
-    0x8002f9d7,0x8d77,0x0,0x8002f9d8,0x27f2f,0x0,0x8002f9d9,0x20804,0x0,0x8002f9da,0x8dcb,0x0,0x8002f9db,0x8dbc,0x0,
-    0x8002f9dc,0x8df0,0x0,0x8002f9dd,0x208de,0x0,0x8002f9de,0x8ed4,0x0,0x8002f9df,0x8f38,0x0,0x8002f9e0,0x285d2,0x0,
-    0x8002f9e1,0x285ed,0x0,0x8002f9e2,0x9094,0x0,0x8002f9e3,0x90f1,0x0,0x8002f9e4,0x9111,0x0,0x8002f9e5,0x2872e,0x0,
-    0x8002f9e6,0x911b,0x0,0x8002f9e7,0x9238,0x0,0x8002f9e8,0x92d7,0x0,0x8002f9e9,0x92d8,0x0,0x8002f9ea,0x927c,0x0,
-    0x8002f9eb,0x93f9,0x0,0x8002f9ec,0x9415,0x0,0x8002f9ed,0x28bfa,0x0,0x8002f9ee,0x958b,0x0,0x8002f9ef,0x4995,0x0,
-    0x8002f9f0,0x95b7,0x0,0x8002f9f1,0x28d77,0x0,0x8002f9f2,0x49e6,0x0,0x8002f9f3,0x96c3,0x0,0x8002f9f4,0x5db2,0x0,
-    0x8002f9f5,0x9723,0x0,0x8002f9f6,0x29145,0x0,0x8002f9f7,0x2921a,0x0,0x8002f9f8,0x4a6e,0x0,0x8002f9f9,0x4a76,0x0,
-    0x8002f9fa,0x97e0,0x0,0x8002f9fb,0x2940a,0x0,0x8002f9fc,0x4ab2,0x0,0x8002f9fd,0x29496,0x0,0x8002f9fe,0x980b,0x0,
-    0x8002f9ff,0x980b,0x0,0x8002fa00,0x9829,0x0,0x8002fa01,0x295b6,0x0,0x8002fa02,0x98e2,0x0,0x8002fa03,0x4b33,0x0,
-    0x8002fa04,0x9929,0x0,0x8002fa05,0x99a7,0x0,0x8002fa06,0x99c2,0x0,0x8002fa07,0x99fe,0x0,0x8002fa08,0x4bce,0x0,
-    0x8002fa09,0x29b30,0x0,0x8002fa0a,0x9b12,0x0,0x8002fa0b,0x9c40,0x0,0x8002fa0c,0x9cfd,0x0,0x8002fa0d,0x4cce,0x0,
-    0x8002fa0e,0x4ced,0x0,0x8002fa0f,0x9d67,0x0,0x8002fa10,0x2a0ce,0x0,0x8002fa11,0x4cf8,0x0,0x8002fa12,0x2a105,0x0,
-    0x8002fa13,0x2a20e,0x0,0x8002fa14,0x2a291,0x0,0x8002fa15,0x9ebb,0x0,0x8002fa16,0x4d56,0x0,0x8002fa17,0x9ef9,0x0,
-    0x8002fa18,0x9efe,0x0,0x8002fa19,0x9f05,0x0,0x8002fa1a,0x9f0f,0x0,0x8002fa1b,0x9f16,0x0,0x8002fa1c,0x9f3b,0x0,
-    0x8002fa1d,0x2a600,0x0,
-};
-/* END GENERATED UNICODE TABLES */
+/* A growable byte buffer; `oom` records a failed allocation so callers check once at the end. */
+typedef struct cllm__buf { char *p; size_t n, cap; int oom; } cllm__buf;
 
+static int cllm__buf_reserve(cllm__buf *b, size_t extra) {
+    size_t want;
+    char *q;
+    if (b->oom) return 0;
+    if (extra > SIZE_MAX / 2 - b->n) { b->oom = 1; return 0; }
+    want = b->n + extra + 1;
+    if (want <= b->cap) return 1;
+    if (want < 2 * b->cap) want = 2 * b->cap;
+    q = (char *)CLLM_REALLOC(b->p, want);
+    if (!q) { b->oom = 1; return 0; }
+    b->p = q; b->cap = want;
+    b->p[b->n] = 0;                              /* always NUL-terminated once allocated */
+    return 1;
+}
+
+static void cllm__buf_add(cllm__buf *b, const void *src, size_t n) {
+    if (!cllm__buf_reserve(b, n)) return;
+    if (n) memcpy(b->p + b->n, src, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+static void cllm__buf_str(cllm__buf *b, const char *s) { cllm__buf_add(b, s, strlen(s)); }
+
+/* Decodes the character at s[0..n): returns its byte length (1-4) and sets *cp, or returns 0
+   when the bytes are not valid UTF-8 (overlong forms, surrogates and values above U+10FFFF are
+   invalid, as in Rust's str). */
+static int cllm__utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
+    unsigned char c = s[0];
+    uint32_t v, min;
+    int len, i;
+    if (c < 0x80) { *cp = c; return 1; }
+    if (c >= 0xC2 && c <= 0xDF) { len = 2; v = c & 0x1Fu; min = 0x80; }
+    else if (c >= 0xE0 && c <= 0xEF) { len = 3; v = c & 0x0Fu; min = 0x800; }
+    else if (c >= 0xF0 && c <= 0xF4) { len = 4; v = c & 0x07u; min = 0x10000; }
+    else return 0;
+    if ((size_t)len > n) return 0;
+    for (i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        v = (v << 6) | (s[i] & 0x3Fu);
+    }
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
+    *cp = v;
+    return len;
+}
+
+static int cllm__utf8_put(uint32_t cp, unsigned char *o) {
+    if (cp < 0x80) { o[0] = (unsigned char)cp; return 1; }
+    if (cp < 0x800) { o[0] = (unsigned char)(0xC0 | (cp >> 6)); o[1] = (unsigned char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        o[0] = (unsigned char)(0xE0 | (cp >> 12)); o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (unsigned char)(0x80 | (cp & 0x3F)); return 3;
+    }
+    o[0] = (unsigned char)(0xF0 | (cp >> 18)); o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* Offset of the first invalid UTF-8 byte in s[0..n), or n if it is all valid. */
+static size_t cllm__utf8_check(const char *s, size_t n) {
+    size_t i = 0;
+    uint32_t cp;
+    while (i < n) {
+        int l = cllm__utf8_next((const unsigned char *)s + i, n - i, &cp);
+        if (!l) return i;
+        i += (size_t)l;
+    }
+    return n;
+}
+
+/* Appends b[0..n) to out, replacing each maximal invalid subsequence by U+FFFD (the Unicode
+   "substitution of maximal subparts" that Rust's String::from_utf8_lossy uses): a lead byte
+   followed by fewer valid continuation bytes than it announces becomes one U+FFFD, and the byte
+   that broke the sequence is examined again on its own. With final = 0 an unfinished but so far
+   valid character at the end is left unconsumed. Returns the number of bytes consumed; adds the
+   number of U+FFFD it wrote for invalid input to *replaced (when not NULL). Python's
+   bytes.decode("utf-8", "replace") makes the same replacements. */
+static size_t cllm__utf8_lossy(const unsigned char *b, size_t n, int final, cllm__buf *out, size_t *replaced) {
+    static const char fffd[3] = { (char)0xEF, (char)0xBF, (char)0xBD };
+    size_t i = 0, k;
+    while (i < n) {
+        unsigned char c = b[i], lo = 0x80, hi = 0xBF;
+        size_t need;
+        if (c < 0x80) { cllm__buf_add(out, b + i, 1); i++; continue; }
+        if (c >= 0xC2 && c <= 0xDF) need = 1;
+        else if (c >= 0xE0 && c <= 0xEF) { need = 2; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
+        else if (c >= 0xF0 && c <= 0xF4) { need = 3; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
+        else {
+            cllm__buf_add(out, fffd, 3);
+            if (replaced) (*replaced)++;
+            i++;
+            continue;
+        }
+        for (k = 1; k <= need; k++) {          /* the second byte has a narrower range for E0 ED F0 F4 */
+            unsigned char x;
+            if (i + k >= n) {                   /* truncated at the end of the input */
+                if (!final) return i;
+                cllm__buf_add(out, fffd, 3);
+                if (replaced) (*replaced)++;
+                return n;
+            }
+            x = b[i + k];
+            if (x < (k == 1 ? lo : 0x80) || x > (k == 1 ? hi : 0xBF)) break;
+        }
+        if (k <= need) {
+            cllm__buf_add(out, fffd, 3);
+            if (replaced) (*replaced)++;
+            i += k;
+            continue;
+        }
+        cllm__buf_add(out, b + i, need + 1);
+        i += need + 1;
+    }
+    return i;
+}
+
+/* The longest prefix of the valid UTF-8 text s[0..n) that has at most max bytes and ends on a
+   character boundary: every cut of text goes through here, so no cut splits a character. */
+static size_t cllm__utf8_prefix(const char *s, size_t n, size_t max) {
+    if (n <= max) return n;
+    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80) max--;
+    return max;
+}
+/* The arguments of a "%.*s" that prints at most max bytes of s, cut on a character boundary. */
+#define CLLM__CUT(s, max) (int)cllm__utf8_prefix((s), strlen(s), (max)), (s)
+
+/* Unicode classes, as cllm__uni_class() returns them (tables in Part IV) */
 #define CLLM__U_LETTER 1   /* \p{L}: General_Category Lu Ll Lt Lm Lo          */
 #define CLLM__U_NUMBER 2   /* \p{N}: Nd Nl No (also Rust's char::is_numeric) */
 #define CLLM__U_SPACE  4   /* \s: White_Space (Oniguruma's \s for UTF-8)      */
-
-/* Value of a breakpoint table (start << 8 | value) at cp: the entry with the largest start <= cp. */
-static unsigned cllm__uni_lookup(const uint32_t *t, size_t n, uint32_t cp) {
-    size_t lo = 0, hi = n;                       /* t[0] starts at 0, so t[lo].start <= cp holds */
-    while (hi - lo > 1) {
-        size_t mid = (lo + hi) / 2;
-        if ((t[mid] >> 8) <= cp) lo = mid; else hi = mid;
-    }
-    return t[lo] & 0xFF;
-}
-
-static unsigned cllm__uni_class(uint32_t cp) {
-    return cllm__uni_lookup(cllm__uni_class_table, sizeof cllm__uni_class_table / sizeof cllm__uni_class_table[0], cp);
-}
-
-static unsigned cllm__uni_ccc(uint32_t cp) {
-    return cllm__uni_lookup(cllm__uni_ccc_table, sizeof cllm__uni_ccc_table / sizeof cllm__uni_ccc_table[0], cp);
-}
 
 /* ---- NFC normalization (UAX #15: canonical decomposition, canonical ordering, composition) -- */
 
@@ -6172,11 +7280,12 @@ typedef struct cllm__nchar { uint32_t cp; unsigned ccc; size_t seq; long change;
 #define CLLM__HANGUL_NS 11172
 
 static const uint32_t *cllm__decomp_find(uint32_t cp) {
-    size_t lo = 0, hi = sizeof cllm__uni_decomp / sizeof cllm__uni_decomp[0] / 3;
+    size_t lo = 0, hi;
+    const uint32_t *table = cllm__uni_decomp_entries(&hi);
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        uint32_t c = cllm__uni_decomp[3 * mid] & 0x7FFFFFFFu;
-        if (c == cp) return &cllm__uni_decomp[3 * mid];
+        uint32_t c = table[3 * mid] & 0x7FFFFFFFu;
+        if (c == cp) return &table[3 * mid];
         if (c < cp) lo = mid + 1; else hi = mid;
     }
     return NULL;
@@ -6764,11 +7873,12 @@ static int cllm__u64_cmp(const void *a, const void *b) {
 }
 
 static int cllm__build_compose(struct cllm__tok *p) {
-    size_t i, n = sizeof cllm__uni_decomp / sizeof cllm__uni_decomp[0] / 3;
+    size_t i, n;
+    const uint32_t *table = cllm__uni_decomp_entries(&n);
     p->comp = (uint64_t *)cllm__calloc(n, sizeof(uint64_t));
     if (!p->comp) return 0;
     for (i = 0; i < n; i++) {
-        const uint32_t *d = &cllm__uni_decomp[3 * i];
+        const uint32_t *d = &table[3 * i];
         if (!(d[0] & 0x80000000u) && d[2])
             p->comp[p->ncomp++] = (((uint64_t)d[1] << 21 | d[2]) << 21) | (d[0] & 0x1FFFFF);
     }
@@ -8157,6 +9267,158 @@ done:
     return rc;
 }
 
+/* ---- secrets: the one redaction point ----------------------------------------------------------
+   Every live client registers its API key here (cllm_client_init; cllm_client_free takes it out).
+   Two kinds of text pass through cllm__scrub: every error message (cllm__fail does it, whatever
+   path formatted the message), and the text an endpoint sends (a reply's content, the fields read
+   from a model's JSON answer). A run of 8 or more bytes of a key, starting anywhere in the key
+   (the whole key when it is shorter), becomes "[redacted]": an endpoint may echo a key whole or
+   cut. Received text is scrubbed only of keys that look like secrets (16 bytes or more, with a
+   letter and a digit): a placeholder such as "sk-no-key-required" is made of words that text
+   may hold. The registry follows curl_global_init's rule: change it (init or free a client) only
+   while no other thread uses the library. */
+#define CLLM__KEY_FRAGMENT 8
+static const char **cllm__secrets;            /* the registered keys (borrowed from the clients) */
+static int cllm__n_secrets, cllm__cap_secrets;
+static unsigned char cllm__secret_pairs[65536 / 8]; /* byte pairs a key run can start with      */
+
+static void cllm__secret_pairs_rebuild(void) {
+    int k;
+    memset(cllm__secret_pairs, 0, sizeof cllm__secret_pairs);
+    for (k = 0; k < cllm__n_secrets; k++) {
+        const unsigned char *key = (const unsigned char *)cllm__secrets[k];
+        size_t i, klen = strlen(cllm__secrets[k]);
+        unsigned x;
+        for (i = 0; i + 1 < klen; i++) {
+            unsigned pair = (unsigned)key[i] << 8 | key[i + 1];
+            cllm__secret_pairs[pair >> 3] |= (unsigned char)(1u << (pair & 7));
+        }
+        for (x = 0; klen == 1 && x < 256; x++) {  /* a one-byte key: any pair starting with it */
+            unsigned pair = (unsigned)key[0] << 8 | x;
+            cllm__secret_pairs[pair >> 3] |= (unsigned char)(1u << (pair & 7));
+        }
+    }
+}
+
+/* Registers a key (borrowed: it must live until cllm__secret_forget). 0 when out of memory. */
+static int cllm__secret_register(const char *key) {
+    if (!key || !*key) return 1;
+    if (cllm__n_secrets == cllm__cap_secrets) {
+        int cap = cllm__cap_secrets ? 2 * cllm__cap_secrets : 4;
+        const char **grown = (const char **)CLLM_REALLOC((void *)cllm__secrets, (size_t)cap * sizeof *grown);
+        if (!grown) return 0;
+        cllm__secrets = grown;
+        cllm__cap_secrets = cap;
+    }
+    cllm__secrets[cllm__n_secrets++] = key;
+    cllm__secret_pairs_rebuild();
+    return 1;
+}
+
+static void cllm__secret_forget(const char *key) {
+    int k;
+    for (k = 0; key && k < cllm__n_secrets; k++) {
+        if (cllm__secrets[k] != key) continue;
+        cllm__secrets[k] = cllm__secrets[--cllm__n_secrets];
+        break;
+    }
+    if (cllm__n_secrets == 0) {
+        CLLM_FREE((void *)cllm__secrets);
+        cllm__secrets = NULL;
+        cllm__cap_secrets = 0;
+    }
+    cllm__secret_pairs_rebuild();
+}
+
+/* Does the key look like a secret rather than a placeholder (see above)? */
+static int cllm__key_is_secret(const char *key, size_t klen) {
+    int letter = 0, digit = 0;
+    size_t i;
+    for (i = 0; i < klen; i++) {
+        letter |= isalpha((unsigned char)key[i]) != 0;
+        digit |= isdigit((unsigned char)key[i]) != 0;
+    }
+    return klen >= 16 && letter && digit;
+}
+
+/* The length of the longest prefix of s[0..len) found anywhere in key[0..klen). */
+static size_t cllm__key_run(const char *key, size_t klen, const char *s, size_t len) {
+    size_t best = 0, o, l;
+    for (o = 0; o < klen; o++) {
+        for (l = 0; l < len && o + l < klen && s[l] == key[o + l]; l++) {}
+        if (l > best) best = l;
+    }
+    return best;
+}
+
+/* The offset of the first key run in s[0..n) (n if none) and its length in *run. in_text: 1 for
+   received text (keys that look like secrets only), 0 for messages (every key). */
+static size_t cllm__secret_find(const char *s, size_t n, int in_text, size_t *run) {
+    size_t i;
+    *run = 0;
+    if (cllm__n_secrets == 0) return n;
+    for (i = 0; i < n; i++) {
+        int k;
+        if (i + 1 < n) {
+            unsigned pair = (unsigned)(unsigned char)s[i] << 8 | (unsigned char)s[i + 1];
+            if (!(cllm__secret_pairs[pair >> 3] & (1u << (pair & 7)))) continue;
+        }
+        for (k = 0; k < cllm__n_secrets; k++) {
+            const char *key = cllm__secrets[k];
+            size_t klen = strlen(key), r;
+            if (in_text && !cllm__key_is_secret(key, klen)) continue;
+            r = cllm__key_run(key, klen, s + i, n - i);
+            if ((r >= CLLM__KEY_FRAGMENT || r == klen) && r > *run) *run = r;
+        }
+        if (*run) return i;
+    }
+    return n;
+}
+
+/* Appends s[0..n) to out with every key run replaced by "[redacted]"; returns how many. */
+static size_t cllm__scrub(cllm__buf *out, const char *s, size_t n, int in_text) {
+    size_t count = 0, run, at;
+    while ((at = cllm__secret_find(s, n, in_text, &run)) < n) {
+        cllm__buf_add(out, s, at);
+        cllm__buf_str(out, "[redacted]");
+        s += at + run;
+        n -= at + run;
+        count++;
+    }
+    cllm__buf_add(out, s, n);
+    return count;
+}
+
+/* s[0..n) as one line of valid UTF-8 without any key, into out[0..cap): invalid sequences become
+   U+FFFD, key runs "[redacted]", control characters spaces; what does not fit is cut on a
+   character boundary and ends in "...". */
+static void cllm__clean_line(char *out, size_t cap, const char *s, size_t n) {
+    cllm__buf valid, clean;
+    size_t i, keep;
+    if (cap == 0) return;
+    memset(&valid, 0, sizeof valid);
+    memset(&clean, 0, sizeof clean);
+    cllm__buf_reserve(&valid, n);
+    cllm__utf8_lossy((const unsigned char *)s, n, 1, &valid, NULL);
+    cllm__buf_reserve(&clean, valid.n);
+    cllm__scrub(&clean, valid.p ? valid.p : "", valid.n, 0);
+    if (valid.oom || clean.oom) {
+        snprintf(out, cap, "%s", "(out of memory while formatting this message)");
+    } else {
+        for (i = 0; i < clean.n; i++) if ((unsigned char)clean.p[i] < 0x20 || clean.p[i] == 0x7F) clean.p[i] = ' ';
+        keep = cllm__utf8_prefix(clean.p ? clean.p : "", clean.n, cap - 1);
+        if (keep < clean.n && cap > 4) keep = cllm__utf8_prefix(clean.p, clean.n, cap - 4);
+        memcpy(out, clean.p ? clean.p : "", keep);
+        if (keep < clean.n && cap > 4) {
+            memcpy(out + keep, "...", 3);
+            keep += 3;
+        }
+        out[keep] = 0;
+    }
+    CLLM_FREE(valid.p);
+    CLLM_FREE(clean.p);
+}
+
 /* -------------------------------------------------------------------------------------------- */
 /* Chat-completions client, user simulators and judges                                          */
 /* -------------------------------------------------------------------------------------------- */
@@ -8192,7 +9454,6 @@ static double cllm__now(void) {
 }
 
 /* A growable NUL-terminated string; `oom` is sticky so callers check once at the end. */
-typedef struct cllm__sb { char *p; size_t n, cap; int oom; } cllm__sb;
 
 static void cllm__sb_putn(cllm__sb *b, const char *s, size_t len) {
     if (b->oom) return;
@@ -8272,8 +9533,6 @@ static cllm_result cllm__batch_result(const cllm_result *code0, const cllm_err *
         return cllm__fail(err, c, "%d of %d %s failed; first (#%d): %s", failed, n, what, first, e->msg);
     }
 }
-#define CLLM__BATCH_RESULT(items, n, what, err) \
-    cllm__batch_result(&(items)[0].code, &(items)[0].err, sizeof (items)[0], (n), (what), (err))
 
 /* ---- conversations ------------------------------------------------------------------------- */
 
@@ -8526,7 +9785,6 @@ static size_t cllm__conv_json_bytes(const cllm_conv *c) {
    key (cllm__scrub), and small enough that a JSONL line holding it stays readable: written as
    JSON it must fit in CLLM__MAX_TEXT_JSON bytes. *text (owned, NUL-terminated) is replaced by
    the kept text; on failure it is freed and set to NULL. */
-#define CLLM__MAX_TEXT_JSON ((size_t)CLLM_MAX_LINE_BYTES - ((size_t)1 << 20))
 static cllm_result cllm__received_text(char **text, size_t *replaced, cllm_err *err) {
     size_t n = strlen(*text), run, escaped;
     cllm__buf out;
@@ -9381,7 +10639,6 @@ CLLMDEF cllm_result cllm_client_chat(cllm_client *c, const cllm_chat_request *re
 
 /* take(ctx, i, res, last) records the answer to prompt i (res may be a failed call) in the
    caller's own result and returns 1, or returns 0 to draw a new sample (never when `last`). */
-typedef int (*cllm__take_fn)(void *ctx, int i, const cllm_chat_result *res, int last);
 
 /* Sends prompts[i] (one user message each; NULL entries are skipped) through the client, all
    concurrently, and hands each answer to take(). The ones it refuses are asked again together,
@@ -9427,202 +10684,6 @@ static cllm_llm_params cllm__params_def(cllm_llm_params p, double temperature, i
 
 /* A retry budget: zero means the default 3, negative none. */
 static int cllm__retries_def(int r) { return r < 0 ? 0 : cllm__def(r, 3); }
-
-/* ---- replies, and calling simulators and assistants ---------------------------------------- */
-
-CLLMDEF void cllm_reply_free(cllm_reply *r) {
-    if (!r) return;
-    CLLM_FREE(r->text); CLLM_FREE(r->thought); CLLM_FREE(r->current_answer);
-    memset(r, 0, sizeof *r);
-}
-
-CLLMDEF cllm_result cllm_reply_set(cllm_reply *out, const char *text, int terminated) {
-    CLLM_FREE(out->text);
-    out->text = text ? cllm__strdup(text) : NULL;
-    out->terminated = terminated;
-    if (!text) return out->code = cllm__fail(&out->err, CLLM_ERR_ARG, "reply: no text");
-    if (!out->text) return out->code = cllm__fail(&out->err, CLLM_ERR_NOMEM, "out of memory");
-    cllm__ok(&out->err);
-    return out->code = CLLM_OK;
-}
-
-/* After a simulator or assistant ran: a success must carry text, a failure a message. */
-static cllm_result cllm__replies_check(cllm_reply *out, int n, const char *who, cllm_err *err) {
-    int i;
-    for (i = 0; i < n; i++) {
-        if (out[i].code == CLLM_OK && !out[i].text) cllm__fail(&out[i].err, out[i].code = CLLM_ERR_FORMAT, "%s returned no text", who);
-        if (out[i].code != CLLM_OK && !out[i].err.msg[0]) cllm__fail(&out[i].err, out[i].code, "%s failed (%s)", who, cllm_result_string(out[i].code));
-    }
-    return CLLM__BATCH_RESULT(out, n, "replies", err);
-}
-
-CLLMDEF cllm_result cllm_user_sim_turns(const cllm_user_sim *sim, const cllm_goal *goals, const cllm_conv *histories,
-                                        int n, cllm_reply *out, cllm_err *err) {
-    int i;
-    if (!sim || (!sim->turn && !sim->turn_batch) || n < 0 || (n > 0 && (!goals || !histories || !out)))
-        return cllm__fail(err, CLLM_ERR_ARG, "user simulator: needs a simulator with turn or turn_batch, goals, histories and out");
-    if (n == 0) { cllm__ok(err); return CLLM_OK; }
-    for (i = 0; i < n; i++) memset(&out[i], 0, sizeof out[i]);
-    if (sim->turn_batch) sim->turn_batch(sim->ctx, goals, histories, n, out);
-    else for (i = 0; i < n; i++) out[i].code = sim->turn(sim->ctx, &goals[i], &histories[i], &out[i]);
-    return cllm__replies_check(out, n, "the user simulator", err);
-}
-
-CLLMDEF cllm_result cllm_assistant_replies(const cllm_assistant *a, const cllm_conv *histories, int n, cllm_reply *out, cllm_err *err) {
-    int i;
-    if (!a || (!a->respond && !a->respond_batch) || n < 0 || (n > 0 && (!histories || !out)))
-        return cllm__fail(err, CLLM_ERR_ARG, "assistant: needs an assistant with respond or respond_batch, histories and out");
-    if (n == 0) { cllm__ok(err); return CLLM_OK; }
-    for (i = 0; i < n; i++) memset(&out[i], 0, sizeof out[i]);
-    if (a->respond_batch) a->respond_batch(a->ctx, histories, n, out);
-    else for (i = 0; i < n; i++) out[i].code = a->respond(a->ctx, &histories[i], &out[i]);
-    return cllm__replies_check(out, n, "the assistant", err);
-}
-
-/* ---- (a) the LLM user simulator ------------------------------------------------------------ */
-
-/* The project's own wording of CollabLLM's simulator instructions (paper App. D.1): role-play a
-   user who knows a hidden goal, spend little effort, let the assistant ask, end with a signal. */
-static const char cllm__prompt_user_sim[] =
-    "You are role-playing a human user who is working with an AI assistant to get something done. "
-    "Everything between the START and END markers below is private to you: the assistant has never seen it.\n"
-    "\n"
-    "=== TASK TYPE START (private) ===\n{{task_desc}}\n=== TASK TYPE END ===\n"
-    "\n"
-    "=== YOUR GOAL START (private) ===\n{{goal}}\n=== YOUR GOAL END ===\n"
-    "\n"
-    "=== CONVERSATION SO FAR START (private) ===\n{{history}}\n=== CONVERSATION SO FAR END ===\n"
-    "\n"
-    "How to play the user:\n"
-    "- Stay in character. You are the person who needs help: do not solve the task yourself and do not act like an assistant.\n"
-    "- Put in as little effort as a busy person would. Early on, ask loosely and leave details out; let the assistant find out what it needs by asking you.\n"
-    "- Know only what such a user would plausibly know about the subject, and now and then be imprecise or slightly wrong.\n"
-    "- Have tastes and say them when they matter, for instance that you want a short answer or a particular style.\n"
-    "- Keep working toward your goal and do not drift to other topics.\n"
-    "- Reply to what the assistant said last, in the light of the conversation so far. If there are no messages yet, write your opening request.\n"
-    "- Reveal your goal bit by bit and in your own words; never paste it.\n"
-    "- When you are satisfied, or when it is clear the assistant cannot help any further, your response must be exactly {{termination}}\n"
-    "\n"
-    "Reply with one JSON object and nothing else:\n"
-    "{\n"
-    "  \"current_answer\": \"one or two sentences on the assistant's current solution, or 'none yet'\",\n"
-    "  \"thought\": \"your private reasoning about what to say next\",\n"
-    "  \"response\": \"the message you send to the assistant, or {{termination}}\"\n"
-    "}\n";
-
-CLLMDEF cllm_result cllm_user_sim_prompt(const cllm_llm_sim_config *cfg, const cllm_goal *goal, const cllm_conv *history,
-                                         char **out, cllm_err *err) {
-    static const char *names[] = { "task_desc", "goal", "history", "termination" };
-    const char *values[4];
-    cllm__sb g = { NULL, 0, 0, 0 };
-    char *hist, *goal_text;
-    *out = NULL;
-    if (!goal || !goal->prompt) return cllm__fail(err, CLLM_ERR_ARG, "the simulator needs a goal with a prompt (single_turn_prompt)");
-    cllm__sb_puts(&g, goal->prompt);
-    if (goal->reference) {
-        cllm__sb_puts(&g, "\n\nA reference result that would satisfy you (also private):\n");
-        cllm__sb_puts(&g, goal->reference);
-    }
-    goal_text = cllm__sb_take(&g);
-    hist = cllm__conv_text(history, 1);
-    values[0] = goal->task_desc ? goal->task_desc : "a task";
-    values[1] = goal_text;
-    values[2] = hist;
-    values[3] = cfg && cfg->termination ? cfg->termination : CLLM_TERMINATION_SIGNAL;
-    if (goal_text && hist) *out = cllm__fill(cfg && cfg->prompt ? cfg->prompt : cllm__prompt_user_sim, names, values, 4);
-    CLLM_FREE(goal_text); CLLM_FREE(hist);
-    if (!*out) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory building the simulator prompt");
-    return CLLM_OK;
-}
-
-CLLMDEF cllm_result cllm_user_sim_parse(const char *model_output, const char *termination, cllm_reply *out) {
-    cJSON *o;
-    const char *resp;
-    cllm_reply_free(out);
-    if (!termination) termination = CLLM_TERMINATION_SIGNAL;
-    if (!model_output) return out->code = cllm__fail(&out->err, CLLM_ERR_ARG, "user simulator reply: no text");
-    o = cllm_json_parse_lenient(model_output, &out->err);
-    if (!o) {
-        /* a bare termination signal is an unambiguous answer even without the JSON around it */
-        char *t = cllm__strdup_trim(model_output);
-        int bare = t && strcmp(t, termination) == 0;
-        CLLM_FREE(t);
-        if (bare) return cllm_reply_set(out, termination, 1);
-        return out->code = out->err.code;
-    }
-    resp = cllm__json_str(o, "response");
-    if (resp && (out->text = cllm__json_text(o, "response", &out->err)) != NULL) {
-        char *trimmed = cllm__strdup_trim(out->text);
-        CLLM_FREE(out->text);
-        out->text = trimmed;
-    }
-    if (!resp || (out->text && !*out->text)) {
-        cllm_reply_free(out);
-        cllm__fail(&out->err, CLLM_ERR_FORMAT, "the simulator's JSON has no non-empty string \"response\"");
-    } else if (!out->text) {
-        if (out->err.code == CLLM_OK) cllm__fail(&out->err, CLLM_ERR_NOMEM, "out of memory");
-    } else {
-        out->terminated = strstr(out->text, termination) != NULL;
-        out->thought = cllm__json_text(o, "thought", NULL);
-        out->current_answer = cllm__json_text(o, "current_answer", NULL);
-        cllm__ok(&out->err);
-    }
-    cJSON_Delete(o);
-    return out->code = out->err.code;
-}
-
-typedef struct cllm__sim_job { cllm_llm_sim *sim; cllm_reply *out; } cllm__sim_job;
-
-static int cllm__sim_take(void *ctx, int i, const cllm_chat_result *res, int last) {
-    cllm__sim_job *job = (cllm__sim_job *)ctx;
-    cllm_reply *r = &job->out[i];
-    if (res->code != CLLM_OK) { cllm_reply_free(r); r->code = res->code; r->err = res->err; return 1; }
-    cllm_user_sim_parse(res->content, job->sim->cfg.termination, r);
-    snprintf(r->meta.finish_reason, sizeof r->meta.finish_reason, "%s", res->finish_reason);
-    r->meta.replaced = res->replaced;
-    if (r->code != CLLM_OK && last) {              /* say who gave up, and after how many answers */
-        char why[CLLM_ERRMSG_SIZE];
-        const cllm_llm_sim_config *c = &job->sim->cfg;
-        snprintf(why, sizeof why, "%s", r->err.msg);
-        cllm__fail(&r->err, r->code, "user simulator%s%s: no usable answer in %d tries; the last: %s", c->params.model ? " " : "",
-                   c->params.model ? c->params.model : "", 1 + (c->max_parse_retries > 0 ? c->max_parse_retries : 0), why);
-    }
-    return r->code == CLLM_OK || last;
-}
-
-static cllm_result cllm__llm_sim_batch(void *ctx, const cllm_goal *goals, const cllm_conv *histories, int n, cllm_reply *out) {
-    cllm_llm_sim *s = (cllm_llm_sim *)ctx;
-    char **prompts = (char **)cllm__calloc((size_t)n + 1, sizeof(char *));
-    cllm__sim_job job;
-    int i;
-    for (i = 0; i < n; i++) cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the simulator was asked");
-    if (!prompts) return CLLM_ERR_NOMEM;
-    for (i = 0; i < n; i++)
-        if (cllm_user_sim_prompt(&s->cfg, &goals[i], &histories[i], &prompts[i], &out[i].err) != CLLM_OK) out[i].code = out[i].err.code;
-    job.sim = s;
-    job.out = out;
-    cllm__ask_all(s->client, prompts, n, &s->cfg.params, s->cfg.json_mode, s->cfg.max_parse_retries, cllm__sim_take, &job);
-    for (i = 0; i < n; i++) CLLM_FREE(prompts[i]);
-    CLLM_FREE(prompts);
-    return CLLM_OK;
-}
-
-static cllm_result cllm__llm_sim_turn(void *ctx, const cllm_goal *goal, const cllm_conv *history, cllm_reply *out) {
-    cllm__llm_sim_batch(ctx, goal, history, 1, out);
-    return out->code;
-}
-
-CLLMDEF void cllm_llm_sim_init(cllm_llm_sim *s, cllm_client *client, const cllm_llm_sim_config *cfg) {
-    memset(s, 0, sizeof *s);
-    if (cfg) s->cfg = *cfg;
-    s->cfg.params = cllm__params_def(s->cfg.params, 1.0, 1024);
-    s->cfg.termination = cllm__def(s->cfg.termination, CLLM_TERMINATION_SIGNAL);
-    s->cfg.max_parse_retries = cllm__retries_def(s->cfg.max_parse_retries);
-    s->client = client;
-    s->sim.turn = cllm__llm_sim_turn;
-    s->sim.turn_batch = cllm__llm_sim_batch;
-    s->sim.ctx = s;
-}
 
 /* ---- an assistant behind the client -------------------------------------------------------- */
 
@@ -9672,267 +10733,6 @@ CLLMDEF void cllm_api_assistant_init(cllm_api_assistant *a, cllm_client *client,
     a->assistant.respond = cllm__api_assistant_respond;
     a->assistant.respond_batch = cllm__api_assistant_batch;
     a->assistant.ctx = a;
-}
-
-/* ---- conversations in lockstep ------------------------------------------------------------- */
-
-/* The user speaks next unless the last message is the user's. */
-static int cllm__user_next(const cllm_conv *c) {
-    return c->n == 0 || strcmp(c->msgs[c->n - 1].role, "user") != 0;
-}
-
-CLLMDEF cllm_result cllm_simulate(const cllm_user_sim *user, const cllm_assistant *assistant, const cllm_goal *goals,
-                                  cllm_conv *convs, int n, int max_new_messages, cllm_sim_status *status, cllm_err *err) {
-    cllm_sim_status *st = status ? status : (cllm_sim_status *)cllm__calloc((size_t)n + 1, sizeof *st);
-    int *idx = (int *)cllm__calloc((size_t)n + 1, sizeof(int)), *active = (int *)cllm__calloc((size_t)n + 1, sizeof(int));
-    cllm_conv *view = (cllm_conv *)cllm__calloc((size_t)n + 1, sizeof *view);
-    cllm_goal *g = (cllm_goal *)cllm__calloc((size_t)n + 1, sizeof *g);
-    cllm_reply *rep = (cllm_reply *)cllm__calloc((size_t)n + 1, sizeof *rep);
-    cllm_result rc = CLLM_OK;
-    int i, k, m, users, left;
-    if (!user || !assistant || n < 0 || (n > 0 && (!goals || !convs))) rc = cllm__fail(err, CLLM_ERR_ARG, "simulation: needs a user simulator, an assistant, goals and conversations");
-    else if (!st || !idx || !active || !view || !g || !rep) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    for (i = 0; rc == CLLM_OK && i < n; i++) { memset(&st[i], 0, sizeof st[i]); active[i] = max_new_messages > 0; }
-    left = rc == CLLM_OK && max_new_messages > 0 ? n : 0;
-    while (left > 0) {
-        /* one round: every conversation waiting for its user speaks, then every one waiting
-           for its assistant (including those whose user just spoke) */
-        for (users = 1; users >= 0; users--) {
-            for (i = 0, m = 0; i < n; i++)
-                if (active[i] && cllm__user_next(&convs[i]) == users) { idx[m] = i; view[m] = convs[i]; g[m] = goals[i]; m++; }
-            if (m == 0) continue;
-            if (users) cllm_user_sim_turns(user, g, view, m, rep, NULL);
-            else cllm_assistant_replies(assistant, view, m, rep, NULL);
-            for (k = 0; k < m; k++) {
-                size_t bytes;
-                i = idx[k];
-                bytes = 0;
-                if (rep[k].code == CLLM_OK)           /* keep every conversation one readable line */
-                    bytes = cllm__conv_json_bytes(&convs[i]) + cllm__json_escaped_len(rep[k].text, strlen(rep[k].text));
-                if (bytes > CLLM__MAX_TEXT_JSON)
-                    st[i].code = cllm__fail(&st[i].err, CLLM_ERR_LIMIT,
-                                            "conversation %d: with this %s message it would take about %zu "
-                                            "bytes as JSON, more than a line of ours may hold (CLLM_MAX_LINE_BYTES); "
-                                            "stopped before it",
-                                            i, users ? "user" : "assistant", bytes);
-                else if (rep[k].code != CLLM_OK) { st[i].code = rep[k].code; st[i].err = rep[k].err; }
-                else if (cllm_conv_push_meta(&convs[i], users ? "user" : "assistant", rep[k].text, &rep[k].meta,
-                                             &st[i].err) != CLLM_OK)
-                    st[i].code = st[i].err.code;
-                else {
-                    st[i].n_new++;
-                    if (users && rep[k].terminated) st[i].terminated = 1;
-                }
-                if (st[i].code != CLLM_OK || st[i].terminated || st[i].n_new >= max_new_messages) { active[i] = 0; left--; }
-                cllm_reply_free(&rep[k]);
-            }
-        }
-    }
-    if (rc == CLLM_OK) rc = CLLM__BATCH_RESULT(st, n, "conversations", err);
-    if (st != status) CLLM_FREE(st);
-    CLLM_FREE(idx); CLLM_FREE(active); CLLM_FREE(view); CLLM_FREE(g); CLLM_FREE(rep);
-    return rc;
-}
-
-/* ---- LLM judges ---------------------------------------------------------------------------- */
-
-/* The project's own wording of CollabLLM's judges (paper App. D.4; v2 metrics): interactivity on
-   [0, 1] with three illustrated anchors, accuracy as 0/1 against a ground truth, and extraction
-   of the final artifact with all revisions applied. */
-static const char cllm__prompt_interactivity[] =
-    "You are reviewing a conversation between a user and an AI assistant. Judge how interactive the assistant was: "
-    "did it engage with the user, keep its replies clear, work to understand what the user actually needed, and ask "
-    "relevant questions when the request was unclear or left important choices open?\n"
-    "\n"
-    "=== CONVERSATION START ===\n{{conversation}}\n=== CONVERSATION END ===\n"
-    "\n"
-    "Score it from 0 to 1:\n"
-    "- 1, highly interactive: the assistant checks its understanding and asks pointed questions at the right moments. "
-    "Example: before drafting a cover letter it asks which job and which strengths to stress, then builds on the answers.\n"
-    "- 0.5, moderately interactive: the assistant engages but misses chances. "
-    "Example: it asks one generic question, or makes an assumption it should have checked, and otherwise just delivers.\n"
-    "- 0, not interactive: the assistant answers mechanically. "
-    "Example: it writes a long answer to a vague request without asking anything or acknowledging what was unclear.\n"
-    "Scores between the anchors are allowed.\n"
-    "\n"
-    "Reply with one JSON object and nothing else:\n"
-    "{\"thought\": \"your short reasoning\", \"interactivity\": <a number from 0 to 1>}\n";
-
-static const char cllm__prompt_accuracy[] =
-    "You are grading whether an AI assistant's final answer to a question is correct.\n"
-    "\n"
-    "=== QUESTION START ===\n{{question}}\n=== QUESTION END ===\n"
-    "\n"
-    "=== GROUND TRUTH START ===\n{{ground_truth}}\n=== GROUND TRUTH END ===\n"
-    "\n"
-    "=== ANSWER TO GRADE START ===\n{{answer}}\n=== ANSWER TO GRADE END ===\n"
-    "\n"
-    "The answer may be a whole conversation; grade the final answer the assistant arrives at. Give 1 if it agrees "
-    "with the ground truth (equivalent forms count, such as 1/2 and 0.5), and 0 if it is wrong, missing, or hedges "
-    "between several answers.\n"
-    "\n"
-    "Reply with one JSON object and nothing else:\n"
-    "{\"thought\": \"your short reasoning\", \"accuracy\": <0 or 1>}\n";
-
-static const char cllm__prompt_extract[] =
-    "Below is a conversation between a user and an AI assistant who worked together on a {{kind}}. Write out the "
-    "final, complete {{kind}} as it stands at the end of the conversation: apply every revision that was agreed, "
-    "fill in parts the last version only referred to (such as \"the rest is unchanged\"), and leave out remarks "
-    "that are not part of the {{kind}} itself. If it is code, give complete runnable code with its imports and "
-    "without an `if __name__ == \"__main__\":` block or example usage.\n"
-    "{{requirement}}\n"
-    "=== CONVERSATION START ===\n{{conversation}}\n=== CONVERSATION END ===\n"
-    "\n"
-    "Reply with one JSON object and nothing else:\n"
-    "{\"thought\": \"your short reasoning\", \"final_completion\": \"the complete {{kind}}\"}\n";
-
-CLLMDEF void cllm_judgement_free(cllm_judgement *j) {
-    if (!j) return;
-    CLLM_FREE(j->text); CLLM_FREE(j->thought);
-    memset(j, 0, sizeof *j);
-}
-
-CLLMDEF void cllm_judge_init(cllm_judge *j, cllm_client *client, const cllm_judge_config *cfg) {
-    memset(j, 0, sizeof *j);
-    if (cfg) j->cfg = *cfg;
-    j->cfg.params = cllm__params_def(j->cfg.params, -1.0, 2048);       /* -1 sends temperature 0 */
-    j->cfg.max_parse_retries = cllm__retries_def(j->cfg.max_parse_retries);
-    j->cfg.interactivity_prompt = cllm__def(j->cfg.interactivity_prompt, cllm__prompt_interactivity);
-    j->cfg.accuracy_prompt = cllm__def(j->cfg.accuracy_prompt, cllm__prompt_accuracy);
-    j->cfg.extract_prompt = cllm__def(j->cfg.extract_prompt, cllm__prompt_extract);
-    j->client = client;
-}
-
-/* Each kind of verdict reads its JSON into the judgement (CLLM_ERR_FORMAT = ask again). */
-typedef cllm_result (*cllm__verdict_fn)(const cJSON *o, cllm_judgement *j);
-
-static cllm_result cllm__verdict_interactivity(const cJSON *o, cllm_judgement *j) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "interactivity");
-    if (!v || !cllm__json_number(v, &j->score)) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no numeric \"interactivity\"");
-    if (!(j->score >= 0.0 && j->score <= 1.0)) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "interactivity %g is outside [0, 1]", j->score);
-    return CLLM_OK;
-}
-
-static cllm_result cllm__verdict_accuracy(const cJSON *o, cllm_judgement *j) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "accuracy");
-    if (!v || !cllm__json_number(v, &j->score)) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no numeric \"accuracy\"");
-    if (j->score != 0.0 && j->score != 1.0) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "accuracy %g is not 0 or 1", j->score);
-    return CLLM_OK;
-}
-
-static cllm_result cllm__verdict_extract(const cJSON *o, cllm_judgement *j) {
-    /* final_answer: CollabLLM v1's key */
-    const char *key = cllm__json_str(o, "final_completion") ? "final_completion" : "final_answer";
-    const char *t = cllm__json_str(o, key);
-    if (!t || !*t) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no non-empty string \"final_completion\"");
-    if (!(j->text = cllm__json_text(o, key, &j->err))) return j->err.code;
-    return CLLM_OK;
-}
-
-typedef struct cllm__judge_job { cllm__verdict_fn verdict; cllm_judgement *out; const char *model; } cllm__judge_job;
-
-static int cllm__judge_take(void *ctx, int i, const cllm_chat_result *res, int last) {
-    cllm__judge_job *job = (cllm__judge_job *)ctx;
-    cllm_judgement *j = &job->out[i];
-    cJSON *o;
-    cllm_judgement_free(j);
-    if (res->code != CLLM_OK) {                   /* the client's message names the endpoint, status and reason */
-        j->code = cllm__fail(&j->err, res->code, "judge %s: %s", job->model ? job->model : "(client model)",
-                             res->err.msg);
-        return 1;
-    }
-    o = cllm_json_parse_lenient(res->content, &j->err);
-    j->code = o ? job->verdict(o, j) : j->err.code;
-    if (j->code == CLLM_OK) { j->thought = cllm__json_text(o, "thought", NULL); cllm__ok(&j->err); }
-    cJSON_Delete(o);
-    return j->code == CLLM_OK || last;
-}
-
-/* Fills a template for one item, or records in out why it cannot (a missing value). */
-static char *cllm__judge_fill(cllm_judgement *out, const char *tmpl, const char *const *names, const char *const *values, int nv) {
-    char *p;
-    int k;
-    for (k = 0; k < nv; k++)
-        if (!values[k]) { cllm__fail(&out->err, out->code = CLLM_ERR_ARG, "judge item: missing {{%s}}", names[k]); return NULL; }
-    if (!(p = cllm__fill(tmpl, names, values, nv))) cllm__fail(&out->err, out->code = CLLM_ERR_NOMEM, "out of memory");
-    return p;
-}
-
-/* Each kind of judge builds the prompt for item i of its batch (NULL, with out->code set, when
-   it cannot) ... */
-typedef char *(*cllm__judge_prompt_fn)(const cllm_judge *jg, const void *items, int i, cllm_judgement *out);
-
-static char *cllm__build_interactivity(const cllm_judge *jg, const void *items, int i, cllm_judgement *out) {
-    static const char *names[] = { "conversation" };
-    const char *values[1];
-    char *text = cllm__conv_text(&((const cllm_conv *)items)[i], 0), *p;
-    values[0] = text;
-    p = cllm__judge_fill(out, jg->cfg.interactivity_prompt, names, values, 1);
-    CLLM_FREE(text);
-    return p;
-}
-
-static char *cllm__build_accuracy(const cllm_judge *jg, const void *items, int i, cllm_judgement *out) {
-    static const char *names[] = { "question", "ground_truth", "answer" };
-    const cllm_accuracy_item *it = &((const cllm_accuracy_item *)items)[i];
-    const char *values[3];
-    char *text = it->answer || !it->conv ? NULL : cllm__conv_text(it->conv, 0), *p;
-    values[0] = it->question;
-    values[1] = it->ground_truth;
-    values[2] = it->answer ? it->answer : text;
-    p = cllm__judge_fill(out, jg->cfg.accuracy_prompt, names, values, 3);
-    CLLM_FREE(text);
-    return p;
-}
-
-static char *cllm__build_extract(const cllm_judge *jg, const void *items, int i, cllm_judgement *out) {
-    static const char *names[] = { "conversation", "kind", "requirement" };
-    const cllm_extract_item *it = &((const cllm_extract_item *)items)[i];
-    const char *values[3];
-    cllm__sb req = { NULL, 0, 0, 0 };
-    char *text = it->conv ? cllm__conv_text(it->conv, 0) : NULL, *rq, *p;
-    if (it->requirement) { cllm__sb_puts(&req, "Additional requirement: "); cllm__sb_puts(&req, it->requirement); }
-    rq = cllm__sb_take(&req);
-    values[0] = text;
-    values[1] = it->kind ? it->kind : "document";
-    values[2] = rq;
-    p = cllm__judge_fill(out, jg->cfg.extract_prompt, names, values, 3);
-    CLLM_FREE(text); CLLM_FREE(rq);
-    return p;
-}
-
-/* ... and the driver asks all n at once and reads each verdict. Every item starts as "not judged"
-   (so an allocation failure can never leave a silent 0) until its verdict arrives. */
-static cllm_result cllm__judge_all(cllm_judge *jg, const void *items, int n, cllm__judge_prompt_fn prompt,
-                                   cllm__verdict_fn verdict, cllm_judgement *out, cllm_err *err) {
-    cllm__judge_job job;
-    char **prompts;
-    int i;
-    if (!jg || !jg->client || n < 0 || (n > 0 && (!items || !out)))
-        return cllm__fail(err, CLLM_ERR_ARG, "judge: needs an initialised judge, items and results");
-    if (n == 0) { cllm__ok(err); return CLLM_OK; }
-    for (i = 0; i < n; i++) { memset(&out[i], 0, sizeof out[i]); cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the judge was asked"); }
-    if (!(prompts = (char **)cllm__calloc((size_t)n, sizeof(char *)))) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    for (i = 0; i < n; i++) prompts[i] = prompt(jg, items, i, &out[i]);
-    job.verdict = verdict;
-    job.out = out;
-    job.model = jg->cfg.params.model ? jg->cfg.params.model : jg->client->model;
-    cllm__ask_all(jg->client, prompts, n, &jg->cfg.params, jg->cfg.json_mode, jg->cfg.max_parse_retries, cllm__judge_take, &job);
-    for (i = 0; i < n; i++) CLLM_FREE(prompts[i]);
-    CLLM_FREE(prompts);
-    return CLLM__BATCH_RESULT(out, n, "judgements", err);
-}
-
-CLLMDEF cllm_result cllm_judge_interactivity(cllm_judge *jg, const cllm_conv *convs, int n, cllm_judgement *out, cllm_err *err) {
-    return cllm__judge_all(jg, convs, n, cllm__build_interactivity, cllm__verdict_interactivity, out, err);
-}
-
-CLLMDEF cllm_result cllm_judge_accuracy(cllm_judge *jg, const cllm_accuracy_item *items, int n, cllm_judgement *out, cllm_err *err) {
-    return cllm__judge_all(jg, items, n, cllm__build_accuracy, cllm__verdict_accuracy, out, err);
-}
-
-CLLMDEF cllm_result cllm_judge_extract(cllm_judge *jg, const cllm_extract_item *items, int n, cllm_judgement *out, cllm_err *err) {
-    return cllm__judge_all(jg, items, n, cllm__build_extract, cllm__verdict_extract, out, err);
 }
 
 /* ---- task files ---------------------------------------------------------------------------- */
@@ -10283,178 +11083,6 @@ CLLMDEF void cllm_local_user_sim_init(cllm_local_user_sim *s, cllm_local_lm *lm,
     s->sim.turn = cllm__local_sim_turn;
     s->sim.turn_batch = cllm__local_sim_batch;
     s->sim.ctx = s;
-}
-
-/* -------------------------------------------------------------------------------------------- */
-/* The multiturn-aware reward                                                                    */
-/* -------------------------------------------------------------------------------------------- */
-
-CLLMDEF int cllm_count_tokens(const cllm_token_counter *tc, const char *text) {
-    int n = 0, in_word = 0;
-    if (!text) return 0;
-    if (tc && tc->count) return tc->count(tc->ctx, text);
-    for (; *text; text++) {                       /* Python's str.split(): runs of ASCII whitespace */
-        int space = *text == ' ' || (*text >= '\t' && *text <= '\r');
-        if (!space && !in_word) n++;
-        in_word = !space;
-    }
-    return n;
-}
-
-CLLMDEF int cllm_tokenizer_count(void *tokenizer, const char *text) {
-    int *ids = NULL, n = 0;
-    if (cllm_tokenizer_encode((const cllm_tokenizer *)tokenizer, text, strlen(text), 0, &ids, &n, NULL, NULL) != CLLM_OK) n = 0;
-    CLLM_FREE(ids);
-    return n;
-}
-
-CLLMDEF void cllm_mr_config_init(cllm_mr_config *cfg, cllm_mr_preset preset) {
-    memset(cfg, 0, sizeof *cfg);
-    cfg->window = 2;                              /* paper Table 6: w = 2 and S = 3 for every task */
-    cfg->samples = 3;
-    cfg->variant = CLLM_MR_PAPER;
-    cfg->lambda = preset == CLLM_MR_PRESET_DOCUMENT ? 1e-4 : 5e-4;
-}
-
-/* R* = sum_m w_m metric_m  [- min(lambda * tokens, 1) in the paper's variant]                  */
-CLLMDEF double cllm_mr_reward(const cllm_mr_config *cfg, const double *metric_values, int tokens) {
-    double r = 0, penalty;
-    int m;
-    for (m = 0; m < cfg->n_metrics; m++) {
-        if (metric_values[m] != metric_values[m]) return NAN;    /* a failed metric fails the sample */
-        r += cfg->metrics[m].weight * metric_values[m];
-    }
-    if (cfg->variant == CLLM_MR_PAPER) {
-        penalty = cfg->lambda * tokens;
-        r -= penalty < 1 ? penalty : 1;
-    }
-    return r;
-}
-
-CLLMDEF void cllm_mr_result_free(cllm_mr_result *r) {
-    int s;
-    if (!r) return;
-    for (s = 0; r->samples && s < r->n_samples; s++) {
-        cllm_conv_free(&r->samples[s].session);
-        CLLM_FREE(r->samples[s].metrics);
-    }
-    CLLM_FREE(r->samples);
-    memset(r, 0, sizeof *r);
-}
-
-CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim *user, const cllm_assistant *future_assistant,
-                                  const cllm_mr_item *items, int n, cllm_mr_result *out, cllm_err *err) {
-    int S = cfg && cfg->samples > 0 ? cfg->samples : 1, N = n * S, i, s, k, m, n_ok;
-    cllm_conv *convs = NULL;
-    cllm_goal *goals = NULL;
-    cllm_sim_status *status = NULL;
-    cllm_session *sessions = NULL;
-    int *ok_idx = NULL;
-    double *scores = NULL;
-    cllm_result rc = CLLM_OK;
-
-    if (!cfg || n < 0 || (n > 0 && (!items || !out))) return cllm__fail(err, CLLM_ERR_ARG, "MR: needs a config, items and outputs");
-    if (cfg->window < 0) return cllm__fail(err, CLLM_ERR_ARG, "MR: window must be >= 0 (0 = immediate reward)");
-    if (cfg->window > 0 && (!user || !future_assistant)) return cllm__fail(err, CLLM_ERR_ARG, "MR: window %d needs a user simulator and a future assistant", cfg->window);
-    for (i = 0; i < n; i++) {
-        memset(&out[i], 0, sizeof out[i]);
-        if (!items[i].goal || !items[i].history || !items[i].candidate) return cllm__fail(err, CLLM_ERR_ARG, "MR: item %d needs a goal, a history and a candidate", i);
-    }
-    if (N == 0) { cllm__ok(err); return CLLM_OK; }
-    convs = (cllm_conv *)cllm__calloc((size_t)N, sizeof *convs);
-    goals = (cllm_goal *)cllm__calloc((size_t)N, sizeof *goals);
-    status = (cllm_sim_status *)cllm__calloc((size_t)N, sizeof *status);
-    sessions = (cllm_session *)cllm__calloc((size_t)N, sizeof *sessions);
-    ok_idx = (int *)cllm__calloc((size_t)N, sizeof *ok_idx);
-    scores = (double *)cllm__calloc((size_t)N, sizeof *scores);
-    if (!convs || !goals || !status || !sessions || !ok_idx || !scores) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-
-    /* every future starts as history + candidate: sample s of item i is index i*S + s */
-    for (i = 0; i < n && rc == CLLM_OK; i++) for (s = 0; s < S; s++) {
-        k = i * S + s;
-        goals[k] = *items[i].goal;
-        if ((rc = cllm_conv_copy(&convs[k], items[i].history, err)) != CLLM_OK) break;
-        if ((rc = cllm_conv_push(&convs[k], "assistant", items[i].candidate, err)) != CLLM_OK) break;
-    }
-    if (rc != CLLM_OK) goto done;
-
-    /* t_j^f: up to w exchanges, user first; all N futures advance together */
-    if (cfg->window > 0) cllm_simulate(user, future_assistant, goals, convs, N, 2 * cfg->window, status, NULL);
-
-    /* metrics on the sessions whose simulation succeeded, one batch per metric */
-    for (i = 0, n_ok = 0; i < n; i++) {
-        out[i].n_samples = S;
-        out[i].samples = (cllm_mr_sample *)cllm__calloc((size_t)S, sizeof(cllm_mr_sample));
-        if (!out[i].samples) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-        for (s = 0; s < S; s++) {
-            cllm_mr_sample *smp = &out[i].samples[s];
-            k = i * S + s;
-            smp->session = convs[k];              /* ownership moves to the result */
-            memset(&convs[k], 0, sizeof convs[k]);
-            smp->n_history = items[i].history->n;
-            smp->terminated = status[k].terminated;
-            smp->code = status[k].code;
-            smp->err = status[k].err;
-            smp->metrics = (double *)cllm__calloc((size_t)cfg->n_metrics + 1, sizeof(double));
-            if (!smp->metrics) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-            for (m = 0; m < cfg->n_metrics; m++) smp->metrics[m] = NAN;
-            if (smp->code == CLLM_OK) {
-                sessions[n_ok].goal = items[i].goal; sessions[n_ok].task = items[i].task;
-                sessions[n_ok].conv = &smp->session; sessions[n_ok].n_history = smp->n_history;
-                ok_idx[n_ok++] = k;
-            }
-        }
-    }
-    for (m = 0; m < cfg->n_metrics; m++) {
-        const cllm_metric *met = &cfg->metrics[m];
-        cllm_err merr;
-        for (k = 0; k < n_ok; k++) scores[k] = NAN;
-        cllm_result mrc = CLLM_OK;
-        merr.code = CLLM_OK; merr.msg[0] = 0;
-        if (n_ok > 0) mrc = met->fn(met->ctx, sessions, n_ok, scores, &merr);
-        for (k = 0; k < n_ok; k++) {              /* a failed metric (mrc) fails every sample */
-            cllm_mr_sample *smp = &out[ok_idx[k] / S].samples[ok_idx[k] % S];
-            if (mrc != CLLM_OK) scores[k] = NAN;
-            smp->metrics[m] = scores[k];
-            if (scores[k] == scores[k] || smp->code != CLLM_OK) continue;
-            smp->code = cllm__fail(&smp->err, mrc != CLLM_OK ? mrc : CLLM_ERR_FORMAT,
-                                   "metric '%s' could not score this session: %s",
-                                   met->name ? met->name : "?", merr.msg[0] ? merr.msg : "it gave no reason");
-        }
-    }
-
-    /* R* per sample, then MR = the mean over the samples that succeeded */
-    for (i = 0; i < n; i++) {
-        double sum = 0, sq = 0;
-        out[i].n_ok = 0;
-        for (s = 0; s < S; s++) {
-            cllm_mr_sample *smp = &out[i].samples[s];
-            int t;
-            smp->tokens = 0;
-            for (t = smp->n_history; t < smp->session.n; t++) smp->tokens += cllm_count_tokens(&cfg->tokens, smp->session.msgs[t].content);
-            smp->reward = smp->code == CLLM_OK ? cllm_mr_reward(cfg, smp->metrics, smp->tokens) : NAN;
-            if (smp->reward == smp->reward) { out[i].n_ok++; sum += smp->reward; sq += smp->reward * smp->reward; }
-        }
-        if (out[i].n_ok > 0) {
-            double var;
-            out[i].mr = sum / out[i].n_ok;
-            var = sq / out[i].n_ok - out[i].mr * out[i].mr;
-            out[i].std = var > 0 ? sqrt(var) : 0;
-            out[i].code = CLLM_OK;
-        } else {
-            out[i].mr = NAN;
-            for (s = 0; s < S && out[i].samples[s].code == CLLM_OK; s++) {}
-            out[i].err = out[i].samples[s < S ? s : 0].err;
-            out[i].code = out[i].err.code ? out[i].err.code : CLLM_ERR_FORMAT;
-            if (rc == CLLM_OK) rc = cllm__fail(err, out[i].code, "MR item %d: every sample failed: %s", i, out[i].err.msg);
-        }
-    }
-done:
-    for (k = 0; convs && k < N; k++) cllm_conv_free(&convs[k]);
-    CLLM_FREE(convs); CLLM_FREE(goals); CLLM_FREE(status); CLLM_FREE(sessions); CLLM_FREE(ok_idx); CLLM_FREE(scores);
-    if (rc != CLLM_OK) { for (i = 0; i < n; i++) if (out[i].code == CLLM_OK && !out[i].samples) out[i].code = rc; }
-    else cllm__ok(err);
-    return rc;
 }
 
 /* ---- built-in metrics ------------------------------------------------------------------------ */
@@ -10833,410 +11461,228 @@ CLLMDEF cllm_result cllm_metric_builtin(const char *name, cllm_metric *m, cllm_e
     return cllm__fail(err, CLLM_ERR_ARG, "unknown metric '%s' (built-in: token_amount, interactivity, accuracy, exact_match, bleu, pass_rate)", name ? name : "(null)");
 }
 
-/* -------------------------------------------------------------------------------------------- */
-/* Data generation, pairs, evaluation                                                            */
-/* -------------------------------------------------------------------------------------------- */
+/* ---- BLEU (NLTK sentence_bleu) ---- */
+/* NLTK, for each order n = 1..4:
+     p_n = sum over distinct hypothesis n-grams g of min(count_hyp(g), max_ref count_ref(g))
+           / max(1, number of hypothesis n-grams)                         (modified precision)
+   c = the reference length closest to the hypothesis length h (a tie goes to the shorter),
+   BP = 1 if h > c, 0 if h = 0, else exp(1 - c/h);
+   BLEU = 0 if no unigram matches, else BP * exp(fsum(0.25 * log p_n)), where a p_n with no
+   match becomes DBL_MIN (method0), 0.1/den (method1), or (num+1)/(den+1) for n >= 2 (method2).
+   sacrebleu differs (13a tokenizer, 0-100 scale, effective order, 'exp' smoothing): not this. */
 
-/* Appends o to b as one JSONL line, or fails when that line would be longer than our readers
-   accept (CLLM_MAX_LINE_BYTES): nothing is written that could not be read back. */
-static cllm_result cllm__jsonl_put(cllm__sb *b, const cJSON *o, const char *what, cllm_err *err) {
-    char *text = cJSON_PrintUnformatted(o);
-    size_t n;
-    if (!text) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory writing %s", what);
-    n = strlen(text);
-    if (n >= (size_t)CLLM_MAX_LINE_BYTES) {
-        cJSON_free(text);
-        return cllm__fail(err, CLLM_ERR_LIMIT,
-                          "%s would be a %zu-byte line, longer than our readers accept (CLLM_MAX_LINE_BYTES, "
-                          "%ld); not written", what, n, (long)CLLM_MAX_LINE_BYTES);
-    }
-    cllm__sb_putn(b, text, n);
-    cllm__sb_putc(b, '\n');
-    cJSON_free(text);
-    return b->oom ? cllm__fail(err, CLLM_ERR_NOMEM, "out of memory writing %s", what) : CLLM_OK;
-}
+typedef struct { int s[4]; } cllm__ngram;    /* an n-gram, n <= 4; unused slots 0 */
 
-/* Adds single_turn_prompt/completion/metadata of the task (completion keeps its JSON type). */
-static void cllm__add_task_fields(cJSON *o, const cllm_task *t) {
-    static const char *keys[] = { "single_turn_prompt", "single_turn_completion", "single_turn_metadata" };
-    int i;
-    for (i = 0; i < 3; i++) {
-        const cJSON *v = t->json ? cJSON_GetObjectItemCaseSensitive(t->json, keys[i]) : NULL;
-        if (v) cJSON_AddItemToObject(o, keys[i], cJSON_Duplicate(v, 1));
-        else if (i == 0) cJSON_AddStringToObject(o, keys[i], t->prompt ? t->prompt : "");
-    }
-}
-
-static cJSON *cllm__double_array(const double *x, int n) {
-    cJSON *a = cJSON_CreateArray();
-    int i;
-    for (i = 0; a && i < n; i++) cJSON_AddItemToArray(a, x[i] == x[i] ? cJSON_CreateNumber(x[i]) : cJSON_CreateNull());
-    return a;
-}
-
-/* One flat record (data_fmt/records.md) for one scored candidate. */
-static cJSON *cllm__record_json(const cllm_mr_config *mr, const cllm_task *task, int conv_id, const cllm_conv *history,
-                                const char *candidate, const cllm_msg_meta *meta, const cllm_mr_result *r) {
-    cJSON *o = cJSON_CreateObject(), *rewards, *sessions;
-    double *vals = (double *)cllm__calloc((size_t)r->n_samples + 1, sizeof(double));
-    int s, m, incomplete = cllm__conv_incomplete(history) + cllm_msg_incomplete(meta);
-    if (!o || !vals) { cJSON_Delete(o); CLLM_FREE(vals); return NULL; }
-    cJSON_AddItemToObject(o, "prompt", cllm_conv_to_json(history));
-    cJSON_AddStringToObject(o, "completion", candidate);
-    if (meta->finish_reason[0]) cJSON_AddStringToObject(o, "completion_finish_reason", meta->finish_reason);
-    if (meta->replaced > 0) cJSON_AddNumberToObject(o, "completion_replaced", meta->replaced);
-    if (incomplete) cJSON_AddNumberToObject(o, "incomplete_messages", incomplete);
-    cJSON_AddNumberToObject(o, "conv_id", conv_id);
-    cJSON_AddNumberToObject(o, "turn_id", history->n);
-    if (r->code == CLLM_OK) cJSON_AddNumberToObject(o, "score", r->mr); else cJSON_AddNullToObject(o, "score");
-    rewards = cJSON_AddObjectToObject(o, "rewards");
-    for (s = 0; s < r->n_samples; s++) vals[s] = r->samples[s].reward;
-    cJSON_AddItemToObject(rewards, "MR", cllm__double_array(vals, r->n_samples));
-    for (m = 0; m < mr->n_metrics; m++) {
-        for (s = 0; s < r->n_samples; s++) vals[s] = r->samples[s].metrics[m];
-        cJSON_AddItemToObject(rewards, mr->metrics[m].name ? mr->metrics[m].name : "metric", cllm__double_array(vals, r->n_samples));
-    }
-    if (mr->variant == CLLM_MR_PAPER) {
-        for (s = 0; s < r->n_samples; s++) vals[s] = r->samples[s].tokens;
-        cJSON_AddItemToObject(rewards, "forward_tokens", cllm__double_array(vals, r->n_samples));
-    }
-    sessions = cJSON_AddArrayToObject(o, "sessions");
-    for (s = 0; s < r->n_samples; s++) cJSON_AddItemToArray(sessions, cllm_conv_to_json(&r->samples[s].session));
-    cllm__add_task_fields(o, task);
-    CLLM_FREE(vals);
-    return o;
-}
-
-/* Reads an existing records file: which conversations are complete (all their task_rows rows
-   present), and whether anything else (a half-written task, a torn last line) must be dropped.
-   done[conv_id] = 1 for complete ones (conv ids index the task list). */
-/* Is o a row of conversation *id (< n_tasks) that says its conversation has *rows rows? The
-   scan counts exactly these rows and the rewrite keeps exactly these. */
-static int cllm__datagen_row(const cJSON *o, int n_tasks, int *id, int *rows) {
-    *id = -1; *rows = 0;
-    return o && cllm__json_int(o, "conv_id", -1, id) && cllm__json_int(o, "task_rows", 0, rows) && *id >= 0 && *id < n_tasks && *rows > 0;
-}
-
-static cllm_result cllm__datagen_scan(const char *path, int n_tasks, unsigned char *done, int *dirty, cllm_err *err) {
-    FILE *f = fopen(path, "rb");
-    char *line = NULL;
-    size_t cap = 0;
-    int *count = (int *)cllm__calloc((size_t)n_tasks + 1, sizeof(int)), *want = (int *)cllm__calloc((size_t)n_tasks + 1, sizeof(int)), i, lineno = 0;
-    long len = -1;
-    cllm_result rc = CLLM_OK;
-    *dirty = 0;
-    if (!count || !want) { CLLM_FREE(count); CLLM_FREE(want); if (f) fclose(f); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
-    if (f) {
-        while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
-            cJSON *o = len ? cJSON_ParseWithLength(line, (size_t)len) : NULL;
-            int id, rows;
-            lineno++;
-            if (cllm__datagen_row(o, n_tasks, &id, &rows)) {
-                count[id]++; want[id] = rows;
-            } else if (len) *dirty = 1;
-            cJSON_Delete(o);
-        }
-        fclose(f);
-    }
-    /* a line we cannot read is not a torn one: stop rather than let the rewrite drop the rest */
-    if (len < -1) rc = cllm__line_fail(err, path, lineno + 1, len);
-    for (i = 0; i < n_tasks; i++) {
-        done[i] = count[i] > 0 && count[i] == want[i];
-        if (count[i] && !done[i]) *dirty = 1;
-    }
-    CLLM_FREE(line); CLLM_FREE(count); CLLM_FREE(want);
-    return rc;
-}
-
-/* Rewrites the records file keeping only the rows of complete conversations (atomic). */
-static cllm_result cllm__datagen_compact(const char *path, int n_tasks, const unsigned char *done, cllm_err *err) {
-    FILE *f = fopen(path, "rb");
-    char *line = NULL;
-    size_t cap = 0;
-    cllm__sb keep = { NULL, 0, 0, 0 };
-    long len;
-    cllm_result rc;
-    if (!f) return CLLM_OK;
-    while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
-        cJSON *o = len ? cJSON_ParseWithLength(line, (size_t)len) : NULL;
-        int id, rows;
-        if (cllm__datagen_row(o, n_tasks, &id, &rows) && done[id]) { cllm__sb_putn(&keep, line, (size_t)len); cllm__sb_putc(&keep, '\n'); }
-        cJSON_Delete(o);
-    }
-    fclose(f);
-    CLLM_FREE(line);
-    if (keep.oom || len < -1) { cllm__sb_free(&keep); return len < -1 ? cllm__line_fail(err, path, 0, len) : cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
-    rc = cllm_write_file_atomic(path, keep.p ? keep.p : "", keep.n, err);
-    cllm__sb_free(&keep);
-    return rc;
-}
-
-/* Appends text to path and flushes it to disk. */
-static cllm_result cllm__append_durable(const char *path, const char *text, size_t n, cllm_err *err) {
-    FILE *f = fopen(path, "ab");
-    int bad;
-    if (!f) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open for appending (%s)", path, strerror(errno));
-    bad = fwrite(text, 1, n, f) != n;
-    bad |= fflush(f) != 0;
-#if !defined(_WIN32)
-    bad |= fsync(fileno(f)) != 0;
-#endif
-    bad |= fclose(f) != 0;
-    return bad ? cllm__fail(err, CLLM_ERR_IO, "%s: write failed (%s)", path, strerror(errno)) : CLLM_OK;
-}
-
-/* One conversation of data generation; its records (without task_rows yet) go to rows. */
-static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm_user_sim *user, const cllm_assistant *cand,
-                                      const cllm_assistant *future, const cllm_task *task, int conv_id, cJSON *rows, cllm_err *err) {
-    int k = cllm__def(cfg->n_candidates, 2), max_turns = cllm__def(cfg->max_turns, 7), turn, i, best;
-    cllm_goal goal;
-    cllm_conv history, *views = (cllm_conv *)cllm__calloc((size_t)k, sizeof(cllm_conv));
-    cllm_reply *replies = (cllm_reply *)cllm__calloc((size_t)k, sizeof(cllm_reply)), ureply;
-    cllm_mr_item *items = (cllm_mr_item *)cllm__calloc((size_t)k, sizeof(cllm_mr_item));
-    cllm_mr_result *res = (cllm_mr_result *)cllm__calloc((size_t)k, sizeof(cllm_mr_result));
-    cllm_result rc = CLLM_OK;
-    memset(&ureply, 0, sizeof ureply);
-    memset(&history, 0, sizeof history);
-    goal.task_desc = cfg->task_desc ? cfg->task_desc : "a task";
-    goal.prompt = task->prompt;
-    goal.reference = cfg->show_reference ? task->completion : NULL;
-    if (!views || !replies || !items || !res) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-
-    /* the simulated user opens the conversation */
-    if ((rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err)) != CLLM_OK) goto done;
-    if ((rc = cllm_conv_push_meta(&history, "user", ureply.text, &ureply.meta, err)) != CLLM_OK) goto done;
-    for (turn = 0; turn < max_turns && !ureply.terminated; turn++) {
-        int longest = -1, s;
-        for (i = 0; i < k; i++) views[i] = history;
-        if ((rc = cllm_assistant_replies(cand, views, k, replies, err)) != CLLM_OK) goto done;
-        for (i = 0; i < k; i++) { items[i].goal = &goal; items[i].task = task; items[i].history = &history; items[i].candidate = replies[i].text; }
-        cllm_mr_score(&cfg->mr, user, future, items, k, res, err);   /* per-candidate failures are in res */
-        for (i = 0, best = -1; i < k; i++) {
-            cJSON *row;
-            size_t bytes = cllm__conv_json_bytes(&history);
-            bytes += cllm__json_escaped_len(replies[i].text, strlen(replies[i].text));
-            for (s = 0; s < res[i].n_samples; s++) bytes += cllm__conv_json_bytes(&res[i].samples[s].session);
-            if (bytes >= (size_t)CLLM_MAX_LINE_BYTES) {   /* refuse before building it */
-                rc = cllm__fail(err, CLLM_ERR_LIMIT,
-                                "turn %d, candidate %d: its record (history, candidate and %d simulated sessions) "
-                                "would take about %zu bytes as one line, more than our readers accept "
-                                "(CLLM_MAX_LINE_BYTES)",
-                                turn, i, res[i].n_samples, bytes);
-                goto done;
-            }
-            row = cllm__record_json(&cfg->mr, task, conv_id, &history, replies[i].text, &replies[i].meta, &res[i]);
-            if (!row) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-            cJSON_AddItemToArray(rows, row);
-            if (res[i].code == CLLM_OK && (best < 0 || res[i].mr > res[best].mr)) best = i;   /* ties: the first */
-        }
-        if (best < 0) { rc = cllm__fail(err, res[0].code ? res[0].code : CLLM_ERR_FORMAT, "turn %d: no candidate could be scored: %s", turn, res[0].err.msg); goto done; }
-        rc = cllm_conv_push_meta(&history, "assistant", replies[best].text, &replies[best].meta, err);
-        if (rc != CLLM_OK) goto done;
-        /* the next user message: from the best candidate's longest simulated future */
-        for (s = 0; s < res[best].n_samples; s++)
-            if (res[best].samples[s].code == CLLM_OK && (longest < 0 || res[best].samples[s].session.n > res[best].samples[longest].session.n)) longest = s;
-        cllm_reply_free(&ureply);
-        if (longest >= 0 && res[best].samples[longest].session.n > history.n) {
-            const cllm_mr_sample *smp = &res[best].samples[longest];
-            cllm_reply_set(&ureply, smp->session.msgs[history.n].content, smp->terminated && smp->session.n == history.n + 1);
-            if (smp->session.meta) ureply.meta = smp->session.meta[history.n];
-        } else if ((rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err)) != CLLM_OK) goto done;
-        for (i = 0; i < k; i++) { cllm_mr_result_free(&res[i]); cllm_reply_free(&replies[i]); }
-        if (!ureply.terminated) rc = cllm_conv_push_meta(&history, "user", ureply.text, &ureply.meta, err);
-        if (rc != CLLM_OK) goto done;
-    }
-done:
-    for (i = 0; i < k && res; i++) cllm_mr_result_free(&res[i]);
-    for (i = 0; i < k && replies; i++) cllm_reply_free(&replies[i]);
-    cllm_reply_free(&ureply);
-    cllm_conv_free(&history);
-    CLLM_FREE(views); CLLM_FREE(replies); CLLM_FREE(items); CLLM_FREE(res);
-    return rc;
-}
-
-CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_user_sim *user,
-                                     const cllm_assistant *candidates, const cllm_assistant *future_assistant,
-                                     const cllm_task *tasks, int n_tasks, const char *out_path, cllm_err *err) {
-    unsigned char *done = NULL;
-    int dirty = 0, t, n_shards, shard, n_done = 0, n_failed = 0, n_todo = 0;
-    double t0 = cllm__now();
-    cllm_result rc;
-    cllm_err terr, first;
-    if (!cfg || !user || !candidates || !out_path || n_tasks < 0 || (n_tasks && !tasks)) return cllm__fail(err, CLLM_ERR_ARG, "data generation: needs a config, a user simulator, a candidate model, tasks and an output path");
-    n_shards = cllm__def(cfg->n_shards, 1); shard = cfg->shard;
-    if (shard < 0 || shard >= n_shards) return cllm__fail(err, CLLM_ERR_ARG, "data generation: shard %d is not in [0, %d)", shard, n_shards);
-    done = (unsigned char *)cllm__calloc((size_t)n_tasks + 1, 1);
-    if (!done) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    if ((rc = cllm__datagen_scan(out_path, n_tasks, done, &dirty, err)) != CLLM_OK) { CLLM_FREE(done); return rc; }
-    if (dirty && (rc = cllm__datagen_compact(out_path, n_tasks, done, err)) != CLLM_OK) { CLLM_FREE(done); return rc; }
-    for (t = shard; t < n_tasks; t += n_shards) n_todo += !done[t];
-    if (cfg->verbose) fprintf(stderr, "generate-data: %d tasks in shard %d/%d, %d already done, %d to go%s\n",
-                              (n_tasks - shard + n_shards - 1) / n_shards, shard, n_shards, (n_tasks - shard + n_shards - 1) / n_shards - n_todo, n_todo,
-                              dirty ? " (dropped a half-written task)" : "");
-    first.code = CLLM_OK; first.msg[0] = 0;
-    for (t = shard; t < n_tasks; t += n_shards) {
-        cJSON *rows, *row;
-        cllm__sb buf = { NULL, 0, 0, 0 };
-        int n_rows;
-        if (done[t]) continue;
-        rows = cJSON_CreateArray();
-        rc = rows ? cllm__datagen_task(cfg, user, candidates, future_assistant ? future_assistant : candidates, &tasks[t], t, rows, &terr)
-                  : cllm__fail(&terr, CLLM_ERR_NOMEM, "out of memory");
-        n_rows = rows ? cJSON_GetArraySize(rows) : 0;
-        if (rc == CLLM_OK && n_rows > 0) {
-            cJSON_ArrayForEach(row, rows) {
-                cJSON_AddNumberToObject(row, "task_rows", n_rows);
-                if ((rc = cllm__jsonl_put(&buf, row, "a record", &terr)) != CLLM_OK) break;
-            }
-            if (rc == CLLM_OK) rc = cllm__append_durable(out_path, buf.p, buf.n, &terr);
-        }
-        cllm__sb_free(&buf);
-        cJSON_Delete(rows);
-        if (rc == CLLM_OK) n_done++;
-        else {
-            n_failed++;
-            if (first.code == CLLM_OK) first = terr;
-            if (cfg->verbose) fprintf(stderr, "generate-data: task %d failed: %s\n", t, terr.msg);
-            if (rc == CLLM_ERR_IO || rc == CLLM_ERR_NOMEM) break;   /* the output itself is broken: stop */
-        }
-        if (cfg->verbose) {
-            double el = cllm__now() - t0;
-            int finished = n_done + n_failed;
-            fprintf(stderr, "generate-data: [%d/%d] task %d: %d rows, %.1fs elapsed, ETA %.0fs\n", finished, n_todo, t, n_rows, el,
-                    finished ? el / finished * (n_todo - finished) : 0.0);
-        }
-    }
-    CLLM_FREE(done);
-    if (n_failed) return cllm__fail(err, first.code, "%d of %d tasks failed (rerun to retry them; finished tasks are kept). First: %s", n_failed, n_todo, first.msg);
-    cllm__ok(err);
-    return CLLM_OK;
-}
-
-/* ---- SFT rows and DPO pairs ----------------------------------------------------------------- */
-
-typedef struct cllm__rec { int conv_id, turn_id; double score; cJSON *row; } cllm__rec;
-
-static int cllm__rec_cmp(const void *a, const void *b) {
-    const cllm__rec *x = (const cllm__rec *)a, *y = (const cllm__rec *)b;
-    if (x->conv_id != y->conv_id) return x->conv_id < y->conv_id ? -1 : 1;
-    if (x->turn_id != y->turn_id) return x->turn_id < y->turn_id ? -1 : 1;
+static int cllm__ngram_cmp(const void *a, const void *b) {
+    const int *x = ((const cllm__ngram *)a)->s, *y = ((const cllm__ngram *)b)->s;
+    int k;
+    for (k = 0; k < 4; k++) if (x[k] != y[k]) return x[k] < y[k] ? -1 : 1;
     return 0;
 }
 
-/* prompt messages (+ optional system prompt first) as a new JSON array */
-static cJSON *cllm__prompt_json(const cJSON *row, const char *system_prompt) {
-    const cJSON *p = cJSON_GetObjectItemCaseSensitive(row, "prompt");
-    cJSON *out = cJSON_CreateArray(), *m;
-    if (system_prompt) {
-        m = cJSON_CreateObject();
-        cJSON_AddStringToObject(m, "role", "system"); cJSON_AddStringToObject(m, "content", system_prompt);
-        cJSON_AddItemToArray(out, m);
+/* The n-grams of seq, sorted, into out (room for len); returns how many. */
+static int cllm__ngrams_sorted(const int *seq, int len, int n, cllm__ngram *out) {
+    int i, k, count = len >= n ? len - n + 1 : 0;
+    for (i = 0; i < count; i++) {
+        memset(&out[i], 0, sizeof out[i]);
+        for (k = 0; k < n; k++) out[i].s[k] = seq[i + k];
     }
-    cJSON_ArrayForEach(m, p) cJSON_AddItemToArray(out, cJSON_Duplicate(m, 1));
-    return out;
+    qsort(out, (size_t)count, sizeof *out, cllm__ngram_cmp);
+    return count;
 }
 
-static cJSON *cllm__assistant_msg(const char *text) {
-    cJSON *arr = cJSON_CreateArray(), *m = cJSON_CreateObject();
-    cJSON_AddStringToObject(m, "role", "assistant"); cJSON_AddStringToObject(m, "content", text);
-    cJSON_AddItemToArray(arr, m);
-    return arr;
-}
-
-static cllm_result cllm__write_jsonl(const char *path, cJSON *rows, cllm_err *err) {
-    cllm__sb b = { NULL, 0, 0, 0 };
-    cJSON *r;
-    cllm_result rc = CLLM_OK;
-    int i = 0;
-    cJSON_ArrayForEach(r, rows) {
-        char what[64];
-        snprintf(what, sizeof what, "line %d", ++i);
-        if ((rc = cllm__jsonl_put(&b, r, what, err)) != CLLM_OK) break;
-    }
-    if (rc == CLLM_OK) rc = cllm_write_file_atomic(path, b.p ? b.p : "", b.n, err);
-    else cllm__fail(err, rc, "%s: %s", path, err ? err->msg : "");
-    cllm__sb_free(&b);
-    return rc;
-}
-
-CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_config *cfg, const char *sft_path,
-                                     const char *dpo_path, int *n_sft, int *n_pairs, cllm_err *err) {
-    FILE *f = cllm__open_read(records_path, "a JSONL file", err);
-    char *line = NULL;
-    size_t cap = 0;
-    long len;
-    int lineno = 0, i, j, n = 0, any_line = 0;
-    cllm__rec *recs = NULL;
-    cJSON *sft = cJSON_CreateArray(), *dpo = cJSON_CreateArray();
-    double min_gap = cfg ? cllm__def(cfg->min_gap, 0.02) : 0.02;
-    const char *sys = cfg ? cfg->system_prompt : NULL;
-    cllm_result rc = CLLM_OK;
-    if (n_sft) *n_sft = 0;
-    if (n_pairs) *n_pairs = 0;
-    if (!f) { cJSON_Delete(sft); cJSON_Delete(dpo); return CLLM_ERR_IO; }
-    while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
-        cllm__rec r;
-        const cJSON *sc;
-        lineno++;
-        if (len == 0) continue;
-        any_line = 1;
-        if (!(r.row = cllm__jsonl_parse(line, (size_t)len, records_path, lineno, err))) { rc = CLLM_ERR_FORMAT; break; }
-        sc = cJSON_GetObjectItemCaseSensitive(r.row, "score");
-        if (!cllm__json_int(r.row, "conv_id", -1, &r.conv_id) || !cllm__json_int(r.row, "turn_id", -1, &r.turn_id) ||
-            !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(r.row, "prompt")) || !cllm__json_str(r.row, "completion")) {
-            cJSON_Delete(r.row);
-            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not a record (needs prompt, completion, conv_id, turn_id, score; see data_fmt/records.md)", records_path, lineno);
-            break;
+/* Python's math.fsum: Shewchuk's exact partial sums, then a correctly rounded total. */
+static double cllm__fsum(const double *x, int n) {
+    double p[16], hi, lo = 0;
+    int np = 0, i, j;
+    CLLM_ASSERT(n <= 16);
+    for (i = 0; i < n; i++) {
+        double v = x[i];
+        int k = 0;
+        for (j = 0; j < np; j++) {
+            double y = p[j], s;
+            if (fabs(v) < fabs(y)) { double t = v; v = y; y = t; }
+            s = v + y;
+            lo = y - (s - v);                        /* the exact error of v + y */
+            if (lo != 0) p[k++] = lo;
+            v = s;
         }
-        if (!cJSON_IsNumber(sc)) { cJSON_Delete(r.row); continue; }   /* an unscored candidate takes no part */
-        r.score = sc->valuedouble;
-        stbds_arrput(recs, r);
-        n++;
+        if (v != 0) p[k++] = v;                      /* zero partials are dropped, as Python does */
+        np = k;
     }
-    fclose(f);
-    CLLM_FREE(line);
-    if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, records_path, lineno + 1, len);
-    if (rc == CLLM_OK && !any_line) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no records (the file is empty; data_fmt/records.md)", records_path);
-    if (rc == CLLM_OK) {
-        if (n) qsort(recs, (size_t)n, sizeof *recs, cllm__rec_cmp);   /* recs is NULL when n == 0 */
-        for (i = 0; i < n; i = j) {
-            int best = i, worst = i;
-            for (j = i; j < n && recs[j].conv_id == recs[i].conv_id && recs[j].turn_id == recs[i].turn_id; j++) {
-                if (recs[j].score > recs[best].score) best = j;
-                if (recs[j].score < recs[worst].score) worst = j;
-            }
-            /* DPO: best vs worst of this (conversation, turn) */
-            if (j - i >= 2 && recs[best].score - recs[worst].score >= min_gap) {
-                cJSON *p = cJSON_CreateObject();
-                cJSON_AddItemToObject(p, "prompt", cllm__prompt_json(recs[best].row, sys));
-                cJSON_AddItemToObject(p, "chosen", cllm__assistant_msg(cllm__json_str(recs[best].row, "completion")));
-                cJSON_AddItemToObject(p, "rejected", cllm__assistant_msg(cllm__json_str(recs[worst].row, "completion")));
-                cJSON_AddNumberToObject(p, "score_chosen", recs[best].score);
-                cJSON_AddNumberToObject(p, "score_rejected", recs[worst].score);
-                cJSON_AddNumberToObject(p, "conv_id", recs[i].conv_id);
-                cJSON_AddNumberToObject(p, "turn_id", recs[i].turn_id);
-                cJSON_AddItemToArray(dpo, p);
-            }
-            /* SFT: the best response at the conversation's last turn */
-            if (j == n || recs[j].conv_id != recs[i].conv_id) {
-                cJSON *row = cJSON_CreateObject(), *msgs = cllm__prompt_json(recs[best].row, sys), *a = cllm__assistant_msg(cllm__json_str(recs[best].row, "completion"));
-                cJSON_AddItemToArray(msgs, cJSON_DetachItemFromArray(a, 0));
-                cJSON_Delete(a);
-                cJSON_AddItemToObject(row, "messages", msgs);
-                cJSON_AddNumberToObject(row, "conv_id", recs[i].conv_id);
-                cJSON_AddNumberToObject(row, "score", recs[best].score);
-                cJSON_AddItemToArray(sft, row);
+    if (np == 0) return 0;
+    hi = p[--np];
+    lo = 0;
+    while (np > 0) {                                 /* add from the largest; stop when inexact */
+        double y = p[--np], s = hi + y;
+        lo = y - (s - hi);
+        hi = s;
+        if (lo != 0) break;
+    }
+    if (np > 0 && ((lo < 0 && p[np - 1] < 0) || (lo > 0 && p[np - 1] > 0))) {
+        double y = lo * 2, s = hi + y;               /* a half-way case: round as the exact sum says */
+        if (y == s - hi) hi = s;
+    }
+    return hi;
+}
+
+CLLMDEF cllm_result cllm_bleu_ids(int n_refs, const int *const *refs, const int *ref_lens,
+                                  const int *hyp, int hyp_len, int smoothing, double *bleu, cllm_err *err) {
+    cllm__ngram *H = NULL, *R = NULL;
+    int *count = NULL, *best = NULL;
+    long num[5] = { 0 }, den[5] = { 0 };
+    double terms[4], bp;
+    int i, n, u, j, max_ref = 0, closest = -1;
+    if (n_refs < 1 || !refs || !ref_lens || hyp_len < 0 || (hyp_len && !hyp) || !bleu)
+        return cllm__fail(err, CLLM_ERR_ARG, "BLEU: need at least one reference and a hypothesis");
+    if (smoothing < CLLM_BLEU_NO_SMOOTHING || smoothing > CLLM_BLEU_METHOD2) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: unknown smoothing %d", smoothing);
+    for (i = 0; i < n_refs; i++) {
+        int d = abs(ref_lens[i] - hyp_len), dc = abs(closest - hyp_len);
+        if (ref_lens[i] < 0 || (ref_lens[i] && !refs[i])) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: reference %d is invalid", i);
+        if (closest < 0 || d < dc || (d == dc && ref_lens[i] < closest)) closest = ref_lens[i];
+        if (ref_lens[i] > max_ref) max_ref = ref_lens[i];
+    }
+    H = (cllm__ngram *)cllm__calloc((size_t)hyp_len + 1, sizeof *H);
+    R = (cllm__ngram *)cllm__calloc((size_t)max_ref + 1, sizeof *R);
+    count = (int *)cllm__calloc((size_t)hyp_len + 1, sizeof *count);
+    best = (int *)cllm__calloc((size_t)hyp_len + 1, sizeof *best);
+    if (!H || !R || !count || !best) {
+        CLLM_FREE(H); CLLM_FREE(R); CLLM_FREE(count); CLLM_FREE(best);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
+    }
+    for (n = 1; n <= 4; n++) {
+        int h = cllm__ngrams_sorted(hyp, hyp_len, n, H), distinct = 0;
+        for (j = 0; j < h; j++) {                    /* distinct n-grams H[0..distinct) with counts */
+            if (distinct && cllm__ngram_cmp(&H[distinct - 1], &H[j]) == 0) { count[distinct - 1]++; continue; }
+            H[distinct] = H[j]; count[distinct] = 1; best[distinct] = 0; distinct++;
+        }
+        for (i = 0; i < n_refs; i++) {               /* best[u] = max over references of their count */
+            int r = cllm__ngrams_sorted(refs[i], ref_lens[i], n, R);
+            for (u = 0, j = 0; u < distinct; u++) {
+                int c = 0;
+                while (j < r && cllm__ngram_cmp(&R[j], &H[u]) < 0) j++;
+                while (j < r && cllm__ngram_cmp(&R[j], &H[u]) == 0) { j++; c++; }
+                if (c > best[u]) best[u] = c;
             }
         }
-        if (sft_path) rc = cllm__write_jsonl(sft_path, sft, err);
-        if (rc == CLLM_OK && dpo_path) rc = cllm__write_jsonl(dpo_path, dpo, err);
-        if (n_sft) *n_sft = cJSON_GetArraySize(sft);
-        if (n_pairs) *n_pairs = cJSON_GetArraySize(dpo);
+        for (u = 0; u < distinct; u++) num[n] += count[u] < best[u] ? count[u] : best[u];
+        den[n] = h > 1 ? h : 1;
     }
-    for (i = 0; i < n; i++) cJSON_Delete(recs[i].row);
-    stbds_arrfree(recs);
-    cJSON_Delete(sft); cJSON_Delete(dpo);
-    if (rc == CLLM_OK) cllm__ok(err);
+    CLLM_FREE(H); CLLM_FREE(R); CLLM_FREE(count); CLLM_FREE(best);
+    cllm__ok(err);
+    if (num[1] == 0) { *bleu = 0; return CLLM_OK; }  /* no unigram matches: NLTK returns the int 0 */
+    bp = hyp_len > closest ? 1 : exp(1 - (double)closest / (double)hyp_len);
+    for (n = 1; n <= 4; n++) {
+        double p = (double)num[n] / (double)den[n];
+        if (smoothing == CLLM_BLEU_METHOD2 && n >= 2) p = (double)(num[n] + 1) / (double)(den[n] + 1);
+        else if (num[n] == 0) p = smoothing == CLLM_BLEU_METHOD1 ? 0.1 / (double)den[n] : DBL_MIN;
+        terms[n - 1] = 0.25 * log(p);
+    }
+    *bleu = bp * exp(cllm__fsum(terms, 4));
+    return CLLM_OK;
+}
+
+/* Python's str.isspace() for a code point (what str.split() splits on). */
+static int cllm__is_py_space(int c) {
+    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+/* UTF-8 to code points (out has room for strlen(s)); a byte that does not begin a valid,
+   shortest-form sequence becomes the symbol 0x110000 + byte, outside Unicode. Returns the count. */
+static int cllm__utf8_symbols(const char *s, int *out) {
+    const unsigned char *p = (const unsigned char *)s;
+    int n = 0;
+    while (*p) {
+        unsigned c = p[0], cp = 0, len = 0, k;
+        if (c < 0x80) { cp = c; len = 1; }
+        else if (c >= 0xC2 && c <= 0xDF) { cp = c & 0x1F; len = 2; }
+        else if (c >= 0xE0 && c <= 0xEF) { cp = c & 0x0F; len = 3; }
+        else if (c >= 0xF0 && c <= 0xF4) { cp = c & 0x07; len = 4; }
+        for (k = 1; k < len; k++) {
+            if ((p[k] & 0xC0) != 0x80) { len = 0; break; }
+            cp = (cp << 6) | (p[k] & 0x3F);
+        }
+        if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) len = 0;   /* overlong, surrogate */
+        if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) len = 0;
+        if (len == 0) { out[n++] = 0x110000 + (int)c; p++; continue; }
+        out[n++] = (int)cp;
+        p += len;
+    }
+    return n;
+}
+
+typedef struct { const int *p; int len; int *id; } cllm__bleu_tok;
+
+static int cllm__tok_cmp(const void *a, const void *b) {
+    const cllm__bleu_tok *x = (const cllm__bleu_tok *)a, *y = (const cllm__bleu_tok *)b;
+    int k, m = x->len < y->len ? x->len : y->len;
+    for (k = 0; k < m; k++) if (x->p[k] != y->p[k]) return x->p[k] < y->p[k] ? -1 : 1;
+    return x->len - y->len;
+}
+
+/* Token level: each string's code points are split at Python whitespace and every distinct
+   token gets an integer id (by sorting all tokens); seqs[i] is replaced by its id sequence. */
+static cllm_result cllm__bleu_tokenize(int **seqs, int *lens, int n, cllm_err *err) {
+    cllm__bleu_tok *toks;
+    int **ids;
+    size_t total = 0, k = 0, j;
+    int i, t, id = 0;
+    for (i = 0; i < n; i++) total += (size_t)lens[i];   /* no more tokens than symbols */
+    toks = (cllm__bleu_tok *)cllm__calloc(total + 1, sizeof *toks);
+    ids = (int **)cllm__calloc((size_t)n, sizeof *ids);
+    for (i = 0; toks && ids && i < n; i++) if (!(ids[i] = (int *)cllm__calloc((size_t)lens[i] + 1, sizeof(int)))) break;
+    if (!toks || !ids || i < n) {
+        for (i = 0; ids && i < n; i++) CLLM_FREE(ids[i]);
+        CLLM_FREE(ids); CLLM_FREE(toks);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
+    }
+    for (i = 0; i < n; i++) {
+        int count = 0;
+        for (t = 0; t < lens[i];) {
+            int start;
+            while (t < lens[i] && cllm__is_py_space(seqs[i][t])) t++;
+            if (t == lens[i]) break;
+            start = t;
+            while (t < lens[i] && !cllm__is_py_space(seqs[i][t])) t++;
+            toks[k].p = seqs[i] + start; toks[k].len = t - start; toks[k].id = &ids[i][count++];
+            k++;
+        }
+        lens[i] = count;
+    }
+    qsort(toks, k, sizeof *toks, cllm__tok_cmp);
+    for (j = 0; j < k; j++) {
+        if (j > 0 && cllm__tok_cmp(&toks[j - 1], &toks[j]) != 0) id++;
+        *toks[j].id = id;
+    }
+    for (i = 0; i < n; i++) { CLLM_FREE(seqs[i]); seqs[i] = ids[i]; }
+    CLLM_FREE(ids); CLLM_FREE(toks);
+    return CLLM_OK;
+}
+
+CLLMDEF cllm_result cllm_bleu(int n_refs, const char *const *references, const char *hypothesis,
+                              int level, int smoothing, double *bleu, cllm_err *err) {
+    int n = n_refs + 1, i, **sym = NULL, *len = NULL;   /* string 0 is the hypothesis */
+    cllm_result rc = CLLM_OK;
+    if (n_refs < 1 || !references || !hypothesis) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: need at least one reference and a hypothesis");
+    if (level != CLLM_BLEU_CHAR && level != CLLM_BLEU_TOKEN) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: unknown level %d (char or token)", level);
+    sym = (int **)cllm__calloc((size_t)n, sizeof *sym);
+    len = (int *)cllm__calloc((size_t)n, sizeof *len);
+    if (!sym || !len) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory"); goto done; }
+    for (i = 0; i < n; i++) {
+        const char *s = i ? references[i - 1] : hypothesis;
+        size_t bytes;
+        if (!s) { rc = cllm__fail(err, CLLM_ERR_ARG, "BLEU: reference %d is NULL", i - 1); goto done; }
+        bytes = strlen(s);
+        if (bytes > INT_MAX / 2) { rc = cllm__fail(err, CLLM_ERR_LIMIT, "BLEU: a string of %zu bytes is too long", bytes); goto done; }
+        if (!(sym[i] = (int *)cllm__calloc(bytes + 1, sizeof(int)))) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory"); goto done; }
+        len[i] = cllm__utf8_symbols(s, sym[i]);
+    }
+    if (level == CLLM_BLEU_TOKEN && (rc = cllm__bleu_tokenize(sym, len, n, err)) != CLLM_OK) goto done;
+    rc = cllm_bleu_ids(n_refs, (const int *const *)(sym + 1), len + 1, sym[0], len[0], smoothing, bleu, err);
+done:
+    for (i = 0; sym && i < n; i++) CLLM_FREE(sym[i]);
+    CLLM_FREE(sym); CLLM_FREE(len);
     return rc;
 }
 
@@ -11624,7 +12070,6 @@ CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *t
 
 /* A (B, T) batch of n sequences: pad id 0 (never attended to), labels = the id at targets and
    -100 elsewhere, so that cllm_forward's per-row sum is the sum of the targets' log-probs. */
-typedef struct cllm__seq_batch { cllm_batch batch; int *ids, *labels, *mask; } cllm__seq_batch;
 
 static void cllm__seq_batch_free(cllm__seq_batch *sb) {
     CLLM_FREE(sb->ids); CLLM_FREE(sb->labels); CLLM_FREE(sb->mask);
@@ -11741,161 +12186,6 @@ CLLMDEF cllm_result cllm_dpo_precompute_ref(cllm_model *ref, cllm_dpo_data *d, i
         if (out_path) rc = cllm__write_ref_pairs(d, in_path, out_path, err);
     }
     CLLM_FREE(seqs); CLLM_FREE(lp);
-    if (rc == CLLM_OK) cllm__ok(err);
-    return rc;
-}
-
-/* ---- one micro-batch of SFT and of DPO ----------------------------------------------------- */
-
-CLLMDEF void cllm_train_stats_add(cllm_train_stats *s, const char *name, double sum, double count) {
-    int i;
-    for (i = 0; i < s->n; i++) if (strcmp(s->name[i], name) == 0) break;
-    if (i == s->n) {
-        if (s->n == CLLM_TRAIN_MAX_STATS) return;
-        s->name[i] = name; s->sum[i] = 0; s->count[i] = 0;
-        s->n++;
-    }
-    s->sum[i] += sum;
-    s->count[i] += count;
-}
-
-CLLMDEF double cllm_train_stats_mean(const cllm_train_stats *s, const char *name) {
-    int i;
-    for (i = 0; i < s->n; i++)
-        if (strcmp(s->name[i], name) == 0) return s->count[i] > 0 ? s->sum[i] / s->count[i] : NAN;
-    return NAN;
-}
-
-/* Backward of the objective sum_b d[b] * logp(row b), i.e. dlogp = d[b] on every target of row b. */
-static cllm_result cllm__backward_rows(cllm_model *m, const double *d, cllm_err *err) {
-    size_t BT = (size_t)m->B * (size_t)m->T, i;
-    cllm_float *dlogp = (cllm_float *)cllm__calloc(BT, sizeof(cllm_float));
-    cllm_result rc;
-    if (!dlogp) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    for (i = 0; i < BT; i++) dlogp[i] = m->targets[i] >= 0 ? (cllm_float)d[i / (size_t)m->T] : 0;
-    rc = cllm_backward(m, dlogp, NULL, err);
-    CLLM_FREE(dlogp);
-    return rc;
-}
-
-/* HF ForCausalLMLoss summed: loss_sum = -sum of target logps; d(loss_sum / norm)/d logp = -1/norm. */
-CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *const *rows, int n, double norm,
-                                        int backward, cllm_train_stats *st, cllm_err *err) {
-    cllm__seq_batch sb;
-    double *lp = (double *)cllm__calloc((size_t)n + 1, sizeof(double)), sum = 0;
-    int b, targets = 0;
-    cllm_result rc;
-    if (!lp) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    if (n < 1 || !(norm > 0)) { CLLM_FREE(lp); return cllm__fail(err, CLLM_ERR_ARG, "SFT step: need n >= 1 rows and norm > 0"); }
-    rc = cllm__seq_batch_make(&sb, rows, n, err);
-    if (rc == CLLM_OK) rc = cllm_forward(m, &sb.batch, NULL, err);
-    if (rc == CLLM_OK) {
-        cllm__row_logps(m, lp);
-        for (b = 0; b < n; b++) { sum += lp[b]; lp[b] = -1.0 / norm; }
-        targets = m->n_targets;
-        if (backward) rc = cllm__backward_rows(m, lp, err);
-    }
-    if (rc == CLLM_OK && st) {
-        cllm_train_stats_add(st, "loss", -sum, targets);
-        st->tokens += (double)cllm__batch_tokens(&sb);
-    }
-    cllm__seq_batch_free(&sb);
-    CLLM_FREE(lp);
-    if (rc == CLLM_OK) cllm__ok(err);
-    return rc;
-}
-
-/* The reference logps of a DPO micro-batch (2n rows: chosen then rejected), see the header. */
-static cllm_result cllm__dpo_ref_logps(cllm_model *m, cllm_model *ref, const cllm_dpo_pair *const *pairs, int n,
-                                       const cllm__seq_batch *sb, int reference_free, double *out, cllm_err *err) {
-    int i, have = 1;
-    cllm_result rc = CLLM_OK;
-    for (i = 0; i < n; i++) have &= !isnan(pairs[i]->ref_chosen) && !isnan(pairs[i]->ref_rejected);
-    if (have) {
-        for (i = 0; i < n; i++) { out[i] = pairs[i]->ref_chosen; out[n + i] = pairs[i]->ref_rejected; }
-        return CLLM_OK;
-    }
-    if (ref) {
-        rc = cllm_forward(ref, &sb->batch, NULL, err);
-        if (rc == CLLM_OK) cllm__row_logps(ref, out);
-        return rc;
-    }
-    if (m->lora && m->lora->enabled) {             /* the base model under the adapters */
-        int training = m->lora->training;
-        m->lora->enabled = 0; m->lora->training = 0;
-        rc = cllm_forward(m, &sb->batch, NULL, err);
-        m->lora->enabled = 1; m->lora->training = training;
-        if (rc == CLLM_OK) cllm__row_logps(m, out);
-        return rc;
-    }
-    if (reference_free) { for (i = 0; i < 2 * n; i++) out[i] = 0; return CLLM_OK; }
-    return cllm__fail(err, CLLM_ERR_ARG, "DPO needs a reference: a reference model, precomputed ref_*_logps in the pairs, LoRA adapters (the base model is the reference), or reference_free");
-}
-
-CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cllm_dpo_pair *const *pairs, int n,
-                                        const struct cllm_dpo_config *cfg, double norm, cllm_train_stats *st, cllm_err *err) {
-    cllm_dpo_config c;
-    cllm_dpo_out out;
-    cllm__seq_batch sb;
-    const cllm_train_seq **rows = (const cllm_train_seq **)cllm__calloc(2 * (size_t)n + 1, sizeof *rows);
-    double *pol = (double *)cllm__calloc(2 * (size_t)n + 1, sizeof(double)), *refl = (double *)cllm__calloc(2 * (size_t)n + 1, sizeof(double));
-    double *len = (double *)cllm__calloc(2 * (size_t)n + 1, sizeof(double)), *d = (double *)cllm__calloc(2 * (size_t)n + 1, sizeof(double));
-    double *losses = (double *)cllm__calloc((size_t)n + 1, sizeof(double)), *cr = (double *)cllm__calloc((size_t)n + 1, sizeof(double));
-    double *rj = (double *)cllm__calloc((size_t)n + 1, sizeof(double));
-    double s_cr = 0, s_rj = 0, s_acc = 0, s_pc = 0, s_pr = 0, s_loss = 0;
-    cllm_result rc = CLLM_OK;
-    int i;
-    memset(&sb, 0, sizeof sb);
-    memset(&c, 0, sizeof c);
-    if (cfg) c = *cfg;
-    if (!rows || !pol || !refl || !len || !d || !losses || !cr || !rj) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-    if (n < 1 || !(norm > 0)) { rc = cllm__fail(err, CLLM_ERR_ARG, "DPO step: need n >= 1 pairs and norm > 0"); goto done; }
-    for (i = 0; i < n; i++) {
-        rows[i] = &pairs[i]->chosen; rows[n + i] = &pairs[i]->rejected;
-        len[i] = cllm_train_seq_targets(rows[i]); len[n + i] = cllm_train_seq_targets(rows[n + i]);
-        if (len[i] < 1 || len[n + i] < 1) { rc = cllm__fail(err, CLLM_ERR_ARG, "pair %d: a completion has no target tokens", i); goto done; }
-    }
-    if ((rc = cllm__seq_batch_make(&sb, rows, 2 * n, err)) != CLLM_OK) goto done;
-    /* reference first: the policy's forward must be the last one, its activations feed backward */
-    if ((rc = cllm__dpo_ref_logps(m, ref, pairs, n, &sb, c.reference_free, refl, err)) != CLLM_OK) goto done;
-    if ((rc = cllm_forward(m, &sb.batch, NULL, err)) != CLLM_OK) goto done;
-    cllm__row_logps(m, pol);
-    if (c.loss_type == CLLM_DPO_IPO && !c.ipo_sum)   /* TRL's DPOTrainer: IPO compares per-token averages */
-        for (i = 0; i < 2 * n; i++) { pol[i] /= len[i]; refl[i] /= len[i]; }
-    memset(&out, 0, sizeof out);
-    out.losses = losses; out.chosen_rewards = cr; out.rejected_rewards = rj;
-    out.d_chosen = d; out.d_rejected = d + n;
-    if ((rc = cllm_dpo_loss(&c, n, pol, pol + n, refl, refl + n, &out, err)) != CLLM_OK) goto done;
-    /* cllm_dpo_loss differentiates the mean over these n pairs; the step wants sum / norm */
-    for (i = 0; i < 2 * n; i++) d[i] *= (double)n / norm / (c.loss_type == CLLM_DPO_IPO && !c.ipo_sum ? len[i] : 1.0);
-    if (c.rpo_alpha > 0) {
-        /* RPO: + alpha * NLL(chosen), NLL = -(sum of the chosen tokens' logps) / (chosen tokens), as
-           TRL's rpo term (a mean over this micro-batch's chosen tokens), weighted like the pairs */
-        double tok_c = 0, nll = 0;
-        for (i = 0; i < n; i++) { tok_c += len[i]; nll -= pol[i] * (c.loss_type == CLLM_DPO_IPO && !c.ipo_sum ? len[i] : 1.0); }
-        for (i = 0; i < n; i++) d[i] -= c.rpo_alpha * (double)n / norm / tok_c;
-        for (i = 0; i < n; i++) losses[i] += c.rpo_alpha * nll / tok_c;
-        if (st) cllm_train_stats_add(st, "nll_loss", nll / tok_c * n, n);
-    }
-    if ((rc = cllm__backward_rows(m, d, err)) != CLLM_OK) goto done;
-    for (i = 0; i < n; i++) {
-        s_loss += losses[i]; s_cr += cr[i]; s_rj += rj[i]; s_acc += cr[i] > rj[i];
-        s_pc += pol[i]; s_pr += pol[n + i];
-    }
-    if (st) {
-        cllm_train_stats_add(st, "loss", s_loss, n);
-        cllm_train_stats_add(st, "rewards/chosen", s_cr, n);
-        cllm_train_stats_add(st, "rewards/rejected", s_rj, n);
-        cllm_train_stats_add(st, "rewards/accuracies", s_acc, n);
-        cllm_train_stats_add(st, "rewards/margins", s_cr - s_rj, n);
-        cllm_train_stats_add(st, "logps/chosen", s_pc, n);
-        cllm_train_stats_add(st, "logps/rejected", s_pr, n);
-        st->tokens += (double)cllm__batch_tokens(&sb);
-    }
-done:
-    cllm__seq_batch_free(&sb);
-    CLLM_FREE(rows); CLLM_FREE(pol); CLLM_FREE(refl); CLLM_FREE(len); CLLM_FREE(d);
-    CLLM_FREE(losses); CLLM_FREE(cr); CLLM_FREE(rj);
     if (rc == CLLM_OK) cllm__ok(err);
     return rc;
 }
@@ -13150,1475 +13440,6 @@ CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const
     return rc;
 }
 
-/* ---- rollouts: sampling, scoring, sequences ------------------------------------------------ */
-
-/* The seed counter of (step, prompt, phase): phase 0 samples the trained responses, 1 simulates
-   MR's futures, 2 is a local simulator's, 3 + e orders PPO's pass e. One splitmix64 step over
-   the three mixed by odd constants, so every combination gets its own streams and a resumed run
-   replays exactly those of an uninterrupted one. */
-static uint64_t cllm__online_call(long step, int prompt, int phase) {
-    uint64_t x = (uint64_t)step * 0x9E3779B97F4A7C15ull ^ (uint64_t)(unsigned)prompt * 0xBF58476D1CE4E5B9ull ^ (uint64_t)(unsigned)phase * 0x94D049BB133111EBull;
-    return cllm__splitmix64(&x);
-}
-
-/* The rollout settings with a method's defaults. */
-static cllm_rollout_config cllm__rollout_def(const cllm_rollout_config *in, float temperature, int top_k, int max_new_tokens, uint64_t seed) {
-    cllm_rollout_config c = *in;
-    c.gen.sampler.temperature = cllm__def(c.gen.sampler.temperature, temperature);
-    c.gen.sampler.top_k = c.gen.sampler.top_k < 0 ? 0 : cllm__def(c.gen.sampler.top_k, top_k);
-    c.gen.sampler.top_p = cllm__def(c.gen.sampler.top_p, 1.0f);
-    c.gen.sampler.seed = cllm__def(c.gen.sampler.seed, seed);
-    c.gen.max_new_tokens = cllm__def(c.gen.max_new_tokens, max_new_tokens);
-    c.logprob_tol = cllm__def(c.logprob_tol, 1e-4);
-    return c;
-}
-
-static cllm_result cllm__rollout_check_config(const cllm_rollout_config *c, const cllm_local_lm *policy, const cllm_online_prompts *p, cllm_err *err) {
-    if (!policy || !policy->model.params_memory || !policy->tok.priv) return cllm__fail(err, CLLM_ERR_ARG, "online training needs the policy as a loaded local model");
-    if (!p || p->n < 1) return cllm__fail(err, CLLM_ERR_ARG, "online training needs prompts");
-    if (!c->mr) return cllm__fail(err, CLLM_ERR_ARG, "online training needs the reward: rollout.mr");
-    if (c->mr->window > 0 && (!c->user || !c->future))
-        return cllm__fail(err, CLLM_ERR_ARG, "MR with window %d needs rollout.user (the simulator) and rollout.future (the policy as future assistant)", c->mr->window);
-    if (c->gen.sampler.greedy) return cllm__fail(err, CLLM_ERR_ARG, "online training samples its responses: greedy decoding gives every sample the same answer");
-    return CLLM_OK;
-}
-
-/* n_samples responses to each prompt idx[0..n) into out[i * n_samples + s], the policy's seed
-   counter set per prompt (phase 0). The system prompt goes first, never into the history. */
-static cllm_result cllm__rollout_sample(cllm_local_lm *lm, const cllm_rollout_config *c, const cllm_online_prompts *p, const int *idx, int n,
-                                        int n_samples, long step, cllm_local_output *out, cllm_err *err) {
-    int i, j, sys = c->system_prompt != NULL;
-    cllm_result rc = CLLM_OK;
-    memset(out, 0, (size_t)n * (size_t)n_samples * sizeof *out);
-    for (i = 0; i < n && rc == CLLM_OK; i++) {
-        const cllm_conv *h = &p->items[idx[i]].history;
-        cllm_conv view;
-        memset(&view, 0, sizeof view);
-        view.msgs = (cllm_message *)cllm__calloc((size_t)h->n + 1, sizeof *view.msgs);
-        if (!view.msgs) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); break; }
-        if (sys) { view.msgs[0].role = "system"; view.msgs[0].content = c->system_prompt; }
-        for (j = 0; j < h->n; j++) view.msgs[sys + j] = h->msgs[j];
-        view.n = view.cap = sys + h->n;
-        lm->calls = cllm__online_call(step, idx[i], 0);
-        rc = cllm_local_chat(lm, &view, 1, n_samples, &c->gen, out + (size_t)i * n_samples, err);
-        CLLM_FREE(view.msgs);
-    }
-    if (rc != CLLM_OK) cllm_local_outputs_free(out, n * n_samples);
-    return rc;
-}
-
-/* MR of every response out[k] (k < n * n_samples, prompt idx[k / n_samples]) in one batch:
-   scores[k], NAN where it failed; *failed counts those. The policy plays the future assistant
-   with its seed counter set from (step, first prompt, 1) (a local simulator's from phase 2). */
-static cllm_result cllm__rollout_score(const cllm_rollout_config *c, cllm_local_lm *policy, const cllm_online_prompts *p, const int *idx,
-                                       int n, int n_samples, long step, const cllm_local_output *out, double *scores, int *failed, cllm_err *err) {
-    int N = n * n_samples, k;
-    cllm_mr_item *items = (cllm_mr_item *)cllm__calloc((size_t)N, sizeof *items);
-    cllm_mr_result *res = (cllm_mr_result *)cllm__calloc((size_t)N, sizeof *res);
-    cllm_result rc = CLLM_OK;
-    cllm_err e;
-    *failed = 0;
-    if (!items || !res) { CLLM_FREE(items); CLLM_FREE(res); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
-    for (k = 0; k < N; k++) {
-        const cllm_online_prompt *it = &p->items[idx[k / n_samples]];
-        items[k].goal = &it->goal; items[k].task = &it->task; items[k].history = &it->history; items[k].candidate = out[k].text;
-    }
-    policy->calls = cllm__online_call(step, idx[0], 1);
-    if (c->user_lm) c->user_lm->calls = cllm__online_call(step, idx[0], 2);
-    e.code = CLLM_OK; e.msg[0] = 0;
-    if (cllm_mr_score(c->mr, c->user, c->future, items, N, res, &e) != CLLM_OK && res[0].n_samples == 0)
-        rc = cllm__fail(err, e.code, "MR: %s", e.msg);                  /* it never ran: a setup error */
-    for (k = 0; k < N; k++) {
-        scores[k] = rc == CLLM_OK && res[k].code == CLLM_OK ? res[k].mr : NAN;
-        *failed += rc == CLLM_OK && isnan(scores[k]);
-        cllm_mr_result_free(&res[k]);
-    }
-    CLLM_FREE(items); CLLM_FREE(res);
-    return rc;
-}
-
-/* The training sequence of one response: its prompt ids, then its ids as targets. */
-static cllm_result cllm__rollout_seq(const cllm_local_output *o, cllm_train_seq *seq, cllm_err *err) {
-    int n = o->n_prompt + o->n, t;
-    int *ids = (int *)cllm__calloc((size_t)n + 1, sizeof(int));
-    unsigned char *target = (unsigned char *)cllm__calloc((size_t)n + 1, 1);
-    cllm_result rc;
-    memset(seq, 0, sizeof *seq);
-    if (!ids || !target) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    else if (o->n_prompt < 1 || o->n < 1) rc = cllm__fail(err, CLLM_ERR_ARG, "a response needs a prompt and at least one token");
-    else {
-        for (t = 0; t < n; t++) { ids[t] = t < o->n_prompt ? o->prompt_ids[t] : o->ids[t - o->n_prompt]; target[t] = t >= o->n_prompt; }
-        rc = cllm__seq_from(seq, ids, target, n, o->n_prompt, err);
-    }
-    CLLM_FREE(ids); CLLM_FREE(target);
-    return rc;
-}
-
-/* A forward of sequences under m at temperature tau, dropout off (see the section header). */
-static cllm_result cllm__rollout_forward(cllm_model *m, const cllm_train_seq *const *seqs, int n, float tau, cllm__seq_batch *sb, cllm_err *err) {
-    int training = m->lora ? m->lora->training : 0;
-    cllm_result rc = cllm__seq_batch_make(sb, seqs, n, err);
-    if (rc != CLLM_OK) return rc;
-    sb->batch.temperature = tau;
-    if (m->lora) m->lora->training = 0;
-    rc = cllm_forward(m, &sb->batch, NULL, err);
-    if (m->lora) m->lora->training = training;
-    return rc;
-}
-
-/* After a forward of seqs: response token t of row r is predicted at position P - 1 + t. */
-static size_t cllm__resp_pos(const cllm_model *m, const cllm_train_seq *s, int r, int t) {
-    return (size_t)r * (size_t)m->T + (size_t)(s->n_prompt - 1 + t);
-}
-
-/* The response log-probs of the last forward as (n, L): fill after each response. */
-static void cllm__gather_logps(const cllm_model *m, const cllm_train_seq *const *seqs, int n, int L, double fill, double *out) {
-    int r, t;
-    for (r = 0; r < n; r++) for (t = 0; t < L; t++)
-        out[(size_t)r * L + t] = t < seqs[r]->n - seqs[r]->n_prompt ? (double)m->acts.logp[cllm__resp_pos(m, seqs[r], r, t)] : fill;
-}
-
-/* The values of the last forward as (n, L): V at the position before token t, for t up to the
-   response length (the slot after the last token reads the last token's state), else 0. */
-static void cllm__gather_values(const cllm_model *m, const cllm_value_head *vh, const cllm_train_seq *const *seqs, int n, int L, double *out) {
-    int r, t, C = m->config.hidden_size;
-    for (r = 0; r < n; r++) for (t = 0; t < L; t++) {
-        double *v = &out[(size_t)r * L + t];
-        *v = 0;
-        if (t <= seqs[r]->n - seqs[r]->n_prompt) cllm_value_head_forward(vh, m->acts.lnf + cllm__resp_pos(m, seqs[r], r, t) * C, 1, v);
-    }
-}
-
-/* The reference's response log-probs: ref, else m with its adapters off (PEFT), at tau. */
-static cllm_result cllm__rollout_ref(cllm_model *m, cllm_model *ref, const cllm_train_seq *const *seqs, int n, float tau, int L, double *out, cllm_err *err) {
-    cllm__seq_batch sb;
-    cllm_model *which = ref ? ref : m;
-    int enabled = m->lora ? m->lora->enabled : 0;
-    cllm_result rc;
-    if (!ref && !(m->lora && m->lora->enabled)) return cllm__fail(err, CLLM_ERR_ARG, "this objective needs a reference: a frozen reference model, or LoRA adapters (the base model is the reference)");
-    if (!ref) m->lora->enabled = 0;
-    rc = cllm__rollout_forward(which, seqs, n, tau, &sb, err);
-    if (!ref) m->lora->enabled = enabled;
-    if (rc == CLLM_OK) cllm__gather_logps(which, seqs, n, L, 1.0, out);
-    cllm__seq_batch_free(&sb);
-    return rc;
-}
-
-/* Backward of sum over rows and response tokens of scale * (dlp * logp + dv * value), after the
-   policy's forward of seqs (the last forward of m, cllm__rollout_forward: dropout off, so off
-   here too, whatever the trainer's micro-step set). dv and vh may be NULL. */
-static cllm_result cllm__rollout_backward(cllm_model *m, cllm_value_head *vh, const cllm_train_seq *const *seqs, int n, int L,
-                                          const double *dlp, const double *dv, double scale, cllm_err *err) {
-    size_t BT = (size_t)m->B * (size_t)m->T, C = (size_t)m->config.hidden_size;
-    cllm_float *dlogp = (cllm_float *)cllm__calloc(BT, sizeof(cllm_float));
-    cllm_float *dh = dv ? (cllm_float *)cllm__calloc(BT * C, sizeof(cllm_float)) : NULL;
-    cllm_result rc;
-    int r, t, training = 0;
-    if (!dlogp || (dv && !dh)) { CLLM_FREE(dlogp); CLLM_FREE(dh); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
-    for (r = 0; r < n; r++) {
-        int len = seqs[r]->n - seqs[r]->n_prompt;
-        for (t = 0; t < L && t < len; t++) dlogp[cllm__resp_pos(m, seqs[r], r, t)] = (cllm_float)(scale * dlp[(size_t)r * L + t]);
-        for (t = 0; dv && t < L && t <= len; t++) {
-            size_t pos = cllm__resp_pos(m, seqs[r], r, t);
-            double d = scale * dv[(size_t)r * L + t];
-            if (d != 0) cllm_value_head_backward(vh, m->acts.lnf + pos * C, 1, &d, dh + pos * C);
-        }
-    }
-    if (m->lora) { training = m->lora->training; m->lora->training = 0; }
-    rc = cllm_backward(m, dlogp, dh, err);
-    if (m->lora) m->lora->training = training;
-    CLLM_FREE(dlogp); CLLM_FREE(dh);
-    return rc;
-}
-
-/* The largest |sampler logprob - forward logprob| over the responses (the forward at the
-   sampling temperature is the last one of m over seqs); a failure above tol. */
-static cllm_result cllm__rollout_check(const cllm_rollout_config *c, const cllm_model *m, const cllm_local_output *const *outs,
-                                       const cllm_train_seq *const *seqs, int n, double *max_diff, cllm_err *err) {
-    int r, t;
-    *max_diff = 0;
-    if (c->logprob_tol < 0 || c->gen.sampler.top_k > 0 || c->gen.sampler.top_p < 1) return CLLM_OK;
-    for (r = 0; r < n; r++) for (t = 0; t < outs[r]->n; t++) {
-        double d = fabs((double)outs[r]->logprobs[t] - (double)m->acts.logp[cllm__resp_pos(m, seqs[r], r, t)]);
-        if (!(d <= *max_diff)) *max_diff = d;
-    }
-    if (!(*max_diff <= c->logprob_tol))
-        return cllm__fail(err, CLLM_ERR_NUMERIC, "the sampler's log-probs differ from a forward pass at the sampling temperature by %.3g (> logprob_tol %g): "
-                          "the old log-probs would be wrong (set logprob_tol higher, or negative to skip the check)", *max_diff, c->logprob_tol);
-    return CLLM_OK;
-}
-
-/* The rows of a rollout: a sequence and a pointer per kept response, freed together. */
-typedef struct cllm__rows { cllm_train_seq *seqs; const cllm_train_seq **ptr; const cllm_local_output **out; int n; } cllm__rows;
-
-static void cllm__rows_free(cllm__rows *r) {
-    int i;
-    for (i = 0; i < r->n; i++) cllm_train_seq_free(&r->seqs[i]);
-    CLLM_FREE(r->seqs); CLLM_FREE(r->ptr); CLLM_FREE(r->out);
-    memset(r, 0, sizeof *r);
-}
-
-/* rows = out[keep[i]] for i < n. */
-static cllm_result cllm__rows_make(cllm__rows *rows, const cllm_local_output *out, const int *keep, int n, cllm_err *err) {
-    cllm_result rc = CLLM_OK;
-    int i;
-    memset(rows, 0, sizeof *rows);
-    rows->seqs = (cllm_train_seq *)cllm__calloc((size_t)n + 1, sizeof *rows->seqs);
-    rows->ptr = (const cllm_train_seq **)cllm__calloc((size_t)n + 1, sizeof *rows->ptr);
-    rows->out = (const cllm_local_output **)cllm__calloc((size_t)n + 1, sizeof *rows->out);
-    if (!rows->seqs || !rows->ptr || !rows->out) { cllm__rows_free(rows); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
-    for (i = 0; i < n && rc == CLLM_OK; i++) {
-        rc = cllm__rollout_seq(&out[keep[i]], &rows->seqs[i], err);
-        rows->ptr[i] = &rows->seqs[i];
-        rows->out[i] = &out[keep[i]];
-        rows->n = i + 1;
-    }
-    if (rc != CLLM_OK) cllm__rows_free(rows);
-    return rc;
-}
-
-/* ---- online DPO ---------------------------------------------------------------------------- */
-
-typedef struct cllm__odpo_ctx {
-    cllm_local_lm         *lm;
-    cllm_model            *ref;
-    const cllm_online_prompts *p;
-    cllm_online_dpo_config cfg;      /* defaults applied */
-    cllm_dpo_config        dpo;
-} cllm__odpo_ctx;
-
-static double cllm__online_units(void *ctx, const int *idx, int n) { (void)ctx; (void)idx; return n; }
-
-/* A pair from two responses to one prompt, cut to max_length by the start of the prompt (the
-   same cut for both, from the longer response). */
-static cllm_result cllm__odpo_pair(cllm_dpo_pair *pair, const cllm_local_output *chosen, const cllm_local_output *rejected, int max_length, cllm_err *err) {
-    cllm_result rc;
-    int longer = chosen->n > rejected->n ? chosen->n : rejected->n, keep = -1;
-    memset(pair, 0, sizeof *pair);
-    pair->ref_chosen = pair->ref_rejected = NAN;
-    if ((rc = cllm__rollout_seq(chosen, &pair->chosen, err)) != CLLM_OK) return rc;
-    if ((rc = cllm__rollout_seq(rejected, &pair->rejected, err)) != CLLM_OK) { cllm_train_seq_free(&pair->chosen); return rc; }
-    if (pair->chosen.n > max_length || pair->rejected.n > max_length) keep = max_length - longer < 1 ? 1 : max_length - longer;
-    cllm_train_seq_truncate(&pair->chosen, max_length, keep);
-    cllm_train_seq_truncate(&pair->rejected, max_length, keep);
-    return CLLM_OK;
-}
-
-static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx, int n, double norm, cllm_train_stats *st, cllm_err *err) {
-    cllm__odpo_ctx *c = (cllm__odpo_ctx *)ctx;
-    cllm_local_output *out = (cllm_local_output *)cllm__calloc(2 * (size_t)n, sizeof *out);
-    double *mr = (double *)cllm__calloc(2 * (size_t)n, sizeof(double));
-    cllm_dpo_pair *pairs = (cllm_dpo_pair *)cllm__calloc((size_t)n, sizeof *pairs);
-    const cllm_dpo_pair **pp = (const cllm_dpo_pair **)cllm__calloc((size_t)n, sizeof *pp);
-    cllm_train_stats dst;
-    double s_mr = 0, s_ch = 0, s_rj = 0, eos = 0;
-    int failed = 0, k = 0, i, training = tr->lora ? tr->lora->training : 0;
-    cllm_result rc;
-    memset(&dst, 0, sizeof dst);
-    if (!out || !mr || !pairs || !pp) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-    /* two responses per prompt, both scored by MR */
-    if ((rc = cllm__rollout_sample(c->lm, &c->cfg.rollout, c->p, idx, n, 2, tr->step, out, err)) != CLLM_OK) goto done;
-    if ((rc = cllm__rollout_score(&c->cfg.rollout, c->lm, c->p, idx, n, 2, tr->step, out, mr, &failed, err)) != CLLM_OK) goto done;
-    /* chosen = the higher MR; a tie: the first (CollabLLM's judge takes the argmax) */
-    for (i = 0; i < n && rc == CLLM_OK; i++) {
-        int first = mr[2 * i] >= mr[2 * i + 1];
-        eos += (out[2 * i].finish == CLLM_FINISH_EOS) + (out[2 * i + 1].finish == CLLM_FINISH_EOS);
-        if (isnan(mr[2 * i]) || isnan(mr[2 * i + 1])) continue;
-        rc = cllm__odpo_pair(&pairs[k], &out[2 * i + !first], &out[2 * i + first], c->cfg.max_length, err);
-        if (rc != CLLM_OK) break;
-        pp[k] = &pairs[k];
-        k++;
-        s_mr += mr[2 * i] + mr[2 * i + 1];
-        s_ch += mr[2 * i + !first]; s_rj += mr[2 * i + first];
-    }
-    if (rc != CLLM_OK) goto done;
-    if (k == 0) { rc = cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: MR failed for every response of a micro-batch (%d failures); nothing to train on", tr->step + 1, failed); goto done; }
-    /* the DPO update, dropout off (TRL's disable_dropout) */
-    if (tr->lora) tr->lora->training = 0;
-    rc = cllm_dpo_micro_step(tr->model, c->ref, pp, k, &c->dpo, norm, &dst, err);
-    if (tr->lora) tr->lora->training = training;
-    if (rc != CLLM_OK) goto done;
-    for (i = 0; i < dst.n; i++) cllm_train_stats_add(st, dst.name[i], dst.sum[i], dst.count[i]);
-    st->tokens += dst.tokens;
-    {   /* TRL's objective/ metrics from the sums of the pairs: kl = mean over responses of
-           sum_t (logp - ref) = (rewards/chosen + rewards/rejected) / (2 beta) */
-        double s_cr = cllm_train_stats_mean(&dst, "rewards/chosen") * k, s_rr = cllm_train_stats_mean(&dst, "rewards/rejected") * k;
-        double s_pc = cllm_train_stats_mean(&dst, "logps/chosen") * k, s_pr = cllm_train_stats_mean(&dst, "logps/rejected") * k;
-        cllm_train_stats_add(st, "objective/kl", (s_cr + s_rr) / (2 * c->dpo.beta), k);
-        cllm_train_stats_add(st, "objective/non_score_reward", -(s_cr + s_rr) / 2, k);
-        cllm_train_stats_add(st, "objective/entropy", -(s_pc + s_pr) / 2, k);
-    }
-    cllm_train_stats_add(st, "val/contain_eos_token", eos, 2 * n);
-    cllm_train_stats_add(st, "beta", c->dpo.beta * k, k);
-    cllm_train_stats_add(st, "reward", s_mr, 2 * k);
-    cllm_train_stats_add(st, "mr/chosen", s_ch, k);
-    cllm_train_stats_add(st, "mr/rejected", s_rj, k);
-    cllm_train_stats_add(st, "mr/failed", failed, 1);
-done:
-    for (i = 0; pairs && i < k; i++) { cllm_train_seq_free(&pairs[i].chosen); cllm_train_seq_free(&pairs[i].rejected); }
-    if (out) cllm_local_outputs_free(out, 2 * n);
-    CLLM_FREE(out); CLLM_FREE(mr); CLLM_FREE(pairs); CLLM_FREE(pp);
-    return rc;
-}
-
-CLLMDEF cllm_result cllm_train_online_dpo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref,
-                                          const cllm_online_prompts *prompts, const cllm_online_dpo_config *cfg,
-                                          const cllm_train_config *train, cllm_err *err) {
-    cllm__odpo_ctx ctx;
-    cllm_result rc;
-    if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "online DPO: needs a config and a training config");
-    memset(&ctx, 0, sizeof ctx);
-    ctx.lm = policy; ctx.ref = ref; ctx.p = prompts; ctx.cfg = *cfg;
-    ctx.cfg.rollout = cllm__rollout_def(&cfg->rollout, 0.9f, 50, 64, cllm__def(train->seed, 42));   /* TRL's generation */
-    ctx.cfg.beta = cllm__def(cfg->beta, 0.1);
-    ctx.cfg.max_length = cllm__def(cfg->max_length, 512);
-    if ((rc = cllm__rollout_check_config(&ctx.cfg.rollout, policy, prompts, err)) != CLLM_OK) return rc;
-    if (ctx.cfg.loss_type != CLLM_DPO_SIGMOID && ctx.cfg.loss_type != CLLM_DPO_IPO) return cllm__fail(err, CLLM_ERR_ARG, "online DPO: loss_type must be sigmoid or IPO (as TRL's OnlineDPOTrainer)");
-    if (ctx.cfg.max_length < 2) return cllm__fail(err, CLLM_ERR_ARG, "online DPO: max_length must be at least 2");
-    if (!ref && !lora) return cllm__fail(err, CLLM_ERR_ARG, "online DPO needs a reference: a frozen copy of the initial policy, or LoRA adapters (the base model is the reference)");
-    if (!(ctx.cfg.rpo_alpha >= 0)) return cllm__fail(err, CLLM_ERR_ARG, "online DPO: rpo_alpha must be >= 0");
-    ctx.dpo.loss_type = ctx.cfg.loss_type; ctx.dpo.beta = ctx.cfg.beta; ctx.dpo.ipo_sum = 1; ctx.dpo.rpo_alpha = ctx.cfg.rpo_alpha;
-    return cllm__train_task(&policy->model, lora, "online-dpo", prompts->n, 5e-6 /* paper Table 6 */, cllm__online_units, cllm__odpo_micro, &ctx, train, err);
-}
-
-/* ---- the value head ------------------------------------------------------------------------ */
-
-CLLMDEF void cllm_value_head_free(cllm_value_head *vh) {
-    if (!vh) return;
-    CLLM_FREE(vh->w); CLLM_FREE(vh->grad); CLLM_FREE(vh->m); CLLM_FREE(vh->v);
-    memset(vh, 0, sizeof *vh);
-}
-
-CLLMDEF cllm_result cllm_value_head_init(cllm_value_head *vh, int C, uint64_t seed, cllm_err *err) {
-    cllm_rng rng;
-    double bound;
-    int i;
-    memset(vh, 0, sizeof *vh);
-    if (C < 1) return cllm__fail(err, CLLM_ERR_ARG, "value head: hidden size must be positive");
-    vh->C = C;
-    vh->w = (cllm_float *)cllm__calloc((size_t)C + 1, sizeof(cllm_float));
-    vh->grad = (cllm_float *)cllm__calloc((size_t)C + 1, sizeof(cllm_float));
-    vh->m = (cllm_float *)cllm__calloc((size_t)C + 1, sizeof(cllm_float));
-    vh->v = (cllm_float *)cllm__calloc((size_t)C + 1, sizeof(cllm_float));
-    if (!vh->w || !vh->grad || !vh->m || !vh->v) { cllm_value_head_free(vh); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
-    /* nn.Linear(C, 1): kaiming_uniform(a = sqrt 5) for the weight and the bias rule both give U(-1/sqrt C, 1/sqrt C) */
-    cllm_rng_seed(&rng, seed ^ 0x56484541444ull);
-    bound = 1.0 / sqrt((double)C);
-    for (i = 0; i <= C; i++) vh->w[i] = (cllm_float)((2 * cllm_rng_uniform(&rng) - 1) * bound);
-    cllm__ok(err);
-    return CLLM_OK;
-}
-
-CLLMDEF void cllm_value_head_forward(const cllm_value_head *vh, const cllm_float *h, int n, double *values) {
-    int i, c;
-    for (i = 0; i < n; i++) {
-        double s = vh->w[vh->C];
-        for (c = 0; c < vh->C; c++) s += (double)vh->w[c] * h[(size_t)i * vh->C + c];
-        values[i] = s;
-    }
-}
-
-CLLMDEF void cllm_value_head_backward(cllm_value_head *vh, const cllm_float *h, int n, const double *dvalues, cllm_float *dh) {
-    int i, c;
-    for (i = 0; i < n; i++) {
-        for (c = 0; c < vh->C; c++) {
-            vh->grad[c] += (cllm_float)(dvalues[i] * h[(size_t)i * vh->C + c]);
-            if (dh) dh[(size_t)i * vh->C + c] += (cllm_float)(dvalues[i] * vh->w[c]);
-        }
-        vh->grad[vh->C] += (cllm_float)dvalues[i];
-    }
-}
-
-/* Checkpoint entries: the head (TRL's names) and its AdamW moments ("m." / "v."). */
-static int cllm__value_head_entries(cllm_value_head *vh, cllm_st_entry *e) {
-    cllm_float *mem[3];
-    const char *prefix[3] = { "", "m.", "v." };
-    int k, n = 0;
-    mem[0] = vh->w; mem[1] = vh->m; mem[2] = vh->v;
-    memset(e, 0, 6 * sizeof *e);
-    for (k = 0; k < 3; k++) {
-        snprintf(e[n].name, sizeof e[n].name, "%sv_head.summary.weight", prefix[k]);
-        e[n].dtype = CLLM_DT_F32; e[n].ndim = 2; e[n].shape[0] = 1; e[n].shape[1] = vh->C; e[n].data = mem[k];
-        n++;
-        snprintf(e[n].name, sizeof e[n].name, "%sv_head.summary.bias", prefix[k]);
-        e[n].dtype = CLLM_DT_F32; e[n].ndim = 1; e[n].shape[0] = 1; e[n].data = mem[k] + vh->C;
-        n++;
-    }
-    return n;
-}
-
-/* ---- PPO: the rollout arithmetic ------------------------------------------------------------- */
-
-CLLMDEF void cllm_ppo_rollout_free(cllm_ppo_rollout *r) {
-    if (!r) return;
-    CLLM_FREE(r->response); CLLM_FREE(r->logprobs); CLLM_FREE(r->ref_logprobs); CLLM_FREE(r->values); CLLM_FREE(r->scores);
-    CLLM_FREE(r->seq_end); CLLM_FREE(r->mask); CLLM_FREE(r->value_mask); CLLM_FREE(r->kl); CLLM_FREE(r->rewards);
-    CLLM_FREE(r->advantages); CLLM_FREE(r->returns);
-    memset(r, 0, sizeof *r);
-}
-
-CLLMDEF cllm_result cllm_ppo_rollout_alloc(cllm_ppo_rollout *r, int B, int L, cllm_err *err) {
-    size_t n;
-    memset(r, 0, sizeof *r);
-    if (B < 1 || L < 1 || (size_t)B > SIZE_MAX / sizeof(double) / (size_t)L) return cllm__fail(err, CLLM_ERR_ARG, "PPO rollout: bad size %d x %d", B, L);
-    n = (size_t)B * (size_t)L;
-    r->B = B; r->L = L;
-    r->response = (int *)cllm__calloc(n, sizeof(int));
-    r->seq_end = (int *)cllm__calloc((size_t)B, sizeof(int));
-    r->scores = (double *)cllm__calloc((size_t)B, sizeof(double));
-    r->logprobs = (double *)cllm__calloc(n, sizeof(double)); r->ref_logprobs = (double *)cllm__calloc(n, sizeof(double));
-    r->values = (double *)cllm__calloc(n, sizeof(double)); r->mask = (double *)cllm__calloc(n, sizeof(double));
-    r->value_mask = (double *)cllm__calloc(n, sizeof(double)); r->kl = (double *)cllm__calloc(n, sizeof(double));
-    r->rewards = (double *)cllm__calloc(n, sizeof(double)); r->advantages = (double *)cllm__calloc(n, sizeof(double));
-    r->returns = (double *)cllm__calloc(n, sizeof(double));
-    if (!r->response || !r->seq_end || !r->scores || !r->logprobs || !r->ref_logprobs || !r->values || !r->mask ||
-        !r->value_mask || !r->kl || !r->rewards || !r->advantages || !r->returns) {
-        cllm_ppo_rollout_free(r);
-        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for a %d x %d rollout", B, L);
-    }
-    return CLLM_OK;
-}
-
-/* Zero fields take TRL v0.19's defaults; negative ones mean 0 where the field says so. */
-static cllm_ppo_config cllm__ppo_def(const cllm_ppo_config *in) {
-    cllm_ppo_config c;
-    if (in) c = *in; else memset(&c, 0, sizeof c);
-    c.ppo_epochs = cllm__def(c.ppo_epochs, 4);
-    c.mini_batches = cllm__def(c.mini_batches, 1);
-    c.kl_coef = c.kl_coef < 0 ? 0 : cllm__def(c.kl_coef, 0.05);
-    c.cliprange = cllm__def(c.cliprange, 0.2);
-    c.cliprange_value = cllm__def(c.cliprange_value, 0.2);
-    c.vf_coef = cllm__def(c.vf_coef, 0.1);
-    c.gamma = c.gamma < 0 ? 0 : cllm__def(c.gamma, 1.0);
-    c.lam = c.lam < 0 ? 0 : cllm__def(c.lam, 0.95);
-    c.kl_horizon = cllm__def(c.kl_horizon, 10000.0);
-    return c;
-}
-
-CLLMDEF void cllm_running_moments_init(cllm_running_moments *rm) { rm->mean = 0; rm->var = 1; rm->std = 1; rm->count = 1e-24; }
-
-/* Merging a batch (mean m_b, population variance v_b, n values) into (mean, var, count):
-     d = m_b - mean, N = count + n,
-     var  = (var count + d^2 count n / N + v_b n) / N,   mean += d n / N,   std = sqrt(var N / (N - 1)). */
-CLLMDEF void cllm_running_moments_update(cllm_running_moments *rm, const double *x, int n, double *batch_mean, double *batch_std) {
-    double m = 0, v = 0, d, N;
-    int i;
-    if (n < 1) return;
-    for (i = 0; i < n; i++) m += x[i];
-    m /= n;
-    for (i = 0; i < n; i++) v += (x[i] - m) * (x[i] - m);
-    if (batch_mean) *batch_mean = m;
-    if (batch_std) *batch_std = n > 1 ? sqrt(v / (n - 1)) : 0;
-    v /= n;
-    d = m - rm->mean;
-    N = rm->count + n;
-    rm->var = (rm->var * rm->count + d * d * rm->count * n / N + v * n) / N;
-    rm->mean += d * n / N;
-    rm->std = sqrt(rm->var * N / (N - 1));
-    rm->count = N;
-}
-
-CLLMDEF double cllm_adaptive_kl_update(double coef, double kl, double target, double horizon, double n_steps) {
-    double e = kl / target - 1;
-    e = e < -0.2 ? -0.2 : e > 0.2 ? 0.2 : e;
-    return coef * (1 + e * n_steps / horizon);
-}
-
-CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollout *r, cllm_err *err) {
-    cllm_ppo_config c = cllm__ppo_def(cfg);
-    size_t n = (size_t)r->B * (size_t)r->L, i;
-    cllm_result rc;
-    int b, t;
-    /* sequence ends and TRL's masks: pm = t > end (policy), pm1 = t > end + 1 (critic) */
-    for (b = 0; b < r->B; b++) {
-        r->seq_end[b] = cllm_ppo_sequence_end(r->response + (size_t)b * r->L, r->L, r->pad_id, -1);
-        for (t = 0; t < r->L; t++) {
-            i = (size_t)b * r->L + t;
-            r->mask[i] = t <= r->seq_end[b];
-            r->value_mask[i] = t <= r->seq_end[b] + 1;
-            if (!r->mask[i]) r->logprobs[i] = r->ref_logprobs[i] = 1.0;    /* INVALID_LOGPROB */
-            if (!r->value_mask[i]) r->values[i] = 0;
-        }
-    }
-    if ((rc = cllm_ppo_rewards(r->B, r->L, r->logprobs, r->ref_logprobs, r->scores, r->seq_end, c.kl_coef, c.kl_estimator,
-                               c.reward_placement, r->rewards, r->kl, err)) != CLLM_OK) return rc;
-    if (c.whiten_rewards) {
-        if ((rc = cllm_masked_whiten(r->rewards, r->value_mask, n, 1, 0, err)) != CLLM_OK) return rc;
-        for (i = 0; i < n; i++) if (!r->value_mask[i]) r->rewards[i] = 0;
-    }
-    if ((rc = cllm_gae(r->B, r->L, r->rewards, r->values, r->mask, c.gamma, c.lam, CLLM_GAE_TRL, 0, r->advantages, r->returns, err)) != CLLM_OK) return rc;
-    if ((rc = cllm_masked_whiten(r->advantages, r->mask, n, 0, c.biased_whiten, err)) != CLLM_OK) return rc;
-    for (i = 0; i < n; i++) if (!r->mask[i]) r->advantages[i] = 0;
-    cllm__ok(err);
-    return CLLM_OK;
-}
-
-CLLMDEF cllm_result cllm_ppo_rollout_loss(const cllm_ppo_config *cfg, const cllm_ppo_rollout *r, const int *rows, int n,
-                                          double *logprobs, double *values, struct cllm_ppo_loss_out *out, cllm_err *err) {
-    cllm_ppo_config c = cllm__ppo_def(cfg);
-    size_t N = (size_t)n * (size_t)r->L, i;
-    double *buf = (double *)cllm__calloc(N * 6 + 1, sizeof(double));
-    double *old_lp, *old_v, *adv, *ret, *mask, *vmask;
-    cllm_result rc;
-    int k, t;
-    if (!buf) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    old_lp = buf; old_v = buf + N; adv = buf + 2 * N; ret = buf + 3 * N; mask = buf + 4 * N; vmask = buf + 5 * N;
-    for (k = 0; k < n; k++) {
-        if (rows[k] < 0 || rows[k] >= r->B) { CLLM_FREE(buf); return cllm__fail(err, CLLM_ERR_ARG, "PPO rollout: row %d is not in the rollout", rows[k]); }
-        for (t = 0; t < r->L; t++) {
-            size_t src = (size_t)rows[k] * r->L + t;
-            i = (size_t)k * r->L + t;
-            old_lp[i] = r->logprobs[src]; old_v[i] = r->values[src]; adv[i] = r->advantages[src]; ret[i] = r->returns[src];
-            mask[i] = r->mask[src]; vmask[i] = r->value_mask[src];
-            if (!mask[i]) logprobs[i] = 1.0;            /* TRL: new_logprobs[pm] = INVALID_LOGPROB */
-            if (!vmask[i]) values[i] = 0;               /*      vpred[pm1] = 0 */
-        }
-    }
-    rc = cllm_ppo_loss(n, r->L, logprobs, old_lp, adv, values, old_v, ret, mask, vmask, c.cliprange, c.cliprange_value, c.vf_coef, out, err);
-    CLLM_FREE(buf);
-    return rc;
-}
-
-/* ---- PPO: the trainer's step ----------------------------------------------------------------- */
-
-typedef struct cllm__ppo_ctx {
-    cllm_local_lm             *lm;
-    cllm_model                *ref;
-    const cllm_online_prompts *p;
-    cllm_ppo_config            cfg;         /* defaults applied */
-    cllm_value_head           *vh;
-    int                        batch_size, grad_accum;   /* TRL's per-device batch and accumulation */
-    double                     kl_coef;     /* the current one (adaptive with kl_target)          */
-    cllm_running_moments       scores;      /* of every score so far (score_scaling)              */
-} cllm__ppo_ctx;
-
-/* PPO's own state in a checkpoint: the value head with its AdamW moments, and ppo_state.json
-   (the current KL coefficient and the running moments of the scores, %.17g: exact doubles). */
-static cllm_result cllm__value_head_save(void *ctx, const char *dir, cllm_err *err) {
-    cllm__ppo_ctx *c = (cllm__ppo_ctx *)ctx;
-    cllm_st_entry e[6];
-    char path[4200], json[512];
-    cllm_result rc;
-    snprintf(path, sizeof path, "%s/value_head.safetensors", dir);
-    if ((rc = cllm_st_save(path, e, cllm__value_head_entries(c->vh, e), err)) != CLLM_OK) return rc;
-    snprintf(path, sizeof path, "%s/ppo_state.json", dir);
-    snprintf(json, sizeof json, "{\"kl_coef\": %.17g, \"score_mean\": %.17g, \"score_var\": %.17g, \"score_std\": %.17g, \"score_count\": %.17g}\n",
-             c->kl_coef, c->scores.mean, c->scores.var, c->scores.std, c->scores.count);
-    return cllm_write_file_atomic(path, json, strlen(json), err);
-}
-
-static cllm_result cllm__value_head_load(void *ctx, const char *dir, cllm_err *err) {
-    cllm__ppo_ctx *c = (cllm__ppo_ctx *)ctx;
-    cllm_st_entry e[6];
-    char path[4200], *text = NULL;
-    size_t len;
-    cJSON *o;
-    double *dst[5];
-    const char *keys[5] = { "kl_coef", "score_mean", "score_var", "score_std", "score_count" };
-    cllm_result rc;
-    int k;
-    snprintf(path, sizeof path, "%s/value_head.safetensors", dir);
-    if ((rc = cllm__st_read_entries(path, e, cllm__value_head_entries(c->vh, e), err)) != CLLM_OK) return rc;
-    snprintf(path, sizeof path, "%s/ppo_state.json", dir);
-    if (!cllm__file_exists(path)) {         /* a checkpoint from before the state was saved */
-        if (c->cfg.kl_target > 0 || c->cfg.score_scaling) return cllm__fail(err, CLLM_ERR_FORMAT, "%s is missing: this checkpoint cannot resume adaptive KL or score scaling", path);
-        return CLLM_OK;
-    }
-    if ((rc = cllm_read_file(path, &text, &len, err)) != CLLM_OK) return rc;
-    o = cJSON_ParseWithLength(text, len);
-    CLLM_FREE(text);
-    dst[0] = &c->kl_coef; dst[1] = &c->scores.mean; dst[2] = &c->scores.var; dst[3] = &c->scores.std; dst[4] = &c->scores.count;
-    for (k = 0; k < 5; k++) {
-        const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, keys[k]);
-        if (!cJSON_IsNumber(x)) { cJSON_Delete(o); return cllm__fail(err, CLLM_ERR_FORMAT, "%s: \"%s\" must be a number", path, keys[k]); }
-        *dst[k] = x->valuedouble;
-    }
-    cJSON_Delete(o);
-    return CLLM_OK;
-}
-
-/* The response rows of a rollout in TRL's layout; with pad_is_eos every token that can end a
-   response is padding too (CollabLLM sets pad_token = eos_token). */
-static void cllm__ppo_fill_response(cllm_ppo_rollout *r, const cllm__rows *rows, const cllm_local_lm *lm, int pad_is_eos) {
-    int b, t, s;
-    r->pad_id = -1;                                  /* not a token id: padding is only padding */
-    for (b = 0; b < r->B; b++) for (t = 0; t < r->L; t++) {
-        int id = t < rows->out[b]->n ? rows->out[b]->ids[t] : -1;
-        for (s = 0; pad_is_eos && id >= 0 && s < lm->n_stop_ids; s++) if (id == lm->stop_ids[s]) id = -1;
-        r->response[(size_t)b * r->L + t] = id;
-    }
-}
-
-/* TRL's rollout statistics (see cllm_train_ppo). */
-static void cllm__ppo_rollout_stats(const cllm__ppo_ctx *c, const cllm_ppo_rollout *r, const cllm__rows *rows, const double *mr, cllm_train_stats *st) {
-    double kl = 0, ent = 0, sc = 0, raw = 0, eos = 0;
-    int b, t;
-    for (b = 0; b < r->B; b++) {
-        for (t = 0; t < r->L; t++) { kl += r->kl[(size_t)b * r->L + t]; ent -= r->logprobs[(size_t)b * r->L + t]; }
-        sc += r->scores[b]; raw += mr[b];
-        eos += rows->out[b]->finish == CLLM_FINISH_EOS;
-    }
-    cllm_train_stats_add(st, "objective/kl", kl, r->B);
-    cllm_train_stats_add(st, "objective/entropy", ent, r->B);      /* TRL: pads count as -1.0 each */
-    cllm_train_stats_add(st, "objective/non_score_reward", -c->kl_coef * kl, r->B);
-    cllm_train_stats_add(st, "objective/rlhf_reward", sc - c->kl_coef * kl, r->B);
-    cllm_train_stats_add(st, "objective/kl_coef", c->kl_coef, 1);
-    cllm_train_stats_add(st, "objective/scores", sc, r->B);
-    cllm_train_stats_add(st, "val/num_eos_tokens", eos, 1);
-    cllm_train_stats_add(st, "reward", raw, r->B);
-}
-
-/* The rollout of one step: sample, score, then the old log-probs, values and reference
-   log-probs from forward passes, and cllm_ppo_prepare. rows/r/mr are filled for the caller. */
-static cllm_result cllm__ppo_rollout(cllm__ppo_ctx *c, cllm_trainer *tr, const int *idx, int n, cllm_local_output *out, cllm__rows *rows,
-                                     cllm_ppo_rollout *r, double **mr_out, cllm_train_stats *st, cllm_err *err) {
-    const cllm_rollout_config *rc_ = &c->cfg.rollout;
-    double *mr = (double *)cllm__calloc((size_t)n, sizeof(double)), diff = 0;
-    int *keep = (int *)cllm__calloc((size_t)n, sizeof(int)), B = 0, L = 1, failed = 0, b;
-    float tau = rc_->gen.sampler.temperature;
-    cllm__seq_batch sb;
-    cllm_result rc;
-    memset(&sb, 0, sizeof sb);
-    *mr_out = mr;
-    if (!mr || !keep) { CLLM_FREE(keep); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
-    if ((rc = cllm__rollout_sample(c->lm, rc_, c->p, idx, n, 1, tr->step, out, err)) != CLLM_OK) goto done;
-    if ((rc = cllm__rollout_score(rc_, c->lm, c->p, idx, n, 1, tr->step, out, mr, &failed, err)) != CLLM_OK) goto done;
-    for (b = 0; b < n; b++) if (!isnan(mr[b])) { mr[B] = mr[b]; keep[B++] = b; if (out[b].n > L) L = out[b].n; }
-    cllm_train_stats_add(st, "mr/failed", failed, 1);
-    if (B == 0) { rc = cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: MR failed for every response of the rollout; nothing to train on", tr->step + 1); goto done; }
-    if ((rc = cllm__rows_make(rows, out, keep, B, err)) != CLLM_OK) goto done;
-    if ((rc = cllm_ppo_rollout_alloc(r, B, L, err)) != CLLM_OK) goto done;
-    cllm__ppo_fill_response(r, rows, c->lm, c->cfg.pad_is_eos);
-    for (b = 0; b < B; b++)
-        r->scores[b] = mr[b] - (c->cfg.missing_eos_penalty && rows->out[b]->finish != CLLM_FINISH_EOS ? c->cfg.missing_eos_penalty : 0);
-    if (c->cfg.score_scaling) {              /* legacy TRL: by the running std of all scores so far */
-        double scale, shift;
-        cllm_running_moments_update(&c->scores, r->scores, B, NULL, NULL);
-        scale = c->scores.std + FLT_EPSILON;      /* torch.finfo(float32).eps, as TRL adds it */
-        shift = c->cfg.score_scaling == CLLM_SCORE_NORM ? c->scores.mean : 0;
-        for (b = 0; b < B; b++) r->scores[b] = (r->scores[b] - shift) / scale;
-        cllm_train_stats_add(st, "objective/score_running_mean", c->scores.mean, 1);
-        cllm_train_stats_add(st, "objective/score_running_std", c->scores.std, 1);
-    }
-    /* old log-probs and values: one forward of the policy at the sampling temperature; the
-       sampler's own log-probs must agree with it */
-    if ((rc = cllm__rollout_forward(tr->model, rows->ptr, B, tau, &sb, err)) != CLLM_OK) goto done;
-    st->tokens += (double)cllm__batch_tokens(&sb);
-    if ((rc = cllm__rollout_check(rc_, tr->model, rows->out, rows->ptr, B, &diff, err)) != CLLM_OK) goto done;
-    cllm_train_stats_add(st, "rollout/logprob_diff", diff, 1);
-    cllm__gather_logps(tr->model, rows->ptr, B, L, 1.0, r->logprobs);
-    cllm__gather_values(tr->model, c->vh, rows->ptr, B, L, r->values);
-    if ((rc = cllm__rollout_ref(tr->model, c->ref, rows->ptr, B, tau, L, r->ref_logprobs, err)) != CLLM_OK) goto done;
-    {
-        cllm_ppo_config now = c->cfg;
-        now.kl_coef = c->kl_coef > 0 ? c->kl_coef : -1;      /* the config's "negative = 0" */
-        if ((rc = cllm_ppo_prepare(&now, r, err)) != CLLM_OK) goto done;
-        cllm__ppo_rollout_stats(c, r, rows, mr, st);
-        if (c->cfg.kl_target > 0)                            /* legacy TRL: from the step's objective/kl */
-            c->kl_coef = cllm_adaptive_kl_update(c->kl_coef, cllm_train_stats_mean(st, "objective/kl"), c->cfg.kl_target, c->cfg.kl_horizon, n);
-    }
-done:
-    cllm__seq_batch_free(&sb);
-    CLLM_FREE(keep);
-    return rc;
-}
-
-/* One micro-batch of the optimisation: forward the rows at the sampling temperature, the PPO
-   loss on them, backward of loss / n_micro (accelerate's division by the accumulation steps). */
-static cllm_result cllm__ppo_micro(cllm__ppo_ctx *c, cllm_trainer *tr, const cllm__rows *rows, const cllm_ppo_rollout *r,
-                                   const int *sel, int n, int n_micro, cllm_train_stats *st, cllm_err *err) {
-    size_t N = (size_t)n * (size_t)r->L;
-    const cllm_train_seq **seqs = (const cllm_train_seq **)cllm__calloc((size_t)n, sizeof *seqs);
-    double *buf = (double *)cllm__calloc(4 * N + 1, sizeof(double)), ratio = 0, ent = 0, ent_n = 0;
-    double *lp, *val, *dlp, *dv;
-    cllm_ppo_loss_out lo;
-    cllm__seq_batch sb;
-    cllm_result rc;
-    size_t i;
-    int k, t;
-    memset(&sb, 0, sizeof sb);
-    if (!seqs || !buf) { CLLM_FREE(seqs); CLLM_FREE(buf); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
-    lp = buf; val = buf + N; dlp = buf + 2 * N; dv = buf + 3 * N;
-    for (k = 0; k < n; k++) seqs[k] = rows->ptr[sel[k]];
-    if ((rc = cllm__rollout_forward(tr->model, seqs, n, c->cfg.rollout.gen.sampler.temperature, &sb, err)) != CLLM_OK) goto done;
-    cllm__gather_logps(tr->model, seqs, n, r->L, 1.0, lp);
-    cllm__gather_values(tr->model, c->vh, seqs, n, r->L, val);
-    for (k = 0; k < n; k++)                          /* the entropy of the policy at each trained token */
-        for (t = 0; t <= r->seq_end[sel[k]]; t++) { ent += tr->model->acts.entropy[cllm__resp_pos(tr->model, seqs[k], k, t)]; ent_n++; }
-    memset(&lo, 0, sizeof lo);
-    lo.d_logprobs = dlp; lo.d_values = dv;
-    if ((rc = cllm_ppo_rollout_loss(&c->cfg, r, sel, n, lp, val, &lo, err)) != CLLM_OK) goto done;
-    for (k = 0; k < n; k++) for (t = 0; t < r->L; t++) {
-        i = (size_t)k * r->L + t;
-        ratio += exp(lp[i] - r->logprobs[(size_t)sel[k] * r->L + t]);
-    }
-    if ((rc = cllm__rollout_backward(tr->model, c->vh, seqs, n, r->L, dlp, dv, 1.0 / n_micro, err)) != CLLM_OK) goto done;
-    cllm_train_stats_add(st, "loss", lo.loss, 1);
-    cllm_train_stats_add(st, "loss/policy_avg", lo.pg_loss, 1);
-    cllm_train_stats_add(st, "loss/value_avg", lo.vf_loss, 1);
-    cllm_train_stats_add(st, "policy/approxkl_avg", lo.approxkl, 1);
-    cllm_train_stats_add(st, "policy/clipfrac_avg", lo.clipfrac, 1);
-    cllm_train_stats_add(st, "val/clipfrac_avg", lo.vf_clipfrac, 1);
-    cllm_train_stats_add(st, "policy/entropy_avg", ent_n > 0 ? ent / ent_n : 0, 1);
-    cllm_train_stats_add(st, "val/ratio", ratio / (double)N, 1);
-    st->tokens += (double)cllm__batch_tokens(&sb);
-done:
-    cllm__seq_batch_free(&sb);
-    CLLM_FREE(seqs); CLLM_FREE(buf);
-    return rc;
-}
-
-/* One AdamW update of the policy and the value head from the accumulated gradients, clipped
-   together when max_grad_norm is set. */
-static cllm_result cllm__ppo_update(cllm__ppo_ctx *c, cllm_trainer *tr, double loss, cllm_err *err) {
-    cllm_float *g[2];
-    size_t sz[2];
-    const cllm_adamw_config *a = &tr->cfg.adam;
-    double lr;
-    int t, C = c->vh->C, n = 0;
-    cllm_result rc;
-    if (!isfinite(loss)) return cllm__numeric_fail(tr, "loss", loss, err);
-    if (tr->lora) { g[n] = tr->lora->grads; sz[n++] = tr->lora->num_params; }
-    else if (tr->model->grads_memory) { g[n] = tr->model->grads_memory; sz[n++] = tr->model->num_params; }
-    g[n] = c->vh->grad; sz[n++] = (size_t)C + 1;
-    tr->grad_norm = cllm_clip_grad_norm_arrays(g, sz, n, tr->cfg.max_grad_norm > 0 ? tr->cfg.max_grad_norm : 0);
-    if (!isfinite(tr->grad_norm)) return cllm__numeric_fail(tr, "gradient norm", tr->grad_norm, err);
-    if ((rc = cllm_trainer_update(tr, &lr, err)) != CLLM_OK) return rc;
-    t = tr->lora ? tr->lora->adam_t : tr->model->adam_t;     /* one optimizer over both: the same step count */
-    cllm_adamw_step(c->vh->w, c->vh->grad, c->vh->m, c->vh->v, (size_t)C, t, lr, a->beta1, a->beta2, a->eps, a->weight_decay);
-    cllm_adamw_step(c->vh->w + C, c->vh->grad + C, c->vh->m + C, c->vh->v + C, 1, t, lr, a->beta1, a->beta2, a->eps, 0.0);
-    return CLLM_OK;
-}
-
-/* A step: the rollout, then ppo_epochs passes over it in mini_batches AdamW updates, each over
-   grad_accum micro-batches of batch_size rows; the order of each pass is a permutation drawn
-   from (seed, step, pass). */
-static cllm_result cllm__ppo_step(void *ctx, cllm_trainer *tr, const int *idx, int n, cllm_train_stats *st, cllm_err *err) {
-    cllm__ppo_ctx *c = (cllm__ppo_ctx *)ctx;
-    cllm_local_output *out = (cllm_local_output *)cllm__calloc((size_t)n, sizeof *out);
-    int *perm = NULL, e, mb, i;
-    double *mr = NULL;
-    cllm__rows rows;
-    cllm_ppo_rollout r;
-    cllm_result rc;
-    memset(&rows, 0, sizeof rows); memset(&r, 0, sizeof r);
-    if (!out) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    if ((rc = cllm__ppo_rollout(c, tr, idx, n, out, &rows, &r, &mr, st, err)) != CLLM_OK) goto done;
-    if (!(perm = (int *)cllm__calloc((size_t)r.B, sizeof(int)))) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-    for (e = 0; e < c->cfg.ppo_epochs && rc == CLLM_OK; e++) {
-        cllm_rng rng;
-        cllm_rng_seed(&rng, cllm__online_call(tr->step, 0, 3 + e) ^ tr->cfg.seed);
-        for (i = 0; i < r.B; i++) perm[i] = i;
-        for (i = r.B - 1; i > 0; i--) { int j = (int)(cllm_rng_uniform(&rng) * (i + 1)), t = perm[i]; perm[i] = perm[j]; perm[j] = t; }
-        for (mb = 0; mb < c->cfg.mini_batches && rc == CLLM_OK; mb++) {
-            /* mini-batch mb: rows [b0, b1) of the permutation (near-equal parts when B is short) */
-            int b0 = (int)((long)r.B * mb / c->cfg.mini_batches), b1 = (int)((long)r.B * (mb + 1) / c->cfg.mini_batches), m0, n_micro;
-            cllm_train_stats mst;
-            if (b1 <= b0) continue;
-            n_micro = (b1 - b0 + c->batch_size - 1) / c->batch_size;
-            memset(&mst, 0, sizeof mst);
-            if ((rc = cllm_trainer_zero_grad(tr, err)) != CLLM_OK) break;
-            memset(c->vh->grad, 0, ((size_t)c->vh->C + 1) * sizeof(cllm_float));
-            for (m0 = b0; m0 < b1 && rc == CLLM_OK; m0 += c->batch_size)
-                rc = cllm__ppo_micro(c, tr, &rows, &r, perm + m0, b1 - m0 < c->batch_size ? b1 - m0 : c->batch_size, n_micro, &mst, err);
-            if (rc == CLLM_OK) rc = cllm__ppo_update(c, tr, cllm_train_stats_mean(&mst, "loss"), err);
-            for (i = 0; rc == CLLM_OK && i < mst.n; i++) cllm_train_stats_add(st, mst.name[i], mst.sum[i], mst.count[i]);
-            st->tokens += mst.tokens;
-        }
-    }
-done:
-    cllm__rows_free(&rows);
-    cllm_ppo_rollout_free(&r);
-    cllm_local_outputs_free(out, n);
-    CLLM_FREE(out); CLLM_FREE(perm); CLLM_FREE(mr);
-    return rc;
-}
-
-CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref, cllm_value_head *vh,
-                                   const cllm_online_prompts *prompts, const cllm_ppo_config *cfg,
-                                   const cllm_train_config *train, cllm_err *err) {
-    cllm__ppo_ctx ctx;
-    cllm_train_task task;
-    cllm_train_config tc;
-    cllm_value_head own;
-    cllm_result rc;
-    if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "PPO: needs a config and a training config");
-    memset(&ctx, 0, sizeof ctx); memset(&own, 0, sizeof own);
-    ctx.lm = policy; ctx.ref = ref; ctx.p = prompts;
-    ctx.cfg = cllm__ppo_def(cfg);
-    ctx.cfg.rollout = cllm__rollout_def(&cfg->rollout, 0.7f, 0, 53, cllm__def(train->seed, 42));    /* TRL's response_length 53 */
-    if ((rc = cllm__rollout_check_config(&ctx.cfg.rollout, policy, prompts, err)) != CLLM_OK) return rc;
-    if (ctx.cfg.ppo_epochs < 1 || ctx.cfg.mini_batches < 1) return cllm__fail(err, CLLM_ERR_ARG, "PPO: ppo_epochs and mini_batches must be positive");
-    if (ctx.cfg.kl_estimator != CLLM_KL_K1 && ctx.cfg.kl_estimator != CLLM_KL_K3) return cllm__fail(err, CLLM_ERR_ARG, "PPO: kl_estimator must be k1 or k3 (TRL's choices)");
-    if (ctx.cfg.score_scaling < CLLM_SCORE_RAW || ctx.cfg.score_scaling > CLLM_SCORE_NORM) return cllm__fail(err, CLLM_ERR_ARG, "PPO: score_scaling must be CLLM_SCORE_RAW, _SCALE or _NORM");
-    if (ctx.cfg.kl_target < 0 || ctx.cfg.kl_horizon <= 0) return cllm__fail(err, CLLM_ERR_ARG, "PPO: kl_target must be >= 0 and kl_horizon > 0");
-    if (!ref && !lora) return cllm__fail(err, CLLM_ERR_ARG, "PPO needs a reference for its KL penalty: a frozen copy of the initial policy, or LoRA adapters (the base model)");
-    if (!vh) {
-        if ((rc = cllm_value_head_init(&own, policy->model.config.hidden_size, cllm__def(train->seed, 42), err)) != CLLM_OK) return rc;
-        vh = &own;
-    } else if (vh->C != policy->model.config.hidden_size || !vh->w || !vh->grad || !vh->m || !vh->v) {
-        return cllm__fail(err, CLLM_ERR_ARG, "PPO: the value head does not match this model (its hidden size differs)");
-    }
-    ctx.vh = vh;
-    ctx.kl_coef = ctx.cfg.kl_coef;
-    cllm_running_moments_init(&ctx.scores);
-    /* a step is one rollout of batch_size x grad_accum x mini_batches prompts; TRL does not clip */
-    tc = *train;
-    ctx.batch_size = cllm__def(tc.batch_size, 8);
-    ctx.grad_accum = cllm__def(tc.grad_accum, 1);
-    tc.batch_size = ctx.batch_size;
-    tc.grad_accum = ctx.grad_accum * ctx.cfg.mini_batches;
-    if (tc.max_grad_norm == 0) tc.max_grad_norm = -1;
-    memset(&task, 0, sizeof task);
-    task.name = "ppo"; task.n_examples = prompts->n; task.default_lr = 2e-6;           /* paper Table 6 */
-    task.step = cllm__ppo_step; task.save_extra = cllm__value_head_save; task.load_extra = cllm__value_head_load; task.ctx = &ctx;
-    rc = cllm__train_run(&policy->model, lora, &task, &tc, err);
-    cllm_value_head_free(&own);
-    return rc;
-}
-
-/* ---- GRPO ------------------------------------------------------------------------------------ */
-
-CLLMDEF cllm_result cllm_grpo_loss(int B, int T, const double *logprobs, const double *old_logprobs, const double *ref_logprobs,
-                                   const double *advantages, const double *mask, double beta, double eps_low, double eps_high,
-                                   int loss_type, int max_completion_length, cllm_grpo_loss_out *out, cllm_err *err) {
-    double total = 0, msum = 0, kl = 0, clipped = 0;
-    int b, t;
-    if (B < 1 || T < 1 || !logprobs || !old_logprobs || !advantages || !mask || !out) return cllm__fail(err, CLLM_ERR_ARG, "GRPO loss: needs B, T >= 1, logprobs, old_logprobs, advantages, mask and out");
-    if (beta != 0 && !ref_logprobs) return cllm__fail(err, CLLM_ERR_ARG, "GRPO loss: beta %g needs the reference log-probs", beta);
-    if (loss_type < CLLM_GRPO_BNPO || loss_type > CLLM_GRPO_DR_GRPO) return cllm__fail(err, CLLM_ERR_ARG, "GRPO loss: unknown loss_type %d", loss_type);
-    if (loss_type == CLLM_GRPO_DR_GRPO && max_completion_length < 1) return cllm__fail(err, CLLM_ERR_ARG, "GRPO loss: dr_grpo needs max_completion_length");
-    for (b = 0; b < B; b++) for (t = 0; t < T; t++) msum += mask[(size_t)b * T + t];
-    for (b = 0; b < B; b++) {
-        double len = 0, A = advantages[b];
-        for (t = 0; t < T; t++) len += mask[(size_t)b * T + t];
-        for (t = 0; t < T; t++) {
-            size_t i = (size_t)b * T + t;
-            double r = exp(logprobs[i] - old_logprobs[i]), rc = r < 1 - eps_low ? 1 - eps_low : r > 1 + eps_high ? 1 + eps_high : r;
-            double l1 = -r * A, l2 = -rc * A, l, d, w;     /* -min(rA, rc A) = max(l1, l2) */
-            double dl1 = -r * A, dl2 = r >= 1 - eps_low && r <= 1 + eps_high ? -r * A : 0;
-            double k3 = 0, dk3 = 0;
-            l = l1 > l2 ? l1 : l2;
-            d = l1 > l2 ? dl1 : l2 > l1 ? dl2 : 0.5 * (dl1 + dl2);   /* a tie splits, as torch.minimum */
-            if (ref_logprobs) {
-                double x = ref_logprobs[i] - logprobs[i];
-                k3 = exp(x) - x - 1;
-                dk3 = 1 - exp(x);                         /* d k3 / d logp */
-                if (beta != 0) { l += beta * k3; d += beta * dk3; }
-            }
-            /* the loss's weight on this token, by aggregation */
-            w = loss_type == CLLM_GRPO_BNPO ? 1 / (msum > 1 ? msum : 1)
-              : loss_type == CLLM_GRPO_GRPO ? 1 / ((len > 1 ? len : 1) * B)
-              : 1.0 / ((double)B * max_completion_length);
-            total += l * mask[i] * w;
-            if (out->d_logprobs) out->d_logprobs[i] = mask[i] != 0 ? d * mask[i] * w : 0;
-            kl += k3 * mask[i];
-            clipped += (l2 > l1) * mask[i];
-        }
-    }
-    out->loss = total;
-    out->kl = msum > 0 ? kl / msum : 0;
-    out->clip_ratio = msum > 0 ? clipped / msum : 0;
-    cllm__ok(err);
-    return CLLM_OK;
-}
-
-typedef struct cllm__grpo_ctx {
-    cllm_local_lm             *lm;
-    cllm_model                *ref;
-    const cllm_online_prompts *p;
-    cllm_grpo_config           cfg;         /* defaults applied */
-} cllm__grpo_ctx;
-
-static cllm_result cllm__grpo_micro(void *ctx, cllm_trainer *tr, const int *idx, int n, double norm, cllm_train_stats *st, cllm_err *err) {
-    cllm__grpo_ctx *c = (cllm__grpo_ctx *)ctx;
-    const cllm_rollout_config *rcfg = &c->cfg.rollout;
-    int G = c->cfg.num_generations, N = n * G, B = 0, L = 1, failed = 0, i, s;
-    cllm_local_output *out = (cllm_local_output *)cllm__calloc((size_t)N, sizeof *out);
-    double *mr = (double *)cllm__calloc((size_t)N, sizeof(double)), *adv = (double *)cllm__calloc((size_t)N, sizeof(double));
-    int *keep = (int *)cllm__calloc((size_t)N, sizeof(int));
-    double *buf = NULL, *lp, *old, *ref = NULL, *mask, *dlp, diff = 0, len_sum = 0, clipped = 0, std_sum = 0, zero_std = 0, kept_groups = 0;
-    float tau = rcfg->gen.sampler.temperature;
-    cllm_grpo_loss_out lo;
-    cllm__seq_batch sb;
-    cllm__rows rows;
-    cllm_result rc;
-    memset(&sb, 0, sizeof sb); memset(&rows, 0, sizeof rows);
-    if (!out || !mr || !adv || !keep) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-    if ((rc = cllm__rollout_sample(c->lm, rcfg, c->p, idx, n, G, tr->step, out, err)) != CLLM_OK) goto done;
-    if ((rc = cllm__rollout_score(rcfg, c->lm, c->p, idx, n, G, tr->step, out, mr, &failed, err)) != CLLM_OK) goto done;
-    /* group-normalised advantages; a group with a failed score is left out */
-    for (i = 0; i < n; i++) {
-        double mean = 0, var = 0;
-        int ok = 1;
-        for (s = 0; s < G; s++) {
-            const cllm_local_output *o = &out[i * G + s];
-            len_sum += o->n; clipped += o->finish != CLLM_FINISH_EOS;
-            ok &= !isnan(mr[i * G + s]);
-        }
-        if (!ok) continue;
-        if ((rc = cllm_grpo_advantages(G, mr + i * G, G, CLLM_GROUP_GRPO, c->cfg.scale_rewards > 0, 1e-4, adv + B, err)) != CLLM_OK) goto done;
-        for (s = 0; s < G; s++) mean += mr[i * G + s] / G;
-        for (s = 0; s < G; s++) var += (mr[i * G + s] - mean) * (mr[i * G + s] - mean) / (G > 1 ? G - 1 : 1);
-        std_sum += sqrt(var); zero_std += sqrt(var) < 1e-8; kept_groups++;
-        for (s = 0; s < G; s++) { keep[B++] = i * G + s; if (out[i * G + s].n > L) L = out[i * G + s].n; }
-    }
-    cllm_train_stats_add(st, "mr/failed", failed, 1);
-    cllm_train_stats_add(st, "completions/mean_length", len_sum, N);
-    cllm_train_stats_add(st, "completions/clipped_ratio", clipped, N);
-    if (B == 0) { rc = cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: MR failed in every group of a micro-batch; nothing to train on", tr->step + 1); goto done; }
-    if ((rc = cllm__rows_make(&rows, out, keep, B, err)) != CLLM_OK) goto done;
-    if (!(buf = (double *)cllm__calloc((size_t)B * L * 5 + 1, sizeof(double)))) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-    lp = buf; old = lp + (size_t)B * L; mask = old + (size_t)B * L; dlp = mask + (size_t)B * L;
-    if (c->cfg.beta != 0) {
-        ref = dlp + (size_t)B * L;
-        if ((rc = cllm__rollout_ref(tr->model, c->ref, rows.ptr, B, tau, L, ref, err)) != CLLM_OK) goto done;
-    }
-    /* the policy's forward at the sampling temperature (the last one: it feeds backward) */
-    if ((rc = cllm__rollout_forward(tr->model, rows.ptr, B, tau, &sb, err)) != CLLM_OK) goto done;
-    if ((rc = cllm__rollout_check(rcfg, tr->model, rows.out, rows.ptr, B, &diff, err)) != CLLM_OK) goto done;
-    cllm__gather_logps(tr->model, rows.ptr, B, L, 0.0, lp);
-    for (i = 0; i < B; i++) for (s = 0; s < L; s++) {
-        size_t k = (size_t)i * L + s;
-        mask[k] = s < rows.out[i]->n;
-        old[k] = lp[k];                               /* num_iterations = 1: old = current, detached */
-    }
-    memset(&lo, 0, sizeof lo);
-    lo.d_logprobs = dlp;
-    if ((rc = cllm_grpo_loss(B, L, lp, old, ref, adv, mask, c->cfg.beta, c->cfg.epsilon, c->cfg.epsilon_high, c->cfg.loss_type,
-                             rcfg->gen.max_new_tokens, &lo, err)) != CLLM_OK) goto done;
-    /* the micro-batch's aggregated loss, weighted by its prompts in the step */
-    if ((rc = cllm__rollout_backward(tr->model, NULL, rows.ptr, B, L, dlp, NULL, (double)n / norm, err)) != CLLM_OK) goto done;
-    cllm_train_stats_add(st, "loss", lo.loss * n, n);
-    for (i = 0; i < B; i++) cllm_train_stats_add(st, "reward", mr[keep[i]], 1);
-    cllm_train_stats_add(st, "reward_std", std_sum, kept_groups);
-    cllm_train_stats_add(st, "frac_reward_zero_std", zero_std, kept_groups);
-    if (c->cfg.beta != 0) cllm_train_stats_add(st, "kl", lo.kl, 1);
-    cllm_train_stats_add(st, "clip_ratio", lo.clip_ratio, 1);
-    cllm_train_stats_add(st, "rollout/logprob_diff", diff, 1);
-    st->tokens += (double)cllm__batch_tokens(&sb);
-done:
-    cllm__seq_batch_free(&sb);
-    cllm__rows_free(&rows);
-    if (out) cllm_local_outputs_free(out, N);
-    CLLM_FREE(out); CLLM_FREE(mr); CLLM_FREE(adv); CLLM_FREE(keep); CLLM_FREE(buf);
-    return rc;
-}
-
-CLLMDEF cllm_result cllm_train_grpo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref,
-                                    const cllm_online_prompts *prompts, const cllm_grpo_config *cfg,
-                                    const cllm_train_config *train, cllm_err *err) {
-    cllm__grpo_ctx ctx;
-    cllm_result rc;
-    if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "GRPO: needs a config and a training config");
-    memset(&ctx, 0, sizeof ctx);
-    ctx.lm = policy; ctx.ref = ref; ctx.p = prompts; ctx.cfg = *cfg;
-    ctx.cfg.rollout = cllm__rollout_def(&cfg->rollout, 1.0f, 0, 256, cllm__def(train->seed, 42));  /* TRL's max_completion_length 256 */
-    ctx.cfg.num_generations = cllm__def(cfg->num_generations, 8);
-    ctx.cfg.epsilon = cllm__def(cfg->epsilon, 0.2);
-    ctx.cfg.epsilon_high = cllm__def(cfg->epsilon_high, ctx.cfg.epsilon);
-    ctx.cfg.scale_rewards = cfg->scale_rewards < 0 ? 0 : 1;
-    if ((rc = cllm__rollout_check_config(&ctx.cfg.rollout, policy, prompts, err)) != CLLM_OK) return rc;
-    if (ctx.cfg.num_generations < 2 || ctx.cfg.num_generations > 65536) return cllm__fail(err, CLLM_ERR_ARG, "GRPO: num_generations must be in [2, 65536] (a group of one has no baseline)");
-    if (ctx.cfg.loss_type < CLLM_GRPO_BNPO || ctx.cfg.loss_type > CLLM_GRPO_DR_GRPO) return cllm__fail(err, CLLM_ERR_ARG, "GRPO: unknown loss_type %d", ctx.cfg.loss_type);
-    if (ctx.cfg.beta < 0) return cllm__fail(err, CLLM_ERR_ARG, "GRPO: beta must be >= 0");
-    if (ctx.cfg.beta != 0 && !ref && !lora) return cllm__fail(err, CLLM_ERR_ARG, "GRPO with beta > 0 needs a reference: a frozen copy of the initial policy, or LoRA adapters (the base model)");
-    return cllm__train_task(&policy->model, lora, "grpo", prompts->n, 1e-6 /* TRL's GRPOConfig */, cllm__online_units, cllm__grpo_micro, &ctx, train, err);
-}
-
-/* -------------------------------------------------------------------------------------------- */
-/* Objectives (DPO, PPO, GRPO) and metrics (BLEU)                                               */
-/* -------------------------------------------------------------------------------------------- */
-
-/* Numbers shared by the objectives. */
-
-/* log sigmoid(x) without overflow: -log(1 + e^-x) for x >= 0, x - log(1 + e^x) below (torch's
-   F.logsigmoid is -softplus(-x), the same function). */
-static double cllm__log_sigmoid(double x) { return x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x)); }
-static double cllm__sigmoid(double x) { return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
-static double cllm__clamp(double x, double lo, double hi) { return x < lo ? lo : x > hi ? hi : x; }
-
-/* d max(a, b) from da and db, as torch.maximum's backward: a tie sends half to each side. */
-static double cllm__max_grad(double a, double b, double da, double db) {
-    return a > b ? da : b > a ? db : 0.5 * (da + db);
-}
-
-/* ---- DPO ---- */
-/* z = (pc - pr) - (rc - rr), the policy's log-ratio margin minus the reference's (TRL computes
-   the two differences first, so do we). With s = sigmoid: d/dz[-log s(bz)] = -b s(-bz) and
-   d/dz[-log s(-bz)] = b s(bz). The loss is the mean over pairs, so dl/dpc_i = l'(z_i)/n and
-   dl/dpr_i = -l'(z_i)/n; the reference is frozen and gets no gradient.
-   Library differences: TRL >= 0.29 dropped label smoothing from sigmoid and removed
-   reference_free; TRL divides IPO's logps by the completion length, OpenRLHF does not. The
-   original implementation (eric-mitchell: sigmoid with cDPO, IPO) uses the same formulas. */
-static void cllm__dpo_pair(const cllm_dpo_config *c, double z, double *loss, double *dz) {
-    double b = c->beta, e = c->label_smoothing, bz = b * z, target = 1 / (2 * b);
-    switch (c->loss_type) {
-    case CLLM_DPO_SIGMOID:
-        *loss = -cllm__log_sigmoid(bz) * (1 - e) - cllm__log_sigmoid(-bz) * e;
-        *dz = -b * cllm__sigmoid(-bz) * (1 - e) + b * cllm__sigmoid(bz) * e;
-        break;
-    case CLLM_DPO_ROBUST:   /* unbiased under a label-flip rate e */
-        *loss = (-cllm__log_sigmoid(bz) * (1 - e) + cllm__log_sigmoid(-bz) * e) / (1 - 2 * e);
-        *dz = (-b * cllm__sigmoid(-bz) * (1 - e) - b * cllm__sigmoid(bz) * e) / (1 - 2 * e);
-        break;
-    case CLLM_DPO_HINGE:    /* torch's relu has derivative 0 at 0 */
-        *loss = 1 - bz > 0 ? 1 - bz : 0;
-        *dz = 1 - bz > 0 ? -b : 0;
-        break;
-    default:                /* IPO regresses the margin onto 1/(2b) */
-        *loss = (z - target) * (z - target);
-        *dz = 2 * (z - target);
-    }
-}
-
-CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n,
-                                  const double *pc, const double *pr, const double *rc, const double *rr,
-                                  cllm_dpo_out *out, cllm_err *err) {
-    cllm_dpo_config c;
-    double sum_loss = 0, sum_cr = 0, sum_rr = 0, sum_acc = 0;
-    int i;
-    memset(&c, 0, sizeof c);
-    if (cfg) c = *cfg;
-    c.beta = cllm__def(c.beta, 0.1);
-    if (n < 1 || !pc || !pr || !out) return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: need n >= 1 pairs, the two policy logp arrays and an output");
-    if (!c.reference_free && (!rc || !rr)) return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: the reference logps are required unless reference_free is set");
-    if (c.loss_type < CLLM_DPO_SIGMOID || c.loss_type > CLLM_DPO_IPO) return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: unknown loss_type %d (sigmoid, robust, hinge or ipo)", c.loss_type);
-    if (!(c.beta > 0)) return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: beta must be > 0 (got %g)", c.beta);
-    if (c.loss_type == CLLM_DPO_SIGMOID && !(c.label_smoothing >= 0 && c.label_smoothing <= 1))
-        return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: label_smoothing must be in [0, 1] (got %g)", c.label_smoothing);
-    if (c.loss_type == CLLM_DPO_ROBUST && !(c.label_smoothing >= 0 && c.label_smoothing < 0.5))
-        return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: robust needs label_smoothing in [0, 0.5) (got %g)", c.label_smoothing);
-    for (i = 0; i < n; i++) {
-        double rci = rc ? rc[i] : 0, rri = rr ? rr[i] : 0;
-        double z = (pc[i] - pr[i]) - (c.reference_free ? 0 : rci - rri);
-        double loss, dz, cr = c.beta * (pc[i] - rci), rj = c.beta * (pr[i] - rri);
-        cllm__dpo_pair(&c, z, &loss, &dz);
-        sum_loss += loss; sum_cr += cr; sum_rr += rj; sum_acc += cr > rj;
-        if (out->losses) out->losses[i] = loss;
-        if (out->chosen_rewards) out->chosen_rewards[i] = cr;
-        if (out->rejected_rewards) out->rejected_rewards[i] = rj;
-        if (out->d_chosen) out->d_chosen[i] = dz / n;
-        if (out->d_rejected) out->d_rejected[i] = -dz / n;
-    }
-    out->loss = sum_loss / n;
-    out->chosen_reward = sum_cr / n;
-    out->rejected_reward = sum_rr / n;
-    out->reward_accuracy = sum_acc / n;
-    out->reward_margin = (sum_cr - sum_rr) / n;
-    cllm__ok(err);
-    return CLLM_OK;
-}
-
-/* ---- PPO: KL penalty, rewards, whitening, GAE, clipped losses ---- */
-
-/* With d = ref - logp = log(ref/policy) at the sampled token, E_policy[-d] = KL(policy||ref):
-   k1 = -d is unbiased but noisy; k3 = (e^d - 1) - d is unbiased and never negative (Schulman's
-   estimator, TRL's order of operations). OpenRLHF and verl clamp these to [-10, 10] and verl the
-   exponent to +-20; we do not. */
-CLLMDEF double cllm_kl_estimate(double logp, double ref_logp, int estimator) {
-    double d = ref_logp - logp;
-    if (estimator == CLLM_KL_K3) return (exp(d) - 1) - d;
-    if (estimator == CLLM_KL_K2) return 0.5 * d * d;
-    return -d;
-}
-
-CLLMDEF int cllm_ppo_sequence_end(const int *response, int L, int pad_id, int stop_id) {
-    int t, stop = L;
-    if (stop_id >= 0)
-        for (t = 0; t < L; t++) if (response[t] == stop_id) { stop = t; break; }
-    for (t = 0; t < L; t++)
-        if (t > stop || response[t] == pad_id) return t - 1;   /* the first pad after truncation */
-    return L - 1;
-}
-
-/* B rows of T tokens: checks the sizes and that B*T fits in memory arithmetic. */
-static cllm_result cllm__check_bt(const char *fn, int B, int T, size_t *n, cllm_err *err) {
-    *n = 0;
-    if (B < 1 || T < 1) return cllm__fail(err, CLLM_ERR_ARG, "%s: B and T must be >= 1 (got %d, %d)", fn, B, T);
-    if ((size_t)B > SIZE_MAX / sizeof(double) / (size_t)T) return cllm__fail(err, CLLM_ERR_LIMIT, "%s: B*T too large", fn);
-    *n = (size_t)B * (size_t)T;
-    return CLLM_OK;
-}
-
-CLLMDEF cllm_result cllm_ppo_rewards(int B, int T, const double *logprobs, const double *ref_logprobs,
-                                     const double *scores, const int *seq_end, double kl_coef,
-                                     int kl_estimator, int placement, double *rewards, double *kl, cllm_err *err) {
-    size_t n;
-    int b, t;
-    cllm_result rc;
-    if ((rc = cllm__check_bt("PPO rewards", B, T, &n, err)) != CLLM_OK) return rc;
-    if (!logprobs || !ref_logprobs || !scores || !seq_end || !rewards) return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: logprobs, ref_logprobs, scores, seq_end and rewards are required");
-    if (kl_estimator < CLLM_KL_K1 || kl_estimator > CLLM_KL_K3) return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: unknown kl_estimator %d (k1, k2 or k3)", kl_estimator);
-    if (placement != CLLM_REWARD_AFTER_EOS && placement != CLLM_REWARD_LAST_TOKEN) return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: unknown placement %d", placement);
-    for (b = 0; b < B; b++) {
-        int end = seq_end[b], e;
-        if (end < -1 || end >= T) return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: seq_end[%d] = %d is outside [-1, %d]", b, end, T - 1);
-        for (t = 0; t < T; t++) {
-            size_t i = (size_t)b * T + t;
-            double k = t <= end ? cllm_kl_estimate(logprobs[i], ref_logprobs[i], kl_estimator) : 0;
-            rewards[i] = 0.0 - kl_coef * k;               /* "0 -": a zero penalty is +0, not -0 */
-            if (kl) kl[i] = k;
-        }
-        e = placement == CLLM_REWARD_AFTER_EOS && end + 1 < T ? end + 1 : end;
-        if (e < 0) e = 0;                         /* an empty response: the score sits at t = 0 */
-        rewards[(size_t)b * T + e] += scores[b];
-    }
-    cllm__ok(err);
-    return CLLM_OK;
-}
-
-CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, int keep_mean, int biased, cllm_err *err) {
-    double s = 0, mean = 0, var = 0, rstd;
-    size_t i;
-    for (i = 0; i < n; i++) { double m = mask ? mask[i] : 1; s += m; mean += x[i] * m; }
-    if (!(s > (biased ? 0 : 1)))
-        return cllm__fail(err, CLLM_ERR_ARG, "whitening: the mask selects %g values; whitening needs %s", s, biased ? "at least one" : "at least 2 (Bessel's correction s/(s-1))");
-    mean /= s;
-    for (i = 0; i < n; i++) { double m = mask ? mask[i] : 1, d = x[i] - mean; var += d * d * m; }
-    var /= s;
-    if (biased) rstd = 1 / sqrt(var > 1e-8 ? var : 1e-8);
-    else rstd = 1 / sqrt(var * (s / (s - 1)) + 1e-8);
-    for (i = 0; i < n; i++) x[i] = (x[i] - mean) * rstd + (keep_mean ? mean : 0);
-    cllm__ok(err);
-    return CLLM_OK;
-}
-
-CLLMDEF cllm_result cllm_gae(int B, int T, const double *rewards, const double *values, const double *mask,
-                             double gamma, double lam, int mode, int whiten,
-                             double *advantages, double *returns, cllm_err *err) {
-    size_t n, i;
-    int b, t;
-    cllm_result rc;
-    if ((rc = cllm__check_bt("GAE", B, T, &n, err)) != CLLM_OK) return rc;
-    if (!rewards || !values || !advantages || !returns) return cllm__fail(err, CLLM_ERR_ARG, "GAE: rewards, values, advantages and returns are required");
-    if (mode != CLLM_GAE_TRL && mode != CLLM_GAE_SKIP) return cllm__fail(err, CLLM_ERR_ARG, "GAE: unknown mode %d (TRL or skip)", mode);
-    for (b = 0; b < B; b++) {
-        double next_value = 0, running = 0;              /* V_{t+1} and A_{t+1}; both 0 past the end */
-        for (t = T - 1; t >= 0; t--) {
-            double m, delta, a;
-            i = (size_t)b * T + t;
-            m = mask ? mask[i] : 1;
-            delta = rewards[i] + gamma * next_value - values[i];
-            a = delta + gamma * lam * running;
-            if (mode == CLLM_GAE_TRL) { running = a; next_value = values[i]; }
-            else {                                       /* verl: masked positions are transparent */
-                next_value = values[i] * m + (1 - m) * next_value;
-                running = a * m + (1 - m) * running;
-            }
-            advantages[i] = running;
-        }
-    }
-    for (i = 0; i < n; i++) returns[i] = advantages[i] + values[i];
-    if (whiten) {
-        if ((rc = cllm_masked_whiten(advantages, mask, n, 0, 0, err)) != CLLM_OK) return rc;
-        if (mode == CLLM_GAE_TRL && mask)
-            for (i = 0; i < n; i++) if (mask[i] == 0) advantages[i] = 0;
-    }
-    cllm__ok(err);
-    return CLLM_OK;
-}
-
-/* Per token, with r = exp(logp - old) and A the advantage:
-     pg = max(-A r, -A clamp(r, 1-c, 1+c))          d/dlogp: -A r from each side that is active
-                                                    (dr/dlogp = r; clamp passes it on [1-c, 1+c])
-     vf = max((v-R)^2, (clamp(v, ov-cv, ov+cv)-R)^2) d/dv: 2(v-R), or 2(vc-R) inside the clamp range
-   Losses are masked means; the gradients of the means carry mask/sum(mask).
-   Library differences: verl and OpenRLHF clamp logp - old to +-20 before exp, verl adds a dual
-   clip for A < 0, and their aggregations (token-mean over the global batch, seq-mean-...) differ;
-   OpenRLHF clips the value around old_values the same way with cliprange_value 0.5 by default. */
-CLLMDEF cllm_result cllm_ppo_loss(int B, int T, const double *logprobs, const double *old_logprobs,
-                                  const double *advantages, const double *values, const double *old_values,
-                                  const double *returns, const double *mask, const double *value_mask,
-                                  double cliprange, double cliprange_value, double vf_coef,
-                                  cllm_ppo_loss_out *out, cllm_err *err) {
-    double msum = 0, vsum = 0, pg = 0, vf = 0, clip = 0, vclip = 0, kl = 0;
-    size_t n, i;
-    cllm_result rc;
-    if ((rc = cllm__check_bt("PPO loss", B, T, &n, err)) != CLLM_OK) return rc;
-    if (!logprobs || !old_logprobs || !advantages || !values || !old_values || !returns || !mask || !out)
-        return cllm__fail(err, CLLM_ERR_ARG, "PPO loss: logprobs, old_logprobs, advantages, values, old_values, returns, mask and out are required");
-    if (!(cliprange >= 0) || !(cliprange_value >= 0)) return cllm__fail(err, CLLM_ERR_ARG, "PPO loss: cliprange and cliprange_value must be >= 0");
-    if (!value_mask) value_mask = mask;
-    for (i = 0; i < n; i++) { msum += mask[i]; vsum += value_mask[i]; }
-    if (!(msum > 0) || !(vsum > 0)) return cllm__fail(err, CLLM_ERR_ARG, "PPO loss: the mask (or value_mask) selects no token");
-    for (i = 0; i < n; i++) {
-        double A = advantages[i], diff = logprobs[i] - old_logprobs[i], r = exp(diff);
-        double lo = 1 - cliprange, hi = 1 + cliprange, r_clip = cllm__clamp(r, lo, hi);
-        double pg1 = -A * r, pg2 = -A * r_clip, dpg;
-        double v = values[i], R = returns[i], vlo = old_values[i] - cliprange_value, vhi = old_values[i] + cliprange_value;
-        double vc = cllm__clamp(v, vlo, vhi), vf1 = (v - R) * (v - R), vf2 = (vc - R) * (vc - R), dvf;
-        pg += (pg1 > pg2 ? pg1 : pg2) * mask[i];
-        clip += (pg2 > pg1) * mask[i];
-        kl += diff * diff;
-        vf += (vf1 > vf2 ? vf1 : vf2) * value_mask[i];
-        vclip += (vf2 > vf1) * value_mask[i];
-        dpg = cllm__max_grad(pg1, pg2, -A * r, r >= lo && r <= hi ? -A * r : 0);
-        dvf = cllm__max_grad(vf1, vf2, 2 * (v - R), v >= vlo && v <= vhi ? 2 * (vc - R) : 0);
-        if (out->d_logprobs) out->d_logprobs[i] = mask[i] != 0 ? dpg * mask[i] / msum : 0;
-        if (out->d_values) out->d_values[i] = value_mask[i] != 0 ? vf_coef * 0.5 * dvf * value_mask[i] / vsum : 0;
-    }
-    out->pg_loss = pg / msum;
-    out->vf_loss = 0.5 * (vf / vsum);
-    out->loss = out->pg_loss + vf_coef * out->vf_loss;
-    out->clipfrac = clip / msum;
-    out->vf_clipfrac = vclip / vsum;
-    out->approxkl = 0.5 * (kl / (double)n);
-    cllm__ok(err);
-    return CLLM_OK;
-}
-
-/* ---- GRPO / RLOO ---- */
-
-CLLMDEF cllm_result cllm_grpo_advantages(int n, const double *rewards, int group_size, int estimator,
-                                         int scale, double eps, double *advantages, cllm_err *err) {
-    int g, i, G = group_size;
-    if (n < 1 || G < 1 || n % G) return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: %d rewards do not split into groups of %d", n, G);
-    if (!rewards || !advantages) return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: rewards and advantages are required");
-    if (estimator != CLLM_GROUP_GRPO && estimator != CLLM_GROUP_RLOO) return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: unknown estimator %d (grpo or rloo)", estimator);
-    if (G < 2 && (estimator == CLLM_GROUP_RLOO || scale))
-        return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: %s needs group_size >= 2", estimator == CLLM_GROUP_RLOO ? "RLOO" : "scaling by the unbiased std");
-    for (g = 0; g < n; g += G) {
-        const double *r = rewards + g;
-        double sum = 0, mean, var = 0;
-        for (i = 0; i < G; i++) sum += r[i];
-        mean = sum / G;
-        for (i = 0; i < G; i++) var += (r[i] - mean) * (r[i] - mean);
-        for (i = 0; i < G; i++) {
-            if (estimator == CLLM_GROUP_RLOO) advantages[g + i] = r[i] - (sum - r[i]) / (G - 1);
-            else if (scale) advantages[g + i] = (r[i] - mean) / (sqrt(var / (G - 1)) + eps);
-            else advantages[g + i] = r[i] - mean;
-        }
-    }
-    cllm__ok(err);
-    return CLLM_OK;
-}
-
-/* ---- BLEU (NLTK sentence_bleu) ---- */
-/* NLTK, for each order n = 1..4:
-     p_n = sum over distinct hypothesis n-grams g of min(count_hyp(g), max_ref count_ref(g))
-           / max(1, number of hypothesis n-grams)                         (modified precision)
-   c = the reference length closest to the hypothesis length h (a tie goes to the shorter),
-   BP = 1 if h > c, 0 if h = 0, else exp(1 - c/h);
-   BLEU = 0 if no unigram matches, else BP * exp(fsum(0.25 * log p_n)), where a p_n with no
-   match becomes DBL_MIN (method0), 0.1/den (method1), or (num+1)/(den+1) for n >= 2 (method2).
-   sacrebleu differs (13a tokenizer, 0-100 scale, effective order, 'exp' smoothing): not this. */
-
-typedef struct { int s[4]; } cllm__ngram;    /* an n-gram, n <= 4; unused slots 0 */
-
-static int cllm__ngram_cmp(const void *a, const void *b) {
-    const int *x = ((const cllm__ngram *)a)->s, *y = ((const cllm__ngram *)b)->s;
-    int k;
-    for (k = 0; k < 4; k++) if (x[k] != y[k]) return x[k] < y[k] ? -1 : 1;
-    return 0;
-}
-
-/* The n-grams of seq, sorted, into out (room for len); returns how many. */
-static int cllm__ngrams_sorted(const int *seq, int len, int n, cllm__ngram *out) {
-    int i, k, count = len >= n ? len - n + 1 : 0;
-    for (i = 0; i < count; i++) {
-        memset(&out[i], 0, sizeof out[i]);
-        for (k = 0; k < n; k++) out[i].s[k] = seq[i + k];
-    }
-    qsort(out, (size_t)count, sizeof *out, cllm__ngram_cmp);
-    return count;
-}
-
-/* Python's math.fsum: Shewchuk's exact partial sums, then a correctly rounded total. */
-static double cllm__fsum(const double *x, int n) {
-    double p[16], hi, lo = 0;
-    int np = 0, i, j;
-    CLLM_ASSERT(n <= 16);
-    for (i = 0; i < n; i++) {
-        double v = x[i];
-        int k = 0;
-        for (j = 0; j < np; j++) {
-            double y = p[j], s;
-            if (fabs(v) < fabs(y)) { double t = v; v = y; y = t; }
-            s = v + y;
-            lo = y - (s - v);                        /* the exact error of v + y */
-            if (lo != 0) p[k++] = lo;
-            v = s;
-        }
-        if (v != 0) p[k++] = v;                      /* zero partials are dropped, as Python does */
-        np = k;
-    }
-    if (np == 0) return 0;
-    hi = p[--np];
-    lo = 0;
-    while (np > 0) {                                 /* add from the largest; stop when inexact */
-        double y = p[--np], s = hi + y;
-        lo = y - (s - hi);
-        hi = s;
-        if (lo != 0) break;
-    }
-    if (np > 0 && ((lo < 0 && p[np - 1] < 0) || (lo > 0 && p[np - 1] > 0))) {
-        double y = lo * 2, s = hi + y;               /* a half-way case: round as the exact sum says */
-        if (y == s - hi) hi = s;
-    }
-    return hi;
-}
-
-CLLMDEF cllm_result cllm_bleu_ids(int n_refs, const int *const *refs, const int *ref_lens,
-                                  const int *hyp, int hyp_len, int smoothing, double *bleu, cllm_err *err) {
-    cllm__ngram *H = NULL, *R = NULL;
-    int *count = NULL, *best = NULL;
-    long num[5] = { 0 }, den[5] = { 0 };
-    double terms[4], bp;
-    int i, n, u, j, max_ref = 0, closest = -1;
-    if (n_refs < 1 || !refs || !ref_lens || hyp_len < 0 || (hyp_len && !hyp) || !bleu)
-        return cllm__fail(err, CLLM_ERR_ARG, "BLEU: need at least one reference and a hypothesis");
-    if (smoothing < CLLM_BLEU_NO_SMOOTHING || smoothing > CLLM_BLEU_METHOD2) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: unknown smoothing %d", smoothing);
-    for (i = 0; i < n_refs; i++) {
-        int d = abs(ref_lens[i] - hyp_len), dc = abs(closest - hyp_len);
-        if (ref_lens[i] < 0 || (ref_lens[i] && !refs[i])) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: reference %d is invalid", i);
-        if (closest < 0 || d < dc || (d == dc && ref_lens[i] < closest)) closest = ref_lens[i];
-        if (ref_lens[i] > max_ref) max_ref = ref_lens[i];
-    }
-    H = (cllm__ngram *)cllm__calloc((size_t)hyp_len + 1, sizeof *H);
-    R = (cllm__ngram *)cllm__calloc((size_t)max_ref + 1, sizeof *R);
-    count = (int *)cllm__calloc((size_t)hyp_len + 1, sizeof *count);
-    best = (int *)cllm__calloc((size_t)hyp_len + 1, sizeof *best);
-    if (!H || !R || !count || !best) {
-        CLLM_FREE(H); CLLM_FREE(R); CLLM_FREE(count); CLLM_FREE(best);
-        return cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
-    }
-    for (n = 1; n <= 4; n++) {
-        int h = cllm__ngrams_sorted(hyp, hyp_len, n, H), distinct = 0;
-        for (j = 0; j < h; j++) {                    /* distinct n-grams H[0..distinct) with counts */
-            if (distinct && cllm__ngram_cmp(&H[distinct - 1], &H[j]) == 0) { count[distinct - 1]++; continue; }
-            H[distinct] = H[j]; count[distinct] = 1; best[distinct] = 0; distinct++;
-        }
-        for (i = 0; i < n_refs; i++) {               /* best[u] = max over references of their count */
-            int r = cllm__ngrams_sorted(refs[i], ref_lens[i], n, R);
-            for (u = 0, j = 0; u < distinct; u++) {
-                int c = 0;
-                while (j < r && cllm__ngram_cmp(&R[j], &H[u]) < 0) j++;
-                while (j < r && cllm__ngram_cmp(&R[j], &H[u]) == 0) { j++; c++; }
-                if (c > best[u]) best[u] = c;
-            }
-        }
-        for (u = 0; u < distinct; u++) num[n] += count[u] < best[u] ? count[u] : best[u];
-        den[n] = h > 1 ? h : 1;
-    }
-    CLLM_FREE(H); CLLM_FREE(R); CLLM_FREE(count); CLLM_FREE(best);
-    cllm__ok(err);
-    if (num[1] == 0) { *bleu = 0; return CLLM_OK; }  /* no unigram matches: NLTK returns the int 0 */
-    bp = hyp_len > closest ? 1 : exp(1 - (double)closest / (double)hyp_len);
-    for (n = 1; n <= 4; n++) {
-        double p = (double)num[n] / (double)den[n];
-        if (smoothing == CLLM_BLEU_METHOD2 && n >= 2) p = (double)(num[n] + 1) / (double)(den[n] + 1);
-        else if (num[n] == 0) p = smoothing == CLLM_BLEU_METHOD1 ? 0.1 / (double)den[n] : DBL_MIN;
-        terms[n - 1] = 0.25 * log(p);
-    }
-    *bleu = bp * exp(cllm__fsum(terms, 4));
-    return CLLM_OK;
-}
-
-/* Python's str.isspace() for a code point (what str.split() splits on). */
-static int cllm__is_py_space(int c) {
-    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
-}
-
-/* UTF-8 to code points (out has room for strlen(s)); a byte that does not begin a valid,
-   shortest-form sequence becomes the symbol 0x110000 + byte, outside Unicode. Returns the count. */
-static int cllm__utf8_symbols(const char *s, int *out) {
-    const unsigned char *p = (const unsigned char *)s;
-    int n = 0;
-    while (*p) {
-        unsigned c = p[0], cp = 0, len = 0, k;
-        if (c < 0x80) { cp = c; len = 1; }
-        else if (c >= 0xC2 && c <= 0xDF) { cp = c & 0x1F; len = 2; }
-        else if (c >= 0xE0 && c <= 0xEF) { cp = c & 0x0F; len = 3; }
-        else if (c >= 0xF0 && c <= 0xF4) { cp = c & 0x07; len = 4; }
-        for (k = 1; k < len; k++) {
-            if ((p[k] & 0xC0) != 0x80) { len = 0; break; }
-            cp = (cp << 6) | (p[k] & 0x3F);
-        }
-        if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) len = 0;   /* overlong, surrogate */
-        if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) len = 0;
-        if (len == 0) { out[n++] = 0x110000 + (int)c; p++; continue; }
-        out[n++] = (int)cp;
-        p += len;
-    }
-    return n;
-}
-
-typedef struct { const int *p; int len; int *id; } cllm__bleu_tok;
-
-static int cllm__tok_cmp(const void *a, const void *b) {
-    const cllm__bleu_tok *x = (const cllm__bleu_tok *)a, *y = (const cllm__bleu_tok *)b;
-    int k, m = x->len < y->len ? x->len : y->len;
-    for (k = 0; k < m; k++) if (x->p[k] != y->p[k]) return x->p[k] < y->p[k] ? -1 : 1;
-    return x->len - y->len;
-}
-
-/* Token level: each string's code points are split at Python whitespace and every distinct
-   token gets an integer id (by sorting all tokens); seqs[i] is replaced by its id sequence. */
-static cllm_result cllm__bleu_tokenize(int **seqs, int *lens, int n, cllm_err *err) {
-    cllm__bleu_tok *toks;
-    int **ids;
-    size_t total = 0, k = 0, j;
-    int i, t, id = 0;
-    for (i = 0; i < n; i++) total += (size_t)lens[i];   /* no more tokens than symbols */
-    toks = (cllm__bleu_tok *)cllm__calloc(total + 1, sizeof *toks);
-    ids = (int **)cllm__calloc((size_t)n, sizeof *ids);
-    for (i = 0; toks && ids && i < n; i++) if (!(ids[i] = (int *)cllm__calloc((size_t)lens[i] + 1, sizeof(int)))) break;
-    if (!toks || !ids || i < n) {
-        for (i = 0; ids && i < n; i++) CLLM_FREE(ids[i]);
-        CLLM_FREE(ids); CLLM_FREE(toks);
-        return cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
-    }
-    for (i = 0; i < n; i++) {
-        int count = 0;
-        for (t = 0; t < lens[i];) {
-            int start;
-            while (t < lens[i] && cllm__is_py_space(seqs[i][t])) t++;
-            if (t == lens[i]) break;
-            start = t;
-            while (t < lens[i] && !cllm__is_py_space(seqs[i][t])) t++;
-            toks[k].p = seqs[i] + start; toks[k].len = t - start; toks[k].id = &ids[i][count++];
-            k++;
-        }
-        lens[i] = count;
-    }
-    qsort(toks, k, sizeof *toks, cllm__tok_cmp);
-    for (j = 0; j < k; j++) {
-        if (j > 0 && cllm__tok_cmp(&toks[j - 1], &toks[j]) != 0) id++;
-        *toks[j].id = id;
-    }
-    for (i = 0; i < n; i++) { CLLM_FREE(seqs[i]); seqs[i] = ids[i]; }
-    CLLM_FREE(ids); CLLM_FREE(toks);
-    return CLLM_OK;
-}
-
-CLLMDEF cllm_result cllm_bleu(int n_refs, const char *const *references, const char *hypothesis,
-                              int level, int smoothing, double *bleu, cllm_err *err) {
-    int n = n_refs + 1, i, **sym = NULL, *len = NULL;   /* string 0 is the hypothesis */
-    cllm_result rc = CLLM_OK;
-    if (n_refs < 1 || !references || !hypothesis) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: need at least one reference and a hypothesis");
-    if (level != CLLM_BLEU_CHAR && level != CLLM_BLEU_TOKEN) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: unknown level %d (char or token)", level);
-    sym = (int **)cllm__calloc((size_t)n, sizeof *sym);
-    len = (int *)cllm__calloc((size_t)n, sizeof *len);
-    if (!sym || !len) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory"); goto done; }
-    for (i = 0; i < n; i++) {
-        const char *s = i ? references[i - 1] : hypothesis;
-        size_t bytes;
-        if (!s) { rc = cllm__fail(err, CLLM_ERR_ARG, "BLEU: reference %d is NULL", i - 1); goto done; }
-        bytes = strlen(s);
-        if (bytes > INT_MAX / 2) { rc = cllm__fail(err, CLLM_ERR_LIMIT, "BLEU: a string of %zu bytes is too long", bytes); goto done; }
-        if (!(sym[i] = (int *)cllm__calloc(bytes + 1, sizeof(int)))) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory"); goto done; }
-        len[i] = cllm__utf8_symbols(s, sym[i]);
-    }
-    if (level == CLLM_BLEU_TOKEN && (rc = cllm__bleu_tokenize(sym, len, n, err)) != CLLM_OK) goto done;
-    rc = cllm_bleu_ids(n_refs, (const int *const *)(sym + 1), len + 1, sym[0], len[0], smoothing, bleu, err);
-done:
-    for (i = 0; sym && i < n; i++) CLLM_FREE(sym[i]);
-    CLLM_FREE(sym); CLLM_FREE(len);
-    return rc;
-}
-
 /* ---- `ref`: JSON in, JSON out ---- */
 /* Each handler reads its fields from `in`, calls the function above and adds its results to
    `out`. Arrays come from a pool that cllm_ref_json frees in one place. */
@@ -14962,6 +13783,1285 @@ done:
     cJSON_Delete(in);
     cJSON_Delete(out);
     return rc;
+}
+
+
+/* ############################################################################################ */
+/* PART III. FAST PATHS                                                                         */
+/* ############################################################################################ */
+
+/* -------------------------------------------------------------------------------------------- */
+/* Layers: fast paths (optional; see COMPILE-TIME OPTIONS) and the dispatchers                  */
+/* -------------------------------------------------------------------------------------------- */
+/* Each fast path computes the same formula as its reference above; tests/test_fastpath.c
+   compares them on odd sizes. Summation order:
+   - OpenMP alone: unchanged, results are bit-identical to the references.
+   - CLLM_BLOCKED: the matmul still adds the products of each output element in ascending
+     order, starting from the bias or the value being accumulated into, so without SIMD it too
+     is bit-identical; the tiles only decide which thread computes which outputs.
+   - CLLM_SIMD: fused multiply-adds (one rounding instead of two); dot products (the forward
+     matmul, attention scores) keep 8 (AVX2) or 4 (NEON) lane partial sums per K block of the
+     matmul (cllm__dot: 4 such vectors) and add them at the end. Differences are a few float
+     ulps per operation, ~1e-7..1e-6 relative (tests/test_fastpath.c prints them).          */
+
+#if defined(CLLM_SIMD) && !defined(CLLM_BLOCKED)
+#define CLLM_BLOCKED
+#endif
+#if defined(CLLM_SIMD) && !defined(COLLABLLM_DOUBLE)
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define CLLM__AVX2 1
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+#include <arm_neon.h>
+#define CLLM__NEON 1
+#endif
+#endif
+#if defined(CLLM__OMP) || defined(CLLM_BLOCKED)
+#define CLLM__FAST 1          /* some fast path is on: the dispatchers below use it */
+#endif
+
+/* The vector helpers below are used by the reference kernels too (attention): without SIMD
+   they are the plain left-to-right loops. */
+#ifdef CLLM__AVX2
+static float cllm__hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
+
+/* init + sum_i a[i] b[i]: left to right without SIMD (as the reference loops), else in
+   4 vector partial sums, combined at the end, then the scalar tail. */
+static cllm_float cllm__dot(cllm_float init, const cllm_float *a, const cllm_float *b, int n) {
+    int i = 0;
+    cllm_float s = init;
+#if defined(CLLM__AVX2)
+    if (n >= 32) {
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        for (; i + 32 <= n; i += 32) {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+            s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+            s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+        }
+        for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s += cllm__hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    }
+#elif defined(CLLM__NEON)
+    if (n >= 16) {
+        float32x4_t s0 = vdupq_n_f32(0), s1 = s0, s2 = s0, s3 = s0;
+        for (; i + 16 <= n; i += 16) {
+            s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+            s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+            s2 = vfmaq_f32(s2, vld1q_f32(a + i + 8), vld1q_f32(b + i + 8));
+            s3 = vfmaq_f32(s3, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
+        }
+        for (; i + 4 <= n; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+        s += vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3)));
+    }
+#endif
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* y += alpha x (fused multiply-add with SIMD). */
+static void cllm__axpy(cllm_float *y, cllm_float alpha, const cllm_float *x, int n) {
+    int i = 0;
+#if defined(CLLM__AVX2)
+    __m256 va = _mm256_set1_ps(alpha);
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+#elif defined(CLLM__NEON)
+    float32x4_t va = vdupq_n_f32(alpha);
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_f32(vld1q_f32(y + i), va, vld1q_f32(x + i)));
+#endif
+    for (; i < n; i++) y[i] += alpha * x[i];
+}
+
+#ifdef CLLM__FAST
+
+/* ---- matmul: cache blocking ------------------------------------------------------------------
+   The forward product out = inp W^T pairs rows of inp with rows of W, both contiguous along C,
+   so it is a grid of dot products: the "dot" kernel takes 3 rows of inp and 4 rows of W and
+   keeps their 12 dot products in registers (12 of the 16 AVX2 registers).
+   The backward products are sums of outer products, with the rows of B contiguous:
+     dinp (N,C)  += dout (N,OC)   . W   (OC,C)      A(n,o) = dout[n][o],  B(o,c) = W[o][c]
+     dW   (OC,C) += dout^T (OC,N) . inp (N,C)       A(o,n) = dout[n][o],  B(n,c) = inp[n][c]
+   The "outer" kernel holds a 6 x 16 block of the output in registers and adds, for each k, the
+   6 values A(i,k) times the 16 values B(k,j); B's rows are first copied into a contiguous panel.
+   Both walk K in blocks that fit their operands in L1/L2. The output is cut into tiles, one
+   thread per tile, and inside a tile K is walked in ascending order: the thread count never
+   changes a result.                                                                            */
+#ifdef CLLM_BLOCKED
+#define CLLM__DR 3      /* dot kernel: 3 rows of inp x 4 rows of W                                  */
+#define CLLM__DC 4
+#define CLLM__DMC 96    /* its tiles: 96 rows of inp (192 KB per K block, reread from L2) ...       */
+#define CLLM__DNC 128   /* ... by 128 rows of W, each group of 4 read once into L1                  */
+#define CLLM__MR 6      /* outer kernel: a 6 x 16 block of the output                               */
+#define CLLM__NR 16
+#define CLLM__KC 256    /* its K block: a 16 KB panel of B stays in L1                             */
+#define CLLM__MC 192    /* its tiles: 192 rows of A, read in place (192 KB per K block: L2) ...     */
+#define CLLM__NC 256    /* ... by 256 columns                                                       */
+
+#ifdef CLLM__AVX2
+/* [sum a, sum b, sum c, sum d] of four 8-lane vectors */
+static __m128 cllm__hsum4x8(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+#endif
+
+/* out[i][j] += sum_{k<kc} x_i[k] w_j[k] for i < mr <= 3, j < nr <= 4 (x rows ldx apart, w rows
+   ldw apart, out rows ldo apart). Missing rows reuse row 0 and are not written. */
+static void cllm__kernel_dot(int kc, const cllm_float *x, size_t ldx, const cllm_float *w, size_t ldw,
+                             cllm_float *out, size_t ldo, int mr, int nr) {
+    const cllm_float *xr[CLLM__DR], *wr[CLLM__DC];
+    int i, j, k = 0;
+    for (i = 0; i < CLLM__DR; i++) xr[i] = x + (i < mr ? (size_t)i * ldx : 0);
+    for (j = 0; j < CLLM__DC; j++) wr[j] = w + (j < nr ? (size_t)j * ldw : 0);
+#if defined(CLLM__AVX2)
+    if (mr == 1) {                  /* one row (decoding): the same arithmetic per output, 1/3 of the work */
+        __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s03 = s00;
+        cllm_float r[4];
+        for (; k + 8 <= kc; k += 8) {
+            __m256 x0 = _mm256_loadu_ps(xr[0] + k);
+            s00 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[0] + k), s00);
+            s01 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[1] + k), s01);
+            s02 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[2] + k), s02);
+            s03 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[3] + k), s03);
+        }
+        _mm_storeu_ps(r, cllm__hsum4x8(s00, s01, s02, s03));
+        for (j = 0; j < nr; j++) {
+            cllm_float acc = r[j];
+            int kk;
+            for (kk = k; kk < kc; kk++) acc += xr[0][kk] * wr[j][kk];
+            out[j] += acc;
+        }
+        return;
+    }
+    {
+        __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s03 = s00, s10 = s00, s11 = s00;
+        __m256 s12 = s00, s13 = s00, s20 = s00, s21 = s00, s22 = s00, s23 = s00;
+        cllm_float r[CLLM__DR][4];
+        __m128 r0, r1, r2;
+        for (; k + 8 <= kc; k += 8) {
+            __m256 x0 = _mm256_loadu_ps(xr[0] + k), x1 = _mm256_loadu_ps(xr[1] + k), x2 = _mm256_loadu_ps(xr[2] + k), wv;
+#define CLLM__COL(j) wv = _mm256_loadu_ps(wr[j] + k); s0##j = _mm256_fmadd_ps(x0, wv, s0##j); \
+            s1##j = _mm256_fmadd_ps(x1, wv, s1##j); s2##j = _mm256_fmadd_ps(x2, wv, s2##j);
+            CLLM__COL(0) CLLM__COL(1) CLLM__COL(2) CLLM__COL(3)
+#undef CLLM__COL
+        }
+        r0 = cllm__hsum4x8(s00, s01, s02, s03);
+        r1 = cllm__hsum4x8(s10, s11, s12, s13);
+        r2 = cllm__hsum4x8(s20, s21, s22, s23);
+        if (k == kc && mr == CLLM__DR && nr == CLLM__DC) {        /* the common case: no tails */
+            _mm_storeu_ps(out, _mm_add_ps(_mm_loadu_ps(out), r0));
+            _mm_storeu_ps(out + ldo, _mm_add_ps(_mm_loadu_ps(out + ldo), r1));
+            _mm_storeu_ps(out + 2 * ldo, _mm_add_ps(_mm_loadu_ps(out + 2 * ldo), r2));
+            return;
+        }
+        _mm_storeu_ps(r[0], r0); _mm_storeu_ps(r[1], r1); _mm_storeu_ps(r[2], r2);
+        for (i = 0; i < mr; i++) for (j = 0; j < nr; j++) {
+            cllm_float acc = r[i][j];
+            int kk;
+            for (kk = k; kk < kc; kk++) acc += xr[i][kk] * wr[j][kk];
+            out[(size_t)i * ldo + j] += acc;
+        }
+    }
+#elif defined(CLLM__NEON)
+    {
+        float32x4_t s[CLLM__DR][CLLM__DC];
+        for (i = 0; i < CLLM__DR; i++) for (j = 0; j < CLLM__DC; j++) s[i][j] = vdupq_n_f32(0);
+        for (; k + 4 <= kc; k += 4) {
+            float32x4_t xv[CLLM__DR];
+            for (i = 0; i < CLLM__DR; i++) xv[i] = vld1q_f32(xr[i] + k);
+            for (j = 0; j < CLLM__DC; j++) {
+                float32x4_t wv = vld1q_f32(wr[j] + k);
+                for (i = 0; i < CLLM__DR; i++) s[i][j] = vfmaq_f32(s[i][j], xv[i], wv);
+            }
+        }
+        for (i = 0; i < mr; i++) for (j = 0; j < nr; j++) {
+            cllm_float acc = vaddvq_f32(s[i][j]);
+            int kk;
+            for (kk = k; kk < kc; kk++) acc += xr[i][kk] * wr[j][kk];
+            out[(size_t)i * ldo + j] += acc;
+        }
+    }
+#else
+    for (i = 0; i < mr; i++) for (j = 0; j < nr; j++) {     /* the reference's order exactly */
+        cllm_float acc = out[(size_t)i * ldo + j];
+        for (k = 0; k < kc; k++) acc += xr[i][k] * wr[j][k];
+        out[(size_t)i * ldo + j] = acc;
+    }
+#endif
+}
+
+/* c[r][j] += sum_{k<kc} a_r[k*acs] b[k*NR + j] for a full 6 x 16 block (c rows ldc apart): a_r
+   are the 6 rows of A, b one packed panel of B. Each output adds its products in ascending k. */
+#if defined(CLLM__AVX2)
+static void cllm__kernel_outer(int kc, const float *const *a, size_t acs, const float *b, float *c, size_t ldc) {
+    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
+    __m256 c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
+    __m256 c10 = _mm256_loadu_ps(c + ldc), c11 = _mm256_loadu_ps(c + ldc + 8);
+    __m256 c20 = _mm256_loadu_ps(c + 2 * ldc), c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
+    __m256 c30 = _mm256_loadu_ps(c + 3 * ldc), c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
+    __m256 c40 = _mm256_loadu_ps(c + 4 * ldc), c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
+    __m256 c50 = _mm256_loadu_ps(c + 5 * ldc), c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
+    size_t k, ka = 0;
+    for (k = 0; k < (size_t)kc; k++, ka += acs, b += CLLM__NR) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), av;
+#define CLLM__ROW(r) av = _mm256_broadcast_ss(a##r + ka); \
+        c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0); c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);
+        CLLM__ROW(0) CLLM__ROW(1) CLLM__ROW(2) CLLM__ROW(3) CLLM__ROW(4) CLLM__ROW(5)
+#undef CLLM__ROW
+    }
+    _mm256_storeu_ps(c, c00);           _mm256_storeu_ps(c + 8, c01);
+    _mm256_storeu_ps(c + ldc, c10);     _mm256_storeu_ps(c + ldc + 8, c11);
+    _mm256_storeu_ps(c + 2 * ldc, c20); _mm256_storeu_ps(c + 2 * ldc + 8, c21);
+    _mm256_storeu_ps(c + 3 * ldc, c30); _mm256_storeu_ps(c + 3 * ldc + 8, c31);
+    _mm256_storeu_ps(c + 4 * ldc, c40); _mm256_storeu_ps(c + 4 * ldc + 8, c41);
+    _mm256_storeu_ps(c + 5 * ldc, c50); _mm256_storeu_ps(c + 5 * ldc + 8, c51);
+}
+#elif defined(CLLM__NEON)
+static void cllm__kernel_outer(int kc, const float *const *a, size_t acs, const float *b, float *c, size_t ldc) {
+    float32x4_t acc[CLLM__MR][4];
+    size_t k, ka = 0;
+    int r, j;
+    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < 4; j++) acc[r][j] = vld1q_f32(c + r * ldc + 4 * j);
+    for (k = 0; k < (size_t)kc; k++, ka += acs, b += CLLM__NR) {
+        float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4), b2 = vld1q_f32(b + 8), b3 = vld1q_f32(b + 12);
+        for (r = 0; r < CLLM__MR; r++) {
+            float32x4_t av = vdupq_n_f32(a[r][ka]);
+            acc[r][0] = vfmaq_f32(acc[r][0], av, b0); acc[r][1] = vfmaq_f32(acc[r][1], av, b1);
+            acc[r][2] = vfmaq_f32(acc[r][2], av, b2); acc[r][3] = vfmaq_f32(acc[r][3], av, b3);
+        }
+    }
+    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < 4; j++) vst1q_f32(c + r * ldc + 4 * j, acc[r][j]);
+}
+#else
+static void cllm__kernel_outer(int kc, const cllm_float *const *a, size_t acs, const cllm_float *b, cllm_float *c, size_t ldc) {
+    cllm_float acc[CLLM__MR][CLLM__NR];
+    size_t k, ka = 0;
+    int r, j;
+    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) acc[r][j] = c[r * ldc + j];
+    for (k = 0; k < (size_t)kc; k++, ka += acs, b += CLLM__NR)
+        for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) acc[r][j] += a[r][ka] * b[j];
+    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) c[r * ldc + j] = acc[r][j];
+}
+#endif
+
+/* Output tiles of mc x nc (multiples of the kernel's block), made smaller while there would be
+   fewer than two per thread (e.g. the 128-wide k_proj of Qwen2.5). Returns the column count. */
+static int cllm__tiles(int M, int N, int *mc, int *nc, int mr, int nr) {
+    size_t want = (size_t)2 * cllm__max_threads();
+#define CLLM__NTILES ((size_t)((M + *mc - 1) / *mc) * (size_t)((N + *nc - 1) / *nc))
+    while (*mc > mr && CLLM__NTILES < want) *mc = (*mc / 2 + mr - 1) / mr * mr;
+    while (*nc > nr && CLLM__NTILES < want) *nc = (*nc / 2 + nr - 1) / nr * nr;
+#undef CLLM__NTILES
+    return (N + *nc - 1) / *nc;
+}
+
+#ifdef CLLM__AVX2
+/* out[j] += sum_k x[k] w_j[k] for the 8 rows w_0..w_7 (ldw apart): cllm__kernel_dot's one-row
+   arithmetic for each output (its 8-lane chain, reduction and tail), over twice as many
+   weight rows at once, which keeps more of them streaming from memory. */
+static void cllm__kernel_dot_row8(int kc, const cllm_float *x, const cllm_float *w, size_t ldw, cllm_float *out) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+    cllm_float r[8];
+    int j, k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        __m256 x0 = _mm256_loadu_ps(x + k);
+        s0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + k), s0);
+        s1 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + ldw + k), s1);
+        s2 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 2 * ldw + k), s2);
+        s3 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 3 * ldw + k), s3);
+        s4 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 4 * ldw + k), s4);
+        s5 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 5 * ldw + k), s5);
+        s6 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 6 * ldw + k), s6);
+        s7 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 7 * ldw + k), s7);
+    }
+    _mm_storeu_ps(r, cllm__hsum4x8(s0, s1, s2, s3));
+    _mm_storeu_ps(r + 4, cllm__hsum4x8(s4, s5, s6, s7));
+    for (j = 0; j < 8; j++) {
+        cllm_float acc = r[j];
+        int kk;
+        for (kk = k; kk < kc; kk++) acc += x[kk] * w[(size_t)j * ldw + kk];
+        out[j] += acc;
+    }
+}
+
+/* out (1 x N) += x (1 x K) W (N x K)^T: one row, as in decoding, where the time is the time to
+   read W. Each thread takes one contiguous run of W's rows, 8 at a time (the last < 8 rows by
+   cllm__kernel_dot); every output is computed exactly as cllm__gemm_nt's tiles compute it. */
+static void cllm__gemv_nt(cllm_float *out, const cllm_float *x, const cllm_float *W, size_t ldw, int N, int K) {
+    int groups = N / 8, g, j;
+#ifdef CLLM__OMP
+#pragma omp parallel for schedule(static) if(groups > 1 && (double)N * K >= 2e4)
+#endif
+    for (g = 0; g < groups; g++) cllm__kernel_dot_row8(K, x, W + (size_t)g * 8 * ldw, ldw, out + (size_t)g * 8);
+    for (j = groups * 8; j < N; j += CLLM__DC)
+        cllm__kernel_dot(K, x, 0, W + (size_t)j * ldw, ldw, out + j, 0, 1, N - j < CLLM__DC ? N - j : CLLM__DC);
+}
+#endif
+
+/* out (M x N, rows ldo apart) += X (M x K) W (N x K)^T, X and W rows ldx and ldw apart. */
+static void cllm__gemm_nt(cllm_float *out, size_t ldo, const cllm_float *X, size_t ldx,
+                          const cllm_float *W, size_t ldw, int M, int N, int K) {
+    int mc = CLLM__DMC, nc = CLLM__DNC, tn, ntiles, t;
+    if (M <= 0 || N <= 0 || K <= 0) return;
+#ifdef CLLM__AVX2
+    if (M == 1) { cllm__gemv_nt(out, X, W, ldw, N, K); return; }
+#endif
+    tn = cllm__tiles(M, N, &mc, &nc, CLLM__DR, CLLM__DC);
+    ntiles = (M + mc - 1) / mc * tn;
+    /* K is not blocked: each output is one chain of fused multiply-adds and one reduction, the
+       same whatever M is and however the tiles fall, so a row's result never depends on how many
+       rows are computed with it (a token sampled while decoding 1 sequence or 8 is the same). */
+#ifdef CLLM__OMP
+#pragma omp parallel for schedule(dynamic) if(ntiles > 1 && (double)M * N * K >= 1e5)
+#endif
+    for (t = 0; t < ntiles; t++) {
+        int i0 = t / tn * mc, j0 = t % tn * nc, i, j;
+        int i1 = M - i0 < mc ? M : i0 + mc, j1 = N - j0 < nc ? N : j0 + nc;
+        for (j = j0; j < j1; j += CLLM__DC) for (i = i0; i < i1; i += CLLM__DR)
+            cllm__kernel_dot(K, X + (size_t)i * ldx, ldx, W + (size_t)j * ldw, ldw, out + (size_t)i * ldo + j, ldo,
+                             i1 - i < CLLM__DR ? i1 - i : CLLM__DR, j1 - j < CLLM__DC ? j1 - j : CLLM__DC);
+    }
+}
+
+/* Copies rows [k0, k0+kc) and columns [j, j+nr) of B into one contiguous NR-column panel,
+   zero-padded past nr <= NR: bp[k*NR + jj] = B[(k0+k)*ldb + j + jj]. */
+static void cllm__pack_panel(cllm_float *bp, const cllm_float *B, size_t ldb, int j, int nr, int k0, int kc) {
+    int k;
+    for (k = 0; k < kc; k++) {
+        const cllm_float *src = B + (size_t)(k0 + k) * ldb + (size_t)j;
+        cllm_float *dst = bp + (size_t)k * CLLM__NR;
+#if defined(__GNUC__) || defined(__clang__)
+        if (k + 16 < kc) __builtin_prefetch(src + 16 * ldb);    /* rows far apart: no hardware prefetch */
+#endif
+        if (nr == CLLM__NR) memcpy(dst, src, sizeof(cllm_float) * CLLM__NR);    /* two vector moves */
+        else {
+            memcpy(dst, src, sizeof(cllm_float) * (size_t)nr);
+            memset(dst + nr, 0, sizeof(cllm_float) * (size_t)(CLLM__NR - nr));
+        }
+    }
+}
+
+/* Cm (M x N, rows ldc apart) += A (M x K) B (K x N), with A(i,k) = A[i*ars + k*acs] read in place
+   and B(k,j) = B[k*ldb + j]. Each thread copies one B panel (KC x NR, 16 KB, on its stack) at
+   a time and runs it against every 6-row block of A in its tile. */
+static void cllm__gemm_nn(cllm_float *Cm, size_t ldc, const cllm_float *A, size_t ars, size_t acs,
+                          const cllm_float *B, size_t ldb, int M, int N, int K) {
+    int mc = CLLM__MC, nc = CLLM__NC, tn, ntiles, t;
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    tn = cllm__tiles(M, N, &mc, &nc, CLLM__MR, CLLM__NR);
+    ntiles = (M + mc - 1) / mc * tn;
+#ifdef CLLM__OMP
+#pragma omp parallel for schedule(dynamic) if(ntiles > 1 && (double)M * N * K >= 1e5)
+#endif
+    for (t = 0; t < ntiles; t++) {
+        cllm_float panel[CLLM__KC * CLLM__NR + 16], *bp = panel;
+        int i0 = t / tn * mc, j0 = t % tn * nc, k0, p, q;
+        int mt = M - i0 < mc ? M - i0 : mc, nt = N - j0 < nc ? N - j0 : nc;
+        while ((uintptr_t)bp % 64) bp++;                         /* aligned vector loads of B */
+        for (k0 = 0; k0 < K; k0 += CLLM__KC) {
+            int kc = K - k0 < CLLM__KC ? K - k0 : CLLM__KC;
+            for (q = 0; q < nt; q += CLLM__NR) {
+                int nr = nt - q < CLLM__NR ? nt - q : CLLM__NR;
+                cllm__pack_panel(bp, B, ldb, j0 + q, nr, k0, kc);
+                for (p = 0; p < mt; p += CLLM__MR) {
+                    int mr = mt - p < CLLM__MR ? mt - p : CLLM__MR, r, j;
+                    const cllm_float *a[CLLM__MR];
+                    cllm_float *c = Cm + (size_t)(i0 + p) * ldc + (size_t)(j0 + q), tile[CLLM__MR * CLLM__NR];
+                    for (r = 0; r < CLLM__MR; r++) a[r] = A + (size_t)(i0 + p + (r < mr ? r : 0)) * ars + (size_t)k0 * acs;
+#if defined(__GNUC__) || defined(__clang__)
+                    /* the next output block: with a short K (dW sums over the tokens) the output is
+                       streamed from memory, and its load would otherwise stall the kernel */
+                    if (p + 2 * CLLM__MR <= mt) for (r = CLLM__MR; r < 2 * CLLM__MR; r++) {
+                        __builtin_prefetch(c + r * ldc, 1);
+                        __builtin_prefetch(c + r * ldc + CLLM__NR - 1, 1);
+                    }
+#endif
+                    if (mr == CLLM__MR && nr == CLLM__NR) { cllm__kernel_outer(kc, a, acs, bp, c, ldc); continue; }
+                    /* an edge block goes through a full-size copy; the extra entries are discarded */
+                    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) tile[r * CLLM__NR + j] = r < mr && j < nr ? c[r * ldc + j] : 0;
+                    cllm__kernel_outer(kc, a, acs, bp, tile, CLLM__NR);
+                    for (r = 0; r < mr; r++) for (j = 0; j < nr; j++) c[r * ldc + j] = tile[r * CLLM__NR + j];
+                }
+            }
+        }
+    }
+}
+
+/* out = bias (or 0), then out += inp W^T. */
+static void cllm__matmul_forward_blocked(cllm_float *out, const cllm_float *inp, const cllm_float *W,
+                                         const cllm_float *bias, int N, int C, int OC) {
+    int n;
+    CLLM__PARALLEL_FOR((size_t)N * OC)
+    for (n = 0; n < N; n++) {
+        if (bias) memcpy(out + (size_t)n * OC, bias, sizeof(cllm_float) * (size_t)OC);
+        else memset(out + (size_t)n * OC, 0, sizeof(cllm_float) * (size_t)OC);
+    }
+    cllm__gemm_nt(out, (size_t)OC, inp, (size_t)C, W, (size_t)C, N, OC, C);
+}
+
+/* The three products of the reference backward. */
+static void cllm__matmul_backward_blocked(cllm_float *dinp, cllm_float *dW, cllm_float *dbias,
+                                          const cllm_float *dout, const cllm_float *inp, const cllm_float *W,
+                                          int N, int C, int OC) {
+    int o;
+    if (dinp) cllm__gemm_nn(dinp, (size_t)C, dout, (size_t)OC, 1, W, (size_t)C, N, C, OC);
+    if (dW) cllm__gemm_nn(dW, (size_t)C, dout, 1, (size_t)OC, inp, (size_t)C, OC, C, N);
+    if (dbias) {
+        CLLM__PARALLEL_FOR((size_t)N * OC)
+        for (o = 0; o < OC; o++) {
+            cllm_float db = 0;
+            int n;
+            for (n = 0; n < N; n++) db += dout[(size_t)n * OC + o];
+            dbias[o] += db;
+        }
+    }
+}
+#endif /* CLLM_BLOCKED */
+
+#if defined(CLLM__OMP) && !defined(CLLM_BLOCKED)
+/* OpenMP without CLLM_BLOCKED, a few rows (generation decodes one token at a time): parallel
+   over the outputs, each row of W read once and dotted with every input row while in L1, in
+   the reference's order (cllm__dot without SIMD), so results equal the reference's. */
+static void cllm__matmul_forward_rows(cllm_float *out, const cllm_float *inp, const cllm_float *W,
+                                      const cllm_float *bias, int N, int C, int OC) {
+    int o;
+    CLLM__PARALLEL_FOR((size_t)N * C * OC)
+    for (o = 0; o < OC; o++) {
+        int n;
+        for (n = 0; n < N; n++)
+            out[(size_t)n * OC + o] = cllm__dot(bias ? bias[o] : 0, inp + (size_t)n * C, W + (size_t)o * C, C);
+    }
+}
+#endif
+
+/* ---- rmsnorm backward: rows in parallel, then dw by column blocks ---------------------------
+   dw[c] sums over the rows, so the reference's row loop would race on it; here each thread
+   owns a block of columns and adds its rows in the reference's order. */
+static void cllm__rmsnorm_backward_parallel(cllm_float *dinp, cllm_float *dw, const cllm_float *dout,
+                                            const cllm_float *inp, const cllm_float *w, const cllm_float *rstd,
+                                            int N, int C) {
+    int n, c0;
+    CLLM__PARALLEL_FOR((size_t)N * C)
+    for (n = 0; n < N; n++) {
+        const cllm_float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
+        cllm_float *dx = dinp + (size_t)n * C, r = rstd[n], dot = 0;
+        int c;
+        for (c = 0; c < C; c++) dot += dy[c] * w[c] * x[c] * r;
+        dot /= C;
+        for (c = 0; c < C; c++) dx[c] += r * (dy[c] * w[c] - x[c] * r * dot);
+    }
+    if (dw) {
+        CLLM__PARALLEL_FOR((size_t)N * C)
+        for (c0 = 0; c0 < C; c0 += 64) {
+            int c1 = C - c0 < 64 ? C : c0 + 64, n2, c;
+            for (n2 = 0; n2 < N; n2++) {
+                const cllm_float *x = inp + (size_t)n2 * C, *dy = dout + (size_t)n2 * C;
+                cllm_float r = rstd[n2];
+                for (c = c0; c < c1; c++) dw[c] += dy[c] * (x[c] * r);
+            }
+        }
+    }
+}
+
+/* ---- attention: (batch, head) pairs in parallel ----------------------------------------------
+   Forward: each (b, h) is independent; each thread gets its own score row. Backward: dk and
+   dv of a kv head collect from the H/KV query heads that share it, so the unit of work is a
+   (b, kv head) pair, whose query heads run in the reference's order. */
+static void cllm__attention_forward_fast(cllm_float *out, cllm_float *lse, const cllm_float *q,
+                                         const cllm_float *k, const cllm_float *v, const int *mask,
+                                         int B, int T, int H, int KV, int hd, cllm_float *s) {
+    int bh, rep = H / KV;
+    cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
+    cllm_float *rows = cllm__max_threads() > 1 ? (cllm_float *)CLLM_MALLOC(sizeof(cllm_float) * (size_t)cllm__max_threads() * T) : s;
+    if (!rows) { cllm__attention_forward_naive(out, lse, q, k, v, mask, B, T, H, KV, hd, s); return; }
+    CLLM__PARALLEL_FOR((size_t)B * H * T * T * hd)
+    for (bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H, t, j;
+        cllm_float *sr = rows + (size_t)cllm__thread_num() * T;
+        for (t = 0; t < T; t++) {
+            const cllm_float *qt = q + ((size_t)(b * T + t) * H + h) * hd;
+            cllm_float *yt = out + ((size_t)(b * T + t) * H + h) * hd;
+            cllm_float mx = -INFINITY, sum = 0;
+            for (j = 0; j <= t; j++) {
+                if (mask && !mask[b * T + j]) { sr[j] = -INFINITY; continue; }
+                sr[j] = cllm__dot(0, qt, k + ((size_t)(b * T + j) * KV + h / rep) * hd, hd) * scale;
+                if (sr[j] > mx) mx = sr[j];
+            }
+            for (j = 0; j <= t; j++) { sr[j] = cllm__exp(sr[j] - mx); sum += sr[j]; }   /* sr now holds exp(s - max) */
+            lse[((size_t)b * H + h) * T + t] = mx + cllm__log(sum);
+            memset(yt, 0, sizeof(cllm_float) * (size_t)hd);
+            for (j = 0; j <= t; j++) {
+                cllm_float p = sr[j] / sum;
+                if (p != 0) cllm__axpy(yt, p, v + ((size_t)(b * T + j) * KV + h / rep) * hd, hd);
+            }
+        }
+    }
+    if (rows != s) CLLM_FREE(rows);
+}
+
+static void cllm__attention_backward_fast(cllm_float *dq, cllm_float *dk, cllm_float *dv, const cllm_float *dout,
+                                          const cllm_float *q, const cllm_float *k, const cllm_float *v,
+                                          const cllm_float *out, const cllm_float *lse, const int *mask,
+                                          int B, int T, int H, int KV, int hd) {
+    int bg, rep = H / KV;
+    cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
+    CLLM__PARALLEL_FOR((size_t)B * H * T * T * hd)
+    for (bg = 0; bg < B * KV; bg++) {
+        int b = bg / KV, g = bg % KV, h, t, j;
+        for (h = g * rep; h < (g + 1) * rep; h++) for (t = 0; t < T; t++) {
+            size_t qo = ((size_t)(b * T + t) * H + h) * hd;
+            const cllm_float *qt = q + qo, *dyt = dout + qo;
+            cllm_float row_lse = lse[((size_t)b * H + h) * T + t], dyy = cllm__dot(0, dyt, out + qo, hd);
+            for (j = 0; j <= t; j++) {
+                size_t ko = ((size_t)(b * T + j) * KV + g) * hd;
+                cllm_float p, dp, ds;
+                if (mask && !mask[b * T + j]) continue;
+                p = cllm__exp(cllm__dot(0, qt, k + ko, hd) * scale - row_lse);
+                dp = cllm__dot(0, dyt, v + ko, hd);
+                cllm__axpy(dv + ko, p, dyt, hd);
+                ds = p * (dp - dyy) * scale;
+                cllm__axpy(dq + qo, ds, k + ko, hd);
+                cllm__axpy(dk + ko, ds, qt, hd);
+            }
+        }
+    }
+}
+
+#endif /* CLLM__FAST */
+
+/* ---- dispatchers: the names the forward and backward drivers call ---------------------------- */
+
+static void cllm__matmul_forward(cllm_float *out, const cllm_float *inp, const cllm_float *W,
+                                 const cllm_float *bias, int N, int C, int OC) {
+#ifdef CLLM_BLOCKED
+    cllm__matmul_forward_blocked(out, inp, W, bias, N, C, OC);   /* any N: see cllm__gemm_nt */
+#else
+#ifdef CLLM__OMP
+    if (N < 4) { cllm__matmul_forward_rows(out, inp, W, bias, N, C, OC); return; }  /* parallel over OC */
+#endif
+    cllm__matmul_forward_naive(out, inp, W, bias, N, C, OC);
+#endif
+}
+
+static void cllm__matmul_backward(cllm_float *dinp, cllm_float *dW, cllm_float *dbias,
+                                  const cllm_float *dout, const cllm_float *inp, const cllm_float *W,
+                                  int N, int C, int OC) {
+#ifdef CLLM_BLOCKED
+    cllm__matmul_backward_blocked(dinp, dW, dbias, dout, inp, W, N, C, OC);
+#else
+    cllm__matmul_backward_naive(dinp, dW, dbias, dout, inp, W, N, C, OC);
+#endif
+}
+
+static void cllm__rmsnorm_backward(cllm_float *dinp, cllm_float *dw, const cllm_float *dout,
+                                   const cllm_float *inp, const cllm_float *w, const cllm_float *rstd,
+                                   int N, int C) {
+#ifdef CLLM__FAST
+    cllm__rmsnorm_backward_parallel(dinp, dw, dout, inp, w, rstd, N, C);
+#else
+    cllm__rmsnorm_backward_naive(dinp, dw, dout, inp, w, rstd, N, C);
+#endif
+}
+
+/* s: scratch of T values (the fast path allocates one row per thread itself). */
+static void cllm__attention_forward(cllm_float *out, cllm_float *lse, const cllm_float *q,
+                                    const cllm_float *k, const cllm_float *v, const int *mask,
+                                    int B, int T, int H, int KV, int hd, cllm_float *s) {
+#ifdef CLLM__FAST
+    cllm__attention_forward_fast(out, lse, q, k, v, mask, B, T, H, KV, hd, s);
+#else
+    cllm__attention_forward_naive(out, lse, q, k, v, mask, B, T, H, KV, hd, s);
+#endif
+}
+
+static void cllm__attention_backward(cllm_float *dq, cllm_float *dk, cllm_float *dv, const cllm_float *dout,
+                                     const cllm_float *q, const cllm_float *k, const cllm_float *v,
+                                     const cllm_float *out, const cllm_float *lse, const int *mask,
+                                     int B, int T, int H, int KV, int hd) {
+#ifdef CLLM__FAST
+    cllm__attention_backward_fast(dq, dk, dv, dout, q, k, v, out, lse, mask, B, T, H, KV, hd);
+#else
+    cllm__attention_backward_naive(dq, dk, dv, dout, q, k, v, out, lse, mask, B, T, H, KV, hd);
+#endif
+}
+
+/* ############################################################################################ */
+/* PART IV. GENERATED TABLES                                                                    */
+/* ############################################################################################ */
+
+/* ---- Unicode tables, generated from Debian's unicode-data by tests/gen_unicode_tables.py ---- */
+
+/* BEGIN GENERATED UNICODE TABLES (tests/gen_unicode_tables.py, Unicode 15.0.0; `make unicode-tables`) */
+#define CLLM__UNICODE_VERSION "15.0.0"
+/* start << 8 | bits (1 letter L*, 2 number N*, 4 White_Space), valid until the next start */
+static const uint32_t cllm__uni_class_table[1562] = {
+    0x0,0x904,0xe00,0x2004,0x2100,0x3002,0x3a00,0x4101,0x5b00,0x6101,
+    0x7b00,0x8504,0x8600,0xa004,0xa100,0xaa01,0xab00,0xb202,0xb400,0xb501,
+    0xb600,0xb902,0xba01,0xbb00,0xbc02,0xbf00,0xc001,0xd700,0xd801,0xf700,
+    0xf801,0x2c200,0x2c601,0x2d200,0x2e001,0x2e500,0x2ec01,0x2ed00,0x2ee01,0x2ef00,
+    0x37001,0x37500,0x37601,0x37800,0x37a01,0x37e00,0x37f01,0x38000,0x38601,0x38700,
+    0x38801,0x38b00,0x38c01,0x38d00,0x38e01,0x3a200,0x3a301,0x3f600,0x3f701,0x48200,
+    0x48a01,0x53000,0x53101,0x55700,0x55901,0x55a00,0x56001,0x58900,0x5d001,0x5eb00,
+    0x5ef01,0x5f300,0x62001,0x64b00,0x66002,0x66a00,0x66e01,0x67000,0x67101,0x6d400,
+    0x6d501,0x6d600,0x6e501,0x6e700,0x6ee01,0x6f002,0x6fa01,0x6fd00,0x6ff01,0x70000,
+    0x71001,0x71100,0x71201,0x73000,0x74d01,0x7a600,0x7b101,0x7b200,0x7c002,0x7ca01,
+    0x7eb00,0x7f401,0x7f600,0x7fa01,0x7fb00,0x80001,0x81600,0x81a01,0x81b00,0x82401,
+    0x82500,0x82801,0x82900,0x84001,0x85900,0x86001,0x86b00,0x87001,0x88800,0x88901,
+    0x88f00,0x8a001,0x8ca00,0x90401,0x93a00,0x93d01,0x93e00,0x95001,0x95100,0x95801,
+    0x96200,0x96602,0x97000,0x97101,0x98100,0x98501,0x98d00,0x98f01,0x99100,0x99301,
+    0x9a900,0x9aa01,0x9b100,0x9b201,0x9b300,0x9b601,0x9ba00,0x9bd01,0x9be00,0x9ce01,
+    0x9cf00,0x9dc01,0x9de00,0x9df01,0x9e200,0x9e602,0x9f001,0x9f200,0x9f402,0x9fa00,
+    0x9fc01,0x9fd00,0xa0501,0xa0b00,0xa0f01,0xa1100,0xa1301,0xa2900,0xa2a01,0xa3100,
+    0xa3201,0xa3400,0xa3501,0xa3700,0xa3801,0xa3a00,0xa5901,0xa5d00,0xa5e01,0xa5f00,
+    0xa6602,0xa7000,0xa7201,0xa7500,0xa8501,0xa8e00,0xa8f01,0xa9200,0xa9301,0xaa900,
+    0xaaa01,0xab100,0xab201,0xab400,0xab501,0xaba00,0xabd01,0xabe00,0xad001,0xad100,
+    0xae001,0xae200,0xae602,0xaf000,0xaf901,0xafa00,0xb0501,0xb0d00,0xb0f01,0xb1100,
+    0xb1301,0xb2900,0xb2a01,0xb3100,0xb3201,0xb3400,0xb3501,0xb3a00,0xb3d01,0xb3e00,
+    0xb5c01,0xb5e00,0xb5f01,0xb6200,0xb6602,0xb7000,0xb7101,0xb7202,0xb7800,0xb8301,
+    0xb8400,0xb8501,0xb8b00,0xb8e01,0xb9100,0xb9201,0xb9600,0xb9901,0xb9b00,0xb9c01,
+    0xb9d00,0xb9e01,0xba000,0xba301,0xba500,0xba801,0xbab00,0xbae01,0xbba00,0xbd001,
+    0xbd100,0xbe602,0xbf300,0xc0501,0xc0d00,0xc0e01,0xc1100,0xc1201,0xc2900,0xc2a01,
+    0xc3a00,0xc3d01,0xc3e00,0xc5801,0xc5b00,0xc5d01,0xc5e00,0xc6001,0xc6200,0xc6602,
+    0xc7000,0xc7802,0xc7f00,0xc8001,0xc8100,0xc8501,0xc8d00,0xc8e01,0xc9100,0xc9201,
+    0xca900,0xcaa01,0xcb400,0xcb501,0xcba00,0xcbd01,0xcbe00,0xcdd01,0xcdf00,0xce001,
+    0xce200,0xce602,0xcf000,0xcf101,0xcf300,0xd0401,0xd0d00,0xd0e01,0xd1100,0xd1201,
+    0xd3b00,0xd3d01,0xd3e00,0xd4e01,0xd4f00,0xd5401,0xd5700,0xd5802,0xd5f01,0xd6200,
+    0xd6602,0xd7900,0xd7a01,0xd8000,0xd8501,0xd9700,0xd9a01,0xdb200,0xdb301,0xdbc00,
+    0xdbd01,0xdbe00,0xdc001,0xdc700,0xde602,0xdf000,0xe0101,0xe3100,0xe3201,0xe3400,
+    0xe4001,0xe4700,0xe5002,0xe5a00,0xe8101,0xe8300,0xe8401,0xe8500,0xe8601,0xe8b00,
+    0xe8c01,0xea400,0xea501,0xea600,0xea701,0xeb100,0xeb201,0xeb400,0xebd01,0xebe00,
+    0xec001,0xec500,0xec601,0xec700,0xed002,0xeda00,0xedc01,0xee000,0xf0001,0xf0100,
+    0xf2002,0xf3400,0xf4001,0xf4800,0xf4901,0xf6d00,0xf8801,0xf8d00,0x100001,0x102b00,
+    0x103f01,0x104002,0x104a00,0x105001,0x105600,0x105a01,0x105e00,0x106101,0x106200,0x106501,
+    0x106700,0x106e01,0x107100,0x107501,0x108200,0x108e01,0x108f00,0x109002,0x109a00,0x10a001,
+    0x10c600,0x10c701,0x10c800,0x10cd01,0x10ce00,0x10d001,0x10fb00,0x10fc01,0x124900,0x124a01,
+    0x124e00,0x125001,0x125700,0x125801,0x125900,0x125a01,0x125e00,0x126001,0x128900,0x128a01,
+    0x128e00,0x129001,0x12b100,0x12b201,0x12b600,0x12b801,0x12bf00,0x12c001,0x12c100,0x12c201,
+    0x12c600,0x12c801,0x12d700,0x12d801,0x131100,0x131201,0x131600,0x131801,0x135b00,0x136902,
+    0x137d00,0x138001,0x139000,0x13a001,0x13f600,0x13f801,0x13fe00,0x140101,0x166d00,0x166f01,
+    0x168004,0x168101,0x169b00,0x16a001,0x16eb00,0x16ee02,0x16f101,0x16f900,0x170001,0x171200,
+    0x171f01,0x173200,0x174001,0x175200,0x176001,0x176d00,0x176e01,0x177100,0x178001,0x17b400,
+    0x17d701,0x17d800,0x17dc01,0x17dd00,0x17e002,0x17ea00,0x17f002,0x17fa00,0x181002,0x181a00,
+    0x182001,0x187900,0x188001,0x188500,0x188701,0x18a900,0x18aa01,0x18ab00,0x18b001,0x18f600,
+    0x190001,0x191f00,0x194602,0x195001,0x196e00,0x197001,0x197500,0x198001,0x19ac00,0x19b001,
+    0x19ca00,0x19d002,0x19db00,0x1a0001,0x1a1700,0x1a2001,0x1a5500,0x1a8002,0x1a8a00,0x1a9002,
+    0x1a9a00,0x1aa701,0x1aa800,0x1b0501,0x1b3400,0x1b4501,0x1b4d00,0x1b5002,0x1b5a00,0x1b8301,
+    0x1ba100,0x1bae01,0x1bb002,0x1bba01,0x1be600,0x1c0001,0x1c2400,0x1c4002,0x1c4a00,0x1c4d01,
+    0x1c5002,0x1c5a01,0x1c7e00,0x1c8001,0x1c8900,0x1c9001,0x1cbb00,0x1cbd01,0x1cc000,0x1ce901,
+    0x1ced00,0x1cee01,0x1cf400,0x1cf501,0x1cf700,0x1cfa01,0x1cfb00,0x1d0001,0x1dc000,0x1e0001,
+    0x1f1600,0x1f1801,0x1f1e00,0x1f2001,0x1f4600,0x1f4801,0x1f4e00,0x1f5001,0x1f5800,0x1f5901,
+    0x1f5a00,0x1f5b01,0x1f5c00,0x1f5d01,0x1f5e00,0x1f5f01,0x1f7e00,0x1f8001,0x1fb500,0x1fb601,
+    0x1fbd00,0x1fbe01,0x1fbf00,0x1fc201,0x1fc500,0x1fc601,0x1fcd00,0x1fd001,0x1fd400,0x1fd601,
+    0x1fdc00,0x1fe001,0x1fed00,0x1ff201,0x1ff500,0x1ff601,0x1ffd00,0x200004,0x200b00,0x202804,
+    0x202a00,0x202f04,0x203000,0x205f04,0x206000,0x207002,0x207101,0x207200,0x207402,0x207a00,
+    0x207f01,0x208002,0x208a00,0x209001,0x209d00,0x210201,0x210300,0x210701,0x210800,0x210a01,
+    0x211400,0x211501,0x211600,0x211901,0x211e00,0x212401,0x212500,0x212601,0x212700,0x212801,
+    0x212900,0x212a01,0x212e00,0x212f01,0x213a00,0x213c01,0x214000,0x214501,0x214a00,0x214e01,
+    0x214f00,0x215002,0x218301,0x218502,0x218a00,0x246002,0x249c00,0x24ea02,0x250000,0x277602,
+    0x279400,0x2c0001,0x2ce500,0x2ceb01,0x2cef00,0x2cf201,0x2cf400,0x2cfd02,0x2cfe00,0x2d0001,
+    0x2d2600,0x2d2701,0x2d2800,0x2d2d01,0x2d2e00,0x2d3001,0x2d6800,0x2d6f01,0x2d7000,0x2d8001,
+    0x2d9700,0x2da001,0x2da700,0x2da801,0x2daf00,0x2db001,0x2db700,0x2db801,0x2dbf00,0x2dc001,
+    0x2dc700,0x2dc801,0x2dcf00,0x2dd001,0x2dd700,0x2dd801,0x2ddf00,0x2e2f01,0x2e3000,0x300004,
+    0x300100,0x300501,0x300702,0x300800,0x302102,0x302a00,0x303101,0x303600,0x303802,0x303b01,
+    0x303d00,0x304101,0x309700,0x309d01,0x30a000,0x30a101,0x30fb00,0x30fc01,0x310000,0x310501,
+    0x313000,0x313101,0x318f00,0x319202,0x319600,0x31a001,0x31c000,0x31f001,0x320000,0x322002,
+    0x322a00,0x324802,0x325000,0x325102,0x326000,0x328002,0x328a00,0x32b102,0x32c000,0x340001,
+    0x4dc000,0x4e0001,0xa48d00,0xa4d001,0xa4fe00,0xa50001,0xa60d00,0xa61001,0xa62002,0xa62a01,
+    0xa62c00,0xa64001,0xa66f00,0xa67f01,0xa69e00,0xa6a001,0xa6e602,0xa6f000,0xa71701,0xa72000,
+    0xa72201,0xa78900,0xa78b01,0xa7cb00,0xa7d001,0xa7d200,0xa7d301,0xa7d400,0xa7d501,0xa7da00,
+    0xa7f201,0xa80200,0xa80301,0xa80600,0xa80701,0xa80b00,0xa80c01,0xa82300,0xa83002,0xa83600,
+    0xa84001,0xa87400,0xa88201,0xa8b400,0xa8d002,0xa8da00,0xa8f201,0xa8f800,0xa8fb01,0xa8fc00,
+    0xa8fd01,0xa8ff00,0xa90002,0xa90a01,0xa92600,0xa93001,0xa94700,0xa96001,0xa97d00,0xa98401,
+    0xa9b300,0xa9cf01,0xa9d002,0xa9da00,0xa9e001,0xa9e500,0xa9e601,0xa9f002,0xa9fa01,0xa9ff00,
+    0xaa0001,0xaa2900,0xaa4001,0xaa4300,0xaa4401,0xaa4c00,0xaa5002,0xaa5a00,0xaa6001,0xaa7700,
+    0xaa7a01,0xaa7b00,0xaa7e01,0xaab000,0xaab101,0xaab200,0xaab501,0xaab700,0xaab901,0xaabe00,
+    0xaac001,0xaac100,0xaac201,0xaac300,0xaadb01,0xaade00,0xaae001,0xaaeb00,0xaaf201,0xaaf500,
+    0xab0101,0xab0700,0xab0901,0xab0f00,0xab1101,0xab1700,0xab2001,0xab2700,0xab2801,0xab2f00,
+    0xab3001,0xab5b00,0xab5c01,0xab6a00,0xab7001,0xabe300,0xabf002,0xabfa00,0xac0001,0xd7a400,
+    0xd7b001,0xd7c700,0xd7cb01,0xd7fc00,0xf90001,0xfa6e00,0xfa7001,0xfada00,0xfb0001,0xfb0700,
+    0xfb1301,0xfb1800,0xfb1d01,0xfb1e00,0xfb1f01,0xfb2900,0xfb2a01,0xfb3700,0xfb3801,0xfb3d00,
+    0xfb3e01,0xfb3f00,0xfb4001,0xfb4200,0xfb4301,0xfb4500,0xfb4601,0xfbb200,0xfbd301,0xfd3e00,
+    0xfd5001,0xfd9000,0xfd9201,0xfdc800,0xfdf001,0xfdfc00,0xfe7001,0xfe7500,0xfe7601,0xfefd00,
+    0xff1002,0xff1a00,0xff2101,0xff3b00,0xff4101,0xff5b00,0xff6601,0xffbf00,0xffc201,0xffc800,
+    0xffca01,0xffd000,0xffd201,0xffd800,0xffda01,0xffdd00,0x1000001,0x1000c00,0x1000d01,0x1002700,
+    0x1002801,0x1003b00,0x1003c01,0x1003e00,0x1003f01,0x1004e00,0x1005001,0x1005e00,0x1008001,0x100fb00,
+    0x1010702,0x1013400,0x1014002,0x1017900,0x1018a02,0x1018c00,0x1028001,0x1029d00,0x102a001,0x102d100,
+    0x102e102,0x102fc00,0x1030001,0x1032002,0x1032400,0x1032d01,0x1034102,0x1034201,0x1034a02,0x1034b00,
+    0x1035001,0x1037600,0x1038001,0x1039e00,0x103a001,0x103c400,0x103c801,0x103d000,0x103d102,0x103d600,
+    0x1040001,0x1049e00,0x104a002,0x104aa00,0x104b001,0x104d400,0x104d801,0x104fc00,0x1050001,0x1052800,
+    0x1053001,0x1056400,0x1057001,0x1057b00,0x1057c01,0x1058b00,0x1058c01,0x1059300,0x1059401,0x1059600,
+    0x1059701,0x105a200,0x105a301,0x105b200,0x105b301,0x105ba00,0x105bb01,0x105bd00,0x1060001,0x1073700,
+    0x1074001,0x1075600,0x1076001,0x1076800,0x1078001,0x1078600,0x1078701,0x107b100,0x107b201,0x107bb00,
+    0x1080001,0x1080600,0x1080801,0x1080900,0x1080a01,0x1083600,0x1083701,0x1083900,0x1083c01,0x1083d00,
+    0x1083f01,0x1085600,0x1085802,0x1086001,0x1087700,0x1087902,0x1088001,0x1089f00,0x108a702,0x108b000,
+    0x108e001,0x108f300,0x108f401,0x108f600,0x108fb02,0x1090001,0x1091602,0x1091c00,0x1092001,0x1093a00,
+    0x1098001,0x109b800,0x109bc02,0x109be01,0x109c002,0x109d000,0x109d202,0x10a0001,0x10a0100,0x10a1001,
+    0x10a1400,0x10a1501,0x10a1800,0x10a1901,0x10a3600,0x10a4002,0x10a4900,0x10a6001,0x10a7d02,0x10a7f00,
+    0x10a8001,0x10a9d02,0x10aa000,0x10ac001,0x10ac800,0x10ac901,0x10ae500,0x10aeb02,0x10af000,0x10b0001,
+    0x10b3600,0x10b4001,0x10b5600,0x10b5802,0x10b6001,0x10b7300,0x10b7802,0x10b8001,0x10b9200,0x10ba902,
+    0x10bb000,0x10c0001,0x10c4900,0x10c8001,0x10cb300,0x10cc001,0x10cf300,0x10cfa02,0x10d0001,0x10d2400,
+    0x10d3002,0x10d3a00,0x10e6002,0x10e7f00,0x10e8001,0x10eaa00,0x10eb001,0x10eb200,0x10f0001,0x10f1d02,
+    0x10f2701,0x10f2800,0x10f3001,0x10f4600,0x10f5102,0x10f5500,0x10f7001,0x10f8200,0x10fb001,0x10fc502,
+    0x10fcc00,0x10fe001,0x10ff700,0x1100301,0x1103800,0x1105202,0x1107000,0x1107101,0x1107300,0x1107501,
+    0x1107600,0x1108301,0x110b000,0x110d001,0x110e900,0x110f002,0x110fa00,0x1110301,0x1112700,0x1113602,
+    0x1114000,0x1114401,0x1114500,0x1114701,0x1114800,0x1115001,0x1117300,0x1117601,0x1117700,0x1118301,
+    0x111b300,0x111c101,0x111c500,0x111d002,0x111da01,0x111db00,0x111dc01,0x111dd00,0x111e102,0x111f500,
+    0x1120001,0x1121200,0x1121301,0x1122c00,0x1123f01,0x1124100,0x1128001,0x1128700,0x1128801,0x1128900,
+    0x1128a01,0x1128e00,0x1128f01,0x1129e00,0x1129f01,0x112a900,0x112b001,0x112df00,0x112f002,0x112fa00,
+    0x1130501,0x1130d00,0x1130f01,0x1131100,0x1131301,0x1132900,0x1132a01,0x1133100,0x1133201,0x1133400,
+    0x1133501,0x1133a00,0x1133d01,0x1133e00,0x1135001,0x1135100,0x1135d01,0x1136200,0x1140001,0x1143500,
+    0x1144701,0x1144b00,0x1145002,0x1145a00,0x1145f01,0x1146200,0x1148001,0x114b000,0x114c401,0x114c600,
+    0x114c701,0x114c800,0x114d002,0x114da00,0x1158001,0x115af00,0x115d801,0x115dc00,0x1160001,0x1163000,
+    0x1164401,0x1164500,0x1165002,0x1165a00,0x1168001,0x116ab00,0x116b801,0x116b900,0x116c002,0x116ca00,
+    0x1170001,0x1171b00,0x1173002,0x1173c00,0x1174001,0x1174700,0x1180001,0x1182c00,0x118a001,0x118e002,
+    0x118f300,0x118ff01,0x1190700,0x1190901,0x1190a00,0x1190c01,0x1191400,0x1191501,0x1191700,0x1191801,
+    0x1193000,0x1193f01,0x1194000,0x1194101,0x1194200,0x1195002,0x1195a00,0x119a001,0x119a800,0x119aa01,
+    0x119d100,0x119e101,0x119e200,0x119e301,0x119e400,0x11a0001,0x11a0100,0x11a0b01,0x11a3300,0x11a3a01,
+    0x11a3b00,0x11a5001,0x11a5100,0x11a5c01,0x11a8a00,0x11a9d01,0x11a9e00,0x11ab001,0x11af900,0x11c0001,
+    0x11c0900,0x11c0a01,0x11c2f00,0x11c4001,0x11c4100,0x11c5002,0x11c6d00,0x11c7201,0x11c9000,0x11d0001,
+    0x11d0700,0x11d0801,0x11d0a00,0x11d0b01,0x11d3100,0x11d4601,0x11d4700,0x11d5002,0x11d5a00,0x11d6001,
+    0x11d6600,0x11d6701,0x11d6900,0x11d6a01,0x11d8a00,0x11d9801,0x11d9900,0x11da002,0x11daa00,0x11ee001,
+    0x11ef300,0x11f0201,0x11f0300,0x11f0401,0x11f1100,0x11f1201,0x11f3400,0x11f5002,0x11f5a00,0x11fb001,
+    0x11fb100,0x11fc002,0x11fd500,0x1200001,0x1239a00,0x1240002,0x1246f00,0x1248001,0x1254400,0x12f9001,
+    0x12ff100,0x1300001,0x1343000,0x1344101,0x1344700,0x1440001,0x1464700,0x1680001,0x16a3900,0x16a4001,
+    0x16a5f00,0x16a6002,0x16a6a00,0x16a7001,0x16abf00,0x16ac002,0x16aca00,0x16ad001,0x16aee00,0x16b0001,
+    0x16b3000,0x16b4001,0x16b4400,0x16b5002,0x16b5a00,0x16b5b02,0x16b6200,0x16b6301,0x16b7800,0x16b7d01,
+    0x16b9000,0x16e4001,0x16e8002,0x16e9700,0x16f0001,0x16f4b00,0x16f5001,0x16f5100,0x16f9301,0x16fa000,
+    0x16fe001,0x16fe200,0x16fe301,0x16fe400,0x1700001,0x187f800,0x1880001,0x18cd600,0x18d0001,0x18d0900,
+    0x1aff001,0x1aff400,0x1aff501,0x1affc00,0x1affd01,0x1afff00,0x1b00001,0x1b12300,0x1b13201,0x1b13300,
+    0x1b15001,0x1b15300,0x1b15501,0x1b15600,0x1b16401,0x1b16800,0x1b17001,0x1b2fc00,0x1bc0001,0x1bc6b00,
+    0x1bc7001,0x1bc7d00,0x1bc8001,0x1bc8900,0x1bc9001,0x1bc9a00,0x1d2c002,0x1d2d400,0x1d2e002,0x1d2f400,
+    0x1d36002,0x1d37900,0x1d40001,0x1d45500,0x1d45601,0x1d49d00,0x1d49e01,0x1d4a000,0x1d4a201,0x1d4a300,
+    0x1d4a501,0x1d4a700,0x1d4a901,0x1d4ad00,0x1d4ae01,0x1d4ba00,0x1d4bb01,0x1d4bc00,0x1d4bd01,0x1d4c400,
+    0x1d4c501,0x1d50600,0x1d50701,0x1d50b00,0x1d50d01,0x1d51500,0x1d51601,0x1d51d00,0x1d51e01,0x1d53a00,
+    0x1d53b01,0x1d53f00,0x1d54001,0x1d54500,0x1d54601,0x1d54700,0x1d54a01,0x1d55100,0x1d55201,0x1d6a600,
+    0x1d6a801,0x1d6c100,0x1d6c201,0x1d6db00,0x1d6dc01,0x1d6fb00,0x1d6fc01,0x1d71500,0x1d71601,0x1d73500,
+    0x1d73601,0x1d74f00,0x1d75001,0x1d76f00,0x1d77001,0x1d78900,0x1d78a01,0x1d7a900,0x1d7aa01,0x1d7c300,
+    0x1d7c401,0x1d7cc00,0x1d7ce02,0x1d80000,0x1df0001,0x1df1f00,0x1df2501,0x1df2b00,0x1e03001,0x1e06e00,
+    0x1e10001,0x1e12d00,0x1e13701,0x1e13e00,0x1e14002,0x1e14a00,0x1e14e01,0x1e14f00,0x1e29001,0x1e2ae00,
+    0x1e2c001,0x1e2ec00,0x1e2f002,0x1e2fa00,0x1e4d001,0x1e4ec00,0x1e4f002,0x1e4fa00,0x1e7e001,0x1e7e700,
+    0x1e7e801,0x1e7ec00,0x1e7ed01,0x1e7ef00,0x1e7f001,0x1e7ff00,0x1e80001,0x1e8c500,0x1e8c702,0x1e8d000,
+    0x1e90001,0x1e94400,0x1e94b01,0x1e94c00,0x1e95002,0x1e95a00,0x1ec7102,0x1ecac00,0x1ecad02,0x1ecb000,
+    0x1ecb102,0x1ecb500,0x1ed0102,0x1ed2e00,0x1ed2f02,0x1ed3e00,0x1ee0001,0x1ee0400,0x1ee0501,0x1ee2000,
+    0x1ee2101,0x1ee2300,0x1ee2401,0x1ee2500,0x1ee2701,0x1ee2800,0x1ee2901,0x1ee3300,0x1ee3401,0x1ee3800,
+    0x1ee3901,0x1ee3a00,0x1ee3b01,0x1ee3c00,0x1ee4201,0x1ee4300,0x1ee4701,0x1ee4800,0x1ee4901,0x1ee4a00,
+    0x1ee4b01,0x1ee4c00,0x1ee4d01,0x1ee5000,0x1ee5101,0x1ee5300,0x1ee5401,0x1ee5500,0x1ee5701,0x1ee5800,
+    0x1ee5901,0x1ee5a00,0x1ee5b01,0x1ee5c00,0x1ee5d01,0x1ee5e00,0x1ee5f01,0x1ee6000,0x1ee6101,0x1ee6300,
+    0x1ee6401,0x1ee6500,0x1ee6701,0x1ee6b00,0x1ee6c01,0x1ee7300,0x1ee7401,0x1ee7800,0x1ee7901,0x1ee7d00,
+    0x1ee7e01,0x1ee7f00,0x1ee8001,0x1ee8a00,0x1ee8b01,0x1ee9c00,0x1eea101,0x1eea400,0x1eea501,0x1eeaa00,
+    0x1eeab01,0x1eebc00,0x1f10002,0x1f10d00,0x1fbf002,0x1fbfa00,0x2000001,0x2a6e000,0x2a70001,0x2b73a00,
+    0x2b74001,0x2b81e00,0x2b82001,0x2cea200,0x2ceb001,0x2ebe100,0x2f80001,0x2fa1e00,0x3000001,0x3134b00,
+    0x3135001,0x323b000,
+};
+/* start << 8 | canonical combining class, valid until the next start */
+static const uint32_t cllm__uni_ccc_table[581] = {
+    0x0,0x300e6,0x315e8,0x316dc,0x31ae8,0x31bd8,0x31cdc,0x321ca,0x323dc,0x327ca,
+    0x329dc,0x33401,0x339dc,0x33de6,0x345f0,0x346e6,0x347dc,0x34ae6,0x34ddc,0x34f00,
+    0x350e6,0x353dc,0x357e6,0x358e8,0x359dc,0x35be6,0x35ce9,0x35dea,0x35fe9,0x360ea,
+    0x362e9,0x363e6,0x37000,0x483e6,0x48800,0x591dc,0x592e6,0x596dc,0x597e6,0x59ade,
+    0x59bdc,0x59ce6,0x5a2dc,0x5a8e6,0x5aadc,0x5abe6,0x5adde,0x5aee4,0x5afe6,0x5b00a,
+    0x5b10b,0x5b20c,0x5b30d,0x5b40e,0x5b50f,0x5b610,0x5b711,0x5b812,0x5b913,0x5bb14,
+    0x5bc15,0x5bd16,0x5be00,0x5bf17,0x5c000,0x5c118,0x5c219,0x5c300,0x5c4e6,0x5c5dc,
+    0x5c600,0x5c712,0x5c800,0x610e6,0x6181e,0x6191f,0x61a20,0x61b00,0x64b1b,0x64c1c,
+    0x64d1d,0x64e1e,0x64f1f,0x65020,0x65121,0x65222,0x653e6,0x655dc,0x657e6,0x65cdc,
+    0x65de6,0x65fdc,0x66000,0x67023,0x67100,0x6d6e6,0x6dd00,0x6dfe6,0x6e3dc,0x6e4e6,
+    0x6e500,0x6e7e6,0x6e900,0x6eadc,0x6ebe6,0x6eddc,0x6ee00,0x71124,0x71200,0x730e6,
+    0x731dc,0x732e6,0x734dc,0x735e6,0x737dc,0x73ae6,0x73bdc,0x73de6,0x73edc,0x73fe6,
+    0x742dc,0x743e6,0x744dc,0x745e6,0x746dc,0x747e6,0x748dc,0x749e6,0x74b00,0x7ebe6,
+    0x7f2dc,0x7f3e6,0x7f400,0x7fddc,0x7fe00,0x816e6,0x81a00,0x81be6,0x82400,0x825e6,
+    0x82800,0x829e6,0x82e00,0x859dc,0x85c00,0x898e6,0x899dc,0x89ce6,0x8a000,0x8cae6,
+    0x8cfdc,0x8d4e6,0x8e200,0x8e3dc,0x8e4e6,0x8e6dc,0x8e7e6,0x8e9dc,0x8eae6,0x8eddc,
+    0x8f01b,0x8f11c,0x8f21d,0x8f3e6,0x8f6dc,0x8f7e6,0x8f9dc,0x8fbe6,0x90000,0x93c07,
+    0x93d00,0x94d09,0x94e00,0x951e6,0x952dc,0x953e6,0x95500,0x9bc07,0x9bd00,0x9cd09,
+    0x9ce00,0x9fee6,0x9ff00,0xa3c07,0xa3d00,0xa4d09,0xa4e00,0xabc07,0xabd00,0xacd09,
+    0xace00,0xb3c07,0xb3d00,0xb4d09,0xb4e00,0xbcd09,0xbce00,0xc3c07,0xc3d00,0xc4d09,
+    0xc4e00,0xc5554,0xc565b,0xc5700,0xcbc07,0xcbd00,0xccd09,0xcce00,0xd3b09,0xd3d00,
+    0xd4d09,0xd4e00,0xdca09,0xdcb00,0xe3867,0xe3a09,0xe3b00,0xe486b,0xe4c00,0xeb876,
+    0xeba09,0xebb00,0xec87a,0xecc00,0xf18dc,0xf1a00,0xf35dc,0xf3600,0xf37dc,0xf3800,
+    0xf39d8,0xf3a00,0xf7181,0xf7282,0xf7300,0xf7484,0xf7500,0xf7a82,0xf7e00,0xf8082,
+    0xf8100,0xf82e6,0xf8409,0xf8500,0xf86e6,0xf8800,0xfc6dc,0xfc700,0x103707,0x103800,
+    0x103909,0x103b00,0x108ddc,0x108e00,0x135de6,0x136000,0x171409,0x171600,0x173409,0x173500,
+    0x17d209,0x17d300,0x17dde6,0x17de00,0x18a9e4,0x18aa00,0x1939de,0x193ae6,0x193bdc,0x193c00,
+    0x1a17e6,0x1a18dc,0x1a1900,0x1a6009,0x1a6100,0x1a75e6,0x1a7d00,0x1a7fdc,0x1a8000,0x1ab0e6,
+    0x1ab5dc,0x1abbe6,0x1abddc,0x1abe00,0x1abfdc,0x1ac1e6,0x1ac3dc,0x1ac5e6,0x1acadc,0x1acbe6,
+    0x1acf00,0x1b3407,0x1b3500,0x1b4409,0x1b4500,0x1b6be6,0x1b6cdc,0x1b6de6,0x1b7400,0x1baa09,
+    0x1bac00,0x1be607,0x1be700,0x1bf209,0x1bf400,0x1c3707,0x1c3800,0x1cd0e6,0x1cd300,0x1cd401,
+    0x1cd5dc,0x1cdae6,0x1cdcdc,0x1ce0e6,0x1ce100,0x1ce201,0x1ce900,0x1ceddc,0x1cee00,0x1cf4e6,
+    0x1cf500,0x1cf8e6,0x1cfa00,0x1dc0e6,0x1dc2dc,0x1dc3e6,0x1dcadc,0x1dcbe6,0x1dcdea,0x1dced6,
+    0x1dcfdc,0x1dd0ca,0x1dd1e6,0x1df6e8,0x1df7e4,0x1df9dc,0x1dfada,0x1dfbe6,0x1dfce9,0x1dfddc,
+    0x1dfee6,0x1dffdc,0x1e0000,0x20d0e6,0x20d201,0x20d4e6,0x20d801,0x20dbe6,0x20dd00,0x20e1e6,
+    0x20e200,0x20e501,0x20e7e6,0x20e8dc,0x20e9e6,0x20ea01,0x20ecdc,0x20f0e6,0x20f100,0x2cefe6,
+    0x2cf200,0x2d7f09,0x2d8000,0x2de0e6,0x2e0000,0x302ada,0x302be4,0x302ce8,0x302dde,0x302ee0,
+    0x303000,0x309908,0x309b00,0xa66fe6,0xa67000,0xa674e6,0xa67e00,0xa69ee6,0xa6a000,0xa6f0e6,
+    0xa6f200,0xa80609,0xa80700,0xa82c09,0xa82d00,0xa8c409,0xa8c500,0xa8e0e6,0xa8f200,0xa92bdc,
+    0xa92e00,0xa95309,0xa95400,0xa9b307,0xa9b400,0xa9c009,0xa9c100,0xaab0e6,0xaab100,0xaab2e6,
+    0xaab4dc,0xaab500,0xaab7e6,0xaab900,0xaabee6,0xaac000,0xaac1e6,0xaac200,0xaaf609,0xaaf700,
+    0xabed09,0xabee00,0xfb1e1a,0xfb1f00,0xfe20e6,0xfe27dc,0xfe2ee6,0xfe3000,0x101fddc,0x101fe00,
+    0x102e0dc,0x102e100,0x10376e6,0x1037b00,0x10a0ddc,0x10a0e00,0x10a0fe6,0x10a1000,0x10a38e6,0x10a3901,
+    0x10a3adc,0x10a3b00,0x10a3f09,0x10a4000,0x10ae5e6,0x10ae6dc,0x10ae700,0x10d24e6,0x10d2800,0x10eabe6,
+    0x10ead00,0x10efddc,0x10f0000,0x10f46dc,0x10f48e6,0x10f4bdc,0x10f4ce6,0x10f4ddc,0x10f5100,0x10f82e6,
+    0x10f83dc,0x10f84e6,0x10f85dc,0x10f8600,0x1104609,0x1104700,0x1107009,0x1107100,0x1107f09,0x1108000,
+    0x110b909,0x110ba07,0x110bb00,0x11100e6,0x1110300,0x1113309,0x1113500,0x1117307,0x1117400,0x111c009,
+    0x111c100,0x111ca07,0x111cb00,0x1123509,0x1123607,0x1123700,0x112e907,0x112ea09,0x112eb00,0x1133b07,
+    0x1133d00,0x1134d09,0x1134e00,0x11366e6,0x1136d00,0x11370e6,0x1137500,0x1144209,0x1144300,0x1144607,
+    0x1144700,0x1145ee6,0x1145f00,0x114c209,0x114c307,0x114c400,0x115bf09,0x115c007,0x115c100,0x1163f09,
+    0x1164000,0x116b609,0x116b707,0x116b800,0x1172b09,0x1172c00,0x1183909,0x1183a07,0x1183b00,0x1193d09,
+    0x1193f00,0x1194307,0x1194400,0x119e009,0x119e100,0x11a3409,0x11a3500,0x11a4709,0x11a4800,0x11a9909,
+    0x11a9a00,0x11c3f09,0x11c4000,0x11d4207,0x11d4300,0x11d4409,0x11d4600,0x11d9709,0x11d9800,0x11f4109,
+    0x11f4300,0x16af001,0x16af500,0x16b30e6,0x16b3700,0x16ff006,0x16ff200,0x1bc9e01,0x1bc9f00,0x1d165d8,
+    0x1d16701,0x1d16a00,0x1d16de2,0x1d16ed8,0x1d17300,0x1d17bdc,0x1d18300,0x1d185e6,0x1d18adc,0x1d18c00,
+    0x1d1aae6,0x1d1ae00,0x1d242e6,0x1d24500,0x1e000e6,0x1e00700,0x1e008e6,0x1e01900,0x1e01be6,0x1e02200,
+    0x1e023e6,0x1e02500,0x1e026e6,0x1e02b00,0x1e08fe6,0x1e09000,0x1e130e6,0x1e13700,0x1e2aee6,0x1e2af00,
+    0x1e2ece6,0x1e2f000,0x1e4ece8,0x1e4eedc,0x1e4efe6,0x1e4f000,0x1e8d0dc,0x1e8d700,0x1e944e6,0x1e94a07,
+    0x1e94b00,
+};
+/* {cp | 0x80000000 if excluded from composition, first, second (0 = singleton)}, sorted by cp */
+static const uint32_t cllm__uni_decomp[6183] = {
+    0xc0,0x41,0x300,0xc1,0x41,0x301,0xc2,0x41,0x302,0xc3,0x41,0x303,0xc4,0x41,0x308,
+    0xc5,0x41,0x30a,0xc7,0x43,0x327,0xc8,0x45,0x300,0xc9,0x45,0x301,0xca,0x45,0x302,
+    0xcb,0x45,0x308,0xcc,0x49,0x300,0xcd,0x49,0x301,0xce,0x49,0x302,0xcf,0x49,0x308,
+    0xd1,0x4e,0x303,0xd2,0x4f,0x300,0xd3,0x4f,0x301,0xd4,0x4f,0x302,0xd5,0x4f,0x303,
+    0xd6,0x4f,0x308,0xd9,0x55,0x300,0xda,0x55,0x301,0xdb,0x55,0x302,0xdc,0x55,0x308,
+    0xdd,0x59,0x301,0xe0,0x61,0x300,0xe1,0x61,0x301,0xe2,0x61,0x302,0xe3,0x61,0x303,
+    0xe4,0x61,0x308,0xe5,0x61,0x30a,0xe7,0x63,0x327,0xe8,0x65,0x300,0xe9,0x65,0x301,
+    0xea,0x65,0x302,0xeb,0x65,0x308,0xec,0x69,0x300,0xed,0x69,0x301,0xee,0x69,0x302,
+    0xef,0x69,0x308,0xf1,0x6e,0x303,0xf2,0x6f,0x300,0xf3,0x6f,0x301,0xf4,0x6f,0x302,
+    0xf5,0x6f,0x303,0xf6,0x6f,0x308,0xf9,0x75,0x300,0xfa,0x75,0x301,0xfb,0x75,0x302,
+    0xfc,0x75,0x308,0xfd,0x79,0x301,0xff,0x79,0x308,0x100,0x41,0x304,0x101,0x61,0x304,
+    0x102,0x41,0x306,0x103,0x61,0x306,0x104,0x41,0x328,0x105,0x61,0x328,0x106,0x43,0x301,
+    0x107,0x63,0x301,0x108,0x43,0x302,0x109,0x63,0x302,0x10a,0x43,0x307,0x10b,0x63,0x307,
+    0x10c,0x43,0x30c,0x10d,0x63,0x30c,0x10e,0x44,0x30c,0x10f,0x64,0x30c,0x112,0x45,0x304,
+    0x113,0x65,0x304,0x114,0x45,0x306,0x115,0x65,0x306,0x116,0x45,0x307,0x117,0x65,0x307,
+    0x118,0x45,0x328,0x119,0x65,0x328,0x11a,0x45,0x30c,0x11b,0x65,0x30c,0x11c,0x47,0x302,
+    0x11d,0x67,0x302,0x11e,0x47,0x306,0x11f,0x67,0x306,0x120,0x47,0x307,0x121,0x67,0x307,
+    0x122,0x47,0x327,0x123,0x67,0x327,0x124,0x48,0x302,0x125,0x68,0x302,0x128,0x49,0x303,
+    0x129,0x69,0x303,0x12a,0x49,0x304,0x12b,0x69,0x304,0x12c,0x49,0x306,0x12d,0x69,0x306,
+    0x12e,0x49,0x328,0x12f,0x69,0x328,0x130,0x49,0x307,0x134,0x4a,0x302,0x135,0x6a,0x302,
+    0x136,0x4b,0x327,0x137,0x6b,0x327,0x139,0x4c,0x301,0x13a,0x6c,0x301,0x13b,0x4c,0x327,
+    0x13c,0x6c,0x327,0x13d,0x4c,0x30c,0x13e,0x6c,0x30c,0x143,0x4e,0x301,0x144,0x6e,0x301,
+    0x145,0x4e,0x327,0x146,0x6e,0x327,0x147,0x4e,0x30c,0x148,0x6e,0x30c,0x14c,0x4f,0x304,
+    0x14d,0x6f,0x304,0x14e,0x4f,0x306,0x14f,0x6f,0x306,0x150,0x4f,0x30b,0x151,0x6f,0x30b,
+    0x154,0x52,0x301,0x155,0x72,0x301,0x156,0x52,0x327,0x157,0x72,0x327,0x158,0x52,0x30c,
+    0x159,0x72,0x30c,0x15a,0x53,0x301,0x15b,0x73,0x301,0x15c,0x53,0x302,0x15d,0x73,0x302,
+    0x15e,0x53,0x327,0x15f,0x73,0x327,0x160,0x53,0x30c,0x161,0x73,0x30c,0x162,0x54,0x327,
+    0x163,0x74,0x327,0x164,0x54,0x30c,0x165,0x74,0x30c,0x168,0x55,0x303,0x169,0x75,0x303,
+    0x16a,0x55,0x304,0x16b,0x75,0x304,0x16c,0x55,0x306,0x16d,0x75,0x306,0x16e,0x55,0x30a,
+    0x16f,0x75,0x30a,0x170,0x55,0x30b,0x171,0x75,0x30b,0x172,0x55,0x328,0x173,0x75,0x328,
+    0x174,0x57,0x302,0x175,0x77,0x302,0x176,0x59,0x302,0x177,0x79,0x302,0x178,0x59,0x308,
+    0x179,0x5a,0x301,0x17a,0x7a,0x301,0x17b,0x5a,0x307,0x17c,0x7a,0x307,0x17d,0x5a,0x30c,
+    0x17e,0x7a,0x30c,0x1a0,0x4f,0x31b,0x1a1,0x6f,0x31b,0x1af,0x55,0x31b,0x1b0,0x75,0x31b,
+    0x1cd,0x41,0x30c,0x1ce,0x61,0x30c,0x1cf,0x49,0x30c,0x1d0,0x69,0x30c,0x1d1,0x4f,0x30c,
+    0x1d2,0x6f,0x30c,0x1d3,0x55,0x30c,0x1d4,0x75,0x30c,0x1d5,0xdc,0x304,0x1d6,0xfc,0x304,
+    0x1d7,0xdc,0x301,0x1d8,0xfc,0x301,0x1d9,0xdc,0x30c,0x1da,0xfc,0x30c,0x1db,0xdc,0x300,
+    0x1dc,0xfc,0x300,0x1de,0xc4,0x304,0x1df,0xe4,0x304,0x1e0,0x226,0x304,0x1e1,0x227,0x304,
+    0x1e2,0xc6,0x304,0x1e3,0xe6,0x304,0x1e6,0x47,0x30c,0x1e7,0x67,0x30c,0x1e8,0x4b,0x30c,
+    0x1e9,0x6b,0x30c,0x1ea,0x4f,0x328,0x1eb,0x6f,0x328,0x1ec,0x1ea,0x304,0x1ed,0x1eb,0x304,
+    0x1ee,0x1b7,0x30c,0x1ef,0x292,0x30c,0x1f0,0x6a,0x30c,0x1f4,0x47,0x301,0x1f5,0x67,0x301,
+    0x1f8,0x4e,0x300,0x1f9,0x6e,0x300,0x1fa,0xc5,0x301,0x1fb,0xe5,0x301,0x1fc,0xc6,0x301,
+    0x1fd,0xe6,0x301,0x1fe,0xd8,0x301,0x1ff,0xf8,0x301,0x200,0x41,0x30f,0x201,0x61,0x30f,
+    0x202,0x41,0x311,0x203,0x61,0x311,0x204,0x45,0x30f,0x205,0x65,0x30f,0x206,0x45,0x311,
+    0x207,0x65,0x311,0x208,0x49,0x30f,0x209,0x69,0x30f,0x20a,0x49,0x311,0x20b,0x69,0x311,
+    0x20c,0x4f,0x30f,0x20d,0x6f,0x30f,0x20e,0x4f,0x311,0x20f,0x6f,0x311,0x210,0x52,0x30f,
+    0x211,0x72,0x30f,0x212,0x52,0x311,0x213,0x72,0x311,0x214,0x55,0x30f,0x215,0x75,0x30f,
+    0x216,0x55,0x311,0x217,0x75,0x311,0x218,0x53,0x326,0x219,0x73,0x326,0x21a,0x54,0x326,
+    0x21b,0x74,0x326,0x21e,0x48,0x30c,0x21f,0x68,0x30c,0x226,0x41,0x307,0x227,0x61,0x307,
+    0x228,0x45,0x327,0x229,0x65,0x327,0x22a,0xd6,0x304,0x22b,0xf6,0x304,0x22c,0xd5,0x304,
+    0x22d,0xf5,0x304,0x22e,0x4f,0x307,0x22f,0x6f,0x307,0x230,0x22e,0x304,0x231,0x22f,0x304,
+    0x232,0x59,0x304,0x233,0x79,0x304,0x80000340,0x300,0x0,0x80000341,0x301,0x0,0x80000343,0x313,0x0,
+    0x80000344,0x308,0x301,0x80000374,0x2b9,0x0,0x8000037e,0x3b,0x0,0x385,0xa8,0x301,0x386,0x391,0x301,
+    0x80000387,0xb7,0x0,0x388,0x395,0x301,0x389,0x397,0x301,0x38a,0x399,0x301,0x38c,0x39f,0x301,
+    0x38e,0x3a5,0x301,0x38f,0x3a9,0x301,0x390,0x3ca,0x301,0x3aa,0x399,0x308,0x3ab,0x3a5,0x308,
+    0x3ac,0x3b1,0x301,0x3ad,0x3b5,0x301,0x3ae,0x3b7,0x301,0x3af,0x3b9,0x301,0x3b0,0x3cb,0x301,
+    0x3ca,0x3b9,0x308,0x3cb,0x3c5,0x308,0x3cc,0x3bf,0x301,0x3cd,0x3c5,0x301,0x3ce,0x3c9,0x301,
+    0x3d3,0x3d2,0x301,0x3d4,0x3d2,0x308,0x400,0x415,0x300,0x401,0x415,0x308,0x403,0x413,0x301,
+    0x407,0x406,0x308,0x40c,0x41a,0x301,0x40d,0x418,0x300,0x40e,0x423,0x306,0x419,0x418,0x306,
+    0x439,0x438,0x306,0x450,0x435,0x300,0x451,0x435,0x308,0x453,0x433,0x301,0x457,0x456,0x308,
+    0x45c,0x43a,0x301,0x45d,0x438,0x300,0x45e,0x443,0x306,0x476,0x474,0x30f,0x477,0x475,0x30f,
+    0x4c1,0x416,0x306,0x4c2,0x436,0x306,0x4d0,0x410,0x306,0x4d1,0x430,0x306,0x4d2,0x410,0x308,
+    0x4d3,0x430,0x308,0x4d6,0x415,0x306,0x4d7,0x435,0x306,0x4da,0x4d8,0x308,0x4db,0x4d9,0x308,
+    0x4dc,0x416,0x308,0x4dd,0x436,0x308,0x4de,0x417,0x308,0x4df,0x437,0x308,0x4e2,0x418,0x304,
+    0x4e3,0x438,0x304,0x4e4,0x418,0x308,0x4e5,0x438,0x308,0x4e6,0x41e,0x308,0x4e7,0x43e,0x308,
+    0x4ea,0x4e8,0x308,0x4eb,0x4e9,0x308,0x4ec,0x42d,0x308,0x4ed,0x44d,0x308,0x4ee,0x423,0x304,
+    0x4ef,0x443,0x304,0x4f0,0x423,0x308,0x4f1,0x443,0x308,0x4f2,0x423,0x30b,0x4f3,0x443,0x30b,
+    0x4f4,0x427,0x308,0x4f5,0x447,0x308,0x4f8,0x42b,0x308,0x4f9,0x44b,0x308,0x622,0x627,0x653,
+    0x623,0x627,0x654,0x624,0x648,0x654,0x625,0x627,0x655,0x626,0x64a,0x654,0x6c0,0x6d5,0x654,
+    0x6c2,0x6c1,0x654,0x6d3,0x6d2,0x654,0x929,0x928,0x93c,0x931,0x930,0x93c,0x934,0x933,0x93c,
+    0x80000958,0x915,0x93c,0x80000959,0x916,0x93c,0x8000095a,0x917,0x93c,0x8000095b,0x91c,0x93c,0x8000095c,0x921,0x93c,
+    0x8000095d,0x922,0x93c,0x8000095e,0x92b,0x93c,0x8000095f,0x92f,0x93c,0x9cb,0x9c7,0x9be,0x9cc,0x9c7,0x9d7,
+    0x800009dc,0x9a1,0x9bc,0x800009dd,0x9a2,0x9bc,0x800009df,0x9af,0x9bc,0x80000a33,0xa32,0xa3c,0x80000a36,0xa38,0xa3c,
+    0x80000a59,0xa16,0xa3c,0x80000a5a,0xa17,0xa3c,0x80000a5b,0xa1c,0xa3c,0x80000a5e,0xa2b,0xa3c,0xb48,0xb47,0xb56,
+    0xb4b,0xb47,0xb3e,0xb4c,0xb47,0xb57,0x80000b5c,0xb21,0xb3c,0x80000b5d,0xb22,0xb3c,0xb94,0xb92,0xbd7,
+    0xbca,0xbc6,0xbbe,0xbcb,0xbc7,0xbbe,0xbcc,0xbc6,0xbd7,0xc48,0xc46,0xc56,0xcc0,0xcbf,0xcd5,
+    0xcc7,0xcc6,0xcd5,0xcc8,0xcc6,0xcd6,0xcca,0xcc6,0xcc2,0xccb,0xcca,0xcd5,0xd4a,0xd46,0xd3e,
+    0xd4b,0xd47,0xd3e,0xd4c,0xd46,0xd57,0xdda,0xdd9,0xdca,0xddc,0xdd9,0xdcf,0xddd,0xddc,0xdca,
+    0xdde,0xdd9,0xddf,0x80000f43,0xf42,0xfb7,0x80000f4d,0xf4c,0xfb7,0x80000f52,0xf51,0xfb7,0x80000f57,0xf56,0xfb7,
+    0x80000f5c,0xf5b,0xfb7,0x80000f69,0xf40,0xfb5,0x80000f73,0xf71,0xf72,0x80000f75,0xf71,0xf74,0x80000f76,0xfb2,0xf80,
+    0x80000f78,0xfb3,0xf80,0x80000f81,0xf71,0xf80,0x80000f93,0xf92,0xfb7,0x80000f9d,0xf9c,0xfb7,0x80000fa2,0xfa1,0xfb7,
+    0x80000fa7,0xfa6,0xfb7,0x80000fac,0xfab,0xfb7,0x80000fb9,0xf90,0xfb5,0x1026,0x1025,0x102e,0x1b06,0x1b05,0x1b35,
+    0x1b08,0x1b07,0x1b35,0x1b0a,0x1b09,0x1b35,0x1b0c,0x1b0b,0x1b35,0x1b0e,0x1b0d,0x1b35,0x1b12,0x1b11,0x1b35,
+    0x1b3b,0x1b3a,0x1b35,0x1b3d,0x1b3c,0x1b35,0x1b40,0x1b3e,0x1b35,0x1b41,0x1b3f,0x1b35,0x1b43,0x1b42,0x1b35,
+    0x1e00,0x41,0x325,0x1e01,0x61,0x325,0x1e02,0x42,0x307,0x1e03,0x62,0x307,0x1e04,0x42,0x323,
+    0x1e05,0x62,0x323,0x1e06,0x42,0x331,0x1e07,0x62,0x331,0x1e08,0xc7,0x301,0x1e09,0xe7,0x301,
+    0x1e0a,0x44,0x307,0x1e0b,0x64,0x307,0x1e0c,0x44,0x323,0x1e0d,0x64,0x323,0x1e0e,0x44,0x331,
+    0x1e0f,0x64,0x331,0x1e10,0x44,0x327,0x1e11,0x64,0x327,0x1e12,0x44,0x32d,0x1e13,0x64,0x32d,
+    0x1e14,0x112,0x300,0x1e15,0x113,0x300,0x1e16,0x112,0x301,0x1e17,0x113,0x301,0x1e18,0x45,0x32d,
+    0x1e19,0x65,0x32d,0x1e1a,0x45,0x330,0x1e1b,0x65,0x330,0x1e1c,0x228,0x306,0x1e1d,0x229,0x306,
+    0x1e1e,0x46,0x307,0x1e1f,0x66,0x307,0x1e20,0x47,0x304,0x1e21,0x67,0x304,0x1e22,0x48,0x307,
+    0x1e23,0x68,0x307,0x1e24,0x48,0x323,0x1e25,0x68,0x323,0x1e26,0x48,0x308,0x1e27,0x68,0x308,
+    0x1e28,0x48,0x327,0x1e29,0x68,0x327,0x1e2a,0x48,0x32e,0x1e2b,0x68,0x32e,0x1e2c,0x49,0x330,
+    0x1e2d,0x69,0x330,0x1e2e,0xcf,0x301,0x1e2f,0xef,0x301,0x1e30,0x4b,0x301,0x1e31,0x6b,0x301,
+    0x1e32,0x4b,0x323,0x1e33,0x6b,0x323,0x1e34,0x4b,0x331,0x1e35,0x6b,0x331,0x1e36,0x4c,0x323,
+    0x1e37,0x6c,0x323,0x1e38,0x1e36,0x304,0x1e39,0x1e37,0x304,0x1e3a,0x4c,0x331,0x1e3b,0x6c,0x331,
+    0x1e3c,0x4c,0x32d,0x1e3d,0x6c,0x32d,0x1e3e,0x4d,0x301,0x1e3f,0x6d,0x301,0x1e40,0x4d,0x307,
+    0x1e41,0x6d,0x307,0x1e42,0x4d,0x323,0x1e43,0x6d,0x323,0x1e44,0x4e,0x307,0x1e45,0x6e,0x307,
+    0x1e46,0x4e,0x323,0x1e47,0x6e,0x323,0x1e48,0x4e,0x331,0x1e49,0x6e,0x331,0x1e4a,0x4e,0x32d,
+    0x1e4b,0x6e,0x32d,0x1e4c,0xd5,0x301,0x1e4d,0xf5,0x301,0x1e4e,0xd5,0x308,0x1e4f,0xf5,0x308,
+    0x1e50,0x14c,0x300,0x1e51,0x14d,0x300,0x1e52,0x14c,0x301,0x1e53,0x14d,0x301,0x1e54,0x50,0x301,
+    0x1e55,0x70,0x301,0x1e56,0x50,0x307,0x1e57,0x70,0x307,0x1e58,0x52,0x307,0x1e59,0x72,0x307,
+    0x1e5a,0x52,0x323,0x1e5b,0x72,0x323,0x1e5c,0x1e5a,0x304,0x1e5d,0x1e5b,0x304,0x1e5e,0x52,0x331,
+    0x1e5f,0x72,0x331,0x1e60,0x53,0x307,0x1e61,0x73,0x307,0x1e62,0x53,0x323,0x1e63,0x73,0x323,
+    0x1e64,0x15a,0x307,0x1e65,0x15b,0x307,0x1e66,0x160,0x307,0x1e67,0x161,0x307,0x1e68,0x1e62,0x307,
+    0x1e69,0x1e63,0x307,0x1e6a,0x54,0x307,0x1e6b,0x74,0x307,0x1e6c,0x54,0x323,0x1e6d,0x74,0x323,
+    0x1e6e,0x54,0x331,0x1e6f,0x74,0x331,0x1e70,0x54,0x32d,0x1e71,0x74,0x32d,0x1e72,0x55,0x324,
+    0x1e73,0x75,0x324,0x1e74,0x55,0x330,0x1e75,0x75,0x330,0x1e76,0x55,0x32d,0x1e77,0x75,0x32d,
+    0x1e78,0x168,0x301,0x1e79,0x169,0x301,0x1e7a,0x16a,0x308,0x1e7b,0x16b,0x308,0x1e7c,0x56,0x303,
+    0x1e7d,0x76,0x303,0x1e7e,0x56,0x323,0x1e7f,0x76,0x323,0x1e80,0x57,0x300,0x1e81,0x77,0x300,
+    0x1e82,0x57,0x301,0x1e83,0x77,0x301,0x1e84,0x57,0x308,0x1e85,0x77,0x308,0x1e86,0x57,0x307,
+    0x1e87,0x77,0x307,0x1e88,0x57,0x323,0x1e89,0x77,0x323,0x1e8a,0x58,0x307,0x1e8b,0x78,0x307,
+    0x1e8c,0x58,0x308,0x1e8d,0x78,0x308,0x1e8e,0x59,0x307,0x1e8f,0x79,0x307,0x1e90,0x5a,0x302,
+    0x1e91,0x7a,0x302,0x1e92,0x5a,0x323,0x1e93,0x7a,0x323,0x1e94,0x5a,0x331,0x1e95,0x7a,0x331,
+    0x1e96,0x68,0x331,0x1e97,0x74,0x308,0x1e98,0x77,0x30a,0x1e99,0x79,0x30a,0x1e9b,0x17f,0x307,
+    0x1ea0,0x41,0x323,0x1ea1,0x61,0x323,0x1ea2,0x41,0x309,0x1ea3,0x61,0x309,0x1ea4,0xc2,0x301,
+    0x1ea5,0xe2,0x301,0x1ea6,0xc2,0x300,0x1ea7,0xe2,0x300,0x1ea8,0xc2,0x309,0x1ea9,0xe2,0x309,
+    0x1eaa,0xc2,0x303,0x1eab,0xe2,0x303,0x1eac,0x1ea0,0x302,0x1ead,0x1ea1,0x302,0x1eae,0x102,0x301,
+    0x1eaf,0x103,0x301,0x1eb0,0x102,0x300,0x1eb1,0x103,0x300,0x1eb2,0x102,0x309,0x1eb3,0x103,0x309,
+    0x1eb4,0x102,0x303,0x1eb5,0x103,0x303,0x1eb6,0x1ea0,0x306,0x1eb7,0x1ea1,0x306,0x1eb8,0x45,0x323,
+    0x1eb9,0x65,0x323,0x1eba,0x45,0x309,0x1ebb,0x65,0x309,0x1ebc,0x45,0x303,0x1ebd,0x65,0x303,
+    0x1ebe,0xca,0x301,0x1ebf,0xea,0x301,0x1ec0,0xca,0x300,0x1ec1,0xea,0x300,0x1ec2,0xca,0x309,
+    0x1ec3,0xea,0x309,0x1ec4,0xca,0x303,0x1ec5,0xea,0x303,0x1ec6,0x1eb8,0x302,0x1ec7,0x1eb9,0x302,
+    0x1ec8,0x49,0x309,0x1ec9,0x69,0x309,0x1eca,0x49,0x323,0x1ecb,0x69,0x323,0x1ecc,0x4f,0x323,
+    0x1ecd,0x6f,0x323,0x1ece,0x4f,0x309,0x1ecf,0x6f,0x309,0x1ed0,0xd4,0x301,0x1ed1,0xf4,0x301,
+    0x1ed2,0xd4,0x300,0x1ed3,0xf4,0x300,0x1ed4,0xd4,0x309,0x1ed5,0xf4,0x309,0x1ed6,0xd4,0x303,
+    0x1ed7,0xf4,0x303,0x1ed8,0x1ecc,0x302,0x1ed9,0x1ecd,0x302,0x1eda,0x1a0,0x301,0x1edb,0x1a1,0x301,
+    0x1edc,0x1a0,0x300,0x1edd,0x1a1,0x300,0x1ede,0x1a0,0x309,0x1edf,0x1a1,0x309,0x1ee0,0x1a0,0x303,
+    0x1ee1,0x1a1,0x303,0x1ee2,0x1a0,0x323,0x1ee3,0x1a1,0x323,0x1ee4,0x55,0x323,0x1ee5,0x75,0x323,
+    0x1ee6,0x55,0x309,0x1ee7,0x75,0x309,0x1ee8,0x1af,0x301,0x1ee9,0x1b0,0x301,0x1eea,0x1af,0x300,
+    0x1eeb,0x1b0,0x300,0x1eec,0x1af,0x309,0x1eed,0x1b0,0x309,0x1eee,0x1af,0x303,0x1eef,0x1b0,0x303,
+    0x1ef0,0x1af,0x323,0x1ef1,0x1b0,0x323,0x1ef2,0x59,0x300,0x1ef3,0x79,0x300,0x1ef4,0x59,0x323,
+    0x1ef5,0x79,0x323,0x1ef6,0x59,0x309,0x1ef7,0x79,0x309,0x1ef8,0x59,0x303,0x1ef9,0x79,0x303,
+    0x1f00,0x3b1,0x313,0x1f01,0x3b1,0x314,0x1f02,0x1f00,0x300,0x1f03,0x1f01,0x300,0x1f04,0x1f00,0x301,
+    0x1f05,0x1f01,0x301,0x1f06,0x1f00,0x342,0x1f07,0x1f01,0x342,0x1f08,0x391,0x313,0x1f09,0x391,0x314,
+    0x1f0a,0x1f08,0x300,0x1f0b,0x1f09,0x300,0x1f0c,0x1f08,0x301,0x1f0d,0x1f09,0x301,0x1f0e,0x1f08,0x342,
+    0x1f0f,0x1f09,0x342,0x1f10,0x3b5,0x313,0x1f11,0x3b5,0x314,0x1f12,0x1f10,0x300,0x1f13,0x1f11,0x300,
+    0x1f14,0x1f10,0x301,0x1f15,0x1f11,0x301,0x1f18,0x395,0x313,0x1f19,0x395,0x314,0x1f1a,0x1f18,0x300,
+    0x1f1b,0x1f19,0x300,0x1f1c,0x1f18,0x301,0x1f1d,0x1f19,0x301,0x1f20,0x3b7,0x313,0x1f21,0x3b7,0x314,
+    0x1f22,0x1f20,0x300,0x1f23,0x1f21,0x300,0x1f24,0x1f20,0x301,0x1f25,0x1f21,0x301,0x1f26,0x1f20,0x342,
+    0x1f27,0x1f21,0x342,0x1f28,0x397,0x313,0x1f29,0x397,0x314,0x1f2a,0x1f28,0x300,0x1f2b,0x1f29,0x300,
+    0x1f2c,0x1f28,0x301,0x1f2d,0x1f29,0x301,0x1f2e,0x1f28,0x342,0x1f2f,0x1f29,0x342,0x1f30,0x3b9,0x313,
+    0x1f31,0x3b9,0x314,0x1f32,0x1f30,0x300,0x1f33,0x1f31,0x300,0x1f34,0x1f30,0x301,0x1f35,0x1f31,0x301,
+    0x1f36,0x1f30,0x342,0x1f37,0x1f31,0x342,0x1f38,0x399,0x313,0x1f39,0x399,0x314,0x1f3a,0x1f38,0x300,
+    0x1f3b,0x1f39,0x300,0x1f3c,0x1f38,0x301,0x1f3d,0x1f39,0x301,0x1f3e,0x1f38,0x342,0x1f3f,0x1f39,0x342,
+    0x1f40,0x3bf,0x313,0x1f41,0x3bf,0x314,0x1f42,0x1f40,0x300,0x1f43,0x1f41,0x300,0x1f44,0x1f40,0x301,
+    0x1f45,0x1f41,0x301,0x1f48,0x39f,0x313,0x1f49,0x39f,0x314,0x1f4a,0x1f48,0x300,0x1f4b,0x1f49,0x300,
+    0x1f4c,0x1f48,0x301,0x1f4d,0x1f49,0x301,0x1f50,0x3c5,0x313,0x1f51,0x3c5,0x314,0x1f52,0x1f50,0x300,
+    0x1f53,0x1f51,0x300,0x1f54,0x1f50,0x301,0x1f55,0x1f51,0x301,0x1f56,0x1f50,0x342,0x1f57,0x1f51,0x342,
+    0x1f59,0x3a5,0x314,0x1f5b,0x1f59,0x300,0x1f5d,0x1f59,0x301,0x1f5f,0x1f59,0x342,0x1f60,0x3c9,0x313,
+    0x1f61,0x3c9,0x314,0x1f62,0x1f60,0x300,0x1f63,0x1f61,0x300,0x1f64,0x1f60,0x301,0x1f65,0x1f61,0x301,
+    0x1f66,0x1f60,0x342,0x1f67,0x1f61,0x342,0x1f68,0x3a9,0x313,0x1f69,0x3a9,0x314,0x1f6a,0x1f68,0x300,
+    0x1f6b,0x1f69,0x300,0x1f6c,0x1f68,0x301,0x1f6d,0x1f69,0x301,0x1f6e,0x1f68,0x342,0x1f6f,0x1f69,0x342,
+    0x1f70,0x3b1,0x300,0x80001f71,0x3ac,0x0,0x1f72,0x3b5,0x300,0x80001f73,0x3ad,0x0,0x1f74,0x3b7,0x300,
+    0x80001f75,0x3ae,0x0,0x1f76,0x3b9,0x300,0x80001f77,0x3af,0x0,0x1f78,0x3bf,0x300,0x80001f79,0x3cc,0x0,
+    0x1f7a,0x3c5,0x300,0x80001f7b,0x3cd,0x0,0x1f7c,0x3c9,0x300,0x80001f7d,0x3ce,0x0,0x1f80,0x1f00,0x345,
+    0x1f81,0x1f01,0x345,0x1f82,0x1f02,0x345,0x1f83,0x1f03,0x345,0x1f84,0x1f04,0x345,0x1f85,0x1f05,0x345,
+    0x1f86,0x1f06,0x345,0x1f87,0x1f07,0x345,0x1f88,0x1f08,0x345,0x1f89,0x1f09,0x345,0x1f8a,0x1f0a,0x345,
+    0x1f8b,0x1f0b,0x345,0x1f8c,0x1f0c,0x345,0x1f8d,0x1f0d,0x345,0x1f8e,0x1f0e,0x345,0x1f8f,0x1f0f,0x345,
+    0x1f90,0x1f20,0x345,0x1f91,0x1f21,0x345,0x1f92,0x1f22,0x345,0x1f93,0x1f23,0x345,0x1f94,0x1f24,0x345,
+    0x1f95,0x1f25,0x345,0x1f96,0x1f26,0x345,0x1f97,0x1f27,0x345,0x1f98,0x1f28,0x345,0x1f99,0x1f29,0x345,
+    0x1f9a,0x1f2a,0x345,0x1f9b,0x1f2b,0x345,0x1f9c,0x1f2c,0x345,0x1f9d,0x1f2d,0x345,0x1f9e,0x1f2e,0x345,
+    0x1f9f,0x1f2f,0x345,0x1fa0,0x1f60,0x345,0x1fa1,0x1f61,0x345,0x1fa2,0x1f62,0x345,0x1fa3,0x1f63,0x345,
+    0x1fa4,0x1f64,0x345,0x1fa5,0x1f65,0x345,0x1fa6,0x1f66,0x345,0x1fa7,0x1f67,0x345,0x1fa8,0x1f68,0x345,
+    0x1fa9,0x1f69,0x345,0x1faa,0x1f6a,0x345,0x1fab,0x1f6b,0x345,0x1fac,0x1f6c,0x345,0x1fad,0x1f6d,0x345,
+    0x1fae,0x1f6e,0x345,0x1faf,0x1f6f,0x345,0x1fb0,0x3b1,0x306,0x1fb1,0x3b1,0x304,0x1fb2,0x1f70,0x345,
+    0x1fb3,0x3b1,0x345,0x1fb4,0x3ac,0x345,0x1fb6,0x3b1,0x342,0x1fb7,0x1fb6,0x345,0x1fb8,0x391,0x306,
+    0x1fb9,0x391,0x304,0x1fba,0x391,0x300,0x80001fbb,0x386,0x0,0x1fbc,0x391,0x345,0x80001fbe,0x3b9,0x0,
+    0x1fc1,0xa8,0x342,0x1fc2,0x1f74,0x345,0x1fc3,0x3b7,0x345,0x1fc4,0x3ae,0x345,0x1fc6,0x3b7,0x342,
+    0x1fc7,0x1fc6,0x345,0x1fc8,0x395,0x300,0x80001fc9,0x388,0x0,0x1fca,0x397,0x300,0x80001fcb,0x389,0x0,
+    0x1fcc,0x397,0x345,0x1fcd,0x1fbf,0x300,0x1fce,0x1fbf,0x301,0x1fcf,0x1fbf,0x342,0x1fd0,0x3b9,0x306,
+    0x1fd1,0x3b9,0x304,0x1fd2,0x3ca,0x300,0x80001fd3,0x390,0x0,0x1fd6,0x3b9,0x342,0x1fd7,0x3ca,0x342,
+    0x1fd8,0x399,0x306,0x1fd9,0x399,0x304,0x1fda,0x399,0x300,0x80001fdb,0x38a,0x0,0x1fdd,0x1ffe,0x300,
+    0x1fde,0x1ffe,0x301,0x1fdf,0x1ffe,0x342,0x1fe0,0x3c5,0x306,0x1fe1,0x3c5,0x304,0x1fe2,0x3cb,0x300,
+    0x80001fe3,0x3b0,0x0,0x1fe4,0x3c1,0x313,0x1fe5,0x3c1,0x314,0x1fe6,0x3c5,0x342,0x1fe7,0x3cb,0x342,
+    0x1fe8,0x3a5,0x306,0x1fe9,0x3a5,0x304,0x1fea,0x3a5,0x300,0x80001feb,0x38e,0x0,0x1fec,0x3a1,0x314,
+    0x1fed,0xa8,0x300,0x80001fee,0x385,0x0,0x80001fef,0x60,0x0,0x1ff2,0x1f7c,0x345,0x1ff3,0x3c9,0x345,
+    0x1ff4,0x3ce,0x345,0x1ff6,0x3c9,0x342,0x1ff7,0x1ff6,0x345,0x1ff8,0x39f,0x300,0x80001ff9,0x38c,0x0,
+    0x1ffa,0x3a9,0x300,0x80001ffb,0x38f,0x0,0x1ffc,0x3a9,0x345,0x80001ffd,0xb4,0x0,0x80002000,0x2002,0x0,
+    0x80002001,0x2003,0x0,0x80002126,0x3a9,0x0,0x8000212a,0x4b,0x0,0x8000212b,0xc5,0x0,0x219a,0x2190,0x338,
+    0x219b,0x2192,0x338,0x21ae,0x2194,0x338,0x21cd,0x21d0,0x338,0x21ce,0x21d4,0x338,0x21cf,0x21d2,0x338,
+    0x2204,0x2203,0x338,0x2209,0x2208,0x338,0x220c,0x220b,0x338,0x2224,0x2223,0x338,0x2226,0x2225,0x338,
+    0x2241,0x223c,0x338,0x2244,0x2243,0x338,0x2247,0x2245,0x338,0x2249,0x2248,0x338,0x2260,0x3d,0x338,
+    0x2262,0x2261,0x338,0x226d,0x224d,0x338,0x226e,0x3c,0x338,0x226f,0x3e,0x338,0x2270,0x2264,0x338,
+    0x2271,0x2265,0x338,0x2274,0x2272,0x338,0x2275,0x2273,0x338,0x2278,0x2276,0x338,0x2279,0x2277,0x338,
+    0x2280,0x227a,0x338,0x2281,0x227b,0x338,0x2284,0x2282,0x338,0x2285,0x2283,0x338,0x2288,0x2286,0x338,
+    0x2289,0x2287,0x338,0x22ac,0x22a2,0x338,0x22ad,0x22a8,0x338,0x22ae,0x22a9,0x338,0x22af,0x22ab,0x338,
+    0x22e0,0x227c,0x338,0x22e1,0x227d,0x338,0x22e2,0x2291,0x338,0x22e3,0x2292,0x338,0x22ea,0x22b2,0x338,
+    0x22eb,0x22b3,0x338,0x22ec,0x22b4,0x338,0x22ed,0x22b5,0x338,0x80002329,0x3008,0x0,0x8000232a,0x3009,0x0,
+    0x80002adc,0x2add,0x338,0x304c,0x304b,0x3099,0x304e,0x304d,0x3099,0x3050,0x304f,0x3099,0x3052,0x3051,0x3099,
+    0x3054,0x3053,0x3099,0x3056,0x3055,0x3099,0x3058,0x3057,0x3099,0x305a,0x3059,0x3099,0x305c,0x305b,0x3099,
+    0x305e,0x305d,0x3099,0x3060,0x305f,0x3099,0x3062,0x3061,0x3099,0x3065,0x3064,0x3099,0x3067,0x3066,0x3099,
+    0x3069,0x3068,0x3099,0x3070,0x306f,0x3099,0x3071,0x306f,0x309a,0x3073,0x3072,0x3099,0x3074,0x3072,0x309a,
+    0x3076,0x3075,0x3099,0x3077,0x3075,0x309a,0x3079,0x3078,0x3099,0x307a,0x3078,0x309a,0x307c,0x307b,0x3099,
+    0x307d,0x307b,0x309a,0x3094,0x3046,0x3099,0x309e,0x309d,0x3099,0x30ac,0x30ab,0x3099,0x30ae,0x30ad,0x3099,
+    0x30b0,0x30af,0x3099,0x30b2,0x30b1,0x3099,0x30b4,0x30b3,0x3099,0x30b6,0x30b5,0x3099,0x30b8,0x30b7,0x3099,
+    0x30ba,0x30b9,0x3099,0x30bc,0x30bb,0x3099,0x30be,0x30bd,0x3099,0x30c0,0x30bf,0x3099,0x30c2,0x30c1,0x3099,
+    0x30c5,0x30c4,0x3099,0x30c7,0x30c6,0x3099,0x30c9,0x30c8,0x3099,0x30d0,0x30cf,0x3099,0x30d1,0x30cf,0x309a,
+    0x30d3,0x30d2,0x3099,0x30d4,0x30d2,0x309a,0x30d6,0x30d5,0x3099,0x30d7,0x30d5,0x309a,0x30d9,0x30d8,0x3099,
+    0x30da,0x30d8,0x309a,0x30dc,0x30db,0x3099,0x30dd,0x30db,0x309a,0x30f4,0x30a6,0x3099,0x30f7,0x30ef,0x3099,
+    0x30f8,0x30f0,0x3099,0x30f9,0x30f1,0x3099,0x30fa,0x30f2,0x3099,0x30fe,0x30fd,0x3099,0x8000f900,0x8c48,0x0,
+    0x8000f901,0x66f4,0x0,0x8000f902,0x8eca,0x0,0x8000f903,0x8cc8,0x0,0x8000f904,0x6ed1,0x0,0x8000f905,0x4e32,0x0,
+    0x8000f906,0x53e5,0x0,0x8000f907,0x9f9c,0x0,0x8000f908,0x9f9c,0x0,0x8000f909,0x5951,0x0,0x8000f90a,0x91d1,0x0,
+    0x8000f90b,0x5587,0x0,0x8000f90c,0x5948,0x0,0x8000f90d,0x61f6,0x0,0x8000f90e,0x7669,0x0,0x8000f90f,0x7f85,0x0,
+    0x8000f910,0x863f,0x0,0x8000f911,0x87ba,0x0,0x8000f912,0x88f8,0x0,0x8000f913,0x908f,0x0,0x8000f914,0x6a02,0x0,
+    0x8000f915,0x6d1b,0x0,0x8000f916,0x70d9,0x0,0x8000f917,0x73de,0x0,0x8000f918,0x843d,0x0,0x8000f919,0x916a,0x0,
+    0x8000f91a,0x99f1,0x0,0x8000f91b,0x4e82,0x0,0x8000f91c,0x5375,0x0,0x8000f91d,0x6b04,0x0,0x8000f91e,0x721b,0x0,
+    0x8000f91f,0x862d,0x0,0x8000f920,0x9e1e,0x0,0x8000f921,0x5d50,0x0,0x8000f922,0x6feb,0x0,0x8000f923,0x85cd,0x0,
+    0x8000f924,0x8964,0x0,0x8000f925,0x62c9,0x0,0x8000f926,0x81d8,0x0,0x8000f927,0x881f,0x0,0x8000f928,0x5eca,0x0,
+    0x8000f929,0x6717,0x0,0x8000f92a,0x6d6a,0x0,0x8000f92b,0x72fc,0x0,0x8000f92c,0x90ce,0x0,0x8000f92d,0x4f86,0x0,
+    0x8000f92e,0x51b7,0x0,0x8000f92f,0x52de,0x0,0x8000f930,0x64c4,0x0,0x8000f931,0x6ad3,0x0,0x8000f932,0x7210,0x0,
+    0x8000f933,0x76e7,0x0,0x8000f934,0x8001,0x0,0x8000f935,0x8606,0x0,0x8000f936,0x865c,0x0,0x8000f937,0x8def,0x0,
+    0x8000f938,0x9732,0x0,0x8000f939,0x9b6f,0x0,0x8000f93a,0x9dfa,0x0,0x8000f93b,0x788c,0x0,0x8000f93c,0x797f,0x0,
+    0x8000f93d,0x7da0,0x0,0x8000f93e,0x83c9,0x0,0x8000f93f,0x9304,0x0,0x8000f940,0x9e7f,0x0,0x8000f941,0x8ad6,0x0,
+    0x8000f942,0x58df,0x0,0x8000f943,0x5f04,0x0,0x8000f944,0x7c60,0x0,0x8000f945,0x807e,0x0,0x8000f946,0x7262,0x0,
+    0x8000f947,0x78ca,0x0,0x8000f948,0x8cc2,0x0,0x8000f949,0x96f7,0x0,0x8000f94a,0x58d8,0x0,0x8000f94b,0x5c62,0x0,
+    0x8000f94c,0x6a13,0x0,0x8000f94d,0x6dda,0x0,0x8000f94e,0x6f0f,0x0,0x8000f94f,0x7d2f,0x0,0x8000f950,0x7e37,0x0,
+    0x8000f951,0x964b,0x0,0x8000f952,0x52d2,0x0,0x8000f953,0x808b,0x0,0x8000f954,0x51dc,0x0,0x8000f955,0x51cc,0x0,
+    0x8000f956,0x7a1c,0x0,0x8000f957,0x7dbe,0x0,0x8000f958,0x83f1,0x0,0x8000f959,0x9675,0x0,0x8000f95a,0x8b80,0x0,
+    0x8000f95b,0x62cf,0x0,0x8000f95c,0x6a02,0x0,0x8000f95d,0x8afe,0x0,0x8000f95e,0x4e39,0x0,0x8000f95f,0x5be7,0x0,
+    0x8000f960,0x6012,0x0,0x8000f961,0x7387,0x0,0x8000f962,0x7570,0x0,0x8000f963,0x5317,0x0,0x8000f964,0x78fb,0x0,
+    0x8000f965,0x4fbf,0x0,0x8000f966,0x5fa9,0x0,0x8000f967,0x4e0d,0x0,0x8000f968,0x6ccc,0x0,0x8000f969,0x6578,0x0,
+    0x8000f96a,0x7d22,0x0,0x8000f96b,0x53c3,0x0,0x8000f96c,0x585e,0x0,0x8000f96d,0x7701,0x0,0x8000f96e,0x8449,0x0,
+    0x8000f96f,0x8aaa,0x0,0x8000f970,0x6bba,0x0,0x8000f971,0x8fb0,0x0,0x8000f972,0x6c88,0x0,0x8000f973,0x62fe,0x0,
+    0x8000f974,0x82e5,0x0,0x8000f975,0x63a0,0x0,0x8000f976,0x7565,0x0,0x8000f977,0x4eae,0x0,0x8000f978,0x5169,0x0,
+    0x8000f979,0x51c9,0x0,0x8000f97a,0x6881,0x0,0x8000f97b,0x7ce7,0x0,0x8000f97c,0x826f,0x0,0x8000f97d,0x8ad2,0x0,
+    0x8000f97e,0x91cf,0x0,0x8000f97f,0x52f5,0x0,0x8000f980,0x5442,0x0,0x8000f981,0x5973,0x0,0x8000f982,0x5eec,0x0,
+    0x8000f983,0x65c5,0x0,0x8000f984,0x6ffe,0x0,0x8000f985,0x792a,0x0,0x8000f986,0x95ad,0x0,0x8000f987,0x9a6a,0x0,
+    0x8000f988,0x9e97,0x0,0x8000f989,0x9ece,0x0,0x8000f98a,0x529b,0x0,0x8000f98b,0x66c6,0x0,0x8000f98c,0x6b77,0x0,
+    0x8000f98d,0x8f62,0x0,0x8000f98e,0x5e74,0x0,0x8000f98f,0x6190,0x0,0x8000f990,0x6200,0x0,0x8000f991,0x649a,0x0,
+    0x8000f992,0x6f23,0x0,0x8000f993,0x7149,0x0,0x8000f994,0x7489,0x0,0x8000f995,0x79ca,0x0,0x8000f996,0x7df4,0x0,
+    0x8000f997,0x806f,0x0,0x8000f998,0x8f26,0x0,0x8000f999,0x84ee,0x0,0x8000f99a,0x9023,0x0,0x8000f99b,0x934a,0x0,
+    0x8000f99c,0x5217,0x0,0x8000f99d,0x52a3,0x0,0x8000f99e,0x54bd,0x0,0x8000f99f,0x70c8,0x0,0x8000f9a0,0x88c2,0x0,
+    0x8000f9a1,0x8aaa,0x0,0x8000f9a2,0x5ec9,0x0,0x8000f9a3,0x5ff5,0x0,0x8000f9a4,0x637b,0x0,0x8000f9a5,0x6bae,0x0,
+    0x8000f9a6,0x7c3e,0x0,0x8000f9a7,0x7375,0x0,0x8000f9a8,0x4ee4,0x0,0x8000f9a9,0x56f9,0x0,0x8000f9aa,0x5be7,0x0,
+    0x8000f9ab,0x5dba,0x0,0x8000f9ac,0x601c,0x0,0x8000f9ad,0x73b2,0x0,0x8000f9ae,0x7469,0x0,0x8000f9af,0x7f9a,0x0,
+    0x8000f9b0,0x8046,0x0,0x8000f9b1,0x9234,0x0,0x8000f9b2,0x96f6,0x0,0x8000f9b3,0x9748,0x0,0x8000f9b4,0x9818,0x0,
+    0x8000f9b5,0x4f8b,0x0,0x8000f9b6,0x79ae,0x0,0x8000f9b7,0x91b4,0x0,0x8000f9b8,0x96b8,0x0,0x8000f9b9,0x60e1,0x0,
+    0x8000f9ba,0x4e86,0x0,0x8000f9bb,0x50da,0x0,0x8000f9bc,0x5bee,0x0,0x8000f9bd,0x5c3f,0x0,0x8000f9be,0x6599,0x0,
+    0x8000f9bf,0x6a02,0x0,0x8000f9c0,0x71ce,0x0,0x8000f9c1,0x7642,0x0,0x8000f9c2,0x84fc,0x0,0x8000f9c3,0x907c,0x0,
+    0x8000f9c4,0x9f8d,0x0,0x8000f9c5,0x6688,0x0,0x8000f9c6,0x962e,0x0,0x8000f9c7,0x5289,0x0,0x8000f9c8,0x677b,0x0,
+    0x8000f9c9,0x67f3,0x0,0x8000f9ca,0x6d41,0x0,0x8000f9cb,0x6e9c,0x0,0x8000f9cc,0x7409,0x0,0x8000f9cd,0x7559,0x0,
+    0x8000f9ce,0x786b,0x0,0x8000f9cf,0x7d10,0x0,0x8000f9d0,0x985e,0x0,0x8000f9d1,0x516d,0x0,0x8000f9d2,0x622e,0x0,
+    0x8000f9d3,0x9678,0x0,0x8000f9d4,0x502b,0x0,0x8000f9d5,0x5d19,0x0,0x8000f9d6,0x6dea,0x0,0x8000f9d7,0x8f2a,0x0,
+    0x8000f9d8,0x5f8b,0x0,0x8000f9d9,0x6144,0x0,0x8000f9da,0x6817,0x0,0x8000f9db,0x7387,0x0,0x8000f9dc,0x9686,0x0,
+    0x8000f9dd,0x5229,0x0,0x8000f9de,0x540f,0x0,0x8000f9df,0x5c65,0x0,0x8000f9e0,0x6613,0x0,0x8000f9e1,0x674e,0x0,
+    0x8000f9e2,0x68a8,0x0,0x8000f9e3,0x6ce5,0x0,0x8000f9e4,0x7406,0x0,0x8000f9e5,0x75e2,0x0,0x8000f9e6,0x7f79,0x0,
+    0x8000f9e7,0x88cf,0x0,0x8000f9e8,0x88e1,0x0,0x8000f9e9,0x91cc,0x0,0x8000f9ea,0x96e2,0x0,0x8000f9eb,0x533f,0x0,
+    0x8000f9ec,0x6eba,0x0,0x8000f9ed,0x541d,0x0,0x8000f9ee,0x71d0,0x0,0x8000f9ef,0x7498,0x0,0x8000f9f0,0x85fa,0x0,
+    0x8000f9f1,0x96a3,0x0,0x8000f9f2,0x9c57,0x0,0x8000f9f3,0x9e9f,0x0,0x8000f9f4,0x6797,0x0,0x8000f9f5,0x6dcb,0x0,
+    0x8000f9f6,0x81e8,0x0,0x8000f9f7,0x7acb,0x0,0x8000f9f8,0x7b20,0x0,0x8000f9f9,0x7c92,0x0,0x8000f9fa,0x72c0,0x0,
+    0x8000f9fb,0x7099,0x0,0x8000f9fc,0x8b58,0x0,0x8000f9fd,0x4ec0,0x0,0x8000f9fe,0x8336,0x0,0x8000f9ff,0x523a,0x0,
+    0x8000fa00,0x5207,0x0,0x8000fa01,0x5ea6,0x0,0x8000fa02,0x62d3,0x0,0x8000fa03,0x7cd6,0x0,0x8000fa04,0x5b85,0x0,
+    0x8000fa05,0x6d1e,0x0,0x8000fa06,0x66b4,0x0,0x8000fa07,0x8f3b,0x0,0x8000fa08,0x884c,0x0,0x8000fa09,0x964d,0x0,
+    0x8000fa0a,0x898b,0x0,0x8000fa0b,0x5ed3,0x0,0x8000fa0c,0x5140,0x0,0x8000fa0d,0x55c0,0x0,0x8000fa10,0x585a,0x0,
+    0x8000fa12,0x6674,0x0,0x8000fa15,0x51de,0x0,0x8000fa16,0x732a,0x0,0x8000fa17,0x76ca,0x0,0x8000fa18,0x793c,0x0,
+    0x8000fa19,0x795e,0x0,0x8000fa1a,0x7965,0x0,0x8000fa1b,0x798f,0x0,0x8000fa1c,0x9756,0x0,0x8000fa1d,0x7cbe,0x0,
+    0x8000fa1e,0x7fbd,0x0,0x8000fa20,0x8612,0x0,0x8000fa22,0x8af8,0x0,0x8000fa25,0x9038,0x0,0x8000fa26,0x90fd,0x0,
+    0x8000fa2a,0x98ef,0x0,0x8000fa2b,0x98fc,0x0,0x8000fa2c,0x9928,0x0,0x8000fa2d,0x9db4,0x0,0x8000fa2e,0x90de,0x0,
+    0x8000fa2f,0x96b7,0x0,0x8000fa30,0x4fae,0x0,0x8000fa31,0x50e7,0x0,0x8000fa32,0x514d,0x0,0x8000fa33,0x52c9,0x0,
+    0x8000fa34,0x52e4,0x0,0x8000fa35,0x5351,0x0,0x8000fa36,0x559d,0x0,0x8000fa37,0x5606,0x0,0x8000fa38,0x5668,0x0,
+    0x8000fa39,0x5840,0x0,0x8000fa3a,0x58a8,0x0,0x8000fa3b,0x5c64,0x0,0x8000fa3c,0x5c6e,0x0,0x8000fa3d,0x6094,0x0,
+    0x8000fa3e,0x6168,0x0,0x8000fa3f,0x618e,0x0,0x8000fa40,0x61f2,0x0,0x8000fa41,0x654f,0x0,0x8000fa42,0x65e2,0x0,
+    0x8000fa43,0x6691,0x0,0x8000fa44,0x6885,0x0,0x8000fa45,0x6d77,0x0,0x8000fa46,0x6e1a,0x0,0x8000fa47,0x6f22,0x0,
+    0x8000fa48,0x716e,0x0,0x8000fa49,0x722b,0x0,0x8000fa4a,0x7422,0x0,0x8000fa4b,0x7891,0x0,0x8000fa4c,0x793e,0x0,
+    0x8000fa4d,0x7949,0x0,0x8000fa4e,0x7948,0x0,0x8000fa4f,0x7950,0x0,0x8000fa50,0x7956,0x0,0x8000fa51,0x795d,0x0,
+    0x8000fa52,0x798d,0x0,0x8000fa53,0x798e,0x0,0x8000fa54,0x7a40,0x0,0x8000fa55,0x7a81,0x0,0x8000fa56,0x7bc0,0x0,
+    0x8000fa57,0x7df4,0x0,0x8000fa58,0x7e09,0x0,0x8000fa59,0x7e41,0x0,0x8000fa5a,0x7f72,0x0,0x8000fa5b,0x8005,0x0,
+    0x8000fa5c,0x81ed,0x0,0x8000fa5d,0x8279,0x0,0x8000fa5e,0x8279,0x0,0x8000fa5f,0x8457,0x0,0x8000fa60,0x8910,0x0,
+    0x8000fa61,0x8996,0x0,0x8000fa62,0x8b01,0x0,0x8000fa63,0x8b39,0x0,0x8000fa64,0x8cd3,0x0,0x8000fa65,0x8d08,0x0,
+    0x8000fa66,0x8fb6,0x0,0x8000fa67,0x9038,0x0,0x8000fa68,0x96e3,0x0,0x8000fa69,0x97ff,0x0,0x8000fa6a,0x983b,0x0,
+    0x8000fa6b,0x6075,0x0,0x8000fa6c,0x242ee,0x0,0x8000fa6d,0x8218,0x0,0x8000fa70,0x4e26,0x0,0x8000fa71,0x51b5,0x0,
+    0x8000fa72,0x5168,0x0,0x8000fa73,0x4f80,0x0,0x8000fa74,0x5145,0x0,0x8000fa75,0x5180,0x0,0x8000fa76,0x52c7,0x0,
+    0x8000fa77,0x52fa,0x0,0x8000fa78,0x559d,0x0,0x8000fa79,0x5555,0x0,0x8000fa7a,0x5599,0x0,0x8000fa7b,0x55e2,0x0,
+    0x8000fa7c,0x585a,0x0,0x8000fa7d,0x58b3,0x0,0x8000fa7e,0x5944,0x0,0x8000fa7f,0x5954,0x0,0x8000fa80,0x5a62,0x0,
+    0x8000fa81,0x5b28,0x0,0x8000fa82,0x5ed2,0x0,0x8000fa83,0x5ed9,0x0,0x8000fa84,0x5f69,0x0,0x8000fa85,0x5fad,0x0,
+    0x8000fa86,0x60d8,0x0,0x8000fa87,0x614e,0x0,0x8000fa88,0x6108,0x0,0x8000fa89,0x618e,0x0,0x8000fa8a,0x6160,0x0,
+    0x8000fa8b,0x61f2,0x0,0x8000fa8c,0x6234,0x0,0x8000fa8d,0x63c4,0x0,0x8000fa8e,0x641c,0x0,0x8000fa8f,0x6452,0x0,
+    0x8000fa90,0x6556,0x0,0x8000fa91,0x6674,0x0,0x8000fa92,0x6717,0x0,0x8000fa93,0x671b,0x0,0x8000fa94,0x6756,0x0,
+    0x8000fa95,0x6b79,0x0,0x8000fa96,0x6bba,0x0,0x8000fa97,0x6d41,0x0,0x8000fa98,0x6edb,0x0,0x8000fa99,0x6ecb,0x0,
+    0x8000fa9a,0x6f22,0x0,0x8000fa9b,0x701e,0x0,0x8000fa9c,0x716e,0x0,0x8000fa9d,0x77a7,0x0,0x8000fa9e,0x7235,0x0,
+    0x8000fa9f,0x72af,0x0,0x8000faa0,0x732a,0x0,0x8000faa1,0x7471,0x0,0x8000faa2,0x7506,0x0,0x8000faa3,0x753b,0x0,
+    0x8000faa4,0x761d,0x0,0x8000faa5,0x761f,0x0,0x8000faa6,0x76ca,0x0,0x8000faa7,0x76db,0x0,0x8000faa8,0x76f4,0x0,
+    0x8000faa9,0x774a,0x0,0x8000faaa,0x7740,0x0,0x8000faab,0x78cc,0x0,0x8000faac,0x7ab1,0x0,0x8000faad,0x7bc0,0x0,
+    0x8000faae,0x7c7b,0x0,0x8000faaf,0x7d5b,0x0,0x8000fab0,0x7df4,0x0,0x8000fab1,0x7f3e,0x0,0x8000fab2,0x8005,0x0,
+    0x8000fab3,0x8352,0x0,0x8000fab4,0x83ef,0x0,0x8000fab5,0x8779,0x0,0x8000fab6,0x8941,0x0,0x8000fab7,0x8986,0x0,
+    0x8000fab8,0x8996,0x0,0x8000fab9,0x8abf,0x0,0x8000faba,0x8af8,0x0,0x8000fabb,0x8acb,0x0,0x8000fabc,0x8b01,0x0,
+    0x8000fabd,0x8afe,0x0,0x8000fabe,0x8aed,0x0,0x8000fabf,0x8b39,0x0,0x8000fac0,0x8b8a,0x0,0x8000fac1,0x8d08,0x0,
+    0x8000fac2,0x8f38,0x0,0x8000fac3,0x9072,0x0,0x8000fac4,0x9199,0x0,0x8000fac5,0x9276,0x0,0x8000fac6,0x967c,0x0,
+    0x8000fac7,0x96e3,0x0,0x8000fac8,0x9756,0x0,0x8000fac9,0x97db,0x0,0x8000faca,0x97ff,0x0,0x8000facb,0x980b,0x0,
+    0x8000facc,0x983b,0x0,0x8000facd,0x9b12,0x0,0x8000face,0x9f9c,0x0,0x8000facf,0x2284a,0x0,0x8000fad0,0x22844,0x0,
+    0x8000fad1,0x233d5,0x0,0x8000fad2,0x3b9d,0x0,0x8000fad3,0x4018,0x0,0x8000fad4,0x4039,0x0,0x8000fad5,0x25249,0x0,
+    0x8000fad6,0x25cd0,0x0,0x8000fad7,0x27ed3,0x0,0x8000fad8,0x9f43,0x0,0x8000fad9,0x9f8e,0x0,0x8000fb1d,0x5d9,0x5b4,
+    0x8000fb1f,0x5f2,0x5b7,0x8000fb2a,0x5e9,0x5c1,0x8000fb2b,0x5e9,0x5c2,0x8000fb2c,0xfb49,0x5c1,0x8000fb2d,0xfb49,0x5c2,
+    0x8000fb2e,0x5d0,0x5b7,0x8000fb2f,0x5d0,0x5b8,0x8000fb30,0x5d0,0x5bc,0x8000fb31,0x5d1,0x5bc,0x8000fb32,0x5d2,0x5bc,
+    0x8000fb33,0x5d3,0x5bc,0x8000fb34,0x5d4,0x5bc,0x8000fb35,0x5d5,0x5bc,0x8000fb36,0x5d6,0x5bc,0x8000fb38,0x5d8,0x5bc,
+    0x8000fb39,0x5d9,0x5bc,0x8000fb3a,0x5da,0x5bc,0x8000fb3b,0x5db,0x5bc,0x8000fb3c,0x5dc,0x5bc,0x8000fb3e,0x5de,0x5bc,
+    0x8000fb40,0x5e0,0x5bc,0x8000fb41,0x5e1,0x5bc,0x8000fb43,0x5e3,0x5bc,0x8000fb44,0x5e4,0x5bc,0x8000fb46,0x5e6,0x5bc,
+    0x8000fb47,0x5e7,0x5bc,0x8000fb48,0x5e8,0x5bc,0x8000fb49,0x5e9,0x5bc,0x8000fb4a,0x5ea,0x5bc,0x8000fb4b,0x5d5,0x5b9,
+    0x8000fb4c,0x5d1,0x5bf,0x8000fb4d,0x5db,0x5bf,0x8000fb4e,0x5e4,0x5bf,0x1109a,0x11099,0x110ba,0x1109c,0x1109b,0x110ba,
+    0x110ab,0x110a5,0x110ba,0x1112e,0x11131,0x11127,0x1112f,0x11132,0x11127,0x1134b,0x11347,0x1133e,0x1134c,0x11347,0x11357,
+    0x114bb,0x114b9,0x114ba,0x114bc,0x114b9,0x114b0,0x114be,0x114b9,0x114bd,0x115ba,0x115b8,0x115af,0x115bb,0x115b9,0x115af,
+    0x11938,0x11935,0x11930,0x8001d15e,0x1d157,0x1d165,0x8001d15f,0x1d158,0x1d165,0x8001d160,0x1d15f,0x1d16e,0x8001d161,0x1d15f,0x1d16f,
+    0x8001d162,0x1d15f,0x1d170,0x8001d163,0x1d15f,0x1d171,0x8001d164,0x1d15f,0x1d172,0x8001d1bb,0x1d1b9,0x1d165,0x8001d1bc,0x1d1ba,0x1d165,
+    0x8001d1bd,0x1d1bb,0x1d16e,0x8001d1be,0x1d1bc,0x1d16e,0x8001d1bf,0x1d1bb,0x1d16f,0x8001d1c0,0x1d1bc,0x1d16f,0x8002f800,0x4e3d,0x0,
+    0x8002f801,0x4e38,0x0,0x8002f802,0x4e41,0x0,0x8002f803,0x20122,0x0,0x8002f804,0x4f60,0x0,0x8002f805,0x4fae,0x0,
+    0x8002f806,0x4fbb,0x0,0x8002f807,0x5002,0x0,0x8002f808,0x507a,0x0,0x8002f809,0x5099,0x0,0x8002f80a,0x50e7,0x0,
+    0x8002f80b,0x50cf,0x0,0x8002f80c,0x349e,0x0,0x8002f80d,0x2063a,0x0,0x8002f80e,0x514d,0x0,0x8002f80f,0x5154,0x0,
+    0x8002f810,0x5164,0x0,0x8002f811,0x5177,0x0,0x8002f812,0x2051c,0x0,0x8002f813,0x34b9,0x0,0x8002f814,0x5167,0x0,
+    0x8002f815,0x518d,0x0,0x8002f816,0x2054b,0x0,0x8002f817,0x5197,0x0,0x8002f818,0x51a4,0x0,0x8002f819,0x4ecc,0x0,
+    0x8002f81a,0x51ac,0x0,0x8002f81b,0x51b5,0x0,0x8002f81c,0x291df,0x0,0x8002f81d,0x51f5,0x0,0x8002f81e,0x5203,0x0,
+    0x8002f81f,0x34df,0x0,0x8002f820,0x523b,0x0,0x8002f821,0x5246,0x0,0x8002f822,0x5272,0x0,0x8002f823,0x5277,0x0,
+    0x8002f824,0x3515,0x0,0x8002f825,0x52c7,0x0,0x8002f826,0x52c9,0x0,0x8002f827,0x52e4,0x0,0x8002f828,0x52fa,0x0,
+    0x8002f829,0x5305,0x0,0x8002f82a,0x5306,0x0,0x8002f82b,0x5317,0x0,0x8002f82c,0x5349,0x0,0x8002f82d,0x5351,0x0,
+    0x8002f82e,0x535a,0x0,0x8002f82f,0x5373,0x0,0x8002f830,0x537d,0x0,0x8002f831,0x537f,0x0,0x8002f832,0x537f,0x0,
+    0x8002f833,0x537f,0x0,0x8002f834,0x20a2c,0x0,0x8002f835,0x7070,0x0,0x8002f836,0x53ca,0x0,0x8002f837,0x53df,0x0,
+    0x8002f838,0x20b63,0x0,0x8002f839,0x53eb,0x0,0x8002f83a,0x53f1,0x0,0x8002f83b,0x5406,0x0,0x8002f83c,0x549e,0x0,
+    0x8002f83d,0x5438,0x0,0x8002f83e,0x5448,0x0,0x8002f83f,0x5468,0x0,0x8002f840,0x54a2,0x0,0x8002f841,0x54f6,0x0,
+    0x8002f842,0x5510,0x0,0x8002f843,0x5553,0x0,0x8002f844,0x5563,0x0,0x8002f845,0x5584,0x0,0x8002f846,0x5584,0x0,
+    0x8002f847,0x5599,0x0,0x8002f848,0x55ab,0x0,0x8002f849,0x55b3,0x0,0x8002f84a,0x55c2,0x0,0x8002f84b,0x5716,0x0,
+    0x8002f84c,0x5606,0x0,0x8002f84d,0x5717,0x0,0x8002f84e,0x5651,0x0,0x8002f84f,0x5674,0x0,0x8002f850,0x5207,0x0,
+    0x8002f851,0x58ee,0x0,0x8002f852,0x57ce,0x0,0x8002f853,0x57f4,0x0,0x8002f854,0x580d,0x0,0x8002f855,0x578b,0x0,
+    0x8002f856,0x5832,0x0,0x8002f857,0x5831,0x0,0x8002f858,0x58ac,0x0,0x8002f859,0x214e4,0x0,0x8002f85a,0x58f2,0x0,
+    0x8002f85b,0x58f7,0x0,0x8002f85c,0x5906,0x0,0x8002f85d,0x591a,0x0,0x8002f85e,0x5922,0x0,0x8002f85f,0x5962,0x0,
+    0x8002f860,0x216a8,0x0,0x8002f861,0x216ea,0x0,0x8002f862,0x59ec,0x0,0x8002f863,0x5a1b,0x0,0x8002f864,0x5a27,0x0,
+    0x8002f865,0x59d8,0x0,0x8002f866,0x5a66,0x0,0x8002f867,0x36ee,0x0,0x8002f868,0x36fc,0x0,0x8002f869,0x5b08,0x0,
+    0x8002f86a,0x5b3e,0x0,0x8002f86b,0x5b3e,0x0,0x8002f86c,0x219c8,0x0,0x8002f86d,0x5bc3,0x0,0x8002f86e,0x5bd8,0x0,
+    0x8002f86f,0x5be7,0x0,0x8002f870,0x5bf3,0x0,0x8002f871,0x21b18,0x0,0x8002f872,0x5bff,0x0,0x8002f873,0x5c06,0x0,
+    0x8002f874,0x5f53,0x0,0x8002f875,0x5c22,0x0,0x8002f876,0x3781,0x0,0x8002f877,0x5c60,0x0,0x8002f878,0x5c6e,0x0,
+    0x8002f879,0x5cc0,0x0,0x8002f87a,0x5c8d,0x0,0x8002f87b,0x21de4,0x0,0x8002f87c,0x5d43,0x0,0x8002f87d,0x21de6,0x0,
+    0x8002f87e,0x5d6e,0x0,0x8002f87f,0x5d6b,0x0,0x8002f880,0x5d7c,0x0,0x8002f881,0x5de1,0x0,0x8002f882,0x5de2,0x0,
+    0x8002f883,0x382f,0x0,0x8002f884,0x5dfd,0x0,0x8002f885,0x5e28,0x0,0x8002f886,0x5e3d,0x0,0x8002f887,0x5e69,0x0,
+    0x8002f888,0x3862,0x0,0x8002f889,0x22183,0x0,0x8002f88a,0x387c,0x0,0x8002f88b,0x5eb0,0x0,0x8002f88c,0x5eb3,0x0,
+    0x8002f88d,0x5eb6,0x0,0x8002f88e,0x5eca,0x0,0x8002f88f,0x2a392,0x0,0x8002f890,0x5efe,0x0,0x8002f891,0x22331,0x0,
+    0x8002f892,0x22331,0x0,0x8002f893,0x8201,0x0,0x8002f894,0x5f22,0x0,0x8002f895,0x5f22,0x0,0x8002f896,0x38c7,0x0,
+    0x8002f897,0x232b8,0x0,0x8002f898,0x261da,0x0,0x8002f899,0x5f62,0x0,0x8002f89a,0x5f6b,0x0,0x8002f89b,0x38e3,0x0,
+    0x8002f89c,0x5f9a,0x0,0x8002f89d,0x5fcd,0x0,0x8002f89e,0x5fd7,0x0,0x8002f89f,0x5ff9,0x0,0x8002f8a0,0x6081,0x0,
+    0x8002f8a1,0x393a,0x0,0x8002f8a2,0x391c,0x0,0x8002f8a3,0x6094,0x0,0x8002f8a4,0x226d4,0x0,0x8002f8a5,0x60c7,0x0,
+    0x8002f8a6,0x6148,0x0,0x8002f8a7,0x614c,0x0,0x8002f8a8,0x614e,0x0,0x8002f8a9,0x614c,0x0,0x8002f8aa,0x617a,0x0,
+    0x8002f8ab,0x618e,0x0,0x8002f8ac,0x61b2,0x0,0x8002f8ad,0x61a4,0x0,0x8002f8ae,0x61af,0x0,0x8002f8af,0x61de,0x0,
+    0x8002f8b0,0x61f2,0x0,0x8002f8b1,0x61f6,0x0,0x8002f8b2,0x6210,0x0,0x8002f8b3,0x621b,0x0,0x8002f8b4,0x625d,0x0,
+    0x8002f8b5,0x62b1,0x0,0x8002f8b6,0x62d4,0x0,0x8002f8b7,0x6350,0x0,0x8002f8b8,0x22b0c,0x0,0x8002f8b9,0x633d,0x0,
+    0x8002f8ba,0x62fc,0x0,0x8002f8bb,0x6368,0x0,0x8002f8bc,0x6383,0x0,0x8002f8bd,0x63e4,0x0,0x8002f8be,0x22bf1,0x0,
+    0x8002f8bf,0x6422,0x0,0x8002f8c0,0x63c5,0x0,0x8002f8c1,0x63a9,0x0,0x8002f8c2,0x3a2e,0x0,0x8002f8c3,0x6469,0x0,
+    0x8002f8c4,0x647e,0x0,0x8002f8c5,0x649d,0x0,0x8002f8c6,0x6477,0x0,0x8002f8c7,0x3a6c,0x0,0x8002f8c8,0x654f,0x0,
+    0x8002f8c9,0x656c,0x0,0x8002f8ca,0x2300a,0x0,0x8002f8cb,0x65e3,0x0,0x8002f8cc,0x66f8,0x0,0x8002f8cd,0x6649,0x0,
+    0x8002f8ce,0x3b19,0x0,0x8002f8cf,0x6691,0x0,0x8002f8d0,0x3b08,0x0,0x8002f8d1,0x3ae4,0x0,0x8002f8d2,0x5192,0x0,
+    0x8002f8d3,0x5195,0x0,0x8002f8d4,0x6700,0x0,0x8002f8d5,0x669c,0x0,0x8002f8d6,0x80ad,0x0,0x8002f8d7,0x43d9,0x0,
+    0x8002f8d8,0x6717,0x0,0x8002f8d9,0x671b,0x0,0x8002f8da,0x6721,0x0,0x8002f8db,0x675e,0x0,0x8002f8dc,0x6753,0x0,
+    0x8002f8dd,0x233c3,0x0,0x8002f8de,0x3b49,0x0,0x8002f8df,0x67fa,0x0,0x8002f8e0,0x6785,0x0,0x8002f8e1,0x6852,0x0,
+    0x8002f8e2,0x6885,0x0,0x8002f8e3,0x2346d,0x0,0x8002f8e4,0x688e,0x0,0x8002f8e5,0x681f,0x0,0x8002f8e6,0x6914,0x0,
+    0x8002f8e7,0x3b9d,0x0,0x8002f8e8,0x6942,0x0,0x8002f8e9,0x69a3,0x0,0x8002f8ea,0x69ea,0x0,0x8002f8eb,0x6aa8,0x0,
+    0x8002f8ec,0x236a3,0x0,0x8002f8ed,0x6adb,0x0,0x8002f8ee,0x3c18,0x0,0x8002f8ef,0x6b21,0x0,0x8002f8f0,0x238a7,0x0,
+    0x8002f8f1,0x6b54,0x0,0x8002f8f2,0x3c4e,0x0,0x8002f8f3,0x6b72,0x0,0x8002f8f4,0x6b9f,0x0,0x8002f8f5,0x6bba,0x0,
+    0x8002f8f6,0x6bbb,0x0,0x8002f8f7,0x23a8d,0x0,0x8002f8f8,0x21d0b,0x0,0x8002f8f9,0x23afa,0x0,0x8002f8fa,0x6c4e,0x0,
+    0x8002f8fb,0x23cbc,0x0,0x8002f8fc,0x6cbf,0x0,0x8002f8fd,0x6ccd,0x0,0x8002f8fe,0x6c67,0x0,0x8002f8ff,0x6d16,0x0,
+    0x8002f900,0x6d3e,0x0,0x8002f901,0x6d77,0x0,0x8002f902,0x6d41,0x0,0x8002f903,0x6d69,0x0,0x8002f904,0x6d78,0x0,
+    0x8002f905,0x6d85,0x0,0x8002f906,0x23d1e,0x0,0x8002f907,0x6d34,0x0,0x8002f908,0x6e2f,0x0,0x8002f909,0x6e6e,0x0,
+    0x8002f90a,0x3d33,0x0,0x8002f90b,0x6ecb,0x0,0x8002f90c,0x6ec7,0x0,0x8002f90d,0x23ed1,0x0,0x8002f90e,0x6df9,0x0,
+    0x8002f90f,0x6f6e,0x0,0x8002f910,0x23f5e,0x0,0x8002f911,0x23f8e,0x0,0x8002f912,0x6fc6,0x0,0x8002f913,0x7039,0x0,
+    0x8002f914,0x701e,0x0,0x8002f915,0x701b,0x0,0x8002f916,0x3d96,0x0,0x8002f917,0x704a,0x0,0x8002f918,0x707d,0x0,
+    0x8002f919,0x7077,0x0,0x8002f91a,0x70ad,0x0,0x8002f91b,0x20525,0x0,0x8002f91c,0x7145,0x0,0x8002f91d,0x24263,0x0,
+    0x8002f91e,0x719c,0x0,0x8002f91f,0x243ab,0x0,0x8002f920,0x7228,0x0,0x8002f921,0x7235,0x0,0x8002f922,0x7250,0x0,
+    0x8002f923,0x24608,0x0,0x8002f924,0x7280,0x0,0x8002f925,0x7295,0x0,0x8002f926,0x24735,0x0,0x8002f927,0x24814,0x0,
+    0x8002f928,0x737a,0x0,0x8002f929,0x738b,0x0,0x8002f92a,0x3eac,0x0,0x8002f92b,0x73a5,0x0,0x8002f92c,0x3eb8,0x0,
+    0x8002f92d,0x3eb8,0x0,0x8002f92e,0x7447,0x0,0x8002f92f,0x745c,0x0,0x8002f930,0x7471,0x0,0x8002f931,0x7485,0x0,
+    0x8002f932,0x74ca,0x0,0x8002f933,0x3f1b,0x0,0x8002f934,0x7524,0x0,0x8002f935,0x24c36,0x0,0x8002f936,0x753e,0x0,
+    0x8002f937,0x24c92,0x0,0x8002f938,0x7570,0x0,0x8002f939,0x2219f,0x0,0x8002f93a,0x7610,0x0,0x8002f93b,0x24fa1,0x0,
+    0x8002f93c,0x24fb8,0x0,0x8002f93d,0x25044,0x0,0x8002f93e,0x3ffc,0x0,0x8002f93f,0x4008,0x0,0x8002f940,0x76f4,0x0,
+    0x8002f941,0x250f3,0x0,0x8002f942,0x250f2,0x0,0x8002f943,0x25119,0x0,0x8002f944,0x25133,0x0,0x8002f945,0x771e,0x0,
+    0x8002f946,0x771f,0x0,0x8002f947,0x771f,0x0,0x8002f948,0x774a,0x0,0x8002f949,0x4039,0x0,0x8002f94a,0x778b,0x0,
+    0x8002f94b,0x4046,0x0,0x8002f94c,0x4096,0x0,0x8002f94d,0x2541d,0x0,0x8002f94e,0x784e,0x0,0x8002f94f,0x788c,0x0,
+    0x8002f950,0x78cc,0x0,0x8002f951,0x40e3,0x0,0x8002f952,0x25626,0x0,0x8002f953,0x7956,0x0,0x8002f954,0x2569a,0x0,
+    0x8002f955,0x256c5,0x0,0x8002f956,0x798f,0x0,0x8002f957,0x79eb,0x0,0x8002f958,0x412f,0x0,0x8002f959,0x7a40,0x0,
+    0x8002f95a,0x7a4a,0x0,0x8002f95b,0x7a4f,0x0,0x8002f95c,0x2597c,0x0,0x8002f95d,0x25aa7,0x0,0x8002f95e,0x25aa7,0x0,
+    0x8002f95f,0x7aee,0x0,0x8002f960,0x4202,0x0,0x8002f961,0x25bab,0x0,0x8002f962,0x7bc6,0x0,0x8002f963,0x7bc9,0x0,
+    0x8002f964,0x4227,0x0,0x8002f965,0x25c80,0x0,0x8002f966,0x7cd2,0x0,0x8002f967,0x42a0,0x0,0x8002f968,0x7ce8,0x0,
+    0x8002f969,0x7ce3,0x0,0x8002f96a,0x7d00,0x0,0x8002f96b,0x25f86,0x0,0x8002f96c,0x7d63,0x0,0x8002f96d,0x4301,0x0,
+    0x8002f96e,0x7dc7,0x0,0x8002f96f,0x7e02,0x0,0x8002f970,0x7e45,0x0,0x8002f971,0x4334,0x0,0x8002f972,0x26228,0x0,
+    0x8002f973,0x26247,0x0,0x8002f974,0x4359,0x0,0x8002f975,0x262d9,0x0,0x8002f976,0x7f7a,0x0,0x8002f977,0x2633e,0x0,
+    0x8002f978,0x7f95,0x0,0x8002f979,0x7ffa,0x0,0x8002f97a,0x8005,0x0,0x8002f97b,0x264da,0x0,0x8002f97c,0x26523,0x0,
+    0x8002f97d,0x8060,0x0,0x8002f97e,0x265a8,0x0,0x8002f97f,0x8070,0x0,0x8002f980,0x2335f,0x0,0x8002f981,0x43d5,0x0,
+    0x8002f982,0x80b2,0x0,0x8002f983,0x8103,0x0,0x8002f984,0x440b,0x0,0x8002f985,0x813e,0x0,0x8002f986,0x5ab5,0x0,
+    0x8002f987,0x267a7,0x0,0x8002f988,0x267b5,0x0,0x8002f989,0x23393,0x0,0x8002f98a,0x2339c,0x0,0x8002f98b,0x8201,0x0,
+    0x8002f98c,0x8204,0x0,0x8002f98d,0x8f9e,0x0,0x8002f98e,0x446b,0x0,0x8002f98f,0x8291,0x0,0x8002f990,0x828b,0x0,
+    0x8002f991,0x829d,0x0,0x8002f992,0x52b3,0x0,0x8002f993,0x82b1,0x0,0x8002f994,0x82b3,0x0,0x8002f995,0x82bd,0x0,
+    0x8002f996,0x82e6,0x0,0x8002f997,0x26b3c,0x0,0x8002f998,0x82e5,0x0,0x8002f999,0x831d,0x0,0x8002f99a,0x8363,0x0,
+    0x8002f99b,0x83ad,0x0,0x8002f99c,0x8323,0x0,0x8002f99d,0x83bd,0x0,0x8002f99e,0x83e7,0x0,0x8002f99f,0x8457,0x0,
+    0x8002f9a0,0x8353,0x0,0x8002f9a1,0x83ca,0x0,0x8002f9a2,0x83cc,0x0,0x8002f9a3,0x83dc,0x0,0x8002f9a4,0x26c36,0x0,
+    0x8002f9a5,0x26d6b,0x0,0x8002f9a6,0x26cd5,0x0,0x8002f9a7,0x452b,0x0,0x8002f9a8,0x84f1,0x0,0x8002f9a9,0x84f3,0x0,
+    0x8002f9aa,0x8516,0x0,0x8002f9ab,0x273ca,0x0,0x8002f9ac,0x8564,0x0,0x8002f9ad,0x26f2c,0x0,0x8002f9ae,0x455d,0x0,
+    0x8002f9af,0x4561,0x0,0x8002f9b0,0x26fb1,0x0,0x8002f9b1,0x270d2,0x0,0x8002f9b2,0x456b,0x0,0x8002f9b3,0x8650,0x0,
+    0x8002f9b4,0x865c,0x0,0x8002f9b5,0x8667,0x0,0x8002f9b6,0x8669,0x0,0x8002f9b7,0x86a9,0x0,0x8002f9b8,0x8688,0x0,
+    0x8002f9b9,0x870e,0x0,0x8002f9ba,0x86e2,0x0,0x8002f9bb,0x8779,0x0,0x8002f9bc,0x8728,0x0,0x8002f9bd,0x876b,0x0,
+    0x8002f9be,0x8786,0x0,0x8002f9bf,0x45d7,0x0,0x8002f9c0,0x87e1,0x0,0x8002f9c1,0x8801,0x0,0x8002f9c2,0x45f9,0x0,
+    0x8002f9c3,0x8860,0x0,0x8002f9c4,0x8863,0x0,0x8002f9c5,0x27667,0x0,0x8002f9c6,0x88d7,0x0,0x8002f9c7,0x88de,0x0,
+    0x8002f9c8,0x4635,0x0,0x8002f9c9,0x88fa,0x0,0x8002f9ca,0x34bb,0x0,0x8002f9cb,0x278ae,0x0,0x8002f9cc,0x27966,0x0,
+    0x8002f9cd,0x46be,0x0,0x8002f9ce,0x46c7,0x0,0x8002f9cf,0x8aa0,0x0,0x8002f9d0,0x8aed,0x0,0x8002f9d1,0x8b8a,0x0,
+    0x8002f9d2,0x8c55,0x0,0x8002f9d3,0x27ca8,0x0,0x8002f9d4,0x8cab,0x0,0x8002f9d5,0x8cc1,0x0,0x8002f9d6,0x8d1b,0x0,
+    0x8002f9d7,0x8d77,0x0,0x8002f9d8,0x27f2f,0x0,0x8002f9d9,0x20804,0x0,0x8002f9da,0x8dcb,0x0,0x8002f9db,0x8dbc,0x0,
+    0x8002f9dc,0x8df0,0x0,0x8002f9dd,0x208de,0x0,0x8002f9de,0x8ed4,0x0,0x8002f9df,0x8f38,0x0,0x8002f9e0,0x285d2,0x0,
+    0x8002f9e1,0x285ed,0x0,0x8002f9e2,0x9094,0x0,0x8002f9e3,0x90f1,0x0,0x8002f9e4,0x9111,0x0,0x8002f9e5,0x2872e,0x0,
+    0x8002f9e6,0x911b,0x0,0x8002f9e7,0x9238,0x0,0x8002f9e8,0x92d7,0x0,0x8002f9e9,0x92d8,0x0,0x8002f9ea,0x927c,0x0,
+    0x8002f9eb,0x93f9,0x0,0x8002f9ec,0x9415,0x0,0x8002f9ed,0x28bfa,0x0,0x8002f9ee,0x958b,0x0,0x8002f9ef,0x4995,0x0,
+    0x8002f9f0,0x95b7,0x0,0x8002f9f1,0x28d77,0x0,0x8002f9f2,0x49e6,0x0,0x8002f9f3,0x96c3,0x0,0x8002f9f4,0x5db2,0x0,
+    0x8002f9f5,0x9723,0x0,0x8002f9f6,0x29145,0x0,0x8002f9f7,0x2921a,0x0,0x8002f9f8,0x4a6e,0x0,0x8002f9f9,0x4a76,0x0,
+    0x8002f9fa,0x97e0,0x0,0x8002f9fb,0x2940a,0x0,0x8002f9fc,0x4ab2,0x0,0x8002f9fd,0x29496,0x0,0x8002f9fe,0x980b,0x0,
+    0x8002f9ff,0x980b,0x0,0x8002fa00,0x9829,0x0,0x8002fa01,0x295b6,0x0,0x8002fa02,0x98e2,0x0,0x8002fa03,0x4b33,0x0,
+    0x8002fa04,0x9929,0x0,0x8002fa05,0x99a7,0x0,0x8002fa06,0x99c2,0x0,0x8002fa07,0x99fe,0x0,0x8002fa08,0x4bce,0x0,
+    0x8002fa09,0x29b30,0x0,0x8002fa0a,0x9b12,0x0,0x8002fa0b,0x9c40,0x0,0x8002fa0c,0x9cfd,0x0,0x8002fa0d,0x4cce,0x0,
+    0x8002fa0e,0x4ced,0x0,0x8002fa0f,0x9d67,0x0,0x8002fa10,0x2a0ce,0x0,0x8002fa11,0x4cf8,0x0,0x8002fa12,0x2a105,0x0,
+    0x8002fa13,0x2a20e,0x0,0x8002fa14,0x2a291,0x0,0x8002fa15,0x9ebb,0x0,0x8002fa16,0x4d56,0x0,0x8002fa17,0x9ef9,0x0,
+    0x8002fa18,0x9efe,0x0,0x8002fa19,0x9f05,0x0,0x8002fa1a,0x9f0f,0x0,0x8002fa1b,0x9f16,0x0,0x8002fa1c,0x9f3b,0x0,
+    0x8002fa1d,0x2a600,0x0,
+};
+/* END GENERATED UNICODE TABLES */
+
+
+/* Value of a breakpoint table (start << 8 | value) at cp: the entry with the largest start <= cp. */
+static unsigned cllm__uni_lookup(const uint32_t *t, size_t n, uint32_t cp) {
+    size_t lo = 0, hi = n;                       /* t[0] starts at 0, so t[lo].start <= cp holds */
+    while (hi - lo > 1) {
+        size_t mid = (lo + hi) / 2;
+        if ((t[mid] >> 8) <= cp) lo = mid; else hi = mid;
+    }
+    return t[lo] & 0xFF;
+}
+
+static unsigned cllm__uni_class(uint32_t cp) {
+    return cllm__uni_lookup(cllm__uni_class_table, sizeof cllm__uni_class_table / sizeof cllm__uni_class_table[0], cp);
+}
+
+static unsigned cllm__uni_ccc(uint32_t cp) {
+    return cllm__uni_lookup(cllm__uni_ccc_table, sizeof cllm__uni_ccc_table / sizeof cllm__uni_ccc_table[0], cp);
+}
+
+/* The decomposition table: *n entries of 3 values (see above). */
+static const uint32_t *cllm__uni_decomp_entries(size_t *n) {
+    *n = sizeof cllm__uni_decomp / sizeof cllm__uni_decomp[0] / 3;
+    return cllm__uni_decomp;
 }
 
 #endif /* COLLABLLM_IMPLEMENTATION_DONE */
