@@ -408,6 +408,10 @@ CLLMDEF double   cllm_rng_normal(cllm_rng *r);    /* N(0, 1), Box-Muller */
 
 /* Reads a whole file into a new buffer with a NUL appended. Free it with cllm_free_buffer. */
 CLLMDEF cllm_result cllm_read_file(const char *path, char **out, size_t *len, cllm_err *err);
+/* One line of f into *line (grown as needed up to CLLM_MAX_LINE_BYTES, NUL-terminated, without its "\n" or "\r\n";
+   free it with cllm_free_buffer): its length, or a cllm_line_status. */
+typedef enum cllm_line_status { CLLM_LINE_EOF = -1, CLLM_LINE_TOO_LONG = -2, CLLM_LINE_NOMEM = -3 } cllm_line_status;
+CLLMDEF long        cllm_read_line(FILE *f, char **line, size_t *cap);
 /* Writes path.tmp.<pid>, flushes it to disk, then renames it over path: readers see the old file
    or the new one, never half of one. */
 CLLMDEF cllm_result cllm_write_file_atomic(const char *path, const void *data, size_t len, cllm_err *err);
@@ -620,6 +624,14 @@ CLLMDEF cllm_result cllm_zero_grad(cllm_model *m, cllm_err *err);
    With LoRA adapters attached (cllm_lora_init) the base model is frozen: only the adapters'
    gradients are accumulated (into lora->grads) and model.grads is never allocated. */
 CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const cllm_float *dhidden, cllm_err *err);
+/* The linear layer's product out (N, OC) = inp (N, C) W^T + bias (W (OC, C), bias NULL = none), and its backward
+   (adds into those of dinp, dW, dbias that are not NULL), with the fastest kernel this build has. */
+CLLMDEF void        cllm_matmul_forward(cllm_float *out, const cllm_float *inp, const cllm_float *W,
+                                        const cllm_float *bias, int N, int C, int OC);
+CLLMDEF void        cllm_matmul_backward(cllm_float *dinp, cllm_float *dW, cllm_float *dbias, const cllm_float *dout,
+                                         const cllm_float *inp, const cllm_float *W, int N, int C, int OC);
+/* Threads the fast paths use: OpenMP's (OMP_NUM_THREADS), 1 without OpenMP. */
+CLLMDEF int         cllm_num_threads(void);
 
 /* ============================================================================================ */
 /* Optimisation                                                                                 */
@@ -2456,69 +2468,24 @@ extern FILE *fdopen(int, const char *);
 #endif
 
 /* -------------------------------------------------------------------------------------------- */
-/* Errors                                                                                       */
+/* Private types, macros and functions used before their definition                             */
 /* -------------------------------------------------------------------------------------------- */
+/* The algorithm (Part I) comes first and calls infrastructure (Part II), fast paths (Part III) and tables (Part IV)
+   defined after it: their declarations, grouped by the part that defines them. */
 
-CLLMDEF const char *cllm_result_string(cllm_result r) {
-    static const char *texts[] = {
-#define CLLM__TEXT(name, text) text,
-        CLLM_RESULT_LIST(CLLM__TEXT)
-#undef CLLM__TEXT
-    };
-    if ((int)r < 0 || (int)r >= CLLM_RESULT_COUNT) return "unknown result";
-    return texts[r];
-}
-
-/* With a fast path on, Linux backs allocations of 8 MB or more (weights, gradients, moments,
-   activations) with 2 MB pages where it can (transparent huge pages, "madvise" mode): matmuls
-   walk rows far apart, and with 4 KB pages nearly every row costs a TLB miss. Advice only:
-   nothing changes if the kernel declines. CLLM_NO_HUGEPAGES turns it off. */
-#if defined(__linux__) && (defined(__x86_64__) || defined(__aarch64__)) && !defined(CLLM_NO_HUGEPAGES) && \
-    (defined(_OPENMP) || defined(CLLM_BLOCKED) || defined(CLLM_SIMD))
-extern int madvise(void *, size_t, int);   /* <sys/mman.h> hides it in strict C99 */
-static void cllm__advise_huge(void *p, size_t bytes) {
-    uintptr_t a = ((uintptr_t)p + 4095) & ~(uintptr_t)4095, e = ((uintptr_t)p + bytes) & ~(uintptr_t)4095;
-    if (bytes >= ((size_t)8 << 20) && e > a) madvise((void *)a, (size_t)(e - a), 14 /* MADV_HUGEPAGE */);
-}
-#else
-#define cllm__advise_huge(p, bytes) ((void)0)
-#endif
-
-/* Allocation with overflow-checked sizes; returns NULL on overflow or failure. */
-static void *cllm__calloc(size_t n, size_t size) {
-    void *p;
-    size_t bytes;
-    if (size && n > SIZE_MAX / size) return NULL;
-    bytes = n * size;
-    p = CLLM_MALLOC(bytes > 0 ? bytes : 1);
-    if (p) { cllm__advise_huge(p, bytes); memset(p, 0, bytes); }
-    return p;
-}
-
-static char *cllm__strdup(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *d = (char *)CLLM_MALLOC(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
-
-CLLMDEF void cllm_free_buffer(void *p) { CLLM_FREE(p); }
-
-
-/* -------------------------------------------------------------------------------------------- */
-/* Private types, macros and functions used before their definition (Part I calls II and III) */
-/* -------------------------------------------------------------------------------------------- */
-
+/* Part II: infrastructure */
 typedef struct cllm__sb { char *p; size_t n, cap; int oom; } cllm__sb;
 typedef struct cllm__seq_batch { cllm_batch batch; int *ids, *labels, *mask; } cllm__seq_batch;
 typedef int (*cllm__take_fn)(void *ctx, int i, const cllm_chat_result *res, int last);
-
+#define CLLM__BATCH_RESULT(items, n, what, err) \
+    cllm__batch_result(&(items)[0].code, &(items)[0].err, sizeof (items)[0], (n), (what), (err))
+#define CLLM__MAX_TEXT_JSON ((size_t)CLLM_MAX_LINE_BYTES - ((size_t)1 << 20))
+#define cllm__read_line cllm_read_line   /* the public line reader (II.1), under its old name */
 static uint64_t cllm__splitmix64(uint64_t *x);
 static FILE *cllm__open_read(const char *path, const char *kind, cllm_err *err);
 static int cllm__file_exists(const char *path);
 static int cllm__json_int(const cJSON *o, const char *key, int def, int *out);
 static const char *cllm__json_str(const cJSON *o, const char *key);
-static long cllm__read_line(FILE *f, char **buf, size_t *cap);
 static cJSON *cllm__jsonl_parse(const char *line, size_t len, const char *path, int lineno, cllm_err *err);
 static cllm_result cllm__line_fail(cllm_err *err, const char *path, int lineno, long len);
 static void cllm__clean_line(char *out, size_t cap, const char *s, size_t n);
@@ -2556,6 +2523,41 @@ static cllm_result cllm__train_task(cllm_model *m, cllm_lora *lora, const char *
                                     double (*units)(void *, const int *, int), cllm_result (*micro)(void *,
                                     cllm_trainer *, const int *, int, double, cllm_train_stats *, cllm_err *),
                                     void *ctx, const cllm_train_config *cfg, cllm_err *err);
+
+/* Part III: the build's fast-path switches (manual section 3), and the dispatchers */
+#if defined(_OPENMP) && !defined(CLLM_NO_OPENMP)
+#include <omp.h>
+#define CLLM__OMP 1
+#define CLLM__PRAGMA(x) _Pragma(#x)
+/* A parallel loop over independent iterations. `work` (about one unit per scalar operation) keeps small loops, such
+   as the tests' toy models, on one thread. */
+#define CLLM__PARALLEL_FOR(work) CLLM__PRAGMA(omp parallel for schedule(static) if((work) >= 32768))
+#define cllm__max_threads() omp_get_max_threads()
+#define cllm__thread_num() omp_get_thread_num()
+#else
+#define CLLM__PARALLEL_FOR(work)
+#define cllm__max_threads() 1
+#define cllm__thread_num() 0
+#endif
+#if defined(CLLM_SIMD) && !defined(CLLM_BLOCKED)
+#define CLLM_BLOCKED
+#endif
+#if defined(CLLM_SIMD) && !defined(COLLABLLM_DOUBLE) && defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define CLLM__AVX2 1
+#elif defined(CLLM_SIMD) && !defined(COLLABLLM_DOUBLE) && defined(__ARM_NEON) && defined(__aarch64__)
+#include <arm_neon.h>
+#define CLLM__NEON 1
+#endif
+#if defined(CLLM__OMP) || defined(CLLM_BLOCKED)
+#define CLLM__FAST 1          /* some fast path is on: the dispatchers use it */
+#endif
+/* A reference kernel that a fast path replaces is still compiled, for the tests to call. */
+#if defined(__GNUC__) || defined(__clang__)
+#define CLLM__REFERENCE static __attribute__((unused))
+#else
+#define CLLM__REFERENCE static
+#endif
 static void cllm__matmul_forward(cllm_float *out, const cllm_float *inp, const cllm_float *W, const cllm_float *bias,
                                  int N, int C, int OC);
 static void cllm__matmul_backward(cllm_float *dinp, cllm_float *dW, cllm_float *dbias, const cllm_float *dout,
@@ -2567,17 +2569,29 @@ static void cllm__attention_forward(cllm_float *out, cllm_float *lse, const cllm
                                     cllm_float *s);
 static void cllm__attention_backward(cllm_float *dq, cllm_float *dk, cllm_float *dv, const cllm_float *dout,
                                      const cllm_float *q, const cllm_float *k, const cllm_float *v,
-                                     const cllm_float *out, const cllm_float *lse, const int *mask, int B, int T, int H,
-                                     int KV, int hd);
+                                     const cllm_float *out, const cllm_float *lse, const int *mask, int B, int T,
+                                     int H, int KV, int hd);
+static cllm_float cllm__attend_row(cllm_float *y, const cllm_float *q, const cllm_float *k, const cllm_float *v,
+                                   size_t stride, int n, const int *mask, int hd, cllm_float scale, cllm_float *s);
+
+/* Part IV: the Unicode tables */
 static unsigned cllm__uni_class(uint32_t cp);
 static unsigned cllm__uni_ccc(uint32_t cp);
 static const uint32_t *cllm__uni_decomp_entries(size_t *n);
-#define CLLM__BATCH_RESULT(items, n, what, err) \
-    cllm__batch_result(&(items)[0].code, &(items)[0].err, sizeof (items)[0], (n), (what), (err))
-#define CLLM__MAX_TEXT_JSON ((size_t)CLLM_MAX_LINE_BYTES - ((size_t)1 << 20))
 
+/* -------------------------------------------------------------------------------------------- */
+/* Errors and allocation                                                                        */
+/* -------------------------------------------------------------------------------------------- */
 
-/* ---- errors ------------------------------------------------------------------------------------- */
+CLLMDEF const char *cllm_result_string(cllm_result r) {
+    static const char *texts[] = {
+#define CLLM__TEXT(name, text) text,
+        CLLM_RESULT_LIST(CLLM__TEXT)
+#undef CLLM__TEXT
+    };
+    if ((int)r < 0 || (int)r >= CLLM_RESULT_COUNT) return "unknown result";
+    return texts[r];
+}
 
 /* Records an error and returns its code, so that failures read `return cllm__fail(err, ...);`.
    The message passes through cllm__clean_line: one line of valid UTF-8 that holds no API key. */
@@ -2598,9 +2612,47 @@ static cllm_result cllm__fail(cllm_err *err, cllm_result code, const char *fmt, 
 }
 
 static void cllm__ok(cllm_err *err) {
-    if (err) { err->code = CLLM_OK; err->msg[0] = 0; }
+    if (!err) return;
+    err->code = CLLM_OK;
+    err->msg[0] = 0;
 }
 
+/* With a fast path on, Linux backs allocations of 8 MB or more (weights, gradients, moments,
+   activations) with 2 MB pages where it can (transparent huge pages, "madvise" mode): matmuls
+   walk rows far apart, and with 4 KB pages nearly every row costs a TLB miss. Advice only:
+   nothing changes if the kernel declines. CLLM_NO_HUGEPAGES turns it off. */
+#if defined(__linux__) && (defined(__x86_64__) || defined(__aarch64__)) && !defined(CLLM_NO_HUGEPAGES) && \
+    (defined(_OPENMP) || defined(CLLM_BLOCKED) || defined(CLLM_SIMD))
+extern int madvise(void *, size_t, int);   /* <sys/mman.h> hides it in strict C99 */
+static void cllm__advise_huge(void *p, size_t bytes) {
+    uintptr_t first = ((uintptr_t)p + 4095) & ~(uintptr_t)4095, end = ((uintptr_t)p + bytes) & ~(uintptr_t)4095;
+    if (bytes >= ((size_t)8 << 20) && end > first) madvise((void *)first, (size_t)(end - first), 14 /* MADV_HUGEPAGE */);
+}
+#else
+#define cllm__advise_huge(p, bytes) ((void)0)
+#endif
+
+/* Allocation with overflow-checked sizes; returns NULL on overflow or failure. */
+static void *cllm__calloc(size_t n, size_t size) {
+    void *p;
+    size_t bytes;
+    if (size && n > SIZE_MAX / size) return NULL;
+    bytes = n * size;
+    p = CLLM_MALLOC(bytes > 0 ? bytes : 1);
+    if (!p) return NULL;
+    cllm__advise_huge(p, bytes);
+    memset(p, 0, bytes);
+    return p;
+}
+
+static char *cllm__strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = (char *)CLLM_MALLOC(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+CLLMDEF void cllm_free_buffer(void *p) { CLLM_FREE(p); }
 
 
 /* ############################################################################################ */
@@ -2608,8 +2660,21 @@ static void cllm__ok(cllm_err *err) {
 /* ############################################################################################ */
 
 /* -------------------------------------------------------------------------------------------- */
-/* Parameter layout: one allocation, named views (llm.c's fill_in_parameter_sizes)              */
+/* I.1 The model: parameters, layers, the linear layer with LoRA, forward and backward drivers  */
 /* -------------------------------------------------------------------------------------------- */
+/* The decoder as transformers' LlamaForCausalLM, Qwen2ForCausalLM and Qwen3ForCausalLM compute it, in fp32:
+     x_0 = embed[ids]
+     each layer:  h = x + o_proj(attention(rope(q), rope(k), v)),   q, k, v = q/k/v_proj(rmsnorm(x))
+                  x' = h + down_proj(silu(gate_proj(n)) * up_proj(n)),   n = rmsnorm(h)
+     logits = rmsnorm(x_L) lm_head^T,   log p(y) = log_softmax(logits / temperature)[y]
+   Every layer is a forward/backward pair with its math beside it (arguments: outputs, saved values, inputs,
+   weights, sizes; a backward pass adds (+=) into its gradient outputs). They are plain scalar C, the references the
+   tests check against PyTorch and finite differences. The drivers reach the heavy ones (matmul, attention, RMSNorm
+   backward) through the dispatchers of Part III, which run these references unless a fast path is compiled in.
+   CLLM__PARALLEL_FOR marks a loop whose iterations are independent: empty unless OpenMP is on, it never changes a
+   result. */
+
+/* ---- parameters: one allocation, named views (llm.c's fill_in_parameter_sizes) ---------------------------- */
 
 /* HF name of each tensor; "%d" marks a per-layer tensor. Order = cllm_params field order. */
 static const char *cllm__param_fmt[CLLM_NUM_PARAM_TENSORS] = {
@@ -2638,37 +2703,31 @@ enum { CLLM__P_EMBED, CLLM__P_ATTN_NORM, CLLM__P_WQ, CLLM__P_BQ, CLLM__P_WK, CLL
 static int cllm__param_per_layer(int i) { return strstr(cllm__param_fmt[i], "%d") != NULL; }
 
 CLLMDEF void cllm_param_name(int i, int layer, char *buf, size_t bufsize) {
-    if (i < 0 || i >= CLLM_NUM_PARAM_TENSORS) { snprintf(buf, bufsize, "?"); return; }
-    if (cllm__param_per_layer(i)) snprintf(buf, bufsize, cllm__param_fmt[i], layer);
+    if (i < 0 || i >= CLLM_NUM_PARAM_TENSORS) snprintf(buf, bufsize, "?");
+    else if (cllm__param_per_layer(i)) snprintf(buf, bufsize, cllm__param_fmt[i], layer);
     else snprintf(buf, bufsize, "%s", cllm__param_fmt[i]);
 }
 
-/* Shape of one tensor (of one layer, for per-layer tensors): rows x cols, cols = 0 for 1-D.
-   A tensor the architecture does not have gets rows = 0. */
+/* Shape of tensor i (of one layer, for per-layer tensors): rows x cols, cols = 0 for 1-D. A tensor the architecture
+   does not have gets rows = 0. */
 static void cllm__param_shape(const cllm_config *c, int i, int *rows, int *cols) {
-    int V = c->vocab_size, C = c->hidden_size, I = c->intermediate_size;
-    int Q = c->n_heads * c->head_dim, K = c->n_kv_heads * c->head_dim;
-    int b = c->attention_bias, qk = c->qk_norm;
-    *cols = 0;
-    switch (i) {
-    case CLLM__P_EMBED:      *rows = V; *cols = C; break;
-    case CLLM__P_ATTN_NORM:  *rows = C; break;
-    case CLLM__P_WQ:         *rows = Q; *cols = C; break;
-    case CLLM__P_BQ:         *rows = b ? Q : 0; break;
-    case CLLM__P_WK:         *rows = K; *cols = C; break;
-    case CLLM__P_BK:         *rows = b ? K : 0; break;
-    case CLLM__P_WV:         *rows = K; *cols = C; break;
-    case CLLM__P_BV:         *rows = b ? K : 0; break;
-    case CLLM__P_QNORM:      *rows = qk ? c->head_dim : 0; break;
-    case CLLM__P_KNORM:      *rows = qk ? c->head_dim : 0; break;
-    case CLLM__P_WO:         *rows = C; *cols = Q; break;
-    case CLLM__P_MLP_NORM:   *rows = C; break;
-    case CLLM__P_GATE:       *rows = I; *cols = C; break;
-    case CLLM__P_UP:         *rows = I; *cols = C; break;
-    case CLLM__P_DOWN:       *rows = C; *cols = I; break;
-    case CLLM__P_FINAL_NORM: *rows = C; break;
-    default:                 *rows = c->tie_word_embeddings ? 0 : V; *cols = C; break;   /* lm_head */
-    }
+    int V = c->vocab_size, C = c->hidden_size, I = c->intermediate_size, hd = c->head_dim;
+    int Q = c->n_heads * hd, K = c->n_kv_heads * hd, bias = c->attention_bias, qk = c->qk_norm;
+    const int shape[CLLM_NUM_PARAM_TENSORS][2] = {
+        { V, C },                                  /* embed       */
+        { C, 0 },                                  /* attn_norm   */
+        { Q, C }, { bias ? Q : 0, 0 },             /* wq, bq      */
+        { K, C }, { bias ? K : 0, 0 },             /* wk, bk      */
+        { K, C }, { bias ? K : 0, 0 },             /* wv, bv      */
+        { qk ? hd : 0, 0 }, { qk ? hd : 0, 0 },    /* q_norm, k_norm */
+        { C, Q },                                  /* wo          */
+        { C, 0 },                                  /* mlp_norm    */
+        { I, C }, { I, C }, { C, I },              /* gate, up, down */
+        { C, 0 },                                  /* final_norm  */
+        { c->tie_word_embeddings ? 0 : V, C },     /* lm_head     */
+    };
+    *rows = shape[i][0];
+    *cols = shape[i][1];
 }
 
 static void cllm__fill_in_param_sizes(size_t *sizes, const cllm_config *c) {
@@ -2681,16 +2740,15 @@ static void cllm__fill_in_param_sizes(size_t *sizes, const cllm_config *c) {
 
 /* The fields of cllm_params as an array, in tensor order. */
 static void cllm__param_ptrs(cllm_params *p, cllm_float **ptrs[CLLM_NUM_PARAM_TENSORS]) {
-    cllm_float **list[CLLM_NUM_PARAM_TENSORS];
-    list[0] = &p->embed; list[1] = &p->attn_norm; list[2] = &p->wq; list[3] = &p->bq; list[4] = &p->wk;
-    list[5] = &p->bk; list[6] = &p->wv; list[7] = &p->bv; list[8] = &p->q_norm; list[9] = &p->k_norm;
-    list[10] = &p->wo; list[11] = &p->mlp_norm; list[12] = &p->w_gate; list[13] = &p->w_up;
-    list[14] = &p->w_down; list[15] = &p->final_norm; list[16] = &p->lm_head;
-    memcpy(ptrs, list, sizeof list);
+    cllm_float **fields[CLLM_NUM_PARAM_TENSORS] = {
+        &p->embed, &p->attn_norm, &p->wq, &p->bq, &p->wk, &p->bk, &p->wv, &p->bv, &p->q_norm, &p->k_norm,
+        &p->wo, &p->mlp_norm, &p->w_gate, &p->w_up, &p->w_down, &p->final_norm, &p->lm_head,
+    };
+    memcpy(ptrs, fields, sizeof fields);
 }
 
-/* Points every field of p into memory, in order; absent tensors get NULL; a tied lm_head
-   aliases the embedding, so the head's gradient lands in the embedding's. */
+/* Points every field of p into memory, in order; absent tensors get NULL; a tied lm_head aliases the embedding, so
+   the head's gradient lands in the embedding's. */
 static void cllm__point_params(cllm_params *p, cllm_float *memory, const size_t *sizes) {
     cllm_float **ptrs[CLLM_NUM_PARAM_TENSORS];
     int i;
@@ -2708,24 +2766,29 @@ static cllm_float *cllm__alloc_params(cllm_params *p, const size_t *sizes, size_
     return mem;
 }
 
+/* A zeroed model with config c and its (zeroed) parameters; on failure m is left zeroed. */
 static cllm_result cllm__model_setup(cllm_model *m, const cllm_config *c, cllm_err *err) {
+    size_t n;
     int i;
     memset(m, 0, sizeof *m);
     m->config = *c;
     cllm__fill_in_param_sizes(m->param_sizes, c);
     for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) m->num_params += m->param_sizes[i];
     m->params_memory = cllm__alloc_params(&m->params, m->param_sizes, m->num_params);
-    if (!m->params_memory) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for %zu parameters (%.1f GB)", m->num_params, m->num_params * sizeof(cllm_float) / 1e9);
-    return CLLM_OK;
+    if (m->params_memory) return CLLM_OK;
+    n = m->num_params;
+    memset(m, 0, sizeof *m);
+    return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for %zu parameters (%.1f GB)", n, n * sizeof(cllm_float) / 1e9);
 }
 
 CLLMDEF void cllm_model_free(cllm_model *m) {
+    size_t i;
     if (!m) return;
-    CLLM_FREE(m->params_memory); CLLM_FREE(m->grads_memory);
-    CLLM_FREE(m->m_memory); CLLM_FREE(m->v_memory);
-    CLLM_FREE(m->acts_memory); CLLM_FREE(m->scratch);
-    CLLM_FREE(m->input_ids); CLLM_FREE(m->targets); CLLM_FREE(m->mask); CLLM_FREE(m->seq_logp);
-    CLLM_FREE(m->rope_cos); CLLM_FREE(m->rope_sin);
+    {
+        void *owned[] = { m->params_memory, m->grads_memory, m->m_memory, m->v_memory, m->acts_memory, m->scratch,
+                          m->input_ids, m->targets, m->mask, m->seq_logp, m->rope_cos, m->rope_sin };
+        for (i = 0; i < sizeof owned / sizeof owned[0]; i++) CLLM_FREE(owned[i]);
+    }
     cJSON_Delete(m->hf_config);
     if (m->lora && m->lora->model == m) m->lora->model = NULL;   /* the adapters outlive it detached */
     memset(m, 0, sizeof *m);
@@ -2738,7 +2801,7 @@ CLLMDEF cllm_result cllm_model_init(cllm_model *m, const cllm_config *c, uint64_
     int i, rows, cols;
     cllm_float **ptrs[CLLM_NUM_PARAM_TENSORS];
     cllm_result rc = cllm__model_setup(m, c, err);
-    if (rc != CLLM_OK) { cllm_model_free(m); return rc; }
+    if (rc != CLLM_OK) return rc;
     cllm_rng_seed(&rng, seed);
     cllm__param_ptrs(&m->params, ptrs);
     for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
@@ -2753,95 +2816,30 @@ CLLMDEF cllm_result cllm_model_init(cllm_model *m, const cllm_config *c, uint64_
     return CLLM_OK;
 }
 
-/* -------------------------------------------------------------------------------------------- */
-/* Layers: each a forward/backward pair. Arguments: outputs, caches, inputs, weights, sizes.    */
-/* Backward passes accumulate (+=) into their gradient outputs.                                 */
-/* -------------------------------------------------------------------------------------------- */
-/* The kernels in this section are the readable references. Optional fast paths (OpenMP, the
-   cache-blocked matmul, SIMD microkernels) follow in "Layers: fast paths"; the forward and
-   backward drivers call them through small dispatchers at its end. OpenMP pragmas appear in
-   the reference kernels only on loops whose iterations are independent, so those kernels give
-   bit-identical results with and without -fopenmp. */
+/* ---- embedding (nn.Embedding) ----------------------------------------------------------------------------- */
 
-#if defined(_OPENMP) && !defined(CLLM_NO_OPENMP)
-#include <omp.h>
-#define CLLM__OMP 1
-#define CLLM__PRAGMA(x) _Pragma(#x)
-/* A parallel loop over independent iterations. `work` (about one unit per scalar operation)
-   keeps small loops, such as the tests' toy models, on one thread. */
-#define CLLM__PARALLEL_FOR(work) CLLM__PRAGMA(omp parallel for schedule(static) if((work) >= 32768))
-#define cllm__max_threads() omp_get_max_threads()
-#define cllm__thread_num() omp_get_thread_num()
-#else
-#define CLLM__PARALLEL_FOR(work)
-#define cllm__max_threads() 1
-#define cllm__thread_num() 0
-#endif
-/* A reference kernel that a fast path replaces is still compiled, for the tests to call. */
-#if defined(__GNUC__) || defined(__clang__)
-#define CLLM__REFERENCE static __attribute__((unused))
-#else
-#define CLLM__REFERENCE static
-#endif
-
-/* Linear layer, nn.Linear layout.  inp (N, C), W (OC, C), bias (OC) or NULL -> out (N, OC)
-   out[n][o] = bias[o] + sum_c inp[n][c] * W[o][c]                                              */
-CLLM__REFERENCE void cllm__matmul_forward_naive(cllm_float *out, const cllm_float *inp, const cllm_float *W,
-                                                const cllm_float *bias, int N, int C, int OC) {
+/* x[n] = E[id[n]] */
+static void cllm__embedding_forward(cllm_float *out, const int *ids, const cllm_float *E, int N, int C) {
     int n;
-    CLLM__PARALLEL_FOR((size_t)N * C * OC)
+    CLLM__PARALLEL_FOR((size_t)N * C)
+    for (n = 0; n < N; n++) memcpy(out + (size_t)n * C, E + (size_t)ids[n] * C, sizeof(cllm_float) * (size_t)C);
+}
+
+/* dE[id[n]] += dx[n] */
+static void cllm__embedding_backward(cllm_float *dE, const cllm_float *dout, const int *ids, int N, int C) {
+    int n, c;
     for (n = 0; n < N; n++) {
-        const cllm_float *x = inp + (size_t)n * C;
-        int o, c;
-        for (o = 0; o < OC; o++) {
-            const cllm_float *w = W + (size_t)o * C;
-            cllm_float acc = bias ? bias[o] : 0;
-            for (c = 0; c < C; c++) acc += x[c] * w[c];
-            out[(size_t)n * OC + o] = acc;
-        }
+        cllm_float *de = dE + (size_t)ids[n] * C;
+        const cllm_float *dx = dout + (size_t)n * C;
+        for (c = 0; c < C; c++) de[c] += dx[c];
     }
 }
 
-/* dinp[n][c] += sum_o dout[n][o] W[o][c];  dW[o][c] += sum_n dout[n][o] inp[n][c];
-   dbias[o] += sum_n dout[n][o].  Any of dinp, dW, dbias may be NULL (not needed).            */
-CLLM__REFERENCE void cllm__matmul_backward_naive(cllm_float *dinp, cllm_float *dW, cllm_float *dbias,
-                                                 const cllm_float *dout, const cllm_float *inp, const cllm_float *W,
-                                                 int N, int C, int OC) {
-    int n, o;
-    if (dinp) {
-        CLLM__PARALLEL_FOR((size_t)N * C * OC)
-        for (n = 0; n < N; n++) {
-            cllm_float *dx = dinp + (size_t)n * C;
-            const cllm_float *dy = dout + (size_t)n * OC;
-            int o2, c;
-            for (o2 = 0; o2 < OC; o2++) {
-                const cllm_float *w = W + (size_t)o2 * C;
-                cllm_float d = dy[o2];
-                for (c = 0; c < C; c++) dx[c] += d * w[c];
-            }
-        }
-    }
-    if (dW || dbias) {
-        CLLM__PARALLEL_FOR((size_t)N * C * OC)
-        for (o = 0; o < OC; o++) {
-            cllm_float *dw = dW ? dW + (size_t)o * C : NULL;
-            cllm_float db = 0;
-            int n2, c;
-            for (n2 = 0; n2 < N; n2++) {
-                const cllm_float *x = inp + (size_t)n2 * C;
-                cllm_float d = dout[(size_t)n2 * OC + o];
-                db += d;
-                if (dw) for (c = 0; c < C; c++) dw[c] += d * x[c];
-            }
-            if (dbias) dbias[o] += db;
-        }
-    }
-}
+/* ---- RMSNorm (transformers LlamaRMSNorm) ------------------------------------------------------------------ */
 
-/* RMSNorm (LlamaRMSNorm), over rows of C:  r = 1/sqrt(mean(x^2) + eps),  y = w * (x * r)
-   reference: transformers/models/llama/modeling_llama.py LlamaRMSNorm                          */
-static void cllm__rmsnorm_forward(cllm_float *out, cllm_float *rstd, const cllm_float *inp,
-                                  const cllm_float *w, int N, int C, float eps) {
+/* Over rows of C:  r = 1/sqrt(mean(x^2) + eps),  y = w * (x * r);  rstd keeps r for the backward pass. */
+static void cllm__rmsnorm_forward(cllm_float *out, cllm_float *rstd, const cllm_float *inp, const cllm_float *w, int N,
+                                  int C, float eps) {
     int n;
     CLLM__PARALLEL_FOR((size_t)N * C)
     for (n = 0; n < N; n++) {
@@ -2855,8 +2853,7 @@ static void cllm__rmsnorm_forward(cllm_float *out, cllm_float *rstd, const cllm_
     }
 }
 
-/* With xh = x*r:  dw += sum_n dy * xh
-                   dx += r * (dy*w - xh * mean(dy*w*xh))          (r depends on every x[c])      */
+/* With xh = x r:  dw += sum_n dy * xh,   dx += r (dy w - xh mean(dy w xh))   (r depends on every x[c]) */
 CLLM__REFERENCE void cllm__rmsnorm_backward_naive(cllm_float *dinp, cllm_float *dw, const cllm_float *dout,
                                                   const cllm_float *inp, const cllm_float *w, const cllm_float *rstd,
                                                   int N, int C) {
@@ -2874,11 +2871,12 @@ CLLM__REFERENCE void cllm__rmsnorm_backward_naive(cllm_float *dinp, cllm_float *
     }
 }
 
-/* RoPE tables for positions 0..T-1. HF computes inv_freq[i] = 1/theta^(2i/hd) (i < hd/2) in
-   float32, optionally rescales it (llama3, linear), then angle = pos * inv_freq.
-   llama3 (transformers _compute_llama3_parameters): wavelen = 2 pi / inv_freq;
-     wavelen < orig/high -> keep;  wavelen > orig/low -> inv/factor;
-     else s = (orig/wavelen - low)/(high - low), inv = (1-s) inv/factor + s inv.                */
+/* ---- RoPE (transformers apply_rotary_pos_emb, rotate_half) ------------------------------------------------ */
+
+/* Tables for positions 0..T-1. HF computes inv_freq[i] = 1/theta^(2i/hd) (i < hd/2) in float32, optionally rescales
+   it (llama3, linear), then angle = pos * inv_freq. llama3 (transformers _compute_llama3_parameters):
+   wavelen = 2 pi / inv_freq;  wavelen < orig/high: keep;  wavelen > orig/low: inv/factor;
+   else s = (orig/wavelen - low)/(high - low), inv = (1-s) inv/factor + s inv. */
 static void cllm__rope_tables(cllm_float *cosv, cllm_float *sinv, const cllm_config *c, int T) {
     int half = c->head_dim / 2, i, t;
     for (i = 0; i < half; i++) {
@@ -2902,11 +2900,11 @@ static void cllm__rope_tables(cllm_float *cosv, cllm_float *sinv, const cllm_con
     }
 }
 
-/* RoPE in HF's split-half order (rotate_half), in place on (B*T, n_heads*hd) rows, position = t:
-   y[i] = x[i] cos - x[i+hd/2] sin,   y[i+hd/2] = x[i+hd/2] cos + x[i] sin.
-   It is a rotation, so the backward pass is the same rotation by -angle (sign = -1).           */
-static void cllm__rope(cllm_float *x, const cllm_float *cosv, const cllm_float *sinv,
-                       int B, int T, int n_heads, int hd, int sign) {
+/* In place on (B*T, n_heads*hd) rows at position t, in HF's split-half order:
+     y[i] = x[i] cos - x[i+hd/2] sin,   y[i+hd/2] = x[i+hd/2] cos + x[i] sin.
+   A rotation: the backward pass is the same rotation by -angle (sign = -1). */
+static void cllm__rope(cllm_float *x, const cllm_float *cosv, const cllm_float *sinv, int B, int T, int n_heads,
+                       int hd, int sign) {
     int row, half = hd / 2;
     CLLM__PARALLEL_FOR((size_t)B * T * n_heads * hd)
     for (row = 0; row < B * T; row++) {                     /* row = b*T + t */
@@ -2922,62 +2920,79 @@ static void cllm__rope(cllm_float *x, const cllm_float *cosv, const cllm_float *
         }
     }
 }
-static void cllm__rope_forward(cllm_float *x, const cllm_float *cosv, const cllm_float *sinv, int B, int T, int nh, int hd) { cllm__rope(x, cosv, sinv, B, T, nh, hd, +1); }
-static void cllm__rope_backward(cllm_float *dx, const cllm_float *cosv, const cllm_float *sinv, int B, int T, int nh, int hd) { cllm__rope(dx, cosv, sinv, B, T, nh, hd, -1); }
 
-/* One query row of attention over n key/value rows (row j at k + j*stride, v + j*stride), skipping
-   the j with mask[j] = 0 (mask may be NULL):
-     s_j = q . k_j * scale,   p = softmax(s),   y = sum_j p_j v_j,   returns lse = log sum_j exp(s_j)
-   The full forward and the KV-cache forward both call this, so they compute the same numbers.
-   s is a scratch row of n values.                                                              */
-static cllm_float cllm__dot(cllm_float init, const cllm_float *a, const cllm_float *b, int n);
-static void cllm__axpy(cllm_float *y, cllm_float alpha, const cllm_float *x, int n);
-static cllm_float cllm__attend_row(cllm_float *y, const cllm_float *q, const cllm_float *k, const cllm_float *v,
-                                   size_t stride, int n, const int *mask, int hd, cllm_float scale, cllm_float *s) {
+static void cllm__rope_forward(cllm_float *x, const cllm_float *cosv, const cllm_float *sinv, int B, int T, int nh,
+                               int hd) {
+    cllm__rope(x, cosv, sinv, B, T, nh, hd, +1);
+}
+
+static void cllm__rope_backward(cllm_float *dx, const cllm_float *cosv, const cllm_float *sinv, int B, int T, int nh,
+                                int hd) {
+    cllm__rope(dx, cosv, sinv, B, T, nh, hd, -1);
+}
+
+/* ---- causal grouped-query attention (transformers eager_attention_forward, repeat_kv) --------------------- */
+
+/* One query row over n key/value rows (row j at k + j*stride, v + j*stride), skipping the j with mask[j] = 0 (mask
+   may be NULL):  s_j = q . k_j * scale,  p = softmax(s),  y = sum_j p_j v_j;  returns lse = log sum_j exp(s_j).
+   s is a scratch row of n values. (cllm__attend_row, Part III, is this or its SIMD twin; the KV cache calls it.) */
+CLLM__REFERENCE cllm_float cllm__attend_row_naive(cllm_float *y, const cllm_float *q, const cllm_float *k,
+                                                  const cllm_float *v, size_t stride, int n, const int *mask, int hd,
+                                                  cllm_float scale, cllm_float *s) {
     int j, i;
     cllm_float mx = -INFINITY, sum = 0;
     for (j = 0; j < n; j++) {
-        if (mask && !mask[j]) { s[j] = -INFINITY; continue; }
-        s[j] = cllm__dot(0, q, k + (size_t)j * stride, hd) * scale;   /* q . k_j, left to right */
+        const cllm_float *kj = k + (size_t)j * stride;
+        cllm_float dot = 0;
+        if (mask && !mask[j]) {
+            s[j] = -INFINITY;
+            continue;
+        }
+        for (i = 0; i < hd; i++) dot += q[i] * kj[i];
+        s[j] = dot * scale;
         if (s[j] > mx) mx = s[j];
     }
-    for (j = 0; j < n; j++) { s[j] = cllm__exp(s[j] - mx); sum += s[j]; }   /* s_j <- exp(s_j - max) */
+    for (j = 0; j < n; j++) {
+        s[j] = cllm__exp(s[j] - mx);                /* s_j <- exp(s_j - max) */
+        sum += s[j];
+    }
     for (i = 0; i < hd; i++) y[i] = 0;
     for (j = 0; j < n; j++) {
+        const cllm_float *vj = v + (size_t)j * stride;
         cllm_float p = s[j] / sum;
-        if (p != 0) cllm__axpy(y, p, v + (size_t)j * stride, hd);      /* y += p_j v_j */
+        if (p != 0) for (i = 0; i < hd; i++) y[i] += p * vj[i];
     }
     return mx + cllm__log(sum);
 }
 
-/* Causal grouped-query attention with a right-padding mask. q (B*T, H*hd), k, v (B*T, KV*hd).
-   Query head h reads kv head h / (H/KV) (HF repeat_kv). Key j is visible from query t when
-   j <= t and mask[b][j] = 1 (HF's causal + padding mask; pad queries still see the real keys).
-     s_j = q_t . k_j / sqrt(hd),   p = softmax(s),   y_t = sum_j p_j v_j
-   Only lse = log sum_j exp(s_j) is kept: the backward pass recomputes p_j = exp(s_j - lse), so
-   memory is O(B H T) instead of O(B H T^2).  s is a scratch row of T values.                  */
+/* q (B*T, H*hd), k, v (B*T, KV*hd). Query head h reads kv head h / (H/KV) (repeat_kv). Key j is visible from query t
+   when j <= t and mask[b][j] = 1 (HF's causal + padding mask; pad queries still see the real keys):
+     s_j = q_t . k_j / sqrt(hd),   p = softmax(s),   y_t = sum_j p_j v_j.
+   Only lse = log sum_j exp(s_j) is kept: the backward pass recomputes p_j = exp(s_j - lse), so memory is O(B H T),
+   not O(B H T^2). s is a scratch row of T values. */
 CLLM__REFERENCE void cllm__attention_forward_naive(cllm_float *out, cllm_float *lse, const cllm_float *q,
-                                                   const cllm_float *k, const cllm_float *v, const int *mask,
-                                                   int B, int T, int H, int KV, int hd, cllm_float *s) {
+                                                   const cllm_float *k, const cllm_float *v, const int *mask, int B,
+                                                   int T, int H, int KV, int hd, cllm_float *s) {
     int b, t, h, rep = H / KV;
     cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
     for (b = 0; b < B; b++) for (h = 0; h < H; h++) for (t = 0; t < T; t++) {
         size_t row = (size_t)(b * T + t) * H + h, kv0 = ((size_t)b * T * KV + h / rep) * hd;  /* key 0 of row b */
-        lse[((size_t)b * H + h) * T + t] = cllm__attend_row(out + row * hd, q + row * hd, k + kv0, v + kv0, (size_t)KV * hd,
-                                                            t + 1, mask ? mask + b * T : NULL, hd, scale, s);
+        const int *mask_b = mask ? mask + b * T : NULL;
+        lse[((size_t)b * H + h) * T + t] = cllm__attend_row_naive(out + row * hd, q + row * hd, k + kv0, v + kv0,
+                                                                  (size_t)KV * hd, t + 1, mask_b, hd, scale, s);
     }
 }
 
-/* Backward. With dy_t given and p_j recomputed:
-     dv_j += p_j dy_t                       (y_t = sum_j p_j v_j)
+/* With dy_t given and p_j recomputed:
+     dv_j += p_j dy_t                    (y_t = sum_j p_j v_j)
      dp_j  = dy_t . v_j
      ds_j  = p_j (dp_j - sum_i p_i dp_i) = p_j (dp_j - dy_t . y_t)     (softmax backward)
      dq_t += scale sum_j ds_j k_j,   dk_j += scale ds_j q_t
-   GQA: the dk/dv of a kv head sum over the H/KV query heads that read it.                     */
-CLLM__REFERENCE void cllm__attention_backward_naive(cllm_float *dq, cllm_float *dk, cllm_float *dv, const cllm_float *dout,
-                                                    const cllm_float *q, const cllm_float *k, const cllm_float *v,
-                                                    const cllm_float *out, const cllm_float *lse, const int *mask,
-                                                    int B, int T, int H, int KV, int hd) {
+   GQA: the dk/dv of a kv head sum over the H/KV query heads that read it. */
+CLLM__REFERENCE void cllm__attention_backward_naive(cllm_float *dq, cllm_float *dk, cllm_float *dv,
+                                                    const cllm_float *dout, const cllm_float *q, const cllm_float *k,
+                                                    const cllm_float *v, const cllm_float *out, const cllm_float *lse,
+                                                    const int *mask, int B, int T, int H, int KV, int hd) {
     int b, t, h, j, i, rep = H / KV;
     cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
     for (b = 0; b < B; b++) for (h = 0; h < H; h++) for (t = 0; t < T; t++) {
@@ -2992,23 +3007,27 @@ CLLM__REFERENCE void cllm__attention_backward_naive(cllm_float *dq, cllm_float *
             if (mask && !mask[b * T + j]) continue;
             for (i = 0; i < hd; i++) dot += qt[i] * kj[i];
             p = cllm__exp(dot * scale - row_lse);
-            for (i = 0; i < hd; i++) { dp += dyt[i] * vj[i]; dv[ko + i] += p * dyt[i]; }
+            for (i = 0; i < hd; i++) dp += dyt[i] * vj[i];
+            for (i = 0; i < hd; i++) dv[ko + i] += p * dyt[i];
             ds = p * (dp - dyy) * scale;
-            for (i = 0; i < hd; i++) { dqt[i] += ds * kj[i]; dk[ko + i] += ds * qt[i]; }
+            for (i = 0; i < hd; i++) dqt[i] += ds * kj[i];
+            for (i = 0; i < hd; i++) dk[ko + i] += ds * qt[i];
         }
     }
 }
 
-/* SwiGLU: act = silu(g) * u, silu(g) = g * sigmoid(g).
-   dg += dact * u * sigmoid(g) * (1 + g (1 - sigmoid(g))),   du += dact * silu(g)               */
+/* ---- SwiGLU (transformers LlamaMLP: act_fn(gate_proj(x)) * up_proj(x), act_fn = silu) --------------------- */
+
+/* act = silu(g) * u,  silu(g) = g sigmoid(g) */
 static void cllm__swiglu_forward(cllm_float *act, const cllm_float *g, const cllm_float *u, size_t n) {
     size_t i;
     CLLM__PARALLEL_FOR(n * 16)
     for (i = 0; i < n; i++) act[i] = g[i] / (1 + cllm__exp(-g[i])) * u[i];
 }
 
-static void cllm__swiglu_backward(cllm_float *dg, cllm_float *du, const cllm_float *dact,
-                                  const cllm_float *g, const cllm_float *u, size_t n) {
+/* dg += dact u sigmoid(g) (1 + g (1 - sigmoid(g))),   du += dact silu(g) */
+static void cllm__swiglu_backward(cllm_float *dg, cllm_float *du, const cllm_float *dact, const cllm_float *g,
+                                  const cllm_float *u, size_t n) {
     size_t i;
     CLLM__PARALLEL_FOR(n * 16)
     for (i = 0; i < n; i++) {
@@ -3018,72 +3037,119 @@ static void cllm__swiglu_backward(cllm_float *dg, cllm_float *du, const cllm_flo
     }
 }
 
-/* Embedding lookup: x[n] = E[id[n]];  backward: dE[id[n]] += dx[n]                            */
-static void cllm__embedding_forward(cllm_float *out, const int *ids, const cllm_float *E, int N, int C) {
-    int n;
-    CLLM__PARALLEL_FOR((size_t)N * C)
-    for (n = 0; n < N; n++) memcpy(out + (size_t)n * C, E + (size_t)ids[n] * C, sizeof(cllm_float) * (size_t)C);
-}
+/* ---- log-softmax of the lm head's logits (HF ForCausalLMLoss; logits / temperature as TRL scores) --------- */
 
-static void cllm__embedding_backward(cllm_float *dE, const cllm_float *dout, const int *ids, int N, int C) {
-    int n, c;
-    for (n = 0; n < N; n++) {
-        cllm_float *de = dE + (size_t)ids[n] * C;
-        const cllm_float *dx = dout + (size_t)n * C;
-        for (c = 0; c < C; c++) de[c] += dx[c];
-    }
-}
-
-/* Log-softmax of one logits row z (V) scaled by 1/temperature, for target y (or -1):
-     lse = log sum_v exp(z_v / tau),   logp = z_y / tau - lse,   H = lse - sum_v p_v z_v / tau     */
-static void cllm__logsoftmax_row(cllm_float *lse, cllm_float *logp, cllm_float *entropy,
-                                 const cllm_float *z, int y, cllm_float inv_tau, int V) {
+/* One logits row z (V) scaled by 1/temperature, for target y (or -1):
+     lse = log sum_v exp(z_v / tau),   logp = z_y / tau - lse,   entropy = lse - sum_v p_v z_v / tau */
+static void cllm__logsoftmax_row(cllm_float *lse, cllm_float *logp, cllm_float *entropy, const cllm_float *z, int y,
+                                 cllm_float inv_tau, int V) {
     int v;
     cllm_float mx = -INFINITY, sum = 0, pz = 0;
     for (v = 0; v < V; v++) if (z[v] * inv_tau > mx) mx = z[v] * inv_tau;
-    for (v = 0; v < V; v++) { cllm_float e = cllm__exp(z[v] * inv_tau - mx); sum += e; pz += e * z[v] * inv_tau; }
+    for (v = 0; v < V; v++) {
+        cllm_float e = cllm__exp(z[v] * inv_tau - mx);
+        sum += e;
+        pz += e * z[v] * inv_tau;
+    }
     *lse = mx + cllm__log(sum);
     *logp = y >= 0 ? z[y] * inv_tau - *lse : 0;
     *entropy = *lse - pz / sum;
 }
 
-/* d logp / d z_v = (1[v = y] - p_v) / tau, times the incoming dlogp; written over z.           */
-static void cllm__logsoftmax_row_backward(cllm_float *z, cllm_float lse, int y, cllm_float dlogp, cllm_float inv_tau, int V) {
+/* d logp / d z_v = (1[v = y] - p_v) / tau, times the incoming dlogp; written over z. */
+static void cllm__logsoftmax_row_backward(cllm_float *z, cllm_float lse, int y, cllm_float dlogp, cllm_float inv_tau,
+                                          int V) {
     int v;
     for (v = 0; v < V; v++) z[v] = -dlogp * inv_tau * cllm__exp(z[v] * inv_tau - lse);
     z[y] += dlogp * inv_tau;
 }
 
+/* ---- the linear layer with its LoRA adapter (nn.Linear + PEFT LoRA): y = x W^T (+ b) + s B A d(x) --------- */
 
-/* LoRA adapters inside the forward and backward passes                                         */
-/* -------------------------------------------------------------------------------------------- */
-/* y = x W^T (+ b) + s B A d(x), s = alpha / r, d = dropout (PEFT's lora_dropout, inverted:
-   d(x)_c = x_c keep_c / (1 - p)). The keep mask of element c of row n is a hash of
-   (dropout_seed, target, layer, n, c), so the backward pass recomputes the very same mask
-   instead of storing it, and a seed reproduces a run. Per adapted projection the forward keeps
-   u = A d(x) (rows x r) for the backward; the inputs x are activations the base model saves
-   anyway (ln1, atty, ln2, act).                                                                */
+/* The base product, nn.Linear's layout: inp (N, C), W (OC, C), bias (OC) or NULL -> out (N, OC),
+     out[n][o] = bias[o] + sum_c inp[n][c] W[o][c]                                                            */
+CLLM__REFERENCE void cllm__matmul_forward_naive(cllm_float *out, const cllm_float *inp, const cllm_float *W,
+                                                const cllm_float *bias, int N, int C, int OC) {
+    int n;
+    CLLM__PARALLEL_FOR((size_t)N * C * OC)
+    for (n = 0; n < N; n++) {
+        const cllm_float *x = inp + (size_t)n * C;
+        int o, c;
+        for (o = 0; o < OC; o++) {
+            const cllm_float *w = W + (size_t)o * C;
+            cllm_float acc = bias ? bias[o] : 0;
+            for (c = 0; c < C; c++) acc += x[c] * w[c];
+            out[(size_t)n * OC + o] = acc;
+        }
+    }
+}
 
-enum { CLLM__LT_Q, CLLM__LT_K, CLLM__LT_V, CLLM__LT_O, CLLM__LT_GATE, CLLM__LT_UP, CLLM__LT_DOWN };
+/* dinp[n][c] += sum_o dout[n][o] W[o][c],   dW[o][c] += sum_n dout[n][o] inp[n][c],   dbias[o] += sum_n dout[n][o].
+   Any of dinp, dW, dbias may be NULL (not needed). */
+CLLM__REFERENCE void cllm__matmul_backward_naive(cllm_float *dinp, cllm_float *dW, cllm_float *dbias,
+                                                 const cllm_float *dout, const cllm_float *inp, const cllm_float *W,
+                                                 int N, int C, int OC) {
+    int n, o;
+    if (dinp) {
+        CLLM__PARALLEL_FOR((size_t)N * C * OC)
+        for (n = 0; n < N; n++) {
+            cllm_float *dx = dinp + (size_t)n * C;
+            const cllm_float *dy = dout + (size_t)n * OC;
+            int o2, c;
+            for (o2 = 0; o2 < OC; o2++) {
+                const cllm_float *w = W + (size_t)o2 * C;
+                cllm_float d = dy[o2];
+                for (c = 0; c < C; c++) dx[c] += d * w[c];
+            }
+        }
+    }
+    if (!dW && !dbias) return;
+    CLLM__PARALLEL_FOR((size_t)N * C * OC)
+    for (o = 0; o < OC; o++) {
+        cllm_float *dw = dW ? dW + (size_t)o * C : NULL;
+        cllm_float db = 0;
+        int n2, c;
+        for (n2 = 0; n2 < N; n2++) {
+            const cllm_float *x = inp + (size_t)n2 * C;
+            cllm_float d = dout[(size_t)n2 * OC + o];
+            db += d;
+            if (dw) for (c = 0; c < C; c++) dw[c] += d * x[c];
+        }
+        if (dbias) dbias[o] += db;
+    }
+}
 
-/* Is element i of the input of (target t, layer l) kept by dropout p? */
-static int cllm__lora_keep(uint64_t seed, int t, int l, size_t i, double p) {
-    uint64_t z = seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(t * 4096 + l + 1)), k = z ^ ((uint64_t)i * 0xBF58476D1CE4E5B9ull);
+/* The adapter (Hu et al. 2021, PEFT's LoraLayer): A (r, in) and B (out, r) per adapted projection and layer,
+   s = alpha / r, d = PEFT's lora_dropout, inverted: d(x)_c = x_c keep_c / (1 - p), in training forwards only. The
+   keep mask of input element i of (projection t, layer l) is a hash of (dropout_seed, t, l, i): the backward pass
+   recomputes the mask the forward drew instead of storing it, and a seed reproduces a run. The forward records
+   u = A d(x) (rows x r) per adapted projection and layer; the backward reads it with the input x, an activation the
+   base model saves anyway (ln1, atty, ln2, act). */
+
+/* A decoder layer's projections in cllm_lora_target bit order: the index t of a LoRA target. */
+typedef enum cllm__lt {
+    CLLM__LT_Q, CLLM__LT_K, CLLM__LT_V, CLLM__LT_O, CLLM__LT_GATE, CLLM__LT_UP, CLLM__LT_DOWN
+} cllm__lt;
+
+/* Is input element i of (projection t, layer l) kept by dropout p? */
+static int cllm__lora_keep(uint64_t seed, cllm__lt t, int l, size_t i, double p) {
+    uint64_t z = seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)((int)t * 4096 + l + 1));
+    uint64_t k = z ^ ((uint64_t)i * 0xBF58476D1CE4E5B9ull);
     return (double)(cllm__splitmix64(&k) >> 11) * (1.0 / 9007199254740992.0) >= p;
 }
 
-/* The dropout probability of the current forward/backward: only a recording training pass. */
+/* The dropout probability of the current forward: only a recording training pass drops. */
 static double cllm__lora_p(const cllm_lora *lo) { return lo->recording && lo->training ? lo->cfg.dropout : 0; }
 
-/* Start of the saved u rows of (target t, layer l). */
-static cllm_float *cllm__lora_u(const cllm_lora *lo, int t, int l) {
+/* Start of the saved u rows of (projection t, layer l). */
+static cllm_float *cllm__lora_u(const cllm_lora *lo, cllm__lt t, int l) {
     size_t slot = 0;
     int k;
-    for (k = 0; k < t; k++) slot += (lo->cfg.targets >> k) & 1u;
+    for (k = 0; k < (int)t; k++) slot += (lo->cfg.targets >> k) & 1u;
     return lo->u + (slot * (size_t)lo->n_layers + (size_t)l) * lo->u_rows * (size_t)lo->cfg.r;
 }
 
-/* Room to record rows rows in the next forward. */
+/* Room to record `rows` rows in the next forward. */
 static cllm_result cllm__lora_ensure(cllm_lora *lo, size_t rows, cllm_err *err) {
     size_t need = 0, max_in = 0;
     int t;
@@ -3097,15 +3163,13 @@ static cllm_result cllm__lora_ensure(cllm_lora *lo, size_t rows, cllm_err *err) 
         lo->u_cap = lo->u ? need : 0;
         if (!lo->u) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the LoRA activations (%zu floats)", need);
     }
-    if (!lo->xd) {
-        lo->xd = (cllm_float *)cllm__calloc(max_in, sizeof(cllm_float));
-        if (!lo->xd) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    }
-    return CLLM_OK;
+    if (!lo->xd) lo->xd = (cllm_float *)cllm__calloc(max_in, sizeof(cllm_float));
+    return lo->xd ? CLLM_OK : cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
 }
 
-/* d(x) of row n into lo->xd (or x itself when there is no dropout). */
-static const cllm_float *cllm__lora_dropped(const cllm_lora *lo, int t, int l, const cllm_float *x, size_t n, double p) {
+/* d(x) of row n into lo->xd (or x itself when nothing drops). */
+static const cllm_float *cllm__lora_dropped(const cllm_lora *lo, cllm__lt t, int l, const cllm_float *x, size_t n,
+                                            double p) {
     int c, in = lo->in[t];
     cllm_float scale = (cllm_float)(1.0 / (1.0 - p));
     if (p <= 0) return x;
@@ -3114,15 +3178,18 @@ static const cllm_float *cllm__lora_dropped(const cllm_lora *lo, int t, int l, c
     return lo->xd;
 }
 
-/* y (N, out) += s B A d(x) for N rows x (N, in); records u when inside cllm_forward. */
-static void cllm__lora_forward(const cllm_model *m, int t, int l, cllm_float *y, const cllm_float *x, int N) {
+/* y (N, out) += s B A d(x) for x (N, in), when projection t of layer l has an enabled adapter; records u = A d(x)
+   when inside cllm_forward. */
+static void cllm__lora_forward(const cllm_model *m, cllm__lt t, int l, cllm_float *y, const cllm_float *x, int N) {
     const cllm_lora *lo = m->lora;
     const cllm_float *A, *B;
     cllm_float row_u[CLLM_LORA_MAX_R];
     int n, j, o, c, r, in, out;
     double p;
     if (!lo || !lo->enabled || !lo->A[t]) return;
-    r = lo->cfg.r; in = lo->in[t]; out = lo->out[t];
+    r = lo->cfg.r;
+    in = lo->in[t];
+    out = lo->out[t];
     A = lo->A[t] + (size_t)l * r * in;
     B = lo->B[t] + (size_t)l * out * r;
     p = cllm__lora_p(lo);
@@ -3143,28 +3210,35 @@ static void cllm__lora_forward(const cllm_model *m, int t, int l, cllm_float *y,
     }
 }
 
-/* Backward of the adapter given dy (N, out) and the forward's input x (N, in):
-     dB += s dy^T u,   du = s dy B,   dA += du^T d(x),   dx += d'(du A)  (the same keep mask)      */
-static void cllm__lora_backward(const cllm_model *m, int t, int l, cllm_float *dx, const cllm_float *dy, const cllm_float *x, int N) {
+/* Given dy (N, out) and the forward's input x (N, in), with the same keep mask d':
+     dB += s dy^T u,   du = s dy B,   dA += du^T d(x),   dx += d'(du A)                                            */
+static void cllm__lora_backward(const cllm_model *m, cllm__lt t, int l, cllm_float *dx, const cllm_float *dy,
+                                const cllm_float *x, int N) {
     cllm_lora *lo = m->lora;
     const cllm_float *A, *B, *U;
-    cllm_float *dA, *dB, du[CLLM_LORA_MAX_R];
+    cllm_float *dA, *dB, du[CLLM_LORA_MAX_R], scale;
     int n, j, o, c, r, in, out;
     double p;
     if (!lo || !lo->A[t] || lo->u_rows != (size_t)N) return;
-    r = lo->cfg.r; in = lo->in[t]; out = lo->out[t];
-    A = lo->A[t] + (size_t)l * r * in;  dA = lo->dA[t] + (size_t)l * r * in;
-    B = lo->B[t] + (size_t)l * out * r; dB = lo->dB[t] + (size_t)l * out * r;
+    r = lo->cfg.r;
+    in = lo->in[t];
+    out = lo->out[t];
+    A = lo->A[t] + (size_t)l * r * in;
+    dA = lo->dA[t] + (size_t)l * r * in;
+    B = lo->B[t] + (size_t)l * out * r;
+    dB = lo->dB[t] + (size_t)l * out * r;
     U = cllm__lora_u(lo, t, l);
     p = lo->training ? lo->cfg.dropout : 0;
+    scale = (cllm_float)(1.0 / (1.0 - p));
     for (n = 0; n < N; n++) {
         const cllm_float *dyn = dy + (size_t)n * out, *un = U + (size_t)n * r, *xn;
-        cllm_float *dxn = dx + (size_t)n * in, scale = (cllm_float)(1.0 / (1.0 - p));
+        cllm_float *dxn = dx + (size_t)n * in;
         for (j = 0; j < r; j++) du[j] = 0;
         for (o = 0; o < out; o++) {
             cllm_float g = (cllm_float)lo->scale * dyn[o];
             if (g == 0) continue;
-            for (j = 0; j < r; j++) { dB[(size_t)o * r + j] += g * un[j]; du[j] += g * B[(size_t)o * r + j]; }
+            for (j = 0; j < r; j++) dB[(size_t)o * r + j] += g * un[j];
+            for (j = 0; j < r; j++) du[j] += g * B[(size_t)o * r + j];
         }
         xn = cllm__lora_dropped(lo, t, l, x + (size_t)n * in, (size_t)n, p);
         for (j = 0; j < r; j++) for (c = 0; c < in; c++) dA[(size_t)j * in + c] += du[j] * xn[c];
@@ -3184,17 +3258,48 @@ static void cllm__lora_point(cllm_lora *lo, cllm_float *memory, cllm_float **A, 
     for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
         A[t] = B[t] = NULL;
         if (!(lo->cfg.targets & (1u << t))) continue;
-        A[t] = memory; memory += L * r * (size_t)lo->in[t];
-        B[t] = memory; memory += L * (size_t)lo->out[t] * r;
+        A[t] = memory;
+        memory += L * r * (size_t)lo->in[t];
+        B[t] = memory;
+        memory += L * (size_t)lo->out[t] * r;
     }
 }
 
-/* A gradient view at offset off, or NULL when that gradient is not kept (frozen base). */
-static cllm_float *cllm__grad_at(cllm_float *g, size_t off) { return g ? g + off : NULL; }
+/* base + offset, or NULL for an absent tensor (no bias; no gradients for a frozen base). */
+static cllm_float *cllm__view_at(cllm_float *base, size_t offset) { return base ? base + offset : NULL; }
 
-/* -------------------------------------------------------------------------------------------- */
-/* The model: forward pass                                                                      */
-/* -------------------------------------------------------------------------------------------- */
+/* Projection t of layer l in p, the parameters or the gradients (same layout): W (out, in), bias or NULL. */
+typedef struct cllm__linear { cllm_float *W, *b; int in, out; } cllm__linear;
+static cllm__linear cllm__linear_at(const cllm_config *c, const cllm_params *p, cllm__lt t, int l) {
+    static const int tensor[CLLM_LORA_NUM_TARGETS] = { CLLM__P_WQ, CLLM__P_WK, CLLM__P_WV, CLLM__P_WO, CLLM__P_GATE,
+                                                       CLLM__P_UP, CLLM__P_DOWN };
+    cllm_float *const weights[CLLM_LORA_NUM_TARGETS] = { p->wq, p->wk, p->wv, p->wo, p->w_gate, p->w_up, p->w_down };
+    cllm_float *const biases[CLLM_LORA_NUM_TARGETS] = { p->bq, p->bk, p->bv, NULL, NULL, NULL, NULL };
+    cllm__linear lin;
+    cllm__param_shape(c, tensor[t], &lin.out, &lin.in);
+    lin.W = cllm__view_at(weights[t], (size_t)l * lin.out * lin.in);
+    lin.b = cllm__view_at(biases[t], (size_t)l * lin.out);
+    return lin;
+}
+
+/* y (N, out) = x (N, in) W^T + b + s B A d(x): projection t of layer l, with its adapter when one is attached. */
+static void cllm__linear_forward(const cllm_model *m, cllm__lt t, int l, cllm_float *y, const cllm_float *x, int N) {
+    cllm__linear w = cllm__linear_at(&m->config, &m->params, t, l);
+    cllm__matmul_forward(y, x, w.W, w.b, N, w.in, w.out);
+    cllm__lora_forward(m, t, l, y, x, N);
+}
+
+/* dx += dy W + d'(s dy B A);  dW += dy^T x and db += sum_n dy into the gradients g (where g has them: a frozen base
+   has none);  the adapter's dA, dB into lora->grads. */
+static void cllm__linear_backward(const cllm_model *m, const cllm_params *g, cllm__lt t, int l, cllm_float *dx,
+                                  const cllm_float *dy, const cllm_float *x, int N) {
+    cllm__linear w = cllm__linear_at(&m->config, &m->params, t, l);
+    cllm__linear dw = cllm__linear_at(&m->config, g, t, l);
+    cllm__matmul_backward(dx, dw.W, dw.b, dy, x, w.W, N, w.in, w.out);
+    cllm__lora_backward(m, t, l, dx, dy, x, N);
+}
+
+/* ---- activations, work space and batches ------------------------------------------------------------------ */
 
 #define CLLM__LMHEAD_CHUNK 64   /* rows of logits materialised at once: memory is CHUNK x V, not B x T x V */
 
@@ -3227,75 +3332,158 @@ static void cllm__fill_in_act_sizes(size_t *s, const cllm_config *c, size_t BT) 
     s[22] = BT;                        /* entropy  */
 }
 
-/* Backward work space: running residual gradients and per-layer activation gradients, reused
-   for every layer (only the parameter gradients need to persist), plus the lm-head chunk.
-   The gradients before the q/k norms exist only with qk_norm (else they are dq and dk).      */
-static size_t cllm__scratch_size(const cllm_config *c, size_t BT, size_t T) {
+/* Views of layer l's activations for BT rows (the q/k norms' are NULL without qk_norm). */
+typedef struct cllm__layer_acts {
+    cllm_float *x, *ln1, *ln1_rstd, *q_pre, *k_pre, *q_rstd, *k_rstd, *q, *k, *v, *att_lse, *atty, *h;
+    cllm_float *ln2, *ln2_rstd, *gate, *up, *act, *x_out;
+} cllm__layer_acts;
+
+static cllm__layer_acts cllm__layer_at(const cllm_model *m, int l, size_t BT) {
+    const cllm_config *c = &m->config;
+    const cllm_acts *a = &m->acts;
+    size_t L = (size_t)l, C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
+    size_t H = (size_t)c->n_heads, KV = (size_t)c->n_kv_heads, Q = H * c->head_dim, K = KV * c->head_dim;
+    cllm__layer_acts v;
+    v.x = a->x + L * BT * C;
+    v.ln1 = a->ln1;
+    v.ln1_rstd = a->ln1_rstd + L * BT;
+    v.q_pre = cllm__view_at(a->q_pre, L * BT * Q);
+    v.k_pre = cllm__view_at(a->k_pre, L * BT * K);
+    v.q_rstd = cllm__view_at(a->q_rstd, L * BT * H);
+    v.k_rstd = cllm__view_at(a->k_rstd, L * BT * KV);
+    v.q = a->q + L * BT * Q;
+    v.k = a->k + L * BT * K;
+    v.v = a->v + L * BT * K;
+    v.att_lse = a->att_lse + L * BT * H;
+    v.atty = a->atty + L * BT * Q;
+    v.h = a->h + L * BT * C;
+    v.ln2 = a->ln2;
+    v.ln2_rstd = a->ln2_rstd + L * BT;
+    v.gate = a->gate + L * BT * I;
+    v.up = a->up + L * BT * I;
+    v.act = a->act;
+    v.x_out = a->x + (L + 1) * BT * C;
+    return v;
+}
+
+/* The backward pass's work space in m->scratch: running gradients of the residual stream (dx, dh) and of a normed
+   input (dln), one layer's activation gradients (reused for every layer: only the parameter gradients persist),
+   and the lm head's chunk (packed rows, their gradients, their logits z). The gradients before the q/k norms are
+   dq, dk themselves unless qk_norm. Runs cleared together: dact dgate dup, datty dq dk dv, dq_pre dk_pre. */
+typedef struct cllm__grad_work {
+    cllm_float *dx, *dh, *dln, *dact, *dgate, *dup, *datty, *dq, *dk, *dv, *dq_pre, *dk_pre, *packed, *dpacked, *z;
+} cllm__grad_work;
+
+static size_t cllm__scratch_size(const cllm_config *c, size_t BT) {
     size_t C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, V = (size_t)c->vocab_size;
     size_t Q = (size_t)c->n_heads * c->head_dim, K = (size_t)c->n_kv_heads * c->head_dim;
     size_t CH = CLLM__LMHEAD_CHUNK, pre = c->qk_norm ? 1 : 0;
-    return BT * (3 * C + 3 * I + (2 + pre) * Q + (2 + pre) * K) + CH * (V + 2 * C) + T;
+    return BT * (3 * C + 3 * I + (2 + pre) * Q + (2 + pre) * K) + CH * (V + 2 * C) + BT;
 }
 
+static cllm__grad_work cllm__grad_work_at(const cllm_model *m) {
+    const cllm_config *c = &m->config;
+    size_t BT = (size_t)m->B * (size_t)m->T, C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
+    size_t Q = (size_t)c->n_heads * c->head_dim, K = (size_t)c->n_kv_heads * c->head_dim;
+    cllm__grad_work w;
+    w.dx = m->scratch;
+    w.dh = w.dx + BT * C;
+    w.dln = w.dh + BT * C;
+    w.dact = w.dln + BT * C;
+    w.dgate = w.dact + BT * I;
+    w.dup = w.dgate + BT * I;
+    w.datty = w.dup + BT * I;
+    w.dq = w.datty + BT * Q;
+    w.dk = w.dq + BT * Q;
+    w.dv = w.dk + BT * K;
+    w.packed = w.dv + BT * K;
+    w.dq_pre = w.dq;
+    w.dk_pre = w.dk;
+    if (c->qk_norm) {
+        w.dq_pre = w.packed;
+        w.dk_pre = w.dq_pre + BT * Q;
+        w.packed = w.dk_pre + BT * K;
+    }
+    w.dpacked = w.packed + (size_t)CLLM__LMHEAD_CHUNK * C;
+    w.z = w.dpacked + (size_t)CLLM__LMHEAD_CHUNK * C;
+    return w;
+}
+
+/* The fields of cllm_acts as an array, in field order. */
+static void cllm__act_ptrs(cllm_acts *a, cllm_float **ptrs[CLLM_NUM_ACT_TENSORS]) {
+    cllm_float **fields[CLLM_NUM_ACT_TENSORS] = {
+        &a->x, &a->ln1, &a->ln1_rstd, &a->q_pre, &a->k_pre, &a->q_rstd, &a->k_rstd, &a->q, &a->k, &a->v,
+        &a->att_lse, &a->atty, &a->h, &a->ln2, &a->ln2_rstd, &a->gate, &a->up, &a->act, &a->lnf, &a->lnf_rstd,
+        &a->lse, &a->logp, &a->entropy,
+    };
+    memcpy(ptrs, fields, sizeof fields);
+}
+
+/* Activations, work space and the batch's copies for B x T rows (kept while large enough); RoPE tables for T. */
 static cllm_result cllm__ensure_acts(cllm_model *m, int B, int T, cllm_err *err) {
-    size_t BT = (size_t)B * (size_t)T, sizes[CLLM_NUM_ACT_TENSORS], total = 0;
-    int i;
+    size_t BT = (size_t)B * (size_t)T, sizes[CLLM_NUM_ACT_TENSORS], total = 0, i;
+    cllm_float **ptrs[CLLM_NUM_ACT_TENSORS], *mem;
+    int half = m->config.head_dim / 2;
     if (BT > m->acts_cap) {
-        cllm_float **ptrs[CLLM_NUM_ACT_TENSORS], *mem;
-        cllm_acts *a = &m->acts;
-        cllm_float **list[CLLM_NUM_ACT_TENSORS];
-        list[0] = &a->x; list[1] = &a->ln1; list[2] = &a->ln1_rstd; list[3] = &a->q_pre; list[4] = &a->k_pre;
-        list[5] = &a->q_rstd; list[6] = &a->k_rstd; list[7] = &a->q; list[8] = &a->k; list[9] = &a->v;
-        list[10] = &a->att_lse; list[11] = &a->atty; list[12] = &a->h; list[13] = &a->ln2; list[14] = &a->ln2_rstd;
-        list[15] = &a->gate; list[16] = &a->up; list[17] = &a->act; list[18] = &a->lnf; list[19] = &a->lnf_rstd;
-        list[20] = &a->lse; list[21] = &a->logp; list[22] = &a->entropy;
-        memcpy(ptrs, list, sizeof list);
-        CLLM_FREE(m->acts_memory); CLLM_FREE(m->scratch); CLLM_FREE(m->input_ids); CLLM_FREE(m->targets); CLLM_FREE(m->mask); CLLM_FREE(m->seq_logp);
-        m->acts_memory = m->scratch = NULL; m->input_ids = m->targets = m->mask = NULL; m->seq_logp = NULL; m->acts_cap = 0;
+        void *old[] = { m->acts_memory, m->scratch, m->input_ids, m->targets, m->mask, m->seq_logp };
+        for (i = 0; i < sizeof old / sizeof old[0]; i++) CLLM_FREE(old[i]);
+        m->acts_cap = 0;
         cllm__fill_in_act_sizes(sizes, &m->config, BT);
         for (i = 0; i < CLLM_NUM_ACT_TENSORS; i++) total += sizes[i];
         m->acts_memory = mem = (cllm_float *)cllm__calloc(total, sizeof(cllm_float));
-        m->scratch = (cllm_float *)cllm__calloc(cllm__scratch_size(&m->config, BT, BT), sizeof(cllm_float));
+        m->scratch = (cllm_float *)cllm__calloc(cllm__scratch_size(&m->config, BT), sizeof(cllm_float));
         m->input_ids = (int *)cllm__calloc(BT, sizeof(int));
         m->targets = (int *)cllm__calloc(BT, sizeof(int));
         m->mask = (int *)cllm__calloc(BT, sizeof(int));
         m->seq_logp = (cllm_float *)cllm__calloc(BT, sizeof(cllm_float));
         if (!mem || !m->scratch || !m->input_ids || !m->targets || !m->mask || !m->seq_logp)
-            return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for activations of a %dx%d batch (%.2f GB); use a smaller batch or shorter sequences", B, T, total * sizeof(cllm_float) / 1e9);
-        for (i = 0; i < CLLM_NUM_ACT_TENSORS; i++) { *ptrs[i] = sizes[i] ? mem : NULL; mem += sizes[i]; }
+            return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for activations of a %dx%d batch (%.2f GB); use a "
+                              "smaller batch or shorter sequences", B, T, total * sizeof(cllm_float) / 1e9);
+        cllm__act_ptrs(&m->acts, ptrs);
+        for (i = 0; i < CLLM_NUM_ACT_TENSORS; i++) {
+            *ptrs[i] = sizes[i] ? mem : NULL;
+            mem += sizes[i];
+        }
         m->acts_cap = BT;
     }
-    if (T > m->rope_len) {
-        int half = m->config.head_dim / 2;
-        CLLM_FREE(m->rope_cos); CLLM_FREE(m->rope_sin);
-        m->rope_cos = (cllm_float *)cllm__calloc((size_t)T * half, sizeof(cllm_float));
-        m->rope_sin = (cllm_float *)cllm__calloc((size_t)T * half, sizeof(cllm_float));
-        m->rope_len = 0;
-        if (!m->rope_cos || !m->rope_sin) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for RoPE tables");
-        cllm__rope_tables(m->rope_cos, m->rope_sin, &m->config, T);
-        m->rope_len = T;
-    }
+    if (T <= m->rope_len) return CLLM_OK;
+    CLLM_FREE(m->rope_cos);
+    CLLM_FREE(m->rope_sin);
+    m->rope_cos = (cllm_float *)cllm__calloc((size_t)T * half, sizeof(cllm_float));
+    m->rope_sin = (cllm_float *)cllm__calloc((size_t)T * half, sizeof(cllm_float));
+    m->rope_len = 0;
+    if (!m->rope_cos || !m->rope_sin) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for RoPE tables");
+    cllm__rope_tables(m->rope_cos, m->rope_sin, &m->config, T);
+    m->rope_len = T;
     return CLLM_OK;
 }
 
-/* Checks ids, labels and the right-padding mask, and builds the shifted targets. */
+/* Checks ids, labels and the right-padding mask, and builds the shifted targets: targets[t] = labels[t+1], since
+   the logits at t predict the next token (HF shifts the labels left). */
 static cllm_result cllm__prepare_batch(cllm_model *m, const cllm_batch *bt, cllm_err *err) {
     int B = bt->B, T = bt->T, V = m->config.vocab_size, b, t;
     for (b = 0; b < B; b++) {
         int seen_pad = 0;
         for (t = 0; t < T; t++) {
             int i = b * T + t, id = bt->input_ids[i], mk = bt->attn_mask ? bt->attn_mask[i] : 1;
-            if (id < 0 || id >= V) return cllm__fail(err, CLLM_ERR_ARG, "batch row %d position %d: token id %d is outside the vocabulary [0, %d)", b, t, id, V);
-            if (mk != 0 && mk != 1) return cllm__fail(err, CLLM_ERR_ARG, "batch row %d position %d: attn_mask must be 0 or 1", b, t);
-            if (mk && seen_pad) return cllm__fail(err, CLLM_ERR_ARG, "batch row %d: attn_mask has a 1 after a 0; batches must be right-padded", b);
-            if (!mk) { if (t == 0) return cllm__fail(err, CLLM_ERR_ARG, "batch row %d is empty (attn_mask[0] = 0)", b); seen_pad = 1; }
-            if (bt->labels && bt->labels[i] != -100 && (bt->labels[i] < 0 || bt->labels[i] >= V))
-                return cllm__fail(err, CLLM_ERR_ARG, "batch row %d position %d: label %d is neither -100 nor a token id", b, t, bt->labels[i]);
+            int label = bt->labels ? bt->labels[i] : -100;
+            if (id < 0 || id >= V)
+                return cllm__fail(err, CLLM_ERR_ARG, "batch row %d position %d: token id %d is outside the vocabulary "
+                                  "[0, %d)", b, t, id, V);
+            if (mk != 0 && mk != 1)
+                return cllm__fail(err, CLLM_ERR_ARG, "batch row %d position %d: attn_mask must be 0 or 1", b, t);
+            if (mk && seen_pad)
+                return cllm__fail(err, CLLM_ERR_ARG, "batch row %d: attn_mask has a 1 after a 0; batches must be "
+                                  "right-padded", b);
+            if (!mk && t == 0) return cllm__fail(err, CLLM_ERR_ARG, "batch row %d is empty (attn_mask[0] = 0)", b);
+            if (label != -100 && (label < 0 || label >= V))
+                return cllm__fail(err, CLLM_ERR_ARG, "batch row %d position %d: label %d is neither -100 nor a token "
+                                  "id", b, t, label);
+            seen_pad |= !mk;
             m->mask[i] = mk;
             m->input_ids[i] = id;
         }
     }
-    /* targets[t] = labels[t+1]: the logits at t predict the next token (HF shifts labels left) */
     for (b = 0; b < B; b++) for (t = 0; t < T; t++) {
         int i = b * T + t, y = -100;
         if (t + 1 < T) y = bt->labels ? bt->labels[i + 1] : (m->mask[i + 1] ? bt->input_ids[i + 1] : -100);
@@ -3304,302 +3492,312 @@ static cllm_result cllm__prepare_batch(cllm_model *m, const cllm_batch *bt, cllm
     return CLLM_OK;
 }
 
-/* q, k, v projections of layer l for N rows of the normed input ln1, with Qwen3's RMSNorm over
-   each head's hd values before RoPE: then the raw projections go to q_pre/k_pre and the norms'
-   rstd to q_rstd (N*H) / k_rstd (N*KV), which are NULL for other architectures.               */
+/* ---- the decoder layer's blocks (shared with the KV cache of II.5) ---------------------------------------- */
+
+/* q, k, v projections of layer l for N rows of ln1 = rmsnorm(x). Qwen3 (qk_norm) applies an RMSNorm over each head's
+   hd values before RoPE (Qwen3Attention's q_norm, k_norm): then the projections go to q_pre/k_pre and the norms'
+   rstd to q_rstd (N*H) / k_rstd (N*KV), which are NULL for the other architectures. */
 static void cllm__qkv_forward(const cllm_model *m, int l, cllm_float *q, cllm_float *k, cllm_float *v,
                               cllm_float *q_pre, cllm_float *k_pre, cllm_float *q_rstd, cllm_float *k_rstd,
                               const cllm_float *ln1, int N) {
     const cllm_config *c = &m->config;
     const cllm_params *p = &m->params;
-    int C = c->hidden_size, hd = c->head_dim, Q = c->n_heads * hd, K = c->n_kv_heads * hd;
-    const cllm_float *bq = p->bq ? p->bq + (size_t)l * Q : NULL, *bk = p->bk ? p->bk + (size_t)l * K : NULL;
-    const cllm_float *bv = p->bv ? p->bv + (size_t)l * K : NULL;
-    cllm__matmul_forward(c->qk_norm ? q_pre : q, ln1, p->wq + (size_t)l * Q * C, bq, N, C, Q);
-    cllm__matmul_forward(c->qk_norm ? k_pre : k, ln1, p->wk + (size_t)l * K * C, bk, N, C, K);
-    cllm__matmul_forward(v, ln1, p->wv + (size_t)l * K * C, bv, N, C, K);
-    cllm__lora_forward(m, CLLM__LT_Q, l, c->qk_norm ? q_pre : q, ln1, N);     /* adapters, if any */
-    cllm__lora_forward(m, CLLM__LT_K, l, c->qk_norm ? k_pre : k, ln1, N);
-    cllm__lora_forward(m, CLLM__LT_V, l, v, ln1, N);
-    if (c->qk_norm) {
-        cllm__rmsnorm_forward(q, q_rstd, q_pre, p->q_norm + (size_t)l * hd, N * c->n_heads, hd, c->rms_norm_eps);
-        cllm__rmsnorm_forward(k, k_rstd, k_pre, p->k_norm + (size_t)l * hd, N * c->n_kv_heads, hd, c->rms_norm_eps);
-    }
+    int hd = c->head_dim;
+    cllm__linear_forward(m, CLLM__LT_Q, l, c->qk_norm ? q_pre : q, ln1, N);
+    cllm__linear_forward(m, CLLM__LT_K, l, c->qk_norm ? k_pre : k, ln1, N);
+    cllm__linear_forward(m, CLLM__LT_V, l, v, ln1, N);
+    if (!c->qk_norm) return;
+    cllm__rmsnorm_forward(q, q_rstd, q_pre, p->q_norm + (size_t)l * hd, N * c->n_heads, hd, c->rms_norm_eps);
+    cllm__rmsnorm_forward(k, k_rstd, k_pre, p->k_norm + (size_t)l * hd, N * c->n_kv_heads, hd, c->rms_norm_eps);
 }
 
-/* MLP block of layer l for N rows: out = h + down_proj(silu(gate_proj(n)) * up_proj(n)),
-   n = rmsnorm(h) goes to ln2 (rstd to ln2_rstd). act may alias gate.                          */
+/* MLP block of layer l for N rows: out = h + down_proj(silu(gate_proj(n)) * up_proj(n)), n = rmsnorm(h) goes to ln2
+   (rstd to ln2_rstd). act may alias gate. */
 static void cllm__mlp_forward(const cllm_model *m, int l, cllm_float *out, cllm_float *ln2, cllm_float *ln2_rstd,
                               cllm_float *gate, cllm_float *up, cllm_float *act, const cllm_float *h, int N) {
     const cllm_config *c = &m->config;
-    const cllm_params *p = &m->params;
     int C = c->hidden_size, I = c->intermediate_size, i;
-    cllm__rmsnorm_forward(ln2, ln2_rstd, h, p->mlp_norm + (size_t)l * C, N, C, c->rms_norm_eps);
-    cllm__matmul_forward(gate, ln2, p->w_gate + (size_t)l * I * C, NULL, N, C, I);
-    cllm__matmul_forward(up, ln2, p->w_up + (size_t)l * I * C, NULL, N, C, I);
-    cllm__lora_forward(m, CLLM__LT_GATE, l, gate, ln2, N);
-    cllm__lora_forward(m, CLLM__LT_UP, l, up, ln2, N);
+    cllm__rmsnorm_forward(ln2, ln2_rstd, h, m->params.mlp_norm + (size_t)l * C, N, C, c->rms_norm_eps);
+    cllm__linear_forward(m, CLLM__LT_GATE, l, gate, ln2, N);
+    cllm__linear_forward(m, CLLM__LT_UP, l, up, ln2, N);
     cllm__swiglu_forward(act, gate, up, (size_t)N * I);
-    cllm__matmul_forward(out, act, p->w_down + (size_t)l * C * I, NULL, N, I, C);
-    cllm__lora_forward(m, CLLM__LT_DOWN, l, out, act, N);
+    cllm__linear_forward(m, CLLM__LT_DOWN, l, out, act, N);
     for (i = 0; i < N * C; i++) out[i] += h[i];
 }
+
+/* Backward of cllm__qkv_forward: from dq, dk (RoPE already undone) and dv to w->dln = d ln1. */
+static void cllm__qkv_backward(const cllm_model *m, const cllm_params *g, int l, const cllm__layer_acts *v,
+                               cllm__grad_work *w, int N) {
+    const cllm_config *c = &m->config;
+    const cllm_params *p = &m->params;
+    int hd = c->head_dim, H = c->n_heads, KV = c->n_kv_heads;
+    if (c->qk_norm) {
+        memset(w->dq_pre, 0, sizeof(cllm_float) * (size_t)N * (size_t)(H + KV) * (size_t)hd);   /* dq_pre dk_pre */
+        cllm__rmsnorm_backward(w->dq_pre, cllm__view_at(g->q_norm, (size_t)l * hd), w->dq, v->q_pre,
+                               p->q_norm + (size_t)l * hd, v->q_rstd, N * H, hd);
+        cllm__rmsnorm_backward(w->dk_pre, cllm__view_at(g->k_norm, (size_t)l * hd), w->dk, v->k_pre,
+                               p->k_norm + (size_t)l * hd, v->k_rstd, N * KV, hd);
+    }
+    memset(w->dln, 0, sizeof(cllm_float) * (size_t)N * (size_t)c->hidden_size);
+    cllm__linear_backward(m, g, CLLM__LT_Q, l, w->dln, w->dq_pre, v->ln1, N);
+    cllm__linear_backward(m, g, CLLM__LT_K, l, w->dln, w->dk_pre, v->ln1, N);
+    cllm__linear_backward(m, g, CLLM__LT_V, l, w->dln, w->dv, v->ln1, N);
+}
+
+/* Backward of cllm__mlp_forward's branch: from w->dx, the gradient at the layer's output, into w->dh (+=; the
+   residual's share is the caller's). */
+static void cllm__mlp_backward(const cllm_model *m, const cllm_params *g, int l, const cllm__layer_acts *v,
+                               cllm__grad_work *w, int N) {
+    const cllm_config *c = &m->config;
+    int C = c->hidden_size, I = c->intermediate_size;
+    memset(w->dact, 0, sizeof(cllm_float) * (size_t)N * I * 3);                   /* dact dgate dup */
+    cllm__linear_backward(m, g, CLLM__LT_DOWN, l, w->dact, w->dx, v->act, N);
+    cllm__swiglu_backward(w->dgate, w->dup, w->dact, v->gate, v->up, (size_t)N * I);
+    memset(w->dln, 0, sizeof(cllm_float) * (size_t)N * C);
+    cllm__linear_backward(m, g, CLLM__LT_GATE, l, w->dln, w->dgate, v->ln2, N);
+    cllm__linear_backward(m, g, CLLM__LT_UP, l, w->dln, w->dup, v->ln2, N);
+    cllm__rmsnorm_backward(w->dh, cllm__view_at(g->mlp_norm, (size_t)l * C), w->dln, v->h,
+                           m->params.mlp_norm + (size_t)l * C, v->ln2_rstd, N, C);
+}
+
+/* ---- the lm head: logits = lnf lm_head^T, log p = log_softmax(logits / temperature), CHUNK rows at a time - */
+
+/* lse, logp and entropy of every row (the logits never exist for the whole batch); the raw logits to logits_out
+   when it is given. */
+static void cllm__lm_head_forward(cllm_model *m, cllm_float *logits_out, cllm_float inv_tau, int BT) {
+    cllm_acts *a = &m->acts;
+    int C = m->config.hidden_size, V = m->config.vocab_size, r;
+    for (r = 0; r < BT; r += CLLM__LMHEAD_CHUNK) {
+        int n = BT - r < CLLM__LMHEAD_CHUNK ? BT - r : CLLM__LMHEAD_CHUNK, i;
+        cllm__matmul_forward(m->scratch, a->lnf + (size_t)r * C, m->params.lm_head, NULL, n, C, V);
+        CLLM__PARALLEL_FOR((size_t)n * V * 8)
+        for (i = 0; i < n; i++) {
+            int y = m->targets[r + i];
+            const cllm_float *z = m->scratch + (size_t)i * V;
+            cllm__logsoftmax_row(&a->lse[r + i], &a->logp[r + i], &a->entropy[r + i], z, y >= 0 ? y : -1, inv_tau, V);
+            if (logits_out) memcpy(logits_out + (size_t)(r + i) * V, z, sizeof(cllm_float) * (size_t)V);
+        }
+    }
+}
+
+/* The n rows idx[] (packed in w->packed): recompute their logits, turn them into d logits, then
+   w->dln[idx] += d logits W_head and the head's gradient g->lm_head += d logits^T lnf. */
+static void cllm__lm_head_chunk_backward(const cllm_model *m, const cllm_params *g, const cllm_float *dlogp,
+                                         const int *idx, int n, cllm__grad_work *w) {
+    int C = m->config.hidden_size, V = m->config.vocab_size, i;
+    cllm__matmul_forward(w->z, w->packed, m->params.lm_head, NULL, n, C, V);
+    CLLM__PARALLEL_FOR((size_t)n * V * 8)
+    for (i = 0; i < n; i++) {
+        cllm_float d = dlogp ? dlogp[idx[i]] : (cllm_float)(-1.0 / m->n_targets);      /* loss = -mean logp */
+        cllm__logsoftmax_row_backward(w->z + (size_t)i * V, m->acts.lse[idx[i]], m->targets[idx[i]], d,
+                                      (cllm_float)m->inv_temperature, V);
+    }
+    memset(w->dpacked, 0, sizeof(cllm_float) * (size_t)n * C);
+    cllm__matmul_backward(w->dpacked, g->lm_head, NULL, w->z, w->packed, m->params.lm_head, n, C, V);
+    CLLM__PARALLEL_FOR((size_t)n * C)
+    for (i = 0; i < n; i++) {                                                 /* rows idx[i] are distinct */
+        int k;
+        for (k = 0; k < C; k++) w->dln[(size_t)idx[i] * C + k] += w->dpacked[(size_t)i * C + k];
+    }
+}
+
+/* d lnf into w->dln, for the rows whose target counts and whose dlogp is not 0 (dlogp NULL: the mean loss). */
+static void cllm__lm_head_backward(const cllm_model *m, const cllm_params *g, const cllm_float *dlogp,
+                                   cllm__grad_work *w) {
+    int BT = m->B * m->T, C = m->config.hidden_size, idx[CLLM__LMHEAD_CHUNK], n = 0, r;
+    memset(w->dln, 0, sizeof(cllm_float) * (size_t)BT * C);
+    for (r = 0; r < BT; r++) {
+        if (m->targets[r] < 0 || (dlogp ? dlogp[r] == 0 : m->n_targets == 0)) continue;
+        idx[n] = r;
+        memcpy(w->packed + (size_t)n * C, m->acts.lnf + (size_t)r * C, sizeof(cllm_float) * (size_t)C);
+        if (++n < CLLM__LMHEAD_CHUNK) continue;
+        cllm__lm_head_chunk_backward(m, g, dlogp, idx, n, w);
+        n = 0;
+    }
+    if (n > 0) cllm__lm_head_chunk_backward(m, g, dlogp, idx, n, w);
+}
+
+/* ---- the forward driver ----------------------------------------------------------------------------------- */
 
 CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_float *logits_out, cllm_err *err) {
     const cllm_config *c = &m->config;
     const cllm_params *p = &m->params;
     cllm_acts *a = &m->acts;
-    int B = batch ? batch->B : 0, T = batch ? batch->T : 0, l, r;
-    int C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
-    int Q = H * hd, K = KV * hd, BT = B * T;
+    int B = batch ? batch->B : 0, T = batch ? batch->T : 0, BT = B * T, b, t, l, i;
+    int C = c->hidden_size, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
+    double total = 0;
     cllm_float inv_tau;
     cllm_result rc;
 
     if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "forward pass: the model is not loaded");
-    if (!batch || B <= 0 || T <= 0 || !batch->input_ids) return cllm__fail(err, CLLM_ERR_ARG, "forward pass: batch needs B > 0, T > 0 and input_ids");
+    if (!batch || B <= 0 || T <= 0 || !batch->input_ids)
+        return cllm__fail(err, CLLM_ERR_ARG, "forward pass: batch needs B > 0, T > 0 and input_ids");
     if ((double)B * T > 1e8) return cllm__fail(err, CLLM_ERR_LIMIT, "forward pass: batch %d x %d is too large", B, T);
-    if (batch->temperature < 0 || batch->temperature != batch->temperature) return cllm__fail(err, CLLM_ERR_ARG, "forward pass: temperature must be positive (0 = default 1)");
+    if (batch->temperature < 0 || batch->temperature != batch->temperature)
+        return cllm__fail(err, CLLM_ERR_ARG, "forward pass: temperature must be positive (0 = default 1)");
     m->B = 0;                                     /* invalid until this forward completes */
     if ((rc = cllm__ensure_acts(m, B, T, err)) != CLLM_OK) return rc;
     if ((rc = cllm__prepare_batch(m, batch, err)) != CLLM_OK) return rc;
     inv_tau = (cllm_float)(1.0 / cllm__def(batch->temperature, 1.0f));
     m->inv_temperature = (float)inv_tau;
-    if (m->lora) {                                /* adapters record what their backward needs */
-        m->lora->u_rows = 0;
-        if (m->lora->enabled) {
-            if ((rc = cllm__lora_ensure(m->lora, (size_t)BT, err)) != CLLM_OK) return rc;
-            m->lora->u_rows = (size_t)BT;
-            m->lora->recording = 1;
-        }
+    if (m->lora) m->lora->u_rows = 0;             /* adapters record what their backward needs */
+    if (m->lora && m->lora->enabled) {
+        if ((rc = cllm__lora_ensure(m->lora, (size_t)BT, err)) != CLLM_OK) return rc;
+        m->lora->u_rows = (size_t)BT;
+        m->lora->recording = 1;
     }
 
     cllm__embedding_forward(a->x, batch->input_ids, p->embed, BT, C);
     for (l = 0; l < c->n_layers; l++) {
-        /* per-layer views of weights (l_) and activations */
-        const cllm_float *x = a->x + (size_t)l * BT * C;
-        cllm_float *ln1 = a->ln1, *ln1_rstd = a->ln1_rstd + (size_t)l * BT;
-        cllm_float *q = a->q + (size_t)l * BT * Q, *k = a->k + (size_t)l * BT * K, *v = a->v + (size_t)l * BT * K;
-        cllm_float *atty = a->atty + (size_t)l * BT * Q, *hres = a->h + (size_t)l * BT * C;
-        cllm_float *ln2 = a->ln2, *ln2_rstd = a->ln2_rstd + (size_t)l * BT;
-        cllm_float *gate = a->gate + (size_t)l * BT * I, *up = a->up + (size_t)l * BT * I, *act = a->act;
-        cllm_float *xout = a->x + (size_t)(l + 1) * BT * C;
-        int i;
-
-        /* attention block: h = x + o_proj(attention(rope(q), rope(k), v)), q,k,v from rmsnorm(x) */
-        cllm__rmsnorm_forward(ln1, ln1_rstd, x, p->attn_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
-        if (c->qk_norm) cllm__qkv_forward(m, l, q, k, v, a->q_pre + (size_t)l * BT * Q, a->k_pre + (size_t)l * BT * K,
-                                          a->q_rstd + (size_t)l * BT * H, a->k_rstd + (size_t)l * BT * KV, ln1, BT);
-        else cllm__qkv_forward(m, l, q, k, v, NULL, NULL, NULL, NULL, ln1, BT);
-        cllm__rope_forward(q, m->rope_cos, m->rope_sin, B, T, H, hd);
-        cllm__rope_forward(k, m->rope_cos, m->rope_sin, B, T, KV, hd);
-        cllm__attention_forward(atty, a->att_lse + (size_t)l * BT * H, q, k, v, m->mask, B, T, H, KV, hd, m->scratch);
-        cllm__matmul_forward(hres, atty, p->wo + (size_t)l * C * Q, NULL, BT, Q, C);
-        cllm__lora_forward(m, CLLM__LT_O, l, hres, atty, BT);
+        cllm__layer_acts v = cllm__layer_at(m, l, (size_t)BT);
+        /* attention block: h = x + o_proj(attention(rope(q), rope(k), v)), q, k, v from ln1 = rmsnorm(x) */
+        cllm__rmsnorm_forward(v.ln1, v.ln1_rstd, v.x, p->attn_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
+        cllm__qkv_forward(m, l, v.q, v.k, v.v, v.q_pre, v.k_pre, v.q_rstd, v.k_rstd, v.ln1, BT);
+        cllm__rope_forward(v.q, m->rope_cos, m->rope_sin, B, T, H, hd);
+        cllm__rope_forward(v.k, m->rope_cos, m->rope_sin, B, T, KV, hd);
+        cllm__attention_forward(v.atty, v.att_lse, v.q, v.k, v.v, m->mask, B, T, H, KV, hd, m->scratch);
+        cllm__linear_forward(m, CLLM__LT_O, l, v.h, v.atty, BT);
         CLLM__PARALLEL_FOR((size_t)BT * C)
-        for (i = 0; i < BT * C; i++) hres[i] += x[i];
-
-        cllm__mlp_forward(m, l, xout, ln2, ln2_rstd, gate, up, act, hres, BT);
+        for (i = 0; i < BT * C; i++) v.h[i] += v.x[i];
+        /* MLP block: x' = h + down_proj(silu(gate_proj(ln2)) * up_proj(ln2)), ln2 = rmsnorm(h) */
+        cllm__mlp_forward(m, l, v.x_out, v.ln2, v.ln2_rstd, v.gate, v.up, v.act, v.h, BT);
     }
     if (m->lora) m->lora->recording = 0;
-    cllm__rmsnorm_forward(a->lnf, a->lnf_rstd, a->x + (size_t)c->n_layers * BT * C, p->final_norm, BT, C, c->rms_norm_eps);
+    cllm__rmsnorm_forward(a->lnf, a->lnf_rstd, a->x + (size_t)c->n_layers * BT * C, p->final_norm, BT, C,
+                          c->rms_norm_eps);
+    cllm__lm_head_forward(m, logits_out, inv_tau, BT);
 
-    /* lm head + log-softmax, CHUNK rows at a time: logits never exist for the whole batch */
-    m->loss = 0; m->n_targets = 0;
-    for (r = 0; r < BT; r += CLLM__LMHEAD_CHUNK) {
-        int n = BT - r < CLLM__LMHEAD_CHUNK ? BT - r : CLLM__LMHEAD_CHUNK, i;
-        cllm_float *z = m->scratch;
-        cllm__matmul_forward(z, a->lnf + (size_t)r * C, p->lm_head, NULL, n, C, V);
-        CLLM__PARALLEL_FOR((size_t)n * V * 8)
-        for (i = 0; i < n; i++) {
-            int y = m->targets[r + i];
-            cllm__logsoftmax_row(&a->lse[r + i], &a->logp[r + i], &a->entropy[r + i], z + (size_t)i * V, y >= 0 ? y : -1, inv_tau, V);
-            if (logits_out) memcpy(logits_out + (size_t)(r + i) * V, z + (size_t)i * V, sizeof(cllm_float) * (size_t)V);
+    m->n_targets = 0;                             /* per-sequence sums and HF's loss: mean -log p over targets */
+    for (b = 0; b < B; b++) {
+        double s = 0;
+        for (t = 0; t < T; t++) {
+            if (m->targets[b * T + t] < 0) continue;
+            s += a->logp[b * T + t];
+            m->n_targets++;
         }
+        m->seq_logp[b] = (cllm_float)s;
+        total += s;
     }
-    {   /* per-sequence sums and the HF loss: mean of -log p over counted targets */
-        int b, t;
-        double total = 0;
-        for (b = 0; b < B; b++) {
-            double s = 0;
-            for (t = 0; t < T; t++) if (m->targets[b * T + t] >= 0) { s += a->logp[b * T + t]; m->n_targets++; }
-            m->seq_logp[b] = (cllm_float)s;
-            total += s;
-        }
-        m->loss = m->n_targets ? (cllm_float)(-total / m->n_targets) : 0;
-    }
-    m->B = B; m->T = T;
+    m->loss = m->n_targets ? (cllm_float)(-total / m->n_targets) : 0;
+    m->B = B;
+    m->T = T;
     cllm__ok(err);
     return CLLM_OK;
 }
 
-/* -------------------------------------------------------------------------------------------- */
-/* The model: backward pass (layers in exact reverse order)                                     */
-/* -------------------------------------------------------------------------------------------- */
+/* ---- the backward driver: the layers in exact reverse order ----------------------------------------------- */
 
 CLLMDEF cllm_result cllm_zero_grad(cllm_model *m, cllm_err *err) {
     if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "gradients: the model is not loaded");
-    if (!m->grads_memory) {
-        m->grads_memory = cllm__alloc_params(&m->grads, m->param_sizes, m->num_params);
-        if (!m->grads_memory) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for %zu gradients", m->num_params);
-    } else memset(m->grads_memory, 0, m->num_params * sizeof(cllm_float));
+    if (m->grads_memory) memset(m->grads_memory, 0, m->num_params * sizeof(cllm_float));
+    else m->grads_memory = cllm__alloc_params(&m->grads, m->param_sizes, m->num_params);
+    if (!m->grads_memory) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for %zu gradients", m->num_params);
     cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* The adapters' gradients, allocated (zeroed) by the first backward. */
+static cllm_result cllm__lora_ensure_grads(cllm_lora *lo, cllm_err *err) {
+    if (lo->grads) return CLLM_OK;
+    lo->grads = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float));
+    if (!lo->grads) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the LoRA gradients");
+    cllm__lora_point(lo, lo->grads, lo->dA, lo->dB);
     return CLLM_OK;
 }
 
 CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const cllm_float *dhidden, cllm_err *err) {
     const cllm_config *c = &m->config;
     const cllm_params *p = &m->params;
-    const cllm_acts *a = &m->acts;
     cllm_params frozen, *g = &m->grads;
-    int B = m->B, T = m->T, BT = B * T, l, r, i;
-    int C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
+    int B = m->B, T = m->T, BT = B * T, l, i;
+    int C = c->hidden_size, I = c->intermediate_size, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
     int Q = H * hd, K = KV * hd;
-    cllm_float *dx, *dh, *dln, *dact, *dgate, *dup, *datty, *dq, *dk, *dv, *dq_pre, *dk_pre, *packed, *dpacked, *z;
+    cllm__grad_work w;
+    cllm_result rc = CLLM_OK;
 
-    if (B <= 0) return cllm__fail(err, CLLM_ERR_ARG, "backward pass: there is no forward pass to go back through (run the forward pass first)");
-    if (m->lora) {              /* adapters attached: the base model is frozen, only they get gradients */
-        cllm_lora *lo = m->lora;
-        memset(&frozen, 0, sizeof frozen);
-        g = &frozen;
-        if (!lo->grads) {
-            lo->grads = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float));
-            if (!lo->grads) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the LoRA gradients");
-            cllm__lora_point(lo, lo->grads, lo->dA, lo->dB);
-        }
-    } else if (!m->grads_memory) { cllm_result rc = cllm_zero_grad(m, err); if (rc != CLLM_OK) return rc; }
+    if (B <= 0)
+        return cllm__fail(err, CLLM_ERR_ARG, "backward pass: there is no forward pass to go back through (run the "
+                          "forward pass first)");
+    memset(&frozen, 0, sizeof frozen);
+    if (m->lora) g = &frozen;                     /* adapters attached: the base is frozen, only they get gradients */
+    if (m->lora) rc = cllm__lora_ensure_grads(m->lora, err);
+    else if (!m->grads_memory) rc = cllm_zero_grad(m, err);
+    if (rc != CLLM_OK) return rc;
+    w = cllm__grad_work_at(m);
 
-    /* carve the scratch space */
-    dx = m->scratch;           dh = dx + (size_t)BT * C;     dln = dh + (size_t)BT * C;
-    dact = dln + (size_t)BT * C;  dgate = dact + (size_t)BT * I;  dup = dgate + (size_t)BT * I;
-    datty = dup + (size_t)BT * I; dq = datty + (size_t)BT * Q;    dk = dq + (size_t)BT * Q;
-    dv = dk + (size_t)BT * K;     packed = dv + (size_t)BT * K;
-    dq_pre = dq; dk_pre = dk;                     /* the q/k norms' inputs, distinct only with qk_norm */
-    if (c->qk_norm) { dq_pre = packed; dk_pre = dq_pre + (size_t)BT * Q; packed = dk_pre + (size_t)BT * K; }
-    dpacked = packed + (size_t)CLLM__LMHEAD_CHUNK * C; z = dpacked + (size_t)CLLM__LMHEAD_CHUNK * C;
-
-    /* lm head: recompute each chunk's logits, turn them into dlogits, backprop through the head.
-       Only rows whose target is counted and whose dlogp is non-zero are processed. */
-    memset(dln, 0, sizeof(cllm_float) * (size_t)BT * C);
-    {
-        int idx[CLLM__LMHEAD_CHUNK], n = 0;
-        for (r = 0; r <= BT; r++) {
-            int take = r < BT && m->targets[r] >= 0 && (dlogp ? dlogp[r] != 0 : m->n_targets > 0);
-            if (take) { idx[n] = r; memcpy(packed + (size_t)n * C, a->lnf + (size_t)r * C, sizeof(cllm_float) * (size_t)C); n++; }
-            if (n == CLLM__LMHEAD_CHUNK || (r == BT && n > 0)) {
-                cllm__matmul_forward(z, packed, p->lm_head, NULL, n, C, V);
-                CLLM__PARALLEL_FOR((size_t)n * V * 8)
-                for (i = 0; i < n; i++) {
-                    cllm_float d = dlogp ? dlogp[idx[i]] : (cllm_float)(-1.0 / m->n_targets);   /* loss = -mean logp */
-                    cllm__logsoftmax_row_backward(z + (size_t)i * V, a->lse[idx[i]], m->targets[idx[i]], d, (cllm_float)m->inv_temperature, V);
-                }
-                memset(dpacked, 0, sizeof(cllm_float) * (size_t)n * C);
-                cllm__matmul_backward(dpacked, g->lm_head, NULL, z, packed, p->lm_head, n, C, V);
-                CLLM__PARALLEL_FOR((size_t)n * C)
-                for (i = 0; i < n; i++) {                    /* rows idx[i] are distinct */
-                    int k;
-                    for (k = 0; k < C; k++) dln[(size_t)idx[i] * C + k] += dpacked[(size_t)i * C + k];
-                }
-                n = 0;
-            }
-        }
-    }
-    if (dhidden) for (i = 0; i < BT * C; i++) dln[i] += dhidden[i];
-    memset(dx, 0, sizeof(cllm_float) * (size_t)BT * C);
-    cllm__rmsnorm_backward(dx, g->final_norm, dln, a->x + (size_t)c->n_layers * BT * C, p->final_norm, a->lnf_rstd, BT, C);
-
+    cllm__lm_head_backward(m, g, dlogp, &w);
+    if (dhidden) for (i = 0; i < BT * C; i++) w.dln[i] += dhidden[i];
+    memset(w.dx, 0, sizeof(cllm_float) * (size_t)BT * C);
+    cllm__rmsnorm_backward(w.dx, g->final_norm, w.dln, m->acts.x + (size_t)c->n_layers * BT * C, p->final_norm,
+                           m->acts.lnf_rstd, BT, C);
     for (l = c->n_layers - 1; l >= 0; l--) {
-        const cllm_float *x = a->x + (size_t)l * BT * C;
-        cllm_float *ln1 = a->ln1, *ln1_rstd = a->ln1_rstd + (size_t)l * BT;
-        const cllm_float *q = a->q + (size_t)l * BT * Q, *k = a->k + (size_t)l * BT * K, *v = a->v + (size_t)l * BT * K;
-        const cllm_float *atty = a->atty + (size_t)l * BT * Q, *hres = a->h + (size_t)l * BT * C;
-        cllm_float *ln2 = a->ln2, *ln2_rstd = a->ln2_rstd + (size_t)l * BT;
-        const cllm_float *gate = a->gate + (size_t)l * BT * I, *up = a->up + (size_t)l * BT * I;
-        cllm_float *act = a->act;
-        cllm_float *dbq = cllm__grad_at(g->bq, (size_t)l * Q), *dbk = cllm__grad_at(g->bk, (size_t)l * K), *dbv = cllm__grad_at(g->bv, (size_t)l * K);
-
-        /* The forward pass kept ln1, ln2 and act for one layer only: recompute this layer's, with
-           the same kernels on the same inputs, so they are bit-identical (rstd is rewritten as is). */
-        cllm__rmsnorm_forward(ln1, ln1_rstd, x, p->attn_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
-        cllm__rmsnorm_forward(ln2, ln2_rstd, hres, p->mlp_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
-        cllm__swiglu_forward(act, gate, up, (size_t)BT * I);
-
-        /* MLP block. Forward was x' = h + act W_down^T, so dh starts as dx' (the residual path). */
-        memcpy(dh, dx, sizeof(cllm_float) * (size_t)BT * C);
-        memset(dact, 0, sizeof(cllm_float) * (size_t)BT * I * 3);     /* dact, dgate, dup */
-        cllm__matmul_backward(dact, cllm__grad_at(g->w_down, (size_t)l * C * I), NULL, dx, act, p->w_down + (size_t)l * C * I, BT, I, C);
-        cllm__lora_backward(m, CLLM__LT_DOWN, l, dact, dx, act, BT);
-        cllm__swiglu_backward(dgate, dup, dact, gate, up, (size_t)BT * I);
-        memset(dln, 0, sizeof(cllm_float) * (size_t)BT * C);
-        cllm__matmul_backward(dln, cllm__grad_at(g->w_gate, (size_t)l * I * C), NULL, dgate, ln2, p->w_gate + (size_t)l * I * C, BT, C, I);
-        cllm__matmul_backward(dln, cllm__grad_at(g->w_up, (size_t)l * I * C), NULL, dup, ln2, p->w_up + (size_t)l * I * C, BT, C, I);
-        cllm__lora_backward(m, CLLM__LT_GATE, l, dln, dgate, ln2, BT);
-        cllm__lora_backward(m, CLLM__LT_UP, l, dln, dup, ln2, BT);
-        cllm__rmsnorm_backward(dh, cllm__grad_at(g->mlp_norm, (size_t)l * C), dln, hres, p->mlp_norm + (size_t)l * C, ln2_rstd, BT, C);
-
-        /* Attention block. Forward was h = x + atty W_o^T, so dx starts as dh. */
-        memcpy(dx, dh, sizeof(cllm_float) * (size_t)BT * C);
-        memset(datty, 0, sizeof(cllm_float) * (size_t)BT * (2 * Q + 2 * K));   /* datty dq dk dv */
-        cllm__matmul_backward(datty, cllm__grad_at(g->wo, (size_t)l * C * Q), NULL, dh, atty, p->wo + (size_t)l * C * Q, BT, Q, C);
-        cllm__lora_backward(m, CLLM__LT_O, l, datty, dh, atty, BT);
-        cllm__attention_backward(dq, dk, dv, datty, q, k, v, atty, a->att_lse + (size_t)l * BT * H, m->mask, B, T, H, KV, hd);
-        cllm__rope_backward(dq, m->rope_cos, m->rope_sin, B, T, H, hd);
-        cllm__rope_backward(dk, m->rope_cos, m->rope_sin, B, T, KV, hd);
-        if (c->qk_norm) {
-            memset(dq_pre, 0, sizeof(cllm_float) * (size_t)BT * (Q + K));        /* dq_pre dk_pre */
-            cllm__rmsnorm_backward(dq_pre, cllm__grad_at(g->q_norm, (size_t)l * hd), dq, a->q_pre + (size_t)l * BT * Q, p->q_norm + (size_t)l * hd, a->q_rstd + (size_t)l * BT * H, BT * H, hd);
-            cllm__rmsnorm_backward(dk_pre, cllm__grad_at(g->k_norm, (size_t)l * hd), dk, a->k_pre + (size_t)l * BT * K, p->k_norm + (size_t)l * hd, a->k_rstd + (size_t)l * BT * KV, BT * KV, hd);
-        }
-        memset(dln, 0, sizeof(cllm_float) * (size_t)BT * C);
-        cllm__matmul_backward(dln, cllm__grad_at(g->wq, (size_t)l * Q * C), dbq, dq_pre, ln1, p->wq + (size_t)l * Q * C, BT, C, Q);
-        cllm__matmul_backward(dln, cllm__grad_at(g->wk, (size_t)l * K * C), dbk, dk_pre, ln1, p->wk + (size_t)l * K * C, BT, C, K);
-        cllm__matmul_backward(dln, cllm__grad_at(g->wv, (size_t)l * K * C), dbv, dv, ln1, p->wv + (size_t)l * K * C, BT, C, K);
-        cllm__lora_backward(m, CLLM__LT_Q, l, dln, dq_pre, ln1, BT);
-        cllm__lora_backward(m, CLLM__LT_K, l, dln, dk_pre, ln1, BT);
-        cllm__lora_backward(m, CLLM__LT_V, l, dln, dv, ln1, BT);
-        cllm__rmsnorm_backward(dx, cllm__grad_at(g->attn_norm, (size_t)l * C), dln, x, p->attn_norm + (size_t)l * C, ln1_rstd, BT, C);
+        cllm__layer_acts v = cllm__layer_at(m, l, (size_t)BT);
+        /* The forward kept ln1, ln2 and act for one layer only: recompute this layer's with the same kernels on the
+           same inputs, so they are bit-identical (rstd is rewritten as it was). */
+        cllm__rmsnorm_forward(v.ln1, v.ln1_rstd, v.x, p->attn_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
+        cllm__rmsnorm_forward(v.ln2, v.ln2_rstd, v.h, p->mlp_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
+        cllm__swiglu_forward(v.act, v.gate, v.up, (size_t)BT * I);
+        /* MLP block, x' = h + mlp(h): dh = dx' (the residual) + d mlp / dh */
+        memcpy(w.dh, w.dx, sizeof(cllm_float) * (size_t)BT * C);
+        cllm__mlp_backward(m, g, l, &v, &w, BT);
+        /* attention block, h = x + o_proj(attention(...)): dx = dh (the residual) + d attention / dx */
+        memcpy(w.dx, w.dh, sizeof(cllm_float) * (size_t)BT * C);
+        memset(w.datty, 0, sizeof(cllm_float) * (size_t)BT * (size_t)(2 * Q + 2 * K));       /* datty dq dk dv */
+        cllm__linear_backward(m, g, CLLM__LT_O, l, w.datty, w.dh, v.atty, BT);
+        cllm__attention_backward(w.dq, w.dk, w.dv, w.datty, v.q, v.k, v.v, v.atty, v.att_lse, m->mask, B, T, H, KV,
+                                 hd);
+        cllm__rope_backward(w.dq, m->rope_cos, m->rope_sin, B, T, H, hd);
+        cllm__rope_backward(w.dk, m->rope_cos, m->rope_sin, B, T, KV, hd);
+        cllm__qkv_backward(m, g, l, &v, &w, BT);
+        cllm__rmsnorm_backward(w.dx, cllm__view_at(g->attn_norm, (size_t)l * C), w.dln, v.x,
+                               p->attn_norm + (size_t)l * C, v.ln1_rstd, BT, C);
     }
-    if (g->embed) cllm__embedding_backward(g->embed, dx, m->input_ids, BT, C);
+    if (g->embed) cllm__embedding_backward(g->embed, w.dx, m->input_ids, BT, C);
     cllm__ok(err);
     return CLLM_OK;
 }
 
 /* -------------------------------------------------------------------------------------------- */
-/* Optimisation: AdamW, gradient clipping, learning-rate schedules (torch / transformers)      */
+/* I.2 Optimisation: AdamW, gradient clipping, learning-rate schedules                          */
 /* -------------------------------------------------------------------------------------------- */
 
-CLLMDEF void cllm_adamw_step(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v, size_t n,
-                             int t, double lr, double beta1, double beta2, double eps, double wd) {
+/* torch.optim.AdamW (Loshchilov & Hutter 2019, decoupled weight decay) on n values at step t (1-based), in double:
+     p *= 1 - lr wd;   m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2;
+     p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)        (eps after bias-correcting v, as torch) */
+CLLMDEF void cllm_adamw_step(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v, size_t n, int t,
+                             double lr, double beta1, double beta2, double eps, double wd) {
     double bc1 = 1 - pow(beta1, t), bc2 = 1 - pow(beta2, t), step = lr / bc1, bc2_sqrt = sqrt(bc2);
     size_t i;
-    CLLM__PARALLEL_FOR(n * 16)                                          /* elements are independent */
+    CLLM__PARALLEL_FOR(n * 16)
     for (i = 0; i < n; i++) {
         double pi = p[i] * (1 - lr * wd);                               /* decoupled weight decay, first */
         double mi = beta1 * m[i] + (1 - beta1) * g[i];
         double vi = beta2 * v[i] + (1 - beta2) * (double)g[i] * g[i];
-        pi -= step * mi / (sqrt(vi) / bc2_sqrt + eps);                  /* eps after bias-correcting v */
-        p[i] = (cllm_float)pi; m[i] = (cllm_float)mi; v[i] = (cllm_float)vi;
+        pi -= step * mi / (sqrt(vi) / bc2_sqrt + eps);
+        p[i] = (cllm_float)pi;
+        m[i] = (cllm_float)mi;
+        v[i] = (cllm_float)vi;
     }
 }
 
+/* AdamW over the model as the HF Trainer sets it up: weight decay on the weight matrices (the 2-D tensors) only, not
+   on biases or norm weights; the moments are allocated by the first update. */
 CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config *cfg, double lr, cllm_err *err) {
     cllm_adamw_config def;
     cllm_float **pp[CLLM_NUM_PARAM_TENSORS], **gp[CLLM_NUM_PARAM_TENSORS];
     size_t off = 0;
     int i, rows, cols;
-    if (!model->grads_memory) return cllm__fail(err, CLLM_ERR_ARG, "AdamW update: no gradients yet (run a backward pass first)");
+    if (!model->grads_memory)
+        return cllm__fail(err, CLLM_ERR_ARG, "AdamW update: no gradients yet (run a backward pass first)");
     memset(&def, 0, sizeof def);
     if (cfg) def = *cfg;
     def.beta1 = cllm__def(def.beta1, 0.9f);
     def.beta2 = cllm__def(def.beta2, 0.999f);
     def.eps = cllm__def(def.eps, 1e-8f);
-    if (!model->m_memory) {
-        model->m_memory = (cllm_float *)cllm__calloc(model->num_params, sizeof(cllm_float));
-        model->v_memory = (cllm_float *)cllm__calloc(model->num_params, sizeof(cllm_float));
-        if (!model->m_memory || !model->v_memory) {
-            CLLM_FREE(model->m_memory); CLLM_FREE(model->v_memory); model->m_memory = model->v_memory = NULL;
-            return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the AdamW moments (2 x %zu floats)", model->num_params);
-        }
-    }
+    if (!model->m_memory) model->m_memory = (cllm_float *)cllm__calloc(model->num_params, sizeof(cllm_float));
+    if (!model->v_memory) model->v_memory = (cllm_float *)cllm__calloc(model->num_params, sizeof(cllm_float));
+    if (!model->m_memory || !model->v_memory)
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the AdamW moments (2 x %zu floats)", model->num_params);
     model->adam_t++;
     cllm__param_ptrs(&model->params, pp);
     cllm__param_ptrs(&model->grads, gp);
@@ -3607,16 +3805,16 @@ CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config
         size_t n = model->param_sizes[i];
         if (!n) continue;
         cllm__param_shape(&model->config, i, &rows, &cols);
-        /* HF Trainer decays every weight matrix, not biases or norm weights: exactly the 2-D tensors */
-        cllm_adamw_step(*pp[i], *gp[i], model->m_memory + off, model->v_memory + off, n, model->adam_t,
-                        lr, def.beta1, def.beta2, def.eps, cols ? def.weight_decay : 0.0);
+        cllm_adamw_step(*pp[i], *gp[i], model->m_memory + off, model->v_memory + off, n, model->adam_t, lr, def.beta1,
+                        def.beta2, def.eps, cols ? def.weight_decay : 0.0);
         off += n;
     }
     cllm__ok(err);
     return CLLM_OK;
 }
 
-/* torch.nn.utils.clip_grad_norm_: N = ||(||g_i||)_i||, coef = min(1, max/(N + 1e-6)), g *= coef */
+/* torch.nn.utils.clip_grad_norm_ (2-norm over all the tensors together):
+     N = ||(||g_i||)_i||,   coef = max_norm / (N + 1e-6),   g *= coef if coef < 1;   returns N, before clipping. */
 CLLMDEF double cllm_clip_grad_norm_arrays(cllm_float **grads, const size_t *sizes, int n, double max_norm) {
     double sq = 0, norm, coef;
     size_t k;
@@ -3624,8 +3822,8 @@ CLLMDEF double cllm_clip_grad_norm_arrays(cllm_float **grads, const size_t *size
     for (i = 0; i < n; i++) for (k = 0; k < sizes[i]; k++) sq += (double)grads[i][k] * grads[i][k];
     norm = sqrt(sq);
     coef = max_norm / (norm + 1e-6);
-    if (max_norm > 0 && coef < 1)
-        for (i = 0; i < n; i++) for (k = 0; k < sizes[i]; k++) grads[i][k] = (cllm_float)(grads[i][k] * coef);
+    if (!(max_norm > 0 && coef < 1)) return norm;
+    for (i = 0; i < n; i++) for (k = 0; k < sizes[i]; k++) grads[i][k] = (cllm_float)(grads[i][k] * coef);
     return norm;
 }
 
@@ -3635,19 +3833,17 @@ CLLMDEF double cllm_clip_grad_norm(cllm_model *m, double max_norm) {
     return cllm_clip_grad_norm_arrays(&m->grads_memory, &n, 1, max_norm);
 }
 
+/* transformers' get_constant_schedule_with_warmup, get_linear_schedule_with_warmup and
+   get_cosine_schedule_with_warmup (num_cycles 0.5) at optimiser step `step` (the first update uses step 0):
+     s < W: base s / max(1, W);   then constant: base;   linear: base max(0, (T - s) / max(1, T - W));
+     cosine: base max(0, 0.5 (1 + cos(pi p))),  p = (s - W) / max(1, T - W). */
 CLLMDEF double cllm_lr_at(cllm_schedule kind, double base_lr, long step, long warmup, long total) {
-    double progress;
+    double after = (double)(total - warmup > 1 ? total - warmup : 1), f;
     if (step < warmup) return base_lr * (double)step / (double)(warmup > 1 ? warmup : 1);
     if (kind == CLLM_SCHED_CONSTANT) return base_lr;
-    if (kind == CLLM_SCHED_LINEAR) {
-        double f = (double)(total - step) / (double)(total - warmup > 1 ? total - warmup : 1);
-        return base_lr * (f > 0 ? f : 0);
-    }
-    progress = (double)(step - warmup) / (double)(total - warmup > 1 ? total - warmup : 1);
-    {
-        double f = 0.5 * (1.0 + cos(3.14159265358979323846 * progress));
-        return base_lr * (f > 0 ? f : 0);
-    }
+    if (kind == CLLM_SCHED_LINEAR) f = (double)(total - step) / after;
+    else f = 0.5 * (1.0 + cos(3.14159265358979323846 * ((double)(step - warmup) / after)));
+    return base_lr * (f > 0 ? f : 0);
 }
 
 /* -------------------------------------------------------------------------------------------- */
@@ -6869,29 +7065,28 @@ done:
 /* Token batches from JSONL                                                                     */
 /* -------------------------------------------------------------------------------------------- */
 
-/* Reads one line into *buf (grown as needed, NUL-terminated, newline removed). Returns the
-   length, -1 at end of file, CLLM__LINE_TOO_LONG for a line of CLLM_MAX_LINE_BYTES or more (the
-   buffer never grows past that, whatever the file holds) or CLLM__LINE_NOMEM. A reader that
-   sees len < -1 reports it with cllm__line_fail. */
-#define CLLM__LINE_TOO_LONG (-2)
-#define CLLM__LINE_NOMEM    (-3)
-static long cllm__read_line(FILE *f, char **buf, size_t *cap) {
+/* The buffer never grows past CLLM_MAX_LINE_BYTES, whatever the file holds. A reader that gets a length below
+   CLLM_LINE_EOF reports it with cllm__line_fail. */
+CLLMDEF long cllm_read_line(FILE *f, char **line, size_t *cap) {
     size_t n = 0;
     int ch;
-    if (!*buf) { *cap = 256; *buf = (char *)CLLM_MALLOC(*cap); if (!*buf) return CLLM__LINE_NOMEM; }
+    if (!*line) *cap = 256;
+    if (!*line) *line = (char *)CLLM_MALLOC(*cap);
+    if (!*line) return CLLM_LINE_NOMEM;
     while ((ch = fgetc(f)) != EOF && ch != '\n') {
         if (n + 1 >= *cap) {
-            char *nb;
-            if (*cap >= (size_t)CLLM_MAX_LINE_BYTES) return CLLM__LINE_TOO_LONG;
-            nb = (char *)CLLM_REALLOC(*buf, *cap * 2);
-            if (!nb) return CLLM__LINE_NOMEM;
-            *buf = nb; *cap *= 2;
+            char *grown;
+            if (*cap >= (size_t)CLLM_MAX_LINE_BYTES) return CLLM_LINE_TOO_LONG;
+            grown = (char *)CLLM_REALLOC(*line, *cap * 2);
+            if (!grown) return CLLM_LINE_NOMEM;
+            *line = grown;
+            *cap *= 2;
         }
-        (*buf)[n++] = (char)ch;
+        (*line)[n++] = (char)ch;
     }
-    if (ch == EOF && n == 0) return -1;
-    if (n && (*buf)[n - 1] == '\r') n--;
-    (*buf)[n] = 0;
+    if (ch == EOF && n == 0) return CLLM_LINE_EOF;
+    if (n && (*line)[n - 1] == '\r') n--;
+    (*line)[n] = 0;
     return (long)n;
 }
 
@@ -6915,7 +7110,7 @@ static cJSON *cllm__jsonl_parse(const char *line, size_t len, const char *path, 
 static cllm_result cllm__line_fail(cllm_err *err, const char *path, int lineno, long len) {
     char at[32] = "";
     if (lineno > 0) snprintf(at, sizeof at, ":%d", lineno);
-    if (len == CLLM__LINE_NOMEM) return cllm__fail(err, CLLM_ERR_NOMEM, "%s%s: out of memory reading a line", path, at);
+    if (len == CLLM_LINE_NOMEM) return cllm__fail(err, CLLM_ERR_NOMEM, "%s%s: out of memory reading a line", path, at);
     return cllm__fail(err, CLLM_ERR_LIMIT, "%s%s: a line longer than %ld MB (corrupt file? the limit is CLLM_MAX_LINE_BYTES)", path, at, (long)(CLLM_MAX_LINE_BYTES >> 20));
 }
 
@@ -13791,37 +13986,24 @@ done:
 /* ############################################################################################ */
 
 /* -------------------------------------------------------------------------------------------- */
-/* Layers: fast paths (optional; see COMPILE-TIME OPTIONS) and the dispatchers                  */
+/* III.1 Fast paths (OpenMP, cache blocking, AVX2 / NEON) and the dispatchers                   */
 /* -------------------------------------------------------------------------------------------- */
-/* Each fast path computes the same formula as its reference above; tests/test_fastpath.c
-   compares them on odd sizes. Summation order:
+/* Each fast path computes the formula of the Part I reference it names; tests/test_fastpath.c compares the two on
+   odd sizes (in the scalar build and again in the fast one). The switches (manual section 3) are set before Part I,
+   with the dispatchers' declarations. Summation order:
    - OpenMP alone: unchanged, results are bit-identical to the references.
-   - CLLM_BLOCKED: the matmul still adds the products of each output element in ascending
-     order, starting from the bias or the value being accumulated into, so without SIMD it too
-     is bit-identical; the tiles only decide which thread computes which outputs.
-   - CLLM_SIMD: fused multiply-adds (one rounding instead of two); dot products (the forward
-     matmul, attention scores) keep 8 (AVX2) or 4 (NEON) lane partial sums per K block of the
-     matmul (cllm__dot: 4 such vectors) and add them at the end. Differences are a few float
-     ulps per operation, ~1e-7..1e-6 relative (tests/test_fastpath.c prints them).          */
+   - CLLM_BLOCKED: the matmul still adds the products of each output element in ascending order, starting from the
+     bias or the value being accumulated into, so without SIMD it too is bit-identical; the tiles only decide which
+     thread computes which outputs.
+   - CLLM_SIMD: fused multiply-adds (one rounding instead of two); dot products (the forward matmul, attention
+     scores) keep 8 (AVX2) or 4 (NEON) lane partial sums per K block of the matmul (cllm__dot: 4 such vectors) and
+     add them at the end. Differences are a few float ulps per operation, ~1e-7..1e-6 relative (tests/test_fastpath.c
+     prints them). */
 
-#if defined(CLLM_SIMD) && !defined(CLLM_BLOCKED)
-#define CLLM_BLOCKED
-#endif
-#if defined(CLLM_SIMD) && !defined(COLLABLLM_DOUBLE)
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define CLLM__AVX2 1
-#elif defined(__ARM_NEON) && defined(__aarch64__)
-#include <arm_neon.h>
-#define CLLM__NEON 1
-#endif
-#endif
-#if defined(CLLM__OMP) || defined(CLLM_BLOCKED)
-#define CLLM__FAST 1          /* some fast path is on: the dispatchers below use it */
-#endif
+#ifdef CLLM__FAST
 
-/* The vector helpers below are used by the reference kernels too (attention): without SIMD
-   they are the plain left-to-right loops. */
+/* ---- vector helpers: a dot product and y += alpha x ----------------------------------------------------- */
+
 #ifdef CLLM__AVX2
 static float cllm__hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -13831,8 +14013,8 @@ static float cllm__hsum8(__m256 v) {
 }
 #endif
 
-/* init + sum_i a[i] b[i]: left to right without SIMD (as the reference loops), else in
-   4 vector partial sums, combined at the end, then the scalar tail. */
+/* init + sum_i a[i] b[i]: left to right without SIMD (as the reference loops), else in 4 vector partial sums,
+   combined at the end, then the scalar tail. */
 static cllm_float cllm__dot(cllm_float init, const cllm_float *a, const cllm_float *b, int n) {
     int i = 0;
     cllm_float s = init;
@@ -13870,7 +14052,8 @@ static void cllm__axpy(cllm_float *y, cllm_float alpha, const cllm_float *x, int
     int i = 0;
 #if defined(CLLM__AVX2)
     __m256 va = _mm256_set1_ps(alpha);
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i + 8 <= n; i += 8) 
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
 #elif defined(CLLM__NEON)
     float32x4_t va = vdupq_n_f32(alpha);
     for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_f32(vld1q_f32(y + i), va, vld1q_f32(x + i)));
@@ -13878,10 +14061,9 @@ static void cllm__axpy(cllm_float *y, cllm_float alpha, const cllm_float *x, int
     for (; i < n; i++) y[i] += alpha * x[i];
 }
 
-#ifdef CLLM__FAST
+/* ---- matmul: cache blocking (mirrors cllm__matmul_forward_naive and cllm__matmul_backward_naive) ---------- */
 
-/* ---- matmul: cache blocking ------------------------------------------------------------------
-   The forward product out = inp W^T pairs rows of inp with rows of W, both contiguous along C,
+/* The forward product out = inp W^T pairs rows of inp with rows of W, both contiguous along C,
    so it is a grid of dot products: the "dot" kernel takes 3 rows of inp and 4 rows of W and
    keeps their 12 dot products in registers (12 of the 16 AVX2 registers).
    The backward products are sums of outer products, with the rows of B contiguous:
@@ -13945,10 +14127,17 @@ static void cllm__kernel_dot(int kc, const cllm_float *x, size_t ldx, const cllm
         cllm_float r[CLLM__DR][4];
         __m128 r0, r1, r2;
         for (; k + 8 <= kc; k += 8) {
-            __m256 x0 = _mm256_loadu_ps(xr[0] + k), x1 = _mm256_loadu_ps(xr[1] + k), x2 = _mm256_loadu_ps(xr[2] + k), wv;
-#define CLLM__COL(j) wv = _mm256_loadu_ps(wr[j] + k); s0##j = _mm256_fmadd_ps(x0, wv, s0##j); \
-            s1##j = _mm256_fmadd_ps(x1, wv, s1##j); s2##j = _mm256_fmadd_ps(x2, wv, s2##j);
-            CLLM__COL(0) CLLM__COL(1) CLLM__COL(2) CLLM__COL(3)
+            __m256 x0 = _mm256_loadu_ps(xr[0] + k), x1 = _mm256_loadu_ps(xr[1] + k), x2 = _mm256_loadu_ps(xr[2] + k);
+            __m256 wv;
+#define CLLM__COL(j)                                                                                                \
+    wv = _mm256_loadu_ps(wr[j] + k);                                                                                \
+    s0##j = _mm256_fmadd_ps(x0, wv, s0##j);                                                                         \
+    s1##j = _mm256_fmadd_ps(x1, wv, s1##j);                                                                         \
+    s2##j = _mm256_fmadd_ps(x2, wv, s2##j);
+            CLLM__COL(0)
+            CLLM__COL(1)
+            CLLM__COL(2)
+            CLLM__COL(3)
 #undef CLLM__COL
         }
         r0 = cllm__hsum4x8(s00, s01, s02, s03);
@@ -13960,7 +14149,9 @@ static void cllm__kernel_dot(int kc, const cllm_float *x, size_t ldx, const cllm
             _mm_storeu_ps(out + 2 * ldo, _mm_add_ps(_mm_loadu_ps(out + 2 * ldo), r2));
             return;
         }
-        _mm_storeu_ps(r[0], r0); _mm_storeu_ps(r[1], r1); _mm_storeu_ps(r[2], r2);
+        _mm_storeu_ps(r[0], r0);
+        _mm_storeu_ps(r[1], r1);
+        _mm_storeu_ps(r[2], r2);
         for (i = 0; i < mr; i++) for (j = 0; j < nr; j++) {
             cllm_float acc = r[i][j];
             int kk;
@@ -14010,17 +14201,28 @@ static void cllm__kernel_outer(int kc, const float *const *a, size_t acs, const 
     size_t k, ka = 0;
     for (k = 0; k < (size_t)kc; k++, ka += acs, b += CLLM__NR) {
         __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), av;
-#define CLLM__ROW(r) av = _mm256_broadcast_ss(a##r + ka); \
-        c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0); c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);
-        CLLM__ROW(0) CLLM__ROW(1) CLLM__ROW(2) CLLM__ROW(3) CLLM__ROW(4) CLLM__ROW(5)
+#define CLLM__ROW(r)                                                                                                \
+    av = _mm256_broadcast_ss(a##r + ka);                                                                            \
+    c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                                                                     \
+    c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);
+        CLLM__ROW(0)
+        CLLM__ROW(1)
+        CLLM__ROW(2)
+        CLLM__ROW(3)
+        CLLM__ROW(4)
+        CLLM__ROW(5)
 #undef CLLM__ROW
     }
-    _mm256_storeu_ps(c, c00);           _mm256_storeu_ps(c + 8, c01);
-    _mm256_storeu_ps(c + ldc, c10);     _mm256_storeu_ps(c + ldc + 8, c11);
-    _mm256_storeu_ps(c + 2 * ldc, c20); _mm256_storeu_ps(c + 2 * ldc + 8, c21);
-    _mm256_storeu_ps(c + 3 * ldc, c30); _mm256_storeu_ps(c + 3 * ldc + 8, c31);
-    _mm256_storeu_ps(c + 4 * ldc, c40); _mm256_storeu_ps(c + 4 * ldc + 8, c41);
-    _mm256_storeu_ps(c + 5 * ldc, c50); _mm256_storeu_ps(c + 5 * ldc + 8, c51);
+#define CLLM__STORE(r)                                                                                              \
+    _mm256_storeu_ps(c + r * ldc, c##r##0);                                                                         \
+    _mm256_storeu_ps(c + r * ldc + 8, c##r##1);
+    CLLM__STORE(0)
+    CLLM__STORE(1)
+    CLLM__STORE(2)
+    CLLM__STORE(3)
+    CLLM__STORE(4)
+    CLLM__STORE(5)
+#undef CLLM__STORE
 }
 #elif defined(CLLM__NEON)
 static void cllm__kernel_outer(int kc, const float *const *a, size_t acs, const float *b, float *c, size_t ldc) {
@@ -14032,14 +14234,17 @@ static void cllm__kernel_outer(int kc, const float *const *a, size_t acs, const 
         float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4), b2 = vld1q_f32(b + 8), b3 = vld1q_f32(b + 12);
         for (r = 0; r < CLLM__MR; r++) {
             float32x4_t av = vdupq_n_f32(a[r][ka]);
-            acc[r][0] = vfmaq_f32(acc[r][0], av, b0); acc[r][1] = vfmaq_f32(acc[r][1], av, b1);
-            acc[r][2] = vfmaq_f32(acc[r][2], av, b2); acc[r][3] = vfmaq_f32(acc[r][3], av, b3);
+            acc[r][0] = vfmaq_f32(acc[r][0], av, b0);
+            acc[r][1] = vfmaq_f32(acc[r][1], av, b1);
+            acc[r][2] = vfmaq_f32(acc[r][2], av, b2);
+            acc[r][3] = vfmaq_f32(acc[r][3], av, b3);
         }
     }
     for (r = 0; r < CLLM__MR; r++) for (j = 0; j < 4; j++) vst1q_f32(c + r * ldc + 4 * j, acc[r][j]);
 }
 #else
-static void cllm__kernel_outer(int kc, const cllm_float *const *a, size_t acs, const cllm_float *b, cllm_float *c, size_t ldc) {
+static void cllm__kernel_outer(int kc, const cllm_float *const *a, size_t acs, const cllm_float *b, cllm_float *c,
+                               size_t ldc) {
     cllm_float acc[CLLM__MR][CLLM__NR];
     size_t k, ka = 0;
     int r, j;
@@ -14110,7 +14315,10 @@ static void cllm__gemm_nt(cllm_float *out, size_t ldo, const cllm_float *X, size
     int mc = CLLM__DMC, nc = CLLM__DNC, tn, ntiles, t;
     if (M <= 0 || N <= 0 || K <= 0) return;
 #ifdef CLLM__AVX2
-    if (M == 1) { cllm__gemv_nt(out, X, W, ldw, N, K); return; }
+    if (M == 1) {
+        cllm__gemv_nt(out, X, W, ldw, N, K);
+        return;
+    }
 #endif
     tn = cllm__tiles(M, N, &mc, &nc, CLLM__DR, CLLM__DC);
     ntiles = (M + mc - 1) / mc * tn;
@@ -14173,7 +14381,8 @@ static void cllm__gemm_nn(cllm_float *Cm, size_t ldc, const cllm_float *A, size_
                     int mr = mt - p < CLLM__MR ? mt - p : CLLM__MR, r, j;
                     const cllm_float *a[CLLM__MR];
                     cllm_float *c = Cm + (size_t)(i0 + p) * ldc + (size_t)(j0 + q), tile[CLLM__MR * CLLM__NR];
-                    for (r = 0; r < CLLM__MR; r++) a[r] = A + (size_t)(i0 + p + (r < mr ? r : 0)) * ars + (size_t)k0 * acs;
+                    for (r = 0; r < CLLM__MR; r++)
+                        a[r] = A + (size_t)(i0 + p + (r < mr ? r : 0)) * ars + (size_t)k0 * acs;
 #if defined(__GNUC__) || defined(__clang__)
                     /* the next output block: with a short K (dW sums over the tokens) the output is
                        streamed from memory, and its load would otherwise stall the kernel */
@@ -14182,9 +14391,13 @@ static void cllm__gemm_nn(cllm_float *Cm, size_t ldc, const cllm_float *A, size_
                         __builtin_prefetch(c + r * ldc + CLLM__NR - 1, 1);
                     }
 #endif
-                    if (mr == CLLM__MR && nr == CLLM__NR) { cllm__kernel_outer(kc, a, acs, bp, c, ldc); continue; }
+                    if (mr == CLLM__MR && nr == CLLM__NR) {
+                        cllm__kernel_outer(kc, a, acs, bp, c, ldc);
+                        continue;
+                    }
                     /* an edge block goes through a full-size copy; the extra entries are discarded */
-                    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) tile[r * CLLM__NR + j] = r < mr && j < nr ? c[r * ldc + j] : 0;
+                    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++)
+                        tile[r * CLLM__NR + j] = r < mr && j < nr ? c[r * ldc + j] : 0;
                     cllm__kernel_outer(kc, a, acs, bp, tile, CLLM__NR);
                     for (r = 0; r < mr; r++) for (j = 0; j < nr; j++) c[r * ldc + j] = tile[r * CLLM__NR + j];
                 }
@@ -14225,9 +14438,10 @@ static void cllm__matmul_backward_blocked(cllm_float *dinp, cllm_float *dW, cllm
 #endif /* CLLM_BLOCKED */
 
 #if defined(CLLM__OMP) && !defined(CLLM_BLOCKED)
-/* OpenMP without CLLM_BLOCKED, a few rows (generation decodes one token at a time): parallel
-   over the outputs, each row of W read once and dotted with every input row while in L1, in
-   the reference's order (cllm__dot without SIMD), so results equal the reference's. */
+/* ---- matmul forward, OpenMP alone, a few rows (mirrors cllm__matmul_forward_naive) ------------------------ */
+
+/* Decoding (one token at a time): parallel over the outputs, each row of W read once and dotted with every input
+   row while in L1, in the reference's order (cllm__dot without SIMD), so results equal the reference's. */
 static void cllm__matmul_forward_rows(cllm_float *out, const cllm_float *inp, const cllm_float *W,
                                       const cllm_float *bias, int N, int C, int OC) {
     int o;
@@ -14240,9 +14454,10 @@ static void cllm__matmul_forward_rows(cllm_float *out, const cllm_float *inp, co
 }
 #endif
 
-/* ---- rmsnorm backward: rows in parallel, then dw by column blocks ---------------------------
-   dw[c] sums over the rows, so the reference's row loop would race on it; here each thread
-   owns a block of columns and adds its rows in the reference's order. */
+/* ---- RMSNorm backward: rows in parallel, then dw by column blocks (mirrors cllm__rmsnorm_backward_naive) -- */
+
+/* dw[c] sums over the rows, so the reference's row loop would race on it; here each thread owns a block of columns
+   and adds its rows in the reference's order. */
 static void cllm__rmsnorm_backward_parallel(cllm_float *dinp, cllm_float *dw, const cllm_float *dout,
                                             const cllm_float *inp, const cllm_float *w, const cllm_float *rstd,
                                             int N, int C) {
@@ -14256,59 +14471,49 @@ static void cllm__rmsnorm_backward_parallel(cllm_float *dinp, cllm_float *dw, co
         dot /= C;
         for (c = 0; c < C; c++) dx[c] += r * (dy[c] * w[c] - x[c] * r * dot);
     }
-    if (dw) {
-        CLLM__PARALLEL_FOR((size_t)N * C)
-        for (c0 = 0; c0 < C; c0 += 64) {
-            int c1 = C - c0 < 64 ? C : c0 + 64, n2, c;
-            for (n2 = 0; n2 < N; n2++) {
-                const cllm_float *x = inp + (size_t)n2 * C, *dy = dout + (size_t)n2 * C;
-                cllm_float r = rstd[n2];
-                for (c = c0; c < c1; c++) dw[c] += dy[c] * (x[c] * r);
-            }
+    if (!dw) return;
+    CLLM__PARALLEL_FOR((size_t)N * C)
+    for (c0 = 0; c0 < C; c0 += 64) {
+        int c1 = C - c0 < 64 ? C : c0 + 64, n2, c;
+        for (n2 = 0; n2 < N; n2++) {
+            const cllm_float *x = inp + (size_t)n2 * C, *dy = dout + (size_t)n2 * C;
+            cllm_float r = rstd[n2];
+            for (c = c0; c < c1; c++) dw[c] += dy[c] * (x[c] * r);
         }
     }
 }
 
-/* ---- attention: (batch, head) pairs in parallel ----------------------------------------------
-   Forward: each (b, h) is independent; each thread gets its own score row. Backward: dk and
-   dv of a kv head collect from the H/KV query heads that share it, so the unit of work is a
-   (b, kv head) pair, whose query heads run in the reference's order. */
-static void cllm__attention_forward_fast(cllm_float *out, cllm_float *lse, const cllm_float *q,
-                                         const cllm_float *k, const cllm_float *v, const int *mask,
-                                         int B, int T, int H, int KV, int hd, cllm_float *s) {
-    int bh, rep = H / KV;
+/* ---- attention: (batch, head) pairs in parallel (mirrors cllm__attention_forward_naive, _backward_naive) -- */
+
+/* Forward: each (b, h) is independent; each thread gets its own score row (s when only one thread runs). Every row
+   goes through cllm__attend_row, as the KV cache's rows do. */
+static void cllm__attention_forward_fast(cllm_float *out, cllm_float *lse, const cllm_float *q, const cllm_float *k,
+                                         const cllm_float *v, const int *mask, int B, int T, int H, int KV, int hd,
+                                         cllm_float *s) {
+    int bh, rep = H / KV, threads = cllm__max_threads();
     cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
-    cllm_float *rows = cllm__max_threads() > 1 ? (cllm_float *)CLLM_MALLOC(sizeof(cllm_float) * (size_t)cllm__max_threads() * T) : s;
-    if (!rows) { cllm__attention_forward_naive(out, lse, q, k, v, mask, B, T, H, KV, hd, s); return; }
-    CLLM__PARALLEL_FOR((size_t)B * H * T * T * hd)
+    cllm_float *rows = threads > 1 ? (cllm_float *)CLLM_MALLOC(sizeof(cllm_float) * (size_t)threads * T) : NULL;
+    CLLM__PARALLEL_FOR(rows ? (size_t)B * H * T * T * hd : 0)
     for (bh = 0; bh < B * H; bh++) {
-        int b = bh / H, h = bh % H, t, j;
-        cllm_float *sr = rows + (size_t)cllm__thread_num() * T;
+        int b = bh / H, h = bh % H, t;
+        size_t kv0 = ((size_t)b * T * KV + h / rep) * hd;                        /* key 0 of row b */
+        cllm_float *score_row = rows ? rows + (size_t)cllm__thread_num() * T : s;
         for (t = 0; t < T; t++) {
-            const cllm_float *qt = q + ((size_t)(b * T + t) * H + h) * hd;
-            cllm_float *yt = out + ((size_t)(b * T + t) * H + h) * hd;
-            cllm_float mx = -INFINITY, sum = 0;
-            for (j = 0; j <= t; j++) {
-                if (mask && !mask[b * T + j]) { sr[j] = -INFINITY; continue; }
-                sr[j] = cllm__dot(0, qt, k + ((size_t)(b * T + j) * KV + h / rep) * hd, hd) * scale;
-                if (sr[j] > mx) mx = sr[j];
-            }
-            for (j = 0; j <= t; j++) { sr[j] = cllm__exp(sr[j] - mx); sum += sr[j]; }   /* sr now holds exp(s - max) */
-            lse[((size_t)b * H + h) * T + t] = mx + cllm__log(sum);
-            memset(yt, 0, sizeof(cllm_float) * (size_t)hd);
-            for (j = 0; j <= t; j++) {
-                cllm_float p = sr[j] / sum;
-                if (p != 0) cllm__axpy(yt, p, v + ((size_t)(b * T + j) * KV + h / rep) * hd, hd);
-            }
+            size_t row = (size_t)(b * T + t) * H + h;
+            const int *mask_b = mask ? mask + b * T : NULL;
+            lse[((size_t)b * H + h) * T + t] = cllm__attend_row(out + row * hd, q + row * hd, k + kv0, v + kv0,
+                                                                (size_t)KV * hd, t + 1, mask_b, hd, scale, score_row);
         }
     }
-    if (rows != s) CLLM_FREE(rows);
+    CLLM_FREE(rows);
 }
 
+/* Backward: dk and dv of a kv head collect from the H/KV query heads that share it, so the unit of work is a
+   (b, kv head) pair, whose query heads run in the reference's order. */
 static void cllm__attention_backward_fast(cllm_float *dq, cllm_float *dk, cllm_float *dv, const cllm_float *dout,
                                           const cllm_float *q, const cllm_float *k, const cllm_float *v,
-                                          const cllm_float *out, const cllm_float *lse, const int *mask,
-                                          int B, int T, int H, int KV, int hd) {
+                                          const cllm_float *out, const cllm_float *lse, const int *mask, int B, int T,
+                                          int H, int KV, int hd) {
     int bg, rep = H / KV;
     cllm_float scale = 1 / cllm__sqrt((cllm_float)hd);
     CLLM__PARALLEL_FOR((size_t)B * H * T * T * hd)
@@ -14335,23 +14540,22 @@ static void cllm__attention_backward_fast(cllm_float *dq, cllm_float *dk, cllm_f
 
 #endif /* CLLM__FAST */
 
-/* ---- dispatchers: the names the forward and backward drivers call ---------------------------- */
+/* ---- dispatchers: the names Part I, the KV cache and the public API call --------------------------------- */
 
-static void cllm__matmul_forward(cllm_float *out, const cllm_float *inp, const cllm_float *W,
-                                 const cllm_float *bias, int N, int C, int OC) {
-#ifdef CLLM_BLOCKED
+static void cllm__matmul_forward(cllm_float *out, const cllm_float *inp, const cllm_float *W, const cllm_float *bias,
+                                 int N, int C, int OC) {
+#if defined(CLLM_BLOCKED)
     cllm__matmul_forward_blocked(out, inp, W, bias, N, C, OC);   /* any N: see cllm__gemm_nt */
+#elif defined(CLLM__OMP)
+    if (N < 4) cllm__matmul_forward_rows(out, inp, W, bias, N, C, OC);   /* parallel over OC */
+    else cllm__matmul_forward_naive(out, inp, W, bias, N, C, OC);
 #else
-#ifdef CLLM__OMP
-    if (N < 4) { cllm__matmul_forward_rows(out, inp, W, bias, N, C, OC); return; }  /* parallel over OC */
-#endif
     cllm__matmul_forward_naive(out, inp, W, bias, N, C, OC);
 #endif
 }
 
-static void cllm__matmul_backward(cllm_float *dinp, cllm_float *dW, cllm_float *dbias,
-                                  const cllm_float *dout, const cllm_float *inp, const cllm_float *W,
-                                  int N, int C, int OC) {
+static void cllm__matmul_backward(cllm_float *dinp, cllm_float *dW, cllm_float *dbias, const cllm_float *dout,
+                                  const cllm_float *inp, const cllm_float *W, int N, int C, int OC) {
 #ifdef CLLM_BLOCKED
     cllm__matmul_backward_blocked(dinp, dW, dbias, dout, inp, W, N, C, OC);
 #else
@@ -14359,9 +14563,8 @@ static void cllm__matmul_backward(cllm_float *dinp, cllm_float *dW, cllm_float *
 #endif
 }
 
-static void cllm__rmsnorm_backward(cllm_float *dinp, cllm_float *dw, const cllm_float *dout,
-                                   const cllm_float *inp, const cllm_float *w, const cllm_float *rstd,
-                                   int N, int C) {
+static void cllm__rmsnorm_backward(cllm_float *dinp, cllm_float *dw, const cllm_float *dout, const cllm_float *inp,
+                                   const cllm_float *w, const cllm_float *rstd, int N, int C) {
 #ifdef CLLM__FAST
     cllm__rmsnorm_backward_parallel(dinp, dw, dout, inp, w, rstd, N, C);
 #else
@@ -14369,10 +14572,37 @@ static void cllm__rmsnorm_backward(cllm_float *dinp, cllm_float *dw, const cllm_
 #endif
 }
 
+/* One row of attention, cllm__attend_row_naive's formula; with SIMD the dot products q . k_j and the updates
+   y += p_j v_j are vector ones (cllm__dot, cllm__axpy). The full attention and the KV cache (II.5) both call it,
+   so in every build a token's logits are the same whether its sequence ran whole or was decoded step by step. */
+static cllm_float cllm__attend_row(cllm_float *y, const cllm_float *q, const cllm_float *k, const cllm_float *v,
+                                   size_t stride, int n, const int *mask, int hd, cllm_float scale, cllm_float *s) {
+#if defined(CLLM__AVX2) || defined(CLLM__NEON)
+    int j, i;
+    cllm_float mx = -INFINITY, sum = 0;
+    for (j = 0; j < n; j++) {
+        s[j] = mask && !mask[j] ? -INFINITY : cllm__dot(0, q, k + (size_t)j * stride, hd) * scale;
+        if (s[j] > mx) mx = s[j];
+    }
+    for (j = 0; j < n; j++) {
+        s[j] = cllm__exp(s[j] - mx);
+        sum += s[j];
+    }
+    for (i = 0; i < hd; i++) y[i] = 0;
+    for (j = 0; j < n; j++) {
+        cllm_float p = s[j] / sum;
+        if (p != 0) cllm__axpy(y, p, v + (size_t)j * stride, hd);
+    }
+    return mx + cllm__log(sum);
+#else
+    return cllm__attend_row_naive(y, q, k, v, stride, n, mask, hd, scale, s);
+#endif
+}
+
 /* s: scratch of T values (the fast path allocates one row per thread itself). */
-static void cllm__attention_forward(cllm_float *out, cllm_float *lse, const cllm_float *q,
-                                    const cllm_float *k, const cllm_float *v, const int *mask,
-                                    int B, int T, int H, int KV, int hd, cllm_float *s) {
+static void cllm__attention_forward(cllm_float *out, cllm_float *lse, const cllm_float *q, const cllm_float *k,
+                                    const cllm_float *v, const int *mask, int B, int T, int H, int KV, int hd,
+                                    cllm_float *s) {
 #ifdef CLLM__FAST
     cllm__attention_forward_fast(out, lse, q, k, v, mask, B, T, H, KV, hd, s);
 #else
@@ -14382,14 +14612,26 @@ static void cllm__attention_forward(cllm_float *out, cllm_float *lse, const cllm
 
 static void cllm__attention_backward(cllm_float *dq, cllm_float *dk, cllm_float *dv, const cllm_float *dout,
                                      const cllm_float *q, const cllm_float *k, const cllm_float *v,
-                                     const cllm_float *out, const cllm_float *lse, const int *mask,
-                                     int B, int T, int H, int KV, int hd) {
+                                     const cllm_float *out, const cllm_float *lse, const int *mask, int B, int T,
+                                     int H, int KV, int hd) {
 #ifdef CLLM__FAST
     cllm__attention_backward_fast(dq, dk, dv, dout, q, k, v, out, lse, mask, B, T, H, KV, hd);
 #else
     cllm__attention_backward_naive(dq, dk, dv, dout, q, k, v, out, lse, mask, B, T, H, KV, hd);
 #endif
 }
+
+CLLMDEF void cllm_matmul_forward(cllm_float *out, const cllm_float *inp, const cllm_float *W, const cllm_float *bias,
+                                 int N, int C, int OC) {
+    cllm__matmul_forward(out, inp, W, bias, N, C, OC);
+}
+
+CLLMDEF void cllm_matmul_backward(cllm_float *dinp, cllm_float *dW, cllm_float *dbias, const cllm_float *dout,
+                                  const cllm_float *inp, const cllm_float *W, int N, int C, int OC) {
+    cllm__matmul_backward(dinp, dW, dbias, dout, inp, W, N, C, OC);
+}
+
+CLLMDEF int cllm_num_threads(void) { return cllm__max_threads(); }
 
 /* ############################################################################################ */
 /* PART IV. GENERATED TABLES                                                                    */
