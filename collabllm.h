@@ -63,6 +63,8 @@
       cllm_forward()           -- logits (optional), HF causal-LM loss, per-token and per-sequence log-probs
       cllm_zero_grad()         -- clear the gradient buffer (allocated lazily by the first backward)
       cllm_backward()          -- backprop d(objective)/d(log p of each target token) into model.grads
+      cllm_matmul_forward(), cllm_matmul_backward() -- the linear layer's product and its backward with this
+                                  build's fastest kernel (what `make bench` times); cllm_num_threads()
    Optimisation (torch semantics)
       cllm_adamw_step()        -- one torch.optim.AdamW step on a flat array (the pure function)
       cllm_adamw_update()      -- AdamW over the model (decays 2-D tensors only, as the HF Trainer does)
@@ -189,6 +191,7 @@
       cllm_st_save()           -- write tensors to a .safetensors file, atomically
    Utilities
       cllm_read_file()         -- read a whole file (NUL-terminated)
+      cllm_read_line()         -- one line of a text file, at most CLLM_MAX_LINE_BYTES (as the JSONL readers read)
       cllm_write_file_atomic() -- write a file through a temporary and a rename
       cllm_rng_seed(), cllm_rng_u32(), cllm_rng_uniform(), cllm_rng_normal()  -- a seeded, portable RNG
 
@@ -412,8 +415,7 @@ CLLMDEF cllm_result cllm_read_file(const char *path, char **out, size_t *len, cl
    free it with cllm_free_buffer): its length, or a cllm_line_status. */
 typedef enum cllm_line_status { CLLM_LINE_EOF = -1, CLLM_LINE_TOO_LONG = -2, CLLM_LINE_NOMEM = -3 } cllm_line_status;
 CLLMDEF long        cllm_read_line(FILE *f, char **line, size_t *cap);
-/* Writes path.tmp.<pid>, flushes it to disk, then renames it over path: readers see the old file
-   or the new one, never half of one. */
+/* Writes path.tmp.<pid>, flushes it to disk, then renames it over path: readers see the old file or the new one. */
 CLLMDEF cllm_result cllm_write_file_atomic(const char *path, const void *data, size_t len, cllm_err *err);
 CLLMDEF void        cllm_free_buffer(void *p);
 
@@ -429,12 +431,12 @@ typedef enum cllm_dtype {
 
 #define CLLM_ST_MAX_DIMS 8
 typedef struct cllm_st_tensor {
-    char    *name;
-    int      dtype;                    /* cllm_dtype */
-    int      ndim;                     /* 0 for a scalar */
-    int64_t  shape[CLLM_ST_MAX_DIMS];
-    uint64_t begin, end;               /* byte offsets relative to the data buffer */
-    int64_t  numel;
+    char      *name;
+    cllm_dtype dtype;
+    int        ndim;                   /* 0 for a scalar */
+    int64_t    shape[CLLM_ST_MAX_DIMS];
+    uint64_t   begin, end;             /* byte offsets relative to the data buffer */
+    int64_t    numel;
 } cllm_st_tensor;
 
 typedef struct cllm_safetensors {
@@ -454,7 +456,7 @@ CLLMDEF void        cllm_st_close(cllm_safetensors *st);
 #define CLLM_NAME_MAX 256
 typedef struct cllm_st_entry {         /* one tensor to write */
     char              name[CLLM_NAME_MAX];
-    int               dtype;           /* CLLM_DT_F32, CLLM_DT_BF16 (round to nearest even) or CLLM_DT_F16 */
+    cllm_dtype        dtype;           /* CLLM_DT_F32, CLLM_DT_BF16 (round to nearest even) or CLLM_DT_F16 */
     int               ndim;
     int64_t           shape[CLLM_ST_MAX_DIMS];
     const cllm_float *data;            /* numel values */
@@ -471,7 +473,7 @@ typedef enum cllm_rope_type { CLLM_ROPE_DEFAULT = 0, CLLM_ROPE_LLAMA3, CLLM_ROPE
 
 #define CLLM_MAX_EOS 8
 typedef struct cllm_config {
-    int   arch;                 /* cllm_arch, from model_type                                   */
+    cllm_arch arch;             /* from model_type                                              */
     int   vocab_size;           /* V, e.g. 49152                                                 */
     int   hidden_size;          /* C, e.g. 576                                                   */
     int   intermediate_size;    /* I, e.g. 1536                                                  */
@@ -482,7 +484,7 @@ typedef struct cllm_config {
     int   max_position_embeddings; /* e.g. 8192 (informational; longer inputs are allowed)      */
     float rms_norm_eps;         /* e.g. 1e-5                                                     */
     float rope_theta;           /* e.g. 100000 (default 10000)                                   */
-    int   rope_type;            /* cllm_rope_type                                                */
+    cllm_rope_type rope_type;   /* rope_scaling's type                                          */
     float rope_factor;          /* llama3 / linear: e.g. 32                                      */
     float rope_low_freq_factor; /* llama3: e.g. 1                                                */
     float rope_high_freq_factor;/* llama3: e.g. 4                                                */
@@ -644,19 +646,16 @@ typedef struct cllm_adamw_config {
     float weight_decay;  /* default 0 (HF TrainingArguments); applied to 2-D tensors only         */
 } cllm_adamw_config;
 
-/* torch.optim.AdamW on n values, step t (1-based):
-     p *= 1 - lr*wd;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
-     p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)                                         */
+/* torch.optim.AdamW on n values p with gradients g and moments m, v, at step t (1-based). */
 CLLMDEF void   cllm_adamw_step(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v, size_t n,
                                int t, double lr, double beta1, double beta2, double eps, double wd);
 CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config *cfg, double lr, cllm_err *err);
-/* Global L2 norm of all gradients; if above max_norm, scales them by max_norm/(norm+1e-6). */
+/* torch.nn.utils.clip_grad_norm_ over all the model's gradients (or n arrays); returns the norm before clipping. */
 CLLMDEF double cllm_clip_grad_norm(cllm_model *m, double max_norm);
 CLLMDEF double cllm_clip_grad_norm_arrays(cllm_float **grads, const size_t *sizes, int n, double max_norm);
 
 typedef enum cllm_schedule { CLLM_SCHED_CONSTANT = 0, CLLM_SCHED_LINEAR, CLLM_SCHED_COSINE } cllm_schedule;
-/* transformers' schedules, step = number of optimiser steps already taken (the first update uses
-   step 0): warmup s/W for s < W, then constant, linear (T-s)/(T-W), or cosine 0.5(1+cos(pi p)). */
+/* transformers' warmup + constant / linear / cosine schedule at step = optimiser steps already taken. */
 CLLMDEF double cllm_lr_at(cllm_schedule kind, double base_lr, long step, long warmup, long total);
 
 /* ============================================================================================ */
@@ -2487,6 +2486,7 @@ static int cllm__file_exists(const char *path);
 static int cllm__json_int(const cJSON *o, const char *key, int def, int *out);
 static const char *cllm__json_str(const cJSON *o, const char *key);
 static cJSON *cllm__jsonl_parse(const char *line, size_t len, const char *path, int lineno, cllm_err *err);
+static size_t cllm__utf8_check(const char *s, size_t n);
 static cllm_result cllm__line_fail(cllm_err *err, const char *path, int lineno, long len);
 static void cllm__clean_line(char *out, size_t cap, const char *s, size_t n);
 static double cllm__now(void);
@@ -3303,66 +3303,48 @@ static void cllm__linear_backward(const cllm_model *m, const cllm_params *g, cll
 
 #define CLLM__LMHEAD_CHUNK 64   /* rows of logits materialised at once: memory is CHUNK x V, not B x T x V */
 
-static void cllm__fill_in_act_sizes(size_t *s, const cllm_config *c, size_t BT) {
-    size_t L = (size_t)c->n_layers, C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
-    size_t H = (size_t)c->n_heads, KV = (size_t)c->n_kv_heads, hd = (size_t)c->head_dim;
-    int qk = c->qk_norm;
-    s[0]  = (L + 1) * BT * C;          /* x        */
-    s[1]  = BT * C;                    /* ln1      (one layer: recomputed by the backward pass) */
-    s[2]  = L * BT;                    /* ln1_rstd */
-    s[3]  = qk ? L * BT * H * hd : 0;  /* q_pre    */
-    s[4]  = qk ? L * BT * KV * hd : 0; /* k_pre    */
-    s[5]  = qk ? L * BT * H : 0;       /* q_rstd   */
-    s[6]  = qk ? L * BT * KV : 0;      /* k_rstd   */
-    s[7]  = L * BT * H * hd;           /* q        */
-    s[8]  = L * BT * KV * hd;          /* k        */
-    s[9]  = L * BT * KV * hd;          /* v        */
-    s[10] = L * BT * H;                /* att_lse  */
-    s[11] = L * BT * H * hd;           /* atty     */
-    s[12] = L * BT * C;                /* h        */
-    s[13] = BT * C;                    /* ln2      (one layer) */
-    s[14] = L * BT;                    /* ln2_rstd */
-    s[15] = L * BT * I;                /* gate     */
-    s[16] = L * BT * I;                /* up       */
-    s[17] = BT * I;                    /* act      (one layer) */
-    s[18] = BT * C;                    /* lnf      */
-    s[19] = BT;                        /* lnf_rstd */
-    s[20] = BT;                        /* lse      */
-    s[21] = BT;                        /* logp     */
-    s[22] = BT;                        /* entropy  */
+/* The fields of cllm_acts as an array, in field order. */
+static void cllm__act_ptrs(cllm_acts *a, cllm_float **ptrs[CLLM_NUM_ACT_TENSORS]) {
+    cllm_float **fields[CLLM_NUM_ACT_TENSORS] = {
+        &a->x, &a->ln1, &a->ln1_rstd, &a->q_pre, &a->k_pre, &a->q_rstd, &a->k_rstd, &a->q, &a->k, &a->v,
+        &a->att_lse, &a->atty, &a->h, &a->ln2, &a->ln2_rstd, &a->gate, &a->up, &a->act, &a->lnf, &a->lnf_rstd,
+        &a->lse, &a->logp, &a->entropy,
+    };
+    memcpy(ptrs, fields, sizeof fields);
 }
 
-/* Views of layer l's activations for BT rows (the q/k norms' are NULL without qk_norm). */
-typedef struct cllm__layer_acts {
-    cllm_float *x, *ln1, *ln1_rstd, *q_pre, *k_pre, *q_rstd, *k_rstd, *q, *k, *v, *att_lse, *atty, *h;
-    cllm_float *ln2, *ln2_rstd, *gate, *up, *act, *x_out;
-} cllm__layer_acts;
+/* Elements of each cllm_acts tensor for BT rows, per layer, and its layers (1: not per layer). ln1, ln2 and act hold
+   one layer, the backward pass recomputes them; the q/k norms' tensors exist with qk_norm only. */
+static void cllm__act_shapes(const cllm_config *c, size_t BT, size_t *per_layer, size_t *layers) {
+    size_t L = (size_t)c->n_layers, C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
+    size_t H = (size_t)c->n_heads, KV = (size_t)c->n_kv_heads, hd = (size_t)c->head_dim, qk = c->qk_norm ? 1 : 0;
+    const size_t shapes[CLLM_NUM_ACT_TENSORS][2] = {
+        { BT * C, L + 1 },                                              /* x: x[L] enters the final norm */
+        { BT * C, 1 }, { BT, L },                                       /* ln1, ln1_rstd */
+        { qk * BT * H * hd, L }, { qk * BT * KV * hd, L },              /* q_pre, k_pre */
+        { qk * BT * H, L }, { qk * BT * KV, L },                        /* q_rstd, k_rstd */
+        { BT * H * hd, L }, { BT * KV * hd, L }, { BT * KV * hd, L },   /* q, k, v */
+        { BT * H, L }, { BT * H * hd, L }, { BT * C, L },               /* att_lse, atty, h */
+        { BT * C, 1 }, { BT, L },                                       /* ln2, ln2_rstd */
+        { BT * I, L }, { BT * I, L }, { BT * I, 1 },                    /* gate, up, act */
+        { BT * C, 1 }, { BT, 1 }, { BT, 1 }, { BT, 1 }, { BT, 1 },      /* lnf, lnf_rstd, lse, logp, entropy */
+    };
+    int i;
+    for (i = 0; i < CLLM_NUM_ACT_TENSORS; i++) {
+        per_layer[i] = shapes[i][0];
+        layers[i] = shapes[i][1];
+    }
+}
 
-static cllm__layer_acts cllm__layer_at(const cllm_model *m, int l, size_t BT) {
-    const cllm_config *c = &m->config;
-    const cllm_acts *a = &m->acts;
-    size_t L = (size_t)l, C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
-    size_t H = (size_t)c->n_heads, KV = (size_t)c->n_kv_heads, Q = H * c->head_dim, K = KV * c->head_dim;
-    cllm__layer_acts v;
-    v.x = a->x + L * BT * C;
-    v.ln1 = a->ln1;
-    v.ln1_rstd = a->ln1_rstd + L * BT;
-    v.q_pre = cllm__view_at(a->q_pre, L * BT * Q);
-    v.k_pre = cllm__view_at(a->k_pre, L * BT * K);
-    v.q_rstd = cllm__view_at(a->q_rstd, L * BT * H);
-    v.k_rstd = cllm__view_at(a->k_rstd, L * BT * KV);
-    v.q = a->q + L * BT * Q;
-    v.k = a->k + L * BT * K;
-    v.v = a->v + L * BT * K;
-    v.att_lse = a->att_lse + L * BT * H;
-    v.atty = a->atty + L * BT * Q;
-    v.h = a->h + L * BT * C;
-    v.ln2 = a->ln2;
-    v.ln2_rstd = a->ln2_rstd + L * BT;
-    v.gate = a->gate + L * BT * I;
-    v.up = a->up + L * BT * I;
-    v.act = a->act;
-    v.x_out = a->x + (L + 1) * BT * C;
+/* m->acts with every per-layer tensor moved to layer l (BT rows); x of the next layer is x + BT*C. */
+static cllm_acts cllm__layer_acts(const cllm_model *m, int l, size_t BT) {
+    cllm_acts v = m->acts;
+    cllm_float **ptrs[CLLM_NUM_ACT_TENSORS];
+    size_t per_layer[CLLM_NUM_ACT_TENSORS], layers[CLLM_NUM_ACT_TENSORS];
+    int i;
+    cllm__act_shapes(&m->config, BT, per_layer, layers);
+    cllm__act_ptrs(&v, ptrs);
+    for (i = 0; i < CLLM_NUM_ACT_TENSORS; i++) if (*ptrs[i] && layers[i] > 1) *ptrs[i] += (size_t)l * per_layer[i];
     return v;
 }
 
@@ -3374,64 +3356,41 @@ typedef struct cllm__grad_work {
     cllm_float *dx, *dh, *dln, *dact, *dgate, *dup, *datty, *dq, *dk, *dv, *dq_pre, *dk_pre, *packed, *dpacked, *z;
 } cllm__grad_work;
 
-static size_t cllm__scratch_size(const cllm_config *c, size_t BT) {
+/* Points w's views into mem (when w is given) for BT rows; returns the floats they take. */
+static size_t cllm__grad_work_at(const cllm_config *c, size_t BT, cllm_float *mem, cllm__grad_work *w) {
     size_t C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, V = (size_t)c->vocab_size;
-    size_t Q = (size_t)c->n_heads * c->head_dim, K = (size_t)c->n_kv_heads * c->head_dim;
+    size_t Q = (size_t)c->n_heads * c->head_dim, K = (size_t)c->n_kv_heads * c->head_dim, total = BT;
     size_t CH = CLLM__LMHEAD_CHUNK, pre = c->qk_norm ? 1 : 0;
-    return BT * (3 * C + 3 * I + (2 + pre) * Q + (2 + pre) * K) + CH * (V + 2 * C) + BT;
-}
-
-static cllm__grad_work cllm__grad_work_at(const cllm_model *m) {
-    const cllm_config *c = &m->config;
-    size_t BT = (size_t)m->B * (size_t)m->T, C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
-    size_t Q = (size_t)c->n_heads * c->head_dim, K = (size_t)c->n_kv_heads * c->head_dim;
-    cllm__grad_work w;
-    w.dx = m->scratch;
-    w.dh = w.dx + BT * C;
-    w.dln = w.dh + BT * C;
-    w.dact = w.dln + BT * C;
-    w.dgate = w.dact + BT * I;
-    w.dup = w.dgate + BT * I;
-    w.datty = w.dup + BT * I;
-    w.dq = w.datty + BT * Q;
-    w.dk = w.dq + BT * Q;
-    w.dv = w.dk + BT * K;
-    w.packed = w.dv + BT * K;
-    w.dq_pre = w.dq;
-    w.dk_pre = w.dk;
-    if (c->qk_norm) {
-        w.dq_pre = w.packed;
-        w.dk_pre = w.dq_pre + BT * Q;
-        w.packed = w.dk_pre + BT * K;
+    const size_t sizes[15] = { BT * C, BT * C, BT * C, BT * I, BT * I, BT * I, BT * Q, BT * Q, BT * K, BT * K,
+                               pre * BT * Q, pre * BT * K, CH * C, CH * C, CH * V };
+    int i;
+    for (i = 0; i < 15; i++) total += sizes[i];
+    if (w) {                                    /* (total has BT to spare: the attention's score row) */
+        cllm_float **views[15] = { &w->dx, &w->dh, &w->dln, &w->dact, &w->dgate, &w->dup, &w->datty, &w->dq, &w->dk,
+                                   &w->dv, &w->dq_pre, &w->dk_pre, &w->packed, &w->dpacked, &w->z };
+        for (i = 0; i < 15; i++) {
+            *views[i] = mem;
+            mem += sizes[i];
+        }
+        if (!c->qk_norm) w->dq_pre = w->dq;
+        if (!c->qk_norm) w->dk_pre = w->dk;
     }
-    w.dpacked = w.packed + (size_t)CLLM__LMHEAD_CHUNK * C;
-    w.z = w.dpacked + (size_t)CLLM__LMHEAD_CHUNK * C;
-    return w;
-}
-
-/* The fields of cllm_acts as an array, in field order. */
-static void cllm__act_ptrs(cllm_acts *a, cllm_float **ptrs[CLLM_NUM_ACT_TENSORS]) {
-    cllm_float **fields[CLLM_NUM_ACT_TENSORS] = {
-        &a->x, &a->ln1, &a->ln1_rstd, &a->q_pre, &a->k_pre, &a->q_rstd, &a->k_rstd, &a->q, &a->k, &a->v,
-        &a->att_lse, &a->atty, &a->h, &a->ln2, &a->ln2_rstd, &a->gate, &a->up, &a->act, &a->lnf, &a->lnf_rstd,
-        &a->lse, &a->logp, &a->entropy,
-    };
-    memcpy(ptrs, fields, sizeof fields);
+    return total;
 }
 
 /* Activations, work space and the batch's copies for B x T rows (kept while large enough); RoPE tables for T. */
 static cllm_result cllm__ensure_acts(cllm_model *m, int B, int T, cllm_err *err) {
-    size_t BT = (size_t)B * (size_t)T, sizes[CLLM_NUM_ACT_TENSORS], total = 0, i;
+    size_t BT = (size_t)B * (size_t)T, per_layer[CLLM_NUM_ACT_TENSORS], layers[CLLM_NUM_ACT_TENSORS], total = 0, i;
     cllm_float **ptrs[CLLM_NUM_ACT_TENSORS], *mem;
     int half = m->config.head_dim / 2;
     if (BT > m->acts_cap) {
         void *old[] = { m->acts_memory, m->scratch, m->input_ids, m->targets, m->mask, m->seq_logp };
         for (i = 0; i < sizeof old / sizeof old[0]; i++) CLLM_FREE(old[i]);
         m->acts_cap = 0;
-        cllm__fill_in_act_sizes(sizes, &m->config, BT);
-        for (i = 0; i < CLLM_NUM_ACT_TENSORS; i++) total += sizes[i];
+        cllm__act_shapes(&m->config, BT, per_layer, layers);
+        for (i = 0; i < CLLM_NUM_ACT_TENSORS; i++) total += per_layer[i] * layers[i];
         m->acts_memory = mem = (cllm_float *)cllm__calloc(total, sizeof(cllm_float));
-        m->scratch = (cllm_float *)cllm__calloc(cllm__scratch_size(&m->config, BT), sizeof(cllm_float));
+        m->scratch = (cllm_float *)cllm__calloc(cllm__grad_work_at(&m->config, BT, NULL, NULL), sizeof(cllm_float));
         m->input_ids = (int *)cllm__calloc(BT, sizeof(int));
         m->targets = (int *)cllm__calloc(BT, sizeof(int));
         m->mask = (int *)cllm__calloc(BT, sizeof(int));
@@ -3441,8 +3400,8 @@ static cllm_result cllm__ensure_acts(cllm_model *m, int B, int T, cllm_err *err)
                               "smaller batch or shorter sequences", B, T, total * sizeof(cllm_float) / 1e9);
         cllm__act_ptrs(&m->acts, ptrs);
         for (i = 0; i < CLLM_NUM_ACT_TENSORS; i++) {
-            *ptrs[i] = sizes[i] ? mem : NULL;
-            mem += sizes[i];
+            *ptrs[i] = per_layer[i] ? mem : NULL;
+            mem += per_layer[i] * layers[i];
         }
         m->acts_cap = BT;
     }
@@ -3526,7 +3485,7 @@ static void cllm__mlp_forward(const cllm_model *m, int l, cllm_float *out, cllm_
 }
 
 /* Backward of cllm__qkv_forward: from dq, dk (RoPE already undone) and dv to w->dln = d ln1. */
-static void cllm__qkv_backward(const cllm_model *m, const cllm_params *g, int l, const cllm__layer_acts *v,
+static void cllm__qkv_backward(const cllm_model *m, const cllm_params *g, int l, const cllm_acts *v,
                                cllm__grad_work *w, int N) {
     const cllm_config *c = &m->config;
     const cllm_params *p = &m->params;
@@ -3546,7 +3505,7 @@ static void cllm__qkv_backward(const cllm_model *m, const cllm_params *g, int l,
 
 /* Backward of cllm__mlp_forward's branch: from w->dx, the gradient at the layer's output, into w->dh (+=; the
    residual's share is the caller's). */
-static void cllm__mlp_backward(const cllm_model *m, const cllm_params *g, int l, const cllm__layer_acts *v,
+static void cllm__mlp_backward(const cllm_model *m, const cllm_params *g, int l, const cllm_acts *v,
                                cllm__grad_work *w, int N) {
     const cllm_config *c = &m->config;
     int C = c->hidden_size, I = c->intermediate_size;
@@ -3649,7 +3608,7 @@ CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_fl
 
     cllm__embedding_forward(a->x, batch->input_ids, p->embed, BT, C);
     for (l = 0; l < c->n_layers; l++) {
-        cllm__layer_acts v = cllm__layer_at(m, l, (size_t)BT);
+        cllm_acts v = cllm__layer_acts(m, l, (size_t)BT);
         /* attention block: h = x + o_proj(attention(rope(q), rope(k), v)), q, k, v from ln1 = rmsnorm(x) */
         cllm__rmsnorm_forward(v.ln1, v.ln1_rstd, v.x, p->attn_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
         cllm__qkv_forward(m, l, v.q, v.k, v.v, v.q_pre, v.k_pre, v.q_rstd, v.k_rstd, v.ln1, BT);
@@ -3660,7 +3619,7 @@ CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_fl
         CLLM__PARALLEL_FOR((size_t)BT * C)
         for (i = 0; i < BT * C; i++) v.h[i] += v.x[i];
         /* MLP block: x' = h + down_proj(silu(gate_proj(ln2)) * up_proj(ln2)), ln2 = rmsnorm(h) */
-        cllm__mlp_forward(m, l, v.x_out, v.ln2, v.ln2_rstd, v.gate, v.up, v.act, v.h, BT);
+        cllm__mlp_forward(m, l, v.x + (size_t)BT * C, v.ln2, v.ln2_rstd, v.gate, v.up, v.act, v.h, BT);
     }
     if (m->lora) m->lora->recording = 0;
     cllm__rmsnorm_forward(a->lnf, a->lnf_rstd, a->x + (size_t)c->n_layers * BT * C, p->final_norm, BT, C,
@@ -3723,7 +3682,7 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
     if (m->lora) rc = cllm__lora_ensure_grads(m->lora, err);
     else if (!m->grads_memory) rc = cllm_zero_grad(m, err);
     if (rc != CLLM_OK) return rc;
-    w = cllm__grad_work_at(m);
+    cllm__grad_work_at(c, (size_t)BT, m->scratch, &w);
 
     cllm__lm_head_backward(m, g, dlogp, &w);
     if (dhidden) for (i = 0; i < BT * C; i++) w.dln[i] += dhidden[i];
@@ -3731,7 +3690,7 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
     cllm__rmsnorm_backward(w.dx, g->final_norm, w.dln, m->acts.x + (size_t)c->n_layers * BT * C, p->final_norm,
                            m->acts.lnf_rstd, BT, C);
     for (l = c->n_layers - 1; l >= 0; l--) {
-        cllm__layer_acts v = cllm__layer_at(m, l, (size_t)BT);
+        cllm_acts v = cllm__layer_acts(m, l, (size_t)BT);
         /* The forward kept ln1, ln2 and act for one layer only: recompute this layer's with the same kernels on the
            same inputs, so they are bit-identical (rstd is rewritten as it was). */
         cllm__rmsnorm_forward(v.ln1, v.ln1_rstd, v.x, p->attn_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
@@ -6287,8 +6246,10 @@ CLLMDEF cllm_result cllm_train_grpo(cllm_local_lm *policy, cllm_lora *lora, cllm
 /* ############################################################################################ */
 
 /* -------------------------------------------------------------------------------------------- */
-/* Random numbers                                                                               */
+/* II.1 Basics: random numbers, files, UTF-8                                                    */
 /* -------------------------------------------------------------------------------------------- */
+
+/* ---- random numbers: xoshiro128** (Blackman and Vigna) seeded by splitmix64 ------------------------------- */
 
 static uint64_t cllm__splitmix64(uint64_t *x) {
     uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
@@ -6299,8 +6260,10 @@ static uint64_t cllm__splitmix64(uint64_t *x) {
 
 CLLMDEF void cllm_rng_seed(cllm_rng *r, uint64_t seed) {
     uint64_t a = cllm__splitmix64(&seed), b = cllm__splitmix64(&seed);
-    r->s[0] = (uint32_t)a; r->s[1] = (uint32_t)(a >> 32);
-    r->s[2] = (uint32_t)b; r->s[3] = (uint32_t)(b >> 32);
+    r->s[0] = (uint32_t)a;
+    r->s[1] = (uint32_t)(a >> 32);
+    r->s[2] = (uint32_t)b;
+    r->s[3] = (uint32_t)(b >> 32);
 }
 
 static uint32_t cllm__rotl(uint32_t x, int k) { return (x << k) | (x >> (32 - k)); }
@@ -6309,7 +6272,10 @@ CLLMDEF uint32_t cllm_rng_u32(cllm_rng *r) {
     uint32_t *s = r->s;
     uint32_t result = cllm__rotl(s[1] * 5, 7) * 9;
     uint32_t t = s[1] << 9;
-    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
     s[2] ^= t;
     s[3] = cllm__rotl(s[3], 11);
     return result;
@@ -6320,18 +6286,17 @@ CLLMDEF double cllm_rng_uniform(cllm_rng *r) {
     return (double)(hi * 67108864.0 + lo) / 9007199254740992.0;
 }
 
+/* Box-Muller, one of the pair. */
 CLLMDEF double cllm_rng_normal(cllm_rng *r) {
     double u1 = cllm_rng_uniform(r), u2 = cllm_rng_uniform(r);
     if (u1 < 1e-300) u1 = 1e-300;
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
-/* -------------------------------------------------------------------------------------------- */
-/* Files                                                                                        */
-/* -------------------------------------------------------------------------------------------- */
+/* ---- files: read whole, write atomically ------------------------------------------------------------------ */
 
-/* Opens a file for reading; NULL after a message naming it. A directory is refused by name (on
-   POSIX fopen accepts one, and its "size" is nonsense). kind: what was expected, "a JSONL file". */
+/* Opens a file for reading; NULL after a message naming it. A directory is refused by name (on POSIX fopen accepts
+   one, and its "size" is nonsense). kind: what was expected, "a JSONL file". */
 static FILE *cllm__open_read(const char *path, const char *kind, cllm_err *err) {
     FILE *f;
 #if !defined(_WIN32)
@@ -6347,24 +6312,24 @@ static FILE *cllm__open_read(const char *path, const char *kind, cllm_err *err) 
 }
 
 CLLMDEF cllm_result cllm_read_file(const char *path, char **out, size_t *len, cllm_err *err) {
-    FILE *f;
-    long size;
-    char *buf;
+    FILE *f = cllm__open_read(path, "a file", err);
+    long size = 0;
+    char *buf = NULL;
+    cllm_result rc = CLLM_OK;
     *out = NULL;
     if (len) *len = 0;
-    f = cllm__open_read(path, "a file", err);
     if (!f) return CLLM_ERR_IO;
-    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return cllm__fail(err, CLLM_ERR_IO, "%s: cannot determine the file size", path);
-    }
-    buf = (char *)CLLM_MALLOC((size_t)size + 1);
-    if (!buf) { fclose(f); return cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory reading %ld bytes", path, size); }
-    if (size > 0 && fread(buf, 1, (size_t)size, f) != (size_t)size) {
-        fclose(f); CLLM_FREE(buf);
-        return cllm__fail(err, CLLM_ERR_IO, "%s: short read", path);
-    }
+    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
+        rc = cllm__fail(err, CLLM_ERR_IO, "%s: cannot determine the file size", path);
+    else if (!(buf = (char *)CLLM_MALLOC((size_t)size + 1)))
+        rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory reading %ld bytes", path, size);
+    else if (size > 0 && fread(buf, 1, (size_t)size, f) != (size_t)size)
+        rc = cllm__fail(err, CLLM_ERR_IO, "%s: short read", path);
     fclose(f);
+    if (rc != CLLM_OK) {
+        CLLM_FREE(buf);
+        return rc;
+    }
     buf[size] = 0;
     *out = buf;
     if (len) *len = (size_t)size;
@@ -6372,8 +6337,8 @@ CLLMDEF cllm_result cllm_read_file(const char *path, char **out, size_t *len, cl
     return CLLM_OK;
 }
 
-/* The temporary file is path.tmp.<pid> in the same directory, so rename() stays on one file
-   system and is atomic on POSIX. fsync makes the data durable before the name moves. */
+/* The temporary file is path.tmp.<pid> in the same directory, so rename() stays on one file system and is atomic on
+   POSIX. fsync makes the data durable before the name moves. */
 static FILE *cllm__open_temp(const char *path, char *tmp, size_t tmpsize, cllm_err *err) {
     FILE *f;
     snprintf(tmp, tmpsize, "%s.tmp.%ld", path, (long)cllm__getpid());
@@ -6391,14 +6356,16 @@ static cllm_result cllm__commit_temp(FILE *f, const char *tmp, const char *path,
     bad |= fclose(f) != 0;
     if (bad) {
         remove(tmp);
-        return cllm__fail(err, CLLM_ERR_IO, "%s: write failed (%s); the previous file is untouched", path, strerror(errno));
+        return cllm__fail(err, CLLM_ERR_IO, "%s: write failed (%s); the previous file is untouched", path,
+                          strerror(errno));
     }
 #if defined(_WIN32)
     remove(path);
 #endif
     if (rename(tmp, path) != 0) {
         remove(tmp);
-        return cllm__fail(err, CLLM_ERR_IO, "%s: cannot rename the temporary file into place (%s)", path, strerror(errno));
+        return cllm__fail(err, CLLM_ERR_IO, "%s: cannot rename the temporary file into place (%s)", path,
+                          strerror(errno));
     }
     cllm__ok(err);
     return CLLM_OK;
@@ -6409,7 +6376,8 @@ CLLMDEF cllm_result cllm_write_file_atomic(const char *path, const void *data, s
     FILE *f = cllm__open_temp(path, tmp, sizeof tmp, err);
     if (!f) return CLLM_ERR_IO;
     if (len && fwrite(data, 1, len, f) != len) {
-        fclose(f); remove(tmp);
+        fclose(f);
+        remove(tmp);
         return cllm__fail(err, CLLM_ERR_IO, "%s: write failed (%s)", path, strerror(errno));
     }
     return cllm__commit_temp(f, tmp, path, err);
@@ -6421,13 +6389,89 @@ static int cllm__file_exists(const char *path) {
     return f != NULL;
 }
 
+/* The size of a file in bytes, or -1 if it cannot be opened. */
+static long long cllm__file_bytes(const char *path) {
+    FILE *f = fopen(path, "rb");
+    long n = -1;
+    if (!f) return -1;
+    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
+    fclose(f);
+    return n;
+}
+
+static cllm_result cllm__mkdir(const char *dir, cllm_err *err) {
+#if defined(_WIN32)
+    (void)dir;
+    (void)err;
+#else
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return cllm__fail(err, CLLM_ERR_IO, "%s: cannot create directory (%s)", dir, strerror(errno));
+#endif
+    return CLLM_OK;
+}
+
+/* ---- lines of text files (JSONL) -------------------------------------------------------------------------- */
+
+/* The buffer never grows past CLLM_MAX_LINE_BYTES, whatever the file holds. A reader that gets a length below
+   CLLM_LINE_EOF reports it with cllm__line_fail. */
+CLLMDEF long cllm_read_line(FILE *f, char **line, size_t *cap) {
+    size_t n = 0;
+    int ch;
+    if (!*line) {
+        *cap = 256;
+        *line = (char *)CLLM_MALLOC(*cap);
+    }
+    if (!*line) return CLLM_LINE_NOMEM;
+    while ((ch = fgetc(f)) != EOF && ch != '\n') {
+        if (n + 1 >= *cap) {
+            char *grown;
+            if (*cap >= (size_t)CLLM_MAX_LINE_BYTES) return CLLM_LINE_TOO_LONG;
+            grown = (char *)CLLM_REALLOC(*line, *cap * 2);
+            if (!grown) return CLLM_LINE_NOMEM;
+            *line = grown;
+            *cap *= 2;
+        }
+        (*line)[n++] = (char)ch;
+    }
+    if (ch == EOF && n == 0) return CLLM_LINE_EOF;
+    if (n && (*line)[n - 1] == '\r') n--;
+    (*line)[n] = 0;
+    return (long)n;
+}
+
+/* The error for a cllm_read_line result below CLLM_LINE_EOF at path:lineno (lineno 0: no line number). */
+static cllm_result cllm__line_fail(cllm_err *err, const char *path, int lineno, long len) {
+    char at[32] = "";
+    if (lineno > 0) snprintf(at, sizeof at, ":%d", lineno);
+    if (len == CLLM_LINE_NOMEM) return cllm__fail(err, CLLM_ERR_NOMEM, "%s%s: out of memory reading a line", path, at);
+    return cllm__fail(err, CLLM_ERR_LIMIT, "%s%s: a line longer than %ld MB (corrupt file? the limit is "
+                      "CLLM_MAX_LINE_BYTES)", path, at, (long)(CLLM_MAX_LINE_BYTES >> 20));
+}
+
+/* One line of a JSONL file parsed; NULL after a message at path:lineno: text that is not UTF-8 (with the byte of the
+   line where it stops being UTF-8), or not JSON. */
+static cJSON *cllm__jsonl_parse(const char *line, size_t len, const char *path, int lineno, cllm_err *err) {
+    size_t bad = cllm__utf8_check(line, len);
+    cJSON *value;
+    if (bad < len) {
+        cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not valid UTF-8 at byte %zu of the line", path, lineno, bad + 1);
+        return NULL;
+    }
+    value = cJSON_ParseWithLength(line, len);
+    if (!value) cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not valid JSON", path, lineno);
+    return value;
+}
+
 /* -------------------------------------------------------------------------------------------- */
-/* safetensors: strict reader and atomic writer                                                 */
+/* II.2 Checkpoints: safetensors, config.json, Hugging Face directories, token batches          */
 /* -------------------------------------------------------------------------------------------- */
-/* Layout: u64 LE header length N | N bytes JSON | byte buffer. Each tensor entry gives dtype,
-   shape and [begin, end) offsets into the buffer. We reject anything the reference Rust reader
-   rejects (header bound, gaps, overlaps, trailing bytes, size mismatch, duplicates), because a
-   file that only we accept would not be loadable by transformers or vLLM. */
+
+/* ---- safetensors: strict reader and atomic writer --------------------------------------------------------- */
+
+/* Layout: u64 LE header length N | N bytes JSON | byte buffer. Each tensor entry gives dtype, shape and [begin, end)
+   offsets into the buffer. We reject anything the reference Rust reader rejects (header bound, gaps, overlaps,
+   trailing bytes, size mismatch, duplicates), because a file that only we accept would not be loadable by
+   transformers or vLLM. */
 
 #define CLLM_ST_MAX_HEADER   100000000ull          /* the Rust reader's MAX_HEADER_SIZE */
 #define CLLM_ST_MAX_NUMEL    (1ll << 40)
@@ -6436,24 +6480,26 @@ static const char *cllm__dtype_names[CLLM_DT_COUNT] = {
     "F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL" };
 static const int cllm__dtype_sizes[CLLM_DT_COUNT] = { 4, 2, 2, 8, 8, 4, 2, 1, 1, 1 };
 
-static int cllm__dtype_from_name(const char *s) {
+/* The dtype called s, or CLLM_DT_COUNT. */
+static cllm_dtype cllm__dtype_from_name(const char *s) {
     int i;
-    for (i = 0; i < CLLM_DT_COUNT; i++) if (strcmp(s, cllm__dtype_names[i]) == 0) return i;
-    return -1;
+    for (i = 0; i < CLLM_DT_COUNT; i++) if (strcmp(s, cllm__dtype_names[i]) == 0) break;
+    return (cllm_dtype)i;
 }
 
 /* IEEE half -> float, including subnormals, infinities and NaN. */
 static float cllm__f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, mant = h & 0x3FF, bits;
     float f;
-    if (exp == 0) {
-        if (mant == 0) bits = sign;
-        else {                                   /* subnormal: renormalise */
-            exp = 127 - 15 + 1;
-            while (!(mant & 0x400)) { mant <<= 1; exp--; }
-            mant &= 0x3FF;
-            bits = sign | (exp << 23) | (mant << 13);
+    if (exp == 0 && mant == 0) bits = sign;
+    else if (exp == 0) {                         /* subnormal: renormalise */
+        exp = 127 - 15 + 1;
+        while (!(mant & 0x400)) {
+            mant <<= 1;
+            exp--;
         }
+        mant &= 0x3FF;
+        bits = sign | (exp << 23) | (mant << 13);
     } else if (exp == 31) bits = sign | 0x7F800000u | (mant << 13);
     else bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
     memcpy(&f, &bits, 4);
@@ -6462,28 +6508,29 @@ static float cllm__f16_to_f32(uint16_t h) {
 
 /* float -> half, round to nearest even, overflow to infinity, NaN kept quiet. */
 static uint16_t cllm__f32_to_f16(float f) {
-    uint32_t x, sign, mant; int exp;
+    uint32_t x, sign, mant, r, rem, half;
+    int exp, shift;
     memcpy(&x, &f, 4);
-    sign = (x >> 16) & 0x8000; exp = (int)((x >> 23) & 0xFF) - 127 + 15; mant = x & 0x7FFFFF;
+    sign = (x >> 16) & 0x8000;
+    exp = (int)((x >> 23) & 0xFF) - 127 + 15;
+    mant = x & 0x7FFFFF;
     if (((x >> 23) & 0xFF) == 0xFF) return (uint16_t)(sign | 0x7C00 | (mant ? 0x200 : 0));
     if (exp >= 31) return (uint16_t)(sign | 0x7C00);
-    if (exp <= 0) {                              /* subnormal or zero */
-        uint32_t m, half, r; int shift;
-        if (exp < -10) return (uint16_t)sign;
-        m = mant | 0x800000; shift = 14 - exp;
-        half = 1u << (shift - 1); r = m >> shift;
-        if ((m & ((1u << shift) - 1)) > half || ((m & ((1u << shift) - 1)) == half && (r & 1))) r++;
-        return (uint16_t)(sign | r);
-    }
-    {
-        uint32_t r = ((uint32_t)exp << 10) | (mant >> 13), rem = mant & 0x1FFF;
-        if (rem > 0x1000 || (rem == 0x1000 && (r & 1))) r++;   /* may carry into the exponent: correct */
-        return (uint16_t)(sign | r);
-    }
+    if (exp < -10) return (uint16_t)sign;
+    if (exp <= 0) {                              /* subnormal: the implicit 1 joins the mantissa */
+        mant |= 0x800000;
+        shift = 14 - exp;
+    } else shift = 13;
+    half = 1u << (shift - 1);
+    rem = mant & ((1u << shift) - 1);
+    r = (exp <= 0 ? 0 : (uint32_t)exp << 10) | (mant >> shift);
+    if (rem > half || (rem == half && (r & 1))) r++;   /* may carry into the exponent: correct */
+    return (uint16_t)(sign | r);
 }
 
 static float cllm__bf16_to_f32(uint16_t b) {
-    uint32_t bits = (uint32_t)b << 16; float f;
+    uint32_t bits = (uint32_t)b << 16;
+    float f;
     memcpy(&f, &bits, 4);
     return f;
 }
@@ -6494,6 +6541,32 @@ static uint16_t cllm__f32_to_bf16(float f) {
     if ((x & 0x7F800000u) == 0x7F800000u && (x & 0x7FFFFF)) return (uint16_t)((x >> 16) | 0x40); /* quiet NaN */
     x += 0x7FFF + ((x >> 16) & 1);                /* round to nearest even */
     return (uint16_t)(x >> 16);
+}
+
+/* One little-endian F32, F16, BF16 or F64 value. */
+static cllm_float cllm__st_value(const unsigned char *b, cllm_dtype dtype) {
+    uint64_t bits = 0;
+    uint32_t bits32;
+    float f;
+    double d;
+    int k;
+    for (k = cllm__dtype_sizes[dtype] - 1; k >= 0; k--) bits = (bits << 8) | b[k];
+    bits32 = (uint32_t)bits;
+    memcpy(&f, &bits32, 4);
+    memcpy(&d, &bits, 8);
+    if (dtype == CLLM_DT_F16) return (cllm_float)cllm__f16_to_f32((uint16_t)bits);
+    if (dtype == CLLM_DT_BF16) return (cllm_float)cllm__bf16_to_f32((uint16_t)bits);
+    return dtype == CLLM_DT_F32 ? (cllm_float)f : (cllm_float)d;
+}
+
+/* x as F32, or rounded to BF16 or F16 (nearest even), little-endian into out; returns the bytes written. */
+static int cllm__st_encode(unsigned char *out, float x, cllm_dtype dtype) {
+    uint32_t bits;
+    int k;
+    if (dtype == CLLM_DT_F32) memcpy(&bits, &x, 4);
+    else bits = dtype == CLLM_DT_BF16 ? cllm__f32_to_bf16(x) : cllm__f32_to_f16(x);
+    for (k = 0; k < cllm__dtype_sizes[dtype]; k++) out[k] = (unsigned char)(bits >> (8 * k));
+    return cllm__dtype_sizes[dtype];
 }
 
 static int cllm__st_cmp_name(const void *a, const void *b) {
@@ -6534,105 +6607,133 @@ static cllm_result cllm__st_parse_entry(const char *path, const cJSON *item, cll
     const cJSON *offs = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
     const cJSON *d;
     const char *name = item->string;
-    uint64_t begin, end, dim;
+    uint64_t begin, end, dim, bytes;
     int64_t numel = 1;
     if (!cJSON_IsObject(item))
         return cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': entry is not a JSON object", path, name);
-    if (!cJSON_IsString(dt))
-        return cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': missing \"dtype\"", path, name);
+    if (!cJSON_IsString(dt)) return cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': missing \"dtype\"", path, name);
     t->dtype = cllm__dtype_from_name(dt->valuestring);
-    if (t->dtype < 0)
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "%s: tensor '%s': unknown or unsupported dtype '%s' (supported: F32 F16 BF16 F64 I64 I32 I16 I8 U8 BOOL)", path, name, dt->valuestring);
+    if (t->dtype == CLLM_DT_COUNT)
+        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "%s: tensor '%s': unknown or unsupported dtype '%s' (supported: "
+                          "F32 F16 BF16 F64 I64 I32 I16 I8 U8 BOOL)", path, name, dt->valuestring);
     if (!cJSON_IsArray(shape))
         return cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': missing \"shape\" array", path, name);
     t->ndim = cJSON_GetArraySize(shape);
     if (t->ndim > CLLM_ST_MAX_DIMS)
-        return cllm__fail(err, CLLM_ERR_LIMIT, "%s: tensor '%s': %d dimensions (at most %d)", path, name, t->ndim, CLLM_ST_MAX_DIMS);
+        return cllm__fail(err, CLLM_ERR_LIMIT, "%s: tensor '%s': %d dimensions (at most %d)", path, name, t->ndim,
+                          CLLM_ST_MAX_DIMS);
     t->ndim = 0;
     cJSON_ArrayForEach(d, shape) {
         if (!cllm__json_u53(d, &dim) || dim > (uint64_t)CLLM_ST_MAX_NUMEL)
-            return cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': shape entries must be integers in [0, 2^40]", path, name);
+            return cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': shape entries must be integers in [0, 2^40]",
+                              path, name);
         t->shape[t->ndim++] = (int64_t)dim;
         if (dim && numel > CLLM_ST_MAX_NUMEL / (int64_t)dim)
             return cllm__fail(err, CLLM_ERR_LIMIT, "%s: tensor '%s': more than 2^40 elements", path, name);
         numel *= (int64_t)dim;
     }
     t->numel = numel;
-    if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2 ||
-        !cllm__json_u53(cJSON_GetArrayItem(offs, 0), &begin) || !cllm__json_u53(cJSON_GetArrayItem(offs, 1), &end))
-        return cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': \"data_offsets\" must be two non-negative integers", path, name);
+    if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2 || !cllm__json_u53(cJSON_GetArrayItem(offs, 0), &begin) ||
+        !cllm__json_u53(cJSON_GetArrayItem(offs, 1), &end))
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': \"data_offsets\" must be two non-negative integers",
+                          path, name);
     if (end < begin)
-        return cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': data_offsets end %llu is before begin %llu", path, name, (unsigned long long)end, (unsigned long long)begin);
-    if (end - begin != (uint64_t)numel * (uint64_t)cllm__dtype_sizes[t->dtype])
-        return cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': %llu bytes in data_offsets but shape x %s needs %llu", path, name,
-                          (unsigned long long)(end - begin), dt->valuestring, (unsigned long long)numel * (unsigned long long)cllm__dtype_sizes[t->dtype]);
-    t->begin = begin; t->end = end;
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': data_offsets end %llu is before begin %llu", path,
+                          name, (unsigned long long)end, (unsigned long long)begin);
+    bytes = (uint64_t)numel * (uint64_t)cllm__dtype_sizes[t->dtype];
+    if (end - begin != bytes)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': %llu bytes in data_offsets but shape x %s needs %llu",
+                          path, name, (unsigned long long)(end - begin), dt->valuestring, (unsigned long long)bytes);
+    t->begin = begin;
+    t->end = end;
     t->name = cllm__strdup(name);
-    if (!t->name) return cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path);
+    return t->name ? CLLM_OK : cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path);
+}
+
+/* The entries of the header object root into st->tensors (__metadata__ must map strings to strings). */
+static cllm_result cllm__st_parse_entries(cllm_safetensors *st, const char *path, const cJSON *root, cllm_err *err) {
+    const cJSON *item, *kv;
+    cllm_result rc;
+    st->tensors = (cllm_st_tensor *)cllm__calloc((size_t)cJSON_GetArraySize(root) + 1, sizeof(cllm_st_tensor));
+    if (!st->tensors) return cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path);
+    cJSON_ArrayForEach(item, root) {
+        if (item->string && strcmp(item->string, "__metadata__") == 0) {
+            if (!cJSON_IsObject(item))
+                return cllm__fail(err, CLLM_ERR_FORMAT, "%s: __metadata__ must be an object of strings", path);
+            cJSON_ArrayForEach(kv, item) if (!cJSON_IsString(kv))
+                return cllm__fail(err, CLLM_ERR_FORMAT, "%s: __metadata__ value '%s' is not a string", path, kv->string);
+            continue;
+        }
+        if ((rc = cllm__st_parse_entry(path, item, &st->tensors[st->n], err)) != CLLM_OK) return rc;
+        st->n++;
+    }
     return CLLM_OK;
 }
 
-/* Validates the header JSON (hlen bytes, not NUL-terminated) of a file of fsize bytes and fills
-   st->tensors. Separate from the file reading so that the fuzzer can drive it from memory. */
-static cllm_result cllm__st_parse_header(cllm_safetensors *st, const char *path, const char *header, uint64_t hlen, uint64_t fsize, cllm_err *err) {
-    uint64_t bufsize, expect;
-    const char *parse_end = NULL;
-    cJSON *root = NULL, *item;
-    cllm_st_tensor **order = NULL;
+/* Names unique; the tensors, sorted by offset, tile the data buffer [0, bufsize) exactly. Sorts st->tensors by name
+   (for cllm_st_find's binary search). */
+static cllm_result cllm__st_check_layout(cllm_safetensors *st, const char *path, uint64_t bufsize, cllm_err *err) {
+    cllm_st_tensor **order;
+    uint64_t expect = 0;
     cllm_result rc = CLLM_OK;
-    int i, count = 0;
+    int i;
+    qsort(st->tensors, (size_t)st->n, sizeof(cllm_st_tensor), cllm__st_cmp_name);
+    for (i = 1; i < st->n; i++)
+        if (strcmp(st->tensors[i].name, st->tensors[i - 1].name) == 0)
+            return cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s' appears twice in the header", path,
+                              st->tensors[i].name);
+    order = (cllm_st_tensor **)cllm__calloc((size_t)st->n + 1, sizeof(*order));
+    if (!order) return cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path);
+    for (i = 0; i < st->n; i++) order[i] = &st->tensors[i];
+    qsort(order, (size_t)st->n, sizeof(*order), cllm__st_cmp_offset);
+    for (i = 0; i < st->n && rc == CLLM_OK; i++) {
+        const cllm_st_tensor *t = order[i];
+        unsigned long long begin = t->begin, end = t->end, previous_end = expect;
+        if (begin > bufsize || end > bufsize)
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu) run past the end of the "
+                            "file's %llu data bytes (truncated?)", path, t->name, begin, end, (unsigned long long)bufsize);
+        else if (begin < expect)
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': data_offsets overlap the previous tensor (begin "
+                            "%llu < %llu)", path, t->name, begin, previous_end);
+        else if (begin > expect)
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': gap before its data (begin %llu, previous end "
+                            "%llu); tensors must be contiguous", path, t->name, begin, previous_end);
+        expect = t->end;
+    }
+    if (rc == CLLM_OK && expect != bufsize)
+        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: %llu trailing bytes after the last tensor", path,
+                        (unsigned long long)(bufsize - expect));
+    CLLM_FREE(order);
+    return rc;
+}
 
+/* Validates the header JSON (hlen bytes, not NUL-terminated) of a file of fsize bytes and fills st->tensors.
+   Separate from the file reading so that the fuzzer can drive it from memory. */
+static cllm_result cllm__st_parse_header(cllm_safetensors *st, const char *path, const char *header, uint64_t hlen,
+                                         uint64_t fsize, cllm_err *err) {
+    const char *parse_end = NULL;
+    cJSON *root;
+    cllm_result rc;
     if (hlen < 2) return cllm__fail(err, CLLM_ERR_FORMAT, "%s: header too short to hold a JSON object", path);
     if (header[0] != '{') return cllm__fail(err, CLLM_ERR_FORMAT, "%s: header does not start with '{'", path);
     root = cJSON_ParseWithLengthOpts(header, (size_t)hlen, &parse_end, 0);
-    if (!root || !cJSON_IsObject(root)) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: header is not valid JSON (near byte %ld)", path, parse_end ? (long)(parse_end - header) : 0L); goto done; }
-    for (; parse_end && parse_end < header + hlen; parse_end++)
-        if (*parse_end != ' ') { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: unexpected bytes after the header JSON (only space padding is allowed)", path); goto done; }
-
-    st->data_start = 8 + hlen;
-    bufsize = fsize - st->data_start;
-    cJSON_ArrayForEach(item, root) count++;
-    st->tensors = (cllm_st_tensor *)cllm__calloc((size_t)count + 1, sizeof(cllm_st_tensor));
-    if (!st->tensors) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path); goto done; }
-    cJSON_ArrayForEach(item, root) {
-        if (item->string && strcmp(item->string, "__metadata__") == 0) {
-            const cJSON *kv;
-            if (!cJSON_IsObject(item)) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: __metadata__ must be an object of strings", path); goto done; }
-            cJSON_ArrayForEach(kv, item) if (!cJSON_IsString(kv)) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: __metadata__ value '%s' is not a string", path, kv->string); goto done; }
-            continue;
-        }
-        rc = cllm__st_parse_entry(path, item, &st->tensors[st->n], err);
-        if (rc != CLLM_OK) goto done;
-        st->n++;
-    }
-
-    /* names: sorted for binary search, and duplicates rejected */
-    qsort(st->tensors, (size_t)st->n, sizeof(cllm_st_tensor), cllm__st_cmp_name);
-    for (i = 1; i < st->n; i++)
-        if (strcmp(st->tensors[i].name, st->tensors[i - 1].name) == 0) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s' appears twice in the header", path, st->tensors[i].name); goto done; }
-
-    /* offsets: sorted, the tensors must tile [0, bufsize) exactly */
-    order = (cllm_st_tensor **)cllm__calloc((size_t)st->n + 1, sizeof(*order));
-    if (!order) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path); goto done; }
-    for (i = 0; i < st->n; i++) order[i] = &st->tensors[i];
-    qsort(order, (size_t)st->n, sizeof(*order), cllm__st_cmp_offset);
-    expect = 0;
-    for (i = 0; i < st->n; i++) {
-        if (order[i]->begin > bufsize || order[i]->end > bufsize) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu) run past the end of the file's %llu data bytes (truncated?)", path, order[i]->name, (unsigned long long)order[i]->begin, (unsigned long long)order[i]->end, (unsigned long long)bufsize); goto done; }
-        if (order[i]->begin < expect) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': data_offsets overlap the previous tensor (begin %llu < %llu)", path, order[i]->name, (unsigned long long)order[i]->begin, (unsigned long long)expect); goto done; }
-        if (order[i]->begin > expect) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': gap before its data (begin %llu, previous end %llu); tensors must be contiguous", path, order[i]->name, (unsigned long long)order[i]->begin, (unsigned long long)expect); goto done; }
-        expect = order[i]->end;
-    }
-    if (expect != bufsize) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: %llu trailing bytes after the last tensor", path, (unsigned long long)(bufsize - expect));
-done:
-    CLLM_FREE(order);
+    while (cJSON_IsObject(root) && parse_end && parse_end < header + hlen && *parse_end == ' ') parse_end++;
+    if (!root || !cJSON_IsObject(root))
+        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: header is not valid JSON (near byte %ld)", path,
+                        parse_end ? (long)(parse_end - header) : 0L);
+    else if (parse_end && parse_end < header + hlen)
+        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: unexpected bytes after the header JSON (only space padding is "
+                        "allowed)", path);
+    else rc = cllm__st_parse_entries(st, path, root, err);
     cJSON_Delete(root);
-    return rc;
+    st->data_start = 8 + hlen;
+    return rc == CLLM_OK ? cllm__st_check_layout(st, path, fsize - st->data_start, err) : rc;
 }
 
 CLLMDEF cllm_result cllm_st_open(cllm_safetensors *st, const char *path, cllm_err *err) {
     unsigned char lenbuf[8];
-    uint64_t hlen = 0, fsize;
+    uint64_t hlen = 0, fsize = 0;
+    unsigned long long header_bytes, file_bytes;
     long sz;
     char *header = NULL;
     cllm_result rc = CLLM_OK;
@@ -6641,19 +6742,31 @@ CLLMDEF cllm_result cllm_st_open(cllm_safetensors *st, const char *path, cllm_er
     memset(st, 0, sizeof *st);
     st->path = cllm__strdup(path);
     st->file = cllm__open_read(path, "a .safetensors file", err);
-    if (!st->file) { rc = CLLM_ERR_IO; goto done; }
-    if (!st->path) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-    if (fseek(st->file, 0, SEEK_END) != 0 || (sz = ftell(st->file)) < 0) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: cannot size the file", path); goto done; }
-    fsize = (uint64_t)sz;
-    rewind(st->file);
-    if (fsize < 8 || fread(lenbuf, 1, 8, st->file) != 8) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: truncated: shorter than the 8-byte header length", path); goto done; }
+    if (!st->file) rc = CLLM_ERR_IO;
+    else if (!st->path) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    else if (fseek(st->file, 0, SEEK_END) != 0 || (sz = ftell(st->file)) < 0)
+        rc = cllm__fail(err, CLLM_ERR_IO, "%s: cannot size the file", path);
+    else {
+        fsize = (uint64_t)sz;
+        rewind(st->file);
+        if (fsize < 8 || fread(lenbuf, 1, 8, st->file) != 8)
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: truncated: shorter than the 8-byte header length", path);
+    }
+    if (rc != CLLM_OK) goto done;
     for (i = 7; i >= 0; i--) hlen = (hlen << 8) | lenbuf[i];
-    if (hlen > CLLM_ST_MAX_HEADER) { rc = cllm__fail(err, CLLM_ERR_LIMIT, "%s: header length %llu exceeds the 100 MB limit (corrupt or not a safetensors file?)", path, (unsigned long long)hlen); goto done; }
-    if (hlen > fsize - 8) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: header length %llu is larger than the file (%llu bytes): truncated or corrupt", path, (unsigned long long)hlen, (unsigned long long)fsize); goto done; }
-    header = (char *)CLLM_MALLOC((size_t)hlen + 1);
-    if (!header) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory for the header", path); goto done; }
-    if (fread(header, 1, (size_t)hlen, st->file) != hlen) { rc = cllm__fail(err, CLLM_ERR_IO, "%s: short read in the header", path); goto done; }
-    rc = cllm__st_parse_header(st, path, header, hlen, fsize, err);
+    header_bytes = hlen;
+    file_bytes = fsize;
+    if (hlen > CLLM_ST_MAX_HEADER)
+        rc = cllm__fail(err, CLLM_ERR_LIMIT, "%s: header length %llu exceeds the 100 MB limit (corrupt or not a "
+                        "safetensors file?)", path, header_bytes);
+    else if (hlen > fsize - 8)
+        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: header length %llu is larger than the file (%llu bytes): truncated "
+                        "or corrupt", path, header_bytes, file_bytes);
+    else if (!(header = (char *)CLLM_MALLOC((size_t)hlen + 1)))
+        rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory for the header", path);
+    else if (fread(header, 1, (size_t)hlen, st->file) != hlen)
+        rc = cllm__fail(err, CLLM_ERR_IO, "%s: short read in the header", path);
+    else rc = cllm__st_parse_header(st, path, header, hlen, fsize, err);
 done:
     CLLM_FREE(header);
     if (rc != CLLM_OK) cllm_st_close(st);
@@ -6665,112 +6778,106 @@ CLLMDEF const cllm_st_tensor *cllm_st_find(const cllm_safetensors *st, const cha
     cllm_st_tensor key;
     key.name = (char *)name;
     if (!st || st->n == 0) return NULL;
-    return (const cllm_st_tensor *)bsearch(&key, st->tensors, (size_t)st->n, sizeof(cllm_st_tensor), cllm__st_cmp_name);
+    return (const cllm_st_tensor *)bsearch(&key, st->tensors, (size_t)st->n, sizeof(cllm_st_tensor),
+                                           cllm__st_cmp_name);
 }
 
 CLLMDEF cllm_result cllm_st_read(const cllm_safetensors *st, const cllm_st_tensor *t, cllm_float *out, cllm_err *err) {
-    #define CLLM__ST_CHUNK 8192
-    unsigned char buf[CLLM__ST_CHUNK * 8];
+    const int64_t chunk = 8192;
+    unsigned char buf[8192 * 8];                  /* a chunk of values of up to 8 bytes */
     int esize;
-    int64_t done = 0;
+    int64_t done = 0, i, n;
     if (t->dtype != CLLM_DT_F32 && t->dtype != CLLM_DT_F16 && t->dtype != CLLM_DT_BF16 && t->dtype != CLLM_DT_F64)
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s cannot be read as floating point", st->path, t->name, cllm__dtype_names[t->dtype]);
+        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "%s: tensor '%s': dtype %s cannot be read as floating point",
+                          st->path, t->name, cllm__dtype_names[t->dtype]);
     esize = cllm__dtype_sizes[t->dtype];
     if (fseek(st->file, (long)(st->data_start + t->begin), SEEK_SET) != 0)
         return cllm__fail(err, CLLM_ERR_IO, "%s: tensor '%s': seek failed", st->path, t->name);
-    while (done < t->numel) {
-        int64_t i, n = t->numel - done < CLLM__ST_CHUNK ? t->numel - done : CLLM__ST_CHUNK;
+    for (; done < t->numel; done += n) {
+        n = t->numel - done < chunk ? t->numel - done : chunk;
         if (fread(buf, (size_t)esize, (size_t)n, st->file) != (size_t)n)
-            return cllm__fail(err, CLLM_ERR_IO, "%s: tensor '%s': short read (file changed or truncated?)", st->path, t->name);
-        for (i = 0; i < n; i++) {
-            const unsigned char *b = buf + i * esize;
-            cllm_float *o = out + done + i;
-            switch (t->dtype) {
-            case CLLM_DT_F32: { uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24; float f; memcpy(&f, &u, 4); *o = (cllm_float)f; break; }
-            case CLLM_DT_F16:  *o = (cllm_float)cllm__f16_to_f32((uint16_t)(b[0] | b[1] << 8)); break;
-            case CLLM_DT_BF16: *o = (cllm_float)cllm__bf16_to_f32((uint16_t)(b[0] | b[1] << 8)); break;
-            default: { uint64_t u = 0; double d; int k; for (k = 7; k >= 0; k--) u = (u << 8) | b[k]; memcpy(&d, &u, 8); *o = (cllm_float)d; break; }
-            }
-        }
-        done += n;
+            return cllm__fail(err, CLLM_ERR_IO, "%s: tensor '%s': short read (file changed or truncated?)", st->path,
+                              t->name);
+        for (i = 0; i < n; i++) out[done + i] = cllm__st_value(buf + i * esize, t->dtype);
     }
     cllm__ok(err);
     return CLLM_OK;
 }
 
-CLLMDEF cllm_result cllm_st_save(const char *path, const cllm_st_entry *entries, int n, cllm_err *err) {
-    cJSON *root = cJSON_CreateObject(), *meta;
-    char *json = NULL, tmp[4096];
-    FILE *f = NULL;
-    uint64_t offset = 0, hlen;
-    size_t jlen;
-    unsigned char lenbuf[8];
+/* The header object of cllm_st_save: the tensors' dtypes, shapes and offsets in order, {"format":"pt"} metadata. */
+static cllm_result cllm__st_header(const char *path, const cllm_st_entry *entries, int n, char **json, cllm_err *err) {
+    cJSON *root = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(root, "__metadata__");
+    uint64_t offset = 0;
     int i, k;
     cllm_result rc = CLLM_OK;
-
-    if (!root) return cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path);
-    meta = cJSON_AddObjectToObject(root, "__metadata__");
     if (meta) cJSON_AddStringToObject(meta, "format", "pt");
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < n && rc == CLLM_OK; i++) {
         const cllm_st_entry *e = &entries[i];
-        cJSON *t, *shape, *offs;
+        cJSON *t = NULL, *shape = cJSON_CreateArray(), *offs = cJSON_CreateArray();
         int64_t numel = 1;
-        if (e->dtype != CLLM_DT_F32 && e->dtype != CLLM_DT_BF16 && e->dtype != CLLM_DT_F16) { rc = cllm__fail(err, CLLM_ERR_ARG, "%s: tensor '%s': can only write F32, BF16 or F16", path, e->name); goto done; }
-        if (e->ndim < 0 || e->ndim > CLLM_ST_MAX_DIMS) { rc = cllm__fail(err, CLLM_ERR_ARG, "%s: tensor '%s': bad ndim %d", path, e->name, e->ndim); goto done; }
-        t = cJSON_AddObjectToObject(root, e->name);
-        shape = cJSON_CreateArray(); offs = cJSON_CreateArray();
-        if (!t || !shape || !offs) { cJSON_Delete(shape); cJSON_Delete(offs); rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path); goto done; }
+        if (e->dtype != CLLM_DT_F32 && e->dtype != CLLM_DT_BF16 && e->dtype != CLLM_DT_F16)
+            rc = cllm__fail(err, CLLM_ERR_ARG, "%s: tensor '%s': can only write F32, BF16 or F16", path, e->name);
+        else if (e->ndim < 0 || e->ndim > CLLM_ST_MAX_DIMS)
+            rc = cllm__fail(err, CLLM_ERR_ARG, "%s: tensor '%s': bad ndim %d", path, e->name, e->ndim);
+        else if (!(t = cJSON_AddObjectToObject(root, e->name)) || !shape || !offs)
+            rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path);
+        if (rc != CLLM_OK) {
+            cJSON_Delete(shape);
+            cJSON_Delete(offs);
+            break;
+        }
         cJSON_AddStringToObject(t, "dtype", cllm__dtype_names[e->dtype]);
-        for (k = 0; k < e->ndim; k++) { cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)e->shape[k])); numel *= e->shape[k]; }
+        for (k = 0; k < e->ndim; k++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)e->shape[k]));
+        for (k = 0; k < e->ndim; k++) numel *= e->shape[k];
         cJSON_AddItemToObject(t, "shape", shape);
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)offset));
         offset += (uint64_t)numel * (uint64_t)cllm__dtype_sizes[e->dtype];
         cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)offset));
         cJSON_AddItemToObject(t, "data_offsets", offs);
     }
-    json = cJSON_PrintUnformatted(root);
-    if (!json) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path); goto done; }
-    jlen = strlen(json);
-    hlen = (uint64_t)jlen;
-    while ((8 + hlen) % 8) hlen++;                     /* pad with spaces so the data is aligned */
-    for (k = 0; k < 8; k++) lenbuf[k] = (unsigned char)(hlen >> (8 * k));
-    f = cllm__open_temp(path, tmp, sizeof tmp, err);
-    if (!f) { rc = CLLM_ERR_IO; goto done; }
-    fwrite(lenbuf, 1, 8, f);
-    fwrite(json, 1, jlen, f);
-    for (k = 0; k < (int)(hlen - jlen); k++) fputc(' ', f);
-    for (i = 0; i < n; i++) {
-        const cllm_st_entry *e = &entries[i];
-        int64_t j, numel = 1;
-        for (k = 0; k < e->ndim; k++) numel *= e->shape[k];
-        for (j = 0; j < numel; j++) {
-            unsigned char b[4];
-            float x = (float)e->data[j];
-            if (e->dtype == CLLM_DT_F32) {
-                uint32_t u; memcpy(&u, &x, 4);
-                b[0] = (unsigned char)u; b[1] = (unsigned char)(u >> 8); b[2] = (unsigned char)(u >> 16); b[3] = (unsigned char)(u >> 24);
-                fwrite(b, 1, 4, f);
-            } else {
-                uint16_t u = e->dtype == CLLM_DT_BF16 ? cllm__f32_to_bf16(x) : cllm__f32_to_f16(x);
-                b[0] = (unsigned char)u; b[1] = (unsigned char)(u >> 8);
-                fwrite(b, 1, 2, f);
-            }
-        }
-    }
-    rc = cllm__commit_temp(f, tmp, path, err);
-done:
-    cJSON_free(json);
+    *json = rc == CLLM_OK && root ? cJSON_PrintUnformatted(root) : NULL;
+    if (rc == CLLM_OK && !*json) rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path);
     cJSON_Delete(root);
     return rc;
 }
 
-/* -------------------------------------------------------------------------------------------- */
-/* config.json                                                                                  */
-/* -------------------------------------------------------------------------------------------- */
+CLLMDEF cllm_result cllm_st_save(const char *path, const cllm_st_entry *entries, int n, cllm_err *err) {
+    char *json = NULL, tmp[4096];
+    unsigned char bytes[8];
+    FILE *f;
+    uint64_t hlen;
+    size_t jlen;
+    int64_t j, numel;
+    int i, k;
+    cllm_result rc = cllm__st_header(path, entries, n, &json, err);
+    if (rc != CLLM_OK) return rc;
+    jlen = strlen(json);
+    hlen = (uint64_t)jlen;
+    while ((8 + hlen) % 8) hlen++;                     /* pad with spaces so the data is aligned */
+    f = cllm__open_temp(path, tmp, sizeof tmp, err);
+    if (f) {
+        for (k = 0; k < 8; k++) bytes[k] = (unsigned char)(hlen >> (8 * k));
+        fwrite(bytes, 1, 8, f);
+        fwrite(json, 1, jlen, f);
+        for (k = 0; k < (int)(hlen - jlen); k++) fputc(' ', f);
+    }
+    cJSON_free(json);
+    if (!f) return CLLM_ERR_IO;
+    for (i = 0; i < n; i++) {
+        const cllm_st_entry *e = &entries[i];
+        for (numel = 1, k = 0; k < e->ndim; k++) numel *= e->shape[k];
+        for (j = 0; j < numel; j++) fwrite(bytes, 1, (size_t)cllm__st_encode(bytes, (float)e->data[j], e->dtype), f);
+    }
+    return cllm__commit_temp(f, tmp, path, err);
+}
 
+/* ---- config.json (transformers LlamaConfig, Qwen2Config, Qwen3Config) ------------------------------------- */
+
+/* An integer field into *out (def when missing or null); returns 0, leaving def, if it is not an int. */
 static int cllm__json_int(const cJSON *o, const char *key, int def, int *out) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!j || cJSON_IsNull(j)) { *out = def; return 1; }
+    *out = def;
+    if (!j || cJSON_IsNull(j)) return 1;
     if (!cJSON_IsNumber(j) || j->valuedouble != floor(j->valuedouble) || fabs(j->valuedouble) > 2147483647.0) return 0;
     *out = (int)j->valuedouble;
     return 1;
@@ -6778,7 +6885,8 @@ static int cllm__json_int(const cJSON *o, const char *key, int def, int *out) {
 
 static int cllm__json_float(const cJSON *o, const char *key, float def, float *out) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!j || cJSON_IsNull(j)) { *out = def; return 1; }
+    *out = def;
+    if (!j || cJSON_IsNull(j)) return 1;
     if (!cJSON_IsNumber(j)) return 0;
     *out = (float)j->valuedouble;
     return 1;
@@ -6786,8 +6894,7 @@ static int cllm__json_float(const cJSON *o, const char *key, float def, float *o
 
 static int cllm__json_bool(const cJSON *o, const char *key, int def) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (cJSON_IsBool(j)) return cJSON_IsTrue(j);
-    return def;
+    return cJSON_IsBool(j) ? cJSON_IsTrue(j) : def;
 }
 
 static const char *cllm__json_str(const cJSON *o, const char *key) {
@@ -6795,17 +6902,48 @@ static const char *cllm__json_str(const cJSON *o, const char *key) {
     return cJSON_IsString(j) ? j->valuestring : NULL;
 }
 
+/* rope_scaling: null, {"rope_type" (or the older "type"): "default" | "llama3" | "linear", "factor", ...}. */
+static cllm_result cllm__rope_scaling_from_json(cllm_config *c, const cJSON *scaling, cllm_err *err) {
+    const char *type = cllm__json_str(scaling, "rope_type");
+    int ok = 1;
+    c->rope_type = CLLM_ROPE_DEFAULT;
+    if (!scaling || cJSON_IsNull(scaling)) return CLLM_OK;
+    if (!type) type = cllm__json_str(scaling, "type");
+    if (!cJSON_IsObject(scaling) || !type)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: rope_scaling must be null or an object with \"rope_type\"");
+    if (strcmp(type, "default") == 0) return CLLM_OK;
+    if (strcmp(type, "llama3") != 0 && strcmp(type, "linear") != 0)
+        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: rope_scaling type '%s' is not supported (supported: "
+                          "default, llama3, linear)", type);
+    c->rope_type = strcmp(type, "llama3") == 0 ? CLLM_ROPE_LLAMA3 : CLLM_ROPE_LINEAR;
+    ok &= cllm__json_float(scaling, "factor", 0, &c->rope_factor);
+    ok &= cllm__json_float(scaling, "low_freq_factor", 1, &c->rope_low_freq_factor);
+    ok &= cllm__json_float(scaling, "high_freq_factor", 4, &c->rope_high_freq_factor);
+    ok &= cllm__json_int(scaling, "original_max_position_embeddings", 8192, &c->rope_original_max_pos);
+    if (!ok || !(c->rope_factor > 0))
+        return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: rope_scaling '%s' needs a positive \"factor\"", type);
+    if (c->rope_type == CLLM_ROPE_LLAMA3 &&
+        !(c->rope_high_freq_factor > c->rope_low_freq_factor && c->rope_original_max_pos > 0))
+        return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: llama3 rope_scaling needs high_freq_factor > "
+                          "low_freq_factor and original_max_position_embeddings > 0");
+    return CLLM_OK;
+}
+
 static cllm_result cllm__config_from_json(cllm_config *c, const cJSON *root, cllm_err *err) {
     const char *mt = cllm__json_str(root, "model_type"), *act;
-    const cJSON *scaling, *eos;
-    int ok = 1;
+    const cJSON *eos, *e;
+    cllm_result rc;
+    int ok = 1, tp = 1;
     memset(c, 0, sizeof *c);
     if (!cJSON_IsObject(root)) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: not a JSON object");
-    if (!mt) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: missing \"model_type\" (expected llama, qwen2 or qwen3)");
+    if (!mt)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: missing \"model_type\" (expected llama, qwen2 or qwen3)");
     if (strcmp(mt, "llama") == 0) c->arch = CLLM_ARCH_LLAMA;
     else if (strcmp(mt, "qwen2") == 0) c->arch = CLLM_ARCH_QWEN2;
     else if (strcmp(mt, "qwen3") == 0) c->arch = CLLM_ARCH_QWEN3;
-    else return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: model_type '%s' is not supported (supported: llama, qwen2, qwen3)", mt);
+    else
+        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: model_type '%s' is not supported (supported: llama, "
+                          "qwen2, qwen3)", mt);
 
     ok &= cllm__json_int(root, "vocab_size", 0, &c->vocab_size);
     ok &= cllm__json_int(root, "hidden_size", 0, &c->hidden_size);
@@ -6818,64 +6956,57 @@ static cllm_result cllm__config_from_json(cllm_config *c, const cJSON *root, cll
     ok &= cllm__json_float(root, "rms_norm_eps", 1e-6f, &c->rms_norm_eps);
     ok &= cllm__json_float(root, "rope_theta", 10000.0f, &c->rope_theta);
     ok &= cllm__json_int(root, "bos_token_id", -1, &c->bos_token_id);
-    if (!ok) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: a size field is not an integer (check vocab_size, hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim)");
+    if (!ok)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: a size field is not an integer (check vocab_size, "
+                          "hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads, "
+                          "head_dim)");
     if (c->vocab_size <= 0 || c->hidden_size <= 0 || c->intermediate_size <= 0 || c->n_layers <= 0 || c->n_heads <= 0)
-        return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: vocab_size, hidden_size, intermediate_size, num_hidden_layers and num_attention_heads must all be given and positive");
-    if (c->head_dim == 0) {
-        if (c->hidden_size % c->n_heads) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: hidden_size %d is not divisible by num_attention_heads %d; give head_dim", c->hidden_size, c->n_heads);
-        c->head_dim = c->hidden_size / c->n_heads;
-    }
-    if (c->head_dim <= 0 || c->head_dim % 2) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: head_dim %d must be positive and even (RoPE rotates pairs)", c->head_dim);
-    if (c->n_kv_heads <= 0 || c->n_heads % c->n_kv_heads) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: num_attention_heads %d must be a multiple of num_key_value_heads %d", c->n_heads, c->n_kv_heads);
-    if ((double)c->vocab_size * c->hidden_size > 1e11 || (double)c->n_layers * c->intermediate_size * c->hidden_size > 1e12)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: vocab_size, hidden_size, intermediate_size, "
+                          "num_hidden_layers and num_attention_heads must all be given and positive");
+    if (c->head_dim == 0 && c->hidden_size % c->n_heads)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: hidden_size %d is not divisible by num_attention_heads "
+                          "%d; give head_dim", c->hidden_size, c->n_heads);
+    if (c->head_dim == 0) c->head_dim = c->hidden_size / c->n_heads;
+    if (c->head_dim <= 0 || c->head_dim % 2)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: head_dim %d must be positive and even (RoPE rotates "
+                          "pairs)", c->head_dim);
+    if (c->n_kv_heads <= 0 || c->n_heads % c->n_kv_heads)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: num_attention_heads %d must be a multiple of "
+                          "num_key_value_heads %d", c->n_heads, c->n_kv_heads);
+    if ((double)c->vocab_size * c->hidden_size > 1e11 ||
+        (double)c->n_layers * c->intermediate_size * c->hidden_size > 1e12)
         return cllm__fail(err, CLLM_ERR_LIMIT, "config.json: model sizes are implausibly large (corrupt config?)");
     if (!(c->rms_norm_eps > 0)) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: rms_norm_eps must be positive");
     if (!(c->rope_theta > 0)) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: rope_theta must be positive");
 
     act = cllm__json_str(root, "hidden_act");
-    if (act && strcmp(act, "silu") != 0) return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: hidden_act '%s' is not supported (only silu)", act);
-    if (cllm__json_bool(root, "mlp_bias", 0)) return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: mlp_bias true is not supported");
-    {
-        int tp = 1;
-        if (!cllm__json_int(root, "pretraining_tp", 1, &tp) || tp != 1) return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: pretraining_tp must be 1");
-    }
-    /* Qwen2 always has q/k/v biases (its config has no switch); Llama and Qwen3 put a bias on
-       o_proj too when attention_bias is set, which we do not support. */
-    if (c->arch == CLLM_ARCH_QWEN2) c->attention_bias = 1;
-    else if (cllm__json_bool(root, "attention_bias", 0)) return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: attention_bias true is not supported for model_type '%s'", mt);
-    if (c->arch == CLLM_ARCH_QWEN3) c->qk_norm = 1;
+    if (act && strcmp(act, "silu") != 0)
+        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: hidden_act '%s' is not supported (only silu)", act);
+    if (cllm__json_bool(root, "mlp_bias", 0))
+        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: mlp_bias true is not supported");
+    if (!cllm__json_int(root, "pretraining_tp", 1, &tp) || tp != 1)
+        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: pretraining_tp must be 1");
+    /* Qwen2 always has q/k/v biases (its config has no switch); Llama and Qwen3 put a bias on o_proj too when
+       attention_bias is set, which we do not support. */
+    if (c->arch != CLLM_ARCH_QWEN2 && cllm__json_bool(root, "attention_bias", 0))
+        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: attention_bias true is not supported for "
+                          "model_type '%s'", mt);
+    c->attention_bias = c->arch == CLLM_ARCH_QWEN2;
+    c->qk_norm = c->arch == CLLM_ARCH_QWEN3;
     if (c->arch == CLLM_ARCH_QWEN2 && cllm__json_bool(root, "use_sliding_window", 0))
         return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: use_sliding_window true is not supported");
     c->tie_word_embeddings = cllm__json_bool(root, "tie_word_embeddings", c->arch == CLLM_ARCH_LLAMA ? 0 : 1);
+    rc = cllm__rope_scaling_from_json(c, cJSON_GetObjectItemCaseSensitive(root, "rope_scaling"), err);
+    if (rc != CLLM_OK) return rc;
 
-    scaling = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
-    c->rope_type = CLLM_ROPE_DEFAULT;
-    if (scaling && !cJSON_IsNull(scaling)) {
-        const char *type = cllm__json_str(scaling, "rope_type");
-        if (!type) type = cllm__json_str(scaling, "type");      /* older configs */
-        if (!cJSON_IsObject(scaling) || !type) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: rope_scaling must be null or an object with \"rope_type\"");
-        if (strcmp(type, "default") == 0) c->rope_type = CLLM_ROPE_DEFAULT;
-        else if (strcmp(type, "llama3") == 0 || strcmp(type, "linear") == 0) {
-            c->rope_type = strcmp(type, "llama3") == 0 ? CLLM_ROPE_LLAMA3 : CLLM_ROPE_LINEAR;
-            ok &= cllm__json_float(scaling, "factor", 0, &c->rope_factor);
-            ok &= cllm__json_float(scaling, "low_freq_factor", 1, &c->rope_low_freq_factor);
-            ok &= cllm__json_float(scaling, "high_freq_factor", 4, &c->rope_high_freq_factor);
-            ok &= cllm__json_int(scaling, "original_max_position_embeddings", 8192, &c->rope_original_max_pos);
-            if (!ok || !(c->rope_factor > 0)) return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: rope_scaling '%s' needs a positive \"factor\"", type);
-            if (c->rope_type == CLLM_ROPE_LLAMA3 && !(c->rope_high_freq_factor > c->rope_low_freq_factor && c->rope_original_max_pos > 0))
-                return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: llama3 rope_scaling needs high_freq_factor > low_freq_factor and original_max_position_embeddings > 0");
-        } else return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: rope_scaling type '%s' is not supported (supported: default, llama3, linear)", type);
-    }
-
-    eos = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
-    if (eos && !cJSON_IsNull(eos)) {
-        const cJSON *e = cJSON_IsArray(eos) ? eos->child : eos;
-        for (; e; e = cJSON_IsArray(eos) ? e->next : NULL) {
-            uint64_t id;
-            if (!cllm__json_u53(e, &id) || id >= (uint64_t)c->vocab_size)
-                return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: eos_token_id must be a token id in [0, vocab_size) or a list of them");
-            if (c->n_eos < CLLM_MAX_EOS) c->eos_token_ids[c->n_eos++] = (int)id;
-        }
+    eos = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");       /* an id, a list of ids, or null */
+    e = cJSON_IsArray(eos) ? eos->child : cJSON_IsNull(eos) ? NULL : eos;
+    for (; e; e = cJSON_IsArray(eos) ? e->next : NULL) {
+        uint64_t id;
+        if (!cllm__json_u53(e, &id) || id >= (uint64_t)c->vocab_size)
+            return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: eos_token_id must be a token id in [0, vocab_size) "
+                              "or a list of them");
+        if (c->n_eos < CLLM_MAX_EOS) c->eos_token_ids[c->n_eos++] = (int)id;
     }
     cllm__ok(err);
     return CLLM_OK;
@@ -6890,9 +7021,7 @@ CLLMDEF cllm_result cllm_config_parse(cllm_config *c, const char *json_text, siz
     return rc;
 }
 
-/* -------------------------------------------------------------------------------------------- */
-/* Checkpoints: Hugging Face directories                                                       */
-/* -------------------------------------------------------------------------------------------- */
+/* ---- reading a Hugging Face directory: config.json + model.safetensors (or its shards) ------------------- */
 
 /* Tensors that may appear in a checkpoint without being parameters (skipped, not an error). */
 static int cllm__ignorable_tensor(const char *name) {
@@ -6900,9 +7029,26 @@ static int cllm__ignorable_tensor(const char *name) {
     return n > 19 && strcmp(name + n - 19, "rotary_emb.inv_freq") == 0;
 }
 
-/* Loads every parameter tensor found in one shard; marks each in `seen` (indexed by tensor and
-   layer) so that missing ones are reported after all shards. */
+/* Which parameter tensor (and layer) a checkpoint name is, or -1. A tied lm_head is still recognised. */
+static int cllm__param_lookup(const cllm_model *m, const char *name, int *layer) {
+    char buf[CLLM_NAME_MAX];
+    int i, l;
+    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
+        if (!m->param_sizes[i] && i != CLLM__P_LM_HEAD) continue;
+        for (l = 0; l < (cllm__param_per_layer(i) ? m->config.n_layers : 1); l++) {
+            cllm_param_name(i, l, buf, sizeof buf);
+            if (strcmp(buf, name) != 0) continue;
+            *layer = l;
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* Loads every parameter tensor found in one shard; marks each in `seen` (indexed by tensor and layer) so that
+   missing ones are reported after all shards. */
 static cllm_result cllm__load_shard(cllm_model *m, const char *path, unsigned char *seen, cllm_err *err) {
+    static const char *model_types[] = { "?", "llama", "qwen2", "qwen3" };
     const cllm_config *c = &m->config;
     cllm_safetensors st;
     cllm_float **ptrs[CLLM_NUM_PARAM_TENSORS];
@@ -6912,87 +7058,79 @@ static cllm_result cllm__load_shard(cllm_model *m, const char *path, unsigned ch
     cllm__param_ptrs(&m->params, ptrs);
     for (t = 0; t < st.n && rc == CLLM_OK; t++) {
         const cllm_st_tensor *ten = &st.tensors[t];
-        char name[256];
-        int i, l = -1, found = -1, rows, cols;
-        for (i = 0; i < CLLM_NUM_PARAM_TENSORS && found < 0; i++) {
-            if (!m->param_sizes[i] && i != CLLM__P_LM_HEAD) continue;
-            if (cllm__param_per_layer(i)) {
-                for (l = 0; l < c->n_layers; l++) { cllm_param_name(i, l, name, sizeof name); if (strcmp(name, ten->name) == 0) { found = i; break; } }
-            } else if (strcmp(cllm__param_fmt[i], ten->name) == 0) { found = i; l = 0; }
-        }
-        if (found < 0) {
-            if (cllm__ignorable_tensor(ten->name)) continue;
-            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: unexpected tensor '%s' (not a parameter of this %s config: wrong model_type, layer count or bias settings?)",
-                            path, ten->name, c->arch == CLLM_ARCH_QWEN2 ? "qwen2" : c->arch == CLLM_ARCH_QWEN3 ? "qwen3" : "llama");
+        char got[96] = "";
+        int l = 0, i = cllm__param_lookup(m, ten->name, &l), rows, cols, k, n = 0, tied;
+        if (i < 0 && cllm__ignorable_tensor(ten->name)) continue;
+        if (i < 0) {
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: unexpected tensor '%s' (not a parameter of this %s config: wrong "
+                            "model_type, layer count or bias settings?)", path, ten->name, model_types[c->arch]);
             break;
         }
-        cllm__param_shape(c, found, &rows, &cols);
-        if (found == CLLM__P_LM_HEAD && c->tie_word_embeddings) { rows = c->vocab_size; cols = c->hidden_size; }
-        if (!(cols ? (ten->ndim == 2 && ten->shape[0] == rows && ten->shape[1] == cols) : (ten->ndim == 1 && ten->shape[0] == rows))) {
-            char got[96]; int k, n = 0;
-            for (k = 0; k < ten->ndim && n < 80; k++) n += snprintf(got + n, sizeof got - (size_t)n, k ? ",%lld" : "%lld", (long long)ten->shape[k]);
-            if (!ten->ndim) got[0] = 0;
-            if (cols) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s' has shape [%s], expected [%d,%d] from config.json", path, ten->name, got, rows, cols);
-            else rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s' has shape [%s], expected [%d] from config.json", path, ten->name, got, rows);
-            break;
-        }
-        if (found == CLLM__P_LM_HEAD && c->tie_word_embeddings) continue;  /* HF re-ties it to the embedding */
-        if (seen[found * c->n_layers + l]) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s' appears in more than one shard", path, ten->name); break; }
-        seen[found * c->n_layers + l] = 1;
-        {
-            size_t per = (size_t)rows * (size_t)(cols ? cols : 1);
-            rc = cllm_st_read(&st, ten, *ptrs[found] + (size_t)l * per, err);
+        tied = i == CLLM__P_LM_HEAD && c->tie_word_embeddings;
+        cllm__param_shape(c, i, &rows, &cols);
+        if (tied) rows = c->vocab_size;
+        for (k = 0; k < ten->ndim && n < 80; k++)
+            n += snprintf(got + n, sizeof got - (size_t)n, k ? ",%lld" : "%lld", (long long)ten->shape[k]);
+        if (cols && !(ten->ndim == 2 && ten->shape[0] == rows && ten->shape[1] == cols))
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s' has shape [%s], expected [%d,%d] from config.json",
+                            path, ten->name, got, rows, cols);
+        else if (!cols && !(ten->ndim == 1 && ten->shape[0] == rows))
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s' has shape [%s], expected [%d] from config.json", path,
+                            ten->name, got, rows);
+        else if (tied) continue;                                   /* HF re-ties it to the embedding */
+        else if (seen[i * c->n_layers + l])
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s' appears in more than one shard", path, ten->name);
+        else {
+            seen[i * c->n_layers + l] = 1;
+            rc = cllm_st_read(&st, ten, *ptrs[i] + (size_t)l * (size_t)rows * (size_t)(cols ? cols : 1), err);
         }
     }
     cllm_st_close(&st);
     return rc;
 }
 
-/* The size of a file in bytes, or -1 if it cannot be opened. */
-static long long cllm__file_bytes(const char *path) {
-    FILE *f = fopen(path, "rb");
-    long n = -1;
-    if (!f) return -1;
-    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
-    fclose(f);
-    return n;
-}
-
-/* The weight files of a checkpoint directory (paths owned, stb_ds array): model.safetensors,
-   else the distinct shards of model.safetensors.index.json in order of appearance. */
+/* The weight files of a checkpoint directory (paths owned, stb_ds array): model.safetensors, else the distinct shards
+   of model.safetensors.index.json in order of appearance. */
 static cllm_result cllm__weight_files(const char *dir, char ***files, cllm_err *err) {
-    char path[4096];
-    char *text = NULL;
+    char path[4096], shard[4096];
+    char *text = NULL, *copy;
     size_t len;
     cJSON *index;
     const cJSON *wm, *e;
     cllm_result rc = CLLM_OK;
+    int dup, k;
     *files = NULL;
     snprintf(path, sizeof path, "%s/model.safetensors", dir);   /* HF's order: the single file first */
     if (cllm__file_exists(path)) {
-        char *copy = cllm__strdup(path);
+        copy = cllm__strdup(path);
         if (!copy) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
         stbds_arrput(*files, copy);
         return CLLM_OK;
     }
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-    if (!cllm__file_exists(path)) return cllm__fail(err, CLLM_ERR_IO, "%s: no model.safetensors and no model.safetensors.index.json", dir);
+    if (!cllm__file_exists(path))
+        return cllm__fail(err, CLLM_ERR_IO, "%s: no model.safetensors and no model.safetensors.index.json", dir);
     if ((rc = cllm_read_file(path, &text, &len, err)) != CLLM_OK) return rc;
     index = cJSON_ParseWithLength(text, len);
     CLLM_FREE(text);
     wm = cJSON_GetObjectItemCaseSensitive(index, "weight_map");
-    if (!cJSON_IsObject(wm)) { cJSON_Delete(index); return cllm__fail(err, CLLM_ERR_FORMAT, "%s: missing \"weight_map\" object", path); }
+    if (!cJSON_IsObject(wm)) {
+        cJSON_Delete(index);
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s: missing \"weight_map\" object", path);
+    }
     cJSON_ArrayForEach(e, wm) {
-        char shard[4096];
-        int dup = 0, k;
-        if (!cJSON_IsString(e) || strchr(e->valuestring, '/') || strstr(e->valuestring, "..")) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: weight_map entry '%s' must be a plain file name", path, e->string); break; }
-        snprintf(shard, sizeof shard, "%s/%s", dir, e->valuestring);
-        for (k = 0; k < (int)stbds_arrlen(*files); k++) if (strcmp((*files)[k], shard) == 0) dup = 1;
-        if (!dup) {
-            char *copy = cllm__strdup(shard);
-            if (!copy) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); break; }
-            stbds_arrput(*files, copy);
+        if (!cJSON_IsString(e) || strchr(e->valuestring, '/') || strstr(e->valuestring, "..")) {
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: weight_map entry '%s' must be a plain file name", path, e->string);
+            break;
         }
+        snprintf(shard, sizeof shard, "%s/%s", dir, e->valuestring);
+        for (dup = 0, k = 0; k < (int)stbds_arrlen(*files); k++) dup |= strcmp((*files)[k], shard) == 0;
+        if (dup) continue;
+        if (!(copy = cllm__strdup(shard))) {
+            rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+            break;
+        }
+        stbds_arrput(*files, copy);
     }
     cJSON_Delete(index);
     return rc;
@@ -7009,7 +7147,7 @@ CLLMDEF cllm_result cllm_model_load(cllm_model *m, const char *dir, cllm_err *er
     char *text = NULL, **files = NULL;
     size_t len, sizes[CLLM_NUM_PARAM_TENSORS], n_params = 0;
     long long bytes = 0, b;
-    cJSON *root = NULL;
+    cJSON *root;
     cllm_config cfg;
     unsigned char *seen = NULL;
     cllm_result rc;
@@ -7017,41 +7155,38 @@ CLLMDEF cllm_result cllm_model_load(cllm_model *m, const char *dir, cllm_err *er
 
     memset(m, 0, sizeof *m);
     snprintf(path, sizeof path, "%s/config.json", dir);
-    rc = cllm_read_file(path, &text, &len, err);
-    if (rc != CLLM_OK) return rc;
+    if ((rc = cllm_read_file(path, &text, &len, err)) != CLLM_OK) return rc;
     root = cJSON_ParseWithLength(text, len);
-    CLLM_FREE(text); text = NULL;
+    CLLM_FREE(text);
     if (!root) return cllm__fail(err, CLLM_ERR_FORMAT, "%s: not valid JSON", path);
     rc = cllm__config_from_json(&cfg, root, err);
     if (rc == CLLM_OK) rc = cllm__weight_files(dir, &files, err);
-    if (rc != CLLM_OK) { cJSON_Delete(root); cllm__weight_files_free(files); return rc; }
-    /* Untrusted sizes: the weights must hold at least 2 bytes (F16/BF16) per parameter that
-       config.json describes, checked before the parameters are allocated. */
-    cllm__fill_in_param_sizes(sizes, &cfg);
-    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) n_params += sizes[i];
-    for (k = 0; k < (int)stbds_arrlen(files); k++) bytes += (b = cllm__file_bytes(files[k])) > 0 ? b : 0;
-    if ((double)bytes < 2.0 * (double)n_params) {
-        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: config.json describes %zu parameters (%.3g GB as F32) but the weight files hold only %lld bytes: config and weights do not match",
-                        dir, n_params, n_params * 4.0 / 1e9, bytes);
-        cJSON_Delete(root); cllm__weight_files_free(files);
-        return rc;
+    /* Untrusted sizes: the weights must hold at least 2 bytes (F16/BF16) per parameter that config.json describes,
+       checked before the parameters are allocated. */
+    if (rc == CLLM_OK) cllm__fill_in_param_sizes(sizes, &cfg);
+    for (i = 0; rc == CLLM_OK && i < CLLM_NUM_PARAM_TENSORS; i++) n_params += sizes[i];
+    for (k = 0; rc == CLLM_OK && k < (int)stbds_arrlen(files); k++)
+        bytes += (b = cllm__file_bytes(files[k])) > 0 ? b : 0;
+    if (rc == CLLM_OK && (double)bytes < 2.0 * (double)n_params)
+        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: config.json describes %zu parameters (%.3g GB as F32) but the weight "
+                        "files hold only %lld bytes: config and weights do not match", dir, n_params,
+                        n_params * 4.0 / 1e9, bytes);
+    if (rc == CLLM_OK) rc = cllm__model_setup(m, &cfg, err);
+    if (rc != CLLM_OK) {
+        cJSON_Delete(root);
+        goto done;
     }
-    rc = cllm__model_setup(m, &cfg, err);
-    if (rc != CLLM_OK) { cJSON_Delete(root); cllm__weight_files_free(files); cllm_model_free(m); return rc; }
     m->hf_config = root;
     seen = (unsigned char *)cllm__calloc((size_t)CLLM_NUM_PARAM_TENSORS * (size_t)cfg.n_layers, 1);
-    if (!seen) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-    for (k = 0; k < (int)stbds_arrlen(files) && rc == CLLM_OK; k++) rc = cllm__load_shard(m, files[k], seen, err);
-    if (rc != CLLM_OK) goto done;
-
-    for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
-        if (!m->param_sizes[i]) continue;
-        for (l = 0; l < (cllm__param_per_layer(i) ? cfg.n_layers : 1); l++)
-            if (!seen[i * cfg.n_layers + l]) {
-                cllm_param_name(i, l, path, sizeof path);
-                rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: missing tensor '%s'", dir, path);
-                goto done;
-            }
+    if (!seen) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    for (k = 0; rc == CLLM_OK && k < (int)stbds_arrlen(files); k++) rc = cllm__load_shard(m, files[k], seen, err);
+    for (i = 0; rc == CLLM_OK && i < CLLM_NUM_PARAM_TENSORS; i++) {
+        for (l = 0; m->param_sizes[i] && l < (cllm__param_per_layer(i) ? cfg.n_layers : 1); l++) {
+            if (seen[i * cfg.n_layers + l]) continue;
+            cllm_param_name(i, l, path, sizeof path);
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: missing tensor '%s'", dir, path);
+            break;
+        }
     }
 done:
     CLLM_FREE(seen);
@@ -7061,58 +7196,7 @@ done:
     return rc;
 }
 
-/* -------------------------------------------------------------------------------------------- */
-/* Token batches from JSONL                                                                     */
-/* -------------------------------------------------------------------------------------------- */
-
-/* The buffer never grows past CLLM_MAX_LINE_BYTES, whatever the file holds. A reader that gets a length below
-   CLLM_LINE_EOF reports it with cllm__line_fail. */
-CLLMDEF long cllm_read_line(FILE *f, char **line, size_t *cap) {
-    size_t n = 0;
-    int ch;
-    if (!*line) *cap = 256;
-    if (!*line) *line = (char *)CLLM_MALLOC(*cap);
-    if (!*line) return CLLM_LINE_NOMEM;
-    while ((ch = fgetc(f)) != EOF && ch != '\n') {
-        if (n + 1 >= *cap) {
-            char *grown;
-            if (*cap >= (size_t)CLLM_MAX_LINE_BYTES) return CLLM_LINE_TOO_LONG;
-            grown = (char *)CLLM_REALLOC(*line, *cap * 2);
-            if (!grown) return CLLM_LINE_NOMEM;
-            *line = grown;
-            *cap *= 2;
-        }
-        (*line)[n++] = (char)ch;
-    }
-    if (ch == EOF && n == 0) return CLLM_LINE_EOF;
-    if (n && (*line)[n - 1] == '\r') n--;
-    (*line)[n] = 0;
-    return (long)n;
-}
-
-static size_t cllm__utf8_check(const char *s, size_t n);
-
-/* One line of a JSONL file parsed; NULL after a message at path:lineno: text that is not UTF-8
-   (with the byte of the line where it stops being UTF-8), or not JSON. */
-static cJSON *cllm__jsonl_parse(const char *line, size_t len, const char *path, int lineno, cllm_err *err) {
-    size_t bad = cllm__utf8_check(line, len);
-    cJSON *value;
-    if (bad < len) {
-        cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not valid UTF-8 at byte %zu of the line", path, lineno, bad + 1);
-        return NULL;
-    }
-    value = cJSON_ParseWithLength(line, len);
-    if (!value) cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not valid JSON", path, lineno);
-    return value;
-}
-
-/* The error for a cllm__read_line result below -1 at path:lineno. */
-static cllm_result cllm__line_fail(cllm_err *err, const char *path, int lineno, long len) {
-    char at[32] = "";
-    if (lineno > 0) snprintf(at, sizeof at, ":%d", lineno);
-    if (len == CLLM_LINE_NOMEM) return cllm__fail(err, CLLM_ERR_NOMEM, "%s%s: out of memory reading a line", path, at);
-    return cllm__fail(err, CLLM_ERR_LIMIT, "%s%s: a line longer than %ld MB (corrupt file? the limit is CLLM_MAX_LINE_BYTES)", path, at, (long)(CLLM_MAX_LINE_BYTES >> 20));
-}
+/* ---- token batches from JSONL ----------------------------------------------------------------------------- */
 
 /* Reads a JSON array of integers into a new int array; returns its length or -1. */
 static int cllm__json_int_array(const cJSON *arr, int **out) {
@@ -7123,7 +7207,11 @@ static int cllm__json_int_array(const cJSON *arr, int **out) {
     *out = (int *)cllm__calloc((size_t)cJSON_GetArraySize(arr) + 1, sizeof(int));
     if (!*out) return -1;
     cJSON_ArrayForEach(e, arr) {
-        if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble) || fabs(e->valuedouble) > 2147483647.0) { CLLM_FREE(*out); *out = NULL; return -1; }
+        if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble) || fabs(e->valuedouble) > 2147483647.0) {
+            CLLM_FREE(*out);
+            *out = NULL;
+            return -1;
+        }
         (*out)[n++] = (int)e->valuedouble;
     }
     return n;
@@ -7131,84 +7219,105 @@ static int cllm__json_int_array(const cJSON *arr, int **out) {
 
 CLLMDEF void cllm_batch_free(cllm_batch *batch) {
     if (!batch) return;
-    CLLM_FREE((void *)batch->input_ids); CLLM_FREE((void *)batch->labels); CLLM_FREE((void *)batch->attn_mask);
+    CLLM_FREE((void *)batch->input_ids);
+    CLLM_FREE((void *)batch->labels);
+    CLLM_FREE((void *)batch->attn_mask);
     memset(batch, 0, sizeof *batch);
+}
+
+/* One row {"input_ids": [...], "labels": [...] or absent or null} of a token-batch file; its length, or 0 after an
+   error. *labels stays NULL without labels. */
+static int cllm__batch_row(const char *line, long len, const char *path, int lineno, int **ids, int **labels,
+                           cllm_err *err) {
+    cJSON *row = cllm__jsonl_parse(line, (size_t)len, path, lineno, err), *jl;
+    int n, n_labels = -2;
+    *ids = *labels = NULL;
+    if (!row) return 0;
+    n = cllm__json_int_array(cJSON_GetObjectItemCaseSensitive(row, "input_ids"), ids);
+    jl = cJSON_GetObjectItemCaseSensitive(row, "labels");
+    if (jl && !cJSON_IsNull(jl)) n_labels = cllm__json_int_array(jl, labels);
+    cJSON_Delete(row);
+    if (n > 0 && (n_labels == -2 || n_labels == n)) return n;
+    CLLM_FREE(*ids);
+    CLLM_FREE(*labels);
+    if (n <= 0)
+        cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: \"input_ids\" must be a non-empty array of integers", path, lineno);
+    else
+        cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: \"labels\" must be an integer array as long as input_ids (%d)", path,
+                   lineno, n);
+    return 0;
 }
 
 CLLMDEF cllm_result cllm_batch_read_jsonl(cllm_batch *batch, const char *path, cllm_err *err) {
     FILE *f = cllm__open_read(path, "a JSONL file", err);
     char *line = NULL;
     size_t cap = 0;
-    int **ids = NULL, **labels = NULL, *lens = NULL, B = 0, T = 0, lineno = 0, b, t;
-    int *in = NULL, *lab = NULL, *mask = NULL;
+    int **ids = NULL, **labels = NULL, *lens = NULL, B = 0, T = 0, lineno = 0, b, t, n;
+    int *in = NULL, *lab = NULL, *mask = NULL, *x, *y;
     long len;
     cllm_result rc = CLLM_OK;
     memset(batch, 0, sizeof *batch);
     if (!f) return CLLM_ERR_IO;
-    while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
-        cJSON *row, *jl;
-        int *x = NULL, *y = NULL, n, ny;
+    while ((len = cllm_read_line(f, &line, &cap)) >= 0) {
         lineno++;
         if (len == 0) continue;
-        if (!(row = cllm__jsonl_parse(line, (size_t)len, path, lineno, err))) { rc = CLLM_ERR_FORMAT; break; }
-        n = cllm__json_int_array(cJSON_GetObjectItemCaseSensitive(row, "input_ids"), &x);
-        jl = cJSON_GetObjectItemCaseSensitive(row, "labels");
-        ny = jl && !cJSON_IsNull(jl) ? cllm__json_int_array(jl, &y) : -2;
-        cJSON_Delete(row);
-        if (n <= 0) { CLLM_FREE(x); CLLM_FREE(y); rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: \"input_ids\" must be a non-empty array of integers", path, lineno); break; }
-        if (ny != -2 && ny != n) { CLLM_FREE(x); CLLM_FREE(y); rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: \"labels\" must be an integer array as long as input_ids (%d)", path, lineno, n); break; }
-        stbds_arrput(ids, x); stbds_arrput(labels, y); stbds_arrput(lens, n);
+        if (!(n = cllm__batch_row(line, len, path, lineno, &x, &y, err))) {
+            rc = CLLM_ERR_FORMAT;
+            break;
+        }
+        stbds_arrput(ids, x);
+        stbds_arrput(labels, y);
+        stbds_arrput(lens, n);
         if (n > T) T = n;
         B++;
     }
     fclose(f);
     CLLM_FREE(line);
-    if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, path, lineno + 1, len);
+    if (rc == CLLM_OK && len < CLLM_LINE_EOF) rc = cllm__line_fail(err, path, lineno + 1, len);
     if (rc == CLLM_OK && B == 0) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no rows", path);
-    if (rc == CLLM_OK && (double)B * T > 1e8) rc = cllm__fail(err, CLLM_ERR_LIMIT, "%s: %d rows padded to %d tokens is too large for one batch (at most 1e8 tokens)", path, B, T);
+    if (rc == CLLM_OK && (double)B * T > 1e8)
+        rc = cllm__fail(err, CLLM_ERR_LIMIT, "%s: %d rows padded to %d tokens is too large for one batch (at most 1e8 "
+                        "tokens)", path, B, T);
     if (rc == CLLM_OK) {
         in = (int *)cllm__calloc((size_t)B * T, sizeof(int));
         lab = (int *)cllm__calloc((size_t)B * T, sizeof(int));
         mask = (int *)cllm__calloc((size_t)B * T, sizeof(int));
         if (!in || !lab || !mask) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     }
-    if (rc == CLLM_OK) {
-        for (b = 0; b < B; b++) for (t = 0; t < T; t++) {
-            int i = b * T + t, real = t < lens[b];
-            in[i] = real ? ids[b][t] : 0;
-            lab[i] = real ? (labels[b] ? labels[b][t] : ids[b][t]) : -100;
-            mask[i] = real;
-        }
-        batch->B = B; batch->T = T; batch->input_ids = in; batch->labels = lab; batch->attn_mask = mask;
-        in = lab = mask = NULL;
+    for (b = 0; rc == CLLM_OK && b < B; b++) for (t = 0; t < T; t++) {    /* right-padded: id 0, mask 0, label -100 */
+        int i = b * T + t, real = t < lens[b];
+        in[i] = real ? ids[b][t] : 0;
+        lab[i] = real ? (labels[b] ? labels[b][t] : ids[b][t]) : -100;
+        mask[i] = real;
     }
-    for (b = 0; b < (int)stbds_arrlen(ids); b++) { CLLM_FREE(ids[b]); CLLM_FREE(labels[b]); }
-    stbds_arrfree(ids); stbds_arrfree(labels); stbds_arrfree(lens);
-    CLLM_FREE(in); CLLM_FREE(lab); CLLM_FREE(mask);
-    if (rc == CLLM_OK) cllm__ok(err);
+    if (rc == CLLM_OK) {
+        batch->B = B;
+        batch->T = T;
+        batch->input_ids = in;
+        batch->labels = lab;
+        batch->attn_mask = mask;
+        in = lab = mask = NULL;
+        cllm__ok(err);
+    }
+    for (b = 0; b < (int)stbds_arrlen(ids); b++) CLLM_FREE(ids[b]);
+    for (b = 0; b < (int)stbds_arrlen(labels); b++) CLLM_FREE(labels[b]);
+    stbds_arrfree(ids);
+    stbds_arrfree(labels);
+    stbds_arrfree(lens);
+    CLLM_FREE(in);
+    CLLM_FREE(lab);
+    CLLM_FREE(mask);
     return rc;
 }
 
-/* -------------------------------------------------------------------------------------------- */
-/* Checkpoints: writing                                                                         */
-/* -------------------------------------------------------------------------------------------- */
-
-static cllm_result cllm__mkdir(const char *dir, cllm_err *err) {
-#if defined(_WIN32)
-    (void)dir; (void)err;
-    return CLLM_OK;
-#else
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot create directory (%s)", dir, strerror(errno));
-    return CLLM_OK;
-#endif
-}
+/* ---- writing a Hugging Face directory --------------------------------------------------------------------- */
 
 /* config.json for a model that has none (made by cllm_model_init). */
 static cJSON *cllm__config_to_json(const cllm_config *c) {
     static const char *types[] = { "llama", "qwen2", "qwen3" };
     static const char *archs[] = { "LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM" };
-    cJSON *o = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(o, "architectures");
-    int i, t = c->arch - 1;
+    cJSON *o = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(o, "architectures"), *e;
+    int i, t = (int)c->arch - 1;
     if (t < 0 || t > 2) t = 0;
     cJSON_AddItemToArray(a, cJSON_CreateString(archs[t]));
     cJSON_AddStringToObject(o, "model_type", types[t]);
@@ -7219,7 +7328,7 @@ static cJSON *cllm__config_to_json(const cllm_config *c) {
     cJSON_AddNumberToObject(o, "num_attention_heads", c->n_heads);
     cJSON_AddNumberToObject(o, "num_key_value_heads", c->n_kv_heads);
     cJSON_AddNumberToObject(o, "head_dim", c->head_dim);
-    cJSON_AddNumberToObject(o, "max_position_embeddings", c->max_position_embeddings ? c->max_position_embeddings : 2048);
+    cJSON_AddNumberToObject(o, "max_position_embeddings", cllm__def(c->max_position_embeddings, 2048));
     cJSON_AddNumberToObject(o, "rms_norm_eps", c->rms_norm_eps);
     cJSON_AddNumberToObject(o, "rope_theta", c->rope_theta);
     if (c->rope_type == CLLM_ROPE_DEFAULT) cJSON_AddNullToObject(o, "rope_scaling");
@@ -7239,10 +7348,8 @@ static cJSON *cllm__config_to_json(const cllm_config *c) {
     cJSON_AddStringToObject(o, "hidden_act", "silu");
     if (c->bos_token_id >= 0) cJSON_AddNumberToObject(o, "bos_token_id", c->bos_token_id);
     if (c->n_eos == 1) cJSON_AddNumberToObject(o, "eos_token_id", c->eos_token_ids[0]);
-    else if (c->n_eos > 1) {
-        cJSON *e = cJSON_AddArrayToObject(o, "eos_token_id");
-        for (i = 0; i < c->n_eos; i++) cJSON_AddItemToArray(e, cJSON_CreateNumber(c->eos_token_ids[i]));
-    }
+    e = c->n_eos > 1 ? cJSON_AddArrayToObject(o, "eos_token_id") : NULL;
+    for (i = 0; e && i < c->n_eos; i++) cJSON_AddItemToArray(e, cJSON_CreateNumber(c->eos_token_ids[i]));
     if (c->arch == CLLM_ARCH_QWEN2) cJSON_AddBoolToObject(o, "use_sliding_window", 0);
     return o;
 }
@@ -7254,8 +7361,8 @@ CLLMDEF int cllm_model_tensor_count(const cllm_model *m) {
     return n;
 }
 
-CLLMDEF int cllm_model_entries(const cllm_model *m, const cllm_float *memory, const char *prefix,
-                               cllm_dtype dtype, cllm_st_entry *entries) {
+CLLMDEF int cllm_model_entries(const cllm_model *m, const cllm_float *memory, const char *prefix, cllm_dtype dtype,
+                               cllm_st_entry *entries) {
     const cllm_config *c = &m->config;
     int i, l, n = 0, rows, cols;
     for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
@@ -7268,7 +7375,8 @@ CLLMDEF int cllm_model_entries(const cllm_model *m, const cllm_float *memory, co
             snprintf(e->name, sizeof e->name, "%s%s", prefix ? prefix : "", name);
             e->dtype = dtype;
             e->ndim = cols ? 2 : 1;
-            e->shape[0] = rows; e->shape[1] = cols;
+            e->shape[0] = rows;
+            e->shape[1] = cols;
             e->data = memory + (size_t)l * rows * (cols ? cols : 1);
         }
         memory += m->param_sizes[i];
@@ -7281,26 +7389,25 @@ CLLMDEF cllm_result cllm_model_save(const cllm_model *m, const char *dir, cllm_d
     char path[4096], *json = NULL;
     cJSON *cfg = NULL;
     cllm_result rc;
-    int n;
 
     if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "saving the model: the model is not loaded");
-    if (dtype != CLLM_DT_F32 && dtype != CLLM_DT_BF16 && dtype != CLLM_DT_F16) return cllm__fail(err, CLLM_ERR_ARG, "saving the model: dtype must be F32, BF16 or F16");
+    if (dtype != CLLM_DT_F32 && dtype != CLLM_DT_BF16 && dtype != CLLM_DT_F16)
+        return cllm__fail(err, CLLM_ERR_ARG, "saving the model: dtype must be F32, BF16 or F16");
     if ((rc = cllm__mkdir(dir, err)) != CLLM_OK) return rc;
     entries = (cllm_st_entry *)cllm__calloc((size_t)cllm_model_tensor_count(m) + 1, sizeof *entries);
     if (!entries) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    n = cllm_model_entries(m, m->params_memory, NULL, dtype, entries);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    if ((rc = cllm_st_save(path, entries, n, err)) != CLLM_OK) goto done;
-
-    cfg = m->hf_config ? cJSON_Duplicate(m->hf_config, 1) : cllm__config_to_json(&m->config);
-    if (!cfg) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-    cJSON_DeleteItemFromObjectCaseSensitive(cfg, "torch_dtype");
-    cJSON_AddStringToObject(cfg, "torch_dtype", dtype == CLLM_DT_BF16 ? "bfloat16" : dtype == CLLM_DT_F16 ? "float16" : "float32");
-    json = cJSON_Print(cfg);
-    if (!json) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+    rc = cllm_st_save(path, entries, cllm_model_entries(m, m->params_memory, NULL, dtype, entries), err);
+    if (rc == CLLM_OK) cfg = m->hf_config ? cJSON_Duplicate(m->hf_config, 1) : cllm__config_to_json(&m->config);
+    if (rc == CLLM_OK && cfg) {
+        cJSON_DeleteItemFromObjectCaseSensitive(cfg, "torch_dtype");
+        cJSON_AddStringToObject(cfg, "torch_dtype", dtype == CLLM_DT_BF16 ? "bfloat16" :
+                                                    dtype == CLLM_DT_F16 ? "float16" : "float32");
+        json = cJSON_Print(cfg);
+    }
+    if (rc == CLLM_OK && !json) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     snprintf(path, sizeof path, "%s/config.json", dir);
-    rc = cllm_write_file_atomic(path, json, strlen(json), err);
-done:
+    if (rc == CLLM_OK) rc = cllm_write_file_atomic(path, json, strlen(json), err);
     cJSON_free(json);
     cJSON_Delete(cfg);
     CLLM_FREE(entries);
@@ -14641,117 +14748,145 @@ CLLMDEF int cllm_num_threads(void) { return cllm__max_threads(); }
 
 /* BEGIN GENERATED UNICODE TABLES (tests/gen_unicode_tables.py, Unicode 15.0.0; `make unicode-tables`) */
 #define CLLM__UNICODE_VERSION "15.0.0"
-/* \p{L} \p{N} \s: start << 3 | bits (1 letter L*, 2 number N*, 4 White_Space), 5 digits */
-#define CLLM__UNI_CLASS_SHAPE 5, 22, 1562, 3
-static const char *const cllm__uni_class_b32[] = {
-    "000000002c0003g0008400088000c2000eg000g9000mo000o9000uo0011c0011g0018400188001ah001ao001ci001d0001d9001dg001ea",
-    "001eh001eo001f2001fo001g1001lo001m1001to001u1005gg005hh005kg005o1005p8005r1005r8005rh005ro006s1006t8006th006u0",
-    "006uh006vg006vp007000071h0071o007210072o00731007380073h0078g0078p007tg007tp0090g0092h00ac000ac900alo00am900amg",
-    "00ao100b2800bk100bqo00brp00bso00c8100cio00co200cqg00crh00cs000cs900dl000dl900dlg00dp900dpo00drh00ds200duh00dv8",
-    "00dvp00e0000e4100e4800e4h00ec000ej900f9g00fc900fcg00fg200fih00fqo00ft100ftg00fuh00fuo00g0100g5g00g6h00g6o00g91",
-    "00g9800ga100ga800gg100gm800go100gqo00gs100h2000h2900h3o00h8100hig00i1100ieg00if900ifg00ik100ik800im100iog00ipi",
-    "00is000is900j0800j1900j3800j3p00j4800j4p00ja800jah00jc800jch00jco00jdh00jeg00jf900jfg00jjh00jjo00jn100jng00jnp",
-    "00jog00jpi00js100jsg00jt200jug00jv100jv800k1900k2o00k3p00k4800k4p00ka800kah00kc800kch00kd000kd900kdo00ke100keg",
-    "00km900kn800knh00kno00kpi00ks000ksh00kt800l1900l3g00l3p00l4g00l4p00la800lah00lc800lch00ld000ld900leg00lf900lfg",
-    "00lk100lk800lo100log00lpi00ls000lu900lug00m1900m3800m3p00m4800m4p00ma800mah00mc800mch00md000md900meg00mf900mfg",
-    "00mn100mng00mnp00mog00mpi00ms000ms900msi00mu000n0p00n1000n1900n2o00n3h00n4800n4h00n5g00n6900n6o00n7100n7800n7h",
-    "00n8000n8p00n9800na100nao00nbh00neg00nk100nk800npi00nso00o1900o3800o3h00o4800o4h00oa800oah00oeg00of900ofg00om1",
-    "00omo00on900ong00oo100oog00opi00os000ou200ovo00p0100p0800p1900p3800p3h00p4800p4h00pa800pah00pd000pd900peg00pf9",
-    "00pfg00pn900pno00po100pog00ppi00ps000ps900pso00q1100q3800q3h00q4800q4h00qeo00qf900qfg00qjh00qjo00ql100qlo00qm2",
-    "00qnp00qog00qpi00qu800quh00r0000r1900r5o00r6h00rcg00rcp00rf000rf900rfg00rg100rho00rpi00rs000s0900sc800sch00sd0",
-    "00sg100sho00sk200smg00t0900t0o00t1100t1800t1h00t2o00t3100t9000t9900t9g00t9p00tc800tch00td000tf900tfg00tg100th8",
-    "00thh00tho00tk200tmg00tn100to000u0100u0800u8200ud000ug100ui000ui900ur800v2100v3801001010ao010fp010g2010ig010k1",
-    "010lg010mh010ng010o9010og010p9010po010rh010s8010t90110g0113h0113o011420116g01181011hg011hp011i0011j9011jg011k1",
-    "011uo011v1014i8014ih014jg014k1014lo014m1014m8014mh014ng014o1015280152h0153g01541015c8015ch015dg015e1015fo015g1",
-    "015g8015gh015hg015i1015lo015m1016480164h0165g01661016mo016qa016v8017010174001781017tg017u1017vg0180901cr801crp",
-    "01d0401d0901d6o01d8101dqo01dri01ds901du801e0101e4g01e7p01ecg01eg101ekg01eo101er801erh01es801f0101fd001flp01fm0",
-    "01fn101fn801fo201fqg01fs201fug01g4201g6g01g8101gu801h0101h1801h1p01ha801hah01hao01hc101htg01i0101i7o01ihi01ik1",
-    "01irg01is101it801j0101jb001jc101jig01jk201jmo01k0101k5o01k8101kl801l0201l2g01l4201l6g01l9p01la001m1901md001mh9",
-    "01mj801mk201mmg01n0p01n8801nbh01nc201neh01npg01o0101o9001og201oig01oj901ok201omh01ovg01p0101p2801p4101peo01pf9",
-    "01pg001pq901pr801prh01pt001pt901pto01puh01puo01q0101rg001s0101u5g01u6101u7g01u8101uhg01ui101ujg01uk101um001um9",
-    "01umg01ump01un001un901ung01unp01uvg01v0101vd801vdh01vf801vfh01vfo01vgh01vh801vhh01vj801vk101vl001vlh01vn001vo1",
-    "01vr801vsh01vt801vth01vv8020040202o020a4020ag020bs020c0020ns020o0020s2020s9020sg020t2020ug020vp021020212g02141",
-    "021780220h0220o0221p022200222h02250022590225g022690227g02291022980229h0229o022a1022a8022ah022bg022bp022eg022f1",
-    "022g0022h9022ig022jh022jo022k20230p0231a0232g028o202970029qi02a0002eti02f5002o0102pp802pqp02pro02psh02pt002pva",
-    "02pvg02q0102q9g02q9p02qa002qb902qbg02qc102qq002qrp02qs002r0102r5o02r8102r9o02ra102rbo02rc102rdo02re102rfo02rg1",
-    "02rho02ri102rjo02rk102rlo02rm102rno02sbp02sc00300403008030190301q030200308a030ag030c9030dg030e2030ep030f8030g9",
-    "0315o031790318003189031uo031v10320003219032c0032c90333o0334i0335g03381033g0033s10340003482034ag034i2034k0034ka",
-    "034o0035020352g035ca035g00380104rg004s010a9380a9k10a9vg0aa010ac380ac410ac820acah0acb00acg10acro0acvp0ad7g0ad81",
-    "0adpi0ads00ae5p0ae800ae8h0af280af2p0afio0afk10afkg0afkp0afl00afl90afmg0afsh0ag0g0ag0p0ag1g0ag1p0ag2o0ag310ag8o",
-    "0agc20agdg0agg10agt00ah0h0ahd00ahk20ahmg0ahsh0ahu00ahup0ahv00ahv90ahvo0ai020ai2h0ai9g0aic10aiho0aio10aiv80aj11",
-    "0ajco0ajjp0ajk20ajmg0ajo10ajp80ajph0ajs20ajuh0ajvo0ak010aka80akg10akgo0akh10akj00akk20akmg0ako10akto0akuh0akuo",
-    "0akvh0alc00alc90alcg0ald90aldo0ale90alfg0alg10alg80algh0algo0almp0alng0alo10alqo0alsh0alt80am090am1o0am290am3o",
-    "0am490am5o0am810am9o0ama10ambo0amc10ammo0amn10amqg0ams10anoo0ans20anug0ao010df900dfc10dfho0dfip0dfv00fi010fkrg",
-    "0fks10flmg0fm010fm1o0fm4p0fm600fm790fm7g0fm7p0fma80fmah0fmdo0fme10fmf80fmfh0fmfo0fmg10fmgg0fmgp0fmh80fmhh0fncg",
-    "0fnkp0fqfg0fqk10fr400fr4h0fri00frs10frv00fss10fst80fsth0ftv80fu420fu6g0fu890fueo0fug90fumo0fuph0fvfo0fvgh0fvi0",
-    "0fvih0fvk00fvkh0fvm00fvmh0fvn80g0010g0300g0390g09o0g0a10g0eo0g0f10g0fg0g0fp0g0jg0g0k10g0ng0g1010g1uo0g21q0g2d0",
-    "0g2g20g2u80g32i0g3300g5010g5780g5810g5k80g5oa0g5v00g6010g6820g6900g6b90g6ga0g6gh0g6ii0g6io0g6k10g6tg0g7010g77g",
-    "0g7810g7h00g7i10g7k00g7ka0g7lg0g8010g97g0g9820g9ag0g9c10g9l00g9m10g9v00ga010gaa00gac10gap00gas10gauo0gav10gb2o",
-    "0gb310gb4o0gb510gb5g0gb5p0gb8g0gb8p0gbcg0gbcp0gbeg0gbep0gbf80gc010gedo0geg10gelg0geo10geq00gf010gf1g0gf1p0gfc8",
-    "0gfch0gfeo0gg010gg1g0gg210gg280gg2h0ggdg0ggdp0gge80ggf10ggf80ggfp0gglg0ggm20ggo10ggto0ggua0gh010gh7o0gh9q0ghc0",
-    "0gho10ghso0ght10ghtg0ghuq0gi010gi5i0gi700gi810gieg0gj010gje00gjf20gjfh0gjg20gjk00gjki0gk010gk080gk410gk500gk59",
-    "0gk600gk690gkdg0gkg20gki80gko10gkva0gkvo0gl010gl7a0gl800glg10gli00gli90glp80glqq0gls00gm010gmdg0gmg10gmlg0gmm2",
-    "0gmo10gmso0gmu20gn010gn4g0gnaa0gnc00go010goi80gp010gpco0gpg10gpso0gpui0gq010gq900gqc20gqeg0gso20gsvo0gt010gtag",
-    "0gtc10gtcg0gu010gu7a0gu9p0gua00guc10guhg0guka0gul80gus10gv0g0gvc10gvha0gvj00gvo10gvto0h00p0h0e00h0ki0h0s00h0s9",
-    "0h0so0h0t90h0tg0h10p0h1c00h1k10h1q80h1s20h1ug0h20p0h29o0h2di0h2g00h2h10h2h80h2hp0h2i00h2k10h2so0h2th0h2to0h30p",
-    "0h3co0h3g90h3h80h3k20h3mh0h3mo0h3n10h3n80h3oa0h3t80h4010h44g0h44p0h4b00h4fp0h4g80h5010h51o0h5210h5280h52h0h53g",
-    "0h53p0h57g0h57p0h5a80h5c10h5no0h5s20h5ug0h6190h6380h63p0h6480h64p0h6a80h6ah0h6c80h6ch0h6d00h6d90h6eg0h6f90h6fg",
-    "0h6k10h6k80h6n90h6og0h8010h8d80h8hp0h8io0h8k20h8mg0h8np0h8og0h9010h9c00h9h10h9hg0h9hp0h9i00h9k20h9mg0hb010hbbo",
-    "0hbm10hbn00hc010hcc00hch10hch80hck20hcmg0hd010hdao0hde10hde80hdg20hdig0he010he6o0hec20hef00heg10heho0hg010hgb0",
-    "0hh810hho20hhso0hhvp0hi1o0hi290hi2g0hi310hi500hi590hi5o0hi610hic00hifp0hig00hig90higg0hik20himg0hj810hja00hjah",
-    "0hjk80hjo90hjog0hjop0hjp00hk010hk080hk2p0hkco0hkeh0hkeo0hkk10hkk80hkn10hl2g0hl790hl7g0hlc10hlu80ho010ho280ho2h",
-    "0hobo0hog10hog80hok20hor80hosh0hp400hq010hq1o0hq210hq2g0hq2p0hqc80hqhh0hqho0hqk20hqmg0hqo10hqpg0hqpp0hqq80hqqh",
-    "0hr2g0hr610hr680hr820hrag0hto10htso0hu0h0hu0o0hu110hu480hu4h0hud00huk20humg0hvc10hvc80hvg20hvl80i0010i76g0i802",
-    "0i8ro0i9010iah00iv410ivs80j0010j8c00j8g90j8ho0k8010kcho0mg010mke80mkg10mkno0mko20mkqg0mks10mlfo0mlg20mlig0mlk1",
-    "0mlrg0mm010mmc00mmg10mmh00mmk20mmmg0mmmq0mmog0mmop0mmu00mmv90mn400msg10mt020mt5o0mu010muio0muk10muk80mv4p0mv80",
-    "0mvo10mvog0mvop0mvp00n0010ofu00og010oplg0oq010oq280qvs10qvt00qvt90qvv00qvv90qvvo0r0010r28o0r2ch0r2co0r2k10r2ko",
-    "0r2l90r2lg0r2p10r2q00r2s10r5v00ro010roqo0ros10rov80rp010rp280rp410rp6g0t5g20t5l00t5o20t5t00t6o20t6u80t8010t8l8",
-    "0t8lh0t9780t97h0t9800t98h0t98o0t9990t99o0t9a90t9b80t9bh0t9eg0t9ep0t9f00t9f90t9h00t9h90ta1g0ta1p0ta2o0ta390ta58",
-    "0ta5h0ta780ta7h0taeg0taep0tafo0tag10tah80tahh0taho0taih0tak80takh0td9g0tda10tdg80tdgh0tdmo0tdn10tduo0tdv10te58",
-    "0te5h0ted80tedh0tejo0tek10tero0tes10tf280tf2h0tfa80tfah0tfgo0tfh10tfj00tfji0tg000tu010tu7o0tu990tuao0u0c10u0rg",
-    "0u2010u2b80u2dp0u2fg0u2g20u2ig0u2jh0u2jo0u5410u5bg0u5g10u5r00u5s20u5ug0u9k10u9r00u9s20u9ug0ufo10ufpo0ufq10ufr0",
-    "0ufr90ufro0ufs10ufvo0ug010uhh80uhhq0uhk00ui010uih00uiip0uij00uik20uimg0uosa0upb00upba0upc00upca0upd80uq0a0uqbg",
-    "0uqbq0uqfg0us010us100us190us800us890us8o0us910us980us9p0usa00usa90usco0usd10use00use90useg0usep0usf00usgh0usgo",
-    "0ushp0usi00usi90usig0usip0usj00usj90usk00usk90usko0usl10usl80uslp0usm00usm90usmg0usmp0usn00usn90usng0usnp0uso0",
-    "0uso90usoo0usp10usp80uspp0usqo0usr10usso0ust10usu00usu90usv80usvh0usvo0ut010ut2g0ut2p0ut700ut890ut900ut990utag",
-    "0utap0utf00v2020v2380vns20vnug100011ado01ae011beeg1beg11bg7g1bg811ct8g1ctc11eno81fg011fk7g1g0011h6io1h6k11i7c0",
+/* \p{L} \p{N} \s: start << 3 | bits (1 letter L*, 2 number N*, 4 White_Space) until the next */
+static const uint32_t cllm__uni_class_table[1562] = {
+    0,76,112,260,264,386,464,521,728,777,984,1068,1072,1284,1288,1361,1368,1426,1440,1449,1456,1482,1489,1496,1506,
+    1528,1537,1720,1729,1976,1985,5648,5681,5776,5889,5928,5985,5992,6001,6008,7041,7080,7089,7104,7121,7152,7161,
+    7168,7217,7224,7233,7256,7265,7272,7281,7440,7449,8112,8121,9232,9297,10624,10633,10936,10953,10960,11009,11336,
+    11905,12120,12153,12184,12545,12888,13058,13136,13169,13184,13193,13984,13993,14000,14121,14136,14193,14210,14289,
+    14312,14329,14336,14465,14472,14481,14720,14953,15664,15753,15760,15874,15953,16216,16289,16304,16337,16344,16385,
+    16560,16593,16600,16673,16680,16705,16712,16897,17096,17153,17240,17281,17472,17481,17528,17665,18000,18465,18896,
+    18921,18928,19073,19080,19137,19216,19250,19328,19337,19464,19497,19560,19577,19592,19609,19784,19793,19848,19857,
+    19864,19889,19920,19945,19952,20081,20088,20193,20208,20217,20240,20274,20353,20368,20386,20432,20449,20456,20521,
+    20568,20601,20616,20633,20808,20817,20872,20881,20896,20905,20920,20929,20944,21193,21224,21233,21240,21298,21376,
+    21393,21416,21545,21616,21625,21648,21657,21832,21841,21896,21905,21920,21929,21968,21993,22000,22145,22152,22273,
+    22288,22322,22400,22473,22480,22569,22632,22649,22664,22681,22856,22865,22920,22929,22944,22953,22992,23017,23024,
+    23265,23280,23289,23312,23346,23424,23433,23442,23488,23577,23584,23593,23640,23665,23688,23697,23728,23753,23768,
+    23777,23784,23793,23808,23833,23848,23873,23896,23921,24016,24193,24200,24370,24472,24617,24680,24689,24712,24721,
+    24904,24913,25040,25065,25072,25281,25304,25321,25328,25345,25360,25394,25472,25538,25592,25601,25608,25641,25704,
+    25713,25736,25745,25928,25937,26016,26025,26064,26089,26096,26345,26360,26369,26384,26418,26496,26505,26520,26657,
+    26728,26737,26760,26769,27096,27113,27120,27249,27256,27297,27320,27330,27385,27408,27442,27592,27601,27648,27689,
+    27832,27857,28048,28057,28128,28137,28144,28161,28216,28466,28544,28681,29064,29073,29088,29185,29240,29314,29392,
+    29705,29720,29729,29736,29745,29784,29793,29984,29993,30000,30009,30088,30097,30112,30185,30192,30209,30248,30257,
+    30264,30338,30416,30433,30464,30721,30728,30978,31136,31233,31296,31305,31592,31809,31848,32769,33112,33273,33282,
+    33360,33409,33456,33489,33520,33545,33552,33577,33592,33649,33672,33705,33808,33905,33912,33922,34000,34049,34352,
+    34361,34368,34409,34416,34433,34776,34785,37448,37457,37488,37505,37560,37569,37576,37585,37616,37633,37960,37969,
+    38000,38017,38280,38289,38320,38337,38392,38401,38408,38417,38448,38465,38584,38593,39048,39057,39088,39105,39640,
+    39754,39912,39937,40064,40193,40880,40897,40944,40969,45928,45945,46084,46089,46296,46337,46936,46962,46985,47048,
+    47105,47248,47353,47504,47617,47760,47873,47976,47985,48008,48129,48544,48825,48832,48865,48872,48898,48976,49026,
+    49104,49282,49360,49409,50120,50177,50216,50233,50504,50513,50520,50561,51120,51201,51448,51762,51841,52080,52097,
+    52136,52225,52576,52609,52816,52866,52952,53249,53432,53505,53928,54274,54352,54402,54480,54585,54592,55337,55712,
+    55849,55912,55938,56016,56345,56584,56689,56706,56785,57136,57345,57632,57858,57936,57961,57986,58065,58352,58369,
+    58440,58497,58840,58857,58880,59209,59240,59249,59296,59305,59320,59345,59352,59393,60928,61441,63664,63681,63728,
+    63745,64048,64065,64112,64129,64192,64201,64208,64217,64224,64233,64240,64249,64496,64513,64936,64945,65000,65009,
+    65016,65041,65064,65073,65128,65153,65184,65201,65248,65281,65384,65425,65448,65457,65512,65540,65624,65860,65872,
+    65916,65920,66300,66304,66434,66441,66448,66466,66512,66553,66562,66640,66689,66792,67601,67608,67641,67648,67665,
+    67744,67753,67760,67785,67824,67873,67880,67889,67896,67905,67912,67921,67952,67961,68048,68065,68096,68137,68176,
+    68209,68216,68226,68633,68650,68688,74498,74976,75602,75776,80818,81056,90113,91944,91993,92024,92049,92064,92138,
+    92144,92161,92464,92473,92480,92521,92528,92545,92992,93049,93056,93185,93368,93441,93496,93505,93560,93569,93624,
+    93633,93688,93697,93752,93761,93816,93825,93880,93889,93944,94585,94592,98308,98312,98345,98362,98368,98570,98640,
+    98697,98736,98754,98777,98792,98825,99512,99561,99584,99593,100312,100321,100352,100393,100736,100745,101496,
+    101522,101552,101633,101888,102273,102400,102658,102736,102978,103040,103050,103168,103426,103504,103818,103936,
+    106497,159232,159745,337000,337537,337904,337921,340072,340097,340226,340305,340320,340481,340856,340985,341232,
+    341249,341810,341888,342201,342272,342289,343112,343129,343640,343681,343696,343705,343712,343721,343760,343953,
+    344080,344089,344112,344121,344152,344161,344344,344450,344496,344577,344992,345105,345504,345730,345808,346001,
+    346048,346073,346080,346089,346104,346114,346193,346416,346497,346680,346881,347112,347169,347544,347769,347778,
+    347856,347905,347944,347953,348034,348113,348152,348161,348488,348673,348696,348705,348768,348802,348880,348929,
+    349112,349137,349144,349169,349568,349577,349584,349609,349624,349641,349680,349697,349704,349713,349720,349913,
+    349936,349953,350040,350097,350120,350217,350264,350281,350328,350345,350392,350465,350520,350529,350584,350593,
+    350936,350945,351056,351105,352024,352130,352208,352257,441632,441729,441912,441945,442336,509953,512880,512897,
+    513744,514049,514104,514201,514240,514281,514288,514297,514376,514385,514488,514497,514536,514545,514552,514561,
+    514576,514585,514600,514609,515472,515737,518640,518785,519296,519313,519744,520065,520160,521089,521128,521137,
+    522216,522370,522448,522505,522712,522761,522968,523057,523768,523793,523840,523857,523904,523921,523968,523985,
+    524008,524289,524384,524393,524600,524609,524760,524769,524784,524793,524912,524929,525040,525313,526296,526394,
+    526752,526850,527304,527442,527456,529409,529640,529665,530056,530186,530400,530433,530690,530720,530793,530954,
+    530961,531026,531032,531073,531376,531457,531696,531713,532000,532033,532096,532106,532144,532481,533744,533762,
+    533840,533889,534176,534209,534496,534529,534848,534913,535328,535425,535512,535521,535640,535649,535704,535713,
+    535728,535737,535824,535833,535952,535961,536016,536025,536040,536577,539064,539137,539312,539393,539456,539649,
+    539696,539705,540040,540049,540120,540673,540720,540737,540744,540753,541104,541113,541128,541153,541160,541177,
+    541360,541378,541441,541624,541642,541697,541944,542010,542080,542465,542616,542625,542640,542682,542721,542898,
+    542944,542977,543184,543745,544192,544226,544241,544258,544384,544402,544769,544776,544897,544928,544937,544960,
+    544969,545200,545282,545352,545537,545770,545784,545793,546026,546048,546305,546368,546377,546600,546650,546688,
+    546817,547248,547329,547504,547522,547585,547736,547778,547841,547984,548170,548224,548865,549448,549889,550296,
+    550401,550808,550866,550913,551200,551298,551376,553730,553976,553985,554320,554369,554384,555009,555242,555321,
+    555328,555393,555568,555658,555688,555905,556048,556417,556586,556640,556801,556984,557081,557504,557714,557952,
+    557961,557976,557993,558000,558105,558464,558721,558920,558978,559056,559129,559416,559538,559616,559649,559656,
+    559673,559680,559745,560024,560049,560056,560153,560536,560649,560680,560770,560849,560856,560865,560872,560906,
+    561064,561153,561296,561305,561504,561657,561672,562177,562232,562241,562248,562257,562288,562297,562416,562425,
+    562504,562561,562936,563074,563152,563241,563304,563321,563336,563353,563528,563537,563592,563601,563616,563625,
+    563664,563689,563696,563841,563848,563945,563984,565249,565672,565817,565848,565890,565968,566009,566032,566273,
+    566656,566817,566832,566841,566848,566914,566992,568321,568696,569025,569056,569345,569728,569889,569896,569986,
+    570064,570369,570712,570817,570824,570882,570960,571393,571608,571778,571872,571905,571960,573441,573792,574721,
+    575234,575384,575481,575544,575561,575568,575585,575648,575657,575672,575681,575872,575993,576000,576009,576016,
+    576130,576208,576769,576832,576849,577160,577289,577296,577305,577312,577537,577544,577625,577944,578001,578008,
+    578177,578184,578273,578640,578793,578800,578945,579528,581633,581704,581713,582008,582145,582152,582274,582504,
+    582545,582784,583681,583736,583745,583760,583769,584072,584241,584248,584322,584400,584449,584496,584505,584520,
+    584529,584784,584897,584904,584962,585040,587521,587672,587793,587800,587809,587912,587921,588192,588418,588496,
+    589185,589192,589314,589480,589825,597200,598018,598904,599041,600608,621697,622472,622593,631168,631305,631352,
+    663553,668216,737281,741832,741889,742136,742146,742224,742273,742904,742914,742992,743041,743280,743425,743808,
+    743937,743968,744066,744144,744154,744208,744217,744384,744425,744576,750081,750594,750776,751617,752216,752257,
+    752264,752793,752896,753409,753424,753433,753440,753665,802752,802817,812720,813057,813128,884609,884640,884649,
+    884704,884713,884728,884737,887064,887185,887192,887425,887448,887465,887472,887585,887616,887681,890848,909313,
+    910168,910209,910312,910337,910408,910465,910544,955906,956064,956162,956320,957186,957384,958465,959144,959153,
+    959720,959729,959744,959761,959768,959785,959800,959817,959848,959857,959952,959961,959968,959977,960032,960041,
+    960560,960569,960600,960617,960680,960689,960744,960753,960976,960985,961016,961025,961064,961073,961080,961105,
+    961160,961169,963888,963905,964104,964113,964312,964321,964568,964577,964776,964785,965032,965041,965240,965249,
+    965496,965505,965704,965713,965960,965969,966168,966177,966240,966258,966656,980993,981240,981289,981336,983425,
+    983920,985089,985448,985529,985584,985602,985680,985713,985720,988289,988528,988673,989024,989058,989136,992897,
+    993120,993154,993232,999169,999224,999233,999264,999273,999288,999297,999416,999425,1001000,1001018,1001088,
+    1001473,1002016,1002073,1002080,1002114,1002192,1008522,1008992,1009002,1009024,1009034,1009064,1009674,1010032,
+    1010042,1010160,1011713,1011744,1011753,1011968,1011977,1011992,1012001,1012008,1012025,1012032,1012041,1012120,
+    1012129,1012160,1012169,1012176,1012185,1012192,1012241,1012248,1012281,1012288,1012297,1012304,1012313,1012320,
+    1012329,1012352,1012361,1012376,1012385,1012392,1012409,1012416,1012425,1012432,1012441,1012448,1012457,1012464,
+    1012473,1012480,1012489,1012504,1012513,1012520,1012537,1012568,1012577,1012632,1012641,1012672,1012681,1012712,
+    1012721,1012728,1012737,1012816,1012825,1012960,1013001,1013024,1013033,1013072,1013081,1013216,1017858,1017960,
+    1040258,1040336,1048577,1390336,1390593,1423824,1423873,1425648,1425665,1471760,1471873,1531656,1556481,1560816,
+    1572865,1612376,1612417,1645952,
 };
-/* canonical combining class: start << 8 | ccc, 6 digits */
-#define CLLM__UNI_CCC_SHAPE 6, 18, 581, 8
-static const char *const cllm__uni_ccc_b32[] = {
-    "0000000060760065f80065ms0066n80066uo00676s0068ea0068us0069ua006aes006d01006ees006ff6006hfg006hn6006hus006in6",
-    "006jes006jo0006k76006kus006lv6006m78006mes006mv6006n79006nfa006nv9006o7a006on9006ov6006s000090v600920000b4es",
-    "00b4n600b5ms00b5v600b6mu00b6us00b77600b8ms00ba7600bams00bav600bbeu00bbn400bbv600bc0a00bc8b00bcgc00bcod00bd0e",
-    "00bd8f00bdgg00bdoh00be0i00be8j00beok00bf0l00bf8m00bfg000bfon00bg0000bg8o00bggp00bgo000bh7600bhes00bhg000bhoi",
-    "00bi0000c47600c60u00c68v00c6h000c6o000cior00cj0s00cj8t00cjgu00cjov00ck1000ck9100ckh200ckv600cles00clv600cn6s",
-    "00cnf600cnus00co0000cs1300cs8000dln600dn8000dnv600dous00dp7600dp8000dpv600dq8000dqms00dqv600dres00drg000e494",
-    "00e4g000ec7600eces00ecn600ed6s00edf600edus00een600eeus00eff600efms00efv600egms00egv600eh6s00ehf600ehms00ehv6",
-    "00ei6s00eif600eio000fqv600fsms00fsv600ft0000fves00fvg000g5n600g6g000g6v600g90000g9f600ga0000gaf600gbg000gmes",
-    "00gn0000h67600h6es00h77600h80000hin600hjus00hl7600hog000hous00hp7600hpms00hpv600hqes00hqn600hres00hs0r00hs8s",
-    "00hsgt00hsv600htms00htv600hues00huv600i00000if0700if8000ij8900ijg000ikf600ikms00ikv600il8000jf0700jf8000jj89",
-    "00jjg000jvn600jvo000kf0700kf8000kj8900kjg000lf0700lf8000lj8900ljg000mf0700mf8000mj8900mjg000nj8900njg000of07",
-    "00of8000oj8900ojg000olak00olir00olo000pf0700pf8000pj8900pjg000qeo900qf8000qj8900qjg000rig900rio000se3700seg9",
-    "00seo000si3b00sj0000te3m00teg900teo000ti3q00tj0000u66s00u6g000udes00udg000udus00ue0000ueeo00ueg000usc100usk2",
-    "00uso000ut4400ut8000uuk200uvg000v04200v08000v0n600v10900v18000v1n600v20000vhms00vho0010do7010e00010e89010eo0",
-    "0113es0113g0016nf6016o0001e50901e5g001ed0901ed8001fkg901fko001fnf601fng001haf401hag001ieeu01ien601ieus01if00",
-    "01k5v601k66s01k68001ko0901ko8001ktf601kv8001kvus01l00001lc7601ldes01lev601lfes01lfg001lfus01lgf601lgus01lhf6",
-    "01lims01liv601ljo001md0701md8001mh0901mh8001mqv601mr6s01mrf601mt0001nag901nb0001npg701npo001nsg901nt0001odo7",
-    "01oe0001pk7601pko001pl0101ples01pmn601pn6s01po7601po8001pog101pq8001pres01prg001pt7601pt8001pu7601pug001rg76",
-    "01rgms01rgv601rims01riv601rjfa01rjmm01rjus01rk6a01rkf601rtn801rtv401rues01rumq01ruv601rv7901rves01rvn601rvus",
-    "01s000021k76021kg1021l76021m01021mv6021n80021of6021og0021p81021pv6021q6s021qf6021qg1021r6s021s76021s8002prv6",
-    "02psg002qvo902r00002ro7602s000030amq030av4030b78030beu030bn0030c000316880316o00acrv60acs000act760acvg00ad7n6",
-    "0ad8000ads760adsg00ag1g90ag1o00agb090agb800ahh090ahh800aho760ahsg00aiaus0aibg00aiko90ail000ajco70ajd000ajg09",
-    "0ajg800alc760alc800alcn60ald6s0ald800aldv60ale800alfn60alg000algf60algg00altg90alto00anr890anrg00fm7gq0fm7o0",
-    "0fs8760fs9us0fsbn60fsc000g3ves0g3vg00g5o6s0g5o800g6tn60g6uo00gk3es0gk3g00gk3v60gk4000gke760gke810gkems0gkeo0",
-    "0gkfo90gkg000glpf60glpms0glpo00gq9760gqa000gtav60gtb800gtves0gu0000guhms0gui760guius0guj760gujes0guk800gv0n6",
-    "0gv0us0gv1760gv1es0gv1g00h0hg90h0ho00h0s090h0s800h0vo90h10000h1e890h1eg70h1eo00h20760h20o00h2co90h2d800h2so7",
-    "0h2t000h3g090h3g800h3ig70h3io00h4d890h4dg70h4do00h5q870h5qg90h5qo00h6eo70h6f800h6j890h6jg00h6pn60h6r800h6s76",
-    "0h6t800h8gg90h8go00h8hg70h8ho00h8nn60h8no00h9gg90h9go70h9h000hbfo90hbg070hbg800hcfo90hcg000hddg90hddo70hde00",
-    "0heao90heb000hge890hgeg70hgeo00hif890hifo00higo70hih000hjo090hjo800hkd090hkd800hkho90hki000hl6890hl6g00hofo9",
-    "0hog000hqgg70hqgo00hqh090hqhg00hr5o90hr6000hug890hugo00mls010mlt800mmc760mmdo00mvs060mvsg00rp7g10rp7o00t2peo",
-    "0t2po10t2qg00t2rf20t2rmo0t2so00t2uus0t30o00t31f60t32ms0t33000t3an60t3bg00t4gn60t4h800u00760u01o00u02760u0680",
-    "0u06v60u08g00u08v60u09800u09n60u0ao00u13v60u14000u2c760u2do00u5bn60u5bo00u5r760u5s000u9r780u9rms0u9rv60u9s00",
-    "0uhk6s0uhlo00uih760uiig70uiio0",
+/* canonical combining class: start << 8 | ccc until the next start */
+static const uint32_t cllm__uni_ccc_table[581] = {
+    0,196838,202216,202460,203496,203736,203996,205258,205788,206794,207324,209921,211420,212454,214512,214758,215004,
+    215782,216540,216832,217318,218076,219110,219368,219612,220134,220393,220650,221161,221418,221929,222182,225280,
+    295910,296960,365020,365286,366300,366566,367326,367580,367846,369372,370918,371420,371686,372190,372452,372710,
+    372746,373003,373260,373517,373774,374031,374288,374545,374802,375059,375572,375829,376086,376320,376599,376832,
+    377112,377369,377600,378086,378332,378368,378642,378880,397542,399390,399647,399904,400128,412443,412700,412957,
+    413214,413471,413728,413985,414242,414694,415196,415718,416988,417254,417756,417792,421923,422144,448230,449792,
+    450534,451548,451814,451840,452582,452864,453340,453606,454108,454144,463140,463360,471270,471516,471782,472284,
+    472550,473052,473830,474076,474598,474844,475110,475868,476134,476380,476646,476892,477158,477404,477670,477952,
+    519142,520924,521190,521216,523740,523776,530150,530944,531430,533504,533990,534528,535014,536064,547292,547840,
+    563430,563676,564454,565248,576230,577500,578790,582144,582620,582886,583388,583654,584156,584422,585180,585755,
+    586012,586269,586726,587484,587750,588252,588774,589824,605191,605440,609545,609792,610790,611036,611302,611584,
+    637959,638208,642313,642560,655078,655104,670727,670976,675081,675328,703495,703744,707849,708096,736263,736512,
+    740617,740864,773385,773632,801799,802048,806153,806400,808276,808539,808704,834567,834816,838921,839168,867081,
+    867584,871689,871936,903689,903936,931943,932361,932608,936043,936960,964726,965129,965376,968826,969728,989404,
+    989696,996828,996864,997340,997376,997848,997888,1012097,1012354,1012480,1012868,1012992,1014402,1015296,1015938,
+    1016064,1016550,1016841,1017088,1017574,1017856,1033948,1033984,1062663,1062912,1063177,1063680,1084892,1084928,
+    1269222,1269760,1512457,1512960,1520649,1520896,1561097,1561344,1564134,1564160,1616356,1616384,1653214,1653478,
+    1653724,1653760,1710054,1710300,1710336,1728521,1728768,1734118,1735936,1736668,1736704,1749222,1750492,1752038,
+    1752540,1752576,1753052,1753574,1754076,1754598,1755868,1756134,1756928,1782791,1783040,1786889,1787136,1797094,
+    1797340,1797606,1799168,1813001,1813504,1828359,1828608,1831433,1831936,1849095,1849344,1888486,1889024,1889281,
+    1889756,1891046,1891548,1892582,1892608,1892865,1894656,1895900,1895936,1897702,1897728,1898726,1899008,1949926,
+    1950428,1950694,1952476,1952742,1953258,1953494,1953756,1953994,1954278,1963752,1964004,1964508,1964762,1965030,
+    1965289,1965532,1965798,1966044,1966080,2150630,2150913,2151654,2152449,2153446,2153728,2154982,2155008,2155777,
+    2156518,2156764,2157030,2157057,2157788,2158822,2158848,2944998,2945536,2981641,2981888,3006694,3014656,3156698,
+    3156964,3157224,3157470,3157728,3158016,3184904,3185408,10907622,10907648,10908902,10911232,10919654,10919936,
+    10940646,10940928,11011593,11011840,11021321,11021568,11060233,11060480,11067622,11072000,11086812,11087360,
+    11096841,11097088,11121415,11121664,11124745,11124992,11186406,11186432,11186918,11187420,11187456,11188198,
+    11188480,11189990,11190272,11190758,11190784,11204105,11204352,11267337,11267584,16457242,16457472,16654566,
+    16656348,16658150,16658432,16907740,16907776,16965852,16965888,17004262,17005312,17436124,17436160,17436646,
+    17436672,17447142,17447169,17447644,17447680,17448713,17448960,17491430,17491676,17491712,17638630,17639424,
+    17738726,17739008,17759708,17760256,17778396,17778918,17779676,17779942,17780188,17780992,17793766,17794012,
+    17794278,17794524,17794560,17843721,17843968,17854473,17854720,17858313,17858560,17873161,17873415,17873664,
+    17891558,17892096,17904393,17904896,17920775,17921024,17940489,17940736,17943047,17943296,17970441,17970695,
+    17970944,18016519,18016777,18017024,18037511,18038016,18042121,18042368,18048742,18050304,18051302,18052352,
+    18104841,18105088,18105863,18106112,18112230,18112256,18137609,18137863,18138112,18202377,18202631,18202880,
+    18235145,18235392,18265609,18265863,18266112,18295561,18295808,18364681,18364935,18365184,18431241,18431744,
+    18432775,18433024,18472969,18473216,18494473,18494720,18499337,18499584,18520329,18520576,18628361,18628608,
+    18694663,18694912,18695177,18695680,18716425,18716672,18825481,18825984,23785473,23786752,23802086,23803648,
+    24113158,24113664,29138433,29138688,30500312,30500609,30501376,30502370,30502616,30503680,30505948,30507776,
+    30508518,30509788,30510080,30517990,30518784,30556902,30557440,31457510,31459072,31459558,31463680,31464422,
+    31465984,31466470,31466752,31467238,31468288,31494118,31494144,31535334,31536896,31633126,31633152,31648998,
+    31649792,31780072,31780572,31780838,31780864,32035036,32036608,32064742,32066055,32066304,
 };
 /* {cp + 2^31 if excluded from composition, first, second (0 = singleton)}, sorted by cp */
 static const uint32_t cllm__uni_decomp[6183] = {
@@ -15064,34 +15199,24 @@ static const uint32_t cllm__uni_decomp[6183] = {
 /* END GENERATED UNICODE TABLES */
 
 
-/* Record i of a breakpoint table: `width` base-32 digits (0-9 a-v, most significant first), per_line per string. */
-static uint32_t cllm__uni_record(const char *const *lines, int width, int per_line, size_t i) {
-    const char *digit = lines[i / (size_t)per_line] + (i % (size_t)per_line) * (size_t)width;
-    uint32_t value = 0;
-    int k;
-    for (k = 0; k < width; k++) value = value * 32 + (uint32_t)(digit[k] <= '9' ? digit[k] - '0' : digit[k] - 'a' + 10);
-    return value;
-}
-
-/* The value at cp of a breakpoint table (its shape: width, per_line, n records start << shift | value): the record
-   with the largest start <= cp (record 0 starts at 0), found by binary search. */
-static unsigned cllm__uni_lookup(const char *const *lines, int width, int per_line, size_t n, int shift, uint32_t cp) {
-    size_t lo = 0;
-    size_t hi = n;
+/* The value at cp of a breakpoint table t of n entries start << shift | value: the entry with the largest start <= cp
+   (entry 0 starts at 0), by binary search. */
+static unsigned cllm__uni_lookup(const uint32_t *t, size_t n, int shift, uint32_t cp) {
+    size_t lo = 0, hi = n;
     while (hi - lo > 1) {
         size_t mid = (lo + hi) / 2;
-        if (cllm__uni_record(lines, width, per_line, mid) >> shift <= cp) lo = mid;
+        if (t[mid] >> shift <= cp) lo = mid;
         else hi = mid;
     }
-    return cllm__uni_record(lines, width, per_line, lo) & ((1u << shift) - 1);
+    return t[lo] & ((1u << shift) - 1);
 }
 
 static unsigned cllm__uni_class(uint32_t cp) {
-    return cllm__uni_lookup(cllm__uni_class_b32, CLLM__UNI_CLASS_SHAPE, cp);
+    return cllm__uni_lookup(cllm__uni_class_table, sizeof cllm__uni_class_table / sizeof(uint32_t), 3, cp);
 }
 
 static unsigned cllm__uni_ccc(uint32_t cp) {
-    return cllm__uni_lookup(cllm__uni_ccc_b32, CLLM__UNI_CCC_SHAPE, cp);
+    return cllm__uni_lookup(cllm__uni_ccc_table, sizeof cllm__uni_ccc_table / sizeof(uint32_t), 8, cp);
 }
 
 /* The decomposition table: *n entries of 3 values (see above). */

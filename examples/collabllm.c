@@ -1426,23 +1426,11 @@ done:
 
 /* ---- tokenize / detokenize: JSONL filters over a tokenizer.json -------------------------- */
 
-/* Reads one line of any length from f into *buf (grown as needed); returns its length or -1 at EOF. */
-static long read_line(FILE *f, char **buf, size_t *cap) {
-    size_t n = 0;
-    int c;
-    while ((c = fgetc(f)) != EOF) {
-        if (n + 2 > *cap) {
-            size_t nc = *cap ? 2 * *cap : 4096;
-            char *q = (char *)realloc(*buf, nc);
-            if (!q) return -1;
-            *buf = q; *cap = nc;
-        }
-        if (c == '\n') break;
-        (*buf)[n++] = (char)c;
-    }
-    if (c == EOF && n == 0) return -1;
-    (*buf)[n] = 0;
-    return (long)n;
+/* The error for a cllm_read_line result below CLLM_LINE_EOF on stdin line `lineno`. */
+static int read_line_failed(long len, long lineno) {
+    if (len == CLLM_LINE_NOMEM) fprintf(stderr, "error: stdin line %ld: out of memory\n", lineno);
+    else fprintf(stderr, "error: stdin line %ld: longer than the line limit (CLLM_MAX_LINE_BYTES)\n", lineno);
+    return 1;
 }
 
 /* Prints {"text": s} for s[0..n), which may contain NUL bytes (cJSON strings cannot). */
@@ -1506,7 +1494,7 @@ static int cmd_tokenize(int argc, char **argv) {
     special = flag_on(&fl, "--add-special-tokens");
     want_offsets = flag_on(&fl, "--offsets");
     if (cllm_tokenizer_load(&tok, flag_text(&fl, "--tokenizer"), &err) != CLLM_OK) return fail(&err);
-    while ((len = read_line(stdin, &line, &cap)) >= 0) {
+    while ((len = cllm_read_line(stdin, &line, &cap)) >= 0) {
         cJSON *in, *out;
         const cJSON *text;
         int *ids = NULL, *offs = NULL, n = 0;
@@ -1531,6 +1519,7 @@ static int cmd_tokenize(int argc, char **argv) {
         cllm_free_buffer(ids); cllm_free_buffer(offs);
         cJSON_Delete(in);
     }
+    if (rc == 0 && len < CLLM_LINE_EOF) rc = read_line_failed(len, lineno + 1);
     free(line);
     cllm_tokenizer_free(&tok);
     return rc;
@@ -1551,7 +1540,7 @@ static int cmd_detokenize(int argc, char **argv) {
     if ((rc = check_files(&fl)) != 0) return rc;
     skip = flag_on(&fl, "--skip-special-tokens");
     if (cllm_tokenizer_load(&tok, flag_text(&fl, "--tokenizer"), &err) != CLLM_OK) return fail(&err);
-    while ((len = read_line(stdin, &line, &cap)) >= 0) {
+    while ((len = cllm_read_line(stdin, &line, &cap)) >= 0) {
         cJSON *in;
         const cJSON *arr, *it;
         int *ids, n = 0;
@@ -1574,6 +1563,7 @@ static int cmd_detokenize(int argc, char **argv) {
         cJSON_Delete(in);
         if (rc) break;
     }
+    if (rc == 0 && len < CLLM_LINE_EOF) rc = read_line_failed(len, lineno + 1);
     free(line);
     cllm_tokenizer_free(&tok);
     return rc;

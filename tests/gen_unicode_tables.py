@@ -8,17 +8,15 @@ UNICODE_DIR defaults to /usr/share/unicode (Debian package `unicode-data`). The 
 everything between the lines "BEGIN GENERATED UNICODE TABLES" and "END GENERATED UNICODE TABLES"
 in the header and leaves the rest untouched, so running it twice gives the same file.
 
-Tables (all sorted, looked up by binary search in collabllm.h, Part IV):
-  cllm__uni_class_b32  breakpoints: from `start` until the next record every code point has `bits` = 1 letter
-                   (General_Category L*), 2 number (N*: Nd Nl No), 4 White_Space (PropList.txt): the regex
-                   classes \\p{L}, \\p{N}, \\s. Record = start << 3 | bits.
-  cllm__uni_ccc_b32    breakpoints of the canonical combining class. Record = start << 8 | ccc.
-      Both are strings of fixed-width records in base 32 (digits 0-9 a-v, as strtol reads them), most
-      significant digit first, a whole number of records per line (cllm__uni_record decodes one).
-  cllm__uni_decomp triples {cp + 2^31 if excluded from composition, first, second}, in decimal: the
-                   canonical decomposition mapping of cp (second = 0 for a singleton), Hangul syllables
-                   excluded (they are algorithmic). "Excluded" = Full_Composition_Exclusion.
-Lines are at most 118 columns.
+Tables (all sorted, looked up by binary search in collabllm.h, Part IV), uint32_t arrays written in decimal
+on lines of at most 118 columns:
+  cllm__uni_class_table  breakpoints start << 3 | bits: from `start` until the next entry every code point has
+                   `bits` = 1 letter (General_Category L*), 2 number (N*: Nd Nl No), 4 White_Space
+                   (PropList.txt): the regex classes \\p{L}, \\p{N}, \\s.
+  cllm__uni_ccc_table    breakpoints start << 8 | canonical combining class.
+  cllm__uni_decomp triples {cp + 2^31 if excluded from composition, first, second}: the canonical
+                   decomposition mapping of cp (second = 0 for a singleton), Hangul syllables excluded (they
+                   are algorithmic). "Excluded" = Full_Composition_Exclusion.
 """
 import os
 import re
@@ -72,29 +70,6 @@ def breakpoints(values):
 
 
 WIDTH = 118
-DIGITS = "0123456789abcdefghijklmnopqrstuv"
-
-
-def b32(value, width):
-    out = ""
-    for _ in range(width):
-        out = DIGITS[value % 32] + out
-        value //= 32
-    assert value == 0
-    return out
-
-
-def emit_records(name, records, width, shift, comment):
-    """A breakpoint table (records start << shift | value) as lines of fixed-width base-32 records, and a
-    #define of its shape: width, records per line, records, shift (the arguments of cllm__uni_lookup)."""
-    per_line = (WIDTH - 7) // width
-    lines = ["/* %s */" % comment,
-             "#define %s_SHAPE %d, %d, %d, %d" % (name.upper().replace("_B32", ""), width, per_line, len(records), shift),
-             "static const char *const %s[] = {" % name]
-    for i in range(0, len(records), per_line):
-        lines.append('    "' + "".join(b32(r, width) for r in records[i:i + per_line]) + '",')
-    lines.append("};")
-    return lines
 
 
 def emit_numbers(name, ctype, values, comment):
@@ -147,10 +122,10 @@ def main():
 
     out = ["/* " + BEGIN + " (tests/gen_unicode_tables.py, Unicode %s; `make unicode-tables`) */" % version]
     out += ["#define CLLM__UNICODE_VERSION \"%s\"" % version]
-    out += emit_records("cllm__uni_class_b32", [s << 3 | v for s, v in breakpoints(cls)], 5, 3,
-                        "\\p{L} \\p{N} \\s: start << 3 | bits (1 letter L*, 2 number N*, 4 White_Space), 5 digits")
-    out += emit_records("cllm__uni_ccc_b32", [s << 8 | v for s, v in breakpoints(ccc)], 6, 8,
-                        "canonical combining class: start << 8 | ccc, 6 digits")
+    out += emit_numbers("cllm__uni_class_table", "uint32_t", [s << 3 | v for s, v in breakpoints(cls)],
+                        "\\p{L} \\p{N} \\s: start << 3 | bits (1 letter L*, 2 number N*, 4 White_Space) until the next")
+    out += emit_numbers("cllm__uni_ccc_table", "uint32_t", [s << 8 | v for s, v in breakpoints(ccc)],
+                        "canonical combining class: start << 8 | ccc until the next start")
     flat = []
     for cp, a, b in decomp:
         flat += [cp | (0x80000000 if cp in excluded else 0), a, b]
