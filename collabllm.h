@@ -2626,7 +2626,7 @@ static void cllm__ok(cllm_err *err) {
 extern int madvise(void *, size_t, int);   /* <sys/mman.h> hides it in strict C99 */
 static void cllm__advise_huge(void *p, size_t bytes) {
     uintptr_t first = ((uintptr_t)p + 4095) & ~(uintptr_t)4095, end = ((uintptr_t)p + bytes) & ~(uintptr_t)4095;
-    if (bytes >= ((size_t)8 << 20) && end > first) madvise((void *)first, (size_t)(end - first), 14 /* MADV_HUGEPAGE */);
+    if (bytes >= ((size_t)8 << 20) && end > first) madvise((void *)first, (size_t)(end - first), 14);   /* HUGEPAGE */
 }
 #else
 #define cllm__advise_huge(p, bytes) ((void)0)
@@ -2678,22 +2678,14 @@ CLLMDEF void cllm_free_buffer(void *p) { CLLM_FREE(p); }
 
 /* HF name of each tensor; "%d" marks a per-layer tensor. Order = cllm_params field order. */
 static const char *cllm__param_fmt[CLLM_NUM_PARAM_TENSORS] = {
-    "model.embed_tokens.weight",
-    "model.layers.%d.input_layernorm.weight",
-    "model.layers.%d.self_attn.q_proj.weight",
-    "model.layers.%d.self_attn.q_proj.bias",
-    "model.layers.%d.self_attn.k_proj.weight",
-    "model.layers.%d.self_attn.k_proj.bias",
-    "model.layers.%d.self_attn.v_proj.weight",
-    "model.layers.%d.self_attn.v_proj.bias",
-    "model.layers.%d.self_attn.q_norm.weight",
-    "model.layers.%d.self_attn.k_norm.weight",
-    "model.layers.%d.self_attn.o_proj.weight",
-    "model.layers.%d.post_attention_layernorm.weight",
-    "model.layers.%d.mlp.gate_proj.weight",
-    "model.layers.%d.mlp.up_proj.weight",
-    "model.layers.%d.mlp.down_proj.weight",
-    "model.norm.weight",
+    "model.embed_tokens.weight",                  "model.layers.%d.input_layernorm.weight",
+    "model.layers.%d.self_attn.q_proj.weight",    "model.layers.%d.self_attn.q_proj.bias",
+    "model.layers.%d.self_attn.k_proj.weight",    "model.layers.%d.self_attn.k_proj.bias",
+    "model.layers.%d.self_attn.v_proj.weight",    "model.layers.%d.self_attn.v_proj.bias",
+    "model.layers.%d.self_attn.q_norm.weight",    "model.layers.%d.self_attn.k_norm.weight",
+    "model.layers.%d.self_attn.o_proj.weight",    "model.layers.%d.post_attention_layernorm.weight",
+    "model.layers.%d.mlp.gate_proj.weight",       "model.layers.%d.mlp.up_proj.weight",
+    "model.layers.%d.mlp.down_proj.weight",       "model.norm.weight",
     "lm_head.weight",
 };
 enum { CLLM__P_EMBED, CLLM__P_ATTN_NORM, CLLM__P_WQ, CLLM__P_BQ, CLLM__P_WK, CLLM__P_BK, CLLM__P_WV, CLLM__P_BV,
@@ -2778,7 +2770,8 @@ static cllm_result cllm__model_setup(cllm_model *m, const cllm_config *c, cllm_e
     if (m->params_memory) return CLLM_OK;
     n = m->num_params;
     memset(m, 0, sizeof *m);
-    return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for %zu parameters (%.1f GB)", n, n * sizeof(cllm_float) / 1e9);
+    return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for %zu parameters (%.1f GB)", n,
+                      n * sizeof(cllm_float) / 1e9);
 }
 
 CLLMDEF void cllm_model_free(cllm_model *m) {
@@ -3756,7 +3749,8 @@ CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config
     if (!model->m_memory) model->m_memory = (cllm_float *)cllm__calloc(model->num_params, sizeof(cllm_float));
     if (!model->v_memory) model->v_memory = (cllm_float *)cllm__calloc(model->num_params, sizeof(cllm_float));
     if (!model->m_memory || !model->v_memory)
-        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the AdamW moments (2 x %zu floats)", model->num_params);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the AdamW moments (2 x %zu floats)",
+                          model->num_params);
     model->adam_t++;
     cllm__param_ptrs(&model->params, pp);
     cllm__param_ptrs(&model->grads, gp);
@@ -6661,7 +6655,8 @@ static cllm_result cllm__st_parse_entries(cllm_safetensors *st, const char *path
             if (!cJSON_IsObject(item))
                 return cllm__fail(err, CLLM_ERR_FORMAT, "%s: __metadata__ must be an object of strings", path);
             cJSON_ArrayForEach(kv, item) if (!cJSON_IsString(kv))
-                return cllm__fail(err, CLLM_ERR_FORMAT, "%s: __metadata__ value '%s' is not a string", path, kv->string);
+                return cllm__fail(err, CLLM_ERR_FORMAT, "%s: __metadata__ value '%s' is not a string", path,
+                                  kv->string);
             continue;
         }
         if ((rc = cllm__st_parse_entry(path, item, &st->tensors[st->n], err)) != CLLM_OK) return rc;
@@ -6688,10 +6683,10 @@ static cllm_result cllm__st_check_layout(cllm_safetensors *st, const char *path,
     qsort(order, (size_t)st->n, sizeof(*order), cllm__st_cmp_offset);
     for (i = 0; i < st->n && rc == CLLM_OK; i++) {
         const cllm_st_tensor *t = order[i];
-        unsigned long long begin = t->begin, end = t->end, previous_end = expect;
+        unsigned long long begin = t->begin, end = t->end, previous_end = expect, data_bytes = bufsize;
         if (begin > bufsize || end > bufsize)
             rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu) run past the end of the "
-                            "file's %llu data bytes (truncated?)", path, t->name, begin, end, (unsigned long long)bufsize);
+                            "file's %llu data bytes (truncated?)", path, t->name, begin, end, data_bytes);
         else if (begin < expect)
             rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s': data_offsets overlap the previous tensor (begin "
                             "%llu < %llu)", path, t->name, begin, previous_end);
@@ -6732,8 +6727,7 @@ static cllm_result cllm__st_parse_header(cllm_safetensors *st, const char *path,
 
 CLLMDEF cllm_result cllm_st_open(cllm_safetensors *st, const char *path, cllm_err *err) {
     unsigned char lenbuf[8];
-    uint64_t hlen = 0, fsize = 0;
-    unsigned long long header_bytes, file_bytes;
+    unsigned long long hlen = 0, fsize = 0;
     long sz;
     char *header = NULL;
     cllm_result rc = CLLM_OK;
@@ -6747,21 +6741,19 @@ CLLMDEF cllm_result cllm_st_open(cllm_safetensors *st, const char *path, cllm_er
     else if (fseek(st->file, 0, SEEK_END) != 0 || (sz = ftell(st->file)) < 0)
         rc = cllm__fail(err, CLLM_ERR_IO, "%s: cannot size the file", path);
     else {
-        fsize = (uint64_t)sz;
+        fsize = (unsigned long long)sz;
         rewind(st->file);
         if (fsize < 8 || fread(lenbuf, 1, 8, st->file) != 8)
             rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: truncated: shorter than the 8-byte header length", path);
     }
     if (rc != CLLM_OK) goto done;
     for (i = 7; i >= 0; i--) hlen = (hlen << 8) | lenbuf[i];
-    header_bytes = hlen;
-    file_bytes = fsize;
     if (hlen > CLLM_ST_MAX_HEADER)
         rc = cllm__fail(err, CLLM_ERR_LIMIT, "%s: header length %llu exceeds the 100 MB limit (corrupt or not a "
-                        "safetensors file?)", path, header_bytes);
+                        "safetensors file?)", path, hlen);
     else if (hlen > fsize - 8)
         rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: header length %llu is larger than the file (%llu bytes): truncated "
-                        "or corrupt", path, header_bytes, file_bytes);
+                        "or corrupt", path, hlen, fsize);
     else if (!(header = (char *)CLLM_MALLOC((size_t)hlen + 1)))
         rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory for the header", path);
     else if (fread(header, 1, (size_t)hlen, st->file) != hlen)
@@ -6910,7 +6902,8 @@ static cllm_result cllm__rope_scaling_from_json(cllm_config *c, const cJSON *sca
     if (!scaling || cJSON_IsNull(scaling)) return CLLM_OK;
     if (!type) type = cllm__json_str(scaling, "type");
     if (!cJSON_IsObject(scaling) || !type)
-        return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: rope_scaling must be null or an object with \"rope_type\"");
+        return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: rope_scaling must be null or an object with "
+                          "\"rope_type\"");
     if (strcmp(type, "default") == 0) return CLLM_OK;
     if (strcmp(type, "llama3") != 0 && strcmp(type, "linear") != 0)
         return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "config.json: rope_scaling type '%s' is not supported (supported: "
@@ -6958,8 +6951,8 @@ static cllm_result cllm__config_from_json(cllm_config *c, const cJSON *root, cll
     ok &= cllm__json_int(root, "bos_token_id", -1, &c->bos_token_id);
     if (!ok)
         return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: a size field is not an integer (check vocab_size, "
-                          "hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads, "
-                          "head_dim)");
+                          "hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, "
+                          "num_key_value_heads, head_dim)");
     if (c->vocab_size <= 0 || c->hidden_size <= 0 || c->intermediate_size <= 0 || c->n_layers <= 0 || c->n_heads <= 0)
         return cllm__fail(err, CLLM_ERR_FORMAT, "config.json: vocab_size, hidden_size, intermediate_size, "
                           "num_hidden_layers and num_attention_heads must all be given and positive");
@@ -7062,8 +7055,8 @@ static cllm_result cllm__load_shard(cllm_model *m, const char *path, unsigned ch
         int l = 0, i = cllm__param_lookup(m, ten->name, &l), rows, cols, k, n = 0, tied;
         if (i < 0 && cllm__ignorable_tensor(ten->name)) continue;
         if (i < 0) {
-            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: unexpected tensor '%s' (not a parameter of this %s config: wrong "
-                            "model_type, layer count or bias settings?)", path, ten->name, model_types[c->arch]);
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: unexpected tensor '%s' (not a parameter of this %s config: "
+                            "wrong model_type, layer count or bias settings?)", path, ten->name, model_types[c->arch]);
             break;
         }
         tied = i == CLLM__P_LM_HEAD && c->tie_word_embeddings;
@@ -7075,8 +7068,8 @@ static cllm_result cllm__load_shard(cllm_model *m, const char *path, unsigned ch
             rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s' has shape [%s], expected [%d,%d] from config.json",
                             path, ten->name, got, rows, cols);
         else if (!cols && !(ten->ndim == 1 && ten->shape[0] == rows))
-            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s' has shape [%s], expected [%d] from config.json", path,
-                            ten->name, got, rows);
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s' has shape [%s], expected [%d] from config.json",
+                            path, ten->name, got, rows);
         else if (tied) continue;                                   /* HF re-ties it to the embedding */
         else if (seen[i * c->n_layers + l])
             rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s' appears in more than one shard", path, ten->name);
@@ -7120,7 +7113,8 @@ static cllm_result cllm__weight_files(const char *dir, char ***files, cllm_err *
     }
     cJSON_ArrayForEach(e, wm) {
         if (!cJSON_IsString(e) || strchr(e->valuestring, '/') || strstr(e->valuestring, "..")) {
-            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: weight_map entry '%s' must be a plain file name", path, e->string);
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: weight_map entry '%s' must be a plain file name", path,
+                            e->string);
             break;
         }
         snprintf(shard, sizeof shard, "%s/%s", dir, e->valuestring);
@@ -7168,8 +7162,8 @@ CLLMDEF cllm_result cllm_model_load(cllm_model *m, const char *dir, cllm_err *er
     for (k = 0; rc == CLLM_OK && k < (int)stbds_arrlen(files); k++)
         bytes += (b = cllm__file_bytes(files[k])) > 0 ? b : 0;
     if (rc == CLLM_OK && (double)bytes < 2.0 * (double)n_params)
-        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: config.json describes %zu parameters (%.3g GB as F32) but the weight "
-                        "files hold only %lld bytes: config and weights do not match", dir, n_params,
+        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: config.json describes %zu parameters (%.3g GB as F32) but the "
+                        "weight files hold only %lld bytes: config and weights do not match", dir, n_params,
                         n_params * 4.0 / 1e9, bytes);
     if (rc == CLLM_OK) rc = cllm__model_setup(m, &cfg, err);
     if (rc != CLLM_OK) {
@@ -14236,15 +14230,9 @@ static void cllm__kernel_dot(int kc, const cllm_float *x, size_t ldx, const cllm
         for (; k + 8 <= kc; k += 8) {
             __m256 x0 = _mm256_loadu_ps(xr[0] + k), x1 = _mm256_loadu_ps(xr[1] + k), x2 = _mm256_loadu_ps(xr[2] + k);
             __m256 wv;
-#define CLLM__COL(j)                                                                                                \
-    wv = _mm256_loadu_ps(wr[j] + k);                                                                                \
-    s0##j = _mm256_fmadd_ps(x0, wv, s0##j);                                                                         \
-    s1##j = _mm256_fmadd_ps(x1, wv, s1##j);                                                                         \
-    s2##j = _mm256_fmadd_ps(x2, wv, s2##j);
-            CLLM__COL(0)
-            CLLM__COL(1)
-            CLLM__COL(2)
-            CLLM__COL(3)
+#define CLLM__COL(j) wv = _mm256_loadu_ps(wr[j] + k); s0##j = _mm256_fmadd_ps(x0, wv, s0##j); \
+            s1##j = _mm256_fmadd_ps(x1, wv, s1##j); s2##j = _mm256_fmadd_ps(x2, wv, s2##j);
+            CLLM__COL(0) CLLM__COL(1) CLLM__COL(2) CLLM__COL(3)      /* a 3 x 4 block of fused multiply-adds */
 #undef CLLM__COL
         }
         r0 = cllm__hsum4x8(s00, s01, s02, s03);
@@ -14256,9 +14244,7 @@ static void cllm__kernel_dot(int kc, const cllm_float *x, size_t ldx, const cllm
             _mm_storeu_ps(out + 2 * ldo, _mm_add_ps(_mm_loadu_ps(out + 2 * ldo), r2));
             return;
         }
-        _mm_storeu_ps(r[0], r0);
-        _mm_storeu_ps(r[1], r1);
-        _mm_storeu_ps(r[2], r2);
+        _mm_storeu_ps(r[0], r0); _mm_storeu_ps(r[1], r1); _mm_storeu_ps(r[2], r2);
         for (i = 0; i < mr; i++) for (j = 0; j < nr; j++) {
             cllm_float acc = r[i][j];
             int kk;
@@ -14308,28 +14294,17 @@ static void cllm__kernel_outer(int kc, const float *const *a, size_t acs, const 
     size_t k, ka = 0;
     for (k = 0; k < (size_t)kc; k++, ka += acs, b += CLLM__NR) {
         __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), av;
-#define CLLM__ROW(r)                                                                                                \
-    av = _mm256_broadcast_ss(a##r + ka);                                                                            \
-    c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                                                                     \
-    c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);
-        CLLM__ROW(0)
-        CLLM__ROW(1)
-        CLLM__ROW(2)
-        CLLM__ROW(3)
-        CLLM__ROW(4)
-        CLLM__ROW(5)
+#define CLLM__ROW(r) av = _mm256_broadcast_ss(a##r + ka); \
+        c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0); c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);
+        CLLM__ROW(0) CLLM__ROW(1) CLLM__ROW(2) CLLM__ROW(3) CLLM__ROW(4) CLLM__ROW(5)   /* a 6 x 16 block */
 #undef CLLM__ROW
     }
-#define CLLM__STORE(r)                                                                                              \
-    _mm256_storeu_ps(c + r * ldc, c##r##0);                                                                         \
-    _mm256_storeu_ps(c + r * ldc + 8, c##r##1);
-    CLLM__STORE(0)
-    CLLM__STORE(1)
-    CLLM__STORE(2)
-    CLLM__STORE(3)
-    CLLM__STORE(4)
-    CLLM__STORE(5)
-#undef CLLM__STORE
+    _mm256_storeu_ps(c, c00);           _mm256_storeu_ps(c + 8, c01);            /* a register table: a row a line */
+    _mm256_storeu_ps(c + ldc, c10);     _mm256_storeu_ps(c + ldc + 8, c11);
+    _mm256_storeu_ps(c + 2 * ldc, c20); _mm256_storeu_ps(c + 2 * ldc + 8, c21);
+    _mm256_storeu_ps(c + 3 * ldc, c30); _mm256_storeu_ps(c + 3 * ldc + 8, c31);
+    _mm256_storeu_ps(c + 4 * ldc, c40); _mm256_storeu_ps(c + 4 * ldc + 8, c41);
+    _mm256_storeu_ps(c + 5 * ldc, c50); _mm256_storeu_ps(c + 5 * ldc + 8, c51);
 }
 #elif defined(CLLM__NEON)
 static void cllm__kernel_outer(int kc, const float *const *a, size_t acs, const float *b, float *c, size_t ldc) {
@@ -14341,10 +14316,8 @@ static void cllm__kernel_outer(int kc, const float *const *a, size_t acs, const 
         float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4), b2 = vld1q_f32(b + 8), b3 = vld1q_f32(b + 12);
         for (r = 0; r < CLLM__MR; r++) {
             float32x4_t av = vdupq_n_f32(a[r][ka]);
-            acc[r][0] = vfmaq_f32(acc[r][0], av, b0);
-            acc[r][1] = vfmaq_f32(acc[r][1], av, b1);
-            acc[r][2] = vfmaq_f32(acc[r][2], av, b2);
-            acc[r][3] = vfmaq_f32(acc[r][3], av, b3);
+            acc[r][0] = vfmaq_f32(acc[r][0], av, b0); acc[r][1] = vfmaq_f32(acc[r][1], av, b1);   /* a row of 16 */
+            acc[r][2] = vfmaq_f32(acc[r][2], av, b2); acc[r][3] = vfmaq_f32(acc[r][3], av, b3);
         }
     }
     for (r = 0; r < CLLM__MR; r++) for (j = 0; j < 4; j++) vst1q_f32(c + r * ldc + 4 * j, acc[r][j]);
@@ -14422,10 +14395,7 @@ static void cllm__gemm_nt(cllm_float *out, size_t ldo, const cllm_float *X, size
     int mc = CLLM__DMC, nc = CLLM__DNC, tn, ntiles, t;
     if (M <= 0 || N <= 0 || K <= 0) return;
 #ifdef CLLM__AVX2
-    if (M == 1) {
-        cllm__gemv_nt(out, X, W, ldw, N, K);
-        return;
-    }
+    if (M == 1) { cllm__gemv_nt(out, X, W, ldw, N, K); return; }
 #endif
     tn = cllm__tiles(M, N, &mc, &nc, CLLM__DR, CLLM__DC);
     ntiles = (M + mc - 1) / mc * tn;
@@ -14498,10 +14468,7 @@ static void cllm__gemm_nn(cllm_float *Cm, size_t ldc, const cllm_float *A, size_
                         __builtin_prefetch(c + r * ldc + CLLM__NR - 1, 1);
                     }
 #endif
-                    if (mr == CLLM__MR && nr == CLLM__NR) {
-                        cllm__kernel_outer(kc, a, acs, bp, c, ldc);
-                        continue;
-                    }
+                    if (mr == CLLM__MR && nr == CLLM__NR) { cllm__kernel_outer(kc, a, acs, bp, c, ldc); continue; }
                     /* an edge block goes through a full-size copy; the extra entries are discarded */
                     for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++)
                         tile[r * CLLM__NR + j] = r < mr && j < nr ? c[r * ldc + j] : 0;
@@ -14564,19 +14531,15 @@ static void cllm__matmul_forward_rows(cllm_float *out, const cllm_float *inp, co
 /* ---- RMSNorm backward: rows in parallel, then dw by column blocks (mirrors cllm__rmsnorm_backward_naive) -- */
 
 /* dw[c] sums over the rows, so the reference's row loop would race on it; here each thread owns a block of columns
-   and adds its rows in the reference's order. */
+   and adds its rows in the reference's order (dw[c] += dy[c] x[c] r). */
 static void cllm__rmsnorm_backward_parallel(cllm_float *dinp, cllm_float *dw, const cllm_float *dout,
                                             const cllm_float *inp, const cllm_float *w, const cllm_float *rstd,
                                             int N, int C) {
     int n, c0;
     CLLM__PARALLEL_FOR((size_t)N * C)
-    for (n = 0; n < N; n++) {
-        const cllm_float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
-        cllm_float *dx = dinp + (size_t)n * C, r = rstd[n], dot = 0;
-        int c;
-        for (c = 0; c < C; c++) dot += dy[c] * w[c] * x[c] * r;
-        dot /= C;
-        for (c = 0; c < C; c++) dx[c] += r * (dy[c] * w[c] - x[c] * r * dot);
+    for (n = 0; n < N; n++) {                                     /* dx: the reference, row by row */
+        size_t row = (size_t)n * C;
+        cllm__rmsnorm_backward_naive(dinp + row, NULL, dout + row, inp + row, w, rstd + n, 1, C);
     }
     if (!dw) return;
     CLLM__PARALLEL_FOR((size_t)N * C)
