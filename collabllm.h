@@ -2674,7 +2674,7 @@ CLLMDEF void cllm_free_buffer(void *p) { CLLM_FREE(p); }
    CLLM__PARALLEL_FOR marks a loop whose iterations are independent: empty unless OpenMP is on, it never changes a
    result. */
 
-/* ---- parameters: one allocation, named views (llm.c's fill_in_parameter_sizes) ---------------------------- */
+/* ---- parameters: one allocation, named views (llm.c's fill_in_parameter_sizes) --------------- */
 
 /* HF name of each tensor; "%d" marks a per-layer tensor. Order = cllm_params field order. */
 static const char *cllm__param_fmt[CLLM_NUM_PARAM_TENSORS] = {
@@ -2787,7 +2787,8 @@ CLLMDEF void cllm_model_free(cllm_model *m) {
     memset(m, 0, sizeof *m);
 }
 
-/* Fresh weights as HF initialises them: N(0, 0.02) matrices, unit norms, zero biases. */
+/* Fresh weights as transformers' _init_weights makes them (initializer_range 0.02): N(0, 0.02) matrices, unit norms,
+   zero biases, drawn tensor by tensor from a seeded cllm_rng. */
 CLLMDEF cllm_result cllm_model_init(cllm_model *m, const cllm_config *c, uint64_t seed, cllm_err *err) {
     cllm_rng rng;
     size_t k;
@@ -2809,7 +2810,7 @@ CLLMDEF cllm_result cllm_model_init(cllm_model *m, const cllm_config *c, uint64_
     return CLLM_OK;
 }
 
-/* ---- embedding (nn.Embedding) ----------------------------------------------------------------------------- */
+/* ---- embedding (nn.Embedding) ---------------------------------------------------------------- */
 
 /* x[n] = E[id[n]] */
 static void cllm__embedding_forward(cllm_float *out, const int *ids, const cllm_float *E, int N, int C) {
@@ -2828,7 +2829,7 @@ static void cllm__embedding_backward(cllm_float *dE, const cllm_float *dout, con
     }
 }
 
-/* ---- RMSNorm (transformers LlamaRMSNorm) ------------------------------------------------------------------ */
+/* ---- RMSNorm (transformers LlamaRMSNorm) ----------------------------------------------------- */
 
 /* Over rows of C:  r = 1/sqrt(mean(x^2) + eps),  y = w * (x * r);  rstd keeps r for the backward pass. */
 static void cllm__rmsnorm_forward(cllm_float *out, cllm_float *rstd, const cllm_float *inp, const cllm_float *w, int N,
@@ -2864,7 +2865,7 @@ CLLM__REFERENCE void cllm__rmsnorm_backward_naive(cllm_float *dinp, cllm_float *
     }
 }
 
-/* ---- RoPE (transformers apply_rotary_pos_emb, rotate_half) ------------------------------------------------ */
+/* ---- RoPE (transformers apply_rotary_pos_emb, rotate_half) ----------------------------------- */
 
 /* Tables for positions 0..T-1. HF computes inv_freq[i] = 1/theta^(2i/hd) (i < hd/2) in float32, optionally rescales
    it (llama3, linear), then angle = pos * inv_freq. llama3 (transformers _compute_llama3_parameters):
@@ -2924,7 +2925,7 @@ static void cllm__rope_backward(cllm_float *dx, const cllm_float *cosv, const cl
     cllm__rope(dx, cosv, sinv, B, T, nh, hd, -1);
 }
 
-/* ---- causal grouped-query attention (transformers eager_attention_forward, repeat_kv) --------------------- */
+/* ---- causal grouped-query attention (transformers eager_attention_forward, repeat_kv) -------- */
 
 /* One query row over n key/value rows (row j at k + j*stride, v + j*stride), skipping the j with mask[j] = 0 (mask
    may be NULL):  s_j = q . k_j * scale,  p = softmax(s),  y = sum_j p_j v_j;  returns lse = log sum_j exp(s_j).
@@ -3009,7 +3010,7 @@ CLLM__REFERENCE void cllm__attention_backward_naive(cllm_float *dq, cllm_float *
     }
 }
 
-/* ---- SwiGLU (transformers LlamaMLP: act_fn(gate_proj(x)) * up_proj(x), act_fn = silu) --------------------- */
+/* ---- SwiGLU (transformers LlamaMLP: act_fn(gate_proj(x)) * up_proj(x), act_fn = silu) -------- */
 
 /* act = silu(g) * u,  silu(g) = g sigmoid(g) */
 static void cllm__swiglu_forward(cllm_float *act, const cllm_float *g, const cllm_float *u, size_t n) {
@@ -3030,7 +3031,7 @@ static void cllm__swiglu_backward(cllm_float *dg, cllm_float *du, const cllm_flo
     }
 }
 
-/* ---- log-softmax of the lm head's logits (HF ForCausalLMLoss; logits / temperature as TRL scores) --------- */
+/* ---- log-softmax of the logits (HF ForCausalLMLoss; logits / temperature as TRL scores) ------ */
 
 /* One logits row z (V) scaled by 1/temperature, for target y (or -1):
      lse = log sum_v exp(z_v / tau),   logp = z_y / tau - lse,   entropy = lse - sum_v p_v z_v / tau */
@@ -3057,7 +3058,7 @@ static void cllm__logsoftmax_row_backward(cllm_float *z, cllm_float lse, int y, 
     z[y] += dlogp * inv_tau;
 }
 
-/* ---- the linear layer with its LoRA adapter (nn.Linear + PEFT LoRA): y = x W^T (+ b) + s B A d(x) --------- */
+/* ---- the linear layer with its LoRA adapter (nn.Linear + PEFT LoRA): x W^T + b + s B A d(x) -- */
 
 /* The base product, nn.Linear's layout: inp (N, C), W (OC, C), bias (OC) or NULL -> out (N, OC),
      out[n][o] = bias[o] + sum_c inp[n][c] W[o][c]                                                            */
@@ -3292,7 +3293,7 @@ static void cllm__linear_backward(const cllm_model *m, const cllm_params *g, cll
     cllm__lora_backward(m, t, l, dx, dy, x, N);
 }
 
-/* ---- activations, work space and batches ------------------------------------------------------------------ */
+/* ---- activations, work space and batches ----------------------------------------------------- */
 
 #define CLLM__LMHEAD_CHUNK 64   /* rows of logits materialised at once: memory is CHUNK x V, not B x T x V */
 
@@ -3444,7 +3445,7 @@ static cllm_result cllm__prepare_batch(cllm_model *m, const cllm_batch *bt, cllm
     return CLLM_OK;
 }
 
-/* ---- the decoder layer's blocks (shared with the KV cache of II.5) ---------------------------------------- */
+/* ---- the decoder layer's blocks (shared with the KV cache of II.5) --------------------------- */
 
 /* q, k, v projections of layer l for N rows of ln1 = rmsnorm(x). Qwen3 (qk_norm) applies an RMSNorm over each head's
    hd values before RoPE (Qwen3Attention's q_norm, k_norm): then the projections go to q_pre/k_pre and the norms'
@@ -3512,7 +3513,7 @@ static void cllm__mlp_backward(const cllm_model *m, const cllm_params *g, int l,
                            m->params.mlp_norm + (size_t)l * C, v->ln2_rstd, N, C);
 }
 
-/* ---- the lm head: logits = lnf lm_head^T, log p = log_softmax(logits / temperature), CHUNK rows at a time - */
+/* ---- the lm head: logits = lnf lm_head^T, log p = log_softmax(logits / tau), by chunks ------- */
 
 /* lse, logp and entropy of every row (the logits never exist for the whole batch); the raw logits to logits_out
    when it is given. */
@@ -3569,7 +3570,7 @@ static void cllm__lm_head_backward(const cllm_model *m, const cllm_params *g, co
     if (n > 0) cllm__lm_head_chunk_backward(m, g, dlogp, idx, n, w);
 }
 
-/* ---- the forward driver ----------------------------------------------------------------------------------- */
+/* ---- the forward driver ---------------------------------------------------------------------- */
 
 CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_float *logits_out, cllm_err *err) {
     const cllm_config *c = &m->config;
@@ -3637,7 +3638,7 @@ CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_fl
     return CLLM_OK;
 }
 
-/* ---- the backward driver: the layers in exact reverse order ----------------------------------------------- */
+/* ---- the backward driver: the layers in exact reverse order ---------------------------------- */
 
 CLLMDEF cllm_result cllm_zero_grad(cllm_model *m, cllm_err *err) {
     if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "gradients: the model is not loaded");
@@ -6243,7 +6244,7 @@ CLLMDEF cllm_result cllm_train_grpo(cllm_local_lm *policy, cllm_lora *lora, cllm
 /* II.1 Basics: random numbers, files, UTF-8                                                    */
 /* -------------------------------------------------------------------------------------------- */
 
-/* ---- random numbers: xoshiro128** (Blackman and Vigna) seeded by splitmix64 ------------------------------- */
+/* ---- random numbers: xoshiro128** (Blackman and Vigna) seeded by splitmix64 ------------------ */
 
 static uint64_t cllm__splitmix64(uint64_t *x) {
     uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
@@ -6287,7 +6288,7 @@ CLLMDEF double cllm_rng_normal(cllm_rng *r) {
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
-/* ---- files: read whole, write atomically ------------------------------------------------------------------ */
+/* ---- files: read whole, write atomically ----------------------------------------------------- */
 
 /* Opens a file for reading; NULL after a message naming it. A directory is refused by name (on POSIX fopen accepts
    one, and its "size" is nonsense). kind: what was expected, "a JSONL file". */
@@ -6404,7 +6405,7 @@ static cllm_result cllm__mkdir(const char *dir, cllm_err *err) {
     return CLLM_OK;
 }
 
-/* ---- lines of text files (JSONL) -------------------------------------------------------------------------- */
+/* ---- lines of text files (JSONL) ------------------------------------------------------------- */
 
 /* The buffer never grows past CLLM_MAX_LINE_BYTES, whatever the file holds. A reader that gets a length below
    CLLM_LINE_EOF reports it with cllm__line_fail. */
@@ -6460,7 +6461,7 @@ static cJSON *cllm__jsonl_parse(const char *line, size_t len, const char *path, 
 /* II.2 Checkpoints: safetensors, config.json, Hugging Face directories, token batches          */
 /* -------------------------------------------------------------------------------------------- */
 
-/* ---- safetensors: strict reader and atomic writer --------------------------------------------------------- */
+/* ---- safetensors: strict reader and atomic writer -------------------------------------------- */
 
 /* Layout: u64 LE header length N | N bytes JSON | byte buffer. Each tensor entry gives dtype, shape and [begin, end)
    offsets into the buffer. We reject anything the reference Rust reader rejects (header bound, gaps, overlaps,
@@ -6863,7 +6864,7 @@ CLLMDEF cllm_result cllm_st_save(const char *path, const cllm_st_entry *entries,
     return cllm__commit_temp(f, tmp, path, err);
 }
 
-/* ---- config.json (transformers LlamaConfig, Qwen2Config, Qwen3Config) ------------------------------------- */
+/* ---- config.json (transformers LlamaConfig, Qwen2Config, Qwen3Config) ------------------------ */
 
 /* An integer field into *out (def when missing or null); returns 0, leaving def, if it is not an int. */
 static int cllm__json_int(const cJSON *o, const char *key, int def, int *out) {
@@ -7014,7 +7015,7 @@ CLLMDEF cllm_result cllm_config_parse(cllm_config *c, const char *json_text, siz
     return rc;
 }
 
-/* ---- reading a Hugging Face directory: config.json + model.safetensors (or its shards) ------------------- */
+/* ---- reading a Hugging Face directory: config.json + model.safetensors (or its shards) ------- */
 
 /* Tensors that may appear in a checkpoint without being parameters (skipped, not an error). */
 static int cllm__ignorable_tensor(const char *name) {
@@ -7190,7 +7191,7 @@ done:
     return rc;
 }
 
-/* ---- token batches from JSONL ----------------------------------------------------------------------------- */
+/* ---- token batches from JSONL ---------------------------------------------------------------- */
 
 /* Reads a JSON array of integers into a new int array; returns its length or -1. */
 static int cllm__json_int_array(const cJSON *arr, int **out) {
@@ -7304,7 +7305,7 @@ CLLMDEF cllm_result cllm_batch_read_jsonl(cllm_batch *batch, const char *path, c
     return rc;
 }
 
-/* ---- writing a Hugging Face directory --------------------------------------------------------------------- */
+/* ---- writing a Hugging Face directory -------------------------------------------------------- */
 
 /* config.json for a model that has none (made by cllm_model_init). */
 static cJSON *cllm__config_to_json(const cllm_config *c) {
@@ -14103,7 +14104,7 @@ done:
 
 #ifdef CLLM__FAST
 
-/* ---- vector helpers: a dot product and y += alpha x ----------------------------------------------------- */
+/* ---- vector helpers: a dot product and y += alpha x ------------------------------------------ */
 
 #ifdef CLLM__AVX2
 static float cllm__hsum8(__m256 v) {
@@ -14162,7 +14163,7 @@ static void cllm__axpy(cllm_float *y, cllm_float alpha, const cllm_float *x, int
     for (; i < n; i++) y[i] += alpha * x[i];
 }
 
-/* ---- matmul: cache blocking (mirrors cllm__matmul_forward_naive and cllm__matmul_backward_naive) ---------- */
+/* ---- matmul: cache blocking (mirrors cllm__matmul_forward_naive, cllm__matmul_backward_naive)  */
 
 /* The forward product out = inp W^T pairs rows of inp with rows of W, both contiguous along C,
    so it is a grid of dot products: the "dot" kernel takes 3 rows of inp and 4 rows of W and
@@ -14512,7 +14513,7 @@ static void cllm__matmul_backward_blocked(cllm_float *dinp, cllm_float *dW, cllm
 #endif /* CLLM_BLOCKED */
 
 #if defined(CLLM__OMP) && !defined(CLLM_BLOCKED)
-/* ---- matmul forward, OpenMP alone, a few rows (mirrors cllm__matmul_forward_naive) ------------------------ */
+/* ---- matmul forward, OpenMP alone, a few rows (mirrors cllm__matmul_forward_naive) ----------- */
 
 /* Decoding (one token at a time): parallel over the outputs, each row of W read once and dotted with every input
    row while in L1, in the reference's order (cllm__dot without SIMD), so results equal the reference's. */
@@ -14528,7 +14529,7 @@ static void cllm__matmul_forward_rows(cllm_float *out, const cllm_float *inp, co
 }
 #endif
 
-/* ---- RMSNorm backward: rows in parallel, then dw by column blocks (mirrors cllm__rmsnorm_backward_naive) -- */
+/* ---- RMSNorm backward in parallel (mirrors cllm__rmsnorm_backward_naive) --------------------- */
 
 /* dw[c] sums over the rows, so the reference's row loop would race on it; here each thread owns a block of columns
    and adds its rows in the reference's order (dw[c] += dy[c] x[c] r). */
@@ -14553,7 +14554,7 @@ static void cllm__rmsnorm_backward_parallel(cllm_float *dinp, cllm_float *dw, co
     }
 }
 
-/* ---- attention: (batch, head) pairs in parallel (mirrors cllm__attention_forward_naive, _backward_naive) -- */
+/* ---- attention: (batch, head) pairs in parallel (mirrors cllm__attention_*_naive) ------------ */
 
 /* Forward: each (b, h) is independent; each thread gets its own score row (s when only one thread runs). Every row
    goes through cllm__attend_row, as the KV cache's rows do. */
@@ -14610,7 +14611,7 @@ static void cllm__attention_backward_fast(cllm_float *dq, cllm_float *dk, cllm_f
 
 #endif /* CLLM__FAST */
 
-/* ---- dispatchers: the names Part I, the KV cache and the public API call --------------------------------- */
+/* ---- dispatchers: the names Part I, the KV cache and the public API call --------------------- */
 
 static void cllm__matmul_forward(cllm_float *out, const cllm_float *inp, const cllm_float *W, const cllm_float *bias,
                                  int N, int C, int OC) {
@@ -14707,7 +14708,7 @@ CLLMDEF int cllm_num_threads(void) { return cllm__max_threads(); }
 /* PART IV. GENERATED TABLES                                                                    */
 /* ############################################################################################ */
 
-/* ---- Unicode tables, generated from Debian's unicode-data by tests/gen_unicode_tables.py ---- */
+/* ---- Unicode tables, generated from Debian's unicode-data by tests/gen_unicode_tables.py ----- */
 
 /* BEGIN GENERATED UNICODE TABLES (tests/gen_unicode_tables.py, Unicode 15.0.0; `make unicode-tables`) */
 #define CLLM__UNICODE_VERSION "15.0.0"
