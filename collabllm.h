@@ -180,7 +180,7 @@
                                -- legacy TRL's running score moments and adaptive KL controller
       cllm_bleu()              -- NLTK sentence_bleu on strings, character or token level
       cllm_bleu_ids()          -- the same on integer sequences (e.g. token ids)
-      cllm_ref_json()          -- the above as JSON in / JSON out (`collabllm ref NAME`, data_fmt/ref.md)
+      `collabllm ref NAME`     -- the above as JSON in / JSON out (examples/ref_json.h, data_fmt/ref.md)
    Checkpoint files
       cllm_st_open()           -- open and strictly validate a .safetensors file
       cllm_st_find()           -- look up a tensor by name
@@ -1572,45 +1572,210 @@ CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_s
 CLLMDEF void        cllm_eval_summary_free(cllm_eval_summary *s);
 
 /* ============================================================================================ */
+/* Objectives: DPO, PPO, GRPO (defined with their math in Part I, section I.3)                  */
+/* ============================================================================================ */
+
+/* The model-independent math of preference and RL training, on plain double arrays, so that
+   results match PyTorch float64 to ~1e-15. Token arrays are row-major (B, T). A mask is a weight
+   per token as torch uses it: masked_mean(x, m) = sum(x m) / sum(m). In the input structs every
+   number is used as given (0 is 0; the comment names the library's value), an enum field's zero
+   is the default, and an optional array may be NULL. */
+
+/* ---- DPO (Rafailov et al. 2023), as TRL v0.19.1 DPOTrainer.dpo_loss ---- */
+
+typedef enum cllm_dpo_loss_type {
+    CLLM_DPO_SIGMOID = 0,   /* the paper's loss; label_smoothing > 0 makes it cDPO                  */
+    CLLM_DPO_ROBUST,        /* robust DPO, unbiased under a label-flip rate label_smoothing < 0.5   */
+    CLLM_DPO_HINGE,         /* SLiC's hinge on the margin                                           */
+    CLLM_DPO_IPO            /* IPO: the margin regressed onto 1/(2 beta)                            */
+} cllm_dpo_loss_type;
+
+typedef struct cllm_dpo_config {
+    cllm_dpo_loss_type loss_type; /* default CLLM_DPO_SIGMOID                                       */
+    double beta;             /* b; default 0.1                                                      */
+    double label_smoothing;  /* e; default 0. Used by sigmoid (0 <= e <= 1) and robust (e < 0.5)    */
+    int    reference_free;   /* 1: z ignores the reference (rewards still use it, as TRL); default 0 */
+    int    ipo_sum;          /* cllm_dpo_micro_step with IPO: 1 = summed logps (TRL OnlineDPOTrainer,
+                                OpenRLHF); default 0 = per-token averages (TRL DPOTrainer)          */
+    double rpo_alpha;        /* RPO (TRL's rpo_alpha, Pang et al. 2024): the trainer adds alpha times
+                                the NLL of the chosen completions, per token, to the loss; default 0
+                                (off). cllm_dpo_loss itself does not use it: it needs token counts */
+} cllm_dpo_config;
+
+typedef struct cllm_dpo_out {
+    /* per pair: point each at n doubles, or leave NULL to skip */
+    double *losses;          /* l_i                                                                 */
+    double *chosen_rewards;  /* b (pc_i - rc_i)                                                     */
+    double *rejected_rewards;/* b (pr_i - rr_i)                                                     */
+    double *d_chosen;        /* d loss / d policy_chosen_logps[i]   (loss = the mean over pairs)    */
+    double *d_rejected;      /* d loss / d policy_rejected_logps[i]                                 */
+    /* batch values (TRL's logged metrics are these means) */
+    double loss;             /* mean_i l_i                                                          */
+    double chosen_reward;    /* rewards/chosen:     mean b (pc - rc)                                */
+    double rejected_reward;  /* rewards/rejected:   mean b (pr - rr)                                */
+    double reward_accuracy;  /* rewards/accuracies: mean [chosen_reward_i > rejected_reward_i]      */
+    double reward_margin;    /* rewards/margins:    mean (chosen_reward_i - rejected_reward_i)      */
+} cllm_dpo_out;
+
+/* The DPO loss of n pairs of summed completion log-probs (IPO: per-token averages), its metrics
+   and gradients; the reference arrays may be NULL with reference_free. cfg NULL = defaults. */
+CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n,
+                                  const double *policy_chosen_logps, const double *policy_rejected_logps,
+                                  const double *ref_chosen_logps, const double *ref_rejected_logps,
+                                  cllm_dpo_out *out, cllm_err *err);
+
+/* ---- PPO pieces: per-token KL penalty and rewards, GAE, whitening, the clipped losses ---- */
+
+typedef enum cllm_kl_estimator {
+    CLLM_KL_K1 = 0,  /* logp - ref                               (TRL default; can be negative)    */
+    CLLM_KL_K2,      /* (logp - ref)^2 / 2                       (OpenRLHF / verl "k2", "mse")     */
+    CLLM_KL_K3       /* exp(ref - logp) - (ref - logp) - 1 >= 0  (TRL "k3", verl "low_var_kl")     */
+} cllm_kl_estimator;
+/* One token's estimate of KL(policy || reference) from the two log-probs of the sampled token. */
+CLLMDEF double cllm_kl_estimate(double logp, double ref_logp, cllm_kl_estimator estimator);
+/* TRL's last position of a response row of L tokens (stop_id truncation; -1 when empty). */
+CLLMDEF int cllm_ppo_sequence_end(const int *response, int L, int pad_id, int stop_id);
+
+typedef enum cllm_reward_placement {
+    CLLM_REWARD_AFTER_EOS = 0,  /* TRL v0.19 PPOTrainer: at end+1 (the first pad slot, seen only by
+                                   the critic) if end+1 < T, else at end                            */
+    CLLM_REWARD_LAST_TOKEN      /* legacy TRL, OpenRLHF, verl: at end (the last response token)     */
+} cllm_reward_placement;
+
+typedef struct cllm_ppo_rewards_input {
+    int                   B, T;         /* responses and response tokens (each >= 1)                */
+    const double         *logprobs;     /* (B*T) the policy's log-prob of each sampled token        */
+    const double         *ref_logprobs; /* (B*T) the reference's                                    */
+    const double         *scores;       /* (B) the reward of each response                          */
+    const int            *seq_end;      /* (B) last positions in [-1, T-1] (cllm_ppo_sequence_end)  */
+    double                kl_coef;      /* weight of the KL penalty (TRL: 0.05)                     */
+    cllm_kl_estimator     kl_estimator; /* default CLLM_KL_K1                                       */
+    cllm_reward_placement placement;    /* where the score lands; default CLLM_REWARD_AFTER_EOS     */
+} cllm_ppo_rewards_input;
+/* Per-token rewards -kl_coef KL, plus each score at its placement: rewards and kl (may be NULL)
+   receive B*T values. */
+CLLMDEF cllm_result cllm_ppo_rewards(const cllm_ppo_rewards_input *in, double *rewards, double *kl, cllm_err *err);
+
+/* In place: x = (x - mean) / std over the n values weighted by mask (NULL = all 1), keep_mean 1
+   adding the mean back (TRL's shift_mean=False); biased 0: TRL / verl, 1: OpenRLHF. */
+CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, int keep_mean, int biased,
+                                       cllm_err *err);
+
+typedef enum cllm_gae_mode {
+    CLLM_GAE_TRL = 0, /* recursion over all T positions; the mask only selects the whitening
+                         statistics and (when whitening) zeroes masked advantages (TRL v0.19).
+                         Legacy TRL and OpenRLHF are this after values*=mask, rewards*=mask.     */
+    CLLM_GAE_SKIP     /* verl: a position with mask 0 passes the next value and the running
+                         advantage through unchanged; whitened values stay at masked positions   */
+} cllm_gae_mode;
+
+typedef struct cllm_gae_input {
+    int           B, T;      /* rows and tokens (each >= 1)                                         */
+    const double *rewards;   /* (B*T) per-token rewards r_t                                         */
+    const double *values;    /* (B*T) the critic's values V_t                                       */
+    const double *mask;      /* (B*T) 1 = a response token; NULL = all 1                            */
+    double        gamma;     /* discount (TRL: 1)                                                   */
+    double        lam;       /* GAE's lambda (TRL: 0.95)                                            */
+    cllm_gae_mode mode;      /* how masked positions count; default CLLM_GAE_TRL                    */
+    int           whiten;    /* 1: whiten the advantages over the mask (default 0)                  */
+} cllm_gae_input;
+/* Generalised advantage estimation: advantages and returns receive B*T values. */
+CLLMDEF cllm_result cllm_gae(const cllm_gae_input *in, double *advantages, double *returns, cllm_err *err);
+
+typedef struct cllm_ppo_loss_input {
+    int           B, T;            /* rows and tokens (each >= 1)                                   */
+    const double *logprobs;        /* (B*T) the current policy's log-probs                          */
+    const double *old_logprobs;    /* (B*T) the rollout policy's                                    */
+    const double *advantages;      /* (B*T)                                                         */
+    const double *values;          /* (B*T) the current critic's values                             */
+    const double *old_values;      /* (B*T) the rollout critic's                                    */
+    const double *returns;         /* (B*T)                                                         */
+    const double *mask;            /* (B*T) the policy mask (TRL's ~pm: t <= end)                   */
+    const double *value_mask;      /* (B*T) the critic's (~pm1: t <= end + 1); NULL = mask          */
+    double        cliprange;       /* of the ratio (TRL: 0.2)                                       */
+    double        cliprange_value; /* of the value around old_values (TRL: 0.2)                     */
+    double        vf_coef;         /* weight of the value loss (TRL: 0.1)                           */
+} cllm_ppo_loss_input;
+
+typedef struct cllm_ppo_loss_out {
+    double  pg_loss;      /* masked_mean(max(-A r, -A clamp(r, 1-c, 1+c)), mask),  r = exp(logp - old) */
+    double  vf_loss;      /* 0.5 masked_mean(max((v-R)^2, (clamp(v, old_v-cv, old_v+cv)-R)^2), value_mask) */
+    double  loss;         /* pg_loss + vf_coef * vf_loss                                         */
+    double  clipfrac;     /* policy/clipfrac_avg: masked_mean([clipped pg term > unclipped])     */
+    double  vf_clipfrac;  /* val/clipfrac_avg: masked_mean([clipped vf term > unclipped], value_mask) */
+    double  approxkl;     /* 0.5 mean over all B*T of (logp - old)^2 (TRL: unmasked; its pads have
+                             logp = old = 1.0, so they add 0 but count in the mean)              */
+    double *d_logprobs;   /* optional (B*T): d loss / d logprobs                                 */
+    double *d_values;     /* optional (B*T): d loss / d values                                   */
+} cllm_ppo_loss_out;
+/* TRL v0.19 PPOTrainer's clipped policy and value losses on one micro-batch, and their gradients. */
+CLLMDEF cllm_result cllm_ppo_loss(const cllm_ppo_loss_input *in, cllm_ppo_loss_out *out, cllm_err *err);
+
+/* Legacy TRL (<= 0.11, CollabLLM's PPO script): scores scaled by the running moments of every
+   score so far, and the adaptive KL controller. */
+typedef enum cllm_score_scaling {
+    CLLM_SCORE_RAW = 0,      /* the scores as they are                                              */
+    CLLM_SCORE_SCALE,        /* scores / (running std + eps)            (use_score_scaling)         */
+    CLLM_SCORE_NORM          /* (scores - running mean) / (std + eps)   (use_score_norm)            */
+} cllm_score_scaling;
+typedef struct cllm_running_moments {
+    double mean, var, std, count;
+} cllm_running_moments;
+CLLMDEF void cllm_running_moments_init(cllm_running_moments *rm);
+/* Merges x[0..n) into rm; *batch_mean and *batch_std (optional) receive the batch's own. */
+CLLMDEF void cllm_running_moments_update(cllm_running_moments *rm, const double *x, int n, double *batch_mean,
+                                         double *batch_std);
+/* coef * (1 + clip(kl / target - 1, -0.2, 0.2) * n_steps / horizon). */
+CLLMDEF double cllm_adaptive_kl_update(double coef, double kl, double target, double horizon, double n_steps);
+
+/* ---- GRPO / RLOO: advantages from the rewards of G samples per prompt, and the loss ---- */
+
+typedef enum cllm_group_estimator {
+    CLLM_GROUP_GRPO = 0,  /* A_i = r_i - mean(group), / (std(group) + eps) if scale            */
+    CLLM_GROUP_RLOO       /* A_i = r_i - (sum(group) - r_i) / (G-1)  (leave-one-out baseline)  */
+} cllm_group_estimator;
+/* n rewards in consecutive groups of group_size (n a multiple of it) -> n advantages. */
+CLLMDEF cllm_result cllm_grpo_advantages(int n, const double *rewards, int group_size, cllm_group_estimator estimator,
+                                         int scale, double eps, double *advantages, cllm_err *err);
+
+typedef enum cllm_grpo_loss_type {
+    CLLM_GRPO_BNPO = 0,          /* sum of the token losses / tokens in the micro-batch (TRL v0.19) */
+    CLLM_GRPO_GRPO,              /* mean over sequences of (sum of its token losses / its length)  */
+    CLLM_GRPO_DR_GRPO            /* sum / (sequences x max_completion_length)   (Dr. GRPO)         */
+} cllm_grpo_loss_type;
+
+typedef struct cllm_grpo_loss_input {
+    int                 B, T;            /* sequences and tokens (each >= 1)                        */
+    const double       *logprobs;        /* (B*T) the current policy's log-probs                    */
+    const double       *old_logprobs;    /* (B*T) the sampling policy's                             */
+    const double       *ref_logprobs;    /* (B*T) the reference's; may be NULL when beta is 0       */
+    const double       *advantages;      /* (B) one per sequence                                    */
+    const double       *mask;            /* (B*T) 1 = a completion token                            */
+    double              beta;            /* weight of the k3 KL term (TRL: 0)                       */
+    double              eps_low;         /* clipping below (TRL: 0.2)                               */
+    double              eps_high;        /* clipping above (TRL: = eps_low)                         */
+    cllm_grpo_loss_type loss_type;       /* aggregation; default CLLM_GRPO_BNPO                     */
+    int                 max_completion_length; /* Dr. GRPO's constant (dr_grpo only)                */
+} cllm_grpo_loss_input;
+
+typedef struct cllm_grpo_loss_out {
+    double  loss;
+    double  kl;                  /* mean k3 over the masked tokens (0 without reference log-probs) */
+    double  clip_ratio;          /* fraction of masked tokens where the clipped term is the active one */
+    double *d_logprobs;          /* optional (B*T): d loss / d logprobs                           */
+} cllm_grpo_loss_out;
+/* TRL v0.19 GRPOTrainer's token-level clipped loss + beta k3, and its gradient. */
+CLLMDEF cllm_result cllm_grpo_loss(const cllm_grpo_loss_input *in, cllm_grpo_loss_out *out, cllm_err *err);
+
+/* ============================================================================================ */
 /* Training: SFT, DPO, LoRA, checkpoints                                                        */
 /* ============================================================================================ */
 
 /* The paper's training stages (SFT, then offline DPO) on one loop that online DPO, PPO and GRPO
-   reuse. Where the Hugging Face Trainer / TRL v0.19 define a behaviour we follow it and say so.
-
-   One optimizer step (cllm_trainer_run):
-     1. examples: epoch e visits the data set in the order of a Fisher-Yates shuffle driven by
-        cllm_rng_seed(seed * 0x9E3779B97F4A7C15 + e); micro-batches of batch_size examples, the
-        last one of an epoch shorter (HF's drop_last=False); grad_accum micro-batches per step,
-        the last step of an epoch takes the micro-batches that remain. The position in the data
-        is a function of the step number alone, which is what makes resuming exact.
-     2. each micro-batch: forward, loss, backward, accumulating into the gradients. The step's
-        objective is (sum of the losses of its units) / (units in the whole step), units = target
-        tokens (SFT) or pairs (DPO): accumulating k micro-batches equals one batch k times larger.
-        (HF divides each micro-batch's mean by grad_accum instead; the two agree when every
-        micro-batch holds the same number of units.)
-     3. a loss or gradient norm that is NaN or infinite stops the run with CLLM_ERR_NUMERIC before
-        anything is updated; the last checkpoint written stays `latest`.
-     4. torch's clip_grad_norm_(max_grad_norm), lr = cllm_lr_at(schedule, lr, step, warmup,
-        total) (the first update uses step 0), AdamW (cllm_adamw_step; weight decay on matrices).
-     5. a progress line on stderr (step/total, loss, DPO reward margin and accuracy, lr, gradient
-        norm, tokens/s, ETA), a JSON line in the metrics file (data_fmt/train.md), and a
-        checkpoint every save_every steps and at the end.
-
-   Checkpoints (data_fmt/train.md): OUT/ckpt-N/ holds the trained weights as a Hugging Face
-   directory (config.json + model.safetensors + the tokenizer files), or with LoRA the PEFT
-   adapter (adapter_config.json + adapter_model.safetensors); optimizer.safetensors (AdamW's m
-   and v); trainer_state.json (step, epoch, data position and seed, RNG state, schedule, adam_t,
-   the settings that must not change). It is written into OUT/ckpt-N.tmp/, every file flushed to
-   disk, then renamed to OUT/ckpt-N/, and only then does OUT/latest (one line "ckpt-N", itself
-   written through a temporary and a rename) point at it: a crash at any moment leaves the
-   previous checkpoint intact. A resumed run (cfg.resume) continues with bit-identical losses.
-
-   Memory: full fine-tuning holds the parameters, their gradients and two AdamW moments (16
-   bytes per parameter in fp32) plus activations; with LoRA the base model has no gradient buffer
-   and no moments. Measured (examples/lora_memory.c, `make lora-memory`): the Qwen2.5-0.5B shape
-   with r = 32 adapters on all seven projections peaks at 3.1 GiB resident for one 512-token
-   row and 4.1 GiB for a DPO pair of two 512-token rows (weights 2.0 GB of it).                */
+   reuse: shuffled epochs, gradient accumulation, clipping, a learning-rate schedule, AdamW,
+   metrics, and atomic checkpoints that resume bit-identically (data_fmt/train.md). Where the
+   Hugging Face Trainer / TRL v0.19 define a behaviour we follow it and say so at the definition
+   (the steps in Part I, section I.6; the loop, its files and memory in Part II, section II.10). */
 
 /* ---- LoRA adapters (PEFT) ---------------------------------------------------------------- */
 
@@ -1668,15 +1833,11 @@ typedef struct cllm_lora {
    cllm_backward and generation compute with them, and cllm_backward computes the adapters'
    gradients only (the base model is frozen and gets no gradient buffer). cfg NULL = defaults. */
 CLLMDEF cllm_result cllm_lora_init(cllm_lora *lo, cllm_model *m, const cllm_lora_config *cfg, cllm_err *err);
-/* Adapters saved in PEFT's format (adapter_config.json + adapter_model.safetensors), attached
-   to m. Accepts the targets, r, lora_alpha and lora_dropout it finds there. */
+/* Adapters saved in PEFT's format (adapter_config.json + adapter_model.safetensors), attached to m. */
 CLLMDEF cllm_result cllm_lora_load(cllm_lora *lo, cllm_model *m, const char *dir, cllm_err *err);
-/* Writes dir/adapter_config.json and dir/adapter_model.safetensors with PEFT's tensor names
-   (base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight, ...). base_model: the value
-   of base_model_name_or_path (may be NULL). */
+/* The adapters in PEFT's format; base_model: adapter_config.json's base_model_name_or_path (or NULL). */
 CLLMDEF cllm_result cllm_lora_save(const cllm_lora *lo, const char *dir, const char *base_model, cllm_err *err);
-/* PEFT's merge_and_unload: W += (alpha / r) B A for every adapter, then detaches lo from its
-   model (cllm_model_save then writes a plain Hugging Face checkpoint). lo keeps its weights. */
+/* PEFT's merge_and_unload: W += (alpha / r) B A, then lo is detached (it keeps its weights). */
 CLLMDEF cllm_result cllm_lora_merge(cllm_lora *lo, cllm_err *err);
 /* Detaches lo from its model (if attached) and releases it; safe on a zeroed struct. */
 CLLMDEF void        cllm_lora_free(cllm_lora *lo);
@@ -1687,10 +1848,8 @@ CLLMDEF cllm_result cllm_lora_parse_targets(const char *list, unsigned *targets,
 
 /* ---- tokenized training examples --------------------------------------------------------- */
 
-/* One sequence: token ids and, per token, whether its log-probability counts (a target). The
-   first token is never a target: nothing predicts it. n_prompt tokens come before the
-   completion (SFT: before the last run of targets, i.e. the final assistant message; DPO: the
-   rendered prompt with its generation prompt). */
+/* One sequence: token ids and, per token, whether its log-probability counts (a target; never
+   the first token, which nothing predicts). n_prompt tokens come before the completion. */
 typedef struct cllm_train_seq {
     int           *ids;      /* (n) owned                                                          */
     unsigned char *target;   /* (n) 1 = a target                                                   */
@@ -1700,47 +1859,30 @@ typedef struct cllm_train_seq {
 CLLMDEF void cllm_train_seq_free(cllm_train_seq *s);
 /* Number of targets (tokens at positions >= 1 marked as targets). */
 CLLMDEF int  cllm_train_seq_targets(const cllm_train_seq *s);
-/* Truncation keeping the end of the prompt and the start of the completion: the prompt keeps
-   its last keep_prompt tokens (at least 1, so that the first completion token is still
-   predicted), then the completion keeps what fits in max_length and loses its end.
-   keep_prompt < 0: computed from this sequence, max_length - (completion length) when it is
-   longer than max_length (else nothing is cut). The DPO loader passes the value computed from
-   the longer completion of a pair to both, so chosen and rejected keep the same prompt tokens.
-   Returns 1 if anything was cut. */
+/* Cuts s to max_length, keeping the prompt's last keep_prompt tokens (< 0: as many as fit) and the
+   completion's first tokens; returns 1 if anything was cut. */
 CLLMDEF int  cllm_train_seq_truncate(cllm_train_seq *s, int max_length, int keep_prompt);
 
-/* SFT: the conversation through the chat template; targets = the template's assistant mask
-   (every assistant message's content and end-of-turn token; cllm_chat_render). */
+/* SFT: the conversation through the chat template; targets = the template's assistant mask. */
 CLLMDEF cllm_result cllm_sft_seq(const cllm_tokenizer *tok, const cllm_message *msgs, int n,
                                  cllm_train_seq *seq, cllm_err *err);
-/* A completion after a prompt, for DPO: prompt + completion messages rendered in one pass and
-   tokenized once; with P = the byte length of the prompt rendered with its generation prompt,
-   the targets are the tokens that start at byte >= P and are in the assistant mask (the
-   assistant's content and its end-of-turn token, e.g. <|im_end|>). Tokens after the last target
-   (the newline after <|im_end|>) are dropped. The sum of the targets' log-probs is TRL's
-   summed completion logp up to two differences, documented in data_fmt/train.md: TRL tokenizes
-   prompt and completion separately and appends eos_token_id to a completion that already ends
-   with the template's end-of-turn (and the newline after it), so its completions end with one
-   or two extra tokens. The prompt's last message must be a user (or system) message, and the
-   full rendering must start with the prompt's (as TRL checks). */
+/* DPO: a completion after a prompt, rendered in one pass; targets = its assistant tokens. */
 CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_message *prompt, int n_prompt,
                                         const cllm_message *completion, int n_completion,
                                         cllm_train_seq *seq, cllm_err *err);
 
-/* SFT rows (data_fmt/train.md): JSONL lines {"messages": [{"role", "content"}, ...]} (other
-   fields are ignored), each rendered by cllm_sft_seq and truncated to max_length (0 = 1024, TRL's
-   max_length). A row without an assistant target is an error naming its line. */
+/* SFT rows (data_fmt/train.md): JSONL lines {"messages": [...]}, each through cllm_sft_seq and cut to
+   max_length (0 = 1024, TRL's). */
 typedef struct cllm_sft_data {
     cllm_train_seq *rows;
     int             n;
     int             n_truncated;
 } cllm_sft_data;
-CLLMDEF cllm_result cllm_sft_data_load(cllm_sft_data *d, const cllm_tokenizer *tok, const char *path, int max_length, cllm_err *err);
+CLLMDEF cllm_result cllm_sft_data_load(cllm_sft_data *d, const cllm_tokenizer *tok, const char *path, int max_length,
+                                      cllm_err *err);
 CLLMDEF void        cllm_sft_data_free(cllm_sft_data *d);
 
-/* DPO pairs (data_fmt/train.md): {"prompt": [messages], "chosen": [messages] or "text",
-   "rejected": ..., optional "ref_chosen_logps", "ref_rejected_logps"} (TRL's conversational
-   preference format; cllm_build_pairs writes it). A string completion is one assistant message. */
+/* DPO pairs (data_fmt/train.md): TRL's conversational preference format, as cllm_build_pairs writes it. */
 typedef struct cllm_dpo_pair {
     cllm_train_seq chosen, rejected;
     double         ref_chosen, ref_rejected;   /* summed reference logps; NAN when not given  */
@@ -1752,16 +1894,15 @@ typedef struct cllm_dpo_data {
     int            n_truncated;
     int            has_ref;                     /* every pair carries both reference logps     */
 } cllm_dpo_data;
-CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *tok, const char *path, int max_length, cllm_err *err);
+CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *tok, const char *path, int max_length,
+                                      cllm_err *err);
 CLLMDEF void        cllm_dpo_data_free(cllm_dpo_data *d);
 
 /* Summed target log-probs of n sequences under m, batched batch_size at a time (0 = 8), no
    gradients, adapters as they are set (no dropout). */
 CLLMDEF cllm_result cllm_seq_logps(cllm_model *m, const cllm_train_seq *const *seqs, int n, int batch_size,
                                    double *logps, cllm_err *err);
-/* TRL's precompute_ref_log_probs: one pass of ref (no shuffling) over the pairs; stores the
-   results in d and, if out_path is set, writes in_path's lines to out_path with
-   "ref_chosen_logps" and "ref_rejected_logps" added (atomically). */
+/* TRL's precompute_ref_log_probs: the pairs' reference logps, into d and (if set) out_path. */
 CLLMDEF cllm_result cllm_dpo_precompute_ref(cllm_model *ref, cllm_dpo_data *d, int batch_size,
                                             const char *in_path, const char *out_path, cllm_err *err);
 
@@ -1780,7 +1921,6 @@ CLLMDEF void   cllm_train_stats_add(cllm_train_stats *s, const char *name, doubl
 CLLMDEF double cllm_train_stats_mean(const cllm_train_stats *s, const char *name);   /* NAN if absent */
 
 struct cllm_trainer;
-struct cllm_dpo_config;
 
 /* What is trained: a data set of n_examples and a micro-step over some of them. */
 typedef struct cllm_train_task {
@@ -1797,7 +1937,8 @@ typedef struct cllm_train_task {
     /* Optional, instead of units and micro_step: a step that makes its own updates over the
        step's examples idx[0..n) (PPO: epochs x mini-batches of AdamW updates on one rollout,
        through cllm_trainer_update); the trainer then logs st and checkpoints as for any step. */
-    cllm_result (*step)(void *ctx, struct cllm_trainer *tr, const int *idx, int n, cllm_train_stats *st, cllm_err *err);
+    cllm_result (*step)(void *ctx, struct cllm_trainer *tr, const int *idx, int n, cllm_train_stats *st,
+                        cllm_err *err);
     /* Optional state trained beside the model (PPO's value head): save writes it into the
        checkpoint directory being built, load reads it back from a checkpoint on resume. */
     cllm_result (*save_extra)(void *ctx, const char *ckpt_dir, cllm_err *err);
@@ -1858,57 +1999,41 @@ typedef struct cllm_trainer {
     FILE             *metrics;
 } cllm_trainer;
 
-/* Sets up a run of task on m (and lora, whose adapters must be attached to m). Nothing is read
-   or written yet. */
+/* Sets up a run of task on m (and lora, attached to m); nothing is read or written yet. */
 CLLMDEF cllm_result cllm_trainer_init(cllm_trainer *tr, cllm_model *m, cllm_lora *lora, const cllm_train_task *task,
                                       const cllm_train_config *cfg, cllm_err *err);
-/* With cfg.resume and OUT/latest present: loads that checkpoint's weights (or adapters),
-   optimizer and trainer state and checks that the settings match; *resumed (optional) = 1.
-   Without one it leaves the trainer at step 0. */
+/* With cfg.resume, continues from OUT/latest if there is one (*resumed, optional, = 1). */
 CLLMDEF cllm_result cllm_trainer_resume(cllm_trainer *tr, int *resumed, cllm_err *err);
 /* Runs steps until total_steps (or stop_after / on_step), then writes a checkpoint. */
 CLLMDEF cllm_result cllm_trainer_run(cllm_trainer *tr, cllm_err *err);
-/* The pieces of a step, for loops that are not "one micro-step per batch" (PPO's epochs over a
-   rollout): zero the trained gradients; then after backward passes, check, clip, update, log
-   and checkpoint as one step (stats: the step's statistics, with "loss"). */
+/* The pieces of a step, for loops that are not "one micro-step per batch": zero the trained
+   gradients; after backward passes, check, clip, update, log and checkpoint as one step. */
 CLLMDEF cllm_result cllm_trainer_zero_grad(cllm_trainer *tr, cllm_err *err);
 CLLMDEF cllm_result cllm_trainer_apply(cllm_trainer *tr, const cllm_train_stats *stats, cllm_err *err);
-/* For a task's own step function: one AdamW update of the trained parameters at this step's
-   learning rate, after the caller has checked and clipped the gradients (no logging, the step
-   does not advance). *lr (optional) receives the rate used. */
+/* One AdamW update at this step's learning rate (*lr, optional), for a task's own step function. */
 CLLMDEF cllm_result cllm_trainer_update(cllm_trainer *tr, double *lr, cllm_err *err);
 /* A checkpoint of the current step (OUT/ckpt-N, then OUT/latest), pruning old ones. */
 CLLMDEF cllm_result cllm_trainer_save(cllm_trainer *tr, cllm_err *err);
-/* The trained model as a plain Hugging Face directory with the tokenizer files; with LoRA the
-   adapters are merged into the saved weights (the model in memory keeps them separate) and,
-   if adapter_dir is set, also saved there as PEFT files. State trained beside the model
-   (task.save_extra: PPO's value head) is written into dir too. */
+/* The trained model as a Hugging Face directory (LoRA merged; the PEFT files into adapter_dir if set). */
 CLLMDEF cllm_result cllm_trainer_save_final(cllm_trainer *tr, const char *dir, const char *adapter_dir, cllm_err *err);
 CLLMDEF void        cllm_trainer_free(cllm_trainer *tr);
 
 /* ---- SFT and offline DPO ------------------------------------------------------------------ */
 
-/* One SFT micro-batch of n rows: HF's causal-LM loss terms (-log p of every target), backward of
-   their sum / norm into the trained gradients (backward = 0: forward only). Adds "loss". */
+/* One SFT micro-batch: the causal-LM loss, backward of its sum / norm (backward 0: forward only). */
 CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *const *rows, int n, double norm,
                                         int backward, cllm_train_stats *st, cllm_err *err);
 
-/* One DPO micro-batch of n pairs: chosen and rejected rows in one batch, summed completion
-   logps (averaged per token for IPO, as TRL's DPOTrainer, unless cfg->ipo_sum), the reference
-   logps from the pairs (when all have them), else from ref, else from m with its adapters
-   disabled (LoRA; TRL's PEFT reference), else 0 with reference_free; cllm_dpo_loss; backward
-   of (sum of pair losses) / norm through dlogp = d loss / d logp(sequence) on every completion
-   token. Adds TRL's metrics:
-   loss, rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen,
-   logps/rejected. */
+/* One DPO micro-batch of n pairs: cllm_dpo_loss, TRL's metrics, backward of its sum / norm. */
 CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cllm_dpo_pair *const *pairs, int n,
-                                        const struct cllm_dpo_config *cfg, double norm, cllm_train_stats *st, cllm_err *err);
+                                        const cllm_dpo_config *cfg, double norm, cllm_train_stats *st, cllm_err *err);
 
 /* Whole runs: init, resume (cfg.resume), run, and the final model in OUT/final (+ OUT/adapter
    with LoRA). lora may be NULL; ref may be NULL (see cllm_dpo_micro_step). */
-CLLMDEF cllm_result cllm_train_sft(cllm_model *m, cllm_lora *lora, const cllm_sft_data *d, const cllm_train_config *cfg, cllm_err *err);
+CLLMDEF cllm_result cllm_train_sft(cllm_model *m, cllm_lora *lora, const cllm_sft_data *d, const cllm_train_config *cfg,
+                                   cllm_err *err);
 CLLMDEF cllm_result cllm_train_dpo(cllm_model *m, cllm_lora *lora, cllm_model *ref, const cllm_dpo_data *d,
-                                   const struct cllm_dpo_config *dpo, const cllm_train_config *cfg, cllm_err *err);
+                                   const cllm_dpo_config *dpo, const cllm_train_config *cfg, cllm_err *err);
 
 /* ============================================================================================ */
 /* Online training: online DPO, PPO, GRPO with the multiturn-aware reward                       */
@@ -1917,27 +2042,14 @@ CLLMDEF cllm_result cllm_train_dpo(cllm_model *m, cllm_lora *lora, cllm_model *r
 /* The paper's online stages. At every step the policy answers the step's prompts, the
    multiturn-aware reward scores the answers (cllm_mr_score, with the policy itself as the
    future assistant of the simulated futures), and the policy is updated:
-     online DPO  2 responses per prompt; the one with the higher MR is chosen (a tie: the first,
-                 as CollabLLM's judge takes the argmax), then a DPO update  (TRL OnlineDPOTrainer)
+     online DPO  2 responses per prompt; the one with the higher MR is chosen, then a DPO update
+                                                                             (TRL OnlineDPOTrainer)
      PPO         1 response per prompt; its MR is the reward at the end of a per-token KL
-                 penalty; a value head on the policy trunk, GAE, whitened advantages, clipped
-                 policy and value losses, epochs x mini-batches per rollout  (TRL v0.19 PPOTrainer)
+                 penalty; a value head, GAE, clipped policy and value losses (TRL v0.19 PPOTrainer)
      GRPO        G responses per prompt; advantages normalised within each group, a token-level
                  clipped loss (+ beta k3 against the reference)            (TRL v0.19 GRPOTrainer)
-   All three run on cllm_trainer (resumable checkpoints, metrics JSONL, progress lines), take
-   the training response's token ids as generated (no re-tokenization), and keep LoRA dropout off
-   in every forward and backward (TRL's PPO and online DPO disable dropout; we do the same for
-   GRPO so that the sampler's and the trainer's log-probs agree).
-   Seeds. Before sampling the answers to prompt i at step s the trainer sets the policy's seed
-   counter (cllm_local_lm.calls) to a hash of (s, i, 0); before MR scores a micro-batch whose
-   first prompt is i, it sets it (and a local simulator's, rollout.user_lm) to a hash of (s, i, 1).
-   A resumed run therefore samples the same responses and futures as an uninterrupted one, as
-   long as the simulator and the metrics are deterministic (callbacks, local models; not an API).
-   Failures. A response whose MR failed (no simulated future could be scored) leaves its pair
-   (online DPO), row (PPO) or group (GRPO) out of the step (counted in "mr/failed"); a step
-   with nothing left to train on is an error.                                                 */
-
-struct cllm_ppo_loss_out;   /* declared with the objectives below */
+   All three run on cllm_trainer, train on the response's token ids as generated, and replay
+   the same samples when resumed (Part I, section I.6 has the details). */
 
 /* ---- prompts: CollabLLM's inputs form ------------------------------------------------------ */
 
@@ -1963,21 +2075,16 @@ typedef struct cllm_prompts_config {
     int         show_reference;  /* 1: the simulator also sees single_turn_completion             */
 } cllm_prompts_config;
 
-/* From a task file: the prompt of task i is the simulated user's opening message (one batch of
-   user turns on empty histories). cache_path (optional) makes the openings once per task: when
-   the file exists it is read instead (it must hold one prompt per task, with the same
-   single_turn_prompt, in order); otherwise the new prompts are written there (JSONL, the form
-   cllm_online_prompts_write writes). Appends to p (zeroed, or holding prompts). */
+/* From a task file: the simulated user's opening message of each task, made once when cache_path
+   is set (read from it when it exists, else written there). Appends to p. */
 CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const cllm_task *tasks, int n_tasks,
                                                    const cllm_user_sim *user, const cllm_prompts_config *cfg,
                                                    const char *cache_path, cllm_err *err);
-/* From MR records (data_fmt/records.md), as CollabLLM's to_inputs_dataset: one prompt per
-   (conv_id, turn_id), in the order first seen, with that record's "prompt" messages and task
-   fields (single_turn_*; the heavy fields completion, score, rewards and sessions are dropped).
-   Reads the prompt files written below too. Appends to p. */
-CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char *path, const cllm_prompts_config *cfg, cllm_err *err);
-/* One JSON line per prompt: the task's fields, "conv_id", "turn_id" and "prompt" (the history),
-   written atomically (data_fmt/train_prompts.md). */
+/* From MR records (data_fmt/records.md) or a prompts file: one prompt per (conv_id, turn_id), as
+   CollabLLM's to_inputs_dataset. Appends to p. */
+CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char *path, const cllm_prompts_config *cfg,
+                                             cllm_err *err);
+/* One JSON line per prompt, written atomically (data_fmt/train_prompts.md). */
 CLLMDEF cllm_result cllm_online_prompts_write(const cllm_online_prompts *p, const char *path, cllm_err *err);
 CLLMDEF void        cllm_online_prompts_free(cllm_online_prompts *p);
 
@@ -1995,7 +2102,7 @@ typedef struct cllm_rollout_config {
     const cllm_assistant *future;/* MR's future assistant (required when mr->window > 0): the policy
                                     itself, e.g. a cllm_local_assistant over the trained lm        */
     cllm_local_lm        *user_lm; /* a local simulator's model: its seed counter is set with the
-                                    policy's (optional; see "Seeds")                              */
+                                    policy's (optional; see "Seeds" in section I.6)               */
     double                logprob_tol; /* PPO and GRPO: the sampler's log-probs must equal a forward
                                     pass's at the sampling temperature within this, or the step
                                     fails (TRL pitfall: ratio != 1 at the first update). Default
@@ -2006,7 +2113,7 @@ typedef struct cllm_rollout_config {
 
 typedef struct cllm_online_dpo_config {
     cllm_rollout_config rollout;
-    int    loss_type;            /* CLLM_DPO_SIGMOID (default) or CLLM_DPO_IPO on summed log-probs
+    cllm_dpo_loss_type loss_type; /* CLLM_DPO_SIGMOID (default) or CLLM_DPO_IPO on summed log-probs
                                     (TRL's OnlineDPOTrainer; its DPOTrainer averages per token)   */
     double beta;                 /* default 0.1                                                   */
     int    max_length;           /* prompt + response tokens; a longer pair loses the start of its
@@ -2016,13 +2123,8 @@ typedef struct cllm_online_dpo_config {
                                     Default 0 = off                                                */
 } cllm_online_dpo_config;
 
-/* Online DPO on prompts. policy: the model trained (policy->model; lora, if given, is attached
-   to it); ref: a frozen reference, or NULL with LoRA (the base model under the adapters).
-   Units of the step's loss: pairs. Statistics, as TRL logs them: loss, rewards/chosen,
-   rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen, logps/rejected,
-   objective/kl, objective/non_score_reward, objective/entropy, val/contain_eos_token, beta;
-   and reward (mean MR of all responses), mr/chosen, mr/rejected, mr/failed (nll_loss with
-   rpo_alpha). */
+/* Online DPO on prompts (TRL's OnlineDPOTrainer with MR as the judge). policy: the model trained
+   (lora, if given, attached to it); ref: a frozen reference, or NULL with LoRA (the base model). */
 CLLMDEF cllm_result cllm_train_online_dpo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref,
                                           const cllm_online_prompts *prompts, const cllm_online_dpo_config *cfg,
                                           const cllm_train_config *train, cllm_err *err);
@@ -2030,19 +2132,20 @@ CLLMDEF cllm_result cllm_train_online_dpo(cllm_local_lm *policy, cllm_lora *lora
 /* ---- PPO ------------------------------------------------------------------------------------- */
 
 /* The critic of legacy TRL's AutoModelForCausalLMWithValueHead: Linear(C, 1) on the policy
-   trunk's final normed hidden state (cllm_model.acts.lnf), trained with the policy. Init as
-   torch's nn.Linear: weight and bias uniform in +-1/sqrt(C). */
+   trunk's final normed hidden state (cllm_model.acts.lnf), trained with the policy. */
 typedef struct cllm_value_head {
     int         C;               /* hidden size                                                   */
     cllm_float *w;               /* (C + 1): v_head.summary.weight (1, C), then v_head.summary.bias */
     cllm_float *grad, *m, *v;    /* (C + 1) each: gradient and AdamW moments                     */
 } cllm_value_head;
+/* A fresh head initialised as torch's nn.Linear. */
 CLLMDEF cllm_result cllm_value_head_init(cllm_value_head *vh, int C, uint64_t seed, cllm_err *err);
 CLLMDEF void        cllm_value_head_free(cllm_value_head *vh);
 /* values[i] = w . h[i] + b for n rows h (n, C). */
 CLLMDEF void        cllm_value_head_forward(const cllm_value_head *vh, const cllm_float *h, int n, double *values);
 /* Accumulates grad += sum_i dvalues[i] (h[i], 1) and, if dh is not NULL, dh[i] += dvalues[i] w. */
-CLLMDEF void        cllm_value_head_backward(cllm_value_head *vh, const cllm_float *h, int n, const double *dvalues, cllm_float *dh);
+CLLMDEF void        cllm_value_head_backward(cllm_value_head *vh, const cllm_float *h, int n, const double *dvalues,
+                                             cllm_float *dh);
 
 typedef struct cllm_ppo_config {
     cllm_rollout_config rollout;
@@ -2051,16 +2154,16 @@ typedef struct cllm_ppo_config {
                                     rollout is batch_size x grad_accum x mini_batches prompts; a
                                     mini-batch accumulates grad_accum micro-batches of batch_size */
     double kl_coef;              /* default 0.05; negative = 0                                    */
-    int    kl_estimator;         /* CLLM_KL_K1 (default) or CLLM_KL_K3                             */
+    cllm_kl_estimator kl_estimator; /* CLLM_KL_K1 (default) or CLLM_KL_K3                         */
     double cliprange;            /* default 0.2                                                   */
     double cliprange_value;      /* default 0.2                                                   */
     double vf_coef;              /* default 0.1                                                   */
     double gamma;                /* default 1; negative = 0                                       */
     double lam;                  /* default 0.95; negative = 0                                    */
     int    whiten_rewards;       /* 1: whiten the per-token rewards first (TRL's option; default 0) */
-    int    reward_placement;     /* CLLM_REWARD_AFTER_EOS (default, TRL v0.19: the slot after the
-                                    end, seen only by the critic) or CLLM_REWARD_LAST_TOKEN (legacy
-                                    TRL, OpenRLHF, verl)                                           */
+    cllm_reward_placement reward_placement; /* default CLLM_REWARD_AFTER_EOS (TRL v0.19: the slot
+                                    after the end, seen only by the critic); CLLM_REWARD_LAST_TOKEN
+                                    as legacy TRL, OpenRLHF, verl                                 */
     int    pad_is_eos;           /* 1: the token that ended a response counts as padding, as with
                                     CollabLLM's pad_token = eos_token: it is never trained and the
                                     score lands on its slot (default 0: pad != eos)                */
@@ -2069,28 +2172,14 @@ typedef struct cllm_ppo_config {
     double missing_eos_penalty;  /* subtracted from the score of a response that did not end with
                                     an end-of-turn / EOS token (default 0 = none, as TRL)         */
     /* Legacy TRL's PPOTrainer (<= 0.11), which CollabLLM's PPO script uses: */
-    int    score_scaling;        /* CLLM_SCORE_SCALE: scores / (running std + eps), its
-                                    use_score_scaling (CollabLLM sets it); CLLM_SCORE_NORM: also
-                                    minus the running mean (use_score_norm); default 0 = raw.
-                                    The running mean and std are over every score so far
-                                    (cllm_running_moments), kept in the checkpoints            */
-    double kl_target;            /* > 0: its adaptive KL controller, kl_coef being the initial
-                                    value (legacy: 0.2, target 6, horizon 10000): after each step
-                                    kl_coef *= 1 + clip(KL / kl_target - 1, -0.2, 0.2) * n /
-                                    kl_horizon, KL = the rollout's mean summed KL, n its prompts.
+    cllm_score_scaling score_scaling; /* default CLLM_SCORE_RAW; CollabLLM sets CLLM_SCORE_SCALE.
+                                    The running moments of every score so far are checkpointed */
+    double kl_target;            /* > 0: its adaptive KL controller (cllm_adaptive_kl_update after
+                                    each step, KL = the rollout's mean summed KL, n its prompts),
+                                    kl_coef being the initial value (legacy: 0.2, target 6).
                                     Default 0 = a fixed kl_coef (TRL v0.19)                     */
     double kl_horizon;           /* default 10000                                                 */
 } cllm_ppo_config;
-enum { CLLM_SCORE_RAW = 0, CLLM_SCORE_SCALE = 1, CLLM_SCORE_NORM = 2 };
-
-/* Legacy TRL's RunningMoments: the mean and (population) variance of every value seen so far,
-   merged one batch at a time (Chan et al.), starting from mean 0, var 1, count 1e-24; std is
-   the unbiased one. cllm_running_moments_update returns the batch's mean and unbiased std. */
-typedef struct cllm_running_moments { double mean, var, std, count; } cllm_running_moments;
-CLLMDEF void cllm_running_moments_init(cllm_running_moments *rm);
-CLLMDEF void cllm_running_moments_update(cllm_running_moments *rm, const double *x, int n, double *batch_mean, double *batch_std);
-/* Legacy TRL's AdaptiveKLController: coef * (1 + clip(kl / target - 1, -0.2, 0.2) * n_steps / horizon). */
-CLLMDEF double cllm_adaptive_kl_update(double coef, double kl, double target, double horizon, double n_steps);
 
 /* One rollout in TRL v0.19's layout: B responses of width L (the longest), row-major (B, L). */
 typedef struct cllm_ppo_rollout {
@@ -2110,58 +2199,20 @@ typedef struct cllm_ppo_rollout {
 /* Allocates every array of a B x L rollout (zeroed); free with cllm_ppo_rollout_free. */
 CLLMDEF cllm_result cllm_ppo_rollout_alloc(cllm_ppo_rollout *r, int B, int L, cllm_err *err);
 CLLMDEF void        cllm_ppo_rollout_free(cllm_ppo_rollout *r);
-/* TRL's rollout arithmetic, in place: sequence ends; log-probs after the end become
-   INVALID_LOGPROB 1.0 and values after end + 1 become 0; per-token rewards (cllm_ppo_rewards);
-   with whiten_rewards, rewards whitened over the critic mask keeping their mean, then zeroed
-   after end + 1; GAE over all L positions (CLLM_GAE_TRL); returns = advantages + values; the
-   advantages whitened over the policy mask (unbiased, or biased_whiten) and zeroed after the
-   end. cfg NULL = TRL's defaults. */
+/* TRL's rollout arithmetic, in place: masks, per-token rewards, GAE, whitened advantages.
+   cfg NULL = TRL's defaults. */
 CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollout *r, cllm_err *err);
-/* The loss of a micro-batch of rollout rows rows[0..n) given the current policy's log-probs and
-   values there (n*L each, in the order of rows; overwritten as TRL does: INVALID 1.0 after the
-   end, 0 after end + 1): cllm_ppo_loss with the rollout's log-probs, values, advantages, returns
-   and masks. out->d_logprobs / d_values (n*L, optional) receive the gradients. */
+/* cllm_ppo_loss on rollout rows rows[0..n) given the current log-probs and values there (n*L). */
 CLLMDEF cllm_result cllm_ppo_rollout_loss(const cllm_ppo_config *cfg, const cllm_ppo_rollout *r, const int *rows, int n,
-                                          double *logprobs, double *values, struct cllm_ppo_loss_out *out, cllm_err *err);
+                                          double *logprobs, double *values, cllm_ppo_loss_out *out, cllm_err *err);
 
-/* PPO on prompts (see cllm_ppo_config for the shape of a step: one rollout, then ppo_epochs x
-   mini_batches AdamW updates of the policy and the value head, all at the step's learning
-   rate). The rollout's old log-probs come from a forward pass at the sampling temperature and
-   are checked against the sampler's (rollout.logprob_tol). vh: the value head to train (NULL: a
-   fresh one seeded with the trainer's seed); it is saved in every checkpoint and in
-   final/ (value_head.safetensors) and restored on resume. Gradient clipping is off unless
-   train->max_grad_norm is set (TRL's PPO loop does not clip); it then clips policy and value
-   head together. Statistics as TRL: objective/kl, objective/entropy,
-   objective/non_score_reward, objective/rlhf_reward, objective/scores, policy/approxkl_avg,
-   policy/clipfrac_avg, loss/policy_avg, loss/value_avg, val/clipfrac_avg, policy/entropy_avg,
-   val/ratio, val/num_eos_tokens; and loss, reward (mean MR), mr/failed, rollout/logprob_diff. */
+/* PPO on prompts (TRL v0.19's PPOTrainer with MR as the reward): per step one rollout, then
+   ppo_epochs x mini_batches AdamW updates of the policy and the value head vh (NULL: a fresh one). */
 CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref, cllm_value_head *vh,
                                    const cllm_online_prompts *prompts, const cllm_ppo_config *cfg,
                                    const cllm_train_config *train, cllm_err *err);
 
 /* ---- GRPO ------------------------------------------------------------------------------------ */
-
-typedef enum cllm_grpo_loss_type {
-    CLLM_GRPO_BNPO = 0,          /* sum of the token losses / tokens in the micro-batch (TRL v0.19) */
-    CLLM_GRPO_GRPO,              /* mean over sequences of (sum of its token losses / its length)  */
-    CLLM_GRPO_DR_GRPO            /* sum / (sequences x max_completion_length)   (Dr. GRPO)         */
-} cllm_grpo_loss_type;
-
-typedef struct cllm_grpo_loss_out {
-    double  loss;
-    double  kl;                  /* mean k3 over the masked tokens (0 without reference log-probs) */
-    double  clip_ratio;          /* fraction of masked tokens where the clipped term is the active one */
-    double *d_logprobs;          /* optional (B*T): d loss / d logprobs                           */
-} cllm_grpo_loss_out;
-
-/* TRL v0.19 GRPOTrainer's loss on B sequences of T tokens: per token, with r = exp(logp - old),
-     l = -min(r A_b, clamp(r, 1 - eps_low, 1 + eps_high) A_b) + beta k3,
-     k3 = exp(ref - logp) - (ref - logp) - 1,
-   aggregated over the mask by loss_type (max_completion_length is Dr. GRPO's constant).
-   ref_logprobs may be NULL when beta is 0. */
-CLLMDEF cllm_result cllm_grpo_loss(int B, int T, const double *logprobs, const double *old_logprobs, const double *ref_logprobs,
-                                   const double *advantages, const double *mask, double beta, double eps_low, double eps_high,
-                                   int loss_type, int max_completion_length, cllm_grpo_loss_out *out, cllm_err *err);
 
 typedef struct cllm_grpo_config {
     cllm_rollout_config rollout;
@@ -2171,166 +2222,18 @@ typedef struct cllm_grpo_config {
     double epsilon_high;         /* clipping above (default = epsilon)                            */
     int    scale_rewards;        /* default 1: divide by the group's unbiased std + 1e-4 (TRL);
                                     negative = no (Dr. GRPO)                                     */
-    int    loss_type;            /* cllm_grpo_loss_type (default CLLM_GRPO_BNPO)                   */
+    cllm_grpo_loss_type loss_type; /* default CLLM_GRPO_BNPO                                      */
 } cllm_grpo_config;
 
-/* GRPO on prompts: batch_size counts prompts (each with G responses); num_iterations is 1, so
-   the old log-probs are the current ones (r = 1, as TRL). ref: needed only when beta > 0 (NULL
-   with LoRA: the base model). Units of the step's loss: prompts (each micro-batch's aggregated
-   loss is weighted by its number of prompts). Statistics as TRL: loss, reward, reward_std,
-   frac_reward_zero_std, completions/mean_length, completions/clipped_ratio, kl, clip_ratio;
-   and mr/failed, rollout/logprob_diff. */
+/* GRPO on prompts (TRL v0.19's GRPOTrainer with MR as the reward): batch_size counts prompts,
+   each with G responses; ref is needed only when beta > 0 (NULL with LoRA: the base model). */
 CLLMDEF cllm_result cllm_train_grpo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref,
                                     const cllm_online_prompts *prompts, const cllm_grpo_config *cfg,
                                     const cllm_train_config *train, cllm_err *err);
 
 /* ============================================================================================ */
-/* Objectives (DPO, PPO, GRPO) and metrics (BLEU)                                               */
+/* Metrics: BLEU                                                                                */
 /* ============================================================================================ */
-
-/* The pure, model-independent math of preference and RL training, with the semantics of the
-   library each piece follows written next to it (and where libraries differ, a switch). Inputs
-   and outputs are plain double arrays, so that results match PyTorch float64 / NLTK to ~1e-15;
-   a trainer converts its cllm_float values (n pairs, or B*T tokens) on the way in and out.
-   Token arrays are row-major (B, T). A "mask" is a weight per token as torch uses it:
-   masked_mean(x, m) = sum(x*m) / sum(m); 1 = counted, 0 = ignored. */
-
-/* ---- DPO (Rafailov et al. 2023), as TRL v0.19.1 DPOTrainer.dpo_loss ---- */
-
-typedef enum cllm_dpo_loss_type {
-    CLLM_DPO_SIGMOID = 0,   /* -(1-e) log s(bz) - e log s(-bz): the paper's loss; e > 0 is cDPO     */
-    CLLM_DPO_ROBUST,        /* (-(1-e) log s(bz) + e log s(-bz)) / (1-2e)  (robust DPO, e < 0.5)   */
-    CLLM_DPO_HINGE,         /* relu(1 - bz)                                (SLiC)                  */
-    CLLM_DPO_IPO            /* (z - 1/(2b))^2                              (IPO; see below)        */
-} cllm_dpo_loss_type;
-
-typedef struct cllm_dpo_config {
-    int    loss_type;        /* cllm_dpo_loss_type; default CLLM_DPO_SIGMOID                        */
-    double beta;             /* b; default 0.1                                                      */
-    double label_smoothing;  /* e; default 0. Used by sigmoid (0 <= e <= 1) and robust (e < 0.5)    */
-    int    reference_free;   /* 1: z ignores the reference (rewards still use it, as TRL); default 0 */
-    int    ipo_sum;          /* cllm_dpo_micro_step with IPO: 1 = summed logps (TRL OnlineDPOTrainer,
-                                OpenRLHF); default 0 = per-token averages (TRL DPOTrainer)          */
-    double rpo_alpha;        /* RPO (TRL's rpo_alpha, Pang et al. 2024): the trainer adds alpha times
-                                the NLL of the chosen completions, per token, to the loss; default 0
-                                (off). cllm_dpo_loss itself does not use it: it needs token counts */
-} cllm_dpo_config;
-
-typedef struct cllm_dpo_out {
-    /* per pair: point each at n doubles, or leave NULL to skip */
-    double *losses;          /* l_i                                                                 */
-    double *chosen_rewards;  /* b (pc_i - rc_i)                                                     */
-    double *rejected_rewards;/* b (pr_i - rr_i)                                                     */
-    double *d_chosen;        /* d loss / d policy_chosen_logps[i]   (loss = the mean over pairs)    */
-    double *d_rejected;      /* d loss / d policy_rejected_logps[i]                                 */
-    /* batch values (TRL's logged metrics are these means) */
-    double loss;             /* mean_i l_i                                                          */
-    double chosen_reward;    /* rewards/chosen:     mean b (pc - rc)                                */
-    double rejected_reward;  /* rewards/rejected:   mean b (pr - rr)                                */
-    double reward_accuracy;  /* rewards/accuracies: mean [chosen_reward_i > rejected_reward_i]      */
-    double reward_margin;    /* rewards/margins:    mean (chosen_reward_i - rejected_reward_i)      */
-} cllm_dpo_out;
-
-/* n preference pairs of summed completion log-probs (policy and reference; the reference arrays
-   may be NULL only when reference_free, and then count as 0). For IPO TRL first divides each
-   logp by its completion length; pass the averaged values. cfg NULL = all defaults. */
-CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n,
-                                  const double *policy_chosen_logps, const double *policy_rejected_logps,
-                                  const double *ref_chosen_logps, const double *ref_rejected_logps,
-                                  cllm_dpo_out *out, cllm_err *err);
-
-/* ---- PPO pieces: per-token KL penalty and rewards, GAE, whitening, the clipped losses ---- */
-
-typedef enum cllm_kl_estimator {
-    CLLM_KL_K1 = 0,  /* logp - ref                               (TRL default; can be negative)    */
-    CLLM_KL_K2,      /* (logp - ref)^2 / 2                       (OpenRLHF / verl "k2", "mse")     */
-    CLLM_KL_K3       /* exp(ref - logp) - (ref - logp) - 1 >= 0  (TRL "k3", verl "low_var_kl")     */
-} cllm_kl_estimator;
-/* One token's estimate of KL(policy || reference) from the two log-probs of the sampled token. */
-CLLMDEF double cllm_kl_estimate(double logp, double ref_logp, int estimator);
-
-/* TRL's sequence end of one response row of L tokens: if stop_id >= 0, every position after the
-   first stop_id becomes pad (truncate_response); then end = (first pad position) - 1, or L-1 if
-   there is none; -1 for a response that starts with pad. With pad != eos this is the EOS
-   position (the EOS is trained); with pad == eos (CollabLLM's tokenizer setting) it is the token
-   before the EOS, so the EOS log-prob is never trained. */
-CLLMDEF int cllm_ppo_sequence_end(const int *response, int L, int pad_id, int stop_id);
-
-typedef enum cllm_reward_placement {
-    CLLM_REWARD_AFTER_EOS = 0,  /* TRL v0.19 PPOTrainer: at end+1 (the first pad slot, seen only by
-                                   the critic) if end+1 < T, else at end                            */
-    CLLM_REWARD_LAST_TOKEN      /* legacy TRL, OpenRLHF, verl: at end (the last response token)     */
-} cllm_reward_placement;
-
-/* Per-token rewards of B rows of T response tokens (B*T each):
-     kl[b,t] = cllm_kl_estimate(logp, ref) for t <= seq_end[b], else 0   (TRL sets both log-probs
-               to INVALID_LOGPROB = 1.0 after the end, which gives 0)
-     rewards = -kl_coef * kl;   rewards[b, e_b] += scores[b]   (e_b from `placement`)
-   seq_end[b] in [-1, T-1]; kl may be NULL. TRL's whiten_rewards option is
-   cllm_masked_whiten(rewards, ~pm1, shift_mean 0) afterwards, then zero the pm1 positions. */
-CLLMDEF cllm_result cllm_ppo_rewards(int B, int T, const double *logprobs, const double *ref_logprobs,
-                                     const double *scores, const int *seq_end, double kl_coef,
-                                     int kl_estimator, int placement, double *rewards, double *kl, cllm_err *err);
-
-/* In place: x = (x - mean) * rstd (+ mean again if keep_mean), statistics over the n values with
-   weights mask (NULL = all 1):
-     biased 0 (TRL, verl masked_whiten): var = masked mean of (x-mean)^2 * s/(s-1), s = sum(mask),
-                                         rstd = 1/sqrt(var + 1e-8); needs s > 1
-     biased 1 (OpenRLHF advantages):     var without Bessel's correction, rstd = 1/sqrt(max(var, 1e-8))
-   keep_mean 1 is TRL's shift_mean=False (used to whiten rewards). */
-CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, int keep_mean, int biased, cllm_err *err);
-
-typedef enum cllm_gae_mode {
-    CLLM_GAE_TRL = 0, /* recursion over all T positions; the mask only selects the whitening
-                         statistics and (when whitening) zeroes masked advantages (TRL v0.19).
-                         Legacy TRL and OpenRLHF are this after values*=mask, rewards*=mask.     */
-    CLLM_GAE_SKIP     /* verl: a position with mask 0 passes the next value and the running
-                         advantage through unchanged; whitened values stay at masked positions   */
-} cllm_gae_mode;
-
-/* Generalised advantage estimation (Schulman et al. 2016) over B rows of T tokens, backwards:
-     delta_t = r_t + gamma V_{t+1} - V_t   (V_T = 0);   A_t = delta_t + gamma lam A_{t+1}
-     returns = A + V (before whitening);   whiten: cllm_masked_whiten(A, mask, unbiased) over the
-   whole batch. TRL has already set values after end+1 to 0 and rewards after the score to 0.
-   mask may be NULL (all 1). advantages and returns receive B*T values. */
-CLLMDEF cllm_result cllm_gae(int B, int T, const double *rewards, const double *values, const double *mask,
-                             double gamma, double lam, int mode, int whiten,
-                             double *advantages, double *returns, cllm_err *err);
-
-typedef struct cllm_ppo_loss_out {
-    double  pg_loss;      /* masked_mean(max(-A r, -A clamp(r, 1-c, 1+c)), mask),  r = exp(logp - old) */
-    double  vf_loss;      /* 0.5 masked_mean(max((v-R)^2, (clamp(v, old_v-cv, old_v+cv)-R)^2), value_mask) */
-    double  loss;         /* pg_loss + vf_coef * vf_loss                                         */
-    double  clipfrac;     /* policy/clipfrac_avg: masked_mean([clipped pg term > unclipped])     */
-    double  vf_clipfrac;  /* val/clipfrac_avg: masked_mean([clipped vf term > unclipped], value_mask) */
-    double  approxkl;     /* 0.5 mean over all B*T of (logp - old)^2 (TRL: unmasked; its pads have
-                             logp = old = 1.0, so they add 0 but count in the mean)              */
-    double *d_logprobs;   /* optional (B*T): d loss / d logprobs                                 */
-    double *d_values;     /* optional (B*T): d loss / d values                                   */
-} cllm_ppo_loss_out;
-
-/* TRL v0.19 PPOTrainer's loss on one micro-batch (B*T each). mask is the policy mask (~pm: t <=
-   end); value_mask the critic's (~pm1: t <= end+1), NULL = mask. Gradients follow torch's
-   subgradients: max() splits a tie evenly, clamp() passes the gradient on its closed interval. */
-CLLMDEF cllm_result cllm_ppo_loss(int B, int T, const double *logprobs, const double *old_logprobs,
-                                  const double *advantages, const double *values, const double *old_values,
-                                  const double *returns, const double *mask, const double *value_mask,
-                                  double cliprange, double cliprange_value, double vf_coef,
-                                  cllm_ppo_loss_out *out, cllm_err *err);
-
-/* ---- GRPO / RLOO: advantages from the rewards of G samples per prompt ---- */
-
-typedef enum cllm_group_estimator {
-    CLLM_GROUP_GRPO = 0,  /* A_i = r_i - mean(group), / (std(group) + eps) if scale            */
-    CLLM_GROUP_RLOO       /* A_i = r_i - (sum(group) - r_i) / (G-1)  (leave-one-out baseline)  */
-} cllm_group_estimator;
-
-/* n rewards in consecutive groups of group_size (n a multiple of it). std is torch's unbiased
-   std. TRL v0.19 GRPO: scale 1, eps 1e-4 (scale_rewards=False: scale 0, as Dr. GRPO); verl
-   uses eps 1e-6, OpenRLHF group_norm 1e-9. Scaling needs group_size >= 2 (verl instead uses
-   mean 0, std 1 for a single sample); RLOO needs group_size >= 2 and ignores scale and eps. */
-CLLMDEF cllm_result cllm_grpo_advantages(int n, const double *rewards, int group_size, int estimator,
-                                         int scale, double eps, double *advantages, cllm_err *err);
 
 /* ---- BLEU, exactly as NLTK's sentence_bleu (nltk 3.8, weights 0.25 x 4) ---- */
 
@@ -2354,12 +2257,6 @@ CLLMDEF cllm_result cllm_bleu(int n_refs, const char *const *references, const c
 /* The same on integer symbol sequences (e.g. token ids): refs[i] has ref_lens[i] symbols. */
 CLLMDEF cllm_result cllm_bleu_ids(int n_refs, const int *const *refs, const int *ref_lens,
                                   const int *hyp, int hyp_len, int smoothing, double *bleu, cllm_err *err);
-
-/* ---- `collabllm ref NAME`: the functions above as JSON in, JSON out (data_fmt/ref.md) ---- */
-
-/* name: dpo, gae, ppo-loss, ppo-rewards, grpo, adamw or bleu. Reads one JSON object (len bytes),
-   writes the result object to *output (NUL-terminated; free with cllm_free_buffer). */
-CLLMDEF cllm_result cllm_ref_json(const char *name, const char *input, size_t len, char **output, cllm_err *err);
 
 #ifdef __cplusplus
 }
