@@ -1637,9 +1637,8 @@ CLLMDEF double cllm_kl_estimate(double logp, double ref_logp, cllm_kl_estimator 
 CLLMDEF int cllm_ppo_sequence_end(const int *response, int L, int pad_id, int stop_id);
 
 typedef enum cllm_reward_placement {
-    CLLM_REWARD_AFTER_EOS = 0,  /* TRL v0.19 PPOTrainer: at end+1 (the first pad slot, seen only by
-                                   the critic) if end+1 < T, else at end                            */
-    CLLM_REWARD_LAST_TOKEN      /* legacy TRL, OpenRLHF, verl: at end (the last response token)     */
+    CLLM_REWARD_AFTER_EOS = 0,  /* TRL v0.19 PPOTrainer: the slot after the end, seen by the critic  */
+    CLLM_REWARD_LAST_TOKEN      /* legacy TRL, OpenRLHF, verl: the last response token               */
 } cllm_reward_placement;
 
 typedef struct cllm_ppo_rewards_input {
@@ -1662,11 +1661,8 @@ CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, 
                                        cllm_err *err);
 
 typedef enum cllm_gae_mode {
-    CLLM_GAE_TRL = 0, /* recursion over all T positions; the mask only selects the whitening
-                         statistics and (when whitening) zeroes masked advantages (TRL v0.19).
-                         Legacy TRL and OpenRLHF are this after values*=mask, rewards*=mask.     */
-    CLLM_GAE_SKIP     /* verl: a position with mask 0 passes the next value and the running
-                         advantage through unchanged; whitened values stay at masked positions   */
+    CLLM_GAE_TRL = 0, /* every position takes part; the mask selects whitening statistics (TRL v0.19) */
+    CLLM_GAE_SKIP     /* a masked position passes V and A through (verl)                          */
 } cllm_gae_mode;
 
 typedef struct cllm_gae_input {
@@ -3591,9 +3587,7 @@ static double cllm__max_grad(double a, double b, double da, double db) {
    and dl/dz, from d/dz[-log s(bz)] = -b s(-bz) and d/dz[-log s(-bz)] = b s(bz) (torch's relu
    has derivative 0 at 0). */
 static void cllm__dpo_pair(const cllm_dpo_config *c, double z, double *loss, double *dz) {
-    double b = c->beta;
-    double e = c->label_smoothing;
-    double bz = b * z;
+    double b = c->beta, e = c->label_smoothing, bz = b * z;
     double target = 1 / (2 * b);
     switch (c->loss_type) {
         case CLLM_DPO_SIGMOID:
@@ -3624,10 +3618,7 @@ CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n, const doubl
                                   const double *policy_rejected, const double *ref_chosen, const double *ref_rejected,
                                   cllm_dpo_out *out, cllm_err *err) {
     cllm_dpo_config c;
-    double sum_loss = 0;
-    double sum_cr = 0;
-    double sum_rr = 0;
-    double sum_acc = 0;
+    double sum_loss = 0, sum_cr = 0, sum_rr = 0, sum_acc = 0;
     int i;
     memset(&c, 0, sizeof c);
     if (cfg) c = *cfg;
@@ -3692,8 +3683,7 @@ CLLMDEF double cllm_kl_estimate(double logp, double ref_logp, cllm_kl_estimator 
    with pad == eos (CollabLLM's tokenizer setting) it is the token before the EOS, so the EOS
    log-prob is never trained. */
 CLLMDEF int cllm_ppo_sequence_end(const int *response, int L, int pad_id, int stop_id) {
-    int stop = L;
-    int t;
+    int stop = L, t;
     for (t = 0; stop_id >= 0 && t < L && stop == L; t++)
         if (response[t] == stop_id) stop = t;
     for (t = 0; t < L; t++)
@@ -3732,8 +3722,7 @@ CLLMDEF cllm_result cllm_ppo_rewards(const cllm_ppo_rewards_input *in, double *r
     if (in->placement != CLLM_REWARD_AFTER_EOS && in->placement != CLLM_REWARD_LAST_TOKEN)
         return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: unknown placement %d", (int)in->placement);
     for (b = 0; b < in->B; b++) {
-        int end = in->seq_end[b];
-        int e;
+        int end = in->seq_end[b], e;
         if (end < -1 || end >= in->T)
             return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: seq_end[%d] = %d is outside [-1, %d]", b, end,
                               in->T - 1);
@@ -3759,10 +3748,7 @@ CLLMDEF cllm_result cllm_ppo_rewards(const cllm_ppo_rewards_input *in, double *r
      biased 1 (OpenRLHF advantages):     var without Bessel's correction, rstd = 1/sqrt(max(var, 1e-8)) */
 CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, int keep_mean, int biased,
                                        cllm_err *err) {
-    double s = 0;
-    double mean = 0;
-    double var = 0;
-    double rstd;
+    double s = 0, mean = 0, var = 0, rstd;
     size_t i;
     for (i = 0; i < n; i++) {
         double m = mask ? mask[i] : 1;
@@ -3790,8 +3776,11 @@ CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, 
      delta_t = r_t + gamma V_{t+1} - V_t   (V_T = 0);   A_t = delta_t + gamma lam A_{t+1}
      returns = A + V (before whitening);   whiten: cllm_masked_whiten(A, mask, unbiased) over the
    whole batch. TRL has already set values after end+1 to 0 and rewards after the score to 0.
-   CLLM_GAE_SKIP is verl's compute_gae_advantage_return: a position with mask 0 passes V_{t+1} and
-   A_{t+1} through unchanged. */
+   CLLM_GAE_TRL (TRL v0.19) runs the recursion over all T positions; the mask only selects the
+   whitening statistics and (when whitening) zeroes masked advantages. Legacy TRL and OpenRLHF are
+   this after values *= mask, rewards *= mask. CLLM_GAE_SKIP is verl's compute_gae_advantage_return:
+   a position with mask 0 passes V_{t+1} and A_{t+1} through unchanged, and keeps its whitened
+   value. */
 CLLMDEF cllm_result cllm_gae(const cllm_gae_input *in, double *advantages, double *returns, cllm_err *err) {
     const double *mask = in->mask;
     size_t n, i;
@@ -3845,13 +3834,7 @@ CLLMDEF cllm_result cllm_gae(const cllm_gae_input *in, double *advantages, doubl
 CLLMDEF cllm_result cllm_ppo_loss(const cllm_ppo_loss_input *in, cllm_ppo_loss_out *out, cllm_err *err) {
     const double *mask = in->mask;
     const double *vmask = in->value_mask ? in->value_mask : in->mask;
-    double msum = 0;
-    double vsum = 0;
-    double pg = 0;
-    double vf = 0;
-    double clip = 0;
-    double vclip = 0;
-    double kl = 0;
+    double msum = 0, vsum = 0, pg = 0, vf = 0, clip = 0, vclip = 0, kl = 0;
     size_t n, i;
     cllm_result rc = cllm__check_bt("PPO loss", in->B, in->T, &n, err);
     if (rc != CLLM_OK) return rc;
@@ -3868,16 +3851,11 @@ CLLMDEF cllm_result cllm_ppo_loss(const cllm_ppo_loss_input *in, cllm_ppo_loss_o
     if (!(msum > 0) || !(vsum > 0))
         return cllm__fail(err, CLLM_ERR_ARG, "PPO loss: the mask (or value_mask) selects no token");
     for (i = 0; i < n; i++) {
-        double A = in->advantages[i];
-        double diff = in->logprobs[i] - in->old_logprobs[i];
+        double A = in->advantages[i], diff = in->logprobs[i] - in->old_logprobs[i];
         double r = exp(diff);
-        double lo = 1 - in->cliprange;
-        double hi = 1 + in->cliprange;
-        double pg1 = -A * r;
+        double lo = 1 - in->cliprange, hi = 1 + in->cliprange, pg1 = -A * r;
         double pg2 = -A * cllm__clamp(r, lo, hi);
-        double v = in->values[i];
-        double R = in->returns[i];
-        double vlo = in->old_values[i] - in->cliprange_value;
+        double v = in->values[i], R = in->returns[i], vlo = in->old_values[i] - in->cliprange_value;
         double vhi = in->old_values[i] + in->cliprange_value;
         double vc = cllm__clamp(v, vlo, vhi);
         double vf1 = (v - R) * (v - R);
@@ -3917,9 +3895,7 @@ CLLMDEF void cllm_running_moments_init(cllm_running_moments *rm) {
 
 CLLMDEF void cllm_running_moments_update(cllm_running_moments *rm, const double *x, int n, double *batch_mean,
                                          double *batch_std) {
-    double m = 0;
-    double v = 0;
-    double d, N;
+    double m = 0, v = 0, d, N;
     int i;
     if (n < 1) return;
     for (i = 0; i < n; i++) m += x[i];
@@ -3953,8 +3929,7 @@ CLLMDEF double cllm_adaptive_kl_update(double coef, double kl, double target, do
    uses mean 0, std 1 for a single sample); RLOO needs G >= 2 and ignores scale and eps. */
 CLLMDEF cllm_result cllm_grpo_advantages(int n, const double *rewards, int group_size, cllm_group_estimator estimator,
                                          int scale, double eps, double *advantages, cllm_err *err) {
-    int G = group_size;
-    int g, i;
+    int G = group_size, g, i;
     if (n < 1 || G < 1 || n % G)
         return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: %d rewards do not split into groups of %d", n, G);
     if (!rewards || !advantages)
@@ -3966,9 +3941,7 @@ CLLMDEF cllm_result cllm_grpo_advantages(int n, const double *rewards, int group
                           estimator == CLLM_GROUP_RLOO ? "RLOO" : "scaling by the unbiased std");
     for (g = 0; g < n; g += G) {
         const double *r = rewards + g;
-        double sum = 0;
-        double var = 0;
-        double mean;
+        double sum = 0, var = 0, mean;
         for (i = 0; i < G; i++) sum += r[i];
         mean = sum / G;
         for (i = 0; i < G; i++) var += (r[i] - mean) * (r[i] - mean);
@@ -3991,13 +3964,8 @@ CLLMDEF cllm_result cllm_grpo_advantages(int n, const double *rewards, int group
    The min's gradient splits a tie evenly, as torch.minimum. */
 CLLMDEF cllm_result cllm_grpo_loss(const cllm_grpo_loss_input *in, cllm_grpo_loss_out *out, cllm_err *err) {
     const double *mask = in->mask;
-    double total = 0;
-    double msum = 0;
-    double kl = 0;
-    double clipped = 0;
-    int B = in->B;
-    int T = in->T;
-    int b, t;
+    double total = 0, msum = 0, kl = 0, clipped = 0;
+    int B = in->B, T = in->T, b, t;
     if (B < 1 || T < 1 || !in->logprobs || !in->old_logprobs || !in->advantages || !mask || !out)
         return cllm__fail(err, CLLM_ERR_ARG,
                           "GRPO loss: needs B, T >= 1, logprobs, old_logprobs, advantages, mask and out");
@@ -4010,8 +3978,7 @@ CLLMDEF cllm_result cllm_grpo_loss(const cllm_grpo_loss_input *in, cllm_grpo_los
     for (b = 0; b < B; b++)
         for (t = 0; t < T; t++) msum += mask[(size_t)b * T + t];
     for (b = 0; b < B; b++) {
-        double len = 0;
-        double A = in->advantages[b];
+        double len = 0, A = in->advantages[b];
         for (t = 0; t < T; t++) len += mask[(size_t)b * T + t];
         for (t = 0; t < T; t++) {
             size_t i = (size_t)b * T + t;
@@ -4021,8 +3988,7 @@ CLLMDEF cllm_result cllm_grpo_loss(const cllm_grpo_loss_input *in, cllm_grpo_los
             double l2 = -cllm__clamp(r, 1 - in->eps_low, 1 + in->eps_high) * A;
             double l = l1 > l2 ? l1 : l2;
             double d = cllm__max_grad(l1, l2, -r * A, inside ? -r * A : 0);
-            double k3 = 0;
-            double w;
+            double k3 = 0, w;
             if (in->ref_logprobs) {
                 double x = in->ref_logprobs[i] - in->logprobs[i];
                 k3 = exp(x) - x - 1;
@@ -5116,8 +5082,7 @@ CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *con
     cllm__seq_batch sb;
     double *lp = (double *)cllm__calloc((size_t)n + 1, sizeof(double));
     double sum = 0;
-    int b;
-    int targets = 0;
+    int b, targets = 0;
     cllm_result rc;
     memset(&sb, 0, sizeof sb);
     if (!lp) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -5149,8 +5114,7 @@ CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *con
 static cllm_result cllm__dpo_ref_logps(cllm_model *m, cllm_model *ref, const cllm_dpo_pair *const *pairs, int n,
                                        const cllm__seq_batch *sb, int reference_free, double *out, cllm_err *err) {
     cllm_lora *lo = m->lora;
-    int have = 1;
-    int i;
+    int have = 1, i;
     cllm_result rc;
     for (i = 0; i < n; i++) have &= !isnan(pairs[i]->ref_chosen) && !isnan(pairs[i]->ref_rejected);
     if (have) {
@@ -5203,12 +5167,7 @@ CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cl
     double *losses = mem + 4 * rows_n;       /* (n) per pair                                   */
     double *cr = mem + 5 * rows_n;           /* (n) chosen rewards                             */
     double *rj = mem + 6 * rows_n;           /* (n) rejected rewards                           */
-    double s_cr = 0;
-    double s_rj = 0;
-    double s_acc = 0;
-    double s_pc = 0;
-    double s_pr = 0;
-    double s_loss = 0;
+    double s_cr = 0, s_rj = 0, s_acc = 0, s_pc = 0, s_pr = 0, s_loss = 0;
     cllm_dpo_config c;
     cllm_dpo_out out;
     cllm__seq_batch sb;
@@ -5249,8 +5208,7 @@ CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cl
     for (i = 0; i < 2 * n; i++) d[i] *= (double)n / norm / (per_token ? len[i] : 1.0);
     if (c.rpo_alpha > 0) {
         /* RPO: + alpha * NLL(chosen), NLL = -(sum of the chosen tokens' logps) / (chosen tokens) */
-        double tok_c = 0;
-        double nll = 0;
+        double tok_c = 0, nll = 0;
         for (i = 0; i < n; i++) {
             tok_c += len[i];
             nll -= pol[i] * (per_token ? len[i] : 1.0);
@@ -5297,15 +5255,10 @@ static double cllm__units_are_examples(void *ctx, const int *idx, int n) {
 
 /* The online stages train on the response's token ids as generated (no re-tokenization) and keep
    LoRA dropout off in every forward and backward (TRL's PPO and online DPO disable dropout; we do
-   the same for GRPO so that the sampler's and the trainer's log-probs agree).
-   Seeds. Before sampling the answers to prompt i at step s the trainer sets the policy's seed
-   counter (cllm_local_lm.calls) to a hash of (s, i, 0); before MR scores a micro-batch whose
-   first prompt is i, it sets it (and a local simulator's, rollout.user_lm) to a hash of (s, i, 1).
-   A resumed run therefore samples the same responses and futures as an uninterrupted one, as
-   long as the simulator and the metrics are deterministic (callbacks, local models; not an API).
-   Failures. A response whose MR failed (no simulated future could be scored) leaves its pair
-   (online DPO), row (PPO) or group (GRPO) out of the step (counted in "mr/failed"); a step
-   with nothing left to train on is an error. */
+   the same for GRPO so that the sampler's and the trainer's log-probs agree). The policy's seed
+   counter is set per (step, prompt, phase), so a resumed run samples the same responses and
+   futures (data_fmt/train_online.md, "Seeds and resuming"). A response whose MR failed leaves
+   its pair, row or group out of the step ("mr/failed"); a step left with nothing is an error. */
 
 /* The seed counter of (step, prompt, phase): phase 0 samples the trained responses, 1 simulates
    MR's futures, 2 is a local simulator's, 3 + e orders PPO's pass e. One splitmix64 step over
@@ -5350,8 +5303,7 @@ static cllm_result cllm__rollout_check_config(const cllm_rollout_config *c, cons
 static cllm_result cllm__rollout_sample(cllm_local_lm *lm, const cllm_rollout_config *c, const cllm_online_prompts *p,
                                         const int *idx, int n, int n_samples, long step, cllm_local_output *out,
                                         cllm_err *err) {
-    int sys = c->system_prompt != NULL;
-    int i, j;
+    int sys = c->system_prompt != NULL, i, j;
     cllm_result rc = CLLM_OK;
     memset(out, 0, (size_t)n * (size_t)n_samples * sizeof *out);
     for (i = 0; i < n && rc == CLLM_OK; i++) {
@@ -5384,8 +5336,7 @@ static cllm_result cllm__rollout_sample(cllm_local_lm *lm, const cllm_rollout_co
 static cllm_result cllm__rollout_score(const cllm_rollout_config *c, cllm_local_lm *policy,
                                        const cllm_online_prompts *p, const int *idx, int n, int n_samples, long step,
                                        const cllm_local_output *out, double *scores, int *failed, cllm_err *err) {
-    int N = n * n_samples;
-    int k;
+    int N = n * n_samples, k;
     cllm_mr_item *items = (cllm_mr_item *)cllm__calloc((size_t)N, sizeof *items);
     cllm_mr_result *res = (cllm_mr_result *)cllm__calloc((size_t)N, sizeof *res);
     cllm_result rc = CLLM_OK;
@@ -5421,8 +5372,7 @@ static cllm_result cllm__rollout_score(const cllm_rollout_config *c, cllm_local_
 
 /* The training sequence of one response: its prompt ids, then its ids as targets. */
 static cllm_result cllm__rollout_seq(const cllm_local_output *o, cllm_train_seq *seq, cllm_err *err) {
-    int n = o->n_prompt + o->n;
-    int t;
+    int n = o->n_prompt + o->n, t;
     int *ids = (int *)cllm__calloc((size_t)n + 1, sizeof(int));
     unsigned char *target = (unsigned char *)cllm__calloc((size_t)n + 1, 1);
     cllm_result rc;
@@ -5475,8 +5425,7 @@ static void cllm__gather_logps(const cllm_model *m, const cllm_train_seq *const 
    response length (the slot after the last token reads the last token's state), else 0. */
 static void cllm__gather_values(const cllm_model *m, const cllm_value_head *vh, const cllm_train_seq *const *seqs,
                                 int n, int L, double *out) {
-    int C = m->config.hidden_size;
-    int r, t;
+    int C = m->config.hidden_size, r, t;
     for (r = 0; r < n; r++) {
         for (t = 0; t < L; t++) {
             double *v = &out[(size_t)r * L + t];
@@ -5640,13 +5589,8 @@ static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     double *mr = (double *)cllm__calloc(2 * (size_t)n, sizeof(double));
     cllm_dpo_pair *pairs = (cllm_dpo_pair *)cllm__calloc((size_t)n, sizeof *pairs);
     const cllm_dpo_pair **pp = (const cllm_dpo_pair **)cllm__calloc((size_t)n, sizeof *pp);
-    double s_mr = 0;
-    double s_ch = 0;
-    double s_rj = 0;
-    double eos = 0;
-    double s_cr, s_rr, s_pc, s_pr;
-    int failed = 0;
-    int k = 0;
+    double s_mr = 0, s_ch = 0, s_rj = 0, eos = 0, s_cr, s_rr, s_pc, s_pr;
+    int failed = 0, k = 0;
     int training = tr->lora ? tr->lora->training : 0;
     int i;
     cllm_train_stats dst;
@@ -5710,10 +5654,7 @@ done:
 
 /* Online DPO (paper section 3.3, TRL v0.19.1 OnlineDPOTrainer): sampling as TRL (T 0.9, top_k
    50, 64 new tokens), DPO on summed log-probs (sigmoid or IPO), the paper's learning rate 5e-6.
-   Units of the step's loss: pairs. Statistics, as TRL logs them: loss, rewards/chosen,
-   rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen, logps/rejected,
-   objective/kl, objective/non_score_reward, objective/entropy, val/contain_eos_token, beta; and
-   reward (mean MR of all responses), mr/chosen, mr/rejected, mr/failed (nll_loss with rpo_alpha). */
+   Units of the step's loss: pairs. Statistics: TRL's, listed in data_fmt/train_online.md. */
 CLLMDEF cllm_result cllm_train_online_dpo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref,
                                           const cllm_online_prompts *prompts, const cllm_online_dpo_config *cfg,
                                           const cllm_train_config *train, cllm_err *err) {
@@ -5871,11 +5812,7 @@ CLLMDEF cllm_result cllm_ppo_rollout_loss(const cllm_ppo_config *cfg, const cllm
     cllm_ppo_loss_input in;
     size_t N = (size_t)n * (size_t)r->L;
     double *buf = (double *)cllm__calloc(N * 6 + 1, sizeof(double));
-    double *old_lp = buf;
-    double *old_v = buf + N;
-    double *adv = buf + 2 * N;
-    double *ret = buf + 3 * N;
-    double *mask = buf + 4 * N;
+    double *old_lp = buf, *old_v = buf + N, *adv = buf + 2 * N, *ret = buf + 3 * N, *mask = buf + 4 * N;
     double *vmask = buf + 5 * N;
     cllm_result rc;
     int k, t;
@@ -6002,11 +5939,7 @@ static void cllm__ppo_fill_response(cllm_ppo_rollout *r, const cllm__rows *rows,
 /* TRL's rollout statistics (see cllm_train_ppo). */
 static void cllm__ppo_rollout_stats(const cllm__ppo_ctx *c, const cllm_ppo_rollout *r, const cllm__rows *rows,
                                     const double *mr, cllm_train_stats *st) {
-    double kl = 0;
-    double ent = 0;
-    double sc = 0;
-    double raw = 0;
-    double eos = 0;
+    double kl = 0, ent = 0, sc = 0, raw = 0, eos = 0;
     int b, t;
     for (b = 0; b < r->B; b++) {
         for (t = 0; t < r->L; t++) {
@@ -6059,10 +5992,7 @@ static cllm_result cllm__ppo_rollout(cllm__ppo_ctx *c, cllm_trainer *tr, const i
     double *mr = (double *)cllm__calloc((size_t)n, sizeof(double));
     double diff = 0;
     int *keep = (int *)cllm__calloc((size_t)n, sizeof(int));
-    int B = 0;
-    int L = 1;
-    int failed = 0;
-    int b;
+    int B = 0, L = 1, failed = 0, b;
     float tau = rcfg->gen.sampler.temperature;
     cllm_ppo_config now = c->cfg;
     cllm__seq_batch sb;
@@ -6119,13 +6049,8 @@ static cllm_result cllm__ppo_micro(cllm__ppo_ctx *c, cllm_trainer *tr, const cll
     size_t N = (size_t)n * (size_t)r->L;
     const cllm_train_seq **seqs = (const cllm_train_seq **)cllm__calloc((size_t)n, sizeof *seqs);
     double *buf = (double *)cllm__calloc(4 * N + 1, sizeof(double));
-    double *lp = buf;
-    double *val = buf + N;
-    double *dlp = buf + 2 * N;
-    double *dv = buf + 3 * N;
-    double ratio = 0;
-    double ent = 0;
-    double ent_n = 0;
+    double *lp = buf, *val = buf + N, *dlp = buf + 2 * N, *dv = buf + 3 * N;
+    double ratio = 0, ent = 0, ent_n = 0;
     cllm_ppo_loss_out lo;
     cllm__seq_batch sb;
     cllm_result rc;
@@ -6179,9 +6104,7 @@ static cllm_result cllm__ppo_update(cllm__ppo_ctx *c, cllm_trainer *tr, double l
     cllm_float *g[2];
     size_t sz[2];
     double lr;
-    int C = vh->C;
-    int n = 0;
-    int t;
+    int C = vh->C, n = 0, t;
     cllm_result rc;
     if (!isfinite(loss)) return cllm__numeric_fail(tr, "loss", loss, err);
     if (tr->lora) {
@@ -6277,10 +6200,7 @@ done:
    and the value head, all at the step's learning rate (the paper's 2e-6 by default). The value
    head is saved in every checkpoint and in final/ (value_head.safetensors) and restored on
    resume. Gradient clipping is off unless train->max_grad_norm is set (TRL's PPO loop does not
-   clip). Statistics as TRL: objective/kl, objective/entropy, objective/non_score_reward,
-   objective/rlhf_reward, objective/scores, policy/approxkl_avg, policy/clipfrac_avg,
-   loss/policy_avg, loss/value_avg, val/clipfrac_avg, policy/entropy_avg, val/ratio,
-   val/num_eos_tokens; and loss, reward (mean MR), mr/failed, rollout/logprob_diff. */
+   clip). Statistics: TRL's, listed in data_fmt/train_online.md. */
 CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref, cllm_value_head *vh,
                                    const cllm_online_prompts *prompts, const cllm_ppo_config *cfg,
                                    const cllm_train_config *train, cllm_err *err) {
@@ -6357,13 +6277,11 @@ static cllm_result cllm__grpo_groups(const cllm__grpo_ctx *c, const cllm_local_o
                                      double *adv, int *keep, int *B, int *L, double spread[3], cllm_train_stats *st,
                                      cllm_err *err) {
     int G = c->cfg.num_generations;
-    double len_sum = 0;
-    double clipped = 0;
+    double len_sum = 0, clipped = 0;
     int i, s;
     spread[0] = spread[1] = spread[2] = 0;
     for (i = 0; i < n; i++) {
-        double mean = 0;
-        double var = 0;
+        double mean = 0, var = 0;
         int ok = 1;
         cllm_result rc;
         for (s = 0; s < G; s++) {
@@ -6397,20 +6315,13 @@ static cllm_result cllm__grpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
                                     cllm_train_stats *st, cllm_err *err) {
     cllm__grpo_ctx *c = (cllm__grpo_ctx *)ctx;
     const cllm_rollout_config *rcfg = &c->cfg.rollout;
-    int G = c->cfg.num_generations;
-    int N = n * G;
-    int B = 0;
-    int L = 1;
-    int failed = 0;
-    int i, s;
+    int G = c->cfg.num_generations, N = n * G, B = 0, L = 1, failed = 0, i, s;
     cllm_local_output *out = (cllm_local_output *)cllm__calloc((size_t)N, sizeof *out);
     double *mr = (double *)cllm__calloc((size_t)N, sizeof(double));
     double *adv = (double *)cllm__calloc((size_t)N, sizeof(double));
     int *keep = (int *)cllm__calloc((size_t)N, sizeof(int));
-    double *buf = NULL;
-    double *ref = NULL;
-    double diff = 0;
-    double spread[3];
+    double *buf = NULL, *ref = NULL;
+    double diff = 0, spread[3];
     double *lp, *old, *mask, *dlp;
     float tau = rcfg->gen.sampler.temperature;
     cllm_grpo_loss_input in;
@@ -6497,8 +6408,7 @@ done:
 /* GRPO (TRL v0.19 GRPOTrainer; verl's CollabLLM recipe also trains with GRPO): sampling as TRL
    (T 1, 256 new tokens), G = 8 responses per prompt, TRL's learning rate 1e-6. Units of the
    step's loss: prompts (each micro-batch's aggregated loss is weighted by its number of prompts).
-   Statistics as TRL: loss, reward, reward_std, frac_reward_zero_std, completions/mean_length,
-   completions/clipped_ratio, kl, clip_ratio; and mr/failed, rollout/logprob_diff. */
+   Statistics: TRL's, listed in data_fmt/train_online.md. */
 CLLMDEF cllm_result cllm_train_grpo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref,
                                     const cllm_online_prompts *prompts, const cllm_grpo_config *cfg,
                                     const cllm_train_config *train, cllm_err *err) {
@@ -12263,21 +12173,15 @@ CLLMDEF void cllm_train_seq_free(cllm_train_seq *s) {
 }
 
 CLLMDEF int cllm_train_seq_targets(const cllm_train_seq *s) {
-    int i;
-    int n = 0;
+    int i, n = 0;
     for (i = 1; i < s->n; i++) n += s->target[i] != 0;
     return n;
 }
 
-/* prompt | completion -> (last keep_prompt tokens of the prompt) | (first tokens of the completion).
-   keep_prompt is at least 1, so that the first completion token is still predicted; keep_prompt
-   < 0 computes it from this sequence: max_length - (completion length) when the sequence is longer
-   than max_length (else nothing is cut). The DPO loaders pass the value of the longer completion of
-   a pair to both, so chosen and rejected keep the same prompt tokens (TRL's keep_end). */
+/* prompt | completion -> (last keep_prompt tokens of the prompt) | (first tokens of the completion),
+   keep_prompt at least 1; < 0: max_length - (completion length) if too long (data_fmt/train.md). */
 CLLMDEF int cllm_train_seq_truncate(cllm_train_seq *s, int max_length, int keep_prompt) {
-    int P = s->n_prompt;
-    int C = s->n - s->n_prompt;
-    int drop, keep_c;
+    int P = s->n_prompt, C = s->n - s->n_prompt, drop, keep_c;
     if (max_length <= 0) return 0;
     if (keep_prompt < 0) keep_prompt = s->n <= max_length ? P : max_length - C;
     if (keep_prompt < 1) keep_prompt = 1;          /* one token to predict the completion from */
@@ -12318,8 +12222,7 @@ static cllm_result cllm__seq_from(cllm_train_seq *seq, const int *ids, const uns
 CLLMDEF cllm_result cllm_sft_seq(const cllm_tokenizer *tok, const cllm_message *msgs, int n, cllm_train_seq *seq,
                                  cllm_err *err) {
     int *ids = NULL;
-    int n_ids = 0;
-    int start, i;
+    int n_ids = 0, start, i;
     unsigned char *mask = NULL;
     cllm_result rc;
     memset(seq, 0, sizeof *seq);
@@ -12336,31 +12239,18 @@ CLLMDEF cllm_result cllm_sft_seq(const cllm_tokenizer *tok, const cllm_message *
     return rc;
 }
 
-/* A completion after a prompt, for DPO: prompt + completion messages rendered in one pass and
-   tokenized once; with P = the byte length of the prompt rendered with its generation prompt, the
-   targets are the tokens that start at byte >= P and are in the assistant mask (the assistant's
-   content and its end-of-turn token, e.g. <|im_end|>). Tokens after the last target (the newline
-   after <|im_end|>) are dropped. The sum of the targets' log-probs is TRL's summed completion
-   logp up to two differences, documented in data_fmt/train.md: TRL tokenizes prompt and
-   completion separately and appends eos_token_id to a completion that already ends with the
-   template's end-of-turn (and the newline after it), so its completions end with one or two
-   extra tokens. The prompt's last message must be a user (or system) message, and the full
-   rendering must start with the prompt's (as TRL checks). */
+/* A completion after a prompt, for DPO: rendered and tokenized in one pass; with P = the byte
+   length of the prompt rendered with its generation prompt, the targets are the assistant-mask
+   tokens that start at byte >= P (TRL's summed completion logps, up to the differences listed in
+   data_fmt/train.md, "Inputs and tokenization"). */
 CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_message *prompt, int n_prompt,
                                         const cllm_message *completion, int n_completion, cllm_train_seq *seq,
                                         cllm_err *err) {
     cllm_render_opts gen;
     cllm_message *all = NULL;
-    char *ptext = NULL;
-    char *text = NULL;
-    int *ids = NULL;
-    int *ids2 = NULL;
-    int *offs = NULL;
-    int n_ids = 0;
-    int n2 = 0;
-    int first = -1;
-    int last = -1;
-    int i;
+    char *ptext = NULL, *text = NULL;
+    int *ids = NULL, *ids2 = NULL, *offs = NULL;
+    int n_ids = 0, n2 = 0, first = -1, last = -1, i;
     unsigned char *mask = NULL;
     size_t P;
     cllm_result rc;
@@ -12436,9 +12326,7 @@ CLLMDEF void cllm_sft_data_free(cllm_sft_data *d) {
     memset(d, 0, sizeof *d);
 }
 
-/* SFT rows: JSONL lines {"messages": [{"role", "content"}, ...]} (other fields are ignored), each
-   through cllm_sft_seq and cut to max_length. A row without an assistant target is an error
-   naming its line. */
+/* SFT rows: JSONL lines {"messages": [...]} (other fields ignored), each through cllm_sft_seq. */
 CLLMDEF cllm_result cllm_sft_data_load(cllm_sft_data *d, const cllm_tokenizer *tok, const char *path, int max_length,
                                       cllm_err *err) {
     FILE *f;
@@ -12558,17 +12446,15 @@ static cllm_result cllm__dpo_pair_parse(cllm_dpo_pair *p, const cllm_tokenizer *
     return CLLM_OK;
 }
 
-/* DPO pairs: {"prompt": [messages], "chosen": [messages] or "text", "rejected": ..., optional
-   "ref_chosen_logps", "ref_rejected_logps"} (TRL's conversational preference format). A string
-   completion is one assistant message; the reference logps are given for every pair or none. */
+/* DPO pairs: {"prompt", "chosen", "rejected", optional "ref_chosen_logps", "ref_rejected_logps"}
+   (TRL's conversational preference format); the reference logps are given for every pair or none. */
 CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *tok, const char *path, int max_length,
                                       cllm_err *err) {
     FILE *f;
     char *line = NULL;
     size_t cap = 0;
     long len;
-    int lineno = 0;
-    int with_ref = 0;
+    int lineno = 0, with_ref = 0;
     cllm_result rc;
     memset(d, 0, sizeof *d);
     if ((rc = cllm__check_max_length(&max_length, err)) != CLLM_OK) return rc;
@@ -12623,8 +12509,7 @@ static void cllm__seq_batch_free(cllm__seq_batch *sb) {
 }
 
 static cllm_result cllm__seq_batch_make(cllm__seq_batch *sb, const cllm_train_seq *const *seqs, int n, cllm_err *err) {
-    int T = 0;
-    int b, t;
+    int T = 0, b, t;
     size_t BT;
     memset(sb, 0, sizeof *sb);
     for (b = 0; b < n; b++) {
@@ -12700,8 +12585,7 @@ static cllm_result cllm__write_ref_pairs(const cllm_dpo_data *d, const char *in_
     char *line = NULL;
     size_t cap = 0;
     long len;
-    int lineno = 0;
-    int k = 0;
+    int lineno = 0, k = 0;
     cllm__sb out = { NULL, 0, 0, 0 };
     cllm_result rc = CLLM_OK;
     if (!f) return CLLM_ERR_IO;
@@ -12792,8 +12676,7 @@ CLLMDEF cllm_result cllm_lora_parse_targets(const char *list, unsigned *targets,
     }
     while (*p) {
         size_t n = strcspn(p, ",");
-        int found = -1;
-        int t;
+        int found = -1, t;
         for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
             int is_short = strlen(cllm__lora_short[t]) == n && strncmp(p, cllm__lora_short[t], n) == 0;
             if (is_short || (strlen(cllm__lora_names[t]) == n && strncmp(p, cllm__lora_names[t], n) == 0)) found = t;
@@ -12821,13 +12704,8 @@ static cllm_float *cllm__lora_base(const cllm_model *m, int t, int l) {
    allocation, A (L, r, in) then B (L, out, r) per target. */
 static cllm_result cllm__lora_setup(cllm_lora *lo, cllm_model *m, const cllm_lora_config *cfg, cllm_err *err) {
     const cllm_config *c = &m->config;
-    int Q = c->n_heads * c->head_dim;
-    int K = c->n_kv_heads * c->head_dim;
-    int H = c->hidden_size;
-    int I = c->intermediate_size;
-    int ins[CLLM_LORA_NUM_TARGETS];
-    int outs[CLLM_LORA_NUM_TARGETS];
-    int t;
+    int Q = c->n_heads * c->head_dim, K = c->n_kv_heads * c->head_dim, H = c->hidden_size;
+    int I = c->intermediate_size, ins[CLLM_LORA_NUM_TARGETS], outs[CLLM_LORA_NUM_TARGETS], t;
     memset(lo, 0, sizeof *lo);
     if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "LoRA: the model is not loaded");
     if (m->lora) return cllm__fail(err, CLLM_ERR_ARG, "LoRA: the model already has adapters attached");
@@ -12910,8 +12788,7 @@ CLLMDEF void cllm_lora_free(cllm_lora *lo) {
 static int cllm__lora_entries(const cllm_lora *lo, const cllm_float *memory, const char *prefix,
                               cllm_st_entry *entries) {
     size_t r = (size_t)lo->cfg.r;
-    int t, l, ab;
-    int n = 0;
+    int t, l, ab, n = 0;
     for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
         size_t b_offset = (size_t)lo->n_layers * r * (size_t)lo->in[t];      /* B after all of A */
         if (!(lo->cfg.targets & (1u << t))) continue;
@@ -12935,8 +12812,7 @@ static int cllm__lora_entries(const cllm_lora *lo, const cllm_float *memory, con
 }
 
 static int cllm__lora_tensor_count(const cllm_lora *lo) {
-    int t;
-    int n = 0;
+    int t, n = 0;
     for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++)
         if (lo->cfg.targets & (1u << t)) n += 2 * lo->n_layers;
     return n;
@@ -13123,14 +12999,10 @@ CLLMDEF cllm_result cllm_lora_merge(cllm_lora *lo, cllm_err *err) {
 
 /* ---- checkpoint directories ------------------------------------------------------------------ */
 
-/* Checkpoints (data_fmt/train.md): OUT/ckpt-N/ holds the trained weights as a Hugging Face
-   directory (config.json + model.safetensors + the tokenizer files), or with LoRA the PEFT
-   adapter (adapter_config.json + adapter_model.safetensors); optimizer.safetensors (AdamW's m
-   and v); trainer_state.json (step, epoch, data position and seed, RNG state, schedule, adam_t,
-   the settings that must not change); and what the task trains beside the model (PPO's value
-   head). It is written into OUT/ckpt-N.tmp/, every file flushed to disk, then renamed to
-   OUT/ckpt-N/, and only then does OUT/latest (one line "ckpt-N", itself written through a
-   temporary and a rename) point at it: a crash at any moment leaves the previous checkpoint
+/* Checkpoints (data_fmt/train.md): OUT/ckpt-N/ holds the weights as a Hugging Face directory
+   (with LoRA: PEFT's adapter files), optimizer.safetensors, trainer_state.json and what the task
+   trains beside the model (PPO's value head). It is written into OUT/ckpt-N.tmp/, renamed, and
+   only then does OUT/latest point at it: a crash at any moment leaves the previous checkpoint
    intact. A resumed run continues with bit-identical losses. */
 
 /* Removes a directory and the files in it (checkpoint directories hold no subdirectories). */
@@ -13263,8 +13135,7 @@ static cllm_result cllm__prune_checkpoints(const char *out_dir, int keep, long l
 static int cllm__value_head_entries(cllm_value_head *vh, cllm_st_entry *e) {
     cllm_float *mem[3];
     const char *prefix[3] = { "", "m.", "v." };
-    int k;
-    int n = 0;
+    int k, n = 0;
     mem[0] = vh->w;
     mem[1] = vh->m;
     mem[2] = vh->v;
@@ -13344,29 +13215,20 @@ static cllm_result cllm__ppo_state_load(void *ctx, const char *dir, cllm_err *er
 
 /* ---- the training loop (Hugging Face Trainer) ------------------------------------------------ */
 
-/* One optimizer step (cllm_trainer_run, cllm__trainer_step):
-     1. examples: epoch e visits the data set in the order of a Fisher-Yates shuffle driven by
-        cllm_rng_seed(seed * 0x9E3779B97F4A7C15 + e); micro-batches of batch_size examples, the
-        last one of an epoch shorter (HF's drop_last=False); grad_accum micro-batches per step,
-        the last step of an epoch takes the micro-batches that remain. The position in the data
-        is a function of the step number alone, which is what makes resuming exact.
-     2. each micro-batch: forward, loss, backward, accumulating into the gradients. The step's
-        objective is (sum of the losses of its units) / (units in the whole step), units = target
-        tokens (SFT) or pairs (DPO): accumulating k micro-batches equals one batch k times larger.
-        (HF divides each micro-batch's mean by grad_accum instead; the two agree when every
-        micro-batch holds the same number of units.)
-     3. a loss or gradient norm that is NaN or infinite stops the run with CLLM_ERR_NUMERIC before
-        anything is updated; the last checkpoint written stays `latest`.
-     4. torch's clip_grad_norm_(max_grad_norm), lr = cllm_lr_at(schedule, lr, step, warmup,
-        total) (the first update uses step 0), AdamW (cllm_adamw_step; weight decay on matrices).
-     5. a progress line on stderr (step/total, loss, DPO reward margin and accuracy, lr, gradient
-        norm, tokens/s, ETA), a JSON line in the metrics file (data_fmt/train.md), and a
-        checkpoint every save_every steps and at the end.
-   Memory: full fine-tuning holds the parameters, their gradients and two AdamW moments (16
-   bytes per parameter in fp32) plus activations; with LoRA the base model has no gradient buffer
-   and no moments. Measured (examples/lora_memory.c, `make lora-memory`): the Qwen2.5-0.5B shape
-   with r = 32 adapters on all seven projections peaks at 3.1 GiB resident for one 512-token
-   row and 4.1 GiB for a DPO pair of two 512-token rows (weights 2.0 GB of it). */
+/* One optimizer step (cllm__trainer_step; data_fmt/train.md, "One optimizer step"):
+     1. epoch e visits the examples in a Fisher-Yates shuffle seeded by (seed, e), in micro-batches
+        of batch_size (the last one shorter, HF's drop_last=False), grad_accum per step; the
+        position in the data is a function of the step alone, which makes resuming exact;
+     2. forward, loss and backward per micro-batch; the step's loss is (sum of its unit losses) /
+        (units in the step), units = target tokens (SFT) or pairs (DPO), so accumulating k
+        micro-batches equals one batch k times larger (HF divides each micro-batch's mean by
+        grad_accum instead: the same when the micro-batches hold equal numbers of units);
+     3. a NaN or infinite loss or gradient norm stops the run before anything is updated;
+     4. torch's clip_grad_norm_, transformers' schedule at this step (the first update uses step
+        0), AdamW; a metrics line, a progress line, a checkpoint every save_every steps.
+   Memory: parameters, gradients and two AdamW moments, 16 bytes per parameter in fp32, plus
+   activations; with LoRA the base model has no gradients and no moments (measured by
+   examples/lora_memory.c: data_fmt/train.md). */
 
 CLLMDEF void cllm_train_stats_add(cllm_train_stats *s, const char *name, double sum, double count) {
     int i;
@@ -14227,12 +14089,9 @@ CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char 
     cllm__keyset seen = { NULL, 0, 0 };            /* (conv_id, turn_id) already taken */
     FILE *f = cllm__open_read(path, "a JSONL file", err);
     char *line = NULL;
-    size_t cap = 0;
-    size_t h;
+    size_t cap = 0, h;
     long len;
-    int lineno = 0;
-    int added = 0;
-    int dup;
+    int lineno = 0, added = 0, dup;
     cllm_result rc = CLLM_OK;
     if (!f) return CLLM_ERR_IO;
     while (rc == CLLM_OK && (len = cllm__read_line(f, &line, &cap)) >= 0) {
