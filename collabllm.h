@@ -2132,7 +2132,7 @@ CLLMDEF cllm_result cllm_train_online_dpo(cllm_local_lm *policy, cllm_lora *lora
 typedef struct cllm_value_head {
     int         C;               /* hidden size                                                   */
     cllm_float *w;               /* (C + 1): v_head.summary.weight (1, C), then v_head.summary.bias */
-    cllm_float *grad, *m, *v;    /* (C + 1) each: gradient and AdamW moments                     */
+    cllm_float *grad, *m, *v;    /* (C + 1) each, in w's allocation: gradient and AdamW moments  */
 } cllm_value_head;
 /* A fresh head initialised as torch's nn.Linear. */
 CLLMDEF cllm_result cllm_value_head_init(cllm_value_head *vh, int C, uint64_t seed, cllm_err *err);
@@ -5596,12 +5596,10 @@ static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     cllm_train_stats dst;
     cllm_result rc;
     memset(&dst, 0, sizeof dst);
-    if (!out || !mr || !pairs || !pp) {
-        rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    if ((rc = cllm__rollout_sample(c->lm, &c->cfg.rollout, c->p, idx, n, 2, tr->step, out, err)) != CLLM_OK) goto done;
-    rc = cllm__rollout_score(&c->cfg.rollout, c->lm, c->p, idx, n, 2, tr->step, out, mr, &failed, err);
+    if (!out || !mr || !pairs || !pp) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    else rc = cllm__rollout_sample(c->lm, &c->cfg.rollout, c->p, idx, n, 2, tr->step, out, err);
+    if (rc == CLLM_OK)
+        rc = cllm__rollout_score(&c->cfg.rollout, c->lm, c->p, idx, n, 2, tr->step, out, mr, &failed, err);
     for (i = 0; i < n && rc == CLLM_OK; i++) {
         int first = mr[2 * i] >= mr[2 * i + 1];
         eos += (out[2 * i].finish == CLLM_FINISH_EOS) + (out[2 * i + 1].finish == CLLM_FINISH_EOS);
@@ -6056,12 +6054,9 @@ static cllm_result cllm__ppo_micro(cllm__ppo_ctx *c, cllm_trainer *tr, const cll
     cllm_result rc;
     int k, t;
     memset(&sb, 0, sizeof sb);
-    if (!seqs || !buf) {
-        rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    for (k = 0; k < n; k++) seqs[k] = rows->ptr[sel[k]];
-    rc = cllm__rollout_forward(tr->model, seqs, n, c->cfg.rollout.gen.sampler.temperature, &sb, err);
+    if (!seqs || !buf) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    for (k = 0; k < n && rc == CLLM_OK; k++) seqs[k] = rows->ptr[sel[k]];
+    if (rc == CLLM_OK) rc = cllm__rollout_forward(tr->model, seqs, n, c->cfg.rollout.gen.sampler.temperature, &sb, err);
     if (rc != CLLM_OK) goto done;
     cllm__gather_logps(tr->model, seqs, n, r->L, 1.0, lp);
     cllm__gather_values(tr->model, c->vh, seqs, n, r->L, val);
@@ -6157,10 +6152,7 @@ static cllm_result cllm__ppo_step(void *ctx, cllm_trainer *tr, const int *idx, i
     memset(&r, 0, sizeof r);
     if (!out) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     if ((rc = cllm__ppo_rollout(c, tr, idx, n, out, &rows, &r, &mr, st, err)) != CLLM_OK) goto done;
-    if (!(perm = (int *)cllm__calloc((size_t)r.B, sizeof(int)))) {
-        rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-        goto done;
-    }
+    if (!(perm = (int *)cllm__calloc((size_t)r.B, sizeof(int)))) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     for (e = 0; e < c->cfg.ppo_epochs && rc == CLLM_OK; e++) {
         cllm__permutation(perm, r.B, cllm__online_call(tr->step, 0, 3 + e) ^ tr->cfg.seed);
         for (mb = 0; mb < c->cfg.mini_batches && rc == CLLM_OK; mb++) {
@@ -6331,12 +6323,10 @@ static cllm_result cllm__grpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     cllm_result rc;
     memset(&sb, 0, sizeof sb);
     memset(&rows, 0, sizeof rows);
-    if (!out || !mr || !adv || !keep) {
-        rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    if ((rc = cllm__rollout_sample(c->lm, rcfg, c->p, idx, n, G, tr->step, out, err)) != CLLM_OK) goto done;
-    if ((rc = cllm__rollout_score(rcfg, c->lm, c->p, idx, n, G, tr->step, out, mr, &failed, err)) != CLLM_OK) goto done;
+    if (!out || !mr || !adv || !keep) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    else rc = cllm__rollout_sample(c->lm, rcfg, c->p, idx, n, G, tr->step, out, err);
+    if (rc == CLLM_OK) rc = cllm__rollout_score(rcfg, c->lm, c->p, idx, n, G, tr->step, out, mr, &failed, err);
+    if (rc != CLLM_OK) goto done;
     cllm_train_stats_add(st, "mr/failed", failed, 1);
     if ((rc = cllm__grpo_groups(c, out, mr, n, adv, keep, &B, &L, spread, st, err)) != CLLM_OK) goto done;
     if (B == 0) {
