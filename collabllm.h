@@ -1581,7 +1581,7 @@ CLLMDEF void        cllm_eval_summary_free(cllm_eval_summary *s);
    number is used as given (0 is 0; the comment names the library's value), an enum field's zero
    is the default, and an optional array may be NULL. */
 
-/* ---- DPO (Rafailov et al. 2023), as TRL v0.19.1 DPOTrainer.dpo_loss ---- */
+/* ---- DPO (Rafailov et al. 2023), as TRL v0.19.1 DPOTrainer.dpo_loss -------------------------- */
 
 typedef enum cllm_dpo_loss_type {
     CLLM_DPO_SIGMOID = 0,   /* the paper's loss; label_smoothing > 0 makes it cDPO                  */
@@ -1624,7 +1624,7 @@ CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n,
                                   const double *ref_chosen_logps, const double *ref_rejected_logps,
                                   cllm_dpo_out *out, cllm_err *err);
 
-/* ---- PPO pieces: per-token KL penalty and rewards, GAE, whitening, the clipped losses ---- */
+/* ---- PPO pieces: per-token KL penalty and rewards, GAE, whitening, the clipped losses -------- */
 
 typedef enum cllm_kl_estimator {
     CLLM_KL_K1 = 0,  /* logp - ref                               (TRL default; can be negative)    */
@@ -1724,7 +1724,7 @@ CLLMDEF void cllm_running_moments_update(cllm_running_moments *rm, const double 
 /* coef * (1 + clip(kl / target - 1, -0.2, 0.2) * n_steps / horizon). */
 CLLMDEF double cllm_adaptive_kl_update(double coef, double kl, double target, double horizon, double n_steps);
 
-/* ---- GRPO / RLOO: advantages from the rewards of G samples per prompt, and the loss ---- */
+/* ---- GRPO / RLOO: advantages from the rewards of G samples per prompt, and the loss ---------- */
 
 typedef enum cllm_group_estimator {
     CLLM_GROUP_GRPO = 0,  /* A_i = r_i - mean(group), / (std(group) + eps) if scale            */
@@ -1773,7 +1773,7 @@ CLLMDEF cllm_result cllm_grpo_loss(const cllm_grpo_loss_input *in, cllm_grpo_los
    Hugging Face Trainer / TRL v0.19 define a behaviour we follow it and say so at the definition
    (the steps in Part I, section I.6; the loop, its files and memory in Part II, section II.10). */
 
-/* ---- LoRA adapters (PEFT) ---------------------------------------------------------------- */
+/* ---- LoRA adapters (PEFT) -------------------------------------------------------------------- */
 
 /* A LoRA adapter on a linear layer y = x W^T (+ b) adds  (alpha / r) * B A dropout(x):
    A (r, in) and B (out, r) are trained, W is frozen (Hu et al. 2021; PEFT's LoraLayer).
@@ -1842,7 +1842,7 @@ CLLMDEF const char *cllm_lora_target_name(int t);
 /* "q,k,v,o,gate,up,down" (or the *_proj names) -> cllm_lora_target bits; "all" = every one. */
 CLLMDEF cllm_result cllm_lora_parse_targets(const char *list, unsigned *targets, cllm_err *err);
 
-/* ---- tokenized training examples --------------------------------------------------------- */
+/* ---- tokenized training examples ------------------------------------------------------------- */
 
 /* One sequence: token ids and, per token, whether its log-probability counts (a target; never
    the first token, which nothing predicts). n_prompt tokens come before the completion. */
@@ -1902,7 +1902,7 @@ CLLMDEF cllm_result cllm_seq_logps(cllm_model *m, const cllm_train_seq *const *s
 CLLMDEF cllm_result cllm_dpo_precompute_ref(cllm_model *ref, cllm_dpo_data *d, int batch_size,
                                             const char *in_path, const char *out_path, cllm_err *err);
 
-/* ---- the training loop ---------------------------------------------------------------------- */
+/* ---- the training loop ----------------------------------------------------------------------- */
 
 /* Statistics of one step: named sums and counts; the logged value is sum / count. Names are
    static strings ("loss", "rewards/margins", ...). */
@@ -2014,7 +2014,7 @@ CLLMDEF cllm_result cllm_trainer_save(cllm_trainer *tr, cllm_err *err);
 CLLMDEF cllm_result cllm_trainer_save_final(cllm_trainer *tr, const char *dir, const char *adapter_dir, cllm_err *err);
 CLLMDEF void        cllm_trainer_free(cllm_trainer *tr);
 
-/* ---- SFT and offline DPO ------------------------------------------------------------------ */
+/* ---- SFT and offline DPO --------------------------------------------------------------------- */
 
 /* One SFT micro-batch: the causal-LM loss, backward of its sum / norm (backward 0: forward only). */
 CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *const *rows, int n, double norm,
@@ -2047,7 +2047,7 @@ CLLMDEF cllm_result cllm_train_dpo(cllm_model *m, cllm_lora *lora, cllm_model *r
    All three run on cllm_trainer, train on the response's token ids as generated, and replay
    the same samples when resumed (Part I, section I.6 has the details). */
 
-/* ---- prompts: CollabLLM's inputs form ------------------------------------------------------ */
+/* ---- prompts: CollabLLM's inputs form -------------------------------------------------------- */
 
 /* One training prompt: a conversation ending with the user's turn, and its task. */
 typedef struct cllm_online_prompt {
@@ -2084,7 +2084,7 @@ CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char 
 CLLMDEF cllm_result cllm_online_prompts_write(const cllm_online_prompts *p, const char *path, cllm_err *err);
 CLLMDEF void        cllm_online_prompts_free(cllm_online_prompts *p);
 
-/* ---- what the three methods share ----------------------------------------------------------- */
+/* ---- what the three methods share ------------------------------------------------------------ */
 
 typedef struct cllm_rollout_config {
     cllm_local_gen_config gen;   /* how the trained responses are sampled; zero fields take the
@@ -3573,7 +3573,7 @@ static double cllm__max_grad(double a, double b, double da, double db) {
     return a > b ? da : b > a ? db : 0.5 * (da + db);
 }
 
-/* ---- DPO and its variants (Rafailov et al. 2023, Eq. 7; TRL v0.19.1 DPOTrainer.dpo_loss) ---- */
+/* ---- DPO and its variants (Rafailov et al. 2023, Eq. 7; TRL v0.19.1 DPOTrainer.dpo_loss) ----- */
 
 /* The loss of one pair from z = (pc - pr) - (rc - rr): pc, pr are the policy's summed log-probs
    of the chosen and rejected completions, rc, rr the reference's (TRL subtracts in this order;
@@ -3919,7 +3919,7 @@ CLLMDEF double cllm_adaptive_kl_update(double coef, double kl, double target, do
     return coef * (1 + e * n_steps / horizon);
 }
 
-/* ---- GRPO and RLOO: group advantages and the token-level loss (TRL v0.19 GRPOTrainer) ------- */
+/* ---- GRPO and RLOO: group advantages and the token-level loss (TRL v0.19 GRPOTrainer) -------- */
 
 /* n rewards in consecutive groups of G = group_size, each reward's advantage against its group:
      GRPO (Shao et al. 2024)   A_i = r_i - mean(group), divided by (std(group) + eps) if scale
@@ -6051,7 +6051,7 @@ static cllm_result cllm__ppo_micro(cllm__ppo_ctx *c, cllm_trainer *tr, const cll
     double ratio = 0, ent = 0, ent_n = 0;
     cllm_ppo_loss_out lo;
     cllm__seq_batch sb;
-    cllm_result rc;
+    cllm_result rc = CLLM_OK;
     int k, t;
     memset(&sb, 0, sizeof sb);
     if (!seqs || !buf) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
