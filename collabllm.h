@@ -182,7 +182,7 @@
                                -- legacy TRL's running score moments and adaptive KL controller
       cllm_bleu()              -- NLTK sentence_bleu on strings, character or token level
       cllm_bleu_ids()          -- the same on integer sequences (e.g. token ids)
-      cllm_ref_json()          -- the above as JSON in / JSON out (`collabllm ref NAME`, data_fmt/ref.md)
+      `collabllm ref NAME`     -- the above as JSON in / JSON out (examples/ref_json.h, data_fmt/ref.md)
    Checkpoint files
       cllm_st_open()           -- open and strictly validate a .safetensors file
       cllm_st_find()           -- look up a tensor by name
@@ -1583,47 +1583,208 @@ CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_s
 CLLMDEF void        cllm_eval_summary_free(cllm_eval_summary *s);
 
 /* ============================================================================================ */
+/* Objectives: DPO, PPO, GRPO (defined with their math in Part I, section I.3)                  */
+/* ============================================================================================ */
+
+/* The model-independent math of preference and RL training, on plain double arrays, so that
+   results match PyTorch float64 to ~1e-15. Token arrays are row-major (B, T). A mask is a weight
+   per token as torch uses it: masked_mean(x, m) = sum(x m) / sum(m). In the input structs every
+   number is used as given (0 is 0; the comment names the library's value), an enum field's zero
+   is the default, and an optional array may be NULL. */
+
+/* ---- DPO (Rafailov et al. 2023), as TRL v0.19.1 DPOTrainer.dpo_loss -------------------------- */
+
+typedef enum cllm_dpo_loss_type {
+    CLLM_DPO_SIGMOID = 0,   /* the paper's loss; label_smoothing > 0 makes it cDPO                  */
+    CLLM_DPO_ROBUST,        /* robust DPO, unbiased under a label-flip rate label_smoothing < 0.5   */
+    CLLM_DPO_HINGE,         /* SLiC's hinge on the margin                                           */
+    CLLM_DPO_IPO            /* IPO: the margin regressed onto 1/(2 beta)                            */
+} cllm_dpo_loss_type;
+
+typedef struct cllm_dpo_config {
+    cllm_dpo_loss_type loss_type; /* default CLLM_DPO_SIGMOID                                       */
+    double beta;             /* b; default 0.1                                                      */
+    double label_smoothing;  /* e; default 0. Used by sigmoid (0 <= e <= 1) and robust (e < 0.5)    */
+    int    reference_free;   /* 1: z ignores the reference (rewards still use it, as TRL); default 0 */
+    int    ipo_sum;          /* cllm_dpo_micro_step with IPO: 1 = summed logps (TRL OnlineDPOTrainer,
+                                OpenRLHF); default 0 = per-token averages (TRL DPOTrainer)          */
+    double rpo_alpha;        /* RPO (TRL's rpo_alpha, Pang et al. 2024): the trainer adds alpha times
+                                the NLL of the chosen completions, per token, to the loss; default 0
+                                (off). cllm_dpo_loss itself does not use it: it needs token counts */
+} cllm_dpo_config;
+
+typedef struct cllm_dpo_out {
+    /* per pair: point each at n doubles, or leave NULL to skip */
+    double *losses;          /* l_i                                                                 */
+    double *chosen_rewards;  /* b (pc_i - rc_i)                                                     */
+    double *rejected_rewards;/* b (pr_i - rr_i)                                                     */
+    double *d_chosen;        /* d loss / d policy_chosen_logps[i]   (loss = the mean over pairs)    */
+    double *d_rejected;      /* d loss / d policy_rejected_logps[i]                                 */
+    /* batch values (TRL's logged metrics are these means) */
+    double loss;             /* mean_i l_i                                                          */
+    double chosen_reward;    /* rewards/chosen:     mean b (pc - rc)                                */
+    double rejected_reward;  /* rewards/rejected:   mean b (pr - rr)                                */
+    double reward_accuracy;  /* rewards/accuracies: mean [chosen_reward_i > rejected_reward_i]      */
+    double reward_margin;    /* rewards/margins:    mean (chosen_reward_i - rejected_reward_i)      */
+} cllm_dpo_out;
+
+/* The DPO loss of n pairs of summed completion log-probs (IPO: per-token averages), its metrics
+   and gradients; the reference arrays may be NULL with reference_free. cfg NULL = defaults. */
+CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n,
+                                  const double *policy_chosen_logps, const double *policy_rejected_logps,
+                                  const double *ref_chosen_logps, const double *ref_rejected_logps,
+                                  cllm_dpo_out *out, cllm_err *err);
+
+/* ---- PPO pieces: per-token KL penalty and rewards, GAE, whitening, the clipped losses -------- */
+
+typedef enum cllm_kl_estimator {
+    CLLM_KL_K1 = 0,  /* logp - ref                               (TRL default; can be negative)    */
+    CLLM_KL_K2,      /* (logp - ref)^2 / 2                       (OpenRLHF / verl "k2", "mse")     */
+    CLLM_KL_K3       /* exp(ref - logp) - (ref - logp) - 1 >= 0  (TRL "k3", verl "low_var_kl")     */
+} cllm_kl_estimator;
+/* One token's estimate of KL(policy || reference) from the two log-probs of the sampled token. */
+CLLMDEF double cllm_kl_estimate(double logp, double ref_logp, cllm_kl_estimator estimator);
+/* TRL's last position of a response row of L tokens (stop_id truncation; -1 when empty). */
+CLLMDEF int cllm_ppo_sequence_end(const int *response, int L, int pad_id, int stop_id);
+
+typedef enum cllm_reward_placement {
+    CLLM_REWARD_AFTER_EOS = 0,  /* TRL v0.19 PPOTrainer: the slot after the end, seen by the critic  */
+    CLLM_REWARD_LAST_TOKEN      /* legacy TRL, OpenRLHF, verl: the last response token               */
+} cllm_reward_placement;
+
+typedef struct cllm_ppo_rewards_input {
+    int                   B, T;         /* responses and response tokens (each >= 1)                */
+    const double         *logprobs;     /* (B*T) the policy's log-prob of each sampled token        */
+    const double         *ref_logprobs; /* (B*T) the reference's                                    */
+    const double         *scores;       /* (B) the reward of each response                          */
+    const int            *seq_end;      /* (B) last positions in [-1, T-1] (cllm_ppo_sequence_end)  */
+    double                kl_coef;      /* weight of the KL penalty (TRL: 0.05)                     */
+    cllm_kl_estimator     kl_estimator; /* default CLLM_KL_K1                                       */
+    cllm_reward_placement placement;    /* where the score lands; default CLLM_REWARD_AFTER_EOS     */
+} cllm_ppo_rewards_input;
+/* Per-token rewards -kl_coef KL, plus each score at its placement: rewards and kl (may be NULL)
+   receive B*T values. */
+CLLMDEF cllm_result cllm_ppo_rewards(const cllm_ppo_rewards_input *in, double *rewards, double *kl, cllm_err *err);
+
+/* In place: x = (x - mean) / std over the n values weighted by mask (NULL = all 1), keep_mean 1
+   adding the mean back (TRL's shift_mean=False); biased 0: TRL / verl, 1: OpenRLHF. */
+CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, int keep_mean, int biased,
+                                       cllm_err *err);
+
+typedef enum cllm_gae_mode {
+    CLLM_GAE_TRL = 0, /* every position takes part; the mask selects whitening statistics (TRL v0.19) */
+    CLLM_GAE_SKIP     /* a masked position passes V and A through (verl)                          */
+} cllm_gae_mode;
+
+typedef struct cllm_gae_input {
+    int           B, T;      /* rows and tokens (each >= 1)                                         */
+    const double *rewards;   /* (B*T) per-token rewards r_t                                         */
+    const double *values;    /* (B*T) the critic's values V_t                                       */
+    const double *mask;      /* (B*T) 1 = a response token; NULL = all 1                            */
+    double        gamma;     /* discount (TRL: 1)                                                   */
+    double        lam;       /* GAE's lambda (TRL: 0.95)                                            */
+    cllm_gae_mode mode;      /* how masked positions count; default CLLM_GAE_TRL                    */
+    int           whiten;    /* 1: whiten the advantages over the mask (default 0)                  */
+} cllm_gae_input;
+/* Generalised advantage estimation: advantages and returns receive B*T values. */
+CLLMDEF cllm_result cllm_gae(const cllm_gae_input *in, double *advantages, double *returns, cllm_err *err);
+
+typedef struct cllm_ppo_loss_input {
+    int           B, T;            /* rows and tokens (each >= 1)                                   */
+    const double *logprobs;        /* (B*T) the current policy's log-probs                          */
+    const double *old_logprobs;    /* (B*T) the rollout policy's                                    */
+    const double *advantages;      /* (B*T)                                                         */
+    const double *values;          /* (B*T) the current critic's values                             */
+    const double *old_values;      /* (B*T) the rollout critic's                                    */
+    const double *returns;         /* (B*T)                                                         */
+    const double *mask;            /* (B*T) the policy mask (TRL's ~pm: t <= end)                   */
+    const double *value_mask;      /* (B*T) the critic's (~pm1: t <= end + 1); NULL = mask          */
+    double        cliprange;       /* of the ratio (TRL: 0.2)                                       */
+    double        cliprange_value; /* of the value around old_values (TRL: 0.2)                     */
+    double        vf_coef;         /* weight of the value loss (TRL: 0.1)                           */
+} cllm_ppo_loss_input;
+
+typedef struct cllm_ppo_loss_out {
+    double  pg_loss;      /* masked_mean(max(-A r, -A clamp(r, 1-c, 1+c)), mask),  r = exp(logp - old) */
+    double  vf_loss;      /* 0.5 masked_mean(max((v-R)^2, (clamp(v, old_v-cv, old_v+cv)-R)^2), value_mask) */
+    double  loss;         /* pg_loss + vf_coef * vf_loss                                         */
+    double  clipfrac;     /* policy/clipfrac_avg: masked_mean([clipped pg term > unclipped])     */
+    double  vf_clipfrac;  /* val/clipfrac_avg: masked_mean([clipped vf term > unclipped], value_mask) */
+    double  approxkl;     /* 0.5 mean over all B*T of (logp - old)^2 (TRL: unmasked; its pads have
+                             logp = old = 1.0, so they add 0 but count in the mean)              */
+    double *d_logprobs;   /* optional (B*T): d loss / d logprobs                                 */
+    double *d_values;     /* optional (B*T): d loss / d values                                   */
+} cllm_ppo_loss_out;
+/* TRL v0.19 PPOTrainer's clipped policy and value losses on one micro-batch, and their gradients. */
+CLLMDEF cllm_result cllm_ppo_loss(const cllm_ppo_loss_input *in, cllm_ppo_loss_out *out, cllm_err *err);
+
+/* Legacy TRL (<= 0.11, CollabLLM's PPO script): scores scaled by the running moments of every
+   score so far, and the adaptive KL controller. */
+typedef enum cllm_score_scaling {
+    CLLM_SCORE_RAW = 0,      /* the scores as they are                                              */
+    CLLM_SCORE_SCALE,        /* scores / (running std + eps)            (use_score_scaling)         */
+    CLLM_SCORE_NORM          /* (scores - running mean) / (std + eps)   (use_score_norm)            */
+} cllm_score_scaling;
+typedef struct cllm_running_moments {
+    double mean, var, std, count;
+} cllm_running_moments;
+CLLMDEF void cllm_running_moments_init(cllm_running_moments *rm);
+/* Merges x[0..n) into rm; *batch_mean and *batch_std (optional) receive the batch's own. */
+CLLMDEF void cllm_running_moments_update(cllm_running_moments *rm, const double *x, int n, double *batch_mean,
+                                         double *batch_std);
+/* coef * (1 + clip(kl / target - 1, -0.2, 0.2) * n_steps / horizon). */
+CLLMDEF double cllm_adaptive_kl_update(double coef, double kl, double target, double horizon, double n_steps);
+
+/* ---- GRPO / RLOO: advantages from the rewards of G samples per prompt, and the loss ---------- */
+
+typedef enum cllm_group_estimator {
+    CLLM_GROUP_GRPO = 0,  /* A_i = r_i - mean(group), / (std(group) + eps) if scale            */
+    CLLM_GROUP_RLOO       /* A_i = r_i - (sum(group) - r_i) / (G-1)  (leave-one-out baseline)  */
+} cllm_group_estimator;
+/* n rewards in consecutive groups of group_size (n a multiple of it) -> n advantages. */
+CLLMDEF cllm_result cllm_grpo_advantages(int n, const double *rewards, int group_size, cllm_group_estimator estimator,
+                                         int scale, double eps, double *advantages, cllm_err *err);
+
+typedef enum cllm_grpo_loss_type {
+    CLLM_GRPO_BNPO = 0,          /* sum of the token losses / tokens in the micro-batch (TRL v0.19) */
+    CLLM_GRPO_GRPO,              /* mean over sequences of (sum of its token losses / its length)  */
+    CLLM_GRPO_DR_GRPO            /* sum / (sequences x max_completion_length)   (Dr. GRPO)         */
+} cllm_grpo_loss_type;
+
+typedef struct cllm_grpo_loss_input {
+    int                 B, T;            /* sequences and tokens (each >= 1)                        */
+    const double       *logprobs;        /* (B*T) the current policy's log-probs                    */
+    const double       *old_logprobs;    /* (B*T) the sampling policy's                             */
+    const double       *ref_logprobs;    /* (B*T) the reference's; may be NULL when beta is 0       */
+    const double       *advantages;      /* (B) one per sequence                                    */
+    const double       *mask;            /* (B*T) 1 = a completion token                            */
+    double              beta;            /* weight of the k3 KL term (TRL: 0)                       */
+    double              eps_low;         /* clipping below (TRL: 0.2)                               */
+    double              eps_high;        /* clipping above (TRL: = eps_low)                         */
+    cllm_grpo_loss_type loss_type;       /* aggregation; default CLLM_GRPO_BNPO                     */
+    int                 max_completion_length; /* Dr. GRPO's constant (dr_grpo only)                */
+} cllm_grpo_loss_input;
+
+typedef struct cllm_grpo_loss_out {
+    double  loss;
+    double  kl;                  /* mean k3 over the masked tokens (0 without reference log-probs) */
+    double  clip_ratio;          /* fraction of masked tokens where the clipped term is the active one */
+    double *d_logprobs;          /* optional (B*T): d loss / d logprobs                           */
+} cllm_grpo_loss_out;
+/* TRL v0.19 GRPOTrainer's token-level clipped loss + beta k3, and its gradient. */
+CLLMDEF cllm_result cllm_grpo_loss(const cllm_grpo_loss_input *in, cllm_grpo_loss_out *out, cllm_err *err);
+
+/* ============================================================================================ */
 /* Training: SFT, DPO, LoRA, checkpoints                                                        */
 /* ============================================================================================ */
 
 /* The paper's training stages (SFT, then offline DPO) on one loop that online DPO, PPO and GRPO
-   reuse. Where the Hugging Face Trainer / TRL v0.19 define a behaviour we follow it and say so.
+   reuse: shuffled epochs, gradient accumulation, clipping, a learning-rate schedule, AdamW,
+   metrics, and atomic checkpoints that resume bit-identically (data_fmt/train.md). Where the
+   Hugging Face Trainer / TRL v0.19 define a behaviour we follow it and say so at the definition
+   (the steps in Part I, section I.6; the loop, its files and memory in Part II, section II.10). */
 
-   One optimizer step (cllm_trainer_run):
-     1. examples: epoch e visits the data set in the order of a Fisher-Yates shuffle driven by
-        cllm_rng_seed(seed * 0x9E3779B97F4A7C15 + e); micro-batches of batch_size examples, the
-        last one of an epoch shorter (HF's drop_last=False); grad_accum micro-batches per step,
-        the last step of an epoch takes the micro-batches that remain. The position in the data
-        is a function of the step number alone, which is what makes resuming exact.
-     2. each micro-batch: forward, loss, backward, accumulating into the gradients. The step's
-        objective is (sum of the losses of its units) / (units in the whole step), units = target
-        tokens (SFT) or pairs (DPO): accumulating k micro-batches equals one batch k times larger.
-        (HF divides each micro-batch's mean by grad_accum instead; the two agree when every
-        micro-batch holds the same number of units.)
-     3. a loss or gradient norm that is NaN or infinite stops the run with CLLM_ERR_NUMERIC before
-        anything is updated; the last checkpoint written stays `latest`.
-     4. torch's clip_grad_norm_(max_grad_norm), lr = cllm_lr_at(schedule, lr, step, warmup,
-        total) (the first update uses step 0), AdamW (cllm_adamw_step; weight decay on matrices).
-     5. a progress line on stderr (step/total, loss, DPO reward margin and accuracy, lr, gradient
-        norm, tokens/s, ETA), a JSON line in the metrics file (data_fmt/train.md), and a
-        checkpoint every save_every steps and at the end.
-
-   Checkpoints (data_fmt/train.md): OUT/ckpt-N/ holds the trained weights as a Hugging Face
-   directory (config.json + model.safetensors + the tokenizer files), or with LoRA the PEFT
-   adapter (adapter_config.json + adapter_model.safetensors); optimizer.safetensors (AdamW's m
-   and v); trainer_state.json (step, epoch, data position and seed, RNG state, schedule, adam_t,
-   the settings that must not change). It is written into OUT/ckpt-N.tmp/, every file flushed to
-   disk, then renamed to OUT/ckpt-N/, and only then does OUT/latest (one line "ckpt-N", itself
-   written through a temporary and a rename) point at it: a crash at any moment leaves the
-   previous checkpoint intact. A resumed run (cfg.resume) continues with bit-identical losses.
-
-   Memory: full fine-tuning holds the parameters, their gradients and two AdamW moments (16
-   bytes per parameter in fp32) plus activations; with LoRA the base model has no gradient buffer
-   and no moments. Measured (examples/lora_memory.c, `make lora-memory`): the Qwen2.5-0.5B shape
-   with r = 32 adapters on all seven projections peaks at 3.1 GiB resident for one 512-token
-   row and 4.1 GiB for a DPO pair of two 512-token rows (weights 2.0 GB of it).                */
-
-/* ---- LoRA adapters (PEFT) ---------------------------------------------------------------- */
+/* ---- LoRA adapters (PEFT) -------------------------------------------------------------------- */
 
 /* A LoRA adapter on a linear layer y = x W^T (+ b) adds  (alpha / r) * B A dropout(x):
    A (r, in) and B (out, r) are trained, W is frozen (Hu et al. 2021; PEFT's LoraLayer).
@@ -1679,15 +1840,11 @@ typedef struct cllm_lora {
    cllm_backward and generation compute with them, and cllm_backward computes the adapters'
    gradients only (the base model is frozen and gets no gradient buffer). cfg NULL = defaults. */
 CLLMDEF cllm_result cllm_lora_init(cllm_lora *lo, cllm_model *m, const cllm_lora_config *cfg, cllm_err *err);
-/* Adapters saved in PEFT's format (adapter_config.json + adapter_model.safetensors), attached
-   to m. Accepts the targets, r, lora_alpha and lora_dropout it finds there. */
+/* Adapters saved in PEFT's format (adapter_config.json + adapter_model.safetensors), attached to m. */
 CLLMDEF cllm_result cllm_lora_load(cllm_lora *lo, cllm_model *m, const char *dir, cllm_err *err);
-/* Writes dir/adapter_config.json and dir/adapter_model.safetensors with PEFT's tensor names
-   (base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight, ...). base_model: the value
-   of base_model_name_or_path (may be NULL). */
+/* The adapters in PEFT's format; base_model: adapter_config.json's base_model_name_or_path (or NULL). */
 CLLMDEF cllm_result cllm_lora_save(const cllm_lora *lo, const char *dir, const char *base_model, cllm_err *err);
-/* PEFT's merge_and_unload: W += (alpha / r) B A for every adapter, then detaches lo from its
-   model (cllm_model_save then writes a plain Hugging Face checkpoint). lo keeps its weights. */
+/* PEFT's merge_and_unload: W += (alpha / r) B A, then lo is detached (it keeps its weights). */
 CLLMDEF cllm_result cllm_lora_merge(cllm_lora *lo, cllm_err *err);
 /* Detaches lo from its model (if attached) and releases it; safe on a zeroed struct. */
 CLLMDEF void        cllm_lora_free(cllm_lora *lo);
@@ -1696,12 +1853,10 @@ CLLMDEF const char *cllm_lora_target_name(int t);
 /* "q,k,v,o,gate,up,down" (or the *_proj names) -> cllm_lora_target bits; "all" = every one. */
 CLLMDEF cllm_result cllm_lora_parse_targets(const char *list, unsigned *targets, cllm_err *err);
 
-/* ---- tokenized training examples --------------------------------------------------------- */
+/* ---- tokenized training examples ------------------------------------------------------------- */
 
-/* One sequence: token ids and, per token, whether its log-probability counts (a target). The
-   first token is never a target: nothing predicts it. n_prompt tokens come before the
-   completion (SFT: before the last run of targets, i.e. the final assistant message; DPO: the
-   rendered prompt with its generation prompt). */
+/* One sequence: token ids and, per token, whether its log-probability counts (a target; never
+   the first token, which nothing predicts). n_prompt tokens come before the completion. */
 typedef struct cllm_train_seq {
     int           *ids;      /* (n) owned                                                          */
     unsigned char *target;   /* (n) 1 = a target                                                   */
@@ -1711,47 +1866,30 @@ typedef struct cllm_train_seq {
 CLLMDEF void cllm_train_seq_free(cllm_train_seq *s);
 /* Number of targets (tokens at positions >= 1 marked as targets). */
 CLLMDEF int  cllm_train_seq_targets(const cllm_train_seq *s);
-/* Truncation keeping the end of the prompt and the start of the completion: the prompt keeps
-   its last keep_prompt tokens (at least 1, so that the first completion token is still
-   predicted), then the completion keeps what fits in max_length and loses its end.
-   keep_prompt < 0: computed from this sequence, max_length - (completion length) when it is
-   longer than max_length (else nothing is cut). The DPO loader passes the value computed from
-   the longer completion of a pair to both, so chosen and rejected keep the same prompt tokens.
-   Returns 1 if anything was cut. */
+/* Cuts s to max_length, keeping the prompt's last keep_prompt tokens (< 0: as many as fit) and the
+   completion's first tokens; returns 1 if anything was cut. */
 CLLMDEF int  cllm_train_seq_truncate(cllm_train_seq *s, int max_length, int keep_prompt);
 
-/* SFT: the conversation through the chat template; targets = the template's assistant mask
-   (every assistant message's content and end-of-turn token; cllm_chat_render). */
+/* SFT: the conversation through the chat template; targets = the template's assistant mask. */
 CLLMDEF cllm_result cllm_sft_seq(const cllm_tokenizer *tok, const cllm_message *msgs, int n,
                                  cllm_train_seq *seq, cllm_err *err);
-/* A completion after a prompt, for DPO: prompt + completion messages rendered in one pass and
-   tokenized once; with P = the byte length of the prompt rendered with its generation prompt,
-   the targets are the tokens that start at byte >= P and are in the assistant mask (the
-   assistant's content and its end-of-turn token, e.g. <|im_end|>). Tokens after the last target
-   (the newline after <|im_end|>) are dropped. The sum of the targets' log-probs is TRL's
-   summed completion logp up to two differences, documented in data_fmt/train.md: TRL tokenizes
-   prompt and completion separately and appends eos_token_id to a completion that already ends
-   with the template's end-of-turn (and the newline after it), so its completions end with one
-   or two extra tokens. The prompt's last message must be a user (or system) message, and the
-   full rendering must start with the prompt's (as TRL checks). */
+/* DPO: a completion after a prompt, rendered in one pass; targets = its assistant tokens. */
 CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_message *prompt, int n_prompt,
                                         const cllm_message *completion, int n_completion,
                                         cllm_train_seq *seq, cllm_err *err);
 
-/* SFT rows (data_fmt/train.md): JSONL lines {"messages": [{"role", "content"}, ...]} (other
-   fields are ignored), each rendered by cllm_sft_seq and truncated to max_length (0 = 1024, TRL's
-   max_length). A row without an assistant target is an error naming its line. */
+/* SFT rows (data_fmt/train.md): JSONL lines {"messages": [...]}, each through cllm_sft_seq and cut to
+   max_length (0 = 1024, TRL's). */
 typedef struct cllm_sft_data {
     cllm_train_seq *rows;
     int             n;
     int             n_truncated;
 } cllm_sft_data;
-CLLMDEF cllm_result cllm_sft_data_load(cllm_sft_data *d, const cllm_tokenizer *tok, const char *path, int max_length, cllm_err *err);
+CLLMDEF cllm_result cllm_sft_data_load(cllm_sft_data *d, const cllm_tokenizer *tok, const char *path, int max_length,
+                                      cllm_err *err);
 CLLMDEF void        cllm_sft_data_free(cllm_sft_data *d);
 
-/* DPO pairs (data_fmt/train.md): {"prompt": [messages], "chosen": [messages] or "text",
-   "rejected": ..., optional "ref_chosen_logps", "ref_rejected_logps"} (TRL's conversational
-   preference format; cllm_build_pairs writes it). A string completion is one assistant message. */
+/* DPO pairs (data_fmt/train.md): TRL's conversational preference format, as cllm_build_pairs writes it. */
 typedef struct cllm_dpo_pair {
     cllm_train_seq chosen, rejected;
     double         ref_chosen, ref_rejected;   /* summed reference logps; NAN when not given  */
@@ -1763,20 +1901,19 @@ typedef struct cllm_dpo_data {
     int            n_truncated;
     int            has_ref;                     /* every pair carries both reference logps     */
 } cllm_dpo_data;
-CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *tok, const char *path, int max_length, cllm_err *err);
+CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *tok, const char *path, int max_length,
+                                      cllm_err *err);
 CLLMDEF void        cllm_dpo_data_free(cllm_dpo_data *d);
 
 /* Summed target log-probs of n sequences under m, batched batch_size at a time (0 = 8), no
    gradients, adapters as they are set (no dropout). */
 CLLMDEF cllm_result cllm_seq_logps(cllm_model *m, const cllm_train_seq *const *seqs, int n, int batch_size,
                                    double *logps, cllm_err *err);
-/* TRL's precompute_ref_log_probs: one pass of ref (no shuffling) over the pairs; stores the
-   results in d and, if out_path is set, writes in_path's lines to out_path with
-   "ref_chosen_logps" and "ref_rejected_logps" added (atomically). */
+/* TRL's precompute_ref_log_probs: the pairs' reference logps, into d and (if set) out_path. */
 CLLMDEF cllm_result cllm_dpo_precompute_ref(cllm_model *ref, cllm_dpo_data *d, int batch_size,
                                             const char *in_path, const char *out_path, cllm_err *err);
 
-/* ---- the training loop ---------------------------------------------------------------------- */
+/* ---- the training loop ----------------------------------------------------------------------- */
 
 /* Statistics of one step: named sums and counts; the logged value is sum / count. Names are
    static strings ("loss", "rewards/margins", ...). */
@@ -1791,7 +1928,6 @@ CLLMDEF void   cllm_train_stats_add(cllm_train_stats *s, const char *name, doubl
 CLLMDEF double cllm_train_stats_mean(const cllm_train_stats *s, const char *name);   /* NAN if absent */
 
 struct cllm_trainer;
-struct cllm_dpo_config;
 
 /* What is trained: a data set of n_examples and a micro-step over some of them. */
 typedef struct cllm_train_task {
@@ -1808,7 +1944,8 @@ typedef struct cllm_train_task {
     /* Optional, instead of units and micro_step: a step that makes its own updates over the
        step's examples idx[0..n) (PPO: epochs x mini-batches of AdamW updates on one rollout,
        through cllm_trainer_update); the trainer then logs st and checkpoints as for any step. */
-    cllm_result (*step)(void *ctx, struct cllm_trainer *tr, const int *idx, int n, cllm_train_stats *st, cllm_err *err);
+    cllm_result (*step)(void *ctx, struct cllm_trainer *tr, const int *idx, int n, cllm_train_stats *st,
+                        cllm_err *err);
     /* Optional state trained beside the model (PPO's value head): save writes it into the
        checkpoint directory being built, load reads it back from a checkpoint on resume. */
     cllm_result (*save_extra)(void *ctx, const char *ckpt_dir, cllm_err *err);
@@ -1869,57 +2006,41 @@ typedef struct cllm_trainer {
     FILE             *metrics;
 } cllm_trainer;
 
-/* Sets up a run of task on m (and lora, whose adapters must be attached to m). Nothing is read
-   or written yet. */
+/* Sets up a run of task on m (and lora, attached to m); nothing is read or written yet. */
 CLLMDEF cllm_result cllm_trainer_init(cllm_trainer *tr, cllm_model *m, cllm_lora *lora, const cllm_train_task *task,
                                       const cllm_train_config *cfg, cllm_err *err);
-/* With cfg.resume and OUT/latest present: loads that checkpoint's weights (or adapters),
-   optimizer and trainer state and checks that the settings match; *resumed (optional) = 1.
-   Without one it leaves the trainer at step 0. */
+/* With cfg.resume, continues from OUT/latest if there is one (*resumed, optional, = 1). */
 CLLMDEF cllm_result cllm_trainer_resume(cllm_trainer *tr, int *resumed, cllm_err *err);
 /* Runs steps until total_steps (or stop_after / on_step), then writes a checkpoint. */
 CLLMDEF cllm_result cllm_trainer_run(cllm_trainer *tr, cllm_err *err);
-/* The pieces of a step, for loops that are not "one micro-step per batch" (PPO's epochs over a
-   rollout): zero the trained gradients; then after backward passes, check, clip, update, log
-   and checkpoint as one step (stats: the step's statistics, with "loss"). */
+/* The pieces of a step, for loops that are not "one micro-step per batch": zero the trained
+   gradients; after backward passes, check, clip, update, log and checkpoint as one step. */
 CLLMDEF cllm_result cllm_trainer_zero_grad(cllm_trainer *tr, cllm_err *err);
 CLLMDEF cllm_result cllm_trainer_apply(cllm_trainer *tr, const cllm_train_stats *stats, cllm_err *err);
-/* For a task's own step function: one AdamW update of the trained parameters at this step's
-   learning rate, after the caller has checked and clipped the gradients (no logging, the step
-   does not advance). *lr (optional) receives the rate used. */
+/* One AdamW update at this step's learning rate (*lr, optional), for a task's own step function. */
 CLLMDEF cllm_result cllm_trainer_update(cllm_trainer *tr, double *lr, cllm_err *err);
 /* A checkpoint of the current step (OUT/ckpt-N, then OUT/latest), pruning old ones. */
 CLLMDEF cllm_result cllm_trainer_save(cllm_trainer *tr, cllm_err *err);
-/* The trained model as a plain Hugging Face directory with the tokenizer files; with LoRA the
-   adapters are merged into the saved weights (the model in memory keeps them separate) and,
-   if adapter_dir is set, also saved there as PEFT files. State trained beside the model
-   (task.save_extra: PPO's value head) is written into dir too. */
+/* The trained model as a Hugging Face directory (LoRA merged; the PEFT files into adapter_dir if set). */
 CLLMDEF cllm_result cllm_trainer_save_final(cllm_trainer *tr, const char *dir, const char *adapter_dir, cllm_err *err);
 CLLMDEF void        cllm_trainer_free(cllm_trainer *tr);
 
-/* ---- SFT and offline DPO ------------------------------------------------------------------ */
+/* ---- SFT and offline DPO --------------------------------------------------------------------- */
 
-/* One SFT micro-batch of n rows: HF's causal-LM loss terms (-log p of every target), backward of
-   their sum / norm into the trained gradients (backward = 0: forward only). Adds "loss". */
+/* One SFT micro-batch: the causal-LM loss, backward of its sum / norm (backward 0: forward only). */
 CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *const *rows, int n, double norm,
                                         int backward, cllm_train_stats *st, cllm_err *err);
 
-/* One DPO micro-batch of n pairs: chosen and rejected rows in one batch, summed completion
-   logps (averaged per token for IPO, as TRL's DPOTrainer, unless cfg->ipo_sum), the reference
-   logps from the pairs (when all have them), else from ref, else from m with its adapters
-   disabled (LoRA; TRL's PEFT reference), else 0 with reference_free; cllm_dpo_loss; backward
-   of (sum of pair losses) / norm through dlogp = d loss / d logp(sequence) on every completion
-   token. Adds TRL's metrics:
-   loss, rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen,
-   logps/rejected. */
+/* One DPO micro-batch of n pairs: cllm_dpo_loss, TRL's metrics, backward of its sum / norm. */
 CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cllm_dpo_pair *const *pairs, int n,
-                                        const struct cllm_dpo_config *cfg, double norm, cllm_train_stats *st, cllm_err *err);
+                                        const cllm_dpo_config *cfg, double norm, cllm_train_stats *st, cllm_err *err);
 
 /* Whole runs: init, resume (cfg.resume), run, and the final model in OUT/final (+ OUT/adapter
    with LoRA). lora may be NULL; ref may be NULL (see cllm_dpo_micro_step). */
-CLLMDEF cllm_result cllm_train_sft(cllm_model *m, cllm_lora *lora, const cllm_sft_data *d, const cllm_train_config *cfg, cllm_err *err);
+CLLMDEF cllm_result cllm_train_sft(cllm_model *m, cllm_lora *lora, const cllm_sft_data *d, const cllm_train_config *cfg,
+                                   cllm_err *err);
 CLLMDEF cllm_result cllm_train_dpo(cllm_model *m, cllm_lora *lora, cllm_model *ref, const cllm_dpo_data *d,
-                                   const struct cllm_dpo_config *dpo, const cllm_train_config *cfg, cllm_err *err);
+                                   const cllm_dpo_config *dpo, const cllm_train_config *cfg, cllm_err *err);
 
 /* ============================================================================================ */
 /* Online training: online DPO, PPO, GRPO with the multiturn-aware reward                       */
@@ -1928,29 +2049,16 @@ CLLMDEF cllm_result cllm_train_dpo(cllm_model *m, cllm_lora *lora, cllm_model *r
 /* The paper's online stages. At every step the policy answers the step's prompts, the
    multiturn-aware reward scores the answers (cllm_mr_score, with the policy itself as the
    future assistant of the simulated futures), and the policy is updated:
-     online DPO  2 responses per prompt; the one with the higher MR is chosen (a tie: the first,
-                 as CollabLLM's judge takes the argmax), then a DPO update  (TRL OnlineDPOTrainer)
+     online DPO  2 responses per prompt; the one with the higher MR is chosen, then a DPO update
+                                                                             (TRL OnlineDPOTrainer)
      PPO         1 response per prompt; its MR is the reward at the end of a per-token KL
-                 penalty; a value head on the policy trunk, GAE, whitened advantages, clipped
-                 policy and value losses, epochs x mini-batches per rollout  (TRL v0.19 PPOTrainer)
+                 penalty; a value head, GAE, clipped policy and value losses (TRL v0.19 PPOTrainer)
      GRPO        G responses per prompt; advantages normalised within each group, a token-level
                  clipped loss (+ beta k3 against the reference)            (TRL v0.19 GRPOTrainer)
-   All three run on cllm_trainer (resumable checkpoints, metrics JSONL, progress lines), take
-   the training response's token ids as generated (no re-tokenization), and keep LoRA dropout off
-   in every forward and backward (TRL's PPO and online DPO disable dropout; we do the same for
-   GRPO so that the sampler's and the trainer's log-probs agree).
-   Seeds. Before sampling the answers to prompt i at step s the trainer sets the policy's seed
-   counter (cllm_local_lm.calls) to a hash of (s, i, 0); before MR scores a micro-batch whose
-   first prompt is i, it sets it (and a local simulator's, rollout.user_lm) to a hash of (s, i, 1).
-   A resumed run therefore samples the same responses and futures as an uninterrupted one, as
-   long as the simulator and the metrics are deterministic (callbacks, local models; not an API).
-   Failures. A response whose MR failed (no simulated future could be scored) leaves its pair
-   (online DPO), row (PPO) or group (GRPO) out of the step (counted in "mr/failed"); a step
-   with nothing left to train on is an error.                                                 */
+   All three run on cllm_trainer, train on the response's token ids as generated, and replay
+   the same samples when resumed (Part I, section I.6 has the details). */
 
-struct cllm_ppo_loss_out;   /* declared with the objectives below */
-
-/* ---- prompts: CollabLLM's inputs form ------------------------------------------------------ */
+/* ---- prompts: CollabLLM's inputs form -------------------------------------------------------- */
 
 /* One training prompt: a conversation ending with the user's turn, and its task. */
 typedef struct cllm_online_prompt {
@@ -1974,25 +2082,20 @@ typedef struct cllm_prompts_config {
     int         show_reference;  /* 1: the simulator also sees single_turn_completion             */
 } cllm_prompts_config;
 
-/* From a task file: the prompt of task i is the simulated user's opening message (one batch of
-   user turns on empty histories). cache_path (optional) makes the openings once per task: when
-   the file exists it is read instead (it must hold one prompt per task, with the same
-   single_turn_prompt, in order); otherwise the new prompts are written there (JSONL, the form
-   cllm_online_prompts_write writes). Appends to p (zeroed, or holding prompts). */
+/* From a task file: the simulated user's opening message of each task, made once when cache_path
+   is set (read from it when it exists, else written there). Appends to p. */
 CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const cllm_task *tasks, int n_tasks,
                                                    const cllm_user_sim *user, const cllm_prompts_config *cfg,
                                                    const char *cache_path, cllm_err *err);
-/* From MR records (data_fmt/records.md), as CollabLLM's to_inputs_dataset: one prompt per
-   (conv_id, turn_id), in the order first seen, with that record's "prompt" messages and task
-   fields (single_turn_*; the heavy fields completion, score, rewards and sessions are dropped).
-   Reads the prompt files written below too. Appends to p. */
-CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char *path, const cllm_prompts_config *cfg, cllm_err *err);
-/* One JSON line per prompt: the task's fields, "conv_id", "turn_id" and "prompt" (the history),
-   written atomically (data_fmt/train_prompts.md). */
+/* From MR records (data_fmt/records.md) or a prompts file: one prompt per (conv_id, turn_id), as
+   CollabLLM's to_inputs_dataset. Appends to p. */
+CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char *path, const cllm_prompts_config *cfg,
+                                             cllm_err *err);
+/* One JSON line per prompt, written atomically (data_fmt/train_prompts.md). */
 CLLMDEF cllm_result cllm_online_prompts_write(const cllm_online_prompts *p, const char *path, cllm_err *err);
 CLLMDEF void        cllm_online_prompts_free(cllm_online_prompts *p);
 
-/* ---- what the three methods share ----------------------------------------------------------- */
+/* ---- what the three methods share ------------------------------------------------------------ */
 
 typedef struct cllm_rollout_config {
     cllm_local_gen_config gen;   /* how the trained responses are sampled; zero fields take the
@@ -2006,7 +2109,7 @@ typedef struct cllm_rollout_config {
     const cllm_assistant *future;/* MR's future assistant (required when mr->window > 0): the policy
                                     itself, e.g. a cllm_local_assistant over the trained lm        */
     cllm_local_lm        *user_lm; /* a local simulator's model: its seed counter is set with the
-                                    policy's (optional; see "Seeds")                              */
+                                    policy's (optional; see "Seeds" in section I.6)               */
     double                logprob_tol; /* PPO and GRPO: the sampler's log-probs must equal a forward
                                     pass's at the sampling temperature within this, or the step
                                     fails (TRL pitfall: ratio != 1 at the first update). Default
@@ -2017,7 +2120,7 @@ typedef struct cllm_rollout_config {
 
 typedef struct cllm_online_dpo_config {
     cllm_rollout_config rollout;
-    int    loss_type;            /* CLLM_DPO_SIGMOID (default) or CLLM_DPO_IPO on summed log-probs
+    cllm_dpo_loss_type loss_type; /* CLLM_DPO_SIGMOID (default) or CLLM_DPO_IPO on summed log-probs
                                     (TRL's OnlineDPOTrainer; its DPOTrainer averages per token)   */
     double beta;                 /* default 0.1                                                   */
     int    max_length;           /* prompt + response tokens; a longer pair loses the start of its
@@ -2027,13 +2130,8 @@ typedef struct cllm_online_dpo_config {
                                     Default 0 = off                                                */
 } cllm_online_dpo_config;
 
-/* Online DPO on prompts. policy: the model trained (policy->model; lora, if given, is attached
-   to it); ref: a frozen reference, or NULL with LoRA (the base model under the adapters).
-   Units of the step's loss: pairs. Statistics, as TRL logs them: loss, rewards/chosen,
-   rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen, logps/rejected,
-   objective/kl, objective/non_score_reward, objective/entropy, val/contain_eos_token, beta;
-   and reward (mean MR of all responses), mr/chosen, mr/rejected, mr/failed (nll_loss with
-   rpo_alpha). */
+/* Online DPO on prompts (TRL's OnlineDPOTrainer with MR as the judge). policy: the model trained
+   (lora, if given, attached to it); ref: a frozen reference, or NULL with LoRA (the base model). */
 CLLMDEF cllm_result cllm_train_online_dpo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref,
                                           const cllm_online_prompts *prompts, const cllm_online_dpo_config *cfg,
                                           const cllm_train_config *train, cllm_err *err);
@@ -2041,19 +2139,20 @@ CLLMDEF cllm_result cllm_train_online_dpo(cllm_local_lm *policy, cllm_lora *lora
 /* ---- PPO ------------------------------------------------------------------------------------- */
 
 /* The critic of legacy TRL's AutoModelForCausalLMWithValueHead: Linear(C, 1) on the policy
-   trunk's final normed hidden state (cllm_model.acts.lnf), trained with the policy. Init as
-   torch's nn.Linear: weight and bias uniform in +-1/sqrt(C). */
+   trunk's final normed hidden state (cllm_model.acts.lnf), trained with the policy. */
 typedef struct cllm_value_head {
     int         C;               /* hidden size                                                   */
     cllm_float *w;               /* (C + 1): v_head.summary.weight (1, C), then v_head.summary.bias */
-    cllm_float *grad, *m, *v;    /* (C + 1) each: gradient and AdamW moments                     */
+    cllm_float *grad, *m, *v;    /* (C + 1) each, in w's allocation: gradient and AdamW moments  */
 } cllm_value_head;
+/* A fresh head initialised as torch's nn.Linear. */
 CLLMDEF cllm_result cllm_value_head_init(cllm_value_head *vh, int C, uint64_t seed, cllm_err *err);
 CLLMDEF void        cllm_value_head_free(cllm_value_head *vh);
 /* values[i] = w . h[i] + b for n rows h (n, C). */
 CLLMDEF void        cllm_value_head_forward(const cllm_value_head *vh, const cllm_float *h, int n, double *values);
 /* Accumulates grad += sum_i dvalues[i] (h[i], 1) and, if dh is not NULL, dh[i] += dvalues[i] w. */
-CLLMDEF void        cllm_value_head_backward(cllm_value_head *vh, const cllm_float *h, int n, const double *dvalues, cllm_float *dh);
+CLLMDEF void        cllm_value_head_backward(cllm_value_head *vh, const cllm_float *h, int n, const double *dvalues,
+                                             cllm_float *dh);
 
 typedef struct cllm_ppo_config {
     cllm_rollout_config rollout;
@@ -2062,16 +2161,16 @@ typedef struct cllm_ppo_config {
                                     rollout is batch_size x grad_accum x mini_batches prompts; a
                                     mini-batch accumulates grad_accum micro-batches of batch_size */
     double kl_coef;              /* default 0.05; negative = 0                                    */
-    int    kl_estimator;         /* CLLM_KL_K1 (default) or CLLM_KL_K3                             */
+    cllm_kl_estimator kl_estimator; /* CLLM_KL_K1 (default) or CLLM_KL_K3                         */
     double cliprange;            /* default 0.2                                                   */
     double cliprange_value;      /* default 0.2                                                   */
     double vf_coef;              /* default 0.1                                                   */
     double gamma;                /* default 1; negative = 0                                       */
     double lam;                  /* default 0.95; negative = 0                                    */
     int    whiten_rewards;       /* 1: whiten the per-token rewards first (TRL's option; default 0) */
-    int    reward_placement;     /* CLLM_REWARD_AFTER_EOS (default, TRL v0.19: the slot after the
-                                    end, seen only by the critic) or CLLM_REWARD_LAST_TOKEN (legacy
-                                    TRL, OpenRLHF, verl)                                           */
+    cllm_reward_placement reward_placement; /* default CLLM_REWARD_AFTER_EOS (TRL v0.19: the slot
+                                    after the end, seen only by the critic); CLLM_REWARD_LAST_TOKEN
+                                    as legacy TRL, OpenRLHF, verl                                 */
     int    pad_is_eos;           /* 1: the token that ended a response counts as padding, as with
                                     CollabLLM's pad_token = eos_token: it is never trained and the
                                     score lands on its slot (default 0: pad != eos)                */
@@ -2080,28 +2179,14 @@ typedef struct cllm_ppo_config {
     double missing_eos_penalty;  /* subtracted from the score of a response that did not end with
                                     an end-of-turn / EOS token (default 0 = none, as TRL)         */
     /* Legacy TRL's PPOTrainer (<= 0.11), which CollabLLM's PPO script uses: */
-    int    score_scaling;        /* CLLM_SCORE_SCALE: scores / (running std + eps), its
-                                    use_score_scaling (CollabLLM sets it); CLLM_SCORE_NORM: also
-                                    minus the running mean (use_score_norm); default 0 = raw.
-                                    The running mean and std are over every score so far
-                                    (cllm_running_moments), kept in the checkpoints            */
-    double kl_target;            /* > 0: its adaptive KL controller, kl_coef being the initial
-                                    value (legacy: 0.2, target 6, horizon 10000): after each step
-                                    kl_coef *= 1 + clip(KL / kl_target - 1, -0.2, 0.2) * n /
-                                    kl_horizon, KL = the rollout's mean summed KL, n its prompts.
+    cllm_score_scaling score_scaling; /* default CLLM_SCORE_RAW; CollabLLM sets CLLM_SCORE_SCALE.
+                                    The running moments of every score so far are checkpointed */
+    double kl_target;            /* > 0: its adaptive KL controller (cllm_adaptive_kl_update after
+                                    each step, KL = the rollout's mean summed KL, n its prompts),
+                                    kl_coef being the initial value (legacy: 0.2, target 6).
                                     Default 0 = a fixed kl_coef (TRL v0.19)                     */
     double kl_horizon;           /* default 10000                                                 */
 } cllm_ppo_config;
-enum { CLLM_SCORE_RAW = 0, CLLM_SCORE_SCALE = 1, CLLM_SCORE_NORM = 2 };
-
-/* Legacy TRL's RunningMoments: the mean and (population) variance of every value seen so far,
-   merged one batch at a time (Chan et al.), starting from mean 0, var 1, count 1e-24; std is
-   the unbiased one. cllm_running_moments_update returns the batch's mean and unbiased std. */
-typedef struct cllm_running_moments { double mean, var, std, count; } cllm_running_moments;
-CLLMDEF void cllm_running_moments_init(cllm_running_moments *rm);
-CLLMDEF void cllm_running_moments_update(cllm_running_moments *rm, const double *x, int n, double *batch_mean, double *batch_std);
-/* Legacy TRL's AdaptiveKLController: coef * (1 + clip(kl / target - 1, -0.2, 0.2) * n_steps / horizon). */
-CLLMDEF double cllm_adaptive_kl_update(double coef, double kl, double target, double horizon, double n_steps);
 
 /* One rollout in TRL v0.19's layout: B responses of width L (the longest), row-major (B, L). */
 typedef struct cllm_ppo_rollout {
@@ -2121,58 +2206,20 @@ typedef struct cllm_ppo_rollout {
 /* Allocates every array of a B x L rollout (zeroed); free with cllm_ppo_rollout_free. */
 CLLMDEF cllm_result cllm_ppo_rollout_alloc(cllm_ppo_rollout *r, int B, int L, cllm_err *err);
 CLLMDEF void        cllm_ppo_rollout_free(cllm_ppo_rollout *r);
-/* TRL's rollout arithmetic, in place: sequence ends; log-probs after the end become
-   INVALID_LOGPROB 1.0 and values after end + 1 become 0; per-token rewards (cllm_ppo_rewards);
-   with whiten_rewards, rewards whitened over the critic mask keeping their mean, then zeroed
-   after end + 1; GAE over all L positions (CLLM_GAE_TRL); returns = advantages + values; the
-   advantages whitened over the policy mask (unbiased, or biased_whiten) and zeroed after the
-   end. cfg NULL = TRL's defaults. */
+/* TRL's rollout arithmetic, in place: masks, per-token rewards, GAE, whitened advantages.
+   cfg NULL = TRL's defaults. */
 CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollout *r, cllm_err *err);
-/* The loss of a micro-batch of rollout rows rows[0..n) given the current policy's log-probs and
-   values there (n*L each, in the order of rows; overwritten as TRL does: INVALID 1.0 after the
-   end, 0 after end + 1): cllm_ppo_loss with the rollout's log-probs, values, advantages, returns
-   and masks. out->d_logprobs / d_values (n*L, optional) receive the gradients. */
+/* cllm_ppo_loss on rollout rows rows[0..n) given the current log-probs and values there (n*L). */
 CLLMDEF cllm_result cllm_ppo_rollout_loss(const cllm_ppo_config *cfg, const cllm_ppo_rollout *r, const int *rows, int n,
-                                          double *logprobs, double *values, struct cllm_ppo_loss_out *out, cllm_err *err);
+                                          double *logprobs, double *values, cllm_ppo_loss_out *out, cllm_err *err);
 
-/* PPO on prompts (see cllm_ppo_config for the shape of a step: one rollout, then ppo_epochs x
-   mini_batches AdamW updates of the policy and the value head, all at the step's learning
-   rate). The rollout's old log-probs come from a forward pass at the sampling temperature and
-   are checked against the sampler's (rollout.logprob_tol). vh: the value head to train (NULL: a
-   fresh one seeded with the trainer's seed); it is saved in every checkpoint and in
-   final/ (value_head.safetensors) and restored on resume. Gradient clipping is off unless
-   train->max_grad_norm is set (TRL's PPO loop does not clip); it then clips policy and value
-   head together. Statistics as TRL: objective/kl, objective/entropy,
-   objective/non_score_reward, objective/rlhf_reward, objective/scores, policy/approxkl_avg,
-   policy/clipfrac_avg, loss/policy_avg, loss/value_avg, val/clipfrac_avg, policy/entropy_avg,
-   val/ratio, val/num_eos_tokens; and loss, reward (mean MR), mr/failed, rollout/logprob_diff. */
+/* PPO on prompts (TRL v0.19's PPOTrainer with MR as the reward): per step one rollout, then
+   ppo_epochs x mini_batches AdamW updates of the policy and the value head vh (NULL: a fresh one). */
 CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref, cllm_value_head *vh,
                                    const cllm_online_prompts *prompts, const cllm_ppo_config *cfg,
                                    const cllm_train_config *train, cllm_err *err);
 
 /* ---- GRPO ------------------------------------------------------------------------------------ */
-
-typedef enum cllm_grpo_loss_type {
-    CLLM_GRPO_BNPO = 0,          /* sum of the token losses / tokens in the micro-batch (TRL v0.19) */
-    CLLM_GRPO_GRPO,              /* mean over sequences of (sum of its token losses / its length)  */
-    CLLM_GRPO_DR_GRPO            /* sum / (sequences x max_completion_length)   (Dr. GRPO)         */
-} cllm_grpo_loss_type;
-
-typedef struct cllm_grpo_loss_out {
-    double  loss;
-    double  kl;                  /* mean k3 over the masked tokens (0 without reference log-probs) */
-    double  clip_ratio;          /* fraction of masked tokens where the clipped term is the active one */
-    double *d_logprobs;          /* optional (B*T): d loss / d logprobs                           */
-} cllm_grpo_loss_out;
-
-/* TRL v0.19 GRPOTrainer's loss on B sequences of T tokens: per token, with r = exp(logp - old),
-     l = -min(r A_b, clamp(r, 1 - eps_low, 1 + eps_high) A_b) + beta k3,
-     k3 = exp(ref - logp) - (ref - logp) - 1,
-   aggregated over the mask by loss_type (max_completion_length is Dr. GRPO's constant).
-   ref_logprobs may be NULL when beta is 0. */
-CLLMDEF cllm_result cllm_grpo_loss(int B, int T, const double *logprobs, const double *old_logprobs, const double *ref_logprobs,
-                                   const double *advantages, const double *mask, double beta, double eps_low, double eps_high,
-                                   int loss_type, int max_completion_length, cllm_grpo_loss_out *out, cllm_err *err);
 
 typedef struct cllm_grpo_config {
     cllm_rollout_config rollout;
@@ -2182,166 +2229,18 @@ typedef struct cllm_grpo_config {
     double epsilon_high;         /* clipping above (default = epsilon)                            */
     int    scale_rewards;        /* default 1: divide by the group's unbiased std + 1e-4 (TRL);
                                     negative = no (Dr. GRPO)                                     */
-    int    loss_type;            /* cllm_grpo_loss_type (default CLLM_GRPO_BNPO)                   */
+    cllm_grpo_loss_type loss_type; /* default CLLM_GRPO_BNPO                                      */
 } cllm_grpo_config;
 
-/* GRPO on prompts: batch_size counts prompts (each with G responses); num_iterations is 1, so
-   the old log-probs are the current ones (r = 1, as TRL). ref: needed only when beta > 0 (NULL
-   with LoRA: the base model). Units of the step's loss: prompts (each micro-batch's aggregated
-   loss is weighted by its number of prompts). Statistics as TRL: loss, reward, reward_std,
-   frac_reward_zero_std, completions/mean_length, completions/clipped_ratio, kl, clip_ratio;
-   and mr/failed, rollout/logprob_diff. */
+/* GRPO on prompts (TRL v0.19's GRPOTrainer with MR as the reward): batch_size counts prompts,
+   each with G responses; ref is needed only when beta > 0 (NULL with LoRA: the base model). */
 CLLMDEF cllm_result cllm_train_grpo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref,
                                     const cllm_online_prompts *prompts, const cllm_grpo_config *cfg,
                                     const cllm_train_config *train, cllm_err *err);
 
 /* ============================================================================================ */
-/* Objectives (DPO, PPO, GRPO) and metrics (BLEU)                                               */
+/* Metrics: BLEU                                                                                */
 /* ============================================================================================ */
-
-/* The pure, model-independent math of preference and RL training, with the semantics of the
-   library each piece follows written next to it (and where libraries differ, a switch). Inputs
-   and outputs are plain double arrays, so that results match PyTorch float64 / NLTK to ~1e-15;
-   a trainer converts its cllm_float values (n pairs, or B*T tokens) on the way in and out.
-   Token arrays are row-major (B, T). A "mask" is a weight per token as torch uses it:
-   masked_mean(x, m) = sum(x*m) / sum(m); 1 = counted, 0 = ignored. */
-
-/* ---- DPO (Rafailov et al. 2023), as TRL v0.19.1 DPOTrainer.dpo_loss ---- */
-
-typedef enum cllm_dpo_loss_type {
-    CLLM_DPO_SIGMOID = 0,   /* -(1-e) log s(bz) - e log s(-bz): the paper's loss; e > 0 is cDPO     */
-    CLLM_DPO_ROBUST,        /* (-(1-e) log s(bz) + e log s(-bz)) / (1-2e)  (robust DPO, e < 0.5)   */
-    CLLM_DPO_HINGE,         /* relu(1 - bz)                                (SLiC)                  */
-    CLLM_DPO_IPO            /* (z - 1/(2b))^2                              (IPO; see below)        */
-} cllm_dpo_loss_type;
-
-typedef struct cllm_dpo_config {
-    int    loss_type;        /* cllm_dpo_loss_type; default CLLM_DPO_SIGMOID                        */
-    double beta;             /* b; default 0.1                                                      */
-    double label_smoothing;  /* e; default 0. Used by sigmoid (0 <= e <= 1) and robust (e < 0.5)    */
-    int    reference_free;   /* 1: z ignores the reference (rewards still use it, as TRL); default 0 */
-    int    ipo_sum;          /* cllm_dpo_micro_step with IPO: 1 = summed logps (TRL OnlineDPOTrainer,
-                                OpenRLHF); default 0 = per-token averages (TRL DPOTrainer)          */
-    double rpo_alpha;        /* RPO (TRL's rpo_alpha, Pang et al. 2024): the trainer adds alpha times
-                                the NLL of the chosen completions, per token, to the loss; default 0
-                                (off). cllm_dpo_loss itself does not use it: it needs token counts */
-} cllm_dpo_config;
-
-typedef struct cllm_dpo_out {
-    /* per pair: point each at n doubles, or leave NULL to skip */
-    double *losses;          /* l_i                                                                 */
-    double *chosen_rewards;  /* b (pc_i - rc_i)                                                     */
-    double *rejected_rewards;/* b (pr_i - rr_i)                                                     */
-    double *d_chosen;        /* d loss / d policy_chosen_logps[i]   (loss = the mean over pairs)    */
-    double *d_rejected;      /* d loss / d policy_rejected_logps[i]                                 */
-    /* batch values (TRL's logged metrics are these means) */
-    double loss;             /* mean_i l_i                                                          */
-    double chosen_reward;    /* rewards/chosen:     mean b (pc - rc)                                */
-    double rejected_reward;  /* rewards/rejected:   mean b (pr - rr)                                */
-    double reward_accuracy;  /* rewards/accuracies: mean [chosen_reward_i > rejected_reward_i]      */
-    double reward_margin;    /* rewards/margins:    mean (chosen_reward_i - rejected_reward_i)      */
-} cllm_dpo_out;
-
-/* n preference pairs of summed completion log-probs (policy and reference; the reference arrays
-   may be NULL only when reference_free, and then count as 0). For IPO TRL first divides each
-   logp by its completion length; pass the averaged values. cfg NULL = all defaults. */
-CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n,
-                                  const double *policy_chosen_logps, const double *policy_rejected_logps,
-                                  const double *ref_chosen_logps, const double *ref_rejected_logps,
-                                  cllm_dpo_out *out, cllm_err *err);
-
-/* ---- PPO pieces: per-token KL penalty and rewards, GAE, whitening, the clipped losses ---- */
-
-typedef enum cllm_kl_estimator {
-    CLLM_KL_K1 = 0,  /* logp - ref                               (TRL default; can be negative)    */
-    CLLM_KL_K2,      /* (logp - ref)^2 / 2                       (OpenRLHF / verl "k2", "mse")     */
-    CLLM_KL_K3       /* exp(ref - logp) - (ref - logp) - 1 >= 0  (TRL "k3", verl "low_var_kl")     */
-} cllm_kl_estimator;
-/* One token's estimate of KL(policy || reference) from the two log-probs of the sampled token. */
-CLLMDEF double cllm_kl_estimate(double logp, double ref_logp, int estimator);
-
-/* TRL's sequence end of one response row of L tokens: if stop_id >= 0, every position after the
-   first stop_id becomes pad (truncate_response); then end = (first pad position) - 1, or L-1 if
-   there is none; -1 for a response that starts with pad. With pad != eos this is the EOS
-   position (the EOS is trained); with pad == eos (CollabLLM's tokenizer setting) it is the token
-   before the EOS, so the EOS log-prob is never trained. */
-CLLMDEF int cllm_ppo_sequence_end(const int *response, int L, int pad_id, int stop_id);
-
-typedef enum cllm_reward_placement {
-    CLLM_REWARD_AFTER_EOS = 0,  /* TRL v0.19 PPOTrainer: at end+1 (the first pad slot, seen only by
-                                   the critic) if end+1 < T, else at end                            */
-    CLLM_REWARD_LAST_TOKEN      /* legacy TRL, OpenRLHF, verl: at end (the last response token)     */
-} cllm_reward_placement;
-
-/* Per-token rewards of B rows of T response tokens (B*T each):
-     kl[b,t] = cllm_kl_estimate(logp, ref) for t <= seq_end[b], else 0   (TRL sets both log-probs
-               to INVALID_LOGPROB = 1.0 after the end, which gives 0)
-     rewards = -kl_coef * kl;   rewards[b, e_b] += scores[b]   (e_b from `placement`)
-   seq_end[b] in [-1, T-1]; kl may be NULL. TRL's whiten_rewards option is
-   cllm_masked_whiten(rewards, ~pm1, shift_mean 0) afterwards, then zero the pm1 positions. */
-CLLMDEF cllm_result cllm_ppo_rewards(int B, int T, const double *logprobs, const double *ref_logprobs,
-                                     const double *scores, const int *seq_end, double kl_coef,
-                                     int kl_estimator, int placement, double *rewards, double *kl, cllm_err *err);
-
-/* In place: x = (x - mean) * rstd (+ mean again if keep_mean), statistics over the n values with
-   weights mask (NULL = all 1):
-     biased 0 (TRL, verl masked_whiten): var = masked mean of (x-mean)^2 * s/(s-1), s = sum(mask),
-                                         rstd = 1/sqrt(var + 1e-8); needs s > 1
-     biased 1 (OpenRLHF advantages):     var without Bessel's correction, rstd = 1/sqrt(max(var, 1e-8))
-   keep_mean 1 is TRL's shift_mean=False (used to whiten rewards). */
-CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, int keep_mean, int biased, cllm_err *err);
-
-typedef enum cllm_gae_mode {
-    CLLM_GAE_TRL = 0, /* recursion over all T positions; the mask only selects the whitening
-                         statistics and (when whitening) zeroes masked advantages (TRL v0.19).
-                         Legacy TRL and OpenRLHF are this after values*=mask, rewards*=mask.     */
-    CLLM_GAE_SKIP     /* verl: a position with mask 0 passes the next value and the running
-                         advantage through unchanged; whitened values stay at masked positions   */
-} cllm_gae_mode;
-
-/* Generalised advantage estimation (Schulman et al. 2016) over B rows of T tokens, backwards:
-     delta_t = r_t + gamma V_{t+1} - V_t   (V_T = 0);   A_t = delta_t + gamma lam A_{t+1}
-     returns = A + V (before whitening);   whiten: cllm_masked_whiten(A, mask, unbiased) over the
-   whole batch. TRL has already set values after end+1 to 0 and rewards after the score to 0.
-   mask may be NULL (all 1). advantages and returns receive B*T values. */
-CLLMDEF cllm_result cllm_gae(int B, int T, const double *rewards, const double *values, const double *mask,
-                             double gamma, double lam, int mode, int whiten,
-                             double *advantages, double *returns, cllm_err *err);
-
-typedef struct cllm_ppo_loss_out {
-    double  pg_loss;      /* masked_mean(max(-A r, -A clamp(r, 1-c, 1+c)), mask),  r = exp(logp - old) */
-    double  vf_loss;      /* 0.5 masked_mean(max((v-R)^2, (clamp(v, old_v-cv, old_v+cv)-R)^2), value_mask) */
-    double  loss;         /* pg_loss + vf_coef * vf_loss                                         */
-    double  clipfrac;     /* policy/clipfrac_avg: masked_mean([clipped pg term > unclipped])     */
-    double  vf_clipfrac;  /* val/clipfrac_avg: masked_mean([clipped vf term > unclipped], value_mask) */
-    double  approxkl;     /* 0.5 mean over all B*T of (logp - old)^2 (TRL: unmasked; its pads have
-                             logp = old = 1.0, so they add 0 but count in the mean)              */
-    double *d_logprobs;   /* optional (B*T): d loss / d logprobs                                 */
-    double *d_values;     /* optional (B*T): d loss / d values                                   */
-} cllm_ppo_loss_out;
-
-/* TRL v0.19 PPOTrainer's loss on one micro-batch (B*T each). mask is the policy mask (~pm: t <=
-   end); value_mask the critic's (~pm1: t <= end+1), NULL = mask. Gradients follow torch's
-   subgradients: max() splits a tie evenly, clamp() passes the gradient on its closed interval. */
-CLLMDEF cllm_result cllm_ppo_loss(int B, int T, const double *logprobs, const double *old_logprobs,
-                                  const double *advantages, const double *values, const double *old_values,
-                                  const double *returns, const double *mask, const double *value_mask,
-                                  double cliprange, double cliprange_value, double vf_coef,
-                                  cllm_ppo_loss_out *out, cllm_err *err);
-
-/* ---- GRPO / RLOO: advantages from the rewards of G samples per prompt ---- */
-
-typedef enum cllm_group_estimator {
-    CLLM_GROUP_GRPO = 0,  /* A_i = r_i - mean(group), / (std(group) + eps) if scale            */
-    CLLM_GROUP_RLOO       /* A_i = r_i - (sum(group) - r_i) / (G-1)  (leave-one-out baseline)  */
-} cllm_group_estimator;
-
-/* n rewards in consecutive groups of group_size (n a multiple of it). std is torch's unbiased
-   std. TRL v0.19 GRPO: scale 1, eps 1e-4 (scale_rewards=False: scale 0, as Dr. GRPO); verl
-   uses eps 1e-6, OpenRLHF group_norm 1e-9. Scaling needs group_size >= 2 (verl instead uses
-   mean 0, std 1 for a single sample); RLOO needs group_size >= 2 and ignores scale and eps. */
-CLLMDEF cllm_result cllm_grpo_advantages(int n, const double *rewards, int group_size, int estimator,
-                                         int scale, double eps, double *advantages, cllm_err *err);
 
 /* ---- BLEU, exactly as NLTK's sentence_bleu (nltk 3.8, weights 0.25 x 4) ---- */
 
@@ -2365,12 +2264,6 @@ CLLMDEF cllm_result cllm_bleu(int n_refs, const char *const *references, const c
 /* The same on integer symbol sequences (e.g. token ids): refs[i] has ref_lens[i] symbols. */
 CLLMDEF cllm_result cllm_bleu_ids(int n_refs, const int *const *refs, const int *ref_lens,
                                   const int *hyp, int hyp_len, int smoothing, double *bleu, cllm_err *err);
-
-/* ---- `collabllm ref NAME`: the functions above as JSON in, JSON out (data_fmt/ref.md) ---- */
-
-/* name: dpo, gae, ppo-loss, ppo-rewards, grpo, adamw or bleu. Reads one JSON object (len bytes),
-   writes the result object to *output (NUL-terminated; free with cllm_free_buffer). */
-CLLMDEF cllm_result cllm_ref_json(const char *name, const char *input, size_t len, char **output, cllm_err *err);
 
 #ifdef __cplusplus
 }
@@ -2523,6 +2416,8 @@ static cllm_result cllm__train_task(cllm_model *m, cllm_lora *lora, const char *
                                     double (*units)(void *, const int *, int), cllm_result (*micro)(void *,
                                     cllm_trainer *, const int *, int, double, cllm_train_stats *, cllm_err *),
                                     void *ctx, const cllm_train_config *cfg, cllm_err *err);
+static cllm_result cllm__ppo_state_save(void *ctx, const char *dir, cllm_err *err);
+static cllm_result cllm__ppo_state_load(void *ctx, const char *dir, cllm_err *err);
 
 /* Part III: the build's fast-path switches (manual section 3), and the dispatchers */
 #if defined(_OPENMP) && !defined(CLLM_NO_OPENMP)
@@ -3801,53 +3696,76 @@ CLLMDEF double cllm_lr_at(cllm_schedule kind, double base_lr, long step, long wa
 }
 
 /* -------------------------------------------------------------------------------------------- */
-/* Objectives (DPO, PPO, GRPO) and metrics (BLEU)                                               */
+/* I.3 Objectives: DPO and its variants, PPO's per-token pieces and losses, GRPO                */
 /* -------------------------------------------------------------------------------------------- */
 
-/* Numbers shared by the objectives. */
+/* The model-independent math of preference and RL training. Each function follows one library's
+   semantics, named at its definition; where libraries differ, a switch selects. Everything is in
+   double: a trainer converts its cllm_float values on the way in and out, and the tests compare
+   with PyTorch float64 to ~1e-15. */
 
 /* log sigmoid(x) without overflow: -log(1 + e^-x) for x >= 0, x - log(1 + e^x) below (torch's
    F.logsigmoid is -softplus(-x), the same function). */
-static double cllm__log_sigmoid(double x) { return x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x)); }
-static double cllm__sigmoid(double x) { return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x)); }
-static double cllm__clamp(double x, double lo, double hi) { return x < lo ? lo : x > hi ? hi : x; }
+static double cllm__log_sigmoid(double x) {
+    return x >= 0 ? -log1p(exp(-x)) : x - log1p(exp(x));
+}
+
+static double cllm__sigmoid(double x) {
+    return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
+}
+
+static double cllm__clamp(double x, double lo, double hi) {
+    return x < lo ? lo : x > hi ? hi : x;
+}
 
 /* d max(a, b) from da and db, as torch.maximum's backward: a tie sends half to each side. */
 static double cllm__max_grad(double a, double b, double da, double db) {
     return a > b ? da : b > a ? db : 0.5 * (da + db);
 }
 
-/* ---- DPO ---- */
-/* z = (pc - pr) - (rc - rr), the policy's log-ratio margin minus the reference's (TRL computes
-   the two differences first, so do we). With s = sigmoid: d/dz[-log s(bz)] = -b s(-bz) and
-   d/dz[-log s(-bz)] = b s(bz). The loss is the mean over pairs, so dl/dpc_i = l'(z_i)/n and
-   dl/dpr_i = -l'(z_i)/n; the reference is frozen and gets no gradient.
-   Library differences: TRL >= 0.29 dropped label smoothing from sigmoid and removed
-   reference_free; TRL divides IPO's logps by the completion length, OpenRLHF does not. The
-   original implementation (eric-mitchell: sigmoid with cDPO, IPO) uses the same formulas. */
+/* ---- DPO and its variants (Rafailov et al. 2023, Eq. 7; TRL v0.19.1 DPOTrainer.dpo_loss) ----- */
+
+/* The loss of one pair from z = (pc - pr) - (rc - rr): pc, pr are the policy's summed log-probs
+   of the chosen and rejected completions, rc, rr the reference's (TRL subtracts in this order;
+   reference_free drops the second difference). With b = beta, e = label_smoothing, s = sigmoid:
+     sigmoid   l = -(1-e) log s(bz) - e log s(-bz)          the paper's loss; e > 0 is cDPO
+     robust    l = (-(1-e) log s(bz) + e log s(-bz)) / (1-2e)   unbiased under a flip rate e
+                                                            (Chowdhury et al. 2024)
+     hinge     l = relu(1 - bz)                             SLiC (Zhao et al. 2023)
+     IPO       l = (z - 1/(2b))^2                           Azar et al. 2023; TRL feeds it
+                                                            per-token averaged log-probs
+   and dl/dz, from d/dz[-log s(bz)] = -b s(-bz) and d/dz[-log s(-bz)] = b s(bz) (torch's relu
+   has derivative 0 at 0). */
 static void cllm__dpo_pair(const cllm_dpo_config *c, double z, double *loss, double *dz) {
-    double b = c->beta, e = c->label_smoothing, bz = b * z, target = 1 / (2 * b);
+    double b = c->beta, e = c->label_smoothing, bz = b * z;
+    double target = 1 / (2 * b);
     switch (c->loss_type) {
-    case CLLM_DPO_SIGMOID:
-        *loss = -cllm__log_sigmoid(bz) * (1 - e) - cllm__log_sigmoid(-bz) * e;
-        *dz = -b * cllm__sigmoid(-bz) * (1 - e) + b * cllm__sigmoid(bz) * e;
-        break;
-    case CLLM_DPO_ROBUST:   /* unbiased under a label-flip rate e */
-        *loss = (-cllm__log_sigmoid(bz) * (1 - e) + cllm__log_sigmoid(-bz) * e) / (1 - 2 * e);
-        *dz = (-b * cllm__sigmoid(-bz) * (1 - e) - b * cllm__sigmoid(bz) * e) / (1 - 2 * e);
-        break;
-    case CLLM_DPO_HINGE:    /* torch's relu has derivative 0 at 0 */
-        *loss = 1 - bz > 0 ? 1 - bz : 0;
-        *dz = 1 - bz > 0 ? -b : 0;
-        break;
-    default:                /* IPO regresses the margin onto 1/(2b) */
-        *loss = (z - target) * (z - target);
-        *dz = 2 * (z - target);
+        case CLLM_DPO_SIGMOID:
+            *loss = -cllm__log_sigmoid(bz) * (1 - e) - cllm__log_sigmoid(-bz) * e;
+            *dz = -b * cllm__sigmoid(-bz) * (1 - e) + b * cllm__sigmoid(bz) * e;
+            break;
+        case CLLM_DPO_ROBUST:
+            *loss = (-cllm__log_sigmoid(bz) * (1 - e) + cllm__log_sigmoid(-bz) * e) / (1 - 2 * e);
+            *dz = (-b * cllm__sigmoid(-bz) * (1 - e) - b * cllm__sigmoid(bz) * e) / (1 - 2 * e);
+            break;
+        case CLLM_DPO_HINGE:
+            *loss = 1 - bz > 0 ? 1 - bz : 0;
+            *dz = 1 - bz > 0 ? -b : 0;
+            break;
+        default:
+            *loss = (z - target) * (z - target);
+            *dz = 2 * (z - target);
     }
 }
 
-CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n,
-                                  const double *pc, const double *pr, const double *rc, const double *rr,
+/* The mean of cllm__dpo_pair over n pairs, so dl/dpc_i = l'(z_i)/n and dl/dpr_i = -l'(z_i)/n (the
+   reference is frozen), and TRL's metrics: rewards b (pc - rc) and b (pr - rr) (from the reference
+   even when reference_free), their accuracy (strictly greater) and margin.
+   Library differences: TRL >= 0.29 dropped label smoothing from sigmoid and removed
+   reference_free; OpenRLHF feeds IPO summed log-probs. The original implementation
+   (eric-mitchell/direct-preference-optimization: sigmoid with cDPO, IPO) uses the same formulas. */
+CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n, const double *policy_chosen,
+                                  const double *policy_rejected, const double *ref_chosen, const double *ref_rejected,
                                   cllm_dpo_out *out, cllm_err *err) {
     cllm_dpo_config c;
     double sum_loss = 0, sum_cr = 0, sum_rr = 0, sum_acc = 0;
@@ -3855,20 +3773,32 @@ CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n,
     memset(&c, 0, sizeof c);
     if (cfg) c = *cfg;
     c.beta = cllm__def(c.beta, 0.1);
-    if (n < 1 || !pc || !pr || !out) return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: need n >= 1 pairs, the two policy logp arrays and an output");
-    if (!c.reference_free && (!rc || !rr)) return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: the reference logps are required unless reference_free is set");
-    if (c.loss_type < CLLM_DPO_SIGMOID || c.loss_type > CLLM_DPO_IPO) return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: unknown loss_type %d (sigmoid, robust, hinge or ipo)", c.loss_type);
+    if (n < 1 || !policy_chosen || !policy_rejected || !out)
+        return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: need n >= 1 pairs, the two policy logp arrays and an output");
+    if (!c.reference_free && (!ref_chosen || !ref_rejected))
+        return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: the reference logps are required unless reference_free is set");
+    if (c.loss_type < CLLM_DPO_SIGMOID || c.loss_type > CLLM_DPO_IPO)
+        return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: unknown loss_type %d (sigmoid, robust, hinge or ipo)",
+                          (int)c.loss_type);
     if (!(c.beta > 0)) return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: beta must be > 0 (got %g)", c.beta);
     if (c.loss_type == CLLM_DPO_SIGMOID && !(c.label_smoothing >= 0 && c.label_smoothing <= 1))
-        return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: label_smoothing must be in [0, 1] (got %g)", c.label_smoothing);
+        return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: label_smoothing must be in [0, 1] (got %g)",
+                          c.label_smoothing);
     if (c.loss_type == CLLM_DPO_ROBUST && !(c.label_smoothing >= 0 && c.label_smoothing < 0.5))
-        return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: robust needs label_smoothing in [0, 0.5) (got %g)", c.label_smoothing);
+        return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: robust needs label_smoothing in [0, 0.5) (got %g)",
+                          c.label_smoothing);
     for (i = 0; i < n; i++) {
-        double rci = rc ? rc[i] : 0, rri = rr ? rr[i] : 0;
-        double z = (pc[i] - pr[i]) - (c.reference_free ? 0 : rci - rri);
-        double loss, dz, cr = c.beta * (pc[i] - rci), rj = c.beta * (pr[i] - rri);
+        double ref_c = ref_chosen ? ref_chosen[i] : 0;
+        double ref_r = ref_rejected ? ref_rejected[i] : 0;
+        double z = (policy_chosen[i] - policy_rejected[i]) - (c.reference_free ? 0 : ref_c - ref_r);
+        double cr = c.beta * (policy_chosen[i] - ref_c);
+        double rj = c.beta * (policy_rejected[i] - ref_r);
+        double loss, dz;
         cllm__dpo_pair(&c, z, &loss, &dz);
-        sum_loss += loss; sum_cr += cr; sum_rr += rj; sum_acc += cr > rj;
+        sum_loss += loss;
+        sum_cr += cr;
+        sum_rr += rj;
+        sum_acc += cr > rj;
         if (out->losses) out->losses[i] = loss;
         if (out->chosen_rewards) out->chosen_rewards[i] = cr;
         if (out->rejected_rewards) out->rejected_rewards[i] = rj;
@@ -3884,23 +3814,28 @@ CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n,
     return CLLM_OK;
 }
 
-/* ---- PPO: KL penalty, rewards, whitening, GAE, clipped losses ---- */
+/* ---- PPO: per-token KL and rewards, GAE, whitening, clipped losses (TRL v0.19 PPOTrainer) ---- */
 
 /* With d = ref - logp = log(ref/policy) at the sampled token, E_policy[-d] = KL(policy||ref):
-   k1 = -d is unbiased but noisy; k3 = (e^d - 1) - d is unbiased and never negative (Schulman's
-   estimator, TRL's order of operations). OpenRLHF and verl clamp these to [-10, 10] and verl the
-   exponent to +-20; we do not. */
-CLLMDEF double cllm_kl_estimate(double logp, double ref_logp, int estimator) {
+   k1 = -d is unbiased but noisy; k2 = d^2/2 is biased, low-variance; k3 = (e^d - 1) - d is
+   unbiased and never negative (Schulman's estimator, TRL's order of operations). OpenRLHF and verl
+   clamp these to [-10, 10] and verl the exponent to +-20; we do not. */
+CLLMDEF double cllm_kl_estimate(double logp, double ref_logp, cllm_kl_estimator estimator) {
     double d = ref_logp - logp;
     if (estimator == CLLM_KL_K3) return (exp(d) - 1) - d;
     if (estimator == CLLM_KL_K2) return 0.5 * d * d;
     return -d;
 }
 
+/* TRL's sequence end: if stop_id >= 0, every position after the first stop_id becomes pad
+   (truncate_response); then end = (first pad position) - 1, or L-1 if there is none; -1 for a
+   response that starts with pad. With pad != eos this is the EOS position (the EOS is trained);
+   with pad == eos (CollabLLM's tokenizer setting) it is the token before the EOS, so the EOS
+   log-prob is never trained. */
 CLLMDEF int cllm_ppo_sequence_end(const int *response, int L, int pad_id, int stop_id) {
-    int t, stop = L;
-    if (stop_id >= 0)
-        for (t = 0; t < L; t++) if (response[t] == stop_id) { stop = t; break; }
+    int stop = L, t;
+    for (t = 0; stop_id >= 0 && t < L && stop == L; t++)
+        if (response[t] == stop_id) stop = t;
     for (t = 0; t < L; t++)
         if (t > stop || response[t] == pad_id) return t - 1;   /* the first pad after truncation */
     return L - 1;
@@ -3910,46 +3845,75 @@ CLLMDEF int cllm_ppo_sequence_end(const int *response, int L, int pad_id, int st
 static cllm_result cllm__check_bt(const char *fn, int B, int T, size_t *n, cllm_err *err) {
     *n = 0;
     if (B < 1 || T < 1) return cllm__fail(err, CLLM_ERR_ARG, "%s: B and T must be >= 1 (got %d, %d)", fn, B, T);
-    if ((size_t)B > SIZE_MAX / sizeof(double) / (size_t)T) return cllm__fail(err, CLLM_ERR_LIMIT, "%s: B*T too large", fn);
+    if ((size_t)B > SIZE_MAX / sizeof(double) / (size_t)T)
+        return cllm__fail(err, CLLM_ERR_LIMIT, "%s: B*T too large", fn);
     *n = (size_t)B * (size_t)T;
     return CLLM_OK;
 }
 
-CLLMDEF cllm_result cllm_ppo_rewards(int B, int T, const double *logprobs, const double *ref_logprobs,
-                                     const double *scores, const int *seq_end, double kl_coef,
-                                     int kl_estimator, int placement, double *rewards, double *kl, cllm_err *err) {
+/* TRL v0.19 PPOTrainer's per-token rewards of B responses of T tokens:
+     kl[b,t] = cllm_kl_estimate(logp, ref) for t <= seq_end[b], else 0   (TRL sets both log-probs
+               to INVALID_LOGPROB = 1.0 after the end, which gives 0)
+     rewards = -kl_coef * kl;   rewards[b, e_b] += scores[b]
+   with e_b = seq_end[b] + 1 (if < T) for CLLM_REWARD_AFTER_EOS, seq_end[b] for _LAST_TOKEN, and
+   0 for an empty response. TRL's whiten_rewards option is cllm_masked_whiten(rewards, ~pm1,
+   keep_mean 1) afterwards, then zero the pm1 positions (cllm_ppo_prepare does). */
+CLLMDEF cllm_result cllm_ppo_rewards(const cllm_ppo_rewards_input *in, double *rewards, double *kl, cllm_err *err) {
     size_t n;
     int b, t;
-    cllm_result rc;
-    if ((rc = cllm__check_bt("PPO rewards", B, T, &n, err)) != CLLM_OK) return rc;
-    if (!logprobs || !ref_logprobs || !scores || !seq_end || !rewards) return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: logprobs, ref_logprobs, scores, seq_end and rewards are required");
-    if (kl_estimator < CLLM_KL_K1 || kl_estimator > CLLM_KL_K3) return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: unknown kl_estimator %d (k1, k2 or k3)", kl_estimator);
-    if (placement != CLLM_REWARD_AFTER_EOS && placement != CLLM_REWARD_LAST_TOKEN) return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: unknown placement %d", placement);
-    for (b = 0; b < B; b++) {
-        int end = seq_end[b], e;
-        if (end < -1 || end >= T) return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: seq_end[%d] = %d is outside [-1, %d]", b, end, T - 1);
-        for (t = 0; t < T; t++) {
-            size_t i = (size_t)b * T + t;
-            double k = t <= end ? cllm_kl_estimate(logprobs[i], ref_logprobs[i], kl_estimator) : 0;
-            rewards[i] = 0.0 - kl_coef * k;               /* "0 -": a zero penalty is +0, not -0 */
+    cllm_result rc = cllm__check_bt("PPO rewards", in->B, in->T, &n, err);
+    if (rc != CLLM_OK) return rc;
+    if (!in->logprobs || !in->ref_logprobs || !in->scores || !in->seq_end || !rewards)
+        return cllm__fail(err, CLLM_ERR_ARG,
+                          "PPO rewards: logprobs, ref_logprobs, scores, seq_end and rewards are required");
+    if (in->kl_estimator < CLLM_KL_K1 || in->kl_estimator > CLLM_KL_K3)
+        return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: unknown kl_estimator %d (k1, k2 or k3)",
+                          (int)in->kl_estimator);
+    if (in->placement != CLLM_REWARD_AFTER_EOS && in->placement != CLLM_REWARD_LAST_TOKEN)
+        return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: unknown placement %d", (int)in->placement);
+    for (b = 0; b < in->B; b++) {
+        int end = in->seq_end[b], e;
+        if (end < -1 || end >= in->T)
+            return cllm__fail(err, CLLM_ERR_ARG, "PPO rewards: seq_end[%d] = %d is outside [-1, %d]", b, end,
+                              in->T - 1);
+        for (t = 0; t < in->T; t++) {
+            size_t i = (size_t)b * in->T + t;
+            double k = t <= end ? cllm_kl_estimate(in->logprobs[i], in->ref_logprobs[i], in->kl_estimator) : 0;
+            rewards[i] = 0.0 - in->kl_coef * k;       /* "0 -": a zero penalty is +0, not -0 */
             if (kl) kl[i] = k;
         }
-        e = placement == CLLM_REWARD_AFTER_EOS && end + 1 < T ? end + 1 : end;
+        e = in->placement == CLLM_REWARD_AFTER_EOS && end + 1 < in->T ? end + 1 : end;
         if (e < 0) e = 0;                         /* an empty response: the score sits at t = 0 */
-        rewards[(size_t)b * T + e] += scores[b];
+        rewards[(size_t)b * in->T + e] += in->scores[b];
     }
     cllm__ok(err);
     return CLLM_OK;
 }
 
-CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, int keep_mean, int biased, cllm_err *err) {
+/* Whitening, in place: x = (x - mean) * rstd (+ mean again if keep_mean: TRL's shift_mean=False,
+   used on rewards), with the statistics over the n values weighted by mask (NULL = all 1), s =
+   sum(mask):
+     biased 0 (TRL, verl masked_whiten): var = masked mean of (x-mean)^2 * s/(s-1),
+                                         rstd = 1/sqrt(var + 1e-8); needs s > 1
+     biased 1 (OpenRLHF advantages):     var without Bessel's correction, rstd = 1/sqrt(max(var, 1e-8)) */
+CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, int keep_mean, int biased,
+                                       cllm_err *err) {
     double s = 0, mean = 0, var = 0, rstd;
     size_t i;
-    for (i = 0; i < n; i++) { double m = mask ? mask[i] : 1; s += m; mean += x[i] * m; }
+    for (i = 0; i < n; i++) {
+        double m = mask ? mask[i] : 1;
+        s += m;
+        mean += x[i] * m;
+    }
     if (!(s > (biased ? 0 : 1)))
-        return cllm__fail(err, CLLM_ERR_ARG, "whitening: the mask selects %g values; whitening needs %s", s, biased ? "at least one" : "at least 2 (Bessel's correction s/(s-1))");
+        return cllm__fail(err, CLLM_ERR_ARG, "whitening: the mask selects %g values; whitening needs %s", s,
+                          biased ? "at least one" : "at least 2 (Bessel's correction s/(s-1))");
     mean /= s;
-    for (i = 0; i < n; i++) { double m = mask ? mask[i] : 1, d = x[i] - mean; var += d * d * m; }
+    for (i = 0; i < n; i++) {
+        double m = mask ? mask[i] : 1;
+        double d = x[i] - mean;
+        var += d * d * m;
+    }
     var /= s;
     if (biased) rstd = 1 / sqrt(var > 1e-8 ? var : 1e-8);
     else rstd = 1 / sqrt(var * (s / (s - 1)) + 1e-8);
@@ -3958,83 +3922,107 @@ CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, 
     return CLLM_OK;
 }
 
-CLLMDEF cllm_result cllm_gae(int B, int T, const double *rewards, const double *values, const double *mask,
-                             double gamma, double lam, int mode, int whiten,
-                             double *advantages, double *returns, cllm_err *err) {
+/* Generalised advantage estimation (Schulman et al. 2016, Eq. 16), over each row backwards:
+     delta_t = r_t + gamma V_{t+1} - V_t   (V_T = 0);   A_t = delta_t + gamma lam A_{t+1}
+     returns = A + V (before whitening);   whiten: cllm_masked_whiten(A, mask, unbiased) over the
+   whole batch. TRL has already set values after end+1 to 0 and rewards after the score to 0.
+   CLLM_GAE_TRL (TRL v0.19) runs the recursion over all T positions; the mask only selects the
+   whitening statistics and (when whitening) zeroes masked advantages. Legacy TRL and OpenRLHF are
+   this after values *= mask, rewards *= mask. CLLM_GAE_SKIP is verl's compute_gae_advantage_return:
+   a position with mask 0 passes V_{t+1} and A_{t+1} through unchanged, and keeps its whitened
+   value. */
+CLLMDEF cllm_result cllm_gae(const cllm_gae_input *in, double *advantages, double *returns, cllm_err *err) {
+    const double *mask = in->mask;
     size_t n, i;
     int b, t;
-    cllm_result rc;
-    if ((rc = cllm__check_bt("GAE", B, T, &n, err)) != CLLM_OK) return rc;
-    if (!rewards || !values || !advantages || !returns) return cllm__fail(err, CLLM_ERR_ARG, "GAE: rewards, values, advantages and returns are required");
-    if (mode != CLLM_GAE_TRL && mode != CLLM_GAE_SKIP) return cllm__fail(err, CLLM_ERR_ARG, "GAE: unknown mode %d (TRL or skip)", mode);
-    for (b = 0; b < B; b++) {
-        double next_value = 0, running = 0;              /* V_{t+1} and A_{t+1}; both 0 past the end */
-        for (t = T - 1; t >= 0; t--) {
+    cllm_result rc = cllm__check_bt("GAE", in->B, in->T, &n, err);
+    if (rc != CLLM_OK) return rc;
+    if (!in->rewards || !in->values || !advantages || !returns)
+        return cllm__fail(err, CLLM_ERR_ARG, "GAE: rewards, values, advantages and returns are required");
+    if (in->mode != CLLM_GAE_TRL && in->mode != CLLM_GAE_SKIP)
+        return cllm__fail(err, CLLM_ERR_ARG, "GAE: unknown mode %d (TRL or skip)", (int)in->mode);
+    for (b = 0; b < in->B; b++) {
+        double next_value = 0;              /* V_{t+1} and A_{t+1}: both 0 past the end */
+        double running = 0;
+        for (t = in->T - 1; t >= 0; t--) {
             double m, delta, a;
-            i = (size_t)b * T + t;
+            i = (size_t)b * in->T + t;
             m = mask ? mask[i] : 1;
-            delta = rewards[i] + gamma * next_value - values[i];
-            a = delta + gamma * lam * running;
-            if (mode == CLLM_GAE_TRL) { running = a; next_value = values[i]; }
-            else {                                       /* verl: masked positions are transparent */
-                next_value = values[i] * m + (1 - m) * next_value;
+            delta = in->rewards[i] + in->gamma * next_value - in->values[i];
+            a = delta + in->gamma * in->lam * running;
+            if (in->mode == CLLM_GAE_TRL) {
+                running = a;
+                next_value = in->values[i];
+            } else {                        /* verl: masked positions are transparent */
+                next_value = in->values[i] * m + (1 - m) * next_value;
                 running = a * m + (1 - m) * running;
             }
             advantages[i] = running;
         }
     }
-    for (i = 0; i < n; i++) returns[i] = advantages[i] + values[i];
-    if (whiten) {
+    for (i = 0; i < n; i++) returns[i] = advantages[i] + in->values[i];
+    if (in->whiten) {
         if ((rc = cllm_masked_whiten(advantages, mask, n, 0, 0, err)) != CLLM_OK) return rc;
-        if (mode == CLLM_GAE_TRL && mask)
-            for (i = 0; i < n; i++) if (mask[i] == 0) advantages[i] = 0;
+        for (i = 0; in->mode == CLLM_GAE_TRL && mask && i < n; i++)
+            if (mask[i] == 0) advantages[i] = 0;
     }
     cllm__ok(err);
     return CLLM_OK;
 }
 
-/* Per token, with r = exp(logp - old) and A the advantage:
-     pg = max(-A r, -A clamp(r, 1-c, 1+c))          d/dlogp: -A r from each side that is active
-                                                    (dr/dlogp = r; clamp passes it on [1-c, 1+c])
+/* TRL v0.19 PPOTrainer's loss (Schulman et al. 2017, Eq. 7 with TRL's clipped value loss), per
+   token with r = exp(logp - old) and A the advantage:
+     pg = max(-A r, -A clamp(r, 1-c, 1+c))           d/dlogp: -A r from each side that is active
+                                                     (dr/dlogp = r; clamp passes it on [1-c, 1+c])
      vf = max((v-R)^2, (clamp(v, ov-cv, ov+cv)-R)^2) d/dv: 2(v-R), or 2(vc-R) inside the clamp range
-   Losses are masked means; the gradients of the means carry mask/sum(mask).
+   loss = masked_mean(pg, mask) + vf_coef 0.5 masked_mean(vf, value_mask); the gradients of the
+   means carry mask/sum(mask). torch's subgradients: max() splits a tie evenly, clamp() passes the
+   gradient on its closed interval.
    Library differences: verl and OpenRLHF clamp logp - old to +-20 before exp, verl adds a dual
    clip for A < 0, and their aggregations (token-mean over the global batch, seq-mean-...) differ;
    OpenRLHF clips the value around old_values the same way with cliprange_value 0.5 by default. */
-CLLMDEF cllm_result cllm_ppo_loss(int B, int T, const double *logprobs, const double *old_logprobs,
-                                  const double *advantages, const double *values, const double *old_values,
-                                  const double *returns, const double *mask, const double *value_mask,
-                                  double cliprange, double cliprange_value, double vf_coef,
-                                  cllm_ppo_loss_out *out, cllm_err *err) {
+CLLMDEF cllm_result cllm_ppo_loss(const cllm_ppo_loss_input *in, cllm_ppo_loss_out *out, cllm_err *err) {
+    const double *mask = in->mask;
+    const double *vmask = in->value_mask ? in->value_mask : in->mask;
     double msum = 0, vsum = 0, pg = 0, vf = 0, clip = 0, vclip = 0, kl = 0;
     size_t n, i;
-    cllm_result rc;
-    if ((rc = cllm__check_bt("PPO loss", B, T, &n, err)) != CLLM_OK) return rc;
-    if (!logprobs || !old_logprobs || !advantages || !values || !old_values || !returns || !mask || !out)
-        return cllm__fail(err, CLLM_ERR_ARG, "PPO loss: logprobs, old_logprobs, advantages, values, old_values, returns, mask and out are required");
-    if (!(cliprange >= 0) || !(cliprange_value >= 0)) return cllm__fail(err, CLLM_ERR_ARG, "PPO loss: cliprange and cliprange_value must be >= 0");
-    if (!value_mask) value_mask = mask;
-    for (i = 0; i < n; i++) { msum += mask[i]; vsum += value_mask[i]; }
-    if (!(msum > 0) || !(vsum > 0)) return cllm__fail(err, CLLM_ERR_ARG, "PPO loss: the mask (or value_mask) selects no token");
+    cllm_result rc = cllm__check_bt("PPO loss", in->B, in->T, &n, err);
+    if (rc != CLLM_OK) return rc;
+    if (!in->logprobs || !in->old_logprobs || !in->advantages || !in->values || !in->old_values || !in->returns ||
+        !mask || !out)
+        return cllm__fail(err, CLLM_ERR_ARG, "PPO loss: logprobs, old_logprobs, advantages, values, old_values, "
+                                             "returns, mask and out are required");
+    if (!(in->cliprange >= 0) || !(in->cliprange_value >= 0))
+        return cllm__fail(err, CLLM_ERR_ARG, "PPO loss: cliprange and cliprange_value must be >= 0");
     for (i = 0; i < n; i++) {
-        double A = advantages[i], diff = logprobs[i] - old_logprobs[i], r = exp(diff);
-        double lo = 1 - cliprange, hi = 1 + cliprange, r_clip = cllm__clamp(r, lo, hi);
-        double pg1 = -A * r, pg2 = -A * r_clip, dpg;
-        double v = values[i], R = returns[i], vlo = old_values[i] - cliprange_value, vhi = old_values[i] + cliprange_value;
-        double vc = cllm__clamp(v, vlo, vhi), vf1 = (v - R) * (v - R), vf2 = (vc - R) * (vc - R), dvf;
+        msum += mask[i];
+        vsum += vmask[i];
+    }
+    if (!(msum > 0) || !(vsum > 0))
+        return cllm__fail(err, CLLM_ERR_ARG, "PPO loss: the mask (or value_mask) selects no token");
+    for (i = 0; i < n; i++) {
+        double A = in->advantages[i], diff = in->logprobs[i] - in->old_logprobs[i];
+        double r = exp(diff);
+        double lo = 1 - in->cliprange, hi = 1 + in->cliprange, pg1 = -A * r;
+        double pg2 = -A * cllm__clamp(r, lo, hi);
+        double v = in->values[i], R = in->returns[i], vlo = in->old_values[i] - in->cliprange_value;
+        double vhi = in->old_values[i] + in->cliprange_value;
+        double vc = cllm__clamp(v, vlo, vhi);
+        double vf1 = (v - R) * (v - R);
+        double vf2 = (vc - R) * (vc - R);
+        double dpg = cllm__max_grad(pg1, pg2, -A * r, r >= lo && r <= hi ? -A * r : 0);
+        double dvf = cllm__max_grad(vf1, vf2, 2 * (v - R), v >= vlo && v <= vhi ? 2 * (vc - R) : 0);
         pg += (pg1 > pg2 ? pg1 : pg2) * mask[i];
         clip += (pg2 > pg1) * mask[i];
         kl += diff * diff;
-        vf += (vf1 > vf2 ? vf1 : vf2) * value_mask[i];
-        vclip += (vf2 > vf1) * value_mask[i];
-        dpg = cllm__max_grad(pg1, pg2, -A * r, r >= lo && r <= hi ? -A * r : 0);
-        dvf = cllm__max_grad(vf1, vf2, 2 * (v - R), v >= vlo && v <= vhi ? 2 * (vc - R) : 0);
+        vf += (vf1 > vf2 ? vf1 : vf2) * vmask[i];
+        vclip += (vf2 > vf1) * vmask[i];
         if (out->d_logprobs) out->d_logprobs[i] = mask[i] != 0 ? dpg * mask[i] / msum : 0;
-        if (out->d_values) out->d_values[i] = value_mask[i] != 0 ? vf_coef * 0.5 * dvf * value_mask[i] / vsum : 0;
+        if (out->d_values) out->d_values[i] = vmask[i] != 0 ? in->vf_coef * 0.5 * dvf * vmask[i] / vsum : 0;
     }
     out->pg_loss = pg / msum;
     out->vf_loss = 0.5 * (vf / vsum);
-    out->loss = out->pg_loss + vf_coef * out->vf_loss;
+    out->loss = out->pg_loss + in->vf_coef * out->vf_loss;
     out->clipfrac = clip / msum;
     out->vf_clipfrac = vclip / vsum;
     out->approxkl = 0.5 * (kl / (double)n);
@@ -4042,19 +4030,68 @@ CLLMDEF cllm_result cllm_ppo_loss(int B, int T, const double *logprobs, const do
     return CLLM_OK;
 }
 
-/* ---- GRPO / RLOO ---- */
+/* Legacy TRL's RunningMoments (<= 0.11, use_score_scaling): the mean and population variance of
+   every value so far, starting from mean 0, var 1, count 1e-24, merged one batch (mean m_b,
+   population variance v_b, n values) at a time (Chan et al. 1979):
+     d = m_b - mean, N = count + n,
+     var = (var count + d^2 count n / N + v_b n) / N,   mean += d n / N,   std = sqrt(var N / (N - 1)).
+   The batch's own mean and unbiased std go to *batch_mean and *batch_std. */
+CLLMDEF void cllm_running_moments_init(cllm_running_moments *rm) {
+    rm->mean = 0;
+    rm->var = 1;
+    rm->std = 1;
+    rm->count = 1e-24;
+}
 
-CLLMDEF cllm_result cllm_grpo_advantages(int n, const double *rewards, int group_size, int estimator,
+CLLMDEF void cllm_running_moments_update(cllm_running_moments *rm, const double *x, int n, double *batch_mean,
+                                         double *batch_std) {
+    double m = 0, v = 0, d, N;
+    int i;
+    if (n < 1) return;
+    for (i = 0; i < n; i++) m += x[i];
+    m /= n;
+    for (i = 0; i < n; i++) v += (x[i] - m) * (x[i] - m);
+    if (batch_mean) *batch_mean = m;
+    if (batch_std) *batch_std = n > 1 ? sqrt(v / (n - 1)) : 0;
+    v /= n;
+    d = m - rm->mean;
+    N = rm->count + n;
+    rm->var = (rm->var * rm->count + d * d * rm->count * n / N + v * n) / N;
+    rm->mean += d * n / N;
+    rm->std = sqrt(rm->var * N / (N - 1));
+    rm->count = N;
+}
+
+/* Legacy TRL's AdaptiveKLController (Ziegler et al. 2019): the KL coefficient follows a target,
+   coef * (1 + clip(kl / target - 1, -0.2, 0.2) * n_steps / horizon). */
+CLLMDEF double cllm_adaptive_kl_update(double coef, double kl, double target, double horizon, double n_steps) {
+    double e = cllm__clamp(kl / target - 1, -0.2, 0.2);
+    return coef * (1 + e * n_steps / horizon);
+}
+
+/* ---- GRPO and RLOO: group advantages and the token-level loss (TRL v0.19 GRPOTrainer) -------- */
+
+/* n rewards in consecutive groups of G = group_size, each reward's advantage against its group:
+     GRPO (Shao et al. 2024)   A_i = r_i - mean(group), divided by (std(group) + eps) if scale
+     RLOO (Ahmadian et al.)    A_i = r_i - (sum(group) - r_i) / (G-1)   (leave-one-out baseline)
+   std is torch's unbiased std. TRL v0.19 GRPO: scale 1, eps 1e-4 (scale_rewards=False: scale 0,
+   as Dr. GRPO); verl uses eps 1e-6, OpenRLHF group_norm 1e-9. Scaling needs G >= 2 (verl instead
+   uses mean 0, std 1 for a single sample); RLOO needs G >= 2 and ignores scale and eps. */
+CLLMDEF cllm_result cllm_grpo_advantages(int n, const double *rewards, int group_size, cllm_group_estimator estimator,
                                          int scale, double eps, double *advantages, cllm_err *err) {
-    int g, i, G = group_size;
-    if (n < 1 || G < 1 || n % G) return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: %d rewards do not split into groups of %d", n, G);
-    if (!rewards || !advantages) return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: rewards and advantages are required");
-    if (estimator != CLLM_GROUP_GRPO && estimator != CLLM_GROUP_RLOO) return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: unknown estimator %d (grpo or rloo)", estimator);
+    int G = group_size, g, i;
+    if (n < 1 || G < 1 || n % G)
+        return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: %d rewards do not split into groups of %d", n, G);
+    if (!rewards || !advantages)
+        return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: rewards and advantages are required");
+    if (estimator != CLLM_GROUP_GRPO && estimator != CLLM_GROUP_RLOO)
+        return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: unknown estimator %d (grpo or rloo)", (int)estimator);
     if (G < 2 && (estimator == CLLM_GROUP_RLOO || scale))
-        return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: %s needs group_size >= 2", estimator == CLLM_GROUP_RLOO ? "RLOO" : "scaling by the unbiased std");
+        return cllm__fail(err, CLLM_ERR_ARG, "GRPO advantages: %s needs group_size >= 2",
+                          estimator == CLLM_GROUP_RLOO ? "RLOO" : "scaling by the unbiased std");
     for (g = 0; g < n; g += G) {
         const double *r = rewards + g;
-        double sum = 0, mean, var = 0;
+        double sum = 0, var = 0, mean;
         for (i = 0; i < G; i++) sum += r[i];
         mean = sum / G;
         for (i = 0; i < G; i++) var += (r[i] - mean) * (r[i] - mean);
@@ -4064,6 +4101,65 @@ CLLMDEF cllm_result cllm_grpo_advantages(int n, const double *rewards, int group
             else advantages[g + i] = r[i] - mean;
         }
     }
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* TRL v0.19 GRPOTrainer's loss on B sequences of T tokens: per token, with r = exp(logp - old)
+   and A_b the sequence's advantage,
+     l = -min(r A_b, clamp(r, 1 - eps_low, 1 + eps_high) A_b) + beta k3,
+     k3 = exp(ref - logp) - (ref - logp) - 1,    d k3 / d logp = 1 - exp(ref - logp),
+   aggregated over the mask by loss_type: bnpo divides the sum by the micro-batch's tokens, grpo
+   averages each sequence's mean, dr_grpo divides by B x max_completion_length (Liu et al. 2025).
+   The min's gradient splits a tie evenly, as torch.minimum. */
+CLLMDEF cllm_result cllm_grpo_loss(const cllm_grpo_loss_input *in, cllm_grpo_loss_out *out, cllm_err *err) {
+    const double *mask = in->mask;
+    double total = 0, msum = 0, kl = 0, clipped = 0;
+    int B = in->B, T = in->T, b, t;
+    if (B < 1 || T < 1 || !in->logprobs || !in->old_logprobs || !in->advantages || !mask || !out)
+        return cllm__fail(err, CLLM_ERR_ARG,
+                          "GRPO loss: needs B, T >= 1, logprobs, old_logprobs, advantages, mask and out");
+    if (in->beta != 0 && !in->ref_logprobs)
+        return cllm__fail(err, CLLM_ERR_ARG, "GRPO loss: beta %g needs the reference log-probs", in->beta);
+    if (in->loss_type < CLLM_GRPO_BNPO || in->loss_type > CLLM_GRPO_DR_GRPO)
+        return cllm__fail(err, CLLM_ERR_ARG, "GRPO loss: unknown loss_type %d", (int)in->loss_type);
+    if (in->loss_type == CLLM_GRPO_DR_GRPO && in->max_completion_length < 1)
+        return cllm__fail(err, CLLM_ERR_ARG, "GRPO loss: dr_grpo needs max_completion_length");
+    for (b = 0; b < B; b++)
+        for (t = 0; t < T; t++) msum += mask[(size_t)b * T + t];
+    for (b = 0; b < B; b++) {
+        double len = 0, A = in->advantages[b];
+        for (t = 0; t < T; t++) len += mask[(size_t)b * T + t];
+        for (t = 0; t < T; t++) {
+            size_t i = (size_t)b * T + t;
+            double r = exp(in->logprobs[i] - in->old_logprobs[i]);
+            int inside = r >= 1 - in->eps_low && r <= 1 + in->eps_high;
+            double l1 = -r * A;                                   /* -min(rA, rc A) = max(l1, l2) */
+            double l2 = -cllm__clamp(r, 1 - in->eps_low, 1 + in->eps_high) * A;
+            double l = l1 > l2 ? l1 : l2;
+            double d = cllm__max_grad(l1, l2, -r * A, inside ? -r * A : 0);
+            double k3 = 0, w;
+            if (in->ref_logprobs) {
+                double x = in->ref_logprobs[i] - in->logprobs[i];
+                k3 = exp(x) - x - 1;
+                if (in->beta != 0) {
+                    l += in->beta * k3;
+                    d += in->beta * (1 - exp(x));
+                }
+            }
+            /* the loss's weight on this token, by aggregation */
+            if (in->loss_type == CLLM_GRPO_BNPO) w = 1 / (msum > 1 ? msum : 1);
+            else if (in->loss_type == CLLM_GRPO_GRPO) w = 1 / ((len > 1 ? len : 1) * B);
+            else w = 1.0 / ((double)B * in->max_completion_length);
+            total += l * mask[i] * w;
+            if (out->d_logprobs) out->d_logprobs[i] = mask[i] != 0 ? d * mask[i] * w : 0;
+            kl += k3 * mask[i];
+            clipped += (l2 > l1) * mask[i];
+        }
+    }
+    out->loss = total;
+    out->kl = msum > 0 ? kl / msum : 0;
+    out->clip_ratio = msum > 0 ? clipped / msum : 0;
     cllm__ok(err);
     return CLLM_OK;
 }
@@ -5104,30 +5200,21 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
     return rc;
 }
 
-/* ---- one micro-batch of SFT and of DPO ----------------------------------------------------- */
+/* -------------------------------------------------------------------------------------------- */
+/* I.6 Updates: the SFT and DPO steps, online DPO, PPO (rollout, value head, step), GRPO        */
+/* -------------------------------------------------------------------------------------------- */
 
-CLLMDEF void cllm_train_stats_add(cllm_train_stats *s, const char *name, double sum, double count) {
-    int i;
-    for (i = 0; i < s->n; i++) if (strcmp(s->name[i], name) == 0) break;
-    if (i == s->n) {
-        if (s->n == CLLM_TRAIN_MAX_STATS) return;
-        s->name[i] = name; s->sum[i] = 0; s->count[i] = 0;
-        s->n++;
-    }
-    s->sum[i] += sum;
-    s->count[i] += count;
-}
+/* How the policy learns from the objectives of section I.3: one micro-batch of SFT or DPO (the
+   paper's offline stages, section 3.3), then the online stages, where MR (section I.4) scores the
+   policy's own samples: online DPO, PPO and GRPO. Each is a task of the trainer loop (section
+   II.10), which shuffles, accumulates, clips, updates and checkpoints. */
 
-CLLMDEF double cllm_train_stats_mean(const cllm_train_stats *s, const char *name) {
-    int i;
-    for (i = 0; i < s->n; i++)
-        if (strcmp(s->name[i], name) == 0) return s->count[i] > 0 ? s->sum[i] / s->count[i] : NAN;
-    return NAN;
-}
+/* ---- one micro-batch of SFT and of DPO (HF causal-LM loss; TRL v0.19.1 DPOTrainer) ----------- */
 
 /* Backward of the objective sum_b d[b] * logp(row b), i.e. dlogp = d[b] on every target of row b. */
 static cllm_result cllm__backward_rows(cllm_model *m, const double *d, cllm_err *err) {
-    size_t BT = (size_t)m->B * (size_t)m->T, i;
+    size_t BT = (size_t)m->B * (size_t)m->T;
+    size_t i;
     cllm_float *dlogp = (cllm_float *)cllm__calloc(BT, sizeof(cllm_float));
     cllm_result rc;
     if (!dlogp) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -5137,20 +5224,27 @@ static cllm_result cllm__backward_rows(cllm_model *m, const double *d, cllm_err 
     return rc;
 }
 
-/* HF ForCausalLMLoss summed: loss_sum = -sum of target logps; d(loss_sum / norm)/d logp = -1/norm. */
+/* SFT (paper section 3.3; HF ForCausalLMLoss, summed): the loss terms -log p of every target
+   token; backward of their sum / norm, so d(loss_sum / norm) / d logp = -1/norm on each target.
+   Adds "loss" (sum and target count) to st. */
 CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *const *rows, int n, double norm,
                                         int backward, cllm_train_stats *st, cllm_err *err) {
     cllm__seq_batch sb;
-    double *lp = (double *)cllm__calloc((size_t)n + 1, sizeof(double)), sum = 0;
+    double *lp = (double *)cllm__calloc((size_t)n + 1, sizeof(double));
+    double sum = 0;
     int b, targets = 0;
     cllm_result rc;
+    memset(&sb, 0, sizeof sb);
     if (!lp) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    if (n < 1 || !(norm > 0)) { CLLM_FREE(lp); return cllm__fail(err, CLLM_ERR_ARG, "SFT step: need n >= 1 rows and norm > 0"); }
-    rc = cllm__seq_batch_make(&sb, rows, n, err);
+    if (n < 1 || !(norm > 0)) rc = cllm__fail(err, CLLM_ERR_ARG, "SFT step: need n >= 1 rows and norm > 0");
+    else rc = cllm__seq_batch_make(&sb, rows, n, err);
     if (rc == CLLM_OK) rc = cllm_forward(m, &sb.batch, NULL, err);
     if (rc == CLLM_OK) {
         cllm__row_logps(m, lp);
-        for (b = 0; b < n; b++) { sum += lp[b]; lp[b] = -1.0 / norm; }
+        for (b = 0; b < n; b++) {
+            sum += lp[b];
+            lp[b] = -1.0 / norm;
+        }
         targets = m->n_targets;
         if (backward) rc = cllm__backward_rows(m, lp, err);
     }
@@ -5164,14 +5258,20 @@ CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *con
     return rc;
 }
 
-/* The reference logps of a DPO micro-batch (2n rows: chosen then rejected), see the header. */
+/* The reference logps of a DPO micro-batch (2n rows: chosen then rejected), from the first source
+   that has them: the pairs (precomputed, TRL's precompute_ref_log_probs), the reference model, the
+   policy with its adapters disabled (TRL's null_ref_context under PEFT), 0 with reference_free. */
 static cllm_result cllm__dpo_ref_logps(cllm_model *m, cllm_model *ref, const cllm_dpo_pair *const *pairs, int n,
                                        const cllm__seq_batch *sb, int reference_free, double *out, cllm_err *err) {
-    int i, have = 1;
-    cllm_result rc = CLLM_OK;
+    cllm_lora *lo = m->lora;
+    int have = 1, i;
+    cllm_result rc;
     for (i = 0; i < n; i++) have &= !isnan(pairs[i]->ref_chosen) && !isnan(pairs[i]->ref_rejected);
     if (have) {
-        for (i = 0; i < n; i++) { out[i] = pairs[i]->ref_chosen; out[n + i] = pairs[i]->ref_rejected; }
+        for (i = 0; i < n; i++) {
+            out[i] = pairs[i]->ref_chosen;
+            out[n + i] = pairs[i]->ref_rejected;
+        }
         return CLLM_OK;
     }
     if (ref) {
@@ -5179,67 +5279,102 @@ static cllm_result cllm__dpo_ref_logps(cllm_model *m, cllm_model *ref, const cll
         if (rc == CLLM_OK) cllm__row_logps(ref, out);
         return rc;
     }
-    if (m->lora && m->lora->enabled) {             /* the base model under the adapters */
-        int training = m->lora->training;
-        m->lora->enabled = 0; m->lora->training = 0;
+    if (lo && lo->enabled) {                   /* the base model under the adapters */
+        int training = lo->training;
+        lo->enabled = 0;
+        lo->training = 0;
         rc = cllm_forward(m, &sb->batch, NULL, err);
-        m->lora->enabled = 1; m->lora->training = training;
+        lo->enabled = 1;
+        lo->training = training;
         if (rc == CLLM_OK) cllm__row_logps(m, out);
         return rc;
     }
-    if (reference_free) { for (i = 0; i < 2 * n; i++) out[i] = 0; return CLLM_OK; }
-    return cllm__fail(err, CLLM_ERR_ARG, "DPO needs a reference: a reference model, precomputed ref_*_logps in the pairs, LoRA adapters (the base model is the reference), or reference_free");
+    if (reference_free) {
+        for (i = 0; i < 2 * n; i++) out[i] = 0;
+        return CLLM_OK;
+    }
+    return cllm__fail(err, CLLM_ERR_ARG, "DPO needs a reference: a reference model, precomputed ref_*_logps in the "
+                                         "pairs, LoRA adapters (the base model is the reference), or reference_free");
 }
 
+/* DPO (paper section 3.3; TRL v0.19.1 DPOTrainer.concatenated_forward + dpo_loss): chosen and
+   rejected rows in one batch, their summed completion logps (averaged per token for IPO, as TRL's
+   DPOTrainer, unless cfg->ipo_sum), the reference's (cllm__dpo_ref_logps), cllm_dpo_loss, then
+   backward of (sum of the pair losses) / norm through dlogp = d loss / d logp(row) on every
+   completion token. RPO (TRL's rpo_alpha, Pang et al. 2024) adds alpha x the NLL of the chosen
+   completions, a mean over this micro-batch's chosen tokens. Adds TRL's metrics: loss,
+   rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen,
+   logps/rejected (and nll_loss with RPO). */
 CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cllm_dpo_pair *const *pairs, int n,
-                                        const struct cllm_dpo_config *cfg, double norm, cllm_train_stats *st, cllm_err *err) {
+                                        const cllm_dpo_config *cfg, double norm, cllm_train_stats *st, cllm_err *err) {
+    size_t rows_n = 2 * (size_t)n + 1;
+    const cllm_train_seq **rows = (const cllm_train_seq **)cllm__calloc(rows_n, sizeof *rows);
+    double *mem = (double *)cllm__calloc(7 * rows_n, sizeof(double));
+    double *pol = mem;                       /* (2n) the policy's logps: chosen, then rejected */
+    double *refl = mem + rows_n;             /* (2n) the reference's                           */
+    double *len = mem + 2 * rows_n;          /* (2n) completion tokens                         */
+    double *d = mem + 3 * rows_n;            /* (2n) d loss / d logp                           */
+    double *losses = mem + 4 * rows_n;       /* (n) per pair                                   */
+    double *cr = mem + 5 * rows_n;           /* (n) chosen rewards                             */
+    double *rj = mem + 6 * rows_n;           /* (n) rejected rewards                           */
+    double s_cr = 0, s_rj = 0, s_acc = 0, s_pc = 0, s_pr = 0, s_loss = 0;
     cllm_dpo_config c;
     cllm_dpo_out out;
     cllm__seq_batch sb;
-    const cllm_train_seq **rows = (const cllm_train_seq **)cllm__calloc(2 * (size_t)n + 1, sizeof *rows);
-    double *pol = (double *)cllm__calloc(2 * (size_t)n + 1, sizeof(double)), *refl = (double *)cllm__calloc(2 * (size_t)n + 1, sizeof(double));
-    double *len = (double *)cllm__calloc(2 * (size_t)n + 1, sizeof(double)), *d = (double *)cllm__calloc(2 * (size_t)n + 1, sizeof(double));
-    double *losses = (double *)cllm__calloc((size_t)n + 1, sizeof(double)), *cr = (double *)cllm__calloc((size_t)n + 1, sizeof(double));
-    double *rj = (double *)cllm__calloc((size_t)n + 1, sizeof(double));
-    double s_cr = 0, s_rj = 0, s_acc = 0, s_pc = 0, s_pr = 0, s_loss = 0;
     cllm_result rc = CLLM_OK;
-    int i;
+    int per_token, i;
     memset(&sb, 0, sizeof sb);
     memset(&c, 0, sizeof c);
     if (cfg) c = *cfg;
-    if (!rows || !pol || !refl || !len || !d || !losses || !cr || !rj) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-    if (n < 1 || !(norm > 0)) { rc = cllm__fail(err, CLLM_ERR_ARG, "DPO step: need n >= 1 pairs and norm > 0"); goto done; }
-    for (i = 0; i < n; i++) {
-        rows[i] = &pairs[i]->chosen; rows[n + i] = &pairs[i]->rejected;
-        len[i] = cllm_train_seq_targets(rows[i]); len[n + i] = cllm_train_seq_targets(rows[n + i]);
-        if (len[i] < 1 || len[n + i] < 1) { rc = cllm__fail(err, CLLM_ERR_ARG, "pair %d: a completion has no target tokens", i); goto done; }
+    per_token = c.loss_type == CLLM_DPO_IPO && !c.ipo_sum;   /* TRL's DPOTrainer: IPO on per-token averages */
+    if (!rows || !mem) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    else if (n < 1 || !(norm > 0)) rc = cllm__fail(err, CLLM_ERR_ARG, "DPO step: need n >= 1 pairs and norm > 0");
+    for (i = 0; i < n && rc == CLLM_OK; i++) {
+        rows[i] = &pairs[i]->chosen;
+        rows[n + i] = &pairs[i]->rejected;
+        len[i] = cllm_train_seq_targets(rows[i]);
+        len[n + i] = cllm_train_seq_targets(rows[n + i]);
+        if (len[i] < 1 || len[n + i] < 1)
+            rc = cllm__fail(err, CLLM_ERR_ARG, "pair %d: a completion has no target tokens", i);
     }
+    if (rc != CLLM_OK) goto done;
     if ((rc = cllm__seq_batch_make(&sb, rows, 2 * n, err)) != CLLM_OK) goto done;
     /* reference first: the policy's forward must be the last one, its activations feed backward */
     if ((rc = cllm__dpo_ref_logps(m, ref, pairs, n, &sb, c.reference_free, refl, err)) != CLLM_OK) goto done;
     if ((rc = cllm_forward(m, &sb.batch, NULL, err)) != CLLM_OK) goto done;
     cllm__row_logps(m, pol);
-    if (c.loss_type == CLLM_DPO_IPO && !c.ipo_sum)   /* TRL's DPOTrainer: IPO compares per-token averages */
-        for (i = 0; i < 2 * n; i++) { pol[i] /= len[i]; refl[i] /= len[i]; }
+    for (i = 0; per_token && i < 2 * n; i++) {
+        pol[i] /= len[i];
+        refl[i] /= len[i];
+    }
     memset(&out, 0, sizeof out);
-    out.losses = losses; out.chosen_rewards = cr; out.rejected_rewards = rj;
-    out.d_chosen = d; out.d_rejected = d + n;
+    out.losses = losses;
+    out.chosen_rewards = cr;
+    out.rejected_rewards = rj;
+    out.d_chosen = d;
+    out.d_rejected = d + n;
     if ((rc = cllm_dpo_loss(&c, n, pol, pol + n, refl, refl + n, &out, err)) != CLLM_OK) goto done;
     /* cllm_dpo_loss differentiates the mean over these n pairs; the step wants sum / norm */
-    for (i = 0; i < 2 * n; i++) d[i] *= (double)n / norm / (c.loss_type == CLLM_DPO_IPO && !c.ipo_sum ? len[i] : 1.0);
+    for (i = 0; i < 2 * n; i++) d[i] *= (double)n / norm / (per_token ? len[i] : 1.0);
     if (c.rpo_alpha > 0) {
-        /* RPO: + alpha * NLL(chosen), NLL = -(sum of the chosen tokens' logps) / (chosen tokens), as
-           TRL's rpo term (a mean over this micro-batch's chosen tokens), weighted like the pairs */
+        /* RPO: + alpha * NLL(chosen), NLL = -(sum of the chosen tokens' logps) / (chosen tokens) */
         double tok_c = 0, nll = 0;
-        for (i = 0; i < n; i++) { tok_c += len[i]; nll -= pol[i] * (c.loss_type == CLLM_DPO_IPO && !c.ipo_sum ? len[i] : 1.0); }
+        for (i = 0; i < n; i++) {
+            tok_c += len[i];
+            nll -= pol[i] * (per_token ? len[i] : 1.0);
+        }
         for (i = 0; i < n; i++) d[i] -= c.rpo_alpha * (double)n / norm / tok_c;
         for (i = 0; i < n; i++) losses[i] += c.rpo_alpha * nll / tok_c;
         if (st) cllm_train_stats_add(st, "nll_loss", nll / tok_c * n, n);
     }
     if ((rc = cllm__backward_rows(m, d, err)) != CLLM_OK) goto done;
     for (i = 0; i < n; i++) {
-        s_loss += losses[i]; s_cr += cr[i]; s_rj += rj[i]; s_acc += cr[i] > rj[i];
-        s_pc += pol[i]; s_pr += pol[n + i];
+        s_loss += losses[i];
+        s_cr += cr[i];
+        s_rj += rj[i];
+        s_acc += cr[i] > rj[i];
+        s_pc += pol[i];
+        s_pr += pol[n + i];
     }
     if (st) {
         cllm_train_stats_add(st, "loss", s_loss, n);
@@ -5253,25 +5388,41 @@ CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cl
     }
 done:
     cllm__seq_batch_free(&sb);
-    CLLM_FREE(rows); CLLM_FREE(pol); CLLM_FREE(refl); CLLM_FREE(len); CLLM_FREE(d);
-    CLLM_FREE(losses); CLLM_FREE(cr); CLLM_FREE(rj);
+    CLLM_FREE(rows);
+    CLLM_FREE(mem);
     if (rc == CLLM_OK) cllm__ok(err);
     return rc;
 }
 
-/* ---- rollouts: sampling, scoring, sequences ------------------------------------------------ */
+/* The trainer's units of a step whose loss is a mean over examples (pairs, prompts). */
+static double cllm__units_are_examples(void *ctx, const int *idx, int n) {
+    (void)ctx;
+    (void)idx;
+    return n;
+}
+
+/* ---- rollouts: the policy's samples, scored by MR (shared by online DPO, PPO and GRPO) ------- */
+
+/* The online stages train on the response's token ids as generated (no re-tokenization) and keep
+   LoRA dropout off in every forward and backward (TRL's PPO and online DPO disable dropout; we do
+   the same for GRPO so that the sampler's and the trainer's log-probs agree). The policy's seed
+   counter is set per (step, prompt, phase), so a resumed run samples the same responses and
+   futures (data_fmt/train_online.md, "Seeds and resuming"). A response whose MR failed leaves
+   its pair, row or group out of the step ("mr/failed"); a step left with nothing is an error. */
 
 /* The seed counter of (step, prompt, phase): phase 0 samples the trained responses, 1 simulates
    MR's futures, 2 is a local simulator's, 3 + e orders PPO's pass e. One splitmix64 step over
    the three mixed by odd constants, so every combination gets its own streams and a resumed run
    replays exactly those of an uninterrupted one. */
 static uint64_t cllm__online_call(long step, int prompt, int phase) {
-    uint64_t x = (uint64_t)step * 0x9E3779B97F4A7C15ull ^ (uint64_t)(unsigned)prompt * 0xBF58476D1CE4E5B9ull ^ (uint64_t)(unsigned)phase * 0x94D049BB133111EBull;
+    uint64_t x = (uint64_t)step * 0x9E3779B97F4A7C15ull ^ (uint64_t)(unsigned)prompt * 0xBF58476D1CE4E5B9ull ^
+                 (uint64_t)(unsigned)phase * 0x94D049BB133111EBull;
     return cllm__splitmix64(&x);
 }
 
 /* The rollout settings with a method's defaults. */
-static cllm_rollout_config cllm__rollout_def(const cllm_rollout_config *in, float temperature, int top_k, int max_new_tokens, uint64_t seed) {
+static cllm_rollout_config cllm__rollout_def(const cllm_rollout_config *in, float temperature, int top_k,
+                                             int max_new_tokens, uint64_t seed) {
     cllm_rollout_config c = *in;
     c.gen.sampler.temperature = cllm__def(c.gen.sampler.temperature, temperature);
     c.gen.sampler.top_k = c.gen.sampler.top_k < 0 ? 0 : cllm__def(c.gen.sampler.top_k, top_k);
@@ -5282,21 +5433,27 @@ static cllm_rollout_config cllm__rollout_def(const cllm_rollout_config *in, floa
     return c;
 }
 
-static cllm_result cllm__rollout_check_config(const cllm_rollout_config *c, const cllm_local_lm *policy, const cllm_online_prompts *p, cllm_err *err) {
-    if (!policy || !policy->model.params_memory || !policy->tok.priv) return cllm__fail(err, CLLM_ERR_ARG, "online training needs the policy as a loaded local model");
+static cllm_result cllm__rollout_check_config(const cllm_rollout_config *c, const cllm_local_lm *policy,
+                                              const cllm_online_prompts *p, cllm_err *err) {
+    if (!policy || !policy->model.params_memory || !policy->tok.priv)
+        return cllm__fail(err, CLLM_ERR_ARG, "online training needs the policy as a loaded local model");
     if (!p || p->n < 1) return cllm__fail(err, CLLM_ERR_ARG, "online training needs prompts");
     if (!c->mr) return cllm__fail(err, CLLM_ERR_ARG, "online training needs the reward: rollout.mr");
     if (c->mr->window > 0 && (!c->user || !c->future))
-        return cllm__fail(err, CLLM_ERR_ARG, "MR with window %d needs rollout.user (the simulator) and rollout.future (the policy as future assistant)", c->mr->window);
-    if (c->gen.sampler.greedy) return cllm__fail(err, CLLM_ERR_ARG, "online training samples its responses: greedy decoding gives every sample the same answer");
+        return cllm__fail(err, CLLM_ERR_ARG, "MR with window %d needs rollout.user (the simulator) and rollout.future "
+                                             "(the policy as future assistant)", c->mr->window);
+    if (c->gen.sampler.greedy)
+        return cllm__fail(err, CLLM_ERR_ARG,
+                          "online training samples its responses: greedy decoding gives every sample the same answer");
     return CLLM_OK;
 }
 
 /* n_samples responses to each prompt idx[0..n) into out[i * n_samples + s], the policy's seed
    counter set per prompt (phase 0). The system prompt goes first, never into the history. */
-static cllm_result cllm__rollout_sample(cllm_local_lm *lm, const cllm_rollout_config *c, const cllm_online_prompts *p, const int *idx, int n,
-                                        int n_samples, long step, cllm_local_output *out, cllm_err *err) {
-    int i, j, sys = c->system_prompt != NULL;
+static cllm_result cllm__rollout_sample(cllm_local_lm *lm, const cllm_rollout_config *c, const cllm_online_prompts *p,
+                                        const int *idx, int n, int n_samples, long step, cllm_local_output *out,
+                                        cllm_err *err) {
+    int sys = c->system_prompt != NULL, i, j;
     cllm_result rc = CLLM_OK;
     memset(out, 0, (size_t)n * (size_t)n_samples * sizeof *out);
     for (i = 0; i < n && rc == CLLM_OK; i++) {
@@ -5304,8 +5461,14 @@ static cllm_result cllm__rollout_sample(cllm_local_lm *lm, const cllm_rollout_co
         cllm_conv view;
         memset(&view, 0, sizeof view);
         view.msgs = (cllm_message *)cllm__calloc((size_t)h->n + 1, sizeof *view.msgs);
-        if (!view.msgs) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); break; }
-        if (sys) { view.msgs[0].role = "system"; view.msgs[0].content = c->system_prompt; }
+        if (!view.msgs) {
+            rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+            break;
+        }
+        if (sys) {
+            view.msgs[0].role = "system";
+            view.msgs[0].content = c->system_prompt;
+        }
         for (j = 0; j < h->n; j++) view.msgs[sys + j] = h->msgs[j];
         view.n = view.cap = sys + h->n;
         lm->calls = cllm__online_call(step, idx[i], 0);
@@ -5316,25 +5479,35 @@ static cllm_result cllm__rollout_sample(cllm_local_lm *lm, const cllm_rollout_co
     return rc;
 }
 
-/* MR of every response out[k] (k < n * n_samples, prompt idx[k / n_samples]) in one batch:
-   scores[k], NAN where it failed; *failed counts those. The policy plays the future assistant
-   with its seed counter set from (step, first prompt, 1) (a local simulator's from phase 2). */
-static cllm_result cllm__rollout_score(const cllm_rollout_config *c, cllm_local_lm *policy, const cllm_online_prompts *p, const int *idx,
-                                       int n, int n_samples, long step, const cllm_local_output *out, double *scores, int *failed, cllm_err *err) {
+/* MR (paper Eq. 1-2, cllm_mr_score) of every response out[k] (k < n * n_samples, prompt
+   idx[k / n_samples]) in one batch: scores[k], NAN where it failed; *failed counts those. The
+   policy plays the future assistant with its seed counter set from (step, first prompt, 1) (a
+   local simulator's from phase 2). */
+static cllm_result cllm__rollout_score(const cllm_rollout_config *c, cllm_local_lm *policy,
+                                       const cllm_online_prompts *p, const int *idx, int n, int n_samples, long step,
+                                       const cllm_local_output *out, double *scores, int *failed, cllm_err *err) {
     int N = n * n_samples, k;
     cllm_mr_item *items = (cllm_mr_item *)cllm__calloc((size_t)N, sizeof *items);
     cllm_mr_result *res = (cllm_mr_result *)cllm__calloc((size_t)N, sizeof *res);
     cllm_result rc = CLLM_OK;
     cllm_err e;
     *failed = 0;
-    if (!items || !res) { CLLM_FREE(items); CLLM_FREE(res); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    if (!items || !res) {
+        CLLM_FREE(items);
+        CLLM_FREE(res);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
     for (k = 0; k < N; k++) {
         const cllm_online_prompt *it = &p->items[idx[k / n_samples]];
-        items[k].goal = &it->goal; items[k].task = &it->task; items[k].history = &it->history; items[k].candidate = out[k].text;
+        items[k].goal = &it->goal;
+        items[k].task = &it->task;
+        items[k].history = &it->history;
+        items[k].candidate = out[k].text;
     }
     policy->calls = cllm__online_call(step, idx[0], 1);
     if (c->user_lm) c->user_lm->calls = cllm__online_call(step, idx[0], 2);
-    e.code = CLLM_OK; e.msg[0] = 0;
+    e.code = CLLM_OK;
+    e.msg[0] = 0;
     if (cllm_mr_score(c->mr, c->user, c->future, items, N, res, &e) != CLLM_OK && res[0].n_samples == 0)
         rc = cllm__fail(err, e.code, "MR: %s", e.msg);                  /* it never ran: a setup error */
     for (k = 0; k < N; k++) {
@@ -5342,7 +5515,8 @@ static cllm_result cllm__rollout_score(const cllm_rollout_config *c, cllm_local_
         *failed += rc == CLLM_OK && isnan(scores[k]);
         cllm_mr_result_free(&res[k]);
     }
-    CLLM_FREE(items); CLLM_FREE(res);
+    CLLM_FREE(items);
+    CLLM_FREE(res);
     return rc;
 }
 
@@ -5354,17 +5528,23 @@ static cllm_result cllm__rollout_seq(const cllm_local_output *o, cllm_train_seq 
     cllm_result rc;
     memset(seq, 0, sizeof *seq);
     if (!ids || !target) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    else if (o->n_prompt < 1 || o->n < 1) rc = cllm__fail(err, CLLM_ERR_ARG, "a response needs a prompt and at least one token");
+    else if (o->n_prompt < 1 || o->n < 1)
+        rc = cllm__fail(err, CLLM_ERR_ARG, "a response needs a prompt and at least one token");
     else {
-        for (t = 0; t < n; t++) { ids[t] = t < o->n_prompt ? o->prompt_ids[t] : o->ids[t - o->n_prompt]; target[t] = t >= o->n_prompt; }
+        for (t = 0; t < n; t++) {
+            ids[t] = t < o->n_prompt ? o->prompt_ids[t] : o->ids[t - o->n_prompt];
+            target[t] = t >= o->n_prompt;
+        }
         rc = cllm__seq_from(seq, ids, target, n, o->n_prompt, err);
     }
-    CLLM_FREE(ids); CLLM_FREE(target);
+    CLLM_FREE(ids);
+    CLLM_FREE(target);
     return rc;
 }
 
-/* A forward of sequences under m at temperature tau, dropout off (see the section header). */
-static cllm_result cllm__rollout_forward(cllm_model *m, const cllm_train_seq *const *seqs, int n, float tau, cllm__seq_batch *sb, cllm_err *err) {
+/* A forward of sequences under m at temperature tau, dropout off (see above). */
+static cllm_result cllm__rollout_forward(cllm_model *m, const cllm_train_seq *const *seqs, int n, float tau,
+                                         cllm__seq_batch *sb, cllm_err *err) {
     int training = m->lora ? m->lora->training : 0;
     cllm_result rc = cllm__seq_batch_make(sb, seqs, n, err);
     if (rc != CLLM_OK) return rc;
@@ -5381,30 +5561,41 @@ static size_t cllm__resp_pos(const cllm_model *m, const cllm_train_seq *s, int r
 }
 
 /* The response log-probs of the last forward as (n, L): fill after each response. */
-static void cllm__gather_logps(const cllm_model *m, const cllm_train_seq *const *seqs, int n, int L, double fill, double *out) {
+static void cllm__gather_logps(const cllm_model *m, const cllm_train_seq *const *seqs, int n, int L, double fill,
+                               double *out) {
     int r, t;
-    for (r = 0; r < n; r++) for (t = 0; t < L; t++)
-        out[(size_t)r * L + t] = t < seqs[r]->n - seqs[r]->n_prompt ? (double)m->acts.logp[cllm__resp_pos(m, seqs[r], r, t)] : fill;
+    for (r = 0; r < n; r++) {
+        int len = seqs[r]->n - seqs[r]->n_prompt;
+        for (t = 0; t < L; t++)
+            out[(size_t)r * L + t] = t < len ? (double)m->acts.logp[cllm__resp_pos(m, seqs[r], r, t)] : fill;
+    }
 }
 
 /* The values of the last forward as (n, L): V at the position before token t, for t up to the
    response length (the slot after the last token reads the last token's state), else 0. */
-static void cllm__gather_values(const cllm_model *m, const cllm_value_head *vh, const cllm_train_seq *const *seqs, int n, int L, double *out) {
-    int r, t, C = m->config.hidden_size;
-    for (r = 0; r < n; r++) for (t = 0; t < L; t++) {
-        double *v = &out[(size_t)r * L + t];
-        *v = 0;
-        if (t <= seqs[r]->n - seqs[r]->n_prompt) cllm_value_head_forward(vh, m->acts.lnf + cllm__resp_pos(m, seqs[r], r, t) * C, 1, v);
+static void cllm__gather_values(const cllm_model *m, const cllm_value_head *vh, const cllm_train_seq *const *seqs,
+                                int n, int L, double *out) {
+    int C = m->config.hidden_size, r, t;
+    for (r = 0; r < n; r++) {
+        for (t = 0; t < L; t++) {
+            double *v = &out[(size_t)r * L + t];
+            *v = 0;
+            if (t <= seqs[r]->n - seqs[r]->n_prompt)
+                cllm_value_head_forward(vh, m->acts.lnf + cllm__resp_pos(m, seqs[r], r, t) * C, 1, v);
+        }
     }
 }
 
 /* The reference's response log-probs: ref, else m with its adapters off (PEFT), at tau. */
-static cllm_result cllm__rollout_ref(cllm_model *m, cllm_model *ref, const cllm_train_seq *const *seqs, int n, float tau, int L, double *out, cllm_err *err) {
+static cllm_result cllm__rollout_ref(cllm_model *m, cllm_model *ref, const cllm_train_seq *const *seqs, int n,
+                                     float tau, int L, double *out, cllm_err *err) {
     cllm__seq_batch sb;
     cllm_model *which = ref ? ref : m;
     int enabled = m->lora ? m->lora->enabled : 0;
     cllm_result rc;
-    if (!ref && !(m->lora && m->lora->enabled)) return cllm__fail(err, CLLM_ERR_ARG, "this objective needs a reference: a frozen reference model, or LoRA adapters (the base model is the reference)");
+    if (!ref && !(m->lora && m->lora->enabled))
+        return cllm__fail(err, CLLM_ERR_ARG, "this objective needs a reference: a frozen reference model, or LoRA "
+                                             "adapters (the base model is the reference)");
     if (!ref) m->lora->enabled = 0;
     rc = cllm__rollout_forward(which, seqs, n, tau, &sb, err);
     if (!ref) m->lora->enabled = enabled;
@@ -5416,66 +5607,85 @@ static cllm_result cllm__rollout_ref(cllm_model *m, cllm_model *ref, const cllm_
 /* Backward of sum over rows and response tokens of scale * (dlp * logp + dv * value), after the
    policy's forward of seqs (the last forward of m, cllm__rollout_forward: dropout off, so off
    here too, whatever the trainer's micro-step set). dv and vh may be NULL. */
-static cllm_result cllm__rollout_backward(cllm_model *m, cllm_value_head *vh, const cllm_train_seq *const *seqs, int n, int L,
-                                          const double *dlp, const double *dv, double scale, cllm_err *err) {
-    size_t BT = (size_t)m->B * (size_t)m->T, C = (size_t)m->config.hidden_size;
+static cllm_result cllm__rollout_backward(cllm_model *m, cllm_value_head *vh, const cllm_train_seq *const *seqs, int n,
+                                          int L, const double *dlp, const double *dv, double scale, cllm_err *err) {
+    size_t BT = (size_t)m->B * (size_t)m->T;
+    size_t C = (size_t)m->config.hidden_size;
     cllm_float *dlogp = (cllm_float *)cllm__calloc(BT, sizeof(cllm_float));
     cllm_float *dh = dv ? (cllm_float *)cllm__calloc(BT * C, sizeof(cllm_float)) : NULL;
-    cllm_result rc;
-    int r, t, training = 0;
-    if (!dlogp || (dv && !dh)) { CLLM_FREE(dlogp); CLLM_FREE(dh); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
-    for (r = 0; r < n; r++) {
+    cllm_result rc = CLLM_OK;
+    int training = m->lora ? m->lora->training : 0;
+    int r, t;
+    if (!dlogp || (dv && !dh)) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    for (r = 0; r < n && rc == CLLM_OK; r++) {
         int len = seqs[r]->n - seqs[r]->n_prompt;
-        for (t = 0; t < L && t < len; t++) dlogp[cllm__resp_pos(m, seqs[r], r, t)] = (cllm_float)(scale * dlp[(size_t)r * L + t]);
+        for (t = 0; t < L && t < len; t++)
+            dlogp[cllm__resp_pos(m, seqs[r], r, t)] = (cllm_float)(scale * dlp[(size_t)r * L + t]);
         for (t = 0; dv && t < L && t <= len; t++) {
             size_t pos = cllm__resp_pos(m, seqs[r], r, t);
             double d = scale * dv[(size_t)r * L + t];
             if (d != 0) cllm_value_head_backward(vh, m->acts.lnf + pos * C, 1, &d, dh + pos * C);
         }
     }
-    if (m->lora) { training = m->lora->training; m->lora->training = 0; }
-    rc = cllm_backward(m, dlogp, dh, err);
-    if (m->lora) m->lora->training = training;
-    CLLM_FREE(dlogp); CLLM_FREE(dh);
+    if (rc == CLLM_OK) {
+        if (m->lora) m->lora->training = 0;
+        rc = cllm_backward(m, dlogp, dh, err);
+        if (m->lora) m->lora->training = training;
+    }
+    CLLM_FREE(dlogp);
+    CLLM_FREE(dh);
     return rc;
 }
 
 /* The largest |sampler logprob - forward logprob| over the responses (the forward at the
    sampling temperature is the last one of m over seqs); a failure above tol. */
-static cllm_result cllm__rollout_check(const cllm_rollout_config *c, const cllm_model *m, const cllm_local_output *const *outs,
-                                       const cllm_train_seq *const *seqs, int n, double *max_diff, cllm_err *err) {
+static cllm_result cllm__rollout_check(const cllm_rollout_config *c, const cllm_model *m,
+                                       const cllm_local_output *const *outs, const cllm_train_seq *const *seqs, int n,
+                                       double *max_diff, cllm_err *err) {
     int r, t;
     *max_diff = 0;
     if (c->logprob_tol < 0 || c->gen.sampler.top_k > 0 || c->gen.sampler.top_p < 1) return CLLM_OK;
-    for (r = 0; r < n; r++) for (t = 0; t < outs[r]->n; t++) {
-        double d = fabs((double)outs[r]->logprobs[t] - (double)m->acts.logp[cllm__resp_pos(m, seqs[r], r, t)]);
-        if (!(d <= *max_diff)) *max_diff = d;
+    for (r = 0; r < n; r++) {
+        for (t = 0; t < outs[r]->n; t++) {
+            double d = fabs((double)outs[r]->logprobs[t] - (double)m->acts.logp[cllm__resp_pos(m, seqs[r], r, t)]);
+            if (!(d <= *max_diff)) *max_diff = d;
+        }
     }
     if (!(*max_diff <= c->logprob_tol))
-        return cllm__fail(err, CLLM_ERR_NUMERIC, "the sampler's log-probs differ from a forward pass at the sampling temperature by %.3g (> logprob_tol %g): "
-                          "the old log-probs would be wrong (set logprob_tol higher, or negative to skip the check)", *max_diff, c->logprob_tol);
+        return cllm__fail(err, CLLM_ERR_NUMERIC, "the sampler's log-probs differ from a forward pass at the sampling "
+                                                 "temperature by %.3g (> logprob_tol %g): the old log-probs would be "
+                                                 "wrong (set logprob_tol higher, or negative to skip the check)",
+                          *max_diff, c->logprob_tol);
     return CLLM_OK;
 }
 
 /* The rows of a rollout: a sequence and a pointer per kept response, freed together. */
-typedef struct cllm__rows { cllm_train_seq *seqs; const cllm_train_seq **ptr; const cllm_local_output **out; int n; } cllm__rows;
+typedef struct cllm__rows {
+    cllm_train_seq *seqs;
+    const cllm_train_seq **ptr;
+    const cllm_local_output **out;
+    int n;
+} cllm__rows;
 
 static void cllm__rows_free(cllm__rows *r) {
     int i;
     for (i = 0; i < r->n; i++) cllm_train_seq_free(&r->seqs[i]);
-    CLLM_FREE(r->seqs); CLLM_FREE(r->ptr); CLLM_FREE(r->out);
+    CLLM_FREE(r->seqs);
+    CLLM_FREE(r->ptr);
+    CLLM_FREE(r->out);
     memset(r, 0, sizeof *r);
 }
 
 /* rows = out[keep[i]] for i < n. */
-static cllm_result cllm__rows_make(cllm__rows *rows, const cllm_local_output *out, const int *keep, int n, cllm_err *err) {
+static cllm_result cllm__rows_make(cllm__rows *rows, const cllm_local_output *out, const int *keep, int n,
+                                   cllm_err *err) {
     cllm_result rc = CLLM_OK;
     int i;
     memset(rows, 0, sizeof *rows);
     rows->seqs = (cllm_train_seq *)cllm__calloc((size_t)n + 1, sizeof *rows->seqs);
     rows->ptr = (const cllm_train_seq **)cllm__calloc((size_t)n + 1, sizeof *rows->ptr);
     rows->out = (const cllm_local_output **)cllm__calloc((size_t)n + 1, sizeof *rows->out);
-    if (!rows->seqs || !rows->ptr || !rows->out) { cllm__rows_free(rows); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    if (!rows->seqs || !rows->ptr || !rows->out) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     for (i = 0; i < n && rc == CLLM_OK; i++) {
         rc = cllm__rollout_seq(&out[keep[i]], &rows->seqs[i], err);
         rows->ptr[i] = &rows->seqs[i];
@@ -5486,49 +5696,60 @@ static cllm_result cllm__rows_make(cllm__rows *rows, const cllm_local_output *ou
     return rc;
 }
 
-/* ---- online DPO ---------------------------------------------------------------------------- */
+/* ---- online DPO (TRL v0.19.1 OnlineDPOTrainer, MR as the judge) ------------------------------ */
 
 typedef struct cllm__odpo_ctx {
-    cllm_local_lm         *lm;
-    cllm_model            *ref;
+    cllm_local_lm             *lm;
+    cllm_model                *ref;
     const cllm_online_prompts *p;
-    cllm_online_dpo_config cfg;      /* defaults applied */
-    cllm_dpo_config        dpo;
+    cllm_online_dpo_config     cfg;      /* defaults applied */
+    cllm_dpo_config            dpo;
 } cllm__odpo_ctx;
-
-static double cllm__online_units(void *ctx, const int *idx, int n) { (void)ctx; (void)idx; return n; }
 
 /* A pair from two responses to one prompt, cut to max_length by the start of the prompt (the
    same cut for both, from the longer response). */
-static cllm_result cllm__odpo_pair(cllm_dpo_pair *pair, const cllm_local_output *chosen, const cllm_local_output *rejected, int max_length, cllm_err *err) {
+static cllm_result cllm__odpo_pair(cllm_dpo_pair *pair, const cllm_local_output *chosen,
+                                   const cllm_local_output *rejected, int max_length, cllm_err *err) {
+    int longer = chosen->n > rejected->n ? chosen->n : rejected->n;
+    int keep = -1;
     cllm_result rc;
-    int longer = chosen->n > rejected->n ? chosen->n : rejected->n, keep = -1;
     memset(pair, 0, sizeof *pair);
     pair->ref_chosen = pair->ref_rejected = NAN;
     if ((rc = cllm__rollout_seq(chosen, &pair->chosen, err)) != CLLM_OK) return rc;
-    if ((rc = cllm__rollout_seq(rejected, &pair->rejected, err)) != CLLM_OK) { cllm_train_seq_free(&pair->chosen); return rc; }
-    if (pair->chosen.n > max_length || pair->rejected.n > max_length) keep = max_length - longer < 1 ? 1 : max_length - longer;
+    if ((rc = cllm__rollout_seq(rejected, &pair->rejected, err)) != CLLM_OK) {
+        cllm_train_seq_free(&pair->chosen);
+        return rc;
+    }
+    if (pair->chosen.n > max_length || pair->rejected.n > max_length)
+        keep = max_length - longer < 1 ? 1 : max_length - longer;
     cllm_train_seq_truncate(&pair->chosen, max_length, keep);
     cllm_train_seq_truncate(&pair->rejected, max_length, keep);
     return CLLM_OK;
 }
 
-static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx, int n, double norm, cllm_train_stats *st, cllm_err *err) {
+/* One micro-batch of online DPO: two responses per prompt, both scored by MR; the higher MR is
+   chosen (a tie: the first, as CollabLLM's judge takes the argmax); cllm_dpo_micro_step on the
+   pairs, dropout off (TRL's disable_dropout). TRL's objective/ metrics come from the pairs' sums:
+   objective/kl = mean over responses of sum_t (logp - ref) = (rewards/chosen + rewards/rejected)
+   / (2 beta). */
+static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx, int n, double norm,
+                                    cllm_train_stats *st, cllm_err *err) {
     cllm__odpo_ctx *c = (cllm__odpo_ctx *)ctx;
     cllm_local_output *out = (cllm_local_output *)cllm__calloc(2 * (size_t)n, sizeof *out);
     double *mr = (double *)cllm__calloc(2 * (size_t)n, sizeof(double));
     cllm_dpo_pair *pairs = (cllm_dpo_pair *)cllm__calloc((size_t)n, sizeof *pairs);
     const cllm_dpo_pair **pp = (const cllm_dpo_pair **)cllm__calloc((size_t)n, sizeof *pp);
+    double s_mr = 0, s_ch = 0, s_rj = 0, eos = 0, s_cr, s_rr, s_pc, s_pr;
+    int failed = 0, k = 0;
+    int training = tr->lora ? tr->lora->training : 0;
+    int i;
     cllm_train_stats dst;
-    double s_mr = 0, s_ch = 0, s_rj = 0, eos = 0;
-    int failed = 0, k = 0, i, training = tr->lora ? tr->lora->training : 0;
     cllm_result rc;
     memset(&dst, 0, sizeof dst);
-    if (!out || !mr || !pairs || !pp) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-    /* two responses per prompt, both scored by MR */
-    if ((rc = cllm__rollout_sample(c->lm, &c->cfg.rollout, c->p, idx, n, 2, tr->step, out, err)) != CLLM_OK) goto done;
-    if ((rc = cllm__rollout_score(&c->cfg.rollout, c->lm, c->p, idx, n, 2, tr->step, out, mr, &failed, err)) != CLLM_OK) goto done;
-    /* chosen = the higher MR; a tie: the first (CollabLLM's judge takes the argmax) */
+    if (!out || !mr || !pairs || !pp) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    else rc = cllm__rollout_sample(c->lm, &c->cfg.rollout, c->p, idx, n, 2, tr->step, out, err);
+    if (rc == CLLM_OK)
+        rc = cllm__rollout_score(&c->cfg.rollout, c->lm, c->p, idx, n, 2, tr->step, out, mr, &failed, err);
     for (i = 0; i < n && rc == CLLM_OK; i++) {
         int first = mr[2 * i] >= mr[2 * i + 1];
         eos += (out[2 * i].finish == CLLM_FINISH_EOS) + (out[2 * i + 1].finish == CLLM_FINISH_EOS);
@@ -5538,25 +5759,28 @@ static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
         pp[k] = &pairs[k];
         k++;
         s_mr += mr[2 * i] + mr[2 * i + 1];
-        s_ch += mr[2 * i + !first]; s_rj += mr[2 * i + first];
+        s_ch += mr[2 * i + !first];
+        s_rj += mr[2 * i + first];
     }
     if (rc != CLLM_OK) goto done;
-    if (k == 0) { rc = cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: MR failed for every response of a micro-batch (%d failures); nothing to train on", tr->step + 1, failed); goto done; }
-    /* the DPO update, dropout off (TRL's disable_dropout) */
+    if (k == 0) {
+        rc = cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: MR failed for every response of a micro-batch (%d "
+                                               "failures); nothing to train on", tr->step + 1, failed);
+        goto done;
+    }
     if (tr->lora) tr->lora->training = 0;
     rc = cllm_dpo_micro_step(tr->model, c->ref, pp, k, &c->dpo, norm, &dst, err);
     if (tr->lora) tr->lora->training = training;
     if (rc != CLLM_OK) goto done;
     for (i = 0; i < dst.n; i++) cllm_train_stats_add(st, dst.name[i], dst.sum[i], dst.count[i]);
     st->tokens += dst.tokens;
-    {   /* TRL's objective/ metrics from the sums of the pairs: kl = mean over responses of
-           sum_t (logp - ref) = (rewards/chosen + rewards/rejected) / (2 beta) */
-        double s_cr = cllm_train_stats_mean(&dst, "rewards/chosen") * k, s_rr = cllm_train_stats_mean(&dst, "rewards/rejected") * k;
-        double s_pc = cllm_train_stats_mean(&dst, "logps/chosen") * k, s_pr = cllm_train_stats_mean(&dst, "logps/rejected") * k;
-        cllm_train_stats_add(st, "objective/kl", (s_cr + s_rr) / (2 * c->dpo.beta), k);
-        cllm_train_stats_add(st, "objective/non_score_reward", -(s_cr + s_rr) / 2, k);
-        cllm_train_stats_add(st, "objective/entropy", -(s_pc + s_pr) / 2, k);
-    }
+    s_cr = cllm_train_stats_mean(&dst, "rewards/chosen") * k;
+    s_rr = cllm_train_stats_mean(&dst, "rewards/rejected") * k;
+    s_pc = cllm_train_stats_mean(&dst, "logps/chosen") * k;
+    s_pr = cllm_train_stats_mean(&dst, "logps/rejected") * k;
+    cllm_train_stats_add(st, "objective/kl", (s_cr + s_rr) / (2 * c->dpo.beta), k);
+    cllm_train_stats_add(st, "objective/non_score_reward", -(s_cr + s_rr) / 2, k);
+    cllm_train_stats_add(st, "objective/entropy", -(s_pc + s_pr) / 2, k);
     cllm_train_stats_add(st, "val/contain_eos_token", eos, 2 * n);
     cllm_train_stats_add(st, "beta", c->dpo.beta * k, k);
     cllm_train_stats_add(st, "reward", s_mr, 2 * k);
@@ -5564,12 +5788,21 @@ static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     cllm_train_stats_add(st, "mr/rejected", s_rj, k);
     cllm_train_stats_add(st, "mr/failed", failed, 1);
 done:
-    for (i = 0; pairs && i < k; i++) { cllm_train_seq_free(&pairs[i].chosen); cllm_train_seq_free(&pairs[i].rejected); }
+    for (i = 0; pairs && i < k; i++) {
+        cllm_train_seq_free(&pairs[i].chosen);
+        cllm_train_seq_free(&pairs[i].rejected);
+    }
     if (out) cllm_local_outputs_free(out, 2 * n);
-    CLLM_FREE(out); CLLM_FREE(mr); CLLM_FREE(pairs); CLLM_FREE(pp);
+    CLLM_FREE(out);
+    CLLM_FREE(mr);
+    CLLM_FREE(pairs);
+    CLLM_FREE(pp);
     return rc;
 }
 
+/* Online DPO (paper section 3.3, TRL v0.19.1 OnlineDPOTrainer): sampling as TRL (T 0.9, top_k
+   50, 64 new tokens), DPO on summed log-probs (sigmoid or IPO), the paper's learning rate 5e-6.
+   Units of the step's loss: pairs. Statistics: TRL's, listed in data_fmt/train_online.md. */
 CLLMDEF cllm_result cllm_train_online_dpo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref,
                                           const cllm_online_prompts *prompts, const cllm_online_dpo_config *cfg,
                                           const cllm_train_config *train, cllm_err *err) {
@@ -5577,121 +5810,75 @@ CLLMDEF cllm_result cllm_train_online_dpo(cllm_local_lm *policy, cllm_lora *lora
     cllm_result rc;
     if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "online DPO: needs a config and a training config");
     memset(&ctx, 0, sizeof ctx);
-    ctx.lm = policy; ctx.ref = ref; ctx.p = prompts; ctx.cfg = *cfg;
-    ctx.cfg.rollout = cllm__rollout_def(&cfg->rollout, 0.9f, 50, 64, cllm__def(train->seed, 42));   /* TRL's generation */
+    ctx.lm = policy;
+    ctx.ref = ref;
+    ctx.p = prompts;
+    ctx.cfg = *cfg;
+    ctx.cfg.rollout = cllm__rollout_def(&cfg->rollout, 0.9f, 50, 64, cllm__def(train->seed, 42));
     ctx.cfg.beta = cllm__def(cfg->beta, 0.1);
     ctx.cfg.max_length = cllm__def(cfg->max_length, 512);
     if ((rc = cllm__rollout_check_config(&ctx.cfg.rollout, policy, prompts, err)) != CLLM_OK) return rc;
-    if (ctx.cfg.loss_type != CLLM_DPO_SIGMOID && ctx.cfg.loss_type != CLLM_DPO_IPO) return cllm__fail(err, CLLM_ERR_ARG, "online DPO: loss_type must be sigmoid or IPO (as TRL's OnlineDPOTrainer)");
+    if (ctx.cfg.loss_type != CLLM_DPO_SIGMOID && ctx.cfg.loss_type != CLLM_DPO_IPO)
+        return cllm__fail(err, CLLM_ERR_ARG,
+                          "online DPO: loss_type must be sigmoid or IPO (as TRL's OnlineDPOTrainer)");
     if (ctx.cfg.max_length < 2) return cllm__fail(err, CLLM_ERR_ARG, "online DPO: max_length must be at least 2");
-    if (!ref && !lora) return cllm__fail(err, CLLM_ERR_ARG, "online DPO needs a reference: a frozen copy of the initial policy, or LoRA adapters (the base model is the reference)");
+    if (!ref && !lora)
+        return cllm__fail(err, CLLM_ERR_ARG, "online DPO needs a reference: a frozen copy of the initial policy, or "
+                                             "LoRA adapters (the base model is the reference)");
     if (!(ctx.cfg.rpo_alpha >= 0)) return cllm__fail(err, CLLM_ERR_ARG, "online DPO: rpo_alpha must be >= 0");
-    ctx.dpo.loss_type = ctx.cfg.loss_type; ctx.dpo.beta = ctx.cfg.beta; ctx.dpo.ipo_sum = 1; ctx.dpo.rpo_alpha = ctx.cfg.rpo_alpha;
-    return cllm__train_task(&policy->model, lora, "online-dpo", prompts->n, 5e-6 /* paper Table 6 */, cllm__online_units, cllm__odpo_micro, &ctx, train, err);
+    ctx.dpo.loss_type = ctx.cfg.loss_type;
+    ctx.dpo.beta = ctx.cfg.beta;
+    ctx.dpo.ipo_sum = 1;
+    ctx.dpo.rpo_alpha = ctx.cfg.rpo_alpha;
+    return cllm__train_task(&policy->model, lora, "online-dpo", prompts->n, 5e-6, cllm__units_are_examples,
+                            cllm__odpo_micro, &ctx, train, err);
 }
 
-/* ---- the value head ------------------------------------------------------------------------ */
-
-CLLMDEF void cllm_value_head_free(cllm_value_head *vh) {
-    if (!vh) return;
-    CLLM_FREE(vh->w); CLLM_FREE(vh->grad); CLLM_FREE(vh->m); CLLM_FREE(vh->v);
-    memset(vh, 0, sizeof *vh);
-}
-
-CLLMDEF cllm_result cllm_value_head_init(cllm_value_head *vh, int C, uint64_t seed, cllm_err *err) {
-    cllm_rng rng;
-    double bound;
-    int i;
-    memset(vh, 0, sizeof *vh);
-    if (C < 1) return cllm__fail(err, CLLM_ERR_ARG, "value head: hidden size must be positive");
-    vh->C = C;
-    vh->w = (cllm_float *)cllm__calloc((size_t)C + 1, sizeof(cllm_float));
-    vh->grad = (cllm_float *)cllm__calloc((size_t)C + 1, sizeof(cllm_float));
-    vh->m = (cllm_float *)cllm__calloc((size_t)C + 1, sizeof(cllm_float));
-    vh->v = (cllm_float *)cllm__calloc((size_t)C + 1, sizeof(cllm_float));
-    if (!vh->w || !vh->grad || !vh->m || !vh->v) { cllm_value_head_free(vh); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
-    /* nn.Linear(C, 1): kaiming_uniform(a = sqrt 5) for the weight and the bias rule both give U(-1/sqrt C, 1/sqrt C) */
-    cllm_rng_seed(&rng, seed ^ 0x56484541444ull);
-    bound = 1.0 / sqrt((double)C);
-    for (i = 0; i <= C; i++) vh->w[i] = (cllm_float)((2 * cllm_rng_uniform(&rng) - 1) * bound);
-    cllm__ok(err);
-    return CLLM_OK;
-}
-
-CLLMDEF void cllm_value_head_forward(const cllm_value_head *vh, const cllm_float *h, int n, double *values) {
-    int i, c;
-    for (i = 0; i < n; i++) {
-        double s = vh->w[vh->C];
-        for (c = 0; c < vh->C; c++) s += (double)vh->w[c] * h[(size_t)i * vh->C + c];
-        values[i] = s;
-    }
-}
-
-CLLMDEF void cllm_value_head_backward(cllm_value_head *vh, const cllm_float *h, int n, const double *dvalues, cllm_float *dh) {
-    int i, c;
-    for (i = 0; i < n; i++) {
-        for (c = 0; c < vh->C; c++) {
-            vh->grad[c] += (cllm_float)(dvalues[i] * h[(size_t)i * vh->C + c]);
-            if (dh) dh[(size_t)i * vh->C + c] += (cllm_float)(dvalues[i] * vh->w[c]);
-        }
-        vh->grad[vh->C] += (cllm_float)dvalues[i];
-    }
-}
-
-/* Checkpoint entries: the head (TRL's names) and its AdamW moments ("m." / "v."). */
-static int cllm__value_head_entries(cllm_value_head *vh, cllm_st_entry *e) {
-    cllm_float *mem[3];
-    const char *prefix[3] = { "", "m.", "v." };
-    int k, n = 0;
-    mem[0] = vh->w; mem[1] = vh->m; mem[2] = vh->v;
-    memset(e, 0, 6 * sizeof *e);
-    for (k = 0; k < 3; k++) {
-        snprintf(e[n].name, sizeof e[n].name, "%sv_head.summary.weight", prefix[k]);
-        e[n].dtype = CLLM_DT_F32; e[n].ndim = 2; e[n].shape[0] = 1; e[n].shape[1] = vh->C; e[n].data = mem[k];
-        n++;
-        snprintf(e[n].name, sizeof e[n].name, "%sv_head.summary.bias", prefix[k]);
-        e[n].dtype = CLLM_DT_F32; e[n].ndim = 1; e[n].shape[0] = 1; e[n].data = mem[k] + vh->C;
-        n++;
-    }
-    return n;
-}
-
-/* ---- PPO: the rollout arithmetic ------------------------------------------------------------- */
+/* ---- PPO: the rollout arithmetic (TRL v0.19 PPOTrainer) -------------------------------------- */
 
 CLLMDEF void cllm_ppo_rollout_free(cllm_ppo_rollout *r) {
     if (!r) return;
-    CLLM_FREE(r->response); CLLM_FREE(r->logprobs); CLLM_FREE(r->ref_logprobs); CLLM_FREE(r->values); CLLM_FREE(r->scores);
-    CLLM_FREE(r->seq_end); CLLM_FREE(r->mask); CLLM_FREE(r->value_mask); CLLM_FREE(r->kl); CLLM_FREE(r->rewards);
-    CLLM_FREE(r->advantages); CLLM_FREE(r->returns);
+    CLLM_FREE(r->response);
+    CLLM_FREE(r->scores);
     memset(r, 0, sizeof *r);
 }
 
+/* One allocation per type: the ints (response, then seq_end) and the doubles (scores, then the
+   nine (B, L) arrays). */
 CLLMDEF cllm_result cllm_ppo_rollout_alloc(cllm_ppo_rollout *r, int B, int L, cllm_err *err) {
     size_t n;
     memset(r, 0, sizeof *r);
-    if (B < 1 || L < 1 || (size_t)B > SIZE_MAX / sizeof(double) / (size_t)L) return cllm__fail(err, CLLM_ERR_ARG, "PPO rollout: bad size %d x %d", B, L);
+    if (B < 1 || L < 1 || (size_t)B > SIZE_MAX / sizeof(double) / 10 / (size_t)L)
+        return cllm__fail(err, CLLM_ERR_ARG, "PPO rollout: bad size %d x %d", B, L);
     n = (size_t)B * (size_t)L;
-    r->B = B; r->L = L;
-    r->response = (int *)cllm__calloc(n, sizeof(int));
-    r->seq_end = (int *)cllm__calloc((size_t)B, sizeof(int));
-    r->scores = (double *)cllm__calloc((size_t)B, sizeof(double));
-    r->logprobs = (double *)cllm__calloc(n, sizeof(double)); r->ref_logprobs = (double *)cllm__calloc(n, sizeof(double));
-    r->values = (double *)cllm__calloc(n, sizeof(double)); r->mask = (double *)cllm__calloc(n, sizeof(double));
-    r->value_mask = (double *)cllm__calloc(n, sizeof(double)); r->kl = (double *)cllm__calloc(n, sizeof(double));
-    r->rewards = (double *)cllm__calloc(n, sizeof(double)); r->advantages = (double *)cllm__calloc(n, sizeof(double));
-    r->returns = (double *)cllm__calloc(n, sizeof(double));
-    if (!r->response || !r->seq_end || !r->scores || !r->logprobs || !r->ref_logprobs || !r->values || !r->mask ||
-        !r->value_mask || !r->kl || !r->rewards || !r->advantages || !r->returns) {
-        cllm_ppo_rollout_free(r);
+    r->B = B;
+    r->L = L;
+    r->response = (int *)cllm__calloc(n + (size_t)B, sizeof(int));
+    r->scores = (double *)cllm__calloc(9 * n + (size_t)B, sizeof(double));
+    if (!r->response || !r->scores) {
+        CLLM_FREE(r->response);
+        CLLM_FREE(r->scores);
+        memset(r, 0, sizeof *r);
         return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for a %d x %d rollout", B, L);
     }
+    r->seq_end = r->response + n;
+    r->logprobs = r->scores + B;
+    r->ref_logprobs = r->logprobs + n;
+    r->values = r->ref_logprobs + n;
+    r->mask = r->values + n;
+    r->value_mask = r->mask + n;
+    r->kl = r->value_mask + n;
+    r->rewards = r->kl + n;
+    r->advantages = r->rewards + n;
+    r->returns = r->advantages + n;
     return CLLM_OK;
 }
 
 /* Zero fields take TRL v0.19's defaults; negative ones mean 0 where the field says so. */
 static cllm_ppo_config cllm__ppo_def(const cllm_ppo_config *in) {
     cllm_ppo_config c;
-    if (in) c = *in; else memset(&c, 0, sizeof c);
+    if (in) c = *in;
+    else memset(&c, 0, sizeof c);
     c.ppo_epochs = cllm__def(c.ppo_epochs, 4);
     c.mini_batches = cllm__def(c.mini_batches, 1);
     c.kl_coef = c.kl_coef < 0 ? 0 : cllm__def(c.kl_coef, 0.05);
@@ -5704,41 +5891,23 @@ static cllm_ppo_config cllm__ppo_def(const cllm_ppo_config *in) {
     return c;
 }
 
-CLLMDEF void cllm_running_moments_init(cllm_running_moments *rm) { rm->mean = 0; rm->var = 1; rm->std = 1; rm->count = 1e-24; }
-
-/* Merging a batch (mean m_b, population variance v_b, n values) into (mean, var, count):
-     d = m_b - mean, N = count + n,
-     var  = (var count + d^2 count n / N + v_b n) / N,   mean += d n / N,   std = sqrt(var N / (N - 1)). */
-CLLMDEF void cllm_running_moments_update(cllm_running_moments *rm, const double *x, int n, double *batch_mean, double *batch_std) {
-    double m = 0, v = 0, d, N;
-    int i;
-    if (n < 1) return;
-    for (i = 0; i < n; i++) m += x[i];
-    m /= n;
-    for (i = 0; i < n; i++) v += (x[i] - m) * (x[i] - m);
-    if (batch_mean) *batch_mean = m;
-    if (batch_std) *batch_std = n > 1 ? sqrt(v / (n - 1)) : 0;
-    v /= n;
-    d = m - rm->mean;
-    N = rm->count + n;
-    rm->var = (rm->var * rm->count + d * d * rm->count * n / N + v * n) / N;
-    rm->mean += d * n / N;
-    rm->std = sqrt(rm->var * N / (N - 1));
-    rm->count = N;
-}
-
-CLLMDEF double cllm_adaptive_kl_update(double coef, double kl, double target, double horizon, double n_steps) {
-    double e = kl / target - 1;
-    e = e < -0.2 ? -0.2 : e > 0.2 ? 0.2 : e;
-    return coef * (1 + e * n_steps / horizon);
-}
-
+/* TRL v0.19 PPOTrainer's rollout arithmetic, in place (its train() before the optimisation):
+     1. sequence ends (cllm_ppo_sequence_end) and the masks: policy t <= end (TRL's ~pm), critic
+        t <= end + 1 (~pm1); log-probs after the end become INVALID_LOGPROB 1.0, values after
+        end + 1 become 0;
+     2. per-token rewards (cllm_ppo_rewards); with whiten_rewards, whitened over the critic mask
+        keeping their mean, then zeroed after end + 1;
+     3. GAE over all L positions (CLLM_GAE_TRL), returns = advantages + values;
+     4. the advantages whitened over the policy mask (unbiased, or biased_whiten as OpenRLHF) and
+        zeroed after the end. */
 CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollout *r, cllm_err *err) {
     cllm_ppo_config c = cllm__ppo_def(cfg);
-    size_t n = (size_t)r->B * (size_t)r->L, i;
+    cllm_ppo_rewards_input rin;
+    cllm_gae_input gin;
+    size_t n = (size_t)r->B * (size_t)r->L;
+    size_t i;
     cllm_result rc;
     int b, t;
-    /* sequence ends and TRL's masks: pm = t > end (policy), pm1 = t > end + 1 (critic) */
     for (b = 0; b < r->B; b++) {
         r->seq_end[b] = cllm_ppo_sequence_end(r->response + (size_t)b * r->L, r->L, r->pad_id, -1);
         for (t = 0; t < r->L; t++) {
@@ -5749,122 +5918,184 @@ CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollou
             if (!r->value_mask[i]) r->values[i] = 0;
         }
     }
-    if ((rc = cllm_ppo_rewards(r->B, r->L, r->logprobs, r->ref_logprobs, r->scores, r->seq_end, c.kl_coef, c.kl_estimator,
-                               c.reward_placement, r->rewards, r->kl, err)) != CLLM_OK) return rc;
+    memset(&rin, 0, sizeof rin);
+    rin.B = r->B;
+    rin.T = r->L;
+    rin.logprobs = r->logprobs;
+    rin.ref_logprobs = r->ref_logprobs;
+    rin.scores = r->scores;
+    rin.seq_end = r->seq_end;
+    rin.kl_coef = c.kl_coef;
+    rin.kl_estimator = c.kl_estimator;
+    rin.placement = c.reward_placement;
+    if ((rc = cllm_ppo_rewards(&rin, r->rewards, r->kl, err)) != CLLM_OK) return rc;
     if (c.whiten_rewards) {
         if ((rc = cllm_masked_whiten(r->rewards, r->value_mask, n, 1, 0, err)) != CLLM_OK) return rc;
-        for (i = 0; i < n; i++) if (!r->value_mask[i]) r->rewards[i] = 0;
+        for (i = 0; i < n; i++)
+            if (!r->value_mask[i]) r->rewards[i] = 0;
     }
-    if ((rc = cllm_gae(r->B, r->L, r->rewards, r->values, r->mask, c.gamma, c.lam, CLLM_GAE_TRL, 0, r->advantages, r->returns, err)) != CLLM_OK) return rc;
+    memset(&gin, 0, sizeof gin);
+    gin.B = r->B;
+    gin.T = r->L;
+    gin.rewards = r->rewards;
+    gin.values = r->values;
+    gin.mask = r->mask;
+    gin.gamma = c.gamma;
+    gin.lam = c.lam;
+    if ((rc = cllm_gae(&gin, r->advantages, r->returns, err)) != CLLM_OK) return rc;
     if ((rc = cllm_masked_whiten(r->advantages, r->mask, n, 0, c.biased_whiten, err)) != CLLM_OK) return rc;
-    for (i = 0; i < n; i++) if (!r->mask[i]) r->advantages[i] = 0;
+    for (i = 0; i < n; i++)
+        if (!r->mask[i]) r->advantages[i] = 0;
     cllm__ok(err);
     return CLLM_OK;
 }
 
+/* The loss of a micro-batch of rollout rows rows[0..n) given the current policy's log-probs and
+   values there (n*L each, in the order of rows), overwritten as TRL does (INVALID 1.0 after the
+   end, 0 after end + 1): cllm_ppo_loss with the rollout's log-probs, values, advantages, returns
+   and masks. out->d_logprobs / d_values (n*L, optional) receive the gradients. */
 CLLMDEF cllm_result cllm_ppo_rollout_loss(const cllm_ppo_config *cfg, const cllm_ppo_rollout *r, const int *rows, int n,
-                                          double *logprobs, double *values, struct cllm_ppo_loss_out *out, cllm_err *err) {
+                                          double *logprobs, double *values, cllm_ppo_loss_out *out, cllm_err *err) {
     cllm_ppo_config c = cllm__ppo_def(cfg);
-    size_t N = (size_t)n * (size_t)r->L, i;
+    cllm_ppo_loss_input in;
+    size_t N = (size_t)n * (size_t)r->L;
     double *buf = (double *)cllm__calloc(N * 6 + 1, sizeof(double));
-    double *old_lp, *old_v, *adv, *ret, *mask, *vmask;
+    double *old_lp = buf, *old_v = buf + N, *adv = buf + 2 * N, *ret = buf + 3 * N, *mask = buf + 4 * N;
+    double *vmask = buf + 5 * N;
     cllm_result rc;
     int k, t;
     if (!buf) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    old_lp = buf; old_v = buf + N; adv = buf + 2 * N; ret = buf + 3 * N; mask = buf + 4 * N; vmask = buf + 5 * N;
     for (k = 0; k < n; k++) {
-        if (rows[k] < 0 || rows[k] >= r->B) { CLLM_FREE(buf); return cllm__fail(err, CLLM_ERR_ARG, "PPO rollout: row %d is not in the rollout", rows[k]); }
+        if (rows[k] < 0 || rows[k] >= r->B) {
+            CLLM_FREE(buf);
+            return cllm__fail(err, CLLM_ERR_ARG, "PPO rollout: row %d is not in the rollout", rows[k]);
+        }
         for (t = 0; t < r->L; t++) {
             size_t src = (size_t)rows[k] * r->L + t;
-            i = (size_t)k * r->L + t;
-            old_lp[i] = r->logprobs[src]; old_v[i] = r->values[src]; adv[i] = r->advantages[src]; ret[i] = r->returns[src];
-            mask[i] = r->mask[src]; vmask[i] = r->value_mask[src];
+            size_t i = (size_t)k * r->L + t;
+            old_lp[i] = r->logprobs[src];
+            old_v[i] = r->values[src];
+            adv[i] = r->advantages[src];
+            ret[i] = r->returns[src];
+            mask[i] = r->mask[src];
+            vmask[i] = r->value_mask[src];
             if (!mask[i]) logprobs[i] = 1.0;            /* TRL: new_logprobs[pm] = INVALID_LOGPROB */
             if (!vmask[i]) values[i] = 0;               /*      vpred[pm1] = 0 */
         }
     }
-    rc = cllm_ppo_loss(n, r->L, logprobs, old_lp, adv, values, old_v, ret, mask, vmask, c.cliprange, c.cliprange_value, c.vf_coef, out, err);
+    memset(&in, 0, sizeof in);
+    in.B = n;
+    in.T = r->L;
+    in.logprobs = logprobs;
+    in.old_logprobs = old_lp;
+    in.advantages = adv;
+    in.values = values;
+    in.old_values = old_v;
+    in.returns = ret;
+    in.mask = mask;
+    in.value_mask = vmask;
+    in.cliprange = c.cliprange;
+    in.cliprange_value = c.cliprange_value;
+    in.vf_coef = c.vf_coef;
+    rc = cllm_ppo_loss(&in, out, err);
     CLLM_FREE(buf);
     return rc;
 }
 
-/* ---- PPO: the trainer's step ----------------------------------------------------------------- */
+/* ---- PPO: the value head (legacy TRL's AutoModelForCausalLMWithValueHead) -------------------- */
+
+CLLMDEF void cllm_value_head_free(cllm_value_head *vh) {
+    if (!vh) return;
+    CLLM_FREE(vh->w);
+    memset(vh, 0, sizeof *vh);
+}
+
+/* Init as torch's nn.Linear(C, 1): kaiming_uniform(a = sqrt 5) for the weight and the bias rule
+   both give U(-1/sqrt C, 1/sqrt C). The weights, gradient and AdamW moments share one allocation. */
+CLLMDEF cllm_result cllm_value_head_init(cllm_value_head *vh, int C, uint64_t seed, cllm_err *err) {
+    cllm_rng rng;
+    double bound;
+    int i;
+    memset(vh, 0, sizeof *vh);
+    if (C < 1) return cllm__fail(err, CLLM_ERR_ARG, "value head: hidden size must be positive");
+    vh->C = C;
+    vh->w = (cllm_float *)cllm__calloc(4 * ((size_t)C + 1), sizeof(cllm_float));
+    if (!vh->w) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    vh->grad = vh->w + (C + 1);
+    vh->m = vh->grad + (C + 1);
+    vh->v = vh->m + (C + 1);
+    cllm_rng_seed(&rng, seed ^ 0x56484541444ull);
+    bound = 1.0 / sqrt((double)C);
+    for (i = 0; i <= C; i++) vh->w[i] = (cllm_float)((2 * cllm_rng_uniform(&rng) - 1) * bound);
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* v = w . h + b for each row (TRL's v_head.summary). */
+CLLMDEF void cllm_value_head_forward(const cllm_value_head *vh, const cllm_float *h, int n, double *values) {
+    int i, c;
+    for (i = 0; i < n; i++) {
+        double s = vh->w[vh->C];
+        for (c = 0; c < vh->C; c++) s += (double)vh->w[c] * h[(size_t)i * vh->C + c];
+        values[i] = s;
+    }
+}
+
+/* dw += dv h, db += dv, dh += dv w. */
+CLLMDEF void cllm_value_head_backward(cllm_value_head *vh, const cllm_float *h, int n, const double *dvalues,
+                                      cllm_float *dh) {
+    int i, c;
+    for (i = 0; i < n; i++) {
+        for (c = 0; c < vh->C; c++) {
+            vh->grad[c] += (cllm_float)(dvalues[i] * h[(size_t)i * vh->C + c]);
+            if (dh) dh[(size_t)i * vh->C + c] += (cllm_float)(dvalues[i] * vh->w[c]);
+        }
+        vh->grad[vh->C] += (cllm_float)dvalues[i];
+    }
+}
+
+/* ---- PPO: the trainer's step (TRL v0.19 PPOTrainer.train, MR as the reward) ------------------ */
 
 typedef struct cllm__ppo_ctx {
     cllm_local_lm             *lm;
     cllm_model                *ref;
     const cllm_online_prompts *p;
-    cllm_ppo_config            cfg;         /* defaults applied */
+    cllm_ppo_config            cfg;         /* defaults applied                                   */
     cllm_value_head           *vh;
-    int                        batch_size, grad_accum;   /* TRL's per-device batch and accumulation */
+    int                        batch_size;  /* TRL's per-device batch                             */
+    int                        grad_accum;  /* and its accumulation steps                         */
     double                     kl_coef;     /* the current one (adaptive with kl_target)          */
     cllm_running_moments       scores;      /* of every score so far (score_scaling)              */
 } cllm__ppo_ctx;
 
-/* PPO's own state in a checkpoint: the value head with its AdamW moments, and ppo_state.json
-   (the current KL coefficient and the running moments of the scores, %.17g: exact doubles). */
-static cllm_result cllm__value_head_save(void *ctx, const char *dir, cllm_err *err) {
-    cllm__ppo_ctx *c = (cllm__ppo_ctx *)ctx;
-    cllm_st_entry e[6];
-    char path[4200], json[512];
-    cllm_result rc;
-    snprintf(path, sizeof path, "%s/value_head.safetensors", dir);
-    if ((rc = cllm_st_save(path, e, cllm__value_head_entries(c->vh, e), err)) != CLLM_OK) return rc;
-    snprintf(path, sizeof path, "%s/ppo_state.json", dir);
-    snprintf(json, sizeof json, "{\"kl_coef\": %.17g, \"score_mean\": %.17g, \"score_var\": %.17g, \"score_std\": %.17g, \"score_count\": %.17g}\n",
-             c->kl_coef, c->scores.mean, c->scores.var, c->scores.std, c->scores.count);
-    return cllm_write_file_atomic(path, json, strlen(json), err);
-}
-
-static cllm_result cllm__value_head_load(void *ctx, const char *dir, cllm_err *err) {
-    cllm__ppo_ctx *c = (cllm__ppo_ctx *)ctx;
-    cllm_st_entry e[6];
-    char path[4200], *text = NULL;
-    size_t len;
-    cJSON *o;
-    double *dst[5];
-    const char *keys[5] = { "kl_coef", "score_mean", "score_var", "score_std", "score_count" };
-    cllm_result rc;
-    int k;
-    snprintf(path, sizeof path, "%s/value_head.safetensors", dir);
-    if ((rc = cllm__st_read_entries(path, e, cllm__value_head_entries(c->vh, e), err)) != CLLM_OK) return rc;
-    snprintf(path, sizeof path, "%s/ppo_state.json", dir);
-    if (!cllm__file_exists(path)) {         /* a checkpoint from before the state was saved */
-        if (c->cfg.kl_target > 0 || c->cfg.score_scaling) return cllm__fail(err, CLLM_ERR_FORMAT, "%s is missing: this checkpoint cannot resume adaptive KL or score scaling", path);
-        return CLLM_OK;
-    }
-    if ((rc = cllm_read_file(path, &text, &len, err)) != CLLM_OK) return rc;
-    o = cJSON_ParseWithLength(text, len);
-    CLLM_FREE(text);
-    dst[0] = &c->kl_coef; dst[1] = &c->scores.mean; dst[2] = &c->scores.var; dst[3] = &c->scores.std; dst[4] = &c->scores.count;
-    for (k = 0; k < 5; k++) {
-        const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, keys[k]);
-        if (!cJSON_IsNumber(x)) { cJSON_Delete(o); return cllm__fail(err, CLLM_ERR_FORMAT, "%s: \"%s\" must be a number", path, keys[k]); }
-        *dst[k] = x->valuedouble;
-    }
-    cJSON_Delete(o);
-    return CLLM_OK;
-}
-
 /* The response rows of a rollout in TRL's layout; with pad_is_eos every token that can end a
    response is padding too (CollabLLM sets pad_token = eos_token). */
-static void cllm__ppo_fill_response(cllm_ppo_rollout *r, const cllm__rows *rows, const cllm_local_lm *lm, int pad_is_eos) {
+static void cllm__ppo_fill_response(cllm_ppo_rollout *r, const cllm__rows *rows, const cllm_local_lm *lm,
+                                    int pad_is_eos) {
     int b, t, s;
     r->pad_id = -1;                                  /* not a token id: padding is only padding */
-    for (b = 0; b < r->B; b++) for (t = 0; t < r->L; t++) {
-        int id = t < rows->out[b]->n ? rows->out[b]->ids[t] : -1;
-        for (s = 0; pad_is_eos && id >= 0 && s < lm->n_stop_ids; s++) if (id == lm->stop_ids[s]) id = -1;
-        r->response[(size_t)b * r->L + t] = id;
+    for (b = 0; b < r->B; b++) {
+        for (t = 0; t < r->L; t++) {
+            int id = t < rows->out[b]->n ? rows->out[b]->ids[t] : -1;
+            for (s = 0; pad_is_eos && id >= 0 && s < lm->n_stop_ids; s++)
+                if (id == lm->stop_ids[s]) id = -1;
+            r->response[(size_t)b * r->L + t] = id;
+        }
     }
 }
 
 /* TRL's rollout statistics (see cllm_train_ppo). */
-static void cllm__ppo_rollout_stats(const cllm__ppo_ctx *c, const cllm_ppo_rollout *r, const cllm__rows *rows, const double *mr, cllm_train_stats *st) {
+static void cllm__ppo_rollout_stats(const cllm__ppo_ctx *c, const cllm_ppo_rollout *r, const cllm__rows *rows,
+                                    const double *mr, cllm_train_stats *st) {
     double kl = 0, ent = 0, sc = 0, raw = 0, eos = 0;
     int b, t;
     for (b = 0; b < r->B; b++) {
-        for (t = 0; t < r->L; t++) { kl += r->kl[(size_t)b * r->L + t]; ent -= r->logprobs[(size_t)b * r->L + t]; }
-        sc += r->scores[b]; raw += mr[b];
+        for (t = 0; t < r->L; t++) {
+            kl += r->kl[(size_t)b * r->L + t];
+            ent -= r->logprobs[(size_t)b * r->L + t];
+        }
+        sc += r->scores[b];
+        raw += mr[b];
         eos += rows->out[b]->finish == CLLM_FINISH_EOS;
     }
     cllm_train_stats_add(st, "objective/kl", kl, r->B);
@@ -5877,55 +6108,80 @@ static void cllm__ppo_rollout_stats(const cllm__ppo_ctx *c, const cllm_ppo_rollo
     cllm_train_stats_add(st, "reward", raw, r->B);
 }
 
-/* The rollout of one step: sample, score, then the old log-probs, values and reference
-   log-probs from forward passes, and cllm_ppo_prepare. rows/r/mr are filled for the caller. */
-static cllm_result cllm__ppo_rollout(cllm__ppo_ctx *c, cllm_trainer *tr, const int *idx, int n, cllm_local_output *out, cllm__rows *rows,
-                                     cllm_ppo_rollout *r, double **mr_out, cllm_train_stats *st, cllm_err *err) {
-    const cllm_rollout_config *rc_ = &c->cfg.rollout;
-    double *mr = (double *)cllm__calloc((size_t)n, sizeof(double)), diff = 0;
-    int *keep = (int *)cllm__calloc((size_t)n, sizeof(int)), B = 0, L = 1, failed = 0, b;
-    float tau = rc_->gen.sampler.temperature;
+/* The scores of a rollout: MR minus missing_eos_penalty for a response without its end; with
+   score_scaling, legacy TRL's division by the running std of every score so far (+ float32 eps,
+   as TRL adds torch.finfo(float32).eps), after subtracting the running mean for CLLM_SCORE_NORM. */
+static void cllm__ppo_scores(cllm__ppo_ctx *c, cllm_ppo_rollout *r, const cllm__rows *rows, const double *mr,
+                             cllm_train_stats *st) {
+    double scale, shift;
+    int b;
+    for (b = 0; b < r->B; b++) {
+        int missing = c->cfg.missing_eos_penalty && rows->out[b]->finish != CLLM_FINISH_EOS;
+        r->scores[b] = mr[b] - (missing ? c->cfg.missing_eos_penalty : 0);
+    }
+    if (!c->cfg.score_scaling) return;
+    cllm_running_moments_update(&c->scores, r->scores, r->B, NULL, NULL);
+    scale = c->scores.std + FLT_EPSILON;
+    shift = c->cfg.score_scaling == CLLM_SCORE_NORM ? c->scores.mean : 0;
+    for (b = 0; b < r->B; b++) r->scores[b] = (r->scores[b] - shift) / scale;
+    cllm_train_stats_add(st, "objective/score_running_mean", c->scores.mean, 1);
+    cllm_train_stats_add(st, "objective/score_running_std", c->scores.std, 1);
+}
+
+/* The rollout of one step (TRL's "no grad" phase): sample one response per prompt, score it by MR,
+   then the old log-probs and values from one forward of the policy at the sampling temperature
+   (checked against the sampler's), the reference's log-probs, and cllm_ppo_prepare. With
+   kl_target, legacy TRL's adaptive KL controller updates the coefficient from the step's
+   objective/kl. rows, r and *mr_out are filled for the caller. */
+static cllm_result cllm__ppo_rollout(cllm__ppo_ctx *c, cllm_trainer *tr, const int *idx, int n, cllm_local_output *out,
+                                     cllm__rows *rows, cllm_ppo_rollout *r, double **mr_out, cllm_train_stats *st,
+                                     cllm_err *err) {
+    const cllm_rollout_config *rcfg = &c->cfg.rollout;
+    double *mr = (double *)cllm__calloc((size_t)n, sizeof(double));
+    double diff = 0;
+    int *keep = (int *)cllm__calloc((size_t)n, sizeof(int));
+    int B = 0, L = 1, failed = 0, b;
+    float tau = rcfg->gen.sampler.temperature;
+    cllm_ppo_config now = c->cfg;
     cllm__seq_batch sb;
     cllm_result rc;
     memset(&sb, 0, sizeof sb);
     *mr_out = mr;
-    if (!mr || !keep) { CLLM_FREE(keep); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
-    if ((rc = cllm__rollout_sample(c->lm, rc_, c->p, idx, n, 1, tr->step, out, err)) != CLLM_OK) goto done;
-    if ((rc = cllm__rollout_score(rc_, c->lm, c->p, idx, n, 1, tr->step, out, mr, &failed, err)) != CLLM_OK) goto done;
-    for (b = 0; b < n; b++) if (!isnan(mr[b])) { mr[B] = mr[b]; keep[B++] = b; if (out[b].n > L) L = out[b].n; }
+    if (!mr || !keep) {
+        CLLM_FREE(keep);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
+    if ((rc = cllm__rollout_sample(c->lm, rcfg, c->p, idx, n, 1, tr->step, out, err)) != CLLM_OK) goto done;
+    if ((rc = cllm__rollout_score(rcfg, c->lm, c->p, idx, n, 1, tr->step, out, mr, &failed, err)) != CLLM_OK) goto done;
+    for (b = 0; b < n; b++) {
+        if (isnan(mr[b])) continue;
+        mr[B] = mr[b];
+        keep[B++] = b;
+        if (out[b].n > L) L = out[b].n;
+    }
     cllm_train_stats_add(st, "mr/failed", failed, 1);
-    if (B == 0) { rc = cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: MR failed for every response of the rollout; nothing to train on", tr->step + 1); goto done; }
+    if (B == 0) {
+        rc = cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: MR failed for every response of the rollout; nothing to "
+                                               "train on", tr->step + 1);
+        goto done;
+    }
     if ((rc = cllm__rows_make(rows, out, keep, B, err)) != CLLM_OK) goto done;
     if ((rc = cllm_ppo_rollout_alloc(r, B, L, err)) != CLLM_OK) goto done;
     cllm__ppo_fill_response(r, rows, c->lm, c->cfg.pad_is_eos);
-    for (b = 0; b < B; b++)
-        r->scores[b] = mr[b] - (c->cfg.missing_eos_penalty && rows->out[b]->finish != CLLM_FINISH_EOS ? c->cfg.missing_eos_penalty : 0);
-    if (c->cfg.score_scaling) {              /* legacy TRL: by the running std of all scores so far */
-        double scale, shift;
-        cllm_running_moments_update(&c->scores, r->scores, B, NULL, NULL);
-        scale = c->scores.std + FLT_EPSILON;      /* torch.finfo(float32).eps, as TRL adds it */
-        shift = c->cfg.score_scaling == CLLM_SCORE_NORM ? c->scores.mean : 0;
-        for (b = 0; b < B; b++) r->scores[b] = (r->scores[b] - shift) / scale;
-        cllm_train_stats_add(st, "objective/score_running_mean", c->scores.mean, 1);
-        cllm_train_stats_add(st, "objective/score_running_std", c->scores.std, 1);
-    }
-    /* old log-probs and values: one forward of the policy at the sampling temperature; the
-       sampler's own log-probs must agree with it */
+    cllm__ppo_scores(c, r, rows, mr, st);
     if ((rc = cllm__rollout_forward(tr->model, rows->ptr, B, tau, &sb, err)) != CLLM_OK) goto done;
     st->tokens += (double)cllm__batch_tokens(&sb);
-    if ((rc = cllm__rollout_check(rc_, tr->model, rows->out, rows->ptr, B, &diff, err)) != CLLM_OK) goto done;
+    if ((rc = cllm__rollout_check(rcfg, tr->model, rows->out, rows->ptr, B, &diff, err)) != CLLM_OK) goto done;
     cllm_train_stats_add(st, "rollout/logprob_diff", diff, 1);
     cllm__gather_logps(tr->model, rows->ptr, B, L, 1.0, r->logprobs);
     cllm__gather_values(tr->model, c->vh, rows->ptr, B, L, r->values);
     if ((rc = cllm__rollout_ref(tr->model, c->ref, rows->ptr, B, tau, L, r->ref_logprobs, err)) != CLLM_OK) goto done;
-    {
-        cllm_ppo_config now = c->cfg;
-        now.kl_coef = c->kl_coef > 0 ? c->kl_coef : -1;      /* the config's "negative = 0" */
-        if ((rc = cllm_ppo_prepare(&now, r, err)) != CLLM_OK) goto done;
-        cllm__ppo_rollout_stats(c, r, rows, mr, st);
-        if (c->cfg.kl_target > 0)                            /* legacy TRL: from the step's objective/kl */
-            c->kl_coef = cllm_adaptive_kl_update(c->kl_coef, cllm_train_stats_mean(st, "objective/kl"), c->cfg.kl_target, c->cfg.kl_horizon, n);
-    }
+    now.kl_coef = c->kl_coef > 0 ? c->kl_coef : -1;      /* the config's "negative = 0" */
+    if ((rc = cllm_ppo_prepare(&now, r, err)) != CLLM_OK) goto done;
+    cllm__ppo_rollout_stats(c, r, rows, mr, st);
+    if (c->cfg.kl_target > 0)
+        c->kl_coef = cllm_adaptive_kl_update(c->kl_coef, cllm_train_stats_mean(st, "objective/kl"), c->cfg.kl_target,
+                                             c->cfg.kl_horizon, n);
 done:
     cllm__seq_batch_free(&sb);
     CLLM_FREE(keep);
@@ -5933,35 +6189,41 @@ done:
 }
 
 /* One micro-batch of the optimisation: forward the rows at the sampling temperature, the PPO
-   loss on them, backward of loss / n_micro (accelerate's division by the accumulation steps). */
-static cllm_result cllm__ppo_micro(cllm__ppo_ctx *c, cllm_trainer *tr, const cllm__rows *rows, const cllm_ppo_rollout *r,
-                                   const int *sel, int n, int n_micro, cllm_train_stats *st, cllm_err *err) {
+   loss on them (cllm_ppo_rollout_loss), backward of loss / n_micro (accelerate's division by the
+   accumulation steps) into the policy and the value head. */
+static cllm_result cllm__ppo_micro(cllm__ppo_ctx *c, cllm_trainer *tr, const cllm__rows *rows,
+                                   const cllm_ppo_rollout *r, const int *sel, int n, int n_micro, cllm_train_stats *st,
+                                   cllm_err *err) {
     size_t N = (size_t)n * (size_t)r->L;
     const cllm_train_seq **seqs = (const cllm_train_seq **)cllm__calloc((size_t)n, sizeof *seqs);
-    double *buf = (double *)cllm__calloc(4 * N + 1, sizeof(double)), ratio = 0, ent = 0, ent_n = 0;
-    double *lp, *val, *dlp, *dv;
+    double *buf = (double *)cllm__calloc(4 * N + 1, sizeof(double));
+    double *lp = buf, *val = buf + N, *dlp = buf + 2 * N, *dv = buf + 3 * N;
+    double ratio = 0, ent = 0, ent_n = 0;
     cllm_ppo_loss_out lo;
     cllm__seq_batch sb;
-    cllm_result rc;
-    size_t i;
+    cllm_result rc = CLLM_OK;
     int k, t;
     memset(&sb, 0, sizeof sb);
-    if (!seqs || !buf) { CLLM_FREE(seqs); CLLM_FREE(buf); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
-    lp = buf; val = buf + N; dlp = buf + 2 * N; dv = buf + 3 * N;
-    for (k = 0; k < n; k++) seqs[k] = rows->ptr[sel[k]];
-    if ((rc = cllm__rollout_forward(tr->model, seqs, n, c->cfg.rollout.gen.sampler.temperature, &sb, err)) != CLLM_OK) goto done;
+    if (!seqs || !buf) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    for (k = 0; k < n && rc == CLLM_OK; k++) seqs[k] = rows->ptr[sel[k]];
+    if (rc == CLLM_OK) rc = cllm__rollout_forward(tr->model, seqs, n, c->cfg.rollout.gen.sampler.temperature, &sb, err);
+    if (rc != CLLM_OK) goto done;
     cllm__gather_logps(tr->model, seqs, n, r->L, 1.0, lp);
     cllm__gather_values(tr->model, c->vh, seqs, n, r->L, val);
-    for (k = 0; k < n; k++)                          /* the entropy of the policy at each trained token */
-        for (t = 0; t <= r->seq_end[sel[k]]; t++) { ent += tr->model->acts.entropy[cllm__resp_pos(tr->model, seqs[k], k, t)]; ent_n++; }
-    memset(&lo, 0, sizeof lo);
-    lo.d_logprobs = dlp; lo.d_values = dv;
-    if ((rc = cllm_ppo_rollout_loss(&c->cfg, r, sel, n, lp, val, &lo, err)) != CLLM_OK) goto done;
-    for (k = 0; k < n; k++) for (t = 0; t < r->L; t++) {
-        i = (size_t)k * r->L + t;
-        ratio += exp(lp[i] - r->logprobs[(size_t)sel[k] * r->L + t]);
+    for (k = 0; k < n; k++) {                       /* the entropy of the policy at each trained token */
+        for (t = 0; t <= r->seq_end[sel[k]]; t++) {
+            ent += tr->model->acts.entropy[cllm__resp_pos(tr->model, seqs[k], k, t)];
+            ent_n++;
+        }
     }
-    if ((rc = cllm__rollout_backward(tr->model, c->vh, seqs, n, r->L, dlp, dv, 1.0 / n_micro, err)) != CLLM_OK) goto done;
+    memset(&lo, 0, sizeof lo);
+    lo.d_logprobs = dlp;
+    lo.d_values = dv;
+    if ((rc = cllm_ppo_rollout_loss(&c->cfg, r, sel, n, lp, val, &lo, err)) != CLLM_OK) goto done;
+    for (k = 0; k < n; k++)
+        for (t = 0; t < r->L; t++) ratio += exp(lp[(size_t)k * r->L + t] - r->logprobs[(size_t)sel[k] * r->L + t]);
+    rc = cllm__rollout_backward(tr->model, c->vh, seqs, n, r->L, dlp, dv, 1.0 / n_micro, err);
+    if (rc != CLLM_OK) goto done;
     cllm_train_stats_add(st, "loss", lo.loss, 1);
     cllm_train_stats_add(st, "loss/policy_avg", lo.pg_loss, 1);
     cllm_train_stats_add(st, "loss/value_avg", lo.vf_loss, 1);
@@ -5973,65 +6235,94 @@ static cllm_result cllm__ppo_micro(cllm__ppo_ctx *c, cllm_trainer *tr, const cll
     st->tokens += (double)cllm__batch_tokens(&sb);
 done:
     cllm__seq_batch_free(&sb);
-    CLLM_FREE(seqs); CLLM_FREE(buf);
+    CLLM_FREE(seqs);
+    CLLM_FREE(buf);
     return rc;
 }
 
-/* One AdamW update of the policy and the value head from the accumulated gradients, clipped
-   together when max_grad_norm is set. */
+/* One AdamW update of the policy and the value head from the accumulated gradients (one
+   optimizer over both, as TRL's PolicyAndValueWrapper), clipped together when max_grad_norm is
+   set; the bias of the head gets no weight decay. */
 static cllm_result cllm__ppo_update(cllm__ppo_ctx *c, cllm_trainer *tr, double loss, cllm_err *err) {
+    const cllm_adamw_config *a = &tr->cfg.adam;
+    cllm_value_head *vh = c->vh;
     cllm_float *g[2];
     size_t sz[2];
-    const cllm_adamw_config *a = &tr->cfg.adam;
     double lr;
-    int t, C = c->vh->C, n = 0;
+    int C = vh->C, n = 0, t;
     cllm_result rc;
     if (!isfinite(loss)) return cllm__numeric_fail(tr, "loss", loss, err);
-    if (tr->lora) { g[n] = tr->lora->grads; sz[n++] = tr->lora->num_params; }
-    else if (tr->model->grads_memory) { g[n] = tr->model->grads_memory; sz[n++] = tr->model->num_params; }
-    g[n] = c->vh->grad; sz[n++] = (size_t)C + 1;
+    if (tr->lora) {
+        g[n] = tr->lora->grads;
+        sz[n++] = tr->lora->num_params;
+    } else if (tr->model->grads_memory) {
+        g[n] = tr->model->grads_memory;
+        sz[n++] = tr->model->num_params;
+    }
+    g[n] = vh->grad;
+    sz[n++] = (size_t)C + 1;
     tr->grad_norm = cllm_clip_grad_norm_arrays(g, sz, n, tr->cfg.max_grad_norm > 0 ? tr->cfg.max_grad_norm : 0);
     if (!isfinite(tr->grad_norm)) return cllm__numeric_fail(tr, "gradient norm", tr->grad_norm, err);
     if ((rc = cllm_trainer_update(tr, &lr, err)) != CLLM_OK) return rc;
     t = tr->lora ? tr->lora->adam_t : tr->model->adam_t;     /* one optimizer over both: the same step count */
-    cllm_adamw_step(c->vh->w, c->vh->grad, c->vh->m, c->vh->v, (size_t)C, t, lr, a->beta1, a->beta2, a->eps, a->weight_decay);
-    cllm_adamw_step(c->vh->w + C, c->vh->grad + C, c->vh->m + C, c->vh->v + C, 1, t, lr, a->beta1, a->beta2, a->eps, 0.0);
+    cllm_adamw_step(vh->w, vh->grad, vh->m, vh->v, (size_t)C, t, lr, a->beta1, a->beta2, a->eps, a->weight_decay);
+    cllm_adamw_step(vh->w + C, vh->grad + C, vh->m + C, vh->v + C, 1, t, lr, a->beta1, a->beta2, a->eps, 0.0);
     return CLLM_OK;
+}
+
+/* perm = a permutation of 0..n-1: Fisher-Yates driven by cllm_rng_seed(seed) (also the trainer's
+   order of the examples, section II.10). */
+static void cllm__permutation(int *perm, int n, uint64_t seed) {
+    cllm_rng rng;
+    int i;
+    cllm_rng_seed(&rng, seed);
+    for (i = 0; i < n; i++) perm[i] = i;
+    for (i = n - 1; i > 0; i--) {
+        int j = (int)(cllm_rng_uniform(&rng) * (i + 1));
+        int swap = perm[i];
+        perm[i] = perm[j];
+        perm[j] = swap;
+    }
 }
 
 /* A step: the rollout, then ppo_epochs passes over it in mini_batches AdamW updates, each over
    grad_accum micro-batches of batch_size rows; the order of each pass is a permutation drawn
-   from (seed, step, pass). */
-static cllm_result cllm__ppo_step(void *ctx, cllm_trainer *tr, const int *idx, int n, cllm_train_stats *st, cllm_err *err) {
+   from (seed, step, pass) (TRL: np.random.permutation per epoch). */
+static cllm_result cllm__ppo_step(void *ctx, cllm_trainer *tr, const int *idx, int n, cllm_train_stats *st,
+                                  cllm_err *err) {
     cllm__ppo_ctx *c = (cllm__ppo_ctx *)ctx;
     cllm_local_output *out = (cllm_local_output *)cllm__calloc((size_t)n, sizeof *out);
-    int *perm = NULL, e, mb, i;
+    int *perm = NULL;
+    int e, mb, i;
     double *mr = NULL;
     cllm__rows rows;
     cllm_ppo_rollout r;
     cllm_result rc;
-    memset(&rows, 0, sizeof rows); memset(&r, 0, sizeof r);
+    memset(&rows, 0, sizeof rows);
+    memset(&r, 0, sizeof r);
     if (!out) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     if ((rc = cllm__ppo_rollout(c, tr, idx, n, out, &rows, &r, &mr, st, err)) != CLLM_OK) goto done;
-    if (!(perm = (int *)cllm__calloc((size_t)r.B, sizeof(int)))) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+    if (!(perm = (int *)cllm__calloc((size_t)r.B, sizeof(int)))) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     for (e = 0; e < c->cfg.ppo_epochs && rc == CLLM_OK; e++) {
-        cllm_rng rng;
-        cllm_rng_seed(&rng, cllm__online_call(tr->step, 0, 3 + e) ^ tr->cfg.seed);
-        for (i = 0; i < r.B; i++) perm[i] = i;
-        for (i = r.B - 1; i > 0; i--) { int j = (int)(cllm_rng_uniform(&rng) * (i + 1)), t = perm[i]; perm[i] = perm[j]; perm[j] = t; }
+        cllm__permutation(perm, r.B, cllm__online_call(tr->step, 0, 3 + e) ^ tr->cfg.seed);
         for (mb = 0; mb < c->cfg.mini_batches && rc == CLLM_OK; mb++) {
             /* mini-batch mb: rows [b0, b1) of the permutation (near-equal parts when B is short) */
-            int b0 = (int)((long)r.B * mb / c->cfg.mini_batches), b1 = (int)((long)r.B * (mb + 1) / c->cfg.mini_batches), m0, n_micro;
+            int b0 = (int)((long)r.B * mb / c->cfg.mini_batches);
+            int b1 = (int)((long)r.B * (mb + 1) / c->cfg.mini_batches);
+            int n_micro = (b1 - b0 + c->batch_size - 1) / c->batch_size;
+            int m0;
             cllm_train_stats mst;
             if (b1 <= b0) continue;
-            n_micro = (b1 - b0 + c->batch_size - 1) / c->batch_size;
             memset(&mst, 0, sizeof mst);
             if ((rc = cllm_trainer_zero_grad(tr, err)) != CLLM_OK) break;
             memset(c->vh->grad, 0, ((size_t)c->vh->C + 1) * sizeof(cllm_float));
-            for (m0 = b0; m0 < b1 && rc == CLLM_OK; m0 += c->batch_size)
-                rc = cllm__ppo_micro(c, tr, &rows, &r, perm + m0, b1 - m0 < c->batch_size ? b1 - m0 : c->batch_size, n_micro, &mst, err);
+            for (m0 = b0; m0 < b1 && rc == CLLM_OK; m0 += c->batch_size) {
+                int size = b1 - m0 < c->batch_size ? b1 - m0 : c->batch_size;
+                rc = cllm__ppo_micro(c, tr, &rows, &r, perm + m0, size, n_micro, &mst, err);
+            }
             if (rc == CLLM_OK) rc = cllm__ppo_update(c, tr, cllm_train_stats_mean(&mst, "loss"), err);
-            for (i = 0; rc == CLLM_OK && i < mst.n; i++) cllm_train_stats_add(st, mst.name[i], mst.sum[i], mst.count[i]);
+            for (i = 0; rc == CLLM_OK && i < mst.n; i++)
+                cllm_train_stats_add(st, mst.name[i], mst.sum[i], mst.count[i]);
             st->tokens += mst.tokens;
         }
     }
@@ -6039,10 +6330,19 @@ done:
     cllm__rows_free(&rows);
     cllm_ppo_rollout_free(&r);
     cllm_local_outputs_free(out, n);
-    CLLM_FREE(out); CLLM_FREE(perm); CLLM_FREE(mr);
+    CLLM_FREE(out);
+    CLLM_FREE(perm);
+    CLLM_FREE(mr);
     return rc;
 }
 
+/* PPO (TRL v0.19 PPOTrainer with MR as the reward model; legacy TRL's score scaling and adaptive
+   KL, which CollabLLM's PPO script uses, as options). A step is one rollout of batch_size x
+   grad_accum x mini_batches prompts, then ppo_epochs x mini_batches AdamW updates of the policy
+   and the value head, all at the step's learning rate (the paper's 2e-6 by default). The value
+   head is saved in every checkpoint and in final/ (value_head.safetensors) and restored on
+   resume. Gradient clipping is off unless train->max_grad_norm is set (TRL's PPO loop does not
+   clip). Statistics: TRL's, listed in data_fmt/train_online.md. */
 CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref, cllm_value_head *vh,
                                    const cllm_online_prompts *prompts, const cllm_ppo_config *cfg,
                                    const cllm_train_config *train, cllm_err *err) {
@@ -6052,18 +6352,28 @@ CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_
     cllm_value_head own;
     cllm_result rc;
     if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "PPO: needs a config and a training config");
-    memset(&ctx, 0, sizeof ctx); memset(&own, 0, sizeof own);
-    ctx.lm = policy; ctx.ref = ref; ctx.p = prompts;
+    memset(&ctx, 0, sizeof ctx);
+    memset(&own, 0, sizeof own);
+    ctx.lm = policy;
+    ctx.ref = ref;
+    ctx.p = prompts;
     ctx.cfg = cllm__ppo_def(cfg);
-    ctx.cfg.rollout = cllm__rollout_def(&cfg->rollout, 0.7f, 0, 53, cllm__def(train->seed, 42));    /* TRL's response_length 53 */
+    ctx.cfg.rollout = cllm__rollout_def(&cfg->rollout, 0.7f, 0, 53, cllm__def(train->seed, 42));
     if ((rc = cllm__rollout_check_config(&ctx.cfg.rollout, policy, prompts, err)) != CLLM_OK) return rc;
-    if (ctx.cfg.ppo_epochs < 1 || ctx.cfg.mini_batches < 1) return cllm__fail(err, CLLM_ERR_ARG, "PPO: ppo_epochs and mini_batches must be positive");
-    if (ctx.cfg.kl_estimator != CLLM_KL_K1 && ctx.cfg.kl_estimator != CLLM_KL_K3) return cllm__fail(err, CLLM_ERR_ARG, "PPO: kl_estimator must be k1 or k3 (TRL's choices)");
-    if (ctx.cfg.score_scaling < CLLM_SCORE_RAW || ctx.cfg.score_scaling > CLLM_SCORE_NORM) return cllm__fail(err, CLLM_ERR_ARG, "PPO: score_scaling must be CLLM_SCORE_RAW, _SCALE or _NORM");
-    if (ctx.cfg.kl_target < 0 || ctx.cfg.kl_horizon <= 0) return cllm__fail(err, CLLM_ERR_ARG, "PPO: kl_target must be >= 0 and kl_horizon > 0");
-    if (!ref && !lora) return cllm__fail(err, CLLM_ERR_ARG, "PPO needs a reference for its KL penalty: a frozen copy of the initial policy, or LoRA adapters (the base model)");
+    if (ctx.cfg.ppo_epochs < 1 || ctx.cfg.mini_batches < 1)
+        return cllm__fail(err, CLLM_ERR_ARG, "PPO: ppo_epochs and mini_batches must be positive");
+    if (ctx.cfg.kl_estimator != CLLM_KL_K1 && ctx.cfg.kl_estimator != CLLM_KL_K3)
+        return cllm__fail(err, CLLM_ERR_ARG, "PPO: kl_estimator must be k1 or k3 (TRL's choices)");
+    if (ctx.cfg.score_scaling < CLLM_SCORE_RAW || ctx.cfg.score_scaling > CLLM_SCORE_NORM)
+        return cllm__fail(err, CLLM_ERR_ARG, "PPO: score_scaling must be CLLM_SCORE_RAW, _SCALE or _NORM");
+    if (ctx.cfg.kl_target < 0 || ctx.cfg.kl_horizon <= 0)
+        return cllm__fail(err, CLLM_ERR_ARG, "PPO: kl_target must be >= 0 and kl_horizon > 0");
+    if (!ref && !lora)
+        return cllm__fail(err, CLLM_ERR_ARG, "PPO needs a reference for its KL penalty: a frozen copy of the initial "
+                                             "policy, or LoRA adapters (the base model)");
     if (!vh) {
-        if ((rc = cllm_value_head_init(&own, policy->model.config.hidden_size, cllm__def(train->seed, 42), err)) != CLLM_OK) return rc;
+        rc = cllm_value_head_init(&own, policy->model.config.hidden_size, cllm__def(train->seed, 42), err);
+        if (rc != CLLM_OK) return rc;
         vh = &own;
     } else if (vh->C != policy->model.config.hidden_size || !vh->w || !vh->grad || !vh->m || !vh->v) {
         return cllm__fail(err, CLLM_ERR_ARG, "PPO: the value head does not match this model (its hidden size differs)");
@@ -6079,58 +6389,19 @@ CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_
     tc.grad_accum = ctx.grad_accum * ctx.cfg.mini_batches;
     if (tc.max_grad_norm == 0) tc.max_grad_norm = -1;
     memset(&task, 0, sizeof task);
-    task.name = "ppo"; task.n_examples = prompts->n; task.default_lr = 2e-6;           /* paper Table 6 */
-    task.step = cllm__ppo_step; task.save_extra = cllm__value_head_save; task.load_extra = cllm__value_head_load; task.ctx = &ctx;
+    task.name = "ppo";
+    task.n_examples = prompts->n;
+    task.default_lr = 2e-6;                  /* paper Table 6 */
+    task.step = cllm__ppo_step;
+    task.save_extra = cllm__ppo_state_save;
+    task.load_extra = cllm__ppo_state_load;
+    task.ctx = &ctx;
     rc = cllm__train_run(&policy->model, lora, &task, &tc, err);
     cllm_value_head_free(&own);
     return rc;
 }
 
-/* ---- GRPO ------------------------------------------------------------------------------------ */
-
-CLLMDEF cllm_result cllm_grpo_loss(int B, int T, const double *logprobs, const double *old_logprobs, const double *ref_logprobs,
-                                   const double *advantages, const double *mask, double beta, double eps_low, double eps_high,
-                                   int loss_type, int max_completion_length, cllm_grpo_loss_out *out, cllm_err *err) {
-    double total = 0, msum = 0, kl = 0, clipped = 0;
-    int b, t;
-    if (B < 1 || T < 1 || !logprobs || !old_logprobs || !advantages || !mask || !out) return cllm__fail(err, CLLM_ERR_ARG, "GRPO loss: needs B, T >= 1, logprobs, old_logprobs, advantages, mask and out");
-    if (beta != 0 && !ref_logprobs) return cllm__fail(err, CLLM_ERR_ARG, "GRPO loss: beta %g needs the reference log-probs", beta);
-    if (loss_type < CLLM_GRPO_BNPO || loss_type > CLLM_GRPO_DR_GRPO) return cllm__fail(err, CLLM_ERR_ARG, "GRPO loss: unknown loss_type %d", loss_type);
-    if (loss_type == CLLM_GRPO_DR_GRPO && max_completion_length < 1) return cllm__fail(err, CLLM_ERR_ARG, "GRPO loss: dr_grpo needs max_completion_length");
-    for (b = 0; b < B; b++) for (t = 0; t < T; t++) msum += mask[(size_t)b * T + t];
-    for (b = 0; b < B; b++) {
-        double len = 0, A = advantages[b];
-        for (t = 0; t < T; t++) len += mask[(size_t)b * T + t];
-        for (t = 0; t < T; t++) {
-            size_t i = (size_t)b * T + t;
-            double r = exp(logprobs[i] - old_logprobs[i]), rc = r < 1 - eps_low ? 1 - eps_low : r > 1 + eps_high ? 1 + eps_high : r;
-            double l1 = -r * A, l2 = -rc * A, l, d, w;     /* -min(rA, rc A) = max(l1, l2) */
-            double dl1 = -r * A, dl2 = r >= 1 - eps_low && r <= 1 + eps_high ? -r * A : 0;
-            double k3 = 0, dk3 = 0;
-            l = l1 > l2 ? l1 : l2;
-            d = l1 > l2 ? dl1 : l2 > l1 ? dl2 : 0.5 * (dl1 + dl2);   /* a tie splits, as torch.minimum */
-            if (ref_logprobs) {
-                double x = ref_logprobs[i] - logprobs[i];
-                k3 = exp(x) - x - 1;
-                dk3 = 1 - exp(x);                         /* d k3 / d logp */
-                if (beta != 0) { l += beta * k3; d += beta * dk3; }
-            }
-            /* the loss's weight on this token, by aggregation */
-            w = loss_type == CLLM_GRPO_BNPO ? 1 / (msum > 1 ? msum : 1)
-              : loss_type == CLLM_GRPO_GRPO ? 1 / ((len > 1 ? len : 1) * B)
-              : 1.0 / ((double)B * max_completion_length);
-            total += l * mask[i] * w;
-            if (out->d_logprobs) out->d_logprobs[i] = mask[i] != 0 ? d * mask[i] * w : 0;
-            kl += k3 * mask[i];
-            clipped += (l2 > l1) * mask[i];
-        }
-    }
-    out->loss = total;
-    out->kl = msum > 0 ? kl / msum : 0;
-    out->clip_ratio = msum > 0 ? clipped / msum : 0;
-    cllm__ok(err);
-    return CLLM_OK;
-}
+/* ---- GRPO (TRL v0.19 GRPOTrainer, MR as the reward) ------------------------------------------ */
 
 typedef struct cllm__grpo_ctx {
     cllm_local_lm             *lm;
@@ -6139,69 +6410,125 @@ typedef struct cllm__grpo_ctx {
     cllm_grpo_config           cfg;         /* defaults applied */
 } cllm__grpo_ctx;
 
-static cllm_result cllm__grpo_micro(void *ctx, cllm_trainer *tr, const int *idx, int n, double norm, cllm_train_stats *st, cllm_err *err) {
+/* The group advantages of a micro-batch: for each prompt i whose G responses all have an MR,
+   cllm_grpo_advantages (TRL: scaled by the unbiased std + 1e-4 unless scale_rewards says no) into
+   adv[B..], their indices into keep[B..]; *B and *L (the longest kept response) grow. A group
+   with a failed score is left out. Adds TRL's completion statistics; spread[] receives the sum of
+   the kept groups' reward stds, the number of those that are 0, and the number of kept groups. */
+static cllm_result cllm__grpo_groups(const cllm__grpo_ctx *c, const cllm_local_output *out, const double *mr, int n,
+                                     double *adv, int *keep, int *B, int *L, double spread[3], cllm_train_stats *st,
+                                     cllm_err *err) {
+    int G = c->cfg.num_generations;
+    double len_sum = 0, clipped = 0;
+    int i, s;
+    spread[0] = spread[1] = spread[2] = 0;
+    for (i = 0; i < n; i++) {
+        double mean = 0, var = 0;
+        int ok = 1;
+        cllm_result rc;
+        for (s = 0; s < G; s++) {
+            len_sum += out[i * G + s].n;
+            clipped += out[i * G + s].finish != CLLM_FINISH_EOS;
+            ok &= !isnan(mr[i * G + s]);
+        }
+        if (!ok) continue;
+        rc = cllm_grpo_advantages(G, mr + i * G, G, CLLM_GROUP_GRPO, c->cfg.scale_rewards > 0, 1e-4, adv + *B, err);
+        if (rc != CLLM_OK) return rc;
+        for (s = 0; s < G; s++) mean += mr[i * G + s] / G;
+        for (s = 0; s < G; s++) var += (mr[i * G + s] - mean) * (mr[i * G + s] - mean) / (G > 1 ? G - 1 : 1);
+        spread[0] += sqrt(var);
+        spread[1] += sqrt(var) < 1e-8;
+        spread[2]++;
+        for (s = 0; s < G; s++) {
+            keep[(*B)++] = i * G + s;
+            if (out[i * G + s].n > *L) *L = out[i * G + s].n;
+        }
+    }
+    cllm_train_stats_add(st, "completions/mean_length", len_sum, n * G);
+    cllm_train_stats_add(st, "completions/clipped_ratio", clipped, n * G);
+    return CLLM_OK;
+}
+
+/* One micro-batch of GRPO: G responses per prompt scored by MR, group advantages, the reference's
+   log-probs (beta > 0), the policy's forward at the sampling temperature (the last one: it feeds
+   backward), then cllm_grpo_loss with old = current log-probs (num_iterations 1, TRL's default,
+   so r = 1) and backward of the micro-batch's loss weighted by its prompts in the step. */
+static cllm_result cllm__grpo_micro(void *ctx, cllm_trainer *tr, const int *idx, int n, double norm,
+                                    cllm_train_stats *st, cllm_err *err) {
     cllm__grpo_ctx *c = (cllm__grpo_ctx *)ctx;
     const cllm_rollout_config *rcfg = &c->cfg.rollout;
     int G = c->cfg.num_generations, N = n * G, B = 0, L = 1, failed = 0, i, s;
     cllm_local_output *out = (cllm_local_output *)cllm__calloc((size_t)N, sizeof *out);
-    double *mr = (double *)cllm__calloc((size_t)N, sizeof(double)), *adv = (double *)cllm__calloc((size_t)N, sizeof(double));
+    double *mr = (double *)cllm__calloc((size_t)N, sizeof(double));
+    double *adv = (double *)cllm__calloc((size_t)N, sizeof(double));
     int *keep = (int *)cllm__calloc((size_t)N, sizeof(int));
-    double *buf = NULL, *lp, *old, *ref = NULL, *mask, *dlp, diff = 0, len_sum = 0, clipped = 0, std_sum = 0, zero_std = 0, kept_groups = 0;
+    double *buf = NULL, *ref = NULL;
+    double diff = 0, spread[3];
+    double *lp, *old, *mask, *dlp;
     float tau = rcfg->gen.sampler.temperature;
+    cllm_grpo_loss_input in;
     cllm_grpo_loss_out lo;
     cllm__seq_batch sb;
     cllm__rows rows;
     cllm_result rc;
-    memset(&sb, 0, sizeof sb); memset(&rows, 0, sizeof rows);
-    if (!out || !mr || !adv || !keep) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-    if ((rc = cllm__rollout_sample(c->lm, rcfg, c->p, idx, n, G, tr->step, out, err)) != CLLM_OK) goto done;
-    if ((rc = cllm__rollout_score(rcfg, c->lm, c->p, idx, n, G, tr->step, out, mr, &failed, err)) != CLLM_OK) goto done;
-    /* group-normalised advantages; a group with a failed score is left out */
-    for (i = 0; i < n; i++) {
-        double mean = 0, var = 0;
-        int ok = 1;
-        for (s = 0; s < G; s++) {
-            const cllm_local_output *o = &out[i * G + s];
-            len_sum += o->n; clipped += o->finish != CLLM_FINISH_EOS;
-            ok &= !isnan(mr[i * G + s]);
-        }
-        if (!ok) continue;
-        if ((rc = cllm_grpo_advantages(G, mr + i * G, G, CLLM_GROUP_GRPO, c->cfg.scale_rewards > 0, 1e-4, adv + B, err)) != CLLM_OK) goto done;
-        for (s = 0; s < G; s++) mean += mr[i * G + s] / G;
-        for (s = 0; s < G; s++) var += (mr[i * G + s] - mean) * (mr[i * G + s] - mean) / (G > 1 ? G - 1 : 1);
-        std_sum += sqrt(var); zero_std += sqrt(var) < 1e-8; kept_groups++;
-        for (s = 0; s < G; s++) { keep[B++] = i * G + s; if (out[i * G + s].n > L) L = out[i * G + s].n; }
-    }
+    memset(&sb, 0, sizeof sb);
+    memset(&rows, 0, sizeof rows);
+    if (!out || !mr || !adv || !keep) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    else rc = cllm__rollout_sample(c->lm, rcfg, c->p, idx, n, G, tr->step, out, err);
+    if (rc == CLLM_OK) rc = cllm__rollout_score(rcfg, c->lm, c->p, idx, n, G, tr->step, out, mr, &failed, err);
+    if (rc != CLLM_OK) goto done;
     cllm_train_stats_add(st, "mr/failed", failed, 1);
-    cllm_train_stats_add(st, "completions/mean_length", len_sum, N);
-    cllm_train_stats_add(st, "completions/clipped_ratio", clipped, N);
-    if (B == 0) { rc = cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: MR failed in every group of a micro-batch; nothing to train on", tr->step + 1); goto done; }
+    if ((rc = cllm__grpo_groups(c, out, mr, n, adv, keep, &B, &L, spread, st, err)) != CLLM_OK) goto done;
+    if (B == 0) {
+        rc = cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: MR failed in every group of a micro-batch; nothing to train "
+                                               "on", tr->step + 1);
+        goto done;
+    }
     if ((rc = cllm__rows_make(&rows, out, keep, B, err)) != CLLM_OK) goto done;
-    if (!(buf = (double *)cllm__calloc((size_t)B * L * 5 + 1, sizeof(double)))) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-    lp = buf; old = lp + (size_t)B * L; mask = old + (size_t)B * L; dlp = mask + (size_t)B * L;
+    if (!(buf = (double *)cllm__calloc((size_t)B * L * 5 + 1, sizeof(double)))) {
+        rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    lp = buf;
+    old = lp + (size_t)B * L;
+    mask = old + (size_t)B * L;
+    dlp = mask + (size_t)B * L;
     if (c->cfg.beta != 0) {
         ref = dlp + (size_t)B * L;
         if ((rc = cllm__rollout_ref(tr->model, c->ref, rows.ptr, B, tau, L, ref, err)) != CLLM_OK) goto done;
     }
-    /* the policy's forward at the sampling temperature (the last one: it feeds backward) */
     if ((rc = cllm__rollout_forward(tr->model, rows.ptr, B, tau, &sb, err)) != CLLM_OK) goto done;
     if ((rc = cllm__rollout_check(rcfg, tr->model, rows.out, rows.ptr, B, &diff, err)) != CLLM_OK) goto done;
     cllm__gather_logps(tr->model, rows.ptr, B, L, 0.0, lp);
-    for (i = 0; i < B; i++) for (s = 0; s < L; s++) {
-        size_t k = (size_t)i * L + s;
-        mask[k] = s < rows.out[i]->n;
-        old[k] = lp[k];                               /* num_iterations = 1: old = current, detached */
+    for (i = 0; i < B; i++) {
+        for (s = 0; s < L; s++) {
+            size_t k = (size_t)i * L + s;
+            mask[k] = s < rows.out[i]->n;
+            old[k] = lp[k];                       /* num_iterations = 1: old = current, detached */
+        }
     }
+    memset(&in, 0, sizeof in);
+    in.B = B;
+    in.T = L;
+    in.logprobs = lp;
+    in.old_logprobs = old;
+    in.ref_logprobs = ref;
+    in.advantages = adv;
+    in.mask = mask;
+    in.beta = c->cfg.beta;
+    in.eps_low = c->cfg.epsilon;
+    in.eps_high = c->cfg.epsilon_high;
+    in.loss_type = c->cfg.loss_type;
+    in.max_completion_length = rcfg->gen.max_new_tokens;
     memset(&lo, 0, sizeof lo);
     lo.d_logprobs = dlp;
-    if ((rc = cllm_grpo_loss(B, L, lp, old, ref, adv, mask, c->cfg.beta, c->cfg.epsilon, c->cfg.epsilon_high, c->cfg.loss_type,
-                             rcfg->gen.max_new_tokens, &lo, err)) != CLLM_OK) goto done;
-    /* the micro-batch's aggregated loss, weighted by its prompts in the step */
-    if ((rc = cllm__rollout_backward(tr->model, NULL, rows.ptr, B, L, dlp, NULL, (double)n / norm, err)) != CLLM_OK) goto done;
+    if ((rc = cllm_grpo_loss(&in, &lo, err)) != CLLM_OK) goto done;
+    rc = cllm__rollout_backward(tr->model, NULL, rows.ptr, B, L, dlp, NULL, (double)n / norm, err);
+    if (rc != CLLM_OK) goto done;
     cllm_train_stats_add(st, "loss", lo.loss * n, n);
     for (i = 0; i < B; i++) cllm_train_stats_add(st, "reward", mr[keep[i]], 1);
-    cllm_train_stats_add(st, "reward_std", std_sum, kept_groups);
-    cllm_train_stats_add(st, "frac_reward_zero_std", zero_std, kept_groups);
+    cllm_train_stats_add(st, "reward_std", spread[0], spread[2]);
+    cllm_train_stats_add(st, "frac_reward_zero_std", spread[1], spread[2]);
     if (c->cfg.beta != 0) cllm_train_stats_add(st, "kl", lo.kl, 1);
     cllm_train_stats_add(st, "clip_ratio", lo.clip_ratio, 1);
     cllm_train_stats_add(st, "rollout/logprob_diff", diff, 1);
@@ -6210,10 +6537,18 @@ done:
     cllm__seq_batch_free(&sb);
     cllm__rows_free(&rows);
     if (out) cllm_local_outputs_free(out, N);
-    CLLM_FREE(out); CLLM_FREE(mr); CLLM_FREE(adv); CLLM_FREE(keep); CLLM_FREE(buf);
+    CLLM_FREE(out);
+    CLLM_FREE(mr);
+    CLLM_FREE(adv);
+    CLLM_FREE(keep);
+    CLLM_FREE(buf);
     return rc;
 }
 
+/* GRPO (TRL v0.19 GRPOTrainer; verl's CollabLLM recipe also trains with GRPO): sampling as TRL
+   (T 1, 256 new tokens), G = 8 responses per prompt, TRL's learning rate 1e-6. Units of the
+   step's loss: prompts (each micro-batch's aggregated loss is weighted by its number of prompts).
+   Statistics: TRL's, listed in data_fmt/train_online.md. */
 CLLMDEF cllm_result cllm_train_grpo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref,
                                     const cllm_online_prompts *prompts, const cllm_grpo_config *cfg,
                                     const cllm_train_config *train, cllm_err *err) {
@@ -6221,18 +6556,27 @@ CLLMDEF cllm_result cllm_train_grpo(cllm_local_lm *policy, cllm_lora *lora, cllm
     cllm_result rc;
     if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "GRPO: needs a config and a training config");
     memset(&ctx, 0, sizeof ctx);
-    ctx.lm = policy; ctx.ref = ref; ctx.p = prompts; ctx.cfg = *cfg;
-    ctx.cfg.rollout = cllm__rollout_def(&cfg->rollout, 1.0f, 0, 256, cllm__def(train->seed, 42));  /* TRL's max_completion_length 256 */
+    ctx.lm = policy;
+    ctx.ref = ref;
+    ctx.p = prompts;
+    ctx.cfg = *cfg;
+    ctx.cfg.rollout = cllm__rollout_def(&cfg->rollout, 1.0f, 0, 256, cllm__def(train->seed, 42));
     ctx.cfg.num_generations = cllm__def(cfg->num_generations, 8);
     ctx.cfg.epsilon = cllm__def(cfg->epsilon, 0.2);
     ctx.cfg.epsilon_high = cllm__def(cfg->epsilon_high, ctx.cfg.epsilon);
     ctx.cfg.scale_rewards = cfg->scale_rewards < 0 ? 0 : 1;
     if ((rc = cllm__rollout_check_config(&ctx.cfg.rollout, policy, prompts, err)) != CLLM_OK) return rc;
-    if (ctx.cfg.num_generations < 2 || ctx.cfg.num_generations > 65536) return cllm__fail(err, CLLM_ERR_ARG, "GRPO: num_generations must be in [2, 65536] (a group of one has no baseline)");
-    if (ctx.cfg.loss_type < CLLM_GRPO_BNPO || ctx.cfg.loss_type > CLLM_GRPO_DR_GRPO) return cllm__fail(err, CLLM_ERR_ARG, "GRPO: unknown loss_type %d", ctx.cfg.loss_type);
+    if (ctx.cfg.num_generations < 2 || ctx.cfg.num_generations > 65536)
+        return cllm__fail(err, CLLM_ERR_ARG,
+                          "GRPO: num_generations must be in [2, 65536] (a group of one has no baseline)");
+    if (ctx.cfg.loss_type < CLLM_GRPO_BNPO || ctx.cfg.loss_type > CLLM_GRPO_DR_GRPO)
+        return cllm__fail(err, CLLM_ERR_ARG, "GRPO: unknown loss_type %d", (int)ctx.cfg.loss_type);
     if (ctx.cfg.beta < 0) return cllm__fail(err, CLLM_ERR_ARG, "GRPO: beta must be >= 0");
-    if (ctx.cfg.beta != 0 && !ref && !lora) return cllm__fail(err, CLLM_ERR_ARG, "GRPO with beta > 0 needs a reference: a frozen copy of the initial policy, or LoRA adapters (the base model)");
-    return cllm__train_task(&policy->model, lora, "grpo", prompts->n, 1e-6 /* TRL's GRPOConfig */, cllm__online_units, cllm__grpo_micro, &ctx, train, err);
+    if (ctx.cfg.beta != 0 && !ref && !lora)
+        return cllm__fail(err, CLLM_ERR_ARG, "GRPO with beta > 0 needs a reference: a frozen copy of the initial "
+                                             "policy, or LoRA adapters (the base model)");
+    return cllm__train_task(&policy->model, lora, "grpo", prompts->n, 1e-6, cllm__units_are_examples,
+                            cllm__grpo_micro, &ctx, train, err);
 }
 
 
@@ -12099,18 +12443,19 @@ done:
 }
 
 /* -------------------------------------------------------------------------------------------- */
-/* Training: SFT, DPO, LoRA, checkpoints                                                        */
+/* II.10 Training infrastructure: data, batches, LoRA files, checkpoints, the loop, prompts      */
 /* -------------------------------------------------------------------------------------------- */
 
 #if !defined(_WIN32)
 #include <dirent.h>
 #endif
 
-/* ---- tokenized examples ------------------------------------------------------------------- */
+/* ---- tokenized examples ---------------------------------------------------------------------- */
 
 CLLMDEF void cllm_train_seq_free(cllm_train_seq *s) {
     if (!s) return;
-    CLLM_FREE(s->ids); CLLM_FREE(s->target);
+    CLLM_FREE(s->ids);
+    CLLM_FREE(s->target);
     memset(s, 0, sizeof *s);
 }
 
@@ -12120,7 +12465,8 @@ CLLMDEF int cllm_train_seq_targets(const cllm_train_seq *s) {
     return n;
 }
 
-/* prompt | completion  ->  (last keep_prompt tokens of the prompt) | (first tokens of the completion) */
+/* prompt | completion -> (last keep_prompt tokens of the prompt) | (first tokens of the completion),
+   keep_prompt at least 1; < 0: max_length - (completion length) if too long (data_fmt/train.md). */
 CLLMDEF int cllm_train_seq_truncate(cllm_train_seq *s, int max_length, int keep_prompt) {
     int P = s->n_prompt, C = s->n - s->n_prompt, drop, keep_c;
     if (max_length <= 0) return 0;
@@ -12139,12 +12485,16 @@ CLLMDEF int cllm_train_seq_truncate(cllm_train_seq *s, int max_length, int keep_
     return 1;
 }
 
-/* Takes ownership of ids/target (n tokens) into seq. */
-static cllm_result cllm__seq_from(cllm_train_seq *seq, const int *ids, const unsigned char *target, int n, int n_prompt, cllm_err *err) {
+/* A copy of ids/target (n tokens) into seq. */
+static cllm_result cllm__seq_from(cllm_train_seq *seq, const int *ids, const unsigned char *target, int n, int n_prompt,
+                                  cllm_err *err) {
     memset(seq, 0, sizeof *seq);
     seq->ids = (int *)cllm__calloc((size_t)n + 1, sizeof(int));
     seq->target = (unsigned char *)cllm__calloc((size_t)n + 1, 1);
-    if (!seq->ids || !seq->target) { cllm_train_seq_free(seq); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    if (!seq->ids || !seq->target) {
+        cllm_train_seq_free(seq);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
     memcpy(seq->ids, ids, sizeof(int) * (size_t)n);
     memcpy(seq->target, target, (size_t)n);
     seq->target[0] = 0;
@@ -12153,30 +12503,41 @@ static cllm_result cllm__seq_from(cllm_train_seq *seq, const int *ids, const uns
     return CLLM_OK;
 }
 
-CLLMDEF cllm_result cllm_sft_seq(const cllm_tokenizer *tok, const cllm_message *msgs, int n, cllm_train_seq *seq, cllm_err *err) {
-    int *ids = NULL, n_ids = 0, start, i;
+/* SFT: targets = the chat template's assistant mask (every assistant message's content and
+   end-of-turn token; cllm_chat_render); the completion side is the last run of targets (the
+   final assistant message). */
+CLLMDEF cllm_result cllm_sft_seq(const cllm_tokenizer *tok, const cllm_message *msgs, int n, cllm_train_seq *seq,
+                                 cllm_err *err) {
+    int *ids = NULL;
+    int n_ids = 0, start, i;
     unsigned char *mask = NULL;
     cllm_result rc;
     memset(seq, 0, sizeof *seq);
     rc = cllm_chat_render(tok, msgs, n, NULL, NULL, &ids, &mask, &n_ids, err);
     if (rc != CLLM_OK) return rc;
-    /* the completion side is the last run of targets: the final assistant message */
     for (start = n_ids - 1; start >= 1 && !mask[start]; start--) {}
     while (start >= 1 && mask[start - 1]) start--;
-    if (start < 1) { CLLM_FREE(ids); CLLM_FREE(mask); return cllm__fail(err, CLLM_ERR_FORMAT, "the conversation has no assistant message to train on"); }
-    for (i = 0; i < n_ids; i++) mask[i] = mask[i] != 0;
-    rc = cllm__seq_from(seq, ids, mask, n_ids, start, err);
-    CLLM_FREE(ids); CLLM_FREE(mask);
+    if (start < 1) rc = cllm__fail(err, CLLM_ERR_FORMAT, "the conversation has no assistant message to train on");
+    for (i = 0; i < n_ids && rc == CLLM_OK; i++) mask[i] = mask[i] != 0;
+    if (rc == CLLM_OK) rc = cllm__seq_from(seq, ids, mask, n_ids, start, err);
+    CLLM_FREE(ids);
+    CLLM_FREE(mask);
     if (rc == CLLM_OK) cllm__ok(err);
     return rc;
 }
 
+/* A completion after a prompt, for DPO: rendered and tokenized in one pass; with P = the byte
+   length of the prompt rendered with its generation prompt, the targets are the assistant-mask
+   tokens that start at byte >= P (TRL's summed completion logps, up to the differences listed in
+   data_fmt/train.md, "Inputs and tokenization"). */
 CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_message *prompt, int n_prompt,
-                                        const cllm_message *completion, int n_completion, cllm_train_seq *seq, cllm_err *err) {
+                                        const cllm_message *completion, int n_completion, cllm_train_seq *seq,
+                                        cllm_err *err) {
     cllm_render_opts gen;
     cllm_message *all = NULL;
     char *ptext = NULL, *text = NULL;
-    int *ids = NULL, *ids2 = NULL, *offs = NULL, n_ids = 0, n2 = 0, first = -1, last = -1, i;
+    int *ids = NULL, *ids2 = NULL, *offs = NULL;
+    int n_ids = 0, n2 = 0, first = -1, last = -1, i;
     unsigned char *mask = NULL;
     size_t P;
     cllm_result rc;
@@ -12184,7 +12545,8 @@ CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_me
     if (n_prompt < 1 || n_completion < 1 || !prompt || !completion)
         return cllm__fail(err, CLLM_ERR_ARG, "a pair needs at least one prompt message and one completion message");
     if (prompt[n_prompt - 1].role && strcmp(prompt[n_prompt - 1].role, "assistant") == 0)
-        return cllm__fail(err, CLLM_ERR_FORMAT, "the prompt ends with an assistant message; it must end with the user's turn");
+        return cllm__fail(err, CLLM_ERR_FORMAT,
+                          "the prompt ends with an assistant message; it must end with the user's turn");
     for (i = 0; i < n_completion && !(completion[i].role && strcmp(completion[i].role, "assistant") == 0); i++) {}
     if (i == n_completion) return cllm__fail(err, CLLM_ERR_FORMAT, "the completion holds no assistant message");
     memset(&gen, 0, sizeof gen);
@@ -12194,10 +12556,12 @@ CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_me
     memcpy(all, prompt, sizeof *all * (size_t)n_prompt);
     memcpy(all + n_prompt, completion, sizeof *all * (size_t)n_completion);
     if ((rc = cllm_chat_render(tok, prompt, n_prompt, &gen, &ptext, NULL, NULL, NULL, err)) != CLLM_OK) goto done;
-    if ((rc = cllm_chat_render(tok, all, n_prompt + n_completion, NULL, &text, &ids, &mask, &n_ids, err)) != CLLM_OK) goto done;
+    rc = cllm_chat_render(tok, all, n_prompt + n_completion, NULL, &text, &ids, &mask, &n_ids, err);
+    if (rc != CLLM_OK) goto done;
     P = strlen(ptext);
     if (strncmp(text, ptext, P) != 0) {
-        rc = cllm__fail(err, CLLM_ERR_UNSUPPORTED, "the chat template renders the prompt differently inside the whole conversation, so the completion cannot be located");
+        rc = cllm__fail(err, CLLM_ERR_UNSUPPORTED, "the chat template renders the prompt differently inside the whole "
+                                                   "conversation, so the completion cannot be located");
         goto done;
     }
     /* the same ids again, with byte offsets: a target starts at or after the prompt's end */
@@ -12205,17 +12569,27 @@ CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_me
     CLLM_ASSERT(n2 == n_ids);
     for (i = 0; i < n_ids; i++) {
         mask[i] = mask[i] && (size_t)offs[2 * i] >= P && i > 0;
-        if (mask[i]) { if (first < 0) first = i; last = i; }
+        if (!mask[i]) continue;
+        if (first < 0) first = i;
+        last = i;
     }
-    if (first < 0) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "the completion has no assistant tokens (it must hold an assistant message)"); goto done; }
-    rc = cllm__seq_from(seq, ids, mask, last + 1, first, err);
+    if (first < 0)
+        rc = cllm__fail(err, CLLM_ERR_FORMAT,
+                        "the completion has no assistant tokens (it must hold an assistant message)");
+    else rc = cllm__seq_from(seq, ids, mask, last + 1, first, err);
 done:
-    CLLM_FREE(all); CLLM_FREE(ptext); CLLM_FREE(text); CLLM_FREE(ids); CLLM_FREE(ids2); CLLM_FREE(offs); CLLM_FREE(mask);
+    CLLM_FREE(all);
+    CLLM_FREE(ptext);
+    CLLM_FREE(text);
+    CLLM_FREE(ids);
+    CLLM_FREE(ids2);
+    CLLM_FREE(offs);
+    CLLM_FREE(mask);
     if (rc == CLLM_OK) cllm__ok(err);
     return rc;
 }
 
-/* ---- SFT rows and DPO pairs from JSONL ---------------------------------------------------- */
+/* ---- SFT rows and DPO pairs from JSONL (data_fmt/train.md) ----------------------------------- */
 
 /* Puts where it happened in front of the message a callee left in err; returns rc. */
 static cllm_result cllm__fail_where(cllm_err *err, cllm_result rc, const char *path, int line, const char *what) {
@@ -12239,7 +12613,9 @@ CLLMDEF void cllm_sft_data_free(cllm_sft_data *d) {
     memset(d, 0, sizeof *d);
 }
 
-CLLMDEF cllm_result cllm_sft_data_load(cllm_sft_data *d, const cllm_tokenizer *tok, const char *path, int max_length, cllm_err *err) {
+/* SFT rows: JSONL lines {"messages": [...]} (other fields ignored), each through cllm_sft_seq. */
+CLLMDEF cllm_result cllm_sft_data_load(cllm_sft_data *d, const cllm_tokenizer *tok, const char *path, int max_length,
+                                      cllm_err *err) {
     FILE *f;
     char *line = NULL;
     size_t cap = 0;
@@ -12255,14 +12631,20 @@ CLLMDEF cllm_result cllm_sft_data_load(cllm_sft_data *d, const cllm_tokenizer *t
         cllm_train_seq seq;
         lineno++;
         if (len == 0) continue;
-        if (!(row = cllm__jsonl_parse(line, (size_t)len, path, lineno, err))) { rc = CLLM_ERR_FORMAT; break; }
+        if (!(row = cllm__jsonl_parse(line, (size_t)len, path, lineno, err))) {
+            rc = CLLM_ERR_FORMAT;
+            break;
+        }
         rc = cllm_conv_from_json(&conv, cJSON_GetObjectItemCaseSensitive(row, "messages"), err);
         if (rc == CLLM_OK) {
             rc = cllm_sft_seq(tok, conv.msgs, conv.n, &seq, err);
             cllm_conv_free(&conv);
         }
         cJSON_Delete(row);
-        if (rc != CLLM_OK) { rc = cllm__fail_where(err, rc, path, lineno, "\"messages\": "); break; }
+        if (rc != CLLM_OK) {
+            rc = cllm__fail_where(err, rc, path, lineno, "\"messages\": ");
+            break;
+        }
         d->n_truncated += cllm_train_seq_truncate(&seq, max_length, -1);
         stbds_arrput(d->rows, seq);
         d->n++;
@@ -12271,7 +12653,10 @@ CLLMDEF cllm_result cllm_sft_data_load(cllm_sft_data *d, const cllm_tokenizer *t
     CLLM_FREE(line);
     if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, path, lineno + 1, len);
     if (rc == CLLM_OK && d->n == 0) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no rows", path);
-    if (rc != CLLM_OK) { cllm_sft_data_free(d); return rc; }
+    if (rc != CLLM_OK) {
+        cllm_sft_data_free(d);
+        return rc;
+    }
     cllm__ok(err);
     return CLLM_OK;
 }
@@ -12279,7 +12664,10 @@ CLLMDEF cllm_result cllm_sft_data_load(cllm_sft_data *d, const cllm_tokenizer *t
 CLLMDEF void cllm_dpo_data_free(cllm_dpo_data *d) {
     int i;
     if (!d) return;
-    for (i = 0; d->pairs && i < d->n; i++) { cllm_train_seq_free(&d->pairs[i].chosen); cllm_train_seq_free(&d->pairs[i].rejected); }
+    for (i = 0; d->pairs && i < d->n; i++) {
+        cllm_train_seq_free(&d->pairs[i].chosen);
+        cllm_train_seq_free(&d->pairs[i].rejected);
+    }
     stbds_arrfree(d->pairs);
     memset(d, 0, sizeof *d);
 }
@@ -12292,40 +12680,63 @@ static cllm_result cllm__completion_json(cllm_conv *c, const cJSON *j, cllm_err 
 }
 
 /* One pair line into p (tokenized, truncated together). */
-static cllm_result cllm__dpo_pair_parse(cllm_dpo_pair *p, const cllm_tokenizer *tok, const cJSON *row, int max_length, int *truncated, cllm_err *err) {
-    cllm_conv prompt, chosen, rejected;
-    const cJSON *rc_j = cJSON_GetObjectItemCaseSensitive(row, "ref_chosen_logps"), *rr_j = cJSON_GetObjectItemCaseSensitive(row, "ref_rejected_logps");
+static cllm_result cllm__dpo_pair_parse(cllm_dpo_pair *p, const cllm_tokenizer *tok, const cJSON *row, int max_length,
+                                        int *truncated, cllm_err *err) {
+    const cJSON *ref_c = cJSON_GetObjectItemCaseSensitive(row, "ref_chosen_logps");
+    const cJSON *ref_r = cJSON_GetObjectItemCaseSensitive(row, "ref_rejected_logps");
     const char *what = "\"prompt\": ";
+    cllm_conv prompt, chosen, rejected;
     cllm_result rc;
-    int keep;
+    int longer, keep;
     memset(p, 0, sizeof *p);
-    memset(&chosen, 0, sizeof chosen); memset(&rejected, 0, sizeof rejected);
+    memset(&chosen, 0, sizeof chosen);
+    memset(&rejected, 0, sizeof rejected);
     rc = cllm_conv_from_json(&prompt, cJSON_GetObjectItemCaseSensitive(row, "prompt"), err);
-    if (rc == CLLM_OK) { what = "\"chosen\": "; rc = cllm__completion_json(&chosen, cJSON_GetObjectItemCaseSensitive(row, "chosen"), err); }
-    if (rc == CLLM_OK) { what = "\"rejected\": "; rc = cllm__completion_json(&rejected, cJSON_GetObjectItemCaseSensitive(row, "rejected"), err); }
-    if (rc == CLLM_OK) { what = "\"chosen\": "; rc = cllm_completion_seq(tok, prompt.msgs, prompt.n, chosen.msgs, chosen.n, &p->chosen, err); }
-    if (rc == CLLM_OK) { what = "\"rejected\": "; rc = cllm_completion_seq(tok, prompt.msgs, prompt.n, rejected.msgs, rejected.n, &p->rejected, err); }
-    cllm_conv_free(&prompt); cllm_conv_free(&chosen); cllm_conv_free(&rejected);
+    if (rc == CLLM_OK) {
+        what = "\"chosen\": ";
+        rc = cllm__completion_json(&chosen, cJSON_GetObjectItemCaseSensitive(row, "chosen"), err);
+    }
+    if (rc == CLLM_OK) {
+        what = "\"rejected\": ";
+        rc = cllm__completion_json(&rejected, cJSON_GetObjectItemCaseSensitive(row, "rejected"), err);
+    }
+    if (rc == CLLM_OK) {
+        what = "\"chosen\": ";
+        rc = cllm_completion_seq(tok, prompt.msgs, prompt.n, chosen.msgs, chosen.n, &p->chosen, err);
+    }
+    if (rc == CLLM_OK) {
+        what = "\"rejected\": ";
+        rc = cllm_completion_seq(tok, prompt.msgs, prompt.n, rejected.msgs, rejected.n, &p->rejected, err);
+    }
+    cllm_conv_free(&prompt);
+    cllm_conv_free(&chosen);
+    cllm_conv_free(&rejected);
+    if (rc != CLLM_OK) rc = cllm__fail_where(err, rc, NULL, 0, what);
+    else if ((ref_c && !cJSON_IsNumber(ref_c)) || (ref_r && !cJSON_IsNumber(ref_r)) || (!ref_c) != (!ref_r))
+        rc = cllm__fail(err, CLLM_ERR_FORMAT,
+                        "\"ref_chosen_logps\" and \"ref_rejected_logps\" must both be numbers, or both be absent");
     if (rc != CLLM_OK) {
-        cllm_train_seq_free(&p->chosen); cllm_train_seq_free(&p->rejected);
-        return cllm__fail_where(err, rc, NULL, 0, what);
+        cllm_train_seq_free(&p->chosen);
+        cllm_train_seq_free(&p->rejected);
+        return rc;
     }
-    p->ref_chosen = p->ref_rejected = NAN;
-    if ((rc_j && !cJSON_IsNumber(rc_j)) || (rr_j && !cJSON_IsNumber(rr_j)) || (!rc_j) != (!rr_j)) {
-        cllm_train_seq_free(&p->chosen); cllm_train_seq_free(&p->rejected);
-        return cllm__fail(err, CLLM_ERR_FORMAT, "\"ref_chosen_logps\" and \"ref_rejected_logps\" must both be numbers, or both be absent");
-    }
-    if (rc_j) { p->ref_chosen = rc_j->valuedouble; p->ref_rejected = rr_j->valuedouble; }
+    p->ref_chosen = ref_c ? ref_c->valuedouble : NAN;
+    p->ref_rejected = ref_c ? ref_r->valuedouble : NAN;
     /* one prompt cut for both, from the longer completion, so they keep the same prompt */
-    keep = max_length - (p->chosen.n - p->chosen.n_prompt > p->rejected.n - p->rejected.n_prompt ?
-                         p->chosen.n - p->chosen.n_prompt : p->rejected.n - p->rejected.n_prompt);
+    longer = p->chosen.n - p->chosen.n_prompt;
+    if (p->rejected.n - p->rejected.n_prompt > longer) longer = p->rejected.n - p->rejected.n_prompt;
+    keep = max_length - longer;
     if (p->chosen.n <= max_length && p->rejected.n <= max_length) keep = -1;   /* nothing to cut */
     else if (keep < 1) keep = 1;
-    *truncated = cllm_train_seq_truncate(&p->chosen, max_length, keep) | cllm_train_seq_truncate(&p->rejected, max_length, keep);
+    *truncated = cllm_train_seq_truncate(&p->chosen, max_length, keep) |
+                 cllm_train_seq_truncate(&p->rejected, max_length, keep);
     return CLLM_OK;
 }
 
-CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *tok, const char *path, int max_length, cllm_err *err) {
+/* DPO pairs: {"prompt", "chosen", "rejected", optional "ref_chosen_logps", "ref_rejected_logps"}
+   (TRL's conversational preference format); the reference logps are given for every pair or none. */
+CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *tok, const char *path, int max_length,
+                                      cllm_err *err) {
     FILE *f;
     char *line = NULL;
     size_t cap = 0;
@@ -12341,10 +12752,16 @@ CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *t
         int cut = 0;
         lineno++;
         if (len == 0) continue;
-        if (!(row = cllm__jsonl_parse(line, (size_t)len, path, lineno, err))) { rc = CLLM_ERR_FORMAT; break; }
+        if (!(row = cllm__jsonl_parse(line, (size_t)len, path, lineno, err))) {
+            rc = CLLM_ERR_FORMAT;
+            break;
+        }
         rc = cllm__dpo_pair_parse(&p, tok, row, max_length, &cut, err);
         cJSON_Delete(row);
-        if (rc != CLLM_OK) { rc = cllm__fail_where(err, rc, path, lineno, ""); break; }
+        if (rc != CLLM_OK) {
+            rc = cllm__fail_where(err, rc, path, lineno, "");
+            break;
+        }
         p.line = lineno;
         d->n_truncated += cut;
         with_ref += !isnan(p.ref_chosen);
@@ -12356,20 +12773,25 @@ CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *t
     if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, path, lineno + 1, len);
     if (rc == CLLM_OK && d->n == 0) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no pairs", path);
     if (rc == CLLM_OK && with_ref && with_ref != d->n)
-        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: %d of %d pairs carry ref_chosen_logps/ref_rejected_logps; give them for all pairs or none", path, with_ref, d->n);
-    if (rc != CLLM_OK) { cllm_dpo_data_free(d); return rc; }
+        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: %d of %d pairs carry ref_chosen_logps/ref_rejected_logps; give them "
+                                              "for all pairs or none", path, with_ref, d->n);
+    if (rc != CLLM_OK) {
+        cllm_dpo_data_free(d);
+        return rc;
+    }
     d->has_ref = with_ref == d->n;
     cllm__ok(err);
     return CLLM_OK;
 }
 
-/* ---- sequences as right-padded batches ----------------------------------------------------- */
+/* ---- sequences as right-padded batches ------------------------------------------------------- */
 
 /* A (B, T) batch of n sequences: pad id 0 (never attended to), labels = the id at targets and
-   -100 elsewhere, so that cllm_forward's per-row sum is the sum of the targets' log-probs. */
+   -100 elsewhere, so that cllm_forward's per-row sum is the sum of the targets' log-probs. The
+   ids, labels and mask share one allocation. */
 
 static void cllm__seq_batch_free(cllm__seq_batch *sb) {
-    CLLM_FREE(sb->ids); CLLM_FREE(sb->labels); CLLM_FREE(sb->mask);
+    CLLM_FREE(sb->ids);
     memset(sb, 0, sizeof *sb);
 }
 
@@ -12382,19 +12804,24 @@ static cllm_result cllm__seq_batch_make(cllm__seq_batch *sb, const cllm_train_se
         if (seqs[b]->n > T) T = seqs[b]->n;
     }
     BT = (size_t)n * (size_t)T;
-    sb->ids = (int *)cllm__calloc(BT, sizeof(int));
-    sb->labels = (int *)cllm__calloc(BT, sizeof(int));
-    sb->mask = (int *)cllm__calloc(BT, sizeof(int));
-    if (!sb->ids || !sb->labels || !sb->mask) { cllm__seq_batch_free(sb); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for a %d x %d batch", n, T); }
-    for (b = 0; b < n; b++) for (t = 0; t < T; t++) {
-        size_t i = (size_t)b * T + t;
-        int real = t < seqs[b]->n;
-        sb->ids[i] = real ? seqs[b]->ids[t] : 0;
-        sb->mask[i] = real;
-        sb->labels[i] = real && seqs[b]->target[t] ? seqs[b]->ids[t] : -100;
+    if (!(sb->ids = (int *)cllm__calloc(3 * BT, sizeof(int))))
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for a %d x %d batch", n, T);
+    sb->labels = sb->ids + BT;
+    sb->mask = sb->labels + BT;
+    for (b = 0; b < n; b++) {
+        for (t = 0; t < T; t++) {
+            size_t i = (size_t)b * T + t;
+            int real = t < seqs[b]->n;
+            sb->ids[i] = real ? seqs[b]->ids[t] : 0;
+            sb->mask[i] = real;
+            sb->labels[i] = real && seqs[b]->target[t] ? seqs[b]->ids[t] : -100;
+        }
     }
-    sb->batch.B = n; sb->batch.T = T;
-    sb->batch.input_ids = sb->ids; sb->batch.labels = sb->labels; sb->batch.attn_mask = sb->mask;
+    sb->batch.B = n;
+    sb->batch.T = T;
+    sb->batch.input_ids = sb->ids;
+    sb->batch.labels = sb->labels;
+    sb->batch.attn_mask = sb->mask;
     return CLLM_OK;
 }
 
@@ -12403,22 +12830,28 @@ static void cllm__row_logps(const cllm_model *m, double *out) {
     int b, t;
     for (b = 0; b < m->B; b++) {
         double s = 0;
-        for (t = 0; t < m->T; t++) if (m->targets[b * m->T + t] >= 0) s += m->acts.logp[b * m->T + t];
+        for (t = 0; t < m->T; t++)
+            if (m->targets[b * m->T + t] >= 0) s += m->acts.logp[b * m->T + t];
         out[b] = s;
     }
 }
 
 static long cllm__batch_tokens(const cllm__seq_batch *sb) {
-    size_t i, BT = (size_t)sb->batch.B * (size_t)sb->batch.T;
+    size_t BT = (size_t)sb->batch.B * (size_t)sb->batch.T;
+    size_t i;
     long n = 0;
     for (i = 0; i < BT; i++) n += sb->mask[i];
     return n;
 }
 
-CLLMDEF cllm_result cllm_seq_logps(cllm_model *m, const cllm_train_seq *const *seqs, int n, int batch_size, double *logps, cllm_err *err) {
+/* Summed target log-probs, batch_size sequences at a time (0 = 8), no gradients, adapters as they
+   are set (no dropout). */
+CLLMDEF cllm_result cllm_seq_logps(cllm_model *m, const cllm_train_seq *const *seqs, int n, int batch_size,
+                                   double *logps, cllm_err *err) {
     int done;
     batch_size = cllm__def(batch_size, 8);
-    if (batch_size < 1 || n < 0) return cllm__fail(err, CLLM_ERR_ARG, "sequence log-probs: batch_size must be positive");
+    if (batch_size < 1 || n < 0)
+        return cllm__fail(err, CLLM_ERR_ARG, "sequence log-probs: batch_size must be positive");
     for (done = 0; done < n; done += batch_size) {
         int k = n - done < batch_size ? n - done : batch_size;
         cllm__seq_batch sb;
@@ -12433,7 +12866,8 @@ CLLMDEF cllm_result cllm_seq_logps(cllm_model *m, const cllm_train_seq *const *s
 }
 
 /* Writes in_path's non-empty lines to out_path with the two reference fields set. */
-static cllm_result cllm__write_ref_pairs(const cllm_dpo_data *d, const char *in_path, const char *out_path, cllm_err *err) {
+static cllm_result cllm__write_ref_pairs(const cllm_dpo_data *d, const char *in_path, const char *out_path,
+                                        cllm_err *err) {
     FILE *f = cllm__open_read(in_path, "a JSONL file", err);
     char *line = NULL;
     size_t cap = 0;
@@ -12447,16 +12881,26 @@ static cllm_result cllm__write_ref_pairs(const cllm_dpo_data *d, const char *in_
         char *text;
         lineno++;
         if (len == 0) continue;
-        if (k >= d->n || d->pairs[k].line != lineno) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s changed since it was loaded (line %d)", in_path, lineno); break; }
-        if (!(row = cllm__jsonl_parse(line, (size_t)len, in_path, lineno, err))) { rc = CLLM_ERR_FORMAT; break; }
+        if (k >= d->n || d->pairs[k].line != lineno) {
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s changed since it was loaded (line %d)", in_path, lineno);
+            break;
+        }
+        if (!(row = cllm__jsonl_parse(line, (size_t)len, in_path, lineno, err))) {
+            rc = CLLM_ERR_FORMAT;
+            break;
+        }
         cJSON_DeleteItemFromObjectCaseSensitive(row, "ref_chosen_logps");
         cJSON_DeleteItemFromObjectCaseSensitive(row, "ref_rejected_logps");
         cJSON_AddNumberToObject(row, "ref_chosen_logps", d->pairs[k].ref_chosen);
         cJSON_AddNumberToObject(row, "ref_rejected_logps", d->pairs[k].ref_rejected);
         text = cJSON_PrintUnformatted(row);
         cJSON_Delete(row);
-        if (!text) { out.oom = 1; break; }
-        cllm__sb_puts(&out, text); cllm__sb_putc(&out, '\n');
+        if (!text) {
+            out.oom = 1;
+            break;
+        }
+        cllm__sb_puts(&out, text);
+        cllm__sb_putc(&out, '\n');
         cJSON_free(text);
         k++;
     }
@@ -12469,45 +12913,64 @@ static cllm_result cllm__write_ref_pairs(const cllm_dpo_data *d, const char *in_
     return rc;
 }
 
-CLLMDEF cllm_result cllm_dpo_precompute_ref(cllm_model *ref, cllm_dpo_data *d, int batch_size, const char *in_path, const char *out_path, cllm_err *err) {
+/* TRL's precompute_ref_log_probs: one pass of ref (no shuffling) over the pairs; the results go
+   into d and, if out_path is set, into a copy of in_path's lines with "ref_chosen_logps" and
+   "ref_rejected_logps" added, written atomically. */
+CLLMDEF cllm_result cllm_dpo_precompute_ref(cllm_model *ref, cllm_dpo_data *d, int batch_size, const char *in_path,
+                                            const char *out_path, cllm_err *err) {
     const cllm_train_seq **seqs = (const cllm_train_seq **)cllm__calloc((size_t)d->n * 2 + 1, sizeof *seqs);
     double *lp = (double *)cllm__calloc((size_t)d->n * 2 + 1, sizeof(double));
-    cllm_result rc;
+    cllm_result rc = CLLM_OK;
     int i;
-    if (!seqs || !lp) { CLLM_FREE(seqs); CLLM_FREE(lp); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
-    for (i = 0; i < d->n; i++) { seqs[2 * i] = &d->pairs[i].chosen; seqs[2 * i + 1] = &d->pairs[i].rejected; }
-    rc = cllm_seq_logps(ref, seqs, 2 * d->n, batch_size, lp, err);
-    if (rc == CLLM_OK) {
-        for (i = 0; i < d->n; i++) { d->pairs[i].ref_chosen = lp[2 * i]; d->pairs[i].ref_rejected = lp[2 * i + 1]; }
-        d->has_ref = 1;
-        if (out_path) rc = cllm__write_ref_pairs(d, in_path, out_path, err);
+    if (!seqs || !lp) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    for (i = 0; i < d->n && rc == CLLM_OK; i++) {
+        seqs[2 * i] = &d->pairs[i].chosen;
+        seqs[2 * i + 1] = &d->pairs[i].rejected;
     }
-    CLLM_FREE(seqs); CLLM_FREE(lp);
+    if (rc == CLLM_OK) rc = cllm_seq_logps(ref, seqs, 2 * d->n, batch_size, lp, err);
+    for (i = 0; i < d->n && rc == CLLM_OK; i++) {
+        d->pairs[i].ref_chosen = lp[2 * i];
+        d->pairs[i].ref_rejected = lp[2 * i + 1];
+    }
+    if (rc == CLLM_OK) d->has_ref = 1;
+    if (rc == CLLM_OK && out_path) rc = cllm__write_ref_pairs(d, in_path, out_path, err);
+    CLLM_FREE(seqs);
+    CLLM_FREE(lp);
     if (rc == CLLM_OK) cllm__ok(err);
     return rc;
 }
 
-/* ---- LoRA adapters: storage, PEFT files, merging ------------------------------------------- */
+/* ---- LoRA adapters: storage, PEFT files, merging (PEFT LoraModel) ---------------------------- */
 
-static const char *cllm__lora_names[CLLM_LORA_NUM_TARGETS] = { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" };
+static const char *cllm__lora_names[CLLM_LORA_NUM_TARGETS] = { "q_proj", "k_proj", "v_proj", "o_proj",
+                                                               "gate_proj", "up_proj", "down_proj" };
 static const char *cllm__lora_short[CLLM_LORA_NUM_TARGETS] = { "q", "k", "v", "o", "gate", "up", "down" };
 /* the base weight each target adapts, as a cllm_params tensor index */
-static const int cllm__lora_param[CLLM_LORA_NUM_TARGETS] = { CLLM__P_WQ, CLLM__P_WK, CLLM__P_WV, CLLM__P_WO, CLLM__P_GATE, CLLM__P_UP, CLLM__P_DOWN };
+static const int cllm__lora_param[CLLM_LORA_NUM_TARGETS] = { CLLM__P_WQ, CLLM__P_WK, CLLM__P_WV, CLLM__P_WO,
+                                                             CLLM__P_GATE, CLLM__P_UP, CLLM__P_DOWN };
 
-CLLMDEF const char *cllm_lora_target_name(int t) { return t >= 0 && t < CLLM_LORA_NUM_TARGETS ? cllm__lora_names[t] : "?"; }
+CLLMDEF const char *cllm_lora_target_name(int t) {
+    return t >= 0 && t < CLLM_LORA_NUM_TARGETS ? cllm__lora_names[t] : "?";
+}
 
 CLLMDEF cllm_result cllm_lora_parse_targets(const char *list, unsigned *targets, cllm_err *err) {
     const char *p = list;
     *targets = 0;
     if (!list) return cllm__fail(err, CLLM_ERR_ARG, "no LoRA targets given");
-    if (strcmp(list, "all") == 0) { *targets = CLLM_LORA_ALL; return CLLM_OK; }
+    if (strcmp(list, "all") == 0) {
+        *targets = CLLM_LORA_ALL;
+        return CLLM_OK;
+    }
     while (*p) {
         size_t n = strcspn(p, ",");
-        int t, found = -1;
-        for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++)
-            if ((strlen(cllm__lora_short[t]) == n && strncmp(p, cllm__lora_short[t], n) == 0) ||
-                (strlen(cllm__lora_names[t]) == n && strncmp(p, cllm__lora_names[t], n) == 0)) found = t;
-        if (found < 0) return cllm__fail(err, CLLM_ERR_ARG, "LoRA target '%.*s' is not one of q, k, v, o, gate, up, down", (int)n, p);
+        int found = -1, t;
+        for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
+            int is_short = strlen(cllm__lora_short[t]) == n && strncmp(p, cllm__lora_short[t], n) == 0;
+            if (is_short || (strlen(cllm__lora_names[t]) == n && strncmp(p, cllm__lora_names[t], n) == 0)) found = t;
+        }
+        if (found < 0)
+            return cllm__fail(err, CLLM_ERR_ARG, "LoRA target '%.*s' is not one of q, k, v, o, gate, up, down", (int)n,
+                              p);
         *targets |= 1u << found;
         p += n;
         if (*p == ',') p++;
@@ -12524,11 +12987,12 @@ static cllm_float *cllm__lora_base(const cllm_model *m, int t, int l) {
     return *ptrs[cllm__lora_param[t]] + (size_t)l * m->param_sizes[cllm__lora_param[t]] / (size_t)m->config.n_layers;
 }
 
-/* Storage for the adapters of cfg on m (all zero), attached to m. */
+/* Storage for the adapters of cfg on m (all zero), attached to m: every A and B in one
+   allocation, A (L, r, in) then B (L, out, r) per target. */
 static cllm_result cllm__lora_setup(cllm_lora *lo, cllm_model *m, const cllm_lora_config *cfg, cllm_err *err) {
     const cllm_config *c = &m->config;
-    int Q = c->n_heads * c->head_dim, K = c->n_kv_heads * c->head_dim, t;
-    int ins[CLLM_LORA_NUM_TARGETS], outs[CLLM_LORA_NUM_TARGETS];
+    int Q = c->n_heads * c->head_dim, K = c->n_kv_heads * c->head_dim, H = c->hidden_size;
+    int I = c->intermediate_size, ins[CLLM_LORA_NUM_TARGETS], outs[CLLM_LORA_NUM_TARGETS], t;
     memset(lo, 0, sizeof *lo);
     if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "LoRA: the model is not loaded");
     if (m->lora) return cllm__fail(err, CLLM_ERR_ARG, "LoRA: the model already has adapters attached");
@@ -12539,22 +13003,33 @@ static cllm_result cllm__lora_setup(cllm_lora *lo, cllm_model *m, const cllm_lor
     if (lo->cfg.dropout < 0) lo->cfg.dropout = 0;
     lo->cfg.targets = cllm__def(lo->cfg.targets, (unsigned)CLLM_LORA_ALL);
     lo->cfg.seed = cllm__def(lo->cfg.seed, 42);
-    if (lo->cfg.r < 1 || lo->cfg.r > CLLM_LORA_MAX_R) return cllm__fail(err, CLLM_ERR_ARG, "LoRA: r must be in [1, %d] (got %d)", CLLM_LORA_MAX_R, lo->cfg.r);
-    if (!(lo->cfg.alpha > 0)) return cllm__fail(err, CLLM_ERR_ARG, "LoRA: alpha must be positive (got %g)", lo->cfg.alpha);
-    if (!(lo->cfg.dropout < 1)) return cllm__fail(err, CLLM_ERR_ARG, "LoRA: dropout must be below 1 (got %g)", lo->cfg.dropout);
-    if (lo->cfg.targets & ~(unsigned)CLLM_LORA_ALL) return cllm__fail(err, CLLM_ERR_ARG, "LoRA: unknown target bits 0x%x", lo->cfg.targets);
-    ins[0] = ins[1] = ins[2] = c->hidden_size; outs[0] = Q; outs[1] = outs[2] = K;
-    ins[3] = Q; outs[3] = c->hidden_size;
-    ins[4] = ins[5] = c->hidden_size; outs[4] = outs[5] = c->intermediate_size;
-    ins[6] = c->intermediate_size; outs[6] = c->hidden_size;
+    if (lo->cfg.r < 1 || lo->cfg.r > CLLM_LORA_MAX_R)
+        return cllm__fail(err, CLLM_ERR_ARG, "LoRA: r must be in [1, %d] (got %d)", CLLM_LORA_MAX_R, lo->cfg.r);
+    if (!(lo->cfg.alpha > 0))
+        return cllm__fail(err, CLLM_ERR_ARG, "LoRA: alpha must be positive (got %g)", lo->cfg.alpha);
+    if (!(lo->cfg.dropout < 1))
+        return cllm__fail(err, CLLM_ERR_ARG, "LoRA: dropout must be below 1 (got %g)", lo->cfg.dropout);
+    if (lo->cfg.targets & ~(unsigned)CLLM_LORA_ALL)
+        return cllm__fail(err, CLLM_ERR_ARG, "LoRA: unknown target bits 0x%x", lo->cfg.targets);
+    /* q, k, v, o, gate, up, down */
+    ins[0] = ins[1] = ins[2] = ins[4] = ins[5] = H;
+    ins[3] = Q;
+    ins[6] = I;
+    outs[0] = Q;
+    outs[1] = outs[2] = K;
+    outs[3] = outs[6] = H;
+    outs[4] = outs[5] = I;
     lo->n_layers = c->n_layers;
     lo->scale = lo->cfg.alpha / lo->cfg.r;
     for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
-        lo->in[t] = ins[t]; lo->out[t] = outs[t];
-        if (lo->cfg.targets & (1u << t)) lo->num_params += (size_t)lo->n_layers * (size_t)lo->cfg.r * (size_t)(ins[t] + outs[t]);
+        lo->in[t] = ins[t];
+        lo->out[t] = outs[t];
+        if (lo->cfg.targets & (1u << t))
+            lo->num_params += (size_t)lo->n_layers * (size_t)lo->cfg.r * (size_t)(ins[t] + outs[t]);
     }
     lo->params = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float));
-    if (!lo->params) return cllm__fail(err, CLLM_ERR_NOMEM, "LoRA: out of memory for %zu adapter parameters", lo->num_params);
+    if (!lo->params)
+        return cllm__fail(err, CLLM_ERR_NOMEM, "LoRA: out of memory for %zu adapter parameters", lo->num_params);
     cllm__lora_point(lo, lo->params, lo->A, lo->B);
     lo->enabled = 1;
     lo->model = m;
@@ -12562,13 +13037,17 @@ static cllm_result cllm__lora_setup(cllm_lora *lo, cllm_model *m, const cllm_lor
     return CLLM_OK;
 }
 
+/* PEFT's init_lora_weights="gaussian" (CollabLLM's setting): A ~ N(0, std 1/r), drawn target by
+   target, layer by layer, row-major; B = 0, so training starts at the base model. */
 CLLMDEF cllm_result cllm_lora_init(cllm_lora *lo, cllm_model *m, const cllm_lora_config *cfg, cllm_err *err) {
     cllm_rng rng;
     size_t k, n;
     int t;
     cllm_result rc = cllm__lora_setup(lo, m, cfg, err);
-    if (rc != CLLM_OK) { cllm_lora_free(lo); return rc; }
-    /* PEFT "gaussian": A ~ N(0, std 1/r), drawn target by target, layer by layer, row-major; B = 0 */
+    if (rc != CLLM_OK) {
+        cllm_lora_free(lo);
+        return rc;
+    }
     cllm_rng_seed(&rng, lo->cfg.seed);
     for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
         if (!lo->A[t]) continue;
@@ -12582,25 +13061,37 @@ CLLMDEF cllm_result cllm_lora_init(cllm_lora *lo, cllm_model *m, const cllm_lora
 CLLMDEF void cllm_lora_free(cllm_lora *lo) {
     if (!lo) return;
     if (lo->model && lo->model->lora == lo) lo->model->lora = NULL;
-    CLLM_FREE(lo->params); CLLM_FREE(lo->grads); CLLM_FREE(lo->m); CLLM_FREE(lo->v); CLLM_FREE(lo->u); CLLM_FREE(lo->xd);
+    CLLM_FREE(lo->params);
+    CLLM_FREE(lo->grads);
+    CLLM_FREE(lo->m);
+    CLLM_FREE(lo->v);
+    CLLM_FREE(lo->u);
+    CLLM_FREE(lo->xd);
     memset(lo, 0, sizeof *lo);
 }
 
-/* The adapters (memory = params, grads, m or v) as checkpoint entries with PEFT's names. */
-static int cllm__lora_entries(const cllm_lora *lo, const cllm_float *memory, const char *prefix, cllm_st_entry *entries) {
-    int t, l, ab, n = 0;
+/* The adapters (memory = params, grads, m or v) as checkpoint entries with PEFT's names,
+   base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight, ... */
+static int cllm__lora_entries(const cllm_lora *lo, const cllm_float *memory, const char *prefix,
+                              cllm_st_entry *entries) {
     size_t r = (size_t)lo->cfg.r;
+    int t, l, ab, n = 0;
     for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
+        size_t b_offset = (size_t)lo->n_layers * r * (size_t)lo->in[t];      /* B after all of A */
         if (!(lo->cfg.targets & (1u << t))) continue;
-        for (ab = 0; ab < 2; ab++) for (l = 0; l < lo->n_layers; l++) {
-            cllm_st_entry *e = &entries[n++];
-            size_t rows = ab ? (size_t)lo->out[t] : r, cols = ab ? r : (size_t)lo->in[t];
-            snprintf(e->name, sizeof e->name, "%sbase_model.model.model.layers.%d.%s.%s.lora_%c.weight", prefix ? prefix : "", l,
-                     t < 4 ? "self_attn" : "mlp", cllm__lora_names[t], ab ? 'B' : 'A');
-            e->dtype = CLLM_DT_F32;
-            e->ndim = 2;
-            e->shape[0] = (int64_t)rows; e->shape[1] = (int64_t)cols;
-            e->data = memory + (ab ? (size_t)lo->n_layers * r * (size_t)lo->in[t] : 0) + (size_t)l * rows * cols;   /* B after all of A */
+        for (ab = 0; ab < 2; ab++) {
+            for (l = 0; l < lo->n_layers; l++) {
+                cllm_st_entry *e = &entries[n++];
+                size_t rows = ab ? (size_t)lo->out[t] : r;
+                size_t cols = ab ? r : (size_t)lo->in[t];
+                snprintf(e->name, sizeof e->name, "%sbase_model.model.model.layers.%d.%s.%s.lora_%c.weight",
+                         prefix ? prefix : "", l, t < 4 ? "self_attn" : "mlp", cllm__lora_names[t], ab ? 'B' : 'A');
+                e->dtype = CLLM_DT_F32;
+                e->ndim = 2;
+                e->shape[0] = (int64_t)rows;
+                e->shape[1] = (int64_t)cols;
+                e->data = memory + (ab ? b_offset : 0) + (size_t)l * rows * cols;
+            }
         }
         memory += (size_t)lo->n_layers * r * (size_t)(lo->in[t] + lo->out[t]);
     }
@@ -12609,30 +13100,59 @@ static int cllm__lora_entries(const cllm_lora *lo, const cllm_float *memory, con
 
 static int cllm__lora_tensor_count(const cllm_lora *lo) {
     int t, n = 0;
-    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) if (lo->cfg.targets & (1u << t)) n += 2 * lo->n_layers;
+    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++)
+        if (lo->cfg.targets & (1u << t)) n += 2 * lo->n_layers;
     return n;
 }
 
+/* Reads the tensors named like `entries` (every one, and no other) into the entries' data. */
+static cllm_result cllm__st_read_entries(const char *path, const cllm_st_entry *entries, int n, cllm_err *err) {
+    cllm_safetensors st;
+    cllm_result rc = cllm_st_open(&st, path, err);
+    int i, k;
+    for (i = 0; i < n && rc == CLLM_OK; i++) {
+        const cllm_st_tensor *t = cllm_st_find(&st, entries[i].name);
+        int same = t && t->ndim == entries[i].ndim;
+        for (k = 0; same && k < t->ndim; k++) same = t->shape[k] == entries[i].shape[k];
+        if (!t) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: missing tensor '%s'", path, entries[i].name);
+        else if (!same)
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s' does not have the expected shape", path,
+                            entries[i].name);
+        else rc = cllm_st_read(&st, t, (cllm_float *)entries[i].data, err);
+    }
+    if (rc == CLLM_OK && st.n != n) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: %d tensors, expected %d", path, st.n, n);
+    cllm_st_close(&st);
+    return rc;
+}
+
+/* The adapters of lo (memory = params, m or v) written to, or read from, a safetensors file. */
+static cllm_result cllm__lora_file(const cllm_lora *lo, const cllm_float *memory, const char *path, int write,
+                                   cllm_err *err) {
+    cllm_st_entry *entries = (cllm_st_entry *)cllm__calloc((size_t)cllm__lora_tensor_count(lo) + 1, sizeof *entries);
+    cllm_result rc;
+    int n;
+    if (!entries) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    n = cllm__lora_entries(lo, memory, NULL, entries);
+    rc = write ? cllm_st_save(path, entries, n, err) : cllm__st_read_entries(path, entries, n, err);
+    CLLM_FREE(entries);
+    return rc;
+}
+
+/* dir/adapter_model.safetensors and dir/adapter_config.json, as PEFT's save_pretrained writes
+   them; base_model: the value of base_model_name_or_path (may be NULL). */
 CLLMDEF cllm_result cllm_lora_save(const cllm_lora *lo, const char *dir, const char *base_model, cllm_err *err) {
-    cllm_st_entry *entries;
     cJSON *cfg, *tm;
     char path[4096], *json;
     cllm_result rc;
-    int t, n;
+    int t;
     if (!lo->params) return cllm__fail(err, CLLM_ERR_ARG, "LoRA: no adapters to save");
     if ((rc = cllm__mkdir(dir, err)) != CLLM_OK) return rc;
-    entries = (cllm_st_entry *)cllm__calloc((size_t)cllm__lora_tensor_count(lo) + 1, sizeof *entries);
-    if (!entries) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    n = cllm__lora_entries(lo, lo->params, NULL, entries);
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-    rc = cllm_st_save(path, entries, n, err);
-    CLLM_FREE(entries);
-    if (rc != CLLM_OK) return rc;
-    /* PEFT's LoraConfig, as save_pretrained writes it */
-    cfg = cJSON_CreateObject();
-    if (!cfg) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if ((rc = cllm__lora_file(lo, lo->params, path, 1, err)) != CLLM_OK) return rc;
+    if (!(cfg = cJSON_CreateObject())) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     cJSON_AddItemToObject(cfg, "alpha_pattern", cJSON_CreateObject());
-    if (base_model) cJSON_AddStringToObject(cfg, "base_model_name_or_path", base_model); else cJSON_AddNullToObject(cfg, "base_model_name_or_path");
+    if (base_model) cJSON_AddStringToObject(cfg, "base_model_name_or_path", base_model);
+    else cJSON_AddNullToObject(cfg, "base_model_name_or_path");
     cJSON_AddStringToObject(cfg, "bias", "none");
     cJSON_AddBoolToObject(cfg, "fan_in_fan_out", 0);
     cJSON_AddBoolToObject(cfg, "inference_mode", 1);
@@ -12647,7 +13167,8 @@ CLLMDEF cllm_result cllm_lora_save(const cllm_lora *lo, const char *dir, const c
     cJSON_AddItemToObject(cfg, "rank_pattern", cJSON_CreateObject());
     cJSON_AddNullToObject(cfg, "revision");
     tm = cJSON_AddArrayToObject(cfg, "target_modules");
-    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) if (lo->cfg.targets & (1u << t)) cJSON_AddItemToArray(tm, cJSON_CreateString(cllm__lora_names[t]));
+    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++)
+        if (lo->cfg.targets & (1u << t)) cJSON_AddItemToArray(tm, cJSON_CreateString(cllm__lora_names[t]));
     cJSON_AddStringToObject(cfg, "task_type", "CAUSAL_LM");
     cJSON_AddBoolToObject(cfg, "use_dora", 0);
     cJSON_AddBoolToObject(cfg, "use_rslora", 0);
@@ -12660,34 +13181,24 @@ CLLMDEF cllm_result cllm_lora_save(const cllm_lora *lo, const char *dir, const c
     return rc;
 }
 
-/* Reads tensors named like `entries` from a safetensors file into the entries' data. */
-static cllm_result cllm__st_read_entries(const char *path, const cllm_st_entry *entries, int n, cllm_err *err) {
-    cllm_safetensors st;
-    cllm_result rc = cllm_st_open(&st, path, err);
-    int i, k;
-    for (i = 0; i < n && rc == CLLM_OK; i++) {
-        const cllm_st_tensor *t = cllm_st_find(&st, entries[i].name);
-        int same = t && t->ndim == entries[i].ndim;
-        for (k = 0; same && k < t->ndim; k++) same = t->shape[k] == entries[i].shape[k];
-        if (!t) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: missing tensor '%s'", path, entries[i].name);
-        else if (!same) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tensor '%s' does not have the expected shape", path, entries[i].name);
-        else rc = cllm_st_read(&st, t, (cllm_float *)entries[i].data, err);
-    }
-    if (rc == CLLM_OK && st.n != n) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: %d tensors, expected %d", path, st.n, n);
-    cllm_st_close(&st);
-    return rc;
+/* A number field of adapter_config.json, 0 when absent. */
+static double cllm__lora_cfg_num(const cJSON *o, const char *key) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(it) ? it->valuedouble : 0;
 }
 
+/* PEFT adapters: accepts the targets, r, lora_alpha and lora_dropout it finds in
+   adapter_config.json, and refuses what it does not implement (rsLoRA, DoRA, fan_in_fan_out, bias). */
 CLLMDEF cllm_result cllm_lora_load(cllm_lora *lo, cllm_model *m, const char *dir, cllm_err *err) {
     char path[4096], *text = NULL;
     size_t len;
     cJSON *root;
     const cJSON *tm, *it;
     cllm_lora_config cfg;
-    cllm_st_entry *entries = NULL;
     cllm_result rc;
     const char *bias;
-    double r = 0, alpha = 0, dropout = 0;
+    double r, alpha, dropout;
+    int unsupported;
     memset(lo, 0, sizeof *lo);
     memset(&cfg, 0, sizeof cfg);
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
@@ -12695,58 +13206,77 @@ CLLMDEF cllm_result cllm_lora_load(cllm_lora *lo, cllm_model *m, const char *dir
     root = cJSON_ParseWithLength(text, len);
     CLLM_FREE(text);
     if (!root) return cllm__fail(err, CLLM_ERR_FORMAT, "%s: not valid JSON", path);
-    it = cJSON_GetObjectItemCaseSensitive(root, "r"); if (cJSON_IsNumber(it)) r = it->valuedouble;
-    it = cJSON_GetObjectItemCaseSensitive(root, "lora_alpha"); if (cJSON_IsNumber(it)) alpha = it->valuedouble;
-    it = cJSON_GetObjectItemCaseSensitive(root, "lora_dropout"); if (cJSON_IsNumber(it)) dropout = it->valuedouble;
+    r = cllm__lora_cfg_num(root, "r");
+    alpha = cllm__lora_cfg_num(root, "lora_alpha");
+    dropout = cllm__lora_cfg_num(root, "lora_dropout");
     bias = cllm__json_str(root, "bias");
     tm = cJSON_GetObjectItemCaseSensitive(root, "target_modules");
-    if (!(r >= 1 && r <= CLLM_LORA_MAX_R && r == floor(r)) || !(alpha > 0)) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: needs an integer \"r\" in [1, %d] and a positive \"lora_alpha\"", path, CLLM_LORA_MAX_R);
-    else if (cllm__json_bool(root, "use_rslora", 0) || cllm__json_bool(root, "use_dora", 0) || cllm__json_bool(root, "fan_in_fan_out", 0) || (bias && strcmp(bias, "none") != 0))
-        rc = cllm__fail(err, CLLM_ERR_UNSUPPORTED, "%s: use_rslora, use_dora, fan_in_fan_out and bias other than \"none\" are not supported", path);
-    else if (!cJSON_IsArray(tm)) rc = cllm__fail(err, CLLM_ERR_UNSUPPORTED, "%s: \"target_modules\" must be a list of module names", path);
-    else cJSON_ArrayForEach(it, tm) {
-        unsigned bits;
-        if (!cJSON_IsString(it) || cllm_lora_parse_targets(it->valuestring, &bits, err) != CLLM_OK || bits == CLLM_LORA_ALL) {
-            rc = cllm__fail(err, CLLM_ERR_UNSUPPORTED, "%s: target module %s is not one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj", path, cJSON_IsString(it) ? it->valuestring : "?");
+    unsupported = cllm__json_bool(root, "use_rslora", 0) || cllm__json_bool(root, "use_dora", 0) ||
+                  cllm__json_bool(root, "fan_in_fan_out", 0) || (bias && strcmp(bias, "none") != 0);
+    if (!(r >= 1 && r <= CLLM_LORA_MAX_R && r == floor(r)) || !(alpha > 0))
+        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: needs an integer \"r\" in [1, %d] and a positive \"lora_alpha\"",
+                        path, CLLM_LORA_MAX_R);
+    else if (unsupported)
+        rc = cllm__fail(err, CLLM_ERR_UNSUPPORTED, "%s: use_rslora, use_dora, fan_in_fan_out and bias other than "
+                                                   "\"none\" are not supported", path);
+    else if (!cJSON_IsArray(tm))
+        rc = cllm__fail(err, CLLM_ERR_UNSUPPORTED, "%s: \"target_modules\" must be a list of module names", path);
+    else {
+        cJSON_ArrayForEach(it, tm) {
+            unsigned bits;
+            if (cJSON_IsString(it) && cllm_lora_parse_targets(it->valuestring, &bits, err) == CLLM_OK &&
+                bits != CLLM_LORA_ALL) {
+                cfg.targets |= bits;
+                continue;
+            }
+            rc = cllm__fail(err, CLLM_ERR_UNSUPPORTED, "%s: target module %s is not one of q_proj, k_proj, v_proj, "
+                                                       "o_proj, gate_proj, up_proj, down_proj", path,
+                            cJSON_IsString(it) ? it->valuestring : "?");
             break;
         }
-        cfg.targets |= bits;
     }
     cJSON_Delete(root);
     if (rc != CLLM_OK) return rc;
-    cfg.r = (int)r; cfg.alpha = alpha; cfg.dropout = dropout > 0 ? dropout : -1;
-    if ((rc = cllm__lora_setup(lo, m, &cfg, err)) != CLLM_OK) { cllm_lora_free(lo); return rc; }
-    entries = (cllm_st_entry *)cllm__calloc((size_t)cllm__lora_tensor_count(lo) + 1, sizeof *entries);
-    if (!entries) { cllm_lora_free(lo); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    cfg.r = (int)r;
+    cfg.alpha = alpha;
+    cfg.dropout = dropout > 0 ? dropout : -1;
+    rc = cllm__lora_setup(lo, m, &cfg, err);
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-    rc = cllm__st_read_entries(path, entries, cllm__lora_entries(lo, lo->params, NULL, entries), err);
-    CLLM_FREE(entries);
-    if (rc != CLLM_OK) { cllm_lora_free(lo); return rc; }
+    if (rc == CLLM_OK) rc = cllm__lora_file(lo, lo->params, path, 0, err);
+    if (rc != CLLM_OK) {
+        cllm_lora_free(lo);
+        return rc;
+    }
     cllm__ok(err);
     return CLLM_OK;
 }
 
 /* W += sign * (alpha/r) B A for every adapted weight. */
 static void cllm__lora_merge_into(const cllm_lora *lo, cllm_model *m, double sign) {
-    int t, l, o, c, j;
     size_t r = (size_t)lo->cfg.r;
+    int t, l, o, c, j;
     for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
-        if (!lo->A[t]) continue;
-        for (l = 0; l < lo->n_layers; l++) {
-            const cllm_float *A = lo->A[t] + (size_t)l * r * lo->in[t], *B = lo->B[t] + (size_t)l * lo->out[t] * r;
+        for (l = 0; lo->A[t] && l < lo->n_layers; l++) {
+            const cllm_float *A = lo->A[t] + (size_t)l * r * lo->in[t];
+            const cllm_float *B = lo->B[t] + (size_t)l * lo->out[t] * r;
             cllm_float *W = cllm__lora_base(m, t, l);
-            for (o = 0; o < lo->out[t]; o++) for (c = 0; c < lo->in[t]; c++) {
-                double acc = 0;
-                for (j = 0; j < (int)r; j++) acc += (double)B[(size_t)o * r + j] * A[(size_t)j * lo->in[t] + c];
-                W[(size_t)o * lo->in[t] + c] += (cllm_float)(sign * lo->scale * acc);
+            for (o = 0; o < lo->out[t]; o++) {
+                for (c = 0; c < lo->in[t]; c++) {
+                    double acc = 0;
+                    for (j = 0; j < (int)r; j++) acc += (double)B[(size_t)o * r + j] * A[(size_t)j * lo->in[t] + c];
+                    W[(size_t)o * lo->in[t] + c] += (cllm_float)(sign * lo->scale * acc);
+                }
             }
         }
     }
 }
 
+/* PEFT's merge_and_unload: W += (alpha / r) B A for every adapter, then lo is detached from its
+   model (cllm_model_save then writes a plain Hugging Face checkpoint); lo keeps its weights. */
 CLLMDEF cllm_result cllm_lora_merge(cllm_lora *lo, cllm_err *err) {
     cllm_model *m = lo ? lo->model : NULL;
-    if (!m || m->lora != lo) return cllm__fail(err, CLLM_ERR_ARG, "LoRA merge: the adapters are not attached to a model");
+    if (!m || m->lora != lo)
+        return cllm__fail(err, CLLM_ERR_ARG, "LoRA merge: the adapters are not attached to a model");
     cllm__lora_merge_into(lo, m, 1.0);
     m->lora = NULL;
     lo->model = NULL;
@@ -12754,7 +13284,13 @@ CLLMDEF cllm_result cllm_lora_merge(cllm_lora *lo, cllm_err *err) {
     return CLLM_OK;
 }
 
-/* ---- checkpoint directories --------------------------------------------------------------- */
+/* ---- checkpoint directories ------------------------------------------------------------------ */
+
+/* Checkpoints (data_fmt/train.md): OUT/ckpt-N/ holds the weights as a Hugging Face directory
+   (with LoRA: PEFT's adapter files), optimizer.safetensors, trainer_state.json and what the task
+   trains beside the model (PPO's value head). It is written into OUT/ckpt-N.tmp/, renamed, and
+   only then does OUT/latest point at it: a crash at any moment leaves the previous checkpoint
+   intact. A resumed run continues with bit-identical losses. */
 
 /* Removes a directory and the files in it (checkpoint directories hold no subdirectories). */
 static cllm_result cllm__remove_dir(const char *dir, cllm_err *err) {
@@ -12762,16 +13298,20 @@ static cllm_result cllm__remove_dir(const char *dir, cllm_err *err) {
     DIR *d = opendir(dir);
     struct dirent *e;
     char path[4096];
-    if (!d) return errno == ENOENT ? CLLM_OK : cllm__fail(err, CLLM_ERR_IO, "%s: cannot open directory (%s)", dir, strerror(errno));
+    if (!d && errno == ENOENT) return CLLM_OK;
+    if (!d) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open directory (%s)", dir, strerror(errno));
     while ((e = readdir(d)) != NULL) {
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (remove(path) != 0) { closedir(d); return cllm__fail(err, CLLM_ERR_IO, "%s: cannot remove (%s)", path, strerror(errno)); }
+        if (remove(path) == 0) continue;
+        closedir(d);
+        return cllm__fail(err, CLLM_ERR_IO, "%s: cannot remove (%s)", path, strerror(errno));
     }
     closedir(d);
     if (rmdir(dir) != 0) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot remove directory (%s)", dir, strerror(errno));
 #else
-    (void)dir; (void)err;
+    (void)dir;
+    (void)err;
 #endif
     return CLLM_OK;
 }
@@ -12780,31 +13320,30 @@ static cllm_result cllm__remove_dir(const char *dir, cllm_err *err) {
 static void cllm__sync_dir(const char *dir) {
 #if !defined(_WIN32)
     int fd = open(dir, O_RDONLY);
-    if (fd >= 0) { fsync(fd); close(fd); }
+    if (fd < 0) return;
+    fsync(fd);
+    close(fd);
 #else
     (void)dir;
 #endif
 }
 
-static cllm_result cllm__copy_file(const char *src, const char *dst, cllm_err *err) {
-    char *data = NULL;
-    size_t len = 0;
-    cllm_result rc = cllm_read_file(src, &data, &len, err);
-    if (rc == CLLM_OK) rc = cllm_write_file_atomic(dst, data, len, err);
-    CLLM_FREE(data);
-    return rc;
-}
-
 /* The tokenizer files a Hugging Face model directory carries, copied when they exist. */
 static cllm_result cllm__copy_tokenizer_files(const char *from, const char *to, cllm_err *err) {
-    static const char *files[] = { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json" };
+    static const char *files[] = { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                   "generation_config.json" };
     char src[4200], dst[4200];
     size_t i;
     cllm_result rc = CLLM_OK;
     for (i = 0; from && rc == CLLM_OK && i < sizeof files / sizeof files[0]; i++) {
+        char *data = NULL;
+        size_t len = 0;
         snprintf(src, sizeof src, "%s/%s", from, files[i]);
         snprintf(dst, sizeof dst, "%s/%s", to, files[i]);
-        if (cllm__file_exists(src)) rc = cllm__copy_file(src, dst, err);
+        if (!cllm__file_exists(src)) continue;
+        rc = cllm_read_file(src, &data, &len, err);
+        if (rc == CLLM_OK) rc = cllm_write_file_atomic(dst, data, len, err);
+        CLLM_FREE(data);
     }
     return rc;
 }
@@ -12835,7 +13374,8 @@ static long cllm__latest_step(const char *out_dir) {
 }
 
 static int cllm__cmp_long(const void *a, const void *b) {
-    long x = *(const long *)a, y = *(const long *)b;
+    long x = *(const long *)a;
+    long y = *(const long *)b;
     return x < y ? -1 : x > y;
 }
 
@@ -12853,11 +13393,11 @@ static cllm_result cllm__prune_checkpoints(const char *out_dir, int keep, long l
     while ((e = readdir(d)) != NULL) {
         size_t len = strlen(e->d_name);
         long s = cllm__ckpt_step(e->d_name);
+        int tmp = strncmp(e->d_name, "ckpt-", 5) == 0 && len > 4 && strcmp(e->d_name + len - 4, ".tmp") == 0;
         if (s >= 0) stbds_arrput(steps, s);
-        else if (strncmp(e->d_name, "ckpt-", 5) == 0 && len > 4 && strcmp(e->d_name + len - 4, ".tmp") == 0) {
-            snprintf(path, sizeof path, "%s/%s", out_dir, e->d_name);
-            if (rc == CLLM_OK) rc = cllm__remove_dir(path, err);
-        }
+        if (s >= 0 || !tmp) continue;
+        snprintf(path, sizeof path, "%s/%s", out_dir, e->d_name);
+        if (rc == CLLM_OK) rc = cllm__remove_dir(path, err);
     }
     closedir(d);
     n = (int)stbds_arrlen(steps);
@@ -12870,18 +13410,141 @@ static cllm_result cllm__prune_checkpoints(const char *out_dir, int keep, long l
     stbds_arrfree(steps);
     return rc;
 #else
-    (void)out_dir; (void)keep; (void)latest; (void)err;
+    (void)out_dir;
+    (void)keep;
+    (void)latest;
+    (void)err;
     return CLLM_OK;
 #endif
 }
 
-/* ---- the training loop --------------------------------------------------------------------- */
+/* PPO's value head with its AdamW moments as checkpoint entries: TRL's names, "m." and "v.". */
+static int cllm__value_head_entries(cllm_value_head *vh, cllm_st_entry *e) {
+    cllm_float *mem[3];
+    const char *prefix[3] = { "", "m.", "v." };
+    int k, n = 0;
+    mem[0] = vh->w;
+    mem[1] = vh->m;
+    mem[2] = vh->v;
+    memset(e, 0, 6 * sizeof *e);
+    for (k = 0; k < 3; k++) {
+        snprintf(e[n].name, sizeof e[n].name, "%sv_head.summary.weight", prefix[k]);
+        e[n].dtype = CLLM_DT_F32;
+        e[n].ndim = 2;
+        e[n].shape[0] = 1;
+        e[n].shape[1] = vh->C;
+        e[n].data = mem[k];
+        n++;
+        snprintf(e[n].name, sizeof e[n].name, "%sv_head.summary.bias", prefix[k]);
+        e[n].dtype = CLLM_DT_F32;
+        e[n].ndim = 1;
+        e[n].shape[0] = 1;
+        e[n].data = mem[k] + vh->C;
+        n++;
+    }
+    return n;
+}
 
-static int cllm__schedule_kind(const char *name) {
-    if (strcmp(name, "constant") == 0) return CLLM_SCHED_CONSTANT;
-    if (strcmp(name, "linear") == 0) return CLLM_SCHED_LINEAR;
-    if (strcmp(name, "cosine") == 0) return CLLM_SCHED_COSINE;
-    return -1;
+/* PPO's own state in a checkpoint (a cllm_train_task's save_extra): value_head.safetensors, and
+   ppo_state.json with the current KL coefficient and the running moments of the scores (%.17g:
+   exact doubles). */
+static cllm_result cllm__ppo_state_save(void *ctx, const char *dir, cllm_err *err) {
+    cllm__ppo_ctx *c = (cllm__ppo_ctx *)ctx;
+    cllm_st_entry e[6];
+    char path[4200], json[512];
+    cllm_result rc;
+    snprintf(path, sizeof path, "%s/value_head.safetensors", dir);
+    if ((rc = cllm_st_save(path, e, cllm__value_head_entries(c->vh, e), err)) != CLLM_OK) return rc;
+    snprintf(path, sizeof path, "%s/ppo_state.json", dir);
+    snprintf(json, sizeof json, "{\"kl_coef\": %.17g, \"score_mean\": %.17g, \"score_var\": %.17g, \"score_std\": "
+                                "%.17g, \"score_count\": %.17g}\n", c->kl_coef, c->scores.mean, c->scores.var,
+             c->scores.std, c->scores.count);
+    return cllm_write_file_atomic(path, json, strlen(json), err);
+}
+
+/* ... and its load_extra; a checkpoint from before ppo_state.json existed resumes only without
+   adaptive KL and score scaling. */
+static cllm_result cllm__ppo_state_load(void *ctx, const char *dir, cllm_err *err) {
+    static const char *keys[5] = { "kl_coef", "score_mean", "score_var", "score_std", "score_count" };
+    cllm__ppo_ctx *c = (cllm__ppo_ctx *)ctx;
+    double *dst[5];
+    cllm_st_entry e[6];
+    char path[4200], *text = NULL;
+    size_t len;
+    cJSON *o;
+    cllm_result rc;
+    int k;
+    snprintf(path, sizeof path, "%s/value_head.safetensors", dir);
+    if ((rc = cllm__st_read_entries(path, e, cllm__value_head_entries(c->vh, e), err)) != CLLM_OK) return rc;
+    snprintf(path, sizeof path, "%s/ppo_state.json", dir);
+    if (!cllm__file_exists(path)) {
+        if (c->cfg.kl_target > 0 || c->cfg.score_scaling)
+            return cllm__fail(err, CLLM_ERR_FORMAT, "%s is missing: this checkpoint cannot resume adaptive KL or score "
+                                                    "scaling", path);
+        return CLLM_OK;
+    }
+    if ((rc = cllm_read_file(path, &text, &len, err)) != CLLM_OK) return rc;
+    o = cJSON_ParseWithLength(text, len);
+    CLLM_FREE(text);
+    dst[0] = &c->kl_coef;
+    dst[1] = &c->scores.mean;
+    dst[2] = &c->scores.var;
+    dst[3] = &c->scores.std;
+    dst[4] = &c->scores.count;
+    for (k = 0; k < 5 && rc == CLLM_OK; k++) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, keys[k]);
+        if (cJSON_IsNumber(x)) *dst[k] = x->valuedouble;
+        else rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: \"%s\" must be a number", path, keys[k]);
+    }
+    cJSON_Delete(o);
+    return rc;
+}
+
+/* ---- the training loop (Hugging Face Trainer) ------------------------------------------------ */
+
+/* One optimizer step (cllm__trainer_step; data_fmt/train.md, "One optimizer step"):
+     1. epoch e visits the examples in a Fisher-Yates shuffle seeded by (seed, e), in micro-batches
+        of batch_size (the last one shorter, HF's drop_last=False), grad_accum per step; the
+        position in the data is a function of the step alone, which makes resuming exact;
+     2. forward, loss and backward per micro-batch; the step's loss is (sum of its unit losses) /
+        (units in the step), units = target tokens (SFT) or pairs (DPO), so accumulating k
+        micro-batches equals one batch k times larger (HF divides each micro-batch's mean by
+        grad_accum instead: the same when the micro-batches hold equal numbers of units);
+     3. a NaN or infinite loss or gradient norm stops the run before anything is updated;
+     4. torch's clip_grad_norm_, transformers' schedule at this step (the first update uses step
+        0), AdamW; a metrics line, a progress line, a checkpoint every save_every steps.
+   Memory: parameters, gradients and two AdamW moments, 16 bytes per parameter in fp32, plus
+   activations; with LoRA the base model has no gradients and no moments (measured by
+   examples/lora_memory.c: data_fmt/train.md). */
+
+CLLMDEF void cllm_train_stats_add(cllm_train_stats *s, const char *name, double sum, double count) {
+    int i;
+    for (i = 0; i < s->n && strcmp(s->name[i], name) != 0; i++) {}
+    if (i == s->n) {
+        if (s->n == CLLM_TRAIN_MAX_STATS) return;
+        s->name[i] = name;
+        s->sum[i] = 0;
+        s->count[i] = 0;
+        s->n++;
+    }
+    s->sum[i] += sum;
+    s->count[i] += count;
+}
+
+CLLMDEF double cllm_train_stats_mean(const cllm_train_stats *s, const char *name) {
+    int i;
+    for (i = 0; i < s->n; i++)
+        if (strcmp(s->name[i], name) == 0) return s->count[i] > 0 ? s->sum[i] / s->count[i] : NAN;
+    return NAN;
+}
+
+/* The schedule a cllm_train_config names; 0 after a message when it names none. */
+static int cllm__schedule_kind(const char *name, cllm_schedule *kind) {
+    if (strcmp(name, "constant") == 0) *kind = CLLM_SCHED_CONSTANT;
+    else if (strcmp(name, "linear") == 0) *kind = CLLM_SCHED_LINEAR;
+    else if (strcmp(name, "cosine") == 0) *kind = CLLM_SCHED_COSINE;
+    else return 0;
+    return 1;
 }
 
 CLLMDEF void cllm_trainer_free(cllm_trainer *tr) {
@@ -12894,11 +13557,14 @@ CLLMDEF void cllm_trainer_free(cllm_trainer *tr) {
 CLLMDEF cllm_result cllm_trainer_init(cllm_trainer *tr, cllm_model *m, cllm_lora *lora, const cllm_train_task *task,
                                       const cllm_train_config *cfg, cllm_err *err) {
     cllm_train_config *c = &tr->cfg;
+    cllm_schedule kind;
     long micro;
     memset(tr, 0, sizeof *tr);
     if (!m || !m->params_memory || !task || (!task->step && (!task->micro_step || !task->units)))
-        return cllm__fail(err, CLLM_ERR_ARG, "trainer: needs a loaded model and a task with units and micro_step (or step)");
-    if (lora && (lora->model != m || m->lora != lora)) return cllm__fail(err, CLLM_ERR_ARG, "trainer: the LoRA adapters are not attached to this model");
+        return cllm__fail(err, CLLM_ERR_ARG, "trainer: needs a loaded model and a task with units and micro_step (or "
+                                             "step)");
+    if (lora && (lora->model != m || m->lora != lora))
+        return cllm__fail(err, CLLM_ERR_ARG, "trainer: the LoRA adapters are not attached to this model");
     if (task->n_examples < 1) return cllm__fail(err, CLLM_ERR_ARG, "trainer: the data set is empty");
     if (cfg) *c = *cfg;
     c->lr = cllm__def(c->lr, task->default_lr);
@@ -12914,10 +13580,15 @@ CLLMDEF cllm_result cllm_trainer_init(cllm_trainer *tr, cllm_model *m, cllm_lora
     c->log_every = cllm__def(c->log_every, 1);
     c->tokenizer_dir = cllm__def(c->tokenizer_dir, c->model_dir);
     if (!(c->lr > 0)) return cllm__fail(err, CLLM_ERR_ARG, "learning rate must be positive (got %g)", c->lr);
-    if (cllm__schedule_kind(c->lr_schedule) < 0) return cllm__fail(err, CLLM_ERR_ARG, "lr schedule '%s' is not constant, linear or cosine", c->lr_schedule);
-    if (c->epochs < 1 || c->batch_size < 1 || c->grad_accum < 1 || c->max_steps < 0 || c->warmup_steps < 0 || c->save_every < 0 || c->keep_last < 0 || c->stop_after < 0 || c->log_every < 1)
-        return cllm__fail(err, CLLM_ERR_ARG, "epochs, batch_size, grad_accum and log_every must be positive; max_steps, warmup_steps, save_every, keep_last and stop_after non-negative");
-    if (!(c->warmup_ratio >= 0 && c->warmup_ratio <= 1)) return cllm__fail(err, CLLM_ERR_ARG, "warmup_ratio must be in [0, 1] (got %g)", c->warmup_ratio);
+    if (!cllm__schedule_kind(c->lr_schedule, &kind))
+        return cllm__fail(err, CLLM_ERR_ARG, "lr schedule '%s' is not constant, linear or cosine", c->lr_schedule);
+    if (c->epochs < 1 || c->batch_size < 1 || c->grad_accum < 1 || c->max_steps < 0 || c->warmup_steps < 0 ||
+        c->save_every < 0 || c->keep_last < 0 || c->stop_after < 0 || c->log_every < 1)
+        return cllm__fail(err, CLLM_ERR_ARG, "epochs, batch_size, grad_accum and log_every must be positive; "
+                                             "max_steps, warmup_steps, save_every, keep_last and stop_after "
+                                             "non-negative");
+    if (!(c->warmup_ratio >= 0 && c->warmup_ratio <= 1))
+        return cllm__fail(err, CLLM_ERR_ARG, "warmup_ratio must be in [0, 1] (got %g)", c->warmup_ratio);
     tr->model = m;
     tr->lora = lora;
     tr->task = *task;
@@ -12928,13 +13599,15 @@ CLLMDEF cllm_result cllm_trainer_init(cllm_trainer *tr, cllm_model *m, cllm_lora
     tr->order_epoch = -1;
     tr->saved_step = -1;
     cllm_rng_seed(&tr->rng, c->seed ^ 0xD1B54A32D192ED03ull);   /* a stream apart from the data order */
-    if ((m->lora != NULL) != (lora != NULL)) return cllm__fail(err, CLLM_ERR_ARG, "trainer: adapters are attached to the model but not given to the trainer");
+    if ((m->lora != NULL) != (lora != NULL))
+        return cllm__fail(err, CLLM_ERR_ARG,
+                          "trainer: adapters are attached to the model but not given to the trainer");
     if (c->out_dir && cllm__mkdir(c->out_dir, err) != CLLM_OK) return CLLM_ERR_IO;
     cllm__ok(err);
     return CLLM_OK;
 }
 
-/* ---- trained parameters: the whole model or the adapters ---- */
+/* ---- trained parameters: the whole model or the adapters ------------------------------------- */
 
 CLLMDEF cllm_result cllm_trainer_zero_grad(cllm_trainer *tr, cllm_err *err) {
     cllm_lora *lo = tr->lora;
@@ -12943,7 +13616,9 @@ CLLMDEF cllm_result cllm_trainer_zero_grad(cllm_trainer *tr, cllm_err *err) {
         lo->grads = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float));
         if (!lo->grads) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the LoRA gradients");
         cllm__lora_point(lo, lo->grads, lo->dA, lo->dB);
-    } else memset(lo->grads, 0, lo->num_params * sizeof(cllm_float));
+    } else {
+        memset(lo->grads, 0, lo->num_params * sizeof(cllm_float));
+    }
     cllm__ok(err);
     return CLLM_OK;
 }
@@ -12954,6 +13629,8 @@ static double cllm__trainer_clip(cllm_trainer *tr) {
     return cllm_clip_grad_norm_arrays(&tr->lora->grads, &tr->lora->num_params, 1, max_norm);
 }
 
+/* AdamW on the trained parameters; every adapter tensor is a matrix, so weight decay applies to
+   all of them (as the HF Trainer decays every matrix). */
 static cllm_result cllm__trainer_update(cllm_trainer *tr, double lr, cllm_err *err) {
     cllm_lora *lo = tr->lora;
     const cllm_adamw_config *a = &tr->cfg.adam;
@@ -12961,21 +13638,29 @@ static cllm_result cllm__trainer_update(cllm_trainer *tr, double lr, cllm_err *e
     if (!lo->m) {
         lo->m = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float));
         lo->v = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float));
-        if (!lo->m || !lo->v) { CLLM_FREE(lo->m); CLLM_FREE(lo->v); lo->m = lo->v = NULL; return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the AdamW moments"); }
     }
-    /* every adapter tensor is a matrix, so weight decay applies to all of them (as the HF Trainer does) */
-    cllm_adamw_step(lo->params, lo->grads, lo->m, lo->v, lo->num_params, ++lo->adam_t, lr, a->beta1, a->beta2, a->eps, a->weight_decay);
+    if (!lo->m || !lo->v) {
+        CLLM_FREE(lo->m);
+        CLLM_FREE(lo->v);
+        lo->m = lo->v = NULL;
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the AdamW moments");
+    }
+    cllm_adamw_step(lo->params, lo->grads, lo->m, lo->v, lo->num_params, ++lo->adam_t, lr, a->beta1, a->beta2, a->eps,
+                    a->weight_decay);
     cllm__ok(err);
     return CLLM_OK;
 }
 
 /* Parameters / Adam moments as checkpoint entries (count returned; entries NULL = count only). */
-static int cllm__trainer_entries(const cllm_trainer *tr, const cllm_float *memory, const char *prefix, cllm_st_entry *entries) {
-    if (tr->lora) return entries ? cllm__lora_entries(tr->lora, memory, prefix, entries) : cllm__lora_tensor_count(tr->lora);
-    return entries ? cllm_model_entries(tr->model, memory, prefix, CLLM_DT_F32, entries) : cllm_model_tensor_count(tr->model);
+static int cllm__trainer_entries(const cllm_trainer *tr, const cllm_float *memory, const char *prefix,
+                                 cllm_st_entry *entries) {
+    if (tr->lora && !entries) return cllm__lora_tensor_count(tr->lora);
+    if (tr->lora) return cllm__lora_entries(tr->lora, memory, prefix, entries);
+    if (!entries) return cllm_model_tensor_count(tr->model);
+    return cllm_model_entries(tr->model, memory, prefix, CLLM_DT_F32, entries);
 }
 
-/* ---- trainer state ---- */
+/* ---- trainer state (trainer_state.json) ------------------------------------------------------ */
 
 /* A float setting as the shortest decimal that names it (0.9f -> 0.9, not 0.899999976). */
 static double cllm__float_json(float f) {
@@ -12986,7 +13671,8 @@ static double cllm__float_json(float f) {
 
 static cJSON *cllm__trainer_state_json(const cllm_trainer *tr) {
     const cllm_train_config *c = &tr->cfg;
-    cJSON *o = cJSON_CreateObject(), *rng, *cf;
+    cJSON *o = cJSON_CreateObject();
+    cJSON *rng, *cf;
     char seed[32];
     int i;
     if (!o) return NULL;
@@ -13009,13 +13695,17 @@ static cJSON *cllm__trainer_state_json(const cllm_trainer *tr) {
     cJSON_AddNumberToObject(o, "elapsed_s", tr->elapsed);
     cJSON_AddNumberToObject(o, "tokens", tr->tokens);
     if (tr->lora) {
-        cJSON *l = cJSON_AddObjectToObject(o, "lora"), *t;
+        cJSON *l = cJSON_AddObjectToObject(o, "lora");
+        cJSON *t;
         cJSON_AddNumberToObject(l, "r", tr->lora->cfg.r);
         cJSON_AddNumberToObject(l, "alpha", tr->lora->cfg.alpha);
         cJSON_AddNumberToObject(l, "dropout", tr->lora->cfg.dropout);
         t = cJSON_AddArrayToObject(l, "targets");
-        for (i = 0; i < CLLM_LORA_NUM_TARGETS; i++) if (tr->lora->cfg.targets & (1u << i)) cJSON_AddItemToArray(t, cJSON_CreateString(cllm__lora_names[i]));
-    } else cJSON_AddNullToObject(o, "lora");
+        for (i = 0; i < CLLM_LORA_NUM_TARGETS; i++)
+            if (tr->lora->cfg.targets & (1u << i)) cJSON_AddItemToArray(t, cJSON_CreateString(cllm__lora_names[i]));
+    } else {
+        cJSON_AddNullToObject(o, "lora");
+    }
     if (c->model_dir) cJSON_AddStringToObject(o, "model_dir", c->model_dir);
     cf = cJSON_AddObjectToObject(o, "config");
     cJSON_AddNumberToObject(cf, "lr", c->lr);
@@ -13042,17 +13732,27 @@ static cllm_result cllm__state_expect(const cJSON *o, const char *key, double wa
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!cJSON_IsNumber(j)) return cllm__fail(err, CLLM_ERR_FORMAT, "%s: missing \"%s\"", path, key);
     if (j->valuedouble != want)
-        return cllm__fail(err, CLLM_ERR_ARG, "%s: the checkpoint has %s = %.17g but this run has %.17g; resume with the settings it was started with", path, key, j->valuedouble, want);
+        return cllm__fail(err, CLLM_ERR_ARG, "%s: the checkpoint has %s = %.17g but this run has %.17g; resume with "
+                                             "the settings it was started with", path, key, j->valuedouble, want);
     return CLLM_OK;
 }
 
+/* A number field of the saved state, def when absent. */
+static double cllm__state_num(const cJSON *o, const char *key, double def) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(j) ? j->valuedouble : def;
+}
+
 static cllm_result cllm__trainer_load_state(cllm_trainer *tr, const char *ckpt, cllm_err *err) {
+    const char *name = tr->task.name ? tr->task.name : "";
+    const char *task, *data_seed;
     char path[4200], *text = NULL, seed[32];
     size_t len;
     cJSON *o, *cf;
-    const cJSON *j;
+    const cJSON *rng, *lora;
+    double step, adam_t;
     cllm_result rc;
-    int i;
+    int i, had_lora;
     snprintf(path, sizeof path, "%s/trainer_state.json", ckpt);
     if ((rc = cllm_read_file(path, &text, &len, err)) != CLLM_OK) return rc;
     o = cJSON_ParseWithLength(text, len);
@@ -13062,39 +13762,44 @@ static cllm_result cllm__trainer_load_state(cllm_trainer *tr, const char *ckpt, 
         return cllm__fail(err, CLLM_ERR_FORMAT, "%s: not a collabllm trainer state", path);
     }
     cf = cJSON_GetObjectItemCaseSensitive(o, "config");
+    task = cllm__json_str(o, "task");
+    data_seed = cllm__json_str(o, "data_seed");
+    lora = cJSON_GetObjectItemCaseSensitive(o, "lora");
+    had_lora = lora && !cJSON_IsNull(lora);
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)tr->cfg.seed);
-    if (!cllm__json_str(o, "task") || strcmp(cllm__json_str(o, "task"), tr->task.name ? tr->task.name : "") != 0)
-        rc = cllm__fail(err, CLLM_ERR_ARG, "%s: the checkpoint is of a '%s' run, not '%s'", path, cllm__json_str(o, "task") ? cllm__json_str(o, "task") : "?", tr->task.name ? tr->task.name : "");
-    else if (!cllm__json_str(o, "data_seed") || strcmp(cllm__json_str(o, "data_seed"), seed) != 0)
-        rc = cllm__fail(err, CLLM_ERR_ARG, "%s: the checkpoint was written with seed %s, this run has %s", path, cllm__json_str(o, "data_seed") ? cllm__json_str(o, "data_seed") : "?", seed);
-    else if ((cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, "lora")) || !cJSON_GetObjectItemCaseSensitive(o, "lora")) != (tr->lora == NULL))
-        rc = cllm__fail(err, CLLM_ERR_ARG, "%s: the checkpoint was written %s LoRA, this run %s", path, tr->lora ? "without" : "with", tr->lora ? "uses it" : "does not");
+    if (!task || strcmp(task, name) != 0)
+        rc = cllm__fail(err, CLLM_ERR_ARG, "%s: the checkpoint is of a '%s' run, not '%s'", path, task ? task : "?",
+                        name);
+    else if (!data_seed || strcmp(data_seed, seed) != 0)
+        rc = cllm__fail(err, CLLM_ERR_ARG, "%s: the checkpoint was written with seed %s, this run has %s", path,
+                        data_seed ? data_seed : "?", seed);
+    else if (had_lora != (tr->lora != NULL))
+        rc = cllm__fail(err, CLLM_ERR_ARG, "%s: the checkpoint was written %s LoRA, this run %s", path,
+                        tr->lora ? "without" : "with", tr->lora ? "uses it" : "does not");
     if (rc == CLLM_OK) rc = cllm__state_expect(o, "n_examples", tr->task.n_examples, path, err);
     if (rc == CLLM_OK) rc = cllm__state_expect(o, "total_steps", (double)tr->total_steps, path, err);
     if (rc == CLLM_OK) rc = cllm__state_expect(o, "warmup_steps", (double)tr->warmup_steps, path, err);
     if (rc == CLLM_OK) rc = cllm__state_expect(cf, "batch_size", tr->cfg.batch_size, path, err);
     if (rc == CLLM_OK) rc = cllm__state_expect(cf, "grad_accum", tr->cfg.grad_accum, path, err);
     if (rc == CLLM_OK && tr->lora) {
-        const cJSON *l = cJSON_GetObjectItemCaseSensitive(o, "lora");
-        rc = cllm__state_expect(l, "r", tr->lora->cfg.r, path, err);
-        if (rc == CLLM_OK) rc = cllm__state_expect(l, "alpha", tr->lora->cfg.alpha, path, err);
-        if (rc == CLLM_OK) rc = cllm__state_expect(l, "dropout", tr->lora->cfg.dropout, path, err);
+        rc = cllm__state_expect(lora, "r", tr->lora->cfg.r, path, err);
+        if (rc == CLLM_OK) rc = cllm__state_expect(lora, "alpha", tr->lora->cfg.alpha, path, err);
+        if (rc == CLLM_OK) rc = cllm__state_expect(lora, "dropout", tr->lora->cfg.dropout, path, err);
     }
+    step = cllm__state_num(o, "step", -1);
+    adam_t = cllm__state_num(o, "adam_t", -1);
+    rng = cJSON_GetObjectItemCaseSensitive(o, "rng_state");
+    if (rc == CLLM_OK && (!(step >= 0 && step <= (double)tr->total_steps) || !(adam_t >= 0 && adam_t < 2147483647.0) ||
+                          !cJSON_IsArray(rng) || cJSON_GetArraySize(rng) != 4))
+        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: bad step, adam_t or rng_state", path);
     if (rc == CLLM_OK) {
-        double step = -1, adam_t = -1;
-        j = cJSON_GetObjectItemCaseSensitive(o, "step"); if (cJSON_IsNumber(j)) step = j->valuedouble;
-        j = cJSON_GetObjectItemCaseSensitive(o, "adam_t"); if (cJSON_IsNumber(j)) adam_t = j->valuedouble;
-        j = cJSON_GetObjectItemCaseSensitive(o, "rng_state");
-        if (!(step >= 0 && step <= (double)tr->total_steps) || !(adam_t >= 0 && adam_t < 2147483647.0) || !cJSON_IsArray(j) || cJSON_GetArraySize(j) != 4)
-            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: bad step, adam_t or rng_state", path);
-        else {
-            tr->step = (long)step;
-            if (tr->lora) tr->lora->adam_t = (int)adam_t; else tr->model->adam_t = (int)adam_t;
-            for (i = 0; i < 4; i++) tr->rng.s[i] = (uint32_t)cJSON_GetArrayItem(j, i)->valuedouble;
-            j = cJSON_GetObjectItemCaseSensitive(o, "elapsed_s"); tr->elapsed = cJSON_IsNumber(j) ? j->valuedouble : 0;
-            j = cJSON_GetObjectItemCaseSensitive(o, "tokens"); tr->tokens = cJSON_IsNumber(j) ? j->valuedouble : 0;
-            j = cJSON_GetObjectItemCaseSensitive(o, "lr"); tr->lr = cJSON_IsNumber(j) ? j->valuedouble : 0;
-        }
+        tr->step = (long)step;
+        if (tr->lora) tr->lora->adam_t = (int)adam_t;
+        else tr->model->adam_t = (int)adam_t;
+        for (i = 0; i < 4; i++) tr->rng.s[i] = (uint32_t)cJSON_GetArrayItem(rng, i)->valuedouble;
+        tr->elapsed = cllm__state_num(o, "elapsed_s", 0);
+        tr->tokens = cllm__state_num(o, "tokens", 0);
+        tr->lr = cllm__state_num(o, "lr", 0);
     }
     cJSON_Delete(o);
     return rc;
@@ -13112,28 +13817,38 @@ static cllm_result cllm__load_params(cllm_model *m, const char *ckpt, cllm_err *
     return rc;
 }
 
-/* AdamW's moments (optimizer.safetensors: "m.<name>", "v.<name>"), allocated here if needed. */
-static cllm_result cllm__trainer_load_optimizer(cllm_trainer *tr, const char *ckpt, cllm_err *err) {
-    cllm_float **mm = tr->lora ? &tr->lora->m : &tr->model->m_memory, **vv = tr->lora ? &tr->lora->v : &tr->model->v_memory;
-    size_t n = tr->lora ? tr->lora->num_params : tr->model->num_params;
-    int count = cllm__trainer_entries(tr, NULL, NULL, NULL), k;
-    cllm_st_entry *entries;
-    char path[4200];
+/* AdamW's moments (optimizer.safetensors: "m.<name>", "v.<name>"), written from or read into the
+   trained parameters' moments. */
+static cllm_result cllm__trainer_optimizer_file(const cllm_trainer *tr, const char *path, int write, cllm_err *err) {
+    cllm_float *mm = tr->lora ? tr->lora->m : tr->model->m_memory;
+    cllm_float *vv = tr->lora ? tr->lora->v : tr->model->v_memory;
+    int count = cllm__trainer_entries(tr, NULL, NULL, NULL);
+    cllm_st_entry *entries = (cllm_st_entry *)cllm__calloc(2 * (size_t)count + 1, sizeof *entries);
     cllm_result rc;
+    int k;
+    if (!entries) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    k = cllm__trainer_entries(tr, mm, "m.", entries);
+    k += cllm__trainer_entries(tr, vv, "v.", entries + k);
+    rc = write ? cllm_st_save(path, entries, k, err) : cllm__st_read_entries(path, entries, k, err);
+    CLLM_FREE(entries);
+    return rc;
+}
+
+/* Reads the moments, allocating them if needed (a checkpoint saved before any update has none). */
+static cllm_result cllm__trainer_load_optimizer(cllm_trainer *tr, const char *ckpt, cllm_err *err) {
+    cllm_float **mm = tr->lora ? &tr->lora->m : &tr->model->m_memory;
+    cllm_float **vv = tr->lora ? &tr->lora->v : &tr->model->v_memory;
+    size_t n = tr->lora ? tr->lora->num_params : tr->model->num_params;
+    char path[4200];
     snprintf(path, sizeof path, "%s/optimizer.safetensors", ckpt);
     if (!cllm__file_exists(path)) {
-        if ((tr->lora ? tr->lora->adam_t : tr->model->adam_t) == 0) return CLLM_OK;   /* saved before any update */
+        if ((tr->lora ? tr->lora->adam_t : tr->model->adam_t) == 0) return CLLM_OK;
         return cllm__fail(err, CLLM_ERR_FORMAT, "%s: missing", path);
     }
     if (!*mm) *mm = (cllm_float *)cllm__calloc(n, sizeof(cllm_float));
     if (!*vv) *vv = (cllm_float *)cllm__calloc(n, sizeof(cllm_float));
-    entries = (cllm_st_entry *)cllm__calloc(2 * (size_t)count + 1, sizeof *entries);
-    if (!*mm || !*vv || !entries) { CLLM_FREE(entries); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the AdamW moments"); }
-    k = cllm__trainer_entries(tr, *mm, "m.", entries);
-    k += cllm__trainer_entries(tr, *vv, "v.", entries + k);
-    rc = cllm__st_read_entries(path, entries, k, err);
-    CLLM_FREE(entries);
-    return rc;
+    if (!*mm || !*vv) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the AdamW moments");
+    return cllm__trainer_optimizer_file(tr, path, 0, err);
 }
 
 /* Keeps the metrics lines of steps <= step (a killed run may have logged steps after its last
@@ -13141,71 +13856,79 @@ static cllm_result cllm__trainer_load_optimizer(cllm_trainer *tr, const char *ck
 static cllm_result cllm__trainer_open_metrics(cllm_trainer *tr, cllm_err *err) {
     const char *path = tr->cfg.metrics_path;
     char def[4096];
+    FILE *f;
+    cllm__sb keep = { NULL, 0, 0, 0 };
+    char *line = NULL;
+    size_t cap = 0;
+    long len = -1;
+    cllm_result rc;
     if (tr->metrics) return CLLM_OK;
+    if (!path && !tr->cfg.out_dir) return CLLM_OK;
     if (!path) {
-        if (!tr->cfg.out_dir) return CLLM_OK;
         snprintf(def, sizeof def, "%s/metrics.jsonl", tr->cfg.out_dir);
         path = def;
     }
     if (!*path) return CLLM_OK;
-    {
-        FILE *f = fopen(path, "rb");
-        cllm__sb keep = { NULL, 0, 0, 0 };
-        char *line = NULL;
-        size_t cap = 0;
-        long len;
-        cllm_result rc;
-        if (f) {
-            while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
-                cJSON *o = cJSON_ParseWithLength(line, (size_t)len);
-                const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "step");
-                if (cJSON_IsNumber(s) && s->valuedouble <= (double)tr->step) { cllm__sb_putn(&keep, line, (size_t)len); cllm__sb_putc(&keep, '\n'); }
-                cJSON_Delete(o);
+    if ((f = fopen(path, "rb")) != NULL) {
+        while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
+            cJSON *o = cJSON_ParseWithLength(line, (size_t)len);
+            const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "step");
+            if (cJSON_IsNumber(s) && s->valuedouble <= (double)tr->step) {
+                cllm__sb_putn(&keep, line, (size_t)len);
+                cllm__sb_putc(&keep, '\n');
             }
-            if (len < -1) { fclose(f); CLLM_FREE(line); cllm__sb_free(&keep); return cllm__line_fail(err, path, 0, len); }
-            fclose(f);
+            cJSON_Delete(o);
         }
-        CLLM_FREE(line);
-        rc = keep.oom ? cllm__fail(err, CLLM_ERR_NOMEM, "out of memory") : cllm_write_file_atomic(path, keep.p ? keep.p : "", keep.n, err);
-        cllm__sb_free(&keep);
-        if (rc != CLLM_OK) return rc;
+        fclose(f);
     }
+    CLLM_FREE(line);
+    if (len < -1) rc = cllm__line_fail(err, path, 0, len);
+    else if (keep.oom) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    else rc = cllm_write_file_atomic(path, keep.p ? keep.p : "", keep.n, err);
+    cllm__sb_free(&keep);
+    if (rc != CLLM_OK) return rc;
     tr->metrics = fopen(path, "ab");
     if (!tr->metrics) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot open for appending (%s)", path, strerror(errno));
     return CLLM_OK;
 }
 
+/* With cfg.resume and OUT/latest present: loads that checkpoint's weights (or adapters),
+   optimizer and trainer state, and what the task trains beside the model, and checks that the
+   settings match. Without one it leaves the trainer at step 0. */
 CLLMDEF cllm_result cllm_trainer_resume(cllm_trainer *tr, int *resumed, cllm_err *err) {
-    char ckpt[4000];
+    char ckpt[4000], path[4200];
     long step;
     cllm_result rc;
     if (resumed) *resumed = 0;
-    if (!tr->cfg.resume || !tr->cfg.out_dir || (step = cllm__latest_step(tr->cfg.out_dir)) < 0) { cllm__ok(err); return CLLM_OK; }
+    if (!tr->cfg.resume || !tr->cfg.out_dir || (step = cllm__latest_step(tr->cfg.out_dir)) < 0) {
+        cllm__ok(err);
+        return CLLM_OK;
+    }
     snprintf(ckpt, sizeof ckpt, "%s/ckpt-%ld", tr->cfg.out_dir, step);
     if ((rc = cllm__trainer_load_state(tr, ckpt, err)) != CLLM_OK) return rc;
-    if (tr->step != step) return cllm__fail(err, CLLM_ERR_FORMAT, "%s/trainer_state.json: step %ld does not match the directory name", ckpt, tr->step);
-    if (tr->lora) {
-        cllm_st_entry *entries = (cllm_st_entry *)cllm__calloc((size_t)cllm__lora_tensor_count(tr->lora) + 1, sizeof *entries);
-        char path[4200];
-        if (!entries) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-        snprintf(path, sizeof path, "%s/adapter_model.safetensors", ckpt);
-        rc = cllm__st_read_entries(path, entries, cllm__lora_entries(tr->lora, tr->lora->params, NULL, entries), err);
-        CLLM_FREE(entries);
-    } else rc = cllm__load_params(tr->model, ckpt, err);
+    if (tr->step != step)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s/trainer_state.json: step %ld does not match the directory name",
+                          ckpt, tr->step);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", ckpt);
+    if (tr->lora) rc = cllm__lora_file(tr->lora, tr->lora->params, path, 0, err);
+    else rc = cllm__load_params(tr->model, ckpt, err);
     if (rc == CLLM_OK) rc = cllm__trainer_load_optimizer(tr, ckpt, err);
     if (rc == CLLM_OK && tr->task.load_extra) rc = tr->task.load_extra(tr->task.ctx, ckpt, err);
     if (rc != CLLM_OK) return rc;
-    if (!tr->cfg.quiet) fprintf(stderr, "[%s] resumed from %s (step %ld of %ld)\n", tr->task.name, ckpt, tr->step, tr->total_steps);
+    if (!tr->cfg.quiet)
+        fprintf(stderr, "[%s] resumed from %s (step %ld of %ld)\n", tr->task.name, ckpt, tr->step, tr->total_steps);
     tr->saved_step = tr->step;
     if (resumed) *resumed = 1;
     cllm__ok(err);
     return CLLM_OK;
 }
 
+/* A checkpoint of the current step (see "checkpoint directories"): 1. everything into
+   ckpt-N.tmp/, each file flushed to disk; 2. the directory takes its name in one rename; 3. only
+   then does `latest` point at it; then old checkpoints are pruned (keep_last). */
 CLLMDEF cllm_result cllm_trainer_save(cllm_trainer *tr, cllm_err *err) {
     const cllm_train_config *c = &tr->cfg;
     char dir[4096], tmp[4200], path[4400], latest[64];
-    cllm_float *mm = tr->lora ? tr->lora->m : tr->model->m_memory, *vv = tr->lora ? tr->lora->v : tr->model->v_memory;
     cJSON *state = NULL;
     char *json = NULL;
     cllm_result rc;
@@ -13213,22 +13936,12 @@ CLLMDEF cllm_result cllm_trainer_save(cllm_trainer *tr, cllm_err *err) {
     snprintf(dir, sizeof dir, "%s/ckpt-%ld", c->out_dir, tr->step);
     snprintf(tmp, sizeof tmp, "%s.tmp", dir);
     if ((rc = cllm__remove_dir(tmp, err)) != CLLM_OK || (rc = cllm__mkdir(tmp, err)) != CLLM_OK) return rc;
-    /* 1. everything into ckpt-N.tmp/, each file flushed to disk */
     if (tr->lora) rc = cllm_lora_save(tr->lora, tmp, c->model_dir, err);
     else rc = cllm_model_save(tr->model, tmp, CLLM_DT_F32, err);
     if (rc == CLLM_OK) rc = cllm__copy_tokenizer_files(c->tokenizer_dir, tmp, err);
-    if (rc == CLLM_OK && mm) {
-        int count = cllm__trainer_entries(tr, NULL, NULL, NULL), k;
-        cllm_st_entry *entries = (cllm_st_entry *)cllm__calloc(2 * (size_t)count + 1, sizeof *entries);
-        if (!entries) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-        else {
-            k = cllm__trainer_entries(tr, mm, "m.", entries);
-            k += cllm__trainer_entries(tr, vv, "v.", entries + k);
-            snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
-            rc = cllm_st_save(path, entries, k, err);
-            CLLM_FREE(entries);
-        }
-    }
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
+    if (rc == CLLM_OK && (tr->lora ? tr->lora->m : tr->model->m_memory))
+        rc = cllm__trainer_optimizer_file(tr, path, 1, err);
     if (rc == CLLM_OK && tr->task.save_extra) rc = tr->task.save_extra(tr->task.ctx, tmp, err);
     if (rc == CLLM_OK) {
         state = cllm__trainer_state_json(tr);
@@ -13241,11 +13954,10 @@ CLLMDEF cllm_result cllm_trainer_save(cllm_trainer *tr, cllm_err *err) {
     cJSON_Delete(state);
     if (rc != CLLM_OK) return rc;
     cllm__sync_dir(tmp);
-    /* 2. the directory takes its name in one rename */
     if ((rc = cllm__remove_dir(dir, err)) != CLLM_OK) return rc;
-    if (rename(tmp, dir) != 0) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot rename into place (%s)", dir, strerror(errno));
+    if (rename(tmp, dir) != 0)
+        return cllm__fail(err, CLLM_ERR_IO, "%s: cannot rename into place (%s)", dir, strerror(errno));
     cllm__sync_dir(c->out_dir);
-    /* 3. only now does `latest` point at it */
     snprintf(path, sizeof path, "%s/latest", c->out_dir);
     snprintf(latest, sizeof latest, "ckpt-%ld\n", tr->step);
     if ((rc = cllm_write_file_atomic(path, latest, strlen(latest), err)) != CLLM_OK) return rc;
@@ -13254,7 +13966,12 @@ CLLMDEF cllm_result cllm_trainer_save(cllm_trainer *tr, cllm_err *err) {
     return cllm__prune_checkpoints(c->out_dir, c->keep_last, tr->step, err);
 }
 
-CLLMDEF cllm_result cllm_trainer_save_final(cllm_trainer *tr, const char *dir, const char *adapter_dir, cllm_err *err) {
+/* The trained model as a plain Hugging Face directory with the tokenizer files; with LoRA the
+   adapters are merged into the saved weights (the model in memory keeps them separate) and, if
+   adapter_dir is set, also saved there as PEFT files. State trained beside the model
+   (task.save_extra: PPO's value head) is written into dir too. */
+CLLMDEF cllm_result cllm_trainer_save_final(cllm_trainer *tr, const char *dir, const char *adapter_dir,
+                                            cllm_err *err) {
     cllm_model *m = tr->model;
     cllm_float *keep = NULL;
     cllm_result rc;
@@ -13265,32 +13982,24 @@ CLLMDEF cllm_result cllm_trainer_save_final(cllm_trainer *tr, const char *dir, c
         cllm__lora_merge_into(tr->lora, m, 1.0);
     }
     rc = cllm_model_save(m, dir, CLLM_DT_F32, err);
-    if (keep) { memcpy(m->params_memory, keep, m->num_params * sizeof(cllm_float)); CLLM_FREE(keep); }
+    if (keep) memcpy(m->params_memory, keep, m->num_params * sizeof(cllm_float));
+    CLLM_FREE(keep);
     if (rc == CLLM_OK) rc = cllm__copy_tokenizer_files(tr->cfg.tokenizer_dir, dir, err);
     if (rc == CLLM_OK && tr->lora && adapter_dir) rc = cllm_lora_save(tr->lora, adapter_dir, tr->cfg.model_dir, err);
-    if (rc == CLLM_OK && tr->task.save_extra) rc = tr->task.save_extra(tr->task.ctx, dir, err);   /* PPO's value head */
+    if (rc == CLLM_OK && tr->task.save_extra) rc = tr->task.save_extra(tr->task.ctx, dir, err);
     if (rc == CLLM_OK) cllm__ok(err);
     return rc;
 }
 
-/* ---- steps ---- */
+/* ---- steps ----------------------------------------------------------------------------------- */
 
-/* tr->order = epoch's permutation of the examples (kept until the epoch changes). */
+/* tr->order = epoch's permutation of the examples (kept until the epoch changes), drawn from a
+   seed that depends on the epoch alone. */
 static cllm_result cllm__trainer_order(cllm_trainer *tr, long epoch, cllm_err *err) {
-    int N = tr->task.n_examples, i;
-    cllm_rng rng;
     if (tr->order_epoch == epoch) return CLLM_OK;
-    if (!tr->order) {
-        tr->order = (int *)cllm__calloc((size_t)N, sizeof(int));
-        if (!tr->order) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    }
-    /* Fisher-Yates from a seed that depends on the epoch alone */
-    cllm_rng_seed(&rng, tr->cfg.seed * 0x9E3779B97F4A7C15ull + (uint64_t)epoch);
-    for (i = 0; i < N; i++) tr->order[i] = i;
-    for (i = N - 1; i > 0; i--) {
-        int j = (int)(cllm_rng_uniform(&rng) * (i + 1)), t = tr->order[i];
-        tr->order[i] = tr->order[j]; tr->order[j] = t;
-    }
+    if (!tr->order && !(tr->order = (int *)cllm__calloc((size_t)tr->task.n_examples, sizeof(int))))
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    cllm__permutation(tr->order, tr->task.n_examples, tr->cfg.seed * 0x9E3779B97F4A7C15ull + (uint64_t)epoch);
     tr->order_epoch = epoch;
     return CLLM_OK;
 }
@@ -13302,46 +14011,57 @@ static void cllm__fmt_duration(char *buf, size_t n, double s) {
     else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
 }
 
+/* The step's JSON line in the metrics file, and every log_every steps a progress line. */
 static void cllm__trainer_log(cllm_trainer *tr, const cllm_train_stats *st, double step_tokens) {
-    double run_s = cllm__now() - tr->run_t0, done = (double)(tr->step - tr->run_step0);
+    double run_s = cllm__now() - tr->run_t0;
+    double done = (double)(tr->step - tr->run_step0);
     double tps = run_s > 0 ? (tr->tokens - tr->run_tokens0) / run_s : 0;
     double epoch = (double)tr->step / (double)tr->steps_per_epoch;
+    double margin = cllm_train_stats_mean(st, "rewards/margins");
+    double reward = cllm_train_stats_mean(st, "reward");
+    char el[32], eta[32];
     int i;
     if (tr->metrics) {
         cJSON *o = cJSON_CreateObject();
         char *line;
         cJSON_AddNumberToObject(o, "step", (double)tr->step);
         cJSON_AddNumberToObject(o, "epoch", epoch);
-        for (i = 0; i < st->n; i++) cJSON_AddNumberToObject(o, st->name[i], st->count[i] > 0 ? st->sum[i] / st->count[i] : NAN);
+        for (i = 0; i < st->n; i++)
+            cJSON_AddNumberToObject(o, st->name[i], st->count[i] > 0 ? st->sum[i] / st->count[i] : NAN);
         cJSON_AddNumberToObject(o, "lr", tr->lr);
         cJSON_AddNumberToObject(o, "grad_norm", tr->grad_norm);
         cJSON_AddNumberToObject(o, "tokens", step_tokens);
         cJSON_AddNumberToObject(o, "tokens_per_s", tps);
         cJSON_AddNumberToObject(o, "elapsed_s", tr->elapsed);
         line = cJSON_PrintUnformatted(o);
-        if (line) { fputs(line, tr->metrics); fputc('\n', tr->metrics); fflush(tr->metrics); }
+        if (line) {
+            fputs(line, tr->metrics);
+            fputc('\n', tr->metrics);
+            fflush(tr->metrics);
+        }
         cJSON_free(line);
         cJSON_Delete(o);
     }
-    if (!tr->cfg.quiet && (tr->step % tr->cfg.log_every == 0 || tr->step == tr->total_steps)) {
-        char el[32], eta[32];
-        double margin = cllm_train_stats_mean(st, "rewards/margins"), reward = cllm_train_stats_mean(st, "reward");
-        cllm__fmt_duration(el, sizeof el, tr->elapsed);
-        cllm__fmt_duration(eta, sizeof eta, done > 0 ? run_s / done * (double)(tr->total_steps - tr->step) : 0);
-        fprintf(stderr, "[%s] step %ld/%ld  epoch %.2f  loss %.4f", tr->task.name, tr->step, tr->total_steps, epoch, cllm_train_stats_mean(st, "loss"));
-        if (!isnan(reward)) fprintf(stderr, "  reward %.4f", reward);
-        if (!isnan(margin)) fprintf(stderr, "  margin %.4f  acc %.2f", margin, cllm_train_stats_mean(st, "rewards/accuracies"));
-        fprintf(stderr, "  lr %.2e  gnorm %.3f  %.0f tok/s  elapsed %s  eta %s\n", tr->lr, tr->grad_norm, tps, el, eta);
-    }
+    if (tr->cfg.quiet || (tr->step % tr->cfg.log_every != 0 && tr->step != tr->total_steps)) return;
+    cllm__fmt_duration(el, sizeof el, tr->elapsed);
+    cllm__fmt_duration(eta, sizeof eta, done > 0 ? run_s / done * (double)(tr->total_steps - tr->step) : 0);
+    fprintf(stderr, "[%s] step %ld/%ld  epoch %.2f  loss %.4f", tr->task.name, tr->step, tr->total_steps, epoch,
+            cllm_train_stats_mean(st, "loss"));
+    if (!isnan(reward)) fprintf(stderr, "  reward %.4f", reward);
+    if (!isnan(margin))
+        fprintf(stderr, "  margin %.4f  acc %.2f", margin, cllm_train_stats_mean(st, "rewards/accuracies"));
+    fprintf(stderr, "  lr %.2e  gnorm %.3f  %.0f tok/s  elapsed %s  eta %s\n", tr->lr, tr->grad_norm, tps, el, eta);
 }
 
 /* A non-finite loss or gradient: nothing is updated, the run stops, the last checkpoint stays. */
 static cllm_result cllm__numeric_fail(const cllm_trainer *tr, const char *what, double value, cllm_err *err) {
     long latest = tr->cfg.out_dir ? cllm__latest_step(tr->cfg.out_dir) : -1;
     if (latest >= 0)
-        return cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: the %s is %g; nothing was updated and the last good checkpoint is %s/ckpt-%ld (lower the learning rate?)",
-                          tr->step + 1, what, value, tr->cfg.out_dir, latest);
-    return cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: the %s is %g; nothing was updated and no checkpoint was written (lower the learning rate?)", tr->step + 1, what, value);
+        return cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: the %s is %g; nothing was updated and the last good "
+                                                 "checkpoint is %s/ckpt-%ld (lower the learning rate?)", tr->step + 1,
+                          what, value, tr->cfg.out_dir, latest);
+    return cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: the %s is %g; nothing was updated and no checkpoint was "
+                                             "written (lower the learning rate?)", tr->step + 1, what, value);
 }
 
 /* The start of a call's steps: the metrics file (cut back to the current step) and the clocks
@@ -13357,9 +14077,15 @@ static cllm_result cllm__trainer_start(cllm_trainer *tr, cllm_err *err) {
     return CLLM_OK;
 }
 
+/* One AdamW update at this step's learning rate, after the caller has checked and clipped the
+   gradients (no logging; the step does not advance). */
 CLLMDEF cllm_result cllm_trainer_update(cllm_trainer *tr, double *lr, cllm_err *err) {
-    double rate = cllm_lr_at((cllm_schedule)cllm__schedule_kind(tr->cfg.lr_schedule), tr->cfg.lr, tr->step, tr->warmup_steps, tr->total_steps);
-    cllm_result rc = cllm__trainer_update(tr, rate, err);
+    cllm_schedule kind = CLLM_SCHED_COSINE;
+    double rate;
+    cllm_result rc;
+    cllm__schedule_kind(tr->cfg.lr_schedule, &kind);
+    rate = cllm_lr_at(kind, tr->cfg.lr, tr->step, tr->warmup_steps, tr->total_steps);
+    rc = cllm__trainer_update(tr, rate, err);
     if (rc == CLLM_OK) tr->lr = rate;
     if (lr) *lr = rate;
     return rc;
@@ -13377,8 +14103,11 @@ static cllm_result cllm__trainer_end_step(cllm_trainer *tr, const cllm_train_sta
     return CLLM_OK;
 }
 
+/* After the step's backward passes (stats: the step's statistics, with "loss"): check, clip,
+   update, log and checkpoint. */
 CLLMDEF cllm_result cllm_trainer_apply(cllm_trainer *tr, const cllm_train_stats *st, cllm_err *err) {
-    double loss = cllm_train_stats_mean(st, "loss"), t0 = cllm__now();
+    double loss = cllm_train_stats_mean(st, "loss");
+    double t0 = cllm__now();
     cllm_result rc;
     if ((rc = cllm__trainer_start(tr, err)) != CLLM_OK) return rc;
     if (!isfinite(loss)) return cllm__numeric_fail(tr, "loss", loss, err);
@@ -13389,33 +14118,44 @@ CLLMDEF cllm_result cllm_trainer_apply(cllm_trainer *tr, const cllm_train_stats 
     return cllm__trainer_end_step(tr, st, err);
 }
 
-/* One optimizer step of the task: its micro-batches, then cllm_trainer_apply. */
+/* One optimizer step of the task: its micro-batches (LoRA dropout on, each with its own masks),
+   then cllm_trainer_apply; or the task's own step. */
 static cllm_result cllm__trainer_step(cllm_trainer *tr, cllm_err *err) {
     const cllm_train_config *c = &tr->cfg;
-    long epoch = tr->step / tr->steps_per_epoch, k = tr->step % tr->steps_per_epoch, j;
-    long micro = (tr->task.n_examples + c->batch_size - 1) / c->batch_size;
-    long j0 = k * c->grad_accum, j1 = j0 + c->grad_accum < micro ? j0 + c->grad_accum : micro;
-    double norm = 0, t0 = cllm__now();
+    long N = tr->task.n_examples;
+    long epoch = tr->step / tr->steps_per_epoch;
+    long k = tr->step % tr->steps_per_epoch;
+    long micro = (N + c->batch_size - 1) / c->batch_size;
+    long j0 = k * c->grad_accum;
+    long j1 = j0 + c->grad_accum < micro ? j0 + c->grad_accum : micro;
+    long j;
+    double norm = 0;
+    double t0 = cllm__now();
     cllm_train_stats st;
     cllm_result rc;
     memset(&st, 0, sizeof st);
     if ((rc = cllm__trainer_order(tr, epoch, err)) != CLLM_OK) return rc;
     if (tr->task.step) {                          /* the task makes its own updates */
-        long b0 = j0 * c->batch_size, b1 = j1 * c->batch_size < tr->task.n_examples ? j1 * c->batch_size : tr->task.n_examples;
+        long b0 = j0 * c->batch_size;
+        long b1 = j1 * c->batch_size < N ? j1 * c->batch_size : N;
         if ((rc = tr->task.step(tr->task.ctx, tr, tr->order + b0, (int)(b1 - b0), &st, err)) != CLLM_OK) return rc;
         tr->elapsed += cllm__now() - t0;
         return cllm__trainer_end_step(tr, &st, err);
     }
     if ((rc = cllm_trainer_zero_grad(tr, err)) != CLLM_OK) return rc;
     for (j = j0; j < j1; j++) {
-        long b0 = j * c->batch_size, n = b0 + c->batch_size <= tr->task.n_examples ? c->batch_size : tr->task.n_examples - b0;
+        long b0 = j * c->batch_size;
+        long n = b0 + c->batch_size <= N ? c->batch_size : N - b0;
         norm += tr->task.units(tr->task.ctx, tr->order + b0, (int)n);
     }
-    if (!(norm > 0)) return cllm__fail(err, CLLM_ERR_ARG, "step %ld: its examples have nothing to train on", tr->step + 1);
+    if (!(norm > 0))
+        return cllm__fail(err, CLLM_ERR_ARG, "step %ld: its examples have nothing to train on", tr->step + 1);
     for (j = j0; j < j1 && rc == CLLM_OK; j++) {
-        long b0 = j * c->batch_size, n = b0 + c->batch_size <= tr->task.n_examples ? c->batch_size : tr->task.n_examples - b0;
+        long b0 = j * c->batch_size;
+        long n = b0 + c->batch_size <= N ? c->batch_size : N - b0;
         if (tr->lora) {                            /* dropout on, with this micro-batch's masks */
-            uint64_t hi = cllm_rng_u32(&tr->rng), lo = cllm_rng_u32(&tr->rng);   /* in this order */
+            uint64_t hi = cllm_rng_u32(&tr->rng);
+            uint64_t lo = cllm_rng_u32(&tr->rng);   /* in this order */
             tr->lora->training = 1;
             tr->lora->dropout_seed = hi << 32 | lo;
         }
@@ -13427,17 +14167,22 @@ static cllm_result cllm__trainer_step(cllm_trainer *tr, cllm_err *err) {
     return cllm_trainer_apply(tr, &st, err);
 }
 
+/* Runs steps until total_steps (or stop_after / on_step), then writes a checkpoint. */
 CLLMDEF cllm_result cllm_trainer_run(cllm_trainer *tr, cllm_err *err) {
     cllm_result rc;
     int stop = 0;
     tr->started = 0;                              /* each call measures its own throughput */
     if ((rc = cllm__trainer_start(tr, err)) != CLLM_OK) return rc;
     if (!tr->cfg.quiet && tr->step == 0)
-        fprintf(stderr, "[%s] %d examples, %ld steps (%ld per epoch, batch %d x %d accumulated), lr %g %s, warmup %ld\n", tr->task.name,
-                tr->task.n_examples, tr->total_steps, tr->steps_per_epoch, tr->cfg.batch_size, tr->cfg.grad_accum, tr->cfg.lr, tr->cfg.lr_schedule, tr->warmup_steps);
+        fprintf(stderr, "[%s] %d examples, %ld steps (%ld per epoch, batch %d x %d accumulated), lr %g %s, "
+                "warmup %ld\n", tr->task.name, tr->task.n_examples, tr->total_steps, tr->steps_per_epoch,
+                tr->cfg.batch_size, tr->cfg.grad_accum, tr->cfg.lr, tr->cfg.lr_schedule, tr->warmup_steps);
     while (tr->step < tr->total_steps && !stop) {
         if ((rc = cllm__trainer_step(tr, err)) != CLLM_OK) return rc;
-        if (tr->cfg.on_step && tr->cfg.on_step(tr->cfg.on_step_ctx, tr)) { cllm__ok(err); return CLLM_OK; }
+        if (tr->cfg.on_step && tr->cfg.on_step(tr->cfg.on_step_ctx, tr)) {
+            cllm__ok(err);
+            return CLLM_OK;
+        }
         stop = tr->cfg.stop_after > 0 && tr->step - tr->run_step0 >= tr->cfg.stop_after;
     }
     if (tr->cfg.out_dir && tr->saved_step != tr->step && (rc = cllm_trainer_save(tr, err)) != CLLM_OK) return rc;
@@ -13445,9 +14190,11 @@ CLLMDEF cllm_result cllm_trainer_run(cllm_trainer *tr, cllm_err *err) {
     return CLLM_OK;
 }
 
-/* ---- SFT and DPO runs ---- */
+/* ---- SFT and DPO runs ------------------------------------------------------------------------ */
 
-typedef struct cllm__sft_ctx { const cllm_sft_data *d; } cllm__sft_ctx;
+typedef struct cllm__sft_ctx {
+    const cllm_sft_data *d;
+} cllm__sft_ctx;
 
 static double cllm__sft_units(void *ctx, const int *idx, int n) {
     const cllm__sft_ctx *c = (const cllm__sft_ctx *)ctx;
@@ -13457,7 +14204,8 @@ static double cllm__sft_units(void *ctx, const int *idx, int n) {
     return u;
 }
 
-static cllm_result cllm__sft_micro(void *ctx, cllm_trainer *tr, const int *idx, int n, double norm, cllm_train_stats *st, cllm_err *err) {
+static cllm_result cllm__sft_micro(void *ctx, cllm_trainer *tr, const int *idx, int n, double norm,
+                                   cllm_train_stats *st, cllm_err *err) {
     const cllm__sft_ctx *c = (const cllm__sft_ctx *)ctx;
     const cllm_train_seq **rows = (const cllm_train_seq **)cllm__calloc((size_t)n + 1, sizeof *rows);
     cllm_result rc;
@@ -13469,11 +14217,14 @@ static cllm_result cllm__sft_micro(void *ctx, cllm_trainer *tr, const int *idx, 
     return rc;
 }
 
-typedef struct cllm__dpo_ctx { const cllm_dpo_data *d; cllm_model *ref; cllm_dpo_config cfg; } cllm__dpo_ctx;
+typedef struct cllm__dpo_ctx {
+    const cllm_dpo_data *d;
+    cllm_model          *ref;
+    cllm_dpo_config      cfg;
+} cllm__dpo_ctx;
 
-static double cllm__dpo_units(void *ctx, const int *idx, int n) { (void)ctx; (void)idx; return n; }
-
-static cllm_result cllm__dpo_micro(void *ctx, cllm_trainer *tr, const int *idx, int n, double norm, cllm_train_stats *st, cllm_err *err) {
+static cllm_result cllm__dpo_micro(void *ctx, cllm_trainer *tr, const int *idx, int n, double norm,
+                                   cllm_train_stats *st, cllm_err *err) {
     cllm__dpo_ctx *c = (cllm__dpo_ctx *)ctx;
     const cllm_dpo_pair **pairs = (const cllm_dpo_pair **)cllm__calloc((size_t)n + 1, sizeof *pairs);
     cllm_result rc;
@@ -13485,18 +14236,20 @@ static cllm_result cllm__dpo_micro(void *ctx, cllm_trainer *tr, const int *idx, 
     return rc;
 }
 
-/* Init, resume, run, and the final model of a task. */
-static cllm_result cllm__train_run(cllm_model *m, cllm_lora *lora, const cllm_train_task *task, const cllm_train_config *cfg, cllm_err *err) {
+/* Init, resume, run, and the final model of a task: OUT/final (+ OUT/adapter with LoRA). */
+static cllm_result cllm__train_run(cllm_model *m, cllm_lora *lora, const cllm_train_task *task,
+                                   const cllm_train_config *cfg, cllm_err *err) {
     cllm_trainer tr;
+    char dir[4096], adir[4096];
     cllm_result rc = cllm_trainer_init(&tr, m, lora, task, cfg, err);
     if (rc == CLLM_OK) rc = cllm_trainer_resume(&tr, NULL, err);
     if (rc == CLLM_OK) rc = cllm_trainer_run(&tr, err);
     if (rc == CLLM_OK && tr.cfg.out_dir && tr.step == tr.total_steps) {
-        char dir[4096], adir[4096];
         snprintf(dir, sizeof dir, "%s/final", tr.cfg.out_dir);
         snprintf(adir, sizeof adir, "%s/adapter", tr.cfg.out_dir);
         rc = cllm_trainer_save_final(&tr, dir, lora ? adir : NULL, err);
-        if (rc == CLLM_OK && !tr.cfg.quiet) fprintf(stderr, "[%s] done: %s%s%s\n", task->name, dir, lora ? " (merged) and " : "", lora ? adir : "");
+        if (rc == CLLM_OK && !tr.cfg.quiet)
+            fprintf(stderr, "[%s] done: %s%s%s\n", task->name, dir, lora ? " (merged) and " : "", lora ? adir : "");
     }
     cllm_trainer_free(&tr);
     return rc;
@@ -13505,47 +14258,59 @@ static cllm_result cllm__train_run(cllm_model *m, cllm_lora *lora, const cllm_tr
 /* A task from its parts, then cllm__train_run. */
 static cllm_result cllm__train_task(cllm_model *m, cllm_lora *lora, const char *name, int n_examples, double default_lr,
                                     double (*units)(void *, const int *, int),
-                                    cllm_result (*micro)(void *, cllm_trainer *, const int *, int, double, cllm_train_stats *, cllm_err *),
+                                    cllm_result (*micro)(void *, cllm_trainer *, const int *, int, double,
+                                                         cllm_train_stats *, cllm_err *),
                                     void *ctx, const cllm_train_config *cfg, cllm_err *err) {
     cllm_train_task task;
     memset(&task, 0, sizeof task);
-    task.name = name; task.n_examples = n_examples; task.default_lr = default_lr;
-    task.units = units; task.micro_step = micro; task.ctx = ctx;
+    task.name = name;
+    task.n_examples = n_examples;
+    task.default_lr = default_lr;
+    task.units = units;
+    task.micro_step = micro;
+    task.ctx = ctx;
     return cllm__train_run(m, lora, &task, cfg, err);
 }
 
-CLLMDEF cllm_result cllm_train_sft(cllm_model *m, cllm_lora *lora, const cllm_sft_data *d, const cllm_train_config *cfg, cllm_err *err) {
+/* SFT (paper section 3.3): units are target tokens; the paper's learning rate 1e-5 (Table 6). */
+CLLMDEF cllm_result cllm_train_sft(cllm_model *m, cllm_lora *lora, const cllm_sft_data *d, const cllm_train_config *cfg,
+                                   cllm_err *err) {
     cllm__sft_ctx ctx;
     ctx.d = d;
-    return cllm__train_task(m, lora, "sft", d->n, 1e-5 /* paper Table 6 */, cllm__sft_units, cllm__sft_micro, &ctx, cfg, err);
+    return cllm__train_task(m, lora, "sft", d->n, 1e-5, cllm__sft_units, cllm__sft_micro, &ctx, cfg, err);
 }
 
+/* Offline DPO (paper section 3.3): units are pairs; the paper's learning rate 5e-6 (Table 6). */
 CLLMDEF cllm_result cllm_train_dpo(cllm_model *m, cllm_lora *lora, cllm_model *ref, const cllm_dpo_data *d,
-                                   const struct cllm_dpo_config *dpo, const cllm_train_config *cfg, cllm_err *err) {
+                                   const cllm_dpo_config *dpo, const cllm_train_config *cfg, cllm_err *err) {
     cllm__dpo_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
-    ctx.d = d; ctx.ref = ref;
+    ctx.d = d;
+    ctx.ref = ref;
     if (dpo) ctx.cfg = *dpo;
     if (!d->has_ref && !ref && !lora && !ctx.cfg.reference_free)
-        return cllm__fail(err, CLLM_ERR_ARG, "DPO needs a reference: a reference model, ref_chosen_logps/ref_rejected_logps in the pairs (precompute them), LoRA adapters (the base model is the reference), or reference_free");
-    return cllm__train_task(m, lora, "dpo", d->n, 5e-6 /* paper Table 6 */, cllm__dpo_units, cllm__dpo_micro, &ctx, cfg, err);
+        return cllm__fail(err, CLLM_ERR_ARG, "DPO needs a reference: a reference model, ref_chosen_logps/"
+                                             "ref_rejected_logps in the pairs (precompute them), LoRA adapters (the "
+                                             "base model is the reference), or reference_free");
+    return cllm__train_task(m, lora, "dpo", d->n, 5e-6, cllm__units_are_examples, cllm__dpo_micro, &ctx, cfg, err);
 }
 
-/* -------------------------------------------------------------------------------------------- */
-/* Online training: online DPO, PPO, GRPO with the multiturn-aware reward                       */
-/* -------------------------------------------------------------------------------------------- */
-
-/* ---- prompts ------------------------------------------------------------------------------- */
+/* ---- online training prompts: CollabLLM's inputs form (data_fmt/train_prompts.md) ------------ */
 
 static void cllm__task_free(cllm_task *t) {
-    CLLM_FREE(t->prompt); CLLM_FREE(t->completion); cJSON_Delete(t->json);
+    CLLM_FREE(t->prompt);
+    CLLM_FREE(t->completion);
+    cJSON_Delete(t->json);
     memset(t, 0, sizeof *t);
 }
 
 CLLMDEF void cllm_online_prompts_free(cllm_online_prompts *p) {
     int i;
     if (!p) return;
-    for (i = 0; i < p->n; i++) { cllm_conv_free(&p->items[i].history); cllm__task_free(&p->items[i].task); }
+    for (i = 0; i < p->n; i++) {
+        cllm_conv_free(&p->items[i].history);
+        cllm__task_free(&p->items[i].task);
+    }
     stbds_arrfree(p->items);
     memset(p, 0, sizeof *p);
 }
@@ -13555,11 +14320,15 @@ static cllm_result cllm__prompt_add(cllm_online_prompts *p, cllm_conv *history, 
                                     const cllm_prompts_config *cfg, cllm_err *err) {
     cllm_online_prompt it;
     memset(&it, 0, sizeof it);
-    it.history = *history; it.task = *task;
-    memset(history, 0, sizeof *history); memset(task, 0, sizeof *task);
+    it.history = *history;
+    it.task = *task;
+    memset(history, 0, sizeof *history);
+    memset(task, 0, sizeof *task);
     if (it.history.n < 1 || strcmp(it.history.msgs[it.history.n - 1].role, "assistant") == 0) {
-        cllm_conv_free(&it.history); cllm__task_free(&it.task);
-        return cllm__fail(err, CLLM_ERR_FORMAT, "a prompt must be a non-empty conversation that ends with the user's turn");
+        cllm_conv_free(&it.history);
+        cllm__task_free(&it.task);
+        return cllm__fail(err, CLLM_ERR_FORMAT, "a prompt must be a non-empty conversation that ends with the user's "
+                                                "turn");
     }
     it.goal.task_desc = cfg && cfg->task_desc ? cfg->task_desc : "a task";
     it.goal.prompt = it.task.prompt;
@@ -13573,15 +14342,20 @@ static cllm_result cllm__prompt_add(cllm_online_prompts *p, cllm_conv *history, 
 
 /* A set of nonzero 64-bit keys (open addressing, grown at half full): inserts key, returns 1
    if it was already there, -1 when out of memory. */
-typedef struct cllm__keyset { uint64_t *slot; size_t cap, n; } cllm__keyset;
+typedef struct cllm__keyset {
+    uint64_t *slot;
+    size_t    cap, n;
+} cllm__keyset;
 
 static int cllm__keyset_add(cllm__keyset *s, uint64_t key) {
     size_t i;
     if (2 * (s->n + 1) > s->cap) {                 /* rehash into twice the slots */
         cllm__keyset g;
-        g.cap = s->cap ? 2 * s->cap : 64; g.n = 0;
+        g.cap = s->cap ? 2 * s->cap : 64;
+        g.n = 0;
         if (!(g.slot = (uint64_t *)cllm__calloc(g.cap, sizeof(uint64_t)))) return -1;
-        for (i = 0; i < s->cap; i++) if (s->slot[i]) cllm__keyset_add(&g, s->slot[i]);
+        for (i = 0; i < s->cap; i++)
+            if (s->slot[i]) cllm__keyset_add(&g, s->slot[i]);
         CLLM_FREE(s->slot);
         *s = g;
     }
@@ -13592,7 +14366,12 @@ static int cllm__keyset_add(cllm__keyset *s, uint64_t key) {
     return 0;
 }
 
-CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char *path, const cllm_prompts_config *cfg, cllm_err *err) {
+/* From MR records (data_fmt/records.md), as CollabLLM's to_inputs_dataset: one prompt per
+   (conv_id, turn_id), in the order first seen, with that record's "prompt" messages and task
+   fields (single_turn_*; the heavy fields completion, score, rewards and sessions are dropped).
+   Reads the prompt files cllm_online_prompts_write writes too. */
+CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char *path, const cllm_prompts_config *cfg,
+                                             cllm_err *err) {
     static const char *heavy[] = { "completion", "score", "rewards", "sessions", "task_rows" };
     cllm__keyset seen = { NULL, 0, 0 };            /* (conv_id, turn_id) already taken */
     FILE *f = cllm__open_read(path, "a JSONL file", err);
@@ -13607,24 +14386,38 @@ CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char 
         cllm_conv history;
         const cJSON *cid, *tid;
         uint64_t key;
+        int ids_ok;
         lineno++;
         if (len == 0) continue;
         memset(&history, 0, sizeof history);
-        if ((rc = cllm__task_parse(&task, line, (size_t)len, path, lineno, err)) != CLLM_OK) { cllm__task_free(&task); break; }
+        if ((rc = cllm__task_parse(&task, line, (size_t)len, path, lineno, err)) != CLLM_OK) {
+            cllm__task_free(&task);
+            break;
+        }
         cid = cJSON_GetObjectItemCaseSensitive(task.json, "conv_id");
         tid = cJSON_GetObjectItemCaseSensitive(task.json, "turn_id");
-        if (!cJSON_IsNumber(cid) || !(cid->valuedouble >= 0 && cid->valuedouble < 1e11) || (tid && !(cJSON_IsNumber(tid) && tid->valuedouble >= 0 && tid->valuedouble < 1e6)))
-            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: \"conv_id\" (and \"turn_id\" when present) must be non-negative integers", path, lineno);
-        else if ((rc = cllm_conv_from_json(&history, cJSON_GetObjectItemCaseSensitive(task.json, "prompt"), err)) != CLLM_OK)
+        ids_ok = cJSON_IsNumber(cid) && cid->valuedouble >= 0 && cid->valuedouble < 1e11 &&
+                 (!tid || (cJSON_IsNumber(tid) && tid->valuedouble >= 0 && tid->valuedouble < 1e6));
+        if (!ids_ok)
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: \"conv_id\" (and \"turn_id\" when present) must be "
+                                                  "non-negative integers", path, lineno);
+        else if ((rc = cllm_conv_from_json(&history, cJSON_GetObjectItemCaseSensitive(task.json, "prompt"), err)) !=
+                 CLLM_OK)
             rc = cllm__fail_where(err, rc, path, lineno, "\"prompt\": ");
-        if (rc != CLLM_OK) { cllm__task_free(&task); cllm_conv_free(&history); break; }
+        if (rc != CLLM_OK) {
+            cllm__task_free(&task);
+            cllm_conv_free(&history);
+            break;
+        }
         key = ((uint64_t)cid->valuedouble << 20 | (uint64_t)(tid ? tid->valuedouble : history.n)) + 1;
         if ((dup = cllm__keyset_add(&seen, key)) != 0) {
-            cllm__task_free(&task); cllm_conv_free(&history);
+            cllm__task_free(&task);
+            cllm_conv_free(&history);
             if (dup < 0) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
             continue;
         }
-        for (h = 0; h < sizeof heavy / sizeof heavy[0]; h++) cJSON_DeleteItemFromObjectCaseSensitive(task.json, heavy[h]);
+        for (h = 0; h < sizeof heavy / sizeof heavy[0]; h++)
+            cJSON_DeleteItemFromObjectCaseSensitive(task.json, heavy[h]);
         if ((rc = cllm__prompt_add(p, &history, &task, (long)cid->valuedouble, cfg, err)) != CLLM_OK)
             rc = cllm__fail_where(err, rc, path, lineno, "");
         added++;
@@ -13638,6 +14431,7 @@ CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char 
     return rc;
 }
 
+/* One JSON line per prompt: the task's fields, "conv_id", "turn_id" and "prompt" (the history). */
 CLLMDEF cllm_result cllm_online_prompts_write(const cllm_online_prompts *p, const char *path, cllm_err *err) {
     cllm__sb out = { NULL, 0, 0, 0 };
     cllm_result rc;
@@ -13646,7 +14440,10 @@ CLLMDEF cllm_result cllm_online_prompts_write(const cllm_online_prompts *p, cons
         const cllm_online_prompt *it = &p->items[i];
         cJSON *o = cJSON_Duplicate(it->task.json, 1);
         char *text;
-        if (!o) { out.oom = 1; break; }
+        if (!o) {
+            out.oom = 1;
+            break;
+        }
         cJSON_DeleteItemFromObjectCaseSensitive(o, "conv_id");
         cJSON_DeleteItemFromObjectCaseSensitive(o, "turn_id");
         cJSON_DeleteItemFromObjectCaseSensitive(o, "prompt");
@@ -13655,11 +14452,16 @@ CLLMDEF cllm_result cllm_online_prompts_write(const cllm_online_prompts *p, cons
         cJSON_AddItemToObject(o, "prompt", cllm_conv_to_json(&it->history));
         text = cJSON_PrintUnformatted(o);
         cJSON_Delete(o);
-        if (!text) { out.oom = 1; break; }
-        cllm__sb_puts(&out, text); cllm__sb_putc(&out, '\n');
+        if (!text) {
+            out.oom = 1;
+            break;
+        }
+        cllm__sb_puts(&out, text);
+        cllm__sb_putc(&out, '\n');
         cJSON_free(text);
     }
-    rc = out.oom ? cllm__fail(err, CLLM_ERR_NOMEM, "out of memory") : cllm_write_file_atomic(path, out.p ? out.p : "", out.n, err);
+    if (out.oom) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    else rc = cllm_write_file_atomic(path, out.p ? out.p : "", out.n, err);
     cllm__sb_free(&out);
     return rc;
 }
@@ -13669,28 +14471,37 @@ static cllm_result cllm__task_copy(cllm_task *dst, const cllm_task *src, cllm_er
     dst->prompt = cllm__strdup(src->prompt);
     dst->completion = cllm__strdup(src->completion ? src->completion : "");
     dst->json = cJSON_Duplicate(src->json, 1);
-    if (!dst->prompt || !dst->completion || !dst->json) { cllm__task_free(dst); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
-    return CLLM_OK;
+    if (dst->prompt && dst->completion && dst->json) return CLLM_OK;
+    cllm__task_free(dst);
+    return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
 }
 
 /* The prompts a cache file holds, checked against the tasks they were made from. */
-static cllm_result cllm__prompts_from_cache(cllm_online_prompts *p, const cllm_task *tasks, int n_tasks, const cllm_prompts_config *cfg,
-                                            const char *cache_path, cllm_err *err) {
+static cllm_result cllm__prompts_from_cache(cllm_online_prompts *p, const cllm_task *tasks, int n_tasks,
+                                            const cllm_prompts_config *cfg, const char *cache_path, cllm_err *err) {
     cllm_online_prompts c;
     cllm_result rc;
     int i;
     memset(&c, 0, sizeof c);
     if ((rc = cllm_online_prompts_read(&c, cache_path, cfg, err)) != CLLM_OK) return rc;
-    if (c.n != n_tasks) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s holds %d prompts for %d tasks: it was made from other tasks (delete it to simulate the openings again)", cache_path, c.n, n_tasks);
+    if (c.n != n_tasks)
+        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s holds %d prompts for %d tasks: it was made from other tasks (delete "
+                                              "it to simulate the openings again)", cache_path, c.n, n_tasks);
     for (i = 0; rc == CLLM_OK && i < c.n; i++)
         if (strcmp(c.items[i].task.prompt, tasks[i].prompt) != 0)
-            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: prompt %d is for another task than line %d of the tasks (delete it to simulate the openings again)", cache_path, i + 1, i + 1);
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: prompt %d is for another task than line %d of the tasks (delete "
+                                                  "it to simulate the openings again)", cache_path, i + 1, i + 1);
     for (i = 0; rc == CLLM_OK && i < c.n; i++)
         rc = cllm__prompt_add(p, &c.items[i].history, &c.items[i].task, c.items[i].conv_id, cfg, err);
     cllm_online_prompts_free(&c);
     return rc;
 }
 
+/* From a task file: the prompt of task i is the simulated user's opening message (one batch of
+   user turns on empty histories). cache_path (optional) makes the openings once per task: when
+   the file exists it is read instead (it must hold one prompt per task, with the same
+   single_turn_prompt, in order); otherwise the new prompts are written there (JSONL, the form
+   cllm_online_prompts_write writes). */
 CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const cllm_task *tasks, int n_tasks,
                                                    const cllm_user_sim *user, const cllm_prompts_config *cfg,
                                                    const char *cache_path, cllm_err *err) {
@@ -13701,7 +14512,8 @@ CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const
     cllm_result rc = CLLM_OK;
     int i;
     if (n_tasks < 1 || !tasks) return cllm__fail(err, CLLM_ERR_ARG, "prompts from tasks: no tasks");
-    if (cache_path && cllm__file_exists(cache_path)) return cllm__prompts_from_cache(p, tasks, n_tasks, cfg, cache_path, err);
+    if (cache_path && cllm__file_exists(cache_path))
+        return cllm__prompts_from_cache(p, tasks, n_tasks, cfg, cache_path, err);
     if (!user) return cllm__fail(err, CLLM_ERR_ARG, "prompts from tasks: the opening messages need a user simulator");
     memset(&made, 0, sizeof made);
     goals = (cllm_goal *)cllm__calloc((size_t)n_tasks, sizeof *goals);
@@ -13713,18 +14525,20 @@ CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const
         goals[i].prompt = tasks[i].prompt;
         goals[i].reference = cfg && cfg->show_reference && tasks[i].completion[0] ? tasks[i].completion : NULL;
     }
-    /* the openings: one batch of user turns on empty histories */
     if (rc == CLLM_OK) cllm_user_sim_turns(user, goals, empty, n_tasks, replies, NULL);
     for (i = 0; rc == CLLM_OK && i < n_tasks; i++) {
         cllm_conv h;
         cllm_task t;
-        memset(&h, 0, sizeof h); memset(&t, 0, sizeof t);
+        memset(&h, 0, sizeof h);
+        memset(&t, 0, sizeof t);
         if (replies[i].code != CLLM_OK || !replies[i].text) {
-            rc = cllm__fail(err, replies[i].code != CLLM_OK ? replies[i].code : CLLM_ERR_FORMAT, "task %d: the user simulator gave no opening message (%s)", i + 1, replies[i].err.msg);
+            rc = cllm__fail(err, replies[i].code != CLLM_OK ? replies[i].code : CLLM_ERR_FORMAT,
+                            "task %d: the user simulator gave no opening message (%s)", i + 1, replies[i].err.msg);
             break;
         }
-        if ((rc = cllm_conv_push(&h, "user", replies[i].text, err)) == CLLM_OK && (rc = cllm__task_copy(&t, &tasks[i], err)) == CLLM_OK)
-            rc = cllm__prompt_add(&made, &h, &t, i, cfg, err);
+        rc = cllm_conv_push(&h, "user", replies[i].text, err);
+        if (rc == CLLM_OK) rc = cllm__task_copy(&t, &tasks[i], err);
+        if (rc == CLLM_OK) rc = cllm__prompt_add(&made, &h, &t, i, cfg, err);
         cllm_conv_free(&h);
     }
     if (rc == CLLM_OK && cache_path) rc = cllm_online_prompts_write(&made, cache_path, err);
@@ -13732,353 +14546,10 @@ CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const
         rc = cllm__prompt_add(p, &made.items[i].history, &made.items[i].task, made.items[i].conv_id, cfg, err);
     for (i = 0; replies && i < n_tasks; i++) cllm_reply_free(&replies[i]);
     cllm_online_prompts_free(&made);
-    CLLM_FREE(goals); CLLM_FREE(empty); CLLM_FREE(replies);
+    CLLM_FREE(goals);
+    CLLM_FREE(empty);
+    CLLM_FREE(replies);
     if (rc == CLLM_OK) cllm__ok(err);
-    return rc;
-}
-
-/* ---- `ref`: JSON in, JSON out ---- */
-/* Each handler reads its fields from `in`, calls the function above and adds its results to
-   `out`. Arrays come from a pool that cllm_ref_json frees in one place. */
-
-#define CLLM__POOL_MAX 32
-typedef struct { void *p[CLLM__POOL_MAX]; int n; } cllm__pool;
-
-static void *cllm__pool_calloc(cllm__pool *pool, size_t n, size_t size) {
-    void *p;
-    if (pool->n == CLLM__POOL_MAX || !(p = cllm__calloc(n + 1, size))) return NULL;
-    return pool->p[pool->n++] = p;
-}
-
-/* A number (or a boolean as 0/1) field; absent or null gives def. */
-static cllm_result cllm__ref_num(const cJSON *in, const char *key, double def, double *out, cllm_err *err) {
-    const cJSON *j = cJSON_GetObjectItemCaseSensitive(in, key);
-    *out = def;                                   /* written on every path, errors included */
-    if (!j || cJSON_IsNull(j)) return CLLM_OK;
-    if (cJSON_IsBool(j)) { *out = cJSON_IsTrue(j) ? 1 : 0; return CLLM_OK; }
-    if (!cJSON_IsNumber(j)) return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\" must be a number", key);
-    *out = j->valuedouble;
-    return CLLM_OK;
-}
-
-static cllm_result cllm__ref_int(const cJSON *in, const char *key, int def, int *out, cllm_err *err) {
-    double d;
-    cllm_result rc;
-    *out = def;
-    rc = cllm__ref_num(in, key, def, &d, err);
-    if (rc != CLLM_OK) return rc;
-    if (d != floor(d) || fabs(d) > 2147483647.0) return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\" must be an integer", key);
-    *out = (int)d;
-    return CLLM_OK;
-}
-
-/* A string field that must be one of names (its index goes to *out); absent gives 0. */
-static cllm_result cllm__ref_enum(const cJSON *in, const char *key, const char *const *names, int count, int *out, cllm_err *err) {
-    const cJSON *j = cJSON_GetObjectItemCaseSensitive(in, key);
-    char list[256] = "";
-    int i;
-    *out = 0;
-    if (!j || cJSON_IsNull(j)) return CLLM_OK;
-    for (i = 0; i < count; i++) {
-        size_t used = strlen(list);
-        if (cJSON_IsString(j) && strcmp(j->valuestring, names[i]) == 0) { *out = i; return CLLM_OK; }
-        snprintf(list + used, sizeof list - used, "%s\"%s\"", i ? ", " : "", names[i]);
-    }
-    return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\" must be one of %s", key, list);
-}
-
-/* A row of numbers (booleans count as 0/1). *n = -1 (must be given) or 0 (any length) on entry,
-   or a length the row must have. Absent and optional: *out = NULL. */
-static cllm_result cllm__ref_row(const cJSON *arr, const char *key, cllm__pool *pool, double **out, int *n, cllm_err *err) {
-    const cJSON *e;
-    int count = 0;
-    if (!cJSON_IsArray(arr)) return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\" must be an array of numbers", key);
-    count = cJSON_GetArraySize(arr);
-    if (*n > 0 && count != *n) return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\": %d values where %d are needed", key, count, *n);
-    if (count < 1) return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\" is empty", key);
-    if (!*out && !(*out = (double *)cllm__pool_calloc(pool, (size_t)count, sizeof(double))))
-        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory reading \"%s\"", key);
-    count = 0;
-    cJSON_ArrayForEach(e, arr) {
-        if (cJSON_IsBool(e)) (*out)[count++] = cJSON_IsTrue(e) ? 1 : 0;
-        else if (cJSON_IsNumber(e)) (*out)[count++] = e->valuedouble;
-        else return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\" must hold only numbers", key);
-    }
-    *n = count;
-    return CLLM_OK;
-}
-
-static cllm_result cllm__ref_array(const cJSON *in, const char *key, int required, cllm__pool *pool, double **out, int *n, cllm_err *err) {
-    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(in, key);
-    *out = NULL;
-    if (!arr || cJSON_IsNull(arr)) return required ? cllm__fail(err, CLLM_ERR_FORMAT, "missing \"%s\"", key) : CLLM_OK;
-    return cllm__ref_row(arr, key, pool, out, n, err);
-}
-
-/* A rectangular B x T matrix (an array of equal-length rows). *B, *T: 0 = take them from this
-   field, else the shape it must have. */
-static cllm_result cllm__ref_matrix(const cJSON *in, const char *key, int required, cllm__pool *pool, double **out, int *B, int *T, cllm_err *err) {
-    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(in, key), *row;
-    int b = 0, rows;
-    cllm_result rc;
-    *out = NULL;
-    if (!arr || cJSON_IsNull(arr)) return required ? cllm__fail(err, CLLM_ERR_FORMAT, "missing \"%s\"", key) : CLLM_OK;
-    if (!cJSON_IsArray(arr) || (rows = cJSON_GetArraySize(arr)) < 1) return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\" must be a non-empty array of rows", key);
-    if (*B && rows != *B) return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\" has %d rows where %d are needed", key, rows, *B);
-    if (!*T) { row = cJSON_GetArrayItem(arr, 0); *T = cJSON_IsArray(row) ? cJSON_GetArraySize(row) : 0; }
-    if (*T < 1) return cllm__fail(err, CLLM_ERR_FORMAT, "\"%s\" must hold rows of numbers", key);
-    if ((size_t)rows > SIZE_MAX / sizeof(double) / (size_t)*T) return cllm__fail(err, CLLM_ERR_LIMIT, "\"%s\" is too large", key);
-    if (!(*out = (double *)cllm__pool_calloc(pool, (size_t)rows * (size_t)*T, sizeof(double)))) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory reading \"%s\"", key);
-    cJSON_ArrayForEach(row, arr) {
-        double *dst = *out + (size_t)b * (size_t)*T;
-        int t = *T;
-        if ((rc = cllm__ref_row(row, key, pool, &dst, &t, err)) != CLLM_OK) return rc;
-        b++;
-    }
-    *B = rows;
-    return CLLM_OK;
-}
-
-static void cllm__ref_put_matrix(cJSON *out, const char *key, const double *x, int B, int T) {
-    cJSON *m = cJSON_AddArrayToObject(out, key);
-    int b;
-    for (b = 0; m && b < B; b++) cJSON_AddItemToArray(m, cJSON_CreateDoubleArray(x + (size_t)b * T, T));
-}
-
-static cllm_result cllm__ref_dpo(const cJSON *in, cJSON *out, cllm__pool *pool, cllm_err *err) {
-    static const char *types[] = { "sigmoid", "robust", "hinge", "ipo" };
-    cllm_dpo_config c;
-    cllm_dpo_out o;
-    double *pc, *pr, *rc_, *rr, rf;
-    int n = -1, type, ok;
-    cllm_result rc;
-    memset(&c, 0, sizeof c); memset(&o, 0, sizeof o);
-    if ((rc = cllm__ref_enum(in, "loss_type", types, 4, &type, err)) ||
-        (rc = cllm__ref_num(in, "beta", 0.1, &c.beta, err)) ||
-        (rc = cllm__ref_num(in, "label_smoothing", 0, &c.label_smoothing, err)) ||
-        (rc = cllm__ref_num(in, "reference_free", 0, &rf, err)) ||
-        (rc = cllm__ref_array(in, "policy_chosen_logps", 1, pool, &pc, &n, err)) ||
-        (rc = cllm__ref_array(in, "policy_rejected_logps", 1, pool, &pr, &n, err)) ||
-        (rc = cllm__ref_array(in, "ref_chosen_logps", rf == 0, pool, &rc_, &n, err)) ||
-        (rc = cllm__ref_array(in, "ref_rejected_logps", rf == 0, pool, &rr, &n, err))) return rc;
-    if (!(c.beta > 0)) return cllm__fail(err, CLLM_ERR_ARG, "\"beta\" must be > 0");
-    c.loss_type = type; c.reference_free = rf != 0;
-    o.losses = (double *)cllm__pool_calloc(pool, (size_t)n, sizeof(double));
-    o.chosen_rewards = (double *)cllm__pool_calloc(pool, (size_t)n, sizeof(double));
-    o.rejected_rewards = (double *)cllm__pool_calloc(pool, (size_t)n, sizeof(double));
-    o.d_chosen = (double *)cllm__pool_calloc(pool, (size_t)n, sizeof(double));
-    o.d_rejected = (double *)cllm__pool_calloc(pool, (size_t)n, sizeof(double));
-    ok = o.losses && o.chosen_rewards && o.rejected_rewards && o.d_chosen && o.d_rejected;
-    if (!ok) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    if ((rc = cllm_dpo_loss(&c, n, pc, pr, rc_, rr, &o, err)) != CLLM_OK) return rc;
-    cJSON_AddItemToObject(out, "losses", cJSON_CreateDoubleArray(o.losses, n));
-    cJSON_AddNumberToObject(out, "loss", o.loss);
-    cJSON_AddItemToObject(out, "chosen_rewards", cJSON_CreateDoubleArray(o.chosen_rewards, n));
-    cJSON_AddItemToObject(out, "rejected_rewards", cJSON_CreateDoubleArray(o.rejected_rewards, n));
-    cJSON_AddNumberToObject(out, "reward_accuracies", o.reward_accuracy);
-    cJSON_AddNumberToObject(out, "reward_margins", o.reward_margin);
-    cJSON_AddNumberToObject(out, "chosen_reward", o.chosen_reward);
-    cJSON_AddNumberToObject(out, "rejected_reward", o.rejected_reward);
-    cJSON_AddItemToObject(out, "d_policy_chosen_logps", cJSON_CreateDoubleArray(o.d_chosen, n));
-    cJSON_AddItemToObject(out, "d_policy_rejected_logps", cJSON_CreateDoubleArray(o.d_rejected, n));
-    return CLLM_OK;
-}
-
-static cllm_result cllm__ref_gae(const cJSON *in, cJSON *out, cllm__pool *pool, cllm_err *err) {
-    static const char *modes[] = { "trl", "verl" };
-    double *r, *v, *m, *adv, *ret, gamma, lam, whiten;
-    int B = 0, T = 0, mode;
-    cllm_result rc;
-    if ((rc = cllm__ref_matrix(in, "rewards", 1, pool, &r, &B, &T, err)) ||
-        (rc = cllm__ref_matrix(in, "values", 1, pool, &v, &B, &T, err)) ||
-        (rc = cllm__ref_matrix(in, "mask", 0, pool, &m, &B, &T, err)) ||
-        (rc = cllm__ref_num(in, "gamma", 1, &gamma, err)) ||
-        (rc = cllm__ref_num(in, "lam", 0.95, &lam, err)) ||
-        (rc = cllm__ref_num(in, "whiten", 0, &whiten, err)) ||
-        (rc = cllm__ref_enum(in, "mode", modes, 2, &mode, err))) return rc;
-    adv = (double *)cllm__pool_calloc(pool, (size_t)B * T, sizeof(double));
-    ret = (double *)cllm__pool_calloc(pool, (size_t)B * T, sizeof(double));
-    if (!adv || !ret) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    if ((rc = cllm_gae(B, T, r, v, m, gamma, lam, mode, whiten != 0, adv, ret, err)) != CLLM_OK) return rc;
-    cllm__ref_put_matrix(out, "advantages", adv, B, T);
-    cllm__ref_put_matrix(out, "returns", ret, B, T);
-    return CLLM_OK;
-}
-
-static cllm_result cllm__ref_ppo_loss(const cJSON *in, cJSON *out, cllm__pool *pool, cllm_err *err) {
-    static const char *keys[] = { "logprobs", "old_logprobs", "advantages", "values", "old_values", "returns", "mask" };
-    double *x[8], c, cv, vf_coef;
-    int B = 0, T = 0, i;
-    cllm_ppo_loss_out o;
-    cllm_result rc;
-    for (i = 0; i < 7; i++) if ((rc = cllm__ref_matrix(in, keys[i], 1, pool, &x[i], &B, &T, err)) != CLLM_OK) return rc;
-    if ((rc = cllm__ref_matrix(in, "value_mask", 0, pool, &x[7], &B, &T, err)) ||
-        (rc = cllm__ref_num(in, "cliprange", 0.2, &c, err)) ||
-        (rc = cllm__ref_num(in, "cliprange_value", 0.2, &cv, err)) ||
-        (rc = cllm__ref_num(in, "vf_coef", 0.1, &vf_coef, err))) return rc;
-    memset(&o, 0, sizeof o);
-    o.d_logprobs = (double *)cllm__pool_calloc(pool, (size_t)B * T, sizeof(double));
-    o.d_values = (double *)cllm__pool_calloc(pool, (size_t)B * T, sizeof(double));
-    if (!o.d_logprobs || !o.d_values) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    if ((rc = cllm_ppo_loss(B, T, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], c, cv, vf_coef, &o, err)) != CLLM_OK) return rc;
-    cJSON_AddNumberToObject(out, "pg_loss", o.pg_loss);
-    cJSON_AddNumberToObject(out, "vf_loss", o.vf_loss);
-    cJSON_AddNumberToObject(out, "loss", o.loss);
-    cJSON_AddNumberToObject(out, "clipfrac", o.clipfrac);
-    cJSON_AddNumberToObject(out, "vf_clipfrac", o.vf_clipfrac);
-    cJSON_AddNumberToObject(out, "approxkl", o.approxkl);
-    cllm__ref_put_matrix(out, "d_logprobs", o.d_logprobs, B, T);
-    cllm__ref_put_matrix(out, "d_values", o.d_values, B, T);
-    return CLLM_OK;
-}
-
-static cllm_result cllm__ref_ppo_rewards(const cJSON *in, cJSON *out, cllm__pool *pool, cllm_err *err) {
-    static const char *estimators[] = { "k1", "k2", "k3" }, *placements[] = { "after_eos", "last_token" };
-    double *lp, *ref, *scores, *ends = NULL, *resp = NULL, kl_coef, *rew, *kl;
-    int B = 0, T = 0, n_scores, n_ends, est, place, pad, stop, b, *seq, *row;
-    cllm_result rc;
-    if ((rc = cllm__ref_matrix(in, "logprobs", 1, pool, &lp, &B, &T, err)) ||
-        (rc = cllm__ref_matrix(in, "ref_logprobs", 1, pool, &ref, &B, &T, err))) return rc;
-    n_scores = n_ends = B;
-    if ((rc = cllm__ref_array(in, "scores", 1, pool, &scores, &n_scores, err)) ||
-        (rc = cllm__ref_array(in, "sequence_ends", 0, pool, &ends, &n_ends, err)) ||
-        (rc = cllm__ref_matrix(in, "responses", 0, pool, &resp, &B, &T, err)) ||
-        (rc = cllm__ref_int(in, "pad_token_id", 0, &pad, err)) ||
-        (rc = cllm__ref_int(in, "stop_token_id", -1, &stop, err)) ||
-        (rc = cllm__ref_num(in, "kl_coef", 0.05, &kl_coef, err)) ||
-        (rc = cllm__ref_enum(in, "kl_estimator", estimators, 3, &est, err)) ||
-        (rc = cllm__ref_enum(in, "placement", placements, 2, &place, err))) return rc;
-    if (!ends == !resp) return cllm__fail(err, CLLM_ERR_FORMAT, "give exactly one of \"sequence_ends\" and \"responses\" (+ \"pad_token_id\")");
-    seq = (int *)cllm__pool_calloc(pool, (size_t)B, sizeof(int));
-    row = (int *)cllm__pool_calloc(pool, (size_t)T, sizeof(int));
-    rew = (double *)cllm__pool_calloc(pool, (size_t)B * T, sizeof(double));
-    kl = (double *)cllm__pool_calloc(pool, (size_t)B * T, sizeof(double));
-    if (!seq || !row || !rew || !kl) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    for (b = 0; b < B; b++) {
-        if (ends) {
-            if (ends[b] != floor(ends[b]) || ends[b] < -1 || ends[b] >= T) return cllm__fail(err, CLLM_ERR_FORMAT, "\"sequence_ends\"[%d] must be an integer in [-1, %d]", b, T - 1);
-            seq[b] = (int)ends[b];
-        } else {
-            int t;
-            for (t = 0; t < T; t++) {
-                double id = resp[(size_t)b * T + t];
-                if (id != floor(id) || fabs(id) > 2147483647.0) return cllm__fail(err, CLLM_ERR_FORMAT, "\"responses\"[%d][%d] must be a token id (an integer)", b, t);
-                row[t] = (int)id;
-            }
-            seq[b] = cllm_ppo_sequence_end(row, T, pad, stop);
-        }
-    }
-    if ((rc = cllm_ppo_rewards(B, T, lp, ref, scores, seq, kl_coef, est, place, rew, kl, err)) != CLLM_OK) return rc;
-    cllm__ref_put_matrix(out, "rewards", rew, B, T);
-    cllm__ref_put_matrix(out, "kl", kl, B, T);
-    cJSON_AddItemToObject(out, "sequence_ends", cJSON_CreateIntArray(seq, B));
-    return CLLM_OK;
-}
-
-static cllm_result cllm__ref_grpo(const cJSON *in, cJSON *out, cllm__pool *pool, cllm_err *err) {
-    static const char *estimators[] = { "grpo", "rloo" };
-    double *r, *adv, scale, eps;
-    int n = -1, G, est;
-    cllm_result rc;
-    if ((rc = cllm__ref_array(in, "rewards", 1, pool, &r, &n, err)) ||
-        (rc = cllm__ref_int(in, "group_size", 0, &G, err)) ||
-        (rc = cllm__ref_num(in, "scale_rewards", 1, &scale, err)) ||
-        (rc = cllm__ref_num(in, "eps", 1e-4, &eps, err)) ||
-        (rc = cllm__ref_enum(in, "estimator", estimators, 2, &est, err))) return rc;
-    if (!(adv = (double *)cllm__pool_calloc(pool, (size_t)n, sizeof(double)))) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    if ((rc = cllm_grpo_advantages(n, r, G, est, est == CLLM_GROUP_GRPO && scale != 0, eps, adv, err)) != CLLM_OK) return rc;
-    cJSON_AddItemToObject(out, "advantages", cJSON_CreateDoubleArray(adv, n));
-    return CLLM_OK;
-}
-
-/* AdamW is the library's cllm_adamw_step (torch semantics): parameters and moments are
-   cllm_float, so in a float build the results carry float rounding. */
-static cllm_result cllm__ref_adamw(const cJSON *in, cJSON *out, cllm__pool *pool, cllm_err *err) {
-    double *p0, *g, *betas = NULL, lr = 0, eps = 0, wd = 0;
-    cllm_float *p, *gf, *m, *v;
-    int n = -1, steps = 0, nb = 2, s, i;
-    cJSON *list;
-    cllm_result rc;
-    if ((rc = cllm__ref_array(in, "params", 1, pool, &p0, &n, err)) ||
-        (rc = cllm__ref_matrix(in, "grads", 1, pool, &g, &steps, &n, err)) ||
-        (rc = cllm__ref_array(in, "betas", 0, pool, &betas, &nb, err)) ||
-        (rc = cllm__ref_num(in, "lr", 1e-3, &lr, err)) ||
-        (rc = cllm__ref_num(in, "eps", 1e-8, &eps, err)) ||
-        (rc = cllm__ref_num(in, "weight_decay", 1e-2, &wd, err))) return rc;
-    p = (cllm_float *)cllm__pool_calloc(pool, (size_t)n, sizeof *p);
-    gf = (cllm_float *)cllm__pool_calloc(pool, (size_t)n, sizeof *gf);
-    m = (cllm_float *)cllm__pool_calloc(pool, (size_t)n, sizeof *m);
-    v = (cllm_float *)cllm__pool_calloc(pool, (size_t)n, sizeof *v);
-    if (!p || !gf || !m || !v) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    for (i = 0; i < n; i++) p[i] = (cllm_float)p0[i];
-    list = cJSON_AddArrayToObject(out, "params");
-    for (s = 0; s < steps; s++) {
-        cJSON *row = cJSON_CreateArray();
-        for (i = 0; i < n; i++) gf[i] = (cllm_float)g[(size_t)s * n + i];
-        cllm_adamw_step(p, gf, m, v, (size_t)n, s + 1, lr, betas ? betas[0] : 0.9, betas ? betas[1] : 0.999, eps, wd);
-        for (i = 0; i < n; i++) cJSON_AddItemToArray(row, cJSON_CreateNumber((double)p[i]));
-        cJSON_AddItemToArray(list, row);
-    }
-    return CLLM_OK;
-}
-
-static cllm_result cllm__ref_bleu(const cJSON *in, cJSON *out, cllm__pool *pool, cllm_err *err) {
-    static const char *levels[] = { "char", "token" }, *smooth[] = { "method0", "method1", "method2" };
-    const cJSON *refs = cJSON_GetObjectItemCaseSensitive(in, "references"), *e;
-    const char *hyp = cllm__json_str(in, "hypothesis"), **list;
-    int level, smoothing, n = 0;
-    double bleu;
-    cllm_result rc;
-    if ((rc = cllm__ref_enum(in, "level", levels, 2, &level, err)) ||
-        (rc = cllm__ref_enum(in, "smoothing", smooth, 3, &smoothing, err))) return rc;
-    if (!hyp) return cllm__fail(err, CLLM_ERR_FORMAT, "\"hypothesis\" must be a string");
-    if (!cJSON_IsArray(refs) || cJSON_GetArraySize(refs) < 1) return cllm__fail(err, CLLM_ERR_FORMAT, "\"references\" must be a non-empty array of strings");
-    if (!(list = (const char **)cllm__pool_calloc(pool, (size_t)cJSON_GetArraySize(refs), sizeof *list))) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    cJSON_ArrayForEach(e, refs) {
-        if (!cJSON_IsString(e)) return cllm__fail(err, CLLM_ERR_FORMAT, "\"references\" must hold only strings");
-        list[n++] = e->valuestring;
-    }
-    if ((rc = cllm_bleu(n, list, hyp, level, smoothing, &bleu, err)) != CLLM_OK) return rc;
-    cJSON_AddNumberToObject(out, "bleu", bleu);
-    return CLLM_OK;
-}
-
-CLLMDEF cllm_result cllm_ref_json(const char *name, const char *input, size_t len, char **output, cllm_err *err) {
-    static const struct { const char *name; cllm_result (*fn)(const cJSON *, cJSON *, cllm__pool *, cllm_err *); } table[] = {
-        { "dpo", cllm__ref_dpo }, { "gae", cllm__ref_gae }, { "ppo-loss", cllm__ref_ppo_loss },
-        { "ppo-rewards", cllm__ref_ppo_rewards }, { "grpo", cllm__ref_grpo }, { "adamw", cllm__ref_adamw },
-        { "bleu", cllm__ref_bleu },
-    };
-    cllm__pool pool;
-    cJSON *in = NULL, *out = NULL;
-    const char *end = NULL;
-    char *text = NULL;
-    cllm_result rc = CLLM_OK;
-    size_t i, k = sizeof table / sizeof table[0];
-    *output = NULL;
-    memset(&pool, 0, sizeof pool);
-    for (i = 0; i < k; i++) if (name && strcmp(name, table[i].name) == 0) break;
-    if (i == k) return cllm__fail(err, CLLM_ERR_ARG, "ref: unknown name '%s' (dpo, gae, ppo-loss, ppo-rewards, grpo, adamw, bleu)", name ? name : "");
-    in = cJSON_ParseWithLengthOpts(input, len, &end, 0);
-    if (!in || !cJSON_IsObject(in)) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "ref %s: the input is not one JSON object", name); goto done; }
-    for (; end && end < input + len; end++)
-        if (!strchr(" \t\r\n", *end)) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "ref %s: unexpected text after the JSON object", name); goto done; }
-    if (!(out = cJSON_CreateObject())) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-    if ((rc = table[i].fn(in, out, &pool, err)) != CLLM_OK) {
-        if (err) {
-            char msg[CLLM_ERRMSG_SIZE];
-            memcpy(msg, err->msg, sizeof msg);
-            snprintf(err->msg, sizeof err->msg, "ref %s: %.*s", name, CLLM__CUT(msg, 400));
-        }
-        goto done;
-    }
-    if (!(text = cJSON_PrintUnformatted(out)) || !(*output = cllm__strdup(text))) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-    cllm__ok(err);
-done:
-    for (k = 0; k < (size_t)pool.n; k++) CLLM_FREE(pool.p[k]);
-    if (text) cJSON_free(text);
-    cJSON_Delete(in);
-    cJSON_Delete(out);
     return rc;
 }
 

@@ -17,6 +17,7 @@
 #include <cjson/cJSON.h>
 #include "flags.h"
 #include "run_files.h"
+#include "ref_json.h"
 
 /* ---- flags shared by several commands -------------------------------------------------------- */
 
@@ -537,7 +538,7 @@ static int cmd_generate_ids(int argc, char **argv) {
 }
 
 /* ---- ref: the pure training math (DPO, GAE, PPO, GRPO, AdamW, BLEU) as JSON in, JSON out ---- */
-/* One JSON object on stdin, the result object on stdout; shapes in data_fmt/ref.md. */
+/* One JSON object on stdin, the result object on stdout (examples/ref_json.h); shapes in data_fmt/ref.md. */
 
 static const flag_command ref_command = {
     "collabllm ref", "The training math as JSON in, JSON out: DPO, GAE, PPO, GRPO, AdamW and BLEU.",
@@ -553,8 +554,8 @@ static int cmd_ref(int argc, char **argv) {
     size_t cap = 0;
     cllm_err err;
     flags fl;
-    int rc;
-    if (!parse(&fl, &ref_command, argc, argv, &rc)) return rc;
+    int status;
+    if (!parse(&fl, &ref_command, argc, argv, &status)) return status;
     for (;;) {                                   /* read all of stdin */
         size_t got;
         if (len + 4096 + 1 > cap) {
@@ -566,12 +567,11 @@ static int cmd_ref(int argc, char **argv) {
         len += got;
         if (got == 0) break;
     }
-    rc = cllm_ref_json(fl.positional, input, len, &output, &err) == CLLM_OK;
+    status = ref_json(fl.positional, input, len, &output, &err) == CLLM_OK ? 0 : fail(&err);
     free(input);
-    if (!rc) return fail(&err);
-    printf("%s\n", output);
-    cllm_free_buffer(output);
-    return 0;
+    if (status == 0) printf("%s\n", output);
+    free(output);
+    return status;
 }
 
 /* ---- the two sides of a simulation: user simulator and assistant ------------------------------ */

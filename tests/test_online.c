@@ -387,9 +387,12 @@ static void test_grpo_loss(void) {
         T = (int)n / B;
         memset(&out, 0, sizeof out);
         out.d_logprobs = d;
-        if (cllm_grpo_loss(B, T, lp, old, ref, adv, mask, beta, cJSON_GetObjectItemCaseSensitive(c, "eps_low")->valuedouble,
-                           cJSON_GetObjectItemCaseSensitive(c, "eps_high")->valuedouble, type,
-                           (int)cJSON_GetObjectItemCaseSensitive(c, "max_completion_length")->valuedouble, &out, NULL) != CLLM_OK) bad++;
+        cllm_grpo_loss_input in = { .B = B, .T = T, .logprobs = lp, .old_logprobs = old, .ref_logprobs = ref, .advantages = adv,
+                                    .mask = mask, .beta = beta, .eps_low = cJSON_GetObjectItemCaseSensitive(c, "eps_low")->valuedouble,
+                                    .eps_high = cJSON_GetObjectItemCaseSensitive(c, "eps_high")->valuedouble,
+                                    .loss_type = (cllm_grpo_loss_type)type,
+                                    .max_completion_length = (int)cJSON_GetObjectItemCaseSensitive(c, "max_completion_length")->valuedouble };
+        if (cllm_grpo_loss(&in, &out, NULL) != CLLM_OK) bad++;
         e1 = fabs(out.loss - cJSON_GetObjectItemCaseSensitive(c, "loss")->valuedouble);
         if (e1 > worst_loss) worst_loss = e1;
         for (i = 0; i < n; i++) if (fabs(d[i] - want_d[i]) > worst_grad) worst_grad = fabs(d[i] - want_d[i]);
@@ -400,8 +403,9 @@ static void test_grpo_loss(void) {
             double keep = lp[i], lp_, lm_, h = 1e-6;
             cllm_grpo_loss_out o2;
             memset(&o2, 0, sizeof o2);
-            lp[i] = keep + h; cllm_grpo_loss(B, T, lp, old, ref, adv, mask, beta, .2, .28, type, (int)cJSON_GetObjectItemCaseSensitive(c, "max_completion_length")->valuedouble, &o2, NULL); lp_ = o2.loss;
-            lp[i] = keep - h; cllm_grpo_loss(B, T, lp, old, ref, adv, mask, beta, .2, .28, type, (int)cJSON_GetObjectItemCaseSensitive(c, "max_completion_length")->valuedouble, &o2, NULL); lm_ = o2.loss;
+            in.eps_low = .2; in.eps_high = .28;
+            lp[i] = keep + h; cllm_grpo_loss(&in, &o2, NULL); lp_ = o2.loss;
+            lp[i] = keep - h; cllm_grpo_loss(&in, &o2, NULL); lm_ = o2.loss;
             lp[i] = keep;
             if (fabs((lp_ - lm_) / (2 * h) - d[i]) > fd_worst) fd_worst = fabs((lp_ - lm_) / (2 * h) - d[i]);
         }
