@@ -1070,7 +1070,7 @@ CLLMDEF cllm_result cllm_client_chat(cllm_client *c, const cllm_chat_request *re
                                      cllm_chat_result *result, cllm_err *err);  /* a batch of one */
 CLLMDEF void        cllm_chat_result_free(cllm_chat_result *r);
 
-/* ---- user simulators and assistants: function pointer + context ------------------------------- */
+/* ---- user simulators, assistants and the chat backends behind them ------------------------------ */
 
 /* What the simulated user wants; hidden from the assistant. */
 typedef struct cllm_goal {
@@ -1096,10 +1096,9 @@ CLLMDEF cllm_result cllm_reply_set(cllm_reply *out, const char *text, int termin
 CLLMDEF void        cllm_reply_free(cllm_reply *r);
 
 /* A user simulator: turn() writes the user's next message for one conversation into a zeroed
-   *out (with cllm_reply_set) and returns out->code. An empty history asks for the opening
-   request. turn_batch (optional) does n at once; the LLM simulator issues them concurrently.
-   Implementations: cllm_llm_sim (an API model), any C callback, and a local collabllm.h model
-   (generation from cllm_user_sim_prompt, parsed by cllm_user_sim_parse). */
+   *out (with cllm_reply_set) and returns out->code; an empty history asks for the opening request.
+   turn_batch (optional) does n at once. Implementations: any C callback, cllm_llm_sim (an API
+   model) and cllm_local_user_sim (a local model), both the prompt and parser below on a backend. */
 typedef cllm_result (*cllm_user_sim_fn)(void *ctx, const cllm_goal *goal, const cllm_conv *history, cllm_reply *out);
 typedef cllm_result (*cllm_user_sim_batch_fn)(void *ctx, const cllm_goal *goals, const cllm_conv *histories,
                                               int n, cllm_reply *out);
@@ -1124,6 +1123,24 @@ CLLMDEF cllm_result cllm_user_sim_turns(const cllm_user_sim *sim, const cllm_goa
 CLLMDEF cllm_result cllm_assistant_replies(const cllm_assistant *a, const cllm_conv *histories, int n,
                                            cllm_reply *out, cllm_err *err);
 
+/* A chat backend: the model behind the built-in simulators, assistants and judges. complete()
+   answers n conversations, one reply each (out: n zeroed replies: text and meta, or code and err),
+   with the backend's own sampling settings; json asks for a JSON object where the backend can. */
+typedef void (*cllm_chat_complete_fn)(void *ctx, const cllm_conv *convs, int n, int json, cllm_reply *out);
+typedef struct cllm_chat_backend {
+    cllm_chat_complete_fn complete;
+    void                 *ctx;
+    int                   one_at_a_time; /* 1: re-asks of a conversation come before the next one
+                                            (a local model's seed counter); 0: all together     */
+    const char           *name;          /* the model, named in messages (may be NULL)          */
+} cllm_chat_backend;
+
+typedef struct cllm_api_backend {   /* an API model: the client with sampling parameters         */
+    cllm_chat_backend      backend;
+    cllm_client           *client;
+    const cllm_llm_params *params;   /* borrowed from the role's config                           */
+} cllm_api_backend;
+
 /* (a) The LLM user simulator. */
 #define CLLM_TERMINATION_SIGNAL "[[TERMINATE CHAT]]"
 typedef struct cllm_llm_sim_config {
@@ -1138,14 +1155,13 @@ typedef struct cllm_llm_sim_config {
 
 typedef struct cllm_llm_sim {
     cllm_user_sim       sim;        /* the interface: pass &llm_sim.sim                           */
-    cllm_client        *client;
     cllm_llm_sim_config cfg;        /* with defaults applied; strings borrowed                    */
+    cllm_api_backend    api;        /* the client with cfg.params                                 */
 } cllm_llm_sim;
 
 CLLMDEF void        cllm_llm_sim_init(cllm_llm_sim *s, cllm_client *client, const cllm_llm_sim_config *cfg);
-/* The simulator's prompt for one conversation (owned by the caller, free with cllm_free_buffer),
-   and the parser of its answer {current_answer, thought, response}: any simulator that generates
-   text (an API model, or a local model) shares them. cfg may be NULL (defaults). */
+/* The simulator's prompt for one conversation (free with cllm_free_buffer; cfg may be NULL) and
+   the parser of its answer {current_answer, thought, response}, shared by every simulator. */
 CLLMDEF cllm_result cllm_user_sim_prompt(const cllm_llm_sim_config *cfg, const cllm_goal *goal,
                                          const cllm_conv *history, char **out, cllm_err *err);
 CLLMDEF cllm_result cllm_user_sim_parse(const char *model_output, const char *termination, cllm_reply *out);
@@ -1158,17 +1174,16 @@ typedef struct cllm_api_assistant_config {
 
 typedef struct cllm_api_assistant {
     cllm_assistant            assistant;  /* the interface: pass &api.assistant                   */
-    cllm_client              *client;
     cllm_api_assistant_config cfg;
+    cllm_api_backend          api;        /* the client with cfg.params                           */
 } cllm_api_assistant;
 
-CLLMDEF void cllm_api_assistant_init(cllm_api_assistant *a, cllm_client *client, const cllm_api_assistant_config *cfg);
+CLLMDEF void cllm_api_assistant_init(cllm_api_assistant *a, cllm_client *client,
+                                     const cllm_api_assistant_config *cfg);
 
-/* Runs conversations forward, all n in lockstep (one batched user turn, then one batched
-   assistant turn, ...). convs[i] is the starting history (possibly empty) and receives the new
-   messages; the user speaks next unless the history ends with a user message. Conversation i
-   stops when the user terminates, a call fails, or max_new_messages were added (counting both
-   roles, as CollabLLM's max_new_turns does). status (n, optional) says how each one ended. */
+/* Runs n conversations forward in lockstep, each from its history in convs[i] (possibly empty),
+   until its user terminates, a call fails, or max_new_messages were added (both roles count).
+   status (n, optional) says how each one ended. */
 typedef struct cllm_sim_status {
     cllm_result code;               /* CLLM_OK, or the failure that stopped this conversation     */
     int         terminated;         /* the user sent the termination signal                       */
@@ -1190,8 +1205,8 @@ typedef struct cllm_judge_config {
 } cllm_judge_config;
 
 typedef struct cllm_judge {
-    cllm_client      *client;
     cllm_judge_config cfg;
+    cllm_api_backend  api;           /* the client with cfg.params                                 */
 } cllm_judge;
 
 /* A verdict. A judge that gives no usable answer (after its retries) is a failure with a code,
@@ -1246,8 +1261,8 @@ CLLMDEF void        cllm_tasks_free(cllm_task *tasks, int n);
    cllm_local_chat renders conversations with the template, generates with cllm_generate and
    returns the text together with what training needs (prompt ids, response ids, the "old"
    logprobs of PPO / online DPO); cllm_local_assistant and cllm_local_user_sim put it behind the
-   cllm_assistant and cllm_user_sim interfaces (the policy as the future assistant of MR; the
-   simulator kind (b)).
+   cllm_assistant and cllm_user_sim interfaces as a chat backend (the policy as the future
+   assistant of MR; the simulator kind (b)).
 
    Stopping. A sample ends at the chat template's end-of-turn token (<|im_end|> for ChatML and
    Qwen3; <|eot_id|>, <|eom_id|> for Llama-3/3.1), the tokenizer's eos_token, the config's
@@ -1304,7 +1319,7 @@ typedef struct cllm_local_output {
     int         n;
     int        *prompt_ids;  /* (n_prompt) the rendered conversation + generation prompt         */
     int         n_prompt;
-    int         finish;      /* cllm_finish_reason                                                */
+    cllm_finish_reason finish;
     uint64_t    call;        /* the lm->calls value this conversation was seeded with             */
 } cllm_local_output;
 
@@ -1315,6 +1330,13 @@ CLLMDEF cllm_result cllm_local_chat(cllm_local_lm *lm, const cllm_conv *historie
                                     const cllm_local_gen_config *cfg, cllm_local_output *out, cllm_err *err);
 CLLMDEF void        cllm_local_outputs_free(cllm_local_output *out, int n);
 
+typedef struct cllm_local_backend {  /* a local model: the lm with generation settings          */
+    cllm_chat_backend            backend;
+    cllm_local_lm               *lm;
+    const cllm_local_gen_config *gen;        /* borrowed from the role's config                  */
+    long                         generations; /* samples drawn so far, re-asks included          */
+} cllm_local_backend;
+
 /* The policy as an assistant: respond / respond_batch over cllm_local_chat, one sample each. */
 typedef struct cllm_local_assistant_config {
     cllm_local_gen_config gen;       /* temperature default 0.8 and max_new_tokens default 1024,
@@ -1324,15 +1346,15 @@ typedef struct cllm_local_assistant_config {
 
 typedef struct cllm_local_assistant {
     cllm_assistant              assistant;   /* the interface: pass &local.assistant               */
-    cllm_local_lm              *lm;
     cllm_local_assistant_config cfg;         /* with defaults applied; strings borrowed             */
+    cllm_local_backend          local;       /* the lm with cfg.gen                                */
 } cllm_local_assistant;
 
-CLLMDEF void cllm_local_assistant_init(cllm_local_assistant *a, cllm_local_lm *lm, const cllm_local_assistant_config *cfg);
+CLLMDEF void cllm_local_assistant_init(cllm_local_assistant *a, cllm_local_lm *lm,
+                                       const cllm_local_assistant_config *cfg);
 
-/* (b) The user simulator as a local model: the prompt of cllm_user_sim_prompt as one user
-   message through the model's chat template, the answer parsed by cllm_user_sim_parse, and an
-   unusable answer asked again (a new sample) up to max_parse_retries times. */
+/* (b) The user simulator as a local model: cllm_user_sim_prompt as one user message through the
+   chat template, cllm_user_sim_parse on the answer, an unusable answer sampled again. */
 typedef struct cllm_local_user_sim_config {
     cllm_local_gen_config gen;       /* temperature default 1.0, max_new_tokens default 1024, as
                                         the API simulator's                                       */
@@ -1344,26 +1366,19 @@ typedef struct cllm_local_user_sim_config {
 
 typedef struct cllm_local_user_sim {
     cllm_user_sim              sim;          /* the interface: pass &local.sim                      */
-    cllm_local_lm             *lm;
     cllm_local_user_sim_config cfg;          /* with defaults applied; strings borrowed             */
-    long                       generations;  /* samples drawn so far, re-asks included            */
+    cllm_local_backend         local;        /* the lm with cfg.gen; local.generations counts samples */
 } cllm_local_user_sim;
 
-CLLMDEF void cllm_local_user_sim_init(cllm_local_user_sim *s, cllm_local_lm *lm, const cllm_local_user_sim_config *cfg);
+CLLMDEF void cllm_local_user_sim_init(cllm_local_user_sim *s, cllm_local_lm *lm,
+                                      const cllm_local_user_sim_config *cfg);
 
 /* ============================================================================================ */
 /* The multiturn-aware reward (MR): paper Eq. 1-4                                               */
 /* ============================================================================================ */
 
-/* MR(m_j | t_j^h, g) = E over simulated futures t_j^f of R*(t_j^h + m_j + t_j^f | g), estimated
-   with S forward samples, each a future of up to w exchanges (the user speaks, then the
-   assistant) after the candidate response m_j. A user termination ends a sample early.
-   R* is a weighted sum of named metrics on the whole session, plus, in the paper's variant,
-   the token penalty:
-       paper (default):  R* = sum_m w_m metric_m  -  min(lambda * TokenCount(m_j + t_j^f), 1)
-       weighted sum:     R* = sum_m w_m metric_m   (CollabLLM's current code: the token cost is a
-                         "token_amount" metric, assistant tokens / 1000, with a negative weight)
-   w = 0 is the paper's immediate-reward ablation: the candidate is scored as it stands.          */
+/* MR(m_j | t_j^h, g) = E over simulated futures t_j^f of R*(t_j^h + m_j + t_j^f | g), estimated with S
+   futures of up to w exchanges; R* a weighted sum of metrics (less a token penalty). Derivation: I.4. */
 
 /* A session as metrics see it: history, the candidate at index n_history, then the future. */
 typedef struct cllm_session {
@@ -1387,7 +1402,7 @@ typedef struct cllm_metric {
 } cllm_metric;
 
 /* Token counting for the penalty and the token_amount metric: the policy's tokenizer, or
-   (count == NULL) whitespace-separated words, as verl's CollabLLM recipe counts them. */
+   (count == NULL) whitespace-separated words. */
 typedef struct cllm_token_counter {
     int  (*count)(void *ctx, const char *text);
     void  *ctx;
@@ -1439,7 +1454,10 @@ typedef struct cllm_code_config {
                                         ```python block of the last assistant message)          */
 } cllm_code_config;
 
-typedef enum cllm_mr_variant { CLLM_MR_PAPER = 0, CLLM_MR_WEIGHTED_SUM = 1 } cllm_mr_variant;
+typedef enum cllm_mr_variant {
+    CLLM_MR_PAPER = 0,               /* R* = sum_m w_m metric_m - min(lambda * tokens, 1)          */
+    CLLM_MR_WEIGHTED_SUM = 1         /* R* = sum_m w_m metric_m (CollabLLM's code)                 */
+} cllm_mr_variant;
 typedef enum cllm_mr_preset {
     CLLM_MR_PRESET_MATH = 0,         /* paper Table 6: w=2, S=3, lambda 5e-4                      */
     CLLM_MR_PRESET_CODE,             /* w=2, S=3, lambda 5e-4                                     */
@@ -1449,7 +1467,7 @@ typedef enum cllm_mr_preset {
 typedef struct cllm_mr_config {
     int                window;       /* w: simulated exchanges after the candidate (0 = immediate) */
     int                samples;      /* S: forward samples averaged (>= 1)                        */
-    int                variant;      /* cllm_mr_variant                                           */
+    cllm_mr_variant    variant;      /* default CLLM_MR_PAPER                                     */
     double             lambda;       /* paper variant: token cost; penalty = min(lambda * tokens, 1),
                                         tokens = candidate + simulated future, both roles (v1)   */
     const cllm_metric *metrics;      /* the weighted terms of R* (borrowed)                       */
@@ -1489,11 +1507,9 @@ typedef struct cllm_mr_result {
     cllm_err        err;
 } cllm_mr_result;
 
-/* Scores n items. All n*S futures are simulated together (each round of simulator calls is one
-   concurrent batch), then each metric scores all sessions in one batch. future_assistant plays
-   the assistant in the futures: the policy itself (online training) or an API model (offline
-   data generation, as in the paper). out: n results (zeroed here; free with cllm_mr_result_free).
-   Returns CLLM_OK when every item has at least one good sample. */
+/* MR of n candidates (paper Eq. 1-2). future_assistant plays the assistant in the futures: the
+   policy itself (online training) or an API model (offline data generation, as in the paper).
+   out: n results (free with cllm_mr_result_free). CLLM_OK when every item has a good sample. */
 CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim *user, const cllm_assistant *future_assistant,
                                   const cllm_mr_item *items, int n, cllm_mr_result *out, cllm_err *err);
 CLLMDEF void        cllm_mr_result_free(cllm_mr_result *r);
@@ -1504,14 +1520,9 @@ CLLMDEF double      cllm_mr_reward(const cllm_mr_config *cfg, const double *metr
 /* Data generation (paper B.1), SFT rows and DPO pairs, and evaluation (paper section 4)         */
 /* ============================================================================================ */
 
-/* For each task: the simulator opens the conversation; at every turn the candidate model
-   samples k responses, each is scored by MR, all k are recorded, and the best one continues the
-   conversation. The next user message is taken from the best candidate's longest simulated
-   future (CollabLLM v2), or asked of the simulator when there is none. A conversation ends when
-   the user terminates or after max_turns user turns.
-   Output: one JSON line per (turn, candidate) in CollabLLM's flat schema (data_fmt/records.md),
-   appended per task and flushed to disk, so that a crash loses at most the task in flight. A
-   restarted run keeps the finished tasks, drops a half-written one, and continues. */
+/* Offline data generation (paper appendix B.1; the steps: section I.5): per task a conversation in
+   which k candidates per turn are scored by MR and the best continues. Output: one JSON line per
+   (turn, candidate) (data_fmt/records.md), kept across a crash; a rerun continues where it stopped. */
 typedef struct cllm_datagen_config {
     cllm_mr_config mr;               /* how candidates are scored (set up with cllm_mr_config_init) */
     int            n_candidates;     /* k responses per turn (default 2, CollabLLM's CLI)          */
@@ -1522,9 +1533,8 @@ typedef struct cllm_datagen_config {
     int            verbose;          /* 1: a progress line per task on stderr                       */
 } cllm_datagen_config;
 
-/* candidates: samples the k responses (its respond_batch receives k copies of the history, so a
-   sampling model must give different replies to equal inputs). future_assistant: plays the
-   assistant inside MR's futures (the paper: the same API model offline; the policy online). */
+/* candidates samples the k responses (k copies of the history: it must sample); future_assistant
+   plays the assistant in MR's futures (NULL: candidates, as in the paper). */
 CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_user_sim *user,
                                      const cllm_assistant *candidates, const cllm_assistant *future_assistant,
                                      const cllm_task *tasks, int n_tasks, const char *out_path, cllm_err *err);
@@ -2511,7 +2521,7 @@ CLLMDEF void cllm_free_buffer(void *p) { CLLM_FREE(p); }
 
 typedef struct cllm__sb { char *p; size_t n, cap; int oom; } cllm__sb;
 typedef struct cllm__seq_batch { cllm_batch batch; int *ids, *labels, *mask; } cllm__seq_batch;
-typedef int (*cllm__take_fn)(void *ctx, int i, const cllm_chat_result *res, int last);
+typedef int (*cllm__take_fn)(void *ctx, int i, const cllm_reply *answer, int last);
 
 static uint64_t cllm__splitmix64(uint64_t *x);
 static FILE *cllm__open_read(const char *path, const char *kind, cllm_err *err);
@@ -2538,10 +2548,8 @@ static size_t cllm__json_escaped_len(const char *s, size_t n);
 static size_t cllm__conv_json_bytes(const cllm_conv *c);
 static int cllm__json_number(const cJSON *v, double *out);
 static char *cllm__json_text(const cJSON *o, const char *key, cllm_err *err);
-static cllm_result cllm__ask_all(cllm_client *c, char *const *prompts, int n, const cllm_llm_params *params,
-                                 int json_mode, int retries, cllm__take_fn take, void *ctx);
-static cllm_llm_params cllm__params_def(cllm_llm_params p, double temperature, int max_tokens);
-static int cllm__retries_def(int r);
+static void cllm__ask_all(const cllm_chat_backend *backend, char *const *prompts, int n, int json, int retries,
+                          cllm__take_fn take, void *ctx);
 static cllm_result cllm__seq_from(cllm_train_seq *seq, const int *ids, const unsigned char *target, int n, int n_prompt,
                                   cllm_err *err);
 static void cllm__seq_batch_free(cllm__seq_batch *sb);
@@ -3919,14 +3927,27 @@ CLLMDEF cllm_result cllm_grpo_advantages(int n, const double *rewards, int group
 }
 
 /* -------------------------------------------------------------------------------------------- */
-/* The multiturn-aware reward                                                                    */
+/* I.4 The multiturn-aware reward (paper section 3.1, Eq. 1-4)                                  */
 /* -------------------------------------------------------------------------------------------- */
 
+/* The paper scores a response m_j to the history t_j^h (turns 1..j-1 and the user's u_j) by the
+   conversation it leads to, not by the response alone:
+       MR(m_j | t_j^h, g) = E over futures t_j^f ~ P(. | t_j^h + m_j) of R*(t_j^h + m_j + t_j^f | g)   (Eq. 1-2)
+   estimated with S sampled futures, each of up to w exchanges (the simulated user speaks, then the
+   assistant) after m_j; a user termination ends a future early. R* (Eq. 3-4) rates the whole
+   session against the user's goal g. Reading order: R*, then MR, then the simulation that samples
+   the futures, the user simulator that speaks in them (appendix D.1) and the judges (appendix D.4). */
+
+/* ---- R*: the reward of a whole session (paper Eq. 3-4) ----------------------------------------- */
+
+/* TokenCount of the penalty and the token_amount metric: the counter's function, or (none given)
+   Python's str.split() words, runs of ASCII white space apart, as verl's CollabLLM recipe counts. */
 CLLMDEF int cllm_count_tokens(const cllm_token_counter *tc, const char *text) {
-    int n = 0, in_word = 0;
+    int n = 0;
+    int in_word = 0;
     if (!text) return 0;
     if (tc && tc->count) return tc->count(tc->ctx, text);
-    for (; *text; text++) {                       /* Python's str.split(): runs of ASCII whitespace */
+    for (; *text; text++) {
         int space = *text == ' ' || (*text >= '\t' && *text <= '\r');
         if (!space && !in_word) n++;
         in_word = !space;
@@ -3935,26 +3956,39 @@ CLLMDEF int cllm_count_tokens(const cllm_token_counter *tc, const char *text) {
 }
 
 CLLMDEF int cllm_tokenizer_count(void *tokenizer, const char *text) {
-    int *ids = NULL, n = 0;
-    if (cllm_tokenizer_encode((const cllm_tokenizer *)tokenizer, text, strlen(text), 0, &ids, &n, NULL, NULL) != CLLM_OK) n = 0;
+    int *ids = NULL;
+    int n = 0;
+    const cllm_tokenizer *tok = (const cllm_tokenizer *)tokenizer;
+    if (cllm_tokenizer_encode(tok, text, strlen(text), 0, &ids, &n, NULL, NULL) != CLLM_OK) n = 0;
     CLLM_FREE(ids);
     return n;
 }
 
+/* Paper Table 6: w = 2 and S = 3 for every task; lambda = 1e-4 for document editing (MediumDocEdit),
+   5e-4 for code (BigCodeBench) and math (MATH). */
 CLLMDEF void cllm_mr_config_init(cllm_mr_config *cfg, cllm_mr_preset preset) {
     memset(cfg, 0, sizeof *cfg);
-    cfg->window = 2;                              /* paper Table 6: w = 2 and S = 3 for every task */
+    cfg->window = 2;
     cfg->samples = 3;
     cfg->variant = CLLM_MR_PAPER;
     cfg->lambda = preset == CLLM_MR_PRESET_DOCUMENT ? 1e-4 : 5e-4;
 }
 
-/* R* = sum_m w_m metric_m  [- min(lambda * tokens, 1) in the paper's variant]                  */
+/* R* of one session from its metric values. The paper (Eq. 3-4):
+       R*(t | g) = R_ext(t, g) + R_int(t),  R_ext = the task metric of the extracted result,
+       R_int = -min(lambda * TokenCount(t), 1) + R_LLM(t)  (the judge's interactivity)
+   which collabllm.h writes as a weighted sum of named metrics plus the capped token penalty:
+       paper (CLLM_MR_PAPER):           R* = sum_m w_m metric_m - min(lambda * tokens, 1)
+       weighted sum (CollabLLM's code): R* = sum_m w_m metric_m
+   tokens counts the candidate and the simulated future, both roles (CollabLLM v1); the weighted sum
+   instead charges tokens through a "token_amount" metric (assistant tokens / 1000) with a negative
+   weight and no cap (CollabLLM v2). A metric that failed (NAN) fails the session. */
 CLLMDEF double cllm_mr_reward(const cllm_mr_config *cfg, const double *metric_values, int tokens) {
-    double r = 0, penalty;
+    double r = 0;
+    double penalty;
     int m;
     for (m = 0; m < cfg->n_metrics; m++) {
-        if (metric_values[m] != metric_values[m]) return NAN;    /* a failed metric fails the sample */
+        if (metric_values[m] != metric_values[m]) return NAN;
         r += cfg->metrics[m].weight * metric_values[m];
     }
     if (cfg->variant == CLLM_MR_PAPER) {
@@ -3963,6 +3997,8 @@ CLLMDEF double cllm_mr_reward(const cllm_mr_config *cfg, const double *metric_va
     }
     return r;
 }
+
+/* ---- MR: the mean R* over S simulated futures (paper Eq. 1-2) ---------------------------------- */
 
 CLLMDEF void cllm_mr_result_free(cllm_mr_result *r) {
     int s;
@@ -3975,9 +4011,20 @@ CLLMDEF void cllm_mr_result_free(cllm_mr_result *r) {
     memset(r, 0, sizeof *r);
 }
 
-CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim *user, const cllm_assistant *future_assistant,
-                                  const cllm_mr_item *items, int n, cllm_mr_result *out, cllm_err *err) {
-    int S = cfg && cfg->samples > 0 ? cfg->samples : 1, N = n * S, i, s, k, m, n_ok;
+/* MR of n candidates, Monte Carlo over S futures each (paper Eq. 1-2):
+     1. every future starts as t_j^h + m_j: sample s of item i is conversation i*S + s;
+     2. t_j^f: all n*S conversations advance together by up to w exchanges, user first (cllm_simulate:
+        each round of simulator and assistant calls is one concurrent batch); w = 0 is the paper's
+        immediate-reward ablation, the candidate scored as it stands;
+     3. each metric scores every session whose simulation succeeded, in one batch per metric;
+     4. R* per sample (cllm_mr_reward), MR = the mean over the samples that succeeded, with their
+        standard deviation (CollabLLM logs reward_std). A failed sample is left out, never a 0. */
+CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim *user,
+                                  const cllm_assistant *future_assistant, const cllm_mr_item *items, int n,
+                                  cllm_mr_result *out, cllm_err *err) {
+    int S = cfg && cfg->samples > 0 ? cfg->samples : 1;
+    int N = n * S;
+    int i, s, k, m, n_ok;
     cllm_conv *convs = NULL;
     cllm_goal *goals = NULL;
     cllm_sim_status *status = NULL;
@@ -3986,175 +4033,223 @@ CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim
     double *scores = NULL;
     cllm_result rc = CLLM_OK;
 
-    if (!cfg || n < 0 || (n > 0 && (!items || !out))) return cllm__fail(err, CLLM_ERR_ARG, "MR: needs a config, items and outputs");
+    if (!cfg || n < 0 || (n > 0 && (!items || !out)))
+        return cllm__fail(err, CLLM_ERR_ARG, "MR: needs a config, items and outputs");
     if (cfg->window < 0) return cllm__fail(err, CLLM_ERR_ARG, "MR: window must be >= 0 (0 = immediate reward)");
-    if (cfg->window > 0 && (!user || !future_assistant)) return cllm__fail(err, CLLM_ERR_ARG, "MR: window %d needs a user simulator and a future assistant", cfg->window);
+    if (cfg->window > 0 && (!user || !future_assistant))
+        return cllm__fail(err, CLLM_ERR_ARG, "MR: window %d needs a user simulator and a future assistant",
+                          cfg->window);
     for (i = 0; i < n; i++) {
         memset(&out[i], 0, sizeof out[i]);
-        if (!items[i].goal || !items[i].history || !items[i].candidate) return cllm__fail(err, CLLM_ERR_ARG, "MR: item %d needs a goal, a history and a candidate", i);
+        if (!items[i].goal || !items[i].history || !items[i].candidate)
+            return cllm__fail(err, CLLM_ERR_ARG, "MR: item %d needs a goal, a history and a candidate", i);
     }
-    if (N == 0) { cllm__ok(err); return CLLM_OK; }
+    if (N == 0) {
+        cllm__ok(err);
+        return CLLM_OK;
+    }
     convs = (cllm_conv *)cllm__calloc((size_t)N, sizeof *convs);
     goals = (cllm_goal *)cllm__calloc((size_t)N, sizeof *goals);
     status = (cllm_sim_status *)cllm__calloc((size_t)N, sizeof *status);
     sessions = (cllm_session *)cllm__calloc((size_t)N, sizeof *sessions);
     ok_idx = (int *)cllm__calloc((size_t)N, sizeof *ok_idx);
     scores = (double *)cllm__calloc((size_t)N, sizeof *scores);
-    if (!convs || !goals || !status || !sessions || !ok_idx || !scores) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+    if (!convs || !goals || !status || !sessions || !ok_idx || !scores) {
+        rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+        goto done;
+    }
 
-    /* every future starts as history + candidate: sample s of item i is index i*S + s */
-    for (i = 0; i < n && rc == CLLM_OK; i++) for (s = 0; s < S; s++) {
-        k = i * S + s;
+    /* 1. t_j^h + m_j */
+    for (k = 0; k < N && rc == CLLM_OK; k++) {
+        i = k / S;
         goals[k] = *items[i].goal;
-        if ((rc = cllm_conv_copy(&convs[k], items[i].history, err)) != CLLM_OK) break;
-        if ((rc = cllm_conv_push(&convs[k], "assistant", items[i].candidate, err)) != CLLM_OK) break;
+        rc = cllm_conv_copy(&convs[k], items[i].history, err);
+        if (rc == CLLM_OK) rc = cllm_conv_push(&convs[k], "assistant", items[i].candidate, err);
     }
     if (rc != CLLM_OK) goto done;
 
-    /* t_j^f: up to w exchanges, user first; all N futures advance together */
+    /* 2. t_j^f: w exchanges are 2w messages, as CollabLLM's max_new_turns counts them */
     if (cfg->window > 0) cllm_simulate(user, future_assistant, goals, convs, N, 2 * cfg->window, status, NULL);
 
-    /* metrics on the sessions whose simulation succeeded, one batch per metric */
+    /* 3. the metrics, on the sessions whose simulation succeeded */
     for (i = 0, n_ok = 0; i < n; i++) {
         out[i].n_samples = S;
         out[i].samples = (cllm_mr_sample *)cllm__calloc((size_t)S, sizeof(cllm_mr_sample));
-        if (!out[i].samples) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+        if (!out[i].samples) {
+            rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+            goto done;
+        }
         for (s = 0; s < S; s++) {
             cllm_mr_sample *smp = &out[i].samples[s];
             k = i * S + s;
-            smp->session = convs[k];              /* ownership moves to the result */
+            smp->session = convs[k];                  /* ownership moves to the result */
             memset(&convs[k], 0, sizeof convs[k]);
             smp->n_history = items[i].history->n;
             smp->terminated = status[k].terminated;
             smp->code = status[k].code;
             smp->err = status[k].err;
             smp->metrics = (double *)cllm__calloc((size_t)cfg->n_metrics + 1, sizeof(double));
-            if (!smp->metrics) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-            for (m = 0; m < cfg->n_metrics; m++) smp->metrics[m] = NAN;
-            if (smp->code == CLLM_OK) {
-                sessions[n_ok].goal = items[i].goal; sessions[n_ok].task = items[i].task;
-                sessions[n_ok].conv = &smp->session; sessions[n_ok].n_history = smp->n_history;
-                ok_idx[n_ok++] = k;
+            if (!smp->metrics) {
+                rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+                goto done;
             }
+            for (m = 0; m < cfg->n_metrics; m++) smp->metrics[m] = NAN;
+            if (smp->code != CLLM_OK) continue;
+            sessions[n_ok].goal = items[i].goal;
+            sessions[n_ok].task = items[i].task;
+            sessions[n_ok].conv = &smp->session;
+            sessions[n_ok].n_history = smp->n_history;
+            ok_idx[n_ok++] = k;
         }
     }
     for (m = 0; m < cfg->n_metrics; m++) {
         const cllm_metric *met = &cfg->metrics[m];
-        cllm_err merr;
+        cllm_result metric_rc = CLLM_OK;
+        cllm_err metric_err;
+        cllm__ok(&metric_err);
         for (k = 0; k < n_ok; k++) scores[k] = NAN;
-        cllm_result mrc = CLLM_OK;
-        merr.code = CLLM_OK; merr.msg[0] = 0;
-        if (n_ok > 0) mrc = met->fn(met->ctx, sessions, n_ok, scores, &merr);
-        for (k = 0; k < n_ok; k++) {              /* a failed metric (mrc) fails every sample */
+        if (n_ok > 0) metric_rc = met->fn(met->ctx, sessions, n_ok, scores, &metric_err);
+        for (k = 0; k < n_ok; k++) {                 /* a failed metric (metric_rc) fails every sample */
             cllm_mr_sample *smp = &out[ok_idx[k] / S].samples[ok_idx[k] % S];
-            if (mrc != CLLM_OK) scores[k] = NAN;
+            if (metric_rc != CLLM_OK) scores[k] = NAN;
             smp->metrics[m] = scores[k];
             if (scores[k] == scores[k] || smp->code != CLLM_OK) continue;
-            smp->code = cllm__fail(&smp->err, mrc != CLLM_OK ? mrc : CLLM_ERR_FORMAT,
-                                   "metric '%s' could not score this session: %s",
-                                   met->name ? met->name : "?", merr.msg[0] ? merr.msg : "it gave no reason");
+            smp->code = cllm__fail(&smp->err, metric_rc != CLLM_OK ? metric_rc : CLLM_ERR_FORMAT,
+                                   "metric '%s' could not score this session: %s", met->name ? met->name : "?",
+                                   metric_err.msg[0] ? metric_err.msg : "it gave no reason");
         }
     }
 
-    /* R* per sample, then MR = the mean over the samples that succeeded */
+    /* 4. R* per sample, then MR = their mean */
     for (i = 0; i < n; i++) {
-        double sum = 0, sq = 0;
-        out[i].n_ok = 0;
+        double sum = 0;
+        double sq = 0;
+        double var;
         for (s = 0; s < S; s++) {
             cllm_mr_sample *smp = &out[i].samples[s];
             int t;
-            smp->tokens = 0;
-            for (t = smp->n_history; t < smp->session.n; t++) smp->tokens += cllm_count_tokens(&cfg->tokens, smp->session.msgs[t].content);
+            for (t = smp->n_history; t < smp->session.n; t++)
+                smp->tokens += cllm_count_tokens(&cfg->tokens, smp->session.msgs[t].content);
             smp->reward = smp->code == CLLM_OK ? cllm_mr_reward(cfg, smp->metrics, smp->tokens) : NAN;
-            if (smp->reward == smp->reward) { out[i].n_ok++; sum += smp->reward; sq += smp->reward * smp->reward; }
+            if (smp->reward != smp->reward) continue;
+            out[i].n_ok++;
+            sum += smp->reward;
+            sq += smp->reward * smp->reward;
         }
         if (out[i].n_ok > 0) {
-            double var;
             out[i].mr = sum / out[i].n_ok;
             var = sq / out[i].n_ok - out[i].mr * out[i].mr;
             out[i].std = var > 0 ? sqrt(var) : 0;
             out[i].code = CLLM_OK;
-        } else {
-            out[i].mr = NAN;
-            for (s = 0; s < S && out[i].samples[s].code == CLLM_OK; s++) {}
-            out[i].err = out[i].samples[s < S ? s : 0].err;
-            out[i].code = out[i].err.code ? out[i].err.code : CLLM_ERR_FORMAT;
-            if (rc == CLLM_OK) rc = cllm__fail(err, out[i].code, "MR item %d: every sample failed: %s", i, out[i].err.msg);
+            continue;
         }
+        out[i].mr = NAN;
+        for (s = 0; s < S && out[i].samples[s].code == CLLM_OK; s++) {}
+        out[i].err = out[i].samples[s < S ? s : 0].err;
+        out[i].code = out[i].err.code ? out[i].err.code : CLLM_ERR_FORMAT;
+        if (rc == CLLM_OK) rc = cllm__fail(err, out[i].code, "MR item %d: every sample failed: %s", i, out[i].err.msg);
     }
 done:
     for (k = 0; convs && k < N; k++) cllm_conv_free(&convs[k]);
-    CLLM_FREE(convs); CLLM_FREE(goals); CLLM_FREE(status); CLLM_FREE(sessions); CLLM_FREE(ok_idx); CLLM_FREE(scores);
-    if (rc != CLLM_OK) { for (i = 0; i < n; i++) if (out[i].code == CLLM_OK && !out[i].samples) out[i].code = rc; }
-    else cllm__ok(err);
+    CLLM_FREE(convs);
+    CLLM_FREE(goals);
+    CLLM_FREE(status);
+    CLLM_FREE(sessions);
+    CLLM_FREE(ok_idx);
+    CLLM_FREE(scores);
+    if (rc == CLLM_OK) cllm__ok(err);
+    for (i = 0; rc != CLLM_OK && i < n; i++)
+        if (out[i].code == CLLM_OK && !out[i].samples) out[i].code = rc;
     return rc;
 }
 
-/* ---- conversations in lockstep ------------------------------------------------------------- */
+/* ---- simulating futures in lockstep ------------------------------------------------------------ */
 
 /* The user speaks next unless the last message is the user's. */
 static int cllm__user_next(const cllm_conv *c) {
     return c->n == 0 || strcmp(c->msgs[c->n - 1].role, "user") != 0;
 }
 
+/* Runs n conversations forward together: each round, every conversation waiting for its user gets
+   the user's message (one batch), then every one waiting for its assistant, including those whose
+   user just spoke (a second batch). Conversation i stops when its user terminates (the message is
+   kept, as CollabLLM does), a call fails, a message would make its JSON line unreadable, or
+   max_new_messages were added (both roles count, as CollabLLM's max_new_turns). */
 CLLMDEF cllm_result cllm_simulate(const cllm_user_sim *user, const cllm_assistant *assistant, const cllm_goal *goals,
-                                  cllm_conv *convs, int n, int max_new_messages, cllm_sim_status *status, cllm_err *err) {
+                                  cllm_conv *convs, int n, int max_new_messages, cllm_sim_status *status,
+                                  cllm_err *err) {
     cllm_sim_status *st = status ? status : (cllm_sim_status *)cllm__calloc((size_t)n + 1, sizeof *st);
-    int *idx = (int *)cllm__calloc((size_t)n + 1, sizeof(int)), *active = (int *)cllm__calloc((size_t)n + 1, sizeof(int));
+    int *idx = (int *)cllm__calloc((size_t)n + 1, sizeof(int));
+    int *active = (int *)cllm__calloc((size_t)n + 1, sizeof(int));
     cllm_conv *view = (cllm_conv *)cllm__calloc((size_t)n + 1, sizeof *view);
     cllm_goal *g = (cllm_goal *)cllm__calloc((size_t)n + 1, sizeof *g);
     cllm_reply *rep = (cllm_reply *)cllm__calloc((size_t)n + 1, sizeof *rep);
     cllm_result rc = CLLM_OK;
     int i, k, m, users, left;
-    if (!user || !assistant || n < 0 || (n > 0 && (!goals || !convs))) rc = cllm__fail(err, CLLM_ERR_ARG, "simulation: needs a user simulator, an assistant, goals and conversations");
-    else if (!st || !idx || !active || !view || !g || !rep) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    for (i = 0; rc == CLLM_OK && i < n; i++) { memset(&st[i], 0, sizeof st[i]); active[i] = max_new_messages > 0; }
+    if (!user || !assistant || n < 0 || (n > 0 && (!goals || !convs)))
+        rc = cllm__fail(err, CLLM_ERR_ARG, "simulation: needs a user simulator, an assistant, goals and conversations");
+    else if (!st || !idx || !active || !view || !g || !rep)
+        rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    for (i = 0; rc == CLLM_OK && i < n; i++) {
+        memset(&st[i], 0, sizeof st[i]);
+        active[i] = max_new_messages > 0;
+    }
     left = rc == CLLM_OK && max_new_messages > 0 ? n : 0;
     while (left > 0) {
-        /* one round: every conversation waiting for its user speaks, then every one waiting
-           for its assistant (including those whose user just spoke) */
         for (users = 1; users >= 0; users--) {
-            for (i = 0, m = 0; i < n; i++)
-                if (active[i] && cllm__user_next(&convs[i]) == users) { idx[m] = i; view[m] = convs[i]; g[m] = goals[i]; m++; }
+            const char *role = users ? "user" : "assistant";
+            for (i = 0, m = 0; i < n; i++) {
+                if (!active[i] || cllm__user_next(&convs[i]) != users) continue;
+                idx[m] = i;
+                view[m] = convs[i];
+                g[m] = goals[i];
+                m++;
+            }
             if (m == 0) continue;
             if (users) cllm_user_sim_turns(user, g, view, m, rep, NULL);
             else cllm_assistant_replies(assistant, view, m, rep, NULL);
             for (k = 0; k < m; k++) {
-                size_t bytes;
+                size_t bytes = 0;
                 i = idx[k];
-                bytes = 0;
-                if (rep[k].code == CLLM_OK)           /* keep every conversation one readable line */
+                if (rep[k].code == CLLM_OK)               /* keep every conversation one readable line */
                     bytes = cllm__conv_json_bytes(&convs[i]) + cllm__json_escaped_len(rep[k].text, strlen(rep[k].text));
-                if (bytes > CLLM__MAX_TEXT_JSON)
+                if (bytes > CLLM__MAX_TEXT_JSON) {
                     st[i].code = cllm__fail(&st[i].err, CLLM_ERR_LIMIT,
-                                            "conversation %d: with this %s message it would take about %zu "
-                                            "bytes as JSON, more than a line of ours may hold (CLLM_MAX_LINE_BYTES); "
-                                            "stopped before it",
-                                            i, users ? "user" : "assistant", bytes);
-                else if (rep[k].code != CLLM_OK) { st[i].code = rep[k].code; st[i].err = rep[k].err; }
-                else if (cllm_conv_push_meta(&convs[i], users ? "user" : "assistant", rep[k].text, &rep[k].meta,
-                                             &st[i].err) != CLLM_OK)
+                                            "conversation %d: with this %s message it would take about %zu bytes as "
+                                            "JSON, more than a line of ours may hold (CLLM_MAX_LINE_BYTES); stopped "
+                                            "before it", i, role, bytes);
+                } else if (rep[k].code != CLLM_OK) {
+                    st[i].code = rep[k].code;
+                    st[i].err = rep[k].err;
+                } else if (cllm_conv_push_meta(&convs[i], role, rep[k].text, &rep[k].meta, &st[i].err) != CLLM_OK) {
                     st[i].code = st[i].err.code;
-                else {
+                } else {
                     st[i].n_new++;
                     if (users && rep[k].terminated) st[i].terminated = 1;
                 }
-                if (st[i].code != CLLM_OK || st[i].terminated || st[i].n_new >= max_new_messages) { active[i] = 0; left--; }
+                if (st[i].code != CLLM_OK || st[i].terminated || st[i].n_new >= max_new_messages) {
+                    active[i] = 0;
+                    left--;
+                }
                 cllm_reply_free(&rep[k]);
             }
         }
     }
     if (rc == CLLM_OK) rc = CLLM__BATCH_RESULT(st, n, "conversations", err);
     if (st != status) CLLM_FREE(st);
-    CLLM_FREE(idx); CLLM_FREE(active); CLLM_FREE(view); CLLM_FREE(g); CLLM_FREE(rep);
+    CLLM_FREE(idx);
+    CLLM_FREE(active);
+    CLLM_FREE(view);
+    CLLM_FREE(g);
+    CLLM_FREE(rep);
     return rc;
 }
 
-/* ---- replies, and calling simulators and assistants ---------------------------------------- */
-
 CLLMDEF void cllm_reply_free(cllm_reply *r) {
     if (!r) return;
-    CLLM_FREE(r->text); CLLM_FREE(r->thought); CLLM_FREE(r->current_answer);
+    CLLM_FREE(r->text);
+    CLLM_FREE(r->thought);
+    CLLM_FREE(r->current_answer);
     memset(r, 0, sizeof *r);
 }
 
@@ -4172,8 +4267,10 @@ CLLMDEF cllm_result cllm_reply_set(cllm_reply *out, const char *text, int termin
 static cllm_result cllm__replies_check(cllm_reply *out, int n, const char *who, cllm_err *err) {
     int i;
     for (i = 0; i < n; i++) {
-        if (out[i].code == CLLM_OK && !out[i].text) cllm__fail(&out[i].err, out[i].code = CLLM_ERR_FORMAT, "%s returned no text", who);
-        if (out[i].code != CLLM_OK && !out[i].err.msg[0]) cllm__fail(&out[i].err, out[i].code, "%s failed (%s)", who, cllm_result_string(out[i].code));
+        if (out[i].code == CLLM_OK && !out[i].text)
+            cllm__fail(&out[i].err, out[i].code = CLLM_ERR_FORMAT, "%s returned no text", who);
+        if (out[i].code != CLLM_OK && !out[i].err.msg[0])
+            cllm__fail(&out[i].err, out[i].code, "%s failed (%s)", who, cllm_result_string(out[i].code));
     }
     return CLLM__BATCH_RESULT(out, n, "replies", err);
 }
@@ -4182,29 +4279,39 @@ CLLMDEF cllm_result cllm_user_sim_turns(const cllm_user_sim *sim, const cllm_goa
                                         int n, cllm_reply *out, cllm_err *err) {
     int i;
     if (!sim || (!sim->turn && !sim->turn_batch) || n < 0 || (n > 0 && (!goals || !histories || !out)))
-        return cllm__fail(err, CLLM_ERR_ARG, "user simulator: needs a simulator with turn or turn_batch, goals, histories and out");
-    if (n == 0) { cllm__ok(err); return CLLM_OK; }
-    for (i = 0; i < n; i++) memset(&out[i], 0, sizeof out[i]);
+        return cllm__fail(err, CLLM_ERR_ARG,
+                          "user simulator: needs a simulator with turn or turn_batch, goals, histories and out");
+    if (n == 0) {
+        cllm__ok(err);
+        return CLLM_OK;
+    }
+    memset(out, 0, (size_t)n * sizeof *out);
     if (sim->turn_batch) sim->turn_batch(sim->ctx, goals, histories, n, out);
-    else for (i = 0; i < n; i++) out[i].code = sim->turn(sim->ctx, &goals[i], &histories[i], &out[i]);
+    for (i = 0; !sim->turn_batch && i < n; i++) out[i].code = sim->turn(sim->ctx, &goals[i], &histories[i], &out[i]);
     return cllm__replies_check(out, n, "the user simulator", err);
 }
 
-CLLMDEF cllm_result cllm_assistant_replies(const cllm_assistant *a, const cllm_conv *histories, int n, cllm_reply *out, cllm_err *err) {
+CLLMDEF cllm_result cllm_assistant_replies(const cllm_assistant *a, const cllm_conv *histories, int n,
+                                           cllm_reply *out, cllm_err *err) {
     int i;
     if (!a || (!a->respond && !a->respond_batch) || n < 0 || (n > 0 && (!histories || !out)))
-        return cllm__fail(err, CLLM_ERR_ARG, "assistant: needs an assistant with respond or respond_batch, histories and out");
-    if (n == 0) { cllm__ok(err); return CLLM_OK; }
-    for (i = 0; i < n; i++) memset(&out[i], 0, sizeof out[i]);
+        return cllm__fail(err, CLLM_ERR_ARG,
+                          "assistant: needs an assistant with respond or respond_batch, histories and out");
+    if (n == 0) {
+        cllm__ok(err);
+        return CLLM_OK;
+    }
+    memset(out, 0, (size_t)n * sizeof *out);
     if (a->respond_batch) a->respond_batch(a->ctx, histories, n, out);
-    else for (i = 0; i < n; i++) out[i].code = a->respond(a->ctx, &histories[i], &out[i]);
+    for (i = 0; !a->respond_batch && i < n; i++) out[i].code = a->respond(a->ctx, &histories[i], &out[i]);
     return cllm__replies_check(out, n, "the assistant", err);
 }
 
-/* ---- (a) the LLM user simulator ------------------------------------------------------------ */
+/* ---- the user simulator (paper appendix D.1) -------------------------------------------------- */
 
-/* The project's own wording of CollabLLM's simulator instructions (paper App. D.1): role-play a
-   user who knows a hidden goal, spend little effort, let the assistant ask, end with a signal. */
+/* The project's own wording of CollabLLM's simulator instructions (paper appendix D.1): role-play a
+   user who knows a hidden goal, spend little effort, let the assistant ask, end with a signal. The
+   history is rendered "**User**: ..." / "**Assistant**: ..." without system messages, as CollabLLM's. */
 static const char cllm__prompt_user_sim[] =
     "You are role-playing a human user who is working with an AI assistant to get something done. "
     "Everything between the START and END markers below is private to you: the assistant has never seen it.\n"
@@ -4216,14 +4323,19 @@ static const char cllm__prompt_user_sim[] =
     "=== CONVERSATION SO FAR START (private) ===\n{{history}}\n=== CONVERSATION SO FAR END ===\n"
     "\n"
     "How to play the user:\n"
-    "- Stay in character. You are the person who needs help: do not solve the task yourself and do not act like an assistant.\n"
-    "- Put in as little effort as a busy person would. Early on, ask loosely and leave details out; let the assistant find out what it needs by asking you.\n"
-    "- Know only what such a user would plausibly know about the subject, and now and then be imprecise or slightly wrong.\n"
+    "- Stay in character. You are the person who needs help: do not solve the task yourself and do not act like an "
+    "assistant.\n"
+    "- Put in as little effort as a busy person would. Early on, ask loosely and leave details out; let the assistant "
+    "find out what it needs by asking you.\n"
+    "- Know only what such a user would plausibly know about the subject, and now and then be imprecise or slightly "
+    "wrong.\n"
     "- Have tastes and say them when they matter, for instance that you want a short answer or a particular style.\n"
     "- Keep working toward your goal and do not drift to other topics.\n"
-    "- Reply to what the assistant said last, in the light of the conversation so far. If there are no messages yet, write your opening request.\n"
+    "- Reply to what the assistant said last, in the light of the conversation so far. If there are no messages yet, "
+    "write your opening request.\n"
     "- Reveal your goal bit by bit and in your own words; never paste it.\n"
-    "- When you are satisfied, or when it is clear the assistant cannot help any further, your response must be exactly {{termination}}\n"
+    "- When you are satisfied, or when it is clear the assistant cannot help any further, your response must be "
+    "exactly {{termination}}\n"
     "\n"
     "Reply with one JSON object and nothing else:\n"
     "{\n"
@@ -4232,14 +4344,19 @@ static const char cllm__prompt_user_sim[] =
     "  \"response\": \"the message you send to the assistant, or {{termination}}\"\n"
     "}\n";
 
-CLLMDEF cllm_result cllm_user_sim_prompt(const cllm_llm_sim_config *cfg, const cllm_goal *goal, const cllm_conv *history,
-                                         char **out, cllm_err *err) {
+/* The simulator's prompt for one conversation: the template with {{task_desc}}, {{goal}} (the
+   single-turn request, and the reference result when the goal carries one), {{history}} and
+   {{termination}} filled in. */
+CLLMDEF cllm_result cllm_user_sim_prompt(const cllm_llm_sim_config *cfg, const cllm_goal *goal,
+                                         const cllm_conv *history, char **out, cllm_err *err) {
     static const char *names[] = { "task_desc", "goal", "history", "termination" };
     const char *values[4];
+    const char *tmpl = cfg && cfg->prompt ? cfg->prompt : cllm__prompt_user_sim;
     cllm__sb g = { NULL, 0, 0, 0 };
     char *hist, *goal_text;
     *out = NULL;
-    if (!goal || !goal->prompt) return cllm__fail(err, CLLM_ERR_ARG, "the simulator needs a goal with a prompt (single_turn_prompt)");
+    if (!goal || !goal->prompt)
+        return cllm__fail(err, CLLM_ERR_ARG, "the simulator needs a goal with a prompt (single_turn_prompt)");
     cllm__sb_puts(&g, goal->prompt);
     if (goal->reference) {
         cllm__sb_puts(&g, "\n\nA reference result that would satisfy you (also private):\n");
@@ -4251,30 +4368,35 @@ CLLMDEF cllm_result cllm_user_sim_prompt(const cllm_llm_sim_config *cfg, const c
     values[1] = goal_text;
     values[2] = hist;
     values[3] = cfg && cfg->termination ? cfg->termination : CLLM_TERMINATION_SIGNAL;
-    if (goal_text && hist) *out = cllm__fill(cfg && cfg->prompt ? cfg->prompt : cllm__prompt_user_sim, names, values, 4);
-    CLLM_FREE(goal_text); CLLM_FREE(hist);
+    if (goal_text && hist) *out = cllm__fill(tmpl, names, values, 4);
+    CLLM_FREE(goal_text);
+    CLLM_FREE(hist);
     if (!*out) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory building the simulator prompt");
     return CLLM_OK;
 }
 
+/* The simulator's answer {current_answer, thought, response} read leniently (cllm_json_parse_lenient):
+   the message is "response", trimmed as CollabLLM's .strip(); it ends the conversation when it
+   holds the termination signal. A bare signal without the JSON is accepted too. */
 CLLMDEF cllm_result cllm_user_sim_parse(const char *model_output, const char *termination, cllm_reply *out) {
     cJSON *o;
     const char *resp;
+    char *trimmed;
     cllm_reply_free(out);
     if (!termination) termination = CLLM_TERMINATION_SIGNAL;
     if (!model_output) return out->code = cllm__fail(&out->err, CLLM_ERR_ARG, "user simulator reply: no text");
     o = cllm_json_parse_lenient(model_output, &out->err);
     if (!o) {
-        /* a bare termination signal is an unambiguous answer even without the JSON around it */
-        char *t = cllm__strdup_trim(model_output);
-        int bare = t && strcmp(t, termination) == 0;
-        CLLM_FREE(t);
+        int bare;
+        trimmed = cllm__strdup_trim(model_output);
+        bare = trimmed && strcmp(trimmed, termination) == 0;
+        CLLM_FREE(trimmed);
         if (bare) return cllm_reply_set(out, termination, 1);
         return out->code = out->err.code;
     }
     resp = cllm__json_str(o, "response");
     if (resp && (out->text = cllm__json_text(o, "response", &out->err)) != NULL) {
-        char *trimmed = cllm__strdup_trim(out->text);
+        trimmed = cllm__strdup_trim(out->text);
         CLLM_FREE(out->text);
         out->text = trimmed;
     }
@@ -4293,64 +4415,61 @@ CLLMDEF cllm_result cllm_user_sim_parse(const char *model_output, const char *te
     return out->code = out->err.code;
 }
 
-typedef struct cllm__sim_job { cllm_llm_sim *sim; cllm_reply *out; } cllm__sim_job;
+typedef struct cllm__sim_job {
+    const cllm_llm_sim_config *cfg;
+    const char                *model;
+    cllm_reply                *out;
+} cllm__sim_job;
 
-static int cllm__sim_take(void *ctx, int i, const cllm_chat_result *res, int last) {
+/* Takes the backend's answer for conversation i: a failed call is final (the backend already
+   retried it); an answer the parser refuses is asked again unless this was the last try. */
+static int cllm__sim_take(void *ctx, int i, const cllm_reply *answer, int last) {
     cllm__sim_job *job = (cllm__sim_job *)ctx;
     cllm_reply *r = &job->out[i];
-    if (res->code != CLLM_OK) { cllm_reply_free(r); r->code = res->code; r->err = res->err; return 1; }
-    cllm_user_sim_parse(res->content, job->sim->cfg.termination, r);
-    snprintf(r->meta.finish_reason, sizeof r->meta.finish_reason, "%s", res->finish_reason);
-    r->meta.replaced = res->replaced;
-    if (r->code != CLLM_OK && last) {              /* say who gave up, and after how many answers */
-        char why[CLLM_ERRMSG_SIZE];
-        const cllm_llm_sim_config *c = &job->sim->cfg;
-        snprintf(why, sizeof why, "%s", r->err.msg);
-        cllm__fail(&r->err, r->code, "user simulator%s%s: no usable answer in %d tries; the last: %s", c->params.model ? " " : "",
-                   c->params.model ? c->params.model : "", 1 + (c->max_parse_retries > 0 ? c->max_parse_retries : 0), why);
+    char why[CLLM_ERRMSG_SIZE];
+    if (answer->code != CLLM_OK) {
+        cllm_reply_free(r);
+        r->code = answer->code;
+        r->err = answer->err;
+        return 1;
     }
-    return r->code == CLLM_OK || last;
+    cllm_user_sim_parse(answer->text, job->cfg->termination, r);
+    r->meta = answer->meta;
+    if (r->code == CLLM_OK || !last) return r->code == CLLM_OK;
+    snprintf(why, sizeof why, "%s", r->err.msg);            /* say who gave up, and after how many answers */
+    cllm__fail(&r->err, r->code, "user simulator%s%s: no usable answer in %d tries; the last: %s",
+               job->model ? " " : "", job->model ? job->model : "", 1 + job->cfg->max_parse_retries, why);
+    return 1;
 }
 
-static cllm_result cllm__llm_sim_batch(void *ctx, const cllm_goal *goals, const cllm_conv *histories, int n, cllm_reply *out) {
-    cllm_llm_sim *s = (cllm_llm_sim *)ctx;
+/* The simulator on a chat backend (section II.7): one prompt per conversation as a single user
+   message, all sent together; an answer that the parser refuses is asked again (a new sample), up to
+   cfg->max_parse_retries times. out: n zeroed replies. */
+static void cllm__user_sim_ask(const cllm_chat_backend *backend, const cllm_llm_sim_config *cfg,
+                               const cllm_goal *goals, const cllm_conv *histories, int n, cllm_reply *out) {
     char **prompts = (char **)cllm__calloc((size_t)n + 1, sizeof(char *));
     cllm__sim_job job;
     int i;
-    for (i = 0; i < n; i++) cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the simulator was asked");
-    if (!prompts) return CLLM_ERR_NOMEM;
     for (i = 0; i < n; i++)
-        if (cllm_user_sim_prompt(&s->cfg, &goals[i], &histories[i], &prompts[i], &out[i].err) != CLLM_OK) out[i].code = out[i].err.code;
-    job.sim = s;
+        cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the simulator was asked");
+    if (!prompts) return;
+    for (i = 0; i < n; i++)
+        if (cllm_user_sim_prompt(cfg, &goals[i], &histories[i], &prompts[i], &out[i].err) != CLLM_OK)
+            out[i].code = out[i].err.code;
+    job.cfg = cfg;
+    job.model = backend->name;
     job.out = out;
-    cllm__ask_all(s->client, prompts, n, &s->cfg.params, s->cfg.json_mode, s->cfg.max_parse_retries, cllm__sim_take, &job);
+    cllm__ask_all(backend, prompts, n, cfg->json_mode, cfg->max_parse_retries, cllm__sim_take, &job);
     for (i = 0; i < n; i++) CLLM_FREE(prompts[i]);
     CLLM_FREE(prompts);
-    return CLLM_OK;
 }
 
-static cllm_result cllm__llm_sim_turn(void *ctx, const cllm_goal *goal, const cllm_conv *history, cllm_reply *out) {
-    cllm__llm_sim_batch(ctx, goal, history, 1, out);
-    return out->code;
-}
+/* ---- the judges (paper appendix D.4) ---------------------------------------------------------- */
 
-CLLMDEF void cllm_llm_sim_init(cllm_llm_sim *s, cllm_client *client, const cllm_llm_sim_config *cfg) {
-    memset(s, 0, sizeof *s);
-    if (cfg) s->cfg = *cfg;
-    s->cfg.params = cllm__params_def(s->cfg.params, 1.0, 1024);
-    s->cfg.termination = cllm__def(s->cfg.termination, CLLM_TERMINATION_SIGNAL);
-    s->cfg.max_parse_retries = cllm__retries_def(s->cfg.max_parse_retries);
-    s->client = client;
-    s->sim.turn = cllm__llm_sim_turn;
-    s->sim.turn_batch = cllm__llm_sim_batch;
-    s->sim.ctx = s;
-}
-
-/* ---- LLM judges ---------------------------------------------------------------------------- */
-
-/* The project's own wording of CollabLLM's judges (paper App. D.4; v2 metrics): interactivity on
-   [0, 1] with three illustrated anchors, accuracy as 0/1 against a ground truth, and extraction
-   of the final artifact with all revisions applied. */
+/* The project's own wording of CollabLLM's judges (paper appendix D.4; CollabLLM v2's metrics): the
+   interactivity of R_LLM on [0, 1] with three illustrated anchors, the accuracy of R_ext as 0/1
+   against a ground truth, and Extract(t), the final artifact with every revision applied. A judge
+   reads the conversation as "User: ..." / "Assistant: ..." lines. */
 static const char cllm__prompt_interactivity[] =
     "You are reviewing a conversation between a user and an AI assistant. Judge how interactive the assistant was: "
     "did it engage with the user, keep its replies clear, work to understand what the user actually needed, and ask "
@@ -4360,9 +4479,11 @@ static const char cllm__prompt_interactivity[] =
     "\n"
     "Score it from 0 to 1:\n"
     "- 1, highly interactive: the assistant checks its understanding and asks pointed questions at the right moments. "
-    "Example: before drafting a cover letter it asks which job and which strengths to stress, then builds on the answers.\n"
+    "Example: before drafting a cover letter it asks which job and which strengths to stress, then builds on the "
+    "answers.\n"
     "- 0.5, moderately interactive: the assistant engages but misses chances. "
-    "Example: it asks one generic question, or makes an assumption it should have checked, and otherwise just delivers.\n"
+    "Example: it asks one generic question, or makes an assumption it should have checked, and otherwise just "
+    "delivers.\n"
     "- 0, not interactive: the assistant answers mechanically. "
     "Example: it writes a long answer to a vague request without asking anything or acknowledging what was unclear.\n"
     "Scores between the anchors are allowed.\n"
@@ -4400,19 +4521,9 @@ static const char cllm__prompt_extract[] =
 
 CLLMDEF void cllm_judgement_free(cllm_judgement *j) {
     if (!j) return;
-    CLLM_FREE(j->text); CLLM_FREE(j->thought);
+    CLLM_FREE(j->text);
+    CLLM_FREE(j->thought);
     memset(j, 0, sizeof *j);
-}
-
-CLLMDEF void cllm_judge_init(cllm_judge *j, cllm_client *client, const cllm_judge_config *cfg) {
-    memset(j, 0, sizeof *j);
-    if (cfg) j->cfg = *cfg;
-    j->cfg.params = cllm__params_def(j->cfg.params, -1.0, 2048);       /* -1 sends temperature 0 */
-    j->cfg.max_parse_retries = cllm__retries_def(j->cfg.max_parse_retries);
-    j->cfg.interactivity_prompt = cllm__def(j->cfg.interactivity_prompt, cllm__prompt_interactivity);
-    j->cfg.accuracy_prompt = cllm__def(j->cfg.accuracy_prompt, cllm__prompt_accuracy);
-    j->cfg.extract_prompt = cllm__def(j->cfg.extract_prompt, cllm__prompt_extract);
-    j->client = client;
 }
 
 /* Each kind of verdict reads its JSON into the judgement (CLLM_ERR_FORMAT = ask again). */
@@ -4420,15 +4531,19 @@ typedef cllm_result (*cllm__verdict_fn)(const cJSON *o, cllm_judgement *j);
 
 static cllm_result cllm__verdict_interactivity(const cJSON *o, cllm_judgement *j) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "interactivity");
-    if (!v || !cllm__json_number(v, &j->score)) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no numeric \"interactivity\"");
-    if (!(j->score >= 0.0 && j->score <= 1.0)) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "interactivity %g is outside [0, 1]", j->score);
+    if (!v || !cllm__json_number(v, &j->score))
+        return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no numeric \"interactivity\"");
+    if (!(j->score >= 0.0 && j->score <= 1.0))
+        return cllm__fail(&j->err, CLLM_ERR_FORMAT, "interactivity %g is outside [0, 1]", j->score);
     return CLLM_OK;
 }
 
 static cllm_result cllm__verdict_accuracy(const cJSON *o, cllm_judgement *j) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "accuracy");
-    if (!v || !cllm__json_number(v, &j->score)) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no numeric \"accuracy\"");
-    if (j->score != 0.0 && j->score != 1.0) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "accuracy %g is not 0 or 1", j->score);
+    if (!v || !cllm__json_number(v, &j->score))
+        return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no numeric \"accuracy\"");
+    if (j->score != 0.0 && j->score != 1.0)
+        return cllm__fail(&j->err, CLLM_ERR_FORMAT, "accuracy %g is not 0 or 1", j->score);
     return CLLM_OK;
 }
 
@@ -4436,37 +4551,50 @@ static cllm_result cllm__verdict_extract(const cJSON *o, cllm_judgement *j) {
     /* final_answer: CollabLLM v1's key */
     const char *key = cllm__json_str(o, "final_completion") ? "final_completion" : "final_answer";
     const char *t = cllm__json_str(o, key);
-    if (!t || !*t) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no non-empty string \"final_completion\"");
+    if (!t || !*t)
+        return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no non-empty string \"final_completion\"");
     if (!(j->text = cllm__json_text(o, key, &j->err))) return j->err.code;
     return CLLM_OK;
 }
 
-typedef struct cllm__judge_job { cllm__verdict_fn verdict; cllm_judgement *out; const char *model; } cllm__judge_job;
+typedef struct cllm__judge_job {
+    cllm__verdict_fn verdict;
+    cllm_judgement  *out;
+    const char      *model;
+} cllm__judge_job;
 
-static int cllm__judge_take(void *ctx, int i, const cllm_chat_result *res, int last) {
+static int cllm__judge_take(void *ctx, int i, const cllm_reply *answer, int last) {
     cllm__judge_job *job = (cllm__judge_job *)ctx;
     cllm_judgement *j = &job->out[i];
     cJSON *o;
     cllm_judgement_free(j);
-    if (res->code != CLLM_OK) {                   /* the client's message names the endpoint, status and reason */
-        j->code = cllm__fail(&j->err, res->code, "judge %s: %s", job->model ? job->model : "(client model)",
-                             res->err.msg);
+    if (answer->code != CLLM_OK) {                /* the client's message names the endpoint, status and reason */
+        j->code = cllm__fail(&j->err, answer->code, "judge %s: %s", job->model ? job->model : "(client model)",
+                             answer->err.msg);
         return 1;
     }
-    o = cllm_json_parse_lenient(res->content, &j->err);
+    o = cllm_json_parse_lenient(answer->text, &j->err);
     j->code = o ? job->verdict(o, j) : j->err.code;
-    if (j->code == CLLM_OK) { j->thought = cllm__json_text(o, "thought", NULL); cllm__ok(&j->err); }
+    if (j->code == CLLM_OK) {
+        j->thought = cllm__json_text(o, "thought", NULL);
+        cllm__ok(&j->err);
+    }
     cJSON_Delete(o);
     return j->code == CLLM_OK || last;
 }
 
 /* Fills a template for one item, or records in out why it cannot (a missing value). */
-static char *cllm__judge_fill(cllm_judgement *out, const char *tmpl, const char *const *names, const char *const *values, int nv) {
+static char *cllm__judge_fill(cllm_judgement *out, const char *tmpl, const char *const *names,
+                              const char *const *values, int nv) {
     char *p;
     int k;
-    for (k = 0; k < nv; k++)
-        if (!values[k]) { cllm__fail(&out->err, out->code = CLLM_ERR_ARG, "judge item: missing {{%s}}", names[k]); return NULL; }
-    if (!(p = cllm__fill(tmpl, names, values, nv))) cllm__fail(&out->err, out->code = CLLM_ERR_NOMEM, "out of memory");
+    for (k = 0; k < nv; k++) {
+        if (values[k]) continue;
+        cllm__fail(&out->err, out->code = CLLM_ERR_ARG, "judge item: missing {{%s}}", names[k]);
+        return NULL;
+    }
+    p = cllm__fill(tmpl, names, values, nv);
+    if (!p) cllm__fail(&out->err, out->code = CLLM_ERR_NOMEM, "out of memory");
     return p;
 }
 
@@ -4503,13 +4631,17 @@ static char *cllm__build_extract(const cllm_judge *jg, const void *items, int i,
     const char *values[3];
     cllm__sb req = { NULL, 0, 0, 0 };
     char *text = it->conv ? cllm__conv_text(it->conv, 0) : NULL, *rq, *p;
-    if (it->requirement) { cllm__sb_puts(&req, "Additional requirement: "); cllm__sb_puts(&req, it->requirement); }
+    if (it->requirement) {
+        cllm__sb_puts(&req, "Additional requirement: ");
+        cllm__sb_puts(&req, it->requirement);
+    }
     rq = cllm__sb_take(&req);
     values[0] = text;
     values[1] = it->kind ? it->kind : "document";
     values[2] = rq;
     p = cllm__judge_fill(out, jg->cfg.extract_prompt, names, values, 3);
-    CLLM_FREE(text); CLLM_FREE(rq);
+    CLLM_FREE(text);
+    CLLM_FREE(rq);
     return p;
 }
 
@@ -4520,36 +4652,58 @@ static cllm_result cllm__judge_all(cllm_judge *jg, const void *items, int n, cll
     cllm__judge_job job;
     char **prompts;
     int i;
-    if (!jg || !jg->client || n < 0 || (n > 0 && (!items || !out)))
+    if (!jg || !jg->api.client || n < 0 || (n > 0 && (!items || !out)))
         return cllm__fail(err, CLLM_ERR_ARG, "judge: needs an initialised judge, items and results");
-    if (n == 0) { cllm__ok(err); return CLLM_OK; }
-    for (i = 0; i < n; i++) { memset(&out[i], 0, sizeof out[i]); cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the judge was asked"); }
-    if (!(prompts = (char **)cllm__calloc((size_t)n, sizeof(char *)))) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if (n == 0) {
+        cllm__ok(err);
+        return CLLM_OK;
+    }
+    for (i = 0; i < n; i++) {
+        memset(&out[i], 0, sizeof out[i]);
+        cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the judge was asked");
+    }
+    prompts = (char **)cllm__calloc((size_t)n, sizeof(char *));
+    if (!prompts) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     for (i = 0; i < n; i++) prompts[i] = prompt(jg, items, i, &out[i]);
     job.verdict = verdict;
     job.out = out;
-    job.model = jg->cfg.params.model ? jg->cfg.params.model : jg->client->model;
-    cllm__ask_all(jg->client, prompts, n, &jg->cfg.params, jg->cfg.json_mode, jg->cfg.max_parse_retries, cllm__judge_take, &job);
+    job.model = jg->api.backend.name;
+    cllm__ask_all(&jg->api.backend, prompts, n, jg->cfg.json_mode, jg->cfg.max_parse_retries, cllm__judge_take, &job);
     for (i = 0; i < n; i++) CLLM_FREE(prompts[i]);
     CLLM_FREE(prompts);
     return CLLM__BATCH_RESULT(out, n, "judgements", err);
 }
 
-CLLMDEF cllm_result cllm_judge_interactivity(cllm_judge *jg, const cllm_conv *convs, int n, cllm_judgement *out, cllm_err *err) {
+CLLMDEF cllm_result cllm_judge_interactivity(cllm_judge *jg, const cllm_conv *convs, int n, cllm_judgement *out,
+                                             cllm_err *err) {
     return cllm__judge_all(jg, convs, n, cllm__build_interactivity, cllm__verdict_interactivity, out, err);
 }
 
-CLLMDEF cllm_result cllm_judge_accuracy(cllm_judge *jg, const cllm_accuracy_item *items, int n, cllm_judgement *out, cllm_err *err) {
+CLLMDEF cllm_result cllm_judge_accuracy(cllm_judge *jg, const cllm_accuracy_item *items, int n, cllm_judgement *out,
+                                        cllm_err *err) {
     return cllm__judge_all(jg, items, n, cllm__build_accuracy, cllm__verdict_accuracy, out, err);
 }
 
-CLLMDEF cllm_result cllm_judge_extract(cllm_judge *jg, const cllm_extract_item *items, int n, cllm_judgement *out, cllm_err *err) {
+CLLMDEF cllm_result cllm_judge_extract(cllm_judge *jg, const cllm_extract_item *items, int n, cllm_judgement *out,
+                                       cllm_err *err) {
     return cllm__judge_all(jg, items, n, cllm__build_extract, cllm__verdict_extract, out, err);
 }
 
 /* -------------------------------------------------------------------------------------------- */
-/* Data generation, pairs, evaluation                                                            */
+/* I.5 Data generation (paper appendix B.1): candidates scored by MR, SFT rows and DPO pairs      */
 /* -------------------------------------------------------------------------------------------- */
+
+/* Offline data generation, paper appendix B.1 (figure 8), one conversation per task:
+     1. the simulated user opens the conversation from the task's single-turn prompt;
+     2. at every turn the candidate model samples k responses (CollabLLM's command line: k = 2);
+     3. each candidate is scored by MR (cllm_mr_score, I.4) and recorded with its score;
+     4. the best candidate continues the conversation (ties: the first);
+     5. the next user message is taken from the best candidate's longest simulated future (CollabLLM v2),
+        or asked of the simulator when the future holds none;
+     6. the conversation ends when the user terminates or after max_turns user turns.
+   The records (data_fmt/records.md) then give SFT rows and DPO pairs (cllm_build_pairs). */
+
+/* ---- records: one JSON line per scored candidate ---------------------------------------------- */
 
 /* Appends o to b as one JSONL line, or fails when that line would be longer than our readers
    accept (CLLM_MAX_LINE_BYTES): nothing is written that could not be read back. */
@@ -4594,7 +4748,11 @@ static cJSON *cllm__record_json(const cllm_mr_config *mr, const cllm_task *task,
     cJSON *o = cJSON_CreateObject(), *rewards, *sessions;
     double *vals = (double *)cllm__calloc((size_t)r->n_samples + 1, sizeof(double));
     int s, m, incomplete = cllm__conv_incomplete(history) + cllm_msg_incomplete(meta);
-    if (!o || !vals) { cJSON_Delete(o); CLLM_FREE(vals); return NULL; }
+    if (!o || !vals) {
+        cJSON_Delete(o);
+        CLLM_FREE(vals);
+        return NULL;
+    }
     cJSON_AddItemToObject(o, "prompt", cllm_conv_to_json(history));
     cJSON_AddStringToObject(o, "completion", candidate);
     if (meta->finish_reason[0]) cJSON_AddStringToObject(o, "completion_finish_reason", meta->finish_reason);
@@ -4602,13 +4760,14 @@ static cJSON *cllm__record_json(const cllm_mr_config *mr, const cllm_task *task,
     if (incomplete) cJSON_AddNumberToObject(o, "incomplete_messages", incomplete);
     cJSON_AddNumberToObject(o, "conv_id", conv_id);
     cJSON_AddNumberToObject(o, "turn_id", history->n);
-    if (r->code == CLLM_OK) cJSON_AddNumberToObject(o, "score", r->mr); else cJSON_AddNullToObject(o, "score");
+    cJSON_AddItemToObject(o, "score", r->code == CLLM_OK ? cJSON_CreateNumber(r->mr) : cJSON_CreateNull());
     rewards = cJSON_AddObjectToObject(o, "rewards");
     for (s = 0; s < r->n_samples; s++) vals[s] = r->samples[s].reward;
     cJSON_AddItemToObject(rewards, "MR", cllm__double_array(vals, r->n_samples));
     for (m = 0; m < mr->n_metrics; m++) {
         for (s = 0; s < r->n_samples; s++) vals[s] = r->samples[s].metrics[m];
-        cJSON_AddItemToObject(rewards, mr->metrics[m].name ? mr->metrics[m].name : "metric", cllm__double_array(vals, r->n_samples));
+        cJSON_AddItemToObject(rewards, mr->metrics[m].name ? mr->metrics[m].name : "metric",
+                              cllm__double_array(vals, r->n_samples));
     }
     if (mr->variant == CLLM_MR_PAPER) {
         for (s = 0; s < r->n_samples; s++) vals[s] = r->samples[s].tokens;
@@ -4621,32 +4780,146 @@ static cJSON *cllm__record_json(const cllm_mr_config *mr, const cllm_task *task,
     return o;
 }
 
-/* Reads an existing records file: which conversations are complete (all their task_rows rows
-   present), and whether anything else (a half-written task, a torn last line) must be dropped.
-   done[conv_id] = 1 for complete ones (conv ids index the task list). */
+/* ---- one conversation (steps 1-6) ------------------------------------------------------------- */
+
+/* One conversation of data generation (steps 1-6 above); its records (without task_rows yet) go to rows. */
+static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm_user_sim *user,
+                                      const cllm_assistant *cand, const cllm_assistant *future, const cllm_task *task,
+                                      int conv_id, cJSON *rows, cllm_err *err) {
+    int k = cllm__def(cfg->n_candidates, 2);
+    int max_turns = cllm__def(cfg->max_turns, 7);
+    int turn, i, best;
+    cllm_goal goal;
+    cllm_conv history;
+    cllm_reply ureply;
+    cllm_conv *views = (cllm_conv *)cllm__calloc((size_t)k, sizeof(cllm_conv));
+    cllm_reply *replies = (cllm_reply *)cllm__calloc((size_t)k, sizeof(cllm_reply));
+    cllm_mr_item *items = (cllm_mr_item *)cllm__calloc((size_t)k, sizeof(cllm_mr_item));
+    cllm_mr_result *res = (cllm_mr_result *)cllm__calloc((size_t)k, sizeof(cllm_mr_result));
+    cllm_result rc = CLLM_OK;
+    memset(&ureply, 0, sizeof ureply);
+    memset(&history, 0, sizeof history);
+    goal.task_desc = cfg->task_desc ? cfg->task_desc : "a task";
+    goal.prompt = task->prompt;
+    goal.reference = cfg->show_reference ? task->completion : NULL;
+    if (!views || !replies || !items || !res) {
+        rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+
+    /* 1. the simulated user opens the conversation */
+    if ((rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err)) != CLLM_OK) goto done;
+    if ((rc = cllm_conv_push_meta(&history, "user", ureply.text, &ureply.meta, err)) != CLLM_OK) goto done;
+    for (turn = 0; turn < max_turns && !ureply.terminated; turn++) {
+        int longest = -1, s;
+        for (i = 0; i < k; i++) views[i] = history;
+        if ((rc = cllm_assistant_replies(cand, views, k, replies, err)) != CLLM_OK) goto done;   /* 2. */
+        for (i = 0; i < k; i++) {
+            items[i].goal = &goal;
+            items[i].task = task;
+            items[i].history = &history;
+            items[i].candidate = replies[i].text;
+        }
+        cllm_mr_score(&cfg->mr, user, future, items, k, res, err);   /* 3. per-candidate failures are in res */
+        for (i = 0, best = -1; i < k; i++) {
+            cJSON *row;
+            size_t bytes = cllm__conv_json_bytes(&history);
+            bytes += cllm__json_escaped_len(replies[i].text, strlen(replies[i].text));
+            for (s = 0; s < res[i].n_samples; s++) bytes += cllm__conv_json_bytes(&res[i].samples[s].session);
+            if (bytes >= (size_t)CLLM_MAX_LINE_BYTES) {   /* refuse before building it */
+                rc = cllm__fail(err, CLLM_ERR_LIMIT,
+                                "turn %d, candidate %d: its record (history, candidate and %d simulated sessions) "
+                                "would take about %zu bytes as one line, more than our readers accept "
+                                "(CLLM_MAX_LINE_BYTES)", turn, i, res[i].n_samples, bytes);
+                goto done;
+            }
+            row = cllm__record_json(&cfg->mr, task, conv_id, &history, replies[i].text, &replies[i].meta, &res[i]);
+            if (!row) {
+                rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+                goto done;
+            }
+            cJSON_AddItemToArray(rows, row);
+            if (res[i].code == CLLM_OK && (best < 0 || res[i].mr > res[best].mr)) best = i;   /* 4. ties: the first */
+        }
+        if (best < 0) {
+            rc = cllm__fail(err, res[0].code ? res[0].code : CLLM_ERR_FORMAT,
+                            "turn %d: no candidate could be scored: %s", turn, res[0].err.msg);
+            goto done;
+        }
+        rc = cllm_conv_push_meta(&history, "assistant", replies[best].text, &replies[best].meta, err);
+        if (rc != CLLM_OK) goto done;
+        /* 5. the next user message: from the best candidate's longest simulated future */
+        for (s = 0; s < res[best].n_samples; s++)
+            if (res[best].samples[s].code == CLLM_OK &&
+                (longest < 0 || res[best].samples[s].session.n > res[best].samples[longest].session.n))
+                longest = s;
+        cllm_reply_free(&ureply);
+        if (longest >= 0 && res[best].samples[longest].session.n > history.n) {
+            const cllm_mr_sample *smp = &res[best].samples[longest];
+            cllm_reply_set(&ureply, smp->session.msgs[history.n].content,
+                           smp->terminated && smp->session.n == history.n + 1);
+            if (smp->session.meta) ureply.meta = smp->session.meta[history.n];
+        } else if ((rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err)) != CLLM_OK) goto done;
+        for (i = 0; i < k; i++) {
+            cllm_mr_result_free(&res[i]);
+            cllm_reply_free(&replies[i]);
+        }
+        if (!ureply.terminated) rc = cllm_conv_push_meta(&history, "user", ureply.text, &ureply.meta, err);
+        if (rc != CLLM_OK) goto done;
+    }
+done:
+    for (i = 0; i < k && res; i++) cllm_mr_result_free(&res[i]);
+    for (i = 0; i < k && replies; i++) cllm_reply_free(&replies[i]);
+    cllm_reply_free(&ureply);
+    cllm_conv_free(&history);
+    CLLM_FREE(views);
+    CLLM_FREE(replies);
+    CLLM_FREE(items);
+    CLLM_FREE(res);
+    return rc;
+}
+
+/* ---- the run: shards, a records file that survives a crash, progress -------------------------- */
+
+/* Each task's rows are appended together and flushed to disk, each row saying how many rows its task
+   has (task_rows): a crash loses at most the task in flight, and a restarted run keeps the finished
+   tasks, drops a half-written one, and continues. */
 /* Is o a row of conversation *id (< n_tasks) that says its conversation has *rows rows? The
    scan counts exactly these rows and the rewrite keeps exactly these. */
 static int cllm__datagen_row(const cJSON *o, int n_tasks, int *id, int *rows) {
-    *id = -1; *rows = 0;
-    return o && cllm__json_int(o, "conv_id", -1, id) && cllm__json_int(o, "task_rows", 0, rows) && *id >= 0 && *id < n_tasks && *rows > 0;
+    *id = -1;
+    *rows = 0;
+    if (!o || !cllm__json_int(o, "conv_id", -1, id) || !cllm__json_int(o, "task_rows", 0, rows)) return 0;
+    return *id >= 0 && *id < n_tasks && *rows > 0;
 }
 
+/* Reads an existing records file: which conversations are complete (all their task_rows rows
+   present), and whether anything else (a half-written task, a torn last line) must be dropped.
+   done[conv_id] = 1 for complete ones (conv ids index the task list). */
 static cllm_result cllm__datagen_scan(const char *path, int n_tasks, unsigned char *done, int *dirty, cllm_err *err) {
     FILE *f = fopen(path, "rb");
     char *line = NULL;
     size_t cap = 0;
-    int *count = (int *)cllm__calloc((size_t)n_tasks + 1, sizeof(int)), *want = (int *)cllm__calloc((size_t)n_tasks + 1, sizeof(int)), i, lineno = 0;
+    int *count = (int *)cllm__calloc((size_t)n_tasks + 1, sizeof(int));
+    int *want = (int *)cllm__calloc((size_t)n_tasks + 1, sizeof(int));
+    int i, lineno = 0;
     long len = -1;
     cllm_result rc = CLLM_OK;
     *dirty = 0;
-    if (!count || !want) { CLLM_FREE(count); CLLM_FREE(want); if (f) fclose(f); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    if (!count || !want) {
+        CLLM_FREE(count);
+        CLLM_FREE(want);
+        if (f) fclose(f);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
     if (f) {
         while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
             cJSON *o = len ? cJSON_ParseWithLength(line, (size_t)len) : NULL;
             int id, rows;
             lineno++;
             if (cllm__datagen_row(o, n_tasks, &id, &rows)) {
-                count[id]++; want[id] = rows;
+                count[id]++;
+                want[id] = rows;
             } else if (len) *dirty = 1;
             cJSON_Delete(o);
         }
@@ -4658,7 +4931,9 @@ static cllm_result cllm__datagen_scan(const char *path, int n_tasks, unsigned ch
         done[i] = count[i] > 0 && count[i] == want[i];
         if (count[i] && !done[i]) *dirty = 1;
     }
-    CLLM_FREE(line); CLLM_FREE(count); CLLM_FREE(want);
+    CLLM_FREE(line);
+    CLLM_FREE(count);
+    CLLM_FREE(want);
     return rc;
 }
 
@@ -4674,12 +4949,18 @@ static cllm_result cllm__datagen_compact(const char *path, int n_tasks, const un
     while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
         cJSON *o = len ? cJSON_ParseWithLength(line, (size_t)len) : NULL;
         int id, rows;
-        if (cllm__datagen_row(o, n_tasks, &id, &rows) && done[id]) { cllm__sb_putn(&keep, line, (size_t)len); cllm__sb_putc(&keep, '\n'); }
+        if (cllm__datagen_row(o, n_tasks, &id, &rows) && done[id]) {
+            cllm__sb_putn(&keep, line, (size_t)len);
+            cllm__sb_putc(&keep, '\n');
+        }
         cJSON_Delete(o);
     }
     fclose(f);
     CLLM_FREE(line);
-    if (keep.oom || len < -1) { cllm__sb_free(&keep); return len < -1 ? cllm__line_fail(err, path, 0, len) : cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    if (keep.oom || len < -1) {
+        cllm__sb_free(&keep);
+        return len < -1 ? cllm__line_fail(err, path, 0, len) : cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
     rc = cllm_write_file_atomic(path, keep.p ? keep.p : "", keep.n, err);
     cllm__sb_free(&keep);
     return rc;
@@ -4699,75 +4980,6 @@ static cllm_result cllm__append_durable(const char *path, const char *text, size
     return bad ? cllm__fail(err, CLLM_ERR_IO, "%s: write failed (%s)", path, strerror(errno)) : CLLM_OK;
 }
 
-/* One conversation of data generation; its records (without task_rows yet) go to rows. */
-static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm_user_sim *user, const cllm_assistant *cand,
-                                      const cllm_assistant *future, const cllm_task *task, int conv_id, cJSON *rows, cllm_err *err) {
-    int k = cllm__def(cfg->n_candidates, 2), max_turns = cllm__def(cfg->max_turns, 7), turn, i, best;
-    cllm_goal goal;
-    cllm_conv history, *views = (cllm_conv *)cllm__calloc((size_t)k, sizeof(cllm_conv));
-    cllm_reply *replies = (cllm_reply *)cllm__calloc((size_t)k, sizeof(cllm_reply)), ureply;
-    cllm_mr_item *items = (cllm_mr_item *)cllm__calloc((size_t)k, sizeof(cllm_mr_item));
-    cllm_mr_result *res = (cllm_mr_result *)cllm__calloc((size_t)k, sizeof(cllm_mr_result));
-    cllm_result rc = CLLM_OK;
-    memset(&ureply, 0, sizeof ureply);
-    memset(&history, 0, sizeof history);
-    goal.task_desc = cfg->task_desc ? cfg->task_desc : "a task";
-    goal.prompt = task->prompt;
-    goal.reference = cfg->show_reference ? task->completion : NULL;
-    if (!views || !replies || !items || !res) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-
-    /* the simulated user opens the conversation */
-    if ((rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err)) != CLLM_OK) goto done;
-    if ((rc = cllm_conv_push_meta(&history, "user", ureply.text, &ureply.meta, err)) != CLLM_OK) goto done;
-    for (turn = 0; turn < max_turns && !ureply.terminated; turn++) {
-        int longest = -1, s;
-        for (i = 0; i < k; i++) views[i] = history;
-        if ((rc = cllm_assistant_replies(cand, views, k, replies, err)) != CLLM_OK) goto done;
-        for (i = 0; i < k; i++) { items[i].goal = &goal; items[i].task = task; items[i].history = &history; items[i].candidate = replies[i].text; }
-        cllm_mr_score(&cfg->mr, user, future, items, k, res, err);   /* per-candidate failures are in res */
-        for (i = 0, best = -1; i < k; i++) {
-            cJSON *row;
-            size_t bytes = cllm__conv_json_bytes(&history);
-            bytes += cllm__json_escaped_len(replies[i].text, strlen(replies[i].text));
-            for (s = 0; s < res[i].n_samples; s++) bytes += cllm__conv_json_bytes(&res[i].samples[s].session);
-            if (bytes >= (size_t)CLLM_MAX_LINE_BYTES) {   /* refuse before building it */
-                rc = cllm__fail(err, CLLM_ERR_LIMIT,
-                                "turn %d, candidate %d: its record (history, candidate and %d simulated sessions) "
-                                "would take about %zu bytes as one line, more than our readers accept "
-                                "(CLLM_MAX_LINE_BYTES)",
-                                turn, i, res[i].n_samples, bytes);
-                goto done;
-            }
-            row = cllm__record_json(&cfg->mr, task, conv_id, &history, replies[i].text, &replies[i].meta, &res[i]);
-            if (!row) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-            cJSON_AddItemToArray(rows, row);
-            if (res[i].code == CLLM_OK && (best < 0 || res[i].mr > res[best].mr)) best = i;   /* ties: the first */
-        }
-        if (best < 0) { rc = cllm__fail(err, res[0].code ? res[0].code : CLLM_ERR_FORMAT, "turn %d: no candidate could be scored: %s", turn, res[0].err.msg); goto done; }
-        rc = cllm_conv_push_meta(&history, "assistant", replies[best].text, &replies[best].meta, err);
-        if (rc != CLLM_OK) goto done;
-        /* the next user message: from the best candidate's longest simulated future */
-        for (s = 0; s < res[best].n_samples; s++)
-            if (res[best].samples[s].code == CLLM_OK && (longest < 0 || res[best].samples[s].session.n > res[best].samples[longest].session.n)) longest = s;
-        cllm_reply_free(&ureply);
-        if (longest >= 0 && res[best].samples[longest].session.n > history.n) {
-            const cllm_mr_sample *smp = &res[best].samples[longest];
-            cllm_reply_set(&ureply, smp->session.msgs[history.n].content, smp->terminated && smp->session.n == history.n + 1);
-            if (smp->session.meta) ureply.meta = smp->session.meta[history.n];
-        } else if ((rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err)) != CLLM_OK) goto done;
-        for (i = 0; i < k; i++) { cllm_mr_result_free(&res[i]); cllm_reply_free(&replies[i]); }
-        if (!ureply.terminated) rc = cllm_conv_push_meta(&history, "user", ureply.text, &ureply.meta, err);
-        if (rc != CLLM_OK) goto done;
-    }
-done:
-    for (i = 0; i < k && res; i++) cllm_mr_result_free(&res[i]);
-    for (i = 0; i < k && replies; i++) cllm_reply_free(&replies[i]);
-    cllm_reply_free(&ureply);
-    cllm_conv_free(&history);
-    CLLM_FREE(views); CLLM_FREE(replies); CLLM_FREE(items); CLLM_FREE(res);
-    return rc;
-}
-
 CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_user_sim *user,
                                      const cllm_assistant *candidates, const cllm_assistant *future_assistant,
                                      const cllm_task *tasks, int n_tasks, const char *out_path, cllm_err *err) {
@@ -4776,25 +4988,38 @@ CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_
     double t0 = cllm__now();
     cllm_result rc;
     cllm_err terr, first;
-    if (!cfg || !user || !candidates || !out_path || n_tasks < 0 || (n_tasks && !tasks)) return cllm__fail(err, CLLM_ERR_ARG, "data generation: needs a config, a user simulator, a candidate model, tasks and an output path");
-    n_shards = cllm__def(cfg->n_shards, 1); shard = cfg->shard;
-    if (shard < 0 || shard >= n_shards) return cllm__fail(err, CLLM_ERR_ARG, "data generation: shard %d is not in [0, %d)", shard, n_shards);
+    if (!cfg || !user || !candidates || !out_path || n_tasks < 0 || (n_tasks && !tasks))
+        return cllm__fail(err, CLLM_ERR_ARG, "data generation: needs a config, a user simulator, a candidate model, "
+                          "tasks and an output path");
+    n_shards = cllm__def(cfg->n_shards, 1);
+    shard = cfg->shard;
+    if (shard < 0 || shard >= n_shards)
+        return cllm__fail(err, CLLM_ERR_ARG, "data generation: shard %d is not in [0, %d)", shard, n_shards);
     done = (unsigned char *)cllm__calloc((size_t)n_tasks + 1, 1);
     if (!done) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    if ((rc = cllm__datagen_scan(out_path, n_tasks, done, &dirty, err)) != CLLM_OK) { CLLM_FREE(done); return rc; }
-    if (dirty && (rc = cllm__datagen_compact(out_path, n_tasks, done, err)) != CLLM_OK) { CLLM_FREE(done); return rc; }
+    if ((rc = cllm__datagen_scan(out_path, n_tasks, done, &dirty, err)) != CLLM_OK) {
+        CLLM_FREE(done);
+        return rc;
+    }
+    if (dirty && (rc = cllm__datagen_compact(out_path, n_tasks, done, err)) != CLLM_OK) {
+        CLLM_FREE(done);
+        return rc;
+    }
     for (t = shard; t < n_tasks; t += n_shards) n_todo += !done[t];
-    if (cfg->verbose) fprintf(stderr, "generate-data: %d tasks in shard %d/%d, %d already done, %d to go%s\n",
-                              (n_tasks - shard + n_shards - 1) / n_shards, shard, n_shards, (n_tasks - shard + n_shards - 1) / n_shards - n_todo, n_todo,
-                              dirty ? " (dropped a half-written task)" : "");
-    first.code = CLLM_OK; first.msg[0] = 0;
+    if (cfg->verbose)
+        fprintf(stderr, "generate-data: %d tasks in shard %d/%d, %d already done, %d to go%s\n",
+                (n_tasks - shard + n_shards - 1) / n_shards, shard, n_shards,
+                (n_tasks - shard + n_shards - 1) / n_shards - n_todo, n_todo,
+                dirty ? " (dropped a half-written task)" : "");
+    cllm__ok(&first);
     for (t = shard; t < n_tasks; t += n_shards) {
         cJSON *rows, *row;
         cllm__sb buf = { NULL, 0, 0, 0 };
         int n_rows;
         if (done[t]) continue;
         rows = cJSON_CreateArray();
-        rc = rows ? cllm__datagen_task(cfg, user, candidates, future_assistant ? future_assistant : candidates, &tasks[t], t, rows, &terr)
+        rc = rows ? cllm__datagen_task(cfg, user, candidates, future_assistant ? future_assistant : candidates,
+                                       &tasks[t], t, rows, &terr)
                   : cllm__fail(&terr, CLLM_ERR_NOMEM, "out of memory");
         n_rows = rows ? cJSON_GetArraySize(rows) : 0;
         if (rc == CLLM_OK && n_rows > 0) {
@@ -4806,8 +5031,8 @@ CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_
         }
         cllm__sb_free(&buf);
         cJSON_Delete(rows);
-        if (rc == CLLM_OK) n_done++;
-        else {
+        n_done += rc == CLLM_OK;
+        if (rc != CLLM_OK) {
             n_failed++;
             if (first.code == CLLM_OK) first = terr;
             if (cfg->verbose) fprintf(stderr, "generate-data: task %d failed: %s\n", t, terr.msg);
@@ -4816,19 +5041,25 @@ CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_
         if (cfg->verbose) {
             double el = cllm__now() - t0;
             int finished = n_done + n_failed;
-            fprintf(stderr, "generate-data: [%d/%d] task %d: %d rows, %.1fs elapsed, ETA %.0fs\n", finished, n_todo, t, n_rows, el,
-                    finished ? el / finished * (n_todo - finished) : 0.0);
+            fprintf(stderr, "generate-data: [%d/%d] task %d: %d rows, %.1fs elapsed, ETA %.0fs\n", finished, n_todo, t,
+                    n_rows, el, finished ? el / finished * (n_todo - finished) : 0.0);
         }
     }
     CLLM_FREE(done);
-    if (n_failed) return cllm__fail(err, first.code, "%d of %d tasks failed (rerun to retry them; finished tasks are kept). First: %s", n_failed, n_todo, first.msg);
+    if (n_failed)
+        return cllm__fail(err, first.code, "%d of %d tasks failed (rerun to retry them; finished tasks are kept). "
+                          "First: %s", n_failed, n_todo, first.msg);
     cllm__ok(err);
     return CLLM_OK;
 }
 
 /* ---- SFT rows and DPO pairs ----------------------------------------------------------------- */
 
-typedef struct cllm__rec { int conv_id, turn_id; double score; cJSON *row; } cllm__rec;
+typedef struct cllm__rec {
+    int conv_id, turn_id;
+    double score;
+    cJSON *row;
+} cllm__rec;
 
 static int cllm__rec_cmp(const void *a, const void *b) {
     const cllm__rec *x = (const cllm__rec *)a, *y = (const cllm__rec *)b;
@@ -4843,7 +5074,8 @@ static cJSON *cllm__prompt_json(const cJSON *row, const char *system_prompt) {
     cJSON *out = cJSON_CreateArray(), *m;
     if (system_prompt) {
         m = cJSON_CreateObject();
-        cJSON_AddStringToObject(m, "role", "system"); cJSON_AddStringToObject(m, "content", system_prompt);
+        cJSON_AddStringToObject(m, "role", "system");
+        cJSON_AddStringToObject(m, "content", system_prompt);
         cJSON_AddItemToArray(out, m);
     }
     cJSON_ArrayForEach(m, p) cJSON_AddItemToArray(out, cJSON_Duplicate(m, 1));
@@ -4852,7 +5084,8 @@ static cJSON *cllm__prompt_json(const cJSON *row, const char *system_prompt) {
 
 static cJSON *cllm__assistant_msg(const char *text) {
     cJSON *arr = cJSON_CreateArray(), *m = cJSON_CreateObject();
-    cJSON_AddStringToObject(m, "role", "assistant"); cJSON_AddStringToObject(m, "content", text);
+    cJSON_AddStringToObject(m, "role", "assistant");
+    cJSON_AddStringToObject(m, "content", text);
     cJSON_AddItemToArray(arr, m);
     return arr;
 }
@@ -4887,22 +5120,33 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
     cllm_result rc = CLLM_OK;
     if (n_sft) *n_sft = 0;
     if (n_pairs) *n_pairs = 0;
-    if (!f) { cJSON_Delete(sft); cJSON_Delete(dpo); return CLLM_ERR_IO; }
+    if (!f) {
+        cJSON_Delete(sft);
+        cJSON_Delete(dpo);
+        return CLLM_ERR_IO;
+    }
     while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
         cllm__rec r;
         const cJSON *sc;
         lineno++;
         if (len == 0) continue;
         any_line = 1;
-        if (!(r.row = cllm__jsonl_parse(line, (size_t)len, records_path, lineno, err))) { rc = CLLM_ERR_FORMAT; break; }
+        if (!(r.row = cllm__jsonl_parse(line, (size_t)len, records_path, lineno, err))) {
+            rc = CLLM_ERR_FORMAT;
+            break;
+        }
         sc = cJSON_GetObjectItemCaseSensitive(r.row, "score");
         if (!cllm__json_int(r.row, "conv_id", -1, &r.conv_id) || !cllm__json_int(r.row, "turn_id", -1, &r.turn_id) ||
             !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(r.row, "prompt")) || !cllm__json_str(r.row, "completion")) {
             cJSON_Delete(r.row);
-            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not a record (needs prompt, completion, conv_id, turn_id, score; see data_fmt/records.md)", records_path, lineno);
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not a record (needs prompt, completion, conv_id, turn_id, "
+                            "score; see data_fmt/records.md)", records_path, lineno);
             break;
         }
-        if (!cJSON_IsNumber(sc)) { cJSON_Delete(r.row); continue; }   /* an unscored candidate takes no part */
+        if (!cJSON_IsNumber(sc)) {                /* an unscored candidate takes no part */
+            cJSON_Delete(r.row);
+            continue;
+        }
         r.score = sc->valuedouble;
         stbds_arrput(recs, r);
         n++;
@@ -4910,7 +5154,8 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
     fclose(f);
     CLLM_FREE(line);
     if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, records_path, lineno + 1, len);
-    if (rc == CLLM_OK && !any_line) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no records (the file is empty; data_fmt/records.md)", records_path);
+    if (rc == CLLM_OK && !any_line)
+        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no records (the file is empty; data_fmt/records.md)", records_path);
     if (rc == CLLM_OK) {
         if (n) qsort(recs, (size_t)n, sizeof *recs, cllm__rec_cmp);   /* recs is NULL when n == 0 */
         for (i = 0; i < n; i = j) {
@@ -4924,7 +5169,8 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
                 cJSON *p = cJSON_CreateObject();
                 cJSON_AddItemToObject(p, "prompt", cllm__prompt_json(recs[best].row, sys));
                 cJSON_AddItemToObject(p, "chosen", cllm__assistant_msg(cllm__json_str(recs[best].row, "completion")));
-                cJSON_AddItemToObject(p, "rejected", cllm__assistant_msg(cllm__json_str(recs[worst].row, "completion")));
+                cJSON_AddItemToObject(p, "rejected",
+                                      cllm__assistant_msg(cllm__json_str(recs[worst].row, "completion")));
                 cJSON_AddNumberToObject(p, "score_chosen", recs[best].score);
                 cJSON_AddNumberToObject(p, "score_rejected", recs[worst].score);
                 cJSON_AddNumberToObject(p, "conv_id", recs[i].conv_id);
@@ -4933,7 +5179,9 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
             }
             /* SFT: the best response at the conversation's last turn */
             if (j == n || recs[j].conv_id != recs[i].conv_id) {
-                cJSON *row = cJSON_CreateObject(), *msgs = cllm__prompt_json(recs[best].row, sys), *a = cllm__assistant_msg(cllm__json_str(recs[best].row, "completion"));
+                cJSON *row = cJSON_CreateObject();
+                cJSON *msgs = cllm__prompt_json(recs[best].row, sys);
+                cJSON *a = cllm__assistant_msg(cllm__json_str(recs[best].row, "completion"));
                 cJSON_AddItemToArray(msgs, cJSON_DetachItemFromArray(a, 0));
                 cJSON_Delete(a);
                 cJSON_AddItemToObject(row, "messages", msgs);
@@ -4949,7 +5197,8 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
     }
     for (i = 0; i < n; i++) cJSON_Delete(recs[i].row);
     stbds_arrfree(recs);
-    cJSON_Delete(sft); cJSON_Delete(dpo);
+    cJSON_Delete(sft);
+    cJSON_Delete(dpo);
     if (rc == CLLM_OK) cllm__ok(err);
     return rc;
 }
@@ -9267,6 +9516,15 @@ done:
     return rc;
 }
 
+/* -------------------------------------------------------------------------------------------- */
+/* II.6 The chat-completions client, conversations, lenient JSON, task files                    */
+/* -------------------------------------------------------------------------------------------- */
+
+/* The client speaks OpenAI's chat-completions protocol (see its declarations) through libcurl: one
+   curl multi handle runs a whole batch, each request a small state machine WAITING -> RUNNING ->
+   WAITING (retry) | DONE. Every error message passes one scrubber (secrets, below), and all text
+   an endpoint sends one gate (cllm__received_text). */
+
 /* ---- secrets: the one redaction point ----------------------------------------------------------
    Every live client registers its API key here (cllm_client_init; cllm_client_free takes it out).
    Two kinds of text pass through cllm__scrub: every error message (cllm__fail does it, whatever
@@ -9418,16 +9676,6 @@ static void cllm__clean_line(char *out, size_t cap, const char *s, size_t n) {
     CLLM_FREE(valid.p);
     CLLM_FREE(clean.p);
 }
-
-/* -------------------------------------------------------------------------------------------- */
-/* Chat-completions client, user simulators and judges                                          */
-/* -------------------------------------------------------------------------------------------- */
-
-/* Protocol and retry policy: see the declarations. The pieces, top to bottom: a string builder,
-   conversations, lenient JSON, the libcurl transfer engine (one curl multi handle; each request a
-   small state machine WAITING -> RUNNING -> WAITING (retry) | DONE), then the simulators,
-   assistants and judges, which all go through one "ask n prompts, parse, re-ask the unusable"
-   routine, and finally task files. */
 
 #include <curl/curl.h>
 #include <time.h>
@@ -10635,106 +10883,6 @@ CLLMDEF cllm_result cllm_client_chat(cllm_client *c, const cllm_chat_request *re
     return cllm_client_chat_batch(c, request, 1, result, err);
 }
 
-/* ---- asking many prompts at once, re-asking unusable answers ------------------------------- */
-
-/* take(ctx, i, res, last) records the answer to prompt i (res may be a failed call) in the
-   caller's own result and returns 1, or returns 0 to draw a new sample (never when `last`). */
-
-/* Sends prompts[i] (one user message each; NULL entries are skipped) through the client, all
-   concurrently, and hands each answer to take(). The ones it refuses are asked again together,
-   for up to `retries` more rounds. Failed calls are final: the client already retried them. */
-static cllm_result cllm__ask_all(cllm_client *c, char *const *prompts, int n, const cllm_llm_params *params,
-                                 int json_mode, int retries, cllm__take_fn take, void *ctx) {
-    int *pending = (int *)cllm__calloc((size_t)n + 1, sizeof(int));
-    cllm_message *msgs = (cllm_message *)cllm__calloc((size_t)n + 1, sizeof *msgs);
-    cllm_chat_request *reqs = (cllm_chat_request *)cllm__calloc((size_t)n + 1, sizeof *reqs);
-    cllm_chat_result *res = (cllm_chat_result *)cllm__calloc((size_t)n + 1, sizeof *res);
-    int i, k, np = 0, round;
-    cllm_result rc = CLLM_OK;
-    if (!pending || !msgs || !reqs || !res) rc = CLLM_ERR_NOMEM;
-    for (i = 0; rc == CLLM_OK && i < n; i++) if (prompts[i]) pending[np++] = i;
-    for (round = 0; rc == CLLM_OK && np > 0 && round <= retries; round++) {
-        int keep = 0;
-        for (k = 0; k < np; k++) {
-            msgs[k].role = "user";
-            msgs[k].content = prompts[pending[k]];
-            memset(&reqs[k], 0, sizeof reqs[k]);
-            reqs[k].messages = &msgs[k];
-            reqs[k].n_messages = 1;
-            reqs[k].params = *params;
-            reqs[k].response_format = json_mode ? "json_object" : NULL;
-        }
-        cllm_client_chat_batch(c, reqs, np, res, NULL);
-        for (k = 0; k < np; k++) {
-            if (!take(ctx, pending[k], &res[k], round == retries)) pending[keep++] = pending[k];
-            cllm_chat_result_free(&res[k]);
-        }
-        np = keep;
-    }
-    CLLM_FREE(pending); CLLM_FREE(msgs); CLLM_FREE(reqs); CLLM_FREE(res);
-    return rc;
-}
-
-/* Fills a sampling-parameter default: zero fields take the role's defaults. */
-static cllm_llm_params cllm__params_def(cllm_llm_params p, double temperature, int max_tokens) {
-    p.temperature = cllm__def(p.temperature, temperature);
-    p.max_tokens = cllm__def(p.max_tokens, max_tokens);
-    return p;
-}
-
-/* A retry budget: zero means the default 3, negative none. */
-static int cllm__retries_def(int r) { return r < 0 ? 0 : cllm__def(r, 3); }
-
-/* ---- an assistant behind the client -------------------------------------------------------- */
-
-static cllm_result cllm__api_assistant_batch(void *ctx, const cllm_conv *histories, int n, cllm_reply *out) {
-    cllm_api_assistant *a = (cllm_api_assistant *)ctx;
-    cllm_chat_request *reqs = (cllm_chat_request *)cllm__calloc((size_t)n + 1, sizeof *reqs);
-    cllm_chat_result *res = (cllm_chat_result *)cllm__calloc((size_t)n + 1, sizeof *res);
-    cllm_message **msgs = (cllm_message **)cllm__calloc((size_t)n + 1, sizeof *msgs);
-    int i, j, sys = a->cfg.system_prompt != NULL, ok = reqs && res && msgs;
-    for (i = 0; ok && i < n; i++) {
-        /* the system prompt goes first in the request only; the conversation never stores it */
-        if (!(msgs[i] = (cllm_message *)cllm__calloc((size_t)histories[i].n + 1, sizeof(cllm_message)))) { ok = 0; break; }
-        if (sys) { msgs[i][0].role = "system"; msgs[i][0].content = a->cfg.system_prompt; }
-        for (j = 0; j < histories[i].n; j++) msgs[i][sys + j] = histories[i].msgs[j];
-        reqs[i].messages = msgs[i];
-        reqs[i].n_messages = sys + histories[i].n;
-        reqs[i].params = a->cfg.params;
-    }
-    if (ok) cllm_client_chat_batch(a->client, reqs, n, res, NULL);
-    for (i = 0; i < n; i++) {
-        if (!ok) cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the assistant was asked");
-        else if (res[i].code != CLLM_OK) { out[i].code = res[i].code; out[i].err = res[i].err; }
-        else {
-            out[i].text = res[i].content;
-            res[i].content = NULL;
-            out[i].code = CLLM_OK;
-            snprintf(out[i].meta.finish_reason, sizeof out[i].meta.finish_reason, "%s", res[i].finish_reason);
-            out[i].meta.replaced = res[i].replaced;
-        }
-        if (res) cllm_chat_result_free(&res[i]);
-        if (msgs) CLLM_FREE(msgs[i]);
-    }
-    CLLM_FREE(reqs); CLLM_FREE(res); CLLM_FREE(msgs);
-    return CLLM_OK;
-}
-
-static cllm_result cllm__api_assistant_respond(void *ctx, const cllm_conv *history, cllm_reply *out) {
-    cllm__api_assistant_batch(ctx, history, 1, out);
-    return out->code;
-}
-
-CLLMDEF void cllm_api_assistant_init(cllm_api_assistant *a, cllm_client *client, const cllm_api_assistant_config *cfg) {
-    memset(a, 0, sizeof *a);
-    if (cfg) a->cfg = *cfg;
-    a->cfg.params = cllm__params_def(a->cfg.params, 0.8, 2048);
-    a->client = client;
-    a->assistant.respond = cllm__api_assistant_respond;
-    a->assistant.respond_batch = cllm__api_assistant_batch;
-    a->assistant.ctx = a;
-}
-
 /* ---- task files ---------------------------------------------------------------------------- */
 
 CLLMDEF void cllm_tasks_free(cllm_task *tasks, int n) {
@@ -10800,8 +10948,101 @@ CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, i
 }
 
 /* -------------------------------------------------------------------------------------------- */
-/* Local models as assistants and simulators                                                    */
+/* II.7 Chat backends: API and local models as assistants and simulators                       */
 /* -------------------------------------------------------------------------------------------- */
+
+/* One interface, cllm_chat_backend, completes n conversations with the backend's own sampling
+   settings; an API model (over the client) and a local model (over cllm_local_chat) implement it.
+   The user simulator and the judges (section I.4) and the assistant below are written once on top
+   of it; the public roles (cllm_llm_sim, cllm_local_user_sim, cllm_api_assistant,
+   cllm_local_assistant, cllm_judge) only choose a backend and their defaults. */
+
+/* ---- asking many prompts at once, re-asking unusable answers ----------------------------------- */
+
+/* Sends prompts[i] (one user message each; NULL entries are skipped) to the backend and hands each
+   answer to take(ctx, i, answer, last), which records it in the caller's own result and returns 1,
+   or returns 0 to draw a new sample (never when `last`). The refused ones are asked again together,
+   for up to `retries` more rounds. A backend that answers one at a time (a local model) takes each
+   prompt through its rounds before the next, so that its seed counter runs in the same order as
+   asking them one by one. A failed call is final: the backend already retried it. */
+static void cllm__ask_all(const cllm_chat_backend *backend, char *const *prompts, int n, int json, int retries,
+                          cllm__take_fn take, void *ctx) {
+    int *pending = (int *)cllm__calloc((size_t)n + 1, sizeof(int));
+    cllm_message *msgs = (cllm_message *)cllm__calloc((size_t)n + 1, sizeof *msgs);
+    cllm_conv *convs = (cllm_conv *)cllm__calloc((size_t)n + 1, sizeof *convs);
+    cllm_reply *answers = (cllm_reply *)cllm__calloc((size_t)n + 1, sizeof *answers);
+    int group = backend->one_at_a_time ? 1 : n;
+    int first, i, k, np, round;
+    for (first = 0; pending && msgs && convs && answers && first < n; first += group) {
+        for (i = first, np = 0; i < first + group && i < n; i++)
+            if (prompts[i]) pending[np++] = i;
+        for (round = 0; np > 0 && round <= retries; round++) {
+            int keep = 0;
+            for (k = 0; k < np; k++) {
+                msgs[k].role = "user";
+                msgs[k].content = prompts[pending[k]];
+                convs[k].msgs = &msgs[k];
+                convs[k].n = 1;
+            }
+            memset(answers, 0, (size_t)np * sizeof *answers);
+            backend->complete(backend->ctx, convs, np, json, answers);
+            for (k = 0; k < np; k++) {
+                if (!take(ctx, pending[k], &answers[k], round == retries)) pending[keep++] = pending[k];
+                cllm_reply_free(&answers[k]);
+            }
+            np = keep;
+        }
+    }
+    CLLM_FREE(pending);
+    CLLM_FREE(msgs);
+    CLLM_FREE(convs);
+    CLLM_FREE(answers);
+}
+
+/* ---- an API model as a backend ----------------------------------------------------------------- */
+
+/* n conversations as n concurrent requests of the client (cllm_client_chat_batch). */
+static void cllm__api_complete(void *ctx, const cllm_conv *convs, int n, int json, cllm_reply *out) {
+    const cllm_api_backend *b = (const cllm_api_backend *)ctx;
+    cllm_chat_request *reqs = (cllm_chat_request *)cllm__calloc((size_t)n + 1, sizeof *reqs);
+    cllm_chat_result *res = (cllm_chat_result *)cllm__calloc((size_t)n + 1, sizeof *res);
+    int i;
+    for (i = 0; reqs && res && i < n; i++) {
+        reqs[i].messages = convs[i].msgs;
+        reqs[i].n_messages = convs[i].n;
+        reqs[i].params = *b->params;
+        reqs[i].response_format = json ? "json_object" : NULL;
+    }
+    if (reqs && res) cllm_client_chat_batch(b->client, reqs, n, res, NULL);
+    for (i = 0; i < n; i++) {
+        if (!reqs || !res) {
+            out[i].code = cllm__fail(&out[i].err, CLLM_ERR_NOMEM, "out of memory before the endpoint was asked");
+            continue;
+        }
+        out[i].code = res[i].code;
+        if (res[i].code != CLLM_OK) {
+            out[i].err = res[i].err;
+        } else {
+            out[i].text = res[i].content;
+            res[i].content = NULL;
+            snprintf(out[i].meta.finish_reason, sizeof out[i].meta.finish_reason, "%s", res[i].finish_reason);
+            out[i].meta.replaced = res[i].replaced;
+        }
+        cllm_chat_result_free(&res[i]);
+    }
+    CLLM_FREE(reqs);
+    CLLM_FREE(res);
+}
+
+/* The client with sampling parameters (borrowed) as a backend; it names the model in messages. */
+static void cllm__api_backend_init(cllm_api_backend *b, cllm_client *client, const cllm_llm_params *params) {
+    b->client = client;
+    b->params = params;
+    b->backend.complete = cllm__api_complete;
+    b->backend.ctx = b;
+    b->backend.one_at_a_time = 0;
+    b->backend.name = params->model ? params->model : client ? client->model : NULL;
+}
 
 /* ---- loading: model + tokenizer + the ids that end a turn ----------------------------------- */
 
@@ -10934,7 +11175,7 @@ static cllm_result cllm__local_chat_one(cllm_local_lm *lm, const cllm_message *m
     rc = cllm_generate(&lm->model, prompt, n_prompt, n_samples, &g, comp, err);
     for (s = 0; rc == CLLM_OK && s < n_samples; s++) {
         cllm_local_output *o = &out[s];
-        o->ids = comp[s].ids; o->logprobs = comp[s].logprobs; o->n = comp[s].n; o->finish = comp[s].finish;
+        o->ids = comp[s].ids; o->logprobs = comp[s].logprobs; o->n = comp[s].n; o->finish = (cllm_finish_reason)comp[s].finish;
         comp[s].ids = NULL; comp[s].logprobs = NULL;
         o->call = call;
         o->n_prompt = n_prompt;
@@ -10976,114 +11217,189 @@ CLLMDEF cllm_result cllm_local_chat(cllm_local_lm *lm, const cllm_conv *historie
     return CLLM_OK;
 }
 
-/* ---- the policy as an assistant -------------------------------------------------------------- */
+/* ---- a local model as a backend ---------------------------------------------------------------- */
 
-/* How a local sample ended, in the endpoints' words: an end-of-turn/EOS token or a stop string is
-   "stop" (as vLLM reports both), max_new_tokens "length". */
-static void cllm__local_finish_meta(const cllm_local_output *o, cllm_msg_meta *meta) {
-    memset(meta, 0, sizeof *meta);
-    snprintf(meta->finish_reason, sizeof meta->finish_reason, "%s",
-             o->finish == CLLM_FINISH_LENGTH ? "length" : "stop");
+/* n conversations one after the other, one sample each (cllm__local_chat_one: the counter scheme
+   seeds them in this order). A sample ended by an end-of-turn/EOS token or a stop string finishes
+   "stop", as vLLM reports both; max_new_tokens "length". */
+static void cllm__local_complete(void *ctx, const cllm_conv *convs, int n, int json, cllm_reply *out) {
+    cllm_local_backend *b = (cllm_local_backend *)ctx;
+    int i;
+    (void)json;
+    for (i = 0; i < n; i++) {
+        cllm_local_output o;
+        b->generations++;
+        out[i].code = cllm__local_chat_one(b->lm, convs[i].msgs, convs[i].n, 1, b->gen, &o, &out[i].err);
+        if (out[i].code == CLLM_OK) {
+            out[i].text = o.text;
+            o.text = NULL;
+            snprintf(out[i].meta.finish_reason, sizeof out[i].meta.finish_reason, "%s",
+                     o.finish == CLLM_FINISH_LENGTH ? "length" : "stop");
+        }
+        cllm_local_outputs_free(&o, 1);
+    }
+}
+
+/* The model with its generation settings (borrowed, defaults applied) as a backend. */
+static void cllm__local_backend_init(cllm_local_backend *b, cllm_local_lm *lm, const cllm_local_gen_config *gen) {
+    b->lm = lm;
+    b->gen = gen;
+    b->backend.complete = cllm__local_complete;
+    b->backend.ctx = b;
+    b->backend.one_at_a_time = 1;
+    b->backend.name = "(local model)";
+}
+
+/* ---- the roles: user simulators, assistants and judges on a backend ---------------------------- */
+
+/* Zero sampling fields take the role's defaults. */
+static cllm_llm_params cllm__params_def(cllm_llm_params p, double temperature, int max_tokens) {
+    p.temperature = cllm__def(p.temperature, temperature);
+    p.max_tokens = cllm__def(p.max_tokens, max_tokens);
+    return p;
+}
+
+/* A retry budget: zero means the default 3, negative none. */
+static int cllm__retries_def(int r) {
+    return r < 0 ? 0 : cllm__def(r, 3);
+}
+
+/* The assistant on a backend: the system prompt goes first in what the model sees, never into the
+   conversation. */
+static void cllm__assistant_ask(const cllm_chat_backend *backend, const char *system_prompt,
+                                const cllm_conv *histories, int n, cllm_reply *out) {
+    cllm_conv *views;
+    int i, j, built;
+    if (!system_prompt) {
+        backend->complete(backend->ctx, histories, n, 0, out);
+        return;
+    }
+    views = (cllm_conv *)cllm__calloc((size_t)n + 1, sizeof *views);
+    for (built = 0; views && built < n; built++) {
+        const cllm_conv *h = &histories[built];
+        cllm_message *msgs = (cllm_message *)cllm__calloc((size_t)h->n + 1, sizeof *msgs);
+        if (!msgs) break;
+        msgs[0].role = "system";
+        msgs[0].content = system_prompt;
+        for (j = 0; j < h->n; j++) msgs[1 + j] = h->msgs[j];
+        views[built].msgs = msgs;
+        views[built].n = 1 + h->n;
+    }
+    if (built == n) backend->complete(backend->ctx, views, n, 0, out);
+    for (i = 0; built < n && i < n; i++)
+        cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the assistant was asked");
+    for (i = 0; i < built; i++) CLLM_FREE(views[i].msgs);
+    CLLM_FREE(views);
+}
+
+/* The roles' interfaces. Each role struct starts with its interface and is the interface's ctx, so
+   one single-conversation function serves every role: the batch of one. */
+static cllm_result cllm__sim_turn_one(void *ctx, const cllm_goal *goal, const cllm_conv *history, cllm_reply *out) {
+    ((const cllm_user_sim *)ctx)->turn_batch(ctx, goal, history, 1, out);
+    return out->code;
+}
+
+static cllm_result cllm__respond_one(void *ctx, const cllm_conv *history, cllm_reply *out) {
+    ((const cllm_assistant *)ctx)->respond_batch(ctx, history, 1, out);
+    return out->code;
+}
+
+static cllm_result cllm__llm_sim_batch(void *ctx, const cllm_goal *goals, const cllm_conv *histories, int n,
+                                       cllm_reply *out) {
+    cllm_llm_sim *s = (cllm_llm_sim *)ctx;
+    cllm__user_sim_ask(&s->api.backend, &s->cfg, goals, histories, n, out);
+    return CLLM_OK;
+}
+
+static cllm_result cllm__local_sim_batch(void *ctx, const cllm_goal *goals, const cllm_conv *histories, int n,
+                                         cllm_reply *out) {
+    cllm_local_user_sim *s = (cllm_local_user_sim *)ctx;
+    cllm_llm_sim_config settings;
+    memset(&settings, 0, sizeof settings);
+    settings.termination = s->cfg.termination;
+    settings.prompt = s->cfg.prompt;
+    settings.max_parse_retries = s->cfg.max_parse_retries;
+    cllm__user_sim_ask(&s->local.backend, &settings, goals, histories, n, out);
+    return CLLM_OK;
+}
+
+static cllm_result cllm__api_assistant_batch(void *ctx, const cllm_conv *histories, int n, cllm_reply *out) {
+    cllm_api_assistant *a = (cllm_api_assistant *)ctx;
+    cllm__assistant_ask(&a->api.backend, a->cfg.system_prompt, histories, n, out);
+    return CLLM_OK;
 }
 
 static cllm_result cllm__local_assistant_batch(void *ctx, const cllm_conv *histories, int n, cllm_reply *out) {
     cllm_local_assistant *a = (cllm_local_assistant *)ctx;
-    int i, j, sys = a->cfg.system_prompt != NULL;
-    for (i = 0; i < n; i++) {
-        /* the system prompt goes first in the prompt only; the conversation never stores it */
-        cllm_message *msgs = (cllm_message *)cllm__calloc((size_t)histories[i].n + 1, sizeof *msgs);
-        cllm_local_output o;
-        if (!msgs) { out[i].code = cllm__fail(&out[i].err, CLLM_ERR_NOMEM, "out of memory before the local assistant ran"); continue; }
-        if (sys) { msgs[0].role = "system"; msgs[0].content = a->cfg.system_prompt; }
-        for (j = 0; j < histories[i].n; j++) msgs[sys + j] = histories[i].msgs[j];
-        out[i].code = cllm__local_chat_one(a->lm, msgs, sys + histories[i].n, 1, &a->cfg.gen, &o, &out[i].err);
-        if (out[i].code == CLLM_OK) {
-            out[i].text = o.text;
-            o.text = NULL;
-            cllm__local_finish_meta(&o, &out[i].meta);
-        }
-        cllm_local_outputs_free(&o, 1);
-        CLLM_FREE(msgs);
-    }
+    cllm__assistant_ask(&a->local.backend, a->cfg.system_prompt, histories, n, out);
     return CLLM_OK;
 }
 
-static cllm_result cllm__local_assistant_respond(void *ctx, const cllm_conv *history, cllm_reply *out) {
-    cllm__local_assistant_batch(ctx, history, 1, out);
-    return out->code;
+/* (a) The LLM user simulator: an API model, temperature 1.0 and 1024 tokens (CollabLLM's defaults). */
+CLLMDEF void cllm_llm_sim_init(cllm_llm_sim *s, cllm_client *client, const cllm_llm_sim_config *cfg) {
+    memset(s, 0, sizeof *s);
+    if (cfg) s->cfg = *cfg;
+    s->cfg.params = cllm__params_def(s->cfg.params, 1.0, 1024);
+    s->cfg.termination = cllm__def(s->cfg.termination, CLLM_TERMINATION_SIGNAL);
+    s->cfg.max_parse_retries = cllm__retries_def(s->cfg.max_parse_retries);
+    cllm__api_backend_init(&s->api, client, &s->cfg.params);
+    s->sim.turn = cllm__sim_turn_one;
+    s->sim.turn_batch = cllm__llm_sim_batch;
+    s->sim.ctx = s;
 }
 
-CLLMDEF void cllm_local_assistant_init(cllm_local_assistant *a, cllm_local_lm *lm, const cllm_local_assistant_config *cfg) {
-    memset(a, 0, sizeof *a);
-    if (cfg) a->cfg = *cfg;
-    a->cfg.gen = cllm__local_gen_def(&a->cfg.gen, 0.8f, 1024);
-    a->lm = lm;
-    a->assistant.respond = cllm__local_assistant_respond;
-    a->assistant.respond_batch = cllm__local_assistant_batch;
-    a->assistant.ctx = a;
-}
-
-/* ---- (b) the user simulator as a local model ------------------------------------------------- */
-
-/* One conversation: the simulator prompt as a single user message, sampled until
-   cllm_user_sim_parse accepts the answer or the retries run out. A failed generation is final. */
-static void cllm__local_sim_one(cllm_local_user_sim *s, const cllm_goal *goal, const cllm_conv *history, cllm_reply *out) {
-    cllm_llm_sim_config pc;
-    cllm_message msg;
-    char *prompt = NULL;
-    int attempt;
-    memset(&pc, 0, sizeof pc);
-    pc.termination = s->cfg.termination;
-    pc.prompt = s->cfg.prompt;
-    if ((out->code = cllm_user_sim_prompt(&pc, goal, history, &prompt, &out->err)) != CLLM_OK) return;
-    msg.role = "user";
-    msg.content = prompt;
-    for (attempt = 0; ; attempt++) {
-        cllm_local_output o;
-        cllm_err gerr;
-        s->generations++;
-        if (cllm__local_chat_one(s->lm, &msg, 1, 1, &s->cfg.gen, &o, &gerr) != CLLM_OK) {
-            cllm_reply_free(out);
-            out->err = gerr;
-            out->code = gerr.code;
-            break;
-        }
-        cllm_user_sim_parse(o.text, s->cfg.termination, out);
-        cllm__local_finish_meta(&o, &out->meta);
-        cllm_local_outputs_free(&o, 1);
-        if (out->code == CLLM_OK) break;
-        if (attempt >= s->cfg.max_parse_retries) {
-            char last[CLLM_ERRMSG_SIZE];
-            snprintf(last, sizeof last, "%s", out->err.msg);
-            cllm__fail(&out->err, out->code, "the local simulator gave no usable answer in %d samples; last: %s", attempt + 1, last);
-            break;
-        }
-    }
-    CLLM_FREE(prompt);
-}
-
-static cllm_result cllm__local_sim_batch(void *ctx, const cllm_goal *goals, const cllm_conv *histories, int n, cllm_reply *out) {
-    int i;
-    for (i = 0; i < n; i++) cllm__local_sim_one((cllm_local_user_sim *)ctx, &goals[i], &histories[i], &out[i]);
-    return CLLM_OK;
-}
-
-static cllm_result cllm__local_sim_turn(void *ctx, const cllm_goal *goal, const cllm_conv *history, cllm_reply *out) {
-    cllm__local_sim_one((cllm_local_user_sim *)ctx, goal, history, out);
-    return out->code;
-}
-
+/* (b) The user simulator as a local model, with the API simulator's defaults. */
 CLLMDEF void cllm_local_user_sim_init(cllm_local_user_sim *s, cllm_local_lm *lm, const cllm_local_user_sim_config *cfg) {
     memset(s, 0, sizeof *s);
     if (cfg) s->cfg = *cfg;
     s->cfg.gen = cllm__local_gen_def(&s->cfg.gen, 1.0f, 1024);
     s->cfg.termination = cllm__def(s->cfg.termination, CLLM_TERMINATION_SIGNAL);
     s->cfg.max_parse_retries = cllm__retries_def(s->cfg.max_parse_retries);
-    s->lm = lm;
-    s->sim.turn = cllm__local_sim_turn;
+    cllm__local_backend_init(&s->local, lm, &s->cfg.gen);
+    s->sim.turn = cllm__sim_turn_one;
     s->sim.turn_batch = cllm__local_sim_batch;
     s->sim.ctx = s;
 }
+
+/* An assistant served by an API model: temperature 0.8 and 2048 tokens (CollabLLM's defaults). */
+CLLMDEF void cllm_api_assistant_init(cllm_api_assistant *a, cllm_client *client, const cllm_api_assistant_config *cfg) {
+    memset(a, 0, sizeof *a);
+    if (cfg) a->cfg = *cfg;
+    a->cfg.params = cllm__params_def(a->cfg.params, 0.8, 2048);
+    cllm__api_backend_init(&a->api, client, &a->cfg.params);
+    a->assistant.respond = cllm__respond_one;
+    a->assistant.respond_batch = cllm__api_assistant_batch;
+    a->assistant.ctx = a;
+}
+
+/* The policy as an assistant: temperature 0.8 as the API assistant's, 1024 new tokens (vLLM's
+   max_tokens in CollabLLM's local path). */
+CLLMDEF void cllm_local_assistant_init(cllm_local_assistant *a, cllm_local_lm *lm,
+                                       const cllm_local_assistant_config *cfg) {
+    memset(a, 0, sizeof *a);
+    if (cfg) a->cfg = *cfg;
+    a->cfg.gen = cllm__local_gen_def(&a->cfg.gen, 0.8f, 1024);
+    cllm__local_backend_init(&a->local, lm, &a->cfg.gen);
+    a->assistant.respond = cllm__respond_one;
+    a->assistant.respond_batch = cllm__local_assistant_batch;
+    a->assistant.ctx = a;
+}
+
+/* The judges: temperature 0 (sent as 0) and 2048 tokens, the built-in prompts of section I.4. */
+CLLMDEF void cllm_judge_init(cllm_judge *j, cllm_client *client, const cllm_judge_config *cfg) {
+    memset(j, 0, sizeof *j);
+    if (cfg) j->cfg = *cfg;
+    j->cfg.params = cllm__params_def(j->cfg.params, -1.0, 2048);
+    j->cfg.max_parse_retries = cllm__retries_def(j->cfg.max_parse_retries);
+    j->cfg.interactivity_prompt = cllm__def(j->cfg.interactivity_prompt, cllm__prompt_interactivity);
+    j->cfg.accuracy_prompt = cllm__def(j->cfg.accuracy_prompt, cllm__prompt_accuracy);
+    j->cfg.extract_prompt = cllm__def(j->cfg.extract_prompt, cllm__prompt_extract);
+    cllm__api_backend_init(&j->api, client, &j->cfg.params);
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* II.8 Metrics: built-in metrics, pass_rate, BLEU                                            */
+/* -------------------------------------------------------------------------------------------- */
 
 /* ---- built-in metrics ------------------------------------------------------------------------ */
 
@@ -11278,7 +11594,7 @@ CLLMDEF cllm_result cllm_metric_bleu(void *ctx, const cllm_session *s, int n, do
         cllm_err berr;
         if (!ref)
             cllm__metric_why(&why, CLLM_ERR_ARG, "the task has no reference (single_turn_completion) to compare with");
-        else if (docs[i] && cllm_bleu(1, &ref, docs[i], CLLM_BLEU_CHAR, 0, &b, &berr) != CLLM_OK) {
+        else if (docs[i] && cllm_bleu(1, &ref, docs[i], CLLM_BLEU_CHAR, CLLM_BLEU_NO_SMOOTHING, &b, &berr) != CLLM_OK) {
             b = NAN;
             cllm__metric_why(&why, berr.code, berr.msg);
         }
@@ -11526,8 +11842,8 @@ static double cllm__fsum(const double *x, int n) {
     return hi;
 }
 
-CLLMDEF cllm_result cllm_bleu_ids(int n_refs, const int *const *refs, const int *ref_lens,
-                                  const int *hyp, int hyp_len, int smoothing, double *bleu, cllm_err *err) {
+CLLMDEF cllm_result cllm_bleu_ids(int n_refs, const int *const *refs, const int *ref_lens, const int *hyp, int hyp_len,
+                                  int smoothing, double *bleu, cllm_err *err) {
     cllm__ngram *H = NULL, *R = NULL;
     int *count = NULL, *best = NULL;
     long num[5] = { 0 }, den[5] = { 0 };
@@ -11660,8 +11976,8 @@ static cllm_result cllm__bleu_tokenize(int **seqs, int *lens, int n, cllm_err *e
     return CLLM_OK;
 }
 
-CLLMDEF cllm_result cllm_bleu(int n_refs, const char *const *references, const char *hypothesis,
-                              int level, int smoothing, double *bleu, cllm_err *err) {
+CLLMDEF cllm_result cllm_bleu(int n_refs, const char *const *references, const char *hypothesis, int level,
+                              int smoothing, double *bleu, cllm_err *err) {
     int n = n_refs + 1, i, **sym = NULL, *len = NULL;   /* string 0 is the hypothesis */
     cllm_result rc = CLLM_OK;
     if (n_refs < 1 || !references || !hypothesis) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: need at least one reference and a hypothesis");
@@ -11686,7 +12002,11 @@ done:
     return rc;
 }
 
-/* ---- evaluation ---------------------------------------------------------------------------------- */
+/* -------------------------------------------------------------------------------------------- */
+/* II.9 Evaluation (paper section 4)                                                          */
+/* -------------------------------------------------------------------------------------------- */
+
+/* ---- evaluation: one simulated conversation per task, then the metrics --------------------- */
 
 CLLMDEF void cllm_eval_summary_free(cllm_eval_summary *s) {
     if (!s) return;
