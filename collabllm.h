@@ -100,6 +100,7 @@
       cllm_json_parse_lenient() -- the JSON object in a model's reply (fences, prose, quotes repaired)
       cllm_user_sim / cllm_assistant -- interfaces: a function pointer (+ optional batch form) and a context
       cllm_user_sim_turns(), cllm_assistant_replies() -- n next messages at once
+      cllm_chat_backend        -- the model behind the built-in simulators, assistants and judges (API or local)
       cllm_llm_sim_init()      -- (a) the user simulator as an API model: hidden goal, {current_answer,
                                   thought, response}, "[[TERMINATE CHAT]]"; re-asks unusable replies
       cllm_user_sim_prompt(), cllm_user_sim_parse() -- its prompt and parser, for simulators that
@@ -936,7 +937,7 @@ CLLMDEF void        cllm_completions_free(cllm_completion *c, int n);
    Files: data_fmt/task.md (tasks in), data_fmt/conversation.md (conversations out), and
    data_fmt/endpoints.md (OpenAI, vLLM, llama.cpp server, Ollama). */
 
-/* ---- conversations ------------------------------------------------------------------------- */
+/* ---- conversations --------------------------------------------------------------------------- */
 
 /* cllm_message is declared with the chat templates above. */
 
@@ -956,13 +957,15 @@ typedef struct cllm_conv {
     cllm_msg_meta *meta;            /* cap entries beside msgs, or NULL (a view: all unknown)    */
 } cllm_conv;
 
-CLLMDEF cllm_result cllm_conv_push(cllm_conv *c, const char *role, const char *content, cllm_err *err); /* copies both */
+CLLMDEF cllm_result cllm_conv_push(cllm_conv *c, const char *role, const char *content,
+                                   cllm_err *err); /* copies both */
 /* The same with how the message ended (meta may be NULL). */
 CLLMDEF cllm_result cllm_conv_push_meta(cllm_conv *c, const char *role, const char *content, const cllm_msg_meta *meta,
                                         cllm_err *err);
 /* A reply that a length limit cut off or a content filter blocked ("length", "content_filter"). */
 CLLMDEF int         cllm_msg_incomplete(const cllm_msg_meta *meta);
-CLLMDEF cllm_result cllm_conv_copy(cllm_conv *dst, const cllm_conv *src, cllm_err *err);  /* deep copy into a zeroed dst */
+CLLMDEF cllm_result cllm_conv_copy(cllm_conv *dst, const cllm_conv *src,
+                                   cllm_err *err); /* deep copy into a zeroed dst */
 CLLMDEF void        cllm_conv_free(cllm_conv *c);
 /* [{"role": ..., "content": ...}, ...] <-> conversation; roles must be system, user or assistant.
    A message's meta adds "finish_reason" (when known) and "replaced" (when not 0); from_json
@@ -977,7 +980,7 @@ CLLMDEF cllm_result cllm_conv_from_json(cllm_conv *c, const struct cJSON *messag
    Returns an object to free with cJSON_Delete, or NULL (CLLM_ERR_FORMAT in err). */
 CLLMDEF struct cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err);
 
-/* ---- the client ---------------------------------------------------------------------------- */
+/* ---- the client ------------------------------------------------------------------------------ */
 
 typedef struct cllm_client_config {
     const char *base_url;           /* default $OPENAI_BASE_URL, else "https://api.openai.com/v1";
@@ -1070,7 +1073,7 @@ CLLMDEF cllm_result cllm_client_chat(cllm_client *c, const cllm_chat_request *re
                                      cllm_chat_result *result, cllm_err *err);  /* a batch of one */
 CLLMDEF void        cllm_chat_result_free(cllm_chat_result *r);
 
-/* ---- user simulators, assistants and the chat backends behind them ------------------------------ */
+/* ---- user simulators, assistants and the chat backends behind them --------------------------- */
 
 /* What the simulated user wants; hidden from the assistant. */
 typedef struct cllm_goal {
@@ -1191,9 +1194,10 @@ typedef struct cllm_sim_status {
     cllm_err    err;
 } cllm_sim_status;
 CLLMDEF cllm_result cllm_simulate(const cllm_user_sim *user, const cllm_assistant *assistant, const cllm_goal *goals,
-                                  cllm_conv *convs, int n, int max_new_messages, cllm_sim_status *status, cllm_err *err);
+                                  cllm_conv *convs, int n, int max_new_messages, cllm_sim_status *status,
+                                  cllm_err *err);
 
-/* ---- LLM judges ---------------------------------------------------------------------------- */
+/* ---- LLM judges ------------------------------------------------------------------------------ */
 
 typedef struct cllm_judge_config {
     cllm_llm_params params;         /* temperature default 0 (sent as 0), max_tokens default 2048 */
@@ -1238,11 +1242,14 @@ CLLMDEF void        cllm_judge_init(cllm_judge *j, cllm_client *client, const cl
    interactivity: {{conversation}} -> score in [0, 1]                (JSON key "interactivity")
    accuracy:      question, ground truth, answer -> 0 or 1           (JSON key "accuracy")
    extract:       conversation -> the final document/code as text   (JSON key "final_completion") */
-CLLMDEF cllm_result cllm_judge_interactivity(cllm_judge *j, const cllm_conv *convs, int n, cllm_judgement *out, cllm_err *err);
-CLLMDEF cllm_result cllm_judge_accuracy(cllm_judge *j, const cllm_accuracy_item *items, int n, cllm_judgement *out, cllm_err *err);
-CLLMDEF cllm_result cllm_judge_extract(cllm_judge *j, const cllm_extract_item *items, int n, cllm_judgement *out, cllm_err *err);
+CLLMDEF cllm_result cllm_judge_interactivity(cllm_judge *j, const cllm_conv *convs, int n, cllm_judgement *out,
+                                             cllm_err *err);
+CLLMDEF cllm_result cllm_judge_accuracy(cllm_judge *j, const cllm_accuracy_item *items, int n, cllm_judgement *out,
+                                        cllm_err *err);
+CLLMDEF cllm_result cllm_judge_extract(cllm_judge *j, const cllm_extract_item *items, int n, cllm_judgement *out,
+                                       cllm_err *err);
 
-/* ---- task files ---------------------------------------------------------------------------- */
+/* ---- task files ------------------------------------------------------------------------------ */
 
 /* One line of a CollabLLM single-turn JSONL file (data_fmt/task.md). */
 typedef struct cllm_task {
@@ -1319,7 +1326,7 @@ typedef struct cllm_local_output {
     int         n;
     int        *prompt_ids;  /* (n_prompt) the rendered conversation + generation prompt         */
     int         n_prompt;
-    cllm_finish_reason finish;
+    cllm_finish_reason finish; /* how the sample ended                                          */
     uint64_t    call;        /* the lm->calls value this conversation was seeded with             */
 } cllm_local_output;
 
@@ -1510,8 +1517,9 @@ typedef struct cllm_mr_result {
 /* MR of n candidates (paper Eq. 1-2). future_assistant plays the assistant in the futures: the
    policy itself (online training) or an API model (offline data generation, as in the paper).
    out: n results (free with cllm_mr_result_free). CLLM_OK when every item has a good sample. */
-CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim *user, const cllm_assistant *future_assistant,
-                                  const cllm_mr_item *items, int n, cllm_mr_result *out, cllm_err *err);
+CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim *user,
+                                  const cllm_assistant *future_assistant, const cllm_mr_item *items, int n,
+                                  cllm_mr_result *out, cllm_err *err);
 CLLMDEF void        cllm_mr_result_free(cllm_mr_result *r);
 /* R* of one sample from its metric values and token count (the pure aggregation). */
 CLLMDEF double      cllm_mr_reward(const cllm_mr_config *cfg, const double *metric_values, int tokens);
@@ -3938,7 +3946,7 @@ CLLMDEF cllm_result cllm_grpo_advantages(int n, const double *rewards, int group
    session against the user's goal g. Reading order: R*, then MR, then the simulation that samples
    the futures, the user simulator that speaks in them (appendix D.1) and the judges (appendix D.4). */
 
-/* ---- R*: the reward of a whole session (paper Eq. 3-4) ----------------------------------------- */
+/* ---- R*: the reward of a whole session (paper Eq. 3-4) --------------------------------------- */
 
 /* TokenCount of the penalty and the token_amount metric: the counter's function, or (none given)
    Python's str.split() words, runs of ASCII white space apart, as verl's CollabLLM recipe counts. */
@@ -3998,7 +4006,20 @@ CLLMDEF double cllm_mr_reward(const cllm_mr_config *cfg, const double *metric_va
     return r;
 }
 
-/* ---- MR: the mean R* over S simulated futures (paper Eq. 1-2) ---------------------------------- */
+/* ---- MR: the mean R* over S simulated futures (paper Eq. 1-2) -------------------------------- */
+
+/* One metric on n sessions, by cllm_metric_fn's contract: scores[k], NAN for a session it could not
+   score, and every one NAN when the metric failed as a whole (its result code); why says why. */
+static cllm_result cllm__metric_run(const cllm_metric *met, const cllm_session *sessions, int n, double *scores,
+                                    cllm_err *why) {
+    cllm_result rc = CLLM_OK;
+    int k;
+    cllm__ok(why);
+    for (k = 0; k < n; k++) scores[k] = NAN;
+    if (n > 0) rc = met->fn(met->ctx, sessions, n, scores, why);
+    for (k = 0; rc != CLLM_OK && k < n; k++) scores[k] = NAN;
+    return rc;
+}
 
 CLLMDEF void cllm_mr_result_free(cllm_mr_result *r) {
     int s;
@@ -4104,14 +4125,10 @@ CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim
     }
     for (m = 0; m < cfg->n_metrics; m++) {
         const cllm_metric *met = &cfg->metrics[m];
-        cllm_result metric_rc = CLLM_OK;
         cllm_err metric_err;
-        cllm__ok(&metric_err);
-        for (k = 0; k < n_ok; k++) scores[k] = NAN;
-        if (n_ok > 0) metric_rc = met->fn(met->ctx, sessions, n_ok, scores, &metric_err);
-        for (k = 0; k < n_ok; k++) {                 /* a failed metric (metric_rc) fails every sample */
+        cllm_result metric_rc = cllm__metric_run(met, sessions, n_ok, scores, &metric_err);
+        for (k = 0; k < n_ok; k++) {
             cllm_mr_sample *smp = &out[ok_idx[k] / S].samples[ok_idx[k] % S];
-            if (metric_rc != CLLM_OK) scores[k] = NAN;
             smp->metrics[m] = scores[k];
             if (scores[k] == scores[k] || smp->code != CLLM_OK) continue;
             smp->code = cllm__fail(&smp->err, metric_rc != CLLM_OK ? metric_rc : CLLM_ERR_FORMAT,
@@ -4163,7 +4180,7 @@ done:
     return rc;
 }
 
-/* ---- simulating futures in lockstep ------------------------------------------------------------ */
+/* ---- simulating futures in lockstep ---------------------------------------------------------- */
 
 /* The user speaks next unless the last message is the user's. */
 static int cllm__user_next(const cllm_conv *c) {
@@ -4307,7 +4324,7 @@ CLLMDEF cllm_result cllm_assistant_replies(const cllm_assistant *a, const cllm_c
     return cllm__replies_check(out, n, "the assistant", err);
 }
 
-/* ---- the user simulator (paper appendix D.1) -------------------------------------------------- */
+/* ---- the user simulator (paper appendix D.1) ------------------------------------------------- */
 
 /* The project's own wording of CollabLLM's simulator instructions (paper appendix D.1): role-play a
    user who knows a hidden goal, spend little effort, let the assistant ask, end with a signal. The
@@ -4464,7 +4481,7 @@ static void cllm__user_sim_ask(const cllm_chat_backend *backend, const cllm_llm_
     CLLM_FREE(prompts);
 }
 
-/* ---- the judges (paper appendix D.4) ---------------------------------------------------------- */
+/* ---- the judges (paper appendix D.4) --------------------------------------------------------- */
 
 /* The project's own wording of CollabLLM's judges (paper appendix D.4; CollabLLM v2's metrics): the
    interactivity of R_LLM on [0, 1] with three illustrated anchors, the accuracy of R_ext as 0/1
@@ -4690,7 +4707,7 @@ CLLMDEF cllm_result cllm_judge_extract(cllm_judge *jg, const cllm_extract_item *
 }
 
 /* -------------------------------------------------------------------------------------------- */
-/* I.5 Data generation (paper appendix B.1): candidates scored by MR, SFT rows and DPO pairs      */
+/* I.5 Data generation (paper appendix B.1): candidates scored by MR, SFT rows and DPO pairs    */
 /* -------------------------------------------------------------------------------------------- */
 
 /* Offline data generation, paper appendix B.1 (figure 8), one conversation per task:
@@ -4703,7 +4720,7 @@ CLLMDEF cllm_result cllm_judge_extract(cllm_judge *jg, const cllm_extract_item *
      6. the conversation ends when the user terminates or after max_turns user turns.
    The records (data_fmt/records.md) then give SFT rows and DPO pairs (cllm_build_pairs). */
 
-/* ---- records: one JSON line per scored candidate ---------------------------------------------- */
+/* ---- records: one JSON line per scored candidate --------------------------------------------- */
 
 /* Appends o to b as one JSONL line, or fails when that line would be longer than our readers
    accept (CLLM_MAX_LINE_BYTES): nothing is written that could not be read back. */
@@ -4780,7 +4797,7 @@ static cJSON *cllm__record_json(const cllm_mr_config *mr, const cllm_task *task,
     return o;
 }
 
-/* ---- one conversation (steps 1-6) ------------------------------------------------------------- */
+/* ---- one conversation (steps 1-6) ------------------------------------------------------------ */
 
 /* One conversation of data generation (steps 1-6 above); its records (without task_rows yet) go to rows. */
 static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm_user_sim *user,
@@ -4879,7 +4896,7 @@ done:
     return rc;
 }
 
-/* ---- the run: shards, a records file that survives a crash, progress -------------------------- */
+/* ---- the run: shards, a records file that survives a crash, progress ------------------------- */
 
 /* Each task's rows are appended together and flushed to disk, each row saying how many rows its task
    has (task_rows): a crash loses at most the task in flight, and a restarted run keeps the finished
@@ -5053,7 +5070,7 @@ CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_
     return CLLM_OK;
 }
 
-/* ---- SFT rows and DPO pairs ----------------------------------------------------------------- */
+/* ---- SFT rows and DPO pairs ------------------------------------------------------------------ */
 
 typedef struct cllm__rec {
     int conv_id, turn_id;
@@ -9520,10 +9537,9 @@ done:
 /* II.6 The chat-completions client, conversations, lenient JSON, task files                    */
 /* -------------------------------------------------------------------------------------------- */
 
-/* The client speaks OpenAI's chat-completions protocol (see its declarations) through libcurl: one
-   curl multi handle runs a whole batch, each request a small state machine WAITING -> RUNNING ->
-   WAITING (retry) | DONE. Every error message passes one scrubber (secrets, below), and all text
-   an endpoint sends one gate (cllm__received_text). */
+/* The client speaks OpenAI's chat-completions protocol (see its declarations) through libcurl. Every
+   error message passes one scrubber (secrets, below) and all text an endpoint sends one gate
+   (cllm__received_text). */
 
 /* ---- secrets: the one redaction point ----------------------------------------------------------
    Every live client registers its API key here (cllm_client_init; cllm_client_free takes it out).
@@ -9683,7 +9699,7 @@ static void cllm__clean_line(char *out, size_t cap, const char *s, size_t n) {
 #include <sys/time.h>
 #endif
 
-/* ---- small helpers ------------------------------------------------------------------------- */
+/* ---- small helpers --------------------------------------------------------------------------- */
 
 /* Seconds on a monotonic clock when the host program exposes one (POSIX CLOCK_MONOTONIC),
    else gettimeofday; only differences are used (backoff waits, call durations). */
@@ -9701,46 +9717,53 @@ static double cllm__now(void) {
 #endif
 }
 
-/* A growable NUL-terminated string; `oom` is sticky so callers check once at the end. */
-
+/* The one string builder of the library: a growable NUL-terminated string, zero-initialised
+   ({ NULL, 0, 0, 0 }); `oom` is sticky, so callers check it once at the end. */
 static void cllm__sb_putn(cllm__sb *b, const char *s, size_t len) {
+    size_t cap = b->cap ? b->cap : 256;
+    char *grown = b->p;
     if (b->oom) return;
-    if (b->n + len + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        char *np;
-        while (cap < b->n + len + 1) {
-            if (cap > SIZE_MAX / 2) { b->oom = 1; return; }
-            cap *= 2;
-        }
-        np = (char *)CLLM_REALLOC(b->p, cap);
-        if (!np) { b->oom = 1; return; }
-        b->p = np; b->cap = cap;
+    while (cap < b->n + len + 1 && cap <= SIZE_MAX / 2) cap *= 2;
+    if (cap != b->cap) grown = cap >= b->n + len + 1 ? (char *)CLLM_REALLOC(b->p, cap) : NULL;
+    if (!grown) {
+        b->oom = 1;
+        return;
     }
+    b->p = grown;
+    b->cap = cap;
     memcpy(b->p + b->n, s, len);
     b->n += len;
     b->p[b->n] = 0;
 }
-static void cllm__sb_puts(cllm__sb *b, const char *s) { cllm__sb_putn(b, s, strlen(s)); }
-static void cllm__sb_putc(cllm__sb *b, char c) { cllm__sb_putn(b, &c, 1); }
+
+static void cllm__sb_puts(cllm__sb *b, const char *s) {
+    cllm__sb_putn(b, s, strlen(s));
+}
+
+static void cllm__sb_putc(cllm__sb *b, char c) {
+    cllm__sb_putn(b, &c, 1);
+}
 
 /* Hands the string over (an empty one if nothing was written; NULL after an allocation failure). */
 static char *cllm__sb_take(cllm__sb *b) {
-    char *p = b->p;
-    if (b->oom) { CLLM_FREE(p); p = NULL; }
-    else if (!p) p = cllm__strdup("");
+    char *p = b->oom ? NULL : b->p ? b->p : cllm__strdup("");
+    if (b->oom) CLLM_FREE(b->p);
     memset(b, 0, sizeof *b);
     return p;
 }
 
-static void cllm__sb_free(cllm__sb *b) { CLLM_FREE(b->p); memset(b, 0, sizeof *b); }
+static void cllm__sb_free(cllm__sb *b) {
+    CLLM_FREE(b->p);
+    memset(b, 0, sizeof *b);
+}
 
-/* A copy of s[0..len) without leading and trailing white space. */
+/* A copy of s without leading and trailing white space. */
 static char *cllm__strdup_trim(const char *s) {
-    size_t len = strlen(s);
+    size_t start = 0, end = strlen(s);
     cllm__sb b = { NULL, 0, 0, 0 };
-    while (len && isspace((unsigned char)s[len - 1])) len--;
-    while (len && isspace((unsigned char)*s)) { s++; len--; }
-    cllm__sb_putn(&b, s, len);
+    while (end > start && isspace((unsigned char)s[end - 1])) end--;
+    while (start < end && isspace((unsigned char)s[start])) start++;
+    cllm__sb_putn(&b, s + start, end - start);
     return cllm__sb_take(&b);
 }
 
@@ -9755,7 +9778,11 @@ static char *cllm__fill(const char *tmpl, const char *const *names, const char *
             size_t k = strlen(names[i]);
             if (strncmp(open + 2, names[i], k) == 0 && strncmp(open + 2 + k, "}}", 2) == 0) hit = i;
         }
-        if (hit < 0) { cllm__sb_putn(&b, open, 2); p = open + 2; continue; }
+        if (hit < 0) {
+            cllm__sb_putn(&b, open, 2);
+            p = open + 2;
+            continue;
+        }
         cllm__sb_puts(&b, values[hit] ? values[hit] : "");
         p = open + 4 + strlen(names[hit]);
     }
@@ -9768,21 +9795,24 @@ static char *cllm__fill(const char *tmpl, const char *const *names, const char *
    fields; code0/err0 point at item 0's and stride is the struct size. */
 static cllm_result cllm__batch_result(const cllm_result *code0, const cllm_err *err0, size_t stride, int n,
                                       const char *what, cllm_err *err) {
+    const char *codes = (const char *)code0;
+    const cllm_err *e;
+    cllm_result code = CLLM_OK;
     int i, failed = 0, first = -1;
     for (i = 0; i < n; i++) {
-        cllm_result c = *(const cllm_result *)(const void *)((const char *)code0 + (size_t)i * stride);
-        if (c != CLLM_OK) { failed++; if (first < 0) first = i; }
+        if (*(const cllm_result *)(const void *)(codes + (size_t)i * stride) == CLLM_OK) continue;
+        failed++;
+        if (first < 0) first = i;
     }
-    if (!failed) { cllm__ok(err); return CLLM_OK; }
-    {
-        const cllm_err *e = (const cllm_err *)(const void *)((const char *)err0 + (size_t)first * stride);
-        cllm_result c = *(const cllm_result *)(const void *)((const char *)code0 + (size_t)first * stride);
-        if (n == 1) return cllm__fail(err, c, "%s", e->msg);
-        return cllm__fail(err, c, "%d of %d %s failed; first (#%d): %s", failed, n, what, first, e->msg);
-    }
+    if (failed) code = *(const cllm_result *)(const void *)(codes + (size_t)first * stride);
+    e = (const cllm_err *)(const void *)((const char *)err0 + (size_t)(failed ? first : 0) * stride);
+    if (!failed) cllm__ok(err);
+    else if (n == 1) cllm__fail(err, code, "%s", e->msg);
+    else cllm__fail(err, code, "%d of %d %s failed; first (#%d): %s", failed, n, what, first, e->msg);
+    return code;
 }
 
-/* ---- conversations ------------------------------------------------------------------------- */
+/* ---- conversations --------------------------------------------------------------------------- */
 
 static int cllm__valid_role(const char *r) {
     return r && (strcmp(r, "system") == 0 || strcmp(r, "user") == 0 || strcmp(r, "assistant") == 0);
@@ -9795,7 +9825,8 @@ CLLMDEF int cllm_msg_incomplete(const cllm_msg_meta *meta) {
 CLLMDEF cllm_result cllm_conv_push_meta(cllm_conv *c, const char *role, const char *content, const cllm_msg_meta *meta,
                                         cllm_err *err) {
     char *r, *t;
-    if (!c || !role || !content) return cllm__fail(err, CLLM_ERR_ARG, "conversation: conversation, role and content are required");
+    if (!c || !role || !content)
+        return cllm__fail(err, CLLM_ERR_ARG, "conversation: conversation, role and content are required");
     if (c->n == c->cap || !c->meta) {
         int cap = c->n == c->cap ? (c->cap ? 2 * c->cap : 8) : c->cap;
         cllm_message *m;
@@ -9810,8 +9841,13 @@ CLLMDEF cllm_result cllm_conv_push_meta(cllm_conv *c, const char *role, const ch
         c->meta = mm;
         c->cap = cap;
     }
-    r = cllm__strdup(role); t = cllm__strdup(content);
-    if (!r || !t) { CLLM_FREE(r); CLLM_FREE(t); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    r = cllm__strdup(role);
+    t = cllm__strdup(content);
+    if (!r || !t) {
+        CLLM_FREE(r);
+        CLLM_FREE(t);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
     c->msgs[c->n].role = r;
     c->msgs[c->n].content = t;
     if (meta) c->meta[c->n] = *meta;
@@ -9827,7 +9863,10 @@ CLLMDEF cllm_result cllm_conv_push(cllm_conv *c, const char *role, const char *c
 CLLMDEF void cllm_conv_free(cllm_conv *c) {
     int i;
     if (!c) return;
-    for (i = 0; i < c->n; i++) { CLLM_FREE((void *)c->msgs[i].role); CLLM_FREE((void *)c->msgs[i].content); }
+    for (i = 0; i < c->n; i++) {
+        CLLM_FREE((void *)c->msgs[i].role);
+        CLLM_FREE((void *)c->msgs[i].content);
+    }
     CLLM_FREE(c->msgs);
     CLLM_FREE(c->meta);
     memset(c, 0, sizeof *c);
@@ -9844,7 +9883,10 @@ CLLMDEF cllm_result cllm_conv_copy(cllm_conv *dst, const cllm_conv *src, cllm_er
     memset(dst, 0, sizeof *dst);
     for (i = 0; i < src->n; i++) {
         rc = cllm_conv_push_meta(dst, src->msgs[i].role, src->msgs[i].content, cllm__conv_meta(src, i), err);
-        if (rc != CLLM_OK) { cllm_conv_free(dst); return rc; }
+        if (rc != CLLM_OK) {
+            cllm_conv_free(dst);
+            return rc;
+        }
     }
     return CLLM_OK;
 }
@@ -9863,7 +9905,10 @@ static cJSON *cllm__message_json(const char *role, const char *content, const cl
     if (ok && meta && meta->finish_reason[0])
         ok = cJSON_AddStringToObject(m, "finish_reason", meta->finish_reason) != NULL;
     if (ok && meta && meta->replaced > 0) ok = cJSON_AddNumberToObject(m, "replaced", meta->replaced) != NULL;
-    if (!ok) { cJSON_Delete(m); return NULL; }
+    if (!ok) {
+        cJSON_Delete(m);
+        return NULL;
+    }
     return m;
 }
 
@@ -9874,7 +9919,10 @@ CLLMDEF cJSON *cllm_conv_to_json(const cllm_conv *c) {
     for (i = 0; i < c->n; i++) {
         cJSON *m = cllm__message_json(c->msgs[i].role, c->msgs[i].content, cllm__conv_meta(c, i));
         if (!m) goto oom;
-        if (!cJSON_AddItemToArray(arr, m)) { cJSON_Delete(m); goto oom; }
+        if (!cJSON_AddItemToArray(arr, m)) {
+            cJSON_Delete(m);
+            goto oom;
+        }
     }
     return arr;
 oom:
@@ -9885,28 +9933,33 @@ oom:
 CLLMDEF cllm_result cllm_conv_from_json(cllm_conv *c, const cJSON *messages, cllm_err *err) {
     const cJSON *m;
     int i = 0;
-    cllm_result rc;
+    cllm_result rc = CLLM_OK;
     memset(c, 0, sizeof *c);
-    if (!cJSON_IsArray(messages)) return cllm__fail(err, CLLM_ERR_FORMAT, "\"messages\" must be an array of {\"role\", \"content\"} objects");
+    if (!cJSON_IsArray(messages))
+        return cllm__fail(err, CLLM_ERR_FORMAT, "\"messages\" must be an array of {\"role\", \"content\"} objects");
     cJSON_ArrayForEach(m, messages) {
-        const char *role = cllm__json_str(m, "role"), *content = cllm__json_str(m, "content");
+        const char *role = cllm__json_str(m, "role");
+        const char *content = cllm__json_str(m, "content");
         const cJSON *fr = cJSON_GetObjectItemCaseSensitive(m, "finish_reason");
         cllm_msg_meta meta;
+        int finish_fits = cJSON_IsString(fr) && strlen(fr->valuestring) < sizeof meta.finish_reason;
         memset(&meta, 0, sizeof meta);
-        if (!cllm__valid_role(role)) { cllm_conv_free(c); return cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"role\" must be \"system\", \"user\" or \"assistant\"", i); }
-        if (!content) { cllm_conv_free(c); return cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"content\" must be a string", i); }
-        if (fr && !cJSON_IsNull(fr) && !(cJSON_IsString(fr) && strlen(fr->valuestring) < sizeof meta.finish_reason)) {
+        if (!cllm__valid_role(role))
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"role\" must be \"system\", \"user\" or "
+                            "\"assistant\"", i);
+        else if (!content)
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"content\" must be a string", i);
+        else if (fr && !cJSON_IsNull(fr) && !finish_fits)
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"finish_reason\" must be a string of at most %d "
+                            "bytes", i, (int)sizeof meta.finish_reason - 1);
+        else if (!cllm__json_int(m, "replaced", 0, &meta.replaced) || meta.replaced < 0)
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"replaced\" must be a count (an integer >= 0)", i);
+        if (rc == CLLM_OK && cJSON_IsString(fr)) strcpy(meta.finish_reason, fr->valuestring);
+        if (rc == CLLM_OK) rc = cllm_conv_push_meta(c, role, content, &meta, err);
+        if (rc != CLLM_OK) {
             cllm_conv_free(c);
-            return cllm__fail(err, CLLM_ERR_FORMAT,
-                              "messages[%d]: \"finish_reason\" must be a string of at most %d bytes", i,
-                              (int)sizeof meta.finish_reason - 1);
+            return rc;
         }
-        if (cJSON_IsString(fr)) strcpy(meta.finish_reason, fr->valuestring);
-        if (!cllm__json_int(m, "replaced", 0, &meta.replaced) || meta.replaced < 0) {
-            cllm_conv_free(c);
-            return cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"replaced\" must be a count (an integer >= 0)", i);
-        }
-        if ((rc = cllm_conv_push_meta(c, role, content, &meta, err)) != CLLM_OK) { cllm_conv_free(c); return rc; }
         i++;
     }
     return CLLM_OK;
@@ -9965,10 +10018,12 @@ static char *cllm__json_escapes(const char *s, size_t n, size_t *lone, size_t *n
     *nul = 0;
     for (i = 0; i < n; i++) {
         unsigned v, w;
-        if (!in_str) { in_str = s[i] == '"'; continue; }
-        if (s[i] == '"') { in_str = 0; continue; }
-        if (s[i] != '\\' || i + 1 >= n) continue;
-        if (s[i + 1] != 'u' || i + 6 > n || !cllm__hex4(s + i + 2, &v)) { i++; continue; }
+        if (s[i] == '"') in_str = !in_str;
+        if (!in_str || s[i] != '\\' || i + 1 >= n) continue;
+        if (s[i + 1] != 'u' || i + 6 > n || !cllm__hex4(s + i + 2, &v)) {
+            i++;
+            continue;
+        }
         if (v == 0) (*nul)++;
         if (v >= 0xD800 && v <= 0xDBFF && i + 12 <= n && s[i + 6] == '\\' && s[i + 7] == 'u' &&
             cllm__hex4(s + i + 8, &w) && w >= 0xDC00 && w <= 0xDFFF) {
@@ -9997,9 +10052,8 @@ static char *cllm__json_nul_to_space(const char *s, size_t n) {
     memcpy(copy, s, n);
     copy[n] = 0;
     for (i = 0; i < n; i++) {
-        if (!in_str) { in_str = s[i] == '"'; continue; }
-        if (s[i] == '"') { in_str = 0; continue; }
-        if (s[i] != '\\' || i + 1 >= n) continue;
+        if (s[i] == '"') in_str = !in_str;
+        if (!in_str || s[i] != '\\' || i + 1 >= n) continue;
         if (i + 6 <= n && memcmp(s + i, "\\u0000", 6) == 0) memcpy(copy + i, "\\u0020", 6);
         i++;
     }
@@ -10074,13 +10128,14 @@ static cllm_result cllm__received_text(char **text, size_t *replaced, cllm_err *
     return CLLM_OK;
 }
 
-/* ---- lenient JSON -------------------------------------------------------------------------- */
+/* ---- lenient JSON ---------------------------------------------------------------------------- */
 
 /* Is a quote whose text ends at s[after] the end of a string? In valid JSON a closing quote is
    followed (after white space) by , : } ] or the end, so valid JSON is never changed by this
    test; a quote followed by anything else is taken as a quote inside the text. */
 static int cllm__quote_closes(const char *s, size_t len, size_t after) {
-    while (after < len && s[after] && (unsigned char)s[after] <= 0x20) after++;   /* cJSON's white space: any control byte or space */
+    /* cJSON's white space: any control byte or space */
+    while (after < len && s[after] && (unsigned char)s[after] <= 0x20) after++;
     return after >= len || strchr(",:}]", s[after]) != NULL;
 }
 
@@ -10105,15 +10160,24 @@ static char *cllm__json_repair(const char *s, size_t len) {
                 char d = s[i];
                 if (d == '\\' && i + 1 < len) {
                     char e = s[i + 1];
-                    if (e == '\'') { cllm__sb_putc(&b, '\''); i += 2; }
-                    else if (strchr("\"\\/bfnrtu", e)) { cllm__sb_putn(&b, s + i, 2); i += 2; }
-                    else { cllm__sb_puts(&b, "\\\\"); i += 1; }
+                    if (e == '\'') {
+                        cllm__sb_putc(&b, '\'');
+                        i += 2;
+                    } else if (strchr("\"\\/bfnrtu", e)) {
+                        cllm__sb_putn(&b, s + i, 2);
+                        i += 2;
+                    } else {
+                        cllm__sb_puts(&b, "\\\\");
+                        i += 1;
+                    }
                 } else if (d == c && (q == 1 ? cllm__quote_closes(s, len, i + 1)
                                              : (i + 2 < len && s[i + 1] == c && s[i + 2] == c))) {
                     i += q;
                     break;
-                } else if (d == '"') { cllm__sb_puts(&b, "\\\""); i++; }
-                else if ((unsigned char)d < 0x20) {
+                } else if (d == '"') {
+                    cllm__sb_puts(&b, "\\\"");
+                    i++;
+                } else if ((unsigned char)d < 0x20) {
                     char esc[8];
                     if (d == '\n') strcpy(esc, "\\n");
                     else if (d == '\r') strcpy(esc, "\\r");
@@ -10121,7 +10185,10 @@ static char *cllm__json_repair(const char *s, size_t len) {
                     else snprintf(esc, sizeof esc, "\\u%04x", (unsigned)(unsigned char)d);
                     cllm__sb_puts(&b, esc);
                     i++;
-                } else { cllm__sb_putc(&b, d); i++; }
+                } else {
+                    cllm__sb_putc(&b, d);
+                    i++;
+                }
             }
             cllm__sb_putc(&b, '"');
         } else if (isalpha((unsigned char)c) || c == '_') {
@@ -10137,7 +10204,10 @@ static char *cllm__json_repair(const char *s, size_t len) {
             while (k < len && isspace((unsigned char)s[k])) k++;
             if (!(k < len && (s[k] == '}' || s[k] == ']'))) cllm__sb_putc(&b, ',');
             i++;
-        } else { cllm__sb_putc(&b, c); i++; }
+        } else {
+            cllm__sb_putc(&b, c);
+            i++;
+        }
     }
     return cllm__sb_take(&b);
 }
@@ -10150,10 +10220,17 @@ static cJSON *cllm__json_object_at(const char *s, size_t len, int *nul) {
     char *fixed = cllm__json_escapes(s, len, &lone, &nuls);
     const char *base = fixed ? fixed : s, *end = NULL;
     cJSON *o = cJSON_ParseWithLengthOpts(base, len, &end, 0);
-    if (o && !cJSON_IsObject(o)) { cJSON_Delete(o); o = NULL; }
+    if (o && !cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        o = NULL;
+    }
     if (o && nuls && end) {                       /* a \u0000 inside this object, not in prose after it? */
         CLLM_FREE(cllm__json_escapes(base, (size_t)(end - base), &lone, &nuls));
-        if (nuls) { cJSON_Delete(o); o = NULL; *nul = 1; }
+        if (nuls) {
+            cJSON_Delete(o);
+            o = NULL;
+            *nul = 1;
+        }
     }
     CLLM_FREE(fixed);
     return o;
@@ -10167,7 +10244,11 @@ static int cllm__json_fence(const char *text, const char **b, const char **e) {
         while (*body && *body != '\n' && *body != '{') body++;
         close = strstr(body, "```");
         if (!close) close = end;
-        if (memchr(body, '{', (size_t)(close - body))) { *b = body; *e = close; return 1; }
+        if (memchr(body, '{', (size_t)(close - body))) {
+            *b = body;
+            *e = close;
+            return 1;
+        }
         if (close == end) return 0;
         p = close + 3;
     }
@@ -10177,8 +10258,12 @@ static int cllm__json_fence(const char *text, const char **b, const char **e) {
 CLLMDEF cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err) {
     const char *region[2][2];
     int nreg = 1, mode, r, nul = 0;
-    if (!text) { cllm__fail(err, CLLM_ERR_ARG, "model reply: no text"); return NULL; }
-    region[0][0] = text; region[0][1] = text + strlen(text);
+    if (!text) {
+        cllm__fail(err, CLLM_ERR_ARG, "model reply: no text");
+        return NULL;
+    }
+    region[0][0] = text;
+    region[0][1] = text + strlen(text);
     if (cllm__json_fence(text, &region[1][0], &region[1][1])) nreg = 2;
     /* Strict first (so valid JSON, even with a ``` inside a string, is read as written), then
        repaired; in each mode the whole text, then the fenced block; the object starts at the
@@ -10189,17 +10274,21 @@ CLLMDEF cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err) {
             const char *b = region[r][0];
             int tries;
             for (tries = 0; tries < 16; tries++, b++) {
+                char *fixed;
                 cJSON *o;
                 b = (const char *)memchr(b, '{', (size_t)(region[r][1] - b));
                 if (!b) break;
-                if (mode == 0) o = cllm__json_object_at(b, (size_t)(region[r][1] - b), &nul);
-                else {
-                    char *fixed = cllm__json_repair(b, (size_t)(region[r][1] - b));
-                    if (!fixed) { cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); return NULL; }
-                    o = cllm__json_object_at(fixed, strlen(fixed), &nul);
-                    CLLM_FREE(fixed);
+                fixed = mode ? cllm__json_repair(b, (size_t)(region[r][1] - b)) : NULL;
+                if (mode && !fixed) {
+                    cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+                    return NULL;
                 }
-                if (o) { cllm__ok(err); return o; }
+                o = cllm__json_object_at(fixed ? fixed : b, fixed ? strlen(fixed) : (size_t)(region[r][1] - b), &nul);
+                CLLM_FREE(fixed);
+                if (o) {
+                    cllm__ok(err);
+                    return o;
+                }
             }
         }
     }
@@ -10217,8 +10306,14 @@ CLLMDEF cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err) {
 
 /* A JSON number, a numeric string ("0.8"), a boolean (1/0) or an object {"score": x} as a double. */
 static int cllm__json_number(const cJSON *v, double *out) {
-    if (cJSON_IsNumber(v)) { *out = v->valuedouble; return 1; }
-    if (cJSON_IsBool(v)) { *out = cJSON_IsTrue(v) ? 1.0 : 0.0; return 1; }
+    if (cJSON_IsNumber(v)) {
+        *out = v->valuedouble;
+        return 1;
+    }
+    if (cJSON_IsBool(v)) {
+        *out = cJSON_IsTrue(v) ? 1.0 : 0.0;
+        return 1;
+    }
     if (cJSON_IsString(v)) {
         char *end;
         double d = strtod(v->valuestring, &end);
@@ -10246,7 +10341,7 @@ static char *cllm__json_text(const cJSON *o, const char *key, cllm_err *err) {
     return text;
 }
 
-/* ---- the client: configuration, messages --------------------------------------------------- */
+/* ---- the client: configuration, messages ----------------------------------------------------- */
 
 /* The endpoint's own explanation from an error body, for the message: error.message (OpenAI,
    vLLM), error as a string (Ollama), detail (FastAPI), message, else the start of the raw body.
@@ -10270,15 +10365,23 @@ static void cllm__endpoint_message(const char *body, size_t len, char *out, size
     cJSON_Delete(root);
 }
 
+/* Appends a header line to the list, or frees the list and returns NULL when out of memory. */
+static struct curl_slist *cllm__header_add(struct curl_slist *h, const char *line) {
+    struct curl_slist *grown = curl_slist_append(h, line);
+    if (!grown) curl_slist_free_all(h);
+    return grown;
+}
+
 CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *cfg, cllm_err *err) {
     cllm_client_config d;
     const char *key, *env_base = getenv("OPENAI_BASE_URL");
-    struct curl_slist *h = NULL, *h2;
+    struct curl_slist *h;
     cllm__sb url = { NULL, 0, 0, 0 };
     size_t blen;
     int registered;
     memset(c, 0, sizeof *c);
-    if (cfg) d = *cfg; else memset(&d, 0, sizeof d);
+    memset(&d, 0, sizeof d);
+    if (cfg) d = *cfg;
     if (!d.base_url || !*d.base_url) d.base_url = env_base && *env_base ? env_base : "https://api.openai.com/v1";
     if (!d.api_key_env || !*d.api_key_env) d.api_key_env = "OPENAI_API_KEY";
     d.connect_timeout_ms = cllm__def(d.connect_timeout_ms, 10000);
@@ -10302,7 +10405,8 @@ CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *c
     if (strncmp(d.base_url, "http://", 7) != 0 && strncmp(d.base_url, "https://", 8) != 0)
         return cllm__fail(err, CLLM_ERR_ARG, "the base URL must start with http:// or https:// "
                           "(got \"%.*s\")", CLLM__CUT(d.base_url, 200));
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return cllm__fail(err, CLLM_ERR_HTTP, "libcurl failed to initialise");
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return cllm__fail(err, CLLM_ERR_HTTP, "libcurl failed to initialise");
 
     blen = strlen(d.base_url);
     while (blen > 0 && d.base_url[blen - 1] == '/') blen--;
@@ -10313,17 +10417,17 @@ CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *c
     key = getenv(d.api_key_env);
     if (key && *key) c->key = cllm__strdup(key);
     registered = cllm__secret_register(c->key);      /* from here on no message or received text holds it */
-    h = curl_slist_append(NULL, "Content-Type: application/json");
-    if (h && (h2 = curl_slist_append(h, "Accept: application/json")) != NULL) h = h2; else { curl_slist_free_all(h); h = NULL; }
-    if (h && (h2 = curl_slist_append(h, "Expect:")) != NULL) h = h2; else { curl_slist_free_all(h); h = NULL; }  /* no 100-continue round trip */
+    h = cllm__header_add(NULL, "Content-Type: application/json");
+    if (h) h = cllm__header_add(h, "Accept: application/json");
+    if (h) h = cllm__header_add(h, "Expect:");                 /* no 100-continue round trip */
     if (h && c->key) {
         cllm__sb auth = { NULL, 0, 0, 0 };
         cllm__sb_puts(&auth, "Authorization: Bearer ");
         cllm__sb_puts(&auth, c->key);
-        h2 = auth.oom ? NULL : curl_slist_append(h, auth.p);
+        if (auth.oom) curl_slist_free_all(h);
+        h = auth.oom ? NULL : cllm__header_add(h, auth.p);
         if (auth.p) memset(auth.p, 0, auth.n);              /* the key lives only in c->key and the header list */
         cllm__sb_free(&auth);
-        if (h2) h = h2; else { curl_slist_free_all(h); h = NULL; }
     }
     c->headers = h;
     c->multi = curl_multi_init();
@@ -10374,15 +10478,23 @@ static char *cllm__request_json(const cllm_client *c, const cllm_chat_request *r
     cJSON *root, *msgs;
     char *out;
     int i;
-    if (!model) { cllm__fail(err, CLLM_ERR_ARG, "no model named for the endpoint: give one (the client's model or the request's)"); return NULL; }
-    if (!r->messages || r->n_messages <= 0) { cllm__fail(err, CLLM_ERR_ARG, "the request has no messages"); return NULL; }
+    if (!model) {
+        cllm__fail(err, CLLM_ERR_ARG,
+                   "no model named for the endpoint: give one (the client's model or the request's)");
+        return NULL;
+    }
+    if (!r->messages || r->n_messages <= 0) {
+        cllm__fail(err, CLLM_ERR_ARG, "the request has no messages");
+        return NULL;
+    }
     root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "model", model);
     msgs = cJSON_AddArrayToObject(root, "messages");
     for (i = 0; i < r->n_messages; i++) {
         cJSON *m = cJSON_CreateObject();
         if (!r->messages[i].role || !r->messages[i].content) {
-            cJSON_Delete(m); cJSON_Delete(root);
+            cJSON_Delete(m);
+            cJSON_Delete(root);
             cllm__fail(err, CLLM_ERR_ARG, "request message %d has no role or content", i);
             return NULL;
         }
@@ -10390,16 +10502,21 @@ static char *cllm__request_json(const cllm_client *c, const cllm_chat_request *r
         cJSON_AddStringToObject(m, "content", r->messages[i].content);
         cJSON_AddItemToArray(msgs, m);
     }
-    if (r->params.temperature != 0) cJSON_AddNumberToObject(root, "temperature", r->params.temperature < 0 ? 0.0 : r->params.temperature);
+    if (r->params.temperature != 0)
+        cJSON_AddNumberToObject(root, "temperature", r->params.temperature < 0 ? 0.0 : r->params.temperature);
     if (r->params.top_p != 0) cJSON_AddNumberToObject(root, "top_p", r->params.top_p);
     if (r->params.max_tokens > 0) cJSON_AddNumberToObject(root, "max_tokens", r->params.max_tokens);
     if (r->params.seed != 0) cJSON_AddNumberToObject(root, "seed", (double)r->params.seed);
     if (r->response_format) {
         cJSON *rf;
         if (r->response_format[0] == '{') rf = cJSON_Parse(r->response_format);
-        else { rf = cJSON_CreateObject(); cJSON_AddStringToObject(rf, "type", r->response_format); }
+        else {
+            rf = cJSON_CreateObject();
+            cJSON_AddStringToObject(rf, "type", r->response_format);
+        }
         if (!cJSON_IsObject(rf)) {
-            cJSON_Delete(rf); cJSON_Delete(root);
+            cJSON_Delete(rf);
+            cJSON_Delete(root);
             cllm__fail(err, CLLM_ERR_ARG, "response_format must be a type name or a JSON object");
             return NULL;
         }
@@ -10421,10 +10538,12 @@ static int cllm__json_cut_short(const char *s, size_t len, int *max_depth) {
     *max_depth = 0;
     for (i = 0; i < len; i++) {
         char ch = s[i];
-        if (in_str) { if (ch == '\\') i++; else if (ch == '"') in_str = 0; }
+        if (in_str && ch == '\\') i++;
+        else if (in_str) in_str = ch != '"';
         else if (ch == '"') in_str = 1;
-        else if (ch == '{' || ch == '[') { depth++; if (depth > *max_depth) *max_depth = depth; }
+        else if (ch == '{' || ch == '[') depth++;
         else if (ch == '}' || ch == ']') depth--;
+        if (depth > *max_depth) *max_depth = depth;
     }
     return in_str || depth > 0;
 }
@@ -10469,7 +10588,10 @@ static char *cllm__message_text(const cJSON *msg, char *why, size_t why_size) {
         cllm__sb_puts(&b, text);
         k++;
     }
-    if (k == 0) { snprintf(why, why_size, "choices[0].message.content is an empty list of parts"); return NULL; }
+    if (k == 0) {
+        snprintf(why, why_size, "choices[0].message.content is an empty list of parts");
+        return NULL;
+    }
     if (b.oom) snprintf(why, why_size, "out of memory");
     return cllm__sb_take(&b);
 }
@@ -10506,19 +10628,18 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
     choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "choices"), 0);
     msg = cJSON_GetObjectItemCaseSensitive(choice, "message");
     fr = cllm__json_str(choice, "finish_reason");
-    if (fr) {                                      /* remote text too: valid UTF-8, no key, cut to fit */
-        cllm__clean_line(r->finish_reason, sizeof r->finish_reason, fr, strlen(fr));
-    }
+    /* remote text too: valid UTF-8, no key, cut to fit */
+    if (fr) cllm__clean_line(r->finish_reason, sizeof r->finish_reason, fr, strlen(fr));
     why[0] = 0;
     if (e && !cJSON_IsNull(e)) {
         cllm__endpoint_message(json, len, snippet, sizeof snippet);
         rc = cllm__fail(&r->err, CLLM_ERR_HTTP, "%s: the endpoint returned an error: %s", c->url, snippet);
     } else if (!cJSON_IsObject(choice))
-        rc = cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response has no \"choices\"[0] object (not an OpenAI chat completion?)", c->url);
+        rc = cllm__fail(&r->err, CLLM_ERR_FORMAT,
+                        "%s: response has no \"choices\"[0] object (not an OpenAI chat completion?)", c->url);
     else if (!cJSON_IsObject(msg))
         rc = cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response has no choices[0].message object", c->url);
-    else if (!(text = cllm__message_text(msg, why, sizeof why)))
-    {
+    else if (!(text = cllm__message_text(msg, why, sizeof why))) {
         const char *open = r->finish_reason[0] ? " (finish_reason \"" : "", *close = r->finish_reason[0] ? "\")" : "";
         cllm_result code = strcmp(why, "out of memory") ? CLLM_ERR_FORMAT : CLLM_ERR_NOMEM;
         rc = cllm__fail(&r->err, code, "%s: %s%s%s%s", c->url, why, open, r->finish_reason, close);
@@ -10561,8 +10682,10 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
     } else {
         usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
         /* a count that is not a whole number >= 0 is taken as not reported */
-        if (!cllm__json_int(usage, "prompt_tokens", -1, &r->prompt_tokens) || r->prompt_tokens < 0) r->prompt_tokens = -1;
-        if (!cllm__json_int(usage, "completion_tokens", -1, &r->completion_tokens) || r->completion_tokens < 0) r->completion_tokens = -1;
+        if (!cllm__json_int(usage, "prompt_tokens", -1, &r->prompt_tokens) || r->prompt_tokens < 0)
+            r->prompt_tokens = -1;
+        if (!cllm__json_int(usage, "completion_tokens", -1, &r->completion_tokens) || r->completion_tokens < 0)
+            r->completion_tokens = -1;
         if (!cllm__json_int(usage, "total_tokens", -1, &r->total_tokens) || r->total_tokens < 0) r->total_tokens = -1;
         if (r->prompt_tokens > 0) c->usage.prompt_tokens += r->prompt_tokens;
         if (r->completion_tokens > 0) c->usage.completion_tokens += r->completion_tokens;
@@ -10574,7 +10697,7 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
     return rc;
 }
 
-/* ---- the client: transfers, retries, concurrency ------------------------------------------- */
+/* ---- the client: transfers, retries, concurrency --------------------------------------------- */
 /* Each request is a small state machine driven by one curl multi handle:
      WAITING --(due and a slot is free)--> RUNNING --(done)--> DONE
                  ^                                   |
@@ -10587,7 +10710,7 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
    its first attempt to its end, waits included: each attempt's timeout is cut to what is left,
    and a retry that would start after it is not made. Redirects are not followed. */
 
-enum { CLLM__WAITING = 0, CLLM__RUNNING, CLLM__DONE };
+typedef enum cllm__xfer_state { CLLM__WAITING = 0, CLLM__RUNNING, CLLM__DONE } cllm__xfer_state;
 
 typedef struct cllm__xfer {
     cllm_chat_result *res;
@@ -10600,7 +10723,7 @@ typedef struct cllm__xfer {
     long long        *held;           /* bytes held by the bodies of the whole batch          */
     long long         budget;         /* max_inflight_bytes                                   */
     int               too_big, over_budget, deadline_cut;
-    int               state;
+    cllm__xfer_state  state;
     double            not_before;     /* when the next attempt may start (cllm__now seconds)  */
     double            t_first;        /* start of the first attempt                           */
     double            deadline;       /* t_first + deadline_ms                                */
@@ -10611,15 +10734,24 @@ typedef struct cllm__xfer {
 static size_t cllm__on_data(char *ptr, size_t size, size_t nmemb, void *userdata) {
     cllm__xfer *x = (cllm__xfer *)userdata;
     size_t len = size * nmemb, need = x->resp.n + len + 1;
-    if (x->resp.n + len > (size_t)x->limit) { x->too_big = 1; return 0; }   /* curl aborts the transfer */
+    if (x->resp.n + len > (size_t)x->limit) {     /* returning 0 makes curl abort the transfer */
+        x->too_big = 1;
+        return 0;
+    }
     if (need > x->resp.cap) {                      /* grow by doubling, never past the limit */
         size_t cap = x->resp.cap ? x->resp.cap : 256;
         char *grown;
         while (cap < need) cap *= 2;
         if (cap > (size_t)x->limit + 1) cap = (size_t)x->limit + 1;
-        if (*x->held + (long long)(cap - x->resp.cap) > x->budget) { x->over_budget = 1; return 0; }
+        if (*x->held + (long long)(cap - x->resp.cap) > x->budget) {
+            x->over_budget = 1;
+            return 0;
+        }
         grown = (char *)CLLM_REALLOC(x->resp.p, cap);
-        if (!grown) { x->resp.oom = 1; return 0; }
+        if (!grown) {
+            x->resp.oom = 1;
+            return 0;
+        }
         *x->held += (long long)(cap - x->resp.cap);
         x->resp.p = grown;
         x->resp.cap = cap;
@@ -10693,7 +10825,9 @@ static double cllm__retry_wait(cllm_client *c, int retry, double retry_after_s) 
 }
 
 static const char *cllm__status_hint(const cllm_client *c, long status) {
-    if (status == 401 || status == 403) return c->key ? " (check the API key and the endpoint)" : " (no API key was sent: its environment variable is unset or empty)";
+    if (status == 401 || status == 403)
+        return c->key ? " (check the API key and the endpoint)"
+                      : " (no API key was sent: its environment variable is unset or empty)";
     if (status == 404) return " (check base_url, which usually ends in /v1, and the model name)";
     return "";
 }
@@ -10819,8 +10953,12 @@ CLLMDEF cllm_result cllm_client_chat_batch(cllm_client *c, const cllm_chat_reque
     long long held = 0;
     int i, running = 0, remaining = 0, limit;
     if (!c || !c->multi || n < 0 || (n > 0 && (!requests || !results)))
-        return cllm__fail(err, CLLM_ERR_ARG, "chat completions: needs an initialised client and n >= 0 requests and results");
-    if (n == 0) { cllm__ok(err); return CLLM_OK; }
+        return cllm__fail(err, CLLM_ERR_ARG,
+                          "chat completions: needs an initialised client and n >= 0 requests and results");
+    if (n == 0) {
+        cllm__ok(err);
+        return CLLM_OK;
+    }
     xs = (cllm__xfer *)cllm__calloc((size_t)n, sizeof *xs);
     if (!xs) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     limit = c->cfg.max_concurrency;
@@ -10836,7 +10974,11 @@ CLLMDEF cllm_result cllm_client_chat_batch(cllm_client *c, const cllm_chat_reque
         x->index = i;
         x->n = n;
         x->body = cllm__request_json(c, &requests[i], &results[i].err);
-        if (!x->body) { x->state = CLLM__DONE; results[i].code = results[i].err.code; continue; }
+        if (!x->body) {
+            x->state = CLLM__DONE;
+            results[i].code = results[i].err.code;
+            continue;
+        }
         x->state = CLLM__WAITING;
         remaining++;
     }
@@ -10852,8 +10994,15 @@ CLLMDEF cllm_result cllm_client_chat_batch(cllm_client *c, const cllm_chat_reque
                 x->t_first = now;
                 x->deadline = now + (double)c->cfg.deadline_ms / 1000.0;
             }
-            if (cllm__xfer_start(c, x) == CLLM_OK) { x->state = CLLM__RUNNING; running++; }
-            else { x->state = CLLM__DONE; x->res->code = x->res->err.code; c->usage.failures++; remaining--; }
+            if (cllm__xfer_start(c, x) == CLLM_OK) {
+                x->state = CLLM__RUNNING;
+                running++;
+            } else {
+                x->state = CLLM__DONE;
+                x->res->code = x->res->err.code;
+                c->usage.failures++;
+                remaining--;
+            }
         }
         curl_multi_perform((CURLM *)c->multi, &still);
         while ((msg = curl_multi_info_read((CURLM *)c->multi, &queued)) != NULL) {
@@ -10874,33 +11023,43 @@ CLLMDEF cllm_result cllm_client_chat_batch(cllm_client *c, const cllm_chat_reque
                 if (xs[i].state == CLLM__WAITING && xs[i].not_before - now < wait_s) wait_s = xs[i].not_before - now;
         if (wait_s > 0) curl_multi_poll((CURLM *)c->multi, NULL, 0, (int)(wait_s * 1000.0) + 1, NULL);
     }
-    for (i = 0; i < n; i++) { cJSON_free(xs[i].body); cllm__sb_free(&xs[i].resp); }
+    for (i = 0; i < n; i++) {
+        cJSON_free(xs[i].body);
+        cllm__sb_free(&xs[i].resp);
+    }
     CLLM_FREE(xs);
     return CLLM__BATCH_RESULT(results, n, "requests", err);
 }
 
-CLLMDEF cllm_result cllm_client_chat(cllm_client *c, const cllm_chat_request *request, cllm_chat_result *result, cllm_err *err) {
+CLLMDEF cllm_result cllm_client_chat(cllm_client *c, const cllm_chat_request *request, cllm_chat_result *result,
+                                     cllm_err *err) {
     return cllm_client_chat_batch(c, request, 1, result, err);
 }
 
-/* ---- task files ---------------------------------------------------------------------------- */
+/* ---- task files ------------------------------------------------------------------------------ */
 
 CLLMDEF void cllm_tasks_free(cllm_task *tasks, int n) {
     int i;
     if (!tasks) return;
-    for (i = 0; i < n; i++) { CLLM_FREE(tasks[i].prompt); CLLM_FREE(tasks[i].completion); cJSON_Delete(tasks[i].json); }
+    for (i = 0; i < n; i++) {
+        CLLM_FREE(tasks[i].prompt);
+        CLLM_FREE(tasks[i].completion);
+        cJSON_Delete(tasks[i].json);
+    }
     CLLM_FREE(tasks);
 }
 
 /* One line into t (which owns everything it points at afterwards, also on failure). */
-static cllm_result cllm__task_parse(cllm_task *t, const char *line, size_t len, const char *path, int lineno, cllm_err *err) {
+static cllm_result cllm__task_parse(cllm_task *t, const char *line, size_t len, const char *path, int lineno,
+                                    cllm_err *err) {
     const cJSON *p, *c;
     memset(t, 0, sizeof *t);
     if (!(t->json = cllm__jsonl_parse(line, len, path, lineno, err))) return CLLM_ERR_FORMAT;
     if (!cJSON_IsObject(t->json)) return cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not a JSON object", path, lineno);
     p = cJSON_GetObjectItemCaseSensitive(t->json, "single_turn_prompt");
     c = cJSON_GetObjectItemCaseSensitive(t->json, "single_turn_completion");
-    if (!cJSON_IsString(p)) return cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: \"single_turn_prompt\" must be a string", path, lineno);
+    if (!cJSON_IsString(p))
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: \"single_turn_prompt\" must be a string", path, lineno);
     t->prompt = cllm__strdup(p->valuestring);
     if (cJSON_IsString(c)) t->completion = cllm__strdup(c->valuestring);
     else if (!c || cJSON_IsNull(c)) t->completion = cllm__strdup("");
@@ -10928,10 +11087,15 @@ CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, i
         lineno++;
         if (len == 0) continue;
         if (count == tcap) {
-            cllm_task *nt = tcap < INT_MAX / 2 ? (cllm_task *)CLLM_REALLOC(ts, (size_t)(tcap ? 2 * tcap : 16) * sizeof *nt) : NULL;
-            if (!nt) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path); break; }
-            ts = nt;
-            tcap = tcap ? 2 * tcap : 16;
+            int grown_cap = tcap ? 2 * tcap : 16;
+            cllm_task *grown = NULL;
+            if (tcap < INT_MAX / 2) grown = (cllm_task *)CLLM_REALLOC(ts, (size_t)grown_cap * sizeof *ts);
+            if (!grown) {
+                rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path);
+                break;
+            }
+            ts = grown;
+            tcap = grown_cap;
         }
         rc = cllm__task_parse(&ts[count], line, (size_t)len, path, lineno, err);
         count++;
@@ -10940,7 +11104,10 @@ CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, i
     CLLM_FREE(line);
     if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, path, lineno + 1, len);
     if (rc == CLLM_OK && count == 0) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no tasks", path);
-    if (rc != CLLM_OK) { cllm_tasks_free(ts, count); return rc; }
+    if (rc != CLLM_OK) {
+        cllm_tasks_free(ts, count);
+        return rc;
+    }
     *tasks = ts;
     *n = count;
     cllm__ok(err);
@@ -10948,7 +11115,7 @@ CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, i
 }
 
 /* -------------------------------------------------------------------------------------------- */
-/* II.7 Chat backends: API and local models as assistants and simulators                       */
+/* II.7 Chat backends: API and local models as assistants and simulators                        */
 /* -------------------------------------------------------------------------------------------- */
 
 /* One interface, cllm_chat_backend, completes n conversations with the backend's own sampling
@@ -10957,7 +11124,7 @@ CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, i
    of it; the public roles (cllm_llm_sim, cllm_local_user_sim, cllm_api_assistant,
    cllm_local_assistant, cllm_judge) only choose a backend and their defaults. */
 
-/* ---- asking many prompts at once, re-asking unusable answers ----------------------------------- */
+/* ---- asking many prompts at once, re-asking unusable answers --------------------------------- */
 
 /* Sends prompts[i] (one user message each; NULL entries are skipped) to the backend and hands each
    answer to take(ctx, i, answer, last), which records it in the caller's own result and returns 1,
@@ -10999,7 +11166,7 @@ static void cllm__ask_all(const cllm_chat_backend *backend, char *const *prompts
     CLLM_FREE(answers);
 }
 
-/* ---- an API model as a backend ----------------------------------------------------------------- */
+/* ---- an API model as a backend --------------------------------------------------------------- */
 
 /* n conversations as n concurrent requests of the client (cllm_client_chat_batch). */
 static void cllm__api_complete(void *ctx, const cllm_conv *convs, int n, int json, cllm_reply *out) {
@@ -11044,7 +11211,7 @@ static void cllm__api_backend_init(cllm_api_backend *b, cllm_client *client, con
     b->backend.name = params->model ? params->model : client ? client->model : NULL;
 }
 
-/* ---- loading: model + tokenizer + the ids that end a turn ----------------------------------- */
+/* ---- loading: model + tokenizer + the ids that end a turn ------------------------------------ */
 
 static void cllm__local_add_stop_id(cllm_local_lm *lm, int id) {
     int i;
@@ -11071,10 +11238,13 @@ CLLMDEF cllm_result cllm_local_lm_load(cllm_local_lm *lm, const char *dir, cllm_
     if (!lm || !dir) return cllm__fail(err, CLLM_ERR_ARG, "local model: needs an lm and a model directory");
     memset(lm, 0, sizeof *lm);
     if ((rc = cllm_model_load(&lm->model, dir, err)) != CLLM_OK) return rc;
-    if ((rc = cllm_tokenizer_load(&lm->tok, dir, err)) != CLLM_OK) { cllm_local_lm_free(lm); return rc; }
+    if ((rc = cllm_tokenizer_load(&lm->tok, dir, err)) != CLLM_OK) {
+        cllm_local_lm_free(lm);
+        return rc;
+    }
     if (lm->tok.n_ids > lm->model.config.vocab_size) {
-        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tokenizer.json has ids up to %d but config.json's vocab_size is %d: they are not from the same model",
-                        dir, lm->tok.n_ids - 1, lm->model.config.vocab_size);
+        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tokenizer.json has ids up to %d but config.json's vocab_size is %d: "
+                        "they are not from the same model", dir, lm->tok.n_ids - 1, lm->model.config.vocab_size);
         cllm_local_lm_free(lm);
         return rc;
     }
@@ -11093,7 +11263,10 @@ CLLMDEF void cllm_local_outputs_free(cllm_local_output *out, int n) {
     int i;
     if (!out) return;
     for (i = 0; i < n; i++) {
-        CLLM_FREE(out[i].text); CLLM_FREE(out[i].ids); CLLM_FREE(out[i].logprobs); CLLM_FREE(out[i].prompt_ids);
+        CLLM_FREE(out[i].text);
+        CLLM_FREE(out[i].ids);
+        CLLM_FREE(out[i].logprobs);
+        CLLM_FREE(out[i].prompt_ids);
         memset(&out[i], 0, sizeof out[i]);
     }
 }
@@ -11115,7 +11288,10 @@ static const char *cllm__local_find_stop(const char *text, const cllm_local_gen_
     return first;
 }
 
-typedef struct cllm__local_stop_ctx { const cllm_tokenizer *tok; const cllm_local_gen_config *cfg; } cllm__local_stop_ctx;
+typedef struct cllm__local_stop_ctx {
+    const cllm_tokenizer *tok;
+    const cllm_local_gen_config *cfg;
+} cllm__local_stop_ctx;
 
 /* cllm_generate's stop test: the caller's on_token, then the stop strings on the text decoded so
    far. Decoding everything at each token costs O(n^2) byte copies per sample, which is small
@@ -11125,17 +11301,20 @@ static int cllm__local_stop(void *ctx, const int *ids, int n) {
     char *text = NULL;
     int hit;
     if (sc->cfg->on_token && sc->cfg->on_token(sc->cfg->on_token_ctx, ids, n)) return 1;
-    if (sc->cfg->n_stop <= 0 || cllm_tokenizer_decode(sc->tok, ids, n, !sc->cfg->keep_special, &text, NULL, NULL) != CLLM_OK) return 0;
+    if (sc->cfg->n_stop <= 0) return 0;
+    if (cllm_tokenizer_decode(sc->tok, ids, n, !sc->cfg->keep_special, &text, NULL, NULL) != CLLM_OK) return 0;
     hit = text && cllm__local_find_stop(text, sc->cfg) != NULL;
     CLLM_FREE(text);
     return hit;
 }
 
 /* o->text from o->ids: the token that ended the turn is left out, a stop string cuts the text. */
-static cllm_result cllm__local_text(const cllm_tokenizer *tok, const cllm_local_gen_config *cfg, cllm_local_output *o, cllm_err *err) {
+static cllm_result cllm__local_text(const cllm_tokenizer *tok, const cllm_local_gen_config *cfg, cllm_local_output *o,
+                                    cllm_err *err) {
     int n = o->n - (o->finish == CLLM_FINISH_EOS);
     cllm_result rc = cllm_tokenizer_decode(tok, o->ids, n, !cfg->keep_special, &o->text, NULL, err);
-    if (rc == CLLM_OK && !o->text && !(o->text = cllm__strdup(""))) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if (rc == CLLM_OK && !o->text && !(o->text = cllm__strdup("")))
+        rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     if (rc == CLLM_OK && o->finish == CLLM_FINISH_STOP) {
         const char *cut = cllm__local_find_stop(o->text, cfg);
         if (cut) o->text[cut - o->text] = 0;
@@ -11155,9 +11334,11 @@ static cllm_result cllm__local_chat_one(cllm_local_lm *lm, const cllm_message *m
     uint64_t call;
     cllm_result rc;
     memset(out, 0, (size_t)n_samples * sizeof *out);
-    if (cfg->n_stop < 0 || (cfg->n_stop > 0 && !cfg->stop)) return cllm__fail(err, CLLM_ERR_ARG, "local generation: n_stop must be >= 0, with that many stop strings");
+    if (cfg->n_stop < 0 || (cfg->n_stop > 0 && !cfg->stop))
+        return cllm__fail(err, CLLM_ERR_ARG, "local generation: n_stop must be >= 0, with that many stop strings");
     for (s = 0; s < cfg->n_stop; s++)
-        if (!cfg->stop[s] || !cfg->stop[s][0]) return cllm__fail(err, CLLM_ERR_ARG, "local generation: stop string %d is empty", s);
+        if (!cfg->stop[s] || !cfg->stop[s][0])
+            return cllm__fail(err, CLLM_ERR_ARG, "local generation: stop string %d is empty", s);
     ro.add_generation_prompt = 1;
     if ((rc = cllm_chat_render(&lm->tok, msgs, n_msgs, &ro, NULL, &prompt, NULL, &n_prompt, err)) != CLLM_OK) return rc;
     call = lm->calls++;
@@ -11169,17 +11350,28 @@ static cllm_result cllm__local_chat_one(cllm_local_lm *lm, const cllm_message *m
     g.n_eos = lm->n_stop_ids;
     sc.tok = &lm->tok;
     sc.cfg = cfg;
-    if (cfg->n_stop > 0 || cfg->on_token) { g.stop = cllm__local_stop; g.stop_ctx = &sc; }
+    if (cfg->n_stop > 0 || cfg->on_token) {
+        g.stop = cllm__local_stop;
+        g.stop_ctx = &sc;
+    }
     comp = (cllm_completion *)cllm__calloc((size_t)n_samples, sizeof *comp);
-    if (!comp) { CLLM_FREE(prompt); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    if (!comp) {
+        CLLM_FREE(prompt);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
     rc = cllm_generate(&lm->model, prompt, n_prompt, n_samples, &g, comp, err);
     for (s = 0; rc == CLLM_OK && s < n_samples; s++) {
         cllm_local_output *o = &out[s];
-        o->ids = comp[s].ids; o->logprobs = comp[s].logprobs; o->n = comp[s].n; o->finish = (cllm_finish_reason)comp[s].finish;
-        comp[s].ids = NULL; comp[s].logprobs = NULL;
+        o->ids = comp[s].ids;
+        o->logprobs = comp[s].logprobs;
+        o->n = comp[s].n;
+        o->finish = (cllm_finish_reason)comp[s].finish;
+        comp[s].ids = NULL;
+        comp[s].logprobs = NULL;
         o->call = call;
         o->n_prompt = n_prompt;
-        if (!(o->prompt_ids = (int *)cllm__calloc((size_t)n_prompt, sizeof(int)))) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+        o->prompt_ids = (int *)cllm__calloc((size_t)n_prompt, sizeof(int));
+        if (!o->prompt_ids) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
         else memcpy(o->prompt_ids, prompt, (size_t)n_prompt * sizeof(int));
         if (rc == CLLM_OK) rc = cllm__local_text(&lm->tok, cfg, o, err);
     }
@@ -11191,9 +11383,11 @@ static cllm_result cllm__local_chat_one(cllm_local_lm *lm, const cllm_message *m
 }
 
 /* Zero fields take the role's defaults. */
-static cllm_local_gen_config cllm__local_gen_def(const cllm_local_gen_config *cfg, float temperature, int max_new_tokens) {
+static cllm_local_gen_config cllm__local_gen_def(const cllm_local_gen_config *cfg, float temperature,
+                                                 int max_new_tokens) {
     cllm_local_gen_config c;
-    if (cfg) c = *cfg; else memset(&c, 0, sizeof c);
+    memset(&c, 0, sizeof c);
+    if (cfg) c = *cfg;
     c.sampler.temperature = cllm__def(c.sampler.temperature, temperature);
     c.max_new_tokens = cllm__def(c.max_new_tokens, max_new_tokens);
     return c;
@@ -11204,20 +11398,24 @@ CLLMDEF cllm_result cllm_local_chat(cllm_local_lm *lm, const cllm_conv *historie
     cllm_local_gen_config c = cllm__local_gen_def(cfg, 1.0f, 256);
     cllm_result rc;
     int i;
-    if (!lm || !lm->model.params_memory || !lm->tok.priv) return cllm__fail(err, CLLM_ERR_ARG, "local model: not loaded");
+    if (!lm || !lm->model.params_memory || !lm->tok.priv)
+        return cllm__fail(err, CLLM_ERR_ARG, "local model: not loaded");
     if (n < 0 || n_samples < 1 || n_samples > 65536 || (n > 0 && (!histories || !out)) || n > INT_MAX / n_samples)
-        return cllm__fail(err, CLLM_ERR_ARG, "local chat: needs n >= 0 conversations, n_samples in [1, 65536] and n * n_samples outputs");
+        return cllm__fail(err, CLLM_ERR_ARG,
+                          "local chat: needs n >= 0 conversations, n_samples in [1, 65536] and n * n_samples outputs");
     memset(out, 0, (size_t)n * (size_t)n_samples * sizeof *out);
-    for (i = 0; i < n; i++)
-        if ((rc = cllm__local_chat_one(lm, histories[i].msgs, histories[i].n, n_samples, &c, out + (size_t)i * n_samples, err)) != CLLM_OK) {
-            cllm_local_outputs_free(out, i * n_samples);
-            return rc;
-        }
+    for (i = 0; i < n; i++) {
+        cllm_local_output *o = out + (size_t)i * n_samples;
+        rc = cllm__local_chat_one(lm, histories[i].msgs, histories[i].n, n_samples, &c, o, err);
+        if (rc == CLLM_OK) continue;
+        cllm_local_outputs_free(out, i * n_samples);
+        return rc;
+    }
     cllm__ok(err);
     return CLLM_OK;
 }
 
-/* ---- a local model as a backend ---------------------------------------------------------------- */
+/* ---- a local model as a backend -------------------------------------------------------------- */
 
 /* n conversations one after the other, one sample each (cllm__local_chat_one: the counter scheme
    seeds them in this order). A sample ended by an end-of-turn/EOS token or a stop string finishes
@@ -11250,7 +11448,7 @@ static void cllm__local_backend_init(cllm_local_backend *b, cllm_local_lm *lm, c
     b->backend.name = "(local model)";
 }
 
-/* ---- the roles: user simulators, assistants and judges on a backend ---------------------------- */
+/* ---- the roles: user simulators, assistants and judges on a backend -------------------------- */
 
 /* Zero sampling fields take the role's defaults. */
 static cllm_llm_params cllm__params_def(cllm_llm_params p, double temperature, int max_tokens) {
@@ -11349,7 +11547,8 @@ CLLMDEF void cllm_llm_sim_init(cllm_llm_sim *s, cllm_client *client, const cllm_
 }
 
 /* (b) The user simulator as a local model, with the API simulator's defaults. */
-CLLMDEF void cllm_local_user_sim_init(cllm_local_user_sim *s, cllm_local_lm *lm, const cllm_local_user_sim_config *cfg) {
+CLLMDEF void cllm_local_user_sim_init(cllm_local_user_sim *s, cllm_local_lm *lm,
+                                      const cllm_local_user_sim_config *cfg) {
     memset(s, 0, sizeof *s);
     if (cfg) s->cfg = *cfg;
     s->cfg.gen = cllm__local_gen_def(&s->cfg.gen, 1.0f, 1024);
@@ -11398,7 +11597,7 @@ CLLMDEF void cllm_judge_init(cllm_judge *j, cllm_client *client, const cllm_judg
 }
 
 /* -------------------------------------------------------------------------------------------- */
-/* II.8 Metrics: built-in metrics, pass_rate, BLEU                                            */
+/* II.8 Metrics: built-in metrics, pass_rate, BLEU                                              */
 /* -------------------------------------------------------------------------------------------- */
 
 /* ---- built-in metrics ------------------------------------------------------------------------ */
@@ -11409,12 +11608,16 @@ static const char *cllm__last_assistant(const cllm_conv *c) {
     return NULL;
 }
 
+/* CollabLLM v2's token_amount: the tokens of every assistant message of the session / 1000. */
 CLLMDEF cllm_result cllm_metric_token_amount(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
     int i, t;
     for (i = 0; i < n; i++) {
         long tokens = 0;
-        for (t = 0; t < s[i].conv->n; t++)
-            if (strcmp(s[i].conv->msgs[t].role, "assistant") == 0) tokens += cllm_count_tokens((const cllm_token_counter *)ctx, s[i].conv->msgs[t].content);
+        for (t = 0; t < s[i].conv->n; t++) {
+            const cllm_message *msg = &s[i].conv->msgs[t];
+            if (strcmp(msg->role, "assistant") != 0) continue;
+            tokens += cllm_count_tokens((const cllm_token_counter *)ctx, msg->content);
+        }
         scores[i] = tokens / 1000.0;
     }
     cllm__ok(err);
@@ -11449,8 +11652,7 @@ static void cllm__metric_why(cllm_err *why, cllm_result code, const char *reason
 static cllm_result cllm__judged(cllm_judgement *j, int n, double *scores, const char *metric, cllm_err *err) {
     cllm_err why;
     int i;
-    why.code = CLLM_OK;
-    why.msg[0] = 0;
+    cllm__ok(&why);
     for (i = 0; i < n; i++) {
         scores[i] = j[i].code == CLLM_OK ? j[i].score : NAN;
         cllm__metric_why(&why, j[i].code, j[i].err.msg);
@@ -11464,8 +11666,12 @@ CLLMDEF cllm_result cllm_metric_interactivity(void *ctx, const cllm_session *s, 
     cllm_judgement *j = (cllm_judgement *)cllm__calloc((size_t)n + 1, sizeof *j);
     cllm_conv *convs = (cllm_conv *)cllm__calloc((size_t)n + 1, sizeof *convs);
     int i;
-    if (!ctx) { CLLM_FREE(j); CLLM_FREE(convs); return cllm__fail(err, CLLM_ERR_ARG, "interactivity metric: needs an LLM judge"); }
-    if (!j || !convs) { CLLM_FREE(j); CLLM_FREE(convs); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    if (!ctx || !j || !convs) {
+        CLLM_FREE(j);
+        CLLM_FREE(convs);
+        if (!ctx) return cllm__fail(err, CLLM_ERR_ARG, "interactivity metric: needs an LLM judge");
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
     for (i = 0; i < n; i++) convs[i] = *s[i].conv;
     cllm_judge_interactivity((cllm_judge *)ctx, convs, n, j, NULL);
     CLLM_FREE(convs);
@@ -11476,8 +11682,12 @@ CLLMDEF cllm_result cllm_metric_accuracy(void *ctx, const cllm_session *s, int n
     cllm_judgement *j = (cllm_judgement *)cllm__calloc((size_t)n + 1, sizeof *j);
     cllm_accuracy_item *it = (cllm_accuracy_item *)cllm__calloc((size_t)n + 1, sizeof *it);
     int i;
-    if (!ctx) { CLLM_FREE(j); CLLM_FREE(it); return cllm__fail(err, CLLM_ERR_ARG, "accuracy metric: needs an LLM judge"); }
-    if (!j || !it) { CLLM_FREE(j); CLLM_FREE(it); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    if (!ctx || !j || !it) {
+        CLLM_FREE(j);
+        CLLM_FREE(it);
+        if (!ctx) return cllm__fail(err, CLLM_ERR_ARG, "accuracy metric: needs an LLM judge");
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
     for (i = 0; i < n; i++) {
         it[i].question = s[i].task ? s[i].task->prompt : s[i].goal->prompt;
         it[i].ground_truth = s[i].task ? s[i].task->completion : s[i].goal->reference;
@@ -11496,7 +11706,11 @@ static char *cllm__normalize_answer(const char *s) {
     if (!o) return NULL;
     for (; *s; s++) {
         int c = (unsigned char)*s, ws = c == ' ' || (c >= '\t' && c <= '\r');
-        if (ws) { if (!space) o[k++] = ' '; space = 1; continue; }
+        if (ws) {
+            if (!space) o[k++] = ' ';
+            space = 1;
+            continue;
+        }
         o[k++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
         space = 0;
     }
@@ -11516,14 +11730,16 @@ CLLMDEF int cllm_answer_matches(const cllm_match_config *cfg, const char *answer
         if (!last) return 0;
         answer = last + strlen(prefix);
     }
-    a = cllm__normalize_answer(answer); b = cllm__normalize_answer(reference);
+    a = cllm__normalize_answer(answer);
+    b = cllm__normalize_answer(reference);
     same = a && b && strcmp(a, b) == 0;
     if (!same && a && b && cfg && cfg->numeric) {
         char *ea, *eb;
         double x = strtod(a, &ea), y = strtod(b, &eb), tol = cllm__def(cfg->tolerance, 1e-6);
         if (ea != a && *ea == 0 && eb != b && *eb == 0) same = fabs(x - y) <= tol * (fabs(y) > 1 ? fabs(y) : 1);
     }
-    CLLM_FREE(a); CLLM_FREE(b);
+    CLLM_FREE(a);
+    CLLM_FREE(b);
     return same;
 }
 
@@ -11531,7 +11747,8 @@ CLLMDEF cllm_result cllm_metric_exact_match(void *ctx, const cllm_session *s, in
     int i;
     for (i = 0; i < n; i++) {
         const char *ref = s[i].task ? s[i].task->completion : s[i].goal->reference;
-        scores[i] = cllm_answer_matches((const cllm_match_config *)ctx, cllm__last_assistant(s[i].conv), ref) ? 1.0 : 0.0;
+        const char *last = cllm__last_assistant(s[i].conv);
+        scores[i] = cllm_answer_matches((const cllm_match_config *)ctx, last, ref) ? 1.0 : 0.0;
     }
     cllm__ok(err);
     return CLLM_OK;
@@ -11563,7 +11780,8 @@ static void cllm__extract_final(cllm_judge *judge, const char *kind, const cllm_
     for (i = 0; i < n; i++) {
         const cJSON *task = s[i].task ? s[i].task->json : NULL;
         const cJSON *meta = cJSON_GetObjectItemCaseSensitive(task, "single_turn_metadata");
-        it[i].conv = s[i].conv; it[i].kind = kind;
+        it[i].conv = s[i].conv;
+        it[i].kind = kind;
         it[i].requirement = cllm__json_str(meta, "extraction_requirement");
     }
     cllm_judge_extract(judge, it, n, j, NULL);
@@ -11585,8 +11803,7 @@ CLLMDEF cllm_result cllm_metric_bleu(void *ctx, const cllm_session *s, int n, do
     cllm_err why;
     int i;
     if (!docs) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    why.code = CLLM_OK;
-    why.msg[0] = 0;
+    cllm__ok(&why);
     cllm__extract_final((cllm_judge *)ctx, "document", s, n, docs, &why);
     for (i = 0; i < n; i++) {
         const char *ref = s[i].task ? s[i].task->completion : s[i].goal->reference;
@@ -11605,26 +11822,29 @@ CLLMDEF cllm_result cllm_metric_bleu(void *ctx, const cllm_session *s, int n, do
     return cllm__metric_done(scores, n, "bleu", &why, err);
 }
 
-/* ---- pass_rate: run the task's unit tests on the final code --------------------------------- */
+/* ---- pass_rate: run the task's unit tests on the final code ---------------------------------- */
 
 /* The code to test: the last ```python (or ```) block of the text, else the whole text. */
 static char *cllm__code_block(const char *text) {
     const char *p = text, *best = NULL, *best_end = NULL;
+    size_t n;
+    char *code;
     while ((p = strstr(p, "```")) != NULL) {
         const char *body = strchr(p + 3, '\n'), *end;
         if (!body) break;
         end = strstr(body + 1, "```");
         if (!end) break;
-        best = body + 1; best_end = end;
+        best = body + 1;
+        best_end = end;
         p = end + 3;
     }
     if (!best) return cllm__strdup(text);
-    {
-        size_t n = (size_t)(best_end - best);
-        char *o = (char *)CLLM_MALLOC(n + 1);
-        if (o) { memcpy(o, best, n); o[n] = 0; }
-        return o;
-    }
+    n = (size_t)(best_end - best);
+    code = (char *)CLLM_MALLOC(n + 1);
+    if (!code) return NULL;
+    memcpy(code, best, n);
+    code[n] = 0;
+    return code;
 }
 
 /* The task's tests: single_turn_metadata.test, or the "test" field of a JSON completion
@@ -11658,10 +11878,20 @@ static int cllm__run_python(const cllm_code_config *cfg, const char *file, char 
     out[0] = 0;
     if (pipe(fds) != 0) return -1;
     /* errfds: close-on-exec, so it reads EOF once python runs, or the child's errno if exec failed */
-    if (pipe(errfds) != 0) { close(fds[0]); close(fds[1]); return -1; }
+    if (pipe(errfds) != 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
     fcntl(errfds[1], F_SETFD, FD_CLOEXEC);
     pid = fork();
-    if (pid < 0) { close(fds[0]); close(fds[1]); close(errfds[0]); close(errfds[1]); return -1; }
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        close(errfds[0]);
+        close(errfds[1]);
+        return -1;
+    }
     if (pid == 0) {                               /* child: limits, stdout to the pipe, no shell */
         struct rlimit cpu, as;
         int devnull = open("/dev/null", O_WRONLY);
@@ -11673,9 +11903,15 @@ static int cllm__run_python(const cllm_code_config *cfg, const char *file, char 
         setrlimit(RLIMIT_CPU, &cpu);
         setrlimit(RLIMIT_AS, &as);
         dup2(fds[1], 1);
-        if (devnull >= 0) { dup2(devnull, 2); dup2(devnull, 0); }
-        close(fds[0]); close(fds[1]);
-        argv[0] = (char *)python; argv[1] = (char *)file; argv[2] = NULL;
+        if (devnull >= 0) {
+            dup2(devnull, 2);
+            dup2(devnull, 0);
+        }
+        close(fds[0]);
+        close(fds[1]);
+        argv[0] = (char *)python;
+        argv[1] = (char *)file;
+        argv[2] = NULL;
         execvp(python, argv);
         exec_errno = errno;
         if (write(errfds[1], &exec_errno, sizeof exec_errno) < 0) {}
@@ -11696,8 +11932,13 @@ static int cllm__run_python(const cllm_code_config *cfg, const char *file, char 
         double left = deadline - cllm__now();
         ssize_t r;
         char sink[4096];
-        if (left <= 0) { timed_out = 1; break; }
-        pfd.fd = fds[0]; pfd.events = POLLIN; pfd.revents = 0;
+        if (left <= 0) {
+            timed_out = 1;
+            break;
+        }
+        pfd.fd = fds[0];
+        pfd.events = POLLIN;
+        pfd.revents = 0;
         if (poll(&pfd, 1, (int)(left * 1000) + 1) <= 0) continue;
         r = read(fds[0], got + 1 < outsize ? out + got : sink, got + 1 < outsize ? outsize - 1 - got : sizeof sink);
         if (r <= 0) break;                        /* EOF: the child closed its stdout */
@@ -11705,7 +11946,10 @@ static int cllm__run_python(const cllm_code_config *cfg, const char *file, char 
     }
     out[got] = 0;
     close(fds[0]);
-    if (timed_out) { kill(-pid, SIGKILL); kill(pid, SIGKILL); }
+    if (timed_out) {
+        kill(-pid, SIGKILL);
+        kill(pid, SIGKILL);
+    }
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     if (timed_out) return -2;
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -11722,7 +11966,10 @@ static const char cllm__unittest_runner[] =
 
 CLLMDEF cllm_result cllm_metric_pass_rate(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
 #if defined(_WIN32)
-    (void)ctx; (void)s; (void)n; (void)scores;
+    (void)ctx;
+    (void)s;
+    (void)n;
+    (void)scores;
     return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "pass_rate: running code is only implemented on POSIX systems");
 #else
     const cllm_code_config *cfg = (const cllm_code_config *)ctx;
@@ -11730,36 +11977,40 @@ CLLMDEF cllm_result cllm_metric_pass_rate(void *ctx, const cllm_session *s, int 
     cllm_err why;
     int i;
     if (!texts) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    why.code = CLLM_OK;
-    why.msg[0] = 0;
+    cllm__ok(&why);
     cllm__extract_final(cfg ? cfg->extractor : NULL, "code", s, n, texts, &why);
     for (i = 0; i < n; i++) {
-        char path[64], out[65536], *code = texts[i] ? cllm__code_block(texts[i]) : NULL, *tests = cllm__task_tests(s[i].task), *line;
-        int fd, status, run = 0, failed = 0;
-        FILE *f;
+        char path[64] = "/tmp/cllm_pass_rate_XXXXXX";
+        char out[65536], *line;
+        char *code = texts[i] ? cllm__code_block(texts[i]) : NULL;
+        char *tests = cllm__task_tests(s[i].task);
+        int fd = -1, status, parsed, run = 0, failed = 0;
+        FILE *f = NULL;
         scores[i] = NAN;
         if (!tests) cllm__metric_why(&why, CLLM_ERR_ARG, "the task has no unit tests (single_turn_metadata.test)");
-        if (!code || !tests) { CLLM_FREE(code); CLLM_FREE(tests); CLLM_FREE(texts[i]); continue; }   /* nothing to run: unscored */
-        snprintf(path, sizeof path, "/tmp/cllm_pass_rate_XXXXXX");
-        fd = mkstemp(path);
-        f = fd >= 0 ? fdopen(fd, "w") : NULL;
+        if (code && tests) fd = mkstemp(path);        /* nothing to run: unscored */
+        if (fd >= 0) f = fdopen(fd, "w");
+        if (fd >= 0 && !f) close(fd);
+        if (code && tests && !f) cllm__metric_why(&why, CLLM_ERR_IO, "cannot write a temporary file in /tmp");
         if (f) {
-            fputs(code, f); fputs("\n\n", f); fputs(tests, f); fputs(cllm__unittest_runner, f);
+            fputs(code, f);
+            fputs("\n\n", f);
+            fputs(tests, f);
+            fputs(cllm__unittest_runner, f);
             fclose(f);
             status = cllm__run_python(cfg, path, out, sizeof out);
             line = strstr(out, "CLLM_TESTS ");
+            parsed = line && sscanf(line, "CLLM_TESTS %d %d", &run, &failed) == 2;
             /* code that crashes, times out or never reaches the report passes nothing: score 0 */
-            if (status >= 0 && line && sscanf(line, "CLLM_TESTS %d %d", &run, &failed) == 2 && run > 0) scores[i] = (double)(run - failed) / run;
-            else if (status == -1 && !line) {                                  /* the interpreter did not start */
-                scores[i] = NAN;
+            if (status >= 0 && parsed && run > 0) scores[i] = (double)(run - failed) / run;
+            else if (status == -1 && !line)
                 cllm__metric_why(&why, CLLM_ERR_IO, "the Python interpreter (cllm_code_config.python) did not start");
-            } else scores[i] = 0;
+            else scores[i] = 0;
             remove(path);
-        } else {
-            if (fd >= 0) close(fd);
-            cllm__metric_why(&why, CLLM_ERR_IO, "cannot write a temporary file in /tmp");
         }
-        CLLM_FREE(code); CLLM_FREE(tests); CLLM_FREE(texts[i]);
+        CLLM_FREE(code);
+        CLLM_FREE(tests);
+        CLLM_FREE(texts[i]);
     }
     CLLM_FREE(texts);
     return cllm__metric_done(scores, n, "pass_rate", &why, err);
@@ -11767,17 +12018,25 @@ CLLMDEF cllm_result cllm_metric_pass_rate(void *ctx, const cllm_session *s, int 
 }
 
 CLLMDEF cllm_result cllm_metric_builtin(const char *name, cllm_metric *m, cllm_err *err) {
-    static const struct { const char *name; cllm_metric_fn fn; } table[] = {
-        { "token_amount", cllm_metric_token_amount }, { "interactivity", cllm_metric_interactivity },
-        { "accuracy", cllm_metric_accuracy }, { "exact_match", cllm_metric_exact_match },
-        { "bleu", cllm_metric_bleu }, { "pass_rate", cllm_metric_pass_rate } };
+    static const cllm_metric table[] = {
+        { "token_amount", 0, cllm_metric_token_amount, NULL }, { "interactivity", 0, cllm_metric_interactivity, NULL },
+        { "accuracy", 0, cllm_metric_accuracy, NULL },         { "exact_match", 0, cllm_metric_exact_match, NULL },
+        { "bleu", 0, cllm_metric_bleu, NULL },                 { "pass_rate", 0, cllm_metric_pass_rate, NULL }
+    };
     size_t i;
-    for (i = 0; i < sizeof table / sizeof table[0]; i++)
-        if (name && strcmp(name, table[i].name) == 0) { m->name = table[i].name; m->fn = table[i].fn; cllm__ok(err); return CLLM_OK; }
-    return cllm__fail(err, CLLM_ERR_ARG, "unknown metric '%s' (built-in: token_amount, interactivity, accuracy, exact_match, bleu, pass_rate)", name ? name : "(null)");
+    for (i = 0; name && i < sizeof table / sizeof table[0]; i++) {
+        if (strcmp(name, table[i].name) != 0) continue;
+        m->name = table[i].name;
+        m->fn = table[i].fn;
+        cllm__ok(err);
+        return CLLM_OK;
+    }
+    return cllm__fail(err, CLLM_ERR_ARG, "unknown metric '%s' (built-in: token_amount, interactivity, accuracy, "
+                      "exact_match, bleu, pass_rate)", name ? name : "(null)");
 }
 
-/* ---- BLEU (NLTK sentence_bleu) ---- */
+/* ---- BLEU, as NLTK 3.8's sentence_bleu (weights 0.25 x 4) ------------------------------------ */
+
 /* NLTK, for each order n = 1..4:
      p_n = sum over distinct hypothesis n-grams g of min(count_hyp(g), max_ref count_ref(g))
            / max(1, number of hypothesis n-grams)                         (modified precision)
@@ -11787,7 +12046,9 @@ CLLMDEF cllm_result cllm_metric_builtin(const char *name, cllm_metric *m, cllm_e
    match becomes DBL_MIN (method0), 0.1/den (method1), or (num+1)/(den+1) for n >= 2 (method2).
    sacrebleu differs (13a tokenizer, 0-100 scale, effective order, 'exp' smoothing): not this. */
 
-typedef struct { int s[4]; } cllm__ngram;    /* an n-gram, n <= 4; unused slots 0 */
+typedef struct {                                 /* an n-gram, n <= 4; unused slots 0 */
+    int s[4];
+} cllm__ngram;
 
 static int cllm__ngram_cmp(const void *a, const void *b) {
     const int *x = ((const cllm__ngram *)a)->s, *y = ((const cllm__ngram *)b)->s;
@@ -11816,10 +12077,10 @@ static double cllm__fsum(const double *x, int n) {
         double v = x[i];
         int k = 0;
         for (j = 0; j < np; j++) {
-            double y = p[j], s;
-            if (fabs(v) < fabs(y)) { double t = v; v = y; y = t; }
-            s = v + y;
-            lo = y - (s - v);                        /* the exact error of v + y */
+            double big = fabs(v) < fabs(p[j]) ? p[j] : v;
+            double small = fabs(v) < fabs(p[j]) ? v : p[j];
+            double s = big + small;
+            lo = small - (s - big);                  /* the exact error of big + small */
             if (lo != 0) p[k++] = lo;
             v = s;
         }
@@ -11851,10 +12112,12 @@ CLLMDEF cllm_result cllm_bleu_ids(int n_refs, const int *const *refs, const int 
     int i, n, u, j, max_ref = 0, closest = -1;
     if (n_refs < 1 || !refs || !ref_lens || hyp_len < 0 || (hyp_len && !hyp) || !bleu)
         return cllm__fail(err, CLLM_ERR_ARG, "BLEU: need at least one reference and a hypothesis");
-    if (smoothing < CLLM_BLEU_NO_SMOOTHING || smoothing > CLLM_BLEU_METHOD2) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: unknown smoothing %d", smoothing);
+    if (smoothing < CLLM_BLEU_NO_SMOOTHING || smoothing > CLLM_BLEU_METHOD2)
+        return cllm__fail(err, CLLM_ERR_ARG, "BLEU: unknown smoothing %d", smoothing);
     for (i = 0; i < n_refs; i++) {
         int d = abs(ref_lens[i] - hyp_len), dc = abs(closest - hyp_len);
-        if (ref_lens[i] < 0 || (ref_lens[i] && !refs[i])) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: reference %d is invalid", i);
+        if (ref_lens[i] < 0 || (ref_lens[i] && !refs[i]))
+            return cllm__fail(err, CLLM_ERR_ARG, "BLEU: reference %d is invalid", i);
         if (closest < 0 || d < dc || (d == dc && ref_lens[i] < closest)) closest = ref_lens[i];
         if (ref_lens[i] > max_ref) max_ref = ref_lens[i];
     }
@@ -11863,30 +12126,48 @@ CLLMDEF cllm_result cllm_bleu_ids(int n_refs, const int *const *refs, const int 
     count = (int *)cllm__calloc((size_t)hyp_len + 1, sizeof *count);
     best = (int *)cllm__calloc((size_t)hyp_len + 1, sizeof *best);
     if (!H || !R || !count || !best) {
-        CLLM_FREE(H); CLLM_FREE(R); CLLM_FREE(count); CLLM_FREE(best);
+        CLLM_FREE(H);
+        CLLM_FREE(R);
+        CLLM_FREE(count);
+        CLLM_FREE(best);
         return cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
     }
     for (n = 1; n <= 4; n++) {
         int h = cllm__ngrams_sorted(hyp, hyp_len, n, H), distinct = 0;
         for (j = 0; j < h; j++) {                    /* distinct n-grams H[0..distinct) with counts */
-            if (distinct && cllm__ngram_cmp(&H[distinct - 1], &H[j]) == 0) { count[distinct - 1]++; continue; }
-            H[distinct] = H[j]; count[distinct] = 1; best[distinct] = 0; distinct++;
+            if (distinct && cllm__ngram_cmp(&H[distinct - 1], &H[j]) == 0) {
+                count[distinct - 1]++;
+                continue;
+            }
+            H[distinct] = H[j];
+            count[distinct] = 1;
+            best[distinct] = 0;
+            distinct++;
         }
         for (i = 0; i < n_refs; i++) {               /* best[u] = max over references of their count */
             int r = cllm__ngrams_sorted(refs[i], ref_lens[i], n, R);
             for (u = 0, j = 0; u < distinct; u++) {
                 int c = 0;
                 while (j < r && cllm__ngram_cmp(&R[j], &H[u]) < 0) j++;
-                while (j < r && cllm__ngram_cmp(&R[j], &H[u]) == 0) { j++; c++; }
+                while (j < r && cllm__ngram_cmp(&R[j], &H[u]) == 0) {
+                    j++;
+                    c++;
+                }
                 if (c > best[u]) best[u] = c;
             }
         }
         for (u = 0; u < distinct; u++) num[n] += count[u] < best[u] ? count[u] : best[u];
         den[n] = h > 1 ? h : 1;
     }
-    CLLM_FREE(H); CLLM_FREE(R); CLLM_FREE(count); CLLM_FREE(best);
+    CLLM_FREE(H);
+    CLLM_FREE(R);
+    CLLM_FREE(count);
+    CLLM_FREE(best);
     cllm__ok(err);
-    if (num[1] == 0) { *bleu = 0; return CLLM_OK; }  /* no unigram matches: NLTK returns the int 0 */
+    if (num[1] == 0) {                               /* no unigram matches: NLTK returns the int 0 */
+        *bleu = 0;
+        return CLLM_OK;
+    }
     bp = hyp_len > closest ? 1 : exp(1 - (double)closest / (double)hyp_len);
     for (n = 1; n <= 4; n++) {
         double p = (double)num[n] / (double)den[n];
@@ -11911,24 +12192,44 @@ static int cllm__utf8_symbols(const char *s, int *out) {
     int n = 0;
     while (*p) {
         unsigned c = p[0], cp = 0, len = 0, k;
-        if (c < 0x80) { cp = c; len = 1; }
-        else if (c >= 0xC2 && c <= 0xDF) { cp = c & 0x1F; len = 2; }
-        else if (c >= 0xE0 && c <= 0xEF) { cp = c & 0x0F; len = 3; }
-        else if (c >= 0xF0 && c <= 0xF4) { cp = c & 0x07; len = 4; }
+        if (c < 0x80) {
+            cp = c;
+            len = 1;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            cp = c & 0x1F;
+            len = 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            cp = c & 0x0F;
+            len = 3;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            cp = c & 0x07;
+            len = 4;
+        }
         for (k = 1; k < len; k++) {
-            if ((p[k] & 0xC0) != 0x80) { len = 0; break; }
+            if ((p[k] & 0xC0) != 0x80) {
+                len = 0;
+                break;
+            }
             cp = (cp << 6) | (p[k] & 0x3F);
         }
         if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) len = 0;   /* overlong, surrogate */
         if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) len = 0;
-        if (len == 0) { out[n++] = 0x110000 + (int)c; p++; continue; }
+        if (len == 0) {
+            out[n++] = 0x110000 + (int)c;
+            p++;
+            continue;
+        }
         out[n++] = (int)cp;
         p += len;
     }
     return n;
 }
 
-typedef struct { const int *p; int len; int *id; } cllm__bleu_tok;
+typedef struct {
+    const int *p;
+    int len;
+    int *id;
+} cllm__bleu_tok;
 
 static int cllm__tok_cmp(const void *a, const void *b) {
     const cllm__bleu_tok *x = (const cllm__bleu_tok *)a, *y = (const cllm__bleu_tok *)b;
@@ -11947,10 +12248,14 @@ static cllm_result cllm__bleu_tokenize(int **seqs, int *lens, int n, cllm_err *e
     for (i = 0; i < n; i++) total += (size_t)lens[i];   /* no more tokens than symbols */
     toks = (cllm__bleu_tok *)cllm__calloc(total + 1, sizeof *toks);
     ids = (int **)cllm__calloc((size_t)n, sizeof *ids);
-    for (i = 0; toks && ids && i < n; i++) if (!(ids[i] = (int *)cllm__calloc((size_t)lens[i] + 1, sizeof(int)))) break;
+    for (i = 0; toks && ids && i < n; i++) {
+        ids[i] = (int *)cllm__calloc((size_t)lens[i] + 1, sizeof(int));
+        if (!ids[i]) break;
+    }
     if (!toks || !ids || i < n) {
         for (i = 0; ids && i < n; i++) CLLM_FREE(ids[i]);
-        CLLM_FREE(ids); CLLM_FREE(toks);
+        CLLM_FREE(ids);
+        CLLM_FREE(toks);
         return cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
     }
     for (i = 0; i < n; i++) {
@@ -11961,7 +12266,9 @@ static cllm_result cllm__bleu_tokenize(int **seqs, int *lens, int n, cllm_err *e
             if (t == lens[i]) break;
             start = t;
             while (t < lens[i] && !cllm__is_py_space(seqs[i][t])) t++;
-            toks[k].p = seqs[i] + start; toks[k].len = t - start; toks[k].id = &ids[i][count++];
+            toks[k].p = seqs[i] + start;
+            toks[k].len = t - start;
+            toks[k].id = &ids[i][count++];
             k++;
         }
         lens[i] = count;
@@ -11971,8 +12278,12 @@ static cllm_result cllm__bleu_tokenize(int **seqs, int *lens, int n, cllm_err *e
         if (j > 0 && cllm__tok_cmp(&toks[j - 1], &toks[j]) != 0) id++;
         *toks[j].id = id;
     }
-    for (i = 0; i < n; i++) { CLLM_FREE(seqs[i]); seqs[i] = ids[i]; }
-    CLLM_FREE(ids); CLLM_FREE(toks);
+    for (i = 0; i < n; i++) {
+        CLLM_FREE(seqs[i]);
+        seqs[i] = ids[i];
+    }
+    CLLM_FREE(ids);
+    CLLM_FREE(toks);
     return CLLM_OK;
 }
 
@@ -11980,33 +12291,48 @@ CLLMDEF cllm_result cllm_bleu(int n_refs, const char *const *references, const c
                               int smoothing, double *bleu, cllm_err *err) {
     int n = n_refs + 1, i, **sym = NULL, *len = NULL;   /* string 0 is the hypothesis */
     cllm_result rc = CLLM_OK;
-    if (n_refs < 1 || !references || !hypothesis) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: need at least one reference and a hypothesis");
-    if (level != CLLM_BLEU_CHAR && level != CLLM_BLEU_TOKEN) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: unknown level %d (char or token)", level);
+    if (n_refs < 1 || !references || !hypothesis)
+        return cllm__fail(err, CLLM_ERR_ARG, "BLEU: need at least one reference and a hypothesis");
+    if (level != CLLM_BLEU_CHAR && level != CLLM_BLEU_TOKEN)
+        return cllm__fail(err, CLLM_ERR_ARG, "BLEU: unknown level %d (char or token)", level);
     sym = (int **)cllm__calloc((size_t)n, sizeof *sym);
     len = (int *)cllm__calloc((size_t)n, sizeof *len);
-    if (!sym || !len) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory"); goto done; }
+    if (!sym || !len) {
+        rc = cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
+        goto done;
+    }
     for (i = 0; i < n; i++) {
         const char *s = i ? references[i - 1] : hypothesis;
         size_t bytes;
-        if (!s) { rc = cllm__fail(err, CLLM_ERR_ARG, "BLEU: reference %d is NULL", i - 1); goto done; }
+        if (!s) {
+            rc = cllm__fail(err, CLLM_ERR_ARG, "BLEU: reference %d is NULL", i - 1);
+            goto done;
+        }
         bytes = strlen(s);
-        if (bytes > INT_MAX / 2) { rc = cllm__fail(err, CLLM_ERR_LIMIT, "BLEU: a string of %zu bytes is too long", bytes); goto done; }
-        if (!(sym[i] = (int *)cllm__calloc(bytes + 1, sizeof(int)))) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory"); goto done; }
+        if (bytes > INT_MAX / 2) {
+            rc = cllm__fail(err, CLLM_ERR_LIMIT, "BLEU: a string of %zu bytes is too long", bytes);
+            goto done;
+        }
+        if (!(sym[i] = (int *)cllm__calloc(bytes + 1, sizeof(int)))) {
+            rc = cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
+            goto done;
+        }
         len[i] = cllm__utf8_symbols(s, sym[i]);
     }
     if (level == CLLM_BLEU_TOKEN && (rc = cllm__bleu_tokenize(sym, len, n, err)) != CLLM_OK) goto done;
     rc = cllm_bleu_ids(n_refs, (const int *const *)(sym + 1), len + 1, sym[0], len[0], smoothing, bleu, err);
 done:
     for (i = 0; sym && i < n; i++) CLLM_FREE(sym[i]);
-    CLLM_FREE(sym); CLLM_FREE(len);
+    CLLM_FREE(sym);
+    CLLM_FREE(len);
     return rc;
 }
 
 /* -------------------------------------------------------------------------------------------- */
-/* II.9 Evaluation (paper section 4)                                                          */
+/* II.9 Evaluation (paper section 4)                                                            */
 /* -------------------------------------------------------------------------------------------- */
 
-/* ---- evaluation: one simulated conversation per task, then the metrics --------------------- */
+/* ---- evaluation: one simulated conversation per task, then the metrics ----------------------- */
 
 CLLMDEF void cllm_eval_summary_free(cllm_eval_summary *s) {
     if (!s) return;
@@ -12030,11 +12356,17 @@ CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_s
     cJSON *details = cJSON_CreateArray();
     cllm_result rc = CLLM_OK;
     memset(summary, 0, sizeof *summary);
-    if (!cfg || !user || !model || n_tasks < 0 || (n_tasks && !tasks)) { rc = cllm__fail(err, CLLM_ERR_ARG, "evaluation: needs a config, a simulator, a model and tasks"); goto done; }
+    if (!cfg || !user || !model || n_tasks < 0 || (n_tasks && !tasks)) {
+        rc = cllm__fail(err, CLLM_ERR_ARG, "evaluation: needs a config, a simulator, a model and tasks");
+        goto done;
+    }
     summary->metric_means = (double *)cllm__calloc((size_t)nm + 1, sizeof(double));
     summary->metric_counts = (int *)cllm__calloc((size_t)nm + 1, sizeof(int));
     if (!goals || !convs || !st || !ses || !why || !ok_idx || !scores || !col || !details || !summary->metric_means ||
-        !summary->metric_counts) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+        !summary->metric_counts) {
+        rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+        goto done;
+    }
     for (t = 0; t < n_tasks; t++) {
         goals[t].task_desc = cfg->task_desc ? cfg->task_desc : "a task";
         goals[t].prompt = tasks[t].prompt;
@@ -12045,24 +12377,22 @@ CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_s
     for (t = 0; t < n_tasks; t++) {
         for (m = 0; m < nm; m++) scores[(size_t)t * nm + m] = NAN;
         if (st[t].code != CLLM_OK) continue;                        /* a failed conversation is not scored */
-        ses[n_sim].goal = &goals[t]; ses[n_sim].task = &tasks[t]; ses[n_sim].conv = &convs[t];
+        ses[n_sim].goal = &goals[t];
+        ses[n_sim].task = &tasks[t];
+        ses[n_sim].conv = &convs[t];
         ses[n_sim].n_history = convs[t].n > 0 ? 1 : 0;
         ok_idx[n_sim++] = t;
     }
     for (m = 0; m < nm; m++) {                                     /* each metric on every simulated conversation */
-        cllm_err merr;
-        cllm_result mrc = CLLM_OK;
-        merr.code = CLLM_OK;
-        merr.msg[0] = 0;
-        for (k = 0; k < n_sim; k++) col[k] = NAN;
-        if (n_sim) mrc = cfg->metrics[m].fn(cfg->metrics[m].ctx, ses, n_sim, col, &merr);
+        cllm_err metric_err;
+        cllm_result metric_rc = cllm__metric_run(&cfg->metrics[m], ses, n_sim, col, &metric_err);
         for (k = 0; k < n_sim; k++) {
             t = ok_idx[k];
-            scores[(size_t)t * nm + m] = mrc == CLLM_OK ? col[k] : NAN;
-            if (scores[(size_t)t * nm + m] == scores[(size_t)t * nm + m] || why[t].code != CLLM_OK) continue;
-            cllm__fail(&why[t], mrc != CLLM_OK ? mrc : CLLM_ERR_FORMAT,
-                       "metric '%s' could not score this conversation: %s",
-                       cfg->metrics[m].name, merr.msg[0] ? merr.msg : "it gave no reason");
+            scores[(size_t)t * nm + m] = col[k];
+            if (col[k] == col[k] || why[t].code != CLLM_OK) continue;
+            cllm__fail(&why[t], metric_rc != CLLM_OK ? metric_rc : CLLM_ERR_FORMAT,
+                       "metric '%s' could not score this conversation: %s", cfg->metrics[m].name,
+                       metric_err.msg[0] ? metric_err.msg : "it gave no reason");
         }
     }
     summary->n_tasks = n_tasks;
@@ -12071,7 +12401,8 @@ CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_s
         long tokens = 0;
         int turns = 0, incomplete = cllm__conv_incomplete(&convs[t]);
         for (i = 0; i < convs[t].n; i++) {
-            if (strcmp(convs[t].msgs[i].role, "assistant") == 0) tokens += cllm_count_tokens(&cfg->tokens, convs[t].msgs[i].content);
+            if (strcmp(convs[t].msgs[i].role, "assistant") == 0)
+                tokens += cllm_count_tokens(&cfg->tokens, convs[t].msgs[i].content);
             else turns++;
         }
         cJSON_AddNumberToObject(o, "conv_id", t);
@@ -12081,7 +12412,7 @@ CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_s
         mo = cJSON_AddObjectToObject(o, "metrics");
         for (m = 0; m < nm; m++) {
             double v = scores[(size_t)t * nm + m];
-            if (v == v) cJSON_AddNumberToObject(mo, cfg->metrics[m].name, v); else cJSON_AddNullToObject(mo, cfg->metrics[m].name);
+            cJSON_AddItemToObject(mo, cfg->metrics[m].name, v == v ? cJSON_CreateNumber(v) : cJSON_CreateNull());
             if (v != v) continue;
             summary->metric_means[m] += v;
             summary->metric_counts[m]++;
@@ -12106,16 +12437,23 @@ CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_s
     summary->turns = n_ok ? summary->turns / n_ok : NAN;
     if (details_path) rc = cllm__write_jsonl(details_path, details, err);
     if (rc == CLLM_OK && summary->n_failed) {
+        const cllm_err *first;
         for (t = 0; t < n_tasks && st[t].code == CLLM_OK && why[t].code == CLLM_OK; t++) {}
-        const cllm_err *first = st[t].code != CLLM_OK ? &st[t].err : &why[t];
+        first = st[t].code != CLLM_OK ? &st[t].err : &why[t];
         rc = cllm__fail(err, first->code, "%d of %d conversations failed; they are left out of the averages they lack "
                         "(see the \"error\" field of the details). First (#%d): %s", summary->n_failed, n_tasks, t,
                         first->msg);
     }
 done:
     for (t = 0; convs && t < n_tasks; t++) cllm_conv_free(&convs[t]);
-    CLLM_FREE(goals); CLLM_FREE(convs); CLLM_FREE(st); CLLM_FREE(ses); CLLM_FREE(why); CLLM_FREE(ok_idx);
-    CLLM_FREE(scores); CLLM_FREE(col);
+    CLLM_FREE(goals);
+    CLLM_FREE(convs);
+    CLLM_FREE(st);
+    CLLM_FREE(ses);
+    CLLM_FREE(why);
+    CLLM_FREE(ok_idx);
+    CLLM_FREE(scores);
+    CLLM_FREE(col);
     cJSON_Delete(details);
     if (rc == CLLM_OK) cllm__ok(err);
     return rc;
