@@ -890,50 +890,33 @@ CLLMDEF void        cllm_completions_free(cllm_completion *c, int n);
                                     (only the fields the request sets are sent)
      <- 200 {"choices": [{"message": {"role": "assistant", "content": "..."}, "finish_reason": "stop"}],
              "usage": {"prompt_tokens": a, "completion_tokens": b, "total_tokens": a+b}}
-     <- 408, 429, 5xx, a timeout or a dropped connection: retried (backoff with jitter, Retry-After
-        honoured, in seconds or as an HTTP-date, up to backoff_max_ms); a 3xx redirect is not
-        followed (the key would go along): a failure naming the Location; any other status: a
-        failure carrying the endpoint's error message.
-     content may also be a list of parts ([{"type": "text", "text": ...}], joined); null content,
-     tool_calls without text, a refusal and a non-text part are failures that say which.
+     <- 408, 429, 5xx, a timeout or a dropped connection: retried (jittered backoff; Retry-After
+        honoured, in seconds or as an HTTP-date); a 3xx redirect is not followed (the key would go
+        along); any other status: a failure carrying the endpoint's error message.
+     content may also be a list of text parts (joined); null content, tool_calls without text, a
+     refusal and a non-text part are failures that say which.
 
    Ownership: every function that fills a result (cllm_chat_result, cllm_reply, cllm_judgement,
    cllm_conv) allocates its strings; release them with the matching *_free, which is safe on a
    zeroed struct. Request structs and configs only borrow their strings. A client, and anything
    built on it, is used by one thread at a time; batches give concurrency without threads.
-   cllm_client_init calls curl_global_init, and it and cllm_client_free register and unregister the
-   key with the scrubber: call them while no other thread uses the library.
+   cllm_client_init and cllm_client_free change process-wide state (curl_global_init, the key
+   registry of the scrubber): call them while no other thread uses the library.
 
-   Limits and trust (tests/test_hostile.c runs each against a hostile loopback server):
-   - Memory. A response is read up to max_response_bytes (64 MiB; a larger Content-Length is
-     refused before any byte is read, a gzip bomb stops there too), and the responses of all
-     transfers in flight together up to max_inflight_bytes (256 MiB): a transfer that would pass
-     it stops and is retried once others are done. A body is released as soon as it is read.
-   - Time. deadline_ms (10 minutes) bounds one request from its first attempt to its end, every
-     attempt and wait included; each attempt's timeout_ms is cut to what is left of it. A wait
-     over 5 s before a retry is told to cllm_client_config.on_wait in one line (who, why, how
-     long); the command line prints it on stderr.
-   - Text. What an endpoint sends is kept as valid UTF-8: invalid sequences become U+FFFD as
-     Python's decode(errors="replace") and Hugging Face's lossy decode do, and a \u escape of a
-     surrogate without its other half (which the JSON parser would refuse outright) becomes
-     U+FFFD too, as JavaScript's TextEncoder does; both are counted (cllm_chat_result.replaced,
-     "replaced" on the message). A \u0000 in the content fails the call (text is kept as C
-     strings, and is never cut there silently); in a model's JSON answer it makes the answer
-     unusable (asked again). A reply whose content would take more than CLLM_MAX_LINE_BYTES
-     less 1 MiB as JSON (a control character takes 6 bytes) is refused, so every line we write
-     can be read back; a conversation stops before a message that would make its line too long.
-   - Incomplete replies. finish_reason is kept with each message (cllm_msg_meta); "length" and
-     "content_filter" are flagged in the files ("incomplete_messages"), or with
-     reject_incomplete are failed calls.
-   - Secrets. The API key is read from the environment at init, sent only in the bearer header
-     and wiped on free; libcurl's verbose output is never enabled. While a client lives its key
-     is registered with the one scrubber that every error message passes through, whatever path
-     formats it, and so does the text an endpoint sends (its content, and the fields read from a
-     model's JSON answer, where a \u escape could spell the key): any 8 bytes in a row of the key
-     become "[redacted]". Received text is scrubbed only of keys that look like secrets (16
-     bytes or more, with a letter and a digit), since placeholders such as "EMPTY" or
-     "sk-no-key-required" are made of words. TLS certificates are verified unless
-     cllm_client_config.insecure is set.
+   Limits and trust (each tried against a hostile loopback server by tests/test_hostile.c):
+   - Memory: max_response_bytes per response (a larger Content-Length, or a gzip bomb, stops
+     there) and max_inflight_bytes for all transfers in flight (one that would pass it is retried).
+   - Time: deadline_ms bounds a request, every attempt and wait included; a wait over 5 s before a
+     retry is told to on_wait in one line (who, why, how long).
+   - Text: what an endpoint sends is kept as valid UTF-8 (invalid sequences and unpaired surrogate
+     escapes become U+FFFD, counted as "replaced"); a \u0000 in the content fails the call; a reply
+     too long for a JSONL line of ours (CLLM_MAX_LINE_BYTES) is refused, and a conversation stops
+     before such a message.
+   - Incomplete replies: finish_reason is kept with each message (cllm_msg_meta); "length" and
+     "content_filter" are flagged in the files ("incomplete_messages"), or fail the call with
+     reject_incomplete.
+   - Secrets: the key is sent only in the bearer header, wiped on free, and scrubbed from every
+     error message and from received text (section 6 of the manual; "secrets", section II.6).
    Files: data_fmt/task.md (tasks in), data_fmt/conversation.md (conversations out), and
    data_fmt/endpoints.md (OpenAI, vLLM, llama.cpp server, Ollama). */
 
@@ -1547,12 +1530,8 @@ CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_
                                      const cllm_assistant *candidates, const cllm_assistant *future_assistant,
                                      const cllm_task *tasks, int n_tasks, const char *out_path, cllm_err *err);
 
-/* From records (data_fmt/records.md) to training files, both in formats TRL reads unchanged:
-   SFT rows {"messages": [...]} (data_fmt/sft.md): per conversation the best response at its last
-   turn, with its prompt; DPO pairs {"prompt", "chosen", "rejected", "score_chosen",
-   "score_rejected"} in TRL's conversational form (data_fmt/dpo.md): per (conversation, turn) the
-   highest against the lowest score, kept when the gap is at least min_gap (default 0.02).
-   Either output path may be NULL. Counts are returned through n_sft / n_pairs (optional). */
+/* Records to SFT rows (data_fmt/sft.md) and DPO pairs (data_fmt/dpo.md) as TRL reads them; either
+   path may be NULL; the counts go to n_sft / n_pairs (optional). */
 typedef struct cllm_pairs_config {
     double      min_gap;             /* default 0.02 (CollabLLM offline DPO)                       */
     const char *system_prompt;       /* prepended as a system message to prompts (default none)   */
@@ -1560,12 +1539,8 @@ typedef struct cllm_pairs_config {
 CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_config *cfg, const char *sft_path,
                                      const char *dpo_path, int *n_sft, int *n_pairs, cllm_err *err);
 
-/* Evaluation as in the paper: one conversation per task between the model and the simulator,
-   up to max_turns user turns, then the metrics on the whole conversation. Per task it writes a
-   JSON line (data_fmt/eval.md) with the conversation, every metric (null when unscored), the
-   assistant's tokens and, on failure, why (a judge's failure names its endpoint, HTTP status and
-   message); the aggregate is the mean of each metric over the conversations it scored, with
-   that count. Returns an error when any conversation failed (the details are still written). */
+/* Evaluation (paper section 4): one simulated conversation per task, then the metrics; a JSON line
+   per task (data_fmt/eval.md) and the means. An error when any conversation failed. */
 typedef struct cllm_eval_config {
     int                max_turns;    /* user turns per conversation (default 7)                    */
     const char        *task_desc;    /* default "a task"                                           */
@@ -5123,6 +5098,12 @@ static cllm_result cllm__write_jsonl(const char *path, cJSON *rows, cllm_err *er
     return rc;
 }
 
+/* From records to training files, as CollabLLM's datasets/multiturn.py builds them:
+     SFT rows {"messages": [...]}: per conversation the best response at its last turn, with its prompt;
+     DPO pairs {"prompt", "chosen", "rejected", "score_chosen", "score_rejected"} in TRL's conversational
+     form: per (conversation, turn) the highest against the lowest score, kept when there are two or
+     more scored candidates and the gap is at least min_gap (CollabLLM's minimum_gap, 0.02).
+   An unscored candidate (a failed MR) takes no part. */
 CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_config *cfg, const char *sft_path,
                                      const char *dpo_path, int *n_sft, int *n_pairs, cllm_err *err) {
     FILE *f = cllm__open_read(records_path, "a JSONL file", err);
@@ -10157,38 +10138,30 @@ static char *cllm__json_repair(const char *s, size_t len) {
             i += q;
             cllm__sb_putc(&b, '"');
             while (i < len) {
-                char d = s[i];
-                if (d == '\\' && i + 1 < len) {
-                    char e = s[i + 1];
-                    if (e == '\'') {
-                        cllm__sb_putc(&b, '\'');
-                        i += 2;
-                    } else if (strchr("\"\\/bfnrtu", e)) {
-                        cllm__sb_putn(&b, s + i, 2);
-                        i += 2;
-                    } else {
-                        cllm__sb_puts(&b, "\\\\");
-                        i += 1;
-                    }
+                char d = s[i], esc[8];
+                int backslash = d == '\\' && i + 1 < len;
+                size_t step = 1;
+                if (backslash && s[i + 1] == '\'') {                          /* \' -> ' */
+                    cllm__sb_putc(&b, '\'');
+                    step = 2;
+                } else if (backslash && strchr("\"\\/bfnrtu", s[i + 1])) {   /* a JSON escape: kept */
+                    cllm__sb_putn(&b, s + i, 2);
+                    step = 2;
+                } else if (backslash) {                                       /* no escape: a backslash */
+                    cllm__sb_puts(&b, "\\\\");
                 } else if (d == c && (q == 1 ? cllm__quote_closes(s, len, i + 1)
                                              : (i + 2 < len && s[i + 1] == c && s[i + 2] == c))) {
                     i += q;
                     break;
                 } else if (d == '"') {
                     cllm__sb_puts(&b, "\\\"");
-                    i++;
                 } else if ((unsigned char)d < 0x20) {
-                    char esc[8];
-                    if (d == '\n') strcpy(esc, "\\n");
-                    else if (d == '\r') strcpy(esc, "\\r");
-                    else if (d == '\t') strcpy(esc, "\\t");
-                    else snprintf(esc, sizeof esc, "\\u%04x", (unsigned)(unsigned char)d);
-                    cllm__sb_puts(&b, esc);
-                    i++;
+                    snprintf(esc, sizeof esc, "\\u%04x", (unsigned)(unsigned char)d);
+                    cllm__sb_puts(&b, d == '\n' ? "\\n" : d == '\r' ? "\\r" : d == '\t' ? "\\t" : esc);
                 } else {
                     cllm__sb_putc(&b, d);
-                    i++;
                 }
+                i += step;
             }
             cllm__sb_putc(&b, '"');
         } else if (isalpha((unsigned char)c) || c == '_') {
@@ -10199,13 +10172,11 @@ static char *cllm__json_repair(const char *s, size_t len) {
             else if (k - i == 4 && strncmp(s + i, "None", 4) == 0) cllm__sb_puts(&b, "null");
             else cllm__sb_putn(&b, s + i, k - i);
             i = k;
-        } else if (c == ',') {
-            size_t k = i + 1;
-            while (k < len && isspace((unsigned char)s[k])) k++;
-            if (!(k < len && (s[k] == '}' || s[k] == ']'))) cllm__sb_putc(&b, ',');
-            i++;
         } else {
-            cllm__sb_putc(&b, c);
+            size_t k = i + 1;
+            while (c == ',' && k < len && isspace((unsigned char)s[k])) k++;
+            /* a comma right before } or ] is dropped; anything else is copied */
+            if (!(c == ',' && k < len && (s[k] == '}' || s[k] == ']'))) cllm__sb_putc(&b, c);
             i++;
         }
     }
@@ -11868,24 +11839,17 @@ static char *cllm__task_tests(const cllm_task *t) {
    if it could not start, -2 on timeout. The child gets its own process group so that a timeout
    kills anything it spawned. */
 static int cllm__run_python(const cllm_code_config *cfg, const char *file, char *out, size_t outsize) {
-    int fds[2], errfds[2], status = 0, timed_out = 0, exec_errno = 0;
+    int fds[2] = { -1, -1 }, errfds[2] = { -1, -1 }, status = 0, timed_out = 0, exec_errno = 0;
     size_t got = 0;
     double deadline;
-    pid_t pid;
+    pid_t pid = -1;
     const char *python = cfg && cfg->python ? cfg->python : "python3";
     double timeout = cfg ? cllm__def(cfg->timeout_s, 10.0) : 10.0;
     long mem_mb = cfg ? cllm__def(cfg->memory_mb, 2048L) : 2048L;
     out[0] = 0;
-    if (pipe(fds) != 0) return -1;
     /* errfds: close-on-exec, so it reads EOF once python runs, or the child's errno if exec failed */
-    if (pipe(errfds) != 0) {
-        close(fds[0]);
-        close(fds[1]);
-        return -1;
-    }
-    fcntl(errfds[1], F_SETFD, FD_CLOEXEC);
-    pid = fork();
-    if (pid < 0) {
+    if (pipe(fds) == 0 && pipe(errfds) == 0 && fcntl(errfds[1], F_SETFD, FD_CLOEXEC) == 0) pid = fork();
+    if (pid < 0) {                                /* close(-1) of a pipe never made is harmless */
         close(fds[0]);
         close(fds[1]);
         close(errfds[0]);
@@ -12191,20 +12155,9 @@ static int cllm__utf8_symbols(const char *s, int *out) {
     const unsigned char *p = (const unsigned char *)s;
     int n = 0;
     while (*p) {
-        unsigned c = p[0], cp = 0, len = 0, k;
-        if (c < 0x80) {
-            cp = c;
-            len = 1;
-        } else if (c >= 0xC2 && c <= 0xDF) {
-            cp = c & 0x1F;
-            len = 2;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            cp = c & 0x0F;
-            len = 3;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            cp = c & 0x07;
-            len = 4;
-        }
+        unsigned c = p[0], k;
+        unsigned len = c < 0x80 ? 1 : c < 0xC2 ? 0 : c <= 0xDF ? 2 : c <= 0xEF ? 3 : c <= 0xF4 ? 4 : 0;
+        unsigned cp = len == 1 ? c : c & (0x7Fu >> len);  /* the lead byte's payload bits */
         for (k = 1; k < len; k++) {
             if ((p[k] & 0xC0) != 0x80) {
                 len = 0;
@@ -12341,6 +12294,12 @@ CLLMDEF void cllm_eval_summary_free(cllm_eval_summary *s) {
     memset(s, 0, sizeof *s);
 }
 
+/* Evaluation as in the paper (section 4): one conversation per task between the model and the
+   simulator, up to max_turns user turns, then every metric on the whole conversation. Per task a
+   JSON line with the conversation, every metric (null when unscored), the assistant's tokens and,
+   on failure, why (a judge's failure names its endpoint, HTTP status and message). A metric's mean
+   is over the conversations it scored, with that count; never a 0 for an unscored one. Returns an
+   error when any conversation failed (the details are still written). */
 CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_sim *user, const cllm_assistant *model,
                                   const cllm_task *tasks, int n_tasks, const char *details_path,
                                   cllm_eval_summary *summary, cllm_err *err) {
