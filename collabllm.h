@@ -102,6 +102,7 @@
       cllm_json_parse_lenient() -- the JSON object in a model's reply (fences, prose, quotes repaired)
       cllm_user_sim / cllm_assistant -- interfaces: a function pointer (+ optional batch form) and a context
       cllm_user_sim_turns(), cllm_assistant_replies() -- n next messages at once
+      cllm_chat_backend        -- the model behind the built-in simulators, assistants and judges (API or local)
       cllm_llm_sim_init()      -- (a) the user simulator as an API model: hidden goal, {current_answer,
                                   thought, response}, "[[TERMINATE CHAT]]"; re-asks unusable replies
       cllm_user_sim_prompt(), cllm_user_sim_parse() -- its prompt and parser, for simulators that
@@ -900,54 +901,37 @@ CLLMDEF void        cllm_completions_free(cllm_completion *c, int n);
                                     (only the fields the request sets are sent)
      <- 200 {"choices": [{"message": {"role": "assistant", "content": "..."}, "finish_reason": "stop"}],
              "usage": {"prompt_tokens": a, "completion_tokens": b, "total_tokens": a+b}}
-     <- 408, 429, 5xx, a timeout or a dropped connection: retried (backoff with jitter, Retry-After
-        honoured, in seconds or as an HTTP-date, up to backoff_max_ms); a 3xx redirect is not
-        followed (the key would go along): a failure naming the Location; any other status: a
-        failure carrying the endpoint's error message.
-     content may also be a list of parts ([{"type": "text", "text": ...}], joined); null content,
-     tool_calls without text, a refusal and a non-text part are failures that say which.
+     <- 408, 429, 5xx, a timeout or a dropped connection: retried (jittered backoff; Retry-After
+        honoured, in seconds or as an HTTP-date); a 3xx redirect is not followed (the key would go
+        along); any other status: a failure carrying the endpoint's error message.
+     content may also be a list of text parts (joined); null content, tool_calls without text, a
+     refusal and a non-text part are failures that say which.
 
    Ownership: every function that fills a result (cllm_chat_result, cllm_reply, cllm_judgement,
    cllm_conv) allocates its strings; release them with the matching *_free, which is safe on a
    zeroed struct. Request structs and configs only borrow their strings. A client, and anything
    built on it, is used by one thread at a time; batches give concurrency without threads.
-   cllm_client_init calls curl_global_init, and it and cllm_client_free register and unregister the
-   key with the scrubber: call them while no other thread uses the library.
+   cllm_client_init and cllm_client_free change process-wide state (curl_global_init, the key
+   registry of the scrubber): call them while no other thread uses the library.
 
-   Limits and trust (tests/test_hostile.c runs each against a hostile loopback server):
-   - Memory. A response is read up to max_response_bytes (64 MiB; a larger Content-Length is
-     refused before any byte is read, a gzip bomb stops there too), and the responses of all
-     transfers in flight together up to max_inflight_bytes (256 MiB): a transfer that would pass
-     it stops and is retried once others are done. A body is released as soon as it is read.
-   - Time. deadline_ms (10 minutes) bounds one request from its first attempt to its end, every
-     attempt and wait included; each attempt's timeout_ms is cut to what is left of it. A wait
-     over 5 s before a retry is told to cllm_client_config.on_wait in one line (who, why, how
-     long); the command line prints it on stderr.
-   - Text. What an endpoint sends is kept as valid UTF-8: invalid sequences become U+FFFD as
-     Python's decode(errors="replace") and Hugging Face's lossy decode do, and a \u escape of a
-     surrogate without its other half (which the JSON parser would refuse outright) becomes
-     U+FFFD too, as JavaScript's TextEncoder does; both are counted (cllm_chat_result.replaced,
-     "replaced" on the message). A \u0000 in the content fails the call (text is kept as C
-     strings, and is never cut there silently); in a model's JSON answer it makes the answer
-     unusable (asked again). A reply whose content would take more than CLLM_MAX_LINE_BYTES
-     less 1 MiB as JSON (a control character takes 6 bytes) is refused, so every line we write
-     can be read back; a conversation stops before a message that would make its line too long.
-   - Incomplete replies. finish_reason is kept with each message (cllm_msg_meta); "length" and
-     "content_filter" are flagged in the files ("incomplete_messages"), or with
-     reject_incomplete are failed calls.
-   - Secrets. The API key is read from the environment at init, sent only in the bearer header
-     and wiped on free; libcurl's verbose output is never enabled. While a client lives its key
-     is registered with the one scrubber that every error message passes through, whatever path
-     formats it, and so does the text an endpoint sends (its content, and the fields read from a
-     model's JSON answer, where a \u escape could spell the key): any 8 bytes in a row of the key
-     become "[redacted]". Received text is scrubbed only of keys that look like secrets (16
-     bytes or more, with a letter and a digit), since placeholders such as "EMPTY" or
-     "sk-no-key-required" are made of words. TLS certificates are verified unless
-     cllm_client_config.insecure is set.
+   Limits and trust (each tried against a hostile loopback server by tests/test_hostile.c):
+   - Memory: max_response_bytes per response (a larger Content-Length, or a gzip bomb, stops
+     there) and max_inflight_bytes for all transfers in flight (one that would pass it is retried).
+   - Time: deadline_ms bounds a request, every attempt and wait included; a wait over 5 s before a
+     retry is told to on_wait in one line (who, why, how long).
+   - Text: what an endpoint sends is kept as valid UTF-8 (invalid sequences and unpaired surrogate
+     escapes become U+FFFD, counted as "replaced"); a \u0000 in the content fails the call; a reply
+     too long for a JSONL line of ours (CLLM_MAX_LINE_BYTES) is refused, and a conversation stops
+     before such a message.
+   - Incomplete replies: finish_reason is kept with each message (cllm_msg_meta); "length" and
+     "content_filter" are flagged in the files ("incomplete_messages"), or fail the call with
+     reject_incomplete.
+   - Secrets: the key is sent only in the bearer header, wiped on free, and scrubbed from every
+     error message and from received text (section 6 of the manual; "secrets", section II.6).
    Files: data_fmt/task.md (tasks in), data_fmt/conversation.md (conversations out), and
    data_fmt/endpoints.md (OpenAI, vLLM, llama.cpp server, Ollama). */
 
-/* ---- conversations ------------------------------------------------------------------------- */
+/* ---- conversations --------------------------------------------------------------------------- */
 
 /* cllm_message is declared with the chat templates above. */
 
@@ -967,13 +951,15 @@ typedef struct cllm_conv {
     cllm_msg_meta *meta;            /* cap entries beside msgs, or NULL (a view: all unknown)    */
 } cllm_conv;
 
-CLLMDEF cllm_result cllm_conv_push(cllm_conv *c, const char *role, const char *content, cllm_err *err); /* copies both */
+CLLMDEF cllm_result cllm_conv_push(cllm_conv *c, const char *role, const char *content,
+                                   cllm_err *err); /* copies both */
 /* The same with how the message ended (meta may be NULL). */
 CLLMDEF cllm_result cllm_conv_push_meta(cllm_conv *c, const char *role, const char *content, const cllm_msg_meta *meta,
                                         cllm_err *err);
 /* A reply that a length limit cut off or a content filter blocked ("length", "content_filter"). */
 CLLMDEF int         cllm_msg_incomplete(const cllm_msg_meta *meta);
-CLLMDEF cllm_result cllm_conv_copy(cllm_conv *dst, const cllm_conv *src, cllm_err *err);  /* deep copy into a zeroed dst */
+CLLMDEF cllm_result cllm_conv_copy(cllm_conv *dst, const cllm_conv *src,
+                                   cllm_err *err); /* deep copy into a zeroed dst */
 CLLMDEF void        cllm_conv_free(cllm_conv *c);
 /* [{"role": ..., "content": ...}, ...] <-> conversation; roles must be system, user or assistant.
    A message's meta adds "finish_reason" (when known) and "replaced" (when not 0); from_json
@@ -988,7 +974,7 @@ CLLMDEF cllm_result cllm_conv_from_json(cllm_conv *c, const struct cJSON *messag
    Returns an object to free with cJSON_Delete, or NULL (CLLM_ERR_FORMAT in err). */
 CLLMDEF struct cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err);
 
-/* ---- the client ---------------------------------------------------------------------------- */
+/* ---- the client ------------------------------------------------------------------------------ */
 
 typedef struct cllm_client_config {
     const char *base_url;           /* default $OPENAI_BASE_URL, else "https://api.openai.com/v1";
@@ -1081,7 +1067,7 @@ CLLMDEF cllm_result cllm_client_chat(cllm_client *c, const cllm_chat_request *re
                                      cllm_chat_result *result, cllm_err *err);  /* a batch of one */
 CLLMDEF void        cllm_chat_result_free(cllm_chat_result *r);
 
-/* ---- user simulators and assistants: function pointer + context ------------------------------- */
+/* ---- user simulators, assistants and the chat backends behind them --------------------------- */
 
 /* What the simulated user wants; hidden from the assistant. */
 typedef struct cllm_goal {
@@ -1107,10 +1093,9 @@ CLLMDEF cllm_result cllm_reply_set(cllm_reply *out, const char *text, int termin
 CLLMDEF void        cllm_reply_free(cllm_reply *r);
 
 /* A user simulator: turn() writes the user's next message for one conversation into a zeroed
-   *out (with cllm_reply_set) and returns out->code. An empty history asks for the opening
-   request. turn_batch (optional) does n at once; the LLM simulator issues them concurrently.
-   Implementations: cllm_llm_sim (an API model), any C callback, and a local collabllm.h model
-   (generation from cllm_user_sim_prompt, parsed by cllm_user_sim_parse). */
+   *out (with cllm_reply_set) and returns out->code; an empty history asks for the opening request.
+   turn_batch (optional) does n at once. Implementations: any C callback, cllm_llm_sim (an API
+   model) and cllm_local_user_sim (a local model), both the prompt and parser below on a backend. */
 typedef cllm_result (*cllm_user_sim_fn)(void *ctx, const cllm_goal *goal, const cllm_conv *history, cllm_reply *out);
 typedef cllm_result (*cllm_user_sim_batch_fn)(void *ctx, const cllm_goal *goals, const cllm_conv *histories,
                                               int n, cllm_reply *out);
@@ -1135,6 +1120,24 @@ CLLMDEF cllm_result cllm_user_sim_turns(const cllm_user_sim *sim, const cllm_goa
 CLLMDEF cllm_result cllm_assistant_replies(const cllm_assistant *a, const cllm_conv *histories, int n,
                                            cllm_reply *out, cllm_err *err);
 
+/* A chat backend: the model behind the built-in simulators, assistants and judges. complete()
+   answers n conversations, one reply each (out: n zeroed replies: text and meta, or code and err),
+   with the backend's own sampling settings; json asks for a JSON object where the backend can. */
+typedef void (*cllm_chat_complete_fn)(void *ctx, const cllm_conv *convs, int n, int json, cllm_reply *out);
+typedef struct cllm_chat_backend {
+    cllm_chat_complete_fn complete;
+    void                 *ctx;
+    int                   one_at_a_time; /* 1: re-asks of a conversation come before the next one
+                                            (a local model's seed counter); 0: all together     */
+    const char           *name;          /* the model, named in messages (may be NULL)          */
+} cllm_chat_backend;
+
+typedef struct cllm_api_backend {   /* an API model: the client with sampling parameters         */
+    cllm_chat_backend      backend;
+    cllm_client           *client;
+    const cllm_llm_params *params;   /* borrowed from the role's config                           */
+} cllm_api_backend;
+
 /* (a) The LLM user simulator. */
 #define CLLM_TERMINATION_SIGNAL "[[TERMINATE CHAT]]"
 typedef struct cllm_llm_sim_config {
@@ -1149,14 +1152,13 @@ typedef struct cllm_llm_sim_config {
 
 typedef struct cllm_llm_sim {
     cllm_user_sim       sim;        /* the interface: pass &llm_sim.sim                           */
-    cllm_client        *client;
     cllm_llm_sim_config cfg;        /* with defaults applied; strings borrowed                    */
+    cllm_api_backend    api;        /* the client with cfg.params                                 */
 } cllm_llm_sim;
 
 CLLMDEF void        cllm_llm_sim_init(cllm_llm_sim *s, cllm_client *client, const cllm_llm_sim_config *cfg);
-/* The simulator's prompt for one conversation (owned by the caller, free with cllm_free_buffer),
-   and the parser of its answer {current_answer, thought, response}: any simulator that generates
-   text (an API model, or a local model) shares them. cfg may be NULL (defaults). */
+/* The simulator's prompt for one conversation (free with cllm_free_buffer; cfg may be NULL) and
+   the parser of its answer {current_answer, thought, response}, shared by every simulator. */
 CLLMDEF cllm_result cllm_user_sim_prompt(const cllm_llm_sim_config *cfg, const cllm_goal *goal,
                                          const cllm_conv *history, char **out, cllm_err *err);
 CLLMDEF cllm_result cllm_user_sim_parse(const char *model_output, const char *termination, cllm_reply *out);
@@ -1169,17 +1171,16 @@ typedef struct cllm_api_assistant_config {
 
 typedef struct cllm_api_assistant {
     cllm_assistant            assistant;  /* the interface: pass &api.assistant                   */
-    cllm_client              *client;
     cllm_api_assistant_config cfg;
+    cllm_api_backend          api;        /* the client with cfg.params                           */
 } cllm_api_assistant;
 
-CLLMDEF void cllm_api_assistant_init(cllm_api_assistant *a, cllm_client *client, const cllm_api_assistant_config *cfg);
+CLLMDEF void cllm_api_assistant_init(cllm_api_assistant *a, cllm_client *client,
+                                     const cllm_api_assistant_config *cfg);
 
-/* Runs conversations forward, all n in lockstep (one batched user turn, then one batched
-   assistant turn, ...). convs[i] is the starting history (possibly empty) and receives the new
-   messages; the user speaks next unless the history ends with a user message. Conversation i
-   stops when the user terminates, a call fails, or max_new_messages were added (counting both
-   roles, as CollabLLM's max_new_turns does). status (n, optional) says how each one ended. */
+/* Runs n conversations forward in lockstep, each from its history in convs[i] (possibly empty),
+   until its user terminates, a call fails, or max_new_messages were added (both roles count).
+   status (n, optional) says how each one ended. */
 typedef struct cllm_sim_status {
     cllm_result code;               /* CLLM_OK, or the failure that stopped this conversation     */
     int         terminated;         /* the user sent the termination signal                       */
@@ -1187,9 +1188,10 @@ typedef struct cllm_sim_status {
     cllm_err    err;
 } cllm_sim_status;
 CLLMDEF cllm_result cllm_simulate(const cllm_user_sim *user, const cllm_assistant *assistant, const cllm_goal *goals,
-                                  cllm_conv *convs, int n, int max_new_messages, cllm_sim_status *status, cllm_err *err);
+                                  cllm_conv *convs, int n, int max_new_messages, cllm_sim_status *status,
+                                  cllm_err *err);
 
-/* ---- LLM judges ---------------------------------------------------------------------------- */
+/* ---- LLM judges ------------------------------------------------------------------------------ */
 
 typedef struct cllm_judge_config {
     cllm_llm_params params;         /* temperature default 0 (sent as 0), max_tokens default 2048 */
@@ -1201,8 +1203,8 @@ typedef struct cllm_judge_config {
 } cllm_judge_config;
 
 typedef struct cllm_judge {
-    cllm_client      *client;
     cllm_judge_config cfg;
+    cllm_api_backend  api;           /* the client with cfg.params                                 */
 } cllm_judge;
 
 /* A verdict. A judge that gives no usable answer (after its retries) is a failure with a code,
@@ -1234,11 +1236,14 @@ CLLMDEF void        cllm_judge_init(cllm_judge *j, cllm_client *client, const cl
    interactivity: {{conversation}} -> score in [0, 1]                (JSON key "interactivity")
    accuracy:      question, ground truth, answer -> 0 or 1           (JSON key "accuracy")
    extract:       conversation -> the final document/code as text   (JSON key "final_completion") */
-CLLMDEF cllm_result cllm_judge_interactivity(cllm_judge *j, const cllm_conv *convs, int n, cllm_judgement *out, cllm_err *err);
-CLLMDEF cllm_result cllm_judge_accuracy(cllm_judge *j, const cllm_accuracy_item *items, int n, cllm_judgement *out, cllm_err *err);
-CLLMDEF cllm_result cllm_judge_extract(cllm_judge *j, const cllm_extract_item *items, int n, cllm_judgement *out, cllm_err *err);
+CLLMDEF cllm_result cllm_judge_interactivity(cllm_judge *j, const cllm_conv *convs, int n, cllm_judgement *out,
+                                             cllm_err *err);
+CLLMDEF cllm_result cllm_judge_accuracy(cllm_judge *j, const cllm_accuracy_item *items, int n, cllm_judgement *out,
+                                        cllm_err *err);
+CLLMDEF cllm_result cllm_judge_extract(cllm_judge *j, const cllm_extract_item *items, int n, cllm_judgement *out,
+                                       cllm_err *err);
 
-/* ---- task files ---------------------------------------------------------------------------- */
+/* ---- task files ------------------------------------------------------------------------------ */
 
 /* One line of a CollabLLM single-turn JSONL file (data_fmt/task.md). */
 typedef struct cllm_task {
@@ -1257,8 +1262,8 @@ CLLMDEF void        cllm_tasks_free(cllm_task *tasks, int n);
    cllm_local_chat renders conversations with the template, generates with cllm_generate and
    returns the text together with what training needs (prompt ids, response ids, the "old"
    logprobs of PPO / online DPO); cllm_local_assistant and cllm_local_user_sim put it behind the
-   cllm_assistant and cllm_user_sim interfaces (the policy as the future assistant of MR; the
-   simulator kind (b)).
+   cllm_assistant and cllm_user_sim interfaces as a chat backend (the policy as the future
+   assistant of MR; the simulator kind (b)).
 
    Stopping. A sample ends at the chat template's end-of-turn token (<|im_end|> for ChatML and
    Qwen3; <|eot_id|>, <|eom_id|> for Llama-3/3.1), the tokenizer's eos_token, the config's
@@ -1315,7 +1320,7 @@ typedef struct cllm_local_output {
     int         n;
     int        *prompt_ids;  /* (n_prompt) the rendered conversation + generation prompt         */
     int         n_prompt;
-    int         finish;      /* cllm_finish_reason                                                */
+    cllm_finish_reason finish; /* how the sample ended                                          */
     uint64_t    call;        /* the lm->calls value this conversation was seeded with             */
 } cllm_local_output;
 
@@ -1326,6 +1331,13 @@ CLLMDEF cllm_result cllm_local_chat(cllm_local_lm *lm, const cllm_conv *historie
                                     const cllm_local_gen_config *cfg, cllm_local_output *out, cllm_err *err);
 CLLMDEF void        cllm_local_outputs_free(cllm_local_output *out, int n);
 
+typedef struct cllm_local_backend {  /* a local model: the lm with generation settings          */
+    cllm_chat_backend            backend;
+    cllm_local_lm               *lm;
+    const cllm_local_gen_config *gen;        /* borrowed from the role's config                  */
+    long                         generations; /* samples drawn so far, re-asks included          */
+} cllm_local_backend;
+
 /* The policy as an assistant: respond / respond_batch over cllm_local_chat, one sample each. */
 typedef struct cllm_local_assistant_config {
     cllm_local_gen_config gen;       /* temperature default 0.8 and max_new_tokens default 1024,
@@ -1335,15 +1347,15 @@ typedef struct cllm_local_assistant_config {
 
 typedef struct cllm_local_assistant {
     cllm_assistant              assistant;   /* the interface: pass &local.assistant               */
-    cllm_local_lm              *lm;
     cllm_local_assistant_config cfg;         /* with defaults applied; strings borrowed             */
+    cllm_local_backend          local;       /* the lm with cfg.gen                                */
 } cllm_local_assistant;
 
-CLLMDEF void cllm_local_assistant_init(cllm_local_assistant *a, cllm_local_lm *lm, const cllm_local_assistant_config *cfg);
+CLLMDEF void cllm_local_assistant_init(cllm_local_assistant *a, cllm_local_lm *lm,
+                                       const cllm_local_assistant_config *cfg);
 
-/* (b) The user simulator as a local model: the prompt of cllm_user_sim_prompt as one user
-   message through the model's chat template, the answer parsed by cllm_user_sim_parse, and an
-   unusable answer asked again (a new sample) up to max_parse_retries times. */
+/* (b) The user simulator as a local model: cllm_user_sim_prompt as one user message through the
+   chat template, cllm_user_sim_parse on the answer, an unusable answer sampled again. */
 typedef struct cllm_local_user_sim_config {
     cllm_local_gen_config gen;       /* temperature default 1.0, max_new_tokens default 1024, as
                                         the API simulator's                                       */
@@ -1355,26 +1367,19 @@ typedef struct cllm_local_user_sim_config {
 
 typedef struct cllm_local_user_sim {
     cllm_user_sim              sim;          /* the interface: pass &local.sim                      */
-    cllm_local_lm             *lm;
     cllm_local_user_sim_config cfg;          /* with defaults applied; strings borrowed             */
-    long                       generations;  /* samples drawn so far, re-asks included            */
+    cllm_local_backend         local;        /* the lm with cfg.gen; local.generations counts samples */
 } cllm_local_user_sim;
 
-CLLMDEF void cllm_local_user_sim_init(cllm_local_user_sim *s, cllm_local_lm *lm, const cllm_local_user_sim_config *cfg);
+CLLMDEF void cllm_local_user_sim_init(cllm_local_user_sim *s, cllm_local_lm *lm,
+                                      const cllm_local_user_sim_config *cfg);
 
 /* ============================================================================================ */
 /* The multiturn-aware reward (MR): paper Eq. 1-4                                               */
 /* ============================================================================================ */
 
-/* MR(m_j | t_j^h, g) = E over simulated futures t_j^f of R*(t_j^h + m_j + t_j^f | g), estimated
-   with S forward samples, each a future of up to w exchanges (the user speaks, then the
-   assistant) after the candidate response m_j. A user termination ends a sample early.
-   R* is a weighted sum of named metrics on the whole session, plus, in the paper's variant,
-   the token penalty:
-       paper (default):  R* = sum_m w_m metric_m  -  min(lambda * TokenCount(m_j + t_j^f), 1)
-       weighted sum:     R* = sum_m w_m metric_m   (CollabLLM's current code: the token cost is a
-                         "token_amount" metric, assistant tokens / 1000, with a negative weight)
-   w = 0 is the paper's immediate-reward ablation: the candidate is scored as it stands.          */
+/* MR(m_j | t_j^h, g) = E over simulated futures t_j^f of R*(t_j^h + m_j + t_j^f | g), estimated with S
+   futures of up to w exchanges; R* a weighted sum of metrics (less a token penalty). Derivation: I.4. */
 
 /* A session as metrics see it: history, the candidate at index n_history, then the future. */
 typedef struct cllm_session {
@@ -1398,7 +1403,7 @@ typedef struct cllm_metric {
 } cllm_metric;
 
 /* Token counting for the penalty and the token_amount metric: the policy's tokenizer, or
-   (count == NULL) whitespace-separated words, as verl's CollabLLM recipe counts them. */
+   (count == NULL) whitespace-separated words. */
 typedef struct cllm_token_counter {
     int  (*count)(void *ctx, const char *text);
     void  *ctx;
@@ -1450,7 +1455,10 @@ typedef struct cllm_code_config {
                                         ```python block of the last assistant message)          */
 } cllm_code_config;
 
-typedef enum cllm_mr_variant { CLLM_MR_PAPER = 0, CLLM_MR_WEIGHTED_SUM = 1 } cllm_mr_variant;
+typedef enum cllm_mr_variant {
+    CLLM_MR_PAPER = 0,               /* R* = sum_m w_m metric_m - min(lambda * tokens, 1)          */
+    CLLM_MR_WEIGHTED_SUM = 1         /* R* = sum_m w_m metric_m (CollabLLM's code)                 */
+} cllm_mr_variant;
 typedef enum cllm_mr_preset {
     CLLM_MR_PRESET_MATH = 0,         /* paper Table 6: w=2, S=3, lambda 5e-4                      */
     CLLM_MR_PRESET_CODE,             /* w=2, S=3, lambda 5e-4                                     */
@@ -1460,7 +1468,7 @@ typedef enum cllm_mr_preset {
 typedef struct cllm_mr_config {
     int                window;       /* w: simulated exchanges after the candidate (0 = immediate) */
     int                samples;      /* S: forward samples averaged (>= 1)                        */
-    int                variant;      /* cllm_mr_variant                                           */
+    cllm_mr_variant    variant;      /* default CLLM_MR_PAPER                                     */
     double             lambda;       /* paper variant: token cost; penalty = min(lambda * tokens, 1),
                                         tokens = candidate + simulated future, both roles (v1)   */
     const cllm_metric *metrics;      /* the weighted terms of R* (borrowed)                       */
@@ -1500,13 +1508,12 @@ typedef struct cllm_mr_result {
     cllm_err        err;
 } cllm_mr_result;
 
-/* Scores n items. All n*S futures are simulated together (each round of simulator calls is one
-   concurrent batch), then each metric scores all sessions in one batch. future_assistant plays
-   the assistant in the futures: the policy itself (online training) or an API model (offline
-   data generation, as in the paper). out: n results (zeroed here; free with cllm_mr_result_free).
-   Returns CLLM_OK when every item has at least one good sample. */
-CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim *user, const cllm_assistant *future_assistant,
-                                  const cllm_mr_item *items, int n, cllm_mr_result *out, cllm_err *err);
+/* MR of n candidates (paper Eq. 1-2). future_assistant plays the assistant in the futures: the
+   policy itself (online training) or an API model (offline data generation, as in the paper).
+   out: n results (free with cllm_mr_result_free). CLLM_OK when every item has a good sample. */
+CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim *user,
+                                  const cllm_assistant *future_assistant, const cllm_mr_item *items, int n,
+                                  cllm_mr_result *out, cllm_err *err);
 CLLMDEF void        cllm_mr_result_free(cllm_mr_result *r);
 /* R* of one sample from its metric values and token count (the pure aggregation). */
 CLLMDEF double      cllm_mr_reward(const cllm_mr_config *cfg, const double *metric_values, int tokens);
@@ -1515,14 +1522,9 @@ CLLMDEF double      cllm_mr_reward(const cllm_mr_config *cfg, const double *metr
 /* Data generation (paper B.1), SFT rows and DPO pairs, and evaluation (paper section 4)         */
 /* ============================================================================================ */
 
-/* For each task: the simulator opens the conversation; at every turn the candidate model
-   samples k responses, each is scored by MR, all k are recorded, and the best one continues the
-   conversation. The next user message is taken from the best candidate's longest simulated
-   future (CollabLLM v2), or asked of the simulator when there is none. A conversation ends when
-   the user terminates or after max_turns user turns.
-   Output: one JSON line per (turn, candidate) in CollabLLM's flat schema (data_fmt/records.md),
-   appended per task and flushed to disk, so that a crash loses at most the task in flight. A
-   restarted run keeps the finished tasks, drops a half-written one, and continues. */
+/* Offline data generation (paper appendix B.1; the steps: section I.5): per task a conversation in
+   which k candidates per turn are scored by MR and the best continues. Output: one JSON line per
+   (turn, candidate) (data_fmt/records.md), kept across a crash; a rerun continues where it stopped. */
 typedef struct cllm_datagen_config {
     cllm_mr_config mr;               /* how candidates are scored (set up with cllm_mr_config_init) */
     int            n_candidates;     /* k responses per turn (default 2, CollabLLM's CLI)          */
@@ -1533,19 +1535,14 @@ typedef struct cllm_datagen_config {
     int            verbose;          /* 1: a progress line per task on stderr                       */
 } cllm_datagen_config;
 
-/* candidates: samples the k responses (its respond_batch receives k copies of the history, so a
-   sampling model must give different replies to equal inputs). future_assistant: plays the
-   assistant inside MR's futures (the paper: the same API model offline; the policy online). */
+/* candidates samples the k responses (k copies of the history: it must sample); future_assistant
+   plays the assistant in MR's futures (NULL: candidates, as in the paper). */
 CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_user_sim *user,
                                      const cllm_assistant *candidates, const cllm_assistant *future_assistant,
                                      const cllm_task *tasks, int n_tasks, const char *out_path, cllm_err *err);
 
-/* From records (data_fmt/records.md) to training files, both in formats TRL reads unchanged:
-   SFT rows {"messages": [...]} (data_fmt/sft.md): per conversation the best response at its last
-   turn, with its prompt; DPO pairs {"prompt", "chosen", "rejected", "score_chosen",
-   "score_rejected"} in TRL's conversational form (data_fmt/dpo.md): per (conversation, turn) the
-   highest against the lowest score, kept when the gap is at least min_gap (default 0.02).
-   Either output path may be NULL. Counts are returned through n_sft / n_pairs (optional). */
+/* Records to SFT rows (data_fmt/sft.md) and DPO pairs (data_fmt/dpo.md) as TRL reads them; either
+   path may be NULL; the counts go to n_sft / n_pairs (optional). */
 typedef struct cllm_pairs_config {
     double      min_gap;             /* default 0.02 (CollabLLM offline DPO)                       */
     const char *system_prompt;       /* prepended as a system message to prompts (default none)   */
@@ -1553,12 +1550,8 @@ typedef struct cllm_pairs_config {
 CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_config *cfg, const char *sft_path,
                                      const char *dpo_path, int *n_sft, int *n_pairs, cllm_err *err);
 
-/* Evaluation as in the paper: one conversation per task between the model and the simulator,
-   up to max_turns user turns, then the metrics on the whole conversation. Per task it writes a
-   JSON line (data_fmt/eval.md) with the conversation, every metric (null when unscored), the
-   assistant's tokens and, on failure, why (a judge's failure names its endpoint, HTTP status and
-   message); the aggregate is the mean of each metric over the conversations it scored, with
-   that count. Returns an error when any conversation failed (the details are still written). */
+/* Evaluation (paper section 4): one simulated conversation per task, then the metrics; a JSON line
+   per task (data_fmt/eval.md) and the means. An error when any conversation failed. */
 typedef struct cllm_eval_config {
     int                max_turns;    /* user turns per conversation (default 7)                    */
     const char        *task_desc;    /* default "a task"                                           */
@@ -2368,7 +2361,7 @@ extern FILE *fdopen(int, const char *);
 /* Part II: infrastructure */
 typedef struct cllm__sb { char *p; size_t n, cap; int oom; } cllm__sb;
 typedef struct cllm__seq_batch { cllm_batch batch; int *ids, *labels, *mask; } cllm__seq_batch;
-typedef int (*cllm__take_fn)(void *ctx, int i, const cllm_chat_result *res, int last);
+typedef int (*cllm__take_fn)(void *ctx, int i, const cllm_reply *answer, int last);
 #define CLLM__BATCH_RESULT(items, n, what, err) \
     cllm__batch_result(&(items)[0].code, &(items)[0].err, sizeof (items)[0], (n), (what), (err))
 #define CLLM__MAX_TEXT_JSON ((size_t)CLLM_MAX_LINE_BYTES - ((size_t)1 << 20))
@@ -2398,10 +2391,8 @@ static size_t cllm__json_escaped_len(const char *s, size_t n);
 static size_t cllm__conv_json_bytes(const cllm_conv *c);
 static int cllm__json_number(const cJSON *v, double *out);
 static char *cllm__json_text(const cJSON *o, const char *key, cllm_err *err);
-static cllm_result cllm__ask_all(cllm_client *c, char *const *prompts, int n, const cllm_llm_params *params,
-                                 int json_mode, int retries, cllm__take_fn take, void *ctx);
-static cllm_llm_params cllm__params_def(cllm_llm_params p, double temperature, int max_tokens);
-static int cllm__retries_def(int r);
+static void cllm__ask_all(const cllm_chat_backend *backend, char *const *prompts, int n, int json, int retries,
+                          cllm__take_fn take, void *ctx);
 static cllm_result cllm__seq_from(cllm_train_seq *seq, const int *ids, const unsigned char *target, int n, int n_prompt,
                                   cllm_err *err);
 static void cllm__seq_batch_free(cllm__seq_batch *sb);
@@ -4165,14 +4156,27 @@ CLLMDEF cllm_result cllm_grpo_loss(const cllm_grpo_loss_input *in, cllm_grpo_los
 }
 
 /* -------------------------------------------------------------------------------------------- */
-/* The multiturn-aware reward                                                                    */
+/* I.4 The multiturn-aware reward (paper section 3.1, Eq. 1-4)                                  */
 /* -------------------------------------------------------------------------------------------- */
 
+/* The paper scores a response m_j to the history t_j^h (turns 1..j-1 and the user's u_j) by the
+   conversation it leads to, not by the response alone:
+       MR(m_j | t_j^h, g) = E over futures t_j^f ~ P(. | t_j^h + m_j) of R*(t_j^h + m_j + t_j^f | g)   (Eq. 1-2)
+   estimated with S sampled futures, each of up to w exchanges (the simulated user speaks, then the
+   assistant) after m_j; a user termination ends a future early. R* (Eq. 3-4) rates the whole
+   session against the user's goal g. Reading order: R*, then MR, then the simulation that samples
+   the futures, the user simulator that speaks in them (appendix D.1) and the judges (appendix D.4). */
+
+/* ---- R*: the reward of a whole session (paper Eq. 3-4) --------------------------------------- */
+
+/* TokenCount of the penalty and the token_amount metric: the counter's function, or (none given)
+   Python's str.split() words, runs of ASCII white space apart, as verl's CollabLLM recipe counts. */
 CLLMDEF int cllm_count_tokens(const cllm_token_counter *tc, const char *text) {
-    int n = 0, in_word = 0;
+    int n = 0;
+    int in_word = 0;
     if (!text) return 0;
     if (tc && tc->count) return tc->count(tc->ctx, text);
-    for (; *text; text++) {                       /* Python's str.split(): runs of ASCII whitespace */
+    for (; *text; text++) {
         int space = *text == ' ' || (*text >= '\t' && *text <= '\r');
         if (!space && !in_word) n++;
         in_word = !space;
@@ -4181,26 +4185,39 @@ CLLMDEF int cllm_count_tokens(const cllm_token_counter *tc, const char *text) {
 }
 
 CLLMDEF int cllm_tokenizer_count(void *tokenizer, const char *text) {
-    int *ids = NULL, n = 0;
-    if (cllm_tokenizer_encode((const cllm_tokenizer *)tokenizer, text, strlen(text), 0, &ids, &n, NULL, NULL) != CLLM_OK) n = 0;
+    int *ids = NULL;
+    int n = 0;
+    const cllm_tokenizer *tok = (const cllm_tokenizer *)tokenizer;
+    if (cllm_tokenizer_encode(tok, text, strlen(text), 0, &ids, &n, NULL, NULL) != CLLM_OK) n = 0;
     CLLM_FREE(ids);
     return n;
 }
 
+/* Paper Table 6: w = 2 and S = 3 for every task; lambda = 1e-4 for document editing (MediumDocEdit),
+   5e-4 for code (BigCodeBench) and math (MATH). */
 CLLMDEF void cllm_mr_config_init(cllm_mr_config *cfg, cllm_mr_preset preset) {
     memset(cfg, 0, sizeof *cfg);
-    cfg->window = 2;                              /* paper Table 6: w = 2 and S = 3 for every task */
+    cfg->window = 2;
     cfg->samples = 3;
     cfg->variant = CLLM_MR_PAPER;
     cfg->lambda = preset == CLLM_MR_PRESET_DOCUMENT ? 1e-4 : 5e-4;
 }
 
-/* R* = sum_m w_m metric_m  [- min(lambda * tokens, 1) in the paper's variant]                  */
+/* R* of one session from its metric values. The paper (Eq. 3-4):
+       R*(t | g) = R_ext(t, g) + R_int(t),  R_ext = the task metric of the extracted result,
+       R_int = -min(lambda * TokenCount(t), 1) + R_LLM(t)  (the judge's interactivity)
+   which collabllm.h writes as a weighted sum of named metrics plus the capped token penalty:
+       paper (CLLM_MR_PAPER):           R* = sum_m w_m metric_m - min(lambda * tokens, 1)
+       weighted sum (CollabLLM's code): R* = sum_m w_m metric_m
+   tokens counts the candidate and the simulated future, both roles (CollabLLM v1); the weighted sum
+   instead charges tokens through a "token_amount" metric (assistant tokens / 1000) with a negative
+   weight and no cap (CollabLLM v2). A metric that failed (NAN) fails the session. */
 CLLMDEF double cllm_mr_reward(const cllm_mr_config *cfg, const double *metric_values, int tokens) {
-    double r = 0, penalty;
+    double r = 0;
+    double penalty;
     int m;
     for (m = 0; m < cfg->n_metrics; m++) {
-        if (metric_values[m] != metric_values[m]) return NAN;    /* a failed metric fails the sample */
+        if (metric_values[m] != metric_values[m]) return NAN;
         r += cfg->metrics[m].weight * metric_values[m];
     }
     if (cfg->variant == CLLM_MR_PAPER) {
@@ -4208,6 +4225,21 @@ CLLMDEF double cllm_mr_reward(const cllm_mr_config *cfg, const double *metric_va
         r -= penalty < 1 ? penalty : 1;
     }
     return r;
+}
+
+/* ---- MR: the mean R* over S simulated futures (paper Eq. 1-2) -------------------------------- */
+
+/* One metric on n sessions, by cllm_metric_fn's contract: scores[k], NAN for a session it could not
+   score, and every one NAN when the metric failed as a whole (its result code); why says why. */
+static cllm_result cllm__metric_run(const cllm_metric *met, const cllm_session *sessions, int n, double *scores,
+                                    cllm_err *why) {
+    cllm_result rc = CLLM_OK;
+    int k;
+    cllm__ok(why);
+    for (k = 0; k < n; k++) scores[k] = NAN;
+    if (n > 0) rc = met->fn(met->ctx, sessions, n, scores, why);
+    for (k = 0; rc != CLLM_OK && k < n; k++) scores[k] = NAN;
+    return rc;
 }
 
 CLLMDEF void cllm_mr_result_free(cllm_mr_result *r) {
@@ -4221,9 +4253,20 @@ CLLMDEF void cllm_mr_result_free(cllm_mr_result *r) {
     memset(r, 0, sizeof *r);
 }
 
-CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim *user, const cllm_assistant *future_assistant,
-                                  const cllm_mr_item *items, int n, cllm_mr_result *out, cllm_err *err) {
-    int S = cfg && cfg->samples > 0 ? cfg->samples : 1, N = n * S, i, s, k, m, n_ok;
+/* MR of n candidates, Monte Carlo over S futures each (paper Eq. 1-2):
+     1. every future starts as t_j^h + m_j: sample s of item i is conversation i*S + s;
+     2. t_j^f: all n*S conversations advance together by up to w exchanges, user first (cllm_simulate:
+        each round of simulator and assistant calls is one concurrent batch); w = 0 is the paper's
+        immediate-reward ablation, the candidate scored as it stands;
+     3. each metric scores every session whose simulation succeeded, in one batch per metric;
+     4. R* per sample (cllm_mr_reward), MR = the mean over the samples that succeeded, with their
+        standard deviation (CollabLLM logs reward_std). A failed sample is left out, never a 0. */
+CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim *user,
+                                  const cllm_assistant *future_assistant, const cllm_mr_item *items, int n,
+                                  cllm_mr_result *out, cllm_err *err) {
+    int S = cfg && cfg->samples > 0 ? cfg->samples : 1;
+    int N = n * S;
+    int i, s, k, m, n_ok;
     cllm_conv *convs = NULL;
     cllm_goal *goals = NULL;
     cllm_sim_status *status = NULL;
@@ -4232,175 +4275,219 @@ CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim
     double *scores = NULL;
     cllm_result rc = CLLM_OK;
 
-    if (!cfg || n < 0 || (n > 0 && (!items || !out))) return cllm__fail(err, CLLM_ERR_ARG, "MR: needs a config, items and outputs");
+    if (!cfg || n < 0 || (n > 0 && (!items || !out)))
+        return cllm__fail(err, CLLM_ERR_ARG, "MR: needs a config, items and outputs");
     if (cfg->window < 0) return cllm__fail(err, CLLM_ERR_ARG, "MR: window must be >= 0 (0 = immediate reward)");
-    if (cfg->window > 0 && (!user || !future_assistant)) return cllm__fail(err, CLLM_ERR_ARG, "MR: window %d needs a user simulator and a future assistant", cfg->window);
+    if (cfg->window > 0 && (!user || !future_assistant))
+        return cllm__fail(err, CLLM_ERR_ARG, "MR: window %d needs a user simulator and a future assistant",
+                          cfg->window);
     for (i = 0; i < n; i++) {
         memset(&out[i], 0, sizeof out[i]);
-        if (!items[i].goal || !items[i].history || !items[i].candidate) return cllm__fail(err, CLLM_ERR_ARG, "MR: item %d needs a goal, a history and a candidate", i);
+        if (!items[i].goal || !items[i].history || !items[i].candidate)
+            return cllm__fail(err, CLLM_ERR_ARG, "MR: item %d needs a goal, a history and a candidate", i);
     }
-    if (N == 0) { cllm__ok(err); return CLLM_OK; }
+    if (N == 0) {
+        cllm__ok(err);
+        return CLLM_OK;
+    }
     convs = (cllm_conv *)cllm__calloc((size_t)N, sizeof *convs);
     goals = (cllm_goal *)cllm__calloc((size_t)N, sizeof *goals);
     status = (cllm_sim_status *)cllm__calloc((size_t)N, sizeof *status);
     sessions = (cllm_session *)cllm__calloc((size_t)N, sizeof *sessions);
     ok_idx = (int *)cllm__calloc((size_t)N, sizeof *ok_idx);
     scores = (double *)cllm__calloc((size_t)N, sizeof *scores);
-    if (!convs || !goals || !status || !sessions || !ok_idx || !scores) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+    if (!convs || !goals || !status || !sessions || !ok_idx || !scores) {
+        rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+        goto done;
+    }
 
-    /* every future starts as history + candidate: sample s of item i is index i*S + s */
-    for (i = 0; i < n && rc == CLLM_OK; i++) for (s = 0; s < S; s++) {
-        k = i * S + s;
+    /* 1. t_j^h + m_j */
+    for (k = 0; k < N && rc == CLLM_OK; k++) {
+        i = k / S;
         goals[k] = *items[i].goal;
-        if ((rc = cllm_conv_copy(&convs[k], items[i].history, err)) != CLLM_OK) break;
-        if ((rc = cllm_conv_push(&convs[k], "assistant", items[i].candidate, err)) != CLLM_OK) break;
+        rc = cllm_conv_copy(&convs[k], items[i].history, err);
+        if (rc == CLLM_OK) rc = cllm_conv_push(&convs[k], "assistant", items[i].candidate, err);
     }
     if (rc != CLLM_OK) goto done;
 
-    /* t_j^f: up to w exchanges, user first; all N futures advance together */
+    /* 2. t_j^f: w exchanges are 2w messages, as CollabLLM's max_new_turns counts them */
     if (cfg->window > 0) cllm_simulate(user, future_assistant, goals, convs, N, 2 * cfg->window, status, NULL);
 
-    /* metrics on the sessions whose simulation succeeded, one batch per metric */
+    /* 3. the metrics, on the sessions whose simulation succeeded */
     for (i = 0, n_ok = 0; i < n; i++) {
         out[i].n_samples = S;
         out[i].samples = (cllm_mr_sample *)cllm__calloc((size_t)S, sizeof(cllm_mr_sample));
-        if (!out[i].samples) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+        if (!out[i].samples) {
+            rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+            goto done;
+        }
         for (s = 0; s < S; s++) {
             cllm_mr_sample *smp = &out[i].samples[s];
             k = i * S + s;
-            smp->session = convs[k];              /* ownership moves to the result */
+            smp->session = convs[k];                  /* ownership moves to the result */
             memset(&convs[k], 0, sizeof convs[k]);
             smp->n_history = items[i].history->n;
             smp->terminated = status[k].terminated;
             smp->code = status[k].code;
             smp->err = status[k].err;
             smp->metrics = (double *)cllm__calloc((size_t)cfg->n_metrics + 1, sizeof(double));
-            if (!smp->metrics) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-            for (m = 0; m < cfg->n_metrics; m++) smp->metrics[m] = NAN;
-            if (smp->code == CLLM_OK) {
-                sessions[n_ok].goal = items[i].goal; sessions[n_ok].task = items[i].task;
-                sessions[n_ok].conv = &smp->session; sessions[n_ok].n_history = smp->n_history;
-                ok_idx[n_ok++] = k;
+            if (!smp->metrics) {
+                rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+                goto done;
             }
+            for (m = 0; m < cfg->n_metrics; m++) smp->metrics[m] = NAN;
+            if (smp->code != CLLM_OK) continue;
+            sessions[n_ok].goal = items[i].goal;
+            sessions[n_ok].task = items[i].task;
+            sessions[n_ok].conv = &smp->session;
+            sessions[n_ok].n_history = smp->n_history;
+            ok_idx[n_ok++] = k;
         }
     }
     for (m = 0; m < cfg->n_metrics; m++) {
         const cllm_metric *met = &cfg->metrics[m];
-        cllm_err merr;
-        for (k = 0; k < n_ok; k++) scores[k] = NAN;
-        cllm_result mrc = CLLM_OK;
-        merr.code = CLLM_OK; merr.msg[0] = 0;
-        if (n_ok > 0) mrc = met->fn(met->ctx, sessions, n_ok, scores, &merr);
-        for (k = 0; k < n_ok; k++) {              /* a failed metric (mrc) fails every sample */
+        cllm_err metric_err;
+        cllm_result metric_rc = cllm__metric_run(met, sessions, n_ok, scores, &metric_err);
+        for (k = 0; k < n_ok; k++) {
             cllm_mr_sample *smp = &out[ok_idx[k] / S].samples[ok_idx[k] % S];
-            if (mrc != CLLM_OK) scores[k] = NAN;
             smp->metrics[m] = scores[k];
             if (scores[k] == scores[k] || smp->code != CLLM_OK) continue;
-            smp->code = cllm__fail(&smp->err, mrc != CLLM_OK ? mrc : CLLM_ERR_FORMAT,
-                                   "metric '%s' could not score this session: %s",
-                                   met->name ? met->name : "?", merr.msg[0] ? merr.msg : "it gave no reason");
+            smp->code = cllm__fail(&smp->err, metric_rc != CLLM_OK ? metric_rc : CLLM_ERR_FORMAT,
+                                   "metric '%s' could not score this session: %s", met->name ? met->name : "?",
+                                   metric_err.msg[0] ? metric_err.msg : "it gave no reason");
         }
     }
 
-    /* R* per sample, then MR = the mean over the samples that succeeded */
+    /* 4. R* per sample, then MR = their mean */
     for (i = 0; i < n; i++) {
-        double sum = 0, sq = 0;
-        out[i].n_ok = 0;
+        double sum = 0;
+        double sq = 0;
+        double var;
         for (s = 0; s < S; s++) {
             cllm_mr_sample *smp = &out[i].samples[s];
             int t;
-            smp->tokens = 0;
-            for (t = smp->n_history; t < smp->session.n; t++) smp->tokens += cllm_count_tokens(&cfg->tokens, smp->session.msgs[t].content);
+            for (t = smp->n_history; t < smp->session.n; t++)
+                smp->tokens += cllm_count_tokens(&cfg->tokens, smp->session.msgs[t].content);
             smp->reward = smp->code == CLLM_OK ? cllm_mr_reward(cfg, smp->metrics, smp->tokens) : NAN;
-            if (smp->reward == smp->reward) { out[i].n_ok++; sum += smp->reward; sq += smp->reward * smp->reward; }
+            if (smp->reward != smp->reward) continue;
+            out[i].n_ok++;
+            sum += smp->reward;
+            sq += smp->reward * smp->reward;
         }
         if (out[i].n_ok > 0) {
-            double var;
             out[i].mr = sum / out[i].n_ok;
             var = sq / out[i].n_ok - out[i].mr * out[i].mr;
             out[i].std = var > 0 ? sqrt(var) : 0;
             out[i].code = CLLM_OK;
-        } else {
-            out[i].mr = NAN;
-            for (s = 0; s < S && out[i].samples[s].code == CLLM_OK; s++) {}
-            out[i].err = out[i].samples[s < S ? s : 0].err;
-            out[i].code = out[i].err.code ? out[i].err.code : CLLM_ERR_FORMAT;
-            if (rc == CLLM_OK) rc = cllm__fail(err, out[i].code, "MR item %d: every sample failed: %s", i, out[i].err.msg);
+            continue;
         }
+        out[i].mr = NAN;
+        for (s = 0; s < S && out[i].samples[s].code == CLLM_OK; s++) {}
+        out[i].err = out[i].samples[s < S ? s : 0].err;
+        out[i].code = out[i].err.code ? out[i].err.code : CLLM_ERR_FORMAT;
+        if (rc == CLLM_OK) rc = cllm__fail(err, out[i].code, "MR item %d: every sample failed: %s", i, out[i].err.msg);
     }
 done:
     for (k = 0; convs && k < N; k++) cllm_conv_free(&convs[k]);
-    CLLM_FREE(convs); CLLM_FREE(goals); CLLM_FREE(status); CLLM_FREE(sessions); CLLM_FREE(ok_idx); CLLM_FREE(scores);
-    if (rc != CLLM_OK) { for (i = 0; i < n; i++) if (out[i].code == CLLM_OK && !out[i].samples) out[i].code = rc; }
-    else cllm__ok(err);
+    CLLM_FREE(convs);
+    CLLM_FREE(goals);
+    CLLM_FREE(status);
+    CLLM_FREE(sessions);
+    CLLM_FREE(ok_idx);
+    CLLM_FREE(scores);
+    if (rc == CLLM_OK) cllm__ok(err);
+    for (i = 0; rc != CLLM_OK && i < n; i++)
+        if (out[i].code == CLLM_OK && !out[i].samples) out[i].code = rc;
     return rc;
 }
 
-/* ---- conversations in lockstep ------------------------------------------------------------- */
+/* ---- simulating futures in lockstep ---------------------------------------------------------- */
 
 /* The user speaks next unless the last message is the user's. */
 static int cllm__user_next(const cllm_conv *c) {
     return c->n == 0 || strcmp(c->msgs[c->n - 1].role, "user") != 0;
 }
 
+/* Runs n conversations forward together: each round, every conversation waiting for its user gets
+   the user's message (one batch), then every one waiting for its assistant, including those whose
+   user just spoke (a second batch). Conversation i stops when its user terminates (the message is
+   kept, as CollabLLM does), a call fails, a message would make its JSON line unreadable, or
+   max_new_messages were added (both roles count, as CollabLLM's max_new_turns). */
 CLLMDEF cllm_result cllm_simulate(const cllm_user_sim *user, const cllm_assistant *assistant, const cllm_goal *goals,
-                                  cllm_conv *convs, int n, int max_new_messages, cllm_sim_status *status, cllm_err *err) {
+                                  cllm_conv *convs, int n, int max_new_messages, cllm_sim_status *status,
+                                  cllm_err *err) {
     cllm_sim_status *st = status ? status : (cllm_sim_status *)cllm__calloc((size_t)n + 1, sizeof *st);
-    int *idx = (int *)cllm__calloc((size_t)n + 1, sizeof(int)), *active = (int *)cllm__calloc((size_t)n + 1, sizeof(int));
+    int *idx = (int *)cllm__calloc((size_t)n + 1, sizeof(int));
+    int *active = (int *)cllm__calloc((size_t)n + 1, sizeof(int));
     cllm_conv *view = (cllm_conv *)cllm__calloc((size_t)n + 1, sizeof *view);
     cllm_goal *g = (cllm_goal *)cllm__calloc((size_t)n + 1, sizeof *g);
     cllm_reply *rep = (cllm_reply *)cllm__calloc((size_t)n + 1, sizeof *rep);
     cllm_result rc = CLLM_OK;
     int i, k, m, users, left;
-    if (!user || !assistant || n < 0 || (n > 0 && (!goals || !convs))) rc = cllm__fail(err, CLLM_ERR_ARG, "simulation: needs a user simulator, an assistant, goals and conversations");
-    else if (!st || !idx || !active || !view || !g || !rep) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    for (i = 0; rc == CLLM_OK && i < n; i++) { memset(&st[i], 0, sizeof st[i]); active[i] = max_new_messages > 0; }
+    if (!user || !assistant || n < 0 || (n > 0 && (!goals || !convs)))
+        rc = cllm__fail(err, CLLM_ERR_ARG, "simulation: needs a user simulator, an assistant, goals and conversations");
+    else if (!st || !idx || !active || !view || !g || !rep)
+        rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    for (i = 0; rc == CLLM_OK && i < n; i++) {
+        memset(&st[i], 0, sizeof st[i]);
+        active[i] = max_new_messages > 0;
+    }
     left = rc == CLLM_OK && max_new_messages > 0 ? n : 0;
     while (left > 0) {
-        /* one round: every conversation waiting for its user speaks, then every one waiting
-           for its assistant (including those whose user just spoke) */
         for (users = 1; users >= 0; users--) {
-            for (i = 0, m = 0; i < n; i++)
-                if (active[i] && cllm__user_next(&convs[i]) == users) { idx[m] = i; view[m] = convs[i]; g[m] = goals[i]; m++; }
+            const char *role = users ? "user" : "assistant";
+            for (i = 0, m = 0; i < n; i++) {
+                if (!active[i] || cllm__user_next(&convs[i]) != users) continue;
+                idx[m] = i;
+                view[m] = convs[i];
+                g[m] = goals[i];
+                m++;
+            }
             if (m == 0) continue;
             if (users) cllm_user_sim_turns(user, g, view, m, rep, NULL);
             else cllm_assistant_replies(assistant, view, m, rep, NULL);
             for (k = 0; k < m; k++) {
-                size_t bytes;
+                size_t bytes = 0;
                 i = idx[k];
-                bytes = 0;
-                if (rep[k].code == CLLM_OK)           /* keep every conversation one readable line */
+                if (rep[k].code == CLLM_OK)               /* keep every conversation one readable line */
                     bytes = cllm__conv_json_bytes(&convs[i]) + cllm__json_escaped_len(rep[k].text, strlen(rep[k].text));
-                if (bytes > CLLM__MAX_TEXT_JSON)
+                if (bytes > CLLM__MAX_TEXT_JSON) {
                     st[i].code = cllm__fail(&st[i].err, CLLM_ERR_LIMIT,
-                                            "conversation %d: with this %s message it would take about %zu "
-                                            "bytes as JSON, more than a line of ours may hold (CLLM_MAX_LINE_BYTES); "
-                                            "stopped before it",
-                                            i, users ? "user" : "assistant", bytes);
-                else if (rep[k].code != CLLM_OK) { st[i].code = rep[k].code; st[i].err = rep[k].err; }
-                else if (cllm_conv_push_meta(&convs[i], users ? "user" : "assistant", rep[k].text, &rep[k].meta,
-                                             &st[i].err) != CLLM_OK)
+                                            "conversation %d: with this %s message it would take about %zu bytes as "
+                                            "JSON, more than a line of ours may hold (CLLM_MAX_LINE_BYTES); stopped "
+                                            "before it", i, role, bytes);
+                } else if (rep[k].code != CLLM_OK) {
+                    st[i].code = rep[k].code;
+                    st[i].err = rep[k].err;
+                } else if (cllm_conv_push_meta(&convs[i], role, rep[k].text, &rep[k].meta, &st[i].err) != CLLM_OK) {
                     st[i].code = st[i].err.code;
-                else {
+                } else {
                     st[i].n_new++;
                     if (users && rep[k].terminated) st[i].terminated = 1;
                 }
-                if (st[i].code != CLLM_OK || st[i].terminated || st[i].n_new >= max_new_messages) { active[i] = 0; left--; }
+                if (st[i].code != CLLM_OK || st[i].terminated || st[i].n_new >= max_new_messages) {
+                    active[i] = 0;
+                    left--;
+                }
                 cllm_reply_free(&rep[k]);
             }
         }
     }
     if (rc == CLLM_OK) rc = CLLM__BATCH_RESULT(st, n, "conversations", err);
     if (st != status) CLLM_FREE(st);
-    CLLM_FREE(idx); CLLM_FREE(active); CLLM_FREE(view); CLLM_FREE(g); CLLM_FREE(rep);
+    CLLM_FREE(idx);
+    CLLM_FREE(active);
+    CLLM_FREE(view);
+    CLLM_FREE(g);
+    CLLM_FREE(rep);
     return rc;
 }
 
-/* ---- replies, and calling simulators and assistants ---------------------------------------- */
-
 CLLMDEF void cllm_reply_free(cllm_reply *r) {
     if (!r) return;
-    CLLM_FREE(r->text); CLLM_FREE(r->thought); CLLM_FREE(r->current_answer);
+    CLLM_FREE(r->text);
+    CLLM_FREE(r->thought);
+    CLLM_FREE(r->current_answer);
     memset(r, 0, sizeof *r);
 }
 
@@ -4418,8 +4505,10 @@ CLLMDEF cllm_result cllm_reply_set(cllm_reply *out, const char *text, int termin
 static cllm_result cllm__replies_check(cllm_reply *out, int n, const char *who, cllm_err *err) {
     int i;
     for (i = 0; i < n; i++) {
-        if (out[i].code == CLLM_OK && !out[i].text) cllm__fail(&out[i].err, out[i].code = CLLM_ERR_FORMAT, "%s returned no text", who);
-        if (out[i].code != CLLM_OK && !out[i].err.msg[0]) cllm__fail(&out[i].err, out[i].code, "%s failed (%s)", who, cllm_result_string(out[i].code));
+        if (out[i].code == CLLM_OK && !out[i].text)
+            cllm__fail(&out[i].err, out[i].code = CLLM_ERR_FORMAT, "%s returned no text", who);
+        if (out[i].code != CLLM_OK && !out[i].err.msg[0])
+            cllm__fail(&out[i].err, out[i].code, "%s failed (%s)", who, cllm_result_string(out[i].code));
     }
     return CLLM__BATCH_RESULT(out, n, "replies", err);
 }
@@ -4428,29 +4517,39 @@ CLLMDEF cllm_result cllm_user_sim_turns(const cllm_user_sim *sim, const cllm_goa
                                         int n, cllm_reply *out, cllm_err *err) {
     int i;
     if (!sim || (!sim->turn && !sim->turn_batch) || n < 0 || (n > 0 && (!goals || !histories || !out)))
-        return cllm__fail(err, CLLM_ERR_ARG, "user simulator: needs a simulator with turn or turn_batch, goals, histories and out");
-    if (n == 0) { cllm__ok(err); return CLLM_OK; }
-    for (i = 0; i < n; i++) memset(&out[i], 0, sizeof out[i]);
+        return cllm__fail(err, CLLM_ERR_ARG,
+                          "user simulator: needs a simulator with turn or turn_batch, goals, histories and out");
+    if (n == 0) {
+        cllm__ok(err);
+        return CLLM_OK;
+    }
+    memset(out, 0, (size_t)n * sizeof *out);
     if (sim->turn_batch) sim->turn_batch(sim->ctx, goals, histories, n, out);
-    else for (i = 0; i < n; i++) out[i].code = sim->turn(sim->ctx, &goals[i], &histories[i], &out[i]);
+    for (i = 0; !sim->turn_batch && i < n; i++) out[i].code = sim->turn(sim->ctx, &goals[i], &histories[i], &out[i]);
     return cllm__replies_check(out, n, "the user simulator", err);
 }
 
-CLLMDEF cllm_result cllm_assistant_replies(const cllm_assistant *a, const cllm_conv *histories, int n, cllm_reply *out, cllm_err *err) {
+CLLMDEF cllm_result cllm_assistant_replies(const cllm_assistant *a, const cllm_conv *histories, int n,
+                                           cllm_reply *out, cllm_err *err) {
     int i;
     if (!a || (!a->respond && !a->respond_batch) || n < 0 || (n > 0 && (!histories || !out)))
-        return cllm__fail(err, CLLM_ERR_ARG, "assistant: needs an assistant with respond or respond_batch, histories and out");
-    if (n == 0) { cllm__ok(err); return CLLM_OK; }
-    for (i = 0; i < n; i++) memset(&out[i], 0, sizeof out[i]);
+        return cllm__fail(err, CLLM_ERR_ARG,
+                          "assistant: needs an assistant with respond or respond_batch, histories and out");
+    if (n == 0) {
+        cllm__ok(err);
+        return CLLM_OK;
+    }
+    memset(out, 0, (size_t)n * sizeof *out);
     if (a->respond_batch) a->respond_batch(a->ctx, histories, n, out);
-    else for (i = 0; i < n; i++) out[i].code = a->respond(a->ctx, &histories[i], &out[i]);
+    for (i = 0; !a->respond_batch && i < n; i++) out[i].code = a->respond(a->ctx, &histories[i], &out[i]);
     return cllm__replies_check(out, n, "the assistant", err);
 }
 
-/* ---- (a) the LLM user simulator ------------------------------------------------------------ */
+/* ---- the user simulator (paper appendix D.1) ------------------------------------------------- */
 
-/* The project's own wording of CollabLLM's simulator instructions (paper App. D.1): role-play a
-   user who knows a hidden goal, spend little effort, let the assistant ask, end with a signal. */
+/* The project's own wording of CollabLLM's simulator instructions (paper appendix D.1): role-play a
+   user who knows a hidden goal, spend little effort, let the assistant ask, end with a signal. The
+   history is rendered "**User**: ..." / "**Assistant**: ..." without system messages, as CollabLLM's. */
 static const char cllm__prompt_user_sim[] =
     "You are role-playing a human user who is working with an AI assistant to get something done. "
     "Everything between the START and END markers below is private to you: the assistant has never seen it.\n"
@@ -4462,14 +4561,19 @@ static const char cllm__prompt_user_sim[] =
     "=== CONVERSATION SO FAR START (private) ===\n{{history}}\n=== CONVERSATION SO FAR END ===\n"
     "\n"
     "How to play the user:\n"
-    "- Stay in character. You are the person who needs help: do not solve the task yourself and do not act like an assistant.\n"
-    "- Put in as little effort as a busy person would. Early on, ask loosely and leave details out; let the assistant find out what it needs by asking you.\n"
-    "- Know only what such a user would plausibly know about the subject, and now and then be imprecise or slightly wrong.\n"
+    "- Stay in character. You are the person who needs help: do not solve the task yourself and do not act like an "
+    "assistant.\n"
+    "- Put in as little effort as a busy person would. Early on, ask loosely and leave details out; let the assistant "
+    "find out what it needs by asking you.\n"
+    "- Know only what such a user would plausibly know about the subject, and now and then be imprecise or slightly "
+    "wrong.\n"
     "- Have tastes and say them when they matter, for instance that you want a short answer or a particular style.\n"
     "- Keep working toward your goal and do not drift to other topics.\n"
-    "- Reply to what the assistant said last, in the light of the conversation so far. If there are no messages yet, write your opening request.\n"
+    "- Reply to what the assistant said last, in the light of the conversation so far. If there are no messages yet, "
+    "write your opening request.\n"
     "- Reveal your goal bit by bit and in your own words; never paste it.\n"
-    "- When you are satisfied, or when it is clear the assistant cannot help any further, your response must be exactly {{termination}}\n"
+    "- When you are satisfied, or when it is clear the assistant cannot help any further, your response must be "
+    "exactly {{termination}}\n"
     "\n"
     "Reply with one JSON object and nothing else:\n"
     "{\n"
@@ -4478,14 +4582,19 @@ static const char cllm__prompt_user_sim[] =
     "  \"response\": \"the message you send to the assistant, or {{termination}}\"\n"
     "}\n";
 
-CLLMDEF cllm_result cllm_user_sim_prompt(const cllm_llm_sim_config *cfg, const cllm_goal *goal, const cllm_conv *history,
-                                         char **out, cllm_err *err) {
+/* The simulator's prompt for one conversation: the template with {{task_desc}}, {{goal}} (the
+   single-turn request, and the reference result when the goal carries one), {{history}} and
+   {{termination}} filled in. */
+CLLMDEF cllm_result cllm_user_sim_prompt(const cllm_llm_sim_config *cfg, const cllm_goal *goal,
+                                         const cllm_conv *history, char **out, cllm_err *err) {
     static const char *names[] = { "task_desc", "goal", "history", "termination" };
     const char *values[4];
+    const char *tmpl = cfg && cfg->prompt ? cfg->prompt : cllm__prompt_user_sim;
     cllm__sb g = { NULL, 0, 0, 0 };
     char *hist, *goal_text;
     *out = NULL;
-    if (!goal || !goal->prompt) return cllm__fail(err, CLLM_ERR_ARG, "the simulator needs a goal with a prompt (single_turn_prompt)");
+    if (!goal || !goal->prompt)
+        return cllm__fail(err, CLLM_ERR_ARG, "the simulator needs a goal with a prompt (single_turn_prompt)");
     cllm__sb_puts(&g, goal->prompt);
     if (goal->reference) {
         cllm__sb_puts(&g, "\n\nA reference result that would satisfy you (also private):\n");
@@ -4497,30 +4606,35 @@ CLLMDEF cllm_result cllm_user_sim_prompt(const cllm_llm_sim_config *cfg, const c
     values[1] = goal_text;
     values[2] = hist;
     values[3] = cfg && cfg->termination ? cfg->termination : CLLM_TERMINATION_SIGNAL;
-    if (goal_text && hist) *out = cllm__fill(cfg && cfg->prompt ? cfg->prompt : cllm__prompt_user_sim, names, values, 4);
-    CLLM_FREE(goal_text); CLLM_FREE(hist);
+    if (goal_text && hist) *out = cllm__fill(tmpl, names, values, 4);
+    CLLM_FREE(goal_text);
+    CLLM_FREE(hist);
     if (!*out) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory building the simulator prompt");
     return CLLM_OK;
 }
 
+/* The simulator's answer {current_answer, thought, response} read leniently (cllm_json_parse_lenient):
+   the message is "response", trimmed as CollabLLM's .strip(); it ends the conversation when it
+   holds the termination signal. A bare signal without the JSON is accepted too. */
 CLLMDEF cllm_result cllm_user_sim_parse(const char *model_output, const char *termination, cllm_reply *out) {
     cJSON *o;
     const char *resp;
+    char *trimmed;
     cllm_reply_free(out);
     if (!termination) termination = CLLM_TERMINATION_SIGNAL;
     if (!model_output) return out->code = cllm__fail(&out->err, CLLM_ERR_ARG, "user simulator reply: no text");
     o = cllm_json_parse_lenient(model_output, &out->err);
     if (!o) {
-        /* a bare termination signal is an unambiguous answer even without the JSON around it */
-        char *t = cllm__strdup_trim(model_output);
-        int bare = t && strcmp(t, termination) == 0;
-        CLLM_FREE(t);
+        int bare;
+        trimmed = cllm__strdup_trim(model_output);
+        bare = trimmed && strcmp(trimmed, termination) == 0;
+        CLLM_FREE(trimmed);
         if (bare) return cllm_reply_set(out, termination, 1);
         return out->code = out->err.code;
     }
     resp = cllm__json_str(o, "response");
     if (resp && (out->text = cllm__json_text(o, "response", &out->err)) != NULL) {
-        char *trimmed = cllm__strdup_trim(out->text);
+        trimmed = cllm__strdup_trim(out->text);
         CLLM_FREE(out->text);
         out->text = trimmed;
     }
@@ -4539,64 +4653,61 @@ CLLMDEF cllm_result cllm_user_sim_parse(const char *model_output, const char *te
     return out->code = out->err.code;
 }
 
-typedef struct cllm__sim_job { cllm_llm_sim *sim; cllm_reply *out; } cllm__sim_job;
+typedef struct cllm__sim_job {
+    const cllm_llm_sim_config *cfg;
+    const char                *model;
+    cllm_reply                *out;
+} cllm__sim_job;
 
-static int cllm__sim_take(void *ctx, int i, const cllm_chat_result *res, int last) {
+/* Takes the backend's answer for conversation i: a failed call is final (the backend already
+   retried it); an answer the parser refuses is asked again unless this was the last try. */
+static int cllm__sim_take(void *ctx, int i, const cllm_reply *answer, int last) {
     cllm__sim_job *job = (cllm__sim_job *)ctx;
     cllm_reply *r = &job->out[i];
-    if (res->code != CLLM_OK) { cllm_reply_free(r); r->code = res->code; r->err = res->err; return 1; }
-    cllm_user_sim_parse(res->content, job->sim->cfg.termination, r);
-    snprintf(r->meta.finish_reason, sizeof r->meta.finish_reason, "%s", res->finish_reason);
-    r->meta.replaced = res->replaced;
-    if (r->code != CLLM_OK && last) {              /* say who gave up, and after how many answers */
-        char why[CLLM_ERRMSG_SIZE];
-        const cllm_llm_sim_config *c = &job->sim->cfg;
-        snprintf(why, sizeof why, "%s", r->err.msg);
-        cllm__fail(&r->err, r->code, "user simulator%s%s: no usable answer in %d tries; the last: %s", c->params.model ? " " : "",
-                   c->params.model ? c->params.model : "", 1 + (c->max_parse_retries > 0 ? c->max_parse_retries : 0), why);
+    char why[CLLM_ERRMSG_SIZE];
+    if (answer->code != CLLM_OK) {
+        cllm_reply_free(r);
+        r->code = answer->code;
+        r->err = answer->err;
+        return 1;
     }
-    return r->code == CLLM_OK || last;
+    cllm_user_sim_parse(answer->text, job->cfg->termination, r);
+    r->meta = answer->meta;
+    if (r->code == CLLM_OK || !last) return r->code == CLLM_OK;
+    snprintf(why, sizeof why, "%s", r->err.msg);            /* say who gave up, and after how many answers */
+    cllm__fail(&r->err, r->code, "user simulator%s%s: no usable answer in %d tries; the last: %s",
+               job->model ? " " : "", job->model ? job->model : "", 1 + job->cfg->max_parse_retries, why);
+    return 1;
 }
 
-static cllm_result cllm__llm_sim_batch(void *ctx, const cllm_goal *goals, const cllm_conv *histories, int n, cllm_reply *out) {
-    cllm_llm_sim *s = (cllm_llm_sim *)ctx;
+/* The simulator on a chat backend (section II.7): one prompt per conversation as a single user
+   message, all sent together; an answer that the parser refuses is asked again (a new sample), up to
+   cfg->max_parse_retries times. out: n zeroed replies. */
+static void cllm__user_sim_ask(const cllm_chat_backend *backend, const cllm_llm_sim_config *cfg,
+                               const cllm_goal *goals, const cllm_conv *histories, int n, cllm_reply *out) {
     char **prompts = (char **)cllm__calloc((size_t)n + 1, sizeof(char *));
     cllm__sim_job job;
     int i;
-    for (i = 0; i < n; i++) cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the simulator was asked");
-    if (!prompts) return CLLM_ERR_NOMEM;
     for (i = 0; i < n; i++)
-        if (cllm_user_sim_prompt(&s->cfg, &goals[i], &histories[i], &prompts[i], &out[i].err) != CLLM_OK) out[i].code = out[i].err.code;
-    job.sim = s;
+        cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the simulator was asked");
+    if (!prompts) return;
+    for (i = 0; i < n; i++)
+        if (cllm_user_sim_prompt(cfg, &goals[i], &histories[i], &prompts[i], &out[i].err) != CLLM_OK)
+            out[i].code = out[i].err.code;
+    job.cfg = cfg;
+    job.model = backend->name;
     job.out = out;
-    cllm__ask_all(s->client, prompts, n, &s->cfg.params, s->cfg.json_mode, s->cfg.max_parse_retries, cllm__sim_take, &job);
+    cllm__ask_all(backend, prompts, n, cfg->json_mode, cfg->max_parse_retries, cllm__sim_take, &job);
     for (i = 0; i < n; i++) CLLM_FREE(prompts[i]);
     CLLM_FREE(prompts);
-    return CLLM_OK;
 }
 
-static cllm_result cllm__llm_sim_turn(void *ctx, const cllm_goal *goal, const cllm_conv *history, cllm_reply *out) {
-    cllm__llm_sim_batch(ctx, goal, history, 1, out);
-    return out->code;
-}
+/* ---- the judges (paper appendix D.4) --------------------------------------------------------- */
 
-CLLMDEF void cllm_llm_sim_init(cllm_llm_sim *s, cllm_client *client, const cllm_llm_sim_config *cfg) {
-    memset(s, 0, sizeof *s);
-    if (cfg) s->cfg = *cfg;
-    s->cfg.params = cllm__params_def(s->cfg.params, 1.0, 1024);
-    s->cfg.termination = cllm__def(s->cfg.termination, CLLM_TERMINATION_SIGNAL);
-    s->cfg.max_parse_retries = cllm__retries_def(s->cfg.max_parse_retries);
-    s->client = client;
-    s->sim.turn = cllm__llm_sim_turn;
-    s->sim.turn_batch = cllm__llm_sim_batch;
-    s->sim.ctx = s;
-}
-
-/* ---- LLM judges ---------------------------------------------------------------------------- */
-
-/* The project's own wording of CollabLLM's judges (paper App. D.4; v2 metrics): interactivity on
-   [0, 1] with three illustrated anchors, accuracy as 0/1 against a ground truth, and extraction
-   of the final artifact with all revisions applied. */
+/* The project's own wording of CollabLLM's judges (paper appendix D.4; CollabLLM v2's metrics): the
+   interactivity of R_LLM on [0, 1] with three illustrated anchors, the accuracy of R_ext as 0/1
+   against a ground truth, and Extract(t), the final artifact with every revision applied. A judge
+   reads the conversation as "User: ..." / "Assistant: ..." lines. */
 static const char cllm__prompt_interactivity[] =
     "You are reviewing a conversation between a user and an AI assistant. Judge how interactive the assistant was: "
     "did it engage with the user, keep its replies clear, work to understand what the user actually needed, and ask "
@@ -4606,9 +4717,11 @@ static const char cllm__prompt_interactivity[] =
     "\n"
     "Score it from 0 to 1:\n"
     "- 1, highly interactive: the assistant checks its understanding and asks pointed questions at the right moments. "
-    "Example: before drafting a cover letter it asks which job and which strengths to stress, then builds on the answers.\n"
+    "Example: before drafting a cover letter it asks which job and which strengths to stress, then builds on the "
+    "answers.\n"
     "- 0.5, moderately interactive: the assistant engages but misses chances. "
-    "Example: it asks one generic question, or makes an assumption it should have checked, and otherwise just delivers.\n"
+    "Example: it asks one generic question, or makes an assumption it should have checked, and otherwise just "
+    "delivers.\n"
     "- 0, not interactive: the assistant answers mechanically. "
     "Example: it writes a long answer to a vague request without asking anything or acknowledging what was unclear.\n"
     "Scores between the anchors are allowed.\n"
@@ -4646,19 +4759,9 @@ static const char cllm__prompt_extract[] =
 
 CLLMDEF void cllm_judgement_free(cllm_judgement *j) {
     if (!j) return;
-    CLLM_FREE(j->text); CLLM_FREE(j->thought);
+    CLLM_FREE(j->text);
+    CLLM_FREE(j->thought);
     memset(j, 0, sizeof *j);
-}
-
-CLLMDEF void cllm_judge_init(cllm_judge *j, cllm_client *client, const cllm_judge_config *cfg) {
-    memset(j, 0, sizeof *j);
-    if (cfg) j->cfg = *cfg;
-    j->cfg.params = cllm__params_def(j->cfg.params, -1.0, 2048);       /* -1 sends temperature 0 */
-    j->cfg.max_parse_retries = cllm__retries_def(j->cfg.max_parse_retries);
-    j->cfg.interactivity_prompt = cllm__def(j->cfg.interactivity_prompt, cllm__prompt_interactivity);
-    j->cfg.accuracy_prompt = cllm__def(j->cfg.accuracy_prompt, cllm__prompt_accuracy);
-    j->cfg.extract_prompt = cllm__def(j->cfg.extract_prompt, cllm__prompt_extract);
-    j->client = client;
 }
 
 /* Each kind of verdict reads its JSON into the judgement (CLLM_ERR_FORMAT = ask again). */
@@ -4666,15 +4769,19 @@ typedef cllm_result (*cllm__verdict_fn)(const cJSON *o, cllm_judgement *j);
 
 static cllm_result cllm__verdict_interactivity(const cJSON *o, cllm_judgement *j) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "interactivity");
-    if (!v || !cllm__json_number(v, &j->score)) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no numeric \"interactivity\"");
-    if (!(j->score >= 0.0 && j->score <= 1.0)) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "interactivity %g is outside [0, 1]", j->score);
+    if (!v || !cllm__json_number(v, &j->score))
+        return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no numeric \"interactivity\"");
+    if (!(j->score >= 0.0 && j->score <= 1.0))
+        return cllm__fail(&j->err, CLLM_ERR_FORMAT, "interactivity %g is outside [0, 1]", j->score);
     return CLLM_OK;
 }
 
 static cllm_result cllm__verdict_accuracy(const cJSON *o, cllm_judgement *j) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "accuracy");
-    if (!v || !cllm__json_number(v, &j->score)) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no numeric \"accuracy\"");
-    if (j->score != 0.0 && j->score != 1.0) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "accuracy %g is not 0 or 1", j->score);
+    if (!v || !cllm__json_number(v, &j->score))
+        return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no numeric \"accuracy\"");
+    if (j->score != 0.0 && j->score != 1.0)
+        return cllm__fail(&j->err, CLLM_ERR_FORMAT, "accuracy %g is not 0 or 1", j->score);
     return CLLM_OK;
 }
 
@@ -4682,37 +4789,50 @@ static cllm_result cllm__verdict_extract(const cJSON *o, cllm_judgement *j) {
     /* final_answer: CollabLLM v1's key */
     const char *key = cllm__json_str(o, "final_completion") ? "final_completion" : "final_answer";
     const char *t = cllm__json_str(o, key);
-    if (!t || !*t) return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no non-empty string \"final_completion\"");
+    if (!t || !*t)
+        return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no non-empty string \"final_completion\"");
     if (!(j->text = cllm__json_text(o, key, &j->err))) return j->err.code;
     return CLLM_OK;
 }
 
-typedef struct cllm__judge_job { cllm__verdict_fn verdict; cllm_judgement *out; const char *model; } cllm__judge_job;
+typedef struct cllm__judge_job {
+    cllm__verdict_fn verdict;
+    cllm_judgement  *out;
+    const char      *model;
+} cllm__judge_job;
 
-static int cllm__judge_take(void *ctx, int i, const cllm_chat_result *res, int last) {
+static int cllm__judge_take(void *ctx, int i, const cllm_reply *answer, int last) {
     cllm__judge_job *job = (cllm__judge_job *)ctx;
     cllm_judgement *j = &job->out[i];
     cJSON *o;
     cllm_judgement_free(j);
-    if (res->code != CLLM_OK) {                   /* the client's message names the endpoint, status and reason */
-        j->code = cllm__fail(&j->err, res->code, "judge %s: %s", job->model ? job->model : "(client model)",
-                             res->err.msg);
+    if (answer->code != CLLM_OK) {                /* the client's message names the endpoint, status and reason */
+        j->code = cllm__fail(&j->err, answer->code, "judge %s: %s", job->model ? job->model : "(client model)",
+                             answer->err.msg);
         return 1;
     }
-    o = cllm_json_parse_lenient(res->content, &j->err);
+    o = cllm_json_parse_lenient(answer->text, &j->err);
     j->code = o ? job->verdict(o, j) : j->err.code;
-    if (j->code == CLLM_OK) { j->thought = cllm__json_text(o, "thought", NULL); cllm__ok(&j->err); }
+    if (j->code == CLLM_OK) {
+        j->thought = cllm__json_text(o, "thought", NULL);
+        cllm__ok(&j->err);
+    }
     cJSON_Delete(o);
     return j->code == CLLM_OK || last;
 }
 
 /* Fills a template for one item, or records in out why it cannot (a missing value). */
-static char *cllm__judge_fill(cllm_judgement *out, const char *tmpl, const char *const *names, const char *const *values, int nv) {
+static char *cllm__judge_fill(cllm_judgement *out, const char *tmpl, const char *const *names,
+                              const char *const *values, int nv) {
     char *p;
     int k;
-    for (k = 0; k < nv; k++)
-        if (!values[k]) { cllm__fail(&out->err, out->code = CLLM_ERR_ARG, "judge item: missing {{%s}}", names[k]); return NULL; }
-    if (!(p = cllm__fill(tmpl, names, values, nv))) cllm__fail(&out->err, out->code = CLLM_ERR_NOMEM, "out of memory");
+    for (k = 0; k < nv; k++) {
+        if (values[k]) continue;
+        cllm__fail(&out->err, out->code = CLLM_ERR_ARG, "judge item: missing {{%s}}", names[k]);
+        return NULL;
+    }
+    p = cllm__fill(tmpl, names, values, nv);
+    if (!p) cllm__fail(&out->err, out->code = CLLM_ERR_NOMEM, "out of memory");
     return p;
 }
 
@@ -4749,13 +4869,17 @@ static char *cllm__build_extract(const cllm_judge *jg, const void *items, int i,
     const char *values[3];
     cllm__sb req = { NULL, 0, 0, 0 };
     char *text = it->conv ? cllm__conv_text(it->conv, 0) : NULL, *rq, *p;
-    if (it->requirement) { cllm__sb_puts(&req, "Additional requirement: "); cllm__sb_puts(&req, it->requirement); }
+    if (it->requirement) {
+        cllm__sb_puts(&req, "Additional requirement: ");
+        cllm__sb_puts(&req, it->requirement);
+    }
     rq = cllm__sb_take(&req);
     values[0] = text;
     values[1] = it->kind ? it->kind : "document";
     values[2] = rq;
     p = cllm__judge_fill(out, jg->cfg.extract_prompt, names, values, 3);
-    CLLM_FREE(text); CLLM_FREE(rq);
+    CLLM_FREE(text);
+    CLLM_FREE(rq);
     return p;
 }
 
@@ -4766,36 +4890,58 @@ static cllm_result cllm__judge_all(cllm_judge *jg, const void *items, int n, cll
     cllm__judge_job job;
     char **prompts;
     int i;
-    if (!jg || !jg->client || n < 0 || (n > 0 && (!items || !out)))
+    if (!jg || !jg->api.client || n < 0 || (n > 0 && (!items || !out)))
         return cllm__fail(err, CLLM_ERR_ARG, "judge: needs an initialised judge, items and results");
-    if (n == 0) { cllm__ok(err); return CLLM_OK; }
-    for (i = 0; i < n; i++) { memset(&out[i], 0, sizeof out[i]); cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the judge was asked"); }
-    if (!(prompts = (char **)cllm__calloc((size_t)n, sizeof(char *)))) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if (n == 0) {
+        cllm__ok(err);
+        return CLLM_OK;
+    }
+    for (i = 0; i < n; i++) {
+        memset(&out[i], 0, sizeof out[i]);
+        cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the judge was asked");
+    }
+    prompts = (char **)cllm__calloc((size_t)n, sizeof(char *));
+    if (!prompts) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     for (i = 0; i < n; i++) prompts[i] = prompt(jg, items, i, &out[i]);
     job.verdict = verdict;
     job.out = out;
-    job.model = jg->cfg.params.model ? jg->cfg.params.model : jg->client->model;
-    cllm__ask_all(jg->client, prompts, n, &jg->cfg.params, jg->cfg.json_mode, jg->cfg.max_parse_retries, cllm__judge_take, &job);
+    job.model = jg->api.backend.name;
+    cllm__ask_all(&jg->api.backend, prompts, n, jg->cfg.json_mode, jg->cfg.max_parse_retries, cllm__judge_take, &job);
     for (i = 0; i < n; i++) CLLM_FREE(prompts[i]);
     CLLM_FREE(prompts);
     return CLLM__BATCH_RESULT(out, n, "judgements", err);
 }
 
-CLLMDEF cllm_result cllm_judge_interactivity(cllm_judge *jg, const cllm_conv *convs, int n, cllm_judgement *out, cllm_err *err) {
+CLLMDEF cllm_result cllm_judge_interactivity(cllm_judge *jg, const cllm_conv *convs, int n, cllm_judgement *out,
+                                             cllm_err *err) {
     return cllm__judge_all(jg, convs, n, cllm__build_interactivity, cllm__verdict_interactivity, out, err);
 }
 
-CLLMDEF cllm_result cllm_judge_accuracy(cllm_judge *jg, const cllm_accuracy_item *items, int n, cllm_judgement *out, cllm_err *err) {
+CLLMDEF cllm_result cllm_judge_accuracy(cllm_judge *jg, const cllm_accuracy_item *items, int n, cllm_judgement *out,
+                                        cllm_err *err) {
     return cllm__judge_all(jg, items, n, cllm__build_accuracy, cllm__verdict_accuracy, out, err);
 }
 
-CLLMDEF cllm_result cllm_judge_extract(cllm_judge *jg, const cllm_extract_item *items, int n, cllm_judgement *out, cllm_err *err) {
+CLLMDEF cllm_result cllm_judge_extract(cllm_judge *jg, const cllm_extract_item *items, int n, cllm_judgement *out,
+                                       cllm_err *err) {
     return cllm__judge_all(jg, items, n, cllm__build_extract, cllm__verdict_extract, out, err);
 }
 
 /* -------------------------------------------------------------------------------------------- */
-/* Data generation, pairs, evaluation                                                            */
+/* I.5 Data generation (paper appendix B.1): candidates scored by MR, SFT rows and DPO pairs    */
 /* -------------------------------------------------------------------------------------------- */
+
+/* Offline data generation, paper appendix B.1 (figure 8), one conversation per task:
+     1. the simulated user opens the conversation from the task's single-turn prompt;
+     2. at every turn the candidate model samples k responses (CollabLLM's command line: k = 2);
+     3. each candidate is scored by MR (cllm_mr_score, I.4) and recorded with its score;
+     4. the best candidate continues the conversation (ties: the first);
+     5. the next user message is taken from the best candidate's longest simulated future (CollabLLM v2),
+        or asked of the simulator when the future holds none;
+     6. the conversation ends when the user terminates or after max_turns user turns.
+   The records (data_fmt/records.md) then give SFT rows and DPO pairs (cllm_build_pairs). */
+
+/* ---- records: one JSON line per scored candidate --------------------------------------------- */
 
 /* Appends o to b as one JSONL line, or fails when that line would be longer than our readers
    accept (CLLM_MAX_LINE_BYTES): nothing is written that could not be read back. */
@@ -4840,7 +4986,11 @@ static cJSON *cllm__record_json(const cllm_mr_config *mr, const cllm_task *task,
     cJSON *o = cJSON_CreateObject(), *rewards, *sessions;
     double *vals = (double *)cllm__calloc((size_t)r->n_samples + 1, sizeof(double));
     int s, m, incomplete = cllm__conv_incomplete(history) + cllm_msg_incomplete(meta);
-    if (!o || !vals) { cJSON_Delete(o); CLLM_FREE(vals); return NULL; }
+    if (!o || !vals) {
+        cJSON_Delete(o);
+        CLLM_FREE(vals);
+        return NULL;
+    }
     cJSON_AddItemToObject(o, "prompt", cllm_conv_to_json(history));
     cJSON_AddStringToObject(o, "completion", candidate);
     if (meta->finish_reason[0]) cJSON_AddStringToObject(o, "completion_finish_reason", meta->finish_reason);
@@ -4848,13 +4998,14 @@ static cJSON *cllm__record_json(const cllm_mr_config *mr, const cllm_task *task,
     if (incomplete) cJSON_AddNumberToObject(o, "incomplete_messages", incomplete);
     cJSON_AddNumberToObject(o, "conv_id", conv_id);
     cJSON_AddNumberToObject(o, "turn_id", history->n);
-    if (r->code == CLLM_OK) cJSON_AddNumberToObject(o, "score", r->mr); else cJSON_AddNullToObject(o, "score");
+    cJSON_AddItemToObject(o, "score", r->code == CLLM_OK ? cJSON_CreateNumber(r->mr) : cJSON_CreateNull());
     rewards = cJSON_AddObjectToObject(o, "rewards");
     for (s = 0; s < r->n_samples; s++) vals[s] = r->samples[s].reward;
     cJSON_AddItemToObject(rewards, "MR", cllm__double_array(vals, r->n_samples));
     for (m = 0; m < mr->n_metrics; m++) {
         for (s = 0; s < r->n_samples; s++) vals[s] = r->samples[s].metrics[m];
-        cJSON_AddItemToObject(rewards, mr->metrics[m].name ? mr->metrics[m].name : "metric", cllm__double_array(vals, r->n_samples));
+        cJSON_AddItemToObject(rewards, mr->metrics[m].name ? mr->metrics[m].name : "metric",
+                              cllm__double_array(vals, r->n_samples));
     }
     if (mr->variant == CLLM_MR_PAPER) {
         for (s = 0; s < r->n_samples; s++) vals[s] = r->samples[s].tokens;
@@ -4867,32 +5018,146 @@ static cJSON *cllm__record_json(const cllm_mr_config *mr, const cllm_task *task,
     return o;
 }
 
-/* Reads an existing records file: which conversations are complete (all their task_rows rows
-   present), and whether anything else (a half-written task, a torn last line) must be dropped.
-   done[conv_id] = 1 for complete ones (conv ids index the task list). */
+/* ---- one conversation (steps 1-6) ------------------------------------------------------------ */
+
+/* One conversation of data generation (steps 1-6 above); its records (without task_rows yet) go to rows. */
+static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm_user_sim *user,
+                                      const cllm_assistant *cand, const cllm_assistant *future, const cllm_task *task,
+                                      int conv_id, cJSON *rows, cllm_err *err) {
+    int k = cllm__def(cfg->n_candidates, 2);
+    int max_turns = cllm__def(cfg->max_turns, 7);
+    int turn, i, best;
+    cllm_goal goal;
+    cllm_conv history;
+    cllm_reply ureply;
+    cllm_conv *views = (cllm_conv *)cllm__calloc((size_t)k, sizeof(cllm_conv));
+    cllm_reply *replies = (cllm_reply *)cllm__calloc((size_t)k, sizeof(cllm_reply));
+    cllm_mr_item *items = (cllm_mr_item *)cllm__calloc((size_t)k, sizeof(cllm_mr_item));
+    cllm_mr_result *res = (cllm_mr_result *)cllm__calloc((size_t)k, sizeof(cllm_mr_result));
+    cllm_result rc = CLLM_OK;
+    memset(&ureply, 0, sizeof ureply);
+    memset(&history, 0, sizeof history);
+    goal.task_desc = cfg->task_desc ? cfg->task_desc : "a task";
+    goal.prompt = task->prompt;
+    goal.reference = cfg->show_reference ? task->completion : NULL;
+    if (!views || !replies || !items || !res) {
+        rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+
+    /* 1. the simulated user opens the conversation */
+    if ((rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err)) != CLLM_OK) goto done;
+    if ((rc = cllm_conv_push_meta(&history, "user", ureply.text, &ureply.meta, err)) != CLLM_OK) goto done;
+    for (turn = 0; turn < max_turns && !ureply.terminated; turn++) {
+        int longest = -1, s;
+        for (i = 0; i < k; i++) views[i] = history;
+        if ((rc = cllm_assistant_replies(cand, views, k, replies, err)) != CLLM_OK) goto done;   /* 2. */
+        for (i = 0; i < k; i++) {
+            items[i].goal = &goal;
+            items[i].task = task;
+            items[i].history = &history;
+            items[i].candidate = replies[i].text;
+        }
+        cllm_mr_score(&cfg->mr, user, future, items, k, res, err);   /* 3. per-candidate failures are in res */
+        for (i = 0, best = -1; i < k; i++) {
+            cJSON *row;
+            size_t bytes = cllm__conv_json_bytes(&history);
+            bytes += cllm__json_escaped_len(replies[i].text, strlen(replies[i].text));
+            for (s = 0; s < res[i].n_samples; s++) bytes += cllm__conv_json_bytes(&res[i].samples[s].session);
+            if (bytes >= (size_t)CLLM_MAX_LINE_BYTES) {   /* refuse before building it */
+                rc = cllm__fail(err, CLLM_ERR_LIMIT,
+                                "turn %d, candidate %d: its record (history, candidate and %d simulated sessions) "
+                                "would take about %zu bytes as one line, more than our readers accept "
+                                "(CLLM_MAX_LINE_BYTES)", turn, i, res[i].n_samples, bytes);
+                goto done;
+            }
+            row = cllm__record_json(&cfg->mr, task, conv_id, &history, replies[i].text, &replies[i].meta, &res[i]);
+            if (!row) {
+                rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+                goto done;
+            }
+            cJSON_AddItemToArray(rows, row);
+            if (res[i].code == CLLM_OK && (best < 0 || res[i].mr > res[best].mr)) best = i;   /* 4. ties: the first */
+        }
+        if (best < 0) {
+            rc = cllm__fail(err, res[0].code ? res[0].code : CLLM_ERR_FORMAT,
+                            "turn %d: no candidate could be scored: %s", turn, res[0].err.msg);
+            goto done;
+        }
+        rc = cllm_conv_push_meta(&history, "assistant", replies[best].text, &replies[best].meta, err);
+        if (rc != CLLM_OK) goto done;
+        /* 5. the next user message: from the best candidate's longest simulated future */
+        for (s = 0; s < res[best].n_samples; s++)
+            if (res[best].samples[s].code == CLLM_OK &&
+                (longest < 0 || res[best].samples[s].session.n > res[best].samples[longest].session.n))
+                longest = s;
+        cllm_reply_free(&ureply);
+        if (longest >= 0 && res[best].samples[longest].session.n > history.n) {
+            const cllm_mr_sample *smp = &res[best].samples[longest];
+            cllm_reply_set(&ureply, smp->session.msgs[history.n].content,
+                           smp->terminated && smp->session.n == history.n + 1);
+            if (smp->session.meta) ureply.meta = smp->session.meta[history.n];
+        } else if ((rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err)) != CLLM_OK) goto done;
+        for (i = 0; i < k; i++) {
+            cllm_mr_result_free(&res[i]);
+            cllm_reply_free(&replies[i]);
+        }
+        if (!ureply.terminated) rc = cllm_conv_push_meta(&history, "user", ureply.text, &ureply.meta, err);
+        if (rc != CLLM_OK) goto done;
+    }
+done:
+    for (i = 0; i < k && res; i++) cllm_mr_result_free(&res[i]);
+    for (i = 0; i < k && replies; i++) cllm_reply_free(&replies[i]);
+    cllm_reply_free(&ureply);
+    cllm_conv_free(&history);
+    CLLM_FREE(views);
+    CLLM_FREE(replies);
+    CLLM_FREE(items);
+    CLLM_FREE(res);
+    return rc;
+}
+
+/* ---- the run: shards, a records file that survives a crash, progress ------------------------- */
+
+/* Each task's rows are appended together and flushed to disk, each row saying how many rows its task
+   has (task_rows): a crash loses at most the task in flight, and a restarted run keeps the finished
+   tasks, drops a half-written one, and continues. */
 /* Is o a row of conversation *id (< n_tasks) that says its conversation has *rows rows? The
    scan counts exactly these rows and the rewrite keeps exactly these. */
 static int cllm__datagen_row(const cJSON *o, int n_tasks, int *id, int *rows) {
-    *id = -1; *rows = 0;
-    return o && cllm__json_int(o, "conv_id", -1, id) && cllm__json_int(o, "task_rows", 0, rows) && *id >= 0 && *id < n_tasks && *rows > 0;
+    *id = -1;
+    *rows = 0;
+    if (!o || !cllm__json_int(o, "conv_id", -1, id) || !cllm__json_int(o, "task_rows", 0, rows)) return 0;
+    return *id >= 0 && *id < n_tasks && *rows > 0;
 }
 
+/* Reads an existing records file: which conversations are complete (all their task_rows rows
+   present), and whether anything else (a half-written task, a torn last line) must be dropped.
+   done[conv_id] = 1 for complete ones (conv ids index the task list). */
 static cllm_result cllm__datagen_scan(const char *path, int n_tasks, unsigned char *done, int *dirty, cllm_err *err) {
     FILE *f = fopen(path, "rb");
     char *line = NULL;
     size_t cap = 0;
-    int *count = (int *)cllm__calloc((size_t)n_tasks + 1, sizeof(int)), *want = (int *)cllm__calloc((size_t)n_tasks + 1, sizeof(int)), i, lineno = 0;
+    int *count = (int *)cllm__calloc((size_t)n_tasks + 1, sizeof(int));
+    int *want = (int *)cllm__calloc((size_t)n_tasks + 1, sizeof(int));
+    int i, lineno = 0;
     long len = -1;
     cllm_result rc = CLLM_OK;
     *dirty = 0;
-    if (!count || !want) { CLLM_FREE(count); CLLM_FREE(want); if (f) fclose(f); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    if (!count || !want) {
+        CLLM_FREE(count);
+        CLLM_FREE(want);
+        if (f) fclose(f);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
     if (f) {
         while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
             cJSON *o = len ? cJSON_ParseWithLength(line, (size_t)len) : NULL;
             int id, rows;
             lineno++;
             if (cllm__datagen_row(o, n_tasks, &id, &rows)) {
-                count[id]++; want[id] = rows;
+                count[id]++;
+                want[id] = rows;
             } else if (len) *dirty = 1;
             cJSON_Delete(o);
         }
@@ -4904,7 +5169,9 @@ static cllm_result cllm__datagen_scan(const char *path, int n_tasks, unsigned ch
         done[i] = count[i] > 0 && count[i] == want[i];
         if (count[i] && !done[i]) *dirty = 1;
     }
-    CLLM_FREE(line); CLLM_FREE(count); CLLM_FREE(want);
+    CLLM_FREE(line);
+    CLLM_FREE(count);
+    CLLM_FREE(want);
     return rc;
 }
 
@@ -4920,12 +5187,18 @@ static cllm_result cllm__datagen_compact(const char *path, int n_tasks, const un
     while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
         cJSON *o = len ? cJSON_ParseWithLength(line, (size_t)len) : NULL;
         int id, rows;
-        if (cllm__datagen_row(o, n_tasks, &id, &rows) && done[id]) { cllm__sb_putn(&keep, line, (size_t)len); cllm__sb_putc(&keep, '\n'); }
+        if (cllm__datagen_row(o, n_tasks, &id, &rows) && done[id]) {
+            cllm__sb_putn(&keep, line, (size_t)len);
+            cllm__sb_putc(&keep, '\n');
+        }
         cJSON_Delete(o);
     }
     fclose(f);
     CLLM_FREE(line);
-    if (keep.oom || len < -1) { cllm__sb_free(&keep); return len < -1 ? cllm__line_fail(err, path, 0, len) : cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    if (keep.oom || len < -1) {
+        cllm__sb_free(&keep);
+        return len < -1 ? cllm__line_fail(err, path, 0, len) : cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
     rc = cllm_write_file_atomic(path, keep.p ? keep.p : "", keep.n, err);
     cllm__sb_free(&keep);
     return rc;
@@ -4945,75 +5218,6 @@ static cllm_result cllm__append_durable(const char *path, const char *text, size
     return bad ? cllm__fail(err, CLLM_ERR_IO, "%s: write failed (%s)", path, strerror(errno)) : CLLM_OK;
 }
 
-/* One conversation of data generation; its records (without task_rows yet) go to rows. */
-static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm_user_sim *user, const cllm_assistant *cand,
-                                      const cllm_assistant *future, const cllm_task *task, int conv_id, cJSON *rows, cllm_err *err) {
-    int k = cllm__def(cfg->n_candidates, 2), max_turns = cllm__def(cfg->max_turns, 7), turn, i, best;
-    cllm_goal goal;
-    cllm_conv history, *views = (cllm_conv *)cllm__calloc((size_t)k, sizeof(cllm_conv));
-    cllm_reply *replies = (cllm_reply *)cllm__calloc((size_t)k, sizeof(cllm_reply)), ureply;
-    cllm_mr_item *items = (cllm_mr_item *)cllm__calloc((size_t)k, sizeof(cllm_mr_item));
-    cllm_mr_result *res = (cllm_mr_result *)cllm__calloc((size_t)k, sizeof(cllm_mr_result));
-    cllm_result rc = CLLM_OK;
-    memset(&ureply, 0, sizeof ureply);
-    memset(&history, 0, sizeof history);
-    goal.task_desc = cfg->task_desc ? cfg->task_desc : "a task";
-    goal.prompt = task->prompt;
-    goal.reference = cfg->show_reference ? task->completion : NULL;
-    if (!views || !replies || !items || !res) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-
-    /* the simulated user opens the conversation */
-    if ((rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err)) != CLLM_OK) goto done;
-    if ((rc = cllm_conv_push_meta(&history, "user", ureply.text, &ureply.meta, err)) != CLLM_OK) goto done;
-    for (turn = 0; turn < max_turns && !ureply.terminated; turn++) {
-        int longest = -1, s;
-        for (i = 0; i < k; i++) views[i] = history;
-        if ((rc = cllm_assistant_replies(cand, views, k, replies, err)) != CLLM_OK) goto done;
-        for (i = 0; i < k; i++) { items[i].goal = &goal; items[i].task = task; items[i].history = &history; items[i].candidate = replies[i].text; }
-        cllm_mr_score(&cfg->mr, user, future, items, k, res, err);   /* per-candidate failures are in res */
-        for (i = 0, best = -1; i < k; i++) {
-            cJSON *row;
-            size_t bytes = cllm__conv_json_bytes(&history);
-            bytes += cllm__json_escaped_len(replies[i].text, strlen(replies[i].text));
-            for (s = 0; s < res[i].n_samples; s++) bytes += cllm__conv_json_bytes(&res[i].samples[s].session);
-            if (bytes >= (size_t)CLLM_MAX_LINE_BYTES) {   /* refuse before building it */
-                rc = cllm__fail(err, CLLM_ERR_LIMIT,
-                                "turn %d, candidate %d: its record (history, candidate and %d simulated sessions) "
-                                "would take about %zu bytes as one line, more than our readers accept "
-                                "(CLLM_MAX_LINE_BYTES)",
-                                turn, i, res[i].n_samples, bytes);
-                goto done;
-            }
-            row = cllm__record_json(&cfg->mr, task, conv_id, &history, replies[i].text, &replies[i].meta, &res[i]);
-            if (!row) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
-            cJSON_AddItemToArray(rows, row);
-            if (res[i].code == CLLM_OK && (best < 0 || res[i].mr > res[best].mr)) best = i;   /* ties: the first */
-        }
-        if (best < 0) { rc = cllm__fail(err, res[0].code ? res[0].code : CLLM_ERR_FORMAT, "turn %d: no candidate could be scored: %s", turn, res[0].err.msg); goto done; }
-        rc = cllm_conv_push_meta(&history, "assistant", replies[best].text, &replies[best].meta, err);
-        if (rc != CLLM_OK) goto done;
-        /* the next user message: from the best candidate's longest simulated future */
-        for (s = 0; s < res[best].n_samples; s++)
-            if (res[best].samples[s].code == CLLM_OK && (longest < 0 || res[best].samples[s].session.n > res[best].samples[longest].session.n)) longest = s;
-        cllm_reply_free(&ureply);
-        if (longest >= 0 && res[best].samples[longest].session.n > history.n) {
-            const cllm_mr_sample *smp = &res[best].samples[longest];
-            cllm_reply_set(&ureply, smp->session.msgs[history.n].content, smp->terminated && smp->session.n == history.n + 1);
-            if (smp->session.meta) ureply.meta = smp->session.meta[history.n];
-        } else if ((rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err)) != CLLM_OK) goto done;
-        for (i = 0; i < k; i++) { cllm_mr_result_free(&res[i]); cllm_reply_free(&replies[i]); }
-        if (!ureply.terminated) rc = cllm_conv_push_meta(&history, "user", ureply.text, &ureply.meta, err);
-        if (rc != CLLM_OK) goto done;
-    }
-done:
-    for (i = 0; i < k && res; i++) cllm_mr_result_free(&res[i]);
-    for (i = 0; i < k && replies; i++) cllm_reply_free(&replies[i]);
-    cllm_reply_free(&ureply);
-    cllm_conv_free(&history);
-    CLLM_FREE(views); CLLM_FREE(replies); CLLM_FREE(items); CLLM_FREE(res);
-    return rc;
-}
-
 CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_user_sim *user,
                                      const cllm_assistant *candidates, const cllm_assistant *future_assistant,
                                      const cllm_task *tasks, int n_tasks, const char *out_path, cllm_err *err) {
@@ -5022,25 +5226,38 @@ CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_
     double t0 = cllm__now();
     cllm_result rc;
     cllm_err terr, first;
-    if (!cfg || !user || !candidates || !out_path || n_tasks < 0 || (n_tasks && !tasks)) return cllm__fail(err, CLLM_ERR_ARG, "data generation: needs a config, a user simulator, a candidate model, tasks and an output path");
-    n_shards = cllm__def(cfg->n_shards, 1); shard = cfg->shard;
-    if (shard < 0 || shard >= n_shards) return cllm__fail(err, CLLM_ERR_ARG, "data generation: shard %d is not in [0, %d)", shard, n_shards);
+    if (!cfg || !user || !candidates || !out_path || n_tasks < 0 || (n_tasks && !tasks))
+        return cllm__fail(err, CLLM_ERR_ARG, "data generation: needs a config, a user simulator, a candidate model, "
+                          "tasks and an output path");
+    n_shards = cllm__def(cfg->n_shards, 1);
+    shard = cfg->shard;
+    if (shard < 0 || shard >= n_shards)
+        return cllm__fail(err, CLLM_ERR_ARG, "data generation: shard %d is not in [0, %d)", shard, n_shards);
     done = (unsigned char *)cllm__calloc((size_t)n_tasks + 1, 1);
     if (!done) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    if ((rc = cllm__datagen_scan(out_path, n_tasks, done, &dirty, err)) != CLLM_OK) { CLLM_FREE(done); return rc; }
-    if (dirty && (rc = cllm__datagen_compact(out_path, n_tasks, done, err)) != CLLM_OK) { CLLM_FREE(done); return rc; }
+    if ((rc = cllm__datagen_scan(out_path, n_tasks, done, &dirty, err)) != CLLM_OK) {
+        CLLM_FREE(done);
+        return rc;
+    }
+    if (dirty && (rc = cllm__datagen_compact(out_path, n_tasks, done, err)) != CLLM_OK) {
+        CLLM_FREE(done);
+        return rc;
+    }
     for (t = shard; t < n_tasks; t += n_shards) n_todo += !done[t];
-    if (cfg->verbose) fprintf(stderr, "generate-data: %d tasks in shard %d/%d, %d already done, %d to go%s\n",
-                              (n_tasks - shard + n_shards - 1) / n_shards, shard, n_shards, (n_tasks - shard + n_shards - 1) / n_shards - n_todo, n_todo,
-                              dirty ? " (dropped a half-written task)" : "");
-    first.code = CLLM_OK; first.msg[0] = 0;
+    if (cfg->verbose)
+        fprintf(stderr, "generate-data: %d tasks in shard %d/%d, %d already done, %d to go%s\n",
+                (n_tasks - shard + n_shards - 1) / n_shards, shard, n_shards,
+                (n_tasks - shard + n_shards - 1) / n_shards - n_todo, n_todo,
+                dirty ? " (dropped a half-written task)" : "");
+    cllm__ok(&first);
     for (t = shard; t < n_tasks; t += n_shards) {
         cJSON *rows, *row;
         cllm__sb buf = { NULL, 0, 0, 0 };
         int n_rows;
         if (done[t]) continue;
         rows = cJSON_CreateArray();
-        rc = rows ? cllm__datagen_task(cfg, user, candidates, future_assistant ? future_assistant : candidates, &tasks[t], t, rows, &terr)
+        rc = rows ? cllm__datagen_task(cfg, user, candidates, future_assistant ? future_assistant : candidates,
+                                       &tasks[t], t, rows, &terr)
                   : cllm__fail(&terr, CLLM_ERR_NOMEM, "out of memory");
         n_rows = rows ? cJSON_GetArraySize(rows) : 0;
         if (rc == CLLM_OK && n_rows > 0) {
@@ -5052,8 +5269,8 @@ CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_
         }
         cllm__sb_free(&buf);
         cJSON_Delete(rows);
-        if (rc == CLLM_OK) n_done++;
-        else {
+        n_done += rc == CLLM_OK;
+        if (rc != CLLM_OK) {
             n_failed++;
             if (first.code == CLLM_OK) first = terr;
             if (cfg->verbose) fprintf(stderr, "generate-data: task %d failed: %s\n", t, terr.msg);
@@ -5062,19 +5279,25 @@ CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_
         if (cfg->verbose) {
             double el = cllm__now() - t0;
             int finished = n_done + n_failed;
-            fprintf(stderr, "generate-data: [%d/%d] task %d: %d rows, %.1fs elapsed, ETA %.0fs\n", finished, n_todo, t, n_rows, el,
-                    finished ? el / finished * (n_todo - finished) : 0.0);
+            fprintf(stderr, "generate-data: [%d/%d] task %d: %d rows, %.1fs elapsed, ETA %.0fs\n", finished, n_todo, t,
+                    n_rows, el, finished ? el / finished * (n_todo - finished) : 0.0);
         }
     }
     CLLM_FREE(done);
-    if (n_failed) return cllm__fail(err, first.code, "%d of %d tasks failed (rerun to retry them; finished tasks are kept). First: %s", n_failed, n_todo, first.msg);
+    if (n_failed)
+        return cllm__fail(err, first.code, "%d of %d tasks failed (rerun to retry them; finished tasks are kept). "
+                          "First: %s", n_failed, n_todo, first.msg);
     cllm__ok(err);
     return CLLM_OK;
 }
 
-/* ---- SFT rows and DPO pairs ----------------------------------------------------------------- */
+/* ---- SFT rows and DPO pairs ------------------------------------------------------------------ */
 
-typedef struct cllm__rec { int conv_id, turn_id; double score; cJSON *row; } cllm__rec;
+typedef struct cllm__rec {
+    int conv_id, turn_id;
+    double score;
+    cJSON *row;
+} cllm__rec;
 
 static int cllm__rec_cmp(const void *a, const void *b) {
     const cllm__rec *x = (const cllm__rec *)a, *y = (const cllm__rec *)b;
@@ -5089,7 +5312,8 @@ static cJSON *cllm__prompt_json(const cJSON *row, const char *system_prompt) {
     cJSON *out = cJSON_CreateArray(), *m;
     if (system_prompt) {
         m = cJSON_CreateObject();
-        cJSON_AddStringToObject(m, "role", "system"); cJSON_AddStringToObject(m, "content", system_prompt);
+        cJSON_AddStringToObject(m, "role", "system");
+        cJSON_AddStringToObject(m, "content", system_prompt);
         cJSON_AddItemToArray(out, m);
     }
     cJSON_ArrayForEach(m, p) cJSON_AddItemToArray(out, cJSON_Duplicate(m, 1));
@@ -5098,7 +5322,8 @@ static cJSON *cllm__prompt_json(const cJSON *row, const char *system_prompt) {
 
 static cJSON *cllm__assistant_msg(const char *text) {
     cJSON *arr = cJSON_CreateArray(), *m = cJSON_CreateObject();
-    cJSON_AddStringToObject(m, "role", "assistant"); cJSON_AddStringToObject(m, "content", text);
+    cJSON_AddStringToObject(m, "role", "assistant");
+    cJSON_AddStringToObject(m, "content", text);
     cJSON_AddItemToArray(arr, m);
     return arr;
 }
@@ -5119,6 +5344,12 @@ static cllm_result cllm__write_jsonl(const char *path, cJSON *rows, cllm_err *er
     return rc;
 }
 
+/* From records to training files, as CollabLLM's datasets/multiturn.py builds them:
+     SFT rows {"messages": [...]}: per conversation the best response at its last turn, with its prompt;
+     DPO pairs {"prompt", "chosen", "rejected", "score_chosen", "score_rejected"} in TRL's conversational
+     form: per (conversation, turn) the highest against the lowest score, kept when there are two or
+     more scored candidates and the gap is at least min_gap (CollabLLM's minimum_gap, 0.02).
+   An unscored candidate (a failed MR) takes no part. */
 CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_config *cfg, const char *sft_path,
                                      const char *dpo_path, int *n_sft, int *n_pairs, cllm_err *err) {
     FILE *f = cllm__open_read(records_path, "a JSONL file", err);
@@ -5133,22 +5364,33 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
     cllm_result rc = CLLM_OK;
     if (n_sft) *n_sft = 0;
     if (n_pairs) *n_pairs = 0;
-    if (!f) { cJSON_Delete(sft); cJSON_Delete(dpo); return CLLM_ERR_IO; }
+    if (!f) {
+        cJSON_Delete(sft);
+        cJSON_Delete(dpo);
+        return CLLM_ERR_IO;
+    }
     while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
         cllm__rec r;
         const cJSON *sc;
         lineno++;
         if (len == 0) continue;
         any_line = 1;
-        if (!(r.row = cllm__jsonl_parse(line, (size_t)len, records_path, lineno, err))) { rc = CLLM_ERR_FORMAT; break; }
+        if (!(r.row = cllm__jsonl_parse(line, (size_t)len, records_path, lineno, err))) {
+            rc = CLLM_ERR_FORMAT;
+            break;
+        }
         sc = cJSON_GetObjectItemCaseSensitive(r.row, "score");
         if (!cllm__json_int(r.row, "conv_id", -1, &r.conv_id) || !cllm__json_int(r.row, "turn_id", -1, &r.turn_id) ||
             !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(r.row, "prompt")) || !cllm__json_str(r.row, "completion")) {
             cJSON_Delete(r.row);
-            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not a record (needs prompt, completion, conv_id, turn_id, score; see data_fmt/records.md)", records_path, lineno);
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not a record (needs prompt, completion, conv_id, turn_id, "
+                            "score; see data_fmt/records.md)", records_path, lineno);
             break;
         }
-        if (!cJSON_IsNumber(sc)) { cJSON_Delete(r.row); continue; }   /* an unscored candidate takes no part */
+        if (!cJSON_IsNumber(sc)) {                /* an unscored candidate takes no part */
+            cJSON_Delete(r.row);
+            continue;
+        }
         r.score = sc->valuedouble;
         stbds_arrput(recs, r);
         n++;
@@ -5156,7 +5398,8 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
     fclose(f);
     CLLM_FREE(line);
     if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, records_path, lineno + 1, len);
-    if (rc == CLLM_OK && !any_line) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no records (the file is empty; data_fmt/records.md)", records_path);
+    if (rc == CLLM_OK && !any_line)
+        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no records (the file is empty; data_fmt/records.md)", records_path);
     if (rc == CLLM_OK) {
         if (n) qsort(recs, (size_t)n, sizeof *recs, cllm__rec_cmp);   /* recs is NULL when n == 0 */
         for (i = 0; i < n; i = j) {
@@ -5170,7 +5413,8 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
                 cJSON *p = cJSON_CreateObject();
                 cJSON_AddItemToObject(p, "prompt", cllm__prompt_json(recs[best].row, sys));
                 cJSON_AddItemToObject(p, "chosen", cllm__assistant_msg(cllm__json_str(recs[best].row, "completion")));
-                cJSON_AddItemToObject(p, "rejected", cllm__assistant_msg(cllm__json_str(recs[worst].row, "completion")));
+                cJSON_AddItemToObject(p, "rejected",
+                                      cllm__assistant_msg(cllm__json_str(recs[worst].row, "completion")));
                 cJSON_AddNumberToObject(p, "score_chosen", recs[best].score);
                 cJSON_AddNumberToObject(p, "score_rejected", recs[worst].score);
                 cJSON_AddNumberToObject(p, "conv_id", recs[i].conv_id);
@@ -5179,7 +5423,9 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
             }
             /* SFT: the best response at the conversation's last turn */
             if (j == n || recs[j].conv_id != recs[i].conv_id) {
-                cJSON *row = cJSON_CreateObject(), *msgs = cllm__prompt_json(recs[best].row, sys), *a = cllm__assistant_msg(cllm__json_str(recs[best].row, "completion"));
+                cJSON *row = cJSON_CreateObject();
+                cJSON *msgs = cllm__prompt_json(recs[best].row, sys);
+                cJSON *a = cllm__assistant_msg(cllm__json_str(recs[best].row, "completion"));
                 cJSON_AddItemToArray(msgs, cJSON_DetachItemFromArray(a, 0));
                 cJSON_Delete(a);
                 cJSON_AddItemToObject(row, "messages", msgs);
@@ -5195,7 +5441,8 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
     }
     for (i = 0; i < n; i++) cJSON_Delete(recs[i].row);
     stbds_arrfree(recs);
-    cJSON_Delete(sft); cJSON_Delete(dpo);
+    cJSON_Delete(sft);
+    cJSON_Delete(dpo);
     if (rc == CLLM_OK) cllm__ok(err);
     return rc;
 }
@@ -9908,6 +10155,14 @@ done:
     return rc;
 }
 
+/* -------------------------------------------------------------------------------------------- */
+/* II.6 The chat-completions client, conversations, lenient JSON, task files                    */
+/* -------------------------------------------------------------------------------------------- */
+
+/* The client speaks OpenAI's chat-completions protocol (see its declarations) through libcurl. Every
+   error message passes one scrubber (secrets, below) and all text an endpoint sends one gate
+   (cllm__received_text). */
+
 /* ---- secrets: the one redaction point ----------------------------------------------------------
    Every live client registers its API key here (cllm_client_init; cllm_client_free takes it out).
    Two kinds of text pass through cllm__scrub: every error message (cllm__fail does it, whatever
@@ -10060,23 +10315,13 @@ static void cllm__clean_line(char *out, size_t cap, const char *s, size_t n) {
     CLLM_FREE(clean.p);
 }
 
-/* -------------------------------------------------------------------------------------------- */
-/* Chat-completions client, user simulators and judges                                          */
-/* -------------------------------------------------------------------------------------------- */
-
-/* Protocol and retry policy: see the declarations. The pieces, top to bottom: a string builder,
-   conversations, lenient JSON, the libcurl transfer engine (one curl multi handle; each request a
-   small state machine WAITING -> RUNNING -> WAITING (retry) | DONE), then the simulators,
-   assistants and judges, which all go through one "ask n prompts, parse, re-ask the unusable"
-   routine, and finally task files. */
-
 #include <curl/curl.h>
 #include <time.h>
 #if !defined(_WIN32)
 #include <sys/time.h>
 #endif
 
-/* ---- small helpers ------------------------------------------------------------------------- */
+/* ---- small helpers --------------------------------------------------------------------------- */
 
 /* Seconds on a monotonic clock when the host program exposes one (POSIX CLOCK_MONOTONIC),
    else gettimeofday; only differences are used (backoff waits, call durations). */
@@ -10094,46 +10339,53 @@ static double cllm__now(void) {
 #endif
 }
 
-/* A growable NUL-terminated string; `oom` is sticky so callers check once at the end. */
-
+/* The one string builder of the library: a growable NUL-terminated string, zero-initialised
+   ({ NULL, 0, 0, 0 }); `oom` is sticky, so callers check it once at the end. */
 static void cllm__sb_putn(cllm__sb *b, const char *s, size_t len) {
+    size_t cap = b->cap ? b->cap : 256;
+    char *grown = b->p;
     if (b->oom) return;
-    if (b->n + len + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        char *np;
-        while (cap < b->n + len + 1) {
-            if (cap > SIZE_MAX / 2) { b->oom = 1; return; }
-            cap *= 2;
-        }
-        np = (char *)CLLM_REALLOC(b->p, cap);
-        if (!np) { b->oom = 1; return; }
-        b->p = np; b->cap = cap;
+    while (cap < b->n + len + 1 && cap <= SIZE_MAX / 2) cap *= 2;
+    if (cap != b->cap) grown = cap >= b->n + len + 1 ? (char *)CLLM_REALLOC(b->p, cap) : NULL;
+    if (!grown) {
+        b->oom = 1;
+        return;
     }
+    b->p = grown;
+    b->cap = cap;
     memcpy(b->p + b->n, s, len);
     b->n += len;
     b->p[b->n] = 0;
 }
-static void cllm__sb_puts(cllm__sb *b, const char *s) { cllm__sb_putn(b, s, strlen(s)); }
-static void cllm__sb_putc(cllm__sb *b, char c) { cllm__sb_putn(b, &c, 1); }
+
+static void cllm__sb_puts(cllm__sb *b, const char *s) {
+    cllm__sb_putn(b, s, strlen(s));
+}
+
+static void cllm__sb_putc(cllm__sb *b, char c) {
+    cllm__sb_putn(b, &c, 1);
+}
 
 /* Hands the string over (an empty one if nothing was written; NULL after an allocation failure). */
 static char *cllm__sb_take(cllm__sb *b) {
-    char *p = b->p;
-    if (b->oom) { CLLM_FREE(p); p = NULL; }
-    else if (!p) p = cllm__strdup("");
+    char *p = b->oom ? NULL : b->p ? b->p : cllm__strdup("");
+    if (b->oom) CLLM_FREE(b->p);
     memset(b, 0, sizeof *b);
     return p;
 }
 
-static void cllm__sb_free(cllm__sb *b) { CLLM_FREE(b->p); memset(b, 0, sizeof *b); }
+static void cllm__sb_free(cllm__sb *b) {
+    CLLM_FREE(b->p);
+    memset(b, 0, sizeof *b);
+}
 
-/* A copy of s[0..len) without leading and trailing white space. */
+/* A copy of s without leading and trailing white space. */
 static char *cllm__strdup_trim(const char *s) {
-    size_t len = strlen(s);
+    size_t start = 0, end = strlen(s);
     cllm__sb b = { NULL, 0, 0, 0 };
-    while (len && isspace((unsigned char)s[len - 1])) len--;
-    while (len && isspace((unsigned char)*s)) { s++; len--; }
-    cllm__sb_putn(&b, s, len);
+    while (end > start && isspace((unsigned char)s[end - 1])) end--;
+    while (start < end && isspace((unsigned char)s[start])) start++;
+    cllm__sb_putn(&b, s + start, end - start);
     return cllm__sb_take(&b);
 }
 
@@ -10148,7 +10400,11 @@ static char *cllm__fill(const char *tmpl, const char *const *names, const char *
             size_t k = strlen(names[i]);
             if (strncmp(open + 2, names[i], k) == 0 && strncmp(open + 2 + k, "}}", 2) == 0) hit = i;
         }
-        if (hit < 0) { cllm__sb_putn(&b, open, 2); p = open + 2; continue; }
+        if (hit < 0) {
+            cllm__sb_putn(&b, open, 2);
+            p = open + 2;
+            continue;
+        }
         cllm__sb_puts(&b, values[hit] ? values[hit] : "");
         p = open + 4 + strlen(names[hit]);
     }
@@ -10161,21 +10417,24 @@ static char *cllm__fill(const char *tmpl, const char *const *names, const char *
    fields; code0/err0 point at item 0's and stride is the struct size. */
 static cllm_result cllm__batch_result(const cllm_result *code0, const cllm_err *err0, size_t stride, int n,
                                       const char *what, cllm_err *err) {
+    const char *codes = (const char *)code0;
+    const cllm_err *e;
+    cllm_result code = CLLM_OK;
     int i, failed = 0, first = -1;
     for (i = 0; i < n; i++) {
-        cllm_result c = *(const cllm_result *)(const void *)((const char *)code0 + (size_t)i * stride);
-        if (c != CLLM_OK) { failed++; if (first < 0) first = i; }
+        if (*(const cllm_result *)(const void *)(codes + (size_t)i * stride) == CLLM_OK) continue;
+        failed++;
+        if (first < 0) first = i;
     }
-    if (!failed) { cllm__ok(err); return CLLM_OK; }
-    {
-        const cllm_err *e = (const cllm_err *)(const void *)((const char *)err0 + (size_t)first * stride);
-        cllm_result c = *(const cllm_result *)(const void *)((const char *)code0 + (size_t)first * stride);
-        if (n == 1) return cllm__fail(err, c, "%s", e->msg);
-        return cllm__fail(err, c, "%d of %d %s failed; first (#%d): %s", failed, n, what, first, e->msg);
-    }
+    if (failed) code = *(const cllm_result *)(const void *)(codes + (size_t)first * stride);
+    e = (const cllm_err *)(const void *)((const char *)err0 + (size_t)(failed ? first : 0) * stride);
+    if (!failed) cllm__ok(err);
+    else if (n == 1) cllm__fail(err, code, "%s", e->msg);
+    else cllm__fail(err, code, "%d of %d %s failed; first (#%d): %s", failed, n, what, first, e->msg);
+    return code;
 }
 
-/* ---- conversations ------------------------------------------------------------------------- */
+/* ---- conversations --------------------------------------------------------------------------- */
 
 static int cllm__valid_role(const char *r) {
     return r && (strcmp(r, "system") == 0 || strcmp(r, "user") == 0 || strcmp(r, "assistant") == 0);
@@ -10188,7 +10447,8 @@ CLLMDEF int cllm_msg_incomplete(const cllm_msg_meta *meta) {
 CLLMDEF cllm_result cllm_conv_push_meta(cllm_conv *c, const char *role, const char *content, const cllm_msg_meta *meta,
                                         cllm_err *err) {
     char *r, *t;
-    if (!c || !role || !content) return cllm__fail(err, CLLM_ERR_ARG, "conversation: conversation, role and content are required");
+    if (!c || !role || !content)
+        return cllm__fail(err, CLLM_ERR_ARG, "conversation: conversation, role and content are required");
     if (c->n == c->cap || !c->meta) {
         int cap = c->n == c->cap ? (c->cap ? 2 * c->cap : 8) : c->cap;
         cllm_message *m;
@@ -10203,8 +10463,13 @@ CLLMDEF cllm_result cllm_conv_push_meta(cllm_conv *c, const char *role, const ch
         c->meta = mm;
         c->cap = cap;
     }
-    r = cllm__strdup(role); t = cllm__strdup(content);
-    if (!r || !t) { CLLM_FREE(r); CLLM_FREE(t); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    r = cllm__strdup(role);
+    t = cllm__strdup(content);
+    if (!r || !t) {
+        CLLM_FREE(r);
+        CLLM_FREE(t);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
     c->msgs[c->n].role = r;
     c->msgs[c->n].content = t;
     if (meta) c->meta[c->n] = *meta;
@@ -10220,7 +10485,10 @@ CLLMDEF cllm_result cllm_conv_push(cllm_conv *c, const char *role, const char *c
 CLLMDEF void cllm_conv_free(cllm_conv *c) {
     int i;
     if (!c) return;
-    for (i = 0; i < c->n; i++) { CLLM_FREE((void *)c->msgs[i].role); CLLM_FREE((void *)c->msgs[i].content); }
+    for (i = 0; i < c->n; i++) {
+        CLLM_FREE((void *)c->msgs[i].role);
+        CLLM_FREE((void *)c->msgs[i].content);
+    }
     CLLM_FREE(c->msgs);
     CLLM_FREE(c->meta);
     memset(c, 0, sizeof *c);
@@ -10237,7 +10505,10 @@ CLLMDEF cllm_result cllm_conv_copy(cllm_conv *dst, const cllm_conv *src, cllm_er
     memset(dst, 0, sizeof *dst);
     for (i = 0; i < src->n; i++) {
         rc = cllm_conv_push_meta(dst, src->msgs[i].role, src->msgs[i].content, cllm__conv_meta(src, i), err);
-        if (rc != CLLM_OK) { cllm_conv_free(dst); return rc; }
+        if (rc != CLLM_OK) {
+            cllm_conv_free(dst);
+            return rc;
+        }
     }
     return CLLM_OK;
 }
@@ -10256,7 +10527,10 @@ static cJSON *cllm__message_json(const char *role, const char *content, const cl
     if (ok && meta && meta->finish_reason[0])
         ok = cJSON_AddStringToObject(m, "finish_reason", meta->finish_reason) != NULL;
     if (ok && meta && meta->replaced > 0) ok = cJSON_AddNumberToObject(m, "replaced", meta->replaced) != NULL;
-    if (!ok) { cJSON_Delete(m); return NULL; }
+    if (!ok) {
+        cJSON_Delete(m);
+        return NULL;
+    }
     return m;
 }
 
@@ -10267,7 +10541,10 @@ CLLMDEF cJSON *cllm_conv_to_json(const cllm_conv *c) {
     for (i = 0; i < c->n; i++) {
         cJSON *m = cllm__message_json(c->msgs[i].role, c->msgs[i].content, cllm__conv_meta(c, i));
         if (!m) goto oom;
-        if (!cJSON_AddItemToArray(arr, m)) { cJSON_Delete(m); goto oom; }
+        if (!cJSON_AddItemToArray(arr, m)) {
+            cJSON_Delete(m);
+            goto oom;
+        }
     }
     return arr;
 oom:
@@ -10278,28 +10555,33 @@ oom:
 CLLMDEF cllm_result cllm_conv_from_json(cllm_conv *c, const cJSON *messages, cllm_err *err) {
     const cJSON *m;
     int i = 0;
-    cllm_result rc;
+    cllm_result rc = CLLM_OK;
     memset(c, 0, sizeof *c);
-    if (!cJSON_IsArray(messages)) return cllm__fail(err, CLLM_ERR_FORMAT, "\"messages\" must be an array of {\"role\", \"content\"} objects");
+    if (!cJSON_IsArray(messages))
+        return cllm__fail(err, CLLM_ERR_FORMAT, "\"messages\" must be an array of {\"role\", \"content\"} objects");
     cJSON_ArrayForEach(m, messages) {
-        const char *role = cllm__json_str(m, "role"), *content = cllm__json_str(m, "content");
+        const char *role = cllm__json_str(m, "role");
+        const char *content = cllm__json_str(m, "content");
         const cJSON *fr = cJSON_GetObjectItemCaseSensitive(m, "finish_reason");
         cllm_msg_meta meta;
+        int finish_fits = cJSON_IsString(fr) && strlen(fr->valuestring) < sizeof meta.finish_reason;
         memset(&meta, 0, sizeof meta);
-        if (!cllm__valid_role(role)) { cllm_conv_free(c); return cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"role\" must be \"system\", \"user\" or \"assistant\"", i); }
-        if (!content) { cllm_conv_free(c); return cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"content\" must be a string", i); }
-        if (fr && !cJSON_IsNull(fr) && !(cJSON_IsString(fr) && strlen(fr->valuestring) < sizeof meta.finish_reason)) {
+        if (!cllm__valid_role(role))
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"role\" must be \"system\", \"user\" or "
+                            "\"assistant\"", i);
+        else if (!content)
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"content\" must be a string", i);
+        else if (fr && !cJSON_IsNull(fr) && !finish_fits)
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"finish_reason\" must be a string of at most %d "
+                            "bytes", i, (int)sizeof meta.finish_reason - 1);
+        else if (!cllm__json_int(m, "replaced", 0, &meta.replaced) || meta.replaced < 0)
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"replaced\" must be a count (an integer >= 0)", i);
+        if (rc == CLLM_OK && cJSON_IsString(fr)) strcpy(meta.finish_reason, fr->valuestring);
+        if (rc == CLLM_OK) rc = cllm_conv_push_meta(c, role, content, &meta, err);
+        if (rc != CLLM_OK) {
             cllm_conv_free(c);
-            return cllm__fail(err, CLLM_ERR_FORMAT,
-                              "messages[%d]: \"finish_reason\" must be a string of at most %d bytes", i,
-                              (int)sizeof meta.finish_reason - 1);
+            return rc;
         }
-        if (cJSON_IsString(fr)) strcpy(meta.finish_reason, fr->valuestring);
-        if (!cllm__json_int(m, "replaced", 0, &meta.replaced) || meta.replaced < 0) {
-            cllm_conv_free(c);
-            return cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"replaced\" must be a count (an integer >= 0)", i);
-        }
-        if ((rc = cllm_conv_push_meta(c, role, content, &meta, err)) != CLLM_OK) { cllm_conv_free(c); return rc; }
         i++;
     }
     return CLLM_OK;
@@ -10358,10 +10640,12 @@ static char *cllm__json_escapes(const char *s, size_t n, size_t *lone, size_t *n
     *nul = 0;
     for (i = 0; i < n; i++) {
         unsigned v, w;
-        if (!in_str) { in_str = s[i] == '"'; continue; }
-        if (s[i] == '"') { in_str = 0; continue; }
-        if (s[i] != '\\' || i + 1 >= n) continue;
-        if (s[i + 1] != 'u' || i + 6 > n || !cllm__hex4(s + i + 2, &v)) { i++; continue; }
+        if (s[i] == '"') in_str = !in_str;
+        if (!in_str || s[i] != '\\' || i + 1 >= n) continue;
+        if (s[i + 1] != 'u' || i + 6 > n || !cllm__hex4(s + i + 2, &v)) {
+            i++;
+            continue;
+        }
         if (v == 0) (*nul)++;
         if (v >= 0xD800 && v <= 0xDBFF && i + 12 <= n && s[i + 6] == '\\' && s[i + 7] == 'u' &&
             cllm__hex4(s + i + 8, &w) && w >= 0xDC00 && w <= 0xDFFF) {
@@ -10390,9 +10674,8 @@ static char *cllm__json_nul_to_space(const char *s, size_t n) {
     memcpy(copy, s, n);
     copy[n] = 0;
     for (i = 0; i < n; i++) {
-        if (!in_str) { in_str = s[i] == '"'; continue; }
-        if (s[i] == '"') { in_str = 0; continue; }
-        if (s[i] != '\\' || i + 1 >= n) continue;
+        if (s[i] == '"') in_str = !in_str;
+        if (!in_str || s[i] != '\\' || i + 1 >= n) continue;
         if (i + 6 <= n && memcmp(s + i, "\\u0000", 6) == 0) memcpy(copy + i, "\\u0020", 6);
         i++;
     }
@@ -10467,13 +10750,14 @@ static cllm_result cllm__received_text(char **text, size_t *replaced, cllm_err *
     return CLLM_OK;
 }
 
-/* ---- lenient JSON -------------------------------------------------------------------------- */
+/* ---- lenient JSON ---------------------------------------------------------------------------- */
 
 /* Is a quote whose text ends at s[after] the end of a string? In valid JSON a closing quote is
    followed (after white space) by , : } ] or the end, so valid JSON is never changed by this
    test; a quote followed by anything else is taken as a quote inside the text. */
 static int cllm__quote_closes(const char *s, size_t len, size_t after) {
-    while (after < len && s[after] && (unsigned char)s[after] <= 0x20) after++;   /* cJSON's white space: any control byte or space */
+    /* cJSON's white space: any control byte or space */
+    while (after < len && s[after] && (unsigned char)s[after] <= 0x20) after++;
     return after >= len || strchr(",:}]", s[after]) != NULL;
 }
 
@@ -10495,26 +10779,30 @@ static char *cllm__json_repair(const char *s, size_t len) {
             i += q;
             cllm__sb_putc(&b, '"');
             while (i < len) {
-                char d = s[i];
-                if (d == '\\' && i + 1 < len) {
-                    char e = s[i + 1];
-                    if (e == '\'') { cllm__sb_putc(&b, '\''); i += 2; }
-                    else if (strchr("\"\\/bfnrtu", e)) { cllm__sb_putn(&b, s + i, 2); i += 2; }
-                    else { cllm__sb_puts(&b, "\\\\"); i += 1; }
+                char d = s[i], esc[8];
+                int backslash = d == '\\' && i + 1 < len;
+                size_t step = 1;
+                if (backslash && s[i + 1] == '\'') {                          /* \' -> ' */
+                    cllm__sb_putc(&b, '\'');
+                    step = 2;
+                } else if (backslash && strchr("\"\\/bfnrtu", s[i + 1])) {   /* a JSON escape: kept */
+                    cllm__sb_putn(&b, s + i, 2);
+                    step = 2;
+                } else if (backslash) {                                       /* no escape: a backslash */
+                    cllm__sb_puts(&b, "\\\\");
                 } else if (d == c && (q == 1 ? cllm__quote_closes(s, len, i + 1)
                                              : (i + 2 < len && s[i + 1] == c && s[i + 2] == c))) {
                     i += q;
                     break;
-                } else if (d == '"') { cllm__sb_puts(&b, "\\\""); i++; }
-                else if ((unsigned char)d < 0x20) {
-                    char esc[8];
-                    if (d == '\n') strcpy(esc, "\\n");
-                    else if (d == '\r') strcpy(esc, "\\r");
-                    else if (d == '\t') strcpy(esc, "\\t");
-                    else snprintf(esc, sizeof esc, "\\u%04x", (unsigned)(unsigned char)d);
-                    cllm__sb_puts(&b, esc);
-                    i++;
-                } else { cllm__sb_putc(&b, d); i++; }
+                } else if (d == '"') {
+                    cllm__sb_puts(&b, "\\\"");
+                } else if ((unsigned char)d < 0x20) {
+                    snprintf(esc, sizeof esc, "\\u%04x", (unsigned)(unsigned char)d);
+                    cllm__sb_puts(&b, d == '\n' ? "\\n" : d == '\r' ? "\\r" : d == '\t' ? "\\t" : esc);
+                } else {
+                    cllm__sb_putc(&b, d);
+                }
+                i += step;
             }
             cllm__sb_putc(&b, '"');
         } else if (isalpha((unsigned char)c) || c == '_') {
@@ -10525,12 +10813,13 @@ static char *cllm__json_repair(const char *s, size_t len) {
             else if (k - i == 4 && strncmp(s + i, "None", 4) == 0) cllm__sb_puts(&b, "null");
             else cllm__sb_putn(&b, s + i, k - i);
             i = k;
-        } else if (c == ',') {
+        } else {
             size_t k = i + 1;
-            while (k < len && isspace((unsigned char)s[k])) k++;
-            if (!(k < len && (s[k] == '}' || s[k] == ']'))) cllm__sb_putc(&b, ',');
+            while (c == ',' && k < len && isspace((unsigned char)s[k])) k++;
+            /* a comma right before } or ] is dropped; anything else is copied */
+            if (!(c == ',' && k < len && (s[k] == '}' || s[k] == ']'))) cllm__sb_putc(&b, c);
             i++;
-        } else { cllm__sb_putc(&b, c); i++; }
+        }
     }
     return cllm__sb_take(&b);
 }
@@ -10543,10 +10832,17 @@ static cJSON *cllm__json_object_at(const char *s, size_t len, int *nul) {
     char *fixed = cllm__json_escapes(s, len, &lone, &nuls);
     const char *base = fixed ? fixed : s, *end = NULL;
     cJSON *o = cJSON_ParseWithLengthOpts(base, len, &end, 0);
-    if (o && !cJSON_IsObject(o)) { cJSON_Delete(o); o = NULL; }
+    if (o && !cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        o = NULL;
+    }
     if (o && nuls && end) {                       /* a \u0000 inside this object, not in prose after it? */
         CLLM_FREE(cllm__json_escapes(base, (size_t)(end - base), &lone, &nuls));
-        if (nuls) { cJSON_Delete(o); o = NULL; *nul = 1; }
+        if (nuls) {
+            cJSON_Delete(o);
+            o = NULL;
+            *nul = 1;
+        }
     }
     CLLM_FREE(fixed);
     return o;
@@ -10560,7 +10856,11 @@ static int cllm__json_fence(const char *text, const char **b, const char **e) {
         while (*body && *body != '\n' && *body != '{') body++;
         close = strstr(body, "```");
         if (!close) close = end;
-        if (memchr(body, '{', (size_t)(close - body))) { *b = body; *e = close; return 1; }
+        if (memchr(body, '{', (size_t)(close - body))) {
+            *b = body;
+            *e = close;
+            return 1;
+        }
         if (close == end) return 0;
         p = close + 3;
     }
@@ -10570,8 +10870,12 @@ static int cllm__json_fence(const char *text, const char **b, const char **e) {
 CLLMDEF cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err) {
     const char *region[2][2];
     int nreg = 1, mode, r, nul = 0;
-    if (!text) { cllm__fail(err, CLLM_ERR_ARG, "model reply: no text"); return NULL; }
-    region[0][0] = text; region[0][1] = text + strlen(text);
+    if (!text) {
+        cllm__fail(err, CLLM_ERR_ARG, "model reply: no text");
+        return NULL;
+    }
+    region[0][0] = text;
+    region[0][1] = text + strlen(text);
     if (cllm__json_fence(text, &region[1][0], &region[1][1])) nreg = 2;
     /* Strict first (so valid JSON, even with a ``` inside a string, is read as written), then
        repaired; in each mode the whole text, then the fenced block; the object starts at the
@@ -10582,17 +10886,21 @@ CLLMDEF cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err) {
             const char *b = region[r][0];
             int tries;
             for (tries = 0; tries < 16; tries++, b++) {
+                char *fixed;
                 cJSON *o;
                 b = (const char *)memchr(b, '{', (size_t)(region[r][1] - b));
                 if (!b) break;
-                if (mode == 0) o = cllm__json_object_at(b, (size_t)(region[r][1] - b), &nul);
-                else {
-                    char *fixed = cllm__json_repair(b, (size_t)(region[r][1] - b));
-                    if (!fixed) { cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); return NULL; }
-                    o = cllm__json_object_at(fixed, strlen(fixed), &nul);
-                    CLLM_FREE(fixed);
+                fixed = mode ? cllm__json_repair(b, (size_t)(region[r][1] - b)) : NULL;
+                if (mode && !fixed) {
+                    cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+                    return NULL;
                 }
-                if (o) { cllm__ok(err); return o; }
+                o = cllm__json_object_at(fixed ? fixed : b, fixed ? strlen(fixed) : (size_t)(region[r][1] - b), &nul);
+                CLLM_FREE(fixed);
+                if (o) {
+                    cllm__ok(err);
+                    return o;
+                }
             }
         }
     }
@@ -10610,8 +10918,14 @@ CLLMDEF cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err) {
 
 /* A JSON number, a numeric string ("0.8"), a boolean (1/0) or an object {"score": x} as a double. */
 static int cllm__json_number(const cJSON *v, double *out) {
-    if (cJSON_IsNumber(v)) { *out = v->valuedouble; return 1; }
-    if (cJSON_IsBool(v)) { *out = cJSON_IsTrue(v) ? 1.0 : 0.0; return 1; }
+    if (cJSON_IsNumber(v)) {
+        *out = v->valuedouble;
+        return 1;
+    }
+    if (cJSON_IsBool(v)) {
+        *out = cJSON_IsTrue(v) ? 1.0 : 0.0;
+        return 1;
+    }
     if (cJSON_IsString(v)) {
         char *end;
         double d = strtod(v->valuestring, &end);
@@ -10639,7 +10953,7 @@ static char *cllm__json_text(const cJSON *o, const char *key, cllm_err *err) {
     return text;
 }
 
-/* ---- the client: configuration, messages --------------------------------------------------- */
+/* ---- the client: configuration, messages ----------------------------------------------------- */
 
 /* The endpoint's own explanation from an error body, for the message: error.message (OpenAI,
    vLLM), error as a string (Ollama), detail (FastAPI), message, else the start of the raw body.
@@ -10663,15 +10977,23 @@ static void cllm__endpoint_message(const char *body, size_t len, char *out, size
     cJSON_Delete(root);
 }
 
+/* Appends a header line to the list, or frees the list and returns NULL when out of memory. */
+static struct curl_slist *cllm__header_add(struct curl_slist *h, const char *line) {
+    struct curl_slist *grown = curl_slist_append(h, line);
+    if (!grown) curl_slist_free_all(h);
+    return grown;
+}
+
 CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *cfg, cllm_err *err) {
     cllm_client_config d;
     const char *key, *env_base = getenv("OPENAI_BASE_URL");
-    struct curl_slist *h = NULL, *h2;
+    struct curl_slist *h;
     cllm__sb url = { NULL, 0, 0, 0 };
     size_t blen;
     int registered;
     memset(c, 0, sizeof *c);
-    if (cfg) d = *cfg; else memset(&d, 0, sizeof d);
+    memset(&d, 0, sizeof d);
+    if (cfg) d = *cfg;
     if (!d.base_url || !*d.base_url) d.base_url = env_base && *env_base ? env_base : "https://api.openai.com/v1";
     if (!d.api_key_env || !*d.api_key_env) d.api_key_env = "OPENAI_API_KEY";
     d.connect_timeout_ms = cllm__def(d.connect_timeout_ms, 10000);
@@ -10695,7 +11017,8 @@ CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *c
     if (strncmp(d.base_url, "http://", 7) != 0 && strncmp(d.base_url, "https://", 8) != 0)
         return cllm__fail(err, CLLM_ERR_ARG, "the base URL must start with http:// or https:// "
                           "(got \"%.*s\")", CLLM__CUT(d.base_url, 200));
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return cllm__fail(err, CLLM_ERR_HTTP, "libcurl failed to initialise");
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return cllm__fail(err, CLLM_ERR_HTTP, "libcurl failed to initialise");
 
     blen = strlen(d.base_url);
     while (blen > 0 && d.base_url[blen - 1] == '/') blen--;
@@ -10706,17 +11029,17 @@ CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *c
     key = getenv(d.api_key_env);
     if (key && *key) c->key = cllm__strdup(key);
     registered = cllm__secret_register(c->key);      /* from here on no message or received text holds it */
-    h = curl_slist_append(NULL, "Content-Type: application/json");
-    if (h && (h2 = curl_slist_append(h, "Accept: application/json")) != NULL) h = h2; else { curl_slist_free_all(h); h = NULL; }
-    if (h && (h2 = curl_slist_append(h, "Expect:")) != NULL) h = h2; else { curl_slist_free_all(h); h = NULL; }  /* no 100-continue round trip */
+    h = cllm__header_add(NULL, "Content-Type: application/json");
+    if (h) h = cllm__header_add(h, "Accept: application/json");
+    if (h) h = cllm__header_add(h, "Expect:");                 /* no 100-continue round trip */
     if (h && c->key) {
         cllm__sb auth = { NULL, 0, 0, 0 };
         cllm__sb_puts(&auth, "Authorization: Bearer ");
         cllm__sb_puts(&auth, c->key);
-        h2 = auth.oom ? NULL : curl_slist_append(h, auth.p);
+        if (auth.oom) curl_slist_free_all(h);
+        h = auth.oom ? NULL : cllm__header_add(h, auth.p);
         if (auth.p) memset(auth.p, 0, auth.n);              /* the key lives only in c->key and the header list */
         cllm__sb_free(&auth);
-        if (h2) h = h2; else { curl_slist_free_all(h); h = NULL; }
     }
     c->headers = h;
     c->multi = curl_multi_init();
@@ -10767,15 +11090,23 @@ static char *cllm__request_json(const cllm_client *c, const cllm_chat_request *r
     cJSON *root, *msgs;
     char *out;
     int i;
-    if (!model) { cllm__fail(err, CLLM_ERR_ARG, "no model named for the endpoint: give one (the client's model or the request's)"); return NULL; }
-    if (!r->messages || r->n_messages <= 0) { cllm__fail(err, CLLM_ERR_ARG, "the request has no messages"); return NULL; }
+    if (!model) {
+        cllm__fail(err, CLLM_ERR_ARG,
+                   "no model named for the endpoint: give one (the client's model or the request's)");
+        return NULL;
+    }
+    if (!r->messages || r->n_messages <= 0) {
+        cllm__fail(err, CLLM_ERR_ARG, "the request has no messages");
+        return NULL;
+    }
     root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "model", model);
     msgs = cJSON_AddArrayToObject(root, "messages");
     for (i = 0; i < r->n_messages; i++) {
         cJSON *m = cJSON_CreateObject();
         if (!r->messages[i].role || !r->messages[i].content) {
-            cJSON_Delete(m); cJSON_Delete(root);
+            cJSON_Delete(m);
+            cJSON_Delete(root);
             cllm__fail(err, CLLM_ERR_ARG, "request message %d has no role or content", i);
             return NULL;
         }
@@ -10783,16 +11114,21 @@ static char *cllm__request_json(const cllm_client *c, const cllm_chat_request *r
         cJSON_AddStringToObject(m, "content", r->messages[i].content);
         cJSON_AddItemToArray(msgs, m);
     }
-    if (r->params.temperature != 0) cJSON_AddNumberToObject(root, "temperature", r->params.temperature < 0 ? 0.0 : r->params.temperature);
+    if (r->params.temperature != 0)
+        cJSON_AddNumberToObject(root, "temperature", r->params.temperature < 0 ? 0.0 : r->params.temperature);
     if (r->params.top_p != 0) cJSON_AddNumberToObject(root, "top_p", r->params.top_p);
     if (r->params.max_tokens > 0) cJSON_AddNumberToObject(root, "max_tokens", r->params.max_tokens);
     if (r->params.seed != 0) cJSON_AddNumberToObject(root, "seed", (double)r->params.seed);
     if (r->response_format) {
         cJSON *rf;
         if (r->response_format[0] == '{') rf = cJSON_Parse(r->response_format);
-        else { rf = cJSON_CreateObject(); cJSON_AddStringToObject(rf, "type", r->response_format); }
+        else {
+            rf = cJSON_CreateObject();
+            cJSON_AddStringToObject(rf, "type", r->response_format);
+        }
         if (!cJSON_IsObject(rf)) {
-            cJSON_Delete(rf); cJSON_Delete(root);
+            cJSON_Delete(rf);
+            cJSON_Delete(root);
             cllm__fail(err, CLLM_ERR_ARG, "response_format must be a type name or a JSON object");
             return NULL;
         }
@@ -10814,10 +11150,12 @@ static int cllm__json_cut_short(const char *s, size_t len, int *max_depth) {
     *max_depth = 0;
     for (i = 0; i < len; i++) {
         char ch = s[i];
-        if (in_str) { if (ch == '\\') i++; else if (ch == '"') in_str = 0; }
+        if (in_str && ch == '\\') i++;
+        else if (in_str) in_str = ch != '"';
         else if (ch == '"') in_str = 1;
-        else if (ch == '{' || ch == '[') { depth++; if (depth > *max_depth) *max_depth = depth; }
+        else if (ch == '{' || ch == '[') depth++;
         else if (ch == '}' || ch == ']') depth--;
+        if (depth > *max_depth) *max_depth = depth;
     }
     return in_str || depth > 0;
 }
@@ -10862,7 +11200,10 @@ static char *cllm__message_text(const cJSON *msg, char *why, size_t why_size) {
         cllm__sb_puts(&b, text);
         k++;
     }
-    if (k == 0) { snprintf(why, why_size, "choices[0].message.content is an empty list of parts"); return NULL; }
+    if (k == 0) {
+        snprintf(why, why_size, "choices[0].message.content is an empty list of parts");
+        return NULL;
+    }
     if (b.oom) snprintf(why, why_size, "out of memory");
     return cllm__sb_take(&b);
 }
@@ -10899,19 +11240,18 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
     choice = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "choices"), 0);
     msg = cJSON_GetObjectItemCaseSensitive(choice, "message");
     fr = cllm__json_str(choice, "finish_reason");
-    if (fr) {                                      /* remote text too: valid UTF-8, no key, cut to fit */
-        cllm__clean_line(r->finish_reason, sizeof r->finish_reason, fr, strlen(fr));
-    }
+    /* remote text too: valid UTF-8, no key, cut to fit */
+    if (fr) cllm__clean_line(r->finish_reason, sizeof r->finish_reason, fr, strlen(fr));
     why[0] = 0;
     if (e && !cJSON_IsNull(e)) {
         cllm__endpoint_message(json, len, snippet, sizeof snippet);
         rc = cllm__fail(&r->err, CLLM_ERR_HTTP, "%s: the endpoint returned an error: %s", c->url, snippet);
     } else if (!cJSON_IsObject(choice))
-        rc = cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response has no \"choices\"[0] object (not an OpenAI chat completion?)", c->url);
+        rc = cllm__fail(&r->err, CLLM_ERR_FORMAT,
+                        "%s: response has no \"choices\"[0] object (not an OpenAI chat completion?)", c->url);
     else if (!cJSON_IsObject(msg))
         rc = cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response has no choices[0].message object", c->url);
-    else if (!(text = cllm__message_text(msg, why, sizeof why)))
-    {
+    else if (!(text = cllm__message_text(msg, why, sizeof why))) {
         const char *open = r->finish_reason[0] ? " (finish_reason \"" : "", *close = r->finish_reason[0] ? "\")" : "";
         cllm_result code = strcmp(why, "out of memory") ? CLLM_ERR_FORMAT : CLLM_ERR_NOMEM;
         rc = cllm__fail(&r->err, code, "%s: %s%s%s%s", c->url, why, open, r->finish_reason, close);
@@ -10954,8 +11294,10 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
     } else {
         usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
         /* a count that is not a whole number >= 0 is taken as not reported */
-        if (!cllm__json_int(usage, "prompt_tokens", -1, &r->prompt_tokens) || r->prompt_tokens < 0) r->prompt_tokens = -1;
-        if (!cllm__json_int(usage, "completion_tokens", -1, &r->completion_tokens) || r->completion_tokens < 0) r->completion_tokens = -1;
+        if (!cllm__json_int(usage, "prompt_tokens", -1, &r->prompt_tokens) || r->prompt_tokens < 0)
+            r->prompt_tokens = -1;
+        if (!cllm__json_int(usage, "completion_tokens", -1, &r->completion_tokens) || r->completion_tokens < 0)
+            r->completion_tokens = -1;
         if (!cllm__json_int(usage, "total_tokens", -1, &r->total_tokens) || r->total_tokens < 0) r->total_tokens = -1;
         if (r->prompt_tokens > 0) c->usage.prompt_tokens += r->prompt_tokens;
         if (r->completion_tokens > 0) c->usage.completion_tokens += r->completion_tokens;
@@ -10967,7 +11309,7 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
     return rc;
 }
 
-/* ---- the client: transfers, retries, concurrency ------------------------------------------- */
+/* ---- the client: transfers, retries, concurrency --------------------------------------------- */
 /* Each request is a small state machine driven by one curl multi handle:
      WAITING --(due and a slot is free)--> RUNNING --(done)--> DONE
                  ^                                   |
@@ -10980,7 +11322,7 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
    its first attempt to its end, waits included: each attempt's timeout is cut to what is left,
    and a retry that would start after it is not made. Redirects are not followed. */
 
-enum { CLLM__WAITING = 0, CLLM__RUNNING, CLLM__DONE };
+typedef enum cllm__xfer_state { CLLM__WAITING = 0, CLLM__RUNNING, CLLM__DONE } cllm__xfer_state;
 
 typedef struct cllm__xfer {
     cllm_chat_result *res;
@@ -10993,7 +11335,7 @@ typedef struct cllm__xfer {
     long long        *held;           /* bytes held by the bodies of the whole batch          */
     long long         budget;         /* max_inflight_bytes                                   */
     int               too_big, over_budget, deadline_cut;
-    int               state;
+    cllm__xfer_state  state;
     double            not_before;     /* when the next attempt may start (cllm__now seconds)  */
     double            t_first;        /* start of the first attempt                           */
     double            deadline;       /* t_first + deadline_ms                                */
@@ -11004,15 +11346,24 @@ typedef struct cllm__xfer {
 static size_t cllm__on_data(char *ptr, size_t size, size_t nmemb, void *userdata) {
     cllm__xfer *x = (cllm__xfer *)userdata;
     size_t len = size * nmemb, need = x->resp.n + len + 1;
-    if (x->resp.n + len > (size_t)x->limit) { x->too_big = 1; return 0; }   /* curl aborts the transfer */
+    if (x->resp.n + len > (size_t)x->limit) {     /* returning 0 makes curl abort the transfer */
+        x->too_big = 1;
+        return 0;
+    }
     if (need > x->resp.cap) {                      /* grow by doubling, never past the limit */
         size_t cap = x->resp.cap ? x->resp.cap : 256;
         char *grown;
         while (cap < need) cap *= 2;
         if (cap > (size_t)x->limit + 1) cap = (size_t)x->limit + 1;
-        if (*x->held + (long long)(cap - x->resp.cap) > x->budget) { x->over_budget = 1; return 0; }
+        if (*x->held + (long long)(cap - x->resp.cap) > x->budget) {
+            x->over_budget = 1;
+            return 0;
+        }
         grown = (char *)CLLM_REALLOC(x->resp.p, cap);
-        if (!grown) { x->resp.oom = 1; return 0; }
+        if (!grown) {
+            x->resp.oom = 1;
+            return 0;
+        }
         *x->held += (long long)(cap - x->resp.cap);
         x->resp.p = grown;
         x->resp.cap = cap;
@@ -11086,7 +11437,9 @@ static double cllm__retry_wait(cllm_client *c, int retry, double retry_after_s) 
 }
 
 static const char *cllm__status_hint(const cllm_client *c, long status) {
-    if (status == 401 || status == 403) return c->key ? " (check the API key and the endpoint)" : " (no API key was sent: its environment variable is unset or empty)";
+    if (status == 401 || status == 403)
+        return c->key ? " (check the API key and the endpoint)"
+                      : " (no API key was sent: its environment variable is unset or empty)";
     if (status == 404) return " (check base_url, which usually ends in /v1, and the model name)";
     return "";
 }
@@ -11212,8 +11565,12 @@ CLLMDEF cllm_result cllm_client_chat_batch(cllm_client *c, const cllm_chat_reque
     long long held = 0;
     int i, running = 0, remaining = 0, limit;
     if (!c || !c->multi || n < 0 || (n > 0 && (!requests || !results)))
-        return cllm__fail(err, CLLM_ERR_ARG, "chat completions: needs an initialised client and n >= 0 requests and results");
-    if (n == 0) { cllm__ok(err); return CLLM_OK; }
+        return cllm__fail(err, CLLM_ERR_ARG,
+                          "chat completions: needs an initialised client and n >= 0 requests and results");
+    if (n == 0) {
+        cllm__ok(err);
+        return CLLM_OK;
+    }
     xs = (cllm__xfer *)cllm__calloc((size_t)n, sizeof *xs);
     if (!xs) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     limit = c->cfg.max_concurrency;
@@ -11229,7 +11586,11 @@ CLLMDEF cllm_result cllm_client_chat_batch(cllm_client *c, const cllm_chat_reque
         x->index = i;
         x->n = n;
         x->body = cllm__request_json(c, &requests[i], &results[i].err);
-        if (!x->body) { x->state = CLLM__DONE; results[i].code = results[i].err.code; continue; }
+        if (!x->body) {
+            x->state = CLLM__DONE;
+            results[i].code = results[i].err.code;
+            continue;
+        }
         x->state = CLLM__WAITING;
         remaining++;
     }
@@ -11245,8 +11606,15 @@ CLLMDEF cllm_result cllm_client_chat_batch(cllm_client *c, const cllm_chat_reque
                 x->t_first = now;
                 x->deadline = now + (double)c->cfg.deadline_ms / 1000.0;
             }
-            if (cllm__xfer_start(c, x) == CLLM_OK) { x->state = CLLM__RUNNING; running++; }
-            else { x->state = CLLM__DONE; x->res->code = x->res->err.code; c->usage.failures++; remaining--; }
+            if (cllm__xfer_start(c, x) == CLLM_OK) {
+                x->state = CLLM__RUNNING;
+                running++;
+            } else {
+                x->state = CLLM__DONE;
+                x->res->code = x->res->err.code;
+                c->usage.failures++;
+                remaining--;
+            }
         }
         curl_multi_perform((CURLM *)c->multi, &still);
         while ((msg = curl_multi_info_read((CURLM *)c->multi, &queued)) != NULL) {
@@ -11267,133 +11635,43 @@ CLLMDEF cllm_result cllm_client_chat_batch(cllm_client *c, const cllm_chat_reque
                 if (xs[i].state == CLLM__WAITING && xs[i].not_before - now < wait_s) wait_s = xs[i].not_before - now;
         if (wait_s > 0) curl_multi_poll((CURLM *)c->multi, NULL, 0, (int)(wait_s * 1000.0) + 1, NULL);
     }
-    for (i = 0; i < n; i++) { cJSON_free(xs[i].body); cllm__sb_free(&xs[i].resp); }
+    for (i = 0; i < n; i++) {
+        cJSON_free(xs[i].body);
+        cllm__sb_free(&xs[i].resp);
+    }
     CLLM_FREE(xs);
     return CLLM__BATCH_RESULT(results, n, "requests", err);
 }
 
-CLLMDEF cllm_result cllm_client_chat(cllm_client *c, const cllm_chat_request *request, cllm_chat_result *result, cllm_err *err) {
+CLLMDEF cllm_result cllm_client_chat(cllm_client *c, const cllm_chat_request *request, cllm_chat_result *result,
+                                     cllm_err *err) {
     return cllm_client_chat_batch(c, request, 1, result, err);
 }
 
-/* ---- asking many prompts at once, re-asking unusable answers ------------------------------- */
-
-/* take(ctx, i, res, last) records the answer to prompt i (res may be a failed call) in the
-   caller's own result and returns 1, or returns 0 to draw a new sample (never when `last`). */
-
-/* Sends prompts[i] (one user message each; NULL entries are skipped) through the client, all
-   concurrently, and hands each answer to take(). The ones it refuses are asked again together,
-   for up to `retries` more rounds. Failed calls are final: the client already retried them. */
-static cllm_result cllm__ask_all(cllm_client *c, char *const *prompts, int n, const cllm_llm_params *params,
-                                 int json_mode, int retries, cllm__take_fn take, void *ctx) {
-    int *pending = (int *)cllm__calloc((size_t)n + 1, sizeof(int));
-    cllm_message *msgs = (cllm_message *)cllm__calloc((size_t)n + 1, sizeof *msgs);
-    cllm_chat_request *reqs = (cllm_chat_request *)cllm__calloc((size_t)n + 1, sizeof *reqs);
-    cllm_chat_result *res = (cllm_chat_result *)cllm__calloc((size_t)n + 1, sizeof *res);
-    int i, k, np = 0, round;
-    cllm_result rc = CLLM_OK;
-    if (!pending || !msgs || !reqs || !res) rc = CLLM_ERR_NOMEM;
-    for (i = 0; rc == CLLM_OK && i < n; i++) if (prompts[i]) pending[np++] = i;
-    for (round = 0; rc == CLLM_OK && np > 0 && round <= retries; round++) {
-        int keep = 0;
-        for (k = 0; k < np; k++) {
-            msgs[k].role = "user";
-            msgs[k].content = prompts[pending[k]];
-            memset(&reqs[k], 0, sizeof reqs[k]);
-            reqs[k].messages = &msgs[k];
-            reqs[k].n_messages = 1;
-            reqs[k].params = *params;
-            reqs[k].response_format = json_mode ? "json_object" : NULL;
-        }
-        cllm_client_chat_batch(c, reqs, np, res, NULL);
-        for (k = 0; k < np; k++) {
-            if (!take(ctx, pending[k], &res[k], round == retries)) pending[keep++] = pending[k];
-            cllm_chat_result_free(&res[k]);
-        }
-        np = keep;
-    }
-    CLLM_FREE(pending); CLLM_FREE(msgs); CLLM_FREE(reqs); CLLM_FREE(res);
-    return rc;
-}
-
-/* Fills a sampling-parameter default: zero fields take the role's defaults. */
-static cllm_llm_params cllm__params_def(cllm_llm_params p, double temperature, int max_tokens) {
-    p.temperature = cllm__def(p.temperature, temperature);
-    p.max_tokens = cllm__def(p.max_tokens, max_tokens);
-    return p;
-}
-
-/* A retry budget: zero means the default 3, negative none. */
-static int cllm__retries_def(int r) { return r < 0 ? 0 : cllm__def(r, 3); }
-
-/* ---- an assistant behind the client -------------------------------------------------------- */
-
-static cllm_result cllm__api_assistant_batch(void *ctx, const cllm_conv *histories, int n, cllm_reply *out) {
-    cllm_api_assistant *a = (cllm_api_assistant *)ctx;
-    cllm_chat_request *reqs = (cllm_chat_request *)cllm__calloc((size_t)n + 1, sizeof *reqs);
-    cllm_chat_result *res = (cllm_chat_result *)cllm__calloc((size_t)n + 1, sizeof *res);
-    cllm_message **msgs = (cllm_message **)cllm__calloc((size_t)n + 1, sizeof *msgs);
-    int i, j, sys = a->cfg.system_prompt != NULL, ok = reqs && res && msgs;
-    for (i = 0; ok && i < n; i++) {
-        /* the system prompt goes first in the request only; the conversation never stores it */
-        if (!(msgs[i] = (cllm_message *)cllm__calloc((size_t)histories[i].n + 1, sizeof(cllm_message)))) { ok = 0; break; }
-        if (sys) { msgs[i][0].role = "system"; msgs[i][0].content = a->cfg.system_prompt; }
-        for (j = 0; j < histories[i].n; j++) msgs[i][sys + j] = histories[i].msgs[j];
-        reqs[i].messages = msgs[i];
-        reqs[i].n_messages = sys + histories[i].n;
-        reqs[i].params = a->cfg.params;
-    }
-    if (ok) cllm_client_chat_batch(a->client, reqs, n, res, NULL);
-    for (i = 0; i < n; i++) {
-        if (!ok) cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the assistant was asked");
-        else if (res[i].code != CLLM_OK) { out[i].code = res[i].code; out[i].err = res[i].err; }
-        else {
-            out[i].text = res[i].content;
-            res[i].content = NULL;
-            out[i].code = CLLM_OK;
-            snprintf(out[i].meta.finish_reason, sizeof out[i].meta.finish_reason, "%s", res[i].finish_reason);
-            out[i].meta.replaced = res[i].replaced;
-        }
-        if (res) cllm_chat_result_free(&res[i]);
-        if (msgs) CLLM_FREE(msgs[i]);
-    }
-    CLLM_FREE(reqs); CLLM_FREE(res); CLLM_FREE(msgs);
-    return CLLM_OK;
-}
-
-static cllm_result cllm__api_assistant_respond(void *ctx, const cllm_conv *history, cllm_reply *out) {
-    cllm__api_assistant_batch(ctx, history, 1, out);
-    return out->code;
-}
-
-CLLMDEF void cllm_api_assistant_init(cllm_api_assistant *a, cllm_client *client, const cllm_api_assistant_config *cfg) {
-    memset(a, 0, sizeof *a);
-    if (cfg) a->cfg = *cfg;
-    a->cfg.params = cllm__params_def(a->cfg.params, 0.8, 2048);
-    a->client = client;
-    a->assistant.respond = cllm__api_assistant_respond;
-    a->assistant.respond_batch = cllm__api_assistant_batch;
-    a->assistant.ctx = a;
-}
-
-/* ---- task files ---------------------------------------------------------------------------- */
+/* ---- task files ------------------------------------------------------------------------------ */
 
 CLLMDEF void cllm_tasks_free(cllm_task *tasks, int n) {
     int i;
     if (!tasks) return;
-    for (i = 0; i < n; i++) { CLLM_FREE(tasks[i].prompt); CLLM_FREE(tasks[i].completion); cJSON_Delete(tasks[i].json); }
+    for (i = 0; i < n; i++) {
+        CLLM_FREE(tasks[i].prompt);
+        CLLM_FREE(tasks[i].completion);
+        cJSON_Delete(tasks[i].json);
+    }
     CLLM_FREE(tasks);
 }
 
 /* One line into t (which owns everything it points at afterwards, also on failure). */
-static cllm_result cllm__task_parse(cllm_task *t, const char *line, size_t len, const char *path, int lineno, cllm_err *err) {
+static cllm_result cllm__task_parse(cllm_task *t, const char *line, size_t len, const char *path, int lineno,
+                                    cllm_err *err) {
     const cJSON *p, *c;
     memset(t, 0, sizeof *t);
     if (!(t->json = cllm__jsonl_parse(line, len, path, lineno, err))) return CLLM_ERR_FORMAT;
     if (!cJSON_IsObject(t->json)) return cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not a JSON object", path, lineno);
     p = cJSON_GetObjectItemCaseSensitive(t->json, "single_turn_prompt");
     c = cJSON_GetObjectItemCaseSensitive(t->json, "single_turn_completion");
-    if (!cJSON_IsString(p)) return cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: \"single_turn_prompt\" must be a string", path, lineno);
+    if (!cJSON_IsString(p))
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: \"single_turn_prompt\" must be a string", path, lineno);
     t->prompt = cllm__strdup(p->valuestring);
     if (cJSON_IsString(c)) t->completion = cllm__strdup(c->valuestring);
     else if (!c || cJSON_IsNull(c)) t->completion = cllm__strdup("");
@@ -11421,10 +11699,15 @@ CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, i
         lineno++;
         if (len == 0) continue;
         if (count == tcap) {
-            cllm_task *nt = tcap < INT_MAX / 2 ? (cllm_task *)CLLM_REALLOC(ts, (size_t)(tcap ? 2 * tcap : 16) * sizeof *nt) : NULL;
-            if (!nt) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path); break; }
-            ts = nt;
-            tcap = tcap ? 2 * tcap : 16;
+            int grown_cap = tcap ? 2 * tcap : 16;
+            cllm_task *grown = NULL;
+            if (tcap < INT_MAX / 2) grown = (cllm_task *)CLLM_REALLOC(ts, (size_t)grown_cap * sizeof *ts);
+            if (!grown) {
+                rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", path);
+                break;
+            }
+            ts = grown;
+            tcap = grown_cap;
         }
         rc = cllm__task_parse(&ts[count], line, (size_t)len, path, lineno, err);
         count++;
@@ -11433,7 +11716,10 @@ CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, i
     CLLM_FREE(line);
     if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, path, lineno + 1, len);
     if (rc == CLLM_OK && count == 0) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no tasks", path);
-    if (rc != CLLM_OK) { cllm_tasks_free(ts, count); return rc; }
+    if (rc != CLLM_OK) {
+        cllm_tasks_free(ts, count);
+        return rc;
+    }
     *tasks = ts;
     *n = count;
     cllm__ok(err);
@@ -11441,10 +11727,103 @@ CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, i
 }
 
 /* -------------------------------------------------------------------------------------------- */
-/* Local models as assistants and simulators                                                    */
+/* II.7 Chat backends: API and local models as assistants and simulators                        */
 /* -------------------------------------------------------------------------------------------- */
 
-/* ---- loading: model + tokenizer + the ids that end a turn ----------------------------------- */
+/* One interface, cllm_chat_backend, completes n conversations with the backend's own sampling
+   settings; an API model (over the client) and a local model (over cllm_local_chat) implement it.
+   The user simulator and the judges (section I.4) and the assistant below are written once on top
+   of it; the public roles (cllm_llm_sim, cllm_local_user_sim, cllm_api_assistant,
+   cllm_local_assistant, cllm_judge) only choose a backend and their defaults. */
+
+/* ---- asking many prompts at once, re-asking unusable answers --------------------------------- */
+
+/* Sends prompts[i] (one user message each; NULL entries are skipped) to the backend and hands each
+   answer to take(ctx, i, answer, last), which records it in the caller's own result and returns 1,
+   or returns 0 to draw a new sample (never when `last`). The refused ones are asked again together,
+   for up to `retries` more rounds. A backend that answers one at a time (a local model) takes each
+   prompt through its rounds before the next, so that its seed counter runs in the same order as
+   asking them one by one. A failed call is final: the backend already retried it. */
+static void cllm__ask_all(const cllm_chat_backend *backend, char *const *prompts, int n, int json, int retries,
+                          cllm__take_fn take, void *ctx) {
+    int *pending = (int *)cllm__calloc((size_t)n + 1, sizeof(int));
+    cllm_message *msgs = (cllm_message *)cllm__calloc((size_t)n + 1, sizeof *msgs);
+    cllm_conv *convs = (cllm_conv *)cllm__calloc((size_t)n + 1, sizeof *convs);
+    cllm_reply *answers = (cllm_reply *)cllm__calloc((size_t)n + 1, sizeof *answers);
+    int group = backend->one_at_a_time ? 1 : n;
+    int first, i, k, np, round;
+    for (first = 0; pending && msgs && convs && answers && first < n; first += group) {
+        for (i = first, np = 0; i < first + group && i < n; i++)
+            if (prompts[i]) pending[np++] = i;
+        for (round = 0; np > 0 && round <= retries; round++) {
+            int keep = 0;
+            for (k = 0; k < np; k++) {
+                msgs[k].role = "user";
+                msgs[k].content = prompts[pending[k]];
+                convs[k].msgs = &msgs[k];
+                convs[k].n = 1;
+            }
+            memset(answers, 0, (size_t)np * sizeof *answers);
+            backend->complete(backend->ctx, convs, np, json, answers);
+            for (k = 0; k < np; k++) {
+                if (!take(ctx, pending[k], &answers[k], round == retries)) pending[keep++] = pending[k];
+                cllm_reply_free(&answers[k]);
+            }
+            np = keep;
+        }
+    }
+    CLLM_FREE(pending);
+    CLLM_FREE(msgs);
+    CLLM_FREE(convs);
+    CLLM_FREE(answers);
+}
+
+/* ---- an API model as a backend --------------------------------------------------------------- */
+
+/* n conversations as n concurrent requests of the client (cllm_client_chat_batch). */
+static void cllm__api_complete(void *ctx, const cllm_conv *convs, int n, int json, cllm_reply *out) {
+    const cllm_api_backend *b = (const cllm_api_backend *)ctx;
+    cllm_chat_request *reqs = (cllm_chat_request *)cllm__calloc((size_t)n + 1, sizeof *reqs);
+    cllm_chat_result *res = (cllm_chat_result *)cllm__calloc((size_t)n + 1, sizeof *res);
+    int i;
+    for (i = 0; reqs && res && i < n; i++) {
+        reqs[i].messages = convs[i].msgs;
+        reqs[i].n_messages = convs[i].n;
+        reqs[i].params = *b->params;
+        reqs[i].response_format = json ? "json_object" : NULL;
+    }
+    if (reqs && res) cllm_client_chat_batch(b->client, reqs, n, res, NULL);
+    for (i = 0; i < n; i++) {
+        if (!reqs || !res) {
+            out[i].code = cllm__fail(&out[i].err, CLLM_ERR_NOMEM, "out of memory before the endpoint was asked");
+            continue;
+        }
+        out[i].code = res[i].code;
+        if (res[i].code != CLLM_OK) {
+            out[i].err = res[i].err;
+        } else {
+            out[i].text = res[i].content;
+            res[i].content = NULL;
+            snprintf(out[i].meta.finish_reason, sizeof out[i].meta.finish_reason, "%s", res[i].finish_reason);
+            out[i].meta.replaced = res[i].replaced;
+        }
+        cllm_chat_result_free(&res[i]);
+    }
+    CLLM_FREE(reqs);
+    CLLM_FREE(res);
+}
+
+/* The client with sampling parameters (borrowed) as a backend; it names the model in messages. */
+static void cllm__api_backend_init(cllm_api_backend *b, cllm_client *client, const cllm_llm_params *params) {
+    b->client = client;
+    b->params = params;
+    b->backend.complete = cllm__api_complete;
+    b->backend.ctx = b;
+    b->backend.one_at_a_time = 0;
+    b->backend.name = params->model ? params->model : client ? client->model : NULL;
+}
+
+/* ---- loading: model + tokenizer + the ids that end a turn ------------------------------------ */
 
 static void cllm__local_add_stop_id(cllm_local_lm *lm, int id) {
     int i;
@@ -11471,10 +11850,13 @@ CLLMDEF cllm_result cllm_local_lm_load(cllm_local_lm *lm, const char *dir, cllm_
     if (!lm || !dir) return cllm__fail(err, CLLM_ERR_ARG, "local model: needs an lm and a model directory");
     memset(lm, 0, sizeof *lm);
     if ((rc = cllm_model_load(&lm->model, dir, err)) != CLLM_OK) return rc;
-    if ((rc = cllm_tokenizer_load(&lm->tok, dir, err)) != CLLM_OK) { cllm_local_lm_free(lm); return rc; }
+    if ((rc = cllm_tokenizer_load(&lm->tok, dir, err)) != CLLM_OK) {
+        cllm_local_lm_free(lm);
+        return rc;
+    }
     if (lm->tok.n_ids > lm->model.config.vocab_size) {
-        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tokenizer.json has ids up to %d but config.json's vocab_size is %d: they are not from the same model",
-                        dir, lm->tok.n_ids - 1, lm->model.config.vocab_size);
+        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tokenizer.json has ids up to %d but config.json's vocab_size is %d: "
+                        "they are not from the same model", dir, lm->tok.n_ids - 1, lm->model.config.vocab_size);
         cllm_local_lm_free(lm);
         return rc;
     }
@@ -11493,7 +11875,10 @@ CLLMDEF void cllm_local_outputs_free(cllm_local_output *out, int n) {
     int i;
     if (!out) return;
     for (i = 0; i < n; i++) {
-        CLLM_FREE(out[i].text); CLLM_FREE(out[i].ids); CLLM_FREE(out[i].logprobs); CLLM_FREE(out[i].prompt_ids);
+        CLLM_FREE(out[i].text);
+        CLLM_FREE(out[i].ids);
+        CLLM_FREE(out[i].logprobs);
+        CLLM_FREE(out[i].prompt_ids);
         memset(&out[i], 0, sizeof out[i]);
     }
 }
@@ -11515,7 +11900,10 @@ static const char *cllm__local_find_stop(const char *text, const cllm_local_gen_
     return first;
 }
 
-typedef struct cllm__local_stop_ctx { const cllm_tokenizer *tok; const cllm_local_gen_config *cfg; } cllm__local_stop_ctx;
+typedef struct cllm__local_stop_ctx {
+    const cllm_tokenizer *tok;
+    const cllm_local_gen_config *cfg;
+} cllm__local_stop_ctx;
 
 /* cllm_generate's stop test: the caller's on_token, then the stop strings on the text decoded so
    far. Decoding everything at each token costs O(n^2) byte copies per sample, which is small
@@ -11525,17 +11913,20 @@ static int cllm__local_stop(void *ctx, const int *ids, int n) {
     char *text = NULL;
     int hit;
     if (sc->cfg->on_token && sc->cfg->on_token(sc->cfg->on_token_ctx, ids, n)) return 1;
-    if (sc->cfg->n_stop <= 0 || cllm_tokenizer_decode(sc->tok, ids, n, !sc->cfg->keep_special, &text, NULL, NULL) != CLLM_OK) return 0;
+    if (sc->cfg->n_stop <= 0) return 0;
+    if (cllm_tokenizer_decode(sc->tok, ids, n, !sc->cfg->keep_special, &text, NULL, NULL) != CLLM_OK) return 0;
     hit = text && cllm__local_find_stop(text, sc->cfg) != NULL;
     CLLM_FREE(text);
     return hit;
 }
 
 /* o->text from o->ids: the token that ended the turn is left out, a stop string cuts the text. */
-static cllm_result cllm__local_text(const cllm_tokenizer *tok, const cllm_local_gen_config *cfg, cllm_local_output *o, cllm_err *err) {
+static cllm_result cllm__local_text(const cllm_tokenizer *tok, const cllm_local_gen_config *cfg, cllm_local_output *o,
+                                    cllm_err *err) {
     int n = o->n - (o->finish == CLLM_FINISH_EOS);
     cllm_result rc = cllm_tokenizer_decode(tok, o->ids, n, !cfg->keep_special, &o->text, NULL, err);
-    if (rc == CLLM_OK && !o->text && !(o->text = cllm__strdup(""))) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if (rc == CLLM_OK && !o->text && !(o->text = cllm__strdup("")))
+        rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     if (rc == CLLM_OK && o->finish == CLLM_FINISH_STOP) {
         const char *cut = cllm__local_find_stop(o->text, cfg);
         if (cut) o->text[cut - o->text] = 0;
@@ -11555,9 +11946,11 @@ static cllm_result cllm__local_chat_one(cllm_local_lm *lm, const cllm_message *m
     uint64_t call;
     cllm_result rc;
     memset(out, 0, (size_t)n_samples * sizeof *out);
-    if (cfg->n_stop < 0 || (cfg->n_stop > 0 && !cfg->stop)) return cllm__fail(err, CLLM_ERR_ARG, "local generation: n_stop must be >= 0, with that many stop strings");
+    if (cfg->n_stop < 0 || (cfg->n_stop > 0 && !cfg->stop))
+        return cllm__fail(err, CLLM_ERR_ARG, "local generation: n_stop must be >= 0, with that many stop strings");
     for (s = 0; s < cfg->n_stop; s++)
-        if (!cfg->stop[s] || !cfg->stop[s][0]) return cllm__fail(err, CLLM_ERR_ARG, "local generation: stop string %d is empty", s);
+        if (!cfg->stop[s] || !cfg->stop[s][0])
+            return cllm__fail(err, CLLM_ERR_ARG, "local generation: stop string %d is empty", s);
     ro.add_generation_prompt = 1;
     if ((rc = cllm_chat_render(&lm->tok, msgs, n_msgs, &ro, NULL, &prompt, NULL, &n_prompt, err)) != CLLM_OK) return rc;
     call = lm->calls++;
@@ -11569,17 +11962,28 @@ static cllm_result cllm__local_chat_one(cllm_local_lm *lm, const cllm_message *m
     g.n_eos = lm->n_stop_ids;
     sc.tok = &lm->tok;
     sc.cfg = cfg;
-    if (cfg->n_stop > 0 || cfg->on_token) { g.stop = cllm__local_stop; g.stop_ctx = &sc; }
+    if (cfg->n_stop > 0 || cfg->on_token) {
+        g.stop = cllm__local_stop;
+        g.stop_ctx = &sc;
+    }
     comp = (cllm_completion *)cllm__calloc((size_t)n_samples, sizeof *comp);
-    if (!comp) { CLLM_FREE(prompt); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    if (!comp) {
+        CLLM_FREE(prompt);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
     rc = cllm_generate(&lm->model, prompt, n_prompt, n_samples, &g, comp, err);
     for (s = 0; rc == CLLM_OK && s < n_samples; s++) {
         cllm_local_output *o = &out[s];
-        o->ids = comp[s].ids; o->logprobs = comp[s].logprobs; o->n = comp[s].n; o->finish = comp[s].finish;
-        comp[s].ids = NULL; comp[s].logprobs = NULL;
+        o->ids = comp[s].ids;
+        o->logprobs = comp[s].logprobs;
+        o->n = comp[s].n;
+        o->finish = (cllm_finish_reason)comp[s].finish;
+        comp[s].ids = NULL;
+        comp[s].logprobs = NULL;
         o->call = call;
         o->n_prompt = n_prompt;
-        if (!(o->prompt_ids = (int *)cllm__calloc((size_t)n_prompt, sizeof(int)))) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+        o->prompt_ids = (int *)cllm__calloc((size_t)n_prompt, sizeof(int));
+        if (!o->prompt_ids) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
         else memcpy(o->prompt_ids, prompt, (size_t)n_prompt * sizeof(int));
         if (rc == CLLM_OK) rc = cllm__local_text(&lm->tok, cfg, o, err);
     }
@@ -11591,9 +11995,11 @@ static cllm_result cllm__local_chat_one(cllm_local_lm *lm, const cllm_message *m
 }
 
 /* Zero fields take the role's defaults. */
-static cllm_local_gen_config cllm__local_gen_def(const cllm_local_gen_config *cfg, float temperature, int max_new_tokens) {
+static cllm_local_gen_config cllm__local_gen_def(const cllm_local_gen_config *cfg, float temperature,
+                                                 int max_new_tokens) {
     cllm_local_gen_config c;
-    if (cfg) c = *cfg; else memset(&c, 0, sizeof c);
+    memset(&c, 0, sizeof c);
+    if (cfg) c = *cfg;
     c.sampler.temperature = cllm__def(c.sampler.temperature, temperature);
     c.max_new_tokens = cllm__def(c.max_new_tokens, max_new_tokens);
     return c;
@@ -11604,127 +12010,207 @@ CLLMDEF cllm_result cllm_local_chat(cllm_local_lm *lm, const cllm_conv *historie
     cllm_local_gen_config c = cllm__local_gen_def(cfg, 1.0f, 256);
     cllm_result rc;
     int i;
-    if (!lm || !lm->model.params_memory || !lm->tok.priv) return cllm__fail(err, CLLM_ERR_ARG, "local model: not loaded");
+    if (!lm || !lm->model.params_memory || !lm->tok.priv)
+        return cllm__fail(err, CLLM_ERR_ARG, "local model: not loaded");
     if (n < 0 || n_samples < 1 || n_samples > 65536 || (n > 0 && (!histories || !out)) || n > INT_MAX / n_samples)
-        return cllm__fail(err, CLLM_ERR_ARG, "local chat: needs n >= 0 conversations, n_samples in [1, 65536] and n * n_samples outputs");
+        return cllm__fail(err, CLLM_ERR_ARG,
+                          "local chat: needs n >= 0 conversations, n_samples in [1, 65536] and n * n_samples outputs");
     memset(out, 0, (size_t)n * (size_t)n_samples * sizeof *out);
-    for (i = 0; i < n; i++)
-        if ((rc = cllm__local_chat_one(lm, histories[i].msgs, histories[i].n, n_samples, &c, out + (size_t)i * n_samples, err)) != CLLM_OK) {
-            cllm_local_outputs_free(out, i * n_samples);
-            return rc;
-        }
+    for (i = 0; i < n; i++) {
+        cllm_local_output *o = out + (size_t)i * n_samples;
+        rc = cllm__local_chat_one(lm, histories[i].msgs, histories[i].n, n_samples, &c, o, err);
+        if (rc == CLLM_OK) continue;
+        cllm_local_outputs_free(out, i * n_samples);
+        return rc;
+    }
     cllm__ok(err);
     return CLLM_OK;
 }
 
-/* ---- the policy as an assistant -------------------------------------------------------------- */
+/* ---- a local model as a backend -------------------------------------------------------------- */
 
-/* How a local sample ended, in the endpoints' words: an end-of-turn/EOS token or a stop string is
-   "stop" (as vLLM reports both), max_new_tokens "length". */
-static void cllm__local_finish_meta(const cllm_local_output *o, cllm_msg_meta *meta) {
-    memset(meta, 0, sizeof *meta);
-    snprintf(meta->finish_reason, sizeof meta->finish_reason, "%s",
-             o->finish == CLLM_FINISH_LENGTH ? "length" : "stop");
+/* n conversations one after the other, one sample each (cllm__local_chat_one: the counter scheme
+   seeds them in this order). A sample ended by an end-of-turn/EOS token or a stop string finishes
+   "stop", as vLLM reports both; max_new_tokens "length". */
+static void cllm__local_complete(void *ctx, const cllm_conv *convs, int n, int json, cllm_reply *out) {
+    cllm_local_backend *b = (cllm_local_backend *)ctx;
+    int i;
+    (void)json;
+    for (i = 0; i < n; i++) {
+        cllm_local_output o;
+        b->generations++;
+        out[i].code = cllm__local_chat_one(b->lm, convs[i].msgs, convs[i].n, 1, b->gen, &o, &out[i].err);
+        if (out[i].code == CLLM_OK) {
+            out[i].text = o.text;
+            o.text = NULL;
+            snprintf(out[i].meta.finish_reason, sizeof out[i].meta.finish_reason, "%s",
+                     o.finish == CLLM_FINISH_LENGTH ? "length" : "stop");
+        }
+        cllm_local_outputs_free(&o, 1);
+    }
+}
+
+/* The model with its generation settings (borrowed, defaults applied) as a backend. */
+static void cllm__local_backend_init(cllm_local_backend *b, cllm_local_lm *lm, const cllm_local_gen_config *gen) {
+    b->lm = lm;
+    b->gen = gen;
+    b->backend.complete = cllm__local_complete;
+    b->backend.ctx = b;
+    b->backend.one_at_a_time = 1;
+    b->backend.name = "(local model)";
+}
+
+/* ---- the roles: user simulators, assistants and judges on a backend -------------------------- */
+
+/* Zero sampling fields take the role's defaults. */
+static cllm_llm_params cllm__params_def(cllm_llm_params p, double temperature, int max_tokens) {
+    p.temperature = cllm__def(p.temperature, temperature);
+    p.max_tokens = cllm__def(p.max_tokens, max_tokens);
+    return p;
+}
+
+/* A retry budget: zero means the default 3, negative none. */
+static int cllm__retries_def(int r) {
+    return r < 0 ? 0 : cllm__def(r, 3);
+}
+
+/* The assistant on a backend: the system prompt goes first in what the model sees, never into the
+   conversation. */
+static void cllm__assistant_ask(const cllm_chat_backend *backend, const char *system_prompt,
+                                const cllm_conv *histories, int n, cllm_reply *out) {
+    cllm_conv *views;
+    int i, j, built;
+    if (!system_prompt) {
+        backend->complete(backend->ctx, histories, n, 0, out);
+        return;
+    }
+    views = (cllm_conv *)cllm__calloc((size_t)n + 1, sizeof *views);
+    for (built = 0; views && built < n; built++) {
+        const cllm_conv *h = &histories[built];
+        cllm_message *msgs = (cllm_message *)cllm__calloc((size_t)h->n + 1, sizeof *msgs);
+        if (!msgs) break;
+        msgs[0].role = "system";
+        msgs[0].content = system_prompt;
+        for (j = 0; j < h->n; j++) msgs[1 + j] = h->msgs[j];
+        views[built].msgs = msgs;
+        views[built].n = 1 + h->n;
+    }
+    if (built == n) backend->complete(backend->ctx, views, n, 0, out);
+    for (i = 0; built < n && i < n; i++)
+        cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the assistant was asked");
+    for (i = 0; i < built; i++) CLLM_FREE(views[i].msgs);
+    CLLM_FREE(views);
+}
+
+/* The roles' interfaces. Each role struct starts with its interface and is the interface's ctx, so
+   one single-conversation function serves every role: the batch of one. */
+static cllm_result cllm__sim_turn_one(void *ctx, const cllm_goal *goal, const cllm_conv *history, cllm_reply *out) {
+    ((const cllm_user_sim *)ctx)->turn_batch(ctx, goal, history, 1, out);
+    return out->code;
+}
+
+static cllm_result cllm__respond_one(void *ctx, const cllm_conv *history, cllm_reply *out) {
+    ((const cllm_assistant *)ctx)->respond_batch(ctx, history, 1, out);
+    return out->code;
+}
+
+static cllm_result cllm__llm_sim_batch(void *ctx, const cllm_goal *goals, const cllm_conv *histories, int n,
+                                       cllm_reply *out) {
+    cllm_llm_sim *s = (cllm_llm_sim *)ctx;
+    cllm__user_sim_ask(&s->api.backend, &s->cfg, goals, histories, n, out);
+    return CLLM_OK;
+}
+
+static cllm_result cllm__local_sim_batch(void *ctx, const cllm_goal *goals, const cllm_conv *histories, int n,
+                                         cllm_reply *out) {
+    cllm_local_user_sim *s = (cllm_local_user_sim *)ctx;
+    cllm_llm_sim_config settings;
+    memset(&settings, 0, sizeof settings);
+    settings.termination = s->cfg.termination;
+    settings.prompt = s->cfg.prompt;
+    settings.max_parse_retries = s->cfg.max_parse_retries;
+    cllm__user_sim_ask(&s->local.backend, &settings, goals, histories, n, out);
+    return CLLM_OK;
+}
+
+static cllm_result cllm__api_assistant_batch(void *ctx, const cllm_conv *histories, int n, cllm_reply *out) {
+    cllm_api_assistant *a = (cllm_api_assistant *)ctx;
+    cllm__assistant_ask(&a->api.backend, a->cfg.system_prompt, histories, n, out);
+    return CLLM_OK;
 }
 
 static cllm_result cllm__local_assistant_batch(void *ctx, const cllm_conv *histories, int n, cllm_reply *out) {
     cllm_local_assistant *a = (cllm_local_assistant *)ctx;
-    int i, j, sys = a->cfg.system_prompt != NULL;
-    for (i = 0; i < n; i++) {
-        /* the system prompt goes first in the prompt only; the conversation never stores it */
-        cllm_message *msgs = (cllm_message *)cllm__calloc((size_t)histories[i].n + 1, sizeof *msgs);
-        cllm_local_output o;
-        if (!msgs) { out[i].code = cllm__fail(&out[i].err, CLLM_ERR_NOMEM, "out of memory before the local assistant ran"); continue; }
-        if (sys) { msgs[0].role = "system"; msgs[0].content = a->cfg.system_prompt; }
-        for (j = 0; j < histories[i].n; j++) msgs[sys + j] = histories[i].msgs[j];
-        out[i].code = cllm__local_chat_one(a->lm, msgs, sys + histories[i].n, 1, &a->cfg.gen, &o, &out[i].err);
-        if (out[i].code == CLLM_OK) {
-            out[i].text = o.text;
-            o.text = NULL;
-            cllm__local_finish_meta(&o, &out[i].meta);
-        }
-        cllm_local_outputs_free(&o, 1);
-        CLLM_FREE(msgs);
-    }
+    cllm__assistant_ask(&a->local.backend, a->cfg.system_prompt, histories, n, out);
     return CLLM_OK;
 }
 
-static cllm_result cllm__local_assistant_respond(void *ctx, const cllm_conv *history, cllm_reply *out) {
-    cllm__local_assistant_batch(ctx, history, 1, out);
-    return out->code;
+/* (a) The LLM user simulator: an API model, temperature 1.0 and 1024 tokens (CollabLLM's defaults). */
+CLLMDEF void cllm_llm_sim_init(cllm_llm_sim *s, cllm_client *client, const cllm_llm_sim_config *cfg) {
+    memset(s, 0, sizeof *s);
+    if (cfg) s->cfg = *cfg;
+    s->cfg.params = cllm__params_def(s->cfg.params, 1.0, 1024);
+    s->cfg.termination = cllm__def(s->cfg.termination, CLLM_TERMINATION_SIGNAL);
+    s->cfg.max_parse_retries = cllm__retries_def(s->cfg.max_parse_retries);
+    cllm__api_backend_init(&s->api, client, &s->cfg.params);
+    s->sim.turn = cllm__sim_turn_one;
+    s->sim.turn_batch = cllm__llm_sim_batch;
+    s->sim.ctx = s;
 }
 
-CLLMDEF void cllm_local_assistant_init(cllm_local_assistant *a, cllm_local_lm *lm, const cllm_local_assistant_config *cfg) {
-    memset(a, 0, sizeof *a);
-    if (cfg) a->cfg = *cfg;
-    a->cfg.gen = cllm__local_gen_def(&a->cfg.gen, 0.8f, 1024);
-    a->lm = lm;
-    a->assistant.respond = cllm__local_assistant_respond;
-    a->assistant.respond_batch = cllm__local_assistant_batch;
-    a->assistant.ctx = a;
-}
-
-/* ---- (b) the user simulator as a local model ------------------------------------------------- */
-
-/* One conversation: the simulator prompt as a single user message, sampled until
-   cllm_user_sim_parse accepts the answer or the retries run out. A failed generation is final. */
-static void cllm__local_sim_one(cllm_local_user_sim *s, const cllm_goal *goal, const cllm_conv *history, cllm_reply *out) {
-    cllm_llm_sim_config pc;
-    cllm_message msg;
-    char *prompt = NULL;
-    int attempt;
-    memset(&pc, 0, sizeof pc);
-    pc.termination = s->cfg.termination;
-    pc.prompt = s->cfg.prompt;
-    if ((out->code = cllm_user_sim_prompt(&pc, goal, history, &prompt, &out->err)) != CLLM_OK) return;
-    msg.role = "user";
-    msg.content = prompt;
-    for (attempt = 0; ; attempt++) {
-        cllm_local_output o;
-        cllm_err gerr;
-        s->generations++;
-        if (cllm__local_chat_one(s->lm, &msg, 1, 1, &s->cfg.gen, &o, &gerr) != CLLM_OK) {
-            cllm_reply_free(out);
-            out->err = gerr;
-            out->code = gerr.code;
-            break;
-        }
-        cllm_user_sim_parse(o.text, s->cfg.termination, out);
-        cllm__local_finish_meta(&o, &out->meta);
-        cllm_local_outputs_free(&o, 1);
-        if (out->code == CLLM_OK) break;
-        if (attempt >= s->cfg.max_parse_retries) {
-            char last[CLLM_ERRMSG_SIZE];
-            snprintf(last, sizeof last, "%s", out->err.msg);
-            cllm__fail(&out->err, out->code, "the local simulator gave no usable answer in %d samples; last: %s", attempt + 1, last);
-            break;
-        }
-    }
-    CLLM_FREE(prompt);
-}
-
-static cllm_result cllm__local_sim_batch(void *ctx, const cllm_goal *goals, const cllm_conv *histories, int n, cllm_reply *out) {
-    int i;
-    for (i = 0; i < n; i++) cllm__local_sim_one((cllm_local_user_sim *)ctx, &goals[i], &histories[i], &out[i]);
-    return CLLM_OK;
-}
-
-static cllm_result cllm__local_sim_turn(void *ctx, const cllm_goal *goal, const cllm_conv *history, cllm_reply *out) {
-    cllm__local_sim_one((cllm_local_user_sim *)ctx, goal, history, out);
-    return out->code;
-}
-
-CLLMDEF void cllm_local_user_sim_init(cllm_local_user_sim *s, cllm_local_lm *lm, const cllm_local_user_sim_config *cfg) {
+/* (b) The user simulator as a local model, with the API simulator's defaults. */
+CLLMDEF void cllm_local_user_sim_init(cllm_local_user_sim *s, cllm_local_lm *lm,
+                                      const cllm_local_user_sim_config *cfg) {
     memset(s, 0, sizeof *s);
     if (cfg) s->cfg = *cfg;
     s->cfg.gen = cllm__local_gen_def(&s->cfg.gen, 1.0f, 1024);
     s->cfg.termination = cllm__def(s->cfg.termination, CLLM_TERMINATION_SIGNAL);
     s->cfg.max_parse_retries = cllm__retries_def(s->cfg.max_parse_retries);
-    s->lm = lm;
-    s->sim.turn = cllm__local_sim_turn;
+    cllm__local_backend_init(&s->local, lm, &s->cfg.gen);
+    s->sim.turn = cllm__sim_turn_one;
     s->sim.turn_batch = cllm__local_sim_batch;
     s->sim.ctx = s;
 }
+
+/* An assistant served by an API model: temperature 0.8 and 2048 tokens (CollabLLM's defaults). */
+CLLMDEF void cllm_api_assistant_init(cllm_api_assistant *a, cllm_client *client, const cllm_api_assistant_config *cfg) {
+    memset(a, 0, sizeof *a);
+    if (cfg) a->cfg = *cfg;
+    a->cfg.params = cllm__params_def(a->cfg.params, 0.8, 2048);
+    cllm__api_backend_init(&a->api, client, &a->cfg.params);
+    a->assistant.respond = cllm__respond_one;
+    a->assistant.respond_batch = cllm__api_assistant_batch;
+    a->assistant.ctx = a;
+}
+
+/* The policy as an assistant: temperature 0.8 as the API assistant's, 1024 new tokens (vLLM's
+   max_tokens in CollabLLM's local path). */
+CLLMDEF void cllm_local_assistant_init(cllm_local_assistant *a, cllm_local_lm *lm,
+                                       const cllm_local_assistant_config *cfg) {
+    memset(a, 0, sizeof *a);
+    if (cfg) a->cfg = *cfg;
+    a->cfg.gen = cllm__local_gen_def(&a->cfg.gen, 0.8f, 1024);
+    cllm__local_backend_init(&a->local, lm, &a->cfg.gen);
+    a->assistant.respond = cllm__respond_one;
+    a->assistant.respond_batch = cllm__local_assistant_batch;
+    a->assistant.ctx = a;
+}
+
+/* The judges: temperature 0 (sent as 0) and 2048 tokens, the built-in prompts of section I.4. */
+CLLMDEF void cllm_judge_init(cllm_judge *j, cllm_client *client, const cllm_judge_config *cfg) {
+    memset(j, 0, sizeof *j);
+    if (cfg) j->cfg = *cfg;
+    j->cfg.params = cllm__params_def(j->cfg.params, -1.0, 2048);
+    j->cfg.max_parse_retries = cllm__retries_def(j->cfg.max_parse_retries);
+    j->cfg.interactivity_prompt = cllm__def(j->cfg.interactivity_prompt, cllm__prompt_interactivity);
+    j->cfg.accuracy_prompt = cllm__def(j->cfg.accuracy_prompt, cllm__prompt_accuracy);
+    j->cfg.extract_prompt = cllm__def(j->cfg.extract_prompt, cllm__prompt_extract);
+    cllm__api_backend_init(&j->api, client, &j->cfg.params);
+}
+
+/* -------------------------------------------------------------------------------------------- */
+/* II.8 Metrics: built-in metrics, pass_rate, BLEU                                              */
+/* -------------------------------------------------------------------------------------------- */
 
 /* ---- built-in metrics ------------------------------------------------------------------------ */
 
@@ -11734,12 +12220,16 @@ static const char *cllm__last_assistant(const cllm_conv *c) {
     return NULL;
 }
 
+/* CollabLLM v2's token_amount: the tokens of every assistant message of the session / 1000. */
 CLLMDEF cllm_result cllm_metric_token_amount(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
     int i, t;
     for (i = 0; i < n; i++) {
         long tokens = 0;
-        for (t = 0; t < s[i].conv->n; t++)
-            if (strcmp(s[i].conv->msgs[t].role, "assistant") == 0) tokens += cllm_count_tokens((const cllm_token_counter *)ctx, s[i].conv->msgs[t].content);
+        for (t = 0; t < s[i].conv->n; t++) {
+            const cllm_message *msg = &s[i].conv->msgs[t];
+            if (strcmp(msg->role, "assistant") != 0) continue;
+            tokens += cllm_count_tokens((const cllm_token_counter *)ctx, msg->content);
+        }
         scores[i] = tokens / 1000.0;
     }
     cllm__ok(err);
@@ -11774,8 +12264,7 @@ static void cllm__metric_why(cllm_err *why, cllm_result code, const char *reason
 static cllm_result cllm__judged(cllm_judgement *j, int n, double *scores, const char *metric, cllm_err *err) {
     cllm_err why;
     int i;
-    why.code = CLLM_OK;
-    why.msg[0] = 0;
+    cllm__ok(&why);
     for (i = 0; i < n; i++) {
         scores[i] = j[i].code == CLLM_OK ? j[i].score : NAN;
         cllm__metric_why(&why, j[i].code, j[i].err.msg);
@@ -11789,8 +12278,12 @@ CLLMDEF cllm_result cllm_metric_interactivity(void *ctx, const cllm_session *s, 
     cllm_judgement *j = (cllm_judgement *)cllm__calloc((size_t)n + 1, sizeof *j);
     cllm_conv *convs = (cllm_conv *)cllm__calloc((size_t)n + 1, sizeof *convs);
     int i;
-    if (!ctx) { CLLM_FREE(j); CLLM_FREE(convs); return cllm__fail(err, CLLM_ERR_ARG, "interactivity metric: needs an LLM judge"); }
-    if (!j || !convs) { CLLM_FREE(j); CLLM_FREE(convs); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    if (!ctx || !j || !convs) {
+        CLLM_FREE(j);
+        CLLM_FREE(convs);
+        if (!ctx) return cllm__fail(err, CLLM_ERR_ARG, "interactivity metric: needs an LLM judge");
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
     for (i = 0; i < n; i++) convs[i] = *s[i].conv;
     cllm_judge_interactivity((cllm_judge *)ctx, convs, n, j, NULL);
     CLLM_FREE(convs);
@@ -11801,8 +12294,12 @@ CLLMDEF cllm_result cllm_metric_accuracy(void *ctx, const cllm_session *s, int n
     cllm_judgement *j = (cllm_judgement *)cllm__calloc((size_t)n + 1, sizeof *j);
     cllm_accuracy_item *it = (cllm_accuracy_item *)cllm__calloc((size_t)n + 1, sizeof *it);
     int i;
-    if (!ctx) { CLLM_FREE(j); CLLM_FREE(it); return cllm__fail(err, CLLM_ERR_ARG, "accuracy metric: needs an LLM judge"); }
-    if (!j || !it) { CLLM_FREE(j); CLLM_FREE(it); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
+    if (!ctx || !j || !it) {
+        CLLM_FREE(j);
+        CLLM_FREE(it);
+        if (!ctx) return cllm__fail(err, CLLM_ERR_ARG, "accuracy metric: needs an LLM judge");
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
     for (i = 0; i < n; i++) {
         it[i].question = s[i].task ? s[i].task->prompt : s[i].goal->prompt;
         it[i].ground_truth = s[i].task ? s[i].task->completion : s[i].goal->reference;
@@ -11821,7 +12318,11 @@ static char *cllm__normalize_answer(const char *s) {
     if (!o) return NULL;
     for (; *s; s++) {
         int c = (unsigned char)*s, ws = c == ' ' || (c >= '\t' && c <= '\r');
-        if (ws) { if (!space) o[k++] = ' '; space = 1; continue; }
+        if (ws) {
+            if (!space) o[k++] = ' ';
+            space = 1;
+            continue;
+        }
         o[k++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
         space = 0;
     }
@@ -11841,14 +12342,16 @@ CLLMDEF int cllm_answer_matches(const cllm_match_config *cfg, const char *answer
         if (!last) return 0;
         answer = last + strlen(prefix);
     }
-    a = cllm__normalize_answer(answer); b = cllm__normalize_answer(reference);
+    a = cllm__normalize_answer(answer);
+    b = cllm__normalize_answer(reference);
     same = a && b && strcmp(a, b) == 0;
     if (!same && a && b && cfg && cfg->numeric) {
         char *ea, *eb;
         double x = strtod(a, &ea), y = strtod(b, &eb), tol = cllm__def(cfg->tolerance, 1e-6);
         if (ea != a && *ea == 0 && eb != b && *eb == 0) same = fabs(x - y) <= tol * (fabs(y) > 1 ? fabs(y) : 1);
     }
-    CLLM_FREE(a); CLLM_FREE(b);
+    CLLM_FREE(a);
+    CLLM_FREE(b);
     return same;
 }
 
@@ -11856,7 +12359,8 @@ CLLMDEF cllm_result cllm_metric_exact_match(void *ctx, const cllm_session *s, in
     int i;
     for (i = 0; i < n; i++) {
         const char *ref = s[i].task ? s[i].task->completion : s[i].goal->reference;
-        scores[i] = cllm_answer_matches((const cllm_match_config *)ctx, cllm__last_assistant(s[i].conv), ref) ? 1.0 : 0.0;
+        const char *last = cllm__last_assistant(s[i].conv);
+        scores[i] = cllm_answer_matches((const cllm_match_config *)ctx, last, ref) ? 1.0 : 0.0;
     }
     cllm__ok(err);
     return CLLM_OK;
@@ -11888,7 +12392,8 @@ static void cllm__extract_final(cllm_judge *judge, const char *kind, const cllm_
     for (i = 0; i < n; i++) {
         const cJSON *task = s[i].task ? s[i].task->json : NULL;
         const cJSON *meta = cJSON_GetObjectItemCaseSensitive(task, "single_turn_metadata");
-        it[i].conv = s[i].conv; it[i].kind = kind;
+        it[i].conv = s[i].conv;
+        it[i].kind = kind;
         it[i].requirement = cllm__json_str(meta, "extraction_requirement");
     }
     cllm_judge_extract(judge, it, n, j, NULL);
@@ -11910,8 +12415,7 @@ CLLMDEF cllm_result cllm_metric_bleu(void *ctx, const cllm_session *s, int n, do
     cllm_err why;
     int i;
     if (!docs) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    why.code = CLLM_OK;
-    why.msg[0] = 0;
+    cllm__ok(&why);
     cllm__extract_final((cllm_judge *)ctx, "document", s, n, docs, &why);
     for (i = 0; i < n; i++) {
         const char *ref = s[i].task ? s[i].task->completion : s[i].goal->reference;
@@ -11919,7 +12423,7 @@ CLLMDEF cllm_result cllm_metric_bleu(void *ctx, const cllm_session *s, int n, do
         cllm_err berr;
         if (!ref)
             cllm__metric_why(&why, CLLM_ERR_ARG, "the task has no reference (single_turn_completion) to compare with");
-        else if (docs[i] && cllm_bleu(1, &ref, docs[i], CLLM_BLEU_CHAR, 0, &b, &berr) != CLLM_OK) {
+        else if (docs[i] && cllm_bleu(1, &ref, docs[i], CLLM_BLEU_CHAR, CLLM_BLEU_NO_SMOOTHING, &b, &berr) != CLLM_OK) {
             b = NAN;
             cllm__metric_why(&why, berr.code, berr.msg);
         }
@@ -11930,26 +12434,29 @@ CLLMDEF cllm_result cllm_metric_bleu(void *ctx, const cllm_session *s, int n, do
     return cllm__metric_done(scores, n, "bleu", &why, err);
 }
 
-/* ---- pass_rate: run the task's unit tests on the final code --------------------------------- */
+/* ---- pass_rate: run the task's unit tests on the final code ---------------------------------- */
 
 /* The code to test: the last ```python (or ```) block of the text, else the whole text. */
 static char *cllm__code_block(const char *text) {
     const char *p = text, *best = NULL, *best_end = NULL;
+    size_t n;
+    char *code;
     while ((p = strstr(p, "```")) != NULL) {
         const char *body = strchr(p + 3, '\n'), *end;
         if (!body) break;
         end = strstr(body + 1, "```");
         if (!end) break;
-        best = body + 1; best_end = end;
+        best = body + 1;
+        best_end = end;
         p = end + 3;
     }
     if (!best) return cllm__strdup(text);
-    {
-        size_t n = (size_t)(best_end - best);
-        char *o = (char *)CLLM_MALLOC(n + 1);
-        if (o) { memcpy(o, best, n); o[n] = 0; }
-        return o;
-    }
+    n = (size_t)(best_end - best);
+    code = (char *)CLLM_MALLOC(n + 1);
+    if (!code) return NULL;
+    memcpy(code, best, n);
+    code[n] = 0;
+    return code;
 }
 
 /* The task's tests: single_turn_metadata.test, or the "test" field of a JSON completion
@@ -11973,20 +12480,23 @@ static char *cllm__task_tests(const cllm_task *t) {
    if it could not start, -2 on timeout. The child gets its own process group so that a timeout
    kills anything it spawned. */
 static int cllm__run_python(const cllm_code_config *cfg, const char *file, char *out, size_t outsize) {
-    int fds[2], errfds[2], status = 0, timed_out = 0, exec_errno = 0;
+    int fds[2] = { -1, -1 }, errfds[2] = { -1, -1 }, status = 0, timed_out = 0, exec_errno = 0;
     size_t got = 0;
     double deadline;
-    pid_t pid;
+    pid_t pid = -1;
     const char *python = cfg && cfg->python ? cfg->python : "python3";
     double timeout = cfg ? cllm__def(cfg->timeout_s, 10.0) : 10.0;
     long mem_mb = cfg ? cllm__def(cfg->memory_mb, 2048L) : 2048L;
     out[0] = 0;
-    if (pipe(fds) != 0) return -1;
     /* errfds: close-on-exec, so it reads EOF once python runs, or the child's errno if exec failed */
-    if (pipe(errfds) != 0) { close(fds[0]); close(fds[1]); return -1; }
-    fcntl(errfds[1], F_SETFD, FD_CLOEXEC);
-    pid = fork();
-    if (pid < 0) { close(fds[0]); close(fds[1]); close(errfds[0]); close(errfds[1]); return -1; }
+    if (pipe(fds) == 0 && pipe(errfds) == 0 && fcntl(errfds[1], F_SETFD, FD_CLOEXEC) == 0) pid = fork();
+    if (pid < 0) {                                /* close(-1) of a pipe never made is harmless */
+        close(fds[0]);
+        close(fds[1]);
+        close(errfds[0]);
+        close(errfds[1]);
+        return -1;
+    }
     if (pid == 0) {                               /* child: limits, stdout to the pipe, no shell */
         struct rlimit cpu, as;
         int devnull = open("/dev/null", O_WRONLY);
@@ -11998,9 +12508,15 @@ static int cllm__run_python(const cllm_code_config *cfg, const char *file, char 
         setrlimit(RLIMIT_CPU, &cpu);
         setrlimit(RLIMIT_AS, &as);
         dup2(fds[1], 1);
-        if (devnull >= 0) { dup2(devnull, 2); dup2(devnull, 0); }
-        close(fds[0]); close(fds[1]);
-        argv[0] = (char *)python; argv[1] = (char *)file; argv[2] = NULL;
+        if (devnull >= 0) {
+            dup2(devnull, 2);
+            dup2(devnull, 0);
+        }
+        close(fds[0]);
+        close(fds[1]);
+        argv[0] = (char *)python;
+        argv[1] = (char *)file;
+        argv[2] = NULL;
         execvp(python, argv);
         exec_errno = errno;
         if (write(errfds[1], &exec_errno, sizeof exec_errno) < 0) {}
@@ -12021,8 +12537,13 @@ static int cllm__run_python(const cllm_code_config *cfg, const char *file, char 
         double left = deadline - cllm__now();
         ssize_t r;
         char sink[4096];
-        if (left <= 0) { timed_out = 1; break; }
-        pfd.fd = fds[0]; pfd.events = POLLIN; pfd.revents = 0;
+        if (left <= 0) {
+            timed_out = 1;
+            break;
+        }
+        pfd.fd = fds[0];
+        pfd.events = POLLIN;
+        pfd.revents = 0;
         if (poll(&pfd, 1, (int)(left * 1000) + 1) <= 0) continue;
         r = read(fds[0], got + 1 < outsize ? out + got : sink, got + 1 < outsize ? outsize - 1 - got : sizeof sink);
         if (r <= 0) break;                        /* EOF: the child closed its stdout */
@@ -12030,7 +12551,10 @@ static int cllm__run_python(const cllm_code_config *cfg, const char *file, char 
     }
     out[got] = 0;
     close(fds[0]);
-    if (timed_out) { kill(-pid, SIGKILL); kill(pid, SIGKILL); }
+    if (timed_out) {
+        kill(-pid, SIGKILL);
+        kill(pid, SIGKILL);
+    }
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     if (timed_out) return -2;
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -12047,7 +12571,10 @@ static const char cllm__unittest_runner[] =
 
 CLLMDEF cllm_result cllm_metric_pass_rate(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
 #if defined(_WIN32)
-    (void)ctx; (void)s; (void)n; (void)scores;
+    (void)ctx;
+    (void)s;
+    (void)n;
+    (void)scores;
     return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "pass_rate: running code is only implemented on POSIX systems");
 #else
     const cllm_code_config *cfg = (const cllm_code_config *)ctx;
@@ -12055,36 +12582,40 @@ CLLMDEF cllm_result cllm_metric_pass_rate(void *ctx, const cllm_session *s, int 
     cllm_err why;
     int i;
     if (!texts) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    why.code = CLLM_OK;
-    why.msg[0] = 0;
+    cllm__ok(&why);
     cllm__extract_final(cfg ? cfg->extractor : NULL, "code", s, n, texts, &why);
     for (i = 0; i < n; i++) {
-        char path[64], out[65536], *code = texts[i] ? cllm__code_block(texts[i]) : NULL, *tests = cllm__task_tests(s[i].task), *line;
-        int fd, status, run = 0, failed = 0;
-        FILE *f;
+        char path[64] = "/tmp/cllm_pass_rate_XXXXXX";
+        char out[65536], *line;
+        char *code = texts[i] ? cllm__code_block(texts[i]) : NULL;
+        char *tests = cllm__task_tests(s[i].task);
+        int fd = -1, status, parsed, run = 0, failed = 0;
+        FILE *f = NULL;
         scores[i] = NAN;
         if (!tests) cllm__metric_why(&why, CLLM_ERR_ARG, "the task has no unit tests (single_turn_metadata.test)");
-        if (!code || !tests) { CLLM_FREE(code); CLLM_FREE(tests); CLLM_FREE(texts[i]); continue; }   /* nothing to run: unscored */
-        snprintf(path, sizeof path, "/tmp/cllm_pass_rate_XXXXXX");
-        fd = mkstemp(path);
-        f = fd >= 0 ? fdopen(fd, "w") : NULL;
+        if (code && tests) fd = mkstemp(path);        /* nothing to run: unscored */
+        if (fd >= 0) f = fdopen(fd, "w");
+        if (fd >= 0 && !f) close(fd);
+        if (code && tests && !f) cllm__metric_why(&why, CLLM_ERR_IO, "cannot write a temporary file in /tmp");
         if (f) {
-            fputs(code, f); fputs("\n\n", f); fputs(tests, f); fputs(cllm__unittest_runner, f);
+            fputs(code, f);
+            fputs("\n\n", f);
+            fputs(tests, f);
+            fputs(cllm__unittest_runner, f);
             fclose(f);
             status = cllm__run_python(cfg, path, out, sizeof out);
             line = strstr(out, "CLLM_TESTS ");
+            parsed = line && sscanf(line, "CLLM_TESTS %d %d", &run, &failed) == 2;
             /* code that crashes, times out or never reaches the report passes nothing: score 0 */
-            if (status >= 0 && line && sscanf(line, "CLLM_TESTS %d %d", &run, &failed) == 2 && run > 0) scores[i] = (double)(run - failed) / run;
-            else if (status == -1 && !line) {                                  /* the interpreter did not start */
-                scores[i] = NAN;
+            if (status >= 0 && parsed && run > 0) scores[i] = (double)(run - failed) / run;
+            else if (status == -1 && !line)
                 cllm__metric_why(&why, CLLM_ERR_IO, "the Python interpreter (cllm_code_config.python) did not start");
-            } else scores[i] = 0;
+            else scores[i] = 0;
             remove(path);
-        } else {
-            if (fd >= 0) close(fd);
-            cllm__metric_why(&why, CLLM_ERR_IO, "cannot write a temporary file in /tmp");
         }
-        CLLM_FREE(code); CLLM_FREE(tests); CLLM_FREE(texts[i]);
+        CLLM_FREE(code);
+        CLLM_FREE(tests);
+        CLLM_FREE(texts[i]);
     }
     CLLM_FREE(texts);
     return cllm__metric_done(scores, n, "pass_rate", &why, err);
@@ -12092,17 +12623,25 @@ CLLMDEF cllm_result cllm_metric_pass_rate(void *ctx, const cllm_session *s, int 
 }
 
 CLLMDEF cllm_result cllm_metric_builtin(const char *name, cllm_metric *m, cllm_err *err) {
-    static const struct { const char *name; cllm_metric_fn fn; } table[] = {
-        { "token_amount", cllm_metric_token_amount }, { "interactivity", cllm_metric_interactivity },
-        { "accuracy", cllm_metric_accuracy }, { "exact_match", cllm_metric_exact_match },
-        { "bleu", cllm_metric_bleu }, { "pass_rate", cllm_metric_pass_rate } };
+    static const cllm_metric table[] = {
+        { "token_amount", 0, cllm_metric_token_amount, NULL }, { "interactivity", 0, cllm_metric_interactivity, NULL },
+        { "accuracy", 0, cllm_metric_accuracy, NULL },         { "exact_match", 0, cllm_metric_exact_match, NULL },
+        { "bleu", 0, cllm_metric_bleu, NULL },                 { "pass_rate", 0, cllm_metric_pass_rate, NULL }
+    };
     size_t i;
-    for (i = 0; i < sizeof table / sizeof table[0]; i++)
-        if (name && strcmp(name, table[i].name) == 0) { m->name = table[i].name; m->fn = table[i].fn; cllm__ok(err); return CLLM_OK; }
-    return cllm__fail(err, CLLM_ERR_ARG, "unknown metric '%s' (built-in: token_amount, interactivity, accuracy, exact_match, bleu, pass_rate)", name ? name : "(null)");
+    for (i = 0; name && i < sizeof table / sizeof table[0]; i++) {
+        if (strcmp(name, table[i].name) != 0) continue;
+        m->name = table[i].name;
+        m->fn = table[i].fn;
+        cllm__ok(err);
+        return CLLM_OK;
+    }
+    return cllm__fail(err, CLLM_ERR_ARG, "unknown metric '%s' (built-in: token_amount, interactivity, accuracy, "
+                      "exact_match, bleu, pass_rate)", name ? name : "(null)");
 }
 
-/* ---- BLEU (NLTK sentence_bleu) ---- */
+/* ---- BLEU, as NLTK 3.8's sentence_bleu (weights 0.25 x 4) ------------------------------------ */
+
 /* NLTK, for each order n = 1..4:
      p_n = sum over distinct hypothesis n-grams g of min(count_hyp(g), max_ref count_ref(g))
            / max(1, number of hypothesis n-grams)                         (modified precision)
@@ -12112,7 +12651,9 @@ CLLMDEF cllm_result cllm_metric_builtin(const char *name, cllm_metric *m, cllm_e
    match becomes DBL_MIN (method0), 0.1/den (method1), or (num+1)/(den+1) for n >= 2 (method2).
    sacrebleu differs (13a tokenizer, 0-100 scale, effective order, 'exp' smoothing): not this. */
 
-typedef struct { int s[4]; } cllm__ngram;    /* an n-gram, n <= 4; unused slots 0 */
+typedef struct {                                 /* an n-gram, n <= 4; unused slots 0 */
+    int s[4];
+} cllm__ngram;
 
 static int cllm__ngram_cmp(const void *a, const void *b) {
     const int *x = ((const cllm__ngram *)a)->s, *y = ((const cllm__ngram *)b)->s;
@@ -12141,10 +12682,10 @@ static double cllm__fsum(const double *x, int n) {
         double v = x[i];
         int k = 0;
         for (j = 0; j < np; j++) {
-            double y = p[j], s;
-            if (fabs(v) < fabs(y)) { double t = v; v = y; y = t; }
-            s = v + y;
-            lo = y - (s - v);                        /* the exact error of v + y */
+            double big = fabs(v) < fabs(p[j]) ? p[j] : v;
+            double small = fabs(v) < fabs(p[j]) ? v : p[j];
+            double s = big + small;
+            lo = small - (s - big);                  /* the exact error of big + small */
             if (lo != 0) p[k++] = lo;
             v = s;
         }
@@ -12167,8 +12708,8 @@ static double cllm__fsum(const double *x, int n) {
     return hi;
 }
 
-CLLMDEF cllm_result cllm_bleu_ids(int n_refs, const int *const *refs, const int *ref_lens,
-                                  const int *hyp, int hyp_len, int smoothing, double *bleu, cllm_err *err) {
+CLLMDEF cllm_result cllm_bleu_ids(int n_refs, const int *const *refs, const int *ref_lens, const int *hyp, int hyp_len,
+                                  int smoothing, double *bleu, cllm_err *err) {
     cllm__ngram *H = NULL, *R = NULL;
     int *count = NULL, *best = NULL;
     long num[5] = { 0 }, den[5] = { 0 };
@@ -12176,10 +12717,12 @@ CLLMDEF cllm_result cllm_bleu_ids(int n_refs, const int *const *refs, const int 
     int i, n, u, j, max_ref = 0, closest = -1;
     if (n_refs < 1 || !refs || !ref_lens || hyp_len < 0 || (hyp_len && !hyp) || !bleu)
         return cllm__fail(err, CLLM_ERR_ARG, "BLEU: need at least one reference and a hypothesis");
-    if (smoothing < CLLM_BLEU_NO_SMOOTHING || smoothing > CLLM_BLEU_METHOD2) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: unknown smoothing %d", smoothing);
+    if (smoothing < CLLM_BLEU_NO_SMOOTHING || smoothing > CLLM_BLEU_METHOD2)
+        return cllm__fail(err, CLLM_ERR_ARG, "BLEU: unknown smoothing %d", smoothing);
     for (i = 0; i < n_refs; i++) {
         int d = abs(ref_lens[i] - hyp_len), dc = abs(closest - hyp_len);
-        if (ref_lens[i] < 0 || (ref_lens[i] && !refs[i])) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: reference %d is invalid", i);
+        if (ref_lens[i] < 0 || (ref_lens[i] && !refs[i]))
+            return cllm__fail(err, CLLM_ERR_ARG, "BLEU: reference %d is invalid", i);
         if (closest < 0 || d < dc || (d == dc && ref_lens[i] < closest)) closest = ref_lens[i];
         if (ref_lens[i] > max_ref) max_ref = ref_lens[i];
     }
@@ -12188,30 +12731,48 @@ CLLMDEF cllm_result cllm_bleu_ids(int n_refs, const int *const *refs, const int 
     count = (int *)cllm__calloc((size_t)hyp_len + 1, sizeof *count);
     best = (int *)cllm__calloc((size_t)hyp_len + 1, sizeof *best);
     if (!H || !R || !count || !best) {
-        CLLM_FREE(H); CLLM_FREE(R); CLLM_FREE(count); CLLM_FREE(best);
+        CLLM_FREE(H);
+        CLLM_FREE(R);
+        CLLM_FREE(count);
+        CLLM_FREE(best);
         return cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
     }
     for (n = 1; n <= 4; n++) {
         int h = cllm__ngrams_sorted(hyp, hyp_len, n, H), distinct = 0;
         for (j = 0; j < h; j++) {                    /* distinct n-grams H[0..distinct) with counts */
-            if (distinct && cllm__ngram_cmp(&H[distinct - 1], &H[j]) == 0) { count[distinct - 1]++; continue; }
-            H[distinct] = H[j]; count[distinct] = 1; best[distinct] = 0; distinct++;
+            if (distinct && cllm__ngram_cmp(&H[distinct - 1], &H[j]) == 0) {
+                count[distinct - 1]++;
+                continue;
+            }
+            H[distinct] = H[j];
+            count[distinct] = 1;
+            best[distinct] = 0;
+            distinct++;
         }
         for (i = 0; i < n_refs; i++) {               /* best[u] = max over references of their count */
             int r = cllm__ngrams_sorted(refs[i], ref_lens[i], n, R);
             for (u = 0, j = 0; u < distinct; u++) {
                 int c = 0;
                 while (j < r && cllm__ngram_cmp(&R[j], &H[u]) < 0) j++;
-                while (j < r && cllm__ngram_cmp(&R[j], &H[u]) == 0) { j++; c++; }
+                while (j < r && cllm__ngram_cmp(&R[j], &H[u]) == 0) {
+                    j++;
+                    c++;
+                }
                 if (c > best[u]) best[u] = c;
             }
         }
         for (u = 0; u < distinct; u++) num[n] += count[u] < best[u] ? count[u] : best[u];
         den[n] = h > 1 ? h : 1;
     }
-    CLLM_FREE(H); CLLM_FREE(R); CLLM_FREE(count); CLLM_FREE(best);
+    CLLM_FREE(H);
+    CLLM_FREE(R);
+    CLLM_FREE(count);
+    CLLM_FREE(best);
     cllm__ok(err);
-    if (num[1] == 0) { *bleu = 0; return CLLM_OK; }  /* no unigram matches: NLTK returns the int 0 */
+    if (num[1] == 0) {                               /* no unigram matches: NLTK returns the int 0 */
+        *bleu = 0;
+        return CLLM_OK;
+    }
     bp = hyp_len > closest ? 1 : exp(1 - (double)closest / (double)hyp_len);
     for (n = 1; n <= 4; n++) {
         double p = (double)num[n] / (double)den[n];
@@ -12235,25 +12796,34 @@ static int cllm__utf8_symbols(const char *s, int *out) {
     const unsigned char *p = (const unsigned char *)s;
     int n = 0;
     while (*p) {
-        unsigned c = p[0], cp = 0, len = 0, k;
-        if (c < 0x80) { cp = c; len = 1; }
-        else if (c >= 0xC2 && c <= 0xDF) { cp = c & 0x1F; len = 2; }
-        else if (c >= 0xE0 && c <= 0xEF) { cp = c & 0x0F; len = 3; }
-        else if (c >= 0xF0 && c <= 0xF4) { cp = c & 0x07; len = 4; }
+        unsigned c = p[0], k;
+        unsigned len = c < 0x80 ? 1 : c < 0xC2 ? 0 : c <= 0xDF ? 2 : c <= 0xEF ? 3 : c <= 0xF4 ? 4 : 0;
+        unsigned cp = len == 1 ? c : c & (0x7Fu >> len);  /* the lead byte's payload bits */
         for (k = 1; k < len; k++) {
-            if ((p[k] & 0xC0) != 0x80) { len = 0; break; }
+            if ((p[k] & 0xC0) != 0x80) {
+                len = 0;
+                break;
+            }
             cp = (cp << 6) | (p[k] & 0x3F);
         }
         if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) len = 0;   /* overlong, surrogate */
         if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) len = 0;
-        if (len == 0) { out[n++] = 0x110000 + (int)c; p++; continue; }
+        if (len == 0) {
+            out[n++] = 0x110000 + (int)c;
+            p++;
+            continue;
+        }
         out[n++] = (int)cp;
         p += len;
     }
     return n;
 }
 
-typedef struct { const int *p; int len; int *id; } cllm__bleu_tok;
+typedef struct {
+    const int *p;
+    int len;
+    int *id;
+} cllm__bleu_tok;
 
 static int cllm__tok_cmp(const void *a, const void *b) {
     const cllm__bleu_tok *x = (const cllm__bleu_tok *)a, *y = (const cllm__bleu_tok *)b;
@@ -12272,10 +12842,14 @@ static cllm_result cllm__bleu_tokenize(int **seqs, int *lens, int n, cllm_err *e
     for (i = 0; i < n; i++) total += (size_t)lens[i];   /* no more tokens than symbols */
     toks = (cllm__bleu_tok *)cllm__calloc(total + 1, sizeof *toks);
     ids = (int **)cllm__calloc((size_t)n, sizeof *ids);
-    for (i = 0; toks && ids && i < n; i++) if (!(ids[i] = (int *)cllm__calloc((size_t)lens[i] + 1, sizeof(int)))) break;
+    for (i = 0; toks && ids && i < n; i++) {
+        ids[i] = (int *)cllm__calloc((size_t)lens[i] + 1, sizeof(int));
+        if (!ids[i]) break;
+    }
     if (!toks || !ids || i < n) {
         for (i = 0; ids && i < n; i++) CLLM_FREE(ids[i]);
-        CLLM_FREE(ids); CLLM_FREE(toks);
+        CLLM_FREE(ids);
+        CLLM_FREE(toks);
         return cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
     }
     for (i = 0; i < n; i++) {
@@ -12286,7 +12860,9 @@ static cllm_result cllm__bleu_tokenize(int **seqs, int *lens, int n, cllm_err *e
             if (t == lens[i]) break;
             start = t;
             while (t < lens[i] && !cllm__is_py_space(seqs[i][t])) t++;
-            toks[k].p = seqs[i] + start; toks[k].len = t - start; toks[k].id = &ids[i][count++];
+            toks[k].p = seqs[i] + start;
+            toks[k].len = t - start;
+            toks[k].id = &ids[i][count++];
             k++;
         }
         lens[i] = count;
@@ -12296,38 +12872,61 @@ static cllm_result cllm__bleu_tokenize(int **seqs, int *lens, int n, cllm_err *e
         if (j > 0 && cllm__tok_cmp(&toks[j - 1], &toks[j]) != 0) id++;
         *toks[j].id = id;
     }
-    for (i = 0; i < n; i++) { CLLM_FREE(seqs[i]); seqs[i] = ids[i]; }
-    CLLM_FREE(ids); CLLM_FREE(toks);
+    for (i = 0; i < n; i++) {
+        CLLM_FREE(seqs[i]);
+        seqs[i] = ids[i];
+    }
+    CLLM_FREE(ids);
+    CLLM_FREE(toks);
     return CLLM_OK;
 }
 
-CLLMDEF cllm_result cllm_bleu(int n_refs, const char *const *references, const char *hypothesis,
-                              int level, int smoothing, double *bleu, cllm_err *err) {
+CLLMDEF cllm_result cllm_bleu(int n_refs, const char *const *references, const char *hypothesis, int level,
+                              int smoothing, double *bleu, cllm_err *err) {
     int n = n_refs + 1, i, **sym = NULL, *len = NULL;   /* string 0 is the hypothesis */
     cllm_result rc = CLLM_OK;
-    if (n_refs < 1 || !references || !hypothesis) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: need at least one reference and a hypothesis");
-    if (level != CLLM_BLEU_CHAR && level != CLLM_BLEU_TOKEN) return cllm__fail(err, CLLM_ERR_ARG, "BLEU: unknown level %d (char or token)", level);
+    if (n_refs < 1 || !references || !hypothesis)
+        return cllm__fail(err, CLLM_ERR_ARG, "BLEU: need at least one reference and a hypothesis");
+    if (level != CLLM_BLEU_CHAR && level != CLLM_BLEU_TOKEN)
+        return cllm__fail(err, CLLM_ERR_ARG, "BLEU: unknown level %d (char or token)", level);
     sym = (int **)cllm__calloc((size_t)n, sizeof *sym);
     len = (int *)cllm__calloc((size_t)n, sizeof *len);
-    if (!sym || !len) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory"); goto done; }
+    if (!sym || !len) {
+        rc = cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
+        goto done;
+    }
     for (i = 0; i < n; i++) {
         const char *s = i ? references[i - 1] : hypothesis;
         size_t bytes;
-        if (!s) { rc = cllm__fail(err, CLLM_ERR_ARG, "BLEU: reference %d is NULL", i - 1); goto done; }
+        if (!s) {
+            rc = cllm__fail(err, CLLM_ERR_ARG, "BLEU: reference %d is NULL", i - 1);
+            goto done;
+        }
         bytes = strlen(s);
-        if (bytes > INT_MAX / 2) { rc = cllm__fail(err, CLLM_ERR_LIMIT, "BLEU: a string of %zu bytes is too long", bytes); goto done; }
-        if (!(sym[i] = (int *)cllm__calloc(bytes + 1, sizeof(int)))) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory"); goto done; }
+        if (bytes > INT_MAX / 2) {
+            rc = cllm__fail(err, CLLM_ERR_LIMIT, "BLEU: a string of %zu bytes is too long", bytes);
+            goto done;
+        }
+        if (!(sym[i] = (int *)cllm__calloc(bytes + 1, sizeof(int)))) {
+            rc = cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
+            goto done;
+        }
         len[i] = cllm__utf8_symbols(s, sym[i]);
     }
     if (level == CLLM_BLEU_TOKEN && (rc = cllm__bleu_tokenize(sym, len, n, err)) != CLLM_OK) goto done;
     rc = cllm_bleu_ids(n_refs, (const int *const *)(sym + 1), len + 1, sym[0], len[0], smoothing, bleu, err);
 done:
     for (i = 0; sym && i < n; i++) CLLM_FREE(sym[i]);
-    CLLM_FREE(sym); CLLM_FREE(len);
+    CLLM_FREE(sym);
+    CLLM_FREE(len);
     return rc;
 }
 
-/* ---- evaluation ---------------------------------------------------------------------------------- */
+/* -------------------------------------------------------------------------------------------- */
+/* II.9 Evaluation (paper section 4)                                                            */
+/* -------------------------------------------------------------------------------------------- */
+
+/* ---- evaluation: one simulated conversation per task, then the metrics ----------------------- */
 
 CLLMDEF void cllm_eval_summary_free(cllm_eval_summary *s) {
     if (!s) return;
@@ -12336,6 +12935,12 @@ CLLMDEF void cllm_eval_summary_free(cllm_eval_summary *s) {
     memset(s, 0, sizeof *s);
 }
 
+/* Evaluation as in the paper (section 4): one conversation per task between the model and the
+   simulator, up to max_turns user turns, then every metric on the whole conversation. Per task a
+   JSON line with the conversation, every metric (null when unscored), the assistant's tokens and,
+   on failure, why (a judge's failure names its endpoint, HTTP status and message). A metric's mean
+   is over the conversations it scored, with that count; never a 0 for an unscored one. Returns an
+   error when any conversation failed (the details are still written). */
 CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_sim *user, const cllm_assistant *model,
                                   const cllm_task *tasks, int n_tasks, const char *details_path,
                                   cllm_eval_summary *summary, cllm_err *err) {
@@ -12351,11 +12956,17 @@ CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_s
     cJSON *details = cJSON_CreateArray();
     cllm_result rc = CLLM_OK;
     memset(summary, 0, sizeof *summary);
-    if (!cfg || !user || !model || n_tasks < 0 || (n_tasks && !tasks)) { rc = cllm__fail(err, CLLM_ERR_ARG, "evaluation: needs a config, a simulator, a model and tasks"); goto done; }
+    if (!cfg || !user || !model || n_tasks < 0 || (n_tasks && !tasks)) {
+        rc = cllm__fail(err, CLLM_ERR_ARG, "evaluation: needs a config, a simulator, a model and tasks");
+        goto done;
+    }
     summary->metric_means = (double *)cllm__calloc((size_t)nm + 1, sizeof(double));
     summary->metric_counts = (int *)cllm__calloc((size_t)nm + 1, sizeof(int));
     if (!goals || !convs || !st || !ses || !why || !ok_idx || !scores || !col || !details || !summary->metric_means ||
-        !summary->metric_counts) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); goto done; }
+        !summary->metric_counts) {
+        rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+        goto done;
+    }
     for (t = 0; t < n_tasks; t++) {
         goals[t].task_desc = cfg->task_desc ? cfg->task_desc : "a task";
         goals[t].prompt = tasks[t].prompt;
@@ -12366,24 +12977,22 @@ CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_s
     for (t = 0; t < n_tasks; t++) {
         for (m = 0; m < nm; m++) scores[(size_t)t * nm + m] = NAN;
         if (st[t].code != CLLM_OK) continue;                        /* a failed conversation is not scored */
-        ses[n_sim].goal = &goals[t]; ses[n_sim].task = &tasks[t]; ses[n_sim].conv = &convs[t];
+        ses[n_sim].goal = &goals[t];
+        ses[n_sim].task = &tasks[t];
+        ses[n_sim].conv = &convs[t];
         ses[n_sim].n_history = convs[t].n > 0 ? 1 : 0;
         ok_idx[n_sim++] = t;
     }
     for (m = 0; m < nm; m++) {                                     /* each metric on every simulated conversation */
-        cllm_err merr;
-        cllm_result mrc = CLLM_OK;
-        merr.code = CLLM_OK;
-        merr.msg[0] = 0;
-        for (k = 0; k < n_sim; k++) col[k] = NAN;
-        if (n_sim) mrc = cfg->metrics[m].fn(cfg->metrics[m].ctx, ses, n_sim, col, &merr);
+        cllm_err metric_err;
+        cllm_result metric_rc = cllm__metric_run(&cfg->metrics[m], ses, n_sim, col, &metric_err);
         for (k = 0; k < n_sim; k++) {
             t = ok_idx[k];
-            scores[(size_t)t * nm + m] = mrc == CLLM_OK ? col[k] : NAN;
-            if (scores[(size_t)t * nm + m] == scores[(size_t)t * nm + m] || why[t].code != CLLM_OK) continue;
-            cllm__fail(&why[t], mrc != CLLM_OK ? mrc : CLLM_ERR_FORMAT,
-                       "metric '%s' could not score this conversation: %s",
-                       cfg->metrics[m].name, merr.msg[0] ? merr.msg : "it gave no reason");
+            scores[(size_t)t * nm + m] = col[k];
+            if (col[k] == col[k] || why[t].code != CLLM_OK) continue;
+            cllm__fail(&why[t], metric_rc != CLLM_OK ? metric_rc : CLLM_ERR_FORMAT,
+                       "metric '%s' could not score this conversation: %s", cfg->metrics[m].name,
+                       metric_err.msg[0] ? metric_err.msg : "it gave no reason");
         }
     }
     summary->n_tasks = n_tasks;
@@ -12392,7 +13001,8 @@ CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_s
         long tokens = 0;
         int turns = 0, incomplete = cllm__conv_incomplete(&convs[t]);
         for (i = 0; i < convs[t].n; i++) {
-            if (strcmp(convs[t].msgs[i].role, "assistant") == 0) tokens += cllm_count_tokens(&cfg->tokens, convs[t].msgs[i].content);
+            if (strcmp(convs[t].msgs[i].role, "assistant") == 0)
+                tokens += cllm_count_tokens(&cfg->tokens, convs[t].msgs[i].content);
             else turns++;
         }
         cJSON_AddNumberToObject(o, "conv_id", t);
@@ -12402,7 +13012,7 @@ CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_s
         mo = cJSON_AddObjectToObject(o, "metrics");
         for (m = 0; m < nm; m++) {
             double v = scores[(size_t)t * nm + m];
-            if (v == v) cJSON_AddNumberToObject(mo, cfg->metrics[m].name, v); else cJSON_AddNullToObject(mo, cfg->metrics[m].name);
+            cJSON_AddItemToObject(mo, cfg->metrics[m].name, v == v ? cJSON_CreateNumber(v) : cJSON_CreateNull());
             if (v != v) continue;
             summary->metric_means[m] += v;
             summary->metric_counts[m]++;
@@ -12427,16 +13037,23 @@ CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_s
     summary->turns = n_ok ? summary->turns / n_ok : NAN;
     if (details_path) rc = cllm__write_jsonl(details_path, details, err);
     if (rc == CLLM_OK && summary->n_failed) {
+        const cllm_err *first;
         for (t = 0; t < n_tasks && st[t].code == CLLM_OK && why[t].code == CLLM_OK; t++) {}
-        const cllm_err *first = st[t].code != CLLM_OK ? &st[t].err : &why[t];
+        first = st[t].code != CLLM_OK ? &st[t].err : &why[t];
         rc = cllm__fail(err, first->code, "%d of %d conversations failed; they are left out of the averages they lack "
                         "(see the \"error\" field of the details). First (#%d): %s", summary->n_failed, n_tasks, t,
                         first->msg);
     }
 done:
     for (t = 0; convs && t < n_tasks; t++) cllm_conv_free(&convs[t]);
-    CLLM_FREE(goals); CLLM_FREE(convs); CLLM_FREE(st); CLLM_FREE(ses); CLLM_FREE(why); CLLM_FREE(ok_idx);
-    CLLM_FREE(scores); CLLM_FREE(col);
+    CLLM_FREE(goals);
+    CLLM_FREE(convs);
+    CLLM_FREE(st);
+    CLLM_FREE(ses);
+    CLLM_FREE(why);
+    CLLM_FREE(ok_idx);
+    CLLM_FREE(scores);
+    CLLM_FREE(col);
     cJSON_Delete(details);
     if (rc == CLLM_OK) cllm__ok(err);
     return rc;

@@ -894,7 +894,7 @@ static int cmd_simulate(int argc, char **argv) {
     fprintf(stderr, "simulate: wrote %s: %d conversations, %d ended by the user, %d failed, %.1f messages on average\n",
             out, n, terminated, failed, n ? messages / n : 0.0);
     if (!user_dir) fprintf(stderr, "  user simulator tokens: %lld prompt + %lld completion\n", sd.client[0].usage.prompt_tokens, sd.client[0].usage.completion_tokens);
-    else fprintf(stderr, "  local user simulator: %ld samples drawn (re-asks included)\n", sd.local_sim.generations);
+    else fprintf(stderr, "  local user simulator: %ld samples drawn (re-asks included)\n", sd.local_sim.local.generations);
     if (!asst_dir) fprintf(stderr, "  assistant tokens: %lld prompt + %lld completion\n", sd.client[1].usage.prompt_tokens, sd.client[1].usage.completion_tokens);
     rc = failed ? 1 : 0;
 done:
@@ -990,7 +990,7 @@ static int make_metric_set(metric_set *ms, const flags *fl, const sides *sd, con
         if (cllm_tokenizer_load(&ms->tok, tok_dir, err) != CLLM_OK) return 0;
         ms->tokens.count = cllm_tokenizer_count; ms->tokens.ctx = &ms->tok;
     } else if (sd->assistant == &sd->local_asst.assistant) {
-        ms->tokens.count = cllm_tokenizer_count; ms->tokens.ctx = (void *)&sd->local_asst.lm->tok;
+        ms->tokens.count = cllm_tokenizer_count; ms->tokens.ctx = (void *)&sd->local_asst.local.lm->tok;
     }
     ms->match.answer_prefix = flag_text(fl, "--answer-prefix");
     ms->match.numeric = flag_on(fl, "--numeric");

@@ -481,8 +481,8 @@ static void test_user_sim(cllm_local_lm *lm) {
     lm->calls = 100;
     check_true("8 simulator turns, all usable", cllm_user_sim_turns(&sim.sim, goals, hist, N, out, &err) == CLLM_OK);
     for (i = 0; i < N; i++) ok &= out[i].code == CLLM_OK && !strcmp(out[i].text, texts[i]) && !strcmp(out[i].text, "hello there") && !out[i].terminated;
-    snprintf(lab, sizeof lab, "replies = the replay's, sample for sample (%ld samples drawn, counter at %d)", sim.generations, (int)lm->calls);
-    check_true(lab, ok && sim.generations == total && lm->calls == end);
+    snprintf(lab, sizeof lab, "replies = the replay's, sample for sample (%ld samples drawn, counter at %d)", sim.local.generations, (int)lm->calls);
+    check_true(lab, ok && sim.local.generations == total && lm->calls == end);
     for (i = 0; i < N; i++) cllm_reply_free(&out[i]);
 
     /* no retries: exactly the conversations whose first sample was unusable fail */
@@ -495,14 +495,14 @@ static void test_user_sim(cllm_local_lm *lm) {
     printf("    (%s)\n", err.msg);
     for (ok = 1, i = 0; i < N; i++)
         ok &= texts[i][0] ? out[i].code == CLLM_OK && !strcmp(out[i].text, texts[i])
-                          : out[i].code == CLLM_ERR_FORMAT && strstr(out[i].err.msg, "no usable answer in 1 samples") != NULL;
-    check_true("no retries: the conversations whose one sample did not parse fail, naming it; the others succeed", ok && sim.generations == N && lm->calls == end);
+                          : out[i].code == CLLM_ERR_FORMAT && strstr(out[i].err.msg, "no usable answer in 1 tries") != NULL;
+    check_true("no retries: the conversations whose one sample did not parse fail, naming it; the others succeed", ok && sim.local.generations == N && lm->calls == end);
     for (i = 0; i < N; i++) cllm_reply_free(&out[i]);
 
     /* a generation that fails is final, not re-asked */
     cfg.max_parse_retries = 8; cfg.gen.max_new_tokens = 2000000000;
     cllm_local_user_sim_init(&sim, lm, &cfg);
-    check_true("a failed generation is not retried", cllm_user_sim_turns(&sim.sim, goals, hist, 1, out, &err) == CLLM_ERR_ARG && sim.generations == 1);
+    check_true("a failed generation is not retried", cllm_user_sim_turns(&sim.sim, goals, hist, 1, out, &err) == CLLM_ERR_ARG && sim.local.generations == 1);
     printf("    (%s)\n", err.msg);
     cllm_reply_free(&out[0]);
 }
