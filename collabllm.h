@@ -6225,6 +6225,84 @@ static int cllm__file_exists(const char *path) {
     return f != NULL;
 }
 
+/* ---- UTF-8 ----------------------------------------------------------------------------------- */
+
+/* Decodes the character at s[0..n), n >= 1, as Unicode's Table 3-7 (well-formed UTF-8 byte
+   sequences) defines it: returns its length (1-4) and sets *cp. Ill-formed bytes (overlong forms,
+   surrogates, values above U+10FFFF, as in Rust's str) return 0 and set *part, when not NULL, to
+   the length of the maximal subpart: the longest prefix that could still start a character. */
+static int cllm__utf8_next(const unsigned char *s, size_t n, uint32_t *cp, size_t *part) {
+    unsigned char c = s[0];
+    unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;   /* the second byte's range */
+    unsigned char hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+    size_t len = c < 0x80 ? 1 : c < 0xC2 ? 0 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : c < 0xF5 ? 4 : 0, k;
+    uint32_t v = len == 1 ? c : c & (0x7Fu >> len);
+    for (k = 1; k < len && k < n; k++) {
+        if (s[k] < (k == 1 ? lo : 0x80) || s[k] > (k == 1 ? hi : 0xBF)) break;
+        v = v << 6 | (s[k] & 0x3Fu);
+    }
+    if (len == 0 || k < len) {
+        if (part) *part = len ? k : 1;
+        return 0;
+    }
+    *cp = v;
+    return (int)len;
+}
+
+/* Encodes cp (at most U+10FFFF) into o[0..4); returns its length. */
+static int cllm__utf8_put(uint32_t cp, unsigned char *o) {
+    static const unsigned char lead[5] = { 0, 0, 0xC0, 0xE0, 0xF0 };
+    int len = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4, k;
+    for (k = len - 1; k > 0; k--, cp >>= 6) o[k] = (unsigned char)(0x80 | (cp & 0x3F));
+    o[0] = (unsigned char)(lead[len] | cp);
+    return len;
+}
+
+/* Offset of the first invalid UTF-8 byte in s[0..n), or n if it is all valid. */
+static size_t cllm__utf8_check(const char *s, size_t n) {
+    size_t i = 0;
+    uint32_t cp;
+    while (i < n) {
+        int len = cllm__utf8_next((const unsigned char *)s + i, n - i, &cp, NULL);
+        if (!len) return i;
+        i += (size_t)len;
+    }
+    return n;
+}
+
+/* Appends b[0..n) to out with each maximal subpart of ill-formed bytes replaced by one U+FFFD:
+   Unicode's "substitution of maximal subparts", as Rust's String::from_utf8_lossy and Python's
+   bytes.decode("utf-8", "replace") do. With final = 0 a character that is valid so far but cut
+   by the end is left unconsumed. Returns the bytes consumed; adds the U+FFFD written to
+   *replaced (when not NULL). */
+static size_t cllm__utf8_lossy(const unsigned char *b, size_t n, int final, cllm__sb *out, size_t *replaced) {
+    size_t i = 0, part;
+    uint32_t cp;
+    while (i < n) {
+        int len = cllm__utf8_next(b + i, n - i, &cp, &part);
+        if (len) {
+            cllm__sb_putn(out, (const char *)b + i, (size_t)len);
+            i += (size_t)len;
+            continue;
+        }
+        if (!final && i + part == n && b[i] >= 0xC2 && b[i] <= 0xF4) return i;   /* the rest may follow */
+        cllm__sb_puts(out, "\xEF\xBF\xBD");
+        if (replaced) (*replaced)++;
+        i += part;
+    }
+    return i;
+}
+
+/* The longest prefix of the valid UTF-8 text s[0..n) that has at most max bytes and ends on a
+   character boundary: every cut of text goes through here, so no cut splits a character. */
+static size_t cllm__utf8_prefix(const char *s, size_t n, size_t max) {
+    if (n <= max) return n;
+    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80) max--;
+    return max;
+}
+/* The arguments of a "%.*s" that prints at most max bytes of s, cut on a character boundary. */
+#define CLLM__CUT(s, max) (int)cllm__utf8_prefix((s), strlen(s), (max)), (s)
+
 /* -------------------------------------------------------------------------------------------- */
 /* safetensors: strict reader and atomic writer                                                 */
 /* -------------------------------------------------------------------------------------------- */
@@ -7126,137 +7204,6 @@ done:
      5. the post_processor adds special tokens (TemplateProcessing) when asked.
    Decoding maps ids back to bytes (ByteLevel decoder) and decodes UTF-8 lossily. */
 
-/* ---- UTF-8 ----------------------------------------------------------------------------------- */
-
-/* A growable byte buffer; `oom` records a failed allocation so callers check once at the end. */
-typedef struct cllm__buf { char *p; size_t n, cap; int oom; } cllm__buf;
-
-static int cllm__buf_reserve(cllm__buf *b, size_t extra) {
-    size_t want;
-    char *q;
-    if (b->oom) return 0;
-    if (extra > SIZE_MAX / 2 - b->n) { b->oom = 1; return 0; }
-    want = b->n + extra + 1;
-    if (want <= b->cap) return 1;
-    if (want < 2 * b->cap) want = 2 * b->cap;
-    q = (char *)CLLM_REALLOC(b->p, want);
-    if (!q) { b->oom = 1; return 0; }
-    b->p = q; b->cap = want;
-    b->p[b->n] = 0;                              /* always NUL-terminated once allocated */
-    return 1;
-}
-
-static void cllm__buf_add(cllm__buf *b, const void *src, size_t n) {
-    if (!cllm__buf_reserve(b, n)) return;
-    if (n) memcpy(b->p + b->n, src, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void cllm__buf_str(cllm__buf *b, const char *s) { cllm__buf_add(b, s, strlen(s)); }
-
-/* Decodes the character at s[0..n): returns its byte length (1-4) and sets *cp, or returns 0
-   when the bytes are not valid UTF-8 (overlong forms, surrogates and values above U+10FFFF are
-   invalid, as in Rust's str). */
-static int cllm__utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
-    unsigned char c = s[0];
-    uint32_t v, min;
-    int len, i;
-    if (c < 0x80) { *cp = c; return 1; }
-    if (c >= 0xC2 && c <= 0xDF) { len = 2; v = c & 0x1Fu; min = 0x80; }
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; v = c & 0x0Fu; min = 0x800; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; v = c & 0x07u; min = 0x10000; }
-    else return 0;
-    if ((size_t)len > n) return 0;
-    for (i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        v = (v << 6) | (s[i] & 0x3Fu);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
-    *cp = v;
-    return len;
-}
-
-static int cllm__utf8_put(uint32_t cp, unsigned char *o) {
-    if (cp < 0x80) { o[0] = (unsigned char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (unsigned char)(0xC0 | (cp >> 6)); o[1] = (unsigned char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        o[0] = (unsigned char)(0xE0 | (cp >> 12)); o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (unsigned char)(0x80 | (cp & 0x3F)); return 3;
-    }
-    o[0] = (unsigned char)(0xF0 | (cp >> 18)); o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (unsigned char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
-/* Offset of the first invalid UTF-8 byte in s[0..n), or n if it is all valid. */
-static size_t cllm__utf8_check(const char *s, size_t n) {
-    size_t i = 0;
-    uint32_t cp;
-    while (i < n) {
-        int l = cllm__utf8_next((const unsigned char *)s + i, n - i, &cp);
-        if (!l) return i;
-        i += (size_t)l;
-    }
-    return n;
-}
-
-/* Appends b[0..n) to out, replacing each maximal invalid subsequence by U+FFFD (the Unicode
-   "substitution of maximal subparts" that Rust's String::from_utf8_lossy uses): a lead byte
-   followed by fewer valid continuation bytes than it announces becomes one U+FFFD, and the byte
-   that broke the sequence is examined again on its own. With final = 0 an unfinished but so far
-   valid character at the end is left unconsumed. Returns the number of bytes consumed; adds the
-   number of U+FFFD it wrote for invalid input to *replaced (when not NULL). Python's
-   bytes.decode("utf-8", "replace") makes the same replacements. */
-static size_t cllm__utf8_lossy(const unsigned char *b, size_t n, int final, cllm__buf *out, size_t *replaced) {
-    static const char fffd[3] = { (char)0xEF, (char)0xBF, (char)0xBD };
-    size_t i = 0, k;
-    while (i < n) {
-        unsigned char c = b[i], lo = 0x80, hi = 0xBF;
-        size_t need;
-        if (c < 0x80) { cllm__buf_add(out, b + i, 1); i++; continue; }
-        if (c >= 0xC2 && c <= 0xDF) need = 1;
-        else if (c >= 0xE0 && c <= 0xEF) { need = 2; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
-        else if (c >= 0xF0 && c <= 0xF4) { need = 3; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
-        else {
-            cllm__buf_add(out, fffd, 3);
-            if (replaced) (*replaced)++;
-            i++;
-            continue;
-        }
-        for (k = 1; k <= need; k++) {          /* the second byte has a narrower range for E0 ED F0 F4 */
-            unsigned char x;
-            if (i + k >= n) {                   /* truncated at the end of the input */
-                if (!final) return i;
-                cllm__buf_add(out, fffd, 3);
-                if (replaced) (*replaced)++;
-                return n;
-            }
-            x = b[i + k];
-            if (x < (k == 1 ? lo : 0x80) || x > (k == 1 ? hi : 0xBF)) break;
-        }
-        if (k <= need) {
-            cllm__buf_add(out, fffd, 3);
-            if (replaced) (*replaced)++;
-            i += k;
-            continue;
-        }
-        cllm__buf_add(out, b + i, need + 1);
-        i += need + 1;
-    }
-    return i;
-}
-
-/* The longest prefix of the valid UTF-8 text s[0..n) that has at most max bytes and ends on a
-   character boundary: every cut of text goes through here, so no cut splits a character. */
-static size_t cllm__utf8_prefix(const char *s, size_t n, size_t max) {
-    if (n <= max) return n;
-    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80) max--;
-    return max;
-}
-/* The arguments of a "%.*s" that prints at most max bytes of s, cut on a character boundary. */
-#define CLLM__CUT(s, max) (int)cllm__utf8_prefix((s), strlen(s), (max)), (s)
-
 /* Unicode classes, as cllm__uni_class() returns them (tables in Part IV) */
 #define CLLM__U_LETTER 1   /* \p{L}: General_Category Lu Ll Lt Lm Lo          */
 #define CLLM__U_NUMBER 2   /* \p{N}: Nd Nl No (also Rust's char::is_numeric) */
@@ -7342,11 +7289,11 @@ static uint32_t cllm__compose(const uint64_t *comp, size_t n, uint32_t a, uint32
 }
 
 /* Normalized text with, for each of its bytes, the original byte range it came from. */
-typedef struct cllm__ntext { cllm__buf b; size_t *os, *oe; /* stb_ds arrays, one per byte of b */ } cllm__ntext;
+typedef struct cllm__ntext { cllm__sb b; size_t *os, *oe; /* stb_ds arrays, one per byte of b */ } cllm__ntext;
 
 static void cllm__ntext_add(cllm__ntext *t, const void *bytes, size_t n, size_t os, size_t oe) {
     size_t i;
-    cllm__buf_add(&t->b, bytes, n);
+    cllm__sb_putn(&t->b, bytes, n);
     for (i = 0; i < n; i++) { stbds_arrput(t->os, os); stbds_arrput(t->oe, oe); }
 }
 
@@ -7363,7 +7310,7 @@ static void cllm__nfc(const uint64_t *comp, size_t ncomp, const char *s, size_t 
     /* 1. full canonical decomposition */
     for (i = 0; i < n;) {
         uint32_t cp;
-        int l = cllm__utf8_next((const unsigned char *)s + i, n - i, &cp);
+        int l = cllm__utf8_next((const unsigned char *)s + i, n - i, &cp, NULL);
         size_t first = (size_t)stbds_arrlen(d);
         cllm__nfd_push(cp, &d);
         d[first].change = 0;                     /* the first piece replaces the character */
@@ -7483,7 +7430,7 @@ typedef struct cllm__added {
 } cllm__added;
 
 struct cllm__tok {
-    cllm__buf     pool;           /* every string below points into pool.p                      */
+    cllm__sb     pool;           /* every string below points into pool.p                      */
     int           n_ids;
     cllm__str    *tok_str;        /* (n_ids) the token as written in tokenizer.json             */
     cllm__str    *tok_bytes;      /* (n_ids) the bytes it decodes to                            */
@@ -7528,19 +7475,19 @@ static int cllm__bl_byte(uint32_t cp) {
 /* The bytes a token string stands for: each character through the inverse alphabet; if any
    character is outside it, the token's own UTF-8 (what the ByteLevel decoder does). Appends to
    pool and returns where; *clean says whether every character was in the alphabet. */
-static cllm__str cllm__token_bytes(cllm__buf *pool, const char *s, size_t n, int *clean) {
+static cllm__str cllm__token_bytes(cllm__sb *pool, const char *s, size_t n, int *clean) {
     cllm__str r;
     size_t i;
     r.off = (uint32_t)pool->n;
     *clean = 1;
     for (i = 0; i < n;) {
         uint32_t cp;
-        int l = cllm__utf8_next((const unsigned char *)s + i, n - i, &cp), b;
+        int l = cllm__utf8_next((const unsigned char *)s + i, n - i, &cp, NULL), b;
         if (!l || (b = cllm__bl_byte(cp)) < 0) { *clean = 0; break; }
-        { unsigned char c = (unsigned char)b; cllm__buf_add(pool, &c, 1); }
+        cllm__sb_putc(pool, (char)b);
         i += (size_t)l;
     }
-    if (!*clean) { pool->n = r.off; cllm__buf_add(pool, s, n); }
+    if (!*clean) { pool->n = r.off; cllm__sb_putn(pool, s, n); }
     r.len = (uint32_t)(pool->n - r.off);
     return r;
 }
@@ -7571,10 +7518,10 @@ static int cllm__json_id(const cJSON *j, int *id) {
 
 static int cllm__json_flag(const cJSON *o, const char *key) { return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, key)); }
 
-static cllm__str cllm__pool_add(cllm__buf *pool, const char *s, size_t n) {
+static cllm__str cllm__pool_add(cllm__sb *pool, const char *s, size_t n) {
     cllm__str r;
     r.off = (uint32_t)pool->n;
-    cllm__buf_add(pool, s, n);
+    cllm__sb_putn(pool, s, n);
     r.len = (uint32_t)n;
     return r;
 }
@@ -7605,7 +7552,7 @@ static cllm_result cllm__load_bpe(struct cllm__tok *p, const cJSON *model, int m
     const cJSON *it, *dropout = cJSON_GetObjectItemCaseSensitive(model, "dropout");
     const char *unk = cllm__json_str(model, "unk_token"), *pre = cllm__json_str(model, "continuing_subword_prefix");
     const char *suf = cllm__json_str(model, "end_of_word_suffix");
-    cllm__buf tmp;
+    cllm__sb tmp;
     int max_id = max_added_id, id = 0, rank = 0, nvocab = 0, i;
     size_t nmerges;
     cllm_result rc = CLLM_OK;
@@ -7681,7 +7628,7 @@ static cllm_result cllm__load_bpe(struct cllm__tok *p, const cJSON *model, int m
         }
         if (!a) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: merge %d must be \"a b\" or [\"a\", \"b\"]", rank); break; }
         tmp.n = 0;
-        cllm__buf_add(&tmp, a, la); cllm__buf_add(&tmp, b, lb);
+        cllm__sb_putn(&tmp, a, la); cllm__sb_putn(&tmp, b, lb);
         if (tmp.oom) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); break; }
         ia = cllm__find_token(p, a, la); ib = cllm__find_token(p, b, lb); iab = cllm__find_token(p, tmp.p, tmp.n);
         if (ia < 0 || ib < 0 || iab < 0) {
@@ -8038,7 +7985,7 @@ static int cllm__space_before(const char *s, size_t i, size_t *start) {   /* is 
     if (i == 0) return 0;
     while (j > 0 && ((unsigned char)s[j - 1] & 0xC0) == 0x80) j--;
     if (j > 0) j--;
-    cllm__utf8_next((const unsigned char *)s + j, i - j, &cp);
+    cllm__utf8_next((const unsigned char *)s + j, i - j, &cp, NULL);
     if (!(cllm__uni_class(cp) & CLLM__U_SPACE)) return 0;
     *start = j;
     return 1;
@@ -8068,7 +8015,7 @@ static void cllm__split_added(const struct cllm__tok *p, const char *s, size_t f
         if (hit->rstrip)
             while (stop < to) {
                 uint32_t cp;
-                int l = cllm__utf8_next((const unsigned char *)s + stop, to - stop, &cp);
+                int l = cllm__utf8_next((const unsigned char *)s + stop, to - stop, &cp, NULL);
                 if (!l || !(cllm__uni_class(cp) & CLLM__U_SPACE)) break;
                 stop += (size_t)l;
             }
@@ -8092,7 +8039,7 @@ static int cllm__is(const unsigned char *s, size_t n, size_t i, int what) {
     uint32_t cp;
     unsigned k;
     if (i >= n) return 0;
-    cllm__utf8_next(s + i, n - i, &cp);
+    cllm__utf8_next(s + i, n - i, &cp, NULL);
     if (what == CLLM__C_CRLF) return cp == '\r' || cp == '\n';
     k = cllm__uni_class(cp);
     if (what == CLLM__C_LETTER) return (k & CLLM__U_LETTER) != 0;
@@ -8103,7 +8050,7 @@ static int cllm__is(const unsigned char *s, size_t n, size_t i, int what) {
 
 static size_t cllm__next_char(const unsigned char *s, size_t n, size_t i) {
     uint32_t cp;
-    return i + (size_t)cllm__utf8_next(s + i, n - i, &cp);
+    return i + (size_t)cllm__utf8_next(s + i, n - i, &cp, NULL);
 }
 
 /* End of the run of `what` characters from i, at most max characters (0: unlimited). */
@@ -8207,7 +8154,7 @@ static void cllm__pretok_digits(const unsigned char *t, cllm__piece in, int indi
 /* Split (Isolated) or ByteLevel: every regex match becomes a piece. ByteLevel's
    add_prefix_space first puts a space in front of a piece that does not start with one; the
    regex then sees that space (it may end up alone, or join the first word). */
-static void cllm__pretok_regex(const cllm__pretok *st, const unsigned char *t, cllm__piece in, cllm__buf *tmp, cllm__piece **out) {
+static void cllm__pretok_regex(const cllm__pretok *st, const unsigned char *t, cllm__piece in, cllm__sb *tmp, cllm__piece **out) {
     const unsigned char *s = t + in.s;
     size_t n = in.e - in.s, i, j;
     int pre = in.prefix;
@@ -8215,8 +8162,8 @@ static void cllm__pretok_regex(const cllm__pretok *st, const unsigned char *t, c
     if (st->kind == CLLM__PT_BYTELEVEL && !st->use_regex) { cllm__piece_put(out, in.s, in.e, in.anchor, pre); return; }
     if (pre) {
         tmp->n = 0;
-        cllm__buf_add(tmp, " ", 1);
-        cllm__buf_add(tmp, s, n);
+        cllm__sb_putn(tmp, " ", 1);
+        cllm__sb_putn(tmp, (const char *)s, n);
         if (tmp->oom) return;
         s = (const unsigned char *)tmp->p; n++;
     }
@@ -8321,7 +8268,7 @@ typedef struct cllm__enc {
     cllm__ntext     nt;          /* normalized text, with the original range of each byte */
     cllm__seg      *raw, *norm;  /* added-token splits                                    */
     cllm__piece    *pa, *pb;     /* pre-tokenizer pieces (ping-pong)                      */
-    cllm__buf       tmp, bytes;
+    cllm__sb       tmp, bytes;
     cllm__bpe_work  w;
     int            *ids, *offs;  /* output                                                */
     int            *pids;        /* per-piece BPE output                                  */
@@ -8363,8 +8310,8 @@ static void cllm__encode_text(const struct cllm__tok *p, cllm__enc *e, size_t s,
     for (i = 0; i < (size_t)stbds_arrlen(e->pa); i++) {
         cllm__piece q = e->pa[i];
         e->bytes.n = 0;
-        if (q.prefix) cllm__buf_add(&e->bytes, " ", 1);
-        cllm__buf_add(&e->bytes, nb + q.s, q.e - q.s);
+        if (q.prefix) cllm__sb_putn(&e->bytes, " ", 1);
+        cllm__sb_putn(&e->bytes, (const char *)nb + q.s, q.e - q.s);
         stbds_arrsetlen(e->pids, 0); stbds_arrsetlen(e->pstarts, 0);
         cllm__bpe(p, (const unsigned char *)e->bytes.p, e->bytes.n, &e->w, &e->pids, &e->pstarts);
         for (j = 0; j < (size_t)stbds_arrlen(e->pids); j++) {
@@ -8433,30 +8380,31 @@ CLLMDEF cllm_result cllm_tokenizer_encode(const cllm_tokenizer *tok, const char 
 /* ---- Decoding -------------------------------------------------------------------------------- */
 
 /* Appends the bytes of ids (skipping unknown ids and, if asked, special tokens). */
-static void cllm__decode_bytes(const struct cllm__tok *p, const int *ids, int n, int skip_special, cllm__buf *out) {
+static void cllm__decode_bytes(const struct cllm__tok *p, const int *ids, int n, int skip_special, cllm__sb *out) {
     int i;
     for (i = 0; i < n; i++) {
         int id = ids[i];
         if (id < 0 || id >= p->n_ids || p->tok_bytes[id].off == CLLM__NO_STR) continue;
         if (skip_special && p->special[id]) continue;
-        cllm__buf_add(out, p->pool.p + p->tok_bytes[id].off, p->tok_bytes[id].len);
+        cllm__sb_putn(out, p->pool.p + p->tok_bytes[id].off, p->tok_bytes[id].len);
     }
 }
 
 CLLMDEF cllm_result cllm_tokenizer_decode(const cllm_tokenizer *tok, const int *ids, int n, int skip_special,
                                           char **text, size_t *len, cllm_err *err) {
-    cllm__buf raw, out;
+    cllm__sb raw = { NULL, 0, 0, 0 }, out = { NULL, 0, 0, 0 };
+    size_t n_out;
     *text = NULL;
     if (len) *len = 0;
-    memset(&raw, 0, sizeof raw); memset(&out, 0, sizeof out);
     if (!tok || !tok->priv) return cllm__fail(err, CLLM_ERR_ARG, "tokenizer: tokenizer not loaded");
     cllm__decode_bytes(tok->priv, ids, n, skip_special, &raw);
-    cllm__buf_reserve(&out, raw.n);
     cllm__utf8_lossy((const unsigned char *)raw.p, raw.n, 1, &out, NULL);
-    CLLM_FREE(raw.p);
-    if (raw.oom || out.oom) { CLLM_FREE(out.p); return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer: out of memory"); }
-    *text = out.p;
-    if (len) *len = out.n;
+    out.oom |= raw.oom;
+    cllm__sb_free(&raw);
+    n_out = out.n;
+    *text = cllm__sb_take(&out);
+    if (!*text) return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer: out of memory");
+    if (len) *len = n_out;
     cllm__ok(err);
     return CLLM_OK;
 }
@@ -8467,23 +8415,26 @@ CLLMDEF void cllm_decode_stream_init(cllm_decode_stream *s, const cllm_tokenizer
     s->skip_special = skip_special;
 }
 
-/* Decodes pending bytes + the new token's bytes; an unfinished character stays pending. */
-static cllm_result cllm__stream_step(cllm_decode_stream *s, const int *ids, int n, int final, const char **out, size_t *out_len, cllm_err *err) {
-    cllm__buf raw, o;
+/* Decodes the pending bytes and the new ids' bytes; a character still unfinished stays pending. */
+static cllm_result cllm__stream_step(cllm_decode_stream *s, const int *ids, int n, int final, const char **out,
+                                     size_t *out_len, cllm_err *err) {
+    cllm__sb raw = { NULL, 0, 0, 0 }, o = { NULL, 0, 0, 0 };
     size_t used;
-    memset(&raw, 0, sizeof raw); memset(&o, 0, sizeof o);
     if (!s->tok || !s->tok->priv) return cllm__fail(err, CLLM_ERR_ARG, "decode stream: tokenizer not loaded");
-    cllm__buf_add(&raw, s->pending, (size_t)s->n_pending);
+    cllm__sb_putn(&raw, (const char *)s->pending, (size_t)s->n_pending);
     cllm__decode_bytes(s->tok->priv, ids, n, s->skip_special, &raw);
-    o.p = s->buf; o.cap = s->cap;
-    cllm__buf_reserve(&o, raw.n);
+    o.p = s->buf;                         /* the output buffer is reused from call to call */
+    o.cap = s->cap;
+    cllm__sb_putn(&o, "", 0);             /* allocates it and ends it with a NUL */
     used = cllm__utf8_lossy((const unsigned char *)raw.p, raw.n, final, &o, NULL);
-    s->n_pending = (int)(raw.n - used);                  /* at most 3 bytes of one character */
+    s->n_pending = (int)(raw.n - used);   /* at most 3 bytes of one character */
     if (s->n_pending) memcpy(s->pending, raw.p + used, (size_t)s->n_pending);
-    CLLM_FREE(raw.p);
-    s->buf = o.p; s->cap = o.cap;
-    if (raw.oom || o.oom) return cllm__fail(err, CLLM_ERR_NOMEM, "decode stream: out of memory");
-    *out = o.p ? o.p : "";
+    o.oom |= raw.oom;
+    cllm__sb_free(&raw);
+    s->buf = o.p;
+    s->cap = o.cap;
+    if (o.oom) return cllm__fail(err, CLLM_ERR_NOMEM, "decode stream: out of memory");
+    *out = o.p;
     *out_len = o.n;
     cllm__ok(err);
     return CLLM_OK;
@@ -8563,7 +8514,7 @@ CLLMDEF const char *cllm_chat_family_name(int family) {
 }
 
 /* The rendered text and its trainable spans [s, e) (stb_ds array of pairs, in order). */
-typedef struct cllm__render { cllm__buf text; size_t *spans; } cllm__render;
+typedef struct cllm__render { cllm__sb text; size_t *spans; } cllm__render;
 
 static void cllm__span_begin(cllm__render *r) { stbds_arrput(r->spans, r->text.n); }
 static void cllm__span_end(cllm__render *r) { stbds_arrput(r->spans, r->text.n); }
@@ -8577,7 +8528,7 @@ static void cllm__strip(const char *s, size_t *b, size_t *e, int left, int right
     uint32_t cp;
     if (left)
         while (*b < *e) {
-            int l = cllm__utf8_next((const unsigned char *)s + *b, *e - *b, &cp);
+            int l = cllm__utf8_next((const unsigned char *)s + *b, *e - *b, &cp, NULL);
             if (!l || !(only_nl ? cp == '\n' : cllm__py_space(cp))) break;
             *b += (size_t)l;
         }
@@ -8585,7 +8536,7 @@ static void cllm__strip(const char *s, size_t *b, size_t *e, int left, int right
         while (*e > *b) {
             size_t j = *e - 1;
             while (j > *b && ((unsigned char)s[j] & 0xC0) == 0x80) j--;
-            if (!cllm__utf8_next((const unsigned char *)s + j, *e - j, &cp) || !(only_nl ? cp == '\n' : cllm__py_space(cp))) break;
+            if (!cllm__utf8_next((const unsigned char *)s + j, *e - j, &cp, NULL) || !(only_nl ? cp == '\n' : cllm__py_space(cp))) break;
             *e = j;
         }
 }
@@ -8605,9 +8556,9 @@ static int cllm__role_is(const cllm_message *m, const char *role) { return strcm
 static cllm_result cllm__render_chatml(const struct cllm__tok *p, const cllm_message *m, int n, const cllm_render_opts *o, cllm__render *r, cllm_err *err) {
     int i;
     if (p->chat_default_system && (n == 0 || !cllm__role_is(&m[0], "system")) && (n > 0 || p->chat_default_system == cllm__qwen25_system)) {
-        cllm__buf_str(&r->text, "<|im_start|>system\n");
-        cllm__buf_str(&r->text, p->chat_default_system);
-        cllm__buf_str(&r->text, "<|im_end|>\n");
+        cllm__sb_puts(&r->text, "<|im_start|>system\n");
+        cllm__sb_puts(&r->text, p->chat_default_system);
+        cllm__sb_puts(&r->text, "<|im_end|>\n");
     }
     for (i = 0; i < n; i++) {
         int asst = cllm__role_is(&m[i], "assistant");
@@ -8615,16 +8566,16 @@ static cllm_result cllm__render_chatml(const struct cllm__tok *p, const cllm_mes
             return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
                               "chat template (Qwen2.5): role '%.*s' is not supported (system, user, assistant)",
                               CLLM__CUT(m[i].role, 40));
-        cllm__buf_str(&r->text, "<|im_start|>");
-        cllm__buf_str(&r->text, m[i].role);
-        cllm__buf_str(&r->text, "\n");
+        cllm__sb_puts(&r->text, "<|im_start|>");
+        cllm__sb_puts(&r->text, m[i].role);
+        cllm__sb_puts(&r->text, "\n");
         if (asst) cllm__span_begin(r);
-        cllm__buf_str(&r->text, m[i].content);
-        cllm__buf_str(&r->text, "<|im_end|>");
+        cllm__sb_puts(&r->text, m[i].content);
+        cllm__sb_puts(&r->text, "<|im_end|>");
         if (asst) cllm__span_end(r);
-        cllm__buf_str(&r->text, "\n");
+        cllm__sb_puts(&r->text, "\n");
     }
-    if (o->add_generation_prompt) cllm__buf_str(&r->text, "<|im_start|>assistant\n");
+    if (o->add_generation_prompt) cllm__sb_puts(&r->text, "<|im_start|>assistant\n");
     return CLLM_OK;
 }
 
@@ -8639,19 +8590,19 @@ static cllm_result cllm__render_qwen3(const cllm_message *m, int n, const cllm_r
         if (cllm__role_is(&m[i], "user") && !tool_resp) { last_query = i; break; }
     }
     if (n > 0 && cllm__role_is(&m[0], "system")) {
-        cllm__buf_str(&r->text, "<|im_start|>system\n");
-        cllm__buf_str(&r->text, m[0].content);
-        cllm__buf_str(&r->text, "<|im_end|>\n");
+        cllm__sb_puts(&r->text, "<|im_start|>system\n");
+        cllm__sb_puts(&r->text, m[0].content);
+        cllm__sb_puts(&r->text, "<|im_end|>\n");
     }
     for (i = 0; i < n; i++) {
         const char *c = m[i].content;
         size_t len = strlen(c), cb = 0, ce = len, rb = 0, re = 0, k;
         if (cllm__role_is(&m[i], "user") || (cllm__role_is(&m[i], "system") && i > 0)) {
-            cllm__buf_str(&r->text, "<|im_start|>");
-            cllm__buf_str(&r->text, m[i].role);
-            cllm__buf_str(&r->text, "\n");
-            cllm__buf_str(&r->text, c);
-            cllm__buf_str(&r->text, "<|im_end|>\n");
+            cllm__sb_puts(&r->text, "<|im_start|>");
+            cllm__sb_puts(&r->text, m[i].role);
+            cllm__sb_puts(&r->text, "\n");
+            cllm__sb_puts(&r->text, c);
+            cllm__sb_puts(&r->text, "<|im_end|>\n");
             continue;
         }
         if (cllm__role_is(&m[i], "system")) continue;
@@ -8670,25 +8621,25 @@ static cllm_result cllm__render_qwen3(const cllm_message *m, int n, const cllm_r
             if (k != (size_t)-1) rb = k + 7;
             cllm__strip(c, &rb, &re, 1, 0, 1);
         }
-        cllm__buf_str(&r->text, "<|im_start|>assistant\n");
+        cllm__sb_puts(&r->text, "<|im_start|>assistant\n");
         if (i > last_query && (i == n - 1 || re > rb)) {
             size_t sb = rb, se = re;
             cllm__strip(c, &sb, &se, 1, 1, 1);           /* reasoning_content.strip('\n') */
             if (se > sb) cllm__span_begin(r);            /* the model writes a non-empty think block */
-            cllm__buf_str(&r->text, "<think>\n");
-            cllm__buf_add(&r->text, c + sb, se - sb);
-            cllm__buf_str(&r->text, "\n</think>\n\n");
+            cllm__sb_puts(&r->text, "<think>\n");
+            cllm__sb_putn(&r->text, c + sb, se - sb);
+            cllm__sb_puts(&r->text, "\n</think>\n\n");
             if (se == sb) cllm__span_begin(r);
             cllm__strip(c, &cb, &ce, 1, 0, 1);           /* content.lstrip('\n') */
         } else cllm__span_begin(r);
-        cllm__buf_add(&r->text, c + cb, ce - cb);
-        cllm__buf_str(&r->text, "<|im_end|>");
+        cllm__sb_putn(&r->text, c + cb, ce - cb);
+        cllm__sb_puts(&r->text, "<|im_end|>");
         cllm__span_end(r);
-        cllm__buf_str(&r->text, "\n");
+        cllm__sb_puts(&r->text, "\n");
     }
     if (o->add_generation_prompt) {
-        cllm__buf_str(&r->text, "<|im_start|>assistant\n");
-        if (!o->enable_thinking) cllm__buf_str(&r->text, "<think>\n\n</think>\n\n");
+        cllm__sb_puts(&r->text, "<|im_start|>assistant\n");
+        if (!o->enable_thinking) cllm__sb_puts(&r->text, "<think>\n\n</think>\n\n");
     }
     return CLLM_OK;
 }
@@ -8698,12 +8649,12 @@ static void cllm__llama_turn(const cllm_message *m, cllm__render *r) {
     size_t b = 0, e = strlen(m->content);
     int asst = cllm__role_is(m, "assistant");
     cllm__strip(m->content, &b, &e, 1, 1, 0);
-    cllm__buf_str(&r->text, "<|start_header_id|>");
-    cllm__buf_str(&r->text, m->role);
-    cllm__buf_str(&r->text, "<|end_header_id|>\n\n");
+    cllm__sb_puts(&r->text, "<|start_header_id|>");
+    cllm__sb_puts(&r->text, m->role);
+    cllm__sb_puts(&r->text, "<|end_header_id|>\n\n");
     if (asst) cllm__span_begin(r);
-    cllm__buf_add(&r->text, m->content + b, e - b);
-    cllm__buf_str(&r->text, "<|eot_id|>");
+    cllm__sb_putn(&r->text, m->content + b, e - b);
+    cllm__sb_puts(&r->text, "<|eot_id|>");
     if (asst) cllm__span_end(r);
 }
 
@@ -8711,24 +8662,24 @@ static cllm_result cllm__render_llama(const cllm_tokenizer *tok, int family, con
     int i, first = 0;
     if (family == CLLM_CHAT_LLAMA31) {
         size_t b = 0, e = 0;
-        if (tok->bos_token) cllm__buf_str(&r->text, tok->bos_token);
+        if (tok->bos_token) cllm__sb_puts(&r->text, tok->bos_token);
         if (n > 0 && cllm__role_is(&m[0], "system")) { e = strlen(m[0].content); cllm__strip(m[0].content, &b, &e, 1, 1, 0); first = 1; }
-        cllm__buf_str(&r->text, "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: ");
-        cllm__buf_str(&r->text, o->date_string);
-        cllm__buf_str(&r->text, "\n\n");
-        if (first) cllm__buf_add(&r->text, m[0].content + b, e - b);
-        cllm__buf_str(&r->text, "<|eot_id|>");
+        cllm__sb_puts(&r->text, "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: ");
+        cllm__sb_puts(&r->text, o->date_string);
+        cllm__sb_puts(&r->text, "\n\n");
+        if (first) cllm__sb_putn(&r->text, m[0].content + b, e - b);
+        cllm__sb_puts(&r->text, "<|eot_id|>");
     }
     for (i = first; i < n; i++) {
         if (family == CLLM_CHAT_LLAMA31 && (cllm__role_is(&m[i], "ipython") || cllm__role_is(&m[i], "tool")))
             return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
                               "chat template (Llama-3.1): role '%.*s' is not supported (tool calls are not rendered)",
                               CLLM__CUT(m[i].role, 40));
-        if (family == CLLM_CHAT_LLAMA3 && i == 0 && tok->bos_token) cllm__buf_str(&r->text, tok->bos_token);
+        if (family == CLLM_CHAT_LLAMA3 && i == 0 && tok->bos_token) cllm__sb_puts(&r->text, tok->bos_token);
         cllm__llama_turn(&m[i], r);
     }
     if (o->add_generation_prompt || (family == CLLM_CHAT_LLAMA3 && tok->priv->chat_gen_always))
-        cllm__buf_str(&r->text, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+        cllm__sb_puts(&r->text, "<|start_header_id|>assistant<|end_header_id|>\n\n");
     return CLLM_OK;
 }
 
@@ -8768,7 +8719,7 @@ CLLMDEF cllm_result cllm_chat_render(const cllm_tokenizer *tok, const cllm_messa
     else if (tok->chat_family == CLLM_CHAT_QWEN3) rc = cllm__render_qwen3(msgs, n, &o, &r, err);
     else rc = cllm__render_llama(tok, tok->chat_family, msgs, n, &o, &r, err);
     if (rc == CLLM_OK && r.text.oom) rc = cllm__fail(err, CLLM_ERR_NOMEM, "chat template: out of memory");
-    if (rc == CLLM_OK && !r.text.p) cllm__buf_add(&r.text, "", 0);
+    if (rc == CLLM_OK && !r.text.p) cllm__sb_putn(&r.text, "", 0);
     if (rc == CLLM_OK && (ids || mask || n_ids))
         rc = cllm_tokenizer_encode(tok, r.text.p, r.text.n, 0, &tid, &nt, &offs, err);
     if (rc == CLLM_OK && mask) {
@@ -9376,16 +9327,16 @@ static size_t cllm__secret_find(const char *s, size_t n, int in_text, size_t *ru
 }
 
 /* Appends s[0..n) to out with every key run replaced by "[redacted]"; returns how many. */
-static size_t cllm__scrub(cllm__buf *out, const char *s, size_t n, int in_text) {
+static size_t cllm__scrub(cllm__sb *out, const char *s, size_t n, int in_text) {
     size_t count = 0, run, at;
     while ((at = cllm__secret_find(s, n, in_text, &run)) < n) {
-        cllm__buf_add(out, s, at);
-        cllm__buf_str(out, "[redacted]");
+        cllm__sb_putn(out, s, at);
+        cllm__sb_puts(out, "[redacted]");
         s += at + run;
         n -= at + run;
         count++;
     }
-    cllm__buf_add(out, s, n);
+    cllm__sb_putn(out, s, n);
     return count;
 }
 
@@ -9393,14 +9344,12 @@ static size_t cllm__scrub(cllm__buf *out, const char *s, size_t n, int in_text) 
    U+FFFD, key runs "[redacted]", control characters spaces; what does not fit is cut on a
    character boundary and ends in "...". */
 static void cllm__clean_line(char *out, size_t cap, const char *s, size_t n) {
-    cllm__buf valid, clean;
+    cllm__sb valid, clean;
     size_t i, keep;
     if (cap == 0) return;
     memset(&valid, 0, sizeof valid);
     memset(&clean, 0, sizeof clean);
-    cllm__buf_reserve(&valid, n);
     cllm__utf8_lossy((const unsigned char *)s, n, 1, &valid, NULL);
-    cllm__buf_reserve(&clean, valid.n);
     cllm__scrub(&clean, valid.p ? valid.p : "", valid.n, 0);
     if (valid.oom || clean.oom) {
         snprintf(out, cap, "%s", "(out of memory while formatting this message)");
@@ -9787,10 +9736,9 @@ static size_t cllm__conv_json_bytes(const cllm_conv *c) {
    the kept text; on failure it is freed and set to NULL. */
 static cllm_result cllm__received_text(char **text, size_t *replaced, cllm_err *err) {
     size_t n = strlen(*text), run, escaped;
-    cllm__buf out;
+    cllm__sb out;
     memset(&out, 0, sizeof out);
     if (cllm__utf8_check(*text, n) != n) {
-        cllm__buf_reserve(&out, n);
         cllm__utf8_lossy((const unsigned char *)*text, n, 1, &out, replaced);
         if (!out.oom) {
             CLLM_FREE(*text);
@@ -9800,7 +9748,6 @@ static cllm_result cllm__received_text(char **text, size_t *replaced, cllm_err *
         }
     }
     if (!out.oom && cllm__secret_find(*text, n, 1, &run) < n) {
-        cllm__buf_reserve(&out, n);
         cllm__scrub(&out, *text, n, 1);
         if (!out.oom) {
             CLLM_FREE(*text);
