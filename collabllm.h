@@ -799,9 +799,8 @@ typedef enum cllm_finish_reason {
 CLLMDEF const char *cllm_finish_reason_string(cllm_finish_reason reason);   /* "length", "eos", "stop" */
 
 typedef struct cllm_gen_config {
-    cllm_sampler sampler;          /* greedy / temperature / top_k / top_p / seed; sample s draws
-                                      from cllm_rng_seed(seed * 0x9E3779B97F4A7C15 + s), so it does
-                                      not depend on n_samples or on the other samples              */
+    cllm_sampler sampler;          /* greedy / temperature / top_k / top_p / seed; sample s does not
+                                      depend on n_samples or on the other samples                  */
     int          max_new_tokens;   /* at most this many tokens per sample (default 256)           */
     const int   *eos_ids;          /* stop after any of these n_eos ids (default: the model's
                                       config eos_token_ids)                                        */
@@ -818,9 +817,7 @@ typedef struct cllm_completion {
     int        *ids;        /* (n) generated ids, prompt excluded; ends with the EOS or stop token
                                that ended it, if one did                                          */
     cllm_float *logprobs;   /* (n) log-probability of each id under the distribution it was drawn
-                               from (see cllm_sample): the "old logprobs" of PPO. With top_k and
-                               top_p off it equals cllm_forward's logp with batch.temperature =
-                               the sampling temperature                                           */
+                               from (see cllm_sample): PPO's "old logprobs"                        */
     int         n;
     cllm_finish_reason finish;
 } cllm_completion;
@@ -7179,13 +7176,8 @@ typedef struct cllm__nchar {
 } cllm__nchar;
 
 /* Hangul syllables decompose and compose by arithmetic (Unicode section 3.12) */
-#define CLLM__HANGUL_S 0xAC00
-#define CLLM__HANGUL_L 0x1100
-#define CLLM__HANGUL_V 0x1161
-#define CLLM__HANGUL_T 0x11A7
-#define CLLM__HANGUL_NV 21
-#define CLLM__HANGUL_NT 28
-#define CLLM__HANGUL_NS 11172
+enum { CLLM__HANGUL_S = 0xAC00, CLLM__HANGUL_L = 0x1100, CLLM__HANGUL_V = 0x1161, CLLM__HANGUL_T = 0x11A7,
+       CLLM__HANGUL_NV = 21, CLLM__HANGUL_NT = 28, CLLM__HANGUL_NS = 11172 };
 
 /* The canonical decomposition entry (cp, first, second or 0) of cp, or NULL (binary search). */
 static const uint32_t *cllm__decomp_find(uint32_t cp) {
@@ -7272,6 +7264,8 @@ static void cllm__nfc(const uint64_t *comp, size_t ncomp, const char *s, size_t 
     cllm__nchar *d = NULL;
     size_t *starts = NULL;   /* where each original character starts, and base + n */
     size_t i = 0, j, k, m;
+    long st;                 /* index of the last starter, -1 if none yet */
+    unsigned last;
     for (i = 0; i < n && (unsigned char)s[i] < 0x80; i++) {}
     if (i == n) {            /* ASCII is already NFC */
         for (i = 0; i < n; i++) cllm__ntext_add(t, s + i, 1, base + i, base + i + 1);
@@ -7297,23 +7291,21 @@ static void cllm__nfc(const uint64_t *comp, size_t ncomp, const char *s, size_t 
     }
     /* 3. canonical composition: a character combines with the last starter unless a character
        between them blocks it (one of class 0, or of a class >= its own). last = class of the
-       previous kept character; it is 0 exactly when that character is the starter itself. */
-    k = 0;
-    if (m) {
-        long st = d[0].ccc ? -1 : 0;   /* index of the last starter, -1 if none yet */
-        unsigned last = d[0].ccc;
-        for (i = 1, k = 1; i < m; i++) {
-            unsigned c = d[i].ccc;
-            uint32_t composite = st >= 0 && (last < c || last == 0) ? cllm__compose(comp, ncomp, d[st].cp, d[i].cp) : 0;
-            if (composite) {
-                d[st].cp = composite;
-                d[st].change += d[i].change - 1;
-                continue;
-            }
-            if (c == 0) st = (long)k;
-            last = c;
-            d[k++] = d[i];
+       previous kept character; it is 0 exactly when that character is the starter itself. m >= 1:
+       the text has a character that is not ASCII. */
+    st = d[0].ccc ? -1 : 0;
+    last = d[0].ccc;
+    for (i = 1, k = 1; i < m; i++) {
+        unsigned c = d[i].ccc;
+        uint32_t composite = st >= 0 && (last < c || last == 0) ? cllm__compose(comp, ncomp, d[st].cp, d[i].cp) : 0;
+        if (composite) {
+            d[st].cp = composite;
+            d[st].change += d[i].change - 1;
+            continue;
         }
+        if (c == 0) st = (long)k;
+        last = c;
+        d[k++] = d[i];
     }
     /* 4. offsets, aligned as Hugging Face's tokenizers align them (the changes above, applied in
        output order): a character with change <= 0 takes the range of the next original
@@ -7362,9 +7354,9 @@ static int cllm__smap_init(cllm__smap *m, size_t n) {
 
 /* Looks up key; entries[i] are (pool offset, length) pairs of entry i. Returns the entry index or -1. */
 static long cllm__smap_get(const cllm__smap *m, const char *pool, const cllm__str *entries, const char *key, size_t n) {
-    size_t mask = m->nslot - 1, i;
+    size_t mask = m->nslot - 1, i = (size_t)cllm__hash_bytes(key, n) & mask;
     if (!m->slot) return -1;
-    for (i = (size_t)cllm__hash_bytes(key, n) & mask; m->slot[i]; i = (i + 1) & mask) {
+    for (; m->slot[i]; i = (i + 1) & mask) {
         const cllm__str *e = &entries[m->slot[i] - 1];
         if (e->len == n && memcmp(pool + e->off, key, n) == 0) return (long)m->slot[i] - 1;
     }
@@ -7492,6 +7484,8 @@ static cllm__str cllm__token_bytes(cllm__sb *pool, const char *s, size_t n, int 
 /* ---- Loading tokenizer.json ------------------------------------------------------------------ */
 
 #define CLLM__MAX_IDS 16000000   /* ids above this are rejected as corrupt */
+/* cllm__fail for a problem in tokenizer.json, which the message names (fmt: a string literal) */
+#define CLLM__TJ_FAIL(err, code, ...) cllm__fail((err), (code), "tokenizer.json: " __VA_ARGS__)
 
 CLLMDEF void cllm_tokenizer_free(cllm_tokenizer *tok) {
     struct cllm__tok *p = tok ? tok->priv : NULL;
@@ -7543,12 +7537,12 @@ static cllm_result cllm__set_token(struct cllm__tok *p, int id, const char *s, i
     const cllm__str had = p->tok_str[id];
     const char *had_text = p->pool.p + had.off;
     if (had.off != CLLM__NO_STR)
-        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: id %d is given to both '%.*s' and '%.*s'", id,
-                          (int)cllm__utf8_prefix(had_text, had.len, 40), had_text, CLLM__CUT(s, 40));
+        return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "id %d is given to both '%.*s' and '%.*s'", id,
+                             (int)cllm__utf8_prefix(had_text, had.len, 40), had_text, CLLM__CUT(s, 40));
     p->tok_str[id] = cllm__pool_add(&p->pool, s, n);
     p->tok_bytes[id] = cllm__token_bytes(&p->pool, s, n, byte_level);
     if (p->pool.oom || p->pool.n >= 0xFFFFFFF0u)
-        return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer.json: out of memory for the token strings");
+        return CLLM__TJ_FAIL(err, CLLM_ERR_NOMEM, "out of memory for the token strings");
     return CLLM_OK;
 }
 
@@ -7589,53 +7583,50 @@ static cllm_result cllm__load_bpe(struct cllm__tok *p, const cJSON *model, int m
     size_t nmerges;
     cllm_result rc;
 
-    if (!cJSON_IsObject(model)) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: missing \"model\" object");
+    if (!cJSON_IsObject(model)) return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "missing \"model\" object");
     if (cJSON_IsString(type) && strcmp(type->valuestring, "BPE") != 0)
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: model type '%s' is not supported (only BPE)",
-                          type->valuestring);
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "model type '%s' is not supported (only BPE)",
+                             type->valuestring);
     if (!cJSON_IsObject(vocab))
-        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: model.vocab must be an object of token -> id");
-    if (!cJSON_IsArray(merges))
-        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: model.merges must be an array");
+        return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "model.vocab must be an object of token -> id");
+    if (!cJSON_IsArray(merges)) return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "model.merges must be an array");
     if (cJSON_IsNumber(dropout) && dropout->valuedouble > 0)
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
-                          "tokenizer.json: BPE dropout %g is not supported (encoding must be deterministic)",
-                          dropout->valuedouble);
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "BPE dropout %g is not supported (encoding must be "
+                             "deterministic)", dropout->valuedouble);
     if (cllm__json_flag(model, "byte_fallback"))
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: BPE byte_fallback is not supported");
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "BPE byte_fallback is not supported");
     if ((pre && *pre) || (suf && *suf))
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
-                          "tokenizer.json: BPE continuing_subword_prefix / end_of_word_suffix are not supported");
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "BPE continuing_subword_prefix / end_of_word_suffix are not "
+                             "supported");
     p->ignore_merges = cllm__json_flag(model, "ignore_merges");
     p->fuse_unk = cllm__json_flag(model, "fuse_unk");
 
     cJSON_ArrayForEach(it, vocab) {
         if (!cllm__json_id(it, &id))
-            return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: vocab entry '%.*s' has no valid id (integer in "
-                              "[0, %d))", CLLM__CUT(it->string, 60), CLLM__MAX_IDS);
+            return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "vocab entry '%.*s' has no valid id (integer in [0, %d))",
+                                 CLLM__CUT(it->string, 60), CLLM__MAX_IDS);
         if (id > max_id) max_id = id;
         nvocab++;
     }
     /* Tables are indexed by id: ids must be about as many as the tokens (real files number
        them densely), or a short file could claim id 15999999 and cost half a gigabyte. */
     if ((double)max_id >= 2.0 * ((double)nvocab + n_added) + 256)
-        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: ids run up to %d but there are only %d tokens (ids "
-                          "must be nearly dense; corrupt file?)", max_id, nvocab + n_added);
+        return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "ids run up to %d but there are only %d tokens (ids must be nearly "
+                             "dense; corrupt file?)", max_id, nvocab + n_added);
     p->n_ids = max_id + 1;
     p->tok_str = (cllm__str *)cllm__calloc((size_t)p->n_ids, sizeof(cllm__str));
     p->tok_bytes = (cllm__str *)cllm__calloc((size_t)p->n_ids, sizeof(cllm__str));
     p->special = (unsigned char *)cllm__calloc((size_t)p->n_ids, 1);
     if (!p->tok_str || !p->tok_bytes || !p->special || !cllm__smap_init(&p->by_str, (size_t)p->n_ids) ||
         !cllm__smap_init(&p->by_bytes, (size_t)nvocab))
-        return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer.json: out of memory for %d ids", p->n_ids);
+        return CLLM__TJ_FAIL(err, CLLM_ERR_NOMEM, "out of memory for %d ids", p->n_ids);
     for (i = 0; i < p->n_ids; i++) p->tok_str[i].off = p->tok_bytes[i].off = CLLM__NO_STR;
     for (i = 0; i < 256; i++) p->byte_id[i] = -1;
     cJSON_ArrayForEach(it, vocab) {
         cllm__json_id(it, &id);
         if ((rc = cllm__set_token(p, id, it->string, &byte_level, err)) != CLLM_OK) return rc;
         if (byte_level && cllm__find_token(p, it->string, strlen(it->string)) >= 0)
-            return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: vocab token '%.*s' appears twice",
-                              CLLM__CUT(it->string, 60));
+            return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "vocab token '%.*s' appears twice", CLLM__CUT(it->string, 60));
         cllm__smap_put(&p->by_str, p->pool.p, p->tok_str, (uint32_t)id);
         if (!byte_level) continue;
         cllm__smap_put(&p->by_bytes, p->pool.p, p->tok_bytes, (uint32_t)id);
@@ -7643,22 +7634,21 @@ static cllm_result cllm__load_bpe(struct cllm__tok *p, const cJSON *model, int m
     }
     p->unk_id = unk ? cllm__find_token(p, unk, strlen(unk)) : -1;
     if (unk && p->unk_id < 0)
-        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: unk_token '%.*s' is not in the vocab",
-                          CLLM__CUT(unk, 60));
+        return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "unk_token '%.*s' is not in the vocab", CLLM__CUT(unk, 60));
 
     nmerges = (size_t)cJSON_GetArraySize(merges);
     p->nmerge_slots = 16;
     while (p->nmerge_slots < 2 * nmerges + 16) p->nmerge_slots *= 2;
     p->merges = (cllm__merge *)CLLM_MALLOC(p->nmerge_slots * sizeof(cllm__merge));
-    if (!p->merges) return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer.json: out of memory for %zu merges", nmerges);
-    for (i = 0; i < (int)p->nmerge_slots; i++) p->merges[i].key = CLLM__NO_KEY;
+    if (!p->merges) return CLLM__TJ_FAIL(err, CLLM_ERR_NOMEM, "out of memory for %zu merges", nmerges);
+    memset(p->merges, 0xFF, p->nmerge_slots * sizeof(cllm__merge));   /* every key CLLM__NO_KEY: empty */
     cJSON_ArrayForEach(it, merges) {
         const char *a, *b;
         size_t la, lb, ab = p->pool.n, slot;   /* a + b is spelt at the end of the pool, then dropped */
         int ia, ib, iab;
         if (rank == 0 && cJSON_IsString(it) && strncmp(it->valuestring, "#version", 8) == 0) continue;
         if (!cllm__merge_parts(it, &a, &la, &b, &lb))
-            return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: merge %d must be \"a b\" or [\"a\", \"b\"]", rank);
+            return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "merge %d must be \"a b\" or [\"a\", \"b\"]", rank);
         cllm__sb_putn(&p->pool, a, la);
         cllm__sb_putn(&p->pool, b, lb);
         if (p->pool.oom) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -7667,8 +7657,8 @@ static cllm_result cllm__load_bpe(struct cllm__tok *p, const cJSON *model, int m
         iab = cllm__find_token(p, p->pool.p + ab, la + lb);
         p->pool.n = ab;
         if (ia < 0 || ib < 0 || iab < 0)
-            return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: merge %d ('%.*s' + '%.*s') uses a token that is "
-                              "not in the vocab", rank, (int)la, a, (int)lb, b);
+            return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "merge %d ('%.*s' + '%.*s') uses a token that is not in the "
+                                 "vocab", rank, (int)la, a, (int)lb, b);
         slot = cllm__merge_slot(p->merges, p->nmerge_slots, ia, ib);
         if (p->merges[slot].key == CLLM__NO_KEY) {
             p->merges[slot].key = (uint64_t)(uint32_t)ia << 32 | (uint32_t)ib;
@@ -7691,12 +7681,10 @@ static cllm_result cllm__load_added(struct cllm__tok *p, const cJSON *list, cllm
         cllm_result rc;
         memset(&a, 0, sizeof a);
         if (!content || !cllm__json_id(cJSON_GetObjectItemCaseSensitive(it, "id"), &a.id))
-            return cllm__fail(err, CLLM_ERR_FORMAT,
-                              "tokenizer.json: added_tokens entries need \"content\" and an integer \"id\"");
+            return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "added_tokens entries need \"content\" and an integer \"id\"");
         if (cllm__json_flag(it, "single_word"))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
-                              "tokenizer.json: added token '%.*s' sets single_word, which is not supported",
-                              CLLM__CUT(content, 60));
+            return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "added token '%.*s' sets single_word, which is not "
+                                 "supported", CLLM__CUT(content, 60));
         if (!*content) continue;   /* HF ignores empty tokens */
         a.special = (unsigned char)cllm__json_flag(it, "special");
         a.normalized = (unsigned char)cllm__json_bool(it, "normalized", !a.special);
@@ -7709,7 +7697,7 @@ static cllm_result cllm__load_added(struct cllm__tok *p, const cJSON *list, cllm
         else cllm__smap_put(&p->by_str, p->pool.p, p->tok_str, (uint32_t)a.id);
         if (a.special) p->special[a.id] = 1;
         if (cllm__utf8_check(content, strlen(content)) != strlen(content))
-            return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: added token %d is not valid UTF-8", a.id);
+            return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "added token %d is not valid UTF-8", a.id);
         if (a.normalized && p->nfc) {   /* normalized tokens match the normalized text */
             cllm__ntext t;
             memset(&t, 0, sizeof t);
@@ -7722,7 +7710,7 @@ static cllm_result cllm__load_added(struct cllm__tok *p, const cJSON *list, cllm
         if (a.normalized) p->any_normalized_added = 1;
         stbds_arrput(p->added, a);
     }
-    if (p->pool.oom) return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer.json: out of memory for the added tokens");
+    if (p->pool.oom) return CLLM__TJ_FAIL(err, CLLM_ERR_NOMEM, "out of memory for the added tokens");
     return CLLM_OK;
 }
 
@@ -7761,8 +7749,8 @@ static cllm_result cllm__load_normalizer(struct cllm__tok *p, const cJSON *n, cl
     else if (type && strcmp(type, "Sequence") == 0) {
         cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(n, "normalizers"))
             if ((rc = cllm__load_normalizer(p, it, err)) != CLLM_OK) return rc;
-    } else return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: normalizer '%s' is not supported "
-                             "(supported: none, NFC, Sequence of those)", type ? type : "?");
+    } else return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "normalizer '%s' is not supported "
+                                "(supported: none, NFC, Sequence of those)", type ? type : "?");
     return CLLM_OK;
 }
 
@@ -7775,7 +7763,7 @@ static cllm_result cllm__load_pretok(struct cllm__tok *p, const cJSON *t, cllm_e
     cllm__pretok s;
     cllm_result rc;
     memset(&s, 0, sizeof s);
-    if (!type) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: pre_tokenizer without \"type\"");
+    if (!type) return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "pre_tokenizer without \"type\"");
     if (strcmp(type, "Sequence") == 0) {
         cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(t, "pretokenizers"))
             if ((rc = cllm__load_pretok(p, it, err)) != CLLM_OK) return rc;
@@ -7783,16 +7771,16 @@ static cllm_result cllm__load_pretok(struct cllm__tok *p, const cJSON *t, cllm_e
     }
     if (strcmp(type, "Split") == 0) {
         if (!re)
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: Split with a String pattern is not "
-                              "supported (only the Llama-3 and Qwen2 regexes)");
+            return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "Split with a String pattern is not supported (only the "
+                                 "Llama-3 and Qwen2 regexes)");
         if (strcmp(re, cllm__re_llama3) == 0) s.kind = CLLM__PT_SPLIT_LLAMA3;
         else if (strcmp(re, cllm__re_qwen2) == 0) s.kind = CLLM__PT_SPLIT_QWEN2;
-        else return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: Split regex '%.*s' is not supported "
-                               "(only the Llama-3 and Qwen2 patterns)", CLLM__CUT(re, 200));
+        else return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "Split regex '%.*s' is not supported (only the Llama-3 "
+                                  "and Qwen2 patterns)", CLLM__CUT(re, 200));
         if (!behavior || strcmp(behavior, "Isolated") != 0 || cllm__json_flag(t, "invert"))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
-                              "tokenizer.json: Split behavior '%s'%s is not supported (only Isolated, invert false)",
-                              behavior ? behavior : "?", cllm__json_flag(t, "invert") ? " with invert" : "");
+            return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "Split behavior '%s'%s is not supported (only Isolated, "
+                                 "invert false)", behavior ? behavior : "?",
+                                 cllm__json_flag(t, "invert") ? " with invert" : "");
     } else if (strcmp(type, "Digits") == 0) {
         s.kind = CLLM__PT_DIGITS;
         s.individual_digits = cllm__json_flag(t, "individual_digits");
@@ -7800,10 +7788,10 @@ static cllm_result cllm__load_pretok(struct cllm__tok *p, const cJSON *t, cllm_e
         s.kind = CLLM__PT_BYTELEVEL;
         s.add_prefix_space = cllm__json_bool(t, "add_prefix_space", 1);
         s.use_regex = cllm__json_bool(t, "use_regex", 1);
-    } else return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: pre_tokenizer '%s' is not supported "
-                             "(supported: Split, Digits, ByteLevel, Sequence)", type);
+    } else return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "pre_tokenizer '%s' is not supported "
+                                "(supported: Split, Digits, ByteLevel, Sequence)", type);
     if (p->npretok == CLLM__MAX_PRETOK)
-        return cllm__fail(err, CLLM_ERR_LIMIT, "tokenizer.json: more than %d pre-tokenizer steps", CLLM__MAX_PRETOK);
+        return CLLM__TJ_FAIL(err, CLLM_ERR_LIMIT, "more than %d pre-tokenizer steps", CLLM__MAX_PRETOK);
     p->pretok[p->npretok++] = s;
     return CLLM_OK;
 }
@@ -7822,10 +7810,10 @@ static cllm_result cllm__load_post(struct cllm__tok *p, const cJSON *t, cllm_err
         return CLLM_OK;
     }
     if (!type || strcmp(type, "TemplateProcessing") != 0)
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: post_processor '%s' is not supported "
-                          "(supported: ByteLevel, TemplateProcessing, Sequence)", type ? type : "?");
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "post_processor '%s' is not supported (supported: ByteLevel, "
+                             "TemplateProcessing, Sequence)", type ? type : "?");
     if (p->has_template)
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: more than one TemplateProcessing post_processor");
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "more than one TemplateProcessing post_processor");
     p->has_template = 1;
     cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(t, "single")) {
         const cJSON *sp = cJSON_GetObjectItemCaseSensitive(it, "SpecialToken");
@@ -7834,26 +7822,21 @@ static cllm_result cllm__load_post(struct cllm__tok *p, const cJSON *t, cllm_err
         const cJSON *entry = name ? cJSON_GetObjectItemCaseSensitive(specials, name) : NULL, *id_json;
         int **to = seen_a ? &p->post_after : &p->post_before, id;
         if (seq && (!name || strcmp(name, "A") != 0 || seen_a))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
-                              "tokenizer.json: TemplateProcessing single template must contain $A once");
+            return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "TemplateProcessing single template must contain $A once");
         seen_a |= seq != NULL;
         if (seq) continue;
         if (!sp)
-            return cllm__fail(err, CLLM_ERR_FORMAT,
-                              "tokenizer.json: TemplateProcessing items must be SpecialToken or Sequence");
+            return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "TemplateProcessing items must be SpecialToken or Sequence");
         if (!entry)
-            return cllm__fail(err, CLLM_ERR_FORMAT,
-                              "tokenizer.json: TemplateProcessing special token '%s' is not in special_tokens",
-                              name ? name : "?");
+            return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "TemplateProcessing special token '%s' is not in special_tokens",
+                                 name ? name : "?");
         cJSON_ArrayForEach(id_json, cJSON_GetObjectItemCaseSensitive(entry, "ids")) {
             if (!cllm__json_id(id_json, &id))
-                return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: TemplateProcessing token '%s' has a bad id",
-                                  name);
+                return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "TemplateProcessing token '%s' has a bad id", name);
             stbds_arrput(*to, id);
         }
     }
-    if (!seen_a)
-        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: TemplateProcessing single template has no $A");
+    if (!seen_a) return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "TemplateProcessing single template has no $A");
     return CLLM_OK;
 }
 
@@ -7919,6 +7902,13 @@ static cllm_result cllm__load_config(cllm_tokenizer *tok, const cJSON *cfg, cllm
     return CLLM_OK;
 }
 
+/* Are all the ids of the stb_ds array below n? */
+static int cllm__ids_below(const int *ids, int n) {
+    ptrdiff_t i, count = stbds_arrlen(ids);
+    for (i = 0; i < count; i++) if (ids[i] >= n) return 0;
+    return 1;
+}
+
 /* Reads the parts of tokenizer.json, then tokenizer_config.json when there is one, into tok. */
 static cllm_result cllm__load_tokenizer(cllm_tokenizer *tok, const cJSON *root, const char *config_json,
                                         size_t config_len, cllm_err *err) {
@@ -7928,36 +7918,34 @@ static cllm_result cllm__load_tokenizer(cllm_tokenizer *tok, const cJSON *root, 
     const cJSON *padding = cJSON_GetObjectItemCaseSensitive(root, "padding");
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), *it;
     const char *decoder = cllm__json_str(cJSON_GetObjectItemCaseSensitive(root, "decoder"), "type");
-    int max_added = -1, bad_ids = 0, id, i;
+    int max_added = -1, id, i;
     cJSON *config;
     cllm_result rc;
     rc = cllm__load_normalizer(p, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), err);
     if (rc != CLLM_OK) return rc;
     if (p->nfc && !cllm__build_compose(p)) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     if (!pre || cJSON_IsNull(pre))
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: no pre_tokenizer; only byte-level BPE (a "
-                          "ByteLevel pre-tokenizer) is supported");
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "no pre_tokenizer; only byte-level BPE (a ByteLevel "
+                             "pre-tokenizer) is supported");
     if ((rc = cllm__load_pretok(p, pre, err)) != CLLM_OK) return rc;
     for (i = 0; i < p->npretok - 1 && p->pretok[i].kind != CLLM__PT_BYTELEVEL; i++) {}
     if (p->npretok == 0 || p->pretok[p->npretok - 1].kind != CLLM__PT_BYTELEVEL || i < p->npretok - 1)
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
-                          "tokenizer.json: the pre_tokenizer must end with one ByteLevel step (byte-level BPE)");
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "the pre_tokenizer must end with one ByteLevel step "
+                             "(byte-level BPE)");
     if ((rc = cllm__load_post(p, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), err)) != CLLM_OK) return rc;
     if (!decoder || strcmp(decoder, "ByteLevel") != 0)
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: decoder '%s' is not supported (only ByteLevel)",
-                          decoder ? decoder : "null");
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "decoder '%s' is not supported (only ByteLevel)",
+                             decoder ? decoder : "null");
     if (truncation && !cJSON_IsNull(truncation))
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: truncation is not supported (set it to null)");
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "truncation is not supported (set it to null)");
     if (padding && !cJSON_IsNull(padding))
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: padding is not supported (set it to null)");
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "padding is not supported (set it to null)");
     cJSON_ArrayForEach(it, added)
         if (cllm__json_id(cJSON_GetObjectItemCaseSensitive(it, "id"), &id) && id > max_added) max_added = id;
     rc = cllm__load_bpe(p, cJSON_GetObjectItemCaseSensitive(root, "model"), max_added, cJSON_GetArraySize(added), err);
     if (rc != CLLM_OK || (rc = cllm__load_added(p, added, err)) != CLLM_OK) return rc;
-    for (i = 0; i < (int)stbds_arrlen(p->post_before); i++) bad_ids |= p->post_before[i] >= p->n_ids;
-    for (i = 0; i < (int)stbds_arrlen(p->post_after); i++) bad_ids |= p->post_after[i] >= p->n_ids;
-    if (bad_ids)
-        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: TemplateProcessing uses an id outside the vocabulary");
+    if (!cllm__ids_below(p->post_before, p->n_ids) || !cllm__ids_below(p->post_after, p->n_ids))
+        return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "TemplateProcessing uses an id outside the vocabulary");
     cllm__index_added(p);
     tok->n_ids = p->n_ids;
     if (!config_json) return CLLM_OK;
@@ -7975,7 +7963,7 @@ CLLMDEF cllm_result cllm_tokenizer_load_json(cllm_tokenizer *tok, const char *js
     cllm_result rc;
     memset(tok, 0, sizeof *tok);
     tok->bos_id = tok->eos_id = tok->pad_id = tok->add_bos_token = -1;
-    if (!root || !cJSON_IsObject(root)) rc = cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: not valid JSON");
+    if (!root || !cJSON_IsObject(root)) rc = CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "not valid JSON");
     else if (!(tok->priv = (struct cllm__tok *)cllm__calloc(1, sizeof(struct cllm__tok))))
         rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     else rc = cllm__load_tokenizer(tok, root, config_json, config_len, err);
@@ -8068,9 +8056,10 @@ static void cllm__split_added(const struct cllm__tok *p, const char *s, size_t f
     for (i = from; i < to; i = next) {
         const cllm__added *hit = NULL;
         size_t ms = i, stop, space;
+        unsigned char c = (unsigned char)s[i];
         int k, len;
         uint32_t cp;
-        for (k = p->bucket[(unsigned char)s[i]]; k < p->bucket[(unsigned char)s[i] + 1] && !hit; k++) {
+        for (k = p->bucket[c]; k < p->bucket[c + 1] && !hit; k++) {
             const cllm__added *a = &p->added[k];
             int fits = a->normalized == normalized && a->content.len <= to - i;
             if (fits && memcmp(s + i, p->pool.p + a->content.off, a->content.len) == 0) hit = a;
@@ -8412,6 +8401,12 @@ static void cllm__emit(cllm__enc *e, int id, size_t s, size_t t) {
     stbds_arrput(e->offs, (int)t);
 }
 
+/* The post_processor's tokens (the ids of an stb_ds array), at offsets [0, 0). */
+static void cllm__emit_post(cllm__enc *e, const int *ids) {
+    ptrdiff_t i, n = stbds_arrlen(ids);
+    for (i = 0; i < n; i++) cllm__emit(e, ids[i], 0, 0);
+}
+
 /* Steps 3-4: pre-tokenizes and BPE-encodes the normalized text nt[s, t), emitting tokens with the
    original offsets of their first and last byte. */
 static void cllm__encode_text(const struct cllm__tok *p, cllm__enc *e, size_t s, size_t t) {
@@ -8475,7 +8470,7 @@ CLLMDEF cllm_result cllm_tokenizer_encode(const cllm_tokenizer *tok, const char 
     const struct cllm__tok *p = tok ? tok->priv : NULL;
     cllm__enc e;
     size_t bad, a;
-    int i, count, *out_ids = NULL, *out_offsets = NULL;
+    int count, *out_ids = NULL, *out_offsets = NULL;
     *ids = NULL;
     *n = 0;
     if (offsets) *offsets = NULL;
@@ -8485,15 +8480,13 @@ CLLMDEF cllm_result cllm_tokenizer_encode(const cllm_tokenizer *tok, const char 
     if ((bad = cllm__utf8_check(text, len)) != len)
         return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer: the text is not valid UTF-8 at byte %zu", bad + 1);
     memset(&e, 0, sizeof e);
-    if (add_special_tokens)   /* 5. the post_processor's tokens before ... */
-        for (i = 0; i < (int)stbds_arrlen(p->post_before); i++) cllm__emit(&e, p->post_before[i], 0, 0);
+    if (add_special_tokens) cllm__emit_post(&e, p->post_before);   /* 5. the post_processor's tokens ... */
     cllm__split_added(p, text, 0, len, 0, &e.raw);   /* 1. added tokens on the raw text */
     for (a = 0; a < (size_t)stbds_arrlen(e.raw); a++) {
         if (e.raw[a].id >= 0) cllm__emit(&e, e.raw[a].id, e.raw[a].s, e.raw[a].e);
         else cllm__encode_segment(p, &e, text, e.raw[a]);
     }
-    if (add_special_tokens)   /* ... and after */
-        for (i = 0; i < (int)stbds_arrlen(p->post_after); i++) cllm__emit(&e, p->post_after[i], 0, 0);
+    if (add_special_tokens) cllm__emit_post(&e, p->post_after);    /* ... around the text */
     count = (int)stbds_arrlen(e.ids);   /* hand the results over as plain CLLM_MALLOC buffers */
     if (!e.nt.b.oom && !e.tmp.oom && !e.bytes.oom) out_ids = (int *)cllm__calloc((size_t)count + 1, sizeof(int));
     if (out_ids && offsets) out_offsets = (int *)cllm__calloc(2 * (size_t)count + 1, sizeof(int));
@@ -8716,9 +8709,8 @@ static cllm_result cllm__render_chatml(const struct cllm__tok *p, const cllm_mes
     for (i = 0; i < n; i++) {
         int asst = cllm__role_is(&m[i], "assistant");
         if (qwen && !asst && !cllm__role_is(&m[i], "user") && !cllm__role_is(&m[i], "system"))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
-                              "chat template (Qwen2.5): role '%.*s' is not supported (system, user, assistant)",
-                              CLLM__CUT(m[i].role, 40));
+            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template (Qwen2.5): role '%.*s' is not supported "
+                              "(system, user, assistant)", CLLM__CUT(m[i].role, 40));
         cllm__puts3(r, "<|im_start|>", m[i].role, "\n");
         if (asst) cllm__span_mark(r);
         cllm__puts3(r, m[i].content, "<|im_end|>", "");
@@ -8754,9 +8746,8 @@ static cllm_result cllm__render_qwen3(const cllm_message *m, int n, const cllm_r
         }
         if (cllm__role_is(&m[i], "system")) continue;
         if (!cllm__role_is(&m[i], "assistant"))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
-                              "chat template (Qwen3): role '%.*s' is not supported (system, user, assistant)",
-                              CLLM__CUT(m[i].role, 40));
+            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template (Qwen3): role '%.*s' is not supported "
+                              "(system, user, assistant)", CLLM__CUT(m[i].role, 40));
         if (cllm__find(c, 0, len, "</think>", 0) != (size_t)-1) {
             /* content = c.split('</think>')[-1].lstrip('\n');
                reasoning = c.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') */
@@ -8818,9 +8809,8 @@ static cllm_result cllm__render_llama(const cllm_tokenizer *tok, cllm_chat_famil
     }
     for (i = first; i < n; i++) {
         if (family == CLLM_CHAT_LLAMA31 && (cllm__role_is(&m[i], "ipython") || cllm__role_is(&m[i], "tool")))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
-                              "chat template (Llama-3.1): role '%.*s' is not supported (tool calls are not rendered)",
-                              CLLM__CUT(m[i].role, 40));
+            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template (Llama-3.1): role '%.*s' is not supported "
+                              "(tool calls are not rendered)", CLLM__CUT(m[i].role, 40));
         if (family == CLLM_CHAT_LLAMA3 && i == 0 && tok->bos_token) cllm__sb_puts(&r->text, tok->bos_token);
         cllm__llama_turn(&m[i], r);
     }
@@ -8931,15 +8921,11 @@ static size_t cllm__kv_work_views(cllm__kv_work *w, cllm_float *mem, const cllm_
 
 CLLMDEF void cllm_kv_cache_free(cllm_kv_cache *kv) {
     if (!kv) return;
-    CLLM_FREE(kv->len);
+    CLLM_FREE(kv->len);        /* with row_seq, row_pos and row_id */
     CLLM_FREE(kv->k);
     CLLM_FREE(kv->v);
-    CLLM_FREE(kv->rope_cos);
-    CLLM_FREE(kv->rope_sin);
+    CLLM_FREE(kv->rope_cos);   /* with rope_sin */
     CLLM_FREE(kv->work);
-    CLLM_FREE(kv->row_seq);
-    CLLM_FREE(kv->row_pos);
-    CLLM_FREE(kv->row_id);
     memset(kv, 0, sizeof *kv);
 }
 
@@ -8965,22 +8951,21 @@ CLLMDEF cllm_result cllm_kv_cache_init(cllm_kv_cache *kv, const cllm_model *m, i
     kv->rows = n_seq > CLLM__KV_BLOCK ? n_seq : CLLM__KV_BLOCK;
     rows = (size_t)kv->rows;
     per = (size_t)c->n_layers * (size_t)n_seq * (size_t)max_len * (size_t)kv->kv_dim;
-    kv->len = (int *)cllm__calloc((size_t)n_seq, sizeof(int));
+    kv->len = (int *)cllm__calloc((size_t)n_seq + 3 * rows, sizeof(int));
     kv->k = (cllm_float *)cllm__calloc(per, sizeof(cllm_float));
     kv->v = (cllm_float *)cllm__calloc(per, sizeof(cllm_float));
-    kv->rope_cos = (cllm_float *)cllm__calloc(rope, sizeof(cllm_float));
-    kv->rope_sin = (cllm_float *)cllm__calloc(rope, sizeof(cllm_float));
+    kv->rope_cos = (cllm_float *)cllm__calloc(2 * rope, sizeof(cllm_float));
     kv->work_size = cllm__kv_work_views(&sizing, NULL, c, rows, (size_t)max_len);
     kv->work = (cllm_float *)cllm__calloc(kv->work_size, sizeof(cllm_float));
-    kv->row_seq = (int *)cllm__calloc(rows, sizeof(int));
-    kv->row_pos = (int *)cllm__calloc(rows, sizeof(int));
-    kv->row_id = (int *)cllm__calloc(rows, sizeof(int));
-    if (!kv->len || !kv->k || !kv->v || !kv->rope_cos || !kv->rope_sin || !kv->work || !kv->row_seq || !kv->row_pos ||
-        !kv->row_id) {
+    if (!kv->len || !kv->k || !kv->v || !kv->rope_cos || !kv->work) {
         cllm_kv_cache_free(kv);
         return cllm__fail(err, CLLM_ERR_NOMEM, "KV cache: out of memory for %d sequences x %d positions (%.2f GB)",
                           n_seq, max_len, gb);
     }
+    kv->row_seq = kv->len + n_seq;
+    kv->row_pos = kv->row_seq + rows;
+    kv->row_id = kv->row_pos + rows;
+    kv->rope_sin = kv->rope_cos + rope;
     cllm__rope_tables(kv->rope_cos, kv->rope_sin, c, max_len);   /* the same tables cllm_forward uses */
     cllm__ok(err);
     return CLLM_OK;
@@ -9126,8 +9111,8 @@ CLLMDEF cllm_result cllm_kv_step(const cllm_model *m, cllm_kv_cache *kv, const i
         if (ids[s] < 0) continue;
         if ((rc = cllm__kv_check_id(m, ids[s], "KV cache step", s, err)) != CLLM_OK) return rc;
         if (kv->len[s] >= kv->max_len)
-            return cllm__fail(err, CLLM_ERR_LIMIT,
-                              "KV cache step: sequence %d already fills all %d positions of the cache", s, kv->max_len);
+            return cllm__fail(err, CLLM_ERR_LIMIT, "KV cache step: sequence %d already fills all %d positions of the "
+                              "cache", s, kv->max_len);
     }
     for (s = 0; s < kv->n_seq; s++) {
         if (ids[s] < 0) continue;
@@ -9368,7 +9353,8 @@ static int cllm__is_eos(const cllm_gen_config *g, const cllm_config *c, int id) 
    prompt (all but its last token) is prefilled into sequence 0 and copied to the other samples;
    then every step feeds each unfinished sample's newest token (at first the prompt's last one)
    through cllm_kv_step as one batch, samples the next token from its logits row, and checks EOS,
-   the stop callback and the length limit. The last sampled token is never fed. */
+   the stop callback and the length limit. The last sampled token is never fed. With top_k and top_p
+   off, the logprobs equal cllm_forward's logp with batch.temperature = the sampling temperature. */
 CLLMDEF cllm_result cllm_generate(const cllm_model *m, const int *prompt, int n_prompt, int n_samples,
                                   const cllm_gen_config *cfg, cllm_completion *out, cllm_err *err) {
     cllm_gen_config g;
@@ -9390,8 +9376,8 @@ CLLMDEF cllm_result cllm_generate(const cllm_model *m, const int *prompt, int n_
     if (!prompt || n_prompt < 1)
         return cllm__fail(err, CLLM_ERR_ARG, "generation: the prompt needs at least one token (e.g. BOS)");
     if (g.max_new_tokens < 1 || g.max_new_tokens > INT_MAX / 2 - n_prompt)
-        return cllm__fail(err, CLLM_ERR_ARG,
-                          "generation: max_new_tokens must be positive and fit an int with the prompt");
+        return cllm__fail(err, CLLM_ERR_ARG, "generation: max_new_tokens must be positive and fit an int with the "
+                          "prompt");
     if (g.eos_ids && g.n_eos < 0) return cllm__fail(err, CLLM_ERR_ARG, "generation: n_eos must be >= 0");
     if ((rc = cllm__sampler_check(&g.sampler, err)) != CLLM_OK) return rc;
     for (s = 0; s < n_prompt; s++)
@@ -9412,7 +9398,7 @@ CLLMDEF cllm_result cllm_generate(const cllm_model *m, const int *prompt, int n_
         if (!out[s].ids || !out[s].logprobs)
             rc = cllm__fail(err, CLLM_ERR_NOMEM, "generation: out of memory for %d x %d tokens", n_samples,
                             g.max_new_tokens);
-        cllm_rng_seed(&rngs[s], g.sampler.seed * 0x9E3779B97F4A7C15ull + (uint64_t)s);
+        cllm_rng_seed(&rngs[s], g.sampler.seed * 0x9E3779B97F4A7C15ull + (uint64_t)s);   /* its own stream */
         cur[s] = prompt[n_prompt - 1];
     }
     if (rc == CLLM_OK) rc = cllm_kv_prefill(m, &kv, 0, prompt, n_prompt - 1, NULL, err);
