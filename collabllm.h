@@ -7535,10 +7535,10 @@ static cllm__str cllm__pool_add(cllm__sb *pool, const char *s, size_t n) {
 static cllm_result cllm__set_token(struct cllm__tok *p, int id, const char *s, int *byte_level, cllm_err *err) {
     size_t n = strlen(s);
     const cllm__str had = p->tok_str[id];
-    const char *had_text = p->pool.p + had.off;
     if (had.off != CLLM__NO_STR)
         return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "id %d is given to both '%.*s' and '%.*s'", id,
-                             (int)cllm__utf8_prefix(had_text, had.len, 40), had_text, CLLM__CUT(s, 40));
+                             (int)cllm__utf8_prefix(p->pool.p + had.off, had.len, 40), p->pool.p + had.off,
+                             CLLM__CUT(s, 40));
     p->tok_str[id] = cllm__pool_add(&p->pool, s, n);
     p->tok_bytes[id] = cllm__token_bytes(&p->pool, s, n, byte_level);
     if (p->pool.oom || p->pool.n >= 0xFFFFFFF0u)
@@ -8372,7 +8372,7 @@ typedef struct cllm__enc {
     cllm__piece    *pa, *pb;       /* pre-tokenizer pieces (ping-pong)                      */
     cllm__sb        tmp, bytes;
     cllm__bpe_work  w;
-    int            *ids, *offs;    /* output                                                */
+    cllm__seg      *out;           /* the tokens with their ranges in the original text     */
     int            *pids;          /* per-piece BPE output                                  */
     size_t         *pstarts;
 } cllm__enc;
@@ -8389,22 +8389,15 @@ static void cllm__enc_free(cllm__enc *e) {
     cllm__sb_free(&e->bytes);
     stbds_arrfree(e->w.sym);
     stbds_arrfree(e->w.heap);
-    stbds_arrfree(e->ids);
-    stbds_arrfree(e->offs);
+    stbds_arrfree(e->out);
     stbds_arrfree(e->pids);
     stbds_arrfree(e->pstarts);
-}
-
-static void cllm__emit(cllm__enc *e, int id, size_t s, size_t t) {
-    stbds_arrput(e->ids, id);
-    stbds_arrput(e->offs, (int)s);
-    stbds_arrput(e->offs, (int)t);
 }
 
 /* The post_processor's tokens (the ids of an stb_ds array), at offsets [0, 0). */
 static void cllm__emit_post(cllm__enc *e, const int *ids) {
     ptrdiff_t i, n = stbds_arrlen(ids);
-    for (i = 0; i < n; i++) cllm__emit(e, ids[i], 0, 0);
+    for (i = 0; i < n; i++) cllm__seg_put(&e->out, 0, 0, ids[i]);
 }
 
 /* Steps 3-4: pre-tokenizes and BPE-encodes the normalized text nt[s, t), emitting tokens with the
@@ -8441,7 +8434,7 @@ static void cllm__encode_text(const struct cllm__tok *p, cllm__enc *e, size_t s,
             /* byte index in the piece -> index in nt (the prefix space maps to the anchor) */
             size_t n0 = q.prefix ? (b0 == 0 ? q.anchor : q.s + b0 - 1) : q.s + b0;
             size_t n1 = q.prefix ? (b1 == 0 ? q.anchor : q.s + b1 - 1) : q.s + b1;
-            cllm__emit(e, e->pids[k], e->nt.os[n0], e->nt.oe[n1]);
+            cllm__seg_put(&e->out, e->nt.os[n0], e->nt.oe[n1], e->pids[k]);
         }
     }
 }
@@ -8457,7 +8450,7 @@ static void cllm__encode_segment(const struct cllm__tok *p, cllm__enc *e, const 
     else cllm__seg_put(&e->norm, start, e->nt.b.n, -1);
     for (b = 0; b < (size_t)stbds_arrlen(e->norm); b++) {
         cllm__seg q = e->norm[b];
-        if (q.id >= 0) cllm__emit(e, q.id, e->nt.os[q.s], e->nt.oe[q.e - 1]);
+        if (q.id >= 0) cllm__seg_put(&e->out, e->nt.os[q.s], e->nt.oe[q.e - 1], q.id);
         else if (q.e > q.s) cllm__encode_text(p, e, q.s, q.e);
     }
 }
@@ -8470,7 +8463,7 @@ CLLMDEF cllm_result cllm_tokenizer_encode(const cllm_tokenizer *tok, const char 
     const struct cllm__tok *p = tok ? tok->priv : NULL;
     cllm__enc e;
     size_t bad, a;
-    int count, *out_ids = NULL, *out_offsets = NULL;
+    int count, i, *out_ids = NULL, *out_offsets = NULL;
     *ids = NULL;
     *n = 0;
     if (offsets) *offsets = NULL;
@@ -8483,11 +8476,11 @@ CLLMDEF cllm_result cllm_tokenizer_encode(const cllm_tokenizer *tok, const char 
     if (add_special_tokens) cllm__emit_post(&e, p->post_before);   /* 5. the post_processor's tokens ... */
     cllm__split_added(p, text, 0, len, 0, &e.raw);   /* 1. added tokens on the raw text */
     for (a = 0; a < (size_t)stbds_arrlen(e.raw); a++) {
-        if (e.raw[a].id >= 0) cllm__emit(&e, e.raw[a].id, e.raw[a].s, e.raw[a].e);
+        if (e.raw[a].id >= 0) cllm__seg_put(&e.out, e.raw[a].s, e.raw[a].e, e.raw[a].id);
         else cllm__encode_segment(p, &e, text, e.raw[a]);
     }
     if (add_special_tokens) cllm__emit_post(&e, p->post_after);    /* ... around the text */
-    count = (int)stbds_arrlen(e.ids);   /* hand the results over as plain CLLM_MALLOC buffers */
+    count = (int)stbds_arrlen(e.out);   /* hand the results over as plain CLLM_MALLOC buffers */
     if (!e.nt.b.oom && !e.tmp.oom && !e.bytes.oom) out_ids = (int *)cllm__calloc((size_t)count + 1, sizeof(int));
     if (out_ids && offsets) out_offsets = (int *)cllm__calloc(2 * (size_t)count + 1, sizeof(int));
     if (!out_ids || (offsets && !out_offsets)) {
@@ -8495,8 +8488,11 @@ CLLMDEF cllm_result cllm_tokenizer_encode(const cllm_tokenizer *tok, const char 
         cllm__enc_free(&e);
         return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer: out of memory");
     }
-    if (count) memcpy(out_ids, e.ids, (size_t)count * sizeof(int));
-    if (count && offsets) memcpy(out_offsets, e.offs, 2 * (size_t)count * sizeof(int));
+    for (i = 0; i < count; i++) {
+        out_ids[i] = e.out[i].id;
+        if (offsets) out_offsets[2 * i] = (int)e.out[i].s;
+        if (offsets) out_offsets[2 * i + 1] = (int)e.out[i].e;
+    }
     cllm__enc_free(&e);
     *ids = out_ids;
     *n = count;
