@@ -663,58 +663,53 @@ CLLMDEF double cllm_lr_at(cllm_schedule kind, double base_lr, long step, long wa
 /* Tokenizer: Hugging Face tokenizer.json, byte-level BPE                                       */
 /* ============================================================================================ */
 
-/* A loaded tokenizer.json (+ tokenizer_config.json). Fields above `priv` are public and
-   read-only; everything else lives behind `priv`. Load with cllm_tokenizer_load, release with
-   cllm_tokenizer_free (safe on a zeroed struct). Encoding and decoding never modify it, so one
-   tokenizer can serve several threads. */
+/* The chat-template families cllm_chat_render writes natively (no Jinja engine), recognised by the
+   distinctive text of tokenizer_config.json's chat_template. */
+typedef enum cllm_chat_family {
+    CLLM_CHAT_NONE = 0,
+    CLLM_CHAT_CHATML,    /* <|im_start|>role\ncontent<|im_end|>\n; SmolLM2 and Qwen2.5 add their default
+                            system prompt when the first message is not a system one */
+    CLLM_CHAT_QWEN3,     /* Qwen3: ChatML + <think> blocks; thinking off by default */
+    CLLM_CHAT_LLAMA3,    /* Llama-3: bos, <|start_header_id|>role<|end_header_id|>\n\ncontent|trim<|eot_id|> */
+    CLLM_CHAT_LLAMA31    /* Llama-3.1 / 3.2 / 3.3: Llama-3 plus a system block with the date */
+} cllm_chat_family;
+
+/* A loaded tokenizer.json (+ tokenizer_config.json). Fields above `priv` are public and read-only.
+   Encoding and decoding never modify it, so one tokenizer can serve several threads. */
 typedef struct cllm_tokenizer {
     int   n_ids;            /* 1 + the largest id of the vocabulary and the added tokens        */
     int   bos_id;           /* tokenizer_config.json bos_token as an id, -1 if none             */
     int   eos_id;           /* eos_token, -1 if none                                            */
     int   pad_id;           /* pad_token, -1 if none                                            */
-    int   add_bos_token;    /* tokenizer_config.json add_bos_token (informational: whether BOS is
-                               added is decided by tokenizer.json's post_processor, as in HF's
-                               fast tokenizers), -1 if absent                                    */
-    int   chat_family;      /* cllm_chat_family detected from chat_template, 0 if there is none  */
+    int   add_bos_token;    /* tokenizer_config.json add_bos_token, -1 if absent (informational:
+                               the post_processor decides, as in HF's fast tokenizers)          */
+    cllm_chat_family chat_family;   /* detected from chat_template, CLLM_CHAT_NONE if unknown   */
     char *chat_template;    /* the chat_template text, NULL if none                             */
     char *bos_token, *eos_token, *pad_token;   /* the token strings, NULL if none               */
     struct cllm__tok *priv;
 } cllm_tokenizer;
 
-/* path_or_dir: a tokenizer.json file, or a directory holding tokenizer.json. A
-   tokenizer_config.json next to it is read when present (bos/eos/pad, add_bos_token,
-   chat_template). Anything the encoder does not implement fails with CLLM_ERR_UNSUPPORTED
-   naming the feature (e.g. a pre-tokenizer regex other than the GPT-2, Llama-3 and Qwen2 ones). */
+/* Loads tokenizer.json (a file, or a directory holding it) and tokenizer_config.json beside it. */
 CLLMDEF cllm_result cllm_tokenizer_load(cllm_tokenizer *tok, const char *path_or_dir, cllm_err *err);
-/* The same from memory: tokenizer_json is the tokenizer.json text, config_json the
-   tokenizer_config.json text or NULL. */
+/* The same from memory: tokenizer.json's text, and tokenizer_config.json's or NULL. */
 CLLMDEF cllm_result cllm_tokenizer_load_json(cllm_tokenizer *tok, const char *tokenizer_json, size_t len,
                                              const char *config_json, size_t config_len, cllm_err *err);
-CLLMDEF void        cllm_tokenizer_free(cllm_tokenizer *tok);
-
-/* Encodes len bytes of UTF-8 text (invalid UTF-8 is rejected, as HF accepts only strings).
-   add_special_tokens: apply the post_processor (e.g. Llama-3.1's <|begin_of_text|>).
-   *ids (n values) is allocated here; offsets, if not NULL, receives an allocated array of 2*n
-   byte offsets: token i covers text[offsets[2i], offsets[2i+1]) (tokens added by the
-   post_processor get [0,0); after NFC a token maps to the original bytes it came from). Special
-   and added tokens written in the text are matched as tokens (HF's default). Free the arrays
-   with cllm_free_buffer. */
-CLLMDEF cllm_result cllm_tokenizer_encode(const cllm_tokenizer *tok, const char *text, size_t len, int add_special_tokens,
-                                          int **ids, int *n, int **offsets, cllm_err *err);
-/* Decodes n ids to UTF-8 (allocated, NUL-terminated; *len may be NULL). Bytes that do not form
-   valid UTF-8 become U+FFFD, one per maximal invalid subsequence (Rust's from_utf8_lossy).
-   skip_special: leave out added tokens marked special. Unknown ids are skipped, as in HF. */
+CLLMDEF void        cllm_tokenizer_free(cllm_tokenizer *tok);   /* safe on a zeroed struct */
+/* UTF-8 text -> *ids (n); offsets (optional): token i covers text[offsets[2i], offsets[2i+1]).
+   add_special_tokens: apply the post_processor. Both arrays allocated; free with cllm_free_buffer. */
+CLLMDEF cllm_result cllm_tokenizer_encode(const cllm_tokenizer *tok, const char *text, size_t len,
+                                          int add_special_tokens, int **ids, int *n, int **offsets, cllm_err *err);
+/* ids -> UTF-8 text (allocated, NUL-terminated; *len may be NULL), invalid bytes as U+FFFD.
+   skip_special: leave out added tokens marked special. */
 CLLMDEF cllm_result cllm_tokenizer_decode(const cllm_tokenizer *tok, const int *ids, int n, int skip_special,
                                           char **text, size_t *len, cllm_err *err);
-/* The id of a token given as it is written in tokenizer.json ("<|im_end|>", "Ġthe"), or -1. */
+/* The id of a token as tokenizer.json writes it ("<|im_end|>", "Ġthe"), or -1. */
 CLLMDEF int         cllm_tokenizer_token_id(const cllm_tokenizer *tok, const char *token);
-/* The bytes id decodes to on its own (not NUL-terminated, may be part of a UTF-8 character);
-   NULL for an unknown id. */
+/* The bytes id decodes to on its own (not NUL-terminated); NULL for an unknown id. */
 CLLMDEF const char *cllm_tokenizer_id_bytes(const cllm_tokenizer *tok, int id, size_t *len);
 
-/* Streaming decoder for generation: push ids one at a time and get the text that is complete so
-   far. A UTF-8 character split across tokens is held back until its last byte arrives, so the
-   concatenated output equals cllm_tokenizer_decode of all the ids. */
+/* Streaming decoder for generation: push ids one at a time, get the text completed so far. The
+   pieces concatenate to cllm_tokenizer_decode of all the ids. */
 typedef struct cllm_decode_stream {
     const cllm_tokenizer *tok;
     int            skip_special;   /* as in cllm_tokenizer_decode                               */
@@ -725,7 +720,8 @@ typedef struct cllm_decode_stream {
 } cllm_decode_stream;
 CLLMDEF void        cllm_decode_stream_init(cllm_decode_stream *s, const cllm_tokenizer *tok, int skip_special);
 /* *out / *out_len: the newly completed text (possibly empty), valid until the next call. */
-CLLMDEF cllm_result cllm_decode_stream_push(cllm_decode_stream *s, int id, const char **out, size_t *out_len, cllm_err *err);
+CLLMDEF cllm_result cllm_decode_stream_push(cllm_decode_stream *s, int id, const char **out, size_t *out_len,
+                                            cllm_err *err);
 /* Ends the stream: an unfinished character becomes U+FFFD. */
 CLLMDEF cllm_result cllm_decode_stream_flush(cllm_decode_stream *s, const char **out, size_t *out_len, cllm_err *err);
 CLLMDEF void        cllm_decode_stream_free(cllm_decode_stream *s);
@@ -733,18 +729,6 @@ CLLMDEF void        cllm_decode_stream_free(cllm_decode_stream *s);
 /* ============================================================================================ */
 /* Chat templates and assistant masks                                                           */
 /* ============================================================================================ */
-
-/* Chat-template families rendered natively (no Jinja engine): the tokenizer_config.json
-   chat_template is recognised by its distinctive text and rendered exactly as the Jinja would
-   for conversations of system / user / assistant messages without tools. */
-typedef enum cllm_chat_family {
-    CLLM_CHAT_NONE = 0,
-    CLLM_CHAT_CHATML,       /* <|im_start|>role\ncontent<|im_end|>\n; SmolLM2 and Qwen2.5 add their
-                               default system prompt when the first message is not a system one */
-    CLLM_CHAT_QWEN3,        /* Qwen3: ChatML + <think> blocks; thinking off by default            */
-    CLLM_CHAT_LLAMA3,       /* Llama-3: bos, <|start_header_id|>role<|end_header_id|>\n\ncontent|trim<|eot_id|> */
-    CLLM_CHAT_LLAMA31       /* Llama-3.1 / 3.2 / 3.3: Llama-3 plus a system block with the date    */
-} cllm_chat_family;
 
 typedef struct cllm_message {
     const char *role;       /* "system", "user" or "assistant" (ChatML and Llama-3 accept any role) */
@@ -761,27 +745,20 @@ typedef struct cllm_render_opts {
 } cllm_render_opts;
 
 /* Human-readable name of a family ("chatml", "qwen3", "llama3", "llama3.1"). */
-CLLMDEF const char *cllm_chat_family_name(int family);
-/* Renders msgs with tok's chat template, then tokenizes the text once (no post_processor: the
-   templates write bos themselves) and marks each token trainable (mask 1) when its first byte
-   lies inside an assistant message's content or that message's end-of-turn token
-   (<|im_end|>, <|eot_id|>); headers, system and user turns and the generation prompt are 0.
-   Outputs (allocated, free with cllm_free_buffer; any of them may be NULL):
-     text  the rendered conversation, NUL-terminated
-     ids   n_ids token ids;  mask  n_ids bytes of 0/1.
-   opts may be NULL (all defaults). Fails naming the template if it is not a supported family. */
-CLLMDEF cllm_result cllm_chat_render(const cllm_tokenizer *tok, const cllm_message *msgs, int n, const cllm_render_opts *opts,
-                                     char **text, int **ids, unsigned char **mask, int *n_ids, cllm_err *err);
+CLLMDEF const char *cllm_chat_family_name(cllm_chat_family family);
+/* Renders msgs with tok's chat template into text, its n_ids token ids, and mask: 1 for the tokens of
+   the assistant messages (their content and end-of-turn token). Outputs may be NULL; they are
+   allocated (free with cllm_free_buffer). opts may be NULL. Unknown templates fail, named. */
+CLLMDEF cllm_result cllm_chat_render(const cllm_tokenizer *tok, const cllm_message *msgs, int n,
+                                     const cllm_render_opts *opts, char **text, int **ids, unsigned char **mask,
+                                     int *n_ids, cllm_err *err);
 
 /* ============================================================================================ */
 /* Generation: KV cache and sampling                                                            */
 /* ============================================================================================ */
 
-/* KV cache. The incremental forward keeps each layer's keys (after RoPE and Qwen3's k-norm) and
-   values for n_seq independent sequences, so each new token costs one row of compute plus
-   attention over the cached rows. Sequences may have different lengths (len[s]); a new token of
-   sequence s goes to position len[s]. Setting len[s] lower forgets the tail (e.g. to retry from a
-   prefix). Memory: 2 * L * n_seq * max_len * KV*hd floats (SmolLM2-135M, 4 x 2048: 377 MB).  */
+/* KV cache: each layer's keys and values for n_seq independent sequences. Sequence s holds len[s]
+   positions; its next token goes to position len[s]; setting len[s] lower forgets the tail. */
 typedef struct cllm_kv_cache {
     int         n_seq;         /* parallel sequences                                              */
     int         max_len;       /* positions per sequence                                          */
@@ -795,35 +772,20 @@ typedef struct cllm_kv_cache {
     int        *row_seq, *row_pos, *row_id;   /* (rows) sequence, position and token of each row  */
 } cllm_kv_cache;
 
-/* Allocates an empty cache for model m (all len[s] = 0). Free it with cllm_kv_cache_free. It
-   serves m or a model with the same config.json (the RoPE tables come from m's config). */
+/* An empty cache for model m, or any model with the same config.json (all len[s] = 0). */
 CLLMDEF cllm_result cllm_kv_cache_init(cllm_kv_cache *kv, const cllm_model *m, int n_seq, int max_len, cllm_err *err);
 CLLMDEF void        cllm_kv_cache_free(cllm_kv_cache *kv);   /* safe on a zeroed cache */
-/* Makes sequence dst a copy of sequence src (its len[src] cached positions): n samples of one
-   prompt prefill the prompt once and copy it. */
+/* Makes sequence dst a copy of sequence src: n samples of one prompt prefill it once. */
 CLLMDEF cllm_result cllm_kv_cache_copy_seq(cllm_kv_cache *kv, int src, int dst, cllm_err *err);
-
-/* Prefill: appends n tokens to sequence seq at positions len[seq] .. len[seq]+n-1, in blocks of
-   up to 32 rows (each block's rows attend causally to the cache and to each other).
-   logits_out: optional (n, V) raw logits at each of the n positions (identical to cllm_forward's
-   logits for the same tokens). */
+/* Appends n tokens to sequence seq; logits_out: optional (n, V), = cllm_forward's logits. */
 CLLMDEF cllm_result cllm_kv_prefill(const cllm_model *m, cllm_kv_cache *kv, int seq, const int *ids, int n,
                                     cllm_float *logits_out, cllm_err *err);
-/* Decode step: one new token per sequence, ids (n_seq); ids[s] < 0 leaves sequence s out of
-   this step (e.g. it has finished). logits_out: optional (n_seq, V), row s written for each
-   sequence that took part. The sequences are computed as one batch of rows. */
-CLLMDEF cllm_result cllm_kv_step(const cllm_model *m, cllm_kv_cache *kv, const int *ids, cllm_float *logits_out, cllm_err *err);
+/* One new token per sequence, ids (n_seq), ids[s] < 0 leaves s out; logits_out: optional (n_seq, V). */
+CLLMDEF cllm_result cllm_kv_step(const cllm_model *m, cllm_kv_cache *kv, const int *ids, cllm_float *logits_out,
+                                 cllm_err *err);
 
-/* Sampling, with Hugging Face's logits warpers in their order (generate(do_sample=True)):
-     z = logits / temperature                                           (TemperatureLogitsWarper)
-     top_k: drop z below the k-th largest z (ties with it stay)         (TopKLogitsWarper)
-     top_p: with p = softmax(z) over the survivors, sorted by z descending (ties: lower id first),
-            keep a token while the mass of the tokens before it is < top_p: the smallest set with
-            mass >= top_p, never empty                                  (TopPLogitsWarper)
-     draw from softmax(z) over the kept tokens.
-   Scores and probabilities are computed in double. The draw takes one cllm_rng_uniform u and
-   walks the kept ids in increasing order until the running sum of exp(z - max z) exceeds
-   u * total, so a seed gives the same tokens on every platform. */
+/* Sampling: Hugging Face's generate(do_sample=True), temperature -> top-k -> top-p (see cllm__warp),
+   then a draw that gives the same tokens for a seed on every platform. */
 typedef struct cllm_sampler {
     int      greedy;       /* 1: the most likely token (lowest id on ties), no randomness; the rest
                               of the fields are ignored (default 0: sample)                      */
@@ -833,15 +795,10 @@ typedef struct cllm_sampler {
     uint64_t seed;         /* cllm_generate's RNG seed (default 0)                                */
 } cllm_sampler;
 
-/* The processed scores HF samples from: z = logits/temperature, -INFINITY where top-k / top-p
-   removed a token (greedy is ignored). logits (V) may hold -INFINITY but not NaN or +inf;
-   scores: (V) output. Returns the number of kept tokens in *n_kept (optional). */
+/* scores (V): the processed scores HF samples from, -INFINITY where top-k / top-p removed a token. */
 CLLMDEF cllm_result cllm_sampler_scores(const cllm_sampler *s, const cllm_float *logits, int V, double *scores,
                                         int *n_kept, cllm_err *err);
-/* Draws one token. *logprob (optional) = its log-probability under the distribution it was drawn
-   from: log softmax(scores)[token]; for greedy, log softmax(logits)[token] (the model's own
-   probability at temperature 1, as HF reports for greedy search). Allocates O(V) work space per
-   call; cllm_generate keeps its own. */
+/* Draws one token; *logprob (optional): its log-probability under the distribution drawn from. */
 CLLMDEF cllm_result cllm_sample(const cllm_sampler *s, const cllm_float *logits, int V, cllm_rng *rng,
                                 int *token, double *logprob, cllm_err *err);
 
@@ -851,12 +808,11 @@ typedef enum cllm_finish_reason {
     CLLM_FINISH_EOS,           /* produced an EOS id (it is the last token of the sample)         */
     CLLM_FINISH_STOP           /* the stop callback returned nonzero after the last token         */
 } cllm_finish_reason;
-CLLMDEF const char *cllm_finish_reason_string(int reason);   /* "length", "eos", "stop" */
+CLLMDEF const char *cllm_finish_reason_string(cllm_finish_reason reason);   /* "length", "eos", "stop" */
 
 typedef struct cllm_gen_config {
-    cllm_sampler sampler;          /* greedy / temperature / top_k / top_p / seed; sample s draws
-                                      from cllm_rng_seed(seed * 0x9E3779B97F4A7C15 + s), so it does
-                                      not depend on n_samples or on the other samples              */
+    cllm_sampler sampler;          /* greedy / temperature / top_k / top_p / seed; sample s does not
+                                      depend on n_samples or on the other samples                  */
     int          max_new_tokens;   /* at most this many tokens per sample (default 256)           */
     const int   *eos_ids;          /* stop after any of these n_eos ids (default: the model's
                                       config eos_token_ids)                                        */
@@ -873,19 +829,16 @@ typedef struct cllm_completion {
     int        *ids;        /* (n) generated ids, prompt excluded; ends with the EOS or stop token
                                that ended it, if one did                                          */
     cllm_float *logprobs;   /* (n) log-probability of each id under the distribution it was drawn
-                               from (see cllm_sample): the "old logprobs" of PPO. With top_k and
-                               top_p off it equals cllm_forward's logp with batch.temperature =
-                               the sampling temperature                                           */
+                               from (see cllm_sample): PPO's "old logprobs"                        */
     int         n;
-    int         finish;     /* cllm_finish_reason                                                 */
+    cllm_finish_reason finish;
 } cllm_completion;
 
-/* Generates n_samples completions of prompt (n_prompt >= 1 ids) into out[0..n_samples-1], which
-   the caller provides; the ids and logprobs arrays in it are allocated here and released with
-   cllm_completions_free(out, n_samples) (also after an error; safe on zeroed entries). */
+/* n_samples completions of prompt (n_prompt >= 1 ids) into the caller's out[0..n_samples); their
+   arrays are allocated here: release them with cllm_completions_free (also after an error). */
 CLLMDEF cllm_result cllm_generate(const cllm_model *m, const int *prompt, int n_prompt, int n_samples,
                                   const cllm_gen_config *cfg, cllm_completion *out, cllm_err *err);
-CLLMDEF void        cllm_completions_free(cllm_completion *c, int n);
+CLLMDEF void        cllm_completions_free(cllm_completion *c, int n);   /* safe on zeroed entries */
 
 /* ============================================================================================ */
 /* Chat-completions client (libcurl), user simulators and judges                                */
@@ -7048,6 +7001,84 @@ static cJSON *cllm__jsonl_parse(const char *line, size_t len, const char *path, 
     return value;
 }
 
+/* ---- UTF-8 ----------------------------------------------------------------------------------- */
+
+/* Decodes the character at s[0..n), n >= 1, as Unicode's Table 3-7 (well-formed UTF-8 byte
+   sequences) defines it: returns its length (1-4) and sets *cp. Ill-formed bytes (overlong forms,
+   surrogates, values above U+10FFFF, as in Rust's str) return 0 and set *part, when not NULL, to
+   the length of the maximal subpart: the longest prefix that could still start a character. */
+static int cllm__utf8_next(const unsigned char *s, size_t n, uint32_t *cp, size_t *part) {
+    unsigned char c = s[0];
+    unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;   /* the second byte's range */
+    unsigned char hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+    size_t len = c < 0x80 ? 1 : c < 0xC2 ? 0 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : c < 0xF5 ? 4 : 0, k;
+    uint32_t v = len == 1 ? c : c & (0x7Fu >> len);
+    for (k = 1; k < len && k < n; k++) {
+        if (s[k] < (k == 1 ? lo : 0x80) || s[k] > (k == 1 ? hi : 0xBF)) break;
+        v = v << 6 | (s[k] & 0x3Fu);
+    }
+    if (len == 0 || k < len) {
+        if (part) *part = len ? k : 1;
+        return 0;
+    }
+    *cp = v;
+    return (int)len;
+}
+
+/* Encodes cp (at most U+10FFFF) into o[0..4); returns its length. */
+static int cllm__utf8_put(uint32_t cp, unsigned char *o) {
+    static const unsigned char lead[5] = { 0, 0, 0xC0, 0xE0, 0xF0 };
+    int len = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4, k;
+    for (k = len - 1; k > 0; k--, cp >>= 6) o[k] = (unsigned char)(0x80 | (cp & 0x3F));
+    o[0] = (unsigned char)(lead[len] | cp);
+    return len;
+}
+
+/* Offset of the first invalid UTF-8 byte in s[0..n), or n if it is all valid. */
+static size_t cllm__utf8_check(const char *s, size_t n) {
+    size_t i = 0;
+    uint32_t cp;
+    while (i < n) {
+        int len = cllm__utf8_next((const unsigned char *)s + i, n - i, &cp, NULL);
+        if (!len) return i;
+        i += (size_t)len;
+    }
+    return n;
+}
+
+/* Appends b[0..n) to out with each maximal subpart of ill-formed bytes replaced by one U+FFFD:
+   Unicode's "substitution of maximal subparts", as Rust's String::from_utf8_lossy and Python's
+   bytes.decode("utf-8", "replace") do. With final = 0 a character that is valid so far but cut
+   by the end is left unconsumed. Returns the bytes consumed; adds the U+FFFD written to
+   *replaced (when not NULL). */
+static size_t cllm__utf8_lossy(const unsigned char *b, size_t n, int final, cllm__sb *out, size_t *replaced) {
+    size_t i = 0, part;
+    uint32_t cp;
+    while (i < n) {
+        int len = cllm__utf8_next(b + i, n - i, &cp, &part);
+        if (len) {
+            cllm__sb_putn(out, (const char *)b + i, (size_t)len);
+            i += (size_t)len;
+            continue;
+        }
+        if (!final && i + part == n && b[i] >= 0xC2 && b[i] <= 0xF4) return i;   /* the rest may follow */
+        cllm__sb_puts(out, "\xEF\xBF\xBD");
+        if (replaced) (*replaced)++;
+        i += part;
+    }
+    return i;
+}
+
+/* The longest prefix of the valid UTF-8 text s[0..n) that has at most max bytes and ends on a
+   character boundary: every cut of text goes through here, so no cut splits a character. */
+static size_t cllm__utf8_prefix(const char *s, size_t n, size_t max) {
+    if (n <= max) return n;
+    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80) max--;
+    return max;
+}
+/* The arguments of a "%.*s" that prints at most max bytes of s, cut on a character boundary. */
+#define CLLM__CUT(s, max) (int)cllm__utf8_prefix((s), strlen(s), (max)), (s)
+
 /* -------------------------------------------------------------------------------------------- */
 /* II.2 Checkpoints: safetensors, config.json, Hugging Face directories, token batches          */
 /* -------------------------------------------------------------------------------------------- */
@@ -8001,149 +8032,18 @@ CLLMDEF cllm_result cllm_model_save(const cllm_model *m, const char *dir, cllm_d
 }
 
 /* -------------------------------------------------------------------------------------------- */
-/* Tokenizer: byte-level BPE                                                                    */
+/* II.3 Tokenizer (tokenizer.json, byte-level BPE)                                              */
 /* -------------------------------------------------------------------------------------------- */
 
-/* The pipeline follows Hugging Face tokenizers (tokenizer/mod.rs, added_vocabulary.rs):
+/* The pipeline of Hugging Face tokenizers (tokenizer/mod.rs, added_vocabulary.rs), step by step:
      1. added tokens written in the text are cut out first (leftmost-longest; tokens with
         normalized:false match the raw text, the others match the normalized text);
-     2. the normalizer (NFC or none) runs on the remaining pieces;
+     2. the normalizer (NFC per UAX #15, or none) runs on the remaining pieces;
      3. the pre-tokenizer splits them (Split with the Llama-3 / Qwen2 regex, Digits, ByteLevel with
-        the GPT-2 regex; the regexes are hand-written scanners, no regex engine);
-     4. byte-level BPE turns each piece into ids (rank-ordered merges);
+        the GPT-2 regex; the regexes are written out as scanners, no regex engine);
+     4. byte-level BPE turns each piece into ids, applying merges by rank (models/bpe/word.rs);
      5. the post_processor adds special tokens (TemplateProcessing) when asked.
-   Decoding maps ids back to bytes (ByteLevel decoder) and decodes UTF-8 lossily. */
-
-/* ---- UTF-8 ----------------------------------------------------------------------------------- */
-
-/* A growable byte buffer; `oom` records a failed allocation so callers check once at the end. */
-typedef struct cllm__buf { char *p; size_t n, cap; int oom; } cllm__buf;
-
-static int cllm__buf_reserve(cllm__buf *b, size_t extra) {
-    size_t want;
-    char *q;
-    if (b->oom) return 0;
-    if (extra > SIZE_MAX / 2 - b->n) { b->oom = 1; return 0; }
-    want = b->n + extra + 1;
-    if (want <= b->cap) return 1;
-    if (want < 2 * b->cap) want = 2 * b->cap;
-    q = (char *)CLLM_REALLOC(b->p, want);
-    if (!q) { b->oom = 1; return 0; }
-    b->p = q; b->cap = want;
-    b->p[b->n] = 0;                              /* always NUL-terminated once allocated */
-    return 1;
-}
-
-static void cllm__buf_add(cllm__buf *b, const void *src, size_t n) {
-    if (!cllm__buf_reserve(b, n)) return;
-    if (n) memcpy(b->p + b->n, src, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void cllm__buf_str(cllm__buf *b, const char *s) { cllm__buf_add(b, s, strlen(s)); }
-
-/* Decodes the character at s[0..n): returns its byte length (1-4) and sets *cp, or returns 0
-   when the bytes are not valid UTF-8 (overlong forms, surrogates and values above U+10FFFF are
-   invalid, as in Rust's str). */
-static int cllm__utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
-    unsigned char c = s[0];
-    uint32_t v, min;
-    int len, i;
-    if (c < 0x80) { *cp = c; return 1; }
-    if (c >= 0xC2 && c <= 0xDF) { len = 2; v = c & 0x1Fu; min = 0x80; }
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; v = c & 0x0Fu; min = 0x800; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; v = c & 0x07u; min = 0x10000; }
-    else return 0;
-    if ((size_t)len > n) return 0;
-    for (i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        v = (v << 6) | (s[i] & 0x3Fu);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
-    *cp = v;
-    return len;
-}
-
-static int cllm__utf8_put(uint32_t cp, unsigned char *o) {
-    if (cp < 0x80) { o[0] = (unsigned char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (unsigned char)(0xC0 | (cp >> 6)); o[1] = (unsigned char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        o[0] = (unsigned char)(0xE0 | (cp >> 12)); o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (unsigned char)(0x80 | (cp & 0x3F)); return 3;
-    }
-    o[0] = (unsigned char)(0xF0 | (cp >> 18)); o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (unsigned char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
-/* Offset of the first invalid UTF-8 byte in s[0..n), or n if it is all valid. */
-static size_t cllm__utf8_check(const char *s, size_t n) {
-    size_t i = 0;
-    uint32_t cp;
-    while (i < n) {
-        int l = cllm__utf8_next((const unsigned char *)s + i, n - i, &cp);
-        if (!l) return i;
-        i += (size_t)l;
-    }
-    return n;
-}
-
-/* Appends b[0..n) to out, replacing each maximal invalid subsequence by U+FFFD (the Unicode
-   "substitution of maximal subparts" that Rust's String::from_utf8_lossy uses): a lead byte
-   followed by fewer valid continuation bytes than it announces becomes one U+FFFD, and the byte
-   that broke the sequence is examined again on its own. With final = 0 an unfinished but so far
-   valid character at the end is left unconsumed. Returns the number of bytes consumed; adds the
-   number of U+FFFD it wrote for invalid input to *replaced (when not NULL). Python's
-   bytes.decode("utf-8", "replace") makes the same replacements. */
-static size_t cllm__utf8_lossy(const unsigned char *b, size_t n, int final, cllm__buf *out, size_t *replaced) {
-    static const char fffd[3] = { (char)0xEF, (char)0xBF, (char)0xBD };
-    size_t i = 0, k;
-    while (i < n) {
-        unsigned char c = b[i], lo = 0x80, hi = 0xBF;
-        size_t need;
-        if (c < 0x80) { cllm__buf_add(out, b + i, 1); i++; continue; }
-        if (c >= 0xC2 && c <= 0xDF) need = 1;
-        else if (c >= 0xE0 && c <= 0xEF) { need = 2; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
-        else if (c >= 0xF0 && c <= 0xF4) { need = 3; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
-        else {
-            cllm__buf_add(out, fffd, 3);
-            if (replaced) (*replaced)++;
-            i++;
-            continue;
-        }
-        for (k = 1; k <= need; k++) {          /* the second byte has a narrower range for E0 ED F0 F4 */
-            unsigned char x;
-            if (i + k >= n) {                   /* truncated at the end of the input */
-                if (!final) return i;
-                cllm__buf_add(out, fffd, 3);
-                if (replaced) (*replaced)++;
-                return n;
-            }
-            x = b[i + k];
-            if (x < (k == 1 ? lo : 0x80) || x > (k == 1 ? hi : 0xBF)) break;
-        }
-        if (k <= need) {
-            cllm__buf_add(out, fffd, 3);
-            if (replaced) (*replaced)++;
-            i += k;
-            continue;
-        }
-        cllm__buf_add(out, b + i, need + 1);
-        i += need + 1;
-    }
-    return i;
-}
-
-/* The longest prefix of the valid UTF-8 text s[0..n) that has at most max bytes and ends on a
-   character boundary: every cut of text goes through here, so no cut splits a character. */
-static size_t cllm__utf8_prefix(const char *s, size_t n, size_t max) {
-    if (n <= max) return n;
-    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80) max--;
-    return max;
-}
-/* The arguments of a "%.*s" that prints at most max bytes of s, cut on a character boundary. */
-#define CLLM__CUT(s, max) (int)cllm__utf8_prefix((s), strlen(s), (max)), (s)
+   Decoding maps ids back to bytes (the ByteLevel decoder) and decodes UTF-8 lossily. */
 
 /* Unicode classes, as cllm__uni_class() returns them (tables in Part IV) */
 #define CLLM__U_LETTER 1   /* \p{L}: General_Category Lu Ll Lt Lm Lo          */
@@ -8152,21 +8052,22 @@ static size_t cllm__utf8_prefix(const char *s, size_t n, size_t max) {
 
 /* ---- NFC normalization (UAX #15: canonical decomposition, canonical ordering, composition) -- */
 
-/* One code point being normalized, with the original byte range it came from. */
 /* A character during NFC: code point, combining class, position in the decomposition, and its
    alignment change as Hugging Face counts it (0: takes the place of one original character; +1:
    inserted by a decomposition; -N: also stands for N characters after). Original byte ranges
    are kept per original character (cllm__nfc) and assigned from the changes at the end. */
-typedef struct cllm__nchar { uint32_t cp; unsigned ccc; size_t seq; long change; } cllm__nchar;
+typedef struct cllm__nchar {
+    uint32_t cp;
+    unsigned ccc;
+    size_t seq;
+    long change;
+} cllm__nchar;
 
-#define CLLM__HANGUL_S 0xAC00
-#define CLLM__HANGUL_L 0x1100
-#define CLLM__HANGUL_V 0x1161
-#define CLLM__HANGUL_T 0x11A7
-#define CLLM__HANGUL_NV 21
-#define CLLM__HANGUL_NT 28
-#define CLLM__HANGUL_NS 11172
+/* Hangul syllables decompose and compose by arithmetic (Unicode section 3.12) */
+enum { CLLM__HANGUL_S = 0xAC00, CLLM__HANGUL_L = 0x1100, CLLM__HANGUL_V = 0x1161, CLLM__HANGUL_T = 0x11A7,
+       CLLM__HANGUL_NV = 21, CLLM__HANGUL_NT = 28, CLLM__HANGUL_NS = 11172 };
 
+/* The canonical decomposition entry (cp, first, second or 0) of cp, or NULL (binary search). */
 static const uint32_t *cllm__decomp_find(uint32_t cp) {
     size_t lo = 0, hi;
     const uint32_t *table = cllm__uni_decomp_entries(&hi);
@@ -8174,14 +8075,16 @@ static const uint32_t *cllm__decomp_find(uint32_t cp) {
         size_t mid = (lo + hi) / 2;
         uint32_t c = table[3 * mid] & 0x7FFFFFFFu;
         if (c == cp) return &table[3 * mid];
-        if (c < cp) lo = mid + 1; else hi = mid;
+        if (c < cp) lo = mid + 1;
+        else hi = mid;
     }
     return NULL;
 }
 
 /* Appends the full canonical decomposition of cp (recursive mappings, Hangul by arithmetic). */
 static void cllm__nfd_push(uint32_t cp, cllm__nchar **out) {
-    const uint32_t *d;
+    const uint32_t *d = cp >= 0xC0 ? cllm__decomp_find(cp) : NULL;
+    cllm__nchar c;
     if (cp >= CLLM__HANGUL_S && cp < CLLM__HANGUL_S + CLLM__HANGUL_NS) {
         uint32_t s = cp - CLLM__HANGUL_S, t = s % CLLM__HANGUL_NT;
         cllm__nfd_push(CLLM__HANGUL_L + s / (CLLM__HANGUL_NV * CLLM__HANGUL_NT), out);
@@ -8189,17 +8092,16 @@ static void cllm__nfd_push(uint32_t cp, cllm__nchar **out) {
         if (t) cllm__nfd_push(CLLM__HANGUL_T + t, out);
         return;
     }
-    d = cp >= 0xC0 ? cllm__decomp_find(cp) : NULL;
     if (d) {
         cllm__nfd_push(d[1], out);
         if (d[2]) cllm__nfd_push(d[2], out);
         return;
     }
-    {
-        cllm__nchar c;
-        c.cp = cp; c.ccc = cllm__uni_ccc(cp); c.seq = (size_t)stbds_arrlen(*out); c.change = 1;
-        stbds_arrput(*out, c);
-    }
+    c.cp = cp;
+    c.ccc = cllm__uni_ccc(cp);
+    c.seq = (size_t)stbds_arrlen(*out);
+    c.change = 1;
+    stbds_arrput(*out, c);
 }
 
 /* Canonical ordering sorts each run of non-starters by combining class, keeping equal classes in
@@ -8224,40 +8126,50 @@ static uint32_t cllm__compose(const uint64_t *comp, size_t n, uint32_t a, uint32
         size_t mid = (lo + hi) / 2;
         uint64_t k = comp[mid] >> 21;
         if (k == key) return (uint32_t)(comp[mid] & 0x1FFFFF);
-        if (k < key) lo = mid + 1; else hi = mid;
+        if (k < key) lo = mid + 1;
+        else hi = mid;
     }
     return 0;
 }
 
 /* Normalized text with, for each of its bytes, the original byte range it came from. */
-typedef struct cllm__ntext { cllm__buf b; size_t *os, *oe; /* stb_ds arrays, one per byte of b */ } cllm__ntext;
+typedef struct cllm__ntext {
+    cllm__sb b;
+    size_t *os, *oe;   /* stb_ds arrays, one per byte of b */
+} cllm__ntext;
 
-static void cllm__ntext_add(cllm__ntext *t, const void *bytes, size_t n, size_t os, size_t oe) {
+static void cllm__ntext_add(cllm__ntext *t, const char *bytes, size_t n, size_t os, size_t oe) {
     size_t i;
-    cllm__buf_add(&t->b, bytes, n);
-    for (i = 0; i < n; i++) { stbds_arrput(t->os, os); stbds_arrput(t->oe, oe); }
+    cllm__sb_putn(&t->b, bytes, n);
+    for (i = 0; i < n; i++) {
+        stbds_arrput(t->os, os);
+        stbds_arrput(t->oe, oe);
+    }
 }
 
 /* Appends NFC(s[0..n)) to t; base is the offset of s in the caller's original text. */
 static void cllm__nfc(const uint64_t *comp, size_t ncomp, const char *s, size_t n, size_t base, cllm__ntext *t) {
     cllm__nchar *d = NULL;
-    size_t *cs = NULL;                           /* original characters: start, end, start, end, ... */
+    size_t *starts = NULL;   /* where each original character starts, and base + n */
     size_t i = 0, j, k, m;
+    long st;                 /* index of the last starter, -1 if none yet */
+    unsigned last;
     for (i = 0; i < n && (unsigned char)s[i] < 0x80; i++) {}
-    if (i == n) {                                    /* ASCII is already NFC */
+    if (i == n) {            /* ASCII is already NFC */
         for (i = 0; i < n; i++) cllm__ntext_add(t, s + i, 1, base + i, base + i + 1);
         return;
     }
     /* 1. full canonical decomposition */
     for (i = 0; i < n;) {
         uint32_t cp;
-        int l = cllm__utf8_next((const unsigned char *)s + i, n - i, &cp);
+        int len = cllm__utf8_next((const unsigned char *)s + i, n - i, &cp, NULL);
         size_t first = (size_t)stbds_arrlen(d);
         cllm__nfd_push(cp, &d);
-        d[first].change = 0;                     /* the first piece replaces the character */
-        stbds_arrput(cs, base + i); stbds_arrput(cs, base + i + (size_t)l);
-        i += (size_t)l;
+        d[first].change = 0;   /* the first piece replaces the character */
+        stbds_arrput(starts, base + i);
+        i += (size_t)len;
     }
+    stbds_arrput(starts, base + n);
     m = (size_t)stbds_arrlen(d);
     /* 2. canonical ordering of each run of non-starters */
     for (i = 0; i < m; i = j) {
@@ -8267,21 +8179,21 @@ static void cllm__nfc(const uint64_t *comp, size_t ncomp, const char *s, size_t 
     }
     /* 3. canonical composition: a character combines with the last starter unless a character
        between them blocks it (one of class 0, or of a class >= its own). last = class of the
-       previous kept character; it is 0 exactly when that character is the starter itself. */
-    k = 0;
-    if (m) {
-        long st = d[0].ccc ? -1 : 0;                 /* index of the last starter, -1 if none yet */
-        unsigned last = d[0].ccc;
-        for (i = 1, k = 1; i < m; i++) {
-            unsigned c = d[i].ccc;
-            if (st >= 0 && (last < c || last == 0)) {
-                uint32_t comp_cp = cllm__compose(comp, ncomp, d[st].cp, d[i].cp);
-                if (comp_cp) { d[st].cp = comp_cp; d[st].change += d[i].change - 1; continue; }
-            }
-            if (c == 0) st = (long)k;
-            last = c;
-            d[k++] = d[i];
+       previous kept character; it is 0 exactly when that character is the starter itself. m >= 1:
+       the text has a character that is not ASCII. */
+    st = d[0].ccc ? -1 : 0;
+    last = d[0].ccc;
+    for (i = 1, k = 1; i < m; i++) {
+        unsigned c = d[i].ccc;
+        uint32_t composite = st >= 0 && (last < c || last == 0) ? cllm__compose(comp, ncomp, d[st].cp, d[i].cp) : 0;
+        if (composite) {
+            d[st].cp = composite;
+            d[st].change += d[i].change - 1;
+            continue;
         }
+        if (c == 0) st = (long)k;
+        last = c;
+        d[k++] = d[i];
     }
     /* 4. offsets, aligned as Hugging Face's tokenizers align them (the changes above, applied in
        output order): a character with change <= 0 takes the range of the next original
@@ -8290,29 +8202,35 @@ static void cllm__nfc(const uint64_t *comp, size_t ncomp, const char *s, size_t 
        reordered (a composite keeps only its first character's range, as in HF). */
     for (i = 0, j = 0; i < k; i++) {
         unsigned char o[4];
-        int l = cllm__utf8_put(d[i].cp, o);
-        size_t os, oe;
-        if (d[i].change > 0) { os = j ? cs[2 * j - 2] : base; oe = j ? cs[2 * j - 1] : base; }
-        else { os = cs[2 * j]; oe = cs[2 * j + 1]; j += (size_t)(1 - d[i].change); }
-        cllm__ntext_add(t, o, (size_t)l, os, oe);
+        int len = cllm__utf8_put(d[i].cp, o), inserted = d[i].change > 0;
+        size_t os = inserted ? (j ? starts[j - 1] : base) : starts[j];
+        size_t oe = inserted ? (j ? starts[j] : base) : starts[j + 1];
+        if (!inserted) j += (size_t)(1 - d[i].change);
+        cllm__ntext_add(t, (const char *)o, (size_t)len, os, oe);
     }
-    stbds_arrfree(d); stbds_arrfree(cs);
+    stbds_arrfree(d);
+    stbds_arrfree(starts);
 }
 
 /* ---- Hash maps: byte strings -> id, and (id, id) pairs -> merge ----------------------------- */
 
 /* Open addressing over entries stored elsewhere: slot holds entry index + 1 (0 = empty). */
-typedef struct cllm__smap { uint32_t *slot; size_t nslot; } cllm__smap;
+typedef struct cllm__smap {
+    uint32_t *slot;
+    size_t nslot;
+} cllm__smap;
 
-static uint64_t cllm__hash_bytes(const char *s, size_t n) {     /* FNV-1a, 64 bit */
+static uint64_t cllm__hash_bytes(const char *s, size_t n) {   /* FNV-1a, 64 bit */
     uint64_t h = 1469598103934665603ull;
     size_t i;
-    for (i = 0; i < n; i++) { h ^= (unsigned char)s[i]; h *= 1099511628211ull; }
+    for (i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
     return h;
 }
 
 /* Byte strings live in one pool; an id's string is pool[off .. off+len). */
-typedef struct cllm__str { uint32_t off, len; } cllm__str;
+typedef struct cllm__str {
+    uint32_t off, len;
+} cllm__str;
 #define CLLM__NO_STR 0xFFFFFFFFu
 
 static int cllm__smap_init(cllm__smap *m, size_t n) {
@@ -8324,9 +8242,9 @@ static int cllm__smap_init(cllm__smap *m, size_t n) {
 
 /* Looks up key; entries[i] are (pool offset, length) pairs of entry i. Returns the entry index or -1. */
 static long cllm__smap_get(const cllm__smap *m, const char *pool, const cllm__str *entries, const char *key, size_t n) {
-    size_t mask = m->nslot - 1, i;
+    size_t mask = m->nslot - 1, i = (size_t)cllm__hash_bytes(key, n) & mask;
     if (!m->slot) return -1;
-    for (i = (size_t)cllm__hash_bytes(key, n) & mask; m->slot[i]; i = (i + 1) & mask) {
+    for (; m->slot[i]; i = (i + 1) & mask) {
         const cllm__str *e = &entries[m->slot[i] - 1];
         if (e->len == n && memcmp(pool + e->off, key, n) == 0) return (long)m->slot[i] - 1;
     }
@@ -8334,300 +8252,353 @@ static long cllm__smap_get(const cllm__smap *m, const char *pool, const cllm__st
 }
 
 static void cllm__smap_put(cllm__smap *m, const char *pool, const cllm__str *entries, uint32_t index) {
-    size_t mask = m->nslot - 1, i;
-    const cllm__str *e = &entries[index];
-    for (i = (size_t)cllm__hash_bytes(pool + e->off, e->len) & mask; m->slot[i]; i = (i + 1) & mask) {}
+    size_t mask = m->nslot - 1;
+    size_t i = (size_t)cllm__hash_bytes(pool + entries[index].off, entries[index].len) & mask;
+    while (m->slot[i]) i = (i + 1) & mask;
     m->slot[i] = index + 1;
 }
 
 /* Merge table: key = left id << 32 | right id; rank = position in the merges list. */
-typedef struct cllm__merge { uint64_t key; int rank, id; } cllm__merge;
+typedef struct cllm__merge {
+    uint64_t key;
+    int rank, id;
+} cllm__merge;
 #define CLLM__NO_KEY 0xFFFFFFFFFFFFFFFFull
 
-static uint64_t cllm__hash_u64(uint64_t x) {
-    x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ull; x ^= x >> 33;
-    return x;
+static uint64_t cllm__hash_u64(uint64_t x) {   /* MurmurHash3's fmix64 */
+    x = (x ^ (x >> 33)) * 0xff51afd7ed558ccdull;
+    x = (x ^ (x >> 33)) * 0xc4ceb9fe1a85ec53ull;
+    return x ^ (x >> 33);
+}
+
+/* The slot of pair (a, b) in the merge table: where it is, or the empty slot where it goes. */
+static size_t cllm__merge_slot(const cllm__merge *t, size_t nslot, int a, int b) {
+    uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
+    size_t mask = nslot - 1, i = (size_t)cllm__hash_u64(key) & mask;
+    while (t[i].key != CLLM__NO_KEY && t[i].key != key) i = (i + 1) & mask;
+    return i;
 }
 
 static const cllm__merge *cllm__merge_get(const cllm__merge *t, size_t nslot, int a, int b) {
-    uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-    size_t mask = nslot - 1, i;
-    if (!t) return NULL;
-    for (i = (size_t)cllm__hash_u64(key) & mask; t[i].key != CLLM__NO_KEY; i = (i + 1) & mask)
-        if (t[i].key == key) return &t[i];
-    return NULL;
+    const cllm__merge *m = t ? &t[cllm__merge_slot(t, nslot, a, b)] : NULL;
+    return m && m->key != CLLM__NO_KEY ? m : NULL;
 }
 
 /* ---- The tokenizer's private state ----------------------------------------------------------- */
 
-enum { CLLM__PT_SPLIT_LLAMA3 = 1, CLLM__PT_SPLIT_QWEN2, CLLM__PT_DIGITS, CLLM__PT_BYTELEVEL };
-typedef struct cllm__pretok { int kind, individual_digits, add_prefix_space, use_regex; } cllm__pretok;
+/* The pre-tokenizer steps we implement (tokenizers/src/pre_tokenizers) */
+typedef enum cllm__pretok_kind {
+    CLLM__PT_SPLIT_LLAMA3 = 1,   /* Split with Llama-3's regex, behavior Isolated */
+    CLLM__PT_SPLIT_QWEN2,        /* Split with Qwen2's regex (one digit per match) */
+    CLLM__PT_DIGITS,             /* Digits */
+    CLLM__PT_BYTELEVEL           /* ByteLevel, with GPT-2's regex when use_regex */
+} cllm__pretok_kind;
+typedef struct cllm__pretok {
+    cllm__pretok_kind kind;
+    int individual_digits, add_prefix_space, use_regex;   /* the step's flags in tokenizer.json */
+} cllm__pretok;
 #define CLLM__MAX_PRETOK 16
 
 typedef struct cllm__added {
     int id;
-    cllm__str content;            /* as matched: the normalized content for normalized tokens */
+    cllm__str content;   /* as matched: the normalized content for normalized tokens */
     unsigned char special, normalized, lstrip, rstrip, first;
 } cllm__added;
 
 struct cllm__tok {
-    cllm__buf     pool;           /* every string below points into pool.p                      */
-    int           n_ids;
-    cllm__str    *tok_str;        /* (n_ids) the token as written in tokenizer.json             */
-    cllm__str    *tok_bytes;      /* (n_ids) the bytes it decodes to                            */
-    unsigned char *special;       /* (n_ids) 1 for added tokens marked special                  */
-    cllm__smap    by_str;         /* token string -> id (vocab and added tokens; entries tok_str) */
-    cllm__smap    by_bytes;       /* raw bytes -> id for vocab tokens made of byte-level chars   */
-    int           byte_id[256];   /* id of the single-byte token of each byte, -1 if none        */
-    cllm__merge  *merges;         /* open-addressing table of nmerge_slots                      */
-    size_t        nmerge_slots;
-    int           ignore_merges, unk_id, fuse_unk;
-    cllm__added  *added;          /* stb_ds array, bucketed by first byte, longest first         */
-    int           bucket[257];    /* added tokens starting with byte c: added[bucket[c]..bucket[c+1]) */
-    int           any_normalized_added;
-    int           nfc;            /* normalizer: NFC (else none)                                 */
-    uint64_t     *comp;           /* NFC composition table (a << 21 | b) << 21 | composite, sorted */
-    size_t        ncomp;
-    cllm__pretok  pretok[CLLM__MAX_PRETOK];
-    int           npretok;
-    int          *post_before, *post_after;   /* stb_ds arrays: ids TemplateProcessing puts around A */
-    int           has_template;
-    const char   *chat_default_system;   /* ChatML: system prompt used when the first message is not one */
-    int           chat_gen_always;       /* Llama-3 variant that always appends the assistant header */
+    cllm__sb       pool;          /* every string below points into pool.p                          */
+    int            n_ids;
+    cllm__str     *tok_str;       /* (n_ids) the token as written in tokenizer.json                 */
+    cllm__str     *tok_bytes;     /* (n_ids) the bytes it decodes to                                */
+    unsigned char *special;       /* (n_ids) 1 for added tokens marked special                      */
+    cllm__smap     by_str;        /* token string -> id (vocab and added tokens; entries tok_str)   */
+    cllm__smap     by_bytes;      /* raw bytes -> id for vocab tokens made of byte-level chars      */
+    int            byte_id[256];  /* id of the single-byte token of each byte, -1 if none           */
+    cllm__merge   *merges;        /* open-addressing table of nmerge_slots                          */
+    size_t         nmerge_slots;
+    int            ignore_merges, unk_id, fuse_unk;
+    cllm__added   *added;         /* stb_ds array, bucketed by first byte, longest first            */
+    int            bucket[257];   /* added tokens starting with byte c: added[bucket[c]..bucket[c+1]) */
+    int            any_normalized_added;
+    int            nfc;           /* normalizer: NFC (else none)                                    */
+    uint64_t      *comp;          /* NFC composition table (a << 21 | b) << 21 | composite, sorted  */
+    size_t         ncomp;
+    cllm__pretok   pretok[CLLM__MAX_PRETOK];
+    int            npretok;
+    int           *post_before;   /* stb_ds arrays: the ids TemplateProcessing puts before $A ...   */
+    int           *post_after;    /* ... and after it                                               */
+    int            has_template;
+    const char    *chat_default_system;   /* ChatML: system prompt used when the first message is not one */
+    int            chat_gen_always;       /* Llama-3 variant that always appends the assistant header */
 };
 
 /* ---- The byte-level alphabet (GPT-2's bytes_to_unicode) -------------------------------------- */
-/* Printable bytes 0x21-0x7E, 0xA1-0xAC, 0xAE-0xFF stand for themselves; the other 68 bytes map, in
-   ascending order, to U+0100, U+0101, ... (space -> U+0120 'Ġ', newline -> U+010A 'Ċ'). */
+/* As GPT-2's encoder.py and HF's pre_tokenizers/byte_level.rs build it: printable bytes 0x21-0x7E,
+   0xA1-0xAC, 0xAE-0xFF stand for themselves; the other 68 bytes map, in ascending order, to
+   U+0100, U+0101, ... (space -> U+0120 'Ġ', newline -> U+010A 'Ċ'). */
 
 /* Inverse: the byte a byte-level character stands for, or -1 if cp is not in the alphabet. */
 static int cllm__bl_byte(uint32_t cp) {
-    int b, n = 0;
     if ((cp >= 0x21 && cp <= 0x7E) || (cp >= 0xA1 && cp <= 0xAC) || (cp >= 0xAE && cp <= 0xFF)) return (int)cp;
-    if (cp < 0x100 || cp >= 0x100 + 68) return -1;
-    for (b = 0; b < 256; b++)
-        if (!((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE)) {
-            if (0x100u + (uint32_t)n == cp) return b;
-            n++;
-        }
-    return -1;
+    if (cp >= 0x100 && cp <= 0x120) return (int)(cp - 0x100);          /* bytes 0x00-0x20 */
+    if (cp >= 0x121 && cp <= 0x142) return (int)(cp - 0x121 + 0x7F);   /* bytes 0x7F-0xA0 */
+    return cp == 0x143 ? 0xAD : -1;
 }
 
 /* The bytes a token string stands for: each character through the inverse alphabet; if any
    character is outside it, the token's own UTF-8 (what the ByteLevel decoder does). Appends to
-   pool and returns where; *clean says whether every character was in the alphabet. */
-static cllm__str cllm__token_bytes(cllm__buf *pool, const char *s, size_t n, int *clean) {
+   pool and returns where; *byte_level says whether every character was in the alphabet. */
+static cllm__str cllm__token_bytes(cllm__sb *pool, const char *s, size_t n, int *byte_level) {
     cllm__str r;
     size_t i;
+    int len = 0, b;
     r.off = (uint32_t)pool->n;
-    *clean = 1;
-    for (i = 0; i < n;) {
+    for (i = 0; i < n; i += (size_t)len) {
         uint32_t cp;
-        int l = cllm__utf8_next((const unsigned char *)s + i, n - i, &cp), b;
-        if (!l || (b = cllm__bl_byte(cp)) < 0) { *clean = 0; break; }
-        { unsigned char c = (unsigned char)b; cllm__buf_add(pool, &c, 1); }
-        i += (size_t)l;
+        len = cllm__utf8_next((const unsigned char *)s + i, n - i, &cp, NULL);
+        b = len ? cllm__bl_byte(cp) : -1;
+        if (b < 0) break;
+        cllm__sb_putc(pool, (char)b);
     }
-    if (!*clean) { pool->n = r.off; cllm__buf_add(pool, s, n); }
+    *byte_level = i == n;
+    if (!*byte_level) {
+        pool->n = r.off;
+        cllm__sb_putn(pool, s, n);
+    }
     r.len = (uint32_t)(pool->n - r.off);
     return r;
 }
 
 /* ---- Loading tokenizer.json ------------------------------------------------------------------ */
 
-#define CLLM__MAX_IDS 16000000          /* ids above this are rejected as corrupt */
+#define CLLM__MAX_IDS 16000000   /* ids above this are rejected as corrupt */
+/* cllm__fail for a problem in tokenizer.json, which the message names (fmt: a string literal) */
+#define CLLM__TJ_FAIL(err, code, ...) cllm__fail((err), (code), "tokenizer.json: " __VA_ARGS__)
 
 CLLMDEF void cllm_tokenizer_free(cllm_tokenizer *tok) {
-    struct cllm__tok *p;
+    struct cllm__tok *p = tok ? tok->priv : NULL;
     if (!tok) return;
-    p = tok->priv;
     if (p) {
-        CLLM_FREE(p->pool.p); CLLM_FREE(p->tok_str); CLLM_FREE(p->tok_bytes); CLLM_FREE(p->special);
-        CLLM_FREE(p->by_str.slot); CLLM_FREE(p->by_bytes.slot); CLLM_FREE(p->merges); CLLM_FREE(p->comp);
-        stbds_arrfree(p->added); stbds_arrfree(p->post_before); stbds_arrfree(p->post_after);
+        CLLM_FREE(p->pool.p);
+        CLLM_FREE(p->tok_str);
+        CLLM_FREE(p->tok_bytes);
+        CLLM_FREE(p->special);
+        CLLM_FREE(p->by_str.slot);
+        CLLM_FREE(p->by_bytes.slot);
+        CLLM_FREE(p->merges);
+        CLLM_FREE(p->comp);
+        stbds_arrfree(p->added);
+        stbds_arrfree(p->post_before);
+        stbds_arrfree(p->post_after);
         CLLM_FREE(p);
     }
-    CLLM_FREE(tok->chat_template); CLLM_FREE(tok->bos_token); CLLM_FREE(tok->eos_token); CLLM_FREE(tok->pad_token);
+    CLLM_FREE(tok->chat_template);
+    CLLM_FREE(tok->bos_token);
+    CLLM_FREE(tok->eos_token);
+    CLLM_FREE(tok->pad_token);
     memset(tok, 0, sizeof *tok);
 }
 
 static int cllm__json_id(const cJSON *j, int *id) {
-    if (!cJSON_IsNumber(j) || j->valuedouble != floor(j->valuedouble) || j->valuedouble < 0 || j->valuedouble >= CLLM__MAX_IDS) return 0;
+    if (!cJSON_IsNumber(j) || j->valuedouble != floor(j->valuedouble)) return 0;
+    if (j->valuedouble < 0 || j->valuedouble >= CLLM__MAX_IDS) return 0;
     *id = (int)j->valuedouble;
     return 1;
 }
 
-static int cllm__json_flag(const cJSON *o, const char *key) { return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, key)); }
+static int cllm__json_flag(const cJSON *o, const char *key) {
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, key));
+}
 
-static cllm__str cllm__pool_add(cllm__buf *pool, const char *s, size_t n) {
+static cllm__str cllm__pool_add(cllm__sb *pool, const char *s, size_t n) {
     cllm__str r;
     r.off = (uint32_t)pool->n;
-    cllm__buf_add(pool, s, n);
+    cllm__sb_putn(pool, s, n);
     r.len = (uint32_t)n;
     return r;
 }
 
-/* Sets token `id` to string s (as written in the file) and derives the bytes it decodes to. */
-static cllm_result cllm__set_token(struct cllm__tok *p, int id, const char *s, cllm_err *err) {
+/* Sets token `id` to string s (as written in the file) and derives the bytes it decodes to;
+   *byte_level says whether s is made of byte-level characters only. */
+static cllm_result cllm__set_token(struct cllm__tok *p, int id, const char *s, int *byte_level, cllm_err *err) {
     size_t n = strlen(s);
-    int clean;
-    if (p->tok_str[id].off != CLLM__NO_STR)
-        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: id %d is given to both '%.*s' and '%.*s'", id,
-                              CLLM__CUT(p->pool.p + p->tok_str[id].off, 40), CLLM__CUT(s, 40));
+    const cllm__str had = p->tok_str[id];
+    if (had.off != CLLM__NO_STR)
+        return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "id %d is given to both '%.*s' and '%.*s'", id,
+                             (int)cllm__utf8_prefix(p->pool.p + had.off, had.len, 40), p->pool.p + had.off,
+                             CLLM__CUT(s, 40));
     p->tok_str[id] = cllm__pool_add(&p->pool, s, n);
-    p->tok_bytes[id] = cllm__token_bytes(&p->pool, s, n, &clean);
-    if (p->pool.oom || p->pool.n >= 0xFFFFFFF0u) return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer.json: out of memory for the token strings");
-    return clean ? CLLM_OK : CLLM_ERR_ARG;   /* CLLM_ERR_ARG here only means "not byte-level" */
+    p->tok_bytes[id] = cllm__token_bytes(&p->pool, s, n, byte_level);
+    if (p->pool.oom || p->pool.n >= 0xFFFFFFF0u)
+        return CLLM__TJ_FAIL(err, CLLM_ERR_NOMEM, "out of memory for the token strings");
+    return CLLM_OK;
 }
 
 static int cllm__find_token(const struct cllm__tok *p, const char *s, size_t n) {
     return (int)cllm__smap_get(&p->by_str, p->pool.p, p->tok_str, s, n);
 }
 
-/* model: {"type": "BPE", "vocab": {...}, "merges": [...], ...}. max_added_id and n_added: the
-   largest id and the number of the added tokens. */
-static cllm_result cllm__load_bpe(struct cllm__tok *p, const cJSON *model, int max_added_id, int n_added, cllm_err *err) {
+/* One merge of model.merges: "a b" (the legacy form) or ["a", "b"]. Returns 0 if it is neither. */
+static int cllm__merge_parts(const cJSON *it, const char **a, size_t *la, const char **b, size_t *lb) {
+    const char *sp = cJSON_IsString(it) ? strchr(it->valuestring, ' ') : NULL;
+    if (sp && !strchr(sp + 1, ' ')) {
+        *a = it->valuestring;
+        *la = (size_t)(sp - *a);
+        *b = sp + 1;
+    } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 && cJSON_IsString(it->child) &&
+               cJSON_IsString(it->child->next)) {
+        *a = it->child->valuestring;
+        *la = strlen(*a);
+        *b = it->child->next->valuestring;
+    } else return 0;
+    *lb = strlen(*b);
+    return 1;
+}
+
+/* model: {"type": "BPE", "vocab": {token: id}, "merges": [...], ...}, as HF's models/bpe/model.rs
+   reads it. The rank of a merge is its position in the list; a repeated pair keeps its first
+   rank; the merged token is vocab[a + b]. max_added_id and n_added: the largest id and the
+   number of the added tokens. */
+static cllm_result cllm__load_bpe(struct cllm__tok *p, const cJSON *model, int max_added_id, int n_added,
+                                  cllm_err *err) {
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
     const cJSON *it, *dropout = cJSON_GetObjectItemCaseSensitive(model, "dropout");
     const char *unk = cllm__json_str(model, "unk_token"), *pre = cllm__json_str(model, "continuing_subword_prefix");
     const char *suf = cllm__json_str(model, "end_of_word_suffix");
-    cllm__buf tmp;
-    int max_id = max_added_id, id = 0, rank = 0, nvocab = 0, i;
+    int max_id = max_added_id, id = 0, rank = 0, nvocab = 0, byte_level, i;
     size_t nmerges;
-    cllm_result rc = CLLM_OK;
+    cllm_result rc;
 
-    memset(&tmp, 0, sizeof tmp);
-    if (!cJSON_IsObject(model)) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: missing \"model\" object");
+    if (!cJSON_IsObject(model)) return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "missing \"model\" object");
     if (cJSON_IsString(type) && strcmp(type->valuestring, "BPE") != 0)
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: model type '%s' is not supported (only BPE)", type->valuestring);
-    if (!cJSON_IsObject(vocab)) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: model.vocab must be an object of token -> id");
-    if (!cJSON_IsArray(merges)) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: model.merges must be an array");
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "model type '%s' is not supported (only BPE)",
+                             type->valuestring);
+    if (!cJSON_IsObject(vocab))
+        return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "model.vocab must be an object of token -> id");
+    if (!cJSON_IsArray(merges)) return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "model.merges must be an array");
     if (cJSON_IsNumber(dropout) && dropout->valuedouble > 0)
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: BPE dropout %g is not supported (encoding must be deterministic)", dropout->valuedouble);
-    if (cllm__json_flag(model, "byte_fallback")) return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: BPE byte_fallback is not supported");
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "BPE dropout %g is not supported (encoding must be "
+                             "deterministic)", dropout->valuedouble);
+    if (cllm__json_flag(model, "byte_fallback"))
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "BPE byte_fallback is not supported");
     if ((pre && *pre) || (suf && *suf))
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: BPE continuing_subword_prefix / end_of_word_suffix are not supported");
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "BPE continuing_subword_prefix / end_of_word_suffix are not "
+                             "supported");
     p->ignore_merges = cllm__json_flag(model, "ignore_merges");
     p->fuse_unk = cllm__json_flag(model, "fuse_unk");
 
     cJSON_ArrayForEach(it, vocab) {
         if (!cllm__json_id(it, &id))
-            return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: vocab entry '%.*s' has no valid id (integer in "
-                              "[0, %d))", CLLM__CUT(it->string, 60), CLLM__MAX_IDS);
+            return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "vocab entry '%.*s' has no valid id (integer in [0, %d))",
+                                 CLLM__CUT(it->string, 60), CLLM__MAX_IDS);
         if (id > max_id) max_id = id;
         nvocab++;
     }
     /* Tables are indexed by id: ids must be about as many as the tokens (real files number
        them densely), or a short file could claim id 15999999 and cost half a gigabyte. */
     if ((double)max_id >= 2.0 * ((double)nvocab + n_added) + 256)
-        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: ids run up to %d but there are only %d tokens (ids must be nearly dense; corrupt file?)", max_id, nvocab + n_added);
+        return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "ids run up to %d but there are only %d tokens (ids must be nearly "
+                             "dense; corrupt file?)", max_id, nvocab + n_added);
     p->n_ids = max_id + 1;
     p->tok_str = (cllm__str *)cllm__calloc((size_t)p->n_ids, sizeof(cllm__str));
     p->tok_bytes = (cllm__str *)cllm__calloc((size_t)p->n_ids, sizeof(cllm__str));
     p->special = (unsigned char *)cllm__calloc((size_t)p->n_ids, 1);
-    if (!p->tok_str || !p->tok_bytes || !p->special || !cllm__smap_init(&p->by_str, (size_t)p->n_ids) || !cllm__smap_init(&p->by_bytes, (size_t)nvocab))
-        return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer.json: out of memory for %d ids", p->n_ids);
+    if (!p->tok_str || !p->tok_bytes || !p->special || !cllm__smap_init(&p->by_str, (size_t)p->n_ids) ||
+        !cllm__smap_init(&p->by_bytes, (size_t)nvocab))
+        return CLLM__TJ_FAIL(err, CLLM_ERR_NOMEM, "out of memory for %d ids", p->n_ids);
     for (i = 0; i < p->n_ids; i++) p->tok_str[i].off = p->tok_bytes[i].off = CLLM__NO_STR;
     for (i = 0; i < 256; i++) p->byte_id[i] = -1;
     cJSON_ArrayForEach(it, vocab) {
         cllm__json_id(it, &id);
-        rc = cllm__set_token(p, id, it->string, err);
-        if (rc == CLLM_ERR_ARG) { rc = CLLM_OK; cllm__smap_put(&p->by_str, p->pool.p, p->tok_str, (uint32_t)id); continue; }
-        if (rc != CLLM_OK) return rc;
-        if (cllm__smap_get(&p->by_str, p->pool.p, p->tok_str, it->string, strlen(it->string)) >= 0)
-            return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: vocab token '%.*s' appears twice",
-                              CLLM__CUT(it->string, 60));
+        if ((rc = cllm__set_token(p, id, it->string, &byte_level, err)) != CLLM_OK) return rc;
+        if (byte_level && cllm__find_token(p, it->string, strlen(it->string)) >= 0)
+            return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "vocab token '%.*s' appears twice", CLLM__CUT(it->string, 60));
         cllm__smap_put(&p->by_str, p->pool.p, p->tok_str, (uint32_t)id);
+        if (!byte_level) continue;
         cllm__smap_put(&p->by_bytes, p->pool.p, p->tok_bytes, (uint32_t)id);
         if (p->tok_bytes[id].len == 1) p->byte_id[(unsigned char)p->pool.p[p->tok_bytes[id].off]] = id;
     }
     p->unk_id = unk ? cllm__find_token(p, unk, strlen(unk)) : -1;
     if (unk && p->unk_id < 0)
-        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: unk_token '%.*s' is not in the vocab",
-                          CLLM__CUT(unk, 60));
+        return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "unk_token '%.*s' is not in the vocab", CLLM__CUT(unk, 60));
 
-    /* merges: "a b" (legacy) or ["a", "b"]; rank = position; merged id = vocab[a + b] */
     nmerges = (size_t)cJSON_GetArraySize(merges);
     p->nmerge_slots = 16;
     while (p->nmerge_slots < 2 * nmerges + 16) p->nmerge_slots *= 2;
     p->merges = (cllm__merge *)CLLM_MALLOC(p->nmerge_slots * sizeof(cllm__merge));
-    if (!p->merges) return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer.json: out of memory for %zu merges", nmerges);
-    for (i = 0; i < (int)p->nmerge_slots; i++) p->merges[i].key = CLLM__NO_KEY;
+    if (!p->merges) return CLLM__TJ_FAIL(err, CLLM_ERR_NOMEM, "out of memory for %zu merges", nmerges);
+    memset(p->merges, 0xFF, p->nmerge_slots * sizeof(cllm__merge));   /* every key CLLM__NO_KEY: empty */
     cJSON_ArrayForEach(it, merges) {
-        const char *a = NULL, *b = NULL, *sp;
-        size_t la = 0, lb = 0, slot, mask = p->nmerge_slots - 1;
+        const char *a, *b;
+        size_t la, lb, ab = p->pool.n, slot;   /* a + b is spelt at the end of the pool, then dropped */
         int ia, ib, iab;
-        uint64_t key;
-        if (cJSON_IsString(it)) {
-            if (rank == 0 && strncmp(it->valuestring, "#version", 8) == 0) continue;
-            sp = strchr(it->valuestring, ' ');
-            if (sp && !strchr(sp + 1, ' ')) { a = it->valuestring; la = (size_t)(sp - a); b = sp + 1; lb = strlen(b); }
-        } else if (cJSON_IsArray(it) && cJSON_GetArraySize(it) == 2 && cJSON_IsString(it->child) && cJSON_IsString(it->child->next)) {
-            a = it->child->valuestring; la = strlen(a); b = it->child->next->valuestring; lb = strlen(b);
-        }
-        if (!a) { rc = cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: merge %d must be \"a b\" or [\"a\", \"b\"]", rank); break; }
-        tmp.n = 0;
-        cllm__buf_add(&tmp, a, la); cllm__buf_add(&tmp, b, lb);
-        if (tmp.oom) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); break; }
-        ia = cllm__find_token(p, a, la); ib = cllm__find_token(p, b, lb); iab = cllm__find_token(p, tmp.p, tmp.n);
-        if (ia < 0 || ib < 0 || iab < 0) {
-            rc = cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: merge %d ('%.*s' + '%.*s') uses a token that is not in the vocab", rank, (int)la, a, (int)lb, b);
-            break;
-        }
-        key = (uint64_t)(uint32_t)ia << 32 | (uint32_t)ib;
-        for (slot = (size_t)cllm__hash_u64(key) & mask; p->merges[slot].key != CLLM__NO_KEY && p->merges[slot].key != key; slot = (slot + 1) & mask) {}
-        if (p->merges[slot].key == CLLM__NO_KEY) {        /* a repeated pair keeps its first rank */
-            p->merges[slot].key = key; p->merges[slot].rank = rank; p->merges[slot].id = iab;
+        if (rank == 0 && cJSON_IsString(it) && strncmp(it->valuestring, "#version", 8) == 0) continue;
+        if (!cllm__merge_parts(it, &a, &la, &b, &lb))
+            return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "merge %d must be \"a b\" or [\"a\", \"b\"]", rank);
+        cllm__sb_putn(&p->pool, a, la);
+        cllm__sb_putn(&p->pool, b, lb);
+        if (p->pool.oom) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+        ia = cllm__find_token(p, a, la);
+        ib = cllm__find_token(p, b, lb);
+        iab = cllm__find_token(p, p->pool.p + ab, la + lb);
+        p->pool.n = ab;
+        if (ia < 0 || ib < 0 || iab < 0)
+            return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "merge %d ('%.*s' + '%.*s') uses a token that is not in the "
+                                 "vocab", rank, (int)la, a, (int)lb, b);
+        slot = cllm__merge_slot(p->merges, p->nmerge_slots, ia, ib);
+        if (p->merges[slot].key == CLLM__NO_KEY) {
+            p->merges[slot].key = (uint64_t)(uint32_t)ia << 32 | (uint32_t)ib;
+            p->merges[slot].rank = rank;
+            p->merges[slot].id = iab;
         }
         rank++;
     }
-    CLLM_FREE(tmp.p);
-    return rc;
+    return CLLM_OK;
 }
 
-/* added_tokens: [{"id", "content", "special", "normalized", "lstrip", "rstrip", "single_word"}] */
+/* added_tokens: [{"id", "content", "special", "normalized", "lstrip", "rstrip", "single_word"}]
+   (HF's AddedToken; normalized defaults to !special) */
 static cllm_result cllm__load_added(struct cllm__tok *p, const cJSON *list, cllm_err *err) {
     const cJSON *it;
     cJSON_ArrayForEach(it, list) {
         const char *content = cllm__json_str(it, "content");
         cllm__added a;
-        int vid;
+        int vocab_id, byte_level;
+        cllm_result rc;
         memset(&a, 0, sizeof a);
         if (!content || !cllm__json_id(cJSON_GetObjectItemCaseSensitive(it, "id"), &a.id))
-            return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: added_tokens entries need \"content\" and an integer \"id\"");
+            return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "added_tokens entries need \"content\" and an integer \"id\"");
         if (cllm__json_flag(it, "single_word"))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
-                              "tokenizer.json: added token '%.*s' sets single_word, which is not supported",
-                              CLLM__CUT(content, 60));
-        if (!*content) continue;                                   /* HF ignores empty tokens */
+            return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "added token '%.*s' sets single_word, which is not "
+                                 "supported", CLLM__CUT(content, 60));
+        if (!*content) continue;   /* HF ignores empty tokens */
         a.special = (unsigned char)cllm__json_flag(it, "special");
         a.normalized = (unsigned char)cllm__json_bool(it, "normalized", !a.special);
         a.lstrip = (unsigned char)cllm__json_flag(it, "lstrip");
         a.rstrip = (unsigned char)cllm__json_flag(it, "rstrip");
         /* a token that is already in the vocabulary keeps its vocabulary id (HF add_tokens) */
-        vid = cllm__find_token(p, content, strlen(content));
-        if (vid >= 0) a.id = vid;
-        else {
-            cllm_result rc = cllm__set_token(p, a.id, content, err);
-            if (rc != CLLM_OK && rc != CLLM_ERR_ARG) return rc;
-            cllm__smap_put(&p->by_str, p->pool.p, p->tok_str, (uint32_t)a.id);
-        }
+        vocab_id = cllm__find_token(p, content, strlen(content));
+        if (vocab_id >= 0) a.id = vocab_id;
+        else if ((rc = cllm__set_token(p, a.id, content, &byte_level, err)) != CLLM_OK) return rc;
+        else cllm__smap_put(&p->by_str, p->pool.p, p->tok_str, (uint32_t)a.id);
         if (a.special) p->special[a.id] = 1;
         if (cllm__utf8_check(content, strlen(content)) != strlen(content))
-            return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: added token %d is not valid UTF-8", a.id);
-        if (a.normalized && p->nfc) {            /* normalized tokens match the normalized text */
+            return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "added token %d is not valid UTF-8", a.id);
+        if (a.normalized && p->nfc) {   /* normalized tokens match the normalized text */
             cllm__ntext t;
             memset(&t, 0, sizeof t);
             cllm__nfc(p->comp, p->ncomp, content, strlen(content), 0, &t);
             a.content = cllm__pool_add(&p->pool, t.b.p ? t.b.p : "", t.b.n);
-            CLLM_FREE(t.b.p); stbds_arrfree(t.os); stbds_arrfree(t.oe);
+            CLLM_FREE(t.b.p);
+            stbds_arrfree(t.os);
+            stbds_arrfree(t.oe);
         } else a.content = cllm__pool_add(&p->pool, content, strlen(content));
         if (a.normalized) p->any_normalized_added = 1;
         stbds_arrput(p->added, a);
     }
-    if (p->pool.oom) return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer.json: out of memory for the added tokens");
+    if (p->pool.oom) return CLLM__TJ_FAIL(err, CLLM_ERR_NOMEM, "out of memory for the added tokens");
     return CLLM_OK;
 }
 
@@ -8651,53 +8622,53 @@ static void cllm__index_added(struct cllm__tok *p) {
 }
 
 /* The exact regex strings we implement by hand (as they appear in tokenizer.json, unescaped). */
-static const char *cllm__re_llama3 =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-static const char *cllm__re_qwen2 =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char *cllm__re_llama3 = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+                                     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char *cllm__re_qwen2 = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+                                    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 /* normalizer: null | {"type":"NFC"} | {"type":"Sequence","normalizers":[...]} */
 static cllm_result cllm__load_normalizer(struct cllm__tok *p, const cJSON *n, cllm_err *err) {
-    const char *type;
+    const char *type = cllm__json_str(n, "type");
+    const cJSON *it;
+    cllm_result rc;
     if (!n || cJSON_IsNull(n)) return CLLM_OK;
-    type = cllm__json_str(n, "type");
-    if (type && strcmp(type, "NFC") == 0) { p->nfc = 1; return CLLM_OK; }
-    if (type && strcmp(type, "Sequence") == 0) {
-        const cJSON *it;
-        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(n, "normalizers")) {
-            cllm_result rc = cllm__load_normalizer(p, it, err);
-            if (rc != CLLM_OK) return rc;
-        }
-        return CLLM_OK;
-    }
-    return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: normalizer '%s' is not supported (supported: none, NFC, Sequence of those)", type ? type : "?");
+    if (type && strcmp(type, "NFC") == 0) p->nfc = 1;
+    else if (type && strcmp(type, "Sequence") == 0) {
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(n, "normalizers"))
+            if ((rc = cllm__load_normalizer(p, it, err)) != CLLM_OK) return rc;
+    } else return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "normalizer '%s' is not supported "
+                                "(supported: none, NFC, Sequence of those)", type ? type : "?");
+    return CLLM_OK;
 }
 
 /* pre_tokenizer: Split (Llama-3 or Qwen2 regex, Isolated), Digits, ByteLevel, Sequence. */
 static cllm_result cllm__load_pretok(struct cllm__tok *p, const cJSON *t, cllm_err *err) {
     const char *type = cllm__json_str(t, "type");
+    const char *re = cllm__json_str(cJSON_GetObjectItemCaseSensitive(t, "pattern"), "Regex");
+    const char *behavior = cllm__json_str(t, "behavior");
+    const cJSON *it;
     cllm__pretok s;
+    cllm_result rc;
     memset(&s, 0, sizeof s);
-    if (!type) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: pre_tokenizer without \"type\"");
+    if (!type) return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "pre_tokenizer without \"type\"");
     if (strcmp(type, "Sequence") == 0) {
-        const cJSON *it;
-        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(t, "pretokenizers")) {
-            cllm_result rc = cllm__load_pretok(p, it, err);
-            if (rc != CLLM_OK) return rc;
-        }
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(t, "pretokenizers"))
+            if ((rc = cllm__load_pretok(p, it, err)) != CLLM_OK) return rc;
         return CLLM_OK;
     }
     if (strcmp(type, "Split") == 0) {
-        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(t, "pattern");
-        const char *re = cllm__json_str(pat, "Regex"), *behavior = cllm__json_str(t, "behavior");
-        if (!re) return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: Split with a String pattern is not supported (only the Llama-3 and Qwen2 regexes)");
+        if (!re)
+            return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "Split with a String pattern is not supported (only the "
+                                 "Llama-3 and Qwen2 regexes)");
         if (strcmp(re, cllm__re_llama3) == 0) s.kind = CLLM__PT_SPLIT_LLAMA3;
         else if (strcmp(re, cllm__re_qwen2) == 0) s.kind = CLLM__PT_SPLIT_QWEN2;
-        else return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
-                               "tokenizer.json: Split regex '%.*s' is not supported (only the Llama-3 and Qwen2 "
-                               "patterns)", CLLM__CUT(re, 200));
+        else return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "Split regex '%.*s' is not supported (only the Llama-3 "
+                                  "and Qwen2 patterns)", CLLM__CUT(re, 200));
         if (!behavior || strcmp(behavior, "Isolated") != 0 || cllm__json_flag(t, "invert"))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: Split behavior '%s'%s is not supported (only Isolated, invert false)", behavior ? behavior : "?", cllm__json_flag(t, "invert") ? " with invert" : "");
+            return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "Split behavior '%s'%s is not supported (only Isolated, "
+                                 "invert false)", behavior ? behavior : "?",
+                                 cllm__json_flag(t, "invert") ? " with invert" : "");
     } else if (strcmp(type, "Digits") == 0) {
         s.kind = CLLM__PT_DIGITS;
         s.individual_digits = cllm__json_flag(t, "individual_digits");
@@ -8705,8 +8676,10 @@ static cllm_result cllm__load_pretok(struct cllm__tok *p, const cJSON *t, cllm_e
         s.kind = CLLM__PT_BYTELEVEL;
         s.add_prefix_space = cllm__json_bool(t, "add_prefix_space", 1);
         s.use_regex = cllm__json_bool(t, "use_regex", 1);
-    } else return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: pre_tokenizer '%s' is not supported (supported: Split, Digits, ByteLevel, Sequence)", type);
-    if (p->npretok == CLLM__MAX_PRETOK) return cllm__fail(err, CLLM_ERR_LIMIT, "tokenizer.json: more than %d pre-tokenizer steps", CLLM__MAX_PRETOK);
+    } else return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "pre_tokenizer '%s' is not supported "
+                                "(supported: Split, Digits, ByteLevel, Sequence)", type);
+    if (p->npretok == CLLM__MAX_PRETOK)
+        return CLLM__TJ_FAIL(err, CLLM_ERR_LIMIT, "more than %d pre-tokenizer steps", CLLM__MAX_PRETOK);
     p->pretok[p->npretok++] = s;
     return CLLM_OK;
 }
@@ -8714,42 +8687,44 @@ static cllm_result cllm__load_pretok(struct cllm__tok *p, const cJSON *t, cllm_e
 /* post_processor: null | ByteLevel (offsets only) | TemplateProcessing | Sequence of those. Only
    the "single" template matters for one sequence: ids before and after $A. */
 static cllm_result cllm__load_post(struct cllm__tok *p, const cJSON *t, cllm_err *err) {
-    const char *type;
-    const cJSON *it, *specials;
+    const char *type = cllm__json_str(t, "type");
+    const cJSON *it, *specials = cJSON_GetObjectItemCaseSensitive(t, "special_tokens");
     int seen_a = 0;
-    if (!t || cJSON_IsNull(t)) return CLLM_OK;
-    type = cllm__json_str(t, "type");
-    if (type && strcmp(type, "ByteLevel") == 0) return CLLM_OK;
+    cllm_result rc;
+    if (!t || cJSON_IsNull(t) || (type && strcmp(type, "ByteLevel") == 0)) return CLLM_OK;
     if (type && strcmp(type, "Sequence") == 0) {
-        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(t, "processors")) {
-            cllm_result rc = cllm__load_post(p, it, err);
-            if (rc != CLLM_OK) return rc;
-        }
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(t, "processors"))
+            if ((rc = cllm__load_post(p, it, err)) != CLLM_OK) return rc;
         return CLLM_OK;
     }
     if (!type || strcmp(type, "TemplateProcessing") != 0)
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: post_processor '%s' is not supported (supported: ByteLevel, TemplateProcessing, Sequence)", type ? type : "?");
-    if (p->has_template) return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: more than one TemplateProcessing post_processor");
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "post_processor '%s' is not supported (supported: ByteLevel, "
+                             "TemplateProcessing, Sequence)", type ? type : "?");
+    if (p->has_template)
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "more than one TemplateProcessing post_processor");
     p->has_template = 1;
-    specials = cJSON_GetObjectItemCaseSensitive(t, "special_tokens");
     cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(t, "single")) {
-        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(it, "SpecialToken"), *seq = cJSON_GetObjectItemCaseSensitive(it, "Sequence");
-        if (seq) {
-            const char *sid = cllm__json_str(seq, "id");
-            if (!sid || strcmp(sid, "A") != 0 || seen_a) return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: TemplateProcessing single template must contain $A once");
-            seen_a = 1;
-        } else if (sp) {
-            const char *name = cllm__json_str(sp, "id");
-            const cJSON *entry = name ? cJSON_GetObjectItemCaseSensitive(specials, name) : NULL, *idv;
-            if (!entry) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: TemplateProcessing special token '%s' is not in special_tokens", name ? name : "?");
-            cJSON_ArrayForEach(idv, cJSON_GetObjectItemCaseSensitive(entry, "ids")) {
-                int id;
-                if (!cllm__json_id(idv, &id)) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: TemplateProcessing token '%s' has a bad id", name);
-                if (seen_a) stbds_arrput(p->post_after, id); else stbds_arrput(p->post_before, id);
-            }
-        } else return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: TemplateProcessing items must be SpecialToken or Sequence");
+        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(it, "SpecialToken");
+        const cJSON *seq = cJSON_GetObjectItemCaseSensitive(it, "Sequence");
+        const char *name = cllm__json_str(seq ? seq : sp, "id");
+        const cJSON *entry = name ? cJSON_GetObjectItemCaseSensitive(specials, name) : NULL, *id_json;
+        int **to = seen_a ? &p->post_after : &p->post_before, id;
+        if (seq && (!name || strcmp(name, "A") != 0 || seen_a))
+            return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "TemplateProcessing single template must contain $A once");
+        seen_a |= seq != NULL;
+        if (seq) continue;
+        if (!sp)
+            return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "TemplateProcessing items must be SpecialToken or Sequence");
+        if (!entry)
+            return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "TemplateProcessing special token '%s' is not in special_tokens",
+                                 name ? name : "?");
+        cJSON_ArrayForEach(id_json, cJSON_GetObjectItemCaseSensitive(entry, "ids")) {
+            if (!cllm__json_id(id_json, &id))
+                return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "TemplateProcessing token '%s' has a bad id", name);
+            stbds_arrput(*to, id);
+        }
     }
-    if (!seen_a) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: TemplateProcessing single template has no $A");
+    if (!seen_a) return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "TemplateProcessing single template has no $A");
     return CLLM_OK;
 }
 
@@ -8775,12 +8750,12 @@ static int cllm__build_compose(struct cllm__tok *p) {
 }
 
 /* A token in tokenizer_config.json: "text", {"content": "text", ...} or null. */
-static cllm_result cllm__config_token(const cllm_tokenizer *tok, const cJSON *cfg, const char *key, char **str, int *id, cllm_err *err) {
+static cllm_result cllm__config_token(const cllm_tokenizer *tok, const cJSON *cfg, const char *key, char **str, int *id,
+                                      cllm_err *err) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(cfg, key);
     const char *s = cJSON_IsString(j) ? j->valuestring : cllm__json_str(j, "content");
-    *id = -1;
+    *id = s ? cllm__find_token(tok->priv, s, strlen(s)) : -1;
     if (!s) return CLLM_OK;
-    *id = cllm__find_token(tok->priv, s, strlen(s));
     if (*id < 0)
         return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer_config.json: %s '%.*s' is not a token of tokenizer.json",
                           key, CLLM__CUT(s, 60));
@@ -8788,87 +8763,104 @@ static cllm_result cllm__config_token(const cllm_tokenizer *tok, const cJSON *cf
     return *str ? CLLM_OK : cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
 }
 
-static int cllm__detect_chat_family(struct cllm__tok *p, const char *tmpl);
+static cllm_chat_family cllm__detect_chat_family(struct cllm__tok *p, const char *tmpl);
 
-static cllm_result cllm__load_config(cllm_tokenizer *tok, const char *text, size_t len, cllm_err *err) {
-    cJSON *cfg = cJSON_ParseWithLength(text, len);
-    const cJSON *ct, *abt;
+/* tokenizer_config.json: bos/eos/pad tokens, add_bos_token and the chat template (a string, or a
+   list of {"name", "template"} of which "default" is used). */
+static cllm_result cllm__load_config(cllm_tokenizer *tok, const cJSON *cfg, cllm_err *err) {
+    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template"), *it;
+    const cJSON *add_bos = cJSON_GetObjectItemCaseSensitive(cfg, "add_bos_token");
     cllm_result rc;
-    if (!cfg || !cJSON_IsObject(cfg)) { cJSON_Delete(cfg); return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer_config.json: not a JSON object"); }
-    rc = cllm__config_token(tok, cfg, "bos_token", &tok->bos_token, &tok->bos_id, err);
-    if (rc == CLLM_OK) rc = cllm__config_token(tok, cfg, "eos_token", &tok->eos_token, &tok->eos_id, err);
-    if (rc == CLLM_OK) rc = cllm__config_token(tok, cfg, "pad_token", &tok->pad_token, &tok->pad_id, err);
-    abt = cJSON_GetObjectItemCaseSensitive(cfg, "add_bos_token");
-    tok->add_bos_token = cJSON_IsBool(abt) ? cJSON_IsTrue(abt) : -1;
-    /* chat_template: a string, or a list of {"name", "template"} of which "default" is used */
-    ct = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
+    if (!cJSON_IsObject(cfg)) return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer_config.json: not a JSON object");
+    if ((rc = cllm__config_token(tok, cfg, "bos_token", &tok->bos_token, &tok->bos_id, err)) != CLLM_OK) return rc;
+    if ((rc = cllm__config_token(tok, cfg, "eos_token", &tok->eos_token, &tok->eos_id, err)) != CLLM_OK) return rc;
+    if ((rc = cllm__config_token(tok, cfg, "pad_token", &tok->pad_token, &tok->pad_id, err)) != CLLM_OK) return rc;
+    tok->add_bos_token = cJSON_IsBool(add_bos) ? cJSON_IsTrue(add_bos) : -1;
     if (cJSON_IsArray(ct)) {
-        const cJSON *it, *pick = NULL;
-        cJSON_ArrayForEach(it, ct) {
-            const char *name = cllm__json_str(it, "name");
-            if (name && strcmp(name, "default") == 0) pick = cJSON_GetObjectItemCaseSensitive(it, "template");
-        }
+        const cJSON *pick = NULL;
+        cJSON_ArrayForEach(it, ct)
+            if (cllm__json_str(it, "name") && strcmp(cllm__json_str(it, "name"), "default") == 0)
+                pick = cJSON_GetObjectItemCaseSensitive(it, "template");
         ct = pick;
     }
-    if (rc == CLLM_OK && cJSON_IsString(ct)) {
-        tok->chat_template = cllm__strdup(ct->valuestring);
-        if (!tok->chat_template) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-        else tok->chat_family = cllm__detect_chat_family(tok->priv, tok->chat_template);
-    }
-    cJSON_Delete(cfg);
+    if (!cJSON_IsString(ct)) return CLLM_OK;
+    tok->chat_template = cllm__strdup(ct->valuestring);
+    if (!tok->chat_template) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    tok->chat_family = cllm__detect_chat_family(tok->priv, tok->chat_template);
+    return CLLM_OK;
+}
+
+/* Are all the ids of the stb_ds array below n? */
+static int cllm__ids_below(const int *ids, int n) {
+    ptrdiff_t i, count = stbds_arrlen(ids);
+    for (i = 0; i < count; i++) if (ids[i] >= n) return 0;
+    return 1;
+}
+
+/* Reads the parts of tokenizer.json, then tokenizer_config.json when there is one, into tok. */
+static cllm_result cllm__load_tokenizer(cllm_tokenizer *tok, const cJSON *root, const char *config_json,
+                                        size_t config_len, cllm_err *err) {
+    struct cllm__tok *p = tok->priv;
+    const cJSON *pre = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
+    const cJSON *truncation = cJSON_GetObjectItemCaseSensitive(root, "truncation");
+    const cJSON *padding = cJSON_GetObjectItemCaseSensitive(root, "padding");
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), *it;
+    const char *decoder = cllm__json_str(cJSON_GetObjectItemCaseSensitive(root, "decoder"), "type");
+    int max_added = -1, id, i;
+    cJSON *config;
+    cllm_result rc;
+    rc = cllm__load_normalizer(p, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), err);
+    if (rc != CLLM_OK) return rc;
+    if (p->nfc && !cllm__build_compose(p)) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if (!pre || cJSON_IsNull(pre))
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "no pre_tokenizer; only byte-level BPE (a ByteLevel "
+                             "pre-tokenizer) is supported");
+    if ((rc = cllm__load_pretok(p, pre, err)) != CLLM_OK) return rc;
+    for (i = 0; i < p->npretok - 1 && p->pretok[i].kind != CLLM__PT_BYTELEVEL; i++) {}
+    if (p->npretok == 0 || p->pretok[p->npretok - 1].kind != CLLM__PT_BYTELEVEL || i < p->npretok - 1)
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "the pre_tokenizer must end with one ByteLevel step "
+                             "(byte-level BPE)");
+    if ((rc = cllm__load_post(p, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), err)) != CLLM_OK) return rc;
+    if (!decoder || strcmp(decoder, "ByteLevel") != 0)
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "decoder '%s' is not supported (only ByteLevel)",
+                             decoder ? decoder : "null");
+    if (truncation && !cJSON_IsNull(truncation))
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "truncation is not supported (set it to null)");
+    if (padding && !cJSON_IsNull(padding))
+        return CLLM__TJ_FAIL(err, CLLM_ERR_UNSUPPORTED, "padding is not supported (set it to null)");
+    cJSON_ArrayForEach(it, added)
+        if (cllm__json_id(cJSON_GetObjectItemCaseSensitive(it, "id"), &id) && id > max_added) max_added = id;
+    rc = cllm__load_bpe(p, cJSON_GetObjectItemCaseSensitive(root, "model"), max_added, cJSON_GetArraySize(added), err);
+    if (rc != CLLM_OK || (rc = cllm__load_added(p, added, err)) != CLLM_OK) return rc;
+    if (!cllm__ids_below(p->post_before, p->n_ids) || !cllm__ids_below(p->post_after, p->n_ids))
+        return CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "TemplateProcessing uses an id outside the vocabulary");
+    cllm__index_added(p);
+    tok->n_ids = p->n_ids;
+    if (!config_json) return CLLM_OK;
+    config = cJSON_ParseWithLength(config_json, config_len);
+    rc = cllm__load_config(tok, config, err);
+    cJSON_Delete(config);
     return rc;
 }
 
-CLLMDEF cllm_result cllm_tokenizer_load_json(cllm_tokenizer *tok, const char *json, size_t len, const char *config_json, size_t config_len, cllm_err *err) {
-    cJSON *root;
-    const cJSON *added, *dec, *it;
-    struct cllm__tok *p;
-    cllm_result rc = CLLM_OK;
-    int max_added = -1, id, i;
+/* Whatever the encoder does not implement fails with CLLM_ERR_UNSUPPORTED naming the feature (e.g. a
+   pre-tokenizer regex other than the GPT-2, Llama-3 and Qwen2 ones), never with a different encoding. */
+CLLMDEF cllm_result cllm_tokenizer_load_json(cllm_tokenizer *tok, const char *json, size_t len, const char *config_json,
+                                             size_t config_len, cllm_err *err) {
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    cllm_result rc;
     memset(tok, 0, sizeof *tok);
     tok->bos_id = tok->eos_id = tok->pad_id = tok->add_bos_token = -1;
-    root = cJSON_ParseWithLength(json, len);
-    if (!root || !cJSON_IsObject(root)) { cJSON_Delete(root); return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer.json: not valid JSON"); }
-    p = tok->priv = (struct cllm__tok *)cllm__calloc(1, sizeof(struct cllm__tok));
-    if (!p) { cJSON_Delete(root); return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory"); }
-
-    rc = cllm__load_normalizer(p, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), err);
-    if (rc == CLLM_OK && p->nfc && !cllm__build_compose(p)) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    if (rc == CLLM_OK) {
-        it = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
-        if (!it || cJSON_IsNull(it)) rc = cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: no pre_tokenizer; only byte-level BPE (a ByteLevel pre-tokenizer) is supported");
-        else rc = cllm__load_pretok(p, it, err);
-    }
-    if (rc == CLLM_OK) {
-        for (i = 0; i < p->npretok - 1; i++)
-            if (p->pretok[i].kind == CLLM__PT_BYTELEVEL) break;
-        if (p->npretok == 0 || p->pretok[p->npretok - 1].kind != CLLM__PT_BYTELEVEL || i < p->npretok - 1)
-            rc = cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: the pre_tokenizer must end with one ByteLevel step (byte-level BPE)");
-    }
-    if (rc == CLLM_OK) rc = cllm__load_post(p, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), err);
-    if (rc == CLLM_OK) {
-        dec = cJSON_GetObjectItemCaseSensitive(root, "decoder");
-        if (!cllm__json_str(dec, "type") || strcmp(cllm__json_str(dec, "type"), "ByteLevel") != 0)
-            rc = cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: decoder '%s' is not supported (only ByteLevel)", cllm__json_str(dec, "type") ? cllm__json_str(dec, "type") : "null");
-    }
-    if (rc == CLLM_OK && cJSON_GetObjectItemCaseSensitive(root, "truncation") && !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(root, "truncation")))
-        rc = cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: truncation is not supported (set it to null)");
-    if (rc == CLLM_OK && cJSON_GetObjectItemCaseSensitive(root, "padding") && !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(root, "padding")))
-        rc = cllm__fail(err, CLLM_ERR_UNSUPPORTED, "tokenizer.json: padding is not supported (set it to null)");
-    added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
-    cJSON_ArrayForEach(it, added)
-        if (cllm__json_id(cJSON_GetObjectItemCaseSensitive(it, "id"), &id) && id > max_added) max_added = id;
-    if (rc == CLLM_OK) rc = cllm__load_bpe(p, cJSON_GetObjectItemCaseSensitive(root, "model"), max_added, cJSON_GetArraySize(added), err);
-    if (rc == CLLM_OK) rc = cllm__load_added(p, added, err);
-    if (rc == CLLM_OK) {
-        for (i = 0; i < (int)stbds_arrlen(p->post_before); i++) if (p->post_before[i] >= p->n_ids) rc = CLLM_ERR_FORMAT;
-        for (i = 0; i < (int)stbds_arrlen(p->post_after); i++) if (p->post_after[i] >= p->n_ids) rc = CLLM_ERR_FORMAT;
-        if (rc != CLLM_OK) cllm__fail(err, rc, "tokenizer.json: TemplateProcessing uses an id outside the vocabulary");
-    }
-    if (rc == CLLM_OK) { cllm__index_added(p); tok->n_ids = p->n_ids; }
-    if (rc == CLLM_OK && config_json) rc = cllm__load_config(tok, config_json, config_len, err);
+    if (!root || !cJSON_IsObject(root)) rc = CLLM__TJ_FAIL(err, CLLM_ERR_FORMAT, "not valid JSON");
+    else if (!(tok->priv = (struct cllm__tok *)cllm__calloc(1, sizeof(struct cllm__tok))))
+        rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    else rc = cllm__load_tokenizer(tok, root, config_json, config_len, err);
     cJSON_Delete(root);
-    if (rc != CLLM_OK) { cllm_tokenizer_free(tok); tok->bos_id = tok->eos_id = tok->pad_id = -1; return rc; }
+    if (rc != CLLM_OK) {
+        cllm_tokenizer_free(tok);
+        tok->bos_id = tok->eos_id = tok->pad_id = tok->add_bos_token = -1;
+        return rc;
+    }
     cllm__ok(err);
     return CLLM_OK;
 }
@@ -8877,30 +8869,27 @@ CLLMDEF cllm_result cllm_tokenizer_load(cllm_tokenizer *tok, const char *path_or
     char path[4096], cpath[4096];
     char *json = NULL, *cfg = NULL;
     size_t len = 0, clen = 0, n = strlen(path_or_dir);
-    const char *slash;
+    const char *slash = strrchr(path_or_dir, '/');
     cllm_result rc;
     memset(tok, 0, sizeof *tok);
     if (n + 32 > sizeof path) return cllm__fail(err, CLLM_ERR_ARG, "tokenizer path too long");
-    /* a directory, or a file path ending in .json */
-    if (n > 5 && strcmp(path_or_dir + n - 5, ".json") == 0) {
+    if (n > 5 && strcmp(path_or_dir + n - 5, ".json") == 0) {   /* a file, with tokenizer_config.json beside it */
         snprintf(path, sizeof path, "%s", path_or_dir);
-        slash = strrchr(path_or_dir, '/');
-        if (slash) snprintf(cpath, sizeof cpath, "%.*s/tokenizer_config.json", (int)(slash - path_or_dir), path_or_dir);
-        else snprintf(cpath, sizeof cpath, "tokenizer_config.json");
-    } else {
+        snprintf(cpath, sizeof cpath, "%.*s%stokenizer_config.json", slash ? (int)(slash - path_or_dir) : 0,
+                 path_or_dir, slash ? "/" : "");
+    } else {                                                   /* a directory */
         snprintf(path, sizeof path, "%s/tokenizer.json", path_or_dir);
         snprintf(cpath, sizeof cpath, "%s/tokenizer_config.json", path_or_dir);
     }
     rc = cllm_read_file(path, &json, &len, err);
-    if (rc != CLLM_OK) return rc;
-    if (cllm__file_exists(cpath) && (rc = cllm_read_file(cpath, &cfg, &clen, err)) != CLLM_OK) { CLLM_FREE(json); return rc; }
-    rc = cllm_tokenizer_load_json(tok, json, len, cfg, clen, err);
-    if (rc != CLLM_OK && err) {                         /* name the file in the message */
-        char msg[CLLM_ERRMSG_SIZE];
+    if (rc == CLLM_OK && cllm__file_exists(cpath)) rc = cllm_read_file(cpath, &cfg, &clen, err);
+    if (rc == CLLM_OK && (rc = cllm_tokenizer_load_json(tok, json, len, cfg, clen, err)) != CLLM_OK && err) {
+        char msg[CLLM_ERRMSG_SIZE];   /* name the file in the message */
         snprintf(msg, sizeof msg, "%.*s: %.*s", CLLM__CUT(path_or_dir, 150), CLLM__CUT(err->msg, 350));
         memcpy(err->msg, msg, sizeof msg);
     }
-    CLLM_FREE(json); CLLM_FREE(cfg);
+    CLLM_FREE(json);
+    CLLM_FREE(cfg);
     return rc;
 }
 
@@ -8909,24 +8898,38 @@ CLLMDEF int cllm_tokenizer_token_id(const cllm_tokenizer *tok, const char *token
     return cllm__find_token(tok->priv, token, strlen(token));
 }
 
+/* The bytes may be part of a UTF-8 character: byte-level tokens cut text anywhere. */
 CLLMDEF const char *cllm_tokenizer_id_bytes(const cllm_tokenizer *tok, int id, size_t *len) {
     const struct cllm__tok *p = tok ? tok->priv : NULL;
-    if (!p || id < 0 || id >= p->n_ids || p->tok_bytes[id].off == CLLM__NO_STR) { if (len) *len = 0; return NULL; }
-    if (len) *len = p->tok_bytes[id].len;
-    return p->pool.p + p->tok_bytes[id].off;
+    int known = p && id >= 0 && id < p->n_ids && p->tok_bytes[id].off != CLLM__NO_STR;
+    if (len) *len = known ? p->tok_bytes[id].len : 0;
+    return known ? p->pool.p + p->tok_bytes[id].off : NULL;
 }
 
 /* ---- Encoding: added tokens ------------------------------------------------------------------ */
 
-typedef struct cllm__seg { size_t s, e; int id; } cllm__seg;   /* id -1: ordinary text */
+/* A segment [s, e) of the text: an added token (id) or ordinary text (id -1). */
+typedef struct cllm__seg {
+    size_t s, e;
+    int id;
+} cllm__seg;
 
-static int cllm__space_before(const char *s, size_t i, size_t *start) {   /* is s[..i) ending in White_Space? */
+static void cllm__seg_put(cllm__seg **out, size_t s, size_t e, int id) {
+    cllm__seg seg;
+    seg.s = s;
+    seg.e = e;
+    seg.id = id;
+    stbds_arrput(*out, seg);
+}
+
+/* Does s[..i) end in a White_Space character? Sets *start to where that character starts. */
+static int cllm__space_before(const char *s, size_t i, size_t *start) {
     size_t j = i;
     uint32_t cp;
     if (i == 0) return 0;
     while (j > 0 && ((unsigned char)s[j - 1] & 0xC0) == 0x80) j--;
     if (j > 0) j--;
-    cllm__utf8_next((const unsigned char *)s + j, i - j, &cp);
+    cllm__utf8_next((const unsigned char *)s + j, i - j, &cp, NULL);
     if (!(cllm__uni_class(cp) & CLLM__U_SPACE)) return 0;
     *start = j;
     return 1;
@@ -8935,52 +8938,52 @@ static int cllm__space_before(const char *s, size_t i, size_t *start) {   /* is 
 /* Cuts the added tokens whose `normalized` flag equals `normalized` out of s[from, to):
    leftmost-longest matches, then lstrip / rstrip widen a match over White_Space on its left /
    right exactly as HF's AddedVocabulary::find_matches does. */
-static void cllm__split_added(const struct cllm__tok *p, const char *s, size_t from, size_t to, int normalized, cllm__seg **out) {
-    size_t i = from, start_offset = from;
-    while (i < to) {
-        unsigned char c = (unsigned char)s[i];
+static void cllm__split_added(const struct cllm__tok *p, const char *s, size_t from, size_t to, int normalized,
+                              cllm__seg **out) {
+    size_t i, next, start_offset = from;
+    for (i = from; i < to; i = next) {
         const cllm__added *hit = NULL;
-        size_t ms, me, stop;
-        int k;
-        for (k = p->bucket[c]; k < p->bucket[c + 1]; k++) {
+        size_t ms = i, stop, space;
+        unsigned char c = (unsigned char)s[i];
+        int k, len;
+        uint32_t cp;
+        for (k = p->bucket[c]; k < p->bucket[c + 1] && !hit; k++) {
             const cllm__added *a = &p->added[k];
-            if (a->normalized == normalized && a->content.len <= to - i && memcmp(s + i, p->pool.p + a->content.off, a->content.len) == 0) { hit = a; break; }
+            int fits = a->normalized == normalized && a->content.len <= to - i;
+            if (fits && memcmp(s + i, p->pool.p + a->content.off, a->content.len) == 0) hit = a;
         }
-        if (!hit) { i++; continue; }
-        ms = i; me = stop = i + hit->content.len;
-        if (hit->lstrip) {
-            size_t j = ms, ns;
-            while (cllm__space_before(s, j, &ns) && ns >= from) j = ns;
-            ms = j > start_offset ? j : start_offset;
+        next = i + 1;
+        if (!hit) continue;
+        next = stop = i + hit->content.len;   /* the search goes on after the literal match */
+        while (hit->lstrip && cllm__space_before(s, ms, &space) && space >= from) ms = space;
+        if (hit->lstrip && ms < start_offset) ms = start_offset;
+        while (hit->rstrip && stop < to) {
+            len = cllm__utf8_next((const unsigned char *)s + stop, to - stop, &cp, NULL);
+            if (!len || !(cllm__uni_class(cp) & CLLM__U_SPACE)) break;
+            stop += (size_t)len;
         }
-        if (hit->rstrip)
-            while (stop < to) {
-                uint32_t cp;
-                int l = cllm__utf8_next((const unsigned char *)s + stop, to - stop, &cp);
-                if (!l || !(cllm__uni_class(cp) & CLLM__U_SPACE)) break;
-                stop += (size_t)l;
-            }
-        if (start_offset < ms) { cllm__seg t; t.s = start_offset; t.e = ms; t.id = -1; stbds_arrput(*out, t); }
-        { cllm__seg t; t.s = ms; t.e = stop; t.id = hit->id; stbds_arrput(*out, t); }
+        if (start_offset < ms) cllm__seg_put(out, start_offset, ms, -1);
+        cllm__seg_put(out, ms, stop, hit->id);
         start_offset = stop;
-        i = me;                                 /* the search goes on after the literal match */
     }
-    if (start_offset < to) { cllm__seg t; t.s = start_offset; t.e = to; t.id = -1; stbds_arrput(*out, t); }
+    if (start_offset < to) cllm__seg_put(out, start_offset, to, -1);
 }
 
 /* ---- Encoding: pre-tokenizer regexes as scanners ---------------------------------------------- */
-/* Each alternation is tried in order at position i, with the backtracking the regex engine would
-   do written out; the result is the end of the match. Every alternation of the three patterns
-   matches at least one character at any position, so the matches tile the piece. */
+/* Each alternation is tried in order at position i, with the backtracking the regex engine
+   (Oniguruma in HF tokenizers) would do written out; the result is the end of the match. Every
+   alternation of the three patterns matches at least one character at any position, so the
+   matches tile the piece. */
 
-enum { CLLM__C_LETTER, CLLM__C_NUMBER, CLLM__C_SPACE, CLLM__C_OTHER, CLLM__C_CRLF };
+/* The character classes of the regexes; OTHER = not \s, \p{L}, \p{N}. */
+typedef enum cllm__cclass { CLLM__C_LETTER, CLLM__C_NUMBER, CLLM__C_SPACE, CLLM__C_OTHER, CLLM__C_CRLF } cllm__cclass;
 
-/* Is the character at s[i] (i < n, valid UTF-8) of kind `what`? OTHER = not \s, \p{L}, \p{N}. */
-static int cllm__is(const unsigned char *s, size_t n, size_t i, int what) {
+/* Is the character at s[i] (i < n, valid UTF-8) of class `what`? */
+static int cllm__is(const unsigned char *s, size_t n, size_t i, cllm__cclass what) {
     uint32_t cp;
     unsigned k;
     if (i >= n) return 0;
-    cllm__utf8_next(s + i, n - i, &cp);
+    cllm__utf8_next(s + i, n - i, &cp, NULL);
     if (what == CLLM__C_CRLF) return cp == '\r' || cp == '\n';
     k = cllm__uni_class(cp);
     if (what == CLLM__C_LETTER) return (k & CLLM__U_LETTER) != 0;
@@ -8991,13 +8994,14 @@ static int cllm__is(const unsigned char *s, size_t n, size_t i, int what) {
 
 static size_t cllm__next_char(const unsigned char *s, size_t n, size_t i) {
     uint32_t cp;
-    return i + (size_t)cllm__utf8_next(s + i, n - i, &cp);
+    return i + (size_t)cllm__utf8_next(s + i, n - i, &cp, NULL);
 }
 
 /* End of the run of `what` characters from i, at most max characters (0: unlimited). */
-static size_t cllm__run(const unsigned char *s, size_t n, size_t i, int what, int max) {
-    int count = 0;
-    while (i < n && (max == 0 || count < max) && cllm__is(s, n, i, what)) { i = cllm__next_char(s, n, i); count++; }
+static size_t cllm__run(const unsigned char *s, size_t n, size_t i, cllm__cclass what, int max) {
+    int count;
+    for (count = 0; i < n && (max == 0 || count < max) && cllm__is(s, n, i, what); count++)
+        i = cllm__next_char(s, n, i);
     return i;
 }
 
@@ -9011,9 +9015,9 @@ static size_t cllm__contraction(const unsigned char *s, size_t n, size_t i, int 
         const char *q = suffix[k];
         size_t j = i;
         for (; *q; q++) {
-            if (j < n && (s[j] == (unsigned char)*q || (ci && s[j] == (unsigned char)(*q - 32)))) { j++; continue; }
-            if (ci && *q == 's' && j + 1 < n && s[j] == 0xC5 && s[j + 1] == 0xBF) { j += 2; continue; }
-            break;
+            if (j < n && (s[j] == (unsigned char)*q || (ci && s[j] == (unsigned char)(*q - 32)))) j++;
+            else if (ci && *q == 's' && j + 1 < n && s[j] == 0xC5 && s[j + 1] == 0xBF) j += 2;
+            else break;
         }
         if (!*q) return j - i;
     }
@@ -9031,28 +9035,31 @@ static size_t cllm__match_space(const unsigned char *s, size_t n, size_t i, int 
             if (s[j - 1] == '\r' || s[j - 1] == '\n') return j;
     if (w == n) return w;
     last = w - 1;
-    while (((s[last] & 0xC0) == 0x80)) last--;          /* start of the run's last character */
+    while (((s[last] & 0xC0) == 0x80)) last--;   /* start of the run's last character */
     return last > i ? last : w;
 }
 
-/* Llama-3 (max_digits 3) and Qwen2 (max_digits 1):
-   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
+/* The Split regexes of Llama-3's tokenizer.json (max_digits 3) and Qwen2's (max_digits 1):
+   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
+   \s*[\r\n]+|\s+(?!\S)|\s+ */
 static size_t cllm__match_llama3(const unsigned char *s, size_t n, size_t i, int max_digits) {
     size_t j, nx = cllm__next_char(s, n, i);
+    int letter = cllm__is(s, n, i, CLLM__C_LETTER), number = cllm__is(s, n, i, CLLM__C_NUMBER);
     if (s[i] == '\'' && (j = cllm__contraction(s, n, i + 1, 1)) > 0) return i + 1 + j;
-    if (!cllm__is(s, n, i, CLLM__C_LETTER) && !cllm__is(s, n, i, CLLM__C_NUMBER) && !cllm__is(s, n, i, CLLM__C_CRLF) && cllm__is(s, n, nx, CLLM__C_LETTER))
+    if (!letter && !number && !cllm__is(s, n, i, CLLM__C_CRLF) && cllm__is(s, n, nx, CLLM__C_LETTER))
         return cllm__run(s, n, nx, CLLM__C_LETTER, 0);
-    if (cllm__is(s, n, i, CLLM__C_LETTER)) return cllm__run(s, n, i, CLLM__C_LETTER, 0);
-    if (cllm__is(s, n, i, CLLM__C_NUMBER)) return cllm__run(s, n, i, CLLM__C_NUMBER, max_digits);
+    if (letter) return cllm__run(s, n, i, CLLM__C_LETTER, 0);
+    if (number) return cllm__run(s, n, i, CLLM__C_NUMBER, max_digits);
     j = (s[i] == ' ' && cllm__is(s, n, nx, CLLM__C_OTHER)) ? nx : i;
     if (cllm__is(s, n, j, CLLM__C_OTHER)) return cllm__run(s, n, cllm__run(s, n, j, CLLM__C_OTHER, 0), CLLM__C_CRLF, 0);
     if (cllm__is(s, n, i, CLLM__C_SPACE)) return cllm__match_space(s, n, i, 1);
-    return nx;                                           /* unreachable: every character has a class */
+    return nx;   /* unreachable: every character has a class */
 }
 
-/* GPT-2 (ByteLevel use_regex): 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+/* GPT-2's regex (ByteLevel with use_regex):
+   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
 static size_t cllm__match_gpt2(const unsigned char *s, size_t n, size_t i) {
-    static const int kinds[3] = { CLLM__C_LETTER, CLLM__C_NUMBER, CLLM__C_OTHER };
+    static const cllm__cclass kinds[3] = { CLLM__C_LETTER, CLLM__C_NUMBER, CLLM__C_OTHER };
     size_t j, nx = cllm__next_char(s, n, i);
     int k;
     if (s[i] == '\'' && (j = cllm__contraction(s, n, i + 1, 0)) > 0) return i + 1 + j;
@@ -9068,48 +9075,59 @@ static size_t cllm__match_gpt2(const unsigned char *s, size_t n, size_t i) {
 
 /* A piece of the normalized text [s, e). prefix: ByteLevel's add_prefix_space put a space in front;
    anchor: where the piece started before splitting (the prefix space maps to that character). */
-typedef struct cllm__piece { size_t s, e, anchor; int prefix; } cllm__piece;
+typedef struct cllm__piece {
+    size_t s, e, anchor;
+    int prefix;
+} cllm__piece;
 
 static void cllm__piece_put(cllm__piece **out, size_t s, size_t e, size_t anchor, int prefix) {
     cllm__piece q;
     if (s == e && !prefix) return;
-    q.s = s; q.e = e; q.anchor = anchor; q.prefix = prefix;
+    q.s = s;
+    q.e = e;
+    q.anchor = anchor;
+    q.prefix = prefix;
     stbds_arrput(*out, q);
 }
 
-/* Digits: every numeric character alone (individual_digits) or runs of them (Contiguous), and
-   the text between them, become pieces. */
+/* Digits (HF pre_tokenizers/digits.rs): every numeric character alone (individual_digits) or
+   runs of them, and the text between them, become pieces. */
 static void cllm__pretok_digits(const unsigned char *t, cllm__piece in, int individual, cllm__piece **out) {
-    size_t i = in.s, start = in.s;
-    while (i < in.e) {
-        size_t j;
-        if (!cllm__is(t, in.e, i, CLLM__C_NUMBER)) { i = cllm__next_char(t, in.e, i); continue; }
-        j = individual ? cllm__next_char(t, in.e, i) : cllm__run(t, in.e, i, CLLM__C_NUMBER, 0);
+    size_t i, j, start = in.s;
+    for (i = in.s; i < in.e; i = j) {
+        j = cllm__next_char(t, in.e, i);
+        if (!cllm__is(t, in.e, i, CLLM__C_NUMBER)) continue;
+        if (!individual) j = cllm__run(t, in.e, i, CLLM__C_NUMBER, 0);
         cllm__piece_put(out, start, i, in.anchor, 0);
         cllm__piece_put(out, i, j, in.anchor, 0);
-        start = i = j;
+        start = j;
     }
     cllm__piece_put(out, start, in.e, in.anchor, 0);
 }
 
-/* Split (Isolated) or ByteLevel: every regex match becomes a piece. ByteLevel's
-   add_prefix_space first puts a space in front of a piece that does not start with one; the
-   regex then sees that space (it may end up alone, or join the first word). */
-static void cllm__pretok_regex(const cllm__pretok *st, const unsigned char *t, cllm__piece in, cllm__buf *tmp, cllm__piece **out) {
+/* Split (Isolated) or ByteLevel (HF pre_tokenizers/split.rs, byte_level.rs): every regex match
+   becomes a piece. ByteLevel's add_prefix_space first puts a space in front of a piece that does
+   not start with one; the regex then sees that space (it may end up alone, or join the first word). */
+static void cllm__pretok_regex(const cllm__pretok *st, const unsigned char *t, cllm__piece in, cllm__sb *tmp,
+                               cllm__piece **out) {
     const unsigned char *s = t + in.s;
     size_t n = in.e - in.s, i, j;
-    int pre = in.prefix;
-    if (st->kind == CLLM__PT_BYTELEVEL && st->add_prefix_space && !pre && !(n > 0 && s[0] == ' ')) pre = 1;
-    if (st->kind == CLLM__PT_BYTELEVEL && !st->use_regex) { cllm__piece_put(out, in.s, in.e, in.anchor, pre); return; }
-    if (pre) {
+    int byte_level = st->kind == CLLM__PT_BYTELEVEL;
+    int pre = in.prefix || (byte_level && st->add_prefix_space && !(n > 0 && s[0] == ' '));
+    if (byte_level && !st->use_regex) {
+        cllm__piece_put(out, in.s, in.e, in.anchor, pre);
+        return;
+    }
+    if (pre) {   /* the regex runs on " " + the piece */
         tmp->n = 0;
-        cllm__buf_add(tmp, " ", 1);
-        cllm__buf_add(tmp, s, n);
+        cllm__sb_putc(tmp, ' ');
+        cllm__sb_putn(tmp, (const char *)s, n);
         if (tmp->oom) return;
-        s = (const unsigned char *)tmp->p; n++;
+        s = (const unsigned char *)tmp->p;
+        n++;
     }
     for (i = 0; i < n; i = j) {
-        if (st->kind == CLLM__PT_BYTELEVEL) j = cllm__match_gpt2(s, n, i);
+        if (byte_level) j = cllm__match_gpt2(s, n, i);
         else j = cllm__match_llama3(s, n, i, st->kind == CLLM__PT_SPLIT_LLAMA3 ? 3 : 1);
         if (pre) cllm__piece_put(out, in.s + (i ? i - 1 : 0), in.s + j - 1, in.anchor, i == 0);
         else cllm__piece_put(out, in.s + i, in.s + j, in.anchor, 0);
@@ -9120,200 +9138,253 @@ static void cllm__pretok_regex(const cllm__pretok *st, const unsigned char *t, c
 
 /* A queued merge: join the symbol at pos with its right neighbour into id, with priority rank.
    The heap pops the lowest rank, then the leftmost position (HF's word.rs merge_all). */
-typedef struct cllm__mq { int rank, pos, id; } cllm__mq;
+typedef struct cllm__mq {
+    int rank, pos, id;
+} cllm__mq;
 
 static int cllm__mq_before(const cllm__mq *a, const cllm__mq *b) {
     return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos;
 }
 
-static void cllm__heap_push(cllm__mq **h, cllm__mq m) {
+static void cllm__heap_push(cllm__mq **heap, int rank, int pos, int id) {
+    cllm__mq m, *h;
     size_t i;
-    stbds_arrput(*h, m);
-    for (i = (size_t)stbds_arrlen(*h) - 1; i > 0 && cllm__mq_before(&(*h)[i], &(*h)[(i - 1) / 2]); i = (i - 1) / 2) {
-        cllm__mq t = (*h)[i]; (*h)[i] = (*h)[(i - 1) / 2]; (*h)[(i - 1) / 2] = t;
+    m.rank = rank;
+    m.pos = pos;
+    m.id = id;
+    stbds_arrput(*heap, m);
+    h = *heap;
+    i = (size_t)stbds_arrlen(h) - 1;
+    while (i > 0 && cllm__mq_before(&m, &h[(i - 1) / 2])) {   /* move parents down, then place m */
+        h[i] = h[(i - 1) / 2];
+        i = (i - 1) / 2;
     }
+    h[i] = m;
 }
 
 static cllm__mq cllm__heap_pop(cllm__mq *h) {
-    cllm__mq top = h[0];
-    size_t n = (size_t)stbds_arrlen(h) - 1, i = 0;
-    h[0] = h[n];
+    size_t n = (size_t)stbds_arrlen(h) - 1, i = 0, child;
+    cllm__mq top = h[0], last = h[n];
     stbds_arrsetlen(h, n);
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < n && cllm__mq_before(&h[l], &h[m])) m = l;
-        if (r < n && cllm__mq_before(&h[r], &h[m])) m = r;
-        if (m == i) break;
-        { cllm__mq t = h[i]; h[i] = h[m]; h[m] = t; }
-        i = m;
+    while ((child = 2 * i + 1) < n) {   /* move the smaller child up until `last` fits */
+        if (child + 1 < n && cllm__mq_before(&h[child + 1], &h[child])) child++;
+        if (!cllm__mq_before(&h[child], &last)) break;
+        h[i] = h[child];
+        i = child;
     }
+    if (n) h[i] = last;
     return top;
 }
 
+/* One symbol of the word being merged (HF's word.rs Symbol). */
+typedef struct cllm__sym {
+    int id, prev, next;   /* prev / next: neighbouring symbols, -1 at the ends */
+    size_t start, len;    /* its bytes in the piece; len 0 once merged into its left neighbour */
+} cllm__sym;
+
 /* Work arrays reused across pieces (stb_ds arrays). */
-typedef struct cllm__bpe_work { int *sym, *prev, *next; size_t *start, *len; cllm__mq *heap; } cllm__bpe_work;
+typedef struct cllm__bpe_work {
+    cllm__sym *sym;
+    cllm__mq *heap;
+} cllm__bpe_work;
 
 static void cllm__push_merge(const struct cllm__tok *p, cllm__bpe_work *w, int pos) {
-    const cllm__merge *m = cllm__merge_get(p->merges, p->nmerge_slots, w->sym[pos], w->sym[w->next[pos]]);
-    if (m) { cllm__mq q; q.rank = m->rank; q.pos = pos; q.id = m->id; cllm__heap_push(&w->heap, q); }
+    const cllm__merge *m = cllm__merge_get(p->merges, p->nmerge_slots, w->sym[pos].id, w->sym[w->sym[pos].next].id);
+    if (m) cllm__heap_push(&w->heap, m->rank, pos, m->id);
 }
 
-/* BPE of the bytes b[0..n): one symbol per byte, then repeatedly apply the queued merge of
-   lowest rank (leftmost on ties), skipping queue entries that went stale. Appends each token's
-   id and the index of its first byte in b. */
-static void cllm__bpe(const struct cllm__tok *p, const unsigned char *b, size_t n, cllm__bpe_work *w, int **ids, size_t **starts) {
+/* BPE of the bytes b[0..n), as HF's BPE model with its cache off (models/bpe/word.rs): one symbol
+   per byte, then repeatedly apply the queued merge of lowest rank (leftmost on ties), skipping
+   queue entries that went stale. Appends each token's id and the index of its first byte in b. */
+static void cllm__bpe(const struct cllm__tok *p, const unsigned char *b, size_t n, cllm__bpe_work *w, int **ids,
+                      size_t **starts) {
+    cllm__sym *sym;
     int ns = 0, i;
+    long whole;
     if (n == 0) return;
-    if (p->ignore_merges) {                        /* a piece that is itself a token is kept whole */
-        long id = cllm__smap_get(&p->by_bytes, p->pool.p, p->tok_bytes, (const char *)b, n);
-        if (id >= 0) { stbds_arrput(*ids, (int)id); stbds_arrput(*starts, 0); return; }
+    whole = p->ignore_merges ? cllm__smap_get(&p->by_bytes, p->pool.p, p->tok_bytes, (const char *)b, n) : -1;
+    if (whole >= 0) {   /* ignore_merges: a piece that is itself a token is kept whole */
+        stbds_arrput(*ids, (int)whole);
+        stbds_arrput(*starts, 0);
+        return;
     }
-    stbds_arrsetlen(w->sym, 0); stbds_arrsetlen(w->start, 0); stbds_arrsetlen(w->len, 0);
-    stbds_arrsetlen(w->prev, 0); stbds_arrsetlen(w->next, 0); stbds_arrsetlen(w->heap, 0);
+    stbds_arrsetlen(w->sym, 0);
+    stbds_arrsetlen(w->heap, 0);
     for (i = 0; i < (int)n; i++) {
-        int id = p->byte_id[b[i]];
-        if (id < 0) {                              /* not in the vocabulary: unk, or dropped */
-            if (p->unk_id < 0) continue;
-            if (p->fuse_unk && ns > 0 && w->sym[ns - 1] == p->unk_id && w->start[ns - 1] + w->len[ns - 1] == (size_t)i) { w->len[ns - 1]++; continue; }
-            id = p->unk_id;
+        cllm__sym s, *last = ns > 0 ? &w->sym[ns - 1] : NULL;
+        int known = p->byte_id[b[i]] >= 0;
+        s.id = known ? p->byte_id[b[i]] : p->unk_id;   /* a byte not in the vocabulary: unk, or dropped */
+        if (s.id < 0) continue;
+        if (!known && p->fuse_unk && last && last->id == p->unk_id && last->start + last->len == (size_t)i) {
+            last->len++;
+            continue;
         }
-        stbds_arrput(w->sym, id); stbds_arrput(w->start, (size_t)i); stbds_arrput(w->len, 1);
-        stbds_arrput(w->prev, ns - 1); stbds_arrput(w->next, ns + 1);
+        s.prev = ns - 1;
+        s.next = ns + 1;
+        s.start = (size_t)i;
+        s.len = 1;
+        stbds_arrput(w->sym, s);
         ns++;
     }
     if (ns == 0) return;
-    w->next[ns - 1] = -1;
+    sym = w->sym;
+    sym[ns - 1].next = -1;
     for (i = 0; i + 1 < ns; i++) cllm__push_merge(p, w, i);
     while (stbds_arrlen(w->heap) > 0) {
         cllm__mq top = cllm__heap_pop(w->heap);
-        int right;
+        cllm__sym *left = &sym[top.pos], *right;
         const cllm__merge *m;
-        if (w->len[top.pos] == 0 || w->next[top.pos] < 0) continue;
-        right = w->next[top.pos];
-        m = cllm__merge_get(p->merges, p->nmerge_slots, w->sym[top.pos], w->sym[right]);
-        if (!m || m->id != top.id) continue;             /* stale: the pair changed since queued */
-        w->sym[top.pos] = top.id;
-        w->len[top.pos] += w->len[right];
-        w->len[right] = 0;
-        w->next[top.pos] = w->next[right];
-        if (w->next[right] >= 0) w->prev[w->next[right]] = top.pos;
-        if (w->prev[top.pos] >= 0) cllm__push_merge(p, w, w->prev[top.pos]);
-        if (w->next[top.pos] >= 0) cllm__push_merge(p, w, top.pos);
+        if (left->len == 0 || left->next < 0) continue;
+        right = &sym[left->next];
+        m = cllm__merge_get(p->merges, p->nmerge_slots, left->id, right->id);
+        if (!m || m->id != top.id) continue;   /* stale: the pair changed since it was queued */
+        left->id = top.id;
+        left->len += right->len;
+        right->len = 0;
+        left->next = right->next;
+        if (right->next >= 0) sym[right->next].prev = top.pos;
+        if (left->prev >= 0) cllm__push_merge(p, w, left->prev);
+        if (left->next >= 0) cllm__push_merge(p, w, top.pos);
     }
-    for (i = 0; i >= 0; i = w->next[i]) { stbds_arrput(*ids, w->sym[i]); stbds_arrput(*starts, w->start[i]); }
+    for (i = 0; i >= 0; i = sym[i].next) {
+        stbds_arrput(*ids, sym[i].id);
+        stbds_arrput(*starts, sym[i].start);
+    }
 }
 
 /* ---- Encoding: the whole pipeline ------------------------------------------------------------ */
 
 typedef struct cllm__enc {
-    cllm__ntext     nt;          /* normalized text, with the original range of each byte */
-    cllm__seg      *raw, *norm;  /* added-token splits                                    */
-    cllm__piece    *pa, *pb;     /* pre-tokenizer pieces (ping-pong)                      */
-    cllm__buf       tmp, bytes;
+    cllm__ntext     nt;            /* normalized text, with the original range of each byte */
+    cllm__seg      *raw, *norm;    /* added-token splits                                    */
+    cllm__piece    *pa, *pb;       /* pre-tokenizer pieces (ping-pong)                      */
+    cllm__sb        tmp, bytes;
     cllm__bpe_work  w;
-    int            *ids, *offs;  /* output                                                */
-    int            *pids;        /* per-piece BPE output                                  */
+    cllm__seg      *out;           /* the tokens with their ranges in the original text     */
+    int            *pids;          /* per-piece BPE output                                  */
     size_t         *pstarts;
 } cllm__enc;
 
 static void cllm__enc_free(cllm__enc *e) {
-    CLLM_FREE(e->nt.b.p); stbds_arrfree(e->nt.os); stbds_arrfree(e->nt.oe);
-    stbds_arrfree(e->raw); stbds_arrfree(e->norm); stbds_arrfree(e->pa); stbds_arrfree(e->pb);
-    CLLM_FREE(e->tmp.p); CLLM_FREE(e->bytes.p);
-    stbds_arrfree(e->w.sym); stbds_arrfree(e->w.prev); stbds_arrfree(e->w.next); stbds_arrfree(e->w.start);
-    stbds_arrfree(e->w.len); stbds_arrfree(e->w.heap);
-    stbds_arrfree(e->ids); stbds_arrfree(e->offs); stbds_arrfree(e->pids); stbds_arrfree(e->pstarts);
+    cllm__sb_free(&e->nt.b);
+    stbds_arrfree(e->nt.os);
+    stbds_arrfree(e->nt.oe);
+    stbds_arrfree(e->raw);
+    stbds_arrfree(e->norm);
+    stbds_arrfree(e->pa);
+    stbds_arrfree(e->pb);
+    cllm__sb_free(&e->tmp);
+    cllm__sb_free(&e->bytes);
+    stbds_arrfree(e->w.sym);
+    stbds_arrfree(e->w.heap);
+    stbds_arrfree(e->out);
+    stbds_arrfree(e->pids);
+    stbds_arrfree(e->pstarts);
 }
 
-static void cllm__emit(cllm__enc *e, int id, size_t s, size_t t) {
-    stbds_arrput(e->ids, id); stbds_arrput(e->offs, (int)s); stbds_arrput(e->offs, (int)t);
+/* The post_processor's tokens (the ids of an stb_ds array), at offsets [0, 0). */
+static void cllm__emit_post(cllm__enc *e, const int *ids) {
+    ptrdiff_t i, n = stbds_arrlen(ids);
+    for (i = 0; i < n; i++) cllm__seg_put(&e->out, 0, 0, ids[i]);
 }
 
-/* Pre-tokenizes and BPE-encodes the normalized text nt[s, e), emitting tokens with the original
-   offsets of their first and last byte. */
+/* Steps 3-4: pre-tokenizes and BPE-encodes the normalized text nt[s, t), emitting tokens with the
+   original offsets of their first and last byte. */
 static void cllm__encode_text(const struct cllm__tok *p, cllm__enc *e, size_t s, size_t t) {
     const unsigned char *nb = (const unsigned char *)e->nt.b.p;
-    cllm__piece first;
-    int k;
-    size_t i, j;
-    first.s = s; first.e = t; first.anchor = s; first.prefix = 0;
+    int k, count;
+    size_t i;
     stbds_arrsetlen(e->pa, 0);
-    stbds_arrput(e->pa, first);
-    for (k = 0; k < p->npretok; k++) {
+    cllm__piece_put(&e->pa, s, t, s, 0);
+    for (k = 0; k < p->npretok; k++) {   /* each step splits every piece of the previous one */
         cllm__piece *swap;
         stbds_arrsetlen(e->pb, 0);
         for (i = 0; i < (size_t)stbds_arrlen(e->pa); i++) {
-            if (p->pretok[k].kind == CLLM__PT_DIGITS) cllm__pretok_digits(nb, e->pa[i], p->pretok[k].individual_digits, &e->pb);
+            if (p->pretok[k].kind == CLLM__PT_DIGITS)
+                cllm__pretok_digits(nb, e->pa[i], p->pretok[k].individual_digits, &e->pb);
             else cllm__pretok_regex(&p->pretok[k], nb, e->pa[i], &e->tmp, &e->pb);
         }
-        swap = e->pa; e->pa = e->pb; e->pb = swap;
+        swap = e->pa;
+        e->pa = e->pb;
+        e->pb = swap;
     }
     for (i = 0; i < (size_t)stbds_arrlen(e->pa); i++) {
         cllm__piece q = e->pa[i];
         e->bytes.n = 0;
-        if (q.prefix) cllm__buf_add(&e->bytes, " ", 1);
-        cllm__buf_add(&e->bytes, nb + q.s, q.e - q.s);
-        stbds_arrsetlen(e->pids, 0); stbds_arrsetlen(e->pstarts, 0);
+        if (q.prefix) cllm__sb_putc(&e->bytes, ' ');
+        cllm__sb_putn(&e->bytes, (const char *)nb + q.s, q.e - q.s);
+        stbds_arrsetlen(e->pids, 0);
+        stbds_arrsetlen(e->pstarts, 0);
         cllm__bpe(p, (const unsigned char *)e->bytes.p, e->bytes.n, &e->w, &e->pids, &e->pstarts);
-        for (j = 0; j < (size_t)stbds_arrlen(e->pids); j++) {
-            size_t b0 = e->pstarts[j], b1 = (j + 1 < (size_t)stbds_arrlen(e->pids) ? e->pstarts[j + 1] : e->bytes.n) - 1;
+        count = (int)stbds_arrlen(e->pids);
+        for (k = 0; k < count; k++) {
+            size_t b0 = e->pstarts[k], b1 = (k + 1 < count ? e->pstarts[k + 1] : e->bytes.n) - 1;
             /* byte index in the piece -> index in nt (the prefix space maps to the anchor) */
             size_t n0 = q.prefix ? (b0 == 0 ? q.anchor : q.s + b0 - 1) : q.s + b0;
             size_t n1 = q.prefix ? (b1 == 0 ? q.anchor : q.s + b1 - 1) : q.s + b1;
-            cllm__emit(e, e->pids[j], e->nt.os[n0], e->nt.oe[n1]);
+            cllm__seg_put(&e->out, e->nt.os[n0], e->nt.oe[n1], e->pids[k]);
         }
     }
 }
 
-CLLMDEF cllm_result cllm_tokenizer_encode(const cllm_tokenizer *tok, const char *text, size_t len, int add_special_tokens,
-                                          int **ids, int *n, int **offsets, cllm_err *err) {
+/* Steps 2-4 for a stretch of ordinary text: normalizes it (the offsets stay those of the original
+   text), cuts out the added tokens with normalized: true, and encodes the rest. */
+static void cllm__encode_segment(const struct cllm__tok *p, cllm__enc *e, const char *text, cllm__seg sg) {
+    size_t start = e->nt.b.n, b;
+    if (p->nfc) cllm__nfc(p->comp, p->ncomp, text + sg.s, sg.e - sg.s, sg.s, &e->nt);
+    else for (b = sg.s; b < sg.e; b++) cllm__ntext_add(&e->nt, text + b, 1, b, b + 1);
+    stbds_arrsetlen(e->norm, 0);
+    if (p->any_normalized_added) cllm__split_added(p, e->nt.b.p, start, e->nt.b.n, 1, &e->norm);
+    else cllm__seg_put(&e->norm, start, e->nt.b.n, -1);
+    for (b = 0; b < (size_t)stbds_arrlen(e->norm); b++) {
+        cllm__seg q = e->norm[b];
+        if (q.id >= 0) cllm__seg_put(&e->out, e->nt.os[q.s], e->nt.oe[q.e - 1], q.id);
+        else if (q.e > q.s) cllm__encode_text(p, e, q.s, q.e);
+    }
+}
+
+/* Invalid UTF-8 is rejected (HF accepts only strings). Special and added tokens written in the text
+   are matched as tokens (HF's default). Offsets are bytes of the original text: after NFC a token
+   maps to the bytes it came from; the post_processor's tokens get [0, 0). */
+CLLMDEF cllm_result cllm_tokenizer_encode(const cllm_tokenizer *tok, const char *text, size_t len,
+                                          int add_special_tokens, int **ids, int *n, int **offsets, cllm_err *err) {
     const struct cllm__tok *p = tok ? tok->priv : NULL;
     cllm__enc e;
-    size_t bad, a, b;
-    int i;
-    *ids = NULL; *n = 0;
+    size_t bad, a;
+    int count, i, *out_ids = NULL, *out_offsets = NULL;
+    *ids = NULL;
+    *n = 0;
     if (offsets) *offsets = NULL;
     if (!p) return cllm__fail(err, CLLM_ERR_ARG, "tokenizer: tokenizer not loaded");
-    if (len > (size_t)INT_MAX / 2) return cllm__fail(err, CLLM_ERR_LIMIT, "tokenizer: text of %zu bytes is too long (limit %d)", len, INT_MAX / 2);
+    if (len > (size_t)INT_MAX / 2)
+        return cllm__fail(err, CLLM_ERR_LIMIT, "tokenizer: text of %zu bytes is too long (limit %d)", len, INT_MAX / 2);
     if ((bad = cllm__utf8_check(text, len)) != len)
         return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer: the text is not valid UTF-8 at byte %zu", bad + 1);
     memset(&e, 0, sizeof e);
-    if (add_special_tokens) for (i = 0; i < (int)stbds_arrlen(p->post_before); i++) cllm__emit(&e, p->post_before[i], 0, 0);
-    /* 1. added tokens on the raw text */
-    cllm__split_added(p, text, 0, len, 0, &e.raw);
+    if (add_special_tokens) cllm__emit_post(&e, p->post_before);   /* 5. the post_processor's tokens ... */
+    cllm__split_added(p, text, 0, len, 0, &e.raw);   /* 1. added tokens on the raw text */
     for (a = 0; a < (size_t)stbds_arrlen(e.raw); a++) {
-        cllm__seg sg = e.raw[a];
-        size_t ns;
-        if (sg.id >= 0) { cllm__emit(&e, sg.id, sg.s, sg.e); continue; }
-        /* 2. normalize this piece (offsets stay those of the original text) */
-        ns = e.nt.b.n;
-        if (p->nfc) cllm__nfc(p->comp, p->ncomp, text + sg.s, sg.e - sg.s, sg.s, &e.nt);
-        else for (b = sg.s; b < sg.e; b++) cllm__ntext_add(&e.nt, text + b, 1, b, b + 1);
-        /* 3. added tokens with normalized: true, on the normalized text */
-        stbds_arrsetlen(e.norm, 0);
-        if (p->any_normalized_added) cllm__split_added(p, e.nt.b.p, ns, e.nt.b.n, 1, &e.norm);
-        else { cllm__seg t; t.s = ns; t.e = e.nt.b.n; t.id = -1; stbds_arrput(e.norm, t); }
-        for (b = 0; b < (size_t)stbds_arrlen(e.norm); b++) {
-            cllm__seg q = e.norm[b];
-            if (q.id >= 0) cllm__emit(&e, q.id, e.nt.os[q.s], e.nt.oe[q.e - 1]);
-            else if (q.e > q.s) cllm__encode_text(p, &e, q.s, q.e);     /* 4-5. pre-tokenize, BPE */
-        }
+        if (e.raw[a].id >= 0) cllm__seg_put(&e.out, e.raw[a].s, e.raw[a].e, e.raw[a].id);
+        else cllm__encode_segment(p, &e, text, e.raw[a]);
     }
-    if (add_special_tokens) for (i = 0; i < (int)stbds_arrlen(p->post_after); i++) cllm__emit(&e, p->post_after[i], 0, 0);
-    if (e.nt.b.oom || e.tmp.oom || e.bytes.oom) { cllm__enc_free(&e); return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer: out of memory"); }
-    /* hand the results over as plain CLLM_MALLOC buffers */
-    *n = (int)stbds_arrlen(e.ids);
-    *ids = (int *)cllm__calloc((size_t)*n + 1, sizeof(int));
-    if (offsets) *offsets = (int *)cllm__calloc(2 * (size_t)*n + 1, sizeof(int));
-    if (!*ids || (offsets && !*offsets)) {
-        CLLM_FREE(*ids); *ids = NULL; *n = 0;
-        if (offsets) { CLLM_FREE(*offsets); *offsets = NULL; }
+    if (add_special_tokens) cllm__emit_post(&e, p->post_after);    /* ... around the text */
+    count = (int)stbds_arrlen(e.out);   /* hand the results over as plain CLLM_MALLOC buffers */
+    if (!e.nt.b.oom && !e.tmp.oom && !e.bytes.oom) out_ids = (int *)cllm__calloc((size_t)count + 1, sizeof(int));
+    if (out_ids && offsets) out_offsets = (int *)cllm__calloc(2 * (size_t)count + 1, sizeof(int));
+    if (!out_ids || (offsets && !out_offsets)) {
+        CLLM_FREE(out_ids);
         cllm__enc_free(&e);
         return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer: out of memory");
     }
-    if (*n) memcpy(*ids, e.ids, (size_t)*n * sizeof(int));
-    if (offsets && *n) memcpy(*offsets, e.offs, 2 * (size_t)*n * sizeof(int));
+    for (i = 0; i < count; i++) {
+        out_ids[i] = e.out[i].id;
+        if (offsets) out_offsets[2 * i] = (int)e.out[i].s;
+        if (offsets) out_offsets[2 * i + 1] = (int)e.out[i].e;
+    }
     cllm__enc_free(&e);
+    *ids = out_ids;
+    *n = count;
+    if (offsets) *offsets = out_offsets;
     cllm__ok(err);
     return CLLM_OK;
 }
@@ -9321,30 +9392,33 @@ CLLMDEF cllm_result cllm_tokenizer_encode(const cllm_tokenizer *tok, const char 
 /* ---- Decoding -------------------------------------------------------------------------------- */
 
 /* Appends the bytes of ids (skipping unknown ids and, if asked, special tokens). */
-static void cllm__decode_bytes(const struct cllm__tok *p, const int *ids, int n, int skip_special, cllm__buf *out) {
+static void cllm__decode_bytes(const struct cllm__tok *p, const int *ids, int n, int skip_special, cllm__sb *out) {
     int i;
     for (i = 0; i < n; i++) {
         int id = ids[i];
         if (id < 0 || id >= p->n_ids || p->tok_bytes[id].off == CLLM__NO_STR) continue;
         if (skip_special && p->special[id]) continue;
-        cllm__buf_add(out, p->pool.p + p->tok_bytes[id].off, p->tok_bytes[id].len);
+        cllm__sb_putn(out, p->pool.p + p->tok_bytes[id].off, p->tok_bytes[id].len);
     }
 }
 
+/* HF's decode with the ByteLevel decoder: the tokens' bytes, decoded as Rust's from_utf8_lossy does
+   (one U+FFFD per maximal invalid subsequence). Unknown ids are skipped, as in HF. */
 CLLMDEF cllm_result cllm_tokenizer_decode(const cllm_tokenizer *tok, const int *ids, int n, int skip_special,
                                           char **text, size_t *len, cllm_err *err) {
-    cllm__buf raw, out;
+    cllm__sb raw = { NULL, 0, 0, 0 }, out = { NULL, 0, 0, 0 };
+    size_t n_out;
     *text = NULL;
     if (len) *len = 0;
-    memset(&raw, 0, sizeof raw); memset(&out, 0, sizeof out);
     if (!tok || !tok->priv) return cllm__fail(err, CLLM_ERR_ARG, "tokenizer: tokenizer not loaded");
     cllm__decode_bytes(tok->priv, ids, n, skip_special, &raw);
-    cllm__buf_reserve(&out, raw.n);
     cllm__utf8_lossy((const unsigned char *)raw.p, raw.n, 1, &out, NULL);
-    CLLM_FREE(raw.p);
-    if (raw.oom || out.oom) { CLLM_FREE(out.p); return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer: out of memory"); }
-    *text = out.p;
-    if (len) *len = out.n;
+    out.oom |= raw.oom;
+    cllm__sb_free(&raw);
+    n_out = out.n;
+    *text = cllm__sb_take(&out);
+    if (!*text) return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer: out of memory");
+    if (len) *len = n_out;
     cllm__ok(err);
     return CLLM_OK;
 }
@@ -9355,29 +9429,34 @@ CLLMDEF void cllm_decode_stream_init(cllm_decode_stream *s, const cllm_tokenizer
     s->skip_special = skip_special;
 }
 
-/* Decodes pending bytes + the new token's bytes; an unfinished character stays pending. */
-static cllm_result cllm__stream_step(cllm_decode_stream *s, const int *ids, int n, int final, const char **out, size_t *out_len, cllm_err *err) {
-    cllm__buf raw, o;
+/* Decodes the pending bytes and the new ids' bytes; a character still unfinished stays pending until
+   its last byte arrives, so the pieces concatenate to what cllm_tokenizer_decode gives. */
+static cllm_result cllm__stream_step(cllm_decode_stream *s, const int *ids, int n, int final, const char **out,
+                                     size_t *out_len, cllm_err *err) {
+    cllm__sb raw = { NULL, 0, 0, 0 }, o = { NULL, 0, 0, 0 };
     size_t used;
-    memset(&raw, 0, sizeof raw); memset(&o, 0, sizeof o);
     if (!s->tok || !s->tok->priv) return cllm__fail(err, CLLM_ERR_ARG, "decode stream: tokenizer not loaded");
-    cllm__buf_add(&raw, s->pending, (size_t)s->n_pending);
+    cllm__sb_putn(&raw, (const char *)s->pending, (size_t)s->n_pending);
     cllm__decode_bytes(s->tok->priv, ids, n, s->skip_special, &raw);
-    o.p = s->buf; o.cap = s->cap;
-    cllm__buf_reserve(&o, raw.n);
+    o.p = s->buf;                         /* the output buffer is reused from call to call */
+    o.cap = s->cap;
+    cllm__sb_putn(&o, "", 0);             /* allocates it and ends it with a NUL */
     used = cllm__utf8_lossy((const unsigned char *)raw.p, raw.n, final, &o, NULL);
-    s->n_pending = (int)(raw.n - used);                  /* at most 3 bytes of one character */
+    s->n_pending = (int)(raw.n - used);   /* at most 3 bytes of one character */
     if (s->n_pending) memcpy(s->pending, raw.p + used, (size_t)s->n_pending);
-    CLLM_FREE(raw.p);
-    s->buf = o.p; s->cap = o.cap;
-    if (raw.oom || o.oom) return cllm__fail(err, CLLM_ERR_NOMEM, "decode stream: out of memory");
-    *out = o.p ? o.p : "";
+    o.oom |= raw.oom;
+    cllm__sb_free(&raw);
+    s->buf = o.p;
+    s->cap = o.cap;
+    if (o.oom) return cllm__fail(err, CLLM_ERR_NOMEM, "decode stream: out of memory");
+    *out = o.p;
     *out_len = o.n;
     cllm__ok(err);
     return CLLM_OK;
 }
 
-CLLMDEF cllm_result cllm_decode_stream_push(cllm_decode_stream *s, int id, const char **out, size_t *out_len, cllm_err *err) {
+CLLMDEF cllm_result cllm_decode_stream_push(cllm_decode_stream *s, int id, const char **out, size_t *out_len,
+                                            cllm_err *err) {
     return cllm__stream_step(s, &id, 1, 0, out, out_len, err);
 }
 
@@ -9391,39 +9470,41 @@ CLLMDEF void cllm_decode_stream_free(cllm_decode_stream *s) {
 }
 
 /* -------------------------------------------------------------------------------------------- */
-/* Chat templates and assistant masks                                                           */
+/* II.4 Chat templates and assistant masks                                                      */
 /* -------------------------------------------------------------------------------------------- */
 
-/* Each supported template is written out in C below, line for line with its Jinja source, for
-   conversations of system / user / assistant messages (tool calls and tool roles are refused).
-   While rendering we record the byte spans a model should learn to produce; the text is then
-   tokenized once and a token is trainable when its first byte lies in such a span. Tokenizing
-   pieces separately would be wrong: BPE pre-tokens can straddle a header and the content. */
+/* Each supported template is written out in C below, line for line with its Jinja source in the
+   model's tokenizer_config.json, for conversations of system / user / assistant messages (tool
+   calls and tool roles are refused). While rendering we record the byte spans a model should
+   learn to produce, the spans transformers' apply_chat_template(return_assistant_tokens_mask=True)
+   marks with {% generation %}: an assistant message's content and its end-of-turn token. The
+   text is then tokenized once and a token is trainable when its first byte lies in such a span.
+   Tokenizing pieces separately would be wrong: BPE pre-tokens can straddle a header and the
+   content. */
 
 static const char *cllm__smollm2_system = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
 static const char *cllm__qwen25_system = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
 static const char *cllm__plain_chatml =
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
 /* Recognises a template by text that only that family has. A template we do not recognise is
    not guessed at: rendering then fails and names it. */
-static int cllm__detect_chat_family(struct cllm__tok *p, const char *t) {
+static cllm_chat_family cllm__detect_chat_family(struct cllm__tok *p, const char *t) {
     const char *s = t;
-    size_t n;
+    size_t n = strlen(cllm__plain_chatml);
     if (strstr(t, "<|start_header_id|>") && strstr(t, "<|end_header_id|>")) {
         if (strstr(t, "Cutting Knowledge Date: December 2023") && strstr(t, "Today Date: ") && strstr(t, "date_string"))
             return CLLM_CHAT_LLAMA31;
-        if (strstr(t, "bos_token + content") && strstr(t, "message['content'] | trim") && !strstr(t, "tool")) {
-            /* the first Llama-3 release appends the assistant header unconditionally */
-            p->chat_gen_always = !strstr(t, "{% if add_generation_prompt %}");
-            return CLLM_CHAT_LLAMA3;
-        }
-        return CLLM_CHAT_NONE;
+        if (!strstr(t, "bos_token + content") || !strstr(t, "message['content'] | trim") || strstr(t, "tool"))
+            return CLLM_CHAT_NONE;
+        p->chat_gen_always = !strstr(t, "{% if add_generation_prompt %}");   /* the first Llama-3 release */
+        return CLLM_CHAT_LLAMA3;
     }
     if (!strstr(t, "<|im_start|>")) return CLLM_CHAT_NONE;
-    if (strstr(t, "enable_thinking") && strstr(t, "reasoning_content") && strstr(t, "last_query_index")) return CLLM_CHAT_QWEN3;
-    if (strstr(t, cllm__qwen25_system) && !strstr(t, "<think>")) {     /* with or without its tools part */
+    if (strstr(t, "enable_thinking") && strstr(t, "reasoning_content") && strstr(t, "last_query_index"))
+        return CLLM_CHAT_QWEN3;
+    if (strstr(t, cllm__qwen25_system) && !strstr(t, "<think>")) {   /* with or without its tools part */
         p->chat_default_system = cllm__qwen25_system;
         return CLLM_CHAT_CHATML;
     }
@@ -9431,122 +9512,126 @@ static int cllm__detect_chat_family(struct cllm__tok *p, const char *t) {
         p->chat_default_system = cllm__smollm2_system;
         return CLLM_CHAT_CHATML;
     }
-    while (*s == ' ' || *s == '\n') s++;                 /* the classic ChatML template, exactly */
-    n = strlen(cllm__plain_chatml);
-    if (strncmp(s, cllm__plain_chatml, n) == 0) {
-        for (s += n; *s == ' ' || *s == '\n'; s++) {}
-        if (!*s) return CLLM_CHAT_CHATML;
-    }
-    return CLLM_CHAT_NONE;
+    while (*s == ' ' || *s == '\n') s++;   /* the classic ChatML template, exactly */
+    if (strncmp(s, cllm__plain_chatml, n) != 0) return CLLM_CHAT_NONE;
+    for (s += n; *s == ' ' || *s == '\n'; s++) {}
+    return *s ? CLLM_CHAT_NONE : CLLM_CHAT_CHATML;
 }
 
-CLLMDEF const char *cllm_chat_family_name(int family) {
+CLLMDEF const char *cllm_chat_family_name(cllm_chat_family family) {
     switch (family) {
-    case CLLM_CHAT_CHATML:  return "chatml";
-    case CLLM_CHAT_QWEN3:   return "qwen3";
-    case CLLM_CHAT_LLAMA3:  return "llama3";
-    case CLLM_CHAT_LLAMA31: return "llama3.1";
-    default:                return "none";
+        case CLLM_CHAT_CHATML: return "chatml";
+        case CLLM_CHAT_QWEN3: return "qwen3";
+        case CLLM_CHAT_LLAMA3: return "llama3";
+        case CLLM_CHAT_LLAMA31: return "llama3.1";
+        default: return "none";
     }
 }
 
-/* The rendered text and its trainable spans [s, e) (stb_ds array of pairs, in order). */
-typedef struct cllm__render { cllm__buf text; size_t *spans; } cllm__render;
+/* The rendered text and its trainable spans (stb_ds array of begin, end, begin, end, ...). */
+typedef struct cllm__render {
+    cllm__sb text;
+    size_t *spans;
+} cllm__render;
 
-static void cllm__span_begin(cllm__render *r) { stbds_arrput(r->spans, r->text.n); }
-static void cllm__span_end(cllm__render *r) { stbds_arrput(r->spans, r->text.n); }
+/* Begins or ends a trainable span where the text is now. */
+static void cllm__span_mark(cllm__render *r) {
+    stbds_arrput(r->spans, r->text.n);
+}
 
-/* Python's str.isspace(), which Jinja's trim and Python's strip() use: White_Space plus the
-   information separators U+001C..U+001F. */
-static int cllm__py_space(uint32_t cp) { return (cllm__uni_class(cp) & CLLM__U_SPACE) || (cp >= 0x1C && cp <= 0x1F); }
+/* Appends a, b and c: a template's `'<|im_start|>' + role + '\n'`. */
+static void cllm__puts3(cllm__render *r, const char *a, const char *b, const char *c) {
+    cllm__sb_puts(&r->text, a);
+    cllm__sb_puts(&r->text, b);
+    cllm__sb_puts(&r->text, c);
+}
 
-/* s[*b, *e) with Python-whitespace (or, if only_nl, '\n') removed on the chosen sides. */
-static void cllm__strip(const char *s, size_t *b, size_t *e, int left, int right, int only_nl) {
+/* Is the character at s[i, e) one that the strips below remove? '\n' when only_nl, else Python's
+   str.isspace(), which Jinja's trim and Python's strip() use: White_Space plus the information
+   separators U+001C..U+001F. Sets *len to its length. */
+static int cllm__strippable(const char *s, size_t i, size_t e, int only_nl, int *len) {
     uint32_t cp;
-    if (left)
-        while (*b < *e) {
-            int l = cllm__utf8_next((const unsigned char *)s + *b, *e - *b, &cp);
-            if (!l || !(only_nl ? cp == '\n' : cllm__py_space(cp))) break;
-            *b += (size_t)l;
-        }
-    if (right)
-        while (*e > *b) {
-            size_t j = *e - 1;
-            while (j > *b && ((unsigned char)s[j] & 0xC0) == 0x80) j--;
-            if (!cllm__utf8_next((const unsigned char *)s + j, *e - j, &cp) || !(only_nl ? cp == '\n' : cllm__py_space(cp))) break;
-            *e = j;
-        }
+    *len = cllm__utf8_next((const unsigned char *)s + i, e - i, &cp, NULL);
+    if (!*len) return 0;
+    if (only_nl) return cp == '\n';
+    return (cllm__uni_class(cp) & CLLM__U_SPACE) || (cp >= 0x1C && cp <= 0x1F);
+}
+
+/* s[*b, *e) stripped on the chosen sides: Python's strip() / lstrip() / rstrip(), or with
+   only_nl their ('\n') forms. */
+static void cllm__strip(const char *s, size_t *b, size_t *e, int left, int right, int only_nl) {
+    size_t j;
+    int len;
+    while (left && *b < *e && cllm__strippable(s, *b, *e, only_nl, &len)) *b += (size_t)len;
+    while (right && *e > *b) {
+        for (j = *e - 1; j > *b && ((unsigned char)s[j] & 0xC0) == 0x80; j--) {}
+        if (!cllm__strippable(s, j, *e, only_nl, &len)) break;
+        *e = j;
+    }
 }
 
 /* Python's str.find / rfind of needle in s[b, e); returns the index or (size_t)-1. */
 static size_t cllm__find(const char *s, size_t b, size_t e, const char *needle, int last) {
     size_t n = strlen(needle), i, found = (size_t)-1;
-    for (i = b; i + n <= e; i++)
-        if (memcmp(s + i, needle, n) == 0) { found = i; if (!last) break; }
+    for (i = b; i + n <= e && (last || found == (size_t)-1); i++)
+        if (memcmp(s + i, needle, n) == 0) found = i;
     return found;
 }
 
-static int cllm__role_is(const cllm_message *m, const char *role) { return strcmp(m->role, role) == 0; }
+static int cllm__role_is(const cllm_message *m, const char *role) {
+    return strcmp(m->role, role) == 0;
+}
 
-/* ChatML: SmolLM2 (default system prompt when messages[0] is not a system message, inside the
-   loop), Qwen2.5 (the same, before the loop, with its own prompt) and the classic template. */
-static cllm_result cllm__render_chatml(const struct cllm__tok *p, const cllm_message *m, int n, const cllm_render_opts *o, cllm__render *r, cllm_err *err) {
-    int i;
-    if (p->chat_default_system && (n == 0 || !cllm__role_is(&m[0], "system")) && (n > 0 || p->chat_default_system == cllm__qwen25_system)) {
-        cllm__buf_str(&r->text, "<|im_start|>system\n");
-        cllm__buf_str(&r->text, p->chat_default_system);
-        cllm__buf_str(&r->text, "<|im_end|>\n");
-    }
+/* ChatML: SmolLM2-Instruct (default system prompt when messages[0] is not a system message,
+   inside the loop), Qwen2.5-Instruct (the same, before the loop, with its own prompt) and the
+   classic template. */
+static cllm_result cllm__render_chatml(const struct cllm__tok *p, const cllm_message *m, int n,
+                                       const cllm_render_opts *o, cllm__render *r, cllm_err *err) {
+    int i, qwen = p->chat_default_system == cllm__qwen25_system;
+    if (p->chat_default_system && (n == 0 || !cllm__role_is(&m[0], "system")) && (n > 0 || qwen))
+        cllm__puts3(r, "<|im_start|>system\n", p->chat_default_system, "<|im_end|>\n");
     for (i = 0; i < n; i++) {
         int asst = cllm__role_is(&m[i], "assistant");
-        if (p->chat_default_system == cllm__qwen25_system && !asst && !cllm__role_is(&m[i], "user") && !cllm__role_is(&m[i], "system"))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
-                              "chat template (Qwen2.5): role '%.*s' is not supported (system, user, assistant)",
-                              CLLM__CUT(m[i].role, 40));
-        cllm__buf_str(&r->text, "<|im_start|>");
-        cllm__buf_str(&r->text, m[i].role);
-        cllm__buf_str(&r->text, "\n");
-        if (asst) cllm__span_begin(r);
-        cllm__buf_str(&r->text, m[i].content);
-        cllm__buf_str(&r->text, "<|im_end|>");
-        if (asst) cllm__span_end(r);
-        cllm__buf_str(&r->text, "\n");
+        if (qwen && !asst && !cllm__role_is(&m[i], "user") && !cllm__role_is(&m[i], "system"))
+            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template (Qwen2.5): role '%.*s' is not supported "
+                              "(system, user, assistant)", CLLM__CUT(m[i].role, 40));
+        cllm__puts3(r, "<|im_start|>", m[i].role, "\n");
+        if (asst) cllm__span_mark(r);
+        cllm__puts3(r, m[i].content, "<|im_end|>", "");
+        if (asst) cllm__span_mark(r);
+        cllm__sb_puts(&r->text, "\n");
     }
-    if (o->add_generation_prompt) cllm__buf_str(&r->text, "<|im_start|>assistant\n");
+    if (o->add_generation_prompt) cllm__sb_puts(&r->text, "<|im_start|>assistant\n");
     return CLLM_OK;
+}
+
+/* Qwen3's test for a tool's answer written as a user message. */
+static int cllm__tool_response(const char *c) {
+    size_t len = strlen(c);
+    return strncmp(c, "<tool_response>", 15) == 0 && len >= 16 && strcmp(c + len - 16, "</tool_response>") == 0;
 }
 
 /* Qwen3 without tools. An assistant message after the last user query gets a <think> block
    (empty unless its content carries <think>...</think>); earlier ones lose their reasoning. */
-static cllm_result cllm__render_qwen3(const cllm_message *m, int n, const cllm_render_opts *o, cllm__render *r, cllm_err *err) {
-    int i, last_query = n - 1;
-    for (i = n - 1; i >= 0; i--) {                        /* ns.last_query_index */
-        const char *c = m[i].content;
-        size_t len = strlen(c);
-        int tool_resp = strncmp(c, "<tool_response>", 15) == 0 && len >= 16 && strcmp(c + len - 16, "</tool_response>") == 0;
-        if (cllm__role_is(&m[i], "user") && !tool_resp) { last_query = i; break; }
-    }
-    if (n > 0 && cllm__role_is(&m[0], "system")) {
-        cllm__buf_str(&r->text, "<|im_start|>system\n");
-        cllm__buf_str(&r->text, m[0].content);
-        cllm__buf_str(&r->text, "<|im_end|>\n");
-    }
+static cllm_result cllm__render_qwen3(const cllm_message *m, int n, const cllm_render_opts *o, cllm__render *r,
+                                      cllm_err *err) {
+    int i, last_query;
+    for (i = n - 1; i >= 0; i--)   /* ns.last_query_index */
+        if (cllm__role_is(&m[i], "user") && !cllm__tool_response(m[i].content)) break;
+    last_query = i >= 0 ? i : n - 1;
+    if (n > 0 && cllm__role_is(&m[0], "system")) cllm__puts3(r, "<|im_start|>system\n", m[0].content, "<|im_end|>\n");
     for (i = 0; i < n; i++) {
         const char *c = m[i].content;
         size_t len = strlen(c), cb = 0, ce = len, rb = 0, re = 0, k;
         if (cllm__role_is(&m[i], "user") || (cllm__role_is(&m[i], "system") && i > 0)) {
-            cllm__buf_str(&r->text, "<|im_start|>");
-            cllm__buf_str(&r->text, m[i].role);
-            cllm__buf_str(&r->text, "\n");
-            cllm__buf_str(&r->text, c);
-            cllm__buf_str(&r->text, "<|im_end|>\n");
+            cllm__puts3(r, "<|im_start|>", m[i].role, "\n");
+            cllm__puts3(r, c, "<|im_end|>\n", "");
             continue;
         }
         if (cllm__role_is(&m[i], "system")) continue;
         if (!cllm__role_is(&m[i], "assistant"))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
-                              "chat template (Qwen3): role '%.*s' is not supported (system, user, assistant)",
-                              CLLM__CUT(m[i].role, 40));
+            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template (Qwen3): role '%.*s' is not supported "
+                              "(system, user, assistant)", CLLM__CUT(m[i].role, 40));
         if (cllm__find(c, 0, len, "</think>", 0) != (size_t)-1) {
             /* content = c.split('</think>')[-1].lstrip('\n');
                reasoning = c.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') */
@@ -9558,26 +9643,24 @@ static cllm_result cllm__render_qwen3(const cllm_message *m, int n, const cllm_r
             if (k != (size_t)-1) rb = k + 7;
             cllm__strip(c, &rb, &re, 1, 0, 1);
         }
-        cllm__buf_str(&r->text, "<|im_start|>assistant\n");
+        cllm__sb_puts(&r->text, "<|im_start|>assistant\n");
         if (i > last_query && (i == n - 1 || re > rb)) {
             size_t sb = rb, se = re;
-            cllm__strip(c, &sb, &se, 1, 1, 1);           /* reasoning_content.strip('\n') */
-            if (se > sb) cllm__span_begin(r);            /* the model writes a non-empty think block */
-            cllm__buf_str(&r->text, "<think>\n");
-            cllm__buf_add(&r->text, c + sb, se - sb);
-            cllm__buf_str(&r->text, "\n</think>\n\n");
-            if (se == sb) cllm__span_begin(r);
-            cllm__strip(c, &cb, &ce, 1, 0, 1);           /* content.lstrip('\n') */
-        } else cllm__span_begin(r);
-        cllm__buf_add(&r->text, c + cb, ce - cb);
-        cllm__buf_str(&r->text, "<|im_end|>");
-        cllm__span_end(r);
-        cllm__buf_str(&r->text, "\n");
+            cllm__strip(c, &sb, &se, 1, 1, 1);   /* reasoning_content.strip('\n') */
+            if (se > sb) cllm__span_mark(r);     /* the model writes a non-empty think block */
+            cllm__sb_puts(&r->text, "<think>\n");
+            cllm__sb_putn(&r->text, c + sb, se - sb);
+            cllm__sb_puts(&r->text, "\n</think>\n\n");
+            if (se == sb) cllm__span_mark(r);
+            cllm__strip(c, &cb, &ce, 1, 0, 1);   /* content.lstrip('\n') */
+        } else cllm__span_mark(r);
+        cllm__sb_putn(&r->text, c + cb, ce - cb);
+        cllm__sb_puts(&r->text, "<|im_end|>");
+        cllm__span_mark(r);
+        cllm__sb_puts(&r->text, "\n");
     }
-    if (o->add_generation_prompt) {
-        cllm__buf_str(&r->text, "<|im_start|>assistant\n");
-        if (!o->enable_thinking) cllm__buf_str(&r->text, "<think>\n\n</think>\n\n");
-    }
+    if (o->add_generation_prompt) cllm__sb_puts(&r->text, "<|im_start|>assistant\n");
+    if (o->add_generation_prompt && !o->enable_thinking) cllm__sb_puts(&r->text, "<think>\n\n</think>\n\n");
     return CLLM_OK;
 }
 
@@ -9586,47 +9669,51 @@ static void cllm__llama_turn(const cllm_message *m, cllm__render *r) {
     size_t b = 0, e = strlen(m->content);
     int asst = cllm__role_is(m, "assistant");
     cllm__strip(m->content, &b, &e, 1, 1, 0);
-    cllm__buf_str(&r->text, "<|start_header_id|>");
-    cllm__buf_str(&r->text, m->role);
-    cllm__buf_str(&r->text, "<|end_header_id|>\n\n");
-    if (asst) cllm__span_begin(r);
-    cllm__buf_add(&r->text, m->content + b, e - b);
-    cllm__buf_str(&r->text, "<|eot_id|>");
-    if (asst) cllm__span_end(r);
+    cllm__puts3(r, "<|start_header_id|>", m->role, "<|end_header_id|>\n\n");
+    if (asst) cllm__span_mark(r);
+    cllm__sb_putn(&r->text, m->content + b, e - b);
+    cllm__sb_puts(&r->text, "<|eot_id|>");
+    if (asst) cllm__span_mark(r);
 }
 
-static cllm_result cllm__render_llama(const cllm_tokenizer *tok, int family, const cllm_message *m, int n, const cllm_render_opts *o, cllm__render *r, cllm_err *err) {
-    int i, first = 0;
+/* Meta-Llama-3-Instruct, and Llama-3.1 / 3.2 / 3.3-Instruct (a system block with the dates first,
+   holding the system message if there is one). */
+static cllm_result cllm__render_llama(const cllm_tokenizer *tok, cllm_chat_family family, const cllm_message *m, int n,
+                                      const cllm_render_opts *o, cllm__render *r, cllm_err *err) {
+    int i, first = family == CLLM_CHAT_LLAMA31 && n > 0 && cllm__role_is(&m[0], "system");
+    size_t b = 0, e = first ? strlen(m[0].content) : 0;
     if (family == CLLM_CHAT_LLAMA31) {
-        size_t b = 0, e = 0;
-        if (tok->bos_token) cllm__buf_str(&r->text, tok->bos_token);
-        if (n > 0 && cllm__role_is(&m[0], "system")) { e = strlen(m[0].content); cllm__strip(m[0].content, &b, &e, 1, 1, 0); first = 1; }
-        cllm__buf_str(&r->text, "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: ");
-        cllm__buf_str(&r->text, o->date_string);
-        cllm__buf_str(&r->text, "\n\n");
-        if (first) cllm__buf_add(&r->text, m[0].content + b, e - b);
-        cllm__buf_str(&r->text, "<|eot_id|>");
+        if (tok->bos_token) cllm__sb_puts(&r->text, tok->bos_token);
+        cllm__strip(first ? m[0].content : "", &b, &e, 1, 1, 0);
+        cllm__puts3(r, "<|start_header_id|>system<|end_header_id|>\n\n", "Cutting Knowledge Date: December 2023\n",
+                    "Today Date: ");
+        cllm__puts3(r, o->date_string, "\n\n", "");
+        if (first) cllm__sb_putn(&r->text, m[0].content + b, e - b);
+        cllm__sb_puts(&r->text, "<|eot_id|>");
     }
     for (i = first; i < n; i++) {
         if (family == CLLM_CHAT_LLAMA31 && (cllm__role_is(&m[i], "ipython") || cllm__role_is(&m[i], "tool")))
-            return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
-                              "chat template (Llama-3.1): role '%.*s' is not supported (tool calls are not rendered)",
-                              CLLM__CUT(m[i].role, 40));
-        if (family == CLLM_CHAT_LLAMA3 && i == 0 && tok->bos_token) cllm__buf_str(&r->text, tok->bos_token);
+            return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template (Llama-3.1): role '%.*s' is not supported "
+                              "(tool calls are not rendered)", CLLM__CUT(m[i].role, 40));
+        if (family == CLLM_CHAT_LLAMA3 && i == 0 && tok->bos_token) cllm__sb_puts(&r->text, tok->bos_token);
         cllm__llama_turn(&m[i], r);
     }
     if (o->add_generation_prompt || (family == CLLM_CHAT_LLAMA3 && tok->priv->chat_gen_always))
-        cllm__buf_str(&r->text, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+        cllm__sb_puts(&r->text, "<|start_header_id|>assistant<|end_header_id|>\n\n");
     return CLLM_OK;
 }
 
-CLLMDEF cllm_result cllm_chat_render(const cllm_tokenizer *tok, const cllm_message *msgs, int n, const cllm_render_opts *opts,
-                                     char **text, int **ids, unsigned char **mask, int *n_ids, cllm_err *err) {
+/* Renders, then tokenizes once (no post_processor: the templates write bos themselves) and marks
+   each token whose first byte lies in a trainable span. */
+CLLMDEF cllm_result cllm_chat_render(const cllm_tokenizer *tok, const cllm_message *msgs, int n,
+                                     const cllm_render_opts *opts, char **text, int **ids, unsigned char **mask,
+                                     int *n_ids, cllm_err *err) {
     cllm_render_opts o;
-    cllm__render r;
+    cllm__render r = { { NULL, 0, 0, 0 }, NULL };
     cllm_result rc;
     int i, nt = 0, *tid = NULL, *offs = NULL;
-    size_t sp = 0;
+    unsigned char *trainable = NULL;
+    size_t sp = 0, len, bad;
     if (text) *text = NULL;
     if (ids) *ids = NULL;
     if (mask) *mask = NULL;
@@ -9634,125 +9721,135 @@ CLLMDEF cllm_result cllm_chat_render(const cllm_tokenizer *tok, const cllm_messa
     if (!tok || !tok->priv) return cllm__fail(err, CLLM_ERR_ARG, "chat template: tokenizer not loaded");
     if (n < 0 || (n > 0 && !msgs)) return cllm__fail(err, CLLM_ERR_ARG, "chat template: bad message list");
     for (i = 0; i < n; i++) {
-        size_t len;
-        size_t bad;
-        if (!msgs[i].role || !msgs[i].content) return cllm__fail(err, CLLM_ERR_ARG, "chat template: message %d has no role or content", i);
+        if (!msgs[i].role || !msgs[i].content)
+            return cllm__fail(err, CLLM_ERR_ARG, "chat template: message %d has no role or content", i);
         len = strlen(msgs[i].content);
-        if ((bad = cllm__utf8_check(msgs[i].content, len)) < len)     /* where the user can find it, not in the render */
+        if ((bad = cllm__utf8_check(msgs[i].content, len)) < len)   /* where the user can find it, not in the render */
             return cllm__fail(err, CLLM_ERR_FORMAT, "message %d (%s): \"content\" is not valid UTF-8 at byte %zu", i,
                               msgs[i].role, bad + 1);
     }
-    if (!tok->chat_template) return cllm__fail(err, CLLM_ERR_FORMAT, "the tokenizer has no chat_template (tokenizer_config.json)");
+    if (!tok->chat_template)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "the tokenizer has no chat_template (tokenizer_config.json)");
     if (!tok->chat_family)
-        return cllm__fail(err, CLLM_ERR_UNSUPPORTED,
-                          "chat template not supported (ChatML/SmolLM2/Qwen2.5, Qwen3, Llama-3, Llama-3.1+ are): "
-                          "\"%.*s...\"",
-                          CLLM__CUT(tok->chat_template, 60));
+        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "chat template not supported (ChatML/SmolLM2/Qwen2.5, Qwen3, "
+                          "Llama-3, Llama-3.1+ are): \"%.*s...\"", CLLM__CUT(tok->chat_template, 60));
     memset(&o, 0, sizeof o);
     if (opts) o = *opts;
     o.date_string = cllm__def(o.date_string, "26 Jul 2024");
-    memset(&r, 0, sizeof r);
     if (tok->chat_family == CLLM_CHAT_CHATML) rc = cllm__render_chatml(tok->priv, msgs, n, &o, &r, err);
     else if (tok->chat_family == CLLM_CHAT_QWEN3) rc = cllm__render_qwen3(msgs, n, &o, &r, err);
     else rc = cllm__render_llama(tok, tok->chat_family, msgs, n, &o, &r, err);
+    cllm__sb_putn(&r.text, "", 0);   /* an empty conversation renders as "" */
     if (rc == CLLM_OK && r.text.oom) rc = cllm__fail(err, CLLM_ERR_NOMEM, "chat template: out of memory");
-    if (rc == CLLM_OK && !r.text.p) cllm__buf_add(&r.text, "", 0);
     if (rc == CLLM_OK && (ids || mask || n_ids))
         rc = cllm_tokenizer_encode(tok, r.text.p, r.text.n, 0, &tid, &nt, &offs, err);
-    if (rc == CLLM_OK && mask) {
-        *mask = (unsigned char *)cllm__calloc((size_t)nt + 1, 1);
-        if (!*mask) rc = cllm__fail(err, CLLM_ERR_NOMEM, "chat template: out of memory");
-        for (i = 0; rc == CLLM_OK && i < nt; i++) {        /* spans and tokens are both in order */
-            size_t start = (size_t)offs[2 * i];
-            while (sp < (size_t)stbds_arrlen(r.spans) && r.spans[sp + 1] <= start) sp += 2;
-            (*mask)[i] = sp < (size_t)stbds_arrlen(r.spans) && r.spans[sp] <= start;
-        }
+    if (rc == CLLM_OK && mask && !(trainable = (unsigned char *)cllm__calloc((size_t)nt + 1, 1)))
+        rc = cllm__fail(err, CLLM_ERR_NOMEM, "chat template: out of memory");
+    for (i = 0; rc == CLLM_OK && mask && i < nt; i++) {   /* spans and tokens are both in order */
+        size_t start = (size_t)offs[2 * i];
+        while (sp < (size_t)stbds_arrlen(r.spans) && r.spans[sp + 1] <= start) sp += 2;
+        trainable[i] = sp < (size_t)stbds_arrlen(r.spans) && r.spans[sp] <= start;
     }
     CLLM_FREE(offs);
     stbds_arrfree(r.spans);
-    if (rc != CLLM_OK) { CLLM_FREE(r.text.p); CLLM_FREE(tid); if (mask) { CLLM_FREE(*mask); *mask = NULL; } return rc; }
-    if (text) *text = r.text.p; else CLLM_FREE(r.text.p);
-    if (ids) *ids = tid; else CLLM_FREE(tid);
+    if (rc != CLLM_OK || !text) cllm__sb_free(&r.text);
+    if (rc != CLLM_OK || !ids) CLLM_FREE(tid);
+    if (rc != CLLM_OK) CLLM_FREE(trainable);
+    if (rc != CLLM_OK) return rc;
+    if (text) *text = r.text.p;
+    if (ids) *ids = tid;
+    if (mask) *mask = trainable;
     if (n_ids) *n_ids = nt;
     cllm__ok(err);
     return CLLM_OK;
 }
 
 /* -------------------------------------------------------------------------------------------- */
-/* Generation: KV cache and sampling                                                            */
+/* II.5 Generation: KV cache and sampling                                                       */
 /* -------------------------------------------------------------------------------------------- */
 
 /* ---- KV cache ------------------------------------------------------------------------------ */
 
-#define CLLM__KV_BLOCK 32    /* prefill rows computed together: bounds the work space, not the math */
+/* As HF transformers' past_key_values (DynamicCache): per layer, the keys after RoPE (and
+   Qwen3's k_norm) and the values of every position so far, so that the next token costs one row
+   of the forward pass plus attention over the cached rows. */
+
+#define CLLM__KV_BLOCK 32   /* prefill rows computed together: bounds the work space, not the math */
 
 /* Work space for `rows` rows of one incremental step, carved from kv->work in this order. */
 typedef struct cllm__kv_work {
-    cllm_float *x, *ln, *h;              /* (rows, C) residual, normed input, residual after attention */
-    cllm_float *q, *att, *q_pre;         /* (rows, H*hd) queries, attention output, pre-norm q         */
-    cllm_float *k, *v, *k_pre;           /* (rows, KV*hd)                                              */
-    cllm_float *rstd, *q_rstd, *k_rstd;  /* (rows), (rows*H), (rows*KV)                                */
-    cllm_float *gate, *up;               /* (rows, I)                                                  */
-    cllm_float *s;                       /* (max_len) attention scores of one query                    */
+    cllm_float *x, *ln, *h;               /* (rows, C) residual, normed input, residual after attention */
+    cllm_float *q, *att, *q_pre;          /* (rows, H*hd) queries, attention output, pre-norm q         */
+    cllm_float *k, *v, *k_pre;            /* (rows, KV*hd)                                              */
+    cllm_float *rstd, *q_rstd, *k_rstd;   /* (rows), (rows*H), (rows*KV)                                */
+    cllm_float *gate, *up;                /* (rows, I)                                                  */
+    cllm_float *s;                        /* (max_len) attention scores of one query                    */
 } cllm__kv_work;
 
 /* Points w's views into mem (when mem is not NULL) and returns the floats needed. */
-static size_t cllm__kv_work_views(cllm__kv_work *w, cllm_float *mem, const cllm_config *c, size_t rows, size_t max_len) {
-    size_t C = (size_t)c->hidden_size, Q = (size_t)c->n_heads * c->head_dim, K = (size_t)c->n_kv_heads * c->head_dim;
-    size_t I = (size_t)c->intermediate_size, used = 0;
-    cllm_float **views[14];
-    size_t sizes[14];
+static size_t cllm__kv_work_views(cllm__kv_work *w, cllm_float *mem, const cllm_config *c, size_t rows,
+                                  size_t max_len) {
+    size_t C = rows * (size_t)c->hidden_size, I = rows * (size_t)c->intermediate_size, used = 0;
+    size_t Q = rows * (size_t)c->n_heads * (size_t)c->head_dim, K = rows * (size_t)c->n_kv_heads * (size_t)c->head_dim;
+    cllm_float **views[15] = { &w->x, &w->ln, &w->h, &w->q, &w->att, &w->q_pre, &w->k, &w->v, &w->k_pre,
+                               &w->rstd, &w->q_rstd, &w->k_rstd, &w->gate, &w->up, &w->s };
+    size_t sizes[15] = { C, C, C, Q, Q, Q, K, K, K, rows, rows * (size_t)c->n_heads, rows * (size_t)c->n_kv_heads,
+                         I, I, max_len };
     int i;
-    views[0] = &w->x;    sizes[0] = rows * C;     views[1] = &w->ln;     sizes[1] = rows * C;
-    views[2] = &w->h;    sizes[2] = rows * C;     views[3] = &w->q;      sizes[3] = rows * Q;
-    views[4] = &w->att;  sizes[4] = rows * Q;     views[5] = &w->q_pre;  sizes[5] = rows * Q;
-    views[6] = &w->k;    sizes[6] = rows * K;     views[7] = &w->v;      sizes[7] = rows * K;
-    views[8] = &w->k_pre; sizes[8] = rows * K;    views[9] = &w->rstd;   sizes[9] = rows;
-    views[10] = &w->q_rstd; sizes[10] = rows * (size_t)c->n_heads;       views[11] = &w->k_rstd; sizes[11] = rows * (size_t)c->n_kv_heads;
-    views[12] = &w->gate; sizes[12] = rows * I;   views[13] = &w->up;    sizes[13] = rows * I;
-    for (i = 0; i < 14; i++) { if (mem) *views[i] = mem + used; used += sizes[i]; }
-    if (mem) w->s = mem + used;
-    return used + max_len;
+    for (i = 0; i < 15; i++) {
+        if (mem) *views[i] = mem + used;
+        used += sizes[i];
+    }
+    return used;
 }
 
 CLLMDEF void cllm_kv_cache_free(cllm_kv_cache *kv) {
     if (!kv) return;
-    CLLM_FREE(kv->len); CLLM_FREE(kv->k); CLLM_FREE(kv->v);
-    CLLM_FREE(kv->rope_cos); CLLM_FREE(kv->rope_sin); CLLM_FREE(kv->work);
-    CLLM_FREE(kv->row_seq); CLLM_FREE(kv->row_pos); CLLM_FREE(kv->row_id);
+    CLLM_FREE(kv->len);        /* with row_seq, row_pos and row_id */
+    CLLM_FREE(kv->k);
+    CLLM_FREE(kv->v);
+    CLLM_FREE(kv->rope_cos);   /* with rope_sin */
+    CLLM_FREE(kv->work);
     memset(kv, 0, sizeof *kv);
 }
 
+/* Memory: 2 * L * n_seq * max_len * KV*hd floats for k and v (SmolLM2-135M, 4 x 2048: 377 MB). */
 CLLMDEF cllm_result cllm_kv_cache_init(cllm_kv_cache *kv, const cllm_model *m, int n_seq, int max_len, cllm_err *err) {
     const cllm_config *c = &m->config;
     cllm__kv_work sizing;
-    size_t per, rows;
-    double gb;
+    size_t per, rows, rope = (size_t)max_len * (size_t)(c->head_dim / 2);
+    double gb = 2.0 * c->n_layers * (double)n_seq * max_len * c->n_kv_heads * c->head_dim * sizeof(cllm_float) / 1e9;
     memset(kv, 0, sizeof *kv);
     if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "KV cache: the model is not loaded");
-    if (n_seq < 1 || max_len < 1) return cllm__fail(err, CLLM_ERR_ARG, "KV cache: n_seq (%d) and max_len (%d) must be at least 1", n_seq, max_len);
-    gb = 2.0 * c->n_layers * (double)n_seq * max_len * c->n_kv_heads * c->head_dim * sizeof(cllm_float) / 1e9;
+    if (n_seq < 1 || max_len < 1)
+        return cllm__fail(err, CLLM_ERR_ARG, "KV cache: n_seq (%d) and max_len (%d) must be at least 1", n_seq,
+                          max_len);
     if (gb > 1024 || (double)n_seq * max_len > 1e10)
-        return cllm__fail(err, CLLM_ERR_LIMIT, "KV cache: %d sequences x %d positions need %.0f GB; use fewer or shorter sequences", n_seq, max_len, gb);
-    kv->n_seq = n_seq; kv->max_len = max_len;
-    kv->n_layers = c->n_layers; kv->kv_dim = c->n_kv_heads * c->head_dim; kv->head_dim = c->head_dim;
+        return cllm__fail(err, CLLM_ERR_LIMIT, "KV cache: %d sequences x %d positions need %.0f GB; use fewer or "
+                          "shorter sequences", n_seq, max_len, gb);
+    kv->n_seq = n_seq;
+    kv->max_len = max_len;
+    kv->n_layers = c->n_layers;
+    kv->kv_dim = c->n_kv_heads * c->head_dim;
+    kv->head_dim = c->head_dim;
     kv->rows = n_seq > CLLM__KV_BLOCK ? n_seq : CLLM__KV_BLOCK;
     rows = (size_t)kv->rows;
     per = (size_t)c->n_layers * (size_t)n_seq * (size_t)max_len * (size_t)kv->kv_dim;
-    kv->len = (int *)cllm__calloc((size_t)n_seq, sizeof(int));
+    kv->len = (int *)cllm__calloc((size_t)n_seq + 3 * rows, sizeof(int));
     kv->k = (cllm_float *)cllm__calloc(per, sizeof(cllm_float));
     kv->v = (cllm_float *)cllm__calloc(per, sizeof(cllm_float));
-    kv->rope_cos = (cllm_float *)cllm__calloc((size_t)max_len * (size_t)(c->head_dim / 2), sizeof(cllm_float));
-    kv->rope_sin = (cllm_float *)cllm__calloc((size_t)max_len * (size_t)(c->head_dim / 2), sizeof(cllm_float));
+    kv->rope_cos = (cllm_float *)cllm__calloc(2 * rope, sizeof(cllm_float));
     kv->work_size = cllm__kv_work_views(&sizing, NULL, c, rows, (size_t)max_len);
     kv->work = (cllm_float *)cllm__calloc(kv->work_size, sizeof(cllm_float));
-    kv->row_seq = (int *)cllm__calloc(rows, sizeof(int));
-    kv->row_pos = (int *)cllm__calloc(rows, sizeof(int));
-    kv->row_id = (int *)cllm__calloc(rows, sizeof(int));
-    if (!kv->len || !kv->k || !kv->v || !kv->rope_cos || !kv->rope_sin || !kv->work || !kv->row_seq || !kv->row_pos || !kv->row_id) {
+    if (!kv->len || !kv->k || !kv->v || !kv->rope_cos || !kv->work) {
         cllm_kv_cache_free(kv);
-        return cllm__fail(err, CLLM_ERR_NOMEM, "KV cache: out of memory for %d sequences x %d positions (%.2f GB)", n_seq, max_len, gb);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "KV cache: out of memory for %d sequences x %d positions (%.2f GB)",
+                          n_seq, max_len, gb);
     }
+    kv->row_seq = kv->len + n_seq;
+    kv->row_pos = kv->row_seq + rows;
+    kv->row_id = kv->row_pos + rows;
+    kv->rope_sin = kv->rope_cos + rope;
     cllm__rope_tables(kv->rope_cos, kv->rope_sin, c, max_len);   /* the same tables cllm_forward uses */
     cllm__ok(err);
     return CLLM_OK;
@@ -9764,11 +9861,13 @@ static size_t cllm__kv_offset(const cllm_kv_cache *kv, int l, int s) {
 }
 
 CLLMDEF cllm_result cllm_kv_cache_copy_seq(cllm_kv_cache *kv, int src, int dst, cllm_err *err) {
+    size_t bytes;
     int l;
     if (src < 0 || src >= kv->n_seq || dst < 0 || dst >= kv->n_seq)
-        return cllm__fail(err, CLLM_ERR_ARG, "KV cache copy: sequences %d -> %d, the cache has %d", src, dst, kv->n_seq);
-    if (src != dst) for (l = 0; l < kv->n_layers; l++) {
-        size_t bytes = (size_t)kv->len[src] * (size_t)kv->kv_dim * sizeof(cllm_float);
+        return cllm__fail(err, CLLM_ERR_ARG, "KV cache copy: sequences %d -> %d, the cache has %d", src, dst,
+                          kv->n_seq);
+    bytes = (size_t)kv->len[src] * (size_t)kv->kv_dim * sizeof(cllm_float);
+    for (l = 0; l < kv->n_layers && src != dst; l++) {
         memcpy(kv->k + cllm__kv_offset(kv, l, dst), kv->k + cllm__kv_offset(kv, l, src), bytes);
         memcpy(kv->v + cllm__kv_offset(kv, l, dst), kv->v + cllm__kv_offset(kv, l, src), bytes);
     }
@@ -9781,7 +9880,8 @@ static cllm_result cllm__kv_check(const cllm_model *m, const cllm_kv_cache *kv, 
     const cllm_config *c = &m->config;
     cllm__kv_work sizing;
     if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "%s: the model is not loaded", fn);
-    if (!kv->work || kv->n_layers != c->n_layers || kv->kv_dim != c->n_kv_heads * c->head_dim || kv->head_dim != c->head_dim ||
+    if (!kv->work || kv->n_layers != c->n_layers || kv->kv_dim != c->n_kv_heads * c->head_dim ||
+        kv->head_dim != c->head_dim ||
         kv->work_size != cllm__kv_work_views(&sizing, NULL, c, (size_t)kv->rows, (size_t)kv->max_len))
         return cllm__fail(err, CLLM_ERR_ARG, "%s: the KV cache was not made for this model", fn);
     return CLLM_OK;
@@ -9791,13 +9891,15 @@ static cllm_result cllm__kv_check(const cllm_model *m, const cllm_kv_cache *kv, 
    att[r, h] = sum_j softmax_j(q[r, h] . k[j] / sqrt(hd)) v[j], with the k, v of head h's group.
    The fast path (OpenMP) gives every thread its own score row and splits the (row, head) pairs;
    each pair is computed exactly as the serial loop computes it. */
-static void cllm__kv_attend(const cllm_kv_cache *kv, int l, cllm__kv_work *w, int N, int H, int KV, int hd, cllm_float scale) {
+static void cllm__kv_attend(const cllm_kv_cache *kv, int l, cllm__kv_work *w, int N, int H, int KV, int hd,
+                            cllm_float scale) {
     int Q = H * hd, K = KV * hd, rep = H / KV, rh;
-    cllm_float *scores = w->s;               /* one row of max_len scores (serial) */
+    cllm_float *scores = w->s;   /* one row of max_len scores (serial) */
 #ifdef CLLM__OMP
     int threads = cllm__max_threads();
     double work = (double)N * H * hd * (kv->row_pos[N - 1] + 1);
-    if (threads > 1 && work >= 32768) scores = (cllm_float *)CLLM_MALLOC(sizeof(cllm_float) * (size_t)threads * (size_t)kv->max_len);
+    if (threads > 1 && work >= 32768)
+        scores = (cllm_float *)CLLM_MALLOC(sizeof(cllm_float) * (size_t)threads * (size_t)kv->max_len);
     if (!scores) scores = w->s;
 #pragma omp parallel for schedule(static) if(scores != w->s)
 #endif
@@ -9806,7 +9908,8 @@ static void cllm__kv_attend(const cllm_kv_cache *kv, int l, cllm__kv_work *w, in
         size_t kv0 = cllm__kv_offset(kv, l, kv->row_seq[r]) + (size_t)(h / rep) * hd;
         size_t qo = (size_t)r * Q + (size_t)h * hd;
         cllm_float *s = scores == w->s ? w->s : scores + (size_t)cllm__thread_num() * (size_t)kv->max_len;
-        cllm__attend_row(w->att + qo, w->q + qo, kv->k + kv0, kv->v + kv0, (size_t)K, kv->row_pos[r] + 1, NULL, hd, scale, s);
+        cllm__attend_row(w->att + qo, w->q + qo, kv->k + kv0, kv->v + kv0, (size_t)K, kv->row_pos[r] + 1, NULL, hd,
+                         scale, s);
     }
     if (scores != w->s) CLLM_FREE(scores);
 }
@@ -9815,7 +9918,7 @@ static void cllm__kv_attend(const cllm_kv_cache *kv, int l, cllm__kv_work *w, in
    position kv->row_pos[r]. Rows of one sequence must continue its cached positions without gaps.
    Per layer, every row's k and v go into the cache first; then row r attends to positions
    0..row_pos[r] of its sequence: the cached past plus earlier rows of this step (causal).
-   Leaves the final-normed hidden states in the work rows w->ln (N, C).                          */
+   Leaves the final-normed hidden states in the work rows w->ln (N, C). */
 static void cllm__kv_forward_rows(const cllm_model *m, cllm_kv_cache *kv, const int *ids, int N, cllm__kv_work *w) {
     const cllm_config *c = &m->config;
     const cllm_params *p = &m->params;
@@ -9827,10 +9930,11 @@ static void cllm__kv_forward_rows(const cllm_model *m, cllm_kv_cache *kv, const 
     for (l = 0; l < c->n_layers; l++) {
         cllm__rmsnorm_forward(w->ln, w->rstd, w->x, p->attn_norm + (size_t)l * C, N, C, c->rms_norm_eps);
         cllm__qkv_forward(m, l, w->q, w->k, w->v, w->q_pre, w->k_pre, w->q_rstd, w->k_rstd, w->ln, N);
-        for (r = 0; r < N; r++) {                /* RoPE at each row's own position, then cache k, v */
+        for (r = 0; r < N; r++) {   /* RoPE at each row's own position, then cache k, v */
             size_t pos = (size_t)kv->row_pos[r], at = cllm__kv_offset(kv, l, kv->row_seq[r]) + pos * K;
-            cllm__rope_forward(w->q + (size_t)r * Q, kv->rope_cos + pos * half, kv->rope_sin + pos * half, 1, 1, H, hd);
-            cllm__rope_forward(w->k + (size_t)r * K, kv->rope_cos + pos * half, kv->rope_sin + pos * half, 1, 1, KV, hd);
+            const cllm_float *cos_row = kv->rope_cos + pos * half, *sin_row = kv->rope_sin + pos * half;
+            cllm__rope_forward(w->q + (size_t)r * Q, cos_row, sin_row, 1, 1, H, hd);
+            cllm__rope_forward(w->k + (size_t)r * K, cos_row, sin_row, 1, 1, KV, hd);
             memcpy(kv->k + at, w->k + (size_t)r * K, sizeof(cllm_float) * (size_t)K);
             memcpy(kv->v + at, w->v + (size_t)r * K, sizeof(cllm_float) * (size_t)K);
         }
@@ -9845,25 +9949,32 @@ static void cllm__kv_forward_rows(const cllm_model *m, cllm_kv_cache *kv, const 
 
 static cllm_result cllm__kv_check_id(const cllm_model *m, int id, const char *fn, int seq, cllm_err *err) {
     if (id < 0 || id >= m->config.vocab_size)
-        return cllm__fail(err, CLLM_ERR_ARG, "%s: sequence %d: token id %d is outside the vocabulary [0, %d)", fn, seq, id, m->config.vocab_size);
+        return cllm__fail(err, CLLM_ERR_ARG, "%s: sequence %d: token id %d is outside the vocabulary [0, %d)", fn, seq,
+                          id, m->config.vocab_size);
     return CLLM_OK;
 }
 
+/* Blocks of up to CLLM__KV_BLOCK rows; each block's rows attend causally to the cache and to
+   each other, so the logits equal cllm_forward's for the same tokens. */
 CLLMDEF cllm_result cllm_kv_prefill(const cllm_model *m, cllm_kv_cache *kv, int seq, const int *ids, int n,
                                     cllm_float *logits_out, cllm_err *err) {
     int C = m->config.hidden_size, V = m->config.vocab_size, done, r;
     cllm__kv_work w;
     cllm_result rc = cllm__kv_check(m, kv, "KV cache prefill", err);
     if (rc != CLLM_OK) return rc;
-    if (seq < 0 || seq >= kv->n_seq) return cllm__fail(err, CLLM_ERR_ARG, "KV cache prefill: sequence %d, the cache has %d", seq, kv->n_seq);
+    if (seq < 0 || seq >= kv->n_seq)
+        return cllm__fail(err, CLLM_ERR_ARG, "KV cache prefill: sequence %d, the cache has %d", seq, kv->n_seq);
     if (n < 0 || (n > 0 && !ids)) return cllm__fail(err, CLLM_ERR_ARG, "KV cache prefill: need n >= 0 token ids");
     if (n > kv->max_len - kv->len[seq])
-        return cllm__fail(err, CLLM_ERR_LIMIT, "KV cache prefill: sequence %d holds %d of %d positions, %d more do not fit (make the cache longer)", seq, kv->len[seq], kv->max_len, n);
-    for (r = 0; r < n; r++) if ((rc = cllm__kv_check_id(m, ids[r], "KV cache prefill", seq, err)) != CLLM_OK) return rc;
+        return cllm__fail(err, CLLM_ERR_LIMIT, "KV cache prefill: sequence %d holds %d of %d positions, %d more do "
+                          "not fit (make the cache longer)", seq, kv->len[seq], kv->max_len, n);
+    for (r = 0; r < n; r++)
+        if ((rc = cllm__kv_check_id(m, ids[r], "KV cache prefill", seq, err)) != CLLM_OK) return rc;
     cllm__kv_work_views(&w, kv->work, &m->config, (size_t)kv->rows, (size_t)kv->max_len);
     for (done = 0; done < n; done += CLLM__KV_BLOCK) {
         int N = n - done < CLLM__KV_BLOCK ? n - done : CLLM__KV_BLOCK;
-        for (r = 0; r < N; r++) { kv->row_seq[r] = seq; kv->row_pos[r] = kv->len[seq] + r; }
+        for (r = 0; r < N; r++) kv->row_seq[r] = seq;
+        for (r = 0; r < N; r++) kv->row_pos[r] = kv->len[seq] + r;
         cllm__kv_forward_rows(m, kv, ids + done, N, &w);
         kv->len[seq] += N;
         if (logits_out) cllm__matmul_forward(logits_out + (size_t)done * V, w.ln, m->params.lm_head, NULL, N, C, V);
@@ -9872,7 +9983,9 @@ CLLMDEF cllm_result cllm_kv_prefill(const cllm_model *m, cllm_kv_cache *kv, int 
     return CLLM_OK;
 }
 
-CLLMDEF cllm_result cllm_kv_step(const cllm_model *m, cllm_kv_cache *kv, const int *ids, cllm_float *logits_out, cllm_err *err) {
+/* The sequences that take part are computed as one batch of rows. */
+CLLMDEF cllm_result cllm_kv_step(const cllm_model *m, cllm_kv_cache *kv, const int *ids, cllm_float *logits_out,
+                                 cllm_err *err) {
     int C = m->config.hidden_size, V = m->config.vocab_size, N = 0, s, r;
     cllm__kv_work w;
     cllm_result rc = cllm__kv_check(m, kv, "KV cache step", err);
@@ -9882,16 +9995,22 @@ CLLMDEF cllm_result cllm_kv_step(const cllm_model *m, cllm_kv_cache *kv, const i
         if (ids[s] < 0) continue;
         if ((rc = cllm__kv_check_id(m, ids[s], "KV cache step", s, err)) != CLLM_OK) return rc;
         if (kv->len[s] >= kv->max_len)
-            return cllm__fail(err, CLLM_ERR_LIMIT, "KV cache step: sequence %d already fills all %d positions of the cache", s, kv->max_len);
+            return cllm__fail(err, CLLM_ERR_LIMIT, "KV cache step: sequence %d already fills all %d positions of the "
+                              "cache", s, kv->max_len);
     }
-    for (s = 0; s < kv->n_seq; s++)
-        if (ids[s] >= 0) { kv->row_seq[N] = s; kv->row_pos[N] = kv->len[s]; kv->row_id[N++] = ids[s]; }
+    for (s = 0; s < kv->n_seq; s++) {
+        if (ids[s] < 0) continue;
+        kv->row_seq[N] = s;
+        kv->row_pos[N] = kv->len[s];
+        kv->row_id[N++] = ids[s];
+    }
     cllm__kv_work_views(&w, kv->work, &m->config, (size_t)kv->rows, (size_t)kv->max_len);
     if (N > 0) cllm__kv_forward_rows(m, kv, kv->row_id, N, &w);
     for (r = 0; r < N; r++) {
         s = kv->row_seq[r];
         kv->len[s]++;
-        if (logits_out) cllm__matmul_forward(logits_out + (size_t)s * V, w.ln + (size_t)r * C, m->params.lm_head, NULL, 1, C, V);
+        if (logits_out)
+            cllm__matmul_forward(logits_out + (size_t)s * V, w.ln + (size_t)r * C, m->params.lm_head, NULL, 1, C, V);
     }
     cllm__ok(err);
     return CLLM_OK;
@@ -9899,7 +10018,11 @@ CLLMDEF cllm_result cllm_kv_step(const cllm_model *m, cllm_kv_cache *kv, const i
 
 /* ---- Sampling -------------------------------------------------------------------------------- */
 
-typedef struct cllm__cand { double z; int id; } cllm__cand;   /* a token and its score */
+/* A token and its score. */
+typedef struct cllm__cand {
+    double z;
+    int id;
+} cllm__cand;
 
 /* The ranking every filter uses: higher score first, then lower id. A total order, so sorting
    and selection give one answer on every platform. */
@@ -9912,18 +10035,24 @@ static int cllm__cand_cmp(const void *a, const void *b) {
     return cllm__cand_before(x, y) ? -1 : cllm__cand_before(y, x) ? 1 : 0;
 }
 
+static void cllm__cand_swap(cllm__cand *a, cllm__cand *b) {
+    cllm__cand t = *a;
+    *a = *b;
+    *b = t;
+}
+
 /* Selection (Hoare's FIND): rearranges c[0..n) so that c[k] is the (k+1)-th in rank order, with
    every earlier-ranked candidate before it and every later one after it. O(n) on average, so
    top-k does not sort the whole vocabulary. */
 static void cllm__select(cllm__cand *c, int n, int k) {
     int lo = 0, hi = n - 1;
     while (lo < hi) {
-        cllm__cand pivot = c[k], t;
+        cllm__cand pivot = c[k];
         int i = lo, j = hi;
         do {
             while (cllm__cand_before(&c[i], &pivot)) i++;
             while (cllm__cand_before(&pivot, &c[j])) j--;
-            if (i <= j) { t = c[i]; c[i] = c[j]; c[j] = t; i++; j--; }
+            if (i <= j) cllm__cand_swap(&c[i++], &c[j--]);
         } while (i <= j);
         if (j < k) lo = i;
         if (k < i) hi = j;
@@ -9932,9 +10061,11 @@ static void cllm__select(cllm__cand *c, int n, int k) {
 
 static cllm_result cllm__sampler_check(const cllm_sampler *s, cllm_err *err) {
     if (!(s->temperature == 0 || (s->temperature >= 1e-6f && s->temperature <= 1e6f)))
-        return cllm__fail(err, CLLM_ERR_ARG, "sampler: temperature %g must be in [1e-6, 1e6] (0 = default 1.0; set greedy = 1 for argmax)", (double)s->temperature);
+        return cllm__fail(err, CLLM_ERR_ARG, "sampler: temperature %g must be in [1e-6, 1e6] (0 = default 1.0; set "
+                          "greedy = 1 for argmax)", (double)s->temperature);
     if (s->top_k < 0) return cllm__fail(err, CLLM_ERR_ARG, "sampler: top_k must be >= 0 (0 = off)");
-    if (!(s->top_p >= 0 && s->top_p <= 1)) return cllm__fail(err, CLLM_ERR_ARG, "sampler: top_p must be in (0, 1] (0 = default 1.0 = off)");
+    if (!(s->top_p >= 0 && s->top_p <= 1))
+        return cllm__fail(err, CLLM_ERR_ARG, "sampler: top_p must be in (0, 1] (0 = default 1.0 = off)");
     return CLLM_OK;
 }
 
@@ -9943,31 +10074,40 @@ static cllm_result cllm__logits_check(const cllm_float *logits, int V, cllm_err 
     int i, finite = 0;
     if (!logits || V < 1) return cllm__fail(err, CLLM_ERR_ARG, "sampler: need V >= 1 logits");
     for (i = 0; i < V; i++) {
-        if (logits[i] != logits[i] || logits[i] == INFINITY) return cllm__fail(err, CLLM_ERR_NUMERIC, "sampler: logit %d is %s", i, logits[i] != logits[i] ? "NaN" : "+inf");
+        if (logits[i] != logits[i] || logits[i] == INFINITY)
+            return cllm__fail(err, CLLM_ERR_NUMERIC, "sampler: logit %d is %s", i,
+                              logits[i] != logits[i] ? "NaN" : "+inf");
         if (logits[i] > -INFINITY) finite = 1;
     }
     if (!finite) return cllm__fail(err, CLLM_ERR_NUMERIC, "sampler: every logit is -inf");
     return CLLM_OK;
 }
 
-/* HF's warpers (see cllm_sampler): scores[i] = logits[i]/T, or -INFINITY where removed.
-   cand: work space of V. Returns the number of kept tokens.                                     */
+/* Hugging Face's logits warpers, in the order generate(do_sample=True) applies them; scores[i]
+   is z_i, or -INFINITY where a warper removed token i:
+     z = logits / temperature                                           (TemperatureLogitsWarper)
+     top_k: drop z below the k-th largest z (ties with it stay)         (TopKLogitsWarper)
+     top_p: with p = softmax(z) over the survivors, sorted by z descending (ties: lower id first),
+            keep a token while the mass of the tokens before it is < top_p: the smallest set with
+            mass >= top_p, never empty                                  (TopPLogitsWarper)
+   Computed in double. cand: work space of V. Returns the number of kept tokens. */
 static int cllm__warp(const cllm_sampler *s, const cllm_float *logits, int V, double *scores, cllm__cand *cand) {
     double T = (double)cllm__def(s->temperature, 1.0f), p = (double)cllm__def(s->top_p, 1.0f);
     int n = 0, i, k = s->top_k;
     for (i = 0; i < V; i++) {
         scores[i] = logits[i] > -INFINITY ? (double)logits[i] / T : -INFINITY;
-        if (scores[i] > -INFINITY) { cand[n].z = scores[i]; cand[n].id = i; n++; }   /* -inf has no mass */
+        if (!(scores[i] > -INFINITY)) continue;   /* -inf has no mass */
+        cand[n].z = scores[i];
+        cand[n++].id = i;
     }
-    if (k > 0 && k < n) {                        /* top-k: keep z >= the k-th largest z */
-        double thr;
+    if (k > 0 && k < n) {   /* top-k: keep z >= the k-th largest z */
         int kept = k;
         cllm__select(cand, n, k - 1);
-        thr = cand[k - 1].z;
-        for (i = k; i < n; i++) if (cand[i].z == thr) { cllm__cand t = cand[kept]; cand[kept++] = cand[i]; cand[i] = t; }
+        for (i = k; i < n; i++)
+            if (cand[i].z == cand[k - 1].z) cllm__cand_swap(&cand[kept++], &cand[i]);
         n = kept;
     }
-    if (p < 1 && n > 1) {                        /* top-p over softmax of the survivors */
+    if (p < 1 && n > 1) {   /* top-p over softmax of the survivors */
         double mx = -INFINITY, Z = 0, mass = 0, small;
         int m = 0, kept = 0;
         for (i = 0; i < n; i++) if (cand[i].z > mx) mx = cand[i].z;
@@ -9975,13 +10115,14 @@ static int cllm__warp(const cllm_sampler *s, const cllm_float *logits, int V, do
         /* Tokens with p_i < (1-top_p)/(n-1) can never be kept (together they hold less than 1-top_p
            and rank last), so only the others need sorting (llama2.c's trick). */
         small = (1 - p) / (n - 1) * Z;
-        for (i = 0; i < n; i++) if (exp(cand[i].z - mx) >= small) { cllm__cand t = cand[m]; cand[m++] = cand[i]; cand[i] = t; }
+        for (i = 0; i < n; i++)
+            if (exp(cand[i].z - mx) >= small) cllm__cand_swap(&cand[m++], &cand[i]);
         if (m == 0) m = n;
         qsort(cand, (size_t)m, sizeof *cand, cllm__cand_cmp);
-        while (kept < m && mass < p) { mass += exp(cand[kept].z - mx) / Z; kept++; }
+        for (kept = 0; kept < m && mass < p; kept++) mass += exp(cand[kept].z - mx) / Z;
         n = kept;
     }
-    if (n < V) {                                 /* write back: only the kept candidates keep a score */
+    if (n < V) {   /* write back: only the kept candidates keep a score */
         for (i = 0; i < V; i++) scores[i] = -INFINITY;
         for (i = 0; i < n; i++) scores[cand[i].id] = cand[i].z;
     }
@@ -9989,7 +10130,8 @@ static int cllm__warp(const cllm_sampler *s, const cllm_float *logits, int V, do
 }
 
 /* One draw from softmax(z) with u in [0, 1): the first id (in id order) whose running sum of
-   exp(z - max) exceeds u * total. *logprob = z[id] - max - log(total).                          */
+   exp(z - max) exceeds u * total, so that a seed gives the same tokens on every platform.
+   *logprob = z[id] - max - log(total). */
 static int cllm__draw(const double *z, int V, double u, double *logprob) {
     double mx = -INFINITY, total = 0, acc = 0, r;
     int i, pick = -1;
@@ -9999,23 +10141,25 @@ static int cllm__draw(const double *z, int V, double u, double *logprob) {
     for (i = 0; i < V; i++) {
         if (!(z[i] > -INFINITY)) continue;
         acc += exp(z[i] - mx);
-        pick = i;                                /* the last kept id, should rounding leave r >= acc */
+        pick = i;   /* the last kept id, should rounding leave r >= acc */
         if (r < acc) break;
     }
     *logprob = z[pick] - mx - log(total);
     return pick;
 }
 
-/* Greedy: argmax (lowest id on ties); *logprob = log softmax(logits)[argmax]. */
+/* Greedy: argmax (lowest id on ties); *logprob = log softmax(logits)[argmax], the model's own
+   probability at temperature 1, as HF reports it for greedy search. */
 static int cllm__argmax(const cllm_float *logits, int V, double *logprob) {
-    double mx = logits[0], sum = 0;
+    double sum = 0;
     int i, best = 0;
-    for (i = 1; i < V; i++) if (logits[i] > mx) { mx = logits[i]; best = i; }
-    for (i = 0; i < V; i++) sum += exp((double)logits[i] - mx);
+    for (i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+    for (i = 0; i < V; i++) sum += exp((double)logits[i] - logits[best]);
     *logprob = -log(sum);
     return best;
 }
 
+/* scores and cand: work space of V each. */
 static int cllm__sample_with(const cllm_sampler *s, const cllm_float *logits, int V, cllm_rng *rng,
                              double *scores, cllm__cand *cand, double *logprob) {
     if (s->greedy) return cllm__argmax(logits, V, logprob);
@@ -10023,13 +10167,16 @@ static int cllm__sample_with(const cllm_sampler *s, const cllm_float *logits, in
     return cllm__draw(scores, V, cllm_rng_uniform(rng), logprob);
 }
 
+/* logits may hold -INFINITY but not NaN or +inf; greedy is ignored; *n_kept (optional): the tokens
+   left with a finite score. */
 CLLMDEF cllm_result cllm_sampler_scores(const cllm_sampler *s, const cllm_float *logits, int V, double *scores,
                                         int *n_kept, cllm_err *err) {
     cllm__cand *cand;
     cllm_result rc;
     int n;
     if (!s || !scores) return cllm__fail(err, CLLM_ERR_ARG, "sampler: sampler and scores are required");
-    if ((rc = cllm__sampler_check(s, err)) != CLLM_OK || (rc = cllm__logits_check(logits, V, err)) != CLLM_OK) return rc;
+    if ((rc = cllm__sampler_check(s, err)) != CLLM_OK) return rc;
+    if ((rc = cllm__logits_check(logits, V, err)) != CLLM_OK) return rc;
     cand = (cllm__cand *)cllm__calloc((size_t)V, sizeof *cand);
     if (!cand) return cllm__fail(err, CLLM_ERR_NOMEM, "sampler: out of memory");
     n = cllm__warp(s, logits, V, scores, cand);
@@ -10039,38 +10186,43 @@ CLLMDEF cllm_result cllm_sampler_scores(const cllm_sampler *s, const cllm_float 
     return CLLM_OK;
 }
 
+/* One cllm_rng_uniform per draw; *logprob = log softmax(scores)[token], or for greedy the model's
+   log softmax(logits)[token]. Allocates O(V) work space per call; cllm_generate keeps its own. */
 CLLMDEF cllm_result cllm_sample(const cllm_sampler *s, const cllm_float *logits, int V, cllm_rng *rng,
                                 int *token, double *logprob, cllm_err *err) {
-    double *scores, lp;
-    cllm__cand *cand;
+    double lp;
+    cllm__cand *cand;   /* V candidates, then V scores */
     cllm_result rc;
     if (!s || !rng || !token) return cllm__fail(err, CLLM_ERR_ARG, "sampler: sampler, rng and token are required");
-    if ((rc = cllm__sampler_check(s, err)) != CLLM_OK || (rc = cllm__logits_check(logits, V, err)) != CLLM_OK) return rc;
-    scores = (double *)cllm__calloc((size_t)V, sizeof *scores);
-    cand = (cllm__cand *)cllm__calloc((size_t)V, sizeof *cand);
-    if (!scores || !cand) { CLLM_FREE(scores); CLLM_FREE(cand); return cllm__fail(err, CLLM_ERR_NOMEM, "sampler: out of memory"); }
-    *token = cllm__sample_with(s, logits, V, rng, scores, cand, &lp);
+    if ((rc = cllm__sampler_check(s, err)) != CLLM_OK) return rc;
+    if ((rc = cllm__logits_check(logits, V, err)) != CLLM_OK) return rc;
+    cand = (cllm__cand *)cllm__calloc((size_t)V, sizeof *cand + sizeof(double));
+    if (!cand) return cllm__fail(err, CLLM_ERR_NOMEM, "sampler: out of memory");
+    *token = cllm__sample_with(s, logits, V, rng, (double *)(void *)(cand + V), cand, &lp);
     if (logprob) *logprob = lp;
-    CLLM_FREE(scores); CLLM_FREE(cand);
+    CLLM_FREE(cand);
     cllm__ok(err);
     return CLLM_OK;
 }
 
 /* ---- Generation loop ------------------------------------------------------------------------ */
 
-CLLMDEF const char *cllm_finish_reason_string(int reason) {
+CLLMDEF const char *cllm_finish_reason_string(cllm_finish_reason reason) {
     switch (reason) {
-    case CLLM_FINISH_LENGTH: return "length";
-    case CLLM_FINISH_EOS:    return "eos";
-    case CLLM_FINISH_STOP:   return "stop";
-    default:                 return "unknown";
+        case CLLM_FINISH_LENGTH: return "length";
+        case CLLM_FINISH_EOS: return "eos";
+        case CLLM_FINISH_STOP: return "stop";
+        default: return "unknown";
     }
 }
 
 CLLMDEF void cllm_completions_free(cllm_completion *c, int n) {
     int i;
-    if (!c) return;
-    for (i = 0; i < n; i++) { CLLM_FREE(c[i].ids); CLLM_FREE(c[i].logprobs); memset(&c[i], 0, sizeof c[i]); }
+    for (i = 0; c && i < n; i++) {
+        CLLM_FREE(c[i].ids);
+        CLLM_FREE(c[i].logprobs);
+        memset(&c[i], 0, sizeof c[i]);
+    }
 }
 
 static int cllm__is_eos(const cllm_gen_config *g, const cllm_config *c, int id) {
@@ -10081,77 +10233,87 @@ static int cllm__is_eos(const cllm_gen_config *g, const cllm_config *c, int id) 
     return 0;
 }
 
-/* The loop: prefill the prompt (all but its last token) into sequence 0 and copy it to the other
-   samples; then every step feeds each unfinished sample's newest token (at first the prompt's
-   last one) through cllm_kv_step as one batch, samples the next token from its logits row, and
-   checks EOS, the stop callback and the length limit. The last sampled token is never fed.   */
+/* HF generate(do_sample=True, max_new_tokens, eos_token_id) for n samples of one prompt. The
+   prompt (all but its last token) is prefilled into sequence 0 and copied to the other samples;
+   then every step feeds each unfinished sample's newest token (at first the prompt's last one)
+   through cllm_kv_step as one batch, samples the next token from its logits row, and checks EOS,
+   the stop callback and the length limit. The last sampled token is never fed. With top_k and top_p
+   off, the logprobs equal cllm_forward's logp with batch.temperature = the sampling temperature. */
 CLLMDEF cllm_result cllm_generate(const cllm_model *m, const int *prompt, int n_prompt, int n_samples,
                                   const cllm_gen_config *cfg, cllm_completion *out, cllm_err *err) {
     cllm_gen_config g;
     cllm_kv_cache kv;
     cllm_float *logits = NULL;
-    double *scores = NULL;
-    cllm__cand *cand = NULL;
+    cllm__cand *cand = NULL;   /* V candidates, then V scores */
     cllm_rng *rngs = NULL;
     int *cur = NULL, V = m->config.vocab_size, active, s;
     cllm_result rc;
 
     memset(&kv, 0, sizeof kv);
-    if (cfg) g = *cfg; else memset(&g, 0, sizeof g);
+    memset(&g, 0, sizeof g);
+    if (cfg) g = *cfg;
     g.max_new_tokens = cllm__def(g.max_new_tokens, 256);
-    if (!out || n_samples < 1 || n_samples > 65536) return cllm__fail(err, CLLM_ERR_ARG, "generation: n_samples must be in [1, 65536] with an output array");
+    if (!out || n_samples < 1 || n_samples > 65536)
+        return cllm__fail(err, CLLM_ERR_ARG, "generation: n_samples must be in [1, 65536] with an output array");
     memset(out, 0, (size_t)n_samples * sizeof *out);
     if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "generation: the model is not loaded");
-    if (!prompt || n_prompt < 1) return cllm__fail(err, CLLM_ERR_ARG, "generation: the prompt needs at least one token (e.g. BOS)");
-    if (g.max_new_tokens < 1 || g.max_new_tokens > INT_MAX / 2 - n_prompt) return cllm__fail(err, CLLM_ERR_ARG, "generation: max_new_tokens must be positive and fit an int with the prompt");
+    if (!prompt || n_prompt < 1)
+        return cllm__fail(err, CLLM_ERR_ARG, "generation: the prompt needs at least one token (e.g. BOS)");
+    if (g.max_new_tokens < 1 || g.max_new_tokens > INT_MAX / 2 - n_prompt)
+        return cllm__fail(err, CLLM_ERR_ARG, "generation: max_new_tokens must be positive and fit an int with the "
+                          "prompt");
     if (g.eos_ids && g.n_eos < 0) return cllm__fail(err, CLLM_ERR_ARG, "generation: n_eos must be >= 0");
     if ((rc = cllm__sampler_check(&g.sampler, err)) != CLLM_OK) return rc;
     for (s = 0; s < n_prompt; s++)
-        if (prompt[s] < 0 || prompt[s] >= V) return cllm__fail(err, CLLM_ERR_ARG, "generation: prompt token %d is id %d, outside the vocabulary [0, %d)", s, prompt[s], V);
+        if (prompt[s] < 0 || prompt[s] >= V)
+            return cllm__fail(err, CLLM_ERR_ARG, "generation: prompt token %d is id %d, outside the vocabulary [0, %d)",
+                              s, prompt[s], V);
 
     rc = cllm_kv_cache_init(&kv, m, n_samples, n_prompt + g.max_new_tokens - 1, err);
     if (rc != CLLM_OK) return rc;
     logits = (cllm_float *)cllm__calloc((size_t)n_samples * (size_t)V, sizeof *logits);
-    scores = (double *)cllm__calloc((size_t)V, sizeof *scores);
-    cand = (cllm__cand *)cllm__calloc((size_t)V, sizeof *cand);
+    cand = (cllm__cand *)cllm__calloc((size_t)V, sizeof *cand + sizeof(double));
     rngs = (cllm_rng *)cllm__calloc((size_t)n_samples, sizeof *rngs);
     cur = (int *)cllm__calloc((size_t)n_samples, sizeof *cur);
-    if (!logits || !scores || !cand || !rngs || !cur) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "generation: out of memory"); goto done; }
-    for (s = 0; s < n_samples; s++) {
+    if (!logits || !cand || !rngs || !cur) rc = cllm__fail(err, CLLM_ERR_NOMEM, "generation: out of memory");
+    for (s = 0; rc == CLLM_OK && s < n_samples; s++) {
         out[s].ids = (int *)cllm__calloc((size_t)g.max_new_tokens, sizeof(int));
         out[s].logprobs = (cllm_float *)cllm__calloc((size_t)g.max_new_tokens, sizeof(cllm_float));
-        if (!out[s].ids || !out[s].logprobs) { rc = cllm__fail(err, CLLM_ERR_NOMEM, "generation: out of memory for %d x %d tokens", n_samples, g.max_new_tokens); goto done; }
-        cllm_rng_seed(&rngs[s], g.sampler.seed * 0x9E3779B97F4A7C15ull + (uint64_t)s);
+        if (!out[s].ids || !out[s].logprobs)
+            rc = cllm__fail(err, CLLM_ERR_NOMEM, "generation: out of memory for %d x %d tokens", n_samples,
+                            g.max_new_tokens);
+        cllm_rng_seed(&rngs[s], g.sampler.seed * 0x9E3779B97F4A7C15ull + (uint64_t)s);   /* its own stream */
         cur[s] = prompt[n_prompt - 1];
     }
-    if ((rc = cllm_kv_prefill(m, &kv, 0, prompt, n_prompt - 1, NULL, err)) != CLLM_OK) goto done;
-    for (s = 1; s < n_samples; s++) cllm_kv_cache_copy_seq(&kv, 0, s, NULL);
+    if (rc == CLLM_OK) rc = cllm_kv_prefill(m, &kv, 0, prompt, n_prompt - 1, NULL, err);
+    for (s = 1; rc == CLLM_OK && s < n_samples; s++) cllm_kv_cache_copy_seq(&kv, 0, s, NULL);
 
-    for (active = n_samples; active > 0;) {
-        if ((rc = cllm_kv_step(m, &kv, cur, logits, err)) != CLLM_OK) goto done;
-        for (s = 0; s < n_samples; s++) {
+    for (active = n_samples; rc == CLLM_OK && active > 0;) {
+        if ((rc = cllm_kv_step(m, &kv, cur, logits, err)) != CLLM_OK) break;
+        for (s = 0; s < n_samples && rc == CLLM_OK; s++) {
             cllm_completion *o = &out[s];
             const cllm_float *row = logits + (size_t)s * V;
             double lp;
-            int tok;
-            if (cur[s] < 0) continue;
-            if ((rc = cllm__logits_check(row, V, err)) != CLLM_OK) goto done;
-            tok = cllm__sample_with(&g.sampler, row, V, &rngs[s], scores, cand, &lp);
+            int tok, ended = 1;
+            if (cur[s] < 0 || (rc = cllm__logits_check(row, V, err)) != CLLM_OK) continue;
+            tok = cllm__sample_with(&g.sampler, row, V, &rngs[s], (double *)(void *)(cand + V), cand, &lp);
             o->ids[o->n] = tok;
             o->logprobs[o->n++] = (cllm_float)lp;
-            o->finish = -1;
             if (cllm__is_eos(&g, &m->config, tok)) o->finish = CLLM_FINISH_EOS;
             else if (g.stop && g.stop(g.stop_ctx, o->ids, o->n)) o->finish = CLLM_FINISH_STOP;
             else if (o->n == g.max_new_tokens) o->finish = CLLM_FINISH_LENGTH;
-            if (o->finish >= 0) { cur[s] = -1; active--; }
-            else cur[s] = tok;
+            else ended = 0;
+            cur[s] = ended ? -1 : tok;
+            active -= ended;
         }
     }
-    cllm__ok(err);
-done:
-    if (rc != CLLM_OK) cllm_completions_free(out, n_samples);
+    if (rc == CLLM_OK) cllm__ok(err);
+    else cllm_completions_free(out, n_samples);
     cllm_kv_cache_free(&kv);
-    CLLM_FREE(logits); CLLM_FREE(scores); CLLM_FREE(cand); CLLM_FREE(rngs); CLLM_FREE(cur);
+    CLLM_FREE(logits);
+    CLLM_FREE(cand);
+    CLLM_FREE(rngs);
+    CLLM_FREE(cur);
     return rc;
 }
 
@@ -10272,16 +10434,16 @@ static size_t cllm__secret_find(const char *s, size_t n, int in_text, size_t *ru
 }
 
 /* Appends s[0..n) to out with every key run replaced by "[redacted]"; returns how many. */
-static size_t cllm__scrub(cllm__buf *out, const char *s, size_t n, int in_text) {
+static size_t cllm__scrub(cllm__sb *out, const char *s, size_t n, int in_text) {
     size_t count = 0, run, at;
     while ((at = cllm__secret_find(s, n, in_text, &run)) < n) {
-        cllm__buf_add(out, s, at);
-        cllm__buf_str(out, "[redacted]");
+        cllm__sb_putn(out, s, at);
+        cllm__sb_puts(out, "[redacted]");
         s += at + run;
         n -= at + run;
         count++;
     }
-    cllm__buf_add(out, s, n);
+    cllm__sb_putn(out, s, n);
     return count;
 }
 
@@ -10289,14 +10451,12 @@ static size_t cllm__scrub(cllm__buf *out, const char *s, size_t n, int in_text) 
    U+FFFD, key runs "[redacted]", control characters spaces; what does not fit is cut on a
    character boundary and ends in "...". */
 static void cllm__clean_line(char *out, size_t cap, const char *s, size_t n) {
-    cllm__buf valid, clean;
+    cllm__sb valid, clean;
     size_t i, keep;
     if (cap == 0) return;
     memset(&valid, 0, sizeof valid);
     memset(&clean, 0, sizeof clean);
-    cllm__buf_reserve(&valid, n);
     cllm__utf8_lossy((const unsigned char *)s, n, 1, &valid, NULL);
-    cllm__buf_reserve(&clean, valid.n);
     cllm__scrub(&clean, valid.p ? valid.p : "", valid.n, 0);
     if (valid.oom || clean.oom) {
         snprintf(out, cap, "%s", "(out of memory while formatting this message)");
@@ -10711,10 +10871,9 @@ static size_t cllm__conv_json_bytes(const cllm_conv *c) {
    the kept text; on failure it is freed and set to NULL. */
 static cllm_result cllm__received_text(char **text, size_t *replaced, cllm_err *err) {
     size_t n = strlen(*text), run, escaped;
-    cllm__buf out;
+    cllm__sb out;
     memset(&out, 0, sizeof out);
     if (cllm__utf8_check(*text, n) != n) {
-        cllm__buf_reserve(&out, n);
         cllm__utf8_lossy((const unsigned char *)*text, n, 1, &out, replaced);
         if (!out.oom) {
             CLLM_FREE(*text);
@@ -10724,7 +10883,6 @@ static cllm_result cllm__received_text(char **text, size_t *replaced, cllm_err *
         }
     }
     if (!out.oom && cllm__secret_find(*text, n, 1, &run) < n) {
-        cllm__buf_reserve(&out, n);
         cllm__scrub(&out, *text, n, 1);
         if (!out.oom) {
             CLLM_FREE(*text);
