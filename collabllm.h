@@ -206,8 +206,9 @@
       CLLM_ASSERT(x)              replace assert() (used for internal invariants only, never input)
       CLLM_MAX_LINE_BYTES         longest JSONL line the readers accept (default 64 MB)
 
-      Fast paths. The default build runs the readable scalar kernels; these switches add fast
-      paths beside them (the scalar kernels stay, as the reference the tests compare against):
+      Fast paths. The default build runs the readable scalar kernels of Part I; these switches add
+      the fast paths of Part III beside them (the scalar kernels stay, as the reference the tests
+      compare against):
       -fopenmp (_OPENMP)          parallel loops: matmul rows or tiles, attention over (batch,
                                   head) pairs, RMSNorm, SwiGLU, RoPE, residual adds and the lm-head
                                   rows. Threads: OMP_NUM_THREADS. Results are bit-identical to
