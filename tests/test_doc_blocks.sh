@@ -12,6 +12,7 @@
 #   text blocks  output, not code: skipped. A README block without one of these languages fails.
 # In the manual a code block is a run of lines indented by 6 spaces whose first line starts with
 # '#'. The QUICK START must also print a finite loss and save weights that moved (one AdamW step).
+# build-independent: it uses no program of $BUILD, so `make test` runs it in its first pass only.
 build=${BUILD:-build}
 out=$build/doc_blocks
 model=tests/data/train/tiny_qwen2

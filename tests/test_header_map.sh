@@ -4,6 +4,7 @@
 # prints the map), and no line is wider than 120 columns. The width rule holds for the whole
 # header once its implementation has numbered sections (issue 15); before that, for the manual,
 # and the rest is counted.
+# build-independent: it uses no program of $BUILD, so `make test` runs it in its first pass only.
 out=${BUILD:-build}/header_map
 mkdir -p "$out"
 fail=0

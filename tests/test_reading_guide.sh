@@ -3,6 +3,7 @@
 # function it names is defined where it says (tests/reading_guide.sh). Then the checker is shown
 # to fail on broken copies of the header: a function renamed, a function moved to another part,
 # a function moved to another section, and a row that names a function without saying where.
+# build-independent: it uses no program of $BUILD, so `make test` runs it in its first pass only.
 out=${BUILD:-build}/reading_guide
 rm -rf "$out"; mkdir -p "$out"
 fail=0
