@@ -33,18 +33,13 @@ if [ -n "$def" ]; then
 
     part=${place%%.*}
     other=$( [ "$part" = I ] && echo II || echo I )
-    awk -v at="$def" -v other="$other" 'NR == at {
-            print "/* ############################################################################################ */"
-            print "/* PART " other ". ELSEWHERE                                                                     */"
-            print "/* ############################################################################################ */"
-        } { print }' collabllm.h > "$out/moved_part.h"
-    expect_failure "a function moved to another part is reported" "$out/moved_part.h" "$name is defined at line $((def + 3)), in Part $other"
-
-    awk -v at="$def" -v part="$part" 'NR == at {
-            print "/* -------------------------------------------------------------------------------------------- */"
-            print "/* " part ".99 Somewhere else                                                                       */"
-            print "/* -------------------------------------------------------------------------------------------- */"
-        } { print }' collabllm.h > "$out/moved_section.h"
+    banner_before_def() {   # rule, title: the header with that banner just before the definition
+        awk -v at="$def" -v rule="$1" -v title="$2" 'NR == at { print rule; print title; print rule } { print }' collabllm.h
+    }
+    banner_before_def "/* ######################################## */" "/* PART $other. ELSEWHERE */" > "$out/moved_part.h"
+    expect_failure "a function moved to another part is reported" "$out/moved_part.h" \
+        "$name is defined at line $((def + 3)), in Part $other"
+    banner_before_def "/* ---------------------------------------- */" "/* $part.99 Somewhere else */" > "$out/moved_section.h"
     expect_failure "a function moved to another section is reported" "$out/moved_section.h" "section $part.99, not in $place"
 fi
 
