@@ -18,8 +18,8 @@
 # Tests are discovered: every tests/test_*.c becomes build/test_* and tests/test_*.sh is run too.
 #
 # The header is compiled once per configuration. The implementation of collabllm.h is built into
-# one object for each set of flags (build/lib/*.o, build/fast/lib.o) and every program that does
-# not #define COLLABLLM_IMPLEMENTATION itself links it. A program that needs private cllm__
+# one object for each set of flags (build/lib/{test,tools,fast,demo,bench}.o) and every program
+# that does not #define COLLABLLM_IMPLEMENTATION itself links it. A program that needs private cllm__
 # functions, COLLABLLM_DOUBLE or COLLABLLM_STATIC keeps its define and compiles the header alone;
 # tests/defines_impl.sh finds those, so a test moves between the two by adding or removing its
 # define.
@@ -73,20 +73,26 @@ deps:
 $(BUILD): deps
 	@mkdir -p $(BUILD)
 
-$(BUILD)/lib/test.o: collabllm.h | $(BUILD)
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(TEST_OPT) -o $@ $(IMPL_CC)
-
-$(BUILD)/lib/tools.o: collabllm.h | $(BUILD)
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $(IMPL_CC)
+# The implementation objects, one rule: build/lib/NAME.o is compiled with LIB_CFLAGS_NAME.
+FAST_CFLAGS  = $(WARN) -O2 -g $(FAST_FLAGS) $(EXTRA)
+DEMO_CFLAGS  = $(WARN) -O2 -g $(DEMO_FLAGS) $(EXTRA)
+BENCH_CFLAGS = $(WARN) -O3 -g $(FAST_FLAGS)
+LIB_CFLAGS_test  = $(CFLAGS) $(TEST_OPT)
+LIB_CFLAGS_tools = $(CFLAGS)
+LIB_CFLAGS_fast  = $(FAST_CFLAGS)
+LIB_CFLAGS_demo  = $(DEMO_CFLAGS)
+LIB_CFLAGS_bench = $(BENCH_CFLAGS)
+$(BUILD)/lib: | $(BUILD)
+	@mkdir -p $@
+$(BUILD)/lib/%.o: collabllm.h | $(BUILD)/lib
+	$(CC) $(LIB_CFLAGS_$*) -o $@ $(IMPL_CC)
 
 # A program links the object among its prerequisites, if it has one ($(filter %.o,$^)).
-$(BUILD)/collabllm: examples/collabllm.c collabllm.h examples/flags.h examples/run_files.h \
+$(BUILD)/collabllm: examples/collabllm.c collabllm.h $(wildcard examples/*.h) \
                     $(call impl,examples/collabllm.c,$(TOOLS_OBJ)) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
 
-$(BUILD)/chat: examples/chat.c collabllm.h examples/flags.h $(call impl,examples/chat.c,$(TOOLS_OBJ)) | $(BUILD)
+$(BUILD)/chat: examples/chat.c collabllm.h $(wildcard examples/*.h) $(call impl,examples/chat.c,$(TOOLS_OBJ)) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
 
 $(BUILD)/test_%: tests/test_%.c collabllm.h tests/check.h $(wildcard examples/*.h) | $(BUILD)
@@ -103,19 +109,15 @@ $(BUILD)/test_fuzz_regressions $(BUILD)/fast/test_fuzz_regressions: $(wildcard t
 $(BUILD)/fast: | $(BUILD)
 	@mkdir -p $(BUILD)/fast
 
-FAST_CFLAGS = $(WARN) -O2 -g $(FAST_FLAGS) $(EXTRA)
-$(BUILD)/fast/lib.o: collabllm.h | $(BUILD)/fast
-	$(CC) $(FAST_CFLAGS) -o $@ $(IMPL_CC)
-
 $(BUILD)/fast/%: examples/%.c collabllm.h $(wildcard examples/*.h) | $(BUILD)/fast
 	$(CC) $(FAST_CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
-$(BUILD)/fast/collabllm: $(call impl,examples/collabllm.c,$(BUILD)/fast/lib.o)
-$(BUILD)/fast/chat: $(call impl,examples/chat.c,$(BUILD)/fast/lib.o)
-$(BUILD)/fast/bench: $(call impl,examples/bench.c,$(BUILD)/fast/lib.o)
+$(BUILD)/fast/collabllm: $(call impl,examples/collabllm.c,$(BUILD)/lib/fast.o)
+$(BUILD)/fast/chat: $(call impl,examples/chat.c,$(BUILD)/lib/fast.o)
+$(BUILD)/fast/bench: $(call impl,examples/bench.c,$(BUILD)/lib/fast.o)
 
 $(BUILD)/fast/test_%: tests/test_%.c collabllm.h tests/check.h $(wildcard examples/*.h) | $(BUILD)/fast
 	$(CC) $(FAST_CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
-$(patsubst %,$(BUILD)/fast/%,$(LINK_TESTS)): $(BUILD)/fast/lib.o
+$(patsubst %,$(BUILD)/fast/%,$(LINK_TESTS)): $(BUILD)/lib/fast.o
 
 # The test programs run from the repository root (they read tests/data/...).
 test: all $(if $(filter 1,$(FAST)),$(FAST_BINS))
@@ -145,11 +147,6 @@ valgrind: deps
 	done; [ -z "$$fail" ] || { echo "valgrind failed:$$fail"; exit 1; }
 
 # Figures are medians of repeated runs; run it on an otherwise idle machine.
-BENCH_CFLAGS = $(WARN) -O3 -g $(FAST_FLAGS)
-$(BUILD)/lib/bench.o: collabllm.h | $(BUILD)
-	@mkdir -p $(@D)
-	$(CC) $(BENCH_CFLAGS) -o $@ $(IMPL_CC)
-
 $(BUILD)/bench: examples/bench.c collabllm.h examples/flags.h examples/run_files.h \
                 $(call impl,examples/bench.c,$(BUILD)/lib/bench.o) | $(BUILD)
 	$(CC) $(BENCH_CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
@@ -168,15 +165,10 @@ fuzz: deps
 SEED ?= 1
 DEMO_FLAGS := $(call cc_accepts,-march=native) -DCLLM_SIMD
 DEMO_SOURCES = examples/demo.c examples/demo_task.h examples/demo_bpe.h examples/flags.h examples/run_files.h collabllm.h
-DEMO_CFLAGS = $(WARN) -O2 -g $(DEMO_FLAGS) $(EXTRA)
-$(BUILD)/lib/demo.o: collabllm.h | $(BUILD)
-	@mkdir -p $(@D)
-	$(CC) $(DEMO_CFLAGS) -o $@ $(IMPL_CC)
-
 $(BUILD)/cllm_demo: $(DEMO_SOURCES) $(call impl,examples/demo.c,$(BUILD)/lib/demo.o) | $(BUILD)
 	$(CC) $(DEMO_CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
 
-$(BUILD)/fast/cllm_demo: $(DEMO_SOURCES) $(call impl,examples/demo.c,$(BUILD)/fast/lib.o) | $(BUILD)/fast
+$(BUILD)/fast/cllm_demo: $(DEMO_SOURCES) $(call impl,examples/demo.c,$(BUILD)/lib/fast.o) | $(BUILD)/fast
 	$(CC) $(FAST_CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
 
 demo: deps $(BUILD)/cllm_demo
