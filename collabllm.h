@@ -266,35 +266,18 @@
    ---------------------------------------------------------------------------------------------
    5. FILE FORMATS
    ---------------------------------------------------------------------------------------------
-   Model directory (Hugging Face layout):
-      config.json                    model_type "llama" | "qwen2" | "qwen3", sizes, rope settings
-      model.safetensors              or model.safetensors.index.json + the shards it lists
-      tokenizer.json, tokenizer_config.json   read by cllm_local_lm_load (chat models), see below
-   safetensors: u64 little-endian header length N, N bytes of JSON, then the raw tensor bytes.
-      Header: {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...,
-      "__metadata__": {string: string}}. Offsets are relative to the byte buffer after the header.
-      The reader checks: N <= 100 MB and inside the file; UTF-8 JSON object; known dtype; shape
-      and byte size agree; tensors tile the buffer with no gaps or overlaps and end exactly at EOF;
-      no duplicate names. Any failure names the tensor and the problem.
-   Tensor names are Hugging Face's (see cllm_param_name). A tied model has no lm_head.weight.
-   tokenizer.json (Hugging Face tokenizers) - what the encoder implements; anything else fails at
-      load time naming the feature:
-        model        BPE: vocab, merges as "a b" or ["a", "b"], ignore_merges, unk_token/fuse_unk
-                     (no dropout, byte_fallback, continuing_subword_prefix, end_of_word_suffix)
-        added_tokens special, normalized, lstrip, rstrip (single_word is refused)
-        normalizer   null, NFC, Sequence of those
-        pre_tokenizer Sequence of Split (only the Llama-3 and Qwen2 regexes, behavior Isolated),
-                     Digits (individual_digits or not), then ByteLevel (add_prefix_space,
-                     use_regex = the GPT-2 regex) as the last step
-        post_processor null, ByteLevel, TemplateProcessing (single), Sequence of those
-        decoder      ByteLevel
-      The regexes are hand-written scanners; Unicode classes (\p{L}, \p{N}, \s) and NFC data come
-      from Unicode tables generated from Debian's unicode-data (`make unicode-tables`).
-   tokenizer_config.json: bos_token, eos_token, pad_token (string or {"content": ...}),
-      add_bos_token, chat_template (string, or a list whose "default" entry is used). The template
-      is recognised as one of the families in cllm_chat_family and rendered natively.
-   Conversations and masks for the command-line tool: data_fmt/chat.md; a local model's
-      responses (`collabllm generate`): data_fmt/generate.md.
+   Each file the library and the command-line tool read or write has a page in data_fmt/:
+      model.md          model directories: config.json, safetensors (what the strict reader checks),
+                        tokenizer.json (the features the encoder implements), tokenizer_config.json
+      task.md           CollabLLM single-turn tasks           conversation.md  simulated conversations
+      records.md        MR-scored turns (appendix B.1)        mr.md            MR of given candidates
+      sft.md, dpo.md    SFT rows, DPO pairs (TRL's format)    eval.md          evaluation results
+      train.md          training runs, checkpoints, metrics   train_online.md  online DPO, PPO, GRPO
+      train_prompts.md  prompts of online training            meta.md          run sidecars (--resume)
+      chat.md           conversations, rendered text, masks   generate.md      sampled responses
+      generate-ids.md   sampling from token ids               endpoints.md     endpoints and API keys
+      dump.md, ref.md   outputs, gradients and objectives     bench.md         the benchmark's figures
+                        for checking other code against this one
 
    ---------------------------------------------------------------------------------------------
    6. LIMITS AND TRUST
@@ -352,18 +335,12 @@
                 simulator, the judges
          I.5    Data generation (paper appendix B.1): candidates scored by MR, SFT rows, DPO pairs
          I.6    Updates: the SFT and DPO steps, online DPO, PPO (rollout, value head, step), GRPO
-      Part II   Infrastructure
-         II.1   Basics: random numbers, files, UTF-8
-         II.2   Checkpoints: safetensors, config.json, Hugging Face directories, token batches
-         II.3   Tokenizer (tokenizer.json, byte-level BPE)
-         II.4   Chat templates and assistant masks
-         II.5   Generation: KV cache and sampling
-         II.6   The chat-completions client, conversations, lenient JSON, task files
-         II.7   Chat backends: API and local models as assistants and simulators
-         II.8   Metrics: built-in metrics, pass_rate, BLEU
-         II.9   Evaluation (paper section 4)
-         II.10  Training infrastructure: examples, batches, LoRA storage, checkpoints, the trainer
-                loop, online prompts
+      Part II   Infrastructure: II.1 basics (random numbers, files, UTF-8), II.2 checkpoints
+                (safetensors, config.json, Hugging Face directories, token batches), II.3 the tokenizer,
+                II.4 chat templates and assistant masks, II.5 generation (KV cache, sampling), II.6 the
+                chat-completions client, II.7 chat backends (API and local models), II.8 metrics
+                (pass_rate, BLEU), II.9 evaluation (paper section 4), II.10 training infrastructure
+                (examples, batches, LoRA storage, checkpoints, the trainer loop, online prompts)
       Part III  Fast paths: OpenMP, cache blocking, AVX2 and NEON microkernels, and the
                 dispatchers Part I calls; each computes the formula of its reference in Part I
       Part IV   Generated tables (Unicode)
@@ -414,13 +391,8 @@
          legacy TRL: score scaling, adaptive KL   cllm_running_moments_update cllm_adaptive_kl_update          I.6
          the PPO step (PPOTrainer)                cllm_train_ppo                                               I.6
          GRPO (GRPOTrainer)                       cllm_train_grpo                                              I.6
-      Infrastructure that the steps above call
-         safetensors, Hugging Face directories    cllm_st_open cllm_model_load                                 II.2
-         tokenizer.json, byte-level BPE           cllm_tokenizer_encode                                        II.3
-         chat template and assistant mask         cllm_chat_render                                             II.4
+      Infrastructure and fast paths that the steps above call
          KV cache and sampling                    cllm_kv_step cllm_sample cllm_generate                       II.5
-         chat-completions client                  cllm_client_chat_batch                                       II.6
-         a local model as assistant or simulator  cllm_local_chat                                              II.7
          metrics: built-in, NLTK BLEU, pass_rate  cllm_metric_builtin cllm_bleu cllm_metric_pass_rate          II.8
          evaluation (paper section 4)             cllm_eval_run                                                II.9
          the trainer loop, LoRA files (PEFT)      cllm_trainer_run cllm_lora_save                              II.10
