@@ -10,6 +10,7 @@
 #                and each build/PROGRAM a program the Makefile builds. The README's pipeline block
 #                (build/collabllm ...) is run end to end by tests/test_doc_pipeline.c.
 #   text blocks  output, not code: skipped. A README block without one of these languages fails.
+# And the manual's FILE FORMATS lists exactly the pages of data_fmt/.
 # In the manual a code block is a run of lines indented by 6 spaces whose first line starts with
 # '#'. The QUICK START must also print a finite loss and save weights that moved (one AdamW step).
 # build-independent: it uses no program of $BUILD, so `make test` runs it in its first pass only.
@@ -116,6 +117,13 @@ for blk in "$out"/readme_*; do
     [ -f "$blk" ] || continue
     case $blk in *.c | *.sh | *.text) ;; *) check "$(where "$blk") is tagged c, sh or text (\`\`\`${blk##*.})" 1 ;; esac
 done
+
+# ---- the manual's FILE FORMATS lists every page of data_fmt/, and only pages that exist -----------
+listed=$(awk '/^   5\. FILE FORMATS/ { on = 1; next } on && /^   [0-9]+\. / { exit } on' collabllm.h |
+         grep -o '[A-Za-z0-9_-]*\.md' | sort -u | xargs)
+pages=$(cd data_fmt && ls *.md | sort | xargs)
+[ -n "$pages" ] && [ "$listed" = "$pages" ]; check "FILE FORMATS (manual section 5) lists the $(echo "$pages" | wc -w) pages of data_fmt/" $?
+[ "$listed" = "$pages" ] || { echo "       listed: $listed"; echo "       in data_fmt/: $pages"; }
 
 echo "test_doc_blocks: $( [ $fail = 0 ] && echo 'all OK' || echo FAIL)"
 exit $fail
