@@ -16,6 +16,7 @@
       4. Conventions (shapes, labels, errors, memory)
       5. File formats
       6. Limits and trust
+      7. Reading guide: the layout of the implementation, and each step of the paper -> its code
       License: see the end of the file.
 
    ---------------------------------------------------------------------------------------------
@@ -44,7 +45,7 @@
       cllm_adamw_update(&model, &opt, 1e-5, &err);                // one AdamW step, learning rate 1e-5
       cllm_model_save(&model, "out-dir", CLLM_DT_F32, &err);      // config.json + model.safetensors
       cllm_model_free(&model);
-      // (tests/test_quickstart.sh compiles and runs this block on a tiny model)
+      // (tests/test_doc_blocks.sh compiles and runs this block on a tiny model)
 
    ---------------------------------------------------------------------------------------------
    2. API BY TASK            (every function returning cllm_result fills an optional cllm_err)
@@ -71,7 +72,8 @@
       cllm_clip_grad_norm()    -- torch.nn.utils.clip_grad_norm_ over all gradients; returns the pre-clip norm
       cllm_lr_at()             -- transformers' warmup + constant / linear / cosine schedules
    Tokenizers (tokenizer.json, byte-level BPE; ids identical to Hugging Face tokenizers)
-      cllm_tokenizer_load()    -- tokenizer.json (+ tokenizer_config.json: bos/eos/pad, chat_template) from a dir or file
+      cllm_tokenizer_load()    -- tokenizer.json (+ tokenizer_config.json: bos/eos/pad, chat_template) from a
+                                  directory or a file
       cllm_tokenizer_load_json() -- the same from memory; cllm_tokenizer_free()
       cllm_tokenizer_encode()  -- text -> ids (+ byte offsets), optionally with the post-processor's special tokens
       cllm_tokenizer_decode()  -- ids -> text (lossy UTF-8 as HF); cllm_tokenizer_token_id(), cllm_tokenizer_id_bytes()
@@ -208,8 +210,9 @@
       CLLM_ASSERT(x)              replace assert() (used for internal invariants only, never input)
       CLLM_MAX_LINE_BYTES         longest JSONL line the readers accept (default 64 MB)
 
-      Fast paths. The default build runs the readable scalar kernels; these switches add fast
-      paths beside them (the scalar kernels stay, as the reference the tests compare against):
+      Fast paths. The default build runs the readable scalar kernels of Part I; these switches add
+      the fast paths of Part III beside them (the scalar kernels stay, as the reference the tests
+      compare against):
       -fopenmp (_OPENMP)          parallel loops: matmul rows or tiles, attention over (batch,
                                   head) pairs, RMSNorm, SwiGLU, RoPE, residual adds and the lm-head
                                   rows. Threads: OMP_NUM_THREADS. Results are bit-identical to
@@ -267,35 +270,18 @@
    ---------------------------------------------------------------------------------------------
    5. FILE FORMATS
    ---------------------------------------------------------------------------------------------
-   Model directory (Hugging Face layout):
-      config.json                    model_type "llama" | "qwen2" | "qwen3", sizes, rope settings
-      model.safetensors              or model.safetensors.index.json + the shards it lists
-      tokenizer.json, tokenizer_config.json   read by cllm_local_lm_load (chat models), see below
-   safetensors: u64 little-endian header length N, N bytes of JSON, then the raw tensor bytes.
-      Header: {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...,
-      "__metadata__": {string: string}}. Offsets are relative to the byte buffer after the header.
-      The reader checks: N <= 100 MB and inside the file; UTF-8 JSON object; known dtype; shape
-      and byte size agree; tensors tile the buffer with no gaps or overlaps and end exactly at EOF;
-      no duplicate names. Any failure names the tensor and the problem.
-   Tensor names are Hugging Face's (see cllm_param_name). A tied model has no lm_head.weight.
-   tokenizer.json (Hugging Face tokenizers) - what the encoder implements; anything else fails at
-      load time naming the feature:
-        model        BPE: vocab, merges as "a b" or ["a", "b"], ignore_merges, unk_token/fuse_unk
-                     (no dropout, byte_fallback, continuing_subword_prefix, end_of_word_suffix)
-        added_tokens special, normalized, lstrip, rstrip (single_word is refused)
-        normalizer   null, NFC, Sequence of those
-        pre_tokenizer Sequence of Split (only the Llama-3 and Qwen2 regexes, behavior Isolated),
-                     Digits (individual_digits or not), then ByteLevel (add_prefix_space,
-                     use_regex = the GPT-2 regex) as the last step
-        post_processor null, ByteLevel, TemplateProcessing (single), Sequence of those
-        decoder      ByteLevel
-      The regexes are hand-written scanners; Unicode classes (\p{L}, \p{N}, \s) and NFC data come
-      from Unicode tables generated from Debian's unicode-data (`make unicode-tables`).
-   tokenizer_config.json: bos_token, eos_token, pad_token (string or {"content": ...}),
-      add_bos_token, chat_template (string, or a list whose "default" entry is used). The template
-      is recognised as one of the families in cllm_chat_family and rendered natively.
-   Conversations and masks for the command-line tool: data_fmt/chat.md; a local model's
-      responses (`collabllm generate`): data_fmt/generate.md.
+   Each file the library and the command-line tool read or write has a page in data_fmt/:
+      model.md          model directories: config.json, safetensors (what the strict reader checks),
+                        tokenizer.json (the features the encoder implements), tokenizer_config.json
+      task.md           CollabLLM single-turn tasks           conversation.md  simulated conversations
+      records.md        MR-scored turns (appendix B.1)        mr.md            MR of given candidates
+      sft.md, dpo.md    SFT rows, DPO pairs (TRL's format)    eval.md          evaluation results
+      train.md          training runs, checkpoints, metrics   train_online.md  online DPO, PPO, GRPO
+      train_prompts.md  prompts of online training            meta.md          run sidecars (--resume)
+      chat.md           conversations, rendered text, masks   generate.md      sampled responses
+      generate-ids.md   sampling from token ids               endpoints.md     endpoints and API keys
+      dump.md, ref.md   outputs, gradients and objectives     bench.md         the benchmark's figures
+                        for checking other code against this one
 
    ---------------------------------------------------------------------------------------------
    6. LIMITS AND TRUST
@@ -327,13 +313,94 @@
       endpoint echoes it back, whole, cut or \u-escaped: any 8 bytes in a row of it become
       "[redacted]") and never logged or written to a file. Redirects are not followed. A
       hostile endpoint cannot make the client hold more than max_inflight_bytes of responses,
-      wait past deadline_ms, or write invalid UTF-8 or an unreadable line (the client's section
-      below; tests/test_hostile.c). TLS certificates are verified unless
+      wait past deadline_ms, or write invalid UTF-8 or an unreadable line (section II.6 of the
+      implementation; tests/test_hostile.c). TLS certificates are verified unless
       cllm_client_config.insecure (`--insecure`) is set. The pass_rate metric runs model-written
       code: python is started with execvp (no shell) in its own process group, with an
       address-space and a CPU limit and a wall-clock timeout (cllm_code_config). That is not a
       sandbox: the code can read and write files and use the network as your user; run
       pass_rate only inside a container or VM you are willing to lose (tests/test_security.c).
+
+   ---------------------------------------------------------------------------------------------
+   7. READING GUIDE
+   ---------------------------------------------------------------------------------------------
+   After this manual come the public declarations (one line of explanation each), then the
+   implementation: its preliminaries (includes, the allocator, errors, and the private names that
+   are used before their definition), then four parts. Part I is CollabLLM's algorithm in the
+   paper's order, written as plain scalar C: read it top to bottom. Each function that computes
+   an equation or a step names its source (paper, PyTorch, TRL, PEFT) and carries the math.
+      Part I    The algorithm, in the paper's order
+         I.1    The model: parameters, layers (each a forward/backward pair), the linear layer with
+                LoRA, the forward and backward drivers
+         I.2    Optimisation: AdamW, gradient clipping, learning-rate schedules
+         I.3    Objectives: DPO and its variants; PPO's per-token KL, rewards, GAE, whitening and
+                clipped losses; GRPO
+         I.4    The multiturn-aware reward: R*, MR, simulating futures in lockstep, the user
+                simulator, the judges
+         I.5    Data generation (paper appendix B.1): candidates scored by MR, SFT rows, DPO pairs
+         I.6    Updates: the SFT and DPO steps, online DPO, PPO (rollout, value head, step), GRPO
+      Part II   Infrastructure: II.1 basics (random numbers, files, UTF-8), II.2 checkpoints
+                (safetensors, config.json, Hugging Face directories, token batches), II.3 the tokenizer,
+                II.4 chat templates and assistant masks, II.5 generation (KV cache, sampling), II.6 the
+                chat-completions client, II.7 chat backends (API and local models), II.8 metrics
+                (pass_rate, BLEU), II.9 evaluation (paper section 4), II.10 training infrastructure
+                (examples, batches, LoRA storage, checkpoints, the trainer loop, online prompts)
+      Part III  Fast paths: OpenMP, cache blocking, AVX2 and NEON microkernels, and the
+                dispatchers Part I calls; each computes the formula of its reference in Part I
+      Part IV   Generated tables (Unicode)
+   tests/header_map.sh prints every part and section with its line range and size.
+
+   From the paper to the code. Each row: a step, the functions that compute it, and where they are
+   defined (part.section). tests/reading_guide.sh fails when a function here is renamed or moves.
+      The model: a decoder-only transformer as Hugging Face's modeling_llama.py (Llama, Qwen2, Qwen3)
+         parameters: one allocation, named views  cllm__fill_in_param_sizes cllm__point_params                 I.1
+         seeded random initialisation             cllm_model_init                                              I.1
+         token embedding                          cllm__embedding_forward cllm__embedding_backward             I.1
+         RMSNorm (LlamaRMSNorm)                   cllm__rmsnorm_forward cllm__rmsnorm_backward_naive           I.1
+         linear layer y = x W^T + b               cllm__matmul_forward_naive cllm__matmul_backward_naive       I.1
+         LoRA: + s B A dropout(x) (PEFT)          cllm__lora_forward cllm__lora_backward                       I.1
+         RoPE (rotate_half; llama3 scaling)       cllm__rope_tables cllm__rope_forward cllm__rope_backward     I.1
+         causal attention with GQA (eager)        cllm__attention_forward_naive cllm__attention_backward_naive  I.1
+         SwiGLU MLP (LlamaMLP)                    cllm__swiglu_forward cllm__swiglu_backward                   I.1
+         one block: attention, MLP, residuals     cllm__qkv_forward cllm__mlp_forward                          I.1
+         log-softmax, loss, log p of each target  cllm__logsoftmax_row cllm__logsoftmax_row_backward           I.1
+         the forward pass (ForCausalLMLoss)       cllm_forward                                                 I.1
+         the backward pass, layers in reverse     cllm_backward                                                I.1
+      Optimisation (torch, transformers)
+         AdamW (torch.optim.AdamW)                cllm_adamw_step cllm_adamw_update                            I.2
+         gradient clipping (clip_grad_norm_)      cllm_clip_grad_norm                                          I.2
+         warmup; constant, linear, cosine decay   cllm_lr_at                                                   I.2
+      Objectives (Rafailov et al. 2023; Schulman et al. 2016, 2017; TRL v0.19)
+         DPO loss, variants (DPOTrainer.dpo_loss) cllm_dpo_loss                                                I.3
+         per-token KL estimators k1, k2, k3       cllm_kl_estimate                                             I.3
+         PPO rewards: -beta KL, score at the end  cllm_ppo_sequence_end cllm_ppo_rewards                       I.3
+         whitening over a mask                    cllm_masked_whiten                                           I.3
+         GAE advantages and returns               cllm_gae                                                     I.3
+         clipped policy and value losses          cllm_ppo_loss                                                I.3
+         GRPO / RLOO advantages, GRPO loss        cllm_grpo_advantages cllm_grpo_loss                          I.3
+      The multiturn-aware reward (CollabLLM, paper section 3)
+         Eq. 3-4: R* = metrics - token cost       cllm_mr_reward cllm_count_tokens                             I.4
+         Eq. 1-2: MR = mean R* over S futures     cllm_mr_score                                                I.4
+         futures simulated in lockstep            cllm_simulate                                                I.4
+         the user simulator (appendix D.1)        cllm_user_sim_prompt cllm_user_sim_parse cllm_llm_sim_init   I.4
+         judges: interactivity (D.4), accuracy    cllm_judge_interactivity cllm_judge_accuracy cllm_judge_extract  I.4
+      Data generation (paper appendix B.1)
+         k candidates per turn scored by MR       cllm_datagen_run                                             I.5
+         SFT rows and DPO pairs (TRL's format)    cllm_build_pairs                                             I.5
+      Updates (paper section 3 and Table 6; TRL v0.19 trainers)
+         the SFT and DPO steps                    cllm_sft_micro_step cllm_dpo_micro_step                      I.6
+         online DPO (OnlineDPOTrainer)            cllm_train_online_dpo                                        I.6
+         PPO rollout: logps, values, advantages   cllm_ppo_prepare cllm_ppo_rollout_loss                       I.6
+         PPO value head, Linear(C, 1)             cllm_value_head_forward cllm_value_head_backward             I.6
+         legacy TRL: score scaling, adaptive KL   cllm_running_moments_update cllm_adaptive_kl_update          I.6
+         the PPO step (PPOTrainer)                cllm_train_ppo                                               I.6
+         GRPO (GRPOTrainer)                       cllm_train_grpo                                              I.6
+      Infrastructure and fast paths that the steps above call
+         KV cache and sampling                    cllm_kv_step cllm_sample cllm_generate                       II.5
+         metrics: built-in, NLTK BLEU, pass_rate  cllm_metric_builtin cllm_bleu cllm_metric_pass_rate          II.8
+         evaluation (paper section 4)             cllm_eval_run                                                II.9
+         the trainer loop, LoRA files (PEFT)      cllm_trainer_run cllm_lora_save                              II.10
+         fast kernels and their dispatchers       cllm__matmul_forward_blocked cllm__matmul_forward            III
 */
 
 #ifndef COLLABLLM_H
@@ -419,6 +486,10 @@ CLLMDEF long        cllm_read_line(FILE *f, char **line, size_t *cap);
 /* Writes path.tmp.<pid>, flushes it to disk, then renames it over path: readers see the old file or the new one. */
 CLLMDEF cllm_result cllm_write_file_atomic(const char *path, const void *data, size_t len, cllm_err *err);
 CLLMDEF void        cllm_free_buffer(void *p);
+/* The longest JSONL line the readers accept (a compile-time option, manual section 3). */
+#ifndef CLLM_MAX_LINE_BYTES
+#define CLLM_MAX_LINE_BYTES (64L << 20)
+#endif
 
 /* ============================================================================================ */
 /* safetensors                                                                                  */

@@ -8,9 +8,10 @@
    parser, the checks of the values and `--help` all come from them. Before a command writes
    anything, examples/run_files.h checks its outputs against its inputs: an output never
    replaces an input, an existing output needs --overwrite, and --resume continues only a run of
-   the same command with the same inputs and settings (data_fmt/meta.md). Formats: data_fmt/. */
+   the same command with the same inputs and settings (data_fmt/meta.md). Formats: data_fmt/.
+   `make` links it with the library's object; alone: cc -std=c99 -O2 -DCOLLABLLM_IMPLEMENTATION
+   examples/collabllm.c -o collabllm -lcjson -lcurl -lstb -lm */
 #define _XOPEN_SOURCE 700
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include <stdlib.h>
 #include <string.h>

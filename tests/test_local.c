@@ -10,7 +10,6 @@
    - cllm_local_assistant against cllm_local_chat with its system prompt; cllm_simulate with both
      sides local; `collabllm generate` and examples/chat.c (streaming) against the library. */
 #define _POSIX_C_SOURCE 200809L   /* popen, to run the command-line tools */
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
 #include <string.h>
@@ -726,8 +725,8 @@ int main(void) {
     cllm_err err;
     snprintf(build_dir, sizeof build_dir, "%s", b && *b ? b : "build");
     snprintf(tmp_dir, sizeof tmp_dir, "%s/tmp_local", build_dir);
-    cllm__mkdir(build_dir, &err);
-    cllm__mkdir(tmp_dir, &err);
+    check_mkdir(build_dir);
+    check_mkdir(tmp_dir);
     memset(&sim, 0, sizeof sim);
     test_load(&chatml, &llama);
     test_chat(&chatml, &llama);

@@ -4,7 +4,6 @@
        inputs, written by tests/gen_objectives.py.
    Also AdamW, clip_grad_norm and the cosine schedule on the vectors of training-math.md section 4,
    and the error paths. */
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
 #include "../examples/ref_json.h"
@@ -61,8 +60,13 @@ static double num(const cJSON *c, const char *key) {
     return cJSON_IsBool(j) ? cJSON_IsTrue(j) : j ? j->valuedouble : 0;
 }
 
+static const char *str(const cJSON *c, const char *key) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(c, key);
+    return cJSON_IsString(j) ? j->valuestring : NULL;
+}
+
 static int is(const cJSON *c, const char *key, const char *value) {
-    const char *s = cllm__json_str(c, key);
+    const char *s = str(c, key);
     return s && strcmp(s, value) == 0;
 }
 
@@ -425,7 +429,7 @@ static void nltk_bleu(void) {
         int token = is(c, "level", "token");
         double got = -1, want = num(c, "bleu");
         cJSON_ArrayForEach(e, refs) if (n < 8) list[n++] = e->valuestring;
-        if (cllm_bleu(n, list, cllm__json_str(c, "hypothesis"), token ? CLLM_BLEU_TOKEN : CLLM_BLEU_CHAR, smoothing, &got, NULL) != CLLM_OK) a_char.bad_shape++;
+        if (cllm_bleu(n, list, str(c, "hypothesis"), token ? CLLM_BLEU_TOKEN : CLLM_BLEU_CHAR, smoothing, &got, NULL) != CLLM_OK) a_char.bad_shape++;
         acc_add(token ? &a_tok : &a_char, &got, &want, 1);
         if (want == 0) { zeros++; zeros_ok &= got == 0; }
         if (want > 0 && want < 1e-50) tiny++;
