@@ -378,11 +378,12 @@
          GAE advantages and returns               cllm_gae                                                     I.3
          clipped policy and value losses          cllm_ppo_loss                                                I.3
          GRPO / RLOO advantages, GRPO loss        cllm_grpo_advantages cllm_grpo_loss                          I.3
+         legacy TRL: score scaling, adaptive KL   cllm_running_moments_update cllm_adaptive_kl_update          I.3
       The multiturn-aware reward (CollabLLM, paper section 3)
          Eq. 3-4: R* = metrics - token cost       cllm_mr_reward cllm_count_tokens                             I.4
          Eq. 1-2: MR = mean R* over S futures     cllm_mr_score                                                I.4
          futures simulated in lockstep            cllm_simulate                                                I.4
-         the user simulator (appendix D.1)        cllm_user_sim_prompt cllm_user_sim_parse cllm_llm_sim_init   I.4
+         the user simulator (appendix D.1)        cllm_user_sim_prompt cllm_user_sim_parse                     I.4
          judges: interactivity (D.4), accuracy    cllm_judge_interactivity cllm_judge_accuracy cllm_judge_extract  I.4
       Data generation (paper appendix B.1)
          k candidates per turn scored by MR       cllm_datagen_run                                             I.5
@@ -392,11 +393,11 @@
          online DPO (OnlineDPOTrainer)            cllm_train_online_dpo                                        I.6
          PPO rollout: logps, values, advantages   cllm_ppo_prepare cllm_ppo_rollout_loss                       I.6
          PPO value head, Linear(C, 1)             cllm_value_head_forward cllm_value_head_backward             I.6
-         legacy TRL: score scaling, adaptive KL   cllm_running_moments_update cllm_adaptive_kl_update          I.6
          the PPO step (PPOTrainer)                cllm_train_ppo                                               I.6
          GRPO (GRPOTrainer)                       cllm_train_grpo                                              I.6
       Infrastructure and fast paths that the steps above call
          KV cache and sampling                    cllm_kv_step cllm_sample cllm_generate                       II.5
+         simulators, assistants on a chat backend cllm_llm_sim_init cllm_local_user_sim_init cllm_judge_init   II.7
          metrics: built-in, NLTK BLEU, pass_rate  cllm_metric_builtin cllm_bleu cllm_metric_pass_rate          II.8
          evaluation (paper section 4)             cllm_eval_run                                                II.9
          the trainer loop, LoRA files (PEFT)      cllm_trainer_run cllm_lora_save                              II.10
