@@ -7251,11 +7251,11 @@ static cllm_float cllm__st_value(const unsigned char *b, cllm_dtype dtype) {
 /* x as F32, or rounded to BF16 or F16 (nearest even), little-endian into out; returns the bytes written. */
 static int cllm__st_encode(unsigned char *out, float x, cllm_dtype dtype) {
     uint32_t bits;
-    int k;
+    int size = dtype == CLLM_DT_F32 ? 4 : 2, k;
     if (dtype == CLLM_DT_F32) memcpy(&bits, &x, 4);
     else bits = dtype == CLLM_DT_BF16 ? cllm__f32_to_bf16(x) : cllm__f32_to_f16(x);
-    for (k = 0; k < cllm__dtype_sizes[dtype]; k++) out[k] = (unsigned char)(bits >> (8 * k));
-    return cllm__dtype_sizes[dtype];
+    for (k = 0; k < size; k++) out[k] = (unsigned char)(bits >> (8 * k));
+    return size;
 }
 
 static int cllm__st_cmp_name(const void *a, const void *b) {
