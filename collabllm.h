@@ -3715,10 +3715,9 @@ CLLMDEF double cllm_lr_at(cllm_schedule kind, double base_lr, long step, long wa
 /* I.3 Objectives: DPO and its variants, PPO's per-token pieces and losses, GRPO                */
 /* -------------------------------------------------------------------------------------------- */
 
-/* The model-independent math of preference and RL training. Each function follows one library's
-   semantics, named at its definition; where libraries differ, a switch selects. Everything is in
-   double: a trainer converts its cllm_float values on the way in and out, and the tests compare
-   with PyTorch float64 to ~1e-15. */
+/* The model-independent math of preference and RL training. Each function follows one library's semantics, named at
+   its definition; where libraries differ, a switch selects. Everything is in double: a trainer converts its
+   cllm_float values on the way in and out, and the tests compare with PyTorch float64 to ~1e-15. */
 
 /* log sigmoid(x) without overflow: -log(1 + e^-x) for x >= 0, x - log(1 + e^x) below (torch's
    F.logsigmoid is -softplus(-x), the same function). */
@@ -3774,11 +3773,10 @@ static void cllm__dpo_pair(const cllm_dpo_config *c, double z, double *loss, dou
     }
 }
 
-/* The mean of cllm__dpo_pair over n pairs, so dl/dpc_i = l'(z_i)/n and dl/dpr_i = -l'(z_i)/n (the
-   reference is frozen), and TRL's metrics: rewards b (pc - rc) and b (pr - rr) (from the reference
-   even when reference_free), their accuracy (strictly greater) and margin.
-   Library differences: TRL >= 0.29 dropped label smoothing from sigmoid and removed
-   reference_free; OpenRLHF feeds IPO summed log-probs. The original implementation
+/* The mean of cllm__dpo_pair over n pairs, so dl/dpc_i = l'(z_i)/n and dl/dpr_i = -l'(z_i)/n (the reference is
+   frozen), and TRL's metrics: rewards b (pc - rc) and b (pr - rr) (from the reference even when reference_free),
+   their accuracy (strictly greater) and margin. Library differences: TRL >= 0.29 dropped label smoothing from sigmoid
+   and removed reference_free; OpenRLHF feeds IPO summed log-probs. The original implementation
    (eric-mitchell/direct-preference-optimization: sigmoid with cDPO, IPO) uses the same formulas. */
 CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n, const double *policy_chosen,
                                   const double *policy_rejected, const double *ref_chosen, const double *ref_rejected,
@@ -3832,10 +3830,9 @@ CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n, const doubl
 
 /* ---- PPO: per-token KL and rewards, GAE, whitening, clipped losses (TRL v0.19 PPOTrainer) ---- */
 
-/* With d = ref - logp = log(ref/policy) at the sampled token, E_policy[-d] = KL(policy||ref):
-   k1 = -d is unbiased but noisy; k2 = d^2/2 is biased, low-variance; k3 = (e^d - 1) - d is
-   unbiased and never negative (Schulman's estimator, TRL's order of operations). OpenRLHF and verl
-   clamp these to [-10, 10] and verl the exponent to +-20; we do not. */
+/* With d = ref - logp = log(ref/policy) at the sampled token, E_policy[-d] = KL(policy||ref): k1 = -d is unbiased but
+   noisy; k2 = d^2/2 is biased, low-variance; k3 = (e^d - 1) - d is unbiased and never negative (Schulman's estimator,
+   TRL's order of operations). OpenRLHF and verl clamp these to [-10, 10] and verl the exponent to +-20; we do not. */
 CLLMDEF double cllm_kl_estimate(double logp, double ref_logp, cllm_kl_estimator estimator) {
     double d = ref_logp - logp;
     if (estimator == CLLM_KL_K3) return (exp(d) - 1) - d;
@@ -3843,11 +3840,10 @@ CLLMDEF double cllm_kl_estimate(double logp, double ref_logp, cllm_kl_estimator 
     return -d;
 }
 
-/* TRL's sequence end: if stop_id >= 0, every position after the first stop_id becomes pad
-   (truncate_response); then end = (first pad position) - 1, or L-1 if there is none; -1 for a
-   response that starts with pad. With pad != eos this is the EOS position (the EOS is trained);
-   with pad == eos (CollabLLM's tokenizer setting) it is the token before the EOS, so the EOS
-   log-prob is never trained. */
+/* TRL's sequence end: if stop_id >= 0, every position after the first stop_id becomes pad (truncate_response); then
+   end = (first pad position) - 1, or L-1 if there is none; -1 for a response that starts with pad. With pad != eos
+   this is the EOS position (the EOS is trained); with pad == eos (CollabLLM's tokenizer setting) it is the token
+   before the EOS, so the EOS log-prob is never trained. */
 CLLMDEF int cllm_ppo_sequence_end(const int *response, int L, int pad_id, int stop_id) {
     int stop = L, t;
     for (t = 0; stop_id >= 0 && t < L && stop == L; t++)
@@ -4607,9 +4603,8 @@ static const char cllm__prompt_user_sim[] =
     "  \"response\": \"the message you send to the assistant, or {{termination}}\"\n"
     "}\n";
 
-/* The simulator's prompt for one conversation: the template with {{task_desc}}, {{goal}} (the
-   single-turn request, and the reference result when the goal carries one), {{history}} and
-   {{termination}} filled in. */
+/* The simulator's prompt for one conversation: the template with {{task_desc}}, {{goal}} (the single-turn request,
+   and the reference result when the goal carries one), {{history}} and {{termination}} filled in. */
 CLLMDEF cllm_result cllm_user_sim_prompt(const cllm_llm_sim_config *cfg, const cllm_goal *goal,
                                          const cllm_conv *history, char **out, cllm_err *err) {
     static const char *names[] = { "task_desc", "goal", "history", "termination" };
@@ -4861,8 +4856,7 @@ static char *cllm__judge_fill(cllm_judgement *out, const char *tmpl, const char 
     return p;
 }
 
-/* Each kind of judge builds the prompt for item i of its batch (NULL, with out->code set, when
-   it cannot) ... */
+/* Each kind of judge builds the prompt for item i of its batch (NULL, with out->code set, when it cannot) ... */
 typedef char *(*cllm__judge_prompt_fn)(const cllm_judge *jg, const void *items, int i, cllm_judgement *out);
 
 static char *cllm__build_interactivity(const cllm_judge *jg, const void *items, int i, cllm_judgement *out) {
@@ -5496,9 +5490,8 @@ static cllm_result cllm__backward_rows(cllm_model *m, const double *d, cllm_err 
     return rc;
 }
 
-/* SFT (paper section 3.3; HF ForCausalLMLoss, summed): the loss terms -log p of every target
-   token; backward of their sum / norm, so d(loss_sum / norm) / d logp = -1/norm on each target.
-   Adds "loss" (sum and target count) to st. */
+/* SFT (paper section 3.3; HF ForCausalLMLoss, summed): the loss terms -log p of every target token; backward of their
+   sum / norm, so d(loss_sum / norm) / d logp = -1/norm on each target. Adds "loss" (sum and target count) to st. */
 CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *const *rows, int n, double norm,
                                         int backward, cllm_train_stats *st, cllm_err *err) {
     cllm__seq_batch sb;
@@ -5569,14 +5562,12 @@ static cllm_result cllm__dpo_ref_logps(cllm_model *m, cllm_model *ref, const cll
                                          "pairs, LoRA adapters (the base model is the reference), or reference_free");
 }
 
-/* DPO (paper section 3.3; TRL v0.19.1 DPOTrainer.concatenated_forward + dpo_loss): chosen and
-   rejected rows in one batch, their summed completion logps (averaged per token for IPO, as TRL's
-   DPOTrainer, unless cfg->ipo_sum), the reference's (cllm__dpo_ref_logps), cllm_dpo_loss, then
-   backward of (sum of the pair losses) / norm through dlogp = d loss / d logp(row) on every
-   completion token. RPO (TRL's rpo_alpha, Pang et al. 2024) adds alpha x the NLL of the chosen
-   completions, a mean over this micro-batch's chosen tokens. Adds TRL's metrics: loss,
-   rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen,
-   logps/rejected (and nll_loss with RPO). */
+/* DPO (paper section 3.3; TRL v0.19.1 DPOTrainer.concatenated_forward + dpo_loss): chosen and rejected rows in one
+   batch, their summed completion logps (averaged per token for IPO, as TRL's DPOTrainer, unless cfg->ipo_sum), the
+   reference's (cllm__dpo_ref_logps), cllm_dpo_loss, then backward of (sum of the pair losses) / norm through dlogp =
+   d loss / d logp(row) on every completion token. RPO (TRL's rpo_alpha, Pang et al. 2024) adds alpha x the NLL of the
+   chosen completions, a mean over this micro-batch's chosen tokens. Adds TRL's metrics: loss, rewards/chosen,
+   rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen, logps/rejected (and nll_loss with RPO). */
 CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cllm_dpo_pair *const *pairs, int n,
                                         const cllm_dpo_config *cfg, double norm, cllm_train_stats *st, cllm_err *err) {
     size_t rows_n = 2 * (size_t)n + 1;
@@ -5675,17 +5666,15 @@ static double cllm__units_are_examples(void *ctx, const int *idx, int n) {
 
 /* ---- rollouts: the policy's samples, scored by MR (shared by online DPO, PPO and GRPO) ------- */
 
-/* The online stages train on the response's token ids as generated (no re-tokenization) and keep
-   LoRA dropout off in every forward and backward (TRL's PPO and online DPO disable dropout; we do
-   the same for GRPO so that the sampler's and the trainer's log-probs agree). The policy's seed
-   counter is set per (step, prompt, phase), so a resumed run samples the same responses and
-   futures (data_fmt/train_online.md, "Seeds and resuming"). A response whose MR failed leaves
-   its pair, row or group out of the step ("mr/failed"); a step left with nothing is an error. */
+/* The online stages train on the response's token ids as generated (no re-tokenization) and keep LoRA dropout off in
+   every forward and backward (TRL's PPO and online DPO disable dropout; we do the same for GRPO so that the sampler's
+   and the trainer's log-probs agree). The policy's seed counter is set per (step, prompt, phase), so a resumed run
+   samples the same responses and futures (data_fmt/train_online.md, "Seeds and resuming"). A response whose MR failed
+   leaves its pair, row or group out of the step ("mr/failed"); a step left with nothing is an error. */
 
-/* The seed counter of (step, prompt, phase): phase 0 samples the trained responses, 1 simulates
-   MR's futures, 2 is a local simulator's, 3 + e orders PPO's pass e. One splitmix64 step over
-   the three mixed by odd constants, so every combination gets its own streams and a resumed run
-   replays exactly those of an uninterrupted one. */
+/* The seed counter of (step, prompt, phase): phase 0 samples the trained responses, 1 simulates MR's futures, 2 is a
+   local simulator's, 3 + e orders PPO's pass e. One splitmix64 step over the three mixed by odd constants, so every
+   combination gets its own streams and a resumed run replays exactly those of an uninterrupted one. */
 static uint64_t cllm__online_call(long step, int prompt, int phase) {
     uint64_t x = (uint64_t)step * 0x9E3779B97F4A7C15ull ^ (uint64_t)(unsigned)prompt * 0xBF58476D1CE4E5B9ull ^
                  (uint64_t)(unsigned)phase * 0x94D049BB133111EBull;
@@ -5751,10 +5740,9 @@ static cllm_result cllm__rollout_sample(cllm_local_lm *lm, const cllm_rollout_co
     return rc;
 }
 
-/* MR (paper Eq. 1-2, cllm_mr_score) of every response out[k] (k < n * n_samples, prompt
-   idx[k / n_samples]) in one batch: scores[k], NAN where it failed; *failed counts those. The
-   policy plays the future assistant with its seed counter set from (step, first prompt, 1) (a
-   local simulator's from phase 2). */
+/* MR (paper Eq. 1-2, cllm_mr_score) of every response out[k] (k < n * n_samples, prompt idx[k / n_samples]) in one
+   batch: scores[k], NAN where it failed; *failed counts those. The policy plays the future assistant with its seed
+   counter set from (step, first prompt, 1) (a local simulator's from phase 2). */
 static cllm_result cllm__rollout_score(const cllm_rollout_config *c, cllm_local_lm *policy,
                                        const cllm_online_prompts *p, const int *idx, int n, int n_samples, long step,
                                        const cllm_local_output *out, double *scores, int *failed, cllm_err *err) {
@@ -5999,11 +5987,10 @@ static cllm_result cllm__odpo_pair(cllm_dpo_pair *pair, const cllm_local_output 
     return CLLM_OK;
 }
 
-/* One micro-batch of online DPO: two responses per prompt, both scored by MR; the higher MR is
-   chosen (a tie: the first, as CollabLLM's judge takes the argmax); cllm_dpo_micro_step on the
-   pairs, dropout off (TRL's disable_dropout). TRL's objective/ metrics come from the pairs' sums:
-   objective/kl = mean over responses of sum_t (logp - ref) = (rewards/chosen + rewards/rejected)
-   / (2 beta). */
+/* One micro-batch of online DPO: two responses per prompt, both scored by MR; the higher MR is chosen (a tie: the
+   first, as CollabLLM's judge takes the argmax); cllm_dpo_micro_step on the pairs, dropout off (TRL's
+   disable_dropout). TRL's objective/ metrics come from the pairs' sums: objective/kl = mean over responses of sum_t
+   (logp - ref) = (rewards/chosen + rewards/rejected) / (2 beta). */
 static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx, int n, double norm,
                                     cllm_train_stats *st, cllm_err *err) {
     cllm__odpo_ctx *c = (cllm__odpo_ctx *)ctx;
@@ -6115,8 +6102,7 @@ CLLMDEF void cllm_ppo_rollout_free(cllm_ppo_rollout *r) {
     memset(r, 0, sizeof *r);
 }
 
-/* One allocation per type: the ints (response, then seq_end) and the doubles (scores, then the
-   nine (B, L) arrays). */
+/* One allocation per type: the ints (response, then seq_end) and the doubles (scores, then the nine (B, L) arrays). */
 CLLMDEF cllm_result cllm_ppo_rollout_alloc(cllm_ppo_rollout *r, int B, int L, cllm_err *err) {
     size_t n;
     memset(r, 0, sizeof *r);
@@ -6400,11 +6386,10 @@ static void cllm__ppo_scores(cllm__ppo_ctx *c, cllm_ppo_rollout *r, const cllm__
     cllm_train_stats_add(st, "objective/score_running_std", c->scores.std, 1);
 }
 
-/* The rollout of one step (TRL's "no grad" phase): sample one response per prompt, score it by MR,
-   then the old log-probs and values from one forward of the policy at the sampling temperature
-   (checked against the sampler's), the reference's log-probs, and cllm_ppo_prepare. With
-   kl_target, legacy TRL's adaptive KL controller updates the coefficient from the step's
-   objective/kl. rows, r and *mr_out are filled for the caller. */
+/* The rollout of one step (TRL's "no grad" phase): sample one response per prompt, score it by MR, then the old
+   log-probs and values from one forward of the policy at the sampling temperature (checked against the sampler's),
+   the reference's log-probs, and cllm_ppo_prepare. With kl_target, legacy TRL's adaptive KL controller updates the
+   coefficient from the step's objective/kl. rows, r and *mr_out are filled for the caller. */
 static cllm_result cllm__ppo_rollout(cllm__ppo_ctx *c, cllm_trainer *tr, const int *idx, int n, cllm_local_output *out,
                                      cllm__rows *rows, cllm_ppo_rollout *r, double **mr_out, cllm_train_stats *st,
                                      cllm_err *err) {
@@ -6512,9 +6497,8 @@ done:
     return rc;
 }
 
-/* One AdamW update of the policy and the value head from the accumulated gradients (one
-   optimizer over both, as TRL's PolicyAndValueWrapper), clipped together when max_grad_norm is
-   set; the bias of the head gets no weight decay. */
+/* One AdamW update of the policy and the value head from the accumulated gradients (one optimizer over both, as TRL's
+   PolicyAndValueWrapper), clipped together when max_grad_norm is set; the bias of the head gets no weight decay. */
 static cllm_result cllm__ppo_update(cllm__ppo_ctx *c, cllm_trainer *tr, double loss, cllm_err *err) {
     const cllm_adamw_config *a = &tr->cfg.adam;
     cllm_value_head *vh = c->vh;
@@ -6608,13 +6592,12 @@ done:
     return rc;
 }
 
-/* PPO (TRL v0.19 PPOTrainer with MR as the reward model; legacy TRL's score scaling and adaptive
-   KL, which CollabLLM's PPO script uses, as options). A step is one rollout of batch_size x
-   grad_accum x mini_batches prompts, then ppo_epochs x mini_batches AdamW updates of the policy
-   and the value head, all at the step's learning rate (the paper's 2e-6 by default). The value
-   head is saved in every checkpoint and in final/ (value_head.safetensors) and restored on
-   resume. Gradient clipping is off unless train->max_grad_norm is set (TRL's PPO loop does not
-   clip). Statistics: TRL's, listed in data_fmt/train_online.md. */
+/* PPO (TRL v0.19 PPOTrainer with MR as the reward model; legacy TRL's score scaling and adaptive KL, which
+   CollabLLM's PPO script uses, as options). A step is one rollout of batch_size x grad_accum x mini_batches prompts,
+   then ppo_epochs x mini_batches AdamW updates of the policy and the value head, all at the step's learning rate (the
+   paper's 2e-6 by default). The value head is saved in every checkpoint and in final/ (value_head.safetensors) and
+   restored on resume. Gradient clipping is off unless train->max_grad_norm is set (TRL's PPO loop does not clip).
+   Statistics: TRL's, listed in data_fmt/train_online.md. */
 CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref, cllm_value_head *vh,
                                    const cllm_online_prompts *prompts, const cllm_ppo_config *cfg,
                                    const cllm_train_config *train, cllm_err *err) {
@@ -6817,10 +6800,9 @@ done:
     return rc;
 }
 
-/* GRPO (TRL v0.19 GRPOTrainer; verl's CollabLLM recipe also trains with GRPO): sampling as TRL
-   (T 1, 256 new tokens), G = 8 responses per prompt, TRL's learning rate 1e-6. Units of the
-   step's loss: prompts (each micro-batch's aggregated loss is weighted by its number of prompts).
-   Statistics: TRL's, listed in data_fmt/train_online.md. */
+/* GRPO (TRL v0.19 GRPOTrainer; verl's CollabLLM recipe also trains with GRPO): sampling as TRL (T 1, 256 new tokens),
+   G = 8 responses per prompt, TRL's learning rate 1e-6. Units of the step's loss: prompts (each micro-batch's
+   aggregated loss is weighted by its number of prompts). Statistics: TRL's, listed in data_fmt/train_online.md. */
 CLLMDEF cllm_result cllm_train_grpo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref,
                                     const cllm_online_prompts *prompts, const cllm_grpo_config *cfg,
                                     const cllm_train_config *train, cllm_err *err) {
