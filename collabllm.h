@@ -3572,7 +3572,7 @@ static cllm_result cllm__lora_ensure_grads(cllm_lora *lo, cllm_err *err) {
 CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const cllm_float *dhidden, cllm_err *err) {
     const cllm_config *c = &m->config;
     const cllm_params *p = &m->params;
-    cllm_params frozen, *g = &m->grads;
+    cllm_params frozen = { 0 }, *g = &m->grads;
     int B = m->B, T = m->T, BT = B * T, l, i;
     int C = c->hidden_size, I = c->intermediate_size, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
     int Q = H * hd, K = KV * hd;
@@ -3582,7 +3582,6 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
     if (B <= 0)
         return cllm__fail(err, CLLM_ERR_ARG, "backward pass: there is no forward pass to go back through (run the "
                           "forward pass first)");
-    memset(&frozen, 0, sizeof frozen);
     if (m->lora) g = &frozen;                     /* adapters attached: the base is frozen, only they get gradients */
     if (m->lora) rc = cllm__lora_ensure_grads(m->lora, err);
     else if (!m->grads_memory) rc = cllm_zero_grad(m, err);
@@ -3647,13 +3646,12 @@ CLLMDEF void cllm_adamw_step(cllm_float *p, const cllm_float *g, cllm_float *m, 
 /* AdamW over the model as the HF Trainer sets it up: weight decay on the weight matrices (the 2-D tensors) only, not
    on biases or norm weights; the moments are allocated by the first update. */
 CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config *cfg, double lr, cllm_err *err) {
-    cllm_adamw_config def;
+    cllm_adamw_config def = { 0 };
     cllm_float **pp[CLLM_NUM_PARAM_TENSORS], **gp[CLLM_NUM_PARAM_TENSORS];
     size_t off = 0;
     int i, rows, cols;
     if (!model->grads_memory)
         return cllm__fail(err, CLLM_ERR_ARG, "AdamW update: no gradients yet (run a backward pass first)");
-    memset(&def, 0, sizeof def);
     if (cfg) def = *cfg;
     def.beta1 = cllm__def(def.beta1, 0.9f);
     def.beta2 = cllm__def(def.beta2, 0.999f);
@@ -3781,10 +3779,9 @@ static void cllm__dpo_pair(const cllm_dpo_config *c, double z, double *loss, dou
 CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n, const double *policy_chosen,
                                   const double *policy_rejected, const double *ref_chosen, const double *ref_rejected,
                                   cllm_dpo_out *out, cllm_err *err) {
-    cllm_dpo_config c;
+    cllm_dpo_config c = { 0 };
     double sum_loss = 0, sum_cr = 0, sum_rr = 0, sum_acc = 0;
     int i;
-    memset(&c, 0, sizeof c);
     if (cfg) c = *cfg;
     c.beta = cllm__def(c.beta, 0.1);
     if (n < 1 || !policy_chosen || !policy_rejected || !out)
@@ -5047,15 +5044,13 @@ static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm
     int max_turns = cllm__def(cfg->max_turns, 7);
     int turn, i, best;
     cllm_goal goal;
-    cllm_conv history;
-    cllm_reply ureply;
+    cllm_conv history = { 0 };
+    cllm_reply ureply = { 0 };
     cllm_conv *views = (cllm_conv *)cllm__calloc((size_t)k, sizeof(cllm_conv));
     cllm_reply *replies = (cllm_reply *)cllm__calloc((size_t)k, sizeof(cllm_reply));
     cllm_mr_item *items = (cllm_mr_item *)cllm__calloc((size_t)k, sizeof(cllm_mr_item));
     cllm_mr_result *res = (cllm_mr_result *)cllm__calloc((size_t)k, sizeof(cllm_mr_result));
     cllm_result rc = CLLM_OK;
-    memset(&ureply, 0, sizeof ureply);
-    memset(&history, 0, sizeof history);
     goal.task_desc = cfg->task_desc ? cfg->task_desc : "a task";
     goal.prompt = task->prompt;
     goal.reference = cfg->show_reference ? task->completion : NULL;
@@ -5494,12 +5489,11 @@ static cllm_result cllm__backward_rows(cllm_model *m, const double *d, cllm_err 
    sum / norm, so d(loss_sum / norm) / d logp = -1/norm on each target. Adds "loss" (sum and target count) to st. */
 CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *const *rows, int n, double norm,
                                         int backward, cllm_train_stats *st, cllm_err *err) {
-    cllm__seq_batch sb;
+    cllm__seq_batch sb = { 0 };
     double *lp = (double *)cllm__calloc((size_t)n + 1, sizeof(double));
     double sum = 0;
     int b, targets = 0;
     cllm_result rc;
-    memset(&sb, 0, sizeof sb);
     if (!lp) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     if (n < 1 || !(norm > 0)) rc = cllm__fail(err, CLLM_ERR_ARG, "SFT step: need n >= 1 rows and norm > 0");
     else rc = cllm__seq_batch_make(&sb, rows, n, err);
@@ -5581,13 +5575,11 @@ CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cl
     double *cr = mem + 5 * rows_n;           /* (n) chosen rewards                             */
     double *rj = mem + 6 * rows_n;           /* (n) rejected rewards                           */
     double s_cr = 0, s_rj = 0, s_acc = 0, s_pc = 0, s_pr = 0, s_loss = 0;
-    cllm_dpo_config c;
+    cllm_dpo_config c = { 0 };
     cllm_dpo_out out;
-    cllm__seq_batch sb;
+    cllm__seq_batch sb = { 0 };
     cllm_result rc = CLLM_OK;
     int per_token, i;
-    memset(&sb, 0, sizeof sb);
-    memset(&c, 0, sizeof c);
     if (cfg) c = *cfg;
     per_token = c.loss_type == CLLM_DPO_IPO && !c.ipo_sum;   /* TRL's DPOTrainer: IPO on per-token averages */
     if (!rows || !mem) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -5719,8 +5711,7 @@ static cllm_result cllm__rollout_sample(cllm_local_lm *lm, const cllm_rollout_co
     memset(out, 0, (size_t)n * (size_t)n_samples * sizeof *out);
     for (i = 0; i < n && rc == CLLM_OK; i++) {
         const cllm_conv *h = &p->items[idx[i]].history;
-        cllm_conv view;
-        memset(&view, 0, sizeof view);
+        cllm_conv view = { 0 };
         view.msgs = (cllm_message *)cllm__calloc((size_t)h->n + 1, sizeof *view.msgs);
         if (!view.msgs) {
             rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -6002,9 +5993,8 @@ static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     int failed = 0, k = 0;
     int training = tr->lora ? tr->lora->training : 0;
     int i;
-    cllm_train_stats dst;
+    cllm_train_stats dst = { 0 };
     cllm_result rc;
-    memset(&dst, 0, sizeof dst);
     if (!out || !mr || !pairs || !pp) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     else rc = cllm__rollout_sample(c->lm, &c->cfg.rollout, c->p, idx, n, 2, tr->step, out, err);
     if (rc == CLLM_OK)
@@ -6065,10 +6055,9 @@ done:
 CLLMDEF cllm_result cllm_train_online_dpo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref,
                                           const cllm_online_prompts *prompts, const cllm_online_dpo_config *cfg,
                                           const cllm_train_config *train, cllm_err *err) {
-    cllm__odpo_ctx ctx;
+    cllm__odpo_ctx ctx = { 0 };
     cllm_result rc;
     if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "online DPO: needs a config and a training config");
-    memset(&ctx, 0, sizeof ctx);
     ctx.lm = policy;
     ctx.ref = ref;
     ctx.p = prompts;
@@ -6160,8 +6149,8 @@ static cllm_ppo_config cllm__ppo_def(const cllm_ppo_config *in) {
         zeroed after the end. */
 CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollout *r, cllm_err *err) {
     cllm_ppo_config c = cllm__ppo_def(cfg);
-    cllm_ppo_rewards_input rin;
-    cllm_gae_input gin;
+    cllm_ppo_rewards_input rin = { 0 };
+    cllm_gae_input gin = { 0 };
     size_t n = (size_t)r->B * (size_t)r->L;
     size_t i;
     cllm_result rc;
@@ -6176,7 +6165,6 @@ CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollou
             if (!r->value_mask[i]) r->values[i] = 0;
         }
     }
-    memset(&rin, 0, sizeof rin);
     rin.B = r->B;
     rin.T = r->L;
     rin.logprobs = r->logprobs;
@@ -6192,7 +6180,6 @@ CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollou
         for (i = 0; i < n; i++)
             if (!r->value_mask[i]) r->rewards[i] = 0;
     }
-    memset(&gin, 0, sizeof gin);
     gin.B = r->B;
     gin.T = r->L;
     gin.rewards = r->rewards;
@@ -6400,9 +6387,8 @@ static cllm_result cllm__ppo_rollout(cllm__ppo_ctx *c, cllm_trainer *tr, const i
     int B = 0, L = 1, failed = 0, b;
     float tau = rcfg->gen.sampler.temperature;
     cllm_ppo_config now = c->cfg;
-    cllm__seq_batch sb;
+    cllm__seq_batch sb = { 0 };
     cllm_result rc;
-    memset(&sb, 0, sizeof sb);
     *mr_out = mr;
     if (!mr || !keep) {
         CLLM_FREE(keep);
@@ -6456,11 +6442,10 @@ static cllm_result cllm__ppo_micro(cllm__ppo_ctx *c, cllm_trainer *tr, const cll
     double *buf = (double *)cllm__calloc(4 * N + 1, sizeof(double));
     double *lp = buf, *val = buf + N, *dlp = buf + 2 * N, *dv = buf + 3 * N;
     double ratio = 0, ent = 0, ent_n = 0;
-    cllm_ppo_loss_out lo;
-    cllm__seq_batch sb;
+    cllm_ppo_loss_out lo = { 0 };
+    cllm__seq_batch sb = { 0 };
     cllm_result rc = CLLM_OK;
     int k, t;
-    memset(&sb, 0, sizeof sb);
     if (!seqs || !buf) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     for (k = 0; k < n && rc == CLLM_OK; k++) seqs[k] = rows->ptr[sel[k]];
     if (rc == CLLM_OK) rc = cllm__rollout_forward(tr->model, seqs, n, c->cfg.rollout.gen.sampler.temperature, &sb, err);
@@ -6473,7 +6458,6 @@ static cllm_result cllm__ppo_micro(cllm__ppo_ctx *c, cllm_trainer *tr, const cll
             ent_n++;
         }
     }
-    memset(&lo, 0, sizeof lo);
     lo.d_logprobs = dlp;
     lo.d_values = dv;
     if ((rc = cllm_ppo_rollout_loss(&c->cfg, r, sel, n, lp, val, &lo, err)) != CLLM_OK) goto done;
@@ -6551,11 +6535,9 @@ static cllm_result cllm__ppo_step(void *ctx, cllm_trainer *tr, const int *idx, i
     int *perm = NULL;
     int e, mb, i;
     double *mr = NULL;
-    cllm__rows rows;
-    cllm_ppo_rollout r;
+    cllm__rows rows = { 0 };
+    cllm_ppo_rollout r = { 0 };
     cllm_result rc;
-    memset(&rows, 0, sizeof rows);
-    memset(&r, 0, sizeof r);
     if (!out) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     if ((rc = cllm__ppo_rollout(c, tr, idx, n, out, &rows, &r, &mr, st, err)) != CLLM_OK) goto done;
     if (!(perm = (int *)cllm__calloc((size_t)r.B, sizeof(int)))) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -6567,9 +6549,8 @@ static cllm_result cllm__ppo_step(void *ctx, cllm_trainer *tr, const int *idx, i
             int b1 = (int)((long)r.B * (mb + 1) / c->cfg.mini_batches);
             int n_micro = (b1 - b0 + c->batch_size - 1) / c->batch_size;
             int m0;
-            cllm_train_stats mst;
+            cllm_train_stats mst = { 0 };
             if (b1 <= b0) continue;
-            memset(&mst, 0, sizeof mst);
             if ((rc = cllm_trainer_zero_grad(tr, err)) != CLLM_OK) break;
             memset(c->vh->grad, 0, ((size_t)c->vh->C + 1) * sizeof(cllm_float));
             for (m0 = b0; m0 < b1 && rc == CLLM_OK; m0 += c->batch_size) {
@@ -6601,14 +6582,12 @@ done:
 CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref, cllm_value_head *vh,
                                    const cllm_online_prompts *prompts, const cllm_ppo_config *cfg,
                                    const cllm_train_config *train, cllm_err *err) {
-    cllm__ppo_ctx ctx;
+    cllm__ppo_ctx ctx = { 0 };
     cllm_train_task task;
     cllm_train_config tc;
-    cllm_value_head own;
+    cllm_value_head own = { 0 };
     cllm_result rc;
     if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "PPO: needs a config and a training config");
-    memset(&ctx, 0, sizeof ctx);
-    memset(&own, 0, sizeof own);
     ctx.lm = policy;
     ctx.ref = ref;
     ctx.p = prompts;
@@ -6723,11 +6702,9 @@ static cllm_result cllm__grpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     float tau = rcfg->gen.sampler.temperature;
     cllm_grpo_loss_input in;
     cllm_grpo_loss_out lo;
-    cllm__seq_batch sb;
-    cllm__rows rows;
+    cllm__seq_batch sb = { 0 };
+    cllm__rows rows = { 0 };
     cllm_result rc;
-    memset(&sb, 0, sizeof sb);
-    memset(&rows, 0, sizeof rows);
     if (!out || !mr || !adv || !keep) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     else rc = cllm__rollout_sample(c->lm, rcfg, c->p, idx, n, G, tr->step, out, err);
     if (rc == CLLM_OK) rc = cllm__rollout_score(rcfg, c->lm, c->p, idx, n, G, tr->step, out, mr, &failed, err);
@@ -6806,10 +6783,9 @@ done:
 CLLMDEF cllm_result cllm_train_grpo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref,
                                     const cllm_online_prompts *prompts, const cllm_grpo_config *cfg,
                                     const cllm_train_config *train, cllm_err *err) {
-    cllm__grpo_ctx ctx;
+    cllm__grpo_ctx ctx = { 0 };
     cllm_result rc;
     if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "GRPO: needs a config and a training config");
-    memset(&ctx, 0, sizeof ctx);
     ctx.lm = policy;
     ctx.ref = ref;
     ctx.p = prompts;
