@@ -3799,8 +3799,7 @@ CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n, const doubl
         return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: robust needs label_smoothing in [0, 0.5) (got %g)",
                           c.label_smoothing);
     for (i = 0; i < n; i++) {
-        double ref_c = ref_chosen ? ref_chosen[i] : 0;
-        double ref_r = ref_rejected ? ref_rejected[i] : 0;
+        double ref_c = ref_chosen ? ref_chosen[i] : 0, ref_r = ref_rejected ? ref_rejected[i] : 0;
         double z = (policy_chosen[i] - policy_rejected[i]) - (c.reference_free ? 0 : ref_c - ref_r);
         double cr = c.beta * (policy_chosen[i] - ref_c);
         double rj = c.beta * (policy_rejected[i] - ref_r);
@@ -3919,8 +3918,7 @@ CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, 
                           biased ? "at least one" : "at least 2 (Bessel's correction s/(s-1))");
     mean /= s;
     for (i = 0; i < n; i++) {
-        double m = mask ? mask[i] : 1;
-        double d = x[i] - mean;
+        double m = mask ? mask[i] : 1, d = x[i] - mean;
         var += d * d * m;
     }
     var /= s;
@@ -4190,8 +4188,7 @@ CLLMDEF cllm_result cllm_grpo_loss(const cllm_grpo_loss_input *in, cllm_grpo_los
 /* TokenCount of the penalty and the token_amount metric: the counter's function, or (none given)
    Python's str.split() words, runs of ASCII white space apart, as verl's CollabLLM recipe counts. */
 CLLMDEF int cllm_count_tokens(const cllm_token_counter *tc, const char *text) {
-    int n = 0;
-    int in_word = 0;
+    int n = 0, in_word = 0;
     if (!text) return 0;
     if (tc && tc->count) return tc->count(tc->ctx, text);
     for (; *text; text++) {
@@ -4231,8 +4228,7 @@ CLLMDEF void cllm_mr_config_init(cllm_mr_config *cfg, cllm_mr_preset preset) {
    instead charges tokens through a "token_amount" metric (assistant tokens / 1000) with a negative
    weight and no cap (CollabLLM v2). A metric that failed (NAN) fails the session. */
 CLLMDEF double cllm_mr_reward(const cllm_mr_config *cfg, const double *metric_values, int tokens) {
-    double r = 0;
-    double penalty;
+    double r = 0, penalty;
     int m;
     for (m = 0; m < cfg->n_metrics; m++) {
         if (metric_values[m] != metric_values[m]) return NAN;
@@ -4378,9 +4374,7 @@ CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim
 
     /* 4. R* per sample, then MR = their mean */
     for (i = 0; i < n; i++) {
-        double sum = 0;
-        double sq = 0;
-        double var;
+        double sum = 0, sq = 0, var;
         for (s = 0; s < S; s++) {
             cllm_mr_sample *smp = &out[i].samples[s];
             int t;
@@ -5865,8 +5859,7 @@ static cllm_result cllm__rollout_backward(cllm_model *m, cllm_value_head *vh, co
     cllm_float *dlogp = (cllm_float *)cllm__calloc(BT, sizeof(cllm_float));
     cllm_float *dh = dv ? (cllm_float *)cllm__calloc(BT * C, sizeof(cllm_float)) : NULL;
     cllm_result rc = CLLM_OK;
-    int training = m->lora ? m->lora->training : 0;
-    int r, t;
+    int training = m->lora ? m->lora->training : 0, r, t;
     if (!dlogp || (dv && !dh)) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     for (r = 0; r < n && rc == CLLM_OK; r++) {
         int len = seqs[r]->n - seqs[r]->n_prompt;
@@ -5961,8 +5954,7 @@ typedef struct cllm__odpo_ctx {
    same cut for both, from the longer response). */
 static cllm_result cllm__odpo_pair(cllm_dpo_pair *pair, const cllm_local_output *chosen,
                                    const cllm_local_output *rejected, int max_length, cllm_err *err) {
-    int longer = chosen->n > rejected->n ? chosen->n : rejected->n;
-    int keep = -1;
+    int longer = chosen->n > rejected->n ? chosen->n : rejected->n, keep = -1;
     cllm_result rc;
     memset(pair, 0, sizeof *pair);
     pair->ref_chosen = pair->ref_rejected = NAN;
@@ -5990,9 +5982,7 @@ static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     cllm_dpo_pair *pairs = (cllm_dpo_pair *)cllm__calloc((size_t)n, sizeof *pairs);
     const cllm_dpo_pair **pp = (const cllm_dpo_pair **)cllm__calloc((size_t)n, sizeof *pp);
     double s_mr = 0, s_ch = 0, s_rj = 0, eos = 0, s_cr, s_rr, s_pc, s_pr;
-    int failed = 0, k = 0;
-    int training = tr->lora ? tr->lora->training : 0;
-    int i;
+    int failed = 0, k = 0, training = tr->lora ? tr->lora->training : 0, i;
     cllm_train_stats dst = { 0 };
     cllm_result rc;
     if (!out || !mr || !pairs || !pp) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
