@@ -2570,6 +2570,12 @@ CLLMDEF void cllm_free_buffer(void *p) { CLLM_FREE(p); }
 /* PART I. THE ALGORITHM, IN THE PAPER'S ORDER                                                  */
 /* ############################################################################################ */
 
+/* The counterpart of cllm__fail: clears err and returns CLLM_OK. */
+static cllm_result cllm__succeed(cllm_err *err) {
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
 /* -------------------------------------------------------------------------------------------- */
 /* I.1 The model: parameters, layers, the linear layer with LoRA, forward and backward drivers  */
 /* -------------------------------------------------------------------------------------------- */
@@ -2717,8 +2723,7 @@ CLLMDEF cllm_result cllm_model_init(cllm_model *m, const cllm_config *c, uint64_
             else (*ptrs[i])[k] = (cllm_float)(strstr(cllm__param_fmt[i], "norm") ? 1.0 : 0.0);
         }
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* ---- embedding (nn.Embedding) ---------------------------------------------------------------- */
@@ -3545,8 +3550,7 @@ CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_fl
     m->loss = m->n_targets ? (cllm_float)(-total / m->n_targets) : 0;
     m->B = B;
     m->T = T;
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* ---- the backward driver: the layers in exact reverse order ---------------------------------- */
@@ -3556,8 +3560,7 @@ CLLMDEF cllm_result cllm_zero_grad(cllm_model *m, cllm_err *err) {
     if (m->grads_memory) memset(m->grads_memory, 0, m->num_params * sizeof(cllm_float));
     else m->grads_memory = cllm__alloc_params(&m->grads, m->param_sizes, m->num_params);
     if (!m->grads_memory) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for %zu gradients", m->num_params);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* The adapters' gradients, allocated (zeroed) by the first backward. */
@@ -3616,8 +3619,7 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
                                p->attn_norm + (size_t)l * C, v.ln1_rstd, BT, C);
     }
     if (g->embed) cllm__embedding_backward(g->embed, w.dx, m->input_ids, BT, C);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* -------------------------------------------------------------------------------------------- */
@@ -3672,8 +3674,7 @@ CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config
                         def.beta2, def.eps, cols ? def.weight_decay : 0.0);
         off += n;
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* torch.nn.utils.clip_grad_norm_ (2-norm over all the tensors together):
@@ -3820,8 +3821,7 @@ CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n, const doubl
     out->rejected_reward = sum_rr / n;
     out->reward_accuracy = sum_acc / n;
     out->reward_margin = (sum_cr - sum_rr) / n;
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* ---- PPO: per-token KL and rewards, GAE, whitening, clipped losses (TRL v0.19 PPOTrainer) ---- */
@@ -3894,8 +3894,7 @@ CLLMDEF cllm_result cllm_ppo_rewards(const cllm_ppo_rewards_input *in, double *r
         if (e < 0) e = 0;                         /* an empty response: the score sits at t = 0 */
         rewards[(size_t)b * in->T + e] += in->scores[b];
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* Whitening, in place: x = (x - mean) * rstd (+ mean again if keep_mean: TRL's shift_mean=False,
@@ -3925,8 +3924,7 @@ CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, 
     if (biased) rstd = 1 / sqrt(var > 1e-8 ? var : 1e-8);
     else rstd = 1 / sqrt(var * (s / (s - 1)) + 1e-8);
     for (i = 0; i < n; i++) x[i] = (x[i] - mean) * rstd + (keep_mean ? mean : 0);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* Generalised advantage estimation (Schulman et al. 2016, Eq. 16), over each row backwards:
@@ -3973,8 +3971,7 @@ CLLMDEF cllm_result cllm_gae(const cllm_gae_input *in, double *advantages, doubl
         for (i = 0; in->mode == CLLM_GAE_TRL && mask && i < n; i++)
             if (mask[i] == 0) advantages[i] = 0;
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* TRL v0.19 PPOTrainer's loss (Schulman et al. 2017, Eq. 7 with TRL's clipped value loss), per
@@ -4033,8 +4030,7 @@ CLLMDEF cllm_result cllm_ppo_loss(const cllm_ppo_loss_input *in, cllm_ppo_loss_o
     out->clipfrac = clip / msum;
     out->vf_clipfrac = vclip / vsum;
     out->approxkl = 0.5 * (kl / (double)n);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* Legacy TRL's RunningMoments (<= 0.11, use_score_scaling): the mean and population variance of
@@ -4108,8 +4104,7 @@ CLLMDEF cllm_result cllm_grpo_advantages(int n, const double *rewards, int group
             else advantages[g + i] = r[i] - mean;
         }
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* TRL v0.19 GRPOTrainer's loss on B sequences of T tokens: per token, with r = exp(logp - old)
@@ -4167,8 +4162,7 @@ CLLMDEF cllm_result cllm_grpo_loss(const cllm_grpo_loss_input *in, cllm_grpo_los
     out->loss = total;
     out->kl = msum > 0 ? kl / msum : 0;
     out->clip_ratio = msum > 0 ? clipped / msum : 0;
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* -------------------------------------------------------------------------------------------- */
@@ -4300,10 +4294,7 @@ CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim
         if (!items[i].goal || !items[i].history || !items[i].candidate)
             return cllm__fail(err, CLLM_ERR_ARG, "MR: item %d needs a goal, a history and a candidate", i);
     }
-    if (N == 0) {
-        cllm__ok(err);
-        return CLLM_OK;
-    }
+    if (N == 0) return cllm__succeed(err);
     convs = (cllm_conv *)cllm__calloc((size_t)N, sizeof *convs);
     goals = (cllm_goal *)cllm__calloc((size_t)N, sizeof *goals);
     status = (cllm_sim_status *)cllm__calloc((size_t)N, sizeof *status);
@@ -4531,10 +4522,7 @@ CLLMDEF cllm_result cllm_user_sim_turns(const cllm_user_sim *sim, const cllm_goa
     if (!sim || (!sim->turn && !sim->turn_batch) || n < 0 || (n > 0 && (!goals || !histories || !out)))
         return cllm__fail(err, CLLM_ERR_ARG,
                           "user simulator: needs a simulator with turn or turn_batch, goals, histories and out");
-    if (n == 0) {
-        cllm__ok(err);
-        return CLLM_OK;
-    }
+    if (n == 0) return cllm__succeed(err);
     memset(out, 0, (size_t)n * sizeof *out);
     if (sim->turn_batch) sim->turn_batch(sim->ctx, goals, histories, n, out);
     for (i = 0; !sim->turn_batch && i < n; i++) out[i].code = sim->turn(sim->ctx, &goals[i], &histories[i], &out[i]);
@@ -4547,10 +4535,7 @@ CLLMDEF cllm_result cllm_assistant_replies(const cllm_assistant *a, const cllm_c
     if (!a || (!a->respond && !a->respond_batch) || n < 0 || (n > 0 && (!histories || !out)))
         return cllm__fail(err, CLLM_ERR_ARG,
                           "assistant: needs an assistant with respond or respond_batch, histories and out");
-    if (n == 0) {
-        cllm__ok(err);
-        return CLLM_OK;
-    }
+    if (n == 0) return cllm__succeed(err);
     memset(out, 0, (size_t)n * sizeof *out);
     if (a->respond_batch) a->respond_batch(a->ctx, histories, n, out);
     for (i = 0; !a->respond_batch && i < n; i++) out[i].code = a->respond(a->ctx, &histories[i], &out[i]);
@@ -4902,10 +4887,7 @@ static cllm_result cllm__judge_all(cllm_judge *jg, const void *items, int n, cll
     int i;
     if (!jg || !jg->api.client || n < 0 || (n > 0 && (!items || !out)))
         return cllm__fail(err, CLLM_ERR_ARG, "judge: needs an initialised judge, items and results");
-    if (n == 0) {
-        cllm__ok(err);
-        return CLLM_OK;
-    }
+    if (n == 0) return cllm__succeed(err);
     for (i = 0; i < n; i++) {
         memset(&out[i], 0, sizeof out[i]);
         cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the judge was asked");
@@ -5295,8 +5277,7 @@ CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_
     if (n_failed)
         return cllm__fail(err, first.code, "%d of %d tasks failed (rerun to retry them; finished tasks are kept). "
                           "First: %s", n_failed, n_todo, first.msg);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* ---- SFT rows and DPO pairs ------------------------------------------------------------------ */
@@ -5451,8 +5432,7 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
     stbds_arrfree(recs);
     cJSON_Delete(sft);
     cJSON_Delete(dpo);
-    if (rc == CLLM_OK) cllm__ok(err);
-    return rc;
+    return rc == CLLM_OK ? cllm__succeed(err) : rc;
 }
 
 /* -------------------------------------------------------------------------------------------- */
@@ -5507,8 +5487,7 @@ CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *con
     }
     cllm__seq_batch_free(&sb);
     CLLM_FREE(lp);
-    if (rc == CLLM_OK) cllm__ok(err);
-    return rc;
+    return rc == CLLM_OK ? cllm__succeed(err) : rc;
 }
 
 /* The reference logps of a DPO micro-batch (2n rows: chosen then rejected), from the first source
@@ -5639,8 +5618,7 @@ done:
     cllm__seq_batch_free(&sb);
     CLLM_FREE(rows);
     CLLM_FREE(mem);
-    if (rc == CLLM_OK) cllm__ok(err);
-    return rc;
+    return rc == CLLM_OK ? cllm__succeed(err) : rc;
 }
 
 /* The trainer's units of a step whose loss is a mean over examples (pairs, prompts). */
@@ -6181,8 +6159,7 @@ CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollou
     if ((rc = cllm_masked_whiten(r->advantages, r->mask, n, 0, c.biased_whiten, err)) != CLLM_OK) return rc;
     for (i = 0; i < n; i++)
         if (!r->mask[i]) r->advantages[i] = 0;
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* The loss of a micro-batch of rollout rows rows[0..n) given the current policy's log-probs and
@@ -6262,8 +6239,7 @@ CLLMDEF cllm_result cllm_value_head_init(cllm_value_head *vh, int C, uint64_t se
     cllm_rng_seed(&rng, seed ^ 0x56484541444ull);
     bound = 1.0 / sqrt((double)C);
     for (i = 0; i <= C; i++) vh->w[i] = (cllm_float)((2 * cllm_rng_uniform(&rng) - 1) * bound);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* v = w . h + b for each row (TRL's v_head.summary). */
