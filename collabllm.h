@@ -2576,6 +2576,13 @@ static cllm_result cllm__succeed(cllm_err *err) {
     return CLLM_OK;
 }
 
+/* The initializer of an all-zero struct: { 0 } in C, {} in C++ (where 0 cannot initialise an enum member). */
+#ifdef __cplusplus
+#define CLLM__ZERO {}
+#else
+#define CLLM__ZERO { 0 }
+#endif
+
 /* -------------------------------------------------------------------------------------------- */
 /* I.1 The model: parameters, layers, the linear layer with LoRA, forward and backward drivers  */
 /* -------------------------------------------------------------------------------------------- */
@@ -3575,7 +3582,7 @@ static cllm_result cllm__lora_ensure_grads(cllm_lora *lo, cllm_err *err) {
 CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const cllm_float *dhidden, cllm_err *err) {
     const cllm_config *c = &m->config;
     const cllm_params *p = &m->params;
-    cllm_params frozen = { 0 }, *g = &m->grads;
+    cllm_params frozen = CLLM__ZERO, *g = &m->grads;
     int B = m->B, T = m->T, BT = B * T, l, i;
     int C = c->hidden_size, I = c->intermediate_size, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
     int Q = H * hd, K = KV * hd;
@@ -3648,7 +3655,7 @@ CLLMDEF void cllm_adamw_step(cllm_float *p, const cllm_float *g, cllm_float *m, 
 /* AdamW over the model as the HF Trainer sets it up: weight decay on the weight matrices (the 2-D tensors) only, not
    on biases or norm weights; the moments are allocated by the first update. */
 CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config *cfg, double lr, cllm_err *err) {
-    cllm_adamw_config def = { 0 };
+    cllm_adamw_config def = CLLM__ZERO;
     cllm_float **pp[CLLM_NUM_PARAM_TENSORS], **gp[CLLM_NUM_PARAM_TENSORS];
     size_t off = 0;
     int i, rows, cols;
@@ -3780,7 +3787,7 @@ static void cllm__dpo_pair(const cllm_dpo_config *c, double z, double *loss, dou
 CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n, const double *policy_chosen,
                                   const double *policy_rejected, const double *ref_chosen, const double *ref_rejected,
                                   cllm_dpo_out *out, cllm_err *err) {
-    cllm_dpo_config c = { 0 };
+    cllm_dpo_config c = CLLM__ZERO;
     double sum_loss = 0, sum_cr = 0, sum_rr = 0, sum_acc = 0;
     int i;
     if (cfg) c = *cfg;
@@ -5020,8 +5027,8 @@ static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm
     int max_turns = cllm__def(cfg->max_turns, 7);
     int turn, i, best;
     cllm_goal goal;
-    cllm_conv history = { 0 };
-    cllm_reply ureply = { 0 };
+    cllm_conv history = CLLM__ZERO;
+    cllm_reply ureply = CLLM__ZERO;
     cllm_conv *views = (cllm_conv *)cllm__calloc((size_t)k, sizeof(cllm_conv));
     cllm_reply *replies = (cllm_reply *)cllm__calloc((size_t)k, sizeof(cllm_reply));
     cllm_mr_item *items = (cllm_mr_item *)cllm__calloc((size_t)k, sizeof(cllm_mr_item));
@@ -5463,7 +5470,7 @@ static cllm_result cllm__backward_rows(cllm_model *m, const double *d, cllm_err 
    sum / norm, so d(loss_sum / norm) / d logp = -1/norm on each target. Adds "loss" (sum and target count) to st. */
 CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *const *rows, int n, double norm,
                                         int backward, cllm_train_stats *st, cllm_err *err) {
-    cllm__seq_batch sb = { 0 };
+    cllm__seq_batch sb = CLLM__ZERO;
     double *lp = (double *)cllm__calloc((size_t)n + 1, sizeof(double));
     double sum = 0;
     int b, targets = 0;
@@ -5548,9 +5555,9 @@ CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cl
     double *cr = mem + 5 * rows_n;           /* (n) chosen rewards                             */
     double *rj = mem + 6 * rows_n;           /* (n) rejected rewards                           */
     double s_cr = 0, s_rj = 0, s_acc = 0, s_pc = 0, s_pr = 0, s_loss = 0;
-    cllm_dpo_config c = { 0 };
+    cllm_dpo_config c = CLLM__ZERO;
     cllm_dpo_out out;
-    cllm__seq_batch sb = { 0 };
+    cllm__seq_batch sb = CLLM__ZERO;
     cllm_result rc = CLLM_OK;
     int per_token, i;
     if (cfg) c = *cfg;
@@ -5683,7 +5690,7 @@ static cllm_result cllm__rollout_sample(cllm_local_lm *lm, const cllm_rollout_co
     memset(out, 0, (size_t)n * (size_t)n_samples * sizeof *out);
     for (i = 0; i < n && rc == CLLM_OK; i++) {
         const cllm_conv *h = &p->items[idx[i]].history;
-        cllm_conv view = { 0 };
+        cllm_conv view = CLLM__ZERO;
         view.msgs = (cllm_message *)cllm__calloc((size_t)h->n + 1, sizeof *view.msgs);
         if (!view.msgs) {
             rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -5961,7 +5968,7 @@ static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     const cllm_dpo_pair **pp = (const cllm_dpo_pair **)cllm__calloc((size_t)n, sizeof *pp);
     double s_mr = 0, s_ch = 0, s_rj = 0, eos = 0, s_cr, s_rr, s_pc, s_pr;
     int failed = 0, k = 0, training = tr->lora ? tr->lora->training : 0, i;
-    cllm_train_stats dst = { 0 };
+    cllm_train_stats dst = CLLM__ZERO;
     cllm_result rc;
     if (!out || !mr || !pairs || !pp) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     else rc = cllm__rollout_sample(c->lm, &c->cfg.rollout, c->p, idx, n, 2, tr->step, out, err);
@@ -6023,7 +6030,7 @@ done:
 CLLMDEF cllm_result cllm_train_online_dpo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref,
                                           const cllm_online_prompts *prompts, const cllm_online_dpo_config *cfg,
                                           const cllm_train_config *train, cllm_err *err) {
-    cllm__odpo_ctx ctx = { 0 };
+    cllm__odpo_ctx ctx = CLLM__ZERO;
     cllm_result rc;
     if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "online DPO: needs a config and a training config");
     ctx.lm = policy;
@@ -6117,8 +6124,8 @@ static cllm_ppo_config cllm__ppo_def(const cllm_ppo_config *in) {
         zeroed after the end. */
 CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollout *r, cllm_err *err) {
     cllm_ppo_config c = cllm__ppo_def(cfg);
-    cllm_ppo_rewards_input rin = { 0 };
-    cllm_gae_input gin = { 0 };
+    cllm_ppo_rewards_input rin = CLLM__ZERO;
+    cllm_gae_input gin = CLLM__ZERO;
     size_t n = (size_t)r->B * (size_t)r->L;
     size_t i;
     cllm_result rc;
@@ -6353,7 +6360,7 @@ static cllm_result cllm__ppo_rollout(cllm__ppo_ctx *c, cllm_trainer *tr, const i
     int B = 0, L = 1, failed = 0, b;
     float tau = rcfg->gen.sampler.temperature;
     cllm_ppo_config now = c->cfg;
-    cllm__seq_batch sb = { 0 };
+    cllm__seq_batch sb = CLLM__ZERO;
     cllm_result rc;
     *mr_out = mr;
     if (!mr || !keep) {
@@ -6408,8 +6415,8 @@ static cllm_result cllm__ppo_micro(cllm__ppo_ctx *c, cllm_trainer *tr, const cll
     double *buf = (double *)cllm__calloc(4 * N + 1, sizeof(double));
     double *lp = buf, *val = buf + N, *dlp = buf + 2 * N, *dv = buf + 3 * N;
     double ratio = 0, ent = 0, ent_n = 0;
-    cllm_ppo_loss_out lo = { 0 };
-    cllm__seq_batch sb = { 0 };
+    cllm_ppo_loss_out lo = CLLM__ZERO;
+    cllm__seq_batch sb = CLLM__ZERO;
     cllm_result rc = CLLM_OK;
     int k, t;
     if (!seqs || !buf) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -6501,8 +6508,8 @@ static cllm_result cllm__ppo_step(void *ctx, cllm_trainer *tr, const int *idx, i
     int *perm = NULL;
     int e, mb, i;
     double *mr = NULL;
-    cllm__rows rows = { 0 };
-    cllm_ppo_rollout r = { 0 };
+    cllm__rows rows = CLLM__ZERO;
+    cllm_ppo_rollout r = CLLM__ZERO;
     cllm_result rc;
     if (!out) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     if ((rc = cllm__ppo_rollout(c, tr, idx, n, out, &rows, &r, &mr, st, err)) != CLLM_OK) goto done;
@@ -6515,7 +6522,7 @@ static cllm_result cllm__ppo_step(void *ctx, cllm_trainer *tr, const int *idx, i
             int b1 = (int)((long)r.B * (mb + 1) / c->cfg.mini_batches);
             int n_micro = (b1 - b0 + c->batch_size - 1) / c->batch_size;
             int m0;
-            cllm_train_stats mst = { 0 };
+            cllm_train_stats mst = CLLM__ZERO;
             if (b1 <= b0) continue;
             if ((rc = cllm_trainer_zero_grad(tr, err)) != CLLM_OK) break;
             memset(c->vh->grad, 0, ((size_t)c->vh->C + 1) * sizeof(cllm_float));
@@ -6548,10 +6555,10 @@ done:
 CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref, cllm_value_head *vh,
                                    const cllm_online_prompts *prompts, const cllm_ppo_config *cfg,
                                    const cllm_train_config *train, cllm_err *err) {
-    cllm__ppo_ctx ctx = { 0 };
+    cllm__ppo_ctx ctx = CLLM__ZERO;
     cllm_train_task task;
     cllm_train_config tc;
-    cllm_value_head own = { 0 };
+    cllm_value_head own = CLLM__ZERO;
     cllm_result rc;
     if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "PPO: needs a config and a training config");
     ctx.lm = policy;
@@ -6668,8 +6675,8 @@ static cllm_result cllm__grpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     float tau = rcfg->gen.sampler.temperature;
     cllm_grpo_loss_input in;
     cllm_grpo_loss_out lo;
-    cllm__seq_batch sb = { 0 };
-    cllm__rows rows = { 0 };
+    cllm__seq_batch sb = CLLM__ZERO;
+    cllm__rows rows = CLLM__ZERO;
     cllm_result rc;
     if (!out || !mr || !adv || !keep) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     else rc = cllm__rollout_sample(c->lm, rcfg, c->p, idx, n, G, tr->step, out, err);
@@ -6749,7 +6756,7 @@ done:
 CLLMDEF cllm_result cllm_train_grpo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref,
                                     const cllm_online_prompts *prompts, const cllm_grpo_config *cfg,
                                     const cllm_train_config *train, cllm_err *err) {
-    cllm__grpo_ctx ctx = { 0 };
+    cllm__grpo_ctx ctx = CLLM__ZERO;
     cllm_result rc;
     if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "GRPO: needs a config and a training config");
     ctx.lm = policy;
