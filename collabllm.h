@@ -5542,7 +5542,7 @@ CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cl
     double *rj = mem + 6 * rows_n;           /* (n) rejected rewards                           */
     double s_cr = 0, s_rj = 0, s_acc = 0, s_pc = 0, s_pr = 0, s_loss = 0;
     cllm_dpo_config c = CLLM__ZERO;
-    cllm_dpo_out out;
+    cllm_dpo_out out = CLLM__ZERO;
     cllm__seq_batch sb = CLLM__ZERO;
     cllm_result rc = CLLM_OK;
     int per_token, i;
@@ -5568,7 +5568,6 @@ CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cl
         pol[i] /= len[i];
         refl[i] /= len[i];
     }
-    memset(&out, 0, sizeof out);
     out.losses = losses;
     out.chosen_rewards = cr;
     out.rejected_rewards = rj;
@@ -6162,7 +6161,7 @@ CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollou
 CLLMDEF cllm_result cllm_ppo_rollout_loss(const cllm_ppo_config *cfg, const cllm_ppo_rollout *r, const int *rows, int n,
                                           double *logprobs, double *values, cllm_ppo_loss_out *out, cllm_err *err) {
     cllm_ppo_config c = cllm__ppo_def(cfg);
-    cllm_ppo_loss_input in;
+    cllm_ppo_loss_input in = CLLM__ZERO;
     size_t N = (size_t)n * (size_t)r->L;
     double *buf = (double *)cllm__calloc(N * 6 + 1, sizeof(double));
     double *old_lp = buf, *old_v = buf + N, *adv = buf + 2 * N, *ret = buf + 3 * N, *mask = buf + 4 * N;
@@ -6188,7 +6187,6 @@ CLLMDEF cllm_result cllm_ppo_rollout_loss(const cllm_ppo_config *cfg, const cllm
             if (!vmask[i]) values[i] = 0;               /*      vpred[pm1] = 0 */
         }
     }
-    memset(&in, 0, sizeof in);
     in.B = n;
     in.T = r->L;
     in.logprobs = logprobs;
@@ -6542,7 +6540,7 @@ CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_
                                    const cllm_online_prompts *prompts, const cllm_ppo_config *cfg,
                                    const cllm_train_config *train, cllm_err *err) {
     cllm__ppo_ctx ctx = CLLM__ZERO;
-    cllm_train_task task;
+    cllm_train_task task = CLLM__ZERO;
     cllm_train_config tc;
     cllm_value_head own = CLLM__ZERO;
     cllm_result rc;
@@ -6581,7 +6579,6 @@ CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_
     tc.batch_size = ctx.batch_size;
     tc.grad_accum = ctx.grad_accum * ctx.cfg.mini_batches;
     if (tc.max_grad_norm == 0) tc.max_grad_norm = -1;
-    memset(&task, 0, sizeof task);
     task.name = "ppo";
     task.n_examples = prompts->n;
     task.default_lr = 2e-6;                  /* paper Table 6 */
@@ -6659,8 +6656,8 @@ static cllm_result cllm__grpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     double diff = 0, spread[3];
     double *lp, *old, *mask, *dlp;
     float tau = rcfg->gen.sampler.temperature;
-    cllm_grpo_loss_input in;
-    cllm_grpo_loss_out lo;
+    cllm_grpo_loss_input in = CLLM__ZERO;
+    cllm_grpo_loss_out lo = CLLM__ZERO;
     cllm__seq_batch sb = CLLM__ZERO;
     cllm__rows rows = CLLM__ZERO;
     cllm_result rc;
@@ -6698,7 +6695,6 @@ static cllm_result cllm__grpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
             old[k] = lp[k];                       /* num_iterations = 1: old = current, detached */
         }
     }
-    memset(&in, 0, sizeof in);
     in.B = B;
     in.T = L;
     in.logprobs = lp;
@@ -6711,7 +6707,6 @@ static cllm_result cllm__grpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     in.eps_high = c->cfg.epsilon_high;
     in.loss_type = c->cfg.loss_type;
     in.max_completion_length = rcfg->gen.max_new_tokens;
-    memset(&lo, 0, sizeof lo);
     lo.d_logprobs = dlp;
     if ((rc = cllm_grpo_loss(&in, &lo, err)) != CLLM_OK) goto done;
     rc = cllm__rollout_backward(tr->model, NULL, rows.ptr, B, L, dlp, NULL, (double)n / norm, err);
