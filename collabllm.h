@@ -4308,10 +4308,8 @@ CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim
     sessions = (cllm_session *)cllm__calloc((size_t)N, sizeof *sessions);
     ok_idx = (int *)cllm__calloc((size_t)N, sizeof *ok_idx);
     scores = (double *)cllm__calloc((size_t)N, sizeof *scores);
-    if (!convs || !goals || !status || !sessions || !ok_idx || !scores) {
+    if (!convs || !goals || !status || !sessions || !ok_idx || !scores)
         rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-        goto done;
-    }
 
     /* 1. t_j^h + m_j */
     for (k = 0; k < N && rc == CLLM_OK; k++) {
@@ -5721,8 +5719,7 @@ static cllm_result cllm__rollout_score(const cllm_rollout_config *c, cllm_local_
     }
     policy->calls = cllm__online_call(step, idx[0], 1);
     if (c->user_lm) c->user_lm->calls = cllm__online_call(step, idx[0], 2);
-    e.code = CLLM_OK;
-    e.msg[0] = 0;
+    cllm__ok(&e);
     if (cllm_mr_score(c->mr, c->user, c->future, items, N, res, &e) != CLLM_OK && res[0].n_samples == 0)
         rc = cllm__fail(err, e.code, "MR: %s", e.msg);                  /* it never ran: a setup error */
     for (k = 0; k < N; k++) {
@@ -6063,9 +6060,7 @@ CLLMDEF cllm_result cllm_ppo_rollout_alloc(cllm_ppo_rollout *r, int B, int L, cl
     r->response = (int *)cllm__calloc(n + (size_t)B, sizeof(int));
     r->scores = (double *)cllm__calloc(9 * n + (size_t)B, sizeof(double));
     if (!r->response || !r->scores) {
-        CLLM_FREE(r->response);
-        CLLM_FREE(r->scores);
-        memset(r, 0, sizeof *r);
+        cllm_ppo_rollout_free(r);
         return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for a %d x %d rollout", B, L);
     }
     r->seq_end = r->response + n;
@@ -6347,12 +6342,10 @@ static cllm_result cllm__ppo_rollout(cllm__ppo_ctx *c, cllm_trainer *tr, const i
     cllm__seq_batch sb = CLLM__ZERO;
     cllm_result rc;
     *mr_out = mr;
-    if (!mr || !keep) {
-        CLLM_FREE(keep);
-        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    }
-    if ((rc = cllm__rollout_sample(c->lm, rcfg, c->p, idx, n, 1, tr->step, out, err)) != CLLM_OK) goto done;
-    if ((rc = cllm__rollout_score(rcfg, c->lm, c->p, idx, n, 1, tr->step, out, mr, &failed, err)) != CLLM_OK) goto done;
+    if (!mr || !keep) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    else rc = cllm__rollout_sample(c->lm, rcfg, c->p, idx, n, 1, tr->step, out, err);
+    if (rc == CLLM_OK) rc = cllm__rollout_score(rcfg, c->lm, c->p, idx, n, 1, tr->step, out, mr, &failed, err);
+    if (rc != CLLM_OK) goto done;
     for (b = 0; b < n; b++) {
         if (isnan(mr[b])) continue;
         mr[B] = mr[b];
