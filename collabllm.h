@@ -5125,28 +5125,21 @@ static cllm_result cllm__datagen_scan(const char *path, int n_tasks, unsigned ch
     long len = -1;
     cllm_result rc = CLLM_OK;
     *dirty = 0;
-    if (!count || !want) {
-        CLLM_FREE(count);
-        CLLM_FREE(want);
-        if (f) fclose(f);
-        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if (!count || !want) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    while (rc == CLLM_OK && f && (len = cllm__read_line(f, &line, &cap)) >= 0) {
+        cJSON *o = len ? cJSON_ParseWithLength(line, (size_t)len) : NULL;
+        int id, rows;
+        lineno++;
+        if (cllm__datagen_row(o, n_tasks, &id, &rows)) {
+            count[id]++;
+            want[id] = rows;
+        } else if (len) *dirty = 1;
+        cJSON_Delete(o);
     }
-    if (f) {
-        while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
-            cJSON *o = len ? cJSON_ParseWithLength(line, (size_t)len) : NULL;
-            int id, rows;
-            lineno++;
-            if (cllm__datagen_row(o, n_tasks, &id, &rows)) {
-                count[id]++;
-                want[id] = rows;
-            } else if (len) *dirty = 1;
-            cJSON_Delete(o);
-        }
-        fclose(f);
-    }
+    if (f) fclose(f);
     /* a line we cannot read is not a torn one: stop rather than let the rewrite drop the rest */
     if (len < -1) rc = cllm__line_fail(err, path, lineno + 1, len);
-    for (i = 0; i < n_tasks; i++) {
+    for (i = 0; rc == CLLM_OK && i < n_tasks; i++) {
         done[i] = count[i] > 0 && count[i] == want[i];
         if (count[i] && !done[i]) *dirty = 1;
     }
@@ -5216,11 +5209,9 @@ CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_
         return cllm__fail(err, CLLM_ERR_ARG, "data generation: shard %d is not in [0, %d)", shard, n_shards);
     done = (unsigned char *)cllm__calloc((size_t)n_tasks + 1, 1);
     if (!done) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    if ((rc = cllm__datagen_scan(out_path, n_tasks, done, &dirty, err)) != CLLM_OK) {
-        CLLM_FREE(done);
-        return rc;
-    }
-    if (dirty && (rc = cllm__datagen_compact(out_path, n_tasks, done, err)) != CLLM_OK) {
+    rc = cllm__datagen_scan(out_path, n_tasks, done, &dirty, err);
+    if (rc == CLLM_OK && dirty) rc = cllm__datagen_compact(out_path, n_tasks, done, err);
+    if (rc != CLLM_OK) {
         CLLM_FREE(done);
         return rc;
     }
