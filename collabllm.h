@@ -5021,14 +5021,12 @@ static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm
     goal.task_desc = cfg->task_desc ? cfg->task_desc : "a task";
     goal.prompt = task->prompt;
     goal.reference = cfg->show_reference ? task->completion : NULL;
-    if (!views || !replies || !items || !res) {
-        rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-        goto done;
-    }
+    if (!views || !replies || !items || !res) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
 
     /* 1. the simulated user opens the conversation */
-    if ((rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err)) != CLLM_OK) goto done;
-    if ((rc = cllm_conv_push_meta(&history, "user", ureply.text, &ureply.meta, err)) != CLLM_OK) goto done;
+    if (rc == CLLM_OK) rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err);
+    if (rc == CLLM_OK) rc = cllm_conv_push_meta(&history, "user", ureply.text, &ureply.meta, err);
+    if (rc != CLLM_OK) goto done;
     for (turn = 0; turn < max_turns && !ureply.terminated; turn++) {
         int longest = -1, s;
         for (i = 0; i < k; i++) views[i] = history;
@@ -5045,18 +5043,15 @@ static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm
             size_t bytes = cllm__conv_json_bytes(&history);
             bytes += cllm__json_escaped_len(replies[i].text, strlen(replies[i].text));
             for (s = 0; s < res[i].n_samples; s++) bytes += cllm__conv_json_bytes(&res[i].samples[s].session);
-            if (bytes >= (size_t)CLLM_MAX_LINE_BYTES) {   /* refuse before building it */
+            if (bytes >= (size_t)CLLM_MAX_LINE_BYTES)   /* refuse before building it */
                 rc = cllm__fail(err, CLLM_ERR_LIMIT,
                                 "turn %d, candidate %d: its record (history, candidate and %d simulated sessions) "
                                 "would take about %zu bytes as one line, more than our readers accept "
                                 "(CLLM_MAX_LINE_BYTES)", turn, i, res[i].n_samples, bytes);
-                goto done;
-            }
-            row = cllm__record_json(&cfg->mr, task, conv_id, &history, replies[i].text, &replies[i].meta, &res[i]);
-            if (!row) {
+            else if (!(row = cllm__record_json(&cfg->mr, task, conv_id, &history, replies[i].text, &replies[i].meta,
+                                                &res[i])))
                 rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-                goto done;
-            }
+            if (rc != CLLM_OK) goto done;
             cJSON_AddItemToArray(rows, row);
             if (res[i].code == CLLM_OK && (best < 0 || res[i].mr > res[best].mr)) best = i;   /* 4. ties: the first */
         }
@@ -5959,12 +5954,10 @@ static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
         s_ch += mr[2 * i + !first];
         s_rj += mr[2 * i + first];
     }
-    if (rc != CLLM_OK) goto done;
-    if (k == 0) {
+    if (rc == CLLM_OK && k == 0)
         rc = cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: MR failed for every response of a micro-batch (%d "
                                                "failures); nothing to train on", tr->step + 1, failed);
-        goto done;
-    }
+    if (rc != CLLM_OK) goto done;
     if (tr->lora) tr->lora->training = 0;
     rc = cllm_dpo_micro_step(tr->model, c->ref, pp, k, &c->dpo, norm, &dst, err);
     if (tr->lora) tr->lora->training = training;
@@ -6344,13 +6337,12 @@ static cllm_result cllm__ppo_rollout(cllm__ppo_ctx *c, cllm_trainer *tr, const i
         if (out[b].n > L) L = out[b].n;
     }
     cllm_train_stats_add(st, "mr/failed", failed, 1);
-    if (B == 0) {
+    if (B == 0)
         rc = cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: MR failed for every response of the rollout; nothing to "
                                                "train on", tr->step + 1);
-        goto done;
-    }
-    if ((rc = cllm__rows_make(rows, out, keep, B, err)) != CLLM_OK) goto done;
-    if ((rc = cllm_ppo_rollout_alloc(r, B, L, err)) != CLLM_OK) goto done;
+    if (rc == CLLM_OK) rc = cllm__rows_make(rows, out, keep, B, err);
+    if (rc == CLLM_OK) rc = cllm_ppo_rollout_alloc(r, B, L, err);
+    if (rc != CLLM_OK) goto done;
     cllm__ppo_fill_response(r, rows, c->lm, c->cfg.pad_is_eos);
     cllm__ppo_scores(c, r, rows, mr, st);
     if ((rc = cllm__rollout_forward(tr->model, rows->ptr, B, tau, &sb, err)) != CLLM_OK) goto done;
@@ -6650,17 +6642,14 @@ static cllm_result cllm__grpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     if (rc == CLLM_OK) rc = cllm__rollout_score(rcfg, c->lm, c->p, idx, n, G, tr->step, out, mr, &failed, err);
     if (rc != CLLM_OK) goto done;
     cllm_train_stats_add(st, "mr/failed", failed, 1);
-    if ((rc = cllm__grpo_groups(c, out, mr, n, adv, keep, &B, &L, spread, st, err)) != CLLM_OK) goto done;
-    if (B == 0) {
+    rc = cllm__grpo_groups(c, out, mr, n, adv, keep, &B, &L, spread, st, err);
+    if (rc == CLLM_OK && B == 0)
         rc = cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: MR failed in every group of a micro-batch; nothing to train "
                                                "on", tr->step + 1);
-        goto done;
-    }
-    if ((rc = cllm__rows_make(&rows, out, keep, B, err)) != CLLM_OK) goto done;
-    if (!(buf = (double *)cllm__calloc((size_t)B * L * 5 + 1, sizeof(double)))) {
+    if (rc == CLLM_OK) rc = cllm__rows_make(&rows, out, keep, B, err);
+    if (rc == CLLM_OK && !(buf = (double *)cllm__calloc((size_t)B * L * 5 + 1, sizeof(double))))
         rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-        goto done;
-    }
+    if (rc != CLLM_OK) goto done;
     lp = buf;
     old = lp + (size_t)B * L;
     mask = old + (size_t)B * L;
