@@ -5039,7 +5039,7 @@ static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm
         }
         cllm_mr_score(&cfg->mr, user, future, items, k, res, err);   /* 3. per-candidate failures are in res */
         for (i = 0, best = -1; i < k; i++) {
-            cJSON *row;
+            cJSON *row = NULL;
             size_t bytes = cllm__conv_json_bytes(&history);
             bytes += cllm__json_escaped_len(replies[i].text, strlen(replies[i].text));
             for (s = 0; s < res[i].n_samples; s++) bytes += cllm__conv_json_bytes(&res[i].samples[s].session);
