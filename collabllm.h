@@ -4682,7 +4682,7 @@ static int cllm__sim_take(void *ctx, int i, const cllm_reply *answer, int last) 
 static void cllm__user_sim_ask(const cllm_chat_backend *backend, const cllm_llm_sim_config *cfg,
                                const cllm_goal *goals, const cllm_conv *histories, int n, cllm_reply *out) {
     char **prompts = (char **)cllm__calloc((size_t)n + 1, sizeof(char *));
-    cllm__sim_job job;
+    cllm__sim_job job = { cfg, backend->name, out };
     int i;
     for (i = 0; i < n; i++)
         cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the simulator was asked");
@@ -4690,9 +4690,6 @@ static void cllm__user_sim_ask(const cllm_chat_backend *backend, const cllm_llm_
     for (i = 0; i < n; i++)
         if (cllm_user_sim_prompt(cfg, &goals[i], &histories[i], &prompts[i], &out[i].err) != CLLM_OK)
             out[i].code = out[i].err.code;
-    job.cfg = cfg;
-    job.model = backend->name;
-    job.out = out;
     cllm__ask_all(backend, prompts, n, cfg->json_mode, cfg->max_parse_retries, cllm__sim_take, &job);
     for (i = 0; i < n; i++) CLLM_FREE(prompts[i]);
     CLLM_FREE(prompts);
@@ -5164,11 +5161,9 @@ static cllm_result cllm__datagen_compact(const char *path, int n_tasks, const un
     }
     fclose(f);
     CLLM_FREE(line);
-    if (keep.oom || len < -1) {
-        cllm__sb_free(&keep);
-        return len < -1 ? cllm__line_fail(err, path, 0, len) : cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    }
-    rc = cllm_write_file_atomic(path, keep.p ? keep.p : "", keep.n, err);
+    if (len < -1) rc = cllm__line_fail(err, path, 0, len);
+    else if (keep.oom) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    else rc = cllm_write_file_atomic(path, keep.p ? keep.p : "", keep.n, err);
     cllm__sb_free(&keep);
     return rc;
 }
@@ -5324,17 +5319,15 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
     long len;
     int lineno = 0, i, j, n = 0, any_line = 0;
     cllm__rec *recs = NULL;
-    cJSON *sft = cJSON_CreateArray(), *dpo = cJSON_CreateArray();
+    cJSON *sft, *dpo;
     double min_gap = cfg ? cllm__def(cfg->min_gap, 0.02) : 0.02;
     const char *sys = cfg ? cfg->system_prompt : NULL;
     cllm_result rc = CLLM_OK;
     if (n_sft) *n_sft = 0;
     if (n_pairs) *n_pairs = 0;
-    if (!f) {
-        cJSON_Delete(sft);
-        cJSON_Delete(dpo);
-        return CLLM_ERR_IO;
-    }
+    if (!f) return CLLM_ERR_IO;
+    sft = cJSON_CreateArray();
+    dpo = cJSON_CreateArray();
     while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
         cllm__rec r;
         const cJSON *sc;
