@@ -3904,9 +3904,8 @@ CLLMDEF cllm_result cllm_ppo_rewards(const cllm_ppo_rewards_input *in, double *r
     return cllm__succeed(err);
 }
 
-/* Whitening, in place: x = (x - mean) * rstd (+ mean again if keep_mean: TRL's shift_mean=False,
-   used on rewards), with the statistics over the n values weighted by mask (NULL = all 1), s =
-   sum(mask):
+/* Whitening, in place: x = (x - mean) * rstd (+ mean again if keep_mean: TRL's shift_mean=False, used on rewards),
+   with the statistics over the n values weighted by mask (NULL = all 1), s = sum(mask):
      biased 0 (TRL, verl masked_whiten): var = masked mean of (x-mean)^2 * s/(s-1),
                                          rstd = 1/sqrt(var + 1e-8); needs s > 1
      biased 1 (OpenRLHF advantages):     var without Bessel's correction, rstd = 1/sqrt(max(var, 1e-8)) */
@@ -3937,12 +3936,11 @@ CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, 
 /* Generalised advantage estimation (Schulman et al. 2016, Eq. 16), over each row backwards:
      delta_t = r_t + gamma V_{t+1} - V_t   (V_T = 0);   A_t = delta_t + gamma lam A_{t+1}
      returns = A + V (before whitening);   whiten: cllm_masked_whiten(A, mask, unbiased) over the
-   whole batch. TRL has already set values after end+1 to 0 and rewards after the score to 0.
-   CLLM_GAE_TRL (TRL v0.19) runs the recursion over all T positions; the mask only selects the
-   whitening statistics and (when whitening) zeroes masked advantages. Legacy TRL and OpenRLHF are
-   this after values *= mask, rewards *= mask. CLLM_GAE_SKIP is verl's compute_gae_advantage_return:
-   a position with mask 0 passes V_{t+1} and A_{t+1} through unchanged, and keeps its whitened
-   value. */
+   whole batch. TRL has already set values after end+1 to 0 and rewards after the score to 0. CLLM_GAE_TRL (TRL v0.19)
+   runs the recursion over all T positions; the mask only selects the whitening statistics and (when whitening) zeroes
+   masked advantages. Legacy TRL and OpenRLHF are this after values *= mask, rewards *= mask. CLLM_GAE_SKIP is verl's
+   compute_gae_advantage_return: a position with mask 0 passes V_{t+1} and A_{t+1} through unchanged, and keeps its
+   whitened value. */
 CLLMDEF cllm_result cllm_gae(const cllm_gae_input *in, double *advantages, double *returns, cllm_err *err) {
     const double *mask = in->mask;
     size_t n, i;
@@ -3981,17 +3979,16 @@ CLLMDEF cllm_result cllm_gae(const cllm_gae_input *in, double *advantages, doubl
     return cllm__succeed(err);
 }
 
-/* TRL v0.19 PPOTrainer's loss (Schulman et al. 2017, Eq. 7 with TRL's clipped value loss), per
-   token with r = exp(logp - old) and A the advantage:
+/* TRL v0.19 PPOTrainer's loss (Schulman et al. 2017, Eq. 7 with TRL's clipped value loss), per token with
+   r = exp(logp - old) and A the advantage:
      pg = max(-A r, -A clamp(r, 1-c, 1+c))           d/dlogp: -A r from each side that is active
                                                      (dr/dlogp = r; clamp passes it on [1-c, 1+c])
      vf = max((v-R)^2, (clamp(v, ov-cv, ov+cv)-R)^2) d/dv: 2(v-R), or 2(vc-R) inside the clamp range
-   loss = masked_mean(pg, mask) + vf_coef 0.5 masked_mean(vf, value_mask); the gradients of the
-   means carry mask/sum(mask). torch's subgradients: max() splits a tie evenly, clamp() passes the
-   gradient on its closed interval.
-   Library differences: verl and OpenRLHF clamp logp - old to +-20 before exp, verl adds a dual
-   clip for A < 0, and their aggregations (token-mean over the global batch, seq-mean-...) differ;
-   OpenRLHF clips the value around old_values the same way with cliprange_value 0.5 by default. */
+   loss = masked_mean(pg, mask) + vf_coef 0.5 masked_mean(vf, value_mask); the gradients of the means carry
+   mask/sum(mask). torch's subgradients: max() splits a tie evenly, clamp() passes the gradient on its closed interval.
+   Library differences: verl and OpenRLHF clamp logp - old to +-20 before exp, verl adds a dual clip for A < 0, and
+   their aggregations (token-mean over the global batch, seq-mean-...) differ; OpenRLHF clips the value around
+   old_values the same way with cliprange_value 0.5 by default. */
 CLLMDEF cllm_result cllm_ppo_loss(const cllm_ppo_loss_input *in, cllm_ppo_loss_out *out, cllm_err *err) {
     const double *mask = in->mask;
     const double *vmask = in->value_mask ? in->value_mask : in->mask;
@@ -15361,17 +15358,15 @@ static void cllm__axpy(cllm_float *y, cllm_float alpha, const cllm_float *x, int
 
 /* ---- matmul: cache blocking (mirrors cllm__matmul_forward_naive, cllm__matmul_backward_naive)  */
 
-/* The forward product out = inp W^T pairs rows of inp with rows of W, both contiguous along C,
-   so it is a grid of dot products: the "dot" kernel takes 3 rows of inp and 4 rows of W and
-   keeps their 12 dot products in registers (12 of the 16 AVX2 registers).
-   The backward products are sums of outer products, with the rows of B contiguous:
+/* The forward product out = inp W^T pairs rows of inp with rows of W, both contiguous along C, so it is a grid of dot
+   products: the "dot" kernel takes 3 rows of inp and 4 rows of W and keeps their 12 dot products in registers (12 of
+   the 16 AVX2 registers). The backward products are sums of outer products, with the rows of B contiguous:
      dinp (N,C)  += dout (N,OC)   . W   (OC,C)      A(n,o) = dout[n][o],  B(o,c) = W[o][c]
      dW   (OC,C) += dout^T (OC,N) . inp (N,C)       A(o,n) = dout[n][o],  B(n,c) = inp[n][c]
-   The "outer" kernel holds a 6 x 16 block of the output in registers and adds, for each k, the
-   6 values A(i,k) times the 16 values B(k,j); B's rows are first copied into a contiguous panel.
-   Both walk K in blocks that fit their operands in L1/L2. The output is cut into tiles, one
-   thread per tile, and inside a tile K is walked in ascending order: the thread count never
-   changes a result.                                                                            */
+   The "outer" kernel holds a 6 x 16 block of the output in registers and adds, for each k, the 6 values A(i,k) times
+   the 16 values B(k,j); B's rows are first copied into a contiguous panel. Both walk K in blocks that fit their
+   operands in L1/L2. The output is cut into tiles, one thread per tile, and inside a tile K is walked in ascending
+   order: the thread count never changes a result. */
 #ifdef CLLM_BLOCKED
 #define CLLM__DR 3      /* dot kernel: 3 rows of inp x 4 rows of W                                  */
 #define CLLM__DC 4
