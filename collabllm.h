@@ -4198,8 +4198,7 @@ CLLMDEF int cllm_count_tokens(const cllm_token_counter *tc, const char *text) {
 }
 
 CLLMDEF int cllm_tokenizer_count(void *tokenizer, const char *text) {
-    int *ids = NULL;
-    int n = 0;
+    int *ids = NULL, n = 0;
     const cllm_tokenizer *tok = (const cllm_tokenizer *)tokenizer;
     if (cllm_tokenizer_encode(tok, text, strlen(text), 0, &ids, &n, NULL, NULL) != CLLM_OK) n = 0;
     CLLM_FREE(ids);
@@ -4276,9 +4275,7 @@ CLLMDEF void cllm_mr_result_free(cllm_mr_result *r) {
 CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim *user,
                                   const cllm_assistant *future_assistant, const cllm_mr_item *items, int n,
                                   cllm_mr_result *out, cllm_err *err) {
-    int S = cfg && cfg->samples > 0 ? cfg->samples : 1;
-    int N = n * S;
-    int i, s, k, m, n_ok;
+    int S = cfg && cfg->samples > 0 ? cfg->samples : 1, N = n * S, i, s, k, m, n_ok;
     cllm_conv *convs = NULL;
     cllm_goal *goals = NULL;
     cllm_sim_status *status = NULL;
@@ -4581,8 +4578,7 @@ static const char cllm__prompt_user_sim[] =
 CLLMDEF cllm_result cllm_user_sim_prompt(const cllm_llm_sim_config *cfg, const cllm_goal *goal,
                                          const cllm_conv *history, char **out, cllm_err *err) {
     static const char *names[] = { "task_desc", "goal", "history", "termination" };
-    const char *values[4];
-    const char *tmpl = cfg && cfg->prompt ? cfg->prompt : cllm__prompt_user_sim;
+    const char *values[4], *tmpl = cfg && cfg->prompt ? cfg->prompt : cllm__prompt_user_sim;
     cllm__sb g = { NULL, 0, 0, 0 };
     char *hist, *goal_text;
     *out = NULL;
@@ -5001,9 +4997,7 @@ static cJSON *cllm__record_json(const cllm_mr_config *mr, const cllm_task *task,
 static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm_user_sim *user,
                                       const cllm_assistant *cand, const cllm_assistant *future, const cllm_task *task,
                                       int conv_id, cJSON *rows, cllm_err *err) {
-    int k = cllm__def(cfg->n_candidates, 2);
-    int max_turns = cllm__def(cfg->max_turns, 7);
-    int turn, i, best;
+    int k = cllm__def(cfg->n_candidates, 2), max_turns = cllm__def(cfg->max_turns, 7), turn, i, best;
     cllm_goal goal;
     cllm_conv history = CLLM__ZERO;
     cllm_reply ureply = CLLM__ZERO;
@@ -5379,8 +5373,7 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
             }
             /* SFT: the best response at the conversation's last turn */
             if (j == n || recs[j].conv_id != recs[i].conv_id) {
-                cJSON *row = cJSON_CreateObject();
-                cJSON *msgs = cllm__prompt_json(recs[best].row, sys);
+                cJSON *row = cJSON_CreateObject(), *msgs = cllm__prompt_json(recs[best].row, sys);
                 cJSON *a = cllm__assistant_msg(cllm__json_str(recs[best].row, "completion"));
                 cJSON_AddItemToArray(msgs, cJSON_DetachItemFromArray(a, 0));
                 cJSON_Delete(a);
@@ -5415,8 +5408,7 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
 
 /* Backward of the objective sum_b d[b] * logp(row b), i.e. dlogp = d[b] on every target of row b. */
 static cllm_result cllm__backward_rows(cllm_model *m, const double *d, cllm_err *err) {
-    size_t BT = (size_t)m->B * (size_t)m->T;
-    size_t i;
+    size_t BT = (size_t)m->B * (size_t)m->T, i;
     cllm_float *dlogp = (cllm_float *)cllm__calloc(BT, sizeof(cllm_float));
     cllm_result rc;
     if (!dlogp) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -5797,8 +5789,7 @@ static cllm_result cllm__rollout_ref(cllm_model *m, cllm_model *ref, const cllm_
    here too, whatever the trainer's micro-step set). dv and vh may be NULL. */
 static cllm_result cllm__rollout_backward(cllm_model *m, cllm_value_head *vh, const cllm_train_seq *const *seqs, int n,
                                           int L, const double *dlp, const double *dv, double scale, cllm_err *err) {
-    size_t BT = (size_t)m->B * (size_t)m->T;
-    size_t C = (size_t)m->config.hidden_size;
+    size_t BT = (size_t)m->B * (size_t)m->T, C = (size_t)m->config.hidden_size;
     cllm_float *dlogp = (cllm_float *)cllm__calloc(BT, sizeof(cllm_float));
     cllm_float *dh = dv ? (cllm_float *)cllm__calloc(BT * C, sizeof(cllm_float)) : NULL;
     cllm_result rc = CLLM_OK;
@@ -6080,8 +6071,7 @@ CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollou
     cllm_ppo_config c = cllm__ppo_def(cfg);
     cllm_ppo_rewards_input rin = CLLM__ZERO;
     cllm_gae_input gin = CLLM__ZERO;
-    size_t n = (size_t)r->B * (size_t)r->L;
-    size_t i;
+    size_t n = (size_t)r->B * (size_t)r->L, i;
     cllm_result rc;
     int b, t;
     for (b = 0; b < r->B; b++) {
@@ -6144,8 +6134,7 @@ CLLMDEF cllm_result cllm_ppo_rollout_loss(const cllm_ppo_config *cfg, const cllm
             return cllm__fail(err, CLLM_ERR_ARG, "PPO rollout: row %d is not in the rollout", rows[k]);
         }
         for (t = 0; t < r->L; t++) {
-            size_t src = (size_t)rows[k] * r->L + t;
-            size_t i = (size_t)k * r->L + t;
+            size_t src = (size_t)rows[k] * r->L + t, i = (size_t)k * r->L + t;
             old_lp[i] = r->logprobs[src];
             old_v[i] = r->values[src];
             adv[i] = r->advantages[src];
@@ -6441,8 +6430,7 @@ static void cllm__permutation(int *perm, int n, uint64_t seed) {
     cllm_rng_seed(&rng, seed);
     for (i = 0; i < n; i++) perm[i] = i;
     for (i = n - 1; i > 0; i--) {
-        int j = (int)(cllm_rng_uniform(&rng) * (i + 1));
-        int swap = perm[i];
+        int j = (int)(cllm_rng_uniform(&rng) * (i + 1)), swap = perm[i];
         perm[i] = perm[j];
         perm[j] = swap;
     }
@@ -6455,8 +6443,7 @@ static cllm_result cllm__ppo_step(void *ctx, cllm_trainer *tr, const int *idx, i
                                   cllm_err *err) {
     cllm__ppo_ctx *c = (cllm__ppo_ctx *)ctx;
     cllm_local_output *out = (cllm_local_output *)cllm__calloc((size_t)n, sizeof *out);
-    int *perm = NULL;
-    int e, mb, i;
+    int *perm = NULL, e, mb, i;
     double *mr = NULL;
     cllm__rows rows = CLLM__ZERO;
     cllm_ppo_rollout r = CLLM__ZERO;
@@ -6470,8 +6457,7 @@ static cllm_result cllm__ppo_step(void *ctx, cllm_trainer *tr, const int *idx, i
             /* mini-batch mb: rows [b0, b1) of the permutation (near-equal parts when B is short) */
             int b0 = (int)((long)r.B * mb / c->cfg.mini_batches);
             int b1 = (int)((long)r.B * (mb + 1) / c->cfg.mini_batches);
-            int n_micro = (b1 - b0 + c->batch_size - 1) / c->batch_size;
-            int m0;
+            int n_micro = (b1 - b0 + c->batch_size - 1) / c->batch_size, m0;
             cllm_train_stats mst = CLLM__ZERO;
             if (b1 <= b0) continue;
             if ((rc = cllm_trainer_zero_grad(tr, err)) != CLLM_OK) break;
