@@ -5756,13 +5756,11 @@ static void cllm__gather_logps(const cllm_model *m, const cllm_train_seq *const 
 static void cllm__gather_values(const cllm_model *m, const cllm_value_head *vh, const cllm_train_seq *const *seqs,
                                 int n, int L, double *out) {
     int C = m->config.hidden_size, r, t;
-    for (r = 0; r < n; r++) {
-        for (t = 0; t < L; t++) {
-            double *v = &out[(size_t)r * L + t];
-            *v = 0;
-            if (t <= seqs[r]->n - seqs[r]->n_prompt)
-                cllm_value_head_forward(vh, m->acts.lnf + cllm__resp_pos(m, seqs[r], r, t) * C, 1, v);
-        }
+    for (r = 0; r < n; r++) for (t = 0; t < L; t++) {
+        double *v = &out[(size_t)r * L + t];
+        *v = 0;
+        if (t <= seqs[r]->n - seqs[r]->n_prompt)
+            cllm_value_head_forward(vh, m->acts.lnf + cllm__resp_pos(m, seqs[r], r, t) * C, 1, v);
     }
 }
 
@@ -5823,11 +5821,9 @@ static cllm_result cllm__rollout_check(const cllm_rollout_config *c, const cllm_
     int r, t;
     *max_diff = 0;
     if (c->logprob_tol < 0 || c->gen.sampler.top_k > 0 || c->gen.sampler.top_p < 1) return CLLM_OK;
-    for (r = 0; r < n; r++) {
-        for (t = 0; t < outs[r]->n; t++) {
-            double d = fabs((double)outs[r]->logprobs[t] - (double)m->acts.logp[cllm__resp_pos(m, seqs[r], r, t)]);
-            if (!(d <= *max_diff)) *max_diff = d;
-        }
+    for (r = 0; r < n; r++) for (t = 0; t < outs[r]->n; t++) {
+        double d = fabs((double)outs[r]->logprobs[t] - (double)m->acts.logp[cllm__resp_pos(m, seqs[r], r, t)]);
+        if (!(d <= *max_diff)) *max_diff = d;
     }
     if (!(*max_diff <= c->logprob_tol))
         return cllm__fail(err, CLLM_ERR_NUMERIC, "the sampler's log-probs differ from a forward pass at the sampling "
@@ -6234,13 +6230,11 @@ static void cllm__ppo_fill_response(cllm_ppo_rollout *r, const cllm__rows *rows,
                                     int pad_is_eos) {
     int b, t, s;
     r->pad_id = -1;                                  /* not a token id: padding is only padding */
-    for (b = 0; b < r->B; b++) {
-        for (t = 0; t < r->L; t++) {
-            int id = t < rows->out[b]->n ? rows->out[b]->ids[t] : -1;
-            for (s = 0; pad_is_eos && id >= 0 && s < lm->n_stop_ids; s++)
-                if (id == lm->stop_ids[s]) id = -1;
-            r->response[(size_t)b * r->L + t] = id;
-        }
+    for (b = 0; b < r->B; b++) for (t = 0; t < r->L; t++) {
+        int id = t < rows->out[b]->n ? rows->out[b]->ids[t] : -1;
+        for (s = 0; pad_is_eos && id >= 0 && s < lm->n_stop_ids; s++)
+            if (id == lm->stop_ids[s]) id = -1;
+        r->response[(size_t)b * r->L + t] = id;
     }
 }
 
@@ -6637,12 +6631,10 @@ static cllm_result cllm__grpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     if ((rc = cllm__rollout_forward(tr->model, rows.ptr, B, tau, &sb, err)) != CLLM_OK) goto done;
     if ((rc = cllm__rollout_check(rcfg, tr->model, rows.out, rows.ptr, B, &diff, err)) != CLLM_OK) goto done;
     cllm__gather_logps(tr->model, rows.ptr, B, L, 0.0, lp);
-    for (i = 0; i < B; i++) {
-        for (s = 0; s < L; s++) {
-            size_t k = (size_t)i * L + s;
-            mask[k] = s < rows.out[i]->n;
-            old[k] = lp[k];                       /* num_iterations = 1: old = current, detached */
-        }
+    for (i = 0; i < B; i++) for (s = 0; s < L; s++) {
+        size_t k = (size_t)i * L + s;
+        mask[k] = s < rows.out[i]->n;
+        old[k] = lp[k];                       /* num_iterations = 1: old = current, detached */
     }
     in.B = B;
     in.T = L;
