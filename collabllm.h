@@ -2570,6 +2570,19 @@ CLLMDEF void cllm_free_buffer(void *p) { CLLM_FREE(p); }
 /* PART I. THE ALGORITHM, IN THE PAPER'S ORDER                                                  */
 /* ############################################################################################ */
 
+/* The counterpart of cllm__fail: clears err and returns CLLM_OK. */
+static cllm_result cllm__succeed(cllm_err *err) {
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
+/* The initializer of an all-zero struct: { 0 } in C, {} in C++ (where 0 cannot initialise an enum member). */
+#ifdef __cplusplus
+#define CLLM__ZERO {}
+#else
+#define CLLM__ZERO { 0 }
+#endif
+
 /* -------------------------------------------------------------------------------------------- */
 /* I.1 The model: parameters, layers, the linear layer with LoRA, forward and backward drivers  */
 /* -------------------------------------------------------------------------------------------- */
@@ -2717,8 +2730,7 @@ CLLMDEF cllm_result cllm_model_init(cllm_model *m, const cllm_config *c, uint64_
             else (*ptrs[i])[k] = (cllm_float)(strstr(cllm__param_fmt[i], "norm") ? 1.0 : 0.0);
         }
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* ---- embedding (nn.Embedding) ---------------------------------------------------------------- */
@@ -3545,8 +3557,7 @@ CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_fl
     m->loss = m->n_targets ? (cllm_float)(-total / m->n_targets) : 0;
     m->B = B;
     m->T = T;
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* ---- the backward driver: the layers in exact reverse order ---------------------------------- */
@@ -3556,8 +3567,7 @@ CLLMDEF cllm_result cllm_zero_grad(cllm_model *m, cllm_err *err) {
     if (m->grads_memory) memset(m->grads_memory, 0, m->num_params * sizeof(cllm_float));
     else m->grads_memory = cllm__alloc_params(&m->grads, m->param_sizes, m->num_params);
     if (!m->grads_memory) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for %zu gradients", m->num_params);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* The adapters' gradients, allocated (zeroed) by the first backward. */
@@ -3572,7 +3582,7 @@ static cllm_result cllm__lora_ensure_grads(cllm_lora *lo, cllm_err *err) {
 CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const cllm_float *dhidden, cllm_err *err) {
     const cllm_config *c = &m->config;
     const cllm_params *p = &m->params;
-    cllm_params frozen, *g = &m->grads;
+    cllm_params frozen = CLLM__ZERO, *g = &m->grads;
     int B = m->B, T = m->T, BT = B * T, l, i;
     int C = c->hidden_size, I = c->intermediate_size, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim;
     int Q = H * hd, K = KV * hd;
@@ -3582,7 +3592,6 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
     if (B <= 0)
         return cllm__fail(err, CLLM_ERR_ARG, "backward pass: there is no forward pass to go back through (run the "
                           "forward pass first)");
-    memset(&frozen, 0, sizeof frozen);
     if (m->lora) g = &frozen;                     /* adapters attached: the base is frozen, only they get gradients */
     if (m->lora) rc = cllm__lora_ensure_grads(m->lora, err);
     else if (!m->grads_memory) rc = cllm_zero_grad(m, err);
@@ -3617,8 +3626,7 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
                                p->attn_norm + (size_t)l * C, v.ln1_rstd, BT, C);
     }
     if (g->embed) cllm__embedding_backward(g->embed, w.dx, m->input_ids, BT, C);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* -------------------------------------------------------------------------------------------- */
@@ -3647,13 +3655,12 @@ CLLMDEF void cllm_adamw_step(cllm_float *p, const cllm_float *g, cllm_float *m, 
 /* AdamW over the model as the HF Trainer sets it up: weight decay on the weight matrices (the 2-D tensors) only, not
    on biases or norm weights; the moments are allocated by the first update. */
 CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config *cfg, double lr, cllm_err *err) {
-    cllm_adamw_config def;
+    cllm_adamw_config def = CLLM__ZERO;
     cllm_float **pp[CLLM_NUM_PARAM_TENSORS], **gp[CLLM_NUM_PARAM_TENSORS];
     size_t off = 0;
     int i, rows, cols;
     if (!model->grads_memory)
         return cllm__fail(err, CLLM_ERR_ARG, "AdamW update: no gradients yet (run a backward pass first)");
-    memset(&def, 0, sizeof def);
     if (cfg) def = *cfg;
     def.beta1 = cllm__def(def.beta1, 0.9f);
     def.beta2 = cllm__def(def.beta2, 0.999f);
@@ -3674,8 +3681,7 @@ CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config
                         def.beta2, def.eps, cols ? def.weight_decay : 0.0);
         off += n;
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* torch.nn.utils.clip_grad_norm_ (2-norm over all the tensors together):
@@ -3715,10 +3721,9 @@ CLLMDEF double cllm_lr_at(cllm_schedule kind, double base_lr, long step, long wa
 /* I.3 Objectives: DPO and its variants, PPO's per-token pieces and losses, GRPO                */
 /* -------------------------------------------------------------------------------------------- */
 
-/* The model-independent math of preference and RL training. Each function follows one library's
-   semantics, named at its definition; where libraries differ, a switch selects. Everything is in
-   double: a trainer converts its cllm_float values on the way in and out, and the tests compare
-   with PyTorch float64 to ~1e-15. */
+/* The model-independent math of preference and RL training. Each function follows one library's semantics, named at
+   its definition; where libraries differ, a switch selects. Everything is in double: a trainer converts its
+   cllm_float values on the way in and out, and the tests compare with PyTorch float64 to ~1e-15. */
 
 /* log sigmoid(x) without overflow: -log(1 + e^-x) for x >= 0, x - log(1 + e^x) below (torch's
    F.logsigmoid is -softplus(-x), the same function). */
@@ -3774,19 +3779,17 @@ static void cllm__dpo_pair(const cllm_dpo_config *c, double z, double *loss, dou
     }
 }
 
-/* The mean of cllm__dpo_pair over n pairs, so dl/dpc_i = l'(z_i)/n and dl/dpr_i = -l'(z_i)/n (the
-   reference is frozen), and TRL's metrics: rewards b (pc - rc) and b (pr - rr) (from the reference
-   even when reference_free), their accuracy (strictly greater) and margin.
-   Library differences: TRL >= 0.29 dropped label smoothing from sigmoid and removed
-   reference_free; OpenRLHF feeds IPO summed log-probs. The original implementation
+/* The mean of cllm__dpo_pair over n pairs, so dl/dpc_i = l'(z_i)/n and dl/dpr_i = -l'(z_i)/n (the reference is
+   frozen), and TRL's metrics: rewards b (pc - rc) and b (pr - rr) (from the reference even when reference_free),
+   their accuracy (strictly greater) and margin. Library differences: TRL >= 0.29 dropped label smoothing from sigmoid
+   and removed reference_free; OpenRLHF feeds IPO summed log-probs. The original implementation
    (eric-mitchell/direct-preference-optimization: sigmoid with cDPO, IPO) uses the same formulas. */
 CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n, const double *policy_chosen,
                                   const double *policy_rejected, const double *ref_chosen, const double *ref_rejected,
                                   cllm_dpo_out *out, cllm_err *err) {
-    cllm_dpo_config c;
+    cllm_dpo_config c = CLLM__ZERO;
     double sum_loss = 0, sum_cr = 0, sum_rr = 0, sum_acc = 0;
     int i;
-    memset(&c, 0, sizeof c);
     if (cfg) c = *cfg;
     c.beta = cllm__def(c.beta, 0.1);
     if (n < 1 || !policy_chosen || !policy_rejected || !out)
@@ -3804,8 +3807,7 @@ CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n, const doubl
         return cllm__fail(err, CLLM_ERR_ARG, "DPO loss: robust needs label_smoothing in [0, 0.5) (got %g)",
                           c.label_smoothing);
     for (i = 0; i < n; i++) {
-        double ref_c = ref_chosen ? ref_chosen[i] : 0;
-        double ref_r = ref_rejected ? ref_rejected[i] : 0;
+        double ref_c = ref_chosen ? ref_chosen[i] : 0, ref_r = ref_rejected ? ref_rejected[i] : 0;
         double z = (policy_chosen[i] - policy_rejected[i]) - (c.reference_free ? 0 : ref_c - ref_r);
         double cr = c.beta * (policy_chosen[i] - ref_c);
         double rj = c.beta * (policy_rejected[i] - ref_r);
@@ -3826,16 +3828,14 @@ CLLMDEF cllm_result cllm_dpo_loss(const cllm_dpo_config *cfg, int n, const doubl
     out->rejected_reward = sum_rr / n;
     out->reward_accuracy = sum_acc / n;
     out->reward_margin = (sum_cr - sum_rr) / n;
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* ---- PPO: per-token KL and rewards, GAE, whitening, clipped losses (TRL v0.19 PPOTrainer) ---- */
 
-/* With d = ref - logp = log(ref/policy) at the sampled token, E_policy[-d] = KL(policy||ref):
-   k1 = -d is unbiased but noisy; k2 = d^2/2 is biased, low-variance; k3 = (e^d - 1) - d is
-   unbiased and never negative (Schulman's estimator, TRL's order of operations). OpenRLHF and verl
-   clamp these to [-10, 10] and verl the exponent to +-20; we do not. */
+/* With d = ref - logp = log(ref/policy) at the sampled token, E_policy[-d] = KL(policy||ref): k1 = -d is unbiased but
+   noisy; k2 = d^2/2 is biased, low-variance; k3 = (e^d - 1) - d is unbiased and never negative (Schulman's estimator,
+   TRL's order of operations). OpenRLHF and verl clamp these to [-10, 10] and verl the exponent to +-20; we do not. */
 CLLMDEF double cllm_kl_estimate(double logp, double ref_logp, cllm_kl_estimator estimator) {
     double d = ref_logp - logp;
     if (estimator == CLLM_KL_K3) return (exp(d) - 1) - d;
@@ -3843,11 +3843,10 @@ CLLMDEF double cllm_kl_estimate(double logp, double ref_logp, cllm_kl_estimator 
     return -d;
 }
 
-/* TRL's sequence end: if stop_id >= 0, every position after the first stop_id becomes pad
-   (truncate_response); then end = (first pad position) - 1, or L-1 if there is none; -1 for a
-   response that starts with pad. With pad != eos this is the EOS position (the EOS is trained);
-   with pad == eos (CollabLLM's tokenizer setting) it is the token before the EOS, so the EOS
-   log-prob is never trained. */
+/* TRL's sequence end: if stop_id >= 0, every position after the first stop_id becomes pad (truncate_response); then
+   end = (first pad position) - 1, or L-1 if there is none; -1 for a response that starts with pad. With pad != eos
+   this is the EOS position (the EOS is trained); with pad == eos (CollabLLM's tokenizer setting) it is the token
+   before the EOS, so the EOS log-prob is never trained. */
 CLLMDEF int cllm_ppo_sequence_end(const int *response, int L, int pad_id, int stop_id) {
     int stop = L, t;
     for (t = 0; stop_id >= 0 && t < L && stop == L; t++)
@@ -3902,13 +3901,11 @@ CLLMDEF cllm_result cllm_ppo_rewards(const cllm_ppo_rewards_input *in, double *r
         if (e < 0) e = 0;                         /* an empty response: the score sits at t = 0 */
         rewards[(size_t)b * in->T + e] += in->scores[b];
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
-/* Whitening, in place: x = (x - mean) * rstd (+ mean again if keep_mean: TRL's shift_mean=False,
-   used on rewards), with the statistics over the n values weighted by mask (NULL = all 1), s =
-   sum(mask):
+/* Whitening, in place: x = (x - mean) * rstd (+ mean again if keep_mean: TRL's shift_mean=False, used on rewards),
+   with the statistics over the n values weighted by mask (NULL = all 1), s = sum(mask):
      biased 0 (TRL, verl masked_whiten): var = masked mean of (x-mean)^2 * s/(s-1),
                                          rstd = 1/sqrt(var + 1e-8); needs s > 1
      biased 1 (OpenRLHF advantages):     var without Bessel's correction, rstd = 1/sqrt(max(var, 1e-8)) */
@@ -3926,27 +3923,24 @@ CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, 
                           biased ? "at least one" : "at least 2 (Bessel's correction s/(s-1))");
     mean /= s;
     for (i = 0; i < n; i++) {
-        double m = mask ? mask[i] : 1;
-        double d = x[i] - mean;
+        double m = mask ? mask[i] : 1, d = x[i] - mean;
         var += d * d * m;
     }
     var /= s;
     if (biased) rstd = 1 / sqrt(var > 1e-8 ? var : 1e-8);
     else rstd = 1 / sqrt(var * (s / (s - 1)) + 1e-8);
     for (i = 0; i < n; i++) x[i] = (x[i] - mean) * rstd + (keep_mean ? mean : 0);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* Generalised advantage estimation (Schulman et al. 2016, Eq. 16), over each row backwards:
      delta_t = r_t + gamma V_{t+1} - V_t   (V_T = 0);   A_t = delta_t + gamma lam A_{t+1}
      returns = A + V (before whitening);   whiten: cllm_masked_whiten(A, mask, unbiased) over the
-   whole batch. TRL has already set values after end+1 to 0 and rewards after the score to 0.
-   CLLM_GAE_TRL (TRL v0.19) runs the recursion over all T positions; the mask only selects the
-   whitening statistics and (when whitening) zeroes masked advantages. Legacy TRL and OpenRLHF are
-   this after values *= mask, rewards *= mask. CLLM_GAE_SKIP is verl's compute_gae_advantage_return:
-   a position with mask 0 passes V_{t+1} and A_{t+1} through unchanged, and keeps its whitened
-   value. */
+   whole batch. TRL has already set values after end+1 to 0 and rewards after the score to 0. CLLM_GAE_TRL (TRL v0.19)
+   runs the recursion over all T positions; the mask only selects the whitening statistics and (when whitening) zeroes
+   masked advantages. Legacy TRL and OpenRLHF are this after values *= mask, rewards *= mask. CLLM_GAE_SKIP is verl's
+   compute_gae_advantage_return: a position with mask 0 passes V_{t+1} and A_{t+1} through unchanged, and keeps its
+   whitened value. */
 CLLMDEF cllm_result cllm_gae(const cllm_gae_input *in, double *advantages, double *returns, cllm_err *err) {
     const double *mask = in->mask;
     size_t n, i;
@@ -3982,21 +3976,19 @@ CLLMDEF cllm_result cllm_gae(const cllm_gae_input *in, double *advantages, doubl
         for (i = 0; in->mode == CLLM_GAE_TRL && mask && i < n; i++)
             if (mask[i] == 0) advantages[i] = 0;
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
-/* TRL v0.19 PPOTrainer's loss (Schulman et al. 2017, Eq. 7 with TRL's clipped value loss), per
-   token with r = exp(logp - old) and A the advantage:
+/* TRL v0.19 PPOTrainer's loss (Schulman et al. 2017, Eq. 7 with TRL's clipped value loss), per token with
+   r = exp(logp - old) and A the advantage:
      pg = max(-A r, -A clamp(r, 1-c, 1+c))           d/dlogp: -A r from each side that is active
                                                      (dr/dlogp = r; clamp passes it on [1-c, 1+c])
      vf = max((v-R)^2, (clamp(v, ov-cv, ov+cv)-R)^2) d/dv: 2(v-R), or 2(vc-R) inside the clamp range
-   loss = masked_mean(pg, mask) + vf_coef 0.5 masked_mean(vf, value_mask); the gradients of the
-   means carry mask/sum(mask). torch's subgradients: max() splits a tie evenly, clamp() passes the
-   gradient on its closed interval.
-   Library differences: verl and OpenRLHF clamp logp - old to +-20 before exp, verl adds a dual
-   clip for A < 0, and their aggregations (token-mean over the global batch, seq-mean-...) differ;
-   OpenRLHF clips the value around old_values the same way with cliprange_value 0.5 by default. */
+   loss = masked_mean(pg, mask) + vf_coef 0.5 masked_mean(vf, value_mask); the gradients of the means carry
+   mask/sum(mask). torch's subgradients: max() splits a tie evenly, clamp() passes the gradient on its closed interval.
+   Library differences: verl and OpenRLHF clamp logp - old to +-20 before exp, verl adds a dual clip for A < 0, and
+   their aggregations (token-mean over the global batch, seq-mean-...) differ; OpenRLHF clips the value around
+   old_values the same way with cliprange_value 0.5 by default. */
 CLLMDEF cllm_result cllm_ppo_loss(const cllm_ppo_loss_input *in, cllm_ppo_loss_out *out, cllm_err *err) {
     const double *mask = in->mask;
     const double *vmask = in->value_mask ? in->value_mask : in->mask;
@@ -4042,8 +4034,7 @@ CLLMDEF cllm_result cllm_ppo_loss(const cllm_ppo_loss_input *in, cllm_ppo_loss_o
     out->clipfrac = clip / msum;
     out->vf_clipfrac = vclip / vsum;
     out->approxkl = 0.5 * (kl / (double)n);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* Legacy TRL's RunningMoments (<= 0.11, use_score_scaling): the mean and population variance of
@@ -4117,8 +4108,7 @@ CLLMDEF cllm_result cllm_grpo_advantages(int n, const double *rewards, int group
             else advantages[g + i] = r[i] - mean;
         }
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* TRL v0.19 GRPOTrainer's loss on B sequences of T tokens: per token, with r = exp(logp - old)
@@ -4176,8 +4166,7 @@ CLLMDEF cllm_result cllm_grpo_loss(const cllm_grpo_loss_input *in, cllm_grpo_los
     out->loss = total;
     out->kl = msum > 0 ? kl / msum : 0;
     out->clip_ratio = msum > 0 ? clipped / msum : 0;
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* -------------------------------------------------------------------------------------------- */
@@ -4197,8 +4186,7 @@ CLLMDEF cllm_result cllm_grpo_loss(const cllm_grpo_loss_input *in, cllm_grpo_los
 /* TokenCount of the penalty and the token_amount metric: the counter's function, or (none given)
    Python's str.split() words, runs of ASCII white space apart, as verl's CollabLLM recipe counts. */
 CLLMDEF int cllm_count_tokens(const cllm_token_counter *tc, const char *text) {
-    int n = 0;
-    int in_word = 0;
+    int n = 0, in_word = 0;
     if (!text) return 0;
     if (tc && tc->count) return tc->count(tc->ctx, text);
     for (; *text; text++) {
@@ -4210,8 +4198,7 @@ CLLMDEF int cllm_count_tokens(const cllm_token_counter *tc, const char *text) {
 }
 
 CLLMDEF int cllm_tokenizer_count(void *tokenizer, const char *text) {
-    int *ids = NULL;
-    int n = 0;
+    int *ids = NULL, n = 0;
     const cllm_tokenizer *tok = (const cllm_tokenizer *)tokenizer;
     if (cllm_tokenizer_encode(tok, text, strlen(text), 0, &ids, &n, NULL, NULL) != CLLM_OK) n = 0;
     CLLM_FREE(ids);
@@ -4238,8 +4225,7 @@ CLLMDEF void cllm_mr_config_init(cllm_mr_config *cfg, cllm_mr_preset preset) {
    instead charges tokens through a "token_amount" metric (assistant tokens / 1000) with a negative
    weight and no cap (CollabLLM v2). A metric that failed (NAN) fails the session. */
 CLLMDEF double cllm_mr_reward(const cllm_mr_config *cfg, const double *metric_values, int tokens) {
-    double r = 0;
-    double penalty;
+    double r = 0, penalty;
     int m;
     for (m = 0; m < cfg->n_metrics; m++) {
         if (metric_values[m] != metric_values[m]) return NAN;
@@ -4289,9 +4275,7 @@ CLLMDEF void cllm_mr_result_free(cllm_mr_result *r) {
 CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim *user,
                                   const cllm_assistant *future_assistant, const cllm_mr_item *items, int n,
                                   cllm_mr_result *out, cllm_err *err) {
-    int S = cfg && cfg->samples > 0 ? cfg->samples : 1;
-    int N = n * S;
-    int i, s, k, m, n_ok;
+    int S = cfg && cfg->samples > 0 ? cfg->samples : 1, N = n * S, i, s, k, m, n_ok;
     cllm_conv *convs = NULL;
     cllm_goal *goals = NULL;
     cllm_sim_status *status = NULL;
@@ -4311,20 +4295,15 @@ CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim
         if (!items[i].goal || !items[i].history || !items[i].candidate)
             return cllm__fail(err, CLLM_ERR_ARG, "MR: item %d needs a goal, a history and a candidate", i);
     }
-    if (N == 0) {
-        cllm__ok(err);
-        return CLLM_OK;
-    }
+    if (N == 0) return cllm__succeed(err);
     convs = (cllm_conv *)cllm__calloc((size_t)N, sizeof *convs);
     goals = (cllm_goal *)cllm__calloc((size_t)N, sizeof *goals);
     status = (cllm_sim_status *)cllm__calloc((size_t)N, sizeof *status);
     sessions = (cllm_session *)cllm__calloc((size_t)N, sizeof *sessions);
     ok_idx = (int *)cllm__calloc((size_t)N, sizeof *ok_idx);
     scores = (double *)cllm__calloc((size_t)N, sizeof *scores);
-    if (!convs || !goals || !status || !sessions || !ok_idx || !scores) {
+    if (!convs || !goals || !status || !sessions || !ok_idx || !scores)
         rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-        goto done;
-    }
 
     /* 1. t_j^h + m_j */
     for (k = 0; k < N && rc == CLLM_OK; k++) {
@@ -4385,9 +4364,7 @@ CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim
 
     /* 4. R* per sample, then MR = their mean */
     for (i = 0; i < n; i++) {
-        double sum = 0;
-        double sq = 0;
-        double var;
+        double sum = 0, sq = 0, var;
         for (s = 0; s < S; s++) {
             cllm_mr_sample *smp = &out[i].samples[s];
             int t;
@@ -4544,10 +4521,7 @@ CLLMDEF cllm_result cllm_user_sim_turns(const cllm_user_sim *sim, const cllm_goa
     if (!sim || (!sim->turn && !sim->turn_batch) || n < 0 || (n > 0 && (!goals || !histories || !out)))
         return cllm__fail(err, CLLM_ERR_ARG,
                           "user simulator: needs a simulator with turn or turn_batch, goals, histories and out");
-    if (n == 0) {
-        cllm__ok(err);
-        return CLLM_OK;
-    }
+    if (n == 0) return cllm__succeed(err);
     memset(out, 0, (size_t)n * sizeof *out);
     if (sim->turn_batch) sim->turn_batch(sim->ctx, goals, histories, n, out);
     for (i = 0; !sim->turn_batch && i < n; i++) out[i].code = sim->turn(sim->ctx, &goals[i], &histories[i], &out[i]);
@@ -4560,10 +4534,7 @@ CLLMDEF cllm_result cllm_assistant_replies(const cllm_assistant *a, const cllm_c
     if (!a || (!a->respond && !a->respond_batch) || n < 0 || (n > 0 && (!histories || !out)))
         return cllm__fail(err, CLLM_ERR_ARG,
                           "assistant: needs an assistant with respond or respond_batch, histories and out");
-    if (n == 0) {
-        cllm__ok(err);
-        return CLLM_OK;
-    }
+    if (n == 0) return cllm__succeed(err);
     memset(out, 0, (size_t)n * sizeof *out);
     if (a->respond_batch) a->respond_batch(a->ctx, histories, n, out);
     for (i = 0; !a->respond_batch && i < n; i++) out[i].code = a->respond(a->ctx, &histories[i], &out[i]);
@@ -4577,14 +4548,10 @@ CLLMDEF cllm_result cllm_assistant_replies(const cllm_assistant *a, const cllm_c
    history is rendered "**User**: ..." / "**Assistant**: ..." without system messages, as CollabLLM's. */
 static const char cllm__prompt_user_sim[] =
     "You are role-playing a human user who is working with an AI assistant to get something done. "
-    "Everything between the START and END markers below is private to you: the assistant has never seen it.\n"
-    "\n"
-    "=== TASK TYPE START (private) ===\n{{task_desc}}\n=== TASK TYPE END ===\n"
-    "\n"
-    "=== YOUR GOAL START (private) ===\n{{goal}}\n=== YOUR GOAL END ===\n"
-    "\n"
-    "=== CONVERSATION SO FAR START (private) ===\n{{history}}\n=== CONVERSATION SO FAR END ===\n"
-    "\n"
+    "Everything between the START and END markers below is private to you: the assistant has never seen it.\n\n"
+    "=== TASK TYPE START (private) ===\n{{task_desc}}\n=== TASK TYPE END ===\n\n"
+    "=== YOUR GOAL START (private) ===\n{{goal}}\n=== YOUR GOAL END ===\n\n"
+    "=== CONVERSATION SO FAR START (private) ===\n{{history}}\n=== CONVERSATION SO FAR END ===\n\n"
     "How to play the user:\n"
     "- Stay in character. You are the person who needs help: do not solve the task yourself and do not act like an "
     "assistant.\n"
@@ -4598,8 +4565,7 @@ static const char cllm__prompt_user_sim[] =
     "write your opening request.\n"
     "- Reveal your goal bit by bit and in your own words; never paste it.\n"
     "- When you are satisfied, or when it is clear the assistant cannot help any further, your response must be "
-    "exactly {{termination}}\n"
-    "\n"
+    "exactly {{termination}}\n\n"
     "Reply with one JSON object and nothing else:\n"
     "{\n"
     "  \"current_answer\": \"one or two sentences on the assistant's current solution, or 'none yet'\",\n"
@@ -4607,14 +4573,12 @@ static const char cllm__prompt_user_sim[] =
     "  \"response\": \"the message you send to the assistant, or {{termination}}\"\n"
     "}\n";
 
-/* The simulator's prompt for one conversation: the template with {{task_desc}}, {{goal}} (the
-   single-turn request, and the reference result when the goal carries one), {{history}} and
-   {{termination}} filled in. */
+/* The simulator's prompt for one conversation: the template with {{task_desc}}, {{goal}} (the single-turn request,
+   and the reference result when the goal carries one), {{history}} and {{termination}} filled in. */
 CLLMDEF cllm_result cllm_user_sim_prompt(const cllm_llm_sim_config *cfg, const cllm_goal *goal,
                                          const cllm_conv *history, char **out, cllm_err *err) {
     static const char *names[] = { "task_desc", "goal", "history", "termination" };
-    const char *values[4];
-    const char *tmpl = cfg && cfg->prompt ? cfg->prompt : cllm__prompt_user_sim;
+    const char *values[4], *tmpl = cfg && cfg->prompt ? cfg->prompt : cllm__prompt_user_sim;
     cllm__sb g = { NULL, 0, 0, 0 };
     char *hist, *goal_text;
     *out = NULL;
@@ -4711,7 +4675,7 @@ static int cllm__sim_take(void *ctx, int i, const cllm_reply *answer, int last) 
 static void cllm__user_sim_ask(const cllm_chat_backend *backend, const cllm_llm_sim_config *cfg,
                                const cllm_goal *goals, const cllm_conv *histories, int n, cllm_reply *out) {
     char **prompts = (char **)cllm__calloc((size_t)n + 1, sizeof(char *));
-    cllm__sim_job job;
+    cllm__sim_job job = { cfg, backend->name, out };
     int i;
     for (i = 0; i < n; i++)
         cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the simulator was asked");
@@ -4719,9 +4683,6 @@ static void cllm__user_sim_ask(const cllm_chat_backend *backend, const cllm_llm_
     for (i = 0; i < n; i++)
         if (cllm_user_sim_prompt(cfg, &goals[i], &histories[i], &prompts[i], &out[i].err) != CLLM_OK)
             out[i].code = out[i].err.code;
-    job.cfg = cfg;
-    job.model = backend->name;
-    job.out = out;
     cllm__ask_all(backend, prompts, n, cfg->json_mode, cfg->max_parse_retries, cllm__sim_take, &job);
     for (i = 0; i < n; i++) CLLM_FREE(prompts[i]);
     CLLM_FREE(prompts);
@@ -4736,10 +4697,8 @@ static void cllm__user_sim_ask(const cllm_chat_backend *backend, const cllm_llm_
 static const char cllm__prompt_interactivity[] =
     "You are reviewing a conversation between a user and an AI assistant. Judge how interactive the assistant was: "
     "did it engage with the user, keep its replies clear, work to understand what the user actually needed, and ask "
-    "relevant questions when the request was unclear or left important choices open?\n"
-    "\n"
-    "=== CONVERSATION START ===\n{{conversation}}\n=== CONVERSATION END ===\n"
-    "\n"
+    "relevant questions when the request was unclear or left important choices open?\n\n"
+    "=== CONVERSATION START ===\n{{conversation}}\n=== CONVERSATION END ===\n\n"
     "Score it from 0 to 1:\n"
     "- 1, highly interactive: the assistant checks its understanding and asks pointed questions at the right moments. "
     "Example: before drafting a cover letter it asks which job and which strengths to stress, then builds on the "
@@ -4749,24 +4708,18 @@ static const char cllm__prompt_interactivity[] =
     "delivers.\n"
     "- 0, not interactive: the assistant answers mechanically. "
     "Example: it writes a long answer to a vague request without asking anything or acknowledging what was unclear.\n"
-    "Scores between the anchors are allowed.\n"
-    "\n"
+    "Scores between the anchors are allowed.\n\n"
     "Reply with one JSON object and nothing else:\n"
     "{\"thought\": \"your short reasoning\", \"interactivity\": <a number from 0 to 1>}\n";
 
 static const char cllm__prompt_accuracy[] =
-    "You are grading whether an AI assistant's final answer to a question is correct.\n"
-    "\n"
-    "=== QUESTION START ===\n{{question}}\n=== QUESTION END ===\n"
-    "\n"
-    "=== GROUND TRUTH START ===\n{{ground_truth}}\n=== GROUND TRUTH END ===\n"
-    "\n"
-    "=== ANSWER TO GRADE START ===\n{{answer}}\n=== ANSWER TO GRADE END ===\n"
-    "\n"
+    "You are grading whether an AI assistant's final answer to a question is correct.\n\n"
+    "=== QUESTION START ===\n{{question}}\n=== QUESTION END ===\n\n"
+    "=== GROUND TRUTH START ===\n{{ground_truth}}\n=== GROUND TRUTH END ===\n\n"
+    "=== ANSWER TO GRADE START ===\n{{answer}}\n=== ANSWER TO GRADE END ===\n\n"
     "The answer may be a whole conversation; grade the final answer the assistant arrives at. Give 1 if it agrees "
     "with the ground truth (equivalent forms count, such as 1/2 and 0.5), and 0 if it is wrong, missing, or hedges "
-    "between several answers.\n"
-    "\n"
+    "between several answers.\n\n"
     "Reply with one JSON object and nothing else:\n"
     "{\"thought\": \"your short reasoning\", \"accuracy\": <0 or 1>}\n";
 
@@ -4777,8 +4730,7 @@ static const char cllm__prompt_extract[] =
     "that are not part of the {{kind}} itself. If it is code, give complete runnable code with its imports and "
     "without an `if __name__ == \"__main__\":` block or example usage.\n"
     "{{requirement}}\n"
-    "=== CONVERSATION START ===\n{{conversation}}\n=== CONVERSATION END ===\n"
-    "\n"
+    "=== CONVERSATION START ===\n{{conversation}}\n=== CONVERSATION END ===\n\n"
     "Reply with one JSON object and nothing else:\n"
     "{\"thought\": \"your short reasoning\", \"final_completion\": \"the complete {{kind}}\"}\n";
 
@@ -4861,8 +4813,7 @@ static char *cllm__judge_fill(cllm_judgement *out, const char *tmpl, const char 
     return p;
 }
 
-/* Each kind of judge builds the prompt for item i of its batch (NULL, with out->code set, when
-   it cannot) ... */
+/* Each kind of judge builds the prompt for item i of its batch (NULL, with out->code set, when it cannot) ... */
 typedef char *(*cllm__judge_prompt_fn)(const cllm_judge *jg, const void *items, int i, cllm_judgement *out);
 
 static char *cllm__build_interactivity(const cllm_judge *jg, const void *items, int i, cllm_judgement *out) {
@@ -4917,10 +4868,7 @@ static cllm_result cllm__judge_all(cllm_judge *jg, const void *items, int n, cll
     int i;
     if (!jg || !jg->api.client || n < 0 || (n > 0 && (!items || !out)))
         return cllm__fail(err, CLLM_ERR_ARG, "judge: needs an initialised judge, items and results");
-    if (n == 0) {
-        cllm__ok(err);
-        return CLLM_OK;
-    }
+    if (n == 0) return cllm__succeed(err);
     for (i = 0; i < n; i++) {
         memset(&out[i], 0, sizeof out[i]);
         cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the judge was asked");
@@ -5049,30 +4997,24 @@ static cJSON *cllm__record_json(const cllm_mr_config *mr, const cllm_task *task,
 static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm_user_sim *user,
                                       const cllm_assistant *cand, const cllm_assistant *future, const cllm_task *task,
                                       int conv_id, cJSON *rows, cllm_err *err) {
-    int k = cllm__def(cfg->n_candidates, 2);
-    int max_turns = cllm__def(cfg->max_turns, 7);
-    int turn, i, best;
+    int k = cllm__def(cfg->n_candidates, 2), max_turns = cllm__def(cfg->max_turns, 7), turn, i, best;
     cllm_goal goal;
-    cllm_conv history;
-    cllm_reply ureply;
+    cllm_conv history = CLLM__ZERO;
+    cllm_reply ureply = CLLM__ZERO;
     cllm_conv *views = (cllm_conv *)cllm__calloc((size_t)k, sizeof(cllm_conv));
     cllm_reply *replies = (cllm_reply *)cllm__calloc((size_t)k, sizeof(cllm_reply));
     cllm_mr_item *items = (cllm_mr_item *)cllm__calloc((size_t)k, sizeof(cllm_mr_item));
     cllm_mr_result *res = (cllm_mr_result *)cllm__calloc((size_t)k, sizeof(cllm_mr_result));
     cllm_result rc = CLLM_OK;
-    memset(&ureply, 0, sizeof ureply);
-    memset(&history, 0, sizeof history);
     goal.task_desc = cfg->task_desc ? cfg->task_desc : "a task";
     goal.prompt = task->prompt;
     goal.reference = cfg->show_reference ? task->completion : NULL;
-    if (!views || !replies || !items || !res) {
-        rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-        goto done;
-    }
+    if (!views || !replies || !items || !res) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
 
     /* 1. the simulated user opens the conversation */
-    if ((rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err)) != CLLM_OK) goto done;
-    if ((rc = cllm_conv_push_meta(&history, "user", ureply.text, &ureply.meta, err)) != CLLM_OK) goto done;
+    if (rc == CLLM_OK) rc = cllm_user_sim_turns(user, &goal, &history, 1, &ureply, err);
+    if (rc == CLLM_OK) rc = cllm_conv_push_meta(&history, "user", ureply.text, &ureply.meta, err);
+    if (rc != CLLM_OK) goto done;
     for (turn = 0; turn < max_turns && !ureply.terminated; turn++) {
         int longest = -1, s;
         for (i = 0; i < k; i++) views[i] = history;
@@ -5085,22 +5027,19 @@ static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm
         }
         cllm_mr_score(&cfg->mr, user, future, items, k, res, err);   /* 3. per-candidate failures are in res */
         for (i = 0, best = -1; i < k; i++) {
-            cJSON *row;
+            cJSON *row = NULL;
             size_t bytes = cllm__conv_json_bytes(&history);
             bytes += cllm__json_escaped_len(replies[i].text, strlen(replies[i].text));
             for (s = 0; s < res[i].n_samples; s++) bytes += cllm__conv_json_bytes(&res[i].samples[s].session);
-            if (bytes >= (size_t)CLLM_MAX_LINE_BYTES) {   /* refuse before building it */
+            if (bytes >= (size_t)CLLM_MAX_LINE_BYTES)   /* refuse before building it */
                 rc = cllm__fail(err, CLLM_ERR_LIMIT,
                                 "turn %d, candidate %d: its record (history, candidate and %d simulated sessions) "
                                 "would take about %zu bytes as one line, more than our readers accept "
                                 "(CLLM_MAX_LINE_BYTES)", turn, i, res[i].n_samples, bytes);
-                goto done;
-            }
-            row = cllm__record_json(&cfg->mr, task, conv_id, &history, replies[i].text, &replies[i].meta, &res[i]);
-            if (!row) {
+            else if (!(row = cllm__record_json(&cfg->mr, task, conv_id, &history, replies[i].text, &replies[i].meta,
+                                                &res[i])))
                 rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-                goto done;
-            }
+            if (rc != CLLM_OK) goto done;
             cJSON_AddItemToArray(rows, row);
             if (res[i].code == CLLM_OK && (best < 0 || res[i].mr > res[best].mr)) best = i;   /* 4. ties: the first */
         }
@@ -5169,28 +5108,21 @@ static cllm_result cllm__datagen_scan(const char *path, int n_tasks, unsigned ch
     long len = -1;
     cllm_result rc = CLLM_OK;
     *dirty = 0;
-    if (!count || !want) {
-        CLLM_FREE(count);
-        CLLM_FREE(want);
-        if (f) fclose(f);
-        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if (!count || !want) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    while (rc == CLLM_OK && f && (len = cllm__read_line(f, &line, &cap)) >= 0) {
+        cJSON *o = len ? cJSON_ParseWithLength(line, (size_t)len) : NULL;
+        int id, rows;
+        lineno++;
+        if (cllm__datagen_row(o, n_tasks, &id, &rows)) {
+            count[id]++;
+            want[id] = rows;
+        } else if (len) *dirty = 1;
+        cJSON_Delete(o);
     }
-    if (f) {
-        while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
-            cJSON *o = len ? cJSON_ParseWithLength(line, (size_t)len) : NULL;
-            int id, rows;
-            lineno++;
-            if (cllm__datagen_row(o, n_tasks, &id, &rows)) {
-                count[id]++;
-                want[id] = rows;
-            } else if (len) *dirty = 1;
-            cJSON_Delete(o);
-        }
-        fclose(f);
-    }
+    if (f) fclose(f);
     /* a line we cannot read is not a torn one: stop rather than let the rewrite drop the rest */
     if (len < -1) rc = cllm__line_fail(err, path, lineno + 1, len);
-    for (i = 0; i < n_tasks; i++) {
+    for (i = 0; rc == CLLM_OK && i < n_tasks; i++) {
         done[i] = count[i] > 0 && count[i] == want[i];
         if (count[i] && !done[i]) *dirty = 1;
     }
@@ -5220,11 +5152,9 @@ static cllm_result cllm__datagen_compact(const char *path, int n_tasks, const un
     }
     fclose(f);
     CLLM_FREE(line);
-    if (keep.oom || len < -1) {
-        cllm__sb_free(&keep);
-        return len < -1 ? cllm__line_fail(err, path, 0, len) : cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    }
-    rc = cllm_write_file_atomic(path, keep.p ? keep.p : "", keep.n, err);
+    if (len < -1) rc = cllm__line_fail(err, path, 0, len);
+    else if (keep.oom) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    else rc = cllm_write_file_atomic(path, keep.p ? keep.p : "", keep.n, err);
     cllm__sb_free(&keep);
     return rc;
 }
@@ -5260,11 +5190,9 @@ CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_
         return cllm__fail(err, CLLM_ERR_ARG, "data generation: shard %d is not in [0, %d)", shard, n_shards);
     done = (unsigned char *)cllm__calloc((size_t)n_tasks + 1, 1);
     if (!done) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    if ((rc = cllm__datagen_scan(out_path, n_tasks, done, &dirty, err)) != CLLM_OK) {
-        CLLM_FREE(done);
-        return rc;
-    }
-    if (dirty && (rc = cllm__datagen_compact(out_path, n_tasks, done, err)) != CLLM_OK) {
+    rc = cllm__datagen_scan(out_path, n_tasks, done, &dirty, err);
+    if (rc == CLLM_OK && dirty) rc = cllm__datagen_compact(out_path, n_tasks, done, err);
+    if (rc != CLLM_OK) {
         CLLM_FREE(done);
         return rc;
     }
@@ -5312,8 +5240,7 @@ CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_
     if (n_failed)
         return cllm__fail(err, first.code, "%d of %d tasks failed (rerun to retry them; finished tasks are kept). "
                           "First: %s", n_failed, n_todo, first.msg);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* ---- SFT rows and DPO pairs ------------------------------------------------------------------ */
@@ -5383,17 +5310,15 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
     long len;
     int lineno = 0, i, j, n = 0, any_line = 0;
     cllm__rec *recs = NULL;
-    cJSON *sft = cJSON_CreateArray(), *dpo = cJSON_CreateArray();
+    cJSON *sft, *dpo;
     double min_gap = cfg ? cllm__def(cfg->min_gap, 0.02) : 0.02;
     const char *sys = cfg ? cfg->system_prompt : NULL;
     cllm_result rc = CLLM_OK;
     if (n_sft) *n_sft = 0;
     if (n_pairs) *n_pairs = 0;
-    if (!f) {
-        cJSON_Delete(sft);
-        cJSON_Delete(dpo);
-        return CLLM_ERR_IO;
-    }
+    if (!f) return CLLM_ERR_IO;
+    sft = cJSON_CreateArray();
+    dpo = cJSON_CreateArray();
     while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
         cllm__rec r;
         const cJSON *sc;
@@ -5448,8 +5373,7 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
             }
             /* SFT: the best response at the conversation's last turn */
             if (j == n || recs[j].conv_id != recs[i].conv_id) {
-                cJSON *row = cJSON_CreateObject();
-                cJSON *msgs = cllm__prompt_json(recs[best].row, sys);
+                cJSON *row = cJSON_CreateObject(), *msgs = cllm__prompt_json(recs[best].row, sys);
                 cJSON *a = cllm__assistant_msg(cllm__json_str(recs[best].row, "completion"));
                 cJSON_AddItemToArray(msgs, cJSON_DetachItemFromArray(a, 0));
                 cJSON_Delete(a);
@@ -5468,8 +5392,7 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
     stbds_arrfree(recs);
     cJSON_Delete(sft);
     cJSON_Delete(dpo);
-    if (rc == CLLM_OK) cllm__ok(err);
-    return rc;
+    return rc == CLLM_OK ? cllm__succeed(err) : rc;
 }
 
 /* -------------------------------------------------------------------------------------------- */
@@ -5485,8 +5408,7 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
 
 /* Backward of the objective sum_b d[b] * logp(row b), i.e. dlogp = d[b] on every target of row b. */
 static cllm_result cllm__backward_rows(cllm_model *m, const double *d, cllm_err *err) {
-    size_t BT = (size_t)m->B * (size_t)m->T;
-    size_t i;
+    size_t BT = (size_t)m->B * (size_t)m->T, i;
     cllm_float *dlogp = (cllm_float *)cllm__calloc(BT, sizeof(cllm_float));
     cllm_result rc;
     if (!dlogp) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -5496,17 +5418,15 @@ static cllm_result cllm__backward_rows(cllm_model *m, const double *d, cllm_err 
     return rc;
 }
 
-/* SFT (paper section 3.3; HF ForCausalLMLoss, summed): the loss terms -log p of every target
-   token; backward of their sum / norm, so d(loss_sum / norm) / d logp = -1/norm on each target.
-   Adds "loss" (sum and target count) to st. */
+/* SFT (paper section 3.3; HF ForCausalLMLoss, summed): the loss terms -log p of every target token; backward of their
+   sum / norm, so d(loss_sum / norm) / d logp = -1/norm on each target. Adds "loss" (sum and target count) to st. */
 CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *const *rows, int n, double norm,
                                         int backward, cllm_train_stats *st, cllm_err *err) {
-    cllm__seq_batch sb;
+    cllm__seq_batch sb = CLLM__ZERO;
     double *lp = (double *)cllm__calloc((size_t)n + 1, sizeof(double));
     double sum = 0;
     int b, targets = 0;
     cllm_result rc;
-    memset(&sb, 0, sizeof sb);
     if (!lp) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     if (n < 1 || !(norm > 0)) rc = cllm__fail(err, CLLM_ERR_ARG, "SFT step: need n >= 1 rows and norm > 0");
     else rc = cllm__seq_batch_make(&sb, rows, n, err);
@@ -5526,8 +5446,7 @@ CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *con
     }
     cllm__seq_batch_free(&sb);
     CLLM_FREE(lp);
-    if (rc == CLLM_OK) cllm__ok(err);
-    return rc;
+    return rc == CLLM_OK ? cllm__succeed(err) : rc;
 }
 
 /* The reference logps of a DPO micro-batch (2n rows: chosen then rejected), from the first source
@@ -5569,14 +5488,12 @@ static cllm_result cllm__dpo_ref_logps(cllm_model *m, cllm_model *ref, const cll
                                          "pairs, LoRA adapters (the base model is the reference), or reference_free");
 }
 
-/* DPO (paper section 3.3; TRL v0.19.1 DPOTrainer.concatenated_forward + dpo_loss): chosen and
-   rejected rows in one batch, their summed completion logps (averaged per token for IPO, as TRL's
-   DPOTrainer, unless cfg->ipo_sum), the reference's (cllm__dpo_ref_logps), cllm_dpo_loss, then
-   backward of (sum of the pair losses) / norm through dlogp = d loss / d logp(row) on every
-   completion token. RPO (TRL's rpo_alpha, Pang et al. 2024) adds alpha x the NLL of the chosen
-   completions, a mean over this micro-batch's chosen tokens. Adds TRL's metrics: loss,
-   rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen,
-   logps/rejected (and nll_loss with RPO). */
+/* DPO (paper section 3.3; TRL v0.19.1 DPOTrainer.concatenated_forward + dpo_loss): chosen and rejected rows in one
+   batch, their summed completion logps (averaged per token for IPO, as TRL's DPOTrainer, unless cfg->ipo_sum), the
+   reference's (cllm__dpo_ref_logps), cllm_dpo_loss, then backward of (sum of the pair losses) / norm through dlogp =
+   d loss / d logp(row) on every completion token. RPO (TRL's rpo_alpha, Pang et al. 2024) adds alpha x the NLL of the
+   chosen completions, a mean over this micro-batch's chosen tokens. Adds TRL's metrics: loss, rewards/chosen,
+   rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen, logps/rejected (and nll_loss with RPO). */
 CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cllm_dpo_pair *const *pairs, int n,
                                         const cllm_dpo_config *cfg, double norm, cllm_train_stats *st, cllm_err *err) {
     size_t rows_n = 2 * (size_t)n + 1;
@@ -5590,13 +5507,11 @@ CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cl
     double *cr = mem + 5 * rows_n;           /* (n) chosen rewards                             */
     double *rj = mem + 6 * rows_n;           /* (n) rejected rewards                           */
     double s_cr = 0, s_rj = 0, s_acc = 0, s_pc = 0, s_pr = 0, s_loss = 0;
-    cllm_dpo_config c;
-    cllm_dpo_out out;
-    cllm__seq_batch sb;
+    cllm_dpo_config c = CLLM__ZERO;
+    cllm_dpo_out out = CLLM__ZERO;
+    cllm__seq_batch sb = CLLM__ZERO;
     cllm_result rc = CLLM_OK;
     int per_token, i;
-    memset(&sb, 0, sizeof sb);
-    memset(&c, 0, sizeof c);
     if (cfg) c = *cfg;
     per_token = c.loss_type == CLLM_DPO_IPO && !c.ipo_sum;   /* TRL's DPOTrainer: IPO on per-token averages */
     if (!rows || !mem) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -5619,7 +5534,6 @@ CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cl
         pol[i] /= len[i];
         refl[i] /= len[i];
     }
-    memset(&out, 0, sizeof out);
     out.losses = losses;
     out.chosen_rewards = cr;
     out.rejected_rewards = rj;
@@ -5662,8 +5576,7 @@ done:
     cllm__seq_batch_free(&sb);
     CLLM_FREE(rows);
     CLLM_FREE(mem);
-    if (rc == CLLM_OK) cllm__ok(err);
-    return rc;
+    return rc == CLLM_OK ? cllm__succeed(err) : rc;
 }
 
 /* The trainer's units of a step whose loss is a mean over examples (pairs, prompts). */
@@ -5675,17 +5588,15 @@ static double cllm__units_are_examples(void *ctx, const int *idx, int n) {
 
 /* ---- rollouts: the policy's samples, scored by MR (shared by online DPO, PPO and GRPO) ------- */
 
-/* The online stages train on the response's token ids as generated (no re-tokenization) and keep
-   LoRA dropout off in every forward and backward (TRL's PPO and online DPO disable dropout; we do
-   the same for GRPO so that the sampler's and the trainer's log-probs agree). The policy's seed
-   counter is set per (step, prompt, phase), so a resumed run samples the same responses and
-   futures (data_fmt/train_online.md, "Seeds and resuming"). A response whose MR failed leaves
-   its pair, row or group out of the step ("mr/failed"); a step left with nothing is an error. */
+/* The online stages train on the response's token ids as generated (no re-tokenization) and keep LoRA dropout off in
+   every forward and backward (TRL's PPO and online DPO disable dropout; we do the same for GRPO so that the sampler's
+   and the trainer's log-probs agree). The policy's seed counter is set per (step, prompt, phase), so a resumed run
+   samples the same responses and futures (data_fmt/train_online.md, "Seeds and resuming"). A response whose MR failed
+   leaves its pair, row or group out of the step ("mr/failed"); a step left with nothing is an error. */
 
-/* The seed counter of (step, prompt, phase): phase 0 samples the trained responses, 1 simulates
-   MR's futures, 2 is a local simulator's, 3 + e orders PPO's pass e. One splitmix64 step over
-   the three mixed by odd constants, so every combination gets its own streams and a resumed run
-   replays exactly those of an uninterrupted one. */
+/* The seed counter of (step, prompt, phase): phase 0 samples the trained responses, 1 simulates MR's futures, 2 is a
+   local simulator's, 3 + e orders PPO's pass e. One splitmix64 step over the three mixed by odd constants, so every
+   combination gets its own streams and a resumed run replays exactly those of an uninterrupted one. */
 static uint64_t cllm__online_call(long step, int prompt, int phase) {
     uint64_t x = (uint64_t)step * 0x9E3779B97F4A7C15ull ^ (uint64_t)(unsigned)prompt * 0xBF58476D1CE4E5B9ull ^
                  (uint64_t)(unsigned)phase * 0x94D049BB133111EBull;
@@ -5730,8 +5641,7 @@ static cllm_result cllm__rollout_sample(cllm_local_lm *lm, const cllm_rollout_co
     memset(out, 0, (size_t)n * (size_t)n_samples * sizeof *out);
     for (i = 0; i < n && rc == CLLM_OK; i++) {
         const cllm_conv *h = &p->items[idx[i]].history;
-        cllm_conv view;
-        memset(&view, 0, sizeof view);
+        cllm_conv view = CLLM__ZERO;
         view.msgs = (cllm_message *)cllm__calloc((size_t)h->n + 1, sizeof *view.msgs);
         if (!view.msgs) {
             rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -5751,10 +5661,9 @@ static cllm_result cllm__rollout_sample(cllm_local_lm *lm, const cllm_rollout_co
     return rc;
 }
 
-/* MR (paper Eq. 1-2, cllm_mr_score) of every response out[k] (k < n * n_samples, prompt
-   idx[k / n_samples]) in one batch: scores[k], NAN where it failed; *failed counts those. The
-   policy plays the future assistant with its seed counter set from (step, first prompt, 1) (a
-   local simulator's from phase 2). */
+/* MR (paper Eq. 1-2, cllm_mr_score) of every response out[k] (k < n * n_samples, prompt idx[k / n_samples]) in one
+   batch: scores[k], NAN where it failed; *failed counts those. The policy plays the future assistant with its seed
+   counter set from (step, first prompt, 1) (a local simulator's from phase 2). */
 static cllm_result cllm__rollout_score(const cllm_rollout_config *c, cllm_local_lm *policy,
                                        const cllm_online_prompts *p, const int *idx, int n, int n_samples, long step,
                                        const cllm_local_output *out, double *scores, int *failed, cllm_err *err) {
@@ -5778,8 +5687,7 @@ static cllm_result cllm__rollout_score(const cllm_rollout_config *c, cllm_local_
     }
     policy->calls = cllm__online_call(step, idx[0], 1);
     if (c->user_lm) c->user_lm->calls = cllm__online_call(step, idx[0], 2);
-    e.code = CLLM_OK;
-    e.msg[0] = 0;
+    cllm__ok(&e);
     if (cllm_mr_score(c->mr, c->user, c->future, items, N, res, &e) != CLLM_OK && res[0].n_samples == 0)
         rc = cllm__fail(err, e.code, "MR: %s", e.msg);                  /* it never ran: a setup error */
     for (k = 0; k < N; k++) {
@@ -5848,13 +5756,11 @@ static void cllm__gather_logps(const cllm_model *m, const cllm_train_seq *const 
 static void cllm__gather_values(const cllm_model *m, const cllm_value_head *vh, const cllm_train_seq *const *seqs,
                                 int n, int L, double *out) {
     int C = m->config.hidden_size, r, t;
-    for (r = 0; r < n; r++) {
-        for (t = 0; t < L; t++) {
-            double *v = &out[(size_t)r * L + t];
-            *v = 0;
-            if (t <= seqs[r]->n - seqs[r]->n_prompt)
-                cllm_value_head_forward(vh, m->acts.lnf + cllm__resp_pos(m, seqs[r], r, t) * C, 1, v);
-        }
+    for (r = 0; r < n; r++) for (t = 0; t < L; t++) {
+        double *v = &out[(size_t)r * L + t];
+        *v = 0;
+        if (t <= seqs[r]->n - seqs[r]->n_prompt)
+            cllm_value_head_forward(vh, m->acts.lnf + cllm__resp_pos(m, seqs[r], r, t) * C, 1, v);
     }
 }
 
@@ -5881,13 +5787,11 @@ static cllm_result cllm__rollout_ref(cllm_model *m, cllm_model *ref, const cllm_
    here too, whatever the trainer's micro-step set). dv and vh may be NULL. */
 static cllm_result cllm__rollout_backward(cllm_model *m, cllm_value_head *vh, const cllm_train_seq *const *seqs, int n,
                                           int L, const double *dlp, const double *dv, double scale, cllm_err *err) {
-    size_t BT = (size_t)m->B * (size_t)m->T;
-    size_t C = (size_t)m->config.hidden_size;
+    size_t BT = (size_t)m->B * (size_t)m->T, C = (size_t)m->config.hidden_size;
     cllm_float *dlogp = (cllm_float *)cllm__calloc(BT, sizeof(cllm_float));
     cllm_float *dh = dv ? (cllm_float *)cllm__calloc(BT * C, sizeof(cllm_float)) : NULL;
     cllm_result rc = CLLM_OK;
-    int training = m->lora ? m->lora->training : 0;
-    int r, t;
+    int training = m->lora ? m->lora->training : 0, r, t;
     if (!dlogp || (dv && !dh)) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     for (r = 0; r < n && rc == CLLM_OK; r++) {
         int len = seqs[r]->n - seqs[r]->n_prompt;
@@ -5917,11 +5821,9 @@ static cllm_result cllm__rollout_check(const cllm_rollout_config *c, const cllm_
     int r, t;
     *max_diff = 0;
     if (c->logprob_tol < 0 || c->gen.sampler.top_k > 0 || c->gen.sampler.top_p < 1) return CLLM_OK;
-    for (r = 0; r < n; r++) {
-        for (t = 0; t < outs[r]->n; t++) {
-            double d = fabs((double)outs[r]->logprobs[t] - (double)m->acts.logp[cllm__resp_pos(m, seqs[r], r, t)]);
-            if (!(d <= *max_diff)) *max_diff = d;
-        }
+    for (r = 0; r < n; r++) for (t = 0; t < outs[r]->n; t++) {
+        double d = fabs((double)outs[r]->logprobs[t] - (double)m->acts.logp[cllm__resp_pos(m, seqs[r], r, t)]);
+        if (!(d <= *max_diff)) *max_diff = d;
     }
     if (!(*max_diff <= c->logprob_tol))
         return cllm__fail(err, CLLM_ERR_NUMERIC, "the sampler's log-probs differ from a forward pass at the sampling "
@@ -5982,8 +5884,7 @@ typedef struct cllm__odpo_ctx {
    same cut for both, from the longer response). */
 static cllm_result cllm__odpo_pair(cllm_dpo_pair *pair, const cllm_local_output *chosen,
                                    const cllm_local_output *rejected, int max_length, cllm_err *err) {
-    int longer = chosen->n > rejected->n ? chosen->n : rejected->n;
-    int keep = -1;
+    int longer = chosen->n > rejected->n ? chosen->n : rejected->n, keep = -1;
     cllm_result rc;
     memset(pair, 0, sizeof *pair);
     pair->ref_chosen = pair->ref_rejected = NAN;
@@ -5999,11 +5900,10 @@ static cllm_result cllm__odpo_pair(cllm_dpo_pair *pair, const cllm_local_output 
     return CLLM_OK;
 }
 
-/* One micro-batch of online DPO: two responses per prompt, both scored by MR; the higher MR is
-   chosen (a tie: the first, as CollabLLM's judge takes the argmax); cllm_dpo_micro_step on the
-   pairs, dropout off (TRL's disable_dropout). TRL's objective/ metrics come from the pairs' sums:
-   objective/kl = mean over responses of sum_t (logp - ref) = (rewards/chosen + rewards/rejected)
-   / (2 beta). */
+/* One micro-batch of online DPO: two responses per prompt, both scored by MR; the higher MR is chosen (a tie: the
+   first, as CollabLLM's judge takes the argmax); cllm_dpo_micro_step on the pairs, dropout off (TRL's
+   disable_dropout). TRL's objective/ metrics come from the pairs' sums: objective/kl = mean over responses of sum_t
+   (logp - ref) = (rewards/chosen + rewards/rejected) / (2 beta). */
 static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx, int n, double norm,
                                     cllm_train_stats *st, cllm_err *err) {
     cllm__odpo_ctx *c = (cllm__odpo_ctx *)ctx;
@@ -6012,12 +5912,9 @@ static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     cllm_dpo_pair *pairs = (cllm_dpo_pair *)cllm__calloc((size_t)n, sizeof *pairs);
     const cllm_dpo_pair **pp = (const cllm_dpo_pair **)cllm__calloc((size_t)n, sizeof *pp);
     double s_mr = 0, s_ch = 0, s_rj = 0, eos = 0, s_cr, s_rr, s_pc, s_pr;
-    int failed = 0, k = 0;
-    int training = tr->lora ? tr->lora->training : 0;
-    int i;
-    cllm_train_stats dst;
+    int failed = 0, k = 0, training = tr->lora ? tr->lora->training : 0, i;
+    cllm_train_stats dst = CLLM__ZERO;
     cllm_result rc;
-    memset(&dst, 0, sizeof dst);
     if (!out || !mr || !pairs || !pp) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     else rc = cllm__rollout_sample(c->lm, &c->cfg.rollout, c->p, idx, n, 2, tr->step, out, err);
     if (rc == CLLM_OK)
@@ -6034,12 +5931,10 @@ static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
         s_ch += mr[2 * i + !first];
         s_rj += mr[2 * i + first];
     }
-    if (rc != CLLM_OK) goto done;
-    if (k == 0) {
+    if (rc == CLLM_OK && k == 0)
         rc = cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: MR failed for every response of a micro-batch (%d "
                                                "failures); nothing to train on", tr->step + 1, failed);
-        goto done;
-    }
+    if (rc != CLLM_OK) goto done;
     if (tr->lora) tr->lora->training = 0;
     rc = cllm_dpo_micro_step(tr->model, c->ref, pp, k, &c->dpo, norm, &dst, err);
     if (tr->lora) tr->lora->training = training;
@@ -6078,10 +5973,9 @@ done:
 CLLMDEF cllm_result cllm_train_online_dpo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref,
                                           const cllm_online_prompts *prompts, const cllm_online_dpo_config *cfg,
                                           const cllm_train_config *train, cllm_err *err) {
-    cllm__odpo_ctx ctx;
+    cllm__odpo_ctx ctx = CLLM__ZERO;
     cllm_result rc;
     if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "online DPO: needs a config and a training config");
-    memset(&ctx, 0, sizeof ctx);
     ctx.lm = policy;
     ctx.ref = ref;
     ctx.p = prompts;
@@ -6115,8 +6009,7 @@ CLLMDEF void cllm_ppo_rollout_free(cllm_ppo_rollout *r) {
     memset(r, 0, sizeof *r);
 }
 
-/* One allocation per type: the ints (response, then seq_end) and the doubles (scores, then the
-   nine (B, L) arrays). */
+/* One allocation per type: the ints (response, then seq_end) and the doubles (scores, then the nine (B, L) arrays). */
 CLLMDEF cllm_result cllm_ppo_rollout_alloc(cllm_ppo_rollout *r, int B, int L, cllm_err *err) {
     size_t n;
     memset(r, 0, sizeof *r);
@@ -6128,9 +6021,7 @@ CLLMDEF cllm_result cllm_ppo_rollout_alloc(cllm_ppo_rollout *r, int B, int L, cl
     r->response = (int *)cllm__calloc(n + (size_t)B, sizeof(int));
     r->scores = (double *)cllm__calloc(9 * n + (size_t)B, sizeof(double));
     if (!r->response || !r->scores) {
-        CLLM_FREE(r->response);
-        CLLM_FREE(r->scores);
-        memset(r, 0, sizeof *r);
+        cllm_ppo_rollout_free(r);
         return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for a %d x %d rollout", B, L);
     }
     r->seq_end = r->response + n;
@@ -6174,10 +6065,9 @@ static cllm_ppo_config cllm__ppo_def(const cllm_ppo_config *in) {
         zeroed after the end. */
 CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollout *r, cllm_err *err) {
     cllm_ppo_config c = cllm__ppo_def(cfg);
-    cllm_ppo_rewards_input rin;
-    cllm_gae_input gin;
-    size_t n = (size_t)r->B * (size_t)r->L;
-    size_t i;
+    cllm_ppo_rewards_input rin = CLLM__ZERO;
+    cllm_gae_input gin = CLLM__ZERO;
+    size_t n = (size_t)r->B * (size_t)r->L, i;
     cllm_result rc;
     int b, t;
     for (b = 0; b < r->B; b++) {
@@ -6190,7 +6080,6 @@ CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollou
             if (!r->value_mask[i]) r->values[i] = 0;
         }
     }
-    memset(&rin, 0, sizeof rin);
     rin.B = r->B;
     rin.T = r->L;
     rin.logprobs = r->logprobs;
@@ -6206,7 +6095,6 @@ CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollou
         for (i = 0; i < n; i++)
             if (!r->value_mask[i]) r->rewards[i] = 0;
     }
-    memset(&gin, 0, sizeof gin);
     gin.B = r->B;
     gin.T = r->L;
     gin.rewards = r->rewards;
@@ -6218,8 +6106,7 @@ CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollou
     if ((rc = cllm_masked_whiten(r->advantages, r->mask, n, 0, c.biased_whiten, err)) != CLLM_OK) return rc;
     for (i = 0; i < n; i++)
         if (!r->mask[i]) r->advantages[i] = 0;
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* The loss of a micro-batch of rollout rows rows[0..n) given the current policy's log-probs and
@@ -6229,7 +6116,7 @@ CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollou
 CLLMDEF cllm_result cllm_ppo_rollout_loss(const cllm_ppo_config *cfg, const cllm_ppo_rollout *r, const int *rows, int n,
                                           double *logprobs, double *values, cllm_ppo_loss_out *out, cllm_err *err) {
     cllm_ppo_config c = cllm__ppo_def(cfg);
-    cllm_ppo_loss_input in;
+    cllm_ppo_loss_input in = CLLM__ZERO;
     size_t N = (size_t)n * (size_t)r->L;
     double *buf = (double *)cllm__calloc(N * 6 + 1, sizeof(double));
     double *old_lp = buf, *old_v = buf + N, *adv = buf + 2 * N, *ret = buf + 3 * N, *mask = buf + 4 * N;
@@ -6243,8 +6130,7 @@ CLLMDEF cllm_result cllm_ppo_rollout_loss(const cllm_ppo_config *cfg, const cllm
             return cllm__fail(err, CLLM_ERR_ARG, "PPO rollout: row %d is not in the rollout", rows[k]);
         }
         for (t = 0; t < r->L; t++) {
-            size_t src = (size_t)rows[k] * r->L + t;
-            size_t i = (size_t)k * r->L + t;
+            size_t src = (size_t)rows[k] * r->L + t, i = (size_t)k * r->L + t;
             old_lp[i] = r->logprobs[src];
             old_v[i] = r->values[src];
             adv[i] = r->advantages[src];
@@ -6255,7 +6141,6 @@ CLLMDEF cllm_result cllm_ppo_rollout_loss(const cllm_ppo_config *cfg, const cllm
             if (!vmask[i]) values[i] = 0;               /*      vpred[pm1] = 0 */
         }
     }
-    memset(&in, 0, sizeof in);
     in.B = n;
     in.T = r->L;
     in.logprobs = logprobs;
@@ -6299,8 +6184,7 @@ CLLMDEF cllm_result cllm_value_head_init(cllm_value_head *vh, int C, uint64_t se
     cllm_rng_seed(&rng, seed ^ 0x56484541444ull);
     bound = 1.0 / sqrt((double)C);
     for (i = 0; i <= C; i++) vh->w[i] = (cllm_float)((2 * cllm_rng_uniform(&rng) - 1) * bound);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* v = w . h + b for each row (TRL's v_head.summary). */
@@ -6346,13 +6230,11 @@ static void cllm__ppo_fill_response(cllm_ppo_rollout *r, const cllm__rows *rows,
                                     int pad_is_eos) {
     int b, t, s;
     r->pad_id = -1;                                  /* not a token id: padding is only padding */
-    for (b = 0; b < r->B; b++) {
-        for (t = 0; t < r->L; t++) {
-            int id = t < rows->out[b]->n ? rows->out[b]->ids[t] : -1;
-            for (s = 0; pad_is_eos && id >= 0 && s < lm->n_stop_ids; s++)
-                if (id == lm->stop_ids[s]) id = -1;
-            r->response[(size_t)b * r->L + t] = id;
-        }
+    for (b = 0; b < r->B; b++) for (t = 0; t < r->L; t++) {
+        int id = t < rows->out[b]->n ? rows->out[b]->ids[t] : -1;
+        for (s = 0; pad_is_eos && id >= 0 && s < lm->n_stop_ids; s++)
+            if (id == lm->stop_ids[s]) id = -1;
+        r->response[(size_t)b * r->L + t] = id;
     }
 }
 
@@ -6400,11 +6282,10 @@ static void cllm__ppo_scores(cllm__ppo_ctx *c, cllm_ppo_rollout *r, const cllm__
     cllm_train_stats_add(st, "objective/score_running_std", c->scores.std, 1);
 }
 
-/* The rollout of one step (TRL's "no grad" phase): sample one response per prompt, score it by MR,
-   then the old log-probs and values from one forward of the policy at the sampling temperature
-   (checked against the sampler's), the reference's log-probs, and cllm_ppo_prepare. With
-   kl_target, legacy TRL's adaptive KL controller updates the coefficient from the step's
-   objective/kl. rows, r and *mr_out are filled for the caller. */
+/* The rollout of one step (TRL's "no grad" phase): sample one response per prompt, score it by MR, then the old
+   log-probs and values from one forward of the policy at the sampling temperature (checked against the sampler's),
+   the reference's log-probs, and cllm_ppo_prepare. With kl_target, legacy TRL's adaptive KL controller updates the
+   coefficient from the step's objective/kl. rows, r and *mr_out are filled for the caller. */
 static cllm_result cllm__ppo_rollout(cllm__ppo_ctx *c, cllm_trainer *tr, const int *idx, int n, cllm_local_output *out,
                                      cllm__rows *rows, cllm_ppo_rollout *r, double **mr_out, cllm_train_stats *st,
                                      cllm_err *err) {
@@ -6415,16 +6296,13 @@ static cllm_result cllm__ppo_rollout(cllm__ppo_ctx *c, cllm_trainer *tr, const i
     int B = 0, L = 1, failed = 0, b;
     float tau = rcfg->gen.sampler.temperature;
     cllm_ppo_config now = c->cfg;
-    cllm__seq_batch sb;
+    cllm__seq_batch sb = CLLM__ZERO;
     cllm_result rc;
-    memset(&sb, 0, sizeof sb);
     *mr_out = mr;
-    if (!mr || !keep) {
-        CLLM_FREE(keep);
-        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    }
-    if ((rc = cllm__rollout_sample(c->lm, rcfg, c->p, idx, n, 1, tr->step, out, err)) != CLLM_OK) goto done;
-    if ((rc = cllm__rollout_score(rcfg, c->lm, c->p, idx, n, 1, tr->step, out, mr, &failed, err)) != CLLM_OK) goto done;
+    if (!mr || !keep) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    else rc = cllm__rollout_sample(c->lm, rcfg, c->p, idx, n, 1, tr->step, out, err);
+    if (rc == CLLM_OK) rc = cllm__rollout_score(rcfg, c->lm, c->p, idx, n, 1, tr->step, out, mr, &failed, err);
+    if (rc != CLLM_OK) goto done;
     for (b = 0; b < n; b++) {
         if (isnan(mr[b])) continue;
         mr[B] = mr[b];
@@ -6432,13 +6310,12 @@ static cllm_result cllm__ppo_rollout(cllm__ppo_ctx *c, cllm_trainer *tr, const i
         if (out[b].n > L) L = out[b].n;
     }
     cllm_train_stats_add(st, "mr/failed", failed, 1);
-    if (B == 0) {
+    if (B == 0)
         rc = cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: MR failed for every response of the rollout; nothing to "
                                                "train on", tr->step + 1);
-        goto done;
-    }
-    if ((rc = cllm__rows_make(rows, out, keep, B, err)) != CLLM_OK) goto done;
-    if ((rc = cllm_ppo_rollout_alloc(r, B, L, err)) != CLLM_OK) goto done;
+    if (rc == CLLM_OK) rc = cllm__rows_make(rows, out, keep, B, err);
+    if (rc == CLLM_OK) rc = cllm_ppo_rollout_alloc(r, B, L, err);
+    if (rc != CLLM_OK) goto done;
     cllm__ppo_fill_response(r, rows, c->lm, c->cfg.pad_is_eos);
     cllm__ppo_scores(c, r, rows, mr, st);
     if ((rc = cllm__rollout_forward(tr->model, rows->ptr, B, tau, &sb, err)) != CLLM_OK) goto done;
@@ -6471,11 +6348,10 @@ static cllm_result cllm__ppo_micro(cllm__ppo_ctx *c, cllm_trainer *tr, const cll
     double *buf = (double *)cllm__calloc(4 * N + 1, sizeof(double));
     double *lp = buf, *val = buf + N, *dlp = buf + 2 * N, *dv = buf + 3 * N;
     double ratio = 0, ent = 0, ent_n = 0;
-    cllm_ppo_loss_out lo;
-    cllm__seq_batch sb;
+    cllm_ppo_loss_out lo = CLLM__ZERO;
+    cllm__seq_batch sb = CLLM__ZERO;
     cllm_result rc = CLLM_OK;
     int k, t;
-    memset(&sb, 0, sizeof sb);
     if (!seqs || !buf) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     for (k = 0; k < n && rc == CLLM_OK; k++) seqs[k] = rows->ptr[sel[k]];
     if (rc == CLLM_OK) rc = cllm__rollout_forward(tr->model, seqs, n, c->cfg.rollout.gen.sampler.temperature, &sb, err);
@@ -6488,7 +6364,6 @@ static cllm_result cllm__ppo_micro(cllm__ppo_ctx *c, cllm_trainer *tr, const cll
             ent_n++;
         }
     }
-    memset(&lo, 0, sizeof lo);
     lo.d_logprobs = dlp;
     lo.d_values = dv;
     if ((rc = cllm_ppo_rollout_loss(&c->cfg, r, sel, n, lp, val, &lo, err)) != CLLM_OK) goto done;
@@ -6512,9 +6387,8 @@ done:
     return rc;
 }
 
-/* One AdamW update of the policy and the value head from the accumulated gradients (one
-   optimizer over both, as TRL's PolicyAndValueWrapper), clipped together when max_grad_norm is
-   set; the bias of the head gets no weight decay. */
+/* One AdamW update of the policy and the value head from the accumulated gradients (one optimizer over both, as TRL's
+   PolicyAndValueWrapper), clipped together when max_grad_norm is set; the bias of the head gets no weight decay. */
 static cllm_result cllm__ppo_update(cllm__ppo_ctx *c, cllm_trainer *tr, double loss, cllm_err *err) {
     const cllm_adamw_config *a = &tr->cfg.adam;
     cllm_value_head *vh = c->vh;
@@ -6550,8 +6424,7 @@ static void cllm__permutation(int *perm, int n, uint64_t seed) {
     cllm_rng_seed(&rng, seed);
     for (i = 0; i < n; i++) perm[i] = i;
     for (i = n - 1; i > 0; i--) {
-        int j = (int)(cllm_rng_uniform(&rng) * (i + 1));
-        int swap = perm[i];
+        int j = (int)(cllm_rng_uniform(&rng) * (i + 1)), swap = perm[i];
         perm[i] = perm[j];
         perm[j] = swap;
     }
@@ -6564,14 +6437,11 @@ static cllm_result cllm__ppo_step(void *ctx, cllm_trainer *tr, const int *idx, i
                                   cllm_err *err) {
     cllm__ppo_ctx *c = (cllm__ppo_ctx *)ctx;
     cllm_local_output *out = (cllm_local_output *)cllm__calloc((size_t)n, sizeof *out);
-    int *perm = NULL;
-    int e, mb, i;
+    int *perm = NULL, e, mb, i;
     double *mr = NULL;
-    cllm__rows rows;
-    cllm_ppo_rollout r;
+    cllm__rows rows = CLLM__ZERO;
+    cllm_ppo_rollout r = CLLM__ZERO;
     cllm_result rc;
-    memset(&rows, 0, sizeof rows);
-    memset(&r, 0, sizeof r);
     if (!out) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     if ((rc = cllm__ppo_rollout(c, tr, idx, n, out, &rows, &r, &mr, st, err)) != CLLM_OK) goto done;
     if (!(perm = (int *)cllm__calloc((size_t)r.B, sizeof(int)))) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -6581,11 +6451,9 @@ static cllm_result cllm__ppo_step(void *ctx, cllm_trainer *tr, const int *idx, i
             /* mini-batch mb: rows [b0, b1) of the permutation (near-equal parts when B is short) */
             int b0 = (int)((long)r.B * mb / c->cfg.mini_batches);
             int b1 = (int)((long)r.B * (mb + 1) / c->cfg.mini_batches);
-            int n_micro = (b1 - b0 + c->batch_size - 1) / c->batch_size;
-            int m0;
-            cllm_train_stats mst;
+            int n_micro = (b1 - b0 + c->batch_size - 1) / c->batch_size, m0;
+            cllm_train_stats mst = CLLM__ZERO;
             if (b1 <= b0) continue;
-            memset(&mst, 0, sizeof mst);
             if ((rc = cllm_trainer_zero_grad(tr, err)) != CLLM_OK) break;
             memset(c->vh->grad, 0, ((size_t)c->vh->C + 1) * sizeof(cllm_float));
             for (m0 = b0; m0 < b1 && rc == CLLM_OK; m0 += c->batch_size) {
@@ -6608,24 +6476,21 @@ done:
     return rc;
 }
 
-/* PPO (TRL v0.19 PPOTrainer with MR as the reward model; legacy TRL's score scaling and adaptive
-   KL, which CollabLLM's PPO script uses, as options). A step is one rollout of batch_size x
-   grad_accum x mini_batches prompts, then ppo_epochs x mini_batches AdamW updates of the policy
-   and the value head, all at the step's learning rate (the paper's 2e-6 by default). The value
-   head is saved in every checkpoint and in final/ (value_head.safetensors) and restored on
-   resume. Gradient clipping is off unless train->max_grad_norm is set (TRL's PPO loop does not
-   clip). Statistics: TRL's, listed in data_fmt/train_online.md. */
+/* PPO (TRL v0.19 PPOTrainer with MR as the reward model; legacy TRL's score scaling and adaptive KL, which
+   CollabLLM's PPO script uses, as options). A step is one rollout of batch_size x grad_accum x mini_batches prompts,
+   then ppo_epochs x mini_batches AdamW updates of the policy and the value head, all at the step's learning rate (the
+   paper's 2e-6 by default). The value head is saved in every checkpoint and in final/ (value_head.safetensors) and
+   restored on resume. Gradient clipping is off unless train->max_grad_norm is set (TRL's PPO loop does not clip).
+   Statistics: TRL's, listed in data_fmt/train_online.md. */
 CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref, cllm_value_head *vh,
                                    const cllm_online_prompts *prompts, const cllm_ppo_config *cfg,
                                    const cllm_train_config *train, cllm_err *err) {
-    cllm__ppo_ctx ctx;
-    cllm_train_task task;
+    cllm__ppo_ctx ctx = CLLM__ZERO;
+    cllm_train_task task = CLLM__ZERO;
     cllm_train_config tc;
-    cllm_value_head own;
+    cllm_value_head own = CLLM__ZERO;
     cllm_result rc;
     if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "PPO: needs a config and a training config");
-    memset(&ctx, 0, sizeof ctx);
-    memset(&own, 0, sizeof own);
     ctx.lm = policy;
     ctx.ref = ref;
     ctx.p = prompts;
@@ -6660,7 +6525,6 @@ CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_
     tc.batch_size = ctx.batch_size;
     tc.grad_accum = ctx.grad_accum * ctx.cfg.mini_batches;
     if (tc.max_grad_norm == 0) tc.max_grad_norm = -1;
-    memset(&task, 0, sizeof task);
     task.name = "ppo";
     task.n_examples = prompts->n;
     task.default_lr = 2e-6;                  /* paper Table 6 */
@@ -6738,29 +6602,24 @@ static cllm_result cllm__grpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     double diff = 0, spread[3];
     double *lp, *old, *mask, *dlp;
     float tau = rcfg->gen.sampler.temperature;
-    cllm_grpo_loss_input in;
-    cllm_grpo_loss_out lo;
-    cllm__seq_batch sb;
-    cllm__rows rows;
+    cllm_grpo_loss_input in = CLLM__ZERO;
+    cllm_grpo_loss_out lo = CLLM__ZERO;
+    cllm__seq_batch sb = CLLM__ZERO;
+    cllm__rows rows = CLLM__ZERO;
     cllm_result rc;
-    memset(&sb, 0, sizeof sb);
-    memset(&rows, 0, sizeof rows);
     if (!out || !mr || !adv || !keep) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     else rc = cllm__rollout_sample(c->lm, rcfg, c->p, idx, n, G, tr->step, out, err);
     if (rc == CLLM_OK) rc = cllm__rollout_score(rcfg, c->lm, c->p, idx, n, G, tr->step, out, mr, &failed, err);
     if (rc != CLLM_OK) goto done;
     cllm_train_stats_add(st, "mr/failed", failed, 1);
-    if ((rc = cllm__grpo_groups(c, out, mr, n, adv, keep, &B, &L, spread, st, err)) != CLLM_OK) goto done;
-    if (B == 0) {
+    rc = cllm__grpo_groups(c, out, mr, n, adv, keep, &B, &L, spread, st, err);
+    if (rc == CLLM_OK && B == 0)
         rc = cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: MR failed in every group of a micro-batch; nothing to train "
                                                "on", tr->step + 1);
-        goto done;
-    }
-    if ((rc = cllm__rows_make(&rows, out, keep, B, err)) != CLLM_OK) goto done;
-    if (!(buf = (double *)cllm__calloc((size_t)B * L * 5 + 1, sizeof(double)))) {
+    if (rc == CLLM_OK) rc = cllm__rows_make(&rows, out, keep, B, err);
+    if (rc == CLLM_OK && !(buf = (double *)cllm__calloc((size_t)B * L * 5 + 1, sizeof(double))))
         rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-        goto done;
-    }
+    if (rc != CLLM_OK) goto done;
     lp = buf;
     old = lp + (size_t)B * L;
     mask = old + (size_t)B * L;
@@ -6772,14 +6631,11 @@ static cllm_result cllm__grpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     if ((rc = cllm__rollout_forward(tr->model, rows.ptr, B, tau, &sb, err)) != CLLM_OK) goto done;
     if ((rc = cllm__rollout_check(rcfg, tr->model, rows.out, rows.ptr, B, &diff, err)) != CLLM_OK) goto done;
     cllm__gather_logps(tr->model, rows.ptr, B, L, 0.0, lp);
-    for (i = 0; i < B; i++) {
-        for (s = 0; s < L; s++) {
-            size_t k = (size_t)i * L + s;
-            mask[k] = s < rows.out[i]->n;
-            old[k] = lp[k];                       /* num_iterations = 1: old = current, detached */
-        }
+    for (i = 0; i < B; i++) for (s = 0; s < L; s++) {
+        size_t k = (size_t)i * L + s;
+        mask[k] = s < rows.out[i]->n;
+        old[k] = lp[k];                       /* num_iterations = 1: old = current, detached */
     }
-    memset(&in, 0, sizeof in);
     in.B = B;
     in.T = L;
     in.logprobs = lp;
@@ -6792,7 +6648,6 @@ static cllm_result cllm__grpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     in.eps_high = c->cfg.epsilon_high;
     in.loss_type = c->cfg.loss_type;
     in.max_completion_length = rcfg->gen.max_new_tokens;
-    memset(&lo, 0, sizeof lo);
     lo.d_logprobs = dlp;
     if ((rc = cllm_grpo_loss(&in, &lo, err)) != CLLM_OK) goto done;
     rc = cllm__rollout_backward(tr->model, NULL, rows.ptr, B, L, dlp, NULL, (double)n / norm, err);
@@ -6817,17 +6672,15 @@ done:
     return rc;
 }
 
-/* GRPO (TRL v0.19 GRPOTrainer; verl's CollabLLM recipe also trains with GRPO): sampling as TRL
-   (T 1, 256 new tokens), G = 8 responses per prompt, TRL's learning rate 1e-6. Units of the
-   step's loss: prompts (each micro-batch's aggregated loss is weighted by its number of prompts).
-   Statistics: TRL's, listed in data_fmt/train_online.md. */
+/* GRPO (TRL v0.19 GRPOTrainer; verl's CollabLLM recipe also trains with GRPO): sampling as TRL (T 1, 256 new tokens),
+   G = 8 responses per prompt, TRL's learning rate 1e-6. Units of the step's loss: prompts (each micro-batch's
+   aggregated loss is weighted by its number of prompts). Statistics: TRL's, listed in data_fmt/train_online.md. */
 CLLMDEF cllm_result cllm_train_grpo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref,
                                     const cllm_online_prompts *prompts, const cllm_grpo_config *cfg,
                                     const cllm_train_config *train, cllm_err *err) {
-    cllm__grpo_ctx ctx;
+    cllm__grpo_ctx ctx = CLLM__ZERO;
     cllm_result rc;
     if (!cfg || !train) return cllm__fail(err, CLLM_ERR_ARG, "GRPO: needs a config and a training config");
-    memset(&ctx, 0, sizeof ctx);
     ctx.lm = policy;
     ctx.ref = ref;
     ctx.p = prompts;
@@ -15483,17 +15336,15 @@ static void cllm__axpy(cllm_float *y, cllm_float alpha, const cllm_float *x, int
 
 /* ---- matmul: cache blocking (mirrors cllm__matmul_forward_naive, cllm__matmul_backward_naive)  */
 
-/* The forward product out = inp W^T pairs rows of inp with rows of W, both contiguous along C,
-   so it is a grid of dot products: the "dot" kernel takes 3 rows of inp and 4 rows of W and
-   keeps their 12 dot products in registers (12 of the 16 AVX2 registers).
-   The backward products are sums of outer products, with the rows of B contiguous:
+/* The forward product out = inp W^T pairs rows of inp with rows of W, both contiguous along C, so it is a grid of dot
+   products: the "dot" kernel takes 3 rows of inp and 4 rows of W and keeps their 12 dot products in registers (12 of
+   the 16 AVX2 registers). The backward products are sums of outer products, with the rows of B contiguous:
      dinp (N,C)  += dout (N,OC)   . W   (OC,C)      A(n,o) = dout[n][o],  B(o,c) = W[o][c]
      dW   (OC,C) += dout^T (OC,N) . inp (N,C)       A(o,n) = dout[n][o],  B(n,c) = inp[n][c]
-   The "outer" kernel holds a 6 x 16 block of the output in registers and adds, for each k, the
-   6 values A(i,k) times the 16 values B(k,j); B's rows are first copied into a contiguous panel.
-   Both walk K in blocks that fit their operands in L1/L2. The output is cut into tiles, one
-   thread per tile, and inside a tile K is walked in ascending order: the thread count never
-   changes a result.                                                                            */
+   The "outer" kernel holds a 6 x 16 block of the output in registers and adds, for each k, the 6 values A(i,k) times
+   the 16 values B(k,j); B's rows are first copied into a contiguous panel. Both walk K in blocks that fit their
+   operands in L1/L2. The output is cut into tiles, one thread per tile, and inside a tile K is walked in ascending
+   order: the thread count never changes a result. */
 #ifdef CLLM_BLOCKED
 #define CLLM__DR 3      /* dot kernel: 3 rows of inp x 4 rows of W                                  */
 #define CLLM__DC 4
