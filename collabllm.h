@@ -663,10 +663,9 @@ CLLMDEF cllm_result cllm_model_load(cllm_model *m, const char *dir, cllm_err *er
 CLLMDEF cllm_result cllm_model_init(cllm_model *m, const cllm_config *c, uint64_t seed, cllm_err *err);
 CLLMDEF cllm_result cllm_model_save(const cllm_model *m, const char *dir, cllm_dtype dtype, cllm_err *err);
 CLLMDEF void        cllm_model_free(cllm_model *m);
-/* The model's tensors as checkpoint entries, one per HF tensor (per-layer stacks are split):
-   names get `prefix` (e.g. "grad."), data points into `memory`, which is params_memory,
-   grads_memory or any buffer with the same layout. Returns the count; `entries` must hold
-   cllm_model_tensor_count(m). */
+/* The model's tensors as checkpoint entries, one per HF tensor (per-layer stacks are split): names get `prefix` (e.g.
+   "grad."), data points into `memory`, which is params_memory, grads_memory or any buffer with the same layout.
+   Returns the count; `entries` must hold cllm_model_tensor_count(m). */
 CLLMDEF int         cllm_model_tensor_count(const cllm_model *m);
 CLLMDEF int         cllm_model_entries(const cllm_model *m, const cllm_float *memory, const char *prefix,
                                        cllm_dtype dtype, cllm_st_entry *entries);
@@ -886,8 +885,7 @@ typedef struct cllm_gen_config {
     cllm_sampler sampler;          /* greedy / temperature / top_k / top_p / seed; sample s does not
                                       depend on n_samples or on the other samples                  */
     int          max_new_tokens;   /* at most this many tokens per sample (default 256)           */
-    const int   *eos_ids;          /* stop after any of these n_eos ids (default: the model's
-                                      config eos_token_ids)                                        */
+    const int   *eos_ids;          /* stop after any of these n_eos ids (default: the model's config eos_token_ids) */
     int          n_eos;
     int          ignore_eos;       /* 1: never stop on EOS (default 0)                            */
     /* Optional stop test, called after every new token that is not an EOS with the sample's
@@ -963,11 +961,9 @@ CLLMDEF void        cllm_completions_free(cllm_completion *c, int n);   /* safe 
 /* A conversation. Built with cllm_conv_push it owns its strings (release with cllm_conv_free); a
    view filled by hand over borrowed strings is fine to pass anywhere but must not be freed. */
 typedef struct cllm_msg_meta {      /* how a generated message ended (zero: not known)           */
-    char finish_reason[32];         /* as the endpoint reported it ("stop", "length",
-                                       "content_filter", ...); a local model's "eos" and stop
-                                       strings give "stop", max_new_tokens "length"               */
-    int  replaced;                  /* invalid UTF-8 sequences and unpaired surrogate escapes
-                                       that became U+FFFD                                         */
+    char finish_reason[32];         /* as the endpoint reported it ("stop", "length", "content_filter", ...); a local
+                                       model's "eos" and stop strings give "stop", max_new_tokens "length" */
+    int  replaced;                  /* invalid UTF-8 sequences and unpaired surrogate escapes that became U+FFFD */
 } cllm_msg_meta;
 
 typedef struct cllm_conv {
@@ -992,11 +988,10 @@ CLLMDEF void        cllm_conv_free(cllm_conv *c);
 CLLMDEF struct cJSON *cllm_conv_to_json(const cllm_conv *c);            /* NULL when out of memory */
 CLLMDEF cllm_result cllm_conv_from_json(cllm_conv *c, const struct cJSON *messages, cllm_err *err);
 
-/* Lenient JSON for model output: the first JSON object in the text (prose before and after it
-   ignored), looked for in the whole text and in the first ```fenced``` block holding a '{',
-   as written first, then repaired for what models commonly get wrong: 'single' or """triple"""
-   quotes, True/False/None, raw newlines in strings, unescaped inner quotes, trailing commas.
-   Returns an object to free with cJSON_Delete, or NULL (CLLM_ERR_FORMAT in err). */
+/* Lenient JSON for model output: the first JSON object in the text (prose before and after it ignored), looked for in
+   the whole text and in the first ```fenced``` block holding a '{', as written first, then repaired for what models
+   commonly get wrong: 'single' or """triple""" quotes, True/False/None, raw newlines in strings, unescaped inner
+   quotes, trailing commas. Returns an object to free with cJSON_Delete, or NULL (CLLM_ERR_FORMAT in err). */
 CLLMDEF struct cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err);
 
 /* ---- the client ------------------------------------------------------------------------------ */
@@ -1019,9 +1014,8 @@ typedef struct cllm_client_config {
     long        max_response_bytes; /* larger responses fail with CLLM_ERR_LIMIT; default 64 MiB  */
     long long   max_inflight_bytes; /* response bytes held by all transfers in flight together; one
                                        that would pass it stops and is retried; default 256 MiB  */
-    int         reject_incomplete;  /* 1: a reply whose finish_reason is "length" or
-                                       "content_filter" is a failed call (default 0: kept, with
-                                       its finish_reason recorded)                               */
+    int         reject_incomplete;  /* 1: a reply whose finish_reason is "length" or "content_filter" is a failed call
+                                       (default 0: kept, with its finish_reason recorded)        */
     int         insecure;           /* 1: skip TLS certificate checks (default 0: verify)        */
     uint64_t    seed;               /* seeds the backoff jitter (default: time and address)      */
     /* Told, in one line, of every wait over 5 s before a retry: the endpoint, model and request
@@ -1082,10 +1076,9 @@ typedef struct cllm_chat_result {
 
 CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *cfg, cllm_err *err);
 CLLMDEF void        cllm_client_free(cllm_client *c);
-/* Runs n requests with up to cfg.max_concurrency in flight (curl multi interface), retrying each
-   on its own; a batch takes about as long as its slowest call. results[i] (n of them, filled
-   here) carries each call's own status. Returns CLLM_OK when every call succeeded, else the first
-   failure's code with a message counting the failures. */
+/* Runs n requests with up to cfg.max_concurrency in flight (curl multi interface), retrying each on its own; a batch
+   takes about as long as its slowest call. results[i] (n of them, filled here) carries each call's own status.
+   Returns CLLM_OK when every call succeeded, else the first failure's code with a message counting the failures. */
 CLLMDEF cllm_result cllm_client_chat_batch(cllm_client *c, const cllm_chat_request *requests, int n,
                                            cllm_chat_result *results, cllm_err *err);
 CLLMDEF cllm_result cllm_client_chat(cllm_client *c, const cllm_chat_request *request,
@@ -1232,8 +1225,7 @@ typedef struct cllm_judge {
     cllm_api_backend  api;           /* the client with cfg.params                                 */
 } cllm_judge;
 
-/* A verdict. A judge that gives no usable answer (after its retries) is a failure with a code,
-   never a score of 0. */
+/* A verdict. A judge that gives no usable answer (after its retries) is a failure with a code, never a score of 0. */
 typedef struct cllm_judgement {
     cllm_result code;
     double      score;              /* interactivity in [0, 1]; accuracy 0 or 1                   */
@@ -1308,10 +1300,9 @@ typedef struct cllm_local_lm {
     uint64_t       calls;       /* conversations generated so far: the seed counter (see above)   */
 } cllm_local_lm;
 
-/* dir: a Hugging Face model directory with config.json, model.safetensors (or shards),
-   tokenizer.json and tokenizer_config.json (its chat_template is needed for chat). Fails if the
-   tokenizer has ids beyond the model's vocab_size. Release with cllm_local_lm_free (safe on a
-   zeroed lm). */
+/* dir: a Hugging Face model directory with config.json, model.safetensors (or shards), tokenizer.json and
+   tokenizer_config.json (its chat_template is needed for chat). Fails if the tokenizer has ids beyond the model's
+   vocab_size. Release with cllm_local_lm_free (safe on a zeroed lm). */
 CLLMDEF cllm_result cllm_local_lm_load(cllm_local_lm *lm, const char *dir, cllm_err *err);
 CLLMDEF void        cllm_local_lm_free(cllm_local_lm *lm);
 
@@ -1324,8 +1315,7 @@ typedef struct cllm_local_gen_config {
     int                n_stop;
     int                keep_special;   /* 1: special tokens stay in text (default 0: dropped, as
                                           HF decode(skip_special_tokens=True) and vLLM do)        */
-    cllm_render_opts   render;         /* enable_thinking, date_string; add_generation_prompt is
-                                          always set                                              */
+    cllm_render_opts   render;         /* enable_thinking, date_string; add_generation_prompt is always set */
     /* Optional, e.g. to stream: called after every new token that does not end the sample with
        the sample's ids so far (as cllm_gen_config.stop); nonzero stops the sample ("stop"). */
     int              (*on_token)(void *ctx, const int *ids, int n);
@@ -1349,9 +1339,8 @@ typedef struct cllm_local_output {
     uint64_t    call;        /* the lm->calls value this conversation was seeded with             */
 } cllm_local_output;
 
-/* Generates n_samples responses to each of n conversations: out[i * n_samples + s] (the caller
-   provides n * n_samples entries; they are zeroed here). cfg may be NULL (defaults). On failure
-   nothing is left allocated in out. */
+/* Generates n_samples responses to each of n conversations: out[i * n_samples + s] (the caller provides n * n_samples
+   entries; they are zeroed here). cfg may be NULL (defaults). On failure nothing is left allocated in out. */
 CLLMDEF cllm_result cllm_local_chat(cllm_local_lm *lm, const cllm_conv *histories, int n, int n_samples,
                                     const cllm_local_gen_config *cfg, cllm_local_output *out, cllm_err *err);
 CLLMDEF void        cllm_local_outputs_free(cllm_local_output *out, int n);
@@ -1382,11 +1371,9 @@ CLLMDEF void cllm_local_assistant_init(cllm_local_assistant *a, cllm_local_lm *l
 /* (b) The user simulator as a local model: cllm_user_sim_prompt as one user message through the
    chat template, cllm_user_sim_parse on the answer, an unusable answer sampled again. */
 typedef struct cllm_local_user_sim_config {
-    cllm_local_gen_config gen;       /* temperature default 1.0, max_new_tokens default 1024, as
-                                        the API simulator's                                       */
+    cllm_local_gen_config gen;       /* temperature default 1.0, max_new_tokens default 1024, as the API simulator's */
     const char *termination;         /* default CLLM_TERMINATION_SIGNAL                           */
-    const char *prompt;              /* template (default: the built-in one; placeholders as in
-                                        cllm_llm_sim_config)                                      */
+    const char *prompt;              /* template (default: the built-in one; placeholders as in cllm_llm_sim_config) */
     int         max_parse_retries;   /* default 3; negative: none                                 */
 } cllm_local_user_sim_config;
 
@@ -1414,11 +1401,10 @@ typedef struct cllm_session {
     int              n_history;      /* messages before the candidate                             */
 } cllm_session;
 
-/* A metric scores n sessions at once (so LLM judges run concurrently). It writes scores[i], or
-   NAN for a session it could not score (a failed judgement is never a 0); it returns an error
-   only when it could score nothing at all, with the reason in err. When it returns CLLM_OK but
-   left some NAN, err->msg may say why (err->code stays CLLM_OK): the built-in metrics give the
-   first reason, e.g. a judge's endpoint, HTTP status and message. */
+/* A metric scores n sessions at once (so LLM judges run concurrently). It writes scores[i], or NAN for a session it
+   could not score (a failed judgement is never a 0); it returns an error only when it could score nothing at all,
+   with the reason in err. When it returns CLLM_OK but left some NAN, err->msg may say why (err->code stays CLLM_OK):
+   the built-in metrics give the first reason, e.g. a judge's endpoint, HTTP status and message. */
 typedef cllm_result (*cllm_metric_fn)(void *ctx, const cllm_session *sessions, int n, double *scores, cllm_err *err);
 typedef struct cllm_metric {
     const char    *name;             /* reported name, e.g. "accuracy", "interactivity"           */
@@ -1456,10 +1442,9 @@ CLLMDEF cllm_result cllm_metric_pass_rate(void *ctx, const cllm_session *s, int 
 /* Fills m->name and m->fn for a built-in name (weight and ctx are left to the caller). */
 CLLMDEF cllm_result cllm_metric_builtin(const char *name, cllm_metric *m, cllm_err *err);
 
-/* The final answer of a session: its last assistant message, or the text after the last
-   occurrence of answer_prefix in it when one is set. Matching ignores case, surrounding
-   whitespace and repeated spaces; numeric compares numbers with a tolerance when both sides are
-   numbers. */
+/* The final answer of a session: its last assistant message, or the text after the last occurrence of answer_prefix
+   in it when one is set. Matching ignores case, surrounding whitespace and repeated spaces; numeric compares numbers
+   with a tolerance when both sides are numbers. */
 typedef struct cllm_match_config {
     const char *answer_prefix;       /* e.g. "Answer:" (default: none, the whole message)         */
     int         numeric;             /* 1: compare as numbers when both parse (default 0)        */
@@ -1604,11 +1589,10 @@ CLLMDEF void        cllm_eval_summary_free(cllm_eval_summary *s);
 /* Objectives: DPO, PPO, GRPO (defined with their math in Part I, section I.3)                  */
 /* ============================================================================================ */
 
-/* The model-independent math of preference and RL training, on plain double arrays, so that
-   results match PyTorch float64 to ~1e-15. Token arrays are row-major (B, T). A mask is a weight
-   per token as torch uses it: masked_mean(x, m) = sum(x m) / sum(m). In the input structs every
-   number is used as given (0 is 0; the comment names the library's value), an enum field's zero
-   is the default, and an optional array may be NULL. */
+/* The model-independent math of preference and RL training, on plain double arrays, so that results match PyTorch
+   float64 to ~1e-15. Token arrays are row-major (B, T). A mask is a weight per token as torch uses it: masked_mean(x,
+   m) = sum(x m) / sum(m). In the input structs every number is used as given (0 is 0; the comment names the library's
+   value), an enum field's zero is the default, and an optional array may be NULL. */
 
 /* ---- DPO (Rafailov et al. 2023), as TRL v0.19.1 DPOTrainer.dpo_loss -------------------------- */
 
@@ -1680,8 +1664,7 @@ typedef struct cllm_ppo_rewards_input {
     cllm_kl_estimator     kl_estimator; /* default CLLM_KL_K1                                       */
     cllm_reward_placement placement;    /* where the score lands; default CLLM_REWARD_AFTER_EOS     */
 } cllm_ppo_rewards_input;
-/* Per-token rewards -kl_coef KL, plus each score at its placement: rewards and kl (may be NULL)
-   receive B*T values. */
+/* Per-token rewards -kl_coef KL, plus each score at its placement: rewards and kl (may be NULL) receive B*T values. */
 CLLMDEF cllm_result cllm_ppo_rewards(const cllm_ppo_rewards_input *in, double *rewards, double *kl, cllm_err *err);
 
 /* In place: x = (x - mean) / std over the n values weighted by mask (NULL = all 1), keep_mean 1
@@ -1821,8 +1804,7 @@ typedef enum cllm_lora_target {
 typedef struct cllm_lora_config {
     int      r;              /* rank (default 32, paper Table 6; at most CLLM_LORA_MAX_R)          */
     double   alpha;          /* the update is scaled by alpha / r (default 16, paper Table 6)      */
-    double   dropout;        /* on the adapter input in training (default 0.1, paper Table 6;
-                                negative = none)                                                 */
+    double   dropout;        /* on the adapter input in training (default 0.1, paper Table 6; negative = none) */
     unsigned targets;        /* cllm_lora_target bits (default CLLM_LORA_ALL)                     */
     uint64_t seed;           /* initialisation of A (default 42)                                  */
 } cllm_lora_config;
@@ -2083,8 +2065,7 @@ typedef struct cllm_online_prompt {
     cllm_conv  history;      /* the messages so far, the last one the user's (owned)              */
     cllm_task  task;         /* single_turn_prompt / _completion and the line's other fields (owned) */
     cllm_goal  goal;         /* the simulated user's goal: prompt = single_turn_prompt, reference =
-                                single_turn_completion with show_reference, task_desc from the
-                                config (borrowed)                                                  */
+                                single_turn_completion with show_reference, task_desc from the config (borrowed) */
     long       conv_id;      /* records: conv_id; tasks: the task's index in its file             */
     int        turn_id;      /* history.n, CollabLLM's len(prompt)                                */
 } cllm_online_prompt;
@@ -2095,8 +2076,7 @@ typedef struct cllm_online_prompts {
 } cllm_online_prompts;
 
 typedef struct cllm_prompts_config {
-    const char *task_desc;       /* cllm_goal.task_desc of every prompt (default "a task"); must
-                                    outlive the prompts                                           */
+    const char *task_desc;       /* cllm_goal.task_desc of every prompt (default "a task"); must outlive the prompts */
     int         show_reference;  /* 1: the simulator also sees single_turn_completion             */
 } cllm_prompts_config;
 
@@ -2116,10 +2096,9 @@ CLLMDEF void        cllm_online_prompts_free(cllm_online_prompts *p);
 /* ---- what the three methods share ------------------------------------------------------------ */
 
 typedef struct cllm_rollout_config {
-    cllm_local_gen_config gen;   /* how the trained responses are sampled; zero fields take the
-                                    method's defaults (TRL's): online DPO T 0.9, top_k 50 (negative
-                                    = off), 64 tokens; PPO T 0.7, 53 tokens; GRPO T 1, 256 tokens;
-                                    sampler.seed 0 = the trainer's seed                           */
+    cllm_local_gen_config gen;   /* how the trained responses are sampled; zero fields take the method's defaults
+                                    (TRL's): online DPO T 0.9, top_k 50 (negative = off), 64 tokens; PPO T 0.7, 53
+                                    tokens; GRPO T 1, 256 tokens; sampler.seed 0 = the trainer's seed */
     const char           *system_prompt; /* first in every prompt the policy answers here, never
                                     stored (default none; CollabLLM prepends its SYSTEM_PROMPT)    */
     const cllm_mr_config *mr;    /* the reward (required)                                         */
@@ -2143,9 +2122,8 @@ typedef struct cllm_online_dpo_config {
     double beta;                 /* default 0.1                                                   */
     int    max_length;           /* prompt + response tokens; a longer pair loses the start of its
                                     prompt (default 512, TRL's max_length)                         */
-    double rpo_alpha;            /* + alpha x the chosen responses' NLL per token (RPO, as
-                                    cllm_dpo_config.rpo_alpha; not in TRL's OnlineDPOTrainer).
-                                    Default 0 = off                                                */
+    double rpo_alpha;            /* + alpha x the chosen responses' NLL per token (RPO, as cllm_dpo_config.rpo_alpha;
+                                    not in TRL's OnlineDPOTrainer). Default 0 = off                */
 } cllm_online_dpo_config;
 
 /* Online DPO on prompts (TRL's OnlineDPOTrainer with MR as the judge). policy: the model trained
@@ -2224,8 +2202,7 @@ typedef struct cllm_ppo_rollout {
 /* Allocates every array of a B x L rollout (zeroed); free with cllm_ppo_rollout_free. */
 CLLMDEF cllm_result cllm_ppo_rollout_alloc(cllm_ppo_rollout *r, int B, int L, cllm_err *err);
 CLLMDEF void        cllm_ppo_rollout_free(cllm_ppo_rollout *r);
-/* TRL's rollout arithmetic, in place: masks, per-token rewards, GAE, whitened advantages.
-   cfg NULL = TRL's defaults. */
+/* TRL's rollout arithmetic, in place: masks, per-token rewards, GAE, whitened advantages. cfg NULL = TRL's defaults. */
 CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollout *r, cllm_err *err);
 /* cllm_ppo_loss on rollout rows rows[0..n) given the current log-probs and values there (n*L). */
 CLLMDEF cllm_result cllm_ppo_rollout_loss(const cllm_ppo_config *cfg, const cllm_ppo_rollout *r, const int *rows, int n,
@@ -2263,9 +2240,8 @@ CLLMDEF cllm_result cllm_train_grpo(cllm_local_lm *policy, cllm_lora *lora, cllm
 /* ---- BLEU, exactly as NLTK's sentence_bleu (nltk 3.8, weights 0.25 x 4) ---- */
 
 typedef enum cllm_bleu_level {
-    CLLM_BLEU_CHAR = 0,  /* a plain string is a sequence of characters (CollabLLM passes strings):
-                            Unicode code points of the UTF-8 text, spaces included; an invalid
-                            UTF-8 byte counts as one symbol of its own                           */
+    CLLM_BLEU_CHAR = 0,  /* a plain string is a sequence of characters (CollabLLM passes strings): Unicode code points
+                            of the UTF-8 text, spaces included; an invalid UTF-8 byte counts as one symbol of its own */
     CLLM_BLEU_TOKEN      /* tokens = Python str.split(): runs separated by Unicode whitespace      */
 } cllm_bleu_level;
 
@@ -8527,10 +8503,9 @@ static int cllm__merge_parts(const cJSON *it, const char **a, size_t *la, const 
     return 1;
 }
 
-/* model: {"type": "BPE", "vocab": {token: id}, "merges": [...], ...}, as HF's models/bpe/model.rs
-   reads it. The rank of a merge is its position in the list; a repeated pair keeps its first
-   rank; the merged token is vocab[a + b]. max_added_id and n_added: the largest id and the
-   number of the added tokens. */
+/* model: {"type": "BPE", "vocab": {token: id}, "merges": [...], ...}, as HF's models/bpe/model.rs reads it. The rank
+   of a merge is its position in the list; a repeated pair keeps its first rank; the merged token is vocab[a + b].
+   max_added_id and n_added: the largest id and the number of the added tokens. */
 static cllm_result cllm__load_bpe(struct cllm__tok *p, const cJSON *model, int max_added_id, int n_added,
                                   cllm_err *err) {
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
@@ -9042,10 +9017,9 @@ static void cllm__split_added(const struct cllm__tok *p, const char *s, size_t f
 }
 
 /* ---- Encoding: pre-tokenizer regexes as scanners ---------------------------------------------- */
-/* Each alternation is tried in order at position i, with the backtracking the regex engine
-   (Oniguruma in HF tokenizers) would do written out; the result is the end of the match. Every
-   alternation of the three patterns matches at least one character at any position, so the
-   matches tile the piece. */
+/* Each alternation is tried in order at position i, with the backtracking the regex engine (Oniguruma in HF
+   tokenizers) would do written out; the result is the end of the match. Every alternation of the three patterns
+   matches at least one character at any position, so the matches tile the piece. */
 
 /* The character classes of the regexes; OTHER = not \s, \p{L}, \p{N}. */
 typedef enum cllm__cclass { CLLM__C_LETTER, CLLM__C_NUMBER, CLLM__C_SPACE, CLLM__C_OTHER, CLLM__C_CRLF } cllm__cclass;
@@ -9077,9 +9051,8 @@ static size_t cllm__run(const unsigned char *s, size_t n, size_t i, cllm__cclass
     return i;
 }
 
-/* 's 't 're 've 'm 'll 'd after the apostrophe at s[i-1]: returns the suffix length or 0. With
-   ci (Oniguruma's (?i)) letters match either case, and 's' also matches U+017F LONG S, whose
-   case fold is 's'. */
+/* 's 't 're 've 'm 'll 'd after the apostrophe at s[i-1]: returns the suffix length or 0. With ci (Oniguruma's (?i))
+   letters match either case, and 's' also matches U+017F LONG S, whose case fold is 's'. */
 static size_t cllm__contraction(const unsigned char *s, size_t n, size_t i, int ci) {
     static const char *suffix[7] = { "s", "t", "re", "ve", "m", "ll", "d" };
     int k;
@@ -9545,14 +9518,12 @@ CLLMDEF void cllm_decode_stream_free(cllm_decode_stream *s) {
 /* II.4 Chat templates and assistant masks                                                      */
 /* -------------------------------------------------------------------------------------------- */
 
-/* Each supported template is written out in C below, line for line with its Jinja source in the
-   model's tokenizer_config.json, for conversations of system / user / assistant messages (tool
-   calls and tool roles are refused). While rendering we record the byte spans a model should
-   learn to produce, the spans transformers' apply_chat_template(return_assistant_tokens_mask=True)
-   marks with {% generation %}: an assistant message's content and its end-of-turn token. The
-   text is then tokenized once and a token is trainable when its first byte lies in such a span.
-   Tokenizing pieces separately would be wrong: BPE pre-tokens can straddle a header and the
-   content. */
+/* Each supported template is written out in C below, line for line with its Jinja source in the model's
+   tokenizer_config.json, for conversations of system / user / assistant messages (tool calls and tool roles are
+   refused). While rendering we record the byte spans a model should learn to produce, the spans transformers'
+   apply_chat_template(return_assistant_tokens_mask=True) marks with {% generation %}: an assistant message's content
+   and its end-of-turn token. The text is then tokenized once and a token is trainable when its first byte lies in
+   such a span. Tokenizing pieces separately would be wrong: BPE pre-tokens can straddle a header and the content. */
 
 static const char *cllm__smollm2_system = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
 static const char *cllm__qwen25_system = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
@@ -9654,9 +9625,8 @@ static int cllm__role_is(const cllm_message *m, const char *role) {
     return strcmp(m->role, role) == 0;
 }
 
-/* ChatML: SmolLM2-Instruct (default system prompt when messages[0] is not a system message,
-   inside the loop), Qwen2.5-Instruct (the same, before the loop, with its own prompt) and the
-   classic template. */
+/* ChatML: SmolLM2-Instruct (default system prompt when messages[0] is not a system message, inside the loop),
+   Qwen2.5-Instruct (the same, before the loop, with its own prompt) and the classic template. */
 static cllm_result cllm__render_chatml(const struct cllm__tok *p, const cllm_message *m, int n,
                                        const cllm_render_opts *o, cllm__render *r, cllm_err *err) {
     int i, qwen = p->chat_default_system == cllm__qwen25_system;
@@ -9986,11 +9956,10 @@ static void cllm__kv_attend(const cllm_kv_cache *kv, int l, cllm__kv_work *w, in
     if (scores != w->s) CLLM_FREE(scores);
 }
 
-/* The incremental forward for N rows: row r is token ids[r] of sequence kv->row_seq[r] at
-   position kv->row_pos[r]. Rows of one sequence must continue its cached positions without gaps.
-   Per layer, every row's k and v go into the cache first; then row r attends to positions
-   0..row_pos[r] of its sequence: the cached past plus earlier rows of this step (causal).
-   Leaves the final-normed hidden states in the work rows w->ln (N, C). */
+/* The incremental forward for N rows: row r is token ids[r] of sequence kv->row_seq[r] at position kv->row_pos[r].
+   Rows of one sequence must continue its cached positions without gaps. Per layer, every row's k and v go into the
+   cache first; then row r attends to positions 0..row_pos[r] of its sequence: the cached past plus earlier rows of
+   this step (causal). Leaves the final-normed hidden states in the work rows w->ln (N, C). */
 static void cllm__kv_forward_rows(const cllm_model *m, cllm_kv_cache *kv, const int *ids, int N, cllm__kv_work *w) {
     const cllm_config *c = &m->config;
     const cllm_params *p = &m->params;
@@ -10113,9 +10082,8 @@ static void cllm__cand_swap(cllm__cand *a, cllm__cand *b) {
     *b = t;
 }
 
-/* Selection (Hoare's FIND): rearranges c[0..n) so that c[k] is the (k+1)-th in rank order, with
-   every earlier-ranked candidate before it and every later one after it. O(n) on average, so
-   top-k does not sort the whole vocabulary. */
+/* Selection (Hoare's FIND): rearranges c[0..n) so that c[k] is the (k+1)-th in rank order, with every earlier-ranked
+   candidate before it and every later one after it. O(n) on average, so top-k does not sort the whole vocabulary. */
 static void cllm__select(cllm__cand *c, int n, int k) {
     int lo = 0, hi = n - 1;
     while (lo < hi) {
@@ -10305,12 +10273,11 @@ static int cllm__is_eos(const cllm_gen_config *g, const cllm_config *c, int id) 
     return 0;
 }
 
-/* HF generate(do_sample=True, max_new_tokens, eos_token_id) for n samples of one prompt. The
-   prompt (all but its last token) is prefilled into sequence 0 and copied to the other samples;
-   then every step feeds each unfinished sample's newest token (at first the prompt's last one)
-   through cllm_kv_step as one batch, samples the next token from its logits row, and checks EOS,
-   the stop callback and the length limit. The last sampled token is never fed. With top_k and top_p
-   off, the logprobs equal cllm_forward's logp with batch.temperature = the sampling temperature. */
+/* HF generate(do_sample=True, max_new_tokens, eos_token_id) for n samples of one prompt. The prompt (all but its last
+   token) is prefilled into sequence 0 and copied to the other samples; then every step feeds each unfinished sample's
+   newest token (at first the prompt's last one) through cllm_kv_step as one batch, samples the next token from its
+   logits row, and checks EOS, the stop callback and the length limit. The last sampled token is never fed. With top_k
+   and top_p off, the logprobs equal cllm_forward's logp with batch.temperature = the sampling temperature. */
 CLLMDEF cllm_result cllm_generate(const cllm_model *m, const int *prompt, int n_prompt, int n_samples,
                                   const cllm_gen_config *cfg, cllm_completion *out, cllm_err *err) {
     cllm_gen_config g;
