@@ -914,45 +914,17 @@ CLLMDEF void        cllm_completions_free(cllm_completion *c, int n);   /* safe 
 /* Chat-completions client (libcurl), user simulators and judges                                */
 /* ============================================================================================ */
 
-/* Everything here talks to an OpenAI-compatible POST {base_url}/chat/completions endpoint (OpenAI,
-   vLLM, llama.cpp's server, Ollama, ...) through libcurl, or to C callbacks with the same shape.
+/* Everything here talks to an OpenAI-compatible POST {base_url}/chat/completions endpoint (OpenAI, vLLM, llama.cpp's
+   server, Ollama, ...) through libcurl, or to C callbacks with the same shape. The exchange (what is sent, retried
+   and refused), the limits a hostile endpoint meets (tests/test_hostile.c) and each server's setup:
+   data_fmt/endpoints.md; the API key: manual section 6 and "secrets" in section II.6. Tasks in: data_fmt/task.md;
+   conversations out: data_fmt/conversation.md.
 
-   The exchange, one request:
-     -> POST /v1/chat/completions   Authorization: Bearer <key from the env var>   (if set)
-        {"model": "...", "messages": [{"role": "user", "content": "..."}, ...],
-         "temperature": t, "top_p": p, "max_tokens": n, "seed": s, "response_format": {...}}
-                                    (only the fields the request sets are sent)
-     <- 200 {"choices": [{"message": {"role": "assistant", "content": "..."}, "finish_reason": "stop"}],
-             "usage": {"prompt_tokens": a, "completion_tokens": b, "total_tokens": a+b}}
-     <- 408, 429, 5xx, a timeout or a dropped connection: retried (jittered backoff; Retry-After
-        honoured, in seconds or as an HTTP-date); a 3xx redirect is not followed (the key would go
-        along); any other status: a failure carrying the endpoint's error message.
-     content may also be a list of text parts (joined); null content, tool_calls without text, a
-     refusal and a non-text part are failures that say which.
-
-   Ownership: every function that fills a result (cllm_chat_result, cllm_reply, cllm_judgement,
-   cllm_conv) allocates its strings; release them with the matching *_free, which is safe on a
-   zeroed struct. Request structs and configs only borrow their strings. A client, and anything
-   built on it, is used by one thread at a time; batches give concurrency without threads.
-   cllm_client_init and cllm_client_free change process-wide state (curl_global_init, the key
-   registry of the scrubber): call them while no other thread uses the library.
-
-   Limits and trust (each tried against a hostile loopback server by tests/test_hostile.c):
-   - Memory: max_response_bytes per response (a larger Content-Length, or a gzip bomb, stops
-     there) and max_inflight_bytes for all transfers in flight (one that would pass it is retried).
-   - Time: deadline_ms bounds a request, every attempt and wait included; a wait over 5 s before a
-     retry is told to on_wait in one line (who, why, how long).
-   - Text: what an endpoint sends is kept as valid UTF-8 (invalid sequences and unpaired surrogate
-     escapes become U+FFFD, counted as "replaced"); a \u0000 in the content fails the call; a reply
-     too long for a JSONL line of ours (CLLM_MAX_LINE_BYTES) is refused, and a conversation stops
-     before such a message.
-   - Incomplete replies: finish_reason is kept with each message (cllm_msg_meta); "length" and
-     "content_filter" are flagged in the files ("incomplete_messages"), or fail the call with
-     reject_incomplete.
-   - Secrets: the key is sent only in the bearer header, wiped on free, and scrubbed from every
-     error message and from received text (section 6 of the manual; "secrets", section II.6).
-   Files: data_fmt/task.md (tasks in), data_fmt/conversation.md (conversations out), and
-   data_fmt/endpoints.md (OpenAI, vLLM, llama.cpp server, Ollama). */
+   Ownership: every function that fills a result (cllm_chat_result, cllm_reply, cllm_judgement, cllm_conv) allocates
+   its strings; release them with the matching *_free, which is safe on a zeroed struct. Request structs and configs
+   only borrow their strings. A client, and anything built on it, is used by one thread at a time; batches give
+   concurrency without threads. cllm_client_init and cllm_client_free change process-wide state (curl_global_init,
+   the key registry of the scrubber): call them while no other thread uses the library. */
 
 /* ---- conversations --------------------------------------------------------------------------- */
 
