@@ -480,8 +480,7 @@ CLLMDEF double   cllm_rng_normal(cllm_rng *r);    /* N(0, 1), Box-Muller */
 
 /* Reads a whole file into a new buffer with a NUL appended. Free it with cllm_free_buffer. */
 CLLMDEF cllm_result cllm_read_file(const char *path, char **out, size_t *len, cllm_err *err);
-/* One line of f into *line (grown as needed up to CLLM_MAX_LINE_BYTES, NUL-terminated, without its "\n" or "\r\n";
-   free it with cllm_free_buffer): its length, or a cllm_line_status. */
+/* One line of f, without "\n" or "\r\n", into *line (grown up to CLLM_MAX_LINE_BYTES): its length or a status. */
 typedef enum cllm_line_status { CLLM_LINE_EOF = -1, CLLM_LINE_TOO_LONG = -2, CLLM_LINE_NOMEM = -3 } cllm_line_status;
 CLLMDEF long        cllm_read_line(FILE *f, char **line, size_t *cap);
 /* Writes path.tmp.<pid>, flushes it to disk, then renames it over path: readers see the old file or the new one. */
@@ -684,19 +683,15 @@ typedef struct cllm_batch {
                                  scores rollouts at the sampling temperature)                     */
 } cllm_batch;
 
-/* Reads JSONL lines {"input_ids": [..], "labels": [..]} (labels optional, default input_ids;
-   -100 = ignored) into a right-padded batch that it allocates: pad id 0, attn_mask 0 and label
-   -100 on pads. Release it with cllm_batch_free (only batches made here). */
+/* A token-batch JSONL file (data_fmt/dump.md) as a right-padded batch it allocates; free it with cllm_batch_free. */
 CLLMDEF cllm_result cllm_batch_read_jsonl(cllm_batch *batch, const char *path, cllm_err *err);
 CLLMDEF void        cllm_batch_free(cllm_batch *batch);
 
 /* logits_out: optional (B, T, V) buffer that receives the raw logits (before temperature). */
 CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_float *logits_out, cllm_err *err);
 CLLMDEF cllm_result cllm_zero_grad(cllm_model *m, cllm_err *err);
-/* dlogp: (B*T) gradient of the objective w.r.t. model.acts.logp, or NULL for the mean CE loss.
-   dhidden: optional (B*T, C) gradient w.r.t. model.acts.lnf (e.g. from a value head).
-   With LoRA adapters attached (cllm_lora_init) the base model is frozen: only the adapters'
-   gradients are accumulated (into lora->grads) and model.grads is never allocated. */
+/* dlogp: (B*T) gradient w.r.t. model.acts.logp, or NULL for the mean CE loss; dhidden: optional (B*T, C) gradient
+   w.r.t. model.acts.lnf (a value head). With LoRA attached only lora->grads accumulate (model.grads stays NULL). */
 CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const cllm_float *dhidden, cllm_err *err);
 /* The linear layer's product out (N, OC) = inp (N, C) W^T + bias (W (OC, C), bias NULL = none), and its backward
    (adds into those of dinp, dW, dbias that are not NULL), with the fastest kernel this build has. */
@@ -1639,8 +1634,7 @@ typedef struct cllm_ppo_rewards_input {
 /* Per-token rewards -kl_coef KL, plus each score at its placement: rewards and kl (may be NULL) receive B*T values. */
 CLLMDEF cllm_result cllm_ppo_rewards(const cllm_ppo_rewards_input *in, double *rewards, double *kl, cllm_err *err);
 
-/* In place: x = (x - mean) / std over the n values weighted by mask (NULL = all 1), keep_mean 1
-   adding the mean back (TRL's shift_mean=False); biased 0: TRL / verl, 1: OpenRLHF. */
+/* In place x = (x - mean) / std weighted by mask (NULL = all 1); keep_mean: TRL's shift_mean=False; biased: OpenRLHF */
 CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, int keep_mean, int biased,
                                        cllm_err *err);
 
@@ -1877,8 +1871,7 @@ CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *t
                                       cllm_err *err);
 CLLMDEF void        cllm_dpo_data_free(cllm_dpo_data *d);
 
-/* Summed target log-probs of n sequences under m, batched batch_size at a time (0 = 8), no
-   gradients, adapters as they are set (no dropout). */
+/* Summed target log-probs of n sequences under m, batch_size at a time (0 = 8), no gradients, no dropout. */
 CLLMDEF cllm_result cllm_seq_logps(cllm_model *m, const cllm_train_seq *const *seqs, int n, int batch_size,
                                    double *logps, cllm_err *err);
 /* TRL's precompute_ref_log_probs: the pairs' reference logps, into d and (if set) out_path. */
@@ -2052,13 +2045,11 @@ typedef struct cllm_prompts_config {
     int         show_reference;  /* 1: the simulator also sees single_turn_completion             */
 } cllm_prompts_config;
 
-/* From a task file: the simulated user's opening message of each task, made once when cache_path
-   is set (read from it when it exists, else written there). Appends to p. */
+/* From a task file: each task's simulated opening message, cached in cache_path if set. Appends to p. */
 CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const cllm_task *tasks, int n_tasks,
                                                    const cllm_user_sim *user, const cllm_prompts_config *cfg,
                                                    const char *cache_path, cllm_err *err);
-/* From MR records (data_fmt/records.md) or a prompts file: one prompt per (conv_id, turn_id), as
-   CollabLLM's to_inputs_dataset. Appends to p. */
+/* From MR records (data_fmt/records.md) or a prompts file: one prompt per (conv_id, turn_id). Appends to p. */
 CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char *path, const cllm_prompts_config *cfg,
                                              cllm_err *err);
 /* One JSON line per prompt, written atomically (data_fmt/train_prompts.md). */
@@ -2180,8 +2171,7 @@ CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollou
 CLLMDEF cllm_result cllm_ppo_rollout_loss(const cllm_ppo_config *cfg, const cllm_ppo_rollout *r, const int *rows, int n,
                                           double *logprobs, double *values, cllm_ppo_loss_out *out, cllm_err *err);
 
-/* PPO on prompts (TRL v0.19's PPOTrainer with MR as the reward): per step one rollout, then
-   ppo_epochs x mini_batches AdamW updates of the policy and the value head vh (NULL: a fresh one). */
+/* PPO on prompts (TRL v0.19's PPOTrainer, MR as the reward); vh: the value head (NULL: a fresh one). */
 CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref, cllm_value_head *vh,
                                    const cllm_online_prompts *prompts, const cllm_ppo_config *cfg,
                                    const cllm_train_config *train, cllm_err *err);
@@ -6971,8 +6961,8 @@ static cllm_result cllm__mkdir(const char *dir, cllm_err *err) {
 
 /* ---- lines of text files (JSONL) ------------------------------------------------------------- */
 
-/* The buffer never grows past CLLM_MAX_LINE_BYTES, whatever the file holds. A reader that gets a length below
-   CLLM_LINE_EOF reports it with cllm__line_fail. */
+/* *line is NUL-terminated and freed with cllm_free_buffer; it never grows past CLLM_MAX_LINE_BYTES, whatever the file
+   holds. A reader that gets a length below CLLM_LINE_EOF reports it with cllm__line_fail. */
 CLLMDEF long cllm_read_line(FILE *f, char **line, size_t *cap) {
     size_t n = 0;
     int ch;
