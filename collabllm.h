@@ -1419,11 +1419,8 @@ typedef struct cllm_match_config {
 } cllm_match_config;
 CLLMDEF int cllm_answer_matches(const cllm_match_config *cfg, const char *answer, const char *reference);
 
-/* Runs the final code of a session against the task's tests in a subprocess:
-   `python -c` never, a shell never: the code and the tests are written to a temporary file that
-   the interpreter runs directly, with a CPU-time, address-space and wall-clock limit.
-   THIS IS NOT A SANDBOX: the code runs with your user's rights. Use a container for untrusted
-   tasks. Tests come from the task's metadata ("test": Python unittest source, as BigCodeBench). */
+/* Runs a session's final code against the task's tests ("test": unittest source, as BigCodeBench) in a subprocess
+   under limits, with no shell. THIS IS NOT A SANDBOX (manual section 6): use a container for untrusted tasks. */
 typedef struct cllm_code_config {
     const char  *python;             /* interpreter (default "python3", looked up on PATH)        */
     double       timeout_s;          /* wall clock per run (default 10)                           */
@@ -1745,20 +1742,15 @@ CLLMDEF cllm_result cllm_grpo_loss(const cllm_grpo_loss_input *in, cllm_grpo_los
 /* Training: SFT, DPO, LoRA, checkpoints                                                        */
 /* ============================================================================================ */
 
-/* The paper's training stages (SFT, then offline DPO) on one loop that online DPO, PPO and GRPO
-   reuse: shuffled epochs, gradient accumulation, clipping, a learning-rate schedule, AdamW,
-   metrics, and atomic checkpoints that resume bit-identically (data_fmt/train.md). Where the
-   Hugging Face Trainer / TRL v0.19 define a behaviour we follow it and say so at the definition
-   (the steps in Part I, section I.6; the loop, its files and memory in Part II, section II.10). */
+/* The paper's training stages (SFT, then offline DPO) on one loop that online DPO, PPO and GRPO reuse: shuffled
+   epochs, gradient accumulation, clipping, a learning-rate schedule, AdamW, metrics, and atomic checkpoints that
+   resume bit-identically (data_fmt/train.md). Where the Hugging Face Trainer / TRL v0.19 define a behaviour we follow
+   it and say so at the definition (the steps: section I.6; the loop, its files and memory: section II.10). */
 
 /* ---- LoRA adapters (PEFT) -------------------------------------------------------------------- */
 
-/* A LoRA adapter on a linear layer y = x W^T (+ b) adds  (alpha / r) * B A dropout(x):
-   A (r, in) and B (out, r) are trained, W is frozen (Hu et al. 2021; PEFT's LoraLayer).
-   Init as PEFT's init_lora_weights="gaussian" (CollabLLM's setting): A ~ normal with standard
-   deviation 1/r (PEFT's nn.init.normal_(std=1/r)), B = 0, so training starts at the base model.
-   Dropout acts on the adapter's input only, in training forwards only (never when generating
-   or computing a reference), with masks drawn from the trainer's seeded RNG. */
+/* A LoRA adapter on a linear layer y = x W^T (+ b) adds (alpha / r) * B A dropout(x): A (r, in) and B (out, r) are
+   trained, W is frozen (Hu et al. 2021; PEFT's LoraLayer). Initialisation: section II.10; dropout: section I.1. */
 typedef enum cllm_lora_target {
     CLLM_LORA_Q = 1, CLLM_LORA_K = 2, CLLM_LORA_V = 4, CLLM_LORA_O = 8,
     CLLM_LORA_GATE = 16, CLLM_LORA_UP = 32, CLLM_LORA_DOWN = 64,
