@@ -1242,27 +1242,22 @@ CLLMDEF void        cllm_tasks_free(cllm_task *tasks, int n);
 /* Local models as assistants and simulators                                                    */
 /* ============================================================================================ */
 
-/* A collabllm.h model with its tokenizer and chat template, usable wherever an API model is:
-   cllm_local_chat renders conversations with the template, generates with cllm_generate and
-   returns the text together with what training needs (prompt ids, response ids, the "old"
-   logprobs of PPO / online DPO); cllm_local_assistant and cllm_local_user_sim put it behind the
-   cllm_assistant and cllm_user_sim interfaces as a chat backend (the policy as the future
-   assistant of MR; the simulator kind (b)).
-
-   Stopping. A sample ends at the chat template's end-of-turn token (<|im_end|> for ChatML and
-   Qwen3; <|eot_id|>, <|eom_id|> for Llama-3/3.1), the tokenizer's eos_token, the config's
-   eos_token_id, a stop string, or max_new_tokens.
-   Seeds. Every conversation generated through an lm takes the next value of lm->calls; its
-   samples are seeded from (sampler.seed, that counter), so a run that makes the same calls in
-   the same order gives the same text on every platform, a batch of n conversations equals n
-   single calls in that order, and setting lm->calls back replays a call.
-   Threads: one lm serves one thread at a time (the counter); the model itself is only read.  */
+/* A collabllm.h model with its tokenizer and chat template, usable wherever an API model is: cllm_local_chat renders
+   conversations with the template, generates with cllm_generate and returns the text together with what training
+   needs (prompt ids, response ids, the "old" logprobs of PPO / online DPO); cllm_local_assistant and
+   cllm_local_user_sim put it behind the cllm_assistant and cllm_user_sim interfaces as a chat backend (the policy as
+   the future assistant of MR; the simulator kind (b)). A sample stops at one of stop_ids (the template's end-of-turn
+   token: <|im_end|>, or Llama-3's <|eot_id|> and <|eom_id|>; eos_token; the config's eos_token_id), a stop string or
+   max_new_tokens.
+   Seeds. Every conversation generated through an lm takes the next value of lm->calls; its samples are seeded from
+   (sampler.seed, that counter), so a run that makes the same calls in the same order gives the same text on every
+   platform, a batch of n conversations equals n single calls in that order, and setting lm->calls back replays a
+   call. Threads: one lm serves one thread at a time (the counter); the model itself is only read. */
 
 typedef struct cllm_local_lm {
     cllm_model     model;
     cllm_tokenizer tok;
-    int            stop_ids[CLLM_MAX_EOS + 4]; /* end-of-turn ids of the template, eos_token and the
-                                                  config's eos_token_id, without repeats            */
+    int            stop_ids[CLLM_MAX_EOS + 4]; /* the ids that end a sample (see above), without repeats */
     int            n_stop_ids;
     uint64_t       calls;       /* conversations generated so far: the seed counter (see above)   */
 } cllm_local_lm;
@@ -2003,17 +1998,10 @@ CLLMDEF cllm_result cllm_train_dpo(cllm_model *m, cllm_lora *lora, cllm_model *r
 /* Online training: online DPO, PPO, GRPO with the multiturn-aware reward                       */
 /* ============================================================================================ */
 
-/* The paper's online stages. At every step the policy answers the step's prompts, the
-   multiturn-aware reward scores the answers (cllm_mr_score, with the policy itself as the
-   future assistant of the simulated futures), and the policy is updated:
-     online DPO  2 responses per prompt; the one with the higher MR is chosen, then a DPO update
-                                                                             (TRL OnlineDPOTrainer)
-     PPO         1 response per prompt; its MR is the reward at the end of a per-token KL
-                 penalty; a value head, GAE, clipped policy and value losses (TRL v0.19 PPOTrainer)
-     GRPO        G responses per prompt; advantages normalised within each group, a token-level
-                 clipped loss (+ beta k3 against the reference)            (TRL v0.19 GRPOTrainer)
-   All three run on cllm_trainer, train on the response's token ids as generated, and replay
-   the same samples when resumed (Part I, section I.6 has the details). */
+/* The paper's online stages: at every step the policy answers the step's prompts, MR scores the answers (cllm_mr_score,
+   the policy itself as the future assistant of the simulated futures) and the policy is updated by online DPO, PPO or
+   GRPO (TRL v0.19's OnlineDPOTrainer, PPOTrainer, GRPOTrainer; compared in data_fmt/train_online.md). All three run
+   on cllm_trainer, train on the response's token ids as generated, and replay the same samples when resumed (I.6). */
 
 /* ---- prompts: CollabLLM's inputs form -------------------------------------------------------- */
 
