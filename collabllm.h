@@ -480,8 +480,7 @@ CLLMDEF double   cllm_rng_normal(cllm_rng *r);    /* N(0, 1), Box-Muller */
 
 /* Reads a whole file into a new buffer with a NUL appended. Free it with cllm_free_buffer. */
 CLLMDEF cllm_result cllm_read_file(const char *path, char **out, size_t *len, cllm_err *err);
-/* One line of f into *line (grown as needed up to CLLM_MAX_LINE_BYTES, NUL-terminated, without its "\n" or "\r\n";
-   free it with cllm_free_buffer): its length, or a cllm_line_status. */
+/* One line of f, without "\n" or "\r\n", into *line (grown up to CLLM_MAX_LINE_BYTES): its length or a status. */
 typedef enum cllm_line_status { CLLM_LINE_EOF = -1, CLLM_LINE_TOO_LONG = -2, CLLM_LINE_NOMEM = -3 } cllm_line_status;
 CLLMDEF long        cllm_read_line(FILE *f, char **line, size_t *cap);
 /* Writes path.tmp.<pid>, flushes it to disk, then renames it over path: readers see the old file or the new one. */
@@ -663,10 +662,9 @@ CLLMDEF cllm_result cllm_model_load(cllm_model *m, const char *dir, cllm_err *er
 CLLMDEF cllm_result cllm_model_init(cllm_model *m, const cllm_config *c, uint64_t seed, cllm_err *err);
 CLLMDEF cllm_result cllm_model_save(const cllm_model *m, const char *dir, cllm_dtype dtype, cllm_err *err);
 CLLMDEF void        cllm_model_free(cllm_model *m);
-/* The model's tensors as checkpoint entries, one per HF tensor (per-layer stacks are split):
-   names get `prefix` (e.g. "grad."), data points into `memory`, which is params_memory,
-   grads_memory or any buffer with the same layout. Returns the count; `entries` must hold
-   cllm_model_tensor_count(m). */
+/* The model's tensors as checkpoint entries, one per HF tensor (per-layer stacks are split): names get `prefix` (e.g.
+   "grad."), data points into `memory`, which is params_memory, grads_memory or any buffer with the same layout.
+   Returns the count; `entries` must hold cllm_model_tensor_count(m). */
 CLLMDEF int         cllm_model_tensor_count(const cllm_model *m);
 CLLMDEF int         cllm_model_entries(const cllm_model *m, const cllm_float *memory, const char *prefix,
                                        cllm_dtype dtype, cllm_st_entry *entries);
@@ -685,19 +683,15 @@ typedef struct cllm_batch {
                                  scores rollouts at the sampling temperature)                     */
 } cllm_batch;
 
-/* Reads JSONL lines {"input_ids": [..], "labels": [..]} (labels optional, default input_ids;
-   -100 = ignored) into a right-padded batch that it allocates: pad id 0, attn_mask 0 and label
-   -100 on pads. Release it with cllm_batch_free (only batches made here). */
+/* A token-batch JSONL file (data_fmt/dump.md) as a right-padded batch it allocates; free it with cllm_batch_free. */
 CLLMDEF cllm_result cllm_batch_read_jsonl(cllm_batch *batch, const char *path, cllm_err *err);
 CLLMDEF void        cllm_batch_free(cllm_batch *batch);
 
 /* logits_out: optional (B, T, V) buffer that receives the raw logits (before temperature). */
 CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_float *logits_out, cllm_err *err);
 CLLMDEF cllm_result cllm_zero_grad(cllm_model *m, cllm_err *err);
-/* dlogp: (B*T) gradient of the objective w.r.t. model.acts.logp, or NULL for the mean CE loss.
-   dhidden: optional (B*T, C) gradient w.r.t. model.acts.lnf (e.g. from a value head).
-   With LoRA adapters attached (cllm_lora_init) the base model is frozen: only the adapters'
-   gradients are accumulated (into lora->grads) and model.grads is never allocated. */
+/* dlogp: (B*T) gradient w.r.t. model.acts.logp, or NULL for the mean CE loss; dhidden: optional (B*T, C) gradient
+   w.r.t. model.acts.lnf (a value head). With LoRA attached only lora->grads accumulate (model.grads stays NULL). */
 CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const cllm_float *dhidden, cllm_err *err);
 /* The linear layer's product out (N, OC) = inp (N, C) W^T + bias (W (OC, C), bias NULL = none), and its backward
    (adds into those of dinp, dW, dbias that are not NULL), with the fastest kernel this build has. */
@@ -886,8 +880,7 @@ typedef struct cllm_gen_config {
     cllm_sampler sampler;          /* greedy / temperature / top_k / top_p / seed; sample s does not
                                       depend on n_samples or on the other samples                  */
     int          max_new_tokens;   /* at most this many tokens per sample (default 256)           */
-    const int   *eos_ids;          /* stop after any of these n_eos ids (default: the model's
-                                      config eos_token_ids)                                        */
+    const int   *eos_ids;          /* stop after any of these n_eos ids (default: the model's config eos_token_ids) */
     int          n_eos;
     int          ignore_eos;       /* 1: never stop on EOS (default 0)                            */
     /* Optional stop test, called after every new token that is not an EOS with the sample's
@@ -916,45 +909,17 @@ CLLMDEF void        cllm_completions_free(cllm_completion *c, int n);   /* safe 
 /* Chat-completions client (libcurl), user simulators and judges                                */
 /* ============================================================================================ */
 
-/* Everything here talks to an OpenAI-compatible POST {base_url}/chat/completions endpoint (OpenAI,
-   vLLM, llama.cpp's server, Ollama, ...) through libcurl, or to C callbacks with the same shape.
+/* Everything here talks to an OpenAI-compatible POST {base_url}/chat/completions endpoint (OpenAI, vLLM, llama.cpp's
+   server, Ollama, ...) through libcurl, or to C callbacks with the same shape. The exchange (what is sent, retried
+   and refused), the limits a hostile endpoint meets (tests/test_hostile.c) and each server's setup:
+   data_fmt/endpoints.md; the API key: manual section 6 and "secrets" in section II.6. Tasks in: data_fmt/task.md;
+   conversations out: data_fmt/conversation.md.
 
-   The exchange, one request:
-     -> POST /v1/chat/completions   Authorization: Bearer <key from the env var>   (if set)
-        {"model": "...", "messages": [{"role": "user", "content": "..."}, ...],
-         "temperature": t, "top_p": p, "max_tokens": n, "seed": s, "response_format": {...}}
-                                    (only the fields the request sets are sent)
-     <- 200 {"choices": [{"message": {"role": "assistant", "content": "..."}, "finish_reason": "stop"}],
-             "usage": {"prompt_tokens": a, "completion_tokens": b, "total_tokens": a+b}}
-     <- 408, 429, 5xx, a timeout or a dropped connection: retried (jittered backoff; Retry-After
-        honoured, in seconds or as an HTTP-date); a 3xx redirect is not followed (the key would go
-        along); any other status: a failure carrying the endpoint's error message.
-     content may also be a list of text parts (joined); null content, tool_calls without text, a
-     refusal and a non-text part are failures that say which.
-
-   Ownership: every function that fills a result (cllm_chat_result, cllm_reply, cllm_judgement,
-   cllm_conv) allocates its strings; release them with the matching *_free, which is safe on a
-   zeroed struct. Request structs and configs only borrow their strings. A client, and anything
-   built on it, is used by one thread at a time; batches give concurrency without threads.
-   cllm_client_init and cllm_client_free change process-wide state (curl_global_init, the key
-   registry of the scrubber): call them while no other thread uses the library.
-
-   Limits and trust (each tried against a hostile loopback server by tests/test_hostile.c):
-   - Memory: max_response_bytes per response (a larger Content-Length, or a gzip bomb, stops
-     there) and max_inflight_bytes for all transfers in flight (one that would pass it is retried).
-   - Time: deadline_ms bounds a request, every attempt and wait included; a wait over 5 s before a
-     retry is told to on_wait in one line (who, why, how long).
-   - Text: what an endpoint sends is kept as valid UTF-8 (invalid sequences and unpaired surrogate
-     escapes become U+FFFD, counted as "replaced"); a \u0000 in the content fails the call; a reply
-     too long for a JSONL line of ours (CLLM_MAX_LINE_BYTES) is refused, and a conversation stops
-     before such a message.
-   - Incomplete replies: finish_reason is kept with each message (cllm_msg_meta); "length" and
-     "content_filter" are flagged in the files ("incomplete_messages"), or fail the call with
-     reject_incomplete.
-   - Secrets: the key is sent only in the bearer header, wiped on free, and scrubbed from every
-     error message and from received text (section 6 of the manual; "secrets", section II.6).
-   Files: data_fmt/task.md (tasks in), data_fmt/conversation.md (conversations out), and
-   data_fmt/endpoints.md (OpenAI, vLLM, llama.cpp server, Ollama). */
+   Ownership: every function that fills a result (cllm_chat_result, cllm_reply, cllm_judgement, cllm_conv) allocates
+   its strings; release them with the matching *_free, which is safe on a zeroed struct. Request structs and configs
+   only borrow their strings. A client, and anything built on it, is used by one thread at a time; batches give
+   concurrency without threads. cllm_client_init and cllm_client_free change process-wide state (curl_global_init,
+   the key registry of the scrubber): call them while no other thread uses the library. */
 
 /* ---- conversations --------------------------------------------------------------------------- */
 
@@ -963,11 +928,9 @@ CLLMDEF void        cllm_completions_free(cllm_completion *c, int n);   /* safe 
 /* A conversation. Built with cllm_conv_push it owns its strings (release with cllm_conv_free); a
    view filled by hand over borrowed strings is fine to pass anywhere but must not be freed. */
 typedef struct cllm_msg_meta {      /* how a generated message ended (zero: not known)           */
-    char finish_reason[32];         /* as the endpoint reported it ("stop", "length",
-                                       "content_filter", ...); a local model's "eos" and stop
-                                       strings give "stop", max_new_tokens "length"               */
-    int  replaced;                  /* invalid UTF-8 sequences and unpaired surrogate escapes
-                                       that became U+FFFD                                         */
+    char finish_reason[32];         /* as the endpoint reported it ("stop", "length", "content_filter", ...); a local
+                                       model's "eos" and stop strings give "stop", max_new_tokens "length" */
+    int  replaced;                  /* invalid UTF-8 sequences and unpaired surrogate escapes that became U+FFFD */
 } cllm_msg_meta;
 
 typedef struct cllm_conv {
@@ -992,11 +955,10 @@ CLLMDEF void        cllm_conv_free(cllm_conv *c);
 CLLMDEF struct cJSON *cllm_conv_to_json(const cllm_conv *c);            /* NULL when out of memory */
 CLLMDEF cllm_result cllm_conv_from_json(cllm_conv *c, const struct cJSON *messages, cllm_err *err);
 
-/* Lenient JSON for model output: the first JSON object in the text (prose before and after it
-   ignored), looked for in the whole text and in the first ```fenced``` block holding a '{',
-   as written first, then repaired for what models commonly get wrong: 'single' or """triple"""
-   quotes, True/False/None, raw newlines in strings, unescaped inner quotes, trailing commas.
-   Returns an object to free with cJSON_Delete, or NULL (CLLM_ERR_FORMAT in err). */
+/* Lenient JSON for model output: the first JSON object in the text (prose before and after it ignored), looked for in
+   the whole text and in the first ```fenced``` block holding a '{', as written first, then repaired for what models
+   commonly get wrong: 'single' or """triple""" quotes, True/False/None, raw newlines in strings, unescaped inner
+   quotes, trailing commas. Returns an object to free with cJSON_Delete, or NULL (CLLM_ERR_FORMAT in err). */
 CLLMDEF struct cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err);
 
 /* ---- the client ------------------------------------------------------------------------------ */
@@ -1019,9 +981,8 @@ typedef struct cllm_client_config {
     long        max_response_bytes; /* larger responses fail with CLLM_ERR_LIMIT; default 64 MiB  */
     long long   max_inflight_bytes; /* response bytes held by all transfers in flight together; one
                                        that would pass it stops and is retried; default 256 MiB  */
-    int         reject_incomplete;  /* 1: a reply whose finish_reason is "length" or
-                                       "content_filter" is a failed call (default 0: kept, with
-                                       its finish_reason recorded)                               */
+    int         reject_incomplete;  /* 1: a reply whose finish_reason is "length" or "content_filter" is a failed call
+                                       (default 0: kept, with its finish_reason recorded)        */
     int         insecure;           /* 1: skip TLS certificate checks (default 0: verify)        */
     uint64_t    seed;               /* seeds the backoff jitter (default: time and address)      */
     /* Told, in one line, of every wait over 5 s before a retry: the endpoint, model and request
@@ -1082,10 +1043,9 @@ typedef struct cllm_chat_result {
 
 CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *cfg, cllm_err *err);
 CLLMDEF void        cllm_client_free(cllm_client *c);
-/* Runs n requests with up to cfg.max_concurrency in flight (curl multi interface), retrying each
-   on its own; a batch takes about as long as its slowest call. results[i] (n of them, filled
-   here) carries each call's own status. Returns CLLM_OK when every call succeeded, else the first
-   failure's code with a message counting the failures. */
+/* Runs n requests with up to cfg.max_concurrency in flight (curl multi interface), retrying each on its own; a batch
+   takes about as long as its slowest call. results[i] (n of them, filled here) carries each call's own status.
+   Returns CLLM_OK when every call succeeded, else the first failure's code with a message counting the failures. */
 CLLMDEF cllm_result cllm_client_chat_batch(cllm_client *c, const cllm_chat_request *requests, int n,
                                            cllm_chat_result *results, cllm_err *err);
 CLLMDEF cllm_result cllm_client_chat(cllm_client *c, const cllm_chat_request *request,
@@ -1232,8 +1192,7 @@ typedef struct cllm_judge {
     cllm_api_backend  api;           /* the client with cfg.params                                 */
 } cllm_judge;
 
-/* A verdict. A judge that gives no usable answer (after its retries) is a failure with a code,
-   never a score of 0. */
+/* A verdict. A judge that gives no usable answer (after its retries) is a failure with a code, never a score of 0. */
 typedef struct cllm_judgement {
     cllm_result code;
     double      score;              /* interactivity in [0, 1]; accuracy 0 or 1                   */
@@ -1283,35 +1242,29 @@ CLLMDEF void        cllm_tasks_free(cllm_task *tasks, int n);
 /* Local models as assistants and simulators                                                    */
 /* ============================================================================================ */
 
-/* A collabllm.h model with its tokenizer and chat template, usable wherever an API model is:
-   cllm_local_chat renders conversations with the template, generates with cllm_generate and
-   returns the text together with what training needs (prompt ids, response ids, the "old"
-   logprobs of PPO / online DPO); cllm_local_assistant and cllm_local_user_sim put it behind the
-   cllm_assistant and cllm_user_sim interfaces as a chat backend (the policy as the future
-   assistant of MR; the simulator kind (b)).
-
-   Stopping. A sample ends at the chat template's end-of-turn token (<|im_end|> for ChatML and
-   Qwen3; <|eot_id|>, <|eom_id|> for Llama-3/3.1), the tokenizer's eos_token, the config's
-   eos_token_id, a stop string, or max_new_tokens.
-   Seeds. Every conversation generated through an lm takes the next value of lm->calls; its
-   samples are seeded from (sampler.seed, that counter), so a run that makes the same calls in
-   the same order gives the same text on every platform, a batch of n conversations equals n
-   single calls in that order, and setting lm->calls back replays a call.
-   Threads: one lm serves one thread at a time (the counter); the model itself is only read.  */
+/* A collabllm.h model with its tokenizer and chat template, usable wherever an API model is: cllm_local_chat renders
+   conversations with the template, generates with cllm_generate and returns the text together with what training
+   needs (prompt ids, response ids, the "old" logprobs of PPO / online DPO); cllm_local_assistant and
+   cllm_local_user_sim put it behind the cllm_assistant and cllm_user_sim interfaces as a chat backend (the policy as
+   the future assistant of MR; the simulator kind (b)). A sample stops at one of stop_ids (the template's end-of-turn
+   token: <|im_end|>, or Llama-3's <|eot_id|> and <|eom_id|>; eos_token; the config's eos_token_id), a stop string or
+   max_new_tokens.
+   Seeds. Every conversation generated through an lm takes the next value of lm->calls; its samples are seeded from
+   (sampler.seed, that counter), so a run that makes the same calls in the same order gives the same text on every
+   platform, a batch of n conversations equals n single calls in that order, and setting lm->calls back replays a
+   call. Threads: one lm serves one thread at a time (the counter); the model itself is only read. */
 
 typedef struct cllm_local_lm {
     cllm_model     model;
     cllm_tokenizer tok;
-    int            stop_ids[CLLM_MAX_EOS + 4]; /* end-of-turn ids of the template, eos_token and the
-                                                  config's eos_token_id, without repeats            */
+    int            stop_ids[CLLM_MAX_EOS + 4]; /* the ids that end a sample (see above), without repeats */
     int            n_stop_ids;
     uint64_t       calls;       /* conversations generated so far: the seed counter (see above)   */
 } cllm_local_lm;
 
-/* dir: a Hugging Face model directory with config.json, model.safetensors (or shards),
-   tokenizer.json and tokenizer_config.json (its chat_template is needed for chat). Fails if the
-   tokenizer has ids beyond the model's vocab_size. Release with cllm_local_lm_free (safe on a
-   zeroed lm). */
+/* dir: a Hugging Face model directory with config.json, model.safetensors (or shards), tokenizer.json and
+   tokenizer_config.json (its chat_template is needed for chat). Fails if the tokenizer has ids beyond the model's
+   vocab_size. Release with cllm_local_lm_free (safe on a zeroed lm). */
 CLLMDEF cllm_result cllm_local_lm_load(cllm_local_lm *lm, const char *dir, cllm_err *err);
 CLLMDEF void        cllm_local_lm_free(cllm_local_lm *lm);
 
@@ -1324,8 +1277,7 @@ typedef struct cllm_local_gen_config {
     int                n_stop;
     int                keep_special;   /* 1: special tokens stay in text (default 0: dropped, as
                                           HF decode(skip_special_tokens=True) and vLLM do)        */
-    cllm_render_opts   render;         /* enable_thinking, date_string; add_generation_prompt is
-                                          always set                                              */
+    cllm_render_opts   render;         /* enable_thinking, date_string; add_generation_prompt is always set */
     /* Optional, e.g. to stream: called after every new token that does not end the sample with
        the sample's ids so far (as cllm_gen_config.stop); nonzero stops the sample ("stop"). */
     int              (*on_token)(void *ctx, const int *ids, int n);
@@ -1349,9 +1301,8 @@ typedef struct cllm_local_output {
     uint64_t    call;        /* the lm->calls value this conversation was seeded with             */
 } cllm_local_output;
 
-/* Generates n_samples responses to each of n conversations: out[i * n_samples + s] (the caller
-   provides n * n_samples entries; they are zeroed here). cfg may be NULL (defaults). On failure
-   nothing is left allocated in out. */
+/* Generates n_samples responses to each of n conversations: out[i * n_samples + s] (the caller provides n * n_samples
+   entries; they are zeroed here). cfg may be NULL (defaults). On failure nothing is left allocated in out. */
 CLLMDEF cllm_result cllm_local_chat(cllm_local_lm *lm, const cllm_conv *histories, int n, int n_samples,
                                     const cllm_local_gen_config *cfg, cllm_local_output *out, cllm_err *err);
 CLLMDEF void        cllm_local_outputs_free(cllm_local_output *out, int n);
@@ -1382,11 +1333,9 @@ CLLMDEF void cllm_local_assistant_init(cllm_local_assistant *a, cllm_local_lm *l
 /* (b) The user simulator as a local model: cllm_user_sim_prompt as one user message through the
    chat template, cllm_user_sim_parse on the answer, an unusable answer sampled again. */
 typedef struct cllm_local_user_sim_config {
-    cllm_local_gen_config gen;       /* temperature default 1.0, max_new_tokens default 1024, as
-                                        the API simulator's                                       */
+    cllm_local_gen_config gen;       /* temperature default 1.0, max_new_tokens default 1024, as the API simulator's */
     const char *termination;         /* default CLLM_TERMINATION_SIGNAL                           */
-    const char *prompt;              /* template (default: the built-in one; placeholders as in
-                                        cllm_llm_sim_config)                                      */
+    const char *prompt;              /* template (default: the built-in one; placeholders as in cllm_llm_sim_config) */
     int         max_parse_retries;   /* default 3; negative: none                                 */
 } cllm_local_user_sim_config;
 
@@ -1414,11 +1363,10 @@ typedef struct cllm_session {
     int              n_history;      /* messages before the candidate                             */
 } cllm_session;
 
-/* A metric scores n sessions at once (so LLM judges run concurrently). It writes scores[i], or
-   NAN for a session it could not score (a failed judgement is never a 0); it returns an error
-   only when it could score nothing at all, with the reason in err. When it returns CLLM_OK but
-   left some NAN, err->msg may say why (err->code stays CLLM_OK): the built-in metrics give the
-   first reason, e.g. a judge's endpoint, HTTP status and message. */
+/* A metric scores n sessions at once (so LLM judges run concurrently). It writes scores[i], or NAN for a session it
+   could not score (a failed judgement is never a 0); it returns an error only when it could score nothing at all,
+   with the reason in err. When it returns CLLM_OK but left some NAN, err->msg may say why (err->code stays CLLM_OK):
+   the built-in metrics give the first reason, e.g. a judge's endpoint, HTTP status and message. */
 typedef cllm_result (*cllm_metric_fn)(void *ctx, const cllm_session *sessions, int n, double *scores, cllm_err *err);
 typedef struct cllm_metric {
     const char    *name;             /* reported name, e.g. "accuracy", "interactivity"           */
@@ -1456,10 +1404,9 @@ CLLMDEF cllm_result cllm_metric_pass_rate(void *ctx, const cllm_session *s, int 
 /* Fills m->name and m->fn for a built-in name (weight and ctx are left to the caller). */
 CLLMDEF cllm_result cllm_metric_builtin(const char *name, cllm_metric *m, cllm_err *err);
 
-/* The final answer of a session: its last assistant message, or the text after the last
-   occurrence of answer_prefix in it when one is set. Matching ignores case, surrounding
-   whitespace and repeated spaces; numeric compares numbers with a tolerance when both sides are
-   numbers. */
+/* The final answer of a session: its last assistant message, or the text after the last occurrence of answer_prefix
+   in it when one is set. Matching ignores case, surrounding whitespace and repeated spaces; numeric compares numbers
+   with a tolerance when both sides are numbers. */
 typedef struct cllm_match_config {
     const char *answer_prefix;       /* e.g. "Answer:" (default: none, the whole message)         */
     int         numeric;             /* 1: compare as numbers when both parse (default 0)        */
@@ -1467,11 +1414,8 @@ typedef struct cllm_match_config {
 } cllm_match_config;
 CLLMDEF int cllm_answer_matches(const cllm_match_config *cfg, const char *answer, const char *reference);
 
-/* Runs the final code of a session against the task's tests in a subprocess:
-   `python -c` never, a shell never: the code and the tests are written to a temporary file that
-   the interpreter runs directly, with a CPU-time, address-space and wall-clock limit.
-   THIS IS NOT A SANDBOX: the code runs with your user's rights. Use a container for untrusted
-   tasks. Tests come from the task's metadata ("test": Python unittest source, as BigCodeBench). */
+/* Runs a session's final code against the task's tests ("test": unittest source, as BigCodeBench) in a subprocess
+   under limits, with no shell. THIS IS NOT A SANDBOX (manual section 6): use a container for untrusted tasks. */
 typedef struct cllm_code_config {
     const char  *python;             /* interpreter (default "python3", looked up on PATH)        */
     double       timeout_s;          /* wall clock per run (default 10)                           */
@@ -1604,11 +1548,10 @@ CLLMDEF void        cllm_eval_summary_free(cllm_eval_summary *s);
 /* Objectives: DPO, PPO, GRPO (defined with their math in Part I, section I.3)                  */
 /* ============================================================================================ */
 
-/* The model-independent math of preference and RL training, on plain double arrays, so that
-   results match PyTorch float64 to ~1e-15. Token arrays are row-major (B, T). A mask is a weight
-   per token as torch uses it: masked_mean(x, m) = sum(x m) / sum(m). In the input structs every
-   number is used as given (0 is 0; the comment names the library's value), an enum field's zero
-   is the default, and an optional array may be NULL. */
+/* The model-independent math of preference and RL training, on plain double arrays, so that results match PyTorch
+   float64 to ~1e-15. Token arrays are row-major (B, T). A mask is a weight per token as torch uses it: masked_mean(x,
+   m) = sum(x m) / sum(m). In the input structs every number is used as given (0 is 0; the comment names the library's
+   value), an enum field's zero is the default, and an optional array may be NULL. */
 
 /* ---- DPO (Rafailov et al. 2023), as TRL v0.19.1 DPOTrainer.dpo_loss -------------------------- */
 
@@ -1680,12 +1623,10 @@ typedef struct cllm_ppo_rewards_input {
     cllm_kl_estimator     kl_estimator; /* default CLLM_KL_K1                                       */
     cllm_reward_placement placement;    /* where the score lands; default CLLM_REWARD_AFTER_EOS     */
 } cllm_ppo_rewards_input;
-/* Per-token rewards -kl_coef KL, plus each score at its placement: rewards and kl (may be NULL)
-   receive B*T values. */
+/* Per-token rewards -kl_coef KL, plus each score at its placement: rewards and kl (may be NULL) receive B*T values. */
 CLLMDEF cllm_result cllm_ppo_rewards(const cllm_ppo_rewards_input *in, double *rewards, double *kl, cllm_err *err);
 
-/* In place: x = (x - mean) / std over the n values weighted by mask (NULL = all 1), keep_mean 1
-   adding the mean back (TRL's shift_mean=False); biased 0: TRL / verl, 1: OpenRLHF. */
+/* In place x = (x - mean) / std weighted by mask (NULL = all 1); keep_mean: TRL's shift_mean=False; biased: OpenRLHF */
 CLLMDEF cllm_result cllm_masked_whiten(double *x, const double *mask, size_t n, int keep_mean, int biased,
                                        cllm_err *err);
 
@@ -1796,20 +1737,15 @@ CLLMDEF cllm_result cllm_grpo_loss(const cllm_grpo_loss_input *in, cllm_grpo_los
 /* Training: SFT, DPO, LoRA, checkpoints                                                        */
 /* ============================================================================================ */
 
-/* The paper's training stages (SFT, then offline DPO) on one loop that online DPO, PPO and GRPO
-   reuse: shuffled epochs, gradient accumulation, clipping, a learning-rate schedule, AdamW,
-   metrics, and atomic checkpoints that resume bit-identically (data_fmt/train.md). Where the
-   Hugging Face Trainer / TRL v0.19 define a behaviour we follow it and say so at the definition
-   (the steps in Part I, section I.6; the loop, its files and memory in Part II, section II.10). */
+/* The paper's training stages (SFT, then offline DPO) on one loop that online DPO, PPO and GRPO reuse: shuffled
+   epochs, gradient accumulation, clipping, a learning-rate schedule, AdamW, metrics, and atomic checkpoints that
+   resume bit-identically (data_fmt/train.md). Where the Hugging Face Trainer / TRL v0.19 define a behaviour we follow
+   it and say so at the definition (the steps: section I.6; the loop, its files and memory: section II.10). */
 
 /* ---- LoRA adapters (PEFT) -------------------------------------------------------------------- */
 
-/* A LoRA adapter on a linear layer y = x W^T (+ b) adds  (alpha / r) * B A dropout(x):
-   A (r, in) and B (out, r) are trained, W is frozen (Hu et al. 2021; PEFT's LoraLayer).
-   Init as PEFT's init_lora_weights="gaussian" (CollabLLM's setting): A ~ normal with standard
-   deviation 1/r (PEFT's nn.init.normal_(std=1/r)), B = 0, so training starts at the base model.
-   Dropout acts on the adapter's input only, in training forwards only (never when generating
-   or computing a reference), with masks drawn from the trainer's seeded RNG. */
+/* A LoRA adapter on a linear layer y = x W^T (+ b) adds (alpha / r) * B A dropout(x): A (r, in) and B (out, r) are
+   trained, W is frozen (Hu et al. 2021; PEFT's LoraLayer). Initialisation: section II.10; dropout: section I.1. */
 typedef enum cllm_lora_target {
     CLLM_LORA_Q = 1, CLLM_LORA_K = 2, CLLM_LORA_V = 4, CLLM_LORA_O = 8,
     CLLM_LORA_GATE = 16, CLLM_LORA_UP = 32, CLLM_LORA_DOWN = 64,
@@ -1821,8 +1757,7 @@ typedef enum cllm_lora_target {
 typedef struct cllm_lora_config {
     int      r;              /* rank (default 32, paper Table 6; at most CLLM_LORA_MAX_R)          */
     double   alpha;          /* the update is scaled by alpha / r (default 16, paper Table 6)      */
-    double   dropout;        /* on the adapter input in training (default 0.1, paper Table 6;
-                                negative = none)                                                 */
+    double   dropout;        /* on the adapter input in training (default 0.1, paper Table 6; negative = none) */
     unsigned targets;        /* cllm_lora_target bits (default CLLM_LORA_ALL)                     */
     uint64_t seed;           /* initialisation of A (default 42)                                  */
 } cllm_lora_config;
@@ -1923,8 +1858,7 @@ CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *t
                                       cllm_err *err);
 CLLMDEF void        cllm_dpo_data_free(cllm_dpo_data *d);
 
-/* Summed target log-probs of n sequences under m, batched batch_size at a time (0 = 8), no
-   gradients, adapters as they are set (no dropout). */
+/* Summed target log-probs of n sequences under m, batch_size at a time (0 = 8), no gradients, no dropout. */
 CLLMDEF cllm_result cllm_seq_logps(cllm_model *m, const cllm_train_seq *const *seqs, int n, int batch_size,
                                    double *logps, cllm_err *err);
 /* TRL's precompute_ref_log_probs: the pairs' reference logps, into d and (if set) out_path. */
@@ -2064,17 +1998,10 @@ CLLMDEF cllm_result cllm_train_dpo(cllm_model *m, cllm_lora *lora, cllm_model *r
 /* Online training: online DPO, PPO, GRPO with the multiturn-aware reward                       */
 /* ============================================================================================ */
 
-/* The paper's online stages. At every step the policy answers the step's prompts, the
-   multiturn-aware reward scores the answers (cllm_mr_score, with the policy itself as the
-   future assistant of the simulated futures), and the policy is updated:
-     online DPO  2 responses per prompt; the one with the higher MR is chosen, then a DPO update
-                                                                             (TRL OnlineDPOTrainer)
-     PPO         1 response per prompt; its MR is the reward at the end of a per-token KL
-                 penalty; a value head, GAE, clipped policy and value losses (TRL v0.19 PPOTrainer)
-     GRPO        G responses per prompt; advantages normalised within each group, a token-level
-                 clipped loss (+ beta k3 against the reference)            (TRL v0.19 GRPOTrainer)
-   All three run on cllm_trainer, train on the response's token ids as generated, and replay
-   the same samples when resumed (Part I, section I.6 has the details). */
+/* The paper's online stages: at every step the policy answers the step's prompts, MR scores the answers (cllm_mr_score,
+   the policy itself as the future assistant of the simulated futures) and the policy is updated by online DPO, PPO or
+   GRPO (TRL v0.19's OnlineDPOTrainer, PPOTrainer, GRPOTrainer; compared in data_fmt/train_online.md). All three run
+   on cllm_trainer, train on the response's token ids as generated, and replay the same samples when resumed (I.6). */
 
 /* ---- prompts: CollabLLM's inputs form -------------------------------------------------------- */
 
@@ -2083,8 +2010,7 @@ typedef struct cllm_online_prompt {
     cllm_conv  history;      /* the messages so far, the last one the user's (owned)              */
     cllm_task  task;         /* single_turn_prompt / _completion and the line's other fields (owned) */
     cllm_goal  goal;         /* the simulated user's goal: prompt = single_turn_prompt, reference =
-                                single_turn_completion with show_reference, task_desc from the
-                                config (borrowed)                                                  */
+                                single_turn_completion with show_reference, task_desc from the config (borrowed) */
     long       conv_id;      /* records: conv_id; tasks: the task's index in its file             */
     int        turn_id;      /* history.n, CollabLLM's len(prompt)                                */
 } cllm_online_prompt;
@@ -2095,18 +2021,15 @@ typedef struct cllm_online_prompts {
 } cllm_online_prompts;
 
 typedef struct cllm_prompts_config {
-    const char *task_desc;       /* cllm_goal.task_desc of every prompt (default "a task"); must
-                                    outlive the prompts                                           */
+    const char *task_desc;       /* cllm_goal.task_desc of every prompt (default "a task"); must outlive the prompts */
     int         show_reference;  /* 1: the simulator also sees single_turn_completion             */
 } cllm_prompts_config;
 
-/* From a task file: the simulated user's opening message of each task, made once when cache_path
-   is set (read from it when it exists, else written there). Appends to p. */
+/* From a task file: each task's simulated opening message, cached in cache_path if set. Appends to p. */
 CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const cllm_task *tasks, int n_tasks,
                                                    const cllm_user_sim *user, const cllm_prompts_config *cfg,
                                                    const char *cache_path, cllm_err *err);
-/* From MR records (data_fmt/records.md) or a prompts file: one prompt per (conv_id, turn_id), as
-   CollabLLM's to_inputs_dataset. Appends to p. */
+/* From MR records (data_fmt/records.md) or a prompts file: one prompt per (conv_id, turn_id). Appends to p. */
 CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char *path, const cllm_prompts_config *cfg,
                                              cllm_err *err);
 /* One JSON line per prompt, written atomically (data_fmt/train_prompts.md). */
@@ -2116,10 +2039,9 @@ CLLMDEF void        cllm_online_prompts_free(cllm_online_prompts *p);
 /* ---- what the three methods share ------------------------------------------------------------ */
 
 typedef struct cllm_rollout_config {
-    cllm_local_gen_config gen;   /* how the trained responses are sampled; zero fields take the
-                                    method's defaults (TRL's): online DPO T 0.9, top_k 50 (negative
-                                    = off), 64 tokens; PPO T 0.7, 53 tokens; GRPO T 1, 256 tokens;
-                                    sampler.seed 0 = the trainer's seed                           */
+    cllm_local_gen_config gen;   /* how the trained responses are sampled; zero fields take the method's defaults
+                                    (TRL's): online DPO T 0.9, top_k 50 (negative = off), 64 tokens; PPO T 0.7, 53
+                                    tokens; GRPO T 1, 256 tokens; sampler.seed 0 = the trainer's seed */
     const char           *system_prompt; /* first in every prompt the policy answers here, never
                                     stored (default none; CollabLLM prepends its SYSTEM_PROMPT)    */
     const cllm_mr_config *mr;    /* the reward (required)                                         */
@@ -2143,9 +2065,8 @@ typedef struct cllm_online_dpo_config {
     double beta;                 /* default 0.1                                                   */
     int    max_length;           /* prompt + response tokens; a longer pair loses the start of its
                                     prompt (default 512, TRL's max_length)                         */
-    double rpo_alpha;            /* + alpha x the chosen responses' NLL per token (RPO, as
-                                    cllm_dpo_config.rpo_alpha; not in TRL's OnlineDPOTrainer).
-                                    Default 0 = off                                                */
+    double rpo_alpha;            /* + alpha x the chosen responses' NLL per token (RPO, as cllm_dpo_config.rpo_alpha;
+                                    not in TRL's OnlineDPOTrainer). Default 0 = off                */
 } cllm_online_dpo_config;
 
 /* Online DPO on prompts (TRL's OnlineDPOTrainer with MR as the judge). policy: the model trained
@@ -2224,15 +2145,13 @@ typedef struct cllm_ppo_rollout {
 /* Allocates every array of a B x L rollout (zeroed); free with cllm_ppo_rollout_free. */
 CLLMDEF cllm_result cllm_ppo_rollout_alloc(cllm_ppo_rollout *r, int B, int L, cllm_err *err);
 CLLMDEF void        cllm_ppo_rollout_free(cllm_ppo_rollout *r);
-/* TRL's rollout arithmetic, in place: masks, per-token rewards, GAE, whitened advantages.
-   cfg NULL = TRL's defaults. */
+/* TRL's rollout arithmetic, in place: masks, per-token rewards, GAE, whitened advantages. cfg NULL = TRL's defaults. */
 CLLMDEF cllm_result cllm_ppo_prepare(const cllm_ppo_config *cfg, cllm_ppo_rollout *r, cllm_err *err);
 /* cllm_ppo_loss on rollout rows rows[0..n) given the current log-probs and values there (n*L). */
 CLLMDEF cllm_result cllm_ppo_rollout_loss(const cllm_ppo_config *cfg, const cllm_ppo_rollout *r, const int *rows, int n,
                                           double *logprobs, double *values, cllm_ppo_loss_out *out, cllm_err *err);
 
-/* PPO on prompts (TRL v0.19's PPOTrainer with MR as the reward): per step one rollout, then
-   ppo_epochs x mini_batches AdamW updates of the policy and the value head vh (NULL: a fresh one). */
+/* PPO on prompts (TRL v0.19's PPOTrainer, MR as the reward); vh: the value head (NULL: a fresh one). */
 CLLMDEF cllm_result cllm_train_ppo(cllm_local_lm *policy, cllm_lora *lora, cllm_model *ref, cllm_value_head *vh,
                                    const cllm_online_prompts *prompts, const cllm_ppo_config *cfg,
                                    const cllm_train_config *train, cllm_err *err);
@@ -2263,9 +2182,8 @@ CLLMDEF cllm_result cllm_train_grpo(cllm_local_lm *policy, cllm_lora *lora, cllm
 /* ---- BLEU, exactly as NLTK's sentence_bleu (nltk 3.8, weights 0.25 x 4) ---- */
 
 typedef enum cllm_bleu_level {
-    CLLM_BLEU_CHAR = 0,  /* a plain string is a sequence of characters (CollabLLM passes strings):
-                            Unicode code points of the UTF-8 text, spaces included; an invalid
-                            UTF-8 byte counts as one symbol of its own                           */
+    CLLM_BLEU_CHAR = 0,  /* a plain string is a sequence of characters (CollabLLM passes strings): Unicode code points
+                            of the UTF-8 text, spaces included; an invalid UTF-8 byte counts as one symbol of its own */
     CLLM_BLEU_TOKEN      /* tokens = Python str.split(): runs separated by Unicode whitespace      */
 } cllm_bleu_level;
 
@@ -6876,8 +6794,8 @@ static cllm_result cllm__mkdir(const char *dir, cllm_err *err) {
 
 /* ---- lines of text files (JSONL) ------------------------------------------------------------- */
 
-/* The buffer never grows past CLLM_MAX_LINE_BYTES, whatever the file holds. A reader that gets a length below
-   CLLM_LINE_EOF reports it with cllm__line_fail. */
+/* *line is NUL-terminated and freed with cllm_free_buffer; it never grows past CLLM_MAX_LINE_BYTES, whatever the file
+   holds. A reader that gets a length below CLLM_LINE_EOF reports it with cllm__line_fail. */
 CLLMDEF long cllm_read_line(FILE *f, char **line, size_t *cap) {
     size_t n = 0;
     int ch;
@@ -8380,10 +8298,9 @@ static int cllm__merge_parts(const cJSON *it, const char **a, size_t *la, const 
     return 1;
 }
 
-/* model: {"type": "BPE", "vocab": {token: id}, "merges": [...], ...}, as HF's models/bpe/model.rs
-   reads it. The rank of a merge is its position in the list; a repeated pair keeps its first
-   rank; the merged token is vocab[a + b]. max_added_id and n_added: the largest id and the
-   number of the added tokens. */
+/* model: {"type": "BPE", "vocab": {token: id}, "merges": [...], ...}, as HF's models/bpe/model.rs reads it. The rank
+   of a merge is its position in the list; a repeated pair keeps its first rank; the merged token is vocab[a + b].
+   max_added_id and n_added: the largest id and the number of the added tokens. */
 static cllm_result cllm__load_bpe(struct cllm__tok *p, const cJSON *model, int max_added_id, int n_added,
                                   cllm_err *err) {
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
@@ -8895,10 +8812,9 @@ static void cllm__split_added(const struct cllm__tok *p, const char *s, size_t f
 }
 
 /* ---- Encoding: pre-tokenizer regexes as scanners ---------------------------------------------- */
-/* Each alternation is tried in order at position i, with the backtracking the regex engine
-   (Oniguruma in HF tokenizers) would do written out; the result is the end of the match. Every
-   alternation of the three patterns matches at least one character at any position, so the
-   matches tile the piece. */
+/* Each alternation is tried in order at position i, with the backtracking the regex engine (Oniguruma in HF
+   tokenizers) would do written out; the result is the end of the match. Every alternation of the three patterns
+   matches at least one character at any position, so the matches tile the piece. */
 
 /* The character classes of the regexes; OTHER = not \s, \p{L}, \p{N}. */
 typedef enum cllm__cclass { CLLM__C_LETTER, CLLM__C_NUMBER, CLLM__C_SPACE, CLLM__C_OTHER, CLLM__C_CRLF } cllm__cclass;
@@ -8930,9 +8846,8 @@ static size_t cllm__run(const unsigned char *s, size_t n, size_t i, cllm__cclass
     return i;
 }
 
-/* 's 't 're 've 'm 'll 'd after the apostrophe at s[i-1]: returns the suffix length or 0. With
-   ci (Oniguruma's (?i)) letters match either case, and 's' also matches U+017F LONG S, whose
-   case fold is 's'. */
+/* 's 't 're 've 'm 'll 'd after the apostrophe at s[i-1]: returns the suffix length or 0. With ci (Oniguruma's (?i))
+   letters match either case, and 's' also matches U+017F LONG S, whose case fold is 's'. */
 static size_t cllm__contraction(const unsigned char *s, size_t n, size_t i, int ci) {
     static const char *suffix[7] = { "s", "t", "re", "ve", "m", "ll", "d" };
     int k;
@@ -9398,14 +9313,12 @@ CLLMDEF void cllm_decode_stream_free(cllm_decode_stream *s) {
 /* II.4 Chat templates and assistant masks                                                      */
 /* -------------------------------------------------------------------------------------------- */
 
-/* Each supported template is written out in C below, line for line with its Jinja source in the
-   model's tokenizer_config.json, for conversations of system / user / assistant messages (tool
-   calls and tool roles are refused). While rendering we record the byte spans a model should
-   learn to produce, the spans transformers' apply_chat_template(return_assistant_tokens_mask=True)
-   marks with {% generation %}: an assistant message's content and its end-of-turn token. The
-   text is then tokenized once and a token is trainable when its first byte lies in such a span.
-   Tokenizing pieces separately would be wrong: BPE pre-tokens can straddle a header and the
-   content. */
+/* Each supported template is written out in C below, line for line with its Jinja source in the model's
+   tokenizer_config.json, for conversations of system / user / assistant messages (tool calls and tool roles are
+   refused). While rendering we record the byte spans a model should learn to produce, the spans transformers'
+   apply_chat_template(return_assistant_tokens_mask=True) marks with {% generation %}: an assistant message's content
+   and its end-of-turn token. The text is then tokenized once and a token is trainable when its first byte lies in
+   such a span. Tokenizing pieces separately would be wrong: BPE pre-tokens can straddle a header and the content. */
 
 static const char *cllm__smollm2_system = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
 static const char *cllm__qwen25_system = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
@@ -9507,9 +9420,8 @@ static int cllm__role_is(const cllm_message *m, const char *role) {
     return strcmp(m->role, role) == 0;
 }
 
-/* ChatML: SmolLM2-Instruct (default system prompt when messages[0] is not a system message,
-   inside the loop), Qwen2.5-Instruct (the same, before the loop, with its own prompt) and the
-   classic template. */
+/* ChatML: SmolLM2-Instruct (default system prompt when messages[0] is not a system message, inside the loop),
+   Qwen2.5-Instruct (the same, before the loop, with its own prompt) and the classic template. */
 static cllm_result cllm__render_chatml(const struct cllm__tok *p, const cllm_message *m, int n,
                                        const cllm_render_opts *o, cllm__render *r, cllm_err *err) {
     int i, qwen = p->chat_default_system == cllm__qwen25_system;
@@ -9839,11 +9751,10 @@ static void cllm__kv_attend(const cllm_kv_cache *kv, int l, cllm__kv_work *w, in
     if (scores != w->s) CLLM_FREE(scores);
 }
 
-/* The incremental forward for N rows: row r is token ids[r] of sequence kv->row_seq[r] at
-   position kv->row_pos[r]. Rows of one sequence must continue its cached positions without gaps.
-   Per layer, every row's k and v go into the cache first; then row r attends to positions
-   0..row_pos[r] of its sequence: the cached past plus earlier rows of this step (causal).
-   Leaves the final-normed hidden states in the work rows w->ln (N, C). */
+/* The incremental forward for N rows: row r is token ids[r] of sequence kv->row_seq[r] at position kv->row_pos[r].
+   Rows of one sequence must continue its cached positions without gaps. Per layer, every row's k and v go into the
+   cache first; then row r attends to positions 0..row_pos[r] of its sequence: the cached past plus earlier rows of
+   this step (causal). Leaves the final-normed hidden states in the work rows w->ln (N, C). */
 static void cllm__kv_forward_rows(const cllm_model *m, cllm_kv_cache *kv, const int *ids, int N, cllm__kv_work *w) {
     const cllm_config *c = &m->config;
     const cllm_params *p = &m->params;
@@ -9966,9 +9877,8 @@ static void cllm__cand_swap(cllm__cand *a, cllm__cand *b) {
     *b = t;
 }
 
-/* Selection (Hoare's FIND): rearranges c[0..n) so that c[k] is the (k+1)-th in rank order, with
-   every earlier-ranked candidate before it and every later one after it. O(n) on average, so
-   top-k does not sort the whole vocabulary. */
+/* Selection (Hoare's FIND): rearranges c[0..n) so that c[k] is the (k+1)-th in rank order, with every earlier-ranked
+   candidate before it and every later one after it. O(n) on average, so top-k does not sort the whole vocabulary. */
 static void cllm__select(cllm__cand *c, int n, int k) {
     int lo = 0, hi = n - 1;
     while (lo < hi) {
@@ -10158,12 +10068,11 @@ static int cllm__is_eos(const cllm_gen_config *g, const cllm_config *c, int id) 
     return 0;
 }
 
-/* HF generate(do_sample=True, max_new_tokens, eos_token_id) for n samples of one prompt. The
-   prompt (all but its last token) is prefilled into sequence 0 and copied to the other samples;
-   then every step feeds each unfinished sample's newest token (at first the prompt's last one)
-   through cllm_kv_step as one batch, samples the next token from its logits row, and checks EOS,
-   the stop callback and the length limit. The last sampled token is never fed. With top_k and top_p
-   off, the logprobs equal cllm_forward's logp with batch.temperature = the sampling temperature. */
+/* HF generate(do_sample=True, max_new_tokens, eos_token_id) for n samples of one prompt. The prompt (all but its last
+   token) is prefilled into sequence 0 and copied to the other samples; then every step feeds each unfinished sample's
+   newest token (at first the prompt's last one) through cllm_kv_step as one batch, samples the next token from its
+   logits row, and checks EOS, the stop callback and the length limit. The last sampled token is never fed. With top_k
+   and top_p off, the logprobs equal cllm_forward's logp with batch.temperature = the sampling temperature. */
 CLLMDEF cllm_result cllm_generate(const cllm_model *m, const int *prompt, int n_prompt, int n_samples,
                                   const cllm_gen_config *cfg, cllm_completion *out, cllm_err *err) {
     cllm_gen_config g;
@@ -16021,7 +15930,7 @@ static const uint32_t cllm__uni_ccc_table[581] = {
     31465984,31466470,31466752,31467238,31468288,31494118,31494144,31535334,31536896,31633126,31633152,31648998,
     31649792,31780072,31780572,31780838,31780864,32035036,32036608,32064742,32066055,32066304,
 };
-/* {cp + 2^31 if excluded from composition, first, second (0 = singleton)}, sorted by cp */
+/* {cp + 2^31 if a pair excluded from composition, first, second (0 = singleton)}, sorted by cp */
 static const uint32_t cllm__uni_decomp[6183] = {
     192,65,768,193,65,769,194,65,770,195,65,771,196,65,776,197,65,778,199,67,807,200,69,768,201,69,769,202,69,770,203,
     69,776,204,73,768,205,73,769,206,73,770,207,73,776,209,78,771,210,79,768,211,79,769,212,79,770,213,79,771,214,79,
@@ -16048,286 +15957,243 @@ static const uint32_t cllm__uni_decomp[6183] = {
     520,73,783,521,105,783,522,73,785,523,105,785,524,79,783,525,111,783,526,79,785,527,111,785,528,82,783,529,114,
     783,530,82,785,531,114,785,532,85,783,533,117,783,534,85,785,535,117,785,536,83,806,537,115,806,538,84,806,539,
     116,806,542,72,780,543,104,780,550,65,775,551,97,775,552,69,807,553,101,807,554,214,772,555,246,772,556,213,772,
-    557,245,772,558,79,775,559,111,775,560,558,772,561,559,772,562,89,772,563,121,772,2147484480,768,0,2147484481,769,
-    0,2147484483,787,0,2147484484,776,769,2147484532,697,0,2147484542,59,0,901,168,769,902,913,769,2147484551,183,0,
-    904,917,769,905,919,769,906,921,769,908,927,769,910,933,769,911,937,769,912,970,769,938,921,776,939,933,776,940,
-    945,769,941,949,769,942,951,769,943,953,769,944,971,769,970,953,776,971,965,776,972,959,769,973,965,769,974,969,
-    769,979,978,769,980,978,776,1024,1045,768,1025,1045,776,1027,1043,769,1031,1030,776,1036,1050,769,1037,1048,768,
-    1038,1059,774,1049,1048,774,1081,1080,774,1104,1077,768,1105,1077,776,1107,1075,769,1111,1110,776,1116,1082,769,
-    1117,1080,768,1118,1091,774,1142,1140,783,1143,1141,783,1217,1046,774,1218,1078,774,1232,1040,774,1233,1072,774,
-    1234,1040,776,1235,1072,776,1238,1045,774,1239,1077,774,1242,1240,776,1243,1241,776,1244,1046,776,1245,1078,776,
-    1246,1047,776,1247,1079,776,1250,1048,772,1251,1080,772,1252,1048,776,1253,1080,776,1254,1054,776,1255,1086,776,
-    1258,1256,776,1259,1257,776,1260,1069,776,1261,1101,776,1262,1059,772,1263,1091,772,1264,1059,776,1265,1091,776,
-    1266,1059,779,1267,1091,779,1268,1063,776,1269,1095,776,1272,1067,776,1273,1099,776,1570,1575,1619,1571,1575,1620,
-    1572,1608,1620,1573,1575,1621,1574,1610,1620,1728,1749,1620,1730,1729,1620,1747,1746,1620,2345,2344,2364,2353,
-    2352,2364,2356,2355,2364,2147486040,2325,2364,2147486041,2326,2364,2147486042,2327,2364,2147486043,2332,2364,
-    2147486044,2337,2364,2147486045,2338,2364,2147486046,2347,2364,2147486047,2351,2364,2507,2503,2494,2508,2503,2519,
-    2147486172,2465,2492,2147486173,2466,2492,2147486175,2479,2492,2147486259,2610,2620,2147486262,2616,2620,
-    2147486297,2582,2620,2147486298,2583,2620,2147486299,2588,2620,2147486302,2603,2620,2888,2887,2902,2891,2887,2878,
-    2892,2887,2903,2147486556,2849,2876,2147486557,2850,2876,2964,2962,3031,3018,3014,3006,3019,3015,3006,3020,3014,
-    3031,3144,3142,3158,3264,3263,3285,3271,3270,3285,3272,3270,3286,3274,3270,3266,3275,3274,3285,3402,3398,3390,
-    3403,3399,3390,3404,3398,3415,3546,3545,3530,3548,3545,3535,3549,3548,3530,3550,3545,3551,2147487555,3906,4023,
-    2147487565,3916,4023,2147487570,3921,4023,2147487575,3926,4023,2147487580,3931,4023,2147487593,3904,4021,
-    2147487603,3953,3954,2147487605,3953,3956,2147487606,4018,3968,2147487608,4019,3968,2147487617,3953,3968,
-    2147487635,3986,4023,2147487645,3996,4023,2147487650,4001,4023,2147487655,4006,4023,2147487660,4011,4023,
-    2147487673,3984,4021,4134,4133,4142,6918,6917,6965,6920,6919,6965,6922,6921,6965,6924,6923,6965,6926,6925,6965,
-    6930,6929,6965,6971,6970,6965,6973,6972,6965,6976,6974,6965,6977,6975,6965,6979,6978,6965,7680,65,805,7681,97,805,
-    7682,66,775,7683,98,775,7684,66,803,7685,98,803,7686,66,817,7687,98,817,7688,199,769,7689,231,769,7690,68,775,
-    7691,100,775,7692,68,803,7693,100,803,7694,68,817,7695,100,817,7696,68,807,7697,100,807,7698,68,813,7699,100,813,
-    7700,274,768,7701,275,768,7702,274,769,7703,275,769,7704,69,813,7705,101,813,7706,69,816,7707,101,816,7708,552,
-    774,7709,553,774,7710,70,775,7711,102,775,7712,71,772,7713,103,772,7714,72,775,7715,104,775,7716,72,803,7717,104,
-    803,7718,72,776,7719,104,776,7720,72,807,7721,104,807,7722,72,814,7723,104,814,7724,73,816,7725,105,816,7726,207,
-    769,7727,239,769,7728,75,769,7729,107,769,7730,75,803,7731,107,803,7732,75,817,7733,107,817,7734,76,803,7735,108,
-    803,7736,7734,772,7737,7735,772,7738,76,817,7739,108,817,7740,76,813,7741,108,813,7742,77,769,7743,109,769,7744,
-    77,775,7745,109,775,7746,77,803,7747,109,803,7748,78,775,7749,110,775,7750,78,803,7751,110,803,7752,78,817,7753,
-    110,817,7754,78,813,7755,110,813,7756,213,769,7757,245,769,7758,213,776,7759,245,776,7760,332,768,7761,333,768,
-    7762,332,769,7763,333,769,7764,80,769,7765,112,769,7766,80,775,7767,112,775,7768,82,775,7769,114,775,7770,82,803,
-    7771,114,803,7772,7770,772,7773,7771,772,7774,82,817,7775,114,817,7776,83,775,7777,115,775,7778,83,803,7779,115,
-    803,7780,346,775,7781,347,775,7782,352,775,7783,353,775,7784,7778,775,7785,7779,775,7786,84,775,7787,116,775,7788,
-    84,803,7789,116,803,7790,84,817,7791,116,817,7792,84,813,7793,116,813,7794,85,804,7795,117,804,7796,85,816,7797,
-    117,816,7798,85,813,7799,117,813,7800,360,769,7801,361,769,7802,362,776,7803,363,776,7804,86,771,7805,118,771,
-    7806,86,803,7807,118,803,7808,87,768,7809,119,768,7810,87,769,7811,119,769,7812,87,776,7813,119,776,7814,87,775,
-    7815,119,775,7816,87,803,7817,119,803,7818,88,775,7819,120,775,7820,88,776,7821,120,776,7822,89,775,7823,121,775,
-    7824,90,770,7825,122,770,7826,90,803,7827,122,803,7828,90,817,7829,122,817,7830,104,817,7831,116,776,7832,119,778,
-    7833,121,778,7835,383,775,7840,65,803,7841,97,803,7842,65,777,7843,97,777,7844,194,769,7845,226,769,7846,194,768,
-    7847,226,768,7848,194,777,7849,226,777,7850,194,771,7851,226,771,7852,7840,770,7853,7841,770,7854,258,769,7855,
-    259,769,7856,258,768,7857,259,768,7858,258,777,7859,259,777,7860,258,771,7861,259,771,7862,7840,774,7863,7841,774,
-    7864,69,803,7865,101,803,7866,69,777,7867,101,777,7868,69,771,7869,101,771,7870,202,769,7871,234,769,7872,202,768,
-    7873,234,768,7874,202,777,7875,234,777,7876,202,771,7877,234,771,7878,7864,770,7879,7865,770,7880,73,777,7881,105,
-    777,7882,73,803,7883,105,803,7884,79,803,7885,111,803,7886,79,777,7887,111,777,7888,212,769,7889,244,769,7890,212,
-    768,7891,244,768,7892,212,777,7893,244,777,7894,212,771,7895,244,771,7896,7884,770,7897,7885,770,7898,416,769,
-    7899,417,769,7900,416,768,7901,417,768,7902,416,777,7903,417,777,7904,416,771,7905,417,771,7906,416,803,7907,417,
-    803,7908,85,803,7909,117,803,7910,85,777,7911,117,777,7912,431,769,7913,432,769,7914,431,768,7915,432,768,7916,
-    431,777,7917,432,777,7918,431,771,7919,432,771,7920,431,803,7921,432,803,7922,89,768,7923,121,768,7924,89,803,
-    7925,121,803,7926,89,777,7927,121,777,7928,89,771,7929,121,771,7936,945,787,7937,945,788,7938,7936,768,7939,7937,
-    768,7940,7936,769,7941,7937,769,7942,7936,834,7943,7937,834,7944,913,787,7945,913,788,7946,7944,768,7947,7945,768,
-    7948,7944,769,7949,7945,769,7950,7944,834,7951,7945,834,7952,949,787,7953,949,788,7954,7952,768,7955,7953,768,
-    7956,7952,769,7957,7953,769,7960,917,787,7961,917,788,7962,7960,768,7963,7961,768,7964,7960,769,7965,7961,769,
-    7968,951,787,7969,951,788,7970,7968,768,7971,7969,768,7972,7968,769,7973,7969,769,7974,7968,834,7975,7969,834,
-    7976,919,787,7977,919,788,7978,7976,768,7979,7977,768,7980,7976,769,7981,7977,769,7982,7976,834,7983,7977,834,
-    7984,953,787,7985,953,788,7986,7984,768,7987,7985,768,7988,7984,769,7989,7985,769,7990,7984,834,7991,7985,834,
-    7992,921,787,7993,921,788,7994,7992,768,7995,7993,768,7996,7992,769,7997,7993,769,7998,7992,834,7999,7993,834,
-    8000,959,787,8001,959,788,8002,8000,768,8003,8001,768,8004,8000,769,8005,8001,769,8008,927,787,8009,927,788,8010,
-    8008,768,8011,8009,768,8012,8008,769,8013,8009,769,8016,965,787,8017,965,788,8018,8016,768,8019,8017,768,8020,
-    8016,769,8021,8017,769,8022,8016,834,8023,8017,834,8025,933,788,8027,8025,768,8029,8025,769,8031,8025,834,8032,
-    969,787,8033,969,788,8034,8032,768,8035,8033,768,8036,8032,769,8037,8033,769,8038,8032,834,8039,8033,834,8040,937,
-    787,8041,937,788,8042,8040,768,8043,8041,768,8044,8040,769,8045,8041,769,8046,8040,834,8047,8041,834,8048,945,768,
-    2147491697,940,0,8050,949,768,2147491699,941,0,8052,951,768,2147491701,942,0,8054,953,768,2147491703,943,0,8056,
-    959,768,2147491705,972,0,8058,965,768,2147491707,973,0,8060,969,768,2147491709,974,0,8064,7936,837,8065,7937,837,
-    8066,7938,837,8067,7939,837,8068,7940,837,8069,7941,837,8070,7942,837,8071,7943,837,8072,7944,837,8073,7945,837,
-    8074,7946,837,8075,7947,837,8076,7948,837,8077,7949,837,8078,7950,837,8079,7951,837,8080,7968,837,8081,7969,837,
-    8082,7970,837,8083,7971,837,8084,7972,837,8085,7973,837,8086,7974,837,8087,7975,837,8088,7976,837,8089,7977,837,
-    8090,7978,837,8091,7979,837,8092,7980,837,8093,7981,837,8094,7982,837,8095,7983,837,8096,8032,837,8097,8033,837,
-    8098,8034,837,8099,8035,837,8100,8036,837,8101,8037,837,8102,8038,837,8103,8039,837,8104,8040,837,8105,8041,837,
-    8106,8042,837,8107,8043,837,8108,8044,837,8109,8045,837,8110,8046,837,8111,8047,837,8112,945,774,8113,945,772,
-    8114,8048,837,8115,945,837,8116,940,837,8118,945,834,8119,8118,837,8120,913,774,8121,913,772,8122,913,768,
-    2147491771,902,0,8124,913,837,2147491774,953,0,8129,168,834,8130,8052,837,8131,951,837,8132,942,837,8134,951,834,
-    8135,8134,837,8136,917,768,2147491785,904,0,8138,919,768,2147491787,905,0,8140,919,837,8141,8127,768,8142,8127,
-    769,8143,8127,834,8144,953,774,8145,953,772,8146,970,768,2147491795,912,0,8150,953,834,8151,970,834,8152,921,774,
-    8153,921,772,8154,921,768,2147491803,906,0,8157,8190,768,8158,8190,769,8159,8190,834,8160,965,774,8161,965,772,
-    8162,971,768,2147491811,944,0,8164,961,787,8165,961,788,8166,965,834,8167,971,834,8168,933,774,8169,933,772,8170,
-    933,768,2147491819,910,0,8172,929,788,8173,168,768,2147491822,901,0,2147491823,96,0,8178,8060,837,8179,969,837,
-    8180,974,837,8182,969,834,8183,8182,837,8184,927,768,2147491833,908,0,8186,937,768,2147491835,911,0,8188,937,837,
-    2147491837,180,0,2147491840,8194,0,2147491841,8195,0,2147492134,937,0,2147492138,75,0,2147492139,197,0,8602,8592,
-    824,8603,8594,824,8622,8596,824,8653,8656,824,8654,8660,824,8655,8658,824,8708,8707,824,8713,8712,824,8716,8715,
-    824,8740,8739,824,8742,8741,824,8769,8764,824,8772,8771,824,8775,8773,824,8777,8776,824,8800,61,824,8802,8801,824,
-    8813,8781,824,8814,60,824,8815,62,824,8816,8804,824,8817,8805,824,8820,8818,824,8821,8819,824,8824,8822,824,8825,
-    8823,824,8832,8826,824,8833,8827,824,8836,8834,824,8837,8835,824,8840,8838,824,8841,8839,824,8876,8866,824,8877,
-    8872,824,8878,8873,824,8879,8875,824,8928,8828,824,8929,8829,824,8930,8849,824,8931,8850,824,8938,8882,824,8939,
-    8883,824,8940,8884,824,8941,8885,824,2147492649,12296,0,2147492650,12297,0,2147494620,10973,824,12364,12363,12441,
-    12366,12365,12441,12368,12367,12441,12370,12369,12441,12372,12371,12441,12374,12373,12441,12376,12375,12441,12378,
-    12377,12441,12380,12379,12441,12382,12381,12441,12384,12383,12441,12386,12385,12441,12389,12388,12441,12391,12390,
-    12441,12393,12392,12441,12400,12399,12441,12401,12399,12442,12403,12402,12441,12404,12402,12442,12406,12405,12441,
-    12407,12405,12442,12409,12408,12441,12410,12408,12442,12412,12411,12441,12413,12411,12442,12436,12358,12441,12446,
-    12445,12441,12460,12459,12441,12462,12461,12441,12464,12463,12441,12466,12465,12441,12468,12467,12441,12470,12469,
-    12441,12472,12471,12441,12474,12473,12441,12476,12475,12441,12478,12477,12441,12480,12479,12441,12482,12481,12441,
-    12485,12484,12441,12487,12486,12441,12489,12488,12441,12496,12495,12441,12497,12495,12442,12499,12498,12441,12500,
-    12498,12442,12502,12501,12441,12503,12501,12442,12505,12504,12441,12506,12504,12442,12508,12507,12441,12509,12507,
-    12442,12532,12454,12441,12535,12527,12441,12536,12528,12441,12537,12529,12441,12538,12530,12441,12542,12541,12441,
-    2147547392,35912,0,2147547393,26356,0,2147547394,36554,0,2147547395,36040,0,2147547396,28369,0,2147547397,20018,0,
-    2147547398,21477,0,2147547399,40860,0,2147547400,40860,0,2147547401,22865,0,2147547402,37329,0,2147547403,21895,0,
-    2147547404,22856,0,2147547405,25078,0,2147547406,30313,0,2147547407,32645,0,2147547408,34367,0,2147547409,34746,0,
-    2147547410,35064,0,2147547411,37007,0,2147547412,27138,0,2147547413,27931,0,2147547414,28889,0,2147547415,29662,0,
-    2147547416,33853,0,2147547417,37226,0,2147547418,39409,0,2147547419,20098,0,2147547420,21365,0,2147547421,27396,0,
-    2147547422,29211,0,2147547423,34349,0,2147547424,40478,0,2147547425,23888,0,2147547426,28651,0,2147547427,34253,0,
-    2147547428,35172,0,2147547429,25289,0,2147547430,33240,0,2147547431,34847,0,2147547432,24266,0,2147547433,26391,0,
-    2147547434,28010,0,2147547435,29436,0,2147547436,37070,0,2147547437,20358,0,2147547438,20919,0,2147547439,21214,0,
-    2147547440,25796,0,2147547441,27347,0,2147547442,29200,0,2147547443,30439,0,2147547444,32769,0,2147547445,34310,0,
-    2147547446,34396,0,2147547447,36335,0,2147547448,38706,0,2147547449,39791,0,2147547450,40442,0,2147547451,30860,0,
-    2147547452,31103,0,2147547453,32160,0,2147547454,33737,0,2147547455,37636,0,2147547456,40575,0,2147547457,35542,0,
-    2147547458,22751,0,2147547459,24324,0,2147547460,31840,0,2147547461,32894,0,2147547462,29282,0,2147547463,30922,0,
-    2147547464,36034,0,2147547465,38647,0,2147547466,22744,0,2147547467,23650,0,2147547468,27155,0,2147547469,28122,0,
-    2147547470,28431,0,2147547471,32047,0,2147547472,32311,0,2147547473,38475,0,2147547474,21202,0,2147547475,32907,0,
-    2147547476,20956,0,2147547477,20940,0,2147547478,31260,0,2147547479,32190,0,2147547480,33777,0,2147547481,38517,0,
-    2147547482,35712,0,2147547483,25295,0,2147547484,27138,0,2147547485,35582,0,2147547486,20025,0,2147547487,23527,0,
-    2147547488,24594,0,2147547489,29575,0,2147547490,30064,0,2147547491,21271,0,2147547492,30971,0,2147547493,20415,0,
-    2147547494,24489,0,2147547495,19981,0,2147547496,27852,0,2147547497,25976,0,2147547498,32034,0,2147547499,21443,0,
-    2147547500,22622,0,2147547501,30465,0,2147547502,33865,0,2147547503,35498,0,2147547504,27578,0,2147547505,36784,0,
-    2147547506,27784,0,2147547507,25342,0,2147547508,33509,0,2147547509,25504,0,2147547510,30053,0,2147547511,20142,0,
-    2147547512,20841,0,2147547513,20937,0,2147547514,26753,0,2147547515,31975,0,2147547516,33391,0,2147547517,35538,0,
-    2147547518,37327,0,2147547519,21237,0,2147547520,21570,0,2147547521,22899,0,2147547522,24300,0,2147547523,26053,0,
-    2147547524,28670,0,2147547525,31018,0,2147547526,38317,0,2147547527,39530,0,2147547528,40599,0,2147547529,40654,0,
-    2147547530,21147,0,2147547531,26310,0,2147547532,27511,0,2147547533,36706,0,2147547534,24180,0,2147547535,24976,0,
-    2147547536,25088,0,2147547537,25754,0,2147547538,28451,0,2147547539,29001,0,2147547540,29833,0,2147547541,31178,0,
-    2147547542,32244,0,2147547543,32879,0,2147547544,36646,0,2147547545,34030,0,2147547546,36899,0,2147547547,37706,0,
-    2147547548,21015,0,2147547549,21155,0,2147547550,21693,0,2147547551,28872,0,2147547552,35010,0,2147547553,35498,0,
-    2147547554,24265,0,2147547555,24565,0,2147547556,25467,0,2147547557,27566,0,2147547558,31806,0,2147547559,29557,0,
-    2147547560,20196,0,2147547561,22265,0,2147547562,23527,0,2147547563,23994,0,2147547564,24604,0,2147547565,29618,0,
-    2147547566,29801,0,2147547567,32666,0,2147547568,32838,0,2147547569,37428,0,2147547570,38646,0,2147547571,38728,0,
-    2147547572,38936,0,2147547573,20363,0,2147547574,31150,0,2147547575,37300,0,2147547576,38584,0,2147547577,24801,0,
-    2147547578,20102,0,2147547579,20698,0,2147547580,23534,0,2147547581,23615,0,2147547582,26009,0,2147547583,27138,0,
-    2147547584,29134,0,2147547585,30274,0,2147547586,34044,0,2147547587,36988,0,2147547588,40845,0,2147547589,26248,0,
-    2147547590,38446,0,2147547591,21129,0,2147547592,26491,0,2147547593,26611,0,2147547594,27969,0,2147547595,28316,0,
-    2147547596,29705,0,2147547597,30041,0,2147547598,30827,0,2147547599,32016,0,2147547600,39006,0,2147547601,20845,0,
-    2147547602,25134,0,2147547603,38520,0,2147547604,20523,0,2147547605,23833,0,2147547606,28138,0,2147547607,36650,0,
-    2147547608,24459,0,2147547609,24900,0,2147547610,26647,0,2147547611,29575,0,2147547612,38534,0,2147547613,21033,0,
-    2147547614,21519,0,2147547615,23653,0,2147547616,26131,0,2147547617,26446,0,2147547618,26792,0,2147547619,27877,0,
-    2147547620,29702,0,2147547621,30178,0,2147547622,32633,0,2147547623,35023,0,2147547624,35041,0,2147547625,37324,0,
-    2147547626,38626,0,2147547627,21311,0,2147547628,28346,0,2147547629,21533,0,2147547630,29136,0,2147547631,29848,0,
-    2147547632,34298,0,2147547633,38563,0,2147547634,40023,0,2147547635,40607,0,2147547636,26519,0,2147547637,28107,0,
-    2147547638,33256,0,2147547639,31435,0,2147547640,31520,0,2147547641,31890,0,2147547642,29376,0,2147547643,28825,0,
-    2147547644,35672,0,2147547645,20160,0,2147547646,33590,0,2147547647,21050,0,2147547648,20999,0,2147547649,24230,0,
-    2147547650,25299,0,2147547651,31958,0,2147547652,23429,0,2147547653,27934,0,2147547654,26292,0,2147547655,36667,0,
-    2147547656,34892,0,2147547657,38477,0,2147547658,35211,0,2147547659,24275,0,2147547660,20800,0,2147547661,21952,0,
-    2147547664,22618,0,2147547666,26228,0,2147547669,20958,0,2147547670,29482,0,2147547671,30410,0,2147547672,31036,0,
-    2147547673,31070,0,2147547674,31077,0,2147547675,31119,0,2147547676,38742,0,2147547677,31934,0,2147547678,32701,0,
-    2147547680,34322,0,2147547682,35576,0,2147547685,36920,0,2147547686,37117,0,2147547690,39151,0,2147547691,39164,0,
-    2147547692,39208,0,2147547693,40372,0,2147547694,37086,0,2147547695,38583,0,2147547696,20398,0,2147547697,20711,0,
-    2147547698,20813,0,2147547699,21193,0,2147547700,21220,0,2147547701,21329,0,2147547702,21917,0,2147547703,22022,0,
-    2147547704,22120,0,2147547705,22592,0,2147547706,22696,0,2147547707,23652,0,2147547708,23662,0,2147547709,24724,0,
-    2147547710,24936,0,2147547711,24974,0,2147547712,25074,0,2147547713,25935,0,2147547714,26082,0,2147547715,26257,0,
-    2147547716,26757,0,2147547717,28023,0,2147547718,28186,0,2147547719,28450,0,2147547720,29038,0,2147547721,29227,0,
-    2147547722,29730,0,2147547723,30865,0,2147547724,31038,0,2147547725,31049,0,2147547726,31048,0,2147547727,31056,0,
-    2147547728,31062,0,2147547729,31069,0,2147547730,31117,0,2147547731,31118,0,2147547732,31296,0,2147547733,31361,0,
-    2147547734,31680,0,2147547735,32244,0,2147547736,32265,0,2147547737,32321,0,2147547738,32626,0,2147547739,32773,0,
-    2147547740,33261,0,2147547741,33401,0,2147547742,33401,0,2147547743,33879,0,2147547744,35088,0,2147547745,35222,0,
-    2147547746,35585,0,2147547747,35641,0,2147547748,36051,0,2147547749,36104,0,2147547750,36790,0,2147547751,36920,0,
-    2147547752,38627,0,2147547753,38911,0,2147547754,38971,0,2147547755,24693,0,2147547756,148206,0,2147547757,33304,
-    0,2147547760,20006,0,2147547761,20917,0,2147547762,20840,0,2147547763,20352,0,2147547764,20805,0,2147547765,20864,
-    0,2147547766,21191,0,2147547767,21242,0,2147547768,21917,0,2147547769,21845,0,2147547770,21913,0,2147547771,21986,
-    0,2147547772,22618,0,2147547773,22707,0,2147547774,22852,0,2147547775,22868,0,2147547776,23138,0,2147547777,23336,
-    0,2147547778,24274,0,2147547779,24281,0,2147547780,24425,0,2147547781,24493,0,2147547782,24792,0,2147547783,24910,
-    0,2147547784,24840,0,2147547785,24974,0,2147547786,24928,0,2147547787,25074,0,2147547788,25140,0,2147547789,25540,
-    0,2147547790,25628,0,2147547791,25682,0,2147547792,25942,0,2147547793,26228,0,2147547794,26391,0,2147547795,26395,
-    0,2147547796,26454,0,2147547797,27513,0,2147547798,27578,0,2147547799,27969,0,2147547800,28379,0,2147547801,28363,
-    0,2147547802,28450,0,2147547803,28702,0,2147547804,29038,0,2147547805,30631,0,2147547806,29237,0,2147547807,29359,
-    0,2147547808,29482,0,2147547809,29809,0,2147547810,29958,0,2147547811,30011,0,2147547812,30237,0,2147547813,30239,
-    0,2147547814,30410,0,2147547815,30427,0,2147547816,30452,0,2147547817,30538,0,2147547818,30528,0,2147547819,30924,
-    0,2147547820,31409,0,2147547821,31680,0,2147547822,31867,0,2147547823,32091,0,2147547824,32244,0,2147547825,32574,
-    0,2147547826,32773,0,2147547827,33618,0,2147547828,33775,0,2147547829,34681,0,2147547830,35137,0,2147547831,35206,
-    0,2147547832,35222,0,2147547833,35519,0,2147547834,35576,0,2147547835,35531,0,2147547836,35585,0,2147547837,35582,
-    0,2147547838,35565,0,2147547839,35641,0,2147547840,35722,0,2147547841,36104,0,2147547842,36664,0,2147547843,36978,
-    0,2147547844,37273,0,2147547845,37494,0,2147547846,38524,0,2147547847,38627,0,2147547848,38742,0,2147547849,38875,
-    0,2147547850,38911,0,2147547851,38923,0,2147547852,38971,0,2147547853,39698,0,2147547854,40860,0,2147547855,
-    141386,0,2147547856,141380,0,2147547857,144341,0,2147547858,15261,0,2147547859,16408,0,2147547860,16441,0,
-    2147547861,152137,0,2147547862,154832,0,2147547863,163539,0,2147547864,40771,0,2147547865,40846,0,2147547933,1497,
-    1460,2147547935,1522,1463,2147547946,1513,1473,2147547947,1513,1474,2147547948,64329,1473,2147547949,64329,1474,
-    2147547950,1488,1463,2147547951,1488,1464,2147547952,1488,1468,2147547953,1489,1468,2147547954,1490,1468,
-    2147547955,1491,1468,2147547956,1492,1468,2147547957,1493,1468,2147547958,1494,1468,2147547960,1496,1468,
-    2147547961,1497,1468,2147547962,1498,1468,2147547963,1499,1468,2147547964,1500,1468,2147547966,1502,1468,
-    2147547968,1504,1468,2147547969,1505,1468,2147547971,1507,1468,2147547972,1508,1468,2147547974,1510,1468,
-    2147547975,1511,1468,2147547976,1512,1468,2147547977,1513,1468,2147547978,1514,1468,2147547979,1493,1465,
-    2147547980,1489,1471,2147547981,1499,1471,2147547982,1508,1471,69786,69785,69818,69788,69787,69818,69803,69797,
-    69818,69934,69937,69927,69935,69938,69927,70475,70471,70462,70476,70471,70487,70843,70841,70842,70844,70841,70832,
-    70846,70841,70845,71098,71096,71087,71099,71097,71087,71992,71989,71984,2147602782,119127,119141,2147602783,
-    119128,119141,2147602784,119135,119150,2147602785,119135,119151,2147602786,119135,119152,2147602787,119135,119153,
-    2147602788,119135,119154,2147602875,119225,119141,2147602876,119226,119141,2147602877,119227,119150,2147602878,
-    119228,119150,2147602879,119227,119151,2147602880,119228,119151,2147678208,20029,0,2147678209,20024,0,2147678210,
-    20033,0,2147678211,131362,0,2147678212,20320,0,2147678213,20398,0,2147678214,20411,0,2147678215,20482,0,
-    2147678216,20602,0,2147678217,20633,0,2147678218,20711,0,2147678219,20687,0,2147678220,13470,0,2147678221,132666,
-    0,2147678222,20813,0,2147678223,20820,0,2147678224,20836,0,2147678225,20855,0,2147678226,132380,0,2147678227,
-    13497,0,2147678228,20839,0,2147678229,20877,0,2147678230,132427,0,2147678231,20887,0,2147678232,20900,0,
-    2147678233,20172,0,2147678234,20908,0,2147678235,20917,0,2147678236,168415,0,2147678237,20981,0,2147678238,20995,
-    0,2147678239,13535,0,2147678240,21051,0,2147678241,21062,0,2147678242,21106,0,2147678243,21111,0,2147678244,13589,
-    0,2147678245,21191,0,2147678246,21193,0,2147678247,21220,0,2147678248,21242,0,2147678249,21253,0,2147678250,21254,
-    0,2147678251,21271,0,2147678252,21321,0,2147678253,21329,0,2147678254,21338,0,2147678255,21363,0,2147678256,21373,
-    0,2147678257,21375,0,2147678258,21375,0,2147678259,21375,0,2147678260,133676,0,2147678261,28784,0,2147678262,
-    21450,0,2147678263,21471,0,2147678264,133987,0,2147678265,21483,0,2147678266,21489,0,2147678267,21510,0,
-    2147678268,21662,0,2147678269,21560,0,2147678270,21576,0,2147678271,21608,0,2147678272,21666,0,2147678273,21750,0,
-    2147678274,21776,0,2147678275,21843,0,2147678276,21859,0,2147678277,21892,0,2147678278,21892,0,2147678279,21913,0,
-    2147678280,21931,0,2147678281,21939,0,2147678282,21954,0,2147678283,22294,0,2147678284,22022,0,2147678285,22295,0,
-    2147678286,22097,0,2147678287,22132,0,2147678288,20999,0,2147678289,22766,0,2147678290,22478,0,2147678291,22516,0,
-    2147678292,22541,0,2147678293,22411,0,2147678294,22578,0,2147678295,22577,0,2147678296,22700,0,2147678297,136420,
-    0,2147678298,22770,0,2147678299,22775,0,2147678300,22790,0,2147678301,22810,0,2147678302,22818,0,2147678303,22882,
-    0,2147678304,136872,0,2147678305,136938,0,2147678306,23020,0,2147678307,23067,0,2147678308,23079,0,2147678309,
-    23000,0,2147678310,23142,0,2147678311,14062,0,2147678312,14076,0,2147678313,23304,0,2147678314,23358,0,2147678315,
-    23358,0,2147678316,137672,0,2147678317,23491,0,2147678318,23512,0,2147678319,23527,0,2147678320,23539,0,
-    2147678321,138008,0,2147678322,23551,0,2147678323,23558,0,2147678324,24403,0,2147678325,23586,0,2147678326,14209,
-    0,2147678327,23648,0,2147678328,23662,0,2147678329,23744,0,2147678330,23693,0,2147678331,138724,0,2147678332,
-    23875,0,2147678333,138726,0,2147678334,23918,0,2147678335,23915,0,2147678336,23932,0,2147678337,24033,0,
-    2147678338,24034,0,2147678339,14383,0,2147678340,24061,0,2147678341,24104,0,2147678342,24125,0,2147678343,24169,0,
-    2147678344,14434,0,2147678345,139651,0,2147678346,14460,0,2147678347,24240,0,2147678348,24243,0,2147678349,24246,
-    0,2147678350,24266,0,2147678351,172946,0,2147678352,24318,0,2147678353,140081,0,2147678354,140081,0,2147678355,
-    33281,0,2147678356,24354,0,2147678357,24354,0,2147678358,14535,0,2147678359,144056,0,2147678360,156122,0,
-    2147678361,24418,0,2147678362,24427,0,2147678363,14563,0,2147678364,24474,0,2147678365,24525,0,2147678366,24535,0,
-    2147678367,24569,0,2147678368,24705,0,2147678369,14650,0,2147678370,14620,0,2147678371,24724,0,2147678372,141012,
-    0,2147678373,24775,0,2147678374,24904,0,2147678375,24908,0,2147678376,24910,0,2147678377,24908,0,2147678378,24954,
-    0,2147678379,24974,0,2147678380,25010,0,2147678381,24996,0,2147678382,25007,0,2147678383,25054,0,2147678384,25074,
-    0,2147678385,25078,0,2147678386,25104,0,2147678387,25115,0,2147678388,25181,0,2147678389,25265,0,2147678390,25300,
-    0,2147678391,25424,0,2147678392,142092,0,2147678393,25405,0,2147678394,25340,0,2147678395,25448,0,2147678396,
-    25475,0,2147678397,25572,0,2147678398,142321,0,2147678399,25634,0,2147678400,25541,0,2147678401,25513,0,
-    2147678402,14894,0,2147678403,25705,0,2147678404,25726,0,2147678405,25757,0,2147678406,25719,0,2147678407,14956,0,
-    2147678408,25935,0,2147678409,25964,0,2147678410,143370,0,2147678411,26083,0,2147678412,26360,0,2147678413,26185,
-    0,2147678414,15129,0,2147678415,26257,0,2147678416,15112,0,2147678417,15076,0,2147678418,20882,0,2147678419,20885,
-    0,2147678420,26368,0,2147678421,26268,0,2147678422,32941,0,2147678423,17369,0,2147678424,26391,0,2147678425,26395,
-    0,2147678426,26401,0,2147678427,26462,0,2147678428,26451,0,2147678429,144323,0,2147678430,15177,0,2147678431,
-    26618,0,2147678432,26501,0,2147678433,26706,0,2147678434,26757,0,2147678435,144493,0,2147678436,26766,0,
-    2147678437,26655,0,2147678438,26900,0,2147678439,15261,0,2147678440,26946,0,2147678441,27043,0,2147678442,27114,0,
-    2147678443,27304,0,2147678444,145059,0,2147678445,27355,0,2147678446,15384,0,2147678447,27425,0,2147678448,145575,
-    0,2147678449,27476,0,2147678450,15438,0,2147678451,27506,0,2147678452,27551,0,2147678453,27578,0,2147678454,27579,
-    0,2147678455,146061,0,2147678456,138507,0,2147678457,146170,0,2147678458,27726,0,2147678459,146620,0,2147678460,
-    27839,0,2147678461,27853,0,2147678462,27751,0,2147678463,27926,0,2147678464,27966,0,2147678465,28023,0,2147678466,
-    27969,0,2147678467,28009,0,2147678468,28024,0,2147678469,28037,0,2147678470,146718,0,2147678471,27956,0,
-    2147678472,28207,0,2147678473,28270,0,2147678474,15667,0,2147678475,28363,0,2147678476,28359,0,2147678477,147153,
-    0,2147678478,28153,0,2147678479,28526,0,2147678480,147294,0,2147678481,147342,0,2147678482,28614,0,2147678483,
-    28729,0,2147678484,28702,0,2147678485,28699,0,2147678486,15766,0,2147678487,28746,0,2147678488,28797,0,2147678489,
-    28791,0,2147678490,28845,0,2147678491,132389,0,2147678492,28997,0,2147678493,148067,0,2147678494,29084,0,
-    2147678495,148395,0,2147678496,29224,0,2147678497,29237,0,2147678498,29264,0,2147678499,149000,0,2147678500,29312,
-    0,2147678501,29333,0,2147678502,149301,0,2147678503,149524,0,2147678504,29562,0,2147678505,29579,0,2147678506,
-    16044,0,2147678507,29605,0,2147678508,16056,0,2147678509,16056,0,2147678510,29767,0,2147678511,29788,0,2147678512,
-    29809,0,2147678513,29829,0,2147678514,29898,0,2147678515,16155,0,2147678516,29988,0,2147678517,150582,0,
-    2147678518,30014,0,2147678519,150674,0,2147678520,30064,0,2147678521,139679,0,2147678522,30224,0,2147678523,
-    151457,0,2147678524,151480,0,2147678525,151620,0,2147678526,16380,0,2147678527,16392,0,2147678528,30452,0,
-    2147678529,151795,0,2147678530,151794,0,2147678531,151833,0,2147678532,151859,0,2147678533,30494,0,2147678534,
-    30495,0,2147678535,30495,0,2147678536,30538,0,2147678537,16441,0,2147678538,30603,0,2147678539,16454,0,2147678540,
-    16534,0,2147678541,152605,0,2147678542,30798,0,2147678543,30860,0,2147678544,30924,0,2147678545,16611,0,
-    2147678546,153126,0,2147678547,31062,0,2147678548,153242,0,2147678549,153285,0,2147678550,31119,0,2147678551,
-    31211,0,2147678552,16687,0,2147678553,31296,0,2147678554,31306,0,2147678555,31311,0,2147678556,153980,0,
-    2147678557,154279,0,2147678558,154279,0,2147678559,31470,0,2147678560,16898,0,2147678561,154539,0,2147678562,
-    31686,0,2147678563,31689,0,2147678564,16935,0,2147678565,154752,0,2147678566,31954,0,2147678567,17056,0,
-    2147678568,31976,0,2147678569,31971,0,2147678570,32000,0,2147678571,155526,0,2147678572,32099,0,2147678573,17153,
-    0,2147678574,32199,0,2147678575,32258,0,2147678576,32325,0,2147678577,17204,0,2147678578,156200,0,2147678579,
-    156231,0,2147678580,17241,0,2147678581,156377,0,2147678582,32634,0,2147678583,156478,0,2147678584,32661,0,
-    2147678585,32762,0,2147678586,32773,0,2147678587,156890,0,2147678588,156963,0,2147678589,32864,0,2147678590,
-    157096,0,2147678591,32880,0,2147678592,144223,0,2147678593,17365,0,2147678594,32946,0,2147678595,33027,0,
-    2147678596,17419,0,2147678597,33086,0,2147678598,23221,0,2147678599,157607,0,2147678600,157621,0,2147678601,
-    144275,0,2147678602,144284,0,2147678603,33281,0,2147678604,33284,0,2147678605,36766,0,2147678606,17515,0,
-    2147678607,33425,0,2147678608,33419,0,2147678609,33437,0,2147678610,21171,0,2147678611,33457,0,2147678612,33459,0,
-    2147678613,33469,0,2147678614,33510,0,2147678615,158524,0,2147678616,33509,0,2147678617,33565,0,2147678618,33635,
-    0,2147678619,33709,0,2147678620,33571,0,2147678621,33725,0,2147678622,33767,0,2147678623,33879,0,2147678624,33619,
-    0,2147678625,33738,0,2147678626,33740,0,2147678627,33756,0,2147678628,158774,0,2147678629,159083,0,2147678630,
-    158933,0,2147678631,17707,0,2147678632,34033,0,2147678633,34035,0,2147678634,34070,0,2147678635,160714,0,
-    2147678636,34148,0,2147678637,159532,0,2147678638,17757,0,2147678639,17761,0,2147678640,159665,0,2147678641,
-    159954,0,2147678642,17771,0,2147678643,34384,0,2147678644,34396,0,2147678645,34407,0,2147678646,34409,0,
-    2147678647,34473,0,2147678648,34440,0,2147678649,34574,0,2147678650,34530,0,2147678651,34681,0,2147678652,34600,0,
-    2147678653,34667,0,2147678654,34694,0,2147678655,17879,0,2147678656,34785,0,2147678657,34817,0,2147678658,17913,0,
-    2147678659,34912,0,2147678660,34915,0,2147678661,161383,0,2147678662,35031,0,2147678663,35038,0,2147678664,17973,
-    0,2147678665,35066,0,2147678666,13499,0,2147678667,161966,0,2147678668,162150,0,2147678669,18110,0,2147678670,
-    18119,0,2147678671,35488,0,2147678672,35565,0,2147678673,35722,0,2147678674,35925,0,2147678675,162984,0,
-    2147678676,36011,0,2147678677,36033,0,2147678678,36123,0,2147678679,36215,0,2147678680,163631,0,2147678681,133124,
-    0,2147678682,36299,0,2147678683,36284,0,2147678684,36336,0,2147678685,133342,0,2147678686,36564,0,2147678687,
-    36664,0,2147678688,165330,0,2147678689,165357,0,2147678690,37012,0,2147678691,37105,0,2147678692,37137,0,
-    2147678693,165678,0,2147678694,37147,0,2147678695,37432,0,2147678696,37591,0,2147678697,37592,0,2147678698,37500,
-    0,2147678699,37881,0,2147678700,37909,0,2147678701,166906,0,2147678702,38283,0,2147678703,18837,0,2147678704,
-    38327,0,2147678705,167287,0,2147678706,18918,0,2147678707,38595,0,2147678708,23986,0,2147678709,38691,0,
-    2147678710,168261,0,2147678711,168474,0,2147678712,19054,0,2147678713,19062,0,2147678714,38880,0,2147678715,
-    168970,0,2147678716,19122,0,2147678717,169110,0,2147678718,38923,0,2147678719,38923,0,2147678720,38953,0,
-    2147678721,169398,0,2147678722,39138,0,2147678723,19251,0,2147678724,39209,0,2147678725,39335,0,2147678726,39362,
-    0,2147678727,39422,0,2147678728,19406,0,2147678729,170800,0,2147678730,39698,0,2147678731,40000,0,2147678732,
-    40189,0,2147678733,19662,0,2147678734,19693,0,2147678735,40295,0,2147678736,172238,0,2147678737,19704,0,
-    2147678738,172293,0,2147678739,172558,0,2147678740,172689,0,2147678741,40635,0,2147678742,19798,0,2147678743,
-    40697,0,2147678744,40702,0,2147678745,40709,0,2147678746,40719,0,2147678747,40726,0,2147678748,40763,0,2147678749,
-    173568,0,
+    557,245,772,558,79,775,559,111,775,560,558,772,561,559,772,562,89,772,563,121,772,832,768,0,833,769,0,835,787,0,
+    2147484484,776,769,884,697,0,894,59,0,901,168,769,902,913,769,903,183,0,904,917,769,905,919,769,906,921,769,908,
+    927,769,910,933,769,911,937,769,912,970,769,938,921,776,939,933,776,940,945,769,941,949,769,942,951,769,943,953,
+    769,944,971,769,970,953,776,971,965,776,972,959,769,973,965,769,974,969,769,979,978,769,980,978,776,1024,1045,768,
+    1025,1045,776,1027,1043,769,1031,1030,776,1036,1050,769,1037,1048,768,1038,1059,774,1049,1048,774,1081,1080,774,
+    1104,1077,768,1105,1077,776,1107,1075,769,1111,1110,776,1116,1082,769,1117,1080,768,1118,1091,774,1142,1140,783,
+    1143,1141,783,1217,1046,774,1218,1078,774,1232,1040,774,1233,1072,774,1234,1040,776,1235,1072,776,1238,1045,774,
+    1239,1077,774,1242,1240,776,1243,1241,776,1244,1046,776,1245,1078,776,1246,1047,776,1247,1079,776,1250,1048,772,
+    1251,1080,772,1252,1048,776,1253,1080,776,1254,1054,776,1255,1086,776,1258,1256,776,1259,1257,776,1260,1069,776,
+    1261,1101,776,1262,1059,772,1263,1091,772,1264,1059,776,1265,1091,776,1266,1059,779,1267,1091,779,1268,1063,776,
+    1269,1095,776,1272,1067,776,1273,1099,776,1570,1575,1619,1571,1575,1620,1572,1608,1620,1573,1575,1621,1574,1610,
+    1620,1728,1749,1620,1730,1729,1620,1747,1746,1620,2345,2344,2364,2353,2352,2364,2356,2355,2364,2147486040,2325,
+    2364,2147486041,2326,2364,2147486042,2327,2364,2147486043,2332,2364,2147486044,2337,2364,2147486045,2338,2364,
+    2147486046,2347,2364,2147486047,2351,2364,2507,2503,2494,2508,2503,2519,2147486172,2465,2492,2147486173,2466,2492,
+    2147486175,2479,2492,2147486259,2610,2620,2147486262,2616,2620,2147486297,2582,2620,2147486298,2583,2620,
+    2147486299,2588,2620,2147486302,2603,2620,2888,2887,2902,2891,2887,2878,2892,2887,2903,2147486556,2849,2876,
+    2147486557,2850,2876,2964,2962,3031,3018,3014,3006,3019,3015,3006,3020,3014,3031,3144,3142,3158,3264,3263,3285,
+    3271,3270,3285,3272,3270,3286,3274,3270,3266,3275,3274,3285,3402,3398,3390,3403,3399,3390,3404,3398,3415,3546,
+    3545,3530,3548,3545,3535,3549,3548,3530,3550,3545,3551,2147487555,3906,4023,2147487565,3916,4023,2147487570,3921,
+    4023,2147487575,3926,4023,2147487580,3931,4023,2147487593,3904,4021,2147487603,3953,3954,2147487605,3953,3956,
+    2147487606,4018,3968,2147487608,4019,3968,2147487617,3953,3968,2147487635,3986,4023,2147487645,3996,4023,
+    2147487650,4001,4023,2147487655,4006,4023,2147487660,4011,4023,2147487673,3984,4021,4134,4133,4142,6918,6917,6965,
+    6920,6919,6965,6922,6921,6965,6924,6923,6965,6926,6925,6965,6930,6929,6965,6971,6970,6965,6973,6972,6965,6976,
+    6974,6965,6977,6975,6965,6979,6978,6965,7680,65,805,7681,97,805,7682,66,775,7683,98,775,7684,66,803,7685,98,803,
+    7686,66,817,7687,98,817,7688,199,769,7689,231,769,7690,68,775,7691,100,775,7692,68,803,7693,100,803,7694,68,817,
+    7695,100,817,7696,68,807,7697,100,807,7698,68,813,7699,100,813,7700,274,768,7701,275,768,7702,274,769,7703,275,
+    769,7704,69,813,7705,101,813,7706,69,816,7707,101,816,7708,552,774,7709,553,774,7710,70,775,7711,102,775,7712,71,
+    772,7713,103,772,7714,72,775,7715,104,775,7716,72,803,7717,104,803,7718,72,776,7719,104,776,7720,72,807,7721,104,
+    807,7722,72,814,7723,104,814,7724,73,816,7725,105,816,7726,207,769,7727,239,769,7728,75,769,7729,107,769,7730,75,
+    803,7731,107,803,7732,75,817,7733,107,817,7734,76,803,7735,108,803,7736,7734,772,7737,7735,772,7738,76,817,7739,
+    108,817,7740,76,813,7741,108,813,7742,77,769,7743,109,769,7744,77,775,7745,109,775,7746,77,803,7747,109,803,7748,
+    78,775,7749,110,775,7750,78,803,7751,110,803,7752,78,817,7753,110,817,7754,78,813,7755,110,813,7756,213,769,7757,
+    245,769,7758,213,776,7759,245,776,7760,332,768,7761,333,768,7762,332,769,7763,333,769,7764,80,769,7765,112,769,
+    7766,80,775,7767,112,775,7768,82,775,7769,114,775,7770,82,803,7771,114,803,7772,7770,772,7773,7771,772,7774,82,
+    817,7775,114,817,7776,83,775,7777,115,775,7778,83,803,7779,115,803,7780,346,775,7781,347,775,7782,352,775,7783,
+    353,775,7784,7778,775,7785,7779,775,7786,84,775,7787,116,775,7788,84,803,7789,116,803,7790,84,817,7791,116,817,
+    7792,84,813,7793,116,813,7794,85,804,7795,117,804,7796,85,816,7797,117,816,7798,85,813,7799,117,813,7800,360,769,
+    7801,361,769,7802,362,776,7803,363,776,7804,86,771,7805,118,771,7806,86,803,7807,118,803,7808,87,768,7809,119,768,
+    7810,87,769,7811,119,769,7812,87,776,7813,119,776,7814,87,775,7815,119,775,7816,87,803,7817,119,803,7818,88,775,
+    7819,120,775,7820,88,776,7821,120,776,7822,89,775,7823,121,775,7824,90,770,7825,122,770,7826,90,803,7827,122,803,
+    7828,90,817,7829,122,817,7830,104,817,7831,116,776,7832,119,778,7833,121,778,7835,383,775,7840,65,803,7841,97,803,
+    7842,65,777,7843,97,777,7844,194,769,7845,226,769,7846,194,768,7847,226,768,7848,194,777,7849,226,777,7850,194,
+    771,7851,226,771,7852,7840,770,7853,7841,770,7854,258,769,7855,259,769,7856,258,768,7857,259,768,7858,258,777,
+    7859,259,777,7860,258,771,7861,259,771,7862,7840,774,7863,7841,774,7864,69,803,7865,101,803,7866,69,777,7867,101,
+    777,7868,69,771,7869,101,771,7870,202,769,7871,234,769,7872,202,768,7873,234,768,7874,202,777,7875,234,777,7876,
+    202,771,7877,234,771,7878,7864,770,7879,7865,770,7880,73,777,7881,105,777,7882,73,803,7883,105,803,7884,79,803,
+    7885,111,803,7886,79,777,7887,111,777,7888,212,769,7889,244,769,7890,212,768,7891,244,768,7892,212,777,7893,244,
+    777,7894,212,771,7895,244,771,7896,7884,770,7897,7885,770,7898,416,769,7899,417,769,7900,416,768,7901,417,768,
+    7902,416,777,7903,417,777,7904,416,771,7905,417,771,7906,416,803,7907,417,803,7908,85,803,7909,117,803,7910,85,
+    777,7911,117,777,7912,431,769,7913,432,769,7914,431,768,7915,432,768,7916,431,777,7917,432,777,7918,431,771,7919,
+    432,771,7920,431,803,7921,432,803,7922,89,768,7923,121,768,7924,89,803,7925,121,803,7926,89,777,7927,121,777,7928,
+    89,771,7929,121,771,7936,945,787,7937,945,788,7938,7936,768,7939,7937,768,7940,7936,769,7941,7937,769,7942,7936,
+    834,7943,7937,834,7944,913,787,7945,913,788,7946,7944,768,7947,7945,768,7948,7944,769,7949,7945,769,7950,7944,834,
+    7951,7945,834,7952,949,787,7953,949,788,7954,7952,768,7955,7953,768,7956,7952,769,7957,7953,769,7960,917,787,7961,
+    917,788,7962,7960,768,7963,7961,768,7964,7960,769,7965,7961,769,7968,951,787,7969,951,788,7970,7968,768,7971,7969,
+    768,7972,7968,769,7973,7969,769,7974,7968,834,7975,7969,834,7976,919,787,7977,919,788,7978,7976,768,7979,7977,768,
+    7980,7976,769,7981,7977,769,7982,7976,834,7983,7977,834,7984,953,787,7985,953,788,7986,7984,768,7987,7985,768,
+    7988,7984,769,7989,7985,769,7990,7984,834,7991,7985,834,7992,921,787,7993,921,788,7994,7992,768,7995,7993,768,
+    7996,7992,769,7997,7993,769,7998,7992,834,7999,7993,834,8000,959,787,8001,959,788,8002,8000,768,8003,8001,768,
+    8004,8000,769,8005,8001,769,8008,927,787,8009,927,788,8010,8008,768,8011,8009,768,8012,8008,769,8013,8009,769,
+    8016,965,787,8017,965,788,8018,8016,768,8019,8017,768,8020,8016,769,8021,8017,769,8022,8016,834,8023,8017,834,
+    8025,933,788,8027,8025,768,8029,8025,769,8031,8025,834,8032,969,787,8033,969,788,8034,8032,768,8035,8033,768,8036,
+    8032,769,8037,8033,769,8038,8032,834,8039,8033,834,8040,937,787,8041,937,788,8042,8040,768,8043,8041,768,8044,
+    8040,769,8045,8041,769,8046,8040,834,8047,8041,834,8048,945,768,8049,940,0,8050,949,768,8051,941,0,8052,951,768,
+    8053,942,0,8054,953,768,8055,943,0,8056,959,768,8057,972,0,8058,965,768,8059,973,0,8060,969,768,8061,974,0,8064,
+    7936,837,8065,7937,837,8066,7938,837,8067,7939,837,8068,7940,837,8069,7941,837,8070,7942,837,8071,7943,837,8072,
+    7944,837,8073,7945,837,8074,7946,837,8075,7947,837,8076,7948,837,8077,7949,837,8078,7950,837,8079,7951,837,8080,
+    7968,837,8081,7969,837,8082,7970,837,8083,7971,837,8084,7972,837,8085,7973,837,8086,7974,837,8087,7975,837,8088,
+    7976,837,8089,7977,837,8090,7978,837,8091,7979,837,8092,7980,837,8093,7981,837,8094,7982,837,8095,7983,837,8096,
+    8032,837,8097,8033,837,8098,8034,837,8099,8035,837,8100,8036,837,8101,8037,837,8102,8038,837,8103,8039,837,8104,
+    8040,837,8105,8041,837,8106,8042,837,8107,8043,837,8108,8044,837,8109,8045,837,8110,8046,837,8111,8047,837,8112,
+    945,774,8113,945,772,8114,8048,837,8115,945,837,8116,940,837,8118,945,834,8119,8118,837,8120,913,774,8121,913,772,
+    8122,913,768,8123,902,0,8124,913,837,8126,953,0,8129,168,834,8130,8052,837,8131,951,837,8132,942,837,8134,951,834,
+    8135,8134,837,8136,917,768,8137,904,0,8138,919,768,8139,905,0,8140,919,837,8141,8127,768,8142,8127,769,8143,8127,
+    834,8144,953,774,8145,953,772,8146,970,768,8147,912,0,8150,953,834,8151,970,834,8152,921,774,8153,921,772,8154,
+    921,768,8155,906,0,8157,8190,768,8158,8190,769,8159,8190,834,8160,965,774,8161,965,772,8162,971,768,8163,944,0,
+    8164,961,787,8165,961,788,8166,965,834,8167,971,834,8168,933,774,8169,933,772,8170,933,768,8171,910,0,8172,929,
+    788,8173,168,768,8174,901,0,8175,96,0,8178,8060,837,8179,969,837,8180,974,837,8182,969,834,8183,8182,837,8184,927,
+    768,8185,908,0,8186,937,768,8187,911,0,8188,937,837,8189,180,0,8192,8194,0,8193,8195,0,8486,937,0,8490,75,0,8491,
+    197,0,8602,8592,824,8603,8594,824,8622,8596,824,8653,8656,824,8654,8660,824,8655,8658,824,8708,8707,824,8713,8712,
+    824,8716,8715,824,8740,8739,824,8742,8741,824,8769,8764,824,8772,8771,824,8775,8773,824,8777,8776,824,8800,61,824,
+    8802,8801,824,8813,8781,824,8814,60,824,8815,62,824,8816,8804,824,8817,8805,824,8820,8818,824,8821,8819,824,8824,
+    8822,824,8825,8823,824,8832,8826,824,8833,8827,824,8836,8834,824,8837,8835,824,8840,8838,824,8841,8839,824,8876,
+    8866,824,8877,8872,824,8878,8873,824,8879,8875,824,8928,8828,824,8929,8829,824,8930,8849,824,8931,8850,824,8938,
+    8882,824,8939,8883,824,8940,8884,824,8941,8885,824,9001,12296,0,9002,12297,0,2147494620,10973,824,12364,12363,
+    12441,12366,12365,12441,12368,12367,12441,12370,12369,12441,12372,12371,12441,12374,12373,12441,12376,12375,12441,
+    12378,12377,12441,12380,12379,12441,12382,12381,12441,12384,12383,12441,12386,12385,12441,12389,12388,12441,12391,
+    12390,12441,12393,12392,12441,12400,12399,12441,12401,12399,12442,12403,12402,12441,12404,12402,12442,12406,12405,
+    12441,12407,12405,12442,12409,12408,12441,12410,12408,12442,12412,12411,12441,12413,12411,12442,12436,12358,12441,
+    12446,12445,12441,12460,12459,12441,12462,12461,12441,12464,12463,12441,12466,12465,12441,12468,12467,12441,12470,
+    12469,12441,12472,12471,12441,12474,12473,12441,12476,12475,12441,12478,12477,12441,12480,12479,12441,12482,12481,
+    12441,12485,12484,12441,12487,12486,12441,12489,12488,12441,12496,12495,12441,12497,12495,12442,12499,12498,12441,
+    12500,12498,12442,12502,12501,12441,12503,12501,12442,12505,12504,12441,12506,12504,12442,12508,12507,12441,12509,
+    12507,12442,12532,12454,12441,12535,12527,12441,12536,12528,12441,12537,12529,12441,12538,12530,12441,12542,12541,
+    12441,63744,35912,0,63745,26356,0,63746,36554,0,63747,36040,0,63748,28369,0,63749,20018,0,63750,21477,0,63751,
+    40860,0,63752,40860,0,63753,22865,0,63754,37329,0,63755,21895,0,63756,22856,0,63757,25078,0,63758,30313,0,63759,
+    32645,0,63760,34367,0,63761,34746,0,63762,35064,0,63763,37007,0,63764,27138,0,63765,27931,0,63766,28889,0,63767,
+    29662,0,63768,33853,0,63769,37226,0,63770,39409,0,63771,20098,0,63772,21365,0,63773,27396,0,63774,29211,0,63775,
+    34349,0,63776,40478,0,63777,23888,0,63778,28651,0,63779,34253,0,63780,35172,0,63781,25289,0,63782,33240,0,63783,
+    34847,0,63784,24266,0,63785,26391,0,63786,28010,0,63787,29436,0,63788,37070,0,63789,20358,0,63790,20919,0,63791,
+    21214,0,63792,25796,0,63793,27347,0,63794,29200,0,63795,30439,0,63796,32769,0,63797,34310,0,63798,34396,0,63799,
+    36335,0,63800,38706,0,63801,39791,0,63802,40442,0,63803,30860,0,63804,31103,0,63805,32160,0,63806,33737,0,63807,
+    37636,0,63808,40575,0,63809,35542,0,63810,22751,0,63811,24324,0,63812,31840,0,63813,32894,0,63814,29282,0,63815,
+    30922,0,63816,36034,0,63817,38647,0,63818,22744,0,63819,23650,0,63820,27155,0,63821,28122,0,63822,28431,0,63823,
+    32047,0,63824,32311,0,63825,38475,0,63826,21202,0,63827,32907,0,63828,20956,0,63829,20940,0,63830,31260,0,63831,
+    32190,0,63832,33777,0,63833,38517,0,63834,35712,0,63835,25295,0,63836,27138,0,63837,35582,0,63838,20025,0,63839,
+    23527,0,63840,24594,0,63841,29575,0,63842,30064,0,63843,21271,0,63844,30971,0,63845,20415,0,63846,24489,0,63847,
+    19981,0,63848,27852,0,63849,25976,0,63850,32034,0,63851,21443,0,63852,22622,0,63853,30465,0,63854,33865,0,63855,
+    35498,0,63856,27578,0,63857,36784,0,63858,27784,0,63859,25342,0,63860,33509,0,63861,25504,0,63862,30053,0,63863,
+    20142,0,63864,20841,0,63865,20937,0,63866,26753,0,63867,31975,0,63868,33391,0,63869,35538,0,63870,37327,0,63871,
+    21237,0,63872,21570,0,63873,22899,0,63874,24300,0,63875,26053,0,63876,28670,0,63877,31018,0,63878,38317,0,63879,
+    39530,0,63880,40599,0,63881,40654,0,63882,21147,0,63883,26310,0,63884,27511,0,63885,36706,0,63886,24180,0,63887,
+    24976,0,63888,25088,0,63889,25754,0,63890,28451,0,63891,29001,0,63892,29833,0,63893,31178,0,63894,32244,0,63895,
+    32879,0,63896,36646,0,63897,34030,0,63898,36899,0,63899,37706,0,63900,21015,0,63901,21155,0,63902,21693,0,63903,
+    28872,0,63904,35010,0,63905,35498,0,63906,24265,0,63907,24565,0,63908,25467,0,63909,27566,0,63910,31806,0,63911,
+    29557,0,63912,20196,0,63913,22265,0,63914,23527,0,63915,23994,0,63916,24604,0,63917,29618,0,63918,29801,0,63919,
+    32666,0,63920,32838,0,63921,37428,0,63922,38646,0,63923,38728,0,63924,38936,0,63925,20363,0,63926,31150,0,63927,
+    37300,0,63928,38584,0,63929,24801,0,63930,20102,0,63931,20698,0,63932,23534,0,63933,23615,0,63934,26009,0,63935,
+    27138,0,63936,29134,0,63937,30274,0,63938,34044,0,63939,36988,0,63940,40845,0,63941,26248,0,63942,38446,0,63943,
+    21129,0,63944,26491,0,63945,26611,0,63946,27969,0,63947,28316,0,63948,29705,0,63949,30041,0,63950,30827,0,63951,
+    32016,0,63952,39006,0,63953,20845,0,63954,25134,0,63955,38520,0,63956,20523,0,63957,23833,0,63958,28138,0,63959,
+    36650,0,63960,24459,0,63961,24900,0,63962,26647,0,63963,29575,0,63964,38534,0,63965,21033,0,63966,21519,0,63967,
+    23653,0,63968,26131,0,63969,26446,0,63970,26792,0,63971,27877,0,63972,29702,0,63973,30178,0,63974,32633,0,63975,
+    35023,0,63976,35041,0,63977,37324,0,63978,38626,0,63979,21311,0,63980,28346,0,63981,21533,0,63982,29136,0,63983,
+    29848,0,63984,34298,0,63985,38563,0,63986,40023,0,63987,40607,0,63988,26519,0,63989,28107,0,63990,33256,0,63991,
+    31435,0,63992,31520,0,63993,31890,0,63994,29376,0,63995,28825,0,63996,35672,0,63997,20160,0,63998,33590,0,63999,
+    21050,0,64000,20999,0,64001,24230,0,64002,25299,0,64003,31958,0,64004,23429,0,64005,27934,0,64006,26292,0,64007,
+    36667,0,64008,34892,0,64009,38477,0,64010,35211,0,64011,24275,0,64012,20800,0,64013,21952,0,64016,22618,0,64018,
+    26228,0,64021,20958,0,64022,29482,0,64023,30410,0,64024,31036,0,64025,31070,0,64026,31077,0,64027,31119,0,64028,
+    38742,0,64029,31934,0,64030,32701,0,64032,34322,0,64034,35576,0,64037,36920,0,64038,37117,0,64042,39151,0,64043,
+    39164,0,64044,39208,0,64045,40372,0,64046,37086,0,64047,38583,0,64048,20398,0,64049,20711,0,64050,20813,0,64051,
+    21193,0,64052,21220,0,64053,21329,0,64054,21917,0,64055,22022,0,64056,22120,0,64057,22592,0,64058,22696,0,64059,
+    23652,0,64060,23662,0,64061,24724,0,64062,24936,0,64063,24974,0,64064,25074,0,64065,25935,0,64066,26082,0,64067,
+    26257,0,64068,26757,0,64069,28023,0,64070,28186,0,64071,28450,0,64072,29038,0,64073,29227,0,64074,29730,0,64075,
+    30865,0,64076,31038,0,64077,31049,0,64078,31048,0,64079,31056,0,64080,31062,0,64081,31069,0,64082,31117,0,64083,
+    31118,0,64084,31296,0,64085,31361,0,64086,31680,0,64087,32244,0,64088,32265,0,64089,32321,0,64090,32626,0,64091,
+    32773,0,64092,33261,0,64093,33401,0,64094,33401,0,64095,33879,0,64096,35088,0,64097,35222,0,64098,35585,0,64099,
+    35641,0,64100,36051,0,64101,36104,0,64102,36790,0,64103,36920,0,64104,38627,0,64105,38911,0,64106,38971,0,64107,
+    24693,0,64108,148206,0,64109,33304,0,64112,20006,0,64113,20917,0,64114,20840,0,64115,20352,0,64116,20805,0,64117,
+    20864,0,64118,21191,0,64119,21242,0,64120,21917,0,64121,21845,0,64122,21913,0,64123,21986,0,64124,22618,0,64125,
+    22707,0,64126,22852,0,64127,22868,0,64128,23138,0,64129,23336,0,64130,24274,0,64131,24281,0,64132,24425,0,64133,
+    24493,0,64134,24792,0,64135,24910,0,64136,24840,0,64137,24974,0,64138,24928,0,64139,25074,0,64140,25140,0,64141,
+    25540,0,64142,25628,0,64143,25682,0,64144,25942,0,64145,26228,0,64146,26391,0,64147,26395,0,64148,26454,0,64149,
+    27513,0,64150,27578,0,64151,27969,0,64152,28379,0,64153,28363,0,64154,28450,0,64155,28702,0,64156,29038,0,64157,
+    30631,0,64158,29237,0,64159,29359,0,64160,29482,0,64161,29809,0,64162,29958,0,64163,30011,0,64164,30237,0,64165,
+    30239,0,64166,30410,0,64167,30427,0,64168,30452,0,64169,30538,0,64170,30528,0,64171,30924,0,64172,31409,0,64173,
+    31680,0,64174,31867,0,64175,32091,0,64176,32244,0,64177,32574,0,64178,32773,0,64179,33618,0,64180,33775,0,64181,
+    34681,0,64182,35137,0,64183,35206,0,64184,35222,0,64185,35519,0,64186,35576,0,64187,35531,0,64188,35585,0,64189,
+    35582,0,64190,35565,0,64191,35641,0,64192,35722,0,64193,36104,0,64194,36664,0,64195,36978,0,64196,37273,0,64197,
+    37494,0,64198,38524,0,64199,38627,0,64200,38742,0,64201,38875,0,64202,38911,0,64203,38923,0,64204,38971,0,64205,
+    39698,0,64206,40860,0,64207,141386,0,64208,141380,0,64209,144341,0,64210,15261,0,64211,16408,0,64212,16441,0,
+    64213,152137,0,64214,154832,0,64215,163539,0,64216,40771,0,64217,40846,0,2147547933,1497,1460,2147547935,1522,
+    1463,2147547946,1513,1473,2147547947,1513,1474,2147547948,64329,1473,2147547949,64329,1474,2147547950,1488,1463,
+    2147547951,1488,1464,2147547952,1488,1468,2147547953,1489,1468,2147547954,1490,1468,2147547955,1491,1468,
+    2147547956,1492,1468,2147547957,1493,1468,2147547958,1494,1468,2147547960,1496,1468,2147547961,1497,1468,
+    2147547962,1498,1468,2147547963,1499,1468,2147547964,1500,1468,2147547966,1502,1468,2147547968,1504,1468,
+    2147547969,1505,1468,2147547971,1507,1468,2147547972,1508,1468,2147547974,1510,1468,2147547975,1511,1468,
+    2147547976,1512,1468,2147547977,1513,1468,2147547978,1514,1468,2147547979,1493,1465,2147547980,1489,1471,
+    2147547981,1499,1471,2147547982,1508,1471,69786,69785,69818,69788,69787,69818,69803,69797,69818,69934,69937,69927,
+    69935,69938,69927,70475,70471,70462,70476,70471,70487,70843,70841,70842,70844,70841,70832,70846,70841,70845,71098,
+    71096,71087,71099,71097,71087,71992,71989,71984,2147602782,119127,119141,2147602783,119128,119141,2147602784,
+    119135,119150,2147602785,119135,119151,2147602786,119135,119152,2147602787,119135,119153,2147602788,119135,119154,
+    2147602875,119225,119141,2147602876,119226,119141,2147602877,119227,119150,2147602878,119228,119150,2147602879,
+    119227,119151,2147602880,119228,119151,194560,20029,0,194561,20024,0,194562,20033,0,194563,131362,0,194564,20320,
+    0,194565,20398,0,194566,20411,0,194567,20482,0,194568,20602,0,194569,20633,0,194570,20711,0,194571,20687,0,194572,
+    13470,0,194573,132666,0,194574,20813,0,194575,20820,0,194576,20836,0,194577,20855,0,194578,132380,0,194579,13497,
+    0,194580,20839,0,194581,20877,0,194582,132427,0,194583,20887,0,194584,20900,0,194585,20172,0,194586,20908,0,
+    194587,20917,0,194588,168415,0,194589,20981,0,194590,20995,0,194591,13535,0,194592,21051,0,194593,21062,0,194594,
+    21106,0,194595,21111,0,194596,13589,0,194597,21191,0,194598,21193,0,194599,21220,0,194600,21242,0,194601,21253,0,
+    194602,21254,0,194603,21271,0,194604,21321,0,194605,21329,0,194606,21338,0,194607,21363,0,194608,21373,0,194609,
+    21375,0,194610,21375,0,194611,21375,0,194612,133676,0,194613,28784,0,194614,21450,0,194615,21471,0,194616,133987,
+    0,194617,21483,0,194618,21489,0,194619,21510,0,194620,21662,0,194621,21560,0,194622,21576,0,194623,21608,0,194624,
+    21666,0,194625,21750,0,194626,21776,0,194627,21843,0,194628,21859,0,194629,21892,0,194630,21892,0,194631,21913,0,
+    194632,21931,0,194633,21939,0,194634,21954,0,194635,22294,0,194636,22022,0,194637,22295,0,194638,22097,0,194639,
+    22132,0,194640,20999,0,194641,22766,0,194642,22478,0,194643,22516,0,194644,22541,0,194645,22411,0,194646,22578,0,
+    194647,22577,0,194648,22700,0,194649,136420,0,194650,22770,0,194651,22775,0,194652,22790,0,194653,22810,0,194654,
+    22818,0,194655,22882,0,194656,136872,0,194657,136938,0,194658,23020,0,194659,23067,0,194660,23079,0,194661,23000,
+    0,194662,23142,0,194663,14062,0,194664,14076,0,194665,23304,0,194666,23358,0,194667,23358,0,194668,137672,0,
+    194669,23491,0,194670,23512,0,194671,23527,0,194672,23539,0,194673,138008,0,194674,23551,0,194675,23558,0,194676,
+    24403,0,194677,23586,0,194678,14209,0,194679,23648,0,194680,23662,0,194681,23744,0,194682,23693,0,194683,138724,0,
+    194684,23875,0,194685,138726,0,194686,23918,0,194687,23915,0,194688,23932,0,194689,24033,0,194690,24034,0,194691,
+    14383,0,194692,24061,0,194693,24104,0,194694,24125,0,194695,24169,0,194696,14434,0,194697,139651,0,194698,14460,0,
+    194699,24240,0,194700,24243,0,194701,24246,0,194702,24266,0,194703,172946,0,194704,24318,0,194705,140081,0,194706,
+    140081,0,194707,33281,0,194708,24354,0,194709,24354,0,194710,14535,0,194711,144056,0,194712,156122,0,194713,24418,
+    0,194714,24427,0,194715,14563,0,194716,24474,0,194717,24525,0,194718,24535,0,194719,24569,0,194720,24705,0,194721,
+    14650,0,194722,14620,0,194723,24724,0,194724,141012,0,194725,24775,0,194726,24904,0,194727,24908,0,194728,24910,0,
+    194729,24908,0,194730,24954,0,194731,24974,0,194732,25010,0,194733,24996,0,194734,25007,0,194735,25054,0,194736,
+    25074,0,194737,25078,0,194738,25104,0,194739,25115,0,194740,25181,0,194741,25265,0,194742,25300,0,194743,25424,0,
+    194744,142092,0,194745,25405,0,194746,25340,0,194747,25448,0,194748,25475,0,194749,25572,0,194750,142321,0,194751,
+    25634,0,194752,25541,0,194753,25513,0,194754,14894,0,194755,25705,0,194756,25726,0,194757,25757,0,194758,25719,0,
+    194759,14956,0,194760,25935,0,194761,25964,0,194762,143370,0,194763,26083,0,194764,26360,0,194765,26185,0,194766,
+    15129,0,194767,26257,0,194768,15112,0,194769,15076,0,194770,20882,0,194771,20885,0,194772,26368,0,194773,26268,0,
+    194774,32941,0,194775,17369,0,194776,26391,0,194777,26395,0,194778,26401,0,194779,26462,0,194780,26451,0,194781,
+    144323,0,194782,15177,0,194783,26618,0,194784,26501,0,194785,26706,0,194786,26757,0,194787,144493,0,194788,26766,
+    0,194789,26655,0,194790,26900,0,194791,15261,0,194792,26946,0,194793,27043,0,194794,27114,0,194795,27304,0,194796,
+    145059,0,194797,27355,0,194798,15384,0,194799,27425,0,194800,145575,0,194801,27476,0,194802,15438,0,194803,27506,
+    0,194804,27551,0,194805,27578,0,194806,27579,0,194807,146061,0,194808,138507,0,194809,146170,0,194810,27726,0,
+    194811,146620,0,194812,27839,0,194813,27853,0,194814,27751,0,194815,27926,0,194816,27966,0,194817,28023,0,194818,
+    27969,0,194819,28009,0,194820,28024,0,194821,28037,0,194822,146718,0,194823,27956,0,194824,28207,0,194825,28270,0,
+    194826,15667,0,194827,28363,0,194828,28359,0,194829,147153,0,194830,28153,0,194831,28526,0,194832,147294,0,194833,
+    147342,0,194834,28614,0,194835,28729,0,194836,28702,0,194837,28699,0,194838,15766,0,194839,28746,0,194840,28797,0,
+    194841,28791,0,194842,28845,0,194843,132389,0,194844,28997,0,194845,148067,0,194846,29084,0,194847,148395,0,
+    194848,29224,0,194849,29237,0,194850,29264,0,194851,149000,0,194852,29312,0,194853,29333,0,194854,149301,0,194855,
+    149524,0,194856,29562,0,194857,29579,0,194858,16044,0,194859,29605,0,194860,16056,0,194861,16056,0,194862,29767,0,
+    194863,29788,0,194864,29809,0,194865,29829,0,194866,29898,0,194867,16155,0,194868,29988,0,194869,150582,0,194870,
+    30014,0,194871,150674,0,194872,30064,0,194873,139679,0,194874,30224,0,194875,151457,0,194876,151480,0,194877,
+    151620,0,194878,16380,0,194879,16392,0,194880,30452,0,194881,151795,0,194882,151794,0,194883,151833,0,194884,
+    151859,0,194885,30494,0,194886,30495,0,194887,30495,0,194888,30538,0,194889,16441,0,194890,30603,0,194891,16454,0,
+    194892,16534,0,194893,152605,0,194894,30798,0,194895,30860,0,194896,30924,0,194897,16611,0,194898,153126,0,194899,
+    31062,0,194900,153242,0,194901,153285,0,194902,31119,0,194903,31211,0,194904,16687,0,194905,31296,0,194906,31306,
+    0,194907,31311,0,194908,153980,0,194909,154279,0,194910,154279,0,194911,31470,0,194912,16898,0,194913,154539,0,
+    194914,31686,0,194915,31689,0,194916,16935,0,194917,154752,0,194918,31954,0,194919,17056,0,194920,31976,0,194921,
+    31971,0,194922,32000,0,194923,155526,0,194924,32099,0,194925,17153,0,194926,32199,0,194927,32258,0,194928,32325,0,
+    194929,17204,0,194930,156200,0,194931,156231,0,194932,17241,0,194933,156377,0,194934,32634,0,194935,156478,0,
+    194936,32661,0,194937,32762,0,194938,32773,0,194939,156890,0,194940,156963,0,194941,32864,0,194942,157096,0,
+    194943,32880,0,194944,144223,0,194945,17365,0,194946,32946,0,194947,33027,0,194948,17419,0,194949,33086,0,194950,
+    23221,0,194951,157607,0,194952,157621,0,194953,144275,0,194954,144284,0,194955,33281,0,194956,33284,0,194957,
+    36766,0,194958,17515,0,194959,33425,0,194960,33419,0,194961,33437,0,194962,21171,0,194963,33457,0,194964,33459,0,
+    194965,33469,0,194966,33510,0,194967,158524,0,194968,33509,0,194969,33565,0,194970,33635,0,194971,33709,0,194972,
+    33571,0,194973,33725,0,194974,33767,0,194975,33879,0,194976,33619,0,194977,33738,0,194978,33740,0,194979,33756,0,
+    194980,158774,0,194981,159083,0,194982,158933,0,194983,17707,0,194984,34033,0,194985,34035,0,194986,34070,0,
+    194987,160714,0,194988,34148,0,194989,159532,0,194990,17757,0,194991,17761,0,194992,159665,0,194993,159954,0,
+    194994,17771,0,194995,34384,0,194996,34396,0,194997,34407,0,194998,34409,0,194999,34473,0,195000,34440,0,195001,
+    34574,0,195002,34530,0,195003,34681,0,195004,34600,0,195005,34667,0,195006,34694,0,195007,17879,0,195008,34785,0,
+    195009,34817,0,195010,17913,0,195011,34912,0,195012,34915,0,195013,161383,0,195014,35031,0,195015,35038,0,195016,
+    17973,0,195017,35066,0,195018,13499,0,195019,161966,0,195020,162150,0,195021,18110,0,195022,18119,0,195023,35488,
+    0,195024,35565,0,195025,35722,0,195026,35925,0,195027,162984,0,195028,36011,0,195029,36033,0,195030,36123,0,
+    195031,36215,0,195032,163631,0,195033,133124,0,195034,36299,0,195035,36284,0,195036,36336,0,195037,133342,0,
+    195038,36564,0,195039,36664,0,195040,165330,0,195041,165357,0,195042,37012,0,195043,37105,0,195044,37137,0,195045,
+    165678,0,195046,37147,0,195047,37432,0,195048,37591,0,195049,37592,0,195050,37500,0,195051,37881,0,195052,37909,0,
+    195053,166906,0,195054,38283,0,195055,18837,0,195056,38327,0,195057,167287,0,195058,18918,0,195059,38595,0,195060,
+    23986,0,195061,38691,0,195062,168261,0,195063,168474,0,195064,19054,0,195065,19062,0,195066,38880,0,195067,168970,
+    0,195068,19122,0,195069,169110,0,195070,38923,0,195071,38923,0,195072,38953,0,195073,169398,0,195074,39138,0,
+    195075,19251,0,195076,39209,0,195077,39335,0,195078,39362,0,195079,39422,0,195080,19406,0,195081,170800,0,195082,
+    39698,0,195083,40000,0,195084,40189,0,195085,19662,0,195086,19693,0,195087,40295,0,195088,172238,0,195089,19704,0,
+    195090,172293,0,195091,172558,0,195092,172689,0,195093,40635,0,195094,19798,0,195095,40697,0,195096,40702,0,
+    195097,40709,0,195098,40719,0,195099,40726,0,195100,40763,0,195101,173568,0,
 };
 /* END GENERATED UNICODE TABLES */
 

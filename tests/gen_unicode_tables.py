@@ -14,9 +14,10 @@ on lines of at most 118 columns:
                    `bits` = 1 letter (General_Category L*), 2 number (N*: Nd Nl No), 4 White_Space
                    (PropList.txt): the regex classes \\p{L}, \\p{N}, \\s.
   cllm__uni_ccc_table    breakpoints start << 8 | canonical combining class.
-  cllm__uni_decomp triples {cp + 2^31 if excluded from composition, first, second}: the canonical
+  cllm__uni_decomp triples {cp + 2^31 if a pair excluded from composition, first, second}: the canonical
                    decomposition mapping of cp (second = 0 for a singleton), Hangul syllables excluded (they
-                   are algorithmic). "Excluded" = Full_Composition_Exclusion.
+                   are algorithmic). "Excluded" = Full_Composition_Exclusion. Singletons never compose, so
+                   they go unflagged: the 2^31 would only lengthen the table.
 """
 import os
 import re
@@ -128,9 +129,9 @@ def main():
                         "canonical combining class: start << 8 | ccc until the next start")
     flat = []
     for cp, a, b in decomp:
-        flat += [cp | (0x80000000 if cp in excluded else 0), a, b]
+        flat += [cp | (0x80000000 if cp in excluded and b else 0), a, b]
     out += emit_numbers("cllm__uni_decomp", "uint32_t", flat,
-                        "{cp + 2^31 if excluded from composition, first, second (0 = singleton)}, sorted by cp")
+                        "{cp + 2^31 if a pair excluded from composition, first, second (0 = singleton)}, sorted by cp")
     out.append("/* " + END + " */")
 
     with open(header, encoding="utf-8") as f:
