@@ -1,8 +1,8 @@
 /* test_objectives.c - DPO, PPO rewards / GAE / PPO loss, GRPO / RLOO and BLEU against
-   (1) the test vectors of ../shared/reference/training-math.md (TRL, torch, NLTK values), and
+   (1) hand-built vectors with TRL v0.19.1, torch and NLTK 3.8 values, and
    (2) the tests/data/objectives/ files: PyTorch float64 (with autograd gradients) and NLTK on random
        inputs, written by tests/gen_objectives.py.
-   Also AdamW, clip_grad_norm and the cosine schedule on the vectors of training-math.md section 4,
+   Also AdamW, clip_grad_norm and the cosine schedule on torch float64 vectors,
    and the error paths. */
 #include "../collabllm.h"
 #include "check.h"
@@ -107,7 +107,7 @@ static void acc_report(const acc *a) {
 
 #define TOL 1e-12   /* double against torch float64 / NLTK: only rounding differs */
 
-/* ---- 1. the vectors of training-math.md ---- */
+/* ---- 1. hand-built vectors (TRL, torch, NLTK values) ---- */
 
 static void vectors_dpo(void) {
     double pc[2] = { -10, -20 }, pr[2] = { -12, -18 }, rc[2] = { -11, -19 }, rr[2] = { -11, -19 };
@@ -121,7 +121,7 @@ static void vectors_dpo(void) {
     static const char *names[] = { "sigmoid", "robust", "hinge", "ipo" };
     double losses[2], cr[2], rj[2], want_cr[2] = { 0.1, -0.1 }, want_rj[2] = { -0.1, 0.1 };
     size_t i;
-    printf("training-math.md section 1: DPO (beta 0.1, z = [2, -2]; 9 digits given)\n");
+    printf("vectors 1: DPO (beta 0.1, z = [2, -2]; 9 digits given)\n");
     for (i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         cllm_dpo_config c = { 0 };
         cllm_dpo_out o;
@@ -142,7 +142,7 @@ static void vectors_dpo(void) {
     }
 }
 
-/* training-math.md 2.1: the whole TRL v0.19 PPO update on a 2 x 5 batch, pad 0 != eos 2. */
+/* Vectors 2: the whole TRL v0.19 PPO update on a 2 x 5 batch, pad 0 != eos 2. */
 static void vectors_ppo(void) {
     int resp[2][5] = { { 5, 6, 2, 0, 0 }, { 7, 8, 9, 10, 11 } }, seq[2], b, t;
     double logp[10] = { -1, -.5, -.2, -3, -3, -2, -1, -.7, -.4, -1.5 };
@@ -160,7 +160,7 @@ static void vectors_ppo(void) {
     cllm_gae_input gin;
     cllm_ppo_loss_input pin;
     cllm_err err;
-    printf("training-math.md section 2.1: TRL PPO (k1, kl_coef .05, gamma 1, lam .95; 6 / 8 digits given)\n");
+    printf("vectors 2: TRL PPO (k1, kl_coef .05, gamma 1, lam .95; 6 / 8 digits given)\n");
     for (b = 0; b < 2; b++) { seq[b] = cllm_ppo_sequence_end(resp[b], 5, 0, -1); got_seq[b] = seq[b]; }
     check_tensor_d("sequence ends (pad 0, eos 2)", got_seq, want_seq, 2, 0);
     for (b = 0; b < 2; b++) for (t = 0; t < 5; t++) {
@@ -194,7 +194,7 @@ static void vectors_ppo(void) {
     check_tensor_d("pg_loss, vf_loss, loss", got_loss, want_loss, 3, 1e-7);
 }
 
-/* pad == eos, stop-token truncation and empty responses (training-math.md section 6, item 1) */
+/* pad == eos, stop-token truncation and empty responses (a pitfall reported upstream in TRL) */
 static void vectors_sequence_ends(void) {
     int pad_is_eos[5] = { 5, 6, 2, 2, 2 }, stop[5] = { 5, 2, 7, 8, 0 }, empty[3] = { 0, 0, 0 };
     double lp[5] = { -1, -1, -1, -1, -1 }, ref[5] = { -1, -1, -1, -1, -1 }, score = 3, rew[5];
@@ -232,7 +232,7 @@ static void vectors_optim(void) {
     double want_lr[11] = { 0, .5, 1, .96194, .853553, .691342, .5, .308658, .146447, .03806, 0 };
     cllm_float got_g[3];
     int s, k;
-    printf("training-math.md section 4: AdamW (float32 storage), clip_grad_norm_, cosine schedule\n");
+    printf("vectors 4: AdamW (float32 storage), clip_grad_norm_, cosine schedule\n");
     for (s = 0; s < 3; s++) {
         char label[64];
         for (k = 0; k < 3; k++) g[k] = (cllm_float)grads[s][k];
@@ -263,7 +263,7 @@ static void vectors_bleu(void) {
     size_t i;
     double worst = 0;
     int ok = 1;
-    printf("training-math.md section 5: BLEU (NLTK 3.8 values, 16 digits)\n");
+    printf("vectors 5: BLEU (NLTK 3.8 values, 16 digits)\n");
     for (i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         double got = -1, d;
         ok &= cllm_bleu(1, &rows[i].ref, rows[i].hyp, rows[i].level, rows[i].smoothing, &got, NULL) == CLLM_OK;
@@ -508,7 +508,8 @@ static void errors(void) {
 
 /* Legacy TRL's running score moments (Chan's merge, one batch at a time) against the two-pass
    mean and unbiased std of every value seen so far, and its adaptive KL controller against the
-   formula in training-math.md 2.2 (one step below, one inside, one above the clip). */
+   formula of legacy TRL v0.11.4's AdaptiveKLController (one step below, one inside, one above the
+   clip). */
 static void legacy_trl(void) {
     static const int sizes[4] = { 5, 1, 7, 3 };
     double all[16], got[2], want[2], bm, bs;

@@ -1,5 +1,5 @@
 /* test_online.c - online DPO, PPO and GRPO with the multiturn-aware reward.
-   - the PPO test vector of training-math.md section 2.1 through cllm_ppo_prepare and
+   - the hand-built TRL v0.19.1 PPO test vector through cllm_ppo_prepare and
      cllm_ppo_rollout_loss (the plumbing the trainer runs), and TRL's pad == eos semantics;
    - cllm_grpo_loss against torch (tests/gen_online.py) with ratios != 1, k3 and every
      aggregation, and its gradient by finite differences;
@@ -236,7 +236,7 @@ static void test_trivial_reward(void) {
     }
 }
 
-/* ---- the PPO test vector of training-math.md section 2.1 ------------------------------------- */
+/* ---- the hand-built TRL v0.19.1 PPO test vector --------------------------------------------- */
 
 static void set_rows(double *dst, const double *src, int n) { memcpy(dst, src, sizeof(double) * (size_t)n); }
 
@@ -268,7 +268,7 @@ static void test_ppo_vector(void) {
     cllm_ppo_config cfg;
     cllm_ppo_loss_out out;
     cllm_err err;
-    printf("PPO test vector (training-math.md 2.1: k1, kl_coef .05, gamma 1, lambda .95) through cllm_ppo_prepare / cllm_ppo_rollout_loss\n");
+    printf("PPO test vector (TRL v0.19.1: k1, kl_coef .05, gamma 1, lambda .95) through cllm_ppo_prepare / cllm_ppo_rollout_loss\n");
     memset(&cfg, 0, sizeof cfg);                      /* zero = TRL's defaults, which the vector uses */
     vector_rollout(&r);
     check_true("prepare", cllm_ppo_prepare(&cfg, &r, &err) == CLLM_OK);
@@ -298,7 +298,7 @@ static void test_ppo_vector(void) {
     }
     cllm_ppo_rollout_free(&r);
 
-    printf("the library differences (training-math.md 6.1, 6.11)\n");
+    printf("the library differences (pitfalls reported upstream)\n");
     vector_rollout(&r);
     r.pad_id = 2;                                     /* pad == eos: the EOS at t = 2 is padding */
     cllm_ppo_prepare(&cfg, &r, &err);
