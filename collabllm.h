@@ -10393,20 +10393,17 @@ CLLMDEF cllm_result cllm_generate(const cllm_model *m, const int *prompt, int n_
 /* II.6 The chat-completions client, conversations, lenient JSON, task files                    */
 /* -------------------------------------------------------------------------------------------- */
 
-/* The client speaks OpenAI's chat-completions protocol (see its declarations) through libcurl. Every
-   error message passes one scrubber (secrets, below) and all text an endpoint sends one gate
-   (cllm__received_text). */
+/* The client speaks OpenAI's chat-completions protocol (see its declarations) through libcurl. Every error message
+   passes one scrubber (secrets, below) and all text an endpoint sends one gate (cllm__received_text). */
 
 /* ---- secrets: the one redaction point ----------------------------------------------------------
-   Every live client registers its API key here (cllm_client_init; cllm_client_free takes it out).
-   Two kinds of text pass through cllm__scrub: every error message (cllm__fail does it, whatever
-   path formatted the message), and the text an endpoint sends (a reply's content, the fields read
-   from a model's JSON answer). A run of 8 or more bytes of a key, starting anywhere in the key
-   (the whole key when it is shorter), becomes "[redacted]": an endpoint may echo a key whole or
-   cut. Received text is scrubbed only of keys that look like secrets (16 bytes or more, with a
-   letter and a digit): a placeholder such as "sk-no-key-required" is made of words that text
-   may hold. The registry follows curl_global_init's rule: change it (init or free a client) only
-   while no other thread uses the library. */
+   Every live client registers its API key here (cllm_client_init; cllm_client_free takes it out). Two kinds of text
+   pass through cllm__scrub: every error message (cllm__fail does it, whatever path formatted the message), and the
+   text an endpoint sends (a reply's content, the fields read from a model's JSON answer). A run of 8 or more bytes of
+   a key, starting anywhere in the key (the whole key when it is shorter), becomes "[redacted]": an endpoint may echo
+   a key whole or cut. Received text is scrubbed only of keys that look like secrets (16 bytes or more, with a letter
+   and a digit): a placeholder such as "sk-no-key-required" is made of words that text may hold. The registry follows
+   curl_global_init's rule: change it (init or free a client) only while no other thread uses the library. */
 #define CLLM__KEY_FRAGMENT 8
 static const char **cllm__secrets;            /* the registered keys (borrowed from the clients) */
 static int cllm__n_secrets, cllm__cap_secrets;
@@ -10519,9 +10516,8 @@ static size_t cllm__scrub(cllm__sb *out, const char *s, size_t n, int in_text) {
     return count;
 }
 
-/* s[0..n) as one line of valid UTF-8 without any key, into out[0..cap): invalid sequences become
-   U+FFFD, key runs "[redacted]", control characters spaces; what does not fit is cut on a
-   character boundary and ends in "...". */
+/* s[0..n) as one line of valid UTF-8 without any key, into out[0..cap): invalid sequences become U+FFFD, key runs
+   "[redacted]", control characters spaces; what does not fit is cut on a character boundary and ends in "...". */
 static void cllm__clean_line(char *out, size_t cap, const char *s, size_t n) {
     cllm__sb valid, clean;
     size_t i, keep;
@@ -10555,8 +10551,8 @@ static void cllm__clean_line(char *out, size_t cap, const char *s, size_t n) {
 
 /* ---- small helpers --------------------------------------------------------------------------- */
 
-/* Seconds on a monotonic clock when the host program exposes one (POSIX CLOCK_MONOTONIC),
-   else gettimeofday; only differences are used (backoff waits, call durations). */
+/* Seconds on a monotonic clock when the host program exposes one (POSIX CLOCK_MONOTONIC), else gettimeofday; only
+   differences are used (backoff waits, call durations). */
 static double cllm__now(void) {
 #if defined(CLOCK_MONOTONIC) && !defined(_WIN32)
     struct timespec ts;
@@ -10571,8 +10567,8 @@ static double cllm__now(void) {
 #endif
 }
 
-/* The one string builder of the library: a growable NUL-terminated string, zero-initialised
-   ({ NULL, 0, 0, 0 }); `oom` is sticky, so callers check it once at the end. */
+/* The one string builder of the library: a growable NUL-terminated string, zero-initialised ({ NULL, 0, 0, 0 });
+   `oom` is sticky, so callers check it once at the end. */
 static void cllm__sb_putn(cllm__sb *b, const char *s, size_t len) {
     size_t cap = b->cap ? b->cap : 256;
     char *grown = b->p;
@@ -10644,9 +10640,9 @@ static char *cllm__fill(const char *tmpl, const char *const *names, const char *
     return cllm__sb_take(&b);
 }
 
-/* The return value of every batch call: CLLM_OK when all n items succeeded, else the first
-   failure's code and a message counting the failures. Items are structs with `code` and `err`
-   fields; code0/err0 point at item 0's and stride is the struct size. */
+/* The return value of every batch call: CLLM_OK when all n items succeeded, else the first failure's code and a
+   message counting the failures. Items are structs with `code` and `err` fields; code0/err0 point at item 0's and
+   stride is the struct size. */
 static cllm_result cllm__batch_result(const cllm_result *code0, const cllm_err *err0, size_t stride, int n,
                                       const char *what, cllm_err *err) {
     const char *codes = (const char *)code0;
@@ -10733,16 +10729,12 @@ static const cllm_msg_meta *cllm__conv_meta(const cllm_conv *c, int i) {
 
 CLLMDEF cllm_result cllm_conv_copy(cllm_conv *dst, const cllm_conv *src, cllm_err *err) {
     int i;
-    cllm_result rc;
+    cllm_result rc = CLLM_OK;
     memset(dst, 0, sizeof *dst);
-    for (i = 0; i < src->n; i++) {
+    for (i = 0; i < src->n && rc == CLLM_OK; i++)
         rc = cllm_conv_push_meta(dst, src->msgs[i].role, src->msgs[i].content, cllm__conv_meta(src, i), err);
-        if (rc != CLLM_OK) {
-            cllm_conv_free(dst);
-            return rc;
-        }
-    }
-    return CLLM_OK;
+    if (rc != CLLM_OK) cllm_conv_free(dst);
+    return rc;
 }
 
 /* The number of messages a length limit cut off or a content filter blocked. */
@@ -10810,17 +10802,15 @@ CLLMDEF cllm_result cllm_conv_from_json(cllm_conv *c, const cJSON *messages, cll
             rc = cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"replaced\" must be a count (an integer >= 0)", i);
         if (rc == CLLM_OK && cJSON_IsString(fr)) strcpy(meta.finish_reason, fr->valuestring);
         if (rc == CLLM_OK) rc = cllm_conv_push_meta(c, role, content, &meta, err);
-        if (rc != CLLM_OK) {
-            cllm_conv_free(c);
-            return rc;
-        }
+        if (rc != CLLM_OK) break;
         i++;
     }
-    return CLLM_OK;
+    if (rc != CLLM_OK) cllm_conv_free(c);
+    return rc;
 }
 
-/* Renders a conversation for a prompt, one block per message, system messages left out:
-   "**User**: ..." (bold = 1, the simulator's view) or "User: ..." (the judges' view). */
+/* Renders a conversation for a prompt, one block per message, system messages left out: "**User**: ..." (bold = 1,
+   the simulator's view) or "User: ..." (the judges' view). */
 static void cllm__render_conv(cllm__sb *b, const cllm_conv *c, int bold) {
     int i, any = 0;
     for (i = 0; c && i < c->n; i++) {
@@ -10936,11 +10926,10 @@ static size_t cllm__conv_json_bytes(const cllm_conv *c) {
     return total;
 }
 
-/* Text received from an endpoint as we keep it: valid UTF-8 (each invalid sequence becomes
-   U+FFFD, counted in *replaced; cllm__utf8_lossy, the tokenizer's decoder too), without any API
-   key (cllm__scrub), and small enough that a JSONL line holding it stays readable: written as
-   JSON it must fit in CLLM__MAX_TEXT_JSON bytes. *text (owned, NUL-terminated) is replaced by
-   the kept text; on failure it is freed and set to NULL. */
+/* Text received from an endpoint as we keep it: valid UTF-8 (each invalid sequence becomes U+FFFD, counted in
+   *replaced; cllm__utf8_lossy, the tokenizer's decoder too), without any API key (cllm__scrub), and small enough that
+   a JSONL line holding it stays readable: written as JSON it must fit in CLLM__MAX_TEXT_JSON bytes. *text (owned,
+   NUL-terminated) is replaced by the kept text; on failure it is freed and set to NULL. */
 static cllm_result cllm__received_text(char **text, size_t *replaced, cllm_err *err) {
     size_t n = strlen(*text), run, escaped;
     cllm__sb out;
@@ -11107,10 +11096,9 @@ CLLMDEF cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err) {
     region[0][0] = text;
     region[0][1] = text + strlen(text);
     if (cllm__json_fence(text, &region[1][0], &region[1][1])) nreg = 2;
-    /* Strict first (so valid JSON, even with a ``` inside a string, is read as written), then
-       repaired; in each mode the whole text, then the fenced block; the object starts at the
-       first '{' (or a later one, when prose before it holds braces). cJSON stops at the end of
-       the object, so text after it does not matter. */
+    /* Strict first (so valid JSON, even with a ``` inside a string, is read as written), then repaired; in each mode
+       the whole text, then the fenced block; the object starts at the first '{' (or a later one, when prose before it
+       holds braces). cJSON stops at the end of the object, so text after it does not matter. */
     for (mode = 0; mode < 2; mode++) {
         for (r = 0; r < nreg; r++) {
             const char *b = region[r][0];
@@ -11185,10 +11173,9 @@ static char *cllm__json_text(const cJSON *o, const char *key, cllm_err *err) {
 
 /* ---- the client: configuration, messages ----------------------------------------------------- */
 
-/* The endpoint's own explanation from an error body, for the message: error.message (OpenAI,
-   vLLM), error as a string (Ollama), detail (FastAPI), message, else the start of the raw body.
-   Scrubbed, one line, at most `cap` bytes. The scrub comes before the cut, so a key that the cut
-   would shorten below 8 bytes is already gone. */
+/* The endpoint's own explanation from an error body, for the message: error.message (OpenAI, vLLM), error as a string
+   (Ollama), detail (FastAPI), message, else the start of the raw body. Scrubbed, one line, at most `cap` bytes. The
+   scrub comes before the cut, so a key that the cut would shorten below 8 bytes is already gone. */
 static void cllm__endpoint_message(const char *body, size_t len, char *out, size_t cap) {
     cJSON *root = body && len ? cJSON_ParseWithLength(body, len) : NULL;
     const cJSON *e = root ? cJSON_GetObjectItemCaseSensitive(root, "error") : NULL;
@@ -11438,8 +11425,7 @@ static char *cllm__message_text(const cJSON *msg, char *why, size_t why_size) {
     return cllm__sb_take(&b);
 }
 
-/* Reads a 2xx body into r: choices[0].message's text (see cllm__received_text), finish_reason,
-   usage. */
+/* Reads a 2xx body into r: choices[0].message's text (see cllm__received_text), finish_reason, usage. */
 static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size_t len, cllm_chat_result *r) {
     size_t lone = 0, nul = 0, replaced = 0;
     char *fixed = body && len ? cllm__json_escapes(body, len, &lone, &nul) : NULL, *text = NULL;
@@ -11544,13 +11530,12 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
      WAITING --(due and a slot is free)--> RUNNING --(done)--> DONE
                  ^                                   |
                  +----(retryable failure, wait)------+
-   The loop starts what may start, lets curl move bytes, collects finished transfers, then
-   sleeps until a socket is ready, a curl timer fires or the next retry is due.
-   Bounds: a response body may grow to max_response_bytes, and the bodies of all transfers in
-   flight together to max_inflight_bytes (a transfer that would pass it stops and is retried
-   later); a body is released as soon as its attempt is read. deadline_ms bounds a request from
-   its first attempt to its end, waits included: each attempt's timeout is cut to what is left,
-   and a retry that would start after it is not made. Redirects are not followed. */
+   The loop starts what may start, lets curl move bytes, collects finished transfers, then sleeps until a socket is
+   ready, a curl timer fires or the next retry is due. Bounds: a response body may grow to max_response_bytes, and the
+   bodies of all transfers in flight together to max_inflight_bytes (a transfer that would pass it stops and is
+   retried later); a body is released as soon as its attempt is read. deadline_ms bounds a request from its first
+   attempt to its end, waits included: each attempt's timeout is cut to what is left, and a retry that would start
+   after it is not made. Redirects are not followed. */
 
 typedef enum cllm__xfer_state { CLLM__WAITING = 0, CLLM__RUNNING, CLLM__DONE } cllm__xfer_state;
 
@@ -11960,11 +11945,10 @@ CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, i
 /* II.7 Chat backends: API and local models as assistants and simulators                        */
 /* -------------------------------------------------------------------------------------------- */
 
-/* One interface, cllm_chat_backend, completes n conversations with the backend's own sampling
-   settings; an API model (over the client) and a local model (over cllm_local_chat) implement it.
-   The user simulator and the judges (section I.4) and the assistant below are written once on top
-   of it; the public roles (cllm_llm_sim, cllm_local_user_sim, cllm_api_assistant,
-   cllm_local_assistant, cllm_judge) only choose a backend and their defaults. */
+/* One interface, cllm_chat_backend, completes n conversations with the backend's own sampling settings; an API model
+   (over the client) and a local model (over cllm_local_chat) implement it. The user simulator and the judges (section
+   I.4) and the assistant below are written once on top of it; the public roles (cllm_llm_sim, cllm_local_user_sim,
+   cllm_api_assistant, cllm_local_assistant, cllm_judge) only choose a backend and their defaults. */
 
 /* ---- asking many prompts at once, re-asking unusable answers --------------------------------- */
 
@@ -12304,8 +12288,7 @@ static int cllm__retries_def(int r) {
     return r < 0 ? 0 : cllm__def(r, 3);
 }
 
-/* The assistant on a backend: the system prompt goes first in what the model sees, never into the
-   conversation. */
+/* The assistant on a backend: the system prompt goes first in what the model sees, never into the conversation. */
 static void cllm__assistant_ask(const cllm_chat_backend *backend, const char *system_prompt,
                                 const cllm_conv *histories, int n, cllm_reply *out) {
     cllm_conv *views;
@@ -12466,9 +12449,8 @@ CLLMDEF cllm_result cllm_metric_token_amount(void *ctx, const cllm_session *s, i
     return CLLM_OK;
 }
 
-/* The end of a metric's batch, by its contract (cllm_metric_fn): an error when it scored none of
-   n sessions, else CLLM_OK, with why (the first reason a session went unscored) kept in err->msg
-   when some did. */
+/* The end of a metric's batch, by its contract (cllm_metric_fn): an error when it scored none of n sessions, else
+   CLLM_OK, with why (the first reason a session went unscored) kept in err->msg when some did. */
 static cllm_result cllm__metric_done(const double *scores, int n, const char *metric, const cllm_err *why,
                                      cllm_err *err) {
     int i, unscored = 0;
@@ -12706,9 +12688,8 @@ static char *cllm__task_tests(const cllm_task *t) {
 }
 
 #if !defined(_WIN32)
-/* Runs `python file` with limits; stdout (up to 64 KB) into out. Returns the exit status, or -1
-   if it could not start, -2 on timeout. The child gets its own process group so that a timeout
-   kills anything it spawned. */
+/* Runs `python file` with limits; stdout (up to 64 KB) into out. Returns the exit status, or -1 if it could not
+   start, -2 on timeout. The child gets its own process group so that a timeout kills anything it spawned. */
 static int cllm__run_python(const cllm_code_config *cfg, const char *file, char *out, size_t outsize) {
     int fds[2] = { -1, -1 }, errfds[2] = { -1, -1 }, status = 0, timed_out = 0, exec_errno = 0;
     size_t got = 0;
@@ -12875,11 +12856,10 @@ CLLMDEF cllm_result cllm_metric_builtin(const char *name, cllm_metric *m, cllm_e
 /* NLTK, for each order n = 1..4:
      p_n = sum over distinct hypothesis n-grams g of min(count_hyp(g), max_ref count_ref(g))
            / max(1, number of hypothesis n-grams)                         (modified precision)
-   c = the reference length closest to the hypothesis length h (a tie goes to the shorter),
-   BP = 1 if h > c, 0 if h = 0, else exp(1 - c/h);
-   BLEU = 0 if no unigram matches, else BP * exp(fsum(0.25 * log p_n)), where a p_n with no
-   match becomes DBL_MIN (method0), 0.1/den (method1), or (num+1)/(den+1) for n >= 2 (method2).
-   sacrebleu differs (13a tokenizer, 0-100 scale, effective order, 'exp' smoothing): not this. */
+   c = the reference length closest to the hypothesis length h (a tie goes to the shorter), BP = 1 if h > c, 0 if h =
+   0, else exp(1 - c/h); BLEU = 0 if no unigram matches, else BP * exp(fsum(0.25 * log p_n)), where a p_n with no
+   match becomes DBL_MIN (method0), 0.1/den (method1), or (num+1)/(den+1) for n >= 2 (method2). sacrebleu differs (13a
+   tokenizer, 0-100 scale, effective order, 'exp' smoothing): not this. */
 
 typedef struct {                                 /* an n-gram, n <= 4; unused slots 0 */
     int s[4];
@@ -13165,12 +13145,11 @@ CLLMDEF void cllm_eval_summary_free(cllm_eval_summary *s) {
     memset(s, 0, sizeof *s);
 }
 
-/* Evaluation as in the paper (section 4): one conversation per task between the model and the
-   simulator, up to max_turns user turns, then every metric on the whole conversation. Per task a
-   JSON line with the conversation, every metric (null when unscored), the assistant's tokens and,
-   on failure, why (a judge's failure names its endpoint, HTTP status and message). A metric's mean
-   is over the conversations it scored, with that count; never a 0 for an unscored one. Returns an
-   error when any conversation failed (the details are still written). */
+/* Evaluation as in the paper (section 4): one conversation per task between the model and the simulator, up to
+   max_turns user turns, then every metric on the whole conversation. Per task a JSON line with the conversation,
+   every metric (null when unscored), the assistant's tokens and, on failure, why (a judge's failure names its
+   endpoint, HTTP status and message). A metric's mean is over the conversations it scored, with that count; never a 0
+   for an unscored one. Returns an error when any conversation failed (the details are still written). */
 CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_sim *user, const cllm_assistant *model,
                                   const cllm_task *tasks, int n_tasks, const char *details_path,
                                   cllm_eval_summary *summary, cllm_err *err) {
@@ -13350,9 +13329,8 @@ static cllm_result cllm__seq_from(cllm_train_seq *seq, const int *ids, const uns
     return CLLM_OK;
 }
 
-/* SFT: targets = the chat template's assistant mask (every assistant message's content and
-   end-of-turn token; cllm_chat_render); the completion side is the last run of targets (the
-   final assistant message). */
+/* SFT: targets = the chat template's assistant mask (every assistant message's content and end-of-turn token;
+   cllm_chat_render); the completion side is the last run of targets (the final assistant message). */
 CLLMDEF cllm_result cllm_sft_seq(const cllm_tokenizer *tok, const cllm_message *msgs, int n, cllm_train_seq *seq,
                                  cllm_err *err) {
     int *ids = NULL;
@@ -13373,10 +13351,9 @@ CLLMDEF cllm_result cllm_sft_seq(const cllm_tokenizer *tok, const cllm_message *
     return rc;
 }
 
-/* A completion after a prompt, for DPO: rendered and tokenized in one pass; with P = the byte
-   length of the prompt rendered with its generation prompt, the targets are the assistant-mask
-   tokens that start at byte >= P (TRL's summed completion logps, up to the differences listed in
-   data_fmt/train.md, "Inputs and tokenization"). */
+/* A completion after a prompt, for DPO: rendered and tokenized in one pass; with P = the byte length of the prompt
+   rendered with its generation prompt, the targets are the assistant-mask tokens that start at byte >= P (TRL's
+   summed completion logps, up to the differences listed in data_fmt/train.md, "Inputs and tokenization"). */
 CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_message *prompt, int n_prompt,
                                         const cllm_message *completion, int n_completion, cllm_train_seq *seq,
                                         cllm_err *err) {
@@ -13633,9 +13610,8 @@ CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *t
 
 /* ---- sequences as right-padded batches ------------------------------------------------------- */
 
-/* A (B, T) batch of n sequences: pad id 0 (never attended to), labels = the id at targets and
-   -100 elsewhere, so that cllm_forward's per-row sum is the sum of the targets' log-probs. The
-   ids, labels and mask share one allocation. */
+/* A (B, T) batch of n sequences: pad id 0 (never attended to), labels = the id at targets and -100 elsewhere, so that
+   cllm_forward's per-row sum is the sum of the targets' log-probs. The ids, labels and mask share one allocation. */
 
 static void cllm__seq_batch_free(cllm__seq_batch *sb) {
     CLLM_FREE(sb->ids);
@@ -14133,11 +14109,10 @@ CLLMDEF cllm_result cllm_lora_merge(cllm_lora *lo, cllm_err *err) {
 
 /* ---- checkpoint directories ------------------------------------------------------------------ */
 
-/* Checkpoints (data_fmt/train.md): OUT/ckpt-N/ holds the weights as a Hugging Face directory
-   (with LoRA: PEFT's adapter files), optimizer.safetensors, trainer_state.json and what the task
-   trains beside the model (PPO's value head). It is written into OUT/ckpt-N.tmp/, renamed, and
-   only then does OUT/latest point at it: a crash at any moment leaves the previous checkpoint
-   intact. A resumed run continues with bit-identical losses. */
+/* Checkpoints (data_fmt/train.md): OUT/ckpt-N/ holds the weights as a Hugging Face directory (with LoRA: PEFT's
+   adapter files), optimizer.safetensors, trainer_state.json and what the task trains beside the model (PPO's value
+   head). It is written into OUT/ckpt-N.tmp/, renamed, and only then does OUT/latest point at it: a crash at any
+   moment leaves the previous checkpoint intact. A resumed run continues with bit-identical losses. */
 
 /* Removes a directory and the files in it (checkpoint directories hold no subdirectories). */
 static cllm_result cllm__remove_dir(const char *dir, cllm_err *err) {
@@ -14292,9 +14267,8 @@ static int cllm__value_head_entries(cllm_value_head *vh, cllm_st_entry *e) {
     return n;
 }
 
-/* PPO's own state in a checkpoint (a cllm_train_task's save_extra): value_head.safetensors, and
-   ppo_state.json with the current KL coefficient and the running moments of the scores (%.17g:
-   exact doubles). */
+/* PPO's own state in a checkpoint (a cllm_train_task's save_extra): value_head.safetensors, and ppo_state.json with
+   the current KL coefficient and the running moments of the scores (%.17g: exact doubles). */
 static cllm_result cllm__ppo_state_save(void *ctx, const char *dir, cllm_err *err) {
     cllm__ppo_ctx *c = (cllm__ppo_ctx *)ctx;
     cllm_st_entry e[6];
@@ -14360,9 +14334,8 @@ static cllm_result cllm__ppo_state_load(void *ctx, const char *dir, cllm_err *er
      3. a NaN or infinite loss or gradient norm stops the run before anything is updated;
      4. torch's clip_grad_norm_, transformers' schedule at this step (the first update uses step
         0), AdamW; a metrics line, a progress line, a checkpoint every save_every steps.
-   Memory: parameters, gradients and two AdamW moments, 16 bytes per parameter in fp32, plus
-   activations; with LoRA the base model has no gradients and no moments (measured by
-   examples/lora_memory.c: data_fmt/train.md). */
+   Memory: parameters, gradients and two AdamW moments, 16 bytes per parameter in fp32, plus activations; with LoRA
+   the base model has no gradients and no moments (measured by examples/lora_memory.c: data_fmt/train.md). */
 
 CLLMDEF void cllm_train_stats_add(cllm_train_stats *s, const char *name, double sum, double count) {
     int i;
@@ -14813,10 +14786,9 @@ CLLMDEF cllm_result cllm_trainer_save(cllm_trainer *tr, cllm_err *err) {
     return cllm__prune_checkpoints(c->out_dir, c->keep_last, tr->step, err);
 }
 
-/* The trained model as a plain Hugging Face directory with the tokenizer files; with LoRA the
-   adapters are merged into the saved weights (the model in memory keeps them separate) and, if
-   adapter_dir is set, also saved there as PEFT files. State trained beside the model
-   (task.save_extra: PPO's value head) is written into dir too. */
+/* The trained model as a plain Hugging Face directory with the tokenizer files; with LoRA the adapters are merged
+   into the saved weights (the model in memory keeps them separate) and, if adapter_dir is set, also saved there as
+   PEFT files. State trained beside the model (task.save_extra: PPO's value head) is written into dir too. */
 CLLMDEF cllm_result cllm_trainer_save_final(cllm_trainer *tr, const char *dir, const char *adapter_dir,
                                             cllm_err *err) {
     cllm_model *m = tr->model;
@@ -15213,10 +15185,9 @@ static int cllm__keyset_add(cllm__keyset *s, uint64_t key) {
     return 0;
 }
 
-/* From MR records (data_fmt/records.md), as CollabLLM's to_inputs_dataset: one prompt per
-   (conv_id, turn_id), in the order first seen, with that record's "prompt" messages and task
-   fields (single_turn_*; the heavy fields completion, score, rewards and sessions are dropped).
-   Reads the prompt files cllm_online_prompts_write writes too. */
+/* From MR records (data_fmt/records.md), as CollabLLM's to_inputs_dataset: one prompt per (conv_id, turn_id), in the
+   order first seen, with that record's "prompt" messages and task fields (single_turn_*; the heavy fields completion,
+   score, rewards and sessions are dropped). Reads the prompt files cllm_online_prompts_write writes too. */
 CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char *path, const cllm_prompts_config *cfg,
                                              cllm_err *err) {
     static const char *heavy[] = { "completion", "score", "rewards", "sessions", "task_rows" };
@@ -15344,11 +15315,10 @@ static cllm_result cllm__prompts_from_cache(cllm_online_prompts *p, const cllm_t
     return rc;
 }
 
-/* From a task file: the prompt of task i is the simulated user's opening message (one batch of
-   user turns on empty histories). cache_path (optional) makes the openings once per task: when
-   the file exists it is read instead (it must hold one prompt per task, with the same
-   single_turn_prompt, in order); otherwise the new prompts are written there (JSONL, the form
-   cllm_online_prompts_write writes). */
+/* From a task file: the prompt of task i is the simulated user's opening message (one batch of user turns on empty
+   histories). cache_path (optional) makes the openings once per task: when the file exists it is read instead (it
+   must hold one prompt per task, with the same single_turn_prompt, in order); otherwise the new prompts are written
+   there (JSONL, the form cllm_online_prompts_write writes). */
 CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const cllm_task *tasks, int n_tasks,
                                                    const cllm_user_sim *user, const cllm_prompts_config *cfg,
                                                    const char *cache_path, cllm_err *err) {
