@@ -10519,11 +10519,9 @@ static size_t cllm__scrub(cllm__sb *out, const char *s, size_t n, int in_text) {
 /* s[0..n) as one line of valid UTF-8 without any key, into out[0..cap): invalid sequences become U+FFFD, key runs
    "[redacted]", control characters spaces; what does not fit is cut on a character boundary and ends in "...". */
 static void cllm__clean_line(char *out, size_t cap, const char *s, size_t n) {
-    cllm__sb valid, clean;
+    cllm__sb valid = { NULL, 0, 0, 0 }, clean = { NULL, 0, 0, 0 };
     size_t i, keep;
     if (cap == 0) return;
-    memset(&valid, 0, sizeof valid);
-    memset(&clean, 0, sizeof clean);
     cllm__utf8_lossy((const unsigned char *)s, n, 1, &valid, NULL);
     cllm__scrub(&clean, valid.p ? valid.p : "", valid.n, 0);
     if (valid.oom || clean.oom) {
@@ -10787,9 +10785,8 @@ CLLMDEF cllm_result cllm_conv_from_json(cllm_conv *c, const cJSON *messages, cll
         const char *role = cllm__json_str(m, "role");
         const char *content = cllm__json_str(m, "content");
         const cJSON *fr = cJSON_GetObjectItemCaseSensitive(m, "finish_reason");
-        cllm_msg_meta meta;
+        cllm_msg_meta meta = { 0 };
         int finish_fits = cJSON_IsString(fr) && strlen(fr->valuestring) < sizeof meta.finish_reason;
-        memset(&meta, 0, sizeof meta);
         if (!cllm__valid_role(role))
             rc = cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"role\" must be \"system\", \"user\" or "
                             "\"assistant\"", i);
@@ -11136,12 +11133,8 @@ CLLMDEF cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err) {
 
 /* A JSON number, a numeric string ("0.8"), a boolean (1/0) or an object {"score": x} as a double. */
 static int cllm__json_number(const cJSON *v, double *out) {
-    if (cJSON_IsNumber(v)) {
-        *out = v->valuedouble;
-        return 1;
-    }
-    if (cJSON_IsBool(v)) {
-        *out = cJSON_IsTrue(v) ? 1.0 : 0.0;
+    if (cJSON_IsNumber(v) || cJSON_IsBool(v)) {
+        *out = cJSON_IsNumber(v) ? v->valuedouble : cJSON_IsTrue(v) ? 1.0 : 0.0;
         return 1;
     }
     if (cJSON_IsString(v)) {
@@ -11202,14 +11195,13 @@ static struct curl_slist *cllm__header_add(struct curl_slist *h, const char *lin
 }
 
 CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *cfg, cllm_err *err) {
-    cllm_client_config d;
+    cllm_client_config d = { 0 };
     const char *key, *env_base = getenv("OPENAI_BASE_URL");
     struct curl_slist *h;
     cllm__sb url = { NULL, 0, 0, 0 };
     size_t blen;
     int registered;
     memset(c, 0, sizeof *c);
-    memset(&d, 0, sizeof d);
     if (cfg) d = *cfg;
     if (!d.base_url || !*d.base_url) d.base_url = env_base && *env_base ? env_base : "https://api.openai.com/v1";
     if (!d.api_key_env || !*d.api_key_env) d.api_key_env = "OPENAI_API_KEY";
@@ -11697,10 +11689,8 @@ static void cllm__xfer_why(cllm_client *c, cllm__xfer *x, CURLcode cc, char *why
                      x->resp.n);
         else if (cc == CURLE_OPERATION_TIMEDOUT)
             snprintf(why, size, "timed out (%s; limits: connect_timeout_ms %ld, timeout_ms %ld)",
-                     x->errbuf[0] ? x->errbuf : "no answer",
-                     c->cfg.connect_timeout_ms, c->cfg.timeout_ms);
-        else
-            snprintf(why, size, "%s (%s)", curl_easy_strerror(cc), x->errbuf);
+                     x->errbuf[0] ? x->errbuf : "no answer", c->cfg.connect_timeout_ms, c->cfg.timeout_ms);
+        else snprintf(why, size, "%s (%s)", curl_easy_strerror(cc), x->errbuf);
     }
 }
 
@@ -12153,7 +12143,7 @@ static cllm_result cllm__local_text(const cllm_tokenizer *tok, const cllm_local_
 static cllm_result cllm__local_chat_one(cllm_local_lm *lm, const cllm_message *msgs, int n_msgs, int n_samples,
                                         const cllm_local_gen_config *cfg, cllm_local_output *out, cllm_err *err) {
     cllm_render_opts ro = cfg->render;
-    cllm_gen_config g;
+    cllm_gen_config g = { 0 };
     cllm__local_stop_ctx sc;
     cllm_completion *comp;
     int *prompt = NULL, n_prompt = 0, s;
@@ -12168,7 +12158,6 @@ static cllm_result cllm__local_chat_one(cllm_local_lm *lm, const cllm_message *m
     ro.add_generation_prompt = 1;
     if ((rc = cllm_chat_render(&lm->tok, msgs, n_msgs, &ro, NULL, &prompt, NULL, &n_prompt, err)) != CLLM_OK) return rc;
     call = lm->calls++;
-    memset(&g, 0, sizeof g);
     g.sampler = cfg->sampler;
     g.sampler.seed = cllm__local_seed(cfg->sampler.seed, call);
     g.max_new_tokens = cfg->max_new_tokens;
@@ -12211,8 +12200,7 @@ static cllm_result cllm__local_chat_one(cllm_local_lm *lm, const cllm_message *m
 /* Zero fields take the role's defaults. */
 static cllm_local_gen_config cllm__local_gen_def(const cllm_local_gen_config *cfg, float temperature,
                                                  int max_new_tokens) {
-    cllm_local_gen_config c;
-    memset(&c, 0, sizeof c);
+    cllm_local_gen_config c = { 0 };
     if (cfg) c = *cfg;
     c.sampler.temperature = cllm__def(c.sampler.temperature, temperature);
     c.max_new_tokens = cllm__def(c.max_new_tokens, max_new_tokens);
@@ -12337,8 +12325,7 @@ static cllm_result cllm__llm_sim_batch(void *ctx, const cllm_goal *goals, const 
 static cllm_result cllm__local_sim_batch(void *ctx, const cllm_goal *goals, const cllm_conv *histories, int n,
                                          cllm_reply *out) {
     cllm_local_user_sim *s = (cllm_local_user_sim *)ctx;
-    cllm_llm_sim_config settings;
-    memset(&settings, 0, sizeof settings);
+    cllm_llm_sim_config settings = { 0 };
     settings.termination = s->cfg.termination;
     settings.prompt = s->cfg.prompt;
     settings.max_parse_retries = s->cfg.max_parse_retries;
@@ -12711,7 +12698,7 @@ static int cllm__run_python(const cllm_code_config *cfg, const char *file, char 
     if (pid == 0) {                               /* child: limits, stdout to the pipe, no shell */
         struct rlimit cpu, as;
         int devnull = open("/dev/null", O_WRONLY);
-        char *argv[3];
+        char *argv[3] = { (char *)python, (char *)file, NULL };
         close(errfds[0]);
         setpgid(0, 0);
         cpu.rlim_cur = cpu.rlim_max = (rlim_t)(timeout + 1);
@@ -12725,9 +12712,6 @@ static int cllm__run_python(const cllm_code_config *cfg, const char *file, char 
         }
         close(fds[0]);
         close(fds[1]);
-        argv[0] = (char *)python;
-        argv[1] = (char *)file;
-        argv[2] = NULL;
         execvp(python, argv);
         exec_errno = errno;
         if (write(errfds[1], &exec_errno, sizeof exec_errno) < 0) {}
@@ -12782,10 +12766,7 @@ static const char cllm__unittest_runner[] =
 
 CLLMDEF cllm_result cllm_metric_pass_rate(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
 #if defined(_WIN32)
-    (void)ctx;
-    (void)s;
-    (void)n;
-    (void)scores;
+    (void)ctx, (void)s, (void)n, (void)scores;
     return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "pass_rate: running code is only implemented on POSIX systems");
 #else
     const cllm_code_config *cfg = (const cllm_code_config *)ctx;
@@ -12938,15 +12919,14 @@ CLLMDEF cllm_result cllm_bleu_ids(int n_refs, const int *const *refs, const int 
     }
     H = (cllm__ngram *)cllm__calloc((size_t)hyp_len + 1, sizeof *H);
     R = (cllm__ngram *)cllm__calloc((size_t)max_ref + 1, sizeof *R);
-    count = (int *)cllm__calloc((size_t)hyp_len + 1, sizeof *count);
-    best = (int *)cllm__calloc((size_t)hyp_len + 1, sizeof *best);
-    if (!H || !R || !count || !best) {
+    count = (int *)cllm__calloc(2 * ((size_t)hyp_len + 1), sizeof *count);   /* count, then best */
+    if (!H || !R || !count) {
         CLLM_FREE(H);
         CLLM_FREE(R);
         CLLM_FREE(count);
-        CLLM_FREE(best);
         return cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
     }
+    best = count + hyp_len + 1;
     for (n = 1; n <= 4; n++) {
         int h = cllm__ngrams_sorted(hyp, hyp_len, n, H), distinct = 0;
         for (j = 0; j < h; j++) {                    /* distinct n-grams H[0..distinct) with counts */
@@ -12977,7 +12957,6 @@ CLLMDEF cllm_result cllm_bleu_ids(int n_refs, const int *const *refs, const int 
     CLLM_FREE(H);
     CLLM_FREE(R);
     CLLM_FREE(count);
-    CLLM_FREE(best);
     cllm__ok(err);
     if (num[1] == 0) {                               /* no unigram matches: NLTK returns the int 0 */
         *bleu = 0;
@@ -13101,31 +13080,20 @@ CLLMDEF cllm_result cllm_bleu(int n_refs, const char *const *references, const c
         return cllm__fail(err, CLLM_ERR_ARG, "BLEU: unknown level %d (char or token)", level);
     sym = (int **)cllm__calloc((size_t)n, sizeof *sym);
     len = (int *)cllm__calloc((size_t)n, sizeof *len);
-    if (!sym || !len) {
-        rc = cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
-        goto done;
-    }
-    for (i = 0; i < n; i++) {
+    if (!sym || !len) rc = cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
+    for (i = 0; rc == CLLM_OK && i < n; i++) {
         const char *s = i ? references[i - 1] : hypothesis;
-        size_t bytes;
-        if (!s) {
-            rc = cllm__fail(err, CLLM_ERR_ARG, "BLEU: reference %d is NULL", i - 1);
-            goto done;
-        }
-        bytes = strlen(s);
-        if (bytes > INT_MAX / 2) {
+        size_t bytes = s ? strlen(s) : 0;
+        if (!s) rc = cllm__fail(err, CLLM_ERR_ARG, "BLEU: reference %d is NULL", i - 1);
+        else if (bytes > INT_MAX / 2)
             rc = cllm__fail(err, CLLM_ERR_LIMIT, "BLEU: a string of %zu bytes is too long", bytes);
-            goto done;
-        }
-        if (!(sym[i] = (int *)cllm__calloc(bytes + 1, sizeof(int)))) {
+        else if (!(sym[i] = (int *)cllm__calloc(bytes + 1, sizeof(int))))
             rc = cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
-            goto done;
-        }
-        len[i] = cllm__utf8_symbols(s, sym[i]);
+        else len[i] = cllm__utf8_symbols(s, sym[i]);
     }
-    if (level == CLLM_BLEU_TOKEN && (rc = cllm__bleu_tokenize(sym, len, n, err)) != CLLM_OK) goto done;
-    rc = cllm_bleu_ids(n_refs, (const int *const *)(sym + 1), len + 1, sym[0], len[0], smoothing, bleu, err);
-done:
+    if (rc == CLLM_OK && level == CLLM_BLEU_TOKEN) rc = cllm__bleu_tokenize(sym, len, n, err);
+    if (rc == CLLM_OK)
+        rc = cllm_bleu_ids(n_refs, (const int *const *)(sym + 1), len + 1, sym[0], len[0], smoothing, bleu, err);
     for (i = 0; sym && i < n; i++) CLLM_FREE(sym[i]);
     CLLM_FREE(sym);
     CLLM_FREE(len);
@@ -13357,7 +13325,7 @@ CLLMDEF cllm_result cllm_sft_seq(const cllm_tokenizer *tok, const cllm_message *
 CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_message *prompt, int n_prompt,
                                         const cllm_message *completion, int n_completion, cllm_train_seq *seq,
                                         cllm_err *err) {
-    cllm_render_opts gen;
+    cllm_render_opts gen = { 0 };
     cllm_message *all = NULL;
     char *ptext = NULL, *text = NULL;
     int *ids = NULL, *ids2 = NULL, *offs = NULL;
@@ -13373,7 +13341,6 @@ CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_me
                           "the prompt ends with an assistant message; it must end with the user's turn");
     for (i = 0; i < n_completion && !(completion[i].role && strcmp(completion[i].role, "assistant") == 0); i++) {}
     if (i == n_completion) return cllm__fail(err, CLLM_ERR_FORMAT, "the completion holds no assistant message");
-    memset(&gen, 0, sizeof gen);
     gen.add_generation_prompt = 1;
     all = (cllm_message *)cllm__calloc((size_t)n_prompt + (size_t)n_completion, sizeof *all);
     if (!all) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -13477,12 +13444,9 @@ CLLMDEF cllm_result cllm_sft_data_load(cllm_sft_data *d, const cllm_tokenizer *t
     CLLM_FREE(line);
     if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, path, lineno + 1, len);
     if (rc == CLLM_OK && d->n == 0) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no rows", path);
-    if (rc != CLLM_OK) {
-        cllm_sft_data_free(d);
-        return rc;
-    }
-    cllm__ok(err);
-    return CLLM_OK;
+    if (rc != CLLM_OK) cllm_sft_data_free(d);
+    else cllm__ok(err);
+    return rc;
 }
 
 CLLMDEF void cllm_dpo_data_free(cllm_dpo_data *d) {
@@ -13509,12 +13473,10 @@ static cllm_result cllm__dpo_pair_parse(cllm_dpo_pair *p, const cllm_tokenizer *
     const cJSON *ref_c = cJSON_GetObjectItemCaseSensitive(row, "ref_chosen_logps");
     const cJSON *ref_r = cJSON_GetObjectItemCaseSensitive(row, "ref_rejected_logps");
     const char *what = "\"prompt\": ";
-    cllm_conv prompt, chosen, rejected;
+    cllm_conv prompt, chosen = { 0 }, rejected = { 0 };
     cllm_result rc;
     int longer, keep;
     memset(p, 0, sizeof *p);
-    memset(&chosen, 0, sizeof chosen);
-    memset(&rejected, 0, sizeof rejected);
     rc = cllm_conv_from_json(&prompt, cJSON_GetObjectItemCaseSensitive(row, "prompt"), err);
     if (rc == CLLM_OK) {
         what = "\"chosen\": ";
@@ -13599,13 +13561,10 @@ CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *t
     if (rc == CLLM_OK && with_ref && with_ref != d->n)
         rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: %d of %d pairs carry ref_chosen_logps/ref_rejected_logps; give them "
                                               "for all pairs or none", path, with_ref, d->n);
-    if (rc != CLLM_OK) {
-        cllm_dpo_data_free(d);
-        return rc;
-    }
     d->has_ref = with_ref == d->n;
-    cllm__ok(err);
-    return CLLM_OK;
+    if (rc != CLLM_OK) cllm_dpo_data_free(d);             /* zeroes d, has_ref too */
+    else cllm__ok(err);
+    return rc;
 }
 
 /* ---- sequences as right-padded batches ------------------------------------------------------- */
@@ -13814,8 +13773,10 @@ static cllm_float *cllm__lora_base(const cllm_model *m, int t, int l) {
    allocation, A (L, r, in) then B (L, out, r) per target. */
 static cllm_result cllm__lora_setup(cllm_lora *lo, cllm_model *m, const cllm_lora_config *cfg, cllm_err *err) {
     const cllm_config *c = &m->config;
-    int Q = c->n_heads * c->head_dim, K = c->n_kv_heads * c->head_dim, H = c->hidden_size;
-    int I = c->intermediate_size, ins[CLLM_LORA_NUM_TARGETS], outs[CLLM_LORA_NUM_TARGETS], t;
+    int Q = c->n_heads * c->head_dim, K = c->n_kv_heads * c->head_dim, H = c->hidden_size, I = c->intermediate_size;
+    int ins[CLLM_LORA_NUM_TARGETS] = { H, H, H, Q, H, H, I };    /* q, k, v, o, gate, up, down */
+    int outs[CLLM_LORA_NUM_TARGETS] = { Q, K, K, H, I, I, H };
+    int t;
     memset(lo, 0, sizeof *lo);
     if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "LoRA: the model is not loaded");
     if (m->lora) return cllm__fail(err, CLLM_ERR_ARG, "LoRA: the model already has adapters attached");
@@ -13834,14 +13795,6 @@ static cllm_result cllm__lora_setup(cllm_lora *lo, cllm_model *m, const cllm_lor
         return cllm__fail(err, CLLM_ERR_ARG, "LoRA: dropout must be below 1 (got %g)", lo->cfg.dropout);
     if (lo->cfg.targets & ~(unsigned)CLLM_LORA_ALL)
         return cllm__fail(err, CLLM_ERR_ARG, "LoRA: unknown target bits 0x%x", lo->cfg.targets);
-    /* q, k, v, o, gate, up, down */
-    ins[0] = ins[1] = ins[2] = ins[4] = ins[5] = H;
-    ins[3] = Q;
-    ins[6] = I;
-    outs[0] = Q;
-    outs[1] = outs[2] = K;
-    outs[3] = outs[6] = H;
-    outs[4] = outs[5] = I;
     lo->n_layers = c->n_layers;
     lo->scale = lo->cfg.alpha / lo->cfg.r;
     for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
@@ -14017,13 +13970,12 @@ CLLMDEF cllm_result cllm_lora_load(cllm_lora *lo, cllm_model *m, const char *dir
     size_t len;
     cJSON *root;
     const cJSON *tm, *it;
-    cllm_lora_config cfg;
+    cllm_lora_config cfg = { 0 };
     cllm_result rc;
     const char *bias;
     double r, alpha, dropout;
     int unsupported;
     memset(lo, 0, sizeof *lo);
-    memset(&cfg, 0, sizeof cfg);
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
     if ((rc = cllm_read_file(path, &text, &len, err)) != CLLM_OK) return rc;
     root = cJSON_ParseWithLength(text, len);
@@ -14066,12 +14018,9 @@ CLLMDEF cllm_result cllm_lora_load(cllm_lora *lo, cllm_model *m, const char *dir
     rc = cllm__lora_setup(lo, m, &cfg, err);
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     if (rc == CLLM_OK) rc = cllm__lora_file(lo, lo->params, path, 0, err);
-    if (rc != CLLM_OK) {
-        cllm_lora_free(lo);
-        return rc;
-    }
-    cllm__ok(err);
-    return CLLM_OK;
+    if (rc != CLLM_OK) cllm_lora_free(lo);
+    else cllm__ok(err);
+    return rc;
 }
 
 /* W += sign * (alpha/r) B A for every adapted weight. */
@@ -14132,8 +14081,7 @@ static cllm_result cllm__remove_dir(const char *dir, cllm_err *err) {
     closedir(d);
     if (rmdir(dir) != 0) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot remove directory (%s)", dir, strerror(errno));
 #else
-    (void)dir;
-    (void)err;
+    (void)dir, (void)err;
 #endif
     return CLLM_OK;
 }
@@ -14196,8 +14144,7 @@ static long cllm__latest_step(const char *out_dir) {
 }
 
 static int cllm__cmp_long(const void *a, const void *b) {
-    long x = *(const long *)a;
-    long y = *(const long *)b;
+    long x = *(const long *)a, y = *(const long *)b;
     return x < y ? -1 : x > y;
 }
 
@@ -14232,39 +14179,27 @@ static cllm_result cllm__prune_checkpoints(const char *out_dir, int keep, long l
     stbds_arrfree(steps);
     return rc;
 #else
-    (void)out_dir;
-    (void)keep;
-    (void)latest;
-    (void)err;
+    (void)out_dir, (void)keep, (void)latest, (void)err;
     return CLLM_OK;
 #endif
 }
 
 /* PPO's value head with its AdamW moments as checkpoint entries: TRL's names, "m." and "v.". */
 static int cllm__value_head_entries(cllm_value_head *vh, cllm_st_entry *e) {
-    cllm_float *mem[3];
+    cllm_float *mem[3] = { vh->w, vh->m, vh->v };
     const char *prefix[3] = { "", "m.", "v." };
-    int k, n = 0;
-    mem[0] = vh->w;
-    mem[1] = vh->m;
-    mem[2] = vh->v;
+    int k;
     memset(e, 0, 6 * sizeof *e);
-    for (k = 0; k < 3; k++) {
-        snprintf(e[n].name, sizeof e[n].name, "%sv_head.summary.weight", prefix[k]);
-        e[n].dtype = CLLM_DT_F32;
-        e[n].ndim = 2;
-        e[n].shape[0] = 1;
-        e[n].shape[1] = vh->C;
-        e[n].data = mem[k];
-        n++;
-        snprintf(e[n].name, sizeof e[n].name, "%sv_head.summary.bias", prefix[k]);
-        e[n].dtype = CLLM_DT_F32;
-        e[n].ndim = 1;
-        e[n].shape[0] = 1;
-        e[n].data = mem[k] + vh->C;
-        n++;
+    for (k = 0; k < 6; k++) {                     /* weight (1, C), then bias (1), of each of the three */
+        int bias = k % 2;
+        snprintf(e[k].name, sizeof e[k].name, "%sv_head.summary.%s", prefix[k / 2], bias ? "bias" : "weight");
+        e[k].dtype = CLLM_DT_F32;
+        e[k].ndim = bias ? 1 : 2;
+        e[k].shape[0] = 1;
+        if (!bias) e[k].shape[1] = vh->C;
+        e[k].data = mem[k / 2] + (bias ? vh->C : 0);
     }
-    return n;
+    return 6;
 }
 
 /* PPO's own state in a checkpoint (a cllm_train_task's save_extra): value_head.safetensors, and ppo_state.json with
@@ -14288,7 +14223,7 @@ static cllm_result cllm__ppo_state_save(void *ctx, const char *dir, cllm_err *er
 static cllm_result cllm__ppo_state_load(void *ctx, const char *dir, cllm_err *err) {
     static const char *keys[5] = { "kl_coef", "score_mean", "score_var", "score_std", "score_count" };
     cllm__ppo_ctx *c = (cllm__ppo_ctx *)ctx;
-    double *dst[5];
+    double *dst[5] = { &c->kl_coef, &c->scores.mean, &c->scores.var, &c->scores.std, &c->scores.count };
     cllm_st_entry e[6];
     char path[4200], *text = NULL;
     size_t len;
@@ -14307,11 +14242,6 @@ static cllm_result cllm__ppo_state_load(void *ctx, const char *dir, cllm_err *er
     if ((rc = cllm_read_file(path, &text, &len, err)) != CLLM_OK) return rc;
     o = cJSON_ParseWithLength(text, len);
     CLLM_FREE(text);
-    dst[0] = &c->kl_coef;
-    dst[1] = &c->scores.mean;
-    dst[2] = &c->scores.var;
-    dst[3] = &c->scores.std;
-    dst[4] = &c->scores.count;
     for (k = 0; k < 5 && rc == CLLM_OK; k++) {
         const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, keys[k]);
         if (cJSON_IsNumber(x)) *dst[k] = x->valuedouble;
@@ -14950,9 +14880,8 @@ static cllm_result cllm__trainer_step(cllm_trainer *tr, cllm_err *err) {
     long j;
     double norm = 0;
     double t0 = cllm__now();
-    cllm_train_stats st;
+    cllm_train_stats st = { 0 };
     cllm_result rc;
-    memset(&st, 0, sizeof st);
     if ((rc = cllm__trainer_order(tr, epoch, err)) != CLLM_OK) return rc;
     if (tr->task.step) {                          /* the task makes its own updates */
         long b0 = j0 * c->batch_size;
@@ -15080,8 +15009,7 @@ static cllm_result cllm__train_task(cllm_model *m, cllm_lora *lora, const char *
                                     cllm_result (*micro)(void *, cllm_trainer *, const int *, int, double,
                                                          cllm_train_stats *, cllm_err *),
                                     void *ctx, const cllm_train_config *cfg, cllm_err *err) {
-    cllm_train_task task;
-    memset(&task, 0, sizeof task);
+    cllm_train_task task = { 0 };
     task.name = name;
     task.n_examples = n_examples;
     task.default_lr = default_lr;
@@ -15102,8 +15030,7 @@ CLLMDEF cllm_result cllm_train_sft(cllm_model *m, cllm_lora *lora, const cllm_sf
 /* Offline DPO (paper section 3.3): units are pairs; the paper's learning rate 5e-6 (Table 6). */
 CLLMDEF cllm_result cllm_train_dpo(cllm_model *m, cllm_lora *lora, cllm_model *ref, const cllm_dpo_data *d,
                                    const cllm_dpo_config *dpo, const cllm_train_config *cfg, cllm_err *err) {
-    cllm__dpo_ctx ctx;
-    memset(&ctx, 0, sizeof ctx);
+    cllm__dpo_ctx ctx = { 0 };
     ctx.d = d;
     ctx.ref = ref;
     if (dpo) ctx.cfg = *dpo;
@@ -15137,8 +15064,7 @@ CLLMDEF void cllm_online_prompts_free(cllm_online_prompts *p) {
 /* Appends a prompt, taking over history and task (both zeroed here, also on failure). */
 static cllm_result cllm__prompt_add(cllm_online_prompts *p, cllm_conv *history, cllm_task *task, long conv_id,
                                     const cllm_prompts_config *cfg, cllm_err *err) {
-    cllm_online_prompt it;
-    memset(&it, 0, sizeof it);
+    cllm_online_prompt it = { 0 };
     it.history = *history;
     it.task = *task;
     memset(history, 0, sizeof *history);
@@ -15201,13 +15127,12 @@ CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char 
     if (!f) return CLLM_ERR_IO;
     while (rc == CLLM_OK && (len = cllm__read_line(f, &line, &cap)) >= 0) {
         cllm_task task;
-        cllm_conv history;
+        cllm_conv history = { 0 };
         const cJSON *cid, *tid;
         uint64_t key;
         int ids_ok;
         lineno++;
         if (len == 0) continue;
-        memset(&history, 0, sizeof history);
         if ((rc = cllm__task_parse(&task, line, (size_t)len, path, lineno, err)) != CLLM_OK) {
             cllm__task_free(&task);
             break;
@@ -15297,10 +15222,9 @@ static cllm_result cllm__task_copy(cllm_task *dst, const cllm_task *src, cllm_er
 /* The prompts a cache file holds, checked against the tasks they were made from. */
 static cllm_result cllm__prompts_from_cache(cllm_online_prompts *p, const cllm_task *tasks, int n_tasks,
                                             const cllm_prompts_config *cfg, const char *cache_path, cllm_err *err) {
-    cllm_online_prompts c;
+    cllm_online_prompts c = { 0 };
     cllm_result rc;
     int i;
-    memset(&c, 0, sizeof c);
     if ((rc = cllm_online_prompts_read(&c, cache_path, cfg, err)) != CLLM_OK) return rc;
     if (c.n != n_tasks)
         rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s holds %d prompts for %d tasks: it was made from other tasks (delete "
@@ -15322,7 +15246,7 @@ static cllm_result cllm__prompts_from_cache(cllm_online_prompts *p, const cllm_t
 CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const cllm_task *tasks, int n_tasks,
                                                    const cllm_user_sim *user, const cllm_prompts_config *cfg,
                                                    const char *cache_path, cllm_err *err) {
-    cllm_online_prompts made;
+    cllm_online_prompts made = { 0 };
     cllm_goal *goals;
     cllm_conv *empty;
     cllm_reply *replies;
@@ -15332,7 +15256,6 @@ CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const
     if (cache_path && cllm__file_exists(cache_path))
         return cllm__prompts_from_cache(p, tasks, n_tasks, cfg, cache_path, err);
     if (!user) return cllm__fail(err, CLLM_ERR_ARG, "prompts from tasks: the opening messages need a user simulator");
-    memset(&made, 0, sizeof made);
     goals = (cllm_goal *)cllm__calloc((size_t)n_tasks, sizeof *goals);
     empty = (cllm_conv *)cllm__calloc((size_t)n_tasks, sizeof *empty);
     replies = (cllm_reply *)cllm__calloc((size_t)n_tasks, sizeof *replies);
@@ -15344,10 +15267,8 @@ CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const
     }
     if (rc == CLLM_OK) cllm_user_sim_turns(user, goals, empty, n_tasks, replies, NULL);
     for (i = 0; rc == CLLM_OK && i < n_tasks; i++) {
-        cllm_conv h;
-        cllm_task t;
-        memset(&h, 0, sizeof h);
-        memset(&t, 0, sizeof t);
+        cllm_conv h = { 0 };
+        cllm_task t = { 0 };
         if (replies[i].code != CLLM_OK || !replies[i].text) {
             rc = cllm__fail(err, replies[i].code != CLLM_OK ? replies[i].code : CLLM_ERR_FORMAT,
                             "task %d: the user simulator gave no opening message (%s)", i + 1, replies[i].err.msg);
