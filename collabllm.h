@@ -13914,9 +13914,15 @@ static cllm_result cllm__lora_file(const cllm_lora *lo, const cllm_float *memory
     return rc;
 }
 
-/* dir/adapter_model.safetensors and dir/adapter_config.json, as PEFT's save_pretrained writes
-   them; base_model: the value of base_model_name_or_path (may be NULL). */
+/* dir/adapter_model.safetensors and dir/adapter_config.json, as PEFT's save_pretrained writes them (the fields in
+   its order; this run's values replace the nulls); base_model: base_model_name_or_path (may be NULL). */
 CLLMDEF cllm_result cllm_lora_save(const cllm_lora *lo, const char *dir, const char *base_model, cllm_err *err) {
+    static const char peft_config[] =
+        "{\"alpha_pattern\": {}, \"base_model_name_or_path\": null, \"bias\": \"none\", \"fan_in_fan_out\": false, "
+        "\"inference_mode\": true, \"init_lora_weights\": \"gaussian\", \"layers_pattern\": null, "
+        "\"layers_to_transform\": null, \"lora_alpha\": null, \"lora_dropout\": null, \"modules_to_save\": null, "
+        "\"peft_type\": \"LORA\", \"r\": null, \"rank_pattern\": {}, \"revision\": null, \"target_modules\": [], "
+        "\"task_type\": \"CAUSAL_LM\", \"use_dora\": false, \"use_rslora\": false}";
     cJSON *cfg, *tm;
     char path[4096], *json;
     cllm_result rc;
@@ -13925,29 +13931,15 @@ CLLMDEF cllm_result cllm_lora_save(const cllm_lora *lo, const char *dir, const c
     if ((rc = cllm__mkdir(dir, err)) != CLLM_OK) return rc;
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     if ((rc = cllm__lora_file(lo, lo->params, path, 1, err)) != CLLM_OK) return rc;
-    if (!(cfg = cJSON_CreateObject())) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    cJSON_AddItemToObject(cfg, "alpha_pattern", cJSON_CreateObject());
-    if (base_model) cJSON_AddStringToObject(cfg, "base_model_name_or_path", base_model);
-    else cJSON_AddNullToObject(cfg, "base_model_name_or_path");
-    cJSON_AddStringToObject(cfg, "bias", "none");
-    cJSON_AddBoolToObject(cfg, "fan_in_fan_out", 0);
-    cJSON_AddBoolToObject(cfg, "inference_mode", 1);
-    cJSON_AddStringToObject(cfg, "init_lora_weights", "gaussian");
-    cJSON_AddNullToObject(cfg, "layers_pattern");
-    cJSON_AddNullToObject(cfg, "layers_to_transform");
-    cJSON_AddNumberToObject(cfg, "lora_alpha", lo->cfg.alpha);
-    cJSON_AddNumberToObject(cfg, "lora_dropout", lo->cfg.dropout);
-    cJSON_AddNullToObject(cfg, "modules_to_save");
-    cJSON_AddStringToObject(cfg, "peft_type", "LORA");
-    cJSON_AddNumberToObject(cfg, "r", lo->cfg.r);
-    cJSON_AddItemToObject(cfg, "rank_pattern", cJSON_CreateObject());
-    cJSON_AddNullToObject(cfg, "revision");
-    tm = cJSON_AddArrayToObject(cfg, "target_modules");
+    if (!(cfg = cJSON_Parse(peft_config))) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if (base_model)
+        cJSON_ReplaceItemInObjectCaseSensitive(cfg, "base_model_name_or_path", cJSON_CreateString(base_model));
+    cJSON_ReplaceItemInObjectCaseSensitive(cfg, "lora_alpha", cJSON_CreateNumber(lo->cfg.alpha));
+    cJSON_ReplaceItemInObjectCaseSensitive(cfg, "lora_dropout", cJSON_CreateNumber(lo->cfg.dropout));
+    cJSON_ReplaceItemInObjectCaseSensitive(cfg, "r", cJSON_CreateNumber(lo->cfg.r));
+    tm = cJSON_GetObjectItemCaseSensitive(cfg, "target_modules");
     for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++)
         if (lo->cfg.targets & (1u << t)) cJSON_AddItemToArray(tm, cJSON_CreateString(cllm__lora_names[t]));
-    cJSON_AddStringToObject(cfg, "task_type", "CAUSAL_LM");
-    cJSON_AddBoolToObject(cfg, "use_dora", 0);
-    cJSON_AddBoolToObject(cfg, "use_rslora", 0);
     json = cJSON_Print(cfg);
     cJSON_Delete(cfg);
     if (!json) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
