@@ -11120,9 +11120,8 @@ CLLMDEF cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err) {
         }
     }
     if (nul) {
-        cllm__fail(err, CLLM_ERR_FORMAT,
-                   "the model's JSON holds a NUL character (\\u0000), which collabllm.h text cannot carry; "
-                   "refused rather than cut there");
+        cllm__fail(err, CLLM_ERR_FORMAT, "the model's JSON holds a NUL character (\\u0000), which collabllm.h text "
+                   "cannot carry; refused rather than cut there");
     } else {                                      /* the start of the reply: cut on a character boundary */
         size_t n = strlen(text);
         cllm__fail(err, CLLM_ERR_FORMAT, "no JSON object found in the model's reply (%zu chars, starting \"%.*s\")", n,
@@ -11216,16 +11215,15 @@ CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *c
     d.max_inflight_bytes = cllm__def(d.max_inflight_bytes, 256LL << 20);
     if (d.connect_timeout_ms < 0 || d.timeout_ms < 0 || d.deadline_ms < 0 || d.backoff_ms < 0 || d.backoff_max_ms < 0 ||
         d.max_concurrency < 0 || d.max_response_bytes < 0 || d.max_inflight_bytes < 0)
-        return cllm__fail(err, CLLM_ERR_ARG,
-                          "client settings: timeouts, deadline, backoff, max_concurrency and the byte limits "
-                          "must not be negative");
+        return cllm__fail(err, CLLM_ERR_ARG, "client settings: timeouts, deadline, backoff, max_concurrency and the "
+                          "byte limits must not be negative");
     if (d.max_inflight_bytes < d.max_response_bytes)
         return cllm__fail(err, CLLM_ERR_ARG,
                           "client settings: max_inflight_bytes (%lld) must be at least max_response_bytes (%ld), "
                           "or no response could reach its own limit", d.max_inflight_bytes, d.max_response_bytes);
     if (strncmp(d.base_url, "http://", 7) != 0 && strncmp(d.base_url, "https://", 8) != 0)
-        return cllm__fail(err, CLLM_ERR_ARG, "the base URL must start with http:// or https:// "
-                          "(got \"%.*s\")", CLLM__CUT(d.base_url, 200));
+        return cllm__fail(err, CLLM_ERR_ARG, "the base URL must start with http:// or https:// (got \"%.*s\")",
+                          CLLM__CUT(d.base_url, 200));
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return cllm__fail(err, CLLM_ERR_HTTP, "libcurl failed to initialise");
 
@@ -11384,9 +11382,8 @@ static char *cllm__message_text(const cJSON *msg, char *why, size_t why_size) {
     }
     if (!content || cJSON_IsNull(content)) {
         if (cJSON_GetArraySize(tools) > 0)
-            snprintf(why, why_size,
-                     "choices[0].message has tool_calls and no text content (collabllm.h calls no tools; ask for a "
-                     "text answer)");
+            snprintf(why, why_size, "choices[0].message has tool_calls and no text content (collabllm.h calls no "
+                     "tools; ask for a text answer)");
         else if (refusal) snprintf(why, why_size, "the model refused (choices[0].message.refusal): %.*s",
                                    CLLM__CUT(refusal, 300));
         else snprintf(why, why_size, "choices[0].message.content is %s", content ? "null" : "missing");
@@ -11401,9 +11398,8 @@ static char *cllm__message_text(const cJSON *msg, char *why, size_t why_size) {
         if (cJSON_IsString(part)) text = part->valuestring;
         else if (!text || (type && strcmp(type, "text") != 0)) {
             cllm__sb_free(&b);
-            snprintf(why, why_size,
-                     "choices[0].message.content[%d] is a part of type \"%.*s\" with no text; collabllm.h keeps "
-                     "text only", k, CLLM__CUT(type ? type : "?", 40));
+            snprintf(why, why_size, "choices[0].message.content[%d] is a part of type \"%.*s\" with no text; "
+                     "collabllm.h keeps text only", k, CLLM__CUT(type ? type : "?", 40));
             return NULL;
         }
         cllm__sb_puts(&b, text);
@@ -11434,13 +11430,12 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
         if (len == 0) return cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: empty response body", c->url);
         cllm__endpoint_message(body, len, snippet, 80);
         if (cllm__json_cut_short(body, len, &depth))
-            return cllm__fail(&r->err, CLLM_ERR_FORMAT,
-                              "%s: response JSON is truncated (%zu bytes end inside an unclosed object or string; "
-                              "starts \"%s\")", c->url, len, snippet);
+            return cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response JSON is truncated (%zu bytes end inside an "
+                              "unclosed object or string; starts \"%s\")", c->url, len, snippet);
         if (depth > CJSON_NESTING_LIMIT)
-            return cllm__fail(&r->err, CLLM_ERR_FORMAT,
-                              "%s: response JSON nests %d levels deep, more than the parser accepts "
-                              "(CJSON_NESTING_LIMIT %d); starts \"%s\"", c->url, depth, CJSON_NESTING_LIMIT, snippet);
+            return cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response JSON nests %d levels deep, more than the parser "
+                              "accepts (CJSON_NESTING_LIMIT %d); starts \"%s\"", c->url, depth, CJSON_NESTING_LIMIT,
+                              snippet);
         return cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response is not valid JSON (%zu bytes, starts \"%s\")", c->url,
                           len, snippet);
     }
@@ -11455,8 +11450,8 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
         cllm__endpoint_message(json, len, snippet, sizeof snippet);
         rc = cllm__fail(&r->err, CLLM_ERR_HTTP, "%s: the endpoint returned an error: %s", c->url, snippet);
     } else if (!cJSON_IsObject(choice))
-        rc = cllm__fail(&r->err, CLLM_ERR_FORMAT,
-                        "%s: response has no \"choices\"[0] object (not an OpenAI chat completion?)", c->url);
+        rc = cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response has no \"choices\"[0] object (not an OpenAI chat "
+                        "completion?)", c->url);
     else if (!cJSON_IsObject(msg))
         rc = cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response has no choices[0].message object", c->url);
     else if (!(text = cllm__message_text(msg, why, sizeof why))) {
@@ -11473,10 +11468,9 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
         if (!full) rc = cllm__fail(&r->err, CLLM_ERR_NOMEM, "%s: out of memory checking the reply for NUL characters",
                                    c->url);
         else if (strlen(full) != strlen(text))
-            rc = cllm__fail(&r->err, CLLM_ERR_FORMAT,
-                            "%s: the reply's content holds a NUL character (\\u0000) at byte %zu of %zu; "
-                            "collabllm.h keeps text as C strings and refuses the reply rather than cut it there",
-                            c->url, strlen(text), strlen(full));
+            rc = cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: the reply's content holds a NUL character (\\u0000) at "
+                            "byte %zu of %zu; collabllm.h keeps text as C strings and refuses the reply rather than "
+                            "cut it there", c->url, strlen(text), strlen(full));
         CLLM_FREE(full);
         CLLM_FREE(spaced);
         cJSON_Delete(again);
@@ -11489,9 +11483,9 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
         r->replaced = (int)(replaced + lone < INT_MAX ? replaced + lone : INT_MAX);
     }
     if (rc == CLLM_OK && c->cfg.reject_incomplete && strcmp(r->finish_reason, "length") == 0)
-        rc = cllm__fail(&r->err, CLLM_ERR_LIMIT,
-                        "%s: the reply was cut off at its token limit (finish_reason \"length\"; raise "
-                        "max_tokens) and reject_incomplete (--reject-incomplete) makes that a failure", c->url);
+        rc = cllm__fail(&r->err, CLLM_ERR_LIMIT, "%s: the reply was cut off at its token limit (finish_reason "
+                        "\"length\"; raise max_tokens) and reject_incomplete (--reject-incomplete) makes that a "
+                        "failure", c->url);
     if (rc == CLLM_OK && c->cfg.reject_incomplete && strcmp(r->finish_reason, "content_filter") == 0)
         rc = cllm__fail(&r->err, CLLM_ERR_HTTP,
                         "%s: the endpoint's content filter cut or blocked the reply (finish_reason "
@@ -11523,11 +11517,9 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
                  ^                                   |
                  +----(retryable failure, wait)------+
    The loop starts what may start, lets curl move bytes, collects finished transfers, then sleeps until a socket is
-   ready, a curl timer fires or the next retry is due. Bounds: a response body may grow to max_response_bytes, and the
-   bodies of all transfers in flight together to max_inflight_bytes (a transfer that would pass it stops and is
-   retried later); a body is released as soon as its attempt is read. deadline_ms bounds a request from its first
-   attempt to its end, waits included: each attempt's timeout is cut to what is left, and a retry that would start
-   after it is not made. Redirects are not followed. */
+   ready, a curl timer fires or the next retry is due. The limits of the declarations ("Limits and trust") hold here:
+   cllm__on_data bounds the bodies (a body is released as soon as its attempt is read), cllm__xfer_start cuts each
+   attempt's timeout to what deadline_ms leaves, and a retry that would start after the deadline is not made. */
 
 typedef enum cllm__xfer_state { CLLM__WAITING = 0, CLLM__RUNNING, CLLM__DONE } cllm__xfer_state;
 
@@ -11679,9 +11671,8 @@ static void cllm__xfer_why(cllm_client *c, cllm__xfer *x, CURLcode cc, char *why
     } else if (cc == CURLE_BAD_CONTENT_ENCODING) {
         snprintf(why, size, "the response's content encoding is broken (%s)", x->errbuf[0] ? x->errbuf : "undecodable");
     } else if (cc == CURLE_OPERATION_TIMEDOUT && x->deadline_cut) {
-        snprintf(why, size,
-                 "the request's deadline ran out (deadline_ms %ld covers every attempt and wait; %zu bytes of this "
-                 "attempt's response had arrived)", c->cfg.deadline_ms, x->resp.n);
+        snprintf(why, size, "the request's deadline ran out (deadline_ms %ld covers every attempt and wait; %zu "
+                 "bytes of this attempt's response had arrived)", c->cfg.deadline_ms, x->resp.n);
     } else {
         *retryable = cllm__curl_retryable(cc);
         if (cc == CURLE_PARTIAL_FILE)
@@ -11770,8 +11761,8 @@ CLLMDEF cllm_result cllm_client_chat_batch(cllm_client *c, const cllm_chat_reque
     long long held = 0;
     int i, running = 0, remaining = 0, limit;
     if (!c || !c->multi || n < 0 || (n > 0 && (!requests || !results)))
-        return cllm__fail(err, CLLM_ERR_ARG,
-                          "chat completions: needs an initialised client and n >= 0 requests and results");
+        return cllm__fail(err, CLLM_ERR_ARG, "chat completions: needs an initialised client and n >= 0 requests "
+                          "and results");
     if (n == 0) {
         cllm__ok(err);
         return CLLM_OK;
@@ -12837,10 +12828,11 @@ CLLMDEF cllm_result cllm_metric_builtin(const char *name, cllm_metric *m, cllm_e
 /* NLTK, for each order n = 1..4:
      p_n = sum over distinct hypothesis n-grams g of min(count_hyp(g), max_ref count_ref(g))
            / max(1, number of hypothesis n-grams)                         (modified precision)
-   c = the reference length closest to the hypothesis length h (a tie goes to the shorter), BP = 1 if h > c, 0 if h =
-   0, else exp(1 - c/h); BLEU = 0 if no unigram matches, else BP * exp(fsum(0.25 * log p_n)), where a p_n with no
-   match becomes DBL_MIN (method0), 0.1/den (method1), or (num+1)/(den+1) for n >= 2 (method2). sacrebleu differs (13a
-   tokenizer, 0-100 scale, effective order, 'exp' smoothing): not this. */
+   c = the reference length closest to the hypothesis length h (a tie goes to the shorter),
+   BP = 1 if h > c, 0 if h = 0, else exp(1 - c/h);
+   BLEU = 0 if no unigram matches, else BP * exp(fsum(0.25 * log p_n)), where a p_n with no
+   match becomes DBL_MIN (method0), 0.1/den (method1), or (num+1)/(den+1) for n >= 2 (method2).
+   sacrebleu differs (13a tokenizer, 0-100 scale, effective order, 'exp' smoothing): not this. */
 
 typedef struct {                                 /* an n-gram, n <= 4; unused slots 0 */
     int s[4];
@@ -13337,8 +13329,8 @@ CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_me
     if (n_prompt < 1 || n_completion < 1 || !prompt || !completion)
         return cllm__fail(err, CLLM_ERR_ARG, "a pair needs at least one prompt message and one completion message");
     if (prompt[n_prompt - 1].role && strcmp(prompt[n_prompt - 1].role, "assistant") == 0)
-        return cllm__fail(err, CLLM_ERR_FORMAT,
-                          "the prompt ends with an assistant message; it must end with the user's turn");
+        return cllm__fail(err, CLLM_ERR_FORMAT, "the prompt ends with an assistant message; it must end with the "
+                          "user's turn");
     for (i = 0; i < n_completion && !(completion[i].role && strcmp(completion[i].role, "assistant") == 0); i++) {}
     if (i == n_completion) return cllm__fail(err, CLLM_ERR_FORMAT, "the completion holds no assistant message");
     gen.add_generation_prompt = 1;
@@ -13365,8 +13357,8 @@ CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_me
         last = i;
     }
     if (first < 0)
-        rc = cllm__fail(err, CLLM_ERR_FORMAT,
-                        "the completion has no assistant tokens (it must hold an assistant message)");
+        rc = cllm__fail(err, CLLM_ERR_FORMAT, "the completion has no assistant tokens (it must hold an assistant "
+                        "message)");
     else rc = cllm__seq_from(seq, ids, mask, last + 1, first, err);
 done:
     CLLM_FREE(all);
@@ -13751,8 +13743,8 @@ CLLMDEF cllm_result cllm_lora_parse_targets(const char *list, unsigned *targets,
             if (is_short || (strlen(cllm__lora_names[t]) == n && strncmp(p, cllm__lora_names[t], n) == 0)) found = t;
         }
         if (found < 0)
-            return cllm__fail(err, CLLM_ERR_ARG, "LoRA target '%.*s' is not one of q, k, v, o, gate, up, down", (int)n,
-                              p);
+            return cllm__fail(err, CLLM_ERR_ARG, "LoRA target '%.*s' is not one of q, k, v, o, gate, up, down",
+                              (int)n, p);
         *targets |= 1u << found;
         p += n;
         if (*p == ',') p++;
@@ -14327,8 +14319,7 @@ CLLMDEF cllm_result cllm_trainer_init(cllm_trainer *tr, cllm_model *m, cllm_lora
     if (c->epochs < 1 || c->batch_size < 1 || c->grad_accum < 1 || c->max_steps < 0 || c->warmup_steps < 0 ||
         c->save_every < 0 || c->keep_last < 0 || c->stop_after < 0 || c->log_every < 1)
         return cllm__fail(err, CLLM_ERR_ARG, "epochs, batch_size, grad_accum and log_every must be positive; "
-                                             "max_steps, warmup_steps, save_every, keep_last and stop_after "
-                                             "non-negative");
+                          "max_steps, warmup_steps, save_every, keep_last and stop_after non-negative");
     if (!(c->warmup_ratio >= 0 && c->warmup_ratio <= 1))
         return cllm__fail(err, CLLM_ERR_ARG, "warmup_ratio must be in [0, 1] (got %g)", c->warmup_ratio);
     tr->model = m;
@@ -14342,8 +14333,8 @@ CLLMDEF cllm_result cllm_trainer_init(cllm_trainer *tr, cllm_model *m, cllm_lora
     tr->saved_step = -1;
     cllm_rng_seed(&tr->rng, c->seed ^ 0xD1B54A32D192ED03ull);   /* a stream apart from the data order */
     if ((m->lora != NULL) != (lora != NULL))
-        return cllm__fail(err, CLLM_ERR_ARG,
-                          "trainer: adapters are attached to the model but not given to the trainer");
+        return cllm__fail(err, CLLM_ERR_ARG, "trainer: adapters are attached to the model but not given to the "
+                          "trainer");
     if (c->out_dir && cllm__mkdir(c->out_dir, err) != CLLM_OK) return CLLM_ERR_IO;
     cllm__ok(err);
     return CLLM_OK;
@@ -14799,8 +14790,8 @@ static cllm_result cllm__numeric_fail(const cllm_trainer *tr, const char *what, 
     long latest = tr->cfg.out_dir ? cllm__latest_step(tr->cfg.out_dir) : -1;
     if (latest >= 0)
         return cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: the %s is %g; nothing was updated and the last good "
-                                                 "checkpoint is %s/ckpt-%ld (lower the learning rate?)", tr->step + 1,
-                          what, value, tr->cfg.out_dir, latest);
+                          "checkpoint is %s/ckpt-%ld (lower the learning rate?)", tr->step + 1, what, value,
+                          tr->cfg.out_dir, latest);
     return cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: the %s is %g; nothing was updated and no checkpoint was "
                                              "written (lower the learning rate?)", tr->step + 1, what, value);
 }
