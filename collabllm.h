@@ -11846,14 +11846,17 @@ CLLMDEF cllm_result cllm_client_chat(cllm_client *c, const cllm_chat_request *re
 
 /* ---- task files ------------------------------------------------------------------------------ */
 
+static void cllm__task_free(cllm_task *t) {
+    CLLM_FREE(t->prompt);
+    CLLM_FREE(t->completion);
+    cJSON_Delete(t->json);
+    memset(t, 0, sizeof *t);
+}
+
 CLLMDEF void cllm_tasks_free(cllm_task *tasks, int n) {
     int i;
     if (!tasks) return;
-    for (i = 0; i < n; i++) {
-        CLLM_FREE(tasks[i].prompt);
-        CLLM_FREE(tasks[i].completion);
-        cJSON_Delete(tasks[i].json);
-    }
+    for (i = 0; i < n; i++) cllm__task_free(&tasks[i]);
     CLLM_FREE(tasks);
 }
 
@@ -14238,16 +14241,16 @@ static cllm_result cllm__ppo_state_load(void *ctx, const char *dir, cllm_err *er
 /* ---- the training loop (Hugging Face Trainer) ------------------------------------------------ */
 
 /* One optimizer step (cllm__trainer_step; data_fmt/train.md, "One optimizer step"):
-     1. epoch e visits the examples in a Fisher-Yates shuffle seeded by (seed, e), in micro-batches
-        of batch_size (the last one shorter, HF's drop_last=False), grad_accum per step; the
-        position in the data is a function of the step alone, which makes resuming exact;
-     2. forward, loss and backward per micro-batch; the step's loss is (sum of its unit losses) /
-        (units in the step), units = target tokens (SFT) or pairs (DPO), so accumulating k
-        micro-batches equals one batch k times larger (HF divides each micro-batch's mean by
-        grad_accum instead: the same when the micro-batches hold equal numbers of units);
+     1. epoch e visits the examples in a Fisher-Yates shuffle seeded by (seed, e), in micro-batches of batch_size
+        (the last one shorter, HF's drop_last=False), grad_accum per step; the position in the data is a function of
+        the step alone, which makes resuming exact;
+     2. forward, loss and backward per micro-batch; the step's loss is (sum of its unit losses) / (units in the
+        step), units = target tokens (SFT) or pairs (DPO), so accumulating k micro-batches equals one batch k times
+        larger (HF divides each micro-batch's mean by grad_accum instead: the same when the micro-batches hold equal
+        numbers of units);
      3. a NaN or infinite loss or gradient norm stops the run before anything is updated;
-     4. torch's clip_grad_norm_, transformers' schedule at this step (the first update uses step
-        0), AdamW; a metrics line, a progress line, a checkpoint every save_every steps.
+     4. torch's clip_grad_norm_, transformers' schedule at this step (the first update uses step 0), AdamW; a metrics
+        line, a progress line, a checkpoint every save_every steps.
    Memory: parameters, gradients and two AdamW moments, 16 bytes per parameter in fp32, plus activations; with LoRA
    the base model has no gradients and no moments (measured by examples/lora_memory.c: data_fmt/train.md). */
 
@@ -15026,13 +15029,6 @@ CLLMDEF cllm_result cllm_train_dpo(cllm_model *m, cllm_lora *lora, cllm_model *r
 
 /* ---- online training prompts: CollabLLM's inputs form (data_fmt/train_prompts.md) ------------ */
 
-static void cllm__task_free(cllm_task *t) {
-    CLLM_FREE(t->prompt);
-    CLLM_FREE(t->completion);
-    cJSON_Delete(t->json);
-    memset(t, 0, sizeof *t);
-}
-
 CLLMDEF void cllm_online_prompts_free(cllm_online_prompts *p) {
     int i;
     if (!p) return;
@@ -15105,48 +15101,40 @@ CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char 
     char *line = NULL;
     size_t cap = 0, h;
     long len;
-    int lineno = 0, added = 0, dup;
+    int lineno = 0, added = 0;
     cllm_result rc = CLLM_OK;
     if (!f) return CLLM_ERR_IO;
     while (rc == CLLM_OK && (len = cllm__read_line(f, &line, &cap)) >= 0) {
         cllm_task task;
         cllm_conv history = { 0 };
-        const cJSON *cid, *tid;
-        uint64_t key;
-        int ids_ok;
+        const cJSON *cid, *tid, *messages;
+        int ids_ok, dup = 1;
         lineno++;
         if (len == 0) continue;
-        if ((rc = cllm__task_parse(&task, line, (size_t)len, path, lineno, err)) != CLLM_OK) {
-            cllm__task_free(&task);
-            break;
-        }
+        rc = cllm__task_parse(&task, line, (size_t)len, path, lineno, err);
         cid = cJSON_GetObjectItemCaseSensitive(task.json, "conv_id");
         tid = cJSON_GetObjectItemCaseSensitive(task.json, "turn_id");
+        messages = cJSON_GetObjectItemCaseSensitive(task.json, "prompt");
         ids_ok = cJSON_IsNumber(cid) && cid->valuedouble >= 0 && cid->valuedouble < 1e11 &&
                  (!tid || (cJSON_IsNumber(tid) && tid->valuedouble >= 0 && tid->valuedouble < 1e6));
-        if (!ids_ok)
+        if (rc == CLLM_OK && !ids_ok)
             rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: \"conv_id\" (and \"turn_id\" when present) must be "
                                                   "non-negative integers", path, lineno);
-        else if ((rc = cllm_conv_from_json(&history, cJSON_GetObjectItemCaseSensitive(task.json, "prompt"), err)) !=
-                 CLLM_OK)
+        else if (rc == CLLM_OK && (rc = cllm_conv_from_json(&history, messages, err)) != CLLM_OK)
             rc = cllm__fail_where(err, rc, path, lineno, "\"prompt\": ");
-        if (rc != CLLM_OK) {
-            cllm__task_free(&task);
-            cllm_conv_free(&history);
-            break;
+        if (rc == CLLM_OK) {
+            uint64_t key = ((uint64_t)cid->valuedouble << 20 | (uint64_t)(tid ? tid->valuedouble : history.n)) + 1;
+            if ((dup = cllm__keyset_add(&seen, key)) < 0) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
         }
-        key = ((uint64_t)cid->valuedouble << 20 | (uint64_t)(tid ? tid->valuedouble : history.n)) + 1;
-        if ((dup = cllm__keyset_add(&seen, key)) != 0) {
-            cllm__task_free(&task);
-            cllm_conv_free(&history);
-            if (dup < 0) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-            continue;
+        if (rc == CLLM_OK && !dup) {              /* a (conv_id, turn_id) seen before is skipped */
+            for (h = 0; h < sizeof heavy / sizeof heavy[0]; h++)
+                cJSON_DeleteItemFromObjectCaseSensitive(task.json, heavy[h]);
+            if ((rc = cllm__prompt_add(p, &history, &task, (long)cid->valuedouble, cfg, err)) != CLLM_OK)
+                rc = cllm__fail_where(err, rc, path, lineno, "");
+            added++;
         }
-        for (h = 0; h < sizeof heavy / sizeof heavy[0]; h++)
-            cJSON_DeleteItemFromObjectCaseSensitive(task.json, heavy[h]);
-        if ((rc = cllm__prompt_add(p, &history, &task, (long)cid->valuedouble, cfg, err)) != CLLM_OK)
-            rc = cllm__fail_where(err, rc, path, lineno, "");
-        added++;
+        cllm__task_free(&task);                   /* empty when cllm__prompt_add took it */
+        cllm_conv_free(&history);
     }
     fclose(f);
     CLLM_FREE(line);
