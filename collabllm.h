@@ -13422,10 +13422,8 @@ CLLMDEF cllm_result cllm_sft_data_load(cllm_sft_data *d, const cllm_tokenizer *t
             break;
         }
         rc = cllm_conv_from_json(&conv, cJSON_GetObjectItemCaseSensitive(row, "messages"), err);
-        if (rc == CLLM_OK) {
-            rc = cllm_sft_seq(tok, conv.msgs, conv.n, &seq, err);
-            cllm_conv_free(&conv);
-        }
+        if (rc == CLLM_OK) rc = cllm_sft_seq(tok, conv.msgs, conv.n, &seq, err);
+        cllm_conv_free(&conv);                    /* empty when cllm_conv_from_json failed */
         cJSON_Delete(row);
         if (rc != CLLM_OK) {
             rc = cllm__fail_where(err, rc, path, lineno, "\"messages\": ");
@@ -14517,11 +14515,9 @@ static cllm_result cllm__trainer_load_state(cllm_trainer *tr, const char *ckpt, 
     if (rc == CLLM_OK) rc = cllm__state_expect(o, "warmup_steps", (double)tr->warmup_steps, path, err);
     if (rc == CLLM_OK) rc = cllm__state_expect(cf, "batch_size", tr->cfg.batch_size, path, err);
     if (rc == CLLM_OK) rc = cllm__state_expect(cf, "grad_accum", tr->cfg.grad_accum, path, err);
-    if (rc == CLLM_OK && tr->lora) {
-        rc = cllm__state_expect(lora, "r", tr->lora->cfg.r, path, err);
-        if (rc == CLLM_OK) rc = cllm__state_expect(lora, "alpha", tr->lora->cfg.alpha, path, err);
-        if (rc == CLLM_OK) rc = cllm__state_expect(lora, "dropout", tr->lora->cfg.dropout, path, err);
-    }
+    if (rc == CLLM_OK && tr->lora) rc = cllm__state_expect(lora, "r", tr->lora->cfg.r, path, err);
+    if (rc == CLLM_OK && tr->lora) rc = cllm__state_expect(lora, "alpha", tr->lora->cfg.alpha, path, err);
+    if (rc == CLLM_OK && tr->lora) rc = cllm__state_expect(lora, "dropout", tr->lora->cfg.dropout, path, err);
     step = cllm__state_num(o, "step", -1);
     adam_t = cllm__state_num(o, "adam_t", -1);
     rng = cJSON_GetObjectItemCaseSensitive(o, "rng_state");
@@ -14541,21 +14537,10 @@ static cllm_result cllm__trainer_load_state(cllm_trainer *tr, const char *ckpt, 
     return rc;
 }
 
-/* Loads ckpt/model.safetensors over the model's parameters (every tensor must be there). */
-static cllm_result cllm__load_params(cllm_model *m, const char *ckpt, cllm_err *err) {
-    cllm_st_entry *entries = (cllm_st_entry *)cllm__calloc((size_t)cllm_model_tensor_count(m) + 1, sizeof *entries);
-    char path[4200];
-    cllm_result rc;
-    if (!entries) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    snprintf(path, sizeof path, "%s/model.safetensors", ckpt);
-    rc = cllm__st_read_entries(path, entries, cllm_model_entries(m, m->params_memory, NULL, CLLM_DT_F32, entries), err);
-    CLLM_FREE(entries);
-    return rc;
-}
-
-/* AdamW's moments (optimizer.safetensors: "m.<name>", "v.<name>"), written from or read into the
-   trained parameters' moments. */
-static cllm_result cllm__trainer_optimizer_file(const cllm_trainer *tr, const char *path, int write, cllm_err *err) {
+/* The trained parameters (moments = 0: every tensor of model.safetensors or adapter_model.safetensors) or their AdamW
+   moments (moments = 1: optimizer.safetensors, "m.<name>" and "v.<name>"), written to or read from path. */
+static cllm_result cllm__trainer_file(const cllm_trainer *tr, const char *path, int moments, int write, cllm_err *err) {
+    cllm_float *params = tr->lora ? tr->lora->params : tr->model->params_memory;
     cllm_float *mm = tr->lora ? tr->lora->m : tr->model->m_memory;
     cllm_float *vv = tr->lora ? tr->lora->v : tr->model->v_memory;
     int count = cllm__trainer_entries(tr, NULL, NULL, NULL);
@@ -14563,8 +14548,8 @@ static cllm_result cllm__trainer_optimizer_file(const cllm_trainer *tr, const ch
     cllm_result rc;
     int k;
     if (!entries) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    k = cllm__trainer_entries(tr, mm, "m.", entries);
-    k += cllm__trainer_entries(tr, vv, "v.", entries + k);
+    k = cllm__trainer_entries(tr, moments ? mm : params, moments ? "m." : NULL, entries);
+    if (moments) k += cllm__trainer_entries(tr, vv, "v.", entries + k);
     rc = write ? cllm_st_save(path, entries, k, err) : cllm__st_read_entries(path, entries, k, err);
     CLLM_FREE(entries);
     return rc;
@@ -14584,7 +14569,7 @@ static cllm_result cllm__trainer_load_optimizer(cllm_trainer *tr, const char *ck
     if (!*mm) *mm = (cllm_float *)cllm__calloc(n, sizeof(cllm_float));
     if (!*vv) *vv = (cllm_float *)cllm__calloc(n, sizeof(cllm_float));
     if (!*mm || !*vv) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the AdamW moments");
-    return cllm__trainer_optimizer_file(tr, path, 0, err);
+    return cllm__trainer_file(tr, path, 1, 0, err);
 }
 
 /* Keeps the metrics lines of steps <= step (a killed run may have logged steps after its last
@@ -14645,9 +14630,8 @@ CLLMDEF cllm_result cllm_trainer_resume(cllm_trainer *tr, int *resumed, cllm_err
     if (tr->step != step)
         return cllm__fail(err, CLLM_ERR_FORMAT, "%s/trainer_state.json: step %ld does not match the directory name",
                           ckpt, tr->step);
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", ckpt);
-    if (tr->lora) rc = cllm__lora_file(tr->lora, tr->lora->params, path, 0, err);
-    else rc = cllm__load_params(tr->model, ckpt, err);
+    snprintf(path, sizeof path, "%s/%s", ckpt, tr->lora ? "adapter_model.safetensors" : "model.safetensors");
+    rc = cllm__trainer_file(tr, path, 0, 0, err);
     if (rc == CLLM_OK) rc = cllm__trainer_load_optimizer(tr, ckpt, err);
     if (rc == CLLM_OK && tr->task.load_extra) rc = tr->task.load_extra(tr->task.ctx, ckpt, err);
     if (rc != CLLM_OK) return rc;
@@ -14677,7 +14661,7 @@ CLLMDEF cllm_result cllm_trainer_save(cllm_trainer *tr, cllm_err *err) {
     if (rc == CLLM_OK) rc = cllm__copy_tokenizer_files(c->tokenizer_dir, tmp, err);
     snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
     if (rc == CLLM_OK && (tr->lora ? tr->lora->m : tr->model->m_memory))
-        rc = cllm__trainer_optimizer_file(tr, path, 1, err);
+        rc = cllm__trainer_file(tr, path, 1, 1, err);
     if (rc == CLLM_OK && tr->task.save_extra) rc = tr->task.save_extra(tr->task.ctx, tmp, err);
     if (rc == CLLM_OK) {
         state = cllm__trainer_state_json(tr);
@@ -14769,11 +14753,8 @@ static void cllm__trainer_log(cllm_trainer *tr, const cllm_train_stats *st, doub
         cJSON_AddNumberToObject(o, "tokens_per_s", tps);
         cJSON_AddNumberToObject(o, "elapsed_s", tr->elapsed);
         line = cJSON_PrintUnformatted(o);
-        if (line) {
-            fputs(line, tr->metrics);
-            fputc('\n', tr->metrics);
-            fflush(tr->metrics);
-        }
+        if (line) fprintf(tr->metrics, "%s\n", line);
+        fflush(tr->metrics);
         cJSON_free(line);
         cJSON_Delete(o);
     }
