@@ -10605,14 +10605,20 @@ static void cllm__sb_free(cllm__sb *b) {
     memset(b, 0, sizeof *b);
 }
 
+/* A NUL-terminated copy of s[0..n), or NULL when out of memory. */
+static char *cllm__strndup(const char *s, size_t n) {
+    char *copy = (char *)CLLM_MALLOC(n + 1);
+    if (copy) memcpy(copy, s, n);
+    if (copy) copy[n] = 0;
+    return copy;
+}
+
 /* A copy of s without leading and trailing white space. */
 static char *cllm__strdup_trim(const char *s) {
     size_t start = 0, end = strlen(s);
-    cllm__sb b = { NULL, 0, 0, 0 };
     while (end > start && isspace((unsigned char)s[end - 1])) end--;
     while (start < end && isspace((unsigned char)s[start])) start++;
-    cllm__sb_putn(&b, s + start, end - start);
-    return cllm__sb_take(&b);
+    return cllm__strndup(s + start, end - start);
 }
 
 /* Fills {{name}} placeholders of a template; unknown names are left as they are. */
@@ -10873,10 +10879,7 @@ static char *cllm__json_escapes(const char *s, size_t n, size_t *lone, size_t *n
         }
         if (v >= 0xD800 && v <= 0xDFFF) {
             (*lone)++;
-            if (!copy && (copy = (char *)CLLM_MALLOC(n + 1)) != NULL) {
-                memcpy(copy, s, n);
-                copy[n] = 0;
-            }
+            if (!copy) copy = cllm__strndup(s, n);
             if (copy) memcpy(copy + i, "\\ufffd", 6);
         }
         i += 5;
@@ -10886,12 +10889,10 @@ static char *cllm__json_escapes(const char *s, size_t n, size_t *lone, size_t *n
 
 /* A copy of the JSON text s[0..n) with every \u0000 escape inside a string written as \u0020. */
 static char *cllm__json_nul_to_space(const char *s, size_t n) {
-    char *copy = (char *)CLLM_MALLOC(n + 1);
+    char *copy = cllm__strndup(s, n);
     size_t i;
     int in_str = 0;
     if (!copy) return NULL;
-    memcpy(copy, s, n);
-    copy[n] = 0;
     for (i = 0; i < n; i++) {
         if (s[i] == '"') in_str = !in_str;
         if (!in_str || s[i] != '\\' || i + 1 >= n) continue;
@@ -12048,13 +12049,11 @@ CLLMDEF cllm_result cllm_local_lm_load(cllm_local_lm *lm, const char *dir, cllm_
     if (!lm || !dir) return cllm__fail(err, CLLM_ERR_ARG, "local model: needs an lm and a model directory");
     memset(lm, 0, sizeof *lm);
     if ((rc = cllm_model_load(&lm->model, dir, err)) != CLLM_OK) return rc;
-    if ((rc = cllm_tokenizer_load(&lm->tok, dir, err)) != CLLM_OK) {
-        cllm_local_lm_free(lm);
-        return rc;
-    }
-    if (lm->tok.n_ids > lm->model.config.vocab_size) {
+    rc = cllm_tokenizer_load(&lm->tok, dir, err);
+    if (rc == CLLM_OK && lm->tok.n_ids > lm->model.config.vocab_size)
         rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tokenizer.json has ids up to %d but config.json's vocab_size is %d: "
                         "they are not from the same model", dir, lm->tok.n_ids - 1, lm->model.config.vocab_size);
+    if (rc != CLLM_OK) {
         cllm_local_lm_free(lm);
         return rc;
     }
@@ -12159,10 +12158,8 @@ static cllm_result cllm__local_chat_one(cllm_local_lm *lm, const cllm_message *m
     g.n_eos = lm->n_stop_ids;
     sc.tok = &lm->tok;
     sc.cfg = cfg;
-    if (cfg->n_stop > 0 || cfg->on_token) {
-        g.stop = cllm__local_stop;
-        g.stop_ctx = &sc;
-    }
+    g.stop = cfg->n_stop > 0 || cfg->on_token ? cllm__local_stop : NULL;
+    g.stop_ctx = &sc;
     comp = (cllm_completion *)cllm__calloc((size_t)n_samples, sizeof *comp);
     if (!comp) {
         CLLM_FREE(prompt);
@@ -12632,8 +12629,6 @@ CLLMDEF cllm_result cllm_metric_bleu(void *ctx, const cllm_session *s, int n, do
 /* The code to test: the last ```python (or ```) block of the text, else the whole text. */
 static char *cllm__code_block(const char *text) {
     const char *p = text, *best = NULL, *best_end = NULL;
-    size_t n;
-    char *code;
     while ((p = strstr(p, "```")) != NULL) {
         const char *body = strchr(p + 3, '\n'), *end;
         if (!body) break;
@@ -12643,13 +12638,7 @@ static char *cllm__code_block(const char *text) {
         best_end = end;
         p = end + 3;
     }
-    if (!best) return cllm__strdup(text);
-    n = (size_t)(best_end - best);
-    code = (char *)CLLM_MALLOC(n + 1);
-    if (!code) return NULL;
-    memcpy(code, best, n);
-    code[n] = 0;
-    return code;
+    return best ? cllm__strndup(best, (size_t)(best_end - best)) : cllm__strdup(text);
 }
 
 /* The task's tests: single_turn_metadata.test, or the "test" field of a JSON completion
