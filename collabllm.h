@@ -12464,40 +12464,40 @@ static cllm_result cllm__judged(cllm_judgement *j, int n, double *scores, const 
     return cllm__metric_done(scores, n, metric, &why, err);
 }
 
-CLLMDEF cllm_result cllm_metric_interactivity(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
+/* The two judge metrics: interactivity judges the conversations, accuracy each against its task's reference. */
+static cllm_result cllm__metric_judge(void *ctx, const cllm_session *s, int n, double *scores, int accuracy,
+                                      cllm_err *err) {
+    const char *metric = accuracy ? "accuracy" : "interactivity";
     cllm_judgement *j = (cllm_judgement *)cllm__calloc((size_t)n + 1, sizeof *j);
     cllm_conv *convs = (cllm_conv *)cllm__calloc((size_t)n + 1, sizeof *convs);
-    int i;
-    if (!ctx || !j || !convs) {
-        CLLM_FREE(j);
-        CLLM_FREE(convs);
-        if (!ctx) return cllm__fail(err, CLLM_ERR_ARG, "interactivity metric: needs an LLM judge");
-        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    }
-    for (i = 0; i < n; i++) convs[i] = *s[i].conv;
-    cllm_judge_interactivity((cllm_judge *)ctx, convs, n, j, NULL);
-    CLLM_FREE(convs);
-    return cllm__judged(j, n, scores, "interactivity", err);
-}
-
-CLLMDEF cllm_result cllm_metric_accuracy(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
-    cllm_judgement *j = (cllm_judgement *)cllm__calloc((size_t)n + 1, sizeof *j);
     cllm_accuracy_item *it = (cllm_accuracy_item *)cllm__calloc((size_t)n + 1, sizeof *it);
     int i;
-    if (!ctx || !j || !it) {
+    if (!ctx || !j || !convs || !it) {
         CLLM_FREE(j);
+        CLLM_FREE(convs);
         CLLM_FREE(it);
-        if (!ctx) return cllm__fail(err, CLLM_ERR_ARG, "accuracy metric: needs an LLM judge");
+        if (!ctx) return cllm__fail(err, CLLM_ERR_ARG, "%s metric: needs an LLM judge", metric);
         return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     }
     for (i = 0; i < n; i++) {
+        convs[i] = *s[i].conv;
         it[i].question = s[i].task ? s[i].task->prompt : s[i].goal->prompt;
         it[i].ground_truth = s[i].task ? s[i].task->completion : s[i].goal->reference;
         it[i].conv = s[i].conv;
     }
-    cllm_judge_accuracy((cllm_judge *)ctx, it, n, j, NULL);
+    if (accuracy) cllm_judge_accuracy((cllm_judge *)ctx, it, n, j, NULL);
+    else cllm_judge_interactivity((cllm_judge *)ctx, convs, n, j, NULL);
+    CLLM_FREE(convs);
     CLLM_FREE(it);
-    return cllm__judged(j, n, scores, "accuracy", err);
+    return cllm__judged(j, n, scores, metric, err);
+}
+
+CLLMDEF cllm_result cllm_metric_interactivity(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
+    return cllm__metric_judge(ctx, s, n, scores, 0, err);
+}
+
+CLLMDEF cllm_result cllm_metric_accuracy(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
+    return cllm__metric_judge(ctx, s, n, scores, 1, err);
 }
 
 /* Lower-cases, trims and collapses whitespace runs to one space, into a new string. */
@@ -14572,13 +14572,9 @@ static cllm_result cllm__trainer_open_metrics(cllm_trainer *tr, cllm_err *err) {
     size_t cap = 0;
     long len = -1;
     cllm_result rc;
-    if (tr->metrics) return CLLM_OK;
-    if (!path && !tr->cfg.out_dir) return CLLM_OK;
-    if (!path) {
-        snprintf(def, sizeof def, "%s/metrics.jsonl", tr->cfg.out_dir);
-        path = def;
-    }
-    if (!*path) return CLLM_OK;
+    if (tr->metrics || (!path && !tr->cfg.out_dir) || (path && !*path)) return CLLM_OK;   /* open, or none asked */
+    snprintf(def, sizeof def, "%s/metrics.jsonl", tr->cfg.out_dir ? tr->cfg.out_dir : "");
+    if (!path) path = def;
     if ((f = fopen(path, "rb")) != NULL) {
         while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
             cJSON *o = cJSON_ParseWithLength(line, (size_t)len);
