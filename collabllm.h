@@ -13931,10 +13931,10 @@ CLLMDEF cllm_result cllm_lora_save(const cllm_lora *lo, const char *dir, const c
     return rc;
 }
 
-/* A number field of adapter_config.json, 0 when absent. */
-static double cllm__lora_cfg_num(const cJSON *o, const char *key) {
+/* A number field of a JSON object (adapter_config.json, trainer_state.json), def when absent or not a number. */
+static double cllm__json_num_or(const cJSON *o, const char *key, double def) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsNumber(it) ? it->valuedouble : 0;
+    return cJSON_IsNumber(it) ? it->valuedouble : def;
 }
 
 /* PEFT adapters: accepts the targets, r, lora_alpha and lora_dropout it finds in
@@ -13955,9 +13955,9 @@ CLLMDEF cllm_result cllm_lora_load(cllm_lora *lo, cllm_model *m, const char *dir
     root = cJSON_ParseWithLength(text, len);
     CLLM_FREE(text);
     if (!root) return cllm__fail(err, CLLM_ERR_FORMAT, "%s: not valid JSON", path);
-    r = cllm__lora_cfg_num(root, "r");
-    alpha = cllm__lora_cfg_num(root, "lora_alpha");
-    dropout = cllm__lora_cfg_num(root, "lora_dropout");
+    r = cllm__json_num_or(root, "r", 0);
+    alpha = cllm__json_num_or(root, "lora_alpha", 0);
+    dropout = cllm__json_num_or(root, "lora_dropout", 0);
     bias = cllm__json_str(root, "bias");
     tm = cJSON_GetObjectItemCaseSensitive(root, "target_modules");
     unsupported = cllm__json_bool(root, "use_rslora", 0) || cllm__json_bool(root, "use_dora", 0) ||
@@ -14460,12 +14460,6 @@ static cllm_result cllm__state_expect(const cJSON *o, const char *key, double wa
     return CLLM_OK;
 }
 
-/* A number field of the saved state, def when absent. */
-static double cllm__state_num(const cJSON *o, const char *key, double def) {
-    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsNumber(j) ? j->valuedouble : def;
-}
-
 static cllm_result cllm__trainer_load_state(cllm_trainer *tr, const char *ckpt, cllm_err *err) {
     const char *name = tr->task.name ? tr->task.name : "";
     const char *task, *data_seed;
@@ -14507,8 +14501,8 @@ static cllm_result cllm__trainer_load_state(cllm_trainer *tr, const char *ckpt, 
     if (rc == CLLM_OK && tr->lora) rc = cllm__state_expect(lora, "r", tr->lora->cfg.r, path, err);
     if (rc == CLLM_OK && tr->lora) rc = cllm__state_expect(lora, "alpha", tr->lora->cfg.alpha, path, err);
     if (rc == CLLM_OK && tr->lora) rc = cllm__state_expect(lora, "dropout", tr->lora->cfg.dropout, path, err);
-    step = cllm__state_num(o, "step", -1);
-    adam_t = cllm__state_num(o, "adam_t", -1);
+    step = cllm__json_num_or(o, "step", -1);
+    adam_t = cllm__json_num_or(o, "adam_t", -1);
     rng = cJSON_GetObjectItemCaseSensitive(o, "rng_state");
     if (rc == CLLM_OK && (!(step >= 0 && step <= (double)tr->total_steps) || !(adam_t >= 0 && adam_t < 2147483647.0) ||
                           !cJSON_IsArray(rng) || cJSON_GetArraySize(rng) != 4))
@@ -14518,9 +14512,9 @@ static cllm_result cllm__trainer_load_state(cllm_trainer *tr, const char *ckpt, 
         if (tr->lora) tr->lora->adam_t = (int)adam_t;
         else tr->model->adam_t = (int)adam_t;
         for (i = 0; i < 4; i++) tr->rng.s[i] = (uint32_t)cJSON_GetArrayItem(rng, i)->valuedouble;
-        tr->elapsed = cllm__state_num(o, "elapsed_s", 0);
-        tr->tokens = cllm__state_num(o, "tokens", 0);
-        tr->lr = cllm__state_num(o, "lr", 0);
+        tr->elapsed = cllm__json_num_or(o, "elapsed_s", 0);
+        tr->tokens = cllm__json_num_or(o, "tokens", 0);
+        tr->lr = cllm__json_num_or(o, "lr", 0);
     }
     cJSON_Delete(o);
     return rc;
