@@ -11746,12 +11746,9 @@ static void cllm__xfer_finish(cllm_client *c, cllm__xfer *x, CURLcode cc) {
     }
     x->state = CLLM__DONE;
     x->res->seconds = cllm__now() - x->t_first;
-    if (why[0]) {
-        if (x->res->attempts > 1 || gave_up[0])
-            cllm__fail(&x->res->err, code, "%s: %s (gave up after %d attempts%s)", c->url, why, x->res->attempts,
-                       gave_up);
-        else cllm__fail(&x->res->err, code, "%s: %s", c->url, why);
-    }
+    if (why[0] && (x->res->attempts > 1 || gave_up[0]))
+        cllm__fail(&x->res->err, code, "%s: %s (gave up after %d attempts%s)", c->url, why, x->res->attempts, gave_up);
+    else if (why[0]) cllm__fail(&x->res->err, code, "%s: %s", c->url, why);
     x->res->code = code;
     if (code != CLLM_OK) c->usage.failures++;
 }
@@ -11998,9 +11995,8 @@ static void cllm__api_complete(void *ctx, const cllm_conv *convs, int n, int jso
             continue;
         }
         out[i].code = res[i].code;
-        if (res[i].code != CLLM_OK) {
-            out[i].err = res[i].err;
-        } else {
+        if (res[i].code != CLLM_OK) out[i].err = res[i].err;
+        else {
             out[i].text = res[i].content;
             res[i].content = NULL;
             snprintf(out[i].meta.finish_reason, sizeof out[i].meta.finish_reason, "%s", res[i].finish_reason);
@@ -12587,8 +12583,7 @@ static void cllm__extract_final(cllm_judge *judge, const char *kind, const cllm_
         it[i].requirement = cllm__json_str(meta, "extraction_requirement");
     }
     cllm_judge_extract(judge, it, n, j, NULL);
-    for (i = 0; i < n; i++) {
-        texts[i] = NULL;
+    for (i = 0; i < n; i++) {                     /* texts[] comes zeroed: NULL where none is taken */
         if (j[i].code == CLLM_OK && j[i].text) {
             texts[i] = j[i].text;
             j[i].text = NULL;
@@ -14335,13 +14330,10 @@ CLLMDEF cllm_result cllm_trainer_init(cllm_trainer *tr, cllm_model *m, cllm_lora
 CLLMDEF cllm_result cllm_trainer_zero_grad(cllm_trainer *tr, cllm_err *err) {
     cllm_lora *lo = tr->lora;
     if (!lo) return cllm_zero_grad(tr->model, err);
-    if (!lo->grads) {
-        lo->grads = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float));
-        if (!lo->grads) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the LoRA gradients");
-        cllm__lora_point(lo, lo->grads, lo->dA, lo->dB);
-    } else {
-        memset(lo->grads, 0, lo->num_params * sizeof(cllm_float));
-    }
+    if (lo->grads) memset(lo->grads, 0, lo->num_params * sizeof(cllm_float));
+    else if (!(lo->grads = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float))))
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the LoRA gradients");
+    cllm__lora_point(lo, lo->grads, lo->dA, lo->dB);
     cllm__ok(err);
     return CLLM_OK;
 }
