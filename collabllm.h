@@ -13636,18 +13636,14 @@ static cllm_result cllm__write_ref_pairs(const cllm_dpo_data *d, const char *in_
     cllm_result rc = CLLM_OK;
     if (!f) return CLLM_ERR_IO;
     while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
-        cJSON *row;
+        cJSON *row = NULL;
         char *text;
         lineno++;
         if (len == 0) continue;
-        if (k >= d->n || d->pairs[k].line != lineno) {
+        if (k >= d->n || d->pairs[k].line != lineno)
             rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s changed since it was loaded (line %d)", in_path, lineno);
-            break;
-        }
-        if (!(row = cllm__jsonl_parse(line, (size_t)len, in_path, lineno, err))) {
-            rc = CLLM_ERR_FORMAT;
-            break;
-        }
+        else if (!(row = cllm__jsonl_parse(line, (size_t)len, in_path, lineno, err))) rc = CLLM_ERR_FORMAT;
+        if (rc != CLLM_OK) break;
         cJSON_DeleteItemFromObjectCaseSensitive(row, "ref_chosen_logps");
         cJSON_DeleteItemFromObjectCaseSensitive(row, "ref_rejected_logps");
         cJSON_AddNumberToObject(row, "ref_chosen_logps", d->pairs[k].ref_chosen);
