@@ -11120,14 +11120,12 @@ CLLMDEF cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err) {
             }
         }
     }
-    if (nul) {
+    if (nul)
         cllm__fail(err, CLLM_ERR_FORMAT, "the model's JSON holds a NUL character (\\u0000), which collabllm.h text "
                    "cannot carry; refused rather than cut there");
-    } else {                                      /* the start of the reply: cut on a character boundary */
-        size_t n = strlen(text);
-        cllm__fail(err, CLLM_ERR_FORMAT, "no JSON object found in the model's reply (%zu chars, starting \"%.*s\")", n,
-                   (int)cllm__utf8_prefix(text, n, 60), text);
-    }
+    else                                          /* quotes the start of the reply, cut on a character boundary */
+        cllm__fail(err, CLLM_ERR_FORMAT, "no JSON object found in the model's reply (%zu chars, starting \"%.*s\")",
+                   strlen(text), (int)cllm__utf8_prefix(text, strlen(text), 60), text);
     return NULL;
 }
 
@@ -12768,10 +12766,7 @@ CLLMDEF cllm_result cllm_metric_pass_rate(void *ctx, const cllm_session *s, int 
         if (fd >= 0 && !f) close(fd);
         if (code && tests && !f) cllm__metric_why(&why, CLLM_ERR_IO, "cannot write a temporary file in /tmp");
         if (f) {
-            fputs(code, f);
-            fputs("\n\n", f);
-            fputs(tests, f);
-            fputs(cllm__unittest_runner, f);
+            fprintf(f, "%s\n\n%s%s", code, tests, cllm__unittest_runner);
             fclose(f);
             status = cllm__run_python(cfg, path, out, sizeof out);
             line = strstr(out, "CLLM_TESTS ");
