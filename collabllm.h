@@ -11432,9 +11432,9 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
             return cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response JSON is truncated (%zu bytes end inside an "
                               "unclosed object or string; starts \"%s\")", c->url, len, snippet);
         if (depth > CJSON_NESTING_LIMIT)
-            return cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response JSON nests %d levels deep, more than the parser "
-                              "accepts (CJSON_NESTING_LIMIT %d); starts \"%s\"", c->url, depth, CJSON_NESTING_LIMIT,
-                              snippet);
+            return cllm__fail(&r->err, CLLM_ERR_FORMAT,
+                              "%s: response JSON nests %d levels deep, more than the parser accepts "
+                              "(CJSON_NESTING_LIMIT %d); starts \"%s\"", c->url, depth, CJSON_NESTING_LIMIT, snippet);
         return cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response is not valid JSON (%zu bytes, starts \"%s\")", c->url,
                           len, snippet);
     }
@@ -11482,9 +11482,9 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
         r->replaced = (int)(replaced + lone < INT_MAX ? replaced + lone : INT_MAX);
     }
     if (rc == CLLM_OK && c->cfg.reject_incomplete && strcmp(r->finish_reason, "length") == 0)
-        rc = cllm__fail(&r->err, CLLM_ERR_LIMIT, "%s: the reply was cut off at its token limit (finish_reason "
-                        "\"length\"; raise max_tokens) and reject_incomplete (--reject-incomplete) makes that a "
-                        "failure", c->url);
+        rc = cllm__fail(&r->err, CLLM_ERR_LIMIT,
+                        "%s: the reply was cut off at its token limit (finish_reason \"length\"; raise "
+                        "max_tokens) and reject_incomplete (--reject-incomplete) makes that a failure", c->url);
     if (rc == CLLM_OK && c->cfg.reject_incomplete && strcmp(r->finish_reason, "content_filter") == 0)
         rc = cllm__fail(&r->err, CLLM_ERR_HTTP,
                         "%s: the endpoint's content filter cut or blocked the reply (finish_reason "
