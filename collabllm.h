@@ -10791,8 +10791,9 @@ CLLMDEF cllm_result cllm_conv_from_json(cllm_conv *c, const cJSON *messages, cll
         const char *role = cllm__json_str(m, "role");
         const char *content = cllm__json_str(m, "content");
         const cJSON *fr = cJSON_GetObjectItemCaseSensitive(m, "finish_reason");
-        cllm_msg_meta meta = { 0 };
+        cllm_msg_meta meta;
         int finish_fits = cJSON_IsString(fr) && strlen(fr->valuestring) < sizeof meta.finish_reason;
+        memset(&meta, 0, sizeof meta);
         if (!cllm__valid_role(role))
             rc = cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"role\" must be \"system\", \"user\" or "
                             "\"assistant\"", i);
@@ -11193,13 +11194,14 @@ static struct curl_slist *cllm__header_add(struct curl_slist *h, const char *lin
 }
 
 CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *cfg, cllm_err *err) {
-    cllm_client_config d = { 0 };
+    cllm_client_config d;
     const char *key, *env_base = getenv("OPENAI_BASE_URL");
     struct curl_slist *h;
     cllm__sb url = { NULL, 0, 0, 0 };
     size_t blen;
     int registered;
     memset(c, 0, sizeof *c);
+    memset(&d, 0, sizeof d);
     if (cfg) d = *cfg;
     if (!d.base_url || !*d.base_url) d.base_url = env_base && *env_base ? env_base : "https://api.openai.com/v1";
     if (!d.api_key_env || !*d.api_key_env) d.api_key_env = "OPENAI_API_KEY";
@@ -12130,12 +12132,13 @@ static cllm_result cllm__local_text(const cllm_tokenizer *tok, const cllm_local_
 static cllm_result cllm__local_chat_one(cllm_local_lm *lm, const cllm_message *msgs, int n_msgs, int n_samples,
                                         const cllm_local_gen_config *cfg, cllm_local_output *out, cllm_err *err) {
     cllm_render_opts ro = cfg->render;
-    cllm_gen_config g = { 0 };
+    cllm_gen_config g;
     cllm__local_stop_ctx sc;
     cllm_completion *comp;
     int *prompt = NULL, n_prompt = 0, s;
     uint64_t call;
     cllm_result rc;
+    memset(&g, 0, sizeof g);
     memset(out, 0, (size_t)n_samples * sizeof *out);
     if (cfg->n_stop < 0 || (cfg->n_stop > 0 && !cfg->stop))
         return cllm__fail(err, CLLM_ERR_ARG, "local generation: n_stop must be >= 0, with that many stop strings");
@@ -12185,7 +12188,8 @@ static cllm_result cllm__local_chat_one(cllm_local_lm *lm, const cllm_message *m
 /* Zero fields take the role's defaults. */
 static cllm_local_gen_config cllm__local_gen_def(const cllm_local_gen_config *cfg, float temperature,
                                                  int max_new_tokens) {
-    cllm_local_gen_config c = { 0 };
+    cllm_local_gen_config c;
+    memset(&c, 0, sizeof c);
     if (cfg) c = *cfg;
     c.sampler.temperature = cllm__def(c.sampler.temperature, temperature);
     c.max_new_tokens = cllm__def(c.max_new_tokens, max_new_tokens);
@@ -12310,7 +12314,8 @@ static cllm_result cllm__llm_sim_batch(void *ctx, const cllm_goal *goals, const 
 static cllm_result cllm__local_sim_batch(void *ctx, const cllm_goal *goals, const cllm_conv *histories, int n,
                                          cllm_reply *out) {
     cllm_local_user_sim *s = (cllm_local_user_sim *)ctx;
-    cllm_llm_sim_config settings = { 0 };
+    cllm_llm_sim_config settings;
+    memset(&settings, 0, sizeof settings);
     settings.termination = s->cfg.termination;
     settings.prompt = s->cfg.prompt;
     settings.max_parse_retries = s->cfg.max_parse_retries;
@@ -13299,7 +13304,7 @@ CLLMDEF cllm_result cllm_sft_seq(const cllm_tokenizer *tok, const cllm_message *
 CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_message *prompt, int n_prompt,
                                         const cllm_message *completion, int n_completion, cllm_train_seq *seq,
                                         cllm_err *err) {
-    cllm_render_opts gen = { 0 };
+    cllm_render_opts gen;
     cllm_message *all = NULL;
     char *ptext = NULL, *text = NULL;
     int *ids = NULL, *ids2 = NULL, *offs = NULL;
@@ -13307,6 +13312,7 @@ CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_me
     unsigned char *mask = NULL;
     size_t P;
     cllm_result rc;
+    memset(&gen, 0, sizeof gen);
     memset(seq, 0, sizeof *seq);
     if (n_prompt < 1 || n_completion < 1 || !prompt || !completion)
         return cllm__fail(err, CLLM_ERR_ARG, "a pair needs at least one prompt message and one completion message");
@@ -13445,9 +13451,11 @@ static cllm_result cllm__dpo_pair_parse(cllm_dpo_pair *p, const cllm_tokenizer *
     const cJSON *ref_c = cJSON_GetObjectItemCaseSensitive(row, "ref_chosen_logps");
     const cJSON *ref_r = cJSON_GetObjectItemCaseSensitive(row, "ref_rejected_logps");
     const char *what = "\"prompt\": ";
-    cllm_conv prompt, chosen = { 0 }, rejected = { 0 };
+    cllm_conv prompt, chosen, rejected;
     cllm_result rc;
     int longer, keep;
+    memset(&chosen, 0, sizeof chosen);
+    memset(&rejected, 0, sizeof rejected);
     memset(p, 0, sizeof *p);
     rc = cllm_conv_from_json(&prompt, cJSON_GetObjectItemCaseSensitive(row, "prompt"), err);
     if (rc == CLLM_OK) {
@@ -13930,11 +13938,12 @@ CLLMDEF cllm_result cllm_lora_load(cllm_lora *lo, cllm_model *m, const char *dir
     size_t len;
     cJSON *root;
     const cJSON *tm, *it;
-    cllm_lora_config cfg = { 0 };
+    cllm_lora_config cfg;
     cllm_result rc;
     const char *bias;
     double r, alpha, dropout;
     int unsupported;
+    memset(&cfg, 0, sizeof cfg);
     memset(lo, 0, sizeof *lo);
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
     if ((rc = cllm_read_file(path, &text, &len, err)) != CLLM_OK) return rc;
@@ -14809,8 +14818,9 @@ static cllm_result cllm__trainer_step(cllm_trainer *tr, cllm_err *err) {
     long j;
     double norm = 0;
     double t0 = cllm__now();
-    cllm_train_stats st = { 0 };
+    cllm_train_stats st;
     cllm_result rc;
+    memset(&st, 0, sizeof st);
     if ((rc = cllm__trainer_order(tr, epoch, err)) != CLLM_OK) return rc;
     if (tr->task.step) {                          /* the task makes its own updates */
         long b0 = j0 * c->batch_size;
@@ -14938,7 +14948,8 @@ static cllm_result cllm__train_task(cllm_model *m, cllm_lora *lora, const char *
                                     cllm_result (*micro)(void *, cllm_trainer *, const int *, int, double,
                                                          cllm_train_stats *, cllm_err *),
                                     void *ctx, const cllm_train_config *cfg, cllm_err *err) {
-    cllm_train_task task = { 0 };
+    cllm_train_task task;
+    memset(&task, 0, sizeof task);
     task.name = name;
     task.n_examples = n_examples;
     task.default_lr = default_lr;
@@ -14959,7 +14970,8 @@ CLLMDEF cllm_result cllm_train_sft(cllm_model *m, cllm_lora *lora, const cllm_sf
 /* Offline DPO (paper section 3.3): units are pairs; the paper's learning rate 5e-6 (Table 6). */
 CLLMDEF cllm_result cllm_train_dpo(cllm_model *m, cllm_lora *lora, cllm_model *ref, const cllm_dpo_data *d,
                                    const cllm_dpo_config *dpo, const cllm_train_config *cfg, cllm_err *err) {
-    cllm__dpo_ctx ctx = { 0 };
+    cllm__dpo_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
     ctx.d = d;
     ctx.ref = ref;
     if (dpo) ctx.cfg = *dpo;
@@ -14986,7 +14998,8 @@ CLLMDEF void cllm_online_prompts_free(cllm_online_prompts *p) {
 /* Appends a prompt, taking over history and task (both zeroed here, also on failure). */
 static cllm_result cllm__prompt_add(cllm_online_prompts *p, cllm_conv *history, cllm_task *task, long conv_id,
                                     const cllm_prompts_config *cfg, cllm_err *err) {
-    cllm_online_prompt it = { 0 };
+    cllm_online_prompt it;
+    memset(&it, 0, sizeof it);
     it.history = *history;
     it.task = *task;
     memset(history, 0, sizeof *history);
@@ -15049,9 +15062,10 @@ CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char 
     if (!f) return CLLM_ERR_IO;
     while (rc == CLLM_OK && (len = cllm__read_line(f, &line, &cap)) >= 0) {
         cllm_task task;
-        cllm_conv history = { 0 };
+        cllm_conv history;
         const cJSON *cid, *tid, *messages;
         int ids_ok, dup = 1;
+        memset(&history, 0, sizeof history);
         lineno++;
         if (len == 0) continue;
         rc = cllm__task_parse(&task, line, (size_t)len, path, lineno, err);
@@ -15136,9 +15150,10 @@ static cllm_result cllm__task_copy(cllm_task *dst, const cllm_task *src, cllm_er
 /* The prompts a cache file holds, checked against the tasks they were made from. */
 static cllm_result cllm__prompts_from_cache(cllm_online_prompts *p, const cllm_task *tasks, int n_tasks,
                                             const cllm_prompts_config *cfg, const char *cache_path, cllm_err *err) {
-    cllm_online_prompts c = { 0 };
+    cllm_online_prompts c;
     cllm_result rc;
     int i;
+    memset(&c, 0, sizeof c);
     if ((rc = cllm_online_prompts_read(&c, cache_path, cfg, err)) != CLLM_OK) return rc;
     if (c.n != n_tasks)
         rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s holds %d prompts for %d tasks: it was made from other tasks (delete "
@@ -15160,12 +15175,13 @@ static cllm_result cllm__prompts_from_cache(cllm_online_prompts *p, const cllm_t
 CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const cllm_task *tasks, int n_tasks,
                                                    const cllm_user_sim *user, const cllm_prompts_config *cfg,
                                                    const char *cache_path, cllm_err *err) {
-    cllm_online_prompts made = { 0 };
+    cllm_online_prompts made;
     cllm_goal *goals;
     cllm_conv *empty;
     cllm_reply *replies;
     cllm_result rc = CLLM_OK;
     int i;
+    memset(&made, 0, sizeof made);
     if (n_tasks < 1 || !tasks) return cllm__fail(err, CLLM_ERR_ARG, "prompts from tasks: no tasks");
     if (cache_path && cllm__file_exists(cache_path))
         return cllm__prompts_from_cache(p, tasks, n_tasks, cfg, cache_path, err);
@@ -15181,8 +15197,10 @@ CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const
     }
     if (rc == CLLM_OK) cllm_user_sim_turns(user, goals, empty, n_tasks, replies, NULL);
     for (i = 0; rc == CLLM_OK && i < n_tasks; i++) {
-        cllm_conv h = { 0 };
-        cllm_task t = { 0 };
+        cllm_conv h;
+        cllm_task t;
+        memset(&h, 0, sizeof h);
+        memset(&t, 0, sizeof t);
         if (replies[i].code != CLLM_OK || !replies[i].text) {
             rc = cllm__fail(err, replies[i].code != CLLM_OK ? replies[i].code : CLLM_ERR_FORMAT,
                             "task %d: the user simulator gave no opening message (%s)", i + 1, replies[i].err.msg);
