@@ -10155,20 +10155,17 @@ CLLMDEF cllm_result cllm_generate(const cllm_model *m, const int *prompt, int n_
 /* II.6 The chat-completions client, conversations, lenient JSON, task files                    */
 /* -------------------------------------------------------------------------------------------- */
 
-/* The client speaks OpenAI's chat-completions protocol (see its declarations) through libcurl. Every
-   error message passes one scrubber (secrets, below) and all text an endpoint sends one gate
-   (cllm__received_text). */
+/* The client speaks OpenAI's chat-completions protocol (see its declarations) through libcurl. Every error message
+   passes one scrubber (secrets, below) and all text an endpoint sends one gate (cllm__received_text). */
 
 /* ---- secrets: the one redaction point ----------------------------------------------------------
-   Every live client registers its API key here (cllm_client_init; cllm_client_free takes it out).
-   Two kinds of text pass through cllm__scrub: every error message (cllm__fail does it, whatever
-   path formatted the message), and the text an endpoint sends (a reply's content, the fields read
-   from a model's JSON answer). A run of 8 or more bytes of a key, starting anywhere in the key
-   (the whole key when it is shorter), becomes "[redacted]": an endpoint may echo a key whole or
-   cut. Received text is scrubbed only of keys that look like secrets (16 bytes or more, with a
-   letter and a digit): a placeholder such as "sk-no-key-required" is made of words that text
-   may hold. The registry follows curl_global_init's rule: change it (init or free a client) only
-   while no other thread uses the library. */
+   Every live client registers its API key here (cllm_client_init; cllm_client_free takes it out). Two kinds of text
+   pass through cllm__scrub: every error message (cllm__fail does it, whatever path formatted the message), and the
+   text an endpoint sends (a reply's content, the fields read from a model's JSON answer). A run of 8 or more bytes of
+   a key, starting anywhere in the key (the whole key when it is shorter), becomes "[redacted]": an endpoint may echo
+   a key whole or cut. Received text is scrubbed only of keys that look like secrets (16 bytes or more, with a letter
+   and a digit): a placeholder such as "sk-no-key-required" is made of words that text may hold. The registry follows
+   curl_global_init's rule: change it (init or free a client) only while no other thread uses the library. */
 #define CLLM__KEY_FRAGMENT 8
 static const char **cllm__secrets;            /* the registered keys (borrowed from the clients) */
 static int cllm__n_secrets, cllm__cap_secrets;
@@ -10281,15 +10278,12 @@ static size_t cllm__scrub(cllm__sb *out, const char *s, size_t n, int in_text) {
     return count;
 }
 
-/* s[0..n) as one line of valid UTF-8 without any key, into out[0..cap): invalid sequences become
-   U+FFFD, key runs "[redacted]", control characters spaces; what does not fit is cut on a
-   character boundary and ends in "...". */
+/* s[0..n) as one line of valid UTF-8 without any key, into out[0..cap): invalid sequences become U+FFFD, key runs
+   "[redacted]", control characters spaces; what does not fit is cut on a character boundary and ends in "...". */
 static void cllm__clean_line(char *out, size_t cap, const char *s, size_t n) {
-    cllm__sb valid, clean;
+    cllm__sb valid = { NULL, 0, 0, 0 }, clean = { NULL, 0, 0, 0 };
     size_t i, keep;
     if (cap == 0) return;
-    memset(&valid, 0, sizeof valid);
-    memset(&clean, 0, sizeof clean);
     cllm__utf8_lossy((const unsigned char *)s, n, 1, &valid, NULL);
     cllm__scrub(&clean, valid.p ? valid.p : "", valid.n, 0);
     if (valid.oom || clean.oom) {
@@ -10317,8 +10311,8 @@ static void cllm__clean_line(char *out, size_t cap, const char *s, size_t n) {
 
 /* ---- small helpers --------------------------------------------------------------------------- */
 
-/* Seconds on a monotonic clock when the host program exposes one (POSIX CLOCK_MONOTONIC),
-   else gettimeofday; only differences are used (backoff waits, call durations). */
+/* Seconds on a monotonic clock when the host program exposes one (POSIX CLOCK_MONOTONIC), else gettimeofday; only
+   differences are used (backoff waits, call durations). */
 static double cllm__now(void) {
 #if defined(CLOCK_MONOTONIC) && !defined(_WIN32)
     struct timespec ts;
@@ -10333,8 +10327,8 @@ static double cllm__now(void) {
 #endif
 }
 
-/* The one string builder of the library: a growable NUL-terminated string, zero-initialised
-   ({ NULL, 0, 0, 0 }); `oom` is sticky, so callers check it once at the end. */
+/* The one string builder of the library: a growable NUL-terminated string, zero-initialised ({ NULL, 0, 0, 0 });
+   `oom` is sticky, so callers check it once at the end. */
 static void cllm__sb_putn(cllm__sb *b, const char *s, size_t len) {
     size_t cap = b->cap ? b->cap : 256;
     char *grown = b->p;
@@ -10373,14 +10367,20 @@ static void cllm__sb_free(cllm__sb *b) {
     memset(b, 0, sizeof *b);
 }
 
+/* A NUL-terminated copy of s[0..n), or NULL when out of memory. */
+static char *cllm__strndup(const char *s, size_t n) {
+    char *copy = (char *)CLLM_MALLOC(n + 1);
+    if (copy) memcpy(copy, s, n);
+    if (copy) copy[n] = 0;
+    return copy;
+}
+
 /* A copy of s without leading and trailing white space. */
 static char *cllm__strdup_trim(const char *s) {
     size_t start = 0, end = strlen(s);
-    cllm__sb b = { NULL, 0, 0, 0 };
     while (end > start && isspace((unsigned char)s[end - 1])) end--;
     while (start < end && isspace((unsigned char)s[start])) start++;
-    cllm__sb_putn(&b, s + start, end - start);
-    return cllm__sb_take(&b);
+    return cllm__strndup(s + start, end - start);
 }
 
 /* Fills {{name}} placeholders of a template; unknown names are left as they are. */
@@ -10406,9 +10406,9 @@ static char *cllm__fill(const char *tmpl, const char *const *names, const char *
     return cllm__sb_take(&b);
 }
 
-/* The return value of every batch call: CLLM_OK when all n items succeeded, else the first
-   failure's code and a message counting the failures. Items are structs with `code` and `err`
-   fields; code0/err0 point at item 0's and stride is the struct size. */
+/* The return value of every batch call: CLLM_OK when all n items succeeded, else the first failure's code and a
+   message counting the failures. Items are structs with `code` and `err` fields; code0/err0 point at item 0's and
+   stride is the struct size. */
 static cllm_result cllm__batch_result(const cllm_result *code0, const cllm_err *err0, size_t stride, int n,
                                       const char *what, cllm_err *err) {
     const char *codes = (const char *)code0;
@@ -10495,16 +10495,12 @@ static const cllm_msg_meta *cllm__conv_meta(const cllm_conv *c, int i) {
 
 CLLMDEF cllm_result cllm_conv_copy(cllm_conv *dst, const cllm_conv *src, cllm_err *err) {
     int i;
-    cllm_result rc;
+    cllm_result rc = CLLM_OK;
     memset(dst, 0, sizeof *dst);
-    for (i = 0; i < src->n; i++) {
+    for (i = 0; i < src->n && rc == CLLM_OK; i++)
         rc = cllm_conv_push_meta(dst, src->msgs[i].role, src->msgs[i].content, cllm__conv_meta(src, i), err);
-        if (rc != CLLM_OK) {
-            cllm_conv_free(dst);
-            return rc;
-        }
-    }
-    return CLLM_OK;
+    if (rc != CLLM_OK) cllm_conv_free(dst);
+    return rc;
 }
 
 /* The number of messages a length limit cut off or a content filter blocked. */
@@ -10572,17 +10568,15 @@ CLLMDEF cllm_result cllm_conv_from_json(cllm_conv *c, const cJSON *messages, cll
             rc = cllm__fail(err, CLLM_ERR_FORMAT, "messages[%d]: \"replaced\" must be a count (an integer >= 0)", i);
         if (rc == CLLM_OK && cJSON_IsString(fr)) strcpy(meta.finish_reason, fr->valuestring);
         if (rc == CLLM_OK) rc = cllm_conv_push_meta(c, role, content, &meta, err);
-        if (rc != CLLM_OK) {
-            cllm_conv_free(c);
-            return rc;
-        }
+        if (rc != CLLM_OK) break;
         i++;
     }
-    return CLLM_OK;
+    if (rc != CLLM_OK) cllm_conv_free(c);
+    return rc;
 }
 
-/* Renders a conversation for a prompt, one block per message, system messages left out:
-   "**User**: ..." (bold = 1, the simulator's view) or "User: ..." (the judges' view). */
+/* Renders a conversation for a prompt, one block per message, system messages left out: "**User**: ..." (bold = 1,
+   the simulator's view) or "User: ..." (the judges' view). */
 static void cllm__render_conv(cllm__sb *b, const cllm_conv *c, int bold) {
     int i, any = 0;
     for (i = 0; c && i < c->n; i++) {
@@ -10648,10 +10642,7 @@ static char *cllm__json_escapes(const char *s, size_t n, size_t *lone, size_t *n
         }
         if (v >= 0xD800 && v <= 0xDFFF) {
             (*lone)++;
-            if (!copy && (copy = (char *)CLLM_MALLOC(n + 1)) != NULL) {
-                memcpy(copy, s, n);
-                copy[n] = 0;
-            }
+            if (!copy) copy = cllm__strndup(s, n);
             if (copy) memcpy(copy + i, "\\ufffd", 6);
         }
         i += 5;
@@ -10661,12 +10652,10 @@ static char *cllm__json_escapes(const char *s, size_t n, size_t *lone, size_t *n
 
 /* A copy of the JSON text s[0..n) with every \u0000 escape inside a string written as \u0020. */
 static char *cllm__json_nul_to_space(const char *s, size_t n) {
-    char *copy = (char *)CLLM_MALLOC(n + 1);
+    char *copy = cllm__strndup(s, n);
     size_t i;
     int in_str = 0;
     if (!copy) return NULL;
-    memcpy(copy, s, n);
-    copy[n] = 0;
     for (i = 0; i < n; i++) {
         if (s[i] == '"') in_str = !in_str;
         if (!in_str || s[i] != '\\' || i + 1 >= n) continue;
@@ -10698,11 +10687,10 @@ static size_t cllm__conv_json_bytes(const cllm_conv *c) {
     return total;
 }
 
-/* Text received from an endpoint as we keep it: valid UTF-8 (each invalid sequence becomes
-   U+FFFD, counted in *replaced; cllm__utf8_lossy, the tokenizer's decoder too), without any API
-   key (cllm__scrub), and small enough that a JSONL line holding it stays readable: written as
-   JSON it must fit in CLLM__MAX_TEXT_JSON bytes. *text (owned, NUL-terminated) is replaced by
-   the kept text; on failure it is freed and set to NULL. */
+/* Text received from an endpoint as we keep it: valid UTF-8 (each invalid sequence becomes U+FFFD, counted in
+   *replaced; cllm__utf8_lossy, the tokenizer's decoder too), without any API key (cllm__scrub), and small enough that
+   a JSONL line holding it stays readable: written as JSON it must fit in CLLM__MAX_TEXT_JSON bytes. *text (owned,
+   NUL-terminated) is replaced by the kept text; on failure it is freed and set to NULL. */
 static cllm_result cllm__received_text(char **text, size_t *replaced, cllm_err *err) {
     size_t n = strlen(*text), run, escaped;
     cllm__sb out;
@@ -10869,10 +10857,9 @@ CLLMDEF cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err) {
     region[0][0] = text;
     region[0][1] = text + strlen(text);
     if (cllm__json_fence(text, &region[1][0], &region[1][1])) nreg = 2;
-    /* Strict first (so valid JSON, even with a ``` inside a string, is read as written), then
-       repaired; in each mode the whole text, then the fenced block; the object starts at the
-       first '{' (or a later one, when prose before it holds braces). cJSON stops at the end of
-       the object, so text after it does not matter. */
+    /* Strict first (so valid JSON, even with a ``` inside a string, is read as written), then repaired; in each mode
+       the whole text, then the fenced block; the object starts at the first '{' (or a later one, when prose before it
+       holds braces). cJSON stops at the end of the object, so text after it does not matter. */
     for (mode = 0; mode < 2; mode++) {
         for (r = 0; r < nreg; r++) {
             const char *b = region[r][0];
@@ -10896,26 +10883,19 @@ CLLMDEF cJSON *cllm_json_parse_lenient(const char *text, cllm_err *err) {
             }
         }
     }
-    if (nul) {
-        cllm__fail(err, CLLM_ERR_FORMAT,
-                   "the model's JSON holds a NUL character (\\u0000), which collabllm.h text cannot carry; "
-                   "refused rather than cut there");
-    } else {                                      /* the start of the reply: cut on a character boundary */
-        size_t n = strlen(text);
-        cllm__fail(err, CLLM_ERR_FORMAT, "no JSON object found in the model's reply (%zu chars, starting \"%.*s\")", n,
-                   (int)cllm__utf8_prefix(text, n, 60), text);
-    }
+    if (nul)
+        cllm__fail(err, CLLM_ERR_FORMAT, "the model's JSON holds a NUL character (\\u0000), which collabllm.h text "
+                   "cannot carry; refused rather than cut there");
+    else                                          /* quotes the start of the reply, cut on a character boundary */
+        cllm__fail(err, CLLM_ERR_FORMAT, "no JSON object found in the model's reply (%zu chars, starting \"%.*s\")",
+                   strlen(text), (int)cllm__utf8_prefix(text, strlen(text), 60), text);
     return NULL;
 }
 
 /* A JSON number, a numeric string ("0.8"), a boolean (1/0) or an object {"score": x} as a double. */
 static int cllm__json_number(const cJSON *v, double *out) {
-    if (cJSON_IsNumber(v)) {
-        *out = v->valuedouble;
-        return 1;
-    }
-    if (cJSON_IsBool(v)) {
-        *out = cJSON_IsTrue(v) ? 1.0 : 0.0;
+    if (cJSON_IsNumber(v) || cJSON_IsBool(v)) {
+        *out = cJSON_IsNumber(v) ? v->valuedouble : cJSON_IsTrue(v) ? 1.0 : 0.0;
         return 1;
     }
     if (cJSON_IsString(v)) {
@@ -10947,10 +10927,9 @@ static char *cllm__json_text(const cJSON *o, const char *key, cllm_err *err) {
 
 /* ---- the client: configuration, messages ----------------------------------------------------- */
 
-/* The endpoint's own explanation from an error body, for the message: error.message (OpenAI,
-   vLLM), error as a string (Ollama), detail (FastAPI), message, else the start of the raw body.
-   Scrubbed, one line, at most `cap` bytes. The scrub comes before the cut, so a key that the cut
-   would shorten below 8 bytes is already gone. */
+/* The endpoint's own explanation from an error body, for the message: error.message (OpenAI, vLLM), error as a string
+   (Ollama), detail (FastAPI), message, else the start of the raw body. Scrubbed, one line, at most `cap` bytes. The
+   scrub comes before the cut, so a key that the cut would shorten below 8 bytes is already gone. */
 static void cllm__endpoint_message(const char *body, size_t len, char *out, size_t cap) {
     cJSON *root = body && len ? cJSON_ParseWithLength(body, len) : NULL;
     const cJSON *e = root ? cJSON_GetObjectItemCaseSensitive(root, "error") : NULL;
@@ -10999,16 +10978,15 @@ CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *c
     d.max_inflight_bytes = cllm__def(d.max_inflight_bytes, 256LL << 20);
     if (d.connect_timeout_ms < 0 || d.timeout_ms < 0 || d.deadline_ms < 0 || d.backoff_ms < 0 || d.backoff_max_ms < 0 ||
         d.max_concurrency < 0 || d.max_response_bytes < 0 || d.max_inflight_bytes < 0)
-        return cllm__fail(err, CLLM_ERR_ARG,
-                          "client settings: timeouts, deadline, backoff, max_concurrency and the byte limits "
-                          "must not be negative");
+        return cllm__fail(err, CLLM_ERR_ARG, "client settings: timeouts, deadline, backoff, max_concurrency and the "
+                          "byte limits must not be negative");
     if (d.max_inflight_bytes < d.max_response_bytes)
         return cllm__fail(err, CLLM_ERR_ARG,
                           "client settings: max_inflight_bytes (%lld) must be at least max_response_bytes (%ld), "
                           "or no response could reach its own limit", d.max_inflight_bytes, d.max_response_bytes);
     if (strncmp(d.base_url, "http://", 7) != 0 && strncmp(d.base_url, "https://", 8) != 0)
-        return cllm__fail(err, CLLM_ERR_ARG, "the base URL must start with http:// or https:// "
-                          "(got \"%.*s\")", CLLM__CUT(d.base_url, 200));
+        return cllm__fail(err, CLLM_ERR_ARG, "the base URL must start with http:// or https:// (got \"%.*s\")",
+                          CLLM__CUT(d.base_url, 200));
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return cllm__fail(err, CLLM_ERR_HTTP, "libcurl failed to initialise");
 
@@ -11167,9 +11145,8 @@ static char *cllm__message_text(const cJSON *msg, char *why, size_t why_size) {
     }
     if (!content || cJSON_IsNull(content)) {
         if (cJSON_GetArraySize(tools) > 0)
-            snprintf(why, why_size,
-                     "choices[0].message has tool_calls and no text content (collabllm.h calls no tools; ask for a "
-                     "text answer)");
+            snprintf(why, why_size, "choices[0].message has tool_calls and no text content (collabllm.h calls no "
+                     "tools; ask for a text answer)");
         else if (refusal) snprintf(why, why_size, "the model refused (choices[0].message.refusal): %.*s",
                                    CLLM__CUT(refusal, 300));
         else snprintf(why, why_size, "choices[0].message.content is %s", content ? "null" : "missing");
@@ -11184,9 +11161,8 @@ static char *cllm__message_text(const cJSON *msg, char *why, size_t why_size) {
         if (cJSON_IsString(part)) text = part->valuestring;
         else if (!text || (type && strcmp(type, "text") != 0)) {
             cllm__sb_free(&b);
-            snprintf(why, why_size,
-                     "choices[0].message.content[%d] is a part of type \"%.*s\" with no text; collabllm.h keeps "
-                     "text only", k, CLLM__CUT(type ? type : "?", 40));
+            snprintf(why, why_size, "choices[0].message.content[%d] is a part of type \"%.*s\" with no text; "
+                     "collabllm.h keeps text only", k, CLLM__CUT(type ? type : "?", 40));
             return NULL;
         }
         cllm__sb_puts(&b, text);
@@ -11200,8 +11176,7 @@ static char *cllm__message_text(const cJSON *msg, char *why, size_t why_size) {
     return cllm__sb_take(&b);
 }
 
-/* Reads a 2xx body into r: choices[0].message's text (see cllm__received_text), finish_reason,
-   usage. */
+/* Reads a 2xx body into r: choices[0].message's text (see cllm__received_text), finish_reason, usage. */
 static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size_t len, cllm_chat_result *r) {
     size_t lone = 0, nul = 0, replaced = 0;
     char *fixed = body && len ? cllm__json_escapes(body, len, &lone, &nul) : NULL, *text = NULL;
@@ -11218,9 +11193,8 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
         if (len == 0) return cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: empty response body", c->url);
         cllm__endpoint_message(body, len, snippet, 80);
         if (cllm__json_cut_short(body, len, &depth))
-            return cllm__fail(&r->err, CLLM_ERR_FORMAT,
-                              "%s: response JSON is truncated (%zu bytes end inside an unclosed object or string; "
-                              "starts \"%s\")", c->url, len, snippet);
+            return cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response JSON is truncated (%zu bytes end inside an "
+                              "unclosed object or string; starts \"%s\")", c->url, len, snippet);
         if (depth > CJSON_NESTING_LIMIT)
             return cllm__fail(&r->err, CLLM_ERR_FORMAT,
                               "%s: response JSON nests %d levels deep, more than the parser accepts "
@@ -11239,8 +11213,8 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
         cllm__endpoint_message(json, len, snippet, sizeof snippet);
         rc = cllm__fail(&r->err, CLLM_ERR_HTTP, "%s: the endpoint returned an error: %s", c->url, snippet);
     } else if (!cJSON_IsObject(choice))
-        rc = cllm__fail(&r->err, CLLM_ERR_FORMAT,
-                        "%s: response has no \"choices\"[0] object (not an OpenAI chat completion?)", c->url);
+        rc = cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response has no \"choices\"[0] object (not an OpenAI chat "
+                        "completion?)", c->url);
     else if (!cJSON_IsObject(msg))
         rc = cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: response has no choices[0].message object", c->url);
     else if (!(text = cllm__message_text(msg, why, sizeof why))) {
@@ -11257,10 +11231,9 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
         if (!full) rc = cllm__fail(&r->err, CLLM_ERR_NOMEM, "%s: out of memory checking the reply for NUL characters",
                                    c->url);
         else if (strlen(full) != strlen(text))
-            rc = cllm__fail(&r->err, CLLM_ERR_FORMAT,
-                            "%s: the reply's content holds a NUL character (\\u0000) at byte %zu of %zu; "
-                            "collabllm.h keeps text as C strings and refuses the reply rather than cut it there",
-                            c->url, strlen(text), strlen(full));
+            rc = cllm__fail(&r->err, CLLM_ERR_FORMAT, "%s: the reply's content holds a NUL character (\\u0000) at "
+                            "byte %zu of %zu; collabllm.h keeps text as C strings and refuses the reply rather than "
+                            "cut it there", c->url, strlen(text), strlen(full));
         CLLM_FREE(full);
         CLLM_FREE(spaced);
         cJSON_Delete(again);
@@ -11306,13 +11279,10 @@ static cllm_result cllm__parse_completion(cllm_client *c, const char *body, size
      WAITING --(due and a slot is free)--> RUNNING --(done)--> DONE
                  ^                                   |
                  +----(retryable failure, wait)------+
-   The loop starts what may start, lets curl move bytes, collects finished transfers, then
-   sleeps until a socket is ready, a curl timer fires or the next retry is due.
-   Bounds: a response body may grow to max_response_bytes, and the bodies of all transfers in
-   flight together to max_inflight_bytes (a transfer that would pass it stops and is retried
-   later); a body is released as soon as its attempt is read. deadline_ms bounds a request from
-   its first attempt to its end, waits included: each attempt's timeout is cut to what is left,
-   and a retry that would start after it is not made. Redirects are not followed. */
+   The loop starts what may start, lets curl move bytes, collects finished transfers, then sleeps until a socket is
+   ready, a curl timer fires or the next retry is due. The limits of the declarations ("Limits and trust") hold here:
+   cllm__on_data bounds the bodies (a body is released as soon as its attempt is read), cllm__xfer_start cuts each
+   attempt's timeout to what deadline_ms leaves, and a retry that would start after the deadline is not made. */
 
 typedef enum cllm__xfer_state { CLLM__WAITING = 0, CLLM__RUNNING, CLLM__DONE } cllm__xfer_state;
 
@@ -11464,9 +11434,8 @@ static void cllm__xfer_why(cllm_client *c, cllm__xfer *x, CURLcode cc, char *why
     } else if (cc == CURLE_BAD_CONTENT_ENCODING) {
         snprintf(why, size, "the response's content encoding is broken (%s)", x->errbuf[0] ? x->errbuf : "undecodable");
     } else if (cc == CURLE_OPERATION_TIMEDOUT && x->deadline_cut) {
-        snprintf(why, size,
-                 "the request's deadline ran out (deadline_ms %ld covers every attempt and wait; %zu bytes of this "
-                 "attempt's response had arrived)", c->cfg.deadline_ms, x->resp.n);
+        snprintf(why, size, "the request's deadline ran out (deadline_ms %ld covers every attempt and wait; %zu "
+                 "bytes of this attempt's response had arrived)", c->cfg.deadline_ms, x->resp.n);
     } else {
         *retryable = cllm__curl_retryable(cc);
         if (cc == CURLE_PARTIAL_FILE)
@@ -11474,10 +11443,8 @@ static void cllm__xfer_why(cllm_client *c, cllm__xfer *x, CURLcode cc, char *why
                      x->resp.n);
         else if (cc == CURLE_OPERATION_TIMEDOUT)
             snprintf(why, size, "timed out (%s; limits: connect_timeout_ms %ld, timeout_ms %ld)",
-                     x->errbuf[0] ? x->errbuf : "no answer",
-                     c->cfg.connect_timeout_ms, c->cfg.timeout_ms);
-        else
-            snprintf(why, size, "%s (%s)", curl_easy_strerror(cc), x->errbuf);
+                     x->errbuf[0] ? x->errbuf : "no answer", c->cfg.connect_timeout_ms, c->cfg.timeout_ms);
+        else snprintf(why, size, "%s (%s)", curl_easy_strerror(cc), x->errbuf);
     }
 }
 
@@ -11541,12 +11508,9 @@ static void cllm__xfer_finish(cllm_client *c, cllm__xfer *x, CURLcode cc) {
     }
     x->state = CLLM__DONE;
     x->res->seconds = cllm__now() - x->t_first;
-    if (why[0]) {
-        if (x->res->attempts > 1 || gave_up[0])
-            cllm__fail(&x->res->err, code, "%s: %s (gave up after %d attempts%s)", c->url, why, x->res->attempts,
-                       gave_up);
-        else cllm__fail(&x->res->err, code, "%s: %s", c->url, why);
-    }
+    if (why[0] && (x->res->attempts > 1 || gave_up[0]))
+        cllm__fail(&x->res->err, code, "%s: %s (gave up after %d attempts%s)", c->url, why, x->res->attempts, gave_up);
+    else if (why[0]) cllm__fail(&x->res->err, code, "%s: %s", c->url, why);
     x->res->code = code;
     if (code != CLLM_OK) c->usage.failures++;
 }
@@ -11557,8 +11521,8 @@ CLLMDEF cllm_result cllm_client_chat_batch(cllm_client *c, const cllm_chat_reque
     long long held = 0;
     int i, running = 0, remaining = 0, limit;
     if (!c || !c->multi || n < 0 || (n > 0 && (!requests || !results)))
-        return cllm__fail(err, CLLM_ERR_ARG,
-                          "chat completions: needs an initialised client and n >= 0 requests and results");
+        return cllm__fail(err, CLLM_ERR_ARG, "chat completions: needs an initialised client and n >= 0 requests "
+                          "and results");
     if (n == 0) {
         cllm__ok(err);
         return CLLM_OK;
@@ -11642,14 +11606,17 @@ CLLMDEF cllm_result cllm_client_chat(cllm_client *c, const cllm_chat_request *re
 
 /* ---- task files ------------------------------------------------------------------------------ */
 
+static void cllm__task_free(cllm_task *t) {
+    CLLM_FREE(t->prompt);
+    CLLM_FREE(t->completion);
+    cJSON_Delete(t->json);
+    memset(t, 0, sizeof *t);
+}
+
 CLLMDEF void cllm_tasks_free(cllm_task *tasks, int n) {
     int i;
     if (!tasks) return;
-    for (i = 0; i < n; i++) {
-        CLLM_FREE(tasks[i].prompt);
-        CLLM_FREE(tasks[i].completion);
-        cJSON_Delete(tasks[i].json);
-    }
+    for (i = 0; i < n; i++) cllm__task_free(&tasks[i]);
     CLLM_FREE(tasks);
 }
 
@@ -11722,11 +11689,10 @@ CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, i
 /* II.7 Chat backends: API and local models as assistants and simulators                        */
 /* -------------------------------------------------------------------------------------------- */
 
-/* One interface, cllm_chat_backend, completes n conversations with the backend's own sampling
-   settings; an API model (over the client) and a local model (over cllm_local_chat) implement it.
-   The user simulator and the judges (section I.4) and the assistant below are written once on top
-   of it; the public roles (cllm_llm_sim, cllm_local_user_sim, cllm_api_assistant,
-   cllm_local_assistant, cllm_judge) only choose a backend and their defaults. */
+/* One interface, cllm_chat_backend, completes n conversations with the backend's own sampling settings; an API model
+   (over the client) and a local model (over cllm_local_chat) implement it. The user simulator and the judges (section
+   I.4) and the assistant below are written once on top of it; the public roles (cllm_llm_sim, cllm_local_user_sim,
+   cllm_api_assistant, cllm_local_assistant, cllm_judge) only choose a backend and their defaults. */
 
 /* ---- asking many prompts at once, re-asking unusable answers --------------------------------- */
 
@@ -11791,9 +11757,8 @@ static void cllm__api_complete(void *ctx, const cllm_conv *convs, int n, int jso
             continue;
         }
         out[i].code = res[i].code;
-        if (res[i].code != CLLM_OK) {
-            out[i].err = res[i].err;
-        } else {
+        if (res[i].code != CLLM_OK) out[i].err = res[i].err;
+        else {
             out[i].text = res[i].content;
             res[i].content = NULL;
             snprintf(out[i].meta.finish_reason, sizeof out[i].meta.finish_reason, "%s", res[i].finish_reason);
@@ -11842,13 +11807,11 @@ CLLMDEF cllm_result cllm_local_lm_load(cllm_local_lm *lm, const char *dir, cllm_
     if (!lm || !dir) return cllm__fail(err, CLLM_ERR_ARG, "local model: needs an lm and a model directory");
     memset(lm, 0, sizeof *lm);
     if ((rc = cllm_model_load(&lm->model, dir, err)) != CLLM_OK) return rc;
-    if ((rc = cllm_tokenizer_load(&lm->tok, dir, err)) != CLLM_OK) {
-        cllm_local_lm_free(lm);
-        return rc;
-    }
-    if (lm->tok.n_ids > lm->model.config.vocab_size) {
+    rc = cllm_tokenizer_load(&lm->tok, dir, err);
+    if (rc == CLLM_OK && lm->tok.n_ids > lm->model.config.vocab_size)
         rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: tokenizer.json has ids up to %d but config.json's vocab_size is %d: "
                         "they are not from the same model", dir, lm->tok.n_ids - 1, lm->model.config.vocab_size);
+    if (rc != CLLM_OK) {
         cllm_local_lm_free(lm);
         return rc;
     }
@@ -11937,6 +11900,7 @@ static cllm_result cllm__local_chat_one(cllm_local_lm *lm, const cllm_message *m
     int *prompt = NULL, n_prompt = 0, s;
     uint64_t call;
     cllm_result rc;
+    memset(&g, 0, sizeof g);
     memset(out, 0, (size_t)n_samples * sizeof *out);
     if (cfg->n_stop < 0 || (cfg->n_stop > 0 && !cfg->stop))
         return cllm__fail(err, CLLM_ERR_ARG, "local generation: n_stop must be >= 0, with that many stop strings");
@@ -11946,7 +11910,6 @@ static cllm_result cllm__local_chat_one(cllm_local_lm *lm, const cllm_message *m
     ro.add_generation_prompt = 1;
     if ((rc = cllm_chat_render(&lm->tok, msgs, n_msgs, &ro, NULL, &prompt, NULL, &n_prompt, err)) != CLLM_OK) return rc;
     call = lm->calls++;
-    memset(&g, 0, sizeof g);
     g.sampler = cfg->sampler;
     g.sampler.seed = cllm__local_seed(cfg->sampler.seed, call);
     g.max_new_tokens = cfg->max_new_tokens;
@@ -11954,10 +11917,8 @@ static cllm_result cllm__local_chat_one(cllm_local_lm *lm, const cllm_message *m
     g.n_eos = lm->n_stop_ids;
     sc.tok = &lm->tok;
     sc.cfg = cfg;
-    if (cfg->n_stop > 0 || cfg->on_token) {
-        g.stop = cllm__local_stop;
-        g.stop_ctx = &sc;
-    }
+    g.stop = cfg->n_stop > 0 || cfg->on_token ? cllm__local_stop : NULL;
+    g.stop_ctx = &sc;
     comp = (cllm_completion *)cllm__calloc((size_t)n_samples, sizeof *comp);
     if (!comp) {
         CLLM_FREE(prompt);
@@ -12066,8 +12027,7 @@ static int cllm__retries_def(int r) {
     return r < 0 ? 0 : cllm__def(r, 3);
 }
 
-/* The assistant on a backend: the system prompt goes first in what the model sees, never into the
-   conversation. */
+/* The assistant on a backend: the system prompt goes first in what the model sees, never into the conversation. */
 static void cllm__assistant_ask(const cllm_chat_backend *backend, const char *system_prompt,
                                 const cllm_conv *histories, int n, cllm_reply *out) {
     cllm_conv *views;
@@ -12228,9 +12188,8 @@ CLLMDEF cllm_result cllm_metric_token_amount(void *ctx, const cllm_session *s, i
     return CLLM_OK;
 }
 
-/* The end of a metric's batch, by its contract (cllm_metric_fn): an error when it scored none of
-   n sessions, else CLLM_OK, with why (the first reason a session went unscored) kept in err->msg
-   when some did. */
+/* The end of a metric's batch, by its contract (cllm_metric_fn): an error when it scored none of n sessions, else
+   CLLM_OK, with why (the first reason a session went unscored) kept in err->msg when some did. */
 static cllm_result cllm__metric_done(const double *scores, int n, const char *metric, const cllm_err *why,
                                      cllm_err *err) {
     int i, unscored = 0;
@@ -12266,40 +12225,40 @@ static cllm_result cllm__judged(cllm_judgement *j, int n, double *scores, const 
     return cllm__metric_done(scores, n, metric, &why, err);
 }
 
-CLLMDEF cllm_result cllm_metric_interactivity(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
+/* The two judge metrics: interactivity judges the conversations, accuracy each against its task's reference. */
+static cllm_result cllm__metric_judge(void *ctx, const cllm_session *s, int n, double *scores, int accuracy,
+                                      cllm_err *err) {
+    const char *metric = accuracy ? "accuracy" : "interactivity";
     cllm_judgement *j = (cllm_judgement *)cllm__calloc((size_t)n + 1, sizeof *j);
     cllm_conv *convs = (cllm_conv *)cllm__calloc((size_t)n + 1, sizeof *convs);
-    int i;
-    if (!ctx || !j || !convs) {
-        CLLM_FREE(j);
-        CLLM_FREE(convs);
-        if (!ctx) return cllm__fail(err, CLLM_ERR_ARG, "interactivity metric: needs an LLM judge");
-        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    }
-    for (i = 0; i < n; i++) convs[i] = *s[i].conv;
-    cllm_judge_interactivity((cllm_judge *)ctx, convs, n, j, NULL);
-    CLLM_FREE(convs);
-    return cllm__judged(j, n, scores, "interactivity", err);
-}
-
-CLLMDEF cllm_result cllm_metric_accuracy(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
-    cllm_judgement *j = (cllm_judgement *)cllm__calloc((size_t)n + 1, sizeof *j);
     cllm_accuracy_item *it = (cllm_accuracy_item *)cllm__calloc((size_t)n + 1, sizeof *it);
     int i;
-    if (!ctx || !j || !it) {
+    if (!ctx || !j || !convs || !it) {
         CLLM_FREE(j);
+        CLLM_FREE(convs);
         CLLM_FREE(it);
-        if (!ctx) return cllm__fail(err, CLLM_ERR_ARG, "accuracy metric: needs an LLM judge");
+        if (!ctx) return cllm__fail(err, CLLM_ERR_ARG, "%s metric: needs an LLM judge", metric);
         return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     }
     for (i = 0; i < n; i++) {
+        convs[i] = *s[i].conv;
         it[i].question = s[i].task ? s[i].task->prompt : s[i].goal->prompt;
         it[i].ground_truth = s[i].task ? s[i].task->completion : s[i].goal->reference;
         it[i].conv = s[i].conv;
     }
-    cllm_judge_accuracy((cllm_judge *)ctx, it, n, j, NULL);
+    if (accuracy) cllm_judge_accuracy((cllm_judge *)ctx, it, n, j, NULL);
+    else cllm_judge_interactivity((cllm_judge *)ctx, convs, n, j, NULL);
+    CLLM_FREE(convs);
     CLLM_FREE(it);
-    return cllm__judged(j, n, scores, "accuracy", err);
+    return cllm__judged(j, n, scores, metric, err);
+}
+
+CLLMDEF cllm_result cllm_metric_interactivity(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
+    return cllm__metric_judge(ctx, s, n, scores, 0, err);
+}
+
+CLLMDEF cllm_result cllm_metric_accuracy(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
+    return cllm__metric_judge(ctx, s, n, scores, 1, err);
 }
 
 /* Lower-cases, trims and collapses whitespace runs to one space, into a new string. */
@@ -12389,8 +12348,7 @@ static void cllm__extract_final(cllm_judge *judge, const char *kind, const cllm_
         it[i].requirement = cllm__json_str(meta, "extraction_requirement");
     }
     cllm_judge_extract(judge, it, n, j, NULL);
-    for (i = 0; i < n; i++) {
-        texts[i] = NULL;
+    for (i = 0; i < n; i++) {                     /* texts[] comes zeroed: NULL where none is taken */
         if (j[i].code == CLLM_OK && j[i].text) {
             texts[i] = j[i].text;
             j[i].text = NULL;
@@ -12431,8 +12389,6 @@ CLLMDEF cllm_result cllm_metric_bleu(void *ctx, const cllm_session *s, int n, do
 /* The code to test: the last ```python (or ```) block of the text, else the whole text. */
 static char *cllm__code_block(const char *text) {
     const char *p = text, *best = NULL, *best_end = NULL;
-    size_t n;
-    char *code;
     while ((p = strstr(p, "```")) != NULL) {
         const char *body = strchr(p + 3, '\n'), *end;
         if (!body) break;
@@ -12442,13 +12398,7 @@ static char *cllm__code_block(const char *text) {
         best_end = end;
         p = end + 3;
     }
-    if (!best) return cllm__strdup(text);
-    n = (size_t)(best_end - best);
-    code = (char *)CLLM_MALLOC(n + 1);
-    if (!code) return NULL;
-    memcpy(code, best, n);
-    code[n] = 0;
-    return code;
+    return best ? cllm__strndup(best, (size_t)(best_end - best)) : cllm__strdup(text);
 }
 
 /* The task's tests: single_turn_metadata.test, or the "test" field of a JSON completion
@@ -12468,9 +12418,8 @@ static char *cllm__task_tests(const cllm_task *t) {
 }
 
 #if !defined(_WIN32)
-/* Runs `python file` with limits; stdout (up to 64 KB) into out. Returns the exit status, or -1
-   if it could not start, -2 on timeout. The child gets its own process group so that a timeout
-   kills anything it spawned. */
+/* Runs `python file` with limits; stdout (up to 64 KB) into out. Returns the exit status, or -1 if it could not
+   start, -2 on timeout. The child gets its own process group so that a timeout kills anything it spawned. */
 static int cllm__run_python(const cllm_code_config *cfg, const char *file, char *out, size_t outsize) {
     int fds[2] = { -1, -1 }, errfds[2] = { -1, -1 }, status = 0, timed_out = 0, exec_errno = 0;
     size_t got = 0;
@@ -12492,7 +12441,7 @@ static int cllm__run_python(const cllm_code_config *cfg, const char *file, char 
     if (pid == 0) {                               /* child: limits, stdout to the pipe, no shell */
         struct rlimit cpu, as;
         int devnull = open("/dev/null", O_WRONLY);
-        char *argv[3];
+        char *argv[3] = { (char *)python, (char *)file, NULL };
         close(errfds[0]);
         setpgid(0, 0);
         cpu.rlim_cur = cpu.rlim_max = (rlim_t)(timeout + 1);
@@ -12506,9 +12455,6 @@ static int cllm__run_python(const cllm_code_config *cfg, const char *file, char 
         }
         close(fds[0]);
         close(fds[1]);
-        argv[0] = (char *)python;
-        argv[1] = (char *)file;
-        argv[2] = NULL;
         execvp(python, argv);
         exec_errno = errno;
         if (write(errfds[1], &exec_errno, sizeof exec_errno) < 0) {}
@@ -12563,10 +12509,7 @@ static const char cllm__unittest_runner[] =
 
 CLLMDEF cllm_result cllm_metric_pass_rate(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
 #if defined(_WIN32)
-    (void)ctx;
-    (void)s;
-    (void)n;
-    (void)scores;
+    (void)ctx, (void)s, (void)n, (void)scores;
     return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "pass_rate: running code is only implemented on POSIX systems");
 #else
     const cllm_code_config *cfg = (const cllm_code_config *)ctx;
@@ -12590,10 +12533,7 @@ CLLMDEF cllm_result cllm_metric_pass_rate(void *ctx, const cllm_session *s, int 
         if (fd >= 0 && !f) close(fd);
         if (code && tests && !f) cllm__metric_why(&why, CLLM_ERR_IO, "cannot write a temporary file in /tmp");
         if (f) {
-            fputs(code, f);
-            fputs("\n\n", f);
-            fputs(tests, f);
-            fputs(cllm__unittest_runner, f);
+            fprintf(f, "%s\n\n%s%s", code, tests, cllm__unittest_runner);
             fclose(f);
             status = cllm__run_python(cfg, path, out, sizeof out);
             line = strstr(out, "CLLM_TESTS ");
@@ -12720,15 +12660,14 @@ CLLMDEF cllm_result cllm_bleu_ids(int n_refs, const int *const *refs, const int 
     }
     H = (cllm__ngram *)cllm__calloc((size_t)hyp_len + 1, sizeof *H);
     R = (cllm__ngram *)cllm__calloc((size_t)max_ref + 1, sizeof *R);
-    count = (int *)cllm__calloc((size_t)hyp_len + 1, sizeof *count);
-    best = (int *)cllm__calloc((size_t)hyp_len + 1, sizeof *best);
-    if (!H || !R || !count || !best) {
+    count = (int *)cllm__calloc(2 * ((size_t)hyp_len + 1), sizeof *count);   /* count, then best */
+    if (!H || !R || !count) {
         CLLM_FREE(H);
         CLLM_FREE(R);
         CLLM_FREE(count);
-        CLLM_FREE(best);
         return cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
     }
+    best = count + hyp_len + 1;
     for (n = 1; n <= 4; n++) {
         int h = cllm__ngrams_sorted(hyp, hyp_len, n, H), distinct = 0;
         for (j = 0; j < h; j++) {                    /* distinct n-grams H[0..distinct) with counts */
@@ -12759,7 +12698,6 @@ CLLMDEF cllm_result cllm_bleu_ids(int n_refs, const int *const *refs, const int 
     CLLM_FREE(H);
     CLLM_FREE(R);
     CLLM_FREE(count);
-    CLLM_FREE(best);
     cllm__ok(err);
     if (num[1] == 0) {                               /* no unigram matches: NLTK returns the int 0 */
         *bleu = 0;
@@ -12883,31 +12821,20 @@ CLLMDEF cllm_result cllm_bleu(int n_refs, const char *const *references, const c
         return cllm__fail(err, CLLM_ERR_ARG, "BLEU: unknown level %d (char or token)", level);
     sym = (int **)cllm__calloc((size_t)n, sizeof *sym);
     len = (int *)cllm__calloc((size_t)n, sizeof *len);
-    if (!sym || !len) {
-        rc = cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
-        goto done;
-    }
-    for (i = 0; i < n; i++) {
+    if (!sym || !len) rc = cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
+    for (i = 0; rc == CLLM_OK && i < n; i++) {
         const char *s = i ? references[i - 1] : hypothesis;
-        size_t bytes;
-        if (!s) {
-            rc = cllm__fail(err, CLLM_ERR_ARG, "BLEU: reference %d is NULL", i - 1);
-            goto done;
-        }
-        bytes = strlen(s);
-        if (bytes > INT_MAX / 2) {
+        size_t bytes = s ? strlen(s) : 0;
+        if (!s) rc = cllm__fail(err, CLLM_ERR_ARG, "BLEU: reference %d is NULL", i - 1);
+        else if (bytes > INT_MAX / 2)
             rc = cllm__fail(err, CLLM_ERR_LIMIT, "BLEU: a string of %zu bytes is too long", bytes);
-            goto done;
-        }
-        if (!(sym[i] = (int *)cllm__calloc(bytes + 1, sizeof(int)))) {
+        else if (!(sym[i] = (int *)cllm__calloc(bytes + 1, sizeof(int))))
             rc = cllm__fail(err, CLLM_ERR_NOMEM, "BLEU: out of memory");
-            goto done;
-        }
-        len[i] = cllm__utf8_symbols(s, sym[i]);
+        else len[i] = cllm__utf8_symbols(s, sym[i]);
     }
-    if (level == CLLM_BLEU_TOKEN && (rc = cllm__bleu_tokenize(sym, len, n, err)) != CLLM_OK) goto done;
-    rc = cllm_bleu_ids(n_refs, (const int *const *)(sym + 1), len + 1, sym[0], len[0], smoothing, bleu, err);
-done:
+    if (rc == CLLM_OK && level == CLLM_BLEU_TOKEN) rc = cllm__bleu_tokenize(sym, len, n, err);
+    if (rc == CLLM_OK)
+        rc = cllm_bleu_ids(n_refs, (const int *const *)(sym + 1), len + 1, sym[0], len[0], smoothing, bleu, err);
     for (i = 0; sym && i < n; i++) CLLM_FREE(sym[i]);
     CLLM_FREE(sym);
     CLLM_FREE(len);
@@ -12927,12 +12854,11 @@ CLLMDEF void cllm_eval_summary_free(cllm_eval_summary *s) {
     memset(s, 0, sizeof *s);
 }
 
-/* Evaluation as in the paper (section 4): one conversation per task between the model and the
-   simulator, up to max_turns user turns, then every metric on the whole conversation. Per task a
-   JSON line with the conversation, every metric (null when unscored), the assistant's tokens and,
-   on failure, why (a judge's failure names its endpoint, HTTP status and message). A metric's mean
-   is over the conversations it scored, with that count; never a 0 for an unscored one. Returns an
-   error when any conversation failed (the details are still written). */
+/* Evaluation as in the paper (section 4): one conversation per task between the model and the simulator, up to
+   max_turns user turns, then every metric on the whole conversation. Per task a JSON line with the conversation,
+   every metric (null when unscored), the assistant's tokens and, on failure, why (a judge's failure names its
+   endpoint, HTTP status and message). A metric's mean is over the conversations it scored, with that count; never a 0
+   for an unscored one. Returns an error when any conversation failed (the details are still written). */
 CLLMDEF cllm_result cllm_eval_run(const cllm_eval_config *cfg, const cllm_user_sim *user, const cllm_assistant *model,
                                   const cllm_task *tasks, int n_tasks, const char *details_path,
                                   cllm_eval_summary *summary, cllm_err *err) {
@@ -13112,9 +13038,8 @@ static cllm_result cllm__seq_from(cllm_train_seq *seq, const int *ids, const uns
     return CLLM_OK;
 }
 
-/* SFT: targets = the chat template's assistant mask (every assistant message's content and
-   end-of-turn token; cllm_chat_render); the completion side is the last run of targets (the
-   final assistant message). */
+/* SFT: targets = the chat template's assistant mask (every assistant message's content and end-of-turn token;
+   cllm_chat_render); the completion side is the last run of targets (the final assistant message). */
 CLLMDEF cllm_result cllm_sft_seq(const cllm_tokenizer *tok, const cllm_message *msgs, int n, cllm_train_seq *seq,
                                  cllm_err *err) {
     int *ids = NULL;
@@ -13135,10 +13060,9 @@ CLLMDEF cllm_result cllm_sft_seq(const cllm_tokenizer *tok, const cllm_message *
     return rc;
 }
 
-/* A completion after a prompt, for DPO: rendered and tokenized in one pass; with P = the byte
-   length of the prompt rendered with its generation prompt, the targets are the assistant-mask
-   tokens that start at byte >= P (TRL's summed completion logps, up to the differences listed in
-   data_fmt/train.md, "Inputs and tokenization"). */
+/* A completion after a prompt, for DPO: rendered and tokenized in one pass; with P = the byte length of the prompt
+   rendered with its generation prompt, the targets are the assistant-mask tokens that start at byte >= P (TRL's
+   summed completion logps, up to the differences listed in data_fmt/train.md, "Inputs and tokenization"). */
 CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_message *prompt, int n_prompt,
                                         const cllm_message *completion, int n_completion, cllm_train_seq *seq,
                                         cllm_err *err) {
@@ -13150,15 +13074,15 @@ CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_me
     unsigned char *mask = NULL;
     size_t P;
     cllm_result rc;
+    memset(&gen, 0, sizeof gen);
     memset(seq, 0, sizeof *seq);
     if (n_prompt < 1 || n_completion < 1 || !prompt || !completion)
         return cllm__fail(err, CLLM_ERR_ARG, "a pair needs at least one prompt message and one completion message");
     if (prompt[n_prompt - 1].role && strcmp(prompt[n_prompt - 1].role, "assistant") == 0)
-        return cllm__fail(err, CLLM_ERR_FORMAT,
-                          "the prompt ends with an assistant message; it must end with the user's turn");
+        return cllm__fail(err, CLLM_ERR_FORMAT, "the prompt ends with an assistant message; it must end with the "
+                          "user's turn");
     for (i = 0; i < n_completion && !(completion[i].role && strcmp(completion[i].role, "assistant") == 0); i++) {}
     if (i == n_completion) return cllm__fail(err, CLLM_ERR_FORMAT, "the completion holds no assistant message");
-    memset(&gen, 0, sizeof gen);
     gen.add_generation_prompt = 1;
     all = (cllm_message *)cllm__calloc((size_t)n_prompt + (size_t)n_completion, sizeof *all);
     if (!all) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -13183,8 +13107,8 @@ CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_me
         last = i;
     }
     if (first < 0)
-        rc = cllm__fail(err, CLLM_ERR_FORMAT,
-                        "the completion has no assistant tokens (it must hold an assistant message)");
+        rc = cllm__fail(err, CLLM_ERR_FORMAT, "the completion has no assistant tokens (it must hold an assistant "
+                        "message)");
     else rc = cllm__seq_from(seq, ids, mask, last + 1, first, err);
 done:
     CLLM_FREE(all);
@@ -13245,10 +13169,8 @@ CLLMDEF cllm_result cllm_sft_data_load(cllm_sft_data *d, const cllm_tokenizer *t
             break;
         }
         rc = cllm_conv_from_json(&conv, cJSON_GetObjectItemCaseSensitive(row, "messages"), err);
-        if (rc == CLLM_OK) {
-            rc = cllm_sft_seq(tok, conv.msgs, conv.n, &seq, err);
-            cllm_conv_free(&conv);
-        }
+        if (rc == CLLM_OK) rc = cllm_sft_seq(tok, conv.msgs, conv.n, &seq, err);
+        cllm_conv_free(&conv);                    /* empty when cllm_conv_from_json failed */
         cJSON_Delete(row);
         if (rc != CLLM_OK) {
             rc = cllm__fail_where(err, rc, path, lineno, "\"messages\": ");
@@ -13262,12 +13184,9 @@ CLLMDEF cllm_result cllm_sft_data_load(cllm_sft_data *d, const cllm_tokenizer *t
     CLLM_FREE(line);
     if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, path, lineno + 1, len);
     if (rc == CLLM_OK && d->n == 0) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no rows", path);
-    if (rc != CLLM_OK) {
-        cllm_sft_data_free(d);
-        return rc;
-    }
-    cllm__ok(err);
-    return CLLM_OK;
+    if (rc != CLLM_OK) cllm_sft_data_free(d);
+    else cllm__ok(err);
+    return rc;
 }
 
 CLLMDEF void cllm_dpo_data_free(cllm_dpo_data *d) {
@@ -13297,9 +13216,9 @@ static cllm_result cllm__dpo_pair_parse(cllm_dpo_pair *p, const cllm_tokenizer *
     cllm_conv prompt, chosen, rejected;
     cllm_result rc;
     int longer, keep;
-    memset(p, 0, sizeof *p);
     memset(&chosen, 0, sizeof chosen);
     memset(&rejected, 0, sizeof rejected);
+    memset(p, 0, sizeof *p);
     rc = cllm_conv_from_json(&prompt, cJSON_GetObjectItemCaseSensitive(row, "prompt"), err);
     if (rc == CLLM_OK) {
         what = "\"chosen\": ";
@@ -13384,20 +13303,16 @@ CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *t
     if (rc == CLLM_OK && with_ref && with_ref != d->n)
         rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: %d of %d pairs carry ref_chosen_logps/ref_rejected_logps; give them "
                                               "for all pairs or none", path, with_ref, d->n);
-    if (rc != CLLM_OK) {
-        cllm_dpo_data_free(d);
-        return rc;
-    }
     d->has_ref = with_ref == d->n;
-    cllm__ok(err);
-    return CLLM_OK;
+    if (rc != CLLM_OK) cllm_dpo_data_free(d);             /* zeroes d, has_ref too */
+    else cllm__ok(err);
+    return rc;
 }
 
 /* ---- sequences as right-padded batches ------------------------------------------------------- */
 
-/* A (B, T) batch of n sequences: pad id 0 (never attended to), labels = the id at targets and
-   -100 elsewhere, so that cllm_forward's per-row sum is the sum of the targets' log-probs. The
-   ids, labels and mask share one allocation. */
+/* A (B, T) batch of n sequences: pad id 0 (never attended to), labels = the id at targets and -100 elsewhere, so that
+   cllm_forward's per-row sum is the sum of the targets' log-probs. The ids, labels and mask share one allocation. */
 
 static void cllm__seq_batch_free(cllm__seq_batch *sb) {
     CLLM_FREE(sb->ids);
@@ -13486,18 +13401,14 @@ static cllm_result cllm__write_ref_pairs(const cllm_dpo_data *d, const char *in_
     cllm_result rc = CLLM_OK;
     if (!f) return CLLM_ERR_IO;
     while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
-        cJSON *row;
+        cJSON *row = NULL;
         char *text;
         lineno++;
         if (len == 0) continue;
-        if (k >= d->n || d->pairs[k].line != lineno) {
+        if (k >= d->n || d->pairs[k].line != lineno)
             rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s changed since it was loaded (line %d)", in_path, lineno);
-            break;
-        }
-        if (!(row = cllm__jsonl_parse(line, (size_t)len, in_path, lineno, err))) {
-            rc = CLLM_ERR_FORMAT;
-            break;
-        }
+        else if (!(row = cllm__jsonl_parse(line, (size_t)len, in_path, lineno, err))) rc = CLLM_ERR_FORMAT;
+        if (rc != CLLM_OK) break;
         cJSON_DeleteItemFromObjectCaseSensitive(row, "ref_chosen_logps");
         cJSON_DeleteItemFromObjectCaseSensitive(row, "ref_rejected_logps");
         cJSON_AddNumberToObject(row, "ref_chosen_logps", d->pairs[k].ref_chosen);
@@ -13578,8 +13489,8 @@ CLLMDEF cllm_result cllm_lora_parse_targets(const char *list, unsigned *targets,
             if (is_short || (strlen(cllm__lora_names[t]) == n && strncmp(p, cllm__lora_names[t], n) == 0)) found = t;
         }
         if (found < 0)
-            return cllm__fail(err, CLLM_ERR_ARG, "LoRA target '%.*s' is not one of q, k, v, o, gate, up, down", (int)n,
-                              p);
+            return cllm__fail(err, CLLM_ERR_ARG, "LoRA target '%.*s' is not one of q, k, v, o, gate, up, down",
+                              (int)n, p);
         *targets |= 1u << found;
         p += n;
         if (*p == ',') p++;
@@ -13600,8 +13511,10 @@ static cllm_float *cllm__lora_base(const cllm_model *m, int t, int l) {
    allocation, A (L, r, in) then B (L, out, r) per target. */
 static cllm_result cllm__lora_setup(cllm_lora *lo, cllm_model *m, const cllm_lora_config *cfg, cllm_err *err) {
     const cllm_config *c = &m->config;
-    int Q = c->n_heads * c->head_dim, K = c->n_kv_heads * c->head_dim, H = c->hidden_size;
-    int I = c->intermediate_size, ins[CLLM_LORA_NUM_TARGETS], outs[CLLM_LORA_NUM_TARGETS], t;
+    int Q = c->n_heads * c->head_dim, K = c->n_kv_heads * c->head_dim, H = c->hidden_size, I = c->intermediate_size;
+    int ins[CLLM_LORA_NUM_TARGETS] = { H, H, H, Q, H, H, I };    /* q, k, v, o, gate, up, down */
+    int outs[CLLM_LORA_NUM_TARGETS] = { Q, K, K, H, I, I, H };
+    int t;
     memset(lo, 0, sizeof *lo);
     if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "LoRA: the model is not loaded");
     if (m->lora) return cllm__fail(err, CLLM_ERR_ARG, "LoRA: the model already has adapters attached");
@@ -13620,14 +13533,6 @@ static cllm_result cllm__lora_setup(cllm_lora *lo, cllm_model *m, const cllm_lor
         return cllm__fail(err, CLLM_ERR_ARG, "LoRA: dropout must be below 1 (got %g)", lo->cfg.dropout);
     if (lo->cfg.targets & ~(unsigned)CLLM_LORA_ALL)
         return cllm__fail(err, CLLM_ERR_ARG, "LoRA: unknown target bits 0x%x", lo->cfg.targets);
-    /* q, k, v, o, gate, up, down */
-    ins[0] = ins[1] = ins[2] = ins[4] = ins[5] = H;
-    ins[3] = Q;
-    ins[6] = I;
-    outs[0] = Q;
-    outs[1] = outs[2] = K;
-    outs[3] = outs[6] = H;
-    outs[4] = outs[5] = I;
     lo->n_layers = c->n_layers;
     lo->scale = lo->cfg.alpha / lo->cfg.r;
     for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
@@ -13747,9 +13652,15 @@ static cllm_result cllm__lora_file(const cllm_lora *lo, const cllm_float *memory
     return rc;
 }
 
-/* dir/adapter_model.safetensors and dir/adapter_config.json, as PEFT's save_pretrained writes
-   them; base_model: the value of base_model_name_or_path (may be NULL). */
+/* dir/adapter_model.safetensors and dir/adapter_config.json, as PEFT's save_pretrained writes them (the fields in
+   its order; this run's values replace the nulls); base_model: base_model_name_or_path (may be NULL). */
 CLLMDEF cllm_result cllm_lora_save(const cllm_lora *lo, const char *dir, const char *base_model, cllm_err *err) {
+    static const char peft_config[] =
+        "{\"alpha_pattern\": {}, \"base_model_name_or_path\": null, \"bias\": \"none\", \"fan_in_fan_out\": false, "
+        "\"inference_mode\": true, \"init_lora_weights\": \"gaussian\", \"layers_pattern\": null, "
+        "\"layers_to_transform\": null, \"lora_alpha\": null, \"lora_dropout\": null, \"modules_to_save\": null, "
+        "\"peft_type\": \"LORA\", \"r\": null, \"rank_pattern\": {}, \"revision\": null, \"target_modules\": [], "
+        "\"task_type\": \"CAUSAL_LM\", \"use_dora\": false, \"use_rslora\": false}";
     cJSON *cfg, *tm;
     char path[4096], *json;
     cllm_result rc;
@@ -13758,29 +13669,15 @@ CLLMDEF cllm_result cllm_lora_save(const cllm_lora *lo, const char *dir, const c
     if ((rc = cllm__mkdir(dir, err)) != CLLM_OK) return rc;
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     if ((rc = cllm__lora_file(lo, lo->params, path, 1, err)) != CLLM_OK) return rc;
-    if (!(cfg = cJSON_CreateObject())) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    cJSON_AddItemToObject(cfg, "alpha_pattern", cJSON_CreateObject());
-    if (base_model) cJSON_AddStringToObject(cfg, "base_model_name_or_path", base_model);
-    else cJSON_AddNullToObject(cfg, "base_model_name_or_path");
-    cJSON_AddStringToObject(cfg, "bias", "none");
-    cJSON_AddBoolToObject(cfg, "fan_in_fan_out", 0);
-    cJSON_AddBoolToObject(cfg, "inference_mode", 1);
-    cJSON_AddStringToObject(cfg, "init_lora_weights", "gaussian");
-    cJSON_AddNullToObject(cfg, "layers_pattern");
-    cJSON_AddNullToObject(cfg, "layers_to_transform");
-    cJSON_AddNumberToObject(cfg, "lora_alpha", lo->cfg.alpha);
-    cJSON_AddNumberToObject(cfg, "lora_dropout", lo->cfg.dropout);
-    cJSON_AddNullToObject(cfg, "modules_to_save");
-    cJSON_AddStringToObject(cfg, "peft_type", "LORA");
-    cJSON_AddNumberToObject(cfg, "r", lo->cfg.r);
-    cJSON_AddItemToObject(cfg, "rank_pattern", cJSON_CreateObject());
-    cJSON_AddNullToObject(cfg, "revision");
-    tm = cJSON_AddArrayToObject(cfg, "target_modules");
+    if (!(cfg = cJSON_Parse(peft_config))) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if (base_model)
+        cJSON_ReplaceItemInObjectCaseSensitive(cfg, "base_model_name_or_path", cJSON_CreateString(base_model));
+    cJSON_ReplaceItemInObjectCaseSensitive(cfg, "lora_alpha", cJSON_CreateNumber(lo->cfg.alpha));
+    cJSON_ReplaceItemInObjectCaseSensitive(cfg, "lora_dropout", cJSON_CreateNumber(lo->cfg.dropout));
+    cJSON_ReplaceItemInObjectCaseSensitive(cfg, "r", cJSON_CreateNumber(lo->cfg.r));
+    tm = cJSON_GetObjectItemCaseSensitive(cfg, "target_modules");
     for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++)
         if (lo->cfg.targets & (1u << t)) cJSON_AddItemToArray(tm, cJSON_CreateString(cllm__lora_names[t]));
-    cJSON_AddStringToObject(cfg, "task_type", "CAUSAL_LM");
-    cJSON_AddBoolToObject(cfg, "use_dora", 0);
-    cJSON_AddBoolToObject(cfg, "use_rslora", 0);
     json = cJSON_Print(cfg);
     cJSON_Delete(cfg);
     if (!json) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -13790,10 +13687,10 @@ CLLMDEF cllm_result cllm_lora_save(const cllm_lora *lo, const char *dir, const c
     return rc;
 }
 
-/* A number field of adapter_config.json, 0 when absent. */
-static double cllm__lora_cfg_num(const cJSON *o, const char *key) {
+/* A number field of a JSON object (adapter_config.json, trainer_state.json), def when absent or not a number. */
+static double cllm__json_num_or(const cJSON *o, const char *key, double def) {
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsNumber(it) ? it->valuedouble : 0;
+    return cJSON_IsNumber(it) ? it->valuedouble : def;
 }
 
 /* PEFT adapters: accepts the targets, r, lora_alpha and lora_dropout it finds in
@@ -13808,16 +13705,16 @@ CLLMDEF cllm_result cllm_lora_load(cllm_lora *lo, cllm_model *m, const char *dir
     const char *bias;
     double r, alpha, dropout;
     int unsupported;
-    memset(lo, 0, sizeof *lo);
     memset(&cfg, 0, sizeof cfg);
+    memset(lo, 0, sizeof *lo);
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
     if ((rc = cllm_read_file(path, &text, &len, err)) != CLLM_OK) return rc;
     root = cJSON_ParseWithLength(text, len);
     CLLM_FREE(text);
     if (!root) return cllm__fail(err, CLLM_ERR_FORMAT, "%s: not valid JSON", path);
-    r = cllm__lora_cfg_num(root, "r");
-    alpha = cllm__lora_cfg_num(root, "lora_alpha");
-    dropout = cllm__lora_cfg_num(root, "lora_dropout");
+    r = cllm__json_num_or(root, "r", 0);
+    alpha = cllm__json_num_or(root, "lora_alpha", 0);
+    dropout = cllm__json_num_or(root, "lora_dropout", 0);
     bias = cllm__json_str(root, "bias");
     tm = cJSON_GetObjectItemCaseSensitive(root, "target_modules");
     unsupported = cllm__json_bool(root, "use_rslora", 0) || cllm__json_bool(root, "use_dora", 0) ||
@@ -13852,12 +13749,9 @@ CLLMDEF cllm_result cllm_lora_load(cllm_lora *lo, cllm_model *m, const char *dir
     rc = cllm__lora_setup(lo, m, &cfg, err);
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     if (rc == CLLM_OK) rc = cllm__lora_file(lo, lo->params, path, 0, err);
-    if (rc != CLLM_OK) {
-        cllm_lora_free(lo);
-        return rc;
-    }
-    cllm__ok(err);
-    return CLLM_OK;
+    if (rc != CLLM_OK) cllm_lora_free(lo);
+    else cllm__ok(err);
+    return rc;
 }
 
 /* W += sign * (alpha/r) B A for every adapted weight. */
@@ -13895,11 +13789,10 @@ CLLMDEF cllm_result cllm_lora_merge(cllm_lora *lo, cllm_err *err) {
 
 /* ---- checkpoint directories ------------------------------------------------------------------ */
 
-/* Checkpoints (data_fmt/train.md): OUT/ckpt-N/ holds the weights as a Hugging Face directory
-   (with LoRA: PEFT's adapter files), optimizer.safetensors, trainer_state.json and what the task
-   trains beside the model (PPO's value head). It is written into OUT/ckpt-N.tmp/, renamed, and
-   only then does OUT/latest point at it: a crash at any moment leaves the previous checkpoint
-   intact. A resumed run continues with bit-identical losses. */
+/* Checkpoints (data_fmt/train.md): OUT/ckpt-N/ holds the weights as a Hugging Face directory (with LoRA: PEFT's
+   adapter files), optimizer.safetensors, trainer_state.json and what the task trains beside the model (PPO's value
+   head). It is written into OUT/ckpt-N.tmp/, renamed, and only then does OUT/latest point at it: a crash at any
+   moment leaves the previous checkpoint intact. A resumed run continues with bit-identical losses. */
 
 /* Removes a directory and the files in it (checkpoint directories hold no subdirectories). */
 static cllm_result cllm__remove_dir(const char *dir, cllm_err *err) {
@@ -13919,8 +13812,7 @@ static cllm_result cllm__remove_dir(const char *dir, cllm_err *err) {
     closedir(d);
     if (rmdir(dir) != 0) return cllm__fail(err, CLLM_ERR_IO, "%s: cannot remove directory (%s)", dir, strerror(errno));
 #else
-    (void)dir;
-    (void)err;
+    (void)dir, (void)err;
 #endif
     return CLLM_OK;
 }
@@ -13983,8 +13875,7 @@ static long cllm__latest_step(const char *out_dir) {
 }
 
 static int cllm__cmp_long(const void *a, const void *b) {
-    long x = *(const long *)a;
-    long y = *(const long *)b;
+    long x = *(const long *)a, y = *(const long *)b;
     return x < y ? -1 : x > y;
 }
 
@@ -14019,44 +13910,31 @@ static cllm_result cllm__prune_checkpoints(const char *out_dir, int keep, long l
     stbds_arrfree(steps);
     return rc;
 #else
-    (void)out_dir;
-    (void)keep;
-    (void)latest;
-    (void)err;
+    (void)out_dir, (void)keep, (void)latest, (void)err;
     return CLLM_OK;
 #endif
 }
 
 /* PPO's value head with its AdamW moments as checkpoint entries: TRL's names, "m." and "v.". */
 static int cllm__value_head_entries(cllm_value_head *vh, cllm_st_entry *e) {
-    cllm_float *mem[3];
+    cllm_float *mem[3] = { vh->w, vh->m, vh->v };
     const char *prefix[3] = { "", "m.", "v." };
-    int k, n = 0;
-    mem[0] = vh->w;
-    mem[1] = vh->m;
-    mem[2] = vh->v;
+    int k;
     memset(e, 0, 6 * sizeof *e);
-    for (k = 0; k < 3; k++) {
-        snprintf(e[n].name, sizeof e[n].name, "%sv_head.summary.weight", prefix[k]);
-        e[n].dtype = CLLM_DT_F32;
-        e[n].ndim = 2;
-        e[n].shape[0] = 1;
-        e[n].shape[1] = vh->C;
-        e[n].data = mem[k];
-        n++;
-        snprintf(e[n].name, sizeof e[n].name, "%sv_head.summary.bias", prefix[k]);
-        e[n].dtype = CLLM_DT_F32;
-        e[n].ndim = 1;
-        e[n].shape[0] = 1;
-        e[n].data = mem[k] + vh->C;
-        n++;
+    for (k = 0; k < 6; k++) {                     /* weight (1, C), then bias (1), of each of the three */
+        int bias = k % 2;
+        snprintf(e[k].name, sizeof e[k].name, "%sv_head.summary.%s", prefix[k / 2], bias ? "bias" : "weight");
+        e[k].dtype = CLLM_DT_F32;
+        e[k].ndim = bias ? 1 : 2;
+        e[k].shape[0] = 1;
+        if (!bias) e[k].shape[1] = vh->C;
+        e[k].data = mem[k / 2] + (bias ? vh->C : 0);
     }
-    return n;
+    return 6;
 }
 
-/* PPO's own state in a checkpoint (a cllm_train_task's save_extra): value_head.safetensors, and
-   ppo_state.json with the current KL coefficient and the running moments of the scores (%.17g:
-   exact doubles). */
+/* PPO's own state in a checkpoint (a cllm_train_task's save_extra): value_head.safetensors, and ppo_state.json with
+   the current KL coefficient and the running moments of the scores (%.17g: exact doubles). */
 static cllm_result cllm__ppo_state_save(void *ctx, const char *dir, cllm_err *err) {
     cllm__ppo_ctx *c = (cllm__ppo_ctx *)ctx;
     cllm_st_entry e[6];
@@ -14076,7 +13954,7 @@ static cllm_result cllm__ppo_state_save(void *ctx, const char *dir, cllm_err *er
 static cllm_result cllm__ppo_state_load(void *ctx, const char *dir, cllm_err *err) {
     static const char *keys[5] = { "kl_coef", "score_mean", "score_var", "score_std", "score_count" };
     cllm__ppo_ctx *c = (cllm__ppo_ctx *)ctx;
-    double *dst[5];
+    double *dst[5] = { &c->kl_coef, &c->scores.mean, &c->scores.var, &c->scores.std, &c->scores.count };
     cllm_st_entry e[6];
     char path[4200], *text = NULL;
     size_t len;
@@ -14095,11 +13973,6 @@ static cllm_result cllm__ppo_state_load(void *ctx, const char *dir, cllm_err *er
     if ((rc = cllm_read_file(path, &text, &len, err)) != CLLM_OK) return rc;
     o = cJSON_ParseWithLength(text, len);
     CLLM_FREE(text);
-    dst[0] = &c->kl_coef;
-    dst[1] = &c->scores.mean;
-    dst[2] = &c->scores.var;
-    dst[3] = &c->scores.std;
-    dst[4] = &c->scores.count;
     for (k = 0; k < 5 && rc == CLLM_OK; k++) {
         const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, keys[k]);
         if (cJSON_IsNumber(x)) *dst[k] = x->valuedouble;
@@ -14112,19 +13985,18 @@ static cllm_result cllm__ppo_state_load(void *ctx, const char *dir, cllm_err *er
 /* ---- the training loop (Hugging Face Trainer) ------------------------------------------------ */
 
 /* One optimizer step (cllm__trainer_step; data_fmt/train.md, "One optimizer step"):
-     1. epoch e visits the examples in a Fisher-Yates shuffle seeded by (seed, e), in micro-batches
-        of batch_size (the last one shorter, HF's drop_last=False), grad_accum per step; the
-        position in the data is a function of the step alone, which makes resuming exact;
-     2. forward, loss and backward per micro-batch; the step's loss is (sum of its unit losses) /
-        (units in the step), units = target tokens (SFT) or pairs (DPO), so accumulating k
-        micro-batches equals one batch k times larger (HF divides each micro-batch's mean by
-        grad_accum instead: the same when the micro-batches hold equal numbers of units);
+     1. epoch e visits the examples in a Fisher-Yates shuffle seeded by (seed, e), in micro-batches of batch_size
+        (the last one shorter, HF's drop_last=False), grad_accum per step; the position in the data is a function of
+        the step alone, which makes resuming exact;
+     2. forward, loss and backward per micro-batch; the step's loss is (sum of its unit losses) / (units in the
+        step), units = target tokens (SFT) or pairs (DPO), so accumulating k micro-batches equals one batch k times
+        larger (HF divides each micro-batch's mean by grad_accum instead: the same when the micro-batches hold equal
+        numbers of units);
      3. a NaN or infinite loss or gradient norm stops the run before anything is updated;
-     4. torch's clip_grad_norm_, transformers' schedule at this step (the first update uses step
-        0), AdamW; a metrics line, a progress line, a checkpoint every save_every steps.
-   Memory: parameters, gradients and two AdamW moments, 16 bytes per parameter in fp32, plus
-   activations; with LoRA the base model has no gradients and no moments (measured by
-   examples/lora_memory.c: data_fmt/train.md). */
+     4. torch's clip_grad_norm_, transformers' schedule at this step (the first update uses step 0), AdamW; a metrics
+        line, a progress line, a checkpoint every save_every steps.
+   Memory: parameters, gradients and two AdamW moments, 16 bytes per parameter in fp32, plus activations; with LoRA
+   the base model has no gradients and no moments (measured by examples/lora_memory.c: data_fmt/train.md). */
 
 CLLMDEF void cllm_train_stats_add(cllm_train_stats *s, const char *name, double sum, double count) {
     int i;
@@ -14194,8 +14066,7 @@ CLLMDEF cllm_result cllm_trainer_init(cllm_trainer *tr, cllm_model *m, cllm_lora
     if (c->epochs < 1 || c->batch_size < 1 || c->grad_accum < 1 || c->max_steps < 0 || c->warmup_steps < 0 ||
         c->save_every < 0 || c->keep_last < 0 || c->stop_after < 0 || c->log_every < 1)
         return cllm__fail(err, CLLM_ERR_ARG, "epochs, batch_size, grad_accum and log_every must be positive; "
-                                             "max_steps, warmup_steps, save_every, keep_last and stop_after "
-                                             "non-negative");
+                          "max_steps, warmup_steps, save_every, keep_last and stop_after non-negative");
     if (!(c->warmup_ratio >= 0 && c->warmup_ratio <= 1))
         return cllm__fail(err, CLLM_ERR_ARG, "warmup_ratio must be in [0, 1] (got %g)", c->warmup_ratio);
     tr->model = m;
@@ -14209,8 +14080,8 @@ CLLMDEF cllm_result cllm_trainer_init(cllm_trainer *tr, cllm_model *m, cllm_lora
     tr->saved_step = -1;
     cllm_rng_seed(&tr->rng, c->seed ^ 0xD1B54A32D192ED03ull);   /* a stream apart from the data order */
     if ((m->lora != NULL) != (lora != NULL))
-        return cllm__fail(err, CLLM_ERR_ARG,
-                          "trainer: adapters are attached to the model but not given to the trainer");
+        return cllm__fail(err, CLLM_ERR_ARG, "trainer: adapters are attached to the model but not given to the "
+                          "trainer");
     if (c->out_dir && cllm__mkdir(c->out_dir, err) != CLLM_OK) return CLLM_ERR_IO;
     cllm__ok(err);
     return CLLM_OK;
@@ -14221,13 +14092,10 @@ CLLMDEF cllm_result cllm_trainer_init(cllm_trainer *tr, cllm_model *m, cllm_lora
 CLLMDEF cllm_result cllm_trainer_zero_grad(cllm_trainer *tr, cllm_err *err) {
     cllm_lora *lo = tr->lora;
     if (!lo) return cllm_zero_grad(tr->model, err);
-    if (!lo->grads) {
-        lo->grads = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float));
-        if (!lo->grads) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the LoRA gradients");
-        cllm__lora_point(lo, lo->grads, lo->dA, lo->dB);
-    } else {
-        memset(lo->grads, 0, lo->num_params * sizeof(cllm_float));
-    }
+    if (lo->grads) memset(lo->grads, 0, lo->num_params * sizeof(cllm_float));
+    else if (!(lo->grads = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float))))
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the LoRA gradients");
+    cllm__lora_point(lo, lo->grads, lo->dA, lo->dB);
     cllm__ok(err);
     return CLLM_OK;
 }
@@ -14346,12 +14214,6 @@ static cllm_result cllm__state_expect(const cJSON *o, const char *key, double wa
     return CLLM_OK;
 }
 
-/* A number field of the saved state, def when absent. */
-static double cllm__state_num(const cJSON *o, const char *key, double def) {
-    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsNumber(j) ? j->valuedouble : def;
-}
-
 static cllm_result cllm__trainer_load_state(cllm_trainer *tr, const char *ckpt, cllm_err *err) {
     const char *name = tr->task.name ? tr->task.name : "";
     const char *task, *data_seed;
@@ -14390,13 +14252,11 @@ static cllm_result cllm__trainer_load_state(cllm_trainer *tr, const char *ckpt, 
     if (rc == CLLM_OK) rc = cllm__state_expect(o, "warmup_steps", (double)tr->warmup_steps, path, err);
     if (rc == CLLM_OK) rc = cllm__state_expect(cf, "batch_size", tr->cfg.batch_size, path, err);
     if (rc == CLLM_OK) rc = cllm__state_expect(cf, "grad_accum", tr->cfg.grad_accum, path, err);
-    if (rc == CLLM_OK && tr->lora) {
-        rc = cllm__state_expect(lora, "r", tr->lora->cfg.r, path, err);
-        if (rc == CLLM_OK) rc = cllm__state_expect(lora, "alpha", tr->lora->cfg.alpha, path, err);
-        if (rc == CLLM_OK) rc = cllm__state_expect(lora, "dropout", tr->lora->cfg.dropout, path, err);
-    }
-    step = cllm__state_num(o, "step", -1);
-    adam_t = cllm__state_num(o, "adam_t", -1);
+    if (rc == CLLM_OK && tr->lora) rc = cllm__state_expect(lora, "r", tr->lora->cfg.r, path, err);
+    if (rc == CLLM_OK && tr->lora) rc = cllm__state_expect(lora, "alpha", tr->lora->cfg.alpha, path, err);
+    if (rc == CLLM_OK && tr->lora) rc = cllm__state_expect(lora, "dropout", tr->lora->cfg.dropout, path, err);
+    step = cllm__json_num_or(o, "step", -1);
+    adam_t = cllm__json_num_or(o, "adam_t", -1);
     rng = cJSON_GetObjectItemCaseSensitive(o, "rng_state");
     if (rc == CLLM_OK && (!(step >= 0 && step <= (double)tr->total_steps) || !(adam_t >= 0 && adam_t < 2147483647.0) ||
                           !cJSON_IsArray(rng) || cJSON_GetArraySize(rng) != 4))
@@ -14406,29 +14266,18 @@ static cllm_result cllm__trainer_load_state(cllm_trainer *tr, const char *ckpt, 
         if (tr->lora) tr->lora->adam_t = (int)adam_t;
         else tr->model->adam_t = (int)adam_t;
         for (i = 0; i < 4; i++) tr->rng.s[i] = (uint32_t)cJSON_GetArrayItem(rng, i)->valuedouble;
-        tr->elapsed = cllm__state_num(o, "elapsed_s", 0);
-        tr->tokens = cllm__state_num(o, "tokens", 0);
-        tr->lr = cllm__state_num(o, "lr", 0);
+        tr->elapsed = cllm__json_num_or(o, "elapsed_s", 0);
+        tr->tokens = cllm__json_num_or(o, "tokens", 0);
+        tr->lr = cllm__json_num_or(o, "lr", 0);
     }
     cJSON_Delete(o);
     return rc;
 }
 
-/* Loads ckpt/model.safetensors over the model's parameters (every tensor must be there). */
-static cllm_result cllm__load_params(cllm_model *m, const char *ckpt, cllm_err *err) {
-    cllm_st_entry *entries = (cllm_st_entry *)cllm__calloc((size_t)cllm_model_tensor_count(m) + 1, sizeof *entries);
-    char path[4200];
-    cllm_result rc;
-    if (!entries) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    snprintf(path, sizeof path, "%s/model.safetensors", ckpt);
-    rc = cllm__st_read_entries(path, entries, cllm_model_entries(m, m->params_memory, NULL, CLLM_DT_F32, entries), err);
-    CLLM_FREE(entries);
-    return rc;
-}
-
-/* AdamW's moments (optimizer.safetensors: "m.<name>", "v.<name>"), written from or read into the
-   trained parameters' moments. */
-static cllm_result cllm__trainer_optimizer_file(const cllm_trainer *tr, const char *path, int write, cllm_err *err) {
+/* The trained parameters (moments = 0: every tensor of model.safetensors or adapter_model.safetensors) or their AdamW
+   moments (moments = 1: optimizer.safetensors, "m.<name>" and "v.<name>"), written to or read from path. */
+static cllm_result cllm__trainer_file(const cllm_trainer *tr, const char *path, int moments, int write, cllm_err *err) {
+    cllm_float *params = tr->lora ? tr->lora->params : tr->model->params_memory;
     cllm_float *mm = tr->lora ? tr->lora->m : tr->model->m_memory;
     cllm_float *vv = tr->lora ? tr->lora->v : tr->model->v_memory;
     int count = cllm__trainer_entries(tr, NULL, NULL, NULL);
@@ -14436,8 +14285,8 @@ static cllm_result cllm__trainer_optimizer_file(const cllm_trainer *tr, const ch
     cllm_result rc;
     int k;
     if (!entries) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    k = cllm__trainer_entries(tr, mm, "m.", entries);
-    k += cllm__trainer_entries(tr, vv, "v.", entries + k);
+    k = cllm__trainer_entries(tr, moments ? mm : params, moments ? "m." : NULL, entries);
+    if (moments) k += cllm__trainer_entries(tr, vv, "v.", entries + k);
     rc = write ? cllm_st_save(path, entries, k, err) : cllm__st_read_entries(path, entries, k, err);
     CLLM_FREE(entries);
     return rc;
@@ -14457,7 +14306,7 @@ static cllm_result cllm__trainer_load_optimizer(cllm_trainer *tr, const char *ck
     if (!*mm) *mm = (cllm_float *)cllm__calloc(n, sizeof(cllm_float));
     if (!*vv) *vv = (cllm_float *)cllm__calloc(n, sizeof(cllm_float));
     if (!*mm || !*vv) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the AdamW moments");
-    return cllm__trainer_optimizer_file(tr, path, 0, err);
+    return cllm__trainer_file(tr, path, 1, 0, err);
 }
 
 /* Keeps the metrics lines of steps <= step (a killed run may have logged steps after its last
@@ -14471,13 +14320,9 @@ static cllm_result cllm__trainer_open_metrics(cllm_trainer *tr, cllm_err *err) {
     size_t cap = 0;
     long len = -1;
     cllm_result rc;
-    if (tr->metrics) return CLLM_OK;
-    if (!path && !tr->cfg.out_dir) return CLLM_OK;
-    if (!path) {
-        snprintf(def, sizeof def, "%s/metrics.jsonl", tr->cfg.out_dir);
-        path = def;
-    }
-    if (!*path) return CLLM_OK;
+    if (tr->metrics || (!path && !tr->cfg.out_dir) || (path && !*path)) return CLLM_OK;   /* open, or none asked */
+    snprintf(def, sizeof def, "%s/metrics.jsonl", tr->cfg.out_dir ? tr->cfg.out_dir : "");
+    if (!path) path = def;
     if ((f = fopen(path, "rb")) != NULL) {
         while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
             cJSON *o = cJSON_ParseWithLength(line, (size_t)len);
@@ -14518,9 +14363,8 @@ CLLMDEF cllm_result cllm_trainer_resume(cllm_trainer *tr, int *resumed, cllm_err
     if (tr->step != step)
         return cllm__fail(err, CLLM_ERR_FORMAT, "%s/trainer_state.json: step %ld does not match the directory name",
                           ckpt, tr->step);
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", ckpt);
-    if (tr->lora) rc = cllm__lora_file(tr->lora, tr->lora->params, path, 0, err);
-    else rc = cllm__load_params(tr->model, ckpt, err);
+    snprintf(path, sizeof path, "%s/%s", ckpt, tr->lora ? "adapter_model.safetensors" : "model.safetensors");
+    rc = cllm__trainer_file(tr, path, 0, 0, err);
     if (rc == CLLM_OK) rc = cllm__trainer_load_optimizer(tr, ckpt, err);
     if (rc == CLLM_OK && tr->task.load_extra) rc = tr->task.load_extra(tr->task.ctx, ckpt, err);
     if (rc != CLLM_OK) return rc;
@@ -14550,7 +14394,7 @@ CLLMDEF cllm_result cllm_trainer_save(cllm_trainer *tr, cllm_err *err) {
     if (rc == CLLM_OK) rc = cllm__copy_tokenizer_files(c->tokenizer_dir, tmp, err);
     snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
     if (rc == CLLM_OK && (tr->lora ? tr->lora->m : tr->model->m_memory))
-        rc = cllm__trainer_optimizer_file(tr, path, 1, err);
+        rc = cllm__trainer_file(tr, path, 1, 1, err);
     if (rc == CLLM_OK && tr->task.save_extra) rc = tr->task.save_extra(tr->task.ctx, tmp, err);
     if (rc == CLLM_OK) {
         state = cllm__trainer_state_json(tr);
@@ -14575,10 +14419,9 @@ CLLMDEF cllm_result cllm_trainer_save(cllm_trainer *tr, cllm_err *err) {
     return cllm__prune_checkpoints(c->out_dir, c->keep_last, tr->step, err);
 }
 
-/* The trained model as a plain Hugging Face directory with the tokenizer files; with LoRA the
-   adapters are merged into the saved weights (the model in memory keeps them separate) and, if
-   adapter_dir is set, also saved there as PEFT files. State trained beside the model
-   (task.save_extra: PPO's value head) is written into dir too. */
+/* The trained model as a plain Hugging Face directory with the tokenizer files; with LoRA the adapters are merged
+   into the saved weights (the model in memory keeps them separate) and, if adapter_dir is set, also saved there as
+   PEFT files. State trained beside the model (task.save_extra: PPO's value head) is written into dir too. */
 CLLMDEF cllm_result cllm_trainer_save_final(cllm_trainer *tr, const char *dir, const char *adapter_dir,
                                             cllm_err *err) {
     cllm_model *m = tr->model;
@@ -14643,11 +14486,8 @@ static void cllm__trainer_log(cllm_trainer *tr, const cllm_train_stats *st, doub
         cJSON_AddNumberToObject(o, "tokens_per_s", tps);
         cJSON_AddNumberToObject(o, "elapsed_s", tr->elapsed);
         line = cJSON_PrintUnformatted(o);
-        if (line) {
-            fputs(line, tr->metrics);
-            fputc('\n', tr->metrics);
-            fflush(tr->metrics);
-        }
+        if (line) fprintf(tr->metrics, "%s\n", line);
+        fflush(tr->metrics);
         cJSON_free(line);
         cJSON_Delete(o);
     }
@@ -14667,8 +14507,8 @@ static cllm_result cllm__numeric_fail(const cllm_trainer *tr, const char *what, 
     long latest = tr->cfg.out_dir ? cllm__latest_step(tr->cfg.out_dir) : -1;
     if (latest >= 0)
         return cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: the %s is %g; nothing was updated and the last good "
-                                                 "checkpoint is %s/ckpt-%ld (lower the learning rate?)", tr->step + 1,
-                          what, value, tr->cfg.out_dir, latest);
+                          "checkpoint is %s/ckpt-%ld (lower the learning rate?)", tr->step + 1, what, value,
+                          tr->cfg.out_dir, latest);
     return cllm__fail(err, CLLM_ERR_NUMERIC, "step %ld: the %s is %g; nothing was updated and no checkpoint was "
                                              "written (lower the learning rate?)", tr->step + 1, what, value);
 }
@@ -14906,13 +14746,6 @@ CLLMDEF cllm_result cllm_train_dpo(cllm_model *m, cllm_lora *lora, cllm_model *r
 
 /* ---- online training prompts: CollabLLM's inputs form (data_fmt/train_prompts.md) ------------ */
 
-static void cllm__task_free(cllm_task *t) {
-    CLLM_FREE(t->prompt);
-    CLLM_FREE(t->completion);
-    cJSON_Delete(t->json);
-    memset(t, 0, sizeof *t);
-}
-
 CLLMDEF void cllm_online_prompts_free(cllm_online_prompts *p) {
     int i;
     if (!p) return;
@@ -14975,10 +14808,9 @@ static int cllm__keyset_add(cllm__keyset *s, uint64_t key) {
     return 0;
 }
 
-/* From MR records (data_fmt/records.md), as CollabLLM's to_inputs_dataset: one prompt per
-   (conv_id, turn_id), in the order first seen, with that record's "prompt" messages and task
-   fields (single_turn_*; the heavy fields completion, score, rewards and sessions are dropped).
-   Reads the prompt files cllm_online_prompts_write writes too. */
+/* From MR records (data_fmt/records.md), as CollabLLM's to_inputs_dataset: one prompt per (conv_id, turn_id), in the
+   order first seen, with that record's "prompt" messages and task fields (single_turn_*; the heavy fields completion,
+   score, rewards and sessions are dropped). Reads the prompt files cllm_online_prompts_write writes too. */
 CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char *path, const cllm_prompts_config *cfg,
                                              cllm_err *err) {
     static const char *heavy[] = { "completion", "score", "rewards", "sessions", "task_rows" };
@@ -14987,49 +14819,41 @@ CLLMDEF cllm_result cllm_online_prompts_read(cllm_online_prompts *p, const char 
     char *line = NULL;
     size_t cap = 0, h;
     long len;
-    int lineno = 0, added = 0, dup;
+    int lineno = 0, added = 0;
     cllm_result rc = CLLM_OK;
     if (!f) return CLLM_ERR_IO;
     while (rc == CLLM_OK && (len = cllm__read_line(f, &line, &cap)) >= 0) {
         cllm_task task;
         cllm_conv history;
-        const cJSON *cid, *tid;
-        uint64_t key;
-        int ids_ok;
+        const cJSON *cid, *tid, *messages;
+        int ids_ok, dup = 1;
+        memset(&history, 0, sizeof history);
         lineno++;
         if (len == 0) continue;
-        memset(&history, 0, sizeof history);
-        if ((rc = cllm__task_parse(&task, line, (size_t)len, path, lineno, err)) != CLLM_OK) {
-            cllm__task_free(&task);
-            break;
-        }
+        rc = cllm__task_parse(&task, line, (size_t)len, path, lineno, err);
         cid = cJSON_GetObjectItemCaseSensitive(task.json, "conv_id");
         tid = cJSON_GetObjectItemCaseSensitive(task.json, "turn_id");
+        messages = cJSON_GetObjectItemCaseSensitive(task.json, "prompt");
         ids_ok = cJSON_IsNumber(cid) && cid->valuedouble >= 0 && cid->valuedouble < 1e11 &&
                  (!tid || (cJSON_IsNumber(tid) && tid->valuedouble >= 0 && tid->valuedouble < 1e6));
-        if (!ids_ok)
+        if (rc == CLLM_OK && !ids_ok)
             rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: \"conv_id\" (and \"turn_id\" when present) must be "
                                                   "non-negative integers", path, lineno);
-        else if ((rc = cllm_conv_from_json(&history, cJSON_GetObjectItemCaseSensitive(task.json, "prompt"), err)) !=
-                 CLLM_OK)
+        else if (rc == CLLM_OK && (rc = cllm_conv_from_json(&history, messages, err)) != CLLM_OK)
             rc = cllm__fail_where(err, rc, path, lineno, "\"prompt\": ");
-        if (rc != CLLM_OK) {
-            cllm__task_free(&task);
-            cllm_conv_free(&history);
-            break;
+        if (rc == CLLM_OK) {
+            uint64_t key = ((uint64_t)cid->valuedouble << 20 | (uint64_t)(tid ? tid->valuedouble : history.n)) + 1;
+            if ((dup = cllm__keyset_add(&seen, key)) < 0) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
         }
-        key = ((uint64_t)cid->valuedouble << 20 | (uint64_t)(tid ? tid->valuedouble : history.n)) + 1;
-        if ((dup = cllm__keyset_add(&seen, key)) != 0) {
-            cllm__task_free(&task);
-            cllm_conv_free(&history);
-            if (dup < 0) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-            continue;
+        if (rc == CLLM_OK && !dup) {              /* a (conv_id, turn_id) seen before is skipped */
+            for (h = 0; h < sizeof heavy / sizeof heavy[0]; h++)
+                cJSON_DeleteItemFromObjectCaseSensitive(task.json, heavy[h]);
+            if ((rc = cllm__prompt_add(p, &history, &task, (long)cid->valuedouble, cfg, err)) != CLLM_OK)
+                rc = cllm__fail_where(err, rc, path, lineno, "");
+            added++;
         }
-        for (h = 0; h < sizeof heavy / sizeof heavy[0]; h++)
-            cJSON_DeleteItemFromObjectCaseSensitive(task.json, heavy[h]);
-        if ((rc = cllm__prompt_add(p, &history, &task, (long)cid->valuedouble, cfg, err)) != CLLM_OK)
-            rc = cllm__fail_where(err, rc, path, lineno, "");
-        added++;
+        cllm__task_free(&task);                   /* empty when cllm__prompt_add took it */
+        cllm_conv_free(&history);
     }
     fclose(f);
     CLLM_FREE(line);
@@ -15106,11 +14930,10 @@ static cllm_result cllm__prompts_from_cache(cllm_online_prompts *p, const cllm_t
     return rc;
 }
 
-/* From a task file: the prompt of task i is the simulated user's opening message (one batch of
-   user turns on empty histories). cache_path (optional) makes the openings once per task: when
-   the file exists it is read instead (it must hold one prompt per task, with the same
-   single_turn_prompt, in order); otherwise the new prompts are written there (JSONL, the form
-   cllm_online_prompts_write writes). */
+/* From a task file: the prompt of task i is the simulated user's opening message (one batch of user turns on empty
+   histories). cache_path (optional) makes the openings once per task: when the file exists it is read instead (it
+   must hold one prompt per task, with the same single_turn_prompt, in order); otherwise the new prompts are written
+   there (JSONL, the form cllm_online_prompts_write writes). */
 CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const cllm_task *tasks, int n_tasks,
                                                    const cllm_user_sim *user, const cllm_prompts_config *cfg,
                                                    const char *cache_path, cllm_err *err) {
@@ -15120,11 +14943,11 @@ CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const
     cllm_reply *replies;
     cllm_result rc = CLLM_OK;
     int i;
+    memset(&made, 0, sizeof made);
     if (n_tasks < 1 || !tasks) return cllm__fail(err, CLLM_ERR_ARG, "prompts from tasks: no tasks");
     if (cache_path && cllm__file_exists(cache_path))
         return cllm__prompts_from_cache(p, tasks, n_tasks, cfg, cache_path, err);
     if (!user) return cllm__fail(err, CLLM_ERR_ARG, "prompts from tasks: the opening messages need a user simulator");
-    memset(&made, 0, sizeof made);
     goals = (cllm_goal *)cllm__calloc((size_t)n_tasks, sizeof *goals);
     empty = (cllm_conv *)cllm__calloc((size_t)n_tasks, sizeof *empty);
     replies = (cllm_reply *)cllm__calloc((size_t)n_tasks, sizeof *replies);
