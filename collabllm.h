@@ -2446,6 +2446,12 @@ static void cllm__ok(cllm_err *err) {
     err->msg[0] = 0;
 }
 
+/* The counterpart of cllm__fail: clears err and returns CLLM_OK. */
+static cllm_result cllm__succeed(cllm_err *err) {
+    cllm__ok(err);
+    return CLLM_OK;
+}
+
 /* With a fast path on, Linux backs allocations of 8 MB or more (weights, gradients, moments,
    activations) with 2 MB pages where it can (transparent huge pages, "madvise" mode): matmuls
    walk rows far apart, and with 4 KB pages nearly every row costs a TLB miss. Advice only:
@@ -2487,12 +2493,6 @@ CLLMDEF void cllm_free_buffer(void *p) { CLLM_FREE(p); }
 /* ############################################################################################ */
 /* PART I. THE ALGORITHM, IN THE PAPER'S ORDER                                                  */
 /* ############################################################################################ */
-
-/* The counterpart of cllm__fail: clears err and returns CLLM_OK. */
-static cllm_result cllm__succeed(cllm_err *err) {
-    cllm__ok(err);
-    return CLLM_OK;
-}
 
 /* The initializer of an all-zero struct: { 0 } in C, {} in C++ (where 0 cannot initialise an enum member). */
 #ifdef __cplusplus
@@ -6715,8 +6715,7 @@ CLLMDEF cllm_result cllm_read_file(const char *path, char **out, size_t *len, cl
     buf[size] = 0;
     *out = buf;
     if (len) *len = (size_t)size;
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* The temporary file is path.tmp.<pid> in the same directory, so rename() stays on one file system and is atomic on
@@ -6749,8 +6748,7 @@ static cllm_result cllm__commit_temp(FILE *f, const char *tmp, const char *path,
         return cllm__fail(err, CLLM_ERR_IO, "%s: cannot rename the temporary file into place (%s)", path,
                           strerror(errno));
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 CLLMDEF cllm_result cllm_write_file_atomic(const char *path, const void *data, size_t len, cllm_err *err) {
@@ -7258,8 +7256,7 @@ CLLMDEF cllm_result cllm_st_read(const cllm_safetensors *st, const cllm_st_tenso
                               t->name);
         for (i = 0; i < n; i++) out[done + i] = cllm__st_value(buf + i * esize, t->dtype);
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* The header object of cllm_st_save: the tensors' dtypes, shapes and offsets in order, {"format":"pt"} metadata. */
@@ -7467,8 +7464,7 @@ static cllm_result cllm__config_from_json(cllm_config *c, const cJSON *root, cll
                               "or a list of them");
         if (c->n_eos < CLLM_MAX_EOS) c->eos_token_ids[c->n_eos++] = (int)id;
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 CLLMDEF cllm_result cllm_config_parse(cllm_config *c, const char *json_text, size_t len, cllm_err *err) {
@@ -8703,8 +8699,7 @@ CLLMDEF cllm_result cllm_tokenizer_load_json(cllm_tokenizer *tok, const char *js
         tok->bos_id = tok->eos_id = tok->pad_id = tok->add_bos_token = -1;
         return rc;
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 CLLMDEF cllm_result cllm_tokenizer_load(cllm_tokenizer *tok, const char *path_or_dir, cllm_err *err) {
@@ -9225,8 +9220,7 @@ CLLMDEF cllm_result cllm_tokenizer_encode(const cllm_tokenizer *tok, const char 
     *ids = out_ids;
     *n = count;
     if (offsets) *offsets = out_offsets;
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* ---- Decoding -------------------------------------------------------------------------------- */
@@ -9259,8 +9253,7 @@ CLLMDEF cllm_result cllm_tokenizer_decode(const cllm_tokenizer *tok, const int *
     *text = cllm__sb_take(&out);
     if (!*text) return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer: out of memory");
     if (len) *len = n_out;
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 CLLMDEF void cllm_decode_stream_init(cllm_decode_stream *s, const cllm_tokenizer *tok, int skip_special) {
@@ -9291,8 +9284,7 @@ static cllm_result cllm__stream_step(cllm_decode_stream *s, const int *ids, int 
     if (o.oom) return cllm__fail(err, CLLM_ERR_NOMEM, "decode stream: out of memory");
     *out = o.p;
     *out_len = o.n;
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 CLLMDEF cllm_result cllm_decode_stream_push(cllm_decode_stream *s, int id, const char **out, size_t *out_len,
@@ -9597,8 +9589,7 @@ CLLMDEF cllm_result cllm_chat_render(const cllm_tokenizer *tok, const cllm_messa
     if (ids) *ids = tid;
     if (mask) *mask = trainable;
     if (n_ids) *n_ids = nt;
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* -------------------------------------------------------------------------------------------- */
@@ -9688,8 +9679,7 @@ CLLMDEF cllm_result cllm_kv_cache_init(cllm_kv_cache *kv, const cllm_model *m, i
     kv->row_id = kv->row_pos + rows;
     kv->rope_sin = kv->rope_cos + rope;
     cllm__rope_tables(kv->rope_cos, kv->rope_sin, c, max_len);   /* the same tables cllm_forward uses */
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* Start of the cached rows of (layer l, sequence s) in kv->k or kv->v. */
@@ -9709,8 +9699,7 @@ CLLMDEF cllm_result cllm_kv_cache_copy_seq(cllm_kv_cache *kv, int src, int dst, 
         memcpy(kv->v + cllm__kv_offset(kv, l, dst), kv->v + cllm__kv_offset(kv, l, src), bytes);
     }
     kv->len[dst] = kv->len[src];
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 static cllm_result cllm__kv_check(const cllm_model *m, const cllm_kv_cache *kv, const char *fn, cllm_err *err) {
@@ -9815,8 +9804,7 @@ CLLMDEF cllm_result cllm_kv_prefill(const cllm_model *m, cllm_kv_cache *kv, int 
         kv->len[seq] += N;
         if (logits_out) cllm__matmul_forward(logits_out + (size_t)done * V, w.ln, m->params.lm_head, NULL, N, C, V);
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* The sequences that take part are computed as one batch of rows. */
@@ -9848,8 +9836,7 @@ CLLMDEF cllm_result cllm_kv_step(const cllm_model *m, cllm_kv_cache *kv, const i
         if (logits_out)
             cllm__matmul_forward(logits_out + (size_t)s * V, w.ln + (size_t)r * C, m->params.lm_head, NULL, 1, C, V);
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* ---- Sampling -------------------------------------------------------------------------------- */
@@ -10017,8 +10004,7 @@ CLLMDEF cllm_result cllm_sampler_scores(const cllm_sampler *s, const cllm_float 
     n = cllm__warp(s, logits, V, scores, cand);
     if (n_kept) *n_kept = n;
     CLLM_FREE(cand);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* One cllm_rng_uniform per draw; *logprob = log softmax(scores)[token], or for greedy the model's
@@ -10036,8 +10022,7 @@ CLLMDEF cllm_result cllm_sample(const cllm_sampler *s, const cllm_float *logits,
     *token = cllm__sample_with(s, logits, V, rng, (double *)(void *)(cand + V), cand, &lp);
     if (logprob) *logprob = lp;
     CLLM_FREE(cand);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* ---- Generation loop ------------------------------------------------------------------------ */
@@ -11029,8 +11014,7 @@ CLLMDEF cllm_result cllm_client_init(cllm_client *c, const cllm_client_config *c
         if (!global_released) curl_global_cleanup();
         return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory creating the client");
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 CLLMDEF void cllm_client_free(cllm_client *c) {
@@ -11523,10 +11507,7 @@ CLLMDEF cllm_result cllm_client_chat_batch(cllm_client *c, const cllm_chat_reque
     if (!c || !c->multi || n < 0 || (n > 0 && (!requests || !results)))
         return cllm__fail(err, CLLM_ERR_ARG, "chat completions: needs an initialised client and n >= 0 requests "
                           "and results");
-    if (n == 0) {
-        cllm__ok(err);
-        return CLLM_OK;
-    }
+    if (n == 0) return cllm__succeed(err);
     xs = (cllm__xfer *)cllm__calloc((size_t)n, sizeof *xs);
     if (!xs) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     limit = c->cfg.max_concurrency;
@@ -11681,8 +11662,7 @@ CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, i
     }
     *tasks = ts;
     *n = count;
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* -------------------------------------------------------------------------------------------- */
@@ -11820,8 +11800,7 @@ CLLMDEF cllm_result cllm_local_lm_load(cllm_local_lm *lm, const char *dir, cllm_
     for (i = 0; end && end[i]; i++) cllm__local_add_stop_id(lm, cllm_tokenizer_token_id(&lm->tok, end[i]));
     cllm__local_add_stop_id(lm, lm->tok.eos_id);
     for (i = 0; i < lm->model.config.n_eos; i++) cllm__local_add_stop_id(lm, lm->model.config.eos_token_ids[i]);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* ---- one conversation: render, generate, decode ---------------------------------------------- */
@@ -11976,8 +11955,7 @@ CLLMDEF cllm_result cllm_local_chat(cllm_local_lm *lm, const cllm_conv *historie
         cllm_local_outputs_free(out, i * n_samples);
         return rc;
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* ---- a local model as a backend -------------------------------------------------------------- */
@@ -12184,8 +12162,7 @@ CLLMDEF cllm_result cllm_metric_token_amount(void *ctx, const cllm_session *s, i
         }
         scores[i] = tokens / 1000.0;
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* The end of a metric's batch, by its contract (cllm_metric_fn): an error when it scored none of n sessions, else
@@ -12313,8 +12290,7 @@ CLLMDEF cllm_result cllm_metric_exact_match(void *ctx, const cllm_session *s, in
         const char *last = cllm__last_assistant(s[i].conv);
         scores[i] = cllm_answer_matches((const cllm_match_config *)ctx, last, ref) ? 1.0 : 0.0;
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* The final artifact of each session: judge-extracted when a judge is given, else the last
@@ -12565,8 +12541,7 @@ CLLMDEF cllm_result cllm_metric_builtin(const char *name, cllm_metric *m, cllm_e
         if (strcmp(name, table[i].name) != 0) continue;
         m->name = table[i].name;
         m->fn = table[i].fn;
-        cllm__ok(err);
-        return CLLM_OK;
+        return cllm__succeed(err);
     }
     return cllm__fail(err, CLLM_ERR_ARG, "unknown metric '%s' (built-in: token_amount, interactivity, accuracy, "
                       "exact_match, bleu, pass_rate)", name ? name : "(null)");
@@ -13385,8 +13360,7 @@ CLLMDEF cllm_result cllm_seq_logps(cllm_model *m, const cllm_train_seq *const *s
         cllm__seq_batch_free(&sb);
         if (rc != CLLM_OK) return rc;
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* Writes in_path's non-empty lines to out_path with the two reference fields set. */
@@ -13568,8 +13542,7 @@ CLLMDEF cllm_result cllm_lora_init(cllm_lora *lo, cllm_model *m, const cllm_lora
         n = (size_t)lo->n_layers * (size_t)lo->cfg.r * (size_t)lo->in[t];
         for (k = 0; k < n; k++) lo->A[t][k] = (cllm_float)(cllm_rng_normal(&rng) / lo->cfg.r);
     }
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 CLLMDEF void cllm_lora_free(cllm_lora *lo) {
@@ -13783,8 +13756,7 @@ CLLMDEF cllm_result cllm_lora_merge(cllm_lora *lo, cllm_err *err) {
     cllm__lora_merge_into(lo, m, 1.0);
     m->lora = NULL;
     lo->model = NULL;
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* ---- checkpoint directories ------------------------------------------------------------------ */
@@ -14083,8 +14055,7 @@ CLLMDEF cllm_result cllm_trainer_init(cllm_trainer *tr, cllm_model *m, cllm_lora
         return cllm__fail(err, CLLM_ERR_ARG, "trainer: adapters are attached to the model but not given to the "
                           "trainer");
     if (c->out_dir && cllm__mkdir(c->out_dir, err) != CLLM_OK) return CLLM_ERR_IO;
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* ---- trained parameters: the whole model or the adapters ------------------------------------- */
@@ -14096,8 +14067,7 @@ CLLMDEF cllm_result cllm_trainer_zero_grad(cllm_trainer *tr, cllm_err *err) {
     else if (!(lo->grads = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float))))
         return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the LoRA gradients");
     cllm__lora_point(lo, lo->grads, lo->dA, lo->dB);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 static double cllm__trainer_clip(cllm_trainer *tr) {
@@ -14124,8 +14094,7 @@ static cllm_result cllm__trainer_update(cllm_trainer *tr, double lr, cllm_err *e
     }
     cllm_adamw_step(lo->params, lo->grads, lo->m, lo->v, lo->num_params, ++lo->adam_t, lr, a->beta1, a->beta2, a->eps,
                     a->weight_decay);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* Parameters / Adam moments as checkpoint entries (count returned; entries NULL = count only). */
@@ -14355,8 +14324,7 @@ CLLMDEF cllm_result cllm_trainer_resume(cllm_trainer *tr, int *resumed, cllm_err
     cllm_result rc;
     if (resumed) *resumed = 0;
     if (!tr->cfg.resume || !tr->cfg.out_dir || (step = cllm__latest_step(tr->cfg.out_dir)) < 0) {
-        cllm__ok(err);
-        return CLLM_OK;
+        return cllm__succeed(err);
     }
     snprintf(ckpt, sizeof ckpt, "%s/ckpt-%ld", tr->cfg.out_dir, step);
     if ((rc = cllm__trainer_load_state(tr, ckpt, err)) != CLLM_OK) return rc;
@@ -14372,8 +14340,7 @@ CLLMDEF cllm_result cllm_trainer_resume(cllm_trainer *tr, int *resumed, cllm_err
         fprintf(stderr, "[%s] resumed from %s (step %ld of %ld)\n", tr->task.name, ckpt, tr->step, tr->total_steps);
     tr->saved_step = tr->step;
     if (resumed) *resumed = 1;
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* A checkpoint of the current step (see "checkpoint directories"): 1. everything into
@@ -14548,8 +14515,7 @@ static cllm_result cllm__trainer_end_step(cllm_trainer *tr, const cllm_train_sta
     cllm__trainer_log(tr, st, st->tokens);
     if (tr->cfg.out_dir && tr->cfg.save_every > 0 && tr->step % tr->cfg.save_every == 0)
         return cllm_trainer_save(tr, err);
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* After the step's backward passes (stats: the step's statistics, with "loss"): check, clip,
@@ -14628,15 +14594,11 @@ CLLMDEF cllm_result cllm_trainer_run(cllm_trainer *tr, cllm_err *err) {
                 tr->cfg.batch_size, tr->cfg.grad_accum, tr->cfg.lr, tr->cfg.lr_schedule, tr->warmup_steps);
     while (tr->step < tr->total_steps && !stop) {
         if ((rc = cllm__trainer_step(tr, err)) != CLLM_OK) return rc;
-        if (tr->cfg.on_step && tr->cfg.on_step(tr->cfg.on_step_ctx, tr)) {
-            cllm__ok(err);
-            return CLLM_OK;
-        }
+        if (tr->cfg.on_step && tr->cfg.on_step(tr->cfg.on_step_ctx, tr)) return cllm__succeed(err);
         stop = tr->cfg.stop_after > 0 && tr->step - tr->run_step0 >= tr->cfg.stop_after;
     }
     if (tr->cfg.out_dir && tr->saved_step != tr->step && (rc = cllm_trainer_save(tr, err)) != CLLM_OK) return rc;
-    cllm__ok(err);
-    return CLLM_OK;
+    return cllm__succeed(err);
 }
 
 /* ---- SFT and DPO runs ------------------------------------------------------------------------ */
