@@ -8,15 +8,17 @@
    parser, the checks of the values and `--help` all come from them. Before a command writes
    anything, examples/run_files.h checks its outputs against its inputs: an output never
    replaces an input, an existing output needs --overwrite, and --resume continues only a run of
-   the same command with the same inputs and settings (data_fmt/meta.md). Formats: data_fmt/. */
+   the same command with the same inputs and settings (data_fmt/meta.md). Formats: data_fmt/.
+   `make` links it with the library's object; alone: cc -std=c99 -O2 -DCOLLABLLM_IMPLEMENTATION
+   examples/collabllm.c -o collabllm -lcjson -lcurl -lstb -lm */
 #define _XOPEN_SOURCE 700
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include <stdlib.h>
 #include <string.h>
 #include <cjson/cJSON.h>
 #include "flags.h"
 #include "run_files.h"
+#include "ref_json.h"
 
 /* ---- flags shared by several commands -------------------------------------------------------- */
 
@@ -537,7 +539,7 @@ static int cmd_generate_ids(int argc, char **argv) {
 }
 
 /* ---- ref: the pure training math (DPO, GAE, PPO, GRPO, AdamW, BLEU) as JSON in, JSON out ---- */
-/* One JSON object on stdin, the result object on stdout; shapes in data_fmt/ref.md. */
+/* One JSON object on stdin, the result object on stdout (examples/ref_json.h); shapes in data_fmt/ref.md. */
 
 static const flag_command ref_command = {
     "collabllm ref", "The training math as JSON in, JSON out: DPO, GAE, PPO, GRPO, AdamW and BLEU.",
@@ -553,8 +555,8 @@ static int cmd_ref(int argc, char **argv) {
     size_t cap = 0;
     cllm_err err;
     flags fl;
-    int rc;
-    if (!parse(&fl, &ref_command, argc, argv, &rc)) return rc;
+    int status;
+    if (!parse(&fl, &ref_command, argc, argv, &status)) return status;
     for (;;) {                                   /* read all of stdin */
         size_t got;
         if (len + 4096 + 1 > cap) {
@@ -566,12 +568,11 @@ static int cmd_ref(int argc, char **argv) {
         len += got;
         if (got == 0) break;
     }
-    rc = cllm_ref_json(fl.positional, input, len, &output, &err) == CLLM_OK;
+    status = ref_json(fl.positional, input, len, &output, &err) == CLLM_OK ? 0 : fail(&err);
     free(input);
-    if (!rc) return fail(&err);
-    printf("%s\n", output);
-    cllm_free_buffer(output);
-    return 0;
+    if (status == 0) printf("%s\n", output);
+    free(output);
+    return status;
 }
 
 /* ---- the two sides of a simulation: user simulator and assistant ------------------------------ */
@@ -894,7 +895,7 @@ static int cmd_simulate(int argc, char **argv) {
     fprintf(stderr, "simulate: wrote %s: %d conversations, %d ended by the user, %d failed, %.1f messages on average\n",
             out, n, terminated, failed, n ? messages / n : 0.0);
     if (!user_dir) fprintf(stderr, "  user simulator tokens: %lld prompt + %lld completion\n", sd.client[0].usage.prompt_tokens, sd.client[0].usage.completion_tokens);
-    else fprintf(stderr, "  local user simulator: %ld samples drawn (re-asks included)\n", sd.local_sim.generations);
+    else fprintf(stderr, "  local user simulator: %ld samples drawn (re-asks included)\n", sd.local_sim.local.generations);
     if (!asst_dir) fprintf(stderr, "  assistant tokens: %lld prompt + %lld completion\n", sd.client[1].usage.prompt_tokens, sd.client[1].usage.completion_tokens);
     rc = failed ? 1 : 0;
 done:
@@ -990,7 +991,7 @@ static int make_metric_set(metric_set *ms, const flags *fl, const sides *sd, con
         if (cllm_tokenizer_load(&ms->tok, tok_dir, err) != CLLM_OK) return 0;
         ms->tokens.count = cllm_tokenizer_count; ms->tokens.ctx = &ms->tok;
     } else if (sd->assistant == &sd->local_asst.assistant) {
-        ms->tokens.count = cllm_tokenizer_count; ms->tokens.ctx = (void *)&sd->local_asst.lm->tok;
+        ms->tokens.count = cllm_tokenizer_count; ms->tokens.ctx = (void *)&sd->local_asst.local.lm->tok;
     }
     ms->match.answer_prefix = flag_text(fl, "--answer-prefix");
     ms->match.numeric = flag_on(fl, "--numeric");
@@ -1426,23 +1427,11 @@ done:
 
 /* ---- tokenize / detokenize: JSONL filters over a tokenizer.json -------------------------- */
 
-/* Reads one line of any length from f into *buf (grown as needed); returns its length or -1 at EOF. */
-static long read_line(FILE *f, char **buf, size_t *cap) {
-    size_t n = 0;
-    int c;
-    while ((c = fgetc(f)) != EOF) {
-        if (n + 2 > *cap) {
-            size_t nc = *cap ? 2 * *cap : 4096;
-            char *q = (char *)realloc(*buf, nc);
-            if (!q) return -1;
-            *buf = q; *cap = nc;
-        }
-        if (c == '\n') break;
-        (*buf)[n++] = (char)c;
-    }
-    if (c == EOF && n == 0) return -1;
-    (*buf)[n] = 0;
-    return (long)n;
+/* The error for a cllm_read_line result below CLLM_LINE_EOF on stdin line `lineno`. */
+static int read_line_failed(long len, long lineno) {
+    if (len == CLLM_LINE_NOMEM) fprintf(stderr, "error: stdin line %ld: out of memory\n", lineno);
+    else fprintf(stderr, "error: stdin line %ld: longer than the line limit (CLLM_MAX_LINE_BYTES)\n", lineno);
+    return 1;
 }
 
 /* Prints {"text": s} for s[0..n), which may contain NUL bytes (cJSON strings cannot). */
@@ -1506,7 +1495,7 @@ static int cmd_tokenize(int argc, char **argv) {
     special = flag_on(&fl, "--add-special-tokens");
     want_offsets = flag_on(&fl, "--offsets");
     if (cllm_tokenizer_load(&tok, flag_text(&fl, "--tokenizer"), &err) != CLLM_OK) return fail(&err);
-    while ((len = read_line(stdin, &line, &cap)) >= 0) {
+    while ((len = cllm_read_line(stdin, &line, &cap)) >= 0) {
         cJSON *in, *out;
         const cJSON *text;
         int *ids = NULL, *offs = NULL, n = 0;
@@ -1531,6 +1520,7 @@ static int cmd_tokenize(int argc, char **argv) {
         cllm_free_buffer(ids); cllm_free_buffer(offs);
         cJSON_Delete(in);
     }
+    if (rc == 0 && len < CLLM_LINE_EOF) rc = read_line_failed(len, lineno + 1);
     free(line);
     cllm_tokenizer_free(&tok);
     return rc;
@@ -1551,7 +1541,7 @@ static int cmd_detokenize(int argc, char **argv) {
     if ((rc = check_files(&fl)) != 0) return rc;
     skip = flag_on(&fl, "--skip-special-tokens");
     if (cllm_tokenizer_load(&tok, flag_text(&fl, "--tokenizer"), &err) != CLLM_OK) return fail(&err);
-    while ((len = read_line(stdin, &line, &cap)) >= 0) {
+    while ((len = cllm_read_line(stdin, &line, &cap)) >= 0) {
         cJSON *in;
         const cJSON *arr, *it;
         int *ids, n = 0;
@@ -1574,6 +1564,7 @@ static int cmd_detokenize(int argc, char **argv) {
         cJSON_Delete(in);
         if (rc) break;
     }
+    if (rc == 0 && len < CLLM_LINE_EOF) rc = read_line_failed(len, lineno + 1);
     free(line);
     cllm_tokenizer_free(&tok);
     return rc;

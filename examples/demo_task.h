@@ -31,6 +31,8 @@
 
 #include <string.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <cjson/cJSON.h>
 
 typedef struct demo_family {
     const char *name;

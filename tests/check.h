@@ -62,6 +62,13 @@ CHECK_FN int check_summary(const char *name) {
 #ifdef COLLABLLM_H
 /* File helpers for the tests that run whole pipelines (need collabllm.h included first). */
 #include <string.h>
+#include <sys/stat.h>
+#include <cjson/cJSON.h>
+
+/* Creates the directory (its parent must exist); one that exists already is fine. */
+CHECK_FN void check_mkdir(const char *path) {
+    (void)mkdir(path, 0755);
+}
 
 /* Copies from_dir/name to to_dir/name (atomically, as the library writes files). */
 CHECK_FN int check_copy_file(const char *from_dir, const char *to_dir, const char *name) {

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Reference cases for the online trainers of collabllm.h: the GRPO token-level loss of TRL
 v0.19.1's GRPOTrainer.compute_loss, in PyTorch float64, written here from the formulas in
-../shared/reference/training-math.md section 3 (not copied), with gradients from autograd:
+trl/trainer/grpo_trainer.py (not copied), with gradients from autograd:
 
     r = exp(logp - old),  l = -min(r A, clamp(r, 1 - eps_low, 1 + eps_high) A) + beta k3,
     k3 = exp(ref - logp) - (ref - logp) - 1,

@@ -14,7 +14,7 @@ static void test_lenient_cases(void) {
     int agree = 0, total = 0;
     printf("-- cllm_json_parse_lenient vs Python (json strict=False, then literal eval)\n");
     if (!check_true("open tests/data/lenient_json/cases.jsonl", f != NULL)) return;
-    while (cllm__read_line(f, &line, &cap) >= 0) {
+    while (cllm_read_line(f, &line, &cap) >= 0) {
         cJSON *c = cJSON_Parse(line), *got;
         const cJSON *expect = cJSON_GetObjectItemCaseSensitive(c, "expect");
         const char *name = cllm__json_str(c, "name"), *input = cllm__json_str(c, "input"), *src = cllm__json_str(c, "source");
@@ -210,7 +210,7 @@ static void test_files(void) {
 
     f = fopen("data_fmt/conversation.example.jsonl", "rb");
     if (!check_true("open the conversation example", f != NULL)) return;
-    while (cllm__read_line(f, &line, &cap) >= 0) {
+    while (cllm_read_line(f, &line, &cap) >= 0) {
         cJSON *rec = cJSON_Parse(line);
         const cJSON *sim = cJSON_GetObjectItemCaseSensitive(rec, "simulation");
         cllm_conv c;

@@ -13,7 +13,7 @@ static int round_trip(const char *path, const char *required[], int n_required) 
     long len;
     int lines = 0, ok = 1, k;
     if (!f) return -1;
-    while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
+    while ((len = cllm_read_line(f, &line, &cap)) >= 0) {
         cJSON *a, *b;
         char *text;
         if (!len) continue;

@@ -2,7 +2,6 @@
    MR scores (hand-computed), resuming after a failure and after a torn write (same data as an
    uninterrupted run, no duplicates), shards that concatenate, SFT rows / DPO pairs, and the
    evaluation loop. */
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
 #include <string.h>
@@ -12,7 +11,11 @@ static int opening_calls = 0;
 static cllm_result user_turn(void *ctx, const cllm_goal *goal, const cllm_conv *h, cllm_reply *out) {
     (void)ctx;
     if (h->n == 0) {
-        if (opening_calls++ == fail_on_prompt_calls) { out->code = cllm__fail(&out->err, CLLM_ERR_HTTP, "simulated outage"); return out->code; }
+        if (opening_calls++ == fail_on_prompt_calls) {
+            out->code = out->err.code = CLLM_ERR_HTTP;
+            snprintf(out->err.msg, sizeof out->err.msg, "simulated outage");
+            return out->code;
+        }
         return cllm_reply_set(out, strstr(goal->prompt, "tea") ? "i want a tea" : "i want a coffee", 0);
     }
     if (strchr(h->msgs[h->n - 1].content, '?')) return cllm_reply_set(out, "large please", 0);

@@ -1,6 +1,5 @@
 /* test_dump.c - the `collabllm dump` command, end to end: it runs the built tool on a golden
    case and compares the file it writes with the PyTorch reference, tensor by tensor. */
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
 #include <string.h>

@@ -350,7 +350,7 @@ static void a_big_valid(const char *name, int status) {
     FILE *f;
     snprintf(path, sizeof path, "%s/%s.conv.jsonl", case_dir, name);
     f = fopen(path, "rb");
-    len = f ? cllm__read_line(f, &line, &cap) : -9;
+    len = f ? cllm_read_line(f, &line, &cap) : -9;
     if (f) fclose(f);
     printf("    the conversation line is %ld bytes\n", len);
     snprintf(cli_outcome, sizeof cli_outcome, "exit %d; the conversation line (%ld bytes) reads back", status, len);

@@ -1,7 +1,6 @@
 /* test_mr.c - the multiturn-aware reward on scripted simulators, against values computed by hand
    for both reward variants; sample failures, w = 0, and the built-in metrics (exact match,
    token_amount, BLEU, pass_rate running real Python unit tests). */
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
 #include <string.h>

@@ -1,5 +1,5 @@
 /* test_online.c - online DPO, PPO and GRPO with the multiturn-aware reward.
-   - the PPO test vector of training-math.md section 2.1 through cllm_ppo_prepare and
+   - the hand-built TRL v0.19.1 PPO test vector through cllm_ppo_prepare and
      cllm_ppo_rollout_loss (the plumbing the trainer runs), and TRL's pad == eos semantics;
    - cllm_grpo_loss against torch (tests/gen_online.py) with ratios != 1, k3 and every
      aggregation, and its gradient by finite differences;
@@ -236,7 +236,7 @@ static void test_trivial_reward(void) {
     }
 }
 
-/* ---- the PPO test vector of training-math.md section 2.1 ------------------------------------- */
+/* ---- the hand-built TRL v0.19.1 PPO test vector --------------------------------------------- */
 
 static void set_rows(double *dst, const double *src, int n) { memcpy(dst, src, sizeof(double) * (size_t)n); }
 
@@ -268,7 +268,7 @@ static void test_ppo_vector(void) {
     cllm_ppo_config cfg;
     cllm_ppo_loss_out out;
     cllm_err err;
-    printf("PPO test vector (training-math.md 2.1: k1, kl_coef .05, gamma 1, lambda .95) through cllm_ppo_prepare / cllm_ppo_rollout_loss\n");
+    printf("PPO test vector (TRL v0.19.1: k1, kl_coef .05, gamma 1, lambda .95) through cllm_ppo_prepare / cllm_ppo_rollout_loss\n");
     memset(&cfg, 0, sizeof cfg);                      /* zero = TRL's defaults, which the vector uses */
     vector_rollout(&r);
     check_true("prepare", cllm_ppo_prepare(&cfg, &r, &err) == CLLM_OK);
@@ -298,7 +298,7 @@ static void test_ppo_vector(void) {
     }
     cllm_ppo_rollout_free(&r);
 
-    printf("the library differences (training-math.md 6.1, 6.11)\n");
+    printf("the library differences (pitfalls reported upstream)\n");
     vector_rollout(&r);
     r.pad_id = 2;                                     /* pad == eos: the EOS at t = 2 is padding */
     cllm_ppo_prepare(&cfg, &r, &err);
@@ -387,9 +387,12 @@ static void test_grpo_loss(void) {
         T = (int)n / B;
         memset(&out, 0, sizeof out);
         out.d_logprobs = d;
-        if (cllm_grpo_loss(B, T, lp, old, ref, adv, mask, beta, cJSON_GetObjectItemCaseSensitive(c, "eps_low")->valuedouble,
-                           cJSON_GetObjectItemCaseSensitive(c, "eps_high")->valuedouble, type,
-                           (int)cJSON_GetObjectItemCaseSensitive(c, "max_completion_length")->valuedouble, &out, NULL) != CLLM_OK) bad++;
+        cllm_grpo_loss_input in = { .B = B, .T = T, .logprobs = lp, .old_logprobs = old, .ref_logprobs = ref, .advantages = adv,
+                                    .mask = mask, .beta = beta, .eps_low = cJSON_GetObjectItemCaseSensitive(c, "eps_low")->valuedouble,
+                                    .eps_high = cJSON_GetObjectItemCaseSensitive(c, "eps_high")->valuedouble,
+                                    .loss_type = (cllm_grpo_loss_type)type,
+                                    .max_completion_length = (int)cJSON_GetObjectItemCaseSensitive(c, "max_completion_length")->valuedouble };
+        if (cllm_grpo_loss(&in, &out, NULL) != CLLM_OK) bad++;
         e1 = fabs(out.loss - cJSON_GetObjectItemCaseSensitive(c, "loss")->valuedouble);
         if (e1 > worst_loss) worst_loss = e1;
         for (i = 0; i < n; i++) if (fabs(d[i] - want_d[i]) > worst_grad) worst_grad = fabs(d[i] - want_d[i]);
@@ -400,8 +403,9 @@ static void test_grpo_loss(void) {
             double keep = lp[i], lp_, lm_, h = 1e-6;
             cllm_grpo_loss_out o2;
             memset(&o2, 0, sizeof o2);
-            lp[i] = keep + h; cllm_grpo_loss(B, T, lp, old, ref, adv, mask, beta, .2, .28, type, (int)cJSON_GetObjectItemCaseSensitive(c, "max_completion_length")->valuedouble, &o2, NULL); lp_ = o2.loss;
-            lp[i] = keep - h; cllm_grpo_loss(B, T, lp, old, ref, adv, mask, beta, .2, .28, type, (int)cJSON_GetObjectItemCaseSensitive(c, "max_completion_length")->valuedouble, &o2, NULL); lm_ = o2.loss;
+            in.eps_low = .2; in.eps_high = .28;
+            lp[i] = keep + h; cllm_grpo_loss(&in, &o2, NULL); lp_ = o2.loss;
+            lp[i] = keep - h; cllm_grpo_loss(&in, &o2, NULL); lm_ = o2.loss;
             lp[i] = keep;
             if (fabs((lp_ - lm_) / (2 * h) - d[i]) > fd_worst) fd_worst = fabs((lp_ - lm_) / (2 * h) - d[i]);
         }

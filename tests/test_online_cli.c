@@ -8,7 +8,6 @@
    data_fmt/train_prompts.example.jsonl read by --prompts, a PPO run stopped after one step and
    resumed logging the losses of an uninterrupted run, and bad flags refused. */
 #include "mock_openai.c"
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
 #include <sys/wait.h>

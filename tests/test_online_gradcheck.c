@@ -172,7 +172,10 @@ static double grpo_objective(grpo_setup *g, double *dlp) {
     cllm__gather_logps(&g->s.m, g->s.ptr, 3, 3, 0.0, lp);
     memset(&out, 0, sizeof out);
     out.d_logprobs = dlp;
-    cllm_grpo_loss(3, 3, lp, g->old, g->ref, g->adv, g->mask, 0.04, 0.2, 0.28, g->loss_type, 4, &out, NULL);
+    cllm_grpo_loss_input in = { .B = 3, .T = 3, .logprobs = lp, .old_logprobs = g->old, .ref_logprobs = g->ref, .advantages = g->adv,
+                                .mask = g->mask, .beta = 0.04, .eps_low = 0.2, .eps_high = 0.28,
+                                .loss_type = (cllm_grpo_loss_type)g->loss_type, .max_completion_length = 4 };
+    cllm_grpo_loss(&in, &out, NULL);
     if (dlp) {
         cllm_zero_grad(&g->s.m, NULL);
         cllm__rollout_backward(&g->s.m, NULL, g->s.ptr, 3, 3, dlp, NULL, 1.0, NULL);

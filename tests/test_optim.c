@@ -1,5 +1,5 @@
 /* test_optim.c - the optimiser pieces against the torch / transformers test vectors of
-   shared/reference/training-math.md §4 (computed there with torch 1.13 in float64):
+   torch 1.13 in float64:
    torch.optim.AdamW, torch.nn.utils.clip_grad_norm_, and transformers' schedules. */
 #define COLLABLLM_DOUBLE
 #define COLLABLLM_IMPLEMENTATION

@@ -4,7 +4,6 @@
    coffee shop: the simulator answers a question about the size and leaves after an answer; the
    assistant either asks or guesses; the judge calls a conversation interactive if it asked. */
 #include "mock_openai.c"
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
 

@@ -3,7 +3,6 @@
    exactly the fields of the next ```json ref-output block, with every number within a relative
    1e-12 (exactly 0 where the document says 0; `tol=X` on the block overrides the tolerance).
    Then the command's error behaviour: a bad input exits non-zero and writes nothing on stdout. */
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
 #include <string.h>

@@ -1,7 +1,6 @@
 /* test_rpo.c - RPO (DPO + alpha * NLL of the chosen completions, TRL's rpo_alpha): the loss grows
    by alpha times the chosen tokens' mean NLL, and the gradient equals the plain DPO gradient plus
    alpha times the gradient of that NLL, computed independently with the SFT micro-step. */
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
 

@@ -9,9 +9,9 @@
      "python3; touch FILE" runs nothing) and under a memory limit (1 GB allocated with a
      128 MB limit fails the unit tests). */
 #include "mock_openai.c"
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 

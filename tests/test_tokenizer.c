@@ -65,7 +65,7 @@ static void check_tokenizer(const char *name, const char *dir, int byte_exact) {
         char *dec = NULL;
         size_t dlen = 0;
         cllm_decode_stream ds;
-        cllm__buf streamed = { 0 };
+        cllm__sb streamed = { 0 };
         const char *piece;
         size_t plen;
         cllm_tokenizer_encode(&tok, text, len, 0, &ids, &n, &offs, &err);
@@ -79,8 +79,8 @@ static void check_tokenizer(const char *name, const char *dir, int byte_exact) {
         cllm_tokenizer_decode(&tok, ids, n, 0, &dec, &dlen, &err);
         if (byte_exact && (dlen != len || memcmp(dec, text, len) != 0)) ok_round = 0;
         cllm_decode_stream_init(&ds, &tok, 0);
-        for (k = 0; k < n; k++) { cllm_decode_stream_push(&ds, ids[k], &piece, &plen, &err); cllm__buf_add(&streamed, piece, plen); }
-        cllm_decode_stream_flush(&ds, &piece, &plen, &err); cllm__buf_add(&streamed, piece, plen);
+        for (k = 0; k < n; k++) { cllm_decode_stream_push(&ds, ids[k], &piece, &plen, &err); cllm__sb_putn(&streamed, piece, plen); }
+        cllm_decode_stream_flush(&ds, &piece, &plen, &err); cllm__sb_putn(&streamed, piece, plen);
         if (streamed.n != dlen || (dlen && memcmp(streamed.p, dec, dlen) != 0)) ok_stream = 0;
         cllm_decode_stream_free(&ds);
         CLLM_FREE(streamed.p); cllm_free_buffer(dec); cllm_free_buffer(ids); cllm_free_buffer(offs);
@@ -116,12 +116,12 @@ static void check_stream_random(const char *dir) {
         size_t dlen, plen;
         const char *piece;
         cllm_decode_stream ds;
-        cllm__buf s = { 0 };
+        cllm__sb s = { 0 };
         for (k = 0; k < n; k++) ids[k] = (int)(cllm_rng_u32(&rng) % (uint32_t)tok.n_ids);
         cllm_tokenizer_decode(&tok, ids, n, 0, &dec, &dlen, &err);
         cllm_decode_stream_init(&ds, &tok, 0);
-        for (k = 0; k < n; k++) { cllm_decode_stream_push(&ds, ids[k], &piece, &plen, &err); cllm__buf_add(&s, piece, plen); }
-        cllm_decode_stream_flush(&ds, &piece, &plen, &err); cllm__buf_add(&s, piece, plen);
+        for (k = 0; k < n; k++) { cllm_decode_stream_push(&ds, ids[k], &piece, &plen, &err); cllm__sb_putn(&s, piece, plen); }
+        cllm_decode_stream_flush(&ds, &piece, &plen, &err); cllm__sb_putn(&s, piece, plen);
         if (s.n != dlen || (dlen && memcmp(s.p, dec, dlen))) ok = 0;
         cllm_decode_stream_free(&ds); CLLM_FREE(s.p); cllm_free_buffer(dec);
     }
@@ -209,7 +209,7 @@ static void check_mask(const char *label, const char *dir, int family, const cll
     char *text = NULL, lab[200];
     int *ids = NULL, nid = 0, i, n_on = 0;
     unsigned char *mask = NULL;
-    cllm__buf on = { 0 }, all = { 0 };
+    cllm__sb on = { 0 }, all = { 0 };
     if (cllm_tokenizer_load(&tok, dir, &err) != CLLM_OK) { printf("  FAIL %s\n", err.msg); check_failures++; return; }
     if (family) tok.chat_family = family;
     memset(&o, 0, sizeof o);
@@ -218,8 +218,8 @@ static void check_mask(const char *label, const char *dir, int family, const cll
     for (i = 0; i < nid; i++) {
         size_t bl;
         const char *b = cllm_tokenizer_id_bytes(&tok, ids[i], &bl);
-        cllm__buf_add(&all, b, bl);
-        if (mask[i]) { cllm__buf_add(&on, b, bl); n_on++; }
+        cllm__sb_putn(&all, b, bl);
+        if (mask[i]) { cllm__sb_putn(&on, b, bl); n_on++; }
     }
     snprintf(lab, sizeof lab, "mask %s: trainable tokens (%d of %d) are exactly assistant content + end-of-turn", label, n_on, nid);
     check_true(lab, on.n == strlen(want) && memcmp(on.p ? on.p : "", want, on.n) == 0);

@@ -9,7 +9,6 @@
      (ChatML and Llama-3 templates); truncation keeps the prompt's end and the completion's
      start; the example files of data_fmt/train.md load.
    - DPO on a tiny chat model raises its implicit reward margin. */
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
 #include <string.h>
