@@ -60,7 +60,12 @@ TOOLS_OBJ  = $(if $(filter $(OPT),$(TEST_OPT)),$(BUILD)/lib/test.o,$(BUILD)/lib/
 cc_accepts = $(shell echo 'int main(void){return 0;}' | $(CC) $(1) -x c - -o /dev/null 2>/dev/null && echo $(1))
 FAST_FLAGS := $(call cc_accepts,-march=native) $(call cc_accepts,-fopenmp) -DCLLM_SIMD
 FAST      ?= 1
-FAST_BINS = $(patsubst tests/%.c,$(BUILD)/fast/%,$(wildcard tests/test_*.c)) $(BUILD)/fast/collabllm $(BUILD)/fast/chat $(BUILD)/fast/bench $(BUILD)/fast/cllm_demo
+# A test marked "no-fast-path:" runs no code the fast paths change (the client, the parsers, the
+# objectives on given numbers...): the second pass neither builds nor runs it (tests/run.sh).
+NO_FAST_TESTS := $(shell grep -l '^/\* no-fast-path:' tests/test_*.c)
+FAST_TESTS = $(filter-out $(NO_FAST_TESTS),$(wildcard tests/test_*.c))
+FAST_BINS = $(patsubst tests/%.c,$(BUILD)/fast/%,$(FAST_TESTS)) $(BUILD)/fast/collabllm $(BUILD)/fast/chat \
+            $(BUILD)/fast/bench $(BUILD)/fast/cllm_demo
 
 .PHONY: all test asan valgrind fuzz deps golden clean crosscheck unicode-tables bench lora-memory demo
 all: deps $(TOOLS) $(TEST_BINS)

@@ -10,6 +10,8 @@
 #     and before another flag), a repeated flag; and for every numeric flag that its --help lists,
 #     a value below its range, above it (if bounded), a non-number and trailing junk. The range
 #     each error names must be the one the usage shows.
+# no-fast-path: flags, errors and files of the command lines, no model kernel (make test runs it in its first
+# pass only)
 build=${BUILD:-build}
 tool="$build/collabllm"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT

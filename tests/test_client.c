@@ -4,6 +4,7 @@
    fields, 4xx, oversized bodies), that the key never reaches an error message, per-request
    status in batches, the concurrency limit, and that 32 calls of 200 ms overlap. The mock picks
    its behaviour from the request's model name. */
+/* no-fast-path: the HTTP client, no model kernel (make test runs it in its first pass only) */
 #include "mock_openai.c"
 #include "../collabllm.h"
 #include "check.h"

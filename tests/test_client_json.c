@@ -2,6 +2,7 @@
    cllm_json_parse_lenient against Python's json / literal parser (tests/gen_lenient_json.py
    wrote tests/data/lenient_json/cases.jsonl), the simulator's reply parser, the judges' score
    readers, conversations to and from JSON, and the task and conversation files in data_fmt/. */
+/* no-fast-path: JSON parsing of replies, no model kernel (make test runs it in its first pass only) */
 #define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"

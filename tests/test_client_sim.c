@@ -3,6 +3,7 @@
    simulator prompt it is sent and answers in the lenient JSON shapes real models produce; its
    "assistant" numbers its answers; its "judges" grade from the sections of their prompts. Also
    runs the callback simulator of examples/callback_sim.c (simulator kind (c)). */
+/* no-fast-path: simulators and judges on API models, no model kernel (make test runs it in its first pass only) */
 #include "mock_openai.c"
 #define CALLBACK_SIM_NO_MAIN
 #include "../examples/callback_sim.c"

@@ -1,5 +1,6 @@
 /* test_data_fmt.c - every example file in data_fmt/ parses with the reader that consumes it and
    round-trips through JSON unchanged: task, conversation, records, SFT rows, DPO pairs, eval. */
+/* no-fast-path: file formats, no model kernel (make test runs it in its first pass only) */
 #define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"

@@ -2,6 +2,7 @@
    MR scores (hand-computed), resuming after a failure and after a torn write (same data as an
    uninterrupted run, no duplicates), shards that concatenate, SFT rows / DPO pairs, and the
    evaluation loop. */
+/* no-fast-path: data generation on scripted simulators, no model kernel (make test runs it in its first pass only) */
 #include "../collabllm.h"
 #include "check.h"
 #include <string.h>

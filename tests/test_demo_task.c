@@ -1,6 +1,7 @@
 /* test_demo_task.c - the demo's task family, rule-based simulator and judge (examples/demo_task.h):
    determinism from the seed, the simulator's three behaviours, the judge's four cases, and the
    base model's SFT mixture rates. */
+/* no-fast-path: the demo's rule-based task, no model kernel (make test runs it in its first pass only) */
 #include "../collabllm.h"
 #include "../examples/demo_task.h"
 #include "../examples/demo_bpe.h"

@@ -5,6 +5,7 @@
    the name of the input; `make fuzz` looks for new ones.
    Findings are listed in tests/data/fuzz_regressions/README.md; where a finding was undefined
    behaviour that only a sanitizer sees, a direct check below fails without the fix too. */
+/* no-fast-path: the parsers, no model kernel (make test runs it in its first pass only) */
 #define _POSIX_C_SOURCE 200809L   /* scandir */
 #include <stdio.h>
 static const char *replaying = "";   /* the input being replayed, for the report of a trap */

@@ -15,6 +15,7 @@
        the library's).
    The table (case, outcome, peak RSS, wall time) is printed and written to
    $BUILD/tmp_hostile/table.md. */
+/* no-fast-path: the client and the CLI on API models, no model kernel (make test runs it in its first pass only) */
 #define _DEFAULT_SOURCE                   /* wait4 */
 #include "mock_openai.c"
 #include "hostile_server.c"

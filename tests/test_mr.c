@@ -1,6 +1,7 @@
 /* test_mr.c - the multiturn-aware reward on scripted simulators, against values computed by hand
    for both reward variants; sample failures, w = 0, and the built-in metrics (exact match,
    token_amount, BLEU, pass_rate running real Python unit tests). */
+/* no-fast-path: MR on scripted simulators, no model kernel (make test runs it in its first pass only) */
 #include "../collabllm.h"
 #include "check.h"
 #include <string.h>

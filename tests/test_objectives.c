@@ -4,6 +4,7 @@
        inputs, written by tests/gen_objectives.py.
    Also AdamW, clip_grad_norm and the cosine schedule on torch float64 vectors,
    and the error paths. */
+/* no-fast-path: objectives on given numbers, no model kernel (make test runs it in its first pass only) */
 #include "../collabllm.h"
 #include "check.h"
 #include "../examples/ref_json.h"

@@ -1,6 +1,7 @@
 /* test_optim.c - the optimiser pieces against the torch / transformers test vectors of
    torch 1.13 in float64:
    torch.optim.AdamW, torch.nn.utils.clip_grad_norm_, and transformers' schedules. */
+/* no-fast-path: the optimiser on given numbers, no model kernel (make test runs it in its first pass only) */
 #define COLLABLLM_DOUBLE
 #define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"

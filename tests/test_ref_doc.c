@@ -3,6 +3,7 @@
    exactly the fields of the next ```json ref-output block, with every number within a relative
    1e-12 (exactly 0 where the document says 0; `tol=X` on the block overrides the tolerance).
    Then the command's error behaviour: a bad input exits non-zero and writes nothing on stdout. */
+/* no-fast-path: `collabllm ref` on given numbers, no model kernel (make test runs it in its first pass only) */
 #include "../collabllm.h"
 #include "check.h"
 #include <string.h>

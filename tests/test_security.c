@@ -8,6 +8,7 @@
    - the pass_rate metric starts the interpreter without a shell (a "python" of
      "python3; touch FILE" runs nothing) and under a memory limit (1 GB allocated with a
      128 MB limit fails the unit tests). */
+/* no-fast-path: trust boundaries on API models, no model kernel (make test runs it in its first pass only) */
 #include "mock_openai.c"
 #include "../collabllm.h"
 #include "check.h"

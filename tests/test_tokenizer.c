@@ -4,6 +4,7 @@
    small tokenizers in tests/data/tokenizers were built by the same script. The real Llama-3 and
    Qwen3 files are too large to commit: they are checked when the npm cache of `make crosscheck`
    exists. NFC is also checked against Unicode's own NormalizationTest.txt (Debian unicode-data). */
+/* no-fast-path: the tokenizer and chat templates, no model kernel (make test runs it in its first pass only) */
 #define _POSIX_C_SOURCE 200809L   /* popen, to read the bzip2-compressed NormalizationTest.txt */
 #define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
