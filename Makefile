@@ -1,7 +1,8 @@
 # collabllm.h - build, test and demo.
 #   make          build the command-line tool, the chat example and every test program into build/
 #   make test     build and run the test suite (installs missing Debian packages first), then
-#                 the same suite again with the fast paths on (OpenMP, CLLM_SIMD, -march=native)
+#                 again with the fast paths on (OpenMP, CLLM_SIMD, -march=native), except the
+#                 tests marked no-fast-path: (they run no model kernel)
 #   make asan     the test suite under AddressSanitizer + UndefinedBehaviorSanitizer (scalar)
 #   make valgrind a subset of the tests (VALGRIND_TESTS) under valgrind memcheck, leaks included
 #   make demo     the main job: CollabLLM's result on the bundled task, offline (SEED=n picks another seed)
