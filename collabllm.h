@@ -129,7 +129,7 @@
                                   all simulated together; R* per future; mean, std and every sample
       cllm_mr_reward()         -- R* from metric values: paper (- min(lambda tokens, 1)) or weighted sum
       cllm_metric_builtin()    -- named metrics: token_amount, interactivity, accuracy, exact_match, bleu,
-                                  pass_rate; any C function with the cllm_metric_fn shape plugs in too
+                                  bleu_last, pass_rate; any C function with the cllm_metric_fn shape plugs in
       cllm_answer_matches()    -- exact / numeric matching of a final answer
       cllm_count_tokens()      -- the policy tokenizer's count, or whitespace words
    Data generation, training files, evaluation
@@ -1391,15 +1391,20 @@ CLLMDEF int cllm_tokenizer_count(void *tokenizer, const char *text);
    interactivity  [cllm_judge*]  the LLM judge's score in [0, 1] on the whole session
    accuracy       [cllm_judge*]  the judge's 0/1 verdict on the session vs the task's completion
    exact_match    [cllm_match_config* or NULL] 0/1: the final answer equals the task's completion
-   bleu           [cllm_judge* or NULL] NLTK sentence BLEU, character level, of the final
-                  document (judge-extracted, or the last assistant message) vs the completion
-   pass_rate      [cllm_code_config*] fraction of the task's unit tests the final code passes;
-                  runs that code under limits but NOT in a sandbox (section 6 of the manual)  */
+   bleu           [cllm_judge*]  NLTK sentence BLEU, character level, of the final document vs the
+                  completion; the judge extracts the document (as CollabLLM always does)
+   bleu_last      [unused] the same BLEU of the last assistant message, with no extraction
+   pass_rate      [cllm_code_config*] 1 when the final code passes every unit test of the task, else 0
+                  (BigCodeBench's untrusted_check, as CollabLLM); or the fraction passed. Runs that code
+                  under limits but NOT in a sandbox (section 6 of the manual)
+   Extraction is never silently skipped: bleu and pass_rate fail with an error when no extractor is
+   given, unless the caller asks for no extraction (bleu_last; cllm_code_config.no_extract). */
 CLLMDEF cllm_result cllm_metric_token_amount(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
 CLLMDEF cllm_result cllm_metric_interactivity(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
 CLLMDEF cllm_result cllm_metric_accuracy(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
 CLLMDEF cllm_result cllm_metric_exact_match(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
 CLLMDEF cllm_result cllm_metric_bleu(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
+CLLMDEF cllm_result cllm_metric_bleu_last(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
 CLLMDEF cllm_result cllm_metric_pass_rate(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
 /* Fills m->name and m->fn for a built-in name (weight and ctx are left to the caller). */
 CLLMDEF cllm_result cllm_metric_builtin(const char *name, cllm_metric *m, cllm_err *err);
@@ -1414,14 +1419,24 @@ typedef struct cllm_match_config {
 } cllm_match_config;
 CLLMDEF int cllm_answer_matches(const cllm_match_config *cfg, const char *answer, const char *reference);
 
+/* What pass_rate scores. CollabLLM (v1 and v2) scores BigCodeBench's verdict: pass only when every test passes. */
+typedef enum cllm_pass_rule {
+    CLLM_PASS_ALL = 0,               /* 1 when every test passes, else 0 (the default)            */
+    CLLM_PASS_FRACTION               /* the fraction of the tests that pass                       */
+} cllm_pass_rule;
+
 /* Runs a session's final code against the task's tests ("test": unittest source, as BigCodeBench) in a subprocess
-   under limits, with no shell. THIS IS NOT A SANDBOX (manual section 6): use a container for untrusted tasks. */
+   under limits, with no shell. THIS IS NOT A SANDBOX (manual section 6): use a container for untrusted tasks.
+   BigCodeBench's own limits, which CollabLLM keeps, are 241 s and 30 GB (v1) or 300 GB (v2). */
 typedef struct cllm_code_config {
-    const char  *python;             /* interpreter (default "python3", looked up on PATH)        */
-    double       timeout_s;          /* wall clock per run (default 10)                           */
-    long         memory_mb;          /* address-space limit (default 2048)                        */
-    cllm_judge  *extractor;          /* extracts the code from the session (default: the last
-                                        ```python block of the last assistant message)          */
+    const char    *python;           /* interpreter (default "python3", looked up on PATH)        */
+    double         timeout_s;        /* wall clock per run (default 10)                           */
+    long           memory_mb;        /* address-space limit (default 2048)                        */
+    cllm_pass_rule pass_rule;        /* all-or-nothing or the fraction (default CLLM_PASS_ALL)    */
+    cllm_judge    *extractor;        /* the LLM that extracts the final code from the session
+                                        (required unless no_extract)                             */
+    int            no_extract;       /* 1: test the last ```python block of the last assistant
+                                        message as it is (default 0: extract with extractor)     */
 } cllm_code_config;
 
 typedef enum cllm_mr_variant {
@@ -12293,8 +12308,10 @@ CLLMDEF cllm_result cllm_metric_exact_match(void *ctx, const cllm_session *s, in
     return cllm__succeed(err);
 }
 
-/* The final artifact of each session: judge-extracted when a judge is given, else the last
-   assistant message. texts[i] is owned (NULL = extraction failed; the first reason goes to why). */
+/* The final artifact of each session, as CollabLLM scores documents and code: an LLM extracts it from the whole
+   session (the judge's extraction prompt, with the task's single_turn_metadata.extraction_requirement), or, with
+   no judge, the last assistant message as it is (the caller asked for no extraction). texts[i] is owned (NULL =
+   extraction failed; the first reason goes to why). */
 static void cllm__extract_final(cllm_judge *judge, const char *kind, const cllm_session *s, int n, char **texts,
                                 cllm_err *why) {
     cllm_extract_item *it;
@@ -12336,13 +12353,21 @@ static void cllm__extract_final(cllm_judge *judge, const char *kind, const cllm_
     CLLM_FREE(j);
 }
 
-CLLMDEF cllm_result cllm_metric_bleu(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
+/* The error of a document or code metric given no extractor: CollabLLM never scores an unextracted artifact. */
+static cllm_result cllm__no_extractor(const char *metric, const char *what, const char *opt_out, cllm_err *err) {
+    return cllm__fail(err, CLLM_ERR_ARG, "%s: no extractor. CollabLLM has an LLM extract the final %s from the "
+                      "session before scoring it: give a cllm_judge (--judge-model), or ask for no extraction (%s; "
+                      "--no-extract on the command line)", metric, what, opt_out);
+}
+
+/* Character BLEU (NLTK sentence_bleu on the raw strings, as CollabLLM) of each final document vs the completion. */
+static cllm_result cllm__bleu_of(cllm_judge *extractor, const cllm_session *s, int n, double *scores, cllm_err *err) {
     char **docs = (char **)cllm__calloc((size_t)n + 1, sizeof(char *));
     cllm_err why;
     int i;
     if (!docs) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     cllm__ok(&why);
-    cllm__extract_final((cllm_judge *)ctx, "document", s, n, docs, &why);
+    cllm__extract_final(extractor, "document", s, n, docs, &why);
     for (i = 0; i < n; i++) {
         const char *ref = s[i].task ? s[i].task->completion : s[i].goal->reference;
         double b = NAN;
@@ -12357,7 +12382,17 @@ CLLMDEF cllm_result cllm_metric_bleu(void *ctx, const cllm_session *s, int n, do
         CLLM_FREE(docs[i]);
     }
     CLLM_FREE(docs);
-    return cllm__metric_done(scores, n, "bleu", &why, err);
+    return cllm__metric_done(scores, n, extractor ? "bleu" : "bleu_last", &why, err);
+}
+
+CLLMDEF cllm_result cllm_metric_bleu(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
+    if (!ctx) return cllm__no_extractor("bleu", "document", "the metric bleu_last", err);
+    return cllm__bleu_of((cllm_judge *)ctx, s, n, scores, err);
+}
+
+CLLMDEF cllm_result cllm_metric_bleu_last(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
+    (void)ctx;
+    return cllm__bleu_of(NULL, s, n, scores, err);
 }
 
 /* ---- pass_rate: run the task's unit tests on the final code ---------------------------------- */
@@ -12489,12 +12524,15 @@ CLLMDEF cllm_result cllm_metric_pass_rate(void *ctx, const cllm_session *s, int 
     return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "pass_rate: running code is only implemented on POSIX systems");
 #else
     const cllm_code_config *cfg = (const cllm_code_config *)ctx;
-    char **texts = (char **)cllm__calloc((size_t)n + 1, sizeof(char *));
+    char **texts;
     cllm_err why;
     int i;
+    if (!cfg || (!cfg->extractor && !cfg->no_extract))
+        return cllm__no_extractor("pass_rate", "code", "cllm_code_config.no_extract = 1", err);
+    texts = (char **)cllm__calloc((size_t)n + 1, sizeof(char *));
     if (!texts) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     cllm__ok(&why);
-    cllm__extract_final(cfg ? cfg->extractor : NULL, "code", s, n, texts, &why);
+    cllm__extract_final(cfg->no_extract ? NULL : cfg->extractor, "code", s, n, texts, &why);
     for (i = 0; i < n; i++) {
         char path[64] = "/tmp/cllm_pass_rate_XXXXXX";
         char out[65536], *line;
@@ -12514,8 +12552,11 @@ CLLMDEF cllm_result cllm_metric_pass_rate(void *ctx, const cllm_session *s, int 
             status = cllm__run_python(cfg, path, out, sizeof out);
             line = strstr(out, "CLLM_TESTS ");
             parsed = line && sscanf(line, "CLLM_TESTS %d %d", &run, &failed) == 2;
-            /* code that crashes, times out or never reaches the report passes nothing: score 0 */
-            if (status >= 0 && parsed && run > 0) scores[i] = (double)(run - failed) / run;
+            /* code that crashes, times out or never reaches the report passes nothing: score 0. BigCodeBench's
+               untrusted_check says "pass" only when the tests ran and none failed or raised. */
+            if (status >= 0 && parsed && run > 0 && cfg->pass_rule == CLLM_PASS_FRACTION)
+                scores[i] = (double)(run - failed) / run;
+            else if (status >= 0 && parsed && run > 0) scores[i] = failed == 0 ? 1 : 0;
             else if (status == -1 && !line)
                 cllm__metric_why(&why, CLLM_ERR_IO, "the Python interpreter (cllm_code_config.python) did not start");
             else scores[i] = 0;
@@ -12534,7 +12575,8 @@ CLLMDEF cllm_result cllm_metric_builtin(const char *name, cllm_metric *m, cllm_e
     static const cllm_metric table[] = {
         { "token_amount", 0, cllm_metric_token_amount, NULL }, { "interactivity", 0, cllm_metric_interactivity, NULL },
         { "accuracy", 0, cllm_metric_accuracy, NULL },         { "exact_match", 0, cllm_metric_exact_match, NULL },
-        { "bleu", 0, cllm_metric_bleu, NULL },                 { "pass_rate", 0, cllm_metric_pass_rate, NULL }
+        { "bleu", 0, cllm_metric_bleu, NULL },                 { "pass_rate", 0, cllm_metric_pass_rate, NULL },
+        { "bleu_last", 0, cllm_metric_bleu_last, NULL }
     };
     size_t i;
     for (i = 0; name && i < sizeof table / sizeof table[0]; i++) {
@@ -12544,7 +12586,7 @@ CLLMDEF cllm_result cllm_metric_builtin(const char *name, cllm_metric *m, cllm_e
         return cllm__succeed(err);
     }
     return cllm__fail(err, CLLM_ERR_ARG, "unknown metric '%s' (built-in: token_amount, interactivity, accuracy, "
-                      "exact_match, bleu, pass_rate)", name ? name : "(null)");
+                      "exact_match, bleu, bleu_last, pass_rate)", name ? name : "(null)");
 }
 
 /* ---- BLEU, as NLTK 3.8's sentence_bleu (weights 0.25 x 4) ------------------------------------ */

@@ -139,9 +139,9 @@ static const flag_spec endpoint_flags[] = {
 /* The metrics of the reward (or of the evaluation) and their judge. */
 static const flag_spec metric_flags[] = {
     { .name = "--metrics", .type = FLAG_TEXT, .metavar = "NAME:W,...", .def = "accuracy:1,interactivity:0.5",
-      .help = "metrics and weights: token_amount, interactivity, accuracy, exact_match, bleu, pass_rate" },
+      .help = "metrics and weights: token_amount, interactivity, accuracy, exact_match, bleu, bleu_last, pass_rate" },
     { .name = "--judge-model", .type = FLAG_TEXT, .metavar = "M",
-      .help = "the LLM judge (needed by interactivity and accuracy; bleu uses it to extract the answer)" },
+      .help = "the LLM judge (interactivity, accuracy; extracts the final document or code for bleu, pass_rate)" },
     { .name = "--judge-base-url", .type = FLAG_TEXT, .metavar = "URL", .def_note = "--base-url", .effect = FLAG_RUNTIME,
       .help = "the judge's endpoint" },
     { .name = "--judge-api-key-env", .type = FLAG_TEXT, .metavar = "NAME", .def_note = "--api-key-env",
@@ -154,8 +154,13 @@ static const flag_spec metric_flags[] = {
       .help = "pass_rate: the interpreter that runs the tests" },
     { .name = "--code-timeout", .type = FLAG_REAL, .metavar = "S", .min = 0, .max = 1e6, .def_note = "10",
       .lower = FLAG_MIN_OPEN, .help = "pass_rate: seconds per run" },
-    { .name = "--extract-code", .type = FLAG_SWITCH,
-      .help = "pass_rate: the judge extracts the code (default: the last ```python block)" },
+    { .name = "--code-memory-mb", .type = FLAG_INT, .metavar = "MB", .min = 1, .max = 1e9, .def_note = "2048",
+      .effect = FLAG_RUNTIME, .help = "pass_rate: address-space limit of a run" },
+    { .name = "--pass-rule", .type = FLAG_CHOICE, .choices = "all|fraction", .metavar = "R", .def = "all",
+      .help = "pass_rate: 1 only when every test passes (BigCodeBench, CollabLLM), or the fraction passed" },
+    { .name = "--no-extract", .type = FLAG_SWITCH,
+      .help = "bleu, pass_rate: score the last assistant message (its last ```python block) as it is, with no "
+              "LLM extracting the final document or code" },
 };
 
 /* The token counter of token_amount and of MR's token cost, when no local model gives one. */
@@ -598,7 +603,7 @@ static int check_api_flags(const flags *fl) {
                                     "--deadline-ms", "--backoff-max-ms", "--reject-incomplete", "--insecure" };
     static const char *user_only[] = { "--user-base-url", "--user-api-key-env", "--json-mode" };
     static const char *assistant_only[] = { "--assistant-base-url", "--assistant-api-key-env" };
-    static const char *judge_only[] = { "--judge-base-url", "--judge-api-key-env", "--extract-code" };
+    static const char *judge_only[] = { "--judge-base-url", "--judge-api-key-env" };
     int user_api = flags_declared(fl, "--user-model") && flag_given(fl, "--user-model");
     int assistant_api = flags_declared(fl, "--assistant-model") && flag_given(fl, "--assistant-model");
     int judge = flags_declared(fl, "--judge-model") && flag_given(fl, "--judge-model");
@@ -971,10 +976,17 @@ static int parse_metrics(metric_set *ms, const flags *fl) {
     if ((flag_given(fl, "--answer-prefix") || flag_on(fl, "--numeric")) && !has_metric(ms, "exact_match"))
         return !flags_fail(fl->cmd, "--answer-prefix and --numeric apply to the exact_match metric, which --metrics "
                            "lacks");
-    if ((flag_given(fl, "--python") || flag_given(fl, "--code-timeout") || flag_on(fl, "--extract-code")) &&
-        !has_metric(ms, "pass_rate"))
-        return !flags_fail(fl->cmd, "--python, --code-timeout and --extract-code apply to the pass_rate metric, "
-                           "which --metrics lacks");
+    if ((flag_given(fl, "--python") || flag_given(fl, "--code-timeout") || flag_given(fl, "--code-memory-mb") ||
+         flag_given(fl, "--pass-rule")) && !has_metric(ms, "pass_rate"))
+        return !flags_fail(fl->cmd, "--python, --code-timeout, --code-memory-mb and --pass-rule apply to the "
+                           "pass_rate metric, which --metrics lacks");
+    if (flag_on(fl, "--no-extract") && !has_metric(ms, "bleu") && !has_metric(ms, "pass_rate"))
+        return !flags_fail(fl->cmd, "--no-extract applies to the bleu and pass_rate metrics, which --metrics lacks");
+    if ((has_metric(ms, "bleu") || has_metric(ms, "pass_rate")) && !flag_on(fl, "--no-extract") &&
+        !flag_given(fl, "--judge-model"))
+        return !flags_fail(fl->cmd, "--metrics %s: CollabLLM has an LLM extract the final document or code before "
+                           "bleu and pass_rate score it: give --judge-model, or --no-extract to score the last "
+                           "assistant message as it is", spec);
     if ((has_metric(ms, "interactivity") || has_metric(ms, "accuracy")) && !flag_given(fl, "--judge-model"))
         return !flags_fail(fl->cmd, "--metrics %s needs an LLM judge: give --judge-model", spec);
     return 1;
@@ -997,21 +1009,26 @@ static int make_metric_set(metric_set *ms, const flags *fl, const sides *sd, con
     ms->match.numeric = flag_on(fl, "--numeric");
     ms->code.python = flag_text(fl, "--python");
     ms->code.timeout_s = flag_number(fl, "--code-timeout");
+    ms->code.memory_mb = (long)flag_number(fl, "--code-memory-mb");
+    ms->code.pass_rule = flag_choice(fl, "--pass-rule") == 1 ? CLLM_PASS_FRACTION : CLLM_PASS_ALL;
+    ms->code.no_extract = flag_on(fl, "--no-extract");
     for (i = 0; i < ms->n; i++) {
         cllm_metric *m = &ms->metrics[i];
         if (!strcmp(m->name, "interactivity") || !strcmp(m->name, "accuracy")) { m->ctx = &ms->judge; need_judge = 1; }
         else if (!strcmp(m->name, "exact_match")) m->ctx = &ms->match;
         else if (!strcmp(m->name, "pass_rate")) m->ctx = &ms->code;
         else if (!strcmp(m->name, "token_amount")) m->ctx = &ms->tokens;
-        else if (!strcmp(m->name, "bleu") && judge_model) { m->ctx = &ms->judge; need_judge = 1; }
+        else if (!strcmp(m->name, "bleu") && flag_on(fl, "--no-extract")) m->fn = cllm_metric_bleu_last;
+        else if (!strcmp(m->name, "bleu")) { m->ctx = &ms->judge; need_judge = 1; }
+        if (!strcmp(m->name, "pass_rate") && !ms->code.no_extract) need_judge = 1;
     }
-    if (need_judge || (judge_model && flag_on(fl, "--extract-code"))) {
+    if (need_judge) {
         cllm_judge_config jc;
         if (!make_client(&ms->judge_client, fl, "judge", err)) return 0;
         memset(&jc, 0, sizeof jc);
         jc.params.model = judge_model;
         cllm_judge_init(&ms->judge, &ms->judge_client, &jc);
-        if (flag_on(fl, "--extract-code")) ms->code.extractor = &ms->judge;
+        ms->code.extractor = &ms->judge;
     }
     for (i = 0; i < ms->n; i++) fprintf(stderr, "%s%s:%g", i ? ", " : "metrics: ", ms->metrics[i].name, ms->metrics[i].weight);
     fprintf(stderr, "\n");

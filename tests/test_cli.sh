@@ -227,6 +227,17 @@ t 2 "--concurrency applies to API models" "$tool" simulate --tasks "$in/tasks.js
     --user-model-dir $model --assistant-model-dir $model --concurrency 4
 t 2 "--numeric apply to the exact_match metric" "$tool" mr --input "$in/mr.jsonl" --user-model u --assistant-model a \
     --metrics token_amount --numeric
+# bleu and pass_rate are never scored on an unextracted artifact unless asked (CollabLLM always extracts)
+t 2 "give --judge-model, or --no-extract to score the last assistant message as it is" "$tool" mr \
+    --input "$in/mr.jsonl" --user-model u --assistant-model a --metrics bleu:1
+t 2 "give --judge-model, or --no-extract" "$tool" eval --tasks "$in/tasks.jsonl" --details "$out/d.jsonl" \
+    --user-model u --assistant-model a --metrics pass_rate:1
+t 2 "--no-extract applies to the bleu and pass_rate metrics" "$tool" mr --input "$in/mr.jsonl" --user-model u \
+    --assistant-model a --metrics token_amount --no-extract
+t 2 "--pass-rule apply to the pass_rate metric" "$tool" mr --input "$in/mr.jsonl" --user-model u \
+    --assistant-model a --metrics token_amount --pass-rule fraction
+t 2 "--pass-rule: 'some' is not all or fraction" "$tool" mr --input "$in/mr.jsonl" --user-model u \
+    --assistant-model a --metrics pass_rate --no-extract --pass-rule some
 t 2 "--ref and --precompute-ref exclude each other" "$tool" dpo --model $model --data "$in/pairs.jsonl" --out "$out/p" \
     --ref $model --precompute-ref
 t 2 "--label-smoothing applies to the sigmoid and robust losses" "$tool" dpo --model $model --data "$in/pairs.jsonl" \

@@ -7,7 +7,7 @@
 #include "../collabllm.h"
 #include "check.h"
 
-static int asst_calls = 0;
+static int asst_calls = 0, extract_calls = 0;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
 static void handler(void *ctx, const mock_request *req, mock_response *resp) {
@@ -30,6 +30,12 @@ static void handler(void *ctx, const mock_request *req, mock_response *resp) {
         pthread_mutex_lock(&mu); k = asst_calls++; pthread_mutex_unlock(&mu);
         if (strstr(req->body, "large please")) resp->content = mock_strdup("one large coffee");
         else resp->content = mock_strdup(k % 2 ? "one small coffee" : "what size ?");
+    } else if (!strcmp(req->model, "judge") && strstr(content, "Write out the final, complete document")) {
+        /* the extractor: the order as agreed, whatever the last message says */
+        pthread_mutex_lock(&mu); extract_calls++; pthread_mutex_unlock(&mu);
+        snprintf(buf, sizeof buf, "{\"thought\": \"x\", \"final_completion\": \"%s\"}",
+                 strstr(content, "large please") ? "one large coffee" : "a coffee");
+        resp->content = mock_strdup(buf);
     } else if (!strcmp(req->model, "judge")) {
         snprintf(buf, sizeof buf, "{\"thought\": \"ok\", \"interactivity\": %s}", strstr(content, "what size ?") ? "1" : "0");
         resp->content = mock_strdup(buf);
@@ -41,7 +47,7 @@ int main(void) {
     const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
     char cmd[4096], common[1024], path[512];
     FILE *f;
-    int n_lines = 0;
+    int n_lines = 0, i;
     (void)mock_last_user; (void)mock_reset_stats;
     if (mock_start(&srv, handler, NULL) != 0) { printf("cannot start the mock server\n"); return 1; }
     snprintf(path, sizeof path, "%s/tmp_pipe_tasks.jsonl", build);
@@ -153,6 +159,39 @@ int main(void) {
         c1 = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "candidates"), 1);
         check_true("mr: the question scores 1.495, the guess -0.0025", c0 && c1 && fabs(cJSON_GetObjectItem(c0, "score")->valuedouble - 1.495) < 1e-9 &&
                    fabs(cJSON_GetObjectItem(c1, "score")->valuedouble + 0.0025) < 1e-9);
+        cJSON_Delete(o);
+        cllm_free_buffer(text);
+    }
+
+    printf("-- mr with bleu: the judge extracts the final document; --no-extract scores the last message\n");
+    for (i = 0; i < 2; i++) {
+        char *text = NULL;
+        size_t len;
+        cllm_err err;
+        cJSON *o, *b0, *b1;
+        const char *ref = "one large coffee";
+        double want;
+        int calls0 = extract_calls;
+        snprintf(cmd, sizeof cmd, "%s/collabllm mr --input data_fmt/mr.example.jsonl --user-model user --assistant-model "
+                 "assistant --judge-model judge --base-url http://127.0.0.1:%d/v1 --metrics bleu:1 --samples 2 %s"
+                 "> %s/tmp_pipe_mr_bleu.jsonl", build, srv.port, i ? "--no-extract " : "", build);
+        check_true(i ? "mr --no-extract exits 0" : "mr --metrics bleu:1 --judge-model exits 0", system(cmd) == 0);
+        snprintf(path, sizeof path, "%s/tmp_pipe_mr_bleu.jsonl", build);
+        cllm_read_file(path, &text, &len, &err);
+        o = text ? cJSON_Parse(text) : NULL;
+        b0 = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "candidates"), 0),
+                                                     "rewards"), "bleu");
+        b1 = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "candidates"), 1),
+                                                     "rewards"), "bleu");
+        /* the character BLEU (as NLTK's sentence_bleu on strings) of what each mode scores for the guess */
+        cllm_bleu(1, &ref, i ? "one small coffee" : "a coffee", CLLM_BLEU_CHAR, CLLM_BLEU_NO_SMOOTHING, &want, &err);
+        if (i == 0)
+            check_true("extracted: 4 extractions (2 candidates x 2 futures); the question's document is the order "
+                       "(BLEU 1), the guess's is the extracted 'a coffee'", extract_calls - calls0 == 4 && b0 && b1 &&
+                       cJSON_GetArrayItem(b0, 0)->valuedouble == 1 && cJSON_GetArrayItem(b1, 0)->valuedouble == want);
+        else
+            check_true("--no-extract: no extraction; the guess scores its last message, 'one small coffee'",
+                       extract_calls == calls0 && b1 && cJSON_GetArrayItem(b1, 0)->valuedouble == want && want < 1);
         cJSON_Delete(o);
         cllm_free_buffer(text);
     }

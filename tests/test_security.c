@@ -167,7 +167,7 @@ static double pass_rate(const char *python, long memory_mb, const char *code) {
     memset(&cfg, 0, sizeof cfg);
     memset(&task, 0, sizeof task);
     memset(&s, 0, sizeof s);
-    cfg.python = python; cfg.memory_mb = memory_mb; cfg.timeout_s = 20;
+    cfg.python = python; cfg.memory_mb = memory_mb; cfg.timeout_s = 20; cfg.no_extract = 1;
     task.json = cJSON_CreateObject();
     cJSON_AddItemToObject(task.json, "single_turn_metadata", cJSON_CreateObject());
     cJSON_AddStringToObject(cJSON_GetObjectItem(task.json, "single_turn_metadata"), "test", tests);
