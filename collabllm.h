@@ -111,8 +111,8 @@
                                   generate text themselves (a local model); (c) any C callback works too
       cllm_api_assistant_init() -- an assistant (policy) served by an API model, optional system prompt
       cllm_simulate()          -- run n conversations forward in lockstep until termination or a budget
-      cllm_judge_init(), cllm_judge_interactivity(), cllm_judge_accuracy(), cllm_judge_extract()
-                               -- LLM judges, batched; a failed judgement is an error, never a 0
+      cllm_judge_init(), cllm_judge_interactivity(), cllm_judge_interactivity_v1(), cllm_judge_accuracy(),
+      cllm_judge_extract()     -- LLM judges, batched; a failed judgement is an error, never a 0
       cllm_tasks_read_jsonl()  -- CollabLLM single-turn task files (data_fmt/task.md); cllm_tasks_free()
    Local models as assistants and simulators (a collabllm.h model wherever an API model goes)
       cllm_local_lm_load()     -- model + tokenizer + chat template from one HF directory; cllm_local_lm_free()
@@ -385,6 +385,7 @@
          futures simulated in lockstep            cllm_simulate                                                I.4
          the user simulator (appendix D.1)        cllm_user_sim_prompt cllm_user_sim_parse                     I.4
          judges: interactivity (D.4), accuracy    cllm_judge_interactivity cllm_judge_accuracy cllm_judge_extract  I.4
+         the paper's 1-3 judge (v1), R_LLM = x/3  cllm_judge_interactivity_v1                                  I.4
       Data generation (paper appendix B.1)
          k candidates per turn scored by MR       cllm_datagen_run                                             I.5
          SFT rows and DPO pairs (TRL's format)    cllm_build_pairs                                             I.5
@@ -1185,6 +1186,7 @@ typedef struct cllm_judge_config {
     const char *interactivity_prompt; /* templates (default: built-in); placeholders below       */
     const char *accuracy_prompt;
     const char *extract_prompt;
+    const char *interactivity_v1_prompt;
 } cllm_judge_config;
 
 typedef struct cllm_judge {
@@ -1195,7 +1197,7 @@ typedef struct cllm_judge {
 /* A verdict. A judge that gives no usable answer (after its retries) is a failure with a code, never a score of 0. */
 typedef struct cllm_judgement {
     cllm_result code;
-    double      score;              /* interactivity in [0, 1]; accuracy 0 or 1                   */
+    double      score;              /* interactivity in [0, 1] (v1: 1 to 3); accuracy 0 or 1      */
     char       *text;               /* extraction: the final artifact (owned)                     */
     char       *thought;            /* the judge's reasoning (owned, may be NULL)                 */
     cllm_err    err;
@@ -1209,6 +1211,11 @@ typedef struct cllm_accuracy_item {
     const cllm_conv *conv;          /* ... the whole conversation                                 */
 } cllm_accuracy_item;
 
+typedef struct cllm_followup_item {
+    const cllm_conv *conv;          /* {{history}}: messages [0, n_history), for context only;   */
+    int              n_history;     /* {{followup}}: messages [n_history, n), the part judged    */
+} cllm_followup_item;
+
 typedef struct cllm_extract_item {
     const cllm_conv *conv;          /* {{conversation}}                                           */
     const char      *kind;          /* {{kind}}: "document", "code", "answer" (default "document") */
@@ -1216,12 +1223,16 @@ typedef struct cllm_extract_item {
 } cllm_extract_item;
 
 CLLMDEF void        cllm_judge_init(cllm_judge *j, cllm_client *client, const cllm_judge_config *cfg);
-/* All three judge n items concurrently; out has n entries (filled here); return as for batches.
-   interactivity: {{conversation}} -> score in [0, 1]                (JSON key "interactivity")
-   accuracy:      question, ground truth, answer -> 0 or 1           (JSON key "accuracy")
-   extract:       conversation -> the final document/code as text   (JSON key "final_completion") */
+/* Each judges n items concurrently; out has n entries (filled here); return as for batches.
+   interactivity:    {{conversation}} -> score in [0, 1] (CollabLLM v2)          (JSON key "interactivity")
+   interactivity_v1: {{history}}, {{followup}} -> 1, 2 or 3 on the follow-up only (CollabLLM v1, the paper;
+                     JSON key "interactivity", a number or {"score": number})
+   accuracy:         question, ground truth, answer -> 0 or 1                    (JSON key "accuracy")
+   extract:          conversation -> the final document/code as text             (JSON key "final_completion") */
 CLLMDEF cllm_result cllm_judge_interactivity(cllm_judge *j, const cllm_conv *convs, int n, cllm_judgement *out,
                                              cllm_err *err);
+CLLMDEF cllm_result cllm_judge_interactivity_v1(cllm_judge *j, const cllm_followup_item *items, int n,
+                                                cllm_judgement *out, cllm_err *err);
 CLLMDEF cllm_result cllm_judge_accuracy(cllm_judge *j, const cllm_accuracy_item *items, int n, cllm_judgement *out,
                                         cllm_err *err);
 CLLMDEF cllm_result cllm_judge_extract(cllm_judge *j, const cllm_extract_item *items, int n, cllm_judgement *out,
@@ -1388,7 +1399,10 @@ CLLMDEF int cllm_tokenizer_count(void *tokenizer, const char *text);
 
 /* Built-in metrics (ctx in brackets). Look them up by name with cllm_metric_builtin.
    token_amount   [cllm_token_counter* or NULL] tokens of every assistant message / 1000 (v2)
-   interactivity  [cllm_judge*]  the LLM judge's score in [0, 1] on the whole session
+   interactivity  [cllm_judge*]  the LLM judge's score in [0, 1] on the whole session (CollabLLM v2)
+   interactivity_v1 [cllm_judge*] x/3 for the judge's x in 1..3 on the follow-up (the candidate and what
+                  came after), the history shown as context: CollabLLM v1's reward term (paper Table 1's
+                  ITR is 2(x - 2.5) = 6 m - 5 of this value m, in evaluation)
    accuracy       [cllm_judge*]  the judge's 0/1 verdict on the session vs the task's completion
    exact_match    [cllm_match_config* or NULL] 0/1: the final answer equals the task's completion
    bleu           [cllm_judge*]  NLTK sentence BLEU, character level, of the final document vs the
@@ -1401,6 +1415,8 @@ CLLMDEF int cllm_tokenizer_count(void *tokenizer, const char *text);
    given, unless the caller asks for no extraction (bleu_last; cllm_code_config.no_extract). */
 CLLMDEF cllm_result cllm_metric_token_amount(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
 CLLMDEF cllm_result cllm_metric_interactivity(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
+CLLMDEF cllm_result cllm_metric_interactivity_v1(void *ctx, const cllm_session *s, int n, double *scores,
+                                                 cllm_err *err);
 CLLMDEF cllm_result cllm_metric_accuracy(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
 CLLMDEF cllm_result cllm_metric_exact_match(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
 CLLMDEF cllm_result cllm_metric_bleu(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err);
@@ -4645,6 +4661,27 @@ static const char cllm__prompt_interactivity[] =
     "Reply with one JSON object and nothing else:\n"
     "{\"thought\": \"your short reasoning\", \"interactivity\": <a number from 0 to 1>}\n";
 
+/* CollabLLM v1's interactivity judge (the paper's reward and Table 1), in the project's words: a score of 3, 2 or 1
+   for the follow-up (the candidate and the simulated turns after it), the earlier conversation shown only as
+   context. The reward uses x/3, evaluation 2(x - 2.5). */
+static const char cllm__prompt_interactivity_v1[] =
+    "You are reviewing part of a conversation between a user and an AI assistant. You get the earlier messages, "
+    "only to understand the context, and then the follow-up messages, which are what you judge. Judge how "
+    "interactive the assistant is in the follow-up: does it engage with what the user needs, ask the questions "
+    "that matter when something is unclear or open, and use the answers it gets?\n\n"
+    "=== EARLIER MESSAGES (context; may be empty) START ===\n{{history}}\n=== EARLIER MESSAGES END ===\n\n"
+    "=== FOLLOW-UP TO JUDGE START ===\n{{followup}}\n=== FOLLOW-UP TO JUDGE END ===\n\n"
+    "Score the follow-up 3, 2 or 1:\n"
+    "- 3, highly interactive: the assistant asks what it needs to know, at the right moments, and its work "
+    "reflects the user's answers. Example: asked for a product description, it asks about the audience and the "
+    "length, then writes one that fits both.\n"
+    "- 2, moderately interactive: the assistant engages but leaves gaps. Example: it delivers a reasonable draft "
+    "but guesses at an important detail it could have asked about, and only offers to revise.\n"
+    "- 1, low interactivity: the assistant barely engages. Example: it answers a vague request with generic "
+    "content, asking nothing and checking nothing.\n\n"
+    "Reply with one JSON object and nothing else:\n"
+    "{\"thought\": \"your short reasoning\", \"interactivity\": <3, 2 or 1>}\n";
+
 static const char cllm__prompt_accuracy[] =
     "You are grading whether an AI assistant's final answer to a question is correct.\n\n"
     "=== QUESTION START ===\n{{question}}\n=== QUESTION END ===\n\n"
@@ -4683,6 +4720,17 @@ static cllm_result cllm__verdict_interactivity(const cJSON *o, cllm_judgement *j
         return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no numeric \"interactivity\"");
     if (!(j->score >= 0.0 && j->score <= 1.0))
         return cllm__fail(&j->err, CLLM_ERR_FORMAT, "interactivity %g is outside [0, 1]", j->score);
+    return CLLM_OK;
+}
+
+/* v1's judge answers {"interactivity": {"thought", "score"}}; ours asks for a flat number. Both are read. */
+static cllm_result cllm__verdict_interactivity_v1(const cJSON *o, cllm_judgement *j) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "interactivity");
+    if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, "score");
+    if (!v || !cllm__json_number(v, &j->score))
+        return cllm__fail(&j->err, CLLM_ERR_FORMAT, "the judge's JSON has no numeric \"interactivity\"");
+    if (!(j->score >= 1.0 && j->score <= 3.0))
+        return cllm__fail(&j->err, CLLM_ERR_FORMAT, "interactivity %g is outside [1, 3]", j->score);
     return CLLM_OK;
 }
 
@@ -4759,6 +4807,29 @@ static char *cllm__build_interactivity(const cllm_judge *jg, const void *items, 
     return p;
 }
 
+static char *cllm__build_interactivity_v1(const cllm_judge *jg, const void *items, int i, cllm_judgement *out) {
+    static const char *names[] = { "history", "followup" };
+    const cllm_followup_item *it = &((const cllm_followup_item *)items)[i];
+    int k = it->conv && it->n_history > 0 ? (it->n_history < it->conv->n ? it->n_history : it->conv->n) : 0;
+    cllm_conv before = CLLM__ZERO, after = CLLM__ZERO;
+    const char *values[2];
+    char *history, *followup, *p;
+    if (!it->conv) {
+        cllm__fail(&out->err, out->code = CLLM_ERR_ARG, "judge item: no conversation");
+        return NULL;
+    }
+    before.msgs = it->conv->msgs;                  /* read-only views of the two parts */
+    before.n = k;
+    after.msgs = it->conv->msgs + k;
+    after.n = it->conv->n - k;
+    values[0] = history = cllm__conv_text(&before, 0);
+    values[1] = followup = cllm__conv_text(&after, 0);
+    p = cllm__judge_fill(out, jg->cfg.interactivity_v1_prompt, names, values, 2);
+    CLLM_FREE(history);
+    CLLM_FREE(followup);
+    return p;
+}
+
 static char *cllm__build_accuracy(const cllm_judge *jg, const void *items, int i, cllm_judgement *out) {
     static const char *names[] = { "question", "ground_truth", "answer" };
     const cllm_accuracy_item *it = &((const cllm_accuracy_item *)items)[i];
@@ -4821,6 +4892,11 @@ static cllm_result cllm__judge_all(cllm_judge *jg, const void *items, int n, cll
 CLLMDEF cllm_result cllm_judge_interactivity(cllm_judge *jg, const cllm_conv *convs, int n, cllm_judgement *out,
                                              cllm_err *err) {
     return cllm__judge_all(jg, convs, n, cllm__build_interactivity, cllm__verdict_interactivity, out, err);
+}
+
+CLLMDEF cllm_result cllm_judge_interactivity_v1(cllm_judge *jg, const cllm_followup_item *items, int n,
+                                                cllm_judgement *out, cllm_err *err) {
+    return cllm__judge_all(jg, items, n, cllm__build_interactivity_v1, cllm__verdict_interactivity_v1, out, err);
 }
 
 CLLMDEF cllm_result cllm_judge_accuracy(cllm_judge *jg, const cllm_accuracy_item *items, int n, cllm_judgement *out,
@@ -12150,6 +12226,7 @@ CLLMDEF void cllm_judge_init(cllm_judge *j, cllm_client *client, const cllm_judg
     j->cfg.interactivity_prompt = cllm__def(j->cfg.interactivity_prompt, cllm__prompt_interactivity);
     j->cfg.accuracy_prompt = cllm__def(j->cfg.accuracy_prompt, cllm__prompt_accuracy);
     j->cfg.extract_prompt = cllm__def(j->cfg.extract_prompt, cllm__prompt_extract);
+    j->cfg.interactivity_v1_prompt = cllm__def(j->cfg.interactivity_v1_prompt, cllm__prompt_interactivity_v1);
     cllm__api_backend_init(&j->api, client, &j->cfg.params);
 }
 
@@ -12251,6 +12328,31 @@ CLLMDEF cllm_result cllm_metric_interactivity(void *ctx, const cllm_session *s, 
 
 CLLMDEF cllm_result cllm_metric_accuracy(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
     return cllm__metric_judge(ctx, s, n, scores, 1, err);
+}
+
+/* CollabLLM v1's interactivity term (multiturn_reward.py at c41bc29): the judge's x in 1..3 on the follow-up, the
+   candidate and the future after it, with the history as context, rescaled to x/3. */
+CLLMDEF cllm_result cllm_metric_interactivity_v1(void *ctx, const cllm_session *s, int n, double *scores,
+                                                 cllm_err *err) {
+    cllm_judgement *j;
+    cllm_followup_item *it;
+    int i;
+    if (!ctx) return cllm__fail(err, CLLM_ERR_ARG, "interactivity_v1 metric: needs an LLM judge");
+    j = (cllm_judgement *)cllm__calloc((size_t)n + 1, sizeof *j);
+    it = (cllm_followup_item *)cllm__calloc((size_t)n + 1, sizeof *it);
+    if (!j || !it) {
+        CLLM_FREE(j);
+        CLLM_FREE(it);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    }
+    for (i = 0; i < n; i++) {
+        it[i].conv = s[i].conv;
+        it[i].n_history = s[i].n_history;
+    }
+    cllm_judge_interactivity_v1((cllm_judge *)ctx, it, n, j, NULL);
+    for (i = 0; i < n; i++) j[i].score /= 3;
+    CLLM_FREE(it);
+    return cllm__judged(j, n, scores, "interactivity_v1", err);
 }
 
 /* Lower-cases, trims and collapses whitespace runs to one space, into a new string. */
@@ -12576,7 +12678,8 @@ CLLMDEF cllm_result cllm_metric_builtin(const char *name, cllm_metric *m, cllm_e
         { "token_amount", 0, cllm_metric_token_amount, NULL }, { "interactivity", 0, cllm_metric_interactivity, NULL },
         { "accuracy", 0, cllm_metric_accuracy, NULL },         { "exact_match", 0, cllm_metric_exact_match, NULL },
         { "bleu", 0, cllm_metric_bleu, NULL },                 { "pass_rate", 0, cllm_metric_pass_rate, NULL },
-        { "bleu_last", 0, cllm_metric_bleu_last, NULL }
+        { "bleu_last", 0, cllm_metric_bleu_last, NULL },
+        { "interactivity_v1", 0, cllm_metric_interactivity_v1, NULL }
     };
     size_t i;
     for (i = 0; name && i < sizeof table / sizeof table[0]; i++) {
@@ -12586,7 +12689,7 @@ CLLMDEF cllm_result cllm_metric_builtin(const char *name, cllm_metric *m, cllm_e
         return cllm__succeed(err);
     }
     return cllm__fail(err, CLLM_ERR_ARG, "unknown metric '%s' (built-in: token_amount, interactivity, accuracy, "
-                      "exact_match, bleu, bleu_last, pass_rate)", name ? name : "(null)");
+                      "interactivity_v1, exact_match, bleu, bleu_last, pass_rate)", name ? name : "(null)");
 }
 
 /* ---- BLEU, as NLTK 3.8's sentence_bleu (weights 0.25 x 4) ------------------------------------ */

@@ -139,7 +139,8 @@ static const flag_spec endpoint_flags[] = {
 /* The metrics of the reward (or of the evaluation) and their judge. */
 static const flag_spec metric_flags[] = {
     { .name = "--metrics", .type = FLAG_TEXT, .metavar = "NAME:W,...", .def = "accuracy:1,interactivity:0.5",
-      .help = "metrics and weights: token_amount, interactivity, accuracy, exact_match, bleu, bleu_last, pass_rate" },
+      .help = "metrics and weights: token_amount, interactivity, interactivity_v1, accuracy, exact_match, bleu, "
+              "bleu_last, pass_rate" },
     { .name = "--judge-model", .type = FLAG_TEXT, .metavar = "M",
       .help = "the LLM judge (interactivity, accuracy; extracts the final document or code for bleu, pass_rate)" },
     { .name = "--judge-base-url", .type = FLAG_TEXT, .metavar = "URL", .def_note = "--base-url", .effect = FLAG_RUNTIME,
@@ -987,7 +988,8 @@ static int parse_metrics(metric_set *ms, const flags *fl) {
         return !flags_fail(fl->cmd, "--metrics %s: CollabLLM has an LLM extract the final document or code before "
                            "bleu and pass_rate score it: give --judge-model, or --no-extract to score the last "
                            "assistant message as it is", spec);
-    if ((has_metric(ms, "interactivity") || has_metric(ms, "accuracy")) && !flag_given(fl, "--judge-model"))
+    if ((has_metric(ms, "interactivity") || has_metric(ms, "interactivity_v1") || has_metric(ms, "accuracy")) &&
+        !flag_given(fl, "--judge-model"))
         return !flags_fail(fl->cmd, "--metrics %s needs an LLM judge: give --judge-model", spec);
     return 1;
 }
@@ -1014,7 +1016,10 @@ static int make_metric_set(metric_set *ms, const flags *fl, const sides *sd, con
     ms->code.no_extract = flag_on(fl, "--no-extract");
     for (i = 0; i < ms->n; i++) {
         cllm_metric *m = &ms->metrics[i];
-        if (!strcmp(m->name, "interactivity") || !strcmp(m->name, "accuracy")) { m->ctx = &ms->judge; need_judge = 1; }
+        if (!strcmp(m->name, "interactivity") || !strcmp(m->name, "interactivity_v1") || !strcmp(m->name, "accuracy")) {
+            m->ctx = &ms->judge;
+            need_judge = 1;
+        }
         else if (!strcmp(m->name, "exact_match")) m->ctx = &ms->match;
         else if (!strcmp(m->name, "pass_rate")) m->ctx = &ms->code;
         else if (!strcmp(m->name, "token_amount")) m->ctx = &ms->tokens;
@@ -1176,6 +1181,21 @@ static int cmd_build_pairs(int argc, char **argv) {
     return 0;
 }
 
+/* ---- eval: ITR ------------------------------------------------------------------------------------ */
+/* The ITR of an interactivity metric's mean m, and the words that say which scale it is (NULL: not one).
+   interactivity_v1 holds x/3 for the judge's x in 1..3; the paper's Table 1 maps each x to 2(x - 2.5), so the
+   mean is 2(3m - 2.5) (the map is linear), times 100. v2's interactivity is in [0, 1]: 100 m. */
+static const char *itr_scale(const char *metric) {
+    if (!strcmp(metric, "interactivity_v1")) return "paper Table 1: 100 x mean of 2(x - 2.5), x the 1-3 judge score";
+    if (!strcmp(metric, "interactivity")) return "CollabLLM v2: 100 x mean of the [0, 1] judge score";
+    return NULL;
+}
+
+static double itr_of(const char *metric, double mean) {
+    if (!strcmp(metric, "interactivity_v1")) return 100 * 2 * (3 * mean - 2.5);
+    return 100 * mean;
+}
+
 /* ---- eval -------------------------------------------------------------------------------------- */
 
 static const flag_spec eval_own_flags[] = {
@@ -1253,9 +1273,10 @@ static int cmd_eval(int argc, char **argv) {
     for (m = 0; m < ms.n; m++) printf(" %14d", sum.metric_counts ? sum.metric_counts[m] : 0);
     printf("\n");
     for (m = 0; m < ms.n; m++) {
-        if (strcmp(ms.metrics[m].name, "interactivity") != 0) continue;
-        printf("ITR (interactivity x 100):");
-        print_mean(sum.metric_means ? 100 * sum.metric_means[m] : NAN, 1, 1);
+        double itr = itr_of(ms.metrics[m].name, sum.metric_means ? sum.metric_means[m] : NAN);
+        if (!itr_scale(ms.metrics[m].name)) continue;
+        printf("ITR (%s):", itr_scale(ms.metrics[m].name));
+        print_mean(itr, 1, 1);
         printf(" (%d of %d conversations scored)\n", sum.metric_counts ? sum.metric_counts[m] : 0, sum.n_tasks);
     }
     if (summary_path) {
@@ -1274,6 +1295,15 @@ static int cmd_eval(int argc, char **argv) {
         cJSON_AddItemToObject(js, "tokens_k",
                               sum.tokens_k == sum.tokens_k ? cJSON_CreateNumber(sum.tokens_k) : cJSON_CreateNull());
         cJSON_AddItemToObject(js, "turns", sum.turns == sum.turns ? cJSON_CreateNumber(sum.turns) : cJSON_CreateNull());
+        for (m = 0; m < ms.n; m++) {
+            double itr = itr_of(ms.metrics[m].name, sum.metric_means ? sum.metric_means[m] : NAN);
+            cJSON *io;
+            if (!itr_scale(ms.metrics[m].name) || cJSON_GetObjectItem(js, "itr")) continue;
+            io = cJSON_AddObjectToObject(js, "itr");
+            cJSON_AddItemToObject(io, "value", itr == itr ? cJSON_CreateNumber(itr) : cJSON_CreateNull());
+            cJSON_AddStringToObject(io, "metric", ms.metrics[m].name);
+            cJSON_AddStringToObject(io, "scale", itr_scale(ms.metrics[m].name));
+        }
         text = cJSON_Print(js);
         if (cllm_write_file_atomic(summary_path, text, strlen(text), &err) != CLLM_OK) { fail(&err); rc = 1; }
         cJSON_free(text);

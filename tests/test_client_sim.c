@@ -17,7 +17,8 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static char *seen_prompts[512];                /* prompts answered before, for "fail once per prompt" */
 static int n_seen_prompts;
 static char *last_body[8];                     /* last request body per recorded model */
-static const char *recorded_models[8] = { "sim-good", "asst", "judge-int", "judge-acc", "judge-ext", "sim-json" };
+static const char *recorded_models[8] = { "sim-good", "asst", "judge-int", "judge-acc", "judge-ext", "sim-json",
+                                          "judge-v1" };
 
 static int first_time(const char *prompt) {
     int i, first = 1;
@@ -102,6 +103,7 @@ static void handler(void *ctx, const mock_request *q, mock_response *r) {
         r->content = mock_strdup(buf);
     } else if (!strcmp(m, "asst-fail")) { r->status = 400; r->body = mock_strdup("{\"error\": {\"message\": \"context length exceeded\"}}"); }
     else if (!strcmp(m, "judge-int")) r->content = mock_strdup("Sure.\n```json\n{\"thought\": \"asked one question\", \"interactivity\": \"0.5\"}\n```");
+    else if (!strcmp(m, "judge-v1")) r->content = mock_strdup("{\"interactivity\": {\"thought\": \"t\", \"score\": 2}}");
     else if (!strcmp(m, "judge-int-bad")) r->content = mock_strdup("{\"thought\": \"on a 1-3 scale\", \"interactivity\": 3}");
     else if (!strcmp(m, "judge-int-flaky")) r->content = first_time(prompt) ? mock_strdup("Highly interactive!") : mock_strdup("{'interactivity': 1, 'thought': 'great'}");
     else if (!strcmp(m, "judge-acc")) {
@@ -414,6 +416,37 @@ static void test_judges(mock_server *srv) {
     check_true("an unusable first verdict is re-asked and then read", cllm_judge_interactivity(&j, conv, 2, out, &err) == CLLM_OK &&
                out[0].score == 1.0 && out[1].score == 1.0 && model_calls(srv, "judge-int-flaky") == 4);
     for (i = 0; i < 2; i++) cllm_judgement_free(&out[i]);
+
+    {   /* CollabLLM v1's judge: 1-3 on the follow-up, the earlier messages as context */
+        cllm_followup_item fu[1];
+        fu[0].conv = &conv[1];
+        fu[0].n_history = 2;
+        cfg.params.model = "judge-v1";
+        cllm_judge_init(&j, &c, &cfg);
+        check_true("interactivity_v1: v1's nested {\"interactivity\": {\"score\": 2}} is read as 2",
+                   cllm_judge_interactivity_v1(&j, fu, 1, out, &err) == CLLM_OK && out[0].score == 2.0);
+        cllm_judgement_free(&out[0]);
+        body = recorded("judge-v1");
+        prompt = cllm__strdup(cllm__json_str(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(body, "messages"), 0),
+                                             "content"));
+        check_true("... the first 2 messages are the context, the last 2 the follow-up judged",
+                   strstr(prompt, "END ===") && strstr(prompt, "Assistant: Draft: grey sky") &&
+                   strstr(prompt, "Assistant: Draft: grey sky") < strstr(prompt, "FOLLOW-UP TO JUDGE START") &&
+                   strstr(strstr(prompt, "FOLLOW-UP TO JUDGE START"), "User: shorter please\n\nAssistant: rain taps"));
+        free(prompt);
+        cJSON_Delete(body);
+        cfg.params.model = "judge-int-bad";       /* says 3: in range for v1 */
+        cllm_judge_init(&j, &c, &cfg);
+        check_true("... a flat 3 is read too", cllm_judge_interactivity_v1(&j, fu, 1, out, &err) == CLLM_OK &&
+                   out[0].score == 3.0);
+        cllm_judgement_free(&out[0]);
+        cfg.params.model = "judge-int";           /* says 0.5: outside v1's scale */
+        cllm_judge_init(&j, &c, &cfg);
+        check_true("... 0.5 is outside [1, 3]: a failure, never a score",
+                   cllm_judge_interactivity_v1(&j, fu, 1, out, &err) == CLLM_ERR_FORMAT &&
+                   strstr(out[0].err.msg, "outside [1, 3]"));
+        cllm_judgement_free(&out[0]);
+    }
 
     cfg.params.model = "judge-acc";
     cllm_judge_init(&j, &c, &cfg);

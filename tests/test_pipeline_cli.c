@@ -36,6 +36,14 @@ static void handler(void *ctx, const mock_request *req, mock_response *resp) {
         snprintf(buf, sizeof buf, "{\"thought\": \"x\", \"final_completion\": \"%s\"}",
                  strstr(content, "large please") ? "one large coffee" : "a coffee");
         resp->content = mock_strdup(buf);
+    } else if (!strcmp(req->model, "judge") && strstr(content, "FOLLOW-UP TO JUDGE START")) {
+        /* v1's judge: 3 when the follow-up asks, else 1; and the opening request must be context, not judged */
+        const char *followup = strstr(content, "FOLLOW-UP TO JUDGE START");
+        int split_ok = strstr(content, "i want a coffee") && strstr(content, "i want a coffee") < followup &&
+                       !strstr(followup, "i want a coffee");
+        snprintf(buf, sizeof buf, split_ok ? "{\"thought\": \"x\", \"interactivity\": {\"score\": %d}}" : "no",
+                 strstr(followup, "what size ?") ? 3 : 1);
+        resp->content = mock_strdup(buf);
     } else if (!strcmp(req->model, "judge")) {
         snprintf(buf, sizeof buf, "{\"thought\": \"ok\", \"interactivity\": %s}", strstr(content, "what size ?") ? "1" : "0");
         resp->content = mock_strdup(buf);
@@ -139,6 +147,75 @@ int main(void) {
         check_true("summary: 2 tasks, exact_match and interactivity means in [0, 1]", s && cJSON_GetObjectItem(s, "tasks")->valueint == 2 &&
                    cJSON_GetObjectItem(cJSON_GetObjectItem(s, "metrics"), "exact_match")->valuedouble >= 0);
         cJSON_Delete(s);
+        cllm_free_buffer(text);
+    }
+
+    printf("-- eval with CollabLLM v1's 1-3 judge: ITR as the paper's Table 1\n");
+    asst_calls = 0;
+    snprintf(cmd, sizeof cmd, "%s/collabllm eval --tasks %s/tmp_pipe_tasks.jsonl --user-model user --assistant-model "
+             "assistant --judge-model judge --base-url http://127.0.0.1:%d/v1 --retries 0 --metrics interactivity_v1:1 "
+             "--details %s/tmp_pipe_eval1.jsonl --summary %s/tmp_pipe_summary1.json --overwrite > %s/tmp_pipe_eval1.txt",
+             build, build, srv.port, build, build, build);
+    check_true("eval --metrics interactivity_v1:1 exits 0", system(cmd) == 0);
+    {
+        char *text = NULL, *details = NULL, *line, *table = NULL;
+        size_t len;
+        cllm_err err;
+        cJSON *s, *itr;
+        double sum_itr = 0, sum_m = 0;
+        int convs = 0, ok = 1;
+        snprintf(path, sizeof path, "%s/tmp_pipe_eval1.jsonl", build);
+        cllm_read_file(path, &details, &len, &err);
+        for (line = details ? strtok(details, "\n") : NULL; line; line = strtok(NULL, "\n")) {
+            /* the paper's transform by hand: x = 3 for a conversation where the assistant asked, else 1 */
+            cJSON *c = cJSON_Parse(line);
+            int x = strstr(line, "\"what size ?\"") ? 3 : 1;
+            double m = cJSON_GetObjectItem(cJSON_GetObjectItem(c, "metrics"), "interactivity_v1")->valuedouble;
+            ok = ok && m == x / 3.0;
+            sum_itr += 2 * (x - 2.5);
+            sum_m += m;
+            convs++;
+            cJSON_Delete(c);
+        }
+        snprintf(path, sizeof path, "%s/tmp_pipe_summary1.json", build);
+        cllm_read_file(path, &text, &len, &err);
+        s = text ? cJSON_Parse(text) : NULL;
+        itr = cJSON_GetObjectItem(s, "itr");
+        check_true("each conversation's interactivity_v1 is x/3 for the judge's x", convs == 2 && ok);
+        check_true("summary itr = 100 x mean of 2(x - 2.5) over the conversations, labelled with the paper's scale",
+                   itr && fabs(cJSON_GetObjectItem(itr, "value")->valuedouble - 100 * sum_itr / convs) < 1e-9 &&
+                   fabs(cJSON_GetObjectItem(cJSON_GetObjectItem(s, "metrics"), "interactivity_v1")->valuedouble -
+                        sum_m / convs) < 1e-12 &&
+                   strstr(cJSON_GetObjectItem(itr, "scale")->valuestring, "paper Table 1") != NULL);
+        snprintf(path, sizeof path, "%s/tmp_pipe_eval1.txt", build);
+        cllm_read_file(path, &table, &len, &err);
+        check_true("the printed table says which ITR it is", table && strstr(table, "ITR (paper Table 1:"));
+        cJSON_Delete(s);
+        cllm_free_buffer(text);
+        cllm_free_buffer(details);
+        cllm_free_buffer(table);
+    }
+
+    printf("-- mr with v1's judge: R = a x/3 + b T - min(lambda N, 1), the follow-up judged, the history as context\n");
+    snprintf(cmd, sizeof cmd, "%s/collabllm mr --input data_fmt/mr.example.jsonl --user-model user --assistant-model "
+             "assistant --judge-model judge --base-url http://127.0.0.1:%d/v1 --metrics exact_match:1,interactivity_v1:1 "
+             "--samples 2 > %s/tmp_pipe_mr_v1.jsonl", build, srv.port, build);
+    check_true("mr --metrics exact_match:1,interactivity_v1:1 exits 0", system(cmd) == 0);
+    {
+        char *text = NULL;
+        size_t len;
+        cllm_err err;
+        cJSON *o, *c0, *c1;
+        snprintf(path, sizeof path, "%s/tmp_pipe_mr_v1.jsonl", build);
+        cllm_read_file(path, &text, &len, &err);
+        o = text ? cJSON_Parse(text) : NULL;
+        c0 = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "candidates"), 0);
+        c1 = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "candidates"), 1);
+        /* the question: T = 1, x = 3, N = 10 words (5e-4 each, the math preset); the guess: T = 0, x = 1, N = 5 */
+        check_true("the question scores 1 + 3/3 - 0.005 = 1.995, the guess 0 + 1/3 - 0.0025",
+                   c0 && c1 && fabs(cJSON_GetObjectItem(c0, "score")->valuedouble - 1.995) < 1e-9 &&
+                   fabs(cJSON_GetObjectItem(c1, "score")->valuedouble - (1.0 / 3 - 0.0025)) < 1e-9);
+        cJSON_Delete(o);
         cllm_free_buffer(text);
     }
 
