@@ -1153,6 +1153,10 @@ CLLMDEF cllm_result cllm_user_sim_parse(const char *model_output, const char *te
 typedef struct cllm_api_assistant_config {
     cllm_llm_params params;         /* temperature default 0.8, max_tokens default 2048           */
     const char *system_prompt;      /* sent first in every request, never stored (default none)  */
+    int         proactive;          /* 1: CollabLLM's proactive candidates: the history goes into one instruction
+                                       to collaborate, and the JSON reply's "response" is the message (the
+                                       system prompt is not used); default 0: the plain chat   */
+    const char *proactive_prompt;   /* its template, {{history}} {{max_tokens}} (default: built-in) */
 } cllm_api_assistant_config;
 
 typedef struct cllm_api_assistant {
@@ -1330,6 +1334,8 @@ typedef struct cllm_local_assistant_config {
     cllm_local_gen_config gen;       /* temperature default 0.8 and max_new_tokens default 1024,
                                         as the API assistant's                                    */
     const char           *system_prompt; /* put first in every prompt, never stored (default none) */
+    int                   proactive;     /* 1: proactive candidates, as cllm_api_assistant_config's (default 0) */
+    const char           *proactive_prompt; /* its template (default: built-in)                  */
 } cllm_local_assistant_config;
 
 typedef struct cllm_local_assistant {
@@ -1528,6 +1534,9 @@ CLLMDEF double      cllm_mr_reward(const cllm_mr_config *cfg, const double *metr
 typedef struct cllm_datagen_config {
     cllm_mr_config mr;               /* how candidates are scored (set up with cllm_mr_config_init) */
     int            n_candidates;     /* k responses per turn (default 2, CollabLLM's CLI)          */
+    const cllm_assistant *proactive; /* samples the first floor(k * proactive_ratio) candidates of each turn: the
+                                        same model with proactive = 1, as CollabLLM mixes them (NULL: none) */
+    double         proactive_ratio;  /* default 0.5 (CollabLLM v2's proact_prompt_ratio; v1: 1 of 2) */
     int            max_turns;        /* user turns per conversation (default 7 = 14 messages)      */
     const char    *task_desc;        /* cllm_goal.task_desc for every task (default "a task")     */
     int            show_reference;   /* 1: the simulator also sees single_turn_completion         */
@@ -4915,7 +4924,8 @@ CLLMDEF cllm_result cllm_judge_extract(cllm_judge *jg, const cllm_extract_item *
 
 /* Offline data generation, paper appendix B.1 (figure 8), one conversation per task:
      1. the simulated user opens the conversation from the task's single-turn prompt;
-     2. at every turn the candidate model samples k responses (CollabLLM's command line: k = 2);
+     2. at every turn the candidate model samples k responses (CollabLLM's command line: k = 2), the first
+        floor(k/2) of them from a proactive instruction (CollabLLM's mixing; cllm_datagen_config.proactive);
      3. each candidate is scored by MR (cllm_mr_score, I.4) and recorded with its score;
      4. the best candidate continues the conversation (ties: the first);
      5. the next user message is taken from the best candidate's longest simulated future (CollabLLM v2),
@@ -5000,6 +5010,93 @@ static cJSON *cllm__record_json(const cllm_mr_config *mr, const cllm_task *task,
     return o;
 }
 
+/* ---- proactive candidates (CollabLLM's mixing of step 2) -------------------------------------- */
+
+/* Step 2 mixes two kinds of candidates, as CollabLLM does: v2 samples the first floor(k * 0.5) of the k candidates
+   with a proactive instruction (LLMCollaborator "proact") and the rest as plain chat; v1 one of each. The
+   instruction, in the project's words: the conversation goes into one prompt asking for a collaborative next
+   message, and the JSON reply's "response" is the candidate. MR's futures are always plain. */
+static const char cllm__prompt_proactive[] =
+    "You are an AI assistant working with a user on a task such as writing, analysis, answering a question, math "
+    "or coding. Write your next message in the conversation below. Be helpful and collaborative, and look ahead: a "
+    "good message moves the user toward what they are ultimately trying to achieve, not only past their last "
+    "message.\n\n"
+    "=== CONVERSATION START ===\n{{history}}\n=== CONVERSATION END ===\n\n"
+    "How to collaborate:\n"
+    "- When the request is ambiguous or lacks a detail that would change your answer (a length, a format, an "
+    "audience, a function's signature), ask about it instead of guessing. Ask specific questions, not \"anything "
+    "else?\".\n"
+    "- When the request is clear, answer it. You may suggest a specific next step or ask for feedback on a specific "
+    "point.\n"
+    "- Make it easy for the user: be concise, offer choices they can pick from, and do not repeat what was "
+    "already said.\n"
+    "- Be honest about what you do not know.\n\n"
+    "Reply with one JSON object and nothing else:\n"
+    "{\"current_problem\": \"what the user is trying to do and what is still unclear\", \"thought\": \"how you "
+    "decide what to say next\", \"response\": \"your message to the user, within {{max_tokens}} tokens\"}\n";
+
+typedef struct cllm__proactive_job {
+    cllm_reply *out;
+    const char *model;
+    int         retries;
+} cllm__proactive_job;
+
+static int cllm__proactive_take(void *ctx, int i, const cllm_reply *answer, int last) {
+    cllm__proactive_job *job = (cllm__proactive_job *)ctx;
+    cllm_reply *r = &job->out[i];
+    char why[CLLM_ERRMSG_SIZE];
+    cJSON *o;
+    cllm_reply_free(r);
+    if (answer->code != CLLM_OK) {
+        r->code = answer->code;
+        r->err = answer->err;
+        return 1;
+    }
+    o = cllm_json_parse_lenient(answer->text, &r->err);
+    if (o && !(r->text = cllm__json_text(o, "response", &r->err)) && r->err.code == CLLM_OK)
+        cllm__fail(&r->err, CLLM_ERR_FORMAT, "its JSON has no string \"response\"");
+    if (o && r->text && !r->text[0]) {
+        CLLM_FREE(r->text);
+        cllm__fail(&r->err, CLLM_ERR_FORMAT, "its \"response\" is empty");
+    }
+    cJSON_Delete(o);
+    r->code = r->text ? CLLM_OK : r->err.code;
+    r->meta = answer->meta;
+    if (r->code == CLLM_OK || !last) return r->code == CLLM_OK;
+    snprintf(why, sizeof why, "%s", r->err.msg);            /* who gave up, after how many answers, and why */
+    cllm__fail(&r->err, r->code, "proactive assistant%s%s: no usable answer in %d tries; the last: %s",
+               job->model ? " " : "", job->model ? job->model : "", 1 + job->retries, why);
+    return 1;
+}
+
+/* The proactive candidates of n histories on a chat backend (section II.7): one prompt each, asked together; an
+   answer without a usable "response" is asked again, up to 3 times. out: n zeroed replies. */
+static void cllm__proactive_ask(const cllm_chat_backend *backend, const char *tmpl, int max_tokens,
+                                const cllm_conv *histories, int n, cllm_reply *out) {
+    static const char *names[] = { "history", "max_tokens" };
+    char **prompts = (char **)cllm__calloc((size_t)n + 1, sizeof(char *));
+    cllm__proactive_job job;
+    char budget[32];
+    int i;
+    job.out = out;
+    job.model = backend->name;
+    job.retries = 3;
+    snprintf(budget, sizeof budget, "%d", max_tokens);
+    for (i = 0; i < n; i++)
+        cllm__fail(&out[i].err, out[i].code = CLLM_ERR_NOMEM, "out of memory before the assistant was asked");
+    for (i = 0; prompts && i < n; i++) {
+        char *history = cllm__conv_text(&histories[i], 0);
+        const char *values[2];
+        values[0] = history;
+        values[1] = budget;
+        prompts[i] = history ? cllm__fill(tmpl ? tmpl : cllm__prompt_proactive, names, values, 2) : NULL;
+        CLLM_FREE(history);
+    }
+    if (prompts) cllm__ask_all(backend, prompts, n, 0, job.retries, cllm__proactive_take, &job);
+    for (i = 0; prompts && i < n; i++) CLLM_FREE(prompts[i]);
+    CLLM_FREE(prompts);
+}
+
 /* ---- one conversation (steps 1-6) ------------------------------------------------------------ */
 
 /* One conversation of data generation (steps 1-6 above); its records (without task_rows yet) go to rows. */
@@ -5007,6 +5104,7 @@ static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm
                                       const cllm_assistant *cand, const cllm_assistant *future, const cllm_task *task,
                                       int conv_id, cJSON *rows, cllm_err *err) {
     int k = cllm__def(cfg->n_candidates, 2), max_turns = cllm__def(cfg->max_turns, 7), turn, i, best;
+    int n_proactive = cfg->proactive ? (int)floor(k * cllm__def(cfg->proactive_ratio, 0.5)) : 0;
     cllm_goal goal;
     cllm_conv history = CLLM__ZERO;
     cllm_reply ureply = CLLM__ZERO;
@@ -5027,7 +5125,11 @@ static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm
     for (turn = 0; turn < max_turns && !ureply.terminated; turn++) {
         int longest = -1, s;
         for (i = 0; i < k; i++) views[i] = history;
-        if ((rc = cllm_assistant_replies(cand, views, k, replies, err)) != CLLM_OK) goto done;   /* 2. */
+        /* 2. the first n_proactive candidates from the proactive instruction, the rest plain */
+        if (n_proactive > 0) rc = cllm_assistant_replies(cfg->proactive, views, n_proactive, replies, err);
+        if (rc == CLLM_OK && k > n_proactive)
+            rc = cllm_assistant_replies(cand, views, k - n_proactive, replies + n_proactive, err);
+        if (rc != CLLM_OK) goto done;
         for (i = 0; i < k; i++) {
             items[i].goal = &goal;
             items[i].task = task;
@@ -5049,6 +5151,7 @@ static cllm_result cllm__datagen_task(const cllm_datagen_config *cfg, const cllm
                                                 &res[i])))
                 rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
             if (rc != CLLM_OK) goto done;
+            if (n_proactive > 0) cJSON_AddBoolToObject(row, "proactive", i < n_proactive);
             cJSON_AddItemToArray(rows, row);
             if (res[i].code == CLLM_OK && (best < 0 || res[i].mr > res[best].mr)) best = i;   /* 4. ties: the first */
         }
@@ -12156,13 +12259,17 @@ static cllm_result cllm__local_sim_batch(void *ctx, const cllm_goal *goals, cons
 
 static cllm_result cllm__api_assistant_batch(void *ctx, const cllm_conv *histories, int n, cllm_reply *out) {
     cllm_api_assistant *a = (cllm_api_assistant *)ctx;
-    cllm__assistant_ask(&a->api.backend, a->cfg.system_prompt, histories, n, out);
+    if (a->cfg.proactive)
+        cllm__proactive_ask(&a->api.backend, a->cfg.proactive_prompt, a->cfg.params.max_tokens, histories, n, out);
+    else cllm__assistant_ask(&a->api.backend, a->cfg.system_prompt, histories, n, out);
     return CLLM_OK;
 }
 
 static cllm_result cllm__local_assistant_batch(void *ctx, const cllm_conv *histories, int n, cllm_reply *out) {
     cllm_local_assistant *a = (cllm_local_assistant *)ctx;
-    cllm__assistant_ask(&a->local.backend, a->cfg.system_prompt, histories, n, out);
+    if (a->cfg.proactive)
+        cllm__proactive_ask(&a->local.backend, a->cfg.proactive_prompt, a->cfg.gen.max_new_tokens, histories, n, out);
+    else cllm__assistant_ask(&a->local.backend, a->cfg.system_prompt, histories, n, out);
     return CLLM_OK;
 }
 

@@ -1064,6 +1064,9 @@ static const flag_spec generate_data_own_flags[] = {
       .help = "MR-scored turn records, appended task by task (data_fmt/records.md; sidecar data_fmt/meta.md)" },
     { .name = "--candidates", .type = FLAG_INT, .metavar = "K", .min = 1, .max = 64, .def = "2",
       .help = "responses sampled and scored per turn (the paper's k)" },
+    { .name = "--proactive-ratio", .type = FLAG_REAL, .metavar = "R", .min = 0, .max = 1, .def = "0.5",
+      .help = "the first floor(K R) candidates of a turn come from a proactive instruction (CollabLLM's mixing), "
+              "the rest from the plain chat" },
     { .name = "--max-turns", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 10000, .def = "7",
       .help = "user turns per conversation at most" },
     { .name = "--shard", .type = FLAG_TEXT, .metavar = "I/N", .def = "0/1",
@@ -1094,7 +1097,28 @@ static int parse_shard(const flags *fl, int *shard, int *n_shards) {
     return 1;
 }
 
+/* The candidate model again, asked with the proactive instruction (CollabLLM's proactive candidates). */
+typedef union proactive_side {
+    cllm_api_assistant   api;
+    cllm_local_assistant local;
+} proactive_side;
+
+static const cllm_assistant *proactive_twin(sides *sd, proactive_side *twin) {
+    if (sd->assistant == &sd->local_asst.assistant) {
+        cllm_local_assistant_config c = sd->local_asst.cfg;
+        c.proactive = 1;
+        cllm_local_assistant_init(&twin->local, sd->local_asst.local.lm, &c);
+        return &twin->local.assistant;
+    } else {
+        cllm_api_assistant_config c = sd->api_asst.cfg;
+        c.proactive = 1;
+        cllm_api_assistant_init(&twin->api, sd->api_asst.api.client, &c);
+        return &twin->api.assistant;
+    }
+}
+
 static int cmd_generate_data(int argc, char **argv) {
+    proactive_side proactive;
     const char *out;
     cllm_task *tasks = NULL;
     int n = 0;
@@ -1120,6 +1144,8 @@ static int cmd_generate_data(int argc, char **argv) {
     }
     mr_config_of(&cfg.mr, &fl, &ms);
     cfg.n_candidates = (int)flag_number(&fl, "--candidates");
+    cfg.proactive_ratio = flag_number(&fl, "--proactive-ratio");
+    cfg.proactive = cfg.proactive_ratio > 0 ? proactive_twin(&sd, &proactive) : NULL;
     cfg.max_turns = (int)flag_number(&fl, "--max-turns");
     cfg.task_desc = flag_text(&fl, "--task-desc");
     cfg.show_reference = flag_on(&fl, "--show-reference");

@@ -95,6 +95,11 @@ static void handler(void *ctx, const mock_request *q, mock_response *r) {
     else if (!strcmp(m, "sim-slow")) { r->delay_ms = 200; r->content = user_sim_answer(prompt, "[[TERMINATE CHAT]]"); }
     else if (!strcmp(m, "sim-flaky")) r->content = first_time(prompt) ? mock_strdup("I would probably ask for more detail.") : user_sim_answer(prompt, "[[TERMINATE CHAT]]");
     else if (!strcmp(m, "sim-never")) r->content = mock_strdup("{'thought': 'I forgot the response key'}");
+    else if (!strcmp(m, "asst-pro")) {
+        int asks = strstr(prompt, "How to collaborate:") && strstr(prompt, "{{") == NULL;
+        r->content = mock_strdup(asks ? "{\"current_problem\": \"p\", \"thought\": \"t\", \"response\": \"Which size?\"}"
+                                      : "not the proactive prompt");
+    } else if (!strcmp(m, "asst-pro-bad")) r->content = mock_strdup("{\"thought\": \"no response key\"}");
     else if (!strcmp(m, "asst")) {
         const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(q->json, "messages");
         const char *role0 = cllm__json_str(cJSON_GetArrayItem(msgs, 0), "role");
@@ -269,7 +274,7 @@ static void test_llm_sim(mock_server *srv) {
 
 /* ---- assistants and cllm_simulate ---------------------------------------------------------- */
 
-static void test_simulate(void) {
+static void test_simulate(mock_server *srv) {
     cllm_client c;
     cllm_llm_sim sim;
     cllm_llm_sim_config scfg;
@@ -318,6 +323,22 @@ static void test_simulate(void) {
     check_true("a history ending with the user lets the assistant speak first",
                cllm_simulate(&sim.sim, &asst.assistant, g, conv, 1, 1, st, &err) == CLLM_OK && conv[0].n == 2 && !strcmp(conv[0].msgs[1].role, "assistant"));
     cllm_conv_free(&conv[0]);
+
+    acfg.params.model = "asst-pro";                /* CollabLLM's proactive candidates */
+    acfg.proactive = 1;
+    cllm_api_assistant_init(&asst, &c, &acfg);
+    make_history(&conv[0], 1, 1);
+    check_true("a proactive assistant: the history goes into the instruction, the JSON's \"response\" is the reply",
+               cllm_assistant_replies(&asst.assistant, conv, 1, &r, &err) == CLLM_OK && !strcmp(r.text, "Which size?"));
+    cllm_reply_free(&r);
+    acfg.params.model = "asst-pro-bad";
+    cllm_api_assistant_init(&asst, &c, &acfg);
+    check_true("... a reply without \"response\" is re-asked 3 times, then a failure that says so",
+               cllm_assistant_replies(&asst.assistant, conv, 1, &r, &err) == CLLM_ERR_FORMAT &&
+               strstr(r.err.msg, "no usable answer in 4 tries") && model_calls(srv, "asst-pro-bad") == 4);
+    cllm_reply_free(&r);
+    cllm_conv_free(&conv[0]);
+    acfg.proactive = 0;
 
     acfg.params.model = "asst-fail";
     cllm_api_assistant_init(&asst, &c, &acfg);
@@ -536,7 +557,7 @@ int main(void) {
     printf("mock server at %s\n", base_url);
     test_sim_prompt();
     test_llm_sim(&srv);
-    test_simulate();
+    test_simulate(&srv);
     test_callback_sim();
     test_judges(&srv);
     test_cli();

@@ -25,6 +25,11 @@ static void handler(void *ctx, const mock_request *req, mock_response *resp) {
             snprintf(buf, sizeof buf, "```json\n{\"current_answer\": \"none\", \"thought\": \"tell it\", \"response\": \"large please\"}\n```");
         else snprintf(buf, sizeof buf, "Sure. {\"current_answer\": \"done\", \"thought\": \"happy\", \"response\": \"[[TERMINATE CHAT]]\"}");
         resp->content = mock_strdup(buf);
+    } else if (!strcmp(req->model, "assistant") && strstr(content, "How to collaborate:")) {
+        /* the proactive instruction (generate-data's first candidate): asks, and orders once told the size */
+        snprintf(buf, sizeof buf, "{\"current_problem\": \"size\", \"thought\": \"t\", \"response\": \"%s\"}",
+                 strstr(content, "large please") ? "one large coffee" : "what size ?");
+        resp->content = mock_strdup(buf);
     } else if (!strcmp(req->model, "assistant")) {
         int k;
         pthread_mutex_lock(&mu); k = asst_calls++; pthread_mutex_unlock(&mu);
@@ -67,6 +72,7 @@ int main(void) {
              "--base-url http://127.0.0.1:%d/v1 --metrics exact_match:1,interactivity:0.5 --retries 0", path, srv.port);
 
     printf("-- generate-data\n");
+    asst_calls = 1;   /* the plain candidate guesses first; the proactive one asks */
     snprintf(cmd, sizeof cmd, "rm -f %s/tmp_pipe_records.jsonl; %s/collabllm generate-data %s --out %s/tmp_pipe_records.jsonl --candidates 2 --samples 2 --max-turns 3",
              build, build, common, build);
     printf("$ %s\n", cmd);
@@ -74,7 +80,7 @@ int main(void) {
     snprintf(path, sizeof path, "%s/tmp_pipe_records.jsonl", build);
     {
         char line[1 << 16];
-        int ok = 1;
+        int ok = 1, mixed = 1;
         f = fopen(path, "rb");
         while (f && fgets(line, sizeof line, f)) {
             cJSON *o = cJSON_Parse(line);
@@ -84,11 +90,14 @@ int main(void) {
             double want = strchr(c, '?') ? 1.5 - 5e-4 * 10 : strstr(c, "small") ? -5e-4 * 5 : 1.5 - 5e-4 * 5;  /* the judge sees the earlier question */
             if (n_lines == 0) { char *t = cJSON_Print(o); printf("   first record:\n%s\n", t); free(t); }
             ok &= fabs(sc - want) < 1e-9;
+            /* --proactive-ratio 0.5 by default: of the 2 candidates of a turn, the first is proactive */
+            mixed &= cJSON_IsTrue(cJSON_GetObjectItem(o, "proactive")) == (n_lines % 2 == 0);
             n_lines++;
             cJSON_Delete(o);
         }
         if (f) fclose(f);
         check_true("8 records with the hand-computed MR (question 1.495, guess -0.0025, answer 1.4975)", ok && n_lines == 8);
+        check_true("each turn's first candidate is the proactive one (\"proactive\": true), the second plain", mixed);
     }
     {   /* the run's sidecar; a second run is refused without --resume, and with it finds nothing to do */
         char *before = NULL, *after = NULL;
