@@ -28,27 +28,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gen_golden as gg  # noqa: E402  (forward, safetensors reader/writer)
+import gen_golden as gg  # noqa: E402  (safetensors reader/writer)
+import gen_train  # noqa: E402  (completion_logps: the forward and the summed scored logps)
 
 torch.set_num_threads(1)
 torch.set_default_dtype(torch.float64)
 DATA = os.path.join("tests", "data", "train")
 BETA = 0.1
-
-
-def scored_logps(cfg, P, rows):
-    """rows: (ids, targets) pairs. One right-padded batch; per-row sums over the targets."""
-    B, T = len(rows), max(len(ids) for ids, _ in rows)
-    ids = torch.zeros(B, T, dtype=torch.long)
-    attn = torch.zeros(B, T, dtype=torch.long)
-    scored = torch.zeros(B, T)
-    for b, (x, tg) in enumerate(rows):
-        ids[b, :len(x)] = torch.tensor(x)
-        attn[b, :len(x)] = 1
-        scored[b, :len(x)] = torch.tensor(tg, dtype=torch.float64)
-    logp = torch.log_softmax(gg.forward(cfg, P, ids, attn)[:, :-1], dim=-1)
-    picked = logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-    return (picked * scored[:, 1:]).sum(-1)
 
 
 def main():
@@ -64,7 +50,7 @@ def main():
     for mode in ("turn", "trl"):
         rows = [(x[mode + "_" + side]["ids"], x[mode + "_" + side]["targets"])
                 for side in ("chosen", "rejected") for x in lines]
-        lp = scored_logps(cfg, P, rows)
+        lp, _ = gen_train.completion_logps(cfg, P, rows)
         ref = lp.detach()
         z = (lp[:n] - lp[n:]) - (ref[:n] - ref[n:])
         loss = -F.logsigmoid(BETA * z).mean()
