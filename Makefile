@@ -184,8 +184,8 @@ golden:
 	/usr/bin/python3 tests/gen_golden.py
 	/usr/bin/python3 tests/gen_objectives.py
 	/usr/bin/python3 tests/gen_train.py
-	/usr/bin/python3 tests/gen_online.py
 	/usr/bin/python3 tests/gen_trl_logps.py
+	/usr/bin/python3 tests/gen_online.py
 
 crosscheck: all
 	@tests/crosscheck.sh $(BUILD) $(if $(FIXTURES),--write-fixtures)
