@@ -184,10 +184,13 @@ golden:
 	/usr/bin/python3 tests/gen_golden.py
 	/usr/bin/python3 tests/gen_objectives.py
 	/usr/bin/python3 tests/gen_train.py
+	/usr/bin/python3 tests/gen_trl_logps.py
 	/usr/bin/python3 tests/gen_online.py
 
 crosscheck: all
 	@tests/crosscheck.sh $(BUILD) $(if $(FIXTURES),--write-fixtures)
+	@NODE_PATH=$${COLLABLLM_NPM_CACHE:-$$HOME/.cache/collabllm-npm}/node_modules \
+	    node tests/gen_trl_tokens.js $(if $(FIXTURES),--write-fixtures)
 
 unicode-tables:
 	@tests/ensure-deps.sh unicode-data

@@ -141,7 +141,7 @@
    Training: SFT, DPO, LoRA, checkpoints (data_fmt/train.md)
       cllm_sft_data_load()     -- {"messages"} rows -> token sequences whose targets are the assistant mask
       cllm_dpo_data_load()     -- preference pairs -> chosen / rejected sequences (completion tokens found
-                                  by byte offsets), optional precomputed reference logps
+                                  by byte offsets, or TRL's: cllm_completion_tokens), optional reference logps
       cllm_sft_seq(), cllm_completion_seq(), cllm_train_seq_truncate() -- those tokenization and
                                   truncation rules for one example
       cllm_seq_logps()         -- summed target log-probs of sequences (e.g. a DPO reference)
@@ -1866,10 +1866,17 @@ CLLMDEF int  cllm_train_seq_truncate(cllm_train_seq *s, int max_length, int keep
 /* SFT: the conversation through the chat template; targets = the template's assistant mask. */
 CLLMDEF cllm_result cllm_sft_seq(const cllm_tokenizer *tok, const cllm_message *msgs, int n,
                                  cllm_train_seq *seq, cllm_err *err);
-/* DPO: a completion after a prompt, rendered in one pass; targets = its assistant tokens. */
+/* Which tokens of a DPO completion are scored (data_fmt/train.md, "Inputs and tokenization"). */
+typedef enum cllm_completion_tokens {
+    CLLM_COMPLETION_TOKENS_TURN = 0,  /* default: the turn as the model emits it, content and end-of-turn token
+                                         (ChatML content <|im_end|>); TRL 0.10.1, CollabLLM v1                  */
+    CLLM_COMPLETION_TOKENS_TRL        /* TRL >= 0.19 DPOTrainer: the rendered text after the prompt, tokenized
+                                         apart, then eos_token_id (content <|im_end|> \n <|im_end|>); CollabLLM v2 */
+} cllm_completion_tokens;
+/* DPO: a completion after a prompt through the chat template; targets = its tokens as `tokens` says. */
 CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_message *prompt, int n_prompt,
                                         const cllm_message *completion, int n_completion,
-                                        cllm_train_seq *seq, cllm_err *err);
+                                        cllm_completion_tokens tokens, cllm_train_seq *seq, cllm_err *err);
 
 /* SFT rows (data_fmt/train.md): JSONL lines {"messages": [...]}, each through cllm_sft_seq and cut to
    max_length (0 = 1024, TRL's). */
@@ -1894,8 +1901,13 @@ typedef struct cllm_dpo_data {
     int            n_truncated;
     int            has_ref;                     /* every pair carries both reference logps     */
 } cllm_dpo_data;
-CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *tok, const char *path, int max_length,
-                                      cllm_err *err);
+typedef struct cllm_dpo_data_config {
+    int                    max_length;          /* tokens per sequence after truncation (default 1024, TRL's) */
+    cllm_completion_tokens completion_tokens;   /* default CLLM_COMPLETION_TOKENS_TURN                       */
+} cllm_dpo_data_config;
+/* cfg NULL = every default. */
+CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *tok, const char *path,
+                                      const cllm_dpo_data_config *cfg, cllm_err *err);
 CLLMDEF void        cllm_dpo_data_free(cllm_dpo_data *d);
 
 /* Summed target log-probs of n sequences under m, batch_size at a time (0 = 8), no gradients, no dropout. */
@@ -13287,17 +13299,79 @@ CLLMDEF cllm_result cllm_sft_seq(const cllm_tokenizer *tok, const cllm_message *
     return rc;
 }
 
-/* A completion after a prompt, for DPO: rendered and tokenized in one pass; with P = the byte length of the prompt
-   rendered with its generation prompt, the targets are the assistant-mask tokens that start at byte >= P (TRL's
-   summed completion logps, up to the differences listed in data_fmt/train.md, "Inputs and tokenization"). */
-CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_message *prompt, int n_prompt,
-                                        const cllm_message *completion, int n_completion, cllm_train_seq *seq,
+/* CLLM_COMPLETION_TOKENS_TRL, as TRL v0.19.1 DPOTrainer builds a row (data_utils.apply_chat_template, then
+   DPOTrainer.tokenize_row with add_special_tokens=False):
+       prompt ids     = encode(text[0, P))
+       completion ids = encode(text[P, end)) ++ [eos_token_id]        (EOS appended even after an end of turn)
+   every completion id a target; text[P, end) is all the template writes after the prompt, trailing newline and
+   any non-assistant message included. */
+static cllm_result cllm__completion_trl(const cllm_tokenizer *tok, const char *text, size_t P, cllm_train_seq *seq,
                                         cllm_err *err) {
+    int *pids = NULL, *cids = NULL, *ids = NULL;
+    int np = 0, nc = 0, i;
+    unsigned char *target = NULL;
+    cllm_result rc;
+    if (tok->eos_id < 0)
+        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "TRL's completion tokens end with eos_token_id, and this "
+                                                     "tokenizer has none (tokenizer_config.json eos_token)");
+    rc = cllm_tokenizer_encode(tok, text, P, 0, &pids, &np, NULL, err);
+    if (rc == CLLM_OK) rc = cllm_tokenizer_encode(tok, text + P, strlen(text + P), 0, &cids, &nc, NULL, err);
+    if (rc != CLLM_OK) goto done;
+    ids = (int *)cllm__calloc((size_t)np + (size_t)nc + 1, sizeof(int));
+    target = (unsigned char *)cllm__calloc((size_t)np + (size_t)nc + 1, 1);
+    if (!ids || !target) {
+        rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (i = 0; i < np + nc; i++) ids[i] = i < np ? pids[i] : cids[i - np];
+    ids[np + nc] = tok->eos_id;
+    memset(target + np, 1, (size_t)nc + 1);
+    rc = cllm__seq_from(seq, ids, target, np + nc + 1, np, err);
+done:
+    CLLM_FREE(pids);
+    CLLM_FREE(cids);
+    CLLM_FREE(ids);
+    CLLM_FREE(target);
+    return rc;
+}
+
+/* CLLM_COMPLETION_TOKENS_TURN: text tokenized in one pass (ids, mask from cllm_chat_render); the targets are the
+   assistant-mask tokens that start at byte >= P: each assistant message's content and end-of-turn token, nothing
+   after the last of them (ChatML's newline). */
+static cllm_result cllm__completion_turn(const cllm_tokenizer *tok, const char *text, size_t P, const int *ids,
+                                         unsigned char *mask, int n_ids, cllm_train_seq *seq, cllm_err *err) {
+    int *ids2 = NULL, *offs = NULL;
+    int n2 = 0, first = -1, last = -1, i;
+    cllm_result rc;
+    /* the same ids again, with byte offsets: a target starts at or after the prompt's end */
+    if ((rc = cllm_tokenizer_encode(tok, text, strlen(text), 0, &ids2, &n2, &offs, err)) != CLLM_OK) return rc;
+    CLLM_ASSERT(n2 == n_ids);
+    for (i = 0; i < n_ids; i++) {
+        mask[i] = mask[i] && (size_t)offs[2 * i] >= P && i > 0;
+        if (!mask[i]) continue;
+        if (first < 0) first = i;
+        last = i;
+    }
+    if (first < 0)
+        rc = cllm__fail(err, CLLM_ERR_FORMAT, "the completion has no assistant tokens (it must hold an assistant "
+                        "message)");
+    else rc = cllm__seq_from(seq, ids, mask, last + 1, first, err);
+    CLLM_FREE(ids2);
+    CLLM_FREE(offs);
+    return rc;
+}
+
+/* A completion after a prompt, for DPO: P = the byte length of the prompt rendered with its generation prompt, text =
+   prompt + completion rendered; the completion's tokens as `tokens` says (TRL's summed completion logps, up to the
+   differences listed in data_fmt/train.md, "Inputs and tokenization"). */
+CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_message *prompt, int n_prompt,
+                                        const cllm_message *completion, int n_completion,
+                                        cllm_completion_tokens tokens, cllm_train_seq *seq, cllm_err *err) {
     cllm_render_opts gen;
     cllm_message *all = NULL;
     char *ptext = NULL, *text = NULL;
-    int *ids = NULL, *ids2 = NULL, *offs = NULL;
-    int n_ids = 0, n2 = 0, first = -1, last = -1, i;
+    int *ids = NULL;
+    int n_ids = 0, i;
     unsigned char *mask = NULL;
     size_t P;
     cllm_result rc;
@@ -13305,6 +13379,8 @@ CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_me
     memset(seq, 0, sizeof *seq);
     if (n_prompt < 1 || n_completion < 1 || !prompt || !completion)
         return cllm__fail(err, CLLM_ERR_ARG, "a pair needs at least one prompt message and one completion message");
+    if (tokens != CLLM_COMPLETION_TOKENS_TURN && tokens != CLLM_COMPLETION_TOKENS_TRL)
+        return cllm__fail(err, CLLM_ERR_ARG, "completion tokens: %d is not a cllm_completion_tokens", (int)tokens);
     if (prompt[n_prompt - 1].role && strcmp(prompt[n_prompt - 1].role, "assistant") == 0)
         return cllm__fail(err, CLLM_ERR_FORMAT, "the prompt ends with an assistant message; it must end with the "
                           "user's turn");
@@ -13319,31 +13395,16 @@ CLLMDEF cllm_result cllm_completion_seq(const cllm_tokenizer *tok, const cllm_me
     rc = cllm_chat_render(tok, all, n_prompt + n_completion, NULL, &text, &ids, &mask, &n_ids, err);
     if (rc != CLLM_OK) goto done;
     P = strlen(ptext);
-    if (strncmp(text, ptext, P) != 0) {
+    if (strncmp(text, ptext, P) != 0)
         rc = cllm__fail(err, CLLM_ERR_UNSUPPORTED, "the chat template renders the prompt differently inside the whole "
                                                    "conversation, so the completion cannot be located");
-        goto done;
-    }
-    /* the same ids again, with byte offsets: a target starts at or after the prompt's end */
-    if ((rc = cllm_tokenizer_encode(tok, text, strlen(text), 0, &ids2, &n2, &offs, err)) != CLLM_OK) goto done;
-    CLLM_ASSERT(n2 == n_ids);
-    for (i = 0; i < n_ids; i++) {
-        mask[i] = mask[i] && (size_t)offs[2 * i] >= P && i > 0;
-        if (!mask[i]) continue;
-        if (first < 0) first = i;
-        last = i;
-    }
-    if (first < 0)
-        rc = cllm__fail(err, CLLM_ERR_FORMAT, "the completion has no assistant tokens (it must hold an assistant "
-                        "message)");
-    else rc = cllm__seq_from(seq, ids, mask, last + 1, first, err);
+    else if (tokens == CLLM_COMPLETION_TOKENS_TRL) rc = cllm__completion_trl(tok, text, P, seq, err);
+    else rc = cllm__completion_turn(tok, text, P, ids, mask, n_ids, seq, err);
 done:
     CLLM_FREE(all);
     CLLM_FREE(ptext);
     CLLM_FREE(text);
     CLLM_FREE(ids);
-    CLLM_FREE(ids2);
-    CLLM_FREE(offs);
     CLLM_FREE(mask);
     if (rc == CLLM_OK) cllm__ok(err);
     return rc;
@@ -13435,14 +13496,14 @@ static cllm_result cllm__completion_json(cllm_conv *c, const cJSON *j, cllm_err 
 }
 
 /* One pair line into p (tokenized, truncated together). */
-static cllm_result cllm__dpo_pair_parse(cllm_dpo_pair *p, const cllm_tokenizer *tok, const cJSON *row, int max_length,
-                                        int *truncated, cllm_err *err) {
+static cllm_result cllm__dpo_pair_parse(cllm_dpo_pair *p, const cllm_tokenizer *tok, const cJSON *row,
+                                        const cllm_dpo_data_config *c, int *truncated, cllm_err *err) {
     const cJSON *ref_c = cJSON_GetObjectItemCaseSensitive(row, "ref_chosen_logps");
     const cJSON *ref_r = cJSON_GetObjectItemCaseSensitive(row, "ref_rejected_logps");
     const char *what = "\"prompt\": ";
     cllm_conv prompt, chosen, rejected;
     cllm_result rc;
-    int longer, keep;
+    int max_length = c->max_length, longer, keep;
     memset(&chosen, 0, sizeof chosen);
     memset(&rejected, 0, sizeof rejected);
     memset(p, 0, sizeof *p);
@@ -13457,11 +13518,13 @@ static cllm_result cllm__dpo_pair_parse(cllm_dpo_pair *p, const cllm_tokenizer *
     }
     if (rc == CLLM_OK) {
         what = "\"chosen\": ";
-        rc = cllm_completion_seq(tok, prompt.msgs, prompt.n, chosen.msgs, chosen.n, &p->chosen, err);
+        rc = cllm_completion_seq(tok, prompt.msgs, prompt.n, chosen.msgs, chosen.n, c->completion_tokens, &p->chosen,
+                                 err);
     }
     if (rc == CLLM_OK) {
         what = "\"rejected\": ";
-        rc = cllm_completion_seq(tok, prompt.msgs, prompt.n, rejected.msgs, rejected.n, &p->rejected, err);
+        rc = cllm_completion_seq(tok, prompt.msgs, prompt.n, rejected.msgs, rejected.n, c->completion_tokens,
+                                 &p->rejected, err);
     }
     cllm_conv_free(&prompt);
     cllm_conv_free(&chosen);
@@ -13490,8 +13553,9 @@ static cllm_result cllm__dpo_pair_parse(cllm_dpo_pair *p, const cllm_tokenizer *
 
 /* DPO pairs: {"prompt", "chosen", "rejected", optional "ref_chosen_logps", "ref_rejected_logps"}
    (TRL's conversational preference format); the reference logps are given for every pair or none. */
-CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *tok, const char *path, int max_length,
-                                      cllm_err *err) {
+CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *tok, const char *path,
+                                      const cllm_dpo_data_config *cfg, cllm_err *err) {
+    cllm_dpo_data_config c = CLLM__ZERO;
     FILE *f;
     char *line = NULL;
     size_t cap = 0;
@@ -13499,7 +13563,8 @@ CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *t
     int lineno = 0, with_ref = 0;
     cllm_result rc;
     memset(d, 0, sizeof *d);
-    if ((rc = cllm__check_max_length(&max_length, err)) != CLLM_OK) return rc;
+    if (cfg) c = *cfg;
+    if ((rc = cllm__check_max_length(&c.max_length, err)) != CLLM_OK) return rc;
     if (!(f = cllm__open_read(path, "a JSONL file", err))) return CLLM_ERR_IO;
     while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
         cJSON *row;
@@ -13511,7 +13576,7 @@ CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *t
             rc = CLLM_ERR_FORMAT;
             break;
         }
-        rc = cllm__dpo_pair_parse(&p, tok, row, max_length, &cut, err);
+        rc = cllm__dpo_pair_parse(&p, tok, row, &c, &cut, err);
         cJSON_Delete(row);
         if (rc != CLLM_OK) {
             rc = cllm__fail_where(err, rc, path, lineno, "");

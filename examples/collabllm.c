@@ -1878,6 +1878,8 @@ static const flag_spec dpo_own_flags[] = {
       .help = "the probability that a label is flipped (cDPO, robust)" },
     { .name = "--reference-free", .type = FLAG_SWITCH,
       .help = "no reference model: log-ratios against 0" },
+    { .name = "--completion-tokens", .type = FLAG_CHOICE, .choices = "turn|trl", .metavar = "M", .def = "turn",
+      .help = "the scored tokens: the turn as the model emits it, or TRL >= 0.19's (+ newline, + EOS; data_fmt/train.md)" },
 };
 static const flag_group dpo_group = FLAG_GROUP("dpo", dpo_own_flags);
 static const flag_command dpo_command = {
@@ -1898,6 +1900,7 @@ static int cmd_dpo(int argc, char **argv) {
     cllm_train_config cfg;
     cllm_lora_config lcfg;
     cllm_dpo_config dpo;
+    cllm_dpo_data_config dcfg;
     cllm_tokenizer tok;
     cllm_model m, ref;
     cllm_lora lora;
@@ -1924,6 +1927,9 @@ static int cmd_dpo(int argc, char **argv) {
     dpo.label_smoothing = flag_number(&fl, "--label-smoothing");
     dpo.reference_free = flag_on(&fl, "--reference-free");
     dpo.loss_type = flag_choice(&fl, "--loss");              /* the words are in cllm_dpo_loss_type's order */
+    memset(&dcfg, 0, sizeof dcfg);
+    dcfg.max_length = (int)flag_number(&fl, "--max-length");
+    dcfg.completion_tokens = flag_choice(&fl, "--completion-tokens");   /* in cllm_completion_tokens' order */
     memset(&tok, 0, sizeof tok); memset(&m, 0, sizeof m); memset(&ref, 0, sizeof ref); memset(&lora, 0, sizeof lora); memset(&pairs, 0, sizeof pairs);
     snprintf(ref_path, sizeof ref_path, "%s/pairs_ref.jsonl", out);
     /* a resumed run reuses the reference logps computed from the initial model at the start */
@@ -1932,7 +1938,7 @@ static int cmd_dpo(int argc, char **argv) {
         if (f) { fclose(f); data = ref_path; precompute = 0; }
     }
     if (cllm_tokenizer_load(&tok, cfg.tokenizer_dir, &err) != CLLM_OK ||
-        cllm_dpo_data_load(&pairs, &tok, data, (int)flag_number(&fl, "--max-length"), &err) != CLLM_OK ||
+        cllm_dpo_data_load(&pairs, &tok, data, &dcfg, &err) != CLLM_OK ||
         cllm_model_load(&m, cfg.model_dir, &err) != CLLM_OK) { fail(&err); goto done; }
     if (pairs.n_truncated) fprintf(stderr, "dpo: %d of %d pairs truncated to the max length\n", pairs.n_truncated, pairs.n);
     if (precompute) {             /* TRL's precompute_ref_log_probs: the policy before any update */

@@ -365,7 +365,7 @@ static void offline_dpo(const char *base_dir, const char *tag, const char *name,
     memset(&ref, 0, sizeof ref);        /* with LoRA the reference is the base under the adapters */
     if ((!real.model_dir && cllm_model_load(&ref, base_dir, &err) != CLLM_OK) ||
         cllm_tokenizer_load(&tok, base_dir, &err) != CLLM_OK || cllm_sft_data_load(&sd, &tok, path(sft), 0, &err) != CLLM_OK ||
-        cllm_dpo_data_load(&d, &tok, path(pairs), 0, &err) != CLLM_OK) die(tag, &err);
+        cllm_dpo_data_load(&d, &tok, path(pairs), NULL, &err) != CLLM_OK) die(tag, &err);
     snprintf(dir, sizeof dir, "%s_sft", name);
     tc = train_config(1e-3, 4, 1e-5, dir, base_dir);
     if (sd.n > 0) {
