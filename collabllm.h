@@ -9017,23 +9017,64 @@ typedef struct cllm__sym {
     size_t start, len;    /* its bytes in the piece; len 0 once merged into its left neighbour */
 } cllm__sym;
 
-/* Work arrays reused across pieces (stb_ds arrays). */
+/* Work arrays reused across pieces (stb_ds arrays), and the piece being merged. */
 typedef struct cllm__bpe_work {
     cllm__sym *sym;
     cllm__mq *heap;
+    const unsigned char *piece;
 } cllm__bpe_work;
 
-static void cllm__push_merge(const struct cllm__tok *p, cllm__bpe_work *w, int pos) {
-    const cllm__merge *m = cllm__merge_get(p->merges, p->nmerge_slots, w->sym[pos].id, w->sym[w->sym[pos].next].id);
-    if (m) cllm__heap_push(&w->heap, m->rank, pos, m->id);
+/* The merge of symbol pos with its right neighbour: its rank (-1: they do not merge) and, in *id, the token it makes.
+   tokenizer.json looks the pair of ids up in its merges; tiktoken looks the pair's bytes up in its ranks. */
+typedef long (*cllm__pair_fn)(const void *model, const cllm__bpe_work *w, int pos, int *id);
+
+static void cllm__queue_merge(const void *model, cllm__pair_fn pair, cllm__bpe_work *w, int pos) {
+    int id;
+    long rank = pair(model, w, pos, &id);
+    if (rank >= 0) cllm__heap_push(&w->heap, (int)rank, pos, id);
 }
 
-/* BPE of the bytes b[0..n), as HF's BPE model with its cache off (models/bpe/word.rs): one symbol
-   per byte, then repeatedly apply the queued merge of lowest rank (leftmost on ties), skipping
-   queue entries that went stale. Appends each token's id and the index of its first byte in b. */
+/* The merge loop of both BPEs (HF's models/bpe/word.rs merge_all; tiktoken's byte_pair_merge) over the symbols of
+   w->sym: repeatedly apply the queued merge of lowest rank (leftmost on ties), skipping queue entries that went stale.
+   Appends each token's id and the index of its first byte in the piece. */
+static void cllm__merge_all(const void *model, cllm__pair_fn pair, cllm__bpe_work *w, int **ids, size_t **starts) {
+    cllm__sym *sym = w->sym;
+    int n = (int)stbds_arrlen(w->sym), i, id;
+    if (n == 0) return;
+    sym[n - 1].next = -1;
+    stbds_arrsetlen(w->heap, 0);
+    for (i = 0; i + 1 < n; i++) cllm__queue_merge(model, pair, w, i);
+    while (stbds_arrlen(w->heap) > 0) {
+        cllm__mq top = cllm__heap_pop(w->heap);
+        cllm__sym *left = &sym[top.pos], *right;
+        if (left->len == 0 || left->next < 0) continue;
+        if (pair(model, w, top.pos, &id) < 0 || id != top.id) continue;   /* stale: the pair changed since queued */
+        right = &sym[left->next];
+        left->id = top.id;
+        left->len += right->len;
+        right->len = 0;
+        left->next = right->next;
+        if (right->next >= 0) sym[right->next].prev = top.pos;
+        if (left->prev >= 0) cllm__queue_merge(model, pair, w, left->prev);
+        if (left->next >= 0) cllm__queue_merge(model, pair, w, top.pos);
+    }
+    for (i = 0; i >= 0; i = sym[i].next) {
+        stbds_arrput(*ids, sym[i].id);
+        stbds_arrput(*starts, sym[i].start);
+    }
+}
+
+static long cllm__merges_pair(const void *model, const cllm__bpe_work *w, int pos, int *id) {
+    const struct cllm__tok *p = (const struct cllm__tok *)model;
+    const cllm__merge *m = cllm__merge_get(p->merges, p->nmerge_slots, w->sym[pos].id, w->sym[w->sym[pos].next].id);
+    *id = m ? m->id : -1;
+    return m ? m->rank : -1;
+}
+
+/* BPE of the bytes b[0..n), as HF's BPE model with its cache off (models/bpe/word.rs): one symbol per byte (unknown
+   bytes become unk, fused or dropped), then the merges by rank. */
 static void cllm__bpe(const struct cllm__tok *p, const unsigned char *b, size_t n, cllm__bpe_work *w, int **ids,
                       size_t **starts) {
-    cllm__sym *sym;
     int ns = 0, i;
     long whole;
     if (n == 0) return;
@@ -9044,7 +9085,6 @@ static void cllm__bpe(const struct cllm__tok *p, const unsigned char *b, size_t 
         return;
     }
     stbds_arrsetlen(w->sym, 0);
-    stbds_arrsetlen(w->heap, 0);
     for (i = 0; i < (int)n; i++) {
         cllm__sym s, *last = ns > 0 ? &w->sym[ns - 1] : NULL;
         int known = p->byte_id[b[i]] >= 0;
@@ -9061,30 +9101,7 @@ static void cllm__bpe(const struct cllm__tok *p, const unsigned char *b, size_t 
         stbds_arrput(w->sym, s);
         ns++;
     }
-    if (ns == 0) return;
-    sym = w->sym;
-    sym[ns - 1].next = -1;
-    for (i = 0; i + 1 < ns; i++) cllm__push_merge(p, w, i);
-    while (stbds_arrlen(w->heap) > 0) {
-        cllm__mq top = cllm__heap_pop(w->heap);
-        cllm__sym *left = &sym[top.pos], *right;
-        const cllm__merge *m;
-        if (left->len == 0 || left->next < 0) continue;
-        right = &sym[left->next];
-        m = cllm__merge_get(p->merges, p->nmerge_slots, left->id, right->id);
-        if (!m || m->id != top.id) continue;   /* stale: the pair changed since it was queued */
-        left->id = top.id;
-        left->len += right->len;
-        right->len = 0;
-        left->next = right->next;
-        if (right->next >= 0) sym[right->next].prev = top.pos;
-        if (left->prev >= 0) cllm__push_merge(p, w, left->prev);
-        if (left->next >= 0) cllm__push_merge(p, w, top.pos);
-    }
-    for (i = 0; i >= 0; i = sym[i].next) {
-        stbds_arrput(*ids, sym[i].id);
-        stbds_arrput(*starts, sym[i].start);
-    }
+    cllm__merge_all(p, cllm__merges_pair, w, ids, starts);
 }
 
 /* ---- Encoding: the whole pipeline ------------------------------------------------------------ */
@@ -9178,6 +9195,43 @@ static void cllm__encode_segment(const struct cllm__tok *p, cllm__enc *e, const 
     }
 }
 
+/* What both encoders (tokenizer.json's, tiktoken's) refuse before they start: nothing loaded, text of 1 GB or more,
+   invalid UTF-8 (HF and tiktoken take only strings). who names the encoder in messages. */
+static cllm_result cllm__encode_begin(const char *who, int loaded, const char *text, size_t len, int **ids, int *n,
+                                      int **offsets, cllm_err *err) {
+    size_t bad;
+    *ids = NULL;
+    *n = 0;
+    if (offsets) *offsets = NULL;
+    if (!loaded) return cllm__fail(err, CLLM_ERR_ARG, "%s: not loaded", who);
+    if (len > (size_t)INT_MAX / 2)
+        return cllm__fail(err, CLLM_ERR_LIMIT, "%s: text of %zu bytes is too long (limit %d)", who, len, INT_MAX / 2);
+    if ((bad = cllm__utf8_check(text, len)) != len)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s: the text is not valid UTF-8 at byte %zu", who, bad + 1);
+    return CLLM_OK;
+}
+
+/* Hands the tokens over as plain CLLM_MALLOC buffers: *ids, and *offsets (if asked) as [start, end) byte pairs. */
+static cllm_result cllm__encode_end(const cllm__seg *tokens, int oom, const char *who, int **ids, int *n, int **offsets,
+                                    cllm_err *err) {
+    int count = (int)stbds_arrlen(tokens), i;
+    int *out_ids = oom ? NULL : (int *)cllm__calloc((size_t)count + 1, sizeof(int));
+    int *out_offsets = out_ids && offsets ? (int *)cllm__calloc(2 * (size_t)count + 1, sizeof(int)) : NULL;
+    if (!out_ids || (offsets && !out_offsets)) {
+        CLLM_FREE(out_ids);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", who);
+    }
+    for (i = 0; i < count; i++) {
+        out_ids[i] = tokens[i].id;
+        if (offsets) out_offsets[2 * i] = (int)tokens[i].s;
+        if (offsets) out_offsets[2 * i + 1] = (int)tokens[i].e;
+    }
+    *ids = out_ids;
+    *n = count;
+    if (offsets) *offsets = out_offsets;
+    return cllm__succeed(err);
+}
+
 /* Invalid UTF-8 is rejected (HF accepts only strings). Special and added tokens written in the text
    are matched as tokens (HF's default). Offsets are bytes of the original text: after NFC a token
    maps to the bytes it came from; the post_processor's tokens get [0, 0). */
@@ -9185,16 +9239,9 @@ CLLMDEF cllm_result cllm_tokenizer_encode(const cllm_tokenizer *tok, const char 
                                           int add_special_tokens, int **ids, int *n, int **offsets, cllm_err *err) {
     const struct cllm__tok *p = tok ? tok->priv : NULL;
     cllm__enc e;
-    size_t bad, a;
-    int count, i, *out_ids = NULL, *out_offsets = NULL;
-    *ids = NULL;
-    *n = 0;
-    if (offsets) *offsets = NULL;
-    if (!p) return cllm__fail(err, CLLM_ERR_ARG, "tokenizer: tokenizer not loaded");
-    if (len > (size_t)INT_MAX / 2)
-        return cllm__fail(err, CLLM_ERR_LIMIT, "tokenizer: text of %zu bytes is too long (limit %d)", len, INT_MAX / 2);
-    if ((bad = cllm__utf8_check(text, len)) != len)
-        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer: the text is not valid UTF-8 at byte %zu", bad + 1);
+    size_t a;
+    cllm_result rc = cllm__encode_begin("tokenizer", p != NULL, text, len, ids, n, offsets, err);
+    if (rc != CLLM_OK) return rc;
     memset(&e, 0, sizeof e);
     if (add_special_tokens) cllm__emit_post(&e, p->post_before);   /* 5. the post_processor's tokens ... */
     cllm__split_added(p, text, 0, len, 0, &e.raw);   /* 1. added tokens on the raw text */
@@ -9203,24 +9250,9 @@ CLLMDEF cllm_result cllm_tokenizer_encode(const cllm_tokenizer *tok, const char 
         else cllm__encode_segment(p, &e, text, e.raw[a]);
     }
     if (add_special_tokens) cllm__emit_post(&e, p->post_after);    /* ... around the text */
-    count = (int)stbds_arrlen(e.out);   /* hand the results over as plain CLLM_MALLOC buffers */
-    if (!e.nt.b.oom && !e.tmp.oom && !e.bytes.oom) out_ids = (int *)cllm__calloc((size_t)count + 1, sizeof(int));
-    if (out_ids && offsets) out_offsets = (int *)cllm__calloc(2 * (size_t)count + 1, sizeof(int));
-    if (!out_ids || (offsets && !out_offsets)) {
-        CLLM_FREE(out_ids);
-        cllm__enc_free(&e);
-        return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer: out of memory");
-    }
-    for (i = 0; i < count; i++) {
-        out_ids[i] = e.out[i].id;
-        if (offsets) out_offsets[2 * i] = (int)e.out[i].s;
-        if (offsets) out_offsets[2 * i + 1] = (int)e.out[i].e;
-    }
+    rc = cllm__encode_end(e.out, e.nt.b.oom || e.tmp.oom || e.bytes.oom, "tokenizer", ids, n, offsets, err);
     cllm__enc_free(&e);
-    *ids = out_ids;
-    *n = count;
-    if (offsets) *offsets = out_offsets;
-    return cllm__succeed(err);
+    return rc;
 }
 
 /* ---- Decoding -------------------------------------------------------------------------------- */
@@ -9236,24 +9268,30 @@ static void cllm__decode_bytes(const struct cllm__tok *p, const int *ids, int n,
     }
 }
 
+/* The text of decoded bytes (raw, freed here): allocated, NUL-terminated, invalid UTF-8 as U+FFFD (lossy). */
+static cllm_result cllm__decoded_text(cllm__sb *raw, const char *who, char **text, size_t *len, cllm_err *err) {
+    cllm__sb out = { NULL, 0, 0, 0 };
+    size_t n_out;
+    cllm__utf8_lossy((const unsigned char *)raw->p, raw->n, 1, &out, NULL);
+    out.oom |= raw->oom;
+    cllm__sb_free(raw);
+    n_out = out.n;
+    *text = cllm__sb_take(&out);
+    if (!*text) return cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", who);
+    if (len) *len = n_out;
+    return cllm__succeed(err);
+}
+
 /* HF's decode with the ByteLevel decoder: the tokens' bytes, decoded as Rust's from_utf8_lossy does
    (one U+FFFD per maximal invalid subsequence). Unknown ids are skipped, as in HF. */
 CLLMDEF cllm_result cllm_tokenizer_decode(const cllm_tokenizer *tok, const int *ids, int n, int skip_special,
                                           char **text, size_t *len, cllm_err *err) {
-    cllm__sb raw = { NULL, 0, 0, 0 }, out = { NULL, 0, 0, 0 };
-    size_t n_out;
+    cllm__sb raw = { NULL, 0, 0, 0 };
     *text = NULL;
     if (len) *len = 0;
-    if (!tok || !tok->priv) return cllm__fail(err, CLLM_ERR_ARG, "tokenizer: tokenizer not loaded");
+    if (!tok || !tok->priv) return cllm__fail(err, CLLM_ERR_ARG, "tokenizer: not loaded");
     cllm__decode_bytes(tok->priv, ids, n, skip_special, &raw);
-    cllm__utf8_lossy((const unsigned char *)raw.p, raw.n, 1, &out, NULL);
-    out.oom |= raw.oom;
-    cllm__sb_free(&raw);
-    n_out = out.n;
-    *text = cllm__sb_take(&out);
-    if (!*text) return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer: out of memory");
-    if (len) *len = n_out;
-    return cllm__succeed(err);
+    return cllm__decoded_text(&raw, "tokenizer", text, len, err);
 }
 
 CLLMDEF void cllm_decode_stream_init(cllm_decode_stream *s, const cllm_tokenizer *tok, int skip_special) {
