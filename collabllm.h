@@ -78,6 +78,9 @@
       cllm_tokenizer_encode()  -- text -> ids (+ byte offsets), optionally with the post-processor's special tokens
       cllm_tokenizer_decode()  -- ids -> text (lossy UTF-8 as HF); cllm_tokenizer_token_id(), cllm_tokenizer_id_bytes()
       cllm_decode_stream_init(), _push(), _flush(), _free() -- incremental decoding for generation
+      cllm_tiktoken_load(), _load_text(), _free() -- OpenAI's tiktoken rank files (cl100k_base, r50k_base,
+                                  p50k_base, p50k_edit), what CollabLLM counts tokens with (data_fmt/tiktoken.md)
+      cllm_tiktoken_encode(), _decode(), _id_bytes() -- ids identical to tiktoken's encode_ordinary
    Chat templates and assistant masks
       cllm_chat_render()       -- messages -> rendered text, ids and the trainable (assistant) mask
       cllm_chat_family_name()  -- "chatml", "qwen3", "llama3", "llama3.1"
@@ -131,7 +134,8 @@
       cllm_metric_builtin()    -- named metrics: token_amount, interactivity, accuracy, exact_match, bleu,
                                   bleu_last, pass_rate; any C function with the cllm_metric_fn shape plugs in
       cllm_answer_matches()    -- exact / numeric matching of a final answer
-      cllm_count_tokens()      -- the policy tokenizer's count, or whitespace words
+      cllm_count_tokens()      -- the policy tokenizer's count (cllm_tokenizer_count), a tiktoken encoding's
+                                  (cllm_tiktoken_count: CollabLLM's cl100k_base), or whitespace words
    Data generation, training files, evaluation
       cllm_datagen_run()       -- paper B.1: k candidates per turn scored by MR, best one continues; all
                                   recorded as flat CollabLLM records; resumable, shardable
@@ -282,6 +286,9 @@
       generate-ids.md   sampling from token ids               endpoints.md     endpoints and API keys
       dump.md, ref.md   outputs, gradients and objectives     bench.md         the benchmark's figures
                         for checking other code against this one
+      tiktoken.md       tiktoken rank files (cl100k_base) and --token-counter: counting tokens as CollabLLM does
+      fidelity.md       every point where collabllm.h and CollabLLM's code (v1, the paper; v2) differ, and
+                        the flags that reproduce each
 
    ---------------------------------------------------------------------------------------------
    6. LIMITS AND TRUST
@@ -296,16 +303,19 @@
       files. Unicode tables are Unicode 15.0; characters whose properties changed in other
       Unicode versions may split differently from a library built on other tables. Text must
       be valid UTF-8 and shorter than 1 GB; token ids must be below 16 million.
+      tiktoken: ids identical to npm tiktoken 1.0.22 (OpenAI's Rust core) on cl100k_base, r50k_base,
+      p50k_base and p50k_edit over the same corpus (`make crosscheck`); the same Unicode 15.0 caveat.
       Chat templates: rendered for system / user / assistant messages; tool calls and tool
       roles are refused. Where Python jinja2 and @huggingface/jinja disagree (trim of U+0085,
       rstrip('\n')) we follow jinja2, which transformers uses.
 
       Untrusted input. Every parser of outside input (safetensors headers, config.json,
-      tokenizer.json, tokenizer_config.json, the JSONL files, chat-completions responses, the
-      simulator's and judges' JSON) is fuzzed (`make fuzz`, tests/fuzz/), and its findings are
-      replayed by tests/test_fuzz_regressions.c. Sizes are checked before allocation: a JSONL
-      line over CLLM_MAX_LINE_BYTES (64 MB) is refused; tokenizer.json ids must be nearly dense
-      (below 2 x the tokens + 256); cllm_model_load refuses a config.json that describes more
+      tokenizer.json, tokenizer_config.json, tiktoken rank files, the JSONL files, chat-completions
+      responses, the simulator's and judges' JSON) is fuzzed (`make fuzz`, tests/fuzz/), and its
+      findings are replayed by tests/test_fuzz_regressions.c. Sizes are checked before allocation: a
+      JSONL line over CLLM_MAX_LINE_BYTES (64 MB) is refused; tokenizer.json ids must be nearly dense
+      (below 2 x the tokens + 256); a rank file is refused over 64 MB, with a gap in its ranks or a
+      token over 1024 bytes; cllm_model_load refuses a config.json that describes more
       parameters than the weight files could hold (2 bytes each) before allocating them; a
       token-batch file is refused beyond 1e8 padded tokens (tests/test_limits.c).
       Security. The API key is read from the environment, sent only in the Authorization
@@ -727,7 +737,7 @@ typedef enum cllm_schedule { CLLM_SCHED_CONSTANT = 0, CLLM_SCHED_LINEAR, CLLM_SC
 CLLMDEF double cllm_lr_at(cllm_schedule kind, double base_lr, long step, long warmup, long total);
 
 /* ============================================================================================ */
-/* Tokenizer: Hugging Face tokenizer.json, byte-level BPE                                       */
+/* Tokenizer: Hugging Face tokenizer.json (byte-level BPE), tiktoken rank files                 */
 /* ============================================================================================ */
 
 /* The chat-template families cllm_chat_render writes natively (no Jinja engine), recognised by the
@@ -792,6 +802,30 @@ CLLMDEF cllm_result cllm_decode_stream_push(cllm_decode_stream *s, int id, const
 /* Ends the stream: an unfinished character becomes U+FFFD. */
 CLLMDEF cllm_result cllm_decode_stream_flush(cllm_decode_stream *s, const char **out, size_t *out_len, cllm_err *err);
 CLLMDEF void        cllm_decode_stream_free(cllm_decode_stream *s);
+
+/* A tiktoken encoding from OpenAI's rank file NAME.tiktoken: cl100k_base (what CollabLLM counts tokens with),
+   r50k_base, p50k_base, p50k_edit (data_fmt/tiktoken.md). Read-only once loaded: it can serve several threads. */
+typedef struct cllm_tiktoken {
+    const char            *encoding;   /* "cl100k_base", ... (static)                                   */
+    const char            *pattern;    /* its split pattern, as tiktoken's pat_str (static)             */
+    int                    n_ranks;    /* mergeable tokens: the lines of the rank file                  */
+    int                    n_ids;      /* 1 + the largest id, special tokens included (cl100k: 100277)  */
+    struct cllm__tiktoken *priv;
+} cllm_tiktoken;
+/* Reads a rank file (at most 64 MB; errors name path:line). encoding: NULL to take NAME from the file's name. */
+CLLMDEF cllm_result cllm_tiktoken_load(cllm_tiktoken *tk, const char *path, const char *encoding, cllm_err *err);
+/* The same from memory; source names the text in messages (and the encoding, when that is NULL). */
+CLLMDEF cllm_result cllm_tiktoken_load_text(cllm_tiktoken *tk, const char *text, size_t len, const char *source,
+                                            const char *encoding, cllm_err *err);
+CLLMDEF void        cllm_tiktoken_free(cllm_tiktoken *tk);   /* safe on a zeroed struct */
+/* tiktoken's encode_ordinary (special-token text is ordinary text); ids and offsets as cllm_tokenizer_encode's. */
+CLLMDEF cllm_result cllm_tiktoken_encode(const cllm_tiktoken *tk, const char *text, size_t len, int **ids, int *n,
+                                         int **offsets, cllm_err *err);
+/* ids -> UTF-8 text as cllm_tokenizer_decode; an id that is no token is an error, as in tiktoken. */
+CLLMDEF cllm_result cllm_tiktoken_decode(const cllm_tiktoken *tk, const int *ids, int n, int skip_special,
+                                         char **text, size_t *len, cllm_err *err);
+/* The bytes of one id (not NUL-terminated); NULL if it is no token. */
+CLLMDEF const char *cllm_tiktoken_id_bytes(const cllm_tiktoken *tk, int id, size_t *len);
 
 /* ============================================================================================ */
 /* Chat templates and assistant masks                                                           */
@@ -1392,8 +1426,8 @@ typedef struct cllm_metric {
     void          *ctx;
 } cllm_metric;
 
-/* Token counting for the penalty and the token_amount metric: the policy's tokenizer, or
-   (count == NULL) whitespace-separated words. */
+/* Token counting for the penalty and the token_amount metric: the policy's tokenizer, a tiktoken
+   encoding (CollabLLM counts with cl100k_base), or (count == NULL) whitespace-separated words. */
 typedef struct cllm_token_counter {
     int  (*count)(void *ctx, const char *text);
     void  *ctx;
@@ -1402,6 +1436,8 @@ CLLMDEF int cllm_count_tokens(const cllm_token_counter *tc, const char *text);
 /* A count function for cllm_token_counter over a tokenizer: ctx is a const cllm_tokenizer *
    (e.g. &local_lm.tokenizer); counts the tokens of text, special tokens not added. */
 CLLMDEF int cllm_tokenizer_count(void *tokenizer, const char *text);
+/* The same over a tiktoken encoding: ctx is a const cllm_tiktoken *; invalid UTF-8 counts 0. */
+CLLMDEF int cllm_tiktoken_count(void *tiktoken, const char *text);
 
 /* Built-in metrics (ctx in brackets). Look them up by name with cllm_metric_builtin.
    token_amount   [cllm_token_counter* or NULL] tokens of every assistant message / 1000 (v2)
@@ -4173,6 +4209,14 @@ CLLMDEF int cllm_tokenizer_count(void *tokenizer, const char *text) {
     if (cllm_tokenizer_encode(tok, text, strlen(text), 0, &ids, &n, NULL, NULL) != CLLM_OK) n = 0;
     CLLM_FREE(ids);
     return n;
+}
+
+/* CollabLLM's TokenCount: len(cl100k_base.encode(text, disallowed_special=())), i.e. tiktoken's encode_ordinary. */
+CLLMDEF int cllm_tiktoken_count(void *tiktoken, const char *text) {
+    int *ids = NULL, n = 0;
+    cllm_result rc = cllm_tiktoken_encode((const cllm_tiktoken *)tiktoken, text, strlen(text), &ids, &n, NULL, NULL);
+    CLLM_FREE(ids);
+    return rc == CLLM_OK ? n : 0;
 }
 
 /* Paper Table 6: w = 2 and S = 3 for every task; lambda = 1e-4 for document editing (MediumDocEdit),
@@ -8077,7 +8121,7 @@ CLLMDEF cllm_result cllm_model_save(const cllm_model *m, const char *dir, cllm_d
 }
 
 /* -------------------------------------------------------------------------------------------- */
-/* II.3 Tokenizer (tokenizer.json, byte-level BPE)                                              */
+/* II.3 Tokenizer (tokenizer.json, byte-level BPE; tiktoken rank files)                         */
 /* -------------------------------------------------------------------------------------------- */
 
 /* The pipeline of Hugging Face tokenizers (tokenizer/mod.rs, added_vocabulary.rs), step by step:
@@ -8916,6 +8960,10 @@ CLLMDEF cllm_result cllm_tokenizer_load(cllm_tokenizer *tok, const char *path_or
     cllm_result rc;
     memset(tok, 0, sizeof *tok);
     if (n + 32 > sizeof path) return cllm__fail(err, CLLM_ERR_ARG, "tokenizer path too long");
+    if (n > 9 && strcmp(path_or_dir + n - 9, ".tiktoken") == 0)
+        return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "%s is a tiktoken rank file: it encodes and counts tokens "
+                          "(cllm_tiktoken_load) but has no chat template; here a tokenizer.json is needed",
+                          path_or_dir);
     if (n > 5 && strcmp(path_or_dir + n - 5, ".json") == 0) {   /* a file, with tokenizer_config.json beside it */
         snprintf(path, sizeof path, "%s", path_or_dir);
         snprintf(cpath, sizeof cpath, "%.*s%stokenizer_config.json", slash ? (int)(slash - path_or_dir) : 0,
@@ -9223,23 +9271,64 @@ typedef struct cllm__sym {
     size_t start, len;    /* its bytes in the piece; len 0 once merged into its left neighbour */
 } cllm__sym;
 
-/* Work arrays reused across pieces (stb_ds arrays). */
+/* Work arrays reused across pieces (stb_ds arrays), and the piece being merged. */
 typedef struct cllm__bpe_work {
     cllm__sym *sym;
     cllm__mq *heap;
+    const unsigned char *piece;
 } cllm__bpe_work;
 
-static void cllm__push_merge(const struct cllm__tok *p, cllm__bpe_work *w, int pos) {
-    const cllm__merge *m = cllm__merge_get(p->merges, p->nmerge_slots, w->sym[pos].id, w->sym[w->sym[pos].next].id);
-    if (m) cllm__heap_push(&w->heap, m->rank, pos, m->id);
+/* The merge of symbol pos with its right neighbour: its rank (-1: they do not merge) and, in *id, the token it makes.
+   tokenizer.json looks the pair of ids up in its merges; tiktoken looks the pair's bytes up in its ranks. */
+typedef long (*cllm__pair_fn)(const void *model, const cllm__bpe_work *w, int pos, int *id);
+
+static void cllm__queue_merge(const void *model, cllm__pair_fn pair, cllm__bpe_work *w, int pos) {
+    int id;
+    long rank = pair(model, w, pos, &id);
+    if (rank >= 0) cllm__heap_push(&w->heap, (int)rank, pos, id);
 }
 
-/* BPE of the bytes b[0..n), as HF's BPE model with its cache off (models/bpe/word.rs): one symbol
-   per byte, then repeatedly apply the queued merge of lowest rank (leftmost on ties), skipping
-   queue entries that went stale. Appends each token's id and the index of its first byte in b. */
+/* The merge loop of both BPEs (HF's models/bpe/word.rs merge_all; tiktoken's byte_pair_merge) over the symbols of
+   w->sym: repeatedly apply the queued merge of lowest rank (leftmost on ties), skipping queue entries that went stale.
+   Appends each token's id and the index of its first byte in the piece. */
+static void cllm__merge_all(const void *model, cllm__pair_fn pair, cllm__bpe_work *w, int **ids, size_t **starts) {
+    cllm__sym *sym = w->sym;
+    int n = (int)stbds_arrlen(w->sym), i, id;
+    if (n == 0) return;
+    sym[n - 1].next = -1;
+    stbds_arrsetlen(w->heap, 0);
+    for (i = 0; i + 1 < n; i++) cllm__queue_merge(model, pair, w, i);
+    while (stbds_arrlen(w->heap) > 0) {
+        cllm__mq top = cllm__heap_pop(w->heap);
+        cllm__sym *left = &sym[top.pos], *right;
+        if (left->len == 0 || left->next < 0) continue;
+        if (pair(model, w, top.pos, &id) < 0 || id != top.id) continue;   /* stale: the pair changed since queued */
+        right = &sym[left->next];
+        left->id = top.id;
+        left->len += right->len;
+        right->len = 0;
+        left->next = right->next;
+        if (right->next >= 0) sym[right->next].prev = top.pos;
+        if (left->prev >= 0) cllm__queue_merge(model, pair, w, left->prev);
+        if (left->next >= 0) cllm__queue_merge(model, pair, w, top.pos);
+    }
+    for (i = 0; i >= 0; i = sym[i].next) {
+        stbds_arrput(*ids, sym[i].id);
+        stbds_arrput(*starts, sym[i].start);
+    }
+}
+
+static long cllm__merges_pair(const void *model, const cllm__bpe_work *w, int pos, int *id) {
+    const struct cllm__tok *p = (const struct cllm__tok *)model;
+    const cllm__merge *m = cllm__merge_get(p->merges, p->nmerge_slots, w->sym[pos].id, w->sym[w->sym[pos].next].id);
+    *id = m ? m->id : -1;
+    return m ? m->rank : -1;
+}
+
+/* BPE of the bytes b[0..n), as HF's BPE model with its cache off (models/bpe/word.rs): one symbol per byte (unknown
+   bytes become unk, fused or dropped), then the merges by rank. */
 static void cllm__bpe(const struct cllm__tok *p, const unsigned char *b, size_t n, cllm__bpe_work *w, int **ids,
                       size_t **starts) {
-    cllm__sym *sym;
     int ns = 0, i;
     long whole;
     if (n == 0) return;
@@ -9250,7 +9339,6 @@ static void cllm__bpe(const struct cllm__tok *p, const unsigned char *b, size_t 
         return;
     }
     stbds_arrsetlen(w->sym, 0);
-    stbds_arrsetlen(w->heap, 0);
     for (i = 0; i < (int)n; i++) {
         cllm__sym s, *last = ns > 0 ? &w->sym[ns - 1] : NULL;
         int known = p->byte_id[b[i]] >= 0;
@@ -9267,30 +9355,7 @@ static void cllm__bpe(const struct cllm__tok *p, const unsigned char *b, size_t 
         stbds_arrput(w->sym, s);
         ns++;
     }
-    if (ns == 0) return;
-    sym = w->sym;
-    sym[ns - 1].next = -1;
-    for (i = 0; i + 1 < ns; i++) cllm__push_merge(p, w, i);
-    while (stbds_arrlen(w->heap) > 0) {
-        cllm__mq top = cllm__heap_pop(w->heap);
-        cllm__sym *left = &sym[top.pos], *right;
-        const cllm__merge *m;
-        if (left->len == 0 || left->next < 0) continue;
-        right = &sym[left->next];
-        m = cllm__merge_get(p->merges, p->nmerge_slots, left->id, right->id);
-        if (!m || m->id != top.id) continue;   /* stale: the pair changed since it was queued */
-        left->id = top.id;
-        left->len += right->len;
-        right->len = 0;
-        left->next = right->next;
-        if (right->next >= 0) sym[right->next].prev = top.pos;
-        if (left->prev >= 0) cllm__push_merge(p, w, left->prev);
-        if (left->next >= 0) cllm__push_merge(p, w, top.pos);
-    }
-    for (i = 0; i >= 0; i = sym[i].next) {
-        stbds_arrput(*ids, sym[i].id);
-        stbds_arrput(*starts, sym[i].start);
-    }
+    cllm__merge_all(p, cllm__merges_pair, w, ids, starts);
 }
 
 /* ---- Encoding: the whole pipeline ------------------------------------------------------------ */
@@ -9384,6 +9449,43 @@ static void cllm__encode_segment(const struct cllm__tok *p, cllm__enc *e, const 
     }
 }
 
+/* What both encoders (tokenizer.json's, tiktoken's) refuse before they start: nothing loaded, text of 1 GB or more,
+   invalid UTF-8 (HF and tiktoken take only strings). who names the encoder in messages. */
+static cllm_result cllm__encode_begin(const char *who, int loaded, const char *text, size_t len, int **ids, int *n,
+                                      int **offsets, cllm_err *err) {
+    size_t bad;
+    *ids = NULL;
+    *n = 0;
+    if (offsets) *offsets = NULL;
+    if (!loaded) return cllm__fail(err, CLLM_ERR_ARG, "%s: not loaded", who);
+    if (len > (size_t)INT_MAX / 2)
+        return cllm__fail(err, CLLM_ERR_LIMIT, "%s: text of %zu bytes is too long (limit %d)", who, len, INT_MAX / 2);
+    if ((bad = cllm__utf8_check(text, len)) != len)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s: the text is not valid UTF-8 at byte %zu", who, bad + 1);
+    return CLLM_OK;
+}
+
+/* Hands the tokens over as plain CLLM_MALLOC buffers: *ids, and *offsets (if asked) as [start, end) byte pairs. */
+static cllm_result cllm__encode_end(const cllm__seg *tokens, int oom, const char *who, int **ids, int *n, int **offsets,
+                                    cllm_err *err) {
+    int count = (int)stbds_arrlen(tokens), i;
+    int *out_ids = oom ? NULL : (int *)cllm__calloc((size_t)count + 1, sizeof(int));
+    int *out_offsets = out_ids && offsets ? (int *)cllm__calloc(2 * (size_t)count + 1, sizeof(int)) : NULL;
+    if (!out_ids || (offsets && !out_offsets)) {
+        CLLM_FREE(out_ids);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", who);
+    }
+    for (i = 0; i < count; i++) {
+        out_ids[i] = tokens[i].id;
+        if (offsets) out_offsets[2 * i] = (int)tokens[i].s;
+        if (offsets) out_offsets[2 * i + 1] = (int)tokens[i].e;
+    }
+    *ids = out_ids;
+    *n = count;
+    if (offsets) *offsets = out_offsets;
+    return cllm__succeed(err);
+}
+
 /* Invalid UTF-8 is rejected (HF accepts only strings). Special and added tokens written in the text
    are matched as tokens (HF's default). Offsets are bytes of the original text: after NFC a token
    maps to the bytes it came from; the post_processor's tokens get [0, 0). */
@@ -9391,16 +9493,9 @@ CLLMDEF cllm_result cllm_tokenizer_encode(const cllm_tokenizer *tok, const char 
                                           int add_special_tokens, int **ids, int *n, int **offsets, cllm_err *err) {
     const struct cllm__tok *p = tok ? tok->priv : NULL;
     cllm__enc e;
-    size_t bad, a;
-    int count, i, *out_ids = NULL, *out_offsets = NULL;
-    *ids = NULL;
-    *n = 0;
-    if (offsets) *offsets = NULL;
-    if (!p) return cllm__fail(err, CLLM_ERR_ARG, "tokenizer: tokenizer not loaded");
-    if (len > (size_t)INT_MAX / 2)
-        return cllm__fail(err, CLLM_ERR_LIMIT, "tokenizer: text of %zu bytes is too long (limit %d)", len, INT_MAX / 2);
-    if ((bad = cllm__utf8_check(text, len)) != len)
-        return cllm__fail(err, CLLM_ERR_FORMAT, "tokenizer: the text is not valid UTF-8 at byte %zu", bad + 1);
+    size_t a;
+    cllm_result rc = cllm__encode_begin("tokenizer", p != NULL, text, len, ids, n, offsets, err);
+    if (rc != CLLM_OK) return rc;
     memset(&e, 0, sizeof e);
     if (add_special_tokens) cllm__emit_post(&e, p->post_before);   /* 5. the post_processor's tokens ... */
     cllm__split_added(p, text, 0, len, 0, &e.raw);   /* 1. added tokens on the raw text */
@@ -9409,24 +9504,9 @@ CLLMDEF cllm_result cllm_tokenizer_encode(const cllm_tokenizer *tok, const char 
         else cllm__encode_segment(p, &e, text, e.raw[a]);
     }
     if (add_special_tokens) cllm__emit_post(&e, p->post_after);    /* ... around the text */
-    count = (int)stbds_arrlen(e.out);   /* hand the results over as plain CLLM_MALLOC buffers */
-    if (!e.nt.b.oom && !e.tmp.oom && !e.bytes.oom) out_ids = (int *)cllm__calloc((size_t)count + 1, sizeof(int));
-    if (out_ids && offsets) out_offsets = (int *)cllm__calloc(2 * (size_t)count + 1, sizeof(int));
-    if (!out_ids || (offsets && !out_offsets)) {
-        CLLM_FREE(out_ids);
-        cllm__enc_free(&e);
-        return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer: out of memory");
-    }
-    for (i = 0; i < count; i++) {
-        out_ids[i] = e.out[i].id;
-        if (offsets) out_offsets[2 * i] = (int)e.out[i].s;
-        if (offsets) out_offsets[2 * i + 1] = (int)e.out[i].e;
-    }
+    rc = cllm__encode_end(e.out, e.nt.b.oom || e.tmp.oom || e.bytes.oom, "tokenizer", ids, n, offsets, err);
     cllm__enc_free(&e);
-    *ids = out_ids;
-    *n = count;
-    if (offsets) *offsets = out_offsets;
-    return cllm__succeed(err);
+    return rc;
 }
 
 /* ---- Decoding -------------------------------------------------------------------------------- */
@@ -9442,24 +9522,30 @@ static void cllm__decode_bytes(const struct cllm__tok *p, const int *ids, int n,
     }
 }
 
+/* The text of decoded bytes (raw, freed here): allocated, NUL-terminated, invalid UTF-8 as U+FFFD (lossy). */
+static cllm_result cllm__decoded_text(cllm__sb *raw, const char *who, char **text, size_t *len, cllm_err *err) {
+    cllm__sb out = { NULL, 0, 0, 0 };
+    size_t n_out;
+    cllm__utf8_lossy((const unsigned char *)raw->p, raw->n, 1, &out, NULL);
+    out.oom |= raw->oom;
+    cllm__sb_free(raw);
+    n_out = out.n;
+    *text = cllm__sb_take(&out);
+    if (!*text) return cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", who);
+    if (len) *len = n_out;
+    return cllm__succeed(err);
+}
+
 /* HF's decode with the ByteLevel decoder: the tokens' bytes, decoded as Rust's from_utf8_lossy does
    (one U+FFFD per maximal invalid subsequence). Unknown ids are skipped, as in HF. */
 CLLMDEF cllm_result cllm_tokenizer_decode(const cllm_tokenizer *tok, const int *ids, int n, int skip_special,
                                           char **text, size_t *len, cllm_err *err) {
-    cllm__sb raw = { NULL, 0, 0, 0 }, out = { NULL, 0, 0, 0 };
-    size_t n_out;
+    cllm__sb raw = { NULL, 0, 0, 0 };
     *text = NULL;
     if (len) *len = 0;
-    if (!tok || !tok->priv) return cllm__fail(err, CLLM_ERR_ARG, "tokenizer: tokenizer not loaded");
+    if (!tok || !tok->priv) return cllm__fail(err, CLLM_ERR_ARG, "tokenizer: not loaded");
     cllm__decode_bytes(tok->priv, ids, n, skip_special, &raw);
-    cllm__utf8_lossy((const unsigned char *)raw.p, raw.n, 1, &out, NULL);
-    out.oom |= raw.oom;
-    cllm__sb_free(&raw);
-    n_out = out.n;
-    *text = cllm__sb_take(&out);
-    if (!*text) return cllm__fail(err, CLLM_ERR_NOMEM, "tokenizer: out of memory");
-    if (len) *len = n_out;
-    return cllm__succeed(err);
+    return cllm__decoded_text(&raw, "tokenizer", text, len, err);
 }
 
 CLLMDEF void cllm_decode_stream_init(cllm_decode_stream *s, const cllm_tokenizer *tok, int skip_special) {
@@ -9505,6 +9591,407 @@ CLLMDEF cllm_result cllm_decode_stream_flush(cllm_decode_stream *s, const char *
 CLLMDEF void cllm_decode_stream_free(cllm_decode_stream *s) {
     CLLM_FREE(s->buf);
     memset(s, 0, sizeof *s);
+}
+
+/* ---- tiktoken rank files: the encodings CollabLLM counts tokens with (cl100k_base) --------------- */
+/* tiktoken describes an encoding by a rank file, a split pattern and its special tokens. The rank file NAME.tiktoken
+   has one line per mergeable token: its bytes in base64, a space, its rank, which is both its id and its merge
+   priority. encode_ordinary(text):
+     1. the split pattern cuts the text into pieces (the scanners above: cl100k_base's pattern is Llama-3's, character
+        for character; r50k_base's and p50k's are GPT-2's);
+     2. a piece that is itself a token becomes that token;
+     3. otherwise its bytes merge pairwise, always the adjacent pair whose concatenation has the lowest rank (leftmost
+        on ties), until no adjacent concatenation is a token; each part left is a token, its rank its id.
+   Special-token text ("<|endoftext|>") is ordinary text there. Python's tiktoken later respelled the patterns for speed
+   (0.6: possessive quantifiers; 0.8: also `\s++$`); `make crosscheck` runs those spellings in tiktoken's own engine
+   too, and their ids are the published pattern's (tests/crosscheck_tiktoken.js). */
+
+#define CLLM__TIKTOKEN_MAX_FILE_BYTES  (64L << 20)   /* cl100k_base.tiktoken has 1.7 MB                    */
+#define CLLM__TIKTOKEN_MAX_IDS         (1 << 24)     /* ids below 16,777,216, as the tokenizer's           */
+#define CLLM__TIKTOKEN_MAX_TOKEN_BYTES 1024          /* the published tokens have 128 at most              */
+
+typedef enum cllm__tiktoken_split {
+    CLLM__TIKTOKEN_SPLIT_GPT2,     /* r50k_base, p50k_base, p50k_edit: cllm__match_gpt2                 */
+    CLLM__TIKTOKEN_SPLIT_CL100K    /* cl100k_base: cllm__match_llama3 with runs of up to 3 digits      */
+} cllm__tiktoken_split;
+
+typedef struct cllm__tiktoken_encoding {
+    const char          *name;
+    cllm__tiktoken_split split;
+    int                  n_specials;
+    struct { const char *text; int id; } specials[5];
+} cllm__tiktoken_encoding;
+
+/* The special tokens of each encoding, as tiktoken_ext/openai_public.py defines them. */
+static const cllm__tiktoken_encoding cllm__tiktoken_encodings[] = {
+    { "cl100k_base", CLLM__TIKTOKEN_SPLIT_CL100K, 5,
+      { { "<|endoftext|>", 100257 }, { "<|fim_prefix|>", 100258 }, { "<|fim_middle|>", 100259 },
+        { "<|fim_suffix|>", 100260 }, { "<|endofprompt|>", 100276 } } },
+    { "r50k_base", CLLM__TIKTOKEN_SPLIT_GPT2, 1, { { "<|endoftext|>", 50256 } } },
+    { "p50k_base", CLLM__TIKTOKEN_SPLIT_GPT2, 1, { { "<|endoftext|>", 50256 } } },
+    { "p50k_edit", CLLM__TIKTOKEN_SPLIT_GPT2, 4,
+      { { "<|endoftext|>", 50256 }, { "<|fim_prefix|>", 50281 }, { "<|fim_middle|>", 50282 },
+        { "<|fim_suffix|>", 50283 } } },
+};
+
+/* The pattern cllm__match_gpt2 implements, as tiktoken writes it for r50k_base and p50k. */
+static const char *cllm__re_gpt2 = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
+struct cllm__tiktoken {
+    cllm__sb                       pool;            /* the bytes of every token                               */
+    cllm__str                     *id_bytes;        /* (n_ids) each id's bytes in pool; off CLLM__NO_STR: none */
+    cllm__smap                     by_bytes;        /* mergeable token bytes -> rank (entries id_bytes)       */
+    int                            byte_rank[256];  /* the rank of each single byte                           */
+    const cllm__tiktoken_encoding *encoding;
+};
+
+/* A line of the rank file, kept until every line is checked. */
+typedef struct cllm__tiktoken_line {
+    cllm__str   bytes;
+    int         rank, base64_len;
+    long        lineno;
+    const char *base64;   /* the token as the file spells it, for messages */
+} cllm__tiktoken_line;
+
+static int cllm__tiktoken_is_special(const cllm__tiktoken_encoding *enc, int id) {
+    int k;
+    for (k = 0; k < enc->n_specials; k++) if (enc->specials[k].id == id) return 1;
+    return 0;
+}
+
+/* The encoding named by `encoding`, or else by source's base name NAME.tiktoken. */
+static cllm_result cllm__tiktoken_encoding_of(const char *source, const char *encoding,
+                                              const cllm__tiktoken_encoding **found, cllm_err *err) {
+    const char *name = encoding ? encoding : source;
+    size_t len, k;
+    for (k = 0; !encoding && source[k]; k++) if (source[k] == '/' || source[k] == '\\') name = source + k + 1;
+    len = strlen(name);
+    if (!encoding && (len <= 9 || strcmp(name + len - 9, ".tiktoken") != 0))
+        return cllm__fail(err, CLLM_ERR_ARG, "%s: the encoding is named by the file's base name, NAME.tiktoken "
+                          "(cl100k_base, r50k_base, p50k_base or p50k_edit); rename the file or name the encoding",
+                          source);
+    if (!encoding) len -= 9;
+    for (k = 0; k < sizeof cllm__tiktoken_encodings / sizeof cllm__tiktoken_encodings[0]; k++) {
+        const cllm__tiktoken_encoding *known = &cllm__tiktoken_encodings[k];
+        if (strlen(known->name) != len || memcmp(known->name, name, len) != 0) continue;
+        *found = known;
+        return CLLM_OK;
+    }
+    return cllm__fail(err, CLLM_ERR_UNSUPPORTED, "%s: encoding '%.*s' is not supported (supported: cl100k_base, "
+                      "r50k_base, p50k_base, p50k_edit; o200k_base's split pattern is not implemented)", source,
+                      (int)(len < 64 ? len : 64), name);
+}
+
+/* Appends the bytes base64 text s[0..n) stands for (RFC 4648, standard alphabet, '=' padding). Strict, so that a byte
+   string has one spelling: groups of 4, padding only at the very end, the bits it leaves unused 0. Returns NULL, or
+   what is wrong. */
+static const char *cllm__base64_decode(const char *s, size_t n, cllm__sb *out) {
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t i;
+    if (n == 0) return "it is empty";
+    if (n % 4 != 0) return "its length is not a multiple of 4";
+    for (i = 0; i < n; i += 4) {
+        unsigned long bits = 0;
+        int k, pad = 0;
+        char bytes[3];
+        for (k = 0; k < 4; k++) {
+            const char *letter = s[i + k] ? strchr(alphabet, s[i + k]) : NULL;
+            if (s[i + k] == '=' && (i + 4 != n || k < 2)) return "'=' padding may only end it, after 2 or 3 letters";
+            if (s[i + k] == '=') pad++;
+            else if (pad) return "a letter follows '=' padding";
+            else if (!letter) return "a character outside the base64 alphabet A-Z a-z 0-9 + /";
+            bits = bits << 6 | (unsigned long)(letter ? letter - alphabet : 0);
+        }
+        if (bits & ((1ul << 8 * pad) - 1)) return "the bits before the padding are not 0 (not the canonical spelling)";
+        bytes[0] = (char)(bits >> 16);
+        bytes[1] = (char)(bits >> 8 & 0xFF);
+        bytes[2] = (char)(bits & 0xFF);
+        cllm__sb_putn(out, bytes, (size_t)(3 - pad));
+    }
+    return NULL;
+}
+
+/* One line "BASE64 RANK"; the token's bytes go to pool. */
+static cllm_result cllm__tiktoken_parse_line(const char *line, size_t len, const char *source, long lineno,
+                                             cllm__sb *pool, cllm__tiktoken_line *out, cllm_err *err) {
+    const char *space = (const char *)memchr(line, ' ', len), *digits, *problem;
+    size_t n_token, n_digits, i;
+    long rank = 0;
+    if (!space)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s:%ld: expected 'BASE64 RANK' (a token's bytes in base64, a space, "
+                          "its rank), got '%.*s'", source, lineno, (int)(len < 60 ? len : 60), line);
+    n_token = (size_t)(space - line);
+    digits = space + 1;
+    n_digits = len - n_token - 1;
+    if (n_digits == 0 || n_digits > 8)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s:%ld: the rank '%.*s' must be 1 to 8 digits", source, lineno,
+                          (int)(n_digits < 20 ? n_digits : 20), digits);
+    for (i = 0; i < n_digits; i++) {
+        if (digits[i] < '0' || digits[i] > '9')
+            return cllm__fail(err, CLLM_ERR_FORMAT, "%s:%ld: the rank '%.*s' is not a decimal number (one space "
+                              "separates the two fields)", source, lineno, (int)n_digits, digits);
+        rank = rank * 10 + (digits[i] - '0');
+    }
+    if (rank >= CLLM__TIKTOKEN_MAX_IDS)
+        return cllm__fail(err, CLLM_ERR_LIMIT, "%s:%ld: rank %ld is too large (ids must stay below %d)", source, lineno,
+                          rank, CLLM__TIKTOKEN_MAX_IDS);
+    out->bytes.off = (uint32_t)pool->n;
+    problem = cllm__base64_decode(line, n_token, pool);
+    if (problem)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s:%ld: the token '%.*s' is not valid base64: %s", source, lineno,
+                          (int)(n_token < 60 ? n_token : 60), line, problem);
+    out->bytes.len = (uint32_t)(pool->n - out->bytes.off);
+    if (out->bytes.len > CLLM__TIKTOKEN_MAX_TOKEN_BYTES)
+        return cllm__fail(err, CLLM_ERR_LIMIT, "%s:%ld: a token of %u bytes (at most %d; is this a rank file?)", source,
+                          lineno, (unsigned)out->bytes.len, CLLM__TIKTOKEN_MAX_TOKEN_BYTES);
+    out->rank = (int)rank;
+    out->lineno = lineno;
+    out->base64 = line;
+    out->base64_len = (int)n_token;
+    return CLLM_OK;
+}
+
+/* Every line into *lines (stb_ds array). Empty lines are skipped, as tiktoken skips them; a line may end in CR LF. */
+static cllm_result cllm__tiktoken_parse_lines(const char *text, size_t len, const char *source, cllm__sb *pool,
+                                              cllm__tiktoken_line **lines, cllm_err *err) {
+    size_t start, end, n;
+    long lineno = 0;
+    for (start = 0; start < len; start = end + 1) {
+        const char *newline = (const char *)memchr(text + start, '\n', len - start);
+        cllm__tiktoken_line parsed;
+        cllm_result rc;
+        end = newline ? (size_t)(newline - text) : len;
+        n = end - start;
+        lineno++;
+        if (n > 0 && text[start + n - 1] == '\r') n--;
+        if (n == 0) continue;
+        rc = cllm__tiktoken_parse_line(text + start, n, source, lineno, pool, &parsed, err);
+        if (rc != CLLM_OK) return rc;
+        stbds_arrput(*lines, parsed);
+    }
+    if (pool->oom) return cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory for the tokens", source);
+    if (stbds_arrlen(*lines) == 0)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s: no tokens (an empty rank file)", source);
+    return CLLM_OK;
+}
+
+/* Ranks: each once, none a special token's id, and 0, 1, 2, ... without gaps other than the special tokens' ids
+   (p50k_base skips 50256, <|endoftext|>'s). Fills id_bytes and the sizes. */
+static cllm_result cllm__tiktoken_index_ranks(cllm_tiktoken *tk, const cllm__tiktoken_line *lines, int n_lines,
+                                              const char *source, cllm_err *err) {
+    struct cllm__tiktoken *p = tk->priv;
+    const cllm__tiktoken_encoding *enc = p->encoding;
+    int i, k, top = 0, n_ids;
+    for (i = 1; i < n_lines; i++) if (lines[i].rank > lines[top].rank) top = i;
+    if (lines[top].rank >= n_lines + enc->n_specials)
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s:%ld: rank %d, but the file has only %d tokens: ranks must run 0, "
+                          "1, 2, ... without gaps (a truncated or corrupt file?)", source, lines[top].lineno,
+                          lines[top].rank, n_lines);
+    n_ids = lines[top].rank + 1;
+    for (k = 0; k < enc->n_specials; k++) if (enc->specials[k].id >= n_ids) n_ids = enc->specials[k].id + 1;
+    p->id_bytes = (cllm__str *)cllm__calloc((size_t)n_ids, sizeof(cllm__str));
+    if (!p->id_bytes) return cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory for %d ids", source, n_ids);
+    for (i = 0; i < n_ids; i++) p->id_bytes[i].off = CLLM__NO_STR;
+    for (i = 0; i < n_lines; i++) {
+        int rank = lines[i].rank;
+        if (cllm__tiktoken_is_special(enc, rank))
+            return cllm__fail(err, CLLM_ERR_FORMAT, "%s:%ld: rank %d is the id of a special token of %s (a rank file "
+                              "of another encoding?)", source, lines[i].lineno, rank, enc->name);
+        if (p->id_bytes[rank].off != CLLM__NO_STR) {
+            for (k = 0; lines[k].rank != rank; k++) {}
+            return cllm__fail(err, CLLM_ERR_FORMAT, "%s:%ld: rank %d appears again (first on line %ld)", source,
+                              lines[i].lineno, rank, lines[k].lineno);
+        }
+        p->id_bytes[rank] = lines[i].bytes;
+    }
+    for (i = 0; i <= lines[top].rank; i++)
+        if (p->id_bytes[i].off == CLLM__NO_STR && !cllm__tiktoken_is_special(enc, i))
+            return cllm__fail(err, CLLM_ERR_FORMAT, "%s: no token has rank %d: ranks must run 0, 1, 2, ... without "
+                              "gaps (a truncated or corrupt file?)", source, i);
+    tk->n_ranks = n_lines;
+    tk->n_ids = n_ids;
+    return CLLM_OK;
+}
+
+/* bytes -> rank: each byte string once, and every single byte a token (else some text could not be encoded). */
+static cllm_result cllm__tiktoken_index_bytes(struct cllm__tiktoken *p, const cllm__tiktoken_line *lines, int n_lines,
+                                              const char *source, cllm_err *err) {
+    int i, first, b;
+    if (!cllm__smap_init(&p->by_bytes, (size_t)n_lines))
+        return cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory for %d tokens", source, n_lines);
+    for (i = 0; i < n_lines; i++) {
+        const cllm__str *bytes = &lines[i].bytes;
+        long seen = cllm__smap_get(&p->by_bytes, p->pool.p, p->id_bytes, p->pool.p + bytes->off, bytes->len);
+        if (seen >= 0) {
+            for (first = 0; lines[first].rank != (int)seen; first++) {}
+            return cllm__fail(err, CLLM_ERR_FORMAT, "%s:%ld: the token '%.*s' appears again (first on line %ld, rank "
+                              "%ld)", source, lines[i].lineno, lines[i].base64_len < 60 ? lines[i].base64_len : 60,
+                              lines[i].base64, lines[first].lineno, seen);
+        }
+        cllm__smap_put(&p->by_bytes, p->pool.p, p->id_bytes, (uint32_t)lines[i].rank);
+    }
+    for (b = 0; b < 256; b++) {
+        char byte = (char)b;
+        long rank = cllm__smap_get(&p->by_bytes, p->pool.p, p->id_bytes, &byte, 1);
+        if (rank < 0)
+            return cllm__fail(err, CLLM_ERR_FORMAT, "%s: byte 0x%02X is not a token: every single byte must be one, "
+                              "or some text cannot be encoded (a truncated file?)", source, b);
+        p->byte_rank[b] = (int)rank;
+    }
+    return CLLM_OK;
+}
+
+CLLMDEF void cllm_tiktoken_free(cllm_tiktoken *tk) {
+    struct cllm__tiktoken *p = tk->priv;
+    if (p) {
+        cllm__sb_free(&p->pool);
+        CLLM_FREE(p->id_bytes);
+        CLLM_FREE(p->by_bytes.slot);
+    }
+    CLLM_FREE(p);
+    memset(tk, 0, sizeof *tk);
+}
+
+CLLMDEF cllm_result cllm_tiktoken_load_text(cllm_tiktoken *tk, const char *text, size_t len, const char *source,
+                                            const char *encoding, cllm_err *err) {
+    const cllm__tiktoken_encoding *enc = NULL;
+    cllm__tiktoken_line *lines = NULL;
+    struct cllm__tiktoken *p;
+    cllm_result rc;
+    int k;
+    memset(tk, 0, sizeof *tk);
+    if (!source) source = "tiktoken rank file";
+    rc = cllm__tiktoken_encoding_of(source, encoding, &enc, err);
+    if (rc != CLLM_OK) return rc;
+    if (len > (size_t)CLLM__TIKTOKEN_MAX_FILE_BYTES)
+        return cllm__fail(err, CLLM_ERR_LIMIT, "%s: %zu bytes; a rank file has at most %ld (cl100k_base's has 1.7 MB)",
+                          source, len, CLLM__TIKTOKEN_MAX_FILE_BYTES);
+    p = (struct cllm__tiktoken *)cllm__calloc(1, sizeof *p);
+    if (!p) return cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", source);
+    p->encoding = enc;
+    tk->priv = p;
+    tk->encoding = enc->name;
+    tk->pattern = enc->split == CLLM__TIKTOKEN_SPLIT_CL100K ? cllm__re_llama3 : cllm__re_gpt2;
+    rc = cllm__tiktoken_parse_lines(text, len, source, &p->pool, &lines, err);
+    if (rc == CLLM_OK) rc = cllm__tiktoken_index_ranks(tk, lines, (int)stbds_arrlen(lines), source, err);
+    if (rc == CLLM_OK) rc = cllm__tiktoken_index_bytes(p, lines, (int)stbds_arrlen(lines), source, err);
+    for (k = 0; rc == CLLM_OK && k < enc->n_specials; k++) {   /* special tokens decode to their text */
+        p->id_bytes[enc->specials[k].id].off = (uint32_t)p->pool.n;
+        p->id_bytes[enc->specials[k].id].len = (uint32_t)strlen(enc->specials[k].text);
+        cllm__sb_puts(&p->pool, enc->specials[k].text);
+    }
+    if (rc == CLLM_OK && p->pool.oom) rc = cllm__fail(err, CLLM_ERR_NOMEM, "%s: out of memory", source);
+    stbds_arrfree(lines);
+    if (rc != CLLM_OK) cllm_tiktoken_free(tk);
+    return rc == CLLM_OK ? cllm__succeed(err) : rc;
+}
+
+/* A file over 64 MB is refused before it is read. */
+CLLMDEF cllm_result cllm_tiktoken_load(cllm_tiktoken *tk, const char *path, const char *encoding, cllm_err *err) {
+    long long size = cllm__file_bytes(path);
+    char *text = NULL;
+    size_t len = 0;
+    cllm_result rc;
+    memset(tk, 0, sizeof *tk);
+    if (size > CLLM__TIKTOKEN_MAX_FILE_BYTES)
+        return cllm__fail(err, CLLM_ERR_LIMIT, "%s: %lld bytes; a rank file has at most %ld (cl100k_base's has 1.7 MB)",
+                          path, size, CLLM__TIKTOKEN_MAX_FILE_BYTES);
+    rc = cllm_read_file(path, &text, &len, err);
+    if (rc == CLLM_OK) rc = cllm_tiktoken_load_text(tk, text, len, path, encoding, err);
+    CLLM_FREE(text);
+    return rc;
+}
+
+/* The rank of the bytes of symbol pos and its right neighbour together, -1 if they are no token; the rank is the id. */
+static long cllm__tiktoken_pair(const void *model, const cllm__bpe_work *w, int pos, int *id) {
+    const struct cllm__tiktoken *p = (const struct cllm__tiktoken *)model;
+    const cllm__sym *left = &w->sym[pos];
+    const char *start = (const char *)w->piece + left->start;
+    long rank = cllm__smap_get(&p->by_bytes, p->pool.p, p->id_bytes, start, left->len + w->sym[left->next].len);
+    *id = (int)rank;
+    return rank;
+}
+
+/* Steps 2 and 3 for one piece of n >= 1 bytes. The merge queue pops the lowest rank, then the leftmost pair: the pair
+   tiktoken's linear scan for the minimum finds, without its quadratic time on long pieces. */
+static void cllm__tiktoken_piece(const struct cllm__tiktoken *p, const unsigned char *piece, size_t n,
+                                 cllm__bpe_work *w, int **ids, size_t **starts) {
+    long whole = cllm__smap_get(&p->by_bytes, p->pool.p, p->id_bytes, (const char *)piece, n);
+    size_t i;
+    if (whole >= 0) {
+        stbds_arrput(*ids, (int)whole);
+        stbds_arrput(*starts, 0);
+        return;
+    }
+    stbds_arrsetlen(w->sym, n);
+    for (i = 0; i < n; i++) {
+        w->sym[i].id = p->byte_rank[piece[i]];
+        w->sym[i].prev = (int)i - 1;
+        w->sym[i].next = (int)i + 1;
+        w->sym[i].start = i;
+        w->sym[i].len = 1;
+    }
+    w->piece = piece;
+    cllm__merge_all(p, cllm__tiktoken_pair, w, ids, starts);
+}
+
+CLLMDEF cllm_result cllm_tiktoken_encode(const cllm_tiktoken *tk, const char *text, size_t len, int **ids, int *n,
+                                         int **offsets, cllm_err *err) {
+    const struct cllm__tiktoken *p = tk ? tk->priv : NULL;
+    const unsigned char *s = (const unsigned char *)text;
+    cllm__bpe_work w = { NULL, NULL, NULL };
+    cllm__seg *tokens = NULL;
+    int *piece_ids = NULL;
+    size_t *piece_starts = NULL, i, end, k, count;
+    cllm_result rc = cllm__encode_begin("tiktoken", p != NULL, text, len, ids, n, offsets, err);
+    for (i = 0; rc == CLLM_OK && i < len; i = end) {   /* 1. the split pattern's pieces */
+        if (p->encoding->split == CLLM__TIKTOKEN_SPLIT_CL100K) end = cllm__match_llama3(s, len, i, 3);
+        else end = cllm__match_gpt2(s, len, i);
+        stbds_arrsetlen(piece_ids, 0);
+        stbds_arrsetlen(piece_starts, 0);
+        cllm__tiktoken_piece(p, s + i, end - i, &w, &piece_ids, &piece_starts);
+        count = (size_t)stbds_arrlen(piece_ids);
+        for (k = 0; k < count; k++)
+            cllm__seg_put(&tokens, i + piece_starts[k], k + 1 < count ? i + piece_starts[k + 1] : end, piece_ids[k]);
+    }
+    if (rc == CLLM_OK) rc = cllm__encode_end(tokens, 0, "tiktoken", ids, n, offsets, err);
+    stbds_arrfree(tokens);
+    stbds_arrfree(piece_ids);
+    stbds_arrfree(piece_starts);
+    stbds_arrfree(w.sym);
+    stbds_arrfree(w.heap);
+    return rc;
+}
+
+CLLMDEF const char *cllm_tiktoken_id_bytes(const cllm_tiktoken *tk, int id, size_t *len) {
+    const struct cllm__tiktoken *p = tk ? tk->priv : NULL;
+    if (len) *len = 0;
+    if (!p || id < 0 || id >= tk->n_ids || p->id_bytes[id].off == CLLM__NO_STR) return NULL;
+    if (len) *len = p->id_bytes[id].len;
+    return p->pool.p + p->id_bytes[id].off;
+}
+
+/* tiktoken's decode(errors="replace"): an id that is no token is an error, as in tiktoken. */
+CLLMDEF cllm_result cllm_tiktoken_decode(const cllm_tiktoken *tk, const int *ids, int n, int skip_special, char **text,
+                                         size_t *len, cllm_err *err) {
+    cllm__sb raw = { NULL, 0, 0, 0 };
+    size_t n_bytes;
+    const char *bytes;
+    int i;
+    *text = NULL;
+    if (len) *len = 0;
+    if (!tk || !tk->priv) return cllm__fail(err, CLLM_ERR_ARG, "tiktoken: not loaded");
+    for (i = 0; i < n; i++) {
+        bytes = cllm_tiktoken_id_bytes(tk, ids[i], &n_bytes);
+        if (!bytes) {
+            cllm__sb_free(&raw);
+            return cllm__fail(err, CLLM_ERR_ARG, "tiktoken: id %d (position %d) is not a token of %s", ids[i], i,
+                              tk->encoding);
+        }
+        if (skip_special && cllm__tiktoken_is_special(tk->priv->encoding, ids[i])) continue;
+        cllm__sb_putn(&raw, bytes, n_bytes);
+    }
+    return cllm__decoded_text(&raw, "tiktoken", text, len, err);
 }
 
 /* -------------------------------------------------------------------------------------------- */

@@ -164,10 +164,12 @@ static const flag_spec metric_flags[] = {
               "LLM extracting the final document or code" },
 };
 
-/* The token counter of token_amount and of MR's token cost, when no local model gives one. */
+/* What counts tokens for token_amount and for MR's token cost (data_fmt/tiktoken.md). */
 static const flag_spec token_count_flags[] = {
-    { .name = "--tokenizer", .type = FLAG_IN_PATH, .metavar = "PATH", .def_note = "the local assistant's, else words",
-      .help = "tokenizer.json (or its directory) that counts tokens" },
+    { .name = "--token-counter", .type = FLAG_TEXT, .metavar = "PATH|words",
+      .def_note = "the local assistant's (the policy's) tokenizer, else words",
+      .help = "what counts tokens: a tiktoken file (cl100k_base.tiktoken, as CollabLLM), a tokenizer.json or its "
+              "directory, or whitespace words (data_fmt/tiktoken.md)" },
 };
 
 /* The multiturn-aware reward. */
@@ -930,12 +932,40 @@ typedef struct {
     cllm_match_config match;
     cllm_code_config  code;
     cllm_tokenizer    tok;
+    cllm_tiktoken     tiktoken;
     cllm_token_counter tokens;
 } metric_set;
 
 static void free_metric_set(metric_set *ms) {
     cllm_client_free(&ms->judge_client);
     cllm_tokenizer_free(&ms->tok);
+    cllm_tiktoken_free(&ms->tiktoken);
+}
+
+/* Is path a tiktoken rank file (NAME.tiktoken)? */
+static int is_tiktoken_path(const char *path) {
+    size_t n = strlen(path);
+    return n > 9 && strcmp(path + n - 9, ".tiktoken") == 0;
+}
+
+/* --token-counter SPEC: "words", a tiktoken rank file, or a tokenizer.json (or its directory). */
+static int load_token_counter(metric_set *ms, const char *spec, cllm_err *err) {
+    if (strcmp(spec, "words") == 0) {
+        fprintf(stderr, "tokens: whitespace words\n");
+        return 1;
+    }
+    if (is_tiktoken_path(spec)) {
+        if (cllm_tiktoken_load(&ms->tiktoken, spec, NULL, err) != CLLM_OK) return 0;
+        ms->tokens.count = cllm_tiktoken_count;
+        ms->tokens.ctx = &ms->tiktoken;
+        fprintf(stderr, "tokens: counted with tiktoken %s (%s)\n", ms->tiktoken.encoding, spec);
+        return 1;
+    }
+    if (cllm_tokenizer_load(&ms->tok, spec, err) != CLLM_OK) return 0;
+    ms->tokens.count = cllm_tokenizer_count;
+    ms->tokens.ctx = &ms->tok;
+    fprintf(stderr, "tokens: counted with the tokenizer %s\n", spec);
+    return 1;
 }
 
 static int has_metric(const metric_set *ms, const char *name) {
@@ -994,14 +1024,18 @@ static int parse_metrics(metric_set *ms, const flags *fl) {
     return 1;
 }
 
-/* The metrics' contexts: the judge, matching, code runs and the token counter. */
+/* The metrics' contexts: the judge, matching, code runs and the token counter (--token-counter,
+   else the tokenizer of tokenizer_flag when one is given, else the local assistant's, else words). */
 static int make_metric_set(metric_set *ms, const flags *fl, const sides *sd, const char *tokenizer_flag,
                            cllm_err *err) {
     const char *judge_model = flag_text(fl, "--judge-model");
-    const char *tok_dir = flag_text(fl, tokenizer_flag);
+    const char *counter = flag_text(fl, "--token-counter");
+    const char *tok_dir = tokenizer_flag ? flag_text(fl, tokenizer_flag) : NULL;
     int need_judge = 0;
     int i;
-    if (tok_dir) {
+    if (counter) {
+        if (!load_token_counter(ms, counter, err)) return 0;
+    } else if (tok_dir) {
         if (cllm_tokenizer_load(&ms->tok, tok_dir, err) != CLLM_OK) return 0;
         ms->tokens.count = cllm_tokenizer_count; ms->tokens.ctx = &ms->tok;
     } else if (sd->assistant == &sd->local_asst.assistant) {
@@ -1138,7 +1172,7 @@ static int cmd_generate_data(int argc, char **argv) {
     out = flag_text(&fl, "--out");
     err.msg[0] = 0;
     if (cllm_tasks_read_jsonl(flag_text(&fl, "--tasks"), &tasks, &n, &err) != CLLM_OK ||
-        !make_sides(&sd, &fl, NULL, &err) || !make_metric_set(&ms, &fl, &sd, "--tokenizer", &err)) {
+        !make_sides(&sd, &fl, NULL, &err) || !make_metric_set(&ms, &fl, &sd, NULL, &err)) {
         fail(&err);
         goto done;
     }
@@ -1273,7 +1307,7 @@ static int cmd_eval(int argc, char **argv) {
     summary_path = flag_text(&fl, "--summary");
     err.msg[0] = 0;
     if (cllm_tasks_read_jsonl(flag_text(&fl, "--tasks"), &tasks, &n, &err) != CLLM_OK ||
-        !make_sides(&sd, &fl, NULL, &err) || !make_metric_set(&ms, &fl, &sd, "--tokenizer", &err)) {
+        !make_sides(&sd, &fl, NULL, &err) || !make_metric_set(&ms, &fl, &sd, NULL, &err)) {
         fail(&err);
         goto done;
     }
@@ -1481,7 +1515,7 @@ static int cmd_mr(int argc, char **argv) {
     if ((rc = check_files(&fl)) != 0) return rc;
     rc = 1;
     err.msg[0] = 0;
-    if (!make_sides(&sd, &fl, NULL, &err) || !make_metric_set(&ms, &fl, &sd, "--tokenizer", &err)) {
+    if (!make_sides(&sd, &fl, NULL, &err) || !make_metric_set(&ms, &fl, &sd, NULL, &err)) {
         fail(&err);
         goto done;
     }
@@ -1527,9 +1561,15 @@ static const flag_spec tokenizer_required_flags[] = {
     { .name = "--tokenizer", .type = FLAG_IN_PATH, .metavar = "PATH", .need = FLAG_REQUIRED,
       .help = "tokenizer.json, or a directory with tokenizer.json and tokenizer_config.json" },
 };
+/* tokenize and detokenize also read tiktoken rank files. */
+static const flag_spec text_tokenizer_flags[] = {
+    { .name = "--tokenizer", .type = FLAG_IN_PATH, .metavar = "PATH", .need = FLAG_REQUIRED,
+      .help = "tokenizer.json, a directory with tokenizer.json and tokenizer_config.json, or a tiktoken file "
+              "NAME.tiktoken (cl100k_base, r50k_base, p50k_base, p50k_edit; data_fmt/tiktoken.md)" },
+};
 static const flag_spec tokenize_own_flags[] = {
     { .name = "--add-special-tokens", .type = FLAG_SWITCH,
-      .help = "add the post-processor's special tokens (BOS), as HF add_special_tokens=True" },
+      .help = "add the post-processor's special tokens (BOS), as HF add_special_tokens=True (not for .tiktoken)" },
     { .name = "--offsets", .type = FLAG_SWITCH,
       .help = "also \"offsets\": the byte range [start, end) of every token" },
 };
@@ -1538,25 +1578,55 @@ static const flag_spec detokenize_own_flags[] = {
       .help = "leave special tokens out of the text" },
 };
 static const flag_group tokenizer_group = FLAG_GROUP("tokenizer", tokenizer_required_flags);
+static const flag_group text_tokenizer_group = FLAG_GROUP("tokenizer", text_tokenizer_flags);
 static const flag_group tokenize_group = FLAG_GROUP("tokenize", tokenize_own_flags);
 static const flag_group detokenize_group = FLAG_GROUP("detokenize", detokenize_own_flags);
 static const flag_command tokenize_command = {
     "collabllm tokenize", "Text to token ids: a JSONL filter.",
     "Reads {\"text\"} lines on stdin; writes {\"ids\"} (and \"offsets\") lines on stdout (data_fmt/chat.md).", NULL,
-    { &tokenizer_group, &tokenize_group, NULL },
+    { &text_tokenizer_group, &tokenize_group, NULL },
 };
 static const flag_command detokenize_command = {
     "collabllm detokenize", "Token ids to text: a JSONL filter.",
     "Reads {\"ids\"} lines on stdin; writes {\"text\"} lines on stdout (data_fmt/chat.md).", NULL,
-    { &tokenizer_group, &detokenize_group, NULL },
+    { &text_tokenizer_group, &detokenize_group, NULL },
 };
+
+/* The tokenizer of tokenize and detokenize: a tokenizer.json, or a tiktoken rank file. */
+typedef struct text_tokenizer {
+    cllm_tokenizer hf;
+    cllm_tiktoken  tiktoken;   /* loaded (priv != NULL) for a .tiktoken path */
+} text_tokenizer;
+
+static cllm_result text_tokenizer_load(text_tokenizer *t, const char *path, cllm_err *err) {
+    memset(t, 0, sizeof *t);
+    if (is_tiktoken_path(path)) return cllm_tiktoken_load(&t->tiktoken, path, NULL, err);
+    return cllm_tokenizer_load(&t->hf, path, err);
+}
+
+static cllm_result text_tokenizer_encode(const text_tokenizer *t, const char *text, int add_special, int **ids, int *n,
+                                         int **offsets, cllm_err *err) {
+    if (t->tiktoken.priv) return cllm_tiktoken_encode(&t->tiktoken, text, strlen(text), ids, n, offsets, err);
+    return cllm_tokenizer_encode(&t->hf, text, strlen(text), add_special, ids, n, offsets, err);
+}
+
+static cllm_result text_tokenizer_decode(const text_tokenizer *t, const int *ids, int n, int skip_special, char **text,
+                                         size_t *len, cllm_err *err) {
+    if (t->tiktoken.priv) return cllm_tiktoken_decode(&t->tiktoken, ids, n, skip_special, text, len, err);
+    return cllm_tokenizer_decode(&t->hf, ids, n, skip_special, text, len, err);
+}
+
+static void text_tokenizer_free(text_tokenizer *t) {
+    cllm_tokenizer_free(&t->hf);
+    cllm_tiktoken_free(&t->tiktoken);
+}
 
 /* stdin {"text": ...} lines -> stdout {"ids": [...]} (and "offsets": [start, end, ...] in bytes) */
 static int cmd_tokenize(int argc, char **argv) {
     int special;
     int want_offsets;
     int rc;
-    cllm_tokenizer tok;
+    text_tokenizer tok;
     cllm_err err;
     char *line = NULL;
     size_t cap = 0;
@@ -1567,7 +1637,11 @@ static int cmd_tokenize(int argc, char **argv) {
     if ((rc = check_files(&fl)) != 0) return rc;
     special = flag_on(&fl, "--add-special-tokens");
     want_offsets = flag_on(&fl, "--offsets");
-    if (cllm_tokenizer_load(&tok, flag_text(&fl, "--tokenizer"), &err) != CLLM_OK) return fail(&err);
+    if (special && is_tiktoken_path(flag_text(&fl, "--tokenizer"))) {
+        return flags_fail(fl.cmd, "--add-special-tokens: a tiktoken encoding adds no special tokens (it encodes "
+                          "special-token text as ordinary text, as tiktoken's encode_ordinary)");
+    }
+    if (text_tokenizer_load(&tok, flag_text(&fl, "--tokenizer"), &err) != CLLM_OK) return fail(&err);
     while ((len = cllm_read_line(stdin, &line, &cap)) >= 0) {
         cJSON *in, *out;
         const cJSON *text;
@@ -1583,7 +1657,8 @@ static int cmd_tokenize(int argc, char **argv) {
         in = cJSON_ParseWithLength(line, (size_t)len);
         text = cJSON_GetObjectItemCaseSensitive(in, "text");
         if (!cJSON_IsString(text)) { fprintf(stderr, "error: stdin line %ld: expected {\"text\": \"...\"}\n", lineno); cJSON_Delete(in); rc = 1; break; }
-        if (cllm_tokenizer_encode(&tok, text->valuestring, strlen(text->valuestring), special, &ids, &n, want_offsets ? &offs : NULL, &err) != CLLM_OK) {
+        if (text_tokenizer_encode(&tok, text->valuestring, special, &ids, &n, want_offsets ? &offs : NULL, &err) !=
+            CLLM_OK) {
             fprintf(stderr, "error: stdin line %ld: \"text\": %s\n", lineno, err.msg); cJSON_Delete(in); rc = 1; break;
         }
         out = cJSON_CreateObject();
@@ -1595,7 +1670,7 @@ static int cmd_tokenize(int argc, char **argv) {
     }
     if (rc == 0 && len < CLLM_LINE_EOF) rc = read_line_failed(len, lineno + 1);
     free(line);
-    cllm_tokenizer_free(&tok);
+    text_tokenizer_free(&tok);
     return rc;
 }
 
@@ -1603,7 +1678,7 @@ static int cmd_tokenize(int argc, char **argv) {
 static int cmd_detokenize(int argc, char **argv) {
     int skip;
     int rc;
-    cllm_tokenizer tok;
+    text_tokenizer tok;
     cllm_err err;
     char *line = NULL;
     size_t cap = 0;
@@ -1613,7 +1688,7 @@ static int cmd_detokenize(int argc, char **argv) {
     if (!parse(&fl, &detokenize_command, argc, argv, &rc)) return rc;
     if ((rc = check_files(&fl)) != 0) return rc;
     skip = flag_on(&fl, "--skip-special-tokens");
-    if (cllm_tokenizer_load(&tok, flag_text(&fl, "--tokenizer"), &err) != CLLM_OK) return fail(&err);
+    if (text_tokenizer_load(&tok, flag_text(&fl, "--tokenizer"), &err) != CLLM_OK) return fail(&err);
     while ((len = cllm_read_line(stdin, &line, &cap)) >= 0) {
         cJSON *in;
         const cJSON *arr, *it;
@@ -1627,7 +1702,7 @@ static int cmd_detokenize(int argc, char **argv) {
         if (!cJSON_IsArray(arr)) { fprintf(stderr, "error: stdin line %ld: expected {\"ids\": [...]}\n", lineno); cJSON_Delete(in); rc = 1; break; }
         ids = (int *)malloc(((size_t)cJSON_GetArraySize(arr) + 1) * sizeof(int));
         cJSON_ArrayForEach(it, arr) ids[n++] = cJSON_IsNumber(it) ? (int)it->valuedouble : -1;
-        if (cllm_tokenizer_decode(&tok, ids, n, skip, &text, &tlen, &err) != CLLM_OK) {
+        if (text_tokenizer_decode(&tok, ids, n, skip, &text, &tlen, &err) != CLLM_OK) {
             fprintf(stderr, "error: stdin line %ld: \"ids\": %s\n", lineno, err.msg);
             rc = 1;
         } else {
@@ -1639,7 +1714,7 @@ static int cmd_detokenize(int argc, char **argv) {
     }
     if (rc == 0 && len < CLLM_LINE_EOF) rc = read_line_failed(len, lineno + 1);
     free(line);
-    cllm_tokenizer_free(&tok);
+    text_tokenizer_free(&tok);
     return rc;
 }
 
@@ -2002,7 +2077,7 @@ static const flag_group online_sampling_group = FLAG_GROUP("the policy's respons
 
 #define ONLINE_GROUPS \
     &online_group, &online_sampling_group, &user_group, &assistant_sampling_group, &endpoint_group, &metric_group, \
-    &mr_group, &task_group, &train_group, &lora_group, &resume_group
+    &mr_group, &token_count_group, &task_group, &train_group, &lora_group, &resume_group
 #define ONLINE_ABOUT \
     "Reads PROMPTS.jsonl (data_fmt/train_prompts.md) or TASKS.jsonl (data_fmt/task.md); writes the run into DIR " \
     "(data_fmt/train_online.md) with DIR/meta.json (data_fmt/meta.md). The --assistant-* flags set the policy " \

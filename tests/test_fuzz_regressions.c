@@ -48,6 +48,12 @@ static const char *replaying = "";   /* the input being replayed, for the report
 #define LLVMFuzzerTestOneInput fuzz_tasks_jsonl
 #include "fuzz/fuzz_tasks_jsonl.c"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_tiktoken_encode
+#include "fuzz/fuzz_tiktoken_encode.c"
+#undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_tiktoken_file
+#include "fuzz/fuzz_tiktoken_file.c"
+#undef LLVMFuzzerTestOneInput
 #define LLVMFuzzerTestOneInput fuzz_tokenizer_config
 #include "fuzz/fuzz_tokenizer_config.c"
 #undef LLVMFuzzerTestOneInput
@@ -67,7 +73,8 @@ static const struct { const char *name; harness_fn fn; } targets[] = {
     { "dpo_jsonl", fuzz_dpo_jsonl }, { "lenient_json", fuzz_lenient_json },
     { "records_jsonl", fuzz_records_jsonl }, { "ref_json", fuzz_ref_json },
     { "safetensors", fuzz_safetensors }, { "sft_jsonl", fuzz_sft_jsonl },
-    { "tasks_jsonl", fuzz_tasks_jsonl }, { "tokenizer_config", fuzz_tokenizer_config },
+    { "tasks_jsonl", fuzz_tasks_jsonl }, { "tiktoken_encode", fuzz_tiktoken_encode },
+    { "tiktoken_file", fuzz_tiktoken_file }, { "tokenizer_config", fuzz_tokenizer_config },
     { "tokenizer_encode", fuzz_tokenizer_encode }, { "tokenizer_json", fuzz_tokenizer_json },
 };
 

@@ -281,6 +281,68 @@ int main(void) {
         cJSON_Delete(o);
         cllm_free_buffer(text);
     }
+
+    printf("-- mr --token-counter DIR/cl100k_base.tiktoken: the penalty counts its tokens (data_fmt/tiktoken.md)\n");
+    {
+        char counter[512];
+        char *text = NULL;
+        size_t len;
+        cllm_err err;
+        cllm_tiktoken tk;
+        cJSON *o;
+        const cJSON *c;
+        int samples = 0;
+        int exact = 0;
+        int differs_from_words = 0;
+        snprintf(cmd, sizeof cmd, "mkdir -p %s/tmp_pipe_tiktoken", build);
+        check_true("a directory for the rank file", system(cmd) == 0);
+        /* the small committed ranks, under cl100k_base's name */
+        snprintf(counter, sizeof counter, "%s/tmp_pipe_tiktoken/cl100k_base.tiktoken", build);
+        if (cllm_read_file("tests/data/tiktoken/small.tiktoken", &text, &len, &err) == CLLM_OK) {
+            cllm_write_file_atomic(counter, text, len, &err);
+        }
+        cllm_free_buffer(text);
+        check_true("the rank file loads as cl100k_base", cllm_tiktoken_load(&tk, counter, NULL, &err) == CLLM_OK);
+        snprintf(cmd, sizeof cmd, "%s/collabllm mr --input data_fmt/mr.example.jsonl --user-model user "
+                 "--assistant-model assistant --judge-model judge --base-url http://127.0.0.1:%d/v1 "
+                 "--metrics exact_match:1 --samples 2 --token-counter %s > %s/tmp_pipe_mr_tk.jsonl",
+                 build, srv.port, counter, build);
+        check_true("mr --token-counter exits 0", system(cmd) == 0);
+        snprintf(path, sizeof path, "%s/tmp_pipe_mr_tk.jsonl", build);
+        text = NULL;
+        cllm_read_file(path, &text, &len, &err);
+        o = text ? cJSON_Parse(text) : NULL;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItem(o, "candidates")) {
+            const cJSON *sessions = cJSON_GetObjectItem(c, "sessions");
+            const cJSON *exact_match = cJSON_GetObjectItem(cJSON_GetObjectItem(c, "rewards"), "exact_match");
+            const cJSON *mr = cJSON_GetObjectItem(cJSON_GetObjectItem(c, "rewards"), "MR");
+            int s;
+            for (s = 0; s < cJSON_GetArraySize(sessions); s++) {
+                const cJSON *session = cJSON_GetArrayItem(sessions, s);
+                int t;
+                int tokens = 0;
+                int words = 0;
+                double want;
+                for (t = 1; t < cJSON_GetArraySize(session); t++) {       /* the candidate and the future */
+                    const char *content = cJSON_GetObjectItem(cJSON_GetArrayItem(session, t), "content")->valuestring;
+                    tokens += cllm_tiktoken_count(&tk, content);
+                    words += cllm_count_tokens(NULL, content);
+                }
+                want = cJSON_GetArrayItem(exact_match, s)->valuedouble - fmin(5e-4 * tokens, 1);
+                samples++;
+                exact += fabs(cJSON_GetArrayItem(mr, s)->valuedouble - want) < 1e-12;
+                differs_from_words += tokens != words;
+            }
+        }
+        printf("  %d futures, %d scored with the tiktoken count, %d where it differs from the word count\n", samples,
+               exact, differs_from_words);
+        check_true("every future's R* = exact_match - 5e-4 x (tiktoken tokens of the candidate and the future)",
+                   samples == 4 && exact == samples);
+        check_true("... and those counts are not the word counts (the flag is not ignored)", differs_from_words > 0);
+        cJSON_Delete(o);
+        cllm_free_buffer(text);
+        cllm_tiktoken_free(&tk);
+    }
     mock_stop(&srv);
     return check_summary("test_pipeline_cli");
 }
