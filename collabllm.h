@@ -136,7 +136,11 @@
       cllm_datagen_run()       -- paper B.1: k candidates per turn scored by MR, best one continues; all
                                   recorded as flat CollabLLM records; resumable, shardable
       cllm_build_pairs()       -- records -> SFT rows {"messages"} and DPO pairs {"prompt", "chosen",
-                                  "rejected", "score_chosen", "score_rejected"} (TRL conversational)
+                                  "rejected", "score_chosen", "score_rejected"} (TRL conversational),
+                                  by CollabLLM v2's rules or v1's; also reads published and v1 rows
+      cllm_records_to_collabllm() -- records -> the published collabllm-multiturn rows (data_fmt/published.md)
+      cllm_system_prompt_collabllm(), cllm_task_desc_of_dataset(), cllm_metric_name_collabllm() -- CollabLLM's
+                                  system prompt (our words), task descriptions and metric names
       cllm_eval_run()          -- paper section 4: one conversation per task, metrics, tokens, turns
    Training: SFT, DPO, LoRA, checkpoints (data_fmt/train.md)
       cllm_sft_data_load()     -- {"messages"} rows -> token sequences whose targets are the assistant mask
@@ -387,7 +391,7 @@
          judges: interactivity (D.4), accuracy    cllm_judge_interactivity cllm_judge_accuracy cllm_judge_extract  I.4
       Data generation (paper appendix B.1)
          k candidates per turn scored by MR       cllm_datagen_run                                             I.5
-         SFT rows and DPO pairs (TRL's format)    cllm_build_pairs                                             I.5
+         SFT rows, DPO pairs (v1's, v2's rules)   cllm_build_pairs cllm_pairs_min_gap                          I.5
       Updates (paper section 3 and Table 6; TRL v0.19 trainers)
          the SFT and DPO steps                    cllm_sft_micro_step cllm_dpo_micro_step                      I.6
          online DPO (OnlineDPOTrainer)            cllm_train_online_dpo                                        I.6
@@ -5239,8 +5243,8 @@ CLLMDEF double cllm_pairs_min_gap(const cllm_pairs_config *cfg) {
     static const double preset_gap[] = { 0.02, 0.05, 0.02, 0.02, 0.0 };     /* in cllm_gap_preset's order */
     if (cfg && cfg->min_gap < 0) return 0.0;
     if (cfg && cfg->min_gap > 0) return cfg->min_gap;
-    if (cfg && cfg->gap_preset >= CLLM_GAP_DEFAULT && cfg->gap_preset <= CLLM_GAP_NONE) return preset_gap[cfg->gap_preset];
-    return 0.02;
+    if (!cfg || (unsigned)cfg->gap_preset > CLLM_GAP_NONE) return 0.02;
+    return preset_gap[cfg->gap_preset];
 }
 
 /* One pair: the rows that give its chosen and rejected texts, and those whose scores v1 logs as chosen_eval and
@@ -5482,7 +5486,7 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
     if (cfg) c = *cfg;
     if ((unsigned)c.format > CLLM_PAIRS_COLLABLLM_V1 || (unsigned)c.rules > CLLM_PAIRS_RULES_V1 ||
         (unsigned)c.gap_preset > CLLM_GAP_NONE)
-        return cllm__fail(err, CLLM_ERR_ARG, "cllm_pairs_config: format, rules or gap_preset out of range");
+        return cllm__fail(err, CLLM_ERR_ARG, "the pairs configuration's format, rules or gap_preset is out of range");
     if ((rc = cllm__rowset_read(&rows, records_path, err)) != CLLM_OK) return rc;
     v1 = rows.kind == CLLM__ROWS_V1_DPO || c.rules == CLLM_PAIRS_RULES_V1;
     if (rows.kind == CLLM__ROWS_V1_DPO) picks = cllm__v1_row_picks(&rows, cllm_pairs_min_gap(&c), &n_picks);
@@ -11975,9 +11979,10 @@ static void cllm__rowset_add(cllm__rowset *rows, const cJSON *o) {
 /* Reads flat multiturn rows (our records or the published ones) or v1's DPO rows; the first row decides which, and
    every row must be of that kind. Errors name path:line and the field. */
 static cllm_result cllm__rowset_read(cllm__rowset *rows, const char *path, cllm_err *err) {
-    static const char *const kind_name[] = { "a flat multiturn row (data_fmt/published.md: prompt, completion, conv_id, "
-                                             "score)", "a v1 DPO row (data_fmt/published.md: prompt, chosen, rejected, "
-                                             "idx, chosen_eval, rejected_eval)" };
+    static const char *const kind_name[] = {
+        "a flat multiturn row (data_fmt/published.md: prompt, completion, conv_id, score)",
+        "a v1 DPO row (data_fmt/published.md: prompt, chosen, rejected, idx, chosen_eval, rejected_eval)",
+    };
     FILE *f = cllm__open_read(path, "a JSONL file", err);
     char *line = NULL, why[160];
     size_t cap = 0;
