@@ -5251,9 +5251,9 @@ CLLMDEF double cllm_pairs_min_gap(const cllm_pairs_config *cfg) {
    rejected_eval (different from the first two only in v1's full tie). kept: the gap is large enough. */
 typedef struct cllm__pick { int chosen, rejected, chosen_eval, rejected_eval, kept; } cllm__pick;
 
-/* Rows grouped as Python's insertion-ordered dict groups them: by conversation (and turn, when by_turn), the groups in
-   the order they first appear (or by conversation id, when by_id), members in file order: members of group g are
-   (*keys)[runs[g].start .. + runs[g].len).at. */
+/* Grouping as Python's insertion-ordered dict groups: keys sorted by (conv_id, turn_id, at) make one run per group,
+   its members (.at) in file order; the runs come in the order their groups first appear (by_first_seen), else by
+   conversation id (v1's np.unique). */
 typedef struct cllm__key { int conv_id, turn_id, at; } cllm__key;
 typedef struct cllm__group_run { int start, len, first; } cllm__group_run;
 
@@ -5269,7 +5269,7 @@ static int cllm__group_cmp(const void *a, const void *b) {
     return (x->first > y->first) - (x->first < y->first);
 }
 
-/* keys[i] for i < n come filled; sorts them and returns the runs (stb_ds array). */
+/* Sorts keys[0..n) and returns the runs (stb_ds array). */
 static cllm__group_run *cllm__group(cllm__key *keys, int n, int by_first_seen) {
     cllm__group_run *runs = NULL;
     int i, j;
@@ -5286,6 +5286,7 @@ static cllm__group_run *cllm__group(cllm__key *keys, int n, int by_first_seen) {
     return runs;
 }
 
+/* Keys of the rows (or of the picks' chosen rows), turn_id left 0 unless by_turn; NULL when out of memory. */
 static cllm__key *cllm__keys(const cllm__rowset *rows, int by_turn, const cllm__pick *picks, int n) {
     cllm__key *keys = (cllm__key *)cllm__calloc((size_t)n + 1, sizeof *keys);
     int i;
@@ -5331,9 +5332,9 @@ static cllm__pick *cllm__flat_picks(const cllm__rowset *rows, cllm_pair_rules ru
         p.kept = !(r[p.chosen_eval].score - r[p.rejected_eval].score < gap);
         stbds_arrput(picks, p);
     }
+    *n_picks = keys ? (int)stbds_arrlen(picks) : -1;      /* -1: out of memory */
     CLLM_FREE(keys);
     stbds_arrfree(runs);
-    *n_picks = (int)stbds_arrlen(picks);
     return picks;
 }
 
@@ -5374,9 +5375,9 @@ static int *cllm__sft_ends(const cllm__rowset *rows, const cllm__pick *picks, in
         }
         stbds_arrput(ends, best);
     }
+    *n_ends = keys ? (int)stbds_arrlen(ends) : -1;         /* -1: out of memory */
     CLLM_FREE(keys);
     stbds_arrfree(runs);
-    *n_ends = (int)stbds_arrlen(ends);
     return ends;
 }
 
@@ -5491,13 +5492,13 @@ CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_
     v1 = rows.kind == CLLM__ROWS_V1_DPO || c.rules == CLLM_PAIRS_RULES_V1;
     if (rows.kind == CLLM__ROWS_V1_DPO) picks = cllm__v1_row_picks(&rows, cllm_pairs_min_gap(&c), &n_picks);
     else picks = cllm__flat_picks(&rows, c.rules, cllm_pairs_min_gap(&c), &n_picks);
-    ends = cllm__sft_ends(&rows, picks, n_picks, v1, &n_ends);
+    if (n_picks >= 0) ends = cllm__sft_ends(&rows, picks, n_picks, v1, &n_ends);
     sft = cJSON_CreateArray();
     dpo = cJSON_CreateArray();
     for (i = 0; sft && i < n_ends; i++) cJSON_AddItemToArray(sft, cllm__sft_json(&rows, ends[i], &c));
     for (i = 0; dpo && i < n_picks; i++)
         if (picks[i].kept) cJSON_AddItemToArray(dpo, cllm__pair_json(&rows, &picks[i], &c));
-    if (!sft || !dpo) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory building pairs");
+    if (!sft || !dpo || n_picks < 0 || n_ends < 0) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory building pairs");
     if (rc == CLLM_OK && sft_path) rc = cllm__write_jsonl(sft_path, sft, err);
     if (rc == CLLM_OK && dpo_path) rc = cllm__write_jsonl(dpo_path, dpo, err);
     if (rc == CLLM_OK && n_sft) *n_sft = cJSON_GetArraySize(sft);
