@@ -286,6 +286,8 @@
       generate-ids.md   sampling from token ids               endpoints.md     endpoints and API keys
       dump.md, ref.md   outputs, gradients and objectives     bench.md         the benchmark's figures
                         for checking other code against this one
+      published.md      CollabLLM's own rows (published multiturn rows, v1 DPO rows, task rows of its
+                        four datasets) and its pair-building rules, v1 and v2
 
    ---------------------------------------------------------------------------------------------
    6. LIMITS AND TRUST
