@@ -187,6 +187,7 @@ golden:
 	/usr/bin/python3 tests/gen_train.py
 	/usr/bin/python3 tests/gen_trl_logps.py
 	/usr/bin/python3 tests/gen_online.py
+	/usr/bin/python3 tests/gen_pairs.py
 
 crosscheck: all
 	@tests/crosscheck.sh $(BUILD) $(if $(FIXTURES),--write-fixtures)

@@ -140,7 +140,11 @@
       cllm_datagen_run()       -- paper B.1: k candidates per turn scored by MR, best one continues; all
                                   recorded as flat CollabLLM records; resumable, shardable
       cllm_build_pairs()       -- records -> SFT rows {"messages"} and DPO pairs {"prompt", "chosen",
-                                  "rejected", "score_chosen", "score_rejected"} (TRL conversational)
+                                  "rejected", "score_chosen", "score_rejected"} (TRL conversational),
+                                  by CollabLLM v2's rules or v1's; also reads published and v1 rows
+      cllm_records_to_collabllm() -- records -> the published collabllm-multiturn rows (data_fmt/published.md)
+      cllm_system_prompt_collabllm(), cllm_task_desc_of_dataset(), cllm_metric_name_collabllm() -- CollabLLM's
+                                  system prompt (our words), task descriptions and metric names
       cllm_eval_run()          -- paper section 4: one conversation per task, metrics, tokens, turns
    Training: SFT, DPO, LoRA, checkpoints (data_fmt/train.md)
       cllm_sft_data_load()     -- {"messages"} rows -> token sequences whose targets are the assistant mask
@@ -289,6 +293,8 @@
       tiktoken.md       tiktoken rank files (cl100k_base) and --token-counter: counting tokens as CollabLLM does
       fidelity.md       every point where collabllm.h and CollabLLM's code (v1, the paper; v2) differ, and
                         the flags that reproduce each
+      published.md      CollabLLM's own rows (published multiturn rows, v1 DPO rows, task rows of its
+                        four datasets) and its pair-building rules, v1 and v2
 
    ---------------------------------------------------------------------------------------------
    6. LIMITS AND TRUST
@@ -398,7 +404,7 @@
          the paper's 1-3 judge (v1), R_LLM = x/3  cllm_judge_interactivity_v1                                  I.4
       Data generation (paper appendix B.1)
          k candidates per turn scored by MR       cllm_datagen_run                                             I.5
-         SFT rows and DPO pairs (TRL's format)    cllm_build_pairs                                             I.5
+         SFT rows, DPO pairs (v1's, v2's rules)   cllm_build_pairs cllm_pairs_min_gap                          I.5
       Updates (paper section 3 and Table 6; TRL v0.19 trainers)
          the SFT and DPO steps                    cllm_sft_micro_step cllm_dpo_micro_step                      I.6
          online DPO (OnlineDPOTrainer)            cllm_train_online_dpo                                        I.6
@@ -1586,14 +1592,49 @@ CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_
                                      const cllm_assistant *candidates, const cllm_assistant *future_assistant,
                                      const cllm_task *tasks, int n_tasks, const char *out_path, cllm_err *err);
 
-/* Records to SFT rows (data_fmt/sft.md) and DPO pairs (data_fmt/dpo.md) as TRL reads them; either
-   path may be NULL; the counts go to n_sft / n_pairs (optional). */
+/* Records to SFT rows (data_fmt/sft.md) and DPO pairs (data_fmt/dpo.md); either path may be NULL; the counts go
+   to n_sft / n_pairs (optional). The input is recognised by its fields (data_fmt/published.md): flat multiturn rows
+   (our records, or the published collabllm/collabllm-multiturn-* rows) or CollabLLM v1's DPO rows. */
+typedef enum cllm_gap_preset {       /* the least MR gap of a pair, as CollabLLM's scripts set it */
+    CLLM_GAP_DEFAULT = 0,            /* 0.02                                                      */
+    CLLM_GAP_V1_MATH,                /* 0.05: v1's offline DPO on MATH (scripts/config.sh)        */
+    CLLM_GAP_V1,                     /* 0.02: v1 on Medium and BigCodeBench                       */
+    CLLM_GAP_V2,                     /* 0.02: v2's scripts/train/offline_dpo.py                   */
+    CLLM_GAP_NONE                    /* 0: all-tie turns give pairs too (v2's to_dpo_dataset default) */
+} cllm_gap_preset;
+typedef enum cllm_pair_rules {       /* which candidates of a turn become chosen and rejected      */
+    CLLM_PAIRS_RULES_V2 = 0,         /* v2: the first of the highest score, the last of the lowest */
+    CLLM_PAIRS_RULES_V1              /* v1: the first highest and first lowest; a full tie by reward_std */
+} cllm_pair_rules;
+typedef enum cllm_pairs_format {     /* the rows written                                          */
+    CLLM_PAIRS_TRL = 0,              /* TRL's conversational form, with conv_id, turn_id (default) */
+    CLLM_PAIRS_COLLABLLM_V2,         /* v2's rows exactly: DPO chosen/rejected as strings         */
+    CLLM_PAIRS_COLLABLLM_V1          /* DPO pairs as v1's rows (idx, chosen_eval, ...)            */
+} cllm_pairs_format;
 typedef struct cllm_pairs_config {
-    double      min_gap;             /* default 0.02 (CollabLLM offline DPO)                       */
-    const char *system_prompt;       /* prepended as a system message to prompts (default none)   */
+    double            min_gap;       /* keep a pair when chosen - rejected >= min_gap (default: the
+                                        preset's; negative = 0)                                  */
+    const char       *system_prompt; /* a system message first in every row (default none; v1 DPO
+                                        rows never hold one); cllm_system_prompt_collabllm()     */
+    cllm_gap_preset   gap_preset;    /* used when min_gap is 0 (default 0.02)                     */
+    cllm_pair_rules   rules;         /* for flat rows (default v2); v1 rows are already chosen    */
+    cllm_pairs_format format;        /* default CLLM_PAIRS_TRL                                    */
 } cllm_pairs_config;
 CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_config *cfg, const char *sft_path,
                                      const char *dpo_path, int *n_sft, int *n_pairs, cllm_err *err);
+CLLMDEF double      cllm_pairs_min_gap(const cllm_pairs_config *cfg);   /* the gap cfg asks for */
+/* CollabLLM's system prompt for training rows, in our own words (v2 adds its own to SFT and DPO rows). */
+CLLMDEF const char *cllm_system_prompt_collabllm(void);
+/* The task description CollabLLM v2 gives each dataset ("math-hard", "medium", "bigcodebench", "abg-coqa"), or
+   NULL for another name (data_fmt/task.md). */
+CLLMDEF const char *cllm_task_desc_of_dataset(const char *dataset);
+/* Flat multiturn rows (our records or published ones) rewritten in the published schema of the
+   collabllm/collabllm-multiturn-* datasets (data_fmt/published.md): our fields dropped, metrics named as CollabLLM
+   names them ("document->bleu", ...). Rows without a score are left out; their count goes to n_skipped. */
+CLLMDEF cllm_result cllm_records_to_collabllm(const char *records_path, const char *out_path, int *n_rows,
+                                              int *n_skipped, cllm_err *err);
+/* The name CollabLLM v2 gives one of our metrics ("bleu" -> "document->bleu"); other names come back unchanged. */
+CLLMDEF const char *cllm_metric_name_collabllm(const char *name);
 
 /* Evaluation (paper section 4): one simulated conversation per task, then the metrics; a JSON line
    per task (data_fmt/eval.md) and the means. An error when any conversation failed. */
@@ -2440,6 +2481,17 @@ static cllm_result cllm__train_task(cllm_model *m, cllm_lora *lora, const char *
                                     void *ctx, const cllm_train_config *cfg, cllm_err *err);
 static cllm_result cllm__ppo_state_save(void *ctx, const char *dir, cllm_err *err);
 static cllm_result cllm__ppo_state_load(void *ctx, const char *dir, cllm_err *err);
+/* records and CollabLLM's rows, read in II.6 for the pairs of I.5 */
+typedef enum cllm__rows_kind { CLLM__ROWS_FLAT, CLLM__ROWS_V1_DPO } cllm__rows_kind;
+typedef struct cllm__rec {
+    int         conv_id, turn_id;    /* v1 rows: idx and the prompt's length                          */
+    double      score, mr_std;       /* v1 rows: the eval's reward; mr_std: np.std of rewards.MR (or 0) */
+    const char *text;                /* the completion (v1 rows: chosen, or rejected)                   */
+    const cJSON *prompt, *row, *eval; /* borrowed from the line; eval: v1's chosen_eval / rejected_eval */
+} cllm__rec;
+typedef struct cllm__rowset { cllm__rec *recs; cJSON **lines; int n; cllm__rows_kind kind; } cllm__rowset;
+static cllm_result cllm__rowset_read(cllm__rowset *rows, const char *path, cllm_err *err);
+static void cllm__rowset_free(cllm__rowset *rows);
 
 /* Part III: the build's fast-path switches (manual section 3), and the dispatchers */
 #if defined(_OPENMP) && !defined(CLLM_NO_OPENMP)
@@ -5413,22 +5465,161 @@ CLLMDEF cllm_result cllm_datagen_run(const cllm_datagen_config *cfg, const cllm_
 
 /* ---- SFT rows and DPO pairs ------------------------------------------------------------------ */
 
-typedef struct cllm__rec {
-    int conv_id, turn_id;
-    double score;
-    cJSON *row;
-} cllm__rec;
+/* CollabLLM's system prompt for training rows (its v1 and v2 add one to every SFT and DPO row), in our words. */
+CLLMDEF const char *cllm_system_prompt_collabllm(void) {
+    return "You are a helpful assistant that works with the user over several turns. Work out what the user "
+           "actually wants, and keep in mind everything said so far. When a request is vague or leaves out something "
+           "you need, ask about it instead of guessing. Ask precise follow-up questions and suggest concrete next "
+           "steps, above all in writing, analysis, coding and question answering. Keep your replies short and easy to "
+           "answer: no needless repetition, and when you need a choice from the user, offer a few options. Match the "
+           "user's tone. When you do not know something, say so and suggest where to find it. Be accurate, clear and "
+           "correct, and keep asking for feedback so that the result fits what the user needs.";
+}
 
-static int cllm__rec_cmp(const void *a, const void *b) {
-    const cllm__rec *x = (const cllm__rec *)a, *y = (const cllm__rec *)b;
+CLLMDEF double cllm_pairs_min_gap(const cllm_pairs_config *cfg) {
+    static const double preset_gap[] = { 0.02, 0.05, 0.02, 0.02, 0.0 };     /* in cllm_gap_preset's order */
+    if (cfg && cfg->min_gap < 0) return 0.0;
+    if (cfg && cfg->min_gap > 0) return cfg->min_gap;
+    if (!cfg || (unsigned)cfg->gap_preset > CLLM_GAP_NONE) return 0.02;
+    return preset_gap[cfg->gap_preset];
+}
+
+/* One pair: the rows that give its chosen and rejected texts, and those whose scores v1 logs as chosen_eval and
+   rejected_eval (different from the first two only in v1's full tie). kept: the gap is large enough. */
+typedef struct cllm__pick { int chosen, rejected, chosen_eval, rejected_eval, kept; } cllm__pick;
+
+/* Grouping as Python's insertion-ordered dict groups: keys sorted by (conv_id, turn_id, at) make one run per group,
+   its members (.at) in file order; the runs come in the order their groups first appear (by_first_seen), else by
+   conversation id (v1's np.unique). */
+typedef struct cllm__key { int conv_id, turn_id, at; } cllm__key;
+typedef struct cllm__group_run { int start, len, first; } cllm__group_run;
+
+static int cllm__key_cmp(const void *a, const void *b) {
+    const cllm__key *x = (const cllm__key *)a, *y = (const cllm__key *)b;
     if (x->conv_id != y->conv_id) return x->conv_id < y->conv_id ? -1 : 1;
     if (x->turn_id != y->turn_id) return x->turn_id < y->turn_id ? -1 : 1;
-    return 0;
+    return (x->at > y->at) - (x->at < y->at);
+}
+
+static int cllm__group_cmp(const void *a, const void *b) {
+    const cllm__group_run *x = (const cllm__group_run *)a, *y = (const cllm__group_run *)b;
+    return (x->first > y->first) - (x->first < y->first);
+}
+
+/* Sorts keys[0..n) and returns the runs (stb_ds array). */
+static cllm__group_run *cllm__group(cllm__key *keys, int n, int by_first_seen) {
+    cllm__group_run *runs = NULL;
+    int i, j;
+    if (n) qsort(keys, (size_t)n, sizeof *keys, cllm__key_cmp);
+    for (i = 0; i < n; i = j) {
+        cllm__group_run r;
+        for (j = i; j < n && keys[j].conv_id == keys[i].conv_id && keys[j].turn_id == keys[i].turn_id; j++) continue;
+        r.start = i;
+        r.len = j - i;
+        r.first = keys[i].at;
+        stbds_arrput(runs, r);
+    }
+    if (by_first_seen && runs) qsort(runs, (size_t)stbds_arrlen(runs), sizeof *runs, cllm__group_cmp);
+    return runs;
+}
+
+/* Keys of the rows (or of the picks' chosen rows), turn_id left 0 unless by_turn; NULL when out of memory. */
+static cllm__key *cllm__keys(const cllm__rowset *rows, int by_turn, const cllm__pick *picks, int n) {
+    cllm__key *keys = (cllm__key *)cllm__calloc((size_t)n + 1, sizeof *keys);
+    int i;
+    for (i = 0; keys && i < n; i++) {
+        const cllm__rec *r = &rows->recs[picks ? picks[i].chosen : i];
+        keys[i].conv_id = r->conv_id;
+        keys[i].turn_id = by_turn ? r->turn_id : 0;
+        keys[i].at = i;
+    }
+    return keys;
+}
+
+/* The pairs of flat rows, one per (conversation, turn) with two or more scored rows, kept when
+   score(chosen_eval) - score(rejected_eval) >= gap (in double: 0.55 - 0.50 passes a gap of 0.05).
+     v2 (datasets/multiturn.py to_dpo_dataset): a stable sort by score, descending; chosen = its first row (the first
+        row of the highest score), rejected = its last (the last row of the lowest score).
+     v1 (scripts/generate_conv_dpo.py, per turn): chosen = the first highest, rejected = the first lowest; when all
+        tie, chosen = the first of smallest reward_std, rejected = the first of largest; chosen_eval and
+        rejected_eval stay the first highest and first lowest. (v1 had two candidates per turn.) */
+static cllm__pick *cllm__flat_picks(const cllm__rowset *rows, cllm_pair_rules rules, double gap, int *n_picks) {
+    cllm__key *keys = cllm__keys(rows, 1, NULL, rows->n);
+    cllm__group_run *runs = keys ? cllm__group(keys, rows->n, 1) : NULL;
+    cllm__pick *picks = NULL;
+    const cllm__rec *r = rows->recs;
+    int g, i;
+    for (g = 0; g < stbds_arrlen(runs); g++) {
+        const cllm__key *m = keys + runs[g].start;
+        int hi = m[0].at, lo = m[0].at, last_lo = m[0].at, least_std = m[0].at, most_std = m[0].at;
+        cllm__pick p;
+        if (runs[g].len < 2) continue;
+        for (i = 1; i < runs[g].len; i++) {
+            const cllm__rec *x = &r[m[i].at];
+            if (x->score > r[hi].score) hi = m[i].at;
+            if (x->score < r[lo].score) lo = m[i].at;
+            if (x->score <= r[last_lo].score) last_lo = m[i].at;
+            if (x->mr_std < r[least_std].mr_std) least_std = m[i].at;
+            if (x->mr_std > r[most_std].mr_std) most_std = m[i].at;
+        }
+        p.chosen_eval = hi;
+        p.rejected_eval = rules == CLLM_PAIRS_RULES_V1 ? lo : last_lo;
+        p.chosen = rules == CLLM_PAIRS_RULES_V1 && hi == lo ? least_std : hi;
+        p.rejected = rules == CLLM_PAIRS_RULES_V1 ? (hi == lo ? most_std : lo) : last_lo;
+        p.kept = !(r[p.chosen_eval].score - r[p.rejected_eval].score < gap);
+        stbds_arrput(picks, p);
+    }
+    *n_picks = keys ? (int)stbds_arrlen(picks) : -1;      /* -1: out of memory */
+    CLLM_FREE(keys);
+    stbds_arrfree(runs);
+    return picks;
+}
+
+/* v1's DPO rows are pairs already (recs 2i and 2i+1); v1's filter_dpo keeps chosen_eval.reward -
+   rejected_eval.reward >= gap. */
+static cllm__pick *cllm__v1_row_picks(const cllm__rowset *rows, double gap, int *n_picks) {
+    cllm__pick *picks = NULL;
+    int i;
+    for (i = 0; i + 1 < rows->n; i += 2) {
+        cllm__pick p;
+        p.chosen = p.chosen_eval = i;
+        p.rejected = p.rejected_eval = i + 1;
+        p.kept = !(rows->recs[i].score - rows->recs[i + 1].score < gap);
+        stbds_arrput(picks, p);
+    }
+    *n_picks = (int)stbds_arrlen(picks);
+    return picks;
+}
+
+/* The row that ends each conversation's SFT row (its index in rows->recs), in output order.
+     v2 (to_sft_dataset): in file order, a row replaces the conversation's kept one when its turn_id is higher, or
+        equal with a strictly higher score; conversations in the order they first appear.
+     v1 (load_dpo_dataset, to_sft_dataset): among the conversation's pairs (before the gap), the one with the longest
+        prompt (the first of equal length), ending with its chosen text; conversations by ascending id. */
+static int *cllm__sft_ends(const cllm__rowset *rows, const cllm__pick *picks, int n_picks, int v1, int *n_ends) {
+    int n = v1 ? n_picks : rows->n, g, i;
+    cllm__key *keys = cllm__keys(rows, 0, v1 ? picks : NULL, n);
+    cllm__group_run *runs = keys ? cllm__group(keys, n, !v1) : NULL;
+    int *ends = NULL;
+    for (g = 0; g < stbds_arrlen(runs); g++) {
+        const cllm__key *m = keys + runs[g].start;
+        int best = v1 ? picks[m[0].at].chosen : m[0].at;
+        for (i = 1; i < runs[g].len; i++) {
+            const cllm__rec *x = &rows->recs[v1 ? picks[m[i].at].chosen : m[i].at], *b = &rows->recs[best];
+            int longer = cJSON_GetArraySize(x->prompt) > cJSON_GetArraySize(b->prompt);
+            int later = x->turn_id > b->turn_id || (x->turn_id == b->turn_id && x->score > b->score);
+            if (v1 ? longer : later) best = (int)(x - rows->recs);
+        }
+        stbds_arrput(ends, best);
+    }
+    *n_ends = keys ? (int)stbds_arrlen(ends) : -1;         /* -1: out of memory */
+    CLLM_FREE(keys);
+    stbds_arrfree(runs);
+    return ends;
 }
 
 /* prompt messages (+ optional system prompt first) as a new JSON array */
-static cJSON *cllm__prompt_json(const cJSON *row, const char *system_prompt) {
-    const cJSON *p = cJSON_GetObjectItemCaseSensitive(row, "prompt");
+static cJSON *cllm__prompt_json(const cJSON *prompt, const char *system_prompt) {
     cJSON *out = cJSON_CreateArray(), *m;
     if (system_prompt) {
         m = cJSON_CreateObject();
@@ -5436,16 +5627,69 @@ static cJSON *cllm__prompt_json(const cJSON *row, const char *system_prompt) {
         cJSON_AddStringToObject(m, "content", system_prompt);
         cJSON_AddItemToArray(out, m);
     }
-    cJSON_ArrayForEach(m, p) cJSON_AddItemToArray(out, cJSON_Duplicate(m, 1));
+    cJSON_ArrayForEach(m, prompt) cJSON_AddItemToArray(out, cJSON_Duplicate(m, 1));
     return out;
 }
 
 static cJSON *cllm__assistant_msg(const char *text) {
-    cJSON *arr = cJSON_CreateArray(), *m = cJSON_CreateObject();
+    cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "role", "assistant");
     cJSON_AddStringToObject(m, "content", text);
-    cJSON_AddItemToArray(arr, m);
-    return arr;
+    return m;
+}
+
+/* v1's chosen_eval / rejected_eval: the logged one of a v1 row, else the two fields a record gives (reward,
+   reward_std). */
+static cJSON *cllm__v1_eval(const cllm__rec *r) {
+    cJSON *e;
+    if (r->eval) return cJSON_Duplicate(r->eval, 1);
+    e = cJSON_CreateObject();
+    cJSON_AddNumberToObject(e, "reward", r->score);
+    cJSON_AddNumberToObject(e, "reward_std", r->mr_std);
+    return e;
+}
+
+/* One DPO pair in c->format (data_fmt/dpo.md, data_fmt/published.md). */
+static cJSON *cllm__pair_json(const cllm__rowset *rows, const cllm__pick *p, const cllm_pairs_config *c) {
+    const cllm__rec *ch = &rows->recs[p->chosen], *rj = &rows->recs[p->rejected];
+    cJSON *o, *a;
+    if (c->format == CLLM_PAIRS_COLLABLLM_V1 && rows->kind == CLLM__ROWS_V1_DPO) return cJSON_Duplicate(ch->row, 1);
+    o = cJSON_CreateObject();
+    if (c->format == CLLM_PAIRS_COLLABLLM_V1) {     /* as v1 stored them: no system prompt, v1 adds it on loading */
+        cJSON_AddNumberToObject(o, "idx", ch->conv_id);
+        cJSON_AddItemToObject(o, "prompt", cllm__prompt_json(ch->prompt, NULL));
+        cJSON_AddStringToObject(o, "chosen", ch->text);
+        cJSON_AddStringToObject(o, "rejected", rj->text);
+        cJSON_AddItemToObject(o, "chosen_eval", cllm__v1_eval(&rows->recs[p->chosen_eval]));
+        cJSON_AddItemToObject(o, "rejected_eval", cllm__v1_eval(&rows->recs[p->rejected_eval]));
+        return o;
+    }
+    cJSON_AddItemToObject(o, "prompt", cllm__prompt_json(ch->prompt, c->system_prompt));
+    if (c->format == CLLM_PAIRS_COLLABLLM_V2) {
+        cJSON_AddStringToObject(o, "chosen", ch->text);
+        cJSON_AddStringToObject(o, "rejected", rj->text);
+    } else {
+        a = cJSON_AddArrayToObject(o, "chosen");
+        cJSON_AddItemToArray(a, cllm__assistant_msg(ch->text));
+        a = cJSON_AddArrayToObject(o, "rejected");
+        cJSON_AddItemToArray(a, cllm__assistant_msg(rj->text));
+    }
+    cJSON_AddNumberToObject(o, "score_chosen", ch->score);
+    cJSON_AddNumberToObject(o, "score_rejected", rj->score);
+    if (c->format == CLLM_PAIRS_TRL) cJSON_AddNumberToObject(o, "conv_id", ch->conv_id);
+    if (c->format == CLLM_PAIRS_TRL) cJSON_AddNumberToObject(o, "turn_id", ch->turn_id);
+    return o;
+}
+
+/* One SFT row (data_fmt/sft.md): the prompt of rows->recs[end] and its text as the final assistant message. */
+static cJSON *cllm__sft_json(const cllm__rowset *rows, int end, const cllm_pairs_config *c) {
+    const cllm__rec *r = &rows->recs[end];
+    cJSON *o = cJSON_CreateObject(), *msgs = cllm__prompt_json(r->prompt, c->system_prompt);
+    cJSON_AddItemToArray(msgs, cllm__assistant_msg(r->text));
+    cJSON_AddItemToObject(o, "messages", msgs);
+    if (c->format == CLLM_PAIRS_TRL) cJSON_AddNumberToObject(o, "conv_id", r->conv_id);
+    if (c->format == CLLM_PAIRS_TRL) cJSON_AddNumberToObject(o, "score", r->score);
+    return o;
 }
 
 static cllm_result cllm__write_jsonl(const char *path, cJSON *rows, cllm_err *err) {
@@ -5464,102 +5708,43 @@ static cllm_result cllm__write_jsonl(const char *path, cJSON *rows, cllm_err *er
     return rc;
 }
 
-/* From records to training files, as CollabLLM's datasets/multiturn.py builds them:
-     SFT rows {"messages": [...]}: per conversation the best response at its last turn, with its prompt;
-     DPO pairs {"prompt", "chosen", "rejected", "score_chosen", "score_rejected"} in TRL's conversational
-     form: per (conversation, turn) the highest against the lowest score, kept when there are two or
-     more scored candidates and the gap is at least min_gap (CollabLLM's minimum_gap, 0.02).
-   An unscored candidate (a failed MR) takes no part. */
+/* From records (or published rows) to training files, by CollabLLM's rules (data_fmt/published.md): SFT rows
+   {"messages"} and DPO pairs in the chosen format. A row without a score (every MR sample failed) takes no part. */
 CLLMDEF cllm_result cllm_build_pairs(const char *records_path, const cllm_pairs_config *cfg, const char *sft_path,
                                      const char *dpo_path, int *n_sft, int *n_pairs, cllm_err *err) {
-    FILE *f = cllm__open_read(records_path, "a JSONL file", err);
-    char *line = NULL;
-    size_t cap = 0;
-    long len;
-    int lineno = 0, i, j, n = 0, any_line = 0;
-    cllm__rec *recs = NULL;
-    cJSON *sft, *dpo;
-    double min_gap = cfg ? cllm__def(cfg->min_gap, 0.02) : 0.02;
-    const char *sys = cfg ? cfg->system_prompt : NULL;
-    cllm_result rc = CLLM_OK;
+    cllm_pairs_config c;
+    cllm__rowset rows;
+    cllm__pick *picks = NULL;
+    int *ends = NULL, n_picks = 0, n_ends = 0, i, v1;
+    cJSON *sft = NULL, *dpo = NULL;
+    cllm_result rc;
     if (n_sft) *n_sft = 0;
     if (n_pairs) *n_pairs = 0;
-    if (!f) return CLLM_ERR_IO;
+    memset(&c, 0, sizeof c);
+    if (cfg) c = *cfg;
+    if ((unsigned)c.format > CLLM_PAIRS_COLLABLLM_V1 || (unsigned)c.rules > CLLM_PAIRS_RULES_V1 ||
+        (unsigned)c.gap_preset > CLLM_GAP_NONE)
+        return cllm__fail(err, CLLM_ERR_ARG, "the pairs configuration's format, rules or gap_preset is out of range");
+    if ((rc = cllm__rowset_read(&rows, records_path, err)) != CLLM_OK) return rc;
+    v1 = rows.kind == CLLM__ROWS_V1_DPO || c.rules == CLLM_PAIRS_RULES_V1;
+    if (rows.kind == CLLM__ROWS_V1_DPO) picks = cllm__v1_row_picks(&rows, cllm_pairs_min_gap(&c), &n_picks);
+    else picks = cllm__flat_picks(&rows, c.rules, cllm_pairs_min_gap(&c), &n_picks);
+    if (n_picks >= 0) ends = cllm__sft_ends(&rows, picks, n_picks, v1, &n_ends);
     sft = cJSON_CreateArray();
     dpo = cJSON_CreateArray();
-    while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
-        cllm__rec r;
-        const cJSON *sc;
-        lineno++;
-        if (len == 0) continue;
-        any_line = 1;
-        if (!(r.row = cllm__jsonl_parse(line, (size_t)len, records_path, lineno, err))) {
-            rc = CLLM_ERR_FORMAT;
-            break;
-        }
-        sc = cJSON_GetObjectItemCaseSensitive(r.row, "score");
-        if (!cllm__json_int(r.row, "conv_id", -1, &r.conv_id) || !cllm__json_int(r.row, "turn_id", -1, &r.turn_id) ||
-            !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(r.row, "prompt")) || !cllm__json_str(r.row, "completion")) {
-            cJSON_Delete(r.row);
-            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not a record (needs prompt, completion, conv_id, turn_id, "
-                            "score; see data_fmt/records.md)", records_path, lineno);
-            break;
-        }
-        if (!cJSON_IsNumber(sc)) {                /* an unscored candidate takes no part */
-            cJSON_Delete(r.row);
-            continue;
-        }
-        r.score = sc->valuedouble;
-        stbds_arrput(recs, r);
-        n++;
-    }
-    fclose(f);
-    CLLM_FREE(line);
-    if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, records_path, lineno + 1, len);
-    if (rc == CLLM_OK && !any_line)
-        rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no records (the file is empty; data_fmt/records.md)", records_path);
-    if (rc == CLLM_OK) {
-        if (n) qsort(recs, (size_t)n, sizeof *recs, cllm__rec_cmp);   /* recs is NULL when n == 0 */
-        for (i = 0; i < n; i = j) {
-            int best = i, worst = i;
-            for (j = i; j < n && recs[j].conv_id == recs[i].conv_id && recs[j].turn_id == recs[i].turn_id; j++) {
-                if (recs[j].score > recs[best].score) best = j;
-                if (recs[j].score < recs[worst].score) worst = j;
-            }
-            /* DPO: best vs worst of this (conversation, turn) */
-            if (j - i >= 2 && recs[best].score - recs[worst].score >= min_gap) {
-                cJSON *p = cJSON_CreateObject();
-                cJSON_AddItemToObject(p, "prompt", cllm__prompt_json(recs[best].row, sys));
-                cJSON_AddItemToObject(p, "chosen", cllm__assistant_msg(cllm__json_str(recs[best].row, "completion")));
-                cJSON_AddItemToObject(p, "rejected",
-                                      cllm__assistant_msg(cllm__json_str(recs[worst].row, "completion")));
-                cJSON_AddNumberToObject(p, "score_chosen", recs[best].score);
-                cJSON_AddNumberToObject(p, "score_rejected", recs[worst].score);
-                cJSON_AddNumberToObject(p, "conv_id", recs[i].conv_id);
-                cJSON_AddNumberToObject(p, "turn_id", recs[i].turn_id);
-                cJSON_AddItemToArray(dpo, p);
-            }
-            /* SFT: the best response at the conversation's last turn */
-            if (j == n || recs[j].conv_id != recs[i].conv_id) {
-                cJSON *row = cJSON_CreateObject(), *msgs = cllm__prompt_json(recs[best].row, sys);
-                cJSON *a = cllm__assistant_msg(cllm__json_str(recs[best].row, "completion"));
-                cJSON_AddItemToArray(msgs, cJSON_DetachItemFromArray(a, 0));
-                cJSON_Delete(a);
-                cJSON_AddItemToObject(row, "messages", msgs);
-                cJSON_AddNumberToObject(row, "conv_id", recs[i].conv_id);
-                cJSON_AddNumberToObject(row, "score", recs[best].score);
-                cJSON_AddItemToArray(sft, row);
-            }
-        }
-        if (sft_path) rc = cllm__write_jsonl(sft_path, sft, err);
-        if (rc == CLLM_OK && dpo_path) rc = cllm__write_jsonl(dpo_path, dpo, err);
-        if (n_sft) *n_sft = cJSON_GetArraySize(sft);
-        if (n_pairs) *n_pairs = cJSON_GetArraySize(dpo);
-    }
-    for (i = 0; i < n; i++) cJSON_Delete(recs[i].row);
-    stbds_arrfree(recs);
+    for (i = 0; sft && i < n_ends; i++) cJSON_AddItemToArray(sft, cllm__sft_json(&rows, ends[i], &c));
+    for (i = 0; dpo && i < n_picks; i++)
+        if (picks[i].kept) cJSON_AddItemToArray(dpo, cllm__pair_json(&rows, &picks[i], &c));
+    if (!sft || !dpo || n_picks < 0 || n_ends < 0) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory building pairs");
+    if (rc == CLLM_OK && sft_path) rc = cllm__write_jsonl(sft_path, sft, err);
+    if (rc == CLLM_OK && dpo_path) rc = cllm__write_jsonl(dpo_path, dpo, err);
+    if (rc == CLLM_OK && n_sft) *n_sft = cJSON_GetArraySize(sft);
+    if (rc == CLLM_OK && n_pairs) *n_pairs = cJSON_GetArraySize(dpo);
+    stbds_arrfree(picks);
+    stbds_arrfree(ends);
     cJSON_Delete(sft);
     cJSON_Delete(dpo);
+    cllm__rowset_free(&rows);
     return rc == CLLM_OK ? cllm__succeed(err) : rc;
 }
 
@@ -12356,6 +12541,249 @@ CLLMDEF cllm_result cllm_tasks_read_jsonl(const char *path, cllm_task **tasks, i
     *tasks = ts;
     *n = count;
     return cllm__succeed(err);
+}
+
+/* The task description CollabLLM v2 gives each of its datasets (examples/single_turn_ds/__init__.py, datasets_info). */
+CLLMDEF const char *cllm_task_desc_of_dataset(const char *dataset) {
+    static const char *const table[][2] = {
+        { "math-hard", "question answering" }, { "abg-coqa", "question answering" },
+        { "medium", "document editing" },      { "bigcodebench", "code generation" },
+    };
+    size_t i;
+    for (i = 0; dataset && i < sizeof table / sizeof table[0]; i++)
+        if (!strcmp(dataset, table[i][0])) return table[i][1];
+    return NULL;
+}
+
+/* ---- CollabLLM's rows: flat multiturn rows, v1's DPO rows, the published schema ---------------- */
+
+/* Our metric names and CollabLLM v2's, which name a metric by what it scores ("x->metric"); names not listed here
+   are the same in both. */
+static const char *const cllm__collabllm_metric_names[][2] = {
+    { "bleu", "document->bleu" },
+    { "pass_rate", "runnable code->pass_rate" },
+};
+
+CLLMDEF const char *cllm_metric_name_collabllm(const char *name) {
+    size_t i;
+    for (i = 0; name && i < sizeof cllm__collabllm_metric_names / sizeof cllm__collabllm_metric_names[0]; i++)
+        if (!strcmp(name, cllm__collabllm_metric_names[i][0])) return cllm__collabllm_metric_names[i][1];
+    return name;
+}
+
+/* Whether p is a list of messages whose role and content are strings. */
+static int cllm__is_messages(const cJSON *p) {
+    const cJSON *m;
+    if (!cJSON_IsArray(p)) return 0;
+    cJSON_ArrayForEach(m, p) if (!cllm__json_str(m, "role") || !cllm__json_str(m, "content")) return 0;
+    return 1;
+}
+
+/* The population standard deviation (np.std) of the numbers in rewards.MR; 0 when there are none. */
+static double cllm__mr_std(const cJSON *row) {
+    const cJSON *mr = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(row, "rewards"), "MR"), *v;
+    double sum = 0, dev = 0;
+    int n = 0;
+    cJSON_ArrayForEach(v, mr) if (cJSON_IsNumber(v)) {
+        sum += v->valuedouble;
+        n++;
+    }
+    cJSON_ArrayForEach(v, mr) if (cJSON_IsNumber(v)) dev += (v->valuedouble - sum / n) * (v->valuedouble - sum / n);
+    return n ? sqrt(dev / n) : 0.0;
+}
+
+/* The first field of o that a row of this kind needs and lacks (or holds with the wrong type), as "\"field\" is
+   missing" / "\"field\" must be ..."; NULL when o is a good row. */
+static const char *cllm__row_problem(const cJSON *o, cllm__rows_kind kind, char *buf, size_t cap) {
+    static const char *const flat[] = { "prompt", "completion", "conv_id", "score", "turn_id" };
+    static const char *const v1[] = { "prompt", "chosen", "rejected", "idx", "chosen_eval", "rejected_eval" };
+    const char *const *keys = kind == CLLM__ROWS_FLAT ? flat : v1;
+    int n = kind == CLLM__ROWS_FLAT ? 5 : 6, i, id;
+    for (i = 0; i < n; i++) {
+        const char *key = keys[i], *want = NULL;
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+        if (!v && strcmp(key, "turn_id") != 0) want = NULL;
+        else if (!strcmp(key, "prompt") && !cllm__is_messages(v)) want = "a list of {\"role\", \"content\"} strings";
+        else if ((!strcmp(key, "completion") || !strcmp(key, "chosen") || !strcmp(key, "rejected")) &&
+                 !cJSON_IsString(v))
+            want = "a string";
+        else if ((!strcmp(key, "conv_id") || !strcmp(key, "idx") || !strcmp(key, "turn_id")) &&
+                 (!cllm__json_int(o, key, 0, &id) || id < 0))
+            want = "a non-negative integer";
+        else if (!strcmp(key, "score") && !cJSON_IsNumber(v) && !cJSON_IsNull(v)) want = "a number or null";
+        else if (strstr(key, "_eval") && !cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(v, "reward")))
+            want = "an object with a number \"reward\"";
+        else continue;
+        if (want) snprintf(buf, cap, "\"%s\" must be %s", key, want);
+        else snprintf(buf, cap, "\"%s\" is missing", key);
+        return buf;
+    }
+    return NULL;
+}
+
+static void cllm__rowset_free(cllm__rowset *rows) {
+    int i;
+    for (i = 0; i < stbds_arrlen(rows->lines); i++) cJSON_Delete(rows->lines[i]);
+    stbds_arrfree(rows->lines);
+    stbds_arrfree(rows->recs);
+    memset(rows, 0, sizeof *rows);
+}
+
+/* Adds the scored rows of one line (a flat row gives one, a v1 row two: chosen then rejected). */
+static void cllm__rowset_add(cllm__rowset *rows, const cJSON *o) {
+    cllm__rec r;
+    memset(&r, 0, sizeof r);
+    r.row = o;
+    r.prompt = cJSON_GetObjectItemCaseSensitive(o, "prompt");
+    if (rows->kind == CLLM__ROWS_V1_DPO) {
+        cllm__json_int(o, "idx", 0, &r.conv_id);
+        r.turn_id = cJSON_GetArraySize(r.prompt);
+        r.text = cllm__json_str(o, "chosen");
+        r.eval = cJSON_GetObjectItemCaseSensitive(o, "chosen_eval");
+        r.score = cJSON_GetObjectItemCaseSensitive(r.eval, "reward")->valuedouble;
+        stbds_arrput(rows->recs, r);
+        r.text = cllm__json_str(o, "rejected");
+        r.eval = cJSON_GetObjectItemCaseSensitive(o, "rejected_eval");
+        r.score = cJSON_GetObjectItemCaseSensitive(r.eval, "reward")->valuedouble;
+        stbds_arrput(rows->recs, r);
+        return;
+    }
+    if (!cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(o, "score"))) return;   /* every MR sample failed */
+    cllm__json_int(o, "conv_id", 0, &r.conv_id);
+    cllm__json_int(o, "turn_id", cJSON_GetArraySize(r.prompt), &r.turn_id);       /* v2: len(prompt) when absent */
+    r.text = cllm__json_str(o, "completion");
+    r.score = cJSON_GetObjectItemCaseSensitive(o, "score")->valuedouble;
+    r.mr_std = cllm__mr_std(o);
+    stbds_arrput(rows->recs, r);
+}
+
+/* Reads flat multiturn rows (our records or the published ones) or v1's DPO rows; the first row decides which, and
+   every row must be of that kind. Errors name path:line and the field. */
+static cllm_result cllm__rowset_read(cllm__rowset *rows, const char *path, cllm_err *err) {
+    static const char *const kind_name[] = {
+        "a flat multiturn row (data_fmt/published.md: prompt, completion, conv_id, score)",
+        "a v1 DPO row (data_fmt/published.md: prompt, chosen, rejected, idx, chosen_eval, rejected_eval)",
+    };
+    FILE *f = cllm__open_read(path, "a JSONL file", err);
+    char *line = NULL, why[160];
+    size_t cap = 0;
+    long len = 0;
+    int lineno = 0, first = 0;
+    cllm_result rc = CLLM_OK;
+    memset(rows, 0, sizeof *rows);
+    if (!f) return CLLM_ERR_IO;
+    while (rc == CLLM_OK && (len = cllm__read_line(f, &line, &cap)) >= 0) {
+        cJSON *o;
+        const char *problem;
+        cllm__rows_kind kind;
+        lineno++;
+        if (len == 0) continue;
+        if (!(o = cllm__jsonl_parse(line, (size_t)len, path, lineno, err))) {
+            rc = CLLM_ERR_FORMAT;
+            break;
+        }
+        stbds_arrput(rows->lines, o);
+        kind = cJSON_GetObjectItemCaseSensitive(o, "chosen_eval") ? CLLM__ROWS_V1_DPO : CLLM__ROWS_FLAT;
+        if (!first) rows->kind = kind;
+        if (!first) first = lineno;
+        if (!cJSON_IsObject(o)) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: not a JSON object", path, lineno);
+        else if (kind != rows->kind)
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: %s after %s at line %d; one kind of row per file", path,
+                            lineno, kind_name[kind], kind_name[rows->kind], first);
+        else if ((problem = cllm__row_problem(o, kind, why, sizeof why)) != NULL)
+            rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s:%d: %s, in %s", path, lineno, problem, kind_name[kind]);
+        else cllm__rowset_add(rows, o);
+    }
+    fclose(f);
+    CLLM_FREE(line);
+    if (rc == CLLM_OK && len < -1) rc = cllm__line_fail(err, path, lineno + 1, len);
+    if (rc == CLLM_OK && !first) rc = cllm__fail(err, CLLM_ERR_FORMAT, "%s: no records (the file is empty; "
+                                                 "data_fmt/records.md)", path);
+    rows->n = (int)stbds_arrlen(rows->recs);
+    if (rc != CLLM_OK) cllm__rowset_free(rows);
+    return rc;
+}
+
+/* A copy of a list of messages with only their role and content (the published rows hold nothing else). */
+static cJSON *cllm__plain_messages(const cJSON *msgs) {
+    cJSON *out = cJSON_CreateArray();
+    const cJSON *m;
+    cJSON_ArrayForEach(m, msgs) {
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddStringToObject(c, "role", cllm__json_str(m, "role") ? cllm__json_str(m, "role") : "");
+        cJSON_AddStringToObject(c, "content", cllm__json_str(m, "content") ? cllm__json_str(m, "content") : "");
+        cJSON_AddItemToArray(out, c);
+    }
+    return out;
+}
+
+/* One flat row in the published schema, fields in the order v2's MultiturnDataset._flatten_nested writes them. */
+static cJSON *cllm__collabllm_row(const cJSON *o) {
+    const cJSON *stc = cJSON_GetObjectItemCaseSensitive(o, "single_turn_completion");
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(o, "single_turn_metadata");
+    const cJSON *sessions = cJSON_GetObjectItemCaseSensitive(o, "sessions");
+    const cJSON *rewards = cJSON_GetObjectItemCaseSensitive(o, "rewards"), *v;
+    cJSON *out = cJSON_CreateObject(), *list;
+    int turn_id;
+    cJSON_AddItemToObject(out, "prompt", cllm__plain_messages(cJSON_GetObjectItemCaseSensitive(o, "prompt")));
+    cJSON_AddStringToObject(out, "completion", cllm__json_str(o, "completion"));
+    cJSON_AddItemToObject(out, "conv_id", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(o, "conv_id"), 1));
+    cJSON_AddItemToObject(out, "score", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(o, "score"), 1));
+    v = cJSON_GetObjectItemCaseSensitive(o, "single_turn_prompt");
+    cJSON_AddStringToObject(out, "single_turn_prompt", cJSON_IsString(v) ? v->valuestring : "");
+    if (cJSON_IsString(stc) || !stc || cJSON_IsNull(stc)) {
+        cJSON_AddStringToObject(out, "single_turn_completion", stc && cJSON_IsString(stc) ? stc->valuestring : "");
+    } else {                                          /* an object (BigCodeBench): v2 holds its JSON text */
+        char *text = cJSON_PrintUnformatted(stc);
+        cJSON_AddStringToObject(out, "single_turn_completion", text ? text : "");
+        cJSON_free(text);
+    }
+    cJSON_AddItemToObject(out, "single_turn_metadata", cJSON_IsObject(meta) ? cJSON_Duplicate(meta, 1)
+                                                                             : cJSON_CreateObject());
+    cllm__json_int(o, "turn_id", cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(o, "prompt")), &turn_id);
+    cJSON_AddNumberToObject(out, "turn_id", turn_id);
+    if (sessions) {
+        list = cJSON_AddArrayToObject(out, "sessions");
+        cJSON_ArrayForEach(v, sessions) cJSON_AddItemToArray(list, cllm__plain_messages(v));
+    }
+    if (rewards) {                                    /* v2's order: the metrics, then MR */
+        list = cJSON_AddObjectToObject(out, "rewards");
+        cJSON_ArrayForEach(v, rewards) {
+            if (!strcmp(v->string, "MR") || !strcmp(v->string, "forward_tokens")) continue;
+            cJSON_AddItemToObject(list, cllm_metric_name_collabllm(v->string), cJSON_Duplicate(v, 1));
+        }
+        v = cJSON_GetObjectItemCaseSensitive(rewards, "MR");
+        if (v) cJSON_AddItemToObject(list, "MR", cJSON_Duplicate(v, 1));
+    }
+    return out;
+}
+
+CLLMDEF cllm_result cllm_records_to_collabllm(const char *records_path, const char *out_path, int *n_rows,
+                                              int *n_skipped, cllm_err *err) {
+    cllm__rowset rows;
+    cJSON *out;
+    int i, skipped = 0;
+    cllm_result rc;
+    if (n_rows) *n_rows = 0;
+    if (n_skipped) *n_skipped = 0;
+    if ((rc = cllm__rowset_read(&rows, records_path, err)) != CLLM_OK) return rc;
+    if (rows.kind != CLLM__ROWS_FLAT) {
+        cllm__rowset_free(&rows);
+        return cllm__fail(err, CLLM_ERR_FORMAT, "%s: v1 DPO rows, not flat multiturn rows (data_fmt/published.md)",
+                          records_path);
+    }
+    out = cJSON_CreateArray();
+    for (i = 0; out && i < stbds_arrlen(rows.lines); i++) {
+        if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(rows.lines[i], "score")))
+            cJSON_AddItemToArray(out, cllm__collabllm_row(rows.lines[i]));
+        else skipped++;
+    }
+    rc = out ? cllm__write_jsonl(out_path, out, err) : cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if (rc == CLLM_OK && n_rows) *n_rows = cJSON_GetArraySize(out);
+    if (rc == CLLM_OK && n_skipped) *n_skipped = skipped;
+    cJSON_Delete(out);
+    cllm__rowset_free(&rows);
+    return rc == CLLM_OK ? cllm__succeed(err) : rc;
 }
 
 /* -------------------------------------------------------------------------------------------- */

@@ -56,10 +56,17 @@ static const flag_spec sampling_flags[] = {
 /* The task file's goals as the simulated user sees them. */
 static const flag_spec task_flags[] = {
     { .name = "--task-desc", .type = FLAG_TEXT, .metavar = "TEXT", .def_note = "\"a task\"",
-      .help = "what kind of task the user has, in the simulator's prompt" },
+      .help = "what kind of task the user has, in the simulator's prompt; a CollabLLM dataset name (math-hard, "
+              "medium, bigcodebench, abg-coqa) means its description" },
     { .name = "--show-reference", .type = FLAG_SWITCH,
       .help = "the simulated user also sees single_turn_completion" },
 };
+
+/* --task-desc: the text, or the description CollabLLM gives a dataset named by it; NULL when not given. */
+static const char *task_desc_of(const flags *fl) {
+    const char *text = flag_text(fl, "--task-desc");
+    return cllm_task_desc_of_dataset(text) ? cllm_task_desc_of_dataset(text) : text;
+}
 
 static const flag_spec limit_flags[] = {       /* runtime: a resumed generate-data may go further */
     { .name = "--limit", .type = FLAG_INT, .metavar = "N", .min = 1, .max = COUNT_MAX, .def_note = "all",
@@ -843,7 +850,7 @@ static int cmd_simulate(int argc, char **argv) {
     out = flag_text(&fl, "--out");
     user_dir = flag_text(&fl, "--user-model-dir");
     asst_dir = flag_text(&fl, "--assistant-model-dir");
-    task_desc = flag_given(&fl, "--task-desc") ? flag_text(&fl, "--task-desc") : "a task";
+    task_desc = flag_given(&fl, "--task-desc") ? task_desc_of(&fl) : "a task";
     prompt_file = flag_text(&fl, "--user-prompt");
     max_messages = (int)flag_number(&fl, "--max-messages");
     memset(&sd, 0, sizeof sd);
@@ -1181,7 +1188,7 @@ static int cmd_generate_data(int argc, char **argv) {
     cfg.proactive_ratio = flag_number(&fl, "--proactive-ratio");
     cfg.proactive = cfg.proactive_ratio > 0 ? proactive_twin(&sd, &proactive) : NULL;
     cfg.max_turns = (int)flag_number(&fl, "--max-turns");
-    cfg.task_desc = flag_text(&fl, "--task-desc");
+    cfg.task_desc = task_desc_of(&fl);
     cfg.show_reference = flag_on(&fl, "--show-reference");
     cfg.verbose = 1;
     if (cllm_datagen_run(&cfg, sd.user, sd.assistant, sd.assistant, tasks, limited(&fl, n), out, &err) != CLLM_OK) {
@@ -1202,42 +1209,97 @@ done:
 
 static const flag_spec build_pairs_own_flags[] = {
     { .name = "--records", .type = FLAG_IN_FILE, .metavar = "RECORDS.jsonl", .need = FLAG_REQUIRED,
-      .help = "turn records of generate-data (data_fmt/records.md)" },
+      .help = "records of generate-data, published flat rows, or v1's DPO rows (data_fmt/published.md)" },
     { .name = "--sft", .type = FLAG_OUT_FILE, .metavar = "SFT.jsonl",
       .help = "SFT rows: each conversation along its best responses (data_fmt/sft.md)" },
     { .name = "--dpo", .type = FLAG_OUT_FILE, .metavar = "PAIRS.jsonl",
       .help = "DPO pairs: best and worst candidate of each turn (data_fmt/dpo.md)" },
-    { .name = "--min-gap", .type = FLAG_REAL, .metavar = "G", .min = 0, .max = FLAG_NO_MAX, .def = "0.02",
-      .help = "a pair needs this MR gap between chosen and rejected" },
+    { .name = "--min-gap", .type = FLAG_REAL, .metavar = "G", .min = 0, .max = FLAG_NO_MAX, .def_note = "0.02",
+      .help = "a pair needs this MR gap between chosen and rejected (0: ties make pairs too)" },
+    { .name = "--gap-preset", .type = FLAG_CHOICE, .choices = "v1-math|v1|v2|none", .metavar = "P",
+      .def_note = "0.02", .help = "CollabLLM's gap: v1 math 0.05, v1 otherwise 0.02, v2 0.02, none 0" },
+    { .name = "--rules", .type = FLAG_CHOICE, .choices = "v2|v1", .metavar = "R", .def = "v2",
+      .help = "chosen/rejected of a turn: v2 first max / last min; v1 first max / first min, ties by reward_std" },
+    { .name = "--format", .type = FLAG_CHOICE, .choices = "trl|collabllm-v2|collabllm-v1", .metavar = "F",
+      .def = "trl", .help = "rows written: TRL's conversational form, or CollabLLM v2's or v1's rows" },
     { .name = "--system", .type = FLAG_TEXT, .metavar = "TEXT", .def_note = "none",
       .help = "a system message first in every row and prompt" },
+    { .name = "--system-prompt", .type = FLAG_CHOICE, .choices = "none|collabllm", .metavar = "S", .def = "none",
+      .help = "collabllm: CollabLLM's system prompt (in our words) first in every row and prompt" },
 };
 static const flag_group build_pairs_group =
     FLAG_GROUP("build-pairs (one or both of --sft, --dpo)", build_pairs_own_flags);
 static const flag_command build_pairs_command = {
-    "collabllm build-pairs", "Records -> SFT rows and DPO pairs in TRL's conversational formats.",
-    "Reads RECORDS.jsonl (data_fmt/records.md); writes SFT.jsonl (data_fmt/sft.md) and PAIRS.jsonl "
-    "(data_fmt/dpo.md).", NULL,
+    "collabllm build-pairs", "Records -> SFT rows and DPO pairs, by CollabLLM's rules (v2's by default).",
+    "Reads RECORDS.jsonl (data_fmt/records.md, data_fmt/published.md); writes SFT.jsonl (data_fmt/sft.md) and "
+    "PAIRS.jsonl (data_fmt/dpo.md).", NULL,
     { &build_pairs_group, &overwrite_group, NULL },
 };
 
 static int cmd_build_pairs(int argc, char **argv) {
+    static const char *const presets[] = { "v1-math", "v1", "v2", "none" };
+    static const char *const formats[] = { "trl", "collabllm-v2", "collabllm-v1" };
     cllm_pairs_config pc;
     int n_sft = 0;
     int n_pairs = 0;
     int rc;
+    int i;
     cllm_err err;
     flags fl;
     run_files rf;
     if (!parse(&fl, &build_pairs_command, argc, argv, &rc)) return rc;
     if (!flag_given(&fl, "--sft") && !flag_given(&fl, "--dpo")) return flags_fail(fl.cmd, "give --sft and/or --dpo");
+    if (flag_given(&fl, "--min-gap") && flag_given(&fl, "--gap-preset"))
+        return flags_fail(fl.cmd, "give --min-gap or --gap-preset, not both");
+    if (flag_given(&fl, "--system") && flag_given(&fl, "--system-prompt"))
+        return flags_fail(fl.cmd, "give --system or --system-prompt, not both");
     if ((rc = run_files_prepare(&rf, &fl)) != 0) return rc;
     memset(&pc, 0, sizeof pc);
-    pc.min_gap = flag_number(&fl, "--min-gap");
+    if (flag_given(&fl, "--min-gap")) pc.min_gap = flag_number(&fl, "--min-gap");
+    if (flag_given(&fl, "--min-gap") && pc.min_gap == 0) pc.min_gap = -1;   /* the API's "negative = 0" */
+    for (i = 0; i < 4; i++)
+        if (flag_given(&fl, "--gap-preset") && !strcmp(flag_text(&fl, "--gap-preset"), presets[i]))
+            pc.gap_preset = (cllm_gap_preset)(CLLM_GAP_V1_MATH + i);
+    for (i = 0; i < 3; i++)
+        if (!strcmp(flag_text(&fl, "--format"), formats[i])) pc.format = (cllm_pairs_format)i;
+    pc.rules = strcmp(flag_text(&fl, "--rules"), "v1") ? CLLM_PAIRS_RULES_V2 : CLLM_PAIRS_RULES_V1;
     pc.system_prompt = flag_text(&fl, "--system");
+    if (!strcmp(flag_text(&fl, "--system-prompt"), "collabllm")) pc.system_prompt = cllm_system_prompt_collabllm();
     if (cllm_build_pairs(flag_text(&fl, "--records"), &pc, flag_text(&fl, "--sft"), flag_text(&fl, "--dpo"), &n_sft,
                          &n_pairs, &err) != CLLM_OK) return fail(&err);
-    fprintf(stderr, "build-pairs: %d SFT rows, %d DPO pairs (min gap %g)\n", n_sft, n_pairs, pc.min_gap);
+    fprintf(stderr, "build-pairs: %d SFT rows, %d DPO pairs (min gap %g, %s rules)\n", n_sft, n_pairs,
+            cllm_pairs_min_gap(&pc), flag_text(&fl, "--rules"));
+    return 0;
+}
+
+/* ---- export-records ---------------------------------------------------------------------------- */
+
+static const flag_spec export_records_own_flags[] = {
+    { .name = "--records", .type = FLAG_IN_FILE, .metavar = "RECORDS.jsonl", .need = FLAG_REQUIRED,
+      .help = "records of generate-data (data_fmt/records.md), or flat rows" },
+    { .name = "--out", .type = FLAG_OUT_FILE, .metavar = "ROWS.jsonl", .need = FLAG_REQUIRED,
+      .help = "the rows in the schema of collabllm/collabllm-multiturn-* (data_fmt/published.md)" },
+};
+static const flag_group export_records_group = FLAG_GROUP("export-records", export_records_own_flags);
+static const flag_command export_records_command = {
+    "collabllm export-records", "Records -> CollabLLM's published flat rows (metric names as CollabLLM's).",
+    "Reads RECORDS.jsonl (data_fmt/records.md); writes ROWS.jsonl (data_fmt/published.md). Rows whose every MR "
+    "sample failed (score null) are left out and counted.", NULL,
+    { &export_records_group, &overwrite_group, NULL },
+};
+
+static int cmd_export_records(int argc, char **argv) {
+    int n = 0;
+    int skipped = 0;
+    int rc;
+    cllm_err err;
+    flags fl;
+    run_files rf;
+    if (!parse(&fl, &export_records_command, argc, argv, &rc)) return rc;
+    if ((rc = run_files_prepare(&rf, &fl)) != 0) return rc;
+    if (cllm_records_to_collabllm(flag_text(&fl, "--records"), flag_text(&fl, "--out"), &n, &skipped, &err) != CLLM_OK)
+        return fail(&err);
+    fprintf(stderr, "export-records: %d rows written, %d without a score left out\n", n, skipped);
     return 0;
 }
 
@@ -1313,7 +1375,7 @@ static int cmd_eval(int argc, char **argv) {
     }
     memset(&cfg, 0, sizeof cfg);
     cfg.max_turns = (int)flag_number(&fl, "--max-turns");
-    cfg.task_desc = flag_text(&fl, "--task-desc");
+    cfg.task_desc = task_desc_of(&fl);
     cfg.show_reference = flag_on(&fl, "--show-reference");
     cfg.metrics = ms.metrics; cfg.n_metrics = ms.n;
     cfg.tokens = ms.tokens;
@@ -1522,7 +1584,7 @@ static int cmd_mr(int argc, char **argv) {
     mr_config_of(&mr, &fl, &ms);
     ctx.mr = &mr;
     ctx.sd = &sd;
-    ctx.task_desc = flag_text(&fl, "--task-desc");
+    ctx.task_desc = task_desc_of(&fl);
     ctx.show_reference = flag_on(&fl, "--show-reference");
     ctx.failed = 0;
     rc = each_json(flag_text(&fl, "--input"), mr_one, &ctx) || ctx.failed;
@@ -2152,7 +2214,7 @@ static int online_setup(online_run *o, int need_ref) {
     o->rollout.mr = &o->mr; o->rollout.user = o->sd.user; o->rollout.future = o->sd.assistant;
     o->rollout.user_lm = flag_given(fl, "--user-model-dir") ? &o->sd.lm[0] : NULL;
     memset(&pc, 0, sizeof pc);
-    pc.task_desc = flag_text(fl, "--task-desc");
+    pc.task_desc = task_desc_of(fl);
     pc.show_reference = flag_on(fl, "--show-reference");
     if (flag_given(fl, "--prompts") &&
         cllm_online_prompts_read(&o->prompts, flag_text(fl, "--prompts"), &pc, &err) != CLLM_OK) {
@@ -2457,6 +2519,7 @@ static const command commands[] = {
     { &mr_command, cmd_mr },
     { &generate_data_command, cmd_generate_data },
     { &build_pairs_command, cmd_build_pairs },
+    { &export_records_command, cmd_export_records },
     { &eval_command, cmd_eval },
     { &generate_command, cmd_generate },
     { &sft_command, cmd_sft },

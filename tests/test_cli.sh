@@ -20,7 +20,7 @@ mkdir -p "$in" "$out"
 model=tests/data/train/tiny_qwen2
 tokdir=tests/data/tokenizers/qwen2_style
 n=0; fails=0
-commands="dump generate-ids ref simulate tokenize detokenize render mr generate-data build-pairs eval generate sft dpo
+commands="dump generate-ids ref simulate tokenize detokenize render mr generate-data build-pairs export-records eval generate sft dpo
           online-dpo ppo grpo"
 
 # ---- the inputs: copies of the documented examples, and fixtures that must survive every case --
@@ -132,7 +132,8 @@ for c in $commands; do
     fi
 done
 for c in mr:mr.md generate-data:records.md generate-data:meta.md simulate:conversation.md build-pairs:sft.md \
-         build-pairs:dpo.md eval:eval.md dump:dump.md sft:train.md dpo:dpo.md ppo:train_online.md ppo:train_prompts.md \
+         build-pairs:dpo.md build-pairs:published.md export-records:published.md eval:eval.md dump:dump.md \
+         sft:train.md dpo:dpo.md ppo:train_online.md ppo:train_prompts.md \
          render:chat.md tokenize:chat.md generate:generate.md generate-ids:generate-ids.md; do
     t 0 "data_fmt/${c#*:}" "$tool" "${c%%:*}" --help
 done
@@ -259,6 +260,12 @@ t 2 "--sft and --dpo name the same file" \
 t 2 "--sft $in/sft.jsonl exists: choose another --sft, or pass --overwrite" \
     "$tool" build-pairs --records "$in/records.jsonl" --sft "$in/sft.jsonl"
 t 2 "give --sft and/or --dpo" "$tool" build-pairs --records "$in/records.jsonl"
+t 2 "give --min-gap or --gap-preset, not both" \
+    "$tool" build-pairs --records "$in/records.jsonl" --sft "$out/g.jsonl" --min-gap 0.1 --gap-preset v1
+t 2 "give --system or --system-prompt, not both" \
+    "$tool" build-pairs --records "$in/records.jsonl" --sft "$out/g.jsonl" --system hi --system-prompt collabllm
+t 2 "--out $in/records.jsonl is the same file as the input --records" \
+    "$tool" export-records --records "$in/records.jsonl" --out "$in/records.jsonl"
 t 2 "--out $in/tasks.jsonl is the same file as the input --tasks" "$tool" generate-data --tasks "$in/tasks.jsonl" \
     --out "$in/tasks.jsonl" --user-model u --assistant-model a --metrics token_amount
 t 2 "--out $in/tasks.jsonl is the same file as the input --tasks" "$tool" simulate --tasks "$in/tasks.jsonl" \

@@ -178,7 +178,7 @@ static void test_generate(void) {
         check_true("SFT rows: the whole best conversation, ending with the answer", ok);
     }
     {
-        cllm_pairs_config pc = { 2.0, "be brief" };
+        cllm_pairs_config pc = { 2.0, "be brief", CLLM_GAP_DEFAULT, CLLM_PAIRS_RULES_V2, CLLM_PAIRS_TRL };
         cllm_build_pairs("build/tmp_records_full.jsonl", &pc, NULL, "build/tmp_dpo2.jsonl", &n_sft, &n_pairs, &err);
         check_true("min_gap 2.0 keeps no pair", n_pairs == 0);
     }

@@ -5,6 +5,7 @@
    written by tests/crosscheck_tiktoken.js (`make crosscheck FIXTURES=1`). OpenAI's cl100k_base file
    is too large to commit: it is checked when the npm cache of `make crosscheck` holds it. Then
    come the rank file's validation (each error names the file and line) and the edge cases. */
+/* no-fast-path: tiktoken rank files, no model kernel (make test runs it in its first pass only) */
 #include "../collabllm.h"
 #include "check.h"
 #include <stdlib.h>
