@@ -1446,7 +1446,7 @@ CLLMDEF int cllm_tokenizer_count(void *tokenizer, const char *text);
 CLLMDEF int cllm_tiktoken_count(void *tiktoken, const char *text);
 
 /* Built-in metrics (ctx in brackets). Look them up by name with cllm_metric_builtin.
-   token_amount   [cllm_token_counter* or NULL] tokens of every assistant message / 1000 (v2)
+   token_amount   [cllm_token_counter* or NULL] tokens of the session's assistant messages joined by " ", / 1000 (v2)
    interactivity  [cllm_judge*]  the LLM judge's score in [0, 1] on the whole session (CollabLLM v2)
    interactivity_v1 [cllm_judge*] x/3 for the judge's x in 1..3 on the follow-up (the candidate and what
                   came after), the history shown as context: CollabLLM v1's reward term (paper Table 1's
@@ -1518,7 +1518,8 @@ typedef struct cllm_mr_config {
     int                samples;      /* S: forward samples averaged (>= 1)                        */
     cllm_mr_variant    variant;      /* default CLLM_MR_PAPER                                     */
     double             lambda;       /* paper variant: token cost; penalty = min(lambda * tokens, 1),
-                                        tokens = candidate + simulated future, both roles (v1)   */
+                                        tokens = candidate + simulated future, both roles, joined
+                                        by "\n" and counted as one text (v1)                     */
     const cllm_metric *metrics;      /* the weighted terms of R* (borrowed)                       */
     int                n_metrics;
     cllm_token_counter tokens;       /* how the penalty counts tokens (default: words)            */
@@ -4255,6 +4256,28 @@ CLLMDEF int cllm_count_tokens(const cllm_token_counter *tc, const char *text) {
     return n;
 }
 
+/* The token count of some messages of c joined into one text, as CollabLLM counts them: from message `from` on,
+   only those of `role` (NULL: every role), their contents joined by sep. v1's penalty counts the candidate and the
+   future joined by "\n" (core/multiturn_reward.py); v2's token_amount the assistant messages of the whole session
+   joined by " " (examples/metrics/efficiency.py). With BPE the join matters: "a\nb" is three tokens where "a"
+   and "b" are two. -1 when out of memory. */
+static int cllm__count_joined(const cllm_token_counter *tc, const cllm_conv *c, int from, const char *role,
+                              const char *sep) {
+    cllm__sb text = { NULL, 0, 0, 0 };
+    char *joined;
+    int t, any = 0, n;
+    for (t = from; t < c->n; t++) {
+        if (role && strcmp(c->msgs[t].role, role) != 0) continue;
+        if (any) cllm__sb_puts(&text, sep);
+        cllm__sb_puts(&text, c->msgs[t].content);
+        any = 1;
+    }
+    joined = cllm__sb_take(&text);
+    n = joined ? cllm_count_tokens(tc, joined) : -1;
+    CLLM_FREE(joined);
+    return n;
+}
+
 CLLMDEF int cllm_tokenizer_count(void *tokenizer, const char *text) {
     int *ids = NULL, n = 0;
     const cllm_tokenizer *tok = (const cllm_tokenizer *)tokenizer;
@@ -4433,9 +4456,9 @@ CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim
         double sum = 0, sq = 0, var;
         for (s = 0; s < S; s++) {
             cllm_mr_sample *smp = &out[i].samples[s];
-            int t;
-            for (t = smp->n_history; t < smp->session.n; t++)
-                smp->tokens += cllm_count_tokens(&cfg->tokens, smp->session.msgs[t].content);
+            smp->tokens = cllm__count_joined(&cfg->tokens, &smp->session, smp->n_history, NULL, "\n");
+            if (smp->tokens < 0 && smp->code == CLLM_OK)
+                smp->code = cllm__fail(&smp->err, CLLM_ERR_NOMEM, "out of memory counting tokens");
             smp->reward = smp->code == CLLM_OK ? cllm_mr_reward(cfg, smp->metrics, smp->tokens) : NAN;
             if (smp->reward != smp->reward) continue;
             out[i].n_ok++;
@@ -13277,20 +13300,6 @@ static const char *cllm__last_assistant(const cllm_conv *c) {
 }
 
 /* CollabLLM v2's token_amount: the tokens of every assistant message of the session / 1000. */
-CLLMDEF cllm_result cllm_metric_token_amount(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
-    int i, t;
-    for (i = 0; i < n; i++) {
-        long tokens = 0;
-        for (t = 0; t < s[i].conv->n; t++) {
-            const cllm_message *msg = &s[i].conv->msgs[t];
-            if (strcmp(msg->role, "assistant") != 0) continue;
-            tokens += cllm_count_tokens((const cllm_token_counter *)ctx, msg->content);
-        }
-        scores[i] = tokens / 1000.0;
-    }
-    return cllm__succeed(err);
-}
-
 /* The end of a metric's batch, by its contract (cllm_metric_fn): an error when it scored none of n sessions, else
    CLLM_OK, with why (the first reason a session went unscored) kept in err->msg when some did. */
 static cllm_result cllm__metric_done(const double *scores, int n, const char *metric, const cllm_err *why,
@@ -13312,6 +13321,18 @@ static cllm_result cllm__metric_done(const double *scores, int n, const char *me
 /* Records the first reason a session went unscored. */
 static void cllm__metric_why(cllm_err *why, cllm_result code, const char *reason) {
     if (why->code == CLLM_OK && code != CLLM_OK) cllm__fail(why, code, "%s", reason);
+}
+
+CLLMDEF cllm_result cllm_metric_token_amount(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
+    cllm_err why;
+    int i;
+    cllm__ok(&why);
+    for (i = 0; i < n; i++) {
+        int tokens = cllm__count_joined((const cllm_token_counter *)ctx, s[i].conv, 0, "assistant", " ");
+        if (tokens < 0) cllm__metric_why(&why, CLLM_ERR_NOMEM, "out of memory counting tokens");
+        scores[i] = tokens < 0 ? NAN : tokens / 1000.0;
+    }
+    return cllm__metric_done(scores, n, "token_amount", &why, err);
 }
 
 /* Copies judgements into scores (NAN for a failed one; the judge's message says why) and frees them. */

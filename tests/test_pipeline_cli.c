@@ -320,14 +320,17 @@ int main(void) {
             for (s = 0; s < cJSON_GetArraySize(sessions); s++) {
                 const cJSON *session = cJSON_GetArrayItem(sessions, s);
                 int t;
-                int tokens = 0;
-                int words = 0;
+                int tokens, words = 0;
+                char joined[4096] = "";
                 double want;
-                for (t = 1; t < cJSON_GetArraySize(session); t++) {       /* the candidate and the future */
+                /* v1's count: the candidate and the future, joined by "\n", in one call (core/multiturn_reward.py) */
+                for (t = 1; t < cJSON_GetArraySize(session); t++) {
                     const char *content = cJSON_GetObjectItem(cJSON_GetArrayItem(session, t), "content")->valuestring;
-                    tokens += cllm_tiktoken_count(&tk, content);
+                    if (t > 1) strncat(joined, "\n", sizeof joined - strlen(joined) - 1);
+                    strncat(joined, content, sizeof joined - strlen(joined) - 1);
                     words += cllm_count_tokens(NULL, content);
                 }
+                tokens = cllm_tiktoken_count(&tk, joined);
                 want = cJSON_GetArrayItem(exact_match, s)->valuedouble - fmin(5e-4 * tokens, 1);
                 samples++;
                 exact += fabs(cJSON_GetArrayItem(mr, s)->valuedouble - want) < 1e-12;
@@ -336,7 +339,8 @@ int main(void) {
         }
         printf("  %d futures, %d scored with the tiktoken count, %d where it differs from the word count\n", samples,
                exact, differs_from_words);
-        check_true("every future's R* = exact_match - 5e-4 x (tiktoken tokens of the candidate and the future)",
+        check_true("every future's R* = exact_match - 5e-4 x (tiktoken tokens of the candidate and the future, "
+                   "joined by \"\\n\" as v1)",
                    samples == 4 && exact == samples);
         check_true("... and those counts are not the word counts (the flag is not ignored)", differs_from_words > 0);
         cJSON_Delete(o);

@@ -457,6 +457,23 @@ static void check_real_cl100k(void) {
              cllm_count_tokens(&counter, v2.p) == cJSON_GetObjectItem(rows[r], "v2_token_amount")->valueint &&
              cllm_count_tokens(&counter, read.p) == cJSON_GetObjectItem(rows[r], "v1_eval_assistant")->valueint &&
              cllm_count_tokens(&counter, typed.p) == cJSON_GetObjectItem(rows[r], "v1_eval_user")->valueint;
+        {   /* the library's own token_amount metric on that session gives v2's count / 1000 */
+            cllm_conv conv = { 0 };
+            cllm_session ses;
+            cllm_goal goal = { NULL, "p", NULL };
+            cllm_err err;
+            double amount = -1;
+            memset(&ses, 0, sizeof ses);
+            cJSON_ArrayForEach(m, messages)
+                cllm_conv_push(&conv, cJSON_GetObjectItem(m, "role")->valuestring,
+                               cJSON_GetObjectItem(m, "content")->valuestring, &err);
+            ses.goal = &goal;
+            ses.conv = &conv;
+            ses.n_history = candidate;
+            cllm_metric_token_amount(&counter, &ses, 1, &amount, &err);
+            ok = ok && amount == cJSON_GetObjectItem(rows[r], "v2_token_amount")->valueint / 1000.0;
+            cllm_conv_free(&conv);
+        }
         if (ok) ok_counts++;
         else printf("    conversation %d: v1 %d, v2 %d\n", r, cllm_count_tokens(&counter, v1.p),
                     cllm_count_tokens(&counter, v2.p));
@@ -467,8 +484,8 @@ static void check_real_cl100k(void) {
     }
     {
         char label[200];
-        snprintf(label, sizeof label, "CollabLLM's counts (v1 reward, v2 token_amount, v1 eval) == tiktoken's on %d/%d "
-                 "conversations", ok_counts, n_rows);
+        snprintf(label, sizeof label, "CollabLLM's counts (v1 reward, v2 token_amount, v1 eval; the token_amount "
+                 "metric) == tiktoken's on %d/%d conversations", ok_counts, n_rows);
         check_true(label, ok_counts == n_rows && n_rows > 0);
     }
     check_free_rows(rows, n_rows);
