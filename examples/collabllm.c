@@ -193,6 +193,20 @@ static const flag_spec mr_flags[] = {
       .help = "paper: weighted metrics minus the token cost; weighted: the weighted sum only" },
 };
 
+/* CollabLLM's own settings at once (data_fmt/fidelity.md): every row of the fidelity table that a command has a
+   flag for takes v1's (the paper's code, c41bc29) or v2's (09e5b25) value; a flag given explicitly still wins. */
+#define COLLABLLM_FLAG                                                                                               \
+    { .name = "--collabllm", .type = FLAG_CHOICE, .choices = "v1|v2", .metavar = "VERSION",                          \
+      .help = "CollabLLM's settings for every row of data_fmt/fidelity.md: v1 (the paper's code) or v2 (its current "  \
+              "code); flags given explicitly win; needs --token-counter PATH/cl100k_base.tiktoken where tokens count" }
+static const flag_spec collabllm_flags[] = { COLLABLLM_FLAG };
+/* The same with the task kind, for the commands without the MR flags (eval, build-pairs). */
+static const flag_spec collabllm_kind_flags[] = {
+    COLLABLLM_FLAG,
+    { .name = "--preset", .type = FLAG_CHOICE, .choices = "math|code|document", .metavar = "KIND", .def = "math",
+      .help = "with --collabllm: the task kind whose settings it takes" },
+};
+
 /* The training loop (sft, dpo, online-dpo, ppo, grpo). */
 static const flag_spec train_flags[] = {
     { .name = "--tokenizer", .type = FLAG_IN_PATH, .metavar = "PATH", .def_note = "--model",
@@ -257,10 +271,101 @@ static int fail(const cllm_err *err) {
 }
 
 /* Parses argv against cmd; 1 to go on, else 0 with *status the exit status (0 after --help). */
+/* One row of data_fmt/fidelity.md as flag values: for the commands named (NULL: all that declare the flag) and the
+   task kind named (NULL: all), v1's and v2's value (NULL: that version keeps collabllm.h's default). */
+typedef struct collabllm_setting {
+    const char *flag;
+    const char *commands;     /* "eval", "online-dpo ppo", ... matched against the program name */
+    const char *kind;         /* "math", "code", "document" */
+    const char *v1, *v2;
+} collabllm_setting;
+
+static const collabllm_setting collabllm_settings[] = {
+    /* the reward (core/multithread.py at c41bc29; collabllm/reward.py and scripts/engine/build_dataset.py) */
+    { "--variant", NULL, NULL, "paper", "weighted" },
+    { "--metrics", "mr generate-data eval", "math", "accuracy:1,interactivity_v1:1",
+      "accuracy:1,interactivity:0.5,token_amount:-0.5" },
+    { "--metrics", "online-dpo ppo grpo", "math", "accuracy:1,interactivity_v1:1",
+      "accuracy:1,interactivity:1,token_amount:-0.5" },
+    { "--metrics", NULL, "code", "pass_rate:1,interactivity_v1:1", "pass_rate:1,token_amount:-0.5" },
+    { "--metrics", NULL, "document", "bleu:1", "bleu:1,token_amount:-0.1" },
+    { "--samples", "ppo", NULL, "2", NULL },
+    /* task metrics: BigCodeBench's untrusted_check limits */
+    { "--code-timeout", NULL, NULL, "241", "241" },
+    { "--code-memory-mb", NULL, NULL, "30720", "307200" },
+    /* the simulator and the candidates */
+    { "--user-max-tokens", NULL, NULL, "4096", "1024" },
+    { "--assistant-temperature", NULL, "math", "0.6", "0.8" },
+    { "--assistant-temperature", NULL, "code", "0.5", "0.8" },
+    { "--assistant-temperature", NULL, "document", "0.8", "0.9" },
+    { "--assistant-temperature", "eval online-dpo ppo", "code", "0.6", NULL },
+    { "--assistant-max-tokens", NULL, "math", "1536", "2048" },
+    { "--assistant-max-tokens", NULL, "code", "1536", "2048" },
+    { "--assistant-max-tokens", NULL, "document", "2048", "2048" },
+    { "--proactive-ratio", NULL, NULL, "0.5", "0.5" },
+    /* conversation lengths: data generation and evaluation */
+    { "--max-turns", "generate-data", "math", "6", "7" },
+    { "--max-turns", "generate-data", "code", "8", "7" },
+    { "--max-turns", "generate-data", "document", "8", "7" },
+    { "--max-turns", "eval", "math", "6", "7" },
+    { "--max-turns", "eval", "code", "6", "7" },
+    { "--max-turns", "eval", "document", "8", "7" },
+    /* pairs (datasets/__init__.py at c41bc29; datasets/multiturn.py) */
+    { "--gap-preset", NULL, "math", "v1-math", "v2" },
+    { "--gap-preset", NULL, "code", "v1", "v2" },
+    { "--gap-preset", NULL, "document", "v1", "v2" },
+    { "--rules", NULL, NULL, "v1", "v2" },
+    { "--system-prompt", NULL, NULL, "collabllm", "collabllm" },
+    { "--completion-tokens", NULL, NULL, "turn", "trl" },
+    /* online sampling (dpo_train_online.py, ppo_train.py at c41bc29; scripts/train/online_dpo.py, ppo.py) */
+    { "--max-new-tokens", "online-dpo ppo", "math", "1536", "2048" },
+    { "--max-new-tokens", "online-dpo ppo", "code", "1536", "2048" },
+    { "--max-new-tokens", "online-dpo ppo", "document", "2048", "2048" },
+    { "--temperature", "online-dpo", NULL, "0.9", "0.9" },
+    { "--top-k", "online-dpo", NULL, "0", "50" },
+    { "--temperature", "ppo", NULL, "0.8", "0.8" },
+    { "--top-p", "ppo", NULL, "0.9", "0.9" },
+};
+
+/* Does the space-separated list hold the command's name ("collabllm eval" -> "eval")? */
+static int names_command(const char *list, const char *program) {
+    const char *name = strrchr(program, ' ') ? strrchr(program, ' ') + 1 : program;
+    size_t n = strlen(name);
+    const char *p;
+    for (p = strstr(list, name); p; p = strstr(p + 1, name))
+        if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == 0)) return 1;
+    return 0;
+}
+
+/* --collabllm v1|v2: the settings of its version, for the flags the command has and that were not given. The
+   token counts of both versions are tiktoken's cl100k_base, so a command that counts tokens needs that file. */
+static int apply_collabllm(flags *fl) {
+    int version;
+    const char *kind;
+    const char *counter;
+    size_t i;
+    if (!flags_declared(fl, "--collabllm") || !flag_given(fl, "--collabllm")) return 1;
+    version = flag_choice(fl, "--collabllm");
+    kind = flags_declared(fl, "--preset") ? flag_text(fl, "--preset") : "math";
+    for (i = 0; i < sizeof collabllm_settings / sizeof collabllm_settings[0]; i++) {
+        const collabllm_setting *c = &collabllm_settings[i];
+        const char *value = version == 0 ? c->v1 : c->v2;
+        if (!value || (c->kind && strcmp(c->kind, kind) != 0)) continue;
+        if (c->commands && !names_command(c->commands, fl->cmd->program)) continue;
+        if (!flag_preset(fl, c->flag, value)) return 0;
+    }
+    counter = flags_declared(fl, "--token-counter") ? flag_text(fl, "--token-counter") : "cl100k_base.tiktoken";
+    if (!counter || strlen(counter) < 20 || strcmp(counter + strlen(counter) - 20, "cl100k_base.tiktoken") != 0)
+        return !flags_refuse(fl->cmd, "--collabllm %s counts tokens as CollabLLM does, with tiktoken's cl100k_base: "
+                             "give --token-counter PATH/cl100k_base.tiktoken (data_fmt/tiktoken.md says where to get "
+                             "it)", flag_text(fl, "--collabllm"));
+    return 1;
+}
+
 static int parse(flags *fl, const flag_command *cmd, int argc, char **argv, int *status) {
     flags_status s = flags_parse(fl, cmd, argc, argv);
     *status = s == FLAGS_HELP ? 0 : 2;
-    return s == FLAGS_OK;
+    return s == FLAGS_OK && apply_collabllm(fl);
 }
 
 /* The checks of a command that writes no file: its inputs exist and are what they should be. */
@@ -605,6 +710,8 @@ static const flag_group endpoint_group = FLAG_GROUP("API endpoints", endpoint_fl
 static const flag_group metric_group = FLAG_GROUP("metrics", metric_flags);
 static const flag_group token_count_group = FLAG_GROUP("token counting", token_count_flags);
 static const flag_group mr_group = FLAG_GROUP("multiturn-aware reward (MR)", mr_flags);
+static const flag_group collabllm_group = FLAG_GROUP("CollabLLM's own settings", collabllm_flags);
+static const flag_group collabllm_kind_group = FLAG_GROUP("CollabLLM's own settings", collabllm_kind_flags);
 static const flag_group resume_group = FLAG_GROUP("resuming", resume_flags);
 
 /* The flags that only an API model uses, refused when none is in use (they would be ignored). */
@@ -1121,7 +1228,8 @@ static const flag_command generate_data_command = {
     "RECORDS.jsonl.meta.json beside it (data_fmt/meta.md). An interrupted run continues with --resume.",
     NULL,
     { &generate_data_group, &limit_group, &task_group, &user_group, &assistant_group, &assistant_sampling_group,
-      &side_seed_group, &endpoint_group, &metric_group, &token_count_group, &mr_group, &resume_group, NULL },
+      &side_seed_group, &endpoint_group, &metric_group, &token_count_group, &mr_group, &collabllm_group, &resume_group,
+      NULL },
 };
 
 /* --shard I/N: 0 <= I < N. */
@@ -1233,7 +1341,7 @@ static const flag_command build_pairs_command = {
     "collabllm build-pairs", "Records -> SFT rows and DPO pairs, by CollabLLM's rules (v2's by default).",
     "Reads RECORDS.jsonl (data_fmt/records.md, data_fmt/published.md); writes SFT.jsonl (data_fmt/sft.md) and "
     "PAIRS.jsonl (data_fmt/dpo.md).", NULL,
-    { &build_pairs_group, &overwrite_group, NULL },
+    { &build_pairs_group, &collabllm_kind_group, &overwrite_group, NULL },
 };
 
 static int cmd_build_pairs(int argc, char **argv) {
@@ -1257,14 +1365,15 @@ static int cmd_build_pairs(int argc, char **argv) {
     memset(&pc, 0, sizeof pc);
     if (flag_given(&fl, "--min-gap")) pc.min_gap = flag_number(&fl, "--min-gap");
     if (flag_given(&fl, "--min-gap") && pc.min_gap == 0) pc.min_gap = -1;   /* the API's "negative = 0" */
-    for (i = 0; i < 4; i++)
-        if (flag_given(&fl, "--gap-preset") && !strcmp(flag_text(&fl, "--gap-preset"), presets[i]))
+    for (i = 0; i < 4 && !flag_given(&fl, "--min-gap"); i++)
+        if (flag_text(&fl, "--gap-preset") && !strcmp(flag_text(&fl, "--gap-preset"), presets[i]))
             pc.gap_preset = (cllm_gap_preset)(CLLM_GAP_V1_MATH + i);
     for (i = 0; i < 3; i++)
         if (!strcmp(flag_text(&fl, "--format"), formats[i])) pc.format = (cllm_pairs_format)i;
     pc.rules = strcmp(flag_text(&fl, "--rules"), "v1") ? CLLM_PAIRS_RULES_V2 : CLLM_PAIRS_RULES_V1;
     pc.system_prompt = flag_text(&fl, "--system");
-    if (!strcmp(flag_text(&fl, "--system-prompt"), "collabllm")) pc.system_prompt = cllm_system_prompt_collabllm();
+    if (!flag_given(&fl, "--system") && !strcmp(flag_text(&fl, "--system-prompt"), "collabllm"))
+        pc.system_prompt = cllm_system_prompt_collabllm();
     if (cllm_build_pairs(flag_text(&fl, "--records"), &pc, flag_text(&fl, "--sft"), flag_text(&fl, "--dpo"), &n_sft,
                          &n_pairs, &err) != CLLM_OK) return fail(&err);
     fprintf(stderr, "build-pairs: %d SFT rows, %d DPO pairs (min gap %g, %s rules)\n", n_sft, n_pairs,
@@ -1336,7 +1445,8 @@ static const flag_command eval_command = {
     "Reads TASKS.jsonl (data_fmt/task.md); writes DETAILS.jsonl and SUMMARY.json (data_fmt/eval.md) and prints "
     "the table on stdout.", NULL,
     { &eval_group, &limit_group, &task_group, &user_group, &assistant_group, &assistant_sampling_group,
-      &side_seed_group, &endpoint_group, &metric_group, &token_count_group, &overwrite_group, NULL },
+      &side_seed_group, &endpoint_group, &metric_group, &token_count_group, &collabllm_kind_group, &overwrite_group,
+      NULL },
 };
 
 /* A mean in a table column, or "null" where nothing was scored (never a 0). */
@@ -1453,7 +1563,7 @@ static const flag_command mr_command = {
     "collabllm mr", "The multiturn-aware reward of candidate responses: simulated futures, metrics, R*.",
     "Reads ITEMS.jsonl (data_fmt/mr.md); writes one JSON line per item on stdout (data_fmt/mr.md).", NULL,
     { &mr_input_group, &task_group, &user_group, &assistant_group, &assistant_sampling_group, &side_seed_group,
-      &endpoint_group, &metric_group, &token_count_group, &mr_group, NULL },
+      &endpoint_group, &metric_group, &token_count_group, &mr_group, &collabllm_group, NULL },
 };
 
 #define MR_MAX_CANDIDATES 64
@@ -2023,7 +2133,7 @@ static const flag_command dpo_command = {
     "collabllm dpo", "Offline DPO on preference pairs (sigmoid / cDPO, robust, hinge, IPO).",
     "Reads PAIRS.jsonl (data_fmt/dpo.md); writes the run into DIR (data_fmt/train.md) with DIR/meta.json "
     "(data_fmt/meta.md). An interrupted run continues with --resume.", NULL,
-    { &dpo_group, &train_group, &lora_group, &train_log_group, &resume_group, NULL },
+    { &dpo_group, &collabllm_group, &train_group, &lora_group, &train_log_group, &resume_group, NULL },
 };
 
 static int cmd_dpo(int argc, char **argv) {
@@ -2139,7 +2249,7 @@ static const flag_group online_sampling_group = FLAG_GROUP("the policy's respons
 
 #define ONLINE_GROUPS \
     &online_group, &online_sampling_group, &user_group, &assistant_sampling_group, &endpoint_group, &metric_group, \
-    &mr_group, &token_count_group, &task_group, &train_group, &lora_group, &resume_group
+    &mr_group, &collabllm_group, &token_count_group, &task_group, &train_group, &lora_group, &resume_group
 #define ONLINE_ABOUT \
     "Reads PROMPTS.jsonl (data_fmt/train_prompts.md) or TASKS.jsonl (data_fmt/task.md); writes the run into DIR " \
     "(data_fmt/train_online.md) with DIR/meta.json (data_fmt/meta.md). The --assistant-* flags set the policy " \

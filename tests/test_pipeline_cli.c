@@ -49,6 +49,10 @@ static void handler(void *ctx, const mock_request *req, mock_response *resp) {
         snprintf(buf, sizeof buf, split_ok ? "{\"thought\": \"x\", \"interactivity\": {\"score\": %d}}" : "no",
                  strstr(followup, "what size ?") ? 3 : 1);
         resp->content = mock_strdup(buf);
+    } else if (!strcmp(req->model, "judge") && strstr(content, "ANSWER TO GRADE START")) {
+        snprintf(buf, sizeof buf, "{\"thought\": \"x\", \"accuracy\": %d}",
+                 strstr(strstr(content, "ANSWER TO GRADE START"), "one large coffee") ? 1 : 0);
+        resp->content = mock_strdup(buf);
     } else if (!strcmp(req->model, "judge")) {
         snprintf(buf, sizeof buf, "{\"thought\": \"ok\", \"interactivity\": %s}", strstr(content, "what size ?") ? "1" : "0");
         resp->content = mock_strdup(buf);
@@ -346,6 +350,91 @@ int main(void) {
         cJSON_Delete(o);
         cllm_free_buffer(text);
         cllm_tiktoken_free(&tk);
+    }
+    printf("-- mr --collabllm v1 and v2: each version's reward by its own formula, computed here by hand\n");
+    {
+        char counter[512];
+        char *text = NULL;
+        size_t len;
+        cllm_err err;
+        cllm_tiktoken tk;
+        int version;
+        snprintf(counter, sizeof counter, "%s/tmp_pipe_tiktoken/cl100k_base.tiktoken", build);
+        check_true("the cl100k-named rank file loads", cllm_tiktoken_load(&tk, counter, NULL, &err) == CLLM_OK);
+        for (version = 1; version <= 2; version++) {
+            cJSON *o;
+            const cJSON *c;
+            int samples = 0, exact = 0;
+            snprintf(cmd, sizeof cmd, "%s/collabllm mr --input data_fmt/mr.example.jsonl --user-model user "
+                     "--assistant-model assistant --judge-model judge --base-url http://127.0.0.1:%d/v1 --collabllm v%d "
+                     "--token-counter %s > %s/tmp_pipe_mr_v%d.jsonl", build, srv.port, version, counter, build, version);
+            check_true(version == 1 ? "mr --collabllm v1 exits 0" : "mr --collabllm v2 exits 0", system(cmd) == 0);
+            snprintf(path, sizeof path, "%s/tmp_pipe_mr_v%d.jsonl", build, version);
+            text = NULL;
+            cllm_read_file(path, &text, &len, &err);
+            o = text ? cJSON_Parse(text) : NULL;
+            cJSON_ArrayForEach(c, cJSON_GetObjectItem(o, "candidates")) {
+                const cJSON *sessions = cJSON_GetObjectItem(c, "sessions");
+                const cJSON *mr = cJSON_GetObjectItem(cJSON_GetObjectItem(c, "rewards"), "MR");
+                int k;
+                for (k = 0; k < cJSON_GetArraySize(sessions); k++) {
+                    const cJSON *session = cJSON_GetArrayItem(sessions, k);
+                    char forward[4096] = "", assistant[4096] = "";
+                    int t, asked = 0, right = 0;
+                    double want;
+                    for (t = 0; t < cJSON_GetArraySize(session); t++) {
+                        const cJSON *msg = cJSON_GetArrayItem(session, t);
+                        const char *content = cJSON_GetObjectItem(msg, "content")->valuestring;
+                        int is_assistant = !strcmp(cJSON_GetObjectItem(msg, "role")->valuestring, "assistant");
+                        if (t > 1) strncat(forward, "\n", sizeof forward - strlen(forward) - 1);
+                        if (t >= 1) strncat(forward, content, sizeof forward - strlen(forward) - 1);
+                        if (is_assistant && assistant[0]) strncat(assistant, " ", sizeof assistant - strlen(assistant) - 1);
+                        if (is_assistant) strncat(assistant, content, sizeof assistant - strlen(assistant) - 1);
+                        asked |= is_assistant && !strcmp(content, "what size ?");
+                        right |= is_assistant && !strcmp(content, "one large coffee");
+                    }
+                    /* the mock's judges: v1's x = 3 when the follow-up asks, else 1; v2's interactivity 1 or 0;
+                       accuracy 1 when the order is right */
+                    if (version == 1)   /* v1: a x/3 + b T - min(lambda N, 1), N = cl100k("\n".join(forward)) */
+                        want = (asked ? 3 : 1) / 3.0 + right - fmin(5e-4 * cllm_tiktoken_count(&tk, forward), 1);
+                    else                /* v2: accuracy + 0.5 interactivity - 0.5 cl100k(" ".join(assistant)) / 1000 */
+                        want = right + 0.5 * asked - 0.5 * cllm_tiktoken_count(&tk, assistant) / 1000.0;
+                    samples++;
+                    exact += fabs(cJSON_GetArrayItem(mr, k)->valuedouble - want) < 1e-12;
+                }
+            }
+            printf("  v%d: %d of %d futures scored exactly by the formula\n", version, exact, samples);
+            check_true(version == 1 ? "v1: R* = x/3 + accuracy - min(5e-4 N, 1) on every future (6 of 6)"
+                                    : "v2: R* = accuracy + 0.5 interactivity - 0.5 tokens/1000 on every future (6 of 6)",
+                       samples == 6 && exact == samples);
+            cJSON_Delete(o);
+            cllm_free_buffer(text);
+        }
+        cllm_tiktoken_free(&tk);
+    }
+
+    printf("-- build-pairs --collabllm: v1's math gap and rules, v2's; an explicit flag still wins\n");
+    {
+        static const char *const runs[][2] = {
+            { "--collabllm v1 --preset math", "min gap 0.05, v1 rules" },
+            { "--collabllm v1 --preset code", "min gap 0.02, v1 rules" },
+            { "--collabllm v2 --preset math", "min gap 0.02, v2 rules" },
+            { "--collabllm v1 --preset math --rules v2 --min-gap 0.1", "min gap 0.1, v2 rules" },
+        };
+        for (i = 0; i < 4; i++) {
+            char *text = NULL;
+            size_t len;
+            cllm_err err;
+            char label[200];
+            snprintf(cmd, sizeof cmd, "%s/collabllm build-pairs --records %s/tmp_pipe_records.jsonl --dpo "
+                     "%s/tmp_pipe_mode_pairs.jsonl --overwrite %s 2> %s/tmp_pipe_mode.txt", build, build, build,
+                     runs[i][0], build);
+            snprintf(label, sizeof label, "build-pairs %s: exit 0, \"%s\"", runs[i][0], runs[i][1]);
+            snprintf(path, sizeof path, "%s/tmp_pipe_mode.txt", build);
+            check_true(label, system(cmd) == 0 && cllm_read_file(path, &text, &len, &err) == CLLM_OK &&
+                              strstr(text, runs[i][1]) != NULL);
+            cllm_free_buffer(text);
+        }
     }
     mock_stop(&srv);
     return check_summary("test_pipeline_cli");
