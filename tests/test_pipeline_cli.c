@@ -413,6 +413,55 @@ int main(void) {
         cllm_tiktoken_free(&tk);
     }
 
+    printf("-- generate-data --collabllm: the run's settings (its sidecar) hold the version's values\n");
+    {
+        /* flag, v1 math, v2 document (data_fmt/fidelity.md; null: collabllm.h's default) */
+        static const char *const want[][3] = {
+            { "--variant", "paper", "weighted" },
+            { "--metrics", "accuracy:1,interactivity_v1:1", "bleu:1,token_amount:-0.1" },
+            { "--max-turns", "6", "7" },
+            { "--assistant-temperature", "0.6", "0.9" },
+            { "--assistant-max-tokens", "1536", "2048" },
+            { "--user-max-tokens", "4096", "1024" },
+            { "--proactive-ratio", "0.5", "0.5" },
+        };
+        int version;
+        for (version = 1; version <= 2; version++) {
+            char *text = NULL;
+            size_t len;
+            cllm_err err;
+            cJSON *meta, *settings;
+            int ok = 1;
+            size_t k;
+            snprintf(cmd, sizeof cmd, "%s/collabllm generate-data --tasks %s/tmp_pipe_tasks.jsonl --out "
+                     "%s/tmp_pipe_mode_records.jsonl --overwrite --user-model user --assistant-model assistant "
+                     "--judge-model judge --base-url http://127.0.0.1:%d/v1 --collabllm v%d --preset %s --limit 1 "
+                     "--token-counter %s/tmp_pipe_tiktoken/cl100k_base.tiktoken 2>/dev/null", build, build, build,
+                     srv.port, version, version == 1 ? "math" : "document", build);
+            system(cmd);           /* the run itself may fail on the mock's answers: its settings are what count */
+            snprintf(path, sizeof path, "%s/tmp_pipe_mode_records.jsonl.meta.json", build);
+            cllm_read_file(path, &text, &len, &err);
+            meta = text ? cJSON_Parse(text) : NULL;
+            settings = cJSON_GetObjectItem(meta, "settings");
+            for (k = 0; k < sizeof want / sizeof want[0]; k++) {
+                const cJSON *v = cJSON_GetObjectItem(settings, want[k][0]);
+                char got[256];
+                if (cJSON_IsString(v)) snprintf(got, sizeof got, "%s", v->valuestring);
+                else if (cJSON_IsNumber(v)) snprintf(got, sizeof got, "%g", v->valuedouble);
+                else snprintf(got, sizeof got, "null");
+                if (strcmp(got, want[k][version]) != 0) {
+                    printf("    %s: %s, expected %s\n", want[k][0], got, want[k][version]);
+                    ok = 0;
+                }
+            }
+            check_true(version == 1 ? "v1 (math): variant, metrics, turns, candidate and simulator sampling"
+                                    : "v2 (document): variant, metrics, turns, candidate and simulator sampling",
+                       settings && ok);
+            cJSON_Delete(meta);
+            cllm_free_buffer(text);
+        }
+    }
+
     printf("-- build-pairs --collabllm: v1's math gap and rules, v2's; an explicit flag still wins\n");
     {
         static const char *const runs[][2] = {
