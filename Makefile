@@ -68,6 +68,12 @@ NO_FAST_TESTS := $(shell grep -l '^/\* no-fast-path:' tests/test_*.c)
 FAST_TESTS = $(filter-out $(NO_FAST_TESTS),$(wildcard tests/test_*.c))
 FAST_BINS = $(patsubst tests/%.c,$(BUILD)/fast/%,$(FAST_TESTS)) $(BUILD)/fast/collabllm $(BUILD)/fast/chat \
             $(BUILD)/fast/bench $(BUILD)/fast/cllm_demo
+# Where the fast flags select AVX-512, the fast suite also runs test_fastpath built without it (AVX2): both
+# widths must give the scalar fmaf() chains' bits, hence the same bits.
+FAST_AVX512 := $(shell echo | $(CC) $(FAST_FLAGS) -dM -E -x c - 2>/dev/null | grep -c __AVX512F__)
+ifneq ($(FAST_AVX512),0)
+FAST_BINS += $(BUILD)/fast/test_fastpath_avx2
+endif
 
 .PHONY: all test asan valgrind fuzz deps golden clean crosscheck unicode-tables bench lora-memory demo
 all: deps $(TOOLS) $(TEST_BINS)
@@ -125,6 +131,8 @@ $(BUILD)/fast/bench: $(call impl,examples/bench.c,$(BUILD)/lib/fast.o)
 $(BUILD)/fast/test_%: tests/test_%.c collabllm.h tests/check.h $(wildcard examples/*.h) | $(BUILD)/fast
 	$(CC) $(FAST_CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
 $(patsubst %,$(BUILD)/fast/%,$(LINK_TESTS)): $(BUILD)/lib/fast.o
+$(BUILD)/fast/test_fastpath_avx2: tests/test_fastpath.c collabllm.h tests/check.h | $(BUILD)/fast
+	$(CC) $(FAST_CFLAGS) -mno-avx512f -o $@ $< $(LDLIBS)
 
 # The test programs run from the repository root (they read tests/data/...).
 test: all $(if $(filter 1,$(FAST)),$(FAST_BINS))

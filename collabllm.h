@@ -226,15 +226,16 @@
                                   rows. Threads: OMP_NUM_THREADS. Results are bit-identical to
                                   the serial build. CLLM_NO_OPENMP keeps the library serial in a
                                   program that is itself compiled with -fopenmp.
-      CLLM_BLOCKED                cache-blocked matmul, forward (3x4 blocks of dot products) and
-                                  backward (6x16 blocks of outer products over copied panels);
-                                  with one or two rows (decoding) a single pass over the weights.
-                                  Same summation order as the reference: identical results.
-      CLLM_SIMD                   implies CLLM_BLOCKED, and adds AVX2+FMA microkernels (x86, when
-                                  compiled with -mavx2 -mfma or -march=native) or NEON ones (AArch64);
-                                  without them, or with COLLABLLM_DOUBLE, the scalar microkernel.
-                                  Fused multiply-adds and vector partial sums change the rounding
-                                  (~1e-6 relative per matmul or dot product).
+      CLLM_BLOCKED                cache-blocked matmul: forward and backward as one packed gemm of
+                                  outer products; up to 8 rows (decoding) one pass over the weights
+                                  as they lie. Each output adds its products in the reference's
+                                  order, so the results are identical to the reference's.
+      CLLM_SIMD                   implies CLLM_BLOCKED, and adds the microkernels of the compiled
+                                  target: AVX-512 (-march with AVX512F), AVX2+FMA (-mavx2 -mfma)
+                                  or NEON (AArch64); without them, or with COLLABLLM_DOUBLE, the
+                                  scalar one. The matmul fuses each multiply-add (the same bits in
+                                  every vector width); attention's dot products keep vector
+                                  partial sums: ~1e-7..1e-6 relative per matmul or dot product.
       CLLM_NO_HUGEPAGES           with a fast path on Linux, allocations of 8 MB or more ask for
                                   transparent huge pages (madvise); this turns that off.
       Recommended for speed:  -O3 -march=native -fopenmp -DCLLM_SIMD  (see `make bench`).
@@ -418,7 +419,7 @@
          metrics: built-in, NLTK BLEU, pass_rate  cllm_metric_builtin cllm_bleu cllm_metric_pass_rate          II.8
          evaluation (paper section 4)             cllm_eval_run                                                II.9
          the trainer loop, LoRA files (PEFT)      cllm_trainer_run cllm_lora_save                              II.10
-         fast kernels and their dispatchers       cllm__matmul_forward_blocked cllm__matmul_forward            III
+         fast kernels and their dispatchers       cllm__matmul_forward_fast cllm__matmul_forward               III
 */
 
 #ifndef COLLABLLM_H
@@ -2514,7 +2515,10 @@ static void cllm__rowset_free(cllm__rowset *rows);
 #endif
 #if defined(CLLM_SIMD) && !defined(COLLABLLM_DOUBLE) && defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
-#define CLLM__AVX2 1
+#define CLLM__AVX2 1          /* also with AVX-512: the vector helpers and attention stay 256-bit */
+#if defined(__AVX512F__)
+#define CLLM__AVX512 1        /* the matmul's microkernels use 512-bit vectors */
+#endif
 #elif defined(CLLM_SIMD) && !defined(COLLABLLM_DOUBLE) && defined(__ARM_NEON) && defined(__aarch64__)
 #include <arm_neon.h>
 #define CLLM__NEON 1
@@ -16206,7 +16210,7 @@ CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const
 /* ############################################################################################ */
 
 /* -------------------------------------------------------------------------------------------- */
-/* III.1 Fast paths (OpenMP, cache blocking, AVX2 / NEON) and the dispatchers                   */
+/* III.1 Fast paths (OpenMP, cache blocking, AVX-512 / AVX2 / NEON) and the dispatchers         */
 /* -------------------------------------------------------------------------------------------- */
 /* Each fast path computes the formula of the Part I reference it names; tests/test_fastpath.c compares the two on
    odd sizes (in the scalar build and again in the fast one). The switches (manual section 3) are set before Part I,
@@ -16215,10 +16219,10 @@ CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const
    - CLLM_BLOCKED: the matmul still adds the products of each output element in ascending order, starting from the
      bias or the value being accumulated into, so without SIMD it too is bit-identical; the tiles only decide which
      thread computes which outputs.
-   - CLLM_SIMD: fused multiply-adds (one rounding instead of two); dot products (the forward matmul, attention
-     scores) keep 8 (AVX2) or 4 (NEON) lane partial sums per K block of the matmul (cllm__dot: 4 such vectors) and
-     add them at the end. Differences are a few float ulps per operation, ~1e-7..1e-6 relative (tests/test_fastpath.c
-     prints them). */
+   - CLLM_SIMD: fused multiply-adds (one rounding instead of two). The matmul still takes each output's products in
+     ascending order (one fused chain per output, whatever the vector width); the dot products of attention
+     (cllm__dot) keep 4 vector partial sums and add them at the end. Differences are a few float ulps per
+     operation, ~1e-7..1e-6 relative (tests/test_fastpath.c prints them). */
 
 #ifdef CLLM__FAST
 
@@ -16283,339 +16287,472 @@ static void cllm__axpy(cllm_float *y, cllm_float alpha, const cllm_float *x, int
 
 /* ---- matmul: cache blocking (mirrors cllm__matmul_forward_naive, cllm__matmul_backward_naive)  */
 
-/* The forward product out = inp W^T pairs rows of inp with rows of W, both contiguous along C, so it is a grid of dot
-   products: the "dot" kernel takes 3 rows of inp and 4 rows of W and keeps their 12 dot products in registers (12 of
-   the 16 AVX2 registers). The backward products are sums of outer products, with the rows of B contiguous:
-     dinp (N,C)  += dout (N,OC)   . W   (OC,C)      A(n,o) = dout[n][o],  B(o,c) = W[o][c]
-     dW   (OC,C) += dout^T (OC,N) . inp (N,C)       A(o,n) = dout[n][o],  B(n,c) = inp[n][c]
-   The "outer" kernel holds a 6 x 16 block of the output in registers and adds, for each k, the 6 values A(i,k) times
-   the 16 values B(k,j); B's rows are first copied into a contiguous panel. Both walk K in blocks that fit their
-   operands in L1/L2. The output is cut into tiles, one thread per tile, and inside a tile K is walked in ascending
-   order: the thread count never changes a result. */
+/* One rule for every kernel below: each output is ONE chain of multiply-adds over k in ascending order, starting from
+   the bias (or 0, or the value being accumulated into):
+       acc = init;   for k = 0 .. K-1:   acc = fma(x[k], w[k], acc)
+   With SIMD a fused multiply-add per step, in every vector width (the AVX-512 and AVX2 builds give the same bits);
+   without SIMD a separate multiply and add: the reference loop exactly. The kernels are vectorised across OUTPUTS
+   (16 or 8 per vector, one k per step), never along k: no horizontal sums, no lane partial sums. So a row's result
+   depends on neither the batch, the tiles, the K blocks nor the thread count; the decoding kernel (cllm__gemv_nt)
+   and the batched one (cllm__gemm) agree bit for bit, so KV-cache logits equal the full forward's; and
+   tests/test_fastpath.c compares every SIMD kernel with a scalar fmaf() loop exactly.
+   The three products of a linear layer are one gemm, C (M x N) += A (M x K) B (K x N), read through strides:
+     forward  out (N,OC) += inp (N,C) . W^T (C,OC)        B(c,o) = W[o][c]       B packed by transposing W
+     dinp     (N,C)      += dout (N,OC) . W (OC,C)        B(o,c) = W[o][c]       a copy
+     dW       (OC,C)     += dout^T (OC,N) . inp (N,C)     A(o,n) = dout[n][o]    A packed from columns
+   The loops are BLIS's (Van Zee and van de Geijn, ACM TOMS 2015): the output is cut into tiles, one thread each;
+   per tile and K block the thread packs B's block (KC x NC, L2) once, then per MR rows A's panel (MR x KC, L1),
+   and the microkernel keeps an MR x NR block of C in registers, adding per k MR values of A times NR of B. */
 #ifdef CLLM_BLOCKED
-#define CLLM__DR 3      /* dot kernel: 3 rows of inp x 4 rows of W                                  */
-#define CLLM__DC 4
-#define CLLM__DMC 96    /* its tiles: 96 rows of inp (192 KB per K block, reread from L2) ...       */
-#define CLLM__DNC 128   /* ... by 128 rows of W, each group of 4 read once into L1                  */
-#define CLLM__MR 6      /* outer kernel: a 6 x 16 block of the output                               */
+#if defined(CLLM__AVX512)
+#define CLLM__MR 12          /* microkernel: a 12 x 32 block of C in 24 of the 32 zmm registers            */
+#define CLLM__NR 32
+#define CLLM__GEMV_ROWS 8    /* rows of x per pass of the decoding kernel over W: 8 chains + 16 of W       */
+#define CLLM__GEMV_COLS 16   /* outputs per decoding block: one zmm                                        */
+#else
+#define CLLM__MR 6           /* AVX2, NEON and portable: a 6 x 16 block (12 of the 16 ymm registers)       */
 #define CLLM__NR 16
-#define CLLM__KC 256    /* its K block: a 16 KB panel of B stays in L1                             */
-#define CLLM__MC 192    /* its tiles: 192 rows of A, read in place (192 KB per K block: L2) ...     */
-#define CLLM__NC 256    /* ... by 256 columns                                                       */
+#define CLLM__GEMV_ROWS 4    /* 4 chains + 8 vectors of W in 16 ymm registers                              */
+#define CLLM__GEMV_COLS 8
+#endif
+#define CLLM__KC 256         /* K block: the A panel is 12 KB (L1)                                          */
+#define CLLM__MC 384         /* tile rows: B's packing is paid once per 384 rows of C                       */
+#define CLLM__NC 256         /* tile columns: the packed B block is 256 x KC floats = 256 KB (L2)           */
+#if defined(__GNUC__) || defined(__clang__)
+#define CLLM__NOINLINE __attribute__((noinline))
+#define CLLM__ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define CLLM__NOINLINE
+#define CLLM__ALWAYS_INLINE inline
+#endif
+/* One step of a chain outside the vector registers (tails, fallbacks): fused whenever the microkernels are, so that
+   such an element is computed exactly as a vector lane would compute it. */
+#if defined(CLLM__AVX2) || defined(CLLM__NEON)
+#define CLLM__MADD(x, w, acc) fmaf((x), (w), (acc))
+#else
+#define CLLM__MADD(x, w, acc) ((acc) + (x) * (w))
+#endif
 
-#ifdef CLLM__AVX2
-/* [sum a, sum b, sum c, sum d] of four 8-lane vectors */
-static __m128 cllm__hsum4x8(__m256 a, __m256 b, __m256 c, __m256 d) {
-    __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
-    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+#if defined(CLLM__AVX512)
+/* r[i] = row i of a 16 x 16 block  ->  r[j] = column j: 64 shuffles in four rounds (pairs of floats, pairs of
+   doubles, then 128-bit lanes twice). */
+static CLLM__ALWAYS_INLINE void cllm__transpose16(__m512 r[16]) {
+    __m512 t[16];
+    int i, c;
+    for (i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (i = 0; i < 16; i += 4) {        /* r[i+c], lane L: column 4L+c of rows i..i+3 */
+        __m512d t0 = _mm512_castps_pd(t[i]), t1 = _mm512_castps_pd(t[i + 1]);
+        __m512d t2 = _mm512_castps_pd(t[i + 2]), t3 = _mm512_castps_pd(t[i + 3]);
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+    }
+    for (c = 0; c < 4; c++) {            /* lane L of r[c], r[4+c], r[8+c], r[12+c]: column 4L+c */
+        __m512 lo01 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44);
+        __m512 hi01 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xee);
+        __m512 lo23 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44);
+        __m512 hi23 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xee);
+        t[c] = _mm512_shuffle_f32x4(lo01, lo23, 0x88);
+        t[4 + c] = _mm512_shuffle_f32x4(lo01, lo23, 0xdd);
+        t[8 + c] = _mm512_shuffle_f32x4(hi01, hi23, 0x88);
+        t[12 + c] = _mm512_shuffle_f32x4(hi01, hi23, 0xdd);
+    }
+    for (i = 0; i < 16; i++) r[i] = t[i];
+}
+#elif defined(CLLM__AVX2)
+/* r[i] = row i of an 8 x 8 block  ->  r[j] = column j. */
+static CLLM__ALWAYS_INLINE void cllm__transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    int i;
+    for (i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (i = 0; i < 8; i += 4) {         /* u[i+c], 128-bit lane L: column 4L+c of rows i..i+3 */
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
+        r[4 + i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
+    }
 }
 #endif
 
-/* out[i][j] += sum_{k<kc} x_i[k] w_j[k] for i < mr <= 3, j < nr <= 4 (x rows ldx apart, w rows
-   ldw apart, out rows ldo apart). Missing rows reuse row 0 and are not written. */
-static void cllm__kernel_dot(int kc, const cllm_float *x, size_t ldx, const cllm_float *w, size_t ldw,
-                             cllm_float *out, size_t ldo, int mr, int nr) {
-    const cllm_float *xr[CLLM__DR], *wr[CLLM__DC];
-    int i, j, k = 0;
-    for (i = 0; i < CLLM__DR; i++) xr[i] = x + (i < mr ? (size_t)i * ldx : 0);
-    for (j = 0; j < CLLM__DC; j++) wr[j] = w + (j < nr ? (size_t)j * ldw : 0);
-#if defined(CLLM__AVX2)
-    if (mr == 1) {                  /* one row (decoding): the same arithmetic per output, 1/3 of the work */
-        __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s03 = s00;
-        cllm_float r[4];
-        for (; k + 8 <= kc; k += 8) {
-            __m256 x0 = _mm256_loadu_ps(xr[0] + k);
-            s00 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[0] + k), s00);
-            s01 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[1] + k), s01);
-            s02 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[2] + k), s02);
-            s03 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[3] + k), s03);
-        }
-        _mm_storeu_ps(r, cllm__hsum4x8(s00, s01, s02, s03));
-        for (j = 0; j < nr; j++) {
-            cllm_float acc = r[j];
-            int kk;
-            for (kk = k; kk < kc; kk++) acc += xr[0][kk] * wr[j][kk];
-            out[j] += acc;
+/* B panel (kc x NR): bp[k*NR + j] = B[k*brs + j*bcs], zero past nr columns; B points at (k0, j0). bcs == 1: rows of W
+   or inp, copied (backward); brs == 1: B = W^T, nr rows of W transposed (forward). */
+static void cllm__pack_b(cllm_float *bp, const cllm_float *B, size_t brs, size_t bcs, int nr, int kc) {
+    int k = 0, j;
+    if (bcs == 1) {
+        for (; k < kc; k++) {
+            memcpy(bp + (size_t)k * CLLM__NR, B + (size_t)k * brs, sizeof(cllm_float) * (size_t)nr);
+            memset(bp + (size_t)k * CLLM__NR + nr, 0, sizeof(cllm_float) * (size_t)(CLLM__NR - nr));
         }
         return;
     }
-    {
-        __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s03 = s00, s10 = s00, s11 = s00;
-        __m256 s12 = s00, s13 = s00, s20 = s00, s21 = s00, s22 = s00, s23 = s00;
-        cllm_float r[CLLM__DR][4];
-        __m128 r0, r1, r2;
-        for (; k + 8 <= kc; k += 8) {
-            __m256 x0 = _mm256_loadu_ps(xr[0] + k), x1 = _mm256_loadu_ps(xr[1] + k), x2 = _mm256_loadu_ps(xr[2] + k);
-            __m256 wv;
-#define CLLM__COL(j) wv = _mm256_loadu_ps(wr[j] + k); s0##j = _mm256_fmadd_ps(x0, wv, s0##j); \
-            s1##j = _mm256_fmadd_ps(x1, wv, s1##j); s2##j = _mm256_fmadd_ps(x2, wv, s2##j);
-            CLLM__COL(0) CLLM__COL(1) CLLM__COL(2) CLLM__COL(3)      /* a 3 x 4 block of fused multiply-adds */
-#undef CLLM__COL
-        }
-        r0 = cllm__hsum4x8(s00, s01, s02, s03);
-        r1 = cllm__hsum4x8(s10, s11, s12, s13);
-        r2 = cllm__hsum4x8(s20, s21, s22, s23);
-        if (k == kc && mr == CLLM__DR && nr == CLLM__DC) {        /* the common case: no tails */
-            _mm_storeu_ps(out, _mm_add_ps(_mm_loadu_ps(out), r0));
-            _mm_storeu_ps(out + ldo, _mm_add_ps(_mm_loadu_ps(out + ldo), r1));
-            _mm_storeu_ps(out + 2 * ldo, _mm_add_ps(_mm_loadu_ps(out + 2 * ldo), r2));
-            return;
-        }
-        _mm_storeu_ps(r[0], r0); _mm_storeu_ps(r[1], r1); _mm_storeu_ps(r[2], r2);
-        for (i = 0; i < mr; i++) for (j = 0; j < nr; j++) {
-            cllm_float acc = r[i][j];
-            int kk;
-            for (kk = k; kk < kc; kk++) acc += xr[i][kk] * wr[j][kk];
-            out[(size_t)i * ldo + j] += acc;
+#if defined(CLLM__AVX512)
+    if (nr == CLLM__NR) {                /* 16 rows x 16 k at a time, transposed in registers */
+        for (; k + 16 <= kc; k += 16) for (j = 0; j < CLLM__NR; j += 16) {
+            __m512 r[16];
+            int i;
+            for (i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(B + (size_t)(j + i) * bcs + k);
+            cllm__transpose16(r);
+            for (i = 0; i < 16; i++) _mm512_store_ps(bp + (size_t)(k + i) * CLLM__NR + j, r[i]);
         }
     }
-#elif defined(CLLM__NEON)
-    {
-        float32x4_t s[CLLM__DR][CLLM__DC];
-        for (i = 0; i < CLLM__DR; i++) for (j = 0; j < CLLM__DC; j++) s[i][j] = vdupq_n_f32(0);
-        for (; k + 4 <= kc; k += 4) {
-            float32x4_t xv[CLLM__DR];
-            for (i = 0; i < CLLM__DR; i++) xv[i] = vld1q_f32(xr[i] + k);
-            for (j = 0; j < CLLM__DC; j++) {
-                float32x4_t wv = vld1q_f32(wr[j] + k);
-                for (i = 0; i < CLLM__DR; i++) s[i][j] = vfmaq_f32(s[i][j], xv[i], wv);
-            }
+#elif defined(CLLM__AVX2)
+    if (nr == CLLM__NR) {
+        for (; k + 8 <= kc; k += 8) for (j = 0; j < CLLM__NR; j += 8) {
+            __m256 r[8];
+            int i;
+            for (i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(B + (size_t)(j + i) * bcs + k);
+            cllm__transpose8(r);
+            for (i = 0; i < 8; i++) _mm256_store_ps(bp + (size_t)(k + i) * CLLM__NR + j, r[i]);
         }
-        for (i = 0; i < mr; i++) for (j = 0; j < nr; j++) {
-            cllm_float acc = vaddvq_f32(s[i][j]);
-            int kk;
-            for (kk = k; kk < kc; kk++) acc += xr[i][kk] * wr[j][kk];
-            out[(size_t)i * ldo + j] += acc;
-        }
-    }
-#else
-    for (i = 0; i < mr; i++) for (j = 0; j < nr; j++) {     /* the reference's order exactly */
-        cllm_float acc = out[(size_t)i * ldo + j];
-        for (k = 0; k < kc; k++) acc += xr[i][k] * wr[j][k];
-        out[(size_t)i * ldo + j] = acc;
     }
 #endif
+    for (j = 0; j < CLLM__NR; j++) {     /* what is left: the k tail, or fewer than NR rows */
+        int kk;
+        for (kk = k; kk < kc; kk++) bp[(size_t)kk * CLLM__NR + j] = j < nr ? B[(size_t)j * bcs + kk] : 0;
+    }
 }
 
-/* c[r][j] += sum_{k<kc} a_r[k*acs] b[k*NR + j] for a full 6 x 16 block (c rows ldc apart): a_r
-   are the 6 rows of A, b one packed panel of B. Each output adds its products in ascending k. */
-#if defined(CLLM__AVX2)
-static void cllm__kernel_outer(int kc, const float *const *a, size_t acs, const float *b, float *c, size_t ldc) {
-    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
-    __m256 c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
-    __m256 c10 = _mm256_loadu_ps(c + ldc), c11 = _mm256_loadu_ps(c + ldc + 8);
-    __m256 c20 = _mm256_loadu_ps(c + 2 * ldc), c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
-    __m256 c30 = _mm256_loadu_ps(c + 3 * ldc), c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
-    __m256 c40 = _mm256_loadu_ps(c + 4 * ldc), c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
-    __m256 c50 = _mm256_loadu_ps(c + 5 * ldc), c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
-    size_t k, ka = 0;
-    for (k = 0; k < (size_t)kc; k++, ka += acs, b += CLLM__NR) {
-        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), av;
-#define CLLM__ROW(r) av = _mm256_broadcast_ss(a##r + ka); \
-        c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0); c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);
-        CLLM__ROW(0) CLLM__ROW(1) CLLM__ROW(2) CLLM__ROW(3) CLLM__ROW(4) CLLM__ROW(5)   /* a 6 x 16 block */
-#undef CLLM__ROW
+/* A panel (MR x kc): ap[k*MR + r] = A[r*ars + k*acs], zero past mr rows; A points at (i0, k0). acs == 1: rows of inp
+   or dout (forward, dinp); ars == 1: dout^T (dW), MR contiguous values per k. */
+static void cllm__pack_a(cllm_float *ap, const cllm_float *A, size_t ars, size_t acs, int mr, int kc) {
+    int k = 0, r;
+#if defined(CLLM__AVX512)
+    const __mmask16 panel_rows = (__mmask16)((1u << CLLM__MR) - 1);
+    if (mr == CLLM__MR && ars == 1) {    /* one masked move per k */
+        for (; k < kc; k++) {
+            __m512 column = _mm512_maskz_loadu_ps(panel_rows, A + (size_t)k * acs);
+            _mm512_mask_storeu_ps(ap + (size_t)k * CLLM__MR, panel_rows, column);
+        }
     }
-    _mm256_storeu_ps(c, c00);           _mm256_storeu_ps(c + 8, c01);            /* a register table: a row a line */
-    _mm256_storeu_ps(c + ldc, c10);     _mm256_storeu_ps(c + ldc + 8, c11);
-    _mm256_storeu_ps(c + 2 * ldc, c20); _mm256_storeu_ps(c + 2 * ldc + 8, c21);
-    _mm256_storeu_ps(c + 3 * ldc, c30); _mm256_storeu_ps(c + 3 * ldc + 8, c31);
-    _mm256_storeu_ps(c + 4 * ldc, c40); _mm256_storeu_ps(c + 4 * ldc + 8, c41);
-    _mm256_storeu_ps(c + 5 * ldc, c50); _mm256_storeu_ps(c + 5 * ldc + 8, c51);
+    if (mr == CLLM__MR && acs == 1) {    /* MR rows x 16 k, transposed in registers */
+        for (; k + 16 <= kc; k += 16) {
+            __m512 t[16];
+            int kk;
+            for (r = 0; r < 16; r++) t[r] = _mm512_setzero_ps();
+            for (r = 0; r < CLLM__MR; r++) t[r] = _mm512_loadu_ps(A + (size_t)r * ars + k);
+            cllm__transpose16(t);
+            for (kk = 0; kk < 16; kk++) _mm512_mask_storeu_ps(ap + (size_t)(k + kk) * CLLM__MR, panel_rows, t[kk]);
+        }
+    }
+#endif
+    for (; k < kc; k++) {                /* what is left, one value at a time */
+        for (r = 0; r < CLLM__MR; r++) ap[(size_t)k * CLLM__MR + r] = r < mr ? A[(size_t)r * ars + (size_t)k * acs] : 0;
+    }
 }
-#elif defined(CLLM__NEON)
-static void cllm__kernel_outer(int kc, const float *const *a, size_t acs, const float *b, float *c, size_t ldc) {
-    float32x4_t acc[CLLM__MR][4];
-    size_t k, ka = 0;
-    int r, j;
-    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < 4; j++) acc[r][j] = vld1q_f32(c + r * ldc + 4 * j);
-    for (k = 0; k < (size_t)kc; k++, ka += acs, b += CLLM__NR) {
-        float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4), b2 = vld1q_f32(b + 8), b3 = vld1q_f32(b + 12);
+
+/* The microkernel: c[r][j] goes on with the chain over k of ap[k*MR + r] bp[k*NR + j], for a full MR x NR block of
+   C (rows ldc apart), loaded at the start and stored at the end. ap, bp: packed panels of A and B. */
+#if defined(CLLM__AVX512)
+/* AVX-512: 12 x 32, i.e. 12 rows x 2 zmm of accumulators; per k 2 loads of B, 12 broadcasts of A, 24 FMAs. */
+static void cllm__kernel_outer(int kc, const cllm_float *ap, const cllm_float *bp, cllm_float *c, size_t ldc) {
+    __m512 acc[CLLM__MR][2];
+    int r, k;
+#pragma GCC unroll 12
+    for (r = 0; r < CLLM__MR; r++) {
+        acc[r][0] = _mm512_loadu_ps(c + (size_t)r * ldc);
+        acc[r][1] = _mm512_loadu_ps(c + (size_t)r * ldc + 16);
+    }
+    for (k = 0; k < kc; k++, ap += CLLM__MR, bp += CLLM__NR) {
+        __m512 b0 = _mm512_load_ps(bp);
+        __m512 b1 = _mm512_load_ps(bp + 16);
+#pragma GCC unroll 12
         for (r = 0; r < CLLM__MR; r++) {
-            float32x4_t av = vdupq_n_f32(a[r][ka]);
-            acc[r][0] = vfmaq_f32(acc[r][0], av, b0); acc[r][1] = vfmaq_f32(acc[r][1], av, b1);   /* a row of 16 */
-            acc[r][2] = vfmaq_f32(acc[r][2], av, b2); acc[r][3] = vfmaq_f32(acc[r][3], av, b3);
+            __m512 a = _mm512_set1_ps(ap[r]);
+            acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
         }
     }
-    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < 4; j++) vst1q_f32(c + r * ldc + 4 * j, acc[r][j]);
+#pragma GCC unroll 12
+    for (r = 0; r < CLLM__MR; r++) {
+        _mm512_storeu_ps(c + (size_t)r * ldc, acc[r][0]);
+        _mm512_storeu_ps(c + (size_t)r * ldc + 16, acc[r][1]);
+    }
+}
+#elif defined(CLLM__AVX2)
+/* AVX2: 6 x 16, i.e. 6 rows x 2 ymm of accumulators; per k 2 loads of B, 6 broadcasts of A, 12 FMAs. */
+static void cllm__kernel_outer(int kc, const cllm_float *ap, const cllm_float *bp, cllm_float *c, size_t ldc) {
+    __m256 acc[CLLM__MR][2];
+    int r, k;
+#pragma GCC unroll 6
+    for (r = 0; r < CLLM__MR; r++) {
+        acc[r][0] = _mm256_loadu_ps(c + (size_t)r * ldc);
+        acc[r][1] = _mm256_loadu_ps(c + (size_t)r * ldc + 8);
+    }
+    for (k = 0; k < kc; k++, ap += CLLM__MR, bp += CLLM__NR) {
+        __m256 b0 = _mm256_load_ps(bp);
+        __m256 b1 = _mm256_load_ps(bp + 8);
+#pragma GCC unroll 6
+        for (r = 0; r < CLLM__MR; r++) {
+            __m256 a = _mm256_broadcast_ss(ap + r);
+            acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+        }
+    }
+#pragma GCC unroll 6
+    for (r = 0; r < CLLM__MR; r++) {
+        _mm256_storeu_ps(c + (size_t)r * ldc, acc[r][0]);
+        _mm256_storeu_ps(c + (size_t)r * ldc + 8, acc[r][1]);
+    }
+}
+#elif defined(CLLM__NEON)
+/* NEON: 6 x 16, i.e. 6 rows x 4 q registers of accumulators; per k 4 loads of B, 6 broadcasts of A, 24 FMAs. */
+static void cllm__kernel_outer(int kc, const cllm_float *ap, const cllm_float *bp, cllm_float *c, size_t ldc) {
+    float32x4_t acc[CLLM__MR][4];
+    int r, v, k;
+    for (r = 0; r < CLLM__MR; r++) for (v = 0; v < 4; v++) acc[r][v] = vld1q_f32(c + (size_t)r * ldc + 4 * v);
+    for (k = 0; k < kc; k++, ap += CLLM__MR, bp += CLLM__NR) {
+        float32x4_t b[4];
+        for (v = 0; v < 4; v++) b[v] = vld1q_f32(bp + 4 * v);
+        for (r = 0; r < CLLM__MR; r++) {
+            float32x4_t a = vdupq_n_f32(ap[r]);
+            for (v = 0; v < 4; v++) acc[r][v] = vfmaq_f32(acc[r][v], a, b[v]);
+        }
+    }
+    for (r = 0; r < CLLM__MR; r++) for (v = 0; v < 4; v++) vst1q_f32(c + (size_t)r * ldc + 4 * v, acc[r][v]);
 }
 #else
-static void cllm__kernel_outer(int kc, const cllm_float *const *a, size_t acs, const cllm_float *b, cllm_float *c,
-                               size_t ldc) {
+/* Portable C: the reference's arithmetic, output by output. */
+static void cllm__kernel_outer(int kc, const cllm_float *ap, const cllm_float *bp, cllm_float *c, size_t ldc) {
     cllm_float acc[CLLM__MR][CLLM__NR];
-    size_t k, ka = 0;
-    int r, j;
-    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) acc[r][j] = c[r * ldc + j];
-    for (k = 0; k < (size_t)kc; k++, ka += acs, b += CLLM__NR)
-        for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) acc[r][j] += a[r][ka] * b[j];
-    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) c[r * ldc + j] = acc[r][j];
+    int r, j, k;
+    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) acc[r][j] = c[(size_t)r * ldc + j];
+    for (k = 0; k < kc; k++, ap += CLLM__MR, bp += CLLM__NR) {
+        for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) acc[r][j] = CLLM__MADD(ap[r], bp[j], acc[r][j]);
+    }
+    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) c[(size_t)r * ldc + j] = acc[r][j];
 }
 #endif
 
-/* Output tiles of mc x nc (multiples of the kernel's block), made smaller while there would be
-   fewer than two per thread (e.g. the 128-wide k_proj of Qwen2.5). Returns the column count. */
-static int cllm__tiles(int M, int N, int *mc, int *nc, int mr, int nr) {
-    size_t want = (size_t)2 * cllm__max_threads();
-#define CLLM__NTILES ((size_t)((M + *mc - 1) / *mc) * (size_t)((N + *nc - 1) / *nc))
-    while (*mc > mr && CLLM__NTILES < want) *mc = (*mc / 2 + mr - 1) / mr * mr;
-    while (*nc > nr && CLLM__NTILES < want) *nc = (*nc / 2 + nr - 1) / nr * nr;
-#undef CLLM__NTILES
+/* An mr x nr edge block goes through a full-size copy; the extra entries are discarded. */
+static void cllm__kernel_edge(int kc, const cllm_float *ap, const cllm_float *bp, cllm_float *c, size_t ldc, int mr,
+                              int nr) {
+    cllm_float tile[CLLM__MR * CLLM__NR];
+    int r, j;
+    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) tile[r * CLLM__NR + j] = 0;
+    for (r = 0; r < mr; r++) for (j = 0; j < nr; j++) tile[r * CLLM__NR + j] = c[(size_t)r * ldc + j];
+    cllm__kernel_outer(kc, ap, bp, tile, CLLM__NR);
+    for (r = 0; r < mr; r++) for (j = 0; j < nr; j++) c[(size_t)r * ldc + j] = tile[r * CLLM__NR + j];
+}
+
+/* Tiles: the fewest near-equal tiles of at most MC x NC, raised to at least two per thread (the load of a shared
+   machine is uneven), cutting the longer side. Sets the tile size, returns the number of tile columns. */
+static int cllm__tiles(int M, int N, int *mc, int *nc) {
+    int tm = (M + CLLM__MC - 1) / CLLM__MC, tn = (N + CLLM__NC - 1) / CLLM__NC;
+    int max_tm = (M + CLLM__MR - 1) / CLLM__MR, max_tn = (N + CLLM__NR - 1) / CLLM__NR;
+    while (tm * tn < 2 * cllm__max_threads() && (tm < max_tm || tn < max_tn)) {
+        if (tn < max_tn && (tm >= max_tm || (N + tn - 1) / tn >= (M + tm - 1) / tm)) tn++;
+        else tm++;
+    }
+    *mc = ((M + tm - 1) / tm + CLLM__MR - 1) / CLLM__MR * CLLM__MR;
+    *nc = ((N + tn - 1) / tn + CLLM__NR - 1) / CLLM__NR * CLLM__NR;
     return (N + *nc - 1) / *nc;
 }
 
-#ifdef CLLM__AVX2
-/* out[j] += sum_k x[k] w_j[k] for the 8 rows w_0..w_7 (ldw apart): cllm__kernel_dot's one-row
-   arithmetic for each output (its 8-lane chain, reduction and tail), over twice as many
-   weight rows at once, which keeps more of them streaming from memory. */
-static void cllm__kernel_dot_row8(int kc, const cllm_float *x, const cllm_float *w, size_t ldw, cllm_float *out) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
-    cllm_float r[8];
-    int j, k = 0;
-    for (; k + 8 <= kc; k += 8) {
-        __m256 x0 = _mm256_loadu_ps(x + k);
-        s0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + k), s0);
-        s1 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + ldw + k), s1);
-        s2 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 2 * ldw + k), s2);
-        s3 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 3 * ldw + k), s3);
-        s4 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 4 * ldw + k), s4);
-        s5 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 5 * ldw + k), s5);
-        s6 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 6 * ldw + k), s6);
-        s7 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 7 * ldw + k), s7);
-    }
-    _mm_storeu_ps(r, cllm__hsum4x8(s0, s1, s2, s3));
-    _mm_storeu_ps(r + 4, cllm__hsum4x8(s4, s5, s6, s7));
-    for (j = 0; j < 8; j++) {
-        cllm_float acc = r[j];
-        int kk;
-        for (kk = k; kk < kc; kk++) acc += x[kk] * w[(size_t)j * ldw + kk];
-        out[j] += acc;
-    }
-}
-
-/* out (1 x N) += x (1 x K) W (N x K)^T: one row, as in decoding, where the time is the time to
-   read W. Each thread takes one contiguous run of W's rows, 8 at a time (the last < 8 rows by
-   cllm__kernel_dot); every output is computed exactly as cllm__gemm_nt's tiles compute it. */
-static void cllm__gemv_nt(cllm_float *out, const cllm_float *x, const cllm_float *W, size_t ldw, int N, int K) {
-    int groups = N / 8, g, j;
-#ifdef CLLM__OMP
-#pragma omp parallel for schedule(static) if(groups > 1 && (double)N * K >= 2e4)
-#endif
-    for (g = 0; g < groups; g++) cllm__kernel_dot_row8(K, x, W + (size_t)g * 8 * ldw, ldw, out + (size_t)g * 8);
-    for (j = groups * 8; j < N; j += CLLM__DC)
-        cllm__kernel_dot(K, x, 0, W + (size_t)j * ldw, ldw, out + j, 0, 1, N - j < CLLM__DC ? N - j : CLLM__DC);
-}
-#endif
-
-/* out (M x N, rows ldo apart) += X (M x K) W (N x K)^T, X and W rows ldx and ldw apart. */
-static void cllm__gemm_nt(cllm_float *out, size_t ldo, const cllm_float *X, size_t ldx,
-                          const cllm_float *W, size_t ldw, int M, int N, int K) {
-    int mc = CLLM__DMC, nc = CLLM__DNC, tn, ntiles, t;
+/* C (M x N, rows ldc apart) += A (M x K) B (K x N), A(i,k) = A[i*ars + k*acs], B(k,j) = B[k*brs + j*bcs]. Each
+   thread allocates one packing buffer; if that fails, its tiles take the same chains one output at a time (same
+   result, slower), so there is no error to report. */
+static void cllm__gemm(cllm_float *Cm, size_t ldc, const cllm_float *A, size_t ars, size_t acs,
+                       const cllm_float *B, size_t brs, size_t bcs, int M, int N, int K) {
+    int mc, nc, tn, ntiles;
     if (M <= 0 || N <= 0 || K <= 0) return;
-#ifdef CLLM__AVX2
-    if (M == 1) { cllm__gemv_nt(out, X, W, ldw, N, K); return; }
-#endif
-    tn = cllm__tiles(M, N, &mc, &nc, CLLM__DR, CLLM__DC);
-    ntiles = (M + mc - 1) / mc * tn;
-    /* K is not blocked: each output is one chain of fused multiply-adds and one reduction, the
-       same whatever M is and however the tiles fall, so a row's result never depends on how many
-       rows are computed with it (a token sampled while decoding 1 sequence or 8 is the same). */
-#ifdef CLLM__OMP
-#pragma omp parallel for schedule(dynamic) if(ntiles > 1 && (double)M * N * K >= 1e5)
-#endif
-    for (t = 0; t < ntiles; t++) {
-        int i0 = t / tn * mc, j0 = t % tn * nc, i, j;
-        int i1 = M - i0 < mc ? M : i0 + mc, j1 = N - j0 < nc ? N : j0 + nc;
-        for (j = j0; j < j1; j += CLLM__DC) for (i = i0; i < i1; i += CLLM__DR)
-            cllm__kernel_dot(K, X + (size_t)i * ldx, ldx, W + (size_t)j * ldw, ldw, out + (size_t)i * ldo + j, ldo,
-                             i1 - i < CLLM__DR ? i1 - i : CLLM__DR, j1 - j < CLLM__DC ? j1 - j : CLLM__DC);
-    }
-}
-
-/* Copies rows [k0, k0+kc) and columns [j, j+nr) of B into one contiguous NR-column panel,
-   zero-padded past nr <= NR: bp[k*NR + jj] = B[(k0+k)*ldb + j + jj]. */
-static void cllm__pack_panel(cllm_float *bp, const cllm_float *B, size_t ldb, int j, int nr, int k0, int kc) {
-    int k;
-    for (k = 0; k < kc; k++) {
-        const cllm_float *src = B + (size_t)(k0 + k) * ldb + (size_t)j;
-        cllm_float *dst = bp + (size_t)k * CLLM__NR;
-#if defined(__GNUC__) || defined(__clang__)
-        if (k + 16 < kc) __builtin_prefetch(src + 16 * ldb);    /* rows far apart: no hardware prefetch */
-#endif
-        if (nr == CLLM__NR) memcpy(dst, src, sizeof(cllm_float) * CLLM__NR);    /* two vector moves */
-        else {
-            memcpy(dst, src, sizeof(cllm_float) * (size_t)nr);
-            memset(dst + nr, 0, sizeof(cllm_float) * (size_t)(CLLM__NR - nr));
-        }
-    }
-}
-
-/* Cm (M x N, rows ldc apart) += A (M x K) B (K x N), with A(i,k) = A[i*ars + k*acs] read in place
-   and B(k,j) = B[k*ldb + j]. Each thread copies one B panel (KC x NR, 16 KB, on its stack) at
-   a time and runs it against every 6-row block of A in its tile. */
-static void cllm__gemm_nn(cllm_float *Cm, size_t ldc, const cllm_float *A, size_t ars, size_t acs,
-                          const cllm_float *B, size_t ldb, int M, int N, int K) {
-    int mc = CLLM__MC, nc = CLLM__NC, tn, ntiles, t;
-    if (M <= 0 || N <= 0 || K <= 0) return;
-    tn = cllm__tiles(M, N, &mc, &nc, CLLM__MR, CLLM__NR);
+    tn = cllm__tiles(M, N, &mc, &nc);
     ntiles = (M + mc - 1) / mc * tn;
 #ifdef CLLM__OMP
-#pragma omp parallel for schedule(dynamic) if(ntiles > 1 && (double)M * N * K >= 1e5)
+#pragma omp parallel if(ntiles > 1 && (double)M * N * K >= 1e5)
 #endif
-    for (t = 0; t < ntiles; t++) {
-        cllm_float panel[CLLM__KC * CLLM__NR + 16], *bp = panel;
-        int i0 = t / tn * mc, j0 = t % tn * nc, k0, p, q;
-        int mt = M - i0 < mc ? M - i0 : mc, nt = N - j0 < nc ? N - j0 : nc;
-        while ((uintptr_t)bp % 64) bp++;                         /* aligned vector loads of B */
-        for (k0 = 0; k0 < K; k0 += CLLM__KC) {
-            int kc = K - k0 < CLLM__KC ? K - k0 : CLLM__KC;
-            for (q = 0; q < nt; q += CLLM__NR) {
-                int nr = nt - q < CLLM__NR ? nt - q : CLLM__NR;
-                cllm__pack_panel(bp, B, ldb, j0 + q, nr, k0, kc);
+    {
+        /* per thread: B's packed block (nc x KC) then A's panel (MR x KC), 64-byte aligned */
+        char *buf = (char *)CLLM_MALLOC(sizeof(cllm_float) * ((size_t)nc + CLLM__MR) * CLLM__KC + 64);
+        cllm_float *bblock = buf ? (cllm_float *)(buf + (64 - (uintptr_t)buf % 64) % 64) : NULL;
+        cllm_float *apanel = bblock ? bblock + (size_t)nc * CLLM__KC : NULL;
+        int t;
+#ifdef CLLM__OMP
+#pragma omp for schedule(dynamic)
+#endif
+        for (t = 0; t < ntiles; t++) {
+            int i0 = t / tn * mc, j0 = t % tn * nc, k0, p, q;
+            size_t i, j, k;
+            int mt = M - i0 < mc ? M - i0 : mc, nt = N - j0 < nc ? N - j0 : nc;
+            if (!bblock) {               /* no buffer: the same chains, one output at a time */
+                for (i = (size_t)i0; i < (size_t)(i0 + mt); i++) for (j = (size_t)j0; j < (size_t)(j0 + nt); j++) {
+                    cllm_float *acc = Cm + (size_t)i * ldc + j;
+                    for (k = 0; k < (size_t)K; k++) *acc = CLLM__MADD(A[i * ars + k * acs], B[k * brs + j * bcs], *acc);
+                }
+                continue;
+            }
+            for (k0 = 0; k0 < K; k0 += CLLM__KC) {
+                int kc = K - k0 < CLLM__KC ? K - k0 : CLLM__KC;
+                for (q = 0; q < nt; q += CLLM__NR) {
+                    const cllm_float *b_block = B + (size_t)k0 * brs + (size_t)(j0 + q) * bcs;
+                    cllm__pack_b(bblock + (size_t)q * kc, b_block, brs, bcs, nt - q < CLLM__NR ? nt - q : CLLM__NR, kc);
+                }
                 for (p = 0; p < mt; p += CLLM__MR) {
-                    int mr = mt - p < CLLM__MR ? mt - p : CLLM__MR, r, j;
-                    const cllm_float *a[CLLM__MR];
-                    cllm_float *c = Cm + (size_t)(i0 + p) * ldc + (size_t)(j0 + q), tile[CLLM__MR * CLLM__NR];
-                    for (r = 0; r < CLLM__MR; r++)
-                        a[r] = A + (size_t)(i0 + p + (r < mr ? r : 0)) * ars + (size_t)k0 * acs;
-#if defined(__GNUC__) || defined(__clang__)
-                    /* the next output block: with a short K (dW sums over the tokens) the output is
-                       streamed from memory, and its load would otherwise stall the kernel */
-                    if (p + 2 * CLLM__MR <= mt) for (r = CLLM__MR; r < 2 * CLLM__MR; r++) {
-                        __builtin_prefetch(c + r * ldc, 1);
-                        __builtin_prefetch(c + r * ldc + CLLM__NR - 1, 1);
+                    int mr = mt - p < CLLM__MR ? mt - p : CLLM__MR;
+                    cllm__pack_a(apanel, A + (size_t)(i0 + p) * ars + (size_t)k0 * acs, ars, acs, mr, kc);
+                    for (q = 0; q < nt; q += CLLM__NR) {
+                        int nr = nt - q < CLLM__NR ? nt - q : CLLM__NR;
+                        cllm_float *c = Cm + (size_t)(i0 + p) * ldc + (size_t)(j0 + q);
+                        const cllm_float *bpanel = bblock + (size_t)q * kc;
+                        if (mr == CLLM__MR && nr == CLLM__NR) cllm__kernel_outer(kc, apanel, bpanel, c, ldc);
+                        else cllm__kernel_edge(kc, apanel, bpanel, c, ldc, mr, nr);
                     }
-#endif
-                    if (mr == CLLM__MR && nr == CLLM__NR) { cllm__kernel_outer(kc, a, acs, bp, c, ldc); continue; }
-                    /* an edge block goes through a full-size copy; the extra entries are discarded */
-                    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++)
-                        tile[r * CLLM__NR + j] = r < mr && j < nr ? c[r * ldc + j] : 0;
-                    cllm__kernel_outer(kc, a, acs, bp, tile, CLLM__NR);
-                    for (r = 0; r < mr; r++) for (j = 0; j < nr; j++) c[r * ldc + j] = tile[r * CLLM__NR + j];
                 }
             }
         }
+        CLLM_FREE(buf);
     }
 }
 
-/* out = bias (or 0), then out += inp W^T. */
-static void cllm__matmul_forward_blocked(cllm_float *out, const cllm_float *inp, const cllm_float *W,
-                                         const cllm_float *bias, int N, int C, int OC) {
+/* ---- matmul forward, decoding: up to CLLM__GEMV_ROWS rows, W read in place ------------------- */
+
+/* out[i][j] = init[j] + sum_k x_i[k] W[j][k] for nj <= GEMV_COLS outputs: a block of GEMV_COLS rows x as many k of W
+   is loaded and transposed in registers, giving the vectors "W[j0..][k]", which each row's chain takes in ascending
+   k, exactly as the microkernel takes a packed panel. m is a constant in each inlined copy (the chains stay in
+   registers). */
+#if defined(CLLM__AVX512)
+static CLLM__ALWAYS_INLINE void cllm__gemv_block(cllm_float *out, size_t ldo, const cllm_float *x, size_t ldx, int m,
+                                                 const cllm_float *W, size_t ldw, const cllm_float *bias, int nj,
+                                                 int K) {
+    __m512 acc[CLLM__GEMV_ROWS], w[16];
+    __mmask16 outputs = (__mmask16)((1u << nj) - 1);
+    int i, j, k, kk;
+#pragma GCC unroll 8
+    for (i = 0; i < m; i++) acc[i] = bias ? _mm512_maskz_loadu_ps(outputs, bias) : _mm512_setzero_ps();
+    for (k = 0; k < K; k += 16) {
+        int kr = K - k < 16 ? K - k : 16;        /* the k tail: zero-filled loads, only its kr steps taken */
+        __mmask16 ks = (__mmask16)((1u << kr) - 1);
+        if (nj == 16 && kr == 16) for (j = 0; j < 16; j++) w[j] = _mm512_loadu_ps(W + (size_t)j * ldw + k);
+        else for (j = 0; j < 16; j++) w[j] = j < nj ? _mm512_maskz_loadu_ps(ks, W + j * ldw + k) : _mm512_setzero_ps();
+        cllm__transpose16(w);
+#pragma GCC unroll 16
+        for (kk = 0; kk < 16; kk++) {
+            if (kk == kr) break;
+#pragma GCC unroll 8
+            for (i = 0; i < m; i++) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(x[i * ldx + k + kk]), w[kk], acc[i]);
+        }
+    }
+#pragma GCC unroll 8
+    for (i = 0; i < m; i++) _mm512_mask_storeu_ps(out + (size_t)i * ldo, outputs, acc[i]);
+}
+#elif defined(CLLM__AVX2)
+static CLLM__ALWAYS_INLINE void cllm__gemv_block(cllm_float *out, size_t ldo, const cllm_float *x, size_t ldx, int m,
+                                                 const cllm_float *W, size_t ldw, const cllm_float *bias, int nj,
+                                                 int K) {
+    __m256 acc[CLLM__GEMV_ROWS], w[8];
+    cllm_float lanes[8];
+    int i, j, k = 0, kk;
+    for (i = 0; i < m; i++) {
+        for (j = 0; j < 8; j++) lanes[j] = bias && j < nj ? bias[j] : 0;
+        acc[i] = _mm256_loadu_ps(lanes);
+    }
+    for (; k + 8 <= K; k += 8) {
+        for (j = 0; j < 8; j++) w[j] = j < nj ? _mm256_loadu_ps(W + (size_t)j * ldw + k) : _mm256_setzero_ps();
+        cllm__transpose8(w);
+        for (kk = 0; kk < 8; kk++) {
+            for (i = 0; i < m; i++) acc[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(x + i * ldx + k + kk), w[kk], acc[i]);
+        }
+    }
+    for (i = 0; i < m; i++) {            /* the k tail, lane by lane: the same fused steps */
+        _mm256_storeu_ps(lanes, acc[i]);
+        for (j = 0; j < nj; j++) {
+            for (kk = k; kk < K; kk++) lanes[j] = CLLM__MADD(x[i * ldx + kk], W[j * ldw + kk], lanes[j]);
+            out[(size_t)i * ldo + j] = lanes[j];
+        }
+    }
+}
+#else
+static void cllm__gemv_block(cllm_float *out, size_t ldo, const cllm_float *x, size_t ldx, int m,
+                             const cllm_float *W, size_t ldw, const cllm_float *bias, int nj, int K) {
+    int i, j, k;
+    for (i = 0; i < m; i++) for (j = 0; j < nj; j++) {
+        cllm_float acc = bias ? bias[j] : 0;
+        for (k = 0; k < K; k++) acc = CLLM__MADD(x[(size_t)i * ldx + k], W[(size_t)j * ldw + k], acc);
+        out[(size_t)i * ldo + j] = acc;
+    }
+}
+#endif
+
+/* Blocks b0 .. b1-1 of GEMV_COLS outputs for M <= GEMV_ROWS rows. A function of its own, not inlined into the OpenMP
+   region, where GCC reaches every argument through the shared-data struct and spills the chains. */
+CLLM__NOINLINE static void cllm__gemv_blocks(cllm_float *out, size_t ldo, const cllm_float *X, size_t ldx,
+                                             const cllm_float *W, size_t ldw, const cllm_float *bias, int M, int N,
+                                             int K, int b0, int b1) {
+    int block;
+    for (block = b0; block < b1; block++) {
+        int j0 = block * CLLM__GEMV_COLS;
+        int nj = N - j0 < CLLM__GEMV_COLS ? N - j0 : CLLM__GEMV_COLS;
+        cllm_float *o = out + j0;
+        const cllm_float *w = W + (size_t)j0 * ldw, *b = bias ? bias + j0 : NULL;
+#define CLLM__GEMV_M(m) cllm__gemv_block(o, ldo, X, ldx, m, w, ldw, b, nj, K)
+        if (M == 1) CLLM__GEMV_M(1);             /* a constant m for each inlined copy */
+        else if (M == 2) CLLM__GEMV_M(2);
+        else if (M == 3) CLLM__GEMV_M(3);
+#if CLLM__GEMV_ROWS > 4
+        else if (M == 4) CLLM__GEMV_M(4);
+        else if (M == 5) CLLM__GEMV_M(5);
+        else if (M == 6) CLLM__GEMV_M(6);
+        else if (M == 7) CLLM__GEMV_M(7);
+#endif
+        else CLLM__GEMV_M(CLLM__GEMV_ROWS);
+#undef CLLM__GEMV_M
+    }
+}
+
+/* out (M x N, rows ldo apart) = bias (or 0) + X (M x K) W (N x K)^T for M <= GEMV_ROWS: each thread takes one
+   contiguous run of W's rows. */
+static void cllm__gemv_nt(cllm_float *out, size_t ldo, const cllm_float *X, size_t ldx, const cllm_float *W,
+                          size_t ldw, const cllm_float *bias, int M, int N, int K) {
+    int blocks = (N + CLLM__GEMV_COLS - 1) / CLLM__GEMV_COLS;
+#ifdef CLLM__OMP
+    if (blocks > 1 && (double)N * K * M >= 1e5) {
+#pragma omp parallel
+        {
+            long threads = omp_get_num_threads(), t = omp_get_thread_num();
+            int b0 = (int)(blocks * t / threads), b1 = (int)(blocks * (t + 1) / threads);
+            cllm__gemv_blocks(out, ldo, X, ldx, W, ldw, bias, M, N, K, b0, b1);
+        }
+        return;
+    }
+#endif
+    cllm__gemv_blocks(out, ldo, X, ldx, W, ldw, bias, M, N, K, 0, blocks);
+}
+
+/* ---- the layer: what the dispatchers call ---------------------------------------------------- */
+
+/* out (N x OC) = bias + inp (N x C) W^T (W: OC x C). Up to GEMV_ROWS rows (decoding) W is read in place; more rows
+   go through the gemm, which packs W (from 9 rows on that is faster at 768 -> 2048 on an AVX-512 host). */
+static void cllm__matmul_forward_fast(cllm_float *out, const cllm_float *inp, const cllm_float *W,
+                                      const cllm_float *bias, int N, int C, int OC) {
     int n;
+    if (N <= CLLM__GEMV_ROWS) {
+        cllm__gemv_nt(out, (size_t)OC, inp, (size_t)C, W, (size_t)C, bias, N, OC, C);
+        return;
+    }
     CLLM__PARALLEL_FOR((size_t)N * OC)
     for (n = 0; n < N; n++) {
         if (bias) memcpy(out + (size_t)n * OC, bias, sizeof(cllm_float) * (size_t)OC);
         else memset(out + (size_t)n * OC, 0, sizeof(cllm_float) * (size_t)OC);
     }
-    cllm__gemm_nt(out, (size_t)OC, inp, (size_t)C, W, (size_t)C, N, OC, C);
+    cllm__gemm(out, (size_t)OC, inp, (size_t)C, 1, W, 1, (size_t)C, N, OC, C);  /* B(c, o) = W[o][c] */
 }
 
-/* The three products of the reference backward. */
-static void cllm__matmul_backward_blocked(cllm_float *dinp, cllm_float *dW, cllm_float *dbias,
-                                          const cllm_float *dout, const cllm_float *inp, const cllm_float *W,
-                                          int N, int C, int OC) {
+/* dinp += dout W;  dW += dout^T inp;  dbias += column sums of dout. */
+static void cllm__matmul_backward_fast(cllm_float *dinp, cllm_float *dW, cllm_float *dbias, const cllm_float *dout,
+                                       const cllm_float *inp, const cllm_float *W, int N, int C, int OC) {
     int o;
-    if (dinp) cllm__gemm_nn(dinp, (size_t)C, dout, (size_t)OC, 1, W, (size_t)C, N, C, OC);
-    if (dW) cllm__gemm_nn(dW, (size_t)C, dout, 1, (size_t)OC, inp, (size_t)C, OC, C, N);
+    if (dinp) cllm__gemm(dinp, (size_t)C, dout, (size_t)OC, 1, W, (size_t)C, 1, N, C, OC);
+    if (dW) cllm__gemm(dW, (size_t)C, dout, 1, (size_t)OC, inp, (size_t)C, 1, OC, C, N);
     if (dbias) {
         CLLM__PARALLEL_FOR((size_t)N * OC)
         for (o = 0; o < OC; o++) {
@@ -16732,7 +16869,7 @@ static void cllm__attention_backward_fast(cllm_float *dq, cllm_float *dk, cllm_f
 static void cllm__matmul_forward(cllm_float *out, const cllm_float *inp, const cllm_float *W, const cllm_float *bias,
                                  int N, int C, int OC) {
 #if defined(CLLM_BLOCKED)
-    cllm__matmul_forward_blocked(out, inp, W, bias, N, C, OC);   /* any N: see cllm__gemm_nt */
+    cllm__matmul_forward_fast(out, inp, W, bias, N, C, OC);      /* any N: decoding included */
 #elif defined(CLLM__OMP)
     if (N < 4) cllm__matmul_forward_rows(out, inp, W, bias, N, C, OC);   /* parallel over OC */
     else cllm__matmul_forward_naive(out, inp, W, bias, N, C, OC);
@@ -16744,7 +16881,7 @@ static void cllm__matmul_forward(cllm_float *out, const cllm_float *inp, const c
 static void cllm__matmul_backward(cllm_float *dinp, cllm_float *dW, cllm_float *dbias, const cllm_float *dout,
                                   const cllm_float *inp, const cllm_float *W, int N, int C, int OC) {
 #ifdef CLLM_BLOCKED
-    cllm__matmul_backward_blocked(dinp, dW, dbias, dout, inp, W, N, C, OC);
+    cllm__matmul_backward_fast(dinp, dW, dbias, dout, inp, W, N, C, OC);
 #else
     cllm__matmul_backward_naive(dinp, dW, dbias, dout, inp, W, N, C, OC);
 #endif

@@ -5,7 +5,11 @@
    -fopenmp) checks the AVX2/NEON microkernels and the OpenMP loops.
    Tolerances: without SIMD microkernels the fast paths add in the reference's order and must
    agree exactly (GCC keeps a*b+c unfused in ISO C mode); with them, fused multiply-adds and
-   vector partial sums change the rounding, relative error ~1e-7..1e-6, tolerance 1e-5. */
+   vector partial sums change the rounding, relative error ~1e-7..1e-6, tolerance 1e-5.
+   The matmul's SIMD kernels compute each output as one fused chain in ascending k, in every
+   vector width, so they must also equal a scalar fmaf() loop BIT FOR BIT; on an AVX-512 host the
+   fast suite runs this test twice, built with and without AVX-512 (build/fast/test_fastpath_avx2),
+   so the two widths agree with each other too. */
 #ifndef CLLM_SIMD
 #define CLLM_SIMD
 #endif
@@ -18,7 +22,14 @@ CHECK_DEFINE_CONVERTING(check_tensor, cllm_float, cllm_float)
 
 #if defined(CLLM__AVX2) || defined(CLLM__NEON)
 #define TOL 1e-5
-#define KERNELS "SIMD microkernels"
+#define FUSED 1
+#if defined(CLLM__AVX512)
+#define KERNELS "AVX-512 microkernels"
+#elif defined(CLLM__AVX2)
+#define KERNELS "AVX2 microkernels"
+#else
+#define KERNELS "NEON microkernels"
+#endif
 #elif defined(__GNUC__) && !defined(__clang__)
 #define TOL 0.0
 #define KERNELS "scalar microkernels"
@@ -39,6 +50,52 @@ static cllm_float *copy(const cllm_float *x, size_t n) {
     memcpy(y, x, n * sizeof(cllm_float));
     return y;
 }
+
+#ifdef FUSED
+/* The SIMD matmul's arithmetic written plainly: out[n][o] = fmaf(x[c], w[c], acc) for c ascending, from the bias;
+   the backward's two products likewise, from the values accumulated into. */
+static void fma_forward(float *out, const float *inp, const float *W, const float *bias, int N, int C, int OC) {
+    int n, o, c;
+    for (n = 0; n < N; n++) for (o = 0; o < OC; o++) {
+        float acc = bias ? bias[o] : 0;
+        for (c = 0; c < C; c++) acc = fmaf(inp[(size_t)n * C + c], W[(size_t)o * C + c], acc);
+        out[(size_t)n * OC + o] = acc;
+    }
+}
+static void fma_backward(float *dinp, float *dW, const float *dout, const float *inp, const float *W,
+                         int N, int C, int OC) {
+    int n, o, c;
+    for (n = 0; n < N; n++) for (c = 0; c < C; c++) {
+        float acc = dinp[(size_t)n * C + c];
+        for (o = 0; o < OC; o++) acc = fmaf(dout[(size_t)n * OC + o], W[(size_t)o * C + c], acc);
+        dinp[(size_t)n * C + c] = acc;
+    }
+    for (o = 0; o < OC; o++) for (c = 0; c < C; c++) {
+        float acc = dW[(size_t)o * C + c];
+        for (n = 0; n < N; n++) acc = fmaf(dout[(size_t)n * OC + o], inp[(size_t)n * C + c], acc);
+        dW[(size_t)o * C + c] = acc;
+    }
+}
+
+/* every SIMD kernel (the gemm, the decoding kernel, their tails) against the fmaf chains, bit for bit */
+static void test_matmul_fused(int N, int C, int OC, int with_bias) {
+    cllm_float *x = randn((size_t)N * C), *W = randn((size_t)OC * C), *b = with_bias ? randn((size_t)OC) : NULL;
+    cllm_float *dout = randn((size_t)N * OC), *y_ref = randn((size_t)N * OC), *y = randn((size_t)N * OC);
+    cllm_float *dx_ref = randn((size_t)N * C), *dW_ref = randn((size_t)OC * C);
+    cllm_float *dx = copy(dx_ref, (size_t)N * C), *dW = copy(dW_ref, (size_t)OC * C);
+    char label[128];
+    fma_forward(y_ref, x, W, b, N, C, OC);
+    cllm__matmul_forward(y, x, W, b, N, C, OC);
+    snprintf(label, sizeof label, "matmul forward  N=%d C=%d OC=%d = fmaf chains, bit for bit", N, C, OC);
+    check_true(label, memcmp(y, y_ref, sizeof(cllm_float) * (size_t)N * OC) == 0);
+    fma_backward(dx_ref, dW_ref, dout, x, W, N, C, OC);
+    cllm__matmul_backward(dx, dW, NULL, dout, x, W, N, C, OC);
+    snprintf(label, sizeof label, "matmul backward N=%d C=%d OC=%d = fmaf chains, bit for bit", N, C, OC);
+    check_true(label, memcmp(dx, dx_ref, sizeof(cllm_float) * (size_t)N * C) == 0 &&
+                      memcmp(dW, dW_ref, sizeof(cllm_float) * (size_t)OC * C) == 0);
+    free(x); free(W); free(b); free(dout); free(y_ref); free(y); free(dx_ref); free(dW_ref); free(dx); free(dW);
+}
+#endif
 
 /* ---- matmul: forward and backward ---------------------------------------------------------- */
 static void test_matmul(int N, int C, int OC, int with_bias) {
@@ -68,25 +125,24 @@ static void test_matmul(int N, int C, int OC, int with_bias) {
 }
 
 /* ---- batch invariance: a row's output does not depend on the rows computed with it ----------
-   (generation samples the same token whether it decodes 1 sequence or 8). Bit-exact. */
-static void test_batch_invariance(int C, int OC) {
-    int N = 8, r;
+   (generation samples the same token whether it decodes 1 sequence or 8, and the KV cache's
+   logits equal the full forward's). Rows 1..9 at a time (the decoding kernel up to 8, the gemm
+   from 9) against the whole batch of N, bit-exact. */
+static void test_batch_invariance(int N, int C, int OC) {
+    int m, r;
     char label[128];
     cllm_float *x = randn((size_t)N * C), *W = randn((size_t)OC * C), *b = randn((size_t)OC);
-    cllm_float *all = randn((size_t)N * OC), *one = randn((size_t)OC), *two = randn((size_t)2 * OC);
+    cllm_float *all = randn((size_t)N * OC), *some = randn((size_t)9 * OC);
     int same = 1;
     cllm__matmul_forward(all, x, W, b, N, C, OC);
-    for (r = 0; r < N; r++) {
-        cllm__matmul_forward(one, x + (size_t)r * C, W, b, 1, C, OC);
-        same &= memcmp(one, all + (size_t)r * OC, sizeof(cllm_float) * (size_t)OC) == 0;
-        if (r + 1 < N) {
-            cllm__matmul_forward(two, x + (size_t)r * C, W, b, 2, C, OC);
-            same &= memcmp(two, all + (size_t)r * OC, sizeof(cllm_float) * (size_t)(2 * OC)) == 0;
-        }
+    for (m = 1; m <= 9 && m <= N; m++) for (r = 0; r + m <= N; r += m) {
+        cllm__matmul_forward(some, x + (size_t)r * C, W, b, m, C, OC);
+        same &= memcmp(some, all + (size_t)r * OC, sizeof(cllm_float) * (size_t)m * OC) == 0;
     }
-    snprintf(label, sizeof label, "matmul forward C=%d OC=%d: rows computed 1, 2 or 8 at a time are bit-identical", C, OC);
+    snprintf(label, sizeof label, "matmul forward C=%d OC=%d: rows 1..9 at a time = a batch of %d, bit for bit",
+             C, OC, N);
     check_true(label, same);
-    free(x); free(W); free(b); free(all); free(one); free(two);
+    free(x); free(W); free(b); free(all); free(some);
 }
 
 /* ---- rmsnorm backward (rows in parallel, dw by column blocks) ------------------------------- */
@@ -155,9 +211,9 @@ static void test_thread_count_independence(void) {
 #endif
 
 int main(void) {
-    static const int mm[][3] = {   /* N, C, OC: every remainder of the 3x4 and 6x16 blocks, K > 512, tiles */
-        { 1, 1, 1 }, { 1, 37, 5 }, { 2, 64, 9 }, { 3, 8, 4 }, { 5, 7, 3 }, { 7, 300, 37 },
-        { 13, 33, 17 }, { 75, 531, 270 }, { 100, 1030, 20 }, { 200, 96, 300 }
+    static const int mm[][3] = {   /* N, C, OC: every remainder of the 12x32 and 6x16 blocks, K > 256, tiles */
+        { 1, 1, 1 }, { 1, 37, 5 }, { 2, 64, 9 }, { 3, 8, 4 }, { 5, 7, 3 }, { 7, 300, 37 }, { 9, 17, 33 },
+        { 13, 33, 17 }, { 25, 40, 70 }, { 75, 531, 270 }, { 100, 1030, 20 }, { 200, 96, 300 }
     };
     size_t i;
     cllm_rng_seed(&rng, 42);
@@ -167,8 +223,14 @@ int main(void) {
     printf("fast paths: cache-blocked matmul with %s, no OpenMP\n", KERNELS);
 #endif
     for (i = 0; i < sizeof mm / sizeof mm[0]; i++) test_matmul(mm[i][0], mm[i][1], mm[i][2], (int)(i % 2));
-    test_batch_invariance(331, 70);        /* tails in K and OC; serial */
-    test_batch_invariance(768, 2053);      /* one row: the threaded 8-row decoding kernel */
+#ifdef FUSED
+    for (i = 0; i < sizeof mm / sizeof mm[0]; i++) test_matmul_fused(mm[i][0], mm[i][1], mm[i][2], (int)(i % 2));
+    test_matmul_fused(8, 768, 2053, 1);    /* the threaded decoding kernel */
+    test_matmul_fused(300, 517, 333, 0);   /* several tiles and K blocks per thread */
+#endif
+    test_batch_invariance(9, 331, 70);     /* tails in K and OC; serial */
+    test_batch_invariance(37, 257, 300);   /* batches 9..37: the gemm's row edges */
+    test_batch_invariance(12, 768, 2053);  /* the threaded decoding kernel */
     test_rmsnorm(1, 5);
     test_rmsnorm(37, 200);
     test_rmsnorm(300, 130);
