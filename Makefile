@@ -127,6 +127,7 @@ $(BUILD)/fast/%: examples/%.c collabllm.h $(wildcard examples/*.h) | $(BUILD)/fa
 $(BUILD)/fast/collabllm: $(call impl,examples/collabllm.c,$(BUILD)/lib/fast.o)
 $(BUILD)/fast/chat: $(call impl,examples/chat.c,$(BUILD)/lib/fast.o)
 $(BUILD)/fast/bench: $(call impl,examples/bench.c,$(BUILD)/lib/fast.o)
+$(BUILD)/fast/bench: LDLIBS += $(BENCH_BLAS)
 
 $(BUILD)/fast/test_%: tests/test_%.c collabllm.h tests/check.h $(wildcard examples/*.h) | $(BUILD)/fast
 	$(CC) $(FAST_CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
@@ -161,10 +162,14 @@ valgrind: deps
 	    else echo "FAIL $$t (log: $$t.log)"; tail -30 $$t.log; fail="$$fail $$t"; fi; \
 	done; [ -z "$$fail" ] || { echo "valgrind failed:$$fail"; exit 1; }
 
-# Figures are medians of repeated runs; run it on an otherwise idle machine.
+# Figures are medians of repeated runs; run it on an otherwise idle machine. The bench programs (and nothing
+# else: never the library) link OpenBLAS where it is installed (Debian libopenblas-dev), to time its sgemm as the
+# matmul's yardstick in the same run; without it they say so and leave those figures null.
+BENCH_BLAS := $(shell printf '\043include <cblas.h>\nint main(void){openblas_set_num_threads(1);return 0;}\n' | \
+                $(CC) -x c - -lopenblas -o /dev/null 2>/dev/null && echo -DBENCH_OPENBLAS -lopenblas)
 $(BUILD)/bench: examples/bench.c collabllm.h examples/flags.h examples/run_files.h \
                 $(call impl,examples/bench.c,$(BUILD)/lib/bench.o) | $(BUILD)
-	$(CC) $(BENCH_CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
+	$(CC) $(BENCH_CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS) $(BENCH_BLAS)
 
 bench: deps $(BUILD)/bench
 	$(BUILD)/bench --json $(BUILD)/bench.json --overwrite
