@@ -346,6 +346,9 @@ static int apply_collabllm(flags *fl) {
     size_t i;
     if (!flags_declared(fl, "--collabllm") || !flag_given(fl, "--collabllm")) return 1;
     version = flag_choice(fl, "--collabllm");
+    if (flags_declared(fl, "--preset") && !flag_given(fl, "--preset"))
+        return !flags_refuse(fl->cmd, "--collabllm takes CollabLLM's settings of one task kind: give --preset math, "
+                             "code or document");
     kind = flags_declared(fl, "--preset") ? flag_text(fl, "--preset") : "math";
     for (i = 0; i < sizeof collabllm_settings / sizeof collabllm_settings[0]; i++) {
         const collabllm_setting *c = &collabllm_settings[i];
