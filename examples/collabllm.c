@@ -83,6 +83,8 @@ static const flag_spec user_flags[] = {
       .lower = FLAG_MIN_OPEN, .help = "the simulator's sampling temperature" },
     { .name = "--user-max-tokens", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e7, .def_note = "1024",
       .help = "tokens per simulator reply at most" },
+    { .name = "--user-reasks", .type = FLAG_INT, .metavar = "N", .min = 0, .max = 100, .def_note = "3",
+      .help = "new samples asked of the simulator for a reply it cannot use (no JSON, no response)" },
     { .name = "--termination", .type = FLAG_TEXT, .metavar = "TEXT", .def_note = "[[TERMINATE CHAT]]",
       .help = "what the simulated user says to end the conversation" },
     { .name = "--json-mode", .type = FLAG_SWITCH,
@@ -150,6 +152,10 @@ static const flag_spec metric_flags[] = {
               "bleu_last, pass_rate" },
     { .name = "--judge-model", .type = FLAG_TEXT, .metavar = "M",
       .help = "the LLM judge (interactivity, accuracy; extracts the final document or code for bleu, pass_rate)" },
+    { .name = "--judge-temperature", .type = FLAG_REAL, .metavar = "T", .min = 0, .max = 1e6, .def_note = "0",
+      .help = "the judge's sampling temperature" },
+    { .name = "--judge-reasks", .type = FLAG_INT, .metavar = "N", .min = 0, .max = 100, .def_note = "3",
+      .help = "new samples asked of the judge for a verdict it cannot use" },
     { .name = "--judge-base-url", .type = FLAG_TEXT, .metavar = "URL", .def_note = "--base-url", .effect = FLAG_RUNTIME,
       .help = "the judge's endpoint" },
     { .name = "--judge-api-key-env", .type = FLAG_TEXT, .metavar = "NAME", .def_note = "--api-key-env",
@@ -303,6 +309,11 @@ static const collabllm_setting collabllm_settings[] = {
     { "--assistant-max-tokens", NULL, "code", "1536", "2048" },
     { "--assistant-max-tokens", NULL, "document", "2048", "2048" },
     { "--proactive-ratio", NULL, NULL, "0.5", "0.5" },
+    { "--user-reasks", NULL, NULL, "10", "10" },
+    /* the judges: v1 scores the reward at T 0.2 and evaluates at T 0, and re-asks without limit (here: 100) */
+    { "--judge-temperature", NULL, NULL, "0.2", NULL },
+    { "--judge-temperature", "eval", NULL, "0", NULL },
+    { "--judge-reasks", NULL, NULL, "100", "50" },
     /* conversation lengths: data generation and evaluation */
     { "--max-turns", "generate-data", "math", "6", "7" },
     { "--max-turns", "generate-data", "code", "8", "7" },
@@ -804,6 +815,12 @@ static void free_sides(sides *sd) {
     for (i = 0; i < 2; i++) { cllm_client_free(&sd->client[i]); cllm_local_lm_free(&sd->lm[i]); }
 }
 
+/* A re-ask budget flag as the library's config holds it: 0 there means the default (3), negative none. */
+static int reasks_of(const flags *fl, const char *name) {
+    if (!flag_text(fl, name)) return 0;
+    return flag_number(fl, name) == 0 ? -1 : (int)flag_number(fl, name);
+}
+
 /* The user side: a local simulator model (--user-model-dir) or an API model. */
 static int make_user_side(sides *sd, const flags *fl, const char *user_prompt, cllm_err *err) {
     const char *user_dir = flag_text(fl, "--user-model-dir");
@@ -819,6 +836,7 @@ static int make_user_side(sides *sd, const flags *fl, const char *user_prompt, c
         c.gen.max_new_tokens = user_max;
         c.termination = flag_text(fl, "--termination");
         c.prompt = user_prompt;
+        c.max_parse_retries = reasks_of(fl, "--user-reasks");
         cllm_local_user_sim_init(&sd->local_sim, &sd->lm[0], &c);
         sd->user = &sd->local_sim.sim;
         sd->termination = sd->local_sim.cfg.termination;
@@ -833,6 +851,7 @@ static int make_user_side(sides *sd, const flags *fl, const char *user_prompt, c
         c.termination = flag_text(fl, "--termination");
         c.json_mode = flag_on(fl, "--json-mode");
         c.prompt = user_prompt;
+        c.max_parse_retries = reasks_of(fl, "--user-reasks");
         cllm_llm_sim_init(&sd->api_sim, &sd->client[0], &c);
         sd->user = &sd->api_sim.sim;
         sd->termination = sd->api_sim.cfg.termination;
@@ -1183,6 +1202,8 @@ static int make_metric_set(metric_set *ms, const flags *fl, const sides *sd, con
         if (!make_client(&ms->judge_client, fl, "judge", err)) return 0;
         memset(&jc, 0, sizeof jc);
         jc.params.model = judge_model;
+        jc.params.temperature = flag_number(fl, "--judge-temperature");
+        jc.max_parse_retries = reasks_of(fl, "--judge-reasks");
         cllm_judge_init(&ms->judge, &ms->judge_client, &jc);
         ms->code.extractor = &ms->judge;
     }
