@@ -706,16 +706,17 @@ CLLMDEF int         cllm_num_threads(void);
 /* Optimisation                                                                                 */
 /* ============================================================================================ */
 
+/* AdamW's hyperparameters, in double as torch holds them (Python floats): a float 0.9 would be 0.89999998. */
 typedef struct cllm_adamw_config {
-    float beta1;         /* default 0.9                                                           */
-    float beta2;         /* default 0.999                                                         */
-    float eps;           /* default 1e-8                                                          */
-    float weight_decay;  /* default 0 (HF TrainingArguments); applied to 2-D tensors only         */
+    double beta1;         /* default 0.9                                                          */
+    double beta2;         /* default 0.999                                                        */
+    double eps;           /* default 1e-8                                                         */
+    double weight_decay;  /* default 0 (HF TrainingArguments); cllm_adamw_update: 2-D tensors only */
 } cllm_adamw_config;
 
-/* torch.optim.AdamW on n values p with gradients g and moments m, v, at step t (1-based). */
-CLLMDEF void   cllm_adamw_step(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v, size_t n,
-                               int t, double lr, double beta1, double beta2, double eps, double wd);
+/* torch.optim.AdamW on n values p with gradients g and moments m, v, at step t (1-based); cfg NULL = defaults. */
+CLLMDEF void   cllm_adamw_step(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v, size_t n, int t,
+                               double lr, const cllm_adamw_config *cfg);
 CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config *cfg, double lr, cllm_err *err);
 /* torch.nn.utils.clip_grad_norm_ over all the model's gradients (or n arrays); returns the norm before clipping. */
 CLLMDEF double cllm_clip_grad_norm(cllm_model *m, double max_norm);
@@ -2278,6 +2279,7 @@ extern FILE *fdopen(int, const char *);
 #define cllm__cos  cos
 #define cllm__sin  sin
 #define cllm__pow  pow
+#define cllm__fma  fma
 #else
 #define cllm__exp  expf
 #define cllm__log  logf
@@ -2285,6 +2287,7 @@ extern FILE *fdopen(int, const char *);
 #define cllm__cos  cosf
 #define cllm__sin  sinf
 #define cllm__pow  powf
+#define cllm__fma  fmaf
 #endif
 
 /* "zero means default", applied in one place per config struct (sokol's _def) */
@@ -3551,38 +3554,56 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
 /* I.2 Optimisation: AdamW, gradient clipping, learning-rate schedules                          */
 /* -------------------------------------------------------------------------------------------- */
 
-/* torch.optim.AdamW (Loshchilov & Hutter 2019, decoupled weight decay) on n values at step t (1-based), in double:
-     p *= 1 - lr wd;   m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2;
-     p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)        (eps after bias-correcting v, as torch) */
+static cllm_adamw_config cllm__adamw_defaults(const cllm_adamw_config *cfg) {
+    cllm_adamw_config c = CLLM__ZERO;
+    if (cfg) c = *cfg;
+    c.beta1 = cllm__def(c.beta1, 0.9);
+    c.beta2 = cllm__def(c.beta2, 0.999);
+    c.eps = cllm__def(c.eps, 1e-8);
+    return c;
+}
+
+/* torch.optim.AdamW (Loshchilov & Hutter 2019, decoupled weight decay) on n values at step t (1-based):
+     p = p (1 - lr wd);   m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2;
+     p = p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)          (eps after bias-correcting v)
+   computed as torch's default path for parameters off the GPU (_single_tensor_adamw, torch 1.13) computes it: the
+   scalars in double as Python floats (1 - b^t with pow, lr / bc1, sqrt(bc2)), then one tensor operation per line
+   below in cllm_float, each rounded where torch rounds it, with a fused multiply-add where torch's AVX2 kernels fuse
+   one (add_ with alpha, addcmul_). In float32 this is bit for bit torch 1.13's CPU AdamW, and in double torch's
+   float64 one (tests/test_optim.c, 10 steps with a schedule, clipping and weight decay). Remaining differences are
+   in the last bit: torch 2.x computes m with lerp_ (m + (1 - b1)(g - m)), and GPU kernels (foreach, fused) round
+   their own way. Holding b1 = 0.9 as a float instead (0.89999998) makes every step from the second ~6.7e-6 smaller. */
 CLLMDEF void cllm_adamw_step(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v, size_t n, int t,
-                             double lr, double beta1, double beta2, double eps, double wd) {
-    double bc1 = 1 - pow(beta1, t), bc2 = 1 - pow(beta2, t), step = lr / bc1, bc2_sqrt = sqrt(bc2);
+                             double lr, const cllm_adamw_config *cfg) {
+    cllm_adamw_config c = cllm__adamw_defaults(cfg);
+    double bc1 = 1 - pow(c.beta1, (double)t), bc2 = 1 - pow(c.beta2, (double)t);
+    const cllm_float decay = (cllm_float)(1 - lr * c.weight_decay), neg_step = (cllm_float)(-(lr / bc1));
+    const cllm_float b1 = (cllm_float)c.beta1, one_minus_b1 = (cllm_float)(1 - c.beta1);
+    const cllm_float b2 = (cllm_float)c.beta2, one_minus_b2 = (cllm_float)(1 - c.beta2);
+    const cllm_float bc2_sqrt = (cllm_float)sqrt(bc2), eps = (cllm_float)c.eps;
     size_t i;
     CLLM__PARALLEL_FOR(n * 16)
     for (i = 0; i < n; i++) {
-        double pi = p[i] * (1 - lr * wd);                               /* decoupled weight decay, first */
-        double mi = beta1 * m[i] + (1 - beta1) * g[i];
-        double vi = beta2 * v[i] + (1 - beta2) * (double)g[i] * g[i];
-        pi -= step * mi / (sqrt(vi) / bc2_sqrt + eps);
-        p[i] = (cllm_float)pi;
-        m[i] = (cllm_float)mi;
-        v[i] = (cllm_float)vi;
+        cllm_float pi = p[i] * decay;                                     /* param.mul_(1 - lr wd)           */
+        cllm_float mi = cllm__fma(g[i], one_minus_b1, m[i] * b1);         /* m.mul_(b1).add_(g, alpha=1-b1)  */
+        cllm_float vi = cllm__fma(one_minus_b2 * g[i], g[i], v[i] * b2);  /* v.mul_(b2).addcmul_(g, g, 1-b2) */
+        cllm_float denom = cllm__sqrt(vi) / bc2_sqrt + eps;               /* v.sqrt() / sqrt(bc2) + eps      */
+        p[i] = pi + neg_step * mi / denom;                                /* param.addcdiv_(m, denom, -step) */
+        m[i] = mi;
+        v[i] = vi;
     }
 }
 
 /* AdamW over the model as the HF Trainer sets it up: weight decay on the weight matrices (the 2-D tensors) only, not
    on biases or norm weights; the moments are allocated by the first update. */
 CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config *cfg, double lr, cllm_err *err) {
-    cllm_adamw_config def = CLLM__ZERO;
+    cllm_adamw_config matrices = cllm__adamw_defaults(cfg), vectors = matrices;
     cllm_float **pp[CLLM_NUM_PARAM_TENSORS], **gp[CLLM_NUM_PARAM_TENSORS];
     size_t off = 0;
     int i, rows, cols;
     if (!model->grads_memory)
         return cllm__fail(err, CLLM_ERR_ARG, "AdamW update: no gradients yet (run a backward pass first)");
-    if (cfg) def = *cfg;
-    def.beta1 = cllm__def(def.beta1, 0.9f);
-    def.beta2 = cllm__def(def.beta2, 0.999f);
-    def.eps = cllm__def(def.eps, 1e-8f);
+    vectors.weight_decay = 0;
     if (!model->m_memory) model->m_memory = (cllm_float *)cllm__calloc(model->num_params, sizeof(cllm_float));
     if (!model->v_memory) model->v_memory = (cllm_float *)cllm__calloc(model->num_params, sizeof(cllm_float));
     if (!model->m_memory || !model->v_memory)
@@ -3595,24 +3616,29 @@ CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config
         size_t n = model->param_sizes[i];
         if (!n) continue;
         cllm__param_shape(&model->config, i, &rows, &cols);
-        cllm_adamw_step(*pp[i], *gp[i], model->m_memory + off, model->v_memory + off, n, model->adam_t, lr, def.beta1,
-                        def.beta2, def.eps, cols ? def.weight_decay : 0.0);
+        cllm_adamw_step(*pp[i], *gp[i], model->m_memory + off, model->v_memory + off, n, model->adam_t, lr,
+                        cols ? &matrices : &vectors);
         off += n;
     }
     return cllm__succeed(err);
 }
 
 /* torch.nn.utils.clip_grad_norm_ (2-norm over all the tensors together):
-     N = ||(||g_i||)_i||,   coef = max_norm / (N + 1e-6),   g *= coef if coef < 1;   returns N, before clipping. */
+     N = ||(||g_i||)_i||,   coef = max_norm / (N + 1e-6),   g *= min(coef, 1);   returns N, before clipping.
+   N is summed in double (exact to ~1e-16; torch reduces in the gradients' dtype, within an ulp or so of it); from N on,
+   the coefficient and the products are computed in cllm_float as torch computes them. */
 CLLMDEF double cllm_clip_grad_norm_arrays(cllm_float **grads, const size_t *sizes, int n, double max_norm) {
-    double sq = 0, norm, coef;
+    double sq = 0, norm;
+    cllm_float shifted, coef;
     size_t k;
     int i;
     for (i = 0; i < n; i++) for (k = 0; k < sizes[i]; k++) sq += (double)grads[i][k] * grads[i][k];
     norm = sqrt(sq);
-    coef = max_norm / (norm + 1e-6);
-    if (!(max_norm > 0 && coef < 1)) return norm;
-    for (i = 0; i < n; i++) for (k = 0; k < sizes[i]; k++) grads[i][k] = (cllm_float)(grads[i][k] * coef);
+    if (!(max_norm > 0)) return norm;
+    shifted = (cllm_float)norm + (cllm_float)1e-6;     /* total_norm + 1e-6, a tensor of the gradients' dtype */
+    coef = (1 / shifted) * (cllm_float)max_norm;      /* max_norm / tensor is Tensor.__rdiv__: reciprocal() * x */
+    if (!(coef < 1)) return norm;                     /* clamp(max=1): multiplying by 1 changes nothing      */
+    for (i = 0; i < n; i++) for (k = 0; k < sizes[i]; k++) grads[i][k] *= coef;
     return norm;
 }
 
@@ -3625,10 +3651,11 @@ CLLMDEF double cllm_clip_grad_norm(cllm_model *m, double max_norm) {
 /* transformers' get_constant_schedule_with_warmup, get_linear_schedule_with_warmup and
    get_cosine_schedule_with_warmup (num_cycles 0.5) at optimiser step `step` (the first update uses step 0):
      s < W: base s / max(1, W);   then constant: base;   linear: base max(0, (T - s) / max(1, T - W));
-     cosine: base max(0, 0.5 (1 + cos(pi p))),  p = (s - W) / max(1, T - W). */
+     cosine: base max(0, 0.5 (1 + cos(pi p))),  p = (s - W) / max(1, T - W).
+   The factor is computed first and then multiplied by base, as LambdaLR does: the rate is transformers' to the bit. */
 CLLMDEF double cllm_lr_at(cllm_schedule kind, double base_lr, long step, long warmup, long total) {
     double after = (double)(total - warmup > 1 ? total - warmup : 1), f;
-    if (step < warmup) return base_lr * (double)step / (double)(warmup > 1 ? warmup : 1);
+    if (step < warmup) return base_lr * ((double)step / (double)(warmup > 1 ? warmup : 1));   /* LambdaLR: lr x f */
     if (kind == CLLM_SCHED_CONSTANT) return base_lr;
     if (kind == CLLM_SCHED_LINEAR) f = (double)(total - step) / after;
     else f = 0.5 * (1.0 + cos(3.14159265358979323846 * ((double)(step - warmup) / after)));
@@ -6308,7 +6335,7 @@ done:
 /* One AdamW update of the policy and the value head from the accumulated gradients (one optimizer over both, as TRL's
    PolicyAndValueWrapper), clipped together when max_grad_norm is set; the bias of the head gets no weight decay. */
 static cllm_result cllm__ppo_update(cllm__ppo_ctx *c, cllm_trainer *tr, double loss, cllm_err *err) {
-    const cllm_adamw_config *a = &tr->cfg.adam;
+    cllm_adamw_config bias = tr->cfg.adam;
     cllm_value_head *vh = c->vh;
     cllm_float *g[2];
     size_t sz[2];
@@ -6329,8 +6356,9 @@ static cllm_result cllm__ppo_update(cllm__ppo_ctx *c, cllm_trainer *tr, double l
     if (!isfinite(tr->grad_norm)) return cllm__numeric_fail(tr, "gradient norm", tr->grad_norm, err);
     if ((rc = cllm_trainer_update(tr, &lr, err)) != CLLM_OK) return rc;
     t = tr->lora ? tr->lora->adam_t : tr->model->adam_t;     /* one optimizer over both: the same step count */
-    cllm_adamw_step(vh->w, vh->grad, vh->m, vh->v, (size_t)C, t, lr, a->beta1, a->beta2, a->eps, a->weight_decay);
-    cllm_adamw_step(vh->w + C, vh->grad + C, vh->m + C, vh->v + C, 1, t, lr, a->beta1, a->beta2, a->eps, 0.0);
+    bias.weight_decay = 0;
+    cllm_adamw_step(vh->w, vh->grad, vh->m, vh->v, (size_t)C, t, lr, &tr->cfg.adam);
+    cllm_adamw_step(vh->w + C, vh->grad + C, vh->m + C, vh->v + C, 1, t, lr, &bias);
     return CLLM_OK;
 }
 
@@ -14026,9 +14054,11 @@ CLLMDEF cllm_result cllm_trainer_init(cllm_trainer *tr, cllm_model *m, cllm_lora
     c->batch_size = cllm__def(c->batch_size, 8);
     c->grad_accum = cllm__def(c->grad_accum, 1);
     c->max_grad_norm = cllm__def(c->max_grad_norm, 1.0);
-    c->adam.beta1 = cllm__def(c->adam.beta1, 0.9f);
-    c->adam.beta2 = cllm__def(c->adam.beta2, 0.999f);
-    c->adam.eps = cllm__def(c->adam.eps, 1e-8f);
+    c->adam = cllm__adamw_defaults(&c->adam);
+    if (!(c->adam.beta1 > 0 && c->adam.beta1 < 1 && c->adam.beta2 > 0 && c->adam.beta2 < 1 && c->adam.eps > 0 &&
+          c->adam.weight_decay >= 0))
+        return cllm__fail(err, CLLM_ERR_ARG, "AdamW: betas must be in (0, 1), eps > 0 and weight_decay >= 0 (got %g, "
+                          "%g, %g, %g)", c->adam.beta1, c->adam.beta2, c->adam.eps, c->adam.weight_decay);
     c->seed = cllm__def(c->seed, 42);
     c->log_every = cllm__def(c->log_every, 1);
     c->tokenizer_dir = cllm__def(c->tokenizer_dir, c->model_dir);
@@ -14080,8 +14110,7 @@ static double cllm__trainer_clip(cllm_trainer *tr) {
    all of them (as the HF Trainer decays every matrix). */
 static cllm_result cllm__trainer_update(cllm_trainer *tr, double lr, cllm_err *err) {
     cllm_lora *lo = tr->lora;
-    const cllm_adamw_config *a = &tr->cfg.adam;
-    if (!lo) return cllm_adamw_update(tr->model, a, lr, err);
+    if (!lo) return cllm_adamw_update(tr->model, &tr->cfg.adam, lr, err);
     if (!lo->m) {
         lo->m = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float));
         lo->v = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float));
@@ -14092,8 +14121,7 @@ static cllm_result cllm__trainer_update(cllm_trainer *tr, double lr, cllm_err *e
         lo->m = lo->v = NULL;
         return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the AdamW moments");
     }
-    cllm_adamw_step(lo->params, lo->grads, lo->m, lo->v, lo->num_params, ++lo->adam_t, lr, a->beta1, a->beta2, a->eps,
-                    a->weight_decay);
+    cllm_adamw_step(lo->params, lo->grads, lo->m, lo->v, lo->num_params, ++lo->adam_t, lr, &tr->cfg.adam);
     return cllm__succeed(err);
 }
 
@@ -14109,12 +14137,6 @@ static int cllm__trainer_entries(const cllm_trainer *tr, const cllm_float *memor
 /* ---- trainer state (trainer_state.json) ------------------------------------------------------ */
 
 /* A float setting as the shortest decimal that names it (0.9f -> 0.9, not 0.899999976). */
-static double cllm__float_json(float f) {
-    char buf[32];
-    snprintf(buf, sizeof buf, "%.7g", (double)f);
-    return strtod(buf, NULL);
-}
-
 static cJSON *cllm__trainer_state_json(const cllm_trainer *tr) {
     const cllm_train_config *c = &tr->cfg;
     cJSON *o = cJSON_CreateObject();
@@ -14163,10 +14185,10 @@ static cJSON *cllm__trainer_state_json(const cllm_trainer *tr) {
     cJSON_AddNumberToObject(cf, "batch_size", c->batch_size);
     cJSON_AddNumberToObject(cf, "grad_accum", c->grad_accum);
     cJSON_AddNumberToObject(cf, "max_grad_norm", c->max_grad_norm);
-    cJSON_AddNumberToObject(cf, "adam_beta1", cllm__float_json(c->adam.beta1));
-    cJSON_AddNumberToObject(cf, "adam_beta2", cllm__float_json(c->adam.beta2));
-    cJSON_AddNumberToObject(cf, "adam_eps", cllm__float_json(c->adam.eps));
-    cJSON_AddNumberToObject(cf, "weight_decay", cllm__float_json(c->adam.weight_decay));
+    cJSON_AddNumberToObject(cf, "adam_beta1", c->adam.beta1);
+    cJSON_AddNumberToObject(cf, "adam_beta2", c->adam.beta2);
+    cJSON_AddNumberToObject(cf, "adam_eps", c->adam.eps);
+    cJSON_AddNumberToObject(cf, "weight_decay", c->adam.weight_decay);
     cJSON_AddNumberToObject(cf, "save_every", (double)c->save_every);
     cJSON_AddNumberToObject(cf, "keep_last", c->keep_last);
     return o;
