@@ -2342,7 +2342,8 @@ static void cllm__ask_all(const cllm_chat_backend *backend, char *const *prompts
 static cllm_result cllm__seq_from(cllm_train_seq *seq, const int *ids, const unsigned char *target, int n, int n_prompt,
                                   cllm_err *err);
 static void cllm__seq_batch_free(cllm__seq_batch *sb);
-static cllm_result cllm__seq_batch_make(cllm__seq_batch *sb, const cllm_train_seq *const *seqs, int n, cllm_err *err);
+static cllm_result cllm__seq_batch_make(cllm__seq_batch *sb, const cllm_train_seq *const *seqs, int n, int pad_cols,
+                                        cllm_err *err);
 static void cllm__row_logps(const cllm_model *m, double *out);
 static long cllm__batch_tokens(const cllm__seq_batch *sb);
 static cllm_result cllm__st_read_entries(const char *path, const cllm_st_entry *entries, int n, cllm_err *err);
@@ -5374,7 +5375,7 @@ CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *con
     cllm_result rc;
     if (!lp) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     if (n < 1 || !(norm > 0)) rc = cllm__fail(err, CLLM_ERR_ARG, "SFT step: need n >= 1 rows and norm > 0");
-    else rc = cllm__seq_batch_make(&sb, rows, n, err);
+    else rc = cllm__seq_batch_make(&sb, rows, n, 0, err);
     if (rc == CLLM_OK) rc = cllm_forward(m, &sb.batch, NULL, err);
     if (rc == CLLM_OK) {
         cllm__row_logps(m, lp);
@@ -5437,7 +5438,8 @@ static cllm_result cllm__dpo_ref_logps(cllm_model *m, cllm_model *ref, const cll
    batch, their summed completion logps (averaged per token for IPO, as TRL's DPOTrainer, unless cfg->ipo_sum), the
    reference's (cllm__dpo_ref_logps), cllm_dpo_loss, then backward of (sum of the pair losses) / norm through dlogp =
    d loss / d logp(row) on every completion token. RPO (TRL's rpo_alpha, Pang et al. 2024) adds alpha x the NLL of the
-   chosen completions, a mean over this micro-batch's chosen tokens. Adds TRL's metrics: loss, rewards/chosen,
+   chosen completions, a mean over this micro-batch's chosen tokens. Adds loss (sum and pairs) and TRL's metrics as
+   this micro-batch's means (TRL stores one value per micro-batch and logs their mean): rewards/chosen,
    rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen, logps/rejected (and nll_loss with RPO). */
 CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cllm_dpo_pair *const *pairs, int n,
                                         const cllm_dpo_config *cfg, double norm, cllm_train_stats *st, cllm_err *err) {
@@ -5470,7 +5472,7 @@ CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cl
             rc = cllm__fail(err, CLLM_ERR_ARG, "pair %d: a completion has no target tokens", i);
     }
     if (rc != CLLM_OK) goto done;
-    if ((rc = cllm__seq_batch_make(&sb, rows, 2 * n, err)) != CLLM_OK) goto done;
+    if ((rc = cllm__seq_batch_make(&sb, rows, 2 * n, 0, err)) != CLLM_OK) goto done;
     /* reference first: the policy's forward must be the last one, its activations feed backward */
     if ((rc = cllm__dpo_ref_logps(m, ref, pairs, n, &sb, c.reference_free, refl, err)) != CLLM_OK) goto done;
     if ((rc = cllm_forward(m, &sb.batch, NULL, err)) != CLLM_OK) goto done;
@@ -5496,7 +5498,7 @@ CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cl
         }
         for (i = 0; i < n; i++) d[i] -= c.rpo_alpha * (double)n / norm / tok_c;
         for (i = 0; i < n; i++) losses[i] += c.rpo_alpha * nll / tok_c;
-        if (st) cllm_train_stats_add(st, "nll_loss", nll / tok_c * n, n);
+        if (st) cllm_train_stats_add(st, "nll_loss", nll / tok_c, 1);
     }
     if ((rc = cllm__backward_rows(m, d, err)) != CLLM_OK) goto done;
     for (i = 0; i < n; i++) {
@@ -5507,14 +5509,14 @@ CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cl
         s_pc += pol[i];
         s_pr += pol[n + i];
     }
-    if (st) {
+    if (st) {                       /* TRL logs each micro-batch's means and averages them over the step */
         cllm_train_stats_add(st, "loss", s_loss, n);
-        cllm_train_stats_add(st, "rewards/chosen", s_cr, n);
-        cllm_train_stats_add(st, "rewards/rejected", s_rj, n);
-        cllm_train_stats_add(st, "rewards/accuracies", s_acc, n);
-        cllm_train_stats_add(st, "rewards/margins", s_cr - s_rj, n);
-        cllm_train_stats_add(st, "logps/chosen", s_pc, n);
-        cllm_train_stats_add(st, "logps/rejected", s_pr, n);
+        cllm_train_stats_add(st, "rewards/chosen", s_cr / n, 1);
+        cllm_train_stats_add(st, "rewards/rejected", s_rj / n, 1);
+        cllm_train_stats_add(st, "rewards/accuracies", s_acc / n, 1);
+        cllm_train_stats_add(st, "rewards/margins", (s_cr - s_rj) / n, 1);
+        cllm_train_stats_add(st, "logps/chosen", s_pc / n, 1);
+        cllm_train_stats_add(st, "logps/rejected", s_pr / n, 1);
         st->tokens += (double)cllm__batch_tokens(&sb);
     }
 done:
@@ -5645,6 +5647,13 @@ static cllm_result cllm__rollout_score(const cllm_rollout_config *c, cllm_local_
     return rc;
 }
 
+/* The tokens of a response equal to id (the tokenizer's eos: TRL compares with eos_token_id only). */
+static int cllm__count_id(const cllm_local_output *o, int id) {
+    int t, count = 0;
+    for (t = 0; t < o->n; t++) count += o->ids[t] == id;
+    return count;
+}
+
 /* The training sequence of one response: its prompt ids, then its ids as targets. */
 static cllm_result cllm__rollout_seq(const cllm_local_output *o, cllm_train_seq *seq, cllm_err *err) {
     int n = o->n_prompt + o->n, t;
@@ -5667,11 +5676,12 @@ static cllm_result cllm__rollout_seq(const cllm_local_output *o, cllm_train_seq 
     return rc;
 }
 
-/* A forward of sequences under m at temperature tau, dropout off (see above). */
+/* A forward of sequences under m at temperature tau, dropout off (see above), with pad_cols pad positions after the
+   longest one (cllm__seq_batch_make). */
 static cllm_result cllm__rollout_forward(cllm_model *m, const cllm_train_seq *const *seqs, int n, float tau,
-                                         cllm__seq_batch *sb, cllm_err *err) {
+                                         int pad_cols, cllm__seq_batch *sb, cllm_err *err) {
     int training = m->lora ? m->lora->training : 0;
-    cllm_result rc = cllm__seq_batch_make(sb, seqs, n, err);
+    cllm_result rc = cllm__seq_batch_make(sb, seqs, n, pad_cols, err);
     if (rc != CLLM_OK) return rc;
     sb->batch.temperature = tau;
     if (m->lora) m->lora->training = 0;
@@ -5720,7 +5730,7 @@ static cllm_result cllm__rollout_ref(cllm_model *m, cllm_model *ref, const cllm_
         return cllm__fail(err, CLLM_ERR_ARG, "this objective needs a reference: a frozen reference model, or LoRA "
                                              "adapters (the base model is the reference)");
     if (!ref) m->lora->enabled = 0;
-    rc = cllm__rollout_forward(which, seqs, n, tau, &sb, err);
+    rc = cllm__rollout_forward(which, seqs, n, tau, 0, &sb, err);
     if (!ref) m->lora->enabled = enabled;
     if (rc == CLLM_OK) cllm__gather_logps(which, seqs, n, L, 1.0, out);
     cllm__seq_batch_free(&sb);
@@ -5847,8 +5857,11 @@ static cllm_result cllm__odpo_pair(cllm_dpo_pair *pair, const cllm_local_output 
 
 /* One micro-batch of online DPO: two responses per prompt, both scored by MR; the higher MR is chosen (a tie: the
    first, as CollabLLM's judge takes the argmax); cllm_dpo_micro_step on the pairs, dropout off (TRL's
-   disable_dropout). TRL's objective/ metrics come from the pairs' sums: objective/kl = mean over responses of sum_t
-   (logp - ref) = (rewards/chosen + rewards/rejected) / (2 beta). */
+   disable_dropout). Statistics as TRL v0.19.1 OnlineDPOTrainer.training_step logs them, one value per micro-batch:
+   val/contain_eos_token (responses holding the tokenizer's eos id) and beta, besides cllm_dpo_micro_step's. TRL's
+   objective/kl, objective/non_score_reward and objective/entropy sum over every completion slot, the pads after
+   the eos included (trl#6803); ours sum over the response tokens and carry their own names: objective/kl_response
+   = mean over responses of sum_t (logp - ref) = (rewards/chosen + rewards/rejected) / (2 beta), and so on. */
 static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx, int n, double norm,
                                     cllm_train_stats *st, cllm_err *err) {
     cllm__odpo_ctx *c = (cllm__odpo_ctx *)ctx;
@@ -5857,7 +5870,7 @@ static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     cllm_dpo_pair *pairs = (cllm_dpo_pair *)cllm__calloc((size_t)n, sizeof *pairs);
     const cllm_dpo_pair **pp = (const cllm_dpo_pair **)cllm__calloc((size_t)n, sizeof *pp);
     double s_mr = 0, s_ch = 0, s_rj = 0, eos = 0, s_cr, s_rr, s_pc, s_pr;
-    int failed = 0, k = 0, training = tr->lora ? tr->lora->training : 0, i;
+    int failed = 0, k = 0, training = tr->lora ? tr->lora->training : 0, eos_id = c->lm->tok.eos_id, i;
     cllm_train_stats dst = CLLM__ZERO;
     cllm_result rc;
     if (!out || !mr || !pairs || !pp) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -5866,7 +5879,7 @@ static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
         rc = cllm__rollout_score(&c->cfg.rollout, c->lm, c->p, idx, n, 2, tr->step, out, mr, &failed, err);
     for (i = 0; i < n && rc == CLLM_OK; i++) {
         int first = mr[2 * i] >= mr[2 * i + 1];
-        eos += (out[2 * i].finish == CLLM_FINISH_EOS) + (out[2 * i + 1].finish == CLLM_FINISH_EOS);
+        eos += (cllm__count_id(&out[2 * i], eos_id) > 0) + (cllm__count_id(&out[2 * i + 1], eos_id) > 0);
         if (isnan(mr[2 * i]) || isnan(mr[2 * i + 1])) continue;
         rc = cllm__odpo_pair(&pairs[k], &out[2 * i + !first], &out[2 * i + first], c->cfg.max_length, err);
         if (rc != CLLM_OK) break;
@@ -5886,15 +5899,15 @@ static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     if (rc != CLLM_OK) goto done;
     for (i = 0; i < dst.n; i++) cllm_train_stats_add(st, dst.name[i], dst.sum[i], dst.count[i]);
     st->tokens += dst.tokens;
-    s_cr = cllm_train_stats_mean(&dst, "rewards/chosen") * k;
-    s_rr = cllm_train_stats_mean(&dst, "rewards/rejected") * k;
-    s_pc = cllm_train_stats_mean(&dst, "logps/chosen") * k;
-    s_pr = cllm_train_stats_mean(&dst, "logps/rejected") * k;
-    cllm_train_stats_add(st, "objective/kl", (s_cr + s_rr) / (2 * c->dpo.beta), k);
-    cllm_train_stats_add(st, "objective/non_score_reward", -(s_cr + s_rr) / 2, k);
-    cllm_train_stats_add(st, "objective/entropy", -(s_pc + s_pr) / 2, k);
-    cllm_train_stats_add(st, "val/contain_eos_token", eos, 2 * n);
-    cllm_train_stats_add(st, "beta", c->dpo.beta * k, k);
+    s_cr = cllm_train_stats_mean(&dst, "rewards/chosen");
+    s_rr = cllm_train_stats_mean(&dst, "rewards/rejected");
+    s_pc = cllm_train_stats_mean(&dst, "logps/chosen");
+    s_pr = cllm_train_stats_mean(&dst, "logps/rejected");
+    cllm_train_stats_add(st, "objective/kl_response", (s_cr + s_rr) / (2 * c->dpo.beta), 1);
+    cllm_train_stats_add(st, "objective/non_score_reward_response", -(s_cr + s_rr) / 2, 1);
+    cllm_train_stats_add(st, "objective/entropy_response", -(s_pc + s_pr) / 2, 1);
+    cllm_train_stats_add(st, "val/contain_eos_token", eos / (2 * n), 1);
+    cllm_train_stats_add(st, "beta", c->dpo.beta, 1);
     cllm_train_stats_add(st, "reward", s_mr, 2 * k);
     cllm_train_stats_add(st, "mr/chosen", s_ch, k);
     cllm_train_stats_add(st, "mr/rejected", s_rj, k);
@@ -6183,6 +6196,12 @@ static void cllm__ppo_fill_response(cllm_ppo_rollout *r, const cllm__rows *rows,
     }
 }
 
+/* TRL's val/num_eos_tokens of one response padded to L slots: the slots equal to eos_token_id, so with pad_is_eos
+   (pad = eos) every pad slot counts too. */
+static int cllm__ppo_eos_tokens(const cllm_local_output *o, int L, int eos_id, int pad_is_eos) {
+    return cllm__count_id(o, eos_id) + (pad_is_eos ? L - o->n : 0);
+}
+
 /* TRL's rollout statistics (see cllm_train_ppo). */
 static void cllm__ppo_rollout_stats(const cllm__ppo_ctx *c, const cllm_ppo_rollout *r, const cllm__rows *rows,
                                     const double *mr, cllm_train_stats *st) {
@@ -6195,7 +6214,7 @@ static void cllm__ppo_rollout_stats(const cllm__ppo_ctx *c, const cllm_ppo_rollo
         }
         sc += r->scores[b];
         raw += mr[b];
-        eos += rows->out[b]->finish == CLLM_FINISH_EOS;
+        eos += cllm__ppo_eos_tokens(rows->out[b], r->L, c->lm->tok.eos_id, c->cfg.pad_is_eos);
     }
     cllm_train_stats_add(st, "objective/kl", kl, r->B);
     cllm_train_stats_add(st, "objective/entropy", ent, r->B);      /* TRL: pads count as -1.0 each */
@@ -6263,7 +6282,7 @@ static cllm_result cllm__ppo_rollout(cllm__ppo_ctx *c, cllm_trainer *tr, const i
     if (rc != CLLM_OK) goto done;
     cllm__ppo_fill_response(r, rows, c->lm, c->cfg.pad_is_eos);
     cllm__ppo_scores(c, r, rows, mr, st);
-    if ((rc = cllm__rollout_forward(tr->model, rows->ptr, B, tau, &sb, err)) != CLLM_OK) goto done;
+    if ((rc = cllm__rollout_forward(tr->model, rows->ptr, B, tau, 0, &sb, err)) != CLLM_OK) goto done;
     st->tokens += (double)cllm__batch_tokens(&sb);
     if ((rc = cllm__rollout_check(rcfg, tr->model, rows->out, rows->ptr, B, &diff, err)) != CLLM_OK) goto done;
     cllm_train_stats_add(st, "rollout/logprob_diff", diff, 1);
@@ -6282,6 +6301,45 @@ done:
     return rc;
 }
 
+/* Row b of a rollout as TRL's training forward attends to it: the prompt and the response up to its first pad
+   (with pad_is_eos the final end token is a pad). What follows is never trained: the cut changes no loss. */
+static cllm_train_seq cllm__ppo_attended(const cllm_ppo_rollout *r, const cllm_train_seq *row, int b) {
+    cllm_train_seq cut = *row;
+    int t = 0;
+    while (t < r->L && r->response[(size_t)b * r->L + t] >= 0) t++;
+    cut.n = cut.n_prompt + t;
+    return cut;
+}
+
+/* TRL v0.19.1 PPOTrainer's policy/entropy_avg of a micro-batch: the mean over every response slot t < L of every row,
+   pads included, of the entropy of the logits that predict slot t (at the sampling temperature). For a row with R
+   attended response tokens (cut by cllm__ppo_attended), slot t <= R reads the position that predicts it. A later
+   slot reads a pad, which TRL's forward() gives id 0, position id P + R (the attended tokens before it) and
+   attention to the attended tokens only: the same at every pad, and the same as the pad position right after the
+   row here (the forward needs one pad column). m's last forward is of cut; R + 1 < L or no slot reads the pad. */
+static double cllm__ppo_entropy_avg(const cllm_model *m, const cllm_train_seq *const *cut, int n, int L) {
+    double sum = 0;
+    int k, t;
+    for (k = 0; k < n; k++) {
+        int R = cut[k]->n - cut[k]->n_prompt;
+        for (t = 0; t < L; t++) sum += m->acts.entropy[cllm__resp_pos(m, cut[k], k, t <= R ? t : R + 1)];
+    }
+    return sum / ((double)n * L);
+}
+
+/* Our policy/entropy_response_avg: the mean entropy over the trained slots t <= seq_end of rollout rows sel[0..n),
+   whose cut rows m's last forward ran (0 when none is trained). */
+static double cllm__ppo_entropy_response_avg(const cllm_model *m, const cllm_train_seq *const *cut,
+                                             const cllm_ppo_rollout *r, const int *sel, int n) {
+    double sum = 0, count = 0;
+    int k, t;
+    for (k = 0; k < n; k++) {
+        for (t = 0; t <= r->seq_end[sel[k]]; t++) sum += m->acts.entropy[cllm__resp_pos(m, cut[k], k, t)];
+        count += r->seq_end[sel[k]] + 1;
+    }
+    return count > 0 ? sum / count : 0;
+}
+
 /* One micro-batch of the optimisation: forward the rows at the sampling temperature, the PPO
    loss on them (cllm_ppo_rollout_loss), backward of loss / n_micro (accelerate's division by the
    accumulation steps) into the policy and the value head. */
@@ -6290,25 +6348,26 @@ static cllm_result cllm__ppo_micro(cllm__ppo_ctx *c, cllm_trainer *tr, const cll
                                    cllm_err *err) {
     size_t N = (size_t)n * (size_t)r->L;
     const cllm_train_seq **seqs = (const cllm_train_seq **)cllm__calloc((size_t)n, sizeof *seqs);
+    cllm_train_seq *cut = (cllm_train_seq *)cllm__calloc((size_t)n, sizeof *cut);
     double *buf = (double *)cllm__calloc(4 * N + 1, sizeof(double));
     double *lp = buf, *val = buf + N, *dlp = buf + 2 * N, *dv = buf + 3 * N;
-    double ratio = 0, ent = 0, ent_n = 0;
+    double ratio = 0, entropy, entropy_response;
     cllm_ppo_loss_out lo = CLLM__ZERO;
     cllm__seq_batch sb = CLLM__ZERO;
     cllm_result rc = CLLM_OK;
     int k, t;
-    if (!seqs || !buf) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    for (k = 0; k < n && rc == CLLM_OK; k++) seqs[k] = rows->ptr[sel[k]];
-    if (rc == CLLM_OK) rc = cllm__rollout_forward(tr->model, seqs, n, c->cfg.rollout.gen.sampler.temperature, &sb, err);
+    if (!seqs || !cut || !buf) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    for (k = 0; k < n && rc == CLLM_OK; k++) {
+        cut[k] = cllm__ppo_attended(r, rows->ptr[sel[k]], sel[k]);
+        seqs[k] = &cut[k];
+    }
+    if (rc == CLLM_OK)
+        rc = cllm__rollout_forward(tr->model, seqs, n, c->cfg.rollout.gen.sampler.temperature, 1, &sb, err);
     if (rc != CLLM_OK) goto done;
     cllm__gather_logps(tr->model, seqs, n, r->L, 1.0, lp);
     cllm__gather_values(tr->model, c->vh, seqs, n, r->L, val);
-    for (k = 0; k < n; k++) {                       /* the entropy of the policy at each trained token */
-        for (t = 0; t <= r->seq_end[sel[k]]; t++) {
-            ent += tr->model->acts.entropy[cllm__resp_pos(tr->model, seqs[k], k, t)];
-            ent_n++;
-        }
-    }
+    entropy = cllm__ppo_entropy_avg(tr->model, seqs, n, r->L);
+    entropy_response = cllm__ppo_entropy_response_avg(tr->model, seqs, r, sel, n);
     lo.d_logprobs = dlp;
     lo.d_values = dv;
     if ((rc = cllm_ppo_rollout_loss(&c->cfg, r, sel, n, lp, val, &lo, err)) != CLLM_OK) goto done;
@@ -6322,12 +6381,14 @@ static cllm_result cllm__ppo_micro(cllm__ppo_ctx *c, cllm_trainer *tr, const cll
     cllm_train_stats_add(st, "policy/approxkl_avg", lo.approxkl, 1);
     cllm_train_stats_add(st, "policy/clipfrac_avg", lo.clipfrac, 1);
     cllm_train_stats_add(st, "val/clipfrac_avg", lo.vf_clipfrac, 1);
-    cllm_train_stats_add(st, "policy/entropy_avg", ent_n > 0 ? ent / ent_n : 0, 1);
+    cllm_train_stats_add(st, "policy/entropy_avg", entropy, 1);
+    cllm_train_stats_add(st, "policy/entropy_response_avg", entropy_response, 1);
     cllm_train_stats_add(st, "val/ratio", ratio / (double)N, 1);
     st->tokens += (double)cllm__batch_tokens(&sb);
 done:
     cllm__seq_batch_free(&sb);
     CLLM_FREE(seqs);
+    CLLM_FREE(cut);
     CLLM_FREE(buf);
     return rc;
 }
@@ -6495,22 +6556,26 @@ typedef struct cllm__grpo_ctx {
 /* The group advantages of a micro-batch: for each prompt i whose G responses all have an MR,
    cllm_grpo_advantages (TRL: scaled by the unbiased std + 1e-4 unless scale_rewards says no) into
    adv[B..], their indices into keep[B..]; *B and *L (the longest kept response) grow. A group
-   with a failed score is left out. Adds TRL's completion statistics; spread[] receives the sum of
-   the kept groups' reward stds, the number of those that are 0, and the number of kept groups. */
+   with a failed score is left out. Adds TRL v0.19.1 GRPOTrainer's completion statistics: a response is terminated
+   when it holds the tokenizer's eos id, and its length counts the tokens up to that eos (TRL's completion_mask);
+   spread[] receives the sum of the kept groups' reward stds, the number of those that are 0 (torch.isclose: at most
+   1e-8), and the number of kept groups. */
 static cllm_result cllm__grpo_groups(const cllm__grpo_ctx *c, const cllm_local_output *out, const double *mr, int n,
                                      double *adv, int *keep, int *B, int *L, double spread[3], cllm_train_stats *st,
                                      cllm_err *err) {
-    int G = c->cfg.num_generations;
+    int G = c->cfg.num_generations, eos_id = c->lm->tok.eos_id;
     double len_sum = 0, clipped = 0;
-    int i, s;
+    int i, s, t;
     spread[0] = spread[1] = spread[2] = 0;
     for (i = 0; i < n; i++) {
         double mean = 0, var = 0;
         int ok = 1;
         cllm_result rc;
         for (s = 0; s < G; s++) {
-            len_sum += out[i * G + s].n;
-            clipped += out[i * G + s].finish != CLLM_FINISH_EOS;
+            const cllm_local_output *o = &out[i * G + s];
+            for (t = 0; t < o->n && o->ids[t] != eos_id; t++) continue;
+            len_sum += t < o->n ? t + 1 : o->n;
+            clipped += t == o->n;
             ok &= !isnan(mr[i * G + s]);
         }
         if (!ok) continue;
@@ -6519,7 +6584,7 @@ static cllm_result cllm__grpo_groups(const cllm__grpo_ctx *c, const cllm_local_o
         for (s = 0; s < G; s++) mean += mr[i * G + s] / G;
         for (s = 0; s < G; s++) var += (mr[i * G + s] - mean) * (mr[i * G + s] - mean) / (G > 1 ? G - 1 : 1);
         spread[0] += sqrt(var);
-        spread[1] += sqrt(var) < 1e-8;
+        spread[1] += sqrt(var) <= 1e-8;
         spread[2]++;
         for (s = 0; s < G; s++) {
             keep[(*B)++] = i * G + s;
@@ -6574,7 +6639,7 @@ static cllm_result cllm__grpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
         ref = dlp + (size_t)B * L;
         if ((rc = cllm__rollout_ref(tr->model, c->ref, rows.ptr, B, tau, L, ref, err)) != CLLM_OK) goto done;
     }
-    if ((rc = cllm__rollout_forward(tr->model, rows.ptr, B, tau, &sb, err)) != CLLM_OK) goto done;
+    if ((rc = cllm__rollout_forward(tr->model, rows.ptr, B, tau, 0, &sb, err)) != CLLM_OK) goto done;
     if ((rc = cllm__rollout_check(rcfg, tr->model, rows.out, rows.ptr, B, &diff, err)) != CLLM_OK) goto done;
     cllm__gather_logps(tr->model, rows.ptr, B, L, 0.0, lp);
     for (i = 0; i < B; i++) for (s = 0; s < L; s++) {
@@ -6603,7 +6668,7 @@ static cllm_result cllm__grpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     cllm_train_stats_add(st, "reward_std", spread[0], spread[2]);
     cllm_train_stats_add(st, "frac_reward_zero_std", spread[1], spread[2]);
     if (c->cfg.beta != 0) cllm_train_stats_add(st, "kl", lo.kl, 1);
-    cllm_train_stats_add(st, "clip_ratio", lo.clip_ratio, 1);
+    cllm_train_stats_add(st, "clip_ratio/region_mean", lo.clip_ratio, 1);
     cllm_train_stats_add(st, "rollout/logprob_diff", diff, 1);
     st->tokens += (double)cllm__batch_tokens(&sb);
 done:
@@ -13315,14 +13380,16 @@ CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *t
 /* ---- sequences as right-padded batches ------------------------------------------------------- */
 
 /* A (B, T) batch of n sequences: pad id 0 (never attended to), labels = the id at targets and -100 elsewhere, so that
-   cllm_forward's per-row sum is the sum of the targets' log-probs. The ids, labels and mask share one allocation. */
+   cllm_forward's per-row sum is the sum of the targets' log-probs; T = the longest sequence + pad_cols, so that every
+   row has at least pad_cols pad positions. The ids, labels and mask share one allocation. */
 
 static void cllm__seq_batch_free(cllm__seq_batch *sb) {
     CLLM_FREE(sb->ids);
     memset(sb, 0, sizeof *sb);
 }
 
-static cllm_result cllm__seq_batch_make(cllm__seq_batch *sb, const cllm_train_seq *const *seqs, int n, cllm_err *err) {
+static cllm_result cllm__seq_batch_make(cllm__seq_batch *sb, const cllm_train_seq *const *seqs, int n, int pad_cols,
+                                        cllm_err *err) {
     int T = 0, b, t;
     size_t BT;
     memset(sb, 0, sizeof *sb);
@@ -13330,6 +13397,7 @@ static cllm_result cllm__seq_batch_make(cllm__seq_batch *sb, const cllm_train_se
         if (seqs[b]->n < 1) return cllm__fail(err, CLLM_ERR_ARG, "an empty training sequence");
         if (seqs[b]->n > T) T = seqs[b]->n;
     }
+    T += pad_cols;
     BT = (size_t)n * (size_t)T;
     if (!(sb->ids = (int *)cllm__calloc(3 * BT, sizeof(int))))
         return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for a %d x %d batch", n, T);
@@ -13382,7 +13450,7 @@ CLLMDEF cllm_result cllm_seq_logps(cllm_model *m, const cllm_train_seq *const *s
     for (done = 0; done < n; done += batch_size) {
         int k = n - done < batch_size ? n - done : batch_size;
         cllm__seq_batch sb;
-        cllm_result rc = cllm__seq_batch_make(&sb, seqs + done, k, err);
+        cllm_result rc = cllm__seq_batch_make(&sb, seqs + done, k, 0, err);
         if (rc == CLLM_OK) rc = cllm_forward(m, &sb.batch, NULL, err);
         if (rc == CLLM_OK) cllm__row_logps(m, logps + done);
         cllm__seq_batch_free(&sb);
