@@ -3555,6 +3555,7 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
 /* I.2 Optimisation: AdamW, gradient clipping, learning-rate schedules                          */
 /* -------------------------------------------------------------------------------------------- */
 
+/* cfg (or all zeros) with its zero fields set to the defaults. */
 static cllm_adamw_config cllm__adamw_defaults(const cllm_adamw_config *cfg) {
     cllm_adamw_config c = CLLM__ZERO;
     if (cfg) c = *cfg;
@@ -6316,7 +6317,7 @@ static cllm_train_seq cllm__ppo_attended(const cllm_ppo_rollout *r, const cllm_t
    attended response tokens (cut by cllm__ppo_attended), slot t <= R reads the position that predicts it. A later
    slot reads a pad, which TRL's forward() gives id 0, position id P + R (the attended tokens before it) and
    attention to the attended tokens only: the same at every pad, and the same as the pad position right after the
-   row here (the forward needs one pad column). m's last forward is of cut; R + 1 < L or no slot reads the pad. */
+   row here (the forward needs one pad column). m's last forward is of cut. */
 static double cllm__ppo_entropy_avg(const cllm_model *m, const cllm_train_seq *const *cut, int n, int L) {
     double sum = 0;
     int k, t;

@@ -17,6 +17,13 @@
 
 #define MAX_TENSORS 8
 
+/* x rounded to float. Through a volatile: gcc 12 -O2 vectorises two adjacent double fields' (double)(float) casts into
+   a copy and drops the rounding. */
+static double as_float(double x) {
+    volatile float f = (float)x;
+    return f;
+}
+
 static double number(const cJSON *o, const char *key) {
     return cJSON_GetObjectItem(o, key)->valuedouble;
 }
@@ -48,8 +55,8 @@ static double replay(const cJSON *c, int float_betas, int report) {
         cfg[n].beta1 = cJSON_GetArrayItem(betas, 0)->valuedouble;
         cfg[n].beta2 = cJSON_GetArrayItem(betas, 1)->valuedouble;
         if (float_betas) {
-            cfg[n].beta1 = (float)cfg[n].beta1;
-            cfg[n].beta2 = (float)cfg[n].beta2;
+            cfg[n].beta1 = as_float(cfg[n].beta1);
+            cfg[n].beta2 = as_float(cfg[n].beta2);
         }
         cfg[n].eps = number(c, "eps");
         cfg[n].weight_decay = number(t, "weight_decay");
