@@ -239,6 +239,12 @@ static const flag_spec train_flags[] = {
       .def_note = "1; ppo off, as TRL", .help = "gradient clipping threshold, 0 = off" },
     { .name = "--weight-decay", .type = FLAG_REAL, .metavar = "X", .min = 0, .max = 1e3, .def = "0",
       .help = "AdamW weight decay (2-D weights)" },
+    { .name = "--adam-beta1", .type = FLAG_REAL, .metavar = "B", .min = 0, .max = 1, .lower = FLAG_MIN_OPEN,
+      .def_note = "0.9", .help = "AdamW beta1" },
+    { .name = "--adam-beta2", .type = FLAG_REAL, .metavar = "B", .min = 0, .max = 1, .lower = FLAG_MIN_OPEN,
+      .def_note = "0.999", .help = "AdamW beta2" },
+    { .name = "--adam-epsilon", .type = FLAG_REAL, .metavar = "E", .min = 0, .max = 1, .lower = FLAG_MIN_OPEN,
+      .def_note = "1e-8", .help = "AdamW epsilon" },
     { .name = "--seed", .type = FLAG_INT, .metavar = "S", .min = 1, .max = SEED_MAX, .def_note = "42",
       .help = "data order, dropout, LoRA init and sampling" },
     { .name = "--save-every", .type = FLAG_INT, .metavar = "N", .min = 0, .max = 1e12, .def = "0",
@@ -2051,7 +2057,10 @@ static int train_config_of(const flags *fl, cllm_train_config *c, int *use_lora,
     c->warmup_ratio = flag_number(fl, "--warmup-ratio");
     c->max_grad_norm = flag_number(fl, "--max-grad-norm");                  /* absent: the trainer's default */
     if (flag_given(fl, "--max-grad-norm") && c->max_grad_norm == 0) c->max_grad_norm = -1;   /* HF: 0 = off */
-    c->adam.weight_decay = (float)flag_number(fl, "--weight-decay");
+    c->adam.weight_decay = flag_number(fl, "--weight-decay");
+    c->adam.beta1 = flag_number(fl, "--adam-beta1");
+    c->adam.beta2 = flag_number(fl, "--adam-beta2");
+    c->adam.eps = flag_number(fl, "--adam-epsilon");
     c->seed = (uint64_t)flag_number(fl, "--seed");
     c->save_every = (long)flag_number(fl, "--save-every");
     c->keep_last = (int)flag_number(fl, "--keep-last");

@@ -348,7 +348,8 @@ static cllm_result ref_grpo(const cJSON *in, cJSON *out, ref_pool *pool, cllm_er
 /* adamw: cllm_adamw_step (torch semantics) once per row of grads. Parameters and moments are
    cllm_float, so in a float build the results carry float rounding. */
 static cllm_result ref_adamw(const cJSON *in, cJSON *out, ref_pool *pool, cllm_err *err) {
-    double *p0, *g, *betas = NULL, lr = 0, eps = 0, wd = 0;
+    double *p0, *g, *betas = NULL, lr = 0;
+    cllm_adamw_config cfg = { 0 };
     cllm_float *p, *gf, *m, *v;
     int n = -1, steps = 0, nb = 2, s, i;
     cJSON *list;
@@ -357,8 +358,13 @@ static cllm_result ref_adamw(const cJSON *in, cJSON *out, ref_pool *pool, cllm_e
         (rc = ref_matrix(in, "grads", 1, pool, &g, &steps, &n, err)) ||
         (rc = ref_array(in, "betas", 0, pool, &betas, &nb, err)) ||
         (rc = ref_num(in, "lr", 1e-3, &lr, err)) ||
-        (rc = ref_num(in, "eps", 1e-8, &eps, err)) ||
-        (rc = ref_num(in, "weight_decay", 1e-2, &wd, err))) return rc;
+        (rc = ref_num(in, "eps", 1e-8, &cfg.eps, err)) ||
+        (rc = ref_num(in, "weight_decay", 1e-2, &cfg.weight_decay, err))) return rc;
+    cfg.beta1 = betas ? betas[0] : 0.9;
+    cfg.beta2 = betas ? betas[1] : 0.999;
+    if (!(cfg.beta1 > 0 && cfg.beta1 < 1 && cfg.beta2 > 0 && cfg.beta2 < 1 && cfg.eps > 0))
+        return ref_fail(err, CLLM_ERR_ARG, "\"betas\" must be in (0, 1) and \"eps\" > 0 (cllm_adamw_config reads 0 "
+                                           "as the default)");
     p = (cllm_float *)ref_calloc(pool, (size_t)n, sizeof *p);
     gf = (cllm_float *)ref_calloc(pool, (size_t)n, sizeof *gf);
     m = (cllm_float *)ref_calloc(pool, (size_t)n, sizeof *m);
@@ -369,7 +375,7 @@ static cllm_result ref_adamw(const cJSON *in, cJSON *out, ref_pool *pool, cllm_e
     for (s = 0; s < steps; s++) {
         cJSON *row = cJSON_CreateArray();
         for (i = 0; i < n; i++) gf[i] = (cllm_float)g[(size_t)s * n + i];
-        cllm_adamw_step(p, gf, m, v, (size_t)n, s + 1, lr, betas ? betas[0] : 0.9, betas ? betas[1] : 0.999, eps, wd);
+        cllm_adamw_step(p, gf, m, v, (size_t)n, s + 1, lr, &cfg);
         for (i = 0; i < n; i++) cJSON_AddItemToArray(row, cJSON_CreateNumber((double)p[i]));
         cJSON_AddItemToArray(list, row);
     }
