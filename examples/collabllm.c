@@ -1522,7 +1522,7 @@ static int cmd_eval(int argc, char **argv) {
     rc = cllm_eval_run(&cfg, sd.user, sd.assistant, tasks, limited(&fl, n), flag_text(&fl, "--details"), &sum, &err);
     rc = rc == CLLM_OK ? 0 : 1;
     if (rc) fprintf(stderr, "warning: %s\n", err.msg);
-    /* the table: the paper's columns (metrics, #Tokens(k), and ITR = interactivity x 100), each
+    /* the table: the paper's columns (metrics, #Tokens(k), and ITR on its own scale, itr_of), each
        metric's mean over the conversations it scored and that count; "null" where it scored none */
     printf("%-18s", "");
     for (m = 0; m < ms.n; m++) printf(" %14s", ms.metrics[m].name);
