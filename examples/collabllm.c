@@ -1852,8 +1852,9 @@ static int cmd_mr(int argc, char **argv) {
     ctx.given = flag_on(&fl, "--given");
     if (ctx.given && (flag_given(&fl, "--user-model") || flag_given(&fl, "--user-model-dir") ||
                       flag_given(&fl, "--assistant-model") || flag_given(&fl, "--assistant-model-dir") ||
-                      flag_given(&fl, "--judge-model")))
-        return flags_fail(fl.cmd, "--given scores futures that come with the input: no simulator, assistant or judge");
+                      flag_given(&fl, "--judge-model") || flag_given(&fl, "--window") || flag_given(&fl, "--samples")))
+        return flags_fail(fl.cmd, "--given scores the futures that come with the input: no simulator, assistant, judge, "
+                          "--window or --samples");
     if ((!ctx.given && !check_sides(&fl)) || !parse_metrics(&ms, &fl)) return 2;
     if ((rc = check_files(&fl)) != 0) return rc;
     rc = 1;
