@@ -131,6 +131,7 @@
       cllm_mr_score()          -- MR of candidate responses: S simulated futures of up to w exchanges each,
                                   all simulated together; R* per future; mean, std and every sample
       cllm_mr_reward()         -- R* from metric values: paper (- min(lambda tokens, 1)) or weighted sum
+      cllm_mr_from_samples()   -- MR of futures simulated and scored elsewhere: sessions and metric values in
       cllm_metric_builtin()    -- named metrics: token_amount, interactivity, accuracy, exact_match, bleu,
                                   bleu_last, pass_rate; any C function with the cllm_metric_fn shape plugs in
       cllm_answer_matches()    -- exact / numeric matching of a final answer
@@ -154,6 +155,7 @@
                                   truncation rules for one example
       cllm_seq_logps()         -- summed target log-probs of sequences (e.g. a DPO reference)
       cllm_dpo_precompute_ref() -- TRL's precompute_ref_log_probs, written back into the pairs file
+      cllm_dpo_eval()          -- a DPO evaluation pass: per pair logps, reference logps, rewards, loss
       cllm_sft_micro_step(), cllm_dpo_micro_step() -- one micro-batch: loss, TRL's metrics, backward
       cllm_train_sft(), cllm_train_dpo() -- whole runs: shuffled epochs, gradient accumulation,
                                   schedule, clipping, AdamW, metrics JSONL, progress lines, atomic
@@ -295,6 +297,8 @@
                         the flags that reproduce each
       published.md      CollabLLM's own rows (published multiturn rows, v1 DPO rows, task rows of its
                         four datasets) and its pair-building rules, v1 and v2
+      verify.md         one recipe per objective for checking a Python run (HF, TRL, verl, CollabLLM) against
+                        this one: commands, Python lines, tolerances, what a mismatch means (examples/verify/)
 
    ---------------------------------------------------------------------------------------------
    6. LIMITS AND TRUST
@@ -1567,6 +1571,9 @@ CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim
 CLLMDEF void        cllm_mr_result_free(cllm_mr_result *r);
 /* R* of one sample from its metric values and token count (the pure aggregation). */
 CLLMDEF double      cllm_mr_reward(const cllm_mr_config *cfg, const double *metric_values, int tokens);
+/* MR of one candidate from futures simulated and scored already (e.g. CollabLLM's logged sessions and rewards):
+   fill r->samples[s] (session, n_history, metrics, code; n_samples), get tokens, R* per sample, mr, std, n_ok. */
+CLLMDEF cllm_result cllm_mr_from_samples(const cllm_mr_config *cfg, cllm_mr_result *r);
 
 /* ============================================================================================ */
 /* Data generation (paper B.1), SFT rows and DPO pairs, and evaluation (paper section 4)         */
@@ -2117,6 +2124,11 @@ CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *con
 /* One DPO micro-batch of n pairs: cllm_dpo_loss, TRL's metrics, backward of its sum / norm. */
 CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cllm_dpo_pair *const *pairs, int n,
                                         const cllm_dpo_config *cfg, double norm, cllm_train_stats *st, cllm_err *err);
+/* A DPO evaluation pass, no update: logps (4n) gets the summed completion logps of the policy's chosen, rejected,
+   then the reference's chosen, rejected (pairs' values, else ref, else m); out (its arrays optional) the per-pair
+   losses and rewards of cllm_dpo_loss. TRL's DPOTrainer.evaluate, per pair. batch_size 0 = 8. */
+CLLMDEF cllm_result cllm_dpo_eval(cllm_model *m, cllm_model *ref, const cllm_dpo_data *d, const cllm_dpo_config *cfg,
+                                  int batch_size, double *logps, cllm_dpo_out *out, cllm_err *err);
 
 /* Whole runs: init, resume (cfg.resume), run, and the final model in OUT/final (+ OUT/adapter
    with LoRA). lora may be NULL; ref may be NULL (see cllm_dpo_micro_step). */
@@ -4382,6 +4394,46 @@ CLLMDEF void cllm_mr_result_free(cllm_mr_result *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* Step 4 of MR for one candidate whose S futures are simulated and scored (paper Eq. 1-2):
+       R*_s = cllm_mr_reward(metrics_s, tokens_s),  MR = mean of R*_s over the samples that succeeded,
+       std = their population standard deviation (CollabLLM logs reward_std),
+   tokens_s counting the candidate and the future, both roles, joined by "\n" (v1's penalty). cllm_mr_score ends with
+   it; futures simulated elsewhere (CollabLLM's logged sessions and rewards) are scored by filling r->samples[s]'s
+   session, n_history, metrics (NAN = failed) and code, then calling it. CLLM_OK when a sample succeeded, else
+   r->code and r->err say why the first one failed. */
+CLLMDEF cllm_result cllm_mr_from_samples(const cllm_mr_config *cfg, cllm_mr_result *r) {
+    double sum = 0;
+    double sq = 0;
+    double var;
+    int s;
+    r->n_ok = 0;
+    for (s = 0; s < r->n_samples; s++) {
+        cllm_mr_sample *smp = &r->samples[s];
+        smp->tokens = cllm__count_joined(&cfg->tokens, &smp->session, smp->n_history, NULL, "\n");
+        if (smp->tokens < 0 && smp->code == CLLM_OK)
+            smp->code = cllm__fail(&smp->err, CLLM_ERR_NOMEM, "out of memory counting tokens");
+        smp->reward = smp->code == CLLM_OK ? cllm_mr_reward(cfg, smp->metrics, smp->tokens) : NAN;
+        if (smp->reward != smp->reward) continue;
+        r->n_ok++;
+        sum += smp->reward;
+        sq += smp->reward * smp->reward;
+    }
+    if (r->n_ok > 0) {
+        r->mr = sum / r->n_ok;
+        var = sq / r->n_ok - r->mr * r->mr;
+        r->std = var > 0 ? sqrt(var) : 0;
+        r->code = CLLM_OK;
+        return CLLM_OK;
+    }
+    r->mr = NAN;
+    for (s = 0; s < r->n_samples && r->samples[s].code == CLLM_OK; s++) {}
+    if (s < r->n_samples) r->err = r->samples[s].err;
+    else cllm__fail(&r->err, CLLM_ERR_FORMAT, "no sample to score");
+    if (!r->err.code) r->err.code = CLLM_ERR_FORMAT;
+    r->code = r->err.code;
+    return r->code;
+}
+
 /* MR of n candidates, Monte Carlo over S futures each (paper Eq. 1-2):
      1. every future starts as t_j^h + m_j: sample s of item i is conversation i*S + s;
      2. t_j^f: all n*S conversations advance together by up to w exchanges, user first (cllm_simulate:
@@ -4482,30 +4534,8 @@ CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim
 
     /* 4. R* per sample, then MR = their mean */
     for (i = 0; i < n; i++) {
-        double sum = 0, sq = 0, var;
-        for (s = 0; s < S; s++) {
-            cllm_mr_sample *smp = &out[i].samples[s];
-            smp->tokens = cllm__count_joined(&cfg->tokens, &smp->session, smp->n_history, NULL, "\n");
-            if (smp->tokens < 0 && smp->code == CLLM_OK)
-                smp->code = cllm__fail(&smp->err, CLLM_ERR_NOMEM, "out of memory counting tokens");
-            smp->reward = smp->code == CLLM_OK ? cllm_mr_reward(cfg, smp->metrics, smp->tokens) : NAN;
-            if (smp->reward != smp->reward) continue;
-            out[i].n_ok++;
-            sum += smp->reward;
-            sq += smp->reward * smp->reward;
-        }
-        if (out[i].n_ok > 0) {
-            out[i].mr = sum / out[i].n_ok;
-            var = sq / out[i].n_ok - out[i].mr * out[i].mr;
-            out[i].std = var > 0 ? sqrt(var) : 0;
-            out[i].code = CLLM_OK;
-            continue;
-        }
-        out[i].mr = NAN;
-        for (s = 0; s < S && out[i].samples[s].code == CLLM_OK; s++) {}
-        out[i].err = out[i].samples[s < S ? s : 0].err;
-        out[i].code = out[i].err.code ? out[i].err.code : CLLM_ERR_FORMAT;
-        if (rc == CLLM_OK) rc = cllm__fail(err, out[i].code, "MR item %d: every sample failed: %s", i, out[i].err.msg);
+        if (cllm_mr_from_samples(cfg, &out[i]) != CLLM_OK && rc == CLLM_OK)
+            rc = cllm__fail(err, out[i].code, "MR item %d: every sample failed: %s", i, out[i].err.msg);
     }
 done:
     for (k = 0; convs && k < N; k++) cllm_conv_free(&convs[k]);
@@ -5982,6 +6012,48 @@ done:
     cllm__seq_batch_free(&sb);
     CLLM_FREE(rows);
     CLLM_FREE(mem);
+    return rc == CLLM_OK ? cllm__succeed(err) : rc;
+}
+
+/* TRL's DPOTrainer evaluation (evaluation_loop over dpo_loss, no update), per pair: the summed completion logps of
+   the policy and of the reference (the pairs' ref_*_logps, else ref, else m itself: an unchanged policy is its own
+   frozen copy; 0 with reference_free), then cllm_dpo_loss on them (IPO on per-token averages, as DPOTrainer):
+       chosen_rewards_i = beta (pc_i - rc_i),  rejected_rewards_i = beta (pr_i - rr_i),  losses_i = l(z_i). */
+CLLMDEF cllm_result cllm_dpo_eval(cllm_model *m, cllm_model *ref, const cllm_dpo_data *d, const cllm_dpo_config *cfg,
+                                  int batch_size, double *logps, cllm_dpo_out *out, cllm_err *err) {
+    int n = d ? d->n : 0;
+    const cllm_train_seq **seqs = (const cllm_train_seq **)cllm__calloc(2 * (size_t)n + 1, sizeof *seqs);
+    double *avg = (double *)cllm__calloc(4 * (size_t)n + 1, sizeof(double));
+    cllm_dpo_config c = CLLM__ZERO;
+    cllm_result rc = CLLM_OK;
+    int i;
+    if (cfg) c = *cfg;
+    if (!seqs || !avg) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    else if (n < 1 || !m || !logps || !out) rc = cllm__fail(err, CLLM_ERR_ARG, "DPO eval: needs a model and pairs");
+    for (i = 0; i < n && rc == CLLM_OK; i++) {
+        seqs[i] = &d->pairs[i].chosen;
+        seqs[n + i] = &d->pairs[i].rejected;
+    }
+    if (rc == CLLM_OK) rc = cllm_seq_logps(m, seqs, 2 * n, batch_size, logps, err);
+    if (rc == CLLM_OK && d->has_ref) {
+        for (i = 0; i < n; i++) {
+            logps[2 * n + i] = d->pairs[i].ref_chosen;
+            logps[3 * n + i] = d->pairs[i].ref_rejected;
+        }
+    } else if (rc == CLLM_OK && c.reference_free) {
+        for (i = 0; i < 2 * n; i++) logps[2 * n + i] = 0;
+    } else if (rc == CLLM_OK) {
+        rc = cllm_seq_logps(ref ? ref : m, seqs, 2 * n, batch_size, logps + 2 * n, err);
+    }
+    for (i = 0; i < 4 * n && rc == CLLM_OK; i++) {
+        int tokens = cllm_train_seq_targets(seqs[i % (2 * n)]);
+        int per_token = c.loss_type == CLLM_DPO_IPO && !c.ipo_sum;
+        if (tokens < 1) rc = cllm__fail(err, CLLM_ERR_ARG, "pair %d: a completion has no target tokens", i % n);
+        else avg[i] = per_token ? logps[i] / tokens : logps[i];
+    }
+    if (rc == CLLM_OK) rc = cllm_dpo_loss(&c, n, avg, avg + n, avg + 2 * n, avg + 3 * n, out, err);
+    CLLM_FREE(seqs);
+    CLLM_FREE(avg);
     return rc == CLLM_OK ? cllm__succeed(err) : rc;
 }
 
