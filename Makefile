@@ -116,6 +116,9 @@ $(patsubst %,$(BUILD)/%,$(LINK_TESTS)): $(BUILD)/lib/test.o
 MOCK_TESTS := $(patsubst tests/%.c,%,$(shell grep -l 'include "mock_openai.c"' tests/test_*.c))
 $(patsubst %,$(BUILD)/%,$(MOCK_TESTS)) $(patsubst %,$(BUILD)/fast/%,$(MOCK_TESTS)): tests/mock_openai.c tests/hostile_server.c
 
+# test_optim_f32 is test_optim.c built in float32.
+$(BUILD)/test_optim_f32 $(BUILD)/fast/test_optim_f32: tests/test_optim.c
+
 # The fuzz regression test compiles the libFuzzer harnesses in (tests/fuzz/*.c).
 $(BUILD)/test_fuzz_regressions $(BUILD)/fast/test_fuzz_regressions: $(wildcard tests/fuzz/*.c tests/fuzz/*.h)
 
@@ -201,6 +204,7 @@ golden:
 	/usr/bin/python3 tests/gen_trl_logps.py
 	/usr/bin/python3 tests/gen_online.py
 	/usr/bin/python3 tests/gen_pairs.py
+	/usr/bin/python3 tests/gen_optim.py
 
 crosscheck: all
 	@tests/crosscheck.sh $(BUILD) $(if $(FIXTURES),--write-fixtures)

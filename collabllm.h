@@ -131,6 +131,7 @@
       cllm_mr_score()          -- MR of candidate responses: S simulated futures of up to w exchanges each,
                                   all simulated together; R* per future; mean, std and every sample
       cllm_mr_reward()         -- R* from metric values: paper (- min(lambda tokens, 1)) or weighted sum
+      cllm_mr_from_samples()   -- MR of futures simulated and scored elsewhere: sessions and metric values in
       cllm_metric_builtin()    -- named metrics: token_amount, interactivity, accuracy, exact_match, bleu,
                                   bleu_last, pass_rate; any C function with the cllm_metric_fn shape plugs in
       cllm_answer_matches()    -- exact / numeric matching of a final answer
@@ -154,6 +155,7 @@
                                   truncation rules for one example
       cllm_seq_logps()         -- summed target log-probs of sequences (e.g. a DPO reference)
       cllm_dpo_precompute_ref() -- TRL's precompute_ref_log_probs, written back into the pairs file
+      cllm_dpo_eval()          -- a DPO evaluation pass: per pair logps, reference logps, rewards, loss
       cllm_sft_micro_step(), cllm_dpo_micro_step() -- one micro-batch: loss, TRL's metrics, backward
       cllm_train_sft(), cllm_train_dpo() -- whole runs: shuffled epochs, gradient accumulation,
                                   schedule, clipping, AdamW, metrics JSONL, progress lines, atomic
@@ -296,6 +298,8 @@
                         the flags that reproduce each
       published.md      CollabLLM's own rows (published multiturn rows, v1 DPO rows, task rows of its
                         four datasets) and its pair-building rules, v1 and v2
+      verify.md         one recipe per objective for checking a Python run (HF, TRL, verl, CollabLLM) against
+                        this one: commands, Python lines, tolerances, what a mismatch means (examples/verify/)
 
    ---------------------------------------------------------------------------------------------
    6. LIMITS AND TRUST
@@ -724,16 +728,17 @@ CLLMDEF int         cllm_num_threads(void);
 /* Optimisation                                                                                 */
 /* ============================================================================================ */
 
+/* AdamW's hyperparameters, in double as torch holds them (Python floats): a float 0.9 would be 0.89999998. */
 typedef struct cllm_adamw_config {
-    float beta1;         /* default 0.9                                                           */
-    float beta2;         /* default 0.999                                                         */
-    float eps;           /* default 1e-8                                                          */
-    float weight_decay;  /* default 0 (HF TrainingArguments); applied to 2-D tensors only         */
+    double beta1;         /* default 0.9                                                          */
+    double beta2;         /* default 0.999                                                        */
+    double eps;           /* default 1e-8                                                         */
+    double weight_decay;  /* default 0 (HF TrainingArguments); cllm_adamw_update: 2-D tensors only */
 } cllm_adamw_config;
 
-/* torch.optim.AdamW on n values p with gradients g and moments m, v, at step t (1-based). */
-CLLMDEF void   cllm_adamw_step(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v, size_t n,
-                               int t, double lr, double beta1, double beta2, double eps, double wd);
+/* torch.optim.AdamW on n values p with gradients g and moments m, v, at step t (1-based); cfg NULL = defaults. */
+CLLMDEF void   cllm_adamw_step(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v, size_t n, int t,
+                               double lr, const cllm_adamw_config *cfg);
 CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config *cfg, double lr, cllm_err *err);
 /* torch.nn.utils.clip_grad_norm_ over all the model's gradients (or n arrays); returns the norm before clipping. */
 CLLMDEF double cllm_clip_grad_norm(cllm_model *m, double max_norm);
@@ -1567,6 +1572,9 @@ CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim
 CLLMDEF void        cllm_mr_result_free(cllm_mr_result *r);
 /* R* of one sample from its metric values and token count (the pure aggregation). */
 CLLMDEF double      cllm_mr_reward(const cllm_mr_config *cfg, const double *metric_values, int tokens);
+/* MR of one candidate from futures simulated and scored already (e.g. CollabLLM's logged sessions and rewards):
+   fill r->samples[s] (session, n_history, metrics, code; n_samples), get tokens, R* per sample, mr, std, n_ok. */
+CLLMDEF cllm_result cllm_mr_from_samples(const cllm_mr_config *cfg, cllm_mr_result *r);
 
 /* ============================================================================================ */
 /* Data generation (paper B.1), SFT rows and DPO pairs, and evaluation (paper section 4)         */
@@ -2117,6 +2125,11 @@ CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *con
 /* One DPO micro-batch of n pairs: cllm_dpo_loss, TRL's metrics, backward of its sum / norm. */
 CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cllm_dpo_pair *const *pairs, int n,
                                         const cllm_dpo_config *cfg, double norm, cllm_train_stats *st, cllm_err *err);
+/* A DPO evaluation pass, no update: logps (4n) gets the summed completion logps of the policy's chosen, rejected,
+   then the reference's chosen, rejected (pairs' values, else ref, else m); out (its arrays optional) the per-pair
+   losses and rewards of cllm_dpo_loss. TRL's DPOTrainer.evaluate, per pair. batch_size 0 = 8. */
+CLLMDEF cllm_result cllm_dpo_eval(cllm_model *m, cllm_model *ref, const cllm_dpo_data *d, const cllm_dpo_config *cfg,
+                                  int batch_size, double *logps, cllm_dpo_out *out, cllm_err *err);
 
 /* Whole runs: init, resume (cfg.resume), run, and the final model in OUT/final (+ OUT/adapter
    with LoRA). lora may be NULL; ref may be NULL (see cllm_dpo_micro_step). */
@@ -2409,6 +2422,7 @@ extern FILE *fdopen(int, const char *);
 #define cllm__cos  cos
 #define cllm__sin  sin
 #define cllm__pow  pow
+#define cllm__fma  fma
 #else
 #define cllm__exp  expf
 #define cllm__log  logf
@@ -2416,6 +2430,7 @@ extern FILE *fdopen(int, const char *);
 #define cllm__cos  cosf
 #define cllm__sin  sinf
 #define cllm__pow  powf
+#define cllm__fma  fmaf
 #endif
 
 /* "zero means default", applied in one place per config struct (sokol's _def) */
@@ -2470,7 +2485,8 @@ static void cllm__ask_all(const cllm_chat_backend *backend, char *const *prompts
 static cllm_result cllm__seq_from(cllm_train_seq *seq, const int *ids, const unsigned char *target, int n, int n_prompt,
                                   cllm_err *err);
 static void cllm__seq_batch_free(cllm__seq_batch *sb);
-static cllm_result cllm__seq_batch_make(cllm__seq_batch *sb, const cllm_train_seq *const *seqs, int n, cllm_err *err);
+static cllm_result cllm__seq_batch_make(cllm__seq_batch *sb, const cllm_train_seq *const *seqs, int n, int pad_cols,
+                                        cllm_err *err);
 static void cllm__row_logps(const cllm_model *m, double *out);
 static long cllm__batch_tokens(const cllm__seq_batch *sb);
 static cllm_result cllm__st_read_entries(const char *path, const cllm_st_entry *entries, int n, cllm_err *err);
@@ -3696,38 +3712,57 @@ CLLMDEF cllm_result cllm_backward(cllm_model *m, const cllm_float *dlogp, const 
 /* I.2 Optimisation: AdamW, gradient clipping, learning-rate schedules                          */
 /* -------------------------------------------------------------------------------------------- */
 
-/* torch.optim.AdamW (Loshchilov & Hutter 2019, decoupled weight decay) on n values at step t (1-based), in double:
-     p *= 1 - lr wd;   m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2;
-     p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)        (eps after bias-correcting v, as torch) */
+/* cfg (or all zeros) with its zero fields set to the defaults. */
+static cllm_adamw_config cllm__adamw_defaults(const cllm_adamw_config *cfg) {
+    cllm_adamw_config c = CLLM__ZERO;
+    if (cfg) c = *cfg;
+    c.beta1 = cllm__def(c.beta1, 0.9);
+    c.beta2 = cllm__def(c.beta2, 0.999);
+    c.eps = cllm__def(c.eps, 1e-8);
+    return c;
+}
+
+/* torch.optim.AdamW (Loshchilov & Hutter 2019, decoupled weight decay) on n values at step t (1-based):
+     p = p (1 - lr wd);   m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2;
+     p = p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)          (eps after bias-correcting v)
+   computed as torch's default path for parameters off the GPU (_single_tensor_adamw, torch 1.13) computes it: the
+   scalars in double as Python floats (1 - b^t with pow, lr / bc1, sqrt(bc2)), then one tensor operation per line
+   below in cllm_float, each rounded where torch rounds it, with a fused multiply-add where torch's AVX2 kernels fuse
+   one (add_ with alpha, addcmul_). In float32 this is bit for bit torch 1.13's CPU AdamW, and in double torch's
+   float64 one (tests/test_optim.c, 10 steps with a schedule, clipping and weight decay). Remaining differences are
+   in the last bit: torch 2.x computes m with lerp_ (m + (1 - b1)(g - m)), and GPU kernels (foreach, fused) round
+   their own way. Holding b1 = 0.9 as a float instead (0.89999998) makes every step from the second ~6.7e-6 smaller. */
 CLLMDEF void cllm_adamw_step(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v, size_t n, int t,
-                             double lr, double beta1, double beta2, double eps, double wd) {
-    double bc1 = 1 - pow(beta1, t), bc2 = 1 - pow(beta2, t), step = lr / bc1, bc2_sqrt = sqrt(bc2);
+                             double lr, const cllm_adamw_config *cfg) {
+    cllm_adamw_config c = cllm__adamw_defaults(cfg);
+    double bc1 = 1 - pow(c.beta1, (double)t), bc2 = 1 - pow(c.beta2, (double)t);
+    const cllm_float decay = (cllm_float)(1 - lr * c.weight_decay), neg_step = (cllm_float)(-(lr / bc1));
+    const cllm_float b1 = (cllm_float)c.beta1, one_minus_b1 = (cllm_float)(1 - c.beta1);
+    const cllm_float b2 = (cllm_float)c.beta2, one_minus_b2 = (cllm_float)(1 - c.beta2);
+    const cllm_float bc2_sqrt = (cllm_float)sqrt(bc2), eps = (cllm_float)c.eps;
     size_t i;
     CLLM__PARALLEL_FOR(n * 16)
     for (i = 0; i < n; i++) {
-        double pi = p[i] * (1 - lr * wd);                               /* decoupled weight decay, first */
-        double mi = beta1 * m[i] + (1 - beta1) * g[i];
-        double vi = beta2 * v[i] + (1 - beta2) * (double)g[i] * g[i];
-        pi -= step * mi / (sqrt(vi) / bc2_sqrt + eps);
-        p[i] = (cllm_float)pi;
-        m[i] = (cllm_float)mi;
-        v[i] = (cllm_float)vi;
+        cllm_float pi = p[i] * decay;                                     /* param.mul_(1 - lr wd)           */
+        cllm_float mi = cllm__fma(g[i], one_minus_b1, m[i] * b1);         /* m.mul_(b1).add_(g, alpha=1-b1)  */
+        cllm_float vi = cllm__fma(one_minus_b2 * g[i], g[i], v[i] * b2);  /* v.mul_(b2).addcmul_(g, g, 1-b2) */
+        cllm_float denom = cllm__sqrt(vi) / bc2_sqrt + eps;               /* v.sqrt() / sqrt(bc2) + eps      */
+        p[i] = pi + neg_step * mi / denom;                                /* param.addcdiv_(m, denom, -step) */
+        m[i] = mi;
+        v[i] = vi;
     }
 }
 
 /* AdamW over the model as the HF Trainer sets it up: weight decay on the weight matrices (the 2-D tensors) only, not
    on biases or norm weights; the moments are allocated by the first update. */
 CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config *cfg, double lr, cllm_err *err) {
-    cllm_adamw_config def = CLLM__ZERO;
+    cllm_adamw_config matrices = cllm__adamw_defaults(cfg), vectors = matrices;
     cllm_float **pp[CLLM_NUM_PARAM_TENSORS], **gp[CLLM_NUM_PARAM_TENSORS];
     size_t off = 0;
     int i, rows, cols;
     if (!model->grads_memory)
         return cllm__fail(err, CLLM_ERR_ARG, "AdamW update: no gradients yet (run a backward pass first)");
-    if (cfg) def = *cfg;
-    def.beta1 = cllm__def(def.beta1, 0.9f);
-    def.beta2 = cllm__def(def.beta2, 0.999f);
-    def.eps = cllm__def(def.eps, 1e-8f);
+    vectors.weight_decay = 0;
     if (!model->m_memory) model->m_memory = (cllm_float *)cllm__calloc(model->num_params, sizeof(cllm_float));
     if (!model->v_memory) model->v_memory = (cllm_float *)cllm__calloc(model->num_params, sizeof(cllm_float));
     if (!model->m_memory || !model->v_memory)
@@ -3740,24 +3775,29 @@ CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config
         size_t n = model->param_sizes[i];
         if (!n) continue;
         cllm__param_shape(&model->config, i, &rows, &cols);
-        cllm_adamw_step(*pp[i], *gp[i], model->m_memory + off, model->v_memory + off, n, model->adam_t, lr, def.beta1,
-                        def.beta2, def.eps, cols ? def.weight_decay : 0.0);
+        cllm_adamw_step(*pp[i], *gp[i], model->m_memory + off, model->v_memory + off, n, model->adam_t, lr,
+                        cols ? &matrices : &vectors);
         off += n;
     }
     return cllm__succeed(err);
 }
 
 /* torch.nn.utils.clip_grad_norm_ (2-norm over all the tensors together):
-     N = ||(||g_i||)_i||,   coef = max_norm / (N + 1e-6),   g *= coef if coef < 1;   returns N, before clipping. */
+     N = ||(||g_i||)_i||,   coef = max_norm / (N + 1e-6),   g *= min(coef, 1);   returns N, before clipping.
+   N is summed in double (exact to ~1e-16; torch reduces in the gradients' dtype, within an ulp or so of it); from N on,
+   the coefficient and the products are computed in cllm_float as torch computes them. */
 CLLMDEF double cllm_clip_grad_norm_arrays(cllm_float **grads, const size_t *sizes, int n, double max_norm) {
-    double sq = 0, norm, coef;
+    double sq = 0, norm;
+    cllm_float shifted, coef;
     size_t k;
     int i;
     for (i = 0; i < n; i++) for (k = 0; k < sizes[i]; k++) sq += (double)grads[i][k] * grads[i][k];
     norm = sqrt(sq);
-    coef = max_norm / (norm + 1e-6);
-    if (!(max_norm > 0 && coef < 1)) return norm;
-    for (i = 0; i < n; i++) for (k = 0; k < sizes[i]; k++) grads[i][k] = (cllm_float)(grads[i][k] * coef);
+    if (!(max_norm > 0)) return norm;
+    shifted = (cllm_float)norm + (cllm_float)1e-6;     /* total_norm + 1e-6, a tensor of the gradients' dtype */
+    coef = (1 / shifted) * (cllm_float)max_norm;      /* max_norm / tensor is Tensor.__rdiv__: reciprocal() * x */
+    if (!(coef < 1)) return norm;                     /* clamp(max=1): multiplying by 1 changes nothing      */
+    for (i = 0; i < n; i++) for (k = 0; k < sizes[i]; k++) grads[i][k] *= coef;
     return norm;
 }
 
@@ -3770,10 +3810,11 @@ CLLMDEF double cllm_clip_grad_norm(cllm_model *m, double max_norm) {
 /* transformers' get_constant_schedule_with_warmup, get_linear_schedule_with_warmup and
    get_cosine_schedule_with_warmup (num_cycles 0.5) at optimiser step `step` (the first update uses step 0):
      s < W: base s / max(1, W);   then constant: base;   linear: base max(0, (T - s) / max(1, T - W));
-     cosine: base max(0, 0.5 (1 + cos(pi p))),  p = (s - W) / max(1, T - W). */
+     cosine: base max(0, 0.5 (1 + cos(pi p))),  p = (s - W) / max(1, T - W).
+   The factor is computed first and then multiplied by base, as LambdaLR does: the rate is transformers' to the bit. */
 CLLMDEF double cllm_lr_at(cllm_schedule kind, double base_lr, long step, long warmup, long total) {
     double after = (double)(total - warmup > 1 ? total - warmup : 1), f;
-    if (step < warmup) return base_lr * (double)step / (double)(warmup > 1 ? warmup : 1);
+    if (step < warmup) return base_lr * ((double)step / (double)(warmup > 1 ? warmup : 1));   /* LambdaLR: lr x f */
     if (kind == CLLM_SCHED_CONSTANT) return base_lr;
     if (kind == CLLM_SCHED_LINEAR) f = (double)(total - step) / after;
     else f = 0.5 * (1.0 + cos(3.14159265358979323846 * ((double)(step - warmup) / after)));
@@ -4357,6 +4398,46 @@ CLLMDEF void cllm_mr_result_free(cllm_mr_result *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* Step 4 of MR for one candidate whose S futures are simulated and scored (paper Eq. 1-2):
+       R*_s = cllm_mr_reward(metrics_s, tokens_s),  MR = mean of R*_s over the samples that succeeded,
+       std = their population standard deviation (CollabLLM logs reward_std),
+   tokens_s counting the candidate and the future, both roles, joined by "\n" (v1's penalty). cllm_mr_score ends with
+   it; futures simulated elsewhere (CollabLLM's logged sessions and rewards) are scored by filling r->samples[s]'s
+   session, n_history, metrics (NAN = failed) and code, then calling it. CLLM_OK when a sample succeeded, else
+   r->code and r->err say why the first one failed. */
+CLLMDEF cllm_result cllm_mr_from_samples(const cllm_mr_config *cfg, cllm_mr_result *r) {
+    double sum = 0;
+    double sq = 0;
+    double var;
+    int s;
+    r->n_ok = 0;
+    for (s = 0; s < r->n_samples; s++) {
+        cllm_mr_sample *smp = &r->samples[s];
+        smp->tokens = cllm__count_joined(&cfg->tokens, &smp->session, smp->n_history, NULL, "\n");
+        if (smp->tokens < 0 && smp->code == CLLM_OK)
+            smp->code = cllm__fail(&smp->err, CLLM_ERR_NOMEM, "out of memory counting tokens");
+        smp->reward = smp->code == CLLM_OK ? cllm_mr_reward(cfg, smp->metrics, smp->tokens) : NAN;
+        if (smp->reward != smp->reward) continue;
+        r->n_ok++;
+        sum += smp->reward;
+        sq += smp->reward * smp->reward;
+    }
+    if (r->n_ok > 0) {
+        r->mr = sum / r->n_ok;
+        var = sq / r->n_ok - r->mr * r->mr;
+        r->std = var > 0 ? sqrt(var) : 0;
+        r->code = CLLM_OK;
+        return CLLM_OK;
+    }
+    r->mr = NAN;
+    for (s = 0; s < r->n_samples && r->samples[s].code == CLLM_OK; s++) {}
+    if (s < r->n_samples) r->err = r->samples[s].err;
+    else cllm__fail(&r->err, CLLM_ERR_FORMAT, "no sample to score");
+    if (!r->err.code) r->err.code = CLLM_ERR_FORMAT;
+    r->code = r->err.code;
+    return r->code;
+}
+
 /* MR of n candidates, Monte Carlo over S futures each (paper Eq. 1-2):
      1. every future starts as t_j^h + m_j: sample s of item i is conversation i*S + s;
      2. t_j^f: all n*S conversations advance together by up to w exchanges, user first (cllm_simulate:
@@ -4457,30 +4538,8 @@ CLLMDEF cllm_result cllm_mr_score(const cllm_mr_config *cfg, const cllm_user_sim
 
     /* 4. R* per sample, then MR = their mean */
     for (i = 0; i < n; i++) {
-        double sum = 0, sq = 0, var;
-        for (s = 0; s < S; s++) {
-            cllm_mr_sample *smp = &out[i].samples[s];
-            smp->tokens = cllm__count_joined(&cfg->tokens, &smp->session, smp->n_history, NULL, "\n");
-            if (smp->tokens < 0 && smp->code == CLLM_OK)
-                smp->code = cllm__fail(&smp->err, CLLM_ERR_NOMEM, "out of memory counting tokens");
-            smp->reward = smp->code == CLLM_OK ? cllm_mr_reward(cfg, smp->metrics, smp->tokens) : NAN;
-            if (smp->reward != smp->reward) continue;
-            out[i].n_ok++;
-            sum += smp->reward;
-            sq += smp->reward * smp->reward;
-        }
-        if (out[i].n_ok > 0) {
-            out[i].mr = sum / out[i].n_ok;
-            var = sq / out[i].n_ok - out[i].mr * out[i].mr;
-            out[i].std = var > 0 ? sqrt(var) : 0;
-            out[i].code = CLLM_OK;
-            continue;
-        }
-        out[i].mr = NAN;
-        for (s = 0; s < S && out[i].samples[s].code == CLLM_OK; s++) {}
-        out[i].err = out[i].samples[s < S ? s : 0].err;
-        out[i].code = out[i].err.code ? out[i].err.code : CLLM_ERR_FORMAT;
-        if (rc == CLLM_OK) rc = cllm__fail(err, out[i].code, "MR item %d: every sample failed: %s", i, out[i].err.msg);
+        if (cllm_mr_from_samples(cfg, &out[i]) != CLLM_OK && rc == CLLM_OK)
+            rc = cllm__fail(err, out[i].code, "MR item %d: every sample failed: %s", i, out[i].err.msg);
     }
 done:
     for (k = 0; convs && k < N; k++) cllm_conv_free(&convs[k]);
@@ -5809,7 +5868,7 @@ CLLMDEF cllm_result cllm_sft_micro_step(cllm_model *m, const cllm_train_seq *con
     cllm_result rc;
     if (!lp) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     if (n < 1 || !(norm > 0)) rc = cllm__fail(err, CLLM_ERR_ARG, "SFT step: need n >= 1 rows and norm > 0");
-    else rc = cllm__seq_batch_make(&sb, rows, n, err);
+    else rc = cllm__seq_batch_make(&sb, rows, n, 0, err);
     if (rc == CLLM_OK) rc = cllm_forward(m, &sb.batch, NULL, err);
     if (rc == CLLM_OK) {
         cllm__row_logps(m, lp);
@@ -5872,7 +5931,8 @@ static cllm_result cllm__dpo_ref_logps(cllm_model *m, cllm_model *ref, const cll
    batch, their summed completion logps (averaged per token for IPO, as TRL's DPOTrainer, unless cfg->ipo_sum), the
    reference's (cllm__dpo_ref_logps), cllm_dpo_loss, then backward of (sum of the pair losses) / norm through dlogp =
    d loss / d logp(row) on every completion token. RPO (TRL's rpo_alpha, Pang et al. 2024) adds alpha x the NLL of the
-   chosen completions, a mean over this micro-batch's chosen tokens. Adds TRL's metrics: loss, rewards/chosen,
+   chosen completions, a mean over this micro-batch's chosen tokens. Adds loss (sum and pairs) and TRL's metrics as
+   this micro-batch's means (TRL stores one value per micro-batch and logs their mean): rewards/chosen,
    rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen, logps/rejected (and nll_loss with RPO). */
 CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cllm_dpo_pair *const *pairs, int n,
                                         const cllm_dpo_config *cfg, double norm, cllm_train_stats *st, cllm_err *err) {
@@ -5905,7 +5965,7 @@ CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cl
             rc = cllm__fail(err, CLLM_ERR_ARG, "pair %d: a completion has no target tokens", i);
     }
     if (rc != CLLM_OK) goto done;
-    if ((rc = cllm__seq_batch_make(&sb, rows, 2 * n, err)) != CLLM_OK) goto done;
+    if ((rc = cllm__seq_batch_make(&sb, rows, 2 * n, 0, err)) != CLLM_OK) goto done;
     /* reference first: the policy's forward must be the last one, its activations feed backward */
     if ((rc = cllm__dpo_ref_logps(m, ref, pairs, n, &sb, c.reference_free, refl, err)) != CLLM_OK) goto done;
     if ((rc = cllm_forward(m, &sb.batch, NULL, err)) != CLLM_OK) goto done;
@@ -5931,7 +5991,7 @@ CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cl
         }
         for (i = 0; i < n; i++) d[i] -= c.rpo_alpha * (double)n / norm / tok_c;
         for (i = 0; i < n; i++) losses[i] += c.rpo_alpha * nll / tok_c;
-        if (st) cllm_train_stats_add(st, "nll_loss", nll / tok_c * n, n);
+        if (st) cllm_train_stats_add(st, "nll_loss", nll / tok_c, 1);
     }
     if ((rc = cllm__backward_rows(m, d, err)) != CLLM_OK) goto done;
     for (i = 0; i < n; i++) {
@@ -5942,20 +6002,62 @@ CLLMDEF cllm_result cllm_dpo_micro_step(cllm_model *m, cllm_model *ref, const cl
         s_pc += pol[i];
         s_pr += pol[n + i];
     }
-    if (st) {
+    if (st) {                       /* TRL logs each micro-batch's means and averages them over the step */
         cllm_train_stats_add(st, "loss", s_loss, n);
-        cllm_train_stats_add(st, "rewards/chosen", s_cr, n);
-        cllm_train_stats_add(st, "rewards/rejected", s_rj, n);
-        cllm_train_stats_add(st, "rewards/accuracies", s_acc, n);
-        cllm_train_stats_add(st, "rewards/margins", s_cr - s_rj, n);
-        cllm_train_stats_add(st, "logps/chosen", s_pc, n);
-        cllm_train_stats_add(st, "logps/rejected", s_pr, n);
+        cllm_train_stats_add(st, "rewards/chosen", s_cr / n, 1);
+        cllm_train_stats_add(st, "rewards/rejected", s_rj / n, 1);
+        cllm_train_stats_add(st, "rewards/accuracies", s_acc / n, 1);
+        cllm_train_stats_add(st, "rewards/margins", (s_cr - s_rj) / n, 1);
+        cllm_train_stats_add(st, "logps/chosen", s_pc / n, 1);
+        cllm_train_stats_add(st, "logps/rejected", s_pr / n, 1);
         st->tokens += (double)cllm__batch_tokens(&sb);
     }
 done:
     cllm__seq_batch_free(&sb);
     CLLM_FREE(rows);
     CLLM_FREE(mem);
+    return rc == CLLM_OK ? cllm__succeed(err) : rc;
+}
+
+/* TRL's DPOTrainer evaluation (evaluation_loop over dpo_loss, no update), per pair: the summed completion logps of
+   the policy and of the reference (the pairs' ref_*_logps, else ref, else m itself: an unchanged policy is its own
+   frozen copy; 0 with reference_free), then cllm_dpo_loss on them (IPO on per-token averages, as DPOTrainer):
+       chosen_rewards_i = beta (pc_i - rc_i),  rejected_rewards_i = beta (pr_i - rr_i),  losses_i = l(z_i). */
+CLLMDEF cllm_result cllm_dpo_eval(cllm_model *m, cllm_model *ref, const cllm_dpo_data *d, const cllm_dpo_config *cfg,
+                                  int batch_size, double *logps, cllm_dpo_out *out, cllm_err *err) {
+    int n = d ? d->n : 0;
+    const cllm_train_seq **seqs = (const cllm_train_seq **)cllm__calloc(2 * (size_t)n + 1, sizeof *seqs);
+    double *avg = (double *)cllm__calloc(4 * (size_t)n + 1, sizeof(double));
+    cllm_dpo_config c = CLLM__ZERO;
+    cllm_result rc = CLLM_OK;
+    int i;
+    if (cfg) c = *cfg;
+    if (!seqs || !avg) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    else if (n < 1 || !m || !logps || !out) rc = cllm__fail(err, CLLM_ERR_ARG, "DPO eval: needs a model and pairs");
+    for (i = 0; i < n && rc == CLLM_OK; i++) {
+        seqs[i] = &d->pairs[i].chosen;
+        seqs[n + i] = &d->pairs[i].rejected;
+    }
+    if (rc == CLLM_OK) rc = cllm_seq_logps(m, seqs, 2 * n, batch_size, logps, err);
+    if (rc == CLLM_OK && d->has_ref) {
+        for (i = 0; i < n; i++) {
+            logps[2 * n + i] = d->pairs[i].ref_chosen;
+            logps[3 * n + i] = d->pairs[i].ref_rejected;
+        }
+    } else if (rc == CLLM_OK && c.reference_free) {
+        for (i = 0; i < 2 * n; i++) logps[2 * n + i] = 0;
+    } else if (rc == CLLM_OK) {
+        rc = cllm_seq_logps(ref ? ref : m, seqs, 2 * n, batch_size, logps + 2 * n, err);
+    }
+    for (i = 0; i < 4 * n && rc == CLLM_OK; i++) {
+        int tokens = cllm_train_seq_targets(seqs[i % (2 * n)]);
+        int per_token = c.loss_type == CLLM_DPO_IPO && !c.ipo_sum;
+        if (tokens < 1) rc = cllm__fail(err, CLLM_ERR_ARG, "pair %d: a completion has no target tokens", i % n);
+        else avg[i] = per_token ? logps[i] / tokens : logps[i];
+    }
+    if (rc == CLLM_OK) rc = cllm_dpo_loss(&c, n, avg, avg + n, avg + 2 * n, avg + 3 * n, out, err);
+    CLLM_FREE(seqs);
+    CLLM_FREE(avg);
     return rc == CLLM_OK ? cllm__succeed(err) : rc;
 }
 
@@ -6080,6 +6182,13 @@ static cllm_result cllm__rollout_score(const cllm_rollout_config *c, cllm_local_
     return rc;
 }
 
+/* The tokens of a response equal to id (the tokenizer's eos: TRL compares with eos_token_id only). */
+static int cllm__count_id(const cllm_local_output *o, int id) {
+    int t, count = 0;
+    for (t = 0; t < o->n; t++) count += o->ids[t] == id;
+    return count;
+}
+
 /* The training sequence of one response: its prompt ids, then its ids as targets. */
 static cllm_result cllm__rollout_seq(const cllm_local_output *o, cllm_train_seq *seq, cllm_err *err) {
     int n = o->n_prompt + o->n, t;
@@ -6102,11 +6211,12 @@ static cllm_result cllm__rollout_seq(const cllm_local_output *o, cllm_train_seq 
     return rc;
 }
 
-/* A forward of sequences under m at temperature tau, dropout off (see above). */
+/* A forward of sequences under m at temperature tau, dropout off (see above), with pad_cols pad positions after the
+   longest one (cllm__seq_batch_make). */
 static cllm_result cllm__rollout_forward(cllm_model *m, const cllm_train_seq *const *seqs, int n, float tau,
-                                         cllm__seq_batch *sb, cllm_err *err) {
+                                         int pad_cols, cllm__seq_batch *sb, cllm_err *err) {
     int training = m->lora ? m->lora->training : 0;
-    cllm_result rc = cllm__seq_batch_make(sb, seqs, n, err);
+    cllm_result rc = cllm__seq_batch_make(sb, seqs, n, pad_cols, err);
     if (rc != CLLM_OK) return rc;
     sb->batch.temperature = tau;
     if (m->lora) m->lora->training = 0;
@@ -6155,7 +6265,7 @@ static cllm_result cllm__rollout_ref(cllm_model *m, cllm_model *ref, const cllm_
         return cllm__fail(err, CLLM_ERR_ARG, "this objective needs a reference: a frozen reference model, or LoRA "
                                              "adapters (the base model is the reference)");
     if (!ref) m->lora->enabled = 0;
-    rc = cllm__rollout_forward(which, seqs, n, tau, &sb, err);
+    rc = cllm__rollout_forward(which, seqs, n, tau, 0, &sb, err);
     if (!ref) m->lora->enabled = enabled;
     if (rc == CLLM_OK) cllm__gather_logps(which, seqs, n, L, 1.0, out);
     cllm__seq_batch_free(&sb);
@@ -6282,8 +6392,11 @@ static cllm_result cllm__odpo_pair(cllm_dpo_pair *pair, const cllm_local_output 
 
 /* One micro-batch of online DPO: two responses per prompt, both scored by MR; the higher MR is chosen (a tie: the
    first, as CollabLLM's judge takes the argmax); cllm_dpo_micro_step on the pairs, dropout off (TRL's
-   disable_dropout). TRL's objective/ metrics come from the pairs' sums: objective/kl = mean over responses of sum_t
-   (logp - ref) = (rewards/chosen + rewards/rejected) / (2 beta). */
+   disable_dropout). Statistics as TRL v0.19.1 OnlineDPOTrainer.training_step logs them, one value per micro-batch:
+   val/contain_eos_token (responses holding the tokenizer's eos id) and beta, besides cllm_dpo_micro_step's. TRL's
+   objective/kl, objective/non_score_reward and objective/entropy sum over every completion slot, the pads after
+   the eos included (trl#6803); ours sum over the response tokens and carry their own names: objective/kl_response
+   = mean over responses of sum_t (logp - ref) = (rewards/chosen + rewards/rejected) / (2 beta), and so on. */
 static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx, int n, double norm,
                                     cllm_train_stats *st, cllm_err *err) {
     cllm__odpo_ctx *c = (cllm__odpo_ctx *)ctx;
@@ -6292,7 +6405,7 @@ static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     cllm_dpo_pair *pairs = (cllm_dpo_pair *)cllm__calloc((size_t)n, sizeof *pairs);
     const cllm_dpo_pair **pp = (const cllm_dpo_pair **)cllm__calloc((size_t)n, sizeof *pp);
     double s_mr = 0, s_ch = 0, s_rj = 0, eos = 0, s_cr, s_rr, s_pc, s_pr;
-    int failed = 0, k = 0, training = tr->lora ? tr->lora->training : 0, i;
+    int failed = 0, k = 0, training = tr->lora ? tr->lora->training : 0, eos_id = c->lm->tok.eos_id, i;
     cllm_train_stats dst = CLLM__ZERO;
     cllm_result rc;
     if (!out || !mr || !pairs || !pp) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
@@ -6301,7 +6414,7 @@ static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
         rc = cllm__rollout_score(&c->cfg.rollout, c->lm, c->p, idx, n, 2, tr->step, out, mr, &failed, err);
     for (i = 0; i < n && rc == CLLM_OK; i++) {
         int first = mr[2 * i] >= mr[2 * i + 1];
-        eos += (out[2 * i].finish == CLLM_FINISH_EOS) + (out[2 * i + 1].finish == CLLM_FINISH_EOS);
+        eos += (cllm__count_id(&out[2 * i], eos_id) > 0) + (cllm__count_id(&out[2 * i + 1], eos_id) > 0);
         if (isnan(mr[2 * i]) || isnan(mr[2 * i + 1])) continue;
         rc = cllm__odpo_pair(&pairs[k], &out[2 * i + !first], &out[2 * i + first], c->cfg.max_length, err);
         if (rc != CLLM_OK) break;
@@ -6321,15 +6434,15 @@ static cllm_result cllm__odpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     if (rc != CLLM_OK) goto done;
     for (i = 0; i < dst.n; i++) cllm_train_stats_add(st, dst.name[i], dst.sum[i], dst.count[i]);
     st->tokens += dst.tokens;
-    s_cr = cllm_train_stats_mean(&dst, "rewards/chosen") * k;
-    s_rr = cllm_train_stats_mean(&dst, "rewards/rejected") * k;
-    s_pc = cllm_train_stats_mean(&dst, "logps/chosen") * k;
-    s_pr = cllm_train_stats_mean(&dst, "logps/rejected") * k;
-    cllm_train_stats_add(st, "objective/kl", (s_cr + s_rr) / (2 * c->dpo.beta), k);
-    cllm_train_stats_add(st, "objective/non_score_reward", -(s_cr + s_rr) / 2, k);
-    cllm_train_stats_add(st, "objective/entropy", -(s_pc + s_pr) / 2, k);
-    cllm_train_stats_add(st, "val/contain_eos_token", eos, 2 * n);
-    cllm_train_stats_add(st, "beta", c->dpo.beta * k, k);
+    s_cr = cllm_train_stats_mean(&dst, "rewards/chosen");
+    s_rr = cllm_train_stats_mean(&dst, "rewards/rejected");
+    s_pc = cllm_train_stats_mean(&dst, "logps/chosen");
+    s_pr = cllm_train_stats_mean(&dst, "logps/rejected");
+    cllm_train_stats_add(st, "objective/kl_response", (s_cr + s_rr) / (2 * c->dpo.beta), 1);
+    cllm_train_stats_add(st, "objective/non_score_reward_response", -(s_cr + s_rr) / 2, 1);
+    cllm_train_stats_add(st, "objective/entropy_response", -(s_pc + s_pr) / 2, 1);
+    cllm_train_stats_add(st, "val/contain_eos_token", eos / (2 * n), 1);
+    cllm_train_stats_add(st, "beta", c->dpo.beta, 1);
     cllm_train_stats_add(st, "reward", s_mr, 2 * k);
     cllm_train_stats_add(st, "mr/chosen", s_ch, k);
     cllm_train_stats_add(st, "mr/rejected", s_rj, k);
@@ -6618,6 +6731,12 @@ static void cllm__ppo_fill_response(cllm_ppo_rollout *r, const cllm__rows *rows,
     }
 }
 
+/* TRL's val/num_eos_tokens of one response padded to L slots: the slots equal to eos_token_id, so with pad_is_eos
+   (pad = eos) every pad slot counts too. */
+static int cllm__ppo_eos_tokens(const cllm_local_output *o, int L, int eos_id, int pad_is_eos) {
+    return cllm__count_id(o, eos_id) + (pad_is_eos ? L - o->n : 0);
+}
+
 /* TRL's rollout statistics (see cllm_train_ppo). */
 static void cllm__ppo_rollout_stats(const cllm__ppo_ctx *c, const cllm_ppo_rollout *r, const cllm__rows *rows,
                                     const double *mr, cllm_train_stats *st) {
@@ -6630,7 +6749,7 @@ static void cllm__ppo_rollout_stats(const cllm__ppo_ctx *c, const cllm_ppo_rollo
         }
         sc += r->scores[b];
         raw += mr[b];
-        eos += rows->out[b]->finish == CLLM_FINISH_EOS;
+        eos += cllm__ppo_eos_tokens(rows->out[b], r->L, c->lm->tok.eos_id, c->cfg.pad_is_eos);
     }
     cllm_train_stats_add(st, "objective/kl", kl, r->B);
     cllm_train_stats_add(st, "objective/entropy", ent, r->B);      /* TRL: pads count as -1.0 each */
@@ -6698,7 +6817,7 @@ static cllm_result cllm__ppo_rollout(cllm__ppo_ctx *c, cllm_trainer *tr, const i
     if (rc != CLLM_OK) goto done;
     cllm__ppo_fill_response(r, rows, c->lm, c->cfg.pad_is_eos);
     cllm__ppo_scores(c, r, rows, mr, st);
-    if ((rc = cllm__rollout_forward(tr->model, rows->ptr, B, tau, &sb, err)) != CLLM_OK) goto done;
+    if ((rc = cllm__rollout_forward(tr->model, rows->ptr, B, tau, 0, &sb, err)) != CLLM_OK) goto done;
     st->tokens += (double)cllm__batch_tokens(&sb);
     if ((rc = cllm__rollout_check(rcfg, tr->model, rows->out, rows->ptr, B, &diff, err)) != CLLM_OK) goto done;
     cllm_train_stats_add(st, "rollout/logprob_diff", diff, 1);
@@ -6717,6 +6836,45 @@ done:
     return rc;
 }
 
+/* Row b of a rollout as TRL's training forward attends to it: the prompt and the response up to its first pad
+   (with pad_is_eos the final end token is a pad). What follows is never trained: the cut changes no loss. */
+static cllm_train_seq cllm__ppo_attended(const cllm_ppo_rollout *r, const cllm_train_seq *row, int b) {
+    cllm_train_seq cut = *row;
+    int t = 0;
+    while (t < r->L && r->response[(size_t)b * r->L + t] >= 0) t++;
+    cut.n = cut.n_prompt + t;
+    return cut;
+}
+
+/* TRL v0.19.1 PPOTrainer's policy/entropy_avg of a micro-batch: the mean over every response slot t < L of every row,
+   pads included, of the entropy of the logits that predict slot t (at the sampling temperature). For a row with R
+   attended response tokens (cut by cllm__ppo_attended), slot t <= R reads the position that predicts it. A later
+   slot reads a pad, which TRL's forward() gives id 0, position id P + R (the attended tokens before it) and
+   attention to the attended tokens only: the same at every pad, and the same as the pad position right after the
+   row here (the forward needs one pad column). m's last forward is of cut. */
+static double cllm__ppo_entropy_avg(const cllm_model *m, const cllm_train_seq *const *cut, int n, int L) {
+    double sum = 0;
+    int k, t;
+    for (k = 0; k < n; k++) {
+        int R = cut[k]->n - cut[k]->n_prompt;
+        for (t = 0; t < L; t++) sum += m->acts.entropy[cllm__resp_pos(m, cut[k], k, t <= R ? t : R + 1)];
+    }
+    return sum / ((double)n * L);
+}
+
+/* Our policy/entropy_response_avg: the mean entropy over the trained slots t <= seq_end of rollout rows sel[0..n),
+   whose cut rows m's last forward ran (0 when none is trained). */
+static double cllm__ppo_entropy_response_avg(const cllm_model *m, const cllm_train_seq *const *cut,
+                                             const cllm_ppo_rollout *r, const int *sel, int n) {
+    double sum = 0, count = 0;
+    int k, t;
+    for (k = 0; k < n; k++) {
+        for (t = 0; t <= r->seq_end[sel[k]]; t++) sum += m->acts.entropy[cllm__resp_pos(m, cut[k], k, t)];
+        count += r->seq_end[sel[k]] + 1;
+    }
+    return count > 0 ? sum / count : 0;
+}
+
 /* One micro-batch of the optimisation: forward the rows at the sampling temperature, the PPO
    loss on them (cllm_ppo_rollout_loss), backward of loss / n_micro (accelerate's division by the
    accumulation steps) into the policy and the value head. */
@@ -6725,25 +6883,26 @@ static cllm_result cllm__ppo_micro(cllm__ppo_ctx *c, cllm_trainer *tr, const cll
                                    cllm_err *err) {
     size_t N = (size_t)n * (size_t)r->L;
     const cllm_train_seq **seqs = (const cllm_train_seq **)cllm__calloc((size_t)n, sizeof *seqs);
+    cllm_train_seq *cut = (cllm_train_seq *)cllm__calloc((size_t)n, sizeof *cut);
     double *buf = (double *)cllm__calloc(4 * N + 1, sizeof(double));
     double *lp = buf, *val = buf + N, *dlp = buf + 2 * N, *dv = buf + 3 * N;
-    double ratio = 0, ent = 0, ent_n = 0;
+    double ratio = 0, entropy, entropy_response;
     cllm_ppo_loss_out lo = CLLM__ZERO;
     cllm__seq_batch sb = CLLM__ZERO;
     cllm_result rc = CLLM_OK;
     int k, t;
-    if (!seqs || !buf) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
-    for (k = 0; k < n && rc == CLLM_OK; k++) seqs[k] = rows->ptr[sel[k]];
-    if (rc == CLLM_OK) rc = cllm__rollout_forward(tr->model, seqs, n, c->cfg.rollout.gen.sampler.temperature, &sb, err);
+    if (!seqs || !cut || !buf) rc = cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    for (k = 0; k < n && rc == CLLM_OK; k++) {
+        cut[k] = cllm__ppo_attended(r, rows->ptr[sel[k]], sel[k]);
+        seqs[k] = &cut[k];
+    }
+    if (rc == CLLM_OK)
+        rc = cllm__rollout_forward(tr->model, seqs, n, c->cfg.rollout.gen.sampler.temperature, 1, &sb, err);
     if (rc != CLLM_OK) goto done;
     cllm__gather_logps(tr->model, seqs, n, r->L, 1.0, lp);
     cllm__gather_values(tr->model, c->vh, seqs, n, r->L, val);
-    for (k = 0; k < n; k++) {                       /* the entropy of the policy at each trained token */
-        for (t = 0; t <= r->seq_end[sel[k]]; t++) {
-            ent += tr->model->acts.entropy[cllm__resp_pos(tr->model, seqs[k], k, t)];
-            ent_n++;
-        }
-    }
+    entropy = cllm__ppo_entropy_avg(tr->model, seqs, n, r->L);
+    entropy_response = cllm__ppo_entropy_response_avg(tr->model, seqs, r, sel, n);
     lo.d_logprobs = dlp;
     lo.d_values = dv;
     if ((rc = cllm_ppo_rollout_loss(&c->cfg, r, sel, n, lp, val, &lo, err)) != CLLM_OK) goto done;
@@ -6757,12 +6916,14 @@ static cllm_result cllm__ppo_micro(cllm__ppo_ctx *c, cllm_trainer *tr, const cll
     cllm_train_stats_add(st, "policy/approxkl_avg", lo.approxkl, 1);
     cllm_train_stats_add(st, "policy/clipfrac_avg", lo.clipfrac, 1);
     cllm_train_stats_add(st, "val/clipfrac_avg", lo.vf_clipfrac, 1);
-    cllm_train_stats_add(st, "policy/entropy_avg", ent_n > 0 ? ent / ent_n : 0, 1);
+    cllm_train_stats_add(st, "policy/entropy_avg", entropy, 1);
+    cllm_train_stats_add(st, "policy/entropy_response_avg", entropy_response, 1);
     cllm_train_stats_add(st, "val/ratio", ratio / (double)N, 1);
     st->tokens += (double)cllm__batch_tokens(&sb);
 done:
     cllm__seq_batch_free(&sb);
     CLLM_FREE(seqs);
+    CLLM_FREE(cut);
     CLLM_FREE(buf);
     return rc;
 }
@@ -6770,7 +6931,7 @@ done:
 /* One AdamW update of the policy and the value head from the accumulated gradients (one optimizer over both, as TRL's
    PolicyAndValueWrapper), clipped together when max_grad_norm is set; the bias of the head gets no weight decay. */
 static cllm_result cllm__ppo_update(cllm__ppo_ctx *c, cllm_trainer *tr, double loss, cllm_err *err) {
-    const cllm_adamw_config *a = &tr->cfg.adam;
+    cllm_adamw_config bias = tr->cfg.adam;
     cllm_value_head *vh = c->vh;
     cllm_float *g[2];
     size_t sz[2];
@@ -6791,8 +6952,9 @@ static cllm_result cllm__ppo_update(cllm__ppo_ctx *c, cllm_trainer *tr, double l
     if (!isfinite(tr->grad_norm)) return cllm__numeric_fail(tr, "gradient norm", tr->grad_norm, err);
     if ((rc = cllm_trainer_update(tr, &lr, err)) != CLLM_OK) return rc;
     t = tr->lora ? tr->lora->adam_t : tr->model->adam_t;     /* one optimizer over both: the same step count */
-    cllm_adamw_step(vh->w, vh->grad, vh->m, vh->v, (size_t)C, t, lr, a->beta1, a->beta2, a->eps, a->weight_decay);
-    cllm_adamw_step(vh->w + C, vh->grad + C, vh->m + C, vh->v + C, 1, t, lr, a->beta1, a->beta2, a->eps, 0.0);
+    bias.weight_decay = 0;
+    cllm_adamw_step(vh->w, vh->grad, vh->m, vh->v, (size_t)C, t, lr, &tr->cfg.adam);
+    cllm_adamw_step(vh->w + C, vh->grad + C, vh->m + C, vh->v + C, 1, t, lr, &bias);
     return CLLM_OK;
 }
 
@@ -6929,22 +7091,26 @@ typedef struct cllm__grpo_ctx {
 /* The group advantages of a micro-batch: for each prompt i whose G responses all have an MR,
    cllm_grpo_advantages (TRL: scaled by the unbiased std + 1e-4 unless scale_rewards says no) into
    adv[B..], their indices into keep[B..]; *B and *L (the longest kept response) grow. A group
-   with a failed score is left out. Adds TRL's completion statistics; spread[] receives the sum of
-   the kept groups' reward stds, the number of those that are 0, and the number of kept groups. */
+   with a failed score is left out. Adds TRL v0.19.1 GRPOTrainer's completion statistics: a response is terminated
+   when it holds the tokenizer's eos id, and its length counts the tokens up to that eos (TRL's completion_mask);
+   spread[] receives the sum of the kept groups' reward stds, the number of those that are 0 (torch.isclose: at most
+   1e-8), and the number of kept groups. */
 static cllm_result cllm__grpo_groups(const cllm__grpo_ctx *c, const cllm_local_output *out, const double *mr, int n,
                                      double *adv, int *keep, int *B, int *L, double spread[3], cllm_train_stats *st,
                                      cllm_err *err) {
-    int G = c->cfg.num_generations;
+    int G = c->cfg.num_generations, eos_id = c->lm->tok.eos_id;
     double len_sum = 0, clipped = 0;
-    int i, s;
+    int i, s, t;
     spread[0] = spread[1] = spread[2] = 0;
     for (i = 0; i < n; i++) {
         double mean = 0, var = 0;
         int ok = 1;
         cllm_result rc;
         for (s = 0; s < G; s++) {
-            len_sum += out[i * G + s].n;
-            clipped += out[i * G + s].finish != CLLM_FINISH_EOS;
+            const cllm_local_output *o = &out[i * G + s];
+            for (t = 0; t < o->n && o->ids[t] != eos_id; t++) continue;
+            len_sum += t < o->n ? t + 1 : o->n;
+            clipped += t == o->n;
             ok &= !isnan(mr[i * G + s]);
         }
         if (!ok) continue;
@@ -6953,7 +7119,7 @@ static cllm_result cllm__grpo_groups(const cllm__grpo_ctx *c, const cllm_local_o
         for (s = 0; s < G; s++) mean += mr[i * G + s] / G;
         for (s = 0; s < G; s++) var += (mr[i * G + s] - mean) * (mr[i * G + s] - mean) / (G > 1 ? G - 1 : 1);
         spread[0] += sqrt(var);
-        spread[1] += sqrt(var) < 1e-8;
+        spread[1] += sqrt(var) <= 1e-8;
         spread[2]++;
         for (s = 0; s < G; s++) {
             keep[(*B)++] = i * G + s;
@@ -7008,7 +7174,7 @@ static cllm_result cllm__grpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
         ref = dlp + (size_t)B * L;
         if ((rc = cllm__rollout_ref(tr->model, c->ref, rows.ptr, B, tau, L, ref, err)) != CLLM_OK) goto done;
     }
-    if ((rc = cllm__rollout_forward(tr->model, rows.ptr, B, tau, &sb, err)) != CLLM_OK) goto done;
+    if ((rc = cllm__rollout_forward(tr->model, rows.ptr, B, tau, 0, &sb, err)) != CLLM_OK) goto done;
     if ((rc = cllm__rollout_check(rcfg, tr->model, rows.out, rows.ptr, B, &diff, err)) != CLLM_OK) goto done;
     cllm__gather_logps(tr->model, rows.ptr, B, L, 0.0, lp);
     for (i = 0; i < B; i++) for (s = 0; s < L; s++) {
@@ -7037,7 +7203,7 @@ static cllm_result cllm__grpo_micro(void *ctx, cllm_trainer *tr, const int *idx,
     cllm_train_stats_add(st, "reward_std", spread[0], spread[2]);
     cllm_train_stats_add(st, "frac_reward_zero_std", spread[1], spread[2]);
     if (c->cfg.beta != 0) cllm_train_stats_add(st, "kl", lo.kl, 1);
-    cllm_train_stats_add(st, "clip_ratio", lo.clip_ratio, 1);
+    cllm_train_stats_add(st, "clip_ratio/region_mean", lo.clip_ratio, 1);
     cllm_train_stats_add(st, "rollout/logprob_diff", diff, 1);
     st->tokens += (double)cllm__batch_tokens(&sb);
 done:
@@ -14544,14 +14710,16 @@ CLLMDEF cllm_result cllm_dpo_data_load(cllm_dpo_data *d, const cllm_tokenizer *t
 /* ---- sequences as right-padded batches ------------------------------------------------------- */
 
 /* A (B, T) batch of n sequences: pad id 0 (never attended to), labels = the id at targets and -100 elsewhere, so that
-   cllm_forward's per-row sum is the sum of the targets' log-probs. The ids, labels and mask share one allocation. */
+   cllm_forward's per-row sum is the sum of the targets' log-probs; T = the longest sequence + pad_cols, so that every
+   row has at least pad_cols pad positions. The ids, labels and mask share one allocation. */
 
 static void cllm__seq_batch_free(cllm__seq_batch *sb) {
     CLLM_FREE(sb->ids);
     memset(sb, 0, sizeof *sb);
 }
 
-static cllm_result cllm__seq_batch_make(cllm__seq_batch *sb, const cllm_train_seq *const *seqs, int n, cllm_err *err) {
+static cllm_result cllm__seq_batch_make(cllm__seq_batch *sb, const cllm_train_seq *const *seqs, int n, int pad_cols,
+                                        cllm_err *err) {
     int T = 0, b, t;
     size_t BT;
     memset(sb, 0, sizeof *sb);
@@ -14559,6 +14727,7 @@ static cllm_result cllm__seq_batch_make(cllm__seq_batch *sb, const cllm_train_se
         if (seqs[b]->n < 1) return cllm__fail(err, CLLM_ERR_ARG, "an empty training sequence");
         if (seqs[b]->n > T) T = seqs[b]->n;
     }
+    T += pad_cols;
     BT = (size_t)n * (size_t)T;
     if (!(sb->ids = (int *)cllm__calloc(3 * BT, sizeof(int))))
         return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for a %d x %d batch", n, T);
@@ -14611,7 +14780,7 @@ CLLMDEF cllm_result cllm_seq_logps(cllm_model *m, const cllm_train_seq *const *s
     for (done = 0; done < n; done += batch_size) {
         int k = n - done < batch_size ? n - done : batch_size;
         cllm__seq_batch sb;
-        cllm_result rc = cllm__seq_batch_make(&sb, seqs + done, k, err);
+        cllm_result rc = cllm__seq_batch_make(&sb, seqs + done, k, 0, err);
         if (rc == CLLM_OK) rc = cllm_forward(m, &sb.batch, NULL, err);
         if (rc == CLLM_OK) cllm__row_logps(m, logps + done);
         cllm__seq_batch_free(&sb);
@@ -15283,9 +15452,11 @@ CLLMDEF cllm_result cllm_trainer_init(cllm_trainer *tr, cllm_model *m, cllm_lora
     c->batch_size = cllm__def(c->batch_size, 8);
     c->grad_accum = cllm__def(c->grad_accum, 1);
     c->max_grad_norm = cllm__def(c->max_grad_norm, 1.0);
-    c->adam.beta1 = cllm__def(c->adam.beta1, 0.9f);
-    c->adam.beta2 = cllm__def(c->adam.beta2, 0.999f);
-    c->adam.eps = cllm__def(c->adam.eps, 1e-8f);
+    c->adam = cllm__adamw_defaults(&c->adam);
+    if (!(c->adam.beta1 > 0 && c->adam.beta1 < 1 && c->adam.beta2 > 0 && c->adam.beta2 < 1 && c->adam.eps > 0 &&
+          c->adam.weight_decay >= 0))
+        return cllm__fail(err, CLLM_ERR_ARG, "AdamW: betas must be in (0, 1), eps > 0 and weight_decay >= 0 (got %g, "
+                          "%g, %g, %g)", c->adam.beta1, c->adam.beta2, c->adam.eps, c->adam.weight_decay);
     c->seed = cllm__def(c->seed, 42);
     c->log_every = cllm__def(c->log_every, 1);
     c->tokenizer_dir = cllm__def(c->tokenizer_dir, c->model_dir);
@@ -15337,8 +15508,7 @@ static double cllm__trainer_clip(cllm_trainer *tr) {
    all of them (as the HF Trainer decays every matrix). */
 static cllm_result cllm__trainer_update(cllm_trainer *tr, double lr, cllm_err *err) {
     cllm_lora *lo = tr->lora;
-    const cllm_adamw_config *a = &tr->cfg.adam;
-    if (!lo) return cllm_adamw_update(tr->model, a, lr, err);
+    if (!lo) return cllm_adamw_update(tr->model, &tr->cfg.adam, lr, err);
     if (!lo->m) {
         lo->m = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float));
         lo->v = (cllm_float *)cllm__calloc(lo->num_params, sizeof(cllm_float));
@@ -15349,8 +15519,7 @@ static cllm_result cllm__trainer_update(cllm_trainer *tr, double lr, cllm_err *e
         lo->m = lo->v = NULL;
         return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the AdamW moments");
     }
-    cllm_adamw_step(lo->params, lo->grads, lo->m, lo->v, lo->num_params, ++lo->adam_t, lr, a->beta1, a->beta2, a->eps,
-                    a->weight_decay);
+    cllm_adamw_step(lo->params, lo->grads, lo->m, lo->v, lo->num_params, ++lo->adam_t, lr, &tr->cfg.adam);
     return cllm__succeed(err);
 }
 
@@ -15366,12 +15535,6 @@ static int cllm__trainer_entries(const cllm_trainer *tr, const cllm_float *memor
 /* ---- trainer state (trainer_state.json) ------------------------------------------------------ */
 
 /* A float setting as the shortest decimal that names it (0.9f -> 0.9, not 0.899999976). */
-static double cllm__float_json(float f) {
-    char buf[32];
-    snprintf(buf, sizeof buf, "%.7g", (double)f);
-    return strtod(buf, NULL);
-}
-
 static cJSON *cllm__trainer_state_json(const cllm_trainer *tr) {
     const cllm_train_config *c = &tr->cfg;
     cJSON *o = cJSON_CreateObject();
@@ -15420,10 +15583,10 @@ static cJSON *cllm__trainer_state_json(const cllm_trainer *tr) {
     cJSON_AddNumberToObject(cf, "batch_size", c->batch_size);
     cJSON_AddNumberToObject(cf, "grad_accum", c->grad_accum);
     cJSON_AddNumberToObject(cf, "max_grad_norm", c->max_grad_norm);
-    cJSON_AddNumberToObject(cf, "adam_beta1", cllm__float_json(c->adam.beta1));
-    cJSON_AddNumberToObject(cf, "adam_beta2", cllm__float_json(c->adam.beta2));
-    cJSON_AddNumberToObject(cf, "adam_eps", cllm__float_json(c->adam.eps));
-    cJSON_AddNumberToObject(cf, "weight_decay", cllm__float_json(c->adam.weight_decay));
+    cJSON_AddNumberToObject(cf, "adam_beta1", c->adam.beta1);
+    cJSON_AddNumberToObject(cf, "adam_beta2", c->adam.beta2);
+    cJSON_AddNumberToObject(cf, "adam_eps", c->adam.eps);
+    cJSON_AddNumberToObject(cf, "weight_decay", c->adam.weight_decay);
     cJSON_AddNumberToObject(cf, "save_every", (double)c->save_every);
     cJSON_AddNumberToObject(cf, "keep_last", c->keep_last);
     return o;

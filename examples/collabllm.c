@@ -83,6 +83,8 @@ static const flag_spec user_flags[] = {
       .lower = FLAG_MIN_OPEN, .help = "the simulator's sampling temperature" },
     { .name = "--user-max-tokens", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e7, .def_note = "1024",
       .help = "tokens per simulator reply at most" },
+    { .name = "--user-reasks", .type = FLAG_INT, .metavar = "N", .min = 0, .max = 100, .def_note = "3",
+      .help = "new samples asked of the simulator for a reply it cannot use (no JSON, no response)" },
     { .name = "--termination", .type = FLAG_TEXT, .metavar = "TEXT", .def_note = "[[TERMINATE CHAT]]",
       .help = "what the simulated user says to end the conversation" },
     { .name = "--json-mode", .type = FLAG_SWITCH,
@@ -150,6 +152,10 @@ static const flag_spec metric_flags[] = {
               "bleu_last, pass_rate" },
     { .name = "--judge-model", .type = FLAG_TEXT, .metavar = "M",
       .help = "the LLM judge (interactivity, accuracy; extracts the final document or code for bleu, pass_rate)" },
+    { .name = "--judge-temperature", .type = FLAG_REAL, .metavar = "T", .min = 0, .max = 1e6, .def_note = "0",
+      .help = "the judge's sampling temperature" },
+    { .name = "--judge-reasks", .type = FLAG_INT, .metavar = "N", .min = 0, .max = 100, .def_note = "3",
+      .help = "new samples asked of the judge for a verdict it cannot use" },
     { .name = "--judge-base-url", .type = FLAG_TEXT, .metavar = "URL", .def_note = "--base-url", .effect = FLAG_RUNTIME,
       .help = "the judge's endpoint" },
     { .name = "--judge-api-key-env", .type = FLAG_TEXT, .metavar = "NAME", .def_note = "--api-key-env",
@@ -233,6 +239,12 @@ static const flag_spec train_flags[] = {
       .def_note = "1; ppo off, as TRL", .help = "gradient clipping threshold, 0 = off" },
     { .name = "--weight-decay", .type = FLAG_REAL, .metavar = "X", .min = 0, .max = 1e3, .def = "0",
       .help = "AdamW weight decay (2-D weights)" },
+    { .name = "--adam-beta1", .type = FLAG_REAL, .metavar = "B", .min = 0, .max = 1, .lower = FLAG_MIN_OPEN,
+      .def_note = "0.9", .help = "AdamW beta1" },
+    { .name = "--adam-beta2", .type = FLAG_REAL, .metavar = "B", .min = 0, .max = 1, .lower = FLAG_MIN_OPEN,
+      .def_note = "0.999", .help = "AdamW beta2" },
+    { .name = "--adam-epsilon", .type = FLAG_REAL, .metavar = "E", .min = 0, .max = 1, .lower = FLAG_MIN_OPEN,
+      .def_note = "1e-8", .help = "AdamW epsilon" },
     { .name = "--seed", .type = FLAG_INT, .metavar = "S", .min = 1, .max = SEED_MAX, .def_note = "42",
       .help = "data order, dropout, LoRA init and sampling" },
     { .name = "--save-every", .type = FLAG_INT, .metavar = "N", .min = 0, .max = 1e12, .def = "0",
@@ -303,6 +315,11 @@ static const collabllm_setting collabllm_settings[] = {
     { "--assistant-max-tokens", NULL, "code", "1536", "2048" },
     { "--assistant-max-tokens", NULL, "document", "2048", "2048" },
     { "--proactive-ratio", NULL, NULL, "0.5", "0.5" },
+    { "--user-reasks", NULL, NULL, "10", "10" },
+    /* the judges: v1 scores the reward at T 0.2 and evaluates at T 0, and re-asks without limit (here: 100) */
+    { "--judge-temperature", NULL, NULL, "0.2", NULL },
+    { "--judge-temperature", "eval", NULL, "0", NULL },
+    { "--judge-reasks", NULL, NULL, "100", "50" },
     /* conversation lengths: data generation and evaluation */
     { "--max-turns", "generate-data", "math", "6", "7" },
     { "--max-turns", "generate-data", "code", "8", "7" },
@@ -346,6 +363,9 @@ static int apply_collabllm(flags *fl) {
     size_t i;
     if (!flags_declared(fl, "--collabllm") || !flag_given(fl, "--collabllm")) return 1;
     version = flag_choice(fl, "--collabllm");
+    if (flags_declared(fl, "--preset") && !flag_given(fl, "--preset"))
+        return !flags_refuse(fl->cmd, "--collabllm takes CollabLLM's settings of one task kind: give --preset math, "
+                             "code or document");
     kind = flags_declared(fl, "--preset") ? flag_text(fl, "--preset") : "math";
     for (i = 0; i < sizeof collabllm_settings / sizeof collabllm_settings[0]; i++) {
         const collabllm_setting *c = &collabllm_settings[i];
@@ -535,6 +555,25 @@ static const flag_command dump_command = {
     { &dump_group, &overwrite_group, NULL },
 };
 
+/* token_logps[b][t] = log_softmax(logits[b][t - 1])[labels[b][t]] where labels[b][t] counts (t >= 1, not -100),
+   else 0: HF's shift, each position scored by the logits before it. In double, then stored as cllm_float. */
+static void token_logps_of(const cllm_batch *batch, const cllm_float *logits, int V, cllm_float *out) {
+    int b, t, v;
+    for (b = 0; b < batch->B; b++) {
+        for (t = 1; t < batch->T; t++) {
+            const cllm_float *row = logits + ((size_t)b * batch->T + t - 1) * V;
+            size_t at = (size_t)b * batch->T + t;
+            int label = batch->labels ? batch->labels[at] : batch->attn_mask && !batch->attn_mask[at] ? -100
+                                                                                                       : batch->input_ids[at];
+            double max = row[0], sum = 0;
+            if (label < 0 || label >= V) continue;
+            for (v = 1; v < V; v++) if (row[v] > max) max = row[v];
+            for (v = 0; v < V; v++) sum += exp((double)row[v] - max);
+            out[at] = (cllm_float)((double)row[label] - max - log(sum));
+        }
+    }
+}
+
 static int cmd_dump(int argc, char **argv) {
     const char *dir;
     const char *in;
@@ -545,6 +584,7 @@ static int cmd_dump(int argc, char **argv) {
     cllm_batch batch;
     cllm_err err;
     cllm_float *logits = NULL;
+    cllm_float *token_logps = NULL;
     cllm_st_entry *entries = NULL;
     flags fl;
     run_files rf;
@@ -557,13 +597,17 @@ static int cmd_dump(int argc, char **argv) {
     if (cllm_model_load(&m, dir, &err) != CLLM_OK) return fail(&err);
     if (cllm_batch_read_jsonl(&batch, in, &err) != CLLM_OK) { cllm_model_free(&m); return fail(&err); }
     logits = (cllm_float *)malloc((size_t)batch.B * batch.T * m.config.vocab_size * sizeof(cllm_float));
-    entries = (cllm_st_entry *)calloc(3 + (size_t)cllm_model_tensor_count(&m), sizeof *entries);
-    if (!logits || !entries) { fprintf(stderr, "error: out of memory\n"); goto done; }
+    token_logps = (cllm_float *)calloc((size_t)batch.B * batch.T, sizeof(cllm_float));
+    entries = (cllm_st_entry *)calloc(4 + (size_t)cllm_model_tensor_count(&m), sizeof *entries);
+    if (!logits || !token_logps || !entries) { fprintf(stderr, "error: out of memory\n"); goto done; }
     if (cllm_forward(&m, &batch, logits, &err) != CLLM_OK) { fail(&err); goto done; }
     strcpy(entries[n].name, "logits"); entries[n].ndim = 3;
     entries[n].shape[0] = batch.B; entries[n].shape[1] = batch.T; entries[n].shape[2] = m.config.vocab_size; entries[n++].data = logits;
     strcpy(entries[n].name, "loss"); entries[n].ndim = 0; entries[n++].data = &m.loss;
     strcpy(entries[n].name, "logps"); entries[n].ndim = 1; entries[n].shape[0] = batch.B; entries[n++].data = m.seq_logp;
+    token_logps_of(&batch, logits, m.config.vocab_size, token_logps);
+    strcpy(entries[n].name, "token_logps"); entries[n].ndim = 2;
+    entries[n].shape[0] = batch.B; entries[n].shape[1] = batch.T; entries[n++].data = token_logps;
     if (flag_on(&fl, "--grads")) {
         if (cllm_zero_grad(&m, &err) != CLLM_OK || cllm_backward(&m, NULL, NULL, &err) != CLLM_OK) { fail(&err); goto done; }
         n += cllm_model_entries(&m, m.grads_memory, "grad.", CLLM_DT_F32, entries + n);
@@ -573,7 +617,7 @@ static int cmd_dump(int argc, char **argv) {
             batch.B, batch.T, m.config.vocab_size, (double)m.loss, m.n_targets, out, n);
     rc = 0;
 done:
-    free(logits); free(entries);
+    free(logits); free(token_logps); free(entries);
     cllm_batch_free(&batch);
     cllm_model_free(&m);
     return rc;
@@ -663,7 +707,7 @@ static int cmd_generate_ids(int argc, char **argv) {
 
 static const flag_command ref_command = {
     "collabllm ref", "The training math as JSON in, JSON out: DPO, GAE, PPO, GRPO, AdamW and BLEU.",
-    "NAME is one of dpo, ppo-rewards, gae, ppo-loss, grpo, adamw, bleu. Reads one JSON object on stdin and writes "
+    "NAME is one of dpo, ppo-rewards, gae, ppo-loss, grpo, grpo-loss, adamw, bleu. Reads one JSON object on stdin and writes "
     "one JSON object on stdout; the fields of every NAME, with examples, are in data_fmt/ref.md.", "NAME",
     { NULL },
 };
@@ -801,6 +845,12 @@ static void free_sides(sides *sd) {
     for (i = 0; i < 2; i++) { cllm_client_free(&sd->client[i]); cllm_local_lm_free(&sd->lm[i]); }
 }
 
+/* A re-ask budget flag as the library's config holds it: 0 there means the default (3), negative none. */
+static int reasks_of(const flags *fl, const char *name) {
+    if (!flag_text(fl, name)) return 0;
+    return flag_number(fl, name) == 0 ? -1 : (int)flag_number(fl, name);
+}
+
 /* The user side: a local simulator model (--user-model-dir) or an API model. */
 static int make_user_side(sides *sd, const flags *fl, const char *user_prompt, cllm_err *err) {
     const char *user_dir = flag_text(fl, "--user-model-dir");
@@ -816,6 +866,7 @@ static int make_user_side(sides *sd, const flags *fl, const char *user_prompt, c
         c.gen.max_new_tokens = user_max;
         c.termination = flag_text(fl, "--termination");
         c.prompt = user_prompt;
+        c.max_parse_retries = reasks_of(fl, "--user-reasks");
         cllm_local_user_sim_init(&sd->local_sim, &sd->lm[0], &c);
         sd->user = &sd->local_sim.sim;
         sd->termination = sd->local_sim.cfg.termination;
@@ -830,6 +881,7 @@ static int make_user_side(sides *sd, const flags *fl, const char *user_prompt, c
         c.termination = flag_text(fl, "--termination");
         c.json_mode = flag_on(fl, "--json-mode");
         c.prompt = user_prompt;
+        c.max_parse_retries = reasks_of(fl, "--user-reasks");
         cllm_llm_sim_init(&sd->api_sim, &sd->client[0], &c);
         sd->user = &sd->api_sim.sim;
         sd->termination = sd->api_sim.cfg.termination;
@@ -1127,6 +1179,7 @@ static int parse_metrics(metric_set *ms, const flags *fl) {
                            "pass_rate metric, which --metrics lacks");
     if (flag_on(fl, "--no-extract") && !has_metric(ms, "bleu") && !has_metric(ms, "pass_rate"))
         return !flags_fail(fl->cmd, "--no-extract applies to the bleu and pass_rate metrics, which --metrics lacks");
+    if (flags_declared(fl, "--given") && flag_on(fl, "--given")) return 1;     /* mr --given: values come scored */
     if ((has_metric(ms, "bleu") || has_metric(ms, "pass_rate")) && !flag_on(fl, "--no-extract") &&
         !flag_given(fl, "--judge-model"))
         return !flags_fail(fl->cmd, "--metrics %s: CollabLLM has an LLM extract the final document or code before "
@@ -1180,6 +1233,8 @@ static int make_metric_set(metric_set *ms, const flags *fl, const sides *sd, con
         if (!make_client(&ms->judge_client, fl, "judge", err)) return 0;
         memset(&jc, 0, sizeof jc);
         jc.params.model = judge_model;
+        jc.params.temperature = flag_number(fl, "--judge-temperature");
+        jc.max_parse_retries = reasks_of(fl, "--judge-reasks");
         cllm_judge_init(&ms->judge, &ms->judge_client, &jc);
         ms->code.extractor = &ms->judge;
     }
@@ -1492,7 +1547,7 @@ static int cmd_eval(int argc, char **argv) {
     rc = cllm_eval_run(&cfg, sd.user, sd.assistant, tasks, limited(&fl, n), flag_text(&fl, "--details"), &sum, &err);
     rc = rc == CLLM_OK ? 0 : 1;
     if (rc) fprintf(stderr, "warning: %s\n", err.msg);
-    /* the table: the paper's columns (metrics, #Tokens(k), and ITR = interactivity x 100), each
+    /* the table: the paper's columns (metrics, #Tokens(k), and ITR on its own scale, itr_of), each
        metric's mean over the conversations it scored and that count; "null" where it scored none */
     printf("%-18s", "");
     for (m = 0; m < ms.n; m++) printf(" %14s", ms.metrics[m].name);
@@ -1557,6 +1612,9 @@ done:
 static const flag_spec mr_own_flags[] = {
     { .name = "--input", .type = FLAG_IN_FILE, .metavar = "ITEMS.jsonl", .need = FLAG_REQUIRED,
       .help = "a task, a conversation so far and the candidates per line (data_fmt/mr.md)" },
+    { .name = "--given", .type = FLAG_SWITCH,
+      .help = "the futures are given: each candidate brings its sessions and metric values, and only R* and MR are "
+              "computed, with no simulator, judge or endpoint (data_fmt/mr.md)" },
 };
 static const flag_group mr_input_group = FLAG_GROUP("mr", mr_own_flags);
 static const flag_command mr_command = {
@@ -1574,6 +1632,7 @@ typedef struct {
     const char           *task_desc;
     int                   show_reference;
     int                   failed;              /* 1 once a candidate could not be scored */
+    int                   given;               /* --given: sessions and metric values come with the input */
 } mr_ctx;
 
 /* The string field of an item, or NULL. */
@@ -1621,6 +1680,130 @@ static int mr_item_check(const cJSON *line, const json_origin *at, cllm_conv *hi
     return 1;
 }
 
+/* Prints one item's results (data_fmt/mr.md) and frees them; "tokens" (the penalty's count per future) with
+   --given, where the user compares R* by hand. */
+static void mr_print(mr_ctx *c, const char *const *completions, cllm_mr_result *res, int k) {
+    cJSON *out = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(out, "candidates");
+    int i, s, m;
+    for (i = 0; i < k; i++) {
+        cJSON *o = cJSON_CreateObject(), *rw = cJSON_AddObjectToObject(o, "rewards"), *ss = cJSON_AddArrayToObject(o, "sessions"), *a;
+        cJSON_AddStringToObject(o, "completion", completions[i]);
+        if (res[i].code == CLLM_OK) { cJSON_AddNumberToObject(o, "score", res[i].mr); cJSON_AddNumberToObject(o, "std", res[i].std); }
+        else { cJSON_AddNullToObject(o, "score"); cJSON_AddStringToObject(o, "error", res[i].err.msg); c->failed = 1; }
+        a = cJSON_AddArrayToObject(rw, "MR");
+        for (s = 0; s < res[i].n_samples; s++) cJSON_AddItemToArray(a, res[i].samples[s].reward == res[i].samples[s].reward ? cJSON_CreateNumber(res[i].samples[s].reward) : cJSON_CreateNull());
+        for (m = 0; m < c->mr->n_metrics; m++) {
+            a = cJSON_AddArrayToObject(rw, c->mr->metrics[m].name);
+            for (s = 0; s < res[i].n_samples; s++) cJSON_AddItemToArray(a, res[i].samples[s].metrics[m] == res[i].samples[s].metrics[m] ? cJSON_CreateNumber(res[i].samples[s].metrics[m]) : cJSON_CreateNull());
+        }
+        if (c->given) {
+            a = cJSON_AddArrayToObject(o, "tokens");
+            for (s = 0; s < res[i].n_samples; s++) cJSON_AddItemToArray(a, cJSON_CreateNumber(res[i].samples[s].tokens));
+        }
+        for (s = 0; s < res[i].n_samples; s++) cJSON_AddItemToArray(ss, cllm_conv_to_json(&res[i].samples[s].session));
+        cJSON_AddItemToArray(arr, o);
+        cllm_mr_result_free(&res[i]);
+    }
+    print_json_line(out);                     /* prints and frees it */
+}
+
+/* --given: one future of a candidate from its session and its "rewards" lists (index s); token_amount is counted
+   when the lists lack it. 0 after a message naming the line, the candidate and the field. */
+static int mr_given_sample(mr_ctx *c, const cJSON *cand, int i, int s, const cllm_conv *history, const char *where,
+                           cllm_mr_sample *smp) {
+    const cJSON *sess = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(cand, "sessions"), s);
+    const cJSON *rewards = cJSON_GetObjectItemCaseSensitive(cand, "rewards");
+    const char *completion = string_field(cand, "completion");
+    cllm_err err;
+    int t, m;
+    if (cllm_conv_from_json(&smp->session, sess, &err) != CLLM_OK) {
+        fprintf(stderr, "error: %s: \"candidates\"[%d].\"sessions\"[%d]: %s\n", where, i, s, err.msg);
+        return 0;
+    }
+    smp->n_history = history->n;
+    for (t = 0; t <= history->n; t++) {
+        const cllm_message *want = t < history->n ? &history->msgs[t] : NULL;
+        const cllm_message *got = t < smp->session.n ? &smp->session.msgs[t] : NULL;
+        if (got && (want ? !strcmp(got->role, want->role) && !strcmp(got->content, want->content)
+                         : !strcmp(got->role, "assistant") && !strcmp(got->content, completion))) continue;
+        fprintf(stderr, "error: %s: \"candidates\"[%d].\"sessions\"[%d][%d] must be %s (a session is the history, "
+                "the candidate, then its future)\n", where, i, s, t, want ? "the history's message" : "the candidate");
+        return 0;
+    }
+    smp->metrics = (double *)calloc((size_t)c->mr->n_metrics + 1, sizeof(double));
+    if (!smp->metrics) { fprintf(stderr, "error: out of memory\n"); return 0; }
+    for (m = 0; m < c->mr->n_metrics; m++) {
+        const cllm_metric *met = &c->mr->metrics[m];
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(rewards, met->name);
+        const cJSON *v = cJSON_GetArrayItem(list, s);
+        cllm_session one;
+        if (!list && !strcmp(met->name, "token_amount")) {
+            one.goal = NULL; one.task = NULL; one.conv = &smp->session; one.n_history = smp->n_history;
+            if (cllm_metric_token_amount(met->ctx, &one, 1, &smp->metrics[m], &err) != CLLM_OK) return fail(&err) == 0;
+            continue;
+        }
+        if (cJSON_IsNumber(v)) { smp->metrics[m] = v->valuedouble; continue; }
+        if (cJSON_IsNull(v)) {
+            smp->metrics[m] = NAN;
+            smp->code = CLLM_ERR_FORMAT;
+            snprintf(smp->err.msg, sizeof smp->err.msg, "metric '%s' is null in future %d", met->name, s);
+            smp->err.code = CLLM_ERR_FORMAT;
+            continue;
+        }
+        fprintf(stderr, "error: %s: \"candidates\"[%d].\"rewards\".\"%s\"[%d] must be a number or null (one value per "
+                "session)\n", where, i, met->name, s);
+        return 0;
+    }
+    return 1;
+}
+
+/* --given: every candidate is {"completion", "sessions", "rewards"}; R* and MR only (cllm_mr_from_samples). */
+static int mr_given_one(const cJSON *line, const json_origin *at, void *vctx) {
+    mr_ctx *c = (mr_ctx *)vctx;
+    static cllm_mr_result res[MR_MAX_CANDIDATES];
+    const char *completions[MR_MAX_CANDIDATES];
+    const cJSON *cands = cJSON_GetObjectItemCaseSensitive(line, "candidates");
+    const cJSON *cand;
+    cllm_conv history;
+    cllm_err err;
+    char where[4200];
+    int k = 0, ok = 1, i, s;
+    origin_text(at, where, sizeof where);
+    memset(&history, 0, sizeof history);
+    memset(res, 0, sizeof res);
+    if (cllm_conv_from_json(&history, cJSON_GetObjectItemCaseSensitive(line, "history"), &err) != CLLM_OK) {
+        fprintf(stderr, "error: %s: \"history\" must be a list of {\"role\", \"content\"} messages: %s\n", where, err.msg);
+        return 1;
+    }
+    if (!cJSON_IsArray(cands) || cJSON_GetArraySize(cands) < 1 || cJSON_GetArraySize(cands) > MR_MAX_CANDIDATES) {
+        fprintf(stderr, "error: %s: \"candidates\" must be a list of 1 to %d objects\n", where, MR_MAX_CANDIDATES);
+        ok = 0;
+    }
+    if (!ok) cands = NULL;
+    cJSON_ArrayForEach(cand, cands) {
+        const cJSON *sessions = cJSON_GetObjectItemCaseSensitive(cand, "sessions");
+        int S = cJSON_IsArray(sessions) ? cJSON_GetArraySize(sessions) : 0;
+        if (!string_field(cand, "completion") || S < 1 || !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(cand, "rewards"))) {
+            fprintf(stderr, "error: %s: \"candidates\"[%d] must be {\"completion\": string, \"sessions\": [one or more "
+                    "conversations], \"rewards\": {metric: [one value per session]}} (data_fmt/mr.md)\n", where, k);
+            ok = 0;
+            break;
+        }
+        completions[k] = string_field(cand, "completion");
+        res[k].n_samples = S;
+        res[k].samples = (cllm_mr_sample *)calloc((size_t)S, sizeof(cllm_mr_sample));
+        for (s = 0; ok && s < S; s++) ok = res[k].samples && mr_given_sample(c, cand, k, s, &history, where, &res[k].samples[s]);
+        k++;
+        if (!ok) break;
+        cllm_mr_from_samples(c->mr, &res[k - 1]);
+    }
+    if (ok) mr_print(c, completions, res, k);
+    for (i = 0; !ok && i < k; i++) cllm_mr_result_free(&res[i]);
+    cllm_conv_free(&history);
+    return !ok;
+}
+
 static int mr_one(const cJSON *line, const json_origin *at, void *vctx) {
     mr_ctx *c = (mr_ctx *)vctx;
     const cJSON *it;
@@ -1629,13 +1812,10 @@ static int mr_one(const cJSON *line, const json_origin *at, void *vctx) {
     cllm_conv history;
     static cllm_mr_item items[MR_MAX_CANDIDATES];
     static cllm_mr_result res[MR_MAX_CANDIDATES];
+    const char *completions[MR_MAX_CANDIDATES];
     cllm_err err;
-    cJSON *out;
-    cJSON *arr;
     int k = 0;
     int i;
-    int s;
-    int m;
     memset(&task, 0, sizeof task);
     memset(&history, 0, sizeof history);
     if (!mr_item_check(line, at, &history)) { cllm_conv_free(&history); return 1; }
@@ -1651,24 +1831,8 @@ static int mr_one(const cJSON *line, const json_origin *at, void *vctx) {
         k++;
     }
     cllm_mr_score(c->mr, c->sd->user, c->sd->assistant, items, k, res, &err);
-    out = cJSON_CreateObject();
-    arr = cJSON_AddArrayToObject(out, "candidates");
-    for (i = 0; i < k; i++) {
-        cJSON *o = cJSON_CreateObject(), *rw = cJSON_AddObjectToObject(o, "rewards"), *ss = cJSON_AddArrayToObject(o, "sessions"), *a;
-        cJSON_AddStringToObject(o, "completion", items[i].candidate);
-        if (res[i].code == CLLM_OK) { cJSON_AddNumberToObject(o, "score", res[i].mr); cJSON_AddNumberToObject(o, "std", res[i].std); }
-        else { cJSON_AddNullToObject(o, "score"); cJSON_AddStringToObject(o, "error", res[i].err.msg); c->failed = 1; }
-        a = cJSON_AddArrayToObject(rw, "MR");
-        for (s = 0; s < res[i].n_samples; s++) cJSON_AddItemToArray(a, res[i].samples[s].reward == res[i].samples[s].reward ? cJSON_CreateNumber(res[i].samples[s].reward) : cJSON_CreateNull());
-        for (m = 0; m < c->mr->n_metrics; m++) {
-            a = cJSON_AddArrayToObject(rw, c->mr->metrics[m].name);
-            for (s = 0; s < res[i].n_samples; s++) cJSON_AddItemToArray(a, res[i].samples[s].metrics[m] == res[i].samples[s].metrics[m] ? cJSON_CreateNumber(res[i].samples[s].metrics[m]) : cJSON_CreateNull());
-        }
-        for (s = 0; s < res[i].n_samples; s++) cJSON_AddItemToArray(ss, cllm_conv_to_json(&res[i].samples[s].session));
-        cJSON_AddItemToArray(arr, o);
-        cllm_mr_result_free(&res[i]);
-    }
-    print_json_line(out);                     /* prints and frees it */
+    for (i = 0; i < k; i++) completions[i] = items[i].candidate;
+    mr_print(c, completions, res, k);
     cllm_conv_free(&history);
     return 0;
 }
@@ -1680,14 +1844,28 @@ static int cmd_mr(int argc, char **argv) {
     mr_ctx ctx;
     cllm_err err;
     int rc;
+    int i;
     flags fl;
     if (!parse(&fl, &mr_command, argc, argv, &rc)) return rc;
     memset(&sd, 0, sizeof sd);
-    if (!check_sides(&fl) || !parse_metrics(&ms, &fl)) return 2;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.given = flag_on(&fl, "--given");
+    if (ctx.given && (flag_given(&fl, "--user-model") || flag_given(&fl, "--user-model-dir") ||
+                      flag_given(&fl, "--assistant-model") || flag_given(&fl, "--assistant-model-dir") ||
+                      flag_given(&fl, "--judge-model") || flag_given(&fl, "--window") || flag_given(&fl, "--samples")))
+        return flags_fail(fl.cmd, "--given scores the futures that come with the input: no simulator, assistant, judge, "
+                          "--window or --samples");
+    if ((!ctx.given && !check_sides(&fl)) || !parse_metrics(&ms, &fl)) return 2;
     if ((rc = check_files(&fl)) != 0) return rc;
     rc = 1;
     err.msg[0] = 0;
-    if (!make_sides(&sd, &fl, NULL, &err) || !make_metric_set(&ms, &fl, &sd, NULL, &err)) {
+    if (ctx.given && flag_given(&fl, "--token-counter") && !load_token_counter(&ms, flag_text(&fl, "--token-counter"), &err)) {
+        fail(&err);
+        goto done;
+    }
+    for (i = 0; ctx.given && i < ms.n; i++)
+        if (!strcmp(ms.metrics[i].name, "token_amount")) ms.metrics[i].ctx = &ms.tokens;
+    if (!ctx.given && (!make_sides(&sd, &fl, NULL, &err) || !make_metric_set(&ms, &fl, &sd, NULL, &err))) {
         fail(&err);
         goto done;
     }
@@ -1696,8 +1874,7 @@ static int cmd_mr(int argc, char **argv) {
     ctx.sd = &sd;
     ctx.task_desc = task_desc_of(&fl);
     ctx.show_reference = flag_on(&fl, "--show-reference");
-    ctx.failed = 0;
-    rc = each_json(flag_text(&fl, "--input"), mr_one, &ctx) || ctx.failed;
+    rc = each_json(flag_text(&fl, "--input"), ctx.given ? mr_given_one : mr_one, &ctx) || ctx.failed;
 done:
     free_metric_set(&ms);
     free_sides(&sd);
@@ -2027,7 +2204,10 @@ static int train_config_of(const flags *fl, cllm_train_config *c, int *use_lora,
     c->warmup_ratio = flag_number(fl, "--warmup-ratio");
     c->max_grad_norm = flag_number(fl, "--max-grad-norm");                  /* absent: the trainer's default */
     if (flag_given(fl, "--max-grad-norm") && c->max_grad_norm == 0) c->max_grad_norm = -1;   /* HF: 0 = off */
-    c->adam.weight_decay = (float)flag_number(fl, "--weight-decay");
+    c->adam.weight_decay = flag_number(fl, "--weight-decay");
+    c->adam.beta1 = flag_number(fl, "--adam-beta1");
+    c->adam.beta2 = flag_number(fl, "--adam-beta2");
+    c->adam.eps = flag_number(fl, "--adam-epsilon");
     c->seed = (uint64_t)flag_number(fl, "--seed");
     c->save_every = (long)flag_number(fl, "--save-every");
     c->keep_last = (int)flag_number(fl, "--keep-last");
@@ -2117,6 +2297,9 @@ static const flag_spec dpo_own_flags[] = {
       .help = "the reference model" },
     { .name = "--precompute-ref", .type = FLAG_SWITCH,
       .help = "reference logps computed once, into DIR/pairs_ref.jsonl (TRL's precompute_ref_log_probs)" },
+};
+/* The DPO objective and its tokens (dpo, dpo-eval). */
+static const flag_spec dpo_loss_flags[] = {
     { .name = "--loss", .type = FLAG_CHOICE, .choices = "sigmoid|robust|hinge|ipo", .metavar = "L", .def = "sigmoid",
       .help = "the DPO loss (sigmoid with --label-smoothing is cDPO)" },
     { .name = "--beta", .type = FLAG_REAL, .metavar = "B", .min = 0, .max = 1e9, .lower = FLAG_MIN_OPEN,
@@ -2128,12 +2311,31 @@ static const flag_spec dpo_own_flags[] = {
     { .name = "--completion-tokens", .type = FLAG_CHOICE, .choices = "turn|trl", .metavar = "M", .def = "turn",
       .help = "the scored tokens: the turn as the model emits it, or TRL >= 0.19's (+ newline, + EOS; data_fmt/train.md)" },
 };
+static const flag_group dpo_loss_group = FLAG_GROUP("the DPO objective", dpo_loss_flags);
+
+/* The DPO objective's flags checked, into dpo and dcfg (max_length from --max-length); 0 after a message. */
+static int dpo_settings_of(const flags *fl, cllm_dpo_config *dpo, cllm_dpo_data_config *dcfg) {
+    if (!flags_exclusive(fl, "--ref", "--reference-free")) return 0;
+    if (flag_given(fl, "--label-smoothing") && flag_choice(fl, "--loss") >= CLLM_DPO_HINGE)
+        return !flags_fail(fl->cmd, "--label-smoothing applies to the sigmoid and robust losses");
+    if (flag_choice(fl, "--loss") == CLLM_DPO_ROBUST && !(flag_number(fl, "--label-smoothing") < 0.5))
+        return !flags_fail(fl->cmd, "--label-smoothing: the robust loss needs a value below 0.5");
+    memset(dpo, 0, sizeof *dpo);
+    dpo->beta = flag_number(fl, "--beta");
+    dpo->label_smoothing = flag_number(fl, "--label-smoothing");
+    dpo->reference_free = flag_on(fl, "--reference-free");
+    dpo->loss_type = flag_choice(fl, "--loss");              /* the words are in cllm_dpo_loss_type's order */
+    memset(dcfg, 0, sizeof *dcfg);
+    dcfg->max_length = (int)flag_number(fl, "--max-length");
+    dcfg->completion_tokens = flag_choice(fl, "--completion-tokens");   /* in cllm_completion_tokens' order */
+    return 1;
+}
 static const flag_group dpo_group = FLAG_GROUP("dpo", dpo_own_flags);
 static const flag_command dpo_command = {
     "collabllm dpo", "Offline DPO on preference pairs (sigmoid / cDPO, robust, hinge, IPO).",
     "Reads PAIRS.jsonl (data_fmt/dpo.md); writes the run into DIR (data_fmt/train.md) with DIR/meta.json "
     "(data_fmt/meta.md). An interrupted run continues with --resume.", NULL,
-    { &dpo_group, &collabllm_group, &train_group, &lora_group, &train_log_group, &resume_group, NULL },
+    { &dpo_group, &dpo_loss_group, &collabllm_group, &train_group, &lora_group, &train_log_group, &resume_group, NULL },
 };
 
 static int cmd_dpo(int argc, char **argv) {
@@ -2156,12 +2358,8 @@ static int cmd_dpo(int argc, char **argv) {
     flags fl;
     run_files rf;
     if (!parse(&fl, &dpo_command, argc, argv, &rc)) return rc;
-    if (!flags_exclusive(&fl, "--ref", "--precompute-ref") || !flags_exclusive(&fl, "--ref", "--reference-free") ||
-        !flags_exclusive(&fl, "--precompute-ref", "--reference-free")) return 2;
-    if (flag_given(&fl, "--label-smoothing") && flag_choice(&fl, "--loss") >= CLLM_DPO_HINGE)
-        return flags_fail(fl.cmd, "--label-smoothing applies to the sigmoid and robust losses");
-    if (flag_choice(&fl, "--loss") == CLLM_DPO_ROBUST && !(flag_number(&fl, "--label-smoothing") < 0.5))
-        return flags_fail(fl.cmd, "--label-smoothing: the robust loss needs a value below 0.5");
+    if (!flags_exclusive(&fl, "--ref", "--precompute-ref") || !flags_exclusive(&fl, "--precompute-ref", "--reference-free") ||
+        !dpo_settings_of(&fl, &dpo, &dcfg)) return 2;
     if (!train_config_of(&fl, &cfg, &use_lora, &lcfg)) return 2;
     if ((rc = run_files_prepare(&rf, &fl)) != 0) return rc;
     rc = 1;
@@ -2169,14 +2367,6 @@ static int cmd_dpo(int argc, char **argv) {
     out = flag_text(&fl, "--out");
     ref_dir = flag_text(&fl, "--ref");
     precompute = flag_on(&fl, "--precompute-ref");
-    memset(&dpo, 0, sizeof dpo);
-    dpo.beta = flag_number(&fl, "--beta");
-    dpo.label_smoothing = flag_number(&fl, "--label-smoothing");
-    dpo.reference_free = flag_on(&fl, "--reference-free");
-    dpo.loss_type = flag_choice(&fl, "--loss");              /* the words are in cllm_dpo_loss_type's order */
-    memset(&dcfg, 0, sizeof dcfg);
-    dcfg.max_length = (int)flag_number(&fl, "--max-length");
-    dcfg.completion_tokens = flag_choice(&fl, "--completion-tokens");   /* in cllm_completion_tokens' order */
     memset(&tok, 0, sizeof tok); memset(&m, 0, sizeof m); memset(&ref, 0, sizeof ref); memset(&lora, 0, sizeof lora); memset(&pairs, 0, sizeof pairs);
     snprintf(ref_path, sizeof ref_path, "%s/pairs_ref.jsonl", out);
     /* a resumed run reuses the reference logps computed from the initial model at the start */
@@ -2203,6 +2393,144 @@ static int cmd_dpo(int argc, char **argv) {
 done:
     run_files_end(&rf, rc != 0);
     cllm_lora_free(&lora);
+    cllm_model_free(&m);
+    cllm_model_free(&ref);
+    cllm_dpo_data_free(&pairs);
+    cllm_tokenizer_free(&tok);
+    return rc;
+}
+
+/* ---- dpo-eval: TRL's DPO numbers per pair, no update ----------------------------------------------- */
+/* The pass a user compares with a TRL DPOTrainer run (data_fmt/verify.md): per pair the summed completion log-probs
+   of the policy and of the reference, the rewards, margin and loss, under TRL's names; the batch means TRL logs go
+   to stdout. The DPO flags mean what they mean for `dpo`. */
+
+static const flag_spec dpo_eval_own_flags[] = {
+    { .name = "--model", .type = FLAG_IN_DIR, .metavar = "DIR", .need = FLAG_REQUIRED,
+      .help = "the policy: a Hugging Face model directory" },
+    { .name = "--data", .type = FLAG_IN_FILE, .metavar = "PAIRS.jsonl", .need = FLAG_REQUIRED,
+      .help = "preference pairs (data_fmt/dpo.md); ref_chosen_logps / ref_rejected_logps are used when present" },
+    { .name = "--out", .type = FLAG_OUT_FILE, .metavar = "OUT.jsonl", .need = FLAG_REQUIRED,
+      .help = "one line per pair (data_fmt/verify.md)" },
+    { .name = "--ref", .type = FLAG_IN_DIR, .metavar = "DIR", .def_note = "--model (an unchanged policy)",
+      .help = "the reference model" },
+    { .name = "--tokenizer", .type = FLAG_IN_PATH, .metavar = "PATH", .def_note = "--model",
+      .help = "tokenizer.json and chat template (or their directory)" },
+    { .name = "--max-length", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e8, .def = "1024",
+      .help = "tokens per sequence after truncation (TRL's max_length)" },
+    { .name = "--batch-size", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e6, .def = "8",
+      .help = "sequences per forward pass (does not change the numbers)" },
+    { .name = "--with-ids", .type = FLAG_SWITCH,
+      .help = "also each sequence's chosen_input_ids / chosen_labels (HF labels, -100 = not scored), rejected_*" },
+};
+static const flag_group dpo_eval_group = FLAG_GROUP("dpo-eval", dpo_eval_own_flags);
+static const flag_command dpo_eval_command = {
+    "collabllm dpo-eval", "DPO evaluation, no update: per pair log-probs, reference log-probs, rewards, margin, loss.",
+    "Reads PAIRS.jsonl (data_fmt/dpo.md); writes OUT.jsonl, one line per pair, and the batch means under TRL's "
+    "eval_* names as one JSON line on stdout (data_fmt/verify.md).", NULL,
+    { &dpo_eval_group, &dpo_loss_group, &overwrite_group, NULL },
+};
+
+/* A sequence as HF input_ids and (unshifted) labels: the id where it is scored, -100 elsewhere. */
+static void add_ids_labels(cJSON *o, const char *side, const cllm_train_seq *s) {
+    char key[32];
+    cJSON *labels = cJSON_CreateArray();
+    int t;
+    snprintf(key, sizeof key, "%s_input_ids", side);
+    cJSON_AddItemToObject(o, key, int_array(s->ids, s->n));
+    for (t = 0; t < s->n; t++) cJSON_AddItemToArray(labels, cJSON_CreateNumber(s->target[t] ? s->ids[t] : -100));
+    snprintf(key, sizeof key, "%s_labels", side);
+    cJSON_AddItemToObject(o, key, labels);
+}
+
+static int cmd_dpo_eval(int argc, char **argv) {
+    cllm_dpo_config dpo;
+    cllm_dpo_data_config dcfg;
+    cllm_dpo_out res;
+    cllm_tokenizer tok;
+    cllm_model m, ref;
+    cllm_dpo_data pairs;
+    cllm_err err;
+    double *logps = NULL, *mem = NULL;
+    double mean_pc = 0, mean_pr = 0;
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    int rc, i, n;
+    flags fl;
+    run_files rf;
+    if (!parse(&fl, &dpo_eval_command, argc, argv, &rc)) return rc;
+    if (!dpo_settings_of(&fl, &dpo, &dcfg)) return 2;
+    if ((rc = run_files_prepare(&rf, &fl)) != 0) return rc;
+    rc = 1;
+    memset(&tok, 0, sizeof tok);
+    memset(&m, 0, sizeof m);
+    memset(&ref, 0, sizeof ref);
+    memset(&pairs, 0, sizeof pairs);
+    if (cllm_tokenizer_load(&tok, flag_text(&fl, "--tokenizer") ? flag_text(&fl, "--tokenizer") : flag_text(&fl, "--model"), &err) != CLLM_OK ||
+        cllm_dpo_data_load(&pairs, &tok, flag_text(&fl, "--data"), &dcfg, &err) != CLLM_OK ||
+        cllm_model_load(&m, flag_text(&fl, "--model"), &err) != CLLM_OK ||
+        (flag_given(&fl, "--ref") && cllm_model_load(&ref, flag_text(&fl, "--ref"), &err) != CLLM_OK)) {
+        fail(&err);
+        goto done;
+    }
+    n = pairs.n;
+    if (pairs.n_truncated) fprintf(stderr, "dpo-eval: %d of %d pairs truncated to the max length\n", pairs.n_truncated, n);
+    logps = (double *)calloc(4 * (size_t)n + 1, sizeof(double));
+    mem = (double *)calloc(3 * (size_t)n + 1, sizeof(double));
+    if (!logps || !mem) { fprintf(stderr, "error: out of memory\n"); goto done; }
+    memset(&res, 0, sizeof res);
+    res.losses = mem;
+    res.chosen_rewards = mem + n;
+    res.rejected_rewards = mem + 2 * n;
+    if (cllm_dpo_eval(&m, ref.params_memory ? &ref : NULL, &pairs, &dpo, (int)flag_number(&fl, "--batch-size"), logps,
+                      &res, &err) != CLLM_OK) { fail(&err); goto done; }
+    for (i = 0; i < n; i++) {
+        cJSON *o = cJSON_CreateObject();
+        char *line;
+        size_t k;
+        cJSON_AddNumberToObject(o, "line", pairs.pairs[i].line);
+        cJSON_AddNumberToObject(o, "chosen_logps", logps[i]);
+        cJSON_AddNumberToObject(o, "rejected_logps", logps[n + i]);
+        cJSON_AddNumberToObject(o, "ref_chosen_logps", logps[2 * n + i]);
+        cJSON_AddNumberToObject(o, "ref_rejected_logps", logps[3 * n + i]);
+        cJSON_AddNumberToObject(o, "chosen_rewards", res.chosen_rewards[i]);
+        cJSON_AddNumberToObject(o, "rejected_rewards", res.rejected_rewards[i]);
+        cJSON_AddNumberToObject(o, "margins", res.chosen_rewards[i] - res.rejected_rewards[i]);
+        cJSON_AddNumberToObject(o, "losses", res.losses[i]);
+        if (flag_on(&fl, "--with-ids")) {
+            add_ids_labels(o, "chosen", &pairs.pairs[i].chosen);
+            add_ids_labels(o, "rejected", &pairs.pairs[i].rejected);
+        }
+        line = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        k = line ? strlen(line) : 0;
+        while (line && len + k + 2 > cap) {
+            char *grown = (char *)realloc(text, cap ? 2 * cap : 4096);
+            if (!grown) break;
+            text = grown;
+            cap = cap ? 2 * cap : 4096;
+        }
+        if (!line || len + k + 2 > cap) { cJSON_free(line); fprintf(stderr, "error: out of memory\n"); goto done; }
+        memcpy(text + len, line, k);
+        text[len + k] = '\n';
+        len += k + 1;
+        cJSON_free(line);
+    }
+    if (cllm_write_file_atomic(flag_text(&fl, "--out"), text, len, &err) != CLLM_OK) { fail(&err); goto done; }
+    for (i = 0; i < n; i++) {
+        mean_pc += logps[i] / n;
+        mean_pr += logps[n + i] / n;
+    }
+    printf("{\"eval_loss\":%.17g,\"eval_rewards/chosen\":%.17g,\"eval_rewards/rejected\":%.17g,"
+           "\"eval_rewards/accuracies\":%.17g,\"eval_rewards/margins\":%.17g,\"eval_logps/chosen\":%.17g,"
+           "\"eval_logps/rejected\":%.17g,\"n_pairs\":%d}\n", res.loss, res.chosen_reward, res.rejected_reward,
+           res.reward_accuracy, res.reward_margin, mean_pc, mean_pr, n);
+    rc = 0;
+done:
+    run_files_end(&rf, rc != 0);
+    free(logps);
+    free(mem);
+    free(text);
     cllm_model_free(&m);
     cllm_model_free(&ref);
     cllm_dpo_data_free(&pairs);
@@ -2634,6 +2962,7 @@ static const command commands[] = {
     { &generate_command, cmd_generate },
     { &sft_command, cmd_sft },
     { &dpo_command, cmd_dpo },
+    { &dpo_eval_command, cmd_dpo_eval },
     { &online_dpo_command, cmd_online_dpo },
     { &ppo_command, cmd_ppo },
     { &grpo_command, cmd_grpo },

@@ -1,12 +1,12 @@
 /* ref_json.h - the training math of collabllm.h as JSON in, JSON out: `collabllm ref NAME`.
 
    Demonstrates calling the objectives of collabllm.h (cllm_dpo_loss, cllm_ppo_rewards, cllm_gae,
-   cllm_ppo_loss, cllm_grpo_advantages, cllm_adamw_step, cllm_bleu) on plain arrays, so that any
+   cllm_ppo_loss, cllm_grpo_advantages, cllm_grpo_loss, cllm_adamw_step with cllm_clip_grad_norm_arrays, cllm_bleu) on plain arrays, so that any
    PyTorch / TRL / NLTK computation can be checked against them from a script. The fields of each
    NAME, with examples, are in data_fmt/ref.md (tests/test_ref_doc.c runs every one of them).
 
-   ref_json(name, input, len, &output, &err): name is dpo, ppo-rewards, gae, ppo-loss, grpo, adamw
-   or bleu; input is one JSON object (len bytes); *output receives the result object as text
+   ref_json(name, input, len, &output, &err): name is dpo, ppo-rewards, gae, ppo-loss, grpo, grpo-loss,
+   adamw or bleu; input is one JSON object (len bytes); *output receives the result object as text
    (NUL-terminated; release it with free()). A failure names the field and what it must be, and
    gives no output.
 
@@ -345,20 +345,74 @@ static cllm_result ref_grpo(const cJSON *in, cJSON *out, ref_pool *pool, cllm_er
     return CLLM_OK;
 }
 
+/* grpo-loss: cllm_grpo_loss (TRL v0.19 GRPOTrainer's clipped token loss + beta k3). */
+static cllm_result ref_grpo_loss(const cJSON *in, cJSON *out, ref_pool *pool, cllm_err *err) {
+    static const char *types[] = { "bnpo", "grpo", "dr_grpo" };
+    cllm_grpo_loss_input p;
+    cllm_grpo_loss_out o;
+    double *lp, *old = NULL, *ref = NULL, *adv, *mask = NULL, *d;
+    int B = 0, T = 0, nb, type;
+    cllm_result rc;
+    memset(&p, 0, sizeof p);
+    memset(&o, 0, sizeof o);
+    if ((rc = ref_matrix(in, "logprobs", 1, pool, &lp, &B, &T, err)) ||
+        (rc = ref_matrix(in, "old_logprobs", 0, pool, &old, &B, &T, err)) ||
+        (rc = ref_matrix(in, "ref_logprobs", 0, pool, &ref, &B, &T, err)) ||
+        (rc = ref_matrix(in, "mask", 0, pool, &mask, &B, &T, err)) ||
+        ((nb = B), (rc = ref_array(in, "advantages", 1, pool, &adv, &nb, err))) ||
+        (rc = ref_num(in, "beta", 0, &p.beta, err)) ||
+        (rc = ref_num(in, "epsilon", 0.2, &p.eps_low, err)) ||
+        (rc = ref_num(in, "epsilon_high", p.eps_low, &p.eps_high, err)) ||
+        (rc = ref_int(in, "max_completion_length", T, &p.max_completion_length, err)) ||
+        (rc = ref_enum(in, "loss_type", types, 3, &type, err))) return rc;
+    d = (double *)ref_calloc(pool, (size_t)B * T, sizeof(double));
+    if (!d) return ref_fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if (!mask && !(mask = (double *)ref_calloc(pool, (size_t)B * T, sizeof(double))))
+        return ref_fail(err, CLLM_ERR_NOMEM, "out of memory");
+    if (!cJSON_GetObjectItemCaseSensitive(in, "mask")) {
+        int i;
+        for (i = 0; i < B * T; i++) mask[i] = 1;
+    }
+    p.B = B;
+    p.T = T;
+    p.logprobs = lp;
+    p.old_logprobs = old ? old : lp;            /* TRL's single update per generation: old = current, detached */
+    p.ref_logprobs = ref;
+    p.advantages = adv;
+    p.mask = mask;
+    p.loss_type = (cllm_grpo_loss_type)type;
+    o.d_logprobs = d;
+    if ((rc = cllm_grpo_loss(&p, &o, err)) != CLLM_OK) return rc;
+    cJSON_AddNumberToObject(out, "loss", o.loss);
+    cJSON_AddNumberToObject(out, "kl", o.kl);
+    cJSON_AddNumberToObject(out, "clip_ratio", o.clip_ratio);
+    ref_put_matrix(out, "d_logprobs", d, B, T);
+    return CLLM_OK;
+}
+
 /* adamw: cllm_adamw_step (torch semantics) once per row of grads. Parameters and moments are
    cllm_float, so in a float build the results carry float rounding. */
 static cllm_result ref_adamw(const cJSON *in, cJSON *out, ref_pool *pool, cllm_err *err) {
-    double *p0, *g, *betas = NULL, lr = 0, eps = 0, wd = 0;
+    double *p0, *g, *betas = NULL, lr = 0, max_norm = 0;
+    cllm_adamw_config cfg = { 0 };
     cllm_float *p, *gf, *m, *v;
     int n = -1, steps = 0, nb = 2, s, i;
-    cJSON *list;
+    size_t size;
+    cJSON *list, *norms;
     cllm_result rc;
     if ((rc = ref_array(in, "params", 1, pool, &p0, &n, err)) ||
         (rc = ref_matrix(in, "grads", 1, pool, &g, &steps, &n, err)) ||
         (rc = ref_array(in, "betas", 0, pool, &betas, &nb, err)) ||
         (rc = ref_num(in, "lr", 1e-3, &lr, err)) ||
-        (rc = ref_num(in, "eps", 1e-8, &eps, err)) ||
-        (rc = ref_num(in, "weight_decay", 1e-2, &wd, err))) return rc;
+        (rc = ref_num(in, "eps", 1e-8, &cfg.eps, err)) ||
+        (rc = ref_num(in, "weight_decay", 1e-2, &cfg.weight_decay, err)) ||
+        (rc = ref_num(in, "max_grad_norm", 0, &max_norm, err))) return rc;
+    if (!(max_norm >= 0)) return ref_fail(err, CLLM_ERR_FORMAT, "\"max_grad_norm\" must be >= 0 (0 = no clipping)");
+    cfg.beta1 = betas ? betas[0] : 0.9;
+    cfg.beta2 = betas ? betas[1] : 0.999;
+    if (!(cfg.beta1 > 0 && cfg.beta1 < 1 && cfg.beta2 > 0 && cfg.beta2 < 1 && cfg.eps > 0))
+        return ref_fail(err, CLLM_ERR_ARG, "\"betas\" must be in (0, 1) and \"eps\" > 0 (cllm_adamw_config reads 0 "
+                                           "as the default)");
     p = (cllm_float *)ref_calloc(pool, (size_t)n, sizeof *p);
     gf = (cllm_float *)ref_calloc(pool, (size_t)n, sizeof *gf);
     m = (cllm_float *)ref_calloc(pool, (size_t)n, sizeof *m);
@@ -366,10 +420,14 @@ static cllm_result ref_adamw(const cJSON *in, cJSON *out, ref_pool *pool, cllm_e
     if (!p || !gf || !m || !v) return ref_fail(err, CLLM_ERR_NOMEM, "out of memory");
     for (i = 0; i < n; i++) p[i] = (cllm_float)p0[i];
     list = cJSON_AddArrayToObject(out, "params");
+    norms = cJSON_AddArrayToObject(out, "grad_norm");
+    size = (size_t)n;
     for (s = 0; s < steps; s++) {
         cJSON *row = cJSON_CreateArray();
         for (i = 0; i < n; i++) gf[i] = (cllm_float)g[(size_t)s * n + i];
-        cllm_adamw_step(p, gf, m, v, (size_t)n, s + 1, lr, betas ? betas[0] : 0.9, betas ? betas[1] : 0.999, eps, wd);
+        /* clip_grad_norm_ before the step, as the HF Trainer; the norm logged is the one before clipping */
+        cJSON_AddItemToArray(norms, cJSON_CreateNumber(cllm_clip_grad_norm_arrays(&gf, &size, 1, max_norm)));
+        cllm_adamw_step(p, gf, m, v, (size_t)n, s + 1, lr, &cfg);
         for (i = 0; i < n; i++) cJSON_AddItemToArray(row, cJSON_CreateNumber((double)p[i]));
         cJSON_AddItemToArray(list, row);
     }
@@ -410,7 +468,7 @@ static cllm_result ref_json(const char *name, const char *input, size_t len, cha
         cllm_result (*fn)(const cJSON *, cJSON *, ref_pool *, cllm_err *);
     } table[] = {
         { "dpo", ref_dpo }, { "gae", ref_gae }, { "ppo-loss", ref_ppo_loss }, { "ppo-rewards", ref_ppo_rewards },
-        { "grpo", ref_grpo }, { "adamw", ref_adamw }, { "bleu", ref_bleu },
+        { "grpo", ref_grpo }, { "grpo-loss", ref_grpo_loss }, { "adamw", ref_adamw }, { "bleu", ref_bleu },
     };
     ref_pool pool;
     cJSON *in = NULL, *out = NULL;
@@ -423,7 +481,7 @@ static cllm_result ref_json(const char *name, const char *input, size_t len, cha
     for (i = 0; i < k && !(name && strcmp(name, table[i].name) == 0); i++) {}
     if (i == k)
         return ref_fail(err, CLLM_ERR_ARG, "ref: unknown name '%s' (dpo, gae, ppo-loss, ppo-rewards, grpo, "
-                                           "adamw, bleu)", name ? name : "");
+                                           "grpo-loss, adamw, bleu)", name ? name : "");
     in = cJSON_ParseWithLengthOpts(input, len, &end, 0);
     if (!in || !cJSON_IsObject(in))
         rc = ref_fail(err, CLLM_ERR_FORMAT, "ref %s: the input is not one JSON object", name);

@@ -231,10 +231,13 @@ t 2 "--numeric apply to the exact_match metric" "$tool" mr --input "$in/mr.jsonl
 # --collabllm v1|v2 takes CollabLLM's settings; both count tokens with cl100k_base, so they need that file
 t 2 "--collabllm: 'v3' is not v1 or v2" "$tool" mr --input "$in/mr.jsonl" --user-model u --assistant-model a \
     --collabllm v3
-t 2 "give --token-counter PATH/cl100k_base.tiktoken" "$tool" mr --input "$in/mr.jsonl" --user-model u \
+t 2 "give --preset math, code or document" "$tool" mr --input "$in/mr.jsonl" --user-model u \
     --assistant-model a --judge-model j --collabllm v1
+t 2 "give --token-counter PATH/cl100k_base.tiktoken" "$tool" mr --input "$in/mr.jsonl" --user-model u \
+    --assistant-model a --judge-model j --collabllm v1 --preset math
 t 2 "give --token-counter PATH/cl100k_base.tiktoken" "$tool" generate-data --tasks "$in/tasks.jsonl" \
-    --out "$out/r.jsonl" --user-model u --assistant-model a --judge-model j --collabllm v2 --token-counter words
+    --out "$out/r.jsonl" --user-model u --assistant-model a --judge-model j --collabllm v2 --preset code \
+    --token-counter words
 # bleu and pass_rate are never scored on an unextracted artifact unless asked (CollabLLM always extracts)
 t 2 "give --judge-model, or --no-extract to score the last assistant message as it is" "$tool" mr \
     --input "$in/mr.jsonl" --user-model u --assistant-model a --metrics bleu:1

@@ -398,7 +398,8 @@ static void a_eval_judge500(const char *name, int status) {
                cJSON_GetNumberValue(cJSON_GetObjectItem(cJSON_GetObjectItem(s, "scored"), "interactivity")) == 0.0);
     check_true("the table prints null and the count scored (0), and ITR null",
                out && strstr(out, "null") &&
-               strstr(out, "ITR (interactivity x 100): null (0 of 1 conversations scored)"));
+               strstr(out, "ITR (CollabLLM v2: 100 x mean of the [0, 1] judge score): null (0 of 1 conversations "
+                                "scored)"));
     cJSON_Delete(d); cJSON_Delete(s);
     cllm_free_buffer(out); cllm_free_buffer(details); cllm_free_buffer(summary);
 }

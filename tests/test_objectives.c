@@ -223,6 +223,7 @@ static void vectors_sequence_ends(void) {
 
 static void vectors_optim(void) {
     cllm_float p[3] = { 1, -2, 0.5f }, m[3] = { 0 }, v[3] = { 0 }, g[3];
+    cllm_adamw_config opt = { .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.01 };
     static const double grads[3][3] = { { .1, -.2, .3 }, { 0, .5, -.1 }, { 1, 1, 1 } };
     static const double want[3][3] = { { 0.89900001, -1.898000005, 0.39950000333 },
                                        { 0.831095194, -1.940323530, 0.359078648 },
@@ -237,7 +238,7 @@ static void vectors_optim(void) {
     for (s = 0; s < 3; s++) {
         char label[64];
         for (k = 0; k < 3; k++) g[k] = (cllm_float)grads[s][k];
-        cllm_adamw_step(p, g, m, v, 3, s + 1, 0.1, 0.9, 0.999, 1e-8, 0.01);
+        cllm_adamw_step(p, g, m, v, 3, s + 1, 0.1, &opt);
         snprintf(label, sizeof label, "AdamW params after step %d", s + 1);
         check_tensor(label, p, want[s], 3, sizeof(cllm_float) == 4 ? 1e-6 : 1e-9);
     }

@@ -35,7 +35,7 @@ static double objective(setup *s, double *dlp, double *dv, cllm_ppo_loss_out *st
     double *lp = (double *)calloc(N, sizeof(double)), *val = (double *)calloc(N, sizeof(double)), J;
     cllm_ppo_loss_out out;
     memset(&sb, 0, sizeof sb);
-    cllm__rollout_forward(&s->m, s->ptr, 3, s->tau, &sb, NULL);
+    cllm__rollout_forward(&s->m, s->ptr, 3, s->tau, 0, &sb, NULL);
     cllm__gather_logps(&s->m, s->ptr, 3, s->r.L, 1.0, lp);
     cllm__gather_values(&s->m, &s->vh, s->ptr, 3, s->r.L, val);
     memset(&out, 0, sizeof out);
@@ -97,7 +97,7 @@ static void init(setup *s, double cliprange, double vf_only) {
     {   /* the rollout: old log-probs and values near the current ones, random scores */
         cllm__seq_batch sb;
         memset(&sb, 0, sizeof sb);
-        cllm__rollout_forward(&s->m, s->ptr, 3, s->tau, &sb, NULL);
+        cllm__rollout_forward(&s->m, s->ptr, 3, s->tau, 0, &sb, NULL);
         cllm__gather_logps(&s->m, s->ptr, 3, L, 1.0, s->r.logprobs);
         cllm__gather_values(&s->m, &s->vh, s->ptr, 3, L, s->r.values);
         cllm__seq_batch_free(&sb);
@@ -168,7 +168,7 @@ static double grpo_objective(grpo_setup *g, double *dlp) {
     double lp[9];
     cllm_grpo_loss_out out;
     memset(&sb, 0, sizeof sb);
-    cllm__rollout_forward(&g->s.m, g->s.ptr, 3, g->s.tau, &sb, NULL);
+    cllm__rollout_forward(&g->s.m, g->s.ptr, 3, g->s.tau, 0, &sb, NULL);
     cllm__gather_logps(&g->s.m, g->s.ptr, 3, 3, 0.0, lp);
     memset(&out, 0, sizeof out);
     out.d_logprobs = dlp;

@@ -367,7 +367,8 @@ int main(void) {
             int samples = 0, exact = 0;
             snprintf(cmd, sizeof cmd, "%s/collabllm mr --input data_fmt/mr.example.jsonl --user-model user "
                      "--assistant-model assistant --judge-model judge --base-url http://127.0.0.1:%d/v1 --collabllm v%d "
-                     "--token-counter %s > %s/tmp_pipe_mr_v%d.jsonl", build, srv.port, version, counter, build, version);
+                     "--preset math --token-counter %s > %s/tmp_pipe_mr_v%d.jsonl", build, srv.port, version, counter,
+                     build, version);
             check_true(version == 1 ? "mr --collabllm v1 exits 0" : "mr --collabllm v2 exits 0", system(cmd) == 0);
             snprintf(path, sizeof path, "%s/tmp_pipe_mr_v%d.jsonl", build, version);
             text = NULL;

@@ -119,9 +119,9 @@ int main(void) {
         cllm_free_buffer(text);
         free(input); free(expected);
     }
-    check_true("the document has an example for each of dpo, ppo-rewards, gae, ppo-loss, grpo, adamw, bleu",
+    check_true("the document has an example for each of dpo, ppo-rewards, gae, ppo-loss, grpo, grpo-loss, adamw, bleu",
                strstr(doc, "ref-input dpo") && strstr(doc, "ref-input ppo-rewards") && strstr(doc, "ref-input gae") &&
-               strstr(doc, "ref-input ppo-loss") && strstr(doc, "ref-input grpo") && strstr(doc, "ref-input adamw") &&
+               strstr(doc, "ref-input ppo-loss") && strstr(doc, "ref-input grpo\n") && strstr(doc, "ref-input grpo-loss") && strstr(doc, "ref-input adamw") &&
                strstr(doc, "ref-input bleu") && examples >= 7);
     text = run_ref(build, "gae", "{\"rewards\": [[1, 2]], \"values\": [[1]]}", &status);
     check_true("a ragged input exits non-zero with nothing on stdout", status != 0 && (!text || !*text));

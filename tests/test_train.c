@@ -144,6 +144,18 @@ static void test_dpo_vs_torch(void) {
         cllm_dpo_micro_step(&m, NULL, pp + 2, 1, &cfg, 3.0, &s1, &err);
         check_tensor("accumulated micro-batches (2 + 1) == one batch of 3", m.grads_memory, saved, m.num_params, 1e-5);
         free(saved);
+        /* TRL stores each micro-batch's mean and logs their mean; the loss stays the step's objective (sum / 3) */
+        if ((want = read_tensor(&st, "sigmoid.rewards_chosen", &n))) {
+            double got = cllm_train_stats_mean(&s1, "rewards/chosen");
+            check_tensor_d("rewards/chosen = mean of the micro-batches' means (TRL)", &got,
+                           (double[]){((want[0] + want[1]) / 2 + want[2]) / 2}, 1, RTOL);
+            free(want);
+        }
+        if ((want = read_tensor(&st, "sigmoid.loss", &n))) {
+            double got = cllm_train_stats_mean(&s1, "loss");
+            check_tensor_d("loss = the mean over the step's pairs", &got, (double[]){want[0]}, 1, RTOL);
+            free(want);
+        }
     }
     /* a frozen copy of the policy as the reference: z = 0, so loss = log 2 and rewards are 0 */
     {
