@@ -58,6 +58,7 @@
       cllm_model_init()        -- a fresh model from a cllm_config with seeded random weights
       cllm_model_save()        -- write config.json + model.safetensors (F32 or BF16), atomically
       cllm_model_free()        -- release everything the model owns (safe on a zeroed model)
+      cllm_model_weights_changed() -- after writing the weights yourself (drops generation's bf16 copy)
       cllm_param_name()        -- HF name of parameter tensor i of layer l ("model.layers.3.mlp.up_proj.weight")
    Forward and backward (fp32; right-padded batches with attention masks)
       cllm_batch_read_jsonl()  -- {"input_ids", "labels"} lines into a padded batch; cllm_batch_free()
@@ -86,7 +87,8 @@
       cllm_chat_family_name()  -- "chatml", "qwen3", "llama3", "llama3.1"
    Generation (KV cache, sampling)
       cllm_generate()          -- n samples of one prompt (token ids): ids, per-token logprobs, finish reason;
-                                  stops on EOS ids, a stop callback (e.g. stop strings) or max_new_tokens
+                                  stops on EOS ids, a stop callback (e.g. stop strings) or max_new_tokens;
+                                  .weights = CLLM_SAMPLE_BF16 samples from a bf16 copy of the weights (faster)
       cllm_completions_free()  -- release what cllm_generate allocated in its outputs
       cllm_sample()            -- one token from logits: greedy, or temperature -> top-k -> top-p (HF order)
       cllm_sampler_scores()    -- the processed scores HF's warpers give (-inf = filtered out)
@@ -305,6 +307,8 @@
    6. LIMITS AND TRUST
    ---------------------------------------------------------------------------------------------
       Compute is fp32 (or double with COLLABLLM_DOUBLE). Weights load from F32, F16, BF16, F64.
+      Generation may read a bf16 copy of the weights instead (cllm_sample_weights, opt-in): its logits
+      differ from fp32's (measured in data_fmt/bench.md); training and every check read fp32.
       Supported model_type: llama (no attention/mlp bias), qwen2 (q/k/v bias, no sliding window),
       qwen3 (q/k RMSNorm, no bias). rope_scaling: none, "default", "llama3", "linear".
       A header size over 100 MB, a tensor over 2^40 elements or more than 8 dims is rejected
@@ -675,6 +679,10 @@ typedef struct cllm_model {
     int          rope_len;
     struct cJSON *hf_config;             /* the original config.json, written back on save */
     struct cllm_lora *lora;              /* attached LoRA adapters (cllm_lora_init), or NULL */
+    /* generation's bf16 copy of the weights (cllm_sample_weights): made on first use from the weights of version
+       weights_version, which everything in the library that writes params_memory bumps */
+    unsigned long weights_version;
+    struct cllm__bf16_copy *bf16;        /* private; NULL until a bf16 generation, and again after a cllm_forward */
 } cllm_model;
 
 /* Name of parameter tensor i (0..CLLM_NUM_PARAM_TENSORS-1) for layer `layer`, as in the checkpoint. */
@@ -684,6 +692,8 @@ CLLMDEF cllm_result cllm_model_load(cllm_model *m, const char *dir, cllm_err *er
 CLLMDEF cllm_result cllm_model_init(cllm_model *m, const cllm_config *c, uint64_t seed, cllm_err *err);
 CLLMDEF cllm_result cllm_model_save(const cllm_model *m, const char *dir, cllm_dtype dtype, cllm_err *err);
 CLLMDEF void        cllm_model_free(cllm_model *m);
+/* Call after writing params_memory yourself: bumps weights_version and drops the bf16 sampling copy. */
+CLLMDEF void        cllm_model_weights_changed(cllm_model *m);
 /* The model's tensors as checkpoint entries, one per HF tensor (per-layer stacks are split): names get `prefix` (e.g.
    "grad."), data points into `memory`, which is params_memory, grads_memory or any buffer with the same layout.
    Returns the count; `entries` must hold cllm_model_tensor_count(m). */
@@ -870,10 +880,19 @@ CLLMDEF cllm_result cllm_chat_render(const cllm_tokenizer *tok, const cllm_messa
 /* Generation: KV cache and sampling                                                            */
 /* ============================================================================================ */
 
+/* The weights generation reads. fp32, the default, is what cllm_forward, training and every check read. bf16 is for
+   sampling only: a copy of the projections and the lm head rounded to bfloat16 (to nearest even; embeddings, norms,
+   biases and LoRA adapters stay fp32), products and sums in fp32. Decoding reads half the bytes per token. The copy
+   (about half the weights' size) is made on first use, made again after the weights change, and dropped by
+   cllm_forward (so a training step never holds it) and cllm_model_free. Logits differ from fp32 by ~1e-2 and greedy
+   tokens may differ (data_fmt/bench.md, "bf16 sampling"); with bf16, prefill and decoding still agree bit for bit. */
+typedef enum cllm_sample_weights { CLLM_SAMPLE_FP32 = 0, CLLM_SAMPLE_BF16 } cllm_sample_weights;
+
 /* KV cache: each layer's keys and values for n_seq independent sequences. Sequence s holds len[s]
    positions; its next token goes to position len[s]; setting len[s] lower forgets the tail. */
 typedef struct cllm_kv_cache {
     int         n_seq;         /* parallel sequences                                              */
+    cllm_sample_weights weights; /* what prefill and step read (default CLLM_SAMPLE_FP32); set after init */
     int         max_len;       /* positions per sequence                                          */
     int        *len;           /* (n_seq) positions filled = position of the next token           */
     cllm_float *k, *v;         /* (L, n_seq, max_len, KV*hd)                                      */
@@ -930,6 +949,7 @@ typedef struct cllm_gen_config {
     const int   *eos_ids;          /* stop after any of these n_eos ids (default: the model's config eos_token_ids) */
     int          n_eos;
     int          ignore_eos;       /* 1: never stop on EOS (default 0)                            */
+    cllm_sample_weights weights;   /* default CLLM_SAMPLE_FP32; CLLM_SAMPLE_BF16: see above        */
     /* Optional stop test, called after every new token that is not an EOS with the sample's
        generated ids so far (prompt excluded); nonzero ends the sample with CLLM_FINISH_STOP and
        the token is kept. A stop string is checked by decoding ids in ctx's tokenizer. */
@@ -1339,6 +1359,7 @@ typedef struct cllm_local_gen_config {
     int                keep_special;   /* 1: special tokens stay in text (default 0: dropped, as
                                           HF decode(skip_special_tokens=True) and vLLM do)        */
     cllm_render_opts   render;         /* enable_thinking, date_string; add_generation_prompt is always set */
+    cllm_sample_weights weights;       /* default CLLM_SAMPLE_FP32 (cllm_gen_config.weights)        */
     /* Optional, e.g. to stream: called after every new token that does not end the sample with
        the sample's ids so far (as cllm_gen_config.stop); nonzero stops the sample ("stop"). */
     int              (*on_token)(void *ctx, const int *ids, int n);
@@ -2197,7 +2218,9 @@ typedef struct cllm_rollout_config {
     double                logprob_tol; /* PPO and GRPO: the sampler's log-probs must equal a forward
                                     pass's at the sampling temperature within this, or the step
                                     fails (TRL pitfall: ratio != 1 at the first update). Default
-                                    1e-4; negative = no check; skipped with top_k or top_p on    */
+                                    1e-4; negative = no check; skipped with top_k or top_p on;
+                                    with gen.weights bf16 only logged (rollout/logprob_diff): the
+                                    old log-probs come from the fp32 forward in every case         */
 } cllm_rollout_config;
 
 /* ---- online DPO ------------------------------------------------------------------------------ */
@@ -2510,6 +2533,17 @@ typedef struct cllm__rec {
 typedef struct cllm__rowset { cllm__rec *recs; cJSON **lines; int n; cllm__rows_kind kind; } cllm__rowset;
 static cllm_result cllm__rowset_read(cllm__rowset *rows, const char *path, cllm_err *err);
 static void cllm__rowset_free(cllm__rowset *rows);
+/* II.5: generation's bf16 copy of a model's weights (cllm_sample_weights), made by cllm__bf16_ready */
+typedef uint16_t cllm__bf16;          /* the upper half of an fp32                                      */
+typedef struct cllm__bf16_copy {
+    unsigned long version;            /* the model's weights_version it was made from                   */
+    void         *memory;             /* the one allocation; the views start 64-byte aligned inside it   */
+    cllm__bf16   *proj[CLLM_LORA_NUM_TARGETS]; /* (L, packed) projections, cllm__lt order (q k v o gate up down) */
+    size_t        proj_size[CLLM_LORA_NUM_TARGETS]; /* values of one layer's packed matrix              */
+    cllm__bf16   *lm_head;            /* packed (V, C)                                                  */
+    size_t        bytes;
+} cllm__bf16_copy;
+static void cllm__bf16_drop(cllm_model *m);
 
 /* Part III: the build's fast-path switches (manual section 3), and the dispatchers */
 #if defined(_OPENMP) && !defined(CLLM_NO_OPENMP)
@@ -2552,6 +2586,8 @@ static void cllm__matmul_forward(cllm_float *out, const cllm_float *inp, const c
                                  int N, int C, int OC);
 static void cllm__matmul_backward(cllm_float *dinp, cllm_float *dW, cllm_float *dbias, const cllm_float *dout,
                                   const cllm_float *inp, const cllm_float *W, int N, int C, int OC);
+static void cllm__matmul_forward_bf16(cllm_float *out, const cllm_float *inp, const cllm__bf16 *P,
+                                      const cllm_float *bias, int N, int C, int OC);
 static void cllm__rmsnorm_backward(cllm_float *dinp, cllm_float *dw, const cllm_float *dout, const cllm_float *inp,
                                    const cllm_float *w, const cllm_float *rstd, int N, int C);
 static void cllm__attention_forward(cllm_float *out, cllm_float *lse, const cllm_float *q, const cllm_float *k,
@@ -2786,6 +2822,7 @@ CLLMDEF void cllm_model_free(cllm_model *m) {
         for (i = 0; i < sizeof owned / sizeof owned[0]; i++) CLLM_FREE(owned[i]);
     }
     cJSON_Delete(m->hf_config);
+    cllm__bf16_drop(m);
     if (m->lora && m->lora->model == m) m->lora->model = NULL;   /* the adapters outlive it detached */
     memset(m, 0, sizeof *m);
 }
@@ -3278,10 +3315,13 @@ static cllm__linear cllm__linear_at(const cllm_config *c, const cllm_params *p, 
     return lin;
 }
 
-/* y (N, out) = x (N, in) W^T + b + s B A d(x): projection t of layer l, with its adapter when one is attached. */
-static void cllm__linear_forward(const cllm_model *m, cllm__lt t, int l, cllm_float *y, const cllm_float *x, int N) {
+/* y (N, out) = x (N, in) W^T + b + s B A d(x): projection t of layer l, with its adapter when one is attached. W is
+   read from bf16, the sampling copy (II.5) when generation asks for it, else (NULL) from the fp32 parameters. */
+static void cllm__linear_forward(const cllm_model *m, const cllm__bf16_copy *bf16, cllm__lt t, int l, cllm_float *y,
+                                 const cllm_float *x, int N) {
     cllm__linear w = cllm__linear_at(&m->config, &m->params, t, l);
-    cllm__matmul_forward(y, x, w.W, w.b, N, w.in, w.out);
+    if (bf16) cllm__matmul_forward_bf16(y, x, bf16->proj[t] + (size_t)l * bf16->proj_size[t], w.b, N, w.in, w.out);
+    else cllm__matmul_forward(y, x, w.W, w.b, N, w.in, w.out);
     cllm__lora_forward(m, t, l, y, x, N);
 }
 
@@ -3451,32 +3491,33 @@ static cllm_result cllm__prepare_batch(cllm_model *m, const cllm_batch *bt, cllm
 
 /* q, k, v projections of layer l for N rows of ln1 = rmsnorm(x). Qwen3 (qk_norm) applies an RMSNorm over each head's
    hd values before RoPE (Qwen3Attention's q_norm, k_norm): then the projections go to q_pre/k_pre and the norms'
-   rstd to q_rstd (N*H) / k_rstd (N*KV), which are NULL for the other architectures. */
-static void cllm__qkv_forward(const cllm_model *m, int l, cllm_float *q, cllm_float *k, cllm_float *v,
-                              cllm_float *q_pre, cllm_float *k_pre, cllm_float *q_rstd, cllm_float *k_rstd,
-                              const cllm_float *ln1, int N) {
+   rstd to q_rstd (N*H) / k_rstd (N*KV), which are NULL for the other architectures. bf16: as cllm__linear_forward. */
+static void cllm__qkv_forward(const cllm_model *m, const cllm__bf16_copy *bf16, int l, cllm_float *q, cllm_float *k,
+                              cllm_float *v, cllm_float *q_pre, cllm_float *k_pre, cllm_float *q_rstd,
+                              cllm_float *k_rstd, const cllm_float *ln1, int N) {
     const cllm_config *c = &m->config;
     const cllm_params *p = &m->params;
     int hd = c->head_dim;
-    cllm__linear_forward(m, CLLM__LT_Q, l, c->qk_norm ? q_pre : q, ln1, N);
-    cllm__linear_forward(m, CLLM__LT_K, l, c->qk_norm ? k_pre : k, ln1, N);
-    cllm__linear_forward(m, CLLM__LT_V, l, v, ln1, N);
+    cllm__linear_forward(m, bf16, CLLM__LT_Q, l, c->qk_norm ? q_pre : q, ln1, N);
+    cllm__linear_forward(m, bf16, CLLM__LT_K, l, c->qk_norm ? k_pre : k, ln1, N);
+    cllm__linear_forward(m, bf16, CLLM__LT_V, l, v, ln1, N);
     if (!c->qk_norm) return;
     cllm__rmsnorm_forward(q, q_rstd, q_pre, p->q_norm + (size_t)l * hd, N * c->n_heads, hd, c->rms_norm_eps);
     cllm__rmsnorm_forward(k, k_rstd, k_pre, p->k_norm + (size_t)l * hd, N * c->n_kv_heads, hd, c->rms_norm_eps);
 }
 
 /* MLP block of layer l for N rows: out = h + down_proj(silu(gate_proj(n)) * up_proj(n)), n = rmsnorm(h) goes to ln2
-   (rstd to ln2_rstd). act may alias gate. */
-static void cllm__mlp_forward(const cllm_model *m, int l, cllm_float *out, cllm_float *ln2, cllm_float *ln2_rstd,
-                              cllm_float *gate, cllm_float *up, cllm_float *act, const cllm_float *h, int N) {
+   (rstd to ln2_rstd). act may alias gate. bf16: as cllm__linear_forward. */
+static void cllm__mlp_forward(const cllm_model *m, const cllm__bf16_copy *bf16, int l, cllm_float *out,
+                              cllm_float *ln2, cllm_float *ln2_rstd, cllm_float *gate, cllm_float *up, cllm_float *act,
+                              const cllm_float *h, int N) {
     const cllm_config *c = &m->config;
     int C = c->hidden_size, I = c->intermediate_size, i;
     cllm__rmsnorm_forward(ln2, ln2_rstd, h, m->params.mlp_norm + (size_t)l * C, N, C, c->rms_norm_eps);
-    cllm__linear_forward(m, CLLM__LT_GATE, l, gate, ln2, N);
-    cllm__linear_forward(m, CLLM__LT_UP, l, up, ln2, N);
+    cllm__linear_forward(m, bf16, CLLM__LT_GATE, l, gate, ln2, N);
+    cllm__linear_forward(m, bf16, CLLM__LT_UP, l, up, ln2, N);
     cllm__swiglu_forward(act, gate, up, (size_t)N * I);
-    cllm__linear_forward(m, CLLM__LT_DOWN, l, out, act, N);
+    cllm__linear_forward(m, bf16, CLLM__LT_DOWN, l, out, act, N);
     for (i = 0; i < N * C; i++) out[i] += h[i];
 }
 
@@ -3591,6 +3632,7 @@ CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_fl
     if (batch->temperature < 0 || batch->temperature != batch->temperature)
         return cllm__fail(err, CLLM_ERR_ARG, "forward pass: temperature must be positive (0 = default 1)");
     m->B = 0;                                     /* invalid until this forward completes */
+    cllm__bf16_drop(m);                           /* generation's copy: a training step never holds it */
     if ((rc = cllm__ensure_acts(m, B, T, err)) != CLLM_OK) return rc;
     if ((rc = cllm__prepare_batch(m, batch, err)) != CLLM_OK) return rc;
     inv_tau = (cllm_float)(1.0 / cllm__def(batch->temperature, 1.0f));
@@ -3607,15 +3649,15 @@ CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_fl
         cllm_acts v = cllm__layer_acts(m, l, (size_t)BT);
         /* attention block: h = x + o_proj(attention(rope(q), rope(k), v)), q, k, v from ln1 = rmsnorm(x) */
         cllm__rmsnorm_forward(v.ln1, v.ln1_rstd, v.x, p->attn_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
-        cllm__qkv_forward(m, l, v.q, v.k, v.v, v.q_pre, v.k_pre, v.q_rstd, v.k_rstd, v.ln1, BT);
+        cllm__qkv_forward(m, NULL, l, v.q, v.k, v.v, v.q_pre, v.k_pre, v.q_rstd, v.k_rstd, v.ln1, BT);
         cllm__rope_forward(v.q, m->rope_cos, m->rope_sin, B, T, H, hd);
         cllm__rope_forward(v.k, m->rope_cos, m->rope_sin, B, T, KV, hd);
         cllm__attention_forward(v.atty, v.att_lse, v.q, v.k, v.v, m->mask, B, T, H, KV, hd, m->scratch);
-        cllm__linear_forward(m, CLLM__LT_O, l, v.h, v.atty, BT);
+        cllm__linear_forward(m, NULL, CLLM__LT_O, l, v.h, v.atty, BT);
         CLLM__PARALLEL_FOR((size_t)BT * C)
         for (i = 0; i < BT * C; i++) v.h[i] += v.x[i];
         /* MLP block: x' = h + down_proj(silu(gate_proj(ln2)) * up_proj(ln2)), ln2 = rmsnorm(h) */
-        cllm__mlp_forward(m, l, v.x + (size_t)BT * C, v.ln2, v.ln2_rstd, v.gate, v.up, v.act, v.h, BT);
+        cllm__mlp_forward(m, NULL, l, v.x + (size_t)BT * C, v.ln2, v.ln2_rstd, v.gate, v.up, v.act, v.h, BT);
     }
     if (m->lora) m->lora->recording = 0;
     cllm__rmsnorm_forward(a->lnf, a->lnf_rstd, a->x + (size_t)c->n_layers * BT * C, p->final_norm, BT, C,
@@ -3769,6 +3811,7 @@ CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config
         return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the AdamW moments (2 x %zu floats)",
                           model->num_params);
     model->adam_t++;
+    cllm_model_weights_changed(model);
     cllm__param_ptrs(&model->params, pp);
     cllm__param_ptrs(&model->grads, gp);
     for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
@@ -6304,7 +6347,7 @@ static cllm_result cllm__rollout_backward(cllm_model *m, cllm_value_head *vh, co
 }
 
 /* The largest |sampler logprob - forward logprob| over the responses (the forward at the
-   sampling temperature is the last one of m over seqs); a failure above tol. */
+   sampling temperature is the last one of m over seqs); a failure above tol unless the sampler read bf16 weights. */
 static cllm_result cllm__rollout_check(const cllm_rollout_config *c, const cllm_model *m,
                                        const cllm_local_output *const *outs, const cllm_train_seq *const *seqs, int n,
                                        double *max_diff, cllm_err *err) {
@@ -6315,7 +6358,7 @@ static cllm_result cllm__rollout_check(const cllm_rollout_config *c, const cllm_
         double d = fabs((double)outs[r]->logprobs[t] - (double)m->acts.logp[cllm__resp_pos(m, seqs[r], r, t)]);
         if (!(d <= *max_diff)) *max_diff = d;
     }
-    if (!(*max_diff <= c->logprob_tol))
+    if (!(*max_diff <= c->logprob_tol) && c->gen.weights != CLLM_SAMPLE_BF16)   /* bf16: expected, only logged */
         return cllm__fail(err, CLLM_ERR_NUMERIC, "the sampler's log-probs differ from a forward pass at the sampling "
                                                  "temperature by %.3g (> logprob_tol %g): the old log-probs would be "
                                                  "wrong (set logprob_tol higher, or negative to skip the check)",
@@ -10667,6 +10710,133 @@ CLLMDEF cllm_result cllm_chat_render(const cllm_tokenizer *tok, const cllm_messa
 /* II.5 Generation: KV cache and sampling                                                       */
 /* -------------------------------------------------------------------------------------------- */
 
+/* ---- the bf16 sampling copy (cllm_sample_weights) ------------------------------------------ */
+
+/* bfloat16 (Kalamkar et al. 2019, "A Study of BFLOAT16 for Deep Learning Training"): the upper 16 bits of an fp32,
+   rounded to nearest even. NaN stays NaN (quieted); an fp32 subnormal becomes a zero of its sign, as x86's
+   VCVTNE2PS2BF16 converts (tests/test_fastpath.c compares the two where the CPU has AVX512_BF16). */
+static cllm__bf16 cllm__bf16_round(cllm_float value) {
+    float f = (float)value;
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (cllm__bf16)((u >> 16) | 0x0040u);   /* NaN, quieted */
+    if ((u & 0x7f800000u) == 0) return (cllm__bf16)((u >> 16) & 0x8000u);           /* zero or subnormal */
+    u += 0x7fffu + ((u >> 16) & 1u);                   /* to nearest, ties to even; may carry into infinity */
+    return (cllm__bf16)(u >> 16);
+}
+
+static cllm_float cllm__bf16_widen(cllm__bf16 h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* The packed layout of a weight matrix W (N outputs x K inputs): panels of 16 rows of W; step q of a panel holds, for
+   each of its rows jj, the pair W[16p + jj][2q], W[16p + jj][2q + 1] in one 32-bit word:
+       P[p * panel + q * 32 + jj * 2 + h] = bf16(W[16p + jj][2q + h]),   panel = 32 ceil(K / 2),
+   zero past N rows and past K. One 64-byte load holds 16 outputs' weights at k = 2q and 2q + 1, which a 16-bit shift
+   (the first) and a mask (the second) widen to fp32: the decoding kernels read one sequential stream per 16 outputs
+   and the batched ones use the panels as the gemm's packed B (Part III). */
+#define CLLM__BF16_PANEL 16
+static size_t cllm__bf16_panel_size(int K) { return (size_t)((K + 1) / 2) * 2 * CLLM__BF16_PANEL; }
+static size_t cllm__bf16_packed_count(int N, int K) {
+    return (size_t)((N + CLLM__BF16_PANEL - 1) / CLLM__BF16_PANEL) * cllm__bf16_panel_size(K);
+}
+
+/* bf16(W)[j][k], read from the packed copy P of W (N x K). */
+static cllm_float cllm__bf16_at(const cllm__bf16 *P, int K, int j, int k) {
+    size_t panel = (size_t)(j / CLLM__BF16_PANEL) * cllm__bf16_panel_size(K);
+    return cllm__bf16_widen(P[panel + (size_t)(k / 2) * 32 + (size_t)(j % CLLM__BF16_PANEL) * 2 + (size_t)(k % 2)]);
+}
+
+/* P (cllm__bf16_packed_count(N, K) values) = the packed bf16 copy of W (N x K). */
+static void cllm__bf16_pack(cllm__bf16 *P, const cllm_float *W, int N, int K) {
+    int panels = (N + CLLM__BF16_PANEL - 1) / CLLM__BF16_PANEL, p;
+    CLLM__PARALLEL_FOR((size_t)N * K)
+    for (p = 0; p < panels; p++) {
+        cllm__bf16 *dst = P + (size_t)p * cllm__bf16_panel_size(K);
+        int q, jj, h;
+        for (q = 0; q < (K + 1) / 2; q++) for (jj = 0; jj < CLLM__BF16_PANEL; jj++) for (h = 0; h < 2; h++) {
+            int j = p * CLLM__BF16_PANEL + jj, k = 2 * q + h;
+            *dst++ = j < N && k < K ? cllm__bf16_round(W[(size_t)j * K + k]) : 0;
+        }
+    }
+}
+
+/* out[n][o] = bias[o] + sum_c inp[n][c] bf16(W)[o][c]: cllm__matmul_forward_naive on the rounded weights, read from
+   the packed copy P of W (OC x C). Parallel over the outputs, as decoding has one row. */
+CLLM__REFERENCE void cllm__matmul_forward_bf16_naive(cllm_float *out, const cllm_float *inp, const cllm__bf16 *P,
+                                                     const cllm_float *bias, int N, int C, int OC) {
+    int o;
+    CLLM__PARALLEL_FOR((size_t)N * C * OC)
+    for (o = 0; o < OC; o++) {
+        int n, c;
+        for (n = 0; n < N; n++) {
+            cllm_float acc = bias ? bias[o] : 0;
+            for (c = 0; c < C; c++) acc += inp[(size_t)n * C + c] * cllm__bf16_at(P, C, o, c);
+            out[(size_t)n * OC + o] = acc;
+        }
+    }
+}
+
+static void cllm__bf16_drop(cllm_model *m) {
+    if (!m->bf16) return;
+    CLLM_FREE(m->bf16->memory);
+    CLLM_FREE(m->bf16);
+    m->bf16 = NULL;
+}
+
+CLLMDEF void cllm_model_weights_changed(cllm_model *m) {
+    if (!m) return;
+    m->weights_version++;
+    cllm__bf16_drop(m);
+}
+
+/* The bf16 copy of m's weights as they are now: the one m holds, or a new one if it has none or the weights changed
+   since. The copy is a cache (making it changes nothing m computes in fp32), hence the const model; like the rest
+   of generation it is not for two threads at once on one model. */
+static cllm_result cllm__bf16_ready(const cllm_model *m, const cllm__bf16_copy **out, cllm_err *err) {
+    cllm_model *owner = (cllm_model *)m;
+    const cllm_config *c = &m->config;
+    size_t total, t, l;
+    char *base;
+    cllm__bf16_copy *b;
+    *out = m->bf16;
+    if (m->bf16 && m->bf16->version == m->weights_version) return CLLM_OK;
+    cllm__bf16_drop(owner);
+    if (!(b = (cllm__bf16_copy *)cllm__calloc(1, sizeof *b))) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    total = cllm__bf16_packed_count(c->vocab_size, c->hidden_size);
+    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
+        cllm__linear w = cllm__linear_at(c, &m->params, (cllm__lt)t, 0);
+        b->proj_size[t] = cllm__bf16_packed_count(w.out, w.in);
+        total += (size_t)c->n_layers * b->proj_size[t];
+    }
+    b->bytes = total * sizeof(cllm__bf16);
+    if (!(b->memory = CLLM_MALLOC(b->bytes + 64))) {
+        CLLM_FREE(b);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the bf16 sampling copy of the weights (%.0f MB); "
+                                               "generate with fp32 weights", total * sizeof(cllm__bf16) / 1e6);
+    }
+    cllm__advise_huge(b->memory, b->bytes + 64);
+    base = (char *)b->memory + (64 - (uintptr_t)b->memory % 64) % 64;   /* every packed matrix is 64-byte sized */
+    b->lm_head = (cllm__bf16 *)(void *)base;
+    base += cllm__bf16_packed_count(c->vocab_size, c->hidden_size) * sizeof(cllm__bf16);
+    cllm__bf16_pack(b->lm_head, m->params.lm_head, c->vocab_size, c->hidden_size);
+    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
+        b->proj[t] = (cllm__bf16 *)(void *)base;
+        base += (size_t)c->n_layers * b->proj_size[t] * sizeof(cllm__bf16);
+        for (l = 0; l < (size_t)c->n_layers; l++) {
+            cllm__linear w = cllm__linear_at(c, &m->params, (cllm__lt)t, (int)l);
+            cllm__bf16_pack(b->proj[t] + l * b->proj_size[t], w.W, w.out, w.in);
+        }
+    }
+    b->version = m->weights_version;
+    owner->bf16 = b;
+    *out = b;
+    return CLLM_OK;
+}
+
 /* ---- KV cache ------------------------------------------------------------------------------ */
 
 /* As HF transformers' past_key_values (DynamicCache): per layer, the keys after RoPE (and
@@ -10773,15 +10943,30 @@ CLLMDEF cllm_result cllm_kv_cache_copy_seq(cllm_kv_cache *kv, int src, int dst, 
     return cllm__succeed(err);
 }
 
-static cllm_result cllm__kv_check(const cllm_model *m, const cllm_kv_cache *kv, const char *fn, cllm_err *err) {
+/* Checks that kv was made for m and sets *bf16 to the weights kv->weights asks for (NULL: fp32). */
+static cllm_result cllm__kv_check(const cllm_model *m, const cllm_kv_cache *kv, const char *fn,
+                                  const cllm__bf16_copy **bf16, cllm_err *err) {
     const cllm_config *c = &m->config;
     cllm__kv_work sizing;
+    *bf16 = NULL;
     if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "%s: the model is not loaded", fn);
     if (!kv->work || kv->n_layers != c->n_layers || kv->kv_dim != c->n_kv_heads * c->head_dim ||
         kv->head_dim != c->head_dim ||
         kv->work_size != cllm__kv_work_views(&sizing, NULL, c, (size_t)kv->rows, (size_t)kv->max_len))
         return cllm__fail(err, CLLM_ERR_ARG, "%s: the KV cache was not made for this model", fn);
+    if (kv->weights == CLLM_SAMPLE_BF16) return cllm__bf16_ready(m, bf16, err);
+    if (kv->weights != CLLM_SAMPLE_FP32)
+        return cllm__fail(err, CLLM_ERR_ARG, "%s: weights is %d, not CLLM_SAMPLE_FP32 or CLLM_SAMPLE_BF16", fn,
+                          (int)kv->weights);
     return CLLM_OK;
+}
+
+/* logits (N, V) of N final-normed rows x, from the weights the cache reads. */
+static void cllm__kv_logits(const cllm_model *m, const cllm__bf16_copy *bf16, cllm_float *logits, const cllm_float *x,
+                            int N) {
+    int C = m->config.hidden_size, V = m->config.vocab_size;
+    if (bf16) cllm__matmul_forward_bf16(logits, x, bf16->lm_head, NULL, N, C, V);
+    else cllm__matmul_forward(logits, x, m->params.lm_head, NULL, N, C, V);
 }
 
 /* Attention of each row r and head h over its sequence's cached positions 0..row_pos[r]:
@@ -10814,8 +10999,10 @@ static void cllm__kv_attend(const cllm_kv_cache *kv, int l, cllm__kv_work *w, in
 /* The incremental forward for N rows: row r is token ids[r] of sequence kv->row_seq[r] at position kv->row_pos[r].
    Rows of one sequence must continue its cached positions without gaps. Per layer, every row's k and v go into the
    cache first; then row r attends to positions 0..row_pos[r] of its sequence: the cached past plus earlier rows of
-   this step (causal). Leaves the final-normed hidden states in the work rows w->ln (N, C). */
-static void cllm__kv_forward_rows(const cllm_model *m, cllm_kv_cache *kv, const int *ids, int N, cllm__kv_work *w) {
+   this step (causal). Leaves the final-normed hidden states in the work rows w->ln (N, C). bf16: the weights to read
+   (cllm__linear_forward). */
+static void cllm__kv_forward_rows(const cllm_model *m, const cllm__bf16_copy *bf16, cllm_kv_cache *kv, const int *ids,
+                                  int N, cllm__kv_work *w) {
     const cllm_config *c = &m->config;
     const cllm_params *p = &m->params;
     int C = c->hidden_size, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim, half = hd / 2;
@@ -10825,7 +11012,7 @@ static void cllm__kv_forward_rows(const cllm_model *m, cllm_kv_cache *kv, const 
     cllm__embedding_forward(w->x, ids, p->embed, N, C);
     for (l = 0; l < c->n_layers; l++) {
         cllm__rmsnorm_forward(w->ln, w->rstd, w->x, p->attn_norm + (size_t)l * C, N, C, c->rms_norm_eps);
-        cllm__qkv_forward(m, l, w->q, w->k, w->v, w->q_pre, w->k_pre, w->q_rstd, w->k_rstd, w->ln, N);
+        cllm__qkv_forward(m, bf16, l, w->q, w->k, w->v, w->q_pre, w->k_pre, w->q_rstd, w->k_rstd, w->ln, N);
         for (r = 0; r < N; r++) {   /* RoPE at each row's own position, then cache k, v */
             size_t pos = (size_t)kv->row_pos[r], at = cllm__kv_offset(kv, l, kv->row_seq[r]) + pos * K;
             const cllm_float *cos_row = kv->rope_cos + pos * half, *sin_row = kv->rope_sin + pos * half;
@@ -10835,10 +11022,9 @@ static void cllm__kv_forward_rows(const cllm_model *m, cllm_kv_cache *kv, const 
             memcpy(kv->v + at, w->v + (size_t)r * K, sizeof(cllm_float) * (size_t)K);
         }
         cllm__kv_attend(kv, l, w, N, H, KV, hd, scale);
-        cllm__matmul_forward(w->h, w->att, p->wo + (size_t)l * C * Q, NULL, N, Q, C);
-        cllm__lora_forward(m, CLLM__LT_O, l, w->h, w->att, N);
+        cllm__linear_forward(m, bf16, CLLM__LT_O, l, w->h, w->att, N);
         for (i = 0; i < N * C; i++) w->h[i] += w->x[i];
-        cllm__mlp_forward(m, l, w->x, w->ln, w->rstd, w->gate, w->up, w->gate, w->h, N);
+        cllm__mlp_forward(m, bf16, l, w->x, w->ln, w->rstd, w->gate, w->up, w->gate, w->h, N);
     }
     cllm__rmsnorm_forward(w->ln, w->rstd, w->x, p->final_norm, N, C, c->rms_norm_eps);
 }
@@ -10854,9 +11040,10 @@ static cllm_result cllm__kv_check_id(const cllm_model *m, int id, const char *fn
    each other, so the logits equal cllm_forward's for the same tokens. */
 CLLMDEF cllm_result cllm_kv_prefill(const cllm_model *m, cllm_kv_cache *kv, int seq, const int *ids, int n,
                                     cllm_float *logits_out, cllm_err *err) {
-    int C = m->config.hidden_size, V = m->config.vocab_size, done, r;
+    int V = m->config.vocab_size, done, r;
     cllm__kv_work w;
-    cllm_result rc = cllm__kv_check(m, kv, "KV cache prefill", err);
+    const cllm__bf16_copy *bf16;
+    cllm_result rc = cllm__kv_check(m, kv, "KV cache prefill", &bf16, err);
     if (rc != CLLM_OK) return rc;
     if (seq < 0 || seq >= kv->n_seq)
         return cllm__fail(err, CLLM_ERR_ARG, "KV cache prefill: sequence %d, the cache has %d", seq, kv->n_seq);
@@ -10871,9 +11058,9 @@ CLLMDEF cllm_result cllm_kv_prefill(const cllm_model *m, cllm_kv_cache *kv, int 
         int N = n - done < CLLM__KV_BLOCK ? n - done : CLLM__KV_BLOCK;
         for (r = 0; r < N; r++) kv->row_seq[r] = seq;
         for (r = 0; r < N; r++) kv->row_pos[r] = kv->len[seq] + r;
-        cllm__kv_forward_rows(m, kv, ids + done, N, &w);
+        cllm__kv_forward_rows(m, bf16, kv, ids + done, N, &w);
         kv->len[seq] += N;
-        if (logits_out) cllm__matmul_forward(logits_out + (size_t)done * V, w.ln, m->params.lm_head, NULL, N, C, V);
+        if (logits_out) cllm__kv_logits(m, bf16, logits_out + (size_t)done * V, w.ln, N);
     }
     return cllm__succeed(err);
 }
@@ -10883,7 +11070,8 @@ CLLMDEF cllm_result cllm_kv_step(const cllm_model *m, cllm_kv_cache *kv, const i
                                  cllm_err *err) {
     int C = m->config.hidden_size, V = m->config.vocab_size, N = 0, s, r;
     cllm__kv_work w;
-    cllm_result rc = cllm__kv_check(m, kv, "KV cache step", err);
+    const cllm__bf16_copy *bf16;
+    cllm_result rc = cllm__kv_check(m, kv, "KV cache step", &bf16, err);
     if (rc != CLLM_OK) return rc;
     if (!ids) return cllm__fail(err, CLLM_ERR_ARG, "KV cache step: ids is NULL");
     for (s = 0; s < kv->n_seq; s++) {
@@ -10900,12 +11088,11 @@ CLLMDEF cllm_result cllm_kv_step(const cllm_model *m, cllm_kv_cache *kv, const i
         kv->row_id[N++] = ids[s];
     }
     cllm__kv_work_views(&w, kv->work, &m->config, (size_t)kv->rows, (size_t)kv->max_len);
-    if (N > 0) cllm__kv_forward_rows(m, kv, kv->row_id, N, &w);
+    if (N > 0) cllm__kv_forward_rows(m, bf16, kv, kv->row_id, N, &w);
     for (r = 0; r < N; r++) {
         s = kv->row_seq[r];
         kv->len[s]++;
-        if (logits_out)
-            cllm__matmul_forward(logits_out + (size_t)s * V, w.ln + (size_t)r * C, m->params.lm_head, NULL, 1, C, V);
+        if (logits_out) cllm__kv_logits(m, bf16, logits_out + (size_t)s * V, w.ln + (size_t)r * C, 1);
     }
     return cllm__succeed(err);
 }
@@ -11161,6 +11348,7 @@ CLLMDEF cllm_result cllm_generate(const cllm_model *m, const int *prompt, int n_
 
     rc = cllm_kv_cache_init(&kv, m, n_samples, n_prompt + g.max_new_tokens - 1, err);
     if (rc != CLLM_OK) return rc;
+    kv.weights = g.weights;
     logits = (cllm_float *)cllm__calloc((size_t)n_samples * (size_t)V, sizeof *logits);
     cand = (cllm__cand *)cllm__calloc((size_t)V, sizeof *cand + sizeof(double));
     rngs = (cllm_rng *)cllm__calloc((size_t)n_samples, sizeof *rngs);
@@ -13206,6 +13394,7 @@ static cllm_result cllm__local_chat_one(cllm_local_lm *lm, const cllm_message *m
     g.sampler = cfg->sampler;
     g.sampler.seed = cllm__local_seed(cfg->sampler.seed, call);
     g.max_new_tokens = cfg->max_new_tokens;
+    g.weights = cfg->weights;
     g.eos_ids = lm->stop_ids;
     g.n_eos = lm->n_stop_ids;
     sc.tok = &lm->tok;
@@ -15157,6 +15346,7 @@ CLLMDEF cllm_result cllm_lora_load(cllm_lora *lo, cllm_model *m, const char *dir
 static void cllm__lora_merge_into(const cllm_lora *lo, cllm_model *m, double sign) {
     size_t r = (size_t)lo->cfg.r;
     int t, l, o, c, j;
+    cllm_model_weights_changed(m);
     for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
         for (l = 0; lo->A[t] && l < lo->n_layers; l++) {
             const cllm_float *A = lo->A[t] + (size_t)l * r * lo->in[t];
@@ -15677,6 +15867,7 @@ static cllm_result cllm__trainer_file(const cllm_trainer *tr, const char *path, 
     k = cllm__trainer_entries(tr, moments ? mm : params, moments ? "m." : NULL, entries);
     if (moments) k += cllm__trainer_entries(tr, vv, "v.", entries + k);
     rc = write ? cllm_st_save(path, entries, k, err) : cllm__st_read_entries(path, entries, k, err);
+    if (!write && !moments) cllm_model_weights_changed(tr->model);
     CLLM_FREE(entries);
     return rc;
 }
@@ -16614,11 +16805,29 @@ static void cllm__pack_a(cllm_float *ap, const cllm_float *A, size_t ars, size_t
     }
 }
 
-/* The microkernel: c[r][j] goes on with the chain over k of ap[k*MR + r] bp[k*NR + j], for a full MR x NR block of
-   C (rows ldc apart), loaded at the start and stored at the end. ap, bp: packed panels of A and B. */
+/* Words of the bf16 copy's panels (pairs of weights, II.5) widened to fp32: the even k is the low half (shifted up),
+   the odd k the high half (the low one masked off). */
+#if defined(CLLM__AVX512)
+static CLLM__ALWAYS_INLINE __m512 cllm__bf16_even16(__m512i v) { return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)); }
+static CLLM__ALWAYS_INLINE __m512 cllm__bf16_odd16(__m512i v) {
+    return _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000u)));
+}
+#elif defined(CLLM__AVX2)
+static CLLM__ALWAYS_INLINE __m256 cllm__bf16_even8(__m256i v) { return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)); }
+static CLLM__ALWAYS_INLINE __m256 cllm__bf16_odd8(__m256i v) {
+    return _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32((int)0xffff0000u)));
+}
+#endif
+
+/* The microkernel: c[r][j] goes on with the chain over k of ap[k*MR + r] B(k, j), for a full MR x NR block of C (rows
+   ldc apart), loaded at the start and stored at the end. ap: the packed panel of A. B(k, j) = bp[k*NR + j], the packed
+   panel of B, or, when bh is not NULL, bf16(W)[j][k] read from the bf16 copy's panels (NR / 16 of them side by side,
+   bh[v] at the block's first k, which is even). The body is written once per instruction set and inlined twice with
+   bh a constant: cllm__kernel_outer (fp32) and cllm__kernel_outer_bf16. */
 #if defined(CLLM__AVX512)
 /* AVX-512: 12 x 32, i.e. 12 rows x 2 zmm of accumulators; per k 2 loads of B, 12 broadcasts of A, 24 FMAs. */
-static void cllm__kernel_outer(int kc, const cllm_float *ap, const cllm_float *bp, cllm_float *c, size_t ldc) {
+static CLLM__ALWAYS_INLINE void cllm__kernel_body(int kc, const cllm_float *ap, const cllm_float *bp,
+                                                  const cllm__bf16 *const *bh, cllm_float *c, size_t ldc) {
     __m512 acc[CLLM__MR][2];
     int r, k;
 #pragma GCC unroll 12
@@ -16626,9 +16835,17 @@ static void cllm__kernel_outer(int kc, const cllm_float *ap, const cllm_float *b
         acc[r][0] = _mm512_loadu_ps(c + (size_t)r * ldc);
         acc[r][1] = _mm512_loadu_ps(c + (size_t)r * ldc + 16);
     }
-    for (k = 0; k < kc; k++, ap += CLLM__MR, bp += CLLM__NR) {
-        __m512 b0 = _mm512_load_ps(bp);
-        __m512 b1 = _mm512_load_ps(bp + 16);
+    for (k = 0; k < kc; k++, ap += CLLM__MR) {
+        __m512 b0, b1;
+        if (bh) {
+            __m512i v0 = _mm512_load_si512((const void *)(bh[0] + (size_t)(k / 2) * 32));
+            __m512i v1 = _mm512_load_si512((const void *)(bh[1] + (size_t)(k / 2) * 32));
+            b0 = k % 2 ? cllm__bf16_odd16(v0) : cllm__bf16_even16(v0);
+            b1 = k % 2 ? cllm__bf16_odd16(v1) : cllm__bf16_even16(v1);
+        } else {
+            b0 = _mm512_load_ps(bp + (size_t)k * CLLM__NR);
+            b1 = _mm512_load_ps(bp + (size_t)k * CLLM__NR + 16);
+        }
 #pragma GCC unroll 12
         for (r = 0; r < CLLM__MR; r++) {
             __m512 a = _mm512_set1_ps(ap[r]);
@@ -16644,7 +16861,8 @@ static void cllm__kernel_outer(int kc, const cllm_float *ap, const cllm_float *b
 }
 #elif defined(CLLM__AVX2)
 /* AVX2: 6 x 16, i.e. 6 rows x 2 ymm of accumulators; per k 2 loads of B, 6 broadcasts of A, 12 FMAs. */
-static void cllm__kernel_outer(int kc, const cllm_float *ap, const cllm_float *bp, cllm_float *c, size_t ldc) {
+static CLLM__ALWAYS_INLINE void cllm__kernel_body(int kc, const cllm_float *ap, const cllm_float *bp,
+                                                  const cllm__bf16 *const *bh, cllm_float *c, size_t ldc) {
     __m256 acc[CLLM__MR][2];
     int r, k;
 #pragma GCC unroll 6
@@ -16652,9 +16870,16 @@ static void cllm__kernel_outer(int kc, const cllm_float *ap, const cllm_float *b
         acc[r][0] = _mm256_loadu_ps(c + (size_t)r * ldc);
         acc[r][1] = _mm256_loadu_ps(c + (size_t)r * ldc + 8);
     }
-    for (k = 0; k < kc; k++, ap += CLLM__MR, bp += CLLM__NR) {
-        __m256 b0 = _mm256_load_ps(bp);
-        __m256 b1 = _mm256_load_ps(bp + 8);
+    for (k = 0; k < kc; k++, ap += CLLM__MR) {
+        __m256 b0, b1;
+        if (bh) {                                     /* one panel: outputs 0-7 in the first 32 bytes, 8-15 next */
+            const __m256i *w = (const __m256i *)(const void *)(bh[0] + (size_t)(k / 2) * 32);
+            b0 = k % 2 ? cllm__bf16_odd8(_mm256_load_si256(w)) : cllm__bf16_even8(_mm256_load_si256(w));
+            b1 = k % 2 ? cllm__bf16_odd8(_mm256_load_si256(w + 1)) : cllm__bf16_even8(_mm256_load_si256(w + 1));
+        } else {
+            b0 = _mm256_load_ps(bp + (size_t)k * CLLM__NR);
+            b1 = _mm256_load_ps(bp + (size_t)k * CLLM__NR + 8);
+        }
 #pragma GCC unroll 6
         for (r = 0; r < CLLM__MR; r++) {
             __m256 a = _mm256_broadcast_ss(ap + r);
@@ -16668,7 +16893,24 @@ static void cllm__kernel_outer(int kc, const cllm_float *ap, const cllm_float *b
         _mm256_storeu_ps(c + (size_t)r * ldc + 8, acc[r][1]);
     }
 }
-#elif defined(CLLM__NEON)
+#else
+/* Portable C (and NEON's bf16): the reference's arithmetic, output by output. */
+static CLLM__ALWAYS_INLINE void cllm__kernel_body(int kc, const cllm_float *ap, const cllm_float *bp,
+                                                  const cllm__bf16 *const *bh, cllm_float *c, size_t ldc) {
+    cllm_float acc[CLLM__MR][CLLM__NR];
+    int r, j, k;
+    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) acc[r][j] = c[(size_t)r * ldc + j];
+    for (k = 0; k < kc; k++, ap += CLLM__MR) {
+        for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) {
+            size_t word = (size_t)(k / 2) * 32 + (size_t)(j % CLLM__BF16_PANEL) * 2 + (size_t)(k % 2);
+            cllm_float b = bh ? cllm__bf16_widen(bh[j / CLLM__BF16_PANEL][word]) : bp[(size_t)k * CLLM__NR + j];
+            acc[r][j] = CLLM__MADD(ap[r], b, acc[r][j]);
+        }
+    }
+    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) c[(size_t)r * ldc + j] = acc[r][j];
+}
+#endif
+#if defined(CLLM__NEON)
 /* NEON: 6 x 16, i.e. 6 rows x 4 q registers of accumulators; per k 4 loads of B, 6 broadcasts of A, 24 FMAs. */
 static void cllm__kernel_outer(int kc, const cllm_float *ap, const cllm_float *bp, cllm_float *c, size_t ldc) {
     float32x4_t acc[CLLM__MR][4];
@@ -16685,17 +16927,14 @@ static void cllm__kernel_outer(int kc, const cllm_float *ap, const cllm_float *b
     for (r = 0; r < CLLM__MR; r++) for (v = 0; v < 4; v++) vst1q_f32(c + (size_t)r * ldc + 4 * v, acc[r][v]);
 }
 #else
-/* Portable C: the reference's arithmetic, output by output. */
 static void cllm__kernel_outer(int kc, const cllm_float *ap, const cllm_float *bp, cllm_float *c, size_t ldc) {
-    cllm_float acc[CLLM__MR][CLLM__NR];
-    int r, j, k;
-    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) acc[r][j] = c[(size_t)r * ldc + j];
-    for (k = 0; k < kc; k++, ap += CLLM__MR, bp += CLLM__NR) {
-        for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) acc[r][j] = CLLM__MADD(ap[r], bp[j], acc[r][j]);
-    }
-    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) c[(size_t)r * ldc + j] = acc[r][j];
+    cllm__kernel_body(kc, ap, bp, NULL, c, ldc);
 }
 #endif
+static void cllm__kernel_outer_bf16(int kc, const cllm_float *ap, const cllm__bf16 *const *bh, cllm_float *c,
+                                    size_t ldc) {
+    cllm__kernel_body(kc, ap, NULL, bh, c, ldc);
+}
 
 /* An mr x nr edge block goes through a full-size copy; the extra entries are discarded. */
 static void cllm__kernel_edge(int kc, const cllm_float *ap, const cllm_float *bp, cllm_float *c, size_t ldc, int mr,
@@ -16926,6 +17165,178 @@ static void cllm__matmul_backward_fast(cllm_float *dinp, cllm_float *dW, cllm_fl
         }
     }
 }
+
+/* ---- matmul forward on the bf16 copy (mirrors cllm__matmul_forward_bf16_naive) --------------- */
+
+/* The same one-chain rule on the rounded weights: acc = fma(x[k], widen(P(j, k)), acc), k ascending, for every M, so a
+   rollout's prefill (the gemm's tiles) and its decoding steps (the kernel below) agree bit for bit, and both equal
+   cllm__matmul_forward_fast on a W that holds bf16 values already. The weights come straight from the packed copy
+   (II.5): no packing per call, half the bytes of fp32. AVX512_BF16's VDPBF16PS is not used: it would round x to bf16
+   as well and add two products per step, other arithmetic than the prefill's, and decoding is bound by the read. */
+#define CLLM__BF16_ROWS 4    /* rows of x per decoding pass: with AVX-512, 4 panels x 4 rows = 16 chains */
+
+/* out[i][j] = init[j] + sum_k x_i[k] bf16(W)[j][k] for the nj <= 64 outputs of npanel <= 4 consecutive panels and
+   m <= CLLM__BF16_ROWS rows; each panel is its own stream of chains. */
+#if defined(CLLM__AVX512)
+static CLLM__ALWAYS_INLINE void cllm__gemv_bf16_block(cllm_float *out, size_t ldo, const cllm_float *x, size_t ldx,
+                                                      int m, const cllm__bf16 *P, int npanel, const cllm_float *bias,
+                                                      int nj, int K) {
+    size_t pstride = cllm__bf16_panel_size(K);
+    __m512 acc[4][CLLM__BF16_ROWS];
+    int i, p, q;
+    for (p = 0; p < npanel; p++) {
+        int left = nj - 16 * p;
+        __mmask16 outputs = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
+        for (i = 0; i < m; i++) acc[p][i] = bias ? _mm512_maskz_loadu_ps(outputs, bias + 16 * p) : _mm512_setzero_ps();
+    }
+    for (q = 0; q < K / 2; q++) {
+        for (p = 0; p < npanel; p++) {
+            __m512i v = _mm512_load_si512((const void *)(P + p * pstride + (size_t)q * 32));
+            __m512 w0 = cllm__bf16_even16(v);
+            __m512 w1 = cllm__bf16_odd16(v);
+            for (i = 0; i < m; i++) acc[p][i] = _mm512_fmadd_ps(_mm512_set1_ps(x[i * ldx + 2 * q]), w0, acc[p][i]);
+            for (i = 0; i < m; i++) acc[p][i] = _mm512_fmadd_ps(_mm512_set1_ps(x[i * ldx + 2 * q + 1]), w1, acc[p][i]);
+        }
+    }
+    for (p = 0; K % 2 && p < npanel; p++) {           /* the last, unpaired k */
+        __m512 w0 = cllm__bf16_even16(_mm512_load_si512((const void *)(P + p * pstride + (size_t)q * 32)));
+        for (i = 0; i < m; i++) acc[p][i] = _mm512_fmadd_ps(_mm512_set1_ps(x[i * ldx + 2 * q]), w0, acc[p][i]);
+    }
+    for (p = 0; p < npanel; p++) {
+        int left = nj - 16 * p;
+        __mmask16 outputs = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
+        for (i = 0; i < m; i++) _mm512_mask_storeu_ps(out + (size_t)i * ldo + 16 * p, outputs, acc[p][i]);
+    }
+}
+#elif defined(CLLM__AVX2)
+/* AVX2: a panel as two halves of 8 outputs (32 bytes, 8 pairs each), one panel after another: 2 m chains at a time. */
+static CLLM__ALWAYS_INLINE void cllm__gemv_bf16_block(cllm_float *out, size_t ldo, const cllm_float *x, size_t ldx,
+                                                      int m, const cllm__bf16 *P, int npanel, const cllm_float *bias,
+                                                      int nj, int K) {
+    size_t pstride = cllm__bf16_panel_size(K);
+    cllm_float lanes[16];
+    int i, p, q, h, j;
+    for (p = 0; p < npanel; p++) {
+        const cllm__bf16 *panel = P + p * pstride;
+        int left = nj - 16 * p < 16 ? nj - 16 * p : 16;
+        __m256 acc[CLLM__BF16_ROWS][2];
+        for (j = 0; j < 16; j++) lanes[j] = bias && j < left ? bias[16 * p + j] : 0;
+        for (i = 0; i < m; i++) {
+            acc[i][0] = _mm256_loadu_ps(lanes);
+            acc[i][1] = _mm256_loadu_ps(lanes + 8);
+        }
+        for (q = 0; q < (K + 1) / 2; q++) {
+            for (h = 0; h < 2; h++) {
+                __m256i v = _mm256_load_si256((const __m256i *)(const void *)(panel + (size_t)q * 32 + 16 * h));
+                __m256 w0 = cllm__bf16_even8(v);
+                __m256 w1 = cllm__bf16_odd8(v);
+                for (i = 0; i < m; i++) acc[i][h] = _mm256_fmadd_ps(_mm256_broadcast_ss(x + i * ldx + 2 * q), w0,
+                                                                    acc[i][h]);
+                if (2 * q + 1 == K) continue;
+                for (i = 0; i < m; i++) acc[i][h] = _mm256_fmadd_ps(_mm256_broadcast_ss(x + i * ldx + 2 * q + 1), w1,
+                                                                    acc[i][h]);
+            }
+        }
+        for (i = 0; i < m; i++) {
+            _mm256_storeu_ps(lanes, acc[i][0]);
+            _mm256_storeu_ps(lanes + 8, acc[i][1]);
+            for (j = 0; j < left; j++) out[(size_t)i * ldo + 16 * p + j] = lanes[j];
+        }
+    }
+}
+#else
+/* Portable (and NEON): the same chains, one output at a time. */
+static void cllm__gemv_bf16_block(cllm_float *out, size_t ldo, const cllm_float *x, size_t ldx, int m,
+                                  const cllm__bf16 *P, int npanel, const cllm_float *bias, int nj, int K) {
+    int i, j, k;
+    (void)npanel;
+    for (i = 0; i < m; i++) for (j = 0; j < nj; j++) {
+        cllm_float acc = bias ? bias[j] : 0;
+        for (k = 0; k < K; k++) acc = CLLM__MADD(x[(size_t)i * ldx + k], cllm__bf16_at(P, K, j, k), acc);
+        out[(size_t)i * ldo + j] = acc;
+    }
+}
+#endif
+
+/* Decoding: groups of 4 panels (64 outputs), threads over the groups; m is a constant in each inlined copy. */
+CLLM__NOINLINE static void cllm__gemv_bf16(cllm_float *out, const cllm_float *inp, const cllm__bf16 *P,
+                                           const cllm_float *bias, int N, int C, int OC) {
+    int panels = (OC + CLLM__BF16_PANEL - 1) / CLLM__BF16_PANEL, groups = (panels + 3) / 4, g;
+#ifdef CLLM__OMP
+#pragma omp parallel for schedule(static) if(groups > 1 && (double)OC * C * N >= 1e5)
+#endif
+    for (g = 0; g < groups; g++) {
+        int j0 = g * 4 * CLLM__BF16_PANEL, nj = OC - j0 < 4 * CLLM__BF16_PANEL ? OC - j0 : 4 * CLLM__BF16_PANEL;
+        int np = (nj + CLLM__BF16_PANEL - 1) / CLLM__BF16_PANEL;
+        const cllm__bf16 *p = P + (size_t)g * 4 * cllm__bf16_panel_size(C);
+        const cllm_float *b = bias ? bias + j0 : NULL;
+#define CLLM__GEMV_BF16_M(m) cllm__gemv_bf16_block(out + j0, (size_t)OC, inp, (size_t)C, m, p, np, b, nj, C)
+        if (N == 1) CLLM__GEMV_BF16_M(1);
+        else if (N == 2) CLLM__GEMV_BF16_M(2);
+        else if (N == 3) CLLM__GEMV_BF16_M(3);
+        else CLLM__GEMV_BF16_M(CLLM__BF16_ROWS);
+#undef CLLM__GEMV_BF16_M
+    }
+}
+
+/* out (N x OC) = bias + inp (N x C) bf16(W)^T, P the packed copy of W (OC x C). Up to CLLM__BF16_ROWS rows the decoding
+   kernel, more the gemm's tiles (cllm__tiles) with B read from the panels. */
+static void cllm__matmul_forward_bf16_fast(cllm_float *out, const cllm_float *inp, const cllm__bf16 *P,
+                                           const cllm_float *bias, int N, int C, int OC) {
+    size_t pstride = cllm__bf16_panel_size(C);
+    int panels = (OC + CLLM__BF16_PANEL - 1) / CLLM__BF16_PANEL, mc, nc, tn, ntiles, n;
+    if (N <= CLLM__BF16_ROWS) {
+        cllm__gemv_bf16(out, inp, P, bias, N, C, OC);
+        return;
+    }
+    for (n = 0; n < N; n++) {
+        if (bias) memcpy(out + (size_t)n * OC, bias, sizeof(cllm_float) * (size_t)OC);
+        else memset(out + (size_t)n * OC, 0, sizeof(cllm_float) * (size_t)OC);
+    }
+    tn = cllm__tiles(N, OC, &mc, &nc);
+    ntiles = (N + mc - 1) / mc * tn;
+#ifdef CLLM__OMP
+#pragma omp parallel if(ntiles > 1 && (double)N * C * OC >= 1e5)
+#endif
+    {
+        cllm_float apanel[CLLM__MR * CLLM__KC];
+        int t;
+#ifdef CLLM__OMP
+#pragma omp for schedule(dynamic)
+#endif
+        for (t = 0; t < ntiles; t++) {
+            int i0 = t / tn * mc, j0 = t % tn * nc, k0, p, q, v;
+            int mt = N - i0 < mc ? N - i0 : mc, nt = OC - j0 < nc ? OC - j0 : nc;
+            for (k0 = 0; k0 < C; k0 += CLLM__KC) {
+                int kc = C - k0 < CLLM__KC ? C - k0 : CLLM__KC;
+                for (p = 0; p < mt; p += CLLM__MR) {
+                    int mr = mt - p < CLLM__MR ? mt - p : CLLM__MR;
+                    cllm__pack_a(apanel, inp + (size_t)(i0 + p) * C + k0, (size_t)C, 1, mr, kc);
+                    for (q = 0; q < nt; q += CLLM__NR) {
+                        int nr = nt - q < CLLM__NR ? nt - q : CLLM__NR, j = j0 + q;
+                        const cllm__bf16 *bp[CLLM__NR / CLLM__BF16_PANEL];
+                        cllm_float *c = out + (size_t)(i0 + p) * OC + (size_t)j;
+                        cllm_float tile[CLLM__MR * CLLM__NR];
+                        int r, jj;
+                        for (v = 0; v < CLLM__NR / CLLM__BF16_PANEL; v++) {   /* past the last panel: read again, */
+                            int pn = j / CLLM__BF16_PANEL + v < panels ? j / CLLM__BF16_PANEL + v : panels - 1;
+                            bp[v] = P + (size_t)pn * pstride + (size_t)k0 * CLLM__BF16_PANEL;   /* discarded */
+                        }
+                        if (mr == CLLM__MR && nr == CLLM__NR) {
+                            cllm__kernel_outer_bf16(kc, apanel, bp, c, (size_t)OC);
+                            continue;
+                        }
+                        for (r = 0; r < CLLM__MR; r++) for (jj = 0; jj < CLLM__NR; jj++)     /* an edge block */
+                            tile[r * CLLM__NR + jj] = r < mr && jj < nr ? c[(size_t)r * OC + jj] : 0;
+                        cllm__kernel_outer_bf16(kc, apanel, bp, tile, CLLM__NR);
+                        for (r = 0; r < mr; r++)
+                            for (jj = 0; jj < nr; jj++) c[(size_t)r * OC + jj] = tile[r * CLLM__NR + jj];
+                    }
+                }
+            }
+        }
+    }
+}
 #endif /* CLLM_BLOCKED */
 
 #if defined(CLLM__OMP) && !defined(CLLM_BLOCKED)
@@ -17047,6 +17458,15 @@ static void cllm__matmul_backward(cllm_float *dinp, cllm_float *dW, cllm_float *
     cllm__matmul_backward_fast(dinp, dW, dbias, dout, inp, W, N, C, OC);
 #else
     cllm__matmul_backward_naive(dinp, dW, dbias, dout, inp, W, N, C, OC);
+#endif
+}
+
+static void cllm__matmul_forward_bf16(cllm_float *out, const cllm_float *inp, const cllm__bf16 *P,
+                                      const cllm_float *bias, int N, int C, int OC) {
+#ifdef CLLM_BLOCKED
+    cllm__matmul_forward_bf16_fast(out, inp, P, bias, N, C, OC);
+#else
+    cllm__matmul_forward_bf16_naive(out, inp, P, bias, N, C, OC);
 #endif
 }
 
