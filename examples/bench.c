@@ -405,6 +405,52 @@ static void bench_stream(const cllm_model *m, double *ours, double *plain, doubl
     free(c.x); free(c.y);
 }
 
+/* How far the bf16 copy's logits are from fp32's, on the fp32 greedy sequence (prompt + 256 tokens) fed to a KV cache
+   of each kind: max |diff|, that over the largest |fp32 logit|, mean |diff|, the share of positions whose argmax
+   agrees; and how many of the 256 greedy tokens the two generations share before they first differ. */
+static int bench_bf16_logits(cllm_model *m, int id0, const cllm_completion c[2], cJSON *o, cllm_err *err) {
+    int n = c[0].n + 1, V = m->config.vocab_size, t, v, w, agree = 0, same = 0, *ids = (int *)malloc(sizeof(int) * (size_t)n);
+    cllm_float *logits[2];
+    double max_abs = 0, max_logit = 0, sum_abs = 0;
+    logits[0] = (cllm_float *)malloc(sizeof(cllm_float) * (size_t)n * V);
+    logits[1] = (cllm_float *)malloc(sizeof(cllm_float) * (size_t)n * V);
+    if (!ids || !logits[0] || !logits[1]) { free(ids); free(logits[0]); free(logits[1]); snprintf(err->msg, sizeof err->msg, "out of memory"); return 1; }
+    ids[0] = id0;
+    memcpy(ids + 1, c[0].ids, sizeof(int) * (size_t)c[0].n);
+    for (w = 0; w < 2; w++) {
+        cllm_kv_cache kv;
+        int rc = cllm_kv_cache_init(&kv, m, 1, n, err) != CLLM_OK;
+        kv.weights = w ? CLLM_SAMPLE_BF16 : CLLM_SAMPLE_FP32;
+        rc = rc || cllm_kv_prefill(m, &kv, 0, ids, n, logits[w], err) != CLLM_OK;
+        cllm_kv_cache_free(&kv);
+        if (rc) { free(ids); free(logits[0]); free(logits[1]); return 1; }
+    }
+    for (t = 0; t < n; t++) {
+        const cllm_float *a = logits[0] + (size_t)t * V, *b = logits[1] + (size_t)t * V;
+        int best_a = 0, best_b = 0;
+        for (v = 0; v < V; v++) {
+            double d = fabs((double)a[v] - b[v]);
+            if (d > max_abs) max_abs = d;
+            if (fabs(a[v]) > max_logit) max_logit = fabs(a[v]);
+            sum_abs += d;
+            if (a[v] > a[best_a]) best_a = v;
+            if (b[v] > b[best_b]) best_b = v;
+        }
+        agree += best_a == best_b;
+    }
+    while (same < c[0].n && same < c[1].n && c[0].ids[same] == c[1].ids[same]) same++;
+    printf("  bf16 logits vs fp32  max |diff| %.3g (%.3g of the largest |logit|), mean %.3g; argmax agrees at %d of %d "
+           "positions; greedy: the first %d of %d tokens equal\n", max_abs, max_abs / max_logit, sum_abs / ((double)n * V),
+           agree, n, same, c[0].n);
+    cJSON_AddNumberToObject(o, "bf16_logits_max_abs_diff", max_abs);
+    cJSON_AddNumberToObject(o, "bf16_logits_max_rel_diff", max_abs / max_logit);
+    cJSON_AddNumberToObject(o, "bf16_logits_mean_abs_diff", sum_abs / ((double)n * V));
+    cJSON_AddNumberToObject(o, "bf16_argmax_agree", (double)agree / n);
+    cJSON_AddNumberToObject(o, "bf16_greedy_same_tokens", same);
+    free(ids); free(logits[0]); free(logits[1]);
+    return 0;
+}
+
 /* Benchmarks one model; returns its figures as a JSON object (NULL on error). */
 static cJSON *bench_model(const char *name, const char *why, const cllm_config *cfg, int B, int T, int train) {
     cllm_model m;
@@ -465,23 +511,29 @@ static cJSON *bench_model(const char *name, const char *why, const cllm_config *
     cJSON_AddNumberToObject(o, "one_token_forward_ms", t * 1e3);
     cJSON_AddNumberToObject(o, "gen_preview_tok_s", 1 / t);
     {   /* generation with the KV cache: greedy, 256 new tokens after a 1-token prompt, as llama2.c's
-           anchor is measured (the best of 3 runs) */
+           anchor is measured (the best of 3 runs), from the fp32 weights and from the bf16 copy in turns */
         cllm_gen_config g;
-        cllm_completion c;
-        double best = 0;
-        int rep_;
+        cllm_completion c[2];
+        double best[2] = { 0, 0 };
+        int rep_, w;
         memset(&g, 0, sizeof g);
+        memset(c, 0, sizeof c);
         g.sampler.greedy = 1; g.max_new_tokens = 256; g.ignore_eos = 1;
-        for (rep_ = 0; rep_ < 3; rep_++) {
+        for (rep_ = 0; rep_ < 3; rep_++) for (w = 0; w < 2; w++) {
             double t1 = now();
-            memset(&c, 0, sizeof c);
-            if (cllm_generate(&m, &id0, 1, 1, &g, &c, &err) != CLLM_OK) { ctx.err = err; goto fail; }
+            cllm_completions_free(&c[w], 1);
+            g.weights = w ? CLLM_SAMPLE_BF16 : CLLM_SAMPLE_FP32;
+            if (cllm_generate(&m, &id0, 1, 1, &g, &c[w], &err) != CLLM_OK) { ctx.err = err; cllm_completions_free(c, 2); goto fail; }
             t1 = now() - t1;
-            if (c.n / t1 > best) best = c.n / t1;
-            cllm_completions_free(&c, 1);
+            if (c[w].n / t1 > best[w]) best[w] = c[w].n / t1;
         }
-        printf("  generation (KV cache) %7.1f tok/s  (greedy, 256 tokens)\n", best);
-        cJSON_AddNumberToObject(o, "gen_kv_tok_s", best);
+        printf("  generation (KV cache) %7.1f tok/s  (greedy, 256 tokens); bf16 weights %7.1f tok/s (x%.2f, interleaved)\n",
+               best[0], best[1], best[1] / best[0]);
+        cJSON_AddNumberToObject(o, "gen_kv_tok_s", best[0]);
+        cJSON_AddNumberToObject(o, "gen_kv_bf16_tok_s", best[1]);
+        cJSON_AddNumberToObject(o, "gen_kv_bf16_vs_fp32", best[1] / best[0]);
+        if (bench_bf16_logits(&m, id0, c, o, &ctx.err) != 0) { cllm_completions_free(c, 2); goto fail; }
+        cllm_completions_free(c, 2);
     }
     {   /* what bounds generation: reading the weights once per token, ours vs llama2.c's loop */
         double ours, plain, bytes;
