@@ -884,8 +884,8 @@ CLLMDEF cllm_result cllm_chat_render(const cllm_tokenizer *tok, const cllm_messa
    sampling only: a copy of the projections and the lm head rounded to bfloat16 (to nearest even; embeddings, norms,
    biases and LoRA adapters stay fp32), products and sums in fp32. Decoding reads half the bytes per token. The copy
    (about half the weights' size) is made on first use, made again after the weights change, and dropped by
-   cllm_forward (so a training step never holds it) and cllm_model_free. Logits differ from fp32 by ~1e-2 and greedy
-   tokens may differ (data_fmt/bench.md, "bf16 sampling"); with bf16, prefill and decoding still agree bit for bit. */
+   cllm_forward (so a training step never holds it) and cllm_model_free. Logits move by up to ~1e-2 and greedy
+   tokens may differ (measured: data_fmt/bench.md, "bf16 sampling"); prefill and decoding still agree bit for bit. */
 typedef enum cllm_sample_weights { CLLM_SAMPLE_FP32 = 0, CLLM_SAMPLE_BF16 } cllm_sample_weights;
 
 /* KV cache: each layer's keys and values for n_seq independent sequences. Sequence s holds len[s]
@@ -10802,8 +10802,11 @@ static cllm_result cllm__bf16_ready(const cllm_model *m, const cllm__bf16_copy *
     size_t total, t, l;
     char *base;
     cllm__bf16_copy *b;
-    *out = m->bf16;
-    if (m->bf16 && m->bf16->version == m->weights_version) return CLLM_OK;
+    *out = NULL;
+    if (m->bf16 && m->bf16->version == m->weights_version) {
+        *out = m->bf16;
+        return CLLM_OK;
+    }
     cllm__bf16_drop(owner);
     if (!(b = (cllm__bf16_copy *)cllm__calloc(1, sizeof *b))) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
     total = cllm__bf16_packed_count(c->vocab_size, c->hidden_size);
@@ -16576,7 +16579,9 @@ CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const
    - CLLM_SIMD: fused multiply-adds (one rounding instead of two). The matmul still takes each output's products in
      ascending order (one fused chain per output, whatever the vector width); the dot products of attention
      (cllm__dot) keep 4 vector partial sums and add them at the end. Differences are a few float ulps per
-     operation, ~1e-7..1e-6 relative (tests/test_fastpath.c prints them). */
+     operation, ~1e-7..1e-6 relative (tests/test_fastpath.c prints them).
+   - bf16 sampling weights (II.5): the same chains on the rounded weights, so the same bits as the fp32 kernel run on a
+     W that holds bf16 values. */
 
 #ifdef CLLM__FAST
 

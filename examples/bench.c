@@ -409,12 +409,17 @@ static void bench_stream(const cllm_model *m, double *ours, double *plain, doubl
    of each kind: max |diff|, that over the largest |fp32 logit|, mean |diff|, the share of positions whose argmax
    agrees; and how many of the 256 greedy tokens the two generations share before they first differ. */
 static int bench_bf16_logits(cllm_model *m, int id0, const cllm_completion c[2], cJSON *o, cllm_err *err) {
-    int n = c[0].n + 1, V = m->config.vocab_size, t, v, w, agree = 0, same = 0, *ids = (int *)malloc(sizeof(int) * (size_t)n);
+    int n = c[0].n + 1, V = m->config.vocab_size, t, v, w, agree = 0, same = 0;
+    int *ids = (int *)malloc(sizeof(int) * (size_t)n);
     cllm_float *logits[2];
     double max_abs = 0, max_logit = 0, sum_abs = 0;
     logits[0] = (cllm_float *)malloc(sizeof(cllm_float) * (size_t)n * V);
     logits[1] = (cllm_float *)malloc(sizeof(cllm_float) * (size_t)n * V);
-    if (!ids || !logits[0] || !logits[1]) { free(ids); free(logits[0]); free(logits[1]); snprintf(err->msg, sizeof err->msg, "out of memory"); return 1; }
+    if (!ids || !logits[0] || !logits[1]) {
+        free(ids); free(logits[0]); free(logits[1]);
+        snprintf(err->msg, sizeof err->msg, "out of memory");
+        return 1;
+    }
     ids[0] = id0;
     memcpy(ids + 1, c[0].ids, sizeof(int) * (size_t)c[0].n);
     for (w = 0; w < 2; w++) {
@@ -439,9 +444,9 @@ static int bench_bf16_logits(cllm_model *m, int id0, const cllm_completion c[2],
         agree += best_a == best_b;
     }
     while (same < c[0].n && same < c[1].n && c[0].ids[same] == c[1].ids[same]) same++;
-    printf("  bf16 logits vs fp32  max |diff| %.3g (%.3g of the largest |logit|), mean %.3g; argmax agrees at %d of %d "
-           "positions; greedy: the first %d of %d tokens equal\n", max_abs, max_abs / max_logit, sum_abs / ((double)n * V),
-           agree, n, same, c[0].n);
+    printf("  bf16 logits vs fp32  max |diff| %.3g (%.3g of the largest |logit|), mean %.3g; argmax agrees at %d of "
+           "%d positions; greedy: the first %d of %d tokens equal\n", max_abs, max_abs / max_logit,
+           sum_abs / ((double)n * V), agree, n, same, c[0].n);
     cJSON_AddNumberToObject(o, "bf16_logits_max_abs_diff", max_abs);
     cJSON_AddNumberToObject(o, "bf16_logits_max_rel_diff", max_abs / max_logit);
     cJSON_AddNumberToObject(o, "bf16_logits_mean_abs_diff", sum_abs / ((double)n * V));
@@ -523,12 +528,16 @@ static cJSON *bench_model(const char *name, const char *why, const cllm_config *
             double t1 = now();
             cllm_completions_free(&c[w], 1);
             g.weights = w ? CLLM_SAMPLE_BF16 : CLLM_SAMPLE_FP32;
-            if (cllm_generate(&m, &id0, 1, 1, &g, &c[w], &err) != CLLM_OK) { ctx.err = err; cllm_completions_free(c, 2); goto fail; }
+            if (cllm_generate(&m, &id0, 1, 1, &g, &c[w], &err) != CLLM_OK) {
+                ctx.err = err;
+                cllm_completions_free(c, 2);
+                goto fail;
+            }
             t1 = now() - t1;
             if (c[w].n / t1 > best[w]) best[w] = c[w].n / t1;
         }
-        printf("  generation (KV cache) %7.1f tok/s  (greedy, 256 tokens); bf16 weights %7.1f tok/s (x%.2f, interleaved)\n",
-               best[0], best[1], best[1] / best[0]);
+        printf("  generation (KV cache) %7.1f tok/s  (greedy, 256 tokens); bf16 weights %7.1f tok/s (x%.2f, "
+               "interleaved)\n", best[0], best[1], best[1] / best[0]);
         cJSON_AddNumberToObject(o, "gen_kv_tok_s", best[0]);
         cJSON_AddNumberToObject(o, "gen_kv_bf16_tok_s", best[1]);
         cJSON_AddNumberToObject(o, "gen_kv_bf16_vs_fp32", best[1] / best[0]);

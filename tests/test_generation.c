@@ -45,14 +45,26 @@ static void fill_cache(const cllm_model *m, cllm_kv_cache *kv, const cllm_batch 
     cllm_err err;
     for (b = 0; b < B; b++) {
         int pre = b == longest ? lens[b] : b == (longest + 1) % B ? lens[b] / 2 : 0;
-        if (pre && cllm_kv_prefill(m, kv, b, batch->input_ids + b * T, pre, cached + (size_t)b * T * V, &err) != CLLM_OK) { printf("  FAIL prefill: %s\n", err.msg); check_failures++; }
+        if (pre && cllm_kv_prefill(m, kv, b, batch->input_ids + b * T, pre, cached + (size_t)b * T * V, &err)) {
+            printf("  FAIL prefill: %s\n", err.msg);
+            check_failures++;
+        }
     }
     for (;;) {
         int any = 0;
-        for (b = 0; b < B; b++) { ids[b] = kv->len[b] < lens[b] ? batch->input_ids[b * T + kv->len[b]] : -1; any |= ids[b] >= 0; }
+        for (b = 0; b < B; b++) {
+            ids[b] = kv->len[b] < lens[b] ? batch->input_ids[b * T + kv->len[b]] : -1;
+            any |= ids[b] >= 0;
+        }
         if (!any) break;
-        if (cllm_kv_step(m, kv, ids, step, &err) != CLLM_OK) { printf("  FAIL step: %s\n", err.msg); check_failures++; break; }
-        for (b = 0; b < B; b++) if (ids[b] >= 0) memcpy(cached + ((size_t)b * T + kv->len[b] - 1) * V, step + (size_t)b * V, sizeof(cllm_float) * (size_t)V);
+        if (cllm_kv_step(m, kv, ids, step, &err) != CLLM_OK) {
+            printf("  FAIL step: %s\n", err.msg);
+            check_failures++;
+            break;
+        }
+        for (b = 0; b < B; b++)
+            if (ids[b] >= 0)
+                memcpy(cached + ((size_t)b * T + kv->len[b] - 1) * V, step + (size_t)b * V, sizeof(cllm_float) * V);
     }
     free(step);
 }
@@ -192,7 +204,12 @@ static void bf16_case(const char *name) {
     printf("bf16 sampling weights: %s\n", name);
     snprintf(dir, sizeof dir, "tests/data/golden/%s", name);
     snprintf(path, sizeof path, "%s/batch.jsonl", dir);
-    if (!check_true("load model twice and batch", cllm_model_load(&a, dir, &err) == CLLM_OK && cllm_model_load(&r, dir, &err) == CLLM_OK && cllm_batch_read_jsonl(&batch, path, &err) == CLLM_OK)) { printf("    %s\n", err.msg); return; }
+    if (!check_true("load model twice and batch",
+                    cllm_model_load(&a, dir, &err) == CLLM_OK && cllm_model_load(&r, dir, &err) == CLLM_OK &&
+                    cllm_batch_read_jsonl(&batch, path, &err) == CLLM_OK)) {
+        printf("    %s\n", err.msg);
+        return;
+    }
     B = batch.B; T = batch.T; V = a.config.vocab_size; C = a.config.hidden_size;
     mats[0] = r.params.wq; mats[1] = r.params.wk; mats[2] = r.params.wv; mats[3] = r.params.wo;
     mats[4] = r.params.w_gate; mats[5] = r.params.w_up; mats[6] = r.params.w_down; mats[7] = r.params.lm_head;
@@ -224,13 +241,15 @@ static void bf16_case(const char *name) {
     check_tensor("bf16 KV cache = fp32 KV cache on the rounded weights, bit for bit", got, want, (size_t)n * V, 0.0);
     real_rows(full, lens, B, T, V, want);
     check_tensor("bf16 KV cache vs the rounded model's full forward", got, want, (size_t)n * V, 1e-5);
-    snprintf(label, sizeof label, "bf16 logits differ from fp32's (max |diff| %.2e)", max_diff(got, fp32, (size_t)n * V));
+    snprintf(label, sizeof label, "bf16 logits differ from fp32's (max |diff| %.2e)",
+             max_diff(got, fp32, (size_t)n * V));
     check_true(label, max_diff(got, fp32, (size_t)n * V) > 0);
     memset(&g, 0, sizeof g);
     g.sampler.greedy = 1; g.max_new_tokens = 12; g.ignore_eos = 1; g.weights = CLLM_SAMPLE_BF16;
     check_true("greedy generation, bf16 weights", cllm_generate(&a, prompt, 5, 2, &g, ca, &err) == CLLM_OK);
     g.weights = CLLM_SAMPLE_FP32;
-    check_true("greedy generation, fp32 on the rounded weights", cllm_generate(&r, prompt, 5, 2, &g, cr, &err) == CLLM_OK);
+    check_true("greedy generation, fp32 on the rounded weights",
+               cllm_generate(&r, prompt, 5, 2, &g, cr, &err) == CLLM_OK);
     check_true("the same tokens and log-probs", same_completion(&ca[0], &cr[0]) && same_completion(&ca[1], &cr[1]));
     cllm_completions_free(ca, 2);
     cllm_completions_free(cr, 2);
@@ -241,13 +260,16 @@ static void bf16_case(const char *name) {
     check_true("weights_changed drops the copy", a.bf16 == NULL);
     cllm_kv_cache_init(&kv, &a, 1, T, &err);
     kv.weights = CLLM_SAMPLE_BF16;
-    check_true("prefill after a change", cllm_kv_prefill(&a, &kv, 0, batch.input_ids + longest * T, lens[longest], again, &err) == CLLM_OK);
+    check_true("prefill after a change",
+               cllm_kv_prefill(&a, &kv, 0, batch.input_ids + longest * T, lens[longest], again, &err) == CLLM_OK);
     for (k = 0; k < (size_t)lens[longest] * V; k++) again[k] /= 2;
     check_tensor("the copy is made from the changed weights (lm head x 2 -> logits x 2)", again,
                  cached + (size_t)longest * T * V, (size_t)lens[longest] * V, 0.0);   /* cached: bf16, unchanged a */
-    check_true("cllm_forward drops the copy (a training step never holds it)", a.bf16 != NULL && cllm_forward(&a, &batch, NULL, &err) == CLLM_OK && a.bf16 == NULL);
+    check_true("cllm_forward drops the copy (a training step never holds it)",
+               a.bf16 != NULL && cllm_forward(&a, &batch, NULL, &err) == CLLM_OK && a.bf16 == NULL);
     kv.weights = (cllm_sample_weights)7;
-    check_true("an unknown weights value is rejected", cllm_kv_step(&a, &kv, prompt, NULL, &err) == CLLM_ERR_ARG && strstr(err.msg, "CLLM_SAMPLE_BF16"));
+    check_true("an unknown weights value is rejected",
+               cllm_kv_step(&a, &kv, prompt, NULL, &err) == CLLM_ERR_ARG && strstr(err.msg, "CLLM_SAMPLE_BF16"));
     cllm_kv_cache_free(&kv);
     free(full); free(cached); free(got); free(want); free(fp32); free(again);
     cllm_batch_free(&batch);
