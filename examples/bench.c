@@ -503,6 +503,7 @@ static cJSON *bench_model(const char *name, const char *why, const cllm_config *
         cJSON_AddNumberToObject(o, "train_tok_s", tokens / t);
         cJSON_AddNumberToObject(o, "train_gflop_s", 6 * N * tokens / t / 1e9);
         add_figure(o, "train_vs_fma_peak", limit_fma_gflop_s > 0 ? 6 * N * tokens / t / 1e9 / limit_fma_gflop_s : -1);
+        cJSON_AddNumberToObject(o, "peak_rss_train_mib", peak_rss_mib());   /* before any generation */
     }
     /* Generation preview: a forward of one token (T=1) streams every weight once, as one
        KV-cache decoding step at a short context does (without its attention over the cache). */
