@@ -740,11 +740,11 @@ static void draw_line(svg *s, const plot *p, const double *x, const double *y, i
 }
 
 /* A run's metric, raw (faint) and smoothed as TensorBoard smooths: a debiased exponential moving
-   average with weight w, here chosen so that it averages over about 2% of the run. */
+   average with weight w (TensorBoard's 0.6 for short runs, up to 0.98 so it spans ~20 steps). */
 static void draw_curve(svg *s, const curve *c, double left, double top, double width, double height) {
     static double x[100000], y[100000], ema[100000];
     int n = read_curve(c->dir, c->metric, x, y, 100000), i, positive = 1;
-    double lo = 1e300, hi = -1e300, w = n > 125 ? 1 - 50.0 / n : 0.6, last = 0, pad;
+    double lo = 1e300, hi = -1e300, w = fmin(0.98, fmax(0.6, 1 - 20.0 / n)), last = 0, pad;
     plot p;
     svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" font-weight=\"bold\" font-size=\"13\">%s</text>\n", left + 8, top + 16, c->metric);
     svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#555\">%s</text>\n", left + 8, top + 31, c->what);
@@ -949,9 +949,9 @@ static void run_seed(row *rows) {
         { "loss", "dpo_w2_sft", "w=2: SFT on the conversations MR picked" },
         { "rewards/margins", "dpo_w2", "w=2 (CollabLLM): offline DPO" },
         { "rewards/accuracies", "dpo_w2", "w=2 (CollabLLM): offline DPO" },
-        { "reward", "online_dpo", "online DPO: mean MR of the sampled responses" },
-        { "objective/scores", "ppo", "PPO: mean MR of the rollouts" },
-        { "objective/kl", "ppo", "PPO: KL to the base" },
+        { "reward", "online_dpo", "online DPO (from offline DPO): mean MR of the samples" },
+        { "objective/scores", "ppo", "PPO (from the w=2 SFT): mean MR of the rollouts" },
+        { "objective/kl", "ppo", "PPO: KL to its starting model" },
     };
     const char **texts;
     char base_dir[1024], odpo[1024], ppo[1024];   /* path() recycles its buffers: copies */
