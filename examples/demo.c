@@ -63,6 +63,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "flags.h"
 #include "run_files.h"
 
@@ -108,7 +109,11 @@ static double t_start;
 static cllm_task *train_tasks, *test_tasks;
 static int n_train, n_test, n_train_read, n_test_read;   /* used; read (and freed) */
 
-static double now(void) { return cllm__now(); }
+static double now(void) {                                 /* seconds on a monotonic clock */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static void stage(const char *what) { fprintf(stderr, "\n== [%5.0fs] %s\n", now() - t_start, what); }
 
@@ -319,7 +324,7 @@ static void evaluate(const char *model_dir, const char *name, const char *label,
     snprintf(details, sizeof details, "%s/eval_%s.jsonl", out_dir, name);
     if (cllm_eval_run(&ec, &sim, &asst.assistant, test_tasks, n_test, details, &sum, &err) != CLLM_OK) die("eval", &err);
     f = fopen(details, "rb");                              /* split by kind, from the details */
-    while (f && (len = cllm__read_line(f, &line, &cap)) >= 0) {
+    while (f && (len = cllm_read_line(f, &line, &cap)) >= 0) {
         cJSON *o = cJSON_ParseWithLength(line, (size_t)len), *m = cJSON_GetObjectItem(o, "metrics");
         const cJSON *u = cJSON_GetObjectItem(cJSON_GetObjectItem(o, "single_turn_metadata"), "underspecified");
         const cJSON *jok = cJSON_GetObjectItem(m, "success"), *jasked = cJSON_GetObjectItem(m, "asked");
@@ -392,7 +397,7 @@ static void offline_dpo(const char *base_dir, const char *tag, const char *name,
     memset(&ref, 0, sizeof ref);        /* with LoRA the reference is the base under the adapters */
     if ((!real.model_dir && cllm_model_load(&ref, base_dir, &err) != CLLM_OK) ||
         cllm_tokenizer_load(&tok, base_dir, &err) != CLLM_OK || cllm_sft_data_load(&sd, &tok, path(sft), 0, &err) != CLLM_OK ||
-        cllm_dpo_data_load(&d, &tok, path(pairs), 0, &err) != CLLM_OK) die(tag, &err);
+        cllm_dpo_data_load(&d, &tok, path(pairs), NULL, &err) != CLLM_OK) die(tag, &err);
     snprintf(dir, sizeof dir, "%s_sft", name);
     tc = train_config(1e-3, run_size.picked_epochs, 1e-5, dir, base_dir);
     if (sd.n > 0) {
@@ -640,7 +645,7 @@ static int read_curve(const char *dir, const char *metric, double *x, double *y,
     FILE *f;
     snprintf(file, sizeof file, "%s/%s/metrics.jsonl", out_dir, dir);
     f = fopen(file, "rb");
-    while (f && n < max && (len = cllm__read_line(f, &line, &cap)) >= 0) {
+    while (f && n < max && (len = cllm_read_line(f, &line, &cap)) >= 0) {
         cJSON *o = cJSON_ParseWithLength(line, (size_t)len), *v = cJSON_GetObjectItem(o, metric);
         const cJSON *step = cJSON_GetObjectItem(o, "step");
         if (cJSON_IsNumber(v) && isfinite(v->valuedouble)) {
@@ -972,7 +977,7 @@ static void run_seed(row *rows) {
         if (cllm_tasks_read_jsonl(path("tasks_train.jsonl"), &train_tasks, &n_train, &err) != CLLM_OK ||
             cllm_tasks_read_jsonl(path("tasks_test.jsonl"), &test_tasks, &n_test, &err) != CLLM_OK) die("tasks", &err);
         n_train_read = n_train; n_test_read = n_test;
-        cllm__mkdir(path("init"), &err);
+        mkdir(path("init"), 0755);                         /* exists already on a rerun */
         n_texts = corpus(&texts);
         if ((vocab = demo_bpe_train(texts, n_texts, 1000, path("init"), &err)) < 0) die("tokenizer", &err);
         fprintf(stderr, "   %d training and %d test tasks; %d tokens\n", n_train, n_test, vocab);

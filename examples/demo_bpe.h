@@ -13,6 +13,10 @@
 
 #include <string.h>
 #include <stdlib.h>
+#ifndef INCLUDE_STB_DS_H
+#define STBDS_NO_SHORT_NAMES     /* the stbds_ names only, as collabllm.h itself uses them */
+#endif
+#include <stb/stb_ds.h>
 
 /* GPT-2's bytes_to_unicode: printable bytes stand for themselves, the 68 others map in order to
    U+0100 + n. Writes the UTF-8 of byte b's character into out (NUL-terminated). */

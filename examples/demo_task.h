@@ -38,6 +38,8 @@
 
 #include <string.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <cjson/cJSON.h>
 
 typedef struct demo_family {
     const char *name;

@@ -9,7 +9,8 @@
        an error that names the flag and what it accepts (exit status 2, nothing done).
      - -h and --help print the usage, generated from the same tables with the defaults, on stdout.
      - flag_text(), flag_number(), flag_on(), flag_given(), flag_choice() read the values; an
-       absent flag reads as its declared default.
+       absent flag reads as its declared default, or as the value a preset gave it (flag_preset(),
+       e.g. collabllm's --collabllm v1): a flag on the command line always wins over a preset.
    Paths are declared with what the command does with them (reads a file, writes a run directory,
    ...); run_files.h uses that to check the outputs against the inputs before anything is written.
 
@@ -102,6 +103,7 @@ typedef struct flag_value {
     int              given;                      /* times given on the command line              */
     const char      *texts[FLAGS_MAX_REPEAT];    /* as given                                      */
     double           number;                     /* FLAG_INT, FLAG_REAL: the parsed value          */
+    const char      *preset;                     /* set by flag_preset() when not given, or NULL   */
 } flag_value;
 
 typedef struct flags {
@@ -310,10 +312,10 @@ static inline int flag_on(const flags *fl, const char *name) {
     return flag_given(fl, name) > 0;
 }
 
-/* The value as given, else the declared default, else NULL. */
+/* The value as given, else a preset's, else the declared default, else NULL. */
 static inline const char *flag_text(const flags *fl, const char *name) {
     const flag_value *v = flags__value(fl, name);
-    return v->given ? v->texts[0] : v->spec->def;
+    return v->given ? v->texts[0] : v->preset ? v->preset : v->spec->def;
 }
 
 /* The i-th value of a repeatable flag (i < flag_given()). */
@@ -321,18 +323,19 @@ static inline const char *flag_nth(const flags *fl, const char *name, int i) {
     return flags__value(fl, name)->texts[i];
 }
 
-/* A number flag: the value as given, else the declared default, else 0 (the library's "default"). */
+/* A number flag: the value as given, else a preset's, else the declared default, else 0 (the library's
+   "default"). */
 static inline double flag_number(const flags *fl, const char *name) {
     const flag_value *v = flags__value(fl, name);
+    const char *text = v->preset ? v->preset : v->spec->def;
     if (v->given) return v->number;
-    return v->spec->def ? strtod(v->spec->def, NULL) : 0;
+    return text ? strtod(text, NULL) : 0;
 }
 
 /* A choice flag: the index of its word in .choices (given, else the default), or -1 if unset. */
 static inline int flag_choice(const flags *fl, const char *name) {
-    const flag_value *v = flags__value(fl, name);
-    const char *text = v->given ? v->texts[0] : v->spec->def;
-    const char *p = v->spec->choices;
+    const char *text = flag_text(fl, name);
+    const char *p = flags__value(fl, name)->spec->choices;
     int index = 0;
     if (!text) return -1;
     while (p) {
@@ -343,6 +346,18 @@ static inline int flag_choice(const flags *fl, const char *name) {
         p = bar ? bar + 1 : NULL;
     }
     return -1;
+}
+
+/* A value a preset gives a flag that was not given (a flag on the command line wins): checked as if it had
+   been typed. Returns 1 when set or when the flag was given, 0 (after a message) when the value is refused;
+   a flag the command does not declare is left alone (1). */
+static inline int flag_preset(flags *fl, const char *name, const char *text) {
+    flag_value *v = flags_declared(fl, name);
+    double number = 0;
+    if (!v || v->given) return 1;
+    if (!flags__check_value(fl->cmd, v->spec, text, &number)) return 0;
+    v->preset = text;
+    return 1;
 }
 
 /* ---- usage -------------------------------------------------------------------------------- */

@@ -57,7 +57,7 @@ int main(int argc, char **argv) {
     lo.m = (cllm_float *)calloc(lo.num_params, sizeof(cllm_float));
     lo.v = (cllm_float *)calloc(lo.num_params, sizeof(cllm_float));
     cllm_clip_grad_norm_arrays(&lo.grads, &lo.num_params, 1, 1.0);
-    cllm_adamw_step(lo.params, lo.grads, lo.m, lo.v, lo.num_params, 1, 1e-5, 0.9, 0.999, 1e-8, 0);
+    cllm_adamw_step(lo.params, lo.grads, lo.m, lo.v, lo.num_params, 1, 1e-5, NULL);
     printf("one step, %d x %d tokens: loss %.4f, %.0f s CPU; base gradients allocated: %s; peak RSS %.2f GB\n",
            rows, T, cllm_train_stats_mean(&st, "loss"), (double)(clock() - t0) / CLOCKS_PER_SEC, m.grads_memory ? "yes" : "no", peak_gb());
     for (b = 0; b < rows; b++) cllm_train_seq_free(&seqs[b]);

@@ -62,6 +62,13 @@ CHECK_FN int check_summary(const char *name) {
 #ifdef COLLABLLM_H
 /* File helpers for the tests that run whole pipelines (need collabllm.h included first). */
 #include <string.h>
+#include <sys/stat.h>
+#include <cjson/cJSON.h>
+
+/* Creates the directory (its parent must exist); one that exists already is fine. */
+CHECK_FN void check_mkdir(const char *path) {
+    (void)mkdir(path, 0755);
+}
 
 /* Copies from_dir/name to to_dir/name (atomically, as the library writes files). */
 CHECK_FN int check_copy_file(const char *from_dir, const char *to_dir, const char *name) {
@@ -83,6 +90,48 @@ CHECK_FN int check_same_file(const char *a, const char *b) {
     int same = cllm_read_file(a, &ta, &la, NULL) == CLLM_OK && cllm_read_file(b, &tb, &lb, NULL) == CLLM_OK && la == lb && memcmp(ta, tb, la) == 0;
     cllm_free_buffer(ta); cllm_free_buffer(tb);
     return same;
+}
+
+/* The JSON value of each non-empty line of a JSONL file (rows[i] NULL where a line is not JSON);
+   free with check_free_rows. A file that cannot be read is a failed check. */
+CHECK_FN cJSON **check_read_jsonl(const char *path, int *n) {
+    char *data = NULL;
+    char *line;
+    char *next;
+    size_t len;
+    cllm_err err;
+    cJSON **rows = NULL;
+    *n = 0;
+    if (cllm_read_file(path, &data, &len, &err) != CLLM_OK) {
+        check_true(err.msg, 0);
+        return NULL;
+    }
+    for (line = data; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        if (!*line) continue;
+        rows = (cJSON **)realloc(rows, (size_t)(*n + 1) * sizeof *rows);
+        rows[(*n)++] = cJSON_Parse(line);
+    }
+    cllm_free_buffer(data);
+    return rows;
+}
+
+CHECK_FN void check_free_rows(cJSON **rows, int n) {
+    int i;
+    for (i = 0; i < n; i++) cJSON_Delete(rows[i]);
+    free(rows);
+}
+
+/* Is the JSON array `expected` the n ids? */
+CHECK_FN int check_same_ids(const cJSON *expected, const int *ids, int n) {
+    const cJSON *it;
+    int i = 0;
+    if (!cJSON_IsArray(expected) || cJSON_GetArraySize(expected) != n) return 0;
+    cJSON_ArrayForEach(it, expected) {
+        if ((int)it->valuedouble != ids[i++]) return 0;
+    }
+    return 1;
 }
 
 /* Two metrics.jsonl files with expect_lines lines each, line for line the same keys with

@@ -8,6 +8,7 @@
 //                  ignore_merges + TemplateProcessing), with and without add_special_tokens;
 //   offsets        vs the Rust offsets (converted from characters to bytes);
 //   decode         decode(encode(x)) == x, and decoding random id lists (lossy UTF-8) vs Rust;
+//   tiktoken       cl100k_base, r50k_base, p50k_base, p50k_edit vs npm tiktoken (crosscheck_tiktoken.js);
 //   chat text      vs @huggingface/jinja and Python jinja2 (how transformers renders) on the
 //                  published chat_template strings, taken from npm packages here (never copied
 //                  into the repository); and the templates written for the committed small
@@ -15,7 +16,7 @@
 //
 // Usage: node tests/crosscheck.js BUILD_DIR [--write-fixtures]
 //   --write-fixtures also rewrites the committed files that `make test` checks offline:
-//   tests/data/tokenizers/<constructed>/ and tests/data/tokenizer_expected/*.jsonl.
+//   tests/data/tokenizers/<constructed>/, tests/data/tokenizer_expected/*.jsonl and tests/data/tiktoken/.
 "use strict";
 const fs = require("fs");
 const path = require("path");
@@ -455,6 +456,10 @@ function checkTemplates() {
     ];
     const summary = [];
     for (const [name, dir, opts] of targets) summary.push(await checkTokenizer(name, dir, opts));
+    const tiktoken = await require("./crosscheck_tiktoken.js")({
+        CORPUS, FIXED, ROOT, BUILD, WORK, WRITE, runTool, fail, show, trainBPE, B2U,
+        cache: process.env.COLLABLLM_NPM_CACHE || path.resolve(NODE_MODULES, ".."),
+    });
     const tm = checkTemplates();
     if (WRITE) {
         const ed = path.join(DATA, "tokenizer_expected");
@@ -466,6 +471,9 @@ function checkTemplates() {
     }
     console.log("\nmatch rates (corpus " + CORPUS.length + " strings):");
     for (const s of summary) console.log(`  ${s.name.padEnd(14)} ${(100 * s.ok / s.N).toFixed(2)}% ids, ${(100 * s.okSp / s.N).toFixed(2)}% ids+special, ${(100 * s.okOff / Math.max(1, s.nOff)).toFixed(2)}% offsets, ${(100 * s.okRoundRust / s.N).toFixed(2)}% decode==Rust, ${(100 * s.okRound / s.N).toFixed(2)}% decode(encode(x))==x${s.changesText ? " (by design <100)" : ""}, ${(100 * s.okDec / s.nDec).toFixed(2)}% decode`);
+    for (const t of tiktoken) console.log(`  tiktoken ${t.name.padEnd(12)} ${(100 * t.okIds / t.N).toFixed(2)}% ids (encode_ordinary), ` +
+        `${(100 * t.okOffsets / t.N).toFixed(2)}% offsets, ${(100 * t.okRound / t.N).toFixed(2)}% decode(encode(x))==x, ` +
+        `${(100 * t.okDecode / t.nDecode).toFixed(2)}% decode`);
     for (const r of tm.results) console.log(`  template ${r.name.padEnd(12)} ${(100 * r.okJs / r.nJs).toFixed(2)}% vs @huggingface/jinja, ${(100 * r.okPy / r.n).toFixed(2)}% vs jinja2` +
         (r.fixture ? `; ${r.fixture}'s own template ${(100 * r.okFix / r.n).toFixed(2)}% the same` : ""));
     console.log(`\n${failures.length ? "FAIL" : "OK"}: ${failures.length} mismatches (${((Date.now() - t0) / 1000).toFixed(1)} s)`);

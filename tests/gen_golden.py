@@ -283,8 +283,9 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
-def forward(cfg, P, ids, amask):
-    """P: dict HF name -> float64 tensor. ids,amask: [B,T] int64. Returns logits [B,T,V]."""
+def forward(cfg, P, ids, amask, positions=None):
+    """P: dict HF name -> float64 tensor. ids,amask: [B,T] int64; positions: [B,T] position ids (default 0..T-1, what
+    transformers uses when none are given). Returns logits [B,T,V]."""
     B, T = ids.shape
     C = cfg["hidden_size"]
     H = cfg["num_attention_heads"]
@@ -297,9 +298,9 @@ def forward(cfg, P, ids, amask):
     n_rep = H // KV
 
     inv, _ = rope_inv_freq(cfg)
-    pos = torch.arange(T, dtype=torch.float64)
-    ang = pos[:, None] * inv[None, :]
-    emb = torch.cat((ang, ang), dim=-1)        # [T, hd]
+    pos = torch.arange(T, dtype=torch.float64)[None, :] if positions is None else positions.double()
+    ang = pos[:, :, None] * inv[None, None, :]
+    emb = torch.cat((ang, ang), dim=-1)[:, None]   # [B or 1, 1, T, hd]
     cos, sin = emb.cos(), emb.sin()
 
     causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
@@ -331,7 +332,7 @@ def forward(cfg, P, ids, amask):
         k = k[:, kv_idx]
         v = v[:, kv_idx]
         s = (q @ k.transpose(-1, -2)) * (hd ** -0.5)
-        s = s.masked_fill(~allowed[:, None], float("-inf"))
+        s = s.masked_fill(~allowed[:, None], torch.finfo(s.dtype).min)   # as HF: a fully masked row stays finite
         a = torch.softmax(s, dim=-1) @ v            # [B,H,T,hd]
         a = a.transpose(1, 2).reshape(B, T, H * hd)
         x = x + a @ P[p + "self_attn.o_proj.weight"].t()

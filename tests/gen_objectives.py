@@ -3,7 +3,7 @@
 GRPO/RLOO, BLEU), from independent implementations:
 
   * PyTorch float64 versions of the formulas TRL v0.19.1 uses (written here from the formulas in
-    ../shared/reference/training-math.md, not copied), with gradients from autograd;
+    trl/trainer/*_trainer.py, not copied), with gradients from autograd;
   * NLTK's own nltk.translate.bleu_score.sentence_bleu.
 
 Run from the repository root with Debian's python (torch 1.13, nltk 3.8):

@@ -71,8 +71,8 @@ def make_pairs(cfg, gen):
 
 
 def completion_logps(cfg, P, rows):
-    """rows: list of (ids, n_prompt). Right-padded batch; per-row summed completion logps and
-    the number of completion tokens."""
+    """rows: list of (ids, n_prompt), or of (ids, targets) with a 0/1 per id. Right-padded
+    batch; per-row summed completion logps and the number of completion tokens."""
     B, T = len(rows), max(len(ids) for ids, _ in rows)
     ids = torch.zeros(B, T, dtype=torch.long)
     am = torch.zeros(B, T, dtype=torch.long)
@@ -80,7 +80,10 @@ def completion_logps(cfg, P, rows):
     for b, (x, p) in enumerate(rows):
         ids[b, :len(x)] = torch.tensor(x)
         am[b, :len(x)] = 1
-        mask[b, p:len(x)] = 1.0
+        if isinstance(p, list):
+            mask[b, :len(x)] = torch.tensor(p, dtype=torch.float64)
+        else:
+            mask[b, p:len(x)] = 1.0
     logits = gg.forward(cfg, P, ids, am)
     lsm = torch.log_softmax(logits[:, :-1], dim=-1)
     tok = lsm.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1) * mask[:, 1:]

@@ -8,14 +8,16 @@ UNICODE_DIR defaults to /usr/share/unicode (Debian package `unicode-data`). The 
 everything between the lines "BEGIN GENERATED UNICODE TABLES" and "END GENERATED UNICODE TABLES"
 in the header and leaves the rest untouched, so running it twice gives the same file.
 
-Tables (all sorted, looked up by binary search in collabllm.h):
-  cllm__uni_class_table  breakpoints (start << 8 | bits): from `start` until the next entry every code
-                   point has `bits` = 1 letter (General_Category L*), 2 number (N*: Nd Nl No),
-                   4 White_Space (PropList.txt). These are the regex classes \\p{L}, \\p{N}, \\s.
-  cllm__uni_ccc_table    breakpoints (start << 8 | canonical combining class).
-  cllm__uni_decomp triples {cp | 0x80000000 if excluded from composition, first, second}: the
-                   canonical decomposition mapping of cp (second = 0 for a singleton), Hangul
-                   syllables excluded (they are algorithmic). "Excluded" = Full_Composition_Exclusion.
+Tables (all sorted, looked up by binary search in collabllm.h, Part IV), uint32_t arrays written in decimal
+on lines of at most 118 columns:
+  cllm__uni_class_table  breakpoints start << 3 | bits: from `start` until the next entry every code point has
+                   `bits` = 1 letter (General_Category L*), 2 number (N*: Nd Nl No), 4 White_Space
+                   (PropList.txt): the regex classes \\p{L}, \\p{N}, \\s.
+  cllm__uni_ccc_table    breakpoints start << 8 | canonical combining class.
+  cllm__uni_decomp triples {cp + 2^31 if a pair excluded from composition, first, second}: the canonical
+                   decomposition mapping of cp (second = 0 for a singleton), Hangul syllables excluded (they
+                   are algorithmic). "Excluded" = Full_Composition_Exclusion. Singletons never compose, so
+                   they go unflagged: the 2^31 would only lengthen the table.
 """
 import os
 import re
@@ -68,10 +70,20 @@ def breakpoints(values):
     return out
 
 
-def emit_array(name, ctype, items, per_line, comment, per_item=1):
-    lines = ["/* %s */" % comment, "static const %s %s[%d] = {" % (ctype, name, per_item * len(items))]
-    for i in range(0, len(items), per_line):
-        lines.append("    " + ",".join(items[i:i + per_line]) + ",")
+WIDTH = 118
+
+
+def emit_numbers(name, ctype, values, comment):
+    """A C array of decimal numbers, lines filled to WIDTH columns."""
+    lines = ["/* %s */" % comment, "static const %s %s[%d] = {" % (ctype, name, len(values))]
+    cur = "    "
+    for v in values:
+        item = "%d," % v
+        if len(cur) + len(item) > WIDTH:
+            lines.append(cur)
+            cur = "    "
+        cur += item
+    lines.append(cur)
     lines.append("};")
     return lines
 
@@ -111,13 +123,15 @@ def main():
 
     out = ["/* " + BEGIN + " (tests/gen_unicode_tables.py, Unicode %s; `make unicode-tables`) */" % version]
     out += ["#define CLLM__UNICODE_VERSION \"%s\"" % version]
-    out += emit_array("cllm__uni_class_table", "uint32_t", ["0x%x" % (s << 8 | v) for s, v in breakpoints(cls)], 10,
-                      "start << 8 | bits (1 letter L*, 2 number N*, 4 White_Space), valid until the next start")
-    out += emit_array("cllm__uni_ccc_table", "uint32_t", ["0x%x" % (s << 8 | v) for s, v in breakpoints(ccc)], 10,
-                      "start << 8 | canonical combining class, valid until the next start")
-    out += emit_array("cllm__uni_decomp", "uint32_t",
-                      ["0x%x,0x%x,0x%x" % (cp | (0x80000000 if cp in excluded else 0), a, b) for cp, a, b in decomp], 5,
-                      "{cp | 0x80000000 if excluded from composition, first, second (0 = singleton)}, sorted by cp", 3)
+    out += emit_numbers("cllm__uni_class_table", "uint32_t", [s << 3 | v for s, v in breakpoints(cls)],
+                        "\\p{L} \\p{N} \\s: start << 3 | bits (1 letter L*, 2 number N*, 4 White_Space) until the next")
+    out += emit_numbers("cllm__uni_ccc_table", "uint32_t", [s << 8 | v for s, v in breakpoints(ccc)],
+                        "canonical combining class: start << 8 | ccc until the next start")
+    flat = []
+    for cp, a, b in decomp:
+        flat += [cp | (0x80000000 if cp in excluded and b else 0), a, b]
+    out += emit_numbers("cllm__uni_decomp", "uint32_t", flat,
+                        "{cp + 2^31 if a pair excluded from composition, first, second (0 = singleton)}, sorted by cp")
     out.append("/* " + END + " */")
 
     with open(header, encoding="utf-8") as f:

@@ -10,6 +10,8 @@
 #     and before another flag), a repeated flag; and for every numeric flag that its --help lists,
 #     a value below its range, above it (if bounded), a non-number and trailing junk. The range
 #     each error names must be the one the usage shows.
+# no-fast-path: flags, errors and files of the command lines, no model kernel (make test runs it in its first
+# pass only)
 build=${BUILD:-build}
 tool="$build/collabllm"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
@@ -18,7 +20,7 @@ mkdir -p "$in" "$out"
 model=tests/data/train/tiny_qwen2
 tokdir=tests/data/tokenizers/qwen2_style
 n=0; fails=0
-commands="dump generate-ids ref simulate tokenize detokenize render mr generate-data build-pairs eval generate sft dpo
+commands="dump generate-ids ref simulate tokenize detokenize render mr generate-data build-pairs export-records eval generate sft dpo
           online-dpo ppo grpo"
 
 # ---- the inputs: copies of the documented examples, and fixtures that must survive every case --
@@ -130,7 +132,8 @@ for c in $commands; do
     fi
 done
 for c in mr:mr.md generate-data:records.md generate-data:meta.md simulate:conversation.md build-pairs:sft.md \
-         build-pairs:dpo.md eval:eval.md dump:dump.md sft:train.md dpo:dpo.md ppo:train_online.md ppo:train_prompts.md \
+         build-pairs:dpo.md build-pairs:published.md export-records:published.md eval:eval.md dump:dump.md \
+         sft:train.md dpo:dpo.md ppo:train_online.md ppo:train_prompts.md \
          render:chat.md tokenize:chat.md generate:generate.md generate-ids:generate-ids.md; do
     t 0 "data_fmt/${c#*:}" "$tool" "${c%%:*}" --help
 done
@@ -225,6 +228,27 @@ t 2 "--concurrency applies to API models" "$tool" simulate --tasks "$in/tasks.js
     --user-model-dir $model --assistant-model-dir $model --concurrency 4
 t 2 "--numeric apply to the exact_match metric" "$tool" mr --input "$in/mr.jsonl" --user-model u --assistant-model a \
     --metrics token_amount --numeric
+# --collabllm v1|v2 takes CollabLLM's settings; both count tokens with cl100k_base, so they need that file
+t 2 "--collabllm: 'v3' is not v1 or v2" "$tool" mr --input "$in/mr.jsonl" --user-model u --assistant-model a \
+    --collabllm v3
+t 2 "give --preset math, code or document" "$tool" mr --input "$in/mr.jsonl" --user-model u \
+    --assistant-model a --judge-model j --collabllm v1
+t 2 "give --token-counter PATH/cl100k_base.tiktoken" "$tool" mr --input "$in/mr.jsonl" --user-model u \
+    --assistant-model a --judge-model j --collabllm v1 --preset math
+t 2 "give --token-counter PATH/cl100k_base.tiktoken" "$tool" generate-data --tasks "$in/tasks.jsonl" \
+    --out "$out/r.jsonl" --user-model u --assistant-model a --judge-model j --collabllm v2 --preset code \
+    --token-counter words
+# bleu and pass_rate are never scored on an unextracted artifact unless asked (CollabLLM always extracts)
+t 2 "give --judge-model, or --no-extract to score the last assistant message as it is" "$tool" mr \
+    --input "$in/mr.jsonl" --user-model u --assistant-model a --metrics bleu:1
+t 2 "give --judge-model, or --no-extract" "$tool" eval --tasks "$in/tasks.jsonl" --details "$out/d.jsonl" \
+    --user-model u --assistant-model a --metrics pass_rate:1
+t 2 "--no-extract applies to the bleu and pass_rate metrics" "$tool" mr --input "$in/mr.jsonl" --user-model u \
+    --assistant-model a --metrics token_amount --no-extract
+t 2 "--pass-rule apply to the pass_rate metric" "$tool" mr --input "$in/mr.jsonl" --user-model u \
+    --assistant-model a --metrics token_amount --pass-rule fraction
+t 2 "--pass-rule: 'some' is not all or fraction" "$tool" mr --input "$in/mr.jsonl" --user-model u \
+    --assistant-model a --metrics pass_rate --no-extract --pass-rule some
 t 2 "--ref and --precompute-ref exclude each other" "$tool" dpo --model $model --data "$in/pairs.jsonl" --out "$out/p" \
     --ref $model --precompute-ref
 t 2 "--label-smoothing applies to the sigmoid and robust losses" "$tool" dpo --model $model --data "$in/pairs.jsonl" \
@@ -246,6 +270,12 @@ t 2 "--sft and --dpo name the same file" \
 t 2 "--sft $in/sft.jsonl exists: choose another --sft, or pass --overwrite" \
     "$tool" build-pairs --records "$in/records.jsonl" --sft "$in/sft.jsonl"
 t 2 "give --sft and/or --dpo" "$tool" build-pairs --records "$in/records.jsonl"
+t 2 "give --min-gap or --gap-preset, not both" \
+    "$tool" build-pairs --records "$in/records.jsonl" --sft "$out/g.jsonl" --min-gap 0.1 --gap-preset v1
+t 2 "give --system or --system-prompt, not both" \
+    "$tool" build-pairs --records "$in/records.jsonl" --sft "$out/g.jsonl" --system hi --system-prompt collabllm
+t 2 "--out $in/records.jsonl is the same file as the input --records" \
+    "$tool" export-records --records "$in/records.jsonl" --out "$in/records.jsonl"
 t 2 "--out $in/tasks.jsonl is the same file as the input --tasks" "$tool" generate-data --tasks "$in/tasks.jsonl" \
     --out "$in/tasks.jsonl" --user-model u --assistant-model a --metrics token_amount
 t 2 "--out $in/tasks.jsonl is the same file as the input --tasks" "$tool" simulate --tasks "$in/tasks.jsonl" \

@@ -2,6 +2,7 @@
    cllm_json_parse_lenient against Python's json / literal parser (tests/gen_lenient_json.py
    wrote tests/data/lenient_json/cases.jsonl), the simulator's reply parser, the judges' score
    readers, conversations to and from JSON, and the task and conversation files in data_fmt/. */
+/* no-fast-path: JSON parsing of replies, no model kernel (make test runs it in its first pass only) */
 #define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
@@ -14,7 +15,7 @@ static void test_lenient_cases(void) {
     int agree = 0, total = 0;
     printf("-- cllm_json_parse_lenient vs Python (json strict=False, then literal eval)\n");
     if (!check_true("open tests/data/lenient_json/cases.jsonl", f != NULL)) return;
-    while (cllm__read_line(f, &line, &cap) >= 0) {
+    while (cllm_read_line(f, &line, &cap) >= 0) {
         cJSON *c = cJSON_Parse(line), *got;
         const cJSON *expect = cJSON_GetObjectItemCaseSensitive(c, "expect");
         const char *name = cllm__json_str(c, "name"), *input = cllm__json_str(c, "input"), *src = cllm__json_str(c, "source");
@@ -210,7 +211,7 @@ static void test_files(void) {
 
     f = fopen("data_fmt/conversation.example.jsonl", "rb");
     if (!check_true("open the conversation example", f != NULL)) return;
-    while (cllm__read_line(f, &line, &cap) >= 0) {
+    while (cllm_read_line(f, &line, &cap) >= 0) {
         cJSON *rec = cJSON_Parse(line);
         const cJSON *sim = cJSON_GetObjectItemCaseSensitive(rec, "simulation");
         cllm_conv c;

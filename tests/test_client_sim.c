@@ -3,6 +3,7 @@
    simulator prompt it is sent and answers in the lenient JSON shapes real models produce; its
    "assistant" numbers its answers; its "judges" grade from the sections of their prompts. Also
    runs the callback simulator of examples/callback_sim.c (simulator kind (c)). */
+/* no-fast-path: simulators and judges on API models, no model kernel (make test runs it in its first pass only) */
 #include "mock_openai.c"
 #define CALLBACK_SIM_NO_MAIN
 #include "../examples/callback_sim.c"
@@ -16,7 +17,8 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static char *seen_prompts[512];                /* prompts answered before, for "fail once per prompt" */
 static int n_seen_prompts;
 static char *last_body[8];                     /* last request body per recorded model */
-static const char *recorded_models[8] = { "sim-good", "asst", "judge-int", "judge-acc", "judge-ext", "sim-json" };
+static const char *recorded_models[8] = { "sim-good", "asst", "judge-int", "judge-acc", "judge-ext", "sim-json",
+                                          "judge-v1" };
 
 static int first_time(const char *prompt) {
     int i, first = 1;
@@ -93,6 +95,11 @@ static void handler(void *ctx, const mock_request *q, mock_response *r) {
     else if (!strcmp(m, "sim-slow")) { r->delay_ms = 200; r->content = user_sim_answer(prompt, "[[TERMINATE CHAT]]"); }
     else if (!strcmp(m, "sim-flaky")) r->content = first_time(prompt) ? mock_strdup("I would probably ask for more detail.") : user_sim_answer(prompt, "[[TERMINATE CHAT]]");
     else if (!strcmp(m, "sim-never")) r->content = mock_strdup("{'thought': 'I forgot the response key'}");
+    else if (!strcmp(m, "asst-pro")) {
+        int asks = strstr(prompt, "How to collaborate:") && strstr(prompt, "{{") == NULL;
+        r->content = mock_strdup(asks ? "{\"current_problem\": \"p\", \"thought\": \"t\", \"response\": \"Which size?\"}"
+                                      : "not the proactive prompt");
+    } else if (!strcmp(m, "asst-pro-bad")) r->content = mock_strdup("{\"thought\": \"no response key\"}");
     else if (!strcmp(m, "asst")) {
         const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(q->json, "messages");
         const char *role0 = cllm__json_str(cJSON_GetArrayItem(msgs, 0), "role");
@@ -101,6 +108,7 @@ static void handler(void *ctx, const mock_request *q, mock_response *r) {
         r->content = mock_strdup(buf);
     } else if (!strcmp(m, "asst-fail")) { r->status = 400; r->body = mock_strdup("{\"error\": {\"message\": \"context length exceeded\"}}"); }
     else if (!strcmp(m, "judge-int")) r->content = mock_strdup("Sure.\n```json\n{\"thought\": \"asked one question\", \"interactivity\": \"0.5\"}\n```");
+    else if (!strcmp(m, "judge-v1")) r->content = mock_strdup("{\"interactivity\": {\"thought\": \"t\", \"score\": 2}}");
     else if (!strcmp(m, "judge-int-bad")) r->content = mock_strdup("{\"thought\": \"on a 1-3 scale\", \"interactivity\": 3}");
     else if (!strcmp(m, "judge-int-flaky")) r->content = first_time(prompt) ? mock_strdup("Highly interactive!") : mock_strdup("{'interactivity': 1, 'thought': 'great'}");
     else if (!strcmp(m, "judge-acc")) {
@@ -266,7 +274,7 @@ static void test_llm_sim(mock_server *srv) {
 
 /* ---- assistants and cllm_simulate ---------------------------------------------------------- */
 
-static void test_simulate(void) {
+static void test_simulate(mock_server *srv) {
     cllm_client c;
     cllm_llm_sim sim;
     cllm_llm_sim_config scfg;
@@ -315,6 +323,22 @@ static void test_simulate(void) {
     check_true("a history ending with the user lets the assistant speak first",
                cllm_simulate(&sim.sim, &asst.assistant, g, conv, 1, 1, st, &err) == CLLM_OK && conv[0].n == 2 && !strcmp(conv[0].msgs[1].role, "assistant"));
     cllm_conv_free(&conv[0]);
+
+    acfg.params.model = "asst-pro";                /* CollabLLM's proactive candidates */
+    acfg.proactive = 1;
+    cllm_api_assistant_init(&asst, &c, &acfg);
+    make_history(&conv[0], 1, 1);
+    check_true("a proactive assistant: the history goes into the instruction, the JSON's \"response\" is the reply",
+               cllm_assistant_replies(&asst.assistant, conv, 1, &r, &err) == CLLM_OK && !strcmp(r.text, "Which size?"));
+    cllm_reply_free(&r);
+    acfg.params.model = "asst-pro-bad";
+    cllm_api_assistant_init(&asst, &c, &acfg);
+    check_true("... a reply without \"response\" is re-asked 3 times, then a failure that says so",
+               cllm_assistant_replies(&asst.assistant, conv, 1, &r, &err) == CLLM_ERR_FORMAT &&
+               strstr(r.err.msg, "no usable answer in 4 tries") && model_calls(srv, "asst-pro-bad") == 4);
+    cllm_reply_free(&r);
+    cllm_conv_free(&conv[0]);
+    acfg.proactive = 0;
 
     acfg.params.model = "asst-fail";
     cllm_api_assistant_init(&asst, &c, &acfg);
@@ -414,6 +438,37 @@ static void test_judges(mock_server *srv) {
                out[0].score == 1.0 && out[1].score == 1.0 && model_calls(srv, "judge-int-flaky") == 4);
     for (i = 0; i < 2; i++) cllm_judgement_free(&out[i]);
 
+    {   /* CollabLLM v1's judge: 1-3 on the follow-up, the earlier messages as context */
+        cllm_followup_item fu[1];
+        fu[0].conv = &conv[1];
+        fu[0].n_history = 2;
+        cfg.params.model = "judge-v1";
+        cllm_judge_init(&j, &c, &cfg);
+        check_true("interactivity_v1: v1's nested {\"interactivity\": {\"score\": 2}} is read as 2",
+                   cllm_judge_interactivity_v1(&j, fu, 1, out, &err) == CLLM_OK && out[0].score == 2.0);
+        cllm_judgement_free(&out[0]);
+        body = recorded("judge-v1");
+        prompt = cllm__strdup(cllm__json_str(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(body, "messages"), 0),
+                                             "content"));
+        check_true("... the first 2 messages are the context, the last 2 the follow-up judged",
+                   strstr(prompt, "END ===") && strstr(prompt, "Assistant: Draft: grey sky") &&
+                   strstr(prompt, "Assistant: Draft: grey sky") < strstr(prompt, "FOLLOW-UP TO JUDGE START") &&
+                   strstr(strstr(prompt, "FOLLOW-UP TO JUDGE START"), "User: shorter please\n\nAssistant: rain taps"));
+        free(prompt);
+        cJSON_Delete(body);
+        cfg.params.model = "judge-int-bad";       /* says 3: in range for v1 */
+        cllm_judge_init(&j, &c, &cfg);
+        check_true("... a flat 3 is read too", cllm_judge_interactivity_v1(&j, fu, 1, out, &err) == CLLM_OK &&
+                   out[0].score == 3.0);
+        cllm_judgement_free(&out[0]);
+        cfg.params.model = "judge-int";           /* says 0.5: outside v1's scale */
+        cllm_judge_init(&j, &c, &cfg);
+        check_true("... 0.5 is outside [1, 3]: a failure, never a score",
+                   cllm_judge_interactivity_v1(&j, fu, 1, out, &err) == CLLM_ERR_FORMAT &&
+                   strstr(out[0].err.msg, "outside [1, 3]"));
+        cllm_judgement_free(&out[0]);
+    }
+
     cfg.params.model = "judge-acc";
     cllm_judge_init(&j, &c, &cfg);
     memset(acc, 0, sizeof acc);
@@ -502,7 +557,7 @@ int main(void) {
     printf("mock server at %s\n", base_url);
     test_sim_prompt();
     test_llm_sim(&srv);
-    test_simulate();
+    test_simulate(&srv);
     test_callback_sim();
     test_judges(&srv);
     test_cli();

@@ -3,6 +3,7 @@
 # C11 and C++ (g++ and clang when present), in COLLABLLM_STATIC and COLLABLLM_DOUBLE modes, with
 # the allocator overridden, and as a two-file program (declarations in one translation unit,
 # the implementation in another) that links and runs.
+# build-independent: it uses no program of $BUILD, so `make test` runs it in its first pass only.
 set -u
 out=${BUILD:-build}/compile
 mkdir -p "$out"

@@ -1,5 +1,6 @@
 /* test_data_fmt.c - every example file in data_fmt/ parses with the reader that consumes it and
    round-trips through JSON unchanged: task, conversation, records, SFT rows, DPO pairs, eval. */
+/* no-fast-path: file formats, no model kernel (make test runs it in its first pass only) */
 #define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
@@ -13,7 +14,7 @@ static int round_trip(const char *path, const char *required[], int n_required) 
     long len;
     int lines = 0, ok = 1, k;
     if (!f) return -1;
-    while ((len = cllm__read_line(f, &line, &cap)) >= 0) {
+    while ((len = cllm_read_line(f, &line, &cap)) >= 0) {
         cJSON *a, *b;
         char *text;
         if (!len) continue;

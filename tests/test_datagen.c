@@ -2,7 +2,7 @@
    MR scores (hand-computed), resuming after a failure and after a torn write (same data as an
    uninterrupted run, no duplicates), shards that concatenate, SFT rows / DPO pairs, and the
    evaluation loop. */
-#define COLLABLLM_IMPLEMENTATION
+/* no-fast-path: data generation on scripted simulators, no model kernel (make test runs it in its first pass only) */
 #include "../collabllm.h"
 #include "check.h"
 #include <string.h>
@@ -12,7 +12,11 @@ static int opening_calls = 0;
 static cllm_result user_turn(void *ctx, const cllm_goal *goal, const cllm_conv *h, cllm_reply *out) {
     (void)ctx;
     if (h->n == 0) {
-        if (opening_calls++ == fail_on_prompt_calls) { out->code = cllm__fail(&out->err, CLLM_ERR_HTTP, "simulated outage"); return out->code; }
+        if (opening_calls++ == fail_on_prompt_calls) {
+            out->code = out->err.code = CLLM_ERR_HTTP;
+            snprintf(out->err.msg, sizeof out->err.msg, "simulated outage");
+            return out->code;
+        }
         return cllm_reply_set(out, strstr(goal->prompt, "tea") ? "i want a tea" : "i want a coffee", 0);
     }
     if (strchr(h->msgs[h->n - 1].content, '?')) return cllm_reply_set(out, "large please", 0);
@@ -174,7 +178,7 @@ static void test_generate(void) {
         check_true("SFT rows: the whole best conversation, ending with the answer", ok);
     }
     {
-        cllm_pairs_config pc = { 2.0, "be brief" };
+        cllm_pairs_config pc = { 2.0, "be brief", CLLM_GAP_DEFAULT, CLLM_PAIRS_RULES_V2, CLLM_PAIRS_TRL };
         cllm_build_pairs("build/tmp_records_full.jsonl", &pc, NULL, "build/tmp_dpo2.jsonl", &n_sft, &n_pairs, &err);
         check_true("min_gap 2.0 keeps no pair", n_pairs == 0);
     }

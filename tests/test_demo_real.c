@@ -6,7 +6,6 @@
    summary.json and table.txt hold every row with rates in [0, 1] (the under-/fully-specified
    split from the tasks' metadata). */
 #include "mock_openai.c"
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
 

@@ -3,7 +3,7 @@
    hand-written and simulated conversations, a check that its score does not move when the task's
    under-specified label is flipped or removed (it never receives the label), and the base model's
    SFT mixture rates. */
-#define COLLABLLM_IMPLEMENTATION
+/* no-fast-path: the demo's rule-based task, no model kernel (make test runs it in its first pass only) */
 #include "../collabllm.h"
 #include "../examples/demo_task.h"
 #include "../examples/demo_bpe.h"
@@ -213,7 +213,7 @@ int main(void) {
         char *back = NULL;
         size_t back_len = 0;
         for (i = 0; i < n; i++) { texts[nt++] = tasks[i].prompt; texts[nt++] = tasks[i].completion; texts[nt++] = demo_meta_str(&tasks[i], "opening"); }
-        cllm__mkdir("build/tmp_demo_tok", &err);
+        check_mkdir("build/tmp_demo_tok");
         vocab = demo_bpe_train(texts, nt, 400, "build/tmp_demo_tok", &err);
         check_true("BPE training writes a tokenizer", vocab > 259);
         check_true("the tokenizer loads with its ChatML template", cllm_tokenizer_load(&tok, "build/tmp_demo_tok", &err) == CLLM_OK && tok.chat_family == CLLM_CHAT_CHATML);

@@ -1,11 +1,35 @@
 /* test_dump.c - the `collabllm dump` command, end to end: it runs the built tool on a golden
    case and compares the file it writes with the PyTorch reference, tensor by tensor. */
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
+#include <math.h>
 #include <string.h>
 
 CHECK_DEFINE_CONVERTING(check_tensor, cllm_float, cllm_float)
+
+/* token_logps (not in the PyTorch reference) are the terms of logps: each row sums to it. */
+static void check_token_logps(const cllm_safetensors *got) {
+    const cllm_st_tensor *tok = cllm_st_find(got, "token_logps"), *seq = cllm_st_find(got, "logps");
+    cllm_float *t, *s;
+    cllm_err err;
+    int b, i, B, T, ok = 1;
+    if (!check_true("token_logps is [B, T], logps [B]", tok && seq && tok->ndim == 2 && seq->ndim == 1 &&
+                    tok->shape[0] == seq->shape[0])) return;
+    B = (int)tok->shape[0];
+    T = (int)tok->shape[1];
+    t = (cllm_float *)malloc((size_t)B * T * sizeof *t);
+    s = (cllm_float *)malloc((size_t)B * sizeof *s);
+    if (t && s && cllm_st_read(got, tok, t, &err) == CLLM_OK && cllm_st_read(got, seq, s, &err) == CLLM_OK) {
+        for (b = 0; b < B; b++) {
+            double sum = 0;
+            for (i = 0; i < T; i++) sum += t[(size_t)b * T + i];
+            ok &= fabs(sum - s[b]) <= 1e-4 * (1 + fabs((double)s[b])) && t[(size_t)b * T] == 0;
+        }
+    } else ok = 0;
+    check_true("each row of token_logps sums to its logps (column 0 is 0)", ok);
+    free(t);
+    free(s);
+}
 
 static void compare_file(const char *got_path, const char *ref_path) {
     cllm_safetensors got, ref;
@@ -13,7 +37,8 @@ static void compare_file(const char *got_path, const char *ref_path) {
     int i;
     if (!check_true("open dump output", cllm_st_open(&got, got_path, &err) == CLLM_OK)) { printf("    %s\n", err.msg); return; }
     if (!check_true("open reference", cllm_st_open(&ref, ref_path, &err) == CLLM_OK)) { printf("    %s\n", err.msg); cllm_st_close(&got); return; }
-    check_true("same tensor count as the reference", got.n == ref.n);
+    check_true("the reference's tensors and token_logps", got.n == ref.n + 1 && cllm_st_find(&got, "token_logps"));
+    check_token_logps(&got);
     for (i = 0; i < ref.n; i++) {
         const cllm_st_tensor *r = &ref.tensors[i], *g = cllm_st_find(&got, r->name);
         cllm_float *a, *b;

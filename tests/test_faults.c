@@ -146,7 +146,7 @@ static void conv_rows(const char *path, int rows[4], int complete[4]) {
     size_t cap = 0;
     int want[4] = { 0, 0, 0, 0 }, i;
     for (i = 0; i < 4; i++) rows[i] = 0;
-    while (f && cllm__read_line(f, &line, &cap) >= 0) {
+    while (f && cllm_read_line(f, &line, &cap) >= 0) {
         cJSON *o = cJSON_Parse(line);
         int id = -1, tr = 0;
         if (o && cllm__json_int(o, "conv_id", -1, &id) && cllm__json_int(o, "task_rows", 0, &tr) && id >= 0 && id < 4) { rows[id]++; want[id] = tr; }

@@ -5,6 +5,7 @@
    the name of the input; `make fuzz` looks for new ones.
    Findings are listed in tests/data/fuzz_regressions/README.md; where a finding was undefined
    behaviour that only a sanitizer sees, a direct check below fails without the fix too. */
+/* no-fast-path: the parsers, no model kernel (make test runs it in its first pass only) */
 #define _POSIX_C_SOURCE 200809L   /* scandir */
 #include <stdio.h>
 static const char *replaying = "";   /* the input being replayed, for the report of a trap */
@@ -47,6 +48,12 @@ static const char *replaying = "";   /* the input being replayed, for the report
 #define LLVMFuzzerTestOneInput fuzz_tasks_jsonl
 #include "fuzz/fuzz_tasks_jsonl.c"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_tiktoken_encode
+#include "fuzz/fuzz_tiktoken_encode.c"
+#undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_tiktoken_file
+#include "fuzz/fuzz_tiktoken_file.c"
+#undef LLVMFuzzerTestOneInput
 #define LLVMFuzzerTestOneInput fuzz_tokenizer_config
 #include "fuzz/fuzz_tokenizer_config.c"
 #undef LLVMFuzzerTestOneInput
@@ -66,7 +73,8 @@ static const struct { const char *name; harness_fn fn; } targets[] = {
     { "dpo_jsonl", fuzz_dpo_jsonl }, { "lenient_json", fuzz_lenient_json },
     { "records_jsonl", fuzz_records_jsonl }, { "ref_json", fuzz_ref_json },
     { "safetensors", fuzz_safetensors }, { "sft_jsonl", fuzz_sft_jsonl },
-    { "tasks_jsonl", fuzz_tasks_jsonl }, { "tokenizer_config", fuzz_tokenizer_config },
+    { "tasks_jsonl", fuzz_tasks_jsonl }, { "tiktoken_encode", fuzz_tiktoken_encode },
+    { "tiktoken_file", fuzz_tiktoken_file }, { "tokenizer_config", fuzz_tokenizer_config },
     { "tokenizer_encode", fuzz_tokenizer_encode }, { "tokenizer_json", fuzz_tokenizer_json },
 };
 
@@ -104,9 +112,9 @@ static void direct_checks(void) {
     cllm_result rc;
     /* ref ppo-rewards: a response id of 1e88 was cast to int (UB); now it is refused */
     cllm_read_file("tests/data/fuzz_regressions/ref_json/response-id-out-of-int-range", &data, &len, &err);
-    rc = data ? cllm_ref_json("ppo-rewards", data + 1, len - 1, &out, &err) : CLLM_ERR_IO;
+    rc = data ? ref_json("ppo-rewards", data + 1, len - 1, &out, &err) : CLLM_ERR_IO;
     check_true("ppo-rewards refuses a response id outside int", rc == CLLM_ERR_FORMAT && strstr(err.msg, "token id") != NULL);
-    CLLM_FREE(out); CLLM_FREE(data);
+    free(out); CLLM_FREE(data);
     /* tokenizer.json: 305 tokens numbered up to 7142 were accepted, with tables for every id;
        such sparse ids (up to 16 million from a short file) are now refused */
     cllm_read_file("tests/data/fuzz_regressions/tokenizer_json/sparse-ids", &data, &len, &err);

@@ -8,7 +8,6 @@
    - A seed reproduces its samples, a sample does not depend on how many others run with it,
      and generation stops on EOS ids, the stop callback and max_new_tokens.
    - The example of data_fmt/generate-ids.md parses with the documented fields. */
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
 #include <string.h>

@@ -3,7 +3,7 @@
    distribution against the exact filtered softmax (chi-square and total variation over many
    seeded draws), and the exact draws of a fixed seed against an independent Python copy of the
    RNG and of the documented inverse-CDF walk (the same tokens on every platform). */
-#define COLLABLLM_IMPLEMENTATION
+/* no-fast-path: the sampler on given logits, no model kernel (make test runs it in its first pass only) */
 #include "../collabllm.h"
 #include "check.h"
 #include <string.h>

@@ -2,6 +2,7 @@
    and also contains the collabllm.h implementation, in one translation unit, built with
    COLLABLLM_STATIC. It checks the documented rule: include <stb_ds.h> first to keep the short
    names; stb_ds is linked from Debian's -lstb, so nobody defines STB_DS_IMPLEMENTATION here. */
+/* no-fast-path: linking with stb_ds, no model kernel (make test runs it in its first pass only) */
 #include <stb/stb_ds.h>
 #include <cjson/cJSON.h>
 #define COLLABLLM_STATIC

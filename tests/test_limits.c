@@ -4,7 +4,6 @@
    Each case runs in a forked child; the peak resident set of that child (wait4's ru_maxrss)
    minus that of a child that does nothing is the memory the case cost. */
 #define _DEFAULT_SOURCE            /* wait4 */
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
 #include <string.h>

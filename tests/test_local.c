@@ -10,7 +10,6 @@
    - cllm_local_assistant against cllm_local_chat with its system prompt; cllm_simulate with both
      sides local; `collabllm generate` and examples/chat.c (streaming) against the library. */
 #define _POSIX_C_SOURCE 200809L   /* popen, to run the command-line tools */
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
 #include <string.h>
@@ -481,8 +480,8 @@ static void test_user_sim(cllm_local_lm *lm) {
     lm->calls = 100;
     check_true("8 simulator turns, all usable", cllm_user_sim_turns(&sim.sim, goals, hist, N, out, &err) == CLLM_OK);
     for (i = 0; i < N; i++) ok &= out[i].code == CLLM_OK && !strcmp(out[i].text, texts[i]) && !strcmp(out[i].text, "hello there") && !out[i].terminated;
-    snprintf(lab, sizeof lab, "replies = the replay's, sample for sample (%ld samples drawn, counter at %d)", sim.generations, (int)lm->calls);
-    check_true(lab, ok && sim.generations == total && lm->calls == end);
+    snprintf(lab, sizeof lab, "replies = the replay's, sample for sample (%ld samples drawn, counter at %d)", sim.local.generations, (int)lm->calls);
+    check_true(lab, ok && sim.local.generations == total && lm->calls == end);
     for (i = 0; i < N; i++) cllm_reply_free(&out[i]);
 
     /* no retries: exactly the conversations whose first sample was unusable fail */
@@ -495,14 +494,14 @@ static void test_user_sim(cllm_local_lm *lm) {
     printf("    (%s)\n", err.msg);
     for (ok = 1, i = 0; i < N; i++)
         ok &= texts[i][0] ? out[i].code == CLLM_OK && !strcmp(out[i].text, texts[i])
-                          : out[i].code == CLLM_ERR_FORMAT && strstr(out[i].err.msg, "no usable answer in 1 samples") != NULL;
-    check_true("no retries: the conversations whose one sample did not parse fail, naming it; the others succeed", ok && sim.generations == N && lm->calls == end);
+                          : out[i].code == CLLM_ERR_FORMAT && strstr(out[i].err.msg, "no usable answer in 1 tries") != NULL;
+    check_true("no retries: the conversations whose one sample did not parse fail, naming it; the others succeed", ok && sim.local.generations == N && lm->calls == end);
     for (i = 0; i < N; i++) cllm_reply_free(&out[i]);
 
     /* a generation that fails is final, not re-asked */
     cfg.max_parse_retries = 8; cfg.gen.max_new_tokens = 2000000000;
     cllm_local_user_sim_init(&sim, lm, &cfg);
-    check_true("a failed generation is not retried", cllm_user_sim_turns(&sim.sim, goals, hist, 1, out, &err) == CLLM_ERR_ARG && sim.generations == 1);
+    check_true("a failed generation is not retried", cllm_user_sim_turns(&sim.sim, goals, hist, 1, out, &err) == CLLM_ERR_ARG && sim.local.generations == 1);
     printf("    (%s)\n", err.msg);
     cllm_reply_free(&out[0]);
 }
@@ -726,8 +725,8 @@ int main(void) {
     cllm_err err;
     snprintf(build_dir, sizeof build_dir, "%s", b && *b ? b : "build");
     snprintf(tmp_dir, sizeof tmp_dir, "%s/tmp_local", build_dir);
-    cllm__mkdir(build_dir, &err);
-    cllm__mkdir(tmp_dir, &err);
+    check_mkdir(build_dir);
+    check_mkdir(tmp_dir);
     memset(&sim, 0, sizeof sim);
     test_load(&chatml, &llama);
     test_chat(&chatml, &llama);

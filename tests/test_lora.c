@@ -8,7 +8,6 @@
    - PEFT files: tensor names and shapes, adapter_config.json fields, save/load round trip
    - training: only the adapters change (base weights bit-identical, no base gradient or AdamW
      buffers), and a LoRA DPO run with dropout resumes bit-identically. */
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
 #include <string.h>
@@ -219,7 +218,7 @@ static void test_training_frozen_base(void) {
 }
 
 int main(void) {
-    cllm__mkdir("build", NULL);
+    check_mkdir("build");
     test_forward_merge();
     test_dropout();
     test_peft_files();

@@ -102,7 +102,7 @@ static void run_training(void) {
         check_true(err.msg, 0);
         return;
     }
-    opt.weight_decay = 0.01f;
+    opt.weight_decay = 0.01;
     for (step = 0; step < 6; step++) {
         cllm_forward(&m, &batch, NULL, &err);
         losses[step] = m.loss;

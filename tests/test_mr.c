@@ -1,7 +1,7 @@
 /* test_mr.c - the multiturn-aware reward on scripted simulators, against values computed by hand
    for both reward variants; sample failures, w = 0, and the built-in metrics (exact match,
    token_amount, BLEU, pass_rate running real Python unit tests). */
-#define COLLABLLM_IMPLEMENTATION
+/* no-fast-path: MR on scripted simulators, no model kernel (make test runs it in its first pass only) */
 #include "../collabllm.h"
 #include "check.h"
 #include <string.h>
@@ -144,9 +144,12 @@ static void test_metrics(void) {
     cllm_conv_push(&c, "user", "write it", &err);
     cllm_conv_push(&c, "assistant", "A cat sat on a mat.", &err);
     s.goal = &goal; s.task = &task; s.conv = &c; s.n_history = 1;
-    cllm_metric_bleu(NULL, &s, 1, &score, &err);
+    check_true("bleu without an extractor is an error that names the way out (never a silent fallback)",
+               cllm_metric_bleu(NULL, &s, 1, &score, &err) == CLLM_ERR_ARG && strstr(err.msg, "no extractor") &&
+               strstr(err.msg, "bleu_last") && strstr(err.msg, "--no-extract"));
+    cllm_metric_bleu_last(NULL, &s, 1, &score, &err);
     cllm_bleu(1, &ref, "A cat sat on a mat.", CLLM_BLEU_CHAR, 0, &want, &err);
-    check_tensor_d("bleu metric = character BLEU of the last assistant message", &score, &want, 1, 0);
+    check_tensor_d("bleu_last = character BLEU of the last assistant message", &score, &want, 1, 0);
     check_true("bleu is in (0, 1)", score > 0 && score < 1);
     cllm_conv_free(&c);
     {   /* token counts with a real tokenizer, against the encoder's own count */
@@ -180,6 +183,7 @@ static void test_pass_rate(void) {
     cllm_err err;
     double score, want;
     char line[2048];
+    int rule;
     printf("pass_rate (runs python3)\n");
     memset(&cfg, 0, sizeof cfg);
     memset(&task, 0, sizeof task);
@@ -189,9 +193,27 @@ static void test_pass_rate(void) {
     s.goal = &goal; s.task = &task; s.conv = &c; s.n_history = 1;
     cllm_conv_push(&c, "user", "write add", &err);
     cllm_conv_push(&c, "assistant", "Here you go:\n```python\ndef add(a, b):\n    return a + b\n```\nEnjoy.", &err);
+    check_true("pass_rate without an extractor is an error that names the way out",
+               cllm_metric_pass_rate(&cfg, &s, 1, &score, &err) == CLLM_ERR_ARG && strstr(err.msg, "no extractor") &&
+               strstr(err.msg, "no_extract"));
+    cfg.no_extract = 1;
+    cllm_metric_pass_rate(&cfg, &s, 1, &score, &err);
+    want = 0;
+    check_tensor_d("2 of 3 tests pass: 0 by default, as BigCodeBench's untrusted_check in CollabLLM", &score, &want, 1, 0);
+    cfg.pass_rule = CLLM_PASS_FRACTION;
     cllm_metric_pass_rate(&cfg, &s, 1, &score, &err);
     want = 2.0 / 3.0;
-    check_tensor_d("2 of 3 tests pass", &score, &want, 1, 1e-12);
+    check_tensor_d("2 of 3 tests pass: 2/3 with CLLM_PASS_FRACTION", &score, &want, 1, 1e-12);
+    cllm_conv_free(&c);
+    cllm_conv_push(&c, "user", "write add", &err);
+    cllm_conv_push(&c, "assistant", "```python\ndef add(a, b):\n    return a + b if a + b != 4 else 5\n```", &err);
+    for (rule = CLLM_PASS_ALL; rule <= CLLM_PASS_FRACTION; rule++) {
+        cfg.pass_rule = (cllm_pass_rule)rule;
+        cllm_metric_pass_rate(&cfg, &s, 1, &score, &err);
+        want = 1;
+        check_tensor_d(rule == CLLM_PASS_ALL ? "every test passes: 1 (all)" : "every test passes: 1 (fraction)",
+                       &score, &want, 1, 0);
+    }
     cllm_conv_free(&c);
     cllm_conv_push(&c, "user", "write add", &err);
     cllm_conv_push(&c, "assistant", "```python\ndef add(a, b):\n    while True: pass\n```", &err);

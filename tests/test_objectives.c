@@ -1,12 +1,13 @@
 /* test_objectives.c - DPO, PPO rewards / GAE / PPO loss, GRPO / RLOO and BLEU against
-   (1) the test vectors of ../shared/reference/training-math.md (TRL, torch, NLTK values), and
+   (1) hand-built vectors with TRL v0.19.1, torch and NLTK 3.8 values, and
    (2) the tests/data/objectives/ files: PyTorch float64 (with autograd gradients) and NLTK on random
        inputs, written by tests/gen_objectives.py.
-   Also AdamW, clip_grad_norm and the cosine schedule on the vectors of training-math.md section 4,
+   Also AdamW, clip_grad_norm and the cosine schedule on torch float64 vectors,
    and the error paths. */
-#define COLLABLLM_IMPLEMENTATION
+/* no-fast-path: objectives on given numbers, no model kernel (make test runs it in its first pass only) */
 #include "../collabllm.h"
 #include "check.h"
+#include "../examples/ref_json.h"
 #include <string.h>
 
 CHECK_DEFINE_CONVERTING(check_tensor, cllm_float, double)
@@ -60,8 +61,13 @@ static double num(const cJSON *c, const char *key) {
     return cJSON_IsBool(j) ? cJSON_IsTrue(j) : j ? j->valuedouble : 0;
 }
 
+static const char *str(const cJSON *c, const char *key) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(c, key);
+    return cJSON_IsString(j) ? j->valuestring : NULL;
+}
+
 static int is(const cJSON *c, const char *key, const char *value) {
-    const char *s = cllm__json_str(c, key);
+    const char *s = str(c, key);
     return s && strcmp(s, value) == 0;
 }
 
@@ -102,7 +108,7 @@ static void acc_report(const acc *a) {
 
 #define TOL 1e-12   /* double against torch float64 / NLTK: only rounding differs */
 
-/* ---- 1. the vectors of training-math.md ---- */
+/* ---- 1. hand-built vectors (TRL, torch, NLTK values) ---- */
 
 static void vectors_dpo(void) {
     double pc[2] = { -10, -20 }, pr[2] = { -12, -18 }, rc[2] = { -11, -19 }, rr[2] = { -11, -19 };
@@ -116,7 +122,7 @@ static void vectors_dpo(void) {
     static const char *names[] = { "sigmoid", "robust", "hinge", "ipo" };
     double losses[2], cr[2], rj[2], want_cr[2] = { 0.1, -0.1 }, want_rj[2] = { -0.1, 0.1 };
     size_t i;
-    printf("training-math.md section 1: DPO (beta 0.1, z = [2, -2]; 9 digits given)\n");
+    printf("vectors 1: DPO (beta 0.1, z = [2, -2]; 9 digits given)\n");
     for (i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         cllm_dpo_config c = { 0 };
         cllm_dpo_out o;
@@ -137,7 +143,7 @@ static void vectors_dpo(void) {
     }
 }
 
-/* training-math.md 2.1: the whole TRL v0.19 PPO update on a 2 x 5 batch, pad 0 != eos 2. */
+/* Vectors 2: the whole TRL v0.19 PPO update on a 2 x 5 batch, pad 0 != eos 2. */
 static void vectors_ppo(void) {
     int resp[2][5] = { { 5, 6, 2, 0, 0 }, { 7, 8, 9, 10, 11 } }, seq[2], b, t;
     double logp[10] = { -1, -.5, -.2, -3, -3, -2, -1, -.7, -.4, -1.5 };
@@ -151,8 +157,11 @@ static void vectors_ppo(void) {
     double rew[10], adv[10], ret[10], mask[10], vmask[10], nlp[10], vp[10], want_seq[2] = { 2, 4 }, got_seq[2];
     double want_loss[3] = { 0.05686382, 0.14992367, 0.07185619 }, got_loss[3];
     cllm_ppo_loss_out o;
+    cllm_ppo_rewards_input rin;
+    cllm_gae_input gin;
+    cllm_ppo_loss_input pin;
     cllm_err err;
-    printf("training-math.md section 2.1: TRL PPO (k1, kl_coef .05, gamma 1, lam .95; 6 / 8 digits given)\n");
+    printf("vectors 2: TRL PPO (k1, kl_coef .05, gamma 1, lam .95; 6 / 8 digits given)\n");
     for (b = 0; b < 2; b++) { seq[b] = cllm_ppo_sequence_end(resp[b], 5, 0, -1); got_seq[b] = seq[b]; }
     check_tensor_d("sequence ends (pad 0, eos 2)", got_seq, want_seq, 2, 0);
     for (b = 0; b < 2; b++) for (t = 0; t < 5; t++) {
@@ -161,12 +170,16 @@ static void vectors_ppo(void) {
         vmask[i] = t <= seq[b] + 1;                     /* ~pm1 */
         if (!vmask[i]) val[i] = 0;                      /* TRL zeroes values after end+1 */
     }
-    check_true("cllm_ppo_rewards", cllm_ppo_rewards(2, 5, logp, ref, score, seq, 0.05, CLLM_KL_K1, CLLM_REWARD_AFTER_EOS, rew, NULL, &err) == CLLM_OK);
+    rin = (cllm_ppo_rewards_input){ .B = 2, .T = 5, .logprobs = logp, .ref_logprobs = ref, .scores = score,
+                                    .seq_end = seq, .kl_coef = 0.05 };    /* k1, the score after EOS */
+    check_true("cllm_ppo_rewards", cllm_ppo_rewards(&rin, rew, NULL, &err) == CLLM_OK);
     check_tensor_d("rewards (score one slot after EOS)", rew, want_rew, 10, 1e-12);
-    check_true("cllm_gae", cllm_gae(2, 5, rew, val, mask, 1, 0.95, CLLM_GAE_TRL, 0, adv, ret, &err) == CLLM_OK);
+    gin = (cllm_gae_input){ .B = 2, .T = 5, .rewards = rew, .values = val, .mask = mask, .gamma = 1, .lam = 0.95 };
+    check_true("cllm_gae", cllm_gae(&gin, adv, ret, &err) == CLLM_OK);
     check_tensor_d("raw advantages", adv, want_adv, 10, 1e-6);
     check_tensor_d("returns", ret, want_ret, 10, 1e-6);
-    check_true("cllm_gae whiten", cllm_gae(2, 5, rew, val, mask, 1, 0.95, CLLM_GAE_TRL, 1, adv, ret, &err) == CLLM_OK);
+    gin.whiten = 1;
+    check_true("cllm_gae whiten", cllm_gae(&gin, adv, ret, &err) == CLLM_OK);
     check_tensor_d("whitened advantages (masked_whiten over ~pm)", adv, want_white, 10, 1e-6);
     for (t = 0; t < 10; t++) {
         nlp[t] = mask[t] ? logp[t] + dlp[t] : 1.0;     /* INVALID_LOGPROB on both sides after the end */
@@ -174,34 +187,43 @@ static void vectors_ppo(void) {
         vp[t] = vmask[t] ? val[t] + dv[t] : 0;
     }
     memset(&o, 0, sizeof o);
-    check_true("cllm_ppo_loss", cllm_ppo_loss(2, 5, nlp, logp, adv, vp, val, ret, mask, vmask, 0.2, 0.2, 0.1, &o, &err) == CLLM_OK);
+    pin = (cllm_ppo_loss_input){ .B = 2, .T = 5, .logprobs = nlp, .old_logprobs = logp, .advantages = adv, .values = vp,
+                                 .old_values = val, .returns = ret, .mask = mask, .value_mask = vmask,
+                                 .cliprange = 0.2, .cliprange_value = 0.2, .vf_coef = 0.1 };
+    check_true("cllm_ppo_loss", cllm_ppo_loss(&pin, &o, &err) == CLLM_OK);
     got_loss[0] = o.pg_loss; got_loss[1] = o.vf_loss; got_loss[2] = o.loss;
     check_tensor_d("pg_loss, vf_loss, loss", got_loss, want_loss, 3, 1e-7);
 }
 
-/* pad == eos, stop-token truncation and empty responses (training-math.md section 6, item 1) */
+/* pad == eos, stop-token truncation and empty responses (a pitfall reported upstream in TRL) */
 static void vectors_sequence_ends(void) {
     int pad_is_eos[5] = { 5, 6, 2, 2, 2 }, stop[5] = { 5, 2, 7, 8, 0 }, empty[3] = { 0, 0, 0 };
     double lp[5] = { -1, -1, -1, -1, -1 }, ref[5] = { -1, -1, -1, -1, -1 }, score = 3, rew[5];
     int seq;
+    cllm_ppo_rewards_input in = { .B = 1, .T = 5, .logprobs = lp, .ref_logprobs = ref, .scores = &score, .seq_end = &seq,
+                                  .kl_coef = 0.05 };
     printf("sequence ends and reward placement variants\n");
     seq = cllm_ppo_sequence_end(pad_is_eos, 5, 2, -1);
     check_true("pad == eos: the end is the token before the EOS (1)", seq == 1);
-    cllm_ppo_rewards(1, 5, lp, ref, &score, &seq, 0.05, CLLM_KL_K1, CLLM_REWARD_AFTER_EOS, rew, NULL, NULL);
+    cllm_ppo_rewards(&in, rew, NULL, NULL);
     check_true("pad == eos, TRL placement: the score lands on the EOS slot (2)", rew[2] == 3 && rew[1] == 0);
-    cllm_ppo_rewards(1, 5, lp, ref, &score, &seq, 0.05, CLLM_KL_K1, CLLM_REWARD_LAST_TOKEN, rew, NULL, NULL);
+    in.placement = CLLM_REWARD_LAST_TOKEN;
+    cllm_ppo_rewards(&in, rew, NULL, NULL);
     check_true("last-token placement (legacy TRL, OpenRLHF, verl): on the end (1)", rew[1] == 3 && rew[2] == 0);
     check_true("stop token 2 truncates: end = the stop token's position (1)", cllm_ppo_sequence_end(stop, 5, 0, 2) == 1);
     check_true("no stop token: end before the first pad (3)", cllm_ppo_sequence_end(stop, 5, 0, -1) == 3);
     check_true("no pad: end = L-1", cllm_ppo_sequence_end(pad_is_eos, 5, 9, -1) == 4);
     seq = cllm_ppo_sequence_end(empty, 3, 0, -1);
     check_true("a response that starts with pad: end -1", seq == -1);
-    cllm_ppo_rewards(1, 3, lp, ref, &score, &seq, 0.05, CLLM_KL_K1, CLLM_REWARD_AFTER_EOS, rew, NULL, NULL);
+    in.T = 3;
+    in.placement = CLLM_REWARD_AFTER_EOS;
+    cllm_ppo_rewards(&in, rew, NULL, NULL);
     check_true("an empty response gets its score at t = 0", rew[0] == 3 && rew[1] == 0);
 }
 
 static void vectors_optim(void) {
     cllm_float p[3] = { 1, -2, 0.5f }, m[3] = { 0 }, v[3] = { 0 }, g[3];
+    cllm_adamw_config opt = { .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.01 };
     static const double grads[3][3] = { { .1, -.2, .3 }, { 0, .5, -.1 }, { 1, 1, 1 } };
     static const double want[3][3] = { { 0.89900001, -1.898000005, 0.39950000333 },
                                        { 0.831095194, -1.940323530, 0.359078648 },
@@ -212,11 +234,11 @@ static void vectors_optim(void) {
     double want_lr[11] = { 0, .5, 1, .96194, .853553, .691342, .5, .308658, .146447, .03806, 0 };
     cllm_float got_g[3];
     int s, k;
-    printf("training-math.md section 4: AdamW (float32 storage), clip_grad_norm_, cosine schedule\n");
+    printf("vectors 4: AdamW (float32 storage), clip_grad_norm_, cosine schedule\n");
     for (s = 0; s < 3; s++) {
         char label[64];
         for (k = 0; k < 3; k++) g[k] = (cllm_float)grads[s][k];
-        cllm_adamw_step(p, g, m, v, 3, s + 1, 0.1, 0.9, 0.999, 1e-8, 0.01);
+        cllm_adamw_step(p, g, m, v, 3, s + 1, 0.1, &opt);
         snprintf(label, sizeof label, "AdamW params after step %d", s + 1);
         check_tensor(label, p, want[s], 3, sizeof(cllm_float) == 4 ? 1e-6 : 1e-9);
     }
@@ -243,7 +265,7 @@ static void vectors_bleu(void) {
     size_t i;
     double worst = 0;
     int ok = 1;
-    printf("training-math.md section 5: BLEU (NLTK 3.8 values, 16 digits)\n");
+    printf("vectors 5: BLEU (NLTK 3.8 values, 16 digits)\n");
     for (i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         double got = -1, d;
         ok &= cllm_bleu(1, &rows[i].ref, rows[i].hyp, rows[i].level, rows[i].smoothing, &got, NULL) == CLLM_OK;
@@ -312,8 +334,10 @@ static void torch_ppo_rewards(void) {
             seqd[b] = seq[b];
         }
         acc_field(&a_seq, seqd, c, "sequence_ends", (size_t)B);
-        if (cllm_ppo_rewards(B, T, lp, ref, scores, seq, num(c, "kl_coef"), e,
-                             is(c, "placement", "last_token") ? CLLM_REWARD_LAST_TOKEN : CLLM_REWARD_AFTER_EOS, rew, kl, NULL) != CLLM_OK) a_rew.bad_shape++;
+        cllm_ppo_rewards_input in = { .B = B, .T = T, .logprobs = lp, .ref_logprobs = ref, .scores = scores, .seq_end = seq,
+                                      .kl_coef = num(c, "kl_coef"), .kl_estimator = (cllm_kl_estimator)e,
+                                      .placement = is(c, "placement", "last_token") ? CLLM_REWARD_LAST_TOKEN : CLLM_REWARD_AFTER_EOS };
+        if (cllm_ppo_rewards(&in, rew, kl, NULL) != CLLM_OK) a_rew.bad_shape++;
         acc_field(&a_kl, kl, c, "kl", (size_t)B * T);
         acc_field(&a_rew, rew, c, "rewards", (size_t)B * T);
         free(resp); free(lp); free(ref); free(scores); free(rew); free(kl); free(seqd); free(seq); free(row);
@@ -331,8 +355,9 @@ static void torch_gae(void) {
         int B, T;
         double *r = field(c, "rewards", &B, &T), *v = field(c, "values", NULL, NULL), *m = field(c, "mask", NULL, NULL);
         double *adv = (double *)calloc((size_t)B * T, sizeof(double)), *ret = (double *)calloc((size_t)B * T, sizeof(double));
-        if (cllm_gae(B, T, r, v, m, num(c, "gamma"), num(c, "lam"), is(c, "mode", "verl") ? CLLM_GAE_SKIP : CLLM_GAE_TRL,
-                     (int)num(c, "whiten"), adv, ret, NULL) != CLLM_OK) a_adv.bad_shape++;
+        cllm_gae_input in = { .B = B, .T = T, .rewards = r, .values = v, .mask = m, .gamma = num(c, "gamma"), .lam = num(c, "lam"),
+                              .mode = is(c, "mode", "verl") ? CLLM_GAE_SKIP : CLLM_GAE_TRL, .whiten = (int)num(c, "whiten") };
+        if (cllm_gae(&in, adv, ret, NULL) != CLLM_OK) a_adv.bad_shape++;
         acc_field(&a_adv, adv, c, "advantages", (size_t)B * T);
         acc_field(&a_ret, ret, c, "returns", (size_t)B * T);
         free(r); free(v); free(m); free(adv); free(ret);
@@ -352,12 +377,16 @@ static void torch_ppo_loss(void) {
         int B, T, k;
         double *x[8], got[3];
         cllm_ppo_loss_out o;
+        cllm_ppo_loss_input in;
         for (k = 0; k < 8; k++) x[k] = field(c, keys[k], &B, &T);
         memset(&o, 0, sizeof o);
         o.d_logprobs = (double *)calloc((size_t)B * T, sizeof(double));
         o.d_values = (double *)calloc((size_t)B * T, sizeof(double));
-        if (cllm_ppo_loss(B, T, x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7], num(c, "cliprange"), num(c, "cliprange_value"),
-                          num(c, "vf_coef"), &o, NULL) != CLLM_OK) a_loss.bad_shape++;
+        in = (cllm_ppo_loss_input){ .B = B, .T = T, .logprobs = x[0], .old_logprobs = x[1], .advantages = x[2], .values = x[3],
+                                    .old_values = x[4], .returns = x[5], .mask = x[6], .value_mask = x[7],
+                                    .cliprange = num(c, "cliprange"), .cliprange_value = num(c, "cliprange_value"),
+                                    .vf_coef = num(c, "vf_coef") };
+        if (cllm_ppo_loss(&in, &o, NULL) != CLLM_OK) a_loss.bad_shape++;
         got[0] = o.pg_loss; got[1] = o.vf_loss; got[2] = o.loss;
         acc_field(&a_loss, &got[0], c, "pg_loss", 1); acc_field(&a_loss, &got[1], c, "vf_loss", 1); acc_field(&a_loss, &got[2], c, "loss", 1);
         got[0] = o.clipfrac; got[1] = o.vf_clipfrac; got[2] = o.approxkl;
@@ -402,7 +431,7 @@ static void nltk_bleu(void) {
         int token = is(c, "level", "token");
         double got = -1, want = num(c, "bleu");
         cJSON_ArrayForEach(e, refs) if (n < 8) list[n++] = e->valuestring;
-        if (cllm_bleu(n, list, cllm__json_str(c, "hypothesis"), token ? CLLM_BLEU_TOKEN : CLLM_BLEU_CHAR, smoothing, &got, NULL) != CLLM_OK) a_char.bad_shape++;
+        if (cllm_bleu(n, list, str(c, "hypothesis"), token ? CLLM_BLEU_TOKEN : CLLM_BLEU_CHAR, smoothing, &got, NULL) != CLLM_OK) a_char.bad_shape++;
         acc_add(token ? &a_tok : &a_char, &got, &want, 1);
         if (want == 0) { zeros++; zeros_ok &= got == 0; }
         if (want > 0 && want < 1e-50) tiny++;
@@ -416,7 +445,7 @@ static void nltk_bleu(void) {
 /* ---- 3. edge cases and errors ---- */
 
 static cllm_result ref_call(const char *name, const char *json, char **out, cllm_err *err) {
-    return cllm_ref_json(name, json, strlen(json), out, err);
+    return ref_json(name, json, strlen(json), out, err);
 }
 
 static void errors(void) {
@@ -425,6 +454,7 @@ static void errors(void) {
     cllm_dpo_config c = { 0 };
     cllm_dpo_out o;
     cllm_ppo_loss_out po;
+    cllm_ppo_loss_input pin;
     cllm_err err;
     char *out = NULL;
     printf("edge cases and errors\n");
@@ -442,7 +472,9 @@ static void errors(void) {
     check_true("DPO without reference logps needs reference_free", cllm_dpo_loss(&c, 1, x, x, NULL, NULL, &o, &err) == CLLM_ERR_ARG);
     c.reference_free = 1;
     check_true("reference_free accepts missing reference logps", cllm_dpo_loss(&c, 1, x, x + 1, NULL, NULL, &o, &err) == CLLM_OK);
-    check_true("PPO loss with an all-zero mask fails", cllm_ppo_loss(1, 1, x, x, x, x, x, x, one_mask, NULL, 0.2, 0.2, 0.1, &po, &err) == CLLM_ERR_ARG);
+    pin = (cllm_ppo_loss_input){ .B = 1, .T = 1, .logprobs = x, .old_logprobs = x, .advantages = x, .values = x,
+                                 .old_values = x, .returns = x, .mask = one_mask, .cliprange = 0.2, .cliprange_value = 0.2 };
+    check_true("PPO loss with an all-zero mask fails", cllm_ppo_loss(&pin, &po, &err) == CLLM_ERR_ARG);
     check_true("an invalid UTF-8 byte is one character",
                cllm_bleu(1, &r1, r1, CLLM_BLEU_CHAR, 1, &bleu, NULL) == CLLM_OK && cllm_bleu(1, &r2, r2, CLLM_BLEU_CHAR, 1, &bleu2, NULL) == CLLM_OK && bleu == bleu2);
     bad_level[0] = "x";
@@ -472,13 +504,14 @@ static void errors(void) {
         check_true("ref ppo-rewards with 40 response rows", ref_call("ppo-rewards", json, &out, &err) == CLLM_OK);
         p = out ? strstr(out, "\"sequence_ends\":[0,0,") : NULL;
         check_true("  ... gives their ends", p != NULL);
-        cllm_free_buffer(out);
+        free(out);
     }
 }
 
 /* Legacy TRL's running score moments (Chan's merge, one batch at a time) against the two-pass
    mean and unbiased std of every value seen so far, and its adaptive KL controller against the
-   formula in training-math.md 2.2 (one step below, one inside, one above the clip). */
+   formula of legacy TRL v0.11.4's AdaptiveKLController (one step below, one inside, one above the
+   clip). */
 static void legacy_trl(void) {
     static const int sizes[4] = { 5, 1, 7, 3 };
     double all[16], got[2], want[2], bm, bs;

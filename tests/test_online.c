@@ -1,5 +1,5 @@
 /* test_online.c - online DPO, PPO and GRPO with the multiturn-aware reward.
-   - the PPO test vector of training-math.md section 2.1 through cllm_ppo_prepare and
+   - the hand-built TRL v0.19.1 PPO test vector through cllm_ppo_prepare and
      cllm_ppo_rollout_loss (the plumbing the trainer runs), and TRL's pad == eos semantics;
    - cllm_grpo_loss against torch (tests/gen_online.py) with ratios != 1, k3 and every
      aggregation, and its gradient by finite differences;
@@ -236,7 +236,7 @@ static void test_trivial_reward(void) {
     }
 }
 
-/* ---- the PPO test vector of training-math.md section 2.1 ------------------------------------- */
+/* ---- the hand-built TRL v0.19.1 PPO test vector --------------------------------------------- */
 
 static void set_rows(double *dst, const double *src, int n) { memcpy(dst, src, sizeof(double) * (size_t)n); }
 
@@ -268,7 +268,7 @@ static void test_ppo_vector(void) {
     cllm_ppo_config cfg;
     cllm_ppo_loss_out out;
     cllm_err err;
-    printf("PPO test vector (training-math.md 2.1: k1, kl_coef .05, gamma 1, lambda .95) through cllm_ppo_prepare / cllm_ppo_rollout_loss\n");
+    printf("PPO test vector (TRL v0.19.1: k1, kl_coef .05, gamma 1, lambda .95) through cllm_ppo_prepare / cllm_ppo_rollout_loss\n");
     memset(&cfg, 0, sizeof cfg);                      /* zero = TRL's defaults, which the vector uses */
     vector_rollout(&r);
     check_true("prepare", cllm_ppo_prepare(&cfg, &r, &err) == CLLM_OK);
@@ -298,7 +298,7 @@ static void test_ppo_vector(void) {
     }
     cllm_ppo_rollout_free(&r);
 
-    printf("the library differences (training-math.md 6.1, 6.11)\n");
+    printf("the library differences (pitfalls reported upstream)\n");
     vector_rollout(&r);
     r.pad_id = 2;                                     /* pad == eos: the EOS at t = 2 is padding */
     cllm_ppo_prepare(&cfg, &r, &err);
@@ -364,6 +364,10 @@ static double *numbers_of(const cJSON *c, const char *key, size_t *n) {
     return x;
 }
 
+static double number_of(const cJSON *c, const char *key) {
+    return cJSON_GetObjectItemCaseSensitive(c, key)->valuedouble;
+}
+
 static void test_grpo_loss(void) {
     char *text = NULL;
     size_t len, n;
@@ -387,9 +391,12 @@ static void test_grpo_loss(void) {
         T = (int)n / B;
         memset(&out, 0, sizeof out);
         out.d_logprobs = d;
-        if (cllm_grpo_loss(B, T, lp, old, ref, adv, mask, beta, cJSON_GetObjectItemCaseSensitive(c, "eps_low")->valuedouble,
-                           cJSON_GetObjectItemCaseSensitive(c, "eps_high")->valuedouble, type,
-                           (int)cJSON_GetObjectItemCaseSensitive(c, "max_completion_length")->valuedouble, &out, NULL) != CLLM_OK) bad++;
+        cllm_grpo_loss_input in = { .B = B, .T = T, .logprobs = lp, .old_logprobs = old, .ref_logprobs = ref, .advantages = adv,
+                                    .mask = mask, .beta = beta, .eps_low = cJSON_GetObjectItemCaseSensitive(c, "eps_low")->valuedouble,
+                                    .eps_high = cJSON_GetObjectItemCaseSensitive(c, "eps_high")->valuedouble,
+                                    .loss_type = (cllm_grpo_loss_type)type,
+                                    .max_completion_length = (int)cJSON_GetObjectItemCaseSensitive(c, "max_completion_length")->valuedouble };
+        if (cllm_grpo_loss(&in, &out, NULL) != CLLM_OK) bad++;
         e1 = fabs(out.loss - cJSON_GetObjectItemCaseSensitive(c, "loss")->valuedouble);
         if (e1 > worst_loss) worst_loss = e1;
         for (i = 0; i < n; i++) if (fabs(d[i] - want_d[i]) > worst_grad) worst_grad = fabs(d[i] - want_d[i]);
@@ -400,8 +407,9 @@ static void test_grpo_loss(void) {
             double keep = lp[i], lp_, lm_, h = 1e-6;
             cllm_grpo_loss_out o2;
             memset(&o2, 0, sizeof o2);
-            lp[i] = keep + h; cllm_grpo_loss(B, T, lp, old, ref, adv, mask, beta, .2, .28, type, (int)cJSON_GetObjectItemCaseSensitive(c, "max_completion_length")->valuedouble, &o2, NULL); lp_ = o2.loss;
-            lp[i] = keep - h; cllm_grpo_loss(B, T, lp, old, ref, adv, mask, beta, .2, .28, type, (int)cJSON_GetObjectItemCaseSensitive(c, "max_completion_length")->valuedouble, &o2, NULL); lm_ = o2.loss;
+            in.eps_low = .2; in.eps_high = .28;
+            lp[i] = keep + h; cllm_grpo_loss(&in, &o2, NULL); lp_ = o2.loss;
+            lp[i] = keep - h; cllm_grpo_loss(&in, &o2, NULL); lm_ = o2.loss;
             lp[i] = keep;
             if (fabs((lp_ - lm_) / (2 * h) - d[i]) > fd_worst) fd_worst = fabs((lp_ - lm_) / (2 * h) - d[i]);
         }
@@ -416,6 +424,143 @@ static void test_grpo_loss(void) {
 }
 
 /* ---- prompts ------------------------------------------------------------------------------- */
+
+/* ---- PPO's logged statistics against TRL's definitions ---------------------------------------------------- */
+
+/* tests/data/objectives/ppo_stats.json (tests/gen_online.py): rollouts padded as TRL pads them, with TRL's
+   policy/entropy_avg (every slot of the padded batch, pads included, computed by torch on the training forward TRL
+   runs: pads masked, id 0, position ids from the mask) and val/num_eos_tokens, and our entropy over the trained
+   slots. The trainer's pieces reproduce them: the attended rows, the forward with one pad column, the averages. */
+static void test_ppo_stats(void) {
+    char *text = NULL, label[200];
+    size_t len;
+    cllm_err err;
+    cllm_model m;
+    cJSON *root, *c;
+    printf("PPO statistics vs TRL v0.19.1's definitions in PyTorch float64 (tests/data/objectives/ppo_stats.json)\n");
+    if (cllm_read_file("tests/data/objectives/ppo_stats.json", &text, &len, NULL) != CLLM_OK ||
+        !check_true("the tiny qwen2 checkpoint", cllm_model_load(&m, "tests/data/golden/qwen2_bias", &err) == CLLM_OK)) {
+        check_true("ppo_stats.json", 0);
+        cllm_free_buffer(text);
+        return;
+    }
+    root = cJSON_ParseWithLength(text, len);
+    cllm_free_buffer(text);
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "cases")) {
+        const cJSON *prompts = cJSON_GetObjectItemCaseSensitive(c, "prompts");
+        const cJSON *responses = cJSON_GetObjectItemCaseSensitive(c, "responses");
+        int pad = cJSON_GetObjectItemCaseSensitive(c, "pad_id")->valueint;
+        int eos = cJSON_GetObjectItemCaseSensitive(c, "eos_id")->valueint, pad_is_eos = pad == eos;
+        int L = cJSON_GetObjectItemCaseSensitive(c, "L")->valueint, B = cJSON_GetArraySize(prompts), b, t;
+        float tau = (float)cJSON_GetObjectItemCaseSensitive(c, "temperature")->valuedouble;
+        double *want = numbers_of(c, "entropy", NULL), *want_end = numbers_of(c, "seq_end", NULL);
+        double avg, response_avg, slot_worst = 0, eos_tokens = 0;
+        cllm_train_seq rows[8], cut[8];
+        const cllm_train_seq *seqs[8];
+        cllm_local_output outs[8];
+        int sel[8], ends_ok = 1;
+        cllm_ppo_rollout r;
+        cllm__seq_batch sb;
+        memset(rows, 0, sizeof rows);
+        memset(outs, 0, sizeof outs);
+        memset(&r, 0, sizeof r);
+        cllm_ppo_rollout_alloc(&r, B, L, &err);
+        for (b = 0; b < B; b++) {
+            const cJSON *p = cJSON_GetArrayItem(prompts, b), *resp = cJSON_GetArrayItem(responses, b);
+            int np = cJSON_GetArraySize(p), nr = cJSON_GetArraySize(resp);
+            rows[b].ids = (int *)calloc((size_t)(np + nr), sizeof(int));
+            rows[b].target = (unsigned char *)calloc((size_t)(np + nr), 1);
+            rows[b].n = np + nr;
+            rows[b].n_prompt = np;
+            for (t = 0; t < np + nr; t++) {
+                rows[b].ids[t] = cJSON_GetArrayItem(t < np ? p : resp, t < np ? t : t - np)->valueint;
+                rows[b].target[t] = t >= np;
+            }
+            for (t = 0; t < L; t++) {        /* the trainer's response layout: -1 for padding (and eos with pad_is_eos) */
+                int id = t < nr ? rows[b].ids[np + t] : -1;
+                r.response[(size_t)b * L + t] = pad_is_eos && id == eos ? -1 : id;
+            }
+            r.seq_end[b] = cllm_ppo_sequence_end(r.response + (size_t)b * L, L, -1, -1);
+            ends_ok &= r.seq_end[b] == (int)want_end[b];
+            outs[b].ids = rows[b].ids + np;
+            outs[b].n = nr;
+            eos_tokens += cllm__ppo_eos_tokens(&outs[b], L, eos, pad_is_eos);
+            cut[b] = cllm__ppo_attended(&r, &rows[b], b);
+            seqs[b] = &cut[b];
+            sel[b] = b;
+        }
+        printf("  pad %s eos, T = %g\n", pad_is_eos ? "==" : "!=", (double)tau);
+        check_true("  the sequence ends are TRL's", ends_ok);
+        if (cllm__rollout_forward(&m, seqs, B, tau, 1, &sb, &err) == CLLM_OK) {
+            avg = cllm__ppo_entropy_avg(&m, seqs, B, L);
+            response_avg = cllm__ppo_entropy_response_avg(&m, seqs, &r, sel, B);
+            for (b = 0; b < B; b++) {
+                int R = cut[b].n - cut[b].n_prompt;
+                for (t = 0; t < L; t++) {
+                    double got = m.acts.entropy[cllm__resp_pos(&m, seqs[b], b, t <= R ? t : R + 1)];
+                    double d = fabs(got - want[b * L + t]) / want[b * L + t];
+                    if (!(d <= slot_worst)) slot_worst = d;
+                }
+            }
+            snprintf(label, sizeof label, "  the entropy at every slot, pads included (max rel diff %.2g)", slot_worst);
+            check_true(label, slot_worst < 1e-5);
+            snprintf(label, sizeof label, "  policy/entropy_avg %.6f = TRL's %.6f", avg, number_of(c, "entropy_avg"));
+            check_true(label, fabs(avg - number_of(c, "entropy_avg")) < 1e-5 * avg);
+            snprintf(label, sizeof label, "  policy/entropy_response_avg %.6f = %.6f, and differs from TRL's",
+                     response_avg, number_of(c, "entropy_response_avg"));
+            check_true(label, fabs(response_avg - number_of(c, "entropy_response_avg")) < 1e-5 * avg &&
+                                  fabs(response_avg - avg) > 1e-3);
+        } else {
+            check_true(err.msg, 0);
+        }
+        snprintf(label, sizeof label, "  val/num_eos_tokens %g = TRL's %g", eos_tokens, number_of(c, "num_eos_tokens"));
+        check_true(label, eos_tokens == number_of(c, "num_eos_tokens"));
+        cllm__seq_batch_free(&sb);
+        for (b = 0; b < B; b++) cllm_train_seq_free(&rows[b]);
+        cllm_ppo_rollout_free(&r);
+        free(want);
+        free(want_end);
+    }
+    cJSON_Delete(root);
+    cllm_model_free(&m);
+}
+
+/* GRPO's completion and reward-spread statistics on a hand-built micro-batch, against TRL v0.19.1
+   GRPOTrainer._generate_and_score_completions written out by hand: a completion is terminated when it holds the
+   tokenizer's eos id (another stop token does not count), its length runs to that eos, and a group's std is "zero"
+   when torch.isclose(std, 0) (|std| <= 1e-8). */
+static void test_grpo_stats(void) {
+    static cllm_local_lm lm;                         /* only the tokenizer's eos id is read */
+    int ids[6][4] = { { 11, 12, 5 }, { 11, 5, 13, 5 }, { 11, 12, 13, 14 }, { 11, 9 }, { 5 }, { 12, 13, 5 } };
+    int lens[6] = { 3, 4, 4, 2, 1, 3 }, keep[6], B = 0, L = 1, i;
+    double mr[6] = { 0.5, 0.5, 0.5, 1.0, 1.0 + 1e-9, 0.0 }, adv[6], spread[3];
+    cllm_local_output out[6];
+    cllm__grpo_ctx ctx;
+    cllm_train_stats st;
+    cllm_err err;
+    memset(out, 0, sizeof out);
+    memset(&ctx, 0, sizeof ctx);
+    memset(&st, 0, sizeof st);
+    lm.tok.eos_id = 5;
+    ctx.lm = &lm;
+    ctx.cfg.num_generations = 3;
+    ctx.cfg.scale_rewards = 1;
+    for (i = 0; i < 6; i++) {
+        out[i].ids = ids[i];
+        out[i].n = lens[i];
+        out[i].finish = CLLM_FINISH_EOS;
+    }
+    printf("GRPO statistics vs TRL v0.19.1's definitions (hand-built groups)\n");
+    check_true("cllm__grpo_groups", cllm__grpo_groups(&ctx, out, mr, 2, adv, keep, &B, &L, spread, &st, &err) == CLLM_OK);
+    /* lengths to the first eos (3, 2), no eos: all 4, [11 9] ended by another stop token: 2 (TRL: the batch's
+       width, see data_fmt/train_online.md), 1, 3 */
+    check_true("completions/mean_length: tokens up to the first eos", cllm_train_stats_mean(&st, "completions/mean_length")
+                                                                          == (3 + 2 + 4 + 2 + 1 + 3) / 6.0);
+    check_true("completions/clipped_ratio: completions without the tokenizer's eos (2 of 6)",
+               cllm_train_stats_mean(&st, "completions/clipped_ratio") == 2 / 6.0);
+    check_true("reward std of group 0 is 0, of group 1 the unbiased std; both groups kept",
+               spread[2] == 2 && spread[0] > 0.5 && spread[1] == 1);
+}
 
 static int user_calls = 0;
 static cllm_result counting_user(void *ctx, const cllm_goal *goal, const cllm_conv *h, cllm_reply *out) {
@@ -543,7 +688,7 @@ static void test_logprob_check(void) {
     memset(&sb, 0, sizeof sb);
     check_true("sample 2 x 2 responses", cllm__rollout_sample(&w.lm, &rc, &w.prompts, idx, 2, 2, 0, out, &err) == CLLM_OK);
     cllm__rows_make(&rows, out, keep, 4, &err);
-    cllm__rollout_forward(&w.lm.model, rows.ptr, 4, rc.gen.sampler.temperature, &sb, &err);
+    cllm__rollout_forward(&w.lm.model, rows.ptr, 4, rc.gen.sampler.temperature, 0, &sb, &err);
     check_true("they agree within 1e-4", cllm__rollout_check(&rc, &w.lm.model, rows.out, rows.ptr, 4, &diff, &err) == CLLM_OK);
     printf("         max |sampler - forward| = %.3g\n", diff);
     out[2].logprobs[1] += 2e-4f;                     /* a wrong old log-prob */
@@ -702,6 +847,8 @@ int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--kill-child")) { kill_at = 3; run_method(0, "build/tmp_online_rk", 0, 0, 0); return 0; }
     test_ppo_vector();
     test_grpo_loss();
+    test_ppo_stats();
+    test_grpo_stats();
     check_true("tiny model", make_model(model_dir));
     test_prompts();
     test_logprob_check();

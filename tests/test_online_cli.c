@@ -8,7 +8,6 @@
    data_fmt/train_prompts.example.jsonl read by --prompts, a PPO run stopped after one step and
    resumed logging the losses of an uninterrupted run, and bad flags refused. */
 #include "mock_openai.c"
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
 #include <sys/wait.h>
@@ -92,7 +91,7 @@ int main(void) {
              build, common, build, build);
     check_true("online-dpo exits 0", run(cmd) == 0);
     {
-        static const char *keys[] = { "\"loss\"", "\"rewards/chosen\"", "\"rewards/margins\"", "\"objective/kl\"", "\"reward\"", "\"mr/chosen\"", "\"mr/rejected\"", "\"mr/failed\":0", "\"nll_loss\"", NULL };
+        static const char *keys[] = { "\"loss\"", "\"rewards/chosen\"", "\"rewards/margins\"", "\"objective/kl_response\"", "\"reward\"", "\"mr/chosen\"", "\"mr/rejected\"", "\"mr/failed\":0", "\"nll_loss\"", NULL };
         snprintf(path, sizeof path, "%s/tmp_ocli_odpo.out/metrics.jsonl", build);
         check_true("  2 metrics lines with TRL's DPO statistics, the MR of chosen / rejected and RPO's nll_loss", lines_with(path, keys) == 2);
         snprintf(path, sizeof path, "%s/tmp_ocli_odpo.out/final/model.safetensors", build);
@@ -104,7 +103,7 @@ int main(void) {
              "--kl-estimator k3 --pad-is-eos --score-scaling scale --kl-coef 0.2 --kl-target 6 --kl-horizon 10 --save-every 1 2>>%s/tmp_ocli_err", build, common, build, build, build);
     check_true("ppo exits 0", run(cmd) == 0);
     {
-        static const char *keys[] = { "\"objective/kl\"", "\"objective/kl_coef\"", "\"objective/score_running_std\"", "\"objective/scores\"", "\"loss/policy_avg\"", "\"loss/value_avg\"", "\"policy/approxkl_avg\"", "\"val/clipfrac_avg\"", "\"rollout/logprob_diff\"", NULL };
+        static const char *keys[] = { "\"objective/kl\"", "\"objective/kl_coef\"", "\"objective/score_running_std\"", "\"objective/scores\"", "\"loss/policy_avg\"", "\"loss/value_avg\"", "\"policy/approxkl_avg\"", "\"val/clipfrac_avg\"", "\"policy/entropy_avg\"", "\"policy/entropy_response_avg\"", "\"val/num_eos_tokens\"", "\"rollout/logprob_diff\"", NULL };
         static const char *opening[] = { "\"prompt\":[{\"role\":\"user\",\"content\":\"i want a coffee\"}]", NULL };
         snprintf(path, sizeof path, "%s/tmp_ocli_ppo.out/metrics.jsonl", build);
         check_true("  2 metrics lines with TRL's PPO statistics (legacy score scaling and adaptive KL on)", lines_with(path, keys) == 2);
@@ -135,7 +134,7 @@ int main(void) {
              "--beta 0.04 --loss dr_grpo --lora-r 2 2>>%s/tmp_ocli_err", build, common, build, build);
     check_true("grpo exits 0", run(cmd) == 0);
     {
-        static const char *keys[] = { "\"reward\"", "\"reward_std\"", "\"frac_reward_zero_std\"", "\"completions/mean_length\"", "\"kl\"", "\"clip_ratio\"", NULL };
+        static const char *keys[] = { "\"reward\"", "\"reward_std\"", "\"frac_reward_zero_std\"", "\"completions/mean_length\"", "\"kl\"", "\"clip_ratio/region_mean\"", NULL };
         snprintf(path, sizeof path, "%s/tmp_ocli_grpo.out/metrics.jsonl", build);
         check_true("  2 metrics lines with TRL's GRPO statistics", lines_with(path, keys) == 2);
         snprintf(path, sizeof path, "%s/tmp_ocli_grpo.out/adapter/adapter_model.safetensors", build);

@@ -35,7 +35,7 @@ static double objective(setup *s, double *dlp, double *dv, cllm_ppo_loss_out *st
     double *lp = (double *)calloc(N, sizeof(double)), *val = (double *)calloc(N, sizeof(double)), J;
     cllm_ppo_loss_out out;
     memset(&sb, 0, sizeof sb);
-    cllm__rollout_forward(&s->m, s->ptr, 3, s->tau, &sb, NULL);
+    cllm__rollout_forward(&s->m, s->ptr, 3, s->tau, 0, &sb, NULL);
     cllm__gather_logps(&s->m, s->ptr, 3, s->r.L, 1.0, lp);
     cllm__gather_values(&s->m, &s->vh, s->ptr, 3, s->r.L, val);
     memset(&out, 0, sizeof out);
@@ -97,7 +97,7 @@ static void init(setup *s, double cliprange, double vf_only) {
     {   /* the rollout: old log-probs and values near the current ones, random scores */
         cllm__seq_batch sb;
         memset(&sb, 0, sizeof sb);
-        cllm__rollout_forward(&s->m, s->ptr, 3, s->tau, &sb, NULL);
+        cllm__rollout_forward(&s->m, s->ptr, 3, s->tau, 0, &sb, NULL);
         cllm__gather_logps(&s->m, s->ptr, 3, L, 1.0, s->r.logprobs);
         cllm__gather_values(&s->m, &s->vh, s->ptr, 3, L, s->r.values);
         cllm__seq_batch_free(&sb);
@@ -168,11 +168,14 @@ static double grpo_objective(grpo_setup *g, double *dlp) {
     double lp[9];
     cllm_grpo_loss_out out;
     memset(&sb, 0, sizeof sb);
-    cllm__rollout_forward(&g->s.m, g->s.ptr, 3, g->s.tau, &sb, NULL);
+    cllm__rollout_forward(&g->s.m, g->s.ptr, 3, g->s.tau, 0, &sb, NULL);
     cllm__gather_logps(&g->s.m, g->s.ptr, 3, 3, 0.0, lp);
     memset(&out, 0, sizeof out);
     out.d_logprobs = dlp;
-    cllm_grpo_loss(3, 3, lp, g->old, g->ref, g->adv, g->mask, 0.04, 0.2, 0.28, g->loss_type, 4, &out, NULL);
+    cllm_grpo_loss_input in = { .B = 3, .T = 3, .logprobs = lp, .old_logprobs = g->old, .ref_logprobs = g->ref, .advantages = g->adv,
+                                .mask = g->mask, .beta = 0.04, .eps_low = 0.2, .eps_high = 0.28,
+                                .loss_type = (cllm_grpo_loss_type)g->loss_type, .max_completion_length = 4 };
+    cllm_grpo_loss(&in, &out, NULL);
     if (dlp) {
         cllm_zero_grad(&g->s.m, NULL);
         cllm__rollout_backward(&g->s.m, NULL, g->s.ptr, 3, 3, dlp, NULL, 1.0, NULL);

@@ -3,7 +3,7 @@
    exactly the fields of the next ```json ref-output block, with every number within a relative
    1e-12 (exactly 0 where the document says 0; `tol=X` on the block overrides the tolerance).
    Then the command's error behaviour: a bad input exits non-zero and writes nothing on stdout. */
-#define COLLABLLM_IMPLEMENTATION
+/* no-fast-path: `collabllm ref` on given numbers, no model kernel (make test runs it in its first pass only) */
 #include "../collabllm.h"
 #include "check.h"
 #include <string.h>
@@ -119,9 +119,9 @@ int main(void) {
         cllm_free_buffer(text);
         free(input); free(expected);
     }
-    check_true("the document has an example for each of dpo, ppo-rewards, gae, ppo-loss, grpo, adamw, bleu",
+    check_true("the document has an example for each of dpo, ppo-rewards, gae, ppo-loss, grpo, grpo-loss, adamw, bleu",
                strstr(doc, "ref-input dpo") && strstr(doc, "ref-input ppo-rewards") && strstr(doc, "ref-input gae") &&
-               strstr(doc, "ref-input ppo-loss") && strstr(doc, "ref-input grpo") && strstr(doc, "ref-input adamw") &&
+               strstr(doc, "ref-input ppo-loss") && strstr(doc, "ref-input grpo\n") && strstr(doc, "ref-input grpo-loss") && strstr(doc, "ref-input adamw") &&
                strstr(doc, "ref-input bleu") && examples >= 7);
     text = run_ref(build, "gae", "{\"rewards\": [[1, 2]], \"values\": [[1]]}", &status);
     check_true("a ragged input exits non-zero with nothing on stdout", status != 0 && (!text || !*text));

@@ -1,7 +1,6 @@
 /* test_rpo.c - RPO (DPO + alpha * NLL of the chosen completions, TRL's rpo_alpha): the loss grows
    by alpha times the chosen tokens' mean NLL, and the gradient equals the plain DPO gradient plus
    alpha times the gradient of that NLL, computed independently with the SFT micro-step. */
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
 
@@ -22,7 +21,7 @@ int main(void) {
     int n, i;
     if (!check_true("load", cllm_tokenizer_load(&tok, "tests/data/tokenizers/qwen2_style", &err) == CLLM_OK &&
                     cllm_model_load(&m, "tests/data/train/tiny_qwen2", &err) == CLLM_OK && cllm_model_load(&ref, "tests/data/train/tiny_qwen2", &err) == CLLM_OK &&
-                    cllm_dpo_data_load(&d, &tok, "data_fmt/train_dpo.example.jsonl", 0, &err) == CLLM_OK)) { printf("  %s\n", err.msg); return check_summary("test_rpo"); }
+                    cllm_dpo_data_load(&d, &tok, "data_fmt/train_dpo.example.jsonl", NULL, &err) == CLLM_OK)) { printf("  %s\n", err.msg); return check_summary("test_rpo"); }
     /* a policy that differs from the reference, so the DPO term is not at its symmetric point */
     for (k = 0; k < m.num_params; k++) m.params_memory[k] += (cllm_float)(0.01 * (double)((int)((k * 7919) % 13) - 6) / 6.0);
     n = d.n < 8 ? d.n : 8;

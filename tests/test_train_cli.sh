@@ -36,6 +36,14 @@ check "dpo --precompute-ref exits 0" test $? -eq 0
 check "  pairs_ref.jsonl carries ref_chosen_logps and ref_rejected_logps on all 4 pairs" \
     test "$(grep -c '"ref_chosen_logps":-[0-9.e+-]*,"ref_rejected_logps":-[0-9.e+-]*}$' "$tmp/dpo/pairs_ref.jsonl")" -eq 4
 check "  TRL metrics logged" grep -q '"rewards/chosen":.*"rewards/rejected":.*"rewards/accuracies":.*"rewards/margins":.*"logps/chosen":.*"logps/rejected":' "$tmp/dpo/metrics.jsonl"
+"$tool" dpo $common --data data_fmt/train_dpo.example.jsonl --out "$tmp/trl" --precompute-ref --completion-tokens trl \
+    --max-steps 1 2>>"$tmp/err"
+check "dpo --completion-tokens trl exits 0" test $? -eq 0
+# ChatML: TRL's tokens are the turn's plus "\n" and <|im_end|>, so every reference sum is lower
+refs() { sed 's/.*"ref_chosen_logps":\([^,]*\),"ref_rejected_logps":\([^}]*\)}$/\1 \2/' "$1"; }
+refs "$tmp/dpo/pairs_ref.jsonl" > "$tmp/r1"; refs "$tmp/trl/pairs_ref.jsonl" > "$tmp/r2"
+check "  each pair's reference logps lower than the turn's (two more tokens scored)" sh -c "paste -d ' ' '$tmp/r1' '$tmp/r2' | \
+    awk 'NF != 4 || \$3 >= \$1 || \$4 >= \$2 { bad = 1 } END { exit bad || NR != 4 }'"
 "$tool" dpo $common --data data_fmt/train_dpo.example.jsonl --out "$tmp/dpo2" --max-steps 3 2>>"$tmp/err"
 check "a frozen reference copy gives the same losses as precomputed reference logps" sh -c "losses() { sed 's/.*\"loss\":\([^,]*\),.*/\1/' \"\$1\"; }; \
     losses '$tmp/dpo/metrics.jsonl' > '$tmp/c'; losses '$tmp/dpo2/metrics.jsonl' > '$tmp/d'; cmp -s '$tmp/c' '$tmp/d'"

@@ -304,7 +304,7 @@ int main(int argc, char **argv) {
     argv0 = argv[0];
     cllm__mkdir("build", NULL);
     if (cllm_tokenizer_load(&tok, TOK, &err) != CLLM_OK || cllm_sft_data_load(&sft, &tok, "data_fmt/train_sft.example.jsonl", 0, &err) != CLLM_OK ||
-        cllm_dpo_data_load(&dpo, &tok, "data_fmt/train_dpo.example.jsonl", 0, &err) != CLLM_OK) {
+        cllm_dpo_data_load(&dpo, &tok, "data_fmt/train_dpo.example.jsonl", NULL, &err) != CLLM_OK) {
         printf("setup: %s\n", err.msg);
         return 1;
     }

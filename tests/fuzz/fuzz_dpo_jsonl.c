@@ -1,6 +1,7 @@
 /* fuzz_dpo_jsonl.c - libFuzzer target for DPO pairs (cllm_dpo_data_load, data_fmt/dpo.md)
    through a committed tokenizer and its chat template. Byte 0 picks the tokenizer (smollm2,
-   qwen2_style, llama3_style) and max_length (2..65); the rest is the JSONL file.
+   qwen2_style, llama3_style), max_length (2..65) and, from 192 on, TRL's completion tokens; the
+   rest is the JSONL file.
    Invariants of a loaded pair: both sides fit max_length, start with a prompt of at least one
    token, have targets and no target first; has_ref means every pair carries both numbers. */
 #include "fuzz_util.h"
@@ -14,12 +15,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static const char *names[] = { "smollm2", "qwen2_style", "llama3_style" };
     const cllm_tokenizer *tok;
     cllm_dpo_data d;
+    cllm_dpo_data_config cfg;
     cllm_err err;
     int max_length, i;
     if (size < 1) return 0;
     tok = fuzz_tokenizer(names[data[0] % 3]);
     max_length = 2 + (data[0] / 3) % 64;
-    if (cllm_dpo_data_load(&d, tok, fuzz_file("dpo", data + 1, size - 1), max_length, &err) == CLLM_OK) {
+    memset(&cfg, 0, sizeof cfg);
+    cfg.max_length = max_length;
+    cfg.completion_tokens = data[0] >= 192 ? CLLM_COMPLETION_TOKENS_TRL : CLLM_COMPLETION_TOKENS_TURN;
+    if (cllm_dpo_data_load(&d, tok, fuzz_file("dpo", data + 1, size - 1), &cfg, &err) == CLLM_OK) {
         FUZZ_CHECK(d.n >= 1 && d.n_truncated <= d.n, "pairs were read");
         for (i = 0; i < d.n; i++) {
             check_side(&d.pairs[i].chosen, max_length);

@@ -49,10 +49,10 @@ static int bad_u_escape(const char *s) {
 static void check_verdict(cllm__verdict_fn verdict, const char *content, int kind) {
     cllm__judge_job job;
     cllm_judgement j;
-    cllm_chat_result res;
+    cllm_reply res;
     int last;
     memset(&res, 0, sizeof res);
-    res.content = (char *)content;
+    res.text = (char *)content;
     for (last = 0; last < 2; last++) {
         int taken;
         memset(&j, 0, sizeof j);

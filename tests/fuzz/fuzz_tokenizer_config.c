@@ -14,6 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     cllm_tokenizer t;
     cllm_err err;
     cllm_result rc;
+    cJSON *config;
     if (size < 1) return 0;
     base = fuzz_tokenizer(bases[data[0] % 3]);
     saved = *base->priv;                       /* family detection writes two fields of priv */
@@ -21,7 +22,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     t.priv = base->priv;
     t.n_ids = base->n_ids;
     t.bos_id = t.eos_id = t.pad_id = t.add_bos_token = -1;
-    rc = cllm__load_config(&t, (const char *)data + 1, size - 1, &err);
+    config = cJSON_ParseWithLength((const char *)data + 1, size - 1);
+    rc = cllm__load_config(&t, config, &err);
+    cJSON_Delete(config);
     if (rc == CLLM_OK) {
         int opt;
         FUZZ_CHECK(t.bos_id >= -1 && t.bos_id < t.n_ids && t.eos_id >= -1 && t.eos_id < t.n_ids && t.pad_id >= -1 && t.pad_id < t.n_ids, "special ids lie in the vocabulary");

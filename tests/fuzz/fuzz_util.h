@@ -46,9 +46,27 @@ static const cllm_tokenizer *fuzz_tokenizer(const char *name) {
     return &fuzz_tok_cache[fuzz_tok_cached++].tok;
 }
 
+/* The committed small tiktoken rank file under cl100k_base's (0) or r50k_base's (1) pattern,
+   loaded once. */
+static cllm_tiktoken fuzz_tiktoken_cache[2];
+static const cllm_tiktoken *fuzz_small_tiktoken(int which) {
+    static const char *names[2] = { "cl100k_base", "r50k_base" };
+    cllm_err err;
+    if (!fuzz_tiktoken_cache[which].priv &&
+        cllm_tiktoken_load(&fuzz_tiktoken_cache[which], "tests/data/tiktoken/small.tiktoken", names[which], &err) !=
+        CLLM_OK) {
+        fprintf(stderr, "fuzz setup: cannot load tests/data/tiktoken/small.tiktoken (run from the repository root): "
+                "%s\n", err.msg);
+        exit(2);
+    }
+    return &fuzz_tiktoken_cache[which];
+}
+
 /* Frees the cached tokenizers (for a replay that ends; libFuzzer never does). */
 static void fuzz_free_tokenizers(void) {
     while (fuzz_tok_cached > 0) cllm_tokenizer_free(&fuzz_tok_cache[--fuzz_tok_cached].tok);
+    cllm_tiktoken_free(&fuzz_tiktoken_cache[0]);
+    cllm_tiktoken_free(&fuzz_tiktoken_cache[1]);
 }
 
 /* A NUL-terminated copy of the input (the parsers of model replies take C strings). */

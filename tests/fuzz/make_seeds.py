@@ -1,10 +1,11 @@
 #!/usr/bin/python3
-"""make_seeds.py - writes the seed corpora of the fuzz targets added for issue 9 into
-tests/fuzz/corpus/<name>/ from files already committed (test tokenizers, data_fmt examples,
-tests/data cases), plus a few hand-written edge cases. Run from the repository root; the output
-is committed, so `make fuzz` needs no Python. Targets whose byte 0 selects a setup get one seed
-per setup."""
-import json, os, re
+"""make_seeds.py [TARGET...] - writes the seed corpora of the fuzz targets added for issue 9 and of
+the tiktoken targets into tests/fuzz/corpus/<name>/ from files already committed (test tokenizers,
+data_fmt examples, tests/data cases), plus a few hand-written edge cases. Name the targets to
+write only those: a corpus that fuzzing has grown (tokenizer_encode) is otherwise replaced. Run
+from the repository root; the output is committed, so `make fuzz` needs no Python. Targets whose
+byte 0 selects a setup get one seed per setup."""
+import json, os, re, sys
 
 ROOT = os.getcwd()
 OUT = os.path.join(ROOT, "tests", "fuzz", "corpus")
@@ -16,7 +17,12 @@ def read(path):
         return f.read()
 
 
+ONLY = set(sys.argv[1:])
+
+
 def write(name, seeds):
+    if ONLY and name not in ONLY:
+        return
     d = os.path.join(OUT, name)
     os.makedirs(d, exist_ok=True)
     for f in os.listdir(d):
@@ -160,4 +166,27 @@ names = ["dpo", "gae", "ppo-loss", "ppo-rewards", "grpo", "adamw", "bleu"]
 doc = read("data_fmt/ref.md").decode("utf-8")
 seeds = [bytes([names.index(m.group(1))]) + m.group(2).encode() for m in re.finditer(r"```json ref-input (\S+)[^\n]*\n(.*?)\n```", doc, re.S)]
 write("ref_json", seeds)
+# tiktoken rank files (byte 0: the encoding) and texts for the small rank file (byte 0: the
+# pattern and skip_special)
+small = read("tests/data/tiktoken/small.tiktoken")
+lines = small.split(b"\n")
+head = b"\n".join(lines[:256]) + b"\n"                    # the 256 single bytes
+seeds = [bytes([b]) + small for b in range(4)]
+seeds += [
+    b"\x00" + head,
+    b"\x00" + head.replace(b"\n", b"\r\n") + b"\n\n",       # CR LF, empty lines
+    b"\x01" + head + b"YWI= 256\nYWI= 257\n",                 # a token twice
+    b"\x01" + head + b"YWI= 256\nYWM= 256\n",                 # a rank twice
+    b"\x01" + head + b"YWI= 258\n",                           # a gap
+    b"\x01" + head + b"YWJ= 256\n",                           # non-canonical base64
+    b"\x01" + b"\n".join(lines[:255]) + b"\n",                # a byte missing
+    b"\x02" + head + b"YWI= 99999999\n",                      # a huge rank
+    b"\x03" + head + b"YWI= 50281\n",                         # a special id (p50k_edit)
+]
+write("tiktoken_file", seeds)
+rows = [json.loads(l) for l in jsonl_lines("tests/data/tiktoken/small_expected.jsonl")]
+texts = [r["text"].encode("utf-8") for r in rows[::8] if len(r["text"]) < 500]
+seeds = [bytes([k % 4]) + t for k, t in enumerate(texts)]
+seeds += [b"\x00ab\xffcd", b"\x01\xe6\x97", b"\x02<|endoftext|>\x01\x02", b"\x03" + b"a" * 300]
+write("tiktoken_encode", seeds)
 print("seed corpora written to", OUT)

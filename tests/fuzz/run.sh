@@ -10,7 +10,7 @@ set -e
 if [ "$1" = "--one" ]; then                      # internal: build or run one target
     what=$2; t=$3; secs=$4; name=${t#fuzz_}
     if [ "$what" = build ]; then
-        if [ build/fuzz/$t -nt tests/fuzz/$t.c ] && [ build/fuzz/$t -nt collabllm.h ] && [ build/fuzz/$t -nt tests/fuzz/fuzz_util.h ]; then exit 0; fi
+        if [ build/fuzz/$t -nt tests/fuzz/$t.c ] && [ build/fuzz/$t -nt collabllm.h ] && [ build/fuzz/$t -nt tests/fuzz/fuzz_util.h ] && [ build/fuzz/$t -nt examples/ref_json.h ]; then exit 0; fi
         clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -I. \
             -o build/fuzz/$t tests/fuzz/$t.c -lcjson -lcurl -lstb -lm
         exit
