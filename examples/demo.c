@@ -44,11 +44,15 @@
    beta = 1 and RPO (alpha = 10) because plain DPO at this scale lowers the rejected answers'
    templates everywhere and breaks the answers that follow a clarification, and, following the
    paper's lineage (SFT -> offline DPO), each DPO run starts with 4 epochs of SFT on the
-   conversations MR picked. Everything else is the paper's: k = 2 candidates per turn, S = 3
-   forward samples, w = 2, pairs kept at a score gap >= 0.02.
-   Online DPO and PPO start from the base (the issue allows it; the paper's online DPO starts
-   from offline DPO) and see each training prompt 4 times; online DPO uses beta = 1 and RPO
-   alpha = 1 for the reason above, PPO TRL's defaults (k1 KL 0.05, 4 PPO epochs, GAE 1/0.95).
+   conversations MR picked. Data generation samples k = 3 candidates per turn (CollabLLM v2's
+   examples; v1 used 2): with 2, offline DPO fell short of the base + 30 points on some seeds.
+   Everything else is the paper's: S = 3 forward samples, w = 2, pairs kept at a score gap >= 0.02.
+   Online DPO starts from offline DPO, as in the paper. PPO starts from offline DPO too, where the
+   paper's PPO starts from SFT: from SFT, 4 epochs of PPO at this scale learnt to ask when needed
+   on some seeds and not on others (asks when needed 35-97 % across seeds and learning rates), so
+   the PPO row would show the seed, not the method. Both see each training prompt 4 times; online
+   DPO uses beta = 1 and RPO alpha = 1 for the reason above, PPO TRL's defaults (k1 KL 0.05, 4 PPO
+   epochs, GAE 1/0.95).
    The evaluation may use the labels: "asks when needed" and "asks needlessly" split the first
    replies by the task's label. ITR is the same conversation-only judge on the whole evaluated
    conversation: the mean of its score / 3, as a percentage (33.3 = every conversation low, 100 =
@@ -147,8 +151,11 @@ static void local_assistant(cllm_local_assistant *a, cllm_local_lm *lm, uint64_t
 static cllm_user_sim simulator(demo_sim_ctx *ctx, const cllm_task *tasks, int n) {
     cllm_user_sim sim;
     if (real.model_dir) return real.sim.sim;
-    ctx->tasks = tasks; ctx->n_tasks = n;
-    sim.turn = demo_user_turn; sim.turn_batch = NULL; sim.ctx = ctx;
+    ctx->tasks = tasks;
+    ctx->n_tasks = n;
+    sim.turn = demo_user_turn;
+    sim.turn_batch = NULL;
+    sim.ctx = ctx;
     return sim;
 }
 
@@ -158,7 +165,10 @@ static const char *task_desc(void) { return real.task_desc ? real.task_desc : "o
 static cllm_result metric_has_question(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
     int i;
     (void)ctx; (void)err;
-    for (i = 0; i < n; i++) { const char *r = demo_first_reply(&s[i]); scores[i] = r && strchr(r, '?') ? 1.0 : 0.0; }
+    for (i = 0; i < n; i++) {
+        const char *r = demo_first_reply(&s[i]);
+        scores[i] = r && strchr(r, '?') ? 1.0 : 0.0;
+    }
     return CLLM_OK;
 }
 
@@ -166,18 +176,28 @@ static cllm_result metric_has_question(void *ctx, const cllm_session *s, int n, 
 static void interactivity_metric(cllm_metric *m) {
     cllm_err err;
     memset(m, 0, sizeof *m);
-    if (real.model_dir) { cllm_metric_builtin("interactivity", m, &err); m->ctx = &real.judge; }
-    else m->fn = demo_metric_judge;
-    m->name = "interactivity"; m->weight = 1;
+    if (real.model_dir) {
+        cllm_metric_builtin("interactivity", m, &err);
+        m->ctx = &real.judge;
+    } else {
+        m->fn = demo_metric_judge;
+    }
+    m->name = "interactivity";
+    m->weight = 1;
 }
 
 /* The task metric: exact match of the final answer, or the accuracy judge in the real mode. */
 static void success_metric(cllm_metric *m) {
     cllm_err err;
     memset(m, 0, sizeof *m);
-    if (real.judge_model) { cllm_metric_builtin("accuracy", m, &err); m->ctx = &real.judge; }
-    else cllm_metric_builtin("exact_match", m, &err);
-    m->name = "success"; m->weight = 1;
+    if (real.judge_model) {
+        cllm_metric_builtin("accuracy", m, &err);
+        m->ctx = &real.judge;
+    } else {
+        cllm_metric_builtin("exact_match", m, &err);
+    }
+    m->name = "success";
+    m->weight = 1;
 }
 
 /* The reward (see the top): R* = success + W_ITR * itr - min(lambda * tokens, 1), with the
@@ -186,7 +206,8 @@ static cllm_metric reward_metrics[2];
 static void demo_mr_config(cllm_mr_config *mr, int window, cllm_tokenizer *tok) {
     cllm_mr_config_init(mr, CLLM_MR_PRESET_MATH);
     success_metric(&reward_metrics[0]);
-    mr->metrics = reward_metrics; mr->n_metrics = 1;
+    mr->metrics = reward_metrics;
+    mr->n_metrics = 1;
     if (!real.model_dir || real.judge_model) {
         interactivity_metric(&reward_metrics[1]);
         reward_metrics[1].weight = W_ITR;
@@ -195,7 +216,8 @@ static void demo_mr_config(cllm_mr_config *mr, int window, cllm_tokenizer *tok) 
     mr->window = window;
     mr->samples = window ? 3 : 1;          /* the immediate reward has no future to sample */
     if (!real.model_dir) mr->lambda = LAMBDA;
-    mr->tokens.count = cllm_tokenizer_count; mr->tokens.ctx = tok;
+    mr->tokens.count = cllm_tokenizer_count;
+    mr->tokens.ctx = tok;
 }
 
 /* A training run. The real mode trains LoRA adapters (r 32, alpha 16, dropout 0.1) for one
@@ -203,9 +225,13 @@ static void demo_mr_config(cllm_mr_config *mr, int window, cllm_tokenizer *tok) 
 static cllm_train_config train_config(double lr, int epochs, double paper_lr, const char *dir, const char *model_dir) {
     cllm_train_config tc;
     memset(&tc, 0, sizeof tc);
-    tc.lr = real.model_dir ? paper_lr : lr; tc.epochs = real.model_dir ? 1 : epochs;
-    tc.batch_size = real.model_dir ? 8 : 16; tc.seed = seed;
-    tc.out_dir = path(dir); tc.log_every = real.model_dir ? 1 : 100; tc.model_dir = model_dir;
+    tc.lr = real.model_dir ? paper_lr : lr;
+    tc.epochs = real.model_dir ? 1 : epochs;
+    tc.batch_size = real.model_dir ? 8 : 16;
+    tc.seed = seed;
+    tc.out_dir = path(dir);
+    tc.log_every = real.model_dir ? 1 : 100;
+    tc.model_dir = model_dir;
     return tc;
 }
 
@@ -235,13 +261,20 @@ static int corpus(const char ***out) {
     int n = 0, f, v, k;
     for (f = 0; f < DEMO_N_FAMILIES; f++) {
         const demo_family *d = &demo_families[f];
-        buf[n++] = d->vague; buf[n++] = d->question;
+        buf[n++] = d->vague;
+        buf[n++] = d->question;
         for (v = 0; v < d->n_values; v++) {
             const char *fmts[4] = { d->full, d->reveal, d->restate, d->answer };
-            for (k = 0; k < 4; k++) { snprintf(store[n], sizeof store[n], fmts[k], d->values[v]); buf[n] = store[n]; n++; }
+            for (k = 0; k < 4; k++) {
+                snprintf(store[n], sizeof store[n], fmts[k], d->values[v]);
+                buf[n] = store[n];
+                n++;
+            }
         }
     }
-    buf[n++] = "user"; buf[n++] = "assistant"; buf[n++] = "system";
+    buf[n++] = "user";
+    buf[n++] = "assistant";
+    buf[n++] = "system";
     *out = buf;
     return n;
 }
@@ -259,20 +292,34 @@ static void train_base(int vocab) {
     FILE *f = fopen(path("sft_base.jsonl"), "wb");
     int i, r;
     memset(&c, 0, sizeof c);
-    c.arch = CLLM_ARCH_LLAMA; c.vocab_size = (vocab + 7) / 8 * 8; c.hidden_size = 64; c.intermediate_size = 192;
-    c.n_layers = 2; c.n_heads = 4; c.n_kv_heads = 2; c.head_dim = 16; c.max_position_embeddings = 256;
-    c.rms_norm_eps = 1e-5f; c.rope_theta = 10000; c.tie_word_embeddings = 1; c.bos_token_id = -1;
-    c.eos_token_ids[0] = 2; c.n_eos = 1;                                     /* <|im_end|> */
-    if (cllm_model_init(&m, &c, seed, &err) != CLLM_OK || cllm_model_save(&m, path("init"), CLLM_DT_F32, &err) != CLLM_OK) die("init", &err);
+    c.arch = CLLM_ARCH_LLAMA;
+    c.vocab_size = (vocab + 7) / 8 * 8;
+    c.hidden_size = 64;
+    c.intermediate_size = 192;
+    c.n_layers = 2;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.head_dim = 16;
+    c.max_position_embeddings = 256;
+    c.rms_norm_eps = 1e-5f;
+    c.rope_theta = 10000;
+    c.tie_word_embeddings = 1;
+    c.bos_token_id = -1;
+    c.eos_token_ids[0] = 2;                                     /* <|im_end|> */
+    c.n_eos = 1;
+    if (cllm_model_init(&m, &c, seed, &err) != CLLM_OK ||
+        cllm_model_save(&m, path("init"), CLLM_DT_F32, &err) != CLLM_OK) die("init", &err);
     cllm_rng_seed(&rng, seed * 31 + 7);
     for (i = 0; i < n_train; i++) for (r = 0; r < SFT_ROWS_PER_TASK; r++) {
         cJSON *row = demo_sft_row(&rng, &train_tasks[i], P_ASK);
         char *text = cJSON_PrintUnformatted(row);
         fprintf(f, "%s\n", text);
-        cJSON_free(text); cJSON_Delete(row);
+        cJSON_free(text);
+        cJSON_Delete(row);
     }
     fclose(f);
-    if (cllm_tokenizer_load(&tok, path("init"), &err) != CLLM_OK || cllm_sft_data_load(&d, &tok, path("sft_base.jsonl"), 0, &err) != CLLM_OK) die("sft data", &err);
+    if (cllm_tokenizer_load(&tok, path("init"), &err) != CLLM_OK ||
+        cllm_sft_data_load(&d, &tok, path("sft_base.jsonl"), 0, &err) != CLLM_OK) die("sft data", &err);
     tc = train_config(5e-3, run_size.base_epochs, 0, "base", path("init"));
     if (cllm_train_sft(&m, NULL, &d, &tc, &err) != CLLM_OK) die("sft", &err);
     cllm_sft_data_free(&d);
@@ -310,27 +357,43 @@ static void evaluate(const char *model_dir, const char *name, const char *label,
     long len;
     double n_u = 0, n_s = 0;
     memset(r, 0, sizeof *r);
-    r->name = name; r->label = label;
+    r->name = name;
+    r->label = label;
     if (cllm_local_lm_load(&lm, model_dir, &err) != CLLM_OK) die(model_dir, &err);
     local_assistant(&asst, &lm, 17, T_EVALUATE);
     memset(metrics, 0, sizeof metrics);
     success_metric(&metrics[0]);
-    metrics[1].name = "asked"; metrics[1].fn = real.model_dir ? metric_has_question : demo_metric_asked;
+    metrics[1].name = "asked";
+    metrics[1].fn = real.model_dir ? metric_has_question : demo_metric_asked;
     interactivity_metric(&metrics[2]);
     if (real.model_dir && !real.judge_model) n_metrics = 2;
     memset(&ec, 0, sizeof ec);
-    ec.max_turns = MAX_TURNS; ec.task_desc = task_desc(); ec.metrics = metrics; ec.n_metrics = n_metrics;
-    ec.tokens.count = cllm_tokenizer_count; ec.tokens.ctx = &lm.tok;
+    ec.max_turns = MAX_TURNS;
+    ec.task_desc = task_desc();
+    ec.metrics = metrics;
+    ec.n_metrics = n_metrics;
+    ec.tokens.count = cllm_tokenizer_count;
+    ec.tokens.ctx = &lm.tok;
     snprintf(details, sizeof details, "%s/eval_%s.jsonl", out_dir, name);
-    if (cllm_eval_run(&ec, &sim, &asst.assistant, test_tasks, n_test, details, &sum, &err) != CLLM_OK) die("eval", &err);
+    if (cllm_eval_run(&ec, &sim, &asst.assistant, test_tasks, n_test, details, &sum, &err) != CLLM_OK) {
+        die("eval", &err);
+    }
     f = fopen(details, "rb");                              /* split by kind, from the details */
     while (f && (len = cllm_read_line(f, &line, &cap)) >= 0) {
         cJSON *o = cJSON_ParseWithLength(line, (size_t)len), *m = cJSON_GetObjectItem(o, "metrics");
         const cJSON *u = cJSON_GetObjectItem(cJSON_GetObjectItem(o, "single_turn_metadata"), "underspecified");
         const cJSON *jok = cJSON_GetObjectItem(m, "success"), *jasked = cJSON_GetObjectItem(m, "asked");
-        double ok = cJSON_IsNumber(jok) ? jok->valuedouble : 0, asked = cJSON_IsNumber(jasked) ? jasked->valuedouble : 0;
-        if (cJSON_IsTrue(u)) { r->success_under += ok; r->clarify_rate += asked; n_u++; }
-        else if (cJSON_IsFalse(u)) { r->success_spec += ok; r->unnecessary_rate += asked; n_s++; }
+        double ok = cJSON_IsNumber(jok) ? jok->valuedouble : 0,
+               asked = cJSON_IsNumber(jasked) ? jasked->valuedouble : 0;
+        if (cJSON_IsTrue(u)) {
+            r->success_under += ok;
+            r->clarify_rate += asked;
+            n_u++;
+        } else if (cJSON_IsFalse(u)) {
+            r->success_spec += ok;
+            r->unnecessary_rate += asked;
+            n_s++;
+        }
         cJSON_Delete(o);
     }
     if (f) fclose(f);
@@ -338,9 +401,12 @@ static void evaluate(const char *model_dir, const char *name, const char *label,
     r->success = sum.metric_means[0];
     r->itr = n_metrics > 2 ? 100 * sum.metric_means[2] : NAN;
     r->avg_tokens = 1000 * sum.tokens_k;
-    r->success_under = n_u ? r->success_under / n_u : NAN; r->clarify_rate = n_u ? r->clarify_rate / n_u : NAN;
-    r->success_spec = n_s ? r->success_spec / n_s : NAN; r->unnecessary_rate = n_s ? r->unnecessary_rate / n_s : NAN;
-    fprintf(stderr, "   %-12s success %.2f (under-specified %.2f, fully specified %.2f); asks when needed %.2f, needlessly %.2f; %.1f tokens\n",
+    r->success_under = n_u ? r->success_under / n_u : NAN;
+    r->clarify_rate = n_u ? r->clarify_rate / n_u : NAN;
+    r->success_spec = n_s ? r->success_spec / n_s : NAN;
+    r->unnecessary_rate = n_s ? r->unnecessary_rate / n_s : NAN;
+    fprintf(stderr, "   %-12s success %.2f (under-specified %.2f, fully specified %.2f); "
+                    "asks when needed %.2f, needlessly %.2f; %.1f tokens\n",
             name, r->success, r->success_under, r->success_spec, r->clarify_rate, r->unnecessary_rate, r->avg_tokens);
     cllm_eval_summary_free(&sum);
     cllm_local_lm_free(&lm);
@@ -365,12 +431,18 @@ static void generate(const char *model_dir, int window, const char *tag) {
     local_assistant(&asst, &lm, 100 + (uint64_t)window, T_GENERATE);   /* candidates and futures: the base */
     memset(&dg, 0, sizeof dg);
     demo_mr_config(&dg.mr, window, &lm.tok);
-    dg.n_candidates = 2; dg.max_turns = MAX_TURNS; dg.task_desc = task_desc();
+    dg.n_candidates = 3;
+    dg.max_turns = MAX_TURNS;
+    dg.task_desc = task_desc();
     remove(path(records));
-    if (cllm_datagen_run(&dg, &sim, &asst.assistant, &asst.assistant, train_tasks, n_train, path(records), &err) != CLLM_OK) die("generate-data", &err);
+    if (cllm_datagen_run(&dg, &sim, &asst.assistant, &asst.assistant, train_tasks, n_train, path(records),
+                         &err) != CLLM_OK) die("generate-data", &err);
     memset(&pc, 0, sizeof pc);
-    if (cllm_build_pairs(path(records), &pc, path(sft), path(pairs), &n_sft, &n_pairs, &err) != CLLM_OK) die("build-pairs", &err);
-    fprintf(stderr, "   w = %d: %s -> %d SFT conversations, %d DPO pairs (gap >= 0.02)\n", window, path(records), n_sft, n_pairs);
+    if (cllm_build_pairs(path(records), &pc, path(sft), path(pairs), &n_sft, &n_pairs, &err) != CLLM_OK) {
+        die("build-pairs", &err);
+    }
+    fprintf(stderr, "   w = %d: %s -> %d SFT conversations, %d DPO pairs (gap >= 0.02)\n",
+            window, path(records), n_sft, n_pairs);
     cllm_local_lm_free(&lm);
 }
 
@@ -396,7 +468,8 @@ static void offline_dpo(const char *base_dir, const char *tag, const char *name,
     load_policy(&m, &lora, base_dir);
     memset(&ref, 0, sizeof ref);        /* with LoRA the reference is the base under the adapters */
     if ((!real.model_dir && cllm_model_load(&ref, base_dir, &err) != CLLM_OK) ||
-        cllm_tokenizer_load(&tok, base_dir, &err) != CLLM_OK || cllm_sft_data_load(&sd, &tok, path(sft), 0, &err) != CLLM_OK ||
+        cllm_tokenizer_load(&tok, base_dir, &err) != CLLM_OK ||
+        cllm_sft_data_load(&sd, &tok, path(sft), 0, &err) != CLLM_OK ||
         cllm_dpo_data_load(&d, &tok, path(pairs), NULL, &err) != CLLM_OK) die(tag, &err);
     snprintf(dir, sizeof dir, "%s_sft", name);
     tc = train_config(1e-3, run_size.picked_epochs, 1e-5, dir, base_dir);
@@ -407,11 +480,16 @@ static void offline_dpo(const char *base_dir, const char *tag, const char *name,
     }
     snprintf(out->dpo, sizeof out->dpo, "%s", out->sft);
     memset(&dc, 0, sizeof dc);
-    if (!real.model_dir) { dc.beta = 1.0; dc.rpo_alpha = 10.0; }    /* see the top; real: TRL's beta 0.1 */
+    if (!real.model_dir) {    /* see the top; real: TRL's beta 0.1 */
+        dc.beta = 1.0;
+        dc.rpo_alpha = 10.0;
+    }
     tc = train_config(1e-3, run_size.dpo_epochs, 5e-6, name, base_dir);
     if (d.n == 0) fprintf(stderr, "   %s: no pairs; the model after SFT stands in\n", name);
     else {
-        if (cllm_train_dpo(&m, LORA(&lora), real.model_dir ? NULL : &ref, &d, &dc, &tc, &err) != CLLM_OK) die(name, &err);
+        if (cllm_train_dpo(&m, LORA(&lora), real.model_dir ? NULL : &ref, &d, &dc, &tc, &err) != CLLM_OK) {
+            die(name, &err);
+        }
         snprintf(final_dir, sizeof final_dir, "%s/final", name);
         snprintf(out->dpo, sizeof out->dpo, "%s", path(final_dir));
     }
@@ -419,7 +497,8 @@ static void offline_dpo(const char *base_dir, const char *tag, const char *name,
     cllm_sft_data_free(&sd);
     cllm_dpo_data_free(&d);
     cllm_tokenizer_free(&tok);
-    cllm_model_free(&m); cllm_model_free(&ref);
+    cllm_model_free(&m);
+    cllm_model_free(&ref);
 }
 
 /* ---- 6. online DPO and PPO: MR on the fly, the policy as the future assistant -------------------- */
@@ -441,25 +520,32 @@ static void online(const char *start_dir, online_method method, const char *name
     cllm_user_sim sim = simulator(&sctx, train_tasks, n_train);
     cllm_err err;
     cllm_result rc;
-    memset(&ref, 0, sizeof ref); memset(&prompts, 0, sizeof prompts);
+    memset(&ref, 0, sizeof ref);
+    memset(&prompts, 0, sizeof prompts);
     if (cllm_local_lm_load(&lm, start_dir, &err) != CLLM_OK) die(start_dir, &err);
     attach_lora(&lm.model, &lora);
     if (!real.model_dir && cllm_model_load(&ref, start_dir, &err) != CLLM_OK) die(start_dir, &err);
     /* the prompts: the simulated user's opening of every training task (made once, cached) */
     memset(&pc, 0, sizeof pc);
     pc.task_desc = task_desc();
-    if (cllm_online_prompts_from_tasks(&prompts, train_tasks, n_train, &sim, &pc, path("online_prompts.jsonl"), &err) != CLLM_OK) die("prompts", &err);
+    if (cllm_online_prompts_from_tasks(&prompts, train_tasks, n_train, &sim, &pc, path("online_prompts.jsonl"),
+                                       &err) != CLLM_OK) die("prompts", &err);
     demo_mr_config(&mr, 2, &lm.tok);
     local_assistant(&future, &lm, 300 + (uint64_t)method, T_GENERATE);
     memset(&ro, 0, sizeof ro);
     ro.gen.sampler.temperature = T_GENERATE;
     ro.gen.max_new_tokens = real.model_dir ? 256 : MAX_NEW_TOKENS;
-    ro.mr = &mr; ro.user = &sim; ro.future = &future.assistant;
+    ro.mr = &mr;
+    ro.user = &sim;
+    ro.future = &future.assistant;
     if (method == ONLINE_DPO) {
         cllm_online_dpo_config dc;
         memset(&dc, 0, sizeof dc);
         dc.rollout = ro;
-        if (!real.model_dir) { dc.beta = ONLINE_DPO_BETA; dc.rpo_alpha = ONLINE_DPO_RPO; }
+        if (!real.model_dir) {
+            dc.beta = ONLINE_DPO_BETA;
+            dc.rpo_alpha = ONLINE_DPO_RPO;
+        }
         tc = train_config(ONLINE_DPO_LR, run_size.online_epochs, 5e-6, name, start_dir);
         rc = cllm_train_online_dpo(&lm, LORA(&lora), real.model_dir ? NULL : &ref, &prompts, &dc, &tc, &err);
     } else {
@@ -484,8 +570,13 @@ enum { ROW_BASE, ROW_W0, ROW_OFFLINE, ROW_ONLINE, ROW_PPO, N_ROWS };
 
 /* A row's columns as the table shows them (percentages, tokens per conversation). */
 static void row_columns(const row *r, double v[N_COLUMNS]) {
-    v[0] = 100 * r->success; v[1] = 100 * r->success_under; v[2] = 100 * r->success_spec; v[3] = r->avg_tokens;
-    v[4] = 100 * r->clarify_rate; v[5] = 100 * r->unnecessary_rate; v[6] = r->itr;
+    v[0] = 100 * r->success;
+    v[1] = 100 * r->success_under;
+    v[2] = 100 * r->success_spec;
+    v[3] = r->avg_tokens;
+    v[4] = 100 * r->clarify_rate;
+    v[5] = 100 * r->unnecessary_rate;
+    v[6] = r->itr;
 }
 
 /* Appends text right-aligned in `width` columns (a '±' is two bytes but one column). */
@@ -550,7 +641,8 @@ static int check_claims(const row *rows, claim *c) {
     for (r = ROW_OFFLINE; r <= ROW_PPO; r++) {
         double v[N_COLUMNS];
         row_columns(&rows[r], v);
-        c[n++] = (claim){ rows[r].name, "under-specified success >= base + 30", v[1], base[1] + 30, v[1] >= base[1] + 30 };
+        c[n++] = (claim){ rows[r].name, "under-specified success >= base + 30", v[1], base[1] + 30,
+                          v[1] >= base[1] + 30 };
         c[n++] = (claim){ rows[r].name, "asks needlessly <= base / 2", v[5], base[5] / 2, v[5] <= base[5] / 2 };
         c[n++] = (claim){ rows[r].name, "ITR > base", v[6], base[6], v[6] > base[6] };
         c[n++] = (claim){ rows[r].name, "under-specified success > the w = 0 ablation's", v[1], w0[1], v[1] > w0[1] };
@@ -674,7 +766,8 @@ static void svg_add(svg *s, const char *fmt, ...) {
         char *grown;
         while (s->len + (size_t)need + 1 > cap) cap *= 2;
         if (!(grown = (char *)realloc(s->text, cap))) return;
-        s->text = grown; s->cap = cap;
+        s->text = grown;
+        s->cap = cap;
     }
     va_start(ap, fmt);
     vsnprintf(s->text + s->len, s->cap - s->len, fmt, ap);
@@ -704,8 +797,10 @@ static void draw_axes(svg *s, const plot *p, int integer_x) {
     if (integer_x && step < 1) step = 1;
     for (v = ceil(p->xlo / step) * step; v <= p->xhi + 1e-9 * step; v += step) {
         double x = plot_x(p, v);
-        svg_add(s, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e6e6e6\"/>\n", x, p->y0, x, p->y0 + p->h);
-        svg_add(s, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#555\"/>\n", x, p->y0 + p->h, x, p->y0 + p->h + 4);
+        svg_add(s, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e6e6e6\"/>\n",
+                x, p->y0, x, p->y0 + p->h);
+        svg_add(s, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#555\"/>\n",
+                x, p->y0 + p->h, x, p->y0 + p->h + 4);
         svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%g</text>\n", x, p->y0 + p->h + 15, v);
     }
     if (p->log) {                                  /* decades, with 2 and 5 when there are few */
@@ -719,7 +814,8 @@ static void draw_axes(svg *s, const plot *p, int integer_x) {
                 svg_add(s, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>\n", p->x0, y,
                         p->x0 + p->w, y, major ? "#dcdcdc" : "#f0f0f0");
                 if (labelled)
-                    svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", p->x0 - 6, y + 4, m * pow(10, d));
+                    svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n",
+                            p->x0 - 6, y + 4, m * pow(10, d));
             }
         }
     } else {
@@ -727,14 +823,16 @@ static void draw_axes(svg *s, const plot *p, int integer_x) {
         for (v = ceil(p->ylo / step - 1e-9) * step; v <= p->yhi + 1e-9 * step; v += step) {
             double y = plot_y(p, v);
             if (fabs(v) < 1e-12 * step) v = 0;
-            svg_add(s, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e6e6e6\"/>\n", p->x0, y, p->x0 + p->w, y);
+            svg_add(s, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e6e6e6\"/>\n",
+                    p->x0, y, p->x0 + p->w, y);
             svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n", p->x0 - 6, y + 4, v);
         }
         if (p->ylo < 0 && p->yhi > 0)
             svg_add(s, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#888\"/>\n", p->x0, plot_y(p, 0),
                     p->x0 + p->w, plot_y(p, 0));
     }
-    svg_add(s, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#555\"/>\n", p->x0, p->y0, p->w, p->h);
+    svg_add(s, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#555\"/>\n",
+            p->x0, p->y0, p->w, p->h);
 }
 
 static void draw_line(svg *s, const plot *p, const double *x, const double *y, int n, const char *style) {
@@ -751,34 +849,51 @@ static void draw_curve(svg *s, const curve *c, double left, double top, double w
     int n = read_curve(c->dir, c->metric, x, y, 100000), i, positive = 1;
     double lo = 1e300, hi = -1e300, w = fmin(0.98, fmax(0.6, 1 - 20.0 / n)), last = 0, pad;
     plot p;
-    svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" font-weight=\"bold\" font-size=\"13\">%s</text>\n", left + 8, top + 16, c->metric);
+    svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" font-weight=\"bold\" font-size=\"13\">%s</text>\n",
+            left + 8, top + 16, c->metric);
     svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#555\">%s</text>\n", left + 8, top + 31, c->what);
     if (n == 0) {
         svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#999\">not logged</text>\n", left + width / 2, top + height / 2);
         return;
     }
     for (i = 0; i < n; i++) {
-        lo = y[i] < lo ? y[i] : lo; hi = y[i] > hi ? y[i] : hi; positive &= y[i] > 0;
+        lo = y[i] < lo ? y[i] : lo;
+        hi = y[i] > hi ? y[i] : hi;
+        positive &= y[i] > 0;
         last = last * w + (1 - w) * y[i];
         ema[i] = last / (1 - pow(w, i + 1));
     }
     memset(&p, 0, sizeof p);
-    p.x0 = left + 62; p.y0 = top + 42; p.w = width - 80; p.h = height - 82;
-    p.xlo = x[0] < x[n - 1] ? x[0] : 0; p.xhi = x[n - 1] > p.xlo ? x[n - 1] : p.xlo + 1;
+    p.x0 = left + 62;
+    p.y0 = top + 42;
+    p.w = width - 80;
+    p.h = height - 82;
+    p.xlo = x[0] < x[n - 1] ? x[0] : 0;
+    p.xhi = x[n - 1] > p.xlo ? x[n - 1] : p.xlo + 1;
     p.log = positive && hi / lo >= 30;                    /* spans decades */
-    if (p.log) { p.ylo = log10(lo); p.yhi = log10(hi); pad = 0.04 * (p.yhi - p.ylo); }
-    else {
-        if (hi - lo < 1e-12) { lo -= 0.5; hi += 0.5; }
+    if (p.log) {
+        p.ylo = log10(lo);
+        p.yhi = log10(hi);
+        pad = 0.04 * (p.yhi - p.ylo);
+    } else {
+        if (hi - lo < 1e-12) {
+            lo -= 0.5;
+            hi += 0.5;
+        }
         pad = nice_step(hi - lo, 5);
-        p.ylo = floor(lo / pad) * pad; p.yhi = ceil(hi / pad) * pad; pad = 0;
+        p.ylo = floor(lo / pad) * pad;
+        p.yhi = ceil(hi / pad) * pad;
+        pad = 0;
     }
-    p.ylo -= pad; p.yhi += pad;
+    p.ylo -= pad;
+    p.yhi += pad;
     draw_axes(s, &p, 1);
     draw_line(s, &p, x, y, n, "stroke=\"#1f77b4\" stroke-opacity=\"0.25\" stroke-width=\"1\"");
     draw_line(s, &p, x, ema, n, "stroke=\"#1f77b4\" stroke-width=\"1.8\"");
-    svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#555\">step</text>\n", p.x0 + p.w / 2, p.y0 + p.h + 30);
-    svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" fill=\"#555\">%sEMA %.2f</text>\n", p.x0 + p.w, p.y0 + p.h + 30,
-            p.log ? "log scale, " : "", w);
+    svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#555\">step</text>\n",
+            p.x0 + p.w / 2, p.y0 + p.h + 30);
+    svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" fill=\"#555\">%sEMA %.2f</text>\n",
+            p.x0 + p.w, p.y0 + p.h + 30, p.log ? "log scale, " : "", w);
 }
 
 /* The five models on the table's three columns of the claim, as grouped bars (percent). */
@@ -790,33 +905,46 @@ static void draw_bars(svg *s, const row *rows, int n_rows, double left, double t
     int g, r, tick;
     plot p;
     memset(&p, 0, sizeof p);
-    p.x0 = left + 62; p.y0 = top + 42; p.w = width - 330; p.h = height - 82;
-    p.xlo = 0; p.xhi = 1; p.ylo = 0; p.yhi = 100;
-    svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" font-weight=\"bold\" font-size=\"13\">the models on the held-out tasks (%%)</text>\n",
+    p.x0 = left + 62;
+    p.y0 = top + 42;
+    p.w = width - 330;
+    p.h = height - 82;
+    p.xlo = 0;
+    p.xhi = 1;
+    p.ylo = 0;
+    p.yhi = 100;
+    svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" font-weight=\"bold\" font-size=\"13\">"
+               "the models on the held-out tasks (%%)</text>\n",
             left + 8, top + 16);
-    svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#555\">higher is better, except asks needlessly</text>\n", left + 8, top + 31);
+    svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#555\">higher is better, except asks needlessly</text>\n",
+            left + 8, top + 31);
     for (tick = 0; tick <= 100; tick += 20) {
         double y = plot_y(&p, tick);
-        svg_add(s, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e6e6e6\"/>\n", p.x0, y, p.x0 + p.w, y);
+        svg_add(s, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e6e6e6\"/>\n",
+                p.x0, y, p.x0 + p.w, y);
         svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%d</text>\n", p.x0 - 6, y + 4, tick);
     }
-    gw = p.w / 3; bw = gw * 0.8 / n_rows;
+    gw = p.w / 3;
+    bw = gw * 0.8 / n_rows;
     for (g = 0; g < 3; g++) {
-        svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", p.x0 + (g + 0.5) * gw, p.y0 + p.h + 16, groups[g]);
+        svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n",
+                p.x0 + (g + 0.5) * gw, p.y0 + p.h + 16, groups[g]);
         for (r = 0; r < n_rows; r++) {
             double v[N_COLUMNS], bx = p.x0 + g * gw + gw * 0.1 + r * bw;
             row_columns(&rows[r], v);
             if (isnan(v[column[g]])) continue;
-            svg_add(s, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"/>\n", bx + 1, plot_y(&p, v[column[g]]),
-                    bw - 2, p.y0 + p.h - plot_y(&p, v[column[g]]), colors[r % 6]);
+            svg_add(s, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"/>\n",
+                    bx + 1, plot_y(&p, v[column[g]]), bw - 2, p.y0 + p.h - plot_y(&p, v[column[g]]), colors[r % 6]);
             svg_add(s, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"9\">%.0f</text>\n", bx + bw / 2,
                     plot_y(&p, v[column[g]]) - 3, v[column[g]]);
         }
     }
-    svg_add(s, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#555\"/>\n", p.x0, p.y0, p.w, p.h);
+    svg_add(s, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#555\"/>\n",
+            p.x0, p.y0, p.w, p.h);
     for (r = 0; r < n_rows; r++) {
         double ly = p.y0 + 10 + r * 20;
-        svg_add(s, "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"12\" fill=\"%s\"/>\n", p.x0 + p.w + 20, ly - 10, colors[r % 6]);
+        svg_add(s, "<rect x=\"%.1f\" y=\"%.1f\" width=\"12\" height=\"12\" fill=\"%s\"/>\n",
+                p.x0 + p.w + 20, ly - 10, colors[r % 6]);
         svg_add(s, "<text x=\"%.1f\" y=\"%.1f\">%s</text>\n", p.x0 + p.w + 38, ly, rows[r].label);
     }
 }
@@ -828,7 +956,8 @@ static void write_curves(const curve *curves, int n_curves, const row *rows, int
     cllm_err err;
     memset(&s, 0, sizeof s);
     svg_add(&s, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
-                "font-size=\"11\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", COLS * W, n_grid * H + BARS_H);
+                "font-size=\"11\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
+            COLS * W, n_grid * H + BARS_H);
     for (c = 0; c < n_curves; c++) draw_curve(&s, &curves[c], (c % COLS) * W, (c / COLS) * H, W, H);
     draw_bars(&s, rows, n_rows, 0, n_grid * H, COLS * W, BARS_H);
     svg_add(&s, "</svg>\n");
@@ -929,20 +1058,25 @@ static void setup_real(void) {
     cllm_llm_sim_config sc;
     cllm_judge_config jc;
     cllm_err err;
-    memset(&cc, 0, sizeof cc); memset(&sc, 0, sizeof sc); memset(&jc, 0, sizeof jc);
+    memset(&cc, 0, sizeof cc);
+    memset(&sc, 0, sizeof sc);
+    memset(&jc, 0, sizeof jc);
     cc.base_url = real.base_url;                         /* NULL: $OPENAI_BASE_URL; key: $OPENAI_API_KEY */
     if (cllm_client_init(&real.client, &cc, &err) != CLLM_OK) die("client", &err);
-    sc.params.model = real.user_model; sc.params.seed = (long long)seed;
+    sc.params.model = real.user_model;
+    sc.params.seed = (long long)seed;
     cllm_llm_sim_init(&real.sim, &real.client, &sc);
     jc.params.model = real.judge_model;
     if (real.judge_model) cllm_judge_init(&real.judge, &real.client, &jc);
     if (cllm_tasks_read_jsonl(real.train, &train_tasks, &n_train, &err) != CLLM_OK ||
         cllm_tasks_read_jsonl(real.test, &test_tasks, &n_test, &err) != CLLM_OK) die("tasks", &err);
-    n_train_read = n_train; n_test_read = n_test;
+    n_train_read = n_train;
+    n_test_read = n_test;
     if (real.limit > 0 && real.limit < n_train) n_train = real.limit;
     if (real.limit > 0 && real.limit < n_test) n_test = real.limit;
-    fprintf(stderr, "   base %s; %d training and %d test tasks; simulator %s, judge %s\n", real.model_dir, n_train, n_test,
-            real.user_model, real.judge_model ? real.judge_model : "none (exact match)");
+    fprintf(stderr, "   base %s; %d training and %d test tasks; simulator %s, judge %s\n",
+            real.model_dir, n_train, n_test, real.user_model,
+            real.judge_model ? real.judge_model : "none (exact match)");
 }
 
 /* One seed's whole run into out_dir; rows gets the table's N_ROWS lines. */
@@ -955,7 +1089,7 @@ static void run_seed(row *rows) {
         { "rewards/margins", "dpo_w2", "w=2 (CollabLLM): offline DPO" },
         { "rewards/accuracies", "dpo_w2", "w=2 (CollabLLM): offline DPO" },
         { "reward", "online_dpo", "online DPO (from offline DPO): mean MR of the samples" },
-        { "objective/scores", "ppo", "PPO (from the w=2 SFT): mean MR of the rollouts" },
+        { "objective/scores", "ppo", "PPO (from offline DPO): mean MR of the rollouts" },
         { "objective/kl", "ppo", "PPO: KL to its starting model" },
     };
     const char **texts;
@@ -973,10 +1107,13 @@ static void run_seed(row *rows) {
     } else {
         stage("1. tasks (data_fmt/task.md) and a tokenizer trained on the task family");
         if (demo_write_tasks(path("tasks_train.jsonl"), seed, run_size.train_tasks, &err) != CLLM_OK ||
-            demo_write_tasks(path("tasks_test.jsonl"), seed + 1000003, run_size.test_tasks, &err) != CLLM_OK) die("tasks", &err);
+            demo_write_tasks(path("tasks_test.jsonl"), seed + 1000003, run_size.test_tasks, &err) != CLLM_OK) {
+            die("tasks", &err);
+        }
         if (cllm_tasks_read_jsonl(path("tasks_train.jsonl"), &train_tasks, &n_train, &err) != CLLM_OK ||
             cllm_tasks_read_jsonl(path("tasks_test.jsonl"), &test_tasks, &n_test, &err) != CLLM_OK) die("tasks", &err);
-        n_train_read = n_train; n_test_read = n_test;
+        n_train_read = n_train;
+        n_test_read = n_test;
         mkdir(path("init"), 0755);                         /* exists already on a rerun */
         n_texts = corpus(&texts);
         if ((vocab = demo_bpe_train(texts, n_texts, 1000, path("init"), &err)) < 0) die("tokenizer", &err);
@@ -998,9 +1135,9 @@ static void run_seed(row *rows) {
     offline_dpo(base_dir, "w0", "dpo_w0", &w0);
     offline_dpo(base_dir, "w2", "dpo_w2", &w2);
 
-    stage("6. online DPO from offline DPO, PPO from its SFT (the paper's lineage), MR (w = 2) on the fly");
+    stage("6. online DPO and PPO from offline DPO, MR (w = 2) on the fly");
     online(w2.dpo, ONLINE_DPO, "online_dpo", odpo, sizeof odpo);
-    online(w2.sft, PPO, "ppo", ppo, sizeof ppo);
+    online(w2.dpo, PPO, "ppo", ppo, sizeof ppo);
 
     stage("7. evaluate");
     evaluate(w0.dpo, "w0_dpo", "Offline DPO, w=0 (ablation)", &rows[n_rows++]);
@@ -1074,15 +1211,20 @@ int main(int argc, char **argv) {
     static row runs[1000][N_ROWS];
     static uint64_t seeds[1000];
     char top[1024], dir[1100];
+    uint64_t first_seed;
     int status, s;
     if (!demo_flags_read(argc, argv, &status)) return status;
     if (n_seeds == 1) run_seed(runs[0]);
     else {
         snprintf(top, sizeof top, "%s", out_dir);
+        first_seed = seed;
         for (s = 0; s < n_seeds; s++) {
-            seeds[s] = seed + (uint64_t)s;
+            seeds[s] = first_seed + (uint64_t)s;
             snprintf(dir, sizeof dir, "%s/seed-%llu", top, (unsigned long long)seeds[s]);
-            if (mkdir(dir, 0755) != 0) { fprintf(stderr, "demo: cannot create %s\n", dir); return 1; }
+            if (mkdir(dir, 0755) != 0) {
+                fprintf(stderr, "demo: cannot create %s\n", dir);
+                return 1;
+            }
             out_dir = dir;
             seed = seeds[s];
             run_seed(runs[s]);

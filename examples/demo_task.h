@@ -96,7 +96,7 @@ static cJSON *demo_task_json(cllm_rng *rng, int underspecified) {
 static cllm_result demo_write_tasks(const char *path, uint64_t seed, int n, cllm_err *err) {
     cllm_rng rng;
     cJSON *o;
-    char *line, *buf;
+    char *line, *buf, *grown;
     size_t len = 0, cap = 1 << 16;
     cllm_result rc;
     int i;
@@ -108,9 +108,19 @@ static cllm_result demo_write_tasks(const char *path, uint64_t seed, int n, cllm
         o = demo_task_json(&rng, i % 2 == 0);
         line = cJSON_PrintUnformatted(o);
         k = strlen(line);
-        while (len + k + 2 > cap) { cap *= 2; buf = (char *)realloc(buf, cap); }
-        memcpy(buf + len, line, k); buf[len + k] = '\n'; len += k + 1;
-        cJSON_free(line); cJSON_Delete(o);
+        while (len + k + 2 > cap) cap *= 2;
+        if (!(grown = (char *)realloc(buf, cap))) {
+            cJSON_free(line);
+            cJSON_Delete(o);
+            free(buf);
+            return CLLM_ERR_NOMEM;
+        }
+        buf = grown;
+        memcpy(buf + len, line, k);
+        buf[len + k] = '\n';
+        len += k + 1;
+        cJSON_free(line);
+        cJSON_Delete(o);
     }
     rc = cllm_write_file_atomic(path, buf, len, err);
     free(buf);
@@ -121,16 +131,20 @@ static const demo_family *demo_family_of(const cllm_task *t) {
     const cJSON *meta = cJSON_GetObjectItemCaseSensitive(t->json, "single_turn_metadata");
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(meta, "family");
     int i;
-    for (i = 0; cJSON_IsString(name) && i < DEMO_N_FAMILIES; i++) if (strcmp(demo_families[i].name, name->valuestring) == 0) return &demo_families[i];
+    for (i = 0; cJSON_IsString(name) && i < DEMO_N_FAMILIES; i++) {
+        if (strcmp(demo_families[i].name, name->valuestring) == 0) return &demo_families[i];
+    }
     return NULL;
 }
 
 static int demo_underspecified(const cllm_task *t) {
-    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(t->json, "single_turn_metadata"), "underspecified"));
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(t->json, "single_turn_metadata"), "underspecified"));
 }
 
 static const char *demo_meta_str(const cllm_task *t, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(t->json, "single_turn_metadata"), key);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(t->json, "single_turn_metadata"), key);
     return cJSON_IsString(v) ? v->valuestring : "";
 }
 
@@ -268,7 +282,9 @@ static demo_judge_score demo_judge(const cllm_conv *c, int n_history) {
 static cllm_result demo_metric_judge(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
     int i;
     (void)ctx; (void)err;
-    for (i = 0; i < n; i++) scores[i] = demo_judge(s[i].conv, s[i].n_history) / 3.0;
+    for (i = 0; i < n; i++) {
+        scores[i] = demo_judge(s[i].conv, s[i].n_history) / 3.0;
+    }
     return CLLM_OK;
 }
 
@@ -277,7 +293,9 @@ static cllm_result demo_metric_judge(void *ctx, const cllm_session *s, int n, do
 /* The assistant's first reply in the session: the candidate (MR) or the first answer (eval). */
 static const char *demo_first_reply(const cllm_session *s) {
     int i;
-    for (i = s->n_history; i < s->conv->n; i++) if (strcmp(s->conv->msgs[i].role, "assistant") == 0) return s->conv->msgs[i].content;
+    for (i = s->n_history; i < s->conv->n; i++) {
+        if (strcmp(s->conv->msgs[i].role, "assistant") == 0) return s->conv->msgs[i].content;
+    }
     return NULL;
 }
 
@@ -285,8 +303,12 @@ static const char *demo_first_reply(const cllm_session *s) {
    the evaluation splits by the task's label) */
 static cllm_result demo_metric_asked(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
     int i;
-    (void)ctx; (void)err;
-    for (i = 0; i < n; i++) { const char *r = demo_first_reply(&s[i]); scores[i] = r && demo_is_question(r) ? 1.0 : 0.0; }
+    (void)ctx;
+    (void)err;
+    for (i = 0; i < n; i++) {
+        const char *r = demo_first_reply(&s[i]);
+        scores[i] = r && demo_is_question(r) ? 1.0 : 0.0;
+    }
     return CLLM_OK;
 }
 
@@ -302,7 +324,8 @@ static cJSON *demo_sft_row(cllm_rng *rng, const cllm_task *t, double p_ask) {
     int under = demo_underspecified(t), ask = cllm_rng_uniform(rng) < p_ask;
     char a[200], u[200];
     cJSON *row = cJSON_CreateObject(), *msgs = cJSON_AddArrayToObject(row, "messages"), *m;
-#define DEMO_MSG(role, text) (m = cJSON_CreateObject(), cJSON_AddStringToObject(m, "role", role), cJSON_AddStringToObject(m, "content", text), cJSON_AddItemToArray(msgs, m))
+#define DEMO_MSG(role, text) (m = cJSON_CreateObject(), cJSON_AddStringToObject(m, "role", role), \
+                              cJSON_AddStringToObject(m, "content", text), cJSON_AddItemToArray(msgs, m))
     DEMO_MSG("user", demo_meta_str(t, "opening"));
     if (ask) {
         DEMO_MSG("assistant", f->question);
