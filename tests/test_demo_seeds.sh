@@ -1,5 +1,5 @@
 #!/bin/sh
-# test_demo_seeds.sh - seeds never mix in the demo's output (issue 17, item 5), on its --quick size
+# test_demo_seeds.sh - seeds never mix in the demo's output, on its --quick size
 # (every stage on a few tasks, a few seconds):
 #   - two seeds in a row into one --out: the second is refused without --overwrite, and with it
 #     starts clean (nothing of the first run is left, its sidecar names the new seed);
