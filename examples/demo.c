@@ -48,13 +48,14 @@
    examples; v1 used 2): with 2, offline DPO fell short of the base + 30 points on some seeds.
    Everything else is the paper's: S = 3 forward samples, w = 2, pairs kept at a score gap >= 0.02.
    Online DPO starts from offline DPO, as in the paper. PPO starts from offline DPO too, where the
-   paper's PPO starts from SFT: from SFT, 4 epochs of PPO at this scale learnt to ask when needed
-   on some seeds and not on others (asks when needed 35-97 % across seeds and learning rates), so
-   the PPO row would show the seed, not the method. Both see each training prompt 4 times; online
-   DPO uses beta = 1 and RPO alpha = 1 for the reason above, PPO TRL's defaults (k1 KL 0.05, 4 PPO
-   epochs, GAE 1/0.95). Their prompts are every user turn of the MR data (w = 2), as CollabLLM's
-   online training uses its multiturn dataset; with the openings alone, PPO never trained the
-   answer that follows a clarification and fell 12 points below offline DPO on some seeds.
+   paper's PPO starts from SFT: from SFT, 4 epochs of PPO at this scale learnt when to ask on some
+   seeds and not on others (seeds 1-3: under-specified success 66-92 %, needless questions 4-25 %,
+   against the base's 24-26 %), so the PPO row would show the seed, not the method. Both see each
+   training prompt 4 times; online DPO uses beta = 1 and RPO alpha = 1 for the reason above, PPO
+   TRL's defaults (k1 KL 0.05, 4 PPO epochs, GAE 1/0.95). Their prompts are every user turn of the
+   MR data (w = 2), as CollabLLM's online training uses its multiturn dataset; with the openings
+   alone, PPO never trained the answer that follows a clarification and fell 12 points below
+   offline DPO on some seeds.
    The evaluation may use the labels: "asks when needed" and "asks needlessly" split the first
    replies by the task's label. ITR is the same conversation-only judge on the whole evaluated
    conversation: the mean of its score / 3, as a percentage (33.3 = every conversation low, 100 =
