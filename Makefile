@@ -197,6 +197,12 @@ $(BUILD)/fast/cllm_demo: $(DEMO_SOURCES) $(call impl,examples/demo.c,$(BUILD)/li
 demo: deps $(BUILD)/cllm_demo
 	$(BUILD)/cllm_demo --seed $(SEED) --out $(BUILD)/demo --overwrite
 
+# Seeds 1-5, each a whole demo in build/demo-seeds/seed-N, then every table and the mean ± std
+# over the seeds (build/demo-seeds/seeds.txt, seeds.json): five times `make demo`.
+.PHONY: demo-seeds
+demo-seeds: deps $(BUILD)/cllm_demo
+	$(BUILD)/cllm_demo --seed 1 --seeds 5 --out $(BUILD)/demo-seeds --overwrite
+
 golden:
 	/usr/bin/python3 tests/gen_golden.py
 	/usr/bin/python3 tests/gen_objectives.py

@@ -15,11 +15,18 @@
      - opens with its request (vague or complete, as the task says);
      - after a question: gives the detail ("to rome ."), or, if it had already given it,
        restates it with some annoyance ("i already told you , to rome .");
-     - after an answer: takes it and ends the conversation with the termination signal.
-   A wrong answer is therefore final, as with a real user who cannot check the work.
+     - after an answer: if it is what the user wanted, ends the conversation with the
+       termination signal; if not, corrects it ("no , to rome .") and gives up, ending the
+       conversation too. A wrong answer is therefore final, as with a user who has no time for
+       a second attempt.
    The task metric is an exact match of the assistant's final answer with the reference
-   ("here is your ticket to rome ."). The rule-based interactivity judge gives 1 when the
-   assistant's first reply asked exactly when asking was needed, else 0.
+   ("here is your ticket to rome .").
+
+   The interactivity judge (demo_judge) reads the conversation and nothing else: not the task,
+   not whether the request was under-specified, not the hidden detail. Like an LLM judge it can
+   only tell a needless question from what the user says next, so it needs the simulated
+   future that MR's forward window provides. Its rubric and its 1-3 scale (CollabLLM v1's) are
+   written out above demo_judge below.
 
    Tasks are stored in CollabLLM's single-turn format (data_fmt/task.md):
      {"single_turn_prompt": "i need a train ticket to rome .",
@@ -89,7 +96,7 @@ static cJSON *demo_task_json(cllm_rng *rng, int underspecified) {
 static cllm_result demo_write_tasks(const char *path, uint64_t seed, int n, cllm_err *err) {
     cllm_rng rng;
     cJSON *o;
-    char *line, *buf;
+    char *line, *buf, *grown;
     size_t len = 0, cap = 1 << 16;
     cllm_result rc;
     int i;
@@ -101,9 +108,19 @@ static cllm_result demo_write_tasks(const char *path, uint64_t seed, int n, cllm
         o = demo_task_json(&rng, i % 2 == 0);
         line = cJSON_PrintUnformatted(o);
         k = strlen(line);
-        while (len + k + 2 > cap) { cap *= 2; buf = (char *)realloc(buf, cap); }
-        memcpy(buf + len, line, k); buf[len + k] = '\n'; len += k + 1;
-        cJSON_free(line); cJSON_Delete(o);
+        while (len + k + 2 > cap) cap *= 2;
+        if (!(grown = (char *)realloc(buf, cap))) {
+            cJSON_free(line);
+            cJSON_Delete(o);
+            free(buf);
+            return CLLM_ERR_NOMEM;
+        }
+        buf = grown;
+        memcpy(buf + len, line, k);
+        buf[len + k] = '\n';
+        len += k + 1;
+        cJSON_free(line);
+        cJSON_Delete(o);
     }
     rc = cllm_write_file_atomic(path, buf, len, err);
     free(buf);
@@ -114,16 +131,20 @@ static const demo_family *demo_family_of(const cllm_task *t) {
     const cJSON *meta = cJSON_GetObjectItemCaseSensitive(t->json, "single_turn_metadata");
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(meta, "family");
     int i;
-    for (i = 0; cJSON_IsString(name) && i < DEMO_N_FAMILIES; i++) if (strcmp(demo_families[i].name, name->valuestring) == 0) return &demo_families[i];
+    for (i = 0; cJSON_IsString(name) && i < DEMO_N_FAMILIES; i++) {
+        if (strcmp(demo_families[i].name, name->valuestring) == 0) return &demo_families[i];
+    }
     return NULL;
 }
 
 static int demo_underspecified(const cllm_task *t) {
-    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(t->json, "single_turn_metadata"), "underspecified"));
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(t->json, "single_turn_metadata"), "underspecified"));
 }
 
 static const char *demo_meta_str(const cllm_task *t, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(t->json, "single_turn_metadata"), key);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(t->json, "single_turn_metadata"), key);
     return cJSON_IsString(v) ? v->valuestring : "";
 }
 
@@ -152,43 +173,142 @@ static const cllm_task *demo_find_task(const demo_sim_ctx *c, const char *prompt
 static cllm_result demo_user_turn(void *ctx, const cllm_goal *goal, const cllm_conv *h, cllm_reply *out) {
     const cllm_task *t = demo_find_task((const demo_sim_ctx *)ctx, goal->prompt);
     const demo_family *f = t ? demo_family_of(t) : NULL;
-    char text[200];
+    const char *value = t ? demo_meta_str(t, "value") : "";
+    const char *last;
+    char detail[160], text[240];
     int i, told = 0;
-    if (!t || !f) { out->code = CLLM_ERR_ARG; snprintf(out->err.msg, sizeof out->err.msg, "demo simulator: unknown task '%s'", goal->prompt); out->err.code = out->code; return out->code; }
+    if (!t || !f) {
+        out->code = CLLM_ERR_ARG;
+        snprintf(out->err.msg, sizeof out->err.msg, "demo simulator: unknown task '%s'", goal->prompt);
+        out->err.code = out->code;
+        return out->code;
+    }
     if (h->n == 0) return cllm_reply_set(out, demo_meta_str(t, "opening"), 0);
-    if (!demo_is_question(h->msgs[h->n - 1].content)) return cllm_reply_set(out, CLLM_TERMINATION_SIGNAL, 1);
+    last = h->msgs[h->n - 1].content;
+    snprintf(detail, sizeof detail, f->reveal, value);
+    if (!demo_is_question(last)) {                   /* an answer: accepted, or corrected and final */
+        if (cllm_answer_matches(NULL, last, t->completion)) return cllm_reply_set(out, CLLM_TERMINATION_SIGNAL, 1);
+        snprintf(text, sizeof text, "no , %s %s", detail, CLLM_TERMINATION_SIGNAL);
+        return cllm_reply_set(out, text, 1);
+    }
     /* a question: was the detail already given (in the request, or in an earlier answer)? */
     told = !demo_underspecified(t);
-    for (i = 0; i < h->n; i++) if (strcmp(h->msgs[i].role, "user") == 0 && strstr(h->msgs[i].content, demo_meta_str(t, "value")) && i > 0) told = 1;
-    snprintf(text, sizeof text, told ? f->restate : f->reveal, demo_meta_str(t, "value"));
+    for (i = 1; i < h->n; i++) {
+        if (strcmp(h->msgs[i].role, "user") == 0 && strstr(h->msgs[i].content, value)) told = 1;
+    }
+    if (!told) return cllm_reply_set(out, detail, 0);
+    snprintf(text, sizeof text, f->restate, value);
     return cllm_reply_set(out, text, 0);
 }
 
-/* ---- the rule-based judge and the table's measurements ---------------------------------------- */
+/* ---- the interactivity judge: it reads the conversation, nothing else ------------------------ */
 
-/* The assistant's first reply in the session: the candidate (MR) or the first answer (eval). */
-static const char *demo_first_reply(const cllm_session *s) {
-    int i;
-    for (i = s->n_history; i < s->conv->n; i++) if (strcmp(s->conv->msgs[i].role, "assistant") == 0) return s->conv->msgs[i].content;
-    return NULL;
+/* CollabLLM v1's judge scale: an integer from 1 to 3, divided by 3 in the reward. */
+typedef enum demo_judge_score {
+    DEMO_JUDGE_LOW = 1,          /* a needless question, or an answer the user had to correct      */
+    DEMO_JUDGE_MODERATE = 2,     /* no evidence either way: the user has not reacted yet           */
+    DEMO_JUDGE_HIGH = 3          /* questions that drew new information, answers the user accepted */
+} demo_judge_score;
+
+/* Is `word` (n bytes) one of the space-separated words of text? */
+static int demo_has_word(const char *text, const char *word, size_t n) {
+    const char *p = text;
+    while (*p) {
+        size_t len;
+        while (*p == ' ') p++;
+        len = strcspn(p, " ");
+        if (len == n && len > 0 && memcmp(p, word, n) == 0) return 1;
+        p += len;
+    }
+    return 0;
 }
 
-/* interactivity: 1 when the first reply asked exactly when asking was needed */
-static cllm_result demo_metric_interactivity(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
+/* Did the user's message at index k bring nothing new: it says it already told the assistant, or
+   every word of it is in the user's earlier messages? */
+static int demo_restates(const cllm_conv *c, int k) {
+    const char *p = c->msgs[k].content;
+    if (demo_has_word(p, "already", 7)) return 1;
+    while (*p) {
+        size_t len;
+        int j, said = 0;
+        while (*p == ' ') p++;
+        len = strcspn(p, " ");
+        for (j = 0; j < k && len > 0 && !said; j++) {
+            said = strcmp(c->msgs[j].role, "user") == 0 && demo_has_word(c->msgs[j].content, p, len);
+        }
+        if (len > 0 && !said) return 0;
+        p += len;
+    }
+    return 1;
+}
+
+/* Is the user's message the termination signal and nothing else? */
+static int demo_accepts(const char *text) {
+    const char *at = strstr(text, CLLM_TERMINATION_SIGNAL);
+    size_t i;
+    if (!at) return 0;
+    for (i = 0; text + i < at; i++) if (text[i] != ' ' && text[i] != '\n') return 0;
+    for (at += strlen(CLLM_TERMINATION_SIGNAL); *at; at++) if (*at != ' ' && *at != '\n') return 0;
+    return 1;
+}
+
+/* The judge, written as an LLM judge's rubric would be. It sees the conversation only: the
+   messages before index n_history are context, and the assistant's messages from n_history on
+   (the reply under review and the simulated future, or a whole evaluated conversation) are
+   judged, each by the user's next message:
+     - a question the user answers with something it had not said before: a good question;
+     - a question the user answers by restating what it had said: a needless question;
+     - an answer the user ends the conversation on, saying nothing else: accepted;
+     - an answer the user replies to with anything else (a correction): a failure;
+     - a message the user has not replied to (yet): no evidence.
+   3 (high): no needless question and no failure, and at least one good question or accepted
+   answer; 1 (low): a needless question or a failure; 2 (moderate): no evidence either way, e.g. a
+   reply scored with no simulated future (w = 0), whether it asks or answers. */
+static demo_judge_score demo_judge(const cllm_conv *c, int n_history) {
+    int i, good = 0;
+    for (i = n_history > 0 ? n_history : 0; i + 1 < c->n; i++) {
+        const char *said = c->msgs[i].content;
+        if (strcmp(c->msgs[i].role, "assistant") != 0 || strcmp(c->msgs[i + 1].role, "user") != 0) continue;
+        if (demo_is_question(said) ? demo_restates(c, i + 1) : !demo_accepts(c->msgs[i + 1].content)) {
+            return DEMO_JUDGE_LOW;
+        }
+        good = 1;
+    }
+    return good ? DEMO_JUDGE_HIGH : DEMO_JUDGE_MODERATE;
+}
+
+/* The judge as a metric of the reward and the evaluation: its score / 3 (v1's training scale).
+   Only each session's conversation and n_history reach the judge, never its task or goal. */
+static cllm_result demo_metric_judge(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
     int i;
     (void)ctx; (void)err;
     for (i = 0; i < n; i++) {
-        const char *r = demo_first_reply(&s[i]);
-        scores[i] = r && demo_is_question(r) == demo_underspecified(s[i].task) ? 1.0 : 0.0;
+        scores[i] = demo_judge(s[i].conv, s[i].n_history) / 3.0;
     }
     return CLLM_OK;
 }
 
-/* asked: 1 when the first reply is a clarifying question (the table's clarification rates) */
+/* ---- the table's ground truth ------------------------------------------------------------------ */
+
+/* The assistant's first reply in the session: the candidate (MR) or the first answer (eval). */
+static const char *demo_first_reply(const cllm_session *s) {
+    int i;
+    for (i = s->n_history; i < s->conv->n; i++) {
+        if (strcmp(s->conv->msgs[i].role, "assistant") == 0) return s->conv->msgs[i].content;
+    }
+    return NULL;
+}
+
+/* asked: 1 when the first reply is a clarifying question (the table's clarification rates, which
+   the evaluation splits by the task's label) */
 static cllm_result demo_metric_asked(void *ctx, const cllm_session *s, int n, double *scores, cllm_err *err) {
     int i;
-    (void)ctx; (void)err;
-    for (i = 0; i < n; i++) { const char *r = demo_first_reply(&s[i]); scores[i] = r && demo_is_question(r) ? 1.0 : 0.0; }
+    (void)ctx;
+    (void)err;
+    for (i = 0; i < n; i++) {
+        const char *r = demo_first_reply(&s[i]);
+        scores[i] = r && demo_is_question(r) ? 1.0 : 0.0;
+    }
     return CLLM_OK;
 }
 
@@ -204,7 +324,8 @@ static cJSON *demo_sft_row(cllm_rng *rng, const cllm_task *t, double p_ask) {
     int under = demo_underspecified(t), ask = cllm_rng_uniform(rng) < p_ask;
     char a[200], u[200];
     cJSON *row = cJSON_CreateObject(), *msgs = cJSON_AddArrayToObject(row, "messages"), *m;
-#define DEMO_MSG(role, text) (m = cJSON_CreateObject(), cJSON_AddStringToObject(m, "role", role), cJSON_AddStringToObject(m, "content", text), cJSON_AddItemToArray(msgs, m))
+#define DEMO_MSG(role, text) (m = cJSON_CreateObject(), cJSON_AddStringToObject(m, "role", role), \
+                              cJSON_AddStringToObject(m, "content", text), cJSON_AddItemToArray(msgs, m))
     DEMO_MSG("user", demo_meta_str(t, "opening"));
     if (ask) {
         DEMO_MSG("assistant", f->question);
