@@ -240,6 +240,7 @@
                                   scalar one. The matmul fuses each multiply-add (the same bits in
                                   every vector width); attention's dot products keep vector
                                   partial sums: ~1e-7..1e-6 relative per matmul or dot product.
+                                  AdamW's update runs 16 or 8 values at a time, bit-identical.
       CLLM_NO_HUGEPAGES           with a fast path on Linux, allocations of 8 MB or more ask for
                                   transparent huge pages (madvise); this turns that off.
       Recommended for speed:  -O3 -march=native -fopenmp -DCLLM_SIMD  (see `make bench`).
@@ -2590,6 +2591,14 @@ static void cllm__matmul_forward_bf16(cllm_float *out, const cllm_float *inp, co
                                       const cllm_float *bias, int N, int C, int OC);
 static void cllm__rmsnorm_backward(cllm_float *dinp, cllm_float *dw, const cllm_float *dout, const cllm_float *inp,
                                    const cllm_float *w, const cllm_float *rstd, int N, int C);
+/* AdamW's per-step coefficients (I.2), rounded to cllm_float as torch rounds them */
+typedef struct cllm__adamw_coef {
+    cllm_float decay, neg_step;         /* 1 - lr wd;   -lr / (1 - b1^t)  */
+    cllm_float b1, one_minus_b1, b2, one_minus_b2;
+    cllm_float bc2_sqrt, eps;           /* sqrt(1 - b2^t);   eps          */
+} cllm__adamw_coef;
+static void cllm__adamw_apply(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v, size_t n,
+                              const cllm__adamw_coef *k);
 static void cllm__attention_forward(cllm_float *out, cllm_float *lse, const cllm_float *q, const cllm_float *k,
                                     const cllm_float *v, const int *mask, int B, int T, int H, int KV, int hd,
                                     cllm_float *s);
@@ -3778,18 +3787,29 @@ CLLMDEF void cllm_adamw_step(cllm_float *p, const cllm_float *g, cllm_float *m, 
                              double lr, const cllm_adamw_config *cfg) {
     cllm_adamw_config c = cllm__adamw_defaults(cfg);
     double bc1 = 1 - pow(c.beta1, (double)t), bc2 = 1 - pow(c.beta2, (double)t);
-    const cllm_float decay = (cllm_float)(1 - lr * c.weight_decay), neg_step = (cllm_float)(-(lr / bc1));
-    const cllm_float b1 = (cllm_float)c.beta1, one_minus_b1 = (cllm_float)(1 - c.beta1);
-    const cllm_float b2 = (cllm_float)c.beta2, one_minus_b2 = (cllm_float)(1 - c.beta2);
-    const cllm_float bc2_sqrt = (cllm_float)sqrt(bc2), eps = (cllm_float)c.eps;
+    cllm__adamw_coef k;
+    k.decay = (cllm_float)(1 - lr * c.weight_decay);
+    k.neg_step = (cllm_float)(-(lr / bc1));
+    k.b1 = (cllm_float)c.beta1;
+    k.one_minus_b1 = (cllm_float)(1 - c.beta1);
+    k.b2 = (cllm_float)c.beta2;
+    k.one_minus_b2 = (cllm_float)(1 - c.beta2);
+    k.bc2_sqrt = (cllm_float)sqrt(bc2);
+    k.eps = (cllm_float)c.eps;
+    cllm__adamw_apply(p, g, m, v, n, &k);      /* cllm__adamw_apply_naive, or 16 / 8 values at a time (Part III) */
+}
+
+/* The update of values 0 .. n-1 with the step's coefficients, one tensor operation of torch's per line. */
+CLLM__REFERENCE void cllm__adamw_apply_naive(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v,
+                                             size_t n, const cllm__adamw_coef *k) {
     size_t i;
     CLLM__PARALLEL_FOR(n * 16)
     for (i = 0; i < n; i++) {
-        cllm_float pi = p[i] * decay;                                     /* param.mul_(1 - lr wd)           */
-        cllm_float mi = cllm__fma(g[i], one_minus_b1, m[i] * b1);         /* m.mul_(b1).add_(g, alpha=1-b1)  */
-        cllm_float vi = cllm__fma(one_minus_b2 * g[i], g[i], v[i] * b2);  /* v.mul_(b2).addcmul_(g, g, 1-b2) */
-        cllm_float denom = cllm__sqrt(vi) / bc2_sqrt + eps;               /* v.sqrt() / sqrt(bc2) + eps      */
-        p[i] = pi + neg_step * mi / denom;                                /* param.addcdiv_(m, denom, -step) */
+        cllm_float pi = p[i] * k->decay;                                        /* param.mul_(1 - lr wd)           */
+        cllm_float mi = cllm__fma(g[i], k->one_minus_b1, m[i] * k->b1);         /* m.mul_(b1).add_(g, alpha=1-b1)  */
+        cllm_float vi = cllm__fma(k->one_minus_b2 * g[i], g[i], v[i] * k->b2);  /* v.mul_(b2).addcmul_(g, g, 1-b2) */
+        cllm_float denom = cllm__sqrt(vi) / k->bc2_sqrt + k->eps;               /* v.sqrt() / sqrt(bc2) + eps      */
+        p[i] = pi + k->neg_step * mi / denom;                                   /* param.addcdiv_(m, denom, -step) */
         m[i] = mi;
         v[i] = vi;
     }
@@ -16580,6 +16600,7 @@ CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const
      ascending order (one fused chain per output, whatever the vector width); the dot products of attention
      (cllm__dot) keep 4 vector partial sums and add them at the end. Differences are a few float ulps per
      operation, ~1e-7..1e-6 relative (tests/test_fastpath.c prints them).
+   - AdamW (AVX2 / AVX-512): the reference's operations per lane, each correctly rounded: bit-identical.
    - bf16 sampling weights (II.5): the same chains on the rounded weights, so the same bits as the fp32 kernel run on a
      W that holds bf16 values. */
 
@@ -16750,6 +16771,10 @@ static void cllm__pack_b(cllm_float *bp, const cllm_float *B, size_t brs, size_t
     int k = 0, j;
     if (bcs == 1) {
         for (; k < kc; k++) {
+            if (nr == CLLM__NR) {        /* a constant size, which the compiler turns into vector moves */
+                memcpy(bp + (size_t)k * CLLM__NR, B + (size_t)k * brs, sizeof(cllm_float) * CLLM__NR);
+                continue;
+            }
             memcpy(bp + (size_t)k * CLLM__NR, B + (size_t)k * brs, sizeof(cllm_float) * (size_t)nr);
             memset(bp + (size_t)k * CLLM__NR + nr, 0, sizeof(cllm_float) * (size_t)(CLLM__NR - nr));
         }
@@ -17441,6 +17466,59 @@ static void cllm__attention_backward_fast(cllm_float *dq, cllm_float *dk, cllm_f
     }
 }
 
+
+/* ---- AdamW, 16 or 8 values per step (mirrors cllm__adamw_apply_naive) ------------------------ */
+
+/* Each lane does the reference's operations in its order, and each is correctly rounded (multiply, fused
+   multiply-add, square root, divide, add), so the result is the reference's bit for bit. The compiler leaves the
+   reference scalar (sqrtf may set errno), which made the update a seventh of a GPT-2-sized training step; written
+   out it moves 7 floats per parameter and is bound by memory. */
+#if defined(CLLM__AVX2)
+static void cllm__adamw_apply_fast(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v, size_t n,
+                                   const cllm__adamw_coef *k) {
+#if defined(CLLM__AVX512)
+#define CLLM__ADAMW_LANES 16
+#else
+#define CLLM__ADAMW_LANES 8
+#endif
+    long vectors = (long)(n / CLLM__ADAMW_LANES), b;
+    size_t done = (size_t)vectors * CLLM__ADAMW_LANES;
+    CLLM__PARALLEL_FOR(n * 16)
+    for (b = 0; b < vectors; b++) {
+        size_t i = (size_t)b * CLLM__ADAMW_LANES;
+#if defined(CLLM__AVX512)
+        __m512 gi = _mm512_loadu_ps(g + i);
+        __m512 pi = _mm512_mul_ps(_mm512_loadu_ps(p + i), _mm512_set1_ps(k->decay));
+        __m512 mi = _mm512_fmadd_ps(gi, _mm512_set1_ps(k->one_minus_b1), _mm512_mul_ps(_mm512_loadu_ps(m + i),
+                                    _mm512_set1_ps(k->b1)));
+        __m512 vi = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(k->one_minus_b2), gi), gi,
+                                    _mm512_mul_ps(_mm512_loadu_ps(v + i), _mm512_set1_ps(k->b2)));
+        __m512 denom = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), _mm512_set1_ps(k->bc2_sqrt)),
+                                     _mm512_set1_ps(k->eps));
+        __m512 update = _mm512_div_ps(_mm512_mul_ps(_mm512_set1_ps(k->neg_step), mi), denom);
+        _mm512_storeu_ps(p + i, _mm512_add_ps(pi, update));
+        _mm512_storeu_ps(m + i, mi);
+        _mm512_storeu_ps(v + i, vi);
+#else
+        __m256 gi = _mm256_loadu_ps(g + i);
+        __m256 pi = _mm256_mul_ps(_mm256_loadu_ps(p + i), _mm256_set1_ps(k->decay));
+        __m256 mi = _mm256_fmadd_ps(gi, _mm256_set1_ps(k->one_minus_b1), _mm256_mul_ps(_mm256_loadu_ps(m + i),
+                                    _mm256_set1_ps(k->b1)));
+        __m256 vi = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(k->one_minus_b2), gi), gi,
+                                    _mm256_mul_ps(_mm256_loadu_ps(v + i), _mm256_set1_ps(k->b2)));
+        __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), _mm256_set1_ps(k->bc2_sqrt)),
+                                     _mm256_set1_ps(k->eps));
+        __m256 update = _mm256_div_ps(_mm256_mul_ps(_mm256_set1_ps(k->neg_step), mi), denom);
+        _mm256_storeu_ps(p + i, _mm256_add_ps(pi, update));
+        _mm256_storeu_ps(m + i, mi);
+        _mm256_storeu_ps(v + i, vi);
+#endif
+    }
+#undef CLLM__ADAMW_LANES
+    cllm__adamw_apply_naive(p + done, g + done, m + done, v + done, n - done, k);   /* the last few values */
+}
+#endif
+
 #endif /* CLLM__FAST */
 
 /* ---- dispatchers: the names Part I, the KV cache and the public API call --------------------- */
@@ -17472,6 +17550,15 @@ static void cllm__matmul_forward_bf16(cllm_float *out, const cllm_float *inp, co
     cllm__matmul_forward_bf16_fast(out, inp, P, bias, N, C, OC);
 #else
     cllm__matmul_forward_bf16_naive(out, inp, P, bias, N, C, OC);
+#endif
+}
+
+static void cllm__adamw_apply(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v, size_t n,
+                              const cllm__adamw_coef *k) {
+#if defined(CLLM__AVX2)
+    cllm__adamw_apply_fast(p, g, m, v, n, k);
+#else
+    cllm__adamw_apply_naive(p, g, m, v, n, k);
 #endif
 }
 

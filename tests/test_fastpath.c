@@ -325,6 +325,27 @@ static void test_matmul_bf16(int N, int C, int OC, int with_bias) {
     free(Wr); free(x); free(b); free(y_ref); free(y); free(some); free(raw);
 }
 
+/* AdamW's vector update does the reference's correctly rounded operations lane by lane: equal bit for bit, three
+   steps in a row, on a length that leaves a tail of scalar values. */
+static void test_adamw(size_t n) {
+    cllm__adamw_coef k = { 0.99999f, -0.0013f, 0.9f, 0.1f, 0.999f, 0.001f, 0.0547f, 1e-8f };
+    cllm_float *p = randn(n), *g = randn(n), *m = randn(n), *v = randn(n);
+    cllm_float *p_ref = copy(p, n), *m_ref, *v_ref;
+    size_t i;
+    int step;
+    for (i = 0; i < n; i++) v[i] = v[i] * v[i];
+    m_ref = copy(m, n);
+    v_ref = copy(v, n);
+    for (step = 0; step < 3; step++) {
+        cllm__adamw_apply(p, g, m, v, n, &k);
+        cllm__adamw_apply_naive(p_ref, g, m_ref, v_ref, n, &k);
+    }
+    check_tensor("AdamW parameters, fast vs reference", p, p_ref, n, 0.0);
+    check_tensor("AdamW first moments, fast vs reference", m, m_ref, n, 0.0);
+    check_tensor("AdamW second moments, fast vs reference", v, v_ref, n, 0.0);
+    free(p); free(g); free(m); free(v); free(p_ref); free(m_ref); free(v_ref);
+}
+
 #ifdef CLLM__OMP
 /* Tiles and (b, h) pairs only decide which thread computes an output: one thread and all of
    them must agree bit for bit. */
@@ -379,6 +400,8 @@ int main(void) {
     test_bf16_pack(40, 64);
     for (i = 0; i < sizeof mm / sizeof mm[0]; i++) test_matmul_bf16(mm[i][0], mm[i][1], mm[i][2], (int)(i % 2));
     test_matmul_bf16(12, 768, 2053, 1);    /* the threaded decoding kernel, the prefill's tiles */
+    test_adamw(7);
+    test_adamw(40013);                     /* threaded, 16 and 8 lanes, a tail */
 #ifdef CLLM__OMP
     test_thread_count_independence();
 #endif
