@@ -383,6 +383,8 @@ int main(void) {
 #ifdef FUSED
     for (i = 0; i < sizeof mm / sizeof mm[0]; i++) test_matmul_fused(mm[i][0], mm[i][1], mm[i][2], (int)(i % 2));
     test_matmul_fused(8, 768, 2053, 1);    /* the threaded decoding kernel */
+    test_matmul_fused(1, 64, 40, 1);       /* one row: AVX2's pairs of blocks, and one block left over */
+    test_matmul_fused(1, 768, 2053, 1);    /* one row, threaded, a partial block at the end */
     test_matmul_fused(300, 517, 333, 0);   /* several tiles and K blocks per thread */
 #endif
     test_batch_invariance(9, 331, 70);     /* tails in K and OC; serial */
