@@ -68,6 +68,12 @@ NO_FAST_TESTS := $(shell grep -l '^/\* no-fast-path:' tests/test_*.c)
 FAST_TESTS = $(filter-out $(NO_FAST_TESTS),$(wildcard tests/test_*.c))
 FAST_BINS = $(patsubst tests/%.c,$(BUILD)/fast/%,$(FAST_TESTS)) $(BUILD)/fast/collabllm $(BUILD)/fast/chat \
             $(BUILD)/fast/bench $(BUILD)/fast/cllm_demo
+# Where the fast flags select AVX-512, the fast suite also runs test_fastpath built without it (AVX2): both
+# widths must give the scalar fmaf() chains' bits, hence the same bits.
+FAST_AVX512 := $(shell echo | $(CC) $(FAST_FLAGS) -dM -E -x c - 2>/dev/null | grep -c __AVX512F__)
+ifneq ($(FAST_AVX512),0)
+FAST_BINS += $(BUILD)/fast/test_fastpath_avx2
+endif
 
 .PHONY: all test asan valgrind fuzz deps golden clean crosscheck unicode-tables bench lora-memory demo
 all: deps $(TOOLS) $(TEST_BINS)
@@ -124,10 +130,13 @@ $(BUILD)/fast/%: examples/%.c collabllm.h $(wildcard examples/*.h) | $(BUILD)/fa
 $(BUILD)/fast/collabllm: $(call impl,examples/collabllm.c,$(BUILD)/lib/fast.o)
 $(BUILD)/fast/chat: $(call impl,examples/chat.c,$(BUILD)/lib/fast.o)
 $(BUILD)/fast/bench: $(call impl,examples/bench.c,$(BUILD)/lib/fast.o)
+$(BUILD)/fast/bench: LDLIBS += $(BENCH_BLAS)
 
 $(BUILD)/fast/test_%: tests/test_%.c collabllm.h tests/check.h $(wildcard examples/*.h) | $(BUILD)/fast
 	$(CC) $(FAST_CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
 $(patsubst %,$(BUILD)/fast/%,$(LINK_TESTS)): $(BUILD)/lib/fast.o
+$(BUILD)/fast/test_fastpath_avx2: tests/test_fastpath.c collabllm.h tests/check.h | $(BUILD)/fast
+	$(CC) $(FAST_CFLAGS) -mno-avx512f -o $@ $< $(LDLIBS)
 
 # The test programs run from the repository root (they read tests/data/...).
 test: all $(if $(filter 1,$(FAST)),$(FAST_BINS))
@@ -156,10 +165,14 @@ valgrind: deps
 	    else echo "FAIL $$t (log: $$t.log)"; tail -30 $$t.log; fail="$$fail $$t"; fi; \
 	done; [ -z "$$fail" ] || { echo "valgrind failed:$$fail"; exit 1; }
 
-# Figures are medians of repeated runs; run it on an otherwise idle machine.
+# Figures are medians of repeated runs; run it on an otherwise idle machine. The bench programs (and nothing
+# else: never the library) link OpenBLAS where it is installed (Debian libopenblas-dev), to time its sgemm as the
+# matmul's yardstick in the same run; without it they say so and leave those figures null.
+BENCH_BLAS := $(shell printf '\043include <cblas.h>\nint main(void){openblas_set_num_threads(1);return 0;}\n' | \
+                $(CC) -x c - -lopenblas -o /dev/null 2>/dev/null && echo -DBENCH_OPENBLAS -lopenblas)
 $(BUILD)/bench: examples/bench.c collabllm.h examples/flags.h examples/run_files.h \
                 $(call impl,examples/bench.c,$(BUILD)/lib/bench.o) | $(BUILD)
-	$(CC) $(BENCH_CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS)
+	$(CC) $(BENCH_CFLAGS) -o $@ $< $(filter %.o,$^) $(LDLIBS) $(BENCH_BLAS)
 
 bench: deps $(BUILD)/bench
 	$(BUILD)/bench --json $(BUILD)/bench.json --overwrite

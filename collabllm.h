@@ -58,6 +58,7 @@
       cllm_model_init()        -- a fresh model from a cllm_config with seeded random weights
       cllm_model_save()        -- write config.json + model.safetensors (F32 or BF16), atomically
       cllm_model_free()        -- release everything the model owns (safe on a zeroed model)
+      cllm_model_weights_changed() -- after writing the weights yourself (drops generation's bf16 copy)
       cllm_param_name()        -- HF name of parameter tensor i of layer l ("model.layers.3.mlp.up_proj.weight")
    Forward and backward (fp32; right-padded batches with attention masks)
       cllm_batch_read_jsonl()  -- {"input_ids", "labels"} lines into a padded batch; cllm_batch_free()
@@ -86,7 +87,8 @@
       cllm_chat_family_name()  -- "chatml", "qwen3", "llama3", "llama3.1"
    Generation (KV cache, sampling)
       cllm_generate()          -- n samples of one prompt (token ids): ids, per-token logprobs, finish reason;
-                                  stops on EOS ids, a stop callback (e.g. stop strings) or max_new_tokens
+                                  stops on EOS ids, a stop callback (e.g. stop strings) or max_new_tokens;
+                                  .weights = CLLM_SAMPLE_BF16 samples from a bf16 copy of the weights (faster)
       cllm_completions_free()  -- release what cllm_generate allocated in its outputs
       cllm_sample()            -- one token from logits: greedy, or temperature -> top-k -> top-p (HF order)
       cllm_sampler_scores()    -- the processed scores HF's warpers give (-inf = filtered out)
@@ -228,15 +230,17 @@
                                   rows. Threads: OMP_NUM_THREADS. Results are bit-identical to
                                   the serial build. CLLM_NO_OPENMP keeps the library serial in a
                                   program that is itself compiled with -fopenmp.
-      CLLM_BLOCKED                cache-blocked matmul, forward (3x4 blocks of dot products) and
-                                  backward (6x16 blocks of outer products over copied panels);
-                                  with one or two rows (decoding) a single pass over the weights.
-                                  Same summation order as the reference: identical results.
-      CLLM_SIMD                   implies CLLM_BLOCKED, and adds AVX2+FMA microkernels (x86, when
-                                  compiled with -mavx2 -mfma or -march=native) or NEON ones (AArch64);
-                                  without them, or with COLLABLLM_DOUBLE, the scalar microkernel.
-                                  Fused multiply-adds and vector partial sums change the rounding
-                                  (~1e-6 relative per matmul or dot product).
+      CLLM_BLOCKED                cache-blocked matmul: forward and backward as one packed gemm of
+                                  outer products; up to 8 rows (decoding) one pass over the weights
+                                  as they lie. Each output adds its products in the reference's
+                                  order, so the results are identical to the reference's.
+      CLLM_SIMD                   implies CLLM_BLOCKED, and adds the microkernels of the compiled
+                                  target: AVX-512 (-march with AVX512F), AVX2+FMA (-mavx2 -mfma)
+                                  or NEON (AArch64); without them, or with COLLABLLM_DOUBLE, the
+                                  scalar one. The matmul fuses each multiply-add (the same bits in
+                                  every vector width); attention's dot products keep vector
+                                  partial sums: ~1e-7..1e-6 relative per matmul or dot product.
+                                  AdamW's update runs 16 or 8 values at a time, bit-identical.
       CLLM_NO_HUGEPAGES           with a fast path on Linux, allocations of 8 MB or more ask for
                                   transparent huge pages (madvise); this turns that off.
       Recommended for speed:  -O3 -march=native -fopenmp -DCLLM_SIMD  (see `make bench`).
@@ -304,6 +308,8 @@
    6. LIMITS AND TRUST
    ---------------------------------------------------------------------------------------------
       Compute is fp32 (or double with COLLABLLM_DOUBLE). Weights load from F32, F16, BF16, F64.
+      Generation may read a bf16 copy of the weights instead (cllm_sample_weights, opt-in): its logits
+      differ from fp32's (measured in data_fmt/bench.md); training and every check read fp32.
       Supported model_type: llama (no attention/mlp bias), qwen2 (q/k/v bias, no sliding window),
       qwen3 (q/k RMSNorm, no bias). rope_scaling: none, "default", "llama3", "linear".
       A header size over 100 MB, a tensor over 2^40 elements or more than 8 dims is rejected
@@ -422,7 +428,7 @@
          metrics: built-in, NLTK BLEU, pass_rate  cllm_metric_builtin cllm_bleu cllm_metric_pass_rate          II.8
          evaluation (paper section 4)             cllm_eval_run                                                II.9
          the trainer loop, LoRA files (PEFT)      cllm_trainer_run cllm_lora_save                              II.10
-         fast kernels and their dispatchers       cllm__matmul_forward_blocked cllm__matmul_forward            III
+         fast kernels and their dispatchers       cllm__matmul_forward_fast cllm__matmul_forward               III
 */
 
 #ifndef COLLABLLM_H
@@ -674,6 +680,10 @@ typedef struct cllm_model {
     int          rope_len;
     struct cJSON *hf_config;             /* the original config.json, written back on save */
     struct cllm_lora *lora;              /* attached LoRA adapters (cllm_lora_init), or NULL */
+    /* generation's bf16 copy of the weights (cllm_sample_weights): made on first use from the weights of version
+       weights_version, which everything in the library that writes params_memory bumps */
+    unsigned long weights_version;
+    struct cllm__bf16_copy *bf16;        /* private; NULL until a bf16 generation, and again after a cllm_forward */
 } cllm_model;
 
 /* Name of parameter tensor i (0..CLLM_NUM_PARAM_TENSORS-1) for layer `layer`, as in the checkpoint. */
@@ -683,6 +693,8 @@ CLLMDEF cllm_result cllm_model_load(cllm_model *m, const char *dir, cllm_err *er
 CLLMDEF cllm_result cllm_model_init(cllm_model *m, const cllm_config *c, uint64_t seed, cllm_err *err);
 CLLMDEF cllm_result cllm_model_save(const cllm_model *m, const char *dir, cllm_dtype dtype, cllm_err *err);
 CLLMDEF void        cllm_model_free(cllm_model *m);
+/* Call after writing params_memory yourself: bumps weights_version and drops the bf16 sampling copy. */
+CLLMDEF void        cllm_model_weights_changed(cllm_model *m);
 /* The model's tensors as checkpoint entries, one per HF tensor (per-layer stacks are split): names get `prefix` (e.g.
    "grad."), data points into `memory`, which is params_memory, grads_memory or any buffer with the same layout.
    Returns the count; `entries` must hold cllm_model_tensor_count(m). */
@@ -869,10 +881,19 @@ CLLMDEF cllm_result cllm_chat_render(const cllm_tokenizer *tok, const cllm_messa
 /* Generation: KV cache and sampling                                                            */
 /* ============================================================================================ */
 
+/* The weights generation reads. fp32, the default, is what cllm_forward, training and every check read. bf16 is for
+   sampling only: a copy of the projections and the lm head rounded to bfloat16 (to nearest even; embeddings, norms,
+   biases and LoRA adapters stay fp32), products and sums in fp32. Decoding reads half the bytes per token. The copy
+   (about half the weights' size) is made on first use, made again after the weights change, and dropped by
+   cllm_forward (so a training step never holds it) and cllm_model_free. Logits move by up to ~1e-2 and greedy
+   tokens may differ (measured: data_fmt/bench.md, "bf16 sampling"); prefill and decoding still agree bit for bit. */
+typedef enum cllm_sample_weights { CLLM_SAMPLE_FP32 = 0, CLLM_SAMPLE_BF16 } cllm_sample_weights;
+
 /* KV cache: each layer's keys and values for n_seq independent sequences. Sequence s holds len[s]
    positions; its next token goes to position len[s]; setting len[s] lower forgets the tail. */
 typedef struct cllm_kv_cache {
     int         n_seq;         /* parallel sequences                                              */
+    cllm_sample_weights weights; /* what prefill and step read (default CLLM_SAMPLE_FP32); set after init */
     int         max_len;       /* positions per sequence                                          */
     int        *len;           /* (n_seq) positions filled = position of the next token           */
     cllm_float *k, *v;         /* (L, n_seq, max_len, KV*hd)                                      */
@@ -929,6 +950,7 @@ typedef struct cllm_gen_config {
     const int   *eos_ids;          /* stop after any of these n_eos ids (default: the model's config eos_token_ids) */
     int          n_eos;
     int          ignore_eos;       /* 1: never stop on EOS (default 0)                            */
+    cllm_sample_weights weights;   /* default CLLM_SAMPLE_FP32; CLLM_SAMPLE_BF16: see above        */
     /* Optional stop test, called after every new token that is not an EOS with the sample's
        generated ids so far (prompt excluded); nonzero ends the sample with CLLM_FINISH_STOP and
        the token is kept. A stop string is checked by decoding ids in ctx's tokenizer. */
@@ -1338,6 +1360,7 @@ typedef struct cllm_local_gen_config {
     int                keep_special;   /* 1: special tokens stay in text (default 0: dropped, as
                                           HF decode(skip_special_tokens=True) and vLLM do)        */
     cllm_render_opts   render;         /* enable_thinking, date_string; add_generation_prompt is always set */
+    cllm_sample_weights weights;       /* default CLLM_SAMPLE_FP32 (cllm_gen_config.weights)        */
     /* Optional, e.g. to stream: called after every new token that does not end the sample with
        the sample's ids so far (as cllm_gen_config.stop); nonzero stops the sample ("stop"). */
     int              (*on_token)(void *ctx, const int *ids, int n);
@@ -2196,7 +2219,9 @@ typedef struct cllm_rollout_config {
     double                logprob_tol; /* PPO and GRPO: the sampler's log-probs must equal a forward
                                     pass's at the sampling temperature within this, or the step
                                     fails (TRL pitfall: ratio != 1 at the first update). Default
-                                    1e-4; negative = no check; skipped with top_k or top_p on    */
+                                    1e-4; negative = no check; skipped with top_k or top_p on;
+                                    with gen.weights bf16 only logged (rollout/logprob_diff): the
+                                    old log-probs come from the fp32 forward in every case         */
 } cllm_rollout_config;
 
 /* ---- online DPO ------------------------------------------------------------------------------ */
@@ -2509,6 +2534,17 @@ typedef struct cllm__rec {
 typedef struct cllm__rowset { cllm__rec *recs; cJSON **lines; int n; cllm__rows_kind kind; } cllm__rowset;
 static cllm_result cllm__rowset_read(cllm__rowset *rows, const char *path, cllm_err *err);
 static void cllm__rowset_free(cllm__rowset *rows);
+/* II.5: generation's bf16 copy of a model's weights (cllm_sample_weights), made by cllm__bf16_ready */
+typedef uint16_t cllm__bf16;          /* the upper half of an fp32                                      */
+typedef struct cllm__bf16_copy {
+    unsigned long version;            /* the model's weights_version it was made from                   */
+    void         *memory;             /* the one allocation; the views start 64-byte aligned inside it   */
+    cllm__bf16   *proj[CLLM_LORA_NUM_TARGETS]; /* (L, packed) projections, cllm__lt order (q k v o gate up down) */
+    size_t        proj_size[CLLM_LORA_NUM_TARGETS]; /* values of one layer's packed matrix              */
+    cllm__bf16   *lm_head;            /* packed (V, C)                                                  */
+    size_t        bytes;
+} cllm__bf16_copy;
+static void cllm__bf16_drop(cllm_model *m);
 
 /* Part III: the build's fast-path switches (manual section 3), and the dispatchers */
 #if defined(_OPENMP) && !defined(CLLM_NO_OPENMP)
@@ -2530,7 +2566,10 @@ static void cllm__rowset_free(cllm__rowset *rows);
 #endif
 #if defined(CLLM_SIMD) && !defined(COLLABLLM_DOUBLE) && defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
-#define CLLM__AVX2 1
+#define CLLM__AVX2 1          /* also with AVX-512: the vector helpers and attention stay 256-bit */
+#if defined(__AVX512F__)
+#define CLLM__AVX512 1        /* the matmul's microkernels use 512-bit vectors */
+#endif
 #elif defined(CLLM_SIMD) && !defined(COLLABLLM_DOUBLE) && defined(__ARM_NEON) && defined(__aarch64__)
 #include <arm_neon.h>
 #define CLLM__NEON 1
@@ -2548,8 +2587,18 @@ static void cllm__matmul_forward(cllm_float *out, const cllm_float *inp, const c
                                  int N, int C, int OC);
 static void cllm__matmul_backward(cllm_float *dinp, cllm_float *dW, cllm_float *dbias, const cllm_float *dout,
                                   const cllm_float *inp, const cllm_float *W, int N, int C, int OC);
+static void cllm__matmul_forward_bf16(cllm_float *out, const cllm_float *inp, const cllm__bf16 *P,
+                                      const cllm_float *bias, int N, int C, int OC);
 static void cllm__rmsnorm_backward(cllm_float *dinp, cllm_float *dw, const cllm_float *dout, const cllm_float *inp,
                                    const cllm_float *w, const cllm_float *rstd, int N, int C);
+/* AdamW's per-step coefficients (I.2), rounded to cllm_float as torch rounds them */
+typedef struct cllm__adamw_coef {
+    cllm_float decay, neg_step;         /* 1 - lr wd;   -lr / (1 - b1^t)  */
+    cllm_float b1, one_minus_b1, b2, one_minus_b2;
+    cllm_float bc2_sqrt, eps;           /* sqrt(1 - b2^t);   eps          */
+} cllm__adamw_coef;
+static void cllm__adamw_apply(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v, size_t n,
+                              const cllm__adamw_coef *k);
 static void cllm__attention_forward(cllm_float *out, cllm_float *lse, const cllm_float *q, const cllm_float *k,
                                     const cllm_float *v, const int *mask, int B, int T, int H, int KV, int hd,
                                     cllm_float *s);
@@ -2782,6 +2831,7 @@ CLLMDEF void cllm_model_free(cllm_model *m) {
         for (i = 0; i < sizeof owned / sizeof owned[0]; i++) CLLM_FREE(owned[i]);
     }
     cJSON_Delete(m->hf_config);
+    cllm__bf16_drop(m);
     if (m->lora && m->lora->model == m) m->lora->model = NULL;   /* the adapters outlive it detached */
     memset(m, 0, sizeof *m);
 }
@@ -3274,10 +3324,13 @@ static cllm__linear cllm__linear_at(const cllm_config *c, const cllm_params *p, 
     return lin;
 }
 
-/* y (N, out) = x (N, in) W^T + b + s B A d(x): projection t of layer l, with its adapter when one is attached. */
-static void cllm__linear_forward(const cllm_model *m, cllm__lt t, int l, cllm_float *y, const cllm_float *x, int N) {
+/* y (N, out) = x (N, in) W^T + b + s B A d(x): projection t of layer l, with its adapter when one is attached. W is
+   read from bf16, the sampling copy (II.5) when generation asks for it, else (NULL) from the fp32 parameters. */
+static void cllm__linear_forward(const cllm_model *m, const cllm__bf16_copy *bf16, cllm__lt t, int l, cllm_float *y,
+                                 const cllm_float *x, int N) {
     cllm__linear w = cllm__linear_at(&m->config, &m->params, t, l);
-    cllm__matmul_forward(y, x, w.W, w.b, N, w.in, w.out);
+    if (bf16) cllm__matmul_forward_bf16(y, x, bf16->proj[t] + (size_t)l * bf16->proj_size[t], w.b, N, w.in, w.out);
+    else cllm__matmul_forward(y, x, w.W, w.b, N, w.in, w.out);
     cllm__lora_forward(m, t, l, y, x, N);
 }
 
@@ -3447,32 +3500,33 @@ static cllm_result cllm__prepare_batch(cllm_model *m, const cllm_batch *bt, cllm
 
 /* q, k, v projections of layer l for N rows of ln1 = rmsnorm(x). Qwen3 (qk_norm) applies an RMSNorm over each head's
    hd values before RoPE (Qwen3Attention's q_norm, k_norm): then the projections go to q_pre/k_pre and the norms'
-   rstd to q_rstd (N*H) / k_rstd (N*KV), which are NULL for the other architectures. */
-static void cllm__qkv_forward(const cllm_model *m, int l, cllm_float *q, cllm_float *k, cllm_float *v,
-                              cllm_float *q_pre, cllm_float *k_pre, cllm_float *q_rstd, cllm_float *k_rstd,
-                              const cllm_float *ln1, int N) {
+   rstd to q_rstd (N*H) / k_rstd (N*KV), which are NULL for the other architectures. bf16: as cllm__linear_forward. */
+static void cllm__qkv_forward(const cllm_model *m, const cllm__bf16_copy *bf16, int l, cllm_float *q, cllm_float *k,
+                              cllm_float *v, cllm_float *q_pre, cllm_float *k_pre, cllm_float *q_rstd,
+                              cllm_float *k_rstd, const cllm_float *ln1, int N) {
     const cllm_config *c = &m->config;
     const cllm_params *p = &m->params;
     int hd = c->head_dim;
-    cllm__linear_forward(m, CLLM__LT_Q, l, c->qk_norm ? q_pre : q, ln1, N);
-    cllm__linear_forward(m, CLLM__LT_K, l, c->qk_norm ? k_pre : k, ln1, N);
-    cllm__linear_forward(m, CLLM__LT_V, l, v, ln1, N);
+    cllm__linear_forward(m, bf16, CLLM__LT_Q, l, c->qk_norm ? q_pre : q, ln1, N);
+    cllm__linear_forward(m, bf16, CLLM__LT_K, l, c->qk_norm ? k_pre : k, ln1, N);
+    cllm__linear_forward(m, bf16, CLLM__LT_V, l, v, ln1, N);
     if (!c->qk_norm) return;
     cllm__rmsnorm_forward(q, q_rstd, q_pre, p->q_norm + (size_t)l * hd, N * c->n_heads, hd, c->rms_norm_eps);
     cllm__rmsnorm_forward(k, k_rstd, k_pre, p->k_norm + (size_t)l * hd, N * c->n_kv_heads, hd, c->rms_norm_eps);
 }
 
 /* MLP block of layer l for N rows: out = h + down_proj(silu(gate_proj(n)) * up_proj(n)), n = rmsnorm(h) goes to ln2
-   (rstd to ln2_rstd). act may alias gate. */
-static void cllm__mlp_forward(const cllm_model *m, int l, cllm_float *out, cllm_float *ln2, cllm_float *ln2_rstd,
-                              cllm_float *gate, cllm_float *up, cllm_float *act, const cllm_float *h, int N) {
+   (rstd to ln2_rstd). act may alias gate. bf16: as cllm__linear_forward. */
+static void cllm__mlp_forward(const cllm_model *m, const cllm__bf16_copy *bf16, int l, cllm_float *out,
+                              cllm_float *ln2, cllm_float *ln2_rstd, cllm_float *gate, cllm_float *up, cllm_float *act,
+                              const cllm_float *h, int N) {
     const cllm_config *c = &m->config;
     int C = c->hidden_size, I = c->intermediate_size, i;
     cllm__rmsnorm_forward(ln2, ln2_rstd, h, m->params.mlp_norm + (size_t)l * C, N, C, c->rms_norm_eps);
-    cllm__linear_forward(m, CLLM__LT_GATE, l, gate, ln2, N);
-    cllm__linear_forward(m, CLLM__LT_UP, l, up, ln2, N);
+    cllm__linear_forward(m, bf16, CLLM__LT_GATE, l, gate, ln2, N);
+    cllm__linear_forward(m, bf16, CLLM__LT_UP, l, up, ln2, N);
     cllm__swiglu_forward(act, gate, up, (size_t)N * I);
-    cllm__linear_forward(m, CLLM__LT_DOWN, l, out, act, N);
+    cllm__linear_forward(m, bf16, CLLM__LT_DOWN, l, out, act, N);
     for (i = 0; i < N * C; i++) out[i] += h[i];
 }
 
@@ -3587,6 +3641,7 @@ CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_fl
     if (batch->temperature < 0 || batch->temperature != batch->temperature)
         return cllm__fail(err, CLLM_ERR_ARG, "forward pass: temperature must be positive (0 = default 1)");
     m->B = 0;                                     /* invalid until this forward completes */
+    cllm__bf16_drop(m);                           /* generation's copy: a training step never holds it */
     if ((rc = cllm__ensure_acts(m, B, T, err)) != CLLM_OK) return rc;
     if ((rc = cllm__prepare_batch(m, batch, err)) != CLLM_OK) return rc;
     inv_tau = (cllm_float)(1.0 / cllm__def(batch->temperature, 1.0f));
@@ -3603,15 +3658,15 @@ CLLMDEF cllm_result cllm_forward(cllm_model *m, const cllm_batch *batch, cllm_fl
         cllm_acts v = cllm__layer_acts(m, l, (size_t)BT);
         /* attention block: h = x + o_proj(attention(rope(q), rope(k), v)), q, k, v from ln1 = rmsnorm(x) */
         cllm__rmsnorm_forward(v.ln1, v.ln1_rstd, v.x, p->attn_norm + (size_t)l * C, BT, C, c->rms_norm_eps);
-        cllm__qkv_forward(m, l, v.q, v.k, v.v, v.q_pre, v.k_pre, v.q_rstd, v.k_rstd, v.ln1, BT);
+        cllm__qkv_forward(m, NULL, l, v.q, v.k, v.v, v.q_pre, v.k_pre, v.q_rstd, v.k_rstd, v.ln1, BT);
         cllm__rope_forward(v.q, m->rope_cos, m->rope_sin, B, T, H, hd);
         cllm__rope_forward(v.k, m->rope_cos, m->rope_sin, B, T, KV, hd);
         cllm__attention_forward(v.atty, v.att_lse, v.q, v.k, v.v, m->mask, B, T, H, KV, hd, m->scratch);
-        cllm__linear_forward(m, CLLM__LT_O, l, v.h, v.atty, BT);
+        cllm__linear_forward(m, NULL, CLLM__LT_O, l, v.h, v.atty, BT);
         CLLM__PARALLEL_FOR((size_t)BT * C)
         for (i = 0; i < BT * C; i++) v.h[i] += v.x[i];
         /* MLP block: x' = h + down_proj(silu(gate_proj(ln2)) * up_proj(ln2)), ln2 = rmsnorm(h) */
-        cllm__mlp_forward(m, l, v.x + (size_t)BT * C, v.ln2, v.ln2_rstd, v.gate, v.up, v.act, v.h, BT);
+        cllm__mlp_forward(m, NULL, l, v.x + (size_t)BT * C, v.ln2, v.ln2_rstd, v.gate, v.up, v.act, v.h, BT);
     }
     if (m->lora) m->lora->recording = 0;
     cllm__rmsnorm_forward(a->lnf, a->lnf_rstd, a->x + (size_t)c->n_layers * BT * C, p->final_norm, BT, C,
@@ -3732,18 +3787,29 @@ CLLMDEF void cllm_adamw_step(cllm_float *p, const cllm_float *g, cllm_float *m, 
                              double lr, const cllm_adamw_config *cfg) {
     cllm_adamw_config c = cllm__adamw_defaults(cfg);
     double bc1 = 1 - pow(c.beta1, (double)t), bc2 = 1 - pow(c.beta2, (double)t);
-    const cllm_float decay = (cllm_float)(1 - lr * c.weight_decay), neg_step = (cllm_float)(-(lr / bc1));
-    const cllm_float b1 = (cllm_float)c.beta1, one_minus_b1 = (cllm_float)(1 - c.beta1);
-    const cllm_float b2 = (cllm_float)c.beta2, one_minus_b2 = (cllm_float)(1 - c.beta2);
-    const cllm_float bc2_sqrt = (cllm_float)sqrt(bc2), eps = (cllm_float)c.eps;
+    cllm__adamw_coef k;
+    k.decay = (cllm_float)(1 - lr * c.weight_decay);
+    k.neg_step = (cllm_float)(-(lr / bc1));
+    k.b1 = (cllm_float)c.beta1;
+    k.one_minus_b1 = (cllm_float)(1 - c.beta1);
+    k.b2 = (cllm_float)c.beta2;
+    k.one_minus_b2 = (cllm_float)(1 - c.beta2);
+    k.bc2_sqrt = (cllm_float)sqrt(bc2);
+    k.eps = (cllm_float)c.eps;
+    cllm__adamw_apply(p, g, m, v, n, &k);      /* cllm__adamw_apply_naive, or 16 / 8 values at a time (Part III) */
+}
+
+/* The update of values 0 .. n-1 with the step's coefficients, one tensor operation of torch's per line. */
+CLLM__REFERENCE void cllm__adamw_apply_naive(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v,
+                                             size_t n, const cllm__adamw_coef *k) {
     size_t i;
     CLLM__PARALLEL_FOR(n * 16)
     for (i = 0; i < n; i++) {
-        cllm_float pi = p[i] * decay;                                     /* param.mul_(1 - lr wd)           */
-        cllm_float mi = cllm__fma(g[i], one_minus_b1, m[i] * b1);         /* m.mul_(b1).add_(g, alpha=1-b1)  */
-        cllm_float vi = cllm__fma(one_minus_b2 * g[i], g[i], v[i] * b2);  /* v.mul_(b2).addcmul_(g, g, 1-b2) */
-        cllm_float denom = cllm__sqrt(vi) / bc2_sqrt + eps;               /* v.sqrt() / sqrt(bc2) + eps      */
-        p[i] = pi + neg_step * mi / denom;                                /* param.addcdiv_(m, denom, -step) */
+        cllm_float pi = p[i] * k->decay;                                        /* param.mul_(1 - lr wd)           */
+        cllm_float mi = cllm__fma(g[i], k->one_minus_b1, m[i] * k->b1);         /* m.mul_(b1).add_(g, alpha=1-b1)  */
+        cllm_float vi = cllm__fma(k->one_minus_b2 * g[i], g[i], v[i] * k->b2);  /* v.mul_(b2).addcmul_(g, g, 1-b2) */
+        cllm_float denom = cllm__sqrt(vi) / k->bc2_sqrt + k->eps;               /* v.sqrt() / sqrt(bc2) + eps      */
+        p[i] = pi + k->neg_step * mi / denom;                                   /* param.addcdiv_(m, denom, -step) */
         m[i] = mi;
         v[i] = vi;
     }
@@ -3765,6 +3831,7 @@ CLLMDEF cllm_result cllm_adamw_update(cllm_model *model, const cllm_adamw_config
         return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the AdamW moments (2 x %zu floats)",
                           model->num_params);
     model->adam_t++;
+    cllm_model_weights_changed(model);
     cllm__param_ptrs(&model->params, pp);
     cllm__param_ptrs(&model->grads, gp);
     for (i = 0; i < CLLM_NUM_PARAM_TENSORS; i++) {
@@ -6300,7 +6367,7 @@ static cllm_result cllm__rollout_backward(cllm_model *m, cllm_value_head *vh, co
 }
 
 /* The largest |sampler logprob - forward logprob| over the responses (the forward at the
-   sampling temperature is the last one of m over seqs); a failure above tol. */
+   sampling temperature is the last one of m over seqs); a failure above tol unless the sampler read bf16 weights. */
 static cllm_result cllm__rollout_check(const cllm_rollout_config *c, const cllm_model *m,
                                        const cllm_local_output *const *outs, const cllm_train_seq *const *seqs, int n,
                                        double *max_diff, cllm_err *err) {
@@ -6311,7 +6378,7 @@ static cllm_result cllm__rollout_check(const cllm_rollout_config *c, const cllm_
         double d = fabs((double)outs[r]->logprobs[t] - (double)m->acts.logp[cllm__resp_pos(m, seqs[r], r, t)]);
         if (!(d <= *max_diff)) *max_diff = d;
     }
-    if (!(*max_diff <= c->logprob_tol))
+    if (!(*max_diff <= c->logprob_tol) && c->gen.weights != CLLM_SAMPLE_BF16)   /* bf16: expected, only logged */
         return cllm__fail(err, CLLM_ERR_NUMERIC, "the sampler's log-probs differ from a forward pass at the sampling "
                                                  "temperature by %.3g (> logprob_tol %g): the old log-probs would be "
                                                  "wrong (set logprob_tol higher, or negative to skip the check)",
@@ -10663,6 +10730,136 @@ CLLMDEF cllm_result cllm_chat_render(const cllm_tokenizer *tok, const cllm_messa
 /* II.5 Generation: KV cache and sampling                                                       */
 /* -------------------------------------------------------------------------------------------- */
 
+/* ---- the bf16 sampling copy (cllm_sample_weights) ------------------------------------------ */
+
+/* bfloat16 (Kalamkar et al. 2019, "A Study of BFLOAT16 for Deep Learning Training"): the upper 16 bits of an fp32,
+   rounded to nearest even. NaN stays NaN (quieted); an fp32 subnormal becomes a zero of its sign, as x86's
+   VCVTNE2PS2BF16 converts (tests/test_fastpath.c compares the two where the CPU has AVX512_BF16). */
+static cllm__bf16 cllm__bf16_round(cllm_float value) {
+    float f = (float)value;
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (cllm__bf16)((u >> 16) | 0x0040u);   /* NaN, quieted */
+    if ((u & 0x7f800000u) == 0) return (cllm__bf16)((u >> 16) & 0x8000u);           /* zero or subnormal */
+    u += 0x7fffu + ((u >> 16) & 1u);                   /* to nearest, ties to even; may carry into infinity */
+    return (cllm__bf16)(u >> 16);
+}
+
+static cllm_float cllm__bf16_widen(cllm__bf16 h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* The packed layout of a weight matrix W (N outputs x K inputs): panels of 16 rows of W; step q of a panel holds, for
+   each of its rows jj, the pair W[16p + jj][2q], W[16p + jj][2q + 1] in one 32-bit word:
+       P[p * panel + q * 32 + jj * 2 + h] = bf16(W[16p + jj][2q + h]),   panel = 32 ceil(K / 2),
+   zero past N rows and past K. One 64-byte load holds 16 outputs' weights at k = 2q and 2q + 1, which a 16-bit shift
+   (the first) and a mask (the second) widen to fp32: the decoding kernels read one sequential stream per 16 outputs
+   and the batched ones use the panels as the gemm's packed B (Part III). */
+#define CLLM__BF16_PANEL 16
+static size_t cllm__bf16_panel_size(int K) { return (size_t)((K + 1) / 2) * 2 * CLLM__BF16_PANEL; }
+static size_t cllm__bf16_packed_count(int N, int K) {
+    return (size_t)((N + CLLM__BF16_PANEL - 1) / CLLM__BF16_PANEL) * cllm__bf16_panel_size(K);
+}
+
+/* bf16(W)[j][k], read from the packed copy P of W (N x K). */
+static cllm_float cllm__bf16_at(const cllm__bf16 *P, int K, int j, int k) {
+    size_t panel = (size_t)(j / CLLM__BF16_PANEL) * cllm__bf16_panel_size(K);
+    return cllm__bf16_widen(P[panel + (size_t)(k / 2) * 32 + (size_t)(j % CLLM__BF16_PANEL) * 2 + (size_t)(k % 2)]);
+}
+
+/* P (cllm__bf16_packed_count(N, K) values) = the packed bf16 copy of W (N x K). */
+static void cllm__bf16_pack(cllm__bf16 *P, const cllm_float *W, int N, int K) {
+    int panels = (N + CLLM__BF16_PANEL - 1) / CLLM__BF16_PANEL, p;
+    CLLM__PARALLEL_FOR((size_t)N * K)
+    for (p = 0; p < panels; p++) {
+        cllm__bf16 *dst = P + (size_t)p * cllm__bf16_panel_size(K);
+        int q, jj, h;
+        for (q = 0; q < (K + 1) / 2; q++) for (jj = 0; jj < CLLM__BF16_PANEL; jj++) for (h = 0; h < 2; h++) {
+            int j = p * CLLM__BF16_PANEL + jj, k = 2 * q + h;
+            *dst++ = j < N && k < K ? cllm__bf16_round(W[(size_t)j * K + k]) : 0;
+        }
+    }
+}
+
+/* out[n][o] = bias[o] + sum_c inp[n][c] bf16(W)[o][c]: cllm__matmul_forward_naive on the rounded weights, read from
+   the packed copy P of W (OC x C). Parallel over the outputs, as decoding has one row. */
+CLLM__REFERENCE void cllm__matmul_forward_bf16_naive(cllm_float *out, const cllm_float *inp, const cllm__bf16 *P,
+                                                     const cllm_float *bias, int N, int C, int OC) {
+    int o;
+    CLLM__PARALLEL_FOR((size_t)N * C * OC)
+    for (o = 0; o < OC; o++) {
+        int n, c;
+        for (n = 0; n < N; n++) {
+            cllm_float acc = bias ? bias[o] : 0;
+            for (c = 0; c < C; c++) acc += inp[(size_t)n * C + c] * cllm__bf16_at(P, C, o, c);
+            out[(size_t)n * OC + o] = acc;
+        }
+    }
+}
+
+static void cllm__bf16_drop(cllm_model *m) {
+    if (!m->bf16) return;
+    CLLM_FREE(m->bf16->memory);
+    CLLM_FREE(m->bf16);
+    m->bf16 = NULL;
+}
+
+CLLMDEF void cllm_model_weights_changed(cllm_model *m) {
+    if (!m) return;
+    m->weights_version++;
+    cllm__bf16_drop(m);
+}
+
+/* The bf16 copy of m's weights as they are now: the one m holds, or a new one if it has none or the weights changed
+   since. The copy is a cache (making it changes nothing m computes in fp32), hence the const model; like the rest
+   of generation it is not for two threads at once on one model. */
+static cllm_result cllm__bf16_ready(const cllm_model *m, const cllm__bf16_copy **out, cllm_err *err) {
+    cllm_model *owner = (cllm_model *)m;
+    const cllm_config *c = &m->config;
+    size_t total, t, l;
+    char *base;
+    cllm__bf16_copy *b;
+    *out = NULL;
+    if (m->bf16 && m->bf16->version == m->weights_version) {
+        *out = m->bf16;
+        return CLLM_OK;
+    }
+    cllm__bf16_drop(owner);
+    if (!(b = (cllm__bf16_copy *)cllm__calloc(1, sizeof *b))) return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory");
+    total = cllm__bf16_packed_count(c->vocab_size, c->hidden_size);
+    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
+        cllm__linear w = cllm__linear_at(c, &m->params, (cllm__lt)t, 0);
+        b->proj_size[t] = cllm__bf16_packed_count(w.out, w.in);
+        total += (size_t)c->n_layers * b->proj_size[t];
+    }
+    b->bytes = total * sizeof(cllm__bf16);
+    if (!(b->memory = CLLM_MALLOC(b->bytes + 64))) {
+        CLLM_FREE(b);
+        return cllm__fail(err, CLLM_ERR_NOMEM, "out of memory for the bf16 sampling copy of the weights (%.0f MB); "
+                                               "generate with fp32 weights", total * sizeof(cllm__bf16) / 1e6);
+    }
+    cllm__advise_huge(b->memory, b->bytes + 64);
+    base = (char *)b->memory + (64 - (uintptr_t)b->memory % 64) % 64;   /* every packed matrix is 64-byte sized */
+    b->lm_head = (cllm__bf16 *)(void *)base;
+    base += cllm__bf16_packed_count(c->vocab_size, c->hidden_size) * sizeof(cllm__bf16);
+    cllm__bf16_pack(b->lm_head, m->params.lm_head, c->vocab_size, c->hidden_size);
+    for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
+        b->proj[t] = (cllm__bf16 *)(void *)base;
+        base += (size_t)c->n_layers * b->proj_size[t] * sizeof(cllm__bf16);
+        for (l = 0; l < (size_t)c->n_layers; l++) {
+            cllm__linear w = cllm__linear_at(c, &m->params, (cllm__lt)t, (int)l);
+            cllm__bf16_pack(b->proj[t] + l * b->proj_size[t], w.W, w.out, w.in);
+        }
+    }
+    b->version = m->weights_version;
+    owner->bf16 = b;
+    *out = b;
+    return CLLM_OK;
+}
+
 /* ---- KV cache ------------------------------------------------------------------------------ */
 
 /* As HF transformers' past_key_values (DynamicCache): per layer, the keys after RoPE (and
@@ -10769,15 +10966,30 @@ CLLMDEF cllm_result cllm_kv_cache_copy_seq(cllm_kv_cache *kv, int src, int dst, 
     return cllm__succeed(err);
 }
 
-static cllm_result cllm__kv_check(const cllm_model *m, const cllm_kv_cache *kv, const char *fn, cllm_err *err) {
+/* Checks that kv was made for m and sets *bf16 to the weights kv->weights asks for (NULL: fp32). */
+static cllm_result cllm__kv_check(const cllm_model *m, const cllm_kv_cache *kv, const char *fn,
+                                  const cllm__bf16_copy **bf16, cllm_err *err) {
     const cllm_config *c = &m->config;
     cllm__kv_work sizing;
+    *bf16 = NULL;
     if (!m->params_memory) return cllm__fail(err, CLLM_ERR_ARG, "%s: the model is not loaded", fn);
     if (!kv->work || kv->n_layers != c->n_layers || kv->kv_dim != c->n_kv_heads * c->head_dim ||
         kv->head_dim != c->head_dim ||
         kv->work_size != cllm__kv_work_views(&sizing, NULL, c, (size_t)kv->rows, (size_t)kv->max_len))
         return cllm__fail(err, CLLM_ERR_ARG, "%s: the KV cache was not made for this model", fn);
+    if (kv->weights == CLLM_SAMPLE_BF16) return cllm__bf16_ready(m, bf16, err);
+    if (kv->weights != CLLM_SAMPLE_FP32)
+        return cllm__fail(err, CLLM_ERR_ARG, "%s: weights is %d, not CLLM_SAMPLE_FP32 or CLLM_SAMPLE_BF16", fn,
+                          (int)kv->weights);
     return CLLM_OK;
+}
+
+/* logits (N, V) of N final-normed rows x, from the weights the cache reads. */
+static void cllm__kv_logits(const cllm_model *m, const cllm__bf16_copy *bf16, cllm_float *logits, const cllm_float *x,
+                            int N) {
+    int C = m->config.hidden_size, V = m->config.vocab_size;
+    if (bf16) cllm__matmul_forward_bf16(logits, x, bf16->lm_head, NULL, N, C, V);
+    else cllm__matmul_forward(logits, x, m->params.lm_head, NULL, N, C, V);
 }
 
 /* Attention of each row r and head h over its sequence's cached positions 0..row_pos[r]:
@@ -10810,8 +11022,10 @@ static void cllm__kv_attend(const cllm_kv_cache *kv, int l, cllm__kv_work *w, in
 /* The incremental forward for N rows: row r is token ids[r] of sequence kv->row_seq[r] at position kv->row_pos[r].
    Rows of one sequence must continue its cached positions without gaps. Per layer, every row's k and v go into the
    cache first; then row r attends to positions 0..row_pos[r] of its sequence: the cached past plus earlier rows of
-   this step (causal). Leaves the final-normed hidden states in the work rows w->ln (N, C). */
-static void cllm__kv_forward_rows(const cllm_model *m, cllm_kv_cache *kv, const int *ids, int N, cllm__kv_work *w) {
+   this step (causal). Leaves the final-normed hidden states in the work rows w->ln (N, C). bf16: the weights to read
+   (cllm__linear_forward). */
+static void cllm__kv_forward_rows(const cllm_model *m, const cllm__bf16_copy *bf16, cllm_kv_cache *kv, const int *ids,
+                                  int N, cllm__kv_work *w) {
     const cllm_config *c = &m->config;
     const cllm_params *p = &m->params;
     int C = c->hidden_size, H = c->n_heads, KV = c->n_kv_heads, hd = c->head_dim, half = hd / 2;
@@ -10821,7 +11035,7 @@ static void cllm__kv_forward_rows(const cllm_model *m, cllm_kv_cache *kv, const 
     cllm__embedding_forward(w->x, ids, p->embed, N, C);
     for (l = 0; l < c->n_layers; l++) {
         cllm__rmsnorm_forward(w->ln, w->rstd, w->x, p->attn_norm + (size_t)l * C, N, C, c->rms_norm_eps);
-        cllm__qkv_forward(m, l, w->q, w->k, w->v, w->q_pre, w->k_pre, w->q_rstd, w->k_rstd, w->ln, N);
+        cllm__qkv_forward(m, bf16, l, w->q, w->k, w->v, w->q_pre, w->k_pre, w->q_rstd, w->k_rstd, w->ln, N);
         for (r = 0; r < N; r++) {   /* RoPE at each row's own position, then cache k, v */
             size_t pos = (size_t)kv->row_pos[r], at = cllm__kv_offset(kv, l, kv->row_seq[r]) + pos * K;
             const cllm_float *cos_row = kv->rope_cos + pos * half, *sin_row = kv->rope_sin + pos * half;
@@ -10831,10 +11045,9 @@ static void cllm__kv_forward_rows(const cllm_model *m, cllm_kv_cache *kv, const 
             memcpy(kv->v + at, w->v + (size_t)r * K, sizeof(cllm_float) * (size_t)K);
         }
         cllm__kv_attend(kv, l, w, N, H, KV, hd, scale);
-        cllm__matmul_forward(w->h, w->att, p->wo + (size_t)l * C * Q, NULL, N, Q, C);
-        cllm__lora_forward(m, CLLM__LT_O, l, w->h, w->att, N);
+        cllm__linear_forward(m, bf16, CLLM__LT_O, l, w->h, w->att, N);
         for (i = 0; i < N * C; i++) w->h[i] += w->x[i];
-        cllm__mlp_forward(m, l, w->x, w->ln, w->rstd, w->gate, w->up, w->gate, w->h, N);
+        cllm__mlp_forward(m, bf16, l, w->x, w->ln, w->rstd, w->gate, w->up, w->gate, w->h, N);
     }
     cllm__rmsnorm_forward(w->ln, w->rstd, w->x, p->final_norm, N, C, c->rms_norm_eps);
 }
@@ -10850,9 +11063,10 @@ static cllm_result cllm__kv_check_id(const cllm_model *m, int id, const char *fn
    each other, so the logits equal cllm_forward's for the same tokens. */
 CLLMDEF cllm_result cllm_kv_prefill(const cllm_model *m, cllm_kv_cache *kv, int seq, const int *ids, int n,
                                     cllm_float *logits_out, cllm_err *err) {
-    int C = m->config.hidden_size, V = m->config.vocab_size, done, r;
+    int V = m->config.vocab_size, done, r;
     cllm__kv_work w;
-    cllm_result rc = cllm__kv_check(m, kv, "KV cache prefill", err);
+    const cllm__bf16_copy *bf16;
+    cllm_result rc = cllm__kv_check(m, kv, "KV cache prefill", &bf16, err);
     if (rc != CLLM_OK) return rc;
     if (seq < 0 || seq >= kv->n_seq)
         return cllm__fail(err, CLLM_ERR_ARG, "KV cache prefill: sequence %d, the cache has %d", seq, kv->n_seq);
@@ -10867,9 +11081,9 @@ CLLMDEF cllm_result cllm_kv_prefill(const cllm_model *m, cllm_kv_cache *kv, int 
         int N = n - done < CLLM__KV_BLOCK ? n - done : CLLM__KV_BLOCK;
         for (r = 0; r < N; r++) kv->row_seq[r] = seq;
         for (r = 0; r < N; r++) kv->row_pos[r] = kv->len[seq] + r;
-        cllm__kv_forward_rows(m, kv, ids + done, N, &w);
+        cllm__kv_forward_rows(m, bf16, kv, ids + done, N, &w);
         kv->len[seq] += N;
-        if (logits_out) cllm__matmul_forward(logits_out + (size_t)done * V, w.ln, m->params.lm_head, NULL, N, C, V);
+        if (logits_out) cllm__kv_logits(m, bf16, logits_out + (size_t)done * V, w.ln, N);
     }
     return cllm__succeed(err);
 }
@@ -10879,7 +11093,8 @@ CLLMDEF cllm_result cllm_kv_step(const cllm_model *m, cllm_kv_cache *kv, const i
                                  cllm_err *err) {
     int C = m->config.hidden_size, V = m->config.vocab_size, N = 0, s, r;
     cllm__kv_work w;
-    cllm_result rc = cllm__kv_check(m, kv, "KV cache step", err);
+    const cllm__bf16_copy *bf16;
+    cllm_result rc = cllm__kv_check(m, kv, "KV cache step", &bf16, err);
     if (rc != CLLM_OK) return rc;
     if (!ids) return cllm__fail(err, CLLM_ERR_ARG, "KV cache step: ids is NULL");
     for (s = 0; s < kv->n_seq; s++) {
@@ -10896,12 +11111,11 @@ CLLMDEF cllm_result cllm_kv_step(const cllm_model *m, cllm_kv_cache *kv, const i
         kv->row_id[N++] = ids[s];
     }
     cllm__kv_work_views(&w, kv->work, &m->config, (size_t)kv->rows, (size_t)kv->max_len);
-    if (N > 0) cllm__kv_forward_rows(m, kv, kv->row_id, N, &w);
+    if (N > 0) cllm__kv_forward_rows(m, bf16, kv, kv->row_id, N, &w);
     for (r = 0; r < N; r++) {
         s = kv->row_seq[r];
         kv->len[s]++;
-        if (logits_out)
-            cllm__matmul_forward(logits_out + (size_t)s * V, w.ln + (size_t)r * C, m->params.lm_head, NULL, 1, C, V);
+        if (logits_out) cllm__kv_logits(m, bf16, logits_out + (size_t)s * V, w.ln + (size_t)r * C, 1);
     }
     return cllm__succeed(err);
 }
@@ -11157,6 +11371,7 @@ CLLMDEF cllm_result cllm_generate(const cllm_model *m, const int *prompt, int n_
 
     rc = cllm_kv_cache_init(&kv, m, n_samples, n_prompt + g.max_new_tokens - 1, err);
     if (rc != CLLM_OK) return rc;
+    kv.weights = g.weights;
     logits = (cllm_float *)cllm__calloc((size_t)n_samples * (size_t)V, sizeof *logits);
     cand = (cllm__cand *)cllm__calloc((size_t)V, sizeof *cand + sizeof(double));
     rngs = (cllm_rng *)cllm__calloc((size_t)n_samples, sizeof *rngs);
@@ -13202,6 +13417,7 @@ static cllm_result cllm__local_chat_one(cllm_local_lm *lm, const cllm_message *m
     g.sampler = cfg->sampler;
     g.sampler.seed = cllm__local_seed(cfg->sampler.seed, call);
     g.max_new_tokens = cfg->max_new_tokens;
+    g.weights = cfg->weights;
     g.eos_ids = lm->stop_ids;
     g.n_eos = lm->n_stop_ids;
     sc.tok = &lm->tok;
@@ -15153,6 +15369,7 @@ CLLMDEF cllm_result cllm_lora_load(cllm_lora *lo, cllm_model *m, const char *dir
 static void cllm__lora_merge_into(const cllm_lora *lo, cllm_model *m, double sign) {
     size_t r = (size_t)lo->cfg.r;
     int t, l, o, c, j;
+    cllm_model_weights_changed(m);
     for (t = 0; t < CLLM_LORA_NUM_TARGETS; t++) {
         for (l = 0; lo->A[t] && l < lo->n_layers; l++) {
             const cllm_float *A = lo->A[t] + (size_t)l * r * lo->in[t];
@@ -15673,6 +15890,7 @@ static cllm_result cllm__trainer_file(const cllm_trainer *tr, const char *path, 
     k = cllm__trainer_entries(tr, moments ? mm : params, moments ? "m." : NULL, entries);
     if (moments) k += cllm__trainer_entries(tr, vv, "v.", entries + k);
     rc = write ? cllm_st_save(path, entries, k, err) : cllm__st_read_entries(path, entries, k, err);
+    if (!write && !moments) cllm_model_weights_changed(tr->model);
     CLLM_FREE(entries);
     return rc;
 }
@@ -16369,7 +16587,7 @@ CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const
 /* ############################################################################################ */
 
 /* -------------------------------------------------------------------------------------------- */
-/* III.1 Fast paths (OpenMP, cache blocking, AVX2 / NEON) and the dispatchers                   */
+/* III.1 Fast paths (OpenMP, cache blocking, AVX-512 / AVX2 / NEON) and the dispatchers         */
 /* -------------------------------------------------------------------------------------------- */
 /* Each fast path computes the formula of the Part I reference it names; tests/test_fastpath.c compares the two on
    odd sizes (in the scalar build and again in the fast one). The switches (manual section 3) are set before Part I,
@@ -16378,10 +16596,13 @@ CLLMDEF cllm_result cllm_online_prompts_from_tasks(cllm_online_prompts *p, const
    - CLLM_BLOCKED: the matmul still adds the products of each output element in ascending order, starting from the
      bias or the value being accumulated into, so without SIMD it too is bit-identical; the tiles only decide which
      thread computes which outputs.
-   - CLLM_SIMD: fused multiply-adds (one rounding instead of two); dot products (the forward matmul, attention
-     scores) keep 8 (AVX2) or 4 (NEON) lane partial sums per K block of the matmul (cllm__dot: 4 such vectors) and
-     add them at the end. Differences are a few float ulps per operation, ~1e-7..1e-6 relative (tests/test_fastpath.c
-     prints them). */
+   - CLLM_SIMD: fused multiply-adds (one rounding instead of two). The matmul still takes each output's products in
+     ascending order (one fused chain per output, whatever the vector width); the dot products of attention
+     (cllm__dot) keep 4 vector partial sums and add them at the end. Differences are a few float ulps per
+     operation, ~1e-7..1e-6 relative (tests/test_fastpath.c prints them).
+   - AdamW (AVX2 / AVX-512): the reference's operations per lane, each correctly rounded: bit-identical.
+   - bf16 sampling weights (II.5): the same chains on the rounded weights, so the same bits as the fp32 kernel run on a
+     W that holds bf16 values. */
 
 #ifdef CLLM__FAST
 
@@ -16446,339 +16667,550 @@ static void cllm__axpy(cllm_float *y, cllm_float alpha, const cllm_float *x, int
 
 /* ---- matmul: cache blocking (mirrors cllm__matmul_forward_naive, cllm__matmul_backward_naive)  */
 
-/* The forward product out = inp W^T pairs rows of inp with rows of W, both contiguous along C, so it is a grid of dot
-   products: the "dot" kernel takes 3 rows of inp and 4 rows of W and keeps their 12 dot products in registers (12 of
-   the 16 AVX2 registers). The backward products are sums of outer products, with the rows of B contiguous:
-     dinp (N,C)  += dout (N,OC)   . W   (OC,C)      A(n,o) = dout[n][o],  B(o,c) = W[o][c]
-     dW   (OC,C) += dout^T (OC,N) . inp (N,C)       A(o,n) = dout[n][o],  B(n,c) = inp[n][c]
-   The "outer" kernel holds a 6 x 16 block of the output in registers and adds, for each k, the 6 values A(i,k) times
-   the 16 values B(k,j); B's rows are first copied into a contiguous panel. Both walk K in blocks that fit their
-   operands in L1/L2. The output is cut into tiles, one thread per tile, and inside a tile K is walked in ascending
-   order: the thread count never changes a result. */
+/* One rule for every kernel below: each output is ONE chain of multiply-adds over k in ascending order, starting from
+   the bias (or 0, or the value being accumulated into):
+       acc = init;   for k = 0 .. K-1:   acc = fma(x[k], w[k], acc)
+   With SIMD a fused multiply-add per step, in every vector width (the AVX-512 and AVX2 builds give the same bits);
+   without SIMD a separate multiply and add: the reference loop exactly. The kernels are vectorised across OUTPUTS
+   (16 or 8 per vector, one k per step), never along k: no horizontal sums, no lane partial sums. So a row's result
+   depends on neither the batch, the tiles, the K blocks nor the thread count; the decoding kernel (cllm__gemv_nt)
+   and the batched one (cllm__gemm) agree bit for bit, so KV-cache logits equal the full forward's; and
+   tests/test_fastpath.c compares every SIMD kernel with a scalar fmaf() loop exactly.
+   The three products of a linear layer are one gemm, C (M x N) += A (M x K) B (K x N), read through strides:
+     forward  out (N,OC) += inp (N,C) . W^T (C,OC)        B(c,o) = W[o][c]       B packed by transposing W
+     dinp     (N,C)      += dout (N,OC) . W (OC,C)        B(o,c) = W[o][c]       a copy
+     dW       (OC,C)     += dout^T (OC,N) . inp (N,C)     A(o,n) = dout[n][o]    A packed from columns
+   The loops are BLIS's (Van Zee and van de Geijn, ACM TOMS 2015): the output is cut into tiles, one thread each;
+   per tile and K block the thread packs B's block (KC x NC, L2) once, then per MR rows A's panel (MR x KC, L1),
+   and the microkernel keeps an MR x NR block of C in registers, adding per k MR values of A times NR of B. */
 #ifdef CLLM_BLOCKED
-#define CLLM__DR 3      /* dot kernel: 3 rows of inp x 4 rows of W                                  */
-#define CLLM__DC 4
-#define CLLM__DMC 96    /* its tiles: 96 rows of inp (192 KB per K block, reread from L2) ...       */
-#define CLLM__DNC 128   /* ... by 128 rows of W, each group of 4 read once into L1                  */
-#define CLLM__MR 6      /* outer kernel: a 6 x 16 block of the output                               */
+#if defined(CLLM__AVX512)
+#define CLLM__MR 12          /* microkernel: a 12 x 32 block of C in 24 of the 32 zmm registers            */
+#define CLLM__NR 32
+#define CLLM__GEMV_ROWS 8    /* rows of x per pass of the decoding kernel over W: 8 chains + 16 of W       */
+#define CLLM__GEMV_COLS 16   /* outputs per decoding block: one zmm                                        */
+#else
+#define CLLM__MR 6           /* AVX2, NEON and portable: a 6 x 16 block (12 of the 16 ymm registers)       */
 #define CLLM__NR 16
-#define CLLM__KC 256    /* its K block: a 16 KB panel of B stays in L1                             */
-#define CLLM__MC 192    /* its tiles: 192 rows of A, read in place (192 KB per K block: L2) ...     */
-#define CLLM__NC 256    /* ... by 256 columns                                                       */
+#define CLLM__GEMV_ROWS 4    /* 4 chains + 8 vectors of W in 16 ymm registers                              */
+#define CLLM__GEMV_COLS 8
+#endif
+#define CLLM__KC 256         /* K block: the A panel is 12 KB (L1)                                          */
+#define CLLM__MC 384         /* tile rows: B's packing is paid once per 384 rows of C                       */
+#define CLLM__NC 256         /* tile columns: the packed B block is 256 x KC floats = 256 KB (L2)           */
+#if defined(__GNUC__) || defined(__clang__)
+#define CLLM__NOINLINE __attribute__((noinline))
+#define CLLM__ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define CLLM__NOINLINE
+#define CLLM__ALWAYS_INLINE inline
+#endif
+/* One step of a chain outside the vector registers (tails, fallbacks): fused whenever the microkernels are, so that
+   such an element is computed exactly as a vector lane would compute it. */
+#if defined(CLLM__AVX2) || defined(CLLM__NEON)
+#define CLLM__MADD(x, w, acc) fmaf((x), (w), (acc))
+#else
+#define CLLM__MADD(x, w, acc) ((acc) + (x) * (w))
+#endif
 
-#ifdef CLLM__AVX2
-/* [sum a, sum b, sum c, sum d] of four 8-lane vectors */
-static __m128 cllm__hsum4x8(__m256 a, __m256 b, __m256 c, __m256 d) {
-    __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
-    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+#if defined(CLLM__AVX512)
+/* r[i] = row i of a 16 x 16 block  ->  r[j] = column j: 64 shuffles in four rounds (pairs of floats, pairs of
+   doubles, then 128-bit lanes twice). */
+static CLLM__ALWAYS_INLINE void cllm__transpose16(__m512 r[16]) {
+    __m512 t[16];
+    int i, c;
+    for (i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (i = 0; i < 16; i += 4) {        /* r[i+c], lane L: column 4L+c of rows i..i+3 */
+        __m512d t0 = _mm512_castps_pd(t[i]), t1 = _mm512_castps_pd(t[i + 1]);
+        __m512d t2 = _mm512_castps_pd(t[i + 2]), t3 = _mm512_castps_pd(t[i + 3]);
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+    }
+    for (c = 0; c < 4; c++) {            /* lane L of r[c], r[4+c], r[8+c], r[12+c]: column 4L+c */
+        __m512 lo01 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44);
+        __m512 hi01 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xee);
+        __m512 lo23 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44);
+        __m512 hi23 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xee);
+        t[c] = _mm512_shuffle_f32x4(lo01, lo23, 0x88);
+        t[4 + c] = _mm512_shuffle_f32x4(lo01, lo23, 0xdd);
+        t[8 + c] = _mm512_shuffle_f32x4(hi01, hi23, 0x88);
+        t[12 + c] = _mm512_shuffle_f32x4(hi01, hi23, 0xdd);
+    }
+    for (i = 0; i < 16; i++) r[i] = t[i];
+}
+#elif defined(CLLM__AVX2)
+/* r[i] = row i of an 8 x 8 block  ->  r[j] = column j. */
+static CLLM__ALWAYS_INLINE void cllm__transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    int i;
+    for (i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (i = 0; i < 8; i += 4) {         /* u[i+c], 128-bit lane L: column 4L+c of rows i..i+3 */
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
+        r[4 + i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
+    }
 }
 #endif
 
-/* out[i][j] += sum_{k<kc} x_i[k] w_j[k] for i < mr <= 3, j < nr <= 4 (x rows ldx apart, w rows
-   ldw apart, out rows ldo apart). Missing rows reuse row 0 and are not written. */
-static void cllm__kernel_dot(int kc, const cllm_float *x, size_t ldx, const cllm_float *w, size_t ldw,
-                             cllm_float *out, size_t ldo, int mr, int nr) {
-    const cllm_float *xr[CLLM__DR], *wr[CLLM__DC];
-    int i, j, k = 0;
-    for (i = 0; i < CLLM__DR; i++) xr[i] = x + (i < mr ? (size_t)i * ldx : 0);
-    for (j = 0; j < CLLM__DC; j++) wr[j] = w + (j < nr ? (size_t)j * ldw : 0);
-#if defined(CLLM__AVX2)
-    if (mr == 1) {                  /* one row (decoding): the same arithmetic per output, 1/3 of the work */
-        __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s03 = s00;
-        cllm_float r[4];
-        for (; k + 8 <= kc; k += 8) {
-            __m256 x0 = _mm256_loadu_ps(xr[0] + k);
-            s00 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[0] + k), s00);
-            s01 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[1] + k), s01);
-            s02 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[2] + k), s02);
-            s03 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(wr[3] + k), s03);
-        }
-        _mm_storeu_ps(r, cllm__hsum4x8(s00, s01, s02, s03));
-        for (j = 0; j < nr; j++) {
-            cllm_float acc = r[j];
-            int kk;
-            for (kk = k; kk < kc; kk++) acc += xr[0][kk] * wr[j][kk];
-            out[j] += acc;
+/* B panel (kc x NR): bp[k*NR + j] = B[k*brs + j*bcs], zero past nr columns; B points at (k0, j0). bcs == 1: rows of W
+   or inp, copied (backward); brs == 1: B = W^T, nr rows of W transposed (forward). */
+static void cllm__pack_b(cllm_float *bp, const cllm_float *B, size_t brs, size_t bcs, int nr, int kc) {
+    int k = 0, j;
+    if (bcs == 1) {
+        for (; k < kc; k++) {
+            if (nr == CLLM__NR) {        /* a constant size, which the compiler turns into vector moves */
+                memcpy(bp + (size_t)k * CLLM__NR, B + (size_t)k * brs, sizeof(cllm_float) * CLLM__NR);
+                continue;
+            }
+            memcpy(bp + (size_t)k * CLLM__NR, B + (size_t)k * brs, sizeof(cllm_float) * (size_t)nr);
+            memset(bp + (size_t)k * CLLM__NR + nr, 0, sizeof(cllm_float) * (size_t)(CLLM__NR - nr));
         }
         return;
     }
-    {
-        __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s03 = s00, s10 = s00, s11 = s00;
-        __m256 s12 = s00, s13 = s00, s20 = s00, s21 = s00, s22 = s00, s23 = s00;
-        cllm_float r[CLLM__DR][4];
-        __m128 r0, r1, r2;
-        for (; k + 8 <= kc; k += 8) {
-            __m256 x0 = _mm256_loadu_ps(xr[0] + k), x1 = _mm256_loadu_ps(xr[1] + k), x2 = _mm256_loadu_ps(xr[2] + k);
-            __m256 wv;
-#define CLLM__COL(j) wv = _mm256_loadu_ps(wr[j] + k); s0##j = _mm256_fmadd_ps(x0, wv, s0##j); \
-            s1##j = _mm256_fmadd_ps(x1, wv, s1##j); s2##j = _mm256_fmadd_ps(x2, wv, s2##j);
-            CLLM__COL(0) CLLM__COL(1) CLLM__COL(2) CLLM__COL(3)      /* a 3 x 4 block of fused multiply-adds */
-#undef CLLM__COL
-        }
-        r0 = cllm__hsum4x8(s00, s01, s02, s03);
-        r1 = cllm__hsum4x8(s10, s11, s12, s13);
-        r2 = cllm__hsum4x8(s20, s21, s22, s23);
-        if (k == kc && mr == CLLM__DR && nr == CLLM__DC) {        /* the common case: no tails */
-            _mm_storeu_ps(out, _mm_add_ps(_mm_loadu_ps(out), r0));
-            _mm_storeu_ps(out + ldo, _mm_add_ps(_mm_loadu_ps(out + ldo), r1));
-            _mm_storeu_ps(out + 2 * ldo, _mm_add_ps(_mm_loadu_ps(out + 2 * ldo), r2));
-            return;
-        }
-        _mm_storeu_ps(r[0], r0); _mm_storeu_ps(r[1], r1); _mm_storeu_ps(r[2], r2);
-        for (i = 0; i < mr; i++) for (j = 0; j < nr; j++) {
-            cllm_float acc = r[i][j];
-            int kk;
-            for (kk = k; kk < kc; kk++) acc += xr[i][kk] * wr[j][kk];
-            out[(size_t)i * ldo + j] += acc;
+#if defined(CLLM__AVX512)
+    if (nr == CLLM__NR) {                /* 16 rows x 16 k at a time, transposed in registers */
+        for (; k + 16 <= kc; k += 16) for (j = 0; j < CLLM__NR; j += 16) {
+            __m512 r[16];
+            int i;
+            for (i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(B + (size_t)(j + i) * bcs + k);
+            cllm__transpose16(r);
+            for (i = 0; i < 16; i++) _mm512_store_ps(bp + (size_t)(k + i) * CLLM__NR + j, r[i]);
         }
     }
-#elif defined(CLLM__NEON)
-    {
-        float32x4_t s[CLLM__DR][CLLM__DC];
-        for (i = 0; i < CLLM__DR; i++) for (j = 0; j < CLLM__DC; j++) s[i][j] = vdupq_n_f32(0);
-        for (; k + 4 <= kc; k += 4) {
-            float32x4_t xv[CLLM__DR];
-            for (i = 0; i < CLLM__DR; i++) xv[i] = vld1q_f32(xr[i] + k);
-            for (j = 0; j < CLLM__DC; j++) {
-                float32x4_t wv = vld1q_f32(wr[j] + k);
-                for (i = 0; i < CLLM__DR; i++) s[i][j] = vfmaq_f32(s[i][j], xv[i], wv);
-            }
+#elif defined(CLLM__AVX2)
+    if (nr == CLLM__NR) {
+        for (; k + 8 <= kc; k += 8) for (j = 0; j < CLLM__NR; j += 8) {
+            __m256 r[8];
+            int i;
+            for (i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(B + (size_t)(j + i) * bcs + k);
+            cllm__transpose8(r);
+            for (i = 0; i < 8; i++) _mm256_store_ps(bp + (size_t)(k + i) * CLLM__NR + j, r[i]);
         }
-        for (i = 0; i < mr; i++) for (j = 0; j < nr; j++) {
-            cllm_float acc = vaddvq_f32(s[i][j]);
-            int kk;
-            for (kk = k; kk < kc; kk++) acc += xr[i][kk] * wr[j][kk];
-            out[(size_t)i * ldo + j] += acc;
-        }
-    }
-#else
-    for (i = 0; i < mr; i++) for (j = 0; j < nr; j++) {     /* the reference's order exactly */
-        cllm_float acc = out[(size_t)i * ldo + j];
-        for (k = 0; k < kc; k++) acc += xr[i][k] * wr[j][k];
-        out[(size_t)i * ldo + j] = acc;
     }
 #endif
+    for (j = 0; j < CLLM__NR; j++) {     /* what is left: the k tail, or fewer than NR rows */
+        int kk;
+        for (kk = k; kk < kc; kk++) bp[(size_t)kk * CLLM__NR + j] = j < nr ? B[(size_t)j * bcs + kk] : 0;
+    }
 }
 
-/* c[r][j] += sum_{k<kc} a_r[k*acs] b[k*NR + j] for a full 6 x 16 block (c rows ldc apart): a_r
-   are the 6 rows of A, b one packed panel of B. Each output adds its products in ascending k. */
-#if defined(CLLM__AVX2)
-static void cllm__kernel_outer(int kc, const float *const *a, size_t acs, const float *b, float *c, size_t ldc) {
-    const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
-    __m256 c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
-    __m256 c10 = _mm256_loadu_ps(c + ldc), c11 = _mm256_loadu_ps(c + ldc + 8);
-    __m256 c20 = _mm256_loadu_ps(c + 2 * ldc), c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
-    __m256 c30 = _mm256_loadu_ps(c + 3 * ldc), c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
-    __m256 c40 = _mm256_loadu_ps(c + 4 * ldc), c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
-    __m256 c50 = _mm256_loadu_ps(c + 5 * ldc), c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
-    size_t k, ka = 0;
-    for (k = 0; k < (size_t)kc; k++, ka += acs, b += CLLM__NR) {
-        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), av;
-#define CLLM__ROW(r) av = _mm256_broadcast_ss(a##r + ka); \
-        c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0); c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);
-        CLLM__ROW(0) CLLM__ROW(1) CLLM__ROW(2) CLLM__ROW(3) CLLM__ROW(4) CLLM__ROW(5)   /* a 6 x 16 block */
-#undef CLLM__ROW
+/* A panel (MR x kc): ap[k*MR + r] = A[r*ars + k*acs], zero past mr rows; A points at (i0, k0). acs == 1: rows of inp
+   or dout (forward, dinp); ars == 1: dout^T (dW), MR contiguous values per k. */
+static void cllm__pack_a(cllm_float *ap, const cllm_float *A, size_t ars, size_t acs, int mr, int kc) {
+    int k = 0, r;
+#if defined(CLLM__AVX512)
+    const __mmask16 panel_rows = (__mmask16)((1u << CLLM__MR) - 1);
+    if (mr == CLLM__MR && ars == 1) {    /* one masked move per k */
+        for (; k < kc; k++) {
+            __m512 column = _mm512_maskz_loadu_ps(panel_rows, A + (size_t)k * acs);
+            _mm512_mask_storeu_ps(ap + (size_t)k * CLLM__MR, panel_rows, column);
+        }
     }
-    _mm256_storeu_ps(c, c00);           _mm256_storeu_ps(c + 8, c01);            /* a register table: a row a line */
-    _mm256_storeu_ps(c + ldc, c10);     _mm256_storeu_ps(c + ldc + 8, c11);
-    _mm256_storeu_ps(c + 2 * ldc, c20); _mm256_storeu_ps(c + 2 * ldc + 8, c21);
-    _mm256_storeu_ps(c + 3 * ldc, c30); _mm256_storeu_ps(c + 3 * ldc + 8, c31);
-    _mm256_storeu_ps(c + 4 * ldc, c40); _mm256_storeu_ps(c + 4 * ldc + 8, c41);
-    _mm256_storeu_ps(c + 5 * ldc, c50); _mm256_storeu_ps(c + 5 * ldc + 8, c51);
+    if (mr == CLLM__MR && acs == 1) {    /* MR rows x 16 k, transposed in registers */
+        for (; k + 16 <= kc; k += 16) {
+            __m512 t[16];
+            int kk;
+            for (r = 0; r < 16; r++) t[r] = _mm512_setzero_ps();
+            for (r = 0; r < CLLM__MR; r++) t[r] = _mm512_loadu_ps(A + (size_t)r * ars + k);
+            cllm__transpose16(t);
+            for (kk = 0; kk < 16; kk++) _mm512_mask_storeu_ps(ap + (size_t)(k + kk) * CLLM__MR, panel_rows, t[kk]);
+        }
+    }
+#endif
+    for (; k < kc; k++) {                /* what is left, one value at a time */
+        for (r = 0; r < CLLM__MR; r++) ap[(size_t)k * CLLM__MR + r] = r < mr ? A[(size_t)r * ars + (size_t)k * acs] : 0;
+    }
 }
-#elif defined(CLLM__NEON)
-static void cllm__kernel_outer(int kc, const float *const *a, size_t acs, const float *b, float *c, size_t ldc) {
-    float32x4_t acc[CLLM__MR][4];
-    size_t k, ka = 0;
-    int r, j;
-    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < 4; j++) acc[r][j] = vld1q_f32(c + r * ldc + 4 * j);
-    for (k = 0; k < (size_t)kc; k++, ka += acs, b += CLLM__NR) {
-        float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4), b2 = vld1q_f32(b + 8), b3 = vld1q_f32(b + 12);
+
+/* Words of the bf16 copy's panels (pairs of weights, II.5) widened to fp32: the even k is the low half (shifted up),
+   the odd k the high half (the low one masked off). */
+#if defined(CLLM__AVX512)
+static CLLM__ALWAYS_INLINE __m512 cllm__bf16_even16(__m512i v) { return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)); }
+static CLLM__ALWAYS_INLINE __m512 cllm__bf16_odd16(__m512i v) {
+    return _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000u)));
+}
+#elif defined(CLLM__AVX2)
+static CLLM__ALWAYS_INLINE __m256 cllm__bf16_even8(__m256i v) { return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)); }
+static CLLM__ALWAYS_INLINE __m256 cllm__bf16_odd8(__m256i v) {
+    return _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32((int)0xffff0000u)));
+}
+#endif
+
+/* The microkernel: c[r][j] goes on with the chain over k of ap[k*MR + r] B(k, j), for a full MR x NR block of C (rows
+   ldc apart), loaded at the start and stored at the end. ap: the packed panel of A. B(k, j) = bp[k*NR + j], the packed
+   panel of B, or, when bh is not NULL, bf16(W)[j][k] read from the bf16 copy's panels (NR / 16 of them side by side,
+   bh[v] at the block's first k, which is even). The body is written once per instruction set and inlined twice with
+   bh a constant: cllm__kernel_outer (fp32) and cllm__kernel_outer_bf16. */
+#if defined(CLLM__AVX512)
+/* AVX-512: 12 x 32, i.e. 12 rows x 2 zmm of accumulators; per k 2 loads of B, 12 broadcasts of A, 24 FMAs. */
+static CLLM__ALWAYS_INLINE void cllm__kernel_body(int kc, const cllm_float *ap, const cllm_float *bp,
+                                                  const cllm__bf16 *const *bh, cllm_float *c, size_t ldc) {
+    __m512 acc[CLLM__MR][2];
+    int r, k;
+#pragma GCC unroll 12
+    for (r = 0; r < CLLM__MR; r++) {
+        acc[r][0] = _mm512_loadu_ps(c + (size_t)r * ldc);
+        acc[r][1] = _mm512_loadu_ps(c + (size_t)r * ldc + 16);
+    }
+    for (k = 0; k < kc; k++, ap += CLLM__MR) {
+        __m512 b0, b1;
+        if (bh) {
+            __m512i v0 = _mm512_load_si512((const void *)(bh[0] + (size_t)(k / 2) * 32));
+            __m512i v1 = _mm512_load_si512((const void *)(bh[1] + (size_t)(k / 2) * 32));
+            b0 = k % 2 ? cllm__bf16_odd16(v0) : cllm__bf16_even16(v0);
+            b1 = k % 2 ? cllm__bf16_odd16(v1) : cllm__bf16_even16(v1);
+        } else {
+            b0 = _mm512_load_ps(bp + (size_t)k * CLLM__NR);
+            b1 = _mm512_load_ps(bp + (size_t)k * CLLM__NR + 16);
+        }
+#pragma GCC unroll 12
         for (r = 0; r < CLLM__MR; r++) {
-            float32x4_t av = vdupq_n_f32(a[r][ka]);
-            acc[r][0] = vfmaq_f32(acc[r][0], av, b0); acc[r][1] = vfmaq_f32(acc[r][1], av, b1);   /* a row of 16 */
-            acc[r][2] = vfmaq_f32(acc[r][2], av, b2); acc[r][3] = vfmaq_f32(acc[r][3], av, b3);
+            __m512 a = _mm512_set1_ps(ap[r]);
+            acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
         }
     }
-    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < 4; j++) vst1q_f32(c + r * ldc + 4 * j, acc[r][j]);
+#pragma GCC unroll 12
+    for (r = 0; r < CLLM__MR; r++) {
+        _mm512_storeu_ps(c + (size_t)r * ldc, acc[r][0]);
+        _mm512_storeu_ps(c + (size_t)r * ldc + 16, acc[r][1]);
+    }
+}
+#elif defined(CLLM__AVX2)
+/* AVX2: 6 x 16, i.e. 6 rows x 2 ymm of accumulators; per k 2 loads of B, 6 broadcasts of A, 12 FMAs. */
+static CLLM__ALWAYS_INLINE void cllm__kernel_body(int kc, const cllm_float *ap, const cllm_float *bp,
+                                                  const cllm__bf16 *const *bh, cllm_float *c, size_t ldc) {
+    __m256 acc[CLLM__MR][2];
+    int r, k;
+#pragma GCC unroll 6
+    for (r = 0; r < CLLM__MR; r++) {
+        acc[r][0] = _mm256_loadu_ps(c + (size_t)r * ldc);
+        acc[r][1] = _mm256_loadu_ps(c + (size_t)r * ldc + 8);
+    }
+    for (k = 0; k < kc; k++, ap += CLLM__MR) {
+        __m256 b0, b1;
+        if (bh) {                                     /* one panel: outputs 0-7 in the first 32 bytes, 8-15 next */
+            const __m256i *w = (const __m256i *)(const void *)(bh[0] + (size_t)(k / 2) * 32);
+            b0 = k % 2 ? cllm__bf16_odd8(_mm256_load_si256(w)) : cllm__bf16_even8(_mm256_load_si256(w));
+            b1 = k % 2 ? cllm__bf16_odd8(_mm256_load_si256(w + 1)) : cllm__bf16_even8(_mm256_load_si256(w + 1));
+        } else {
+            b0 = _mm256_load_ps(bp + (size_t)k * CLLM__NR);
+            b1 = _mm256_load_ps(bp + (size_t)k * CLLM__NR + 8);
+        }
+#pragma GCC unroll 6
+        for (r = 0; r < CLLM__MR; r++) {
+            __m256 a = _mm256_broadcast_ss(ap + r);
+            acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+        }
+    }
+#pragma GCC unroll 6
+    for (r = 0; r < CLLM__MR; r++) {
+        _mm256_storeu_ps(c + (size_t)r * ldc, acc[r][0]);
+        _mm256_storeu_ps(c + (size_t)r * ldc + 8, acc[r][1]);
+    }
 }
 #else
-static void cllm__kernel_outer(int kc, const cllm_float *const *a, size_t acs, const cllm_float *b, cllm_float *c,
-                               size_t ldc) {
+/* Portable C (and NEON's bf16): the reference's arithmetic, output by output. */
+static CLLM__ALWAYS_INLINE void cllm__kernel_body(int kc, const cllm_float *ap, const cllm_float *bp,
+                                                  const cllm__bf16 *const *bh, cllm_float *c, size_t ldc) {
     cllm_float acc[CLLM__MR][CLLM__NR];
-    size_t k, ka = 0;
-    int r, j;
-    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) acc[r][j] = c[r * ldc + j];
-    for (k = 0; k < (size_t)kc; k++, ka += acs, b += CLLM__NR)
-        for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) acc[r][j] += a[r][ka] * b[j];
-    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) c[r * ldc + j] = acc[r][j];
+    int r, j, k;
+    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) acc[r][j] = c[(size_t)r * ldc + j];
+    for (k = 0; k < kc; k++, ap += CLLM__MR) {
+        for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) {
+            size_t word = (size_t)(k / 2) * 32 + (size_t)(j % CLLM__BF16_PANEL) * 2 + (size_t)(k % 2);
+            cllm_float b = bh ? cllm__bf16_widen(bh[j / CLLM__BF16_PANEL][word]) : bp[(size_t)k * CLLM__NR + j];
+            acc[r][j] = CLLM__MADD(ap[r], b, acc[r][j]);
+        }
+    }
+    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) c[(size_t)r * ldc + j] = acc[r][j];
 }
 #endif
+#if defined(CLLM__NEON)
+/* NEON: 6 x 16, i.e. 6 rows x 4 q registers of accumulators; per k 4 loads of B, 6 broadcasts of A, 24 FMAs. */
+static void cllm__kernel_outer(int kc, const cllm_float *ap, const cllm_float *bp, cllm_float *c, size_t ldc) {
+    float32x4_t acc[CLLM__MR][4];
+    int r, v, k;
+    for (r = 0; r < CLLM__MR; r++) for (v = 0; v < 4; v++) acc[r][v] = vld1q_f32(c + (size_t)r * ldc + 4 * v);
+    for (k = 0; k < kc; k++, ap += CLLM__MR, bp += CLLM__NR) {
+        float32x4_t b[4];
+        for (v = 0; v < 4; v++) b[v] = vld1q_f32(bp + 4 * v);
+        for (r = 0; r < CLLM__MR; r++) {
+            float32x4_t a = vdupq_n_f32(ap[r]);
+            for (v = 0; v < 4; v++) acc[r][v] = vfmaq_f32(acc[r][v], a, b[v]);
+        }
+    }
+    for (r = 0; r < CLLM__MR; r++) for (v = 0; v < 4; v++) vst1q_f32(c + (size_t)r * ldc + 4 * v, acc[r][v]);
+}
+#else
+static void cllm__kernel_outer(int kc, const cllm_float *ap, const cllm_float *bp, cllm_float *c, size_t ldc) {
+    cllm__kernel_body(kc, ap, bp, NULL, c, ldc);
+}
+#endif
+static void cllm__kernel_outer_bf16(int kc, const cllm_float *ap, const cllm__bf16 *const *bh, cllm_float *c,
+                                    size_t ldc) {
+    cllm__kernel_body(kc, ap, NULL, bh, c, ldc);
+}
 
-/* Output tiles of mc x nc (multiples of the kernel's block), made smaller while there would be
-   fewer than two per thread (e.g. the 128-wide k_proj of Qwen2.5). Returns the column count. */
-static int cllm__tiles(int M, int N, int *mc, int *nc, int mr, int nr) {
-    size_t want = (size_t)2 * cllm__max_threads();
-#define CLLM__NTILES ((size_t)((M + *mc - 1) / *mc) * (size_t)((N + *nc - 1) / *nc))
-    while (*mc > mr && CLLM__NTILES < want) *mc = (*mc / 2 + mr - 1) / mr * mr;
-    while (*nc > nr && CLLM__NTILES < want) *nc = (*nc / 2 + nr - 1) / nr * nr;
-#undef CLLM__NTILES
+/* An mr x nr edge block goes through a full-size copy; the extra entries are discarded. */
+static void cllm__kernel_edge(int kc, const cllm_float *ap, const cllm_float *bp, cllm_float *c, size_t ldc, int mr,
+                              int nr) {
+    cllm_float tile[CLLM__MR * CLLM__NR];
+    int r, j;
+    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++) tile[r * CLLM__NR + j] = 0;
+    for (r = 0; r < mr; r++) for (j = 0; j < nr; j++) tile[r * CLLM__NR + j] = c[(size_t)r * ldc + j];
+    cllm__kernel_outer(kc, ap, bp, tile, CLLM__NR);
+    for (r = 0; r < mr; r++) for (j = 0; j < nr; j++) c[(size_t)r * ldc + j] = tile[r * CLLM__NR + j];
+}
+
+/* Tiles: the fewest near-equal tiles of at most MC x NC, raised to at least two per thread (the load of a shared
+   machine is uneven), cutting the longer side. Sets the tile size, returns the number of tile columns. */
+static int cllm__tiles(int M, int N, int *mc, int *nc) {
+    int tm = (M + CLLM__MC - 1) / CLLM__MC, tn = (N + CLLM__NC - 1) / CLLM__NC;
+    int max_tm = (M + CLLM__MR - 1) / CLLM__MR, max_tn = (N + CLLM__NR - 1) / CLLM__NR;
+    while (tm * tn < 2 * cllm__max_threads() && (tm < max_tm || tn < max_tn)) {
+        if (tn < max_tn && (tm >= max_tm || (N + tn - 1) / tn >= (M + tm - 1) / tm)) tn++;
+        else tm++;
+    }
+    *mc = ((M + tm - 1) / tm + CLLM__MR - 1) / CLLM__MR * CLLM__MR;
+    *nc = ((N + tn - 1) / tn + CLLM__NR - 1) / CLLM__NR * CLLM__NR;
     return (N + *nc - 1) / *nc;
 }
 
-#ifdef CLLM__AVX2
-/* out[j] += sum_k x[k] w_j[k] for the 8 rows w_0..w_7 (ldw apart): cllm__kernel_dot's one-row
-   arithmetic for each output (its 8-lane chain, reduction and tail), over twice as many
-   weight rows at once, which keeps more of them streaming from memory. */
-static void cllm__kernel_dot_row8(int kc, const cllm_float *x, const cllm_float *w, size_t ldw, cllm_float *out) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
-    cllm_float r[8];
-    int j, k = 0;
-    for (; k + 8 <= kc; k += 8) {
-        __m256 x0 = _mm256_loadu_ps(x + k);
-        s0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + k), s0);
-        s1 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + ldw + k), s1);
-        s2 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 2 * ldw + k), s2);
-        s3 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 3 * ldw + k), s3);
-        s4 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 4 * ldw + k), s4);
-        s5 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 5 * ldw + k), s5);
-        s6 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 6 * ldw + k), s6);
-        s7 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(w + 7 * ldw + k), s7);
-    }
-    _mm_storeu_ps(r, cllm__hsum4x8(s0, s1, s2, s3));
-    _mm_storeu_ps(r + 4, cllm__hsum4x8(s4, s5, s6, s7));
-    for (j = 0; j < 8; j++) {
-        cllm_float acc = r[j];
-        int kk;
-        for (kk = k; kk < kc; kk++) acc += x[kk] * w[(size_t)j * ldw + kk];
-        out[j] += acc;
-    }
-}
-
-/* out (1 x N) += x (1 x K) W (N x K)^T: one row, as in decoding, where the time is the time to
-   read W. Each thread takes one contiguous run of W's rows, 8 at a time (the last < 8 rows by
-   cllm__kernel_dot); every output is computed exactly as cllm__gemm_nt's tiles compute it. */
-static void cllm__gemv_nt(cllm_float *out, const cllm_float *x, const cllm_float *W, size_t ldw, int N, int K) {
-    int groups = N / 8, g, j;
-#ifdef CLLM__OMP
-#pragma omp parallel for schedule(static) if(groups > 1 && (double)N * K >= 2e4)
-#endif
-    for (g = 0; g < groups; g++) cllm__kernel_dot_row8(K, x, W + (size_t)g * 8 * ldw, ldw, out + (size_t)g * 8);
-    for (j = groups * 8; j < N; j += CLLM__DC)
-        cllm__kernel_dot(K, x, 0, W + (size_t)j * ldw, ldw, out + j, 0, 1, N - j < CLLM__DC ? N - j : CLLM__DC);
-}
-#endif
-
-/* out (M x N, rows ldo apart) += X (M x K) W (N x K)^T, X and W rows ldx and ldw apart. */
-static void cllm__gemm_nt(cllm_float *out, size_t ldo, const cllm_float *X, size_t ldx,
-                          const cllm_float *W, size_t ldw, int M, int N, int K) {
-    int mc = CLLM__DMC, nc = CLLM__DNC, tn, ntiles, t;
+/* C (M x N, rows ldc apart) += A (M x K) B (K x N), A(i,k) = A[i*ars + k*acs], B(k,j) = B[k*brs + j*bcs]. Each
+   thread allocates one packing buffer; if that fails, its tiles take the same chains one output at a time (same
+   result, slower), so there is no error to report. */
+static void cllm__gemm(cllm_float *Cm, size_t ldc, const cllm_float *A, size_t ars, size_t acs,
+                       const cllm_float *B, size_t brs, size_t bcs, int M, int N, int K) {
+    int mc, nc, tn, ntiles;
     if (M <= 0 || N <= 0 || K <= 0) return;
-#ifdef CLLM__AVX2
-    if (M == 1) { cllm__gemv_nt(out, X, W, ldw, N, K); return; }
-#endif
-    tn = cllm__tiles(M, N, &mc, &nc, CLLM__DR, CLLM__DC);
-    ntiles = (M + mc - 1) / mc * tn;
-    /* K is not blocked: each output is one chain of fused multiply-adds and one reduction, the
-       same whatever M is and however the tiles fall, so a row's result never depends on how many
-       rows are computed with it (a token sampled while decoding 1 sequence or 8 is the same). */
-#ifdef CLLM__OMP
-#pragma omp parallel for schedule(dynamic) if(ntiles > 1 && (double)M * N * K >= 1e5)
-#endif
-    for (t = 0; t < ntiles; t++) {
-        int i0 = t / tn * mc, j0 = t % tn * nc, i, j;
-        int i1 = M - i0 < mc ? M : i0 + mc, j1 = N - j0 < nc ? N : j0 + nc;
-        for (j = j0; j < j1; j += CLLM__DC) for (i = i0; i < i1; i += CLLM__DR)
-            cllm__kernel_dot(K, X + (size_t)i * ldx, ldx, W + (size_t)j * ldw, ldw, out + (size_t)i * ldo + j, ldo,
-                             i1 - i < CLLM__DR ? i1 - i : CLLM__DR, j1 - j < CLLM__DC ? j1 - j : CLLM__DC);
-    }
-}
-
-/* Copies rows [k0, k0+kc) and columns [j, j+nr) of B into one contiguous NR-column panel,
-   zero-padded past nr <= NR: bp[k*NR + jj] = B[(k0+k)*ldb + j + jj]. */
-static void cllm__pack_panel(cllm_float *bp, const cllm_float *B, size_t ldb, int j, int nr, int k0, int kc) {
-    int k;
-    for (k = 0; k < kc; k++) {
-        const cllm_float *src = B + (size_t)(k0 + k) * ldb + (size_t)j;
-        cllm_float *dst = bp + (size_t)k * CLLM__NR;
-#if defined(__GNUC__) || defined(__clang__)
-        if (k + 16 < kc) __builtin_prefetch(src + 16 * ldb);    /* rows far apart: no hardware prefetch */
-#endif
-        if (nr == CLLM__NR) memcpy(dst, src, sizeof(cllm_float) * CLLM__NR);    /* two vector moves */
-        else {
-            memcpy(dst, src, sizeof(cllm_float) * (size_t)nr);
-            memset(dst + nr, 0, sizeof(cllm_float) * (size_t)(CLLM__NR - nr));
-        }
-    }
-}
-
-/* Cm (M x N, rows ldc apart) += A (M x K) B (K x N), with A(i,k) = A[i*ars + k*acs] read in place
-   and B(k,j) = B[k*ldb + j]. Each thread copies one B panel (KC x NR, 16 KB, on its stack) at
-   a time and runs it against every 6-row block of A in its tile. */
-static void cllm__gemm_nn(cllm_float *Cm, size_t ldc, const cllm_float *A, size_t ars, size_t acs,
-                          const cllm_float *B, size_t ldb, int M, int N, int K) {
-    int mc = CLLM__MC, nc = CLLM__NC, tn, ntiles, t;
-    if (M <= 0 || N <= 0 || K <= 0) return;
-    tn = cllm__tiles(M, N, &mc, &nc, CLLM__MR, CLLM__NR);
+    tn = cllm__tiles(M, N, &mc, &nc);
     ntiles = (M + mc - 1) / mc * tn;
 #ifdef CLLM__OMP
-#pragma omp parallel for schedule(dynamic) if(ntiles > 1 && (double)M * N * K >= 1e5)
+#pragma omp parallel if(ntiles > 1 && (double)M * N * K >= 1e5)
 #endif
-    for (t = 0; t < ntiles; t++) {
-        cllm_float panel[CLLM__KC * CLLM__NR + 16], *bp = panel;
-        int i0 = t / tn * mc, j0 = t % tn * nc, k0, p, q;
-        int mt = M - i0 < mc ? M - i0 : mc, nt = N - j0 < nc ? N - j0 : nc;
-        while ((uintptr_t)bp % 64) bp++;                         /* aligned vector loads of B */
-        for (k0 = 0; k0 < K; k0 += CLLM__KC) {
-            int kc = K - k0 < CLLM__KC ? K - k0 : CLLM__KC;
-            for (q = 0; q < nt; q += CLLM__NR) {
-                int nr = nt - q < CLLM__NR ? nt - q : CLLM__NR;
-                cllm__pack_panel(bp, B, ldb, j0 + q, nr, k0, kc);
+    {
+        /* per thread: B's packed block (nc x KC) then A's panel (MR x KC), 64-byte aligned */
+        char *buf = (char *)CLLM_MALLOC(sizeof(cllm_float) * ((size_t)nc + CLLM__MR) * CLLM__KC + 64);
+        cllm_float *bblock = buf ? (cllm_float *)(buf + (64 - (uintptr_t)buf % 64) % 64) : NULL;
+        cllm_float *apanel = bblock ? bblock + (size_t)nc * CLLM__KC : NULL;
+        int t;
+#ifdef CLLM__OMP
+#pragma omp for schedule(dynamic)
+#endif
+        for (t = 0; t < ntiles; t++) {
+            int i0 = t / tn * mc, j0 = t % tn * nc, k0, p, q;
+            size_t i, j, k;
+            int mt = M - i0 < mc ? M - i0 : mc, nt = N - j0 < nc ? N - j0 : nc;
+            if (!bblock) {               /* no buffer: the same chains, one output at a time */
+                for (i = (size_t)i0; i < (size_t)(i0 + mt); i++) for (j = (size_t)j0; j < (size_t)(j0 + nt); j++) {
+                    cllm_float *acc = Cm + (size_t)i * ldc + j;
+                    for (k = 0; k < (size_t)K; k++) *acc = CLLM__MADD(A[i * ars + k * acs], B[k * brs + j * bcs], *acc);
+                }
+                continue;
+            }
+            for (k0 = 0; k0 < K; k0 += CLLM__KC) {
+                int kc = K - k0 < CLLM__KC ? K - k0 : CLLM__KC;
+                for (q = 0; q < nt; q += CLLM__NR) {
+                    const cllm_float *b_block = B + (size_t)k0 * brs + (size_t)(j0 + q) * bcs;
+                    cllm__pack_b(bblock + (size_t)q * kc, b_block, brs, bcs, nt - q < CLLM__NR ? nt - q : CLLM__NR, kc);
+                }
                 for (p = 0; p < mt; p += CLLM__MR) {
-                    int mr = mt - p < CLLM__MR ? mt - p : CLLM__MR, r, j;
-                    const cllm_float *a[CLLM__MR];
-                    cllm_float *c = Cm + (size_t)(i0 + p) * ldc + (size_t)(j0 + q), tile[CLLM__MR * CLLM__NR];
-                    for (r = 0; r < CLLM__MR; r++)
-                        a[r] = A + (size_t)(i0 + p + (r < mr ? r : 0)) * ars + (size_t)k0 * acs;
-#if defined(__GNUC__) || defined(__clang__)
-                    /* the next output block: with a short K (dW sums over the tokens) the output is
-                       streamed from memory, and its load would otherwise stall the kernel */
-                    if (p + 2 * CLLM__MR <= mt) for (r = CLLM__MR; r < 2 * CLLM__MR; r++) {
-                        __builtin_prefetch(c + r * ldc, 1);
-                        __builtin_prefetch(c + r * ldc + CLLM__NR - 1, 1);
+                    int mr = mt - p < CLLM__MR ? mt - p : CLLM__MR;
+                    cllm__pack_a(apanel, A + (size_t)(i0 + p) * ars + (size_t)k0 * acs, ars, acs, mr, kc);
+                    for (q = 0; q < nt; q += CLLM__NR) {
+                        int nr = nt - q < CLLM__NR ? nt - q : CLLM__NR;
+                        cllm_float *c = Cm + (size_t)(i0 + p) * ldc + (size_t)(j0 + q);
+                        const cllm_float *bpanel = bblock + (size_t)q * kc;
+                        if (mr == CLLM__MR && nr == CLLM__NR) cllm__kernel_outer(kc, apanel, bpanel, c, ldc);
+                        else cllm__kernel_edge(kc, apanel, bpanel, c, ldc, mr, nr);
                     }
-#endif
-                    if (mr == CLLM__MR && nr == CLLM__NR) { cllm__kernel_outer(kc, a, acs, bp, c, ldc); continue; }
-                    /* an edge block goes through a full-size copy; the extra entries are discarded */
-                    for (r = 0; r < CLLM__MR; r++) for (j = 0; j < CLLM__NR; j++)
-                        tile[r * CLLM__NR + j] = r < mr && j < nr ? c[r * ldc + j] : 0;
-                    cllm__kernel_outer(kc, a, acs, bp, tile, CLLM__NR);
-                    for (r = 0; r < mr; r++) for (j = 0; j < nr; j++) c[r * ldc + j] = tile[r * CLLM__NR + j];
                 }
             }
         }
+        CLLM_FREE(buf);
     }
 }
 
-/* out = bias (or 0), then out += inp W^T. */
-static void cllm__matmul_forward_blocked(cllm_float *out, const cllm_float *inp, const cllm_float *W,
-                                         const cllm_float *bias, int N, int C, int OC) {
+/* ---- matmul forward, decoding: up to CLLM__GEMV_ROWS rows, W read in place ------------------- */
+
+/* out[i][j] = init[j] + sum_k x_i[k] W[j][k] for nj <= GEMV_COLS outputs: a block of GEMV_COLS rows x as many k of W
+   is loaded and transposed in registers, giving the vectors "W[j0..][k]", which each row's chain takes in ascending
+   k, exactly as the microkernel takes a packed panel. m is a constant in each inlined copy (the chains stay in
+   registers). */
+#if defined(CLLM__AVX512)
+static CLLM__ALWAYS_INLINE void cllm__gemv_block(cllm_float *out, size_t ldo, const cllm_float *x, size_t ldx, int m,
+                                                 const cllm_float *W, size_t ldw, const cllm_float *bias, int nj,
+                                                 int K) {
+    __m512 acc[CLLM__GEMV_ROWS], w[16];
+    __mmask16 outputs = (__mmask16)((1u << nj) - 1);
+    int i, j, k, kk;
+#pragma GCC unroll 8
+    for (i = 0; i < m; i++) acc[i] = bias ? _mm512_maskz_loadu_ps(outputs, bias) : _mm512_setzero_ps();
+    for (k = 0; k < K; k += 16) {
+        int kr = K - k < 16 ? K - k : 16;        /* the k tail: zero-filled loads, only its kr steps taken */
+        __mmask16 ks = (__mmask16)((1u << kr) - 1);
+        if (nj == 16 && kr == 16) for (j = 0; j < 16; j++) w[j] = _mm512_loadu_ps(W + (size_t)j * ldw + k);
+        else for (j = 0; j < 16; j++) w[j] = j < nj ? _mm512_maskz_loadu_ps(ks, W + j * ldw + k) : _mm512_setzero_ps();
+        cllm__transpose16(w);
+#pragma GCC unroll 16
+        for (kk = 0; kk < 16; kk++) {
+            if (kk == kr) break;
+#pragma GCC unroll 8
+            for (i = 0; i < m; i++) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(x[i * ldx + k + kk]), w[kk], acc[i]);
+        }
+    }
+#pragma GCC unroll 8
+    for (i = 0; i < m; i++) _mm512_mask_storeu_ps(out + (size_t)i * ldo, outputs, acc[i]);
+}
+#elif defined(CLLM__AVX2)
+static CLLM__ALWAYS_INLINE void cllm__gemv_block(cllm_float *out, size_t ldo, const cllm_float *x, size_t ldx, int m,
+                                                 const cllm_float *W, size_t ldw, const cllm_float *bias, int nj,
+                                                 int K) {
+    __m256 acc[CLLM__GEMV_ROWS], w[8];
+    cllm_float lanes[8];
+    int i, j, k = 0, kk;
+    for (i = 0; i < m; i++) {
+        for (j = 0; j < 8; j++) lanes[j] = bias && j < nj ? bias[j] : 0;
+        acc[i] = _mm256_loadu_ps(lanes);
+    }
+    for (; k + 8 <= K; k += 8) {
+        for (j = 0; j < 8; j++) w[j] = j < nj ? _mm256_loadu_ps(W + (size_t)j * ldw + k) : _mm256_setzero_ps();
+        cllm__transpose8(w);
+        for (kk = 0; kk < 8; kk++) {
+            for (i = 0; i < m; i++) acc[i] = _mm256_fmadd_ps(_mm256_broadcast_ss(x + i * ldx + k + kk), w[kk], acc[i]);
+        }
+    }
+    for (i = 0; i < m; i++) {            /* the k tail, lane by lane: the same fused steps */
+        _mm256_storeu_ps(lanes, acc[i]);
+        for (j = 0; j < nj; j++) {
+            for (kk = k; kk < K; kk++) lanes[j] = CLLM__MADD(x[i * ldx + kk], W[j * ldw + kk], lanes[j]);
+            out[(size_t)i * ldo + j] = lanes[j];
+        }
+    }
+}
+#else
+static void cllm__gemv_block(cllm_float *out, size_t ldo, const cllm_float *x, size_t ldx, int m,
+                             const cllm_float *W, size_t ldw, const cllm_float *bias, int nj, int K) {
+    int i, j, k;
+    for (i = 0; i < m; i++) for (j = 0; j < nj; j++) {
+        cllm_float acc = bias ? bias[j] : 0;
+        for (k = 0; k < K; k++) acc = CLLM__MADD(x[(size_t)i * ldx + k], W[(size_t)j * ldw + k], acc);
+        out[(size_t)i * ldo + j] = acc;
+    }
+}
+#endif
+
+#if defined(CLLM__AVX2) && !defined(CLLM__AVX512)
+/* One row (M = 1), 16 outputs as two chains of 8 (AVX2), K a multiple of 8: the same chains as cllm__gemv_block,
+   interleaved. One 8-lane chain waits on its own multiply-adds (8 in a row per 8 x 8 block); with two in flight the
+   weights stream about 1.5x faster (measured on Zen 5 in an AVX2 build; four spill). */
+static void cllm__gemv_row_pair(cllm_float *out, const cllm_float *x, const cllm_float *W, size_t ldw,
+                                const cllm_float *bias, int K) {
+    __m256 acc[2], w[8];
+    int h, j, k, kk;
+    for (h = 0; h < 2; h++) acc[h] = bias ? _mm256_loadu_ps(bias + 8 * h) : _mm256_setzero_ps();
+    for (k = 0; k < K; k += 8) {
+        for (h = 0; h < 2; h++) {
+            for (j = 0; j < 8; j++) w[j] = _mm256_loadu_ps(W + (size_t)(8 * h + j) * ldw + k);
+            cllm__transpose8(w);
+            for (kk = 0; kk < 8; kk++) acc[h] = _mm256_fmadd_ps(_mm256_broadcast_ss(x + k + kk), w[kk], acc[h]);
+        }
+    }
+    for (h = 0; h < 2; h++) _mm256_storeu_ps(out + 8 * h, acc[h]);
+}
+#endif
+
+/* Blocks b0 .. b1-1 of GEMV_COLS outputs for M <= GEMV_ROWS rows. A function of its own, not inlined into the OpenMP
+   region, where GCC reaches every argument through the shared-data struct and spills the chains. */
+CLLM__NOINLINE static void cllm__gemv_blocks(cllm_float *out, size_t ldo, const cllm_float *X, size_t ldx,
+                                             const cllm_float *W, size_t ldw, const cllm_float *bias, int M, int N,
+                                             int K, int b0, int b1) {
+    int block = b0;
+#if defined(CLLM__AVX2) && !defined(CLLM__AVX512)
+    if (M == 1 && K % 8 == 0)                    /* decoding one sequence: pairs of whole blocks */
+        for (; block + 2 <= b1 && (block + 2) * CLLM__GEMV_COLS <= N; block += 2)
+            cllm__gemv_row_pair(out + block * CLLM__GEMV_COLS, X, W + (size_t)block * CLLM__GEMV_COLS * ldw, ldw,
+                                bias ? bias + block * CLLM__GEMV_COLS : NULL, K);
+#endif
+    for (; block < b1; block++) {
+        int j0 = block * CLLM__GEMV_COLS;
+        int nj = N - j0 < CLLM__GEMV_COLS ? N - j0 : CLLM__GEMV_COLS;
+        cllm_float *o = out + j0;
+        const cllm_float *w = W + (size_t)j0 * ldw, *b = bias ? bias + j0 : NULL;
+#define CLLM__GEMV_M(m) cllm__gemv_block(o, ldo, X, ldx, m, w, ldw, b, nj, K)
+        if (M == 1) CLLM__GEMV_M(1);             /* a constant m for each inlined copy */
+        else if (M == 2) CLLM__GEMV_M(2);
+        else if (M == 3) CLLM__GEMV_M(3);
+#if CLLM__GEMV_ROWS > 4
+        else if (M == 4) CLLM__GEMV_M(4);
+        else if (M == 5) CLLM__GEMV_M(5);
+        else if (M == 6) CLLM__GEMV_M(6);
+        else if (M == 7) CLLM__GEMV_M(7);
+#endif
+        else CLLM__GEMV_M(CLLM__GEMV_ROWS);
+#undef CLLM__GEMV_M
+    }
+}
+
+/* out (M x N, rows ldo apart) = bias (or 0) + X (M x K) W (N x K)^T for M <= GEMV_ROWS: each thread takes one
+   contiguous run of W's rows. */
+static void cllm__gemv_nt(cllm_float *out, size_t ldo, const cllm_float *X, size_t ldx, const cllm_float *W,
+                          size_t ldw, const cllm_float *bias, int M, int N, int K) {
+    int blocks = (N + CLLM__GEMV_COLS - 1) / CLLM__GEMV_COLS;
+#ifdef CLLM__OMP
+    if (blocks > 1 && (double)N * K * M >= 1e5) {
+#pragma omp parallel
+        {
+            long threads = omp_get_num_threads(), t = omp_get_thread_num();
+            int b0 = (int)(blocks * t / threads), b1 = (int)(blocks * (t + 1) / threads);
+            cllm__gemv_blocks(out, ldo, X, ldx, W, ldw, bias, M, N, K, b0, b1);
+        }
+        return;
+    }
+#endif
+    cllm__gemv_blocks(out, ldo, X, ldx, W, ldw, bias, M, N, K, 0, blocks);
+}
+
+/* ---- the layer: what the dispatchers call ---------------------------------------------------- */
+
+/* out (N x OC) = bias + inp (N x C) W^T (W: OC x C). Up to GEMV_ROWS rows (decoding) W is read in place; more rows
+   go through the gemm, which packs W (from 9 rows on that is faster at 768 -> 2048 on an AVX-512 host). */
+static void cllm__matmul_forward_fast(cllm_float *out, const cllm_float *inp, const cllm_float *W,
+                                      const cllm_float *bias, int N, int C, int OC) {
     int n;
+    if (N <= CLLM__GEMV_ROWS) {
+        cllm__gemv_nt(out, (size_t)OC, inp, (size_t)C, W, (size_t)C, bias, N, OC, C);
+        return;
+    }
     CLLM__PARALLEL_FOR((size_t)N * OC)
     for (n = 0; n < N; n++) {
         if (bias) memcpy(out + (size_t)n * OC, bias, sizeof(cllm_float) * (size_t)OC);
         else memset(out + (size_t)n * OC, 0, sizeof(cllm_float) * (size_t)OC);
     }
-    cllm__gemm_nt(out, (size_t)OC, inp, (size_t)C, W, (size_t)C, N, OC, C);
+    cllm__gemm(out, (size_t)OC, inp, (size_t)C, 1, W, 1, (size_t)C, N, OC, C);  /* B(c, o) = W[o][c] */
 }
 
-/* The three products of the reference backward. */
-static void cllm__matmul_backward_blocked(cllm_float *dinp, cllm_float *dW, cllm_float *dbias,
-                                          const cllm_float *dout, const cllm_float *inp, const cllm_float *W,
-                                          int N, int C, int OC) {
+/* dinp += dout W;  dW += dout^T inp;  dbias += column sums of dout. */
+static void cllm__matmul_backward_fast(cllm_float *dinp, cllm_float *dW, cllm_float *dbias, const cllm_float *dout,
+                                       const cllm_float *inp, const cllm_float *W, int N, int C, int OC) {
     int o;
-    if (dinp) cllm__gemm_nn(dinp, (size_t)C, dout, (size_t)OC, 1, W, (size_t)C, N, C, OC);
-    if (dW) cllm__gemm_nn(dW, (size_t)C, dout, 1, (size_t)OC, inp, (size_t)C, OC, C, N);
+    if (dinp) cllm__gemm(dinp, (size_t)C, dout, (size_t)OC, 1, W, (size_t)C, 1, N, C, OC);
+    if (dW) cllm__gemm(dW, (size_t)C, dout, 1, (size_t)OC, inp, (size_t)C, 1, OC, C, N);
     if (dbias) {
         CLLM__PARALLEL_FOR((size_t)N * OC)
         for (o = 0; o < OC; o++) {
@@ -16786,6 +17218,178 @@ static void cllm__matmul_backward_blocked(cllm_float *dinp, cllm_float *dW, cllm
             int n;
             for (n = 0; n < N; n++) db += dout[(size_t)n * OC + o];
             dbias[o] += db;
+        }
+    }
+}
+
+/* ---- matmul forward on the bf16 copy (mirrors cllm__matmul_forward_bf16_naive) --------------- */
+
+/* The same one-chain rule on the rounded weights: acc = fma(x[k], widen(P(j, k)), acc), k ascending, for every M, so a
+   rollout's prefill (the gemm's tiles) and its decoding steps (the kernel below) agree bit for bit, and both equal
+   cllm__matmul_forward_fast on a W that holds bf16 values already. The weights come straight from the packed copy
+   (II.5): no packing per call, half the bytes of fp32. AVX512_BF16's VDPBF16PS is not used: it would round x to bf16
+   as well and add two products per step, other arithmetic than the prefill's, and decoding is bound by the read. */
+#define CLLM__BF16_ROWS 4    /* rows of x per decoding pass: with AVX-512, 4 panels x 4 rows = 16 chains */
+
+/* out[i][j] = init[j] + sum_k x_i[k] bf16(W)[j][k] for the nj <= 64 outputs of npanel <= 4 consecutive panels and
+   m <= CLLM__BF16_ROWS rows; each panel is its own stream of chains. */
+#if defined(CLLM__AVX512)
+static CLLM__ALWAYS_INLINE void cllm__gemv_bf16_block(cllm_float *out, size_t ldo, const cllm_float *x, size_t ldx,
+                                                      int m, const cllm__bf16 *P, int npanel, const cllm_float *bias,
+                                                      int nj, int K) {
+    size_t pstride = cllm__bf16_panel_size(K);
+    __m512 acc[4][CLLM__BF16_ROWS];
+    int i, p, q;
+    for (p = 0; p < npanel; p++) {
+        int left = nj - 16 * p;
+        __mmask16 outputs = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
+        for (i = 0; i < m; i++) acc[p][i] = bias ? _mm512_maskz_loadu_ps(outputs, bias + 16 * p) : _mm512_setzero_ps();
+    }
+    for (q = 0; q < K / 2; q++) {
+        for (p = 0; p < npanel; p++) {
+            __m512i v = _mm512_load_si512((const void *)(P + p * pstride + (size_t)q * 32));
+            __m512 w0 = cllm__bf16_even16(v);
+            __m512 w1 = cllm__bf16_odd16(v);
+            for (i = 0; i < m; i++) acc[p][i] = _mm512_fmadd_ps(_mm512_set1_ps(x[i * ldx + 2 * q]), w0, acc[p][i]);
+            for (i = 0; i < m; i++) acc[p][i] = _mm512_fmadd_ps(_mm512_set1_ps(x[i * ldx + 2 * q + 1]), w1, acc[p][i]);
+        }
+    }
+    for (p = 0; K % 2 && p < npanel; p++) {           /* the last, unpaired k */
+        __m512 w0 = cllm__bf16_even16(_mm512_load_si512((const void *)(P + p * pstride + (size_t)q * 32)));
+        for (i = 0; i < m; i++) acc[p][i] = _mm512_fmadd_ps(_mm512_set1_ps(x[i * ldx + 2 * q]), w0, acc[p][i]);
+    }
+    for (p = 0; p < npanel; p++) {
+        int left = nj - 16 * p;
+        __mmask16 outputs = (__mmask16)(left >= 16 ? 0xffff : (1u << left) - 1);
+        for (i = 0; i < m; i++) _mm512_mask_storeu_ps(out + (size_t)i * ldo + 16 * p, outputs, acc[p][i]);
+    }
+}
+#elif defined(CLLM__AVX2)
+/* AVX2: a panel as two halves of 8 outputs (32 bytes, 8 pairs each), one panel after another: 2 m chains at a time. */
+static CLLM__ALWAYS_INLINE void cllm__gemv_bf16_block(cllm_float *out, size_t ldo, const cllm_float *x, size_t ldx,
+                                                      int m, const cllm__bf16 *P, int npanel, const cllm_float *bias,
+                                                      int nj, int K) {
+    size_t pstride = cllm__bf16_panel_size(K);
+    cllm_float lanes[16];
+    int i, p, q, h, j;
+    for (p = 0; p < npanel; p++) {
+        const cllm__bf16 *panel = P + p * pstride;
+        int left = nj - 16 * p < 16 ? nj - 16 * p : 16;
+        __m256 acc[CLLM__BF16_ROWS][2];
+        for (j = 0; j < 16; j++) lanes[j] = bias && j < left ? bias[16 * p + j] : 0;
+        for (i = 0; i < m; i++) {
+            acc[i][0] = _mm256_loadu_ps(lanes);
+            acc[i][1] = _mm256_loadu_ps(lanes + 8);
+        }
+        for (q = 0; q < (K + 1) / 2; q++) {
+            for (h = 0; h < 2; h++) {
+                __m256i v = _mm256_load_si256((const __m256i *)(const void *)(panel + (size_t)q * 32 + 16 * h));
+                __m256 w0 = cllm__bf16_even8(v);
+                __m256 w1 = cllm__bf16_odd8(v);
+                for (i = 0; i < m; i++) acc[i][h] = _mm256_fmadd_ps(_mm256_broadcast_ss(x + i * ldx + 2 * q), w0,
+                                                                    acc[i][h]);
+                if (2 * q + 1 == K) continue;
+                for (i = 0; i < m; i++) acc[i][h] = _mm256_fmadd_ps(_mm256_broadcast_ss(x + i * ldx + 2 * q + 1), w1,
+                                                                    acc[i][h]);
+            }
+        }
+        for (i = 0; i < m; i++) {
+            _mm256_storeu_ps(lanes, acc[i][0]);
+            _mm256_storeu_ps(lanes + 8, acc[i][1]);
+            for (j = 0; j < left; j++) out[(size_t)i * ldo + 16 * p + j] = lanes[j];
+        }
+    }
+}
+#else
+/* Portable (and NEON): the same chains, one output at a time. */
+static void cllm__gemv_bf16_block(cllm_float *out, size_t ldo, const cllm_float *x, size_t ldx, int m,
+                                  const cllm__bf16 *P, int npanel, const cllm_float *bias, int nj, int K) {
+    int i, j, k;
+    (void)npanel;
+    for (i = 0; i < m; i++) for (j = 0; j < nj; j++) {
+        cllm_float acc = bias ? bias[j] : 0;
+        for (k = 0; k < K; k++) acc = CLLM__MADD(x[(size_t)i * ldx + k], cllm__bf16_at(P, K, j, k), acc);
+        out[(size_t)i * ldo + j] = acc;
+    }
+}
+#endif
+
+/* Decoding: groups of 4 panels (64 outputs), threads over the groups; m is a constant in each inlined copy. */
+CLLM__NOINLINE static void cllm__gemv_bf16(cllm_float *out, const cllm_float *inp, const cllm__bf16 *P,
+                                           const cllm_float *bias, int N, int C, int OC) {
+    int panels = (OC + CLLM__BF16_PANEL - 1) / CLLM__BF16_PANEL, groups = (panels + 3) / 4, g;
+#ifdef CLLM__OMP
+#pragma omp parallel for schedule(static) if(groups > 1 && (double)OC * C * N >= 1e5)
+#endif
+    for (g = 0; g < groups; g++) {
+        int j0 = g * 4 * CLLM__BF16_PANEL, nj = OC - j0 < 4 * CLLM__BF16_PANEL ? OC - j0 : 4 * CLLM__BF16_PANEL;
+        int np = (nj + CLLM__BF16_PANEL - 1) / CLLM__BF16_PANEL;
+        const cllm__bf16 *p = P + (size_t)g * 4 * cllm__bf16_panel_size(C);
+        const cllm_float *b = bias ? bias + j0 : NULL;
+#define CLLM__GEMV_BF16_M(m) cllm__gemv_bf16_block(out + j0, (size_t)OC, inp, (size_t)C, m, p, np, b, nj, C)
+        if (N == 1) CLLM__GEMV_BF16_M(1);
+        else if (N == 2) CLLM__GEMV_BF16_M(2);
+        else if (N == 3) CLLM__GEMV_BF16_M(3);
+        else CLLM__GEMV_BF16_M(CLLM__BF16_ROWS);
+#undef CLLM__GEMV_BF16_M
+    }
+}
+
+/* out (N x OC) = bias + inp (N x C) bf16(W)^T, P the packed copy of W (OC x C). Up to CLLM__BF16_ROWS rows the decoding
+   kernel, more the gemm's tiles (cllm__tiles) with B read from the panels. */
+static void cllm__matmul_forward_bf16_fast(cllm_float *out, const cllm_float *inp, const cllm__bf16 *P,
+                                           const cllm_float *bias, int N, int C, int OC) {
+    size_t pstride = cllm__bf16_panel_size(C);
+    int panels = (OC + CLLM__BF16_PANEL - 1) / CLLM__BF16_PANEL, mc, nc, tn, ntiles, n;
+    if (N <= CLLM__BF16_ROWS) {
+        cllm__gemv_bf16(out, inp, P, bias, N, C, OC);
+        return;
+    }
+    for (n = 0; n < N; n++) {
+        if (bias) memcpy(out + (size_t)n * OC, bias, sizeof(cllm_float) * (size_t)OC);
+        else memset(out + (size_t)n * OC, 0, sizeof(cllm_float) * (size_t)OC);
+    }
+    tn = cllm__tiles(N, OC, &mc, &nc);
+    ntiles = (N + mc - 1) / mc * tn;
+#ifdef CLLM__OMP
+#pragma omp parallel if(ntiles > 1 && (double)N * C * OC >= 1e5)
+#endif
+    {
+        cllm_float apanel[CLLM__MR * CLLM__KC];
+        int t;
+#ifdef CLLM__OMP
+#pragma omp for schedule(dynamic)
+#endif
+        for (t = 0; t < ntiles; t++) {
+            int i0 = t / tn * mc, j0 = t % tn * nc, k0, p, q, v;
+            int mt = N - i0 < mc ? N - i0 : mc, nt = OC - j0 < nc ? OC - j0 : nc;
+            for (k0 = 0; k0 < C; k0 += CLLM__KC) {
+                int kc = C - k0 < CLLM__KC ? C - k0 : CLLM__KC;
+                for (p = 0; p < mt; p += CLLM__MR) {
+                    int mr = mt - p < CLLM__MR ? mt - p : CLLM__MR;
+                    cllm__pack_a(apanel, inp + (size_t)(i0 + p) * C + k0, (size_t)C, 1, mr, kc);
+                    for (q = 0; q < nt; q += CLLM__NR) {
+                        int nr = nt - q < CLLM__NR ? nt - q : CLLM__NR, j = j0 + q;
+                        const cllm__bf16 *bp[CLLM__NR / CLLM__BF16_PANEL];
+                        cllm_float *c = out + (size_t)(i0 + p) * OC + (size_t)j;
+                        cllm_float tile[CLLM__MR * CLLM__NR];
+                        int r, jj;
+                        for (v = 0; v < CLLM__NR / CLLM__BF16_PANEL; v++) {   /* past the last panel: read again, */
+                            int pn = j / CLLM__BF16_PANEL + v < panels ? j / CLLM__BF16_PANEL + v : panels - 1;
+                            bp[v] = P + (size_t)pn * pstride + (size_t)k0 * CLLM__BF16_PANEL;   /* discarded */
+                        }
+                        if (mr == CLLM__MR && nr == CLLM__NR) {
+                            cllm__kernel_outer_bf16(kc, apanel, bp, c, (size_t)OC);
+                            continue;
+                        }
+                        for (r = 0; r < CLLM__MR; r++) for (jj = 0; jj < CLLM__NR; jj++)     /* an edge block */
+                            tile[r * CLLM__NR + jj] = r < mr && jj < nr ? c[(size_t)r * OC + jj] : 0;
+                        cllm__kernel_outer_bf16(kc, apanel, bp, tile, CLLM__NR);
+                        for (r = 0; r < mr; r++)
+                            for (jj = 0; jj < nr; jj++) c[(size_t)r * OC + jj] = tile[r * CLLM__NR + jj];
+                    }
+                }
+            }
         }
     }
 }
@@ -16888,6 +17492,59 @@ static void cllm__attention_backward_fast(cllm_float *dq, cllm_float *dk, cllm_f
     }
 }
 
+
+/* ---- AdamW, 16 or 8 values per step (mirrors cllm__adamw_apply_naive) ------------------------ */
+
+/* Each lane does the reference's operations in its order, and each is correctly rounded (multiply, fused
+   multiply-add, square root, divide, add), so the result is the reference's bit for bit. The compiler leaves the
+   reference scalar (sqrtf may set errno), which made the update a seventh of a GPT-2-sized training step; written
+   out it moves 7 floats per parameter and is bound by memory. */
+#if defined(CLLM__AVX2)
+static void cllm__adamw_apply_fast(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v, size_t n,
+                                   const cllm__adamw_coef *k) {
+#if defined(CLLM__AVX512)
+#define CLLM__ADAMW_LANES 16
+#else
+#define CLLM__ADAMW_LANES 8
+#endif
+    long vectors = (long)(n / CLLM__ADAMW_LANES), b;
+    size_t done = (size_t)vectors * CLLM__ADAMW_LANES;
+    CLLM__PARALLEL_FOR(n * 16)
+    for (b = 0; b < vectors; b++) {
+        size_t i = (size_t)b * CLLM__ADAMW_LANES;
+#if defined(CLLM__AVX512)
+        __m512 gi = _mm512_loadu_ps(g + i);
+        __m512 pi = _mm512_mul_ps(_mm512_loadu_ps(p + i), _mm512_set1_ps(k->decay));
+        __m512 mi = _mm512_fmadd_ps(gi, _mm512_set1_ps(k->one_minus_b1), _mm512_mul_ps(_mm512_loadu_ps(m + i),
+                                    _mm512_set1_ps(k->b1)));
+        __m512 vi = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(k->one_minus_b2), gi), gi,
+                                    _mm512_mul_ps(_mm512_loadu_ps(v + i), _mm512_set1_ps(k->b2)));
+        __m512 denom = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), _mm512_set1_ps(k->bc2_sqrt)),
+                                     _mm512_set1_ps(k->eps));
+        __m512 update = _mm512_div_ps(_mm512_mul_ps(_mm512_set1_ps(k->neg_step), mi), denom);
+        _mm512_storeu_ps(p + i, _mm512_add_ps(pi, update));
+        _mm512_storeu_ps(m + i, mi);
+        _mm512_storeu_ps(v + i, vi);
+#else
+        __m256 gi = _mm256_loadu_ps(g + i);
+        __m256 pi = _mm256_mul_ps(_mm256_loadu_ps(p + i), _mm256_set1_ps(k->decay));
+        __m256 mi = _mm256_fmadd_ps(gi, _mm256_set1_ps(k->one_minus_b1), _mm256_mul_ps(_mm256_loadu_ps(m + i),
+                                    _mm256_set1_ps(k->b1)));
+        __m256 vi = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(k->one_minus_b2), gi), gi,
+                                    _mm256_mul_ps(_mm256_loadu_ps(v + i), _mm256_set1_ps(k->b2)));
+        __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), _mm256_set1_ps(k->bc2_sqrt)),
+                                     _mm256_set1_ps(k->eps));
+        __m256 update = _mm256_div_ps(_mm256_mul_ps(_mm256_set1_ps(k->neg_step), mi), denom);
+        _mm256_storeu_ps(p + i, _mm256_add_ps(pi, update));
+        _mm256_storeu_ps(m + i, mi);
+        _mm256_storeu_ps(v + i, vi);
+#endif
+    }
+#undef CLLM__ADAMW_LANES
+    cllm__adamw_apply_naive(p + done, g + done, m + done, v + done, n - done, k);   /* the last few values */
+}
+#endif
+
 #endif /* CLLM__FAST */
 
 /* ---- dispatchers: the names Part I, the KV cache and the public API call --------------------- */
@@ -16895,7 +17552,7 @@ static void cllm__attention_backward_fast(cllm_float *dq, cllm_float *dk, cllm_f
 static void cllm__matmul_forward(cllm_float *out, const cllm_float *inp, const cllm_float *W, const cllm_float *bias,
                                  int N, int C, int OC) {
 #if defined(CLLM_BLOCKED)
-    cllm__matmul_forward_blocked(out, inp, W, bias, N, C, OC);   /* any N: see cllm__gemm_nt */
+    cllm__matmul_forward_fast(out, inp, W, bias, N, C, OC);      /* any N: decoding included */
 #elif defined(CLLM__OMP)
     if (N < 4) cllm__matmul_forward_rows(out, inp, W, bias, N, C, OC);   /* parallel over OC */
     else cllm__matmul_forward_naive(out, inp, W, bias, N, C, OC);
@@ -16907,9 +17564,27 @@ static void cllm__matmul_forward(cllm_float *out, const cllm_float *inp, const c
 static void cllm__matmul_backward(cllm_float *dinp, cllm_float *dW, cllm_float *dbias, const cllm_float *dout,
                                   const cllm_float *inp, const cllm_float *W, int N, int C, int OC) {
 #ifdef CLLM_BLOCKED
-    cllm__matmul_backward_blocked(dinp, dW, dbias, dout, inp, W, N, C, OC);
+    cllm__matmul_backward_fast(dinp, dW, dbias, dout, inp, W, N, C, OC);
 #else
     cllm__matmul_backward_naive(dinp, dW, dbias, dout, inp, W, N, C, OC);
+#endif
+}
+
+static void cllm__matmul_forward_bf16(cllm_float *out, const cllm_float *inp, const cllm__bf16 *P,
+                                      const cllm_float *bias, int N, int C, int OC) {
+#ifdef CLLM_BLOCKED
+    cllm__matmul_forward_bf16_fast(out, inp, P, bias, N, C, OC);
+#else
+    cllm__matmul_forward_bf16_naive(out, inp, P, bias, N, C, OC);
+#endif
+}
+
+static void cllm__adamw_apply(cllm_float *p, const cllm_float *g, cllm_float *m, cllm_float *v, size_t n,
+                              const cllm__adamw_coef *k) {
+#if defined(CLLM__AVX2)
+    cllm__adamw_apply_fast(p, g, m, v, n, k);
+#else
+    cllm__adamw_apply_naive(p, g, m, v, n, k);
 #endif
 }
 

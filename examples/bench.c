@@ -29,6 +29,10 @@
 #include <unistd.h>
 #define BENCH_FORK 1
 #endif
+#ifdef BENCH_OPENBLAS
+#include <cblas.h>
+#undef I                    /* OpenBLAS's cblas.h includes <complex.h>; I is a size below */
+#endif
 
 /* ---- shapes: Hugging Face config.json text, random weights --------------------------------- */
 
@@ -118,6 +122,191 @@ static double peak_rss_mib(void) {
 #else
     return -1;
 #endif
+}
+
+/* ---- the machine's limits, measured in the same run as the figures they bound -------------------
+   The FMA peak of the vector width this program was compiled for, the streaming read bandwidth, and OpenBLAS's
+   sgemm on the matmul's own shapes. OpenBLAS only when the Makefile found it (-DBENCH_OPENBLAS -lopenblas): it is
+   linked into the bench programs, never into the library. */
+#if defined(__linux__)
+extern int madvise(void *, size_t, int);
+#endif
+static double limit_fma_gflop_s = -1, limit_read_gb_s = -1;   /* from the limits job, before the models run */
+
+/* Each thread runs LIMIT_ITERS steps of LIMIT_CHAINS independent chains acc = acc * m + c held in registers: enough
+   chains to cover the FMA latency (4 cycles) times the FMA pipes (2). Nothing is loaded or stored; the values
+   converge to c / (1 - m) = 1. flops = 2 x lanes x chains x steps x threads. */
+#define LIMIT_CHAINS 12
+#define LIMIT_ITERS 20000000L
+#if defined(CLLM__AVX512)
+#define LIMIT_LANES 16
+#elif defined(CLLM__AVX2)
+#define LIMIT_LANES 8
+#else
+#define LIMIT_LANES 1
+#endif
+static volatile float limit_sink;
+
+static int run_fma_chains(void *unused) {
+    (void)unused;
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+    {
+        float total = 0;
+        long step;
+        int i;
+#if defined(CLLM__AVX512)
+        __m512 acc[LIMIT_CHAINS], m = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(0.001f);
+        for (i = 0; i < LIMIT_CHAINS; i++) acc[i] = _mm512_set1_ps((float)i);
+        for (step = 0; step < LIMIT_ITERS; step++) {
+#pragma GCC unroll 12
+            for (i = 0; i < LIMIT_CHAINS; i++) acc[i] = _mm512_fmadd_ps(acc[i], m, c);
+        }
+        for (i = 0; i < LIMIT_CHAINS; i++) total += _mm512_reduce_add_ps(acc[i]);
+#elif defined(CLLM__AVX2)
+        __m256 acc[LIMIT_CHAINS], m = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(0.001f);
+        for (i = 0; i < LIMIT_CHAINS; i++) acc[i] = _mm256_set1_ps((float)i);
+        for (step = 0; step < LIMIT_ITERS; step++) {
+#pragma GCC unroll 12
+            for (i = 0; i < LIMIT_CHAINS; i++) acc[i] = _mm256_fmadd_ps(acc[i], m, c);
+        }
+        for (i = 0; i < LIMIT_CHAINS; i++) total += _mm256_cvtss_f32(acc[i]);
+#else
+        float acc[LIMIT_CHAINS];
+        for (i = 0; i < LIMIT_CHAINS; i++) acc[i] = (float)i;
+        for (step = 0; step < LIMIT_ITERS; step++) {
+            for (i = 0; i < LIMIT_CHAINS; i++) acc[i] = acc[i] * 0.999f + 0.001f;
+        }
+        for (i = 0; i < LIMIT_CHAINS; i++) total += acc[i];
+#endif
+        if (total == 12345.0f) limit_sink = total;    /* keeps the chains alive */
+    }
+    return 0;
+}
+
+/* Every thread sums its own contiguous part of an array far larger than the caches (written first by the same
+   threads, on 2 MB pages where allowed, as the library's tensors are), as LIMIT_STREAMS interleaved sequential
+   streams of 64-byte lines: one stream per thread reads about 20% less on a Zen 5 host, and the decoding kernels
+   read several rows of W at once. */
+#define LIMIT_STREAMS 4
+#define LIMIT_READ_BYTES ((size_t)512 << 20)
+typedef struct read_ctx { float *a; long n; } read_ctx;
+
+static int run_read_pass(void *p) {
+    read_ctx *r = (read_ctx *)p;
+    long threads = cllm_num_threads(), part = (r->n / threads + 63) / 64 * 64, th;
+    double total = 0;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) reduction(+:total)
+#endif
+    for (th = 0; th < threads; th++) {
+        long begin = th * part, end = begin + part < r->n ? begin + part : r->n;
+        long len = end > begin ? (end - begin) / LIMIT_STREAMS / 16 * 16 : 0, i;
+        const float *a = r->a + (end > begin ? begin : 0);
+        int q;
+#if defined(CLLM__AVX512)
+        __m512 s[LIMIT_STREAMS];
+        for (q = 0; q < LIMIT_STREAMS; q++) s[q] = _mm512_setzero_ps();
+        for (i = 0; i < len; i += 16) {
+            for (q = 0; q < LIMIT_STREAMS; q++) s[q] = _mm512_add_ps(s[q], _mm512_load_ps(a + q * len + i));
+        }
+        for (q = 0; q < LIMIT_STREAMS; q++) total += _mm512_reduce_add_ps(s[q]);
+#elif defined(CLLM__AVX2)
+        __m256 s[LIMIT_STREAMS];
+        for (q = 0; q < LIMIT_STREAMS; q++) s[q] = _mm256_setzero_ps();
+        for (i = 0; i < len; i += 16) {
+            for (q = 0; q < LIMIT_STREAMS; q++) {
+                __m256 line = _mm256_add_ps(_mm256_load_ps(a + q * len + i), _mm256_load_ps(a + q * len + i + 8));
+                s[q] = _mm256_add_ps(s[q], line);
+            }
+        }
+        for (q = 0; q < LIMIT_STREAMS; q++) total += _mm256_cvtss_f32(s[q]);
+#else
+        for (i = 0; i < len; i++) {
+            for (q = 0; q < LIMIT_STREAMS; q++) total += a[q * len + i];
+        }
+#endif
+    }
+    if (total == -1) limit_sink = (float)total;
+    return 0;
+}
+
+#ifdef BENCH_OPENBLAS
+/* OpenBLAS picks its kernels when it loads, by CPU detection or OPENBLAS_CORETYPE. Debian's 0.3.21 does not know
+   Zen 5 and takes it for Haswell (AVX2 kernels: half the AVX-512 sgemm's speed), and some environments set
+   OPENBLAS_CORETYPE=Haswell. The limit of an AVX-512 build is the AVX-512 sgemm, so then the bench runs itself
+   again with OPENBLAS_CORETYPE=SkylakeX and says so (BENCH_KEEP_OPENBLAS_CORETYPE=1 keeps the core). */
+static void openblas_prefer_avx512(char **argv) {
+#if defined(CLLM__AVX512) && defined(__linux__)
+    const char *core = openblas_get_corename();
+    if (getenv("BENCH_OPENBLAS_WAS")) {
+        printf("note: OpenBLAS runs its SkylakeX kernels (it had picked %s)\n", getenv("BENCH_OPENBLAS_WAS"));
+        return;
+    }
+    if (getenv("BENCH_KEEP_OPENBLAS_CORETYPE") || !core) return;
+    if (strstr(core, "kylakex") || strstr(core, "ooperlake") || strstr(core, "apphire")) return;
+    setenv("BENCH_OPENBLAS_WAS", core, 1);
+    setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+    execv("/proc/self/exe", argv);      /* if that fails, go on with the core it picked */
+#else
+    (void)argv;
+#endif
+}
+#endif
+
+/* The limits as a JSON object: fma_peak_gflop_s, read_gb_s (null when they could not be measured). */
+static cJSON *bench_limits(void) {
+    cJSON *o = cJSON_CreateObject();
+    read_ctx r;
+    double t, busy, bytes = (double)LIMIT_READ_BYTES;
+    long i;
+    t = median_time(run_fma_chains, NULL, &busy);
+    limit_fma_gflop_s = 2.0 * LIMIT_LANES * LIMIT_CHAINS * (double)LIMIT_ITERS * cllm_num_threads() / t / 1e9;
+    printf("limits: FMA peak %.0f GFLOP/s (%d-lane vectors, %d thread(s))", limit_fma_gflop_s, LIMIT_LANES,
+           cllm_num_threads());
+    cJSON_AddNumberToObject(o, "fma_peak_gflop_s", limit_fma_gflop_s);
+    r.n = (long)(LIMIT_READ_BYTES / sizeof(float));
+    if (posix_memalign((void **)&r.a, 64, LIMIT_READ_BYTES) != 0) r.a = NULL;
+    if (!r.a) {
+        printf(", read bandwidth: no memory for %.0f MiB\n", bytes / 1048576);
+        cJSON_AddNullToObject(o, "read_gb_s");
+        return o;
+    }
+#if defined(__linux__)
+    madvise(r.a, LIMIT_READ_BYTES, 14);            /* MADV_HUGEPAGE, which strict C99 hides */
+#endif
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+    for (i = 0; i < r.n; i++) r.a[i] = 1.0f / (float)(1 + (i & 1023));
+    t = median_time(run_read_pass, &r, &busy);
+    limit_read_gb_s = bytes / t / 1e9;
+    printf(", streaming read %.1f GB/s (%.0f MiB)\n", limit_read_gb_s, bytes / 1048576);
+    cJSON_AddNumberToObject(o, "read_gb_s", limit_read_gb_s);
+    free(r.a);
+    return o;
+}
+
+/* /proc/cpuinfo's "model name" (lscpu's), or "unknown" */
+static void cpu_name(char *buf, size_t size) {
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    snprintf(buf, size, "unknown");
+    while (f && fgets(line, sizeof line, f)) {
+        const char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) != 0 || !colon) continue;
+        colon += strspn(colon + 1, " \t") + 1;
+        snprintf(buf, size, "%.*s", (int)strcspn(colon, "\n"), colon);
+        break;
+    }
+    if (f) fclose(f);
+}
+
+/* a figure, or null when it was not measured */
+static void add_figure(cJSON *o, const char *name, double value) {
+    if (value > 0) cJSON_AddNumberToObject(o, name, value);
+    else cJSON_AddNullToObject(o, name);
 }
 
 /* ---- the model figures ------------------------------------------------------------------------ */
@@ -216,6 +405,57 @@ static void bench_stream(const cllm_model *m, double *ours, double *plain, doubl
     free(c.x); free(c.y);
 }
 
+/* How far the bf16 copy's logits are from fp32's, on the fp32 greedy sequence (prompt + 256 tokens) fed to a KV cache
+   of each kind: max |diff|, that over the largest |fp32 logit|, mean |diff|, the share of positions whose argmax
+   agrees; and how many of the 256 greedy tokens the two generations share before they first differ. */
+static int bench_bf16_logits(cllm_model *m, int id0, const cllm_completion c[2], cJSON *o, cllm_err *err) {
+    int n = c[0].n + 1, V = m->config.vocab_size, t, v, w, agree = 0, same = 0;
+    int *ids = (int *)malloc(sizeof(int) * (size_t)n);
+    cllm_float *logits[2];
+    double max_abs = 0, max_logit = 0, sum_abs = 0;
+    logits[0] = (cllm_float *)malloc(sizeof(cllm_float) * (size_t)n * V);
+    logits[1] = (cllm_float *)malloc(sizeof(cllm_float) * (size_t)n * V);
+    if (!ids || !logits[0] || !logits[1]) {
+        free(ids); free(logits[0]); free(logits[1]);
+        snprintf(err->msg, sizeof err->msg, "out of memory");
+        return 1;
+    }
+    ids[0] = id0;
+    memcpy(ids + 1, c[0].ids, sizeof(int) * (size_t)c[0].n);
+    for (w = 0; w < 2; w++) {
+        cllm_kv_cache kv;
+        int rc = cllm_kv_cache_init(&kv, m, 1, n, err) != CLLM_OK;
+        kv.weights = w ? CLLM_SAMPLE_BF16 : CLLM_SAMPLE_FP32;
+        rc = rc || cllm_kv_prefill(m, &kv, 0, ids, n, logits[w], err) != CLLM_OK;
+        cllm_kv_cache_free(&kv);
+        if (rc) { free(ids); free(logits[0]); free(logits[1]); return 1; }
+    }
+    for (t = 0; t < n; t++) {
+        const cllm_float *a = logits[0] + (size_t)t * V, *b = logits[1] + (size_t)t * V;
+        int best_a = 0, best_b = 0;
+        for (v = 0; v < V; v++) {
+            double d = fabs((double)a[v] - b[v]);
+            if (d > max_abs) max_abs = d;
+            if (fabs(a[v]) > max_logit) max_logit = fabs(a[v]);
+            sum_abs += d;
+            if (a[v] > a[best_a]) best_a = v;
+            if (b[v] > b[best_b]) best_b = v;
+        }
+        agree += best_a == best_b;
+    }
+    while (same < c[0].n && same < c[1].n && c[0].ids[same] == c[1].ids[same]) same++;
+    printf("  bf16 logits vs fp32  max |diff| %.3g (%.3g of the largest |logit|), mean %.3g; argmax agrees at %d of "
+           "%d positions; greedy: the first %d of %d tokens equal\n", max_abs, max_abs / max_logit,
+           sum_abs / ((double)n * V), agree, n, same, c[0].n);
+    cJSON_AddNumberToObject(o, "bf16_logits_max_abs_diff", max_abs);
+    cJSON_AddNumberToObject(o, "bf16_logits_max_rel_diff", max_abs / max_logit);
+    cJSON_AddNumberToObject(o, "bf16_logits_mean_abs_diff", sum_abs / ((double)n * V));
+    cJSON_AddNumberToObject(o, "bf16_argmax_agree", (double)agree / n);
+    cJSON_AddNumberToObject(o, "bf16_greedy_same_tokens", same);
+    free(ids); free(logits[0]); free(logits[1]);
+    return 0;
+}
+
 /* Benchmarks one model; returns its figures as a JSON object (NULL on error). */
 static cJSON *bench_model(const char *name, const char *why, const cllm_config *cfg, int B, int T, int train) {
     cllm_model m;
@@ -262,6 +502,8 @@ static cJSON *bench_model(const char *name, const char *why, const cllm_config *
         cJSON_AddNumberToObject(o, "train_step_ms", t * 1e3);
         cJSON_AddNumberToObject(o, "train_tok_s", tokens / t);
         cJSON_AddNumberToObject(o, "train_gflop_s", 6 * N * tokens / t / 1e9);
+        add_figure(o, "train_vs_fma_peak", limit_fma_gflop_s > 0 ? 6 * N * tokens / t / 1e9 / limit_fma_gflop_s : -1);
+        cJSON_AddNumberToObject(o, "peak_rss_train_mib", peak_rss_mib());   /* before any generation */
     }
     /* Generation preview: a forward of one token (T=1) streams every weight once, as one
        KV-cache decoding step at a short context does (without its attention over the cache). */
@@ -275,23 +517,33 @@ static cJSON *bench_model(const char *name, const char *why, const cllm_config *
     cJSON_AddNumberToObject(o, "one_token_forward_ms", t * 1e3);
     cJSON_AddNumberToObject(o, "gen_preview_tok_s", 1 / t);
     {   /* generation with the KV cache: greedy, 256 new tokens after a 1-token prompt, as llama2.c's
-           anchor is measured (the best of 3 runs) */
+           anchor is measured (the best of 3 runs), from the fp32 weights and from the bf16 copy in turns */
         cllm_gen_config g;
-        cllm_completion c;
-        double best = 0;
-        int rep_;
+        cllm_completion c[2];
+        double best[2] = { 0, 0 };
+        int rep_, w;
         memset(&g, 0, sizeof g);
+        memset(c, 0, sizeof c);
         g.sampler.greedy = 1; g.max_new_tokens = 256; g.ignore_eos = 1;
-        for (rep_ = 0; rep_ < 3; rep_++) {
+        for (rep_ = 0; rep_ < 3; rep_++) for (w = 0; w < 2; w++) {
             double t1 = now();
-            memset(&c, 0, sizeof c);
-            if (cllm_generate(&m, &id0, 1, 1, &g, &c, &err) != CLLM_OK) { ctx.err = err; goto fail; }
+            cllm_completions_free(&c[w], 1);
+            g.weights = w ? CLLM_SAMPLE_BF16 : CLLM_SAMPLE_FP32;
+            if (cllm_generate(&m, &id0, 1, 1, &g, &c[w], &err) != CLLM_OK) {
+                ctx.err = err;
+                cllm_completions_free(c, 2);
+                goto fail;
+            }
             t1 = now() - t1;
-            if (c.n / t1 > best) best = c.n / t1;
-            cllm_completions_free(&c, 1);
+            if (c[w].n / t1 > best[w]) best[w] = c[w].n / t1;
         }
-        printf("  generation (KV cache) %7.1f tok/s  (greedy, 256 tokens)\n", best);
-        cJSON_AddNumberToObject(o, "gen_kv_tok_s", best);
+        printf("  generation (KV cache) %7.1f tok/s  (greedy, 256 tokens); bf16 weights %7.1f tok/s (x%.2f, "
+               "interleaved)\n", best[0], best[1], best[1] / best[0]);
+        cJSON_AddNumberToObject(o, "gen_kv_tok_s", best[0]);
+        cJSON_AddNumberToObject(o, "gen_kv_bf16_tok_s", best[1]);
+        cJSON_AddNumberToObject(o, "gen_kv_bf16_vs_fp32", best[1] / best[0]);
+        if (bench_bf16_logits(&m, id0, c, o, &ctx.err) != 0) { cllm_completions_free(c, 2); goto fail; }
+        cllm_completions_free(c, 2);
     }
     {   /* what bounds generation: reading the weights once per token, ours vs llama2.c's loop */
         double ours, plain, bytes;
@@ -303,6 +555,9 @@ static cJSON *bench_model(const char *name, const char *why, const cllm_config *
             cJSON_AddNumberToObject(o, "decode_stream_gb_s", bytes / ours / 1e9);
             cJSON_AddNumberToObject(o, "decode_stream_plain_loop_ms", plain * 1e3);
             cJSON_AddNumberToObject(o, "decode_stream_speedup_vs_plain_loop", plain / ours);
+            /* the time over the weights' bytes at the measured read bandwidth: 1 would be the limit */
+            add_figure(o, "decode_vs_read_bw", limit_read_gb_s > 0 ? ours / (bytes / (limit_read_gb_s * 1e9)) : -1);
+            if (limit_read_gb_s > 0) printf("  decode weight stream / read-bandwidth floor: %.2f\n", ours * limit_read_gb_s * 1e9 / bytes);
         }
     }
     cJSON_AddNumberToObject(o, "peak_rss_mib", peak_rss_mib());
@@ -334,12 +589,54 @@ static int run_mm_backward(void *p) {
     cllm_matmul_backward(c->dx, c->dw, NULL, c->y, c->x, c->w, c->n, c->n, c->n);
     return 0;
 }
+#ifdef BENCH_OPENBLAS
+/* The same products with OpenBLAS: y = x W^T, then dx += y W and dW += y^T x. */
+static int run_blas_forward(void *p) {
+    mm_ctx *c = (mm_ctx *)p;
+    int n = c->n;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, c->x, n, c->w, n, 0.0f, c->y, n);
+    return 0;
+}
+static int run_blas_backward(void *p) {
+    mm_ctx *c = (mm_ctx *)p;
+    int n = c->n;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, c->y, n, c->w, n, 1.0f, c->dx, n);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, n, 1.0f, c->y, n, c->x, n, 1.0f, c->dw, n);
+    return 0;
+}
+#endif
+
+/* The four timings taken in turns, 3 rounds, each the median of its runs; returns the median round. OpenBLAS's
+   threads spin for a while after a call, so the next timing waits 200 ms for them. */
+enum { MM_OURS_FWD, MM_OURS_BWD, MM_BLAS_FWD, MM_BLAS_BWD, MM_KINDS };
+static void time_matmuls(mm_ctx *c, double seconds[MM_KINDS], double *least_busy) {
+    static const bench_fn runs[MM_KINDS] = {
+        run_mm_forward, run_mm_backward,
+#ifdef BENCH_OPENBLAS
+        run_blas_forward, run_blas_backward
+#endif
+    };
+    double t[MM_KINDS][3], busy;
+    int round, kind;
+    *least_busy = 1;
+    for (round = 0; round < 3; round++) for (kind = 0; kind < MM_KINDS; kind++) {
+        struct timespec pause = { 0, 200000000L };
+        t[kind][round] = runs[kind] ? median_time(runs[kind], c, &busy) : -1;
+        if (runs[kind] && kind < MM_BLAS_FWD && busy < *least_busy) *least_busy = busy;
+        if (runs[kind] && kind >= MM_BLAS_FWD) nanosleep(&pause, NULL);
+    }
+    for (kind = 0; kind < MM_KINDS; kind++) {
+        qsort(t[kind], 3, sizeof(double), cmp_double);
+        seconds[kind] = t[kind][1];
+    }
+}
+
 
 static cJSON *bench_matmul(int n) {
     mm_ctx c;
     size_t nn = (size_t)n * n, i;
     cllm_rng rng;
-    double tf, tb, busy_f = 0, busy_b = 0;
+    double t[MM_KINDS], least_busy, flop = 2.0 * n * (double)nn, gf, gb, blas_f, blas_b;
     cJSON *o = cJSON_CreateObject();
     c.n = n;
     c.x = (cllm_float *)calloc(nn, sizeof(cllm_float));
@@ -353,15 +650,28 @@ static cJSON *bench_matmul(int n) {
     }
     cllm_rng_seed(&rng, 3);
     for (i = 0; i < nn; i++) { c.x[i] = (cllm_float)cllm_rng_normal(&rng); c.w[i] = (cllm_float)cllm_rng_normal(&rng); }
-    tf = median_time(run_mm_forward, &c, &busy_f);
-    tb = median_time(run_mm_backward, &c, &busy_b);
+#ifdef BENCH_OPENBLAS
+    openblas_set_num_threads(cllm_num_threads());
+#endif
+    time_matmuls(&c, t, &least_busy);
+    gf = flop / t[MM_OURS_FWD] / 1e9;
+    gb = 2 * flop / t[MM_OURS_BWD] / 1e9;
+    blas_f = t[MM_BLAS_FWD] > 0 ? flop / t[MM_BLAS_FWD] / 1e9 : -1;
+    blas_b = t[MM_BLAS_BWD] > 0 ? 2 * flop / t[MM_BLAS_BWD] / 1e9 : -1;
     printf("%d thread(s): matmul n=%d: forward %.1f GFLOP/s (%.2f ms), backward dinp+dW %.1f GFLOP/s (%.2f ms)\n",
-           cllm_num_threads(), n, 2.0 * n * nn / tf / 1e9, tf * 1e3, 4.0 * n * nn / tb / 1e9, tb * 1e3);
+           cllm_num_threads(), n, gf, t[MM_OURS_FWD] * 1e3, gb, t[MM_OURS_BWD] * 1e3);
+    if (blas_f > 0) printf("  OpenBLAS sgemm, in turns: forward %.1f GFLOP/s (ours x%.2f), backward %.1f (ours x%.2f)\n",
+                           blas_f, gf / blas_f, blas_b, gb / blas_b);
+    else printf("  OpenBLAS: absent (the bench was built without it; make build/bench links it where installed)\n");
     cJSON_AddNumberToObject(o, "n", n);
     cJSON_AddNumberToObject(o, "threads", cllm_num_threads());
-    cJSON_AddNumberToObject(o, "forward_gflop_s", 2.0 * n * nn / tf / 1e9);
-    cJSON_AddNumberToObject(o, "backward_gflop_s", 4.0 * n * nn / tb / 1e9);
-    cJSON_AddNumberToObject(o, "least_cpu_share", busy_f < busy_b ? busy_f : busy_b);
+    cJSON_AddNumberToObject(o, "forward_gflop_s", gf);
+    cJSON_AddNumberToObject(o, "backward_gflop_s", gb);
+    add_figure(o, "openblas_gflop_s", blas_f);
+    add_figure(o, "openblas_backward_gflop_s", blas_b);
+    add_figure(o, "forward_vs_openblas", blas_f > 0 ? gf / blas_f : -1);
+    add_figure(o, "backward_vs_openblas", blas_b > 0 ? gb / blas_b : -1);
+    cJSON_AddNumberToObject(o, "least_cpu_share", least_busy);
     free(c.x); free(c.w); free(c.y); free(c.dx); free(c.dw);
     return o;
 }
@@ -370,9 +680,10 @@ static cJSON *bench_matmul(int n) {
    Each child has its own peak RSS; and the parent never starts OpenMP threads, which a forked
    child could not use (libgomp's thread pool does not survive fork). */
 
-typedef struct job { const char *name, *why; const cllm_config *cfg; int B, T, train, matmul_n; } job;
+typedef struct job { const char *name, *why; const cllm_config *cfg; int B, T, train, matmul_n, limits; } job;
 
 static cJSON *run_job(const job *j) {
+    if (j->limits) return bench_limits();
     if (!j->cfg) return bench_matmul(j->matmul_n);
     return bench_model(j->name, j->why, j->cfg, j->B, j->T, j->train);
 }
@@ -558,6 +869,8 @@ int main(int argc, char **argv) {
     flags fl;
     run_files rf;
     flags_status parsed = flags_parse(&fl, &bench_command, argc - 1, argv + 1);
+    char cpu[256];
+    cJSON *limits;
 
     if (parsed != FLAGS_OK) return parsed == FLAGS_HELP ? 0 : 2;
     if (flag_on(&fl, "--list")) {
@@ -571,10 +884,15 @@ int main(int argc, char **argv) {
     Bo = (int)flag_number(&fl, "--B");
     To = (int)flag_number(&fl, "--T");
     mm_n = (int)flag_number(&fl, "--matmul");
+#ifdef BENCH_OPENBLAS
+    openblas_prefer_avx512(argv);
+#endif
     root = cJSON_CreateObject();
     models = cJSON_CreateArray();
     machine = cJSON_CreateObject();
-#if defined(CLLM__AVX2)
+#if defined(CLLM__AVX512)
+    cJSON_AddStringToObject(machine, "simd", "avx512+fma");
+#elif defined(CLLM__AVX2)
     cJSON_AddStringToObject(machine, "simd", "avx2+fma");
 #elif defined(CLLM__NEON)
     cJSON_AddStringToObject(machine, "simd", "neon");
@@ -596,6 +914,22 @@ int main(int argc, char **argv) {
     }
     printf("collabllm.h bench: SIMD %s, blocked matmul %s\n",
            cJSON_GetObjectItem(machine, "simd")->valuestring, cJSON_IsTrue(cJSON_GetObjectItem(machine, "blocked_matmul")) ? "on" : "off");
+    cpu_name(cpu, sizeof cpu);
+    printf("CPU: %s, %d thread(s)\n", cpu, cllm_num_threads());
+    cJSON_AddStringToObject(machine, "cpu", cpu);
+#ifdef BENCH_OPENBLAS
+    cJSON_AddStringToObject(machine, "openblas_core", openblas_get_corename());
+#else
+    cJSON_AddStringToObject(machine, "openblas_core", "absent");
+#endif
+    memset(&mm, 0, sizeof mm);
+    mm.limits = 1;                                 /* in a child too: the parent starts no threads */
+    limits = isolated(&mm);
+    limit_fma_gflop_s = cJSON_GetNumberValue(cJSON_GetObjectItem(limits, "fma_peak_gflop_s"));
+    limit_read_gb_s = cJSON_GetNumberValue(cJSON_GetObjectItem(limits, "read_gb_s"));
+    add_figure(machine, "fma_peak_gflop_s", limit_fma_gflop_s > 0 ? limit_fma_gflop_s : -1);
+    add_figure(machine, "read_gb_s", limit_read_gb_s > 0 ? limit_read_gb_s : -1);
+    cJSON_Delete(limits);
     cJSON_AddItemToObject(root, "machine", machine);
     memset(&mm, 0, sizeof mm);
     mm.matmul_n = mm_n;

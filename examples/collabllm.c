@@ -51,7 +51,15 @@ static const flag_spec sampling_flags[] = {
       .help = "tokens per sample at most" },
     { .name = "--seed", .type = FLAG_INT, .metavar = "S", .min = 0, .max = SEED_MAX, .def = "0",
       .help = "random seed of the samples" },
+    { .name = "--sample-weights", .type = FLAG_CHOICE, .choices = "fp32|bf16", .metavar = "W", .def = "fp32",
+      .help = "the weights local models sample from: fp32, or a bf16 copy (decoding reads half the bytes; logits "
+              "differ slightly: data_fmt/bench.md)" },
 };
+
+/* --sample-weights: the weights generation reads (cllm_sample_weights). */
+static cllm_sample_weights sample_weights_of(const flags *fl) {
+    return flag_choice(fl, "--sample-weights") == 1 ? CLLM_SAMPLE_BF16 : CLLM_SAMPLE_FP32;
+}
 
 /* The task file's goals as the simulated user sees them. */
 static const flag_spec task_flags[] = {
@@ -115,6 +123,9 @@ static const flag_spec assistant_sampling_flags[] = {
       .def_note = "2048 API, 1024 local", .help = "tokens per assistant reply at most" },
     { .name = "--assistant-system", .type = FLAG_TEXT, .metavar = "TEXT", .def_note = "none",
       .help = "a system message before every conversation the assistant sees" },
+    { .name = "--sample-weights", .type = FLAG_CHOICE, .choices = "fp32|bf16", .metavar = "W", .def = "fp32",
+      .help = "the weights local models sample from: fp32, or a bf16 copy (decoding reads half the bytes; logits "
+              "differ slightly: data_fmt/bench.md)" },
 };
 
 /* The seed of the simulator and assistant (no training). */
@@ -680,6 +691,7 @@ static int cmd_generate_ids(int argc, char **argv) {
     memset(&g, 0, sizeof g);
     g.sampler = sampler_of(&fl);
     g.max_new_tokens = (int)flag_number(&fl, "--max-new-tokens");
+    g.weights = sample_weights_of(&fl);
     g.eos_ids = eos;
     g.n_eos = n_eos;
     g.ignore_eos = flag_on(&fl, "--ignore-eos");
@@ -864,6 +876,7 @@ static int make_user_side(sides *sd, const flags *fl, const char *user_prompt, c
         c.gen.sampler.temperature = (float)user_temp;
         c.gen.sampler.seed = seed;
         c.gen.max_new_tokens = user_max;
+        c.gen.weights = sample_weights_of(fl);
         c.termination = flag_text(fl, "--termination");
         c.prompt = user_prompt;
         c.max_parse_retries = reasks_of(fl, "--user-reasks");
@@ -897,6 +910,7 @@ static void local_assistant_side(sides *sd, cllm_local_lm *lm, const flags *fl) 
     c.gen.sampler.temperature = (float)flag_number(fl, "--assistant-temperature");
     c.gen.sampler.seed = (uint64_t)flag_number(fl, "--seed");
     c.gen.max_new_tokens = (int)flag_number(fl, "--assistant-max-tokens");
+    c.gen.weights = sample_weights_of(fl);
     c.system_prompt = flag_text(fl, "--assistant-system");
     cllm_local_assistant_init(&sd->local_asst, lm, &c);
     sd->assistant = &sd->local_asst.assistant;
@@ -2640,6 +2654,7 @@ static int online_setup(online_run *o, int need_ref) {
     if (flag_given(fl, "--top-k") && o->rollout.gen.sampler.top_k == 0) o->rollout.gen.sampler.top_k = -1;  /* off */
     o->rollout.gen.sampler.top_p = (float)flag_number(fl, "--top-p");
     o->rollout.gen.max_new_tokens = (int)flag_number(fl, "--max-new-tokens");
+    o->rollout.gen.weights = sample_weights_of(fl);
     o->rollout.system_prompt = flag_text(fl, "--system");
     o->rollout.logprob_tol = flag_number(fl, "--logprob-tol");
     if (flag_given(fl, "--logprob-tol") && o->rollout.logprob_tol == 0) o->rollout.logprob_tol = -1;      /* no check */
@@ -2930,6 +2945,7 @@ static int cmd_generate(int argc, char **argv) {
     stop = flag_text(&fl, "--stop");
     ctx.gen.sampler = sampler_of(&fl);
     ctx.gen.max_new_tokens = (int)flag_number(&fl, "--max-new-tokens");
+    ctx.gen.weights = sample_weights_of(&fl);
     ctx.n_samples = (int)flag_number(&fl, "--n");
     ctx.system = flag_text(&fl, "--system");
     if (stop) { ctx.gen.stop = &stop; ctx.gen.n_stop = 1; }

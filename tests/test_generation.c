@@ -7,6 +7,8 @@
      generation reports the log-probs a full forward at the sampling temperature computes.
    - A seed reproduces its samples, a sample does not depend on how many others run with it,
      and generation stops on EOS ids, the stop callback and max_new_tokens.
+   - bf16 sampling weights: the KV cache and generation with them equal the fp32 code on rounded weights, bit for
+     bit; the copy is made again after the weights change and dropped by cllm_forward.
    - The example of data_fmt/generate-ids.md parses with the documented fields. */
 #include "../collabllm.h"
 #include "check.h"
@@ -33,13 +35,65 @@ static cllm_float *read_tensor(const char *path, const char *name) {
 
 /* ---- KV-cache logits against the full forward ----------------------------------------------- */
 
+/* Feeds an empty cache the batch's rows: the longest row in one prefill (crossing the 32-row block when T > 32), the
+   next row its first half, the others nothing; then decode steps feed everyone's remaining tokens. cached (B, T, V)
+   receives the logits of every real position. */
+static void fill_cache(const cllm_model *m, cllm_kv_cache *kv, const cllm_batch *batch, const int *lens, int longest,
+                       cllm_float *cached) {
+    int B = batch->B, T = batch->T, V = m->config.vocab_size, b, ids[8];
+    cllm_float *step = (cllm_float *)calloc((size_t)B * V, sizeof(cllm_float));
+    cllm_err err;
+    for (b = 0; b < B; b++) {
+        int pre = b == longest ? lens[b] : b == (longest + 1) % B ? lens[b] / 2 : 0;
+        if (pre && cllm_kv_prefill(m, kv, b, batch->input_ids + b * T, pre, cached + (size_t)b * T * V, &err)) {
+            printf("  FAIL prefill: %s\n", err.msg);
+            check_failures++;
+        }
+    }
+    for (;;) {
+        int any = 0;
+        for (b = 0; b < B; b++) {
+            ids[b] = kv->len[b] < lens[b] ? batch->input_ids[b * T + kv->len[b]] : -1;
+            any |= ids[b] >= 0;
+        }
+        if (!any) break;
+        if (cllm_kv_step(m, kv, ids, step, &err) != CLLM_OK) {
+            printf("  FAIL step: %s\n", err.msg);
+            check_failures++;
+            break;
+        }
+        for (b = 0; b < B; b++)
+            if (ids[b] >= 0)
+                memcpy(cached + ((size_t)b * T + kv->len[b] - 1) * V, step + (size_t)b * V, sizeof(cllm_float) * V);
+    }
+    free(step);
+}
+
+/* The rows of real positions of a (B, T, V) tensor, packed into out; returns how many. */
+static int real_rows(const cllm_float *in, const int *lens, int B, int T, int V, cllm_float *out) {
+    int b, t, n = 0;
+    for (b = 0; b < B; b++) for (t = 0; t < lens[b]; t++, n++)
+        memcpy(out + (size_t)n * V, in + ((size_t)b * T + t) * V, sizeof(cllm_float) * (size_t)V);
+    return n;
+}
+
+/* The length of each row of batch (its real tokens); returns the longest row. */
+static int row_lengths(const cllm_batch *batch, int *lens) {
+    int b, longest = 0;
+    for (b = 0; b < batch->B; b++) {
+        for (lens[b] = 0; lens[b] < batch->T && batch->attn_mask[b * batch->T + lens[b]]; lens[b]++) {}
+        if (lens[b] > lens[longest]) longest = b;
+    }
+    return longest;
+}
+
 static void kv_case(const char *name) {
     char dir[256], path[300];
     cllm_model m;
     cllm_batch batch;
     cllm_kv_cache kv;
     cllm_err err;
-    int B, T, V, b, t, longest = 0, n = 0, lens[8], ids[8];
+    int B, T, V, longest, n, lens[8], ids[8];
     cllm_float *full, *cached, *step, *torch_ref, *got, *want, *want_torch;
     printf("KV cache: %s\n", name);
     snprintf(dir, sizeof dir, "tests/data/golden/%s", name);
@@ -55,29 +109,12 @@ static void kv_case(const char *name) {
     snprintf(path, sizeof path, "%s/expected.safetensors", dir);
     torch_ref = read_tensor(path, "logits");
     check_true("full forward", cllm_forward(&m, &batch, full, &err) == CLLM_OK);
-    for (b = 0; b < B; b++) {
-        for (lens[b] = 0; lens[b] < T && batch.attn_mask[b * T + lens[b]]; lens[b]++) {}
-        if (lens[b] > lens[longest]) longest = b;
-    }
+    longest = row_lengths(&batch, lens);
     check_true("KV cache init", cllm_kv_cache_init(&kv, &m, B, T, &err) == CLLM_OK);
-    /* prefill: the longest row in one call (crossing the 32-row block when T > 32), the next row
-       its first half, the others nothing; then decode steps feed everyone's remaining tokens */
-    for (b = 0; b < B; b++) {
-        int pre = b == longest ? lens[b] : b == (longest + 1) % B ? lens[b] / 2 : 0;
-        if (pre && cllm_kv_prefill(&m, &kv, b, batch.input_ids + b * T, pre, cached + (size_t)b * T * V, &err) != CLLM_OK) { printf("  FAIL prefill: %s\n", err.msg); check_failures++; }
-    }
-    for (;;) {
-        int any = 0;
-        for (b = 0; b < B; b++) { ids[b] = kv.len[b] < lens[b] ? batch.input_ids[b * T + kv.len[b]] : -1; any |= ids[b] >= 0; }
-        if (!any) break;
-        if (cllm_kv_step(&m, &kv, ids, step, &err) != CLLM_OK) { printf("  FAIL step: %s\n", err.msg); check_failures++; break; }
-        for (b = 0; b < B; b++) if (ids[b] >= 0) memcpy(cached + ((size_t)b * T + kv.len[b] - 1) * V, step + (size_t)b * V, sizeof(cllm_float) * (size_t)V);
-    }
-    for (b = 0; b < B; b++) for (t = 0; t < lens[b]; t++, n++) {
-        memcpy(got + (size_t)n * V, cached + ((size_t)b * T + t) * V, sizeof(cllm_float) * (size_t)V);
-        memcpy(want + (size_t)n * V, full + ((size_t)b * T + t) * V, sizeof(cllm_float) * (size_t)V);
-        if (torch_ref) memcpy(want_torch + (size_t)n * V, torch_ref + ((size_t)b * T + t) * V, sizeof(cllm_float) * (size_t)V);
-    }
+    fill_cache(&m, &kv, &batch, lens, longest, cached);
+    n = real_rows(cached, lens, B, T, V, got);
+    real_rows(full, lens, B, T, V, want);
+    if (torch_ref) real_rows(torch_ref, lens, B, T, V, want_torch);
     {
         char label[128];
         snprintf(label, sizeof label, "cached lengths = row lengths (%d, %d, %d)", lens[0], lens[1], lens[2]);
@@ -125,6 +162,119 @@ static void full_forward_completion(cllm_model *m, const int *prompt, int np, co
 static int same_completion(const cllm_completion *a, const cllm_completion *b) {
     return a->n == b->n && a->finish == b->finish && memcmp(a->ids, b->ids, sizeof(int) * (size_t)a->n) == 0 &&
            memcmp(a->logprobs, b->logprobs, sizeof(cllm_float) * (size_t)a->n) == 0;
+}
+
+/* ---- bf16 sampling weights ------------------------------------------------------------------ */
+
+/* x rounded to bf16, to nearest even (the golden weights are finite and normal). */
+static cllm_float to_bf16(cllm_float x) {
+    float f = (float)x;
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static double max_diff(const cllm_float *a, const cllm_float *b, size_t n) {
+    double d = 0;
+    size_t i;
+    for (i = 0; i < n; i++) if (fabs((double)a[i] - b[i]) > d) d = fabs((double)a[i] - b[i]);
+    return d;
+}
+
+/* Decoding with the bf16 copy computes exactly what the fp32 code computes on weights that hold bf16 values: model a
+   with weights = CLLM_SAMPLE_BF16 against model r, a's weights rounded (projections and lm head, what the copy holds;
+   untied models, as a tied lm head is also the embedding, which stays fp32). Through the same cache pattern as
+   kv_case: prefill blocks and batched steps, bit for bit; against r's full forward as kv_case's tolerance; greedy
+   generation identical. Then the copy's life: made again after the weights change, dropped by cllm_forward. */
+static void bf16_case(const char *name) {
+    char dir[256], path[300], label[160];
+    cllm_model a, r;
+    cllm_batch batch;
+    cllm_kv_cache kv;
+    cllm_err err;
+    cllm_gen_config g;
+    cllm_completion ca[2], cr[2];
+    int B, T, V, C, longest, n, i, lens[8], prompt[5] = { 1, 5, 9, 2, 7 };
+    size_t k;
+    cllm_float *full, *cached, *got, *want, *fp32, *again;
+    cllm_float *mats[8];
+    size_t sizes[8];
+    printf("bf16 sampling weights: %s\n", name);
+    snprintf(dir, sizeof dir, "tests/data/golden/%s", name);
+    snprintf(path, sizeof path, "%s/batch.jsonl", dir);
+    if (!check_true("load model twice and batch",
+                    cllm_model_load(&a, dir, &err) == CLLM_OK && cllm_model_load(&r, dir, &err) == CLLM_OK &&
+                    cllm_batch_read_jsonl(&batch, path, &err) == CLLM_OK)) {
+        printf("    %s\n", err.msg);
+        return;
+    }
+    B = batch.B; T = batch.T; V = a.config.vocab_size; C = a.config.hidden_size;
+    mats[0] = r.params.wq; mats[1] = r.params.wk; mats[2] = r.params.wv; mats[3] = r.params.wo;
+    mats[4] = r.params.w_gate; mats[5] = r.params.w_up; mats[6] = r.params.w_down; mats[7] = r.params.lm_head;
+    sizes[0] = r.param_sizes[2]; sizes[1] = r.param_sizes[4]; sizes[2] = r.param_sizes[6]; sizes[3] = r.param_sizes[10];
+    sizes[4] = r.param_sizes[12]; sizes[5] = r.param_sizes[13]; sizes[6] = r.param_sizes[14]; sizes[7] = (size_t)V * C;
+    for (i = 0; i < 8; i++) for (k = 0; k < sizes[i]; k++) mats[i][k] = to_bf16(mats[i][k]);
+    cllm_model_weights_changed(&r);
+    full = (cllm_float *)calloc((size_t)B * T * V, sizeof(cllm_float));
+    cached = (cllm_float *)calloc((size_t)B * T * V, sizeof(cllm_float));
+    got = (cllm_float *)calloc((size_t)B * T * V, sizeof(cllm_float));
+    want = (cllm_float *)calloc((size_t)B * T * V, sizeof(cllm_float));
+    fp32 = (cllm_float *)calloc((size_t)B * T * V, sizeof(cllm_float));
+    again = (cllm_float *)calloc((size_t)T * V, sizeof(cllm_float));
+    longest = row_lengths(&batch, lens);
+    check_true("full forward of the rounded model", cllm_forward(&r, &batch, full, &err) == CLLM_OK);
+    cllm_kv_cache_init(&kv, &r, B, T, &err);
+    fill_cache(&r, &kv, &batch, lens, longest, cached);
+    n = real_rows(cached, lens, B, T, V, want);
+    cllm_kv_cache_free(&kv);
+    cllm_kv_cache_init(&kv, &a, B, T, &err);
+    fill_cache(&a, &kv, &batch, lens, longest, cached);
+    real_rows(cached, lens, B, T, V, fp32);
+    cllm_kv_cache_free(&kv);
+    cllm_kv_cache_init(&kv, &a, B, T, &err);
+    kv.weights = CLLM_SAMPLE_BF16;
+    fill_cache(&a, &kv, &batch, lens, longest, cached);
+    real_rows(cached, lens, B, T, V, got);
+    cllm_kv_cache_free(&kv);
+    check_tensor("bf16 KV cache = fp32 KV cache on the rounded weights, bit for bit", got, want, (size_t)n * V, 0.0);
+    real_rows(full, lens, B, T, V, want);
+    check_tensor("bf16 KV cache vs the rounded model's full forward", got, want, (size_t)n * V, 1e-5);
+    snprintf(label, sizeof label, "bf16 logits differ from fp32's (max |diff| %.2e)",
+             max_diff(got, fp32, (size_t)n * V));
+    check_true(label, max_diff(got, fp32, (size_t)n * V) > 0);
+    memset(&g, 0, sizeof g);
+    g.sampler.greedy = 1; g.max_new_tokens = 12; g.ignore_eos = 1; g.weights = CLLM_SAMPLE_BF16;
+    check_true("greedy generation, bf16 weights", cllm_generate(&a, prompt, 5, 2, &g, ca, &err) == CLLM_OK);
+    g.weights = CLLM_SAMPLE_FP32;
+    check_true("greedy generation, fp32 on the rounded weights",
+               cllm_generate(&r, prompt, 5, 2, &g, cr, &err) == CLLM_OK);
+    check_true("the same tokens and log-probs", same_completion(&ca[0], &cr[0]) && same_completion(&ca[1], &cr[1]));
+    cllm_completions_free(ca, 2);
+    cllm_completions_free(cr, 2);
+    /* the copy's life: kept between generations, made again when the weights change, dropped by a forward */
+    check_true("the copy is kept after generation", a.bf16 != NULL);
+    for (k = 0; k < (size_t)V * C; k++) a.params.lm_head[k] *= 2;     /* exact, in bf16 too */
+    cllm_model_weights_changed(&a);
+    check_true("weights_changed drops the copy", a.bf16 == NULL);
+    cllm_kv_cache_init(&kv, &a, 1, T, &err);
+    kv.weights = CLLM_SAMPLE_BF16;
+    check_true("prefill after a change",
+               cllm_kv_prefill(&a, &kv, 0, batch.input_ids + longest * T, lens[longest], again, &err) == CLLM_OK);
+    for (k = 0; k < (size_t)lens[longest] * V; k++) again[k] /= 2;
+    check_tensor("the copy is made from the changed weights (lm head x 2 -> logits x 2)", again,
+                 cached + (size_t)longest * T * V, (size_t)lens[longest] * V, 0.0);   /* cached: bf16, unchanged a */
+    check_true("cllm_forward drops the copy (a training step never holds it)",
+               a.bf16 != NULL && cllm_forward(&a, &batch, NULL, &err) == CLLM_OK && a.bf16 == NULL);
+    kv.weights = (cllm_sample_weights)7;
+    check_true("an unknown weights value is rejected",
+               cllm_kv_step(&a, &kv, prompt, NULL, &err) == CLLM_ERR_ARG && strstr(err.msg, "CLLM_SAMPLE_BF16"));
+    cllm_kv_cache_free(&kv);
+    free(full); free(cached); free(got); free(want); free(fp32); free(again);
+    cllm_batch_free(&batch);
+    cllm_model_free(&a);
+    cllm_model_free(&r);
 }
 
 typedef struct { const int *expect; int calls, mismatch, stop_at; } stop_ctx;
@@ -326,6 +476,8 @@ int main(void) {
     gen_case("llama_gqa_tied");
     gen_case("qwen3_qknorm");
     gen_case("llama3_rope");
+    bf16_case("qwen2_bias");
+    bf16_case("llama_f16_sharded");
     cache_errors();
     format_example();
     return check_summary("test_generation");

@@ -1,7 +1,8 @@
 #!/bin/sh
 # test_generation_cli.sh - `collabllm generate-ids` end to end: a seed reproduces its output
 # across two processes, sample s does not depend on --n, greedy samples agree, one line per
-# sample in the documented format, and bad input fails with a message and a non-zero status.
+# sample in the documented format, bf16 sampling weights run and change the log-probs, and bad input fails with a
+# message and a non-zero status.
 build=${BUILD:-build}
 tool="$build/collabllm"
 model=tests/data/golden/qwen3_qknorm
@@ -34,5 +35,11 @@ check "a malformed --prompt-ids exits 2 with a message" sh -c "test $rc -eq 2 &&
 check "an id outside the vocabulary exits 1 naming it" sh -c "test $rc -eq 1 && grep -q 'outside the vocabulary' '$tmp/err2'"
 "$tool" generate-ids --model $model --prompt-ids 3 --top-p 1.5 > /dev/null 2>"$tmp/err3"; rc=$?
 check "--top-p 1.5 exits 2" test $rc -eq 2
+# --sample-weights bf16: the same format, other log-probs (the weights are rounded), and a word it does not know is refused
+gen --n 2 --temperature 0 --sample-weights bf16 > "$tmp/bf16" 2>"$tmp/err4"
+check "--sample-weights bf16 runs, one line per sample" sh -c "test ! -s '$tmp/err4' && test \$(wc -l < '$tmp/bf16') -eq 2"
+check "--sample-weights bf16: log-probs differ from fp32's" sh -c "! cmp -s '$tmp/greedy' '$tmp/bf16'"
+gen --sample-weights fp16 > /dev/null 2>"$tmp/err5"; rc=$?
+check "--sample-weights fp16 exits 2 naming the choices" sh -c "test $rc -eq 2 && grep -q 'fp32 or bf16' '$tmp/err5'"
 echo "test_generation_cli: $checks checks, $fails failed -> $( [ $fails = 0 ] && echo all OK || echo FAIL )"
 [ $fails = 0 ]
