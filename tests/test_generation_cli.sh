@@ -2,16 +2,8 @@
 # test_generation_cli.sh - `collabllm generate-ids` end to end: a seed reproduces its output
 # across two processes, sample s does not depend on --n, greedy samples agree, one line per
 # sample in the documented format, and bad input fails with a message and a non-zero status.
-build=${BUILD:-build}
-tool="$build/collabllm"
+. "$(dirname "$0")/check.sh"
 model=tests/data/golden/qwen3_qknorm
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-fails=0; checks=0
-check() {  # check LABEL COMMAND...
-    label=$1; shift
-    checks=$((checks+1))
-    if "$@"; then echo "  OK   $label"; else echo "  FAIL $label"; fails=$((fails+1)); fi
-}
 gen() { "$tool" generate-ids --model $model --prompt-ids 3,1,4,1,5 --max-new-tokens 12 --ignore-eos "$@"; }
 
 gen --n 3 --temperature 0.9 --top-k 30 --top-p 0.9 --seed 5 > "$tmp/a" 2>"$tmp/err"
@@ -34,5 +26,4 @@ check "a malformed --prompt-ids exits 2 with a message" sh -c "test $rc -eq 2 &&
 check "an id outside the vocabulary exits 1 naming it" sh -c "test $rc -eq 1 && grep -q 'outside the vocabulary' '$tmp/err2'"
 "$tool" generate-ids --model $model --prompt-ids 3 --top-p 1.5 > /dev/null 2>"$tmp/err3"; rc=$?
 check "--top-p 1.5 exits 2" test $rc -eq 2
-echo "test_generation_cli: $checks checks, $fails failed -> $( [ $fails = 0 ] && echo all OK || echo FAIL )"
-[ $fails = 0 ]
+check_summary test_generation_cli
