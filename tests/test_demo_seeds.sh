@@ -6,14 +6,8 @@
 #   - a run is deterministic: the first seed again gives the same table and tasks byte for byte;
 #   - --seeds 3 runs seeds 1, 2, 3 (consecutive), each in its own directory, with the same tables as
 #     the single runs, and writes every table and the mean ± std (seeds.txt, seeds.json).
-build=${BUILD:-build}
+. "$(dirname "$0")/check.sh"
 demo="$build/cllm_demo"
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-fails=0
-check() {   # check NAME COMMAND...: the command must succeed
-    name=$1; shift
-    if "$@"; then echo "  OK   $name"; else echo "  FAIL $name"; fails=$((fails + 1)); fi
-}
 run() {     # run LOG ARGS...: the demo, its output to LOG.out / LOG.err, 1 if it failed
     log=$1; shift
     "$demo" --quick "$@" > "$tmp/$log.out" 2> "$tmp/$log.err" || {
@@ -57,4 +51,4 @@ check "seeds.json lists the seeds, the mean and the std" sh -c \
 check "every seed's summary.json and curves.svg are there" sh -c \
     "test -s '$tmp/sweep/seed-1/summary.json' && test -s '$tmp/sweep/seed-2/summary.json' && \
      test -s '$tmp/sweep/seed-2/curves.svg' && test -d '$tmp/sweep/seed-3' && test ! -e '$tmp/sweep/seed-4'"
-if [ "$fails" = 0 ]; then echo "test_demo_seeds: all OK"; else echo "test_demo_seeds: $fails failed"; exit 1; fi
+check_summary test_demo_seeds

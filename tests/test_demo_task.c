@@ -51,7 +51,6 @@ static void check_judge(cllm_task *tasks, const cllm_user_sim *sim) {
     const char *vu = demo_meta_str(under, "value"), *vf = demo_meta_str(full, "value");
     const char *wrong = strcmp(vu, fu->values[0]) ? fu->values[0] : fu->values[1];
     char reveal[160], restate[160], guess[160], correction[200], answer_f[160];
-    struct { const char *name; cllm_task *task; const char *msgs[8]; int expect; } cases[6];
     int i, same, all_same = 1, all_asked = 1;
     cllm_conv c;
     snprintf(reveal, sizeof reveal, fu->reveal, vu);
@@ -59,46 +58,17 @@ static void check_judge(cllm_task *tasks, const cllm_user_sim *sim) {
     snprintf(guess, sizeof guess, fu->answer, wrong);
     snprintf(correction, sizeof correction, "no , %s %s", reveal, CLLM_TERMINATION_SIGNAL);
     snprintf(answer_f, sizeof answer_f, ff->answer, vf);
-    memset(cases, 0, sizeof cases);
-    cases[0].name = "a question answered with the detail, then the answer accepted: 3";
-    cases[0].task = &tasks[0];
-    cases[0].expect = 3;
-    cases[0].msgs[0] = fu->vague;
-    cases[0].msgs[1] = fu->question;
-    cases[0].msgs[2] = reveal;
-    cases[0].msgs[3] = under->completion;
-    cases[0].msgs[4] = CLLM_TERMINATION_SIGNAL;
-    cases[1].name = "a question answered by a restatement (needless): 1";
-    cases[1].task = &tasks[1];
-    cases[1].expect = 1;
-    cases[1].msgs[0] = full->prompt;
-    cases[1].msgs[1] = ff->question;
-    cases[1].msgs[2] = restate;
-    cases[1].msgs[3] = answer_f;
-    cases[1].msgs[4] = CLLM_TERMINATION_SIGNAL;
-    cases[2].name = "a guess the user corrects: 1";
-    cases[2].task = &tasks[0];
-    cases[2].expect = 1;
-    cases[2].msgs[0] = fu->vague;
-    cases[2].msgs[1] = guess;
-    cases[2].msgs[2] = correction;
-    cases[3].name = "a direct answer accepted: 3";
-    cases[3].task = &tasks[1];
-    cases[3].expect = 3;
-    cases[3].msgs[0] = full->prompt;
-    cases[3].msgs[1] = answer_f;
-    cases[3].msgs[2] = CLLM_TERMINATION_SIGNAL;
-    cases[4].name = "a question with no reply yet (w = 0): 2";
-    cases[4].task = &tasks[0];
-    cases[4].expect = 2;
-    cases[4].msgs[0] = fu->vague;
-    cases[4].msgs[1] = fu->question;
-    cases[5].name = "an answer with no reply yet (w = 0), even a guess: 2";
-    cases[5].task = &tasks[0];
-    cases[5].expect = 2;
-    cases[5].msgs[0] = fu->vague;
-    cases[5].msgs[1] = guess;
-    for (i = 0; i < 6; i++) {
+    struct { const char *name; cllm_task *task; int expect; const char *msgs[8]; } cases[] = {
+        { "a question answered with the detail, then the answer accepted: 3", &tasks[0], 3,
+          { fu->vague, fu->question, reveal, under->completion, CLLM_TERMINATION_SIGNAL } },
+        { "a question answered by a restatement (needless): 1", &tasks[1], 1,
+          { full->prompt, ff->question, restate, answer_f, CLLM_TERMINATION_SIGNAL } },
+        { "a guess the user corrects: 1", &tasks[0], 1, { fu->vague, guess, correction } },
+        { "a direct answer accepted: 3", &tasks[1], 3, { full->prompt, answer_f, CLLM_TERMINATION_SIGNAL } },
+        { "a question with no reply yet (w = 0): 2", &tasks[0], 2, { fu->vague, fu->question } },
+        { "an answer with no reply yet (w = 0), even a guess: 2", &tasks[0], 2, { fu->vague, guess } },
+    };
+    for (i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) {
         cllm_session s;
         double score, asked;
         conv_of(&c, cases[i].msgs);
@@ -182,6 +152,7 @@ int main(void) {
     cllm_free_buffer(b);
     check_true("tasks parse in the data_fmt task format",
                cllm_tasks_read_jsonl("build/tmp_demo_tasks.jsonl", &tasks, &n, &err) == CLLM_OK && n == 200);
+    if (n != 200) return check_summary("test_demo_task");    /* nothing below can run without them */
     ctx.tasks = tasks;
     ctx.n_tasks = n;
     sim.ctx = &ctx;

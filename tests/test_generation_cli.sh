@@ -3,16 +3,8 @@
 # across two processes, sample s does not depend on --n, greedy samples agree, one line per
 # sample in the documented format, bf16 sampling weights run and change the log-probs, and bad input fails with a
 # message and a non-zero status.
-build=${BUILD:-build}
-tool="$build/collabllm"
+. "$(dirname "$0")/check.sh"
 model=tests/data/golden/qwen3_qknorm
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-fails=0; checks=0
-check() {  # check LABEL COMMAND...
-    label=$1; shift
-    checks=$((checks+1))
-    if "$@"; then echo "  OK   $label"; else echo "  FAIL $label"; fails=$((fails+1)); fi
-}
 gen() { "$tool" generate-ids --model $model --prompt-ids 3,1,4,1,5 --max-new-tokens 12 --ignore-eos "$@"; }
 
 gen --n 3 --temperature 0.9 --top-k 30 --top-p 0.9 --seed 5 > "$tmp/a" 2>"$tmp/err"
@@ -41,5 +33,4 @@ check "--sample-weights bf16 runs, one line per sample" sh -c "test ! -s '$tmp/e
 check "--sample-weights bf16: log-probs differ from fp32's" sh -c "! cmp -s '$tmp/greedy' '$tmp/bf16'"
 gen --sample-weights fp16 > /dev/null 2>"$tmp/err5"; rc=$?
 check "--sample-weights fp16 exits 2 naming the choices" sh -c "test $rc -eq 2 && grep -q 'fp32 or bf16' '$tmp/err5'"
-echo "test_generation_cli: $checks checks, $fails failed -> $( [ $fails = 0 ] && echo all OK || echo FAIL )"
-[ $fails = 0 ]
+check_summary test_generation_cli

@@ -4,14 +4,13 @@
 # to fail on broken copies of the header: a function renamed, a function moved to another part,
 # a function moved to another section, and a row that names a function without saying where.
 # build-independent: it uses no program of $BUILD, so `make test` runs it in its first pass only.
+. "$(dirname "$0")/check.sh"
 out=${BUILD:-build}/reading_guide
 rm -rf "$out"; mkdir -p "$out"
-fail=0
-check() { if [ "$2" = 0 ]; then echo "  OK   $1"; else echo "  FAIL $1"; fail=1; fi; }
 
 tests/reading_guide.sh collabllm.h > "$out/real.txt" 2>&1; rc=$?
 sed 's/^/       /' "$out/real.txt"
-check "every function in the guide is defined in the part (and section) it names" $rc
+check_rc "every function in the guide is defined in the part (and section) it names" $rc
 
 # The first row placed in Part I, its first function, and where the implementation defines it.
 row=$(awk '/^   7\. READING GUIDE/ { on = 1 } on && /cllm_/ && / I\.[0-9]+$/ { print; exit }' collabllm.h)
@@ -19,12 +18,12 @@ name=$(echo "$row" | grep -o 'cllm_[A-Za-z0-9_]*' | head -1)
 place=$(echo "$row" | awk '{ print $NF }')
 impl=$(grep -n '^#ifdef COLLABLLM_IMPLEMENTATION' collabllm.h | head -1 | cut -d: -f1)
 def=$(awk -v from="$impl" -v name="$name" 'NR > from && $0 ~ "^[A-Za-z_][A-Za-z0-9_ \t*]*[ \t*]" name "[ \t]*\\(" && $0 !~ /;[ \t]*$/ { print NR; exit }' collabllm.h)
-[ -n "$name" ] && [ -n "$def" ]; check "the broken copies move $name ($place, defined at line $def)" $?
+[ -n "$name" ] && [ -n "$def" ]; check_rc "the broken copies move $name ($place, defined at line $def)" $?
 
 expect_failure() {   # label, copy, text the checker must print
     tests/reading_guide.sh "$2" > "$2.txt" 2>&1; rc=$?
-    if [ $rc = 1 ] && grep -qF "$3" "$2.txt"; then check "$1" 0
-    else check "$1" 1; sed 's/^/       /' "$2.txt" | head -5; fi
+    if [ $rc = 1 ] && grep -qF "$3" "$2.txt"; then check_rc "$1" 0
+    else check_rc "$1" 1; sed 's/^/       /' "$2.txt" | head -5; fi
 }
 if [ -n "$def" ]; then
     awk -v from="$impl" -v name="$name" 'NR > from { gsub(name "\\(", name "_renamed(") } { print }' \
@@ -47,5 +46,4 @@ awk '/^   7\. READING GUIDE/ { on = 1 } on && /^\*\/$/ && !done { print "       
     collabllm.h > "$out/no_place.h"
 expect_failure "a row that names a function without a place is refused" "$out/no_place.h" "ends without a place"
 
-echo "test_reading_guide: $( [ $fail = 0 ] && echo 'all OK' || echo FAIL)"
-exit $fail
+check_summary test_reading_guide

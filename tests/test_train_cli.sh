@@ -3,17 +3,9 @@
 # the example files of data_fmt/train.md: outputs and their layout, --precompute-ref, a
 # --stop-after run resumed with --resume logging the same losses as one uninterrupted run,
 # LoRA adapters saved as PEFT files next to the merged model, and bad flags refused.
-build=${BUILD:-build}
-tool="$build/collabllm"
+. "$(dirname "$0")/check.sh"
 model=tests/data/train/tiny_qwen2
 tokdir=tests/data/tokenizers/qwen2_style
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-fails=0; checks=0
-check() {  # check LABEL COMMAND...
-    label=$1; shift
-    checks=$((checks+1))
-    if "$@"; then echo "  OK   $label"; else echo "  FAIL $label"; fails=$((fails+1)); fi
-}
 losses() { sed 's/.*"loss":\([^,]*\),.*/\1/' "$1"; }
 common="--model $model --tokenizer $tokdir --quiet --batch-size 2 --lr 1e-3"
 
@@ -67,5 +59,4 @@ check "--lora-targets q,z exits 2 naming the bad target" sh -c "test $rc -eq 2 &
 check "pairs given to sft exit 1 naming the line" sh -c "test $rc -eq 1 && grep -q 'train_dpo.example.jsonl:1:' '$tmp/e3'"
 "$tool" dpo $common --data data_fmt/train_dpo.example.jsonl --out "$tmp/x" --ref $model --precompute-ref 2>"$tmp/e4"; rc=$?
 check "--ref with --precompute-ref exits 2" test $rc -eq 2
-echo "test_train_cli: $checks checks, $fails failed -> $( [ $fails = 0 ] && echo all OK || echo FAIL )"
-[ $fails = 0 ]
+check_summary test_train_cli

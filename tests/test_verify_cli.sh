@@ -3,15 +3,7 @@
 # agree with its summary and with the pairs' own reference logps, outputs are never overwritten, bad flags are
 # refused) and mr --given (R* and MR by hand, token_amount counted, a failed future left out, errors naming the
 # line and the field, no simulator or judge flags).
-build=${BUILD:-build}
-tool="$build/collabllm"
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-fails=0; checks=0
-check() {  # check LABEL COMMAND...
-    label=$1; shift
-    checks=$((checks+1))
-    if "$@"; then echo "  OK   $label"; else echo "  FAIL $label"; fails=$((fails+1)); fi
-}
+. "$(dirname "$0")/check.sh"
 field() { sed "s/.*\"$1\":\([^,}]*\).*/\1/" "$2"; }    # field NAME FILE: the value on each line
 model=tests/data/train/tiny_qwen2
 common="--model $model --tokenizer tests/data/tokenizers/qwen2_style"
@@ -65,5 +57,4 @@ sed 's/"content": "small"}\]/"content": "small"}], [{"role": "user", "content": 
 check "a session that does not start with the history: exit 1 naming it" grep -q 'bad2.jsonl:1: "candidates"\[0\]."sessions"\[2\]\[0\]' "$tmp/e5"
 "$tool" mr --given --input "$tmp/g.jsonl" --metrics accuracy:1,exact_match:1 > /dev/null 2>"$tmp/e6"
 check "a metric with no values: exit 1 naming it" grep -q '"rewards"."exact_match"\[0\]' "$tmp/e6"
-echo "test_verify_cli: $checks checks, $fails failed -> $( [ $fails = 0 ] && echo all OK || echo FAIL )"
-[ $fails = 0 ]
+check_summary test_verify_cli
