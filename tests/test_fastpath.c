@@ -403,7 +403,7 @@ int main(void) {
     for (i = 0; i < sizeof mm / sizeof mm[0]; i++) test_matmul_bf16(mm[i][0], mm[i][1], mm[i][2], (int)(i % 2));
     test_matmul_bf16(12, 768, 2053, 1);    /* the threaded decoding kernel, the prefill's tiles */
     test_adamw(7);
-    test_adamw(40013);                     /* threaded, 16 and 8 lanes, a tail */
+    test_adamw(40013);                     /* threaded, 8 lanes, a tail */
 #ifdef CLLM__OMP
     test_thread_count_independence();
 #endif
