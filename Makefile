@@ -13,6 +13,8 @@
 #                 encodings vs npm tiktoken (npm registry; packages cached in ~/.cache/collabllm-npm);
 #                 FIXTURES=1 also rewrites the committed expectations in tests/data/tokenizer_expected
 #                 and tests/data/tiktoken
+#   make neon     the NEON fast paths: tests/test_fastpath.c cross-compiled for AArch64 and run under qemu-user
+#                 (installs gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user as root)
 #   make unicode-tables  regenerate the Unicode tables in collabllm.h from Debian's unicode-data
 #   make lora-memory  peak memory of one LoRA step on the Qwen2.5-0.5B shape at T=512 (random
 #                 weights; minutes of CPU)
@@ -75,7 +77,7 @@ ifneq ($(FAST_AVX512),0)
 FAST_BINS += $(BUILD)/fast/test_fastpath_avx2
 endif
 
-.PHONY: all test asan valgrind fuzz deps golden clean crosscheck unicode-tables bench lora-memory demo
+.PHONY: all test asan valgrind fuzz deps golden clean crosscheck neon unicode-tables bench lora-memory demo
 all: deps $(TOOLS) $(TEST_BINS)
 
 # Checks (and as root installs) the Debian packages the library links against.
@@ -211,6 +213,11 @@ golden:
 	/usr/bin/python3 tests/gen_online.py
 	/usr/bin/python3 tests/gen_pairs.py
 	/usr/bin/python3 tests/gen_optim.py
+
+# The NEON microkernels run on an emulated AArch64 (tests/neon.sh): no ARM machine is needed.
+neon: | $(BUILD)
+	@tests/ensure-deps.sh gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+	@tests/neon.sh $(BUILD)
 
 crosscheck: all
 	@tests/crosscheck.sh $(BUILD) $(if $(FIXTURES),--write-fixtures)

@@ -371,7 +371,7 @@
                 chat-completions client, II.7 chat backends (API and local models), II.8 metrics
                 (pass_rate, BLEU), II.9 evaluation (paper section 4), II.10 training infrastructure
                 (examples, batches, LoRA storage, checkpoints, the trainer loop, online prompts)
-      Part III  Fast paths: OpenMP, cache blocking, AVX2 and NEON microkernels, and the
+      Part III  Fast paths: OpenMP, cache blocking, AVX-512, AVX2 and NEON microkernels, and the
                 dispatchers Part I calls; each computes the formula of its reference in Part I
       Part IV   Generated tables (Unicode)
    tests/header_map.sh prints every part and section with its line range and size.

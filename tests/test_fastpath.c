@@ -9,7 +9,7 @@
    The matmul's SIMD kernels compute each output as one fused chain in ascending k, in every
    vector width, so they must also equal a scalar fmaf() loop BIT FOR BIT; on an AVX-512 host the
    fast suite runs this test twice, built with and without AVX-512 (build/fast/test_fastpath_avx2),
-   so the two widths agree with each other too. */
+   so the two widths agree with each other too; `make neon` runs it built for AArch64 (NEON) under qemu-user. */
 #ifndef CLLM_SIMD
 #define CLLM_SIMD
 #endif
